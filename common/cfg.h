@@ -1,0 +1,57 @@
+/* cfg.h - configuration: INI file (inih), AWS_* variables and the AWS
+ * shared credentials file as fallbacks.
+ *
+ * cfg_load() fills a caller-owned struct cfg whose strings it allocates;
+ * cfg_free() releases them (the secret is wiped first). Secrets are never
+ * taken from argv: only from the file (which must then not be readable by
+ * group or others), the environment, or ~/.aws/credentials. */
+#ifndef CUSTODYFS_CFG_H
+#define CUSTODYFS_CFG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum cfg_dedup { CFG_DEDUP_CONTENT = 0, CFG_DEDUP_PATH };
+
+struct cfg {
+	/* [s3] */
+	char *endpoint;
+	char *region;
+	char *access_key_id;
+	char *secret_access_key;
+	char *session_token;
+	char *reception_bucket; /* default recepcao-raw */
+	char *storage_bucket;   /* default storage-unique */
+	int path_style;         /* default 1 */
+	int verify_tls;         /* default 1 */
+	char *ca_file;
+	long connect_timeout_ms;
+	long request_timeout_ms;
+	int max_retries;
+	/* [postgres] */
+	char *conninfo;
+	int db_pool_size;
+	/* [fs] */
+	char *spool_dir; /* default /var/cache/custodyfs */
+	enum cfg_dedup dedup;
+	char **temp_patterns; /* fnmatch patterns, NULL-terminated */
+	uint64_t part_size;   /* multipart part size, default 16 MiB */
+	uint64_t copy_threshold; /* CopyObject up to this, default 5 GiB */
+	int upload_workers;   /* parallel part uploads, default 4 */
+	int cache_ttl_ms;     /* directory listing cache, default 3000 */
+	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */
+	int max_threads;      /* FUSE worker threads, default 32 */
+	int log_level;        /* 0 error .. 3 debug, default 2 */
+};
+
+/* Loads path into *c (zeroed first, defaults applied). Returns 0, or -errno
+ * with a one-line reason in err: -EACCES for a secret-bearing file that is
+ * readable by group/others, -EINVAL for bad values (the line is named),
+ * -ENOENT for a missing file. Never puts a secret in err. */
+int cfg_load(const char *path, struct cfg *c, char *err, size_t err_len);
+void cfg_free(struct cfg *c);
+
+/* 1 if name (the last path component) matches a temp pattern. */
+int cfg_is_temp_name(const struct cfg *c, const char *name);
+
+#endif

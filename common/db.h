@@ -1,0 +1,95 @@
+/* db.h - the audit store in PostgreSQL (libpq).
+ *
+ * Knows nothing of S3 or FUSE. SQL is always parameterised (PQexecParams
+ * with typed casts); every PGresult is cleared on every path. A struct db is
+ * a small pool of connections shared by all threads; a lost connection is
+ * reset and the statement retried once; serialization failures and
+ * deadlocks are retried (bounded, with backoff). Functions return 0 or
+ * -errno mapped by errmap_sqlstate(); details go to the log. Strings in
+ * output structs are malloc'd and owned by the caller. */
+#ifndef CUSTODYFS_DB_H
+#define CUSTODYFS_DB_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct db;
+
+/* Who did it: the calling process's user and uid, and this host. */
+struct actor {
+	uid_t uid;
+	char user[64]; /* login name, or the uid in decimal when unknown */
+	char host[256];
+};
+
+/* Formats "user (uid N) @ host" into out. */
+void actor_format(const struct actor *a, char *out, size_t len);
+
+/* Opens up to pool_size connections lazily (at least one now, so a bad
+ * conninfo fails here). conninfo is libpq's; passwords come from PGPASSFILE
+ * or service files, never from us. NULL on failure, with a reason (no
+ * secret) in err. */
+struct db *db_open(const char *conninfo, int pool_size, char *err,
+		   size_t err_len);
+void db_close(struct db *d);
+
+/* Applies the versioned migrations (schema_migrations table), idempotent,
+ * under pg_advisory_lock so several mounts starting at once serialise.
+ * Adopts the seed's tables: creates what is missing, adds missing columns,
+ * never drops or rewrites rows. Installs the append-only triggers. */
+int db_migrate(struct db *d);
+
+/* Is the database reachable now? 0 or -EIO (for status / health). */
+int db_ping(struct db *d);
+
+struct reception_new {
+	const char *source_bucket;
+	const char *object_key; /* full key in the bucket */
+	const char *file_name;  /* last path component */
+	uint64_t size;
+	const char *xxh128; /* hex, or NULL when unknown (foreign, not hashed) */
+	const char *sha256; /* hex, or NULL */
+	const char *etag;   /* the object's ETag, quotes removed; NULL unknown */
+	const char *origin; /* "mount", "foreign", "rename", "tool" */
+	const struct actor *who; /* NULL for foreign uploads seen by a scan */
+};
+
+/* Logs one reception. Atomically (one transaction, row lock on the key):
+ * if a live row (removed_at IS NULL) for (bucket, key) exists with the same
+ * etag (or with a NULL etag: written by another tool), nothing is inserted
+ * and *id_out is that row's id, *inserted = 0; otherwise an existing live
+ * row gets removed_at = now() with removal_reason = replaced_reason and a
+ * new row is inserted (*inserted = 1). Safe against concurrent mounts (a
+ * unique partial index on live rows). id_out/inserted may be NULL. */
+int db_reception_record(struct db *d, const struct reception_new *r,
+			const char *replaced_reason, int64_t *id_out,
+			int *inserted);
+
+/* Sets removed_at = now(), removal_reason = reason on the live row of
+ * (bucket, key), if any. 0 also when there was none. */
+int db_reception_mark_removed(struct db *d, const char *bucket,
+			      const char *key, const char *reason);
+
+/* Rename of a received object: one transaction marks the live row of
+ * old_key removed ("renamed to <new_key>") and inserts a row for new_key
+ * copying sizes and hashes, with the given etag, origin "rename", and who.
+ * When old_key had no live row, only the new row is inserted (hashes NULL). */
+int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
+			const char *new_key, const char *new_etag,
+			uint64_t size, const struct actor *who);
+
+struct reception_live {
+	char *object_key;
+	char *etag; /* NULL when the row has none */
+	int64_t id;
+};
+
+/* Live rows of bucket whose key starts with prefix ("" = all), in key
+ * order, at most max (0 = no bound). *rows malloc'd; free with
+ * db_reception_live_free. */
+int db_reception_live(struct db *d, const char *bucket, const char *prefix,
+		      size_t max, struct reception_live **rows, size_t *n);
+void db_reception_live_free(struct reception_live *rows, size_t n);
+
+#endif

@@ -1,0 +1,1713 @@
+/* s3.c - S3 client over libcurl, see s3.h.
+ *
+ * One request = one struct s3_xfer: what to send (method, bucket, key,
+ * query, extra signed headers, body from memory or from an fd) and where the
+ * answer goes (a bounded sbuf for XML and error bodies, a caller buffer for
+ * ranges, an fd). s3_perform() takes an easy handle from the client's pool
+ * and runs attempts; every attempt is signed afresh (time(NULL)), rewinds
+ * its body and resets its sinks. Failures are classified in s3err.c only. */
+#include "s3.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "hash.h"
+#include "log.h"
+#include "s3err.h"
+#include "sbuf.h"
+#include "sigv4.h"
+
+#define S3_POOL_MAX 32			/* easy handles per client */
+#define S3_ERR_BODY_MAX (64 * 1024)	/* error bodies: truncated beyond */
+#define S3_XML_BODY_MAX (8 << 20)	/* result bodies: failure beyond */
+#define S3_HDR_MAX (64 * 1024)		/* response header block */
+#define S3_IO_CHUNK (256 * 1024)	/* largest pread per read callback */
+#define S3_BACKOFF_CAP_MS 5000L
+#define S3_KEY_MAX 1024
+#define S3_COPY_MAX (5ULL << 30)	/* CopyObject / single part limit */
+#define S3_PART_DEFAULT (64ULL << 20)
+#define S3_MAX_PARTS 10000
+#define S3_LARGE_RANGE (8u << 20)	/* ranges above: no total timeout */
+#define S3_META_PREFIX "x-amz-meta-"
+
+static pthread_once_t s3_once = PTHREAD_ONCE_INIT;
+static CURLcode s3_global_rc = CURLE_FAILED_INIT;
+
+struct s3_client {
+	char *scheme;	 /* "http" or "https" */
+	char *authority; /* "host:port" as in the endpoint, for the URL */
+	char *host_hdr;	 /* Host header: lowercase, default port dropped */
+	char *base_path; /* endpoint path without trailing '/', often "" */
+	char *region;
+	char *access_key_id;
+	char *secret_access_key;
+	char *session_token;
+	char *ca_file;
+	int path_style;
+	int verify_tls;
+	int max_retries;
+	long connect_timeout_ms;
+	long request_timeout_ms;
+	long retry_base_ms;
+
+	pthread_mutex_t lock; /* protects the pool below */
+	pthread_cond_t cond;
+	CURL *free_handles[S3_POOL_MAX];
+	int n_free;
+	int n_handles;
+};
+
+/* Extra headers of one request (signed and sent); strings owned. */
+struct s3_hdrs {
+	struct sigv4_kv *kv;
+	size_t n;
+	size_t cap;
+};
+
+enum s3_sink { S3_SINK_BODY, S3_SINK_RANGE, S3_SINK_FD };
+
+struct s3_xfer;
+typedef int (*s3_ok_fn)(struct s3_xfer *x);
+
+struct s3_xfer {
+	/* request */
+	const char *method;
+	const char *bucket;
+	const char *key; /* NULL: bucket-level request */
+	const struct sigv4_kv *query;
+	size_t n_query;
+	struct s3_hdrs hdrs;
+	const char *payload_hash;
+	const char *body; /* memory body, or NULL: read body_fd */
+	int body_fd;
+	off_t body_off;
+	uint64_t body_len;
+	uint64_t body_pos; /* per attempt */
+	int body_err;	   /* errno of a failed pread, per attempt */
+	int large;	   /* no total timeout, only the low-speed limit */
+	long quiet_status; /* a final status that is not worth a warning */
+
+	/* response */
+	enum s3_sink sink;
+	char *range_buf;
+	uint64_t range_off;
+	size_t range_len;
+	size_t range_got;
+	uint64_t range_seen; /* bytes of a 200 body seen */
+	int range_done;	     /* aborted a 200 body once the slice was full */
+	int out_fd;
+	uint64_t out_pos;
+	int out_err;
+	struct sbuf resp; /* XML result or error body */
+	int resp_over;
+	struct sbuf rhdr; /* header lines of the last response */
+	long status;
+	s3_ok_fn on_ok; /* parses a 2xx body; may fail (200 with <Error>) */
+	char etag[80];
+	char *upload_id;
+	struct s3_error err;
+	char curl_err[CURL_ERROR_SIZE];
+	const char *why; /* transport failure text, for the log */
+};
+
+/* ---- small helpers ---------------------------------------------------- */
+
+static void s3_global_init(void)
+{
+	s3_global_rc = curl_global_init(CURL_GLOBAL_DEFAULT);
+}
+
+static char *s3_strdup_opt(const char *s, int *fail)
+{
+	char *d;
+
+	if (!s)
+		return NULL;
+	d = strdup(s);
+	if (!d)
+		*fail = 1;
+	return d;
+}
+
+static void s3_free_secret(char *s)
+{
+	if (s) {
+		explicit_bzero(s, strlen(s));
+		free(s);
+	}
+}
+
+static const char *s3_key_str(const char *key)
+{
+	return key ? key : "";
+}
+
+static int s3_is_2xx(long status)
+{
+	return status >= 200 && status <= 299;
+}
+
+/* Bucket names never hold '/' or control characters; keys fit S3's limit. */
+static int s3_check(const char *bucket, const char *key, int need_key)
+{
+	const char *p;
+
+	if (!bucket || !*bucket)
+		return -EINVAL;
+	for (p = bucket; *p; p++)
+		if (*p == '/' || (unsigned char)*p < 0x21 || *p == 0x7f)
+			return -EINVAL;
+	if (need_key && (!key || !*key))
+		return -EINVAL;
+	if (key && strlen(key) > S3_KEY_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+static int s3_hdrs_add(struct s3_hdrs *h, const char *name, const char *value)
+{
+	struct sigv4_kv *kv;
+	char *n, *v;
+
+	if (h->n == h->cap) {
+		size_t cap = h->cap ? h->cap * 2 : 8;
+
+		kv = realloc(h->kv, cap * sizeof(*kv));
+		if (!kv)
+			return -ENOMEM;
+		h->kv = kv;
+		h->cap = cap;
+	}
+	n = strdup(name);
+	v = strdup(value);
+	if (!n || !v) {
+		free(n);
+		free(v);
+		return -ENOMEM;
+	}
+	h->kv[h->n].name = n;
+	h->kv[h->n].value = v;
+	h->n++;
+	return 0;
+}
+
+static void s3_hdrs_free(struct s3_hdrs *h)
+{
+	size_t i;
+
+	for (i = 0; i < h->n; i++) {
+		free((char *)h->kv[i].name);
+		free((char *)h->kv[i].value);
+	}
+	free(h->kv);
+	memset(h, 0, sizeof(*h));
+}
+
+/* Adds x-amz-meta-NAME headers. Names must be header tokens (lowercased
+ * here); values printable ASCII (no control characters, no bytes >= 0x80:
+ * signing and header transport are only safe for those): -EINVAL. */
+static int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
+			    size_t n_meta)
+{
+	struct sbuf name = SBUF_INIT;
+	const unsigned char *p;
+	size_t i, j;
+	int rc = 0;
+
+	for (i = 0; i < n_meta && !rc; i++) {
+		if (!meta[i].name || !*meta[i].name || !meta[i].value) {
+			rc = -EINVAL;
+			break;
+		}
+		for (p = (const unsigned char *)meta[i].name; *p; p++)
+			if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p))
+				rc = -EINVAL;
+		for (p = (const unsigned char *)meta[i].value; *p; p++)
+			if (*p < 0x20 || *p >= 0x7f)
+				rc = -EINVAL;
+		if (rc) {
+			log_warn("s3: metadata %s: name or value not safe ASCII",
+				 meta[i].name);
+			break;
+		}
+		sbuf_reset(&name);
+		rc = sbuf_addf(&name, S3_META_PREFIX "%s", meta[i].name);
+		for (j = 0; !rc && j < name.len; j++)
+			name.s[j] = (char)tolower((unsigned char)name.s[j]);
+		if (!rc)
+			rc = s3_hdrs_add(h, name.s, meta[i].value);
+	}
+	sbuf_free(&name);
+	return rc;
+}
+
+/* "/" + bucket + "/" + key, URI-encoded like a path. */
+static int s3_hdrs_add_copy_source(struct s3_hdrs *h, const char *src_bucket,
+				   const char *src_key)
+{
+	struct sbuf raw = SBUF_INIT, enc = SBUF_INIT;
+	int rc;
+
+	rc = sbuf_addf(&raw, "/%s/%s", src_bucket, src_key);
+	if (!rc)
+		rc = sigv4_encode_path(&enc, raw.s);
+	if (!rc)
+		rc = s3_hdrs_add(h, "x-amz-copy-source", sbuf_str(&enc));
+	sbuf_free(&raw);
+	sbuf_free(&enc);
+	return rc;
+}
+
+static void s3_xfer_init(struct s3_xfer *x, const char *method,
+			 const char *bucket, const char *key)
+{
+	memset(x, 0, sizeof(*x));
+	x->method = method;
+	x->bucket = bucket;
+	x->key = key;
+	x->payload_hash = HASH_SHA256_EMPTY;
+	x->body_fd = -1;
+	x->out_fd = -1;
+	x->sink = S3_SINK_BODY;
+}
+
+static void s3_xfer_free(struct s3_xfer *x)
+{
+	s3_hdrs_free(&x->hdrs);
+	sbuf_free(&x->resp);
+	sbuf_free(&x->rhdr);
+	free(x->upload_id);
+	x->upload_id = NULL;
+}
+
+/* ---- response headers ------------------------------------------------- */
+
+/* Finds header `name` among the last response's headers and copies its value
+ * (outer blanks trimmed, truncated to outsz - 1) into out. 1 if found. */
+static int s3_hdr_get(const struct s3_xfer *x, const char *name, char *out,
+		      size_t outsz)
+{
+	size_t nlen = strlen(name);
+	const char *p = sbuf_str(&x->rhdr);
+
+	while (*p) {
+		const char *eol = strchr(p, '\n');
+		const char *v, *e;
+		size_t len;
+
+		if (!eol)
+			eol = p + strlen(p);
+		if ((size_t)(eol - p) > nlen && p[nlen] == ':' &&
+		    !strncasecmp(p, name, nlen)) {
+			v = p + nlen + 1;
+			e = eol;
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			while (e > v && (e[-1] == '\r' || e[-1] == ' ' ||
+					 e[-1] == '\t'))
+				e--;
+			len = (size_t)(e - v);
+			if (len >= outsz)
+				len = outsz - 1;
+			memcpy(out, v, len);
+			out[len] = '\0';
+			return 1;
+		}
+		p = *eol ? eol + 1 : eol;
+	}
+	return 0;
+}
+
+/* ETag header value without quotes; 1 if present. */
+static int s3_hdr_etag(const struct s3_xfer *x, char out[80])
+{
+	char raw[80];
+	size_t len;
+
+	if (!s3_hdr_get(x, "etag", raw, sizeof(raw)))
+		return 0;
+	len = strlen(raw);
+	if (len >= 2 && raw[0] == '"' && raw[len - 1] == '"') {
+		memmove(raw, raw + 1, len - 2);
+		raw[len - 2] = '\0';
+	}
+	memcpy(out, raw, strlen(raw) + 1);
+	return 1;
+}
+
+/* Collects x-amz-meta-* headers (names lowercased) into info. */
+static int s3_hdr_meta(const struct s3_xfer *x, struct s3_object_info *info)
+{
+	const char *p = sbuf_str(&x->rhdr);
+	size_t plen = strlen(S3_META_PREFIX);
+
+	while (*p) {
+		const char *eol = strchr(p, '\n');
+		const char *colon, *v, *e;
+		struct s3_kv *kv;
+		size_t i;
+
+		if (!eol)
+			eol = p + strlen(p);
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (colon && (size_t)(colon - p) > plen &&
+		    !strncasecmp(p, S3_META_PREFIX, plen)) {
+			kv = realloc(info->meta,
+				     (info->n_meta + 1) * sizeof(*kv));
+			if (!kv)
+				return -ENOMEM;
+			info->meta = kv;
+			kv += info->n_meta;
+			v = colon + 1;
+			e = eol;
+			while (v < e && (*v == ' ' || *v == '\t'))
+				v++;
+			while (e > v && (e[-1] == '\r' || e[-1] == ' ' ||
+					 e[-1] == '\t'))
+				e--;
+			kv->name = strndup(p + plen, (size_t)(colon - p) - plen);
+			kv->value = strndup(v, (size_t)(e - v));
+			if (!kv->name || !kv->value) {
+				free(kv->name);
+				free(kv->value);
+				return -ENOMEM;
+			}
+			for (i = 0; kv->name[i]; i++)
+				kv->name[i] = (char)tolower(
+					(unsigned char)kv->name[i]);
+			info->n_meta++;
+		}
+		p = *eol ? eol + 1 : eol;
+	}
+	return 0;
+}
+
+/* ---- curl callbacks --------------------------------------------------- */
+
+static size_t s3_header_cb(char *p, size_t size, size_t nitems, void *ud)
+{
+	struct s3_xfer *x = ud;
+	size_t n = size * nitems;
+
+	if (n >= 5 && !strncasecmp(p, "HTTP/", 5)) {
+		char line[32];
+		const char *sp;
+		size_t l = n < sizeof(line) - 1 ? n : sizeof(line) - 1;
+
+		memcpy(line, p, l);
+		line[l] = '\0';
+		sp = strchr(line, ' ');
+		x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		sbuf_reset(&x->rhdr);
+		return n;
+	}
+	if (x->rhdr.len + n <= S3_HDR_MAX && sbuf_add(&x->rhdr, p, n)) {
+		x->out_err = ENOMEM;
+		return 0;
+	}
+	return n;
+}
+
+static size_t s3_range_write(struct s3_xfer *x, const char *p, size_t n)
+{
+	size_t take;
+
+	if (x->status == 200 && x->range_seen < x->range_off) {
+		uint64_t skip = x->range_off - x->range_seen;
+
+		if (skip >= n) {
+			x->range_seen += n;
+			return n;
+		}
+		p += skip;
+		n -= (size_t)skip;
+		x->range_seen += skip;
+	}
+	take = x->range_len - x->range_got;
+	if (take > n)
+		take = n;
+	memcpy(x->range_buf + x->range_got, p, take);
+	x->range_got += take;
+	x->range_seen += take;
+	if (x->status == 200 && x->range_got == x->range_len) {
+		/* The server ignored Range: stop once the slice is full. */
+		x->range_done = 1;
+		return 0;
+	}
+	return n; /* a 206 longer than asked: the excess is dropped */
+}
+
+static size_t s3_fd_write(struct s3_xfer *x, const char *p, size_t n)
+{
+	size_t done = 0;
+
+	while (done < n) {
+		ssize_t w = pwrite(x->out_fd, p + done, n - done,
+				   (off_t)(x->out_pos + done));
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0) {
+			x->out_err = w < 0 ? errno : EIO;
+			return 0;
+		}
+		done += (size_t)w;
+	}
+	x->out_pos += n;
+	return n;
+}
+
+static size_t s3_write_cb(char *p, size_t size, size_t nitems, void *ud)
+{
+	struct s3_xfer *x = ud;
+	size_t n = size * nitems;
+
+	if (s3_is_2xx(x->status) && x->sink == S3_SINK_RANGE)
+		return s3_range_write(x, p, n);
+	if (s3_is_2xx(x->status) && x->sink == S3_SINK_FD)
+		return s3_fd_write(x, p, n);
+	if (!s3_is_2xx(x->status)) {
+		/* An error body: keep its start, drop the rest. */
+		if (x->resp.len >= S3_ERR_BODY_MAX)
+			return n;
+		if (n > S3_ERR_BODY_MAX - x->resp.len)
+			n = S3_ERR_BODY_MAX - x->resp.len;
+	} else if (x->resp.len + n > S3_XML_BODY_MAX) {
+		x->resp_over = 1;
+		return 0;
+	}
+	if (sbuf_add(&x->resp, p, n)) {
+		x->out_err = ENOMEM;
+		return 0;
+	}
+	return size * nitems;
+}
+
+static size_t s3_read_cb(char *buf, size_t size, size_t nitems, void *ud)
+{
+	struct s3_xfer *x = ud;
+	uint64_t left = x->body_len - x->body_pos;
+	size_t n = size * nitems;
+	ssize_t r;
+
+	if (n > S3_IO_CHUNK)
+		n = S3_IO_CHUNK;
+	if (n > left)
+		n = (size_t)left;
+	if (!n)
+		return 0;
+	if (x->body) {
+		memcpy(buf, x->body + x->body_pos, n);
+		x->body_pos += n;
+		return n;
+	}
+	do
+		r = pread(x->body_fd, buf, n,
+			  x->body_off + (off_t)x->body_pos);
+	while (r < 0 && errno == EINTR);
+	if (r <= 0) {
+		/* An error, or the file is shorter than promised. */
+		x->body_err = r < 0 ? errno : EIO;
+		return CURL_READFUNC_ABORT;
+	}
+	x->body_pos += (uint64_t)r;
+	return (size_t)r;
+}
+
+static int s3_seek_cb(void *ud, curl_off_t offset, int origin)
+{
+	struct s3_xfer *x = ud;
+
+	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->body_len)
+		return CURL_SEEKFUNC_FAIL;
+	x->body_pos = (uint64_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
+
+/* ---- the handle pool -------------------------------------------------- */
+
+static CURL *s3_pool_get(struct s3_client *c)
+{
+	CURL *h = NULL;
+
+	pthread_mutex_lock(&c->lock);
+	while (!c->n_free && c->n_handles >= S3_POOL_MAX)
+		pthread_cond_wait(&c->cond, &c->lock);
+	if (c->n_free) {
+		h = c->free_handles[--c->n_free];
+		pthread_mutex_unlock(&c->lock);
+		return h;
+	}
+	c->n_handles++;
+	pthread_mutex_unlock(&c->lock);
+	h = curl_easy_init();
+	if (!h) {
+		pthread_mutex_lock(&c->lock);
+		c->n_handles--;
+		pthread_cond_signal(&c->cond);
+		pthread_mutex_unlock(&c->lock);
+	}
+	return h;
+}
+
+static void s3_pool_put(struct s3_client *c, CURL *h)
+{
+	pthread_mutex_lock(&c->lock);
+	c->free_handles[c->n_free++] = h;
+	pthread_cond_signal(&c->cond);
+	pthread_mutex_unlock(&c->lock);
+}
+
+/* ---- one request ------------------------------------------------------ */
+
+/* Where a request goes: wire path (encoded; also the canonical URI),
+ * canonical query, Host header value and the full URL. */
+struct s3_target {
+	struct sbuf path;
+	struct sbuf query;
+	struct sbuf host;
+	struct sbuf url;
+};
+
+static void s3_target_free(struct s3_target *t)
+{
+	sbuf_free(&t->path);
+	sbuf_free(&t->query);
+	sbuf_free(&t->host);
+	sbuf_free(&t->url);
+}
+
+static int s3_target_build(const struct s3_client *c, const struct s3_xfer *x,
+			   struct s3_target *t)
+{
+	struct sbuf raw = SBUF_INIT;
+	int rc;
+
+	rc = sbuf_adds(&raw, c->base_path);
+	if (!rc && c->path_style)
+		rc = sbuf_addf(&raw, "/%s", x->bucket);
+	if (!rc && (x->key || !c->path_style))
+		rc = sbuf_addf(&raw, "/%s", s3_key_str(x->key));
+	if (!rc)
+		rc = sigv4_encode_path(&t->path, raw.s);
+	if (!rc && x->n_query)
+		rc = sigv4_canonical_query(&t->query, x->query, x->n_query);
+	if (!rc && !c->path_style)
+		rc = sbuf_addf(&t->host, "%s.", x->bucket);
+	if (!rc)
+		rc = sbuf_adds(&t->host, c->host_hdr);
+	if (!rc)
+		rc = sbuf_addf(&t->url, "%s://%s%s%s%s", c->scheme,
+			       c->path_style ? "" : x->bucket,
+			       c->path_style ? "" : ".", c->authority,
+			       sbuf_str(&t->path));
+	if (!rc && t->query.len)
+		rc = sbuf_addf(&t->url, "?%s", t->query.s);
+	sbuf_free(&raw);
+	return rc;
+}
+
+/* Signs the request at `now` and returns the header list curl sends. */
+static int s3_sign(const struct s3_client *c, const struct s3_xfer *x,
+		   const struct s3_target *t, time_t now,
+		   struct curl_slist **out)
+{
+	struct sigv4_credentials cred = {
+		c->access_key_id, c->secret_access_key, c->region, "s3"
+	};
+	struct sbuf auth = SBUF_INIT, line = SBUF_INIT;
+	struct sigv4_request req;
+	struct curl_slist *sl = NULL, *tmp;
+	struct sigv4_kv *kv;
+	char date[17];
+	size_t i, n = 0;
+	int rc, has_ctype = 0;
+
+	kv = calloc(x->hdrs.n + 4, sizeof(*kv));
+	if (!kv)
+		return -ENOMEM;
+	sigv4_amz_date(now, date);
+	kv[n].name = "host";
+	kv[n++].value = t->host.s;
+	kv[n].name = "x-amz-date";
+	kv[n++].value = date;
+	kv[n].name = "x-amz-content-sha256";
+	kv[n++].value = x->payload_hash;
+	if (c->session_token) {
+		kv[n].name = "x-amz-security-token";
+		kv[n++].value = c->session_token;
+	}
+	for (i = 0; i < x->hdrs.n; i++) {
+		kv[n++] = x->hdrs.kv[i];
+		if (!strcasecmp(x->hdrs.kv[i].name, "content-type"))
+			has_ctype = 1;
+	}
+	req.method = x->method;
+	req.path = t->path.s;
+	req.query = x->query;
+	req.n_query = x->n_query;
+	req.headers = kv;
+	req.n_headers = n;
+	req.payload_hash = x->payload_hash;
+	rc = sigv4_authorization(&auth, &req, &cred, now);
+	if (rc)
+		goto fail;
+	rc = sbuf_addf(&line, "Authorization: %s", auth.s);
+	for (i = 0; !rc && i <= n + 1; i++) {
+		if (i == 0) {
+			tmp = curl_slist_append(sl, line.s);
+		} else if (i == n + 1) {
+			/* No "Expect: 100-continue"; no curl POST type. */
+			tmp = curl_slist_append(sl, "Expect:");
+			if (tmp && !has_ctype)
+				tmp = curl_slist_append(tmp, "Content-Type:");
+		} else {
+			const struct sigv4_kv *h = &kv[i - 1];
+
+			sbuf_reset(&line);
+			/* "Name;" is curl's way to send an empty header. */
+			rc = *h->value ? sbuf_addf(&line, "%s: %s", h->name,
+						   h->value)
+				       : sbuf_addf(&line, "%s;", h->name);
+			tmp = rc ? NULL : curl_slist_append(sl, line.s);
+		}
+		if (!tmp) {
+			rc = -ENOMEM;
+			break;
+		}
+		sl = tmp;
+	}
+	if (rc)
+		goto fail;
+	*out = sl;
+	sl = NULL;
+fail:
+	curl_slist_free_all(sl);
+	if (auth.s)
+		explicit_bzero(auth.s, auth.len);
+	if (line.s)
+		explicit_bzero(line.s, line.len);
+	sbuf_free(&auth);
+	sbuf_free(&line);
+	free(kv);
+	return rc;
+}
+
+static void s3_setopts(const struct s3_client *c, CURL *h, struct s3_xfer *x,
+		       const struct s3_target *t, struct curl_slist *sl)
+{
+	curl_easy_setopt(h, CURLOPT_URL, t->url.s);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	if (x->large) {
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+	} else {
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->request_timeout_ms);
+	}
+	curl_easy_setopt(h, CURLOPT_TCP_KEEPALIVE, 1L);
+	curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 0L);
+	curl_easy_setopt(h, CURLOPT_PATH_AS_IS, 1L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->verify_tls ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->verify_tls ? 2L : 0L);
+	if (c->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+	curl_easy_setopt(h, CURLOPT_HTTPHEADER, sl);
+	curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, s3_header_cb);
+	curl_easy_setopt(h, CURLOPT_HEADERDATA, x);
+	curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, s3_write_cb);
+	curl_easy_setopt(h, CURLOPT_WRITEDATA, x);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, x->curl_err);
+	if (!strcmp(x->method, "HEAD")) {
+		curl_easy_setopt(h, CURLOPT_NOBODY, 1L);
+	} else if (!strcmp(x->method, "PUT")) {
+		curl_easy_setopt(h, CURLOPT_UPLOAD, 1L);
+		curl_easy_setopt(h, CURLOPT_READFUNCTION, s3_read_cb);
+		curl_easy_setopt(h, CURLOPT_READDATA, x);
+		curl_easy_setopt(h, CURLOPT_SEEKFUNCTION, s3_seek_cb);
+		curl_easy_setopt(h, CURLOPT_SEEKDATA, x);
+		curl_easy_setopt(h, CURLOPT_INFILESIZE_LARGE,
+				 (curl_off_t)x->body_len);
+	} else if (!strcmp(x->method, "POST")) {
+		curl_easy_setopt(h, CURLOPT_POST, 1L);
+		curl_easy_setopt(h, CURLOPT_POSTFIELDS, x->body ? x->body : "");
+		curl_easy_setopt(h, CURLOPT_POSTFIELDSIZE_LARGE,
+				 (curl_off_t)x->body_len);
+	} else if (strcmp(x->method, "GET")) {
+		curl_easy_setopt(h, CURLOPT_CUSTOMREQUEST, x->method);
+	}
+}
+
+/* One attempt. Returns 0 or -errno; *retry says whether to try again. */
+static int s3_attempt(const struct s3_client *c, CURL *h, struct s3_xfer *x,
+		      const struct s3_target *t, int *retry)
+{
+	struct curl_slist *sl = NULL;
+	const char *code;
+	CURLcode cc;
+	int rc;
+
+	*retry = 0;
+	x->body_pos = 0;
+	x->body_err = 0;
+	x->range_got = 0;
+	x->range_seen = 0;
+	x->range_done = 0;
+	x->out_pos = 0;
+	x->out_err = 0;
+	x->resp_over = 0;
+	x->status = 0;
+	x->why = NULL;
+	x->curl_err[0] = '\0';
+	memset(&x->err, 0, sizeof(x->err));
+	sbuf_reset(&x->resp);
+	sbuf_reset(&x->rhdr);
+
+	rc = s3_sign(c, x, t, time(NULL), &sl);
+	if (rc)
+		goto fail;
+	curl_easy_reset(h);
+	s3_setopts(c, h, x, t, sl);
+	cc = curl_easy_perform(h);
+	if (cc == CURLE_WRITE_ERROR && x->range_done)
+		cc = CURLE_OK;
+	if (cc != CURLE_OK) {
+		if (x->body_err || x->out_err) {
+			rc = -(x->body_err ? x->body_err : x->out_err);
+			x->why = x->body_err ? "reading the body failed"
+					     : "storing the body failed";
+		} else if (x->resp_over) {
+			rc = -EPROTO;
+			x->why = "response body too large";
+		} else {
+			rc = -errmap_curl(cc);
+			*retry = errmap_curl_retryable(cc);
+			x->why = x->curl_err[0] ? x->curl_err
+						: curl_easy_strerror(cc);
+		}
+		goto fail;
+	}
+	if (s3_is_2xx(x->status)) {
+		if (x->on_ok) {
+			rc = x->on_ok(x);
+			if (rc && x->err.code[0])
+				*retry = errmap_s3_retryable(x->status,
+							     x->err.code);
+			else if (rc)
+				x->why = "malformed response";
+		}
+		goto fail;
+	}
+	if (!x->resp.len || s3xml_parse_error(x->resp.s, x->resp.len, &x->err))
+		memset(&x->err, 0, sizeof(x->err));
+	code = x->err.code[0] ? x->err.code : NULL;
+	rc = -errmap_s3(x->status, code);
+	*retry = errmap_s3_retryable(x->status, code);
+fail:
+	/* The handle must not keep pointers to what this attempt owned. */
+	curl_easy_reset(h);
+	curl_slist_free_all(sl);
+	return rc;
+}
+
+static long s3_backoff_ms(const struct s3_client *c, int attempt)
+{
+	long cap = c->retry_base_ms;
+	uint32_t r;
+	int i;
+
+	for (i = 0; i < attempt && cap < S3_BACKOFF_CAP_MS; i++)
+		cap *= 2;
+	if (cap > S3_BACKOFF_CAP_MS)
+		cap = S3_BACKOFF_CAP_MS;
+	if (getrandom(&r, sizeof(r), GRND_NONBLOCK) != (ssize_t)sizeof(r))
+		r = (uint32_t)time(NULL) ^ (uint32_t)(uintptr_t)&r;
+	return (long)(r % (uint32_t)(cap + 1));
+}
+
+static void s3_sleep_ms(long ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+/* Runs x with retries. Returns 0 or -errno; x keeps the last response. */
+static int s3_perform(struct s3_client *c, struct s3_xfer *x)
+{
+	struct s3_target t = { SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT };
+	CURL *h = NULL;
+	int rc, retry, attempt;
+	long ms;
+
+	rc = s3_target_build(c, x, &t);
+	if (rc)
+		goto fail;
+	h = s3_pool_get(c);
+	if (!h) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	for (attempt = 0;; attempt++) {
+		rc = s3_attempt(c, h, x, &t, &retry);
+		if (!rc || !retry || attempt >= c->max_retries)
+			break;
+		ms = s3_backoff_ms(c, attempt);
+		log_warn("s3: %s %s/%s failed (HTTP %ld %s%s%s): retry %d/%d in %ld ms",
+			 x->method, x->bucket, s3_key_str(x->key), x->status,
+			 x->err.code, x->why ? " " : "", x->why ? x->why : "",
+			 attempt + 1, c->max_retries, ms);
+		s3_sleep_ms(ms);
+	}
+	if (!rc) {
+		log_debug("s3: %s %s/%s -> HTTP %ld", x->method, x->bucket,
+			  s3_key_str(x->key), x->status);
+		goto fail;
+	}
+	if (rc == -ENOENT || (x->quiet_status && x->status == x->quiet_status))
+		log_debug("s3: %s %s/%s: HTTP %ld %s: %s", x->method,
+			  x->bucket, s3_key_str(x->key), x->status,
+			  x->err.code, strerror(-rc));
+	else
+		log_warn("s3: %s %s/%s failed: HTTP %ld %s%s%s%s%s (%s)",
+			 x->method, x->bucket, s3_key_str(x->key), x->status,
+			 x->err.code, x->err.message[0] ? " " : "",
+			 x->err.message, x->why ? " " : "",
+			 x->why ? x->why : "", strerror(-rc));
+	if (x->err.request_id[0])
+		log_debug("s3: request id %s", x->err.request_id);
+fail:
+	if (h)
+		s3_pool_put(c, h);
+	s3_target_free(&t);
+	return rc;
+}
+
+/* ---- client ----------------------------------------------------------- */
+
+/* Splits "scheme://authority[/path]" into the client's fields. */
+static int s3_parse_endpoint(struct s3_client *c, const char *ep)
+{
+	const char *auth, *slash;
+	size_t alen, i, plen;
+	char *host;
+
+	if (!strncasecmp(ep, "http://", 7))
+		c->scheme = strdup("http");
+	else if (!strncasecmp(ep, "https://", 8))
+		c->scheme = strdup("https");
+	else
+		return -EINVAL;
+	if (!c->scheme)
+		return -ENOMEM;
+	auth = strstr(ep, "://") + 3;
+	slash = strchr(auth, '/');
+	alen = slash ? (size_t)(slash - auth) : strlen(auth);
+	if (!alen || memchr(auth, '@', alen) || memchr(auth, '?', alen) ||
+	    memchr(auth, '#', alen))
+		return -EINVAL;
+	c->authority = strndup(auth, alen);
+	host = strndup(auth, alen);
+	plen = slash ? strlen(slash) : 0;
+	while (plen && slash[plen - 1] == '/')
+		plen--;
+	c->base_path = strndup(slash ? slash : "", plen);
+	c->host_hdr = host;
+	if (!c->authority || !host || !c->base_path)
+		return -ENOMEM;
+	for (i = 0; host[i]; i++)
+		host[i] = (char)tolower((unsigned char)host[i]);
+	/* curl sends no port when it is the scheme's default: nor do we. */
+	if (alen > 3 && !strcmp(c->scheme, "http") &&
+	    !strcmp(host + alen - 3, ":80"))
+		host[alen - 3] = '\0';
+	if (alen > 4 && !strcmp(c->scheme, "https") &&
+	    !strcmp(host + alen - 4, ":443"))
+		host[alen - 4] = '\0';
+	return 0;
+}
+
+struct s3_client *s3_client_new(const struct s3_config *cfg)
+{
+	struct s3_client *c = NULL;
+	int rc, fail = 0;
+
+	if (!cfg || !cfg->endpoint || !cfg->access_key_id ||
+	    !cfg->secret_access_key) {
+		rc = -EINVAL;
+		goto fail;
+	}
+	pthread_once(&s3_once, s3_global_init);
+	if (s3_global_rc != CURLE_OK) {
+		log_error("s3: curl_global_init failed");
+		rc = -ENOMEM;
+		goto fail;
+	}
+	c = calloc(1, sizeof(*c));
+	if (!c) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	pthread_mutex_init(&c->lock, NULL);
+	pthread_cond_init(&c->cond, NULL);
+	rc = s3_parse_endpoint(c, cfg->endpoint);
+	if (rc) {
+		log_error("s3: bad endpoint %s", cfg->endpoint);
+		goto fail;
+	}
+	c->region = s3_strdup_opt(cfg->region ? cfg->region : "us-east-1",
+				  &fail);
+	c->access_key_id = s3_strdup_opt(cfg->access_key_id, &fail);
+	c->secret_access_key = s3_strdup_opt(cfg->secret_access_key, &fail);
+	c->session_token = s3_strdup_opt(cfg->session_token, &fail);
+	c->ca_file = s3_strdup_opt(cfg->ca_file, &fail);
+	if (fail) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	c->path_style = cfg->path_style;
+	c->verify_tls = cfg->verify_tls;
+	c->connect_timeout_ms =
+		cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
+	c->request_timeout_ms =
+		cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 300000;
+	/* 0 is the default (4); a negative count means no retries. */
+	c->max_retries = cfg->max_retries > 0	? cfg->max_retries
+			 : cfg->max_retries < 0 ? 0
+						: 4;
+	c->retry_base_ms = cfg->retry_base_ms > 0 ? cfg->retry_base_ms : 100;
+	return c;
+fail:
+	s3_client_free(c);
+	errno = -rc;
+	return NULL;
+}
+
+void s3_client_free(struct s3_client *c)
+{
+	if (!c)
+		return;
+	while (c->n_free)
+		curl_easy_cleanup(c->free_handles[--c->n_free]);
+	pthread_mutex_destroy(&c->lock);
+	pthread_cond_destroy(&c->cond);
+	free(c->scheme);
+	free(c->authority);
+	free(c->host_hdr);
+	free(c->base_path);
+	free(c->region);
+	free(c->access_key_id);
+	s3_free_secret(c->secret_access_key);
+	s3_free_secret(c->session_token);
+	free(c->ca_file);
+	free(c);
+}
+
+const char *s3_meta_get(const struct s3_object_info *info, const char *name)
+{
+	size_t i;
+
+	for (i = 0; info && i < info->n_meta; i++)
+		if (!strcasecmp(info->meta[i].name, name))
+			return info->meta[i].value;
+	return NULL;
+}
+
+void s3_object_info_free(struct s3_object_info *info)
+{
+	size_t i;
+
+	if (!info)
+		return;
+	for (i = 0; i < info->n_meta; i++) {
+		free(info->meta[i].name);
+		free(info->meta[i].value);
+	}
+	free(info->meta);
+	info->meta = NULL;
+	info->n_meta = 0;
+}
+
+/* ---- objects ---------------------------------------------------------- */
+
+int s3_head(struct s3_client *c, const char *bucket, const char *key,
+	    struct s3_object_info *out)
+{
+	struct s3_xfer x;
+	char val[128];
+	char *end;
+	int rc;
+
+	memset(out, 0, sizeof(*out));
+	s3_xfer_init(&x, "HEAD", bucket, key);
+	rc = s3_check(bucket, key, 1);
+	if (rc)
+		goto fail;
+	rc = s3_perform(c, &x);
+	if (rc)
+		goto fail;
+	if (!s3_hdr_get(&x, "content-length", val, sizeof(val))) {
+		log_warn("s3: HEAD %s/%s: no Content-Length", bucket, key);
+		rc = -EPROTO;
+		goto fail;
+	}
+	errno = 0;
+	out->size = strtoull(val, &end, 10);
+	if (errno || end == val || *end) {
+		rc = -EPROTO;
+		goto fail;
+	}
+	s3_hdr_etag(&x, out->etag);
+	if (s3_hdr_get(&x, "last-modified", val, sizeof(val))) {
+		time_t t = curl_getdate(val, NULL);
+
+		out->mtime = t > 0 ? t : 0;
+	}
+	rc = s3_hdr_meta(&x, out);
+fail:
+	if (rc)
+		s3_object_info_free(out);
+	s3_xfer_free(&x);
+	return rc;
+}
+
+/* PUT of a body from fd or memory (whichever x already has), with meta. */
+static int s3_put_common(struct s3_client *c, struct s3_xfer *x,
+			 const struct s3_kv *meta, size_t n_meta,
+			 char *etag_out)
+{
+	int rc;
+
+	rc = s3_check(x->bucket, x->key, 1);
+	if (!rc)
+		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
+	if (rc)
+		goto fail;
+	rc = s3_perform(c, x);
+	if (rc)
+		goto fail;
+	if (!s3_hdr_etag(x, x->etag))
+		log_debug("s3: PUT %s/%s: no ETag in the response", x->bucket,
+			  x->key);
+	if (etag_out)
+		memcpy(etag_out, x->etag, sizeof(x->etag));
+fail:
+	s3_xfer_free(x);
+	return rc;
+}
+
+int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
+	      int fd, off_t offset, uint64_t len, const char *sha256_hex,
+	      const struct s3_kv *meta, size_t n_meta, char *etag_out)
+{
+	struct s3_xfer x;
+
+	if (fd < 0 || offset < 0)
+		return -EINVAL;
+	s3_xfer_init(&x, "PUT", bucket, key);
+	x.body_fd = fd;
+	x.body_off = offset;
+	x.body_len = len;
+	x.large = 1;
+	x.payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
+	return s3_put_common(c, &x, meta, n_meta, etag_out);
+}
+
+int s3_put_buf(struct s3_client *c, const char *bucket, const char *key,
+	       const void *buf, size_t len, const struct s3_kv *meta,
+	       size_t n_meta, char *etag_out)
+{
+	char sha[HASH_SHA256_HEX];
+	struct s3_xfer x;
+
+	if (!buf && len)
+		return -EINVAL;
+	sha256_hex(buf ? buf : "", len, sha);
+	s3_xfer_init(&x, "PUT", bucket, key);
+	x.body = buf ? buf : "";
+	x.body_len = len;
+	x.payload_hash = sha;
+	return s3_put_common(c, &x, meta, n_meta, etag_out);
+}
+
+int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
+		 uint64_t offset, size_t len, void *buf, size_t *got)
+{
+	unsigned long long first, last;
+	char range[64], cr[128];
+	struct s3_xfer x;
+	int rc;
+
+	*got = 0;
+	s3_xfer_init(&x, "GET", bucket, key);
+	rc = s3_check(bucket, key, 1);
+	if (rc || !len)
+		goto fail;
+	first = offset;
+	last = offset + len - 1 < offset ? UINT64_MAX : offset + len - 1;
+	snprintf(range, sizeof(range), "bytes=%llu-%llu", first, last);
+	rc = s3_hdrs_add(&x.hdrs, "range", range);
+	if (rc)
+		goto fail;
+	x.sink = S3_SINK_RANGE;
+	x.range_buf = buf;
+	x.range_off = offset;
+	x.range_len = len;
+	x.large = len > S3_LARGE_RANGE;
+	x.quiet_status = 416;
+	rc = s3_perform(c, &x);
+	if (rc && x.status == 416) {
+		rc = 0; /* the range starts at or past the end */
+		goto fail;
+	}
+	if (rc)
+		goto fail;
+	if (x.status == 206 &&
+	    (!s3_hdr_get(&x, "content-range", cr, sizeof(cr)) ||
+	     sscanf(cr, "bytes %llu-", &first) != 1 || first != offset)) {
+		log_warn("s3: GET %s/%s: Content-Range '%s' for offset %llu",
+			 bucket, key, cr, (unsigned long long)offset);
+		rc = -EPROTO;
+		goto fail;
+	}
+	*got = x.range_got;
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
+		 int fd, uint64_t *size)
+{
+	struct s3_xfer x;
+	int rc;
+
+	*size = 0;
+	s3_xfer_init(&x, "GET", bucket, key);
+	rc = s3_check(bucket, key, 1);
+	if (!rc && fd < 0)
+		rc = -EINVAL;
+	if (rc)
+		goto fail;
+	x.sink = S3_SINK_FD;
+	x.out_fd = fd;
+	x.large = 1;
+	rc = s3_perform(c, &x);
+	if (!rc)
+		*size = x.out_pos;
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_delete(struct s3_client *c, const char *bucket, const char *key)
+{
+	struct s3_xfer x;
+	int rc;
+
+	s3_xfer_init(&x, "DELETE", bucket, key);
+	rc = s3_check(bucket, key, 1);
+	if (rc)
+		goto fail;
+	rc = s3_perform(c, &x);
+	/* Some stores answer 404 where S3 answers 204. */
+	if (rc == -ENOENT && strcmp(x.err.code, "NoSuchBucket"))
+		rc = 0;
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+/* ---- listing ---------------------------------------------------------- */
+
+/* Moves the entries and prefixes of src to the end of dst; src's token and
+ * flags replace dst's. src is left empty. */
+static int s3_list_merge(struct s3_list_result *dst,
+			 struct s3_list_result *src)
+{
+	struct s3_list_entry *e;
+	char **p;
+
+	if (src->n_entries) {
+		e = realloc(dst->entries, (dst->n_entries + src->n_entries) *
+						  sizeof(*e));
+		if (!e)
+			return -ENOMEM;
+		memcpy(e + dst->n_entries, src->entries,
+		       src->n_entries * sizeof(*e));
+		dst->entries = e;
+		dst->n_entries += src->n_entries;
+		free(src->entries);
+		src->entries = NULL;
+		src->n_entries = 0;
+	}
+	if (src->n_prefixes) {
+		p = realloc(dst->prefixes, (dst->n_prefixes + src->n_prefixes) *
+						   sizeof(*p));
+		if (!p)
+			return -ENOMEM;
+		memcpy(p + dst->n_prefixes, src->prefixes,
+		       src->n_prefixes * sizeof(*p));
+		dst->prefixes = p;
+		dst->n_prefixes += src->n_prefixes;
+		free(src->prefixes);
+		src->prefixes = NULL;
+		src->n_prefixes = 0;
+	}
+	free(dst->next_token);
+	dst->next_token = src->next_token;
+	src->next_token = NULL;
+	dst->truncated = src->truncated;
+	return 0;
+}
+
+int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
+		 const char *delimiter, const char *token, int max_keys,
+		 struct s3_list_result *out)
+{
+	static const char enc_tag[] = "<EncodingType>url</EncodingType>";
+	struct s3_list_result page = { 0 };
+	struct sigv4_kv q[6];
+	struct s3_xfer x;
+	char mk[16];
+	size_t n = 0;
+	int rc, url_encoded;
+
+	q[n].name = "list-type";
+	q[n++].value = "2";
+	q[n].name = "encoding-type";
+	q[n++].value = "url";
+	if (prefix && *prefix) {
+		q[n].name = "prefix";
+		q[n++].value = prefix;
+	}
+	if (delimiter && *delimiter) {
+		q[n].name = "delimiter";
+		q[n++].value = delimiter;
+	}
+	if (token && *token) {
+		q[n].name = "continuation-token";
+		q[n++].value = token;
+	}
+	if (max_keys > 0) {
+		snprintf(mk, sizeof(mk), "%d", max_keys);
+		q[n].name = "max-keys";
+		q[n++].value = mk;
+	}
+	s3_xfer_init(&x, "GET", bucket, NULL);
+	x.query = q;
+	x.n_query = n;
+	rc = s3_check(bucket, NULL, 0);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (rc)
+		goto fail;
+	/* Decode only what the server says it encoded: a store that ignores
+	 * encoding-type sends raw keys, where '%' and '+' are literal. */
+	url_encoded = x.resp.len &&
+		      memmem(x.resp.s, x.resp.len, enc_tag, strlen(enc_tag));
+	rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len, url_encoded,
+			      &page, &x.err);
+	if (rc) {
+		log_warn("s3: list %s prefix '%s': bad response %s (%s)",
+			 bucket, prefix ? prefix : "", x.err.code,
+			 strerror(-rc));
+		goto fail;
+	}
+	rc = s3_list_merge(out, &page);
+fail:
+	s3xml_list_free(&page);
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
+		const char *delimiter, size_t max_entries,
+		struct s3_list_result *out)
+{
+	char *token = NULL;
+	int rc = 0, mk;
+
+	for (;;) {
+		size_t have = out->n_entries + out->n_prefixes;
+
+		mk = 0;
+		if (max_entries && have >= max_entries)
+			break;
+		if (max_entries && max_entries - have < 1000)
+			mk = (int)(max_entries - have);
+		rc = s3_list_page(c, bucket, prefix, delimiter, token, mk, out);
+		if (rc || !out->truncated)
+			break;
+		if (!out->next_token || !*out->next_token ||
+		    (token && !strcmp(token, out->next_token))) {
+			log_warn("s3: list %s: truncated without a new token",
+				 bucket);
+			rc = -EPROTO;
+			break;
+		}
+		free(token);
+		token = strdup(out->next_token);
+		if (!token) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	free(token);
+	return rc;
+}
+
+/* ---- multipart and copy ----------------------------------------------- */
+
+static int s3_ok_etag_xml(struct s3_xfer *x)
+{
+	return s3xml_parse_etag_result(sbuf_str(&x->resp), x->resp.len,
+				       x->etag, sizeof(x->etag), &x->err);
+}
+
+static int s3_ok_initiate(struct s3_xfer *x)
+{
+	free(x->upload_id);
+	x->upload_id = NULL;
+	return s3xml_parse_initiate(sbuf_str(&x->resp), x->resp.len,
+				    &x->upload_id, &x->err);
+}
+
+int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
+		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
+{
+	struct sigv4_kv q = { "uploads", "" };
+	struct s3_xfer x;
+	int rc;
+
+	*upload_id = NULL;
+	s3_xfer_init(&x, "POST", bucket, key);
+	x.query = &q;
+	x.n_query = 1;
+	x.on_ok = s3_ok_initiate;
+	rc = s3_check(bucket, key, 1);
+	if (!rc)
+		rc = s3_hdrs_add_meta(&x.hdrs, meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (rc)
+		goto fail;
+	*upload_id = x.upload_id;
+	x.upload_id = NULL;
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_mpu_upload_part(struct s3_client *c, const char *bucket,
+		       const char *key, const char *upload_id, int part_number,
+		       int fd, off_t offset, uint64_t len,
+		       const char *sha256_hex, char *etag_out)
+{
+	struct sigv4_kv q[2];
+	struct s3_xfer x;
+	char num[16];
+	int rc;
+
+	snprintf(num, sizeof(num), "%d", part_number);
+	q[0].name = "partNumber";
+	q[0].value = num;
+	q[1].name = "uploadId";
+	q[1].value = upload_id;
+	s3_xfer_init(&x, "PUT", bucket, key);
+	x.query = q;
+	x.n_query = 2;
+	x.body_fd = fd;
+	x.body_off = offset;
+	x.body_len = len;
+	x.large = 1;
+	x.payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
+	rc = s3_check(bucket, key, 1);
+	if (!rc && (!upload_id || part_number < 1 ||
+		    part_number > S3_MAX_PARTS || fd < 0 || offset < 0))
+		rc = -EINVAL;
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (rc)
+		goto fail;
+	if (!s3_hdr_etag(&x, x.etag)) {
+		log_warn("s3: part %d of %s/%s: no ETag", part_number, bucket,
+			 key);
+		rc = -EPROTO;
+		goto fail;
+	}
+	if (etag_out)
+		memcpy(etag_out, x.etag, sizeof(x.etag));
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+static int s3_xml_escape(struct sbuf *b, const char *s)
+{
+	int rc = 0;
+
+	for (; *s && !rc; s++) {
+		switch (*s) {
+		case '&':
+			rc = sbuf_adds(b, "&amp;");
+			break;
+		case '<':
+			rc = sbuf_adds(b, "&lt;");
+			break;
+		case '>':
+			rc = sbuf_adds(b, "&gt;");
+			break;
+		case '"':
+			rc = sbuf_adds(b, "&quot;");
+			break;
+		default:
+			rc = sbuf_addc(b, *s);
+		}
+	}
+	return rc;
+}
+
+int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
+		    const char *upload_id, const struct s3_part *parts,
+		    size_t n_parts, char *etag_out)
+{
+	struct sigv4_kv q = { "uploadId", upload_id };
+	struct sbuf body = SBUF_INIT;
+	char sha[HASH_SHA256_HEX];
+	struct s3_xfer x;
+	size_t i;
+	int rc;
+
+	s3_xfer_init(&x, "POST", bucket, key);
+	rc = s3_check(bucket, key, 1);
+	if (!rc && (!upload_id || !n_parts))
+		rc = -EINVAL;
+	if (!rc)
+		rc = sbuf_adds(&body, "<CompleteMultipartUpload>");
+	for (i = 0; !rc && i < n_parts; i++) {
+		rc = sbuf_addf(&body, "<Part><PartNumber>%d</PartNumber>"
+				      "<ETag>&quot;", parts[i].number);
+		if (!rc)
+			rc = s3_xml_escape(&body, parts[i].etag);
+		if (!rc)
+			rc = sbuf_adds(&body, "&quot;</ETag></Part>");
+	}
+	if (!rc)
+		rc = sbuf_adds(&body, "</CompleteMultipartUpload>");
+	if (!rc)
+		rc = s3_hdrs_add(&x.hdrs, "content-type", "application/xml");
+	if (rc)
+		goto fail;
+	sha256_hex(body.s, body.len, sha);
+	x.query = &q;
+	x.n_query = 1;
+	x.body = body.s;
+	x.body_len = body.len;
+	x.payload_hash = sha;
+	x.on_ok = s3_ok_etag_xml;
+	rc = s3_perform(c, &x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x.etag, sizeof(x.etag));
+fail:
+	sbuf_free(&body);
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
+		 const char *upload_id)
+{
+	struct sigv4_kv q = { "uploadId", upload_id };
+	struct s3_xfer x;
+	int rc;
+
+	s3_xfer_init(&x, "DELETE", bucket, key);
+	x.query = &q;
+	x.n_query = 1;
+	rc = s3_check(bucket, key, 1);
+	if (!rc && !upload_id)
+		rc = -EINVAL;
+	if (!rc)
+		rc = s3_perform(c, &x);
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
+	    const char *dst_bucket, const char *dst_key,
+	    const struct s3_kv *replace_meta, size_t n_meta, char *etag_out)
+{
+	struct s3_xfer x;
+	int rc;
+
+	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
+	x.on_ok = s3_ok_etag_xml;
+	rc = s3_check(src_bucket, src_key, 1);
+	if (!rc)
+		rc = s3_check(dst_bucket, dst_key, 1);
+	if (!rc)
+		rc = s3_hdrs_add_copy_source(&x.hdrs, src_bucket, src_key);
+	if (!rc)
+		rc = s3_hdrs_add(&x.hdrs, "x-amz-metadata-directive",
+				 replace_meta ? "REPLACE" : "COPY");
+	if (!rc && replace_meta)
+		rc = s3_hdrs_add_meta(&x.hdrs, replace_meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x.etag, sizeof(x.etag));
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
+			    const char *key, const char *upload_id,
+			    int part_number, const char *src_bucket,
+			    const char *src_key, uint64_t first, uint64_t last,
+			    char *etag_out)
+{
+	struct sigv4_kv q[2];
+	struct s3_xfer x;
+	char num[16], range[64];
+	int rc;
+
+	snprintf(num, sizeof(num), "%d", part_number);
+	snprintf(range, sizeof(range), "bytes=%llu-%llu",
+		 (unsigned long long)first, (unsigned long long)last);
+	q[0].name = "partNumber";
+	q[0].value = num;
+	q[1].name = "uploadId";
+	q[1].value = upload_id;
+	s3_xfer_init(&x, "PUT", bucket, key);
+	x.query = q;
+	x.n_query = 2;
+	x.on_ok = s3_ok_etag_xml;
+	rc = s3_check(bucket, key, 1);
+	if (!rc)
+		rc = s3_check(src_bucket, src_key, 1);
+	if (!rc && (!upload_id || part_number < 1 ||
+		    part_number > S3_MAX_PARTS || last < first))
+		rc = -EINVAL;
+	if (!rc)
+		rc = s3_hdrs_add_copy_source(&x.hdrs, src_bucket, src_key);
+	if (!rc)
+		rc = s3_hdrs_add(&x.hdrs, "x-amz-copy-source-range", range);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x.etag, sizeof(x.etag));
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_copy_auto(struct s3_client *c, const char *src_bucket,
+		 const char *src_key, const char *dst_bucket,
+		 const char *dst_key, uint64_t size, uint64_t threshold,
+		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
+		 char *etag_out)
+{
+	struct s3_object_info src = { 0 };
+	struct s3_part *parts = NULL;
+	char *upload_id = NULL;
+	uint64_t off, n_parts, i;
+	int rc;
+
+	if (size <= threshold && size <= S3_COPY_MAX)
+		return s3_copy(c, src_bucket, src_key, dst_bucket, dst_key,
+			       meta, n_meta, etag_out);
+	if (!part_size)
+		part_size = S3_PART_DEFAULT;
+	if (part_size > S3_COPY_MAX)
+		part_size = S3_COPY_MAX;
+	while ((size + part_size - 1) / part_size > S3_MAX_PARTS)
+		part_size *= 2;
+	n_parts = (size + part_size - 1) / part_size;
+	if (!meta) {
+		/* The destination gets the source's metadata. */
+		rc = s3_head(c, src_bucket, src_key, &src);
+		if (rc)
+			goto fail;
+		meta = src.meta;
+		n_meta = src.n_meta;
+	}
+	parts = calloc(n_parts ? n_parts : 1, sizeof(*parts));
+	if (!parts) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = s3_mpu_create(c, dst_bucket, dst_key, meta, n_meta, &upload_id);
+	if (rc)
+		goto fail;
+	for (i = 0, off = 0; i < n_parts; i++, off += part_size) {
+		uint64_t last = off + part_size - 1;
+
+		if (last >= size)
+			last = size - 1;
+		parts[i].number = (int)i + 1;
+		rc = s3_mpu_upload_part_copy(c, dst_bucket, dst_key, upload_id,
+					     parts[i].number, src_bucket,
+					     src_key, off, last,
+					     parts[i].etag);
+		if (rc)
+			goto fail;
+	}
+	rc = s3_mpu_complete(c, dst_bucket, dst_key, upload_id, parts,
+			     (size_t)n_parts, etag_out);
+fail:
+	if (rc && upload_id && s3_mpu_abort(c, dst_bucket, dst_key, upload_id))
+		log_warn("s3: copy to %s/%s: abort of upload failed",
+			 dst_bucket, dst_key);
+	free(upload_id);
+	free(parts);
+	s3_object_info_free(&src);
+	return rc;
+}
+
+/* ---- buckets ---------------------------------------------------------- */
+
+int s3_create_bucket(struct s3_client *c, const char *bucket)
+{
+	struct sbuf body = SBUF_INIT;
+	char sha[HASH_SHA256_HEX];
+	struct s3_xfer x;
+	int rc;
+
+	s3_xfer_init(&x, "PUT", bucket, NULL);
+	x.quiet_status = 409;
+	rc = s3_check(bucket, NULL, 0);
+	if (!rc && *c->region && strcmp(c->region, "us-east-1")) {
+		rc = sbuf_addf(&body,
+			       "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+			       "<LocationConstraint>%s</LocationConstraint>"
+			       "</CreateBucketConfiguration>",
+			       c->region);
+		if (!rc)
+			rc = s3_hdrs_add(&x.hdrs, "content-type",
+					 "application/xml");
+	}
+	if (rc)
+		goto fail;
+	sha256_hex(sbuf_str(&body), body.len, sha);
+	x.body = sbuf_str(&body);
+	x.body_len = body.len;
+	x.payload_hash = sha;
+	rc = s3_perform(c, &x);
+	if (rc && !strcmp(x.err.code, "BucketAlreadyOwnedByYou"))
+		rc = 0;
+fail:
+	sbuf_free(&body);
+	s3_xfer_free(&x);
+	return rc;
+}

@@ -1,0 +1,149 @@
+/* s3.h - a small S3 client over libcurl (OpenSSL), signing with sigv4.
+ *
+ * Knows nothing of the database or of FUSE. A struct s3_client is shared by
+ * all threads: every call takes an easy handle from an internal pool
+ * (connection reuse, keep-alive) and returns it. Every request has connect
+ * and total timeouts; 5xx, SlowDown, RequestTimeout and network errors are
+ * retried (bounded count, full-jitter exponential backoff); bodies are never
+ * sent with "Expect: 100-continue". A 200 whose body is <Error> is an error.
+ * Every function returns 0 or -errno (mapped in s3err.c); the detail
+ * (method, bucket, key, status, S3 code, request id — never a secret) goes
+ * to the log. Keys are raw UTF-8; the client encodes them. */
+#ifndef CUSTODYFS_S3_H
+#define CUSTODYFS_S3_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include <time.h>
+
+#include "s3xml.h"
+
+struct s3_config {
+	const char *endpoint; /* "http://127.0.0.1:9000" or https://... */
+	const char *region;   /* "us-east-1" */
+	const char *access_key_id;
+	const char *secret_access_key;
+	const char *session_token; /* NULL unless temporary credentials */
+	int path_style;            /* 1: endpoint/bucket/key; 0: bucket.host */
+	int verify_tls;            /* 1 by default */
+	const char *ca_file;       /* NULL: system store */
+	long connect_timeout_ms;   /* 0: default 5000 */
+	long request_timeout_ms;   /* per request, 0: default 300000; transfers
+				      also abort below 1 KiB/s for 30 s */
+	int max_retries;           /* 0: default 4 (so 5 attempts) */
+	long retry_base_ms;        /* 0: default 100 */
+};
+
+struct s3_kv {
+	char *name;  /* metadata name without "x-amz-meta-", lowercase */
+	char *value;
+};
+
+struct s3_object_info {
+	uint64_t size;
+	char etag[80]; /* quotes removed */
+	time_t mtime;
+	struct s3_kv *meta; /* x-amz-meta-* headers, malloc'd; free with
+			       s3_object_info_free */
+	size_t n_meta;
+};
+
+struct s3_part {
+	int number;    /* 1..10000 */
+	char etag[80]; /* quotes removed */
+};
+
+struct s3_client;
+
+/* Copies what it needs from cfg (strings duplicated). NULL on error with
+ * errno set. The secret is kept in memory only. */
+struct s3_client *s3_client_new(const struct s3_config *cfg);
+void s3_client_free(struct s3_client *c);
+
+/* Returns the value of metadata `name` in info, or NULL. */
+const char *s3_meta_get(const struct s3_object_info *info, const char *name);
+void s3_object_info_free(struct s3_object_info *info);
+
+/* HEAD. -ENOENT when there is no such key. */
+int s3_head(struct s3_client *c, const char *bucket, const char *key,
+	    struct s3_object_info *out);
+
+/* PUT of len bytes read from fd at offset (pread; never all in memory).
+ * sha256_hex is the payload's SHA-256 (signed into the request). meta may be
+ * NULL. etag_out (80 bytes) may be NULL. */
+int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
+	      int fd, off_t offset, uint64_t len, const char *sha256_hex,
+	      const struct s3_kv *meta, size_t n_meta, char *etag_out);
+
+/* PUT of a small in-memory body (directory markers, tests). */
+int s3_put_buf(struct s3_client *c, const char *bucket, const char *key,
+	       const void *buf, size_t len, const struct s3_kv *meta,
+	       size_t n_meta, char *etag_out);
+
+/* GET of bytes [offset, offset+len) into buf; *got gets the count (short at
+ * end of object; 0 past the end). */
+int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
+		 uint64_t offset, size_t len, void *buf, size_t *got);
+
+/* GET of the whole object written to fd from offset 0 (pwrite). *size gets
+ * the byte count. */
+int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
+		 int fd, uint64_t *size);
+
+/* DELETE. Deleting a missing key succeeds (S3 semantics). */
+int s3_delete(struct s3_client *c, const char *bucket, const char *key);
+
+/* One ListObjectsV2 page; results are appended to *out (init with {0}).
+ * prefix/delimiter/token may be NULL. max_keys 0 means server default.
+ * Uses encoding-type=url and decodes. */
+int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
+		 const char *delimiter, const char *token, int max_keys,
+		 struct s3_list_result *out);
+
+/* All pages, accumulated into *out (init with {0}); bounded by max_entries
+ * (0: unbounded). out->truncated stays 1 if the bound stopped it. */
+int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
+		const char *delimiter, size_t max_entries,
+		struct s3_list_result *out);
+
+/* Multipart upload. *upload_id is malloc'd (caller frees). */
+int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
+		  const struct s3_kv *meta, size_t n_meta, char **upload_id);
+int s3_mpu_upload_part(struct s3_client *c, const char *bucket,
+		       const char *key, const char *upload_id, int part_number,
+		       int fd, off_t offset, uint64_t len,
+		       const char *sha256_hex, char *etag_out);
+int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
+		    const char *upload_id, const struct s3_part *parts,
+		    size_t n_parts, char *etag_out);
+int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
+		 const char *upload_id);
+
+/* Server-side copy. replace_meta NULL keeps the source metadata
+ * (x-amz-metadata-directive: COPY); non-NULL replaces it (REPLACE).
+ * Only for sources up to 5 GiB; see s3_copy_multipart. */
+int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
+	    const char *dst_bucket, const char *dst_key,
+	    const struct s3_kv *replace_meta, size_t n_meta, char *etag_out);
+
+/* UploadPartCopy of bytes [first, last] of the source. */
+int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
+			    const char *key, const char *upload_id,
+			    int part_number, const char *src_bucket,
+			    const char *src_key, uint64_t first, uint64_t last,
+			    char *etag_out);
+
+/* Copy of any size: CopyObject when size <= threshold, otherwise multipart
+ * UploadPartCopy with part_size parts (aborted on failure). meta is the
+ * metadata the destination gets (NULL: the source's, re-read by HEAD). */
+int s3_copy_auto(struct s3_client *c, const char *src_bucket,
+		 const char *src_key, const char *dst_bucket,
+		 const char *dst_key, uint64_t size, uint64_t threshold,
+		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
+		 char *etag_out);
+
+/* PUT bucket (test and local-stack helper). Existing bucket owned by us: 0. */
+int s3_create_bucket(struct s3_client *c, const char *bucket);
+
+#endif

@@ -1,0 +1,36 @@
+/* s3err.h - the one place that maps transport failures, HTTP statuses,
+ * S3 error codes and PostgreSQL SQLSTATEs to errno values.
+ *
+ * Every function returns a positive errno. Callers log the detail (code,
+ * message, request id) and return -errno to their own callers. */
+#ifndef CUSTODYFS_S3ERR_H
+#define CUSTODYFS_S3ERR_H
+
+/* From an HTTP status and the S3 <Code> of the error body (code may be NULL
+ * or ""). E.g. 404/NoSuchKey -> ENOENT, 403/AccessDenied -> EACCES,
+ * 409/BucketNotEmpty -> ENOTEMPTY, 412 -> EEXIST... , 5xx -> EIO,
+ * SlowDown/503 -> EAGAIN, 400/KeyTooLongError -> ENAMETOOLONG,
+ * EntityTooLarge -> EFBIG, InvalidRange/416 -> EINVAL... */
+int errmap_s3(long http_status, const char *s3_code);
+
+/* Is this S3 failure worth retrying (5xx, SlowDown, RequestTimeout,
+ * InternalError, ServiceUnavailable)? 1 or 0. */
+int errmap_s3_retryable(long http_status, const char *s3_code);
+
+/* From a libcurl CURLcode (passed as int so this header needs no curl.h):
+ * timeouts -> ETIMEDOUT, connection refused/couldn't connect -> ECONNREFUSED
+ * (callers may fold to EIO), TLS verification -> EACCES... */
+int errmap_curl(int curl_code);
+/* Transport failures worth retrying (connect, timeouts, resets): 1 or 0. */
+int errmap_curl_retryable(int curl_code);
+
+/* From a 5-char SQLSTATE (NULL: connection lost -> EIO). E.g. 23505
+ * unique_violation -> EEXIST, 40001/40P01 -> EAGAIN, 08xxx -> EIO,
+ * 57P0x admin shutdown -> EIO, 53xxx insufficient resources -> ENOSPC,
+ * 42501 insufficient privilege / P0001 raised by append-only trigger ->
+ * EPERM, 22xxx data exception -> EINVAL. */
+int errmap_sqlstate(const char *sqlstate);
+/* Serialization failure, deadlock, connection failure: worth retrying. */
+int errmap_sqlstate_retryable(const char *sqlstate);
+
+#endif

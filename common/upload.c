@@ -1,0 +1,562 @@
+/* upload.c - streaming multipart upload of a spool file; see upload.h. */
+#include "upload.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+
+#define UPLOAD_MAX_PARTS 10000
+#define UPLOAD_PART_TIER 2000 /* part size doubles every 2000 parts */
+
+struct part_job {
+	struct upload *u;
+	int number;
+	off_t off;
+	uint64_t len;
+	char sha[HASH_SHA256_HEX]; /* "" = worker computes it */
+	struct part_job *next;
+};
+
+struct upload_pool {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct part_job *head, *tail; /* protected by lock */
+	int stopping;                 /* protected by lock */
+	int n_threads;
+	pthread_t *threads;
+};
+
+struct upload {
+	struct upload_pool *pool;
+	struct s3_client *s3;
+	char *bucket;
+	char *key;
+	int fd;
+	uint64_t part_size;
+
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int pending;           /* protected by lock: jobs queued or running */
+	int error;             /* protected by lock: first part error, errno */
+	struct s3_part *parts; /* protected by lock: parts[i].number = i + 1 */
+	size_t n_parts, cap_parts; /* protected by lock */
+
+	/* Only the owning caller thread touches the rest. */
+	char *upload_id; /* multipart upload in flight, or NULL */
+	int broken;      /* stream no longer matches the spool */
+	uint64_t seen;   /* bytes hashed so far */
+	uint64_t part_start;
+	uint64_t cur_part_size;
+	struct hash_ctx h;
+	void *part_sha;
+};
+
+static void upload_run_job(struct part_job *j)
+{
+	struct upload *u = j->u;
+	char etag[80] = "";
+	int rc = 0;
+
+	if (!j->sha[0]) {
+		void *ctx = sha256_new();
+		char *buf = malloc(1 << 20);
+		uint64_t done = 0;
+
+		if (!ctx || !buf)
+			rc = -ENOMEM;
+		while (!rc && done < j->len) {
+			size_t want = j->len - done > (1 << 20)
+					      ? (1 << 20)
+					      : (size_t)(j->len - done);
+			ssize_t n = pread(u->fd, buf, want,
+					  j->off + (off_t)done);
+
+			if (n < 0 && errno == EINTR)
+				continue;
+			if (n <= 0) {
+				rc = n < 0 ? -errno : -EIO;
+				break;
+			}
+			sha256_update(ctx, buf, (size_t)n);
+			done += (uint64_t)n;
+		}
+		if (!rc)
+			sha256_final_hex(ctx, j->sha);
+		sha256_free(ctx);
+		free(buf);
+	}
+	if (!rc)
+		rc = s3_mpu_upload_part(u->s3, u->bucket, u->key, u->upload_id,
+					j->number, u->fd, j->off, j->len,
+					j->sha, etag);
+	pthread_mutex_lock(&u->lock);
+	if (rc) {
+		if (!u->error)
+			u->error = -rc;
+	} else {
+		struct s3_part *p = &u->parts[j->number - 1];
+
+		p->number = j->number;
+		memcpy(p->etag, etag, sizeof(p->etag));
+	}
+	u->pending--;
+	pthread_cond_broadcast(&u->cond);
+	pthread_mutex_unlock(&u->lock);
+	free(j);
+}
+
+static void *upload_worker(void *arg)
+{
+	struct upload_pool *p = arg;
+
+	for (;;) {
+		struct part_job *j;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->head && !p->stopping)
+			pthread_cond_wait(&p->cond, &p->lock);
+		j = p->head;
+		if (!j) {
+			pthread_mutex_unlock(&p->lock);
+			return NULL;
+		}
+		p->head = j->next;
+		if (!p->head)
+			p->tail = NULL;
+		pthread_mutex_unlock(&p->lock);
+		upload_run_job(j);
+	}
+}
+
+struct upload_pool *upload_pool_new(int workers)
+{
+	struct upload_pool *p = calloc(1, sizeof(*p));
+	int i;
+
+	if (!p)
+		return NULL;
+	if (workers < 1)
+		workers = 1;
+	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->cond, NULL);
+	p->threads = calloc((size_t)workers, sizeof(*p->threads));
+	if (!p->threads)
+		goto fail;
+	for (i = 0; i < workers; i++) {
+		if (pthread_create(&p->threads[i], NULL, upload_worker, p))
+			break;
+		p->n_threads++;
+	}
+	if (p->n_threads == 0)
+		goto fail;
+	return p;
+fail:
+	free(p->threads);
+	free(p);
+	errno = ENOMEM;
+	return NULL;
+}
+
+void upload_pool_free(struct upload_pool *p)
+{
+	int i;
+
+	if (!p)
+		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (i = 0; i < p->n_threads; i++)
+		pthread_join(p->threads[i], NULL);
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	free(p->threads);
+	free(p);
+}
+
+struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
+			  const char *bucket, const char *key, int fd,
+			  uint64_t part_size)
+{
+	struct upload *u = calloc(1, sizeof(*u));
+
+	if (!u)
+		return NULL;
+	u->pool = p;
+	u->s3 = s3;
+	u->fd = fd;
+	u->part_size = part_size < (5ULL << 20) ? (5ULL << 20) : part_size;
+	u->cur_part_size = u->part_size;
+	u->bucket = strdup(bucket);
+	u->key = strdup(key);
+	u->part_sha = sha256_new();
+	pthread_mutex_init(&u->lock, NULL);
+	pthread_cond_init(&u->cond, NULL);
+	if (!u->bucket || !u->key || !u->part_sha || hash_init(&u->h)) {
+		upload_free(u);
+		return NULL;
+	}
+	return u;
+}
+
+static void upload_wait_idle(struct upload *u)
+{
+	pthread_mutex_lock(&u->lock);
+	while (u->pending > 0)
+		pthread_cond_wait(&u->cond, &u->lock);
+	pthread_mutex_unlock(&u->lock);
+}
+
+/* Drops the multipart state (aborting it on the server) and every hash. */
+static void upload_reset(struct upload *u, int broken)
+{
+	upload_wait_idle(u);
+	if (u->upload_id) {
+		int rc = s3_mpu_abort(u->s3, u->bucket, u->key, u->upload_id);
+
+		if (rc)
+			log_warn("abort of multipart upload of %s/%s: %s",
+				 u->bucket, u->key, strerror(-rc));
+		free(u->upload_id);
+		u->upload_id = NULL;
+	}
+	pthread_mutex_lock(&u->lock);
+	u->n_parts = 0;
+	u->error = 0;
+	pthread_mutex_unlock(&u->lock);
+	hash_reset(&u->h);
+	{
+		char tmp[HASH_SHA256_HEX];
+
+		sha256_final_hex(u->part_sha, tmp); /* also resets */
+	}
+	u->seen = 0;
+	u->part_start = 0;
+	u->cur_part_size = u->part_size;
+	u->broken = broken;
+}
+
+/* Queues part `number` = [off, off+len) with a known or unknown (sha "")
+ * payload hash. Returns 0 or -errno. */
+static int upload_queue_part(struct upload *u, off_t off, uint64_t len,
+			     const char *sha)
+{
+	struct part_job *j;
+	struct upload_pool *p = u->pool;
+
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return -ENOMEM;
+	pthread_mutex_lock(&u->lock);
+	if (u->n_parts == u->cap_parts) {
+		size_t cap = u->cap_parts ? u->cap_parts * 2 : 16;
+		struct s3_part *np = realloc(u->parts, cap * sizeof(*np));
+
+		if (!np) {
+			pthread_mutex_unlock(&u->lock);
+			free(j);
+			return -ENOMEM;
+		}
+		u->parts = np;
+		u->cap_parts = cap;
+	}
+	memset(&u->parts[u->n_parts], 0, sizeof(u->parts[0]));
+	u->n_parts++;
+	j->number = (int)u->n_parts;
+	u->pending++;
+	pthread_mutex_unlock(&u->lock);
+	j->u = u;
+	j->off = off;
+	j->len = len;
+	if (sha)
+		memcpy(j->sha, sha, HASH_SHA256_HEX);
+	pthread_mutex_lock(&p->lock);
+	if (p->tail)
+		p->tail->next = j;
+	else
+		p->head = j;
+	p->tail = j;
+	pthread_cond_signal(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+static uint64_t upload_part_size_for(const struct upload *u, size_t number)
+{
+	unsigned tier = (unsigned)((number - 1) / UPLOAD_PART_TIER);
+
+	return u->part_size << (tier > 20 ? 20 : tier);
+}
+
+static int upload_close_part(struct upload *u)
+{
+	char sha[HASH_SHA256_HEX];
+	size_t n;
+	int rc;
+
+	if (!u->upload_id) {
+		rc = s3_mpu_create(u->s3, u->bucket, u->key, NULL, 0,
+				   &u->upload_id);
+		if (rc)
+			return rc;
+	}
+	pthread_mutex_lock(&u->lock);
+	n = u->n_parts;
+	pthread_mutex_unlock(&u->lock);
+	if (n + 1 >= UPLOAD_MAX_PARTS)
+		return -EFBIG;
+	sha256_final_hex(u->part_sha, sha);
+	rc = upload_queue_part(u, (off_t)u->part_start,
+			       u->seen - u->part_start, sha);
+	if (rc)
+		return rc;
+	u->part_start = u->seen;
+	u->cur_part_size = upload_part_size_for(u, n + 2);
+	return 0;
+}
+
+int upload_write(struct upload *u, const void *data, size_t len, off_t off)
+{
+	const char *p = data;
+	int err;
+
+	if (u->broken)
+		return 0;
+	if ((uint64_t)off != u->seen) {
+		u->broken = 1;
+		return 0;
+	}
+	while (len > 0) {
+		uint64_t room = u->part_start + u->cur_part_size - u->seen;
+		size_t take = len < room ? len : (size_t)room;
+
+		hash_update(&u->h, p, take);
+		sha256_update(u->part_sha, p, take);
+		u->seen += take;
+		p += take;
+		len -= take;
+		if (u->seen == u->part_start + u->cur_part_size) {
+			int rc = upload_close_part(u);
+
+			if (rc) {
+				log_warn("streaming upload of %s/%s: %s; will "
+					 "upload at close", u->bucket, u->key,
+					 strerror(-rc));
+				u->broken = 1;
+				return 0;
+			}
+		}
+	}
+	pthread_mutex_lock(&u->lock);
+	err = u->error;
+	pthread_mutex_unlock(&u->lock);
+	if (err)
+		u->broken = 1;
+	return err ? -err : 0;
+}
+
+void upload_invalidate(struct upload *u)
+{
+	u->broken = 1;
+}
+
+void upload_restart(struct upload *u)
+{
+	upload_reset(u, 0);
+}
+
+int upload_set_key(struct upload *u, const char *key)
+{
+	char *k;
+
+	if (!strcmp(u->key, key))
+		return 0;
+	k = strdup(key);
+	if (!k)
+		return -ENOMEM;
+	if (u->upload_id)
+		upload_reset(u, 1);
+	free(u->key);
+	u->key = k;
+	return 0;
+}
+
+/* meta[] + xxh128 + sha256 in a new array (entries borrowed). */
+static struct s3_kv *upload_meta(const struct s3_kv *meta, size_t n,
+				 struct upload_result *res)
+{
+	struct s3_kv *all = calloc(n + 2, sizeof(*all));
+
+	if (!all)
+		return NULL;
+	if (n)
+		memcpy(all, meta, n * sizeof(*all));
+	all[n].name = (char *)"xxh128";
+	all[n].value = res->xxh128;
+	all[n + 1].name = (char *)"sha256";
+	all[n + 1].value = res->sha256;
+	return all;
+}
+
+static int upload_wait_parts(struct upload *u)
+{
+	int err;
+
+	upload_wait_idle(u);
+	pthread_mutex_lock(&u->lock);
+	err = u->error;
+	pthread_mutex_unlock(&u->lock);
+	return err ? -err : 0;
+}
+
+static int upload_complete(struct upload *u, char *etag)
+{
+	struct s3_part *copy;
+	size_t n;
+	int rc;
+
+	pthread_mutex_lock(&u->lock);
+	n = u->n_parts;
+	copy = malloc(n * sizeof(*copy));
+	if (copy)
+		memcpy(copy, u->parts, n * sizeof(*copy));
+	pthread_mutex_unlock(&u->lock);
+	if (!copy)
+		return -ENOMEM;
+	rc = s3_mpu_complete(u->s3, u->bucket, u->key, u->upload_id, copy, n,
+			     etag);
+	free(copy);
+	if (rc == 0) {
+		free(u->upload_id);
+		u->upload_id = NULL;
+	}
+	return rc;
+}
+
+/* The stream is whole: finish the multipart upload it started (or PUT the
+ * single part), then set the metadata. */
+static int upload_finish_stream(struct upload *u, uint64_t size,
+				const struct s3_kv *all, size_t n_all,
+				struct upload_result *res)
+{
+	char sha[HASH_SHA256_HEX];
+	int rc;
+
+	if (!u->upload_id)
+		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
+				 res->sha256, all, n_all, res->etag);
+	if (u->seen > u->part_start) {
+		sha256_final_hex(u->part_sha, sha);
+		rc = upload_queue_part(u, (off_t)u->part_start,
+				       u->seen - u->part_start, sha);
+		if (rc)
+			return rc;
+		u->part_start = u->seen;
+	}
+	rc = upload_wait_parts(u);
+	if (rc)
+		return rc;
+	rc = upload_complete(u, res->etag);
+	if (rc)
+		return rc;
+	/* The metadata (hashes) is only known now: set it by copying the
+	 * object onto itself with REPLACE (metadata-only on most stores). */
+	return s3_copy_auto(u->s3, u->bucket, u->key, u->bucket, u->key, size,
+			    5ULL << 30, u->part_size, all, n_all, res->etag);
+}
+
+/* The stream is broken: hash the spool and upload it all again. */
+static int upload_finish_spool(struct upload *u, uint64_t size,
+			       const struct s3_kv *meta, size_t n_meta,
+			       struct upload_result *res)
+{
+	unsigned long long got = 0;
+	struct s3_kv *all;
+	uint64_t part, off;
+	int rc;
+
+	upload_reset(u, 1);
+	rc = hash_fd(u->fd, res->xxh128, res->sha256, &got);
+	if (rc)
+		return rc;
+	if (got != size) {
+		log_error("spool of %s/%s holds %llu bytes, expected %llu",
+			  u->bucket, u->key, got, (unsigned long long)size);
+		return -EIO;
+	}
+	all = upload_meta(meta, n_meta, res);
+	if (!all)
+		return -ENOMEM;
+	if (size <= u->part_size) {
+		rc = s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
+			       res->sha256, all, n_meta + 2, res->etag);
+		goto out;
+	}
+	part = u->part_size;
+	while (size / part >= UPLOAD_MAX_PARTS)
+		part *= 2;
+	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_meta + 2,
+			   &u->upload_id);
+	if (rc)
+		goto out;
+	for (off = 0; off < size && !rc; off += part)
+		rc = upload_queue_part(u, (off_t)off,
+				       size - off < part ? size - off : part,
+				       NULL);
+	if (!rc)
+		rc = upload_wait_parts(u);
+	if (!rc)
+		rc = upload_complete(u, res->etag);
+out:
+	free(all);
+	return rc;
+}
+
+int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
+		  size_t n_meta, struct upload_result *res)
+{
+	struct s3_kv *all = NULL;
+	int rc;
+
+	memset(res, 0, sizeof(*res));
+	res->size = size;
+	if (!u->broken && u->seen != size)
+		u->broken = 1;
+	if (u->broken) {
+		rc = upload_finish_spool(u, size, meta, n_meta, res);
+	} else {
+		hash_final(&u->h, res->xxh128, res->sha256);
+		all = upload_meta(meta, n_meta, res);
+		rc = all ? upload_finish_stream(u, size, all, n_meta + 2, res)
+			 : -ENOMEM;
+	}
+	free(all);
+	if (rc)
+		log_error("upload of %s/%s (%llu bytes) failed: %s", u->bucket,
+			  u->key, (unsigned long long)size, strerror(-rc));
+	/* Whatever happened, the next version is uploaded from the spool;
+	 * a failed multipart upload is aborted here. */
+	upload_reset(u, 1);
+	return rc;
+}
+
+void upload_free(struct upload *u)
+{
+	if (!u)
+		return;
+	if (u->part_sha && u->h.xxh)
+		upload_reset(u, 1);
+	hash_free(&u->h);
+	sha256_free(u->part_sha);
+	pthread_mutex_destroy(&u->lock);
+	pthread_cond_destroy(&u->cond);
+	free(u->parts);
+	free(u->bucket);
+	free(u->key);
+	free(u);
+}

@@ -1,0 +1,77 @@
+/* upload.h - streaming upload of a spool file into one S3 object.
+ *
+ * While a file is being written, its bytes go to a spool file on disk (the
+ * caller's fd) and, when the writes are sequential, through upload_append():
+ * XXH3-128 and SHA-256 of the whole file and SHA-256 of the current part
+ * are computed as the data streams in, and every completed part is handed
+ * to a worker of the upload_pool, which PUTs it from the spool with pread
+ * (multipart upload), so the object is mostly uploaded by the time the file
+ * is closed. A non-sequential write or a truncate calls upload_invalidate():
+ * upload_finish() then rehashes the spool and uploads it again.
+ *
+ * Knows S3 (s3.h) but no database and no FUSE. An upload is used by one
+ * thread at a time (the caller serialises append/invalidate/finish); the
+ * pool's workers synchronise with it internally. */
+#ifndef CUSTODYFS_UPLOAD_H
+#define CUSTODYFS_UPLOAD_H
+
+#include <stdint.h>
+#include <sys/types.h>
+
+#include "hash.h"
+#include "s3.h"
+
+struct upload_pool;
+struct upload;
+
+struct upload_result {
+	uint64_t size;
+	char xxh128[HASH_XXH128_HEX];
+	char sha256[HASH_SHA256_HEX];
+	char etag[80];
+};
+
+/* Starts `workers` threads. NULL on failure (errno set). */
+struct upload_pool *upload_pool_new(int workers);
+/* Waits for queued jobs to finish, then stops the threads. */
+void upload_pool_free(struct upload_pool *p);
+
+/* A new upload of fd (owned by the caller, must stay open until
+ * upload_free) to bucket/key. part_size >= 5 MiB. Strings are copied.
+ * NULL on OOM. */
+struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
+			  const char *bucket, const char *key, int fd,
+			  uint64_t part_size);
+
+/* The caller has just written data[0..len) at offset `off` of the spool.
+ * Sequential appends (off == bytes seen so far) are hashed and may start
+ * part uploads; anything else invalidates the stream. Returns 0, or the
+ * first background part error as -errno (the upload then falls back to a
+ * full re-upload at finish, so callers may ignore it). */
+int upload_write(struct upload *u, const void *data, size_t len, off_t off);
+
+/* The spool was changed other than by appending (truncate, rewrite): the
+ * streamed state is dropped (pending multipart aborted at finish). */
+void upload_invalidate(struct upload *u);
+
+/* The spool was truncated to 0 bytes: streaming starts over from offset 0
+ * (a multipart upload in flight is aborted). */
+void upload_restart(struct upload *u);
+
+/* Rebinds the upload to another key (rename before close). Invalidates a
+ * multipart upload already started for the old key. */
+int upload_set_key(struct upload *u, const char *key);
+
+/* Makes the object hold exactly the spool's `size` bytes: waits for part
+ * uploads, completes (or uploads from the spool if invalidated), and sets
+ * the metadata: meta[] plus "xxh128" and "sha256". Fills *res. After it
+ * returns 0 the upload is reset, ready to stream the next version of the
+ * file (a later write starts over). -errno on failure; nothing half-done is
+ * left behind (failed multipart uploads are aborted). */
+int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
+		  size_t n_meta, struct upload_result *res);
+
+/* Aborts any multipart upload in flight and frees u. */
+void upload_free(struct upload *u);
+
+#endif

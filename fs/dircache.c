@@ -1,0 +1,315 @@
+/* dircache.c - listings of the reception bucket, cached for cache_ttl_ms.
+ *
+ * A lookup of "a/b.txt" is answered from the listing of "a/" (one
+ * ListObjectsV2 with delimiter "/" per directory per TTL), so creating many
+ * files in a directory costs no extra request per file. The daemon's own
+ * changes are applied to the cached listings as they happen. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs.h"
+#include "log.h"
+
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int64_t ts_ms(const struct timespec *ts)
+{
+	return (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
+}
+
+static void dcache_free(struct dcache *d)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++)
+		free(d->ents[i].name);
+	free(d->ents);
+	free(d->prefix);
+	free(d);
+}
+
+/* Caller holds cfs->lock. */
+static struct dcache *dcache_find(const char *prefix)
+{
+	struct dcache *d;
+
+	for (d = cfs->dirs; d; d = d->next)
+		if (!strcmp(d->prefix, prefix))
+			return d;
+	return NULL;
+}
+
+static struct dentry *dcache_entry(struct dcache *d, const char *name)
+{
+	size_t i;
+
+	for (i = 0; i < d->n; i++)
+		if (!strcmp(d->ents[i].name, name))
+			return &d->ents[i];
+	return NULL;
+}
+
+static int dcache_add(struct dcache *d, const char *name, int is_dir,
+		      uint64_t size, time_t mtime, const char *etag)
+{
+	struct dentry *e;
+
+	if (d->n == d->cap) {
+		size_t cap = d->cap ? d->cap * 2 : 32;
+		struct dentry *ne = realloc(d->ents, cap * sizeof(*ne));
+
+		if (!ne)
+			return -ENOMEM;
+		d->ents = ne;
+		d->cap = cap;
+	}
+	e = &d->ents[d->n];
+	memset(e, 0, sizeof(*e));
+	e->name = strdup(name);
+	if (!e->name)
+		return -ENOMEM;
+	e->is_dir = is_dir;
+	e->size = size;
+	e->mtime = mtime;
+	if (etag)
+		snprintf(e->etag, sizeof(e->etag), "%s", etag);
+	d->n++;
+	return 0;
+}
+
+/* Lists prefix from the store into a new dcache (no lock held). */
+static int dcache_fetch(const char *prefix, struct dcache **out)
+{
+	struct s3_list_result res = {0};
+	struct dcache *d;
+	size_t plen = strlen(prefix), i;
+	int rc;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		return -ENOMEM;
+	d->prefix = strdup(prefix);
+	if (!d->prefix) {
+		free(d);
+		return -ENOMEM;
+	}
+	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket,
+			 plen ? prefix : NULL, "/", 0, &res);
+	if (rc)
+		goto fail;
+	for (i = 0; i < res.n_prefixes && !rc; i++) {
+		char *name = res.prefixes[i] + plen;
+		size_t n = strlen(name);
+
+		if (strncmp(res.prefixes[i], prefix, plen) || n < 2)
+			continue;
+		name[n - 1] = '\0'; /* "sub/" -> "sub" */
+		rc = dcache_add(d, name, 1, 0, 0, NULL);
+	}
+	for (i = 0; i < res.n_entries && !rc; i++) {
+		const struct s3_list_entry *e = &res.entries[i];
+		const char *name = e->key + plen;
+
+		if (strncmp(e->key, prefix, plen) || !*name ||
+		    strchr(name, '/'))
+			continue; /* the directory's own marker */
+		if (dcache_entry(d, name))
+			continue; /* both "x" and "x/": the directory wins */
+		rc = dcache_add(d, name, 0, e->size, e->mtime, e->etag);
+	}
+	if (rc)
+		goto fail;
+	reception_saw(cfs->rcp, prefix, res.entries, res.n_entries);
+	s3xml_list_free(&res);
+	clock_gettime(CLOCK_MONOTONIC, &d->fetched);
+	*out = d;
+	return 0;
+fail:
+	s3xml_list_free(&res);
+	dcache_free(d);
+	return rc;
+}
+
+/* Makes sure a fresh listing of prefix is cached; returns with cfs->lock
+ * held and *dp set, or -errno without the lock. */
+static int dcache_get_locked(const char *prefix, struct dcache **dp)
+{
+	struct dcache *d, *fresh = NULL, **pp;
+	int rc;
+
+	pthread_mutex_lock(&cfs->lock);
+	d = dcache_find(prefix);
+	if (d && now_ms() - ts_ms(&d->fetched) < cfs->cfg.cache_ttl_ms) {
+		*dp = d;
+		return 0;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	rc = dcache_fetch(prefix, &fresh);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&cfs->lock);
+	for (pp = &cfs->dirs; *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->prefix, prefix)) {
+			struct dcache *old = *pp;
+
+			fresh->next = old->next;
+			*pp = fresh;
+			dcache_free(old);
+			*dp = fresh;
+			return 0;
+		}
+	}
+	fresh->next = cfs->dirs;
+	cfs->dirs = fresh;
+	*dp = fresh;
+	return 0;
+}
+
+/* Splits rel into the parent prefix ("" or "a/") and the last name. */
+static int split_rel(const char *rel, char **prefix, const char **name)
+{
+	const char *slash = strrchr(rel, '/');
+
+	if (!slash) {
+		*prefix = strdup("");
+		*name = rel;
+	} else {
+		*prefix = strndup(rel, (size_t)(slash - rel) + 1);
+		*name = slash + 1;
+	}
+	return *prefix ? 0 : -ENOMEM;
+}
+
+int dcache_lookup(const char *rel, struct dentry *out)
+{
+	struct dcache *d;
+	struct dentry *e;
+	const char *name;
+	char *prefix;
+	int rc;
+
+	rc = split_rel(rel, &prefix, &name);
+	if (rc)
+		return rc;
+	rc = dcache_get_locked(prefix, &d);
+	free(prefix);
+	if (rc)
+		return rc;
+	e = dcache_entry(d, name);
+	if (e) {
+		*out = *e;
+		out->name = NULL;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return e ? 0 : -ENOENT;
+}
+
+int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
+		void *arg)
+{
+	struct dcache *d;
+	char *prefix;
+	size_t i;
+	int rc;
+
+	if (*rel) {
+		if (asprintf(&prefix, "%s/", rel) < 0)
+			return -ENOMEM;
+	} else {
+		prefix = strdup("");
+		if (!prefix)
+			return -ENOMEM;
+	}
+	/* A listing asked for by readdir is always fresh: that is where
+	 * uploads from other routes show up. */
+	pthread_mutex_lock(&cfs->lock);
+	d = dcache_find(prefix);
+	if (d)
+		d->fetched.tv_sec = 0;
+	pthread_mutex_unlock(&cfs->lock);
+	rc = dcache_get_locked(prefix, &d);
+	free(prefix);
+	if (rc)
+		return rc;
+	for (i = 0; i < d->n; i++)
+		fn(arg, &d->ents[i]);
+	pthread_mutex_unlock(&cfs->lock);
+	return 0;
+}
+
+void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
+		   const char *etag)
+{
+	struct dcache *d;
+	struct dentry *e;
+	const char *name;
+	char *prefix;
+
+	if (split_rel(rel, &prefix, &name))
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	d = dcache_find(prefix);
+	if (d) {
+		e = dcache_entry(d, name);
+		if (e) {
+			e->is_dir = is_dir;
+			e->size = size;
+			e->mtime = mtime;
+			snprintf(e->etag, sizeof(e->etag), "%s",
+				 etag ? etag : "");
+		} else if (dcache_add(d, name, is_dir, size, mtime, etag)) {
+			d->fetched.tv_sec = 0; /* out of memory: refetch */
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(prefix);
+}
+
+void dcache_remove(const char *rel)
+{
+	struct dcache *d;
+	struct dentry *e;
+	const char *name;
+	char *prefix;
+
+	if (split_rel(rel, &prefix, &name))
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	d = dcache_find(prefix);
+	if (d && (e = dcache_entry(d, name)) != NULL) {
+		free(e->name);
+		*e = d->ents[--d->n];
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(prefix);
+}
+
+void dcache_invalidate_all(void)
+{
+	struct dcache *d;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (d = cfs->dirs; d; d = d->next)
+		d->fetched.tv_sec = 0;
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void dcache_free_all(void)
+{
+	pthread_mutex_lock(&cfs->lock);
+	while (cfs->dirs) {
+		struct dcache *d = cfs->dirs;
+
+		cfs->dirs = d->next;
+		dcache_free(d);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}

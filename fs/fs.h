@@ -1,0 +1,140 @@
+/* fs.h - state of the custodyfs FUSE daemon, shared by the fs/ files.
+ *
+ * The daemon maps paths to the custody pipeline in common/: inbox/ is the
+ * reception bucket (reception.h, upload.h), projects/ and audit/ are views.
+ * Handlers return 0 or -errno, as libfuse expects. */
+#ifndef CUSTODYFS_FS_H
+#define CUSTODYFS_FS_H
+
+#define FUSE_USE_VERSION 314
+
+#include <fuse.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include "cfg.h"
+#include "db.h"
+#include "reception.h"
+#include "s3.h"
+#include "upload.h"
+
+enum cfs_area { AREA_NONE, AREA_ROOT, AREA_INBOX, AREA_PROJECTS, AREA_AUDIT };
+
+/* One directory listing of the reception bucket (prefix "" or "a/b/"). */
+struct dentry {
+	char *name;
+	int is_dir;
+	uint64_t size;
+	time_t mtime;
+	char etag[80];
+};
+
+struct dcache {
+	char *prefix;
+	struct timespec fetched; /* CLOCK_MONOTONIC */
+	struct dentry *ents;
+	size_t n, cap;
+	struct dcache *next;
+};
+
+/* Attributes set with chmod/chown/utimens, kept for the view. */
+struct attrov {
+	char *rel;
+	mode_t mode;
+	uid_t uid;
+	gid_t gid;
+	struct timespec atime, mtime;
+	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1;
+	struct attrov *next;
+};
+
+/* A file of inbox/ open for writing, or a local temporary file. */
+struct ofile {
+	char *rel;      /* protected by cfs.lock: key in the reception bucket */
+	int refs;       /* protected by cfs.lock: open handles */
+	int unlinked;   /* protected by cfs.lock */
+	pthread_mutex_t lock; /* serialises data operations on this file */
+	int fd;               /* protected by lock: the spool (O_TMPFILE) */
+	uint64_t size;        /* protected by lock */
+	int dirty;            /* protected by lock: spool differs from store */
+	int local;            /* protected by lock: temp name, never uploaded */
+	int in_store;         /* protected by lock: an object exists for rel */
+	struct upload *up;    /* protected by lock; NULL while local */
+	struct timespec mtime; /* protected by lock */
+	struct ofile *next;    /* protected by cfs.lock */
+};
+
+/* Per open handle (fi->fh). */
+struct fhandle {
+	struct ofile *of; /* NULL: read-only handle on a stored object */
+	enum cfs_area area;
+	char *rel;        /* read-only: key read from */
+	uint64_t size;    /* read-only: object size at open */
+	pthread_mutex_t lock; /* read-ahead buffer */
+	char *buf;        /* protected by lock */
+	uint64_t buf_off; /* protected by lock */
+	size_t buf_len;   /* protected by lock */
+	size_t ra;        /* protected by lock: current read-ahead size */
+	uint64_t next_off; /* protected by lock: where a sequential read goes */
+};
+
+struct cfs {
+	struct cfg cfg;
+	struct s3_client *s3;
+	struct db *db;
+	struct upload_pool *pool;
+	struct reception *rcp;
+	char host[256];
+	uid_t uid;
+	gid_t gid;
+	time_t started;
+
+	pthread_mutex_t lock;
+	struct ofile *ofiles;  /* protected by lock */
+	struct dcache *dirs;   /* protected by lock */
+	struct attrov *attrs;  /* protected by lock */
+};
+
+/* The daemon's state, set before the FUSE loop starts. */
+extern struct cfs *cfs;
+
+/* Splits a FUSE path: returns the area and sets *rel to the part after
+ * "/inbox/" etc. ("" for the area's own directory). */
+enum cfs_area cfs_area_of(const char *path, const char **rel);
+/* The caller of the current FUSE request. */
+void cfs_actor(struct actor *a);
+
+/* dircache.c - listings of the reception bucket, with a TTL. */
+/* Looks up rel ("a/b.txt"): 0 with *e filled (name not set), or -ENOENT,
+ * or -errno when the store cannot be listed. */
+int dcache_lookup(const char *rel, struct dentry *e);
+/* Fresh listing of directory rel ("" = inbox root) passed to fn. */
+int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
+		void *arg);
+void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
+		   const char *etag);
+void dcache_remove(const char *rel);
+void dcache_invalidate_all(void);
+void dcache_free_all(void);
+
+/* ofile.c - open files and spools. Caller holds no lock. */
+struct ofile *ofile_find(const char *rel); /* takes a reference */
+struct ofile *ofile_create(const char *rel, int local, int *err);
+void ofile_put(struct ofile *of); /* drops a reference */
+/* Fills the spool from the stored object key. Caller holds of->lock. */
+int ofile_load(struct ofile *of, const char *key);
+int ofile_commit(struct ofile *of);    /* upload + log if dirty; -errno */
+int ofile_truncate(struct ofile *of, uint64_t size);
+void ofile_stat(struct ofile *of, struct stat *st);
+void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
+
+/* attrs.c-like helpers in ops_attr */
+void attrov_apply(const char *rel, struct stat *st);
+void attrov_move(const char *from, const char *to);
+void attrov_drop(const char *rel);
+
+extern const struct fuse_operations cfs_ops;
+
+#endif

@@ -1,0 +1,21 @@
+/* inbox.h - handlers of inbox/ (ops_inbox.c), called by the dispatch. */
+#ifndef CUSTODYFS_INBOX_H
+#define CUSTODYFS_INBOX_H
+
+#include "fs.h"
+
+int inbox_getattr(const char *rel, struct stat *st);
+int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
+int inbox_mkdir(const char *rel);
+int inbox_rmdir(const char *rel);
+int inbox_create(const char *rel, struct fuse_file_info *fi);
+int inbox_open(const char *rel, struct fuse_file_info *fi);
+int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off);
+int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off);
+int inbox_sync(struct fhandle *h);
+int inbox_truncate(const char *rel, off_t size, struct fhandle *h);
+int inbox_unlink(const char *rel);
+int inbox_rename(const char *from, const char *to, unsigned int flags);
+void fh_free(struct fhandle *h);
+
+#endif

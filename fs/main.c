@@ -1,0 +1,263 @@
+/* main.c - custodyfs: mount the chain-of-custody file system.
+ *
+ *   custodyfs [-f] [-d] -o config=FILE[,fuse options] MOUNTPOINT
+ *
+ * Secrets come only from the config file (mode 0600), the environment or
+ * the AWS credentials file: never from argv. */
+#include <errno.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+
+#include <fuse_lowlevel.h>
+
+struct cfs_opts {
+	char *config;
+	int show_version;
+	int show_help;
+};
+
+#define CFS_OPT(t, p, v) {t, offsetof(struct cfs_opts, p), v}
+
+enum { KEY_DISCARD = 1 };
+
+static const struct fuse_opt cfs_opt_spec[] = {
+	CFS_OPT("config=%s", config, 0),
+	CFS_OPT("--version", show_version, 1),
+	CFS_OPT("-V", show_version, 1),
+	CFS_OPT("--help", show_help, 1),
+	CFS_OPT("-h", show_help, 1),
+	/* fstab-only options, meaningless to FUSE: dropped. */
+	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("x-systemd.", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+	FUSE_OPT_END,
+};
+
+static void usage(const char *prog)
+{
+	printf("usage: %s [-f] [-d] -o config=FILE[,options] MOUNTPOINT\n"
+	       "\n"
+	       "custodyfs mounts a chain-of-custody file system:\n"
+	       "  inbox/     files dropped here are received into the "
+	       "reception bucket\n"
+	       "  projects/  the definitive store, one directory per project\n"
+	       "  audit/     read-only views of the audit tables\n"
+	       "\n"
+	       "options:\n"
+	       "  -o config=FILE   INI configuration ([s3], [postgres], "
+	       "[fs]); must be mode 0600\n"
+	       "                   when it holds a secret\n"
+	       "  -f               stay in the foreground (log to stderr)\n"
+	       "  -d               debug: foreground and FUSE request log\n"
+	       "  -o allow_other   let other users use the mount\n"
+	       "  -V, --version    print the version\n"
+	       "  -h, --help       this text\n"
+	       "\n"
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n",
+	       prog);
+}
+
+static int make_dirs(const char *path)
+{
+	char *p = strdup(path), *s;
+	int rc = 0;
+
+	if (!p)
+		return -ENOMEM;
+	for (s = p + 1; *s; s++) {
+		if (*s != '/')
+			continue;
+		*s = '\0';
+		if (mkdir(p, 0700) != 0 && errno != EEXIST)
+			rc = -errno;
+		*s = '/';
+	}
+	if (!rc && mkdir(p, 0700) != 0 && errno != EEXIST)
+		rc = -errno;
+	free(p);
+	return rc;
+}
+
+static int cfs_setup(const char *config)
+{
+	struct s3_config sc = {0};
+	char err[512];
+	int rc;
+
+	rc = cfg_load(config, &cfs->cfg, err, sizeof(err));
+	if (rc) {
+		fprintf(stderr, "custodyfs: config: %s\n", err);
+		return rc;
+	}
+	log_set_level((enum log_level)cfs->cfg.log_level);
+	rc = make_dirs(cfs->cfg.spool_dir);
+	if (rc) {
+		fprintf(stderr, "custodyfs: spool_dir %s: %s\n",
+			cfs->cfg.spool_dir, strerror(-rc));
+		return rc;
+	}
+	sc.endpoint = cfs->cfg.endpoint;
+	sc.region = cfs->cfg.region;
+	sc.access_key_id = cfs->cfg.access_key_id;
+	sc.secret_access_key = cfs->cfg.secret_access_key;
+	sc.session_token = cfs->cfg.session_token;
+	sc.path_style = cfs->cfg.path_style;
+	sc.verify_tls = cfs->cfg.verify_tls;
+	sc.ca_file = cfs->cfg.ca_file;
+	sc.connect_timeout_ms = cfs->cfg.connect_timeout_ms;
+	sc.request_timeout_ms = cfs->cfg.request_timeout_ms;
+	sc.max_retries = cfs->cfg.max_retries;
+	cfs->s3 = s3_client_new(&sc);
+	if (!cfs->s3) {
+		fprintf(stderr, "custodyfs: cannot set up the S3 client: %s\n",
+			strerror(errno));
+		return -EIO;
+	}
+	cfs->db = db_open(cfs->cfg.conninfo, cfs->cfg.db_pool_size, err,
+			  sizeof(err));
+	if (!cfs->db) {
+		fprintf(stderr, "custodyfs: database: %s\n", err);
+		return -EIO;
+	}
+	rc = db_migrate(cfs->db);
+	if (rc) {
+		fprintf(stderr, "custodyfs: database migration failed: %s\n",
+			strerror(-rc));
+		return rc;
+	}
+	if (gethostname(cfs->host, sizeof(cfs->host) - 1) != 0)
+		snprintf(cfs->host, sizeof(cfs->host), "unknown");
+	cfs->uid = getuid();
+	cfs->gid = getgid();
+	cfs->started = time(NULL);
+	return 0;
+}
+
+/* Threads start after fuse_daemonize(): they would not survive its fork. */
+static int cfs_start_workers(void)
+{
+	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
+	if (!cfs->pool)
+		return -ENOMEM;
+	cfs->rcp = reception_new(&cfs->cfg, cfs->s3, cfs->db);
+	if (!cfs->rcp)
+		return -ENOMEM;
+	return 0;
+}
+
+static void cfs_teardown(void)
+{
+	struct ofile *of;
+
+	reception_free(cfs->rcp);
+	/* Open files at unmount: their uploads are aborted, nothing logged. */
+	while ((of = cfs->ofiles) != NULL) {
+		cfs->ofiles = of->next;
+		upload_free(of->up);
+		if (of->fd >= 0)
+			close(of->fd);
+		pthread_mutex_destroy(&of->lock);
+		free(of->rel);
+		free(of);
+	}
+	upload_pool_free(cfs->pool);
+	dcache_free_all();
+	db_close(cfs->db);
+	s3_client_free(cfs->s3);
+	cfg_free(&cfs->cfg);
+}
+
+int main(int argc, char *argv[])
+{
+	struct fuse_args args = FUSE_ARGS_INIT(argc, argv);
+	struct fuse_cmdline_opts fo = {0};
+	struct fuse_loop_config *lc = NULL;
+	struct cfs_opts opts = {0};
+	struct fuse *fuse = NULL;
+	static struct cfs state;
+	int rc = 1;
+
+	cfs = &state;
+	pthread_mutex_init(&cfs->lock, NULL);
+	if (fuse_opt_parse(&args, &opts, cfs_opt_spec, NULL) == -1)
+		return 1;
+	if (opts.show_version) {
+		printf("custodyfs %s (libfuse %s)\n", CUSTODYFS_VERSION,
+		       fuse_pkgversion());
+		rc = 0;
+		goto out_args;
+	}
+	if (opts.show_help) {
+		usage(argv[0]);
+		rc = 0;
+		goto out_args;
+	}
+	if (fuse_parse_cmdline(&args, &fo) != 0)
+		goto out_args;
+	if (!fo.mountpoint || !opts.config) {
+		fprintf(stderr, "custodyfs: %s\n",
+			!opts.config ? "missing -o config=FILE"
+				     : "missing MOUNTPOINT");
+		usage(argv[0]);
+		rc = 2;
+		goto out_args;
+	}
+	log_init("custodyfs", !fo.foreground, LOG_LVL_INFO);
+	if (cfs_setup(opts.config) != 0)
+		goto out_setup;
+	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
+	if (!fuse)
+		goto out_setup;
+	if (fuse_mount(fuse, fo.mountpoint) != 0)
+		goto out_fuse;
+	if (fuse_daemonize(fo.foreground) != 0)
+		goto out_unmount;
+	if (cfs_start_workers() != 0) {
+		log_error("cannot start worker threads");
+		goto out_unmount;
+	}
+	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+		goto out_unmount;
+	log_info("mounted %s (reception bucket %s, storage bucket %s)",
+		 fo.mountpoint, cfs->cfg.reception_bucket,
+		 cfs->cfg.storage_bucket);
+	if (fo.singlethread) {
+		rc = fuse_loop(fuse);
+	} else {
+		lc = fuse_loop_cfg_create();
+		if (!lc)
+			goto out_signals;
+		fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
+		fuse_loop_cfg_set_max_threads(lc, (unsigned)cfs->cfg.max_threads);
+		fuse_loop_cfg_set_idle_threads(lc, 4);
+		rc = fuse_loop_mt(fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	rc = rc ? 1 : 0;
+	log_info("unmounted %s", fo.mountpoint);
+out_signals:
+	fuse_remove_signal_handlers(fuse_get_session(fuse));
+out_unmount:
+	fuse_unmount(fuse);
+out_fuse:
+	fuse_destroy(fuse);
+out_setup:
+	cfs_teardown();
+	free(fo.mountpoint);
+out_args:
+	free(opts.config);
+	fuse_opt_free_args(&args);
+	return rc;
+}

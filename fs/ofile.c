@@ -1,0 +1,249 @@
+/* ofile.c - files of inbox/ open for writing, and local temporary files.
+ *
+ * Every written file is spooled to an unlinked file in spool_dir (never all
+ * in memory) and streamed to the store by an upload (common/upload.h) as it
+ * is written; ofile_commit() (from flush/fsync) finishes the upload and
+ * commits the reception row, and only then reports success. Files whose
+ * name matches a temp pattern stay local until renamed to a final name. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "log.h"
+#include "names.h"
+
+static int spool_open(void)
+{
+	char path[4096];
+	int fd;
+
+	fd = open(cfs->cfg.spool_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+	if (fd >= 0)
+		return fd;
+	/* File systems without O_TMPFILE: create and unlink at once. */
+	snprintf(path, sizeof(path), "%s/spool.XXXXXX", cfs->cfg.spool_dir);
+	fd = mkostemp(path, O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	unlink(path);
+	return fd;
+}
+
+struct ofile *ofile_find(const char *rel)
+{
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (!of->unlinked && !strcmp(of->rel, rel))
+			break;
+	if (of)
+		of->refs++;
+	pthread_mutex_unlock(&cfs->lock);
+	return of;
+}
+
+static void ofile_free(struct ofile *of)
+{
+	upload_free(of->up);
+	if (of->fd >= 0)
+		close(of->fd);
+	pthread_mutex_destroy(&of->lock);
+	free(of->rel);
+	free(of);
+}
+
+struct ofile *ofile_create(const char *rel, int local, int *err)
+{
+	struct ofile *of = calloc(1, sizeof(*of)), *other;
+
+	if (!of) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	pthread_mutex_init(&of->lock, NULL);
+	of->fd = spool_open();
+	of->rel = strdup(rel);
+	if (of->fd < 0 || !of->rel) {
+		*err = of->fd < 0 ? of->fd : -ENOMEM;
+		if (of->fd < 0)
+			log_error("cannot create a spool file in %s: %s",
+				  cfs->cfg.spool_dir, strerror(-of->fd));
+		goto fail;
+	}
+	of->local = local;
+	if (!local) {
+		of->up = upload_new(cfs->pool, cfs->s3,
+				    cfs->cfg.reception_bucket, rel, of->fd,
+				    cfs->cfg.part_size);
+		if (!of->up) {
+			*err = -ENOMEM;
+			goto fail;
+		}
+	}
+	clock_gettime(CLOCK_REALTIME, &of->mtime);
+	of->refs = 1;
+	pthread_mutex_lock(&cfs->lock);
+	for (other = cfs->ofiles; other; other = other->next)
+		if (!other->unlinked && !strcmp(other->rel, rel))
+			break;
+	if (other) {
+		/* Lost a race with another create: share the first one. */
+		other->refs++;
+		pthread_mutex_unlock(&cfs->lock);
+		ofile_free(of);
+		return other;
+	}
+	of->next = cfs->ofiles;
+	cfs->ofiles = of;
+	pthread_mutex_unlock(&cfs->lock);
+	return of;
+fail:
+	ofile_free(of);
+	return NULL;
+}
+
+void ofile_put(struct ofile *of)
+{
+	struct ofile **pp;
+	int drop = 0;
+
+	pthread_mutex_lock(&cfs->lock);
+	if (--of->refs == 0 && (!of->local || of->unlinked)) {
+		for (pp = &cfs->ofiles; *pp; pp = &(*pp)->next) {
+			if (*pp == of) {
+				*pp = of->next;
+				break;
+			}
+		}
+		drop = 1;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (drop)
+		ofile_free(of);
+}
+
+int ofile_load(struct ofile *of, const char *key)
+{
+	uint64_t size = 0;
+	int rc;
+
+	rc = s3_get_to_fd(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
+			  &size);
+	if (rc)
+		return rc;
+	if (ftruncate(of->fd, (off_t)size) != 0)
+		return -errno;
+	of->size = size;
+	of->in_store = 1;
+	of->dirty = 0;
+	if (of->up)
+		upload_invalidate(of->up);
+	return 0;
+}
+
+/* Caller holds of->lock. */
+int ofile_commit(struct ofile *of)
+{
+	struct upload_result res;
+	struct actor who;
+	char mtime[32];
+	struct s3_kv meta[1];
+	char *rel;
+	int rc, unlinked;
+
+	pthread_mutex_lock(&cfs->lock);
+	unlinked = of->unlinked;
+	rel = strdup(of->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	if (!rel)
+		return -ENOMEM;
+	if (!of->dirty || of->local || unlinked) {
+		free(rel);
+		return 0;
+	}
+	snprintf(mtime, sizeof(mtime), "%lld", (long long)of->mtime.tv_sec);
+	meta[0].name = (char *)"mtime";
+	meta[0].value = mtime;
+	cfs_actor(&who);
+	rc = upload_set_key(of->up, rel);
+	if (rc == 0)
+		rc = upload_finish(of->up, of->size, meta, 1, &res);
+	if (rc == 0)
+		rc = reception_commit(cfs->rcp, rel, &res, &who,
+				      !of->in_store);
+	if (rc == 0) {
+		of->dirty = 0;
+		of->in_store = 1;
+		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
+	} else if (!of->in_store) {
+		dcache_remove(rel);
+	}
+	free(rel);
+	return rc;
+}
+
+/* Caller holds of->lock. */
+int ofile_truncate(struct ofile *of, uint64_t size)
+{
+	if (ftruncate(of->fd, (off_t)size) != 0)
+		return -errno;
+	if (of->up) {
+		if (size == 0)
+			upload_restart(of->up);
+		else if (size != of->size)
+			upload_invalidate(of->up);
+	}
+	of->size = size;
+	of->dirty = 1;
+	clock_gettime(CLOCK_REALTIME, &of->mtime);
+	return 0;
+}
+
+/* Caller holds of->lock. */
+void ofile_stat(struct ofile *of, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | 0644;
+	st->st_nlink = 1;
+	st->st_size = (off_t)of->size;
+	st->st_blocks = (blkcnt_t)((of->size + 511) / 512);
+	st->st_blksize = 1 << 20;
+	st->st_mtim = of->mtime;
+	st->st_ctim = of->mtime;
+	st->st_atim = of->mtime;
+	st->st_uid = cfs->uid;
+	st->st_gid = cfs->gid;
+}
+
+void ofile_rebase(const char *from_arg, const char *to)
+{
+	char *from = strdup(from_arg); /* from_arg may be an of->rel */
+	size_t fl;
+	struct ofile *of;
+
+	if (!from)
+		return;
+	fl = strlen(from);
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next) {
+		char *n = NULL;
+
+		if (!strcmp(of->rel, from))
+			n = strdup(to);
+		else if (!strncmp(of->rel, from, fl) && of->rel[fl] == '/' &&
+			 asprintf(&n, "%s%s", to, of->rel + fl) < 0)
+			n = NULL;
+		if (n) {
+			free(of->rel);
+			of->rel = n; /* the upload follows at commit */
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(from);
+}

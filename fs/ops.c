@@ -1,0 +1,523 @@
+/* ops.c - the FUSE operation table: routes each path to its area.
+ *
+ *   /            inbox/ projects/ audit/, nothing else may be created
+ *   /inbox/...   the reception bucket (ops_inbox.c)
+ *   /projects/   the definitive store (listed once its issue lands)
+ *   /audit/      read-only views: every change is EROFS
+ *
+ * Handlers return 0 or -errno. */
+#include <errno.h>
+#include <pwd.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/statvfs.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "inbox.h"
+#include "log.h"
+
+struct cfs *cfs;
+
+enum cfs_area cfs_area_of(const char *path, const char **rel)
+{
+	static const struct {
+		const char *name;
+		enum cfs_area area;
+	} top[] = {
+		{"inbox", AREA_INBOX},
+		{"projects", AREA_PROJECTS},
+		{"audit", AREA_AUDIT},
+	};
+	size_t i;
+
+	*rel = "";
+	if (!strcmp(path, "/"))
+		return AREA_ROOT;
+	for (i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
+		size_t n = strlen(top[i].name);
+
+		if (strncmp(path + 1, top[i].name, n))
+			continue;
+		if (path[1 + n] == '\0')
+			return top[i].area;
+		if (path[1 + n] == '/') {
+			*rel = path + 2 + n;
+			return top[i].area;
+		}
+	}
+	return AREA_NONE;
+}
+
+void cfs_actor(struct actor *a)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct passwd pw, *res = NULL;
+	char buf[1024];
+
+	memset(a, 0, sizeof(*a));
+	a->uid = ctx ? ctx->uid : getuid();
+	if (getpwuid_r(a->uid, &pw, buf, sizeof(buf), &res) == 0 && res)
+		snprintf(a->user, sizeof(a->user), "%s", pw.pw_name);
+	else
+		snprintf(a->user, sizeof(a->user), "%u", (unsigned)a->uid);
+	snprintf(a->host, sizeof(a->host), "%s", cfs->host);
+}
+
+/* ---- attributes kept for the view (chmod, chown, utimens) ---- */
+
+static struct attrov *attrov_find(const char *rel, int create)
+{
+	struct attrov *a;
+
+	for (a = cfs->attrs; a; a = a->next)
+		if (!strcmp(a->rel, rel))
+			return a;
+	if (!create)
+		return NULL;
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return NULL;
+	a->rel = strdup(rel);
+	if (!a->rel) {
+		free(a);
+		return NULL;
+	}
+	a->next = cfs->attrs;
+	cfs->attrs = a;
+	return a;
+}
+
+void attrov_apply(const char *rel, struct stat *st)
+{
+	struct attrov *a;
+
+	pthread_mutex_lock(&cfs->lock);
+	a = attrov_find(rel, 0);
+	if (a) {
+		if (a->has_mode)
+			st->st_mode = (st->st_mode & S_IFMT) | (a->mode & 07777);
+		if (a->has_owner) {
+			st->st_uid = a->uid;
+			st->st_gid = a->gid;
+		}
+		if (a->has_mtime)
+			st->st_mtim = a->mtime;
+		if (a->has_atime)
+			st->st_atim = a->atime;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_move(const char *from, const char *to)
+{
+	struct attrov *a;
+	char *n;
+
+	attrov_drop(to);
+	pthread_mutex_lock(&cfs->lock);
+	a = attrov_find(from, 0);
+	if (a && (n = strdup(to)) != NULL) {
+		free(a->rel);
+		a->rel = n;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_drop(const char *rel)
+{
+	struct attrov **pp, *a;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (pp = &cfs->attrs; *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->rel, rel)) {
+			a = *pp;
+			*pp = a->next;
+			free(a->rel);
+			free(a);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+static void attrov_free_all(void)
+{
+	while (cfs->attrs) {
+		struct attrov *a = cfs->attrs;
+
+		cfs->attrs = a->next;
+		free(a->rel);
+		free(a);
+	}
+}
+
+/* ---- helpers ---- */
+
+static void dir_stat(struct stat *st, mode_t mode)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFDIR | mode;
+	st->st_nlink = 2;
+	st->st_uid = cfs->uid;
+	st->st_gid = cfs->gid;
+	st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
+}
+
+static struct fhandle *fh_of(struct fuse_file_info *fi)
+{
+	return fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
+}
+
+/* The errno for a change in an area that takes none. */
+static int readonly_errno(enum cfs_area area)
+{
+	switch (area) {
+	case AREA_AUDIT:
+		return -EROFS;
+	case AREA_NONE:
+		return -ENOENT;
+	default:
+		return -EPERM;
+	}
+}
+
+/* ---- operations ---- */
+
+/* Errors: ENOENT, EIO. */
+static int cfs_getattr(const char *path, struct stat *st,
+		       struct fuse_file_info *fi)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+	struct fhandle *h = fh_of(fi);
+
+	if (h && h->of) {
+		pthread_mutex_lock(&h->of->lock);
+		ofile_stat(h->of, st);
+		pthread_mutex_unlock(&h->of->lock);
+		return 0;
+	}
+	switch (area) {
+	case AREA_ROOT:
+		dir_stat(st, 0755);
+		return 0;
+	case AREA_INBOX:
+		return inbox_getattr(rel, st);
+	case AREA_PROJECTS:
+	case AREA_AUDIT:
+		if (*rel)
+			return -ENOENT;
+		dir_stat(st, area == AREA_AUDIT ? 0555 : 0755);
+		return 0;
+	default:
+		return -ENOENT;
+	}
+}
+
+/* Errors: ENOENT, ENOTDIR, EIO. */
+static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
+		       off_t offset, struct fuse_file_info *fi,
+		       enum fuse_readdir_flags flags)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	filler(buf, ".", NULL, 0, 0);
+	filler(buf, "..", NULL, 0, 0);
+	switch (area) {
+	case AREA_ROOT:
+		filler(buf, "inbox", NULL, 0, 0);
+		filler(buf, "projects", NULL, 0, 0);
+		filler(buf, "audit", NULL, 0, 0);
+		return 0;
+	case AREA_INBOX:
+		return inbox_readdir(rel, buf, filler);
+	case AREA_PROJECTS:
+	case AREA_AUDIT:
+		return *rel ? -ENOENT : 0;
+	default:
+		return -ENOENT;
+	}
+}
+
+/* Errors: EPERM (root, projects/), EROFS (audit/), EEXIST, EINVAL,
+ * ENAMETOOLONG, EIO. */
+static int cfs_mkdir(const char *path, mode_t mode)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_mkdir(rel);
+	if (area != AREA_NONE && !*rel)
+		return -EEXIST;
+	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
+}
+
+/* Errors: EPERM, EROFS, ENOENT, ENOTEMPTY, EBUSY, EIO. */
+static int cfs_rmdir(const char *path)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_rmdir(rel);
+	if (area == AREA_INBOX || area == AREA_ROOT)
+		return -EBUSY;
+	return readonly_errno(area);
+}
+
+/* Errors: EPERM, EROFS, EINVAL, ENAMETOOLONG, EIO, ENOSPC. */
+static int cfs_create(const char *path, mode_t mode,
+		      struct fuse_file_info *fi)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_create(rel, fi);
+	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
+}
+
+/* Errors: ENOENT, EISDIR, EROFS, EIO. */
+static int cfs_open(const char *path, struct fuse_file_info *fi)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_open(rel, fi);
+	if (area == AREA_AUDIT && (fi->flags & O_ACCMODE) != O_RDONLY)
+		return -EROFS;
+	return area == AREA_ROOT || !*rel ? -EISDIR : -ENOENT;
+}
+
+static int cfs_read(const char *path, char *buf, size_t size, off_t off,
+		    struct fuse_file_info *fi)
+{
+	struct fhandle *h = fh_of(fi);
+
+	return h ? inbox_read(h, buf, size, off) : -EBADF;
+}
+
+static int cfs_write(const char *path, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
+{
+	struct fhandle *h = fh_of(fi);
+
+	return h ? inbox_write(h, buf, size, off) : -EBADF;
+}
+
+/* close(2): the upload and the reception row are committed here, so a
+ * failure reaches the caller of close. */
+static int cfs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct fhandle *h = fh_of(fi);
+
+	return h ? inbox_sync(h) : 0;
+}
+
+static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct fhandle *h = fh_of(fi);
+
+	return h ? inbox_sync(h) : 0;
+}
+
+static int cfs_release(const char *path, struct fuse_file_info *fi)
+{
+	fh_free(fh_of(fi));
+	return 0;
+}
+
+/* Errors: EPERM, EROFS, ENOENT, EISDIR, EIO. */
+static int cfs_truncate(const char *path, off_t size,
+			struct fuse_file_info *fi)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_truncate(rel, size, fh_of(fi));
+	return readonly_errno(area);
+}
+
+/* Errors: EPERM, EROFS, ENOENT, EISDIR, EIO. */
+static int cfs_unlink(const char *path)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+
+	if (area == AREA_INBOX && *rel)
+		return inbox_unlink(rel);
+	return readonly_errno(area);
+}
+
+/* Errors: EPERM (root, projects/ until promotion lands), EROFS (audit/),
+ * EXDEV never, plus those of inbox_rename. */
+static int cfs_rename(const char *from, const char *to, unsigned int flags)
+{
+	const char *rf, *rt;
+	enum cfs_area af = cfs_area_of(from, &rf);
+	enum cfs_area at = cfs_area_of(to, &rt);
+
+	if (af == AREA_AUDIT || at == AREA_AUDIT)
+		return -EROFS;
+	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
+		return inbox_rename(rf, rt, flags);
+	return -EPERM;
+}
+
+/* chmod/chown/utimens succeed on inbox/ files (kept for the view), so
+ * cp -p, rsync -a and file managers work. Errors: ENOENT, EROFS, EPERM. */
+static int cfs_setattr_common(const char *path, struct attrov *in,
+			      unsigned what)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+	struct stat st;
+	struct attrov *a;
+	int rc;
+
+	if (area == AREA_AUDIT)
+		return -EROFS;
+	if (area != AREA_INBOX || !*rel)
+		return area == AREA_NONE ? -ENOENT : 0;
+	rc = inbox_getattr(rel, &st);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&cfs->lock);
+	a = attrov_find(rel, 1);
+	if (a) {
+		if (what & 1) {
+			a->mode = in->mode;
+			a->has_mode = 1;
+		}
+		if (what & 2) {
+			a->uid = in->uid == (uid_t)-1 ? st.st_uid : in->uid;
+			a->gid = in->gid == (gid_t)-1 ? st.st_gid : in->gid;
+			a->has_owner = 1;
+		}
+		if (what & 4) {
+			a->atime = in->atime;
+			a->has_atime = 1;
+		}
+		if (what & 8) {
+			a->mtime = in->mtime;
+			a->has_mtime = 1;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return a ? 0 : -ENOMEM;
+}
+
+static int cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct attrov in = {.mode = mode};
+
+	return cfs_setattr_common(path, &in, 1);
+}
+
+static int cfs_chown(const char *path, uid_t uid, gid_t gid,
+		     struct fuse_file_info *fi)
+{
+	struct attrov in = {.uid = uid, .gid = gid};
+
+	return cfs_setattr_common(path, &in, 2);
+}
+
+static int cfs_utimens(const char *path, const struct timespec tv[2],
+		       struct fuse_file_info *fi)
+{
+	struct attrov in = {0};
+	unsigned what = 0;
+	struct timespec now;
+
+	clock_gettime(CLOCK_REALTIME, &now);
+	if (!tv) {
+		in.atime = in.mtime = now;
+		what = 4 | 8;
+	} else {
+		if (tv[0].tv_nsec != UTIME_OMIT) {
+			in.atime = tv[0].tv_nsec == UTIME_NOW ? now : tv[0];
+			what |= 4;
+		}
+		if (tv[1].tv_nsec != UTIME_OMIT) {
+			in.mtime = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
+			what |= 8;
+		}
+	}
+	return cfs_setattr_common(path, &in, what);
+}
+
+static int cfs_statfs(const char *path, struct statvfs *sv)
+{
+	memset(sv, 0, sizeof(*sv));
+	sv->f_bsize = 1 << 20;
+	sv->f_frsize = 4096;
+	sv->f_blocks = sv->f_bfree = sv->f_bavail = 1ULL << 40;
+	sv->f_files = sv->f_ffree = sv->f_favail = 1ULL << 32;
+	sv->f_namemax = 255;
+	return 0;
+}
+
+/* Extended attributes: none yet; answer "no such attribute" so cp -a and
+ * rsync -X do not fail. */
+static int cfs_getxattr(const char *path, const char *name, char *value,
+			size_t size)
+{
+	return -ENODATA;
+}
+
+static int cfs_listxattr(const char *path, char *list, size_t size)
+{
+	return 0;
+}
+
+static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	cfg->use_ino = 0;
+	cfg->nullpath_ok = 0;
+	cfg->entry_timeout = 1.0;
+	cfg->attr_timeout = 1.0;
+	cfg->negative_timeout = 0.0;
+	cfg->kernel_cache = 0;
+	cfg->hard_remove = 1;
+	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
+		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	conn->max_write = 1 << 20;
+	conn->max_readahead = 1 << 20;
+	return cfs;
+}
+
+static void cfs_destroy(void *data)
+{
+	attrov_free_all();
+}
+
+const struct fuse_operations cfs_ops = {
+	.init = cfs_init,
+	.destroy = cfs_destroy,
+	.getattr = cfs_getattr,
+	.readdir = cfs_readdir,
+	.mkdir = cfs_mkdir,
+	.rmdir = cfs_rmdir,
+	.create = cfs_create,
+	.open = cfs_open,
+	.read = cfs_read,
+	.write = cfs_write,
+	.flush = cfs_flush,
+	.fsync = cfs_fsync,
+	.release = cfs_release,
+	.truncate = cfs_truncate,
+	.unlink = cfs_unlink,
+	.rename = cfs_rename,
+	.chmod = cfs_chmod,
+	.chown = cfs_chown,
+	.utimens = cfs_utimens,
+	.statfs = cfs_statfs,
+	.getxattr = cfs_getxattr,
+	.listxattr = cfs_listxattr,
+};

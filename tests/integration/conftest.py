@@ -1,0 +1,812 @@
+"""custodyfs integration-test harness (pytest, run with Debian's /usr/bin/python3).
+
+Run:  /usr/bin/python3 -m pytest tests/integration            (or: bash tests/run.sh)
+
+What it does
+------------
+Once per session it starts, on free loopback ports in a temp dir (/tmp/custodyfs-it-*):
+  * PostgreSQL (tests/servers/pg.sh): role + database ``custody``, trust auth;
+  * an S3 server chosen by ``CUSTODYFS_S3_BACKEND`` = ``s3rver`` (default; tests/servers/s3rver.sh,
+    needs ``npm ci``) or ``swift`` (tests/servers/swift.sh; verifies SigV4 signatures);
+  * the buckets ``recepcao-raw`` and ``storage-unique``.
+Each mount runs ``build/fs/custodyfs -f -o config=FILE MNT`` (``CUSTODYFS_BIN`` overrides the
+binary) with a 0600 config written by the harness, its stdout+stderr in a log file.
+
+Fixtures
+--------
+``stack``         (session) the servers. Attributes: ``backend``, ``endpoint``, ``access_key``,
+                  ``secret_key``, ``region``, ``conninfo``, ``reception_bucket``,
+                  ``storage_bucket``, ``s3`` (boto3 client, path-style), ``tmp`` (session dir).
+                  Methods: ``sql()``, ``sql_value()``, ``sql_dicts()``, ``stop_s3()``,
+                  ``start_s3()``, ``stop_pg(mode="fast"|"immediate")``, ``start_pg()``,
+                  ``reset()`` (fresh database + empty buckets), ``empty_buckets()``.
+``mount``         (module) one daemon per test module, started on a clean store: database
+                  ``custody`` dropped and recreated, both buckets emptied, new spool dir. Tests
+                  of one module share it, so use ``uniq`` for names. A module may set
+                  ``CUSTODYFS_CONFIG = {"fs": {"dedup": "path"}}`` to change its config.
+``fresh_mount``   (function) the same, but clean for this one test; config overrides from
+                  ``@pytest.mark.custodyfs_config({...})`` or the module's CUSTODYFS_CONFIG.
+                  Do not mix ``mount`` and ``fresh_mount`` in one module (a reset drops the
+                  database under the other daemon: the harness refuses it).
+``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
+                  name=None)`` -> Mount; every mount it made is torn down after the test.
+                  ``reset=False`` gives a second mount on the same store and database (several
+                  hosts sharing one store); ``start=False`` lets a test prepare the database
+                  (e.g. the seed's old tables) before ``m.mount()``.
+``uniq``          (function) a short unique name for this test, valid as a project prefix and as
+                  a file name: ``t7-promote-dup``.
+``s3``            (session) the stack's boto3 client.
+
+The Mount object (what ``mount`` / ``fresh_mount`` / ``mount_factory`` give)
+  .mnt                 mountpoint (str); .path("inbox", "a.txt") joins onto it
+  .inbox .projects .audit   the three top directories (str)
+  .s3                  boto3 client (path-style, SigV4, short timeouts) for independent checks
+  .reception_bucket .storage_bucket
+  .sql(query, params=None, user="custody") -> list of row tuples (autocommit; [] when no rows)
+  .sql_value(query, params=None) -> first column of the first row, or None
+  .sql_dicts(query, params=None) -> list of dicts
+  .config              path of the 0600 config file; .write_config(overrides) rewrites it
+                       (overrides: {"section": {"key": "value" | None to drop}})
+  .spool               spool_dir of this mount
+  .mount() .unmount()  explicit control; .restart(config=None) = unmount + (rewrite) + mount
+  .crash(sig=SIGKILL)  kill the daemon as a crash would, lazily unmount; then .mount() again
+                       (for journal/recovery tests; the crash is not reported as a failure)
+  .stop_s3()/.start_s3()  S3 endpoint down/up (s3rver: the server; swift: only the proxy)
+  .stop_pg(mode="fast"|"immediate")/.start_pg()  PostgreSQL down/up (same data)
+  .daemon_log()        the daemon's log text (all mounts of this Mount object)
+  .cli(*args, timeout=120, input=None, env=None) -> CompletedProcess of ``custodyfs ARGS``
+                       (batch tools: promote/recover/reconcile/cleanup/status), text mode
+  .pid, .alive()
+  .wait_until(fn, timeout=10, interval=0.1, what="...")  poll until fn() is truthy
+  .sha256(path) / .sha256_bytes(b) / .xxh128_bytes(b)  hex digests for checks
+
+Failure detection: after every test the harness checks each live daemon; if one died, or wrote
+a sanitizer report (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer "runtime
+error:"), the test fails with the log excerpt. Teardown unmounts (``fusermount3 -u``, then
+``-uz``), waits for the daemon (then SIGTERM, SIGKILL), and fails the same way on a crash.
+
+Environment
+  CUSTODYFS_S3_BACKEND   s3rver | swift             (default s3rver)
+  CUSTODYFS_BIN          daemon binary              (default build/fs/custodyfs)
+  CUSTODYFS_KEEP_TMP=1   keep the session temp dir (logs, data) after the run
+  CUSTODYFS_TEST_TMP     parent of the session temp dir (default /tmp; must be reachable
+                         by the postgres user)
+  CUSTODYFS_MOUNT_TIMEOUT  seconds to wait for a mount to appear (default 30)
+Everything is bounded: server starts (pg.sh/s3rver.sh/swift.sh), mount waits, unmounts, every
+subprocess; pytest-timeout (python3-pytest-timeout) limits each test (pytest.ini).
+"""
+
+import hashlib
+import itertools
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+for _v in ("AWS_CA_BUNDLE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "AWS_PROFILE"):
+    os.environ.pop(_v, None)
+
+import boto3  # noqa: E402
+import psycopg2  # noqa: E402
+import psycopg2.extras  # noqa: E402
+from botocore.config import Config  # noqa: E402
+from botocore.exceptions import ClientError  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+SERVERS = REPO / "tests" / "servers"
+BIN = os.environ.get("CUSTODYFS_BIN") or str(REPO / "build" / "fs" / "custodyfs")
+BACKEND = os.environ.get("CUSTODYFS_S3_BACKEND", "s3rver")
+KEEP_TMP = os.environ.get("CUSTODYFS_KEEP_TMP") == "1"
+MOUNT_TIMEOUT = float(os.environ.get("CUSTODYFS_MOUNT_TIMEOUT", "30"))
+RECEPTION = "recepcao-raw"
+STORAGE = "storage-unique"
+REGION = "us-east-1"
+
+CREDENTIALS = {
+    "s3rver": ("S3RVER", "S3RVER"),
+    "swift": ("test:tester", "testing"),
+}
+
+# lines that mean a sanitizer found something
+SANITIZER_RE = re.compile(
+    r"ERROR: (AddressSanitizer|LeakSanitizer|ThreadSanitizer|MemorySanitizer)"
+    r"|WARNING: ThreadSanitizer"
+    r"|SUMMARY: (AddressSanitizer|UndefinedBehaviorSanitizer|LeakSanitizer|ThreadSanitizer)"
+    r"|: runtime error: "
+)
+CRASH_SIGNALS = {signal.SIGSEGV, signal.SIGABRT, signal.SIGBUS, signal.SIGFPE,
+                 signal.SIGILL, signal.SIGTRAP, signal.SIGSYS}
+
+# environment variables never passed to the daemon unless a test asks (run.sh exports PG*
+# for the C tests; a developer's AWS_* must not leak into the config-driven daemon)
+_STRIP_ENV = re.compile(r"^(AWS_|PG|CUSTODYFS_TEST_)")
+
+
+class HarnessError(Exception):
+    pass
+
+
+# --------------------------------------------------------------------------- utilities
+
+def run(cmd, timeout=60, check=True, env=None, input=None):
+    """Run a command, bounded; raise HarnessError with its output on failure."""
+    try:
+        p = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                           timeout=timeout, env=env, input=input,
+                           stdin=None if input is not None else subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as e:
+        raise HarnessError(f"timed out after {timeout}s: {' '.join(map(str, cmd))}\n"
+                           f"{e.stdout or ''}{e.stderr or ''}") from None
+    if check and p.returncode != 0:
+        raise HarnessError(f"exit {p.returncode}: {' '.join(map(str, cmd))}\n{p.stdout}{p.stderr}")
+    return p
+
+
+def wait_until(fn, timeout=10.0, interval=0.1, what="condition"):
+    """Poll fn() until it returns something truthy (returned); raise after timeout."""
+    deadline = time.monotonic() + timeout
+    last_exc = None
+    while True:
+        try:
+            v = fn()
+            if v:
+                return v
+        except Exception as e:  # keep polling; report the last error
+            last_exc = e
+        if time.monotonic() >= deadline:
+            raise HarnessError(f"timed out after {timeout}s waiting for {what}"
+                               + (f" (last error: {last_exc!r})" if last_exc else ""))
+        time.sleep(interval)
+
+
+def _port_free(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def free_port(offsets=(0,)):
+    """A port P such that P+o is free on 127.0.0.1 for every o in offsets."""
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if p + max(offsets) < 65000 and all(_port_free(p + o) for o in offsets):
+            return p
+    raise HarnessError("no free port")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _mountinfo_has(mnt):
+    """True when mnt is a mount point (reads /proc/self/mountinfo, never touches the mount)."""
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            data = f.read().decode("utf-8", "replace")
+    except OSError:
+        return False
+    for line in data.splitlines():
+        parts = line.split(" ")
+        if len(parts) > 4:
+            mp = re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), parts[4])
+            if mp == mnt:
+                return True
+    return False
+
+
+def _s3_client(endpoint, key, secret):
+    return boto3.client(
+        "s3", endpoint_url=endpoint, aws_access_key_id=key, aws_secret_access_key=secret,
+        region_name=REGION,
+        config=Config(signature_version="s3v4", s3={"addressing_style": "path"},
+                      connect_timeout=5, read_timeout=60,
+                      retries={"max_attempts": 2, "mode": "standard"}))
+
+
+# --------------------------------------------------------------------------- the stack
+
+class Stack:
+    """PostgreSQL + one S3 backend, started once per session."""
+
+    def __init__(self, tmp, backend=BACKEND):
+        if backend not in CREDENTIALS:
+            raise HarnessError(f"CUSTODYFS_S3_BACKEND must be s3rver or swift, not {backend!r}")
+        self.tmp = tmp
+        self.backend = backend
+        self.access_key, self.secret_key = CREDENTIALS[backend]
+        self.region = REGION
+        self.reception_bucket = RECEPTION
+        self.storage_bucket = STORAGE
+        self.pg_dir = os.path.join(tmp, "servers")
+        self.s3_dir = os.path.join(tmp, "servers")
+        self.pg_port = None
+        self.s3_port = None
+        self.conninfo = None
+        self.endpoint = None
+        self.s3 = None
+        self.active_mounts = []   # Mount objects currently mounted or mounting
+        self.all_mounts = []      # every Mount made (for the watch fixture)
+        self._mount_seq = itertools.count(1)
+
+    # -- servers
+    def _server_env(self):
+        env = dict(os.environ)
+        env["CUSTODYFS_PG_FAST"] = "1"
+        for v in ("AWS_CA_BUNDLE", "CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE"):
+            env.pop(v, None)
+        return env
+
+    def start(self):
+        os.makedirs(self.pg_dir, exist_ok=True)
+        last = None
+        for _ in range(3):  # a port can be taken between the probe and the bind: retry
+            self.pg_port = free_port()
+            try:
+                out = run([str(SERVERS / "pg.sh"), "start", self.pg_dir, str(self.pg_port)],
+                          timeout=120, env=self._server_env())
+                self.conninfo = out.stdout.strip().splitlines()[-1]
+                break
+            except HarnessError as e:
+                last = e
+                run([str(SERVERS / "pg.sh"), "stop", self.pg_dir, "immediate"], timeout=60,
+                    check=False)
+        else:
+            raise HarnessError(f"PostgreSQL did not start: {last}")
+        offsets = (0, 10, 11, 12, 20) if self.backend == "swift" else (0,)
+        for _ in range(3):
+            self.s3_port = free_port(offsets)
+            try:
+                out = run([str(SERVERS / f"{self.backend}.sh"), "start", self.s3_dir,
+                           str(self.s3_port), RECEPTION, STORAGE],
+                          timeout=180, env=self._server_env())
+                self.endpoint = out.stdout.strip().splitlines()[-1]
+                break
+            except HarnessError as e:
+                last = e
+                run([str(SERVERS / f"{self.backend}.sh"), "stop", self.s3_dir], timeout=60,
+                    check=False)
+        else:
+            raise HarnessError(f"{self.backend} did not start: {last}")
+        self.s3 = _s3_client(self.endpoint, self.access_key, self.secret_key)
+
+    def stop(self):
+        for m in list(self.active_mounts):
+            try:
+                m.unmount(check=False)
+            except Exception:
+                pass
+        run([str(SERVERS / f"{self.backend}.sh"), "stop", self.s3_dir], timeout=90, check=False)
+        run([str(SERVERS / "pg.sh"), "stop", self.pg_dir], timeout=90, check=False)
+
+    def stop_s3(self):
+        cmd = "proxy-stop" if self.backend == "swift" else "stop"
+        run([str(SERVERS / f"{self.backend}.sh"), cmd, self.s3_dir], timeout=60)
+
+    def start_s3(self):
+        if self.backend == "swift":
+            run([str(SERVERS / "swift.sh"), "proxy-start", self.s3_dir], timeout=120)
+        else:
+            run([str(SERVERS / "s3rver.sh"), "start", self.s3_dir, str(self.s3_port),
+                 RECEPTION, STORAGE], timeout=120, env=self._server_env())
+
+    def stop_pg(self, mode="fast"):
+        run([str(SERVERS / "pg.sh"), "stop", self.pg_dir, mode], timeout=90)
+
+    def start_pg(self):
+        run([str(SERVERS / "pg.sh"), "start", self.pg_dir, str(self.pg_port)], timeout=120,
+            env=self._server_env())
+
+    # -- SQL
+    def _connect(self, user="custody", dbname="custody"):
+        c = psycopg2.connect(host="127.0.0.1", port=self.pg_port, user=user, dbname=dbname,
+                             connect_timeout=10, options="-c statement_timeout=60000")
+        c.autocommit = True
+        return c
+
+    def sql(self, query, params=None, user="custody", dbname="custody"):
+        """Run one statement (autocommit) and return its rows as tuples ([] when none)."""
+        c = self._connect(user, dbname)
+        try:
+            with c.cursor() as cur:
+                cur.execute(query, params)
+                return cur.fetchall() if cur.description is not None else []
+        finally:
+            c.close()
+
+    def sql_value(self, query, params=None, user="custody", dbname="custody"):
+        rows = self.sql(query, params, user, dbname)
+        return rows[0][0] if rows else None
+
+    def sql_dicts(self, query, params=None, user="custody", dbname="custody"):
+        c = self._connect(user, dbname)
+        try:
+            with c.cursor(cursor_factory=psycopg2.extras.RealDictCursor) as cur:
+                cur.execute(query, params)
+                return [dict(r) for r in cur.fetchall()] if cur.description is not None else []
+        finally:
+            c.close()
+
+    # -- reset
+    def empty_buckets(self, buckets=(RECEPTION, STORAGE)):
+        for b in buckets:
+            try:
+                for u in self.s3.list_multipart_uploads(Bucket=b).get("Uploads", []):
+                    self.s3.abort_multipart_upload(Bucket=b, Key=u["Key"], UploadId=u["UploadId"])
+            except ClientError:
+                pass
+            for _ in range(1000):
+                keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket=b).get("Contents", [])]
+                if not keys:
+                    break
+                try:
+                    r = self.s3.delete_objects(
+                        Bucket=b, Delete={"Objects": [{"Key": k} for k in keys], "Quiet": True})
+                    if r.get("Errors"):
+                        raise ClientError({"Error": {"Code": "Partial"}}, "DeleteObjects")
+                except ClientError:
+                    for k in keys:
+                        self.s3.delete_object(Bucket=b, Key=k)
+            else:
+                raise HarnessError(f"could not empty bucket {b}")
+
+    def reset(self):
+        """A clean store: database 'custody' recreated, both buckets emptied."""
+        busy = [m for m in self.active_mounts if m.mounted]
+        if busy:
+            raise HarnessError(
+                "reset while a daemon is mounted (" + ", ".join(m.mnt for m in busy) + "): do not "
+                "mix the module-scoped `mount` with `fresh_mount`/`mount_factory(reset=True)` in "
+                "one module; use mount_factory(reset=False) for a second mount on the same store")
+        self.sql("DROP DATABASE IF EXISTS custody WITH (FORCE)", user="postgres", dbname="postgres")
+        self.sql("CREATE DATABASE custody OWNER custody", user="postgres", dbname="postgres")
+        self.empty_buckets()
+
+    def new_mount(self, name, config=None, env=None):
+        n = next(self._mount_seq)
+        safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40] or "m"
+        m = Mount(self, f"{n:03d}-{safe}", config or {}, env)
+        self.all_mounts.append(m)
+        return m
+
+
+# --------------------------------------------------------------------------- a mount
+
+class Mount:
+    def __init__(self, stack, name, config_overrides, env):
+        self.stack = stack
+        self.name = name
+        self.base = os.path.join(stack.tmp, "mounts", name)
+        self.mnt = os.path.join(self.base, "mnt")
+        self.spool = os.path.join(self.base, "spool")
+        self.config = os.path.join(self.base, "custodyfs.conf")
+        self.log_path = os.path.join(self.base, "daemon.log")
+        self.inbox = os.path.join(self.mnt, "inbox")
+        self.projects = os.path.join(self.mnt, "projects")
+        self.audit = os.path.join(self.mnt, "audit")
+        self.s3 = stack.s3
+        self.reception_bucket = stack.reception_bucket
+        self.storage_bucket = stack.storage_bucket
+        self.extra_env = env or {}
+        self.proc = None
+        self.mounted = False
+        self.expected_death = False
+        self.auto_remount = False  # the module `mount`: remounted before a test if it died
+        self.problems = []  # crash/sanitizer findings not yet reported
+        self._scanned = 0   # log offset already checked for sanitizer reports
+        for d in (self.mnt, self.spool):
+            os.makedirs(d, exist_ok=True)
+        os.chmod(self.spool, 0o700)
+        self.overrides = {}
+        self.write_config(config_overrides)
+
+    # -- config
+    def base_config(self):
+        st = self.stack
+        return {
+            "s3": {
+                "endpoint": st.endpoint,
+                "region": st.region,
+                "access_key_id": st.access_key,
+                "secret_access_key": st.secret_key,
+                "reception_bucket": st.reception_bucket,
+                "storage_bucket": st.storage_bucket,
+                "path_style": "true",
+                "verify_tls": "true",
+            },
+            "postgres": {"conninfo": st.conninfo},
+            "fs": {"spool_dir": self.spool, "dedup": "content"},
+        }
+
+    def write_config(self, overrides=None):
+        """(Re)write the 0600 config; overrides merge onto the previous ones."""
+        for sec, kv in (overrides or {}).items():
+            self.overrides.setdefault(sec, {}).update(kv)
+        cfg = self.base_config()
+        for sec, kv in self.overrides.items():
+            s = cfg.setdefault(sec, {})
+            for k, v in kv.items():
+                if v is None:
+                    s.pop(k, None)
+                else:
+                    s[k] = str(v).lower() if isinstance(v, bool) else str(v)
+        text = "# written by tests/integration/conftest.py\n"
+        for sec, kv in cfg.items():
+            text += f"\n[{sec}]\n" + "".join(f"{k} = {v}\n" for k, v in kv.items())
+        fd = os.open(self.config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+        return self.config
+
+    # -- helpers
+    def path(self, *parts):
+        return os.path.join(self.mnt, *parts)
+
+    def sql(self, query, params=None, user="custody"):
+        return self.stack.sql(query, params, user)
+
+    def sql_value(self, query, params=None, user="custody"):
+        return self.stack.sql_value(query, params, user)
+
+    def sql_dicts(self, query, params=None, user="custody"):
+        return self.stack.sql_dicts(query, params, user)
+
+    def stop_s3(self):
+        self.stack.stop_s3()
+
+    def start_s3(self):
+        self.stack.start_s3()
+
+    def stop_pg(self, mode="fast"):
+        self.stack.stop_pg(mode)
+
+    def start_pg(self):
+        self.stack.start_pg()
+
+    wait_until = staticmethod(wait_until)
+    sha256 = staticmethod(sha256_file)
+
+    @staticmethod
+    def sha256_bytes(b):
+        return hashlib.sha256(b).hexdigest()
+
+    @staticmethod
+    def xxh128_bytes(b):
+        import xxhash  # python3-xxhash
+        return xxhash.xxh3_128_hexdigest(b)
+
+    def daemon_log(self):
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _log_note(self, msg):
+        with open(self.log_path, "a") as f:
+            f.write(f"=== harness {time.strftime('%H:%M:%S')}: {msg}\n")
+
+    def _daemon_env(self):
+        env = {k: v for k, v in os.environ.items() if not _STRIP_ENV.match(k)}
+        for v in ("CURL_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE"):
+            env.pop(v, None)
+        env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:print_summary=1")
+        env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:print_summary=1")
+        env.update(self.extra_env)
+        return env
+
+    @property
+    def pid(self):
+        return self.proc.pid if self.proc else None
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def cli(self, *args, timeout=120, input=None, env=None):
+        """Run the custodyfs binary with ARGS (batch tools); returns CompletedProcess (text)."""
+        e = self._daemon_env()
+        e.update(env or {})
+        try:
+            return subprocess.run([BIN, *map(str, args)], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, timeout=timeout, env=e,
+                                  input=input,
+                                  stdin=None if input is not None else subprocess.DEVNULL)
+        except subprocess.TimeoutExpired as ex:
+            raise HarnessError(f"custodyfs {' '.join(map(str, args))} timed out after {timeout}s\n"
+                               f"{ex.stdout or ''}{ex.stderr or ''}") from None
+
+    # -- lifecycle
+    def mount(self, timeout=MOUNT_TIMEOUT):
+        if self.mounted:
+            return self
+        if not (os.path.isfile(BIN) and os.access(BIN, os.X_OK)):
+            raise HarnessError(f"custodyfs binary not found at {BIN}: build it first "
+                               "(meson setup build && meson compile -C build) or set CUSTODYFS_BIN")
+        if _mountinfo_has(self.mnt):  # a leftover (crash): clear it
+            run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
+        self._log_note(f"mount {BIN} -f -o config={self.config} {self.mnt}")
+        self.expected_death = False
+        log = open(self.log_path, "ab")
+        try:
+            self.proc = subprocess.Popen([BIN, "-f", "-o", f"config={self.config}", self.mnt],
+                                         stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                                         env=self._daemon_env(), start_new_session=True)
+        finally:
+            log.close()
+        self.mounted = True
+        if self not in self.stack.active_mounts:
+            self.stack.active_mounts.append(self)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                rc = self.proc.returncode
+                self._cleanup_after_death()
+                raise HarnessError(f"custodyfs exited with {rc} before the mount appeared\n"
+                                   + self.log_tail())
+            if _mountinfo_has(self.mnt):
+                # stat in a child: a hung daemon must not hang the harness
+                p = run(["timeout", "-k", "1", "5", "test", "-d", self.inbox], timeout=10,
+                        check=False)
+                if p.returncode == 0:
+                    return self
+            if time.monotonic() > deadline:
+                self._kill()
+                self._cleanup_after_death()
+                raise HarnessError(f"mount did not show {self.inbox} within {timeout}s\n"
+                                   + self.log_tail())
+            time.sleep(0.1)
+
+    def _kill(self, sig=signal.SIGKILL):
+        if self.alive():
+            try:
+                os.killpg(self.proc.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                pass
+
+    def _cleanup_after_death(self):
+        if _mountinfo_has(self.mnt):
+            run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
+        self.mounted = False
+        if self in self.stack.active_mounts:
+            self.stack.active_mounts.remove(self)
+
+    def unmount(self, timeout=30, check=True):
+        """Unmount and wait for the daemon; with check, raise on a crash or sanitizer report."""
+        if not self.mounted:
+            return
+        self._log_note("unmount")
+        # -u fails with EBUSY while something still uses the mount: retry a little, then -uz
+        deadline = time.monotonic() + 5
+        while _mountinfo_has(self.mnt):
+            p = run(["fusermount3", "-u", self.mnt], timeout=15, check=False)
+            if p.returncode == 0 or not _mountinfo_has(self.mnt):
+                break
+            if time.monotonic() > deadline or not self.alive():
+                run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
+                break
+            time.sleep(0.2)
+        killed = None
+        if self.proc is not None:
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._log_note(f"daemon still running {timeout}s after unmount: SIGTERM")
+                killed = "SIGTERM"
+                self._kill(signal.SIGTERM)
+                if self.alive():
+                    killed = "SIGKILL"
+                    self._kill(signal.SIGKILL)
+        self._cleanup_after_death()
+        self._collect_problems(final=True, killed=killed)
+        if check:
+            self.raise_problems()
+
+    def restart(self, config=None, timeout=MOUNT_TIMEOUT):
+        self.unmount()
+        if config:
+            self.write_config(config)
+        return self.mount(timeout=timeout)
+
+    def crash(self, sig=signal.SIGKILL):
+        """Kill the daemon like a crash (not reported as a failure) and drop the dead mount."""
+        self._log_note(f"crash: killing daemon with {signal.Signals(sig).name}")
+        self.expected_death = True
+        self._kill(sig)
+        self._cleanup_after_death()
+
+    # -- health
+    def log_tail(self, n=60):
+        lines = self.daemon_log().splitlines()
+        return f"--- last {min(n, len(lines))} lines of {self.log_path}\n" + "\n".join(lines[-n:])
+
+    def _collect_problems(self, final=False, killed=None):
+        text = self.daemon_log()
+        new = text[self._scanned:]
+        self._scanned = len(text)
+        hits = [ln for ln in new.splitlines() if SANITIZER_RE.search(ln)]
+        if hits:
+            # show the report: from the first sanitizer line, bounded
+            start = new.find(hits[0])
+            excerpt = new[max(0, start - 200):start + 6000]
+            self.problems.append(f"sanitizer report in the daemon log ({self.log_path}):\n{excerpt}")
+        if self.proc is not None and self.proc.poll() is not None and not self.expected_death:
+            rc = self.proc.returncode
+            if rc < 0 and killed is None:
+                sig = signal.Signals(-rc)
+                what = "crashed" if sig in CRASH_SIGNALS else "was killed"
+                self.problems.append(f"custodyfs daemon {what} with {sig.name}\n" + self.log_tail())
+            elif rc > 0 and not final:
+                self.problems.append(f"custodyfs daemon exited with status {rc} while mounted\n"
+                                     + self.log_tail())
+            elif rc > 0 and final and killed is None:
+                self.problems.append(f"custodyfs daemon exited with status {rc} at unmount\n"
+                                     + self.log_tail())
+            if not final:
+                self._cleanup_after_death()
+        if killed:
+            self.problems.append(f"custodyfs daemon did not exit after unmount; it got {killed}\n"
+                                 + self.log_tail())
+
+    def raise_problems(self):
+        if self.problems:
+            msg = "\n\n".join(self.problems)
+            self.problems = []
+            raise HarnessError(msg)
+
+    def check(self):
+        """Raise if the daemon died or reported a sanitizer error since the last check."""
+        if self.mounted or self.proc is not None:
+            self._collect_problems()
+        self.raise_problems()
+
+
+# --------------------------------------------------------------------------- fixtures
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "custodyfs_config(cfg): config overrides for fresh_mount")
+
+
+_STACKS = []  # the live Stack (a list so the watch fixture needs no fixture lookup)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    parent = os.environ.get("CUSTODYFS_TEST_TMP") or "/tmp"
+    tmp = tempfile.mkdtemp(prefix="custodyfs-it-", dir=parent)
+    os.chmod(tmp, 0o755)  # the postgres user must reach tmp/servers/pg
+    st = Stack(tmp)
+    ok = False
+    try:
+        st.start()
+        ok = True
+        _STACKS.append(st)
+        yield st
+    finally:
+        if st in _STACKS:
+            _STACKS.remove(st)
+        st.stop()
+        if ok and not KEEP_TMP:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"\ncustodyfs test files kept in {tmp}", file=sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def s3(stack):
+    return stack.s3
+
+
+def _module_config(request):
+    return getattr(request.module, "CUSTODYFS_CONFIG", None) or {}
+
+
+def _teardown(m):
+    try:
+        m.unmount(check=False)
+    finally:
+        m.raise_problems()
+
+
+@pytest.fixture(scope="module")
+def mount(stack, request):
+    stack.reset()
+    m = stack.new_mount(request.module.__name__.rsplit(".", 1)[-1], _module_config(request))
+    m.mount()
+    m.auto_remount = True
+    yield m
+    m.auto_remount = False
+    _teardown(m)
+
+
+@pytest.fixture
+def fresh_mount(stack, request):
+    cfg = dict(_module_config(request))
+    marker = request.node.get_closest_marker("custodyfs_config")
+    if marker:
+        for sec, kv in marker.args[0].items():
+            cfg[sec] = {**cfg.get(sec, {}), **kv}
+    stack.reset()
+    m = stack.new_mount(request.node.name, cfg)
+    m.mount()
+    yield m
+    _teardown(m)
+
+
+@pytest.fixture
+def mount_factory(stack, request):
+    made = []
+
+    def make(config=None, reset=True, start=True, env=None, name=None):
+        if reset:
+            stack.reset()
+        m = stack.new_mount(name or request.node.name, config, env)
+        made.append(m)
+        if start:
+            m.mount()
+        return m
+
+    yield make
+    errors = []
+    for m in reversed(made):
+        try:
+            _teardown(m)
+        except HarnessError as e:
+            errors.append(str(e))
+    if errors:
+        raise HarnessError("\n\n".join(errors))
+
+
+_uniq_seq = itertools.count(1)
+
+
+@pytest.fixture
+def uniq(request):
+    base = re.sub(r"^test_?", "", request.node.originalname or request.node.name).lower()
+    base = re.sub(r"[^a-z0-9]+", "-", base).strip("-")[:40].strip("-")
+    return f"t{next(_uniq_seq)}" + (f"-{base}" if base else "")
+
+
+@pytest.fixture(autouse=True)
+def _custodyfs_watch():
+    """Before each test: remount a module `mount` whose daemon died or was crash()ed.
+    After it: fail the test if a daemon died or printed a sanitizer report meanwhile."""
+    for st in _STACKS:
+        for m in st.all_mounts:
+            if m.auto_remount and not m.mounted:
+                m.mount()
+    yield
+    problems = []
+    for st in _STACKS:
+        for m in list(st.active_mounts):
+            try:
+                m.check()
+            except HarnessError as e:
+                problems.append(str(e))
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)

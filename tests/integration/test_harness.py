@@ -1,0 +1,111 @@
+"""Sanity checks of the test servers and the harness itself (no custodyfs daemon involved)."""
+import configparser
+import os
+import stat
+import uuid
+
+import pytest
+
+
+def test_buckets_exist(stack):
+    names = {b["Name"] for b in stack.s3.list_buckets()["Buckets"]}
+    assert {stack.reception_bucket, stack.storage_bucket} <= names
+
+
+def test_s3_put_get_copy_delete(stack):
+    s3 = stack.s3
+    key = f"harness/{uuid.uuid4().hex}/relatório final (1).txt"
+    body = b"chain of custody\n" * 1000
+    s3.put_object(Bucket=stack.reception_bucket, Key=key, Body=body,
+                  Metadata={"sha256": stack_sha(body)})
+    got = s3.get_object(Bucket=stack.reception_bucket, Key=key)
+    assert got["Body"].read() == body
+    head = s3.head_object(Bucket=stack.reception_bucket, Key=key)
+    assert head["ContentLength"] == len(body)
+    assert head["Metadata"].get("sha256") == stack_sha(body)
+    rng = s3.get_object(Bucket=stack.reception_bucket, Key=key, Range="bytes=5-9")
+    assert rng["Body"].read() == body[5:10]
+    keys = [o["Key"] for o in
+            s3.list_objects_v2(Bucket=stack.reception_bucket, Prefix=key.rsplit("/", 1)[0] + "/")
+            .get("Contents", [])]
+    assert keys == [key]
+    # server-side copy keeps the metadata (what promotion relies on)
+    s3.copy_object(Bucket=stack.storage_bucket, Key=key,
+                   CopySource={"Bucket": stack.reception_bucket, "Key": key})
+    h2 = s3.head_object(Bucket=stack.storage_bucket, Key=key)
+    assert h2["ContentLength"] == len(body)
+    assert h2["Metadata"].get("sha256") == stack_sha(body)
+    for b in (stack.reception_bucket, stack.storage_bucket):
+        s3.delete_object(Bucket=b, Key=key)
+        assert "Contents" not in s3.list_objects_v2(Bucket=b, Prefix=key)
+
+
+def stack_sha(b):
+    import hashlib
+    return hashlib.sha256(b).hexdigest()
+
+
+def test_pg_select_1(stack):
+    assert stack.sql("select 1") == [(1,)]
+    assert stack.sql_value("select current_user") == "custody"
+    assert stack.sql_value("select current_database()") == "custody"
+    # the custody role owns its database: it can create what the daemon's migrations need
+    stack.sql("create table if not exists harness_probe (id bigserial primary key, v text)")
+    stack.sql("insert into harness_probe (v) values (%s)", ("'; DROP TABLE x; --",))
+    assert stack.sql_dicts("select v from harness_probe")[-1]["v"] == "'; DROP TABLE x; --"
+    assert stack.sql("drop table harness_probe") == []
+
+
+def test_reset_gives_a_clean_store(stack):
+    stack.sql("create table leftover (x int)")
+    stack.s3.put_object(Bucket=stack.storage_bucket, Key="left/over", Body=b"x")
+    stack.reset()
+    assert stack.sql_value("select count(*) from pg_tables where tablename = 'leftover'") == 0
+    for b in (stack.reception_bucket, stack.storage_bucket):
+        assert "Contents" not in stack.s3.list_objects_v2(Bucket=b)
+
+
+def test_fault_helpers_stop_and_start(stack):
+    import psycopg2
+    from botocore.exceptions import BotoCoreError, ClientError
+    stack.s3.put_object(Bucket=stack.reception_bucket, Key="fault/keep", Body=b"kept")
+    stack.stop_s3()
+    with pytest.raises((BotoCoreError, ClientError)):
+        stack.s3.head_object(Bucket=stack.reception_bucket, Key="fault/keep")
+    stack.start_s3()
+    assert stack.s3.get_object(Bucket=stack.reception_bucket,
+                               Key="fault/keep")["Body"].read() == b"kept"
+    stack.s3.delete_object(Bucket=stack.reception_bucket, Key="fault/keep")
+
+    stack.sql("create table if not exists fault_probe (x int)")
+    stack.stop_pg("immediate")
+    with pytest.raises(psycopg2.OperationalError):
+        stack.sql("select 1")
+    stack.start_pg()
+    assert stack.sql_value("select count(*) from fault_probe") == 0
+    stack.sql("drop table fault_probe")
+
+
+def test_config_file_is_private_and_complete(stack):
+    m = stack.new_mount("config-check", {"fs": {"dedup": "path"}, "s3": {"verify_tls": None}})
+    st = os.stat(m.config)
+    assert stat.S_IMODE(st.st_mode) == 0o600
+    cp = configparser.ConfigParser()
+    cp.read(m.config)
+    assert cp["s3"]["endpoint"] == stack.endpoint
+    assert cp["s3"]["reception_bucket"] == "recepcao-raw"
+    assert cp["s3"]["storage_bucket"] == "storage-unique"
+    assert cp["s3"]["path_style"] == "true"
+    assert "verify_tls" not in cp["s3"]
+    assert cp["postgres"]["conninfo"] == stack.conninfo
+    assert cp["fs"]["dedup"] == "path"
+    assert cp["fs"]["spool_dir"] == m.spool
+    m.write_config({"fs": {"dedup": "content"}})
+    cp.read(m.config)
+    assert cp["fs"]["dedup"] == "content"
+    assert stat.S_IMODE(os.stat(m.config).st_mode) == 0o600
+
+
+def test_uniq_is_a_valid_prefix(uniq):
+    import re
+    assert re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", uniq)
