@@ -167,6 +167,19 @@ static int dcache_get_locked(const char *prefix, struct dcache **dp)
 			return 0;
 		}
 	}
+	/* New directory: forget listings unused for a while, so the cache
+	 * stays small however many directories are visited. */
+	for (pp = &cfs->dirs; *pp;) {
+		struct dcache *old = *pp;
+
+		if (now_ms() - ts_ms(&old->fetched) >
+		    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
+			*pp = old->next;
+			dcache_free(old);
+		} else {
+			pp = &old->next;
+		}
+	}
 	fresh->next = cfs->dirs;
 	cfs->dirs = fresh;
 	*dp = fresh;

@@ -21,6 +21,8 @@ struct cfs_opts {
 	char *config;
 	int show_version;
 	int show_help;
+	char *first_nonopt; /* SOURCE of "custodyfs SOURCE MOUNTPOINT" */
+	int n_nonopt;
 };
 
 #define CFS_OPT(t, p, v) {t, offsetof(struct cfs_opts, p), v}
@@ -45,9 +47,26 @@ static const struct fuse_opt cfs_opt_spec[] = {
 	FUSE_OPT_END,
 };
 
+/* mount(8) and fstab run "custodyfs SOURCE MOUNTPOINT -o opts" (through
+ * mount.fuse3): SOURCE is the config file unless -o config= is given. */
+static int cfs_opt_proc(void *data, const char *arg, int key,
+			struct fuse_args *outargs)
+{
+	struct cfs_opts *o = data;
+
+	if (key != FUSE_OPT_KEY_NONOPT)
+		return 1;
+	if (o->n_nonopt++ == 0) {
+		o->first_nonopt = strdup(arg);
+		return 0;
+	}
+	return 1;
+}
+
 static void usage(const char *prog)
 {
 	printf("usage: %s [-f] [-d] -o config=FILE[,options] MOUNTPOINT\n"
+	       "       %s CONFIG MOUNTPOINT [-o options]   (mount(8), fstab)\n"
 	       "\n"
 	       "custodyfs mounts a chain-of-custody file system:\n"
 	       "  inbox/     files dropped here are received into the "
@@ -66,7 +85,7 @@ static void usage(const char *prog)
 	       "  -h, --help       this text\n"
 	       "\n"
 	       "Unmount with: fusermount3 -u MOUNTPOINT\n",
-	       prog);
+	       prog, prog);
 }
 
 static int make_dirs(const char *path)
@@ -191,8 +210,16 @@ int main(int argc, char *argv[])
 
 	cfs = &state;
 	pthread_mutex_init(&cfs->lock, NULL);
-	if (fuse_opt_parse(&args, &opts, cfs_opt_spec, NULL) == -1)
+	if (fuse_opt_parse(&args, &opts, cfs_opt_spec, cfs_opt_proc) == -1)
 		return 1;
+	if (opts.n_nonopt == 1) {
+		/* Only a mountpoint: give it back to libfuse. */
+		if (fuse_opt_add_arg(&args, opts.first_nonopt) == -1)
+			return 1;
+	} else if (opts.n_nonopt >= 2 && !opts.config &&
+		   strcmp(opts.first_nonopt, "custodyfs")) {
+		opts.config = strdup(opts.first_nonopt);
+	}
 	if (opts.show_version) {
 		printf("custodyfs %s (libfuse %s)\n", CUSTODYFS_VERSION,
 		       fuse_pkgversion());
@@ -258,6 +285,7 @@ out_setup:
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);
+	free(opts.first_nonopt);
 	fuse_opt_free_args(&args);
 	return rc;
 }

@@ -220,7 +220,7 @@ int inbox_rmdir(const char *rel)
 	if (asprintf(&prefix, "%s/", rel) < 0)
 		return -ENOMEM;
 	rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket, prefix, NULL,
-			  NULL, 2, &res);
+			  NULL, 0, &res);
 	for (i = 0; rc == 0 && i < res.n_entries; i++)
 		if (strcmp(res.entries[i].key, prefix))
 			rc = -ENOTEMPTY;
@@ -630,10 +630,13 @@ static int rename_dir(const char *from, const char *to)
 			rc = -ENOMEM;
 			break;
 		}
-		rc = names_check_relpath(nk, 0);
-		if (rc)
-			break;
 		if (e->key[strlen(e->key) - 1] == '/') {
+			/* A directory marker "d/": the name is "d". */
+			nk[strlen(nk) - 1] = '\0';
+			rc = names_check_relpath(nk, 1);
+			strcat(nk, "/");
+			if (rc)
+				break;
 			rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket,
 					nk, "", 0, NULL, 0, NULL);
 			if (rc == 0)
@@ -641,6 +644,9 @@ static int rename_dir(const char *from, const char *to)
 					       cfs->cfg.reception_bucket,
 					       e->key);
 		} else {
+			rc = names_check_relpath(nk, 0);
+			if (rc)
+				break;
 			rc = reception_rename(cfs->rcp, e->key, nk, e->size,
 					      &who, NULL);
 		}
