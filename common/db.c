@@ -42,11 +42,11 @@ struct db {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int size;
-	PGconn **conns;       /* NULL: slot not connected yet */
-	unsigned char *busy;  /* slot taken by an operation */
-	char *conninfo;       /* never logged: may hold a password */
-	const char *kw[8];    /* PQconnectdbParams keywords ... */
-	const char *val[8];   /* ... and values, NULL-terminated */
+	PGconn **conns;	     /* NULL: slot not connected yet */
+	unsigned char *busy; /* slot taken by an operation */
+	char *conninfo;	     /* never logged: may hold a password */
+	const char *kw[8];   /* PQconnectdbParams keywords ... */
+	const char *val[8];  /* ... and values, NULL-terminated */
 };
 
 /* One operation on one connection. */
@@ -54,11 +54,11 @@ struct pg_ctx {
 	struct db *d;
 	PGconn *conn;
 	int slot;
-	const char *what;  /* operation name, for the log */
-	int lost;          /* the connection broke */
-	int retry;         /* transient failure: run the transaction again */
-	int retry_unique;  /* count unique_violation as transient */
-	int in_commit;     /* failure happened at COMMIT: outcome unknown */
+	const char *what; /* operation name, for the log */
+	int lost;	  /* the connection broke */
+	int retry;	  /* transient failure: run the transaction again */
+	int retry_unique; /* count unique_violation as transient */
+	int in_commit;	  /* failure happened at COMMIT: outcome unknown */
 };
 
 typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
@@ -103,7 +103,8 @@ static void pg_oneline(char *buf, size_t len, const char *msg)
  * notices) go to our log. */
 static void pg_notice(void *arg, const PGresult *res)
 {
-	const char *sev = PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *sev =
+	    PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
 	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
 	char line[1024];
 
@@ -275,9 +276,9 @@ static int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 		err = errmap_sqlstate(NULL);
 		log_warn("database: %s: connection failure (%s): %s", x->what,
 			 state ? state : "no SQLSTATE", msg);
-	} else if (state && (!strcmp(state, "40001") ||
-			     !strcmp(state, "40P01") ||
-			     (x->retry_unique && !strcmp(state, "23505")))) {
+	} else if (state &&
+		   (!strcmp(state, "40001") || !strcmp(state, "40P01") ||
+		    (x->retry_unique && !strcmp(state, "23505")))) {
 		x->retry = 1;
 		err = errmap_sqlstate(state);
 		log_info("database: %s: transient failure (%s): %s", x->what,
@@ -365,7 +366,8 @@ static int db_run(struct db *d, const char *what, int txn, int retry_unique,
 		}
 		if (x.lost && x.in_commit)
 			log_error("database: %s: connection lost at COMMIT, "
-				  "outcome unknown", what);
+				  "outcome unknown",
+				  what);
 		if (x.retry && attempt < DB_MAX_RETRIES) {
 			db_backoff(attempt++);
 			continue;
@@ -430,8 +432,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	d->conns[0] = pg_connect(d, why, sizeof(why));
 	if (!d->conns[0]) {
 		if (err && err_len)
-			snprintf(err, err_len, "cannot connect to PostgreSQL: %s",
-				 why);
+			snprintf(err, err_len,
+				 "cannot connect to PostgreSQL: %s", why);
 		goto fail_connect;
 	}
 	log_info("database: connected to \"%s\" on %s port %s (pool of %d)",
@@ -480,6 +482,7 @@ void db_close(struct db *d)
  * contract, indexes, and the append-only triggers. Existing rows are never
  * dropped or changed: added columns are NULL in them, defaults are set
  * separately so old rows do not get the migration time. */
+/* clang-format off */
 static const char *const db_migration_1[] = {
 	/* The seed's minimal shapes. */
 	"CREATE TABLE IF NOT EXISTS projects_registry ("
@@ -753,12 +756,33 @@ struct db_migration {
 };
 
 static const struct db_migration db_migrations[] = {
-	{1, "adopt the seed tables; contract columns, indexes, append-only "
-	    "triggers",
+	{1, "adopt the seed tables; contract columns, indexes, append-only triggers",
 	 db_migration_1},
 };
+/* clang-format on */
 
 #define DB_NMIGRATIONS ((int)(sizeof(db_migrations) / sizeof(db_migrations[0])))
+
+/* clang-format off */
+static const char db_sql_has_migrations[] =
+	"SELECT to_regclass('schema_migrations') IS NOT NULL";
+static const char db_sql_schema_version[] =
+	"SELECT coalesce(max(version), 0) FROM schema_migrations";
+static const char db_sql_local_timeout[] =
+	"SELECT pg_catalog.set_config('statement_timeout', $1::text, true)";
+static const char db_sql_migrate_lock[] =
+	"SELECT pg_advisory_xact_lock($1::bigint)";
+static const char db_sql_create_migrations[] =
+	"CREATE TABLE IF NOT EXISTS schema_migrations ("
+	" version integer PRIMARY KEY,"
+	" applied_at timestamptz NOT NULL DEFAULT now(),"
+	" description text)";
+static const char db_sql_migration_applied[] =
+	"SELECT 1 FROM schema_migrations WHERE version = $1::integer";
+static const char db_sql_migration_done[] =
+	"INSERT INTO schema_migrations (version, description)"
+	" VALUES ($1::integer, $2::text)";
+/* clang-format on */
 
 /* Schema version applied, 0 when there is no schema_migrations. */
 static int pg_schema_version(struct pg_ctx *x, void *arg)
@@ -768,16 +792,14 @@ static int pg_schema_version(struct pg_ctx *x, void *arg)
 	int rc;
 
 	*version = 0;
-	rc = pg_exec(x, "SELECT to_regclass('schema_migrations') IS NOT NULL",
-		     0, NULL, &res);
+	rc = pg_exec(x, db_sql_has_migrations, 0, NULL, &res);
 	if (rc)
 		goto out;
 	if (strcmp(PQgetvalue(res, 0, 0), "t"))
 		goto out;
 	PQclear(res);
-	rc = pg_exec(x, "SELECT coalesce(max(version), 0) FROM "
-			"schema_migrations",
-		     0, NULL, &res);
+	res = NULL;
+	rc = pg_exec(x, db_sql_schema_version, 0, NULL, &res);
 	if (rc)
 		goto out;
 	*version = atoi(PQgetvalue(res, 0, 0));
@@ -786,6 +808,8 @@ out:
 	return rc;
 }
 
+/* One version, in the caller's transaction, under the migration lock
+ * (waiting for another process's migration to commit). */
 static int pg_migrate_one(struct pg_ctx *x, void *arg)
 {
 	const struct db_migration *m = arg;
@@ -796,35 +820,24 @@ static int pg_migrate_one(struct pg_ctx *x, void *arg)
 
 	snprintf(ver, sizeof(ver), "%d", m->version);
 	p[0] = DB_MIGRATE_TIMEOUT;
-	rc = pg_exec(x, "SELECT pg_catalog.set_config('statement_timeout', "
-			"$1::text, true)",
-		     1, p, NULL);
+	rc = pg_exec(x, db_sql_local_timeout, 1, p, NULL);
 	if (rc)
 		goto out;
 	p[0] = DB_MIGRATE_LOCK;
-	rc = pg_exec(x, "SELECT pg_advisory_xact_lock($1::bigint)", 1, p,
-		     NULL);
+	rc = pg_exec(x, db_sql_migrate_lock, 1, p, NULL);
 	if (rc)
 		goto out;
-	rc = pg_exec(x, "CREATE TABLE IF NOT EXISTS schema_migrations ("
-			" version integer PRIMARY KEY,"
-			" applied_at timestamptz NOT NULL DEFAULT now(),"
-			" description text)",
-		     0, NULL, NULL);
+	rc = pg_exec(x, db_sql_create_migrations, 0, NULL, NULL);
 	if (rc)
 		goto out;
 	p[0] = ver;
-	rc = pg_exec(x, "SELECT 1 FROM schema_migrations WHERE "
-			"version = $1::integer",
-		     1, p, &res);
+	rc = pg_exec(x, db_sql_migration_applied, 1, p, &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) > 0) {
 		log_debug("database: migration %d already applied", m->version);
 		goto out;
 	}
-	PQclear(res);
-	res = NULL;
 
 	for (i = 0; m->stmts[i]; i++) {
 		rc = pg_exec(x, m->stmts[i], 0, NULL, NULL);
@@ -836,9 +849,7 @@ static int pg_migrate_one(struct pg_ctx *x, void *arg)
 	}
 	p[0] = ver;
 	p[1] = m->description;
-	rc = pg_exec(x, "INSERT INTO schema_migrations (version, description) "
-			"VALUES ($1::integer, $2::text)",
-		     2, p, NULL);
+	rc = pg_exec(x, db_sql_migration_done, 2, p, NULL);
 	if (rc)
 		goto out;
 	log_info("database: applied migration %d (%s)", m->version,
@@ -851,14 +862,19 @@ out:
 int db_migrate(struct db *d)
 {
 	int rc, i, version = 0;
+	int latest = db_migrations[DB_NMIGRATIONS - 1].version;
 
+	if (!d)
+		return -EINVAL;
+	/* Up to date (the usual start): no lock, no DDL, so a role that
+	 * may not create tables can run a migrated database. */
 	rc = db_run(d, "schema version", 0, 0, pg_schema_version, &version);
 	if (rc)
 		return rc;
-	if (version > db_migrations[DB_NMIGRATIONS - 1].version)
+	if (version > latest)
 		log_warn("database: schema version %d is newer than this "
 			 "program's (%d)",
-			 version, db_migrations[DB_NMIGRATIONS - 1].version);
+			 version, latest);
 	for (i = 0; i < DB_NMIGRATIONS; i++) {
 		if (db_migrations[i].version <= version)
 			continue;
@@ -878,10 +894,48 @@ static int pg_ping(struct pg_ctx *x, void *arg)
 
 int db_ping(struct db *d)
 {
+	if (!d)
+		return -EIO;
 	return db_run(d, "ping", 0, 0, pg_ping, NULL) ? -EIO : 0;
 }
 
 /* ---- reception_audit ----------------------------------------------- */
+
+/* clang-format off */
+static const char db_sql_key_lock[] =
+	"SELECT pg_advisory_xact_lock($1::integer, $2::integer)";
+
+/* $1 bucket, $2 key: the live rows, newest first, locked. */
+static const char db_sql_live_for_update[] =
+	"SELECT id, etag, size_bytes, xxh128, sha256 FROM reception_audit"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE";
+
+/* $1 bucket, $2 key, $3 reason. Idempotent. */
+static const char db_sql_mark_removed[] =
+	"UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = $3::text"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL";
+
+static const char db_sql_insert_reception[] =
+	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	" received_uid, received_user, received_host)"
+	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
+	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
+	" $12::text)"
+	" RETURNING id";
+
+/* Byte order (COLLATE "C"), as S3 lists keys; the prefix compared as a
+ * string, never as a LIKE pattern. LIMIT NULL is no limit. */
+static const char db_sql_live_list[] =
+	"SELECT id, object_key, etag FROM reception_audit"
+	" WHERE source_bucket = $1::text AND removed_at IS NULL"
+	" AND left(object_key, length($2::text)) = $2::text"
+	" ORDER BY object_key COLLATE \"C\", id"
+	" LIMIT $3::bigint";
+/* clang-format on */
 
 /* Serialises writers of (bucket, key) until the transaction ends. */
 static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
@@ -898,9 +952,7 @@ static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
 		h = (h ^ *s) * 16777619u;
 	snprintf(obj, sizeof(obj), "%" PRId32, (int32_t)h);
 	p[1] = obj;
-	return pg_exec(x, "SELECT pg_advisory_xact_lock($1::integer, "
-			  "$2::integer)",
-		       2, p, NULL);
+	return pg_exec(x, db_sql_key_lock, 2, p, NULL);
 }
 
 static const char *db_basename(const char *key)
@@ -931,6 +983,18 @@ static void db_actor_params(const struct actor *who, struct db_actor_params *ap,
 		p[0] = p[1] = p[2] = p[3] = NULL;
 		return;
 	}
+	if (who->uid == (uid_t)-1) {
+		/* Not done through custodyfs: only the host that logged it. */
+		snprintf(ap->by, sizeof(ap->by),
+			 "another route (%s), logged by custodyfs @ %s",
+			 who->user[0] ? who->user : "unknown uploader",
+			 who->host);
+		p[0] = ap->by;
+		p[1] = NULL;
+		p[2] = NULL;
+		p[3] = who->host;
+		return;
+	}
 	actor_format(who, ap->by, sizeof(ap->by));
 	snprintf(ap->uid, sizeof(ap->uid), "%lu", (unsigned long)who->uid);
 	p[0] = ap->by;
@@ -938,15 +1002,6 @@ static void db_actor_params(const struct actor *who, struct db_actor_params *ap,
 	p[2] = who->user;
 	p[3] = who->host;
 }
-
-static const char db_sql_insert_reception[] =
-	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
-	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
-	" received_uid, received_user, received_host)"
-	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
-	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
-	" $12::text)"
-	" RETURNING id";
 
 struct db_record_args {
 	const struct reception_new *r;
@@ -976,10 +1031,7 @@ static int pg_reception_record(struct pg_ctx *x, void *arg)
 
 	p[0] = r->source_bucket;
 	p[1] = r->object_key;
-	rc = pg_exec(x, "SELECT id, etag FROM reception_audit"
-			" WHERE source_bucket = $1::text AND object_key = $2::text"
-			" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE",
-		     2, p, &res);
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
 	n = PQntuples(res);
@@ -995,11 +1047,7 @@ static int pg_reception_record(struct pg_ctx *x, void *arg)
 
 	if (n > 0) {
 		p[2] = a->reason;
-		rc = pg_exec(x, "UPDATE reception_audit SET removed_at = now(),"
-				" removal_reason = $3::text"
-				" WHERE source_bucket = $1::text"
-				" AND object_key = $2::text AND removed_at IS NULL",
-			     3, p, NULL);
+		rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
 		if (rc)
 			goto out;
 	}
@@ -1056,17 +1104,17 @@ static int pg_reception_mark_removed(struct pg_ctx *x, void *arg)
 	struct db_removed_args *a = arg;
 	const char *p[3] = {a->bucket, a->key, a->reason};
 
-	return pg_exec(x, "UPDATE reception_audit SET removed_at = now(),"
-			  " removal_reason = $3::text"
-			  " WHERE source_bucket = $1::text AND object_key = $2::text"
-			  " AND removed_at IS NULL",
-		       3, p, NULL);
+	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
 }
 
-int db_reception_mark_removed(struct db *d, const char *bucket,
-			      const char *key, const char *reason)
+int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
+			      const char *reason)
 {
-	struct db_removed_args a = {bucket, key, reason};
+	struct db_removed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .reason = reason,
+	};
 
 	if (!d || !bucket || !key)
 		return -EINVAL;
@@ -1082,7 +1130,8 @@ struct db_rename_args {
 	const char *new_etag;
 	uint64_t size;
 	const struct actor *who;
-	int64_t id;
+	char *renamed;	/* "renamed to <new_key>" */
+	char *replaced; /* "replaced by rename from <old_key>" */
 };
 
 static int pg_reception_rename(struct pg_ctx *x, void *arg)
@@ -1091,69 +1140,51 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	struct db_actor_params ap;
 	PGresult *res = NULL;
 	const char *p[12];
+	const char *xxh = NULL, *sha = NULL;
 	char size[24];
-	char *xxh = NULL, *sha = NULL;
-	int rc, cmp;
+	int rc, first;
 
 	rc = db_size_param(a->size, size, sizeof(size));
 	if (rc)
 		return rc;
 	/* Both keys, in a fixed order so two renames cannot deadlock. */
-	cmp = strcmp(a->old_key, a->new_key);
-	rc = pg_lock_key(x, a->bucket, cmp < 0 ? a->old_key : a->new_key);
+	first = strcmp(a->old_key, a->new_key) < 0;
+	rc = pg_lock_key(x, a->bucket, first ? a->old_key : a->new_key);
 	if (rc)
 		goto out;
-	rc = pg_lock_key(x, a->bucket, cmp < 0 ? a->new_key : a->old_key);
+	rc = pg_lock_key(x, a->bucket, first ? a->new_key : a->old_key);
 	if (rc)
 		goto out;
 
+	/* The old key's live row: its hashes describe the content only if
+	 * the size agrees. res is kept until the insert. */
 	p[0] = a->bucket;
 	p[1] = a->old_key;
-	rc = pg_exec(x, "SELECT size_bytes, xxh128, sha256 FROM reception_audit"
-			" WHERE source_bucket = $1::text AND object_key = $2::text"
-			" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE",
-		     2, p, &res);
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) > 0) {
-		/* Hashes describe the content only if the size agrees. */
-		if (PQgetisnull(res, 0, 0) ||
-		    !strcmp(PQgetvalue(res, 0, 0), size)) {
-			if (!PQgetisnull(res, 0, 1))
-				xxh = strdup(PQgetvalue(res, 0, 1));
-			if (!PQgetisnull(res, 0, 2))
-				sha = strdup(PQgetvalue(res, 0, 2));
-			if ((!PQgetisnull(res, 0, 1) && !xxh) ||
-			    (!PQgetisnull(res, 0, 2) && !sha)) {
-				rc = -ENOMEM;
-				goto out;
-			}
+		if (PQgetisnull(res, 0, 2) ||
+		    !strcmp(PQgetvalue(res, 0, 2), size)) {
+			if (!PQgetisnull(res, 0, 3))
+				xxh = PQgetvalue(res, 0, 3);
+			if (!PQgetisnull(res, 0, 4))
+				sha = PQgetvalue(res, 0, 4);
 		} else {
 			log_warn("database: rename %s -> %s: size changed "
 				 "(%s -> %s), hashes not carried over",
-				 a->old_key, a->new_key, PQgetvalue(res, 0, 0),
+				 a->old_key, a->new_key, PQgetvalue(res, 0, 2),
 				 size);
 		}
 	}
-	PQclear(res);
-	res = NULL;
 
-	/* The old key's live row, then whatever the new key replaces. */
-	p[2] = a->new_key;
-	rc = pg_exec(x, "UPDATE reception_audit SET removed_at = now(),"
-			" removal_reason = 'renamed to ' || $3::text"
-			" WHERE source_bucket = $1::text AND object_key = $2::text"
-			" AND removed_at IS NULL",
-		     3, p, NULL);
+	p[2] = a->renamed;
+	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
 	if (rc)
 		goto out;
 	p[1] = a->new_key;
-	p[2] = a->old_key;
-	rc = pg_exec(x, "UPDATE reception_audit SET removed_at = now(),"
-			" removal_reason = 'replaced by rename from ' || $3::text"
-			" WHERE source_bucket = $1::text AND object_key = $2::text"
-			" AND removed_at IS NULL",
-		     3, p, NULL);
+	p[2] = a->replaced;
+	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
 	if (rc)
 		goto out;
 
@@ -1166,14 +1197,9 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	p[6] = a->new_etag;
 	p[7] = "rename";
 	db_actor_params(a->who, &ap, p + 8);
-	rc = pg_exec(x, db_sql_insert_reception, 12, p, &res);
-	if (rc)
-		goto out;
-	a->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	rc = pg_exec(x, db_sql_insert_reception, 12, p, NULL);
 out:
-	PQclear(res);
-	free(sha);
-	free(xxh);
+	PQclear(res); /* after the insert: xxh and sha point into it */
 	return rc;
 }
 
@@ -1181,14 +1207,33 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who)
 {
-	struct db_rename_args a = {bucket, old_key, new_key, new_etag,
-				   size, who, 0};
+	struct db_rename_args a = {
+	    .bucket = bucket,
+	    .old_key = old_key,
+	    .new_key = new_key,
+	    .new_etag = new_etag,
+	    .size = size,
+	    .who = who,
+	};
+	int rc = -ENOMEM;
 
 	if (!d || !bucket || !old_key || !new_key)
 		return -EINVAL;
 	if (!strcmp(old_key, new_key))
 		return 0;
-	return db_run(d, "reception rename", 1, 1, pg_reception_rename, &a);
+	if (asprintf(&a.renamed, "renamed to %s", new_key) < 0) {
+		a.renamed = NULL;
+		goto out;
+	}
+	if (asprintf(&a.replaced, "replaced by rename from %s", old_key) < 0) {
+		a.replaced = NULL;
+		goto out;
+	}
+	rc = db_run(d, "reception rename", 1, 1, pg_reception_rename, &a);
+out:
+	free(a.replaced);
+	free(a.renamed);
+	return rc;
 }
 
 struct db_live_args {
@@ -1213,20 +1258,12 @@ static int pg_reception_live(struct pg_ctx *x, void *arg)
 	a->n = 0;
 	p[0] = a->bucket;
 	p[1] = a->prefix;
+	p[2] = NULL;
 	if (a->max) {
 		snprintf(limit, sizeof(limit), "%zu", a->max);
 		p[2] = limit;
-	} else {
-		p[2] = NULL; /* LIMIT NULL: no bound */
 	}
-	/* Byte order (COLLATE "C"), as S3 lists keys; the prefix compared
-	 * as a string, never as a LIKE pattern. */
-	rc = pg_exec(x, "SELECT id, object_key, etag FROM reception_audit"
-			" WHERE source_bucket = $1::text AND removed_at IS NULL"
-			" AND left(object_key, length($2::text)) = $2::text"
-			" ORDER BY object_key COLLATE \"C\", id"
-			" LIMIT $3::bigint",
-		     3, p, &res);
+	rc = pg_exec(x, db_sql_live_list, 3, p, &res);
 	if (rc)
 		goto out;
 	n = (size_t)PQntuples(res);
@@ -1261,7 +1298,11 @@ out:
 int db_reception_live(struct db *d, const char *bucket, const char *prefix,
 		      size_t max, struct reception_live **rows, size_t *n)
 {
-	struct db_live_args a = {bucket, prefix ? prefix : "", max, NULL, 0};
+	struct db_live_args a = {
+	    .bucket = bucket,
+	    .prefix = prefix ? prefix : "",
+	    .max = max,
+	};
 	int rc;
 
 	if (!rows || !n)

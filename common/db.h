@@ -16,7 +16,9 @@
 
 struct db;
 
-/* Who did it: the calling process's user and uid, and this host. */
+/* Who did it: the calling process's user and uid, and this host. uid
+ * (uid_t)-1 means the change came by another route (console, SDK): the row
+ * then names that and the host that logged it, with no uid. */
 struct actor {
 	uid_t uid;
 	char user[64]; /* login name, or the uid in decimal when unknown */

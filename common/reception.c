@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 #include <xxhash.h>
 
 #include "log.h"
@@ -42,6 +43,7 @@ struct reception {
 	int stopping;                    /* protected by lock */
 	pthread_t worker;
 	int worker_started;
+	struct actor foreign; /* who a foreign upload is logged as */
 };
 
 static uint64_t fp_of(const char *key, const char *etag)
@@ -329,7 +331,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	rn.sha256 = sha;
 	rn.etag = before.etag;
 	rn.origin = "foreign";
-	rn.who = NULL;
+	rn.who = &r->foreign;
 	rc = db_reception_record(r->db, &rn, "replaced by a new upload", NULL,
 				 inserted);
 	if (rc == 0) {
@@ -558,6 +560,9 @@ struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
 	r->cfg = cfg;
 	r->s3 = s3;
 	r->db = db;
+	r->foreign.uid = (uid_t)-1;
+	if (gethostname(r->foreign.host, sizeof(r->foreign.host) - 1) != 0)
+		snprintf(r->foreign.host, sizeof(r->foreign.host), "unknown");
 	pthread_mutex_init(&r->lock, NULL);
 	pthread_cond_init(&r->cond, NULL);
 	if (pthread_create(&r->worker, NULL, reception_worker, r)) {
