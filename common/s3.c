@@ -26,17 +26,17 @@
 #include "sbuf.h"
 #include "sigv4.h"
 
-#define S3_POOL_MAX 32			/* easy handles per client */
-#define S3_ERR_BODY_MAX (64 * 1024)	/* error bodies: truncated beyond */
-#define S3_XML_BODY_MAX (8 << 20)	/* result bodies: failure beyond */
-#define S3_HDR_MAX (64 * 1024)		/* response header block */
-#define S3_IO_CHUNK (256 * 1024)	/* largest pread per read callback */
+#define S3_POOL_MAX 32		    /* easy handles per client */
+#define S3_ERR_BODY_MAX (64 * 1024) /* error bodies: truncated beyond */
+#define S3_XML_BODY_MAX (8 << 20)   /* result bodies: failure beyond */
+#define S3_HDR_MAX (64 * 1024)	    /* response header block */
+#define S3_IO_CHUNK (256 * 1024)    /* largest pread per read callback */
 #define S3_BACKOFF_CAP_MS 5000L
 #define S3_KEY_MAX 1024
-#define S3_COPY_MAX (5ULL << 30)	/* CopyObject / single part limit */
+#define S3_COPY_MAX (5ULL << 30) /* CopyObject / single part limit */
 #define S3_PART_DEFAULT (64ULL << 20)
 #define S3_MAX_PARTS 10000
-#define S3_LARGE_RANGE (8u << 20)	/* ranges above: no total timeout */
+#define S3_LARGE_RANGE (8u << 20) /* ranges above: no total timeout */
 #define S3_META_PREFIX "x-amz-meta-"
 
 static pthread_once_t s3_once = PTHREAD_ONCE_INIT;
@@ -73,11 +73,6 @@ struct s3_hdrs {
 	size_t cap;
 };
 
-enum s3_sink { S3_SINK_BODY, S3_SINK_RANGE, S3_SINK_FD };
-
-struct s3_xfer;
-typedef int (*s3_ok_fn)(struct s3_xfer *x);
-
 struct s3_xfer {
 	/* request */
 	const char *method;
@@ -91,32 +86,34 @@ struct s3_xfer {
 	int body_fd;
 	off_t body_off;
 	uint64_t body_len;
-	uint64_t body_pos; /* per attempt */
-	int body_err;	   /* errno of a failed pread, per attempt */
 	int large;	   /* no total timeout, only the low-speed limit */
 	long quiet_status; /* a final status that is not worth a warning */
 
-	/* response */
-	enum s3_sink sink;
+	/* response: into range_buf, else to out_fd, else into resp */
 	char *range_buf;
 	uint64_t range_off;
 	size_t range_len;
-	size_t range_got;
-	uint64_t range_seen; /* bytes of a 200 body seen */
-	int range_done;	     /* aborted a 200 body once the slice was full */
 	int out_fd;
-	uint64_t out_pos;
-	int out_err;
 	struct sbuf resp; /* XML result or error body */
-	int resp_over;
 	struct sbuf rhdr; /* header lines of the last response */
-	long status;
-	s3_ok_fn on_ok; /* parses a 2xx body; may fail (200 with <Error>) */
+	/* parses a 2xx body; may fail (a 200 with <Error>) */
+	int (*on_ok)(struct s3_xfer *x);
 	char etag[80];
 	char *upload_id;
 	struct s3_error err;
 	char curl_err[CURL_ERROR_SIZE];
-	const char *why; /* transport failure text, for the log */
+	struct { /* the state of one attempt, zeroed before each */
+		long status;
+		uint64_t body_pos;
+		int body_err; /* errno of a failed pread */
+		size_t range_got;
+		uint64_t range_seen; /* bytes of a 200 body seen */
+		int range_done;	     /* stopped a 200 once the slice was full */
+		uint64_t out_pos;
+		int out_err;	 /* errno of a failed pwrite, or ENOMEM */
+		int resp_over;	 /* result body over S3_XML_BODY_MAX */
+		const char *why; /* failure text, for the log */
+	} at;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -235,8 +232,9 @@ static int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
 			if (*p < 0x20 || *p >= 0x7f)
 				rc = -EINVAL;
 		if (rc) {
-			log_warn("s3: metadata %s: name or value not safe ASCII",
-				 meta[i].name);
+			log_warn(
+			    "s3: metadata %s: name or value not safe ASCII",
+			    meta[i].name);
 			break;
 		}
 		sbuf_reset(&name);
@@ -250,23 +248,6 @@ static int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
 	return rc;
 }
 
-/* "/" + bucket + "/" + key, URI-encoded like a path. */
-static int s3_hdrs_add_copy_source(struct s3_hdrs *h, const char *src_bucket,
-				   const char *src_key)
-{
-	struct sbuf raw = SBUF_INIT, enc = SBUF_INIT;
-	int rc;
-
-	rc = sbuf_addf(&raw, "/%s/%s", src_bucket, src_key);
-	if (!rc)
-		rc = sigv4_encode_path(&enc, raw.s);
-	if (!rc)
-		rc = s3_hdrs_add(h, "x-amz-copy-source", sbuf_str(&enc));
-	sbuf_free(&raw);
-	sbuf_free(&enc);
-	return rc;
-}
-
 static void s3_xfer_init(struct s3_xfer *x, const char *method,
 			 const char *bucket, const char *key)
 {
@@ -277,7 +258,6 @@ static void s3_xfer_init(struct s3_xfer *x, const char *method,
 	x->payload_hash = HASH_SHA256_EMPTY;
 	x->body_fd = -1;
 	x->out_fd = -1;
-	x->sink = S3_SINK_BODY;
 }
 
 static void s3_xfer_free(struct s3_xfer *x)
@@ -291,102 +271,83 @@ static void s3_xfer_free(struct s3_xfer *x)
 
 /* ---- response headers ------------------------------------------------- */
 
-/* Finds header `name` among the last response's headers and copies its value
- * (outer blanks trimmed, truncated to outsz - 1) into out. 1 if found. */
-static int s3_hdr_get(const struct s3_xfer *x, const char *name, char *out,
-		      size_t outsz)
+/* Steps *pos over one "Name: value" line of the last response's headers:
+ * name/value point into the block, blanks trimmed. 0 at the end. */
+static int s3_hdr_next(const char **pos, const char **name, size_t *nlen,
+		       const char **val, size_t *vlen)
 {
-	size_t nlen = strlen(name);
-	const char *p = sbuf_str(&x->rhdr);
+	const char *p, *eol, *colon, *e;
 
-	while (*p) {
-		const char *eol = strchr(p, '\n');
-		const char *v, *e;
-		size_t len;
-
-		if (!eol)
-			eol = p + strlen(p);
-		if ((size_t)(eol - p) > nlen && p[nlen] == ':' &&
-		    !strncasecmp(p, name, nlen)) {
-			v = p + nlen + 1;
-			e = eol;
-			while (v < e && (*v == ' ' || *v == '\t'))
-				v++;
-			while (e > v && (e[-1] == '\r' || e[-1] == ' ' ||
-					 e[-1] == '\t'))
-				e--;
-			len = (size_t)(e - v);
-			if (len >= outsz)
-				len = outsz - 1;
-			memcpy(out, v, len);
-			out[len] = '\0';
-			return 1;
-		}
-		p = *eol ? eol + 1 : eol;
+	for (p = *pos; *p; p = *eol ? eol + 1 : eol) {
+		eol = p + strcspn(p, "\n");
+		colon = memchr(p, ':', (size_t)(eol - p));
+		if (!colon)
+			continue;
+		*name = p;
+		*nlen = (size_t)(colon - p);
+		for (p = colon + 1; p < eol && (*p == ' ' || *p == '\t'); p++)
+			;
+		for (e = eol; e > p && strchr(" \t\r", e[-1]); e--)
+			;
+		*val = p;
+		*vlen = (size_t)(e - p);
+		*pos = *eol ? eol + 1 : eol;
+		return 1;
 	}
+	*pos = p;
 	return 0;
 }
 
-/* ETag header value without quotes; 1 if present. */
-static int s3_hdr_etag(const struct s3_xfer *x, char out[80])
+/* Copies the value of header `name` (truncated to outsz - 1) into out.
+ * An ETag loses its quotes. 1 if found. */
+static int s3_hdr_get(const struct s3_xfer *x, const char *name, char *out,
+		      size_t outsz)
 {
-	char raw[80];
-	size_t len;
+	const char *pos = sbuf_str(&x->rhdr), *n, *v;
+	size_t nlen, vlen;
 
-	if (!s3_hdr_get(x, "etag", raw, sizeof(raw)))
-		return 0;
-	len = strlen(raw);
-	if (len >= 2 && raw[0] == '"' && raw[len - 1] == '"') {
-		memmove(raw, raw + 1, len - 2);
-		raw[len - 2] = '\0';
+	while (s3_hdr_next(&pos, &n, &nlen, &v, &vlen)) {
+		if (nlen != strlen(name) || strncasecmp(n, name, nlen))
+			continue;
+		if (!strcasecmp(name, "etag") && vlen >= 2 && *v == '"' &&
+		    v[vlen - 1] == '"') {
+			v++;
+			vlen -= 2;
+		}
+		if (vlen >= outsz)
+			vlen = outsz - 1;
+		memcpy(out, v, vlen);
+		out[vlen] = '\0';
+		return 1;
 	}
-	memcpy(out, raw, strlen(raw) + 1);
-	return 1;
+	return 0;
 }
 
 /* Collects x-amz-meta-* headers (names lowercased) into info. */
 static int s3_hdr_meta(const struct s3_xfer *x, struct s3_object_info *info)
 {
-	const char *p = sbuf_str(&x->rhdr);
-	size_t plen = strlen(S3_META_PREFIX);
+	const char *pos = sbuf_str(&x->rhdr), *n, *v;
+	size_t nlen, vlen, plen = strlen(S3_META_PREFIX), i;
+	struct s3_kv *kv;
 
-	while (*p) {
-		const char *eol = strchr(p, '\n');
-		const char *colon, *v, *e;
-		struct s3_kv *kv;
-		size_t i;
-
-		if (!eol)
-			eol = p + strlen(p);
-		colon = memchr(p, ':', (size_t)(eol - p));
-		if (colon && (size_t)(colon - p) > plen &&
-		    !strncasecmp(p, S3_META_PREFIX, plen)) {
-			kv = realloc(info->meta,
-				     (info->n_meta + 1) * sizeof(*kv));
-			if (!kv)
-				return -ENOMEM;
-			info->meta = kv;
-			kv += info->n_meta;
-			v = colon + 1;
-			e = eol;
-			while (v < e && (*v == ' ' || *v == '\t'))
-				v++;
-			while (e > v && (e[-1] == '\r' || e[-1] == ' ' ||
-					 e[-1] == '\t'))
-				e--;
-			kv->name = strndup(p + plen, (size_t)(colon - p) - plen);
-			kv->value = strndup(v, (size_t)(e - v));
-			if (!kv->name || !kv->value) {
-				free(kv->name);
-				free(kv->value);
-				return -ENOMEM;
-			}
-			for (i = 0; kv->name[i]; i++)
-				kv->name[i] = (char)tolower(
-					(unsigned char)kv->name[i]);
-			info->n_meta++;
+	while (s3_hdr_next(&pos, &n, &nlen, &v, &vlen)) {
+		if (nlen <= plen || strncasecmp(n, S3_META_PREFIX, plen))
+			continue;
+		kv = realloc(info->meta, (info->n_meta + 1) * sizeof(*kv));
+		if (!kv)
+			return -ENOMEM;
+		info->meta = kv;
+		kv += info->n_meta;
+		kv->name = strndup(n + plen, nlen - plen);
+		kv->value = strndup(v, vlen);
+		if (!kv->name || !kv->value) {
+			free(kv->name);
+			free(kv->value);
+			return -ENOMEM;
 		}
-		p = *eol ? eol + 1 : eol;
+		for (i = 0; kv->name[i]; i++)
+			kv->name[i] = (char)tolower((unsigned char)kv->name[i]);
+		info->n_meta++;
 	}
 	return 0;
 }
@@ -406,12 +367,12 @@ static size_t s3_header_cb(char *p, size_t size, size_t nitems, void *ud)
 		memcpy(line, p, l);
 		line[l] = '\0';
 		sp = strchr(line, ' ');
-		x->status = sp ? strtol(sp + 1, NULL, 10) : 0;
+		x->at.status = sp ? strtol(sp + 1, NULL, 10) : 0;
 		sbuf_reset(&x->rhdr);
 		return n;
 	}
 	if (x->rhdr.len + n <= S3_HDR_MAX && sbuf_add(&x->rhdr, p, n)) {
-		x->out_err = ENOMEM;
+		x->at.out_err = ENOMEM;
 		return 0;
 	}
 	return n;
@@ -419,28 +380,24 @@ static size_t s3_header_cb(char *p, size_t size, size_t nitems, void *ud)
 
 static size_t s3_range_write(struct s3_xfer *x, const char *p, size_t n)
 {
-	size_t take;
+	size_t take, skip = 0;
 
-	if (x->status == 200 && x->range_seen < x->range_off) {
-		uint64_t skip = x->range_off - x->range_seen;
-
-		if (skip >= n) {
-			x->range_seen += n;
-			return n;
-		}
-		p += skip;
-		n -= (size_t)skip;
-		x->range_seen += skip;
+	if (x->at.status == 200 && x->at.range_seen < x->range_off) {
+		skip = x->range_off - x->at.range_seen < n
+			   ? (size_t)(x->range_off - x->at.range_seen)
+			   : n;
+		x->at.range_seen += skip;
 	}
-	take = x->range_len - x->range_got;
-	if (take > n)
-		take = n;
-	memcpy(x->range_buf + x->range_got, p, take);
-	x->range_got += take;
-	x->range_seen += take;
-	if (x->status == 200 && x->range_got == x->range_len) {
+	take = x->range_len - x->at.range_got;
+	if (take > n - skip)
+		take = n - skip;
+	p += skip;
+	memcpy(x->range_buf + x->at.range_got, p, take);
+	x->at.range_got += take;
+	x->at.range_seen += take;
+	if (x->at.status == 200 && x->at.range_got == x->range_len) {
 		/* The server ignored Range: stop once the slice is full. */
-		x->range_done = 1;
+		x->at.range_done = 1;
 		return 0;
 	}
 	return n; /* a 206 longer than asked: the excess is dropped */
@@ -452,17 +409,17 @@ static size_t s3_fd_write(struct s3_xfer *x, const char *p, size_t n)
 
 	while (done < n) {
 		ssize_t w = pwrite(x->out_fd, p + done, n - done,
-				   (off_t)(x->out_pos + done));
+				   (off_t)(x->at.out_pos + done));
 
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
-			x->out_err = w < 0 ? errno : EIO;
+			x->at.out_err = w < 0 ? errno : EIO;
 			return 0;
 		}
 		done += (size_t)w;
 	}
-	x->out_pos += n;
+	x->at.out_pos += n;
 	return n;
 }
 
@@ -471,22 +428,22 @@ static size_t s3_write_cb(char *p, size_t size, size_t nitems, void *ud)
 	struct s3_xfer *x = ud;
 	size_t n = size * nitems;
 
-	if (s3_is_2xx(x->status) && x->sink == S3_SINK_RANGE)
+	if (s3_is_2xx(x->at.status) && x->range_buf)
 		return s3_range_write(x, p, n);
-	if (s3_is_2xx(x->status) && x->sink == S3_SINK_FD)
+	if (s3_is_2xx(x->at.status) && x->out_fd >= 0)
 		return s3_fd_write(x, p, n);
-	if (!s3_is_2xx(x->status)) {
+	if (!s3_is_2xx(x->at.status)) {
 		/* An error body: keep its start, drop the rest. */
 		if (x->resp.len >= S3_ERR_BODY_MAX)
 			return n;
 		if (n > S3_ERR_BODY_MAX - x->resp.len)
 			n = S3_ERR_BODY_MAX - x->resp.len;
 	} else if (x->resp.len + n > S3_XML_BODY_MAX) {
-		x->resp_over = 1;
+		x->at.resp_over = 1;
 		return 0;
 	}
 	if (sbuf_add(&x->resp, p, n)) {
-		x->out_err = ENOMEM;
+		x->at.out_err = ENOMEM;
 		return 0;
 	}
 	return size * nitems;
@@ -495,7 +452,7 @@ static size_t s3_write_cb(char *p, size_t size, size_t nitems, void *ud)
 static size_t s3_read_cb(char *buf, size_t size, size_t nitems, void *ud)
 {
 	struct s3_xfer *x = ud;
-	uint64_t left = x->body_len - x->body_pos;
+	uint64_t left = x->body_len - x->at.body_pos;
 	size_t n = size * nitems;
 	ssize_t r;
 
@@ -506,20 +463,20 @@ static size_t s3_read_cb(char *buf, size_t size, size_t nitems, void *ud)
 	if (!n)
 		return 0;
 	if (x->body) {
-		memcpy(buf, x->body + x->body_pos, n);
-		x->body_pos += n;
+		memcpy(buf, x->body + x->at.body_pos, n);
+		x->at.body_pos += n;
 		return n;
 	}
 	do
 		r = pread(x->body_fd, buf, n,
-			  x->body_off + (off_t)x->body_pos);
+			  x->body_off + (off_t)x->at.body_pos);
 	while (r < 0 && errno == EINTR);
 	if (r <= 0) {
 		/* An error, or the file is shorter than promised. */
-		x->body_err = r < 0 ? errno : EIO;
+		x->at.body_err = r < 0 ? errno : EIO;
 		return CURL_READFUNC_ABORT;
 	}
-	x->body_pos += (uint64_t)r;
+	x->at.body_pos += (uint64_t)r;
 	return (size_t)r;
 }
 
@@ -529,7 +486,7 @@ static int s3_seek_cb(void *ud, curl_off_t offset, int origin)
 
 	if (origin != SEEK_SET || offset < 0 || (uint64_t)offset > x->body_len)
 		return CURL_SEEKFUNC_FAIL;
-	x->body_pos = (uint64_t)offset;
+	x->at.body_pos = (uint64_t)offset;
 	return CURL_SEEKFUNC_OK;
 }
 
@@ -616,17 +573,49 @@ static int s3_target_build(const struct s3_client *c, const struct s3_xfer *x,
 	return rc;
 }
 
+/* Appends "Name: value" to *sl; a NULL value suppresses a curl default
+ * header ("Name:"), an empty one is sent empty ("Name;"). */
+static int s3_slist_add(struct curl_slist **sl, const char *name,
+			const char *value)
+{
+	struct sbuf line = SBUF_INIT;
+	struct curl_slist *tmp = NULL;
+	int rc;
+
+	if (!value)
+		rc = sbuf_addf(&line, "%s:", name);
+	else if (*value)
+		rc = sbuf_addf(&line, "%s: %s", name, value);
+	else
+		rc = sbuf_addf(&line, "%s;", name);
+	if (!rc)
+		tmp = curl_slist_append(*sl, line.s);
+	if (tmp)
+		*sl = tmp;
+	else
+		rc = -ENOMEM;
+	if (line.s) /* it may hold the Authorization header */
+		explicit_bzero(line.s, line.len);
+	sbuf_free(&line);
+	return rc;
+}
+
 /* Signs the request at `now` and returns the header list curl sends. */
 static int s3_sign(const struct s3_client *c, const struct s3_xfer *x,
 		   const struct s3_target *t, time_t now,
 		   struct curl_slist **out)
 {
-	struct sigv4_credentials cred = {
-		c->access_key_id, c->secret_access_key, c->region, "s3"
+	struct sigv4_credentials cred = {c->access_key_id, c->secret_access_key,
+					 c->region, "s3"};
+	struct sigv4_request req = {
+	    .method = x->method,
+	    .path = t->path.s,
+	    .query = x->query,
+	    .n_query = x->n_query,
+	    .payload_hash = x->payload_hash,
 	};
-	struct sbuf auth = SBUF_INIT, line = SBUF_INIT;
-	struct sigv4_request req;
-	struct curl_slist *sl = NULL, *tmp;
+	struct sbuf auth = SBUF_INIT;
+	struct curl_slist *sl = NULL;
 	struct sigv4_kv *kv;
 	char date[17];
 	size_t i, n = 0;
@@ -636,56 +625,30 @@ static int s3_sign(const struct s3_client *c, const struct s3_xfer *x,
 	if (!kv)
 		return -ENOMEM;
 	sigv4_amz_date(now, date);
-	kv[n].name = "host";
-	kv[n++].value = t->host.s;
-	kv[n].name = "x-amz-date";
-	kv[n++].value = date;
-	kv[n].name = "x-amz-content-sha256";
-	kv[n++].value = x->payload_hash;
-	if (c->session_token) {
-		kv[n].name = "x-amz-security-token";
-		kv[n++].value = c->session_token;
-	}
+	kv[n++] = (struct sigv4_kv){"host", t->host.s};
+	kv[n++] = (struct sigv4_kv){"x-amz-date", date};
+	kv[n++] = (struct sigv4_kv){"x-amz-content-sha256", x->payload_hash};
+	if (c->session_token)
+		kv[n++] =
+		    (struct sigv4_kv){"x-amz-security-token", c->session_token};
 	for (i = 0; i < x->hdrs.n; i++) {
 		kv[n++] = x->hdrs.kv[i];
 		if (!strcasecmp(x->hdrs.kv[i].name, "content-type"))
 			has_ctype = 1;
 	}
-	req.method = x->method;
-	req.path = t->path.s;
-	req.query = x->query;
-	req.n_query = x->n_query;
 	req.headers = kv;
 	req.n_headers = n;
-	req.payload_hash = x->payload_hash;
 	rc = sigv4_authorization(&auth, &req, &cred, now);
 	if (rc)
 		goto fail;
-	rc = sbuf_addf(&line, "Authorization: %s", auth.s);
-	for (i = 0; !rc && i <= n + 1; i++) {
-		if (i == 0) {
-			tmp = curl_slist_append(sl, line.s);
-		} else if (i == n + 1) {
-			/* No "Expect: 100-continue"; no curl POST type. */
-			tmp = curl_slist_append(sl, "Expect:");
-			if (tmp && !has_ctype)
-				tmp = curl_slist_append(tmp, "Content-Type:");
-		} else {
-			const struct sigv4_kv *h = &kv[i - 1];
-
-			sbuf_reset(&line);
-			/* "Name;" is curl's way to send an empty header. */
-			rc = *h->value ? sbuf_addf(&line, "%s: %s", h->name,
-						   h->value)
-				       : sbuf_addf(&line, "%s;", h->name);
-			tmp = rc ? NULL : curl_slist_append(sl, line.s);
-		}
-		if (!tmp) {
-			rc = -ENOMEM;
-			break;
-		}
-		sl = tmp;
-	}
+	rc = s3_slist_add(&sl, "Authorization", auth.s);
+	for (i = 0; !rc && i < n; i++)
+		rc = s3_slist_add(&sl, kv[i].name, kv[i].value);
+	/* No "Expect: 100-continue", no curl default POST content type. */
+	if (!rc)
+		rc = s3_slist_add(&sl, "Expect", NULL);
+	if (!rc && !has_ctype)
+		rc = s3_slist_add(&sl, "Content-Type", NULL);
 	if (rc)
 		goto fail;
 	*out = sl;
@@ -694,10 +657,7 @@ fail:
 	curl_slist_free_all(sl);
 	if (auth.s)
 		explicit_bzero(auth.s, auth.len);
-	if (line.s)
-		explicit_bzero(line.s, line.len);
 	sbuf_free(&auth);
-	sbuf_free(&line);
 	free(kv);
 	return rc;
 }
@@ -758,61 +718,54 @@ static int s3_attempt(const struct s3_client *c, CURL *h, struct s3_xfer *x,
 	int rc;
 
 	*retry = 0;
-	x->body_pos = 0;
-	x->body_err = 0;
-	x->range_got = 0;
-	x->range_seen = 0;
-	x->range_done = 0;
-	x->out_pos = 0;
-	x->out_err = 0;
-	x->resp_over = 0;
-	x->status = 0;
-	x->why = NULL;
+	memset(&x->at, 0, sizeof(x->at));
 	x->curl_err[0] = '\0';
 	memset(&x->err, 0, sizeof(x->err));
 	sbuf_reset(&x->resp);
 	sbuf_reset(&x->rhdr);
 
 	rc = s3_sign(c, x, t, time(NULL), &sl);
-	if (rc)
+	if (rc) {
+		x->at.why = "the request could not be signed";
 		goto fail;
+	}
 	curl_easy_reset(h);
 	s3_setopts(c, h, x, t, sl);
 	cc = curl_easy_perform(h);
-	if (cc == CURLE_WRITE_ERROR && x->range_done)
+	if (cc == CURLE_WRITE_ERROR && x->at.range_done)
 		cc = CURLE_OK;
 	if (cc != CURLE_OK) {
-		if (x->body_err || x->out_err) {
-			rc = -(x->body_err ? x->body_err : x->out_err);
-			x->why = x->body_err ? "reading the body failed"
-					     : "storing the body failed";
-		} else if (x->resp_over) {
+		if (x->at.body_err || x->at.out_err) {
+			rc = -(x->at.body_err ? x->at.body_err : x->at.out_err);
+			x->at.why = x->at.body_err ? "reading the body failed"
+						   : "storing the body failed";
+		} else if (x->at.resp_over) {
 			rc = -EPROTO;
-			x->why = "response body too large";
+			x->at.why = "response body too large";
 		} else {
 			rc = -errmap_curl(cc);
 			*retry = errmap_curl_retryable(cc);
-			x->why = x->curl_err[0] ? x->curl_err
-						: curl_easy_strerror(cc);
+			x->at.why = x->curl_err[0] ? x->curl_err
+						   : curl_easy_strerror(cc);
 		}
 		goto fail;
 	}
-	if (s3_is_2xx(x->status)) {
+	if (s3_is_2xx(x->at.status)) {
 		if (x->on_ok) {
 			rc = x->on_ok(x);
 			if (rc && x->err.code[0])
-				*retry = errmap_s3_retryable(x->status,
+				*retry = errmap_s3_retryable(x->at.status,
 							     x->err.code);
 			else if (rc)
-				x->why = "malformed response";
+				x->at.why = "malformed response";
 		}
 		goto fail;
 	}
 	if (!x->resp.len || s3xml_parse_error(x->resp.s, x->resp.len, &x->err))
 		memset(&x->err, 0, sizeof(x->err));
 	code = x->err.code[0] ? x->err.code : NULL;
-	rc = -errmap_s3(x->status, code);
-	*retry = errmap_s3_retryable(x->status, code);
+	rc = -errmap_s3(x->at.status, code);
+	*retry = errmap_s3_retryable(x->at.status, code);
 fail:
 	/* The handle must not keep pointers to what this attempt owned. */
 	curl_easy_reset(h);
@@ -820,13 +773,13 @@ fail:
 	return rc;
 }
 
+/* Full jitter: a random time in [0, min(cap, base * 2^attempt)]. */
 static long s3_backoff_ms(const struct s3_client *c, int attempt)
 {
 	long cap = c->retry_base_ms;
 	uint32_t r;
-	int i;
 
-	for (i = 0; i < attempt && cap < S3_BACKOFF_CAP_MS; i++)
+	while (attempt-- > 0 && cap < S3_BACKOFF_CAP_MS)
 		cap *= 2;
 	if (cap > S3_BACKOFF_CAP_MS)
 		cap = S3_BACKOFF_CAP_MS;
@@ -835,20 +788,13 @@ static long s3_backoff_ms(const struct s3_client *c, int attempt)
 	return (long)(r % (uint32_t)(cap + 1));
 }
 
-static void s3_sleep_ms(long ms)
-{
-	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
 /* Runs x with retries. Returns 0 or -errno; x keeps the last response. */
 static int s3_perform(struct s3_client *c, struct s3_xfer *x)
 {
-	struct s3_target t = { SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT };
+	struct s3_target t = {SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT};
 	CURL *h = NULL;
 	int rc, retry, attempt;
+	struct timespec ts;
 	long ms;
 
 	rc = s3_target_build(c, x, &t);
@@ -864,27 +810,35 @@ static int s3_perform(struct s3_client *c, struct s3_xfer *x)
 		if (!rc || !retry || attempt >= c->max_retries)
 			break;
 		ms = s3_backoff_ms(c, attempt);
-		log_warn("s3: %s %s/%s failed (HTTP %ld %s%s%s): retry %d/%d in %ld ms",
-			 x->method, x->bucket, s3_key_str(x->key), x->status,
-			 x->err.code, x->why ? " " : "", x->why ? x->why : "",
-			 attempt + 1, c->max_retries, ms);
-		s3_sleep_ms(ms);
+		log_warn("s3: %s %s/%s failed (HTTP %ld %s%s%s): retry %d/%d "
+			 "in %ld ms",
+			 x->method, x->bucket, s3_key_str(x->key), x->at.status,
+			 x->err.code, x->at.why ? " " : "",
+			 x->at.why ? x->at.why : "", attempt + 1,
+			 c->max_retries, ms);
+		ts.tv_sec = ms / 1000;
+		ts.tv_nsec = (ms % 1000) * 1000000L;
+		while (nanosleep(&ts, &ts) && errno == EINTR)
+			;
 	}
 	if (!rc) {
 		log_debug("s3: %s %s/%s -> HTTP %ld", x->method, x->bucket,
-			  s3_key_str(x->key), x->status);
+			  s3_key_str(x->key), x->at.status);
 		goto fail;
 	}
-	if (rc == -ENOENT || (x->quiet_status && x->status == x->quiet_status))
-		log_debug("s3: %s %s/%s: HTTP %ld %s: %s", x->method,
-			  x->bucket, s3_key_str(x->key), x->status,
-			  x->err.code, strerror(-rc));
+	/* A missing key is an answer for HEAD, GET and DELETE. */
+	if ((rc == -ENOENT && strcmp(x->method, "PUT") &&
+	     strcmp(x->method, "POST")) ||
+	    (x->quiet_status && x->at.status == x->quiet_status))
+		log_debug("s3: %s %s/%s: HTTP %ld %s: %s", x->method, x->bucket,
+			  s3_key_str(x->key), x->at.status, x->err.code,
+			  strerror(-rc));
 	else
 		log_warn("s3: %s %s/%s failed: HTTP %ld %s%s%s%s%s (%s)",
-			 x->method, x->bucket, s3_key_str(x->key), x->status,
+			 x->method, x->bucket, s3_key_str(x->key), x->at.status,
 			 x->err.code, x->err.message[0] ? " " : "",
-			 x->err.message, x->why ? " " : "",
-			 x->why ? x->why : "", strerror(-rc));
+			 x->err.message, x->at.why ? " " : "",
+			 x->at.why ? x->at.why : "", strerror(-rc));
 	if (x->err.request_id[0])
 		log_debug("s3: request id %s", x->err.request_id);
 fail:
@@ -966,8 +920,8 @@ struct s3_client *s3_client_new(const struct s3_config *cfg)
 		log_error("s3: bad endpoint %s", cfg->endpoint);
 		goto fail;
 	}
-	c->region = s3_strdup_opt(cfg->region ? cfg->region : "us-east-1",
-				  &fail);
+	c->region =
+	    s3_strdup_opt(cfg->region ? cfg->region : "us-east-1", &fail);
 	c->access_key_id = s3_strdup_opt(cfg->access_key_id, &fail);
 	c->secret_access_key = s3_strdup_opt(cfg->secret_access_key, &fail);
 	c->session_token = s3_strdup_opt(cfg->session_token, &fail);
@@ -979,9 +933,9 @@ struct s3_client *s3_client_new(const struct s3_config *cfg)
 	c->path_style = cfg->path_style;
 	c->verify_tls = cfg->verify_tls;
 	c->connect_timeout_ms =
-		cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
+	    cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
 	c->request_timeout_ms =
-		cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 300000;
+	    cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 300000;
 	/* 0 is the default (4); a negative count means no retries. */
 	c->max_retries = cfg->max_retries > 0	? cfg->max_retries
 			 : cfg->max_retries < 0 ? 0
@@ -1068,7 +1022,7 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key,
 		rc = -EPROTO;
 		goto fail;
 	}
-	s3_hdr_etag(&x, out->etag);
+	s3_hdr_get(&x, "etag", out->etag, sizeof(out->etag));
 	if (s3_hdr_get(&x, "last-modified", val, sizeof(val))) {
 		time_t t = curl_getdate(val, NULL);
 
@@ -1082,7 +1036,19 @@ fail:
 	return rc;
 }
 
-/* PUT of a body from fd or memory (whichever x already has), with meta. */
+/* Body of x from fd (pread); NULL sha256_hex: UNSIGNED-PAYLOAD. */
+static void s3_xfer_fd(struct s3_xfer *x, int fd, off_t offset, uint64_t len,
+		       const char *sha256_hex)
+{
+	x->body_fd = fd;
+	x->body_off = offset;
+	x->body_len = len;
+	x->large = 1;
+	x->payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
+}
+
+/* PutObject or UploadPart of x's body, with meta; ETag from the response
+ * header (required for a part: it goes into CompleteMultipartUpload). */
 static int s3_put_common(struct s3_client *c, struct s3_xfer *x,
 			 const struct s3_kv *meta, size_t n_meta,
 			 char *etag_out)
@@ -1092,14 +1058,15 @@ static int s3_put_common(struct s3_client *c, struct s3_xfer *x,
 	rc = s3_check(x->bucket, x->key, 1);
 	if (!rc)
 		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, x);
 	if (rc)
 		goto fail;
-	rc = s3_perform(c, x);
-	if (rc)
+	if (!s3_hdr_get(x, "etag", x->etag, sizeof(x->etag)) && x->n_query) {
+		log_warn("s3: part of %s/%s: no ETag", x->bucket, x->key);
+		rc = -EPROTO;
 		goto fail;
-	if (!s3_hdr_etag(x, x->etag))
-		log_debug("s3: PUT %s/%s: no ETag in the response", x->bucket,
-			  x->key);
+	}
 	if (etag_out)
 		memcpy(etag_out, x->etag, sizeof(x->etag));
 fail:
@@ -1107,8 +1074,8 @@ fail:
 	return rc;
 }
 
-int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
-	      int fd, off_t offset, uint64_t len, const char *sha256_hex,
+int s3_put_fd(struct s3_client *c, const char *bucket, const char *key, int fd,
+	      off_t offset, uint64_t len, const char *sha256_hex,
 	      const struct s3_kv *meta, size_t n_meta, char *etag_out)
 {
 	struct s3_xfer x;
@@ -1116,11 +1083,7 @@ int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
 	if (fd < 0 || offset < 0)
 		return -EINVAL;
 	s3_xfer_init(&x, "PUT", bucket, key);
-	x.body_fd = fd;
-	x.body_off = offset;
-	x.body_len = len;
-	x.large = 1;
-	x.payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
+	s3_xfer_fd(&x, fd, offset, len, sha256_hex);
 	return s3_put_common(c, &x, meta, n_meta, etag_out);
 }
 
@@ -1145,7 +1108,7 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 		 uint64_t offset, size_t len, void *buf, size_t *got)
 {
 	unsigned long long first, last;
-	char range[64], cr[128];
+	char range[64], cr[128] = "";
 	struct s3_xfer x;
 	int rc;
 
@@ -1160,20 +1123,19 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_hdrs_add(&x.hdrs, "range", range);
 	if (rc)
 		goto fail;
-	x.sink = S3_SINK_RANGE;
 	x.range_buf = buf;
 	x.range_off = offset;
 	x.range_len = len;
 	x.large = len > S3_LARGE_RANGE;
 	x.quiet_status = 416;
 	rc = s3_perform(c, &x);
-	if (rc && x.status == 416) {
+	if (rc && x.at.status == 416) {
 		rc = 0; /* the range starts at or past the end */
 		goto fail;
 	}
 	if (rc)
 		goto fail;
-	if (x.status == 206 &&
+	if (x.at.status == 206 &&
 	    (!s3_hdr_get(&x, "content-range", cr, sizeof(cr)) ||
 	     sscanf(cr, "bytes %llu-", &first) != 1 || first != offset)) {
 		log_warn("s3: GET %s/%s: Content-Range '%s' for offset %llu",
@@ -1181,7 +1143,7 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 		rc = -EPROTO;
 		goto fail;
 	}
-	*got = x.range_got;
+	*got = x.at.range_got;
 fail:
 	s3_xfer_free(&x);
 	return rc;
@@ -1200,71 +1162,79 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 		rc = -EINVAL;
 	if (rc)
 		goto fail;
-	x.sink = S3_SINK_FD;
 	x.out_fd = fd;
 	x.large = 1;
 	rc = s3_perform(c, &x);
 	if (!rc)
-		*size = x.out_pos;
+		*size = x.at.out_pos;
 fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+/* DELETE of an object, or of a multipart upload (upload_id non-NULL). */
+static int s3_delete_common(struct s3_client *c, const char *bucket,
+			    const char *key, const char *upload_id)
+{
+	struct sigv4_kv q = {"uploadId", upload_id};
+	struct s3_xfer x;
+	int rc;
+
+	s3_xfer_init(&x, "DELETE", bucket, key);
+	x.query = &q;
+	x.n_query = upload_id ? 1 : 0;
+	rc = s3_check(bucket, key, 1);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	/* Some stores answer 404 where S3 answers 204. */
+	if (rc == -ENOENT && !upload_id && strcmp(x.err.code, "NoSuchBucket"))
+		rc = 0;
 	s3_xfer_free(&x);
 	return rc;
 }
 
 int s3_delete(struct s3_client *c, const char *bucket, const char *key)
 {
-	struct s3_xfer x;
-	int rc;
-
-	s3_xfer_init(&x, "DELETE", bucket, key);
-	rc = s3_check(bucket, key, 1);
-	if (rc)
-		goto fail;
-	rc = s3_perform(c, &x);
-	/* Some stores answer 404 where S3 answers 204. */
-	if (rc == -ENOENT && strcmp(x.err.code, "NoSuchBucket"))
-		rc = 0;
-fail:
-	s3_xfer_free(&x);
-	return rc;
+	return s3_delete_common(c, bucket, key, NULL);
 }
 
 /* ---- listing ---------------------------------------------------------- */
 
-/* Moves the entries and prefixes of src to the end of dst; src's token and
- * flags replace dst's. src is left empty. */
-static int s3_list_merge(struct s3_list_result *dst,
-			 struct s3_list_result *src)
+/* dst (dn elements of sz bytes) grown by the sn elements of src; NULL on
+ * OOM (dst unchanged). */
+static void *s3_append(void *dst, size_t dn, const void *src, size_t sn,
+		       size_t sz)
 {
-	struct s3_list_entry *e;
-	char **p;
+	char *p = realloc(dst, (dn + sn) * sz);
 
-	if (src->n_entries) {
-		e = realloc(dst->entries, (dst->n_entries + src->n_entries) *
-						  sizeof(*e));
-		if (!e)
-			return -ENOMEM;
-		memcpy(e + dst->n_entries, src->entries,
-		       src->n_entries * sizeof(*e));
-		dst->entries = e;
-		dst->n_entries += src->n_entries;
-		free(src->entries);
-		src->entries = NULL;
-		src->n_entries = 0;
-	}
-	if (src->n_prefixes) {
-		p = realloc(dst->prefixes, (dst->n_prefixes + src->n_prefixes) *
-						   sizeof(*p));
-		if (!p)
-			return -ENOMEM;
-		memcpy(p + dst->n_prefixes, src->prefixes,
-		       src->n_prefixes * sizeof(*p));
-		dst->prefixes = p;
-		dst->n_prefixes += src->n_prefixes;
-		free(src->prefixes);
-		src->prefixes = NULL;
-		src->n_prefixes = 0;
-	}
+	if (p)
+		memcpy(p + dn * sz, src, sn * sz);
+	return p;
+}
+
+/* Moves the entries and prefixes of src (one page) to the end of dst; its
+ * token and flag replace dst's. */
+static int s3_list_merge(struct s3_list_result *dst, struct s3_list_result *src)
+{
+	struct s3_list_entry *e = dst->entries;
+	char **p = dst->prefixes;
+
+	if (src->n_entries)
+		e = s3_append(e, dst->n_entries, src->entries, src->n_entries,
+			      sizeof(*e));
+	if (!e && src->n_entries)
+		return -ENOMEM;
+	dst->entries = e;
+	dst->n_entries += src->n_entries;
+	src->n_entries = 0; /* the strings now belong to dst */
+	if (src->n_prefixes)
+		p = s3_append(p, dst->n_prefixes, src->prefixes,
+			      src->n_prefixes, sizeof(*p));
+	if (!p && src->n_prefixes)
+		return -ENOMEM;
+	dst->prefixes = p;
+	dst->n_prefixes += src->n_prefixes;
+	src->n_prefixes = 0;
 	free(dst->next_token);
 	dst->next_token = src->next_token;
 	src->next_token = NULL;
@@ -1272,39 +1242,35 @@ static int s3_list_merge(struct s3_list_result *dst,
 	return 0;
 }
 
+static void s3_query_add(struct sigv4_kv *q, size_t *n, const char *name,
+			 const char *value)
+{
+	if (value && *value) {
+		q[*n].name = name;
+		q[(*n)++].value = value;
+	}
+}
+
 int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 		 const char *delimiter, const char *token, int max_keys,
 		 struct s3_list_result *out)
 {
 	static const char enc_tag[] = "<EncodingType>url</EncodingType>";
-	struct s3_list_result page = { 0 };
+	struct s3_list_result page = {0};
 	struct sigv4_kv q[6];
 	struct s3_xfer x;
 	char mk[16];
 	size_t n = 0;
 	int rc, url_encoded;
 
-	q[n].name = "list-type";
-	q[n++].value = "2";
-	q[n].name = "encoding-type";
-	q[n++].value = "url";
-	if (prefix && *prefix) {
-		q[n].name = "prefix";
-		q[n++].value = prefix;
-	}
-	if (delimiter && *delimiter) {
-		q[n].name = "delimiter";
-		q[n++].value = delimiter;
-	}
-	if (token && *token) {
-		q[n].name = "continuation-token";
-		q[n++].value = token;
-	}
-	if (max_keys > 0) {
+	if (max_keys > 0)
 		snprintf(mk, sizeof(mk), "%d", max_keys);
-		q[n].name = "max-keys";
-		q[n++].value = mk;
-	}
+	s3_query_add(q, &n, "list-type", "2");
+	s3_query_add(q, &n, "encoding-type", "url");
+	s3_query_add(q, &n, "prefix", prefix);
+	s3_query_add(q, &n, "delimiter", delimiter);
+	s3_query_add(q, &n, "continuation-token", token);
+	s3_query_add(q, &n, "max-keys", max_keys > 0 ? mk : NULL);
 	s3_xfer_init(&x, "GET", bucket, NULL);
 	x.query = q;
 	x.n_query = n;
@@ -1317,8 +1283,8 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 	 * encoding-type sends raw keys, where '%' and '+' are literal. */
 	url_encoded = x.resp.len &&
 		      memmem(x.resp.s, x.resp.len, enc_tag, strlen(enc_tag));
-	rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len, url_encoded,
-			      &page, &x.err);
+	rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len, url_encoded, &page,
+			      &x.err);
 	if (rc) {
 		log_warn("s3: list %s prefix '%s': bad response %s (%s)",
 			 bucket, prefix ? prefix : "", x.err.code,
@@ -1372,8 +1338,8 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 
 static int s3_ok_etag_xml(struct s3_xfer *x)
 {
-	return s3xml_parse_etag_result(sbuf_str(&x->resp), x->resp.len,
-				       x->etag, sizeof(x->etag), &x->err);
+	return s3xml_parse_etag_result(sbuf_str(&x->resp), x->resp.len, x->etag,
+				       sizeof(x->etag), &x->err);
 }
 
 static int s3_ok_initiate(struct s3_xfer *x)
@@ -1387,7 +1353,7 @@ static int s3_ok_initiate(struct s3_xfer *x)
 int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
 		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
 {
-	struct sigv4_kv q = { "uploads", "" };
+	struct sigv4_kv q = {"uploads", ""};
 	struct s3_xfer x;
 	int rc;
 
@@ -1410,71 +1376,49 @@ fail:
 	return rc;
 }
 
-int s3_mpu_upload_part(struct s3_client *c, const char *bucket,
-		       const char *key, const char *upload_id, int part_number,
-		       int fd, off_t offset, uint64_t len,
-		       const char *sha256_hex, char *etag_out)
+/* The query of UploadPart and UploadPartCopy; num holds 16 bytes. */
+static int s3_part_query(struct s3_xfer *x, struct sigv4_kv q[2], char *num,
+			 const char *upload_id, int part_number)
 {
-	struct sigv4_kv q[2];
-	struct s3_xfer x;
-	char num[16];
-	int rc;
-
-	snprintf(num, sizeof(num), "%d", part_number);
+	if (!upload_id || part_number < 1 || part_number > S3_MAX_PARTS)
+		return -EINVAL;
+	snprintf(num, 16, "%d", part_number);
 	q[0].name = "partNumber";
 	q[0].value = num;
 	q[1].name = "uploadId";
 	q[1].value = upload_id;
+	x->query = q;
+	x->n_query = 2;
+	return 0;
+}
+
+int s3_mpu_upload_part(struct s3_client *c, const char *bucket, const char *key,
+		       const char *upload_id, int part_number, int fd,
+		       off_t offset, uint64_t len, const char *sha256_hex,
+		       char *etag_out)
+{
+	struct sigv4_kv q[2];
+	struct s3_xfer x;
+	char num[16];
+
 	s3_xfer_init(&x, "PUT", bucket, key);
-	x.query = q;
-	x.n_query = 2;
-	x.body_fd = fd;
-	x.body_off = offset;
-	x.body_len = len;
-	x.large = 1;
-	x.payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
-	rc = s3_check(bucket, key, 1);
-	if (!rc && (!upload_id || part_number < 1 ||
-		    part_number > S3_MAX_PARTS || fd < 0 || offset < 0))
-		rc = -EINVAL;
-	if (!rc)
-		rc = s3_perform(c, &x);
-	if (rc)
-		goto fail;
-	if (!s3_hdr_etag(&x, x.etag)) {
-		log_warn("s3: part %d of %s/%s: no ETag", part_number, bucket,
-			 key);
-		rc = -EPROTO;
-		goto fail;
-	}
-	if (etag_out)
-		memcpy(etag_out, x.etag, sizeof(x.etag));
-fail:
-	s3_xfer_free(&x);
-	return rc;
+	if (fd < 0 || offset < 0 ||
+	    s3_part_query(&x, q, num, upload_id, part_number))
+		return -EINVAL;
+	s3_xfer_fd(&x, fd, offset, len, sha256_hex);
+	return s3_put_common(c, &x, NULL, 0, etag_out);
 }
 
 static int s3_xml_escape(struct sbuf *b, const char *s)
 {
+	static const char *const ent[] = {"&amp;", "&lt;", "&gt;", "&quot;"};
+	static const char special[] = "&<>\"";
+	const char *hit;
 	int rc = 0;
 
 	for (; *s && !rc; s++) {
-		switch (*s) {
-		case '&':
-			rc = sbuf_adds(b, "&amp;");
-			break;
-		case '<':
-			rc = sbuf_adds(b, "&lt;");
-			break;
-		case '>':
-			rc = sbuf_adds(b, "&gt;");
-			break;
-		case '"':
-			rc = sbuf_adds(b, "&quot;");
-			break;
-		default:
-			rc = sbuf_addc(b, *s);
-		}
+		hit = strchr(special, *s);
+		rc = hit ? sbuf_adds(b, ent[hit - special]) : sbuf_addc(b, *s);
 	}
 	return rc;
 }
@@ -1483,7 +1427,7 @@ int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 		    const char *upload_id, const struct s3_part *parts,
 		    size_t n_parts, char *etag_out)
 {
-	struct sigv4_kv q = { "uploadId", upload_id };
+	struct sigv4_kv q = {"uploadId", upload_id};
 	struct sbuf body = SBUF_INIT;
 	char sha[HASH_SHA256_HEX];
 	struct s3_xfer x;
@@ -1497,8 +1441,10 @@ int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 	if (!rc)
 		rc = sbuf_adds(&body, "<CompleteMultipartUpload>");
 	for (i = 0; !rc && i < n_parts; i++) {
-		rc = sbuf_addf(&body, "<Part><PartNumber>%d</PartNumber>"
-				      "<ETag>&quot;", parts[i].number);
+		rc = sbuf_addf(&body,
+			       "<Part><PartNumber>%d</PartNumber>"
+			       "<ETag>&quot;",
+			       parts[i].number);
 		if (!rc)
 			rc = s3_xml_escape(&body, parts[i].etag);
 		if (!rc)
@@ -1529,19 +1475,46 @@ fail:
 int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
 		 const char *upload_id)
 {
-	struct sigv4_kv q = { "uploadId", upload_id };
-	struct s3_xfer x;
+	if (!upload_id)
+		return -EINVAL;
+	return s3_delete_common(c, bucket, key, upload_id);
+}
+
+/* CopyObject (range NULL: metadata COPY, or REPLACE with meta) or, when x
+ * has the part query, UploadPartCopy of range "bytes=first-last". */
+static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
+			  const char *src_bucket, const char *src_key,
+			  const char *range, const struct s3_kv *meta,
+			  size_t n_meta, char *etag_out)
+{
+	struct sbuf raw = SBUF_INIT, src = SBUF_INIT;
 	int rc;
 
-	s3_xfer_init(&x, "DELETE", bucket, key);
-	x.query = &q;
-	x.n_query = 1;
-	rc = s3_check(bucket, key, 1);
-	if (!rc && !upload_id)
-		rc = -EINVAL;
+	x->on_ok = s3_ok_etag_xml;
+	rc = s3_check(x->bucket, x->key, 1);
 	if (!rc)
-		rc = s3_perform(c, &x);
-	s3_xfer_free(&x);
+		rc = s3_check(src_bucket, src_key, 1);
+	/* "/bucket/key", the key encoded like a path */
+	if (!rc)
+		rc = sbuf_addf(&raw, "/%s/%s", src_bucket, src_key);
+	if (!rc)
+		rc = sigv4_encode_path(&src, raw.s);
+	if (!rc)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source", src.s);
+	if (!rc && range)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source-range", range);
+	if (!rc && !range)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-metadata-directive",
+				 meta ? "REPLACE" : "COPY");
+	if (!rc && meta)
+		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x->etag, sizeof(x->etag));
+	sbuf_free(&raw);
+	sbuf_free(&src);
+	s3_xfer_free(x);
 	return rc;
 }
 
@@ -1550,26 +1523,10 @@ int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
 	    const struct s3_kv *replace_meta, size_t n_meta, char *etag_out)
 {
 	struct s3_xfer x;
-	int rc;
 
 	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
-	x.on_ok = s3_ok_etag_xml;
-	rc = s3_check(src_bucket, src_key, 1);
-	if (!rc)
-		rc = s3_check(dst_bucket, dst_key, 1);
-	if (!rc)
-		rc = s3_hdrs_add_copy_source(&x.hdrs, src_bucket, src_key);
-	if (!rc)
-		rc = s3_hdrs_add(&x.hdrs, "x-amz-metadata-directive",
-				 replace_meta ? "REPLACE" : "COPY");
-	if (!rc && replace_meta)
-		rc = s3_hdrs_add_meta(&x.hdrs, replace_meta, n_meta);
-	if (!rc)
-		rc = s3_perform(c, &x);
-	if (!rc && etag_out)
-		memcpy(etag_out, x.etag, sizeof(x.etag));
-	s3_xfer_free(&x);
-	return rc;
+	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
+			      n_meta, etag_out);
 }
 
 int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
@@ -1581,35 +1538,14 @@ int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
 	struct sigv4_kv q[2];
 	struct s3_xfer x;
 	char num[16], range[64];
-	int rc;
 
-	snprintf(num, sizeof(num), "%d", part_number);
+	s3_xfer_init(&x, "PUT", bucket, key);
+	if (last < first || s3_part_query(&x, q, num, upload_id, part_number))
+		return -EINVAL;
 	snprintf(range, sizeof(range), "bytes=%llu-%llu",
 		 (unsigned long long)first, (unsigned long long)last);
-	q[0].name = "partNumber";
-	q[0].value = num;
-	q[1].name = "uploadId";
-	q[1].value = upload_id;
-	s3_xfer_init(&x, "PUT", bucket, key);
-	x.query = q;
-	x.n_query = 2;
-	x.on_ok = s3_ok_etag_xml;
-	rc = s3_check(bucket, key, 1);
-	if (!rc)
-		rc = s3_check(src_bucket, src_key, 1);
-	if (!rc && (!upload_id || part_number < 1 ||
-		    part_number > S3_MAX_PARTS || last < first))
-		rc = -EINVAL;
-	if (!rc)
-		rc = s3_hdrs_add_copy_source(&x.hdrs, src_bucket, src_key);
-	if (!rc)
-		rc = s3_hdrs_add(&x.hdrs, "x-amz-copy-source-range", range);
-	if (!rc)
-		rc = s3_perform(c, &x);
-	if (!rc && etag_out)
-		memcpy(etag_out, x.etag, sizeof(x.etag));
-	s3_xfer_free(&x);
-	return rc;
+	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0,
+			      etag_out);
 }
 
 int s3_copy_auto(struct s3_client *c, const char *src_bucket,
@@ -1618,7 +1554,7 @@ int s3_copy_auto(struct s3_client *c, const char *src_bucket,
 		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
 		 char *etag_out)
 {
-	struct s3_object_info src = { 0 };
+	struct s3_object_info src = {0};
 	struct s3_part *parts = NULL;
 	char *upload_id = NULL;
 	uint64_t off, n_parts, i;
@@ -1658,8 +1594,7 @@ int s3_copy_auto(struct s3_client *c, const char *src_bucket,
 		parts[i].number = (int)i + 1;
 		rc = s3_mpu_upload_part_copy(c, dst_bucket, dst_key, upload_id,
 					     parts[i].number, src_bucket,
-					     src_key, off, last,
-					     parts[i].etag);
+					     src_key, off, last, parts[i].etag);
 		if (rc)
 			goto fail;
 	}
@@ -1688,11 +1623,13 @@ int s3_create_bucket(struct s3_client *c, const char *bucket)
 	x.quiet_status = 409;
 	rc = s3_check(bucket, NULL, 0);
 	if (!rc && *c->region && strcmp(c->region, "us-east-1")) {
-		rc = sbuf_addf(&body,
-			       "<CreateBucketConfiguration xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
-			       "<LocationConstraint>%s</LocationConstraint>"
-			       "</CreateBucketConfiguration>",
-			       c->region);
+		rc = sbuf_addf(
+		    &body,
+		    "<CreateBucketConfiguration "
+		    "xmlns=\"http://s3.amazonaws.com/doc/2006-03-01/\">"
+		    "<LocationConstraint>%s</LocationConstraint>"
+		    "</CreateBucketConfiguration>",
+		    c->region);
 		if (!rc)
 			rc = s3_hdrs_add(&x.hdrs, "content-type",
 					 "application/xml");

@@ -450,9 +450,22 @@ void sigv4_signing_key(const char *secret, time_t t, const char *region,
 	explicit_bzero(k_service, sizeof(k_service));
 }
 
+/* An access key id: visible ASCII without the Credential separators '/'
+ * and ','. ':' is allowed (Swift's tempauth keys are "account:user"). */
+static int sigv4_valid_key_id(const char *s)
+{
+	if (!s || !*s)
+		return 0;
+	for (; *s; s++)
+		if (!sigv4_is_visible((unsigned char)*s) || *s == '/' ||
+		    *s == ',')
+			return 0;
+	return 1;
+}
+
 static int sigv4_check_credentials(const struct sigv4_credentials *cred)
 {
-	if (!cred || !sigv4_valid_scope(cred->access_key_id) ||
+	if (!cred || !sigv4_valid_key_id(cred->access_key_id) ||
 	    !sigv4_valid_scope(cred->region) ||
 	    !sigv4_valid_scope(cred->service) || !cred->secret_access_key ||
 	    !*cred->secret_access_key ||

@@ -891,6 +891,22 @@ static void test_authorization_invalid(void **state)
 	assert_int_equal(sigv4_authorization(&b, &req, &c, SUITE_TIME),
 			 -EINVAL);
 	c = suite_cred;
+	c.access_key_id = "AKID/EXAMPLE";
+	assert_int_equal(sigv4_authorization(&b, &req, &c, SUITE_TIME),
+			 -EINVAL);
+	/* Swift's tempauth keys are "account:user": a valid key id. */
+	{
+		struct sbuf ok = SBUF_INIT;
+
+		c = suite_cred;
+		c.access_key_id = "test:tester";
+		assert_int_equal(sigv4_authorization(&ok, &req, &c,
+						     SUITE_TIME), 0);
+		assert_non_null(strstr(sbuf_str(&ok),
+				       "Credential=test:tester/20150830/"));
+		sbuf_free(&ok);
+	}
+	c = suite_cred;
 	c.service = "";
 	assert_int_equal(sigv4_authorization(&b, &req, &c, SUITE_TIME),
 			 -EINVAL);
