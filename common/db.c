@@ -749,6 +749,47 @@ static const char *const db_migration_1[] = {
 	NULL,
 };
 
+/* Version 2: the reception record in one round trip (the daemon logs every
+ * file at close, so this is on the hot path): lock the key, keep an
+ * identical live row, else retire the live row and insert. The lock ids are
+ * the client's (pg_key_lock_obj), the same the other writers take. */
+static const char *const db_migration_2[] = {
+	"CREATE OR REPLACE FUNCTION custodyfs_reception_record("
+	" p_lock_class integer, p_lock_obj integer,"
+	" p_bucket text, p_file_name text, p_key text, p_size bigint,"
+	" p_xxh text, p_sha text, p_etag text, p_origin text,"
+	" p_by text, p_uid bigint, p_user text, p_host text, p_reason text,"
+	" OUT o_id bigint, OUT o_inserted boolean)"
+	" LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE r record; n integer := 0;\n"
+	"BEGIN\n"
+	" PERFORM pg_advisory_xact_lock(p_lock_class, p_lock_obj);\n"
+	" FOR r IN SELECT id, etag FROM reception_audit"
+	"  WHERE source_bucket = p_bucket AND object_key = p_key"
+	"  AND removed_at IS NULL ORDER BY id DESC FOR UPDATE LOOP\n"
+	"  n := n + 1;\n"
+	"  IF r.etag IS NULL OR r.etag = p_etag THEN\n"
+	"   o_id := r.id; o_inserted := false; RETURN;\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	" IF n > 0 THEN\n"
+	"  UPDATE reception_audit SET removed_at = now(),"
+	"   removal_reason = p_reason"
+	"   WHERE source_bucket = p_bucket AND object_key = p_key"
+	"   AND removed_at IS NULL;\n"
+	" END IF;\n"
+	" INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	"  size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	"  received_uid, received_user, received_host)"
+	"  VALUES (p_bucket, p_file_name, p_key, p_size, now(), p_xxh, p_sha,"
+	"  p_etag, p_origin, p_by, p_uid, p_user, p_host)"
+	"  RETURNING id INTO o_id;\n"
+	" o_inserted := true;\n"
+	"END\n"
+	"$fn$",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -758,6 +799,7 @@ struct db_migration {
 static const struct db_migration db_migrations[] = {
 	{1, "adopt the seed tables; contract columns, indexes, append-only triggers",
 	 db_migration_1},
+	{2, "reception record in one round trip", db_migration_2},
 };
 /* clang-format on */
 
@@ -937,11 +979,9 @@ static const char db_sql_live_list[] =
 	" LIMIT $3::bigint";
 /* clang-format on */
 
-/* Serialises writers of (bucket, key) until the transaction ends. */
-static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
+/* The advisory lock object id of (bucket, key), as a decimal string. */
+static void pg_key_lock_obj(const char *bucket, const char *key, char obj[16])
 {
-	const char *p[2] = {DB_KEY_LOCK_CLASS, NULL};
-	char obj[16];
 	uint32_t h = 2166136261u; /* FNV-1a over bucket NUL key */
 	const unsigned char *s;
 
@@ -950,7 +990,16 @@ static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
 	h *= 16777619u;
 	for (s = (const unsigned char *)key; *s; s++)
 		h = (h ^ *s) * 16777619u;
-	snprintf(obj, sizeof(obj), "%" PRId32, (int32_t)h);
+	snprintf(obj, 16, "%" PRId32, (int32_t)h);
+}
+
+/* Serialises writers of (bucket, key) until the transaction ends. */
+static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
+{
+	const char *p[2] = {DB_KEY_LOCK_CLASS, NULL};
+	char obj[16];
+
+	pg_key_lock_obj(bucket, key, obj);
 	p[1] = obj;
 	return pg_exec(x, db_sql_key_lock, 2, p, NULL);
 }
@@ -1010,62 +1059,52 @@ struct db_record_args {
 	int inserted;
 };
 
+/* $1..$15: see custodyfs_reception_record (migration 2). */
+static const char db_sql_record[] =
+	"SELECT o_id, o_inserted FROM custodyfs_reception_record("
+	"$1::integer, $2::integer, $3::text, $4::text, $5::text, $6::bigint,"
+	" $7::text, $8::text, $9::text, $10::text, $11::text, $12::bigint,"
+	" $13::text, $14::text, $15::text)";
+
 static int pg_reception_record(struct pg_ctx *x, void *arg)
 {
 	struct db_record_args *a = arg;
 	const struct reception_new *r = a->r;
 	struct db_actor_params ap;
 	PGresult *res = NULL;
-	const char *p[12];
-	char size[24];
-	int rc, i, n;
+	const char *p[15];
+	char size[24], obj[16];
+	int rc;
 
 	a->id = 0;
 	a->inserted = 0;
 	rc = db_size_param(r->size, size, sizeof(size));
 	if (rc)
 		return rc;
-	rc = pg_lock_key(x, r->source_bucket, r->object_key);
+	pg_key_lock_obj(r->source_bucket, r->object_key, obj);
+	p[0] = DB_KEY_LOCK_CLASS;
+	p[1] = obj;
+	p[2] = r->source_bucket;
+	p[3] = r->file_name ? r->file_name : db_basename(r->object_key);
+	p[4] = r->object_key;
+	p[5] = size;
+	p[6] = r->xxh128;
+	p[7] = r->sha256;
+	p[8] = r->etag;
+	p[9] = r->origin;
+	db_actor_params(r->who, &ap, p + 10);
+	p[14] = a->reason;
+	/* One statement, atomic on its own: a retry after a lost connection
+	 * finds the row it may have written (same etag) and inserts nothing. */
+	rc = pg_exec(x, db_sql_record, 15, p, &res);
 	if (rc)
 		goto out;
-
-	p[0] = r->source_bucket;
-	p[1] = r->object_key;
-	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
-	if (rc)
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		rc = -EIO;
 		goto out;
-	n = PQntuples(res);
-	for (i = 0; i < n; i++) {
-		if (PQgetisnull(res, i, 1) ||
-		    (r->etag && !strcmp(PQgetvalue(res, i, 1), r->etag))) {
-			a->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
-			goto out;
-		}
 	}
-	PQclear(res);
-	res = NULL;
-
-	if (n > 0) {
-		p[2] = a->reason;
-		rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
-		if (rc)
-			goto out;
-	}
-
-	p[0] = r->source_bucket;
-	p[1] = r->file_name ? r->file_name : db_basename(r->object_key);
-	p[2] = r->object_key;
-	p[3] = size;
-	p[4] = r->xxh128;
-	p[5] = r->sha256;
-	p[6] = r->etag;
-	p[7] = r->origin;
-	db_actor_params(r->who, &ap, p + 8);
-	rc = pg_exec(x, db_sql_insert_reception, 12, p, &res);
-	if (rc)
-		goto out;
 	a->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-	a->inserted = 1;
+	a->inserted = PQgetvalue(res, 0, 1)[0] == 't';
 out:
 	PQclear(res);
 	return rc;
@@ -1083,7 +1122,7 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 	a.reason = replaced_reason ? replaced_reason : "replaced";
 	/* A unique violation means another writer inserted the live row
 	 * first: run again, and the row is then seen. */
-	rc = db_run(d, "reception record", 1, 1, pg_reception_record, &a);
+	rc = db_run(d, "reception record", 0, 1, pg_reception_record, &a);
 	if (rc)
 		return rc;
 	if (id_out)
