@@ -392,13 +392,16 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 			       prefix ? prefix : "", 0, &rows, &n_rows);
 	if (rc)
 		goto out;
-	qsort(rows, n_rows, sizeof(*rows), live_cmp);
+	if (n_rows)
+		qsort(rows, n_rows, sizeof(*rows), live_cmp);
 	for (i = 0; i < n; i++) {
-		struct reception_live k = {.object_key = e[i].key}, *row;
+		struct reception_live k = {.object_key = e[i].key}, *row = NULL;
 
 		if (!todo[i])
 			continue;
-		row = bsearch(&k, rows, n_rows, sizeof(*rows), live_cmp);
+		if (n_rows)
+			row = bsearch(&k, rows, n_rows, sizeof(*rows),
+				      live_cmp);
 		if (row && (!row->etag || !strcmp(row->etag, e[i].etag))) {
 			reception_mark_known(r, e[i].key, e[i].etag);
 			continue;

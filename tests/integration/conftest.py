@@ -16,7 +16,8 @@ Fixtures
 --------
 ``stack``         (session) the servers. Attributes: ``backend``, ``endpoint``, ``access_key``,
                   ``secret_key``, ``region``, ``conninfo``, ``reception_bucket``,
-                  ``storage_bucket``, ``s3`` (boto3 client, path-style), ``tmp`` (session dir).
+                  ``storage_bucket``, ``s3`` (boto3 client, path-style), ``tmp`` (session dir),
+                  ``upload_part_copy`` / ``verifies_sigv4`` (False on s3rver: skip such tests).
                   Methods: ``sql()``, ``sql_value()``, ``sql_dicts()``, ``stop_s3()``,
                   ``start_s3()``, ``stop_pg(mode="fast"|"immediate")``, ``start_pg()``,
                   ``reset()`` (fresh database + empty buckets), ``empty_buckets()``.
@@ -26,8 +27,8 @@ Fixtures
                   ``CUSTODYFS_CONFIG = {"fs": {"dedup": "path"}}`` to change its config.
 ``fresh_mount``   (function) the same, but clean for this one test; config overrides from
                   ``@pytest.mark.custodyfs_config({...})`` or the module's CUSTODYFS_CONFIG.
-                  Do not mix ``mount`` and ``fresh_mount`` in one module (a reset drops the
-                  database under the other daemon: the harness refuses it).
+                  Mixing with ``mount`` in one module works: the reset unmounts the module
+                  daemon, which is remounted (on the now clean store) before its next test.
 ``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
                   name=None)`` -> Mount; every mount it made is torn down after the test.
                   ``reset=False`` gives a second mount on the same store and database (several
@@ -62,13 +63,16 @@ The Mount object (what ``mount`` / ``fresh_mount`` / ``mount_factory`` give)
 
 Failure detection: after every test the harness checks each live daemon; if one died, or wrote
 a sanitizer report (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer "runtime
-error:"), the test fails with the log excerpt. Teardown unmounts (``fusermount3 -u``, then
+error:"), the test fails with the log excerpt. It also checks the servers: one that died on its
+own fails the test (with its log) and is restarted; one a test stopped (stop_s3/stop_pg) and
+left down is restarted silently, so no test needs a finally: for that. Teardown unmounts (``fusermount3 -u``, then
 ``-uz``), waits for the daemon (then SIGTERM, SIGKILL), and fails the same way on a crash.
 
 Environment
   CUSTODYFS_S3_BACKEND   s3rver | swift             (default s3rver)
   CUSTODYFS_BIN          daemon binary              (default build/fs/custodyfs)
-  CUSTODYFS_KEEP_TMP=1   keep the session temp dir (logs, data) after the run
+  CUSTODYFS_KEEP_TMP=1   keep the session temp dir (logs, data) after the run (it is kept
+                         anyway when a test failed)
   CUSTODYFS_TEST_TMP     parent of the session temp dir (default /tmp; must be reachable
                          by the postgres user)
   CUSTODYFS_MOUNT_TIMEOUT  seconds to wait for a mount to appear (default 30)
@@ -77,6 +81,7 @@ subprocess; pytest-timeout (python3-pytest-timeout) limits each test (pytest.ini
 """
 
 import hashlib
+import http.client
 import itertools
 import os
 import re
@@ -87,6 +92,8 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -244,8 +251,13 @@ class Stack:
         self.conninfo = None
         self.endpoint = None
         self.s3 = None
+        # what the backend can do (skip what it cannot): s3rver has no UploadPartCopy (copies
+        # above [fs] copy_threshold) and does not check signatures; Swift's s3api does both
+        self.upload_part_copy = backend == "swift"
+        self.verifies_sigv4 = backend == "swift"
+        self.s3_stopped = False  # stopped on purpose (stop_s3): not a death to report
+        self.pg_stopped = False
         self.active_mounts = []   # Mount objects currently mounted or mounting
-        self.all_mounts = []      # every Mount made (for the watch fixture)
         self._mount_seq = itertools.count(1)
 
     # -- servers
@@ -299,6 +311,7 @@ class Stack:
         run([str(SERVERS / "pg.sh"), "stop", self.pg_dir], timeout=90, check=False)
 
     def stop_s3(self):
+        self.s3_stopped = True
         cmd = "proxy-stop" if self.backend == "swift" else "stop"
         run([str(SERVERS / f"{self.backend}.sh"), cmd, self.s3_dir], timeout=60)
 
@@ -308,13 +321,68 @@ class Stack:
         else:
             run([str(SERVERS / "s3rver.sh"), "start", self.s3_dir, str(self.s3_port),
                  RECEPTION, STORAGE], timeout=120, env=self._server_env())
+        self.s3_stopped = False
 
     def stop_pg(self, mode="fast"):
+        self.pg_stopped = True
         run([str(SERVERS / "pg.sh"), "stop", self.pg_dir, mode], timeout=90)
 
     def start_pg(self):
         run([str(SERVERS / "pg.sh"), "start", self.pg_dir, str(self.pg_port)], timeout=120,
             env=self._server_env())
+        self.pg_stopped = False
+
+    def s3_up(self):
+        url = f"{self.endpoint}/healthcheck"  # swift's; s3rver answers it with an S3 error
+        try:
+            with urllib.request.urlopen(url, timeout=5) as r:
+                return r.status == 200 or self.backend == "s3rver"
+        except urllib.error.HTTPError:
+            return self.backend == "s3rver"
+        except (OSError, http.client.HTTPException):
+            return False
+
+    def pg_up(self):
+        try:
+            return self.sql_value("select 1", user="postgres", dbname="postgres") == 1
+        except psycopg2.Error:
+            return False
+
+    def _server_log_tail(self, path, n=30):
+        try:
+            with open(path, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+        except OSError:
+            return ""
+        return f"--- last lines of {path}\n" + "\n".join(lines[-n:])
+
+    def heal(self):
+        """Bring back a server that is down. Returns a complaint when one died on its own
+        (not through stop_s3/stop_pg): the test that was running gets it as a failure."""
+        complaints = []
+        if not self.s3_up():
+            if not self.s3_stopped:
+                log = (os.path.join(self.s3_dir, "s3rver", "s3rver.log") if self.backend == "s3rver"
+                       else os.path.join(self.s3_dir, "swift", "run", "proxy.log"))
+                complaints.append(f"the S3 server ({self.backend}) died during this test\n"
+                                  + self._server_log_tail(log))
+            if self.backend == "s3rver":
+                run([str(SERVERS / "s3rver.sh"), "stop", self.s3_dir], timeout=60, check=False)
+                self.start_s3()
+            else:  # the proxy, or else the whole swift
+                try:
+                    self.start_s3()
+                except HarnessError:
+                    run([str(SERVERS / "swift.sh"), "start", self.s3_dir, str(self.s3_port),
+                         RECEPTION, STORAGE], timeout=180, env=self._server_env())
+        self.s3_stopped = False
+        if not self.pg_up():
+            if not self.pg_stopped:
+                complaints.append("PostgreSQL died during this test\n" + self._server_log_tail(
+                    os.path.join(self.pg_dir, "pg", "postgres.log")))
+            self.start_pg()
+        self.pg_stopped = False
+        return complaints
 
     # -- SQL
     def _connect(self, user="custody", dbname="custody"):
@@ -371,12 +439,16 @@ class Stack:
 
     def reset(self):
         """A clean store: database 'custody' recreated, both buckets emptied."""
-        busy = [m for m in self.active_mounts if m.mounted]
+        busy = [m for m in self.active_mounts if m.mounted and not m.auto_remount]
         if busy:
             raise HarnessError(
-                "reset while a daemon is mounted (" + ", ".join(m.mnt for m in busy) + "): do not "
-                "mix the module-scoped `mount` with `fresh_mount`/`mount_factory(reset=True)` in "
-                "one module; use mount_factory(reset=False) for a second mount on the same store")
+                "reset while a daemon of this test is mounted (" + ", ".join(m.mnt for m in busy)
+                + "): use mount_factory(reset=False) for a second mount on the same store")
+        # the module-scoped `mount` steps aside; it is remounted (on the clean store) before
+        # the next test that uses it
+        for m in list(self.active_mounts):
+            if m.mounted:
+                m.unmount()
         self.sql("DROP DATABASE IF EXISTS custody WITH (FORCE)", user="postgres", dbname="postgres")
         self.sql("CREATE DATABASE custody OWNER custody", user="postgres", dbname="postgres")
         self.empty_buckets()
@@ -385,7 +457,6 @@ class Stack:
         n = next(self._mount_seq)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40] or "m"
         m = Mount(self, f"{n:03d}-{safe}", config or {}, env)
-        self.all_mounts.append(m)
         return m
 
 
@@ -410,6 +481,7 @@ class Mount:
         self.proc = None
         self.mounted = False
         self.expected_death = False
+        self._harness_killed = False
         self.auto_remount = False  # the module `mount`: remounted before a test if it died
         self.problems = []  # crash/sanitizer findings not yet reported
         self._scanned = 0   # log offset already checked for sanitizer reports
@@ -548,6 +620,7 @@ class Mount:
             run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
         self._log_note(f"mount {BIN} -f -o config={self.config} {self.mnt}")
         self.expected_death = False
+        self._harness_killed = False
         log = open(self.log_path, "ab")
         try:
             self.proc = subprocess.Popen([BIN, "-f", "-o", f"config={self.config}", self.mnt],
@@ -555,6 +628,8 @@ class Mount:
                                          env=self._daemon_env(), start_new_session=True)
         finally:
             log.close()
+        with open(os.path.join(self.base, "daemon.pid"), "w") as f:  # for run.sh's cleanup
+            f.write(f"{self.proc.pid}\n")
         self.mounted = True
         if self not in self.stack.active_mounts:
             self.stack.active_mounts.append(self)
@@ -580,6 +655,7 @@ class Mount:
 
     def _kill(self, sig=signal.SIGKILL):
         if self.alive():
+            self._harness_killed = True
             try:
                 os.killpg(self.proc.pid, sig)
             except ProcessLookupError:
@@ -603,25 +679,32 @@ class Mount:
         self._log_note("unmount")
         # -u fails with EBUSY while something still uses the mount: retry a little, then -uz
         deadline = time.monotonic() + 5
+        lazy = False
         while _mountinfo_has(self.mnt):
             p = run(["fusermount3", "-u", self.mnt], timeout=15, check=False)
             if p.returncode == 0 or not _mountinfo_has(self.mnt):
                 break
             if time.monotonic() > deadline or not self.alive():
+                # still busy (an open file or cwd inside): detach lazily; the daemon cannot see
+                # the unmount before the last user goes, so it is stopped below, blamelessly
+                self._log_note(f"mount busy ({p.stderr.strip()}): lazy unmount")
                 run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
+                lazy = True
                 break
             time.sleep(0.2)
         killed = None
         if self.proc is not None:
             try:
-                self.proc.wait(timeout=timeout)
+                self.proc.wait(timeout=5 if lazy else timeout)
             except subprocess.TimeoutExpired:
-                self._log_note(f"daemon still running {timeout}s after unmount: SIGTERM")
+                self._log_note("daemon still running after unmount: SIGTERM")
                 killed = "SIGTERM"
                 self._kill(signal.SIGTERM)
                 if self.alive():
                     killed = "SIGKILL"
                     self._kill(signal.SIGKILL)
+                if lazy:
+                    killed = None
         self._cleanup_after_death()
         self._collect_problems(final=True, killed=killed)
         if check:
@@ -657,14 +740,14 @@ class Mount:
             self.problems.append(f"sanitizer report in the daemon log ({self.log_path}):\n{excerpt}")
         if self.proc is not None and self.proc.poll() is not None and not self.expected_death:
             rc = self.proc.returncode
-            if rc < 0 and killed is None:
+            if rc < 0 and not self._harness_killed:
                 sig = signal.Signals(-rc)
                 what = "crashed" if sig in CRASH_SIGNALS else "was killed"
                 self.problems.append(f"custodyfs daemon {what} with {sig.name}\n" + self.log_tail())
             elif rc > 0 and not final:
                 self.problems.append(f"custodyfs daemon exited with status {rc} while mounted\n"
                                      + self.log_tail())
-            elif rc > 0 and final and killed is None:
+            elif rc > 0 and final and not self._harness_killed:
                 self.problems.append(f"custodyfs daemon exited with status {rc} at unmount\n"
                                      + self.log_tail())
             if not final:
@@ -696,7 +779,7 @@ _STACKS = []  # the live Stack (a list so the watch fixture needs no fixture loo
 
 
 @pytest.fixture(scope="session")
-def stack():
+def stack(request):
     parent = os.environ.get("CUSTODYFS_TEST_TMP") or "/tmp"
     tmp = tempfile.mkdtemp(prefix="custodyfs-it-", dir=parent)
     os.chmod(tmp, 0o755)  # the postgres user must reach tmp/servers/pg
@@ -711,9 +794,9 @@ def stack():
         if st in _STACKS:
             _STACKS.remove(st)
         st.stop()
-        if ok and not KEEP_TMP:
+        if ok and not KEEP_TMP and not request.session.testsfailed:
             shutil.rmtree(tmp, ignore_errors=True)
-        else:
+        else:  # daemon logs and data, for a look after a failure
             print(f"\ncustodyfs test files kept in {tmp}", file=sys.stderr)
 
 
@@ -793,13 +876,14 @@ def uniq(request):
 
 
 @pytest.fixture(autouse=True)
-def _custodyfs_watch():
-    """Before each test: remount a module `mount` whose daemon died or was crash()ed.
-    After it: fail the test if a daemon died or printed a sanitizer report meanwhile."""
-    for st in _STACKS:
-        for m in st.all_mounts:
-            if m.auto_remount and not m.mounted:
-                m.mount()
+def _custodyfs_watch(request):
+    """Before each test using `mount`: remount it if its daemon died, was crash()ed or stepped
+    aside for a reset. After each test: fail it if a daemon died or printed a sanitizer report,
+    or if a test server died; restart servers that are down (also those stopped on purpose)."""
+    if "mount" in request.fixturenames:
+        m = request.getfixturevalue("mount")
+        if not m.mounted:
+            m.mount()
     yield
     problems = []
     for st in _STACKS:
@@ -808,5 +892,10 @@ def _custodyfs_watch():
                 m.check()
             except HarnessError as e:
                 problems.append(str(e))
+        # servers a test stopped come back; one that died is this test's failure
+        try:
+            problems.extend(st.heal())
+        except HarnessError as e:
+            problems.append(f"could not restart the test servers: {e}")
     if problems:
         pytest.fail("\n\n".join(problems), pytrace=False)

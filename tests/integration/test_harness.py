@@ -109,3 +109,23 @@ def test_config_file_is_private_and_complete(stack):
 def test_uniq_is_a_valid_prefix(uniq):
     import re
     assert re.fullmatch(r"[a-z0-9][a-z0-9._-]{0,62}", uniq)
+
+
+def test_heal_restarts_servers_that_died(stack):
+    """A server that dies on its own is reported (the harness fails the running test) and
+    restarted, so one crash does not cascade into every later test."""
+    import signal
+    import subprocess
+    sub = "s3rver/s3rver.pid" if stack.backend == "s3rver" else "swift/run/proxy.pid"
+    with open(os.path.join(stack.s3_dir, sub)) as f:
+        os.killpg(int(f.read().split()[0]), signal.SIGKILL)  # swift: its worker too
+    subprocess.run([os.path.join(os.path.dirname(__file__), "..", "servers", "pg.sh"), "stop",
+                    stack.pg_dir, "immediate"], check=True, timeout=60)
+    complaints = stack.heal()
+    assert len(complaints) == 2
+    assert "S3 server" in complaints[0] and "PostgreSQL" in complaints[1]
+    assert stack.s3_up() and stack.pg_up()
+    assert stack.sql("select 1") == [(1,)]
+    assert {stack.reception_bucket, stack.storage_bucket} <= {
+        b["Name"] for b in stack.s3.list_buckets()["Buckets"]}
+    assert stack.heal() == []

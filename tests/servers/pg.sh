@@ -12,7 +12,8 @@
 # Authentication is 'trust' on loopback and the socket (a local test stack only).
 # As root the server runs as the 'postgres' user (PostgreSQL refuses root); DIR must then be
 # reachable by that user (not under /root). Env: CUSTODYFS_PG_BIN (server binaries),
-# CUSTODYFS_PG_FAST=1 (fsync off: for tests; commits still survive a server crash, not an OS crash), CUSTODYFS_PG_START_TIMEOUT (default 60 s).
+# CUSTODYFS_PG_FAST=1 (fsync off, for tests: commits survive a server crash, not an OS crash),
+# CUSTODYFS_PG_START_TIMEOUT (default 60 s).
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"

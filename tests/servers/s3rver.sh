@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# s3rver (npm, pinned in package.json; run `npm ci` at the repository top first) as a local S3.
+# s3rver (npm, pinned in package.json; run `npm ci` at the repository top first) as a local S3,
+# started through s3rver-run.js (which lets it store key components longer than ~232 bytes).
 #
 #   s3rver.sh start DIR [PORT] [BUCKET...]  start on 127.0.0.1:PORT with data in DIR/s3rver, wait
 #                                           until it answers, create the buckets (arguments, else
@@ -10,7 +11,7 @@
 #
 # Credentials: access key S3RVER, secret S3RVER, any region, path-style.
 # Env: CUSTODYFS_S3RVER_VERBOSE=1 keeps its request log (DIR/s3rver/s3rver.log),
-#      CUSTODYFS_S3RVER_BIN overrides the executable, CUSTODYFS_S3_START_TIMEOUT (default 30 s).
+#      CUSTODYFS_S3RVER_BIN overrides the script run by node, CUSTODYFS_S3_START_TIMEOUT (30 s).
 set -euo pipefail
 # shellcheck source=common.sh
 . "$(dirname "${BASH_SOURCE[0]}")/common.sh"
@@ -37,15 +38,17 @@ start)
   if pid_alive "$PIDF"; then
     [ "$(cat "$SD/port")" = "$PORT" ] || die "already running in $DIR on port $(cat "$SD/port"), not $PORT"
   else
-    BIN=${CUSTODYFS_S3RVER_BIN:-$REPO_ROOT/node_modules/.bin/s3rver}
-    [ -x "$BIN" ] || die "s3rver not found at $BIN: run 'npm ci' in $REPO_ROOT (needs nodejs and npm)"
+    [ -f "$REPO_ROOT/node_modules/s3rver/package.json" ] ||
+      die "s3rver not found in $REPO_ROOT/node_modules: run 'npm ci' there (needs nodejs and npm)"
     command -v node >/dev/null || die "node not found: apt-get install nodejs npm"
+    # s3rver-run.js: the repository's s3rver, patched for long key components
+    BIN=${CUSTODYFS_S3RVER_BIN:-$SERVERS_DIR/s3rver-run.js}
     port_busy "$PORT" && die "port $PORT on 127.0.0.1 is already in use"
     silent=--silent
     [ "${CUSTODYFS_S3RVER_VERBOSE:-0}" = 1 ] && silent=
     echo "$PORT" >"$SD/port"
     # own session: stop can signal the whole group, and a ^C in the caller's terminal does not hit it
-    setsid "$BIN" -d "$SD/data" -a 127.0.0.1 -p "$PORT" $silent </dev/null >>"$LOG" 2>&1 &
+    setsid node "$BIN" -d "$SD/data" -a 127.0.0.1 -p "$PORT" $silent </dev/null >>"$LOG" 2>&1 &
     echo $! >"$PIDF"
     ok=
     for ((i = 0; i < ${CUSTODYFS_S3_START_TIMEOUT:-30} * 10; i++)); do

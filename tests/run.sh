@@ -1,0 +1,283 @@
+#!/usr/bin/env bash
+# custodyfs: THE test command.  usage: bash tests/run.sh [PYTEST_ARGS...]
+#
+#  1. builds into build/ (meson setup once, then meson compile; -Dwerror=true when CI=true)
+#  2. unit and C tests: meson test -C build (a PostgreSQL and an s3rver are started for them,
+#     see "C tests" below)
+#  3. integration tests (pytest tests/integration) against s3rver, then against Swift (SigV4)
+#  4. sanitizer pass when CUSTODYFS_SANITIZE=1 (default: on when CI=true): build-asan/ with
+#     -Db_sanitize=address,undefined, its meson tests, and the integration tests on s3rver
+# and prints, as its last line, "N passed, N failed" summed over all of them (a build that
+# fails counts as one failed test). Exits non-zero when anything failed.
+#
+# Env:  CI=true                      werror build + sanitizer pass
+#       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
+#       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
+#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 1500)
+#       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
+# pytest gets CUSTODYFS_BIN (the daemon under test) and CUSTODYFS_BUILD (its build dir).
+# Extra arguments go to pytest (e.g. bash tests/run.sh -k promote -x, or name test files:
+# bash tests/run.sh tests/integration/test_inbox.py).
+#
+# C tests: while `meson test` runs, these are exported for tests that need servers:
+#   CUSTODYFS_TEST_PG            "host=127.0.0.1 port=N dbname=postgres user=postgres" (superuser)
+#   CUSTODYFS_TEST_PG_RESTART    a shell command that restarts that server
+#   CUSTODYFS_TEST_PG_CONNINFO   "host=127.0.0.1 port=N dbname=custody user=custody"
+#   PGHOST PGPORT PGUSER PGDATABASE  (the same, for libpq defaults)
+#   CUSTODYFS_TEST_S3_ENDPOINT CUSTODYFS_TEST_S3_ACCESS_KEY CUSTODYFS_TEST_S3_SECRET_KEY
+#   CUSTODYFS_TEST_S3_REGION     (s3rver, buckets recepcao-raw and storage-unique)
+#   CUSTODYFS_TEST_SWIFT_ENDPOINT / _ACCESS_KEY / _SECRET_KEY when swift is installed
+#                                (Swift's s3api verifies SigV4 signatures)
+set -uo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT" || exit 2
+PY=/usr/bin/python3
+[ -x "$PY" ] || PY=python3
+CI=${CI:-false}
+SANITIZE=${CUSTODYFS_SANITIZE:-}
+[ -n "$SANITIZE" ] || { [ "$CI" = true ] && SANITIZE=1 || SANITIZE=0; }
+BACKENDS=${CUSTODYFS_BACKENDS:-s3rver swift}
+PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-1500}
+PYTEST_ARGS=("$@")
+# the suite, unless the arguments name test files themselves (tests/integration/test_x.py::t)
+PYTEST_PATHS=(tests/integration)
+for a in "$@"; do
+  [[ $a != -* ]] && [ -e "${a%%::*}" ] && PYTEST_PATHS=()
+done
+
+OUT=$(mktemp -d /tmp/custodyfs-run-XXXXXX)
+chmod 755 "$OUT"
+PASS=0
+FAIL=0
+SUMMARY=()
+T0=$(date +%s)
+
+say() { printf '\n==== %s ====\n' "$*"; }
+record() { # NAME PASSED FAILED [NOTE]
+  PASS=$((PASS + $2))
+  FAIL=$((FAIL + $3))
+  SUMMARY+=("$(printf '%-34s %4d passed, %4d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+}
+
+C_SERVERS=$OUT/c-servers
+cleanup() {
+  # stop only what this run started (its own directories)
+  "$ROOT/tests/servers/s3rver.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  "$ROOT/tests/servers/swift.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  "$ROOT/tests/servers/pg.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  if [ "${CUSTODYFS_KEEP_TMP:-0}" = 1 ]; then
+    echo "run.sh: test files kept in $OUT" >&2
+  else
+    rm -rf "$OUT"
+  fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+free_port() { # free_port [OFFSET...]: a free loopback port P with P+OFFSET free too
+  "$PY" - "$@" <<'EOF'
+import socket, sys
+offs = [0] + [int(a) for a in sys.argv[1:]]
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p)); return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+for _ in range(200):
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
+    if p + max(offs) < 65000 and all(free(p + o) for o in offs):
+        print(p); break
+EOF
+}
+
+# build DIR [MESON_SETUP_ARGS...] -> 0 when DIR holds a fresh build
+build() {
+  local dir=$1
+  shift
+  local args=("$@")
+  [ "$CI" = true ] && args+=(-Dwerror=true)
+  say "build $dir"
+  if [ ! -f "$dir/build.ninja" ]; then
+    local wipe=()
+    [ -d "$dir/meson-private" ] && wipe=(--wipe)
+    if ! meson setup "${wipe[@]}" "$dir" "${args[@]}"; then
+      record "build $dir (meson setup)" 0 1 "see output above"
+      return 1
+    fi
+  fi
+  if ! meson compile -C "$dir"; then
+    record "build $dir (compile)" 0 1 "see output above"
+    return 1
+  fi
+  record "build $dir" 1 0
+}
+
+# meson_tests DIR LABEL: run meson test, count from its summary
+meson_tests() {
+  local dir=$1 label=$2 log=$OUT/meson-test-$2.log rc ok fail xfail upass skip tmo
+  say "meson test -C $dir"
+  meson test -C "$dir" --print-errorlogs 2>&1 | tee "$log"
+  rc=${PIPESTATUS[0]}
+  num() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\).*/\1/p" "$log" | tail -n1; }
+  ok=$(num 'Ok')
+  xfail=$(num 'Expected Fail')
+  fail=$(num 'Fail')
+  upass=$(num 'Unexpected Pass')
+  skip=$(num 'Skipped')
+  tmo=$(num 'Timeout')
+  ok=$((${ok:-0} + ${xfail:-0}))
+  fail=$((${fail:-0} + ${upass:-0} + ${tmo:-0}))
+  if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
+    fail=1 # meson itself failed (no summary)
+  fi
+  record "meson test ($label)" "$ok" "$fail" "${skip:-0} skipped"
+}
+
+# start the servers the C tests may use; export their coordinates
+start_c_servers() {
+  local pgp s3p swp out
+  mkdir -p "$C_SERVERS"
+  chmod 755 "$C_SERVERS"
+  pgp=$(free_port)
+  if out=$(CUSTODYFS_PG_FAST=1 "$ROOT/tests/servers/pg.sh" start "$C_SERVERS" "$pgp"); then
+    export CUSTODYFS_TEST_PG_CONNINFO=$out PGHOST=127.0.0.1 PGPORT=$pgp PGUSER=custody PGDATABASE=custody
+    # tests/db/test_db.c's names: a superuser conninfo, and how to restart the server
+    export CUSTODYFS_TEST_PG="host=127.0.0.1 port=$pgp dbname=postgres user=postgres"
+    export CUSTODYFS_TEST_PG_RESTART="'$ROOT/tests/servers/pg.sh' stop '$C_SERVERS' fast && '$ROOT/tests/servers/pg.sh' start '$C_SERVERS' $pgp >/dev/null"
+  else
+    echo "run.sh: PostgreSQL for the C tests did not start" >&2
+  fi
+  s3p=$(free_port)
+  if out=$("$ROOT/tests/servers/s3rver.sh" start "$C_SERVERS" "$s3p"); then
+    export CUSTODYFS_TEST_S3_ENDPOINT=$out CUSTODYFS_TEST_S3_ACCESS_KEY=S3RVER \
+      CUSTODYFS_TEST_S3_SECRET_KEY=S3RVER CUSTODYFS_TEST_S3_REGION=us-east-1
+  else
+    echo "run.sh: s3rver for the C tests did not start" >&2
+  fi
+  if command -v swift-proxy-server >/dev/null && [[ " $BACKENDS " == *" swift "* ]]; then
+    swp=$(free_port 10 11 12 20)
+    if out=$("$ROOT/tests/servers/swift.sh" start "$C_SERVERS" "$swp"); then
+      export CUSTODYFS_TEST_SWIFT_ENDPOINT=$out CUSTODYFS_TEST_SWIFT_ACCESS_KEY=test:tester \
+        CUSTODYFS_TEST_SWIFT_SECRET_KEY=testing
+    else
+      echo "run.sh: swift for the C tests did not start" >&2
+    fi
+  fi
+}
+
+stop_c_servers() {
+  "$ROOT/tests/servers/s3rver.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  "$ROOT/tests/servers/swift.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  "$ROOT/tests/servers/pg.sh" stop "$C_SERVERS" >/dev/null 2>&1
+  unset CUSTODYFS_TEST_PG CUSTODYFS_TEST_PG_RESTART CUSTODYFS_TEST_PG_CONNINFO PGHOST PGPORT PGUSER PGDATABASE CUSTODYFS_TEST_S3_ENDPOINT \
+    CUSTODYFS_TEST_S3_ACCESS_KEY CUSTODYFS_TEST_S3_SECRET_KEY CUSTODYFS_TEST_S3_REGION \
+    CUSTODYFS_TEST_SWIFT_ENDPOINT CUSTODYFS_TEST_SWIFT_ACCESS_KEY CUSTODYFS_TEST_SWIFT_SECRET_KEY
+}
+
+# reap DIR: after a pytest run that was killed (timeout), stop what its harness left under DIR
+reap() {
+  local d m p
+  for d in "$1"/custodyfs-it-*; do
+    [ -d "$d" ] || continue
+    for m in "$d"/mounts/*; do
+      [ -d "$m" ] || continue
+      if grep -qF " $m/mnt " /proc/self/mountinfo 2>/dev/null; then
+        fusermount3 -uz "$m/mnt" 2>/dev/null
+      fi
+      p=$(cat "$m/daemon.pid" 2>/dev/null)
+      if [[ $p =~ ^[0-9]+$ ]] && tr '\0' ' ' 2>/dev/null <"/proc/$p/cmdline" | grep -qF "config=$m/"; then
+        kill -KILL "$p" 2>/dev/null
+      fi
+    done
+    "$ROOT/tests/servers/s3rver.sh" stop "$d/servers" >/dev/null 2>&1
+    "$ROOT/tests/servers/swift.sh" stop "$d/servers" >/dev/null 2>&1
+    "$ROOT/tests/servers/pg.sh" stop "$d/servers" immediate >/dev/null 2>&1
+  done
+}
+
+# pytest_run LABEL BACKEND BIN
+pytest_run() {
+  local label=$1 backend=$2 bin=$3 xml=$OUT/junit-$1.xml counts rc t
+  say "integration tests: $label (CUSTODYFS_S3_BACKEND=$backend, CUSTODYFS_BIN=$bin)"
+  t=$(date +%s)
+  local tmp=$OUT/it-$label
+  mkdir -p "$tmp"
+  chmod 755 "$tmp"
+  CUSTODYFS_TEST_TMP=$tmp CUSTODYFS_S3_BACKEND=$backend CUSTODYFS_BIN=$bin \
+    CUSTODYFS_BUILD=$(dirname "$(dirname "$bin")") \
+    timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${PYTEST_PATHS[@]}" -q \
+    --junitxml="$xml" -o junit_suite_name="integration-$label" "${PYTEST_ARGS[@]}" </dev/null
+  rc=$?
+  reap "$tmp"
+  counts=$("$PY" - "$xml" <<'EOF'
+import sys, xml.etree.ElementTree as ET
+try:
+    root = ET.parse(sys.argv[1]).getroot()
+except Exception:
+    print("0 0 0"); sys.exit()
+p = f = s = 0
+for tc in root.iter("testcase"):
+    tags = {c.tag for c in tc}
+    if tags & {"failure", "error"}:
+        f += 1
+    elif "skipped" in tags:
+        s += 1
+    else:
+        p += 1
+print(p, f, s)
+EOF
+  )
+  read -r p f s <<<"$counts"
+  local note="${s} skipped, $(($(date +%s) - t)) s"
+  if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
+    f=$((f + 1))
+    note="$note, TIMED OUT after ${PYTEST_TIMEOUT}s"
+  elif [ "$rc" -ne 0 ] && [ "$rc" -ne 5 ] && [ "$f" -eq 0 ]; then
+    f=1 # pytest failed without a failing test case (collection/usage/internal error)
+    note="$note, pytest exit $rc"
+  fi
+  record "integration $label" "$p" "$f" "$note"
+}
+
+# ---------------------------------------------------------------------------- the run
+
+if [ ! -x node_modules/.bin/s3rver ]; then
+  say "npm ci (s3rver)"
+  if command -v npm >/dev/null; then
+    npm ci --no-audit --no-fund || echo "run.sh: npm ci failed: the s3rver tests will fail" >&2
+  else
+    echo "run.sh: npm not found (apt-get install nodejs npm): the s3rver tests will fail" >&2
+  fi
+fi
+
+built=0
+build build && built=1
+if [ "$built" = 1 ]; then
+  start_c_servers
+  meson_tests build main
+  stop_c_servers
+fi
+for b in $BACKENDS; do
+  pytest_run "$b" "$b" "$ROOT/build/fs/custodyfs"
+done
+
+if [ "$SANITIZE" = 1 ]; then
+  export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:print_summary=1}
+  export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:print_summary=1}
+  if build build-asan -Db_sanitize=address,undefined -Dbuildtype=debug; then
+    start_c_servers
+    meson_tests build-asan asan
+    stop_c_servers
+  fi
+  # the daemon keeps running after a UBSan finding (the harness reports it per test)
+  UBSAN_OPTIONS=print_stacktrace=1:print_summary=1 pytest_run "s3rver+asan" s3rver "$ROOT/build-asan/fs/custodyfs"
+fi
+
+say "summary ($(($(date +%s) - T0)) s)"
+printf '%s\n' "${SUMMARY[@]}"
+echo "$PASS passed, $FAIL failed"
+[ "$FAIL" -eq 0 ]
