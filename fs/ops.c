@@ -50,19 +50,39 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 	return AREA_NONE;
 }
 
+/* The last uid -> name resolved: files are mostly written by one user. */
+static pthread_mutex_t actor_lock = PTHREAD_MUTEX_INITIALIZER;
+static uid_t actor_uid = (uid_t)-1;     /* protected by actor_lock */
+static char actor_user[64];             /* protected by actor_lock */
+static time_t actor_when;               /* protected by actor_lock */
+
 void cfs_actor(struct actor *a)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	struct passwd pw, *res = NULL;
 	char buf[1024];
+	time_t now = time(NULL);
+	int hit;
 
 	memset(a, 0, sizeof(*a));
 	a->uid = ctx ? ctx->uid : getuid();
+	snprintf(a->host, sizeof(a->host), "%s", cfs->host);
+	pthread_mutex_lock(&actor_lock);
+	hit = actor_uid == a->uid && now - actor_when < 60;
+	if (hit)
+		memcpy(a->user, actor_user, sizeof(a->user));
+	pthread_mutex_unlock(&actor_lock);
+	if (hit)
+		return;
 	if (getpwuid_r(a->uid, &pw, buf, sizeof(buf), &res) == 0 && res)
 		snprintf(a->user, sizeof(a->user), "%s", pw.pw_name);
 	else
 		snprintf(a->user, sizeof(a->user), "%u", (unsigned)a->uid);
-	snprintf(a->host, sizeof(a->host), "%s", cfs->host);
+	pthread_mutex_lock(&actor_lock);
+	actor_uid = a->uid;
+	actor_when = now;
+	memcpy(actor_user, a->user, sizeof(actor_user));
+	pthread_mutex_unlock(&actor_lock);
 }
 
 /* ---- attributes kept for the view (chmod, chown, utimens) ---- */
@@ -463,18 +483,9 @@ static int cfs_statfs(const char *path, struct statvfs *sv)
 	return 0;
 }
 
-/* Extended attributes: none yet; answer "no such attribute" so cp -a and
- * rsync -X do not fail. */
-static int cfs_getxattr(const char *path, const char *name, char *value,
-			size_t size)
-{
-	return -ENODATA;
-}
-
-static int cfs_listxattr(const char *path, char *list, size_t size)
-{
-	return 0;
-}
+/* No getxattr/listxattr: libfuse answers ENOSYS, after which the kernel
+ * stops asking (notably for security.capability before every write) and
+ * reports EOPNOTSUPP, which cp -a and rsync -X accept. */
 
 static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -482,11 +493,17 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->nullpath_ok = 0;
 	cfg->entry_timeout = 1.0;
 	cfg->attr_timeout = 1.0;
-	cfg->negative_timeout = 0.0;
+	/* A name just looked up and absent is not asked again for a second:
+	 * cp's stat-then-create costs one lookup, not two. */
+	cfg->negative_timeout = 1.0;
 	cfg->kernel_cache = 0;
 	cfg->hard_remove = 1;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
+	/* We keep no setuid bits or capabilities: the kernel need not ask
+	 * for security.capability before every write. */
+	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV)
+		conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
 	conn->max_write = 1 << 20;
 	conn->max_readahead = 1 << 20;
 	return cfs;
@@ -518,6 +535,4 @@ const struct fuse_operations cfs_ops = {
 	.chown = cfs_chown,
 	.utimens = cfs_utimens,
 	.statfs = cfs_statfs,
-	.getxattr = cfs_getxattr,
-	.listxattr = cfs_listxattr,
 };

@@ -268,16 +268,21 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 	if (rc)
 		return rc;
 	of = ofile_find(rel);
-	if (!of) {
+	if (of) {
+		/* Already open elsewhere (or a local file): O_TRUNC applies. */
+		pthread_mutex_lock(&of->lock);
+		if (fi->flags & O_TRUNC)
+			rc = ofile_truncate(of, 0);
+		of->dirty = 1;
+		pthread_mutex_unlock(&of->lock);
+	} else {
 		of = ofile_create(rel, local, &rc);
 		if (!of)
 			return rc;
+		pthread_mutex_lock(&of->lock);
+		of->dirty = 1; /* even empty, it is uploaded at close */
+		pthread_mutex_unlock(&of->lock);
 	}
-	pthread_mutex_lock(&of->lock);
-	if (fi->flags & O_TRUNC || of->size == 0)
-		rc = ofile_truncate(of, 0);
-	of->dirty = 1;
-	pthread_mutex_unlock(&of->lock);
 	h = fh_new(of);
 	if (!h || rc) {
 		ofile_put(of);
