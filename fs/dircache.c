@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "log.h"
@@ -25,10 +26,22 @@ static int64_t ts_ms(const struct timespec *ts)
 	return (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
 }
 
+static void djournal_free(struct djournal *j)
+{
+	while (j) {
+		struct djournal *n = j->next;
+
+		free(j->name);
+		free(j);
+		j = n;
+	}
+}
+
 static void dcache_free(struct dcache *d)
 {
 	size_t i;
 
+	djournal_free(d->journal);
 	for (i = 0; i < d->n; i++)
 		free(d->ents[i].name);
 	free(d->ents);
@@ -101,6 +114,7 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 		free(d);
 		return -ENOMEM;
 	}
+	d->fetch_start_ms = now_ms();
 	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket,
 			 plen ? prefix : NULL, "/", 0, &res);
 	if (rc)
@@ -138,11 +152,60 @@ fail:
 	return rc;
 }
 
-/* Makes sure a fresh listing of prefix is cached; returns with cfs->lock
- * held and *dp set, or -errno without the lock. */
-static int dcache_get_locked(const char *prefix, struct dcache **dp)
+static void dcache_install(struct dcache *fresh);
+
+static int dcache_refreshers; /* protected by cfs->lock */
+
+static void *dcache_refresh_main(void *arg)
 {
-	struct dcache *d, *fresh = NULL, **pp;
+	char *prefix = arg;
+	struct dcache *fresh = NULL, *d;
+
+	if (dcache_fetch(prefix, &fresh) == 0) {
+		pthread_mutex_lock(&cfs->lock);
+		dcache_install(fresh);
+		pthread_mutex_unlock(&cfs->lock);
+	} else {
+		pthread_mutex_lock(&cfs->lock);
+		d = dcache_find(prefix);
+		if (d)
+			d->refreshing = 0;
+		pthread_mutex_unlock(&cfs->lock);
+	}
+	pthread_mutex_lock(&cfs->lock);
+	dcache_refreshers--;
+	pthread_mutex_unlock(&cfs->lock);
+	free(prefix);
+	return NULL;
+}
+
+/* Caller holds cfs->lock. Starts a detached thread refetching d. */
+static void dcache_refresh_behind(struct dcache *d)
+{
+	pthread_attr_t attr;
+	pthread_t t;
+	char *prefix = strdup(d->prefix);
+
+	if (!prefix)
+		return;
+	pthread_attr_init(&attr);
+	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+	if (pthread_create(&t, &attr, dcache_refresh_main, prefix) == 0) {
+		d->refreshing = 1;
+		dcache_refreshers++;
+	} else {
+		free(prefix);
+	}
+	pthread_attr_destroy(&attr);
+}
+
+/* Makes sure a listing of prefix is cached (fresh, or when stale_ok only a
+ * little stale); returns with cfs->lock held and *dp set, or -errno without
+ * the lock. */
+static int dcache_get_locked(const char *prefix, int stale_ok,
+			     struct dcache **dp)
+{
+	struct dcache *d, *fresh = NULL;
 	int rc;
 
 	pthread_mutex_lock(&cfs->lock);
@@ -151,20 +214,113 @@ static int dcache_get_locked(const char *prefix, struct dcache **dp)
 		*dp = d;
 		return 0;
 	}
+	if (d && stale_ok && d->fetched.tv_sec &&
+	    now_ms() - ts_ms(&d->fetched) < 4 * (int64_t)cfs->cfg.cache_ttl_ms) {
+		/* Slightly stale: answer now, refresh behind (a big directory
+		 * takes a while to list, and lookups must not wait for it). */
+		if (!d->refreshing)
+			dcache_refresh_behind(d);
+		*dp = d;
+		return 0;
+	}
 	pthread_mutex_unlock(&cfs->lock);
 	rc = dcache_fetch(prefix, &fresh);
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&cfs->lock);
-	for (pp = &cfs->dirs; *pp; pp = &(*pp)->next) {
-		if (!strcmp((*pp)->prefix, prefix)) {
-			struct dcache *old = *pp;
+	dcache_install(fresh);
+	*dp = fresh;
+	return 0;
+}
 
+/* Caller holds cfs->lock. Sets or removes one entry of d. */
+static void dcache_apply(struct dcache *d, const char *name, int removed,
+			 const struct dentry *src)
+{
+	struct dentry *e = dcache_entry(d, name);
+
+	if (removed) {
+		if (e) {
+			free(e->name);
+			*e = d->ents[--d->n];
+		}
+		return;
+	}
+	if (e) {
+		e->is_dir = src->is_dir;
+		e->size = src->size;
+		e->mtime = src->mtime;
+		memcpy(e->etag, src->etag, sizeof(e->etag));
+	} else if (dcache_add(d, name, src->is_dir, src->size, src->mtime,
+			      src->etag)) {
+		d->fetched.tv_sec = 0; /* out of memory: refetch */
+	}
+}
+
+/* Caller holds cfs->lock. Applies a change to the cached listing of its
+ * directory, if cached, and journals it for a listing being fetched. */
+static void dcache_change(const char *prefix, const char *name, int removed,
+			  const struct dentry *src)
+{
+	struct dcache *d = dcache_find(prefix);
+	struct djournal *j;
+
+	if (!d)
+		return;
+	dcache_apply(d, name, removed, src);
+	j = calloc(1, sizeof(*j));
+	if (j)
+		j->name = strdup(name);
+	if (!j || !j->name) {
+		free(j);
+		d->fetched.tv_sec = 0; /* cannot journal: refetch */
+		return;
+	}
+	j->removed = removed;
+	if (src)
+		j->e = *src;
+	j->e.name = NULL;
+	j->ms = now_ms();
+	j->next = d->journal;
+	d->journal = j;
+	/* Only a listing still being fetched needs the journal: drop what
+	 * is older than any fetch lasts (requests time out well before). */
+	for (; j->next; j = j->next) {
+		if (j->next->ms < j->ms - 600000) {
+			djournal_free(j->next);
+			j->next = NULL;
+			break;
+		}
+	}
+}
+
+/* Caller holds cfs->lock. Puts a new listing in place of the old one; the
+ * daemon's own changes made while it was being fetched are replayed onto
+ * it (oldest first), so a file just written never vanishes from view. */
+static void dcache_install(struct dcache *fresh)
+{
+	struct dcache **pp;
+
+	for (pp = &cfs->dirs; *pp; pp = &(*pp)->next) {
+		if (!strcmp((*pp)->prefix, fresh->prefix)) {
+			struct dcache *old = *pp;
+			struct djournal *j, *rev = NULL;
+
+			/* The journal is newest first: reverse it. */
+			while ((j = old->journal) != NULL) {
+				old->journal = j->next;
+				j->next = rev;
+				rev = j;
+			}
+			for (j = rev; j; j = j->next)
+				if (j->ms >= fresh->fetch_start_ms - 1000)
+					dcache_apply(fresh, j->name,
+						     j->removed, &j->e);
+			djournal_free(rev);
 			fresh->next = old->next;
 			*pp = fresh;
 			dcache_free(old);
-			*dp = fresh;
-			return 0;
+			return;
 		}
 	}
 	/* New directory: forget listings unused for a while, so the cache
@@ -172,8 +328,9 @@ static int dcache_get_locked(const char *prefix, struct dcache **dp)
 	for (pp = &cfs->dirs; *pp;) {
 		struct dcache *old = *pp;
 
-		if (now_ms() - ts_ms(&old->fetched) >
-		    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
+		if (!old->refreshing &&
+		    now_ms() - ts_ms(&old->fetched) >
+			    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
 			*pp = old->next;
 			dcache_free(old);
 		} else {
@@ -182,8 +339,6 @@ static int dcache_get_locked(const char *prefix, struct dcache **dp)
 	}
 	fresh->next = cfs->dirs;
 	cfs->dirs = fresh;
-	*dp = fresh;
-	return 0;
 }
 
 /* Splits rel into the parent prefix ("" or "a/") and the last name. */
@@ -212,7 +367,7 @@ int dcache_lookup(const char *rel, struct dentry *out)
 	rc = split_rel(rel, &prefix, &name);
 	if (rc)
 		return rc;
-	rc = dcache_get_locked(prefix, &d);
+	rc = dcache_get_locked(prefix, 1, &d);
 	free(prefix);
 	if (rc)
 		return rc;
@@ -248,7 +403,7 @@ int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
 	if (d)
 		d->fetched.tv_sec = 0;
 	pthread_mutex_unlock(&cfs->lock);
-	rc = dcache_get_locked(prefix, &d);
+	rc = dcache_get_locked(prefix, 0, &d);
 	free(prefix);
 	if (rc)
 		return rc;
@@ -261,46 +416,28 @@ int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
 void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		   const char *etag)
 {
-	struct dcache *d;
-	struct dentry *e;
+	struct dentry e = {.is_dir = is_dir, .size = size, .mtime = mtime};
 	const char *name;
 	char *prefix;
 
 	if (split_rel(rel, &prefix, &name))
 		return;
+	snprintf(e.etag, sizeof(e.etag), "%s", etag ? etag : "");
 	pthread_mutex_lock(&cfs->lock);
-	d = dcache_find(prefix);
-	if (d) {
-		e = dcache_entry(d, name);
-		if (e) {
-			e->is_dir = is_dir;
-			e->size = size;
-			e->mtime = mtime;
-			snprintf(e->etag, sizeof(e->etag), "%s",
-				 etag ? etag : "");
-		} else if (dcache_add(d, name, is_dir, size, mtime, etag)) {
-			d->fetched.tv_sec = 0; /* out of memory: refetch */
-		}
-	}
+	dcache_change(prefix, name, 0, &e);
 	pthread_mutex_unlock(&cfs->lock);
 	free(prefix);
 }
 
 void dcache_remove(const char *rel)
 {
-	struct dcache *d;
-	struct dentry *e;
 	const char *name;
 	char *prefix;
 
 	if (split_rel(rel, &prefix, &name))
 		return;
 	pthread_mutex_lock(&cfs->lock);
-	d = dcache_find(prefix);
-	if (d && (e = dcache_entry(d, name)) != NULL) {
-		free(e->name);
-		*e = d->ents[--d->n];
-	}
+	dcache_change(prefix, name, 1, NULL);
 	pthread_mutex_unlock(&cfs->lock);
 	free(prefix);
 }
@@ -317,6 +454,19 @@ void dcache_invalidate_all(void)
 
 void dcache_free_all(void)
 {
+	int i;
+
+	/* Background refreshes end within the S3 request timeouts. */
+	for (i = 0; i < 6000; i++) {
+		int n;
+
+		pthread_mutex_lock(&cfs->lock);
+		n = dcache_refreshers;
+		pthread_mutex_unlock(&cfs->lock);
+		if (!n)
+			break;
+		usleep(10000);
+	}
 	pthread_mutex_lock(&cfs->lock);
 	while (cfs->dirs) {
 		struct dcache *d = cfs->dirs;

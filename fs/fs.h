@@ -31,9 +31,22 @@ struct dentry {
 	char etag[80];
 };
 
+/* A change the daemon made to a cached directory, replayed onto a listing
+ * that was being fetched while it happened. */
+struct djournal {
+	char *name;
+	int removed;
+	struct dentry e;
+	int64_t ms; /* CLOCK_MONOTONIC, ms */
+	struct djournal *next;
+};
+
 struct dcache {
 	char *prefix;
-	struct timespec fetched; /* CLOCK_MONOTONIC */
+	struct timespec fetched; /* CLOCK_MONOTONIC; 0: must be refetched */
+	int64_t fetch_start_ms;  /* when the listing request was sent */
+	int refreshing;          /* a background refresh is running */
+	struct djournal *journal; /* changes made since this was installed */
 	struct dentry *ents;
 	size_t n, cap;
 	struct dcache *next;
