@@ -313,7 +313,7 @@ static void dcache_install(struct dcache *fresh)
 				rev = j;
 			}
 			for (j = rev; j; j = j->next)
-				if (j->ms >= fresh->fetch_start_ms - 1000)
+				if (j->ms >= fresh->fetch_start_ms)
 					dcache_apply(fresh, j->name,
 						     j->removed, &j->e);
 			djournal_free(rev);
@@ -368,16 +368,27 @@ int dcache_lookup(const char *rel, struct dentry *out)
 	if (rc)
 		return rc;
 	rc = dcache_get_locked(prefix, 1, &d);
-	free(prefix);
 	if (rc)
-		return rc;
+		goto out;
 	e = dcache_entry(d, name);
+	if (!e && now_ms() - ts_ms(&d->fetched) >= cfs->cfg.cache_ttl_ms) {
+		/* "Absent" is never answered from a stale listing: it decides
+		 * whether a create (O_EXCL included) may write that key. */
+		pthread_mutex_unlock(&cfs->lock);
+		rc = dcache_get_locked(prefix, 0, &d);
+		if (rc)
+			goto out;
+		e = dcache_entry(d, name);
+	}
 	if (e) {
 		*out = *e;
 		out->name = NULL;
 	}
 	pthread_mutex_unlock(&cfs->lock);
-	return e ? 0 : -ENOENT;
+	rc = e ? 0 : -ENOENT;
+out:
+	free(prefix);
+	return rc;
 }
 
 int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),

@@ -659,8 +659,11 @@ static int rename_dir(const char *from, const char *to)
 	free(nk);
 	free(fp);
 	s3xml_list_free(&res);
-	if (rc == 0)
+	if (rc == 0) {
 		ofile_rebase(from, to);
+		dcache_remove(from);
+		dcache_upsert(to, 1, 0, time(NULL), NULL);
+	}
 	dcache_invalidate_all();
 	return rc;
 }
