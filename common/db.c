@@ -13,6 +13,7 @@
 #include "db.h"
 
 #include <errno.h>
+#include <poll.h>
 #include <inttypes.h>
 #include <pthread.h>
 #include <stdint.h>
@@ -59,7 +60,14 @@ struct pg_ctx {
 	int retry;	  /* transient failure: run the transaction again */
 	int retry_unique; /* count unique_violation as transient */
 	int in_commit;	  /* failure happened at COMMIT: outcome unknown */
+	int timeout_ms;	  /* client-side bound on one statement, 0: none */
+	int timed_out;	  /* the bound was hit: do not try again */
 };
+
+/* A server that stops answering (frozen, or a dead peer whose kernel still
+ * ACKs) must not hold a caller forever: every statement but the migrations
+ * is bounded here, on the client. */
+#define DB_STATEMENT_TIMEOUT_MS 20000
 
 typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
 
@@ -224,6 +232,12 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 
 static void pg_give(struct db *d, struct pg_ctx *x)
 {
+	if (x->timed_out) {
+		/* Mid-statement on a server that does not answer: never
+		 * reuse it; the slot reconnects when next taken. */
+		PQfinish(x->conn);
+		x->conn = NULL;
+	}
 	pthread_mutex_lock(&d->lock);
 	d->conns[x->slot] = x->conn;
 	d->busy[x->slot] = 0;
@@ -235,6 +249,64 @@ static int pg_state_is_lost(const char *state)
 {
 	return !strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
 	       !strcmp(state, "57P02") || !strcmp(state, "57P03");
+}
+
+static int64_t pg_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* PQexecParams with a deadline: NULL when sending failed, the connection
+ * broke, or the deadline passed (then the connection is marked lost: it is
+ * mid-statement and gets reset, not reused). Returns the last result. */
+static PGresult *pg_exec_timed(struct pg_ctx *x, const char *sql, int nparams,
+			       const char *const *params)
+{
+	int64_t deadline = pg_now_ms() + x->timeout_ms;
+	PGresult *last = NULL, *r;
+
+	if (!x->timeout_ms)
+		return PQexecParams(x->conn, sql, nparams, NULL, params, NULL,
+				    NULL, 0);
+	if (!PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL, NULL,
+			       0))
+		return NULL;
+	for (;;) {
+		while (PQisBusy(x->conn)) {
+			struct pollfd pfd = {.fd = PQsocket(x->conn),
+					     .events = POLLIN};
+			int64_t left = deadline - pg_now_ms();
+			int n;
+
+			if (left <= 0) {
+				log_error("database: %s: no answer in %d ms; "
+					  "dropping the connection",
+					  x->what, x->timeout_ms);
+				x->lost = 1;
+				x->timed_out = 1;
+				PQclear(last);
+				return NULL;
+			}
+			n = poll(&pfd, 1, (int)left);
+			if (n < 0 && errno != EINTR) {
+				PQclear(last);
+				return NULL;
+			}
+			if (n > 0 && !PQconsumeInput(x->conn)) {
+				PQclear(last);
+				return NULL;
+			}
+		}
+		r = PQgetResult(x->conn);
+		if (!r)
+			break;
+		PQclear(last);
+		last = r;
+	}
+	return last;
 }
 
 /* Runs one statement. On success returns 0 and, when out is not NULL, the
@@ -252,7 +324,7 @@ static int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 
 	if (out)
 		*out = NULL;
-	res = PQexecParams(x->conn, sql, nparams, NULL, params, NULL, NULL, 0);
+	res = pg_exec_timed(x, sql, nparams, params);
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
 		if (out)
@@ -324,10 +396,12 @@ static void pg_rollback(struct pg_ctx *x)
 
 /* Runs fn on a pooled connection, in a transaction when txn is set, with
  * the reconnect and retry policy. Returns fn's result or the failure. */
-static int db_run(struct db *d, const char *what, int txn, int retry_unique,
-		  db_op_fn fn, void *arg)
+static int db_run_timed(struct db *d, const char *what, int txn,
+			int retry_unique, int timeout_ms, db_op_fn fn,
+			void *arg)
 {
-	struct pg_ctx x = {.d = d, .what = what, .retry_unique = retry_unique};
+	struct pg_ctx x = {.d = d, .what = what, .retry_unique = retry_unique,
+			   .timeout_ms = timeout_ms};
 	int rc, attempt = 0, resets = 0;
 
 	rc = pg_take(d, &x);
@@ -357,17 +431,20 @@ static int db_run(struct db *d, const char *what, int txn, int retry_unique,
 			break;
 		if (txn && !x.lost)
 			pg_rollback(&x);
-		if (x.lost && !x.in_commit && !resets) {
+		if (x.lost && !x.in_commit && !resets && !x.timed_out) {
 			resets++;
 			rc = pg_reset(&x);
 			if (rc)
 				break;
 			continue;
 		}
-		if (x.lost && x.in_commit)
+		if (x.lost && x.in_commit) {
 			log_error("database: %s: connection lost at COMMIT, "
 				  "outcome unknown",
 				  what);
+			rc = -EINPROGRESS;
+			break;
+		}
 		if (x.retry && attempt < DB_MAX_RETRIES) {
 			db_backoff(attempt++);
 			continue;
@@ -376,6 +453,13 @@ static int db_run(struct db *d, const char *what, int txn, int retry_unique,
 	}
 	pg_give(d, &x);
 	return rc;
+}
+
+static int db_run(struct db *d, const char *what, int txn, int retry_unique,
+		  db_op_fn fn, void *arg)
+{
+	return db_run_timed(d, what, txn, retry_unique,
+			    DB_STATEMENT_TIMEOUT_MS, fn, arg);
 }
 
 struct db *db_open(const char *conninfo, int pool_size, char *err,
@@ -920,7 +1004,8 @@ int db_migrate(struct db *d)
 	for (i = 0; i < DB_NMIGRATIONS; i++) {
 		if (db_migrations[i].version <= version)
 			continue;
-		rc = db_run(d, "migration", 1, 0, pg_migrate_one,
+		/* Adopting a big seed table may rewrite it: no bound. */
+		rc = db_run_timed(d, "migration", 1, 0, 0, pg_migrate_one,
 			    (void *)&db_migrations[i]);
 		if (rc)
 			return rc;
@@ -1094,8 +1179,9 @@ static int pg_reception_record(struct pg_ctx *x, void *arg)
 	p[9] = r->origin;
 	db_actor_params(r->who, &ap, p + 10);
 	p[14] = a->reason;
-	/* One statement, atomic on its own: a retry after a lost connection
-	 * finds the row it may have written (same etag) and inserts nothing. */
+	/* Inside BEGIN/COMMIT (db_run): a server that stops answering before
+	 * COMMIT is sent rolls back when the connection drops, so a row never
+	 * appears for an upload the caller was told failed. */
 	rc = pg_exec(x, db_sql_record, 15, p, &res);
 	if (rc)
 		goto out;
@@ -1122,7 +1208,7 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 	a.reason = replaced_reason ? replaced_reason : "replaced";
 	/* A unique violation means another writer inserted the live row
 	 * first: run again, and the row is then seen. */
-	rc = db_run(d, "reception record", 0, 1, pg_reception_record, &a);
+	rc = db_run(d, "reception record", 1, 1, pg_reception_record, &a);
 	if (rc)
 		return rc;
 	if (id_out)

@@ -57,6 +57,9 @@ struct reception_new {
 	const struct actor *who; /* NULL for foreign uploads seen by a scan */
 };
 
+/* Functions that commit return -EINPROGRESS when the connection was lost
+ * during COMMIT: the change may or may not be in the database. */
+
 /* Logs one reception. Atomically (one transaction, row lock on the key):
  * if a live row (removed_at IS NULL) for (bucket, key) exists with the same
  * etag (or with a NULL etag: written by another tool), nothing is inserted

@@ -22,11 +22,13 @@ struct fpset {
 	size_t cap, n;
 };
 
-struct foreign_job {
-	char *key;
-	char *etag;
-	uint64_t size;
-	struct foreign_job *next;
+/* Objects seen in a listing and not known to be logged: checked against
+ * the database and logged by the worker, off the caller's path. */
+struct saw_job {
+	char *prefix;
+	struct s3_list_entry *e; /* keys and etags owned by the job */
+	size_t n;
+	struct saw_job *next;
 };
 
 struct reception {
@@ -38,7 +40,7 @@ struct reception {
 	pthread_cond_t cond;
 	struct fpset known;   /* protected by lock: (key, etag) logged */
 	struct fpset pending; /* protected by lock: queued for logging */
-	struct foreign_job *head, *tail; /* protected by lock */
+	struct saw_job *head, *tail; /* protected by lock */
 	int busy;                        /* protected by lock */
 	int stopping;                    /* protected by lock */
 	pthread_t worker;
@@ -142,6 +144,11 @@ static void reception_reason(char *out, size_t len, const char *what,
 	snprintf(out, len, "%s by %s", what, a);
 }
 
+int reception_ready(struct reception *r)
+{
+	return db_ping(r->db);
+}
+
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created)
@@ -166,6 +173,14 @@ int reception_commit(struct reception *r, const char *key,
 		reception_mark_known(r, key, res->etag);
 		return 0;
 	}
+	if (rc == -EINPROGRESS) {
+		/* The row may exist: keep the object it would describe. If
+		 * it does not, the next scan logs the object. */
+		log_error("reception row for %s/%s: outcome unknown (database "
+			  "lost at commit); object kept",
+			  r->cfg->reception_bucket, key);
+		return -EIO;
+	}
 	log_error("reception row for %s/%s not committed: %s",
 		  r->cfg->reception_bucket, key, strerror(-rc));
 	if (created) {
@@ -186,12 +201,19 @@ int reception_remove(struct reception *r, const char *key,
 	char reason[512];
 	int rc;
 
+	/* The row must follow the object: do not delete what could not be
+	 * marked removed (the database being down is the likely failure). */
+	rc = db_ping(r->db);
+	if (rc)
+		return rc;
 	rc = s3_delete(r->s3, r->cfg->reception_bucket, key);
 	if (rc)
 		return rc;
 	reception_reason(reason, sizeof(reason), "deleted", who);
 	rc = db_reception_mark_removed(r->db, r->cfg->reception_bucket, key,
 				       reason);
+	if (rc == -EINPROGRESS)
+		rc = -EIO;
 	if (rc)
 		log_error("%s/%s deleted but its row was not marked removed: "
 			  "%s", r->cfg->reception_bucket, key, strerror(-rc));
@@ -212,6 +234,13 @@ int reception_rename(struct reception *r, const char *from_key,
 	if (rc)
 		return rc;
 	rc = db_reception_rename(r->db, b, from_key, to_key, etag, size, who);
+	if (rc == -EINPROGRESS) {
+		/* The new row may exist: keep both objects; a scan sorts
+		 * out whichever has no row. */
+		log_error("rename %s -> %s: outcome unknown (database lost at "
+			  "commit); both objects kept", from_key, to_key);
+		return -EIO;
+	}
 	if (rc) {
 		int drc = s3_delete(r->s3, b, to_key);
 
@@ -358,6 +387,7 @@ static int live_cmp(const void *a, const void *b)
  * fn for each one that is not logged. */
 static int reception_unlogged(struct reception *r, const char *prefix,
 			      const struct s3_list_entry *e, size_t n,
+			      int skip_pending,
 			      void (*fn)(struct reception *,
 					 const struct s3_list_entry *, void *),
 			      void *arg)
@@ -378,7 +408,8 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 		if (kl == 0 || e[i].key[kl - 1] == '/')
 			continue; /* directory marker */
 		fp = fp_of(e[i].key, e[i].etag);
-		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp))
+		if (fpset_has(&r->known, fp) ||
+		    (skip_pending && fpset_has(&r->pending, fp)))
 			continue;
 		todo[i] = 1;
 		unknown++;
@@ -414,51 +445,61 @@ out:
 	return rc;
 }
 
-static void reception_enqueue(struct reception *r,
-			      const struct s3_list_entry *e, void *arg)
+static void saw_job_free(struct saw_job *j)
 {
-	struct foreign_job *j = calloc(1, sizeof(*j));
-	uint64_t fp = fp_of(e->key, e->etag);
+	size_t i;
 
-	(void)arg;
-	if (!j)
-		return;
-	j->key = strdup(e->key);
-	j->etag = strdup(e->etag);
-	j->size = e->size;
-	if (!j->key || !j->etag) {
-		free(j->key);
-		free(j->etag);
-		free(j);
-		return;
-	}
-	pthread_mutex_lock(&r->lock);
-	if (fpset_has(&r->pending, fp)) {
-		pthread_mutex_unlock(&r->lock);
-		free(j->key);
-		free(j->etag);
-		free(j);
-		return;
-	}
-	fpset_add(&r->pending, fp);
-	if (r->tail)
-		r->tail->next = j;
-	else
-		r->head = j;
-	r->tail = j;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
+	for (i = 0; i < j->n; i++)
+		free(j->e[i].key);
+	free(j->e);
+	free(j->prefix);
+	free(j);
 }
 
 void reception_saw(struct reception *r, const char *prefix,
 		   const struct s3_list_entry *entries, size_t n)
 {
-	int rc = reception_unlogged(r, prefix, entries, n, reception_enqueue,
-				    NULL);
+	struct saw_job *j;
+	size_t i;
 
-	if (rc)
-		log_warn("could not check listed objects against the "
-			 "reception log: %s (will retry)", strerror(-rc));
+	j = calloc(1, sizeof(*j));
+	if (!j)
+		return;
+	j->prefix = strdup(prefix ? prefix : "");
+	j->e = calloc(n ? n : 1, sizeof(*j->e));
+	if (!j->prefix || !j->e)
+		goto drop;
+	pthread_mutex_lock(&r->lock);
+	for (i = 0; i < n; i++) {
+		const struct s3_list_entry *e = &entries[i];
+		size_t kl = strlen(e->key);
+		uint64_t fp;
+
+		if (kl == 0 || e->key[kl - 1] == '/')
+			continue; /* directory marker */
+		fp = fp_of(e->key, e->etag);
+		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp))
+			continue;
+		j->e[j->n] = *e;
+		j->e[j->n].key = strdup(e->key);
+		if (!j->e[j->n].key)
+			break;
+		fpset_add(&r->pending, fp);
+		j->n++;
+	}
+	if (j->n) {
+		if (r->tail)
+			r->tail->next = j;
+		else
+			r->head = j;
+		r->tail = j;
+		pthread_cond_broadcast(&r->cond);
+		j = NULL;
+	}
+	pthread_mutex_unlock(&r->lock);
+drop:
+	if (j)
+		saw_job_free(j);
 }
 
 struct scan_state {
@@ -491,7 +532,7 @@ int reception_scan(struct reception *r, const char *prefix, size_t *logged)
 			 &res);
 	if (rc == 0)
 		rc = reception_unlogged(r, prefix, res.entries, res.n_entries,
-					reception_log_now, &st);
+					1, reception_log_now, &st);
 	s3xml_list_free(&res);
 	if (logged)
 		*logged = st.logged;
@@ -505,7 +546,7 @@ static void *reception_worker(void *arg)
 
 	pthread_mutex_lock(&r->lock);
 	while (!r->stopping) {
-		struct foreign_job *j = r->head;
+		struct saw_job *j = r->head;
 
 		if (!j) {
 			struct timespec ts;
@@ -533,21 +574,24 @@ static void *reception_worker(void *arg)
 		r->busy = 1;
 		pthread_mutex_unlock(&r->lock);
 		{
-			int inserted, rc = reception_log_foreign(r, j->key,
-								 &inserted);
+			struct scan_state st = {0};
+			int rc = reception_unlogged(r, j->prefix, j->e, j->n, 0,
+						    reception_log_now, &st);
+			size_t i;
 
 			if (rc)
-				log_warn("could not log %s/%s yet: %s",
-					 r->cfg->reception_bucket, j->key,
+				log_warn("could not check listed objects "
+					 "against the reception log: %s (will "
+					 "retry when seen again)",
 					 strerror(-rc));
+			pthread_mutex_lock(&r->lock);
+			for (i = 0; i < j->n; i++)
+				fpset_del(&r->pending,
+					  fp_of(j->e[i].key, j->e[i].etag));
 		}
-		pthread_mutex_lock(&r->lock);
-		fpset_del(&r->pending, fp_of(j->key, j->etag));
 		r->busy = 0;
 		pthread_cond_broadcast(&r->cond);
-		free(j->key);
-		free(j->etag);
-		free(j);
+		saw_job_free(j);
 	}
 	pthread_mutex_unlock(&r->lock);
 	return NULL;
@@ -595,12 +639,10 @@ void reception_free(struct reception *r)
 	if (r->worker_started)
 		pthread_join(r->worker, NULL);
 	while (r->head) {
-		struct foreign_job *j = r->head;
+		struct saw_job *j = r->head;
 
 		r->head = j->next;
-		free(j->key);
-		free(j->etag);
-		free(j);
+		saw_job_free(j);
 	}
 	free(r->known.slots);
 	free(r->pending.slots);

@@ -27,6 +27,11 @@ struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
 /* Stops the worker (waits for the object being logged). */
 void reception_free(struct reception *r);
 
+/* Can a change be logged now (is the database answering)? Called before
+ * replacing an object, whose old content cannot be brought back if its
+ * row then fails. 0 or -errno. */
+int reception_ready(struct reception *r);
+
 /* key has just been uploaded (res) into the reception bucket by who: log it.
  * `created` says the key did not exist before. If the row cannot be
  * committed, a created object is deleted again, so no object stays that the

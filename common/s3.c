@@ -26,6 +26,7 @@
 #include "sbuf.h"
 #include "sigv4.h"
 
+#define S3_SLOW_TIMEOUT_MS 900000L /* copy/complete: 15 min */
 #define S3_POOL_MAX 32		    /* easy handles per client */
 #define S3_ERR_BODY_MAX (64 * 1024) /* error bodies: truncated beyond */
 #define S3_XML_BODY_MAX (8 << 20)   /* result bodies: failure beyond */
@@ -87,6 +88,7 @@ struct s3_xfer {
 	off_t body_off;
 	uint64_t body_len;
 	int large;	   /* no total timeout, only the low-speed limit */
+	int slow;	   /* server-side work (copy, complete): long timeout */
 	long quiet_status; /* a final status that is not worth a warning */
 
 	/* response: into range_buf, else to out_fd, else into resp */
@@ -671,7 +673,14 @@ static void s3_setopts(const struct s3_client *c, CURL *h, struct s3_xfer *x,
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
 	if (x->large) {
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 30L);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 20L);
+	} else if (x->slow) {
+		/* A copy or a completion of gigabytes: the server answers
+		 * when it is done (S3 sends spaces meanwhile). */
+		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS,
+				 c->request_timeout_ms > S3_SLOW_TIMEOUT_MS
+					 ? c->request_timeout_ms
+					 : S3_SLOW_TIMEOUT_MS);
 	} else {
 		curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, c->request_timeout_ms);
 	}
@@ -793,7 +802,7 @@ static int s3_perform(struct s3_client *c, struct s3_xfer *x)
 {
 	struct s3_target t = {SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT};
 	CURL *h = NULL;
-	int rc, retry, attempt;
+	int rc, retry, attempt, timeouts = 0;
 	struct timespec ts;
 	long ms;
 
@@ -808,6 +817,10 @@ static int s3_perform(struct s3_client *c, struct s3_xfer *x)
 	for (attempt = 0;; attempt++) {
 		rc = s3_attempt(c, h, x, &t, &retry);
 		if (!rc || !retry || attempt >= c->max_retries)
+			break;
+		/* A server that let one attempt time out is likely to again:
+		 * one more try, so a hung store fails in bounded time. */
+		if (rc == -ETIMEDOUT && ++timeouts > 1)
 			break;
 		ms = s3_backoff_ms(c, attempt);
 		log_warn("s3: %s %s/%s failed (HTTP %ld %s%s%s): retry %d/%d "
@@ -935,7 +948,7 @@ struct s3_client *s3_client_new(const struct s3_config *cfg)
 	c->connect_timeout_ms =
 	    cfg->connect_timeout_ms > 0 ? cfg->connect_timeout_ms : 5000;
 	c->request_timeout_ms =
-	    cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 300000;
+	    cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms : 30000;
 	/* 0 is the default (4); a negative count means no retries. */
 	c->max_retries = cfg->max_retries > 0	? cfg->max_retries
 			 : cfg->max_retries < 0 ? 0
@@ -1435,6 +1448,7 @@ int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 	int rc;
 
 	s3_xfer_init(&x, "POST", bucket, key);
+	x.slow = 1;
 	rc = s3_check(bucket, key, 1);
 	if (!rc && (!upload_id || !n_parts))
 		rc = -EINVAL;
@@ -1525,6 +1539,7 @@ int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
 	struct s3_xfer x;
 
 	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
+	x.slow = 1;
 	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
 			      n_meta, etag_out);
 }
@@ -1540,6 +1555,7 @@ int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
 	char num[16], range[64];
 
 	s3_xfer_init(&x, "PUT", bucket, key);
+	x.slow = 1;
 	if (last < first || s3_part_query(&x, q, num, upload_id, part_number))
 		return -EINVAL;
 	snprintf(range, sizeof(range), "bytes=%llu-%llu",

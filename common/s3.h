@@ -29,8 +29,10 @@ struct s3_config {
 	int verify_tls;            /* 1 by default */
 	const char *ca_file;       /* NULL: system store */
 	long connect_timeout_ms;   /* 0: default 5000 */
-	long request_timeout_ms;   /* per request, 0: default 300000; transfers
-				      also abort below 1 KiB/s for 30 s */
+	long request_timeout_ms;   /* per request, 0: default 30000; copies and
+				      completions get at least 15 min; transfers
+				      abort below 1 KiB/s for 20 s instead.
+				      A timed-out request is retried once. */
 	int max_retries;           /* 0: default 4 (so 5 attempts) */
 	long retry_base_ms;        /* 0: default 100 */
 };

@@ -170,7 +170,11 @@ int ofile_commit(struct ofile *of)
 	meta[0].name = (char *)"mtime";
 	meta[0].value = mtime;
 	cfs_actor(&who);
-	rc = upload_set_key(of->up, rel);
+	/* An overwrite cannot be undone if its row then fails: check first.
+	 * (A new object is simply deleted again in that case.) */
+	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
+	if (rc == 0)
+		rc = upload_set_key(of->up, rel);
 	if (rc == 0)
 		rc = upload_finish(of->up, of->size, meta, 1, &res);
 	if (rc == 0)
