@@ -472,6 +472,21 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 	return cfs_setattr_common(path, &in, what);
 }
 
+/* Links: S3 holds neither. Errors: EROFS (audit/), EPERM elsewhere. */
+static int cfs_symlink(const char *target, const char *path)
+{
+	const char *rel;
+
+	return readonly_errno(cfs_area_of(path, &rel) == AREA_AUDIT
+				      ? AREA_AUDIT
+				      : AREA_ROOT);
+}
+
+static int cfs_link(const char *from, const char *to)
+{
+	return cfs_symlink(from, to);
+}
+
 static int cfs_statfs(const char *path, struct statvfs *sv)
 {
 	memset(sv, 0, sizeof(*sv));
@@ -535,4 +550,6 @@ const struct fuse_operations cfs_ops = {
 	.chown = cfs_chown,
 	.utimens = cfs_utimens,
 	.statfs = cfs_statfs,
+	.symlink = cfs_symlink,
+	.link = cfs_link,
 };

@@ -1,0 +1,479 @@
+"""Faults (SPEC §2 "durable at close", §7): the S3 store or PostgreSQL down. Operations fail
+with an error within a bounded time, nothing half-done is left (no row without its object, no
+unlogged object uploaded through the mount), and the mount recovers when the server returns."""
+import contextlib
+import os
+import subprocess
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+BOUND = 120  # seconds: an error must arrive within this
+
+
+def cp(src, dst, timeout=BOUND):
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(["cp", str(src), str(dst)], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"cp {src} {dst} did not finish within {timeout}s")
+    return p, time.monotonic() - t0
+
+
+def in_child(code, timeout=BOUND):
+    """Run python code in a child (bounded); returns (rc, stdout+stderr, seconds)."""
+    t0 = time.monotonic()
+    try:
+        p = subprocess.run(["/usr/bin/python3", "-c", code], stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"operation did not finish within {timeout}s:\n{code}")
+    return p.returncode, p.stdout, time.monotonic() - t0
+
+
+WRITE_STEPS = r"""
+import os, sys
+p, data = {p!r}, {data!r}
+step = "open"
+try:
+    fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    step = "write"
+    os.write(fd, data)
+    step = "close"
+    os.close(fd)
+    print("OK")
+except OSError as e:
+    print("FAILED at", step, e.errno, e.strerror)
+    sys.exit(3)
+"""
+
+
+def write_steps(path, data):
+    """open/write/close in a child; returns (ok, message, seconds)."""
+    rc, out, secs = in_child(WRITE_STEPS.format(p=path, data=data))
+    return rc == 0, out.strip(), secs
+
+
+def bucket_keys(m, prefix):
+    keys = []
+    for page in m.s3.get_paginator("list_objects_v2").paginate(Bucket=m.reception_bucket,
+                                                               Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
+    return sorted(keys)
+
+
+def get_object(m, key):
+    try:
+        return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
+def rows(m, key):
+    return m.sql_dicts("select * from reception_audit where source_bucket = %s and object_key = %s"
+                       " order by id", (m.reception_bucket, key))
+
+
+def live_rows(m, key):
+    return [r for r in rows(m, key) if r["removed_at"] is None]
+
+
+def assert_consistent(m, key):
+    """The bucket and the table agree on key: no live row without its object (or with other
+    content), at most one live row."""
+    obj = get_object(m, key)
+    live = live_rows(m, key)
+    assert len(live) <= 1, live
+    if obj is None:
+        assert live == [], f"live row for {key!r} but no object: {live}"
+    else:
+        assert len(live) == 1, f"object {key!r} in the bucket but no live row"
+        assert live[0]["sha256"] == m.sha256_bytes(obj), \
+            f"live row of {key!r} describes other content than the bucket holds"
+        assert live[0]["size_bytes"] == len(obj)
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def assert_received(m, key, data):
+    assert get_object(m, key) == data
+    live = live_rows(m, key)
+    assert len(live) == 1 and live[0]["sha256"] == m.sha256_bytes(data), live
+
+
+@contextlib.contextmanager
+def s3_down(m):
+    m.stop_s3()
+    try:
+        yield
+    finally:
+        m.start_s3()
+
+
+@contextlib.contextmanager
+def pg_down(m, mode="fast"):
+    m.stop_pg(mode)
+    try:
+        yield
+    finally:
+        m.start_pg()
+
+
+@pytest.fixture
+def d(mount, uniq):
+    p = os.path.join(mount.inbox, uniq)
+    os.mkdir(p)
+    return p
+
+
+# --------------------------------------------------------------------------- S3 down
+
+def test_s3_down_cp_fails_then_recovers(mount, d, uniq, tmp_path):
+    m = mount
+    src = tmp_path / "f.bin"
+    src.write_bytes(os.urandom(200000))
+    with s3_down(m):
+        p, secs = cp(src, os.path.join(d, "down.bin"))
+        assert p.returncode != 0, f"cp succeeded with the S3 store down ({secs:.1f}s)"
+        assert m.alive()
+    assert m.alive(), "the daemon died while S3 was down"
+    assert rows(m, f"{uniq}/down.bin") == [], "a row was logged for a failed upload"
+    assert_consistent(m, f"{uniq}/down.bin")
+    # back: cp works and is logged
+    p, _ = cp(src, os.path.join(d, "up.bin"))
+    assert p.returncode == 0, p.stderr
+    assert_received(m, f"{uniq}/up.bin", src.read_bytes())
+    # and the failed name can be written now too
+    p, _ = cp(src, os.path.join(d, "down.bin"))
+    assert p.returncode == 0, p.stderr
+    assert_received(m, f"{uniq}/down.bin", src.read_bytes())
+
+
+def test_s3_down_error_reported_no_later_than_close(mount, d, uniq):
+    """close() must not return 0 when the upload failed (FUSE ignores release's result)."""
+    m = mount
+    with s3_down(m):
+        ok, msg, secs = write_steps(os.path.join(d, "closed.bin"), b"x" * 100000)
+    assert not ok, f"open/write/close all returned success with the S3 store down: {msg}"
+    assert secs < BOUND
+    assert rows(m, f"{uniq}/closed.bin") == []
+    assert_consistent(m, f"{uniq}/closed.bin")
+
+
+HOLD_OPEN = r"""
+import os, sys
+fd = os.open({p!r}, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+os.write(fd, {data!r})
+print("written", flush=True)
+sys.stdin.readline()
+try:
+    os.{last}(fd)
+    print("{last} ok", flush=True)
+except OSError as e:
+    print("{last} failed", e.errno, e.strerror, flush=True)
+    sys.exit(3)
+"""
+
+
+def _open_write_then(path, data, last, outage):
+    """open+write with the servers up; then, inside outage(), close (or fsync) in the child.
+    Returns (returncode, output)."""
+    p = subprocess.Popen(["/usr/bin/python3", "-c", HOLD_OPEN.format(p=path, data=data, last=last)],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         text=True)
+    try:
+        assert p.stdout.readline().strip() == "written"
+        with outage:
+            p.stdin.write("go\n")
+            p.stdin.flush()
+            try:
+                out, _ = p.communicate(timeout=BOUND)
+            except subprocess.TimeoutExpired:
+                pytest.fail(f"{last}() did not return within {BOUND}s")
+        return p.returncode, out
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.communicate(timeout=60)
+
+
+def test_s3_down_close_reports_error(mount, d, uniq):
+    """The store goes down between write and close: close() must fail (FUSE ignores release;
+    the error has to come from flush)."""
+    m = mount
+    rc, out = _open_write_then(os.path.join(d, "late.bin"), b"L" * 70000, "close", s3_down(m))
+    assert rc != 0, f"close() returned 0 with the S3 store down: {out}"
+    assert rows(m, f"{uniq}/late.bin") == []
+    assert_consistent(m, f"{uniq}/late.bin")
+    assert m.alive()
+
+
+def test_pg_down_close_reports_error(mount, d, uniq):
+    m = mount
+    rc, out = _open_write_then(os.path.join(d, "late.bin"), b"P" * 70000, "close", pg_down(m))
+    assert rc != 0, f"close() returned 0 with the database down: {out}"
+    assert rows(m, f"{uniq}/late.bin") == []
+    assert f"{uniq}/late.bin" not in bucket_keys(m, f"{uniq}/")
+
+
+def test_s3_down_fsync_reports_error(mount, d, uniq):
+    m = mount
+    rc, out = _open_write_then(os.path.join(d, "fs.bin"), b"y" * 5000, "fsync", s3_down(m))
+    assert rc != 0, f"fsync() returned 0 with the S3 store down: {out}"
+    assert m.alive()
+    assert rows(m, f"{uniq}/fs.bin") == []
+    assert_consistent(m, f"{uniq}/fs.bin")
+
+
+def test_s3_down_existing_file_stays_logged(mount, d, uniq):
+    """rm with the store down fails (the object cannot be deleted) and the row stays live."""
+    m = mount
+    write(os.path.join(d, "keep.txt"), b"keep me")
+    with s3_down(m):
+        rc, out, _ = in_child(f"import os\nos.unlink({os.path.join(d, 'keep.txt')!r})")
+        assert rc != 0, "unlink returned 0 with the S3 store down"
+    assert_received(m, f"{uniq}/keep.txt", b"keep me")
+
+
+def test_s3_down_listing_does_not_hang_or_lie(mount, d, uniq):
+    m = mount
+    write(os.path.join(d, "a.txt"), b"a")
+    time.sleep(3.5)  # past the daemon's listing cache
+    with s3_down(m):
+        time.sleep(3.5)
+        rc, out, secs = in_child(f"import os\nprint(sorted(os.listdir({d!r})))")
+    assert secs < BOUND
+    # an error, or the entries it knows; never an empty directory
+    assert rc != 0 or "a.txt" in out, f"listing with the store down claimed: {out}"
+    assert m.alive()
+    assert sorted(os.listdir(d)) == ["a.txt"]
+
+
+# --------------------------------------------------------------------------- PostgreSQL down
+
+@pytest.mark.parametrize("mode", ["fast", "immediate"])
+def test_pg_down_cp_fails_and_upload_is_removed(mount, d, uniq, tmp_path, mode):
+    m = mount
+    src = tmp_path / "g.bin"
+    src.write_bytes(os.urandom(300000))
+    key = f"{uniq}/nodb.bin"
+    with pg_down(m, mode):
+        p, secs = cp(src, os.path.join(d, "nodb.bin"))
+        assert p.returncode != 0, f"cp succeeded with the database down ({secs:.1f}s)"
+        # the daemon deletes an upload whose row could not be committed
+        assert key not in bucket_keys(m, f"{uniq}/"), \
+            "the bucket holds an object whose row could not be committed"
+        assert m.alive()
+    assert rows(m, key) == []
+    assert_consistent(m, key)
+    # the daemon reconnects
+    p, _ = cp(src, os.path.join(d, "again.bin"))
+    assert p.returncode == 0, p.stderr
+    assert_received(m, f"{uniq}/again.bin", src.read_bytes())
+    p, _ = cp(src, os.path.join(d, "nodb.bin"))
+    assert p.returncode == 0, p.stderr
+    assert_received(m, key, src.read_bytes())
+
+
+def test_pg_down_error_reported_no_later_than_close(mount, d, uniq):
+    m = mount
+    with pg_down(m):
+        ok, msg, secs = write_steps(os.path.join(d, "c.bin"), b"q" * 1000)
+        assert not ok, f"open/write/close all succeeded with the database down: {msg}"
+        assert f"{uniq}/c.bin" not in bucket_keys(m, f"{uniq}/")
+    assert secs < BOUND
+    assert rows(m, f"{uniq}/c.bin") == []
+
+
+def test_pg_down_overwrite_leaves_bucket_and_row_consistent(mount, d, uniq):
+    """Overwriting with the database down fails, and the live row still describes what the
+    bucket holds (it must not keep describing the old content)."""
+    m = mount
+    key = f"{uniq}/over.txt"
+    write(os.path.join(d, "over.txt"), b"old content")
+    assert_received(m, key, b"old content")
+    with pg_down(m):
+        ok, msg, _ = write_steps(os.path.join(d, "over.txt"), b"new content, longer")
+        assert not ok, f"overwrite succeeded with the database down: {msg}"
+    assert m.alive()
+    assert_consistent(m, key)
+
+
+def test_pg_down_rm_leaves_bucket_and_row_consistent(mount, d, uniq):
+    m = mount
+    key = f"{uniq}/del.txt"
+    write(os.path.join(d, "del.txt"), b"to delete")
+    assert_received(m, key, b"to delete")
+    with pg_down(m):
+        rc, out, _ = in_child(f"import os\nos.unlink({os.path.join(d, 'del.txt')!r})")
+        assert rc != 0, "unlink returned 0 with the database down (its row cannot be marked)"
+    assert_consistent(m, key)
+
+
+def test_pg_down_rename_leaves_bucket_and_row_consistent(mount, d, uniq):
+    m = mount
+    write(os.path.join(d, "from.txt"), b"renamed while the db is down")
+    with pg_down(m):
+        rc, out, _ = in_child(f"import os\nos.rename({os.path.join(d, 'from.txt')!r}, "
+                              f"{os.path.join(d, 'to.txt')!r})")
+        assert rc != 0, "rename returned 0 with the database down"
+    assert_consistent(m, f"{uniq}/from.txt")
+    assert_consistent(m, f"{uniq}/to.txt")
+    assert_received(m, f"{uniq}/from.txt", b"renamed while the db is down")
+
+
+def test_pg_restart_between_writes_transparent(mount, d, uniq):
+    """A database restart while idle: the next write works (stale pooled connections are
+    replaced, not handed to the caller as errors)."""
+    m = mount
+    write(os.path.join(d, "before.txt"), b"before")
+    m.stop_pg("fast")
+    m.start_pg()
+    for i in range(10):   # more than the pool size, so every pooled connection is tried
+        write(os.path.join(d, f"after{i}.txt"), b"after %d" % i)
+    for i in range(10):
+        assert_received(m, f"{uniq}/after{i}.txt", b"after %d" % i)
+
+
+# --------------------------------------------------------------------------- S3 errors (proxy)
+# A FaultProxy between the daemon and the S3 server answers what the servers cannot be told to:
+# 503 SlowDown, 500, a 200 OK whose body is an S3 error.
+
+@pytest.fixture
+def proxied(stack, mount_factory):
+    """(mount, proxy): a fresh mount whose S3 endpoint is a FaultProxy."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(os.path.join(m.inbox, "px"))
+        yield m, px
+    finally:
+        px.rule = None
+        px.release.set()
+        # the mount is torn down by mount_factory after this fixture (it was made first)
+        px_close_later.append(px)
+
+
+px_close_later = []
+
+
+@pytest.fixture(autouse=True)
+def _close_proxies():
+    yield
+    while px_close_later:
+        px_close_later.pop().close()
+
+
+def _is_upload_of(key):
+    def rule_match(method, path, headers):
+        return method in ("PUT", "POST") and path.split("?")[0].endswith("/" + key) \
+            and "x-amz-copy-source" not in {k.lower() for k in headers.keys()}
+    return rule_match
+
+
+def test_s3_503_fails_bounded_then_recovers(proxied, tmp_path):
+    from faultproxy import SLOWDOWN
+    m, px = proxied
+    src = tmp_path / "s.bin"
+    src.write_bytes(os.urandom(20000))
+    match = _is_upload_of("px/slow.bin")
+    px.rule = lambda meth, path, h: ("status", 503, SLOWDOWN) if match(meth, path, h) else None
+    p, secs = cp(src, os.path.join(m.inbox, "px", "slow.bin"))
+    assert p.returncode != 0, "cp succeeded while every upload got 503"
+    assert sum(1 for meth, path, a in px.log if a == "status") >= 2, "no retry was made"
+    assert rows(m, "px/slow.bin") == []
+    assert "px/slow.bin" not in bucket_keys(m, "px/")
+    assert m.alive()
+    px.rule = None
+    p, _ = cp(src, os.path.join(m.inbox, "px", "slow.bin"))
+    assert p.returncode == 0, p.stderr
+    assert_received(m, "px/slow.bin", src.read_bytes())
+
+
+def test_s3_transient_503_is_retried(proxied, tmp_path):
+    from faultproxy import SLOWDOWN
+    m, px = proxied
+    src = tmp_path / "t.bin"
+    src.write_bytes(os.urandom(30000))
+    match = _is_upload_of("px/transient.bin")
+    left = [2]
+
+    def rule(meth, path, h):
+        if match(meth, path, h) and left[0] > 0:
+            left[0] -= 1
+            return ("status", 503, SLOWDOWN)
+        return None
+    px.rule = rule
+    p, _ = cp(src, os.path.join(m.inbox, "px", "transient.bin"))
+    assert p.returncode == 0, f"two 503s then success, but cp failed: {p.stderr}"
+    assert left[0] == 0
+    assert_received(m, "px/transient.bin", src.read_bytes())
+    assert len(rows(m, "px/transient.bin")) == 1
+
+
+def test_s3_500_on_read_is_an_error_not_data(proxied):
+    from faultproxy import INTERNAL
+    m, px = proxied
+    data = os.urandom(100000)
+    write(os.path.join(m.inbox, "px", "r.bin"), data)
+    m.restart()   # cold spool: reads go to the bucket
+    px.rule = lambda meth, path, h: (("status", 500, INTERNAL)
+                                     if meth == "GET" and path.split("?")[0].endswith("/px/r.bin")
+                                     else None)
+    rc, out, secs = in_child(f"import sys\nd = open({os.path.join(m.inbox, 'px', 'r.bin')!r},"
+                             f" 'rb').read()\nsys.stdout.write(str(len(d)))")
+    assert rc != 0, f"read returned data ({out}) while every GET answered 500"
+    assert secs < BOUND
+    px.rule = None
+    with open(os.path.join(m.inbox, "px", "r.bin"), "rb") as f:
+        assert f.read() == data
+
+
+def test_s3_200_with_error_body_on_copy_is_an_error(proxied):
+    """A CopyObject answered '200 OK' with an <Error> body failed: a rename that relied on it
+    must fail and lose nothing."""
+    from faultproxy import INTERNAL
+    m, px = proxied
+    data = b"must not be lost"
+    write(os.path.join(m.inbox, "px", "src.txt"), data)
+    px.rule = lambda meth, path, h: (("status", 200, INTERNAL)
+                                     if meth == "PUT" and "x-amz-copy-source"
+                                     in {k.lower() for k in h.keys()} else None)
+    rc, out, _ = in_child(f"import os\nos.rename({os.path.join(m.inbox, 'px', 'src.txt')!r},"
+                          f" {os.path.join(m.inbox, 'px', 'dst.txt')!r})")
+    px.rule = None
+    assert rc != 0, "rename returned 0 although the copy answered 200 with an error body"
+    assert_received(m, "px/src.txt", data)
+    assert live_rows(m, "px/dst.txt") == []
+    assert_consistent(m, "px/dst.txt")
+
+
+def test_s3_200_with_error_body_on_complete_is_an_error(stack, mount_factory, tmp_path):
+    """CompleteMultipartUpload answered '200 OK' + <Error>: the upload failed, close fails and
+    no row claims the object."""
+    from faultproxy import FaultProxy, INTERNAL
+    px = FaultProxy(stack.endpoint)
+    px_close_later.append(px)
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"part_size": str(5 << 20)}})
+    os.mkdir(os.path.join(m.inbox, "mp"))
+    src = tmp_path / "mp.bin"
+    src.write_bytes(os.urandom(12 << 20))
+    px.rule = lambda meth, path, h: (("status", 200, INTERNAL)
+                                     if meth == "POST" and "uploadId=" in path else None)
+    p, secs = cp(src, os.path.join(m.inbox, "mp", "mp.bin"))
+    px.rule = None
+    assert any(meth == "POST" and a == "status" for meth, path, a in px.log), \
+        "no CompleteMultipartUpload was made (multipart path not taken?)"
+    assert p.returncode != 0, "cp succeeded although CompleteMultipartUpload failed"
+    assert live_rows(m, "mp/mp.bin") == []
+    assert_consistent(m, "mp/mp.bin")
