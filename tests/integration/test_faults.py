@@ -7,7 +7,7 @@ import subprocess
 import time
 
 import pytest
-from botocore.exceptions import ClientError
+from checks import bucket_keys, get_object, live_rows, rows, write
 
 BOUND = 120  # seconds: an error must arrive within this
 
@@ -58,32 +58,6 @@ def write_steps(path, data):
     return rc == 0, out.strip(), secs
 
 
-def bucket_keys(m, prefix):
-    keys = []
-    for page in m.s3.get_paginator("list_objects_v2").paginate(Bucket=m.reception_bucket,
-                                                               Prefix=prefix):
-        keys += [o["Key"] for o in page.get("Contents", []) if not o["Key"].endswith("/")]
-    return sorted(keys)
-
-
-def get_object(m, key):
-    try:
-        return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()
-    except ClientError as e:
-        if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
-            return None
-        raise
-
-
-def rows(m, key):
-    return m.sql_dicts("select * from reception_audit where source_bucket = %s and object_key = %s"
-                       " order by id", (m.reception_bucket, key))
-
-
-def live_rows(m, key):
-    return [r for r in rows(m, key) if r["removed_at"] is None]
-
-
 def assert_consistent(m, key):
     """The bucket and the table agree on key: no live row without its object (or with other
     content), at most one live row."""
@@ -97,11 +71,6 @@ def assert_consistent(m, key):
         assert live[0]["sha256"] == m.sha256_bytes(obj), \
             f"live row of {key!r} describes other content than the bucket holds"
         assert live[0]["size_bytes"] == len(obj)
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 def assert_received(m, key, data):

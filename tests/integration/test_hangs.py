@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from checks import rows, write
 
 # The daemon's defaults (5 s connect timeout, 4 retries with backoff) leave room for an error
 # well within this.
@@ -40,16 +41,6 @@ def reap(p, timeout=120):
         except subprocess.TimeoutExpired:
             p.kill()
             p.communicate(timeout=30)
-
-
-def rows(m, key):
-    return m.sql_dicts("select * from reception_audit where source_bucket = %s and object_key = %s"
-                       " order by id", (m.reception_bucket, key))
-
-
-def write(path, data):
-    with open(path, "wb") as f:
-        f.write(data)
 
 
 # --------------------------------------------------------------------------- hung S3

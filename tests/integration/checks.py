@@ -1,0 +1,53 @@
+"""Independent checks shared by the integration tests: what the reception bucket holds (boto3)
+and what reception_audit says (SQL), never through the mount."""
+from botocore.exceptions import ClientError
+
+_MISSING = ("NoSuchKey", "404", "NotFound")
+
+
+def get_object(m, key):
+    """Bytes of the reception object, or None when it does not exist."""
+    try:
+        return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()
+    except ClientError as e:
+        if e.response["Error"]["Code"] in _MISSING:
+            return None
+        raise
+
+
+def head(m, key):
+    try:
+        return m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+    except ClientError as e:
+        if e.response["Error"]["Code"] in _MISSING:
+            return None
+        raise
+
+
+def bucket_keys(m, prefix="", markers=False):
+    """Keys under prefix; directory markers (keys ending in '/') only with markers=True."""
+    keys = []
+    pg = m.s3.get_paginator("list_objects_v2")
+    for page in pg.paginate(Bucket=m.reception_bucket, Prefix=prefix):
+        keys += [o["Key"] for o in page.get("Contents", [])
+                 if markers or not o["Key"].endswith("/")]
+    return sorted(keys)
+
+
+def rows(m, key):
+    return m.sql_dicts("select * from reception_audit where source_bucket = %s and object_key = %s"
+                       " order by id", (m.reception_bucket, key))
+
+
+def live_rows(m, key):
+    return [r for r in rows(m, key) if r["removed_at"] is None]
+
+
+def write(path, data):
+    with open(path, "wb") as f:
+        f.write(data)
+
+
+def read(path):
+    with open(path, "rb") as f:
+        return f.read()
