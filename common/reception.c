@@ -394,11 +394,11 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 {
 	struct reception_live *rows = NULL;
 	size_t n_rows = 0, i, unknown = 0;
-	char *todo;
+	char *unchecked;
 	int rc;
 
-	todo = calloc(n ? n : 1, 1);
-	if (!todo)
+	unchecked = calloc(n ? n : 1, 1);
+	if (!unchecked)
 		return -ENOMEM;
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < n; i++) {
@@ -411,12 +411,12 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 		if (fpset_has(&r->known, fp) ||
 		    (skip_pending && fpset_has(&r->pending, fp)))
 			continue;
-		todo[i] = 1;
+		unchecked[i] = 1;
 		unknown++;
 	}
 	pthread_mutex_unlock(&r->lock);
 	if (!unknown) {
-		free(todo);
+		free(unchecked);
 		return 0;
 	}
 	rc = db_reception_live(r->db, r->cfg->reception_bucket,
@@ -428,7 +428,7 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 	for (i = 0; i < n; i++) {
 		struct reception_live k = {.object_key = e[i].key}, *row = NULL;
 
-		if (!todo[i])
+		if (!unchecked[i])
 			continue;
 		if (n_rows)
 			row = bsearch(&k, rows, n_rows, sizeof(*rows),
@@ -441,7 +441,7 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 	}
 out:
 	db_reception_live_free(rows, n_rows);
-	free(todo);
+	free(unchecked);
 	return rc;
 }
 
