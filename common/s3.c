@@ -5,7 +5,9 @@
  * answer goes (a bounded sbuf for XML and error bodies, a caller buffer for
  * ranges, an fd). s3_perform() takes an easy handle from the client's pool
  * and runs attempts; every attempt is signed afresh (time(NULL)), rewinds
- * its body and resets its sinks. Failures are classified in s3err.c only. */
+ * its body and resets its sinks. Failures are classified in s3err.c only.
+ * Multipart uploads and copies are in s3_multipart.c, over the helpers
+ * declared in s3_internal.h. */
 #include "s3.h"
 
 #include <ctype.h>
@@ -22,6 +24,7 @@
 
 #include "hash.h"
 #include "log.h"
+#include "s3_internal.h"
 #include "s3err.h"
 #include "sbuf.h"
 #include "sigv4.h"
@@ -34,9 +37,6 @@
 #define S3_IO_CHUNK (256 * 1024)    /* largest pread per read callback */
 #define S3_BACKOFF_CAP_MS 5000L
 #define S3_KEY_MAX 1024
-#define S3_COPY_MAX (5ULL << 30) /* CopyObject / single part limit */
-#define S3_PART_DEFAULT (64ULL << 20)
-#define S3_MAX_PARTS 10000
 #define S3_LARGE_RANGE (8u << 20) /* ranges above: no total timeout */
 #define S3_META_PREFIX "x-amz-meta-"
 
@@ -65,57 +65,6 @@ struct s3_client {
 	CURL *free_handles[S3_POOL_MAX];
 	int n_free;
 	int n_handles;
-};
-
-/* Extra headers of one request (signed and sent); strings owned. */
-struct s3_hdrs {
-	struct sigv4_kv *kv;
-	size_t n;
-	size_t cap;
-};
-
-struct s3_xfer {
-	/* request */
-	const char *method;
-	const char *bucket;
-	const char *key; /* NULL: bucket-level request */
-	const struct sigv4_kv *query;
-	size_t n_query;
-	struct s3_hdrs hdrs;
-	const char *payload_hash;
-	const char *body; /* memory body, or NULL: read body_fd */
-	int body_fd;
-	off_t body_off;
-	uint64_t body_len;
-	int large;	   /* no total timeout, only the low-speed limit */
-	int slow;	   /* server-side work (copy, complete): long timeout */
-	long quiet_status; /* a final status that is not worth a warning */
-
-	/* response: into range_buf, else to out_fd, else into resp */
-	char *range_buf;
-	uint64_t range_off;
-	size_t range_len;
-	int out_fd;
-	struct sbuf resp; /* XML result or error body */
-	struct sbuf rhdr; /* header lines of the last response */
-	/* parses a 2xx body; may fail (a 200 with <Error>) */
-	int (*on_ok)(struct s3_xfer *x);
-	char etag[80];
-	char *upload_id;
-	struct s3_error err;
-	char curl_err[CURL_ERROR_SIZE];
-	struct { /* the state of one attempt, zeroed before each */
-		long status;
-		uint64_t body_pos;
-		int body_err; /* errno of a failed pread */
-		size_t range_got;
-		uint64_t range_seen; /* bytes of a 200 body seen */
-		int range_done;	     /* stopped a 200 once the slice was full */
-		uint64_t out_pos;
-		int out_err;	 /* errno of a failed pwrite, or ENOMEM */
-		int resp_over;	 /* result body over S3_XML_BODY_MAX */
-		const char *why; /* failure text, for the log */
-	} at;
 };
 
 /* ---- small helpers ---------------------------------------------------- */
@@ -155,8 +104,7 @@ static int s3_is_2xx(long status)
 	return status >= 200 && status <= 299;
 }
 
-/* Bucket names never hold '/' or control characters; keys fit S3's limit. */
-static int s3_check(const char *bucket, const char *key, int need_key)
+int s3_check(const char *bucket, const char *key, int need_key)
 {
 	const char *p;
 
@@ -172,7 +120,7 @@ static int s3_check(const char *bucket, const char *key, int need_key)
 	return 0;
 }
 
-static int s3_hdrs_add(struct s3_hdrs *h, const char *name, const char *value)
+int s3_hdrs_add(struct s3_hdrs *h, const char *name, const char *value)
 {
 	struct sigv4_kv *kv;
 	char *n, *v;
@@ -211,11 +159,7 @@ static void s3_hdrs_free(struct s3_hdrs *h)
 	memset(h, 0, sizeof(*h));
 }
 
-/* Adds x-amz-meta-NAME headers. Names must be header tokens (lowercased
- * here); values printable ASCII (no control characters, no bytes >= 0x80:
- * signing and header transport are only safe for those): -EINVAL. */
-static int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
-			    size_t n_meta)
+int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta, size_t n_meta)
 {
 	struct sbuf name = SBUF_INIT;
 	const unsigned char *p;
@@ -250,8 +194,8 @@ static int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
 	return rc;
 }
 
-static void s3_xfer_init(struct s3_xfer *x, const char *method,
-			 const char *bucket, const char *key)
+void s3_xfer_init(struct s3_xfer *x, const char *method, const char *bucket,
+		  const char *key)
 {
 	memset(x, 0, sizeof(*x));
 	x->method = method;
@@ -262,7 +206,7 @@ static void s3_xfer_init(struct s3_xfer *x, const char *method,
 	x->out_fd = -1;
 }
 
-static void s3_xfer_free(struct s3_xfer *x)
+void s3_xfer_free(struct s3_xfer *x)
 {
 	s3_hdrs_free(&x->hdrs);
 	sbuf_free(&x->resp);
@@ -797,8 +741,7 @@ static long s3_backoff_ms(const struct s3_client *c, int attempt)
 	return (long)(r % (uint32_t)(cap + 1));
 }
 
-/* Runs x with retries. Returns 0 or -errno; x keeps the last response. */
-static int s3_perform(struct s3_client *c, struct s3_xfer *x)
+int s3_perform(struct s3_client *c, struct s3_xfer *x)
 {
 	struct s3_target t = {SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT};
 	CURL *h = NULL;
@@ -1049,9 +992,8 @@ fail:
 	return rc;
 }
 
-/* Body of x from fd (pread); NULL sha256_hex: UNSIGNED-PAYLOAD. */
-static void s3_xfer_fd(struct s3_xfer *x, int fd, off_t offset, uint64_t len,
-		       const char *sha256_hex)
+void s3_xfer_fd(struct s3_xfer *x, int fd, off_t offset, uint64_t len,
+		const char *sha256_hex)
 {
 	x->body_fd = fd;
 	x->body_off = offset;
@@ -1060,11 +1002,8 @@ static void s3_xfer_fd(struct s3_xfer *x, int fd, off_t offset, uint64_t len,
 	x->payload_hash = sha256_hex ? sha256_hex : "UNSIGNED-PAYLOAD";
 }
 
-/* PutObject or UploadPart of x's body, with meta; ETag from the response
- * header (required for a part: it goes into CompleteMultipartUpload). */
-static int s3_put_common(struct s3_client *c, struct s3_xfer *x,
-			 const struct s3_kv *meta, size_t n_meta,
-			 char *etag_out)
+int s3_put_common(struct s3_client *c, struct s3_xfer *x,
+		  const struct s3_kv *meta, size_t n_meta, char *etag_out)
 {
 	int rc;
 
@@ -1185,9 +1124,8 @@ fail:
 	return rc;
 }
 
-/* DELETE of an object, or of a multipart upload (upload_id non-NULL). */
-static int s3_delete_common(struct s3_client *c, const char *bucket,
-			    const char *key, const char *upload_id)
+int s3_delete_common(struct s3_client *c, const char *bucket, const char *key,
+		     const char *upload_id)
 {
 	struct sigv4_kv q = {"uploadId", upload_id};
 	struct s3_xfer x;
@@ -1344,285 +1282,6 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 		}
 	}
 	free(token);
-	return rc;
-}
-
-/* ---- multipart and copy ----------------------------------------------- */
-
-static int s3_ok_etag_xml(struct s3_xfer *x)
-{
-	return s3xml_parse_etag_result(sbuf_str(&x->resp), x->resp.len, x->etag,
-				       sizeof(x->etag), &x->err);
-}
-
-static int s3_ok_initiate(struct s3_xfer *x)
-{
-	free(x->upload_id);
-	x->upload_id = NULL;
-	return s3xml_parse_initiate(sbuf_str(&x->resp), x->resp.len,
-				    &x->upload_id, &x->err);
-}
-
-int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
-		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
-{
-	struct sigv4_kv q = {"uploads", ""};
-	struct s3_xfer x;
-	int rc;
-
-	*upload_id = NULL;
-	s3_xfer_init(&x, "POST", bucket, key);
-	x.query = &q;
-	x.n_query = 1;
-	x.on_ok = s3_ok_initiate;
-	rc = s3_check(bucket, key, 1);
-	if (!rc)
-		rc = s3_hdrs_add_meta(&x.hdrs, meta, n_meta);
-	if (!rc)
-		rc = s3_perform(c, &x);
-	if (rc)
-		goto fail;
-	*upload_id = x.upload_id;
-	x.upload_id = NULL;
-fail:
-	s3_xfer_free(&x);
-	return rc;
-}
-
-/* The query of UploadPart and UploadPartCopy; num holds 16 bytes. */
-static int s3_part_query(struct s3_xfer *x, struct sigv4_kv q[2], char *num,
-			 const char *upload_id, int part_number)
-{
-	if (!upload_id || part_number < 1 || part_number > S3_MAX_PARTS)
-		return -EINVAL;
-	snprintf(num, 16, "%d", part_number);
-	q[0].name = "partNumber";
-	q[0].value = num;
-	q[1].name = "uploadId";
-	q[1].value = upload_id;
-	x->query = q;
-	x->n_query = 2;
-	return 0;
-}
-
-int s3_mpu_upload_part(struct s3_client *c, const char *bucket, const char *key,
-		       const char *upload_id, int part_number, int fd,
-		       off_t offset, uint64_t len, const char *sha256_hex,
-		       char *etag_out)
-{
-	struct sigv4_kv q[2];
-	struct s3_xfer x;
-	char num[16];
-
-	s3_xfer_init(&x, "PUT", bucket, key);
-	if (fd < 0 || offset < 0 ||
-	    s3_part_query(&x, q, num, upload_id, part_number))
-		return -EINVAL;
-	s3_xfer_fd(&x, fd, offset, len, sha256_hex);
-	return s3_put_common(c, &x, NULL, 0, etag_out);
-}
-
-static int s3_xml_escape(struct sbuf *b, const char *s)
-{
-	static const char *const ent[] = {"&amp;", "&lt;", "&gt;", "&quot;"};
-	static const char special[] = "&<>\"";
-	const char *hit;
-	int rc = 0;
-
-	for (; *s && !rc; s++) {
-		hit = strchr(special, *s);
-		rc = hit ? sbuf_adds(b, ent[hit - special]) : sbuf_addc(b, *s);
-	}
-	return rc;
-}
-
-int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
-		    const char *upload_id, const struct s3_part *parts,
-		    size_t n_parts, char *etag_out)
-{
-	struct sigv4_kv q = {"uploadId", upload_id};
-	struct sbuf body = SBUF_INIT;
-	char sha[HASH_SHA256_HEX];
-	struct s3_xfer x;
-	size_t i;
-	int rc;
-
-	s3_xfer_init(&x, "POST", bucket, key);
-	x.slow = 1;
-	rc = s3_check(bucket, key, 1);
-	if (!rc && (!upload_id || !n_parts))
-		rc = -EINVAL;
-	if (!rc)
-		rc = sbuf_adds(&body, "<CompleteMultipartUpload>");
-	for (i = 0; !rc && i < n_parts; i++) {
-		rc = sbuf_addf(&body,
-			       "<Part><PartNumber>%d</PartNumber>"
-			       "<ETag>&quot;",
-			       parts[i].number);
-		if (!rc)
-			rc = s3_xml_escape(&body, parts[i].etag);
-		if (!rc)
-			rc = sbuf_adds(&body, "&quot;</ETag></Part>");
-	}
-	if (!rc)
-		rc = sbuf_adds(&body, "</CompleteMultipartUpload>");
-	if (!rc)
-		rc = s3_hdrs_add(&x.hdrs, "content-type", "application/xml");
-	if (rc)
-		goto fail;
-	sha256_hex(body.s, body.len, sha);
-	x.query = &q;
-	x.n_query = 1;
-	x.body = body.s;
-	x.body_len = body.len;
-	x.payload_hash = sha;
-	x.on_ok = s3_ok_etag_xml;
-	rc = s3_perform(c, &x);
-	if (!rc && etag_out)
-		memcpy(etag_out, x.etag, sizeof(x.etag));
-fail:
-	sbuf_free(&body);
-	s3_xfer_free(&x);
-	return rc;
-}
-
-int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
-		 const char *upload_id)
-{
-	if (!upload_id)
-		return -EINVAL;
-	return s3_delete_common(c, bucket, key, upload_id);
-}
-
-/* CopyObject (range NULL: metadata COPY, or REPLACE with meta) or, when x
- * has the part query, UploadPartCopy of range "bytes=first-last". */
-static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
-			  const char *src_bucket, const char *src_key,
-			  const char *range, const struct s3_kv *meta,
-			  size_t n_meta, char *etag_out)
-{
-	struct sbuf raw = SBUF_INIT, src = SBUF_INIT;
-	int rc;
-
-	x->on_ok = s3_ok_etag_xml;
-	rc = s3_check(x->bucket, x->key, 1);
-	if (!rc)
-		rc = s3_check(src_bucket, src_key, 1);
-	/* "/bucket/key", the key encoded like a path */
-	if (!rc)
-		rc = sbuf_addf(&raw, "/%s/%s", src_bucket, src_key);
-	if (!rc)
-		rc = sigv4_encode_path(&src, raw.s);
-	if (!rc)
-		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source", src.s);
-	if (!rc && range)
-		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source-range", range);
-	if (!rc && !range)
-		rc = s3_hdrs_add(&x->hdrs, "x-amz-metadata-directive",
-				 meta ? "REPLACE" : "COPY");
-	if (!rc && meta)
-		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
-	if (!rc)
-		rc = s3_perform(c, x);
-	if (!rc && etag_out)
-		memcpy(etag_out, x->etag, sizeof(x->etag));
-	sbuf_free(&raw);
-	sbuf_free(&src);
-	s3_xfer_free(x);
-	return rc;
-}
-
-int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
-	    const char *dst_bucket, const char *dst_key,
-	    const struct s3_kv *replace_meta, size_t n_meta, char *etag_out)
-{
-	struct s3_xfer x;
-
-	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
-	x.slow = 1;
-	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
-			      n_meta, etag_out);
-}
-
-int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
-			    const char *key, const char *upload_id,
-			    int part_number, const char *src_bucket,
-			    const char *src_key, uint64_t first, uint64_t last,
-			    char *etag_out)
-{
-	struct sigv4_kv q[2];
-	struct s3_xfer x;
-	char num[16], range[64];
-
-	s3_xfer_init(&x, "PUT", bucket, key);
-	x.slow = 1;
-	if (last < first || s3_part_query(&x, q, num, upload_id, part_number))
-		return -EINVAL;
-	snprintf(range, sizeof(range), "bytes=%llu-%llu",
-		 (unsigned long long)first, (unsigned long long)last);
-	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0,
-			      etag_out);
-}
-
-int s3_copy_auto(struct s3_client *c, const char *src_bucket,
-		 const char *src_key, const char *dst_bucket,
-		 const char *dst_key, uint64_t size, uint64_t threshold,
-		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
-		 char *etag_out)
-{
-	struct s3_object_info src = {0};
-	struct s3_part *parts = NULL;
-	char *upload_id = NULL;
-	uint64_t off, n_parts, i;
-	int rc;
-
-	if (size <= threshold && size <= S3_COPY_MAX)
-		return s3_copy(c, src_bucket, src_key, dst_bucket, dst_key,
-			       meta, n_meta, etag_out);
-	if (!part_size)
-		part_size = S3_PART_DEFAULT;
-	if (part_size > S3_COPY_MAX)
-		part_size = S3_COPY_MAX;
-	while ((size + part_size - 1) / part_size > S3_MAX_PARTS)
-		part_size *= 2;
-	n_parts = (size + part_size - 1) / part_size;
-	if (!meta) {
-		/* The destination gets the source's metadata. */
-		rc = s3_head(c, src_bucket, src_key, &src);
-		if (rc)
-			goto fail;
-		meta = src.meta;
-		n_meta = src.n_meta;
-	}
-	parts = calloc(n_parts ? n_parts : 1, sizeof(*parts));
-	if (!parts) {
-		rc = -ENOMEM;
-		goto fail;
-	}
-	rc = s3_mpu_create(c, dst_bucket, dst_key, meta, n_meta, &upload_id);
-	if (rc)
-		goto fail;
-	for (i = 0, off = 0; i < n_parts; i++, off += part_size) {
-		uint64_t last = off + part_size - 1;
-
-		if (last >= size)
-			last = size - 1;
-		parts[i].number = (int)i + 1;
-		rc = s3_mpu_upload_part_copy(c, dst_bucket, dst_key, upload_id,
-					     parts[i].number, src_bucket,
-					     src_key, off, last, parts[i].etag);
-		if (rc)
-			goto fail;
-	}
-	rc = s3_mpu_complete(c, dst_bucket, dst_key, upload_id, parts,
-			     (size_t)n_parts, etag_out);
-fail:
-	if (rc && upload_id && s3_mpu_abort(c, dst_bucket, dst_key, upload_id))
-		log_warn("s3: copy to %s/%s: abort of upload failed",
-			 dst_bucket, dst_key);
-	free(upload_id);
-	free(parts);
-	s3_object_info_free(&src);
 	return rc;
 }
 

@@ -1,0 +1,302 @@
+/* s3_multipart.c - multipart uploads and server-side copies, see s3.h.
+ *
+ * Built on the request machinery of s3.c (s3_internal.h): each operation
+ * fills one struct s3_xfer and runs it with s3_perform(). Initiate,
+ * complete and the copies answer with an XML body, which may be a 200 with
+ * <Error>: their on_ok callbacks parse it. s3_copy_auto() picks CopyObject
+ * or a multipart copy by size and aborts the upload when a step fails. */
+#include "s3.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hash.h"
+#include "log.h"
+#include "s3_internal.h"
+#include "sbuf.h"
+#include "sigv4.h"
+
+#define S3_COPY_MAX (5ULL << 30) /* CopyObject / single part limit */
+#define S3_PART_DEFAULT (64ULL << 20)
+#define S3_MAX_PARTS 10000
+
+/* ---- multipart and copy ----------------------------------------------- */
+
+static int s3_ok_etag_xml(struct s3_xfer *x)
+{
+	return s3xml_parse_etag_result(sbuf_str(&x->resp), x->resp.len, x->etag,
+				       sizeof(x->etag), &x->err);
+}
+
+static int s3_ok_initiate(struct s3_xfer *x)
+{
+	free(x->upload_id);
+	x->upload_id = NULL;
+	return s3xml_parse_initiate(sbuf_str(&x->resp), x->resp.len,
+				    &x->upload_id, &x->err);
+}
+
+int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
+		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
+{
+	struct sigv4_kv q = {"uploads", ""};
+	struct s3_xfer x;
+	int rc;
+
+	*upload_id = NULL;
+	s3_xfer_init(&x, "POST", bucket, key);
+	x.query = &q;
+	x.n_query = 1;
+	x.on_ok = s3_ok_initiate;
+	rc = s3_check(bucket, key, 1);
+	if (!rc)
+		rc = s3_hdrs_add_meta(&x.hdrs, meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, &x);
+	if (rc)
+		goto fail;
+	*upload_id = x.upload_id;
+	x.upload_id = NULL;
+fail:
+	s3_xfer_free(&x);
+	return rc;
+}
+
+/* The query of UploadPart and UploadPartCopy; num holds 16 bytes. */
+static int s3_part_query(struct s3_xfer *x, struct sigv4_kv q[2], char *num,
+			 const char *upload_id, int part_number)
+{
+	if (!upload_id || part_number < 1 || part_number > S3_MAX_PARTS)
+		return -EINVAL;
+	snprintf(num, 16, "%d", part_number);
+	q[0].name = "partNumber";
+	q[0].value = num;
+	q[1].name = "uploadId";
+	q[1].value = upload_id;
+	x->query = q;
+	x->n_query = 2;
+	return 0;
+}
+
+int s3_mpu_upload_part(struct s3_client *c, const char *bucket, const char *key,
+		       const char *upload_id, int part_number, int fd,
+		       off_t offset, uint64_t len, const char *sha256_hex,
+		       char *etag_out)
+{
+	struct sigv4_kv q[2];
+	struct s3_xfer x;
+	char num[16];
+
+	s3_xfer_init(&x, "PUT", bucket, key);
+	if (fd < 0 || offset < 0 ||
+	    s3_part_query(&x, q, num, upload_id, part_number))
+		return -EINVAL;
+	s3_xfer_fd(&x, fd, offset, len, sha256_hex);
+	return s3_put_common(c, &x, NULL, 0, etag_out);
+}
+
+static int s3_xml_escape(struct sbuf *b, const char *s)
+{
+	static const char *const ent[] = {"&amp;", "&lt;", "&gt;", "&quot;"};
+	static const char special[] = "&<>\"";
+	const char *hit;
+	int rc = 0;
+
+	for (; *s && !rc; s++) {
+		hit = strchr(special, *s);
+		rc = hit ? sbuf_adds(b, ent[hit - special]) : sbuf_addc(b, *s);
+	}
+	return rc;
+}
+
+int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
+		    const char *upload_id, const struct s3_part *parts,
+		    size_t n_parts, char *etag_out)
+{
+	struct sigv4_kv q = {"uploadId", upload_id};
+	struct sbuf body = SBUF_INIT;
+	char sha[HASH_SHA256_HEX];
+	struct s3_xfer x;
+	size_t i;
+	int rc;
+
+	s3_xfer_init(&x, "POST", bucket, key);
+	x.slow = 1;
+	rc = s3_check(bucket, key, 1);
+	if (!rc && (!upload_id || !n_parts))
+		rc = -EINVAL;
+	if (!rc)
+		rc = sbuf_adds(&body, "<CompleteMultipartUpload>");
+	for (i = 0; !rc && i < n_parts; i++) {
+		rc = sbuf_addf(&body,
+			       "<Part><PartNumber>%d</PartNumber>"
+			       "<ETag>&quot;",
+			       parts[i].number);
+		if (!rc)
+			rc = s3_xml_escape(&body, parts[i].etag);
+		if (!rc)
+			rc = sbuf_adds(&body, "&quot;</ETag></Part>");
+	}
+	if (!rc)
+		rc = sbuf_adds(&body, "</CompleteMultipartUpload>");
+	if (!rc)
+		rc = s3_hdrs_add(&x.hdrs, "content-type", "application/xml");
+	if (rc)
+		goto fail;
+	sha256_hex(body.s, body.len, sha);
+	x.query = &q;
+	x.n_query = 1;
+	x.body = body.s;
+	x.body_len = body.len;
+	x.payload_hash = sha;
+	x.on_ok = s3_ok_etag_xml;
+	rc = s3_perform(c, &x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x.etag, sizeof(x.etag));
+fail:
+	sbuf_free(&body);
+	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
+		 const char *upload_id)
+{
+	if (!upload_id)
+		return -EINVAL;
+	return s3_delete_common(c, bucket, key, upload_id);
+}
+
+/* CopyObject (range NULL: metadata COPY, or REPLACE with meta) or, when x
+ * has the part query, UploadPartCopy of range "bytes=first-last". */
+static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
+			  const char *src_bucket, const char *src_key,
+			  const char *range, const struct s3_kv *meta,
+			  size_t n_meta, char *etag_out)
+{
+	struct sbuf raw = SBUF_INIT, src = SBUF_INIT;
+	int rc;
+
+	x->on_ok = s3_ok_etag_xml;
+	rc = s3_check(x->bucket, x->key, 1);
+	if (!rc)
+		rc = s3_check(src_bucket, src_key, 1);
+	/* "/bucket/key", the key encoded like a path */
+	if (!rc)
+		rc = sbuf_addf(&raw, "/%s/%s", src_bucket, src_key);
+	if (!rc)
+		rc = sigv4_encode_path(&src, raw.s);
+	if (!rc)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source", src.s);
+	if (!rc && range)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source-range", range);
+	if (!rc && !range)
+		rc = s3_hdrs_add(&x->hdrs, "x-amz-metadata-directive",
+				 meta ? "REPLACE" : "COPY");
+	if (!rc && meta)
+		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
+	if (!rc)
+		rc = s3_perform(c, x);
+	if (!rc && etag_out)
+		memcpy(etag_out, x->etag, sizeof(x->etag));
+	sbuf_free(&raw);
+	sbuf_free(&src);
+	s3_xfer_free(x);
+	return rc;
+}
+
+int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
+	    const char *dst_bucket, const char *dst_key,
+	    const struct s3_kv *replace_meta, size_t n_meta, char *etag_out)
+{
+	struct s3_xfer x;
+
+	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
+	x.slow = 1;
+	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
+			      n_meta, etag_out);
+}
+
+int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
+			    const char *key, const char *upload_id,
+			    int part_number, const char *src_bucket,
+			    const char *src_key, uint64_t first, uint64_t last,
+			    char *etag_out)
+{
+	struct sigv4_kv q[2];
+	struct s3_xfer x;
+	char num[16], range[64];
+
+	s3_xfer_init(&x, "PUT", bucket, key);
+	x.slow = 1;
+	if (last < first || s3_part_query(&x, q, num, upload_id, part_number))
+		return -EINVAL;
+	snprintf(range, sizeof(range), "bytes=%llu-%llu",
+		 (unsigned long long)first, (unsigned long long)last);
+	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0,
+			      etag_out);
+}
+
+int s3_copy_auto(struct s3_client *c, const char *src_bucket,
+		 const char *src_key, const char *dst_bucket,
+		 const char *dst_key, uint64_t size, uint64_t threshold,
+		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
+		 char *etag_out)
+{
+	struct s3_object_info src = {0};
+	struct s3_part *parts = NULL;
+	char *upload_id = NULL;
+	uint64_t off, n_parts, i;
+	int rc;
+
+	if (size <= threshold && size <= S3_COPY_MAX)
+		return s3_copy(c, src_bucket, src_key, dst_bucket, dst_key,
+			       meta, n_meta, etag_out);
+	if (!part_size)
+		part_size = S3_PART_DEFAULT;
+	if (part_size > S3_COPY_MAX)
+		part_size = S3_COPY_MAX;
+	while ((size + part_size - 1) / part_size > S3_MAX_PARTS)
+		part_size *= 2;
+	n_parts = (size + part_size - 1) / part_size;
+	if (!meta) {
+		/* The destination gets the source's metadata. */
+		rc = s3_head(c, src_bucket, src_key, &src);
+		if (rc)
+			goto fail;
+		meta = src.meta;
+		n_meta = src.n_meta;
+	}
+	parts = calloc(n_parts ? n_parts : 1, sizeof(*parts));
+	if (!parts) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	rc = s3_mpu_create(c, dst_bucket, dst_key, meta, n_meta, &upload_id);
+	if (rc)
+		goto fail;
+	for (i = 0, off = 0; i < n_parts; i++, off += part_size) {
+		uint64_t last = off + part_size - 1;
+
+		if (last >= size)
+			last = size - 1;
+		parts[i].number = (int)i + 1;
+		rc = s3_mpu_upload_part_copy(c, dst_bucket, dst_key, upload_id,
+					     parts[i].number, src_bucket,
+					     src_key, off, last, parts[i].etag);
+		if (rc)
+			goto fail;
+	}
+	rc = s3_mpu_complete(c, dst_bucket, dst_key, upload_id, parts,
+			     (size_t)n_parts, etag_out);
+fail:
+	if (rc && upload_id && s3_mpu_abort(c, dst_bucket, dst_key, upload_id))
+		log_warn("s3: copy to %s/%s: abort of upload failed",
+			 dst_bucket, dst_key);
+	free(upload_id);
+	free(parts);
+	s3_object_info_free(&src);
+	return rc;
+}
