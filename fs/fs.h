@@ -142,6 +142,9 @@ int ofile_commit(struct ofile *of);    /* upload + log if dirty; -errno */
 int ofile_truncate(struct ofile *of, uint64_t size);
 void ofile_stat(struct ofile *of, struct stat *st);
 void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
+/* At unmount: files still open or local are dropped (uploads aborted,
+ * nothing logged). */
+void ofile_free_all(void);
 
 /* attrs.c-like helpers in ops_attr */
 void attrov_apply(const char *rel, struct stat *st);

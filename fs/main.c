@@ -178,19 +178,8 @@ static int cfs_start_workers(void)
 
 static void cfs_teardown(void)
 {
-	struct ofile *of;
-
 	reception_free(cfs->rcp);
-	/* Open files at unmount: their uploads are aborted, nothing logged. */
-	while ((of = cfs->ofiles) != NULL) {
-		cfs->ofiles = of->next;
-		upload_free(of->up);
-		if (of->fd >= 0)
-			close(of->fd);
-		pthread_mutex_destroy(&of->lock);
-		free(of->rel);
-		free(of);
-	}
+	ofile_free_all();
 	upload_pool_free(cfs->pool);
 	dcache_free_all();
 	db_close(cfs->db);

@@ -57,6 +57,18 @@ static void ofile_free(struct ofile *of)
 	free(of);
 }
 
+void ofile_free_all(void)
+{
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	while ((of = cfs->ofiles) != NULL) {
+		cfs->ofiles = of->next;
+		ofile_free(of);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 struct ofile *ofile_create(const char *rel, int local, int *err)
 {
 	struct ofile *of = calloc(1, sizeof(*of)), *other;
