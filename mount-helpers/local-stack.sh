@@ -53,26 +53,9 @@ fi
 mounted() { grep -qF " $1 " /proc/self/mountinfo 2>/dev/null; }
 
 free_port() { # free_port PREFERRED [OFFSET...]
-  "$PY" - "$@" <<'EOF'
-import socket, sys
-pref, offs = int(sys.argv[1]), [0] + [int(a) for a in sys.argv[2:]]
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-def ok(p): return p + max(offs) < 65000 and all(free(p + o) for o in offs)
-if ok(pref):
-    print(pref)
-else:
-    for _ in range(200):
-        s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-        if ok(p):
-            print(p); break
-EOF
+  local pref=$1
+  shift
+  "$PY" "$SERVERS/free_port.py" --prefer "$pref" "$@"
 }
 
 install_packages() {
@@ -227,8 +210,8 @@ custodyfs is mounted at $MNT
   S3 ($BACKEND): $endpoint  key $key / secret $secret  buckets recepcao-raw, storage-unique
   PostgreSQL: $conninfo
 Try:
-  cp some-file.pdf $MNT/inbox/ && mkdir $MNT/projects/demo && mv $MNT/inbox/some-file.pdf $MNT/projects/demo/
-  cat $MNT/audit/storage_audit.csv
+  cp some-file.pdf $MNT/inbox/ && ls -l $MNT/inbox/
+  psql "$conninfo" -c 'select object_key, size_bytes, sha256, received_by from reception_audit'
 Stop it:   $0 down$( [ "$STATE" = /var/tmp/custodyfs-stack ] || [ "$STATE" = "${XDG_STATE_HOME:-$HOME/.local/state}/custodyfs-stack" ] || printf ' --state %q' "$STATE")
 EOF
 }

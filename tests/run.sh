@@ -76,22 +76,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 free_port() { # free_port [OFFSET...]: a free loopback port P with P+OFFSET free too
-  "$PY" - "$@" <<'EOF'
-import socket, sys
-offs = [0] + [int(a) for a in sys.argv[1:]]
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("127.0.0.1", p)); return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-for _ in range(200):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); p = s.getsockname()[1]; s.close()
-    if p + max(offs) < 65000 and all(free(p + o) for o in offs):
-        print(p); break
-EOF
+  "$PY" "$ROOT/tests/servers/free_port.py" "$@"
 }
 
 # build DIR [MESON_SETUP_ARGS...] -> 0 when DIR holds a fresh build

@@ -1,0 +1,46 @@
+#!/usr/bin/env python3
+"""Prints a free loopback TCP port P such that P+OFFSET is free too for every OFFSET given.
+
+usage: free_port.py [--prefer PORT] [OFFSET...]
+With --prefer, PORT is printed when it (and its offsets) are free; otherwise a random free one.
+"""
+import socket
+import sys
+
+
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def main(argv):
+    prefer = None
+    if argv[:1] == ["--prefer"]:
+        prefer, argv = int(argv[1]), argv[2:]
+    offs = [0] + [int(a) for a in argv]
+
+    def ok(p):
+        return p + max(offs) < 65000 and all(free(p + o) for o in offs)
+
+    if prefer is not None and ok(prefer):
+        print(prefer)
+        return 0
+    for _ in range(200):
+        s = socket.socket()
+        s.bind(("127.0.0.1", 0))
+        p = s.getsockname()[1]
+        s.close()
+        if ok(p):
+            print(p)
+            return 0
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
