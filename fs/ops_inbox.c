@@ -727,8 +727,11 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 			rc = reception_rename(cfs->rcp, from, to,
 					      (uint64_t)sf.st_size, &who,
 					      etag);
-			if (rc == 0)
+			if (rc == 0) {
 				ofile_rebase(from, to);
+				dcache_upsert(to, 0, (uint64_t)sf.st_size,
+					      sf.st_mtime, etag);
+			}
 		}
 		ofile_put(of);
 		if (rc)
