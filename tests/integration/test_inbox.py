@@ -647,6 +647,26 @@ def test_rename_while_open(mount, d, uniq):
     assert live_rows(m, f"{uniq}/draft.txt") == []
 
 
+def test_renamed_while_open_visible_after_close(mount, d, uniq):
+    """Written, synced, renamed, closed with no more writes: the new name must be found at
+    once (past the kernel's 1 s caches, inside the daemon's listing cache), not only after the
+    next directory listing."""
+    m = mount
+    os.listdir(d)  # the daemon now holds a fresh listing of d without final2.txt
+    f = open(os.path.join(d, "draft2.txt"), "wb")
+    try:
+        f.write(b"synced then renamed\n")
+        f.flush()
+        os.fsync(f.fileno())
+        os.rename(os.path.join(d, "draft2.txt"), os.path.join(d, "final2.txt"))
+    finally:
+        f.close()
+    time.sleep(1.2)
+    assert os.stat(os.path.join(d, "final2.txt")).st_size == 20
+    assert read(os.path.join(d, "final2.txt")) == b"synced then renamed\n"
+    check_received(m, f"{uniq}/final2.txt", b"synced then renamed\n")
+
+
 def test_temp_renamed_while_open(mount, d, uniq):
     m = mount
     f = open(os.path.join(d, "doc.odt.tmp"), "wb")
