@@ -114,29 +114,14 @@ def spool_bytes(pid, spool):
 # --------------------------------------------------------------------------- commands
 
 def cmd_freeport(a):
-    import socket
-    offs = [int(x) for x in a.offsets.split(",")]
-
-    def free(p):
-        s = socket.socket()
-        try:
-            s.bind(("127.0.0.1", p))
-            return True
-        except OSError:
-            return False
-        finally:
-            s.close()
-
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p + max(offs) < 65000 and all(free(p + o) for o in offs):
-            print(p)
-            return 0
-    print("no free port", file=sys.stderr)
-    return 1
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "servers"))
+    import free_port  # tests/servers/free_port.py
+    p = free_port.find([int(x) for x in a.offsets.split(",")])
+    if p is None:
+        print("no free port", file=sys.stderr)
+        return 1
+    print(p)
+    return 0
 
 
 def cmd_gen(a):

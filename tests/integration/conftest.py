@@ -87,7 +87,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -109,6 +108,8 @@ from botocore.exceptions import ClientError  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 SERVERS = REPO / "tests" / "servers"
+sys.path.insert(0, str(SERVERS))
+import free_port as _free_port_script  # noqa: E402  (tests/servers/free_port.py)
 BIN = os.environ.get("CUSTODYFS_BIN") or str(REPO / "build" / "fs" / "custodyfs")
 BACKEND = os.environ.get("CUSTODYFS_S3_BACKEND", "s3rver")
 KEEP_TMP = os.environ.get("CUSTODYFS_KEEP_TMP") == "1"
@@ -174,27 +175,12 @@ def wait_until(fn, timeout=10.0, interval=0.1, what="condition"):
         time.sleep(interval)
 
 
-def _port_free(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    try:
-        s.bind(("127.0.0.1", port))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-
-
 def free_port(offsets=(0,)):
     """A port P such that P+o is free on 127.0.0.1 for every o in offsets."""
-    for _ in range(200):
-        s = socket.socket()
-        s.bind(("127.0.0.1", 0))
-        p = s.getsockname()[1]
-        s.close()
-        if p + max(offsets) < 65000 and all(_port_free(p + o) for o in offsets):
-            return p
-    raise HarnessError("no free port")
+    p = _free_port_script.find(offsets)
+    if p is None:
+        raise HarnessError("no free port")
+    return p
 
 
 def sha256_file(path):

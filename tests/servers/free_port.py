@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Prints a free loopback TCP port P such that P+OFFSET is free too for every OFFSET given.
 
-usage: free_port.py [--prefer PORT] [OFFSET...]
+usage: free_port.py [--prefer PORT] [OFFSET...]   (or import it: free_port.find())
 With --prefer, PORT is printed when it (and its offsets) are free; otherwise a random free one.
 """
 import socket
@@ -19,27 +19,36 @@ def free(p):
         s.close()
 
 
-def main(argv):
-    prefer = None
-    if argv[:1] == ["--prefer"]:
-        prefer, argv = int(argv[1]), argv[2:]
-    offs = [0] + [int(a) for a in argv]
+def find(offsets=(0,), prefer=None):
+    """A port P such that P+o is free on 127.0.0.1 for every o in offsets (0 is always
+    included): prefer when it qualifies, else a random free one; None when none is found."""
+    offs = [0] + [int(o) for o in offsets]
 
     def ok(p):
         return p + max(offs) < 65000 and all(free(p + o) for o in offs)
 
     if prefer is not None and ok(prefer):
-        print(prefer)
-        return 0
+        return prefer
     for _ in range(200):
         s = socket.socket()
         s.bind(("127.0.0.1", 0))
         p = s.getsockname()[1]
         s.close()
         if ok(p):
-            print(p)
-            return 0
-    return 1
+            return p
+    return None
+
+
+def main(argv):
+    prefer = None
+    if argv[:1] == ["--prefer"]:
+        prefer, argv = int(argv[1]), argv[2:]
+    p = find(argv, prefer)
+    if p is None:
+        print("no free port", file=sys.stderr)
+        return 1
+    print(p)
+    return 0
 
 
 if __name__ == "__main__":
