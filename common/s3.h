@@ -25,20 +25,23 @@ struct s3_config {
 	const char *access_key_id;
 	const char *secret_access_key;
 	const char *session_token; /* NULL unless temporary credentials */
-	int path_style;            /* 1: endpoint/bucket/key; 0: bucket.host */
-	int verify_tls;            /* 1 by default */
-	const char *ca_file;       /* NULL: system store */
+	int path_style;		   /* 1: endpoint/bucket/key; 0: bucket.host */
+	int verify_tls;		   /* 1 by default */
+	const char *ca_file;	   /* NULL: system store */
 	long connect_timeout_ms;   /* 0: default 5000 */
 	long request_timeout_ms;   /* per request, 0: default 30000; copies and
 				      completions get at least 15 min; transfers
 				      abort below 1 KiB/s for 20 s instead.
 				      A timed-out request is retried once. */
-	int max_retries;           /* 0: default 4 (so 5 attempts) */
-	long retry_base_ms;        /* 0: default 100 */
+	int max_retries;	   /* 0: default 4 (so 5 attempts) */
+	long retry_base_ms;	   /* 0: default 100 */
 };
 
+/* User metadata. Values are UTF-8 text without control characters; those
+ * beyond what a header carries travel RFC 2047-encoded and are decoded when
+ * read (s3_head), so any such value round-trips. */
 struct s3_kv {
-	char *name;  /* metadata name without "x-amz-meta-", lowercase */
+	char *name; /* metadata name without "x-amz-meta-", lowercase */
 	char *value;
 };
 
@@ -74,8 +77,8 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key,
 /* PUT of len bytes read from fd at offset (pread; never all in memory).
  * sha256_hex is the payload's SHA-256 (signed into the request). meta may be
  * NULL. etag_out (80 bytes) may be NULL. */
-int s3_put_fd(struct s3_client *c, const char *bucket, const char *key,
-	      int fd, off_t offset, uint64_t len, const char *sha256_hex,
+int s3_put_fd(struct s3_client *c, const char *bucket, const char *key, int fd,
+	      off_t offset, uint64_t len, const char *sha256_hex,
 	      const struct s3_kv *meta, size_t n_meta, char *etag_out);
 
 /* PUT of a small in-memory body (directory markers, tests). */
@@ -112,10 +115,10 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 /* Multipart upload. *upload_id is malloc'd (caller frees). */
 int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
 		  const struct s3_kv *meta, size_t n_meta, char **upload_id);
-int s3_mpu_upload_part(struct s3_client *c, const char *bucket,
-		       const char *key, const char *upload_id, int part_number,
-		       int fd, off_t offset, uint64_t len,
-		       const char *sha256_hex, char *etag_out);
+int s3_mpu_upload_part(struct s3_client *c, const char *bucket, const char *key,
+		       const char *upload_id, int part_number, int fd,
+		       off_t offset, uint64_t len, const char *sha256_hex,
+		       char *etag_out);
 int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 		    const char *upload_id, const struct s3_part *parts,
 		    size_t n_parts, char *etag_out);

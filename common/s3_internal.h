@@ -80,10 +80,12 @@ int s3_check(const char *bucket, const char *key, int need_key);
 int s3_hdrs_add(struct s3_hdrs *h, const char *name, const char *value);
 
 /* Adds x-amz-meta-NAME headers. Names must be header tokens (lowercased
- * here); values printable ASCII (no control characters, no bytes >= 0x80:
- * signing and header transport are only safe for those): -EINVAL. 0 or
- * -EINVAL/-ENOMEM; on failure h may hold the first of them (the caller
- * gives the request up). */
+ * here); values UTF-8 text without control characters (else -EINVAL).
+ * A value that a header cannot carry as it is (bytes >= 0x80, blanks at
+ * either end, or one starting "=?") is sent as an RFC 2047 encoded word
+ * "=?UTF-8?B?...?=", as AWS S3 itself stores and returns such values;
+ * s3_head() decodes it. 0 or -EINVAL/-ENOMEM; on failure h may hold the
+ * first of them (the caller gives the request up). */
 int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
 		     size_t n_meta);
 

@@ -25,7 +25,7 @@ struct upload_pool {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct part_job *head, *tail; /* protected by lock */
-	int stopping;                 /* protected by lock */
+	int stopping;		      /* protected by lock */
 	int n_threads;
 	pthread_t *threads;
 };
@@ -40,15 +40,15 @@ struct upload {
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	int pending;           /* protected by lock: jobs queued or running */
-	int error;             /* protected by lock: first part error, errno */
+	int pending;	       /* protected by lock: jobs queued or running */
+	int error;	       /* protected by lock: first part error, errno */
 	struct s3_part *parts; /* protected by lock: parts[i].number = i + 1 */
 	size_t n_parts, cap_parts; /* protected by lock */
 
 	/* Only the owning caller thread touches the rest. */
 	char *upload_id; /* multipart upload in flight, or NULL */
-	int broken;      /* stream no longer matches the spool */
-	uint64_t seen;   /* bytes hashed so far */
+	int broken;	 /* stream no longer matches the spool */
+	uint64_t seen;	 /* bytes hashed so far */
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
@@ -70,10 +70,10 @@ static void upload_run_job(struct part_job *j)
 			rc = -ENOMEM;
 		while (!rc && done < j->len) {
 			size_t want = j->len - done > (1 << 20)
-					      ? (1 << 20)
-					      : (size_t)(j->len - done);
-			ssize_t n = pread(u->fd, buf, want,
-					  j->off + (off_t)done);
+					  ? (1 << 20)
+					  : (size_t)(j->len - done);
+			ssize_t n =
+			    pread(u->fd, buf, want, j->off + (off_t)done);
 
 			if (n < 0 && errno == EINTR)
 				continue;
@@ -311,8 +311,8 @@ static int upload_close_part(struct upload *u)
 	if (n + 1 >= UPLOAD_MAX_PARTS)
 		return -EFBIG;
 	sha256_final_hex(u->part_sha, sha);
-	rc = upload_queue_part(u, (off_t)u->part_start,
-			       u->seen - u->part_start, sha);
+	rc = upload_queue_part(u, (off_t)u->part_start, u->seen - u->part_start,
+			       sha);
 	if (rc)
 		return rc;
 	u->part_start = u->seen;
@@ -345,8 +345,8 @@ int upload_write(struct upload *u, const void *data, size_t len, off_t off)
 
 			if (rc) {
 				log_warn("streaming upload of %s/%s: %s; will "
-					 "upload at close", u->bucket, u->key,
-					 strerror(-rc));
+					 "upload at close",
+					 u->bucket, u->key, strerror(-rc));
 				u->broken = 1;
 				return 0;
 			}
@@ -438,8 +438,13 @@ static int upload_complete(struct upload *u, char *etag)
 	return rc;
 }
 
-/* The stream is whole: finish the multipart upload it started (or PUT the
- * single part), then set the metadata. */
+/* The stream is whole and its hashes are in res: PUT the single part with
+ * the metadata and hashes, or complete the multipart upload it started.
+ * That upload was created before the hashes (or the caller's metadata)
+ * were known, so the object goes without them: the reception row is their
+ * record. Completing is the last request: the object is never rewritten
+ * afterwards (no self-copy), so once it holds the new content the caller
+ * knows it. */
 static int upload_finish_stream(struct upload *u, uint64_t size,
 				const struct s3_kv *all, size_t n_all,
 				struct upload_result *res)
@@ -461,13 +466,7 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	rc = upload_wait_parts(u);
 	if (rc)
 		return rc;
-	rc = upload_complete(u, res->etag);
-	if (rc)
-		return rc;
-	/* The metadata (hashes) is only known now: set it by copying the
-	 * object onto itself with REPLACE (metadata-only on most stores). */
-	return s3_copy_auto(u->s3, u->bucket, u->key, u->bucket, u->key, size,
-			    5ULL << 30, u->part_size, all, n_all, res->etag);
+	return upload_complete(u, res->etag);
 }
 
 /* The stream is broken: hash the spool and upload it all again. */
@@ -505,9 +504,8 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	if (rc)
 		goto out;
 	for (off = 0; off < size && !rc; off += part)
-		rc = upload_queue_part(u, (off_t)off,
-				       size - off < part ? size - off : part,
-				       NULL);
+		rc = upload_queue_part(
+		    u, (off_t)off, size - off < part ? size - off : part, NULL);
 	if (!rc)
 		rc = upload_wait_parts(u);
 	if (!rc)
@@ -536,13 +534,20 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 			 : -ENOMEM;
 	}
 	free(all);
-	if (rc)
+	if (rc) {
 		log_error("upload of %s/%s (%llu bytes) failed: %s", u->bucket,
 			  u->key, (unsigned long long)size, strerror(-rc));
-	/* Whatever happened, the next version is uploaded from the spool;
-	 * a failed multipart upload is aborted here. */
-	upload_reset(u, 1);
-	return rc;
+		/* A failed multipart upload is aborted here; the next
+		 * attempt uploads from the spool. */
+		upload_reset(u, 1);
+		return rc;
+	}
+	/* After an empty version (the first close of `echo x > f` or of
+	 * `dd`, whose writes then start at 0) the next one streams from
+	 * offset 0 again. After a non-empty version the hash states are
+	 * gone: the next version is hashed and uploaded from the spool. */
+	upload_reset(u, size != 0);
+	return 0;
 }
 
 void upload_free(struct upload *u)

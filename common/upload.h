@@ -7,7 +7,9 @@
  * to a worker of the upload_pool, which PUTs it from the spool with pread
  * (multipart upload), so the object is mostly uploaded by the time the file
  * is closed. A non-sequential write or a truncate calls upload_invalidate():
- * upload_finish() then rehashes the spool and uploads it again.
+ * upload_finish() then rehashes the spool and uploads it again. No object
+ * is ever copied onto itself: hashes go into metadata only where the upload
+ * allows it (see upload_finish).
  *
  * Knows S3 (s3.h) but no database and no FUSE. An upload is used by one
  * thread at a time (the caller serialises append/invalidate/finish); the
@@ -62,12 +64,24 @@ void upload_restart(struct upload *u);
  * multipart upload already started for the old key. */
 int upload_set_key(struct upload *u, const char *key);
 
-/* Makes the object hold exactly the spool's `size` bytes: waits for part
- * uploads, completes (or uploads from the spool if invalidated), and sets
- * the metadata: meta[] plus "xxh128" and "sha256". Fills *res. After it
- * returns 0 the upload is reset, ready to stream the next version of the
- * file (a later write starts over). -errno on failure; nothing half-done is
- * left behind (failed multipart uploads are aborted). */
+/* Makes the object hold exactly the spool's `size` bytes and fills *res
+ * (size, xxh128, sha256 as computed here from the bytes, etag). Waits for
+ * the part uploads, then:
+ *  - streamed, one part: a single PUT with meta[] plus "xxh128"/"sha256";
+ *  - streamed, multipart: CompleteMultipartUpload; the upload was created
+ *    before the hashes and meta[] were known, so the object carries no
+ *    metadata (res, i.e. the caller's audit row, is the hashes' record);
+ *  - not streamed (invalidated): the spool is hashed first, then PUT, or
+ *    uploaded in parts with meta[] plus the hashes given at create.
+ * The last request is the PUT or the completion: nothing rewrites the
+ * object afterwards (no copy onto itself), so a failure never leaves a new
+ * object behind a reported error except when the completion itself is
+ * ambiguous (its answer lost). -errno on failure; a failed multipart
+ * upload is aborted, and the next finish uploads from the spool.
+ * After success: if size was 0, streaming starts over from offset 0 (the
+ * first close of `echo x > f`/`dd` commits an empty file, then the real
+ * writes stream); otherwise the next version is uploaded from the spool.
+ * The caller still owns meta[]. */
 int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 		  size_t n_meta, struct upload_result *res);
 
