@@ -119,9 +119,18 @@ int s3_mpu_upload_part(struct s3_client *c, const char *bucket, const char *key,
 		       const char *upload_id, int part_number, int fd,
 		       off_t offset, uint64_t len, const char *sha256_hex,
 		       char *etag_out);
+/* CompleteMultipartUpload of parts[] (ascending numbers). When the request
+ * fails after it may have reached the server (an answer lost, then a retry
+ * told NoSuchUpload), the object is read back: if its ETag is the S3
+ * multipart ETag of exactly these parts (s3_mpu_etag), the completion did
+ * happen and this returns 0. Stores whose ETags differ (s3rver) keep the
+ * error: never a success that is not proven. */
 int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 		    const char *upload_id, const struct s3_part *parts,
 		    size_t n_parts, char *etag_out);
+/* The ETag S3 gives the completion of parts[] (their ETags must be MD5 hex):
+ * hex MD5 of the parts' binary MD5s, "-N". 0 or -EINVAL/-ENOMEM. */
+int s3_mpu_etag(const struct s3_part *parts, size_t n_parts, char out[80]);
 int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
 		 const char *upload_id);
 

@@ -12,6 +12,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/evp.h>
+
 #include "hash.h"
 #include "log.h"
 #include "s3_internal.h"
@@ -111,6 +113,66 @@ static int s3_xml_escape(struct sbuf *b, const char *s)
 	return rc;
 }
 
+int s3_mpu_etag(const struct s3_part *parts, size_t n_parts, char out[80])
+{
+	unsigned char md[EVP_MAX_MD_SIZE], bin[16];
+	unsigned int md_len = 0;
+	EVP_MD_CTX *ctx;
+	size_t i, j;
+	int rc = 0;
+
+	if (!n_parts || n_parts > S3_MAX_PARTS)
+		return -EINVAL;
+	ctx = EVP_MD_CTX_new();
+	if (!ctx || !EVP_DigestInit_ex(ctx, EVP_md5(), NULL)) {
+		EVP_MD_CTX_free(ctx);
+		return -ENOMEM;
+	}
+	for (i = 0; !rc && i < n_parts; i++) {
+		const char *e = parts[i].etag;
+
+		if (strlen(e) != 32)
+			rc = -EINVAL;
+		for (j = 0; !rc && j < 16; j++) {
+			unsigned v;
+
+			if (sscanf(e + 2 * j, "%2x", &v) != 1)
+				rc = -EINVAL;
+			bin[j] = (unsigned char)v;
+		}
+		if (!rc && !EVP_DigestUpdate(ctx, bin, sizeof(bin)))
+			rc = -ENOMEM;
+	}
+	if (!rc && !EVP_DigestFinal_ex(ctx, md, &md_len))
+		rc = -ENOMEM;
+	EVP_MD_CTX_free(ctx);
+	if (rc)
+		return rc;
+	hex_encode(md, md_len, out);
+	snprintf(out + 2 * md_len, 80 - 2 * md_len, "-%zu", n_parts);
+	return 0;
+}
+
+/* The completion failed as far as we know (its answer lost, then a retry
+ * told NoSuchUpload; or the retries ran out): is the object nonetheless
+ * exactly these parts? Only an S3-style multipart ETag proves it. */
+static int s3_mpu_completed_anyway(struct s3_client *c, const char *bucket,
+				   const char *key, const struct s3_part *parts,
+				   size_t n_parts, char *etag_out)
+{
+	struct s3_object_info info;
+	char want[80];
+	int same;
+
+	if (s3_mpu_etag(parts, n_parts, want) || s3_head(c, bucket, key, &info))
+		return 0;
+	same = !strcmp(info.etag, want);
+	s3_object_info_free(&info);
+	if (same && etag_out)
+		memcpy(etag_out, want, sizeof(want));
+	return same;
+}
+
 int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 		    const char *upload_id, const struct s3_part *parts,
 		    size_t n_parts, char *etag_out)
@@ -155,6 +217,16 @@ int s3_mpu_complete(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_perform(c, &x);
 	if (!rc && etag_out)
 		memcpy(etag_out, x.etag, sizeof(x.etag));
+	if (rc && rc != -ENOMEM &&
+	    s3_mpu_completed_anyway(c, bucket, key, parts, n_parts, etag_out)) {
+		log_warn("s3: completion of %s/%s: its answer was lost (%s) "
+			 "but the object is exactly the %zu parts: complete",
+			 bucket, key, strerror(-rc), n_parts);
+		rc = 0;
+		/* If it was not this request that completed it, no parts
+		 * stay behind (NoSuchUpload otherwise: nothing to do). */
+		(void)s3_delete_common(c, bucket, key, upload_id);
+	}
 fail:
 	sbuf_free(&body);
 	s3_xfer_free(&x);

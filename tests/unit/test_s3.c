@@ -475,13 +475,18 @@ struct fake {
 	pthread_mutex_t lock;
 	int requests;  /* protected by lock */
 	char code[64]; /* protected by lock: the <Error> code to answer */
+	/* protected by lock: when set, the "lost completion" store: POST
+	 * (complete) answers 404 NoSuchUpload, HEAD a 10-byte object with
+	 * this ETag */
+	char head_etag[80];
 };
 
 static struct fake F;
 
 /* Reads one request (headers, then Content-Length bytes) from fd. Returns
- * 1 for a request that asked for an XML result (POST, or a copy). */
-static int fake_read_request(int fd, int *ok)
+ * 1 for a request that asked for an XML result (POST, or a copy); *method
+ * gets its first letter. */
+static int fake_read_request(int fd, int *ok, char *method)
 {
 	char buf[65536];
 	size_t have = 0;
@@ -512,6 +517,7 @@ static int fake_read_request(int fd, int *ok)
 			return 0;
 		body -= n;
 	}
+	*method = buf[0];
 	xml = !strncmp(buf, "POST ", 5) ||
 	      strcasestr(buf, "\r\nx-amz-copy-source:") != NULL;
 	*ok = 1;
@@ -522,19 +528,36 @@ static void *fake_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		char resp[1024], body[512], code[64];
+		char resp[1024], body[512], code[64], etag[80], m = 0;
 		int fd = accept(F.lfd, NULL, NULL), ok, xml;
+		const char *status = "200 OK";
 
 		if (fd < 0)
 			return NULL;
-		xml = fake_read_request(fd, &ok);
+		xml = fake_read_request(fd, &ok, &m);
 		pthread_mutex_lock(&F.lock);
 		F.requests++;
 		snprintf(code, sizeof(code), "%s", F.code);
+		snprintf(etag, sizeof(etag), "%s", F.head_etag);
 		pthread_mutex_unlock(&F.lock);
 		if (!ok) {
 			close(fd);
 			continue;
+		}
+		if (etag[0] && m == 'H') {
+			snprintf(resp, sizeof(resp),
+				 "HTTP/1.1 200 OK\r\nETag: \"%s\"\r\n"
+				 "Content-Length: 10\r\nConnection: close"
+				 "\r\n\r\n",
+				 etag);
+			if (write(fd, resp, strlen(resp)) < 0)
+				(void)0;
+			close(fd);
+			continue;
+		}
+		if (etag[0]) {
+			status = "404 Not Found";
+			snprintf(code, sizeof(code), "NoSuchUpload");
 		}
 		if (xml)
 			snprintf(body, sizeof(body),
@@ -546,10 +569,10 @@ static void *fake_main(void *arg)
 		else
 			body[0] = '\0';
 		snprintf(resp, sizeof(resp),
-			 "HTTP/1.1 200 OK\r\nETag: \"0123\"\r\n"
+			 "HTTP/1.1 %s\r\nETag: \"0123\"\r\n"
 			 "Content-Type: application/xml\r\n"
 			 "Content-Length: %zu\r\nConnection: close\r\n\r\n%s",
-			 strlen(body), body);
+			 status, strlen(body), body);
 		if (write(fd, resp, strlen(resp)) < 0)
 			(void)0;
 		close(fd);
@@ -601,10 +624,11 @@ static struct s3_client *fake_client(void)
 	return s3_client_new(&c);
 }
 
-static void fake_set(const char *code)
+static void fake_set(const char *code, const char *head_etag)
 {
 	pthread_mutex_lock(&F.lock);
 	snprintf(F.code, sizeof(F.code), "%s", code);
+	snprintf(F.head_etag, sizeof(F.head_etag), "%s", head_etag);
 	F.requests = 0;
 	pthread_mutex_unlock(&F.lock);
 }
@@ -628,13 +652,13 @@ static void test_200_with_error(void **state)
 	(void)state;
 	assert_non_null(c);
 	/* positive control: a plain 200 to a PUT is a success */
-	fake_set("AccessDenied");
+	fake_set("AccessDenied", "");
 	assert_int_equal(s3_put_buf(c, "b", "k", "x", 1, NULL, 0, etag), 0);
 	assert_string_equal(etag, "0123");
 	assert_int_equal(fake_requests(), 1);
 
 	/* not retryable: one request each, the mapped errno */
-	fake_set("AccessDenied");
+	fake_set("AccessDenied", "");
 	assert_int_equal(s3_mpu_complete(c, "b", "k", "id", &part, 1, etag),
 			 -EACCES);
 	assert_int_equal(s3_copy(c, "b", "src", "b", "dst", NULL, 0, etag),
@@ -647,10 +671,52 @@ static void test_200_with_error(void **state)
 	assert_int_equal(fake_requests(), 4);
 
 	/* retryable (InternalError): 1 + max_retries attempts, then EIO */
-	fake_set("InternalError");
+	fake_set("InternalError", "");
 	assert_int_equal(s3_mpu_complete(c, "b", "k", "id", &part, 1, etag),
 			 -EIO);
 	assert_int_equal(fake_requests(), 3);
+	s3_client_free(c);
+}
+
+/* A completion whose answer is lost (the retry hears NoSuchUpload) is a
+ * success only when the object's ETag proves it is exactly these parts. */
+static void test_complete_answer_lost(void **state)
+{
+	struct s3_client *c = fake_client();
+	struct s3_part parts[2] = {
+	    {1, "0cc175b9c0f1b6a831c399e269772661"}, /* md5("a") */
+	    {2, "92eb5ffee6ae2fec3ad71c777531578f"}, /* md5("b") */
+	};
+	char etag[80] = "", want[80];
+	unsigned char bin[32];
+	size_t i;
+
+	(void)state;
+	assert_non_null(c);
+	/* the multipart ETag, computed here independently */
+	for (i = 0; i < 32; i++) {
+		unsigned v;
+
+		assert_int_equal(
+		    sscanf(parts[i / 16].etag + 2 * (i % 16), "%2x", &v), 1);
+		bin[i] = (unsigned char)v;
+	}
+	md5_hex(bin, 32, want);
+	strcat(want, "-2");
+	assert_int_equal(s3_mpu_etag(parts, 2, etag), 0);
+	assert_string_equal(etag, want);
+
+	/* the object is the completion of these parts: success */
+	fake_set("", want);
+	etag[0] = '\0';
+	assert_int_equal(s3_mpu_complete(c, "b", "k", "id", parts, 2, etag), 0);
+	assert_string_equal(etag, want);
+	/* it is something else (another writer, a store whose ETags differ):
+	 * the error stands */
+	fake_set("", "0cc175b9c0f1b6a831c399e269772661");
+	assert_int_equal(s3_mpu_complete(c, "b", "k", "id", parts, 2, etag),
+			 -ENOENT);
+	fake_set("", "");
 	s3_client_free(c);
 }
 
@@ -668,6 +734,7 @@ int main(int argc, char **argv)
 	};
 	const struct CMUnitTest local[] = {
 	    cmocka_unit_test(test_200_with_error),
+	    cmocka_unit_test(test_complete_answer_lost),
 	};
 	int rc;
 
