@@ -9,6 +9,7 @@
  * streamed multipart object has a "-N" ETag and no hash metadata (the
  * audit row is the hashes' record; nothing copies the object onto itself
  * to add them); a single PUT or a re-upload from the spool carries them. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -320,6 +321,20 @@ static void test_failure_then_retry(void **state)
 	spool_close(&s);
 }
 
+/* A failed assertion leaves its spool file behind: remove them all. */
+static void spool_cleanup(void)
+{
+	DIR *d = opendir(spool_dir);
+	struct dirent *e;
+
+	while (d && (e = readdir(d)) != NULL)
+		if (!strncmp(e->d_name, "spool", 5))
+			unlinkat(dirfd(d), e->d_name, 0);
+	if (d)
+		closedir(d);
+	rmdir(spool_dir);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest tests[] = {
@@ -347,6 +362,6 @@ int main(int argc, char **argv)
 	rc = cmocka_run_group_tests_name("upload", tests, NULL, NULL);
 	upload_pool_free(pool);
 	s3_client_free(T.s3);
-	rmdir(spool_dir);
+	spool_cleanup();
 	return rc;
 }
