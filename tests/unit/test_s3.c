@@ -479,14 +479,48 @@ struct fake {
 	 * (complete) answers 404 NoSuchUpload, HEAD a 10-byte object with
 	 * this ETag */
 	char head_etag[80];
+	int list_mode; /* protected by lock: how to answer ListObjectsV2 */
 };
 
 static struct fake F;
 
+enum { LIST_PAGES = 1, LIST_NO_TOKEN, LIST_SAME_TOKEN, LIST_ERROR };
+
+#define LIST_HEAD                                                              \
+	"<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"                         \
+	"<ListBucketResult><Name>b</Name><EncodingType>url</EncodingType>"
+#define LIST_KEY(k) "<Contents><Key>" k "</Key><Size>1</Size></Contents>"
+
+/* The ListObjectsV2 answer for request line `line` in mode `mode`. */
+static void fake_list(int mode, const char *line, char *body, size_t n)
+{
+	/* the token holds characters the client must encode in the query */
+	int page2 = strstr(line, "continuation-token=tok%2F1%2B%3D") != NULL;
+
+	if (mode == LIST_ERROR)
+		snprintf(body, n, "<Error><Code>AccessDenied</Code></Error>");
+	else if (mode == LIST_PAGES && page2)
+		snprintf(body, n,
+			 LIST_HEAD
+			 "<IsTruncated>false</IsTruncated>" LIST_KEY("c")
+			     LIST_KEY("d%%2Be%%20f") "</ListBucketResult>");
+	else if (mode == LIST_NO_TOKEN)
+		snprintf(body, n,
+			 LIST_HEAD "<IsTruncated>true</IsTruncated>" LIST_KEY(
+			     "a") "</ListBucketResult>");
+	else
+		snprintf(body, n,
+			 LIST_HEAD "<IsTruncated>true</IsTruncated>"
+				   "<NextContinuationToken>tok/1+="
+				   "</NextContinuationToken>" LIST_KEY("a")
+				       LIST_KEY("b") "</ListBucketResult>");
+}
+
 /* Reads one request (headers, then Content-Length bytes) from fd. Returns
  * 1 for a request that asked for an XML result (POST, or a copy); *method
  * gets its first letter. */
-static int fake_read_request(int fd, int *ok, char *method)
+static int fake_read_request(int fd, int *ok, char *method, char *line,
+			     size_t line_len)
 {
 	char buf[65536];
 	size_t have = 0;
@@ -518,6 +552,7 @@ static int fake_read_request(int fd, int *ok, char *method)
 		body -= n;
 	}
 	*method = buf[0];
+	snprintf(line, line_len, "%.*s", (int)strcspn(buf, "\r\n"), buf);
 	xml = !strncmp(buf, "POST ", 5) ||
 	      strcasestr(buf, "\r\nx-amz-copy-source:") != NULL;
 	*ok = 1;
@@ -528,15 +563,17 @@ static void *fake_main(void *arg)
 {
 	(void)arg;
 	for (;;) {
-		char resp[1024], body[512], code[64], etag[80], m = 0;
-		int fd = accept(F.lfd, NULL, NULL), ok, xml;
+		char resp[4096], body[2048], code[64], etag[80], line[512];
+		char m = 0;
+		int fd = accept(F.lfd, NULL, NULL), ok, xml, list_mode;
 		const char *status = "200 OK";
 
 		if (fd < 0)
 			return NULL;
-		xml = fake_read_request(fd, &ok, &m);
+		xml = fake_read_request(fd, &ok, &m, line, sizeof(line));
 		pthread_mutex_lock(&F.lock);
 		F.requests++;
+		list_mode = F.list_mode;
 		snprintf(code, sizeof(code), "%s", F.code);
 		snprintf(etag, sizeof(etag), "%s", F.head_etag);
 		pthread_mutex_unlock(&F.lock);
@@ -559,7 +596,9 @@ static void *fake_main(void *arg)
 			status = "404 Not Found";
 			snprintf(code, sizeof(code), "NoSuchUpload");
 		}
-		if (xml)
+		if (list_mode && strstr(line, "list-type=2"))
+			fake_list(list_mode, line, body, sizeof(body));
+		else if (xml)
 			snprintf(body, sizeof(body),
 				 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
 				 "<Error><Code>%s</Code><Message>injected"
@@ -629,6 +668,7 @@ static void fake_set(const char *code, const char *head_etag)
 	pthread_mutex_lock(&F.lock);
 	snprintf(F.code, sizeof(F.code), "%s", code);
 	snprintf(F.head_etag, sizeof(F.head_etag), "%s", head_etag);
+	F.list_mode = 0;
 	F.requests = 0;
 	pthread_mutex_unlock(&F.lock);
 }
@@ -720,6 +760,56 @@ static void test_complete_answer_lost(void **state)
 	s3_client_free(c);
 }
 
+static void fake_set_list(int mode)
+{
+	fake_set("", "");
+	pthread_mutex_lock(&F.lock);
+	F.list_mode = mode;
+	pthread_mutex_unlock(&F.lock);
+}
+
+/* s3_list_all follows continuation tokens (encoded in the query) across
+ * pages and decodes url-encoded keys; a truncated page without a new token
+ * or with the same one again is an error, not an endless loop or a short
+ * listing; a 200 whose body is <Error> is an error. */
+static void test_list_all_pages(void **state)
+{
+	struct s3_client *c = fake_client();
+	struct s3_list_result r = {0};
+
+	(void)state;
+	assert_non_null(c);
+	fake_set_list(LIST_PAGES);
+	assert_int_equal(s3_list_all(c, "b", NULL, NULL, 0, &r), 0);
+	assert_int_equal(fake_requests(), 2);
+	assert_int_equal(r.n_entries, 4);
+	assert_int_equal(r.truncated, 0);
+	assert_string_equal(r.entries[0].key, "a");
+	assert_string_equal(r.entries[1].key, "b");
+	assert_string_equal(r.entries[2].key, "c");
+	assert_string_equal(r.entries[3].key, "d+e f");
+	s3xml_list_free(&r);
+
+	memset(&r, 0, sizeof(r));
+	fake_set_list(LIST_NO_TOKEN);
+	assert_int_equal(s3_list_all(c, "b", NULL, NULL, 0, &r), -EPROTO);
+	s3xml_list_free(&r);
+
+	memset(&r, 0, sizeof(r));
+	fake_set_list(LIST_SAME_TOKEN);
+	assert_int_equal(s3_list_all(c, "b", NULL, NULL, 0, &r), -EPROTO);
+	assert_int_equal(fake_requests(), 2);
+	s3xml_list_free(&r);
+
+	memset(&r, 0, sizeof(r));
+	fake_set_list(LIST_ERROR);
+	assert_int_equal(s3_list_all(c, "b", NULL, NULL, 0, &r), -EACCES);
+	assert_int_equal(r.n_entries, 0);
+	s3xml_list_free(&r);
+	fake_set("", "");
+	s3_client_free(c);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest server[] = {
@@ -735,6 +825,7 @@ int main(int argc, char **argv)
 	const struct CMUnitTest local[] = {
 	    cmocka_unit_test(test_200_with_error),
 	    cmocka_unit_test(test_complete_answer_lost),
+	    cmocka_unit_test(test_list_all_pages),
 	};
 	int rc;
 
