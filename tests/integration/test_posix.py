@@ -522,3 +522,28 @@ def test_chmod_and_utimens_are_seen_by_stat(mount, d, uniq):
     assert read(p) == b"meta"
     # metadata changes are not receptions
     assert_stored(m, f"{uniq}/f", b"meta", [b"meta"])
+
+
+def test_create_mode_and_chmod_survive_writes(mount, d, uniq):
+    """open(O_CREAT, mode) and mkdir(mode) give that mode (less the umask), and a mode set
+    by chmod stays after the file is written again (pjdfstest open/00, mkdir/00, chmod/12)."""
+    m = mount
+    old = os.umask(0o022)
+    try:
+        fd = os.open(os.path.join(d, "f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o751)
+        try:
+            assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o751 & ~0o022
+            os.write(fd, b"one")
+        finally:
+            os.close(fd)
+        assert stat.S_IMODE(os.stat(os.path.join(d, "f")).st_mode) == 0o751 & ~0o022
+        os.mkdir(os.path.join(d, "sub"), 0o710)
+        assert stat.S_IMODE(os.stat(os.path.join(d, "sub")).st_mode) == 0o710
+    finally:
+        os.umask(old)
+    p = os.path.join(d, "f")
+    os.chmod(p, 0o600)
+    with open(p, "ab") as f:
+        f.write(b" two")
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
+    assert_stored(m, f"{uniq}/f", b"one two", [b"one", b"one two"])
