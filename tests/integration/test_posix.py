@@ -551,3 +551,20 @@ def test_create_mode_and_chmod_survive_writes(mount, d, uniq):
         f.write(b" two")
     assert stat.S_IMODE(os.stat(p).st_mode) == 0o600
     assert_stored(m, f"{uniq}/f", b"one two", [b"one", b"one two"])
+
+
+def test_chmod_chown_utime_change_ctime(mount, d, uniq):
+    """A metadata change is a status change: ctime moves forward (pjdfstest chmod/00,
+    chown/00); the content and its rows do not change."""
+    m = mount
+    p = os.path.join(d, "f")
+    write(p, b"ctime")
+    for change in (lambda: os.chmod(p, 0o640), lambda: os.chown(p, 1234, 1234),
+                   lambda: os.utime(p, (1_600_000_000, 1_600_000_000))):
+        before = os.stat(p).st_ctime_ns
+        time.sleep(1.1)  # let the clock move past the file's ctime (second granularity)
+        change()
+        after = os.stat(p).st_ctime_ns
+        assert after > before, f"ctime {before} -> {after}"
+    assert read(p) == b"ctime"
+    assert_stored(m, f"{uniq}/f", b"ctime", [b"ctime"])
