@@ -19,12 +19,12 @@ from checks import bucket_keys, get_object, read, rows, write
 
 # --------------------------------------------------------------------------- helpers
 
-def err(fn, *codes):
+def err(fn, *codes, what=""):
     """fn() must fail with one of codes; returns the errno."""
     with pytest.raises(OSError) as ei:
         fn()
-    assert ei.value.errno in codes, \
-        f"expected {[errno.errorcode[c] for c in codes]}, got {errno.errorcode.get(ei.value.errno)}"
+    assert ei.value.errno in codes, f"{what}: expected {[errno.errorcode[c] for c in codes]}, " \
+        f"got {errno.errorcode.get(ei.value.errno)}"
     return ei.value.errno
 
 
@@ -463,10 +463,12 @@ def test_component_over_255_bytes(mount, d, uniq):
     err(lambda: os.open(lp, os.O_WRONLY | os.O_CREAT, 0o644), errno.ENAMETOOLONG)
     err(lambda: os.mkdir(lp), errno.ENAMETOOLONG)
     # every path operation, not only creation, refuses such a name (pjdfstest */02.t)
-    for op in (os.stat, os.unlink, os.rmdir, lambda q: os.truncate(q, 0),
-               lambda q: os.chmod(q, 0o600), lambda q: os.chown(q, 0, 0),
-               lambda q: os.utime(q, (1, 1)), lambda q: os.open(q, os.O_RDONLY)):
-        err(lambda: op(lp), errno.ENAMETOOLONG)
+    for what, op in (("stat", os.stat), ("unlink", os.unlink), ("rmdir", os.rmdir),
+                     ("truncate", lambda q: os.truncate(q, 0)),
+                     ("chmod", lambda q: os.chmod(q, 0o600)), ("chown", lambda q: os.chown(q, 0, 0)),
+                     ("utime", lambda q: os.utime(q, (1, 1))),
+                     ("open", lambda q: os.open(q, os.O_RDONLY))):
+        err(lambda: op(lp), errno.ENAMETOOLONG, what=f"{what} of a 256-byte name")
     write(os.path.join(d, "short"), b"s")
     err(lambda: os.rename(os.path.join(d, "short"), lp), errno.ENAMETOOLONG)
     # 255 bytes is fine (also as UTF-8: 85 three-byte characters)
@@ -559,12 +561,13 @@ def test_chmod_chown_utime_change_ctime(mount, d, uniq):
     m = mount
     p = os.path.join(d, "f")
     write(p, b"ctime")
-    for change in (lambda: os.chmod(p, 0o640), lambda: os.chown(p, 1234, 1234),
-                   lambda: os.utime(p, (1_600_000_000, 1_600_000_000))):
+    for what, change in (("chmod", lambda: os.chmod(p, 0o640)),
+                         ("chown", lambda: os.chown(p, 1234, 1234)),
+                         ("utime", lambda: os.utime(p, (1_600_000_000, 1_600_000_000)))):
         before = os.stat(p).st_ctime_ns
         time.sleep(1.1)  # let the clock move past the file's ctime (second granularity)
         change()
         after = os.stat(p).st_ctime_ns
-        assert after > before, f"ctime {before} -> {after}"
+        assert after > before, f"{what}: ctime {before} -> {after}"
     assert read(p) == b"ctime"
     assert_stored(m, f"{uniq}/f", b"ctime", [b"ctime"])
