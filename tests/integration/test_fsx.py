@@ -9,12 +9,11 @@ ones included) are exactly one per close that wrote, each with the size and SHA-
 model at that close, only the last one live.
 
 Bounded: the operation count and the file size are fixed (MAX_LEN), so a run takes seconds."""
-import hashlib
 import os
 import random
 
 import pytest
-from checks import get_object, read, rows
+from checks import expected_history, get_object, history, read, rows
 
 MAX_LEN = 3 << 20          # the file never grows past this
 MAX_IO = 64 << 10          # longest single read or write
@@ -116,21 +115,12 @@ class Fsx:
         self._check_size()
 
 
-def _history(m, key):
-    return [(r["size_bytes"], r["sha256"], r["removed_at"] is None) for r in rows(m, key)]
-
-
-def _expect(commits):
-    return [(len(b), hashlib.sha256(b).hexdigest(), i == len(commits) - 1)
-            for i, b in enumerate(commits)]
-
-
 def _check_store(m, key, model, commits):
     got = get_object(m, key)
     assert got is not None, f"{key!r} is not in the bucket"
     assert len(got) == len(model) and got == bytes(model), \
         f"bucket holds {len(got)} bytes, model {len(model)}; equal: {got == bytes(model)}"
-    assert _history(m, key) == _expect(commits), f"rows of {key!r}: {rows(m, key)}"
+    assert history(m, key) == expected_history(commits), f"rows of {key!r}: {rows(m, key)}"
 
 
 @pytest.mark.parametrize("seed", [20261130, 7])

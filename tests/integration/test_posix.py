@@ -14,7 +14,7 @@ import stat
 import time
 
 import pytest
-from checks import bucket_keys, get_object, read, rows, write
+from checks import bucket_keys, expected_history, get_object, history, read, rows, write
 
 
 # --------------------------------------------------------------------------- helpers
@@ -32,24 +32,17 @@ def sha(b):
     return hashlib.sha256(b).hexdigest()
 
 
-def history(m, key):
-    """Every row of key, oldest first: (size, sha256, live?)."""
-    return [(r["size_bytes"], r["sha256"], r["removed_at"] is None) for r in rows(m, key)]
-
-
 def assert_stored(m, key, data, hist):
     """The bucket holds data under key and the rows of key are exactly hist, a list of
     contents (bytes) oldest first, the last one live and all others removed."""
     assert get_object(m, key) == data, f"{key!r}: bucket does not hold the expected {len(data)} bytes"
-    want = [(len(b), sha(b), i == len(hist) - 1) for i, b in enumerate(hist)]
-    assert history(m, key) == want, f"rows of {key!r}: {rows(m, key)}"
+    assert history(m, key) == expected_history(hist), f"rows of {key!r}: {rows(m, key)}"
 
 
 def assert_gone(m, key, hist):
     """No object under key; its rows are exactly hist (contents, oldest first), all removed."""
     assert get_object(m, key) is None, f"{key!r} is still in the bucket"
-    want = [(len(b), sha(b), False) for b in hist]
-    assert history(m, key) == want, f"rows of {key!r}: {rows(m, key)}"
+    assert history(m, key) == expected_history(hist, live_last=False), f"rows of {key!r}: {rows(m, key)}"
 
 
 def ls(d):
