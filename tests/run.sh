@@ -9,6 +9,10 @@
 #     -Db_sanitize=address,undefined, its meson tests, and the integration tests on s3rver
 # and prints, as its last line, "N passed, N failed" summed over all of them (a build that
 # fails counts as one failed test). Exits non-zero when anything failed.
+# Skipped checks are never counted as passed: each step's line says "N passed, N failed,
+# N skipped" (pytest skips and xfails; meson SKIP results and TAP "# SKIP" subtests), and the
+# line before the last gives the total skipped. A meson run that ran no test at all (e.g. the
+# unit tests were not built) is a failure, not an empty success.
 #
 # Env:  CI=true                      werror build + sanitizer pass
 #       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
@@ -50,14 +54,16 @@ OUT=$(mktemp -d /tmp/custodyfs-run-XXXXXX)
 chmod 755 "$OUT"
 PASS=0
 FAIL=0
+SKIP=0
 SUMMARY=()
 T0=$(date +%s)
 
 say() { printf '\n==== %s ====\n' "$*"; }
-record() { # NAME PASSED FAILED [NOTE]
+record() { # NAME PASSED FAILED SKIPPED [NOTE]
   PASS=$((PASS + $2))
   FAIL=$((FAIL + $3))
-  SUMMARY+=("$(printf '%-34s %4d passed, %4d failed%s' "$1" "$2" "$3" "${4:+  ($4)}")")
+  SKIP=$((SKIP + $4))
+  SUMMARY+=("$(printf '%-34s %4d passed, %4d failed, %4d skipped%s' "$1" "$2" "$3" "$4" "${5:+  ($5)}")")
 }
 
 C_SERVERS=$OUT/c-servers
@@ -90,21 +96,22 @@ build() {
     local wipe=()
     [ -d "$dir/meson-private" ] && wipe=(--wipe)
     if ! meson setup "${wipe[@]}" "$dir" "${args[@]}"; then
-      record "build $dir (meson setup)" 0 1 "see output above"
+      record "build $dir (meson setup)" 0 1 0 "see output above"
       return 1
     fi
   fi
   if ! meson compile -C "$dir"; then
-    record "build $dir (compile)" 0 1 "see output above"
+    record "build $dir (compile)" 0 1 0 "see output above"
     return 1
   fi
-  record "build $dir" 1 0
+  record "build $dir" 1 0 0
 }
 
 # meson_tests DIR LABEL: run meson test, count from its summary
 meson_tests() {
-  local dir=$1 label=$2 log=$OUT/meson-test-$2.log rc ok fail xfail upass skip tmo
+  local dir=$1 label=$2 log=$OUT/meson-test-$2.log rc ok fail xfail upass skip tmo tapskip note=
   say "meson test -C $dir"
+  rm -f "$dir/meson-logs/testlog.json"
   meson test -C "$dir" --print-errorlogs 2>&1 | tee "$log"
   rc=${PIPESTATUS[0]}
   num() { sed -n "s/^$1:[[:space:]]*\([0-9][0-9]*\).*/\1/p" "$log" | tail -n1; }
@@ -114,12 +121,35 @@ meson_tests() {
   upass=$(num 'Unexpected Pass')
   skip=$(num 'Skipped')
   tmo=$(num 'Timeout')
-  ok=$((${ok:-0} + ${xfail:-0}))
+  ok=${ok:-0}
+  skip=$((${skip:-0} + ${xfail:-0})) # an expected failure did not pass either
   fail=$((${fail:-0} + ${upass:-0} + ${tmo:-0}))
+  # TAP subtests reported "ok N ... # SKIP" inside a test that meson counts as Ok
+  tapskip=$("$PY" - "$dir/meson-logs/testlog.json" <<'EOF'
+import json, re, sys
+n = 0
+try:
+    for line in open(sys.argv[1]):
+        out = json.loads(line).get("stdout") or ""
+        n += len(re.findall(r"^ok\b[^\n]*#\s*skip", out, re.M | re.I))
+except (OSError, ValueError):
+    pass
+print(n)
+EOF
+  )
+  if [ "${tapskip:-0}" -gt 0 ]; then
+    skip=$((skip + tapskip))
+    note="$tapskip TAP subtests skipped"
+  fi
   if [ "$rc" -ne 0 ] && [ "$fail" -eq 0 ]; then
     fail=1 # meson itself failed (no summary)
+    note="${note:+$note, }meson test exit $rc"
   fi
-  record "meson test ($label)" "$ok" "$fail" "${skip:-0} skipped"
+  if [ $((ok + fail + skip)) -eq 0 ] || grep -q '^No tests defined' "$log"; then
+    fail=$((fail + 1)) # no test ran at all: the unit tests were not built
+    note="${note:+$note, }NO TESTS RAN"
+  fi
+  record "meson test ($label)" "$ok" "$fail" "$skip" "$note"
 }
 
 # start the servers the C tests may use; export their coordinates
@@ -204,20 +234,19 @@ try:
     root = ET.parse(sys.argv[1]).getroot()
 except Exception:
     print("0 0 0"); sys.exit()
-p = f = s = 0
+# a test whose teardown errs after a failed call has two <testcase> entries: count it once
+state = {}
 for tc in root.iter("testcase"):
     tags = {c.tag for c in tc}
-    if tags & {"failure", "error"}:
-        f += 1
-    elif "skipped" in tags:
-        s += 1
-    else:
-        p += 1
-print(p, f, s)
+    k = (tc.get("classname"), tc.get("name"))
+    v = 2 if tags & {"failure", "error"} else 1 if "skipped" in tags else 0
+    state[k] = max(state.get(k, 0), v)
+vals = list(state.values())
+print(vals.count(0), vals.count(2), vals.count(1))
 EOF
   )
   read -r p f s <<<"$counts"
-  local note="${s} skipped, $(($(date +%s) - t)) s"
+  local note="$(($(date +%s) - t)) s"
   if [ "$rc" -eq 124 ] || [ "$rc" -eq 137 ]; then
     f=$((f + 1))
     note="$note, TIMED OUT after ${PYTEST_TIMEOUT}s"
@@ -225,7 +254,11 @@ EOF
     f=1 # pytest failed without a failing test case (collection/usage/internal error)
     note="$note, pytest exit $rc"
   fi
-  record "integration $label" "$p" "$f" "$note"
+  if [ $((p + f + s)) -eq 0 ]; then
+    f=$((f + 1)) # nothing ran (pytest exit 5: no tests collected)
+    note="$note, NO TESTS RAN"
+  fi
+  record "integration $label" "$p" "$f" "$s" "$note"
 }
 
 # ---------------------------------------------------------------------------- the run
@@ -264,5 +297,6 @@ fi
 
 say "summary ($(($(date +%s) - T0)) s)"
 printf '%s\n' "${SUMMARY[@]}"
+echo "$SKIP skipped (not counted as passed)"
 echo "$PASS passed, $FAIL failed"
 [ "$FAIL" -eq 0 ]

@@ -51,3 +51,16 @@ def write(path, data):
 def read(path):
     with open(path, "rb") as f:
         return f.read()
+
+
+def history(m, key):
+    """Every row of key, removed ones too, oldest first, as (size_bytes, sha256, live?)."""
+    return [(r["size_bytes"], r["sha256"], r["removed_at"] is None) for r in rows(m, key)]
+
+
+def expected_history(contents, live_last=True):
+    """What history() must be after the successive receptions `contents` (bytes, oldest
+    first): every one removed but the last, which is live when live_last."""
+    import hashlib
+    return [(len(b), hashlib.sha256(b).hexdigest(), live_last and i == len(contents) - 1)
+            for i, b in enumerate(contents)]

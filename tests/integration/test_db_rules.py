@@ -43,9 +43,10 @@ def rows_in_both(mount, uniq):
     m = mount
     os.mkdir(os.path.join(m.inbox, uniq))
     write(os.path.join(m.inbox, uniq, "row.txt"), b"a row to protect")
-    rid = m.sql_value("select id from reception_audit where object_key = %s and removed_at is null",
-                      (f"{uniq}/row.txt",))
-    assert rid is not None
+    got = m.sql("select id, removed_at from reception_audit where object_key = %s",
+                (f"{uniq}/row.txt",))
+    assert len(got) == 1 and got[0][1] is None, got
+    rid = got[0][0]
     sid = m.sql_value(
         "insert into storage_audit (project_prefix, project_name, dest_bucket, dest_key,"
         " size_bytes, moved_at, source_bucket, source_key, outcome, sha256)"
@@ -257,5 +258,7 @@ def test_concurrent_first_mounts_migrate_once(mount_factory):
     for i, m in enumerate((m1, m2, m3)):
         os.makedirs(os.path.join(m.inbox, "shared"), exist_ok=True)
         write(os.path.join(m.inbox, "shared", f"from{i}.txt"), b"%d" % i)
-    assert m1.sql_value("select count(*) from reception_audit where object_key like 'shared/%'"
-                        " and removed_at is null") == 3
+    # one row per file, counting removed rows too: no mount logged another's upload again
+    got = m1.sql("select object_key, removed_at from reception_audit where object_key like 'shared/%'"
+                 " order by object_key")
+    assert got == [(f"shared/from{i}.txt", None) for i in range(3)], got

@@ -73,10 +73,17 @@ def assert_consistent(m, key):
         assert live[0]["size_bytes"] == len(obj)
 
 
-def assert_received(m, key, data):
+def assert_received(m, key, data, n_rows=1):
+    """key holds data, and its rows (all of them, removed ones too) are exactly n_rows: the
+    last one live and describing data, the earlier ones removed. A failed attempt before must
+    have left no row, so n_rows counts only what succeeded."""
     assert get_object(m, key) == data
-    live = live_rows(m, key)
-    assert len(live) == 1 and live[0]["sha256"] == m.sha256_bytes(data), live
+    every = rows(m, key)
+    assert len(every) == n_rows, f"{len(every)} rows for {key!r}, expected {n_rows}: {every}"
+    assert all(r["removed_at"] is not None for r in every[:-1]), every
+    last = every[-1]
+    assert last["removed_at"] is None, every
+    assert last["sha256"] == m.sha256_bytes(data) and last["size_bytes"] == len(data), every
 
 
 @contextlib.contextmanager
@@ -270,11 +277,15 @@ def test_pg_down_overwrite_leaves_bucket_and_row_consistent(mount, d, uniq):
     key = f"{uniq}/over.txt"
     write(os.path.join(d, "over.txt"), b"old content")
     assert_received(m, key, b"old content")
+    first = rows(m, key)[0]
     with pg_down(m):
         ok, msg, _ = write_steps(os.path.join(d, "over.txt"), b"new content, longer")
         assert not ok, f"overwrite succeeded with the database down: {msg}"
     assert m.alive()
     assert_consistent(m, key)
+    # no row for the failed overwrite: the first row is still the only one
+    every = rows(m, key)
+    assert [r["id"] for r in every] == [first["id"]], every
 
 
 def test_pg_down_rm_leaves_bucket_and_row_consistent(mount, d, uniq):
@@ -286,6 +297,9 @@ def test_pg_down_rm_leaves_bucket_and_row_consistent(mount, d, uniq):
         rc, out, _ = in_child(f"import os\nos.unlink({os.path.join(d, 'del.txt')!r})")
         assert rc != 0, "unlink returned 0 with the database down (its row cannot be marked)"
     assert_consistent(m, key)
+    # the unlink failed, so it did not happen: the file, its object and its one row remain
+    assert_received(m, key, b"to delete")
+    assert os.listdir(d) == ["del.txt"]
 
 
 def test_pg_down_rename_leaves_bucket_and_row_consistent(mount, d, uniq):
@@ -298,6 +312,7 @@ def test_pg_down_rename_leaves_bucket_and_row_consistent(mount, d, uniq):
     assert_consistent(m, f"{uniq}/from.txt")
     assert_consistent(m, f"{uniq}/to.txt")
     assert_received(m, f"{uniq}/from.txt", b"renamed while the db is down")
+    assert rows(m, f"{uniq}/to.txt") == []
 
 
 def test_pg_restart_between_writes_transparent(mount, d, uniq):
@@ -423,7 +438,7 @@ def test_s3_200_with_error_body_on_copy_is_an_error(proxied):
     px.rule = None
     assert rc != 0, "rename returned 0 although the copy answered 200 with an error body"
     assert_received(m, "px/src.txt", data)
-    assert live_rows(m, "px/dst.txt") == []
+    assert rows(m, "px/dst.txt") == []
     assert_consistent(m, "px/dst.txt")
 
 
@@ -444,5 +459,5 @@ def test_s3_200_with_error_body_on_complete_is_an_error(stack, mount_factory, tm
     assert any(meth == "POST" and a == "status" for meth, path, a in px.log), \
         "no CompleteMultipartUpload was made (multipart path not taken?)"
     assert p.returncode != 0, "cp succeeded although CompleteMultipartUpload failed"
-    assert live_rows(m, "mp/mp.bin") == []
+    assert rows(m, "mp/mp.bin") == [], "a row for an upload that failed"
     assert_consistent(m, "mp/mp.bin")

@@ -106,7 +106,9 @@ def test_other_operations_continue_during_a_hung_upload(hung, tmp_path):
                 reap(q)
             assert rc == 0, f"{' '.join(cmd)}: {'blocked' if rc is None else err} " \
                             f"while another upload hangs"
-        assert rows(m, "h/other.bin"), "other.bin was not logged"
+        r = rows(m, "h/other.bin")
+        assert len(r) == 1 and r[0]["removed_at"] is None, f"other.bin: one live row expected: {r}"
+        assert rows(m, "h/local.tmp") == [], "a temp name was logged"
     finally:
         px.rule = None
         px.release.set()

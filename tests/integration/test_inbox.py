@@ -9,7 +9,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from checks import bucket_keys, get_object, head, live_rows, read, rows, write
+from checks import bucket_keys, get_object, head, read, rows, write
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -42,9 +42,11 @@ def rows_under(m, prefix):
                        " starts_with(object_key, %s) order by id", (m.reception_bucket, prefix))
 
 
-def check_received(m, key, data):
-    """The object holds data, its metadata carries the hashes, and exactly one live row
-    describes it. Returns that row."""
+def check_received(m, key, data, n_rows=1):
+    """The object holds data, its metadata carries the hashes (a single PUT's object must;
+    a multipart one may go without, SPEC §2), and the key has exactly n_rows rows in all,
+    removed ones included: the last one live and describing data, every earlier one removed
+    with a reason. Returns the live row."""
     got = get_object(m, key)
     assert got is not None, f"{key!r} is not in the bucket"
     assert got == data, f"{key!r}: bucket holds {len(got)} bytes, expected {len(data)}"
@@ -53,17 +55,17 @@ def check_received(m, key, data):
     h = head(m, key)
     assert h["ContentLength"] == len(data)
     meta = h["Metadata"]
-    # The row is the hashes' record (SPEC §2): metadata carries them when
-    # the upload allowed it (a single PUT: always up to 5 MiB, the smallest
-    # part size); a streamed multipart object may go without, never wrong.
-    if len(data) <= 5 << 20:
+    multipart = "-" in h.get("ETag", "")
+    if not multipart or "sha256" in meta or "xxh128" in meta:
         assert meta.get("sha256") == sha, f"metadata {meta}"
         assert meta.get("xxh128") == xxh, f"metadata {meta}"
-    assert meta.get("sha256") in (None, sha), f"metadata {meta}"
-    assert meta.get("xxh128") in (None, xxh), f"metadata {meta}"
-    live = live_rows(m, key)
-    assert len(live) == 1, f"{len(live)} live rows for {key!r}: {live}"
-    r = live[0]
+    every = rows(m, key)
+    assert len(every) == n_rows, f"{len(every)} rows for {key!r}, expected {n_rows}: {every}"
+    for old in every[:-1]:
+        assert old["removed_at"] is not None and old["removal_reason"], \
+            f"an earlier row of {key!r} is not closed: {old}"
+    r = every[-1]
+    assert r["removed_at"] is None, f"the last row of {key!r} is removed: {r}"
     assert r["size_bytes"] == len(data)
     assert r["sha256"] == sha
     assert r["xxh128"] == xxh
@@ -112,8 +114,8 @@ def test_xxh128_is_canonical_xxh3_128(mount, d, uniq):
     m = mount
     data = b"abc"
     write(os.path.join(d, "abc.txt"), data)
-    r = live_rows(m, f"{uniq}/abc.txt")
-    assert len(r) == 1
+    r = rows(m, f"{uniq}/abc.txt")
+    assert len(r) == 1 and r[0]["removed_at"] is None, r
     assert r[0]["xxh128"] == "06b05ab6733a618578af5f94892f3950"  # xxhsum -H2 of "abc"
     assert r[0]["sha256"] == m.sha256_bytes(data)
 
@@ -130,10 +132,11 @@ def test_durable_at_fsync(mount, d, uniq):
         check_received(m, key, data)
         os.write(fd, b"tail")
         os.fsync(fd)
-        check_received(m, key, data + b"tail")
+        check_received(m, key, data + b"tail", n_rows=2)
     finally:
         os.close(fd)
-    check_received(m, key, data + b"tail")
+    # nothing written since the last fsync: the close logs no third reception
+    check_received(m, key, data + b"tail", n_rows=2)
 
 
 def test_empty_file(mount, d, uniq):
@@ -193,7 +196,9 @@ def test_large_file_is_spooled_not_held_in_memory(fresh_mount, tmp_path):
     h = head(m, "mem/huge.bin")
     assert h["ContentLength"] == 96 << 20
     assert h["Metadata"].get("sha256") in (None, m.sha256(str(src)))
-    assert live_rows(m, "mem/huge.bin")[0]["sha256"] == m.sha256(str(src))
+    r = rows(m, "mem/huge.bin")
+    assert len(r) == 1 and r[0]["removed_at"] is None, r
+    assert r[0]["sha256"] == m.sha256(str(src))
     assert get_object(m, "mem/huge.bin") == src.read_bytes()
 
 
@@ -384,7 +389,7 @@ def test_gnome_save_pattern(mount, d, uniq):
     write(tmp2, b"version 2, longer\n")
     os.rename(tmp2, os.path.join(d, "report.txt"))
     assert os.listdir(d) == ["report.txt"]
-    r2 = check_received(m, key, b"version 2, longer\n")
+    r2 = check_received(m, key, b"version 2, longer\n", n_rows=2)
     assert bucket_keys(m, f"{uniq}/") == [key]
     all_rows = rows(m, key)
     assert [r["id"] for r in all_rows] == [r1["id"], r2["id"]]
@@ -416,7 +421,7 @@ def test_overwrite(mount, d, uniq, tmp_path):
     sh(["cp", str(tmp_path / "a"), p])
     r1 = check_received(m, key, b"first content\n")
     sh(["cp", str(tmp_path / "b"), p])
-    r2 = check_received(m, key, b"second, different\n")
+    r2 = check_received(m, key, b"second, different\n", n_rows=2)
     assert r2["id"] != r1["id"]
     old = [r for r in rows(m, key) if r["id"] == r1["id"]][0]
     assert old["removed_at"] is not None
@@ -430,8 +435,7 @@ def test_one_live_row_per_key_after_many_overwrites(mount, d, uniq):
     key = f"{uniq}/often.txt"
     for i in range(5):
         write(os.path.join(d, "often.txt"), f"v{i}\n".encode())
-    check_received(m, key, b"v4\n")
-    assert len(rows(m, key)) == 5
+    check_received(m, key, b"v4\n", n_rows=5)
     n = m.sql_value("select count(*) from (select object_key from reception_audit where "
                     "removed_at is null group by source_bucket, object_key having count(*) > 1) x")
     assert n == 0
@@ -445,11 +449,11 @@ def test_truncate(mount, d, uniq):
     write(p, data)
     check_received(m, key, data)
     sh(["truncate", "-s", "4000", p])
-    check_received(m, key, data[:4000])
+    check_received(m, key, data[:4000], n_rows=2)
     sh(["truncate", "-s", "6000", p])
-    check_received(m, key, data[:4000] + b"\0" * 2000)
+    check_received(m, key, data[:4000] + b"\0" * 2000, n_rows=3)
     sh(["truncate", "-s", "0", p])
-    check_received(m, key, b"")
+    check_received(m, key, b"", n_rows=4)
     assert os.path.getsize(p) == 0
     assert len(rows(m, key)) == 4
 
@@ -465,7 +469,7 @@ def test_ftruncate_then_write(mount, d, uniq):
         os.pwrite(fd, b"XY", 5)
     finally:
         os.close(fd)
-    check_received(m, key, b"012\0\0XY")
+    check_received(m, key, b"012\0\0XY", n_rows=2)
 
 
 def test_append(mount, d, uniq):
@@ -474,9 +478,9 @@ def test_append(mount, d, uniq):
     p = os.path.join(d, "log.txt")
     write(p, b"line one\n")
     sh(f"echo more >> '{p}'")
-    check_received(m, key, b"line one\nmore\n")
+    check_received(m, key, b"line one\nmore\n", n_rows=2)
     sh(f"echo again >> '{p}'")
-    check_received(m, key, b"line one\nmore\nagain\n")
+    check_received(m, key, b"line one\nmore\nagain\n", n_rows=3)
     assert read(p) == b"line one\nmore\nagain\n"
 
 
@@ -491,7 +495,7 @@ def test_partial_overwrite_in_place(mount, d, uniq):
         f.seek(100000)
         f.write(b"PATCH")
     data[100000:100005] = b"PATCH"
-    check_received(m, key, bytes(data))
+    check_received(m, key, bytes(data), n_rows=2)
 
 
 def test_rm(mount, d, uniq):
@@ -535,7 +539,8 @@ def test_rename_file_into_subdirectory(mount, d, uniq):
     os.rename(os.path.join(d, "f.txt"), os.path.join(d, "sub", "f.txt"))
     assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/sub/f.txt"]
     check_received(m, f"{uniq}/sub/f.txt", b"moving down")
-    assert live_rows(m, f"{uniq}/f.txt") == []
+    o = rows(m, f"{uniq}/f.txt")
+    assert len(o) == 1 and o[0]["removed_at"] is not None, o
 
 
 def test_rename_onto_existing_file(mount, d, uniq):
@@ -546,9 +551,10 @@ def test_rename_onto_existing_file(mount, d, uniq):
     os.rename(os.path.join(d, "a.txt"), os.path.join(d, "b.txt"))
     assert os.listdir(d) == ["b.txt"]
     assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/b.txt"]
-    check_received(m, f"{uniq}/b.txt", b"AAA")
-    assert [r for r in rows(m, f"{uniq}/b.txt") if r["id"] == rb["id"]][0]["removed_at"]
-    assert live_rows(m, f"{uniq}/a.txt") == []
+    check_received(m, f"{uniq}/b.txt", b"AAA", n_rows=2)
+    assert rows(m, f"{uniq}/b.txt")[0]["id"] == rb["id"]
+    o = rows(m, f"{uniq}/a.txt")
+    assert len(o) == 1 and o[0]["removed_at"] is not None and o[0]["size_bytes"] == 3, o
 
 
 def test_rename_directory(mount, d, uniq):
@@ -651,7 +657,7 @@ def test_rename_while_open(mount, d, uniq):
     assert os.listdir(d) == ["final.txt"]
     assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/final.txt"]
     check_received(m, f"{uniq}/final.txt", b"part one\npart two\n")
-    assert live_rows(m, f"{uniq}/draft.txt") == []
+    assert rows(m, f"{uniq}/draft.txt") == []  # never committed under its first name
 
 
 def test_renamed_while_open_visible_after_close(mount, d, uniq):
@@ -672,6 +678,8 @@ def test_renamed_while_open_visible_after_close(mount, d, uniq):
     assert os.stat(os.path.join(d, "final2.txt")).st_size == 20
     assert read(os.path.join(d, "final2.txt")) == b"synced then renamed\n"
     check_received(m, f"{uniq}/final2.txt", b"synced then renamed\n")
+    o = rows(m, f"{uniq}/draft2.txt")  # fsync'ed under the first name, then renamed
+    assert len(o) == 1 and o[0]["removed_at"] is not None, o
 
 
 def test_temp_renamed_while_open(mount, d, uniq):
@@ -686,6 +694,7 @@ def test_temp_renamed_while_open(mount, d, uniq):
         f.close()
     assert os.listdir(d) == ["doc.odt"]
     check_received(m, f"{uniq}/doc.odt", b"saved by an office suite, end")
+    assert rows(m, f"{uniq}/doc.odt.tmp") == []
     assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/doc.odt"]
 
 
@@ -701,7 +710,8 @@ def test_unlink_while_open(mount, d, uniq):
         f.close()
     assert os.listdir(d) == []
     assert bucket_keys(m, f"{uniq}/") == []
-    assert [r for r in rows_under(m, f"{uniq}/") if r["removed_at"] is None] == []
+    # never committed, so never a row (not even a removed one)
+    assert rows_under(m, f"{uniq}/") == []
 
 
 def test_final_renamed_to_temp_name(mount, d, uniq):
@@ -714,8 +724,9 @@ def test_final_renamed_to_temp_name(mount, d, uniq):
     assert os.listdir(d) == ["report.txt.part"]
     assert read(os.path.join(d, "report.txt.part")) == b"received"
     assert get_object(m, f"{uniq}/report.txt") is None
-    assert live_rows(m, f"{uniq}/report.txt") == []
-    assert live_rows(m, f"{uniq}/report.txt.part") == []
+    o = rows(m, f"{uniq}/report.txt")
+    assert len(o) == 1 and o[0]["removed_at"] is not None, o
+    assert rows(m, f"{uniq}/report.txt.part") == []
 
 
 def test_rename_directory_holding_temp_files(mount, d, uniq):
@@ -741,16 +752,18 @@ def test_changes_to_a_file_known_only_from_the_bucket(mount, d, uniq):
     d = os.path.join(m.inbox, uniq)
     with open(os.path.join(d, "app.bin"), "ab") as f:
         f.write(b"APPENDED")
-    check_received(m, f"{uniq}/app.bin", data + b"APPENDED")
+    check_received(m, f"{uniq}/app.bin", data + b"APPENDED", n_rows=2)
     os.truncate(os.path.join(d, "trunc.bin"), 5000)
-    check_received(m, f"{uniq}/trunc.bin", data[:5000])
+    check_received(m, f"{uniq}/trunc.bin", data[:5000], n_rows=2)
     with open(os.path.join(d, "patch.bin"), "r+b") as f:
         f.seek(50000)
         f.write(b"PATCH")
-    check_received(m, f"{uniq}/patch.bin", data[:50000] + b"PATCH" + data[50005:])
+    check_received(m, f"{uniq}/patch.bin", data[:50000] + b"PATCH" + data[50005:], n_rows=2)
     os.rename(os.path.join(d, "ren.bin"), os.path.join(d, "renamed.bin"))
     check_received(m, f"{uniq}/renamed.bin", data)
     assert get_object(m, f"{uniq}/ren.bin") is None
+    o = rows(m, f"{uniq}/ren.bin")
+    assert len(o) == 1 and o[0]["removed_at"] is not None, o
 
 
 def test_many_foreign_objects_listed(mount, uniq):
@@ -914,7 +927,7 @@ def test_foreign_reupload_logs_new_row(mount, uniq):
     assert both[1]["removed_at"] is None
     assert both[1]["sha256"] == m.sha256_bytes(b"second, different upload")
     assert both[1]["size_bytes"] == len(b"second, different upload")
-    assert len(live_rows(m, key)) == 1
+    assert len(rows(m, key)) == 2
     m.wait_until(lambda: read(os.path.join(ddir, "re.bin")) == b"second, different upload",
                  timeout=30, what="new content through the mount")
 
@@ -988,12 +1001,11 @@ def test_two_mounts_share_one_store(mount_factory):
     assert len(rows(a, "shared/from-b.txt")) == 1
     # b overwrites a's file: one live row, the old one closed
     write(os.path.join(bdir, "from-a.txt"), b"changed on host b")
-    check_received(b, "shared/from-a.txt", b"changed on host b")
+    check_received(b, "shared/from-a.txt", b"changed on host b", n_rows=2)
     a.wait_until(lambda: read(os.path.join(a.inbox, "shared", "from-a.txt")) ==
                  b"changed on host b", timeout=30, what="a sees b's change")
     time.sleep(2)
-    assert len(rows(a, "shared/from-a.txt")) == 2
-    assert len(live_rows(a, "shared/from-a.txt")) == 1
+    check_received(a, "shared/from-a.txt", b"changed on host b", n_rows=2)
 
 
 # --------------------------------------------------------------------------- root and audit/
