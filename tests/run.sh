@@ -30,6 +30,8 @@
 #   PGHOST PGPORT PGUSER PGDATABASE  (the same, for libpq defaults)
 #   CUSTODYFS_TEST_S3_ENDPOINT CUSTODYFS_TEST_S3_ACCESS_KEY CUSTODYFS_TEST_S3_SECRET_KEY
 #   CUSTODYFS_TEST_S3_REGION     (s3rver, buckets recepcao-raw and storage-unique)
+#   CUSTODYFS_TEST_EXPECT        the S3 backends started for them ("s3rver" or "s3rver swift"):
+#                                a C test whose backend is listed but unreachable fails
 #   CUSTODYFS_TEST_SWIFT_ENDPOINT / _ACCESS_KEY / _SECRET_KEY when swift is installed
 #                                (Swift's s3api verifies SigV4 signatures)
 set -uo pipefail
@@ -155,6 +157,12 @@ EOF
 # start the servers the C tests may use; export their coordinates
 start_c_servers() {
   local pgp s3p swp out
+  # the S3 backends the C tests must find: one missing is a failure, not a skip
+  CUSTODYFS_TEST_EXPECT=s3rver
+  if command -v swift-proxy-server >/dev/null && [[ " $BACKENDS " == *" swift "* ]]; then
+    CUSTODYFS_TEST_EXPECT="s3rver swift"
+  fi
+  export CUSTODYFS_TEST_EXPECT
   mkdir -p "$C_SERVERS"
   chmod 755 "$C_SERVERS"
   pgp=$(free_port)
@@ -188,7 +196,7 @@ stop_c_servers() {
   "$ROOT/tests/servers/s3rver.sh" stop "$C_SERVERS" >/dev/null 2>&1
   "$ROOT/tests/servers/swift.sh" stop "$C_SERVERS" >/dev/null 2>&1
   "$ROOT/tests/servers/pg.sh" stop "$C_SERVERS" >/dev/null 2>&1
-  unset CUSTODYFS_TEST_PG CUSTODYFS_TEST_PG_RESTART CUSTODYFS_TEST_PG_CONNINFO PGHOST PGPORT PGUSER PGDATABASE CUSTODYFS_TEST_S3_ENDPOINT \
+  unset CUSTODYFS_TEST_EXPECT CUSTODYFS_TEST_PG CUSTODYFS_TEST_PG_RESTART CUSTODYFS_TEST_PG_CONNINFO PGHOST PGPORT PGUSER PGDATABASE CUSTODYFS_TEST_S3_ENDPOINT \
     CUSTODYFS_TEST_S3_ACCESS_KEY CUSTODYFS_TEST_S3_SECRET_KEY CUSTODYFS_TEST_S3_REGION \
     CUSTODYFS_TEST_SWIFT_ENDPOINT CUSTODYFS_TEST_SWIFT_ACCESS_KEY CUSTODYFS_TEST_SWIFT_SECRET_KEY
 }
