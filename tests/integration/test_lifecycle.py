@@ -156,3 +156,36 @@ def test_concurrent_fetches_of_one_directory_send_one_list(proxied, uniq):
     # one LIST shared by all; a second only if the listing thread ran after the first ended
     assert 1 <= len(arrivals) <= 2, \
         f"{len(arrivals)} LISTs of {prefix!r} for {n_threads} lookups and 1 listing at once"
+
+
+def test_attribute_overrides_follow_renames_and_go_with_removals(mount_factory, uniq):
+    """Point 10 (attrs.c, now a hash table): chmod/utimens overrides of many files are each
+    seen by stat, move with a rename, and go with an unlink (a new file under the name does
+    not inherit them). A regression guard for the rewrite, not a reproduction: the old list
+    behaved the same, only slower."""
+    m = mount_factory()
+    d = os.path.join(m.inbox, uniq)
+    os.mkdir(d)
+    n = 200
+    for i in range(n):
+        p = os.path.join(d, f"a{i:03d}.txt")
+        write(p, b"x" * i)
+        os.chmod(p, 0o600 | (0o040 if i % 2 else 0))
+        os.utime(p, (1_600_000_000 + i, 1_600_000_000 + i))
+    write(os.path.join(d, "plain.txt"), b"never changed")
+    os.rename(os.path.join(d, "a000.txt"), os.path.join(d, "b000.txt"))
+    os.unlink(os.path.join(d, "a001.txt"))
+    write(os.path.join(d, "a001.txt"), b"new file, same name")
+    time.sleep(1.5)  # past the kernel's attribute cache: stat asks the daemon
+    plain = os.stat(os.path.join(d, "plain.txt"))
+    for i in range(2, n):
+        st = os.stat(os.path.join(d, f"a{i:03d}.txt"))
+        assert st.st_mode & 0o7777 == (0o600 | (0o040 if i % 2 else 0)), f"a{i:03d}.txt"
+        assert int(st.st_mtime) == 1_600_000_000 + i, f"a{i:03d}.txt"
+        assert st.st_size == i
+    moved = os.stat(os.path.join(d, "b000.txt"))
+    assert moved.st_mode & 0o7777 == 0o600 and int(moved.st_mtime) == 1_600_000_000
+    assert not os.path.exists(os.path.join(d, "a000.txt"))
+    new = os.stat(os.path.join(d, "a001.txt"))
+    assert new.st_mode & 0o7777 == plain.st_mode & 0o7777, "a new file inherited an override"
+    assert int(new.st_mtime) != 1_600_000_001
