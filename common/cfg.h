@@ -46,10 +46,17 @@ struct cfg {
 
 /* Loads path into *c (zeroed first, defaults applied). Returns 0, or -errno
  * with a one-line reason in err: -EACCES for a secret-bearing file that is
- * readable by group/others, -EINVAL for bad values (the line is named),
+ * readable by group/others (a secret: [s3] secret_access_key or
+ * session_token, an endpoint's user:password@, a conninfo password in
+ * key/value or URI form), -EINVAL for bad values (the line is named),
  * -ENOENT for a missing file. Never puts a secret in err. */
 int cfg_load(const char *path, struct cfg *c, char *err, size_t err_len);
 void cfg_free(struct cfg *c);
+
+/* Copies url into out (out_len bytes, always NUL-terminated) with the
+ * userinfo of "scheme://user:password@host" replaced by "***": for any URL
+ * that goes into a log line or an error message. */
+void cfg_redact_url(const char *url, char *out, size_t out_len);
 
 /* 1 if name (the last path component) matches a temp pattern. */
 int cfg_is_temp_name(const struct cfg *c, const char *name);

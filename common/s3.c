@@ -22,6 +22,7 @@
 
 #include <curl/curl.h>
 
+#include "cfg.h"
 #include "hash.h"
 #include "log.h"
 #include "names.h"
@@ -994,7 +995,10 @@ struct s3_client *s3_client_new(const struct s3_config *cfg)
 	pthread_cond_init(&c->cond, NULL);
 	rc = s3_parse_endpoint(c, cfg->endpoint);
 	if (rc) {
-		log_error("s3: bad endpoint %s", cfg->endpoint);
+		char shown[512];
+
+		cfg_redact_url(cfg->endpoint, shown, sizeof(shown));
+		log_error("s3: bad endpoint %s", shown);
 		goto fail;
 	}
 	c->region =

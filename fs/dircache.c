@@ -3,7 +3,22 @@
  * A lookup of "a/b.txt" is answered from the listing of "a/" (one
  * ListObjectsV2 with delimiter "/" per directory per TTL), so creating many
  * files in a directory costs no extra request per file. The daemon's own
- * changes are applied to the cached listings as they happen. */
+ * changes are applied to the cached listings as they happen.
+ *
+ * Each listing is a dset (an array indexed by name): lookups, changes and
+ * the merge of a fresh listing are O(1) per name, so a directory of 100,000
+ * entries costs 100,000 steps, not 100,000 squared.
+ *
+ * One fetch per directory at a time ("flight"): whoever needs a listing
+ * that is being fetched waits for that fetch instead of sending its own
+ * LIST. The daemon's changes made while a fetch runs are journaled on the
+ * flight and replayed onto its result, so a file just written never
+ * vanishes from view.
+ *
+ * A listing a little stale (up to 4 x TTL) answers lookups at once and is
+ * refreshed by a background thread. At unmount dcache_shutdown() stops new
+ * refreshes and waits, bounded, for the running ones; they stop between
+ * LIST pages. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,17 +28,61 @@
 #include "fs.h"
 #include "log.h"
 
+/* A change the daemon made to a directory while its listing was fetched. */
+struct djournal {
+	char *name;
+	int removed;
+	struct dentry e;       /* name unused */
+	struct djournal *next; /* oldest first */
+};
+
+/* The cached listing of one directory. */
+struct dcache {
+	char *prefix;	    /* "" or "a/b/" */
+	int64_t fetched_ms; /* CLOCK_MONOTONIC; -1: must be refetched */
+	struct dset set;
+	struct dcache *next;
+};
+
+/* A LIST of one prefix under way. */
+struct dflight {
+	char *prefix;
+	int done; /* the fetch ended (rc says how) */
+	int rc;
+	int lost; /* a change could not be journaled: refetch the result */
+	int refs; /* the fetching thread and the waiters */
+	struct djournal *journal, **jtail; /* changes since the flight began */
+	struct dflight *next;
+};
+
+struct dcache_view {
+	const struct dset *set;
+};
+
+static pthread_mutex_t dc_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Broadcast when a flight ends, a refresh thread ends, or a thread leaves
+ * reception_saw. */
+static pthread_cond_t dc_cond = PTHREAD_COND_INITIALIZER;
+static struct dcache *dirs;		      /* protected by dc_lock */
+static struct nameidx dirs_ix = NAMEIDX_INIT; /* protected by dc_lock:
+						 prefix -> struct dcache */
+static struct dflight *flights;		      /* protected by dc_lock */
+static int refreshers; /* protected by dc_lock: background threads */
+static int saw_busy;   /* protected by dc_lock: in reception_saw */
+static int stopping;   /* protected by dc_lock: unmount began */
+
+enum get_mode {
+	GET_STALE_OK, /* a slightly stale listing will do (refreshed behind) */
+	GET_FRESH,    /* within the TTL */
+	GET_FORCE,    /* fetched now (or being fetched) */
+};
+
 static int64_t now_ms(void)
 {
 	struct timespec ts;
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static int64_t ts_ms(const struct timespec *ts)
-{
-	return (int64_t)ts->tv_sec * 1000 + ts->tv_nsec / 1000000;
 }
 
 static void djournal_free(struct djournal *j)
@@ -39,71 +98,44 @@ static void djournal_free(struct djournal *j)
 
 static void dcache_free(struct dcache *d)
 {
-	size_t i;
-
-	djournal_free(d->journal);
-	for (i = 0; i < d->n; i++)
-		free(d->ents[i].name);
-	free(d->ents);
+	dset_free(&d->set);
 	free(d->prefix);
 	free(d);
 }
 
-/* Caller holds cfs->lock. */
+/* Caller holds dc_lock. */
 static struct dcache *dcache_find(const char *prefix)
 {
-	struct dcache *d;
+	uintptr_t v;
 
-	for (d = cfs->dirs; d; d = d->next)
-		if (!strcmp(d->prefix, prefix))
-			return d;
-	return NULL;
+	return nameidx_get(&dirs_ix, prefix, &v) ? (struct dcache *)v : NULL;
 }
 
-static struct dentry *dcache_entry(struct dcache *d, const char *name)
+/* Caller holds dc_lock. Age of d in ms; INT64_MAX when it must be
+ * refetched. */
+static int64_t dcache_age(const struct dcache *d)
 {
-	size_t i;
-
-	for (i = 0; i < d->n; i++)
-		if (!strcmp(d->ents[i].name, name))
-			return &d->ents[i];
-	return NULL;
+	return d->fetched_ms < 0 ? INT64_MAX : now_ms() - d->fetched_ms;
 }
 
-static int dcache_add(struct dcache *d, const char *name, int is_dir,
-		      uint64_t size, time_t mtime, const char *etag)
+static int is_stopping(void)
 {
-	struct dentry *e;
+	int s;
 
-	if (d->n == d->cap) {
-		size_t cap = d->cap ? d->cap * 2 : 32;
-		struct dentry *ne = realloc(d->ents, cap * sizeof(*ne));
-
-		if (!ne)
-			return -ENOMEM;
-		d->ents = ne;
-		d->cap = cap;
-	}
-	e = &d->ents[d->n];
-	memset(e, 0, sizeof(*e));
-	e->name = strdup(name);
-	if (!e->name)
-		return -ENOMEM;
-	e->is_dir = is_dir;
-	e->size = size;
-	e->mtime = mtime;
-	if (etag)
-		snprintf(e->etag, sizeof(e->etag), "%s", etag);
-	d->n++;
-	return 0;
+	pthread_mutex_lock(&dc_lock);
+	s = stopping;
+	pthread_mutex_unlock(&dc_lock);
+	return s;
 }
 
-/* Lists prefix from the store into a new dcache (no lock held). */
+/* Lists prefix from the store into a new dcache. No lock held. Stops
+ * between pages at unmount (-ESHUTDOWN). */
 static int dcache_fetch(const char *prefix, struct dcache **out)
 {
 	struct s3_list_result res = {0};
 	struct dcache *d;
 	size_t plen = strlen(prefix), i;
+	char *token = NULL;
 	int rc;
 
 	d = calloc(1, sizeof(*d));
@@ -114,11 +146,33 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 		free(d);
 		return -ENOMEM;
 	}
-	d->fetch_start_ms = now_ms();
-	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket,
-			 plen ? prefix : NULL, "/", 0, &res);
+	for (;;) {
+		if (is_stopping()) {
+			rc = -ESHUTDOWN;
+			break;
+		}
+		rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket,
+				  plen ? prefix : NULL, "/", token, 0, &res);
+		if (rc || !res.truncated)
+			break;
+		if (!res.next_token || !*res.next_token ||
+		    (token && !strcmp(token, res.next_token))) {
+			log_warn("list %s/%s: truncated without a new token",
+				 cfs->cfg.reception_bucket, prefix);
+			rc = -EPROTO;
+			break;
+		}
+		free(token);
+		token = strdup(res.next_token);
+		if (!token) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	free(token);
 	if (rc)
 		goto fail;
+	rc = dset_reserve(&d->set, res.n_prefixes + res.n_entries);
 	for (i = 0; i < res.n_prefixes && !rc; i++) {
 		char *name = res.prefixes[i] + plen;
 		size_t n = strlen(name);
@@ -126,7 +180,7 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 		if (strncmp(res.prefixes[i], prefix, plen) || n < 2)
 			continue;
 		name[n - 1] = '\0'; /* "sub/" -> "sub" */
-		rc = dcache_add(d, name, 1, 0, 0, NULL);
+		rc = dset_set(&d->set, name, 1, 0, 0, NULL);
 	}
 	for (i = 0; i < res.n_entries && !rc; i++) {
 		const struct s3_list_entry *e = &res.entries[i];
@@ -135,15 +189,29 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 		if (strncmp(e->key, prefix, plen) || !*name ||
 		    strchr(name, '/'))
 			continue; /* the directory's own marker */
-		if (dcache_entry(d, name))
+		if (dset_find(&d->set, name))
 			continue; /* both "x" and "x/": the directory wins */
-		rc = dcache_add(d, name, 0, e->size, e->mtime, e->etag);
+		rc = dset_set(&d->set, name, 0, e->size, e->mtime, e->etag);
 	}
 	if (rc)
 		goto fail;
+	/* Foreign uploads are logged from listings; never once unmount
+	 * began (the reception worker is being freed). */
+	pthread_mutex_lock(&dc_lock);
+	if (stopping) {
+		pthread_mutex_unlock(&dc_lock);
+		rc = -ESHUTDOWN;
+		goto fail;
+	}
+	saw_busy++;
+	pthread_mutex_unlock(&dc_lock);
 	reception_saw(cfs->rcp, prefix, res.entries, res.n_entries);
+	pthread_mutex_lock(&dc_lock);
+	saw_busy--;
+	pthread_cond_broadcast(&dc_cond);
+	pthread_mutex_unlock(&dc_lock);
 	s3xml_list_free(&res);
-	clock_gettime(CLOCK_MONOTONIC, &d->fetched);
+	d->fetched_ms = now_ms();
 	*out = d;
 	return 0;
 fail:
@@ -152,193 +220,256 @@ fail:
 	return rc;
 }
 
-static void dcache_install(struct dcache *fresh);
-
-static int dcache_refreshers; /* protected by cfs->lock */
-
-static void *dcache_refresh_main(void *arg)
+/* Caller holds dc_lock. Sets or removes one entry of d. */
+static void dcache_apply(struct dcache *d, const char *name, int removed,
+			 const struct dentry *src)
 {
-	char *prefix = arg;
-	struct dcache *fresh = NULL, *d;
+	if (removed)
+		dset_remove(&d->set, name);
+	else if (dset_set(&d->set, name, src->is_dir, src->size, src->mtime,
+			  src->etag))
+		d->fetched_ms = -1; /* out of memory: refetch */
+}
 
-	if (dcache_fetch(prefix, &fresh) == 0) {
-		pthread_mutex_lock(&cfs->lock);
-		dcache_install(fresh);
-		pthread_mutex_unlock(&cfs->lock);
-	} else {
-		pthread_mutex_lock(&cfs->lock);
-		d = dcache_find(prefix);
-		if (d)
-			d->refreshing = 0;
-		pthread_mutex_unlock(&cfs->lock);
+/* Caller holds dc_lock. Puts a new listing in place of the old one. */
+static void dcache_install(struct dcache *fresh)
+{
+	struct dcache **pp, *old = dcache_find(fresh->prefix);
+
+	if (!old) {
+		/* New directory: forget listings unused for a while, so the
+		 * cache stays small however many directories are visited. */
+		for (pp = &dirs; *pp;) {
+			struct dcache *o = *pp;
+
+			if (dcache_age(o) >
+			    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
+				*pp = o->next;
+				nameidx_del(&dirs_ix, o->prefix);
+				dcache_free(o);
+			} else {
+				pp = &o->next;
+			}
+		}
 	}
-	pthread_mutex_lock(&cfs->lock);
-	dcache_refreshers--;
-	pthread_mutex_unlock(&cfs->lock);
-	free(prefix);
+	if (nameidx_put(&dirs_ix, fresh->prefix, (uintptr_t)fresh)) {
+		/* Out of memory: keep what is cached, drop the new one. */
+		dcache_free(fresh);
+		if (old)
+			old->fetched_ms = -1;
+		return;
+	}
+	if (old) {
+		for (pp = &dirs; *pp != old; pp = &(*pp)->next)
+			;
+		*pp = old->next;
+		dcache_free(old);
+	}
+	fresh->next = dirs;
+	dirs = fresh;
+}
+
+/* Caller holds dc_lock. */
+static struct dflight *flight_find(const char *prefix)
+{
+	struct dflight *f;
+
+	for (f = flights; f; f = f->next)
+		if (!f->done && !strcmp(f->prefix, prefix))
+			return f;
 	return NULL;
 }
 
-/* Caller holds cfs->lock. Starts a detached thread refetching d. */
-static void dcache_refresh_behind(struct dcache *d)
+/* Caller holds dc_lock. A new flight, in the list, one reference. */
+static struct dflight *flight_new(const char *prefix)
+{
+	struct dflight *f = calloc(1, sizeof(*f));
+
+	if (!f)
+		return NULL;
+	f->prefix = strdup(prefix);
+	if (!f->prefix) {
+		free(f);
+		return NULL;
+	}
+	f->refs = 1;
+	f->jtail = &f->journal;
+	f->next = flights;
+	flights = f;
+	return f;
+}
+
+/* Caller holds dc_lock. Drops a reference. */
+static void flight_put(struct dflight *f)
+{
+	if (--f->refs > 0)
+		return;
+	djournal_free(f->journal);
+	free(f->prefix);
+	free(f);
+}
+
+/* Fetches f->prefix (no lock held), installs the result with the changes
+ * journaled meanwhile (unless unmount began), marks f done and wakes who
+ * waits for it. Returns f's result with dc_lock held. */
+static int flight_fly(struct dflight *f)
+{
+	struct dcache *fresh = NULL;
+	struct dflight **pp;
+	struct djournal *j;
+	int rc;
+
+	rc = dcache_fetch(f->prefix, &fresh);
+	pthread_mutex_lock(&dc_lock);
+	if (!rc && stopping) {
+		dcache_free(fresh);
+		rc = -ESHUTDOWN;
+	}
+	if (!rc) {
+		for (j = f->journal; j; j = j->next)
+			dcache_apply(fresh, j->name, j->removed, &j->e);
+		if (f->lost)
+			fresh->fetched_ms = -1;
+		dcache_install(fresh);
+	}
+	f->done = 1;
+	f->rc = rc;
+	for (pp = &flights; *pp != f; pp = &(*pp)->next)
+		;
+	*pp = f->next;
+	pthread_cond_broadcast(&dc_cond);
+	return rc;
+}
+
+static void *dcache_refresh_main(void *arg)
+{
+	struct dflight *f = arg; /* this thread's reference */
+
+	flight_fly(f);
+	flight_put(f);
+	refreshers--;
+	pthread_cond_broadcast(&dc_cond);
+	pthread_mutex_unlock(&dc_lock);
+	return NULL;
+}
+
+/* Caller holds dc_lock. Starts a detached thread refetching prefix. */
+static void dcache_refresh_behind(const char *prefix)
 {
 	pthread_attr_t attr;
+	struct dflight *f, **pp;
 	pthread_t t;
-	char *prefix = strdup(d->prefix);
 
-	if (!prefix)
+	if (stopping)
+		return;
+	f = flight_new(prefix);
+	if (!f)
 		return;
 	pthread_attr_init(&attr);
 	pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
-	if (pthread_create(&t, &attr, dcache_refresh_main, prefix) == 0) {
-		d->refreshing = 1;
-		dcache_refreshers++;
+	if (pthread_create(&t, &attr, dcache_refresh_main, f) == 0) {
+		refreshers++;
 	} else {
-		free(prefix);
+		for (pp = &flights; *pp != f; pp = &(*pp)->next)
+			;
+		*pp = f->next;
+		flight_put(f);
 	}
 	pthread_attr_destroy(&attr);
 }
 
-/* Makes sure a listing of prefix is cached (fresh, or when stale_ok only a
- * little stale); returns with cfs->lock held and *dp set, or -errno without
- * the lock. */
-static int dcache_get_locked(const char *prefix, int stale_ok,
+/* Makes sure a listing of prefix is cached as mode asks; returns 0 with
+ * dc_lock held and *dp set, or -errno without the lock. */
+static int dcache_get_locked(const char *prefix, enum get_mode mode,
 			     struct dcache **dp)
 {
-	struct dcache *d, *fresh = NULL;
-	int rc;
+	int64_t ttl = cfs->cfg.cache_ttl_ms;
+	struct dcache *d;
+	struct dflight *f;
+	int rc, tries;
 
-	pthread_mutex_lock(&cfs->lock);
-	d = dcache_find(prefix);
-	if (d && now_ms() - ts_ms(&d->fetched) < cfs->cfg.cache_ttl_ms) {
-		*dp = d;
-		return 0;
+	pthread_mutex_lock(&dc_lock);
+	for (tries = 0;; tries++) {
+		d = dcache_find(prefix);
+		f = flight_find(prefix);
+		if (d && mode != GET_FORCE && dcache_age(d) < ttl) {
+			*dp = d;
+			return 0;
+		}
+		if (d && mode == GET_STALE_OK && dcache_age(d) < 4 * ttl) {
+			/* Slightly stale: answer now, refresh behind (a big
+			 * directory takes a while to list, and lookups must
+			 * not wait for it). */
+			if (!f)
+				dcache_refresh_behind(prefix);
+			*dp = d;
+			return 0;
+		}
+		if (!f || tries >= 3)
+			break;
+		/* Being fetched: wait for that fetch, send no LIST. */
+		f->refs++;
+		while (!f->done)
+			pthread_cond_wait(&dc_cond, &dc_lock);
+		rc = f->rc;
+		flight_put(f);
+		if (rc) {
+			pthread_mutex_unlock(&dc_lock);
+			return rc;
+		}
+		d = dcache_find(prefix);
+		if (d) {
+			*dp = d;
+			return 0;
+		}
+		/* Gone again (out of memory at install): look again. */
 	}
-	if (d && stale_ok && d->fetched.tv_sec &&
-	    now_ms() - ts_ms(&d->fetched) < 4 * (int64_t)cfs->cfg.cache_ttl_ms) {
-		/* Slightly stale: answer now, refresh behind (a big directory
-		 * takes a while to list, and lookups must not wait for it). */
-		if (!d->refreshing)
-			dcache_refresh_behind(d);
-		*dp = d;
-		return 0;
+	f = flight_new(prefix);
+	if (!f) {
+		pthread_mutex_unlock(&dc_lock);
+		return -ENOMEM;
 	}
-	pthread_mutex_unlock(&cfs->lock);
-	rc = dcache_fetch(prefix, &fresh);
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&cfs->lock);
-	dcache_install(fresh);
-	*dp = fresh;
+	pthread_mutex_unlock(&dc_lock);
+	rc = flight_fly(f);
+	flight_put(f);
+	d = rc ? NULL : dcache_find(prefix);
+	if (!d) {
+		pthread_mutex_unlock(&dc_lock);
+		return rc ? rc : -ENOMEM;
+	}
+	*dp = d;
 	return 0;
 }
 
-/* Caller holds cfs->lock. Sets or removes one entry of d. */
-static void dcache_apply(struct dcache *d, const char *name, int removed,
-			 const struct dentry *src)
-{
-	struct dentry *e = dcache_entry(d, name);
-
-	if (removed) {
-		if (e) {
-			free(e->name);
-			*e = d->ents[--d->n];
-		}
-		return;
-	}
-	if (e) {
-		e->is_dir = src->is_dir;
-		e->size = src->size;
-		e->mtime = src->mtime;
-		memcpy(e->etag, src->etag, sizeof(e->etag));
-	} else if (dcache_add(d, name, src->is_dir, src->size, src->mtime,
-			      src->etag)) {
-		d->fetched.tv_sec = 0; /* out of memory: refetch */
-	}
-}
-
-/* Caller holds cfs->lock. Applies a change to the cached listing of its
- * directory, if cached, and journals it for a listing being fetched. */
+/* Caller holds dc_lock. Applies a change to the cached listing of its
+ * directory, if cached, and journals it on a fetch of it under way. */
 static void dcache_change(const char *prefix, const char *name, int removed,
 			  const struct dentry *src)
 {
 	struct dcache *d = dcache_find(prefix);
+	struct dflight *f;
 	struct djournal *j;
 
-	if (!d)
-		return;
-	dcache_apply(d, name, removed, src);
-	j = calloc(1, sizeof(*j));
-	if (j)
-		j->name = strdup(name);
-	if (!j || !j->name) {
-		free(j);
-		d->fetched.tv_sec = 0; /* cannot journal: refetch */
-		return;
-	}
-	j->removed = removed;
-	if (src)
-		j->e = *src;
-	j->e.name = NULL;
-	j->ms = now_ms();
-	j->next = d->journal;
-	d->journal = j;
-	/* Only a listing still being fetched needs the journal: drop what
-	 * is older than any fetch lasts (requests time out well before). */
-	for (; j->next; j = j->next) {
-		if (j->next->ms < j->ms - 600000) {
-			djournal_free(j->next);
-			j->next = NULL;
-			break;
+	if (d)
+		dcache_apply(d, name, removed, src);
+	for (f = flights; f; f = f->next) {
+		if (f->done || strcmp(f->prefix, prefix))
+			continue;
+		j = calloc(1, sizeof(*j));
+		if (j)
+			j->name = strdup(name);
+		if (!j || !j->name) {
+			free(j);
+			f->lost = 1; /* cannot journal: refetch */
+			continue;
 		}
+		j->removed = removed;
+		if (src)
+			j->e = *src;
+		j->e.name = NULL;
+		*f->jtail = j;
+		f->jtail = &j->next;
 	}
-}
-
-/* Caller holds cfs->lock. Puts a new listing in place of the old one; the
- * daemon's own changes made while it was being fetched are replayed onto
- * it (oldest first), so a file just written never vanishes from view. */
-static void dcache_install(struct dcache *fresh)
-{
-	struct dcache **pp;
-
-	for (pp = &cfs->dirs; *pp; pp = &(*pp)->next) {
-		if (!strcmp((*pp)->prefix, fresh->prefix)) {
-			struct dcache *old = *pp;
-			struct djournal *j, *rev = NULL;
-
-			/* The journal is newest first: reverse it. */
-			while ((j = old->journal) != NULL) {
-				old->journal = j->next;
-				j->next = rev;
-				rev = j;
-			}
-			for (j = rev; j; j = j->next)
-				if (j->ms >= fresh->fetch_start_ms)
-					dcache_apply(fresh, j->name,
-						     j->removed, &j->e);
-			djournal_free(rev);
-			fresh->next = old->next;
-			*pp = fresh;
-			dcache_free(old);
-			return;
-		}
-	}
-	/* New directory: forget listings unused for a while, so the cache
-	 * stays small however many directories are visited. */
-	for (pp = &cfs->dirs; *pp;) {
-		struct dcache *old = *pp;
-
-		if (!old->refreshing &&
-		    now_ms() - ts_ms(&old->fetched) >
-			    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
-			*pp = old->next;
-			dcache_free(old);
-		} else {
-			pp = &old->next;
-		}
-	}
-	fresh->next = cfs->dirs;
-	cfs->dirs = fresh;
 }
 
 /* Splits rel into the parent prefix ("" or "a/") and the last name. */
@@ -367,33 +498,41 @@ int dcache_lookup(const char *rel, struct dentry *out)
 	rc = split_rel(rel, &prefix, &name);
 	if (rc)
 		return rc;
-	rc = dcache_get_locked(prefix, 1, &d);
+	rc = dcache_get_locked(prefix, GET_STALE_OK, &d);
 	if (rc)
 		goto out;
-	e = dcache_entry(d, name);
-	if (!e && now_ms() - ts_ms(&d->fetched) >= cfs->cfg.cache_ttl_ms) {
+	e = dset_find(&d->set, name);
+	if (!e && dcache_age(d) >= cfs->cfg.cache_ttl_ms) {
 		/* "Absent" is never answered from a stale listing: it decides
 		 * whether a create (O_EXCL included) may write that key. */
-		pthread_mutex_unlock(&cfs->lock);
-		rc = dcache_get_locked(prefix, 0, &d);
+		pthread_mutex_unlock(&dc_lock);
+		rc = dcache_get_locked(prefix, GET_FRESH, &d);
 		if (rc)
 			goto out;
-		e = dcache_entry(d, name);
+		e = dset_find(&d->set, name);
 	}
 	if (e) {
 		*out = *e;
 		out->name = NULL;
 	}
-	pthread_mutex_unlock(&cfs->lock);
+	pthread_mutex_unlock(&dc_lock);
 	rc = e ? 0 : -ENOENT;
 out:
 	free(prefix);
 	return rc;
 }
 
-int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
-		void *arg)
+int dcache_view_has(const struct dcache_view *v, const char *name)
 {
+	return dset_find(v->set, name) != NULL;
+}
+
+int dcache_list_ex(const char *rel,
+		   void (*fn)(void *arg, const struct dentry *e),
+		   void (*done)(void *arg, const struct dcache_view *v),
+		   void *arg)
+{
+	struct dcache_view v;
 	struct dcache *d;
 	char *prefix;
 	size_t i;
@@ -407,21 +546,26 @@ int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
 		if (!prefix)
 			return -ENOMEM;
 	}
-	/* A listing asked for by readdir is always fresh: that is where
-	 * uploads from other routes show up. */
-	pthread_mutex_lock(&cfs->lock);
-	d = dcache_find(prefix);
-	if (d)
-		d->fetched.tv_sec = 0;
-	pthread_mutex_unlock(&cfs->lock);
-	rc = dcache_get_locked(prefix, 0, &d);
+	/* A listing asked for by readdir is always fetched (or joins the
+	 * fetch under way): that is where uploads from other routes show. */
+	rc = dcache_get_locked(prefix, GET_FORCE, &d);
 	free(prefix);
 	if (rc)
 		return rc;
-	for (i = 0; i < d->n; i++)
-		fn(arg, &d->ents[i]);
-	pthread_mutex_unlock(&cfs->lock);
+	for (i = 0; i < d->set.n; i++)
+		fn(arg, &d->set.ents[i]);
+	if (done) {
+		v.set = &d->set;
+		done(arg, &v);
+	}
+	pthread_mutex_unlock(&dc_lock);
 	return 0;
+}
+
+int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
+		void *arg)
+{
+	return dcache_list_ex(rel, fn, NULL, arg);
 }
 
 void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
@@ -434,9 +578,9 @@ void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 	if (split_rel(rel, &prefix, &name))
 		return;
 	snprintf(e.etag, sizeof(e.etag), "%s", etag ? etag : "");
-	pthread_mutex_lock(&cfs->lock);
+	pthread_mutex_lock(&dc_lock);
 	dcache_change(prefix, name, 0, &e);
-	pthread_mutex_unlock(&cfs->lock);
+	pthread_mutex_unlock(&dc_lock);
 	free(prefix);
 }
 
@@ -447,43 +591,68 @@ void dcache_remove(const char *rel)
 
 	if (split_rel(rel, &prefix, &name))
 		return;
-	pthread_mutex_lock(&cfs->lock);
+	pthread_mutex_lock(&dc_lock);
 	dcache_change(prefix, name, 1, NULL);
-	pthread_mutex_unlock(&cfs->lock);
+	pthread_mutex_unlock(&dc_lock);
 	free(prefix);
 }
 
 void dcache_invalidate_all(void)
 {
 	struct dcache *d;
+	struct dflight *f;
 
-	pthread_mutex_lock(&cfs->lock);
-	for (d = cfs->dirs; d; d = d->next)
-		d->fetched.tv_sec = 0;
-	pthread_mutex_unlock(&cfs->lock);
+	pthread_mutex_lock(&dc_lock);
+	for (d = dirs; d; d = d->next)
+		d->fetched_ms = -1;
+	/* A fetch under way may have listed before the change. */
+	for (f = flights; f; f = f->next)
+		f->lost = 1;
+	pthread_mutex_unlock(&dc_lock);
+}
+
+int dcache_shutdown(int timeout_ms)
+{
+	struct timespec dl;
+	int n;
+
+	clock_gettime(CLOCK_MONOTONIC, &dl);
+	dl.tv_sec += timeout_ms / 1000;
+	dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000;
+	if (dl.tv_nsec >= 1000000000) {
+		dl.tv_sec++;
+		dl.tv_nsec -= 1000000000;
+	}
+	pthread_mutex_lock(&dc_lock);
+	stopping = 1;
+	while (refreshers > 0 &&
+	       pthread_cond_clockwait(&dc_cond, &dc_lock, CLOCK_MONOTONIC,
+				      &dl) != ETIMEDOUT)
+		;
+	/* Whoever is inside reception_saw leaves it soon (no I/O there);
+	 * no one enters it any more. */
+	while (saw_busy > 0)
+		pthread_cond_wait(&dc_cond, &dc_lock);
+	n = refreshers;
+	pthread_mutex_unlock(&dc_lock);
+	if (n)
+		log_warn("unmount: %d listing refresh%s still waiting for the "
+			 "store after %d ms; leaving without waiting more",
+			 n, n == 1 ? "" : "es", timeout_ms);
+	return n;
 }
 
 void dcache_free_all(void)
 {
-	int i;
+	pthread_mutex_lock(&dc_lock);
+	while (dirs) {
+		struct dcache *d = dirs;
 
-	/* Background refreshes end within the S3 request timeouts. */
-	for (i = 0; i < 6000; i++) {
-		int n;
-
-		pthread_mutex_lock(&cfs->lock);
-		n = dcache_refreshers;
-		pthread_mutex_unlock(&cfs->lock);
-		if (!n)
-			break;
-		usleep(10000);
-	}
-	pthread_mutex_lock(&cfs->lock);
-	while (cfs->dirs) {
-		struct dcache *d = cfs->dirs;
-
-		cfs->dirs = d->next;
+		dirs = d->next;
 		dcache_free(d);
 	}
-	pthread_mutex_unlock(&cfs->lock);
+	nameidx_free(&dirs_ix);
+	/* Flights still listed belong to refresh threads that outlived
+	 * dcache_shutdown's wait: each frees its own. */
+	pthread_mutex_unlock(&dc_lock);
 }

@@ -16,43 +16,14 @@
 
 #include "cfg.h"
 #include "db.h"
+#include "dset.h"
 #include "reception.h"
 #include "s3.h"
 #include "upload.h"
 
 enum cfs_area { AREA_NONE, AREA_ROOT, AREA_INBOX, AREA_PROJECTS, AREA_AUDIT };
 
-/* One directory listing of the reception bucket (prefix "" or "a/b/"). */
-struct dentry {
-	char *name;
-	int is_dir;
-	uint64_t size;
-	time_t mtime;
-	char etag[80];
-};
-
-/* A change the daemon made to a cached directory, replayed onto a listing
- * that was being fetched while it happened. */
-struct djournal {
-	char *name;
-	int removed;
-	struct dentry e;
-	int64_t ms; /* CLOCK_MONOTONIC, ms */
-	struct djournal *next;
-};
-
-struct dcache {
-	char *prefix;
-	struct timespec fetched; /* CLOCK_MONOTONIC; 0: must be refetched */
-	int64_t fetch_start_ms;  /* when the listing request was sent */
-	int refreshing;          /* a background refresh is running */
-	struct djournal *journal; /* changes made since this was installed */
-	struct dentry *ents;
-	size_t n, cap;
-	struct dcache *next;
-};
-
-/* Attributes set with chmod/chown/utimens, kept for the view. */
+/* Attributes set with chmod/chown/utimens, kept for the view (attrs.c). */
 struct attrov {
 	char *rel;
 	mode_t mode;
@@ -60,7 +31,6 @@ struct attrov {
 	gid_t gid;
 	struct timespec atime, mtime;
 	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1;
-	struct attrov *next;
 };
 
 /* A file of inbox/ open for writing, or a local temporary file. */
@@ -104,10 +74,10 @@ struct cfs {
 	gid_t gid;
 	time_t started;
 
+	/* Protects ofiles, and the attribute overrides of attrs.c. Taken
+	 * after dircache.c's own lock, never before it. */
 	pthread_mutex_t lock;
 	struct ofile *ofiles;  /* protected by lock */
-	struct dcache *dirs;   /* protected by lock */
-	struct attrov *attrs;  /* protected by lock */
 };
 
 /* The daemon's state, set before the FUSE loop starts. */
@@ -119,17 +89,40 @@ enum cfs_area cfs_area_of(const char *path, const char **rel);
 /* The caller of the current FUSE request. */
 void cfs_actor(struct actor *a);
 
-/* dircache.c - listings of the reception bucket, with a TTL. */
+/* dircache.c - listings of the reception bucket, with a TTL. Callers hold
+ * no lock (dircache.c has its own; see struct cfs for the order). */
 /* Looks up rel ("a/b.txt"): 0 with *e filled (name not set), or -ENOENT,
  * or -errno when the store cannot be listed. */
 int dcache_lookup(const char *rel, struct dentry *e);
-/* Fresh listing of directory rel ("" = inbox root) passed to fn. */
+/* Fresh listing of directory rel ("" = inbox root) passed to fn, one call
+ * per entry, under dircache.c's lock (fn must not call dcache_*). A
+ * listing already being fetched by another thread is shared, not fetched
+ * again. 0 or -errno (EIO, ENOMEM, ...). */
 int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
 		void *arg);
+/* A listing seen from dcache_list_ex's done callback. */
+struct dcache_view;
+/* 1 when name is an entry of the listing, else 0: O(1). */
+int dcache_view_has(const struct dcache_view *v, const char *name);
+/* dcache_list, then done(arg, view) still under the same lock hold, so
+ * what done adds (open files not yet stored) can be merged with the
+ * listing without copying its names: done may take cfs->lock, and must
+ * not call dcache_*. */
+int dcache_list_ex(const char *rel,
+		   void (*fn)(void *arg, const struct dentry *e),
+		   void (*done)(void *arg, const struct dcache_view *v),
+		   void *arg);
 void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		   const char *etag);
 void dcache_remove(const char *rel);
 void dcache_invalidate_all(void);
+/* At unmount, after the FUSE loop has ended: no new background refresh
+ * starts, and the running ones (which stop between LIST pages) are waited
+ * for up to timeout_ms. Returns how many still run: their threads may
+ * still use cfs->s3 and cfs->cfg, which must then not be freed (they touch
+ * nothing else: not the listings, not cfs->rcp). */
+int dcache_shutdown(int timeout_ms);
+/* Frees every listing. After dcache_shutdown. */
 void dcache_free_all(void);
 
 /* ofile.c - open files and spools. Caller holds no lock. */
@@ -146,10 +139,29 @@ void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
  * nothing logged). */
 void ofile_free_all(void);
 
-/* attrs.c-like helpers in ops_attr */
+/* attrs.c - chmod/chown/utimens overrides, a hash table keyed by rel,
+ * protected by cfs->lock. */
+/* Caller holds cfs->lock. The override for rel (created empty when create
+ * is set), or NULL (absent, or out of memory). Owned by attrs.c: valid
+ * while cfs->lock is held. Prefer attrov_set. */
+struct attrov *attrov_find(const char *rel, int create);
+#define ATTROV_MODE 1
+#define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep st's */
+#define ATTROV_ATIME 4
+#define ATTROV_MTIME 8
+/* Caller holds no lock. Records the fields of in named by what (ATTROV_*)
+ * for rel; st is the file's current stat (for a partial chown). 0 or
+ * -ENOMEM. */
+int attrov_set(const char *rel, const struct attrov *in, unsigned what,
+	       const struct stat *st);
+/* Caller holds no lock. Applies rel's override, if any, to *st. */
 void attrov_apply(const char *rel, struct stat *st);
+/* rename: from's override becomes to's; to's own is dropped. */
 void attrov_move(const char *from, const char *to);
+/* unlink/rmdir: rel's override goes. */
 void attrov_drop(const char *rel);
+/* At unmount: frees every override. */
+void attrov_free_all(void);
 
 extern const struct fuse_operations cfs_ops;
 

@@ -25,26 +25,29 @@ struct cfs_opts {
 	int n_nonopt;
 };
 
-#define CFS_OPT(t, p, v) {t, offsetof(struct cfs_opts, p), v}
+#define CFS_OPT(t, p, v)                                                       \
+	{                                                                      \
+		t, offsetof(struct cfs_opts, p), v                             \
+	}
 
 enum { KEY_DISCARD = 1 };
 
 static const struct fuse_opt cfs_opt_spec[] = {
-	CFS_OPT("config=%s", config, 0),
-	CFS_OPT("--version", show_version, 1),
-	CFS_OPT("-V", show_version, 1),
-	CFS_OPT("--help", show_help, 1),
-	CFS_OPT("-h", show_help, 1),
-	/* fstab-only options, meaningless to FUSE: dropped. */
-	FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("x-systemd.", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
-	FUSE_OPT_END,
+    CFS_OPT("config=%s", config, 0),
+    CFS_OPT("--version", show_version, 1),
+    CFS_OPT("-V", show_version, 1),
+    CFS_OPT("--help", show_help, 1),
+    CFS_OPT("-h", show_help, 1),
+    /* fstab-only options, meaningless to FUSE: dropped. */
+    FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("x-systemd.", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_END,
 };
 
 /* mount(8) and fstab run "custodyfs SOURCE MOUNTPOINT -o opts" (through
@@ -144,8 +147,8 @@ static int cfs_setup(const char *config)
 			strerror(errno));
 		return -EIO;
 	}
-	cfs->db = db_open(cfs->cfg.conninfo, cfs->cfg.db_pool_size, err,
-			  sizeof(err));
+	cfs->db =
+	    db_open(cfs->cfg.conninfo, cfs->cfg.db_pool_size, err, sizeof(err));
 	if (!cfs->db) {
 		fprintf(stderr, "custodyfs: database: %s\n", err);
 		return -EIO;
@@ -176,15 +179,34 @@ static int cfs_start_workers(void)
 	return 0;
 }
 
-static void cfs_teardown(void)
+/* How long unmount waits for background listing refreshes. */
+#define CFS_SHUTDOWN_WAIT_MS 10000
+
+/* Frees the daemon's state once the FUSE loop has ended (its worker
+ * threads are joined then). Threads of our own go first: listing refreshes
+ * (which feed the reception worker), then the reception worker, then open
+ * files and the upload pool. Returns 1 when a listing refresh outlived its
+ * bounded wait: it may still use the S3 client and the config, which are
+ * then left allocated, and the caller must leave with _exit(). */
+static int cfs_teardown(void)
 {
+	int stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
+
 	reception_free(cfs->rcp);
+	cfs->rcp = NULL;
 	ofile_free_all();
 	upload_pool_free(cfs->pool);
+	cfs->pool = NULL;
 	dcache_free_all();
+	attrov_free_all();
 	db_close(cfs->db);
+	cfs->db = NULL;
+	if (stragglers)
+		return 1;
 	s3_client_free(cfs->s3);
+	cfs->s3 = NULL;
 	cfg_free(&cfs->cfg);
+	return 0;
 }
 
 int main(int argc, char *argv[])
@@ -195,7 +217,7 @@ int main(int argc, char *argv[])
 	struct cfs_opts opts = {0};
 	struct fuse *fuse = NULL;
 	static struct cfs state;
-	int rc = 1;
+	int rc = 1, abandoned = 0;
 
 	cfs = &state;
 	pthread_mutex_init(&cfs->lock, NULL);
@@ -256,7 +278,8 @@ int main(int argc, char *argv[])
 		if (!lc)
 			goto out_signals;
 		fuse_loop_cfg_set_clone_fd(lc, fo.clone_fd);
-		fuse_loop_cfg_set_max_threads(lc, (unsigned)cfs->cfg.max_threads);
+		fuse_loop_cfg_set_max_threads(lc,
+					      (unsigned)cfs->cfg.max_threads);
 		fuse_loop_cfg_set_idle_threads(lc, 4);
 		rc = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
@@ -270,11 +293,17 @@ out_unmount:
 out_fuse:
 	fuse_destroy(fuse);
 out_setup:
-	cfs_teardown();
+	abandoned = cfs_teardown();
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);
 	free(opts.first_nonopt);
 	fuse_opt_free_args(&args);
+	if (abandoned) {
+		/* A refresh thread is still inside the S3 client: no exit
+		 * handlers (curl, OpenSSL) may run under it. */
+		fflush(NULL);
+		_exit(rc);
+	}
 	return rc;
 }
