@@ -61,7 +61,7 @@ free_port() { # free_port PREFERRED [OFFSET...]
 install_packages() {
   local need=() p
   local pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
-    libssl-dev libpq-dev libxxhash-dev libexpat1-dev libinih-dev postgresql postgresql-client
+    libssl-dev libpq-dev libxxhash-dev libexpat1-dev postgresql postgresql-client
     python3 python3-boto3 python3-psycopg2 curl ca-certificates procps)
   [ "$BACKEND" = swift ] && pkgs+=(swift swift-proxy swift-account swift-container swift-object memcached)
   for p in "${pkgs[@]}"; do
