@@ -754,7 +754,7 @@ int inbox_unlink(const char *rel)
 		/* libfuse removes a hidden file when its last handle closes:
 		 * it never was in the store. */
 		if (!of)
-			return -ENOENT;
+			return 0; /* gone with its last handle already */
 		pthread_mutex_lock(&cfs->lock);
 		of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
