@@ -43,9 +43,9 @@ struct djournal {
 
 struct dcache {
 	char *prefix;
-	struct timespec fetched;  /* CLOCK_MONOTONIC; 0: must be refetched */
-	int64_t fetch_start_ms;	  /* when the listing request was sent */
-	int refreshing;		  /* a background refresh is running */
+	struct timespec fetched; /* CLOCK_MONOTONIC; 0: must be refetched */
+	int64_t fetch_start_ms;  /* when the listing request was sent */
+	int refreshing;          /* a background refresh is running */
 	struct djournal *journal; /* changes made since this was installed */
 	struct dentry *ents;
 	size_t n, cap;
@@ -79,6 +79,7 @@ struct ofile {
 	pthread_mutex_t lock;  /* serialises data operations on this file */
 	int fd;		       /* protected by lock: the spool (O_TMPFILE) */
 	int ready;	       /* protected by lock: the spool holds the file */
+	int writers;	       /* protected by lock: handles open for writing */
 	int failed;	       /* protected by lock: -errno of a failed load */
 	uint64_t size;	       /* protected by lock */
 	int dirty;	       /* protected by lock: spool differs from store */
@@ -98,10 +99,12 @@ struct fhandle {
 	int modified; /* protected by of->lock: created, truncated or
 			 written through this handle */
 	int wrote;    /* protected by of->lock: data written through it */
+	int writable; /* opened for writing: counted in of->writers */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
 	/* Read-only handles on a stored object (of == NULL): */
-	char *rel;	       /* key read from, set at open */
+	char *rel;	       /* protected by cfs.lock: key read from; follows
+				  renames of the object */
 	uint64_t size;	       /* object size at open */
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
@@ -127,9 +130,9 @@ struct cfs {
 	time_t started;
 
 	pthread_mutex_t lock;
-	struct ofile *ofiles; /* protected by lock */
-	struct dcache *dirs;  /* protected by lock */
-	struct attrov *attrs; /* protected by lock */
+	struct ofile *ofiles;  /* protected by lock */
+	struct dcache *dirs;   /* protected by lock */
+	struct attrov *attrs;  /* protected by lock */
 };
 
 /* The daemon's state, set before the FUSE loop starts. */

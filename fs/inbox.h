@@ -19,6 +19,8 @@ void inbox_release(struct fhandle *h);
 /* The open file a handle reads and writes: h->of, or the spool a
  * read-only handle got when its file was unlinked; NULL: the store. */
 struct ofile *fh_file(struct fhandle *h);
+/* A copy of the key the handle's file has now (NULL: ENOMEM). */
+char *fh_rel(struct fhandle *h);
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h);
 int inbox_unlink(const char *rel);
 int inbox_rename(const char *from, const char *to, unsigned int flags);

@@ -223,13 +223,12 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 		st->st_uid = cfs->uid;
 		st->st_gid = cfs->gid;
 		st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
-		attrov_apply(h->rel, st);
-		return 0;
+	} else {
+		pthread_mutex_lock(&of->lock);
+		ofile_stat(of, st);
+		pthread_mutex_unlock(&of->lock);
 	}
-	pthread_mutex_lock(&of->lock);
-	ofile_stat(of, st);
-	pthread_mutex_unlock(&of->lock);
-	rel = ofile_rel(of);
+	rel = fh_rel(h);
 	if (!rel)
 		return -ENOMEM;
 	attrov_apply(rel, st);
@@ -443,7 +442,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		rc = fh_getattr(h, &st);
 		if (rc)
 			return rc;
-		own = fh_file(h) ? ofile_rel(fh_file(h)) : strdup(h->rel);
+		own = fh_rel(h);
 		if (!own)
 			return -ENOMEM;
 		rel = own;

@@ -311,6 +311,43 @@ static void readers_attach(const char *rel, struct ofile *of)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+/* Stored objects renamed (from, or everything under from/ for a
+ * directory): their readers follow, the content being the same. */
+static void readers_rename(const char *from, const char *to)
+{
+	size_t fl = strlen(from);
+	struct fhandle *h;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = readers; h; h = h->rnext) {
+		char *n = NULL;
+
+		if (!strcmp(h->rel, from))
+			n = strdup(to);
+		else if (!strncmp(h->rel, from, fl) && h->rel[fl] == '/' &&
+			 asprintf(&n, "%s%s", to, h->rel + fl) < 0)
+			n = NULL;
+		if (n) {
+			free(h->rel);
+			h->rel = n;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+char *fh_rel(struct fhandle *h)
+{
+	struct ofile *of = fh_file(h);
+	char *rel;
+
+	if (of)
+		return ofile_rel(of);
+	pthread_mutex_lock(&cfs->lock);
+	rel = strdup(h->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	return rel;
+}
+
 static int readers_of(const char *rel)
 {
 	struct fhandle *h;
@@ -353,8 +390,11 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 		}
 	}
 	h = rc ? NULL : fh_new(of);
-	if (h)
+	if (h) {
 		h->modified = 1;
+		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+		of->writers += h->writable;
+	}
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
 		ofile_put(of);
@@ -419,8 +459,11 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 		rc = ofile_truncate(of, 0);
 	}
 	h = rc ? NULL : fh_new(of);
-	if (h)
+	if (h) {
 		h->modified = trunc;
+		h->writable = wr;
+		of->writers += wr;
+	}
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
 		ofile_put(of);
@@ -455,7 +498,8 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 {
 	size_t got = 0, want;
 	struct ofile *spool;
-	int rc = 0;
+	char *key, *now;
+	int rc = 0, tries = 0;
 
 	if (off >= h->size)
 		return 0;
@@ -487,8 +531,25 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 		h->buf = nb;
 		h->buf_cap = want;
 	}
-	rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, h->rel, off, want,
-			  h->buf, &got);
+	key = fh_rel(h);
+	if (!key) {
+		pthread_mutex_unlock(&h->lock);
+		return -ENOMEM;
+	}
+	for (;;) {
+		rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, key, off,
+				  want, h->buf, &got);
+		/* Renamed while this read was on its way: read the new
+		 * name (same content). */
+		now = rc && tries++ < 3 && !fh_file(h) ? fh_rel(h) : NULL;
+		if (!now || !strcmp(now, key)) {
+			free(now);
+			break;
+		}
+		free(key);
+		key = now;
+	}
+	free(key);
 	if (rc) {
 		h->buf_len = 0;
 		pthread_mutex_unlock(&h->lock);
@@ -629,10 +690,10 @@ static int other_writer_fd(struct ofile *of)
 
 /* flush (closing) and fsync: the data is in the store and its row
  * committed when this returns 0. Only a handle that created, truncated or
- * wrote the file commits it; a close that leaves another descriptor of
- * the same process on the file, before any data was written, leaves the
- * commit to that descriptor's close. Errors: EIO, ENOSPC, EACCES,
- * ETIMEDOUT, EAGAIN... */
+ * wrote the file commits it; a close that leaves a dup of the same open
+ * file description in the closing process, before any data was written
+ * (echo x > f, dd of=f), leaves the commit to the dup's close. Errors: EIO,
+ * ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
 int inbox_sync(struct fhandle *h, int closing)
 {
 	struct ofile *of = h->of;
@@ -645,7 +706,10 @@ int inbox_sync(struct fhandle *h, int closing)
 		rc = of->failed;
 	else if (!h->modified)
 		rc = 0;
-	else if (closing && !h->wrote && of->dirty && other_writer_fd(of))
+	else if (closing && !h->wrote && of->dirty && of->writers == 1 &&
+		 h->writable && other_writer_fd(of))
+		/* The only writable description of the file is h: the other
+		 * descriptor found is a dup of this one. */
 		h->deferred = 1;
 	else if ((rc = ofile_commit(of)) == 0)
 		h->deferred = 0;
@@ -942,6 +1006,7 @@ static int rename_dir(const char *from, const char *to)
 		/* Open files follow; their basenames, hence whether they
 		 * are local, do not change. */
 		ofile_rebase(from, to);
+		readers_rename(from, to);
 		dcache_remove(from);
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
@@ -977,12 +1042,14 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		ofile_make_local(of);
 		ofile_drop_name(to);
 		ofile_rebase(from, to);
+		readers_attach(from, of);
 		return 0;
 	}
 	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
 			      etag);
 	if (rc == 0) {
 		ofile_rebase(from, to);
+		readers_rename(from, to);
 		dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	}
 	return rc;
@@ -1050,6 +1117,7 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 				      &who, etag);
 		if (rc)
 			return rc;
+		readers_rename(from, to);
 		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
 	}
 	dcache_remove(from);

@@ -142,6 +142,25 @@ def test_rename_over_open_file(mount, d, uniq):
     no_hidden_names(m, uniq, d)
 
 
+def test_reader_follows_rename(mount, d, uniq):
+    """A read-only descriptor keeps reading its file after the file (or its directory) is
+    renamed: the object moved, the content did not."""
+    m = mount
+    os.mkdir(os.path.join(d, "sub"))
+    data = os.urandom(400000)
+    write(os.path.join(d, "sub", "a.bin"), data)
+    m.restart()  # no spool: the reader reads from the store
+    with open(os.path.join(d, "sub", "a.bin"), "rb", buffering=0) as f:
+        first = f.read(1000)
+        os.rename(os.path.join(d, "sub", "a.bin"), os.path.join(d, "sub", "b.bin"))
+        second = f.read(150000)
+        os.rename(os.path.join(d, "sub"), os.path.join(d, "sub2"))
+        rest = f.read()
+    assert first + second + rest == data
+    assert get_object(m, f"{uniq}/sub2/b.bin") == data
+    assert m.alive()
+
+
 def test_hidden_names_are_reserved(mount, d):
     for op in (lambda p: os.open(p, os.O_WRONLY | os.O_CREAT, 0o644), os.mkdir):
         with pytest.raises(OSError) as e:
@@ -173,6 +192,42 @@ def test_reader_close_uploads_nothing(mount, d, uniq):
 
 
 # --------------------------------------------------------------------------- 2. one reception
+
+def test_two_descriptions_truncate_is_stored_at_its_close(mount, d, uniq):
+    """A process holding the file open read-write (no writes) opens it again with O_TRUNC and
+    closes that: the close that returns 0 has stored the truncation (the other descriptor is
+    not a dup of the closed one, so nothing is left to it)."""
+    m = mount
+    key = f"{uniq}/two.txt"
+    p = os.path.join(d, "two.txt")
+    write(p, b"to be truncated")
+    fd1 = os.open(p, os.O_RDWR)
+    try:
+        fd2 = os.open(p, os.O_WRONLY | os.O_TRUNC)
+        os.close(fd2)
+        assert get_object(m, key) == b""
+        assert len(live_rows(m, key)) == 1
+        assert live_rows(m, key)[0]["sha256"] == m.sha256_bytes(b"")
+    finally:
+        os.close(fd1)
+    assert len(rows(m, key)) == 2  # the original (overwritten) and the truncation
+
+
+def test_dup_then_write_logs_one_reception(mount, d, uniq):
+    """open(O_CREAT|O_TRUNC), dup2, close the original, write through the dup, close: what a
+    shell redirect does, done by hand; also from a thread other than the opener."""
+    m = mount
+    key = f"{uniq}/dup.txt"
+    fd = os.open(os.path.join(d, "dup.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd2 = os.dup(fd)
+    os.close(fd)
+    assert rows(m, key) == [], "the close of the original (a dup remains) logged a reception"
+    t = threading.Thread(target=lambda: os.write(fd2, b"through the dup"))
+    t.start()
+    t.join(60)
+    os.close(fd2)
+    one_row(m, key, b"through the dup")
+
 
 @pytest.mark.parametrize("how", ["echo", "printf-append", "dd"])
 def test_shell_redirect_logs_one_reception(mount, d, uniq, how, tmp_path):
