@@ -263,6 +263,11 @@ void fh_free(struct fhandle *h)
 	if (!h)
 		return;
 	if (h->of) {
+		if (h->writable) {
+			pthread_mutex_lock(&h->of->lock);
+			h->of->writers--;
+			pthread_mutex_unlock(&h->of->lock);
+		}
 		ofile_put(h->of);
 	} else {
 		pthread_mutex_lock(&cfs->lock);

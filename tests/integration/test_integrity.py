@@ -248,6 +248,25 @@ def test_shell_redirect_logs_one_reception(mount, d, uniq, how, tmp_path):
     one_row(m, key, data)
 
 
+def test_redirects_after_earlier_writers_closed(mount, d, uniq):
+    """Each redirect onto a file written and closed before logs one reception (earlier,
+    closed writers do not count as other descriptions)."""
+    m = mount
+    key = f"{uniq}/log.txt"
+    p = os.path.join(d, "log.txt")
+    write(p, b"line 1\n")
+    sh(f"bash -c 'echo line 2 >> {p}'")
+    sh(f"bash -c 'echo line 3 >> {p}'")
+    with open(p, "r+b") as f:  # a read-write open that writes nothing
+        f.read()
+    sh(f"bash -c 'echo new > {p}'")
+    rs = rows(m, key)
+    assert [r["sha256"] for r in rs] == [m.sha256_bytes(x) for x in (
+        b"line 1\n", b"line 1\nline 2\n", b"line 1\nline 2\nline 3\n", b"new\n")], \
+        [(r["size_bytes"], r["removed_at"]) for r in rs]
+    assert get_object(m, key) == b"new\n"
+
+
 def test_truncate_existing_and_touch_log_one_reception(mount, d, uniq):
     m = mount
     p = os.path.join(d, "existing.txt")
