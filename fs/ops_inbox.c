@@ -822,8 +822,10 @@ int inbox_unlink(const char *rel)
 	if (ofile_is_hidden_name(rel)) {
 		/* libfuse removes a hidden file when its last handle closes:
 		 * it never was in the store. */
-		if (!of)
-			return 0; /* gone with its last handle already */
+		if (!of) {
+			attrov_drop(rel); /* gone with its last handle */
+			return 0;
+		}
 		pthread_mutex_lock(&cfs->lock);
 		of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
