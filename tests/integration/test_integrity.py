@@ -39,7 +39,8 @@ def no_hidden_names(m, uniq, d):
 def one_row(m, key, data):
     """Exactly one reception row ever for key, live, describing data; the bucket holds data."""
     rs = rows(m, key)
-    assert len(rs) == 1, f"{len(rs)} rows for {key!r}: {[(r['size_bytes'], r['removed_at']) for r in rs]}"
+    seen = [(r["size_bytes"], r["removed_at"]) for r in rs]
+    assert len(rs) == 1, f"{len(rs)} rows for {key!r}: {seen}"
     assert rs[0]["removed_at"] is None
     assert rs[0]["sha256"] == m.sha256_bytes(data)
     assert rs[0]["size_bytes"] == len(data)
@@ -75,6 +76,34 @@ def test_open_unlinked_new_file_works_and_is_never_stored(mount, d, uniq):
     assert get_object(m, f"{uniq}/tmpfile.bin") is None
     assert os.listdir(d) == []
     no_hidden_names(m, uniq, d)
+
+
+def test_open_unlinked_file_in_removed_directory(mount, d, uniq):
+    """The directory of an open, unlinked file is removed (POSIX allows it): libfuse then has
+    no path for the file and passes NULL to the handlers; data operations on the descriptor
+    still work and the daemon lives. (fstat/fchmod there answer ESTALE: the kernel sends no
+    file handle with them and libfuse's high-level API cannot name an orphaned node.)"""
+    m = mount
+    sub = os.path.join(d, "sub")
+    os.mkdir(sub)
+    fd = os.open(os.path.join(sub, "f"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"0123456789")
+        os.unlink(os.path.join(sub, "f"))
+        os.rmdir(sub)
+        assert not os.path.exists(sub)
+        os.ftruncate(fd, 4)
+        os.pwrite(fd, b"ab", 4)
+        assert os.pread(fd, 100, 0) == b"0123ab"
+        os.ftruncate(fd, 8)
+        assert os.pread(fd, 100, 0) == b"0123ab\0\0"
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert m.alive(), "the daemon died"
+    assert bucket_keys(m, uniq + "/") == []
+    assert m.sql_value("select count(*) from reception_audit where starts_with(object_key, %s)",
+                       (uniq + "/",)) == 0
 
 
 def test_open_unlinked_stored_file(mount, d, uniq):
