@@ -26,9 +26,9 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 		const char *name;
 		enum cfs_area area;
 	} top[] = {
-	    {"inbox", AREA_INBOX},
-	    {"projects", AREA_PROJECTS},
-	    {"audit", AREA_AUDIT},
+		{"inbox", AREA_INBOX},
+		{"projects", AREA_PROJECTS},
+		{"audit", AREA_AUDIT},
 	};
 	size_t i;
 
@@ -54,9 +54,9 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 
 /* The last uid -> name resolved: files are mostly written by one user. */
 static pthread_mutex_t actor_lock = PTHREAD_MUTEX_INITIALIZER;
-static uid_t actor_uid = (uid_t)-1; /* protected by actor_lock */
-static char actor_user[64];	    /* protected by actor_lock */
-static time_t actor_when;	    /* protected by actor_lock */
+static uid_t actor_uid = (uid_t)-1;     /* protected by actor_lock */
+static char actor_user[64];             /* protected by actor_lock */
+static time_t actor_when;               /* protected by actor_lock */
 
 void cfs_actor(struct actor *a)
 {
@@ -319,7 +319,8 @@ static int cfs_rmdir(const char *path)
 }
 
 /* Errors: EPERM, EROFS, EINVAL, ENAMETOOLONG, EIO, ENOSPC. */
-static int cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+static int cfs_create(const char *path, mode_t mode,
+		      struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -350,8 +351,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 	return h ? inbox_read(h, buf, size, off) : -EBADF;
 }
 
-static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
-		     struct fuse_file_info *fi)
+static int cfs_write(const char *path, const char *buf, size_t size,
+		     off_t off, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
@@ -384,7 +385,8 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 }
 
 /* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, EIO. */
-static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+static int cfs_truncate(const char *path, off_t size,
+			struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -525,8 +527,9 @@ static int cfs_symlink(const char *target, const char *path)
 {
 	const char *rel;
 
-	return readonly_errno(
-	    cfs_area_of(path, &rel) == AREA_AUDIT ? AREA_AUDIT : AREA_ROOT);
+	return readonly_errno(cfs_area_of(path, &rel) == AREA_AUDIT
+				      ? AREA_AUDIT
+				      : AREA_ROOT);
 }
 
 static int cfs_link(const char *from, const char *to)
@@ -562,7 +565,8 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	/* An open file that is unlinked (or renamed over) is hidden by
 	 * libfuse: renamed to ".fuse_hidden…" (inbox_rename treats that as
 	 * the unlink for the store) and unlinked at its last release, so
-	 * every operation on it still has a node and a path. */
+	 * every operation on it still has a node (and, unless its directory
+	 * was removed, a path). */
 	cfg->hard_remove = 0;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
@@ -581,26 +585,26 @@ static void cfs_destroy(void *data)
 }
 
 const struct fuse_operations cfs_ops = {
-    .init = cfs_init,
-    .destroy = cfs_destroy,
-    .getattr = cfs_getattr,
-    .readdir = cfs_readdir,
-    .mkdir = cfs_mkdir,
-    .rmdir = cfs_rmdir,
-    .create = cfs_create,
-    .open = cfs_open,
-    .read = cfs_read,
-    .write = cfs_write,
-    .flush = cfs_flush,
-    .fsync = cfs_fsync,
-    .release = cfs_release,
-    .truncate = cfs_truncate,
-    .unlink = cfs_unlink,
-    .rename = cfs_rename,
-    .chmod = cfs_chmod,
-    .chown = cfs_chown,
-    .utimens = cfs_utimens,
-    .statfs = cfs_statfs,
-    .symlink = cfs_symlink,
-    .link = cfs_link,
+	.init = cfs_init,
+	.destroy = cfs_destroy,
+	.getattr = cfs_getattr,
+	.readdir = cfs_readdir,
+	.mkdir = cfs_mkdir,
+	.rmdir = cfs_rmdir,
+	.create = cfs_create,
+	.open = cfs_open,
+	.read = cfs_read,
+	.write = cfs_write,
+	.flush = cfs_flush,
+	.fsync = cfs_fsync,
+	.release = cfs_release,
+	.truncate = cfs_truncate,
+	.unlink = cfs_unlink,
+	.rename = cfs_rename,
+	.chmod = cfs_chmod,
+	.chown = cfs_chown,
+	.utimens = cfs_utimens,
+	.statfs = cfs_statfs,
+	.symlink = cfs_symlink,
+	.link = cfs_link,
 };
