@@ -33,33 +33,58 @@ struct attrov {
 	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1;
 };
 
-/* A file of inbox/ open for writing, or a local temporary file. */
+/* A file of inbox/ open for writing, or a local temporary file, or an open
+ * file that was unlinked (hidden).
+ *
+ * Invariant: an ofile is local (never uploaded) iff its current name is a
+ * temp name or a hidden name. A hidden ofile was unlinked (or renamed over)
+ * while open: libfuse (hard_remove=0) renamed it to ".fuse_hidden…" in the
+ * same directory; it is never listed, uploaded or logged, and is freed with
+ * its last handle. */
 struct ofile {
-	char *rel;      /* protected by cfs.lock: key in the reception bucket */
-	int refs;       /* protected by cfs.lock: open handles */
-	int unlinked;   /* protected by cfs.lock */
-	pthread_mutex_t lock; /* serialises data operations on this file */
-	int fd;               /* protected by lock: the spool (O_TMPFILE) */
-	uint64_t size;        /* protected by lock */
-	int dirty;            /* protected by lock: spool differs from store */
-	int local;            /* protected by lock: temp name, never uploaded */
-	int in_store;         /* protected by lock: an object exists for rel */
-	struct upload *up;    /* protected by lock; NULL while local */
+	char *rel;    /* protected by cfs.lock: key in the reception bucket */
+	int refs;     /* protected by cfs.lock: open handles */
+	int unlinked; /* protected by cfs.lock: no longer found by name */
+	int hidden;   /* protected by cfs.lock: unlinked while open */
+	pthread_mutex_t lock;  /* serialises data operations on this file */
+	int fd;		       /* protected by lock: the spool (O_TMPFILE) */
+	int ready;	       /* protected by lock: the spool holds the file */
+	int writers;	       /* protected by lock: handles open for writing */
+	int failed;	       /* protected by lock: -errno of a failed load */
+	uint64_t size;	       /* protected by lock */
+	int dirty;	       /* protected by lock: spool differs from store */
+	int local;	       /* protected by lock: never uploaded */
+	int in_store;	       /* protected by lock: an object exists for rel */
+	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
 	struct ofile *next;    /* protected by cfs.lock */
 };
 
 /* Per open handle (fi->fh). */
 struct fhandle {
-	struct ofile *of; /* NULL: read-only handle on a stored object */
+	struct ofile *of; /* set at open, never changes; NULL: read-only
+			     handle on a stored object */
 	enum cfs_area area;
-	char *rel;        /* read-only: key read from */
-	uint64_t size;    /* read-only: object size at open */
-	pthread_mutex_t lock; /* read-ahead buffer */
-	char *buf;        /* protected by lock */
-	uint64_t buf_off; /* protected by lock */
-	size_t buf_len;   /* protected by lock */
-	size_t ra;        /* protected by lock: current read-ahead size */
+	/* Only a handle that changed the file commits it (flush/fsync). */
+	int modified; /* protected by of->lock: created, truncated or
+			 written through this handle */
+	int wrote;    /* protected by of->lock: data written through it */
+	int writable; /* opened for writing: counted in of->writers */
+	int deferred; /* protected by of->lock: a flush left the commit to
+			 another descriptor of the closing process */
+	/* Read-only handles on a stored object (of == NULL): */
+	char *rel;	       /* protected by cfs.lock: key read from; follows
+				  renames of the object */
+	uint64_t size;	       /* object size at open */
+	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
+				  while open; its content, read from here */
+	struct fhandle *rnext; /* protected by cfs.lock: list of them */
+	pthread_mutex_t lock;  /* read-ahead buffer */
+	char *buf;	       /* protected by lock */
+	size_t buf_cap;	       /* protected by lock: allocated size of buf */
+	uint64_t buf_off;      /* protected by lock */
+	size_t buf_len;	       /* protected by lock */
+	size_t ra;	       /* protected by lock: current read-ahead size */
 	uint64_t next_off; /* protected by lock: where a sequential read goes */
 };
 
@@ -125,16 +150,40 @@ int dcache_shutdown(int timeout_ms);
 /* Frees every listing. After dcache_shutdown. */
 void dcache_free_all(void);
 
-/* ofile.c - open files and spools. Caller holds no lock. */
+/* ofile.c - open files and spools. Caller holds no lock unless said. */
+/* Is rel's basename a name libfuse gives an open file it hides on unlink
+ * (".fuse_hidden…")? Such names are never listed, uploaded or logged. */
+int ofile_is_hidden_name(const char *rel);
 struct ofile *ofile_find(const char *rel); /* takes a reference */
+/* A new ofile for rel (or the one already open under rel, shared), with a
+ * reference for the caller, returned with of->lock held (a new one is not
+ * ready: the caller fills it, or truncates it, before unlocking).
+ * *err = -errno on failure. */
 struct ofile *ofile_create(const char *rel, int local, int *err);
 void ofile_put(struct ofile *of); /* drops a reference */
-/* Fills the spool from the stored object key. Caller holds of->lock. */
+/* Fills the spool from the stored object key. Caller holds of->lock. On
+ * failure the ofile is marked failed (every handle sharing it gets the
+ * error) and no longer found by name. */
 int ofile_load(struct ofile *of, const char *key);
-int ofile_commit(struct ofile *of);    /* upload + log if dirty; -errno */
-int ofile_truncate(struct ofile *of, uint64_t size);
-void ofile_stat(struct ofile *of, struct stat *st);
+/* Caller holds of->lock: upload + log if dirty; -errno. */
+int ofile_commit(struct ofile *of);
+/* Caller holds of->lock. A local file gets the final name `to`: uploaded
+ * and logged under `to` (replaces: an object exists there), and only then
+ * renamed. On failure nothing changed: it keeps its temp name, local. */
+int ofile_publish(struct ofile *of, const char *to, int replaces);
+/* Caller holds of->lock. The file stops being uploaded (an upload in
+ * flight is aborted): it becomes local. */
+void ofile_make_local(struct ofile *of);
+int ofile_truncate(struct ofile *of, uint64_t size); /* of->lock held */
+void ofile_stat(struct ofile *of, struct stat *st);  /* of->lock held */
+/* A copy of of->rel (read under cfs.lock), or NULL (ENOMEM). */
+char *ofile_rel(struct ofile *of);
 void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
+/* of (found by ofile_find) now lives under the hidden name `to`. */
+void ofile_hide(struct ofile *of, const char *to);
+/* rel is replaced by a rename: a local file under that name is dropped.
+ * (An open final-named file was hidden by libfuse before.) */
+void ofile_drop_name(const char *rel);
 /* At unmount: files still open or local are dropped (uploads aborted,
  * nothing logged). */
 void ofile_free_all(void);

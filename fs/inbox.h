@@ -12,7 +12,15 @@ int inbox_create(const char *rel, struct fuse_file_info *fi);
 int inbox_open(const char *rel, struct fuse_file_info *fi);
 int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off);
 int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off);
-int inbox_sync(struct fhandle *h);
+/* closing: flush (close(2)), else fsync. */
+int inbox_sync(struct fhandle *h, int closing);
+/* release: a deferred commit as a last resort, then fh_free. */
+void inbox_release(struct fhandle *h);
+/* The open file a handle reads and writes: h->of, or the spool a
+ * read-only handle got when its file was unlinked; NULL: the store. */
+struct ofile *fh_file(struct fhandle *h);
+/* A copy of the key the handle's file has now (NULL: ENOMEM). */
+char *fh_rel(struct fhandle *h);
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h);
 int inbox_unlink(const char *rel);
 int inbox_rename(const char *from, const char *to, unsigned int flags);

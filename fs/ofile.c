@@ -33,6 +33,11 @@ static int spool_open(void)
 	return fd;
 }
 
+int ofile_is_hidden_name(const char *rel)
+{
+	return !strncmp(names_basename(rel), ".fuse_hidden", 12);
+}
+
 struct ofile *ofile_find(const char *rel)
 {
 	struct ofile *of;
@@ -89,9 +94,9 @@ struct ofile *ofile_create(const char *rel, int local, int *err)
 	}
 	of->local = local;
 	if (!local) {
-		of->up = upload_new(cfs->pool, cfs->s3,
-				    cfs->cfg.reception_bucket, rel, of->fd,
-				    cfs->cfg.part_size);
+		of->up =
+		    upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket,
+			       rel, of->fd, cfs->cfg.part_size);
 		if (!of->up) {
 			*err = -ENOMEM;
 			goto fail;
@@ -99,6 +104,9 @@ struct ofile *ofile_create(const char *rel, int local, int *err)
 	}
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	of->refs = 1;
+	/* Locked before anyone can find it: whoever shares it waits for
+	 * the creator to fill it (or mark it failed). */
+	pthread_mutex_lock(&of->lock);
 	pthread_mutex_lock(&cfs->lock);
 	for (other = cfs->ofiles; other; other = other->next)
 		if (!other->unlinked && !strcmp(other->rel, rel))
@@ -107,7 +115,9 @@ struct ofile *ofile_create(const char *rel, int local, int *err)
 		/* Lost a race with another create: share the first one. */
 		other->refs++;
 		pthread_mutex_unlock(&cfs->lock);
+		pthread_mutex_unlock(&of->lock);
 		ofile_free(of);
+		pthread_mutex_lock(&other->lock);
 		return other;
 	}
 	of->next = cfs->ofiles;
@@ -119,23 +129,52 @@ fail:
 	return NULL;
 }
 
-void ofile_put(struct ofile *of)
+/* Caller holds cfs->lock. */
+static void ofile_unlist(struct ofile *of)
 {
 	struct ofile **pp;
+
+	for (pp = &cfs->ofiles; *pp; pp = &(*pp)->next) {
+		if (*pp == of) {
+			*pp = of->next;
+			break;
+		}
+	}
+}
+
+void ofile_put(struct ofile *of)
+{
 	int drop = 0;
 
 	pthread_mutex_lock(&cfs->lock);
-	if (--of->refs == 0 && (!of->local || of->unlinked)) {
-		for (pp = &cfs->ofiles; *pp; pp = &(*pp)->next) {
-			if (*pp == of) {
-				*pp = of->next;
-				break;
-			}
-		}
+	/* A local file outlives its handles (until renamed or unlinked);
+	 * a hidden one goes with its last handle. */
+	if (--of->refs == 0 && (!of->local || of->unlinked || of->hidden)) {
+		ofile_unlist(of);
 		drop = 1;
 	}
 	pthread_mutex_unlock(&cfs->lock);
 	if (drop)
+		ofile_free(of);
+}
+
+void ofile_drop_name(const char *rel)
+{
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (!of->unlinked && !strcmp(of->rel, rel))
+			break;
+	if (of) {
+		of->unlinked = 1;
+		if (of->refs == 0)
+			ofile_unlist(of);
+		else
+			of = NULL; /* freed by its last ofile_put */
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (of)
 		ofile_free(of);
 }
 
@@ -146,38 +185,45 @@ int ofile_load(struct ofile *of, const char *key)
 
 	rc = s3_get_to_fd(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
 			  &size);
-	if (rc)
-		return rc;
-	if (ftruncate(of->fd, (off_t)size) != 0)
-		return -errno;
+	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
+		rc = -errno;
+	if (rc) {
+		/* Every handle sharing this spool sees the failure; a later
+		 * open starts over with a new ofile. */
+		of->failed = rc < 0 ? rc : -EIO;
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		return of->failed;
+	}
 	of->size = size;
 	of->in_store = 1;
 	of->dirty = 0;
+	of->ready = 1;
 	if (of->up)
 		upload_invalidate(of->up);
 	return 0;
 }
 
-/* Caller holds of->lock. */
-int ofile_commit(struct ofile *of)
+char *ofile_rel(struct ofile *of)
+{
+	char *rel;
+
+	pthread_mutex_lock(&cfs->lock);
+	rel = strdup(of->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	return rel;
+}
+
+/* Caller holds of->lock: uploads the spool under rel and logs it. */
+static int ofile_commit_key(struct ofile *of, const char *rel)
 {
 	struct upload_result res;
 	struct actor who;
 	char mtime[32];
 	struct s3_kv meta[1];
-	char *rel;
-	int rc, unlinked;
+	int rc;
 
-	pthread_mutex_lock(&cfs->lock);
-	unlinked = of->unlinked;
-	rel = strdup(of->rel);
-	pthread_mutex_unlock(&cfs->lock);
-	if (!rel)
-		return -ENOMEM;
-	if (!of->dirty || of->local || unlinked) {
-		free(rel);
-		return 0;
-	}
 	snprintf(mtime, sizeof(mtime), "%lld", (long long)of->mtime.tv_sec);
 	meta[0].name = (char *)"mtime";
 	meta[0].value = mtime;
@@ -190,8 +236,7 @@ int ofile_commit(struct ofile *of)
 	if (rc == 0)
 		rc = upload_finish(of->up, of->size, meta, 1, &res);
 	if (rc == 0)
-		rc = reception_commit(cfs->rcp, rel, &res, &who,
-				      !of->in_store);
+		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
 	if (rc == 0) {
 		of->dirty = 0;
 		of->in_store = 1;
@@ -199,13 +244,98 @@ int ofile_commit(struct ofile *of)
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
+	return rc;
+}
+
+/* Caller holds of->lock. */
+int ofile_commit(struct ofile *of)
+{
+	char *rel;
+	int rc, skip;
+
+	if (of->failed)
+		return of->failed;
+	pthread_mutex_lock(&cfs->lock);
+	skip = of->unlinked || of->hidden;
+	rel = skip ? NULL : strdup(of->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	if (skip || !of->dirty || of->local) {
+		free(rel);
+		return 0;
+	}
+	if (!rel)
+		return -ENOMEM;
+	rc = ofile_commit_key(of, rel);
 	free(rel);
 	return rc;
 }
 
 /* Caller holds of->lock. */
+int ofile_publish(struct ofile *of, const char *to, int replaces)
+{
+	char *n = strdup(to), *old;
+	int rc;
+
+	if (!n)
+		return -ENOMEM;
+	of->up = upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket, to,
+			    of->fd, cfs->cfg.part_size);
+	if (!of->up) {
+		free(n);
+		return -ENOMEM;
+	}
+	of->local = 0;
+	of->dirty = 1;
+	of->in_store = replaces;
+	rc = ofile_commit_key(of, to);
+	if (rc) {
+		/* Stays what it was: a local file under its temp name. */
+		upload_free(of->up);
+		of->up = NULL;
+		of->local = 1;
+		of->in_store = 0;
+		of->dirty = 1;
+		free(n);
+		return rc;
+	}
+	pthread_mutex_lock(&cfs->lock);
+	old = of->rel;
+	of->rel = n;
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+	return 0;
+}
+
+/* Caller holds of->lock. */
+void ofile_make_local(struct ofile *of)
+{
+	upload_free(of->up);
+	of->up = NULL;
+	of->local = 1;
+	of->in_store = 0;
+}
+
+void ofile_hide(struct ofile *of, const char *to)
+{
+	char *n = strdup(to), *old = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	of->hidden = 1;
+	if (n) {
+		old = of->rel;
+		of->rel = n;
+	} else {
+		of->unlinked = 1; /* no name: found only by its handles */
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+}
+
+/* Caller holds of->lock. */
 int ofile_truncate(struct ofile *of, uint64_t size)
 {
+	if (of->failed)
+		return of->failed;
 	if (ftruncate(of->fd, (off_t)size) != 0)
 		return -errno;
 	if (of->up) {
@@ -216,6 +346,7 @@ int ofile_truncate(struct ofile *of, uint64_t size)
 	}
 	of->size = size;
 	of->dirty = 1;
+	of->ready = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	return 0;
 }
@@ -223,9 +354,14 @@ int ofile_truncate(struct ofile *of, uint64_t size)
 /* Caller holds of->lock. */
 void ofile_stat(struct ofile *of, struct stat *st)
 {
+	int hidden;
+
+	pthread_mutex_lock(&cfs->lock);
+	hidden = of->hidden || of->unlinked;
+	pthread_mutex_unlock(&cfs->lock);
 	memset(st, 0, sizeof(*st));
 	st->st_mode = S_IFREG | 0644;
-	st->st_nlink = 1;
+	st->st_nlink = hidden ? 0 : 1; /* an open, unlinked file has none */
 	st->st_size = (off_t)of->size;
 	st->st_blocks = (blkcnt_t)((of->size + 511) / 512);
 	st->st_blksize = 1 << 20;
@@ -250,6 +386,8 @@ void ofile_rebase(const char *from_arg, const char *to)
 	for (of = cfs->ofiles; of; of = of->next) {
 		char *n = NULL;
 
+		if (of->unlinked)
+			continue;
 		if (!strcmp(of->rel, from))
 			n = strdup(to);
 		else if (!strncmp(of->rel, from, fl) && of->rel[fl] == '/' &&

@@ -33,6 +33,8 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 	size_t i;
 
 	*rel = "";
+	if (!path) /* a removed node: libfuse has no path for it */
+		return AREA_NONE;
 	if (!strcmp(path, "/"))
 		return AREA_ROOT;
 	for (i = 0; i < sizeof(top) / sizeof(top[0]); i++) {
@@ -117,7 +119,36 @@ static int readonly_errno(enum cfs_area area)
 
 /* ---- operations ---- */
 
-/* Errors: ENOENT, EIO. */
+/* The attributes of an open file, through its handle (path may be NULL).
+ * Errors: ENOMEM. */
+static int fh_getattr(struct fhandle *h, struct stat *st)
+{
+	struct ofile *of = fh_file(h);
+	char *rel;
+
+	if (!of) {
+		/* A read-only handle on a stored object. */
+		memset(st, 0, sizeof(*st));
+		st->st_mode = S_IFREG | 0644;
+		st->st_nlink = 1;
+		st->st_size = (off_t)h->size;
+		st->st_uid = cfs->uid;
+		st->st_gid = cfs->gid;
+		st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
+	} else {
+		pthread_mutex_lock(&of->lock);
+		ofile_stat(of, st);
+		pthread_mutex_unlock(&of->lock);
+	}
+	rel = fh_rel(h);
+	if (!rel)
+		return -ENOMEM;
+	attrov_apply(rel, st);
+	free(rel);
+	return 0;
+}
+
+/* Errors: ENOENT, ESTALE (no path, no handle), EIO. */
 static int cfs_getattr(const char *path, struct stat *st,
 		       struct fuse_file_info *fi)
 {
@@ -125,12 +156,10 @@ static int cfs_getattr(const char *path, struct stat *st,
 	enum cfs_area area = cfs_area_of(path, &rel);
 	struct fhandle *h = fh_of(fi);
 
-	if (h && h->of) {
-		pthread_mutex_lock(&h->of->lock);
-		ofile_stat(h->of, st);
-		pthread_mutex_unlock(&h->of->lock);
-		return 0;
-	}
+	if (h && (fh_file(h) || !path))
+		return fh_getattr(h, st);
+	if (!path)
+		return -ESTALE;
 	switch (area) {
 	case AREA_ROOT:
 		dir_stat(st, 0755);
@@ -248,29 +277,34 @@ static int cfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
-	return h ? inbox_sync(h) : 0;
+	return h ? inbox_sync(h, 1) : 0;
 }
 
 static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
-	return h ? inbox_sync(h) : 0;
+	return h ? inbox_sync(h, 0) : 0;
 }
 
 static int cfs_release(const char *path, struct fuse_file_info *fi)
 {
-	fh_free(fh_of(fi));
+	struct fhandle *h = fh_of(fi);
+
+	if (h)
+		inbox_release(h);
 	return 0;
 }
 
-/* Errors: EPERM, EROFS, ENOENT, EISDIR, EIO. */
+/* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, EIO. */
 static int cfs_truncate(const char *path, off_t size,
 			struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
 
+	if (!path)
+		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
 	if (area == AREA_INBOX && *rel)
 		return inbox_truncate(rel, size, fh_of(fi));
 	return readonly_errno(area);
@@ -304,22 +338,37 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 
 /* chmod/chown/utimens succeed on inbox/ files (kept for the view), so
  * cp -p, rsync -a and file managers work. Errors: ENOENT, EROFS, EPERM. */
-static int cfs_setattr_common(const char *path, struct attrov *in,
-			      unsigned what)
+static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
+			      struct attrov *in, unsigned what)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	struct fhandle *h = fh_of(fi);
+	char *own = NULL;
 	struct stat st;
 	struct attrov *a;
 	int rc;
 
-	if (area == AREA_AUDIT)
-		return -EROFS;
-	if (area != AREA_INBOX || !*rel)
-		return area == AREA_NONE ? -ENOENT : 0;
-	rc = inbox_getattr(rel, &st);
-	if (rc)
-		return rc;
+	if (!path) {
+		/* A removed node: act on the open file its handle names. */
+		if (!h)
+			return -ESTALE;
+		rc = fh_getattr(h, &st);
+		if (rc)
+			return rc;
+		own = fh_rel(h);
+		if (!own)
+			return -ENOMEM;
+		rel = own;
+	} else {
+		if (area == AREA_AUDIT)
+			return -EROFS;
+		if (area != AREA_INBOX || !*rel)
+			return area == AREA_NONE ? -ENOENT : 0;
+		rc = inbox_getattr(rel, &st);
+		if (rc)
+			return rc;
+	}
 	pthread_mutex_lock(&cfs->lock);
 	a = attrov_find(rel, 1);
 	if (a) {
@@ -342,6 +391,7 @@ static int cfs_setattr_common(const char *path, struct attrov *in,
 		}
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	free(own);
 	return a ? 0 : -ENOMEM;
 }
 
@@ -349,7 +399,7 @@ static int cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct attrov in = {.mode = mode};
 
-	return cfs_setattr_common(path, &in, 1);
+	return cfs_setattr_common(path, fi, &in, 1);
 }
 
 static int cfs_chown(const char *path, uid_t uid, gid_t gid,
@@ -357,7 +407,7 @@ static int cfs_chown(const char *path, uid_t uid, gid_t gid,
 {
 	struct attrov in = {.uid = uid, .gid = gid};
 
-	return cfs_setattr_common(path, &in, 2);
+	return cfs_setattr_common(path, fi, &in, 2);
 }
 
 static int cfs_utimens(const char *path, const struct timespec tv[2],
@@ -381,7 +431,7 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 			what |= 8;
 		}
 	}
-	return cfs_setattr_common(path, &in, what);
+	return cfs_setattr_common(path, fi, &in, what);
 }
 
 /* Links: S3 holds neither. Errors: EROFS (audit/), EPERM elsewhere. */
@@ -424,7 +474,12 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	 * cp's stat-then-create costs one lookup, not two. */
 	cfg->negative_timeout = 1.0;
 	cfg->kernel_cache = 0;
-	cfg->hard_remove = 1;
+	/* An open file that is unlinked (or renamed over) is hidden by
+	 * libfuse: renamed to ".fuse_hidden…" (inbox_rename treats that as
+	 * the unlink for the store) and unlinked at its last release, so
+	 * every operation on it still has a node (and, unless its directory
+	 * was removed, a path). */
+	cfg->hard_remove = 0;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
 	/* We keep no setuid bits or capabilities: the kernel need not ask

@@ -2,8 +2,10 @@
  *
  * Paths arrive relative to inbox/ ("a/b.txt"); the dispatch in ops.c has
  * already routed by area. Each handler returns 0 or -errno. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,6 +69,8 @@ int inbox_getattr(const char *rel, struct stat *st)
 		return 0;
 	}
 	of = ofile_find(rel);
+	if (!of && ofile_is_hidden_name(rel))
+		return -ENOENT; /* never looked up in the store */
 	if (of) {
 		int gone;
 
@@ -104,7 +108,7 @@ static void list_add(void *arg, const struct dentry *e)
 	struct list_ctx *c = arg;
 	struct stat st;
 
-	if (c->err)
+	if (c->err || ofile_is_hidden_name(e->name))
 		return;
 	if (c->n == c->cap) {
 		size_t cap = c->cap ? c->cap * 2 : 64;
@@ -148,7 +152,7 @@ int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
 		struct stat st;
 		int seen = 0;
 
-		if (of->unlinked)
+		if (of->unlinked || of->hidden)
 			continue;
 		if (rl && (strncmp(of->rel, rel, rl) || of->rel[rl] != '/'))
 			continue;
@@ -181,14 +185,16 @@ int inbox_mkdir(const char *rel)
 	rc = check_name(rel);
 	if (rc)
 		return rc;
+	if (ofile_is_hidden_name(rel))
+		return -EINVAL;
 	if (strlen(rel) + 1 > NAMES_MAX_KEY)
 		return -ENAMETOOLONG;
 	if (inbox_getattr(rel, &st) == 0)
 		return -EEXIST;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "", 0,
-			NULL, 0, NULL);
+	rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "", 0, NULL,
+			0, NULL);
 	free(marker);
 	if (rc == 0)
 		dcache_upsert(rel, 1, 0, time(NULL), NULL);
@@ -212,8 +218,8 @@ int inbox_rmdir(const char *rel)
 		return -ENOTDIR;
 	pthread_mutex_lock(&cfs->lock);
 	for (of = cfs->ofiles; of && !busy; of = of->next)
-		busy = !of->unlinked && !strncmp(of->rel, rel, rl) &&
-		       of->rel[rl] == '/';
+		busy = !of->unlinked && !of->hidden &&
+		       !strncmp(of->rel, rel, rl) && of->rel[rl] == '/';
 	pthread_mutex_unlock(&cfs->lock);
 	if (busy)
 		return -ENOTEMPTY;
@@ -233,6 +239,10 @@ int inbox_rmdir(const char *rel)
 	return rc;
 }
 
+/* Read-only handles on stored objects (h->of == NULL), so that an unlink
+ * can hand them the content they opened. Protected by cfs->lock. */
+static struct fhandle *readers;
+
 static struct fhandle *fh_new(struct ofile *of)
 {
 	struct fhandle *h = calloc(1, sizeof(*h));
@@ -247,17 +257,115 @@ static struct fhandle *fh_new(struct ofile *of)
 
 void fh_free(struct fhandle *h)
 {
+	struct fhandle **pp;
+	struct ofile *spool = NULL;
+
 	if (!h)
 		return;
-	if (h->of)
+	if (h->of) {
+		if (h->writable) {
+			pthread_mutex_lock(&h->of->lock);
+			h->of->writers--;
+			pthread_mutex_unlock(&h->of->lock);
+		}
 		ofile_put(h->of);
+	} else {
+		pthread_mutex_lock(&cfs->lock);
+		for (pp = &readers; *pp; pp = &(*pp)->rnext) {
+			if (*pp == h) {
+				*pp = h->rnext;
+				break;
+			}
+		}
+		spool = h->spool;
+		pthread_mutex_unlock(&cfs->lock);
+		if (spool)
+			ofile_put(spool);
+	}
 	pthread_mutex_destroy(&h->lock);
 	free(h->buf);
 	free(h->rel);
 	free(h);
 }
 
-/* Errors: EINVAL, ENAMETOOLONG, EISDIR, EIO, ENOSPC, ENOMEM. */
+struct ofile *fh_file(struct fhandle *h)
+{
+	struct ofile *of;
+
+	if (h->of)
+		return h->of;
+	pthread_mutex_lock(&cfs->lock);
+	of = h->spool;
+	pthread_mutex_unlock(&cfs->lock);
+	return of;
+}
+
+/* The read-only handles of stored object `rel` now read from `of` (the
+ * object is about to leave the store). Each takes a reference. */
+static void readers_attach(const char *rel, struct ofile *of)
+{
+	struct fhandle *h;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = readers; h; h = h->rnext) {
+		if (!h->spool && !strcmp(h->rel, rel)) {
+			h->spool = of;
+			of->refs++;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+/* Stored objects renamed (from, or everything under from/ for a
+ * directory): their readers follow, the content being the same. */
+static void readers_rename(const char *from, const char *to)
+{
+	size_t fl = strlen(from);
+	struct fhandle *h;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = readers; h; h = h->rnext) {
+		char *n = NULL;
+
+		if (!strcmp(h->rel, from))
+			n = strdup(to);
+		else if (!strncmp(h->rel, from, fl) && h->rel[fl] == '/' &&
+			 asprintf(&n, "%s%s", to, h->rel + fl) < 0)
+			n = NULL;
+		if (n) {
+			free(h->rel);
+			h->rel = n;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+char *fh_rel(struct fhandle *h)
+{
+	struct ofile *of = fh_file(h);
+	char *rel;
+
+	if (of)
+		return ofile_rel(of);
+	pthread_mutex_lock(&cfs->lock);
+	rel = strdup(h->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	return rel;
+}
+
+static int readers_of(const char *rel)
+{
+	struct fhandle *h;
+	int n = 0;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = readers; h; h = h->rnext)
+		n += !h->spool && !strcmp(h->rel, rel);
+	pthread_mutex_unlock(&cfs->lock);
+	return n;
+}
+
+/* Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
 int inbox_create(const char *rel, struct fuse_file_info *fi)
 {
 	struct fhandle *h;
@@ -267,26 +375,34 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 	rc = check_name(rel);
 	if (rc)
 		return rc;
+	if (ofile_is_hidden_name(rel))
+		return -EINVAL; /* reserved for open files being unlinked */
 	of = ofile_find(rel);
 	if (of) {
 		/* Already open elsewhere (or a local file): O_TRUNC applies. */
 		pthread_mutex_lock(&of->lock);
-		if (fi->flags & O_TRUNC)
+		rc = of->failed;
+		if (rc == 0 && (fi->flags & O_TRUNC))
 			rc = ofile_truncate(of, 0);
-		of->dirty = 1;
-		pthread_mutex_unlock(&of->lock);
 	} else {
 		of = ofile_create(rel, local, &rc);
 		if (!of)
 			return rc;
-		pthread_mutex_lock(&of->lock);
-		of->dirty = 1; /* even empty, it is uploaded at close */
-		pthread_mutex_unlock(&of->lock);
+		rc = of->failed;
+		if (rc == 0 && !of->ready) {
+			of->dirty = 1; /* even empty, it is uploaded at close */
+			of->ready = 1;
+		}
 	}
-	h = fh_new(of);
-	if (!h || rc) {
+	h = rc ? NULL : fh_new(of);
+	if (h) {
+		h->modified = 1;
+		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
+		of->writers += h->writable;
+	}
+	pthread_mutex_unlock(&of->lock);
+	if (!h) {
 		ofile_put(of);
-		free(h);
 		return rc ? rc : -ENOMEM;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
@@ -297,56 +413,66 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 int inbox_open(const char *rel, struct fuse_file_info *fi)
 {
 	int wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int trunc = wr && (fi->flags & O_TRUNC);
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
 	int rc = 0;
 
 	of = ofile_find(rel);
-	if (!of) {
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+	} else {
 		rc = inbox_getattr(rel, &st);
 		if (rc)
 			return rc;
 		if (S_ISDIR(st.st_mode))
 			return -EISDIR;
-		if (wr) {
-			of = ofile_create(rel, is_temp(rel), &rc);
-			if (!of)
-				return rc;
-			pthread_mutex_lock(&of->lock);
-			if (!of->in_store && !of->dirty) {
-				if (fi->flags & O_TRUNC) {
-					of->in_store = 1;
-					rc = ofile_truncate(of, 0);
-				} else {
-					rc = ofile_load(of, rel);
-				}
+		if (!wr) {
+			/* Read from the store, nothing spooled. */
+			h = fh_new(NULL);
+			if (!h)
+				return -ENOMEM;
+			h->rel = strdup(rel);
+			h->size = (uint64_t)st.st_size;
+			if (!h->rel) {
+				fh_free(h);
+				return -ENOMEM;
 			}
-			pthread_mutex_unlock(&of->lock);
+			pthread_mutex_lock(&cfs->lock);
+			h->rnext = readers;
+			readers = h;
+			pthread_mutex_unlock(&cfs->lock);
+			fi->fh = (uint64_t)(uintptr_t)h;
+			return 0;
 		}
-	} else if (wr && (fi->flags & O_TRUNC)) {
-		pthread_mutex_lock(&of->lock);
+		of = ofile_create(rel, is_temp(rel), &rc);
+		if (!of)
+			return rc;
+	}
+	/* A second opener waited on of->lock for the first one's download:
+	 * a failed download fails every handle. */
+	rc = of->failed;
+	if (rc == 0 && !of->ready) {
+		if (trunc) {
+			of->in_store = 1; /* listed above: it exists */
+			rc = ofile_truncate(of, 0);
+		} else {
+			rc = ofile_load(of, rel);
+		}
+	} else if (rc == 0 && trunc) {
 		rc = ofile_truncate(of, 0);
-		pthread_mutex_unlock(&of->lock);
 	}
-	if (rc) {
-		if (of)
-			ofile_put(of);
-		return rc;
+	h = rc ? NULL : fh_new(of);
+	if (h) {
+		h->modified = trunc;
+		h->writable = wr;
+		of->writers += wr;
 	}
-	h = fh_new(of);
+	pthread_mutex_unlock(&of->lock);
 	if (!h) {
-		if (of)
-			ofile_put(of);
-		return -ENOMEM;
-	}
-	if (!of) {
-		h->rel = strdup(rel);
-		h->size = (uint64_t)st.st_size;
-		if (!h->rel) {
-			fh_free(h);
-			return -ENOMEM;
-		}
+		ofile_put(of);
+		return rc ? rc : -ENOMEM;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	return 0;
@@ -355,20 +481,38 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 #define RA_MIN (128u << 10)
 #define RA_MAX (8u << 20)
 
-/* Ranged GET with a read-ahead window that grows on sequential reads.
+/* Caller holds no lock. Errors: EIO (spool), or the failed download's. */
+static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
+{
+	ssize_t n;
+	int rc;
+
+	pthread_mutex_lock(&of->lock);
+	rc = of->failed;
+	n = rc ? 0 : pread(of->fd, buf, size, off);
+	if (n < 0)
+		rc = -errno;
+	pthread_mutex_unlock(&of->lock);
+	return rc ? rc : (int)n;
+}
+
+/* Ranged GET with a read-ahead window that grows on sequential reads; the
+ * buffer is never larger than the window or what is left of the object.
  * Errors: EIO, ENOMEM. */
-static int remote_read(struct fhandle *h, char *out, size_t size,
-		       uint64_t off)
+static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 {
 	size_t got = 0, want;
-	int rc = 0;
+	struct ofile *spool;
+	char *key, *now;
+	int rc = 0, tries = 0;
 
 	if (off >= h->size)
 		return 0;
 	if (size > h->size - off)
 		size = (size_t)(h->size - off);
 	pthread_mutex_lock(&h->lock);
-	if (h->buf && off >= h->buf_off && off + size <= h->buf_off + h->buf_len) {
+	if (h->buf && off >= h->buf_off &&
+	    off + size <= h->buf_off + h->buf_len) {
 		memcpy(out, h->buf + (off - h->buf_off), size);
 		h->next_off = off + size;
 		pthread_mutex_unlock(&h->lock);
@@ -379,23 +523,45 @@ static int remote_read(struct fhandle *h, char *out, size_t size,
 	else
 		h->ra = RA_MIN;
 	want = size > h->ra ? size : h->ra;
-	if (!h->buf) {
-		h->buf = malloc(RA_MAX > size ? RA_MAX : size);
-		if (!h->buf) {
+	if (want > h->size - off)
+		want = (size_t)(h->size - off);
+	if (h->buf_cap < want) {
+		char *nb = realloc(h->buf, want);
+
+		if (!nb) {
+			h->buf_len = 0;
 			pthread_mutex_unlock(&h->lock);
 			return -ENOMEM;
 		}
+		h->buf = nb;
+		h->buf_cap = want;
 	}
-	if (want > RA_MAX && want > size)
-		want = RA_MAX;
-	if (want > size && size > RA_MAX)
-		want = size;
-	rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, h->rel, off,
-			  want, h->buf, &got);
+	key = fh_rel(h);
+	if (!key) {
+		pthread_mutex_unlock(&h->lock);
+		return -ENOMEM;
+	}
+	for (;;) {
+		rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, key, off,
+				  want, h->buf, &got);
+		/* Renamed while this read was on its way: read the new
+		 * name (same content). */
+		now = rc && tries++ < 3 && !fh_file(h) ? fh_rel(h) : NULL;
+		if (!now || !strcmp(now, key)) {
+			free(now);
+			break;
+		}
+		free(key);
+		key = now;
+	}
+	free(key);
 	if (rc) {
 		h->buf_len = 0;
 		pthread_mutex_unlock(&h->lock);
-		return rc;
+		/* Unlinked while this read was on its way: the content the
+		 * handle opened is in its spool now. */
+		spool = fh_file(h);
+		return spool ? spool_read(spool, out, size, (off_t)off) : rc;
 	}
 	h->buf_off = off;
 	h->buf_len = got;
@@ -410,15 +576,11 @@ static int remote_read(struct fhandle *h, char *out, size_t size,
 /* Errors: EIO, ENOMEM. */
 int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off)
 {
-	struct ofile *of = h->of;
-	ssize_t n;
+	struct ofile *of = fh_file(h);
 
 	if (!of)
 		return remote_read(h, buf, size, (uint64_t)off);
-	pthread_mutex_lock(&of->lock);
-	n = pread(of->fd, buf, size, off);
-	pthread_mutex_unlock(&of->lock);
-	return n < 0 ? -errno : (int)n;
+	return spool_read(of, buf, size, off);
 }
 
 /* Errors: EBADF (read-only handle), ENOSPC/EIO (spool), EFBIG. */
@@ -430,9 +592,15 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if (!of)
 		return -EBADF;
 	pthread_mutex_lock(&of->lock);
+	if (of->failed) {
+		int err = of->failed;
+
+		pthread_mutex_unlock(&of->lock);
+		return err;
+	}
 	while (done < size) {
-		ssize_t n = pwrite(of->fd, buf + done, size - done,
-				   off + (off_t)done);
+		ssize_t n =
+		    pwrite(of->fd, buf + done, size - done, off + (off_t)done);
 
 		if (n < 0) {
 			int err = errno;
@@ -450,26 +618,137 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if ((uint64_t)off + size > of->size)
 		of->size = (uint64_t)off + size;
 	of->dirty = 1;
+	h->modified = 1;
+	h->wrote = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	pthread_mutex_unlock(&of->lock);
 	return (int)size;
 }
 
-/* flush and fsync: the data is in the store and its row committed when
- * this returns 0. Errors: EIO, ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
-int inbox_sync(struct fhandle *h)
+/* Is the descriptor open for writing? (/proc/<pid>/fdinfo/<fd> flags) */
+static int fd_writable(int pid, const char *fd)
 {
-	int rc;
+	char path[320], line[256];
+	int w = 0;
+	FILE *f;
 
-	if (!h->of)
+	snprintf(path, sizeof(path), "/proc/%d/fdinfo/%s", pid, fd);
+	f = fopen(path, "re");
+	if (!f)
 		return 0;
-	pthread_mutex_lock(&h->of->lock);
-	rc = ofile_commit(h->of);
-	pthread_mutex_unlock(&h->of->lock);
+	while (fgets(line, sizeof(line), f)) {
+		if (!strncmp(line, "flags:", 6)) {
+			unsigned long fl = strtoul(line + 6, NULL, 8);
+
+			w = (fl & O_ACCMODE) != O_RDONLY;
+			break;
+		}
+	}
+	fclose(f);
+	return w;
+}
+
+/* Does the process closing a descriptor of `of` still hold another one,
+ * open for writing, on the same file (a shell redirect or dd: open, dup2,
+ * close the original)? Read from /proc/<pid>/fd with readlink only (a
+ * stat() would re-enter this file system). 0 when it cannot be told, so
+ * the caller commits. */
+static int other_writer_fd(struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	char dir[64], path[384], link[PATH_MAX];
+	char *rel, *suffix = NULL;
+	struct dirent *de;
+	int found = 0;
+	size_t sl;
+	DIR *d;
+
+	if (!ctx || ctx->pid <= 0)
+		return 0;
+	rel = ofile_rel(of);
+	if (!rel || asprintf(&suffix, "/inbox/%s", rel) < 0) {
+		free(rel);
+		return 0;
+	}
+	free(rel);
+	sl = strlen(suffix);
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)ctx->pid);
+	d = opendir(dir);
+	while (d && !found && (de = readdir(d)) != NULL) {
+		ssize_t n;
+
+		if (de->d_name[0] == '.')
+			continue;
+		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
+		n = readlink(path, link, sizeof(link) - 1);
+		if (n < (ssize_t)sl)
+			continue;
+		link[n] = '\0';
+		if (!strcmp(link + n - sl, suffix))
+			found = fd_writable((int)ctx->pid, de->d_name);
+	}
+	if (d)
+		closedir(d);
+	free(suffix);
+	return found;
+}
+
+/* flush (closing) and fsync: the data is in the store and its row
+ * committed when this returns 0. Only a handle that created, truncated or
+ * wrote the file commits it; a close that leaves a dup of the same open
+ * file description in the closing process, before any data was written
+ * (echo x > f, dd of=f), leaves the commit to the dup's close. Errors: EIO,
+ * ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
+int inbox_sync(struct fhandle *h, int closing)
+{
+	struct ofile *of = h->of;
+	int rc = 0;
+
+	if (!of)
+		return 0;
+	pthread_mutex_lock(&of->lock);
+	if (of->failed)
+		rc = of->failed;
+	else if (!h->modified)
+		rc = 0;
+	else if (closing && !h->wrote && of->dirty && of->writers == 1 &&
+		 h->writable && other_writer_fd(of))
+		/* The only writable description of the file is h: the other
+		 * descriptor found is a dup of this one. */
+		h->deferred = 1;
+	else if ((rc = ofile_commit(of)) == 0)
+		h->deferred = 0;
+	pthread_mutex_unlock(&of->lock);
 	return rc;
 }
 
-/* Errors: ENOENT, EISDIR, EIO, ENOMEM. */
+/* The last close of a handle whose commit was deferred to a descriptor
+ * that never committed: last resort, errors can only be logged. */
+void inbox_release(struct fhandle *h)
+{
+	struct ofile *of = h->of;
+	char *rel;
+	int rc;
+
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		if (h->deferred && !of->failed && of->dirty) {
+			rc = ofile_commit(of);
+			if (rc) {
+				rel = ofile_rel(of);
+				log_error("%s: written, not stored at its last "
+					  "close: %s",
+					  rel ? rel : "?", strerror(-rc));
+				free(rel);
+			}
+		}
+		pthread_mutex_unlock(&of->lock);
+	}
+	fh_free(h);
+}
+
+/* rel is NULL when libfuse has no path for the file (h then given).
+ * Errors: ENOENT, EISDIR, EINVAL, ESTALE, EIO, ENOMEM. */
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 {
 	struct ofile *of = h ? h->of : NULL;
@@ -478,11 +757,24 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 
 	if (size < 0)
 		return -EINVAL;
-	if (!of) {
-		of = ofile_find(rel);
-		own = of != NULL;
+	if (of) {
+		/* Through an open handle: committed at its close. */
+		pthread_mutex_lock(&of->lock);
+		rc = ofile_truncate(of, (uint64_t)size);
+		if (rc == 0)
+			h->modified = 1;
+		pthread_mutex_unlock(&of->lock);
+		return rc;
 	}
-	if (!of) {
+	if (h && !rel)
+		return -EINVAL; /* a read-only handle */
+	if (!rel)
+		return -ESTALE;
+	of = ofile_find(rel);
+	if (of) {
+		own = 1;
+		pthread_mutex_lock(&of->lock);
+	} else {
 		/* A stored file, not open: rewrite it through a spool. */
 		rc = inbox_getattr(rel, &st);
 		if (rc)
@@ -493,23 +785,24 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		if (!of)
 			return rc;
 		own = 1;
-		pthread_mutex_lock(&of->lock);
-		if (size == 0)
-			of->in_store = 1;
-		else
-			rc = ofile_load(of, rel);
-		if (rc == 0)
-			rc = ofile_truncate(of, (uint64_t)size);
-		if (rc == 0)
-			rc = ofile_commit(of);
-		pthread_mutex_unlock(&of->lock);
-		ofile_put(of);
-		return rc;
+		rc = of->failed;
+		if (rc == 0 && !of->ready) {
+			if (size == 0) {
+				of->in_store = 1;
+				of->ready = 1;
+			} else {
+				rc = ofile_load(of, rel);
+			}
+		}
+		if (rc) {
+			pthread_mutex_unlock(&of->lock);
+			ofile_put(of);
+			return rc;
+		}
 	}
-	pthread_mutex_lock(&of->lock);
 	rc = ofile_truncate(of, (uint64_t)size);
 	/* Not through an open handle: durable now, like any other change. */
-	if (rc == 0 && !h && !of->local)
+	if (rc == 0 && !of->local)
 		rc = ofile_commit(of);
 	pthread_mutex_unlock(&of->lock);
 	if (own)
@@ -526,6 +819,20 @@ int inbox_unlink(const char *rel)
 	int rc, in_store = 1;
 
 	of = ofile_find(rel);
+	if (ofile_is_hidden_name(rel)) {
+		/* libfuse removes a hidden file when its last handle closes:
+		 * it never was in the store. */
+		if (!of) {
+			attrov_drop(rel); /* gone with its last handle */
+			return 0;
+		}
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		ofile_put(of);
+		attrov_drop(rel);
+		return 0;
+	}
 	if (of) {
 		pthread_mutex_lock(&of->lock);
 		in_store = of->in_store && !of->local;
@@ -554,30 +861,73 @@ int inbox_unlink(const char *rel)
 	return rc;
 }
 
-/* A local (temp-named) file gets a final name: upload and log it now. */
-static int rename_local_to_final(struct ofile *of, const char *to)
+/* libfuse (hard_remove=0) hides an open file on unlink, or as the target
+ * of a rename, by renaming it to the hidden name `to`: for the store this
+ * is the unlink of `from` (object deleted, row marked removed), while the
+ * open file lives on locally under `to` with the content its handles
+ * opened. Errors: EINVAL (not open: the name is reserved), EIO, ENOMEM. */
+static int inbox_hide(const char *from, const char *to)
 {
-	int rc = 0;
+	struct actor who;
+	struct ofile *of;
+	int rc = 0, in_store;
 
-	pthread_mutex_lock(&of->lock);
-	of->up = upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket, to,
-			    of->fd, cfs->cfg.part_size);
-	if (!of->up) {
+	of = ofile_find(from);
+	if (of) {
+		int open;
+
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1; /* more than the reference just taken */
+		pthread_mutex_unlock(&cfs->lock);
+		if (!open && !readers_of(from)) {
+			ofile_put(of);
+			return -EINVAL; /* not open: the name is reserved */
+		}
+	}
+	if (!of) {
+		if (!readers_of(from))
+			return -EINVAL;
+		/* Only read-only handles: keep the content they opened. */
+		of = ofile_create(to, 1, &rc);
+		if (!of)
+			return rc;
+		rc = of->failed ? of->failed : ofile_load(of, from);
+		of->in_store = 0;
+		if (rc == 0) {
+			cfs_actor(&who);
+			rc = reception_remove(cfs->rcp, from, &who);
+		}
+		if (rc == 0) {
+			ofile_hide(of, to);
+		} else {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+		}
 		pthread_mutex_unlock(&of->lock);
-		return -ENOMEM;
+	} else {
+		pthread_mutex_lock(&of->lock);
+		rc = of->failed;
+		in_store = of->in_store && !of->local;
+		if (rc == 0 && in_store) {
+			cfs_actor(&who);
+			rc = reception_remove(cfs->rcp, from, &who);
+		}
+		if (rc == 0) {
+			/* Never uploaded again (a streaming upload in flight
+			 * is aborted), never listed. */
+			ofile_make_local(of);
+			ofile_hide(of, to);
+		}
+		pthread_mutex_unlock(&of->lock);
 	}
-	ofile_rebase(of->rel, to);
-	of->local = 0;
-	of->dirty = 1;
-	of->in_store = 0;
-	rc = ofile_commit(of);
-	if (rc) {
-		/* Stays a local file under its new name until it works. */
-		upload_free(of->up);
-		of->up = NULL;
-		of->local = 1;
+	if (rc == 0)
+		readers_attach(from, of);
+	ofile_put(of);
+	if (rc == 0) {
+		dcache_remove(from);
+		attrov_move(from, to);
 	}
-	pthread_mutex_unlock(&of->lock);
 	return rc;
 }
 
@@ -589,13 +939,12 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	struct ofile *of;
 	int rc;
 
+	ofile_drop_name(to);
 	of = ofile_create(to, 1, &rc);
 	if (!of)
 		return rc;
-	pthread_mutex_lock(&of->lock);
-	rc = ofile_load(of, from);
+	rc = of->failed ? of->failed : ofile_load(of, from);
 	of->in_store = 0;
-	pthread_mutex_unlock(&of->lock);
 	if (rc == 0) {
 		cfs_actor(&who);
 		rc = reception_remove(cfs->rcp, from, &who);
@@ -604,7 +953,10 @@ static int rename_stored_to_temp(const char *from, const char *to)
 		pthread_mutex_lock(&cfs->lock);
 		of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
-	} else {
+	}
+	pthread_mutex_unlock(&of->lock);
+	if (rc == 0) {
+		readers_attach(from, of);
 		dcache_remove(from);
 	}
 	ofile_put(of);
@@ -623,8 +975,7 @@ static int rename_dir(const char *from, const char *to)
 	if (asprintf(&fp, "%s/", from) < 0)
 		return -ENOMEM;
 	fl = strlen(fp);
-	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0,
-			 &res);
+	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0, &res);
 	cfs_actor(&who);
 	for (i = 0; rc == 0 && i < res.n_entries; i++) {
 		const struct s3_list_entry *e = &res.entries[i];
@@ -642,12 +993,11 @@ static int rename_dir(const char *from, const char *to)
 			strcat(nk, "/");
 			if (rc)
 				break;
-			rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket,
-					nk, "", 0, NULL, 0, NULL);
+			rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, nk,
+					"", 0, NULL, 0, NULL);
 			if (rc == 0)
-				rc = s3_delete(cfs->s3,
-					       cfs->cfg.reception_bucket,
-					       e->key);
+				rc = s3_delete(
+				    cfs->s3, cfs->cfg.reception_bucket, e->key);
 		} else {
 			rc = names_check_relpath(nk, 0);
 			if (rc)
@@ -660,11 +1010,55 @@ static int rename_dir(const char *from, const char *to)
 	free(fp);
 	s3xml_list_free(&res);
 	if (rc == 0) {
+		/* Open files follow; their basenames, hence whether they
+		 * are local, do not change. */
 		ofile_rebase(from, to);
+		readers_rename(from, to);
 		dcache_remove(from);
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
 	dcache_invalidate_all();
+	return rc;
+}
+
+/* An open (or local) file is renamed. Caller holds of->lock. */
+static int rename_open(struct ofile *of, const char *from, const char *to,
+		       const struct stat *sf, int to_exists)
+{
+	struct actor who;
+	char etag[80];
+	int rc;
+
+	rc = of->failed;
+	/* A written file not yet closed: make it durable first. */
+	if (rc == 0)
+		rc = ofile_commit(of);
+	if (rc)
+		return rc;
+	if (of->local && !is_temp(to))
+		/* Uploaded and logged under `to`, or still `from`. */
+		return ofile_publish(of, to, to_exists);
+	cfs_actor(&who);
+	if (is_temp(to)) {
+		/* Leaves the store, lives on locally under the temp name. */
+		if (!of->local && of->in_store) {
+			rc = reception_remove(cfs->rcp, from, &who);
+			if (rc)
+				return rc;
+		}
+		ofile_make_local(of);
+		ofile_drop_name(to);
+		ofile_rebase(from, to);
+		readers_attach(from, of);
+		return 0;
+	}
+	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
+			      etag);
+	if (rc == 0) {
+		ofile_rebase(from, to);
+		readers_rename(from, to);
+		dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
+	}
 	return rc;
 }
 
@@ -680,6 +1074,10 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
+	if (ofile_is_hidden_name(from))
+		return -EINVAL;
+	if (ofile_is_hidden_name(to))
+		return flags ? -EINVAL : inbox_hide(from, to);
 	rc = check_name(to);
 	if (rc)
 		return rc;
@@ -710,29 +1108,9 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 
 	of = ofile_find(from);
 	if (of) {
-		int local, dirty;
-
 		pthread_mutex_lock(&of->lock);
-		local = of->local;
-		/* A written file not yet closed: make it durable first. */
-		rc = ofile_commit(of);
-		dirty = of->dirty;
+		rc = rename_open(of, from, to, &sf, to_exists && !is_temp(to));
 		pthread_mutex_unlock(&of->lock);
-		if (rc == 0 && local && !is_temp(to)) {
-			rc = rename_local_to_final(of, to);
-		} else if (rc == 0 && local) {
-			ofile_rebase(from, to);
-		} else if (rc == 0 && !dirty) {
-			cfs_actor(&who);
-			rc = reception_rename(cfs->rcp, from, to,
-					      (uint64_t)sf.st_size, &who,
-					      etag);
-			if (rc == 0) {
-				ofile_rebase(from, to);
-				dcache_upsert(to, 0, (uint64_t)sf.st_size,
-					      sf.st_mtime, etag);
-			}
-		}
 		ofile_put(of);
 		if (rc)
 			return rc;
@@ -742,10 +1120,11 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 			return rc;
 	} else {
 		cfs_actor(&who);
-		rc = reception_rename(cfs->rcp, from, to,
-				      (uint64_t)sf.st_size, &who, etag);
+		rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf.st_size,
+				      &who, etag);
 		if (rc)
 			return rc;
+		readers_rename(from, to);
 		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
 	}
 	dcache_remove(from);

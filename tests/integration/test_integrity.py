@@ -1,0 +1,484 @@
+"""inbox/ integrity (issue 5, SPEC §2): the open-file path. Every reception row tells exactly
+what was written; only writers commit; a shell redirect logs one reception; close() returning 0
+means stored and logged; no user action kills the mount (open, unlinked files work as POSIX
+says). Checked with boto3 and SQL, counting EVERY reception_audit row of a key (removed ones
+too), never only through the mount."""
+import errno
+import os
+import stat
+import subprocess
+import threading
+import time
+
+import pytest
+from checks import bucket_keys, get_object, live_rows, read, rows, write
+
+
+def sh(cmd, timeout=120):
+    p = subprocess.run(cmd, shell=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                       text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    assert p.returncode == 0, f"{cmd!r} exited {p.returncode}: {p.stdout}{p.stderr}"
+    return p
+
+
+@pytest.fixture
+def d(mount, uniq):
+    p = os.path.join(mount.inbox, uniq)
+    os.mkdir(p)
+    return p
+
+
+def no_hidden_names(m, uniq, d):
+    """Nothing named .fuse_hidden* was ever listed, uploaded or logged."""
+    assert not [k for k in bucket_keys(m, uniq + "/") if ".fuse_hidden" in k]
+    assert not [n for n in os.listdir(d) if n.startswith(".fuse_hidden")], os.listdir(d)
+    assert m.sql_value("select count(*) from reception_audit where object_key like %s",
+                       ("%.fuse_hidden%",)) == 0
+
+
+def one_row(m, key, data):
+    """Exactly one reception row ever for key, live, describing data; the bucket holds data."""
+    rs = rows(m, key)
+    seen = [(r["size_bytes"], r["removed_at"]) for r in rs]
+    assert len(rs) == 1, f"{len(rs)} rows for {key!r}: {seen}"
+    assert rs[0]["removed_at"] is None
+    assert rs[0]["sha256"] == m.sha256_bytes(data)
+    assert rs[0]["size_bytes"] == len(data)
+    assert get_object(m, key) == data
+
+
+# --------------------------------------------------------------------------- 0. open, unlinked
+
+def test_open_unlinked_new_file_works_and_is_never_stored(mount, d, uniq):
+    """open, unlink, write, ftruncate, fstat, fchmod, read back, close (the pattern of temp
+    files, SQLite, editors): every call works, nothing is uploaded or logged, the daemon lives
+    (it died of SIGSEGV at ftruncate; fstat/fchmod answered ESTALE)."""
+    m = mount
+    p = os.path.join(d, "tmpfile.bin")
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.unlink(p)
+        assert not os.path.exists(p)
+        assert os.write(fd, b"hello, unlinked world") == 21
+        os.ftruncate(fd, 5)
+        st = os.fstat(fd)
+        assert st.st_size == 5
+        assert st.st_nlink == 0
+        os.fchmod(fd, 0o600)
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+        os.ftruncate(fd, 8)
+        assert os.pread(fd, 100, 0) == b"hello\0\0\0"
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert m.alive(), "the daemon died"
+    assert rows(m, f"{uniq}/tmpfile.bin") == []
+    assert get_object(m, f"{uniq}/tmpfile.bin") is None
+    assert os.listdir(d) == []
+    no_hidden_names(m, uniq, d)
+
+
+def test_open_unlinked_file_in_removed_directory(mount, d, uniq):
+    """The directory of an open, unlinked file is removed (POSIX allows it): libfuse then has
+    no path for the file and passes NULL to the handlers; data operations on the descriptor
+    still work and the daemon lives. (fstat/fchmod there answer ESTALE: the kernel sends no
+    file handle with them and libfuse's high-level API cannot name an orphaned node.)"""
+    m = mount
+    sub = os.path.join(d, "sub")
+    os.mkdir(sub)
+    fd = os.open(os.path.join(sub, "f"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"0123456789")
+        os.unlink(os.path.join(sub, "f"))
+        os.rmdir(sub)
+        assert not os.path.exists(sub)
+        os.ftruncate(fd, 4)
+        os.pwrite(fd, b"ab", 4)
+        assert os.pread(fd, 100, 0) == b"0123ab"
+        os.ftruncate(fd, 8)
+        assert os.pread(fd, 100, 0) == b"0123ab\0\0"
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    assert m.alive(), "the daemon died"
+    assert bucket_keys(m, uniq + "/") == []
+    assert m.sql_value("select count(*) from reception_audit where starts_with(object_key, %s)",
+                       (uniq + "/",)) == 0
+
+
+def test_open_unlinked_stored_file(mount, d, uniq):
+    """A received file opened for writing, then unlinked: the object goes, its one row gets
+    removed_at and "deleted by"; the open descriptor keeps working and nothing more is stored."""
+    m = mount
+    key = f"{uniq}/stored.txt"
+    p = os.path.join(d, "stored.txt")
+    write(p, b"original content")
+    one_row(m, key, b"original content")
+    fd = os.open(p, os.O_RDWR)
+    try:
+        os.unlink(p)
+        assert get_object(m, key) is None
+        os.ftruncate(fd, 8)
+        os.pwrite(fd, b"+more", 8)
+        st = os.fstat(fd)
+        assert (st.st_size, st.st_nlink) == (13, 0)
+        os.fchmod(fd, 0o640)
+        assert os.pread(fd, 100, 0) == b"original+more"
+    finally:
+        os.close(fd)
+    assert m.alive()
+    rs = rows(m, key)
+    assert len(rs) == 1, rs
+    assert rs[0]["removed_at"] is not None and "deleted by" in rs[0]["removal_reason"]
+    assert get_object(m, key) is None
+    no_hidden_names(m, uniq, d)
+
+
+def test_reader_keeps_content_of_unlinked_file(mount, d, uniq):
+    """POSIX: a read-only descriptor of a file that is unlinked keeps reading what it opened."""
+    m = mount
+    key = f"{uniq}/r.bin"
+    data = os.urandom(300000)
+    write(os.path.join(d, "r.bin"), data)
+    m.restart()  # no spool: the reader reads from the store
+    with open(os.path.join(d, "r.bin"), "rb", buffering=0) as f:
+        head = f.read(1000)
+        os.unlink(os.path.join(d, "r.bin"))
+        assert get_object(m, key) is None
+        rest = f.read()
+        assert os.fstat(f.fileno()).st_size == len(data)
+    assert head + rest == data
+    assert m.alive()
+    assert len(rows(m, key)) == 1 and live_rows(m, key) == []
+    no_hidden_names(m, uniq, d)
+
+
+def test_rename_over_open_file(mount, d, uniq):
+    """rename(a, b) while b is open: b's reader keeps b's old content; b now holds a's."""
+    m = mount
+    a, b = os.path.join(d, "a.txt"), os.path.join(d, "b.txt")
+    write(a, b"new content for b")
+    write(b, b"old b")
+    with open(b, "rb", buffering=0) as f:
+        os.rename(a, b)
+        assert f.read() == b"old b"
+        assert os.fstat(f.fileno()).st_nlink == 0
+    assert read(b) == b"new content for b"
+    assert get_object(m, f"{uniq}/b.txt") == b"new content for b"
+    assert len(live_rows(m, f"{uniq}/b.txt")) == 1
+    assert live_rows(m, f"{uniq}/b.txt")[0]["sha256"] == m.sha256_bytes(b"new content for b")
+    assert m.alive()
+    no_hidden_names(m, uniq, d)
+
+
+def test_reader_follows_rename(mount, d, uniq):
+    """A read-only descriptor keeps reading its file after the file (or its directory) is
+    renamed: the object moved, the content did not."""
+    m = mount
+    os.mkdir(os.path.join(d, "sub"))
+    data = os.urandom(400000)
+    write(os.path.join(d, "sub", "a.bin"), data)
+    m.restart()  # no spool: the reader reads from the store
+    with open(os.path.join(d, "sub", "a.bin"), "rb", buffering=0) as f:
+        first = f.read(1000)
+        os.rename(os.path.join(d, "sub", "a.bin"), os.path.join(d, "sub", "b.bin"))
+        second = f.read(150000)
+        os.rename(os.path.join(d, "sub"), os.path.join(d, "sub2"))
+        rest = f.read()
+    assert first + second + rest == data
+    assert get_object(m, f"{uniq}/sub2/b.bin") == data
+    assert m.alive()
+
+
+def test_hidden_names_are_reserved(mount, d):
+    for op in (lambda p: os.open(p, os.O_WRONLY | os.O_CREAT, 0o644), os.mkdir):
+        with pytest.raises(OSError) as e:
+            op(os.path.join(d, ".fuse_hidden0000000100000001"))
+        assert e.value.errno == errno.EINVAL
+
+
+# --------------------------------------------------------------------------- 1. only writers
+
+def test_reader_close_uploads_nothing(mount, d, uniq):
+    """A reader opening and closing a file another process is writing commits nothing: no
+    partial object, no row with the reader as received_by; the writer's close logs once."""
+    m = mount
+    key = f"{uniq}/growing.log"
+    p = os.path.join(d, "growing.log")
+    w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(w, b"first half, ")
+        with open(p, "rb") as r:  # an indexer, tail, a thumbnailer
+            assert r.read() == b"first half, "
+        with open(p, "r+b") as r:  # read-write open that only reads
+            r.read()
+        assert rows(m, key) == [], "a reader's close logged a reception"
+        assert get_object(m, key) is None, "a reader's close uploaded the partial file"
+        os.write(w, b"second half")
+    finally:
+        os.close(w)
+    one_row(m, key, b"first half, second half")
+
+
+# --------------------------------------------------------------------------- 2. one reception
+
+def test_two_descriptions_truncate_is_stored_at_its_close(mount, d, uniq):
+    """A process holding the file open read-write (no writes) opens it again with O_TRUNC and
+    closes that: the close that returns 0 has stored the truncation (the other descriptor is
+    not a dup of the closed one, so nothing is left to it)."""
+    m = mount
+    key = f"{uniq}/two.txt"
+    p = os.path.join(d, "two.txt")
+    write(p, b"to be truncated")
+    fd1 = os.open(p, os.O_RDWR)
+    try:
+        fd2 = os.open(p, os.O_WRONLY | os.O_TRUNC)
+        os.close(fd2)
+        assert get_object(m, key) == b""
+        assert len(live_rows(m, key)) == 1
+        assert live_rows(m, key)[0]["sha256"] == m.sha256_bytes(b"")
+    finally:
+        os.close(fd1)
+    assert len(rows(m, key)) == 2  # the original (overwritten) and the truncation
+
+
+def test_dup_then_write_logs_one_reception(mount, d, uniq):
+    """open(O_CREAT|O_TRUNC), dup2, close the original, write through the dup, close: what a
+    shell redirect does, done by hand; also from a thread other than the opener."""
+    m = mount
+    key = f"{uniq}/dup.txt"
+    fd = os.open(os.path.join(d, "dup.txt"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    fd2 = os.dup(fd)
+    os.close(fd)
+    assert rows(m, key) == [], "the close of the original (a dup remains) logged a reception"
+    t = threading.Thread(target=lambda: os.write(fd2, b"through the dup"))
+    t.start()
+    t.join(60)
+    os.close(fd2)
+    one_row(m, key, b"through the dup")
+
+
+@pytest.mark.parametrize("how", ["echo", "printf-append", "dd"])
+def test_shell_redirect_logs_one_reception(mount, d, uniq, how, tmp_path):
+    m = mount
+    p = os.path.join(d, f"{how}.txt")
+    key = f"{uniq}/{how}.txt"
+    if how == "echo":
+        sh(f"bash -c 'echo x > {p}'")
+        data = b"x\n"
+    elif how == "printf-append":
+        sh(f"bash -c 'printf abc >> {p}'")
+        data = b"abc"
+    else:
+        src = tmp_path / "src.bin"
+        data = os.urandom(70000)
+        src.write_bytes(data)
+        sh(f"dd if={src} of={p} bs=16k status=none")
+    one_row(m, key, data)
+
+
+def test_redirects_after_earlier_writers_closed(mount, d, uniq):
+    """Each redirect onto a file written and closed before logs one reception (earlier,
+    closed writers do not count as other descriptions)."""
+    m = mount
+    key = f"{uniq}/log.txt"
+    p = os.path.join(d, "log.txt")
+    write(p, b"line 1\n")
+    sh(f"bash -c 'echo line 2 >> {p}'")
+    sh(f"bash -c 'echo line 3 >> {p}'")
+    with open(p, "r+b") as f:  # a read-write open that writes nothing
+        f.read()
+    sh(f"bash -c 'echo new > {p}'")
+    rs = rows(m, key)
+    assert [r["sha256"] for r in rs] == [m.sha256_bytes(x) for x in (
+        b"line 1\n", b"line 1\nline 2\n", b"line 1\nline 2\nline 3\n", b"new\n")], \
+        [(r["size_bytes"], r["removed_at"]) for r in rs]
+    assert get_object(m, key) == b"new\n"
+
+
+def test_truncate_existing_and_touch_log_one_reception(mount, d, uniq):
+    m = mount
+    p = os.path.join(d, "existing.txt")
+    write(p, b"some content")
+    sh(f"bash -c ': > {p}'")
+    rs = rows(m, f"{uniq}/existing.txt")
+    assert len(rs) == 2, rs  # the original (now overwritten) and the empty one
+    assert len(live_rows(m, f"{uniq}/existing.txt")) == 1
+    assert live_rows(m, f"{uniq}/existing.txt")[0]["sha256"] == m.sha256_bytes(b"")
+    assert get_object(m, f"{uniq}/existing.txt") == b""
+    t = os.path.join(d, "touched")
+    sh(f"touch {t}")
+    one_row(m, f"{uniq}/touched", b"")
+    sh(f"cp /dev/null {os.path.join(d, 'empty-copy')}")
+    one_row(m, f"{uniq}/empty-copy", b"")
+
+
+@pytest.mark.custodyfs_config({"fs": {"part_size": "5M"}})
+def test_large_dd_logs_one_reception(fresh_mount, tmp_path):
+    """dd of= a file over two part sizes: one row, the right content."""
+    m = fresh_mount
+    src = tmp_path / "big.bin"
+    data = os.urandom(12 * 1024 * 1024 + 12345)
+    src.write_bytes(data)
+    sh(f"dd if={src} of={os.path.join(m.inbox, 'big.bin')} bs=1M status=none")
+    one_row(m, "big.bin", data)
+
+
+# --------------------------------------------------------------------------- 3. durable at close
+
+def test_failed_temp_to_final_rename_keeps_the_source(mount, d, uniq):
+    """x.part -> x.bin with the store down fails and leaves x.part as it was (rename happens or
+    not); x.bin never exists as a local-only file whose close would return 0 with nothing
+    stored. With the store back, the rename uploads and logs it."""
+    m = mount
+    part, final = os.path.join(d, "x.part"), os.path.join(d, "x.bin")
+    write(part, b"downloaded ")
+    m.stop_s3()
+    try:
+        with pytest.raises(OSError):
+            os.rename(part, final)
+        assert read(part) == b"downloaded "  # a local file: no store needed
+        # appending to the (still temp) file is local and fine
+        with open(part, "ab") as f:
+            f.write(b"data")
+    finally:
+        m.start_s3()
+    names = os.listdir(d)
+    assert names == ["x.part"], names
+    assert rows(m, f"{uniq}/x.bin") == []
+    os.rename(part, final)
+    one_row(m, f"{uniq}/x.bin", b"downloaded data")
+    assert rows(m, f"{uniq}/x.part") == []
+    assert get_object(m, f"{uniq}/x.part") is None
+
+
+def test_open_stored_file_renamed_to_temp_leaves_the_store(mount, d, uniq):
+    """A received file, open, renamed to a temp name: temp names stay local (never uploaded),
+    its row is marked removed; renamed back to a final name it is logged again."""
+    m = mount
+    p, t, f2 = os.path.join(d, "doc.txt"), os.path.join(d, "doc.txt.part"), \
+        os.path.join(d, "doc2.txt")
+    write(p, b"v1")
+    fd = os.open(p, os.O_WRONLY | os.O_APPEND)
+    try:
+        os.rename(p, t)
+        os.write(fd, b"+v2")
+    finally:
+        os.close(fd)
+    assert get_object(m, f"{uniq}/doc.txt.part") is None
+    assert rows(m, f"{uniq}/doc.txt.part") == []
+    assert get_object(m, f"{uniq}/doc.txt") is None
+    assert live_rows(m, f"{uniq}/doc.txt") == []
+    assert read(t) == b"v1+v2"
+    os.rename(t, f2)
+    one_row(m, f"{uniq}/doc2.txt", b"v1+v2")
+
+
+# --------------------------------------------------------------------------- 8. failed download
+
+def test_failed_download_fails_every_sharing_handle(stack, mount_factory, uniq):
+    """The first opener's download of an existing object fails while a second writer opens the
+    same file: the second must not get the empty spool (and later upload its bytes over the
+    original). The original object and its one row stay."""
+    from faultproxy import INTERNAL, FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        key = "victim.txt"
+        p = os.path.join(m.inbox, key)
+        original = b"precious original content " * 100
+        write(p, original)
+        one_row(m, key, original)
+        m.restart()  # cold: the next writer downloads the object
+
+        def is_get(meth, path, h):
+            return meth == "GET" and path.split("?")[0].endswith("/" + key)
+        px.rule = lambda meth, path, h: ("hang",) if is_get(meth, path, h) else None
+        res = {}
+
+        def opener(name):
+            try:
+                fd = os.open(p, os.O_RDWR)
+            except OSError as e:
+                res[name] = e.errno
+                return
+            try:
+                os.pwrite(fd, b"ZZ", 0)
+                os.close(fd)
+                res[name] = "written"
+            except OSError as e:
+                res[name] = e.errno
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+
+        a = threading.Thread(target=opener, args=("a",))
+        a.start()
+        deadline = time.monotonic() + 30
+        while not any(is_get(meth, path, None) for meth, path, _ in list(px.log)):
+            assert time.monotonic() < deadline, "the first open never downloaded"
+            time.sleep(0.05)
+        b = threading.Thread(target=opener, args=("b",))
+        b.start()
+        time.sleep(1.0)  # b's open reaches the daemon while a's download hangs
+        px.rule = lambda meth, path, h: (("status", 500, INTERNAL) if is_get(meth, path, h)
+                                         else None)
+        px.release.set()
+        a.join(150)
+        b.join(150)
+        assert not a.is_alive() and not b.is_alive()
+        assert res.get("a") != "written", res
+        assert res.get("b") != "written", f"second writer wrote over a failed download: {res}"
+        px.rule = None
+        assert get_object(m, key) == original
+        one_row(m, key, original)
+        assert m.alive()
+    finally:
+        px.rule = None
+        px.release.set()
+        _later.append(px)
+
+
+_later = []
+
+
+@pytest.fixture(autouse=True)
+def _close_proxies():
+    yield
+    while _later:
+        _later.pop().close()
+
+
+# --------------------------------------------------------------------------- 10. read handles
+
+def _vm_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmSize:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmSize")
+
+
+def test_read_handle_of_small_file_is_small(mount, d, uniq):
+    """200 open read handles of a 4 KiB file: their read-ahead buffers must not cost 8 MiB
+    each (1.6 GiB of address space before the fix)."""
+    m = mount
+    p = os.path.join(d, "small.bin")
+    data = os.urandom(4096)
+    write(p, data)
+    m.restart()
+    with open(p, "rb") as f:  # warm up: threads, connections
+        assert f.read() == data
+    before = _vm_kib(m.pid)
+    fds = []
+    try:
+        for _ in range(200):
+            fd = os.open(p, os.O_RDONLY)
+            fds.append(fd)
+            assert os.pread(fd, 4096, 0) == data
+        grown = _vm_kib(m.pid) - before
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert grown < 400 * 1024, f"the daemon grew by {grown // 1024} MiB for 200 handles of 4 KiB"
