@@ -23,7 +23,7 @@
 /* A server that stops answering (frozen, or a dead peer whose kernel still
  * ACKs) must not hold a caller forever: every statement but the migrations
  * is bounded here, on the client. */
-#define DB_STATEMENT_TIMEOUT_MS 20000
+#define DB_STATEMENT_TIMEOUT_MS DB_STATEMENT_DEADLINE_MS
 
 struct db {
 	pthread_mutex_t lock;

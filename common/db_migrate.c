@@ -325,6 +325,19 @@ static const char *const db_migration_2[] = {
 	NULL,
 };
 
+/* Version 3: indexed lookups by key in byte order (S3's listing order):
+ * the live rows of a range of keys (a prefix) and every row of one key (the
+ * undo of an upload asks whether any row records its ETag). Adopted tables
+ * just get the indexes; nothing is rewritten. */
+static const char *const db_migration_3[] = {
+	"CREATE INDEX IF NOT EXISTS reception_audit_live_key_c"
+	" ON reception_audit (source_bucket, object_key COLLATE \"C\")"
+	" WHERE removed_at IS NULL",
+	"CREATE INDEX IF NOT EXISTS reception_audit_key_c"
+	" ON reception_audit (source_bucket, object_key COLLATE \"C\", id)",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -335,6 +348,7 @@ static const struct db_migration db_migrations[] = {
 	{1, "adopt the seed tables; contract columns, indexes, append-only triggers",
 	 db_migration_1},
 	{2, "reception record in one round trip", db_migration_2},
+	{3, "byte-order key indexes on reception_audit", db_migration_3},
 };
 /* clang-format on */
 

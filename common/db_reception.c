@@ -15,6 +15,7 @@
 
 #include "db_internal.h"
 #include "log.h"
+#include "sbuf.h"
 
 /* clang-format off */
 static const char db_sql_key_lock[] =
@@ -42,14 +43,32 @@ static const char db_sql_insert_reception[] =
 	" $12::text)"
 	" RETURNING id";
 
-/* Byte order (COLLATE "C"), as S3 lists keys; the prefix compared as a
- * string, never as a LIKE pattern. LIMIT NULL is no limit. */
+/* Byte order (COLLATE "C"), as S3 lists keys. A prefix is a range on the
+ * index reception_audit_live_key_c (migration 3): keys >= $2 and below $2
+ * followed by U+10FFFF, the greatest code point (so a key continuing the
+ * prefix with U+10FFFF itself, a noncharacter, is not listed); "" is every
+ * key. LIMIT NULL is no limit. */
 static const char db_sql_live_list[] =
 	"SELECT id, object_key, etag FROM reception_audit"
 	" WHERE source_bucket = $1::text AND removed_at IS NULL"
-	" AND left(object_key, length($2::text)) = $2::text"
+	" AND object_key COLLATE \"C\" >= $2::text"
+	" AND ($2::text = '' OR object_key COLLATE \"C\" <"
+	" $2::text || chr(1114111))"
 	" ORDER BY object_key COLLATE \"C\", id"
 	" LIMIT $3::bigint";
+
+/* $1 bucket, $2 keys (text[]): their live rows, one index probe each. */
+static const char db_sql_live_keys[] =
+	"SELECT id, object_key, etag FROM reception_audit"
+	" WHERE source_bucket = $1::text AND removed_at IS NULL"
+	" AND object_key COLLATE \"C\" = ANY ($2::text[])"
+	" ORDER BY object_key COLLATE \"C\", id";
+
+/* $1 bucket, $2 key, $3 etag: does any row, live or removed, record it? */
+static const char db_sql_etag_rowed[] =
+	"SELECT EXISTS (SELECT 1 FROM reception_audit"
+	" WHERE source_bucket = $1::text"
+	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text)";
 /* clang-format on */
 
 /* The advisory lock object id of (bucket, key), as a decimal string. */
@@ -359,14 +378,46 @@ struct db_live_args {
 	size_t n;
 };
 
+/* Rows (id, object_key, etag) of res into a malloc'd array. */
+static int pg_live_rows(PGresult *res, struct reception_live **out,
+			size_t *n_out)
+{
+	struct reception_live *rows;
+	size_t i, n = (size_t)PQntuples(res);
+
+	*out = NULL;
+	*n_out = 0;
+	if (!n)
+		return 0;
+	rows = calloc(n, sizeof(*rows));
+	if (!rows)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		rows[i].id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+		rows[i].object_key = strdup(PQgetvalue(res, (int)i, 1));
+		if (!rows[i].object_key)
+			goto fail_oom;
+		if (!PQgetisnull(res, (int)i, 2)) {
+			rows[i].etag = strdup(PQgetvalue(res, (int)i, 2));
+			if (!rows[i].etag)
+				goto fail_oom;
+		}
+	}
+	*out = rows;
+	*n_out = n;
+	return 0;
+
+fail_oom:
+	db_reception_live_free(rows, i + 1);
+	return -ENOMEM;
+}
+
 static int pg_reception_live(struct pg_ctx *x, void *arg)
 {
 	struct db_live_args *a = arg;
-	struct reception_live *rows = NULL;
 	PGresult *res = NULL;
 	const char *p[3];
 	char limit[24];
-	size_t i = 0, n;
 	int rc;
 
 	a->rows = NULL;
@@ -379,33 +430,8 @@ static int pg_reception_live(struct pg_ctx *x, void *arg)
 		p[2] = limit;
 	}
 	rc = pg_exec(x, db_sql_live_list, 3, p, &res);
-	if (rc)
-		goto out;
-	n = (size_t)PQntuples(res);
-	if (!n)
-		goto out;
-	rows = calloc(n, sizeof(*rows));
-	if (!rows)
-		goto fail_oom;
-	for (i = 0; i < n; i++) {
-		rows[i].id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
-		rows[i].object_key = strdup(PQgetvalue(res, (int)i, 1));
-		if (!rows[i].object_key)
-			goto fail_oom;
-		if (!PQgetisnull(res, (int)i, 2)) {
-			rows[i].etag = strdup(PQgetvalue(res, (int)i, 2));
-			if (!rows[i].etag)
-				goto fail_oom;
-		}
-	}
-	a->rows = rows;
-	a->n = n;
-	goto out;
-
-fail_oom:
-	db_reception_live_free(rows, rows ? i + 1 : 0);
-	rc = -ENOMEM;
-out:
+	if (rc == 0)
+		rc = pg_live_rows(res, &a->rows, &a->n);
 	PQclear(res);
 	return rc;
 }
@@ -445,4 +471,219 @@ void db_reception_live_free(struct reception_live *rows, size_t n)
 		free(rows[i].etag);
 	}
 	free(rows);
+}
+
+/* Appends s to b as one element of a PostgreSQL array literal. */
+static int pg_array_elem(struct sbuf *b, const char *s, int first)
+{
+	if (!first && sbuf_addc(b, ','))
+		return -ENOMEM;
+	if (sbuf_addc(b, '"'))
+		return -ENOMEM;
+	for (; *s; s++) {
+		if ((*s == '"' || *s == '\\') && sbuf_addc(b, '\\'))
+			return -ENOMEM;
+		if (sbuf_addc(b, *s))
+			return -ENOMEM;
+	}
+	return sbuf_addc(b, '"') ? -ENOMEM : 0;
+}
+
+struct db_keys_args {
+	const char *bucket;
+	const char *array; /* text[] literal */
+	struct reception_live *rows;
+	size_t n;
+};
+
+static int pg_reception_live_keys(struct pg_ctx *x, void *arg)
+{
+	struct db_keys_args *a = arg;
+	const char *p[2] = {a->bucket, a->array};
+	PGresult *res = NULL;
+	int rc;
+
+	a->rows = NULL;
+	a->n = 0;
+	rc = pg_exec(x, db_sql_live_keys, 2, p, &res);
+	if (rc == 0)
+		rc = pg_live_rows(res, &a->rows, &a->n);
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_live_keys(struct db *d, const char *bucket,
+			   const char *const *keys, size_t n_keys,
+			   struct reception_live **rows, size_t *n)
+{
+	struct db_keys_args a = {.bucket = bucket};
+	struct sbuf b = SBUF_INIT;
+	size_t i;
+	int rc = 0;
+
+	if (!rows || !n)
+		return -EINVAL;
+	*rows = NULL;
+	*n = 0;
+	if (!d || !bucket || (n_keys && !keys))
+		return -EINVAL;
+	if (!n_keys)
+		return 0;
+	if (sbuf_addc(&b, '{'))
+		rc = -ENOMEM;
+	for (i = 0; i < n_keys && !rc; i++)
+		rc = pg_array_elem(&b, keys[i], i == 0);
+	if (!rc && sbuf_addc(&b, '}'))
+		rc = -ENOMEM;
+	if (!rc) {
+		a.array = sbuf_str(&b);
+		rc = db_run(d, "reception live rows of keys", 0, 0,
+			    pg_reception_live_keys, &a);
+	}
+	sbuf_free(&b);
+	if (rc)
+		return rc;
+	*rows = a.rows;
+	*n = a.n;
+	return 0;
+}
+
+struct db_guarded_args {
+	struct db_record_args rec;
+	const struct db_record_guard *g;
+};
+
+static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
+{
+	struct db_guarded_args *a = arg;
+	const struct reception_new *r = a->rec.r;
+	const char *p[2] = {r->source_bucket, r->object_key};
+	PGresult *res = NULL;
+	int64_t newest = 0;
+	int rc, i, n;
+
+	a->rec.id = 0;
+	a->rec.inserted = 0;
+	rc = pg_lock_key(x, r->source_bucket, r->object_key);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+	if (rc)
+		goto out;
+	n = PQntuples(res);
+	for (i = 0; i < n; i++) {
+		if (PQgetisnull(res, i, 1) ||
+		    (r->etag && !strcmp(PQgetvalue(res, i, 1), r->etag))) {
+			/* Logged already (by its uploader, or another tool). */
+			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			goto out;
+		}
+	}
+	if (n)
+		newest = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (a->g && a->g->expect_live >= 0 && newest != a->g->expect_live) {
+		log_info("database: %s/%s: its live row changed since it was "
+			 "read (%" PRId64 " -> %" PRId64 "); not logged now",
+			 r->source_bucket, r->object_key, a->g->expect_live,
+			 newest);
+		rc = -ESTALE;
+		goto out;
+	}
+	if (a->g && a->g->check) {
+		rc = a->g->check(a->g->arg);
+		if (rc)
+			goto out;
+	}
+	rc = pg_reception_record(x, &a->rec);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_record_guarded(struct db *d, const struct reception_new *r,
+				const char *replaced_reason,
+				const struct db_record_guard *g,
+				int64_t *id_out, int *inserted)
+{
+	struct db_guarded_args a = {.rec = {.r = r}, .g = g};
+	int rc;
+
+	if (!d || !r || !r->source_bucket || !r->object_key)
+		return -EINVAL;
+	a.rec.reason = replaced_reason ? replaced_reason : "replaced";
+	rc = db_run(d, "reception record (guarded)", 1, 1,
+		    pg_reception_record_guarded, &a);
+	if (rc)
+		return rc;
+	if (id_out)
+		*id_out = a.rec.id;
+	if (inserted)
+		*inserted = a.rec.inserted;
+	return 0;
+}
+
+struct db_unrowed_args {
+	const char *bucket;
+	const char *key;
+	const char *etag;
+	db_locked_fn fn;
+	void *arg;
+	int rowed;
+	int called; /* fn ran (and returned fn_rc) */
+	int fn_rc;
+};
+
+static int pg_reception_unrowed_do(struct pg_ctx *x, void *arg)
+{
+	struct db_unrowed_args *a = arg;
+	const char *p[3] = {a->bucket, a->key, a->etag};
+	PGresult *res = NULL;
+	int rc;
+
+	a->rowed = 0;
+	rc = pg_lock_key(x, a->bucket, a->key);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_etag_rowed, 3, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = -EIO;
+		goto out;
+	}
+	a->rowed = PQgetvalue(res, 0, 0)[0] == 't';
+	if (a->rowed)
+		goto out;
+	a->called = 1;
+	a->fn_rc = a->fn ? a->fn(a->arg) : 0;
+	rc = a->fn_rc;
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
+			    const char *etag, db_locked_fn fn, void *arg,
+			    int *rowed)
+{
+	struct db_unrowed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .etag = etag,
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	rc = db_run(d, "reception undo check", 1, 0, pg_reception_unrowed_do,
+		    &a);
+	/* The transaction writes nothing: a COMMIT whose answer was lost
+	 * changed nothing either, and fn's outcome stands. */
+	if (rc == -EINPROGRESS && a.called)
+		rc = a.fn_rc;
+	if (rc == 0 && rowed)
+		*rowed = a.rowed;
+	return rc;
 }
