@@ -939,9 +939,9 @@ struct log_state {
 /* Entries not known to be logged (and not busy here) are checked against
  * the database with one query for their keys; each one that is unlogged is
  * logged. Stops early (-ECANCELED) when the reception is being freed. */
-static int reception_unlogged(struct reception *r,
-			      const struct s3_list_entry *e, size_t n,
-			      int skip_pending, struct log_state *st)
+static int reception_unlogged_page(struct reception *r,
+				   const struct s3_list_entry *e, size_t n,
+				   int skip_pending, struct log_state *st)
 {
 	struct reception_live *rows = NULL;
 	size_t n_rows = 0, i, n_keys = 0, *idx;
@@ -1029,6 +1029,22 @@ out:
 	db_reception_live_free(rows, n_rows);
 	free(keys);
 	free(idx);
+	return rc;
+}
+
+/* reception_unlogged_page over slices of SCAN_PAGE entries: a long listing
+ * costs one query per slice, never one with every key. */
+static int reception_unlogged(struct reception *r,
+			      const struct s3_list_entry *e, size_t n,
+			      int skip_pending, struct log_state *st)
+{
+	size_t off;
+	int rc = 0;
+
+	for (off = 0; off < n && rc == 0; off += SCAN_PAGE)
+		rc = reception_unlogged_page(
+		    r, e + off, n - off < SCAN_PAGE ? n - off : SCAN_PAGE,
+		    skip_pending, st);
 	return rc;
 }
 
