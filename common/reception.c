@@ -47,8 +47,9 @@
 #define DEFER_MAX 65536		  /* objects waiting for their grace */
 #define DEFER_BATCH 256		  /* ripe objects logged per round */
 #define UNDO_MAX 1024		  /* undos waiting for the database */
-#define UNDO_RETRY_MS 2000
-#define UNDO_MAX_TRIES 1800 /* about an hour of retries, then given up */
+#define UNDO_RETRY_MS 2000	  /* first retry; doubles up to ... */
+#define UNDO_RETRY_MAX_MS 30000	  /* ... this */
+#define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
 /* Interim override of the grace period, until a config key exists. */
 #define GRACE_ENV "CUSTODYFS_FOREIGN_GRACE_MS"
 #define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
@@ -493,8 +494,9 @@ static int reception_undo_try(struct reception *r, struct undo *u,
 		rc = db_reception_unrowed_do(r->db, b, u->key, u->res.etag,
 					     reception_still_ours, &so, &rowed);
 		if (rc == -ENOENT || rc == -ESTALE) {
-			log_warn("%s/%s: the upload whose row failed is no "
-				 "longer there; nothing to undo",
+			log_warn("%s/%s: the object is no longer the upload "
+				 "whose row failed (replaced or removed); "
+				 "nothing to undo",
 				 b, u->key);
 			return 0;
 		}
@@ -634,9 +636,13 @@ static void reception_undo_run(struct reception *r)
 
 		rc = reception_undo_try(r, u, &committed);
 		if (rc && ++u->tries < UNDO_MAX_TRIES) {
+			int64_t wait = (int64_t)UNDO_RETRY_MS
+				       << (u->tries < 5 ? u->tries : 5);
+
+			if (wait > UNDO_RETRY_MAX_MS)
+				wait = UNDO_RETRY_MAX_MS;
 			pthread_mutex_lock(&r->lock);
-			u->next_try_ms =
-			    ms_now(CLOCK_MONOTONIC) + UNDO_RETRY_MS;
+			u->next_try_ms = ms_now(CLOCK_MONOTONIC) + wait;
 			u->next = r->undos;
 			r->undos = u;
 			r->n_undos++;
