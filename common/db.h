@@ -16,6 +16,11 @@
 
 struct db;
 
+/* The client-side bound on one statement (a server that stops answering
+ * fails the statement after this long). A commit is at most two such
+ * statements apart from the upload it logs, plus a reconnect. */
+#define DB_STATEMENT_DEADLINE_MS 20000
+
 /* Who did it: the calling process's user and uid, and this host. uid
  * (uid_t)-1 means the change came by another route (console, SDK): the row
  * then names that and the host that logged it, with no uid. */
@@ -48,12 +53,13 @@ int db_ping(struct db *d);
 struct reception_new {
 	const char *source_bucket;
 	const char *object_key; /* full key in the bucket */
-	const char *file_name;  /* last path component */
+	const char *file_name;	/* last path component */
 	uint64_t size;
-	const char *xxh128; /* hex, or NULL when unknown (foreign, not hashed) */
+	const char
+	    *xxh128; /* hex, or NULL when unknown (foreign, not hashed) */
 	const char *sha256; /* hex, or NULL */
-	const char *etag;   /* the object's ETag, quotes removed; NULL unknown */
-	const char *origin; /* "mount", "foreign", "rename", "tool" */
+	const char *etag; /* the object's ETag, quotes removed; NULL unknown */
+	const char *origin;	 /* "mount", "foreign", "rename", "tool" */
 	const struct actor *who; /* NULL for foreign uploads seen by a scan */
 };
 
@@ -73,8 +79,8 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 
 /* Sets removed_at = now(), removal_reason = reason on the live row of
  * (bucket, key), if any. 0 also when there was none. */
-int db_reception_mark_removed(struct db *d, const char *bucket,
-			      const char *key, const char *reason);
+int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
+			      const char *reason);
 
 /* Rename of a received object: one transaction marks the live row of
  * old_key removed ("renamed to <new_key>") and inserts a row for new_key
@@ -96,5 +102,49 @@ struct reception_live {
 int db_reception_live(struct db *d, const char *bucket, const char *prefix,
 		      size_t max, struct reception_live **rows, size_t *n);
 void db_reception_live_free(struct reception_live *rows, size_t n);
+
+/* The live rows of exactly these keys of bucket (one query, an index probe
+ * per key: for checking one listing page), in key order. Keys without a
+ * live row are simply absent. *rows as for db_reception_live. */
+int db_reception_live_keys(struct db *d, const char *bucket,
+			   const char *const *keys, size_t n_keys,
+			   struct reception_live **rows, size_t *n);
+
+/* Called by the db layer inside a transaction that holds the key lock of
+ * (bucket, key), before anything is written: 0 to go on, -errno to give up
+ * (the transaction is rolled back and the errno returned). It may be called
+ * again when the transaction is retried, so it must be idempotent. */
+typedef int (*db_locked_fn)(void *arg);
+
+/* Conditions on a reception row logged by an observer (an object seen in a
+ * listing) rather than by its uploader. */
+struct db_record_guard {
+	/* The id of the key's newest live row when the observer read it (0:
+	 * none); if another row has been committed since, nothing is logged
+	 * and -ESTALE returned (the observation may be stale; look again).
+	 * -1: no such condition. */
+	int64_t expect_live;
+	db_locked_fn check; /* NULL, or run under the key lock before the
+			       insert (e.g. "is the object still there?") */
+	void *arg;
+};
+
+/* db_reception_record with a guard (NULL: none). A live row with r->etag
+ * (or with no etag) counts as logged already, whatever the guard says:
+ * *inserted = 0, *id_out its id. */
+int db_reception_record_guarded(struct db *d, const struct reception_new *r,
+				const char *replaced_reason,
+				const struct db_record_guard *g,
+				int64_t *id_out, int *inserted);
+
+/* The undo of an upload whose row did not (or may not) commit: under the
+ * key lock of (bucket, key), if no row of that key, live or removed,
+ * records etag, calls fn(arg) (which deletes the object if it is still
+ * that upload) and sets *rowed = 0; otherwise fn is not called and
+ * *rowed = 1 (the commit happened after all: keep the object). Returns 0,
+ * fn's error, or the database's (then fn may not have run: ask again). */
+int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
+			    const char *etag, db_locked_fn fn, void *arg,
+			    int *rowed);
 
 #endif

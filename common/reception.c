@@ -1,7 +1,34 @@
-/* reception.c - reception pipeline; see reception.h. */
+/* reception.c - reception pipeline; see reception.h.
+ *
+ * Who logs an upload. Its uploader logs it (reception_commit) as soon as
+ * the object is stored. An object nobody logged (it came by another route,
+ * or its uploader died) is logged by an observer: the worker here, which
+ * sees it in a listing or in a scan. The two never both log one upload:
+ *  - keys this process is writing or committing are busy
+ *    (reception_busy_add): the observer here skips them;
+ *  - an observer logs an object only once it is older than the grace
+ *    period: by its LastModified and, for a multipart object (whose
+ *    LastModified may be when its upload began), by when this process first
+ *    saw it. An uploader on another mount has committed its row by then, or
+ *    failed (the grace exceeds the time between its upload and its commit);
+ *  - the observer's row is committed under the key lock only if the key's
+ *    live row is still the one the observer read, the object still has the
+ *    ETag that was hashed, and the key is not busy
+ *    (db_reception_record_guarded): a row an uploader committed meanwhile
+ *    wins, and an object deleted meanwhile gets no row.
+ * An observer's row holds hashes computed here from the object's bytes
+ * (ranged GETs, bounded memory), never ones read from its metadata.
+ *
+ * Undo. When an upload's row is not committed, its object is deleted only
+ * if it is still the one this upload produced (HEAD) and no row records
+ * its ETag, decided under the key lock (db_reception_unrowed_do). An
+ * overwrite, whose old content is gone anyway, is logged late instead of
+ * deleted. When the database cannot be asked, the undo waits in a bounded
+ * list that the worker retries until the database answers. */
 #include "reception.h"
 
 #include <errno.h>
+#include <inttypes.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,8 +40,19 @@
 #include "log.h"
 #include "names.h"
 
-#define FP_MAX_ENTRIES (8u << 20) /* bound on the "known logged" set */
-#define FOREIGN_CHUNK (8u << 20)  /* bytes read at a time when hashing */
+#define FP_MAX_ENTRIES (1u << 20) /* bound on the "known logged" set */
+#define FOREIGN_CHUNK (4u << 20)  /* bytes read at a time when hashing */
+#define SCAN_PAGE 1000		  /* keys per listing page in a scan */
+#define TABLE_BUCKETS 1024	  /* busy and deferred tables */
+#define DEFER_MAX 65536		  /* objects waiting for their grace */
+#define DEFER_BATCH 256		  /* ripe objects logged per round */
+#define UNDO_MAX 1024		  /* undos waiting for the database */
+#define UNDO_RETRY_MS 2000	  /* first retry; doubles up to ... */
+#define UNDO_RETRY_MAX_MS 30000	  /* ... this */
+#define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
+/* Interim override of the grace period, until a config key exists. */
+#define GRACE_ENV "CUSTODYFS_FOREIGN_GRACE_MS"
+#define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
 
 /* A set of 64-bit fingerprints of (key, etag), open addressing. */
 struct fpset {
@@ -22,11 +60,38 @@ struct fpset {
 	size_t cap, n;
 };
 
+/* A key this process is writing or committing, with a use count. */
+struct busy_ent {
+	char *key;
+	int count;
+	struct busy_ent *next;
+};
+
+/* An object seen and not logged yet because it is younger than the grace
+ * period (or a multipart object seen too recently). */
+struct defer_ent {
+	char *key;
+	char etag[80];
+	int64_t first_seen_ms; /* realtime, when this process first saw it */
+	int64_t due_ms;	       /* realtime, when it may be logged */
+	struct defer_ent *next;
+};
+
+/* An upload whose row did not commit, to be resolved with the database. */
+struct undo {
+	char *key;
+	struct upload_result res;
+	struct actor who;
+	int created; /* new key: delete if unrowed; else log it late */
+	int tries;
+	int64_t next_try_ms; /* monotonic */
+	struct undo *next;
+};
+
 /* Objects seen in a listing and not known to be logged: checked against
  * the database and logged by the worker, off the caller's path. */
 struct saw_job {
-	char *prefix;
-	struct s3_list_entry *e; /* keys and etags owned by the job */
+	struct s3_list_entry *e; /* keys owned by the job */
 	size_t n;
 	struct saw_job *next;
 };
@@ -35,18 +100,49 @@ struct reception {
 	const struct cfg *cfg;
 	struct s3_client *s3;
 	struct db *db;
+	int64_t grace_ms;
 
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
-	struct fpset known;   /* protected by lock: (key, etag) logged */
-	struct fpset pending; /* protected by lock: queued for logging */
+	struct fpset known;	     /* protected by lock: (key, etag) logged */
+	struct fpset pending;	     /* protected by lock: queued for logging */
 	struct saw_job *head, *tail; /* protected by lock */
-	int busy;                        /* protected by lock */
-	int stopping;                    /* protected by lock */
+	struct busy_ent *busy[TABLE_BUCKETS];	/* protected by lock */
+	struct defer_ent *defer[TABLE_BUCKETS]; /* protected by lock */
+	size_t n_defer;				/* protected by lock */
+	struct undo *undos;			/* protected by lock */
+	size_t n_undos;				/* protected by lock */
+	int working;  /* protected by lock: the worker is on a job */
+	int stopping; /* protected by lock */
 	pthread_t worker;
 	int worker_started;
 	struct actor foreign; /* who a foreign upload is logged as */
 };
+
+static int64_t ms_now(clockid_t clk)
+{
+	struct timespec ts;
+
+	clock_gettime(clk, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static int reception_stopping(struct reception *r)
+{
+	int s;
+
+	pthread_mutex_lock(&r->lock);
+	s = r->stopping;
+	pthread_mutex_unlock(&r->lock);
+	return s;
+}
+
+static size_t bucket_of(const char *key)
+{
+	return (size_t)(XXH3_64bits(key, strlen(key)) & (TABLE_BUCKETS - 1));
+}
+
+/* ---- fingerprint sets ------------------------------------------------ */
 
 static uint64_t fp_of(const char *key, const char *etag)
 {
@@ -135,6 +231,200 @@ static void reception_mark_known(struct reception *r, const char *key,
 	pthread_mutex_unlock(&r->lock);
 }
 
+/* ---- busy keys ------------------------------------------------------- */
+
+/* Caller holds r->lock. */
+static int busy_has(struct reception *r, const char *key)
+{
+	struct busy_ent *b;
+
+	for (b = r->busy[bucket_of(key)]; b; b = b->next)
+		if (!strcmp(b->key, key))
+			return 1;
+	return 0;
+}
+
+int reception_busy_add(struct reception *r, const char *key)
+{
+	struct busy_ent *b, **head;
+
+	if (!r || !key)
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	head = &r->busy[bucket_of(key)];
+	for (b = *head; b; b = b->next) {
+		if (!strcmp(b->key, key)) {
+			b->count++;
+			pthread_mutex_unlock(&r->lock);
+			return 0;
+		}
+	}
+	b = calloc(1, sizeof(*b));
+	if (b)
+		b->key = strdup(key);
+	if (!b || !b->key) {
+		pthread_mutex_unlock(&r->lock);
+		free(b);
+		return -ENOMEM;
+	}
+	b->count = 1;
+	b->next = *head;
+	*head = b;
+	pthread_mutex_unlock(&r->lock);
+	return 0;
+}
+
+void reception_busy_del(struct reception *r, const char *key)
+{
+	struct busy_ent **pp, *b;
+
+	if (!r || !key)
+		return;
+	pthread_mutex_lock(&r->lock);
+	for (pp = &r->busy[bucket_of(key)]; (b = *pp); pp = &b->next) {
+		if (strcmp(b->key, key))
+			continue;
+		if (--b->count == 0) {
+			*pp = b->next;
+			free(b->key);
+			free(b);
+		}
+		break;
+	}
+	pthread_mutex_unlock(&r->lock);
+}
+
+static int reception_is_busy(struct reception *r, const char *key)
+{
+	int b;
+
+	pthread_mutex_lock(&r->lock);
+	b = busy_has(r, key);
+	pthread_mutex_unlock(&r->lock);
+	return b;
+}
+
+/* ---- grace period ---------------------------------------------------- */
+
+/* Caller holds r->lock. */
+static struct defer_ent *defer_find(struct reception *r, const char *key,
+				    const char *etag)
+{
+	struct defer_ent *d;
+
+	for (d = r->defer[bucket_of(key)]; d; d = d->next)
+		if (!strcmp(d->key, key) && !strcmp(d->etag, etag))
+			return d;
+	return NULL;
+}
+
+/* Caller holds r->lock. */
+static void defer_del(struct reception *r, const char *key, const char *etag)
+{
+	struct defer_ent **pp, *d;
+
+	for (pp = &r->defer[bucket_of(key)]; (d = *pp); pp = &d->next) {
+		if (!strcmp(d->key, key) && !strcmp(d->etag, etag)) {
+			*pp = d->next;
+			free(d->key);
+			free(d);
+			r->n_defer--;
+			return;
+		}
+	}
+}
+
+/* May an observer log the object (key, etag, LastModified mtime) now? 0 if
+ * so; otherwise the realtime (ms) when it may, and the object is remembered
+ * so that the worker looks at it again then. Caller holds r->lock. */
+static int64_t defer_due(struct reception *r, const char *key, const char *etag,
+			 time_t mtime)
+{
+	int64_t now = ms_now(CLOCK_REALTIME);
+	/* LastModified has whole seconds: the upload may end 1 s later. */
+	int64_t due = (int64_t)mtime * 1000 + 1000 + r->grace_ms;
+	int multipart = strchr(etag, '-') != NULL;
+	struct defer_ent *d = defer_find(r, key, etag);
+
+	if (!d) {
+		if (due <= now && !multipart)
+			return 0;
+		if (r->n_defer >= DEFER_MAX) {
+			log_warn("too many recent uploads waiting to be "
+				 "logged; %s is looked at again when next "
+				 "seen",
+				 key);
+			return due > now ? due : now + r->grace_ms;
+		}
+		d = calloc(1, sizeof(*d));
+		if (d)
+			d->key = strdup(key);
+		if (!d || !d->key) {
+			free(d);
+			return now + r->grace_ms;
+		}
+		snprintf(d->etag, sizeof(d->etag), "%s", etag);
+		d->first_seen_ms = now;
+		d->next = r->defer[bucket_of(key)];
+		r->defer[bucket_of(key)] = d;
+		r->n_defer++;
+	}
+	/* A multipart object's LastModified may be when its upload began:
+	 * its uploader's commit is bounded from when it became visible. */
+	if (multipart && d->first_seen_ms + r->grace_ms > due)
+		due = d->first_seen_ms + r->grace_ms;
+	d->due_ms = due > now ? due : now;
+	return due > now ? due : 0;
+}
+
+/* Takes up to max objects whose grace has passed out of the deferred table
+ * into e (keys malloc'd). Caller holds r->lock. */
+static size_t defer_take_ripe(struct reception *r, struct s3_list_entry *e,
+			      size_t max)
+{
+	int64_t now = ms_now(CLOCK_REALTIME);
+	size_t i, n = 0;
+
+	for (i = 0; i < TABLE_BUCKETS && n < max; i++) {
+		struct defer_ent **pp = &r->defer[i], *d;
+
+		while ((d = *pp) && n < max) {
+			if (d->due_ms > now) {
+				pp = &d->next;
+				continue;
+			}
+			*pp = d->next;
+			memset(&e[n], 0, sizeof(e[n]));
+			e[n].key = d->key;
+			memcpy(e[n].etag, d->etag, sizeof(e[n].etag));
+			n++;
+			r->n_defer--;
+			free(d);
+		}
+	}
+	return n;
+}
+
+/* Caller holds r->lock. */
+static int defer_any_ripe(struct reception *r)
+{
+	int64_t now = ms_now(CLOCK_REALTIME);
+	size_t i;
+
+	if (!r->n_defer)
+		return 0;
+	for (i = 0; i < TABLE_BUCKETS; i++) {
+		struct defer_ent *d;
+
+		for (d = r->defer[i]; d; d = d->next)
+			if (d->due_ms <= now)
+				return 1;
+	}
+	return 0;
+}
+
+/* ---- commit and its undo --------------------------------------------- */
+
 static void reception_reason(char *out, size_t len, const char *what,
 			     const struct actor *who)
 {
@@ -149,20 +439,252 @@ int reception_ready(struct reception *r)
 	return db_ping(r->db);
 }
 
+struct still_ours {
+	struct reception *r;
+	const char *key;
+	const char *etag;
+	int delete; /* delete it when it is */
+};
+
+/* Under the key lock: is the object still the upload with that ETag? If so
+ * and asked to, deletes it. 0, -ESTALE (another object is there now),
+ * -ENOENT (none is), or the store's error. */
+static int reception_still_ours(void *arg)
+{
+	struct still_ours *so = arg;
+	struct reception *r = so->r;
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(r->s3, r->cfg->reception_bucket, so->key, &info);
+	if (rc)
+		return rc;
+	rc = strcmp(info.etag, so->etag) ? -ESTALE : 0;
+	s3_object_info_free(&info);
+	if (rc == 0 && so->delete)
+		rc = s3_delete(r->s3, r->cfg->reception_bucket, so->key);
+	return rc;
+}
+
+/* Resolves an undo with the database. 0 when resolved (*committed: the
+ * upload has its row, so it stands), else -errno (ask again later). */
+static int reception_undo_try(struct reception *r, struct undo *u,
+			      int *committed)
+{
+	const char *b = r->cfg->reception_bucket;
+	struct still_ours so = {r, u->key, u->res.etag, 0};
+	struct db_record_guard g = {-1, reception_still_ours, &so};
+	struct reception_new rn = {
+	    .source_bucket = b,
+	    .object_key = u->key,
+	    .file_name = names_basename(u->key),
+	    .size = u->res.size,
+	    .xxh128 = u->res.xxh128,
+	    .sha256 = u->res.sha256,
+	    .etag = u->res.etag,
+	    .origin = "mount",
+	    .who = &u->who,
+	};
+	char reason[512];
+	int rc, rowed = 0, inserted = 0;
+
+	*committed = 0;
+	if (u->created) {
+		so.delete = 1;
+		rc = db_reception_unrowed_do(r->db, b, u->key, u->res.etag,
+					     reception_still_ours, &so, &rowed);
+		if (rc == -ENOENT || rc == -ESTALE) {
+			log_warn("%s/%s: the object is no longer the upload "
+				 "whose row failed (replaced or removed); "
+				 "nothing to undo",
+				 b, u->key);
+			return 0;
+		}
+		if (rc)
+			return rc;
+		*committed = rowed;
+		if (rowed)
+			log_info("%s/%s: its row was committed after all; "
+				 "object kept",
+				 b, u->key);
+		else
+			log_warn("%s/%s: upload without a row removed again", b,
+				 u->key);
+		return 0;
+	}
+	/* An overwrite: the old content is gone, the new one is there; its
+	 * row is what is missing. */
+	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
+	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL,
+					 &inserted);
+	if (rc == -ENOENT || rc == -ESTALE) {
+		log_warn("%s/%s: replaced or removed since its row failed; "
+			 "nothing to log for that upload",
+			 b, u->key);
+		return 0;
+	}
+	if (rc)
+		return rc;
+	*committed = 1;
+	reception_mark_known(r, u->key, u->res.etag);
+	if (inserted)
+		log_warn("%s/%s: overwrite logged late (its commit had "
+			 "failed)",
+			 b, u->key);
+	return 0;
+}
+
+static void undo_free(struct undo *u)
+{
+	if (!u)
+		return;
+	free(u->key);
+	free(u);
+}
+
+/* An upload's row failed with rc: resolve now if the database answers,
+ * else remember it for the worker. Returns 0 if the upload turned out to
+ * be committed (it stands), else rc (-EIO for an unknown outcome). */
+static int reception_undo_start(struct reception *r, const char *key,
+				const struct upload_result *res,
+				const struct actor *who, int created, int rc)
+{
+	int fail = rc == -EINPROGRESS ? -EIO : rc, committed = 0;
+	struct undo *u;
+
+	if (!res->etag[0]) {
+		log_error("%s/%s: no ETag for the upload whose row failed; "
+			  "object kept (the next scan logs it)",
+			  r->cfg->reception_bucket, key);
+		return fail;
+	}
+	u = calloc(1, sizeof(*u));
+	if (u)
+		u->key = strdup(key);
+	if (!u || !u->key) {
+		undo_free(u);
+		log_error("%s/%s: out of memory for the undo; object kept "
+			  "(the next scan logs it)",
+			  r->cfg->reception_bucket, key);
+		return fail;
+	}
+	u->res = *res;
+	if (who)
+		u->who = *who;
+	u->created = created;
+	/* A database that could not be reached is not asked again at once
+	 * (a frozen server would hold the caller another deadline). */
+	if (rc != -EIO && rc != -ETIMEDOUT) {
+		if (reception_undo_try(r, u, &committed) == 0) {
+			undo_free(u);
+			return committed ? 0 : fail;
+		}
+	}
+	if (reception_busy_add(r, key)) {
+		undo_free(u);
+		return fail;
+	}
+	pthread_mutex_lock(&r->lock);
+	if (r->n_undos >= UNDO_MAX) {
+		pthread_mutex_unlock(&r->lock);
+		reception_busy_del(r, key);
+		log_error("%s/%s: too many unresolved uploads; object kept "
+			  "without a row (the next scan logs it)",
+			  r->cfg->reception_bucket, key);
+		undo_free(u);
+		return fail;
+	}
+	u->next_try_ms = ms_now(CLOCK_MONOTONIC) + UNDO_RETRY_MS;
+	u->next = r->undos;
+	r->undos = u;
+	r->n_undos++;
+	pthread_cond_broadcast(&r->cond);
+	pthread_mutex_unlock(&r->lock);
+	log_warn("%s/%s: resolved when the database answers again",
+		 r->cfg->reception_bucket, key);
+	return fail;
+}
+
+/* Worker: tries every undo that is due once. */
+static void reception_undo_run(struct reception *r)
+{
+	int64_t now = ms_now(CLOCK_MONOTONIC);
+
+	for (;;) {
+		struct undo **pp, *u = NULL;
+		int committed, rc;
+
+		pthread_mutex_lock(&r->lock);
+		for (pp = &r->undos; *pp; pp = &(*pp)->next) {
+			if ((*pp)->next_try_ms <= now) {
+				u = *pp;
+				*pp = u->next;
+				r->n_undos--;
+				break;
+			}
+		}
+		if (!u || r->stopping) {
+			if (u) { /* back for reception_free to report */
+				u->next = r->undos;
+				r->undos = u;
+				r->n_undos++;
+			}
+			pthread_mutex_unlock(&r->lock);
+			return;
+		}
+		pthread_mutex_unlock(&r->lock);
+
+		rc = reception_undo_try(r, u, &committed);
+		if (rc && ++u->tries < UNDO_MAX_TRIES) {
+			int64_t wait = (int64_t)UNDO_RETRY_MS
+				       << (u->tries < 5 ? u->tries : 5);
+
+			if (wait > UNDO_RETRY_MAX_MS)
+				wait = UNDO_RETRY_MAX_MS;
+			pthread_mutex_lock(&r->lock);
+			u->next_try_ms = ms_now(CLOCK_MONOTONIC) + wait;
+			u->next = r->undos;
+			r->undos = u;
+			r->n_undos++;
+			pthread_mutex_unlock(&r->lock);
+			continue;
+		}
+		if (rc)
+			log_error("%s/%s: gave up resolving the upload whose "
+				  "row failed: %s; object kept (the next scan "
+				  "logs it)",
+				  r->cfg->reception_bucket, u->key,
+				  strerror(-rc));
+		reception_busy_del(r, u->key);
+		undo_free(u);
+	}
+}
+
+static int reception_undo_due(struct reception *r)
+{
+	int64_t now = ms_now(CLOCK_MONOTONIC);
+	struct undo *u;
+
+	for (u = r->undos; u; u = u->next)
+		if (u->next_try_ms <= now)
+			return 1;
+	return 0;
+}
+
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created)
 {
 	struct reception_new rn = {
-		.source_bucket = r->cfg->reception_bucket,
-		.object_key = key,
-		.file_name = names_basename(key),
-		.size = res->size,
-		.xxh128 = res->xxh128,
-		.sha256 = res->sha256,
-		.etag = res->etag,
-		.origin = "mount",
-		.who = who,
+	    .source_bucket = r->cfg->reception_bucket,
+	    .object_key = key,
+	    .file_name = names_basename(key),
+	    .size = res->size,
+	    .xxh128 = res->xxh128,
+	    .sha256 = res->sha256,
+	    .etag = res->etag,
+	    .origin = "mount",
+	    .who = who,
 	};
 	char reason[512];
 	int rc;
@@ -173,26 +695,12 @@ int reception_commit(struct reception *r, const char *key,
 		reception_mark_known(r, key, res->etag);
 		return 0;
 	}
-	if (rc == -EINPROGRESS) {
-		/* The row may exist: keep the object it would describe. If
-		 * it does not, the next scan logs the object. */
-		log_error("reception row for %s/%s: outcome unknown (database "
-			  "lost at commit); object kept",
-			  r->cfg->reception_bucket, key);
-		return -EIO;
-	}
 	log_error("reception row for %s/%s not committed: %s",
-		  r->cfg->reception_bucket, key, strerror(-rc));
-	if (created) {
-		int drc = s3_delete(r->s3, r->cfg->reception_bucket, key);
-
-		if (drc)
-			log_error("could not remove unlogged %s/%s: %s; the "
-				  "next scan will log it",
-				  r->cfg->reception_bucket, key,
-				  strerror(-drc));
-	}
-	return rc;
+		  r->cfg->reception_bucket, key,
+		  rc == -EINPROGRESS ? "outcome unknown (database lost at "
+				       "commit)"
+				     : strerror(-rc));
+	return reception_undo_start(r, key, res, who, created, rc);
 }
 
 int reception_remove(struct reception *r, const char *key,
@@ -216,42 +724,42 @@ int reception_remove(struct reception *r, const char *key,
 		rc = -EIO;
 	if (rc)
 		log_error("%s/%s deleted but its row was not marked removed: "
-			  "%s", r->cfg->reception_bucket, key, strerror(-rc));
+			  "%s",
+			  r->cfg->reception_bucket, key, strerror(-rc));
 	return rc;
 }
 
 int reception_rename(struct reception *r, const char *from_key,
-		     const char *to_key, uint64_t size,
-		     const struct actor *who, char *new_etag)
+		     const char *to_key, uint64_t size, const struct actor *who,
+		     char *new_etag)
 {
 	const char *b = r->cfg->reception_bucket;
-	char etag[80] = "";
+	struct upload_result copy = {.size = size};
 	int rc;
 
 	rc = s3_copy_auto(r->s3, b, from_key, b, to_key, size,
 			  r->cfg->copy_threshold, r->cfg->part_size, NULL, 0,
-			  etag);
+			  copy.etag);
 	if (rc)
 		return rc;
-	rc = db_reception_rename(r->db, b, from_key, to_key, etag, size, who);
+	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
+				 who);
 	if (rc == -EINPROGRESS) {
 		/* The new row may exist: keep both objects; a scan sorts
 		 * out whichever has no row. */
 		log_error("rename %s -> %s: outcome unknown (database lost at "
-			  "commit); both objects kept", from_key, to_key);
+			  "commit); both objects kept",
+			  from_key, to_key);
 		return -EIO;
 	}
 	if (rc) {
-		int drc = s3_delete(r->s3, b, to_key);
-
-		if (drc)
-			log_error("rename rollback: could not remove %s/%s: %s",
-				  b, to_key, strerror(-drc));
+		/* The copy goes again, if it is still ours and unrowed. */
+		reception_undo_start(r, to_key, &copy, who, 1, rc);
 		return rc;
 	}
-	reception_mark_known(r, to_key, etag);
+	reception_mark_known(r, to_key, copy.etag);
 	if (new_etag)
-		memcpy(new_etag, etag, sizeof(etag));
+		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = s3_delete(r->s3, b, from_key);
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",
@@ -259,20 +767,10 @@ int reception_rename(struct reception *r, const char *from_key,
 	return rc;
 }
 
-static int hex_ok(const char *s, size_t len)
-{
-	size_t i;
+/* ---- objects that came by other routes ------------------------------- */
 
-	if (!s || strlen(s) != len)
-		return 0;
-	for (i = 0; i < len; i++)
-		if (!((s[i] >= '0' && s[i] <= '9') ||
-		      (s[i] >= 'a' && s[i] <= 'f')))
-			return 0;
-	return 1;
-}
-
-/* Hashes an object by reading it in ranged chunks. */
+/* Hashes an object by reading it in ranged chunks. -ECANCELED when the
+ * reception is being freed. */
 static int reception_hash_object(struct reception *r, const char *key,
 				 uint64_t size, char *xxh, char *sha)
 {
@@ -289,19 +787,30 @@ static int reception_hash_object(struct reception *r, const char *key,
 		rc = -ENOMEM;
 		goto fail;
 	}
-	while (off < size) {
+	/* To the end of the object, not just to the size HEAD gave: bytes
+	 * that differ from what was described fail the row. */
+	for (;;) {
 		size_t got = 0;
 
+		if (reception_stopping(r)) {
+			rc = -ECANCELED;
+			goto fail;
+		}
 		rc = s3_get_range(r->s3, r->cfg->reception_bucket, key, off,
 				  FOREIGN_CHUNK, buf, &got);
 		if (rc)
 			goto fail;
-		if (got == 0) {
-			rc = -EIO; /* shrank under us */
-			goto fail;
-		}
 		hash_update(&h, buf, got);
 		off += got;
+		if (got < FOREIGN_CHUNK)
+			break;
+	}
+	if (off != size) {
+		log_warn("%s/%s: read %llu bytes, its HEAD said %llu",
+			 r->cfg->reception_bucket, key, (unsigned long long)off,
+			 (unsigned long long)size);
+		rc = -EIO; /* changed under us, or a store that lies */
+		goto fail;
 	}
 	hash_final(&h, xxh, sha);
 	rc = 0;
@@ -311,33 +820,67 @@ fail:
 	return rc;
 }
 
-/* Logs one object that arrived by another route. Returns 0 or -errno. */
+/* Under the key lock, before an observer's row is inserted: the key is not
+ * being written here, and the object is still the one that was hashed. */
+static int reception_foreign_check(void *arg)
+{
+	struct still_ours *so = arg;
+
+	if (reception_is_busy(so->r, so->key))
+		return -EBUSY;
+	return reception_still_ours(so);
+}
+
+/* Logs one object that arrived by another route, if it is old enough (see
+ * the top of this file). seen_etag is the ETag it was listed with; ripe
+ * says its grace has passed already; expect_live is the id of the key's
+ * live row when the database was read (0: none). 0 or -errno; *inserted
+ * says whether a row was added. */
 static int reception_log_foreign(struct reception *r, const char *key,
-				 int *inserted)
+				 const char *seen_etag, int ripe,
+				 int64_t expect_live, int *inserted)
 {
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
+	struct still_ours so = {r, key, NULL, 0};
+	struct db_record_guard g = {expect_live, reception_foreign_check, &so};
 	int rc, attempt;
+	int64_t due;
 
 	*inserted = 0;
-	for (attempt = 0; attempt < 3; attempt++) {
-		const char *mx, *ms;
+	if (!ripe) {
+		struct defer_ent *d;
+		int wait;
 
+		pthread_mutex_lock(&r->lock);
+		d = defer_find(r, key, seen_etag);
+		wait = d && d->due_ms > ms_now(CLOCK_REALTIME);
+		pthread_mutex_unlock(&r->lock);
+		if (wait)
+			return 0; /* waiting for its grace: no need to look */
+	}
+	for (attempt = 0; attempt < 3; attempt++) {
 		s3_object_info_free(&before);
 		s3_object_info_free(&after);
+		if (reception_is_busy(r, key))
+			return 0; /* this process is writing it */
 		rc = s3_head(r->s3, r->cfg->reception_bucket, key, &before);
 		if (rc == -ENOENT)
 			return 0; /* gone already: nothing to log */
 		if (rc)
 			return rc;
-		mx = s3_meta_get(&before, "xxh128");
-		ms = s3_meta_get(&before, "sha256");
-		if (hex_ok(mx, 32) && hex_ok(ms, 64)) {
-			memcpy(xxh, mx, HASH_XXH128_HEX);
-			memcpy(sha, ms, HASH_SHA256_HEX);
-			rc = 0;
-			break;
+		if (!ripe || strcmp(before.etag, seen_etag)) {
+			pthread_mutex_lock(&r->lock);
+			due = defer_due(r, key, before.etag, before.mtime);
+			pthread_mutex_unlock(&r->lock);
+			if (due) {
+				log_debug("%s/%s: recent upload, logged when "
+					  "its uploader has had time to",
+					  r->cfg->reception_bucket, key);
+				rc = 0;
+				goto out;
+			}
 		}
 		rc = reception_hash_object(r, key, before.size, xxh, sha);
 		if (rc)
@@ -361,15 +904,25 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	rn.etag = before.etag;
 	rn.origin = "foreign";
 	rn.who = &r->foreign;
-	rc = db_reception_record(r->db, &rn, "replaced by a new upload", NULL,
-				 inserted);
-	if (rc == 0) {
+	so.etag = before.etag;
+	rc = db_reception_record_guarded(r->db, &rn, "replaced by a new upload",
+					 &g, NULL, inserted);
+	if (rc == -ESTALE || rc == -ENOENT || rc == -EBUSY) {
+		/* Someone logged, replaced or removed it meanwhile, or this
+		 * process writes it now: what is there is looked at when it
+		 * is next seen. */
+		rc = 0;
+	} else if (rc == 0) {
 		reception_mark_known(r, key, before.etag);
 		if (*inserted)
 			log_info("logged upload from another route: %s/%s "
-				 "(%llu bytes)", r->cfg->reception_bucket, key,
+				 "(%llu bytes)",
+				 r->cfg->reception_bucket, key,
 				 (unsigned long long)before.size);
 	}
+	pthread_mutex_lock(&r->lock);
+	defer_del(r, key, before.etag);
+	pthread_mutex_unlock(&r->lock);
 out:
 	s3_object_info_free(&before);
 	s3_object_info_free(&after);
@@ -383,23 +936,31 @@ static int live_cmp(const void *a, const void *b)
 	return strcmp(x->object_key, y->object_key);
 }
 
-/* Entries not known to be logged, checked against the database; calls
- * fn for each one that is not logged. */
-static int reception_unlogged(struct reception *r, const char *prefix,
-			      const struct s3_list_entry *e, size_t n,
-			      int skip_pending,
-			      void (*fn)(struct reception *,
-					 const struct s3_list_entry *, void *),
-			      void *arg)
+struct log_state {
+	int ripe; /* the entries' grace has passed */
+	size_t logged;
+	int rc;
+};
+
+/* Entries not known to be logged (and not busy here) are checked against
+ * the database with one query for their keys; each one that is unlogged is
+ * logged. Stops early (-ECANCELED) when the reception is being freed. */
+static int reception_unlogged_page(struct reception *r,
+				   const struct s3_list_entry *e, size_t n,
+				   int skip_pending, struct log_state *st)
 {
 	struct reception_live *rows = NULL;
-	size_t n_rows = 0, i, unknown = 0;
-	char *unchecked;
+	size_t n_rows = 0, i, n_keys = 0, *idx;
+	const char **keys;
 	int rc;
 
-	unchecked = calloc(n ? n : 1, 1);
-	if (!unchecked)
+	keys = calloc(n ? n : 1, sizeof(*keys));
+	idx = calloc(n ? n : 1, sizeof(*idx));
+	if (!keys || !idx) {
+		free(keys);
+		free(idx);
 		return -ENOMEM;
+	}
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < n; i++) {
 		uint64_t fp;
@@ -409,39 +970,87 @@ static int reception_unlogged(struct reception *r, const char *prefix,
 			continue; /* directory marker */
 		fp = fp_of(e[i].key, e[i].etag);
 		if (fpset_has(&r->known, fp) ||
-		    (skip_pending && fpset_has(&r->pending, fp)))
+		    (skip_pending && fpset_has(&r->pending, fp)) ||
+		    busy_has(r, e[i].key))
 			continue;
-		unchecked[i] = 1;
-		unknown++;
+		idx[n_keys] = i;
+		keys[n_keys++] = e[i].key;
 	}
 	pthread_mutex_unlock(&r->lock);
-	if (!unknown) {
-		free(unchecked);
-		return 0;
+	if (!n_keys) {
+		rc = 0;
+		goto out;
 	}
-	rc = db_reception_live(r->db, r->cfg->reception_bucket,
-			       prefix ? prefix : "", 0, &rows, &n_rows);
+	rc = db_reception_live_keys(r->db, r->cfg->reception_bucket, keys,
+				    n_keys, &rows, &n_rows);
 	if (rc)
 		goto out;
 	if (n_rows)
 		qsort(rows, n_rows, sizeof(*rows), live_cmp);
-	for (i = 0; i < n; i++) {
-		struct reception_live k = {.object_key = e[i].key}, *row = NULL;
+	for (i = 0; i < n_keys; i++) {
+		const struct s3_list_entry *en = &e[idx[i]];
+		struct reception_live k = {.object_key = (char *)keys[i]};
+		struct reception_live *row = NULL;
+		int64_t newest = 0;
+		int logged = 0, ins = 0, lrc;
 
-		if (!unchecked[i])
-			continue;
+		if (reception_stopping(r)) {
+			rc = -ECANCELED;
+			goto out;
+		}
 		if (n_rows)
-			row = bsearch(&k, rows, n_rows, sizeof(*rows),
-				      live_cmp);
-		if (row && (!row->etag || !strcmp(row->etag, e[i].etag))) {
-			reception_mark_known(r, e[i].key, e[i].etag);
+			row =
+			    bsearch(&k, rows, n_rows, sizeof(*rows), live_cmp);
+		while (row && row > rows &&
+		       !strcmp(row[-1].object_key, keys[i]))
+			row--;
+		for (; row && row < rows + n_rows &&
+		       !strcmp(row->object_key, keys[i]);
+		     row++) {
+			if (!row->etag || !strcmp(row->etag, en->etag))
+				logged = 1;
+			if (row->id > newest)
+				newest = row->id;
+		}
+		if (logged) {
+			reception_mark_known(r, en->key, en->etag);
 			continue;
 		}
-		fn(r, &e[i], arg);
+		lrc = reception_log_foreign(r, en->key, en->etag, st->ripe,
+					    newest, &ins);
+		if (lrc == -ECANCELED) {
+			rc = lrc;
+			goto out;
+		}
+		if (lrc) {
+			log_error("could not log %s/%s: %s",
+				  r->cfg->reception_bucket, en->key,
+				  strerror(-lrc));
+			if (!st->rc)
+				st->rc = lrc;
+		}
+		st->logged += (size_t)ins;
 	}
 out:
 	db_reception_live_free(rows, n_rows);
-	free(unchecked);
+	free(keys);
+	free(idx);
+	return rc;
+}
+
+/* reception_unlogged_page over slices of SCAN_PAGE entries: a long listing
+ * costs one query per slice, never one with every key. */
+static int reception_unlogged(struct reception *r,
+			      const struct s3_list_entry *e, size_t n,
+			      int skip_pending, struct log_state *st)
+{
+	size_t off;
+	int rc = 0;
+
+	for (off = 0; off < n && rc == 0; off += SCAN_PAGE)
+		rc = reception_unlogged_page(
+		    r, e + off, n - off < SCAN_PAGE ? n - off : SCAN_PAGE,
+		    skip_pending, st);
 	return rc;
 }
 
@@ -452,7 +1061,6 @@ static void saw_job_free(struct saw_job *j)
 	for (i = 0; i < j->n; i++)
 		free(j->e[i].key);
 	free(j->e);
-	free(j->prefix);
 	free(j);
 }
 
@@ -462,12 +1070,12 @@ void reception_saw(struct reception *r, const char *prefix,
 	struct saw_job *j;
 	size_t i;
 
+	(void)prefix;
 	j = calloc(1, sizeof(*j));
 	if (!j)
 		return;
-	j->prefix = strdup(prefix ? prefix : "");
 	j->e = calloc(n ? n : 1, sizeof(*j->e));
-	if (!j->prefix || !j->e)
+	if (!j->e)
 		goto drop;
 	pthread_mutex_lock(&r->lock);
 	for (i = 0; i < n; i++) {
@@ -478,7 +1086,8 @@ void reception_saw(struct reception *r, const char *prefix,
 		if (kl == 0 || e->key[kl - 1] == '/')
 			continue; /* directory marker */
 		fp = fp_of(e->key, e->etag);
-		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp))
+		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp) ||
+		    busy_has(r, e->key))
 			continue;
 		j->e[j->n] = *e;
 		j->e[j->n].key = strdup(e->key);
@@ -502,84 +1111,87 @@ drop:
 		saw_job_free(j);
 }
 
-struct scan_state {
-	size_t logged;
-	int rc;
-};
-
-static void reception_log_now(struct reception *r,
-			      const struct s3_list_entry *e, void *arg)
-{
-	struct scan_state *st = arg;
-	int inserted = 0;
-	int rc = reception_log_foreign(r, e->key, &inserted);
-
-	if (rc && !st->rc)
-		st->rc = rc;
-	if (rc)
-		log_error("could not log %s/%s: %s", r->cfg->reception_bucket,
-			  e->key, strerror(-rc));
-	st->logged += (size_t)inserted;
-}
-
 int reception_scan(struct reception *r, const char *prefix, size_t *logged)
 {
-	struct s3_list_result res = {0};
-	struct scan_state st = {0};
+	struct log_state st = {0};
+	char *token = NULL;
 	int rc;
 
-	rc = s3_list_all(r->s3, r->cfg->reception_bucket, prefix, NULL, 0,
-			 &res);
-	if (rc == 0)
-		rc = reception_unlogged(r, prefix, res.entries, res.n_entries,
-					1, reception_log_now, &st);
-	s3xml_list_free(&res);
+	if (prefix && !*prefix)
+		prefix = NULL;
+	/* A page at a time: neither the bucket's keys nor the live rows are
+	 * ever all in memory. */
+	do {
+		struct s3_list_result page = {0};
+
+		if (reception_stopping(r)) {
+			rc = -ECANCELED;
+			break;
+		}
+		rc = s3_list_page(r->s3, r->cfg->reception_bucket, prefix, NULL,
+				  token, SCAN_PAGE, &page);
+		free(token);
+		token = NULL;
+		if (rc == 0)
+			rc = reception_unlogged(r, page.entries, page.n_entries,
+						1, &st);
+		if (rc == 0 && page.truncated && page.next_token) {
+			token = strdup(page.next_token);
+			if (!token)
+				rc = -ENOMEM;
+		}
+		s3xml_list_free(&page);
+	} while (rc == 0 && token);
+	free(token);
 	if (logged)
 		*logged = st.logged;
 	return rc ? rc : st.rc;
 }
 
+/* ---- the worker ------------------------------------------------------ */
+
+/* Logs a batch of objects whose grace has passed. Called unlocked. */
+static void reception_log_ripe(struct reception *r, struct s3_list_entry *e,
+			       size_t n)
+{
+	struct log_state st = {.ripe = 1};
+	size_t i;
+	int rc;
+
+	rc = reception_unlogged(r, e, n, 0, &st);
+	if (rc && rc != -ECANCELED)
+		log_warn("could not check recent uploads against the "
+			 "reception log: %s (looked at again when seen)",
+			 strerror(-rc));
+	for (i = 0; i < n; i++)
+		free(e[i].key);
+}
+
 static void *reception_worker(void *arg)
 {
 	struct reception *r = arg;
-	time_t next_scan = time(NULL) + r->cfg->scan_interval_s;
+	int64_t next_scan =
+	    ms_now(CLOCK_MONOTONIC) + (int64_t)r->cfg->scan_interval_s * 1000;
+	struct s3_list_entry *ripe;
 
+	ripe = calloc(DEFER_BATCH, sizeof(*ripe));
 	pthread_mutex_lock(&r->lock);
 	while (!r->stopping) {
 		struct saw_job *j = r->head;
+		size_t n;
 
-		if (!j) {
-			struct timespec ts;
-
-			if (r->cfg->scan_interval_s > 0 &&
-			    time(NULL) >= next_scan) {
-				r->busy = 1;
-				pthread_mutex_unlock(&r->lock);
-				reception_scan(r, "", NULL);
-				pthread_mutex_lock(&r->lock);
-				r->busy = 0;
-				next_scan = time(NULL) +
-					    r->cfg->scan_interval_s;
-				continue;
-			}
-			clock_gettime(CLOCK_REALTIME, &ts);
-			ts.tv_sec += 1;
-			pthread_cond_broadcast(&r->cond);
-			pthread_cond_timedwait(&r->cond, &r->lock, &ts);
-			continue;
-		}
-		r->head = j->next;
-		if (!r->head)
-			r->tail = NULL;
-		r->busy = 1;
-		pthread_mutex_unlock(&r->lock);
-		{
-			struct scan_state st = {0};
-			int rc = reception_unlogged(r, j->prefix, j->e, j->n, 0,
-						    reception_log_now, &st);
+		if (j) {
+			struct log_state st = {0};
 			size_t i;
+			int rc;
 
-			if (rc)
+			r->head = j->next;
+			if (!r->head)
+				r->tail = NULL;
+			r->working = 1;
+			pthread_mutex_unlock(&r->lock);
+			rc = reception_unlogged(r, j->e, j->n, 0, &st);
+			if (rc && rc != -ECANCELED)
 				log_warn("could not check listed objects "
 					 "against the reception log: %s (will "
 					 "retry when seen again)",
@@ -588,13 +1200,72 @@ static void *reception_worker(void *arg)
 			for (i = 0; i < j->n; i++)
 				fpset_del(&r->pending,
 					  fp_of(j->e[i].key, j->e[i].etag));
+			r->working = 0;
+			pthread_cond_broadcast(&r->cond);
+			saw_job_free(j);
+			continue;
 		}
-		r->busy = 0;
-		pthread_cond_broadcast(&r->cond);
-		saw_job_free(j);
+		if (reception_undo_due(r)) {
+			r->working = 1;
+			pthread_mutex_unlock(&r->lock);
+			reception_undo_run(r);
+			pthread_mutex_lock(&r->lock);
+			r->working = 0;
+			continue;
+		}
+		if (ripe && defer_any_ripe(r)) {
+			n = defer_take_ripe(r, ripe, DEFER_BATCH);
+			r->working = 1;
+			pthread_mutex_unlock(&r->lock);
+			reception_log_ripe(r, ripe, n);
+			pthread_mutex_lock(&r->lock);
+			r->working = 0;
+			pthread_cond_broadcast(&r->cond);
+			continue;
+		}
+		if (r->cfg->scan_interval_s > 0 &&
+		    ms_now(CLOCK_MONOTONIC) >= next_scan) {
+			r->working = 1;
+			pthread_mutex_unlock(&r->lock);
+			reception_scan(r, "", NULL);
+			pthread_mutex_lock(&r->lock);
+			r->working = 0;
+			next_scan = ms_now(CLOCK_MONOTONIC) +
+				    (int64_t)r->cfg->scan_interval_s * 1000;
+			continue;
+		}
+		{
+			struct timespec ts;
+
+			clock_gettime(CLOCK_REALTIME, &ts);
+			ts.tv_sec += 1;
+			pthread_cond_broadcast(&r->cond);
+			pthread_cond_timedwait(&r->cond, &r->lock, &ts);
+		}
 	}
 	pthread_mutex_unlock(&r->lock);
+	free(ripe);
 	return NULL;
+}
+
+/* The grace period: 2 statement deadlines (a commit and its reconnect) plus
+ * one S3 request (a PUT's LastModified may be when it began). */
+static int64_t reception_grace_ms(const struct cfg *cfg)
+{
+	const char *env = getenv(GRACE_ENV);
+	long req = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
+					       : S3_REQUEST_TIMEOUT_DEFAULT_MS;
+
+	if (env && *env) {
+		char *end;
+		long long v = strtoll(env, &end, 10);
+
+		if (!*end && v >= 0)
+			return (int64_t)v;
+		log_warn("%s=%s ignored: not a number of milliseconds",
+			 GRACE_ENV, env);
+	}
+	return 2 * (int64_t)DB_STATEMENT_DEADLINE_MS + (int64_t)req;
 }
 
 struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
@@ -607,6 +1278,7 @@ struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
 	r->cfg = cfg;
 	r->s3 = s3;
 	r->db = db;
+	r->grace_ms = reception_grace_ms(cfg);
 	r->foreign.uid = (uid_t)-1;
 	if (gethostname(r->foreign.host, sizeof(r->foreign.host) - 1) != 0)
 		snprintf(r->foreign.host, sizeof(r->foreign.host), "unknown");
@@ -617,19 +1289,24 @@ struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
 		return NULL;
 	}
 	r->worker_started = 1;
+	log_debug("reception: uploads from other routes are logged once "
+		  "older than %lld ms",
+		  (long long)r->grace_ms);
 	return r;
 }
 
 void reception_drain(struct reception *r)
 {
 	pthread_mutex_lock(&r->lock);
-	while (r->head || r->busy)
+	while (r->head || r->working)
 		pthread_cond_wait(&r->cond, &r->lock);
 	pthread_mutex_unlock(&r->lock);
 }
 
 void reception_free(struct reception *r)
 {
+	size_t i;
+
 	if (!r)
 		return;
 	pthread_mutex_lock(&r->lock);
@@ -643,6 +1320,32 @@ void reception_free(struct reception *r)
 
 		r->head = j->next;
 		saw_job_free(j);
+	}
+	while (r->undos) {
+		struct undo *u = r->undos;
+
+		r->undos = u->next;
+		log_error("%s/%s (ETag %s): its row failed and the database "
+			  "never answered again before unmount; object kept "
+			  "without a row (the next scan logs it)",
+			  r->cfg->reception_bucket, u->key, u->res.etag);
+		undo_free(u);
+	}
+	for (i = 0; i < TABLE_BUCKETS; i++) {
+		while (r->busy[i]) {
+			struct busy_ent *b = r->busy[i];
+
+			r->busy[i] = b->next;
+			free(b->key);
+			free(b);
+		}
+		while (r->defer[i]) {
+			struct defer_ent *d = r->defer[i];
+
+			r->defer[i] = d->next;
+			free(d->key);
+			free(d);
+		}
 	}
 	free(r->known.slots);
 	free(r->pending.slots);

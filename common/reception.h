@@ -24,7 +24,10 @@ struct reception;
  * cfg->scan_interval_s > 0, scans the whole bucket that often). */
 struct reception *reception_new(const struct cfg *cfg, struct s3_client *s3,
 				struct db *db);
-/* Stops the worker (waits for the object being logged). */
+/* Stops the worker: a scan or a hash in progress stops at its next page,
+ * object or chunk, so this waits at most for one S3 request or database
+ * statement in flight. Undos still waiting for the database are logged as
+ * such (their objects stay; a later scan logs them). */
 void reception_free(struct reception *r);
 
 /* Can a change be logged now (is the database answering)? Called before
@@ -32,13 +35,28 @@ void reception_free(struct reception *r);
  * row then fails. 0 or -errno. */
 int reception_ready(struct reception *r);
 
-/* key has just been uploaded (res) into the reception bucket by who: log it.
- * `created` says the key did not exist before. If the row cannot be
- * committed, a created object is deleted again, so no object stays that the
- * caller was told failed; -errno is returned either way. */
+/* key has just been uploaded (res) into the reception bucket by who: log
+ * it. `created` says the key did not exist before. Returns 0 when the row
+ * is committed. Otherwise -errno (-EIO when the outcome is unknown), and
+ * the upload is undone only as far as it can be proven to be this one's:
+ * a created object is deleted if it still has res->etag (HEAD) and no row
+ * records that ETag (asked of the database under the key lock); an
+ * overwrite is logged late instead (its old content is gone). When the
+ * database cannot be asked, that is done by the worker once it answers
+ * (the key stays busy until then). Returns 0 also when the commit turns
+ * out to have happened (an unknown outcome read back at once). */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created);
+
+/* Keys this process is writing or committing: the foreign-upload logger
+ * and the scan leave them alone (a counted set: add and del pair up; the
+ * key is busy while its count is above 0). The caller marks a key busy
+ * before it first writes the object and unbusies it after its
+ * reception_commit (or removal) returned. busy_add returns 0, or -ENOMEM
+ * (then the key is not marked). Strings are copied. */
+int reception_busy_add(struct reception *r, const char *key);
+void reception_busy_del(struct reception *r, const char *key);
 
 /* Deletes a received object and sets removed_at on its row, with a reason
  * naming who did it. */
@@ -54,14 +72,20 @@ int reception_rename(struct reception *r, const char *from_key,
 		     const struct actor *who, char *new_etag);
 
 /* Objects just listed: those not known to be logged are checked against
- * the database and, if unlogged, queued for logging (hashes taken from the
- * object's metadata when present, else computed by reading it). Returns
- * quickly; the rows appear when the worker has hashed the objects. */
+ * the database and, if unlogged and not busy here, queued for logging by
+ * the worker. Their hashes are always computed by reading the object
+ * (ranged GETs), never taken from its metadata. An object younger than the
+ * grace period (2 database statement deadlines + the S3 request timeout;
+ * for a multipart object also counted from when this process first saw
+ * it) is logged when that has passed, so that its uploader, if it is a
+ * custodyfs mount, logs it itself. Returns quickly. prefix is unused. */
 void reception_saw(struct reception *r, const char *prefix,
 		   const struct s3_list_entry *entries, size_t n);
 
-/* Lists the whole reception bucket (under prefix, "" for all) and logs
- * what is unlogged, synchronously. *logged gets the number of new rows. */
+/* Lists the reception bucket (under prefix, "" for all) a page at a time
+ * and logs what is unlogged, synchronously (recent uploads are left to the
+ * worker, as in reception_saw). *logged gets the number of new rows.
+ * -ECANCELED when reception_free was called meanwhile. */
 int reception_scan(struct reception *r, const char *prefix, size_t *logged);
 
 /* Waits until the foreign-upload queue is empty (tests, tools). */

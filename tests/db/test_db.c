@@ -9,10 +9,10 @@
  * set; otherwise, when the server is local and we are root or its owner,
  * "pg_ctl restart -m fast" on its data directory; otherwise it is skipped.
  * Without CUSTODYFS_TEST_PG the whole test is skipped. */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <arpa/inet.h>
 #include <netinet/in.h>
 #include <pthread.h>
 #include <pwd.h>
@@ -31,6 +31,7 @@
 #include "db.h"
 #include "log.h"
 #include "sbuf.h"
+#include "test_db.h"
 
 #define BUCKET "recepcao-raw"
 #define NCHILD 6
@@ -43,10 +44,9 @@ static PGconn *admin;
 static char *created_dbs[16];
 static int n_created_dbs;
 
-static void ok(int cond, const char *fmt, ...)
-	__attribute__((format(printf, 2, 3)));
+void ok(int cond, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void ok(int cond, const char *fmt, ...)
+void ok(int cond, const char *fmt, ...)
 {
 	va_list ap;
 
@@ -68,9 +68,7 @@ static void skip(const char *why)
 	fflush(stdout);
 }
 
-static void diag(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void diag(const char *fmt, ...)
+void diag(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -116,7 +114,7 @@ static const char *sql_state(PGconn *c, const char *sql)
 	return sql_state_p(c, sql, 0, NULL);
 }
 
-static int sql_ok(PGconn *c, const char *sql)
+int sql_ok(PGconn *c, const char *sql)
 {
 	const char *st = sql_state(c, sql);
 
@@ -127,7 +125,7 @@ static int sql_ok(PGconn *c, const char *sql)
 
 /* First column of the first row, malloc'd; NULL for no row, NULL value or
  * error. */
-static char *sql_val_p(PGconn *c, const char *sql, int n, const char *const *p)
+char *sql_val_p(PGconn *c, const char *sql, int n, const char *const *p)
 {
 	PGresult *res = PQexecParams(c, sql, n, NULL, p, NULL, NULL, 0);
 	char *v = NULL;
@@ -141,7 +139,7 @@ static char *sql_val_p(PGconn *c, const char *sql, int n, const char *const *p)
 	return v;
 }
 
-static char *sql_val(PGconn *c, const char *sql)
+char *sql_val(PGconn *c, const char *sql)
 {
 	return sql_val_p(c, sql, 0, NULL);
 }
@@ -160,12 +158,12 @@ static int sql_is_p(PGconn *c, const char *sql, const char *want, int n,
 	return same;
 }
 
-static int sql_is(PGconn *c, const char *sql, const char *want)
+int sql_is(PGconn *c, const char *sql, const char *want)
 {
 	return sql_is_p(c, sql, want, 0, NULL);
 }
 
-static long sql_long(PGconn *c, const char *sql)
+long sql_long(PGconn *c, const char *sql)
 {
 	char *v = sql_val(c, sql);
 	long n = v ? strtol(v, NULL, 10) : -1;
@@ -242,7 +240,7 @@ static void fill_actor(struct actor *a, uid_t uid, const char *user,
 	snprintf(a->host, sizeof(a->host), "%s", host);
 }
 
-static struct db *open_or_die(const char *conninfo, int pool)
+struct db *open_or_die(const char *conninfo, int pool)
 {
 	char err[512];
 	struct db *d = db_open(conninfo, pool, err, sizeof(err));
@@ -276,8 +274,8 @@ static void test_open_failures(void)
 	double t0;
 
 	t0 = now_s();
-	d = db_open("host=127.0.0.1 port=1 dbname=x user=x password=hunter2",
-		    2, err, sizeof(err));
+	d = db_open("host=127.0.0.1 port=1 dbname=x user=x password=hunter2", 2,
+		    err, sizeof(err));
 	ok(!d && err[0], "db_open fails on an unreachable server: %s", err);
 	ok(!strstr(err, "hunter2"), "the reason does not leak the password");
 	ok(now_s() - t0 < 2.0, "refused connection fails at once");
@@ -293,7 +291,8 @@ static void test_open_failures(void)
 
 		sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 		if (s < 0 || bind(s, (struct sockaddr *)&sa, sizeof(sa)) ||
-		    listen(s, 4) || getsockname(s, (struct sockaddr *)&sa, &sl)) {
+		    listen(s, 4) ||
+		    getsockname(s, (struct sockaddr *)&sa, &sl)) {
 			skip("cannot make a silent listener");
 		} else {
 			snprintf(ci, sizeof(ci),
@@ -319,16 +318,16 @@ static void test_open_failures(void)
 
 /* SPEC section 5, plus the columns db.h adds. */
 static const char *const contract_columns[][2] = {
-	{"projects_registry", "id prefix name created_at created_by"},
-	{"reception_audit",
-	 "id source_bucket file_name object_key size_bytes uploaded_at xxh128 "
-	 "sha256 received_by removed_at removal_reason etag origin "
-	 "received_uid received_user received_host"},
-	{"storage_audit",
-	 "id project_prefix project_name dest_bucket dest_key size_bytes "
-	 "moved_at source_bucket source_key reception_id outcome duplicate_of "
-	 "xxh128 sha256 moved_by moved_uid moved_user moved_host removed_at "
-	 "removal_reason"},
+    {"projects_registry", "id prefix name created_at created_by"},
+    {"reception_audit",
+     "id source_bucket file_name object_key size_bytes uploaded_at xxh128 "
+     "sha256 received_by removed_at removal_reason etag origin "
+     "received_uid received_user received_host"},
+    {"storage_audit",
+     "id project_prefix project_name dest_bucket dest_key size_bytes "
+     "moved_at source_bucket source_key reception_id outcome duplicate_of "
+     "xxh128 sha256 moved_by moved_uid moved_user moved_host removed_at "
+     "removal_reason"},
 };
 
 /* 1 when every listed column exists (names the missing ones). */
@@ -341,13 +340,14 @@ static int has_contract_columns(PGconn *c)
 	     i++) {
 		const char *p[2] = {contract_columns[i][0],
 				    contract_columns[i][1]};
-		char *v = sql_val_p(c, "SELECT string_agg(w, ' ') FROM"
-				       " regexp_split_to_table($2::text, ' ') w"
-				       " WHERE NOT EXISTS (SELECT 1 FROM"
-				       " information_schema.columns WHERE"
-				       " table_schema = current_schema() AND"
-				       " table_name = $1::text AND"
-				       " column_name = w)",
+		char *v = sql_val_p(c,
+				    "SELECT string_agg(w, ' ') FROM"
+				    " regexp_split_to_table($2::text, ' ') w"
+				    " WHERE NOT EXISTS (SELECT 1 FROM"
+				    " information_schema.columns WHERE"
+				    " table_schema = current_schema() AND"
+				    " table_name = $1::text AND"
+				    " column_name = w)",
 				    2, p);
 
 		if (v) {
@@ -361,8 +361,9 @@ static int has_contract_columns(PGconn *c)
 
 static int count_triggers(PGconn *c)
 {
-	return (int)sql_long(c, "SELECT count(*) FROM pg_trigger WHERE"
-				" tgname LIKE 'custodyfs\\_%' AND tgenabled = 'A'");
+	return (int)sql_long(
+	    c, "SELECT count(*) FROM pg_trigger WHERE"
+	       " tgname LIKE 'custodyfs\\_%' AND tgenabled = 'A'");
 }
 
 static void test_migrate_fresh(const char *conninfo, PGconn *raw)
@@ -371,21 +372,24 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 
 	ok(db_ping(d) == 0, "db_ping on a fresh database");
 	ok(db_migrate(d) == 0, "migrate an empty database");
-	ok(sql_is(raw, "SELECT string_agg(version::text, ',' ORDER BY version) FROM "
-		       "schema_migrations",
-		  "1,2"),
-	   "schema_migrations holds versions 1 and 2");
+	ok(sql_is(raw,
+		  "SELECT string_agg(version::text, ',' ORDER BY version) FROM "
+		  "schema_migrations",
+		  "1,2,3"),
+	   "schema_migrations holds versions 1, 2 and 3");
 	ok(has_contract_columns(raw), "every column of SPEC section 5 exists");
 	ok(count_triggers(raw) == 6, "append-only triggers installed, "
 				     "enabled ALWAYS");
-	ok(sql_is(raw, "SELECT indisunique FROM pg_index WHERE indexrelid ="
-		       " to_regclass('reception_audit_live_key')",
+	ok(sql_is(raw,
+		  "SELECT indisunique FROM pg_index WHERE indexrelid ="
+		  " to_regclass('reception_audit_live_key')",
 		  "t"),
 	   "unique partial index on live (source_bucket, object_key)");
-	ok(sql_is(raw, "SELECT count(*) FROM pg_index i JOIN pg_class c ON"
-		       " c.oid = i.indexrelid WHERE i.indrelid ="
-		       " 'projects_registry'::regclass AND i.indisunique AND"
-		       " c.relname = 'projects_registry_prefix_key'",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM pg_index i JOIN pg_class c ON"
+		  " c.oid = i.indexrelid WHERE i.indrelid ="
+		  " 'projects_registry'::regclass AND i.indisunique AND"
+		  " c.relname = 'projects_registry_prefix_key'",
 		  "1"),
 	   "projects_registry.prefix unique");
 
@@ -394,7 +398,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	d = open_or_die(conninfo, 1);
 	ok(db_migrate(d) == 0, "migrate again (new handle)");
 	db_close(d);
-	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "2"),
+	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "3"),
 	   "still one schema_migrations row per version");
 	ok(count_triggers(raw) == 6, "still six triggers");
 }
@@ -425,24 +429,25 @@ static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
 		    WIFEXITED(status) && WEXITSTATUS(status) == 0)
 			good++;
 	}
-	ok(good == NCHILD, "%d processes migrate a fresh database at once "
-			   "(%d succeeded)",
+	ok(good == NCHILD,
+	   "%d processes migrate a fresh database at once "
+	   "(%d succeeded)",
 	   NCHILD, good);
-	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "2"),
+	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "3"),
 	   "one schema_migrations row per version after the race");
 	ok(count_triggers(raw) == 6, "triggers installed once");
 	ok(has_contract_columns(raw), "all columns after the race");
 }
 
 static const char seed_digest_sql[] =
-	"SELECT md5(string_agg(concat_ws('|', id, source_bucket, file_name,"
-	" object_key, size_bytes, uploaded_at), ';' ORDER BY id))"
-	" || md5((SELECT string_agg(concat_ws('|', id, prefix, name), ';'"
-	"  ORDER BY id) FROM projects_registry))"
-	" || md5((SELECT string_agg(concat_ws('|', id, project_prefix,"
-	"  project_name, dest_key, size_bytes, moved_at, source_bucket), ';'"
-	"  ORDER BY id) FROM storage_audit))"
-	" FROM reception_audit";
+    "SELECT md5(string_agg(concat_ws('|', id, source_bucket, file_name,"
+    " object_key, size_bytes, uploaded_at), ';' ORDER BY id))"
+    " || md5((SELECT string_agg(concat_ws('|', id, prefix, name), ';'"
+    "  ORDER BY id) FROM projects_registry))"
+    " || md5((SELECT string_agg(concat_ws('|', id, project_prefix,"
+    "  project_name, dest_key, size_bytes, moved_at, source_bucket), ';'"
+    "  ORDER BY id) FROM storage_audit))"
+    " FROM reception_audit";
 
 /* The seed notebook's shapes: varchar, int sizes, timestamps without
  * time zone, no hashes, and (dups) the same key logged twice. */
@@ -470,9 +475,10 @@ static void make_seed(PGconn *raw, int dups)
 			    " ('recepcao-raw', 'a.pdf', 'lote1/a.pdf', 1234)");
 	sql_ok(raw, "INSERT INTO projects_registry (prefix, name) VALUES"
 		    " ('proj-a', 'Projeto A')");
-	sql_ok(raw, "INSERT INTO storage_audit (project_prefix, project_name,"
-		    " dest_key, size_bytes, source_bucket) VALUES ('proj-a',"
-		    " 'Projeto A', 'proj-a/lote1/a.pdf', 1234, 'recepcao-raw')");
+	sql_ok(raw,
+	       "INSERT INTO storage_audit (project_prefix, project_name,"
+	       " dest_key, size_bytes, source_bucket) VALUES ('proj-a',"
+	       " 'Projeto A', 'proj-a/lote1/a.pdf', 1234, 'recepcao-raw')");
 }
 
 static void test_adopt_seed(const char *conninfo, PGconn *raw, int dups)
@@ -491,62 +497,69 @@ static void test_adopt_seed(const char *conninfo, PGconn *raw, int dups)
 	free(before);
 	free(after);
 	ok(has_contract_columns(raw), "seed tables got every contract column");
-	ok(sql_is(raw, "SELECT count(*) FROM reception_audit WHERE"
-		       " removed_at IS NULL AND sha256 IS NULL AND"
-		       " received_by IS NULL",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM reception_audit WHERE"
+		  " removed_at IS NULL AND sha256 IS NULL AND"
+		  " received_by IS NULL",
 		  dups ? "3" : "2"),
 	   "seed rows stay live, without hashes or received_by");
-	ok(sql_is(raw, "SELECT count(*) FROM projects_registry WHERE"
-		       " created_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM projects_registry WHERE"
+		  " created_at IS NULL",
 		  "1"),
 	   "old project rows do not get the migration time as created_at");
-	ok(sql_is(raw, "SELECT format_type(atttypid, atttypmod) FROM"
-		       " pg_attribute WHERE attrelid ="
-		       " 'reception_audit'::regclass AND attname = "
-		       "'size_bytes'",
+	ok(sql_is(raw,
+		  "SELECT format_type(atttypid, atttypmod) FROM"
+		  " pg_attribute WHERE attrelid ="
+		  " 'reception_audit'::regclass AND attname = "
+		  "'size_bytes'",
 		  "bigint"),
 	   "integer size_bytes widened to bigint");
-	ok(sql_is(raw, "SELECT format_type(atttypid, atttypmod) FROM"
-		       " pg_attribute WHERE attrelid ="
-		       " 'reception_audit'::regclass AND attname = "
-		       "'object_key'",
+	ok(sql_is(raw,
+		  "SELECT format_type(atttypid, atttypmod) FROM"
+		  " pg_attribute WHERE attrelid ="
+		  " 'reception_audit'::regclass AND attname = "
+		  "'object_key'",
 		  "text"),
 	   "varchar(n) columns widened to text");
 	if (dups) {
-		ok(sql_is(raw, "SELECT to_regclass("
-			       "'reception_audit_live_key_nonunique') IS NOT"
-			       " NULL AND to_regclass("
-			       "'reception_audit_live_key') IS NULL",
+		ok(sql_is(raw,
+			  "SELECT to_regclass("
+			  "'reception_audit_live_key_nonunique') IS NOT"
+			  " NULL AND to_regclass("
+			  "'reception_audit_live_key') IS NULL",
 			  "t"),
 		   "duplicates: plain index instead of the unique one");
 	} else {
-		ok(sql_is(raw, "SELECT to_regclass('reception_audit_live_key')"
-			       " IS NOT NULL",
+		ok(sql_is(raw,
+			  "SELECT to_regclass('reception_audit_live_key')"
+			  " IS NOT NULL",
 			  "t"),
 		   "no duplicates: unique live-key index created");
 	}
-	ok(sql_is(raw, "SELECT count(*) FROM pg_index WHERE indrelid ="
-		       " 'projects_registry'::regclass AND indisunique AND"
-		       " indexrelid <> (SELECT conindid FROM pg_constraint"
-		       " WHERE conrelid = 'projects_registry'::regclass AND"
-		       " contype = 'p')",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM pg_index WHERE indrelid ="
+		  " 'projects_registry'::regclass AND indisunique AND"
+		  " indexrelid <> (SELECT conindid FROM pg_constraint"
+		  " WHERE conrelid = 'projects_registry'::regclass AND"
+		  " contype = 'p')",
 		  "1"),
 	   "the seed's UNIQUE(prefix) reused, no second unique index");
 	ok(count_triggers(raw) == 6, "append-only triggers on seed tables");
 
 	if (dups) {
 		struct reception_new r = {
-			.source_bucket = "recepcao-raw",
-			.object_key = "lote1/a.pdf",
-			.size = 1234,
-			.etag = "e-new",
-			.origin = "mount",
+		    .source_bucket = "recepcao-raw",
+		    .object_key = "lote1/a.pdf",
+		    .size = 1234,
+		    .etag = "e-new",
+		    .origin = "mount",
 		};
 		int64_t id = 0;
 		int ins = -1;
 
 		ok(db_reception_record(d, &r, "replaced", &id, &ins) == 0 &&
-			   ins == 0,
+		       ins == 0,
 		   "duplicate seed rows (NULL etag) still match a record");
 	}
 	db_close(d);
@@ -562,8 +575,9 @@ static void test_adopt_minimal_projects(const char *conninfo, PGconn *raw)
 	d = open_or_die(conninfo, 1);
 	ok(db_migrate(d) == 0, "migrate a projects_registry with only prefix "
 			       "and name");
-	ok(sql_is(raw, "SELECT string_agg(id || ':' || prefix || ':' || name,"
-		       " ',' ORDER BY id) FROM projects_registry",
+	ok(sql_is(raw,
+		  "SELECT string_agg(id || ':' || prefix || ':' || name,"
+		  " ',' ORDER BY id) FROM projects_registry",
 		  "1:p1:Um,2:p2:Dois"),
 	   "ids added, rows kept");
 	db_close(d);
@@ -573,15 +587,15 @@ static void test_record(struct db *d, PGconn *raw)
 {
 	struct actor who;
 	struct reception_new r = {
-		.source_bucket = BUCKET,
-		.object_key = "docs/report.pdf",
-		.file_name = "report.pdf",
-		.size = 5000000000ULL,
-		.xxh128 = "0123456789abcdef0123456789abcdef",
-		.sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495"
-			  "991b7852b855",
-		.etag = "etag-1",
-		.origin = "mount",
+	    .source_bucket = BUCKET,
+	    .object_key = "docs/report.pdf",
+	    .file_name = "report.pdf",
+	    .size = 5000000000ULL,
+	    .xxh128 = "0123456789abcdef0123456789abcdef",
+	    .sha256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495"
+		      "991b7852b855",
+	    .etag = "etag-1",
+	    .origin = "mount",
 	};
 	int64_t id1 = 0, id2 = 0, id3 = 0;
 	int ins = -1, rc;
@@ -594,12 +608,13 @@ static void test_record(struct db *d, PGconn *raw)
 	ok(rc == 0 && ins == 1 && id1 > 0,
 	   "record a new upload (id %" PRId64 ")", id1);
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id1);
-	ok(sql_is_p(raw, "SELECT concat_ws('|', source_bucket, file_name,"
-			 " object_key, size_bytes, xxh128, sha256, etag, origin,"
-			 " received_by, received_uid, received_user,"
-			 " received_host, removed_at IS NULL,"
-			 " uploaded_at IS NOT NULL)"
-			 " FROM reception_audit WHERE id = $1::bigint",
+	ok(sql_is_p(raw,
+		    "SELECT concat_ws('|', source_bucket, file_name,"
+		    " object_key, size_bytes, xxh128, sha256, etag, origin,"
+		    " received_by, received_uid, received_user,"
+		    " received_host, removed_at IS NULL,"
+		    " uploaded_at IS NOT NULL)"
+		    " FROM reception_audit WHERE id = $1::bigint",
 		    BUCKET "|report.pdf|docs/report.pdf|5000000000|"
 			   "0123456789abcdef0123456789abcdef|"
 			   "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca4"
@@ -609,7 +624,7 @@ static void test_record(struct db *d, PGconn *raw)
 	   "row holds every field, actor split in columns, size > 4 GiB");
 
 	ok(db_reception_record(d, &r, "overwritten", &id2, &ins) == 0 &&
-		   ins == 0 && id2 == id1,
+	       ins == 0 && id2 == id1,
 	   "same etag: nothing inserted, same id");
 	ok(db_reception_record(d, &r, "overwritten", NULL, NULL) == 0,
 	   "id_out and inserted may be NULL");
@@ -617,14 +632,16 @@ static void test_record(struct db *d, PGconn *raw)
 	r.etag = "etag-2";
 	r.size = 10;
 	ok(db_reception_record(d, &r, "overwritten", &id3, &ins) == 0 &&
-		   ins == 1 && id3 != id1,
+	       ins == 1 && id3 != id1,
 	   "different etag: new row");
-	ok(sql_is_p(raw, "SELECT removal_reason FROM reception_audit WHERE"
-			 " id = $1::bigint AND removed_at IS NOT NULL",
+	ok(sql_is_p(raw,
+		    "SELECT removal_reason FROM reception_audit WHERE"
+		    " id = $1::bigint AND removed_at IS NOT NULL",
 		    "overwritten", 1, p),
 	   "replaced row got removed_at and the reason");
-	ok(sql_is(raw, "SELECT count(*) FROM reception_audit WHERE object_key"
-		       " = 'docs/report.pdf' AND removed_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM reception_audit WHERE object_key"
+		  " = 'docs/report.pdf' AND removed_at IS NULL",
 		  "1"),
 	   "one live row for the key");
 
@@ -636,9 +653,9 @@ static void test_record(struct db *d, PGconn *raw)
 	r.file_name = NULL;
 	r.etag = "etag-x";
 	ok(db_reception_record(d, &r, "overwritten", &id2, &ins) == 0 &&
-		   ins == 0 &&
-		   id2 == sql_long(raw, "SELECT id FROM reception_audit WHERE"
-					" object_key = 'tool/x.bin'"),
+	       ins == 0 &&
+	       id2 == sql_long(raw, "SELECT id FROM reception_audit WHERE"
+				    " object_key = 'tool/x.bin'"),
 	   "live row with NULL etag: matches, nothing inserted");
 
 	r.object_key = "a/b/noetag.txt";
@@ -646,15 +663,16 @@ static void test_record(struct db *d, PGconn *raw)
 	db_reception_record(d, &r, "overwritten", &id1, &ins);
 	r.etag = NULL;
 	ok(db_reception_record(d, &r, "rewritten", &id2, &ins) == 0 &&
-		   ins == 1 && id2 != id1,
+	       ins == 1 && id2 != id1,
 	   "unknown (NULL) new etag against a known one: new row");
-	ok(sql_is(raw, "SELECT file_name FROM reception_audit WHERE"
-		       " object_key = 'a/b/noetag.txt' AND removed_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT file_name FROM reception_audit WHERE"
+		  " object_key = 'a/b/noetag.txt' AND removed_at IS NULL",
 		  "noetag.txt"),
 	   "file_name defaults to the last component");
 	r.etag = "other";
 	ok(db_reception_record(d, &r, "rewritten", &id3, &ins) == 0 &&
-		   ins == 0 && id3 == id2,
+	       ins == 0 && id3 == id2,
 	   "then a row with NULL etag matches any etag");
 
 	r.object_key = "foreign/y.bin";
@@ -664,9 +682,10 @@ static void test_record(struct db *d, PGconn *raw)
 	r.xxh128 = r.sha256 = NULL;
 	ok(db_reception_record(d, &r, NULL, &id1, &ins) == 0 && ins == 1,
 	   "foreign upload without actor or hashes");
-	ok(sql_is(raw, "SELECT concat_ws('|', received_by, received_uid,"
-		       " sha256, origin) FROM reception_audit WHERE"
-		       " object_key = 'foreign/y.bin'",
+	ok(sql_is(raw,
+		  "SELECT concat_ws('|', received_by, received_uid,"
+		  " sha256, origin) FROM reception_audit WHERE"
+		  " object_key = 'foreign/y.bin'",
 		  "foreign"),
 	   "actor and hash columns NULL");
 
@@ -680,11 +699,11 @@ static void test_injection(struct db *d, PGconn *raw)
 	static const char evil[] = "'; DROP TABLE storage_audit; --.pdf";
 	static const char evil2[] = "x\\'); DELETE FROM reception_audit; --";
 	struct reception_new r = {
-		.source_bucket = BUCKET,
-		.object_key = evil,
-		.size = 1,
-		.etag = "e",
-		.origin = "mount",
+	    .source_bucket = BUCKET,
+	    .object_key = evil,
+	    .size = 1,
+	    .etag = "e",
+	    .origin = "mount",
 	};
 	struct reception_live *rows = NULL;
 	const char *p[1] = {evil};
@@ -693,26 +712,28 @@ static void test_injection(struct db *d, PGconn *raw)
 
 	ok(db_reception_record(d, &r, NULL, NULL, &ins) == 0 && ins == 1,
 	   "record key \"%s\"", evil);
-	ok(sql_is_p(raw, "SELECT file_name FROM reception_audit WHERE"
-			 " object_key = $1::text",
+	ok(sql_is_p(raw,
+		    "SELECT file_name FROM reception_audit WHERE"
+		    " object_key = $1::text",
 		    evil, 1, p),
 	   "stored literally");
 	ok(sql_is(raw, "SELECT to_regclass('storage_audit') IS NOT NULL", "t"),
 	   "storage_audit still exists");
 	ok(db_reception_live(d, BUCKET, evil, 0, &rows, &n) == 0 && n == 1 &&
-		   !strcmp(rows[0].object_key, evil),
+	       !strcmp(rows[0].object_key, evil),
 	   "found again by prefix");
 	db_reception_live_free(rows, n);
 	r.object_key = evil2;
 	ok(db_reception_record(d, &r, "it's \"replaced\"", NULL, &ins) == 0 &&
-		   ins == 1,
+	       ins == 1,
 	   "backslash-quote key recorded");
 	ok(db_reception_rename(d, BUCKET, evil2, "ren/'\"\\%_", "e2", 1,
 			       NULL) == 0,
 	   "and renamed to a key full of metacharacters");
 	p[0] = evil2;
-	ok(sql_is_p(raw, "SELECT removal_reason FROM reception_audit WHERE"
-			 " object_key = $1::text",
+	ok(sql_is_p(raw,
+		    "SELECT removal_reason FROM reception_audit WHERE"
+		    " object_key = $1::text",
 		    "renamed to ren/'\"\\%_", 1, p),
 	   "reason holds the new key literally");
 }
@@ -721,36 +742,39 @@ static void test_rename(struct db *d, PGconn *raw)
 {
 	struct actor who;
 	struct reception_new r = {
-		.source_bucket = BUCKET,
-		.object_key = "in/old.docx",
-		.size = 42,
-		.xxh128 = "aaaabbbbccccddddaaaabbbbccccdddd",
-		.sha256 = "1111111111111111111111111111111111111111111111111111"
-			  "111111111111",
-		.etag = "e-old",
-		.origin = "mount",
+	    .source_bucket = BUCKET,
+	    .object_key = "in/old.docx",
+	    .size = 42,
+	    .xxh128 = "aaaabbbbccccddddaaaabbbbccccdddd",
+	    .sha256 = "1111111111111111111111111111111111111111111111111111"
+		      "111111111111",
+	    .etag = "e-old",
+	    .origin = "mount",
 	};
 	int ins;
 
 	fill_actor(&who, 1001, "joao", "ws-02");
 	r.who = &who;
 	db_reception_record(d, &r, NULL, NULL, &ins);
-	ok(db_reception_rename(d, BUCKET, "in/old.docx", "in/new.docx",
-			       "e-new", 42, &who) == 0,
+	ok(db_reception_rename(d, BUCKET, "in/old.docx", "in/new.docx", "e-new",
+			       42, &who) == 0,
 	   "rename a received object");
-	ok(sql_is(raw, "SELECT removal_reason FROM reception_audit WHERE"
-		       " object_key = 'in/old.docx' AND removed_at IS NOT"
-		       " NULL",
+	ok(sql_is(raw,
+		  "SELECT removal_reason FROM reception_audit WHERE"
+		  " object_key = 'in/old.docx' AND removed_at IS NOT"
+		  " NULL",
 		  "renamed to in/new.docx"),
 	   "old row removed as \"renamed to ...\"");
-	ok(sql_is(raw, "SELECT count(*) FROM reception_audit WHERE"
-		       " object_key = 'in/old.docx' AND removed_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM reception_audit WHERE"
+		  " object_key = 'in/old.docx' AND removed_at IS NULL",
 		  "0"),
 	   "old key has no live row");
-	ok(sql_is(raw, "SELECT concat_ws('|', file_name, size_bytes, xxh128,"
-		       " sha256, etag, origin, received_by) FROM"
-		       " reception_audit WHERE object_key = 'in/new.docx' AND"
-		       " removed_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT concat_ws('|', file_name, size_bytes, xxh128,"
+		  " sha256, etag, origin, received_by) FROM"
+		  " reception_audit WHERE object_key = 'in/new.docx' AND"
+		  " removed_at IS NULL",
 		  "new.docx|42|aaaabbbbccccddddaaaabbbbccccdddd|"
 		  "1111111111111111111111111111111111111111111111111111"
 		  "111111111111|e-new|rename|joao (uid 1001) @ ws-02"),
@@ -759,39 +783,41 @@ static void test_rename(struct db *d, PGconn *raw)
 	ok(db_reception_rename(d, BUCKET, "in/ghost", "in/ghost2", "e-g", 7,
 			       NULL) == 0,
 	   "rename without a live old row");
-	ok(sql_is(raw, "SELECT concat_ws('|', size_bytes, etag, origin,"
-		       " coalesce(sha256, 'null')) FROM reception_audit"
-		       " WHERE object_key = 'in/ghost2' AND removed_at IS"
-		       " NULL",
+	ok(sql_is(raw,
+		  "SELECT concat_ws('|', size_bytes, etag, origin,"
+		  " coalesce(sha256, 'null')) FROM reception_audit"
+		  " WHERE object_key = 'in/ghost2' AND removed_at IS"
+		  " NULL",
 		  "7|e-g|rename|null"),
 	   "only the new row, hashes NULL");
 
 	/* Rename over an existing live key replaces it. */
-	ok(db_reception_rename(d, BUCKET, "in/new.docx", "in/ghost2", "e-z",
-			       42, &who) == 0,
+	ok(db_reception_rename(d, BUCKET, "in/new.docx", "in/ghost2", "e-z", 42,
+			       &who) == 0,
 	   "rename onto a key with a live row");
-	ok(sql_is(raw, "SELECT string_agg(coalesce(removal_reason, 'live'),"
-		       " ',' ORDER BY id) FROM reception_audit WHERE"
-		       " object_key = 'in/ghost2'",
+	ok(sql_is(raw,
+		  "SELECT string_agg(coalesce(removal_reason, 'live'),"
+		  " ',' ORDER BY id) FROM reception_audit WHERE"
+		  " object_key = 'in/ghost2'",
 		  "replaced by rename from in/new.docx,live"),
 	   "target's old row removed as replaced");
 
 	ok(db_reception_rename(d, BUCKET, "in/ghost2", "in/ghost2", "e", 1,
 			       NULL) == 0 &&
-		   sql_long(raw, "SELECT count(*) FROM reception_audit"
-				 " WHERE object_key = 'in/ghost2' AND"
-				 " removed_at IS NULL") == 1,
+	       sql_long(raw, "SELECT count(*) FROM reception_audit"
+			     " WHERE object_key = 'in/ghost2' AND"
+			     " removed_at IS NULL") == 1,
 	   "rename onto itself changes nothing");
 }
 
 static void test_mark_removed_and_triggers(struct db *d, PGconn *raw)
 {
 	struct reception_new r = {
-		.source_bucket = BUCKET,
-		.object_key = "rm/me.txt",
-		.size = 3,
-		.etag = "e",
-		.origin = "mount",
+	    .source_bucket = BUCKET,
+	    .object_key = "rm/me.txt",
+	    .size = 3,
+	    .etag = "e",
+	    .origin = "mount",
 	};
 	char idbuf[24], *super;
 	const char *p[1] = {idbuf};
@@ -806,25 +832,29 @@ static void test_mark_removed_and_triggers(struct db *d, PGconn *raw)
 
 	db_reception_record(d, &r, NULL, &id, &ins);
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, id);
-	ok(db_reception_mark_removed(d, BUCKET, "rm/me.txt", "deleted by "
-							     "maria") == 0,
+	ok(db_reception_mark_removed(d, BUCKET, "rm/me.txt",
+				     "deleted by "
+				     "maria") == 0,
 	   "mark_removed");
-	ok(sql_is_p(raw, "SELECT removal_reason FROM reception_audit WHERE"
-			 " id = $1::bigint AND removed_at IS NOT NULL",
+	ok(sql_is_p(raw,
+		    "SELECT removal_reason FROM reception_audit WHERE"
+		    " id = $1::bigint AND removed_at IS NOT NULL",
 		    "deleted by maria", 1, p),
 	   "row has removed_at and reason");
 	ok(db_reception_mark_removed(d, BUCKET, "rm/me.txt", "again") == 0,
 	   "mark_removed with no live row is 0");
 	ok(db_reception_mark_removed(d, BUCKET, "rm/never", "x") == 0,
 	   "mark_removed of an unknown key is 0");
-	ok(sql_is_p(raw, "SELECT removal_reason FROM reception_audit WHERE"
-			 " id = $1::bigint",
+	ok(sql_is_p(raw,
+		    "SELECT removal_reason FROM reception_audit WHERE"
+		    " id = $1::bigint",
 		    "deleted by maria", 1, p),
 	   "first reason kept");
 
-	ok(!strcmp(sql_state_p(raw, "UPDATE reception_audit SET removed_at ="
-				    " now(), removal_reason = 'x' WHERE"
-				    " id = $1::bigint",
+	ok(!strcmp(sql_state_p(raw,
+			       "UPDATE reception_audit SET removed_at ="
+			       " now(), removal_reason = 'x' WHERE"
+			       " id = $1::bigint",
 			       1, p),
 		   "P0001"),
 	   "raw UPDATE setting removed_at a second time refused");
@@ -845,9 +875,9 @@ static void test_mark_removed_and_triggers(struct db *d, PGconn *raw)
 	ok(!strcmp(sql_state(raw, "TRUNCATE reception_audit"), "P0001"),
 	   "raw TRUNCATE on reception_audit refused");
 	ok(sql_ok(raw, "SET session_replication_role = replica") &&
-		   !strcmp(sql_state(raw, "DELETE FROM reception_audit"),
-			   "P0001") &&
-		   sql_ok(raw, "SET session_replication_role = origin"),
+	       !strcmp(sql_state(raw, "DELETE FROM reception_audit"),
+		       "P0001") &&
+	       sql_ok(raw, "SET session_replication_role = origin"),
 	   "DELETE refused in replica mode too");
 
 	/* storage_audit */
@@ -909,14 +939,13 @@ static void test_mark_removed_and_triggers(struct db *d, PGconn *raw)
 static void test_live(struct db *d)
 {
 	static const char *const keys[] = {
-		"z/last", "a%b/x", "a_b/y", "aXb/z", "a\\b/w", "B/upper",
-		"a%b/x2",
+	    "z/last", "a%b/x", "a_b/y", "aXb/z", "a\\b/w", "B/upper", "a%b/x2",
 	};
 	struct reception_new r = {
-		.source_bucket = "live-bucket",
-		.size = 1,
-		.etag = "e",
-		.origin = "tool",
+	    .source_bucket = "live-bucket",
+	    .size = 1,
+	    .etag = "e",
+	    .origin = "tool",
 	};
 	struct reception_live *rows = NULL;
 	size_t i, n = 0;
@@ -931,33 +960,33 @@ static void test_live(struct db *d)
 	i = (size_t)db_reception_live(d, "live-bucket", "", 0, &rows, &n);
 	ok(i == 0 && n == 6, "all live rows (%zu)", n);
 	ok(n == 6 && !strcmp(rows[0].object_key, "B/upper") &&
-		   !strcmp(rows[1].object_key, "a%b/x") &&
-		   !strcmp(rows[5].object_key, "z/last") &&
-		   rows[0].etag && !strcmp(rows[0].etag, "e") && rows[0].id > 0,
+	       !strcmp(rows[1].object_key, "a%b/x") &&
+	       !strcmp(rows[5].object_key, "z/last") && rows[0].etag &&
+	       !strcmp(rows[0].etag, "e") && rows[0].id > 0,
 	   "in byte order, with etag and id");
 	db_reception_live_free(rows, n);
 
 	ok(db_reception_live(d, "live-bucket", "a%", 0, &rows, &n) == 0 &&
-		   n == 1 && !strcmp(rows[0].object_key, "a%b/x"),
+	       n == 1 && !strcmp(rows[0].object_key, "a%b/x"),
 	   "prefix \"a%%\" is not a pattern");
 	db_reception_live_free(rows, n);
 	ok(db_reception_live(d, "live-bucket", "a_", 0, &rows, &n) == 0 &&
-		   n == 1 && !strcmp(rows[0].object_key, "a_b/y"),
+	       n == 1 && !strcmp(rows[0].object_key, "a_b/y"),
 	   "prefix \"a_\" is not a pattern");
 	db_reception_live_free(rows, n);
 	ok(db_reception_live(d, "live-bucket", "a\\", 0, &rows, &n) == 0 &&
-		   n == 1 && !strcmp(rows[0].object_key, "a\\b/w"),
+	       n == 1 && !strcmp(rows[0].object_key, "a\\b/w"),
 	   "prefix with a backslash");
 	db_reception_live_free(rows, n);
 	ok(db_reception_live(d, "live-bucket", "a", 2, &rows, &n) == 0 &&
-		   n == 2,
+	       n == 2,
 	   "max bounds the result");
 	db_reception_live_free(rows, n);
 	ok(db_reception_live(d, "live-bucket", "nothing/", 0, &rows, &n) == 0 &&
-		   n == 0 && !rows,
+	       n == 0 && !rows,
 	   "no match: n = 0, rows NULL");
 	ok(db_reception_live(d, "other-bucket", NULL, 0, &rows, &n) == 0 &&
-		   n == 0,
+	       n == 0,
 	   "NULL prefix, other bucket");
 }
 
@@ -975,16 +1004,15 @@ static void *race_thread(void *arg)
 {
 	struct race *t = arg;
 	struct reception_new r = {
-		.source_bucket = "race",
-		.object_key = t->key,
-		.size = 1,
-		.etag = t->etag,
-		.origin = "mount",
+	    .source_bucket = "race",
+	    .object_key = t->key,
+	    .size = 1,
+	    .etag = t->etag,
+	    .origin = "mount",
 	};
 
 	pthread_barrier_wait(t->bar);
-	t->rc = db_reception_record(t->d, &r, "replaced", &t->id,
-				    &t->inserted);
+	t->rc = db_reception_record(t->d, &r, "replaced", &t->id, &t->inserted);
 	return NULL;
 }
 
@@ -1035,8 +1063,9 @@ static void test_race(const char *conninfo, struct db *d1, PGconn *raw)
 	   "%d different uploads of one key at once: all logged "
 	   "(fails %d, inserted %d)",
 	   NTHREAD, fails, inserted);
-	ok(sql_is(raw, "SELECT count(*) FROM reception_audit WHERE object_key"
-		       " = 'race/many' AND removed_at IS NULL",
+	ok(sql_is(raw,
+		  "SELECT count(*) FROM reception_audit WHERE object_key"
+		  " = 'race/many' AND removed_at IS NULL",
 		  "1"),
 	   "exactly one live row remains");
 	db_close(d2);
@@ -1046,15 +1075,14 @@ static void *outsider_thread(void *arg)
 {
 	struct race *t = arg;
 	struct reception_new r = {
-		.source_bucket = "race",
-		.object_key = t->key,
-		.size = 1,
-		.etag = t->etag,
-		.origin = "mount",
+	    .source_bucket = "race",
+	    .object_key = t->key,
+	    .size = 1,
+	    .etag = t->etag,
+	    .origin = "mount",
 	};
 
-	t->rc = db_reception_record(t->d, &r, "replaced", &t->id,
-				    &t->inserted);
+	t->rc = db_reception_record(t->d, &r, "replaced", &t->id, &t->inserted);
 	return NULL;
 }
 
@@ -1101,11 +1129,11 @@ static void test_reconnect(const char *dbname, struct db *d)
 {
 	struct reception_live *rows = NULL;
 	struct reception_new r = {
-		.source_bucket = "reconnect",
-		.object_key = "k",
-		.size = 1,
-		.etag = "e",
-		.origin = "mount",
+	    .source_bucket = "reconnect",
+	    .object_key = "k",
+	    .size = 1,
+	    .etag = "e",
+	    .origin = "mount",
 	};
 	char q[256];
 	size_t n = 0;
@@ -1119,8 +1147,9 @@ static void test_reconnect(const char *dbname, struct db *d)
 	terminate_backends(dbname);
 	usleep(200000);
 	for (i = 0; i < 6; i++) {
-		good += db_reception_live(d, "reconnect", "", 0, &rows, &n) == 0
-			&& n == 1;
+		good +=
+		    db_reception_live(d, "reconnect", "", 0, &rows, &n) == 0 &&
+		    n == 1;
 		db_reception_live_free(rows, n);
 		rows = NULL;
 	}
@@ -1198,14 +1227,14 @@ static int restart_server(void)
 	if (access(pg_ctl, X_OK))
 		goto out;
 	if (geteuid() == st.st_uid) {
-		char *argv[] = {pg_ctl, "-D", datadir, "-m", "fast", "-w",
-				"restart", NULL};
+		char *argv[] = {pg_ctl, "-D", datadir,	 "-m",
+				"fast", "-w", "restart", NULL};
 
 		rc = run(argv) ? -1 : 0;
 	} else if (geteuid() == 0 && (pw = getpwuid(st.st_uid))) {
-		char *argv[] = {"runuser", "-u", pw->pw_name, "--", pg_ctl,
-				"-D", datadir, "-m", "fast", "-w", "restart",
-				NULL};
+		char *argv[] = {"runuser", "-u", pw->pw_name, "--",
+				pg_ctl,	   "-D", datadir,     "-m",
+				"fast",	   "-w", "restart",   NULL};
 
 		rc = run(argv) ? -1 : 0;
 	}
@@ -1227,7 +1256,8 @@ static void test_restart(struct db *d)
 	rows = NULL;
 	rc = restart_server();
 	if (rc > 0) {
-		skip("server restart: not local, set CUSTODYFS_TEST_PG_RESTART");
+		skip(
+		    "server restart: not local, set CUSTODYFS_TEST_PG_RESTART");
 		skip("call after restart");
 		return;
 	}
@@ -1240,8 +1270,8 @@ static void test_restart(struct db *d)
 
 int main(void)
 {
-	char name[128], *ci_a, *ci_b, *ci_c, *ci_d, *ci_e;
-	PGconn *raw_a, *raw_b, *raw_c, *raw_d, *raw_e;
+	char name[128], *ci_a, *ci_b, *ci_c, *ci_d, *ci_e, *ci_f;
+	PGconn *raw_a, *raw_b, *raw_c, *raw_d, *raw_e, *raw_f;
 	const char *lvl = getenv("CUSTODYFS_TEST_LOG");
 	char dbname_a[128];
 	struct db *d;
@@ -1278,12 +1308,18 @@ int main(void)
 	ci_e = fresh_db("e", name, sizeof(name));
 	raw_e = raw_connect(ci_e);
 	test_adopt_minimal_projects(ci_e, raw_e);
+	ci_f = fresh_db("f", name, sizeof(name));
+	raw_f = raw_connect(ci_f);
+	test_key_indexes(ci_f, raw_f);
 
 	d = open_or_die(ci_a, 4);
 	test_record(d, raw_a);
 	test_rename(d, raw_a);
 	test_injection(d, raw_a);
 	test_live(d);
+	test_live_keys(d);
+	test_record_guarded(d, raw_a);
+	test_unrowed_do(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_race(ci_a, d, raw_a);
 	test_unique_retry(ci_a, d);
@@ -1296,11 +1332,13 @@ int main(void)
 	PQfinish(raw_c);
 	PQfinish(raw_d);
 	PQfinish(raw_e);
+	PQfinish(raw_f);
 	free(ci_a);
 	free(ci_b);
 	free(ci_c);
 	free(ci_d);
 	free(ci_e);
+	free(ci_f);
 	for (i = 0; i < n_created_dbs; i++) {
 		char q[256];
 

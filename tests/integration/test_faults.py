@@ -73,6 +73,13 @@ def assert_consistent(m, key):
         assert live[0]["size_bytes"] == len(obj)
 
 
+def wait_undone(m, key):
+    """An upload whose row failed is removed by the daemon once the database answers again
+    (only then can it prove the object is its own and unrowed): wait for that, bounded."""
+    m.wait_until(lambda: get_object(m, key) is None, timeout=60, interval=0.5,
+                 what=f"{key} removed once the database is back")
+
+
 def assert_received(m, key, data, n_rows=1):
     """key holds data, and its rows (all of them, removed ones too) are exactly n_rows: the
     last one live and describing data, the earlier ones removed. A failed attempt before must
@@ -197,6 +204,7 @@ def test_pg_down_close_reports_error(mount, d, uniq):
     m = mount
     rc, out = _open_write_then(os.path.join(d, "late.bin"), b"P" * 70000, "close", pg_down(m))
     assert rc != 0, f"close() returned 0 with the database down: {out}"
+    wait_undone(m, f"{uniq}/late.bin")
     assert rows(m, f"{uniq}/late.bin") == []
     assert f"{uniq}/late.bin" not in bucket_keys(m, f"{uniq}/")
 
@@ -245,10 +253,12 @@ def test_pg_down_cp_fails_and_upload_is_removed(mount, d, uniq, tmp_path, mode):
     with pg_down(m, mode):
         p, secs = cp(src, os.path.join(d, "nodb.bin"))
         assert p.returncode != 0, f"cp succeeded with the database down ({secs:.1f}s)"
-        # the daemon deletes an upload whose row could not be committed
-        assert key not in bucket_keys(m, f"{uniq}/"), \
-            "the bucket holds an object whose row could not be committed"
         assert m.alive()
+    # the daemon deletes an upload whose row could not be committed, once the database can
+    # tell it that no row records that upload
+    wait_undone(m, key)
+    assert key not in bucket_keys(m, f"{uniq}/"), \
+        "the bucket holds an object whose row could not be committed"
     assert rows(m, key) == []
     assert_consistent(m, key)
     # the daemon reconnects
@@ -265,8 +275,9 @@ def test_pg_down_error_reported_no_later_than_close(mount, d, uniq):
     with pg_down(m):
         ok, msg, secs = write_steps(os.path.join(d, "c.bin"), b"q" * 1000)
         assert not ok, f"open/write/close all succeeded with the database down: {msg}"
-        assert f"{uniq}/c.bin" not in bucket_keys(m, f"{uniq}/")
     assert secs < BOUND
+    wait_undone(m, f"{uniq}/c.bin")
+    assert f"{uniq}/c.bin" not in bucket_keys(m, f"{uniq}/")
     assert rows(m, f"{uniq}/c.bin") == []
 
 
@@ -309,6 +320,7 @@ def test_pg_down_rename_leaves_bucket_and_row_consistent(mount, d, uniq):
         rc, out, _ = in_child(f"import os\nos.rename({os.path.join(d, 'from.txt')!r}, "
                               f"{os.path.join(d, 'to.txt')!r})")
         assert rc != 0, "rename returned 0 with the database down"
+    wait_undone(m, f"{uniq}/to.txt")
     assert_consistent(m, f"{uniq}/from.txt")
     assert_consistent(m, f"{uniq}/to.txt")
     assert_received(m, f"{uniq}/from.txt", b"renamed while the db is down")

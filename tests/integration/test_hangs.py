@@ -155,9 +155,15 @@ def test_frozen_pg_upload_fails_within_bound(mount, uniq, tmp_path):
                            f"not answering"
     assert rc != 0, "cp succeeded although its row could not be committed"
     assert rows(m, key) == []
-    keys = [o["Key"] for o in m.s3.list_objects_v2(Bucket=m.reception_bucket,
-                                                   Prefix=f"{uniq}/").get("Contents", [])]
-    assert key not in keys, "the object stayed in the bucket without its row"
+
+    def keys():
+        return [o["Key"] for o in m.s3.list_objects_v2(
+            Bucket=m.reception_bucket, Prefix=f"{uniq}/").get("Contents", [])]
+    # removed once the database answers again and shows no row records it
+    m.wait_until(lambda: key not in keys(), timeout=60, interval=0.5,
+                 what="the unrowed upload removed")
+    assert rows(m, key) == []
+    assert key not in keys(), "the object stayed in the bucket without its row"
     assert m.alive()
 
 

@@ -1,0 +1,74 @@
+/* db_internal.h - shared by the db_*.c files; not part of the API (db.h).
+ *
+ * Every statement goes through pg_exec() (PQexecParams, typed casts, the
+ * PGresult cleared on every path) inside db_run(), which takes a pooled
+ * connection, wraps the operation in a transaction when asked, resets a
+ * lost connection and retries once, and retries deadlocks and
+ * serialization failures a bounded number of times with jittered backoff.
+ * db_pool.c holds the pool and that policy, db_migrate.c the versioned
+ * schema, db_reception.c the reception_audit queries. */
+#ifndef CUSTODYFS_DB_INTERNAL_H
+#define CUSTODYFS_DB_INTERNAL_H
+
+#include <pthread.h>
+
+#include <libpq-fe.h>
+
+#include "db.h"
+
+/* First half of the (int, int) advisory lock taken per (bucket, key):
+ * "CUST". The (int, int) and (bigint) key spaces never collide. */
+#define DB_KEY_LOCK_CLASS "1129665364"
+
+/* A server that stops answering (frozen, or a dead peer whose kernel still
+ * ACKs) must not hold a caller forever: every statement but the migrations
+ * is bounded here, on the client. */
+#define DB_STATEMENT_TIMEOUT_MS DB_STATEMENT_DEADLINE_MS
+
+struct db {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	int size;
+	PGconn **conns;	     /* NULL: slot not connected yet */
+	unsigned char *busy; /* slot taken by an operation */
+	char *conninfo;	     /* never logged: may hold a password */
+	const char *kw[8];   /* PQconnectdbParams keywords ... */
+	const char *val[8];  /* ... and values, NULL-terminated */
+};
+
+/* One operation on one connection. */
+struct pg_ctx {
+	struct db *d;
+	PGconn *conn;
+	int slot;
+	const char *what; /* operation name, for the log */
+	int lost;	  /* the connection broke */
+	int retry;	  /* transient failure: run the transaction again */
+	int retry_unique; /* count unique_violation as transient */
+	int in_commit;	  /* failure happened at COMMIT: outcome unknown */
+	int timeout_ms;	  /* client-side bound on one statement, 0: none */
+	int timed_out;	  /* the bound was hit: do not try again */
+};
+
+typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
+
+/* Runs one statement. On success returns 0 and, when out is not NULL, the
+ * result (the caller clears it). On failure returns -errno, logs, clears
+ * the result, and notes in x whether the connection is lost or the failure
+ * transient. */
+int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
+	    const char *const *params, PGresult **out);
+
+/* Runs fn on a pooled connection, in a transaction when txn is set, with
+ * the reconnect and retry policy (unique violations count as transient when
+ * retry_unique is set); each statement bounded by timeout_ms (0: none).
+ * Returns fn's result, the failure, or -EINPROGRESS when the connection was
+ * lost at COMMIT. */
+int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
+		 int timeout_ms, db_op_fn fn, void *arg);
+
+/* db_run_timed with DB_STATEMENT_TIMEOUT_MS. */
+int db_run(struct db *d, const char *what, int txn, int retry_unique,
+	   db_op_fn fn, void *arg);
+
+#endif

@@ -1,0 +1,479 @@
+/* db_migrate.c - the versioned schema (schema_migrations); see db.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "log.h"
+
+#define DB_MIGRATE_TIMEOUT "15min"
+/* pg_advisory_xact_lock(bigint) key serialising migrations: "custody\x01". */
+#define DB_MIGRATE_LOCK "7166761325952268545"
+
+/* Version 1: adopt (or create) the seed's tables, add every column of the
+ * contract, indexes, and the append-only triggers. Existing rows are never
+ * dropped or changed: added columns are NULL in them, defaults are set
+ * separately so old rows do not get the migration time. */
+/* clang-format off */
+static const char *const db_migration_1[] = {
+	/* The seed's minimal shapes. */
+	"CREATE TABLE IF NOT EXISTS projects_registry ("
+	" id bigserial PRIMARY KEY,"
+	" prefix text NOT NULL,"
+	" name text NOT NULL)",
+
+	"CREATE TABLE IF NOT EXISTS reception_audit ("
+	" id bigserial PRIMARY KEY,"
+	" source_bucket text NOT NULL,"
+	" file_name text NOT NULL,"
+	" object_key text NOT NULL,"
+	" size_bytes bigint,"
+	" uploaded_at timestamptz NOT NULL DEFAULT now())",
+
+	"CREATE TABLE IF NOT EXISTS storage_audit ("
+	" id bigserial PRIMARY KEY,"
+	" project_prefix text NOT NULL,"
+	" project_name text,"
+	" dest_key text NOT NULL,"
+	" size_bytes bigint,"
+	" moved_at timestamptz NOT NULL DEFAULT now(),"
+	" source_bucket text)",
+
+	/* A seed table without an id gets one (numbered in physical order),
+	 * and a primary key on it when it has none. */
+	"DO $do$\n"
+	"DECLARE t text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['projects_registry', 'reception_audit',"
+	"  'storage_audit'] LOOP\n"
+	"  IF NOT EXISTS (SELECT 1 FROM pg_attribute"
+	"   WHERE attrelid = to_regclass(t) AND attname = 'id'"
+	"   AND NOT attisdropped) THEN\n"
+	"   EXECUTE format('ALTER TABLE %I ADD COLUMN id bigserial', t);\n"
+	"   IF NOT EXISTS (SELECT 1 FROM pg_constraint"
+	"    WHERE conrelid = to_regclass(t) AND contype = 'p') THEN\n"
+	"    EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (id)', t);\n"
+	"   END IF;\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+
+	"ALTER TABLE projects_registry"
+	" ADD COLUMN IF NOT EXISTS prefix text,"
+	" ADD COLUMN IF NOT EXISTS name text,"
+	" ADD COLUMN IF NOT EXISTS created_at timestamptz,"
+	" ADD COLUMN IF NOT EXISTS created_by text",
+	"ALTER TABLE projects_registry ALTER COLUMN created_at SET DEFAULT now()",
+
+	"ALTER TABLE reception_audit"
+	" ADD COLUMN IF NOT EXISTS source_bucket text,"
+	" ADD COLUMN IF NOT EXISTS file_name text,"
+	" ADD COLUMN IF NOT EXISTS object_key text,"
+	" ADD COLUMN IF NOT EXISTS size_bytes bigint,"
+	" ADD COLUMN IF NOT EXISTS uploaded_at timestamptz,"
+	" ADD COLUMN IF NOT EXISTS xxh128 text,"
+	" ADD COLUMN IF NOT EXISTS sha256 text,"
+	" ADD COLUMN IF NOT EXISTS received_by text,"
+	" ADD COLUMN IF NOT EXISTS removed_at timestamptz,"
+	" ADD COLUMN IF NOT EXISTS removal_reason text,"
+	" ADD COLUMN IF NOT EXISTS etag text,"
+	" ADD COLUMN IF NOT EXISTS origin text,"
+	" ADD COLUMN IF NOT EXISTS received_uid bigint,"
+	" ADD COLUMN IF NOT EXISTS received_user text,"
+	" ADD COLUMN IF NOT EXISTS received_host text",
+	"ALTER TABLE reception_audit ALTER COLUMN uploaded_at SET DEFAULT now()",
+
+	"ALTER TABLE storage_audit"
+	" ADD COLUMN IF NOT EXISTS project_prefix text,"
+	" ADD COLUMN IF NOT EXISTS project_name text,"
+	" ADD COLUMN IF NOT EXISTS dest_bucket text,"
+	" ADD COLUMN IF NOT EXISTS dest_key text,"
+	" ADD COLUMN IF NOT EXISTS size_bytes bigint,"
+	" ADD COLUMN IF NOT EXISTS moved_at timestamptz,"
+	" ADD COLUMN IF NOT EXISTS source_bucket text,"
+	" ADD COLUMN IF NOT EXISTS source_key text,"
+	" ADD COLUMN IF NOT EXISTS reception_id bigint,"
+	" ADD COLUMN IF NOT EXISTS outcome text,"
+	" ADD COLUMN IF NOT EXISTS duplicate_of text,"
+	" ADD COLUMN IF NOT EXISTS xxh128 text,"
+	" ADD COLUMN IF NOT EXISTS sha256 text,"
+	" ADD COLUMN IF NOT EXISTS moved_by text,"
+	" ADD COLUMN IF NOT EXISTS moved_uid bigint,"
+	" ADD COLUMN IF NOT EXISTS moved_user text,"
+	" ADD COLUMN IF NOT EXISTS moved_host text,"
+	" ADD COLUMN IF NOT EXISTS removed_at timestamptz,"
+	" ADD COLUMN IF NOT EXISTS removal_reason text",
+	"ALTER TABLE storage_audit ALTER COLUMN moved_at SET DEFAULT now()",
+
+	/* Seed columns too narrow for what we store: varchar(n) becomes text
+	 * (binary-coercible, no rewrite) and an integer size_bytes becomes
+	 * bigint (values kept). If something depends on the column (a view),
+	 * it stays as it is, with a warning. */
+	"DO $do$\n"
+	"DECLARE c record;\n"
+	"BEGIN\n"
+	" FOR c IN SELECT a.attrelid::regclass AS tab, a.attname AS col,"
+	"   a.atttypid::regtype::text AS typ FROM pg_attribute a"
+	"   WHERE a.attrelid IN (to_regclass('projects_registry'),"
+	"    to_regclass('reception_audit'), to_regclass('storage_audit'))"
+	"   AND a.attnum > 0 AND NOT a.attisdropped"
+	"   AND ((a.atttypid = 'varchar'::regtype AND a.atttypmod > 0)"
+	"    OR (a.attname = 'size_bytes'"
+	"     AND a.atttypid IN ('int2'::regtype, 'int4'::regtype))) LOOP\n"
+	"  BEGIN\n"
+	"   EXECUTE format('ALTER TABLE %s ALTER COLUMN %I TYPE %s', c.tab,"
+	"    c.col, CASE WHEN c.col = 'size_bytes' THEN 'bigint'"
+	"    ELSE 'text' END);\n"
+	"  EXCEPTION WHEN OTHERS THEN\n"
+	"   RAISE WARNING 'custodyfs: %.% (%) could not be widened: %',"
+	"    c.tab, c.col, c.typ, SQLERRM;\n"
+	"  END;\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+
+	/* One live row per (bucket, key). Adopted data may already break
+	 * that: then a plain index, a warning, and the writers' locks. */
+	"DO $do$\n"
+	"BEGIN\n"
+	" IF to_regclass('reception_audit_live_key') IS NOT NULL"
+	"  OR to_regclass('reception_audit_live_key_nonunique') IS NOT NULL"
+	" THEN\n"
+	"  RETURN;\n"
+	" END IF;\n"
+	" IF EXISTS (SELECT 1 FROM reception_audit WHERE removed_at IS NULL"
+	"  AND source_bucket IS NOT NULL AND object_key IS NOT NULL"
+	"  GROUP BY source_bucket, object_key HAVING count(*) > 1) THEN\n"
+	"  RAISE WARNING 'custodyfs: reception_audit holds several live rows"
+	" for the same (source_bucket, object_key); the unique index"
+	" reception_audit_live_key is not created, a plain one is';\n"
+	"  CREATE INDEX reception_audit_live_key_nonunique"
+	"   ON reception_audit (source_bucket, object_key)"
+	"   WHERE removed_at IS NULL;\n"
+	" ELSE\n"
+	"  CREATE UNIQUE INDEX reception_audit_live_key"
+	"   ON reception_audit (source_bucket, object_key)"
+	"   WHERE removed_at IS NULL;\n"
+	" END IF;\n"
+	"END\n"
+	"$do$",
+
+	/* projects_registry.prefix unique, unless the seed made it so
+	 * already or its rows do not allow it. */
+	"DO $do$\n"
+	"BEGIN\n"
+	" IF EXISTS (SELECT 1 FROM pg_index i JOIN pg_attribute a"
+	"  ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0]"
+	"  WHERE i.indrelid = 'projects_registry'::regclass"
+	"  AND a.attname = 'prefix' AND i.indisunique AND i.indnatts = 1"
+	"  AND i.indpred IS NULL AND i.indexprs IS NULL)"
+	"  OR to_regclass('projects_registry_prefix_nonunique') IS NOT NULL"
+	" THEN\n"
+	"  RETURN;\n"
+	" END IF;\n"
+	" IF EXISTS (SELECT 1 FROM projects_registry WHERE prefix IS NOT NULL"
+	"  GROUP BY prefix HAVING count(*) > 1) THEN\n"
+	"  RAISE WARNING 'custodyfs: projects_registry holds duplicate"
+	" prefixes; the unique index on prefix is not created, a plain one"
+	" is';\n"
+	"  CREATE INDEX projects_registry_prefix_nonunique"
+	"   ON projects_registry (prefix);\n"
+	" ELSE\n"
+	"  CREATE UNIQUE INDEX projects_registry_prefix_key"
+	"   ON projects_registry (prefix);\n"
+	" END IF;\n"
+	"END\n"
+	"$do$",
+
+	"CREATE INDEX IF NOT EXISTS storage_audit_dest_key"
+	" ON storage_audit (dest_key)",
+	"CREATE INDEX IF NOT EXISTS storage_audit_prefix_sha256"
+	" ON storage_audit (project_prefix, sha256)",
+	"CREATE INDEX IF NOT EXISTS reception_audit_sha256"
+	" ON reception_audit (sha256)",
+
+	/* Append-only audit tables, for every role (superusers too, and in
+	 * replica mode: ENABLE ALWAYS). */
+	"CREATE OR REPLACE FUNCTION custodyfs_audit_append_only()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"BEGIN\n"
+	" IF TG_OP = 'UPDATE' THEN\n"
+	"  IF OLD.removed_at IS NULL AND NEW.removed_at IS NOT NULL AND"
+	"   (to_jsonb(NEW) - 'removed_at' - 'removal_reason') ="
+	"   (to_jsonb(OLD) - 'removed_at' - 'removal_reason') THEN\n"
+	"   RETURN NEW;\n"
+	"  END IF;\n"
+	"  RAISE EXCEPTION 'custodyfs: %.% is append-only: only removed_at"
+	" (with removal_reason) may be set, and only once', TG_TABLE_SCHEMA,"
+	" TG_TABLE_NAME USING ERRCODE = 'P0001';\n"
+	" END IF;\n"
+	" RAISE EXCEPTION 'custodyfs: %.% is append-only: % refused',"
+	" TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP USING ERRCODE = 'P0001';\n"
+	"END\n"
+	"$fn$",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_projects_guard()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE stored boolean;\n"
+	"BEGIN\n"
+	" IF TG_OP = 'UPDATE' THEN\n"
+	"  IF (to_jsonb(NEW) - 'name') = (to_jsonb(OLD) - 'name') THEN\n"
+	"   RETURN NEW;\n"
+	"  END IF;\n"
+	"  RAISE EXCEPTION 'custodyfs: %.%: only name may be updated',"
+	"   TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'P0001';\n"
+	" ELSIF TG_OP = 'DELETE' THEN\n"
+	"  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.storage_audit"
+	" WHERE project_prefix = $1)', TG_TABLE_SCHEMA)"
+	"   INTO stored USING OLD.prefix;\n"
+	"  IF stored THEN\n"
+	"   RAISE EXCEPTION 'custodyfs: project % has stored files and"
+	" cannot be deleted', OLD.prefix USING ERRCODE = 'P0001';\n"
+	"  END IF;\n"
+	"  RETURN OLD;\n"
+	" END IF;\n"
+	" EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.storage_audit)',"
+	"  TG_TABLE_SCHEMA) INTO stored;\n"
+	" IF stored THEN\n"
+	"  RAISE EXCEPTION 'custodyfs: %.% cannot be truncated: projects have"
+	" stored files', TG_TABLE_SCHEMA, TG_TABLE_NAME"
+	"   USING ERRCODE = 'P0001';\n"
+	" END IF;\n"
+	" RETURN NULL;\n"
+	"END\n"
+	"$fn$",
+
+	"DO $do$\n"
+	"DECLARE t text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['reception_audit', 'storage_audit'] LOOP\n"
+	"  EXECUTE format('DROP TRIGGER IF EXISTS custodyfs_append_only_row"
+	" ON %I', t);\n"
+	"  EXECUTE format('DROP TRIGGER IF EXISTS custodyfs_append_only_stmt"
+	" ON %I', t);\n"
+	"  EXECUTE format('CREATE TRIGGER custodyfs_append_only_row"
+	" BEFORE UPDATE ON %I FOR EACH ROW"
+	" EXECUTE FUNCTION custodyfs_audit_append_only()', t);\n"
+	"  EXECUTE format('CREATE TRIGGER custodyfs_append_only_stmt"
+	" BEFORE DELETE OR TRUNCATE ON %I FOR EACH STATEMENT"
+	" EXECUTE FUNCTION custodyfs_audit_append_only()', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_row', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_stmt', t);\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+
+	"DROP TRIGGER IF EXISTS custodyfs_projects_row ON projects_registry",
+	"DROP TRIGGER IF EXISTS custodyfs_projects_stmt ON projects_registry",
+	"CREATE TRIGGER custodyfs_projects_row"
+	" BEFORE UPDATE OR DELETE ON projects_registry FOR EACH ROW"
+	" EXECUTE FUNCTION custodyfs_projects_guard()",
+	"CREATE TRIGGER custodyfs_projects_stmt"
+	" BEFORE TRUNCATE ON projects_registry FOR EACH STATEMENT"
+	" EXECUTE FUNCTION custodyfs_projects_guard()",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_row",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_stmt",
+	NULL,
+};
+
+/* Version 2: the reception record in one round trip (the daemon logs every
+ * file at close, so this is on the hot path): lock the key, keep an
+ * identical live row, else retire the live row and insert. The lock ids are
+ * the client's (pg_key_lock_obj), the same the other writers take. */
+static const char *const db_migration_2[] = {
+	"CREATE OR REPLACE FUNCTION custodyfs_reception_record("
+	" p_lock_class integer, p_lock_obj integer,"
+	" p_bucket text, p_file_name text, p_key text, p_size bigint,"
+	" p_xxh text, p_sha text, p_etag text, p_origin text,"
+	" p_by text, p_uid bigint, p_user text, p_host text, p_reason text,"
+	" OUT o_id bigint, OUT o_inserted boolean)"
+	" LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE r record; n integer := 0;\n"
+	"BEGIN\n"
+	" PERFORM pg_advisory_xact_lock(p_lock_class, p_lock_obj);\n"
+	" FOR r IN SELECT id, etag FROM reception_audit"
+	"  WHERE source_bucket = p_bucket AND object_key = p_key"
+	"  AND removed_at IS NULL ORDER BY id DESC FOR UPDATE LOOP\n"
+	"  n := n + 1;\n"
+	"  IF r.etag IS NULL OR r.etag = p_etag THEN\n"
+	"   o_id := r.id; o_inserted := false; RETURN;\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	" IF n > 0 THEN\n"
+	"  UPDATE reception_audit SET removed_at = now(),"
+	"   removal_reason = p_reason"
+	"   WHERE source_bucket = p_bucket AND object_key = p_key"
+	"   AND removed_at IS NULL;\n"
+	" END IF;\n"
+	" INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	"  size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	"  received_uid, received_user, received_host)"
+	"  VALUES (p_bucket, p_file_name, p_key, p_size, now(), p_xxh, p_sha,"
+	"  p_etag, p_origin, p_by, p_uid, p_user, p_host)"
+	"  RETURNING id INTO o_id;\n"
+	" o_inserted := true;\n"
+	"END\n"
+	"$fn$",
+	NULL,
+};
+
+/* Version 3: indexed lookups by key in byte order (S3's listing order):
+ * the live rows of a range of keys (a prefix) and every row of one key (the
+ * undo of an upload asks whether any row records its ETag). Adopted tables
+ * just get the indexes; nothing is rewritten. */
+static const char *const db_migration_3[] = {
+	"CREATE INDEX IF NOT EXISTS reception_audit_live_key_c"
+	" ON reception_audit (source_bucket, object_key COLLATE \"C\")"
+	" WHERE removed_at IS NULL",
+	"CREATE INDEX IF NOT EXISTS reception_audit_key_c"
+	" ON reception_audit (source_bucket, object_key COLLATE \"C\", id)",
+	NULL,
+};
+
+struct db_migration {
+	int version;
+	const char *description;
+	const char *const *stmts;
+};
+
+static const struct db_migration db_migrations[] = {
+	{1, "adopt the seed tables; contract columns, indexes, append-only triggers",
+	 db_migration_1},
+	{2, "reception record in one round trip", db_migration_2},
+	{3, "byte-order key indexes on reception_audit", db_migration_3},
+};
+/* clang-format on */
+
+#define DB_NMIGRATIONS ((int)(sizeof(db_migrations) / sizeof(db_migrations[0])))
+
+/* clang-format off */
+static const char db_sql_has_migrations[] =
+	"SELECT to_regclass('schema_migrations') IS NOT NULL";
+static const char db_sql_schema_version[] =
+	"SELECT coalesce(max(version), 0) FROM schema_migrations";
+static const char db_sql_local_timeout[] =
+	"SELECT pg_catalog.set_config('statement_timeout', $1::text, true)";
+static const char db_sql_migrate_lock[] =
+	"SELECT pg_advisory_xact_lock($1::bigint)";
+static const char db_sql_create_migrations[] =
+	"CREATE TABLE IF NOT EXISTS schema_migrations ("
+	" version integer PRIMARY KEY,"
+	" applied_at timestamptz NOT NULL DEFAULT now(),"
+	" description text)";
+static const char db_sql_migration_applied[] =
+	"SELECT 1 FROM schema_migrations WHERE version = $1::integer";
+static const char db_sql_migration_done[] =
+	"INSERT INTO schema_migrations (version, description)"
+	" VALUES ($1::integer, $2::text)";
+/* clang-format on */
+
+/* Schema version applied, 0 when there is no schema_migrations. */
+static int pg_schema_version(struct pg_ctx *x, void *arg)
+{
+	int *version = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	*version = 0;
+	rc = pg_exec(x, db_sql_has_migrations, 0, NULL, &res);
+	if (rc)
+		goto out;
+	if (strcmp(PQgetvalue(res, 0, 0), "t"))
+		goto out;
+	PQclear(res);
+	res = NULL;
+	rc = pg_exec(x, db_sql_schema_version, 0, NULL, &res);
+	if (rc)
+		goto out;
+	*version = atoi(PQgetvalue(res, 0, 0));
+out:
+	PQclear(res);
+	return rc;
+}
+
+/* One version, in the caller's transaction, under the migration lock
+ * (waiting for another process's migration to commit). */
+static int pg_migrate_one(struct pg_ctx *x, void *arg)
+{
+	const struct db_migration *m = arg;
+	const char *p[2];
+	char ver[16];
+	PGresult *res = NULL;
+	int rc, i;
+
+	snprintf(ver, sizeof(ver), "%d", m->version);
+	p[0] = DB_MIGRATE_TIMEOUT;
+	rc = pg_exec(x, db_sql_local_timeout, 1, p, NULL);
+	if (rc)
+		goto out;
+	p[0] = DB_MIGRATE_LOCK;
+	rc = pg_exec(x, db_sql_migrate_lock, 1, p, NULL);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_create_migrations, 0, NULL, NULL);
+	if (rc)
+		goto out;
+	p[0] = ver;
+	rc = pg_exec(x, db_sql_migration_applied, 1, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) > 0) {
+		log_debug("database: migration %d already applied", m->version);
+		goto out;
+	}
+
+	for (i = 0; m->stmts[i]; i++) {
+		rc = pg_exec(x, m->stmts[i], 0, NULL, NULL);
+		if (rc) {
+			log_error("database: migration %d, statement %d failed",
+				  m->version, i + 1);
+			goto out;
+		}
+	}
+	p[0] = ver;
+	p[1] = m->description;
+	rc = pg_exec(x, db_sql_migration_done, 2, p, NULL);
+	if (rc)
+		goto out;
+	log_info("database: applied migration %d (%s)", m->version,
+		 m->description);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_migrate(struct db *d)
+{
+	int rc, i, version = 0;
+	int latest = db_migrations[DB_NMIGRATIONS - 1].version;
+
+	if (!d)
+		return -EINVAL;
+	/* Up to date (the usual start): no lock, no DDL, so a role that
+	 * may not create tables can run a migrated database. */
+	rc = db_run(d, "schema version", 0, 0, pg_schema_version, &version);
+	if (rc)
+		return rc;
+	if (version > latest)
+		log_warn("database: schema version %d is newer than this "
+			 "program's (%d)",
+			 version, latest);
+	for (i = 0; i < DB_NMIGRATIONS; i++) {
+		if (db_migrations[i].version <= version)
+			continue;
+		/* Adopting a big seed table may rewrite it: no bound. */
+		rc = db_run_timed(d, "migration", 1, 0, 0, pg_migrate_one,
+				  (void *)&db_migrations[i]);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}

@@ -1,0 +1,526 @@
+/* db_pool.c - connection pool, statement execution, reconnect and retry
+ * policy; see db_internal.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "log.h"
+#include "s3err.h"
+
+#define DB_STATEMENT_TIMEOUT "30s"
+#define DB_CONNECT_TIMEOUT "5"
+#define DB_POOL_MAX 64
+#define DB_MAX_RETRIES 5 /* transient failures of one operation */
+
+void actor_format(const struct actor *a, char *out, size_t len)
+{
+	if (!out || !len)
+		return;
+	if (!a) {
+		out[0] = '\0';
+		return;
+	}
+	snprintf(out, len, "%s (uid %lu) @ %s", a->user, (unsigned long)a->uid,
+		 a->host);
+}
+
+/* Copies a libpq message into buf on one line, without the trailing
+ * newline. */
+static void pg_oneline(char *buf, size_t len, const char *msg)
+{
+	size_t i, j = 0;
+
+	if (!len)
+		return;
+	if (!msg)
+		msg = "unknown error";
+	for (i = 0; msg[i] && j + 1 < len; i++) {
+		char c = msg[i];
+
+		if (c == '\n' || c == '\t' || c == '\r')
+			c = ' ';
+		if (c == ' ' && (j == 0 || buf[j - 1] == ' '))
+			continue;
+		buf[j++] = c;
+	}
+	while (j > 0 && buf[j - 1] == ' ')
+		j--;
+	buf[j] = '\0';
+}
+
+/* Server notices (RAISE WARNING in migrations, "already exists, skipping"
+ * notices) go to our log. */
+static void pg_notice(void *arg, const PGresult *res)
+{
+	const char *sev =
+	    PQresultErrorField(res, PG_DIAG_SEVERITY_NONLOCALIZED);
+	const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+	char line[1024];
+
+	(void)arg;
+	pg_oneline(line, sizeof(line), msg);
+	if (sev && !strcmp(sev, "WARNING"))
+		log_warn("database: %s", line);
+	else
+		log_debug("database: %s", line);
+}
+
+/* Per-session settings, after every connect and reset. */
+static int pg_session_setup(PGconn *conn, char *err, size_t err_len)
+{
+	const char *p[1] = {DB_STATEMENT_TIMEOUT};
+	PGresult *res;
+	int rc = 0;
+
+	res = PQexecParams(conn,
+			   "SELECT pg_catalog.set_config('statement_timeout', "
+			   "$1::text, false)",
+			   1, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_oneline(err, err_len, PQerrorMessage(conn));
+		rc = -EIO;
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* A new connection, ready for use, or NULL with the reason in err. */
+static PGconn *pg_connect(struct db *d, char *err, size_t err_len)
+{
+	PGconn *conn;
+
+	conn = PQconnectdbParams(d->kw, d->val, 1);
+	if (!conn) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(conn) != CONNECTION_OK)
+		goto fail;
+	PQsetNoticeReceiver(conn, pg_notice, NULL);
+	if (pg_session_setup(conn, err, err_len))
+		goto fail_setup;
+	return conn;
+
+fail:
+	pg_oneline(err, err_len, PQerrorMessage(conn));
+fail_setup:
+	PQfinish(conn);
+	return NULL;
+}
+
+/* PQreset and redo the session settings. 0 or -EIO. */
+static int pg_reset(struct pg_ctx *x)
+{
+	char err[512];
+
+	log_warn("database: connection lost during %s, reconnecting", x->what);
+	PQreset(x->conn);
+	if (PQstatus(x->conn) != CONNECTION_OK) {
+		pg_oneline(err, sizeof(err), PQerrorMessage(x->conn));
+		log_error("database: reconnect failed: %s", err);
+		return -EIO;
+	}
+	if (pg_session_setup(x->conn, err, sizeof(err))) {
+		log_error("database: session setup after reconnect failed: %s",
+			  err);
+		return -EIO;
+	}
+	log_info("database: reconnected");
+	return 0;
+}
+
+/* Takes a pooled connection (waiting for one to be free), connecting the
+ * slot if it has none yet. 0 or -EIO. */
+static int pg_take(struct db *d, struct pg_ctx *x)
+{
+	char err[512];
+	int i, fresh;
+
+	pthread_mutex_lock(&d->lock);
+	for (;;) {
+		fresh = -1;
+		for (i = 0; i < d->size; i++) {
+			if (d->busy[i])
+				continue;
+			if (d->conns[i]) {
+				d->busy[i] = 1;
+				x->slot = i;
+				x->conn = d->conns[i];
+				pthread_mutex_unlock(&d->lock);
+				return 0;
+			}
+			if (fresh < 0)
+				fresh = i;
+		}
+		if (fresh >= 0)
+			break;
+		pthread_cond_wait(&d->cond, &d->lock);
+	}
+	d->busy[fresh] = 1;
+	pthread_mutex_unlock(&d->lock);
+
+	x->slot = fresh;
+	x->conn = pg_connect(d, err, sizeof(err));
+	if (x->conn)
+		return 0;
+	log_error("database: cannot connect: %s", err);
+	pthread_mutex_lock(&d->lock);
+	d->busy[fresh] = 0;
+	pthread_cond_signal(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+	return -EIO;
+}
+
+static void pg_give(struct db *d, struct pg_ctx *x)
+{
+	if (x->timed_out) {
+		/* Mid-statement on a server that does not answer: never
+		 * reuse it; the slot reconnects when next taken. */
+		PQfinish(x->conn);
+		x->conn = NULL;
+	}
+	pthread_mutex_lock(&d->lock);
+	d->conns[x->slot] = x->conn;
+	d->busy[x->slot] = 0;
+	pthread_cond_signal(&d->cond);
+	pthread_mutex_unlock(&d->lock);
+}
+
+static int pg_state_is_lost(const char *state)
+{
+	return !strncmp(state, "08", 2) || !strcmp(state, "57P01") ||
+	       !strcmp(state, "57P02") || !strcmp(state, "57P03");
+}
+
+static int64_t pg_now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* PQexecParams with a deadline: NULL when sending failed, the connection
+ * broke, or the deadline passed (then the connection is marked lost: it is
+ * mid-statement and gets reset, not reused). Returns the last result. */
+static PGresult *pg_exec_timed(struct pg_ctx *x, const char *sql, int nparams,
+			       const char *const *params)
+{
+	int64_t deadline = pg_now_ms() + x->timeout_ms;
+	PGresult *last = NULL, *r;
+
+	if (!x->timeout_ms)
+		return PQexecParams(x->conn, sql, nparams, NULL, params, NULL,
+				    NULL, 0);
+	if (!PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL, NULL,
+			       0))
+		return NULL;
+	for (;;) {
+		while (PQisBusy(x->conn)) {
+			struct pollfd pfd = {.fd = PQsocket(x->conn),
+					     .events = POLLIN};
+			int64_t left = deadline - pg_now_ms();
+			int n;
+
+			if (left <= 0) {
+				log_error("database: %s: no answer in %d ms; "
+					  "dropping the connection",
+					  x->what, x->timeout_ms);
+				x->lost = 1;
+				x->timed_out = 1;
+				PQclear(last);
+				return NULL;
+			}
+			n = poll(&pfd, 1, (int)left);
+			if (n < 0 && errno != EINTR) {
+				PQclear(last);
+				return NULL;
+			}
+			if (n > 0 && !PQconsumeInput(x->conn)) {
+				PQclear(last);
+				return NULL;
+			}
+		}
+		r = PQgetResult(x->conn);
+		if (!r)
+			break;
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
+/* Runs one statement. On success returns 0 and, when out is not NULL, the
+ * result (the caller clears it). On failure returns -errno, logs, clears
+ * the result, and notes in x whether the connection is lost or the failure
+ * transient. */
+int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
+	    const char *const *params, PGresult **out)
+{
+	PGresult *res;
+	ExecStatusType st;
+	const char *state = NULL;
+	char msg[1024];
+	int err;
+
+	if (out)
+		*out = NULL;
+	res = pg_exec_timed(x, sql, nparams, params);
+	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
+	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
+		if (out)
+			*out = res;
+		else
+			PQclear(res);
+		return 0;
+	}
+
+	if (res)
+		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+	if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
+		pg_oneline(msg, sizeof(msg),
+			   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
+	else
+		pg_oneline(msg, sizeof(msg), PQerrorMessage(x->conn));
+
+	if (!res || PQstatus(x->conn) != CONNECTION_OK ||
+	    (state && pg_state_is_lost(state))) {
+		x->lost = 1;
+		err = errmap_sqlstate(NULL);
+		log_warn("database: %s: connection failure (%s): %s", x->what,
+			 state ? state : "no SQLSTATE", msg);
+	} else if (state &&
+		   (!strcmp(state, "40001") || !strcmp(state, "40P01") ||
+		    (x->retry_unique && !strcmp(state, "23505")))) {
+		x->retry = 1;
+		err = errmap_sqlstate(state);
+		log_info("database: %s: transient failure (%s): %s", x->what,
+			 state, msg);
+	} else {
+		err = errmap_sqlstate(state);
+		if (!err)
+			err = EIO;
+		log_error("database: %s failed (%s): %s", x->what,
+			  state ? state : "no SQLSTATE", msg);
+	}
+	PQclear(res);
+	return -err;
+}
+
+/* Sleeps before retry number attempt (0-based): 10 ms doubling, capped at
+ * 400 ms, with the upper half jittered. */
+static void db_backoff(int attempt)
+{
+	static __thread unsigned int seed;
+	struct timespec ts;
+	long base, ms;
+
+	if (!seed)
+		seed = (unsigned int)time(NULL) ^ (unsigned int)getpid() ^
+		       (unsigned int)(uintptr_t)&ts;
+	base = 10L << (attempt < 6 ? attempt : 6);
+	if (base > 400)
+		base = 400;
+	ms = base / 2 + rand_r(&seed) % (base / 2 + 1);
+	ts.tv_sec = ms / 1000;
+	ts.tv_nsec = (ms % 1000) * 1000000L;
+	nanosleep(&ts, NULL);
+}
+
+static void pg_rollback(struct pg_ctx *x)
+{
+	PGTransactionStatusType ts = PQtransactionStatus(x->conn);
+
+	if (ts == PQTRANS_INTRANS || ts == PQTRANS_INERROR)
+		PQclear(PQexec(x->conn, "ROLLBACK"));
+}
+
+/* Runs fn on a pooled connection, in a transaction when txn is set, with
+ * the reconnect and retry policy. Returns fn's result or the failure. */
+int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
+		 int timeout_ms, db_op_fn fn, void *arg)
+{
+	struct pg_ctx x = {.d = d,
+			   .what = what,
+			   .retry_unique = retry_unique,
+			   .timeout_ms = timeout_ms};
+	int rc, attempt = 0, resets = 0;
+
+	rc = pg_take(d, &x);
+	if (rc)
+		return rc;
+	for (;;) {
+		x.lost = 0;
+		x.retry = 0;
+		x.in_commit = 0;
+		if (PQstatus(x.conn) != CONNECTION_OK) {
+			if (resets++) {
+				rc = -EIO;
+				break;
+			}
+			rc = pg_reset(&x);
+			if (rc)
+				break;
+		}
+		rc = txn ? pg_exec(&x, "BEGIN", 0, NULL, NULL) : 0;
+		if (!rc)
+			rc = fn(&x, arg);
+		if (!rc && txn) {
+			x.in_commit = 1;
+			rc = pg_exec(&x, "COMMIT", 0, NULL, NULL);
+		}
+		if (!rc)
+			break;
+		if (txn && !x.lost)
+			pg_rollback(&x);
+		if (x.lost && !x.in_commit && !resets && !x.timed_out) {
+			resets++;
+			rc = pg_reset(&x);
+			if (rc)
+				break;
+			continue;
+		}
+		if (x.lost && x.in_commit) {
+			log_error("database: %s: connection lost at COMMIT, "
+				  "outcome unknown",
+				  what);
+			rc = -EINPROGRESS;
+			break;
+		}
+		if (x.retry && attempt < DB_MAX_RETRIES) {
+			db_backoff(attempt++);
+			continue;
+		}
+		break;
+	}
+	pg_give(d, &x);
+	return rc;
+}
+
+int db_run(struct db *d, const char *what, int txn, int retry_unique,
+	   db_op_fn fn, void *arg)
+{
+	return db_run_timed(d, what, txn, retry_unique, DB_STATEMENT_TIMEOUT_MS,
+			    fn, arg);
+}
+
+struct db *db_open(const char *conninfo, int pool_size, char *err,
+		   size_t err_len)
+{
+	struct db *d;
+	char why[512];
+	int n = 0;
+
+	if (err && err_len)
+		err[0] = '\0';
+	if (pool_size < 1)
+		pool_size = 1;
+	if (pool_size > DB_POOL_MAX)
+		pool_size = DB_POOL_MAX;
+
+	d = calloc(1, sizeof(*d));
+	if (!d)
+		goto fail;
+	d->size = pool_size;
+	d->conns = calloc((size_t)pool_size, sizeof(*d->conns));
+	if (!d->conns)
+		goto fail_conns;
+	d->busy = calloc((size_t)pool_size, sizeof(*d->busy));
+	if (!d->busy)
+		goto fail_busy;
+	d->conninfo = strdup(conninfo ? conninfo : "");
+	if (!d->conninfo)
+		goto fail_conninfo;
+	if (pthread_mutex_init(&d->lock, NULL))
+		goto fail_mutex;
+	if (pthread_cond_init(&d->cond, NULL))
+		goto fail_cond;
+
+	/* Defaults first: keywords in the conninfo (expanded from dbname,
+	 * which comes last) override them. */
+	if (!getenv("PGCONNECT_TIMEOUT")) {
+		d->kw[n] = "connect_timeout";
+		d->val[n++] = DB_CONNECT_TIMEOUT;
+	}
+	d->kw[n] = "fallback_application_name";
+	d->val[n++] = "custodyfs";
+	d->kw[n] = "keepalives_idle";
+	d->val[n++] = "30";
+	d->kw[n] = "keepalives_interval";
+	d->val[n++] = "10";
+	d->kw[n] = "keepalives_count";
+	d->val[n++] = "3";
+	d->kw[n] = "dbname";
+	d->val[n++] = d->conninfo;
+	d->kw[n] = NULL;
+	d->val[n] = NULL;
+
+	d->conns[0] = pg_connect(d, why, sizeof(why));
+	if (!d->conns[0]) {
+		if (err && err_len)
+			snprintf(err, err_len,
+				 "cannot connect to PostgreSQL: %s", why);
+		goto fail_connect;
+	}
+	log_info("database: connected to \"%s\" on %s port %s (pool of %d)",
+		 PQdb(d->conns[0]), PQhost(d->conns[0]), PQport(d->conns[0]),
+		 pool_size);
+	return d;
+
+fail_connect:
+	pthread_cond_destroy(&d->cond);
+fail_cond:
+	pthread_mutex_destroy(&d->lock);
+fail_mutex:
+	free(d->conninfo);
+fail_conninfo:
+	free(d->busy);
+fail_busy:
+	free(d->conns);
+fail_conns:
+	free(d);
+fail:
+	if (err && err_len && !err[0])
+		snprintf(err, err_len, "out of memory");
+	return NULL;
+}
+
+void db_close(struct db *d)
+{
+	int i;
+
+	if (!d)
+		return;
+	for (i = 0; i < d->size; i++)
+		if (d->conns[i])
+			PQfinish(d->conns[i]);
+	pthread_cond_destroy(&d->cond);
+	pthread_mutex_destroy(&d->lock);
+	free(d->conninfo);
+	free(d->busy);
+	free(d->conns);
+	free(d);
+}
+
+static int pg_ping(struct pg_ctx *x, void *arg)
+{
+	(void)arg;
+	return pg_exec(x, "SELECT 1", 0, NULL, NULL);
+}
+
+int db_ping(struct db *d)
+{
+	if (!d)
+		return -EIO;
+	return db_run(d, "ping", 0, 0, pg_ping, NULL) ? -EIO : 0;
+}

@@ -1,0 +1,689 @@
+/* db_reception.c - reception_audit queries; see db.h.
+ *
+ * Writers of reception_audit serialise per (bucket, key) on a
+ * transaction-scoped advisory lock and then on the row locks of the live
+ * rows; the unique partial index on live rows (when the adopted data allows
+ * it) makes that safe against writers that skip the advisory lock too. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "log.h"
+#include "sbuf.h"
+
+/* clang-format off */
+static const char db_sql_key_lock[] =
+	"SELECT pg_advisory_xact_lock($1::integer, $2::integer)";
+
+/* $1 bucket, $2 key: the live rows, newest first, locked. */
+static const char db_sql_live_for_update[] =
+	"SELECT id, etag, size_bytes, xxh128, sha256 FROM reception_audit"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE";
+
+/* $1 bucket, $2 key, $3 reason. Idempotent. */
+static const char db_sql_mark_removed[] =
+	"UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = $3::text"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL";
+
+static const char db_sql_insert_reception[] =
+	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	" received_uid, received_user, received_host)"
+	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
+	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
+	" $12::text)"
+	" RETURNING id";
+
+/* Byte order (COLLATE "C"), as S3 lists keys. A prefix is a range on the
+ * index reception_audit_live_key_c (migration 3): keys >= $2 and below $2
+ * followed by U+10FFFF, the greatest code point (so a key continuing the
+ * prefix with U+10FFFF itself, a noncharacter, is not listed); "" is every
+ * key. LIMIT NULL is no limit. */
+static const char db_sql_live_list[] =
+	"SELECT id, object_key, etag FROM reception_audit"
+	" WHERE source_bucket = $1::text AND removed_at IS NULL"
+	" AND object_key COLLATE \"C\" >= $2::text"
+	" AND ($2::text = '' OR object_key COLLATE \"C\" <"
+	" $2::text || chr(1114111))"
+	" ORDER BY object_key COLLATE \"C\", id"
+	" LIMIT $3::bigint";
+
+/* $1 bucket, $2 keys (text[]): their live rows, one index probe each. */
+static const char db_sql_live_keys[] =
+	"SELECT id, object_key, etag FROM reception_audit"
+	" WHERE source_bucket = $1::text AND removed_at IS NULL"
+	" AND object_key COLLATE \"C\" = ANY ($2::text[])"
+	" ORDER BY object_key COLLATE \"C\", id";
+
+/* $1 bucket, $2 key, $3 etag: does any row, live or removed, record it? */
+static const char db_sql_etag_rowed[] =
+	"SELECT EXISTS (SELECT 1 FROM reception_audit"
+	" WHERE source_bucket = $1::text"
+	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text)";
+/* clang-format on */
+
+/* The advisory lock object id of (bucket, key), as a decimal string. */
+static void pg_key_lock_obj(const char *bucket, const char *key, char obj[16])
+{
+	uint32_t h = 2166136261u; /* FNV-1a over bucket NUL key */
+	const unsigned char *s;
+
+	for (s = (const unsigned char *)bucket; *s; s++)
+		h = (h ^ *s) * 16777619u;
+	h *= 16777619u;
+	for (s = (const unsigned char *)key; *s; s++)
+		h = (h ^ *s) * 16777619u;
+	snprintf(obj, 16, "%" PRId32, (int32_t)h);
+}
+
+/* Serialises writers of (bucket, key) until the transaction ends. */
+static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
+{
+	const char *p[2] = {DB_KEY_LOCK_CLASS, NULL};
+	char obj[16];
+
+	pg_key_lock_obj(bucket, key, obj);
+	p[1] = obj;
+	return pg_exec(x, db_sql_key_lock, 2, p, NULL);
+}
+
+static const char *db_basename(const char *key)
+{
+	const char *s = strrchr(key, '/');
+
+	return s ? s + 1 : key;
+}
+
+static int db_size_param(uint64_t size, char *buf, size_t len)
+{
+	if (size > (uint64_t)INT64_MAX)
+		return -EFBIG;
+	snprintf(buf, len, "%" PRIu64, size);
+	return 0;
+}
+
+/* Actor as parameters: received_by, uid, user, host (all NULL for none). */
+struct db_actor_params {
+	char by[400];
+	char uid[24];
+};
+
+static void db_actor_params(const struct actor *who, struct db_actor_params *ap,
+			    const char **p)
+{
+	if (!who) {
+		p[0] = p[1] = p[2] = p[3] = NULL;
+		return;
+	}
+	if (who->uid == (uid_t)-1) {
+		/* Not done through custodyfs: only the host that logged it. */
+		snprintf(ap->by, sizeof(ap->by),
+			 "another route (%s), logged by custodyfs @ %s",
+			 who->user[0] ? who->user : "unknown uploader",
+			 who->host);
+		p[0] = ap->by;
+		p[1] = NULL;
+		p[2] = NULL;
+		p[3] = who->host;
+		return;
+	}
+	actor_format(who, ap->by, sizeof(ap->by));
+	snprintf(ap->uid, sizeof(ap->uid), "%lu", (unsigned long)who->uid);
+	p[0] = ap->by;
+	p[1] = ap->uid;
+	p[2] = who->user;
+	p[3] = who->host;
+}
+
+struct db_record_args {
+	const struct reception_new *r;
+	const char *reason;
+	int64_t id;
+	int inserted;
+};
+
+/* $1..$15: see custodyfs_reception_record (migration 2). */
+/* clang-format off */
+static const char db_sql_record[] =
+	"SELECT o_id, o_inserted FROM custodyfs_reception_record("
+	"$1::integer, $2::integer, $3::text, $4::text, $5::text, $6::bigint,"
+	" $7::text, $8::text, $9::text, $10::text, $11::text, $12::bigint,"
+	" $13::text, $14::text, $15::text)";
+/* clang-format on */
+
+static int pg_reception_record(struct pg_ctx *x, void *arg)
+{
+	struct db_record_args *a = arg;
+	const struct reception_new *r = a->r;
+	struct db_actor_params ap;
+	PGresult *res = NULL;
+	const char *p[15];
+	char size[24], obj[16];
+	int rc;
+
+	a->id = 0;
+	a->inserted = 0;
+	rc = db_size_param(r->size, size, sizeof(size));
+	if (rc)
+		return rc;
+	pg_key_lock_obj(r->source_bucket, r->object_key, obj);
+	p[0] = DB_KEY_LOCK_CLASS;
+	p[1] = obj;
+	p[2] = r->source_bucket;
+	p[3] = r->file_name ? r->file_name : db_basename(r->object_key);
+	p[4] = r->object_key;
+	p[5] = size;
+	p[6] = r->xxh128;
+	p[7] = r->sha256;
+	p[8] = r->etag;
+	p[9] = r->origin;
+	db_actor_params(r->who, &ap, p + 10);
+	p[14] = a->reason;
+	/* Inside BEGIN/COMMIT (db_run): a server that stops answering before
+	 * COMMIT is sent rolls back when the connection drops, so a row never
+	 * appears for an upload the caller was told failed. */
+	rc = pg_exec(x, db_sql_record, 15, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		rc = -EIO;
+		goto out;
+	}
+	a->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	a->inserted = PQgetvalue(res, 0, 1)[0] == 't';
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_record(struct db *d, const struct reception_new *r,
+			const char *replaced_reason, int64_t *id_out,
+			int *inserted)
+{
+	struct db_record_args a = {.r = r};
+	int rc;
+
+	if (!d || !r || !r->source_bucket || !r->object_key)
+		return -EINVAL;
+	a.reason = replaced_reason ? replaced_reason : "replaced";
+	/* A unique violation means another writer inserted the live row
+	 * first: run again, and the row is then seen. */
+	rc = db_run(d, "reception record", 1, 1, pg_reception_record, &a);
+	if (rc)
+		return rc;
+	if (id_out)
+		*id_out = a.id;
+	if (inserted)
+		*inserted = a.inserted;
+	return 0;
+}
+
+struct db_removed_args {
+	const char *bucket;
+	const char *key;
+	const char *reason;
+};
+
+static int pg_reception_mark_removed(struct pg_ctx *x, void *arg)
+{
+	struct db_removed_args *a = arg;
+	const char *p[3] = {a->bucket, a->key, a->reason};
+
+	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+}
+
+int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
+			      const char *reason)
+{
+	struct db_removed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .reason = reason,
+	};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	/* One idempotent statement: safe to run again after a reconnect. */
+	return db_run(d, "reception mark removed", 0, 0,
+		      pg_reception_mark_removed, &a);
+}
+
+struct db_rename_args {
+	const char *bucket;
+	const char *old_key;
+	const char *new_key;
+	const char *new_etag;
+	uint64_t size;
+	const struct actor *who;
+	char *renamed;	/* "renamed to <new_key>" */
+	char *replaced; /* "replaced by rename from <old_key>" */
+};
+
+static int pg_reception_rename(struct pg_ctx *x, void *arg)
+{
+	struct db_rename_args *a = arg;
+	struct db_actor_params ap;
+	PGresult *res = NULL;
+	const char *p[12];
+	const char *xxh = NULL, *sha = NULL;
+	char size[24];
+	int rc, first;
+
+	rc = db_size_param(a->size, size, sizeof(size));
+	if (rc)
+		return rc;
+	/* Both keys, in a fixed order so two renames cannot deadlock. */
+	first = strcmp(a->old_key, a->new_key) < 0;
+	rc = pg_lock_key(x, a->bucket, first ? a->old_key : a->new_key);
+	if (rc)
+		goto out;
+	rc = pg_lock_key(x, a->bucket, first ? a->new_key : a->old_key);
+	if (rc)
+		goto out;
+
+	/* The old key's live row: its hashes describe the content only if
+	 * the size agrees. res is kept until the insert. */
+	p[0] = a->bucket;
+	p[1] = a->old_key;
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) > 0) {
+		if (PQgetisnull(res, 0, 2) ||
+		    !strcmp(PQgetvalue(res, 0, 2), size)) {
+			if (!PQgetisnull(res, 0, 3))
+				xxh = PQgetvalue(res, 0, 3);
+			if (!PQgetisnull(res, 0, 4))
+				sha = PQgetvalue(res, 0, 4);
+		} else {
+			log_warn("database: rename %s -> %s: size changed "
+				 "(%s -> %s), hashes not carried over",
+				 a->old_key, a->new_key, PQgetvalue(res, 0, 2),
+				 size);
+		}
+	}
+
+	p[2] = a->renamed;
+	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	if (rc)
+		goto out;
+	p[1] = a->new_key;
+	p[2] = a->replaced;
+	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	if (rc)
+		goto out;
+
+	p[0] = a->bucket;
+	p[1] = db_basename(a->new_key);
+	p[2] = a->new_key;
+	p[3] = size;
+	p[4] = xxh;
+	p[5] = sha;
+	p[6] = a->new_etag;
+	p[7] = "rename";
+	db_actor_params(a->who, &ap, p + 8);
+	rc = pg_exec(x, db_sql_insert_reception, 12, p, NULL);
+out:
+	PQclear(res); /* after the insert: xxh and sha point into it */
+	return rc;
+}
+
+int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
+			const char *new_key, const char *new_etag,
+			uint64_t size, const struct actor *who)
+{
+	struct db_rename_args a = {
+	    .bucket = bucket,
+	    .old_key = old_key,
+	    .new_key = new_key,
+	    .new_etag = new_etag,
+	    .size = size,
+	    .who = who,
+	};
+	int rc = -ENOMEM;
+
+	if (!d || !bucket || !old_key || !new_key)
+		return -EINVAL;
+	if (!strcmp(old_key, new_key))
+		return 0;
+	if (asprintf(&a.renamed, "renamed to %s", new_key) < 0) {
+		a.renamed = NULL;
+		goto out;
+	}
+	if (asprintf(&a.replaced, "replaced by rename from %s", old_key) < 0) {
+		a.replaced = NULL;
+		goto out;
+	}
+	rc = db_run(d, "reception rename", 1, 1, pg_reception_rename, &a);
+out:
+	free(a.replaced);
+	free(a.renamed);
+	return rc;
+}
+
+struct db_live_args {
+	const char *bucket;
+	const char *prefix;
+	size_t max;
+	struct reception_live *rows;
+	size_t n;
+};
+
+/* Rows (id, object_key, etag) of res into a malloc'd array. */
+static int pg_live_rows(PGresult *res, struct reception_live **out,
+			size_t *n_out)
+{
+	struct reception_live *rows;
+	size_t i, n = (size_t)PQntuples(res);
+
+	*out = NULL;
+	*n_out = 0;
+	if (!n)
+		return 0;
+	rows = calloc(n, sizeof(*rows));
+	if (!rows)
+		return -ENOMEM;
+	for (i = 0; i < n; i++) {
+		rows[i].id = strtoll(PQgetvalue(res, (int)i, 0), NULL, 10);
+		rows[i].object_key = strdup(PQgetvalue(res, (int)i, 1));
+		if (!rows[i].object_key)
+			goto fail_oom;
+		if (!PQgetisnull(res, (int)i, 2)) {
+			rows[i].etag = strdup(PQgetvalue(res, (int)i, 2));
+			if (!rows[i].etag)
+				goto fail_oom;
+		}
+	}
+	*out = rows;
+	*n_out = n;
+	return 0;
+
+fail_oom:
+	db_reception_live_free(rows, i + 1);
+	return -ENOMEM;
+}
+
+static int pg_reception_live(struct pg_ctx *x, void *arg)
+{
+	struct db_live_args *a = arg;
+	PGresult *res = NULL;
+	const char *p[3];
+	char limit[24];
+	int rc;
+
+	a->rows = NULL;
+	a->n = 0;
+	p[0] = a->bucket;
+	p[1] = a->prefix;
+	p[2] = NULL;
+	if (a->max) {
+		snprintf(limit, sizeof(limit), "%zu", a->max);
+		p[2] = limit;
+	}
+	rc = pg_exec(x, db_sql_live_list, 3, p, &res);
+	if (rc == 0)
+		rc = pg_live_rows(res, &a->rows, &a->n);
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_live(struct db *d, const char *bucket, const char *prefix,
+		      size_t max, struct reception_live **rows, size_t *n)
+{
+	struct db_live_args a = {
+	    .bucket = bucket,
+	    .prefix = prefix ? prefix : "",
+	    .max = max,
+	};
+	int rc;
+
+	if (!rows || !n)
+		return -EINVAL;
+	*rows = NULL;
+	*n = 0;
+	if (!d || !bucket)
+		return -EINVAL;
+	rc = db_run(d, "reception live rows", 0, 0, pg_reception_live, &a);
+	if (rc)
+		return rc;
+	*rows = a.rows;
+	*n = a.n;
+	return 0;
+}
+
+void db_reception_live_free(struct reception_live *rows, size_t n)
+{
+	size_t i;
+
+	if (!rows)
+		return;
+	for (i = 0; i < n; i++) {
+		free(rows[i].object_key);
+		free(rows[i].etag);
+	}
+	free(rows);
+}
+
+/* Appends s to b as one element of a PostgreSQL array literal. */
+static int pg_array_elem(struct sbuf *b, const char *s, int first)
+{
+	if (!first && sbuf_addc(b, ','))
+		return -ENOMEM;
+	if (sbuf_addc(b, '"'))
+		return -ENOMEM;
+	for (; *s; s++) {
+		if ((*s == '"' || *s == '\\') && sbuf_addc(b, '\\'))
+			return -ENOMEM;
+		if (sbuf_addc(b, *s))
+			return -ENOMEM;
+	}
+	return sbuf_addc(b, '"') ? -ENOMEM : 0;
+}
+
+struct db_keys_args {
+	const char *bucket;
+	const char *array; /* text[] literal */
+	struct reception_live *rows;
+	size_t n;
+};
+
+static int pg_reception_live_keys(struct pg_ctx *x, void *arg)
+{
+	struct db_keys_args *a = arg;
+	const char *p[2] = {a->bucket, a->array};
+	PGresult *res = NULL;
+	int rc;
+
+	a->rows = NULL;
+	a->n = 0;
+	rc = pg_exec(x, db_sql_live_keys, 2, p, &res);
+	if (rc == 0)
+		rc = pg_live_rows(res, &a->rows, &a->n);
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_live_keys(struct db *d, const char *bucket,
+			   const char *const *keys, size_t n_keys,
+			   struct reception_live **rows, size_t *n)
+{
+	struct db_keys_args a = {.bucket = bucket};
+	struct sbuf b = SBUF_INIT;
+	size_t i;
+	int rc = 0;
+
+	if (!rows || !n)
+		return -EINVAL;
+	*rows = NULL;
+	*n = 0;
+	if (!d || !bucket || (n_keys && !keys))
+		return -EINVAL;
+	if (!n_keys)
+		return 0;
+	if (sbuf_addc(&b, '{'))
+		rc = -ENOMEM;
+	for (i = 0; i < n_keys && !rc; i++)
+		rc = pg_array_elem(&b, keys[i], i == 0);
+	if (!rc && sbuf_addc(&b, '}'))
+		rc = -ENOMEM;
+	if (!rc) {
+		a.array = sbuf_str(&b);
+		rc = db_run(d, "reception live rows of keys", 0, 0,
+			    pg_reception_live_keys, &a);
+	}
+	sbuf_free(&b);
+	if (rc)
+		return rc;
+	*rows = a.rows;
+	*n = a.n;
+	return 0;
+}
+
+struct db_guarded_args {
+	struct db_record_args rec;
+	const struct db_record_guard *g;
+};
+
+static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
+{
+	struct db_guarded_args *a = arg;
+	const struct reception_new *r = a->rec.r;
+	const char *p[2] = {r->source_bucket, r->object_key};
+	PGresult *res = NULL;
+	int64_t newest = 0;
+	int rc, i, n;
+
+	a->rec.id = 0;
+	a->rec.inserted = 0;
+	rc = pg_lock_key(x, r->source_bucket, r->object_key);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+	if (rc)
+		goto out;
+	n = PQntuples(res);
+	for (i = 0; i < n; i++) {
+		if (PQgetisnull(res, i, 1) ||
+		    (r->etag && !strcmp(PQgetvalue(res, i, 1), r->etag))) {
+			/* Logged already (by its uploader, or another tool). */
+			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+			goto out;
+		}
+	}
+	if (n)
+		newest = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (a->g && a->g->expect_live >= 0 && newest != a->g->expect_live) {
+		log_info("database: %s/%s: its live row changed since it was "
+			 "read (%" PRId64 " -> %" PRId64 "); not logged now",
+			 r->source_bucket, r->object_key, a->g->expect_live,
+			 newest);
+		rc = -ESTALE;
+		goto out;
+	}
+	if (a->g && a->g->check) {
+		rc = a->g->check(a->g->arg);
+		if (rc)
+			goto out;
+	}
+	rc = pg_reception_record(x, &a->rec);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_record_guarded(struct db *d, const struct reception_new *r,
+				const char *replaced_reason,
+				const struct db_record_guard *g,
+				int64_t *id_out, int *inserted)
+{
+	struct db_guarded_args a = {.rec = {.r = r}, .g = g};
+	int rc;
+
+	if (!d || !r || !r->source_bucket || !r->object_key)
+		return -EINVAL;
+	a.rec.reason = replaced_reason ? replaced_reason : "replaced";
+	rc = db_run(d, "reception record (guarded)", 1, 1,
+		    pg_reception_record_guarded, &a);
+	if (rc)
+		return rc;
+	if (id_out)
+		*id_out = a.rec.id;
+	if (inserted)
+		*inserted = a.rec.inserted;
+	return 0;
+}
+
+struct db_unrowed_args {
+	const char *bucket;
+	const char *key;
+	const char *etag;
+	db_locked_fn fn;
+	void *arg;
+	int rowed;
+	int called; /* fn ran (and returned fn_rc) */
+	int fn_rc;
+};
+
+static int pg_reception_unrowed_do(struct pg_ctx *x, void *arg)
+{
+	struct db_unrowed_args *a = arg;
+	const char *p[3] = {a->bucket, a->key, a->etag};
+	PGresult *res = NULL;
+	int rc;
+
+	a->rowed = 0;
+	rc = pg_lock_key(x, a->bucket, a->key);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_etag_rowed, 3, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) != 1) {
+		rc = -EIO;
+		goto out;
+	}
+	a->rowed = PQgetvalue(res, 0, 0)[0] == 't';
+	if (a->rowed)
+		goto out;
+	a->called = 1;
+	a->fn_rc = a->fn ? a->fn(a->arg) : 0;
+	rc = a->fn_rc;
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
+			    const char *etag, db_locked_fn fn, void *arg,
+			    int *rowed)
+{
+	struct db_unrowed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .etag = etag,
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	rc = db_run(d, "reception undo check", 1, 0, pg_reception_unrowed_do,
+		    &a);
+	/* The transaction writes nothing: a COMMIT whose answer was lost
+	 * changed nothing either, and fn's outcome stands. */
+	if (rc == -EINPROGRESS && a.called)
+		rc = a.fn_rc;
+	if (rc == 0 && rowed)
+		*rowed = a.rowed;
+	return rc;
+}
