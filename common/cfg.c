@@ -586,6 +586,9 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "scan_interval")) {
 			rc = cfg_parse_long(value, 0, 86400, &n);
 			c->scan_interval_s = (int)n;
+		} else if (!strcmp(name, "foreign_grace_ms")) {
+			rc = cfg_parse_long(value, 0, 86400000, &n);
+			c->foreign_grace_ms = n;
 		} else if (!strcmp(name, "max_threads")) {
 			rc = cfg_parse_long(value, 2, 1024, &n);
 			c->max_threads = (int)n;
@@ -738,6 +741,7 @@ static int cfg_defaults(struct cfg *c)
 	c->upload_workers = 4;
 	c->cache_ttl_ms = 3000;
 	c->scan_interval_s = 60;
+	c->foreign_grace_ms = -1;
 	c->max_threads = 32;
 	c->log_level = 2;
 	c->db_pool_size = 8;

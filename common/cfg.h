@@ -40,6 +40,8 @@ struct cfg {
 	int upload_workers;   /* parallel part uploads, default 4 */
 	int cache_ttl_ms;     /* directory listing cache, default 3000 */
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */
+	long foreign_grace_ms; /* wait before logging an upload by another route;
+				* -1 (default): derived from the timeouts */
 	int max_threads;      /* FUSE worker threads, default 32 */
 	int log_level;        /* 0 error .. 3 debug, default 2 */
 };

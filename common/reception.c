@@ -50,8 +50,6 @@
 #define UNDO_RETRY_MS 2000	  /* first retry; doubles up to ... */
 #define UNDO_RETRY_MAX_MS 30000	  /* ... this */
 #define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
-/* Interim override of the grace period, until a config key exists. */
-#define GRACE_ENV "CUSTODYFS_FOREIGN_GRACE_MS"
 #define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
 
 /* A set of 64-bit fingerprints of (key, etag), open addressing. */
@@ -1248,23 +1246,16 @@ static void *reception_worker(void *arg)
 	return NULL;
 }
 
-/* The grace period: 2 statement deadlines (a commit and its reconnect) plus
- * one S3 request (a PUT's LastModified may be when it began). */
+/* The grace period: [fs] foreign_grace_ms, else 2 statement deadlines (a
+ * commit and its reconnect) plus one S3 request (a PUT's LastModified may be
+ * when it began). */
 static int64_t reception_grace_ms(const struct cfg *cfg)
 {
-	const char *env = getenv(GRACE_ENV);
 	long req = cfg->request_timeout_ms > 0 ? cfg->request_timeout_ms
 					       : S3_REQUEST_TIMEOUT_DEFAULT_MS;
 
-	if (env && *env) {
-		char *end;
-		long long v = strtoll(env, &end, 10);
-
-		if (!*end && v >= 0)
-			return (int64_t)v;
-		log_warn("%s=%s ignored: not a number of milliseconds",
-			 GRACE_ENV, env);
-	}
+	if (cfg->foreign_grace_ms >= 0)
+		return (int64_t)cfg->foreign_grace_ms;
 	return 2 * (int64_t)DB_STATEMENT_DEADLINE_MS + (int64_t)req;
 }
 

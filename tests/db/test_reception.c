@@ -26,7 +26,6 @@
 #include "s3.h"
 
 #define BUCKET "recepcao-raw"
-#define GRACE_ENV "CUSTODYFS_FOREIGN_GRACE_MS"
 
 static int test_n, test_failed;
 static PGconn *raw;
@@ -125,10 +124,7 @@ static long wait_rows(const char *key, long n, int max_ms)
 
 static struct reception *new_reception(long grace_ms)
 {
-	char v[32];
-
-	snprintf(v, sizeof(v), "%ld", grace_ms);
-	setenv(GRACE_ENV, v, 1);
+	cfg.foreign_grace_ms = grace_ms;
 	return reception_new(&cfg, s3, db);
 }
 

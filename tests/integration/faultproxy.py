@@ -109,7 +109,9 @@ class FaultProxy:
                 self.send_response(r.status, r.reason)
                 for k, v in rh:
                     self.send_header(k, v)
-                self.send_header("Content-Length", str(len(data)))
+                # a HEAD answer has no body but the length of the object it describes
+                length = r.getheader("Content-Length") if self.command == "HEAD" else None
+                self.send_header("Content-Length", length or str(len(data)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(data)

@@ -5,7 +5,7 @@ for a whole scan. Every check counts ALL reception_audit rows of a key (removed 
 reads the bucket and the table with independent clients (boto3, SQL).
 
 The grace period before an observer logs an upload from another route is set per mount with
-CUSTODYFS_FOREIGN_GRACE_MS (the daemon's interim knob until a config key exists)."""
+the config key [fs] foreign_grace_ms."""
 import hashlib
 import os
 import socket
@@ -17,12 +17,14 @@ import pytest
 from checks import bucket_keys, get_object, head, live_rows, read, rows, write
 from faultproxy import FaultProxy
 
-GRACE_ENV = "CUSTODYFS_FOREIGN_GRACE_MS"
 BOUND = 90  # seconds: any single operation here ends well within this
 
 
-def grace(ms):
-    return {GRACE_ENV: str(ms)}
+def grace(ms, config=None):
+    """config with [fs] foreign_grace_ms = ms merged in."""
+    cfg = {sec: dict(kv) for sec, kv in (config or {}).items()}
+    cfg.setdefault("fs", {})["foreign_grace_ms"] = str(ms)
+    return cfg
 
 
 def start(cmd):
@@ -147,7 +149,7 @@ def conninfo_via(stack, port):
 def test_foreign_forged_metadata_gets_computed_hashes(mount_factory):
     """An object put by an SDK with x-amz-meta-sha256/xxh128 claiming other content gets a row
     with the hashes of its bytes (read in several ranged GETs: 9 MB)."""
-    m = mount_factory(env=grace(500))
+    m = mount_factory(config=grace(500))
     key = "forged/claims-zero.bin"
     data = os.urandom(9 << 20)
     m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data,
@@ -185,7 +187,7 @@ def _db_lost_between_upload_and_row(stack, mount_factory, tmp_path, key, old):
     """Writes key through a mount whose upload is held until PostgreSQL is stopped, so the
     upload lands and its row cannot be committed. Returns (mount, new data, close errno)."""
     px = FaultProxy(stack.endpoint)
-    m = mount_factory(config={"s3": {"endpoint": px.url}}, env=grace(60000))
+    m = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}))
     try:
         os.makedirs(os.path.join(m.inbox, "lost"), exist_ok=True)
         if old is not None:
@@ -258,9 +260,8 @@ def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy
     """Mount A uploads a new key; before A's row commits, mount B writes the same key and
     commits its row; then A loses the database. A must not delete B's object (it is not the
     one A uploaded, and it has a row); bucket and table agree on B's file."""
-    a = mount_factory(config={"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}},
-                      env=grace(60000), name="host-a")
-    b = mount_factory(reset=False, env=grace(60000), name="host-b")
+    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}), name="host-a")
+    b = mount_factory(reset=False, config=grace(60000), name="host-b")
     os.mkdir(os.path.join(a.inbox, "two"))
     key = "two/same.bin"
     data_a = b"written by a " * 500
@@ -298,10 +299,9 @@ def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory
                                                              tmp_path, size):
     """Mount A's commit is held after its upload landed; mount B lists the key and scans the
     bucket meanwhile. The one row is A's (origin mount, A's user), not a "foreign" row by B."""
-    a = mount_factory(config={"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)},
-                              "fs": {"part_size": str(5 << 20)}},
-                      env=grace(15000), name="host-a")
-    b = mount_factory(reset=False, config={"fs": {"scan_interval": "1"}}, env=grace(15000),
+    a = mount_factory(config=grace(15000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)},
+                              "fs": {"part_size": str(5 << 20)}}), name="host-a")
+    b = mount_factory(reset=False, config=grace(15000, {"fs": {"scan_interval": "1"}}),
                       name="host-b")
     os.mkdir(os.path.join(a.inbox, "race"))
     key = "race/by-a.bin"
@@ -339,8 +339,8 @@ def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory
 def test_foreign_upload_still_logged_once_after_grace(mount_factory):
     """The grace period delays an observer's row, it does not lose it: two mounts see the same
     console upload, exactly one row results."""
-    a = mount_factory(config={"fs": {"scan_interval": "1"}}, env=grace(2000), name="host-a")
-    b = mount_factory(reset=False, config={"fs": {"scan_interval": "1"}}, env=grace(2000),
+    a = mount_factory(config=grace(2000, {"fs": {"scan_interval": "1"}}), name="host-a")
+    b = mount_factory(reset=False, config=grace(2000, {"fs": {"scan_interval": "1"}}),
                       name="host-b")
     key = "console/one.bin"
     data = os.urandom(70000)
@@ -364,8 +364,7 @@ def test_unmount_does_not_wait_for_a_whole_scan(stack, mount_factory):
     n = 60
     px = FaultProxy(stack.endpoint)
     try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"scan_interval": "1"}},
-                          env=grace(0), start=False)
+        m = mount_factory(config=grace(0, {"s3": {"endpoint": px.url}, "fs": {"scan_interval": "1"}}), start=False)
         for i in range(n):
             m.s3.put_object(Bucket=m.reception_bucket, Key=f"slow/{i:04d}.bin", Body=b"x" * 100)
 
