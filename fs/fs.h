@@ -55,6 +55,9 @@ struct ofile {
 	int dirty;	       /* protected by lock: spool differs from store */
 	int local;	       /* protected by lock: never uploaded */
 	int in_store;	       /* protected by lock: an object exists for rel */
+	uint64_t stored_size;  /* protected by lock: its size, when in_store */
+	int pending;	       /* protected by lock: handles whose close will
+				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
 	struct ofile *next;    /* protected by cfs.lock */
@@ -69,6 +72,9 @@ struct fhandle {
 	int modified; /* protected by of->lock: created, truncated or
 			 written through this handle */
 	int wrote;    /* protected by of->lock: data written through it */
+	int pending;  /* protected by of->lock: changed through it since its
+			 last closing flush (or committing fsync): its close
+			 commits; counted in of->pending */
 	int writable; /* opened for writing: counted in of->writers */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
@@ -167,10 +173,23 @@ void ofile_put(struct ofile *of); /* drops a reference */
 int ofile_load(struct ofile *of, const char *key);
 /* Caller holds of->lock: upload + log if dirty; -errno. */
 int ofile_commit(struct ofile *of);
-/* Caller holds of->lock. A local file gets the final name `to`: uploaded
- * and logged under `to` (replaces: an object exists there), and only then
- * renamed. On failure nothing changed: it keeps its temp name, local. */
+/* Caller holds of->lock. A file no open handle will commit, local or
+ * never stored, gets the final name `to`: uploaded and logged under `to`
+ * (replaces: an object exists there, overwritten), and only then renamed.
+ * On failure nothing changed: it keeps its name (a local one stays local).
+ * 0 or -errno. */
 int ofile_publish(struct ofile *of, const char *to, int replaces);
+/* Caller holds of->lock. A file whose commit is left to a handle still
+ * open (of->pending), or that is local, takes the name `to` with no store
+ * access: its writer's close uploads and logs it there, once (replaces: an
+ * object of to_size bytes exists under `to`, which that commit will
+ * overwrite). A final `to` gives a local file an upload; a local file
+ * under a final name without a pending writer must go through
+ * ofile_publish instead. The caller has dealt with the object stored under
+ * the current name, if any (renamed or removed). A local file already
+ * named `to` is dropped. 0 or -ENOMEM (nothing changed). */
+int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
+			     uint64_t to_size);
 /* Caller holds of->lock. The file stops being uploaded (an upload in
  * flight is aborted): it becomes local. */
 void ofile_make_local(struct ofile *of);

@@ -255,6 +255,27 @@ static struct fhandle *fh_new(struct ofile *of)
 	return h;
 }
 
+/* Caller holds h->of->lock. The file was changed through h: h's close
+ * (or fsync) commits it. */
+static void fh_pend(struct fhandle *h)
+{
+	h->modified = 1;
+	if (!h->pending) {
+		h->pending = 1;
+		h->of->pending++;
+	}
+}
+
+/* Caller holds h->of->lock. h's commit obligation is met (committed, or
+ * its close reported the failure). */
+static void fh_settle(struct fhandle *h)
+{
+	if (h->pending) {
+		h->pending = 0;
+		h->of->pending--;
+	}
+}
+
 void fh_free(struct fhandle *h)
 {
 	struct fhandle **pp;
@@ -263,9 +284,10 @@ void fh_free(struct fhandle *h)
 	if (!h)
 		return;
 	if (h->of) {
-		if (h->writable) {
+		if (h->writable || h->pending) {
 			pthread_mutex_lock(&h->of->lock);
-			h->of->writers--;
+			h->of->writers -= h->writable;
+			fh_settle(h);
 			pthread_mutex_unlock(&h->of->lock);
 		}
 		ofile_put(h->of);
@@ -396,7 +418,7 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 	}
 	h = rc ? NULL : fh_new(of);
 	if (h) {
-		h->modified = 1;
+		fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		of->writers += h->writable;
 	}
@@ -456,6 +478,7 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	if (rc == 0 && !of->ready) {
 		if (trunc) {
 			of->in_store = 1; /* listed above: it exists */
+			of->stored_size = (uint64_t)st.st_size;
 			rc = ofile_truncate(of, 0);
 		} else {
 			rc = ofile_load(of, rel);
@@ -465,7 +488,8 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	}
 	h = rc ? NULL : fh_new(of);
 	if (h) {
-		h->modified = trunc;
+		if (trunc)
+			fh_pend(h);
 		h->writable = wr;
 		of->writers += wr;
 	}
@@ -618,7 +642,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if ((uint64_t)off + size > of->size)
 		of->size = (uint64_t)off + size;
 	of->dirty = 1;
-	h->modified = 1;
+	fh_pend(h);
 	h->wrote = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	pthread_mutex_unlock(&of->lock);
@@ -718,6 +742,11 @@ int inbox_sync(struct fhandle *h, int closing)
 		h->deferred = 1;
 	else if ((rc = ofile_commit(of)) == 0)
 		h->deferred = 0;
+	/* After a close (unless deferred), or an fsync that stored the file,
+	 * h owes no commit: a rename from now on stores the file itself. A
+	 * local file's fsync stores nothing: h still owes its close. */
+	if (closing ? !h->deferred : rc == 0 && !of->dirty)
+		fh_settle(h);
 	pthread_mutex_unlock(&of->lock);
 	return rc;
 }
@@ -762,7 +791,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		pthread_mutex_lock(&of->lock);
 		rc = ofile_truncate(of, (uint64_t)size);
 		if (rc == 0)
-			h->modified = 1;
+			fh_pend(h);
 		pthread_mutex_unlock(&of->lock);
 		return rc;
 	}
@@ -789,6 +818,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		if (rc == 0 && !of->ready) {
 			if (size == 0) {
 				of->in_store = 1;
+				of->stored_size = (uint64_t)st.st_size;
 				of->ready = 1;
 			} else {
 				rc = ofile_load(of, rel);
@@ -1021,44 +1051,74 @@ static int rename_dir(const char *from, const char *to)
 	return rc;
 }
 
-/* An open (or local) file is renamed. Caller holds of->lock. */
+/* An open (or local) file is renamed. Caller holds of->lock.
+ *
+ * Only writers commit (SPEC §2): a file changed through a handle that is
+ * still open and owes its close a commit (of->pending) is not committed
+ * here; that close uploads and logs it under `to`, once, with its final
+ * content. A stored earlier version moves with the name (server-side, its
+ * rows as for any rename). When no such handle remains (a closed local
+ * file, only readers or unchanged writable handles open), what must be
+ * stored is stored now, under `to`, and on failure the file keeps `from`:
+ * the commit obligation is never lost. to_exists/to_size: `to` names a
+ * stored object of that size, which the file replaces. */
 static int rename_open(struct ofile *of, const char *from, const char *to,
-		       const struct stat *sf, int to_exists)
+		       int to_exists, uint64_t to_size)
 {
+	int pending = of->pending > 0, rc;
+	uint64_t size = of->size;
 	struct actor who;
 	char etag[80];
-	int rc;
 
-	rc = of->failed;
-	/* A written file not yet closed: make it durable first. */
-	if (rc == 0)
-		rc = ofile_commit(of);
-	if (rc)
-		return rc;
-	if (of->local && !is_temp(to))
-		/* Uploaded and logged under `to`, or still `from`. */
-		return ofile_publish(of, to, to_exists);
+	if (of->failed)
+		return of->failed;
 	cfs_actor(&who);
 	if (is_temp(to)) {
-		/* Leaves the store, lives on locally under the temp name. */
+		/* Leaves the store, lives on locally under the temp name:
+		 * nothing is committed, a stored version is removed. */
 		if (!of->local && of->in_store) {
 			rc = reception_remove(cfs->rcp, from, &who);
 			if (rc)
 				return rc;
 		}
-		ofile_make_local(of);
-		ofile_drop_name(to);
-		ofile_rebase(from, to);
-		readers_attach(from, of);
-		return 0;
+		rc = ofile_rename_uncommitted(of, to, 0, 0);
+		if (rc == 0)
+			readers_attach(from, of);
+		return rc;
 	}
-	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
-			      etag);
-	if (rc == 0) {
-		ofile_rebase(from, to);
-		readers_rename(from, to);
-		dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
+	if (of->local)
+		/* Uploaded and logged under `to` by the writer still open,
+		 * else now (failing: still `from`). */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
+	if (!of->in_store) {
+		/* Never stored: nothing to move in the store. */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
 	}
+	if (of->dirty && !pending) {
+		/* Written by handles that are all closed (their close
+		 * failed): stored now, then renamed. */
+		rc = ofile_commit(of);
+		if (rc)
+			return rc;
+		size = of->size;
+	} else if (of->dirty) {
+		/* The stored earlier version moves; the writer's close
+		 * overwrites it under `to`. */
+		size = of->stored_size;
+	}
+	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
+	if (rc)
+		return rc;
+	readers_rename(from, to);
+	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
+	rc = ofile_rename_uncommitted(of, to, 0, 0);
+	if (rc)
+		log_error("%s: renamed in the store, not in memory: %s", to,
+			  strerror(-rc));
 	return rc;
 }
 
@@ -1109,7 +1169,8 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 	of = ofile_find(from);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		rc = rename_open(of, from, to, &sf, to_exists && !is_temp(to));
+		rc = rename_open(of, from, to, to_exists && !is_temp(to),
+				 to_exists ? (uint64_t)st.st_size : 0);
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (rc)
