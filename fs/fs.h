@@ -30,7 +30,9 @@ struct attrov {
 	uid_t uid;
 	gid_t gid;
 	struct timespec atime, mtime;
-	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1;
+	struct timespec ctime; /* the last chmod/chown/utimens */
+	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1,
+	    has_ctime : 1;
 };
 
 /* A file of inbox/ open for writing, or a local temporary file, or an open
@@ -207,25 +209,28 @@ void ofile_drop_name(const char *rel);
  * nothing logged). */
 void ofile_free_all(void);
 
-/* attrs.c - chmod/chown/utimens overrides, a hash table keyed by rel,
- * protected by cfs->lock. */
-/* Caller holds cfs->lock. The override for rel (created empty when create
- * is set), or NULL (absent, or out of memory). Owned by attrs.c: valid
- * while cfs->lock is held. Prefer attrov_set. */
-struct attrov *attrov_find(const char *rel, int create);
+/* attrs.c - mode, owner and time overrides (the mode given at create and
+ * mkdir, chmod/chown/utimens), a hash table keyed by rel, protected by
+ * cfs->lock. */
 #define ATTROV_MODE 1
 #define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep st's */
 #define ATTROV_ATIME 4
 #define ATTROV_MTIME 8
+#define ATTROV_CTIME 16 /* a status change: ctime becomes now */
+#define ATTROV_RESET 32 /* a new file: rel's earlier override goes first */
 /* Caller holds no lock. Records the fields of in named by what (ATTROV_*)
- * for rel; st is the file's current stat (for a partial chown). 0 or
- * -ENOMEM. */
+ * for rel; st is the file's current stat (for a partial chown; may be NULL
+ * without ATTROV_OWNER). 0 or -ENOMEM (nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st);
-/* Caller holds no lock. Applies rel's override, if any, to *st. */
+/* Caller holds no lock. Applies rel's override, if any, to *st: mode,
+ * owner, atime and mtime replace st's; ctime is the later of st's (moved by
+ * writes and truncates) and the override's. */
 void attrov_apply(const char *rel, struct stat *st);
-/* rename: from's override becomes to's; to's own is dropped. */
-void attrov_move(const char *from, const char *to);
+/* rename: from's override becomes to's; to's own is dropped. With tree
+ * set (a directory), the overrides of everything under from/ follow to
+ * to/ as well. */
+void attrov_move(const char *from, const char *to, int tree);
 /* unlink/rmdir: rel's override goes. */
 void attrov_drop(const char *rel);
 /* At unmount: frees every override. */

@@ -98,9 +98,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 struct list_ctx {
 	void *buf;
 	fuse_fill_dir_t filler;
-	char **names; /* names already given, to merge local files */
-	size_t n, cap;
-	int err;
+	const char *rel; /* the directory listed */
 };
 
 static void list_add(void *arg, const struct dentry *e)
@@ -108,76 +106,53 @@ static void list_add(void *arg, const struct dentry *e)
 	struct list_ctx *c = arg;
 	struct stat st;
 
-	if (c->err || ofile_is_hidden_name(e->name))
+	if (ofile_is_hidden_name(e->name))
 		return;
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		char **nn = realloc(c->names, cap * sizeof(*nn));
-
-		if (!nn) {
-			c->err = -ENOMEM;
-			return;
-		}
-		c->names = nn;
-		c->cap = cap;
-	}
-	c->names[c->n] = strdup(e->name);
-	if (!c->names[c->n]) {
-		c->err = -ENOMEM;
-		return;
-	}
-	c->n++;
 	dentry_stat(e, &st);
 	c->filler(c->buf, e->name, &st, 0, 0);
+}
+
+/* Still under the listing's lock: the files of the directory being
+ * written or kept local that are not (yet) in the store, each checked
+ * against the listing in O(1). */
+static void list_open_files(void *arg, const struct dcache_view *v)
+{
+	struct list_ctx *c = arg;
+	size_t rl = strlen(c->rel);
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next) {
+		const char *name;
+		struct stat st;
+
+		if (of->unlinked || of->hidden)
+			continue;
+		if (rl && (strncmp(of->rel, c->rel, rl) || of->rel[rl] != '/'))
+			continue;
+		name = of->rel + (rl ? rl + 1 : 0);
+		if (strchr(name, '/') || dcache_view_has(v, name))
+			continue;
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFREG | 0644;
+		c->filler(c->buf, name, &st, 0, 0);
+	}
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 /* Errors: ENOENT, EIO, ENOMEM. */
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
 {
-	struct list_ctx c = {.buf = buf, .filler = filler};
-	size_t rl = strlen(rel), i;
-	struct ofile *of;
-	int rc;
+	struct list_ctx c = {.buf = buf, .filler = filler, .rel = rel};
 
-	rc = dcache_list(rel, list_add, &c);
-	if (rc)
-		goto out;
-	rc = c.err;
-	if (rc)
-		goto out;
-	/* Files being written or kept local are not (yet) in the store. */
-	pthread_mutex_lock(&cfs->lock);
-	for (of = cfs->ofiles; of; of = of->next) {
-		const char *name;
-		struct stat st;
-		int seen = 0;
-
-		if (of->unlinked || of->hidden)
-			continue;
-		if (rl && (strncmp(of->rel, rel, rl) || of->rel[rl] != '/'))
-			continue;
-		name = of->rel + (rl ? rl + 1 : 0);
-		if (strchr(name, '/'))
-			continue;
-		for (i = 0; i < c.n && !seen; i++)
-			seen = !strcmp(c.names[i], name);
-		if (seen)
-			continue;
-		memset(&st, 0, sizeof(st));
-		st.st_mode = S_IFREG | 0644;
-		filler(buf, name, &st, 0, 0);
-	}
-	pthread_mutex_unlock(&cfs->lock);
-out:
-	for (i = 0; i < c.n; i++)
-		free(c.names[i]);
-	free(c.names);
-	return rc;
+	return dcache_list_ex(rel, list_add, list_open_files, &c);
 }
 
-/* Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
-int inbox_mkdir(const char *rel)
+/* mode: the directory's, the umask applied (kept as its override).
+ * Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
+int inbox_mkdir(const char *rel, mode_t mode)
 {
+	struct attrov in = {.mode = mode};
 	struct stat st;
 	char *marker;
 	int rc;
@@ -193,11 +168,16 @@ int inbox_mkdir(const char *rel)
 		return -EEXIST;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "", 0, NULL,
-			0, NULL);
+	/* The mode first: nothing stored without it. */
+	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+	if (rc == 0)
+		rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "",
+				0, NULL, 0, NULL);
 	free(marker);
 	if (rc == 0)
 		dcache_upsert(rel, 1, 0, time(NULL), NULL);
+	else
+		attrov_drop(rel);
 	return rc;
 }
 
@@ -232,8 +212,10 @@ int inbox_rmdir(const char *rel)
 			rc = -ENOTEMPTY;
 	if (rc == 0)
 		rc = s3_delete(cfs->s3, cfs->cfg.reception_bucket, prefix);
-	if (rc == 0)
+	if (rc == 0) {
 		dcache_remove(rel);
+		attrov_drop(rel);
+	}
 	s3xml_list_free(&res);
 	free(prefix);
 	return rc;
@@ -387,9 +369,11 @@ static int readers_of(const char *rel)
 	return n;
 }
 
-/* Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
-int inbox_create(const char *rel, struct fuse_file_info *fi)
+/* mode: the new file's, the umask applied (kept as its override).
+ * Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
+	struct attrov in = {.mode = mode};
 	struct fhandle *h;
 	struct ofile *of;
 	int rc = 0, local = is_temp(rel);
@@ -407,9 +391,16 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 		if (rc == 0 && (fi->flags & O_TRUNC))
 			rc = ofile_truncate(of, 0);
 	} else {
-		of = ofile_create(rel, local, &rc);
-		if (!of)
+		/* A new file: its mode, and none of an earlier file's
+		 * attributes under that name. */
+		rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+		if (rc)
 			return rc;
+		of = ofile_create(rel, local, &rc);
+		if (!of) {
+			attrov_drop(rel);
+			return rc;
+		}
 		rc = of->failed;
 		if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
@@ -956,7 +947,7 @@ static int inbox_hide(const char *from, const char *to)
 	ofile_put(of);
 	if (rc == 0) {
 		dcache_remove(from);
-		attrov_move(from, to);
+		attrov_move(from, to, 0);
 	}
 	return rc;
 }
@@ -1044,6 +1035,7 @@ static int rename_dir(const char *from, const char *to)
 		 * are local, do not change. */
 		ofile_rebase(from, to);
 		readers_rename(from, to);
+		attrov_move(from, to, 1);
 		dcache_remove(from);
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
@@ -1189,6 +1181,6 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
 	}
 	dcache_remove(from);
-	attrov_move(from, to);
+	attrov_move(from, to, 0);
 	return 0;
 }
