@@ -111,6 +111,10 @@ struct cfs {
 	 * after dircache.c's own lock, never before it. */
 	pthread_mutex_t lock;
 	struct ofile *ofiles;  /* protected by lock */
+
+	/* The mount point, absolute and resolved (realpath), set before the
+	 * FUSE loop starts and never changed. */
+	char *mountpoint;
 };
 
 /* The daemon's state, set before the FUSE loop starts. */

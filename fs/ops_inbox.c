@@ -666,27 +666,32 @@ static int fd_writable(int pid, const char *fd)
 /* Does the process closing a descriptor of `of` still hold another one,
  * open for writing, on the same file (a shell redirect or dd: open, dup2,
  * close the original)? Read from /proc/<pid>/fd with readlink only (a
- * stat() would re-enter this file system). 0 when it cannot be told, so
- * the caller commits. */
+ * stat() would re-enter this file system): a link must name the file's
+ * whole path, "<mountpoint>/inbox/<rel>" (another mount's file of the same
+ * name is not this one). 0 when it cannot be told, so the caller
+ * commits. */
 static int other_writer_fd(struct ofile *of)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	char dir[64], path[384], link[PATH_MAX];
-	char *rel, *suffix = NULL;
+	char *rel, *want = NULL;
 	struct dirent *de;
 	int found = 0;
-	size_t sl;
+	size_t wl;
 	DIR *d;
 
-	if (!ctx || ctx->pid <= 0)
+	if (!ctx || ctx->pid <= 0 || !cfs->mountpoint)
 		return 0;
 	rel = ofile_rel(of);
-	if (!rel || asprintf(&suffix, "/inbox/%s", rel) < 0) {
+	if (!rel ||
+	    asprintf(&want, "%s/inbox/%s",
+		     strcmp(cfs->mountpoint, "/") ? cfs->mountpoint : "",
+		     rel) < 0) {
 		free(rel);
 		return 0;
 	}
 	free(rel);
-	sl = strlen(suffix);
+	wl = strlen(want);
 	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)ctx->pid);
 	d = opendir(dir);
 	while (d && !found && (de = readdir(d)) != NULL) {
@@ -696,15 +701,15 @@ static int other_writer_fd(struct ofile *of)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		n = readlink(path, link, sizeof(link) - 1);
-		if (n < (ssize_t)sl)
+		if (n != (ssize_t)wl)
 			continue;
 		link[n] = '\0';
-		if (!strcmp(link + n - sl, suffix))
+		if (!strcmp(link, want))
 			found = fd_writable((int)ctx->pid, de->d_name);
 	}
 	if (d)
 		closedir(d);
-	free(suffix);
+	free(want);
 	return found;
 }
 
