@@ -30,7 +30,9 @@ struct attrov {
 	uid_t uid;
 	gid_t gid;
 	struct timespec atime, mtime;
-	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1;
+	struct timespec ctime; /* the last chmod/chown/utimens */
+	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1,
+	    has_ctime : 1;
 };
 
 /* A file of inbox/ open for writing, or a local temporary file, or an open
@@ -55,6 +57,9 @@ struct ofile {
 	int dirty;	       /* protected by lock: spool differs from store */
 	int local;	       /* protected by lock: never uploaded */
 	int in_store;	       /* protected by lock: an object exists for rel */
+	uint64_t stored_size;  /* protected by lock: its size, when in_store */
+	int pending;	       /* protected by lock: handles whose close will
+				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
 	struct ofile *next;    /* protected by cfs.lock */
@@ -69,6 +74,9 @@ struct fhandle {
 	int modified; /* protected by of->lock: created, truncated or
 			 written through this handle */
 	int wrote;    /* protected by of->lock: data written through it */
+	int pending;  /* protected by of->lock: changed through it since its
+			 last closing flush (or committing fsync): its close
+			 commits; counted in of->pending */
 	int writable; /* opened for writing: counted in of->writers */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
@@ -103,6 +111,10 @@ struct cfs {
 	 * after dircache.c's own lock, never before it. */
 	pthread_mutex_t lock;
 	struct ofile *ofiles;  /* protected by lock */
+
+	/* The mount point, absolute and resolved (realpath), set before the
+	 * FUSE loop starts and never changed. */
+	char *mountpoint;
 };
 
 /* The daemon's state, set before the FUSE loop starts. */
@@ -167,10 +179,23 @@ void ofile_put(struct ofile *of); /* drops a reference */
 int ofile_load(struct ofile *of, const char *key);
 /* Caller holds of->lock: upload + log if dirty; -errno. */
 int ofile_commit(struct ofile *of);
-/* Caller holds of->lock. A local file gets the final name `to`: uploaded
- * and logged under `to` (replaces: an object exists there), and only then
- * renamed. On failure nothing changed: it keeps its temp name, local. */
+/* Caller holds of->lock. A file no open handle will commit, local or
+ * never stored, gets the final name `to`: uploaded and logged under `to`
+ * (replaces: an object exists there, overwritten), and only then renamed.
+ * On failure nothing changed: it keeps its name (a local one stays local).
+ * 0 or -errno. */
 int ofile_publish(struct ofile *of, const char *to, int replaces);
+/* Caller holds of->lock. A file whose commit is left to a handle still
+ * open (of->pending), or that is local, takes the name `to` with no store
+ * access: its writer's close uploads and logs it there, once (replaces: an
+ * object of to_size bytes exists under `to`, which that commit will
+ * overwrite). A final `to` gives a local file an upload; a local file
+ * under a final name without a pending writer must go through
+ * ofile_publish instead. The caller has dealt with the object stored under
+ * the current name, if any (renamed or removed). A local file already
+ * named `to` is dropped. 0 or -ENOMEM (nothing changed). */
+int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
+			     uint64_t to_size);
 /* Caller holds of->lock. The file stops being uploaded (an upload in
  * flight is aborted): it becomes local. */
 void ofile_make_local(struct ofile *of);
@@ -188,25 +213,28 @@ void ofile_drop_name(const char *rel);
  * nothing logged). */
 void ofile_free_all(void);
 
-/* attrs.c - chmod/chown/utimens overrides, a hash table keyed by rel,
- * protected by cfs->lock. */
-/* Caller holds cfs->lock. The override for rel (created empty when create
- * is set), or NULL (absent, or out of memory). Owned by attrs.c: valid
- * while cfs->lock is held. Prefer attrov_set. */
-struct attrov *attrov_find(const char *rel, int create);
+/* attrs.c - mode, owner and time overrides (the mode given at create and
+ * mkdir, chmod/chown/utimens), a hash table keyed by rel, protected by
+ * cfs->lock. */
 #define ATTROV_MODE 1
 #define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep st's */
 #define ATTROV_ATIME 4
 #define ATTROV_MTIME 8
+#define ATTROV_CTIME 16 /* a status change: ctime becomes now */
+#define ATTROV_RESET 32 /* a new file: rel's earlier override goes first */
 /* Caller holds no lock. Records the fields of in named by what (ATTROV_*)
- * for rel; st is the file's current stat (for a partial chown). 0 or
- * -ENOMEM. */
+ * for rel; st is the file's current stat (for a partial chown; may be NULL
+ * without ATTROV_OWNER). 0 or -ENOMEM (nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st);
-/* Caller holds no lock. Applies rel's override, if any, to *st. */
+/* Caller holds no lock. Applies rel's override, if any, to *st: mode,
+ * owner, atime and mtime replace st's; ctime is the later of st's (moved by
+ * writes and truncates) and the override's. */
 void attrov_apply(const char *rel, struct stat *st);
-/* rename: from's override becomes to's; to's own is dropped. */
-void attrov_move(const char *from, const char *to);
+/* rename: from's override becomes to's; to's own is dropped. With tree
+ * set (a directory), the overrides of everything under from/ follow to
+ * to/ as well. */
+void attrov_move(const char *from, const char *to, int tree);
 /* unlink/rmdir: rel's override goes. */
 void attrov_drop(const char *rel);
 /* At unmount: frees every override. */

@@ -6,9 +6,9 @@
 
 int inbox_getattr(const char *rel, struct stat *st);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
-int inbox_mkdir(const char *rel);
+int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);
-int inbox_create(const char *rel, struct fuse_file_info *fi);
+int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi);
 int inbox_open(const char *rel, struct fuse_file_info *fi);
 int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off);
 int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off);

@@ -253,6 +253,14 @@ int main(int argc, char *argv[])
 		goto out_args;
 	}
 	log_init("custodyfs", !fo.foreground, LOG_LVL_INFO);
+	/* Resolved now, before the mount hides the directory (and before a
+	 * lookup could re-enter this file system). */
+	cfs->mountpoint = realpath(fo.mountpoint, NULL);
+	if (!cfs->mountpoint) {
+		fprintf(stderr, "custodyfs: mountpoint %s: %s\n", fo.mountpoint,
+			strerror(errno));
+		goto out_setup;
+	}
 	if (cfs_setup(opts.config) != 0)
 		goto out_setup;
 	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
@@ -294,6 +302,8 @@ out_fuse:
 	fuse_destroy(fuse);
 out_setup:
 	abandoned = cfs_teardown();
+	free(cfs->mountpoint);
+	cfs->mountpoint = NULL;
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);

@@ -198,6 +198,7 @@ int ofile_load(struct ofile *of, const char *key)
 	}
 	of->size = size;
 	of->in_store = 1;
+	of->stored_size = size;
 	of->dirty = 0;
 	of->ready = 1;
 	if (of->up)
@@ -240,6 +241,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	if (rc == 0) {
 		of->dirty = 0;
 		of->in_store = 1;
+		of->stored_size = res.size;
 		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
 	} else if (!of->in_store) {
 		dcache_remove(rel);
@@ -273,27 +275,36 @@ int ofile_commit(struct ofile *of)
 /* Caller holds of->lock. */
 int ofile_publish(struct ofile *of, const char *to, int replaces)
 {
+	int was_local = of->local, was_in_store = of->in_store;
+	uint64_t was_stored_size = of->stored_size;
 	char *n = strdup(to), *old;
 	int rc;
 
 	if (!n)
 		return -ENOMEM;
-	of->up = upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket, to,
-			    of->fd, cfs->cfg.part_size);
-	if (!of->up) {
-		free(n);
-		return -ENOMEM;
+	if (was_local) {
+		of->up =
+		    upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket,
+			       to, of->fd, cfs->cfg.part_size);
+		if (!of->up) {
+			free(n);
+			return -ENOMEM;
+		}
 	}
 	of->local = 0;
 	of->dirty = 1;
 	of->in_store = replaces;
 	rc = ofile_commit_key(of, to);
 	if (rc) {
-		/* Stays what it was: a local file under its temp name. */
-		upload_free(of->up);
-		of->up = NULL;
-		of->local = 1;
-		of->in_store = 0;
+		/* Stays what it was, under its name (a local file stays
+		 * local: its temp name is never uploaded). */
+		if (was_local) {
+			upload_free(of->up);
+			of->up = NULL;
+			of->local = 1;
+		}
+		of->in_store = was_in_store;
+		of->stored_size = was_stored_size;
 		of->dirty = 1;
 		free(n);
 		return rc;
@@ -303,6 +314,60 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 	of->rel = n;
 	pthread_mutex_unlock(&cfs->lock);
 	free(old);
+	return 0;
+}
+
+/* Caller holds of->lock. */
+int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
+			     uint64_t to_size)
+{
+	int to_local = cfg_is_temp_name(&cfs->cfg, names_basename(to));
+	struct upload *up = NULL;
+	struct ofile *other, **pp;
+	char *n = strdup(to), *old;
+
+	if (!n)
+		return -ENOMEM;
+	if (of->local && !to_local) {
+		/* Its writer's close uploads it: the whole spool, whatever
+		 * is appended later. */
+		up = upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket,
+				to, of->fd, cfs->cfg.part_size);
+		if (!up) {
+			free(n);
+			return -ENOMEM;
+		}
+		if (of->size)
+			upload_invalidate(up);
+		of->up = up;
+		of->local = 0;
+		of->dirty = 1;
+	} else if (!of->local && to_local) {
+		ofile_make_local(of);
+	}
+	if (replaces) {
+		of->in_store = 1;
+		of->stored_size = to_size;
+	}
+	/* A local file under `to` is replaced (an open one was hidden by
+	 * libfuse before); then of takes the name. */
+	pthread_mutex_lock(&cfs->lock);
+	for (pp = &cfs->ofiles; (other = *pp) != NULL; pp = &other->next)
+		if (other != of && !other->unlinked && !strcmp(other->rel, to))
+			break;
+	if (other) {
+		other->unlinked = 1;
+		if (other->refs == 0)
+			*pp = other->next;
+		else
+			other = NULL; /* freed by its last ofile_put */
+	}
+	old = of->rel;
+	of->rel = n;
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+	if (other)
+		ofile_free(other);
 	return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "fs.h"
 #include "inbox.h"
 #include "log.h"
+#include "names.h"
 
 struct cfs *cfs;
 
@@ -99,6 +100,32 @@ static void dir_stat(struct stat *st, mode_t mode)
 	st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
 }
 
+/* Names no operation looks further at (SPEC §7): a component over 255
+ * bytes, or a key below inbox/ over 1024 bytes. Checked here, once, for
+ * every operation that takes a path, before anything reaches the store
+ * (the kernel lets components up to 1024 bytes through to us). A NULL path
+ * (a removed node) passes. Errors: ENAMETOOLONG. */
+static int path_check(const char *path)
+{
+	const char *p, *c, *rel;
+
+	if (!path)
+		return 0;
+	for (c = p = path;; p++) {
+		if (*p != '/' && *p)
+			continue;
+		if (p - c > NAMES_MAX_COMPONENT)
+			return -ENAMETOOLONG;
+		if (!*p)
+			break;
+		c = p + 1;
+	}
+	if (cfs_area_of(path, &rel) == AREA_INBOX &&
+	    strlen(rel) > NAMES_MAX_KEY)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
 static struct fhandle *fh_of(struct fuse_file_info *fi)
 {
 	return fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
@@ -148,14 +175,17 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	return 0;
 }
 
-/* Errors: ENOENT, ESTALE (no path, no handle), EIO. */
+/* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle), EIO. */
 static int cfs_getattr(const char *path, struct stat *st,
 		       struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
 	struct fhandle *h = fh_of(fi);
+	int rc = path_check(path);
 
+	if (rc)
+		return rc;
 	if (h && (fh_file(h) || !path))
 		return fh_getattr(h, st);
 	if (!path)
@@ -177,13 +207,17 @@ static int cfs_getattr(const char *path, struct stat *st,
 	}
 }
 
-/* Errors: ENOENT, ENOTDIR, EIO. */
+/* Errors: ENOENT, ENOTDIR, ENAMETOOLONG, EIO. */
 static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 		       off_t offset, struct fuse_file_info *fi,
 		       enum fuse_readdir_flags flags)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
 
 	filler(buf, ".", NULL, 0, 0);
 	filler(buf, "..", NULL, 0, 0);
@@ -209,19 +243,26 @@ static int cfs_mkdir(const char *path, mode_t mode)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
 
+	if (rc)
+		return rc;
 	if (area == AREA_INBOX && *rel)
-		return inbox_mkdir(rel);
+		return inbox_mkdir(rel, mode);
 	if (area != AREA_NONE && !*rel)
 		return -EEXIST;
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
 }
 
-/* Errors: EPERM, EROFS, ENOENT, ENOTEMPTY, EBUSY, EIO. */
+/* Errors: EPERM, EROFS, ENOENT, ENOTEMPTY, EBUSY, ENAMETOOLONG, EIO. */
 static int cfs_rmdir(const char *path)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_rmdir(rel);
@@ -236,17 +277,24 @@ static int cfs_create(const char *path, mode_t mode,
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
 
+	if (rc)
+		return rc;
 	if (area == AREA_INBOX && *rel)
-		return inbox_create(rel, fi);
+		return inbox_create(rel, mode, fi);
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
 }
 
-/* Errors: ENOENT, EISDIR, EROFS, EIO. */
+/* Errors: ENOENT, EISDIR, EROFS, ENAMETOOLONG, EIO. */
 static int cfs_open(const char *path, struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_open(rel, fi);
@@ -296,12 +344,16 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, EIO. */
+/* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, ENAMETOOLONG, EIO. */
 static int cfs_truncate(const char *path, off_t size,
 			struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
 
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
@@ -310,11 +362,15 @@ static int cfs_truncate(const char *path, off_t size,
 	return readonly_errno(area);
 }
 
-/* Errors: EPERM, EROFS, ENOENT, EISDIR, EIO. */
+/* Errors: EPERM, EROFS, ENOENT, EISDIR, ENAMETOOLONG, EIO. */
 static int cfs_unlink(const char *path)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_unlink(rel);
@@ -322,12 +378,18 @@ static int cfs_unlink(const char *path)
 }
 
 /* Errors: EPERM (root, projects/ until promotion lands), EROFS (audit/),
- * EXDEV never, plus those of inbox_rename. */
+ * ENAMETOOLONG, EXDEV never, plus those of inbox_rename. */
 static int cfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	const char *rf, *rt;
 	enum cfs_area af = cfs_area_of(from, &rf);
 	enum cfs_area at = cfs_area_of(to, &rt);
+	int rc = path_check(from);
+
+	if (rc == 0)
+		rc = path_check(to);
+	if (rc)
+		return rc;
 
 	if (af == AREA_AUDIT || at == AREA_AUDIT)
 		return -EROFS;
@@ -337,7 +399,8 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 }
 
 /* chmod/chown/utimens succeed on inbox/ files (kept for the view), so
- * cp -p, rsync -a and file managers work. Errors: ENOENT, EROFS, EPERM. */
+ * cp -p, rsync -a and file managers work; each is a status change (ctime).
+ * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, ESTALE, ENOMEM. */
 static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			      struct attrov *in, unsigned what)
 {
@@ -346,9 +409,10 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	struct fhandle *h = fh_of(fi);
 	char *own = NULL;
 	struct stat st;
-	struct attrov *a;
-	int rc;
+	int rc = path_check(path);
 
+	if (rc)
+		return rc;
 	if (!path) {
 		/* A removed node: act on the open file its handle names. */
 		if (!h)
@@ -369,45 +433,28 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		if (rc)
 			return rc;
 	}
-	pthread_mutex_lock(&cfs->lock);
-	a = attrov_find(rel, 1);
-	if (a) {
-		if (what & 1) {
-			a->mode = in->mode;
-			a->has_mode = 1;
-		}
-		if (what & 2) {
-			a->uid = in->uid == (uid_t)-1 ? st.st_uid : in->uid;
-			a->gid = in->gid == (gid_t)-1 ? st.st_gid : in->gid;
-			a->has_owner = 1;
-		}
-		if (what & 4) {
-			a->atime = in->atime;
-			a->has_atime = 1;
-		}
-		if (what & 8) {
-			a->mtime = in->mtime;
-			a->has_mtime = 1;
-		}
-	}
-	pthread_mutex_unlock(&cfs->lock);
+	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
+	 * -1:-1): no status change either. */
+	if (what)
+		rc = attrov_set(rel, in, what | ATTROV_CTIME, &st);
 	free(own);
-	return a ? 0 : -ENOMEM;
+	return rc;
 }
 
 static int cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct attrov in = {.mode = mode};
 
-	return cfs_setattr_common(path, fi, &in, 1);
+	return cfs_setattr_common(path, fi, &in, ATTROV_MODE);
 }
 
 static int cfs_chown(const char *path, uid_t uid, gid_t gid,
 		     struct fuse_file_info *fi)
 {
 	struct attrov in = {.uid = uid, .gid = gid};
+	int none = uid == (uid_t)-1 && gid == (gid_t)-1;
 
-	return cfs_setattr_common(path, fi, &in, 2);
+	return cfs_setattr_common(path, fi, &in, none ? 0 : ATTROV_OWNER);
 }
 
 static int cfs_utimens(const char *path, const struct timespec tv[2],
@@ -420,25 +467,29 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (!tv) {
 		in.atime = in.mtime = now;
-		what = 4 | 8;
+		what = ATTROV_ATIME | ATTROV_MTIME;
 	} else {
 		if (tv[0].tv_nsec != UTIME_OMIT) {
 			in.atime = tv[0].tv_nsec == UTIME_NOW ? now : tv[0];
-			what |= 4;
+			what |= ATTROV_ATIME;
 		}
 		if (tv[1].tv_nsec != UTIME_OMIT) {
 			in.mtime = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
-			what |= 8;
+			what |= ATTROV_MTIME;
 		}
 	}
 	return cfs_setattr_common(path, fi, &in, what);
 }
 
-/* Links: S3 holds neither. Errors: EROFS (audit/), EPERM elsewhere. */
+/* Links: S3 holds neither. Errors: EROFS (audit/), ENAMETOOLONG, EPERM
+ * elsewhere. */
 static int cfs_symlink(const char *target, const char *path)
 {
 	const char *rel;
+	int rc = path_check(path);
 
+	if (rc)
+		return rc;
 	return readonly_errno(cfs_area_of(path, &rel) == AREA_AUDIT
 				      ? AREA_AUDIT
 				      : AREA_ROOT);

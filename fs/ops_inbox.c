@@ -98,9 +98,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 struct list_ctx {
 	void *buf;
 	fuse_fill_dir_t filler;
-	char **names; /* names already given, to merge local files */
-	size_t n, cap;
-	int err;
+	const char *rel; /* the directory listed */
 };
 
 static void list_add(void *arg, const struct dentry *e)
@@ -108,76 +106,53 @@ static void list_add(void *arg, const struct dentry *e)
 	struct list_ctx *c = arg;
 	struct stat st;
 
-	if (c->err || ofile_is_hidden_name(e->name))
+	if (ofile_is_hidden_name(e->name))
 		return;
-	if (c->n == c->cap) {
-		size_t cap = c->cap ? c->cap * 2 : 64;
-		char **nn = realloc(c->names, cap * sizeof(*nn));
-
-		if (!nn) {
-			c->err = -ENOMEM;
-			return;
-		}
-		c->names = nn;
-		c->cap = cap;
-	}
-	c->names[c->n] = strdup(e->name);
-	if (!c->names[c->n]) {
-		c->err = -ENOMEM;
-		return;
-	}
-	c->n++;
 	dentry_stat(e, &st);
 	c->filler(c->buf, e->name, &st, 0, 0);
+}
+
+/* Still under the listing's lock: the files of the directory being
+ * written or kept local that are not (yet) in the store, each checked
+ * against the listing in O(1). */
+static void list_open_files(void *arg, const struct dcache_view *v)
+{
+	struct list_ctx *c = arg;
+	size_t rl = strlen(c->rel);
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next) {
+		const char *name;
+		struct stat st;
+
+		if (of->unlinked || of->hidden)
+			continue;
+		if (rl && (strncmp(of->rel, c->rel, rl) || of->rel[rl] != '/'))
+			continue;
+		name = of->rel + (rl ? rl + 1 : 0);
+		if (strchr(name, '/') || dcache_view_has(v, name))
+			continue;
+		memset(&st, 0, sizeof(st));
+		st.st_mode = S_IFREG | 0644;
+		c->filler(c->buf, name, &st, 0, 0);
+	}
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 /* Errors: ENOENT, EIO, ENOMEM. */
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
 {
-	struct list_ctx c = {.buf = buf, .filler = filler};
-	size_t rl = strlen(rel), i;
-	struct ofile *of;
-	int rc;
+	struct list_ctx c = {.buf = buf, .filler = filler, .rel = rel};
 
-	rc = dcache_list(rel, list_add, &c);
-	if (rc)
-		goto out;
-	rc = c.err;
-	if (rc)
-		goto out;
-	/* Files being written or kept local are not (yet) in the store. */
-	pthread_mutex_lock(&cfs->lock);
-	for (of = cfs->ofiles; of; of = of->next) {
-		const char *name;
-		struct stat st;
-		int seen = 0;
-
-		if (of->unlinked || of->hidden)
-			continue;
-		if (rl && (strncmp(of->rel, rel, rl) || of->rel[rl] != '/'))
-			continue;
-		name = of->rel + (rl ? rl + 1 : 0);
-		if (strchr(name, '/'))
-			continue;
-		for (i = 0; i < c.n && !seen; i++)
-			seen = !strcmp(c.names[i], name);
-		if (seen)
-			continue;
-		memset(&st, 0, sizeof(st));
-		st.st_mode = S_IFREG | 0644;
-		filler(buf, name, &st, 0, 0);
-	}
-	pthread_mutex_unlock(&cfs->lock);
-out:
-	for (i = 0; i < c.n; i++)
-		free(c.names[i]);
-	free(c.names);
-	return rc;
+	return dcache_list_ex(rel, list_add, list_open_files, &c);
 }
 
-/* Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
-int inbox_mkdir(const char *rel)
+/* mode: the directory's, the umask applied (kept as its override).
+ * Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
+int inbox_mkdir(const char *rel, mode_t mode)
 {
+	struct attrov in = {.mode = mode};
 	struct stat st;
 	char *marker;
 	int rc;
@@ -193,11 +168,16 @@ int inbox_mkdir(const char *rel)
 		return -EEXIST;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "", 0, NULL,
-			0, NULL);
+	/* The mode first: nothing stored without it. */
+	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+	if (rc == 0)
+		rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "",
+				0, NULL, 0, NULL);
 	free(marker);
 	if (rc == 0)
 		dcache_upsert(rel, 1, 0, time(NULL), NULL);
+	else
+		attrov_drop(rel);
 	return rc;
 }
 
@@ -232,8 +212,10 @@ int inbox_rmdir(const char *rel)
 			rc = -ENOTEMPTY;
 	if (rc == 0)
 		rc = s3_delete(cfs->s3, cfs->cfg.reception_bucket, prefix);
-	if (rc == 0)
+	if (rc == 0) {
 		dcache_remove(rel);
+		attrov_drop(rel);
+	}
 	s3xml_list_free(&res);
 	free(prefix);
 	return rc;
@@ -255,6 +237,27 @@ static struct fhandle *fh_new(struct ofile *of)
 	return h;
 }
 
+/* Caller holds h->of->lock. The file was changed through h: h's close
+ * (or fsync) commits it. */
+static void fh_pend(struct fhandle *h)
+{
+	h->modified = 1;
+	if (!h->pending) {
+		h->pending = 1;
+		h->of->pending++;
+	}
+}
+
+/* Caller holds h->of->lock. h's commit obligation is met (committed, or
+ * its close reported the failure). */
+static void fh_settle(struct fhandle *h)
+{
+	if (h->pending) {
+		h->pending = 0;
+		h->of->pending--;
+	}
+}
+
 void fh_free(struct fhandle *h)
 {
 	struct fhandle **pp;
@@ -263,9 +266,10 @@ void fh_free(struct fhandle *h)
 	if (!h)
 		return;
 	if (h->of) {
-		if (h->writable) {
+		if (h->writable || h->pending) {
 			pthread_mutex_lock(&h->of->lock);
-			h->of->writers--;
+			h->of->writers -= h->writable;
+			fh_settle(h);
 			pthread_mutex_unlock(&h->of->lock);
 		}
 		ofile_put(h->of);
@@ -365,9 +369,11 @@ static int readers_of(const char *rel)
 	return n;
 }
 
-/* Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
-int inbox_create(const char *rel, struct fuse_file_info *fi)
+/* mode: the new file's, the umask applied (kept as its override).
+ * Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
+	struct attrov in = {.mode = mode};
 	struct fhandle *h;
 	struct ofile *of;
 	int rc = 0, local = is_temp(rel);
@@ -385,9 +391,16 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 		if (rc == 0 && (fi->flags & O_TRUNC))
 			rc = ofile_truncate(of, 0);
 	} else {
-		of = ofile_create(rel, local, &rc);
-		if (!of)
+		/* A new file: its mode, and none of an earlier file's
+		 * attributes under that name. */
+		rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+		if (rc)
 			return rc;
+		of = ofile_create(rel, local, &rc);
+		if (!of) {
+			attrov_drop(rel);
+			return rc;
+		}
 		rc = of->failed;
 		if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
@@ -396,7 +409,7 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 	}
 	h = rc ? NULL : fh_new(of);
 	if (h) {
-		h->modified = 1;
+		fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		of->writers += h->writable;
 	}
@@ -456,6 +469,7 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	if (rc == 0 && !of->ready) {
 		if (trunc) {
 			of->in_store = 1; /* listed above: it exists */
+			of->stored_size = (uint64_t)st.st_size;
 			rc = ofile_truncate(of, 0);
 		} else {
 			rc = ofile_load(of, rel);
@@ -465,7 +479,8 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	}
 	h = rc ? NULL : fh_new(of);
 	if (h) {
-		h->modified = trunc;
+		if (trunc)
+			fh_pend(h);
 		h->writable = wr;
 		of->writers += wr;
 	}
@@ -618,7 +633,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if ((uint64_t)off + size > of->size)
 		of->size = (uint64_t)off + size;
 	of->dirty = 1;
-	h->modified = 1;
+	fh_pend(h);
 	h->wrote = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	pthread_mutex_unlock(&of->lock);
@@ -651,27 +666,32 @@ static int fd_writable(int pid, const char *fd)
 /* Does the process closing a descriptor of `of` still hold another one,
  * open for writing, on the same file (a shell redirect or dd: open, dup2,
  * close the original)? Read from /proc/<pid>/fd with readlink only (a
- * stat() would re-enter this file system). 0 when it cannot be told, so
- * the caller commits. */
+ * stat() would re-enter this file system): a link must name the file's
+ * whole path, "<mountpoint>/inbox/<rel>" (another mount's file of the same
+ * name is not this one). 0 when it cannot be told, so the caller
+ * commits. */
 static int other_writer_fd(struct ofile *of)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	char dir[64], path[384], link[PATH_MAX];
-	char *rel, *suffix = NULL;
+	char *rel, *want = NULL;
 	struct dirent *de;
 	int found = 0;
-	size_t sl;
+	size_t wl;
 	DIR *d;
 
-	if (!ctx || ctx->pid <= 0)
+	if (!ctx || ctx->pid <= 0 || !cfs->mountpoint)
 		return 0;
 	rel = ofile_rel(of);
-	if (!rel || asprintf(&suffix, "/inbox/%s", rel) < 0) {
+	if (!rel ||
+	    asprintf(&want, "%s/inbox/%s",
+		     strcmp(cfs->mountpoint, "/") ? cfs->mountpoint : "",
+		     rel) < 0) {
 		free(rel);
 		return 0;
 	}
 	free(rel);
-	sl = strlen(suffix);
+	wl = strlen(want);
 	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)ctx->pid);
 	d = opendir(dir);
 	while (d && !found && (de = readdir(d)) != NULL) {
@@ -681,15 +701,15 @@ static int other_writer_fd(struct ofile *of)
 			continue;
 		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
 		n = readlink(path, link, sizeof(link) - 1);
-		if (n < (ssize_t)sl)
+		if (n != (ssize_t)wl)
 			continue;
 		link[n] = '\0';
-		if (!strcmp(link + n - sl, suffix))
+		if (!strcmp(link, want))
 			found = fd_writable((int)ctx->pid, de->d_name);
 	}
 	if (d)
 		closedir(d);
-	free(suffix);
+	free(want);
 	return found;
 }
 
@@ -718,6 +738,11 @@ int inbox_sync(struct fhandle *h, int closing)
 		h->deferred = 1;
 	else if ((rc = ofile_commit(of)) == 0)
 		h->deferred = 0;
+	/* After a close (unless deferred), or an fsync that stored the file,
+	 * h owes no commit: a rename from now on stores the file itself. A
+	 * local file's fsync stores nothing: h still owes its close. */
+	if (closing ? !h->deferred : rc == 0 && !of->dirty)
+		fh_settle(h);
 	pthread_mutex_unlock(&of->lock);
 	return rc;
 }
@@ -762,7 +787,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		pthread_mutex_lock(&of->lock);
 		rc = ofile_truncate(of, (uint64_t)size);
 		if (rc == 0)
-			h->modified = 1;
+			fh_pend(h);
 		pthread_mutex_unlock(&of->lock);
 		return rc;
 	}
@@ -789,6 +814,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		if (rc == 0 && !of->ready) {
 			if (size == 0) {
 				of->in_store = 1;
+				of->stored_size = (uint64_t)st.st_size;
 				of->ready = 1;
 			} else {
 				rc = ofile_load(of, rel);
@@ -926,7 +952,7 @@ static int inbox_hide(const char *from, const char *to)
 	ofile_put(of);
 	if (rc == 0) {
 		dcache_remove(from);
-		attrov_move(from, to);
+		attrov_move(from, to, 0);
 	}
 	return rc;
 }
@@ -1014,6 +1040,7 @@ static int rename_dir(const char *from, const char *to)
 		 * are local, do not change. */
 		ofile_rebase(from, to);
 		readers_rename(from, to);
+		attrov_move(from, to, 1);
 		dcache_remove(from);
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
@@ -1021,44 +1048,74 @@ static int rename_dir(const char *from, const char *to)
 	return rc;
 }
 
-/* An open (or local) file is renamed. Caller holds of->lock. */
+/* An open (or local) file is renamed. Caller holds of->lock.
+ *
+ * Only writers commit (SPEC §2): a file changed through a handle that is
+ * still open and owes its close a commit (of->pending) is not committed
+ * here; that close uploads and logs it under `to`, once, with its final
+ * content. A stored earlier version moves with the name (server-side, its
+ * rows as for any rename). When no such handle remains (a closed local
+ * file, only readers or unchanged writable handles open), what must be
+ * stored is stored now, under `to`, and on failure the file keeps `from`:
+ * the commit obligation is never lost. to_exists/to_size: `to` names a
+ * stored object of that size, which the file replaces. */
 static int rename_open(struct ofile *of, const char *from, const char *to,
-		       const struct stat *sf, int to_exists)
+		       int to_exists, uint64_t to_size)
 {
+	int pending = of->pending > 0, rc;
+	uint64_t size = of->size;
 	struct actor who;
 	char etag[80];
-	int rc;
 
-	rc = of->failed;
-	/* A written file not yet closed: make it durable first. */
-	if (rc == 0)
-		rc = ofile_commit(of);
-	if (rc)
-		return rc;
-	if (of->local && !is_temp(to))
-		/* Uploaded and logged under `to`, or still `from`. */
-		return ofile_publish(of, to, to_exists);
+	if (of->failed)
+		return of->failed;
 	cfs_actor(&who);
 	if (is_temp(to)) {
-		/* Leaves the store, lives on locally under the temp name. */
+		/* Leaves the store, lives on locally under the temp name:
+		 * nothing is committed, a stored version is removed. */
 		if (!of->local && of->in_store) {
 			rc = reception_remove(cfs->rcp, from, &who);
 			if (rc)
 				return rc;
 		}
-		ofile_make_local(of);
-		ofile_drop_name(to);
-		ofile_rebase(from, to);
-		readers_attach(from, of);
-		return 0;
+		rc = ofile_rename_uncommitted(of, to, 0, 0);
+		if (rc == 0)
+			readers_attach(from, of);
+		return rc;
 	}
-	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
-			      etag);
-	if (rc == 0) {
-		ofile_rebase(from, to);
-		readers_rename(from, to);
-		dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
+	if (of->local)
+		/* Uploaded and logged under `to` by the writer still open,
+		 * else now (failing: still `from`). */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
+	if (!of->in_store) {
+		/* Never stored: nothing to move in the store. */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
 	}
+	if (of->dirty && !pending) {
+		/* Written by handles that are all closed (their close
+		 * failed): stored now, then renamed. */
+		rc = ofile_commit(of);
+		if (rc)
+			return rc;
+		size = of->size;
+	} else if (of->dirty) {
+		/* The stored earlier version moves; the writer's close
+		 * overwrites it under `to`. */
+		size = of->stored_size;
+	}
+	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
+	if (rc)
+		return rc;
+	readers_rename(from, to);
+	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
+	rc = ofile_rename_uncommitted(of, to, 0, 0);
+	if (rc)
+		log_error("%s: renamed in the store, not in memory: %s", to,
+			  strerror(-rc));
 	return rc;
 }
 
@@ -1109,7 +1166,8 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 	of = ofile_find(from);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		rc = rename_open(of, from, to, &sf, to_exists && !is_temp(to));
+		rc = rename_open(of, from, to, to_exists && !is_temp(to),
+				 to_exists ? (uint64_t)st.st_size : 0);
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (rc)
@@ -1128,6 +1186,6 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
 	}
 	dcache_remove(from);
-	attrov_move(from, to);
+	attrov_move(from, to, 0);
 	return 0;
 }

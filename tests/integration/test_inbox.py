@@ -9,7 +9,7 @@ import time
 
 import pytest
 from botocore.exceptions import ClientError
-from checks import bucket_keys, get_object, head, read, rows, write
+from checks import bucket_keys, expected_history, get_object, head, history, read, rows, write
 
 HEX32 = re.compile(r"[0-9a-f]{32}")
 HEX64 = re.compile(r"[0-9a-f]{64}")
@@ -698,6 +698,52 @@ def test_temp_renamed_while_open(mount, d, uniq):
     check_received(m, f"{uniq}/doc.odt", b"saved by an office suite, end")
     assert rows(m, f"{uniq}/doc.odt.tmp") == []
     assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/doc.odt"]
+
+
+def test_stored_file_rewritten_and_renamed_while_open(mount, d, uniq):
+    """A received file appended to, renamed while still open for writing, written again and
+    closed: the stored version moves with the name (rows as for any rename), the writer's close
+    logs the final content under the new name, once; no row ever describes the half-written
+    content, and a reader meanwhile sees it without committing it."""
+    m = mount
+    a, b = os.path.join(d, "a.txt"), os.path.join(d, "b.txt")
+    write(a, b"v1")
+    check_received(m, f"{uniq}/a.txt", b"v1")
+    f = open(a, "ab")
+    try:
+        f.write(b"+half")
+        f.flush()
+        os.rename(a, b)
+        assert read(b) == b"v1+half"  # a reader's open and close commit nothing
+        f.write(b"+end")
+    finally:
+        f.close()
+    assert os.listdir(d) == ["b.txt"]
+    assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/b.txt"]
+    assert history(m, f"{uniq}/a.txt") == expected_history([b"v1"], live_last=False)
+    assert history(m, f"{uniq}/b.txt") == expected_history([b"v1", b"v1+half+end"])
+    check_received(m, f"{uniq}/b.txt", b"v1+half+end", n_rows=2)
+
+
+@pytest.mark.parametrize("how", ["reader", "unwritten-writer"])
+def test_temp_renamed_with_no_writer_left_is_stored_at_rename(mount, d, uniq, how):
+    """x.part written and closed, still open by a reader (or by a writable descriptor that
+    writes nothing): no close will commit it, so the rename to x.bin uploads and logs it; the
+    descriptor's close adds nothing."""
+    m = mount
+    part, final = os.path.join(d, "x.part"), os.path.join(d, "x.bin")
+    write(part, b"downloaded")
+    fd = os.open(part, os.O_RDONLY if how == "reader" else os.O_WRONLY)
+    try:
+        os.rename(part, final)
+        check_received(m, f"{uniq}/x.bin", b"downloaded")  # before any close
+        if how == "reader":
+            assert os.pread(fd, 100, 0) == b"downloaded"
+    finally:
+        os.close(fd)
+    check_received(m, f"{uniq}/x.bin", b"downloaded")
+    assert rows(m, f"{uniq}/x.part") == []
+    assert bucket_keys(m, f"{uniq}/") == [f"{uniq}/x.bin"]
 
 
 def test_unlink_while_open(mount, d, uniq):

@@ -352,6 +352,46 @@ def test_failed_temp_to_final_rename_keeps_the_source(mount, d, uniq):
     assert get_object(m, f"{uniq}/x.part") is None
 
 
+def test_temp_renamed_while_written_then_failed_close_is_loud(stack, mount_factory, uniq):
+    """x.part open for writing is renamed to x.bin: nothing is stored then (its writer's close
+    stores it, once). With every upload refused at that close, close reports the failure and
+    nothing, no row and no object, claims x.bin or x.part.
+    The store is failed through the in-process proxy, not by stopping it: no process may be
+    forked while the descriptor is open (a child's copy, closed at its exec, is a close of
+    this file too, which commits it)."""
+    from faultproxy import INTERNAL, FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        d = os.path.join(m.inbox, uniq)
+        os.mkdir(d)
+        part, final = os.path.join(d, "x.part"), os.path.join(d, "x.bin")
+        fd = os.open(part, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        try:
+            os.write(fd, b"first")
+            os.rename(part, final)
+            assert rows(m, f"{uniq}/x.bin") == [] and bucket_keys(m, f"{uniq}/") == []
+            os.write(fd, b" second")
+            px.rule = lambda meth, path, h: (("status", 500, INTERNAL)
+                                             if meth in ("PUT", "POST") else None)
+        except BaseException:
+            os.close(fd)
+            raise
+        with pytest.raises(OSError):
+            os.close(fd)  # the descriptor is released even so
+        px.rule = None
+        # gone once its release (sent by the kernel in the background) has arrived
+        m.wait_until(lambda: os.listdir(d) == [], what="x.bin unlisted")
+        assert rows(m, f"{uniq}/x.bin") == []
+        assert rows(m, f"{uniq}/x.part") == []
+        assert bucket_keys(m, f"{uniq}/") == []
+        assert m.alive()
+    finally:
+        px.rule = None
+        px.release.set()
+        _later.append(px)
+
+
 def test_open_stored_file_renamed_to_temp_leaves_the_store(mount, d, uniq):
     """A received file, open, renamed to a temp name: temp names stay local (never uploaded),
     its row is marked removed; renamed back to a final name it is logged again."""

@@ -548,6 +548,41 @@ def test_create_mode_and_chmod_survive_writes(mount, d, uniq):
     assert_stored(m, f"{uniq}/f", b"one two", [b"one", b"one two"])
 
 
+def test_modes_follow_a_directory_rename(mount, d, uniq):
+    """The modes of a directory and of everything under it (given at mkdir/create, or by
+    chmod) follow the directory's rename; a new tree under the old name inherits none."""
+    m = mount
+    j = lambda *c: os.path.join(d, *c)  # noqa: E731
+    old = os.umask(0o022)
+    try:
+        os.mkdir(j("d1"), 0o750)
+        os.mkdir(j("d1", "s"), 0o700)
+        fd = os.open(j("d1", "s", "f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        try:
+            os.write(fd, b"deep")
+        finally:
+            os.close(fd)
+        write(j("d1", "g"), b"g")
+        os.chmod(j("d1", "g"), 0o604)
+        os.rename(j("d1"), j("d2"))
+        for rel, mode in (("d2",), 0o750), (("d2", "s"), 0o700), (("d2", "s", "f"), 0o640), \
+                         (("d2", "g"), 0o604):
+            got = stat.S_IMODE(os.stat(j(*rel)).st_mode)
+            assert got == mode, f"{rel}: {oct(got)}, expected {oct(mode)}"
+        os.mkdir(j("d1"))
+        os.mkdir(j("d1", "s"))
+        write(j("d1", "g"), b"new g")
+        for rel, mode in (("d1",), 0o755), (("d1", "s"), 0o755), (("d1", "g"), 0o644):
+            got = stat.S_IMODE(os.stat(j(*rel)).st_mode)
+            assert got == mode, f"{rel}: {oct(got)}, expected {oct(mode)}"
+    finally:
+        os.umask(old)
+    assert_stored(m, f"{uniq}/d2/s/f", b"deep", [b"deep"])
+    assert_stored(m, f"{uniq}/d2/g", b"g", [b"g"])
+    # d1/g was received, renamed away (its row removed), then received anew
+    assert_stored(m, f"{uniq}/d1/g", b"new g", [b"g", b"new g"])
+
+
 def test_chmod_chown_utime_change_ctime(mount, d, uniq):
     """A metadata change is a status change: ctime moves forward (pjdfstest chmod/00,
     chown/00); the content and its rows do not change."""
