@@ -232,12 +232,19 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	/* An overwrite cannot be undone if its row then fails: check first.
 	 * (A new object is simply deleted again in that case.) */
 	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
-	if (rc == 0)
-		rc = upload_set_key(of->up, rel);
+	if (rc)
+		return rc;
+	/* From the upload to its row, the key is ours: the foreign-upload
+	 * logger must not log the object it sees meanwhile. */
+	rc = reception_busy_add(cfs->rcp, rel);
+	if (rc)
+		return rc;
+	rc = upload_set_key(of->up, rel);
 	if (rc == 0)
 		rc = upload_finish(of->up, of->size, meta, 1, &res);
 	if (rc == 0)
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
+	reception_busy_del(cfs->rcp, rel);
 	if (rc == 0) {
 		of->dirty = 0;
 		of->in_store = 1;
