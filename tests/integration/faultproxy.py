@@ -30,7 +30,9 @@ class FaultProxy:
     """rule: None (pass everything through) or callable(method, path, headers) returning None
     (pass) or an action: ("status", code, body) answer without forwarding; ("hang",) never
     answer (until release is set or the proxy closes); ("close",) drop the connection;
-    ("after", (code, body)) forward, then answer code/body instead of the real reply.
+    ("after", (code, body)) forward, then answer code/body instead of the real reply;
+    ("late", seconds) forward, then hold the real reply that long (the request has taken
+    effect at the store; its caller does not know yet).
     log: (method, path, action) of every request."""
 
     def __init__(self, upstream):
@@ -104,6 +106,8 @@ class FaultProxy:
                     c.close()
                 if action and action[0] == "after":
                     return self._answer(action[1][0], action[1][1])
+                if action and action[0] == "late":
+                    proxy.release.wait(action[1])
                 rh = [(k, v) for k, v in r.getheaders()
                       if k.lower() not in HOP and k.lower() != "content-length"]
                 self.send_response(r.status, r.reason)

@@ -336,6 +336,48 @@ def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory
     assert r[0]["removed_at"] is None
 
 
+def test_own_upload_awaiting_its_answer_is_not_logged_as_foreign(stack, mount_factory):
+    """This mount's PUT has landed at the store but its answer is late (so its row is not
+    written yet) while the same mount lists and scans the bucket with no grace at all: the key
+    is busy, the observer leaves it alone, and the one row is the uploader's."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(0, {"s3": {"endpoint": px.url},
+                                           "fs": {"scan_interval": "1"}}))
+        ddir = os.path.join(m.inbox, "late")
+        os.mkdir(ddir)
+        key = "late/own.bin"
+        data = os.urandom(3000)
+        px.rule = lambda method, path, headers: (
+            ("late", 6) if method == "PUT" and path.split("?")[0].endswith("/" + key)
+            else None)
+        errors = []
+
+        def writer():
+            try:
+                write(os.path.join(ddir, "own.bin"), data)  # close waits for the answer
+            except OSError as e:
+                errors.append(e)
+        t = threading.Thread(target=writer)
+        t.start()
+        m.wait_until(lambda: get_object(m, key) == data, timeout=30, interval=0.2,
+                     what="the PUT landed at the store")
+        while t.is_alive():  # the answer is late: list meanwhile (the scan runs each second)
+            os.listdir(ddir)
+            time.sleep(0.3)
+        t.join(BOUND)
+        assert not errors, errors
+        time.sleep(3)  # more scans: nothing changes
+    finally:
+        px.rule = None
+        px.close()
+    r = rows(m, key)
+    assert len(r) == 1, r
+    assert r[0]["origin"] == "mount", r[0]
+    assert r[0]["sha256"] == m.sha256_bytes(data)
+    assert r[0]["removed_at"] is None
+
+
 def test_foreign_upload_still_logged_once_after_grace(mount_factory):
     """The grace period delays an observer's row, it does not lose it: two mounts see the same
     console upload, exactly one row results."""
