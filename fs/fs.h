@@ -57,6 +57,8 @@ struct ofile {
 	int in_store;	       /* protected by lock: an object exists for rel */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
+	uid_t writer;	       /* protected by lock: who last changed it */
+	int has_writer;	       /* protected by lock: writer is set */
 	struct ofile *next;    /* protected by cfs.lock */
 };
 
@@ -70,6 +72,7 @@ struct fhandle {
 			 written through this handle */
 	int wrote;    /* protected by of->lock: data written through it */
 	int writable; /* opened for writing: counted in of->writers */
+	pid_t opener; /* the thread that opened it (FUSE context), or 0 */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
 	/* Read-only handles on a stored object (of == NULL): */
@@ -95,6 +98,9 @@ struct cfs {
 	struct upload_pool *pool;
 	struct reception *rcp;
 	char host[256];
+	/* realpath of the mountpoint (how /proc/<pid>/fd links name our
+	 * files), or NULL when unknown. Set before the FUSE loop starts. */
+	char *mountpoint;
 	uid_t uid;
 	gid_t gid;
 	time_t started;
@@ -113,6 +119,8 @@ extern struct cfs *cfs;
 enum cfs_area cfs_area_of(const char *path, const char **rel);
 /* The caller of the current FUSE request. */
 void cfs_actor(struct actor *a);
+/* The actor for user uid on this host. */
+void cfs_actor_uid(struct actor *a, uid_t uid);
 
 /* dircache.c - listings of the reception bucket, with a TTL. Callers hold
  * no lock (dircache.c has its own; see struct cfs for the order). */
@@ -175,6 +183,9 @@ int ofile_publish(struct ofile *of, const char *to, int replaces);
  * flight is aborted): it becomes local. */
 void ofile_make_local(struct ofile *of);
 int ofile_truncate(struct ofile *of, uint64_t size); /* of->lock held */
+/* Caller holds of->lock: the caller of the current FUSE request changed
+ * the file (its uid is received_by at the next commit). */
+void ofile_set_writer(struct ofile *of);
 void ofile_stat(struct ofile *of, struct stat *st);  /* of->lock held */
 /* A copy of of->rel (read under cfs.lock), or NULL (ENOMEM). */
 char *ofile_rel(struct ofile *of);

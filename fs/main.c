@@ -258,6 +258,8 @@ int main(int argc, char *argv[])
 	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
 	if (!fuse)
 		goto out_setup;
+	/* Before the mount: resolving the path later would enter it. */
+	cfs->mountpoint = realpath(fo.mountpoint, NULL);
 	if (fuse_mount(fuse, fo.mountpoint) != 0)
 		goto out_fuse;
 	if (fuse_daemonize(fo.foreground) != 0)
@@ -294,6 +296,8 @@ out_fuse:
 	fuse_destroy(fuse);
 out_setup:
 	abandoned = cfs_teardown();
+	free(cfs->mountpoint);
+	cfs->mountpoint = NULL;
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);

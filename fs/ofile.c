@@ -227,7 +227,12 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	snprintf(mtime, sizeof(mtime), "%lld", (long long)of->mtime.tv_sec);
 	meta[0].name = (char *)"mtime";
 	meta[0].value = mtime;
-	cfs_actor(&who);
+	/* received_by: who changed the file, not who happens to commit it
+	 * (an fsync through another descriptor, a child's close). */
+	if (of->has_writer)
+		cfs_actor_uid(&who, of->writer);
+	else
+		cfs_actor(&who);
 	/* An overwrite cannot be undone if its row then fails: check first.
 	 * (A new object is simply deleted again in that case.) */
 	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
@@ -329,6 +334,17 @@ void ofile_hide(struct ofile *of, const char *to)
 	}
 	pthread_mutex_unlock(&cfs->lock);
 	free(old);
+}
+
+/* Caller holds of->lock. */
+void ofile_set_writer(struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	if (!ctx)
+		return;
+	of->writer = ctx->uid;
+	of->has_writer = 1;
 }
 
 /* Caller holds of->lock. */

@@ -245,12 +245,15 @@ static struct fhandle *readers;
 
 static struct fhandle *fh_new(struct ofile *of)
 {
+	struct fuse_context *ctx = fuse_get_context();
 	struct fhandle *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
+
 	h->of = of;
 	h->area = AREA_INBOX;
+	h->opener = ctx ? ctx->pid : 0;
 	pthread_mutex_init(&h->lock, NULL);
 	return h;
 }
@@ -395,6 +398,8 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 		}
 	}
 	h = rc ? NULL : fh_new(of);
+	if (h && (!of->has_writer || (fi->flags & O_TRUNC)))
+		ofile_set_writer(of);
 	if (h) {
 		h->modified = 1;
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
@@ -464,6 +469,8 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 		rc = ofile_truncate(of, 0);
 	}
 	h = rc ? NULL : fh_new(of);
+	if (h && trunc)
+		ofile_set_writer(of);
 	if (h) {
 		h->modified = trunc;
 		h->writable = wr;
@@ -618,6 +625,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if ((uint64_t)off + size > of->size)
 		of->size = (uint64_t)off + size;
 	of->dirty = 1;
+	ofile_set_writer(of);
 	h->modified = 1;
 	h->wrote = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
@@ -648,57 +656,160 @@ static int fd_writable(int pid, const char *fd)
 	return w;
 }
 
-/* Does the process closing a descriptor of `of` still hold another one,
- * open for writing, on the same file (a shell redirect or dd: open, dup2,
- * close the original)? Read from /proc/<pid>/fd with readlink only (a
- * stat() would re-enter this file system). 0 when it cannot be told, so
- * the caller commits. */
-static int other_writer_fd(struct ofile *of)
+/* The path a descriptor of `of` shows in /proc/<pid>/fd:
+ * "<mountpoint>/inbox/<rel>", or NULL (mountpoint unknown, ENOMEM). */
+static char *fd_link_path(struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
-	char dir[64], path[384], link[PATH_MAX];
-	char *rel, *suffix = NULL;
+	const char *mnt = cfs->mountpoint;
+	char *rel, *p = NULL;
+
+	if (!mnt)
+		return NULL;
+	rel = ofile_rel(of);
+	if (!rel)
+		return NULL;
+	if (!strcmp(mnt, "/"))
+		mnt = "";
+	if (asprintf(&p, "%s/inbox/%s", mnt, rel) < 0)
+		p = NULL;
+	free(rel);
+	return p;
+}
+
+/* Does process (or thread) pid hold a descriptor open for writing whose
+ * /proc link is exactly `path`? Read with readlink only (a stat() would
+ * re-enter this file system). 0 when it cannot be told (gone, not ours to
+ * read, another mount namespace). */
+static int pid_holds(int pid, const char *path)
+{
+	char dir[64], fdp[352], link[PATH_MAX];
+	size_t pl = strlen(path);
 	struct dirent *de;
 	int found = 0;
-	size_t sl;
 	DIR *d;
 
-	if (!ctx || ctx->pid <= 0)
-		return 0;
-	rel = ofile_rel(of);
-	if (!rel || asprintf(&suffix, "/inbox/%s", rel) < 0) {
-		free(rel);
-		return 0;
-	}
-	free(rel);
-	sl = strlen(suffix);
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)ctx->pid);
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
 	d = opendir(dir);
-	while (d && !found && (de = readdir(d)) != NULL) {
+	if (!d)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
 		ssize_t n;
 
 		if (de->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n < (ssize_t)sl)
+		snprintf(fdp, sizeof(fdp), "%s/%s", dir, de->d_name);
+		n = readlink(fdp, link, sizeof(link));
+		if (n != (ssize_t)pl || memcmp(link, path, pl))
 			continue;
-		link[n] = '\0';
-		if (!strcmp(link + n - sl, suffix))
-			found = fd_writable((int)ctx->pid, de->d_name);
+		found = fd_writable(pid, de->d_name);
 	}
-	if (d)
-		closedir(d);
-	free(suffix);
+	closedir(d);
+	return found;
+}
+
+/* The thread group (process) of thread pid, or 0. */
+static int tgid_of(int pid)
+{
+	char path[64], line[128];
+	int tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Tgid:", 5)) {
+			tgid = atoi(line + 5);
+			break;
+		}
+	fclose(f);
+	return tgid;
+}
+
+static int same_process(int a, int b)
+{
+	int ta;
+
+	if (a == b)
+		return 1;
+	if (a <= 0 || b <= 0)
+		return 0;
+	ta = tgid_of(a);
+	return ta > 0 && ta == tgid_of(b);
+}
+
+/* Does any process hold a writable descriptor on `path`? Every
+ * /proc/<pid>/fd is read (unreadable ones skipped), up to the first
+ * match. */
+static int anyone_holds(const char *path)
+{
+	struct dirent *de;
+	int found = 0;
+	DIR *d = opendir("/proc");
+
+	if (!d)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid > INT_MAX)
+			continue;
+		found = pid_holds((int)pid, path);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Is the open file description of h still referenced by a descriptor
+ * other than the one being closed? Caller holds h->of->lock, and
+ * of->writers == 1: h is the only writable description of the file, so any
+ * other writable descriptor on it is a dup of h (its close commits).
+ *  (a) the closing process holds another one (shell redirect, dd: open,
+ *      dup2, close the original);
+ *  (b) the closer is not the opener, and the opener still holds one (a
+ *      child of the shell that inherited the redirected stdout exits);
+ *  (c) h wrote nothing itself (created or truncated only: rare, so a
+ *      full scan is affordable), or the closer is not the opener: any
+ *      process holds one (Popen(stdout=f) whose parent closes first).
+ * The common case (the opener wrote and closes) reads only the closer's
+ * own /proc/<pid>/fd. Whatever cannot be told counts as "no": the close
+ * then commits, so a close() never returns 0 with nothing stored and
+ * nobody left to commit. */
+static int description_held_elsewhere(struct fhandle *h, struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	int pid = ctx ? (int)ctx->pid : 0, same, found;
+	char *path;
+
+	if (pid <= 0)
+		return 0;
+	path = fd_link_path(of);
+	if (!path)
+		return 0;
+	found = pid_holds(pid, path);
+	same = same_process(pid, (int)h->opener);
+	if (!found && !same && h->opener > 0)
+		found = pid_holds((int)h->opener, path);
+	if (!found && (!h->wrote || !same))
+		found = anyone_holds(path);
+	free(path);
 	return found;
 }
 
 /* flush (closing) and fsync: the data is in the store and its row
- * committed when this returns 0. Only a handle that created, truncated or
- * wrote the file commits it; a close that leaves a dup of the same open
- * file description in the closing process, before any data was written
- * (echo x > f, dd of=f), leaves the commit to the dup's close. Errors: EIO,
- * ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
+ * committed when this returns 0.
+ *
+ * A close commits at the LAST close of the open file description: a
+ * description is shared by dup()s and by the children that inherit it
+ * (echo x > f, dd of=f, { a; b; } > f, Popen(stdout=f)), and each of their
+ * closes is a flush here; all but the last leave the commit to the last
+ * (see description_held_elsewhere). Only a handle that created, truncated
+ * or wrote the file commits at close; release commits a deferred handle
+ * as a last resort. fsync is an explicit durability request: it commits
+ * the file whenever it is dirty, whichever descriptor changed it.
+ * Errors: EIO, ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
 int inbox_sync(struct fhandle *h, int closing)
 {
 	struct ofile *of = h->of;
@@ -709,14 +820,14 @@ int inbox_sync(struct fhandle *h, int closing)
 	pthread_mutex_lock(&of->lock);
 	if (of->failed)
 		rc = of->failed;
-	else if (!h->modified)
+	else if (closing && !h->modified)
 		rc = 0;
-	else if (closing && !h->wrote && of->dirty && of->writers == 1 &&
-		 h->writable && other_writer_fd(of))
-		/* The only writable description of the file is h: the other
-		 * descriptor found is a dup of this one. */
+	else if (closing && of->dirty && of->writers == 1 && h->writable &&
+		 description_held_elsewhere(h, of))
 		h->deferred = 1;
-	else if ((rc = ofile_commit(of)) == 0)
+	else if ((rc = ofile_commit(of)) == 0 || closing)
+		/* Committed, or its failure reported to this close: not
+		 * retried at release behind the caller's back. */
 		h->deferred = 0;
 	pthread_mutex_unlock(&of->lock);
 	return rc;
@@ -761,8 +872,10 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		/* Through an open handle: committed at its close. */
 		pthread_mutex_lock(&of->lock);
 		rc = ofile_truncate(of, (uint64_t)size);
-		if (rc == 0)
+		if (rc == 0) {
+			ofile_set_writer(of);
 			h->modified = 1;
+		}
 		pthread_mutex_unlock(&of->lock);
 		return rc;
 	}
@@ -801,6 +914,8 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		}
 	}
 	rc = ofile_truncate(of, (uint64_t)size);
+	if (rc == 0)
+		ofile_set_writer(of);
 	/* Not through an open handle: durable now, like any other change. */
 	if (rc == 0 && !of->local)
 		rc = ofile_commit(of);

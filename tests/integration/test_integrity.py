@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from checks import bucket_keys, get_object, live_rows, read, rows, write
+from checks import (bucket_keys, expected_history, get_object, history, live_rows, read, rows,
+                    write)
 
 
 def sh(cmd, timeout=120):
@@ -294,6 +295,81 @@ def test_redirects_after_earlier_writers_closed(mount, d, uniq):
         b"line 1\n", b"line 1\nline 2\n", b"line 1\nline 2\nline 3\n", b"new\n")], \
         [(r["size_bytes"], r["removed_at"]) for r in rs]
     assert get_object(m, key) == b"new\n"
+
+
+def test_redirect_whose_commands_are_children_logs_once(mount, d, uniq):
+    """{ a; b; } > f: each command is a child that inherited the redirected stdout and closes
+    it at exit (a flush): only the last close of the description commits (review r1)."""
+    m = mount
+    p = os.path.join(d, "group.log")
+    subprocess.run(["sh", "-c", '{ /bin/echo a; /bin/echo b; } > "$1"', "sh", p],
+                   check=True, timeout=60)
+    assert history(m, f"{uniq}/group.log") == expected_history([b"a\nb\n"])
+    one_row(m, f"{uniq}/group.log", b"a\nb\n")
+
+
+def test_popen_parent_closes_first_logs_once(mount, d, uniq):
+    """Popen(stdout=f), then the parent closes f before the child writes: the parent's close
+    is not the last of the description and logs nothing; the child's exit logs the content
+    (review r4)."""
+    m = mount
+    key = f"{uniq}/popen.out"
+    with open(os.path.join(d, "popen.out"), "wb") as fh:
+        proc = subprocess.Popen(["sh", "-c", "sleep 1; /bin/echo hello"], stdout=fh)
+    try:
+        assert rows(m, key) == [], "the parent's close logged a reception"
+    finally:
+        proc.wait(timeout=60)
+    assert history(m, key) == expected_history([b"hello\n"])
+    one_row(m, key, b"hello\n")
+
+
+def test_writable_fd_on_another_file_does_not_defer(mount, d, uniq):
+    """A writable descriptor on ANOTHER file whose path merely ends in /inbox/<rel> is not a
+    dup of the closed one: the close of the created file commits it, so its result is the
+    commit's (review r2). With the store down the close fails; before, it returned 0 and
+    left the commit to release, whose failure nobody sees."""
+    m = mount
+    key = f"{uniq}/f.txt"
+    os.makedirs(os.path.join(d, "x", "inbox", uniq))
+    decoy = os.open(os.path.join(d, "x", "inbox", uniq, "f.txt"),
+                    os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fd = os.open(os.path.join(d, "f.txt"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        m.stop_s3()
+        try:
+            with pytest.raises(OSError):
+                os.close(fd)
+        finally:
+            m.start_s3()
+        assert rows(m, key) == [] and get_object(m, key) is None
+        fd = os.open(os.path.join(d, "f.txt"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.close(fd)  # returned 0: stored and logged now
+        one_row(m, key, b"")
+    finally:
+        os.close(decoy)
+
+
+def test_fsync_through_a_descriptor_that_did_not_write(mount, d, uniq):
+    """fsync(2) is a durability request for the FILE: fd2 (O_RDWR, never written) fsyncs
+    while fd1 wrote: the data is stored and logged when fsync returns 0 (review r6)."""
+    m = mount
+    key = f"{uniq}/journal.db"
+    p = os.path.join(d, "journal.db")
+    fd1 = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fd2 = os.open(p, os.O_RDWR)
+        try:
+            os.write(fd1, b"journal")
+            os.fsync(fd2)
+            one_row(m, key, b"journal")
+            import pwd
+            assert pwd.getpwuid(os.getuid()).pw_name in (rows(m, key)[0]["received_by"] or "")
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd1)
+    one_row(m, key, b"journal")
 
 
 def test_truncate_existing_and_touch_log_one_reception(mount, d, uniq):
