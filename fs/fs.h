@@ -192,6 +192,10 @@ char *ofile_rel(struct ofile *of);
 void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
 /* of (found by ofile_find) now lives under the hidden name `to`. */
 void ofile_hide(struct ofile *of, const char *to);
+/* Caller holds of->lock. Undoes ofile_hide(of, hidden): of is found under
+ * rel again. -EEXIST (another file took rel), -ENOENT (unlinked or
+ * renamed since), -ENOMEM: of stays hidden. */
+int ofile_unhide(struct ofile *of, const char *hidden, const char *rel);
 /* rel is replaced by a rename: a local file under that name is dropped.
  * (An open final-named file was hidden by libfuse before.) */
 void ofile_drop_name(const char *rel);

@@ -337,6 +337,35 @@ void ofile_hide(struct ofile *of, const char *to)
 }
 
 /* Caller holds of->lock. */
+int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
+{
+	char *n = strdup(rel), *old = NULL;
+	struct ofile *other;
+	int rc = 0;
+
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_lock(&cfs->lock);
+	for (other = cfs->ofiles; other; other = other->next)
+		if (!other->unlinked && !strcmp(other->rel, rel))
+			break;
+	if (other)
+		rc = -EEXIST;
+	else if (of->unlinked || !of->hidden || strcmp(of->rel, hidden))
+		rc = -ENOENT;
+	if (rc == 0) {
+		old = of->rel;
+		of->rel = n;
+		of->hidden = 0;
+		n = NULL;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+	free(n);
+	return rc;
+}
+
+/* Caller holds of->lock. */
 void ofile_set_writer(struct ofile *of)
 {
 	struct fuse_context *ctx = fuse_get_context();

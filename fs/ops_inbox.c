@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -976,17 +977,171 @@ int inbox_unlink(const char *rel)
 	return rc;
 }
 
+/* Is the caller of the current request blocked in rename(2) (rather than
+ * unlink(2))? libfuse hides an open file the same way for both, from
+ * inside the caller's system call: /proc/<pid>/syscall names it. 0 when it
+ * cannot be told (not readable: another user, Yama ptrace_scope; a compat
+ * system call), so the caller keeps the unlink behaviour. */
+static int caller_in_rename(void)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	char path[64], line[64], *end;
+	long nr;
+	FILE *f;
+
+	if (!ctx || ctx->pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	nr = strtol(line, &end, 10);
+	if (end == line)
+		return 0; /* "running" */
+#ifdef SYS_rename
+	if (nr == SYS_rename)
+		return 1;
+#endif
+#ifdef SYS_renameat
+	if (nr == SYS_renameat)
+		return 1;
+#endif
+#ifdef SYS_renameat2
+	if (nr == SYS_renameat2)
+		return 1;
+#endif
+	return 0;
+}
+
+/* The target of a rename, hidden by libfuse just before the rename itself
+ * (hide_node, then the rename, in one request and so in one thread). The
+ * store is not touched until the rename's outcome is known: a rename that
+ * fails must leave its target as it was. */
+struct hide_pending {
+	char *name;	  /* the target's key */
+	char *hidden;	  /* the hidden name its open file got */
+	struct ofile *of; /* its open file (a reference), or NULL when it
+			     had only read-only handles */
+};
+static __thread struct hide_pending pending;
+
+/* The rename that hid pending.name has succeeded (ok: the target's object
+ * and row were replaced by it) or failed, or never came (the target is
+ * left as it was: its open file gets its name back, so a writer's later
+ * close still commits to it). */
+static void pending_finish(int ok)
+{
+	struct ofile *of = pending.of;
+
+	if (!pending.name)
+		return;
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		if (ok || ofile_unhide(of, pending.hidden, pending.name))
+			/* Never uploaded again (a streaming upload in
+			 * flight is aborted), never listed. */
+			ofile_make_local(of);
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+	}
+	if (!ok)
+		attrov_move(pending.hidden, pending.name);
+	free(pending.name);
+	free(pending.hidden);
+	memset(&pending, 0, sizeof(pending));
+}
+
+/* inbox_hide for a rename over `from` (see pending): the open file moves
+ * to the hidden name locally (its readers keep their content), and the
+ * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
+static int hide_for_rename(const char *from, const char *to)
+{
+	struct ofile *of;
+	int rc = 0;
+
+	pending.name = strdup(from);
+	pending.hidden = strdup(to);
+	if (!pending.name || !pending.hidden) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	of = ofile_find(from);
+	if (of) {
+		int open;
+
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1; /* more than the reference just taken */
+		pthread_mutex_unlock(&cfs->lock);
+		if (!open && !readers_of(from)) {
+			ofile_put(of);
+			rc = -EINVAL; /* not open: the name is reserved */
+			goto fail;
+		}
+		pthread_mutex_lock(&of->lock);
+		rc = of->failed;
+		if (rc == 0)
+			ofile_hide(of, to); /* upload kept until the outcome */
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+		pending.of = of; /* keeps the reference */
+	} else {
+		if (!readers_of(from)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		/* Only read-only handles: they keep the content they opened
+		 * (the same as the store's if the rename fails). */
+		of = ofile_create(to, 1, &rc);
+		if (!of)
+			goto fail;
+		rc = of->failed ? of->failed : ofile_load(of, from);
+		of->in_store = 0;
+		if (rc == 0) {
+			ofile_hide(of, to);
+		} else {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+		}
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+	}
+	readers_attach(from, of);
+	if (!pending.of)
+		ofile_put(of);
+	attrov_move(from, to);
+	return 0;
+fail:
+	free(pending.name);
+	free(pending.hidden);
+	memset(&pending, 0, sizeof(pending));
+	return rc;
+}
+
 /* libfuse (hard_remove=0) hides an open file on unlink, or as the target
- * of a rename, by renaming it to the hidden name `to`: for the store this
- * is the unlink of `from` (object deleted, row marked removed), while the
+ * of a rename, by renaming it to the hidden name `to`. For an unlink (or
+ * when the caller's system call cannot be told) this is the unlink of
+ * `from` for the store (object deleted, row marked removed), while the
  * open file lives on locally under `to` with the content its handles
- * opened. Errors: EINVAL (not open: the name is reserved), EIO, ENOMEM. */
+ * opened. For a rename, see hide_for_rename. Errors: EINVAL (not open:
+ * the name is reserved), EIO, ENOMEM. */
 static int inbox_hide(const char *from, const char *to)
 {
 	struct actor who;
 	struct ofile *of;
 	int rc = 0, in_store;
 
+	if (caller_in_rename())
+		return hide_for_rename(from, to);
 	of = ofile_find(from);
 	if (of) {
 		int open;
@@ -1179,7 +1334,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR,
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
-int inbox_rename(const char *from, const char *to, unsigned int flags)
+static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct stat sf, st;
 	struct ofile *of;
@@ -1245,4 +1400,28 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 	dcache_remove(from);
 	attrov_move(from, to);
 	return 0;
+}
+
+/* rename, with the outcome of a rename over an open file that libfuse hid
+ * first (hide_for_rename) settled. Errors: those of rename_entry. */
+int inbox_rename(const char *from, const char *to, unsigned int flags)
+{
+	int hiding = ofile_is_hidden_name(to), rc;
+
+	/* A hide whose rename never came (libfuse failed in between). */
+	if (pending.name && (hiding || strcmp(pending.name, to)))
+		pending_finish(0);
+	if (pending.name) {
+		/* The target is replaced: its row must be able to follow
+		 * (reception_rename copies before it logs). */
+		rc = reception_ready(cfs->rcp);
+		if (rc) {
+			pending_finish(0);
+			return rc;
+		}
+	}
+	rc = rename_entry(from, to, flags);
+	if (!hiding)
+		pending_finish(rc == 0);
+	return rc;
 }

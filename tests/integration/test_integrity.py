@@ -400,6 +400,72 @@ def test_large_dd_logs_one_reception(fresh_mount, tmp_path):
     one_row(m, "big.bin", data)
 
 
+# --------------------------------------------------------------------------- rename over open
+
+def _stored_pair(m, d, uniq):
+    """a.txt put by another client (listed, so the mount knows it), b.txt written through the
+    mount; returns (a path, b path, b key)."""
+    m.s3.put_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt", Body=b"source")
+    write(os.path.join(d, "b.txt"), b"precious")
+    os.listdir(d)
+    assert os.stat(os.path.join(d, "a.txt")).st_size == 6
+    return os.path.join(d, "a.txt"), os.path.join(d, "b.txt"), f"{uniq}/b.txt"
+
+
+def test_failed_rename_over_open_reader_target_keeps_it(mount, d, uniq):
+    """rename(a, b) with b open read-only: libfuse hides b first (the store's unlink of b,
+    before); then the rename fails (a was deleted by another client meanwhile). POSIX: the
+    rename did not happen, so b's object and its one live row are untouched (review r5)."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "rb", buffering=0) as r:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt")
+        with pytest.raises(OSError):
+            os.rename(a, b)
+        assert get_object(m, key) == b"precious"
+        assert history(m, key) == expected_history([b"precious"])
+        assert r.read() == b"precious"
+    m.wait_until(lambda: os.path.exists(b), timeout=10, what="b listed again")
+    assert read(b) == b"precious"
+    assert history(m, key) == expected_history([b"precious"])
+    no_hidden_names(m, uniq, d)
+
+
+def test_failed_rename_over_open_writer_target_keeps_it(mount, d, uniq):
+    """The same with b open for writing: the failed rename leaves b as it was, and the
+    writer's later close stores and logs b with what it wrote (before, b was deleted at the
+    hide and the writer's close stored nothing)."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "ab", buffering=0) as w:
+        w.write(b" and more")
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt")
+        with pytest.raises(OSError):
+            os.rename(a, b)
+        assert get_object(m, key) == b"precious"
+        assert history(m, key) == expected_history([b"precious"])
+        w.write(b", still")
+    assert get_object(m, key) == b"precious and more, still"
+    assert history(m, key) == expected_history([b"precious", b"precious and more, still"])
+    no_hidden_names(m, uniq, d)
+
+
+def test_rename_over_open_writer_target(mount, d, uniq):
+    """rename(a, b) with b open for writing succeeds: b holds a's content, b's old row is
+    superseded, and the writer's close (of the replaced file) uploads and logs nothing."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "ab", buffering=0) as w:
+        w.write(b" and more")
+        os.rename(a, b)
+        w.write(b", lost")
+    assert get_object(m, key) == b"source"
+    assert history(m, key) == expected_history([b"precious", b"source"])
+    assert rows(m, f"{uniq}/a.txt") == [] or live_rows(m, f"{uniq}/a.txt") == []
+    assert get_object(m, f"{uniq}/a.txt") is None
+    no_hidden_names(m, uniq, d)
+
+
 # --------------------------------------------------------------------------- 3. durable at close
 
 def test_failed_temp_to_final_rename_keeps_the_source(mount, d, uniq):
