@@ -369,9 +369,29 @@ static int readers_of(const char *rel)
 	return n;
 }
 
-/* Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+/* Does the store hold an object under rel? Asks the store (HEAD), not the
+ * listing cache: 1 yes, 0 no, or -errno (EIO...). */
+static int stored_now(const char *rel)
+{
+	struct s3_object_info info;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == 0)
+		s3_object_info_free(&info);
+	return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
+}
+
+/* The kernel creates only after a lookup found no such name, but that
+ * answer may be a second old (negative dentry, listing cache): an object
+ * that arrived since by another route is in the store. O_EXCL fails on
+ * it; without O_EXCL it is overwritten, never taken as created (whose
+ * object is deleted again if its row fails).
+ * Errors: EEXIST (O_EXCL), EINVAL (hidden name), EISDIR, EIO, ENOSPC,
+ * ENOMEM. */
 int inbox_create(const char *rel, struct fuse_file_info *fi)
 {
+	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
 	struct fhandle *h;
 	struct ofile *of;
 	int rc = 0, local = is_temp(rel);
@@ -382,6 +402,19 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 	if (ofile_is_hidden_name(rel))
 		return -EINVAL; /* reserved for open files being unlinked */
 	of = ofile_find(rel);
+	if (of && excl) {
+		ofile_put(of);
+		return -EEXIST;
+	}
+	if (!of && (excl || !local)) {
+		stored = stored_now(rel);
+		if (stored < 0 && excl)
+			return stored;
+		if (stored > 0 && excl)
+			return -EEXIST;
+		/* Unknown: the safe side is an overwrite. */
+		stored = stored != 0;
+	}
 	if (of) {
 		/* Already open elsewhere (or a local file): O_TRUNC applies. */
 		pthread_mutex_lock(&of->lock);
@@ -396,6 +429,7 @@ int inbox_create(const char *rel, struct fuse_file_info *fi)
 		if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;
+			of->in_store = stored && !local;
 		}
 	}
 	h = rc ? NULL : fh_new(of);

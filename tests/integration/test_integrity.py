@@ -466,6 +466,46 @@ def test_rename_over_open_writer_target(mount, d, uniq):
     no_hidden_names(m, uniq, d)
 
 
+# --------------------------------------------------------------------------- create over arrivals
+
+def test_o_excl_over_an_object_that_arrived_after_the_listing(mount, d, uniq):
+    """An object arrives by another route after a listing said the name was free: O_EXCL on
+    that name fails with EEXIST (the store is asked, not the cache), and the object and its
+    rows are as the other client left them (review r8)."""
+    m = mount
+    key = f"{uniq}/x.lock"
+    p = os.path.join(d, "x.lock")
+    os.listdir(d)
+    assert not os.path.exists(p)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"theirs")
+    with pytest.raises(FileExistsError):
+        os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    assert get_object(m, key) == b"theirs"
+    assert [r for r in rows(m, key) if r["origin"] == "mount"] == []
+
+
+def test_create_over_an_object_that_arrived_is_an_overwrite(mount, d, uniq):
+    """Without O_EXCL the arrived object is overwritten, never taken as created: with the
+    database down the close fails and the object stays as it was (a "created" object is
+    deleted again when its row fails, and before that the upload had replaced it)."""
+    m = mount
+    key = f"{uniq}/y.txt"
+    p = os.path.join(d, "y.txt")
+    os.listdir(d)
+    assert not os.path.exists(p)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"theirs")
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, b"mine")
+    m.stop_pg("fast")
+    try:
+        with pytest.raises(OSError):
+            os.close(fd)
+    finally:
+        m.start_pg()
+    assert get_object(m, key) == b"theirs"
+    assert [r for r in rows(m, key) if r["origin"] == "mount"] == []
+
+
 # --------------------------------------------------------------------------- 3. durable at close
 
 def test_failed_temp_to_final_rename_keeps_the_source(mount, d, uniq):
