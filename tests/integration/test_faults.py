@@ -461,3 +461,36 @@ def test_s3_200_with_error_body_on_complete_is_an_error(stack, mount_factory, tm
     assert p.returncode != 0, "cp succeeded although CompleteMultipartUpload failed"
     assert rows(m, "mp/mp.bin") == [], "a row for an upload that failed"
     assert_consistent(m, "mp/mp.bin")
+
+
+def test_failed_background_part_falls_back_to_the_spool(stack, mount_factory, tmp_path):
+    """The last part of a streamed multipart upload (queued at close) fails in the background:
+    that is no failure of the file. The spool is uploaded again (upload.h's promise), cp
+    succeeds, one row describes the bytes (before, close returned EIO)."""
+    import re
+    from faultproxy import FaultProxy, INTERNAL
+    px = FaultProxy(stack.endpoint)
+    px_close_later.append(px)
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"part_size": str(5 << 20)}})
+    os.mkdir(os.path.join(m.inbox, "bg"))
+    src = tmp_path / "bg.bin"
+    src.write_bytes(os.urandom((12 << 20) + 4321))
+    first = []
+
+    def rule(meth, path, h):
+        if meth != "PUT" or "/bg/bg.bin?" not in path or "partNumber=" not in path:
+            return None
+        up = re.search(r"uploadId=([^&]+)", path).group(1)
+        if not first:
+            first.append(up)
+        if up == first[0] and re.search(r"partNumber=3(&|$)", path):
+            return ("status", 500, INTERNAL)
+        return None
+    px.rule = rule
+    p, _ = cp(src, os.path.join(m.inbox, "bg", "bg.bin"))
+    px.rule = None
+    assert any(a == "status" for meth, path, a in px.log), "part 3 was never refused"
+    assert p.returncode == 0, f"close failed although the spool could be uploaded: {p.stderr}"
+    assert_received(m, "bg/bg.bin", src.read_bytes())
+    assert len(rows(m, "bg/bg.bin")) == 1
+
