@@ -1267,8 +1267,8 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	return rc;
 }
 
-/* Renames every object under from/ to to/ (server-side). */
-static int rename_dir(const char *from, const char *to)
+/* rename_dir, the open files under from/ locked by the caller. */
+static int rename_dir_locked(const char *from, const char *to)
 {
 	struct s3_list_result res = {0};
 	char *fp = NULL, *nk = NULL;
@@ -1322,6 +1322,67 @@ static int rename_dir(const char *from, const char *to)
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
 	dcache_invalidate_all();
+	return rc;
+}
+
+/* The open files under directory dir (names "dir/..."), each with a
+ * reference, in an array the caller frees. *n = 0 and NULL when there are
+ * none; NULL with *n = 1 on ENOMEM. */
+static struct ofile **ofiles_under(const char *dir, size_t *n)
+{
+	size_t dl = strlen(dir), cap = 0, k = 0;
+	struct ofile **v = NULL, *of;
+
+	*n = 0;
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		cap += !of->unlinked && !strncmp(of->rel, dir, dl) &&
+		       of->rel[dl] == '/';
+	if (cap)
+		v = calloc(cap, sizeof(*v));
+	for (of = cfs->ofiles; v && of; of = of->next) {
+		if (of->unlinked || strncmp(of->rel, dir, dl) ||
+		    of->rel[dl] != '/')
+			continue;
+		of->refs++;
+		v[k++] = of;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	*n = cap && !v ? 1 : k;
+	return v;
+}
+
+/* Serialises directory renames: each holds the locks of several open
+ * files at once (taken in list order, released before the next one). */
+static pthread_mutex_t dir_rename_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Renames every object under from/ to to/ (server-side). The open files
+ * under from/ are locked first and until they are rebased: a commit in
+ * flight (which uploads under the key it read) ends before the listing,
+ * and none starts under an old key after it. (libfuse's path locks give
+ * the same today: a rename waits for the requests on paths beneath it;
+ * this keeps it true of any caller, e.g. with nullpath_ok.) */
+static int rename_dir(const char *from, const char *to)
+{
+	struct ofile **open;
+	size_t n_open, j;
+	int rc;
+
+	pthread_mutex_lock(&dir_rename_lock);
+	open = ofiles_under(from, &n_open);
+	if (!open && n_open) {
+		pthread_mutex_unlock(&dir_rename_lock);
+		return -ENOMEM;
+	}
+	for (j = 0; j < n_open; j++)
+		pthread_mutex_lock(&open[j]->lock);
+	rc = rename_dir_locked(from, to);
+	for (j = 0; j < n_open; j++) {
+		pthread_mutex_unlock(&open[j]->lock);
+		ofile_put(open[j]);
+	}
+	free(open);
+	pthread_mutex_unlock(&dir_rename_lock);
 	return rc;
 }
 
