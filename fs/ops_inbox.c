@@ -857,8 +857,8 @@ int inbox_sync(struct fhandle *h, int closing)
 		rc = of->failed;
 	else if (closing && !h->modified)
 		rc = 0;
-	else if (closing && of->dirty && of->writers == 1 && h->writable &&
-		 description_held_elsewhere(h, of))
+	else if (closing && of->dirty && !of->local && of->writers == 1 &&
+		 h->writable && description_held_elsewhere(h, of))
 		h->deferred = 1;
 	else if ((rc = ofile_commit(of)) == 0 || closing)
 		/* Committed, or its failure reported to this close: not
