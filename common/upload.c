@@ -438,14 +438,22 @@ static int upload_complete(struct upload *u, char *etag)
 	return rc;
 }
 
+static int upload_finish_spool(struct upload *u, uint64_t size,
+			       const struct s3_kv *meta, size_t n_meta,
+			       struct upload_result *res);
+
 /* The stream is whole and its hashes are in res: PUT the single part with
  * the metadata and hashes, or complete the multipart upload it started.
  * That upload was created before the hashes (or the caller's metadata)
  * were known, so the object goes without them: the reception row is their
  * record. Completing is the last request: the object is never rewritten
  * afterwards (no self-copy), so once it holds the new content the caller
- * knows it. */
+ * knows it. A part that failed in the background (or could not be queued)
+ * is no failure of the file: the spool is uploaded again, as upload.h
+ * promises; only the PUT or the completion, whose outcome is the
+ * object's, fail the finish. */
 static int upload_finish_stream(struct upload *u, uint64_t size,
+				const struct s3_kv *meta, size_t n_meta,
 				const struct s3_kv *all, size_t n_all,
 				struct upload_result *res)
 {
@@ -460,13 +468,18 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 		rc = upload_queue_part(u, (off_t)u->part_start,
 				       u->seen - u->part_start, sha);
 		if (rc)
-			return rc;
+			goto from_spool;
 		u->part_start = u->seen;
 	}
 	rc = upload_wait_parts(u);
 	if (rc)
-		return rc;
+		goto from_spool;
 	return upload_complete(u, res->etag);
+from_spool:
+	log_warn("streaming upload of %s/%s: a part failed (%s); uploading "
+		 "it again from the spool",
+		 u->bucket, u->key, strerror(-rc));
+	return upload_finish_spool(u, size, meta, n_meta, res);
 }
 
 /* The stream is broken: hash the spool and upload it all again. */
@@ -530,7 +543,8 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 	} else {
 		hash_final(&u->h, res->xxh128, res->sha256);
 		all = upload_meta(meta, n_meta, res);
-		rc = all ? upload_finish_stream(u, size, all, n_meta + 2, res)
+		rc = all ? upload_finish_stream(u, size, meta, n_meta, all,
+						n_meta + 2, res)
 			 : -ENOMEM;
 	}
 	free(all);

@@ -62,6 +62,8 @@ struct ofile {
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
+	uid_t writer;	       /* protected by lock: who last changed it */
+	int has_writer;	       /* protected by lock: writer is set */
 	struct ofile *next;    /* protected by cfs.lock */
 };
 
@@ -78,6 +80,7 @@ struct fhandle {
 			 last closing flush (or committing fsync): its close
 			 commits; counted in of->pending */
 	int writable; /* opened for writing: counted in of->writers */
+	pid_t opener; /* the thread that opened it (FUSE context), or 0 */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
 	/* Read-only handles on a stored object (of == NULL): */
@@ -125,6 +128,8 @@ extern struct cfs *cfs;
 enum cfs_area cfs_area_of(const char *path, const char **rel);
 /* The caller of the current FUSE request. */
 void cfs_actor(struct actor *a);
+/* The actor for user uid on this host. */
+void cfs_actor_uid(struct actor *a, uid_t uid);
 
 /* dircache.c - listings of the reception bucket, with a TTL. Callers hold
  * no lock (dircache.c has its own; see struct cfs for the order). */
@@ -200,12 +205,19 @@ int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
  * flight is aborted): it becomes local. */
 void ofile_make_local(struct ofile *of);
 int ofile_truncate(struct ofile *of, uint64_t size); /* of->lock held */
+/* Caller holds of->lock: the caller of the current FUSE request changed
+ * the file (its uid is received_by at the next commit). */
+void ofile_set_writer(struct ofile *of);
 void ofile_stat(struct ofile *of, struct stat *st);  /* of->lock held */
 /* A copy of of->rel (read under cfs.lock), or NULL (ENOMEM). */
 char *ofile_rel(struct ofile *of);
 void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
 /* of (found by ofile_find) now lives under the hidden name `to`. */
 void ofile_hide(struct ofile *of, const char *to);
+/* Caller holds of->lock. Undoes ofile_hide(of, hidden): of is found under
+ * rel again. -EEXIST (another file took rel), -ENOENT (unlinked or
+ * renamed since), -ENOMEM: of stays hidden. */
+int ofile_unhide(struct ofile *of, const char *hidden, const char *rel);
 /* rel is replaced by a rename: a local file under that name is dropped.
  * (An open final-named file was hidden by libfuse before.) */
 void ofile_drop_name(const char *rel);

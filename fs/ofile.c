@@ -228,7 +228,12 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	snprintf(mtime, sizeof(mtime), "%lld", (long long)of->mtime.tv_sec);
 	meta[0].name = (char *)"mtime";
 	meta[0].value = mtime;
-	cfs_actor(&who);
+	/* received_by: who changed the file, not who happens to commit it
+	 * (an fsync through another descriptor, a child's close). */
+	if (of->has_writer)
+		cfs_actor_uid(&who, of->writer);
+	else
+		cfs_actor(&who);
 	/* An overwrite cannot be undone if its row then fails: check first.
 	 * (A new object is simply deleted again in that case.) */
 	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
@@ -401,6 +406,46 @@ void ofile_hide(struct ofile *of, const char *to)
 	}
 	pthread_mutex_unlock(&cfs->lock);
 	free(old);
+}
+
+/* Caller holds of->lock. */
+int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
+{
+	char *n = strdup(rel), *old = NULL;
+	struct ofile *other;
+	int rc = 0;
+
+	if (!n)
+		return -ENOMEM;
+	pthread_mutex_lock(&cfs->lock);
+	for (other = cfs->ofiles; other; other = other->next)
+		if (!other->unlinked && !strcmp(other->rel, rel))
+			break;
+	if (other)
+		rc = -EEXIST;
+	else if (of->unlinked || !of->hidden || strcmp(of->rel, hidden))
+		rc = -ENOENT;
+	if (rc == 0) {
+		old = of->rel;
+		of->rel = n;
+		of->hidden = 0;
+		n = NULL;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+	free(n);
+	return rc;
+}
+
+/* Caller holds of->lock. */
+void ofile_set_writer(struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	if (!ctx)
+		return;
+	of->writer = ctx->uid;
+	of->has_writer = 1;
 }
 
 /* Caller holds of->lock. */

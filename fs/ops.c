@@ -62,13 +62,19 @@ static time_t actor_when;               /* protected by actor_lock */
 void cfs_actor(struct actor *a)
 {
 	struct fuse_context *ctx = fuse_get_context();
+
+	cfs_actor_uid(a, ctx ? ctx->uid : getuid());
+}
+
+void cfs_actor_uid(struct actor *a, uid_t uid)
+{
 	struct passwd pw, *res = NULL;
 	char buf[1024];
 	time_t now = time(NULL);
 	int hit;
 
 	memset(a, 0, sizeof(*a));
-	a->uid = ctx ? ctx->uid : getuid();
+	a->uid = uid;
 	snprintf(a->host, sizeof(a->host), "%s", cfs->host);
 	pthread_mutex_lock(&actor_lock);
 	hit = actor_uid == a->uid && now - actor_when < 60;

@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include "fs.h"
@@ -227,12 +228,15 @@ static struct fhandle *readers;
 
 static struct fhandle *fh_new(struct ofile *of)
 {
+	struct fuse_context *ctx = fuse_get_context();
 	struct fhandle *h = calloc(1, sizeof(*h));
 
 	if (!h)
 		return NULL;
+
 	h->of = of;
 	h->area = AREA_INBOX;
+	h->opener = ctx ? ctx->pid : 0;
 	pthread_mutex_init(&h->lock, NULL);
 	return h;
 }
@@ -369,10 +373,30 @@ static int readers_of(const char *rel)
 	return n;
 }
 
-/* mode: the new file's, the umask applied (kept as its override).
- * Errors: EINVAL (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+/* Does the store hold an object under rel? Asks the store (HEAD), not the
+ * listing cache: 1 yes, 0 no, or -errno (EIO...). */
+static int stored_now(const char *rel)
+{
+	struct s3_object_info info;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == 0)
+		s3_object_info_free(&info);
+	return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
+}
+
+/* The kernel creates only after a lookup found no such name, but that
+ * answer may be a second old (negative dentry, listing cache): an object
+ * that arrived since by another route is in the store. O_EXCL fails on
+ * it; without O_EXCL it is overwritten, never taken as created (whose
+ * object is deleted again if its row fails). mode: the new file's, the
+ * umask applied (kept as its override).
+ * Errors: EEXIST (O_EXCL), EINVAL (hidden name), EISDIR, EIO, ENOSPC,
+ * ENOMEM. */
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
+	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
 	struct attrov in = {.mode = mode};
 	struct fhandle *h;
 	struct ofile *of;
@@ -384,6 +408,19 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	if (ofile_is_hidden_name(rel))
 		return -EINVAL; /* reserved for open files being unlinked */
 	of = ofile_find(rel);
+	if (of && excl) {
+		ofile_put(of);
+		return -EEXIST;
+	}
+	if (!of && (excl || !local)) {
+		stored = stored_now(rel);
+		if (stored < 0 && excl)
+			return stored;
+		if (stored > 0 && excl)
+			return -EEXIST;
+		/* Unknown: the safe side is an overwrite. */
+		stored = stored != 0;
+	}
 	if (of) {
 		/* Already open elsewhere (or a local file): O_TRUNC applies. */
 		pthread_mutex_lock(&of->lock);
@@ -405,9 +442,12 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;
+			of->in_store = stored && !local;
 		}
 	}
 	h = rc ? NULL : fh_new(of);
+	if (h && (!of->has_writer || (fi->flags & O_TRUNC)))
+		ofile_set_writer(of);
 	if (h) {
 		fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
@@ -478,6 +518,8 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 		rc = ofile_truncate(of, 0);
 	}
 	h = rc ? NULL : fh_new(of);
+	if (h && trunc)
+		ofile_set_writer(of);
 	if (h) {
 		if (trunc)
 			fh_pend(h);
@@ -633,6 +675,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	if ((uint64_t)off + size > of->size)
 		of->size = (uint64_t)off + size;
 	of->dirty = 1;
+	ofile_set_writer(of);
 	fh_pend(h);
 	h->wrote = 1;
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
@@ -663,62 +706,160 @@ static int fd_writable(int pid, const char *fd)
 	return w;
 }
 
-/* Does the process closing a descriptor of `of` still hold another one,
- * open for writing, on the same file (a shell redirect or dd: open, dup2,
- * close the original)? Read from /proc/<pid>/fd with readlink only (a
- * stat() would re-enter this file system): a link must name the file's
- * whole path, "<mountpoint>/inbox/<rel>" (another mount's file of the same
- * name is not this one). 0 when it cannot be told, so the caller
- * commits. */
-static int other_writer_fd(struct ofile *of)
+/* The path a descriptor of `of` shows in /proc/<pid>/fd:
+ * "<mountpoint>/inbox/<rel>", or NULL (mountpoint unknown, ENOMEM). */
+static char *fd_link_path(struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
-	char dir[64], path[384], link[PATH_MAX];
-	char *rel, *want = NULL;
+	const char *mnt = cfs->mountpoint;
+	char *rel, *p = NULL;
+
+	if (!mnt)
+		return NULL;
+	rel = ofile_rel(of);
+	if (!rel)
+		return NULL;
+	if (!strcmp(mnt, "/"))
+		mnt = "";
+	if (asprintf(&p, "%s/inbox/%s", mnt, rel) < 0)
+		p = NULL;
+	free(rel);
+	return p;
+}
+
+/* Does process (or thread) pid hold a descriptor open for writing whose
+ * /proc link is exactly `path`? Read with readlink only (a stat() would
+ * re-enter this file system). 0 when it cannot be told (gone, not ours to
+ * read, another mount namespace). */
+static int pid_holds(int pid, const char *path)
+{
+	char dir[64], fdp[352], link[PATH_MAX];
+	size_t pl = strlen(path);
 	struct dirent *de;
 	int found = 0;
-	size_t wl;
 	DIR *d;
 
-	if (!ctx || ctx->pid <= 0 || !cfs->mountpoint)
-		return 0;
-	rel = ofile_rel(of);
-	if (!rel ||
-	    asprintf(&want, "%s/inbox/%s",
-		     strcmp(cfs->mountpoint, "/") ? cfs->mountpoint : "",
-		     rel) < 0) {
-		free(rel);
-		return 0;
-	}
-	free(rel);
-	wl = strlen(want);
-	snprintf(dir, sizeof(dir), "/proc/%d/fd", (int)ctx->pid);
+	snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
 	d = opendir(dir);
-	while (d && !found && (de = readdir(d)) != NULL) {
+	if (!d)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
 		ssize_t n;
 
 		if (de->d_name[0] == '.')
 			continue;
-		snprintf(path, sizeof(path), "%s/%s", dir, de->d_name);
-		n = readlink(path, link, sizeof(link) - 1);
-		if (n != (ssize_t)wl)
+		snprintf(fdp, sizeof(fdp), "%s/%s", dir, de->d_name);
+		n = readlink(fdp, link, sizeof(link));
+		if (n != (ssize_t)pl || memcmp(link, path, pl))
 			continue;
-		link[n] = '\0';
-		if (!strcmp(link, want))
-			found = fd_writable((int)ctx->pid, de->d_name);
+		found = fd_writable(pid, de->d_name);
 	}
-	if (d)
-		closedir(d);
-	free(want);
+	closedir(d);
+	return found;
+}
+
+/* The thread group (process) of thread pid, or 0. */
+static int tgid_of(int pid)
+{
+	char path[64], line[128];
+	int tgid = 0;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, "Tgid:", 5)) {
+			tgid = atoi(line + 5);
+			break;
+		}
+	fclose(f);
+	return tgid;
+}
+
+static int same_process(int a, int b)
+{
+	int ta;
+
+	if (a == b)
+		return 1;
+	if (a <= 0 || b <= 0)
+		return 0;
+	ta = tgid_of(a);
+	return ta > 0 && ta == tgid_of(b);
+}
+
+/* Does any process hold a writable descriptor on `path`? Every
+ * /proc/<pid>/fd is read (unreadable ones skipped), up to the first
+ * match. */
+static int anyone_holds(const char *path)
+{
+	struct dirent *de;
+	int found = 0;
+	DIR *d = opendir("/proc");
+
+	if (!d)
+		return 0;
+	while (!found && (de = readdir(d)) != NULL) {
+		char *end;
+		long pid = strtol(de->d_name, &end, 10);
+
+		if (*end || pid <= 0 || pid > INT_MAX)
+			continue;
+		found = pid_holds((int)pid, path);
+	}
+	closedir(d);
+	return found;
+}
+
+/* Is the open file description of h still referenced by a descriptor
+ * other than the one being closed? Caller holds h->of->lock, and
+ * of->writers == 1: h is the only writable description of the file, so any
+ * other writable descriptor on it is a dup of h (its close commits).
+ *  (a) the closing process holds another one (shell redirect, dd: open,
+ *      dup2, close the original);
+ *  (b) the closer is not the opener, and the opener still holds one (a
+ *      child of the shell that inherited the redirected stdout exits);
+ *  (c) h wrote nothing itself (created or truncated only: rare, so a
+ *      full scan is affordable), or the closer is not the opener: any
+ *      process holds one (Popen(stdout=f) whose parent closes first).
+ * The common case (the opener wrote and closes) reads only the closer's
+ * own /proc/<pid>/fd. Whatever cannot be told counts as "no": the close
+ * then commits, so a close() never returns 0 with nothing stored and
+ * nobody left to commit. */
+static int description_held_elsewhere(struct fhandle *h, struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	int pid = ctx ? (int)ctx->pid : 0, same, found;
+	char *path;
+
+	if (pid <= 0)
+		return 0;
+	path = fd_link_path(of);
+	if (!path)
+		return 0;
+	found = pid_holds(pid, path);
+	same = same_process(pid, (int)h->opener);
+	if (!found && !same && h->opener > 0)
+		found = pid_holds((int)h->opener, path);
+	if (!found && (!h->wrote || !same))
+		found = anyone_holds(path);
+	free(path);
 	return found;
 }
 
 /* flush (closing) and fsync: the data is in the store and its row
- * committed when this returns 0. Only a handle that created, truncated or
- * wrote the file commits it; a close that leaves a dup of the same open
- * file description in the closing process, before any data was written
- * (echo x > f, dd of=f), leaves the commit to the dup's close. Errors: EIO,
- * ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
+ * committed when this returns 0.
+ *
+ * A close commits at the LAST close of the open file description: a
+ * description is shared by dup()s and by the children that inherit it
+ * (echo x > f, dd of=f, { a; b; } > f, Popen(stdout=f)), and each of their
+ * closes is a flush here; all but the last leave the commit to the last
+ * (see description_held_elsewhere). Only a handle that created, truncated
+ * or wrote the file commits at close; release commits a deferred handle
+ * as a last resort. fsync is an explicit durability request: it commits
+ * the file whenever it is dirty, whichever descriptor changed it.
+ * Errors: EIO, ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
 int inbox_sync(struct fhandle *h, int closing)
 {
 	struct ofile *of = h->of;
@@ -729,14 +870,14 @@ int inbox_sync(struct fhandle *h, int closing)
 	pthread_mutex_lock(&of->lock);
 	if (of->failed)
 		rc = of->failed;
-	else if (!h->modified)
+	else if (closing && !h->modified)
 		rc = 0;
-	else if (closing && !h->wrote && of->dirty && of->writers == 1 &&
-		 h->writable && other_writer_fd(of))
-		/* The only writable description of the file is h: the other
-		 * descriptor found is a dup of this one. */
+	else if (closing && of->dirty && !of->local && of->writers == 1 &&
+		 h->writable && description_held_elsewhere(h, of))
 		h->deferred = 1;
-	else if ((rc = ofile_commit(of)) == 0)
+	else if ((rc = ofile_commit(of)) == 0 || closing)
+		/* Committed, or its failure reported to this close: not
+		 * retried at release behind the caller's back. */
 		h->deferred = 0;
 	/* After a close (unless deferred), or an fsync that stored the file,
 	 * h owes no commit: a rename from now on stores the file itself. A
@@ -786,8 +927,10 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		/* Through an open handle: committed at its close. */
 		pthread_mutex_lock(&of->lock);
 		rc = ofile_truncate(of, (uint64_t)size);
-		if (rc == 0)
+		if (rc == 0) {
+			ofile_set_writer(of);
 			fh_pend(h);
+		}
 		pthread_mutex_unlock(&of->lock);
 		return rc;
 	}
@@ -827,6 +970,8 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		}
 	}
 	rc = ofile_truncate(of, (uint64_t)size);
+	if (rc == 0)
+		ofile_set_writer(of);
 	/* Not through an open handle: durable now, like any other change. */
 	if (rc == 0 && !of->local)
 		rc = ofile_commit(of);
@@ -887,17 +1032,171 @@ int inbox_unlink(const char *rel)
 	return rc;
 }
 
+/* Is the caller of the current request blocked in rename(2) (rather than
+ * unlink(2))? libfuse hides an open file the same way for both, from
+ * inside the caller's system call: /proc/<pid>/syscall names it. 0 when it
+ * cannot be told (not readable: another user, Yama ptrace_scope; a compat
+ * system call), so the caller keeps the unlink behaviour. */
+static int caller_in_rename(void)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	char path[64], line[64], *end;
+	long nr;
+	FILE *f;
+
+	if (!ctx || ctx->pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	nr = strtol(line, &end, 10);
+	if (end == line)
+		return 0; /* "running" */
+#ifdef SYS_rename
+	if (nr == SYS_rename)
+		return 1;
+#endif
+#ifdef SYS_renameat
+	if (nr == SYS_renameat)
+		return 1;
+#endif
+#ifdef SYS_renameat2
+	if (nr == SYS_renameat2)
+		return 1;
+#endif
+	return 0;
+}
+
+/* The target of a rename, hidden by libfuse just before the rename itself
+ * (hide_node, then the rename, in one request and so in one thread). The
+ * store is not touched until the rename's outcome is known: a rename that
+ * fails must leave its target as it was. */
+struct hide_pending {
+	char *name;	  /* the target's key */
+	char *hidden;	  /* the hidden name its open file got */
+	struct ofile *of; /* its open file (a reference), or NULL when it
+			     had only read-only handles */
+};
+static __thread struct hide_pending hidden_for_rename;
+
+/* The rename that hid hidden_for_rename.name has succeeded (ok: the target's object
+ * and row were replaced by it) or failed, or never came (the target is
+ * left as it was: its open file gets its name back, so a writer's later
+ * close still commits to it). */
+static void pending_finish(int ok)
+{
+	struct ofile *of = hidden_for_rename.of;
+
+	if (!hidden_for_rename.name)
+		return;
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		if (ok || ofile_unhide(of, hidden_for_rename.hidden, hidden_for_rename.name))
+			/* Never uploaded again (a streaming upload in
+			 * flight is aborted), never listed. */
+			ofile_make_local(of);
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+	}
+	if (!ok)
+		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name, 0);
+	free(hidden_for_rename.name);
+	free(hidden_for_rename.hidden);
+	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
+}
+
+/* inbox_hide for a rename over `from` (see hidden_for_rename): the open file moves
+ * to the hidden name locally (its readers keep their content), and the
+ * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
+static int hide_for_rename(const char *from, const char *to)
+{
+	struct ofile *of;
+	int rc = 0;
+
+	hidden_for_rename.name = strdup(from);
+	hidden_for_rename.hidden = strdup(to);
+	if (!hidden_for_rename.name || !hidden_for_rename.hidden) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	of = ofile_find(from);
+	if (of) {
+		int open;
+
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1; /* more than the reference just taken */
+		pthread_mutex_unlock(&cfs->lock);
+		if (!open && !readers_of(from)) {
+			ofile_put(of);
+			rc = -EINVAL; /* not open: the name is reserved */
+			goto fail;
+		}
+		pthread_mutex_lock(&of->lock);
+		rc = of->failed;
+		if (rc == 0)
+			ofile_hide(of, to); /* upload kept until the outcome */
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+		hidden_for_rename.of = of; /* keeps the reference */
+	} else {
+		if (!readers_of(from)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		/* Only read-only handles: they keep the content they opened
+		 * (the same as the store's if the rename fails). */
+		of = ofile_create(to, 1, &rc);
+		if (!of)
+			goto fail;
+		rc = of->failed ? of->failed : ofile_load(of, from);
+		of->in_store = 0;
+		if (rc == 0) {
+			ofile_hide(of, to);
+		} else {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+		}
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+	}
+	readers_attach(from, of);
+	if (!hidden_for_rename.of)
+		ofile_put(of);
+	attrov_move(from, to, 0);
+	return 0;
+fail:
+	free(hidden_for_rename.name);
+	free(hidden_for_rename.hidden);
+	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
+	return rc;
+}
+
 /* libfuse (hard_remove=0) hides an open file on unlink, or as the target
- * of a rename, by renaming it to the hidden name `to`: for the store this
- * is the unlink of `from` (object deleted, row marked removed), while the
+ * of a rename, by renaming it to the hidden name `to`. For an unlink (or
+ * when the caller's system call cannot be told) this is the unlink of
+ * `from` for the store (object deleted, row marked removed), while the
  * open file lives on locally under `to` with the content its handles
- * opened. Errors: EINVAL (not open: the name is reserved), EIO, ENOMEM. */
+ * opened. For a rename, see hide_for_rename. Errors: EINVAL (not open:
+ * the name is reserved), EIO, ENOMEM. */
 static int inbox_hide(const char *from, const char *to)
 {
 	struct actor who;
 	struct ofile *of;
 	int rc = 0, in_store;
 
+	if (caller_in_rename())
+		return hide_for_rename(from, to);
 	of = ofile_find(from);
 	if (of) {
 		int open;
@@ -989,8 +1288,8 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	return rc;
 }
 
-/* Renames every object under from/ to to/ (server-side). */
-static int rename_dir(const char *from, const char *to)
+/* rename_dir, the open files under from/ locked by the caller. */
+static int rename_dir_locked(const char *from, const char *to)
 {
 	struct s3_list_result res = {0};
 	char *fp = NULL, *nk = NULL;
@@ -1045,6 +1344,67 @@ static int rename_dir(const char *from, const char *to)
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}
 	dcache_invalidate_all();
+	return rc;
+}
+
+/* The open files under directory dir (names "dir/..."), each with a
+ * reference, in an array the caller frees. *n = 0 and NULL when there are
+ * none; NULL with *n = 1 on ENOMEM. */
+static struct ofile **ofiles_under(const char *dir, size_t *n)
+{
+	size_t dl = strlen(dir), cap = 0, k = 0;
+	struct ofile **v = NULL, *of;
+
+	*n = 0;
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		cap += !of->unlinked && !strncmp(of->rel, dir, dl) &&
+		       of->rel[dl] == '/';
+	if (cap)
+		v = calloc(cap, sizeof(*v));
+	for (of = cfs->ofiles; v && of; of = of->next) {
+		if (of->unlinked || strncmp(of->rel, dir, dl) ||
+		    of->rel[dl] != '/')
+			continue;
+		of->refs++;
+		v[k++] = of;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	*n = cap && !v ? 1 : k;
+	return v;
+}
+
+/* Serialises directory renames: each holds the locks of several open
+ * files at once (taken in list order, released before the next one). */
+static pthread_mutex_t dir_rename_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Renames every object under from/ to to/ (server-side). The open files
+ * under from/ are locked first and until they are rebased: a commit in
+ * flight (which uploads under the key it read) ends before the listing,
+ * and none starts under an old key after it. (libfuse's path locks give
+ * the same today: a rename waits for the requests on paths beneath it;
+ * this keeps it true of any caller, e.g. with nullpath_ok.) */
+static int rename_dir(const char *from, const char *to)
+{
+	struct ofile **open;
+	size_t n_open, j;
+	int rc;
+
+	pthread_mutex_lock(&dir_rename_lock);
+	open = ofiles_under(from, &n_open);
+	if (!open && n_open) {
+		pthread_mutex_unlock(&dir_rename_lock);
+		return -ENOMEM;
+	}
+	for (j = 0; j < n_open; j++)
+		pthread_mutex_lock(&open[j]->lock);
+	rc = rename_dir_locked(from, to);
+	for (j = 0; j < n_open; j++) {
+		pthread_mutex_unlock(&open[j]->lock);
+		ofile_put(open[j]);
+	}
+	free(open);
+	pthread_mutex_unlock(&dir_rename_lock);
 	return rc;
 }
 
@@ -1121,7 +1481,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR,
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
-int inbox_rename(const char *from, const char *to, unsigned int flags)
+static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct stat sf, st;
 	struct ofile *of;
@@ -1188,4 +1548,28 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 	dcache_remove(from);
 	attrov_move(from, to, 0);
 	return 0;
+}
+
+/* rename, with the outcome of a rename over an open file that libfuse hid
+ * first (hide_for_rename) settled. Errors: those of rename_entry. */
+int inbox_rename(const char *from, const char *to, unsigned int flags)
+{
+	int hiding = ofile_is_hidden_name(to), rc;
+
+	/* A hide whose rename never came (libfuse failed in between). */
+	if (hidden_for_rename.name && (hiding || strcmp(hidden_for_rename.name, to)))
+		pending_finish(0);
+	if (hidden_for_rename.name) {
+		/* The target is replaced: its row must be able to follow
+		 * (reception_rename copies before it logs). */
+		rc = reception_ready(cfs->rcp);
+		if (rc) {
+			pending_finish(0);
+			return rc;
+		}
+	}
+	rc = rename_entry(from, to, flags);
+	if (!hiding)
+		pending_finish(rc == 0);
+	return rc;
 }

@@ -11,7 +11,8 @@ import threading
 import time
 
 import pytest
-from checks import bucket_keys, get_object, live_rows, read, rows, write
+from checks import (bucket_keys, expected_history, get_object, history, live_rows, read, rows,
+                    write)
 
 
 def sh(cmd, timeout=120):
@@ -296,6 +297,81 @@ def test_redirects_after_earlier_writers_closed(mount, d, uniq):
     assert get_object(m, key) == b"new\n"
 
 
+def test_redirect_whose_commands_are_children_logs_once(mount, d, uniq):
+    """{ a; b; } > f: each command is a child that inherited the redirected stdout and closes
+    it at exit (a flush): only the last close of the description commits (review r1)."""
+    m = mount
+    p = os.path.join(d, "group.log")
+    subprocess.run(["sh", "-c", '{ /bin/echo a; /bin/echo b; } > "$1"', "sh", p],
+                   check=True, timeout=60)
+    assert history(m, f"{uniq}/group.log") == expected_history([b"a\nb\n"])
+    one_row(m, f"{uniq}/group.log", b"a\nb\n")
+
+
+def test_popen_parent_closes_first_logs_once(mount, d, uniq):
+    """Popen(stdout=f), then the parent closes f before the child writes: the parent's close
+    is not the last of the description and logs nothing; the child's exit logs the content
+    (review r4)."""
+    m = mount
+    key = f"{uniq}/popen.out"
+    with open(os.path.join(d, "popen.out"), "wb") as fh:
+        proc = subprocess.Popen(["sh", "-c", "sleep 1; /bin/echo hello"], stdout=fh)
+    try:
+        assert rows(m, key) == [], "the parent's close logged a reception"
+    finally:
+        proc.wait(timeout=60)
+    assert history(m, key) == expected_history([b"hello\n"])
+    one_row(m, key, b"hello\n")
+
+
+def test_writable_fd_on_another_file_does_not_defer(mount, d, uniq):
+    """A writable descriptor on ANOTHER file whose path merely ends in /inbox/<rel> is not a
+    dup of the closed one: the close of the created file commits it, so its result is the
+    commit's (review r2). With the store down the close fails; before, it returned 0 and
+    left the commit to release, whose failure nobody sees."""
+    m = mount
+    key = f"{uniq}/f.txt"
+    os.makedirs(os.path.join(d, "x", "inbox", uniq))
+    decoy = os.open(os.path.join(d, "x", "inbox", uniq, "f.txt"),
+                    os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fd = os.open(os.path.join(d, "f.txt"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        m.stop_s3()
+        try:
+            with pytest.raises(OSError):
+                os.close(fd)
+        finally:
+            m.start_s3()
+        assert rows(m, key) == [] and get_object(m, key) is None
+        fd = os.open(os.path.join(d, "f.txt"), os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+        os.close(fd)  # returned 0: stored and logged now
+        one_row(m, key, b"")
+    finally:
+        os.close(decoy)
+
+
+def test_fsync_through_a_descriptor_that_did_not_write(mount, d, uniq):
+    """fsync(2) is a durability request for the FILE: fd2 (O_RDWR, never written) fsyncs
+    while fd1 wrote: the data is stored and logged when fsync returns 0 (review r6)."""
+    m = mount
+    key = f"{uniq}/journal.db"
+    p = os.path.join(d, "journal.db")
+    fd1 = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        fd2 = os.open(p, os.O_RDWR)
+        try:
+            os.write(fd1, b"journal")
+            os.fsync(fd2)
+            one_row(m, key, b"journal")
+            import pwd
+            assert pwd.getpwuid(os.getuid()).pw_name in (rows(m, key)[0]["received_by"] or "")
+        finally:
+            os.close(fd2)
+    finally:
+        os.close(fd1)
+    one_row(m, key, b"journal")
+
+
 def test_truncate_existing_and_touch_log_one_reception(mount, d, uniq):
     m = mount
     p = os.path.join(d, "existing.txt")
@@ -322,6 +398,112 @@ def test_large_dd_logs_one_reception(fresh_mount, tmp_path):
     src.write_bytes(data)
     sh(f"dd if={src} of={os.path.join(m.inbox, 'big.bin')} bs=1M status=none")
     one_row(m, "big.bin", data)
+
+
+# --------------------------------------------------------------------------- rename over open
+
+def _stored_pair(m, d, uniq):
+    """a.txt put by another client (listed, so the mount knows it), b.txt written through the
+    mount; returns (a path, b path, b key)."""
+    m.s3.put_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt", Body=b"source")
+    write(os.path.join(d, "b.txt"), b"precious")
+    os.listdir(d)
+    assert os.stat(os.path.join(d, "a.txt")).st_size == 6
+    return os.path.join(d, "a.txt"), os.path.join(d, "b.txt"), f"{uniq}/b.txt"
+
+
+def test_failed_rename_over_open_reader_target_keeps_it(mount, d, uniq):
+    """rename(a, b) with b open read-only: libfuse hides b first (the store's unlink of b,
+    before); then the rename fails (a was deleted by another client meanwhile). POSIX: the
+    rename did not happen, so b's object and its one live row are untouched (review r5)."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "rb", buffering=0) as r:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt")
+        with pytest.raises(OSError):
+            os.rename(a, b)
+        assert get_object(m, key) == b"precious"
+        assert history(m, key) == expected_history([b"precious"])
+        assert r.read() == b"precious"
+    m.wait_until(lambda: os.path.exists(b), timeout=10, what="b listed again")
+    assert read(b) == b"precious"
+    assert history(m, key) == expected_history([b"precious"])
+    no_hidden_names(m, uniq, d)
+
+
+def test_failed_rename_over_open_writer_target_keeps_it(mount, d, uniq):
+    """The same with b open for writing: the failed rename leaves b as it was, and the
+    writer's later close stores and logs b with what it wrote (before, b was deleted at the
+    hide and the writer's close stored nothing)."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "ab", buffering=0) as w:
+        w.write(b" and more")
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=f"{uniq}/a.txt")
+        with pytest.raises(OSError):
+            os.rename(a, b)
+        assert get_object(m, key) == b"precious"
+        assert history(m, key) == expected_history([b"precious"])
+        w.write(b", still")
+    assert get_object(m, key) == b"precious and more, still"
+    assert history(m, key) == expected_history([b"precious", b"precious and more, still"])
+    no_hidden_names(m, uniq, d)
+
+
+def test_rename_over_open_writer_target(mount, d, uniq):
+    """rename(a, b) with b open for writing succeeds: b holds a's content, b's old row is
+    superseded, and the writer's close (of the replaced file) uploads and logs nothing."""
+    m = mount
+    a, b, key = _stored_pair(m, d, uniq)
+    with open(b, "ab", buffering=0) as w:
+        w.write(b" and more")
+        os.rename(a, b)
+        w.write(b", lost")
+    assert get_object(m, key) == b"source"
+    assert history(m, key) == expected_history([b"precious", b"source"])
+    assert rows(m, f"{uniq}/a.txt") == [] or live_rows(m, f"{uniq}/a.txt") == []
+    assert get_object(m, f"{uniq}/a.txt") is None
+    no_hidden_names(m, uniq, d)
+
+
+# --------------------------------------------------------------------------- create over arrivals
+
+def test_o_excl_over_an_object_that_arrived_after_the_listing(mount, d, uniq):
+    """An object arrives by another route after a listing said the name was free: O_EXCL on
+    that name fails with EEXIST (the store is asked, not the cache), and the object and its
+    rows are as the other client left them (review r8)."""
+    m = mount
+    key = f"{uniq}/x.lock"
+    p = os.path.join(d, "x.lock")
+    os.listdir(d)
+    assert not os.path.exists(p)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"theirs")
+    with pytest.raises(FileExistsError):
+        os.close(os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+    assert get_object(m, key) == b"theirs"
+    assert [r for r in rows(m, key) if r["origin"] == "mount"] == []
+
+
+def test_create_over_an_object_that_arrived_is_an_overwrite(mount, d, uniq):
+    """Without O_EXCL the arrived object is overwritten, never taken as created: with the
+    database down the close fails and the object stays as it was (a "created" object is
+    deleted again when its row fails, and before that the upload had replaced it)."""
+    m = mount
+    key = f"{uniq}/y.txt"
+    p = os.path.join(d, "y.txt")
+    os.listdir(d)
+    assert not os.path.exists(p)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"theirs")
+    fd = os.open(p, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    os.write(fd, b"mine")
+    m.stop_pg("fast")
+    try:
+        with pytest.raises(OSError):
+            os.close(fd)
+    finally:
+        m.start_pg()
+    assert get_object(m, key) == b"theirs"
+    assert [r for r in rows(m, key) if r["origin"] == "mount"] == []
 
 
 # --------------------------------------------------------------------------- 3. durable at close
