@@ -409,6 +409,10 @@ def _stored_pair(m, d, uniq):
     write(os.path.join(d, "b.txt"), b"precious")
     os.listdir(d)
     assert os.stat(os.path.join(d, "a.txt")).st_size == 6
+    # a.txt is logged (hashes computed from its bytes) once its grace has passed: the rename
+    # row of b.txt then carries those hashes
+    m.wait_until(lambda: live_rows(m, f"{uniq}/a.txt") or (os.listdir(d) and None),
+                 timeout=30, interval=0.3, what="a.txt logged as another route's upload")
     return os.path.join(d, "a.txt"), os.path.join(d, "b.txt"), f"{uniq}/b.txt"
 
 
