@@ -1,0 +1,563 @@
+/* ops_inbox_rename.c - rename(2) and the hiding of open files in inbox/.
+ *
+ * A rename inside the reception bucket is a server-side copy with its rows
+ * (reception_rename); an open file follows its name; a file renamed to a
+ * temp name leaves the store, one renamed to a final name is published.
+ * libfuse hides an open file that is unlinked or renamed over by renaming
+ * it to ".fuse_hidden…" (hard_remove = 0): inbox_hide. Handlers return 0
+ * or -errno. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "inbox.h"
+#include "inbox_int.h"
+#include "log.h"
+#include "names.h"
+
+/* Is the caller of the current request blocked in rename(2) (rather than
+ * unlink(2))? libfuse hides an open file the same way for both, from
+ * inside the caller's system call: /proc/<pid>/syscall names it. 0 when it
+ * cannot be told (not readable: another user, Yama ptrace_scope; a compat
+ * system call), so the caller keeps the unlink behaviour. */
+static int caller_in_rename(void)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	char path[64], line[64], *end;
+	long nr;
+	FILE *f;
+
+	if (!ctx || ctx->pid <= 0)
+		return 0;
+	snprintf(path, sizeof(path), "/proc/%d/syscall", (int)ctx->pid);
+	f = fopen(path, "re");
+	if (!f)
+		return 0;
+	if (!fgets(line, sizeof(line), f))
+		line[0] = '\0';
+	fclose(f);
+	nr = strtol(line, &end, 10);
+	if (end == line)
+		return 0; /* "running" */
+#ifdef SYS_rename
+	if (nr == SYS_rename)
+		return 1;
+#endif
+#ifdef SYS_renameat
+	if (nr == SYS_renameat)
+		return 1;
+#endif
+#ifdef SYS_renameat2
+	if (nr == SYS_renameat2)
+		return 1;
+#endif
+	return 0;
+}
+
+/* The target of a rename, hidden by libfuse just before the rename itself
+ * (hide_node, then the rename, in one request and so in one thread). The
+ * store is not touched until the rename's outcome is known: a rename that
+ * fails must leave its target as it was. */
+struct hide_pending {
+	char *name;	  /* the target's key */
+	char *hidden;	  /* the hidden name its open file got */
+	struct ofile *of; /* its open file (a reference), or NULL when it
+			     had only read-only handles */
+};
+static __thread struct hide_pending hidden_for_rename;
+
+/* The rename that hid hidden_for_rename.name has succeeded (ok: the target's object
+ * and row were replaced by it) or failed, or never came (the target is
+ * left as it was: its open file gets its name back, so a writer's later
+ * close still commits to it). */
+static void pending_finish(int ok)
+{
+	struct ofile *of = hidden_for_rename.of;
+
+	if (!hidden_for_rename.name)
+		return;
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		if (ok || ofile_unhide(of, hidden_for_rename.hidden, hidden_for_rename.name))
+			/* Never uploaded again (a streaming upload in
+			 * flight is aborted), never listed. */
+			ofile_make_local(of);
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+	}
+	if (!ok)
+		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name, 0);
+	free(hidden_for_rename.name);
+	free(hidden_for_rename.hidden);
+	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
+}
+
+/* inbox_hide for a rename over `from` (see hidden_for_rename): the open file moves
+ * to the hidden name locally (its readers keep their content), and the
+ * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
+static int hide_for_rename(const char *from, const char *to)
+{
+	struct ofile *of;
+	int rc = 0;
+
+	hidden_for_rename.name = strdup(from);
+	hidden_for_rename.hidden = strdup(to);
+	if (!hidden_for_rename.name || !hidden_for_rename.hidden) {
+		rc = -ENOMEM;
+		goto fail;
+	}
+	of = ofile_find(from);
+	if (of) {
+		int open;
+
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1; /* more than the reference just taken */
+		pthread_mutex_unlock(&cfs->lock);
+		if (!open && !readers_of(from)) {
+			ofile_put(of);
+			rc = -EINVAL; /* not open: the name is reserved */
+			goto fail;
+		}
+		pthread_mutex_lock(&of->lock);
+		rc = of->failed;
+		if (rc == 0)
+			ofile_hide(of, to); /* upload kept until the outcome */
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+		hidden_for_rename.of = of; /* keeps the reference */
+	} else {
+		if (!readers_of(from)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		/* Only read-only handles: they keep the content they opened
+		 * (the same as the store's if the rename fails). */
+		of = ofile_create(to, 1, &rc);
+		if (!of)
+			goto fail;
+		rc = of->failed ? of->failed : ofile_load(of, from);
+		of->in_store = 0;
+		if (rc == 0) {
+			ofile_hide(of, to);
+		} else {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+		}
+		pthread_mutex_unlock(&of->lock);
+		if (rc) {
+			ofile_put(of);
+			goto fail;
+		}
+	}
+	readers_attach(from, of);
+	if (!hidden_for_rename.of)
+		ofile_put(of);
+	attrov_move(from, to, 0);
+	return 0;
+fail:
+	free(hidden_for_rename.name);
+	free(hidden_for_rename.hidden);
+	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
+	return rc;
+}
+
+/* libfuse (hard_remove=0) hides an open file on unlink, or as the target
+ * of a rename, by renaming it to the hidden name `to`. For an unlink (or
+ * when the caller's system call cannot be told) this is the unlink of
+ * `from` for the store (object deleted, row marked removed), while the
+ * open file lives on locally under `to` with the content its handles
+ * opened. For a rename, see hide_for_rename. Errors: EINVAL (not open:
+ * the name is reserved), EIO, ENOMEM. */
+static int inbox_hide(const char *from, const char *to)
+{
+	struct actor who;
+	struct ofile *of;
+	int rc = 0, in_store;
+
+	if (caller_in_rename())
+		return hide_for_rename(from, to);
+	of = ofile_find(from);
+	if (of) {
+		int open;
+
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1; /* more than the reference just taken */
+		pthread_mutex_unlock(&cfs->lock);
+		if (!open && !readers_of(from)) {
+			ofile_put(of);
+			return -EINVAL; /* not open: the name is reserved */
+		}
+	}
+	if (!of) {
+		if (!readers_of(from))
+			return -EINVAL;
+		/* Only read-only handles: keep the content they opened. */
+		of = ofile_create(to, 1, &rc);
+		if (!of)
+			return rc;
+		rc = of->failed ? of->failed : ofile_load(of, from);
+		of->in_store = 0;
+		if (rc == 0) {
+			cfs_actor(&who);
+			rc = reception_remove(cfs->rcp, from, &who);
+		}
+		if (rc == 0) {
+			ofile_hide(of, to);
+		} else {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+		}
+		pthread_mutex_unlock(&of->lock);
+	} else {
+		pthread_mutex_lock(&of->lock);
+		rc = of->failed;
+		in_store = of->in_store && !of->local;
+		if (rc == 0 && in_store) {
+			cfs_actor(&who);
+			rc = reception_remove(cfs->rcp, from, &who);
+		}
+		if (rc == 0) {
+			/* Never uploaded again (a streaming upload in flight
+			 * is aborted), never listed. */
+			ofile_make_local(of);
+			ofile_hide(of, to);
+		}
+		pthread_mutex_unlock(&of->lock);
+	}
+	if (rc == 0)
+		readers_attach(from, of);
+	ofile_put(of);
+	if (rc == 0) {
+		dcache_remove(from);
+		attrov_move(from, to, 0);
+	}
+	return rc;
+}
+
+/* A stored file gets a temp name: it leaves the store (row marked removed)
+ * and lives on as a local file. */
+static int rename_stored_to_temp(const char *from, const char *to)
+{
+	struct actor who;
+	struct ofile *of;
+	int rc;
+
+	ofile_drop_name(to);
+	of = ofile_create(to, 1, &rc);
+	if (!of)
+		return rc;
+	rc = of->failed ? of->failed : ofile_load(of, from);
+	of->in_store = 0;
+	if (rc == 0) {
+		cfs_actor(&who);
+		rc = reception_remove(cfs->rcp, from, &who);
+	}
+	if (rc) {
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+	}
+	pthread_mutex_unlock(&of->lock);
+	if (rc == 0) {
+		readers_attach(from, of);
+		dcache_remove(from);
+	}
+	ofile_put(of);
+	return rc;
+}
+
+/* rename_dir, the open files under from/ locked by the caller. */
+static int rename_dir_locked(const char *from, const char *to)
+{
+	struct s3_list_result res = {0};
+	char *fp = NULL, *nk = NULL;
+	struct actor who;
+	size_t fl, i;
+	int rc;
+
+	if (asprintf(&fp, "%s/", from) < 0)
+		return -ENOMEM;
+	fl = strlen(fp);
+	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0, &res);
+	cfs_actor(&who);
+	for (i = 0; rc == 0 && i < res.n_entries; i++) {
+		const struct s3_list_entry *e = &res.entries[i];
+
+		free(nk);
+		if (asprintf(&nk, "%s/%s", to, e->key + fl) < 0) {
+			nk = NULL;
+			rc = -ENOMEM;
+			break;
+		}
+		if (e->key[strlen(e->key) - 1] == '/') {
+			/* A directory marker "d/": the name is "d". */
+			nk[strlen(nk) - 1] = '\0';
+			rc = names_check_relpath(nk, 1);
+			strcat(nk, "/");
+			if (rc)
+				break;
+			rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, nk,
+					"", 0, NULL, 0, NULL);
+			if (rc == 0)
+				rc = s3_delete(
+				    cfs->s3, cfs->cfg.reception_bucket, e->key);
+		} else {
+			rc = names_check_relpath(nk, 0);
+			if (rc)
+				break;
+			rc = reception_rename(cfs->rcp, e->key, nk, e->size,
+					      &who, NULL);
+		}
+	}
+	free(nk);
+	free(fp);
+	s3xml_list_free(&res);
+	if (rc == 0) {
+		/* Open files follow; their basenames, hence whether they
+		 * are local, do not change. */
+		ofile_rebase(from, to);
+		readers_rename(from, to);
+		attrov_move(from, to, 1);
+		dcache_remove(from);
+		dcache_upsert(to, 1, 0, time(NULL), NULL);
+	}
+	dcache_invalidate_all();
+	return rc;
+}
+
+/* The open files under directory dir (names "dir/..."), each with a
+ * reference, in an array the caller frees. *n = 0 and NULL when there are
+ * none; NULL with *n = 1 on ENOMEM. */
+static struct ofile **ofiles_under(const char *dir, size_t *n)
+{
+	size_t dl = strlen(dir), cap = 0, k = 0;
+	struct ofile **v = NULL, *of;
+
+	*n = 0;
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		cap += !of->unlinked && !strncmp(of->rel, dir, dl) &&
+		       of->rel[dl] == '/';
+	if (cap)
+		v = calloc(cap, sizeof(*v));
+	for (of = cfs->ofiles; v && of; of = of->next) {
+		if (of->unlinked || strncmp(of->rel, dir, dl) ||
+		    of->rel[dl] != '/')
+			continue;
+		of->refs++;
+		v[k++] = of;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	*n = cap && !v ? 1 : k;
+	return v;
+}
+
+/* Serialises directory renames: each holds the locks of several open
+ * files at once (taken in list order, released before the next one). */
+static pthread_mutex_t dir_rename_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Renames every object under from/ to to/ (server-side). The open files
+ * under from/ are locked first and until they are rebased: a commit in
+ * flight (which uploads under the key it read) ends before the listing,
+ * and none starts under an old key after it. (libfuse's path locks give
+ * the same today: a rename waits for the requests on paths beneath it;
+ * this keeps it true of any caller, e.g. with nullpath_ok.) */
+static int rename_dir(const char *from, const char *to)
+{
+	struct ofile **open;
+	size_t n_open, j;
+	int rc;
+
+	pthread_mutex_lock(&dir_rename_lock);
+	open = ofiles_under(from, &n_open);
+	if (!open && n_open) {
+		pthread_mutex_unlock(&dir_rename_lock);
+		return -ENOMEM;
+	}
+	for (j = 0; j < n_open; j++)
+		pthread_mutex_lock(&open[j]->lock);
+	rc = rename_dir_locked(from, to);
+	for (j = 0; j < n_open; j++) {
+		pthread_mutex_unlock(&open[j]->lock);
+		ofile_put(open[j]);
+	}
+	free(open);
+	pthread_mutex_unlock(&dir_rename_lock);
+	return rc;
+}
+
+/* An open (or local) file is renamed. Caller holds of->lock.
+ *
+ * Only writers commit (SPEC §2): a file changed through a handle that is
+ * still open and owes its close a commit (of->pending) is not committed
+ * here; that close uploads and logs it under `to`, once, with its final
+ * content. A stored earlier version moves with the name (server-side, its
+ * rows as for any rename). When no such handle remains (a closed local
+ * file, only readers or unchanged writable handles open), what must be
+ * stored is stored now, under `to`, and on failure the file keeps `from`:
+ * the commit obligation is never lost. to_exists/to_size: `to` names a
+ * stored object of that size, which the file replaces. */
+static int rename_open(struct ofile *of, const char *from, const char *to,
+		       int to_exists, uint64_t to_size)
+{
+	int pending = of->pending > 0, rc;
+	uint64_t size = of->size;
+	struct actor who;
+	char etag[80];
+
+	if (of->failed)
+		return of->failed;
+	cfs_actor(&who);
+	if (is_temp(to)) {
+		/* Leaves the store, lives on locally under the temp name:
+		 * nothing is committed, a stored version is removed. */
+		if (!of->local && of->in_store) {
+			rc = reception_remove(cfs->rcp, from, &who);
+			if (rc)
+				return rc;
+		}
+		rc = ofile_rename_uncommitted(of, to, 0, 0);
+		if (rc == 0)
+			readers_attach(from, of);
+		return rc;
+	}
+	if (of->local)
+		/* Uploaded and logged under `to` by the writer still open,
+		 * else now (failing: still `from`). */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
+	if (!of->in_store) {
+		/* Never stored: nothing to move in the store. */
+		return pending ? ofile_rename_uncommitted(of, to, to_exists,
+							  to_size)
+			       : ofile_publish(of, to, to_exists);
+	}
+	if (of->dirty && !pending) {
+		/* Written by handles that are all closed (their close
+		 * failed): stored now, then renamed. */
+		rc = ofile_commit(of);
+		if (rc)
+			return rc;
+		size = of->size;
+	} else if (of->dirty) {
+		/* The stored earlier version moves; the writer's close
+		 * overwrites it under `to`. */
+		size = of->stored_size;
+	}
+	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
+	if (rc)
+		return rc;
+	readers_rename(from, to);
+	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
+	rc = ofile_rename_uncommitted(of, to, 0, 0);
+	if (rc)
+		log_error("%s: renamed in the store, not in memory: %s", to,
+			  strerror(-rc));
+	return rc;
+}
+
+/* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR,
+ * ENOTEMPTY, ENAMETOOLONG, EIO. */
+static int rename_entry(const char *from, const char *to, unsigned int flags)
+{
+	struct stat sf, st;
+	struct ofile *of;
+	struct actor who;
+	char etag[80];
+	int rc, to_exists;
+
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;
+	if (ofile_is_hidden_name(from))
+		return -EINVAL;
+	if (ofile_is_hidden_name(to))
+		return flags ? -EINVAL : inbox_hide(from, to);
+	rc = check_name(to);
+	if (rc)
+		return rc;
+	rc = inbox_getattr(from, &sf);
+	if (rc)
+		return rc;
+	if (!strcmp(from, to))
+		return 0;
+	to_exists = inbox_getattr(to, &st) == 0;
+	if (to_exists && (flags & RENAME_NOREPLACE))
+		return -EEXIST;
+	if (S_ISDIR(sf.st_mode)) {
+		size_t fl = strlen(from);
+
+		if (!strncmp(to, from, fl) && to[fl] == '/')
+			return -EINVAL;
+		if (to_exists && !S_ISDIR(st.st_mode))
+			return -ENOTDIR;
+		if (to_exists) {
+			rc = inbox_rmdir(to);
+			if (rc)
+				return rc;
+		}
+		return rename_dir(from, to);
+	}
+	if (to_exists && S_ISDIR(st.st_mode))
+		return -EISDIR;
+
+	of = ofile_find(from);
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		rc = rename_open(of, from, to, to_exists && !is_temp(to),
+				 to_exists ? (uint64_t)st.st_size : 0);
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+		if (rc)
+			return rc;
+	} else if (is_temp(to)) {
+		rc = rename_stored_to_temp(from, to);
+		if (rc)
+			return rc;
+	} else {
+		cfs_actor(&who);
+		rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf.st_size,
+				      &who, etag);
+		if (rc)
+			return rc;
+		readers_rename(from, to);
+		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
+	}
+	dcache_remove(from);
+	attrov_move(from, to, 0);
+	return 0;
+}
+
+/* rename, with the outcome of a rename over an open file that libfuse hid
+ * first (hide_for_rename) settled. Errors: those of rename_entry. */
+int inbox_rename(const char *from, const char *to, unsigned int flags)
+{
+	int hiding = ofile_is_hidden_name(to), rc;
+
+	/* A hide whose rename never came (libfuse failed in between). */
+	if (hidden_for_rename.name && (hiding || strcmp(hidden_for_rename.name, to)))
+		pending_finish(0);
+	if (hidden_for_rename.name) {
+		/* The target is replaced: its row must be able to follow
+		 * (reception_rename copies before it logs). */
+		rc = reception_ready(cfs->rcp);
+		if (rc) {
+			pending_finish(0);
+			return rc;
+		}
+	}
+	rc = rename_entry(from, to, flags);
+	if (!hiding)
+		pending_finish(rc == 0);
+	return rc;
+}
