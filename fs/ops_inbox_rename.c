@@ -71,8 +71,8 @@ struct hide_pending {
 };
 static __thread struct hide_pending hidden_for_rename;
 
-/* The rename that hid hidden_for_rename.name has succeeded (ok: the target's object
- * and row were replaced by it) or failed, or never came (the target is
+/* The rename that hid hidden_for_rename.name has succeeded (ok: the target's
+ * object and row were replaced by it) or failed, or never came (the target is
  * left as it was: its open file gets its name back, so a writer's later
  * close still commits to it). */
 static void pending_finish(int ok)
@@ -83,7 +83,8 @@ static void pending_finish(int ok)
 		return;
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		if (ok || ofile_unhide(of, hidden_for_rename.hidden, hidden_for_rename.name))
+		if (ok || ofile_unhide(of, hidden_for_rename.hidden,
+				       hidden_for_rename.name))
 			/* Never uploaded again (a streaming upload in
 			 * flight is aborted), never listed. */
 			ofile_make_local(of);
@@ -91,14 +92,15 @@ static void pending_finish(int ok)
 		ofile_put(of);
 	}
 	if (!ok)
-		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name, 0);
+		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name,
+			    0);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
 }
 
-/* inbox_hide for a rename over `from` (see hidden_for_rename): the open file moves
- * to the hidden name locally (its readers keep their content), and the
+/* inbox_hide for a rename over `from` (see hidden_for_rename): the open file
+ * moves to the hidden name locally (its readers keep their content), and the
  * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
 static int hide_for_rename(const char *from, const char *to)
 {
@@ -545,7 +547,8 @@ int inbox_rename(const char *from, const char *to, unsigned int flags)
 	int hiding = ofile_is_hidden_name(to), rc;
 
 	/* A hide whose rename never came (libfuse failed in between). */
-	if (hidden_for_rename.name && (hiding || strcmp(hidden_for_rename.name, to)))
+	if (hidden_for_rename.name &&
+	    (hiding || strcmp(hidden_for_rename.name, to)))
 		pending_finish(0);
 	if (hidden_for_rename.name) {
 		/* The target is replaced: its row must be able to follow
