@@ -138,11 +138,12 @@ int db_reception_record_guarded(struct db *d, const struct reception_new *r,
 				int64_t *id_out, int *inserted);
 
 /* The undo of an upload whose row did not (or may not) commit: under the
- * key lock of (bucket, key), if no row of that key, live or removed,
- * records etag, calls fn(arg) (which deletes the object if it is still
- * that upload) and sets *rowed = 0; otherwise fn is not called and
- * *rowed = 1 (the commit happened after all: keep the object). Returns 0,
- * fn's error, or the database's (then fn may not have run: ask again). */
+ * key lock of (bucket, key), if no live row of that key records etag
+ * (a removed row is of an earlier upload of the same bytes), calls fn(arg)
+ * (which deletes the object if it is still that upload) and sets *rowed = 0;
+ * otherwise fn is not called and *rowed = 1 (the commit happened after all:
+ * keep the object). Returns 0, fn's error, or the database's (then fn may not
+ * have run: ask again). */
 int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
 			    int *rowed);

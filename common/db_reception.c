@@ -64,11 +64,12 @@ static const char db_sql_live_keys[] =
 	" AND object_key COLLATE \"C\" = ANY ($2::text[])"
 	" ORDER BY object_key COLLATE \"C\", id";
 
-/* $1 bucket, $2 key, $3 etag: does any row, live or removed, record it? */
+/* $1 bucket, $2 key, $3 etag: does a live row record it? */
 static const char db_sql_etag_rowed[] =
 	"SELECT EXISTS (SELECT 1 FROM reception_audit"
 	" WHERE source_bucket = $1::text"
-	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text)";
+	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text"
+	" AND removed_at IS NULL)";
 /* clang-format on */
 
 /* The advisory lock object id of (bucket, key), as a decimal string. */
