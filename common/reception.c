@@ -84,6 +84,7 @@ struct undo {
 	struct actor who;
 	int created;  /* new key: delete if unrowed; else log it late */
 	unsigned gen; /* the key's busy_ent commits when its row failed */
+	int unknown;  /* a commit of its row may have happened (read back) */
 	int tries;
 	int64_t next_try_ms; /* monotonic */
 	struct undo *next;
@@ -527,7 +528,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen};
-	struct db_record_guard g = {-1, reception_still_ours, &so};
+	struct db_record_guard g = {-1, reception_still_ours, &so, u->unknown};
 	struct reception_new rn = {
 	    .source_bucket = b,
 	    .object_key = u->key,
@@ -558,7 +559,11 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		}
 		if (rc)
 			return rc;
-		*committed = rowed;
+		/* A live row with its ETag: its commit did happen (unknown
+		 * outcome), or another upload of the same bytes has a row;
+		 * either way the object is kept, but only the former makes
+		 * the caller's commit a success. */
+		*committed = rowed && u->unknown;
 		if (rowed)
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
@@ -573,6 +578,8 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL,
 					 &inserted);
+	if (rc == -EINPROGRESS)
+		u->unknown = 1; /* read back on the next try */
 	if (rc == -ECANCELED)
 		goto cancelled;
 	if (rc == -ENOENT || rc == -ESTALE) {
@@ -639,6 +646,7 @@ static int reception_undo_start(struct reception *r, const char *key,
 		u->who = *who;
 	u->created = created;
 	u->gen = gen;
+	u->unknown = rc == -EINPROGRESS;
 	/* A database that could not be reached is not asked again at once
 	 * (a frozen server would hold the caller another deadline). */
 	if (rc != -EIO && rc != -ETIMEDOUT) {
@@ -948,7 +956,8 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0};
-	struct db_record_guard g = {expect_live, reception_foreign_check, &so};
+	struct db_record_guard g = {expect_live, reception_foreign_check, &so,
+				    0};
 	int rc, attempt;
 	int64_t due;
 
@@ -1111,7 +1120,11 @@ static int reception_unlogged_page(struct reception *r,
 		for (; row && row < rows + n_rows &&
 		       !strcmp(row->object_key, keys[i]);
 		     row++) {
-			if (!row->etag || !strcmp(row->etag, en->etag))
+			/* As the database decides for an observer: same
+			 * ETag (or none: seed rows, other tools) and same
+			 * size. */
+			if ((!row->etag || !strcmp(row->etag, en->etag)) &&
+			    row->size == (int64_t)en->size)
 				logged = 1;
 			if (row->id > newest)
 				newest = row->id;
