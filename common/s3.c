@@ -1184,8 +1184,15 @@ int s3_put_buf(struct s3_client *c, const char *bucket, const char *key,
 int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 		 uint64_t offset, size_t len, void *buf, size_t *got)
 {
+	return s3_get_range_if(c, bucket, key, offset, len, NULL, buf, got);
+}
+
+int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
+		    uint64_t offset, size_t len, const char *etag, void *buf,
+		    size_t *got)
+{
 	unsigned long long first, last;
-	char range[64], cr[128] = "";
+	char range[64], cr[128] = "", im[96];
 	struct s3_xfer x;
 	int rc;
 
@@ -1200,6 +1207,17 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_hdrs_add(&x.hdrs, "range", range);
 	if (rc)
 		goto fail;
+	if (etag) {
+		if (!*etag || strchr(etag, '"') ||
+		    (size_t)snprintf(im, sizeof(im), "\"%s\"", etag) >=
+			sizeof(im)) {
+			rc = -EINVAL;
+			goto fail;
+		}
+		rc = s3_hdrs_add(&x.hdrs, "if-match", im);
+		if (rc)
+			goto fail;
+	}
 	x.range_buf = buf;
 	x.range_off = offset;
 	x.range_len = len;
