@@ -85,6 +85,7 @@ struct undo {
 	int created;  /* new key: delete if unrowed; else log it late */
 	unsigned gen; /* the key's busy_ent commits when its row failed */
 	int unknown;  /* a commit of its row may have happened (read back) */
+	const char *origin; /* static: "mount", or "rename" (a copy) */
 	int tries;
 	int64_t next_try_ms; /* monotonic */
 	struct undo *next;
@@ -534,10 +535,10 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	    .object_key = u->key,
 	    .file_name = names_basename(u->key),
 	    .size = u->res.size,
-	    .xxh128 = u->res.xxh128,
-	    .sha256 = u->res.sha256,
+	    .xxh128 = u->res.xxh128[0] ? u->res.xxh128 : NULL,
+	    .sha256 = u->res.sha256[0] ? u->res.sha256 : NULL,
 	    .etag = u->res.etag,
-	    .origin = "mount",
+	    .origin = u->origin,
 	    .who = &u->who,
 	};
 	char reason[512];
@@ -617,8 +618,8 @@ static void undo_free(struct undo *u)
  * be committed (it stands), else rc (-EIO for an unknown outcome). */
 static int reception_undo_start(struct reception *r, const char *key,
 				const struct upload_result *res,
-				const struct actor *who, int created,
-				unsigned gen, int rc)
+				const struct actor *who, const char *origin,
+				int created, unsigned gen, int rc)
 {
 	int err;
 
@@ -646,6 +647,7 @@ static int reception_undo_start(struct reception *r, const char *key,
 		u->who = *who;
 	u->created = created;
 	u->gen = gen;
+	u->origin = origin;
 	u->unknown = rc == -EINPROGRESS;
 	/* A database that could not be reached is not asked again at once
 	 * (a frozen server would hold the caller another deadline). */
@@ -811,7 +813,8 @@ int reception_commit(struct reception *r, const char *key,
 		  rc == -EINPROGRESS ? "outcome unknown (database lost at "
 				       "commit)"
 				     : strerror(-rc));
-	return reception_undo_start(r, key, res, who, created, gen, rc);
+	return reception_undo_start(r, key, res, who, "mount", created, gen,
+				    rc);
 }
 
 int reception_remove(struct reception *r, const char *key,
@@ -846,13 +849,32 @@ int reception_rename(struct reception *r, const char *from_key,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
-	int rc;
+	struct s3_object_info target = {0};
+	int rc, existed;
+	unsigned gen;
 
+	/* The copy may replace an existing target, whose old content cannot
+	 * be brought back if the rows then fail: only with a database that
+	 * answers. */
+	rc = db_ping(r->db);
+	if (rc)
+		return rc;
+	/* to_key is busy from the copy to its row (the observer leaves it
+	 * alone; an older undo of it waits). */
+	rc = reception_busy_add(r, to_key);
+	if (rc)
+		return rc;
+	rc = s3_head(r->s3, b, to_key, &target);
+	s3_object_info_free(&target);
+	if (rc && rc != -ENOENT)
+		goto out;
+	existed = rc == 0;
+	gen = busy_gen(r, to_key);
 	rc = s3_copy_auto(r->s3, b, from_key, b, to_key, size,
 			  r->cfg->copy_threshold, r->cfg->part_size, NULL, 0,
 			  copy.etag);
 	if (rc)
-		return rc;
+		goto out;
 	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
 				 who);
 	if (rc == -EINPROGRESS) {
@@ -861,30 +883,40 @@ int reception_rename(struct reception *r, const char *from_key,
 		log_error("rename %s -> %s: outcome unknown (database lost at "
 			  "commit); both objects kept",
 			  from_key, to_key);
-		return -EIO;
+		rc = -EIO;
+		goto out;
 	}
 	if (rc) {
-		/* The copy goes again, if it is still ours and unrowed. */
-		reception_undo_start(r, to_key, &copy, who, 1,
-				     busy_gen(r, to_key), rc);
-		return rc;
+		/* A new key: the copy goes again, if it is still ours and
+		 * unrowed. An existing target was overwritten by the copy
+		 * (its old content is gone): never deleted, the copy is
+		 * logged late instead, as a rename's overwrite. */
+		reception_undo_start(r, to_key, &copy, who, "rename", !existed,
+				     gen, rc);
+		goto out;
 	}
 	reception_mark_known(r, to_key, copy.etag);
+	reception_undos_cancel(r, to_key);
 	if (new_etag)
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = s3_delete(r->s3, b, from_key);
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",
 			  from_key, to_key, strerror(-rc));
+out:
+	reception_busy_del(r, to_key);
 	return rc;
 }
 
 /* ---- objects that came by other routes ------------------------------- */
 
-/* Hashes an object by reading it in ranged chunks. -ECANCELED when the
- * reception is being freed. */
+/* Hashes an object by reading it in ranged chunks, each sent with
+ * If-Match: etag, so that the hash is of one object, never of a mix of two
+ * uploads. -EAGAIN when the object changed meanwhile (look again),
+ * -ECANCELED when the reception is being freed. */
 static int reception_hash_object(struct reception *r, const char *key,
-				 uint64_t size, char *xxh, char *sha)
+				 uint64_t size, const char *etag, char *xxh,
+				 char *sha)
 {
 	struct hash_ctx h;
 	uint64_t off = 0;
@@ -908,8 +940,15 @@ static int reception_hash_object(struct reception *r, const char *key,
 			rc = -ECANCELED;
 			goto fail;
 		}
-		rc = s3_get_range(r->s3, r->cfg->reception_bucket, key, off,
-				  FOREIGN_CHUNK, buf, &got);
+		rc = s3_get_range_if(r->s3, r->cfg->reception_bucket, key, off,
+				     FOREIGN_CHUNK, etag, buf, &got);
+		if (rc == -EEXIST || rc == -ENOENT) {
+			/* 412: it has another ETag now; or it is gone */
+			log_info("%s/%s changed while it was hashed; looked "
+				 "at again",
+				 r->cfg->reception_bucket, key);
+			rc = -EAGAIN;
+		}
 		if (rc)
 			goto fail;
 		hash_update(&h, buf, got);
@@ -995,7 +1034,10 @@ static int reception_log_foreign(struct reception *r, const char *key,
 				goto out;
 			}
 		}
-		rc = reception_hash_object(r, key, before.size, xxh, sha);
+		rc = reception_hash_object(r, key, before.size, before.etag,
+					   xxh, sha);
+		if (rc == -EAGAIN)
+			continue; /* replaced while we read it: again */
 		if (rc)
 			goto out;
 		rc = s3_head(r->s3, r->cfg->reception_bucket, key, &after);

@@ -525,10 +525,13 @@ def test_undo_does_not_delete_a_later_same_content_write(stack, mount_factory, p
                     errs.append(e)
                     return
             errs.append("ENOENT 20 times")
-        t = threading.Thread(target=writer)
-        t.start()
+        # Write 2 starts once the database answers again (replacing an object needs it:
+        # EIO before, by design), between the undo's first retry (2 s, database still
+        # cut) and its second (about 6 s), which then finds write 2's object in place.
         time.sleep(max(0, 3.5 - (time.monotonic() - t0)))
         pgproxy.resume()
+        t = threading.Thread(target=writer)
+        t.start()
         t.join(60)
         px.rule = None
         print("write2 ENOENT retries:", len(enoent), "errors:", errs)
