@@ -1238,6 +1238,22 @@ int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
 		rc = -EPROTO;
 		goto fail;
 	}
+	if (etag) {
+		char seen[96] = "";
+
+		/* A store that ignores If-Match (s3rver does) still names the
+		 * object it answered with: another ETag fails as 412 would. */
+		if (!s3_hdr_get(&x, "etag", seen, sizeof(seen))) {
+			log_warn("s3: GET %s/%s: no ETag in the answer", bucket,
+				 key);
+			rc = -EPROTO;
+			goto fail;
+		}
+		if (strcmp(seen, etag)) {
+			rc = -errmap_s3(412, "PreconditionFailed");
+			goto fail;
+		}
+	}
 	*got = x.at.range_got;
 fail:
 	s3_xfer_free(&x);
