@@ -638,3 +638,48 @@ def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, p
     print(r)
     assert errs == [None], "a's close failed"
     assert any(x["origin"] == "mount" for x in r), f"a's close returned 0, its upload has no row of its own: {r}"
+
+
+def test_rename_over_existing_db_lost_after_copy_keeps_and_logs_target(stack, mount_factory,
+                                                                       pgproxy):
+    """rename(a, b) over an existing b: the database answers before the copy and is lost right
+    after it (cut as the copy request goes out), so the rows fail with b already overwritten.
+    b must not be deleted (its old content is gone, the copy is what is there), and once the
+    database answers the copy gets b's live row, logged late as the rename."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(60000, {
+            "s3": {"endpoint": px.url},
+            "postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+        d = os.path.join(m.inbox, "rcut")
+        os.makedirs(d, exist_ok=True)
+        da, db_ = b"AAAA content of a\n" * 50, b"BBBB content of b\n" * 70
+        write(os.path.join(d, "a.bin"), da)
+        write(os.path.join(d, "b.bin"), db_)
+        cut = []
+
+        def rule(method, p, headers):
+            if (method == "PUT" and p.split("?")[0].endswith("/rcut/b.bin")
+                    and headers.get("x-amz-copy-source") and not cut):
+                pgproxy.cut()
+                cut.append(1)
+            return None
+        px.rule = rule
+        with pytest.raises(OSError):
+            os.rename(os.path.join(d, "a.bin"), os.path.join(d, "b.bin"))
+        px.rule = None
+        assert cut, "the copy request was not seen"
+        pgproxy.resume()
+        m.wait_until(lambda: [r for r in live_rows(m, "rcut/b.bin")
+                              if r["etag"] == etag_of(m, "rcut/b.bin")],
+                     timeout=60, interval=0.5, what="b's row for what b holds")
+        print(m.daemon_log()[-2000:])
+        assert get_object(m, "rcut/b.bin") == da, "the copy over b was deleted"
+        assert get_object(m, "rcut/a.bin") == da
+        lb, rb = live_rows(m, "rcut/b.bin"), rows(m, "rcut/b.bin")
+        assert len(lb) == 1 and lb[0]["origin"] == "rename", rb
+        assert len(rb) == 2, rb  # b's own upload (retired) and the rename's copy
+        assert len(rows(m, "rcut/a.bin")) == 1
+    finally:
+        px.rule = None
+        px.close()
