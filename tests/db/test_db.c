@@ -1034,6 +1034,7 @@ struct race {
 	struct db *d;
 	pthread_barrier_t *bar;
 	const char *key;
+	const char *origin; /* NULL: "foreign" */
 	char etag[16];
 	int rc;
 	int inserted;
@@ -1048,7 +1049,7 @@ static void *race_thread(void *arg)
 	    .object_key = t->key,
 	    .size = 1,
 	    .etag = t->etag,
-	    .origin = "mount",
+	    .origin = t->origin ? t->origin : "foreign",
 	};
 
 	pthread_barrier_wait(t->bar);
@@ -1073,6 +1074,8 @@ static void run_race(struct db *d1, struct db *d2, const char *key,
 			 same_etag ? "same" : "");
 		if (!same_etag)
 			snprintf(t[i].etag, sizeof(t[i].etag), "e%d", i);
+		/* Observers of one upload; or distinct uploads by mounts */
+		t[i].origin = same_etag ? "foreign" : "mount";
 		pthread_create(&th[i], NULL, race_thread, &t[i]);
 	}
 	*rcs = *inserted = 0;
@@ -1095,7 +1098,7 @@ static void test_race(const char *conninfo, struct db *d1, PGconn *raw)
 
 	run_race(d1, d2, "race/one", 1, &fails, &inserted, &same_id);
 	ok(!fails && inserted == 1 && same_id,
-	   "%d threads on two handles record the same upload: one row "
+	   "%d observers on two handles record the same upload: one row "
 	   "(fails %d, inserted %d)",
 	   NTHREAD, fails, inserted);
 	run_race(d1, d2, "race/many", 0, &fails, &inserted, &same_id);
@@ -1119,7 +1122,7 @@ static void *outsider_thread(void *arg)
 	    .object_key = t->key,
 	    .size = 1,
 	    .etag = t->etag,
-	    .origin = "mount",
+	    .origin = "foreign",
 	};
 
 	t->rc = db_reception_record(t->d, &r, "replaced", &t->id, &t->inserted);
