@@ -67,11 +67,13 @@ struct reception_new {
  * during COMMIT: the change may or may not be in the database. */
 
 /* Logs one reception. Atomically (one transaction, row lock on the key):
- * if a live row (removed_at IS NULL) for (bucket, key) exists with the same
- * etag (or with a NULL etag: written by another tool), nothing is inserted
- * and *id_out is that row's id, *inserted = 0; otherwise an existing live
- * row gets removed_at = now() with removal_reason = replaced_reason and a
- * new row is inserted (*inserted = 1). Safe against concurrent mounts (a
+ * origin "mount" (the uploader: each of its uploads is distinct, even of the
+ * same bytes) always inserts. Another origin (an observer) inserts nothing
+ * when a live row (removed_at IS NULL) for (bucket, key) has the same etag,
+ * or a NULL etag (seed rows, other tools), and the same size: *id_out is
+ * that row's id, *inserted = 0. Otherwise an existing live row gets
+ * removed_at = now() with removal_reason = replaced_reason and a new row is
+ * inserted (*inserted = 1). Safe against concurrent mounts (a
  * unique partial index on live rows). id_out/inserted may be NULL. */
 int db_reception_record(struct db *d, const struct reception_new *r,
 			const char *replaced_reason, int64_t *id_out,
@@ -94,6 +96,7 @@ struct reception_live {
 	char *object_key;
 	char *etag; /* NULL when the row has none */
 	int64_t id;
+	int64_t size; /* size_bytes, -1 when NULL */
 };
 
 /* Live rows of bucket whose key starts with prefix ("" = all), in key
@@ -127,22 +130,28 @@ struct db_record_guard {
 	db_locked_fn check; /* NULL, or run under the key lock before the
 			       insert (e.g. "is the object still there?") */
 	void *arg;
+	/* Origin "mount" only: the first commit's outcome is unknown (its
+	 * COMMIT's answer was lost), so a live row with r->etag is taken as
+	 * that commit's row (nothing inserted). 0: always insert. */
+	int readback;
 };
 
-/* db_reception_record with a guard (NULL: none). A live row with r->etag
- * (or with no etag) counts as logged already, whatever the guard says:
- * *inserted = 0, *id_out its id. */
+/* db_reception_record with a guard (NULL: none). A live row that logs the
+ * upload already (for an observer: same etag, or none, and same size; for
+ * origin "mount": only with g->readback, the same etag) counts whatever
+ * the guard says: *inserted = 0, *id_out its id. */
 int db_reception_record_guarded(struct db *d, const struct reception_new *r,
 				const char *replaced_reason,
 				const struct db_record_guard *g,
 				int64_t *id_out, int *inserted);
 
 /* The undo of an upload whose row did not (or may not) commit: under the
- * key lock of (bucket, key), if no row of that key, live or removed,
- * records etag, calls fn(arg) (which deletes the object if it is still
- * that upload) and sets *rowed = 0; otherwise fn is not called and
- * *rowed = 1 (the commit happened after all: keep the object). Returns 0,
- * fn's error, or the database's (then fn may not have run: ask again). */
+ * key lock of (bucket, key), if no live row of that key records etag
+ * (a removed row is of an earlier upload of the same bytes), calls fn(arg)
+ * (which deletes the object if it is still that upload) and sets *rowed = 0;
+ * otherwise fn is not called and *rowed = 1 (the commit happened after all:
+ * keep the object). Returns 0, fn's error, or the database's (then fn may not
+ * have run: ask again). */
 int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
 			    int *rowed);

@@ -338,6 +338,52 @@ static const char *const db_migration_3[] = {
 	NULL,
 };
 
+/* Version 4: who decides that an upload is logged already. The mount that
+ * uploaded knows each close is a distinct upload (even of the same bytes,
+ * even over a live row with no ETag from the seed or another tool): origin
+ * 'mount' always retires the live row and inserts its own. An observer
+ * (any other origin) logs nothing when a live row has the same ETag, or no
+ * ETag, and the same size; otherwise it retires the live row too. Replaces
+ * version 2's function in place (same signature). */
+static const char *const db_migration_4[] = {
+	"CREATE OR REPLACE FUNCTION custodyfs_reception_record("
+	" p_lock_class integer, p_lock_obj integer,"
+	" p_bucket text, p_file_name text, p_key text, p_size bigint,"
+	" p_xxh text, p_sha text, p_etag text, p_origin text,"
+	" p_by text, p_uid bigint, p_user text, p_host text, p_reason text,"
+	" OUT o_id bigint, OUT o_inserted boolean)"
+	" LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE r record; n integer := 0;\n"
+	"BEGIN\n"
+	" PERFORM pg_advisory_xact_lock(p_lock_class, p_lock_obj);\n"
+	" FOR r IN SELECT id, etag, size_bytes FROM reception_audit"
+	"  WHERE source_bucket = p_bucket AND object_key = p_key"
+	"  AND removed_at IS NULL ORDER BY id DESC FOR UPDATE LOOP\n"
+	"  n := n + 1;\n"
+	"  IF p_origin IS DISTINCT FROM 'mount'"
+	"   AND (r.etag IS NULL OR r.etag = p_etag)"
+	"   AND r.size_bytes IS NOT DISTINCT FROM p_size THEN\n"
+	"   o_id := r.id; o_inserted := false; RETURN;\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	" IF n > 0 THEN\n"
+	"  UPDATE reception_audit SET removed_at = now(),"
+	"   removal_reason = p_reason"
+	"   WHERE source_bucket = p_bucket AND object_key = p_key"
+	"   AND removed_at IS NULL;\n"
+	" END IF;\n"
+	" INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	"  size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	"  received_uid, received_user, received_host)"
+	"  VALUES (p_bucket, p_file_name, p_key, p_size, now(), p_xxh, p_sha,"
+	"  p_etag, p_origin, p_by, p_uid, p_user, p_host)"
+	"  RETURNING id INTO o_id;\n"
+	" o_inserted := true;\n"
+	"END\n"
+	"$fn$",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -349,6 +395,7 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_1},
 	{2, "reception record in one round trip", db_migration_2},
 	{3, "byte-order key indexes on reception_audit", db_migration_3},
+	{4, "a mount's upload always gets its own reception row", db_migration_4},
 };
 /* clang-format on */
 

@@ -49,7 +49,7 @@ static const char db_sql_insert_reception[] =
  * prefix with U+10FFFF itself, a noncharacter, is not listed); "" is every
  * key. LIMIT NULL is no limit. */
 static const char db_sql_live_list[] =
-	"SELECT id, object_key, etag FROM reception_audit"
+	"SELECT id, object_key, etag, size_bytes FROM reception_audit"
 	" WHERE source_bucket = $1::text AND removed_at IS NULL"
 	" AND object_key COLLATE \"C\" >= $2::text"
 	" AND ($2::text = '' OR object_key COLLATE \"C\" <"
@@ -59,16 +59,17 @@ static const char db_sql_live_list[] =
 
 /* $1 bucket, $2 keys (text[]): their live rows, one index probe each. */
 static const char db_sql_live_keys[] =
-	"SELECT id, object_key, etag FROM reception_audit"
+	"SELECT id, object_key, etag, size_bytes FROM reception_audit"
 	" WHERE source_bucket = $1::text AND removed_at IS NULL"
 	" AND object_key COLLATE \"C\" = ANY ($2::text[])"
 	" ORDER BY object_key COLLATE \"C\", id";
 
-/* $1 bucket, $2 key, $3 etag: does any row, live or removed, record it? */
+/* $1 bucket, $2 key, $3 etag: does a live row record it? */
 static const char db_sql_etag_rowed[] =
 	"SELECT EXISTS (SELECT 1 FROM reception_audit"
 	" WHERE source_bucket = $1::text"
-	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text)";
+	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text"
+	" AND removed_at IS NULL)";
 /* clang-format on */
 
 /* The advisory lock object id of (bucket, key), as a decimal string. */
@@ -378,7 +379,7 @@ struct db_live_args {
 	size_t n;
 };
 
-/* Rows (id, object_key, etag) of res into a malloc'd array. */
+/* Rows (id, object_key, etag, size) of res into a malloc'd array. */
 static int pg_live_rows(PGresult *res, struct reception_live **out,
 			size_t *n_out)
 {
@@ -402,6 +403,10 @@ static int pg_live_rows(PGresult *res, struct reception_live **out,
 			if (!rows[i].etag)
 				goto fail_oom;
 		}
+		rows[i].size =
+		    PQgetisnull(res, (int)i, 3)
+			? -1
+			: strtoll(PQgetvalue(res, (int)i, 3), NULL, 10);
 	}
 	*out = rows;
 	*n_out = n;
@@ -553,6 +558,27 @@ struct db_guarded_args {
 	const struct db_record_guard *g;
 };
 
+/* Does live row i of res (db_sql_live_for_update) log the upload r
+ * already? For the mount that uploaded (origin "mount") only when asked to
+ * read back an unknown outcome (g->readback) and the row has its ETag; for
+ * an observer when the row has the same ETag, or none, and the same size
+ * (custodyfs_reception_record, migration 4, decides the same way). */
+static int db_live_row_logs(PGresult *res, int i, const struct reception_new *r,
+			    const struct db_record_guard *g)
+{
+	char size[24];
+
+	if (r->origin && !strcmp(r->origin, "mount"))
+		return g && g->readback && r->etag && !PQgetisnull(res, i, 1) &&
+		       !strcmp(PQgetvalue(res, i, 1), r->etag);
+	if (!PQgetisnull(res, i, 1) &&
+	    (!r->etag || strcmp(PQgetvalue(res, i, 1), r->etag)))
+		return 0;
+	if (db_size_param(r->size, size, sizeof(size)))
+		return 0;
+	return !PQgetisnull(res, i, 2) && !strcmp(PQgetvalue(res, i, 2), size);
+}
+
 static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 {
 	struct db_guarded_args *a = arg;
@@ -572,9 +598,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		goto out;
 	n = PQntuples(res);
 	for (i = 0; i < n; i++) {
-		if (PQgetisnull(res, i, 1) ||
-		    (r->etag && !strcmp(PQgetvalue(res, i, 1), r->etag))) {
-			/* Logged already (by its uploader, or another tool). */
+		if (db_live_row_logs(res, i, r, a->g)) {
 			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 			goto out;
 		}

@@ -61,7 +61,9 @@ struct fpset {
 /* A key this process is writing or committing, with a use count. */
 struct busy_ent {
 	char *key;
-	int count;
+	int count;	  /* uploads and pending undos holding the key */
+	int undos;	  /* of count, pending undos */
+	unsigned commits; /* rows this process committed for the key */
 	struct busy_ent *next;
 };
 
@@ -80,7 +82,10 @@ struct undo {
 	char *key;
 	struct upload_result res;
 	struct actor who;
-	int created; /* new key: delete if unrowed; else log it late */
+	int created;  /* new key: delete if unrowed; else log it late */
+	unsigned gen; /* the key's busy_ent commits when its row failed */
+	int unknown;  /* a commit of its row may have happened (read back) */
+	const char *origin; /* static: "mount", or "rename" (a copy) */
 	int tries;
 	int64_t next_try_ms; /* monotonic */
 	struct undo *next;
@@ -232,56 +237,69 @@ static void reception_mark_known(struct reception *r, const char *key,
 /* ---- busy keys ------------------------------------------------------- */
 
 /* Caller holds r->lock. */
-static int busy_has(struct reception *r, const char *key)
+static struct busy_ent *busy_find(struct reception *r, const char *key)
 {
 	struct busy_ent *b;
 
 	for (b = r->busy[bucket_of(key)]; b; b = b->next)
 		if (!strcmp(b->key, key))
-			return 1;
-	return 0;
+			return b;
+	return NULL;
 }
 
-int reception_busy_add(struct reception *r, const char *key)
+/* Caller holds r->lock. */
+static int busy_has(struct reception *r, const char *key)
 {
-	struct busy_ent *b, **head;
+	return busy_find(r, key) != NULL;
+}
 
-	if (!r || !key)
-		return -EINVAL;
+/* The key's commit generation (see struct undo). */
+static unsigned busy_gen(struct reception *r, const char *key)
+{
+	struct busy_ent *b;
+	unsigned g;
+
 	pthread_mutex_lock(&r->lock);
-	head = &r->busy[bucket_of(key)];
-	for (b = *head; b; b = b->next) {
-		if (!strcmp(b->key, key)) {
-			b->count++;
-			pthread_mutex_unlock(&r->lock);
-			return 0;
-		}
-	}
-	b = calloc(1, sizeof(*b));
-	if (b)
-		b->key = strdup(key);
-	if (!b || !b->key) {
-		pthread_mutex_unlock(&r->lock);
-		free(b);
-		return -ENOMEM;
-	}
-	b->count = 1;
-	b->next = *head;
-	*head = b;
+	b = busy_find(r, key);
+	g = b ? b->commits : 0;
 	pthread_mutex_unlock(&r->lock);
+	return g;
+}
+
+/* Holds key for an upload (undo 0) or a pending undo (undo 1). A new entry
+ * starts at commit generation gen. Caller holds r->lock. */
+static int busy_add_locked(struct reception *r, const char *key, int undo,
+			   unsigned gen)
+{
+	struct busy_ent *b, **head = &r->busy[bucket_of(key)];
+
+	b = busy_find(r, key);
+	if (!b) {
+		b = calloc(1, sizeof(*b));
+		if (b)
+			b->key = strdup(key);
+		if (!b || !b->key) {
+			free(b);
+			return -ENOMEM;
+		}
+		b->commits = gen;
+		b->next = *head;
+		*head = b;
+	}
+	b->count++;
+	b->undos += undo;
 	return 0;
 }
 
-void reception_busy_del(struct reception *r, const char *key)
+/* Caller holds r->lock. */
+static void busy_del_locked(struct reception *r, const char *key, int undo)
 {
 	struct busy_ent **pp, *b;
 
-	if (!r || !key)
-		return;
-	pthread_mutex_lock(&r->lock);
 	for (pp = &r->busy[bucket_of(key)]; (b = *pp); pp = &b->next) {
 		if (strcmp(b->key, key))
 			continue;
+		b->undos -= undo;
 		if (--b->count == 0) {
 			*pp = b->next;
 			free(b->key);
@@ -289,6 +307,26 @@ void reception_busy_del(struct reception *r, const char *key)
 		}
 		break;
 	}
+}
+
+int reception_busy_add(struct reception *r, const char *key)
+{
+	int rc;
+
+	if (!r || !key)
+		return -EINVAL;
+	pthread_mutex_lock(&r->lock);
+	rc = busy_add_locked(r, key, 0, 0);
+	pthread_mutex_unlock(&r->lock);
+	return rc;
+}
+
+void reception_busy_del(struct reception *r, const char *key)
+{
+	if (!r || !key)
+		return;
+	pthread_mutex_lock(&r->lock);
+	busy_del_locked(r, key, 0);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -442,18 +480,36 @@ struct still_ours {
 	const char *key;
 	const char *etag;
 	int delete; /* delete it when it is */
+	int own; /* undo: uploads of the key the caller holds (busy), else -1 */
+	unsigned gen; /* undo: the key's commit generation at its failure */
 };
 
 /* Under the key lock: is the object still the upload with that ETag? If so
- * and asked to, deletes it. 0, -ESTALE (another object is there now),
- * -ENOENT (none is), or the store's error. */
+ * and asked to, deletes it. For an undo (own >= 0), first: -ECANCELED when
+ * this process committed a row for the key since the undo's upload failed,
+ * -EBUSY while it uploads the key again (a newer upload of the same bytes
+ * has the same ETag: never undo that one). 0, -ESTALE (another object is
+ * there now), -ENOENT (none is), or the store's error. */
 static int reception_still_ours(void *arg)
 {
 	struct still_ours *so = arg;
 	struct reception *r = so->r;
 	struct s3_object_info info = {0};
-	int rc;
+	int rc = 0;
 
+	if (so->own >= 0) {
+		struct busy_ent *b;
+
+		pthread_mutex_lock(&r->lock);
+		b = busy_find(r, so->key);
+		if (b && b->commits != so->gen)
+			rc = -ECANCELED;
+		else if (b && b->count - b->undos > so->own)
+			rc = -EBUSY;
+		pthread_mutex_unlock(&r->lock);
+		if (rc)
+			return rc;
+	}
 	rc = s3_head(r->s3, r->cfg->reception_bucket, so->key, &info);
 	if (rc)
 		return rc;
@@ -464,23 +520,25 @@ static int reception_still_ours(void *arg)
 	return rc;
 }
 
-/* Resolves an undo with the database. 0 when resolved (*committed: the
- * upload has its row, so it stands), else -errno (ask again later). */
-static int reception_undo_try(struct reception *r, struct undo *u,
+/* Resolves an undo with the database. own: uploads of the key the caller
+ * holds (1 when called from the failed commit, 0 from the worker). 0 when
+ * resolved (*committed: the upload has its row, so it stands), else -errno
+ * (ask again later; -EBUSY while this process uploads the key again). */
+static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			      int *committed)
 {
 	const char *b = r->cfg->reception_bucket;
-	struct still_ours so = {r, u->key, u->res.etag, 0};
-	struct db_record_guard g = {-1, reception_still_ours, &so};
+	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen};
+	struct db_record_guard g = {-1, reception_still_ours, &so, u->unknown};
 	struct reception_new rn = {
 	    .source_bucket = b,
 	    .object_key = u->key,
 	    .file_name = names_basename(u->key),
 	    .size = u->res.size,
-	    .xxh128 = u->res.xxh128,
-	    .sha256 = u->res.sha256,
+	    .xxh128 = u->res.xxh128[0] ? u->res.xxh128 : NULL,
+	    .sha256 = u->res.sha256[0] ? u->res.sha256 : NULL,
 	    .etag = u->res.etag,
-	    .origin = "mount",
+	    .origin = u->origin,
 	    .who = &u->who,
 	};
 	char reason[512];
@@ -491,6 +549,8 @@ static int reception_undo_try(struct reception *r, struct undo *u,
 		so.delete = 1;
 		rc = db_reception_unrowed_do(r->db, b, u->key, u->res.etag,
 					     reception_still_ours, &so, &rowed);
+		if (rc == -ECANCELED)
+			goto cancelled;
 		if (rc == -ENOENT || rc == -ESTALE) {
 			log_warn("%s/%s: the object is no longer the upload "
 				 "whose row failed (replaced or removed); "
@@ -500,7 +560,11 @@ static int reception_undo_try(struct reception *r, struct undo *u,
 		}
 		if (rc)
 			return rc;
-		*committed = rowed;
+		/* A live row with its ETag: its commit did happen (unknown
+		 * outcome), or another upload of the same bytes has a row;
+		 * either way the object is kept, but only the former makes
+		 * the caller's commit a success. */
+		*committed = rowed && u->unknown;
 		if (rowed)
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
@@ -515,6 +579,10 @@ static int reception_undo_try(struct reception *r, struct undo *u,
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL,
 					 &inserted);
+	if (rc == -EINPROGRESS)
+		u->unknown = 1; /* read back on the next try */
+	if (rc == -ECANCELED)
+		goto cancelled;
 	if (rc == -ENOENT || rc == -ESTALE) {
 		log_warn("%s/%s: replaced or removed since its row failed; "
 			 "nothing to log for that upload",
@@ -529,6 +597,11 @@ static int reception_undo_try(struct reception *r, struct undo *u,
 		log_warn("%s/%s: overwrite logged late (its commit had "
 			 "failed)",
 			 b, u->key);
+	return 0;
+cancelled:
+	log_info("%s/%s: a later upload of the key committed its row; the "
+		 "undo of the failed one is dropped",
+		 b, u->key);
 	return 0;
 }
 
@@ -545,8 +618,11 @@ static void undo_free(struct undo *u)
  * be committed (it stands), else rc (-EIO for an unknown outcome). */
 static int reception_undo_start(struct reception *r, const char *key,
 				const struct upload_result *res,
-				const struct actor *who, int created, int rc)
+				const struct actor *who, const char *origin,
+				int created, unsigned gen, int rc)
 {
+	int err;
+
 	int fail = rc == -EINPROGRESS ? -EIO : rc, committed = 0;
 	struct undo *u;
 
@@ -570,22 +646,24 @@ static int reception_undo_start(struct reception *r, const char *key,
 	if (who)
 		u->who = *who;
 	u->created = created;
+	u->gen = gen;
+	u->origin = origin;
+	u->unknown = rc == -EINPROGRESS;
 	/* A database that could not be reached is not asked again at once
 	 * (a frozen server would hold the caller another deadline). */
 	if (rc != -EIO && rc != -ETIMEDOUT) {
-		if (reception_undo_try(r, u, &committed) == 0) {
+		if (reception_undo_try(r, u, 1, &committed) == 0) {
 			undo_free(u);
 			return committed ? 0 : fail;
 		}
 	}
-	if (reception_busy_add(r, key)) {
-		undo_free(u);
-		return fail;
-	}
+	/* The undo holds the key (the observer leaves it alone) and counts
+	 * as an undo, not an upload (see reception_still_ours). */
 	pthread_mutex_lock(&r->lock);
-	if (r->n_undos >= UNDO_MAX) {
+	err =
+	    r->n_undos >= UNDO_MAX ? -ENOSPC : busy_add_locked(r, key, 1, gen);
+	if (err) {
 		pthread_mutex_unlock(&r->lock);
-		reception_busy_del(r, key);
 		log_error("%s/%s: too many unresolved uploads; object kept "
 			  "without a row (the next scan logs it)",
 			  r->cfg->reception_bucket, key);
@@ -632,7 +710,7 @@ static void reception_undo_run(struct reception *r)
 		}
 		pthread_mutex_unlock(&r->lock);
 
-		rc = reception_undo_try(r, u, &committed);
+		rc = reception_undo_try(r, u, 0, &committed);
 		if (rc && ++u->tries < UNDO_MAX_TRIES) {
 			int64_t wait = (int64_t)UNDO_RETRY_MS
 				       << (u->tries < 5 ? u->tries : 5);
@@ -653,7 +731,42 @@ static void reception_undo_run(struct reception *r)
 				  "logs it)",
 				  r->cfg->reception_bucket, u->key,
 				  strerror(-rc));
-		reception_busy_del(r, u->key);
+		pthread_mutex_lock(&r->lock);
+		busy_del_locked(r, u->key, 1);
+		pthread_mutex_unlock(&r->lock);
+		undo_free(u);
+	}
+}
+
+/* This process committed a row for key: its pending undos are of older
+ * uploads of the key, superseded (one the worker holds now sees the new
+ * generation in reception_still_ours and is dropped too). */
+static void reception_undos_cancel(struct reception *r, const char *key)
+{
+	struct undo **pp, *u, *dropped = NULL;
+	struct busy_ent *b;
+
+	pthread_mutex_lock(&r->lock);
+	b = busy_find(r, key);
+	if (b)
+		b->commits++;
+	for (pp = &r->undos; (u = *pp);) {
+		if (strcmp(u->key, key)) {
+			pp = &u->next;
+			continue;
+		}
+		*pp = u->next;
+		r->n_undos--;
+		busy_del_locked(r, key, 1);
+		u->next = dropped;
+		dropped = u;
+	}
+	pthread_mutex_unlock(&r->lock);
+	while ((u = dropped)) {
+		dropped = u->next;
+		log_info("%s/%s: a later upload of the key committed its row; "
+			 "the undo of the failed one is dropped",
+			 r->cfg->reception_bucket, key);
 		undo_free(u);
 	}
 }
@@ -685,12 +798,14 @@ int reception_commit(struct reception *r, const char *key,
 	    .who = who,
 	};
 	char reason[512];
+	unsigned gen = busy_gen(r, key);
 	int rc;
 
 	reception_reason(reason, sizeof(reason), "overwritten", who);
 	rc = db_reception_record(r->db, &rn, reason, NULL, NULL);
 	if (rc == 0) {
 		reception_mark_known(r, key, res->etag);
+		reception_undos_cancel(r, key);
 		return 0;
 	}
 	log_error("reception row for %s/%s not committed: %s",
@@ -698,7 +813,8 @@ int reception_commit(struct reception *r, const char *key,
 		  rc == -EINPROGRESS ? "outcome unknown (database lost at "
 				       "commit)"
 				     : strerror(-rc));
-	return reception_undo_start(r, key, res, who, created, rc);
+	return reception_undo_start(r, key, res, who, "mount", created, gen,
+				    rc);
 }
 
 int reception_remove(struct reception *r, const char *key,
@@ -733,13 +849,32 @@ int reception_rename(struct reception *r, const char *from_key,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
-	int rc;
+	struct s3_object_info target = {0};
+	int rc, existed;
+	unsigned gen;
 
+	/* The copy may replace an existing target, whose old content cannot
+	 * be brought back if the rows then fail: only with a database that
+	 * answers. */
+	rc = db_ping(r->db);
+	if (rc)
+		return rc;
+	/* to_key is busy from the copy to its row (the observer leaves it
+	 * alone; an older undo of it waits). */
+	rc = reception_busy_add(r, to_key);
+	if (rc)
+		return rc;
+	rc = s3_head(r->s3, b, to_key, &target);
+	s3_object_info_free(&target);
+	if (rc && rc != -ENOENT)
+		goto out;
+	existed = rc == 0;
+	gen = busy_gen(r, to_key);
 	rc = s3_copy_auto(r->s3, b, from_key, b, to_key, size,
 			  r->cfg->copy_threshold, r->cfg->part_size, NULL, 0,
 			  copy.etag);
 	if (rc)
-		return rc;
+		goto out;
 	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
 				 who);
 	if (rc == -EINPROGRESS) {
@@ -748,29 +883,40 @@ int reception_rename(struct reception *r, const char *from_key,
 		log_error("rename %s -> %s: outcome unknown (database lost at "
 			  "commit); both objects kept",
 			  from_key, to_key);
-		return -EIO;
+		rc = -EIO;
+		goto out;
 	}
 	if (rc) {
-		/* The copy goes again, if it is still ours and unrowed. */
-		reception_undo_start(r, to_key, &copy, who, 1, rc);
-		return rc;
+		/* A new key: the copy goes again, if it is still ours and
+		 * unrowed. An existing target was overwritten by the copy
+		 * (its old content is gone): never deleted, the copy is
+		 * logged late instead, as a rename's overwrite. */
+		reception_undo_start(r, to_key, &copy, who, "rename", !existed,
+				     gen, rc);
+		goto out;
 	}
 	reception_mark_known(r, to_key, copy.etag);
+	reception_undos_cancel(r, to_key);
 	if (new_etag)
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = s3_delete(r->s3, b, from_key);
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",
 			  from_key, to_key, strerror(-rc));
+out:
+	reception_busy_del(r, to_key);
 	return rc;
 }
 
 /* ---- objects that came by other routes ------------------------------- */
 
-/* Hashes an object by reading it in ranged chunks. -ECANCELED when the
- * reception is being freed. */
+/* Hashes an object by reading it in ranged chunks, each sent with
+ * If-Match: etag, so that the hash is of one object, never of a mix of two
+ * uploads. -EAGAIN when the object changed meanwhile (look again),
+ * -ECANCELED when the reception is being freed. */
 static int reception_hash_object(struct reception *r, const char *key,
-				 uint64_t size, char *xxh, char *sha)
+				 uint64_t size, const char *etag, char *xxh,
+				 char *sha)
 {
 	struct hash_ctx h;
 	uint64_t off = 0;
@@ -794,8 +940,15 @@ static int reception_hash_object(struct reception *r, const char *key,
 			rc = -ECANCELED;
 			goto fail;
 		}
-		rc = s3_get_range(r->s3, r->cfg->reception_bucket, key, off,
-				  FOREIGN_CHUNK, buf, &got);
+		rc = s3_get_range_if(r->s3, r->cfg->reception_bucket, key, off,
+				     FOREIGN_CHUNK, etag, buf, &got);
+		if (rc == -EEXIST || rc == -ENOENT) {
+			/* 412: it has another ETag now; or it is gone */
+			log_info("%s/%s changed while it was hashed; looked "
+				 "at again",
+				 r->cfg->reception_bucket, key);
+			rc = -EAGAIN;
+		}
 		if (rc)
 			goto fail;
 		hash_update(&h, buf, got);
@@ -841,8 +994,9 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
-	struct still_ours so = {r, key, NULL, 0};
-	struct db_record_guard g = {expect_live, reception_foreign_check, &so};
+	struct still_ours so = {r, key, NULL, 0, -1, 0};
+	struct db_record_guard g = {expect_live, reception_foreign_check, &so,
+				    0};
 	int rc, attempt;
 	int64_t due;
 
@@ -880,7 +1034,10 @@ static int reception_log_foreign(struct reception *r, const char *key,
 				goto out;
 			}
 		}
-		rc = reception_hash_object(r, key, before.size, xxh, sha);
+		rc = reception_hash_object(r, key, before.size, before.etag,
+					   xxh, sha);
+		if (rc == -EAGAIN)
+			continue; /* replaced while we read it: again */
 		if (rc)
 			goto out;
 		rc = s3_head(r->s3, r->cfg->reception_bucket, key, &after);
@@ -1005,7 +1162,11 @@ static int reception_unlogged_page(struct reception *r,
 		for (; row && row < rows + n_rows &&
 		       !strcmp(row->object_key, keys[i]);
 		     row++) {
-			if (!row->etag || !strcmp(row->etag, en->etag))
+			/* As the database decides for an observer: same
+			 * ETag (or none: seed rows, other tools) and same
+			 * size. */
+			if ((!row->etag || !strcmp(row->etag, en->etag)) &&
+			    row->size == (int64_t)en->size)
 				logged = 1;
 			if (row->id > newest)
 				newest = row->id;

@@ -36,15 +36,18 @@ void reception_free(struct reception *r);
 int reception_ready(struct reception *r);
 
 /* key has just been uploaded (res) into the reception bucket by who: log
- * it. `created` says the key did not exist before. Returns 0 when the row
- * is committed. Otherwise -errno (-EIO when the outcome is unknown), and
- * the upload is undone only as far as it can be proven to be this one's:
- * a created object is deleted if it still has res->etag (HEAD) and no row
- * records that ETag (asked of the database under the key lock); an
- * overwrite is logged late instead (its old content is gone). When the
- * database cannot be asked, that is done by the worker once it answers
- * (the key stays busy until then). Returns 0 also when the commit turns
- * out to have happened (an unknown outcome read back at once). */
+ * it (always a row of its own: each upload is distinct, even of the same
+ * bytes). `created` says the key did not exist before. Returns 0 when the
+ * row is committed; then any pending undo of an older upload of the key by
+ * this process is dropped. Otherwise -errno (-EIO when the outcome is
+ * unknown), and the upload is undone only as far as it can be proven to be
+ * this one's: a created object is deleted if it still has res->etag (HEAD),
+ * no live row records that ETag (asked of the database under the key lock)
+ * and this process is not uploading the key again (busy beyond the
+ * caller's own hold); an overwrite is logged late instead (its old content
+ * is gone). When the database cannot be asked, that is done by the worker
+ * once it answers (the key stays busy until then). Returns 0 also when the
+ * commit turns out to have happened (an unknown outcome read back). */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created);
@@ -64,12 +67,16 @@ int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who);
 
 /* Server-side rename inside the reception bucket: copy, log (old row gets
- * removed_at "renamed to ...", new row for to_key), delete the source. On
- * failure before the log commit, the copy is removed again. *new_etag
- * (80 bytes) may be NULL. */
+ * removed_at "renamed to ...", new row for to_key), delete the source.
+ * Nothing is copied unless the database answers (db_ping); to_key is busy
+ * from before the copy until its row. When the rows fail after the copy:
+ * a new to_key's copy is undone as in reception_commit; an existing
+ * to_key (found by HEAD before the copy) was overwritten, so it is never
+ * deleted: the copy is logged late (origin "rename", hashes unknown).
+ * *new_etag (80 bytes) may be NULL. */
 int reception_rename(struct reception *r, const char *from_key,
-		     const char *to_key, uint64_t size,
-		     const struct actor *who, char *new_etag);
+		     const char *to_key, uint64_t size, const struct actor *who,
+		     char *new_etag);
 
 /* Objects just listed: those not known to be logged are checked against
  * the database and, if unlogged and not busy here, queued for logging by

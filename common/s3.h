@@ -91,6 +91,16 @@ int s3_put_buf(struct s3_client *c, const char *bucket, const char *key,
 int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 		 uint64_t offset, size_t len, void *buf, size_t *got);
 
+/* s3_get_range only while the object has ETag etag (quotes removed; sent
+ * as If-Match, and the answer's ETag is checked too, for stores that ignore
+ * If-Match): every chunk read this way is of one and the same object.
+ * -EEXIST (412 Precondition Failed, mapped in s3err.c) when the object has
+ * another ETag now; -EPROTO when the answer names none; -EINVAL for an
+ * empty etag or one holding a quote. */
+int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
+		    uint64_t offset, size_t len, const char *etag, void *buf,
+		    size_t *got);
+
 /* GET of the whole object written to fd from offset 0 (pwrite). *size gets
  * the byte count. */
 int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,

@@ -375,8 +375,8 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	ok(sql_is(raw,
 		  "SELECT string_agg(version::text, ',' ORDER BY version) FROM "
 		  "schema_migrations",
-		  "1,2,3"),
-	   "schema_migrations holds versions 1, 2 and 3");
+		  "1,2,3,4"),
+	   "schema_migrations holds versions 1 to 4");
 	ok(has_contract_columns(raw), "every column of SPEC section 5 exists");
 	ok(count_triggers(raw) == 6, "append-only triggers installed, "
 				     "enabled ALWAYS");
@@ -398,7 +398,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	d = open_or_die(conninfo, 1);
 	ok(db_migrate(d) == 0, "migrate again (new handle)");
 	db_close(d);
-	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "3"),
+	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "4"),
 	   "still one schema_migrations row per version");
 	ok(count_triggers(raw) == 6, "still six triggers");
 }
@@ -433,7 +433,7 @@ static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
 	   "%d processes migrate a fresh database at once "
 	   "(%d succeeded)",
 	   NCHILD, good);
-	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "3"),
+	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "4"),
 	   "one schema_migrations row per version after the race");
 	ok(count_triggers(raw) == 6, "triggers installed once");
 	ok(has_contract_columns(raw), "all columns after the race");
@@ -553,14 +553,24 @@ static void test_adopt_seed(const char *conninfo, PGconn *raw, int dups)
 		    .object_key = "lote1/a.pdf",
 		    .size = 1234,
 		    .etag = "e-new",
-		    .origin = "mount",
+		    .origin = "foreign",
 		};
 		int64_t id = 0;
 		int ins = -1;
 
 		ok(db_reception_record(d, &r, "replaced", &id, &ins) == 0 &&
 		       ins == 0,
-		   "duplicate seed rows (NULL etag) still match a record");
+		   "duplicate seed rows (NULL etag, same size) match an "
+		   "observer's record");
+		r.origin = "mount";
+		ok(db_reception_record(d, &r, "replaced", &id, &ins) == 0 &&
+		       ins == 1,
+		   "a mount's upload over duplicate seed rows gets its row");
+		ok(sql_is(raw,
+			  "SELECT count(*) FROM reception_audit WHERE"
+			  " object_key = 'lote1/a.pdf' AND removed_at IS NULL",
+			  "1"),
+		   "both seed rows retired, one live row");
 	}
 	db_close(d);
 }
@@ -624,10 +634,17 @@ static void test_record(struct db *d, PGconn *raw)
 	   "row holds every field, actor split in columns, size > 4 GiB");
 
 	ok(db_reception_record(d, &r, "overwritten", &id2, &ins) == 0 &&
-	       ins == 0 && id2 == id1,
-	   "same etag: nothing inserted, same id");
+	       ins == 1 && id2 != id1,
+	   "mount, same etag: a distinct upload (same bytes again), new row");
+	r.origin = "foreign";
+	r.who = NULL;
+	ok(db_reception_record(d, &r, "overwritten", &id3, &ins) == 0 &&
+	       ins == 0 && id3 == id2,
+	   "observer, same etag and size: nothing inserted, same id");
 	ok(db_reception_record(d, &r, "overwritten", NULL, NULL) == 0,
 	   "id_out and inserted may be NULL");
+	r.origin = "mount";
+	r.who = &who;
 
 	r.etag = "etag-2";
 	r.size = 10;
@@ -649,14 +666,35 @@ static void test_record(struct db *d, PGconn *raw)
 	sql_ok(raw, "INSERT INTO reception_audit (source_bucket, file_name,"
 		    " object_key, size_bytes) VALUES ('" BUCKET "', 'x.bin',"
 		    " 'tool/x.bin', 3)");
-	r.object_key = "tool/x.bin";
+	sql_ok(raw, "INSERT INTO reception_audit (source_bucket, file_name,"
+		    " object_key, size_bytes) VALUES ('" BUCKET "', 'z.bin',"
+		    " 'tool/z.bin', 10)");
+	r.object_key = "tool/z.bin";
 	r.file_name = NULL;
-	r.etag = "etag-x";
+	r.etag = "etag-z";
+	r.origin = "foreign";
 	ok(db_reception_record(d, &r, "overwritten", &id2, &ins) == 0 &&
 	       ins == 0 &&
 	       id2 == sql_long(raw, "SELECT id FROM reception_audit WHERE"
-				    " object_key = 'tool/x.bin'"),
-	   "live row with NULL etag: matches, nothing inserted");
+				    " object_key = 'tool/z.bin'"),
+	   "observer, live row with NULL etag and the same size: matches, "
+	   "nothing inserted");
+	r.object_key = "tool/x.bin";
+	r.etag = "etag-x";
+	ok(db_reception_record(d, &r, "overwritten", &id2, &ins) == 0 &&
+	       ins == 1,
+	   "observer, live row with NULL etag and another size: replaced");
+	r.object_key = "tool/z.bin";
+	r.origin = "mount";
+	ok(db_reception_record(d, &r, "overwritten", &id3, &ins) == 0 &&
+	       ins == 1 && id3 != id2,
+	   "mount over a live row with NULL etag (seed): its own row");
+	ok(sql_is(raw,
+		  "SELECT count(*) || '/' || count(removed_at) FROM"
+		  " reception_audit WHERE object_key IN ('tool/x.bin',"
+		  " 'tool/z.bin')",
+		  "4/2"),
+	   "both NULL-etag rows retired, one live row per key");
 
 	r.object_key = "a/b/noetag.txt";
 	r.etag = "known";
@@ -671,9 +709,11 @@ static void test_record(struct db *d, PGconn *raw)
 		  "noetag.txt"),
 	   "file_name defaults to the last component");
 	r.etag = "other";
+	r.origin = "foreign";
 	ok(db_reception_record(d, &r, "rewritten", &id3, &ins) == 0 &&
 	       ins == 0 && id3 == id2,
-	   "then a row with NULL etag matches any etag");
+	   "then a row with NULL etag matches an observer's any etag");
+	r.origin = "mount";
 
 	r.object_key = "foreign/y.bin";
 	r.etag = "f1";
@@ -994,6 +1034,7 @@ struct race {
 	struct db *d;
 	pthread_barrier_t *bar;
 	const char *key;
+	const char *origin; /* NULL: "foreign" */
 	char etag[16];
 	int rc;
 	int inserted;
@@ -1008,7 +1049,7 @@ static void *race_thread(void *arg)
 	    .object_key = t->key,
 	    .size = 1,
 	    .etag = t->etag,
-	    .origin = "mount",
+	    .origin = t->origin ? t->origin : "foreign",
 	};
 
 	pthread_barrier_wait(t->bar);
@@ -1033,6 +1074,8 @@ static void run_race(struct db *d1, struct db *d2, const char *key,
 			 same_etag ? "same" : "");
 		if (!same_etag)
 			snprintf(t[i].etag, sizeof(t[i].etag), "e%d", i);
+		/* Observers of one upload; or distinct uploads by mounts */
+		t[i].origin = same_etag ? "foreign" : "mount";
 		pthread_create(&th[i], NULL, race_thread, &t[i]);
 	}
 	*rcs = *inserted = 0;
@@ -1055,7 +1098,7 @@ static void test_race(const char *conninfo, struct db *d1, PGconn *raw)
 
 	run_race(d1, d2, "race/one", 1, &fails, &inserted, &same_id);
 	ok(!fails && inserted == 1 && same_id,
-	   "%d threads on two handles record the same upload: one row "
+	   "%d observers on two handles record the same upload: one row "
 	   "(fails %d, inserted %d)",
 	   NTHREAD, fails, inserted);
 	run_race(d1, d2, "race/many", 0, &fails, &inserted, &same_id);
@@ -1079,7 +1122,7 @@ static void *outsider_thread(void *arg)
 	    .object_key = t->key,
 	    .size = 1,
 	    .etag = t->etag,
-	    .origin = "mount",
+	    .origin = "foreign",
 	};
 
 	t->rc = db_reception_record(t->d, &r, "replaced", &t->id, &t->inserted);

@@ -118,7 +118,7 @@ void test_record_guarded(struct db *d, PGconn *raw)
 	    .origin = "foreign",
 	};
 	struct guard_probe pr = {.raw = raw};
-	struct db_record_guard g = {0, guard_check, &pr};
+	struct db_record_guard g = {0, guard_check, &pr, 0};
 	int64_t id = 0, id_a = 0, id_b = 0;
 	int ins = -1, rc;
 
@@ -170,6 +170,35 @@ void test_record_guarded(struct db *d, PGconn *raw)
 	r.etag = "etag-c";
 	rc = db_reception_record_guarded(d, &r, "replaced", NULL, &id, &ins);
 	ok(rc == 0 && ins == 1, "NULL guard: a plain record");
+
+	/* the uploader (origin mount): a live row with its etag is another
+	 * upload of the same bytes unless an unknown outcome is read back */
+	r.origin = "mount";
+	g.expect_live = -1;
+	g.readback = 1;
+	pr.calls = 0;
+	rc = db_reception_record_guarded(d, &r, "replaced", &g, &id_a, &ins);
+	ok(rc == 0 && ins == 0 && id_a == id && pr.calls == 0,
+	   "mount, read back: a live row with its etag is its row");
+	g.readback = 0;
+	rc = db_reception_record_guarded(d, &r, "replaced", &g, &id_b, &ins);
+	ok(rc == 0 && ins == 1 && id_b > id && pr.calls == 1,
+	   "mount, no read back: same etag is a distinct upload, new row");
+
+	/* an observer over a NULL-etag row (seed): only the same size is
+	 * the same upload */
+	sql_ok(raw, "INSERT INTO reception_audit (source_bucket, file_name,"
+		    " object_key, size_bytes) VALUES ('guard-bucket', 's',"
+		    " 'g/seed', 3)");
+	r.object_key = "g/seed";
+	r.origin = "foreign";
+	g.check = NULL;
+	rc = db_reception_record_guarded(d, &r, "replaced", &g, &id, &ins);
+	ok(rc == 0 && ins == 0, "observer, NULL etag, same size: logged");
+	r.size = 4;
+	rc = db_reception_record_guarded(d, &r, "replaced", &g, &id, &ins);
+	ok(rc == 0 && ins == 1 && rows_of(raw, "guard-bucket", "g/seed") == 2,
+	   "observer, NULL etag, other size: replaced");
 }
 
 struct undo_probe {
@@ -215,17 +244,18 @@ void test_unrowed_do(struct db *d, PGconn *raw)
 	db_reception_mark_removed(d, "undo-bucket", "u/file", "deleted");
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-1",
 				     undo_fn, &u, &rowed);
-	ok(rc == 0 && rowed == 1 && u.calls == 0,
-	   "a removed row records it: still rowed, fn not run");
+	ok(rc == 0 && rowed == 0 && u.calls == 1,
+	   "only a removed row records it (an earlier upload of the same "
+	   "bytes): not rowed, fn runs");
 
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-2",
 				     undo_fn, &u, &rowed);
-	ok(rc == 0 && rowed == 0 && u.calls == 1,
+	ok(rc == 0 && rowed == 0 && u.calls == 2,
 	   "another etag of the same key: fn runs");
 	u.rc = -EIO;
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/other", "etag-1",
 				     undo_fn, &u, &rowed);
-	ok(rc == -EIO && u.calls == 2, "fn's error is returned");
+	ok(rc == -EIO && u.calls == 3, "fn's error is returned");
 	ok(db_reception_unrowed_do(d, "undo-bucket", "u/file", "", undo_fn, &u,
 				   &rowed) == -EINVAL,
 	   "empty etag: -EINVAL");

@@ -167,6 +167,23 @@ static void test_hashes_and_busy(void)
 	snprintf(key, sizeof(key), "%s/forged.bin", prefix);
 	put(key, buf, len, meta, 2, etag);
 	sleep_ms(2500); /* LastModified (Swift rounds it up) + 1 s, grace 0 */
+	{
+		char chunk[16];
+		size_t got = 0;
+
+		rc = s3_get_range_if(s3, BUCKET, key, 1, sizeof(chunk), etag,
+				     chunk, &got);
+		ok(rc == 0 && got == sizeof(chunk) &&
+		       !memcmp(chunk, buf + 1, sizeof(chunk)),
+		   "ranged GET with If-Match of its ETag (rc %d)", rc);
+		rc = s3_get_range_if(s3, BUCKET, key, 1, sizeof(chunk),
+				     "0123456789abcdef0123456789abcdef", chunk,
+				     &got);
+		ok(rc == -EEXIST,
+		   "ranged GET with another ETag: -EEXIST "
+		   "(rc %d)",
+		   rc);
+	}
 
 	ok(reception_busy_add(r, key) == 0 && reception_busy_add(r, key) == 0,
 	   "busy twice");

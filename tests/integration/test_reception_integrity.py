@@ -428,3 +428,258 @@ def test_unmount_does_not_wait_for_a_whole_scan(stack, mount_factory):
     finally:
         px.rule = None
         px.close()
+
+
+# ---- hostile review 2: reproductions (each failed before its fix) ----
+
+
+def test_overwrite_of_seed_row_key_is_logged(mount_factory):
+    """A key whose live row came from the seed (no etag: valid per SPEC 5) is overwritten
+    through the mount: that upload must get its own row."""
+    m = mount_factory(config=grace(60000))
+    key = "seed/old.txt"
+    old = b"seed content\n"
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=old)
+    m.sql("INSERT INTO reception_audit (source_bucket, file_name, object_key, size_bytes)"
+          " VALUES (%s, %s, %s, %s)", (m.reception_bucket, "old.txt", key, len(old)))
+    new = b"brand new content written through the mount\n" * 10
+    write(os.path.join(m.inbox, key), new)
+    assert get_object(m, key) == new
+    r = rows(m, key)
+    assert len(r) == 2, f"mount's overwrite not logged; rows: {r}"
+    assert r[1]["removed_at"] is None and r[1]["sha256"] == m.sha256_bytes(new)
+
+
+def test_same_content_rewrite_is_a_distinct_upload(mount_factory):
+    """Two writes of the same bytes (a second cp) are two uploads: two rows."""
+    m = mount_factory(config=grace(60000))
+    os.makedirs(os.path.join(m.inbox, "same"), exist_ok=True)
+    key = "same/f.bin"
+    data = b"identical bytes " * 100
+    write(os.path.join(m.inbox, key), data)
+    time.sleep(1)
+    write(os.path.join(m.inbox, key), data)
+    r = rows(m, key)
+    assert len(r) == 2, r
+
+
+def test_rename_over_existing_with_db_down_keeps_target(stack, mount_factory, pgproxy):
+    """rename(a, b) with the database unreachable fails; b must still be there with its
+    content, and no live row may claim an object that is gone."""
+    m = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+    d = os.path.join(m.inbox, "ren")
+    os.makedirs(d, exist_ok=True)
+    da, db_ = b"AAAA content of a\n" * 50, b"BBBB content of b\n" * 70
+    write(os.path.join(d, "a.bin"), da)
+    write(os.path.join(d, "b.bin"), db_)
+    pgproxy.cut()
+    err = None
+    try:
+        os.rename(os.path.join(d, "a.bin"), os.path.join(d, "b.bin"))
+    except OSError as e:
+        err = e
+    pgproxy.resume()
+    time.sleep(12)  # undo retries at 2 s, 4 s...
+    objb = get_object(m, "ren/b.bin")
+    lb = live_rows(m, "ren/b.bin")
+    print("rename err", err, "b object", None if objb is None else objb[:10], "live rows b", lb)
+    print(m.daemon_log()[-3000:])
+    if err is not None:
+        assert objb == db_, "failed rename destroyed the target"
+    for row in lb:
+        assert objb is not None and row["etag"] == etag_of(m, "ren/b.bin"), \
+            f"live row claims an object that is gone/different: {row}"
+
+
+def test_undo_does_not_delete_a_later_same_content_write(stack, mount_factory, pgproxy):
+    """Write 1 of a new key fails at its row (db cut) -> undo pending. The user runs cp again
+    (same bytes); its PUT lands, its answer is late. The pending undo must not delete write 2's
+    object: write 2's close returns 0, so the object must be there with its row."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(60000, {
+            "s3": {"endpoint": px.url},
+            "postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+        d = os.path.join(m.inbox, "undo")
+        os.makedirs(d, exist_ok=True)
+        key = "undo/f.bin"
+        path = os.path.join(d, "f.bin")
+        data = b"same bytes twice " * 300
+        pgproxy.cut()
+        with pytest.raises(OSError):
+            write(path, data)
+        t0 = time.monotonic()
+        px.rule = lambda method, path, headers: (
+            ("late", 8) if method == "PUT" and path.split("?")[0].endswith("/" + key) else None)
+        errs, enoent = [], []
+
+        def writer():
+            for _ in range(20):
+                try:
+                    write(path, data)
+                    return
+                except FileNotFoundError as e:
+                    enoent.append(str(e))
+                    time.sleep(0.2)
+                except OSError as e:
+                    errs.append(e)
+                    return
+            errs.append("ENOENT 20 times")
+        # Write 2 starts once the database answers again (replacing an object needs it:
+        # EIO before, by design), between the undo's first retry (2 s, database still
+        # cut) and its second (about 6 s), which then finds write 2's object in place.
+        time.sleep(max(0, 3.5 - (time.monotonic() - t0)))
+        pgproxy.resume()
+        t = threading.Thread(target=writer)
+        t.start()
+        t.join(60)
+        px.rule = None
+        print("write2 ENOENT retries:", len(enoent), "errors:", errs)
+        assert not errs, errs  # write 2's close returned 0
+        time.sleep(6)
+        print(m.daemon_log()[-2500:])
+        obj = get_object(m, key)
+        r = rows(m, key)
+        assert obj == data, f"close returned 0 but the object is gone; rows: {r}"
+        assert len([x for x in r if x["removed_at"] is None]) == 1, r
+    finally:
+        px.rule = None
+        px.close()
+
+
+def test_foreign_hash_is_of_one_object_not_a_mix(stack, mount_factory):
+    """A malicious uploader replaces the object (same size) while the observer hashes it in
+    ranged GETs and puts the original back before the final HEAD. The row's sha256 must be of
+    bytes that were actually uploaded (A or B), never a mix of both."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(0, {"s3": {"endpoint": px.url},
+                                           "fs": {"scan_interval": "1"}}), start=False)
+        key = "aba/x.bin"
+        size = 10 << 20
+        A = os.urandom(size)
+        B = os.urandom(size)
+        m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=A)
+        done = []
+
+        def rule(method, path, headers):
+            if method == "GET" and path.split("?")[0].endswith("/" + key):
+                rng = headers.get("Range") or ""
+                if rng.startswith("bytes=4194304-") and "B" not in done:
+                    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=B)
+                    done.append("B")
+                elif rng.startswith("bytes=8388608-") and "A" not in done:
+                    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=A)
+                    done.append("A")
+            return None
+        px.rule = rule
+        time.sleep(1.5)
+        m.mount()
+        m.wait_until(lambda: rows(m, key), timeout=60, interval=0.5, what="row")
+        px.rule = None
+        r = rows(m, key)
+        print("swaps:", done, "rows:", r)
+        mix = hashlib.sha256(A[:4 << 20] + B[4 << 20:8 << 20] + A[8 << 20:]).hexdigest()
+        assert r[-1]["sha256"] != mix, "row holds the hash of a mix nobody uploaded"
+        assert r[-1]["sha256"] in (hashlib.sha256(A).hexdigest(), hashlib.sha256(B).hexdigest())
+    finally:
+        px.rule = None
+        px.close()
+
+
+def _fail_first_commit(m, pgproxy, path):
+    pgproxy.cut()
+    with pytest.raises(OSError):
+        write(path, _fail_first_commit.data)
+    pgproxy.resume()
+
+
+def test_undo_of_a_new_key_not_fooled_by_a_removed_row(stack, mount_factory, pgproxy):
+    """K written (row), removed (row removed), then written again with the same bytes while
+    the row cannot commit: close fails, so the object must go (or get the user's row) -- it
+    must not stay with no live row."""
+    m = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+    d = os.path.join(m.inbox, "rm")
+    os.makedirs(d, exist_ok=True)
+    key, path = "rm/f.bin", os.path.join(d, "f.bin")
+    data = b"content written, removed, written again " * 50
+    write(path, data)
+    os.unlink(path)
+    assert get_object(m, key) is None
+    _fail_first_commit.data = data
+    _fail_first_commit(m, pgproxy, path)
+    time.sleep(8)
+    obj, live = get_object(m, key), live_rows(m, key)
+    print(m.daemon_log()[-1500:])
+    assert not (obj is not None and not live), \
+        f"object of a failed close left in the bucket with no live row: rows {rows(m, key)}"
+
+
+def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, pgproxy, tmp_path):
+    """Observer B's grace is short relative to A's upload->row time (what a clock skew
+    between B and the store does to the default grace). A's close returns 0: its row must be
+    A's (origin mount), decided in the database -- not B's 'another route' row."""
+    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}), name="host-a")
+    b = mount_factory(reset=False, config=grace(300, {"fs": {"scan_interval": "1"}}), name="host-b")
+    os.mkdir(os.path.join(a.inbox, "skew"))
+    key = "skew/a.bin"
+    data = os.urandom(5000)
+    pgproxy.hold()
+    errs = []
+    t = threading.Thread(target=lambda: errs.append(None) if write(os.path.join(a.inbox, key), data) is None else None)
+    t.start()
+    try:
+        a.wait_until(lambda: get_object(a, key) == data, timeout=30, what="a's upload")
+        b.wait_until(lambda: rows(b, key), timeout=30, interval=0.5, what="b's foreign row")
+    finally:
+        pgproxy.resume()
+    t.join(60)
+    r = rows(a, key)
+    print(r)
+    assert errs == [None], "a's close failed"
+    assert any(x["origin"] == "mount" for x in r), f"a's close returned 0, its upload has no row of its own: {r}"
+
+
+def test_rename_over_existing_db_lost_after_copy_keeps_and_logs_target(stack, mount_factory,
+                                                                       pgproxy):
+    """rename(a, b) over an existing b: the database answers before the copy and is lost right
+    after it (cut as the copy request goes out), so the rows fail with b already overwritten.
+    b must not be deleted (its old content is gone, the copy is what is there), and once the
+    database answers the copy gets b's live row, logged late as the rename."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(60000, {
+            "s3": {"endpoint": px.url},
+            "postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+        d = os.path.join(m.inbox, "rcut")
+        os.makedirs(d, exist_ok=True)
+        da, db_ = b"AAAA content of a\n" * 50, b"BBBB content of b\n" * 70
+        write(os.path.join(d, "a.bin"), da)
+        write(os.path.join(d, "b.bin"), db_)
+        cut = []
+
+        def rule(method, p, headers):
+            if (method == "PUT" and p.split("?")[0].endswith("/rcut/b.bin")
+                    and headers.get("x-amz-copy-source") and not cut):
+                pgproxy.cut()
+                cut.append(1)
+            return None
+        px.rule = rule
+        with pytest.raises(OSError):
+            os.rename(os.path.join(d, "a.bin"), os.path.join(d, "b.bin"))
+        px.rule = None
+        assert cut, "the copy request was not seen"
+        pgproxy.resume()
+        m.wait_until(lambda: [r for r in live_rows(m, "rcut/b.bin")
+                              if r["etag"] == etag_of(m, "rcut/b.bin")],
+                     timeout=60, interval=0.5, what="b's row for what b holds")
+        print(m.daemon_log()[-2000:])
+        assert get_object(m, "rcut/b.bin") == da, "the copy over b was deleted"
+        assert get_object(m, "rcut/a.bin") == da
+        lb, rb = live_rows(m, "rcut/b.bin"), rows(m, "rcut/b.bin")
+        assert len(lb) == 1 and lb[0]["origin"] == "rename", rb
+        assert len(rb) == 2, rb  # b's own upload (retired) and the rename's copy
+        assert len(rows(m, "rcut/a.bin")) == 1
+    finally:
+        px.rule = None
+        px.close()
