@@ -37,6 +37,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "fpset.h"
 #include "log.h"
 #include "names.h"
 
@@ -52,11 +53,6 @@
 #define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
 #define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
 
-/* A set of 64-bit fingerprints of (key, etag), open addressing. */
-struct fpset {
-	uint64_t *slots; /* 0 = empty */
-	size_t cap, n;
-};
 
 /* A key this process is writing or committing, with a use count. */
 struct busy_ent {
@@ -155,82 +151,11 @@ static uint64_t fp_of(const char *key, const char *etag)
 	return h ? h : 1;
 }
 
-static int fpset_has(const struct fpset *s, uint64_t fp)
-{
-	size_t i;
-
-	if (!s->cap)
-		return 0;
-	for (i = fp & (s->cap - 1); s->slots[i]; i = (i + 1) & (s->cap - 1))
-		if (s->slots[i] == fp)
-			return 1;
-	return 0;
-}
-
-static void fpset_put_raw(struct fpset *s, uint64_t fp)
-{
-	size_t i;
-
-	for (i = fp & (s->cap - 1); s->slots[i]; i = (i + 1) & (s->cap - 1))
-		if (s->slots[i] == fp)
-			return;
-	s->slots[i] = fp;
-	s->n++;
-}
-
-static void fpset_add(struct fpset *s, uint64_t fp)
-{
-	if (s->n + 1 > FP_MAX_ENTRIES) {
-		/* Forgetting only costs a database check later. */
-		memset(s->slots, 0, s->cap * sizeof(*s->slots));
-		s->n = 0;
-	}
-	if ((s->n + 1) * 2 > s->cap) {
-		struct fpset ns = {0};
-		size_t i;
-
-		ns.cap = s->cap ? s->cap * 2 : 1024;
-		ns.slots = calloc(ns.cap, sizeof(*ns.slots));
-		if (!ns.slots)
-			return;
-		for (i = 0; i < s->cap; i++)
-			if (s->slots[i])
-				fpset_put_raw(&ns, s->slots[i]);
-		free(s->slots);
-		*s = ns;
-	}
-	fpset_put_raw(s, fp);
-}
-
-static void fpset_del(struct fpset *s, uint64_t fp)
-{
-	size_t i, j;
-
-	if (!s->cap)
-		return;
-	for (i = fp & (s->cap - 1); s->slots[i]; i = (i + 1) & (s->cap - 1))
-		if (s->slots[i] == fp)
-			break;
-	if (!s->slots[i])
-		return;
-	/* Backward-shift deletion keeps probe chains intact. */
-	s->slots[i] = 0;
-	s->n--;
-	for (j = (i + 1) & (s->cap - 1); s->slots[j];
-	     j = (j + 1) & (s->cap - 1)) {
-		uint64_t v = s->slots[j];
-
-		s->slots[j] = 0;
-		s->n--;
-		fpset_put_raw(s, v);
-	}
-}
-
 static void reception_mark_known(struct reception *r, const char *key,
 				 const char *etag)
 {
 	pthread_mutex_lock(&r->lock);
-	fpset_add(&r->known, fp_of(key, etag));
+	fpset_add(&r->known, fp_of(key, etag), FP_MAX_ENTRIES);
 	pthread_mutex_unlock(&r->lock);
 }
 
@@ -1252,7 +1177,7 @@ void reception_saw(struct reception *r, const char *prefix,
 		j->e[j->n].key = strdup(e->key);
 		if (!j->e[j->n].key)
 			break;
-		fpset_add(&r->pending, fp);
+		fpset_add(&r->pending, fp, FP_MAX_ENTRIES);
 		j->n++;
 	}
 	if (j->n) {
@@ -1499,8 +1424,8 @@ void reception_free(struct reception *r)
 			free(d);
 		}
 	}
-	free(r->known.slots);
-	free(r->pending.slots);
+	fpset_free(&r->known);
+	fpset_free(&r->pending);
 	pthread_mutex_destroy(&r->lock);
 	pthread_cond_destroy(&r->cond);
 	free(r);
