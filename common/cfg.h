@@ -1,4 +1,5 @@
-/* cfg.h - configuration: INI file (inih), AWS_* variables and the AWS
+/* cfg.h - configuration: an INI file (inih's syntax, read by cfg.c itself:
+ * Debian's inih cuts lines at 200 bytes), AWS_* variables and the AWS
  * shared credentials file as fallbacks.
  *
  * cfg_load() fills a caller-owned struct cfg whose strings it allocates;
