@@ -102,6 +102,21 @@ static void pending_finish(int ok)
 /* inbox_hide for a rename over `from` (see hidden_for_rename): the open file
  * moves to the hidden name locally (its readers keep their content), and the
  * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
+/* Is `from` held open: its open file has a handle beyond the reference
+ * the caller just took (of may be NULL), or read-only handles read it from
+ * the store? A hidden name is only for open files. */
+static int held_open(struct ofile *of, const char *from)
+{
+	int open = 0;
+
+	if (of) {
+		pthread_mutex_lock(&cfs->lock);
+		open = of->refs > 1;
+		pthread_mutex_unlock(&cfs->lock);
+	}
+	return open || readers_of(from);
+}
+
 static int hide_for_rename(const char *from, const char *to)
 {
 	struct ofile *of;
@@ -115,12 +130,7 @@ static int hide_for_rename(const char *from, const char *to)
 	}
 	of = ofile_find(from);
 	if (of) {
-		int open;
-
-		pthread_mutex_lock(&cfs->lock);
-		open = of->refs > 1; /* more than the reference just taken */
-		pthread_mutex_unlock(&cfs->lock);
-		if (!open && !readers_of(from)) {
+		if (!held_open(of, from)) {
 			ofile_put(of);
 			rc = -EINVAL; /* not open: the name is reserved */
 			goto fail;
@@ -188,16 +198,9 @@ static int inbox_hide(const char *from, const char *to)
 	if (caller_in_rename())
 		return hide_for_rename(from, to);
 	of = ofile_find(from);
-	if (of) {
-		int open;
-
-		pthread_mutex_lock(&cfs->lock);
-		open = of->refs > 1; /* more than the reference just taken */
-		pthread_mutex_unlock(&cfs->lock);
-		if (!open && !readers_of(from)) {
-			ofile_put(of);
-			return -EINVAL; /* not open: the name is reserved */
-		}
+	if (of && !held_open(of, from)) {
+		ofile_put(of);
+		return -EINVAL; /* not open: the name is reserved */
 	}
 	if (!of) {
 		if (!readers_of(from))
