@@ -384,6 +384,44 @@ static const char *const db_migration_4[] = {
 	NULL,
 };
 
+/* Version 7: the projects guard refuses to delete a project that stored
+ * files with SQLSTATE 2BP01 (dependent_objects_still_exist), so rmdir can
+ * tell ENOTEMPTY from the other refusals (P0001, EPERM). Same function,
+ * same triggers; only that error code changes. */
+static const char *const db_migration_7[] = {
+	"CREATE OR REPLACE FUNCTION custodyfs_projects_guard()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE stored boolean;\n"
+	"BEGIN\n"
+	" IF TG_OP = 'UPDATE' THEN\n"
+	"  IF (to_jsonb(NEW) - 'name') = (to_jsonb(OLD) - 'name') THEN\n"
+	"   RETURN NEW;\n"
+	"  END IF;\n"
+	"  RAISE EXCEPTION 'custodyfs: %.%: only name may be updated',"
+	"   TG_TABLE_SCHEMA, TG_TABLE_NAME USING ERRCODE = 'P0001';\n"
+	" ELSIF TG_OP = 'DELETE' THEN\n"
+	"  EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.storage_audit"
+	" WHERE project_prefix = $1)', TG_TABLE_SCHEMA)"
+	"   INTO stored USING OLD.prefix;\n"
+	"  IF stored THEN\n"
+	"   RAISE EXCEPTION 'custodyfs: project % has stored files and"
+	" cannot be deleted', OLD.prefix USING ERRCODE = '2BP01';\n"
+	"  END IF;\n"
+	"  RETURN OLD;\n"
+	" END IF;\n"
+	" EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I.storage_audit)',"
+	"  TG_TABLE_SCHEMA) INTO stored;\n"
+	" IF stored THEN\n"
+	"  RAISE EXCEPTION 'custodyfs: %.% cannot be truncated: projects have"
+	" stored files', TG_TABLE_SCHEMA, TG_TABLE_NAME"
+	"   USING ERRCODE = 'P0001';\n"
+	" END IF;\n"
+	" RETURN NULL;\n"
+	"END\n"
+	"$fn$",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -396,6 +434,8 @@ static const struct db_migration db_migrations[] = {
 	{2, "reception record in one round trip", db_migration_2},
 	{3, "byte-order key indexes on reception_audit", db_migration_3},
 	{4, "a mount's upload always gets its own reception row", db_migration_4},
+	{7, "projects guard: deleting a project with stored files is 2BP01",
+	 db_migration_7},
 };
 /* clang-format on */
 

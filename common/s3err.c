@@ -189,6 +189,8 @@ static const struct s3err_num_row s3err_curl_codes[] = {
 static const struct s3err_code_row s3err_sqlstates[] = {
 	{"00000", 0, 0},         /* successful_completion */
 	{"23505", EEXIST, 0},    /* unique_violation */
+	{"2BP01", ENOTEMPTY, 0}, /* dependent_objects_still_exist (project
+				    with stored files, migration 7) */
 	{"23P01", EEXIST, 0},    /* exclusion_violation */
 	{"40001", EAGAIN, 1},    /* serialization_failure */
 	{"40P01", EAGAIN, 1},    /* deadlock_detected */

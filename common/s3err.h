@@ -27,6 +27,7 @@ int errmap_curl_retryable(int curl_code);
 /* From a 5-char SQLSTATE (NULL: connection lost -> EIO). E.g. 23505
  * unique_violation -> EEXIST, 40001/40P01 -> EAGAIN, 08xxx -> EIO,
  * 57P0x admin shutdown -> EIO, 53xxx insufficient resources -> ENOSPC,
+ * 2BP01 (a project with stored files, refused by its guard) -> ENOTEMPTY,
  * 42501 insufficient privilege / P0001 raised by append-only trigger ->
  * EPERM, 22xxx data exception -> EINVAL. */
 int errmap_sqlstate(const char *sqlstate);

@@ -926,6 +926,7 @@ static const struct sql_case sql_cases[] = {
 	{"", EIO, 1},
 	{"00000", 0, 0},
 	{"23505", EEXIST, 0}, /* unique_violation */
+	{"2BP01", ENOTEMPTY, 0}, /* a project with stored files (migration 7) */
 	{"23502", EINVAL, 0}, /* not_null_violation */
 	{"23503", EINVAL, 0}, /* foreign_key_violation */
 	{"23514", EINVAL, 0}, /* check_violation */
