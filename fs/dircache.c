@@ -1,4 +1,9 @@
-/* dircache.c - listings of the reception bucket, cached for cache_ttl_ms.
+/* dircache.c - listings of a bucket, cached for cache_ttl_ms.
+ *
+ * Two namespaces share the code and the lock: DC_INBOX (the reception
+ * bucket; its listings feed reception_saw, which logs foreign uploads) and
+ * DC_STORE (the storage bucket, read by projects/; nothing is logged from
+ * its listings). Each has its own listings and flights.
  *
  * A lookup of "a/b.txt" is answered from the listing of "a/" (one
  * ListObjectsV2 with delimiter "/" per directory per TTL), so creating many
@@ -46,6 +51,7 @@ struct dcache {
 
 /* A LIST of one prefix under way. */
 struct dflight {
+	struct dcns *ns;
 	char *prefix;
 	int done; /* the fetch ended (rc says how) */
 	int rc;
@@ -59,14 +65,22 @@ struct dcache_view {
 	const struct dset *set;
 };
 
+/* One bucket's listings. */
+struct dcns {
+	enum dc_ns id;
+	struct dcache *dirs;	 /* protected by dc_lock */
+	struct nameidx dirs_ix;	 /* protected by dc_lock: prefix -> dcache */
+	struct dflight *flights; /* protected by dc_lock */
+};
+
 static pthread_mutex_t dc_lock = PTHREAD_MUTEX_INITIALIZER;
 /* Broadcast when a flight ends, a refresh thread ends, or a thread leaves
  * reception_saw. */
 static pthread_cond_t dc_cond = PTHREAD_COND_INITIALIZER;
-static struct dcache *dirs;		      /* protected by dc_lock */
-static struct nameidx dirs_ix = NAMEIDX_INIT; /* protected by dc_lock:
-						 prefix -> struct dcache */
-static struct dflight *flights;		      /* protected by dc_lock */
+static struct dcns namespaces[2] = {
+    {DC_INBOX, NULL, NAMEIDX_INIT, NULL},
+    {DC_STORE, NULL, NAMEIDX_INIT, NULL},
+};
 static int refreshers; /* protected by dc_lock: background threads */
 static int saw_busy;   /* protected by dc_lock: in reception_saw */
 static int stopping;   /* protected by dc_lock: unmount began */
@@ -104,11 +118,12 @@ static void dcache_free(struct dcache *d)
 }
 
 /* Caller holds dc_lock. */
-static struct dcache *dcache_find(const char *prefix)
+static struct dcache *dcache_find(struct dcns *ns, const char *prefix)
 {
 	uintptr_t v;
 
-	return nameidx_get(&dirs_ix, prefix, &v) ? (struct dcache *)v : NULL;
+	return nameidx_get(&ns->dirs_ix, prefix, &v) ? (struct dcache *)v
+						     : NULL;
 }
 
 /* Caller holds dc_lock. Age of d in ms; INT64_MAX when it must be
@@ -128,9 +143,16 @@ static int is_stopping(void)
 	return s;
 }
 
+static const char *dc_bucket(const struct dcns *ns)
+{
+	return ns->id == DC_INBOX ? cfs->cfg.reception_bucket
+				  : cfs->cfg.storage_bucket;
+}
+
 /* Lists prefix from the store into a new dcache. No lock held. Stops
  * between pages at unmount (-ESHUTDOWN). */
-static int dcache_fetch(const char *prefix, struct dcache **out)
+static int dcache_fetch(struct dcns *ns, const char *prefix,
+			struct dcache **out)
 {
 	struct s3_list_result res = {0};
 	struct dcache *d;
@@ -151,14 +173,14 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 			rc = -ESHUTDOWN;
 			break;
 		}
-		rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket,
-				  plen ? prefix : NULL, "/", token, 0, &res);
+		rc = s3_list_page(cfs->s3, dc_bucket(ns), plen ? prefix : NULL,
+				  "/", token, 0, &res);
 		if (rc || !res.truncated)
 			break;
 		if (!res.next_token || !*res.next_token ||
 		    (token && !strcmp(token, res.next_token))) {
 			log_warn("list %s/%s: truncated without a new token",
-				 cfs->cfg.reception_bucket, prefix);
+				 dc_bucket(ns), prefix);
 			rc = -EPROTO;
 			break;
 		}
@@ -195,6 +217,8 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 	}
 	if (rc)
 		goto fail;
+	if (ns->id != DC_INBOX)
+		goto done;
 	/* Foreign uploads are logged from listings; never once unmount
 	 * began (the reception worker is being freed). */
 	pthread_mutex_lock(&dc_lock);
@@ -210,6 +234,7 @@ static int dcache_fetch(const char *prefix, struct dcache **out)
 	saw_busy--;
 	pthread_cond_broadcast(&dc_cond);
 	pthread_mutex_unlock(&dc_lock);
+done:
 	s3xml_list_free(&res);
 	d->fetched_ms = now_ms();
 	*out = d;
@@ -232,27 +257,27 @@ static void dcache_apply(struct dcache *d, const char *name, int removed,
 }
 
 /* Caller holds dc_lock. Puts a new listing in place of the old one. */
-static void dcache_install(struct dcache *fresh)
+static void dcache_install(struct dcns *ns, struct dcache *fresh)
 {
-	struct dcache **pp, *old = dcache_find(fresh->prefix);
+	struct dcache **pp, *old = dcache_find(ns, fresh->prefix);
 
 	if (!old) {
 		/* New directory: forget listings unused for a while, so the
 		 * cache stays small however many directories are visited. */
-		for (pp = &dirs; *pp;) {
+		for (pp = &ns->dirs; *pp;) {
 			struct dcache *o = *pp;
 
 			if (dcache_age(o) >
 			    10 * (int64_t)cfs->cfg.cache_ttl_ms + 10000) {
 				*pp = o->next;
-				nameidx_del(&dirs_ix, o->prefix);
+				nameidx_del(&ns->dirs_ix, o->prefix);
 				dcache_free(o);
 			} else {
 				pp = &o->next;
 			}
 		}
 	}
-	if (nameidx_put(&dirs_ix, fresh->prefix, (uintptr_t)fresh)) {
+	if (nameidx_put(&ns->dirs_ix, fresh->prefix, (uintptr_t)fresh)) {
 		/* Out of memory: keep what is cached, drop the new one. */
 		dcache_free(fresh);
 		if (old)
@@ -260,28 +285,28 @@ static void dcache_install(struct dcache *fresh)
 		return;
 	}
 	if (old) {
-		for (pp = &dirs; *pp != old; pp = &(*pp)->next)
+		for (pp = &ns->dirs; *pp != old; pp = &(*pp)->next)
 			;
 		*pp = old->next;
 		dcache_free(old);
 	}
-	fresh->next = dirs;
-	dirs = fresh;
+	fresh->next = ns->dirs;
+	ns->dirs = fresh;
 }
 
 /* Caller holds dc_lock. */
-static struct dflight *flight_find(const char *prefix)
+static struct dflight *flight_find(struct dcns *ns, const char *prefix)
 {
 	struct dflight *f;
 
-	for (f = flights; f; f = f->next)
+	for (f = ns->flights; f; f = f->next)
 		if (!f->done && !strcmp(f->prefix, prefix))
 			return f;
 	return NULL;
 }
 
 /* Caller holds dc_lock. A new flight, in the list, one reference. */
-static struct dflight *flight_new(const char *prefix)
+static struct dflight *flight_new(struct dcns *ns, const char *prefix)
 {
 	struct dflight *f = calloc(1, sizeof(*f));
 
@@ -292,10 +317,11 @@ static struct dflight *flight_new(const char *prefix)
 		free(f);
 		return NULL;
 	}
+	f->ns = ns;
 	f->refs = 1;
 	f->jtail = &f->journal;
-	f->next = flights;
-	flights = f;
+	f->next = ns->flights;
+	ns->flights = f;
 	return f;
 }
 
@@ -319,7 +345,7 @@ static int flight_fly(struct dflight *f)
 	struct djournal *j;
 	int rc;
 
-	rc = dcache_fetch(f->prefix, &fresh);
+	rc = dcache_fetch(f->ns, f->prefix, &fresh);
 	pthread_mutex_lock(&dc_lock);
 	if (!rc && stopping) {
 		dcache_free(fresh);
@@ -330,11 +356,11 @@ static int flight_fly(struct dflight *f)
 			dcache_apply(fresh, j->name, j->removed, &j->e);
 		if (f->lost)
 			fresh->fetched_ms = -1;
-		dcache_install(fresh);
+		dcache_install(f->ns, fresh);
 	}
 	f->done = 1;
 	f->rc = rc;
-	for (pp = &flights; *pp != f; pp = &(*pp)->next)
+	for (pp = &f->ns->flights; *pp != f; pp = &(*pp)->next)
 		;
 	*pp = f->next;
 	pthread_cond_broadcast(&dc_cond);
@@ -354,7 +380,7 @@ static void *dcache_refresh_main(void *arg)
 }
 
 /* Caller holds dc_lock. Starts a detached thread refetching prefix. */
-static void dcache_refresh_behind(const char *prefix)
+static void dcache_refresh_behind(struct dcns *ns, const char *prefix)
 {
 	pthread_attr_t attr;
 	struct dflight *f, **pp;
@@ -362,7 +388,7 @@ static void dcache_refresh_behind(const char *prefix)
 
 	if (stopping)
 		return;
-	f = flight_new(prefix);
+	f = flight_new(ns, prefix);
 	if (!f)
 		return;
 	pthread_attr_init(&attr);
@@ -370,7 +396,7 @@ static void dcache_refresh_behind(const char *prefix)
 	if (pthread_create(&t, &attr, dcache_refresh_main, f) == 0) {
 		refreshers++;
 	} else {
-		for (pp = &flights; *pp != f; pp = &(*pp)->next)
+		for (pp = &ns->flights; *pp != f; pp = &(*pp)->next)
 			;
 		*pp = f->next;
 		flight_put(f);
@@ -380,8 +406,8 @@ static void dcache_refresh_behind(const char *prefix)
 
 /* Makes sure a listing of prefix is cached as mode asks; returns 0 with
  * dc_lock held and *dp set, or -errno without the lock. */
-static int dcache_get_locked(const char *prefix, enum get_mode mode,
-			     struct dcache **dp)
+static int dcache_get_locked(struct dcns *ns, const char *prefix,
+			     enum get_mode mode, struct dcache **dp)
 {
 	int64_t ttl = cfs->cfg.cache_ttl_ms;
 	struct dcache *d;
@@ -390,8 +416,8 @@ static int dcache_get_locked(const char *prefix, enum get_mode mode,
 
 	pthread_mutex_lock(&dc_lock);
 	for (tries = 0;; tries++) {
-		d = dcache_find(prefix);
-		f = flight_find(prefix);
+		d = dcache_find(ns, prefix);
+		f = flight_find(ns, prefix);
 		if (d && mode != GET_FORCE && dcache_age(d) < ttl) {
 			*dp = d;
 			return 0;
@@ -401,7 +427,7 @@ static int dcache_get_locked(const char *prefix, enum get_mode mode,
 			 * directory takes a while to list, and lookups must
 			 * not wait for it). */
 			if (!f)
-				dcache_refresh_behind(prefix);
+				dcache_refresh_behind(ns, prefix);
 			*dp = d;
 			return 0;
 		}
@@ -417,14 +443,14 @@ static int dcache_get_locked(const char *prefix, enum get_mode mode,
 			pthread_mutex_unlock(&dc_lock);
 			return rc;
 		}
-		d = dcache_find(prefix);
+		d = dcache_find(ns, prefix);
 		if (d) {
 			*dp = d;
 			return 0;
 		}
 		/* Gone again (out of memory at install): look again. */
 	}
-	f = flight_new(prefix);
+	f = flight_new(ns, prefix);
 	if (!f) {
 		pthread_mutex_unlock(&dc_lock);
 		return -ENOMEM;
@@ -432,7 +458,7 @@ static int dcache_get_locked(const char *prefix, enum get_mode mode,
 	pthread_mutex_unlock(&dc_lock);
 	rc = flight_fly(f);
 	flight_put(f);
-	d = rc ? NULL : dcache_find(prefix);
+	d = rc ? NULL : dcache_find(ns, prefix);
 	if (!d) {
 		pthread_mutex_unlock(&dc_lock);
 		return rc ? rc : -ENOMEM;
@@ -443,16 +469,16 @@ static int dcache_get_locked(const char *prefix, enum get_mode mode,
 
 /* Caller holds dc_lock. Applies a change to the cached listing of its
  * directory, if cached, and journals it on a fetch of it under way. */
-static void dcache_change(const char *prefix, const char *name, int removed,
-			  const struct dentry *src)
+static void dcache_change(struct dcns *ns, const char *prefix, const char *name,
+			  int removed, const struct dentry *src)
 {
-	struct dcache *d = dcache_find(prefix);
+	struct dcache *d = dcache_find(ns, prefix);
 	struct dflight *f;
 	struct djournal *j;
 
 	if (d)
 		dcache_apply(d, name, removed, src);
-	for (f = flights; f; f = f->next) {
+	for (f = ns->flights; f; f = f->next) {
 		if (f->done || strcmp(f->prefix, prefix))
 			continue;
 		j = calloc(1, sizeof(*j));
@@ -487,8 +513,9 @@ static int split_rel(const char *rel, char **prefix, const char **name)
 	return *prefix ? 0 : -ENOMEM;
 }
 
-int dcache_lookup(const char *rel, struct dentry *out)
+int dcache_lookup_in(enum dc_ns which, const char *rel, struct dentry *out)
 {
+	struct dcns *ns = &namespaces[which];
 	struct dcache *d;
 	struct dentry *e;
 	const char *name;
@@ -498,7 +525,7 @@ int dcache_lookup(const char *rel, struct dentry *out)
 	rc = split_rel(rel, &prefix, &name);
 	if (rc)
 		return rc;
-	rc = dcache_get_locked(prefix, GET_STALE_OK, &d);
+	rc = dcache_get_locked(ns, prefix, GET_STALE_OK, &d);
 	if (rc)
 		goto out;
 	e = dset_find(&d->set, name);
@@ -506,7 +533,7 @@ int dcache_lookup(const char *rel, struct dentry *out)
 		/* "Absent" is never answered from a stale listing: it decides
 		 * whether a create (O_EXCL included) may write that key. */
 		pthread_mutex_unlock(&dc_lock);
-		rc = dcache_get_locked(prefix, GET_FRESH, &d);
+		rc = dcache_get_locked(ns, prefix, GET_FRESH, &d);
 		if (rc)
 			goto out;
 		e = dset_find(&d->set, name);
@@ -527,11 +554,17 @@ int dcache_view_has(const struct dcache_view *v, const char *name)
 	return dset_find(v->set, name) != NULL;
 }
 
-int dcache_list_ex(const char *rel,
+int dcache_lookup(const char *rel, struct dentry *out)
+{
+	return dcache_lookup_in(DC_INBOX, rel, out);
+}
+
+int dcache_list_in(enum dc_ns which, const char *rel,
 		   void (*fn)(void *arg, const struct dentry *e),
 		   void (*done)(void *arg, const struct dcache_view *v),
 		   void *arg)
 {
+	struct dcns *ns = &namespaces[which];
 	struct dcache_view v;
 	struct dcache *d;
 	char *prefix;
@@ -548,7 +581,7 @@ int dcache_list_ex(const char *rel,
 	}
 	/* A listing asked for by readdir is always fetched (or joins the
 	 * fetch under way): that is where uploads from other routes show. */
-	rc = dcache_get_locked(prefix, GET_FORCE, &d);
+	rc = dcache_get_locked(ns, prefix, GET_FORCE, &d);
 	free(prefix);
 	if (rc)
 		return rc;
@@ -560,6 +593,14 @@ int dcache_list_ex(const char *rel,
 	}
 	pthread_mutex_unlock(&dc_lock);
 	return 0;
+}
+
+int dcache_list_ex(const char *rel,
+		   void (*fn)(void *arg, const struct dentry *e),
+		   void (*done)(void *arg, const struct dcache_view *v),
+		   void *arg)
+{
+	return dcache_list_in(DC_INBOX, rel, fn, done, arg);
 }
 
 int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
@@ -579,7 +620,7 @@ void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		return;
 	snprintf(e.etag, sizeof(e.etag), "%s", etag ? etag : "");
 	pthread_mutex_lock(&dc_lock);
-	dcache_change(prefix, name, 0, &e);
+	dcache_change(&namespaces[DC_INBOX], prefix, name, 0, &e);
 	pthread_mutex_unlock(&dc_lock);
 	free(prefix);
 }
@@ -592,21 +633,22 @@ void dcache_remove(const char *rel)
 	if (split_rel(rel, &prefix, &name))
 		return;
 	pthread_mutex_lock(&dc_lock);
-	dcache_change(prefix, name, 1, NULL);
+	dcache_change(&namespaces[DC_INBOX], prefix, name, 1, NULL);
 	pthread_mutex_unlock(&dc_lock);
 	free(prefix);
 }
 
 void dcache_invalidate_all(void)
 {
+	struct dcns *ns = &namespaces[DC_INBOX];
 	struct dcache *d;
 	struct dflight *f;
 
 	pthread_mutex_lock(&dc_lock);
-	for (d = dirs; d; d = d->next)
+	for (d = ns->dirs; d; d = d->next)
 		d->fetched_ms = -1;
 	/* A fetch under way may have listed before the change. */
-	for (f = flights; f; f = f->next)
+	for (f = ns->flights; f; f = f->next)
 		f->lost = 1;
 	pthread_mutex_unlock(&dc_lock);
 }
@@ -644,14 +686,20 @@ int dcache_shutdown(int timeout_ms)
 
 void dcache_free_all(void)
 {
-	pthread_mutex_lock(&dc_lock);
-	while (dirs) {
-		struct dcache *d = dirs;
+	size_t i;
 
-		dirs = d->next;
-		dcache_free(d);
+	pthread_mutex_lock(&dc_lock);
+	for (i = 0; i < sizeof(namespaces) / sizeof(namespaces[0]); i++) {
+		struct dcns *ns = &namespaces[i];
+
+		while (ns->dirs) {
+			struct dcache *d = ns->dirs;
+
+			ns->dirs = d->next;
+			dcache_free(d);
+		}
+		nameidx_free(&ns->dirs_ix);
 	}
-	nameidx_free(&dirs_ix);
 	/* Flights still listed belong to refresh threads that outlived
 	 * dcache_shutdown's wait: each frees its own. */
 	pthread_mutex_unlock(&dc_lock);

@@ -131,8 +131,15 @@ void cfs_actor(struct actor *a);
 /* The actor for user uid on this host. */
 void cfs_actor_uid(struct actor *a, uid_t uid);
 
-/* dircache.c - listings of the reception bucket, with a TTL. Callers hold
- * no lock (dircache.c has its own; see struct cfs for the order). */
+/* dircache.c - listings of a bucket, with a TTL. Callers hold no lock
+ * (dircache.c has its own; see struct cfs for the order). The functions
+ * without a namespace argument are inbox/'s (DC_INBOX). */
+enum dc_ns {
+	DC_INBOX, /* the reception bucket; listings log foreign uploads */
+	DC_STORE  /* the storage bucket (projects/); nothing is logged */
+};
+/* dcache_lookup in the listings of `which`. */
+int dcache_lookup_in(enum dc_ns which, const char *rel, struct dentry *e);
 /* Looks up rel ("a/b.txt"): 0 with *e filled (name not set), or -ENOENT,
  * or -errno when the store cannot be listed. */
 int dcache_lookup(const char *rel, struct dentry *e);
@@ -151,6 +158,11 @@ int dcache_view_has(const struct dcache_view *v, const char *name);
  * listing without copying its names: done may take cfs->lock, and must
  * not call dcache_*. */
 int dcache_list_ex(const char *rel,
+		   void (*fn)(void *arg, const struct dentry *e),
+		   void (*done)(void *arg, const struct dcache_view *v),
+		   void *arg);
+/* dcache_list_ex in the listings of `which`. */
+int dcache_list_in(enum dc_ns which, const char *rel,
 		   void (*fn)(void *arg, const struct dentry *e),
 		   void (*done)(void *arg, const struct dcache_view *v),
 		   void *arg);
