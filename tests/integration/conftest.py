@@ -30,7 +30,8 @@ Fixtures
                   Mixing with ``mount`` in one module works: the reset unmounts the module
                   daemon, which is remounted (on the now clean store) before its next test.
 ``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
-                  name=None)`` -> Mount; every mount it made is torn down after the test.
+                  name=None, fuse_opts=None)`` -> Mount (fuse_opts: extra ``-o`` options such
+                  as ``["allow_other"]``, for tests acting as other users); every mount it made is torn down after the test.
                   ``reset=False`` gives a second mount on the same store and database (several
                   hosts sharing one store); ``start=False`` lets a test prepare the database
                   (e.g. the seed's old tables) before ``m.mount()``.
@@ -464,6 +465,7 @@ class Mount:
         self.reception_bucket = stack.reception_bucket
         self.storage_bucket = stack.storage_bucket
         self.extra_env = env or {}
+        self.fuse_opts = []  # extra -o options (e.g. "allow_other"), set before mount()
         self.proc = None
         self.mounted = False
         self.expected_death = False
@@ -606,12 +608,13 @@ class Mount:
                                "(meson setup build && meson compile -C build) or set CUSTODYFS_BIN")
         if _mountinfo_has(self.mnt):  # a leftover (crash): clear it
             run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
-        self._log_note(f"mount {BIN} -f -o config={self.config} {self.mnt}")
+        opts = ",".join([f"config={self.config}"] + list(self.fuse_opts))
+        self._log_note(f"mount {BIN} -f -o {opts} {self.mnt}")
         self.expected_death = False
         self._harness_killed = False
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([BIN, "-f", "-o", f"config={self.config}", self.mnt],
+            self.proc = subprocess.Popen([BIN, "-f", "-o", opts, self.mnt],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self._daemon_env(), start_new_session=True)
         finally:
@@ -833,10 +836,11 @@ def fresh_mount(stack, request):
 def mount_factory(stack, request):
     made = []
 
-    def make(config=None, reset=True, start=True, env=None, name=None):
+    def make(config=None, reset=True, start=True, env=None, name=None, fuse_opts=None):
         if reset:
             stack.reset()
         m = stack.new_mount(name or request.node.name, config, env)
+        m.fuse_opts = list(fuse_opts or [])
         made.append(m)
         if start:
             m.mount()
