@@ -553,6 +553,9 @@ static int cfg_handler(void *user, int line, const char *section,
 	} else if (!strcmp(section, "fs")) {
 		if (!strcmp(name, "spool_dir"))
 			rc = cfg_set_str(&c->spool_dir, value);
+		else if (!strcmp(name, "project_group"))
+			rc = *value ? cfg_set_str(&c->project_group, value)
+				    : -EINVAL;
 		else if (!strcmp(name, "dedup")) {
 			if (!strcmp(value, "content"))
 				c->dedup = CFG_DEDUP_CONTENT;
@@ -880,6 +883,7 @@ void cfg_free(struct cfg *c)
 	free(c->ca_file);
 	free(c->conninfo);
 	free(c->spool_dir);
+	free(c->project_group);
 	cfg_free_patterns(c->temp_patterns);
 	memset(c, 0, sizeof(*c));
 }

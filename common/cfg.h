@@ -35,6 +35,9 @@ struct cfg {
 	/* [fs] */
 	char *spool_dir; /* default /var/cache/custodyfs */
 	enum cfg_dedup dedup;
+	/* Who may create, remove and name projects besides root: a group
+	 * name or gid; NULL: anyone. */
+	char *project_group;
 	char **temp_patterns; /* fnmatch patterns, NULL-terminated */
 	uint64_t part_size;   /* multipart part size, default 16 MiB */
 	uint64_t copy_threshold; /* CopyObject up to this, default 5 GiB */

@@ -14,6 +14,7 @@
 
 #include "fs.h"
 #include "log.h"
+#include "projects.h"
 
 #include <fuse_lowlevel.h>
 
@@ -164,7 +165,7 @@ static int cfs_setup(const char *config)
 	cfs->uid = getuid();
 	cfs->gid = getgid();
 	cfs->started = time(NULL);
-	return 0;
+	return projects_init();
 }
 
 /* Threads start after fuse_daemonize(): they would not survive its fork. */
@@ -198,6 +199,7 @@ static int cfs_teardown(void)
 	upload_pool_free(cfs->pool);
 	cfs->pool = NULL;
 	dcache_free_all();
+	projects_free_all();
 	attrov_free_all();
 	db_close(cfs->db);
 	cfs->db = NULL;

@@ -2,7 +2,7 @@
  *
  *   /            inbox/ projects/ audit/, nothing else may be created
  *   /inbox/...   the reception bucket (ops_inbox.c)
- *   /projects/   the definitive store (listed once its issue lands)
+ *   /projects/   the definitive store (ops_projects.c)
  *   /audit/      read-only views: every change is EROFS
  *
  * Handlers return 0 or -errno. */
@@ -18,6 +18,7 @@
 #include "inbox.h"
 #include "log.h"
 #include "names.h"
+#include "projects.h"
 
 struct cfs *cfs;
 
@@ -192,7 +193,9 @@ static int cfs_getattr(const char *path, struct stat *st,
 
 	if (rc)
 		return rc;
-	if (h && (fh_file(h) || !path))
+	if (h && h->area == AREA_PROJECTS && !path)
+		return projects_fh_getattr(h, st);
+	if (h && h->area != AREA_PROJECTS && (fh_file(h) || !path))
 		return fh_getattr(h, st);
 	if (!path)
 		return -ESTALE;
@@ -203,10 +206,11 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_INBOX:
 		return inbox_getattr(rel, st);
 	case AREA_PROJECTS:
+		return projects_getattr(rel, st);
 	case AREA_AUDIT:
 		if (*rel)
 			return -ENOENT;
-		dir_stat(st, area == AREA_AUDIT ? 0555 : 0755);
+		dir_stat(st, 0555);
 		return 0;
 	default:
 		return -ENOENT;
@@ -236,6 +240,7 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	case AREA_INBOX:
 		return inbox_readdir(rel, buf, filler);
 	case AREA_PROJECTS:
+		return projects_readdir(rel, buf, filler);
 	case AREA_AUDIT:
 		return *rel ? -ENOENT : 0;
 	default:
@@ -243,8 +248,8 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	}
 }
 
-/* Errors: EPERM (root, projects/), EROFS (audit/), EEXIST, EINVAL,
- * ENAMETOOLONG, EIO. */
+/* Errors: EPERM (root), EROFS (audit/), EEXIST, EINVAL, EACCES
+ * (projects/<p>: not in project_group), ENOENT, ENAMETOOLONG, EIO. */
 static int cfs_mkdir(const char *path, mode_t mode)
 {
 	const char *rel;
@@ -255,6 +260,8 @@ static int cfs_mkdir(const char *path, mode_t mode)
 		return rc;
 	if (area == AREA_INBOX && *rel)
 		return inbox_mkdir(rel, mode);
+	if (area == AREA_PROJECTS && *rel)
+		return projects_mkdir(rel, mode);
 	if (area != AREA_NONE && !*rel)
 		return -EEXIST;
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
@@ -272,7 +279,9 @@ static int cfs_rmdir(const char *path)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_rmdir(rel);
-	if (area == AREA_INBOX || area == AREA_ROOT)
+	if (area == AREA_PROJECTS && *rel)
+		return projects_rmdir(rel);
+	if (area == AREA_INBOX || area == AREA_PROJECTS || area == AREA_ROOT)
 		return -EBUSY;
 	return readonly_errno(area);
 }
@@ -289,10 +298,13 @@ static int cfs_create(const char *path, mode_t mode,
 		return rc;
 	if (area == AREA_INBOX && *rel)
 		return inbox_create(rel, mode, fi);
+	if (area == AREA_PROJECTS)
+		return projects_change(rel);
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
 }
 
-/* Errors: ENOENT, EISDIR, EROFS, ENAMETOOLONG, EIO. */
+/* Errors: ENOENT, EISDIR, EROFS, EPERM (projects/: for writing),
+ * ENAMETOOLONG, EIO. */
 static int cfs_open(const char *path, struct fuse_file_info *fi)
 {
 	const char *rel;
@@ -304,6 +316,8 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_open(rel, fi);
+	if (area == AREA_PROJECTS)
+		return projects_open(rel, fi);
 	if (area == AREA_AUDIT && (fi->flags & O_ACCMODE) != O_RDONLY)
 		return -EROFS;
 	return area == AREA_ROOT || !*rel ? -EISDIR : -ENOENT;
@@ -314,6 +328,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 {
 	struct fhandle *h = fh_of(fi);
 
+	if (h && h->area == AREA_PROJECTS)
+		return projects_read(h, buf, size, off);
 	return h ? inbox_read(h, buf, size, off) : -EBADF;
 }
 
@@ -322,6 +338,8 @@ static int cfs_write(const char *path, const char *buf, size_t size,
 {
 	struct fhandle *h = fh_of(fi);
 
+	if (h && h->area == AREA_PROJECTS)
+		return -EBADF; /* opened read-only */
 	return h ? inbox_write(h, buf, size, off) : -EBADF;
 }
 
@@ -331,6 +349,8 @@ static int cfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
+	if (h && h->area == AREA_PROJECTS)
+		return 0;
 	return h ? inbox_sync(h, 1) : 0;
 }
 
@@ -338,6 +358,8 @@ static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
+	if (h && h->area == AREA_PROJECTS)
+		return 0;
 	return h ? inbox_sync(h, 0) : 0;
 }
 
@@ -345,7 +367,9 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
-	if (h)
+	if (h && h->area == AREA_PROJECTS)
+		projects_release(h);
+	else if (h)
 		inbox_release(h);
 	return 0;
 }
@@ -361,10 +385,14 @@ static int cfs_truncate(const char *path, off_t size,
 	if (rc)
 		return rc;
 
+	if (fi && fh_of(fi) && fh_of(fi)->area == AREA_PROJECTS)
+		return -EPERM; /* a stored file */
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
 	if (area == AREA_INBOX && *rel)
 		return inbox_truncate(rel, size, fh_of(fi));
+	if (area == AREA_PROJECTS)
+		return projects_change(rel);
 	return readonly_errno(area);
 }
 
@@ -380,10 +408,13 @@ static int cfs_unlink(const char *path)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_unlink(rel);
+	if (area == AREA_PROJECTS)
+		return projects_change(rel);
 	return readonly_errno(area);
 }
 
-/* Errors: EPERM (root, projects/ until promotion lands), EROFS (audit/),
+/* Errors: EPERM (root; projects/: stored files are immutable, and
+ * inbox/ -> projects/ until promotion lands), EROFS (audit/), ENOENT,
  * ENAMETOOLONG, EXDEV never, plus those of inbox_rename. */
 static int cfs_rename(const char *from, const char *to, unsigned int flags)
 {
@@ -401,6 +432,9 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 		return -EROFS;
 	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
 		return inbox_rename(rf, rt, flags);
+	/* Promotion hooks here: af == AREA_INBOX && at == AREA_PROJECTS. */
+	if (af == AREA_PROJECTS)
+		return projects_change(rf);
 	return -EPERM;
 }
 
@@ -517,9 +551,76 @@ static int cfs_statfs(const char *path, struct statvfs *sv)
 	return 0;
 }
 
-/* No getxattr/listxattr: libfuse answers ENOSYS, after which the kernel
- * stops asking (notably for security.capability before every write) and
- * reports EOPNOTSUPP, which cp -a and rsync -X accept. */
+/* Extended attributes: only user.custodyfs.name on projects/<p> (its
+ * name in projects_registry). Elsewhere there are none: getxattr ENODATA,
+ * listxattr empty, setxattr ENOTSUP (EROFS in audit/), as a filesystem
+ * without xattr support for that name answers; cp -a and rsync -X accept
+ * that. */
+static int cfs_getxattr(const char *path, const char *name, char *value,
+			size_t size)
+{
+	const char *rel;
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
+	if (cfs_area_of(path, &rel) == AREA_PROJECTS)
+		return projects_getxattr(rel, name, value, size);
+	return -ENODATA;
+}
+
+static int cfs_listxattr(const char *path, char *list, size_t size)
+{
+	const char *rel;
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
+	if (cfs_area_of(path, &rel) == AREA_PROJECTS)
+		return projects_listxattr(rel, list, size);
+	return 0;
+}
+
+/* Errors: ENOTSUP, EROFS (audit/), plus those of projects_setxattr. */
+static int cfs_setxattr(const char *path, const char *name, const char *value,
+			size_t size, int flags)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
+	if (area == AREA_PROJECTS)
+		return projects_setxattr(rel, name, value, size, flags);
+	return area == AREA_AUDIT ? -EROFS : -ENOTSUP;
+}
+
+static int cfs_removexattr(const char *path, const char *name)
+{
+	const char *rel;
+	enum cfs_area area = cfs_area_of(path, &rel);
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
+	if (area == AREA_PROJECTS)
+		return projects_removexattr(rel, name);
+	return area == AREA_AUDIT ? -EROFS : -ENODATA;
+}
+
+/* Errors: EINVAL (not a link), ENOENT, EIO. */
+static int cfs_readlink(const char *path, char *buf, size_t size)
+{
+	const char *rel;
+	int rc = path_check(path);
+
+	if (rc)
+		return rc;
+	if (cfs_area_of(path, &rel) == AREA_PROJECTS)
+		return projects_readlink(rel, buf, size);
+	return -EINVAL;
+}
 
 static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -575,5 +676,10 @@ const struct fuse_operations cfs_ops = {
 	.utimens = cfs_utimens,
 	.statfs = cfs_statfs,
 	.symlink = cfs_symlink,
+    .readlink = cfs_readlink,
+    .getxattr = cfs_getxattr,
+    .setxattr = cfs_setxattr,
+    .listxattr = cfs_listxattr,
+    .removexattr = cfs_removexattr,
 	.link = cfs_link,
 };
