@@ -44,16 +44,29 @@ static const char db_sql_project_rename[] =
 static const char db_sql_project_delete[] =
 	"DELETE FROM projects_registry WHERE prefix = $1::text";
 
-/* Byte order, as S3 lists: keys >= $2 and below $2 followed by U+10FFFF
- * (see db_reception.c). LIMIT NULL is no limit. */
+/* The direct children of $2 made by the rows under it: one row per child
+ * name, a link (its newest row) or, when rows lie deeper, a directory
+ * ("$2<child>/", no target; it wins over a link of the same name). Keys in
+ * byte order, as S3 lists: >= $2 and below $2 followed by U+10FFFF (see
+ * db_reception.c). LIMIT NULL is no limit. */
 static const char db_sql_links[] =
-	"SELECT dest_key, duplicate_of FROM storage_audit"
-	" WHERE outcome = 'duplicate_content' AND removed_at IS NULL"
-	" AND (dest_bucket = $1::text OR dest_bucket IS NULL)"
-	" AND duplicate_of IS NOT NULL"
-	" AND dest_key COLLATE \"C\" >= $2::text"
-	" AND dest_key COLLATE \"C\" < $2::text || chr(1114111)"
-	" ORDER BY dest_key COLLATE \"C\", id DESC"
+	"SELECT CASE WHEN deeper THEN $2::text || child || '/'"
+	"  ELSE dest_key END, CASE WHEN deeper THEN NULL ELSE duplicate_of END"
+	" FROM (SELECT DISTINCT ON (child COLLATE \"C\") child, deeper,"
+	"  dest_key, duplicate_of"
+	"  FROM (SELECT split_part(substr(dest_key, length($2::text) + 1),"
+	"    '/', 1) AS child,"
+	"   strpos(substr(dest_key, length($2::text) + 1), '/') > 0 AS deeper,"
+	"   dest_key, duplicate_of, id"
+	"   FROM storage_audit"
+	"   WHERE outcome = 'duplicate_content' AND removed_at IS NULL"
+	"   AND (dest_bucket = $1::text OR dest_bucket IS NULL)"
+	"   AND duplicate_of IS NOT NULL"
+	"   AND dest_key COLLATE \"C\" >= $2::text"
+	"   AND dest_key COLLATE \"C\" < $2::text || chr(1114111)) r"
+	"  WHERE child <> ''"
+	"  ORDER BY child COLLATE \"C\", deeper DESC, id DESC) c"
+	" ORDER BY child COLLATE \"C\""
 	" LIMIT $3::bigint";
 
 static const char db_sql_link_get[] =
@@ -314,16 +327,13 @@ static int pg_project_links(struct pg_ctx *x, void *arg)
 		PQclear(res);
 		return -ENOMEM;
 	}
-	for (i = 0; i < nt; i++) {
-		const char *key = PQgetvalue(res, i, 0);
-
-		/* The newest row of a key comes first: keep that one. */
-		if (a->n && !strcmp(a->rows[a->n - 1].key, key))
-			continue;
-		a->rows[a->n].key = strdup(key);
-		a->rows[a->n].duplicate_of = strdup(PQgetvalue(res, i, 1));
-		a->n++;
-		if (!a->rows[a->n - 1].key || !a->rows[a->n - 1].duplicate_of) {
+	for (i = 0; i < nt; i++, a->n++) {
+		a->rows[i].key = strdup(PQgetvalue(res, i, 0));
+		if (!PQgetisnull(res, i, 1))
+			a->rows[i].duplicate_of = strdup(PQgetvalue(res, i, 1));
+		if (!a->rows[i].key ||
+		    (!PQgetisnull(res, i, 1) && !a->rows[i].duplicate_of)) {
+			a->n++;
 			PQclear(res);
 			return -ENOMEM;
 		}

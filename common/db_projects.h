@@ -52,16 +52,21 @@ int db_project_set_name(struct db *d, const char *prefix, const char *name);
  * SQLSTATE 2BP01 since migration 7), -ENOENT when it is not registered. */
 int db_project_delete(struct db *d, const char *prefix);
 
-/* A storage_audit row the projects/ view shows as a symlink: an outcome
- * 'duplicate_content' row whose dest_key is under a listed directory. */
+/* What the projects/ view shows of the storage_audit rows of outcome
+ * 'duplicate_content' in one directory: a symlink, or a directory that
+ * holds such rows deeper down. */
 struct project_link {
-	char *key;	    /* dest_key: "<prefix>/<path>" */
-	char *duplicate_of; /* the stored key it stands for */
+	char *key;	    /* a link: its dest_key "<prefix>/<path>"; a
+			       directory: "<key_prefix><name>/" */
+	char *duplicate_of; /* a link: the stored key it stands for; a
+			       directory: NULL */
 };
 
-/* The live (removed_at IS NULL) duplicate_content rows of bucket whose
- * dest_key starts with key_prefix ("p/" or "p/sub/"), in key order, at most
- * max (0: no bound). Free with db_project_links_free. */
+/* The direct children of key_prefix ("p/" or "p/sub/") made by the live
+ * (removed_at IS NULL) duplicate_content rows of bucket under it: one
+ * entry per name (the newest row of a link; a directory wins over a link
+ * of the same name), in byte order, at most max (0: no bound). Free with
+ * db_project_links_free. */
 int db_project_links(struct db *d, const char *bucket, const char *key_prefix,
 		     size_t max, struct project_link **rows, size_t *n);
 /* The one row of exactly key, if any: 0 with *target set (malloc'd), or

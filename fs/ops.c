@@ -457,6 +457,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		/* A removed node: act on the open file its handle names. */
 		if (!h)
 			return -ESTALE;
+		if (h->area == AREA_PROJECTS)
+			return 0; /* a stored file: as projects/ paths */
 		rc = fh_getattr(h, &st);
 		if (rc)
 			return rc;

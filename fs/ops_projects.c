@@ -42,7 +42,7 @@
 #define PJ_MISS_REFETCH_MS 500
 /* The longest name the xattr sets (bytes of UTF-8). */
 #define PJ_NAME_MAX 1024
-/* duplicate_content rows read per directory listing. */
+/* Names made by duplicate_content rows read per directory listing. */
 #define PJ_LINKS_MAX 100000
 
 /* A read-only handle on a stored object. */
@@ -50,9 +50,11 @@ struct pj_handle {
 	struct fhandle base; /* base.area == AREA_PROJECTS; nothing else of
 				it is used */
 	char *key;
-	char etag[80]; /* "" when the listing named none */
 	uint64_t size;
 	pthread_mutex_t lock;
+	char etag[80];	   /* protected by lock: the object's; "" when the
+			      listing named none */
+	int served;	   /* protected by lock: data was returned from it */
 	char *buf;	   /* protected by lock: read-ahead */
 	size_t buf_cap;	   /* protected by lock */
 	uint64_t buf_off;  /* protected by lock */
@@ -550,6 +552,8 @@ static void pj_list_done(void *arg, const struct dcache_view *v)
 		if (!strcmp(comp, last) || dcache_view_has(v, comp))
 			continue;
 		memcpy(last, comp, len + 1);
+		if (!slash && !c->links[i].duplicate_of)
+			continue;
 		memset(&st, 0, sizeof(st));
 		st.st_mode = slash ? S_IFDIR | 0755 : S_IFLNK | 0777;
 		c->filler(c->buf, comp, &st, 0, 0);
@@ -844,6 +848,35 @@ int projects_open(const char *rel, struct fuse_file_info *fi)
 	return 0;
 }
 
+/* Caller holds h->lock. One ranged GET into h->buf, pinned to the ETag
+ * of the object opened. A store whose listing gives another ETag form
+ * than its GETs would refuse the first read: before any data was served,
+ * the ETag a HEAD gives now is taken instead, if the size is the same. */
+static int pj_get(struct pj_handle *h, uint64_t off, size_t want, size_t *got)
+{
+	struct s3_object_info info = {0};
+	int rc;
+
+	if (!h->etag[0])
+		return s3_get_range(cfs->s3, cfs->cfg.storage_bucket, h->key,
+				    off, want, h->buf, got);
+	rc = s3_get_range_if(cfs->s3, cfs->cfg.storage_bucket, h->key, off,
+			     want, h->etag, h->buf, got);
+	if (rc != -EEXIST || h->served)
+		return rc;
+	if (s3_head(cfs->s3, cfs->cfg.storage_bucket, h->key, &info) == 0 &&
+	    info.size == h->size && info.etag[0] &&
+	    strcmp(info.etag, h->etag)) {
+		log_info("projects/%s: the listing's ETag %s is %s for a GET",
+			 h->key, h->etag, info.etag);
+		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+		rc = s3_get_range_if(cfs->s3, cfs->cfg.storage_bucket, h->key,
+				     off, want, h->etag, h->buf, got);
+	}
+	s3_object_info_free(&info);
+	return rc;
+}
+
 #define RA_MIN (128u << 10)
 #define RA_MAX (8u << 20)
 
@@ -889,12 +922,7 @@ int projects_read(struct fhandle *fh, char *out, size_t size, off_t off_)
 		h->buf = nb;
 		h->buf_cap = want;
 	}
-	if (h->etag[0])
-		rc = s3_get_range_if(cfs->s3, cfs->cfg.storage_bucket, h->key,
-				     off, want, h->etag, h->buf, &got);
-	else
-		rc = s3_get_range(cfs->s3, cfs->cfg.storage_bucket, h->key, off,
-				  want, h->buf, &got);
+	rc = pj_get(h, off, want, &got);
 	if (rc) {
 		h->buf_len = 0;
 		pthread_mutex_unlock(&h->lock);
@@ -904,6 +932,7 @@ int projects_read(struct fhandle *fh, char *out, size_t size, off_t off_)
 	}
 	h->buf_off = off;
 	h->buf_len = got;
+	h->served = 1;
 	if (got < size)
 		size = got;
 	memcpy(out, h->buf, size);
