@@ -557,7 +557,10 @@ static int cfs_statfs(const char *path, struct statvfs *sv)
  * name in projects_registry). Elsewhere there are none: getxattr ENODATA,
  * listxattr empty, setxattr ENOTSUP (EROFS in audit/), as a filesystem
  * without xattr support for that name answers; cp -a and rsync -X accept
- * that. */
+ * that. Cost: the kernel now asks getxattr(security.capability) before
+ * every write(2) (FUSE clears SB_NOSEC; only ENOSYS, which is sticky for
+ * the whole mount, would stop it): one request answered here without I/O
+ * (no measurable change writing 32 MiB in 4 KiB writes). */
 static int cfs_getxattr(const char *path, const char *name, char *value,
 			size_t size)
 {

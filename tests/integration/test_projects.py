@@ -473,3 +473,48 @@ def test_inbox_to_projects_rename_not_yet(mount, uniq):
     assert read(src) == b"stay"
     with pytest.raises(ClientError):
         m.s3.head_object(Bucket=m.storage_bucket, Key=f"{uniq}/x.txt")
+
+
+# --------------------------------------------------------------------------- faults
+
+def test_registry_row_removed_elsewhere_disappears(mount, uniq):
+    m = mount
+    os.mkdir(os.path.join(m.projects, uniq))
+    assert uniq in os.listdir(m.projects)
+    m.sql("delete from projects_registry where prefix = %s", (uniq,))
+    m.wait_until(lambda: uniq not in os.listdir(m.projects), timeout=10,
+                 what="a row deleted by another tool leaves projects/")
+
+
+def test_database_down_fails_loudly_and_recovers(fresh_mount, uniq):
+    m = fresh_mount
+    os.mkdir(os.path.join(m.projects, uniq))
+    m.stop_pg()
+    time.sleep(2.5)  # past the registry's TTL: the next listing asks the database
+    expect_errno(errno.EIO, os.listdir, m.projects)
+    expect_errno(errno.EIO, os.mkdir, os.path.join(m.projects, uniq + "-down"))
+    m.start_pg()
+    m.wait_until(lambda: uniq in os.listdir(m.projects), timeout=30,
+                 what="projects/ lists again once the database is back")
+    assert registry(m, uniq + "-down") == []
+
+
+def test_store_down_read_fails_and_recovers(fresh_mount, uniq):
+    m = fresh_mount
+    os.mkdir(os.path.join(m.projects, uniq))
+    data = os.urandom(300000)
+    put(m, f"{uniq}/f.bin", data)
+    f = os.path.join(m.projects, uniq, "f.bin")
+    m.wait_until(lambda: os.path.exists(f), timeout=10, what="stored file shows")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        m.stop_s3()
+        with pytest.raises(OSError) as ei:
+            os.pread(fd, 4096, 0)
+        assert ei.value.errno in (errno.EIO, errno.ETIMEDOUT, errno.ECONNREFUSED), ei.value
+        m.start_s3()
+        m.wait_until(lambda: os.pread(fd, 10, 5) == data[5:15], timeout=30,
+                     what="reads work again once the store is back")
+        assert os.pread(fd, len(data), 0) == data
+    finally:
+        os.close(fd)
