@@ -203,10 +203,14 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_INBOX:
 		return inbox_getattr(rel, st);
 	case AREA_PROJECTS:
+		if (*rel)
+			return projects_getattr(rel, st);
+		dir_stat(st, 0755);
+		return 0;
 	case AREA_AUDIT:
 		if (*rel)
 			return -ENOENT;
-		dir_stat(st, area == AREA_AUDIT ? 0555 : 0755);
+		dir_stat(st, 0555);
 		return 0;
 	default:
 		return -ENOENT;
@@ -383,8 +387,9 @@ static int cfs_unlink(const char *path)
 	return readonly_errno(area);
 }
 
-/* Errors: EPERM (root, projects/ until promotion lands), EROFS (audit/),
- * ENAMETOOLONG, EXDEV never, plus those of inbox_rename. */
+/* Errors: EPERM (root, within projects/, out of projects/), EROFS
+ * (audit/), ENAMETOOLONG, plus those of inbox_rename and, from inbox/ into
+ * a project, of promote_rename (EEXIST, EBUSY, ENOENT, EXDEV, EIO...). */
 static int cfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	const char *rf, *rt;
@@ -401,6 +406,8 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 		return -EROFS;
 	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
 		return inbox_rename(rf, rt, flags);
+	if (af == AREA_INBOX && at == AREA_PROJECTS && *rf && *rt)
+		return promote_rename(rf, rt, flags);
 	return -EPERM;
 }
 

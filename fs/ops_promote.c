@@ -1,0 +1,110 @@
+/* ops_promote.c - rename(inbox/<file>, projects/<prefix>/<relpath>): the
+ * promotion of one received file (common/promote.c), run synchronously so
+ * that rename returns 0 only once it is durable.
+ *
+ * The kernel holds one lock per mount (s_vfs_rename_mutex) for every
+ * cross-directory rename while this runs: promotions through one mount are
+ * serial; large batches belong to `custodyfs promote`.
+ *
+ * Until the projects/ tree lands (fs/ops_projects.c), projects_getattr()
+ * here answers just enough for the kernel to reach the rename: a
+ * registered prefix is a directory, a stored key a read-only file. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs.h"
+#include "inbox.h"
+#include "log.h"
+#include "promote.h"
+
+int projects_getattr(const char *rel, struct stat *st)
+{
+	struct s3_object_info info;
+	char name[256];
+	int rc;
+
+	memset(st, 0, sizeof(*st));
+	st->st_uid = cfs->uid;
+	st->st_gid = cfs->gid;
+	st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
+	if (!strchr(rel, '/')) {
+		rc = db_project_name(cfs->db, rel, name, sizeof(name));
+		if (rc)
+			return rc;
+		st->st_mode = S_IFDIR | 0755;
+		st->st_nlink = 2;
+		return 0;
+	}
+	rc = s3_head(cfs->s3, cfs->cfg.storage_bucket, rel, &info);
+	if (rc)
+		return rc == -EINVAL ? -ENOENT : rc;
+	st->st_mode = S_IFREG | 0444;
+	st->st_nlink = 1;
+	st->st_size = (off_t)info.size;
+	if (info.mtime)
+		st->st_mtime = st->st_ctime = st->st_atime = info.mtime;
+	s3_object_info_free(&info);
+	return 0;
+}
+
+/* Is inbox/<rel> open, or written and not yet committed, here? */
+static int promote_src_busy(const char *rel)
+{
+	struct ofile *of = ofile_find(rel);
+	int busy;
+
+	if (!of)
+		return 0;
+	pthread_mutex_lock(&of->lock);
+	busy = of->writers > 0 || of->pending > 0 || of->dirty || of->local;
+	pthread_mutex_unlock(&of->lock);
+	ofile_put(of);
+	return busy;
+}
+
+/* from: below inbox/, to: below projects/ ("<prefix>/<relpath>").
+ * Errors: EPERM (to names no file in a project), EINVAL (RENAME_EXCHANGE),
+ * EXDEV (a directory: not promoted by rename yet), EBUSY (the file is open
+ * for writing or not committed: close it first; or the source changed
+ * during the copy), ENOENT (no such project or file), EEXIST (another file
+ * is stored under that name: nothing overwritten, the file stays in
+ * inbox/), and the store's or database's (EIO...). */
+int promote_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct promote_result res;
+	struct actor who;
+	struct stat st;
+	char *prefix, *slash;
+	int rc;
+
+	if (flags & RENAME_EXCHANGE)
+		return -EINVAL;
+	slash = strchr(to, '/');
+	if (!slash || !slash[1])
+		return -EPERM; /* projects/<name> itself is a project */
+	if (!cfs->promote)
+		return -EIO;
+	rc = inbox_getattr(from, &st);
+	if (rc)
+		return rc;
+	if (S_ISDIR(st.st_mode))
+		return -EXDEV;
+	if (promote_src_busy(from))
+		return -EBUSY;
+	prefix = strndup(to, (size_t)(slash - to));
+	if (!prefix)
+		return -ENOMEM;
+	cfs_actor(&who);
+	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
+	free(prefix);
+	if (rc == 0) {
+		dcache_remove(from);
+		attrov_drop(from);
+	} else {
+		log_info("rename inbox/%s -> projects/%s: %s", from, to,
+			 strerror(-rc));
+	}
+	return rc;
+}
