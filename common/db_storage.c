@@ -143,6 +143,15 @@ static const char db_sql_journal_open_source[] =
 	" WHERE source_bucket = $1::text AND source_key = $2::text"
 	" AND state IN ('intent', 'stored') ORDER BY id LIMIT 1";
 
+static const char db_sql_journal_blocker[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND ("
+	" (dest_bucket = $1::text AND dest_key = $2::text)"
+	" OR (source_bucket = $3::text AND source_key = $4::text)"
+	" OR ($5::boolean AND dedup_content AND dest_bucket = $1::text"
+	"  AND project_prefix = $6::text AND sha256 = $7::text"
+	"  AND size_bytes = $8::bigint)) ORDER BY id LIMIT 1";
+
 static const char db_sql_open_owners[] =
 	"SELECT DISTINCT owner FROM promotion_journal"
 	" WHERE state IN ('intent', 'stored') AND owner <> $1::integer";
@@ -639,6 +648,44 @@ int db_journal_open_for_source(struct db *d, const char *bucket,
 	    db_sql_journal_open_source, 2, {bucket, key}, e};
 
 	return db_run(d, "journal entry of source", 0, 0, pg_journal_get, &a);
+}
+
+struct db_blocker_args {
+	const char *v[8];
+	struct db_journal_entry *e;
+};
+
+static int pg_journal_blocker(struct pg_ctx *x, void *arg)
+{
+	struct db_blocker_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_journal_blocker, 8, a->v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc)
+		pg_entry(res, 0, a->e);
+	PQclear(res);
+	return rc;
+}
+
+int db_journal_blocker(struct db *d, const struct db_promo *p,
+		       struct db_journal_entry *e)
+{
+	struct db_blocker_args a = {{NULL}, e};
+	char size[24];
+
+	snprintf(size, sizeof(size), "%" PRIu64, p->size);
+	a.v[0] = p->dest_bucket;
+	a.v[1] = p->dest_key;
+	a.v[2] = p->source_bucket;
+	a.v[3] = p->source_key;
+	a.v[4] = p->dedup_content ? "true" : "false";
+	a.v[5] = p->project_prefix;
+	a.v[6] = p->sha256;
+	a.v[7] = size;
+	return db_run(d, "journal blocker", 0, 0, pg_journal_blocker, &a);
 }
 
 /* ---- owners ------------------------------------------------------------ */

@@ -139,6 +139,12 @@ int db_journal_get(struct db *d, int64_t id, struct db_journal_entry *e);
 int db_journal_open_for_source(struct db *d, const char *bucket,
 			       const char *key, struct db_journal_entry *e);
 
+/* The first open entry that makes db_promote_decide(p) -EBUSY (same
+ * destination, same source, or same content under dedup=content): 0 with
+ * *e, or -ENOENT. */
+int db_journal_blocker(struct db *d, const struct db_promo *p,
+		       struct db_journal_entry *e);
+
 /* The mount's owner id, held as a session-level advisory lock on a
  * connection of its own for as long as the owner lives. */
 struct db_owner;

@@ -473,8 +473,9 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		a->dsize = info.size;
 		s3_object_info_free(&info);
 	}
-	if (a->present && !seen->has_row && !a->hashed) {
-		/* No row: only its bytes say what it is. */
+	if (a->present && !a->same_meta && !a->hashed) {
+		/* No row, or a rowed object without our metadata (adopted):
+		 * only its bytes say what it is, never metadata. */
 		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 
 		if (a->dsize != a->size) {
@@ -489,7 +490,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		}
 		a->hashed = 1;
 	}
-	same = seen->has_row ? a->same_meta : a->same_bytes;
+	same = a->present && ((seen->has_row && a->same_meta) || a->same_bytes);
 	*outcome = promote_outcome(seen->has_row, seen->row_same,
 				   seen->row_dup_content, a->present, same,
 				   seen->has_content);
@@ -609,12 +610,13 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	if (!p || !src_key || !*src_key || !prefix || !*prefix || !relpath ||
 	    !*relpath || strchr(prefix, '/'))
 		return -EINVAL;
+	rc = names_check_component(prefix);
+	if (!rc)
+		rc = names_check_relpath(relpath, strlen(prefix) + 1);
+	if (rc)
+		return rc;
 	if (asprintf(&dest, "%s/%s", prefix, relpath) < 0)
 		return -ENOMEM;
-	if (strlen(dest) > 1024) {
-		rc = -ENAMETOOLONG;
-		goto out;
-	}
 	rc = db_project_name(p->db, prefix, name, sizeof(name));
 	if (rc)
 		goto out;
@@ -658,7 +660,16 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
 			break;
 		/* Another promotion holds the key, the source or the
-		 * content: wait for it to end, then decide again. */
+		 * content. One this process left open is finished now;
+		 * another's is waited for; then decide again. */
+		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
+		    e.owner == p->owner_id && inflight_claim(p, e.id)) {
+			rc = promote_resume(p, &e);
+			inflight_del(p, e.id);
+			if (rc)
+				break;
+			continue;
+		}
 		promote_sleep_ms(step);
 		waited += step;
 		if (step < 1000)
@@ -675,6 +686,8 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 			rc = -EIO;
 		}
 	}
+	if (rc == -ESTALE)
+		rc = -EBUSY; /* its reception row was replaced meanwhile */
 	if (rc == -EEXIST)
 		log_info("promotion: %s/%s -> %s/%s: conflict (another file is "
 			 "stored under that key)",

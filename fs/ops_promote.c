@@ -49,28 +49,34 @@ int projects_getattr(const char *rel, struct stat *st)
 	return 0;
 }
 
-/* Is inbox/<rel> open, or written and not yet committed, here? */
-static int promote_src_busy(const char *rel)
+/* Can inbox/<rel> be promoted as it is stored? -EBUSY while it is open
+ * for writing or written and not yet committed here (close it first: its
+ * close commits it), -EPERM for a local temporary file (never uploaded). */
+static int promote_src_check(const char *rel)
 {
 	struct ofile *of = ofile_find(rel);
-	int busy;
+	int rc = 0;
 
 	if (!of)
 		return 0;
 	pthread_mutex_lock(&of->lock);
-	busy = of->writers > 0 || of->pending > 0 || of->dirty || of->local;
+	if (of->writers > 0 || of->pending > 0 || of->dirty)
+		rc = -EBUSY;
+	else if (of->local)
+		rc = -EPERM;
 	pthread_mutex_unlock(&of->lock);
 	ofile_put(of);
-	return busy;
+	return rc;
 }
 
 /* from: below inbox/, to: below projects/ ("<prefix>/<relpath>").
  * Errors: EPERM (to names no file in a project), EINVAL (RENAME_EXCHANGE),
  * EXDEV (a directory: not promoted by rename yet), EBUSY (the file is open
  * for writing or not committed: close it first; or the source changed
- * during the copy), ENOENT (no such project or file), EEXIST (another file
- * is stored under that name: nothing overwritten, the file stays in
- * inbox/), and the store's or database's (EIO...). */
+ * during the promotion), EPERM also for a local temporary file, EINVAL /
+ * ENAMETOOLONG (a name the store cannot hold), ENOENT (no such project or
+ * file), EEXIST (another file is stored under that name: nothing overwritten,
+ * the file stays in inbox/), and the store's or database's (EIO...). */
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
@@ -91,8 +97,9 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		return rc;
 	if (S_ISDIR(st.st_mode))
 		return -EXDEV;
-	if (promote_src_busy(from))
-		return -EBUSY;
+	rc = promote_src_check(from);
+	if (rc)
+		return rc;
 	prefix = strndup(to, (size_t)(slash - to));
 	if (!prefix)
 		return -ENOMEM;

@@ -163,6 +163,24 @@ def test_object_without_row_is_adopted_by_its_bytes(mount, uniq):
     assert all(r["removed_at"] for r in checks.rows(m, uniq + "-ad.bin"))
 
 
+def test_adopted_object_then_same_content_is_duplicate(mount, uniq):
+    # an adopted object keeps its own (no) metadata: the double check hashes its bytes
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(4096)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/ad2.bin", Body=data)
+    drop(m, uniq + "-ad2.bin", data)
+    promote(m, uniq + "-ad2.bin", p, "ad2.bin")
+    before = dhead(m, p + "/ad2.bin")
+    drop(m, uniq + "-ad2.bin", data)
+    promote(m, uniq + "-ad2.bin", p, "ad2.bin")
+    assert [r["outcome"] for r in srows(m, p + "/ad2.bin")] == ["adopted", "duplicate"]
+    assert dhead(m, p + "/ad2.bin")["ETag"] == before["ETag"]
+    assert checks.get_object(m, uniq + "-ad2.bin") is None
+    assert len(checks.rows(m, uniq + "-ad2.bin")) == 2
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-ad2.bin"))
+
+
 def test_metadata_is_never_trusted_for_adoption(mount, uniq):
     m = mount
     p = project(m, uniq)
@@ -324,7 +342,7 @@ def test_source_replaced_during_copy_stores_nothing(stack, mount_factory, proxie
     assert [j["state"] for j in journal(m, p + "/rep.txt")] == ["failed"]
 
 
-@pytest.mark.parametrize("after", ["remount", "retry"])
+@pytest.mark.parametrize("after", ["remount", "retry", "other"])
 def test_store_outage_fails_rename_and_leaves_nothing_half_done(stack, mount_factory, proxied,
                                                                  uniq, after):
     px = proxied
@@ -356,6 +374,18 @@ def test_store_outage_fails_rename_and_leaves_nothing_half_done(stack, mount_fac
     assert dhead(m, p + "/out.bin") is None
     assert checks.get_object(m, "out.bin") == data
     assert len(checks.live_rows(m, "out.bin")) == 1
+    if after == "other":
+        # another file for the same key, in the same mount: the entry left open is
+        # finished first (not waited for), and the other file is then a conflict
+        other = b"other content for the same name\n"
+        drop(m, "other.bin", other)
+        with pytest.raises(OSError) as ei:
+            promote(m, "other.bin", p, "out.bin")
+        assert ei.value.errno == errno.EEXIST
+        check_stored(m, p + "/out.bin", data, "out.bin", ["copied"])
+        assert checks.get_object(m, "other.bin") == other
+        assert len(checks.live_rows(m, "other.bin")) == 1
+        return
     if after == "retry":
         # the store is back: the same mount's next rename of the file finishes the entry
         promote(m, "out.bin", p)
