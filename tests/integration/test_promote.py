@@ -471,3 +471,60 @@ def _invariants(m, p, files):
             assert src is None and live == []
         else:
             assert src == b and rows == [] and obj is None
+
+
+# ---- many mounts, one truth ------------------------------------------------------------------
+
+def _race(pairs):
+    """Runs the renames (mount, name, prefix, rel) at once; returns their errnos (0: ok)."""
+    out = [None] * len(pairs)
+    go = threading.Barrier(len(pairs))
+
+    def run(i, m, name, p, rel):
+        go.wait()
+        try:
+            promote(m, name, p, rel)
+            out[i] = 0
+        except OSError as e:
+            out[i] = e.errno
+    ts = [threading.Thread(target=run, args=(i,) + pr) for i, pr in enumerate(pairs)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return out
+
+
+def test_two_mounts_race_same_key(mount_factory, uniq):
+    m1 = mount_factory()
+    m2 = mount_factory(reset=False)
+    p = project(m1, uniq)
+    same, a, b = os.urandom(30000), os.urandom(20000), os.urandom(20001)
+    for n, data in (("s1.bin", same), ("s2.bin", same), ("a.bin", a), ("b.bin", b),
+                    ("c1.bin", a + b), ("c2.bin", a + b)):
+        drop(m1, n, data)
+    m2.wait_until(lambda: all(os.path.exists(os.path.join(m2.inbox, n))
+                              for n in ("s2.bin", "b.bin", "c2.bin")), what="listed in m2")
+    # same content, same key: one copied, one duplicate
+    assert _race([(m1, "s1.bin", p, "same.bin"), (m2, "s2.bin", p, "same.bin")]) == [0, 0]
+    assert sorted(r["outcome"] for r in srows(m1, p + "/same.bin")) == ["copied", "duplicate"]
+    assert dget(m1, p + "/same.bin") == same
+    # different content, same key: one stored, one EEXIST with its file still received
+    res = _race([(m1, "a.bin", p, "diff.bin"), (m2, "b.bin", p, "diff.bin")])
+    assert sorted(res) == [0, errno.EEXIST]
+    won, lost = (("a.bin", a), ("b.bin", b)) if res[0] == 0 else (("b.bin", b), ("a.bin", a))
+    assert [r["outcome"] for r in srows(m1, p + "/diff.bin")] == ["copied"]
+    assert dget(m1, p + "/diff.bin") == won[1]
+    assert checks.get_object(m1, won[0]) is None
+    assert checks.get_object(m1, lost[0]) == lost[1]
+    assert len(checks.live_rows(m1, lost[0])) == 1
+    # same content, two keys (dedup=content): one copied, one duplicate_content of it
+    assert _race([(m1, "c1.bin", p, "k1.bin"), (m2, "c2.bin", p, "k2.bin")]) == [0, 0]
+    r1, r2 = srows(m1, p + "/k1.bin"), srows(m1, p + "/k2.bin")
+    outs = sorted([r1[0]["outcome"], r2[0]["outcome"]])
+    assert len(r1) == 1 and len(r2) == 1 and outs == ["copied", "duplicate_content"]
+    stored, dup = (r1[0], r2[0]) if r1[0]["outcome"] == "copied" else (r2[0], r1[0])
+    assert dup["duplicate_of"] == stored["dest_key"]
+    assert dhead(m1, dup["dest_key"]) is None and dget(m1, stored["dest_key"]) == a + b
+    assert m1.sql_value("select count(*) from promotion_journal"
+                        " where state <> 'done'") == 0
