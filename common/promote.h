@@ -50,6 +50,30 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 const char *relpath, const struct actor *who,
 		 struct promote_result *res);
 
+/* Vetoes one file of a directory promotion (0: go on, -errno: that file
+ * fails with it and stays), e.g. the daemon's "open for writing". */
+typedef int (*promote_check_fn)(void *arg, const char *src_key);
+
+struct promote_dir_result {
+	size_t n_files;		 /* files found under the directory */
+	size_t n_done;		 /* promoted (any outcome but conflict) */
+	size_t n_failed;	 /* left in reception */
+	char first_failed[1025]; /* the source key of the first failure */
+};
+
+/* Promotes every file under src_dir/ (reception bucket, paged listing) to
+ * <prefix>/<reldir>/<the rest of its key>, each with promote_file, on up
+ * to cfg->promote_workers threads. Directory markers (keys ending in '/')
+ * are not files: once every file is promoted they are removed too, so the
+ * directory leaves reception; after a partial failure they stay with the
+ * failed files. check (may be NULL) is asked about each file first.
+ * Returns 0 when every file was promoted, else the first failure's errno
+ * (the others were still tried); res may be NULL. */
+int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
+		const char *reldir, const struct actor *who,
+		promote_check_fn check, void *check_arg,
+		struct promote_dir_result *res);
+
 /* Finishes or rolls back the open journal entries whose owner is gone (a
  * crashed or unmounted process), holding each dead owner's lock meanwhile:
  * 'intent' -> destination present with our sha256: record; else source

@@ -389,7 +389,7 @@ static int cfs_unlink(const char *path)
 
 /* Errors: EPERM (root, within projects/, out of projects/), EROFS
  * (audit/), ENAMETOOLONG, plus those of inbox_rename and, from inbox/ into
- * a project, of promote_rename (EEXIST, EBUSY, ENOENT, EXDEV, EIO...). */
+ * a project, of promote_rename (EEXIST, EBUSY, ENOENT, EIO...). */
 static int cfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	const char *rf, *rt;

@@ -1,10 +1,12 @@
-/* ops_promote.c - rename(inbox/<file>, projects/<prefix>/<relpath>): the
- * promotion of one received file (common/promote.c), run synchronously so
- * that rename returns 0 only once it is durable.
+/* ops_promote.c - rename(inbox/<path>, projects/<prefix>/<relpath>): the
+ * promotion of one received file, or of every file under a directory
+ * (common/promote.c, [fs] promote_workers in parallel), run synchronously
+ * so that rename returns 0 only once it is durable.
  *
  * The kernel holds one lock per mount (s_vfs_rename_mutex) for every
- * cross-directory rename while this runs: promotions through one mount are
- * serial; large batches belong to `custodyfs promote`.
+ * cross-directory rename while this runs: other renames between
+ * directories of this mount wait for a directory's promotion to end. Large
+ * batches belong to `custodyfs promote`.
  *
  * Until the projects/ tree lands (fs/ops_projects.c), projects_getattr()
  * here answers just enough for the kernel to reach the rename: a
@@ -69,9 +71,19 @@ static int promote_src_check(const char *rel)
 	return rc;
 }
 
-/* from: below inbox/, to: below projects/ ("<prefix>/<relpath>").
+/* promote_dir's veto: a file open for writing here stays. */
+static int promote_src_veto(void *arg, const char *key)
+{
+	(void)arg;
+	return promote_src_check(key);
+}
+
+/* from: below inbox/, to: below projects/ ("<prefix>/<relpath>"). A
+ * directory promotes every file under it (promote_dir): 0 only when all
+ * were, else the first failure's errno, the failed files staying in
+ * inbox/ and the others promoted.
  * Errors: EPERM (to names no file in a project), EINVAL (RENAME_EXCHANGE),
- * EXDEV (a directory: not promoted by rename yet), EBUSY (the file is open
+ * EBUSY (the file is open
  * for writing or not committed: close it first; or the source changed
  * during the promotion), EPERM also for a local temporary file, EINVAL /
  * ENAMETOOLONG (a name the store cannot hold), ENOENT (no such project or
@@ -95,15 +107,32 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	rc = inbox_getattr(from, &st);
 	if (rc)
 		return rc;
-	if (S_ISDIR(st.st_mode))
-		return -EXDEV;
-	rc = promote_src_check(from);
-	if (rc)
-		return rc;
+	if (!S_ISDIR(st.st_mode)) {
+		rc = promote_src_check(from);
+		if (rc)
+			return rc;
+	}
 	prefix = strndup(to, (size_t)(slash - to));
 	if (!prefix)
 		return -ENOMEM;
 	cfs_actor(&who);
+	if (S_ISDIR(st.st_mode)) {
+		struct promote_dir_result dr;
+
+		rc = promote_dir(cfs->promote, from, prefix, slash + 1, &who,
+				 promote_src_veto, NULL, &dr);
+		free(prefix);
+		/* Its files left inbox/ (all, or some): listings again. */
+		dcache_invalidate_all();
+		if (rc == 0)
+			attrov_drop(from);
+		else
+			log_info("rename inbox/%s -> projects/%s: %zu of %zu "
+				 "files promoted, the first failure %s: %s",
+				 from, to, dr.n_done, dr.n_files,
+				 dr.first_failed, strerror(-rc));
+		return rc;
+	}
 	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
 	free(prefix);
 	if (rc == 0) {

@@ -528,3 +528,114 @@ def test_two_mounts_race_same_key(mount_factory, uniq):
     assert dhead(m1, dup["dest_key"]) is None and dget(m1, stored["dest_key"]) == a + b
     assert m1.sql_value("select count(*) from promotion_journal"
                         " where state <> 'done'") == 0
+
+
+# ---- directories -----------------------------------------------------------------------------
+
+def _tree(m, top, n):
+    """n files under inbox/top, on three levels; {relpath: bytes}."""
+    files = {}
+    for sub in ("", "sub", "sub/deeper"):
+        os.makedirs(os.path.join(m.inbox, top, sub), exist_ok=True)
+    for i in range(n):
+        rel = ("", "sub/", "sub/deeper/")[i % 3] + "f%03d.bin" % i
+        files[rel] = os.urandom(500 + i)
+        checks.write(os.path.join(m.inbox, top, rel), files[rel])
+    return files
+
+
+def test_directory_promotion(mount_factory, uniq):
+    m = mount_factory(config={"fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "dir", 20)
+    os.rename(os.path.join(m.inbox, "dir"), os.path.join(m.projects, p, "moved"))
+    for rel, data in files.items():
+        check_stored(m, p + "/moved/" + rel, data, "dir/" + rel, ["copied"])
+    assert checks.bucket_keys(m, "dir/", markers=True) == []
+    assert not os.path.exists(os.path.join(m.inbox, "dir"))
+
+
+def test_directory_partial_failure_keeps_failed_files(mount_factory, uniq):
+    m = mount_factory(config={"fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "pd", 9)
+    bad = "sub/f004.bin"
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/pd/" + bad, Body=b"someone else's")
+    with pytest.raises(OSError) as ei:
+        os.rename(os.path.join(m.inbox, "pd"), os.path.join(m.projects, p, "pd"))
+    assert ei.value.errno == errno.EEXIST
+    for rel, data in files.items():
+        if rel == bad:
+            continue
+        check_stored(m, p + "/pd/" + rel, data, "pd/" + rel, ["copied"])
+    assert checks.get_object(m, "pd/" + bad) == files[bad]
+    assert len(checks.live_rows(m, "pd/" + bad)) == 1
+    assert srows(m, p + "/pd/" + bad) == []
+    assert dget(m, p + "/pd/" + bad) == b"someone else's"
+    assert checks.read(os.path.join(m.inbox, "pd", bad)) == files[bad]
+
+
+def test_kill_during_directory_promotion_then_recovery(stack, mount_factory, proxied, uniq):
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "kd", 45)
+    copies = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "/storage-unique/" in path:
+            copies.append(path)
+            if len(copies) > 15:
+                return ("late", 60)  # the copy takes effect, its answer never comes
+        return None
+    px.rule = rule
+    t = threading.Thread(target=lambda: _try_rename(m, "kd", p), daemon=True)
+    t.start()
+    m.wait_until(lambda: len(copies) >= 18, timeout=60, what="copies under way")
+    time.sleep(0.5)
+    m.crash(signal.SIGKILL)
+    px.rule = None
+    px.release.set()
+    m.mount()
+    t.join(5)
+    flat = {"kd/" + r: b for r, b in files.items()}
+    _invariants_dir(m, p, flat)
+    n_stored = len(srows_prefix(m, p + "/"))
+    assert 15 <= n_stored < len(files), n_stored  # the crash came mid-directory
+    # the rest goes with the next rename of the directory
+    os.rename(os.path.join(m.inbox, "kd"), os.path.join(m.projects, p, "kd"))
+    _invariants_dir(m, p, flat)
+    assert len(srows_prefix(m, p + "/")) == len(files)
+    assert checks.bucket_keys(m, "kd/", markers=True) == []
+
+
+def srows_prefix(m, prefix):
+    return m.sql_dicts("select * from storage_audit where dest_key like %s order by id",
+                       (prefix + "%",))
+
+
+def _try_rename(m, d, p):
+    try:
+        os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
+    except OSError:
+        pass
+
+
+def _invariants_dir(m, p, files):
+    _no_open_entries(m)
+    for key, b in files.items():
+        dest = p + "/" + key
+        src = checks.get_object(m, key)
+        live = checks.live_rows(m, key)
+        rows = srows(m, dest)
+        stored = [r for r in rows if r["outcome"] in ("copied", "restored", "adopted")]
+        obj = dhead(m, dest)
+        in_reception = src is not None and len(live) == 1
+        in_storage = obj is not None and len(stored) == 1 and len(rows) == 1
+        assert in_reception != in_storage, (key, in_reception, in_storage, rows)
+        if in_storage:
+            assert dget(m, dest) == b and stored[0]["sha256"] == sha(b)
+            assert obj["Metadata"]["sha256"] == sha(b)
+            assert live == [] and len(checks.rows(m, key)) == 1
+        else:
+            assert src == b and rows == [] and obj is None
