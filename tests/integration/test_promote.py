@@ -679,3 +679,34 @@ def test_copy_answered_200_with_error(stack, mount_factory, proxied, uniq, when)
         px.rule = None
         assert seen
     check_stored(m, p + "/e.bin", data, "e.bin", ["copied"])
+
+
+def test_database_down_after_copy(stack, mount_factory, proxied, uniq):
+    """PostgreSQL goes down while the copy runs: the record step fails, rename fails, the
+    destination object has no row yet but the journal says so; once the database is back the
+    next rename of the file finishes it from the journal: one object, one row, source gone."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data = os.urandom(5000)
+    drop(m, "db.bin", data)
+    seen = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and not seen:
+            seen.append(path)
+            stack.stop_pg("immediate")
+        return None
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, "db.bin", p)
+    px.rule = None
+    assert seen
+    assert ei.value.errno in (errno.EIO, errno.ETIMEDOUT, errno.ECONNREFUSED)
+    assert checks.get_object(m, "db.bin") == data  # never deleted without its rows
+    stack.start_pg()
+    assert [j["state"] for j in journal(m, p + "/db.bin")] == ["intent"]
+    assert srows(m, p + "/db.bin") == []
+    promote(m, "db.bin", p)
+    check_stored(m, p + "/db.bin", data, "db.bin", ["copied"])
+    assert len(checks.rows(m, "db.bin")) == 1
