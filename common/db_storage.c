@@ -11,6 +11,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -692,9 +693,11 @@ int db_journal_blocker(struct db *d, const struct db_promo *p,
 
 struct db_owner {
 	struct db *d;
-	PGconn *conn; /* its own session: the lock lives with it */
-	int id;
-	char ids[16];
+	pthread_mutex_t lock; /* one statement at a time on conn */
+	PGconn *conn;	      /* protected by lock: its own session, the owner
+				 lock lives with it */
+	int id;		      /* protected by lock */
+	char ids[16];	      /* protected by lock */
 };
 
 /* One statement on the owner's connection. */
@@ -709,19 +712,17 @@ static int pg_owner_exec(struct db_owner *o, const char *what, const char *sql,
 	return pg_exec(&x, sql, n, v, out);
 }
 
-int db_owner_take(struct db *d, struct db_owner **out, int *owner_id)
+/* A new session holding a new owner id's lock, in o (lock held or o not
+ * shared yet). The old session, if any, is closed first. */
+static int pg_owner_connect(struct db_owner *o)
 {
-	struct db_owner *o;
 	const char *v[2];
 	PGresult *res = NULL;
 	int rc;
 
-	*out = NULL;
-	o = calloc(1, sizeof(*o));
-	if (!o)
-		return -ENOMEM;
-	o->d = d;
-	o->conn = PQconnectdbParams(d->kw, d->val, 1);
+	if (o->conn)
+		PQfinish(o->conn);
+	o->conn = PQconnectdbParams(o->d->kw, o->d->val, 1);
 	if (!o->conn || PQstatus(o->conn) != CONNECTION_OK) {
 		log_error("database: promotion owner: cannot connect: %s",
 			  o->conn ? PQerrorMessage(o->conn) : "out of memory");
@@ -742,21 +743,63 @@ int db_owner_take(struct db *d, struct db_owner **out, int *owner_id)
 			   NULL);
 	if (rc)
 		goto fail;
-	*out = o;
-	*owner_id = o->id;
-	log_info("promotion: this mount is journal owner %d", o->id);
+	log_info("promotion: this process is journal owner %d", o->id);
 	return 0;
 fail:
 	PQclear(res);
 	if (o->conn)
 		PQfinish(o->conn);
-	free(o);
+	o->conn = NULL;
 	return rc;
 }
 
-int db_owner_alive(struct db_owner *o)
+int db_owner_take(struct db *d, struct db_owner **out, int *owner_id)
 {
-	return o && o->conn && PQstatus(o->conn) == CONNECTION_OK;
+	struct db_owner *o;
+	int rc;
+
+	*out = NULL;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->d = d;
+	rc = pg_owner_connect(o);
+	if (rc) {
+		free(o);
+		return rc;
+	}
+	pthread_mutex_init(&o->lock, NULL);
+	*out = o;
+	*owner_id = o->id;
+	return 0;
+}
+
+int db_owner_check(struct db_owner *o, int *owner_id)
+{
+	int rc = 0;
+
+	if (!o)
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	/* One round trip: a session the server ended (a restart) is only
+	 * noticed by using it. */
+	if (o->conn) {
+		rc = pg_owner_exec(o, "promotion owner check", "SELECT 1", 0,
+				   NULL, NULL);
+		if (!rc) {
+			*owner_id = o->id;
+			goto out;
+		}
+		log_warn("promotion: the session holding journal owner %d is "
+			 "lost: its entries are anyone's to recover now",
+			 o->id);
+	}
+	rc = pg_owner_connect(o);
+	if (!rc)
+		*owner_id = o->id;
+out:
+	pthread_mutex_unlock(&o->lock);
+	return rc;
 }
 
 void db_owner_release(struct db_owner *o)
@@ -765,6 +808,7 @@ void db_owner_release(struct db_owner *o)
 		return;
 	if (o->conn)
 		PQfinish(o->conn); /* ends the session: the lock goes */
+	pthread_mutex_destroy(&o->lock);
 	free(o);
 }
 
@@ -778,13 +822,18 @@ int db_journal_recover(struct db_owner *o,
 	int rc, first = 0, i, j;
 
 	*n_seen = 0;
-	if (!db_owner_alive(o))
+	pthread_mutex_lock(&o->lock);
+	if (!o->conn) {
+		pthread_mutex_unlock(&o->lock);
 		return -EIO;
+	}
 	v[0] = o->ids;
 	rc = pg_owner_exec(o, "journal owners", db_sql_open_owners, 1, v,
 			   &owners);
-	if (rc)
+	if (rc) {
+		pthread_mutex_unlock(&o->lock);
 		return rc;
+	}
 	for (i = 0; i < PQntuples(owners); i++) {
 		const char *who = PQgetvalue(owners, i, 0);
 
@@ -825,5 +874,6 @@ int db_journal_recover(struct db_owner *o,
 			break;
 	}
 	PQclear(owners);
+	pthread_mutex_unlock(&o->lock);
 	return rc ? rc : first;
 }

@@ -149,13 +149,17 @@ int db_journal_blocker(struct db *d, const struct db_promo *p,
  * connection of its own for as long as the owner lives. */
 struct db_owner;
 int db_owner_take(struct db *d, struct db_owner **out, int *owner_id);
-/* Still held (its connection alive)? 1 or 0. */
-int db_owner_alive(struct db_owner *o);
+/* The owner id to journal new entries under: the current one while its
+ * session answers (asked at most once a second), else a new session with
+ * a new id (the old id's entries become recoverable by anyone). 0 with
+ * *owner_id, or -errno. Thread-safe. */
+int db_owner_check(struct db_owner *o, int *owner_id);
 void db_owner_release(struct db_owner *o);
 
 /* Open entries whose owner is gone (its lock can be taken now): each is
  * passed to fn while this owner holds the dead owner's lock (so two
- * recoverers never work on one entry). fn returns 0 or -errno (recorded,
+ * recoverers never work on one entry); the owner's session is busy
+ * meanwhile (db_owner_check waits). fn returns 0 or -errno (recorded,
  * the others still run). Returns 0, the first fn error, or the database's.
  * *n_seen gets the number of entries passed to fn. */
 int db_journal_recover(struct db_owner *o,

@@ -49,7 +49,9 @@ struct promote {
 	struct s3_client *s3;
 	struct db *db;
 	struct db_owner *owner;
-	int owner_id;
+	int owner_id; /* protected by lock: the current owner id */
+	int past[16]; /* protected by lock: ids this process held before
+			 (sessions lost), newest first */
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
@@ -117,6 +119,37 @@ static void inflight_del(struct promote *p, int64_t id)
 		}
 	}
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* The owner id for a new promotion (a new one if the session was lost). */
+static int promote_owner(struct promote *p, int *id)
+{
+	int rc = db_owner_check(p->owner, id);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->lock);
+	if (*id != p->owner_id) {
+		memmove(p->past + 1, p->past, sizeof(p->past) - sizeof(int));
+		p->past[0] = p->owner_id;
+		p->owner_id = *id;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* Was an entry of owner id journaled by this process? */
+static int promote_ours(struct promote *p, int id)
+{
+	size_t i;
+	int ours;
+
+	pthread_mutex_lock(&p->lock);
+	ours = id == p->owner_id;
+	for (i = 0; !ours && i < sizeof(p->past) / sizeof(*p->past); i++)
+		ours = p->past[i] && p->past[i] == id;
+	pthread_mutex_unlock(&p->lock);
+	return ours;
 }
 
 /* ---- the store --------------------------------------------------------- */
@@ -580,7 +613,7 @@ static int promote_resume_own(struct promote *p, const char *key,
 		return 0;
 	if (rc)
 		return rc;
-	if (e->owner != p->owner_id || !inflight_claim(p, e->id))
+	if (!promote_ours(p, e->owner) || !inflight_claim(p, e->id))
 		return 0;
 	log_info("promotion: resuming journal entry %lld (%s/%s -> %s/%s)",
 		 (long long)e->id, e->source_bucket, e->source_key,
@@ -646,7 +679,9 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	pr.sha256 = row.sha256;
 	pr.xxh128 = row.xxh128[0] ? row.xxh128 : NULL;
 	pr.dedup_content = p->cfg->dedup == CFG_DEDUP_CONTENT;
-	pr.owner = p->owner_id;
+	rc = promote_owner(p, &pr.owner);
+	if (rc)
+		goto out;
 	pr.who = who;
 	dc.p = p;
 	dc.dest_bucket = pr.dest_bucket;
@@ -663,7 +698,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 * content. One this process left open is finished now;
 		 * another's is waited for; then decide again. */
 		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
-		    e.owner == p->owner_id && inflight_claim(p, e.id)) {
+		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
 			rc = promote_resume(p, &e);
 			inflight_del(p, e.id);
 			if (rc)
@@ -679,7 +714,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		/* The decision's COMMIT went unanswered: its entry tells. */
 		if (db_journal_open_for_source(p->db, pr.source_bucket, src_key,
 					       &e) == 0 &&
-		    !strcmp(e.dest_key, dest) && e.owner == p->owner_id) {
+		    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
 			res->journal_id = e.id;
 			rc = 0;
 		} else {

@@ -710,3 +710,10 @@ def test_database_down_after_copy(stack, mount_factory, proxied, uniq):
     promote(m, "db.bin", p)
     check_stored(m, p + "/db.bin", data, "db.bin", ["copied"])
     assert len(checks.rows(m, "db.bin")) == 1
+    # the mount's owner lock died with the database's sessions: new promotions are journaled
+    # under an owner whose lock the living mount holds again (else another mount's recovery
+    # would take over its promotions in flight)
+    drop(m, "db2.bin", b"after the restart")
+    promote(m, "db2.bin", p)
+    owner = journal(m, p + "/db2.bin")[0]["owner"]
+    assert m.sql_value("select pg_try_advisory_lock(1129665367, %s)", (owner,)) is False
