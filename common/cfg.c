@@ -538,6 +538,10 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "max_retries")) {
 			rc = cfg_parse_long(value, 0, 20, &n);
 			c->max_retries = (int)n;
+		} else if (!strcmp(name, "multipart_copy_threshold")) {
+			rc = cfg_size_key(p, line, name, value, 5ULL << 20,
+					  5ULL << 30, "5M to 5G",
+					  &c->copy_threshold);
 		} else
 			goto unknown;
 	} else if (!strcmp(section, "postgres")) {
@@ -583,6 +587,9 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "upload_workers")) {
 			rc = cfg_parse_long(value, 1, 64, &n);
 			c->upload_workers = (int)n;
+		} else if (!strcmp(name, "promote_workers")) {
+			rc = cfg_parse_long(value, 1, 32, &n);
+			c->promote_workers = (int)n;
 		} else if (!strcmp(name, "cache_ttl_ms")) {
 			rc = cfg_parse_long(value, 0, 3600000, &n);
 			c->cache_ttl_ms = (int)n;
@@ -742,6 +749,7 @@ static int cfg_defaults(struct cfg *c)
 	c->part_size = 16ULL << 20;
 	c->copy_threshold = 5ULL << 30;
 	c->upload_workers = 4;
+	c->promote_workers = 4;
 	c->cache_ttl_ms = 3000;
 	c->scan_interval_s = 60;
 	c->foreign_grace_ms = -1;

@@ -40,7 +40,10 @@ struct cfg {
 	char *project_group;
 	char **temp_patterns; /* fnmatch patterns, NULL-terminated */
 	uint64_t part_size;   /* multipart part size, default 16 MiB */
-	uint64_t copy_threshold; /* CopyObject up to this, default 5 GiB */
+	uint64_t copy_threshold; /* CopyObject up to this, default 5 GiB
+				    ([fs] copy_threshold or
+				    [s3] multipart_copy_threshold) */
+	int promote_workers;  /* parallel promotion work, default 4 */
 	int upload_workers;   /* parallel part uploads, default 4 */
 	int cache_ttl_ms;     /* directory listing cache, default 3000 */
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */

@@ -384,6 +384,63 @@ static const char *const db_migration_4[] = {
 	NULL,
 };
 
+/* Version 6: the promotion journal (promote.c, db_storage.c). An ordinary
+ * mutable table, not an audit table: one row per promotion, its intent and
+ * step, so a crash is finished or rolled back from it. The database decides
+ * uniqueness: at most one open entry (intent or stored) per destination key
+ * and per source key, and, for entries promoted under dedup=content, per
+ * (project, sha256, size); a storage_audit row records at most one journal
+ * entry (journal_id), so a redone record step never inserts a second row.
+ * owner is a mount's id (promotion_owner_seq), held as a session advisory
+ * lock while the mount lives. */
+static const char *const db_migration_6[] = {
+	"CREATE SEQUENCE IF NOT EXISTS promotion_owner_seq"
+	" MINVALUE 1 MAXVALUE 2147483647 CYCLE",
+	"CREATE TABLE IF NOT EXISTS promotion_journal ("
+	" id bigserial PRIMARY KEY,"
+	" reception_id bigint,"
+	" source_bucket text NOT NULL,"
+	" source_key text NOT NULL,"
+	" source_etag text NOT NULL,"
+	" dest_bucket text NOT NULL,"
+	" dest_key text NOT NULL,"
+	" project_prefix text NOT NULL,"
+	" size_bytes bigint NOT NULL CHECK (size_bytes >= 0),"
+	" sha256 text NOT NULL,"
+	" xxh128 text,"
+	" dedup_content boolean NOT NULL DEFAULT true,"
+	" outcome text NOT NULL CHECK (outcome IN ('copied', 'restored',"
+	"  'adopted', 'duplicate', 'duplicate_content')),"
+	" duplicate_of text,"
+	" state text NOT NULL DEFAULT 'intent' CHECK (state IN ('intent',"
+	"  'stored', 'done', 'failed')),"
+	" owner integer NOT NULL,"
+	" moved_by text,"
+	" moved_uid bigint,"
+	" moved_user text,"
+	" moved_host text,"
+	" error text,"
+	" created_at timestamptz NOT NULL DEFAULT now(),"
+	" updated_at timestamptz NOT NULL DEFAULT now())",
+	"CREATE UNIQUE INDEX IF NOT EXISTS promotion_journal_open_dest"
+	" ON promotion_journal (dest_bucket, dest_key)"
+	" WHERE state IN ('intent', 'stored')",
+	"CREATE UNIQUE INDEX IF NOT EXISTS promotion_journal_open_source"
+	" ON promotion_journal (source_bucket, source_key)"
+	" WHERE state IN ('intent', 'stored')",
+	"CREATE UNIQUE INDEX IF NOT EXISTS promotion_journal_open_content"
+	" ON promotion_journal (dest_bucket, project_prefix, sha256, size_bytes)"
+	" WHERE state IN ('intent', 'stored') AND dedup_content",
+	"CREATE INDEX IF NOT EXISTS promotion_journal_open_owner"
+	" ON promotion_journal (owner) WHERE state IN ('intent', 'stored')",
+	"ALTER TABLE storage_audit ADD COLUMN IF NOT EXISTS journal_id bigint",
+	"CREATE UNIQUE INDEX IF NOT EXISTS storage_audit_journal"
+	" ON storage_audit (journal_id) WHERE journal_id IS NOT NULL",
+	"CREATE INDEX IF NOT EXISTS storage_audit_bucket_key_c"
+	" ON storage_audit (dest_key COLLATE \"C\", id)",
+	NULL,
+};
+
 /* Version 7: the projects guard refuses to delete a project that stored
  * files with SQLSTATE 2BP01 (dependent_objects_still_exist), so rmdir can
  * tell ENOTEMPTY from the other refusals (P0001, EPERM). Same function,
@@ -434,6 +491,8 @@ static const struct db_migration db_migrations[] = {
 	{2, "reception record in one round trip", db_migration_2},
 	{3, "byte-order key indexes on reception_audit", db_migration_3},
 	{4, "a mount's upload always gets its own reception row", db_migration_4},
+	{6, "promotion journal; storage rows name their journal entry",
+	 db_migration_6},
 	{7, "projects guard: deleting a project with stored files is 2BP01",
 	 db_migration_7},
 };

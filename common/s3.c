@@ -1104,6 +1104,8 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key,
 		goto fail;
 	}
 	s3_hdr_get(&x, "etag", out->etag, sizeof(out->etag));
+	s3_hdr_get(&x, "content-type", out->content_type,
+		   sizeof(out->content_type));
 	if (s3_hdr_get(&x, "last-modified", val, sizeof(val))) {
 		time_t t = curl_getdate(val, NULL);
 

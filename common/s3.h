@@ -49,6 +49,7 @@ struct s3_object_info {
 	uint64_t size;
 	char etag[80]; /* quotes removed */
 	time_t mtime;
+	char content_type[256]; /* "" when the answer names none */
 	struct s3_kv *meta; /* x-amz-meta-* headers, malloc'd; free with
 			       s3_object_info_free */
 	size_t n_meta;
@@ -166,6 +167,39 @@ int s3_copy_auto(struct s3_client *c, const char *src_bucket,
 		 const char *dst_key, uint64_t size, uint64_t threshold,
 		 uint64_t part_size, const struct s3_kv *meta, size_t n_meta,
 		 char *etag_out);
+
+/* A server-side copy guarded by the source's ETag (promotion). */
+struct s3_copy_req {
+	const char *src_bucket;
+	const char *src_key;
+	const char *src_etag; /* required, quotes removed: sent as
+				 x-amz-copy-source-if-match */
+	const char *dst_bucket;
+	const char *dst_key;
+	const char *content_type; /* the destination's, NULL: none */
+	const struct s3_kv *meta; /* the destination's (REPLACE) */
+	size_t n_meta;
+	uint64_t size;	    /* the source's size (HEAD) */
+	uint64_t threshold; /* CopyObject up to this size, else multipart */
+	uint64_t part_size; /* 0: 64 MiB */
+	int workers;	    /* parts copied in parallel, at least 1 */
+};
+
+/* CopyObject (metadata REPLACE: r->meta and r->content_type) or, above
+ * r->threshold, CreateMultipartUpload + UploadPartCopy (ranges, with up to
+ * r->workers parts in flight) + CompleteMultipartUpload, aborted on
+ * failure. Every request carries x-amz-copy-source-if-match: a source
+ * replaced since r->src_etag was read fails with -EEXIST (412, s3err.c);
+ * for stores that ignore that header the source is HEADed after the copy
+ * and a changed ETag fails with -EEXIST too (the copy then stays in
+ * dst_key: the caller has not recorded it and must delete it). A 200 whose
+ * body is <Error> fails. A store without UploadPartCopy (-ENOTSUP) gets
+ * one CopyObject instead, up to 5 GiB. A store that refuses the If-Match
+ * of a multipart source although its ETag has not changed (Swift s3api:
+ * SLO ETags) gets the copy without it, guarded by the HEADs before and
+ * after only. etag_out (80 bytes) may be NULL. */
+int s3_copy_guarded(struct s3_client *c, const struct s3_copy_req *r,
+		    char *etag_out);
 
 /* PUT bucket (test and local-stack helper). Existing bucket owned by us: 0. */
 int s3_create_bucket(struct s3_client *c, const char *bucket);

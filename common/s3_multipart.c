@@ -8,6 +8,7 @@
 #include "s3.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -40,8 +41,10 @@ static int s3_ok_initiate(struct s3_xfer *x)
 				    &x->upload_id, &x->err);
 }
 
-int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
-		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
+/* CreateMultipartUpload with meta and, when not NULL or "", ctype. */
+static int s3_mpu_create_ct(struct s3_client *c, const char *bucket,
+			    const char *key, const struct s3_kv *meta,
+			    size_t n_meta, const char *ctype, char **upload_id)
 {
 	struct sigv4_kv q = {"uploads", ""};
 	struct s3_xfer x;
@@ -53,6 +56,8 @@ int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
 	x.n_query = 1;
 	x.on_ok = s3_ok_initiate;
 	rc = s3_check(bucket, key, 1);
+	if (!rc && ctype && *ctype)
+		rc = s3_hdrs_add(&x.hdrs, "content-type", ctype);
 	if (!rc)
 		rc = s3_hdrs_add_meta(&x.hdrs, meta, n_meta);
 	if (!rc)
@@ -64,6 +69,12 @@ int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
 fail:
 	s3_xfer_free(&x);
 	return rc;
+}
+
+int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
+		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
+{
+	return s3_mpu_create_ct(c, bucket, key, meta, n_meta, NULL, upload_id);
 }
 
 /* The query of UploadPart and UploadPartCopy; num holds 16 bytes. */
@@ -246,9 +257,11 @@ int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
 static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
 			  const char *src_bucket, const char *src_key,
 			  const char *range, const struct s3_kv *meta,
-			  size_t n_meta, char *etag_out)
+			  size_t n_meta, const char *if_match,
+			  const char *ctype, char *etag_out)
 {
 	struct sbuf raw = SBUF_INIT, src = SBUF_INIT;
+	char im[84];
 	int rc;
 
 	x->on_ok = s3_ok_etag_xml;
@@ -267,6 +280,17 @@ static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
 	if (!rc && !range)
 		rc = s3_hdrs_add(&x->hdrs, "x-amz-metadata-directive",
 				 meta ? "REPLACE" : "COPY");
+	if (!rc && if_match) {
+		if (!*if_match || strchr(if_match, '"') ||
+		    (size_t)snprintf(im, sizeof(im), "\"%s\"", if_match) >=
+			sizeof(im))
+			rc = -EINVAL;
+		else
+			rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source-if-match",
+					 im);
+	}
+	if (!rc && ctype && *ctype && !range)
+		rc = s3_hdrs_add(&x->hdrs, "content-type", ctype);
 	if (!rc && meta)
 		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
 	if (!rc)
@@ -288,7 +312,7 @@ int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
 	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
 	x.slow = 1;
 	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
-			      n_meta, etag_out);
+			      n_meta, NULL, NULL, etag_out);
 }
 
 int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
@@ -307,8 +331,8 @@ int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
 		return -EINVAL;
 	snprintf(range, sizeof(range), "bytes=%llu-%llu",
 		 (unsigned long long)first, (unsigned long long)last);
-	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0,
-			      etag_out);
+	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0, NULL,
+			      NULL, etag_out);
 }
 
 int s3_copy_auto(struct s3_client *c, const char *src_bucket,
@@ -371,4 +395,203 @@ fail:
 	free(parts);
 	s3_object_info_free(&src);
 	return rc;
+}
+
+/* ---- the guarded copy ------------------------------------------------- */
+
+/* The parts of one multipart copy, shared by its workers. */
+struct s3_pcopy {
+	struct s3_client *c;
+	const struct s3_copy_req *r;
+	const char *if_match; /* NULL: the ETag is checked after the copy */
+	const char *upload_id;
+	struct s3_part *parts;
+	uint64_t n_parts, part_size;
+	pthread_mutex_t lock;
+	uint64_t next; /* protected by lock: the next part to copy */
+	int rc;	       /* protected by lock: the first failure */
+};
+
+static void *s3_pcopy_worker(void *arg)
+{
+	struct s3_pcopy *p = arg;
+	const struct s3_copy_req *r = p->r;
+
+	for (;;) {
+		struct sigv4_kv q[2];
+		struct s3_xfer x;
+		uint64_t i, first, last;
+		char num[16], range[64];
+		int rc;
+
+		pthread_mutex_lock(&p->lock);
+		i = p->next++;
+		rc = p->rc;
+		pthread_mutex_unlock(&p->lock);
+		if (rc || i >= p->n_parts)
+			break;
+		first = i * p->part_size;
+		last = first + p->part_size - 1;
+		if (last >= r->size)
+			last = r->size - 1;
+		p->parts[i].number = (int)i + 1;
+		s3_xfer_init(&x, "PUT", r->dst_bucket, r->dst_key);
+		x.slow = 1;
+		rc =
+		    s3_part_query(&x, q, num, p->upload_id, p->parts[i].number);
+		snprintf(range, sizeof(range), "bytes=%llu-%llu",
+			 (unsigned long long)first, (unsigned long long)last);
+		if (!rc)
+			rc = s3_copy_common(p->c, &x, r->src_bucket, r->src_key,
+					    range, NULL, 0, p->if_match, NULL,
+					    p->parts[i].etag);
+		else
+			s3_xfer_free(&x);
+		if (rc) {
+			pthread_mutex_lock(&p->lock);
+			if (!p->rc)
+				p->rc = rc;
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+	}
+	return NULL;
+}
+
+#define S3_COPY_WORKERS_MAX 32
+
+static int s3_copy_parts(struct s3_client *c, const struct s3_copy_req *r,
+			 const char *if_match, char *etag_out)
+{
+	struct s3_pcopy p = {.c = c, .r = r, .if_match = if_match};
+	pthread_t th[S3_COPY_WORKERS_MAX];
+	char *upload_id = NULL;
+	int n_th = 0, i, rc;
+
+	p.part_size = r->part_size ? r->part_size : S3_PART_DEFAULT;
+	if (p.part_size > S3_COPY_MAX)
+		p.part_size = S3_COPY_MAX;
+	while ((r->size + p.part_size - 1) / p.part_size > S3_MAX_PARTS)
+		p.part_size *= 2;
+	p.n_parts = (r->size + p.part_size - 1) / p.part_size;
+	if (!p.n_parts)
+		return -EINVAL; /* an empty object is never above a threshold */
+	p.parts = calloc(p.n_parts, sizeof(*p.parts));
+	if (!p.parts)
+		return -ENOMEM;
+	rc = s3_mpu_create_ct(c, r->dst_bucket, r->dst_key, r->meta, r->n_meta,
+			      r->content_type, &upload_id);
+	if (rc)
+		goto out;
+	p.upload_id = upload_id;
+	pthread_mutex_init(&p.lock, NULL);
+	for (i = 0; i < r->workers && i < S3_COPY_WORKERS_MAX &&
+		    (uint64_t)i < p.n_parts;
+	     i++) {
+		if (pthread_create(&th[n_th], NULL, s3_pcopy_worker, &p))
+			break;
+		n_th++;
+	}
+	if (!n_th)
+		s3_pcopy_worker(&p); /* no thread: copy them here */
+	for (i = 0; i < n_th; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&p.lock);
+	rc = p.rc;
+	if (!rc)
+		rc = s3_mpu_complete(c, r->dst_bucket, r->dst_key, upload_id,
+				     p.parts, (size_t)p.n_parts, etag_out);
+	if (rc && s3_mpu_abort(c, r->dst_bucket, r->dst_key, upload_id))
+		log_warn("s3: copy to %s/%s: abort of upload failed",
+			 r->dst_bucket, r->dst_key);
+out:
+	free(upload_id);
+	free(p.parts);
+	return rc;
+}
+
+/* One copy attempt: CopyObject, or multipart above the threshold (or a
+ * single CopyObject when the store has no UploadPartCopy). */
+static int s3_copy_once(struct s3_client *c, const struct s3_copy_req *r,
+			const char *if_match, char *etag_out)
+{
+	static const struct s3_kv none;
+	struct s3_xfer x;
+	int rc = -ENOTSUP;
+
+	if (r->size > r->threshold || r->size > S3_COPY_MAX) {
+		rc = s3_copy_parts(c, r, if_match, etag_out);
+		if (rc != -ENOTSUP || r->size > S3_COPY_MAX)
+			return rc;
+		/* A store without UploadPartCopy (s3rver). */
+		log_warn("s3: copy to %s/%s: UploadPartCopy not implemented by "
+			 "the store: one CopyObject",
+			 r->dst_bucket, r->dst_key);
+	}
+	s3_xfer_init(&x, "PUT", r->dst_bucket, r->dst_key);
+	x.slow = 1;
+	/* REPLACE even without metadata: the hashes are the caller's. */
+	return s3_copy_common(
+	    c, &x, r->src_bucket, r->src_key, NULL, r->meta ? r->meta : &none,
+	    r->meta ? r->n_meta : 0, if_match, r->content_type, etag_out);
+}
+
+/* The source's ETag now: 0 and *same, or -errno (-ENOENT: gone). */
+static int s3_src_same(struct s3_client *c, const struct s3_copy_req *r,
+		       int *same)
+{
+	struct s3_object_info now;
+	int rc = s3_head(c, r->src_bucket, r->src_key, &now);
+
+	if (rc)
+		return rc;
+	*same = !strcmp(now.etag, r->src_etag);
+	if (!*same)
+		log_error("s3: copy %s/%s -> %s/%s: the source changed (ETag "
+			  "%s, expected %s)",
+			  r->src_bucket, r->src_key, r->dst_bucket, r->dst_key,
+			  now.etag, r->src_etag);
+	s3_object_info_free(&now);
+	return 0;
+}
+
+int s3_copy_guarded(struct s3_client *c, const struct s3_copy_req *r,
+		    char *etag_out)
+{
+	int rc, same = 0;
+
+	if (!r || !r->src_etag || !*r->src_etag)
+		return -EINVAL;
+	rc = s3_copy_once(c, r, r->src_etag, etag_out);
+	if (rc == -EEXIST && strchr(r->src_etag, '-')) {
+		/* Swift's s3api refuses x-amz-copy-source-if-match for every
+		 * multipart (SLO) source, changed or not: if the source is
+		 * unchanged, the copy goes without the header and is checked
+		 * by the HEADs before and after it instead. */
+		rc = s3_src_same(c, r, &same);
+		if (rc == -ENOENT)
+			return -EEXIST;
+		if (rc)
+			return rc;
+		if (!same)
+			return -EEXIST;
+		log_info("s3: copy %s/%s: the store refused the If-Match of "
+			 "an unchanged multipart source: checked by HEAD",
+			 r->src_bucket, r->src_key);
+		rc = s3_copy_once(c, r, NULL, etag_out);
+	}
+	if (rc)
+		return rc;
+	/* Stores that ignore x-amz-copy-source-if-match (s3rver): was it
+	 * still that source? A source replaced meanwhile fails the copy. */
+	rc = s3_src_same(c, r, &same);
+	if (rc == -ENOENT) {
+		log_error("s3: copy %s/%s -> %s/%s: the source vanished "
+			  "during the copy",
+			  r->src_bucket, r->src_key, r->dst_bucket, r->dst_key);
+		return -EEXIST;
+	}
+	if (rc)
+		return rc;
+	return same ? 0 : -EEXIST;
 }

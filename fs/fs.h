@@ -17,6 +17,7 @@
 #include "cfg.h"
 #include "db.h"
 #include "dset.h"
+#include "promote.h"
 #include "reception.h"
 #include "s3.h"
 #include "upload.h"
@@ -105,6 +106,7 @@ struct cfs {
 	struct db *db;
 	struct upload_pool *pool;
 	struct reception *rcp;
+	struct promote *promote; /* NULL until the workers start */
 	char host[256];
 	uid_t uid;
 	gid_t gid;
@@ -263,6 +265,9 @@ void attrov_move(const char *from, const char *to, int tree);
 void attrov_drop(const char *rel);
 /* At unmount: frees every override. */
 void attrov_free_all(void);
+
+/* ops_promote.c - promotion by rename (inbox/ -> projects/). */
+int promote_rename(const char *from, const char *to, unsigned int flags);
 
 extern const struct fuse_operations cfs_ops;
 

@@ -171,12 +171,28 @@ static int cfs_setup(const char *config)
 /* Threads start after fuse_daemonize(): they would not survive its fork. */
 static int cfs_start_workers(void)
 {
+	int rc;
+
 	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
 	if (!cfs->pool)
 		return -ENOMEM;
 	cfs->rcp = reception_new(&cfs->cfg, cfs->s3, cfs->db);
 	if (!cfs->rcp)
 		return -ENOMEM;
+	/* Its own database session holds this mount's journal owner lock:
+	 * opened after the fork too. Then what crashed mounts left open. */
+	cfs->promote = promote_new(&cfs->cfg, cfs->s3, cfs->db, &rc);
+	if (!cfs->promote) {
+		log_error("promotion: cannot take a journal owner id: %s",
+			  strerror(-rc));
+		return rc;
+	}
+	rc = promote_recover(cfs->promote, NULL);
+	if (rc)
+		log_error("promotion: recovery at mount left entries open "
+			  "(%s): they are tried again at the next mount or by "
+			  "custodyfs recover",
+			  strerror(-rc));
 	return 0;
 }
 
@@ -193,6 +209,8 @@ static int cfs_teardown(void)
 {
 	int stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
 
+	promote_free(cfs->promote); /* the FUSE loop has ended: none runs */
+	cfs->promote = NULL;
 	reception_free(cfs->rcp);
 	cfs->rcp = NULL;
 	ofile_free_all();

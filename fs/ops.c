@@ -413,9 +413,10 @@ static int cfs_unlink(const char *path)
 	return readonly_errno(area);
 }
 
-/* Errors: EPERM (root; projects/: stored files are immutable, and
- * inbox/ -> projects/ until promotion lands), EROFS (audit/), ENOENT,
- * ENAMETOOLONG, EXDEV never, plus those of inbox_rename. */
+/* Errors: EPERM (root; projects/: stored files are immutable; out of
+ * projects/), EROFS (audit/), ENOENT, ENAMETOOLONG, plus those of
+ * inbox_rename and, from inbox/ into a project, of promote_rename
+ * (EEXIST, EBUSY, ENOENT, EIO...). */
 static int cfs_rename(const char *from, const char *to, unsigned int flags)
 {
 	const char *rf, *rt;
@@ -432,7 +433,8 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 		return -EROFS;
 	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
 		return inbox_rename(rf, rt, flags);
-	/* Promotion hooks here: af == AREA_INBOX && at == AREA_PROJECTS. */
+	if (af == AREA_INBOX && at == AREA_PROJECTS && *rf && *rt)
+		return promote_rename(rf, rt, flags);
 	if (af == AREA_PROJECTS)
 		return projects_change(rf);
 	return -EPERM;

@@ -1,0 +1,879 @@
+/* db_storage.c - storage_audit rows and the promotion journal; see
+ * db_storage.h.
+ *
+ * Writers of storage rows serialise per destination (bucket, key) on a
+ * transaction-scoped advisory lock, and under dedup=content per (bucket,
+ * project, sha256, size) on a second one, always taken in that order. The
+ * unique partial indexes of migration 6 back the locks against writers that
+ * skip them: one open journal entry per destination, per source and per
+ * content, one storage row per journal entry. */
+#include "db_storage.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_internal.h"
+#include "log.h"
+
+/* First halves of the (int, int) advisory locks ("CUSU", "CUSV", "CUSW"
+ * read as big-endian integers, beside reception's "CUST"). */
+#define DB_STORE_KEY_CLASS "1129665365"
+#define DB_CONTENT_CLASS "1129665366"
+#define DB_OWNER_CLASS "1129665367"
+
+static const char *const db_outcome_names[] = {
+    "copied",	 "restored",	      "adopted",
+    "duplicate", "duplicate_content", "conflict",
+};
+
+const char *db_outcome_name(enum db_outcome o)
+{
+	if ((unsigned)o >= sizeof(db_outcome_names) / sizeof(*db_outcome_names))
+		return "unknown";
+	return db_outcome_names[o];
+}
+
+/* clang-format off */
+static const char db_sql_lock[] =
+	"SELECT pg_advisory_xact_lock($1::integer, $2::integer)";
+
+static const char db_sql_project_name[] =
+	"SELECT coalesce(name, prefix) FROM projects_registry"
+	" WHERE prefix = $1::text ORDER BY id LIMIT 1";
+
+static const char db_sql_source_live[] =
+	"SELECT 1 FROM reception_audit WHERE id = $1::bigint"
+	" AND removed_at IS NULL FOR UPDATE";
+
+/* $1 dest bucket, $2 dest key, $3 source bucket, $4 source key,
+ * $5 dedup content, $6 prefix, $7 sha256, $8 size. */
+static const char db_sql_busy[] =
+	"SELECT EXISTS (SELECT 1 FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND ("
+	" (dest_bucket = $1::text AND dest_key = $2::text)"
+	" OR (source_bucket = $3::text AND source_key = $4::text)"
+	" OR ($5::boolean AND dedup_content AND dest_bucket = $1::text"
+	"  AND project_prefix = $6::text AND sha256 = $7::text"
+	"  AND size_bytes = $8::bigint)))";
+
+/* The newest row that claims the key (seed rows may have no bucket). */
+static const char db_sql_key_row[] =
+	"SELECT coalesce(outcome, 'copied'), sha256, size_bytes, duplicate_of"
+	" FROM storage_audit WHERE dest_key = $2::text"
+	" AND coalesce(dest_bucket, $1::text) = $1::text"
+	" AND removed_at IS NULL ORDER BY id DESC LIMIT 1";
+
+/* A stored object of the same content in the project under another key. */
+static const char db_sql_content_row[] =
+	"SELECT dest_key FROM storage_audit"
+	" WHERE project_prefix = $1::text"
+	" AND coalesce(dest_bucket, $2::text) = $2::text"
+	" AND sha256 = $3::text AND size_bytes = $4::bigint"
+	" AND dest_key <> $5::text AND removed_at IS NULL"
+	" AND coalesce(outcome, 'copied') IN ('copied', 'restored', 'adopted')"
+	" ORDER BY id LIMIT 1";
+
+static const char db_sql_journal_insert[] =
+	"INSERT INTO promotion_journal (reception_id, source_bucket,"
+	" source_key, source_etag, dest_bucket, dest_key, project_prefix,"
+	" size_bytes, sha256, xxh128, dedup_content, outcome, duplicate_of,"
+	" state, owner, moved_by, moved_uid, moved_user, moved_host)"
+	" VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text,"
+	" $7::text, $8::bigint, $9::text, $10::text, $11::boolean, $12::text,"
+	" $13::text, $14::text, $15::integer, $16::text, $17::bigint,"
+	" $18::text, $19::text) RETURNING id";
+
+/* The storage row of journal entry $1, unless it has one already. */
+static const char db_sql_row_from_journal[] =
+	"INSERT INTO storage_audit (project_prefix, project_name, dest_bucket,"
+	" dest_key, size_bytes, moved_at, source_bucket, source_key,"
+	" reception_id, outcome, duplicate_of, xxh128, sha256, moved_by,"
+	" moved_uid, moved_user, moved_host, journal_id)"
+	" SELECT j.project_prefix, coalesce((SELECT p.name FROM"
+	"  projects_registry p WHERE p.prefix = j.project_prefix"
+	"  ORDER BY p.id LIMIT 1), j.project_prefix), j.dest_bucket,"
+	" j.dest_key, j.size_bytes, now(), j.source_bucket, j.source_key,"
+	" j.reception_id, j.outcome, j.duplicate_of, j.xxh128, j.sha256,"
+	" j.moved_by, j.moved_uid, j.moved_user, j.moved_host, j.id"
+	" FROM promotion_journal j WHERE j.id = $1::bigint"
+	" AND NOT EXISTS (SELECT 1 FROM storage_audit s"
+	"  WHERE s.journal_id = $1::bigint)";
+
+static const char db_sql_journal_lock[] =
+	"SELECT dest_bucket, dest_key, state FROM promotion_journal"
+	" WHERE id = $1::bigint FOR UPDATE";
+
+static const char db_sql_journal_stored[] =
+	"UPDATE promotion_journal SET state = 'stored', updated_at = now()"
+	" WHERE id = $1::bigint";
+
+static const char db_sql_reception_promoted[] =
+	"UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = 'promoted to ' || j.dest_bucket || '/' || j.dest_key"
+	" FROM promotion_journal j WHERE j.id = $1::bigint"
+	" AND reception_audit.id = j.reception_id"
+	" AND reception_audit.removed_at IS NULL";
+
+static const char db_sql_journal_done[] =
+	"UPDATE promotion_journal SET state = 'done', updated_at = now()"
+	" WHERE id = $1::bigint";
+
+static const char db_sql_journal_failed[] =
+	"UPDATE promotion_journal SET state = 'failed', error = $2::text,"
+	" updated_at = now() WHERE id = $1::bigint AND state = 'intent'"
+	" RETURNING id";
+
+#define DB_JOURNAL_COLS \
+	"id, coalesce(reception_id, 0), state, outcome, owner," \
+	" source_bucket, source_key, source_etag, dest_bucket, dest_key," \
+	" sha256, size_bytes, coalesce(xxh128, '')"
+
+static const char db_sql_journal_get[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE id = $1::bigint";
+
+static const char db_sql_journal_open_source[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE source_bucket = $1::text AND source_key = $2::text"
+	" AND state IN ('intent', 'stored') ORDER BY id LIMIT 1";
+
+static const char db_sql_journal_blocker[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND ("
+	" (dest_bucket = $1::text AND dest_key = $2::text)"
+	" OR (source_bucket = $3::text AND source_key = $4::text)"
+	" OR ($5::boolean AND dedup_content AND dest_bucket = $1::text"
+	"  AND project_prefix = $6::text AND sha256 = $7::text"
+	"  AND size_bytes = $8::bigint)) ORDER BY id LIMIT 1";
+
+static const char db_sql_open_owners[] =
+	"SELECT DISTINCT owner FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND owner <> $1::integer";
+
+static const char db_sql_owner_entries[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND owner = $1::integer"
+	" ORDER BY id";
+
+static const char db_sql_owner_next[] =
+	"SELECT nextval('promotion_owner_seq')::integer";
+static const char db_sql_owner_lock[] =
+	"SELECT pg_advisory_lock($1::integer, $2::integer)";
+static const char db_sql_owner_try[] =
+	"SELECT pg_try_advisory_lock($1::integer, $2::integer)";
+static const char db_sql_owner_unlock[] =
+	"SELECT pg_advisory_unlock($1::integer, $2::integer)";
+/* clang-format on */
+
+/* FNV-1a over the strings, each followed by a NUL: a lock object id. */
+static void db_lock_obj(const char *const *parts, int n, char obj[16])
+{
+	uint32_t h = 2166136261u;
+	const unsigned char *s;
+	int i;
+
+	for (i = 0; i < n; i++) {
+		for (s = (const unsigned char *)parts[i]; *s; s++)
+			h = (h ^ *s) * 16777619u;
+		h *= 16777619u;
+	}
+	snprintf(obj, 16, "%" PRId32, (int32_t)h);
+}
+
+static int pg_lock(struct pg_ctx *x, const char *cls, const char *const *parts,
+		   int n)
+{
+	const char *p[2] = {cls, NULL};
+	char obj[16];
+
+	db_lock_obj(parts, n, obj);
+	p[1] = obj;
+	return pg_exec(x, db_sql_lock, 2, p, NULL);
+}
+
+static int pg_lock_dest(struct pg_ctx *x, const char *bucket, const char *key)
+{
+	const char *parts[2] = {bucket, key};
+
+	return pg_lock(x, DB_STORE_KEY_CLASS, parts, 2);
+}
+
+/* ---- projects ---------------------------------------------------------- */
+
+struct db_name_args {
+	const char *prefix;
+	char *out;
+	size_t len;
+};
+
+static int pg_project_name(struct pg_ctx *x, void *arg)
+{
+	struct db_name_args *a = arg;
+	const char *p[1] = {a->prefix};
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_project_name, 1, p, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) < 1)
+		rc = -ENOENT;
+	else
+		snprintf(a->out, a->len, "%s", PQgetvalue(res, 0, 0));
+	PQclear(res);
+	return rc;
+}
+
+int db_project_name(struct db *d, const char *prefix, char *out, size_t len)
+{
+	struct db_name_args a = {prefix, out, len};
+
+	if (!d || !prefix || !out || !len)
+		return -EINVAL;
+	return db_run(d, "project name", 0, 0, pg_project_name, &a);
+}
+
+/* ---- reception rows -------------------------------------------------- */
+
+/* clang-format off */
+static const char db_sql_reception_row[] =
+	"SELECT id, coalesce(size_bytes, -1), coalesce(etag, ''),"
+	" coalesce(sha256, ''), coalesce(xxh128, '') FROM reception_audit"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL ORDER BY id DESC LIMIT 1";
+/* clang-format on */
+
+struct db_rrow_args {
+	const char *v[2];
+	struct db_reception_row *out;
+};
+
+static int pg_reception_row(struct pg_ctx *x, void *arg)
+{
+	struct db_rrow_args *a = arg;
+	struct db_reception_row *o = a->out;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_reception_row, 2, a->v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc) {
+		o->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		o->size = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		snprintf(o->etag, sizeof(o->etag), "%s", PQgetvalue(res, 0, 2));
+		snprintf(o->sha256, sizeof(o->sha256), "%s",
+			 PQgetvalue(res, 0, 3));
+		snprintf(o->xxh128, sizeof(o->xxh128), "%s",
+			 PQgetvalue(res, 0, 4));
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_row_get(struct db *d, const char *bucket, const char *key,
+			 struct db_reception_row *out)
+{
+	struct db_rrow_args a = {{bucket, key}, out};
+
+	memset(out, 0, sizeof(*out));
+	return db_run(d, "reception row", 0, 0, pg_reception_row, &a);
+}
+
+/* ---- the decision ------------------------------------------------------ */
+
+struct db_decide_args {
+	const struct db_promo *p;
+	db_decide_fn fn;
+	void *arg;
+	enum db_outcome outcome;
+	int64_t journal_id;
+	char dup_of[1025];
+};
+
+/* Inserts the journal entry (state given) and returns its id. */
+static int pg_journal_insert(struct pg_ctx *x, const struct db_promo *p,
+			     enum db_outcome o, const char *dup_of,
+			     const char *state, int64_t *id)
+{
+	char rid[24], size[24], owner[16], uid[24], by[400];
+	const char *v[19];
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(rid, sizeof(rid), "%" PRId64, p->reception_id);
+	snprintf(size, sizeof(size), "%" PRIu64, p->size);
+	snprintf(owner, sizeof(owner), "%d", p->owner);
+	v[0] = p->reception_id > 0 ? rid : NULL;
+	v[1] = p->source_bucket;
+	v[2] = p->source_key;
+	v[3] = p->source_etag;
+	v[4] = p->dest_bucket;
+	v[5] = p->dest_key;
+	v[6] = p->project_prefix;
+	v[7] = size;
+	v[8] = p->sha256;
+	v[9] = p->xxh128;
+	v[10] = p->dedup_content ? "true" : "false";
+	v[11] = db_outcome_name(o);
+	v[12] = dup_of;
+	v[13] = state;
+	v[14] = owner;
+	v[15] = v[16] = v[17] = v[18] = NULL;
+	if (p->who) {
+		actor_format(p->who, by, sizeof(by));
+		snprintf(uid, sizeof(uid), "%lu", (unsigned long)p->who->uid);
+		v[15] = by;
+		v[16] = p->who->uid == (uid_t)-1 ? NULL : uid;
+		v[17] = p->who->user;
+		v[18] = p->who->host;
+	}
+	rc = pg_exec(x, db_sql_journal_insert, 19, v, &res);
+	if (!rc)
+		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+static int pg_row_from_journal(struct pg_ctx *x, int64_t id)
+{
+	char ids[24];
+	const char *v[1] = {ids};
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	return pg_exec(x, db_sql_row_from_journal, 1, v, NULL);
+}
+
+/* Reads what the database holds about p into *s (under the locks). */
+static int pg_decide_read(struct pg_ctx *x, const struct db_promo *p,
+			  struct db_promo_seen *s)
+{
+	char rid[24], size[24];
+	const char *v[8];
+	PGresult *res = NULL;
+	int rc;
+
+	memset(s, 0, sizeof(*s));
+	snprintf(rid, sizeof(rid), "%" PRId64, p->reception_id);
+	snprintf(size, sizeof(size), "%" PRIu64, p->size);
+	v[0] = rid;
+	rc = pg_exec(x, db_sql_source_live, 1, v, &res);
+	if (rc)
+		goto out;
+	s->source_live = PQntuples(res) > 0;
+	PQclear(res);
+	res = NULL;
+
+	v[0] = p->dest_bucket;
+	v[1] = p->dest_key;
+	v[2] = p->source_bucket;
+	v[3] = p->source_key;
+	v[4] = p->dedup_content ? "true" : "false";
+	v[5] = p->project_prefix;
+	v[6] = p->sha256;
+	v[7] = size;
+	rc = pg_exec(x, db_sql_busy, 8, v, &res);
+	if (rc)
+		goto out;
+	s->busy = !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	res = NULL;
+
+	rc = pg_exec(x, db_sql_key_row, 2, v, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) > 0) {
+		s->has_row = 1;
+		s->row_dup_content =
+		    !strcmp(PQgetvalue(res, 0, 0), "duplicate_content");
+		s->row_same = !PQgetisnull(res, 0, 1) &&
+			      !PQgetisnull(res, 0, 2) &&
+			      !strcmp(PQgetvalue(res, 0, 1), p->sha256) &&
+			      !strcmp(PQgetvalue(res, 0, 2), size);
+		if (!PQgetisnull(res, 0, 3))
+			snprintf(s->row_dup_of, sizeof(s->row_dup_of), "%s",
+				 PQgetvalue(res, 0, 3));
+	}
+	PQclear(res);
+	res = NULL;
+
+	if (!p->dedup_content)
+		goto out;
+	v[0] = p->project_prefix;
+	v[1] = p->dest_bucket;
+	v[2] = p->sha256;
+	v[3] = size;
+	v[4] = p->dest_key;
+	rc = pg_exec(x, db_sql_content_row, 5, v, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) > 0) {
+		s->has_content = 1;
+		snprintf(s->content_key, sizeof(s->content_key), "%s",
+			 PQgetvalue(res, 0, 0));
+	}
+out:
+	PQclear(res);
+	return rc;
+}
+
+static int pg_promote_decide(struct pg_ctx *x, void *arg)
+{
+	struct db_decide_args *a = arg;
+	const struct db_promo *p = a->p;
+	struct db_promo_seen seen;
+	const char *dup_of = NULL;
+	char size[24];
+	int rc;
+
+	a->journal_id = 0;
+	a->dup_of[0] = '\0';
+	rc = pg_lock_dest(x, p->dest_bucket, p->dest_key);
+	if (!rc && p->dedup_content) {
+		const char *parts[4] = {p->dest_bucket, p->project_prefix,
+					p->sha256, size};
+
+		snprintf(size, sizeof(size), "%" PRIu64, p->size);
+		rc = pg_lock(x, DB_CONTENT_CLASS, parts, 4);
+	}
+	if (!rc)
+		rc = pg_decide_read(x, p, &seen);
+	if (rc)
+		return rc;
+	if (!seen.source_live)
+		return -ESTALE;
+	if (seen.busy)
+		return -EBUSY;
+	rc = a->fn(a->arg, &seen, &a->outcome);
+	if (rc)
+		return rc;
+	switch (a->outcome) {
+	case DB_OUT_CONFLICT:
+		return -EEXIST;
+	case DB_OUT_DUPLICATE_CONTENT:
+		dup_of =
+		    seen.row_dup_content ? seen.row_dup_of : seen.content_key;
+		snprintf(a->dup_of, sizeof(a->dup_of), "%s", dup_of);
+		/* fall through */
+	case DB_OUT_DUPLICATE:
+		rc = pg_journal_insert(x, p, a->outcome, dup_of, "stored",
+				       &a->journal_id);
+		if (!rc)
+			rc = pg_row_from_journal(x, a->journal_id);
+		return rc;
+	case DB_OUT_COPIED:
+	case DB_OUT_RESTORED:
+	case DB_OUT_ADOPTED:
+		return pg_journal_insert(x, p, a->outcome, NULL, "intent",
+					 &a->journal_id);
+	}
+	return -EINVAL;
+}
+
+int db_promote_decide(struct db *d, const struct db_promo *p, db_decide_fn fn,
+		      void *arg, enum db_outcome *outcome, int64_t *journal_id,
+		      char *dup_of)
+{
+	struct db_decide_args a = {.p = p, .fn = fn, .arg = arg};
+	int rc;
+
+	if (!d || !p || !fn || !p->sha256 || !p->source_etag)
+		return -EINVAL;
+	rc = db_run(d, "promotion decision", 1, 0, pg_promote_decide, &a);
+	*outcome = a.outcome;
+	*journal_id = a.journal_id;
+	if (dup_of)
+		snprintf(dup_of, 1025, "%s", a.dup_of);
+	return rc;
+}
+
+/* ---- the steps --------------------------------------------------------- */
+
+static int pg_promote_record(struct pg_ctx *x, void *arg)
+{
+	const int64_t *id = arg;
+	char ids[24];
+	const char *v[1] = {ids};
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, *id);
+	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) < 1 || (strcmp(PQgetvalue(res, 0, 2), "intent") &&
+				   strcmp(PQgetvalue(res, 0, 2), "stored"))) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = pg_lock_dest(x, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	if (!rc)
+		rc = pg_row_from_journal(x, *id);
+	if (!rc)
+		rc = pg_exec(x, db_sql_journal_stored, 1, v, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_promote_record(struct db *d, int64_t journal_id)
+{
+	return db_run(d, "promotion record", 1, 0, pg_promote_record,
+		      &journal_id);
+}
+
+static int pg_promote_done(struct pg_ctx *x, void *arg)
+{
+	const int64_t *id = arg;
+	char ids[24];
+	const char *v[1] = {ids};
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, *id);
+	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) < 1 || (strcmp(PQgetvalue(res, 0, 2), "stored") &&
+				   strcmp(PQgetvalue(res, 0, 2), "done"))) {
+		rc = -ENOENT; /* never before the storage row */
+		goto out;
+	}
+	rc = pg_exec(x, db_sql_reception_promoted, 1, v, NULL);
+	if (!rc)
+		rc = pg_exec(x, db_sql_journal_done, 1, v, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_promote_done(struct db *d, int64_t journal_id)
+{
+	return db_run(d, "promotion done", 1, 0, pg_promote_done, &journal_id);
+}
+
+struct db_fail_args {
+	int64_t id;
+	const char *why;
+};
+
+static int pg_promote_fail(struct pg_ctx *x, void *arg)
+{
+	struct db_fail_args *a = arg;
+	char ids[24];
+	const char *v[2] = {ids, a->why};
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, a->id);
+	rc = pg_exec(x, db_sql_journal_failed, 2, v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	PQclear(res);
+	return rc;
+}
+
+int db_promote_fail(struct db *d, int64_t journal_id, const char *why)
+{
+	struct db_fail_args a = {journal_id, why ? why : "failed"};
+
+	return db_run(d, "promotion failed", 1, 0, pg_promote_fail, &a);
+}
+
+/* ---- reading entries --------------------------------------------------- */
+
+static void pg_entry(PGresult *res, int i, struct db_journal_entry *e)
+{
+	memset(e, 0, sizeof(*e));
+	e->id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+	e->reception_id = strtoll(PQgetvalue(res, i, 1), NULL, 10);
+	snprintf(e->state, sizeof(e->state), "%s", PQgetvalue(res, i, 2));
+	snprintf(e->outcome, sizeof(e->outcome), "%s", PQgetvalue(res, i, 3));
+	e->owner = atoi(PQgetvalue(res, i, 4));
+	snprintf(e->source_bucket, sizeof(e->source_bucket), "%s",
+		 PQgetvalue(res, i, 5));
+	snprintf(e->source_key, sizeof(e->source_key), "%s",
+		 PQgetvalue(res, i, 6));
+	snprintf(e->source_etag, sizeof(e->source_etag), "%s",
+		 PQgetvalue(res, i, 7));
+	snprintf(e->dest_bucket, sizeof(e->dest_bucket), "%s",
+		 PQgetvalue(res, i, 8));
+	snprintf(e->dest_key, sizeof(e->dest_key), "%s", PQgetvalue(res, i, 9));
+	snprintf(e->sha256, sizeof(e->sha256), "%s", PQgetvalue(res, i, 10));
+	e->size = strtoull(PQgetvalue(res, i, 11), NULL, 10);
+	snprintf(e->xxh128, sizeof(e->xxh128), "%s", PQgetvalue(res, i, 12));
+}
+
+struct db_get_args {
+	const char *sql;
+	int n;
+	const char *v[2];
+	struct db_journal_entry *e;
+};
+
+static int pg_journal_get(struct pg_ctx *x, void *arg)
+{
+	struct db_get_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, a->sql, a->n, a->v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc)
+		pg_entry(res, 0, a->e);
+	PQclear(res);
+	return rc;
+}
+
+int db_journal_get(struct db *d, int64_t id, struct db_journal_entry *e)
+{
+	char ids[24];
+	struct db_get_args a = {db_sql_journal_get, 1, {ids, NULL}, e};
+
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	return db_run(d, "journal entry", 0, 0, pg_journal_get, &a);
+}
+
+int db_journal_open_for_source(struct db *d, const char *bucket,
+			       const char *key, struct db_journal_entry *e)
+{
+	struct db_get_args a = {
+	    db_sql_journal_open_source, 2, {bucket, key}, e};
+
+	return db_run(d, "journal entry of source", 0, 0, pg_journal_get, &a);
+}
+
+struct db_blocker_args {
+	const char *v[8];
+	struct db_journal_entry *e;
+};
+
+static int pg_journal_blocker(struct pg_ctx *x, void *arg)
+{
+	struct db_blocker_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_journal_blocker, 8, a->v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc)
+		pg_entry(res, 0, a->e);
+	PQclear(res);
+	return rc;
+}
+
+int db_journal_blocker(struct db *d, const struct db_promo *p,
+		       struct db_journal_entry *e)
+{
+	struct db_blocker_args a = {{NULL}, e};
+	char size[24];
+
+	snprintf(size, sizeof(size), "%" PRIu64, p->size);
+	a.v[0] = p->dest_bucket;
+	a.v[1] = p->dest_key;
+	a.v[2] = p->source_bucket;
+	a.v[3] = p->source_key;
+	a.v[4] = p->dedup_content ? "true" : "false";
+	a.v[5] = p->project_prefix;
+	a.v[6] = p->sha256;
+	a.v[7] = size;
+	return db_run(d, "journal blocker", 0, 0, pg_journal_blocker, &a);
+}
+
+/* ---- owners ------------------------------------------------------------ */
+
+struct db_owner {
+	struct db *d;
+	pthread_mutex_t lock; /* one statement at a time on conn */
+	PGconn *conn;	      /* protected by lock: its own session, the owner
+				 lock lives with it */
+	int id;		      /* protected by lock */
+	char ids[16];	      /* protected by lock */
+};
+
+/* One statement on the owner's connection. */
+static int pg_owner_exec(struct db_owner *o, const char *what, const char *sql,
+			 int n, const char *const *v, PGresult **out)
+{
+	struct pg_ctx x = {.d = o->d,
+			   .conn = o->conn,
+			   .what = what,
+			   .timeout_ms = DB_STATEMENT_TIMEOUT_MS};
+
+	return pg_exec(&x, sql, n, v, out);
+}
+
+/* A new session holding a new owner id's lock, in o (lock held or o not
+ * shared yet). The old session, if any, is closed first. */
+static int pg_owner_connect(struct db_owner *o)
+{
+	const char *v[2];
+	PGresult *res = NULL;
+	int rc;
+
+	if (o->conn)
+		PQfinish(o->conn);
+	o->conn = PQconnectdbParams(o->d->kw, o->d->val, 1);
+	if (!o->conn || PQstatus(o->conn) != CONNECTION_OK) {
+		log_error("database: promotion owner: cannot connect: %s",
+			  o->conn ? PQerrorMessage(o->conn) : "out of memory");
+		rc = -EIO;
+		goto fail;
+	}
+	rc = pg_owner_exec(o, "promotion owner id", db_sql_owner_next, 0, NULL,
+			   &res);
+	if (rc)
+		goto fail;
+	o->id = atoi(PQgetvalue(res, 0, 0));
+	snprintf(o->ids, sizeof(o->ids), "%d", o->id);
+	PQclear(res);
+	res = NULL;
+	v[0] = DB_OWNER_CLASS;
+	v[1] = o->ids;
+	rc = pg_owner_exec(o, "promotion owner lock", db_sql_owner_lock, 2, v,
+			   NULL);
+	if (rc)
+		goto fail;
+	log_info("promotion: this process is journal owner %d", o->id);
+	return 0;
+fail:
+	PQclear(res);
+	if (o->conn)
+		PQfinish(o->conn);
+	o->conn = NULL;
+	return rc;
+}
+
+int db_owner_take(struct db *d, struct db_owner **out, int *owner_id)
+{
+	struct db_owner *o;
+	int rc;
+
+	*out = NULL;
+	o = calloc(1, sizeof(*o));
+	if (!o)
+		return -ENOMEM;
+	o->d = d;
+	rc = pg_owner_connect(o);
+	if (rc) {
+		free(o);
+		return rc;
+	}
+	pthread_mutex_init(&o->lock, NULL);
+	*out = o;
+	*owner_id = o->id;
+	return 0;
+}
+
+int db_owner_check(struct db_owner *o, int *owner_id)
+{
+	int rc = 0;
+
+	if (!o)
+		return -EINVAL;
+	pthread_mutex_lock(&o->lock);
+	/* One round trip: a session the server ended (a restart) is only
+	 * noticed by using it. */
+	if (o->conn) {
+		rc = pg_owner_exec(o, "promotion owner check", "SELECT 1", 0,
+				   NULL, NULL);
+		if (!rc) {
+			*owner_id = o->id;
+			goto out;
+		}
+		log_warn("promotion: the session holding journal owner %d is "
+			 "lost: its entries are anyone's to recover now",
+			 o->id);
+	}
+	rc = pg_owner_connect(o);
+	if (!rc)
+		*owner_id = o->id;
+out:
+	pthread_mutex_unlock(&o->lock);
+	return rc;
+}
+
+void db_owner_release(struct db_owner *o)
+{
+	if (!o)
+		return;
+	if (o->conn)
+		PQfinish(o->conn); /* ends the session: the lock goes */
+	pthread_mutex_destroy(&o->lock);
+	free(o);
+}
+
+int db_journal_recover(struct db_owner *o,
+		       int (*fn)(void *arg, const struct db_journal_entry *e),
+		       void *arg, int *n_seen)
+{
+	PGresult *owners = NULL, *res = NULL;
+	struct db_journal_entry e;
+	const char *v[2];
+	int rc, first = 0, i, j;
+
+	*n_seen = 0;
+	pthread_mutex_lock(&o->lock);
+	if (!o->conn) {
+		pthread_mutex_unlock(&o->lock);
+		return -EIO;
+	}
+	v[0] = o->ids;
+	rc = pg_owner_exec(o, "journal owners", db_sql_open_owners, 1, v,
+			   &owners);
+	if (rc) {
+		pthread_mutex_unlock(&o->lock);
+		return rc;
+	}
+	for (i = 0; i < PQntuples(owners); i++) {
+		const char *who = PQgetvalue(owners, i, 0);
+
+		v[0] = DB_OWNER_CLASS;
+		v[1] = who;
+		rc = pg_owner_exec(o, "journal owner lock", db_sql_owner_try, 2,
+				   v, &res);
+		if (rc)
+			break;
+		j = !strcmp(PQgetvalue(res, 0, 0), "t");
+		PQclear(res);
+		res = NULL;
+		if (!j)
+			continue; /* that mount lives: its entries are its own
+				   */
+		v[0] = who;
+		rc = pg_owner_exec(o, "journal entries", db_sql_owner_entries,
+				   1, v, &res);
+		for (j = 0; !rc && j < PQntuples(res); j++) {
+			int r;
+
+			pg_entry(res, j, &e);
+			(*n_seen)++;
+			r = fn(arg, &e);
+			if (r && !first)
+				first = r;
+		}
+		PQclear(res);
+		res = NULL;
+		v[0] = DB_OWNER_CLASS;
+		v[1] = who;
+		if (pg_owner_exec(o, "journal owner unlock",
+				  db_sql_owner_unlock, 2, v, NULL))
+			log_warn("promotion: could not release the lock of "
+				 "owner %s",
+				 who);
+		if (rc)
+			break;
+	}
+	PQclear(owners);
+	pthread_mutex_unlock(&o->lock);
+	return rc ? rc : first;
+}

@@ -1,0 +1,169 @@
+/* db_storage.h - storage_audit rows and the promotion journal (migration 6).
+ *
+ * The database half of a promotion (promote.c drives it): the decision
+ * under advisory locks, the journal's steps, the storage rows, and the
+ * owner lock each mount holds while it lives. Knows nothing of S3: where a
+ * step needs the store, the caller's callback runs inside the transaction,
+ * under the locks. Functions return 0 or -errno (mapped by
+ * errmap_sqlstate()); -EINPROGRESS when the connection was lost at COMMIT
+ * (read the journal back to learn the outcome). Strings in output structs
+ * are owned by the struct (fixed buffers) unless said. */
+#ifndef CUSTODYFS_DB_STORAGE_H
+#define CUSTODYFS_DB_STORAGE_H
+
+#include <stdint.h>
+
+#include "db.h"
+
+enum db_outcome {
+	DB_OUT_COPIED = 0,
+	DB_OUT_RESTORED,
+	DB_OUT_ADOPTED,
+	DB_OUT_DUPLICATE,
+	DB_OUT_DUPLICATE_CONTENT,
+	DB_OUT_CONFLICT, /* never stored: the decision's refusal */
+};
+
+/* "copied", "restored", ... as in storage_audit.outcome. */
+const char *db_outcome_name(enum db_outcome o);
+
+/* The project of prefix in projects_registry: its name (out, len bytes).
+ * 0, -ENOENT (no such project) or -errno. */
+int db_project_name(struct db *d, const char *prefix, char *out, size_t len);
+
+/* The newest live reception row of (bucket, key), with its hashes. */
+struct db_reception_row {
+	int64_t id;
+	int64_t size;	 /* -1 when NULL */
+	char etag[80];	 /* "" when NULL */
+	char sha256[65]; /* "" when NULL (seed rows, foreign not hashed) */
+	char xxh128[33]; /* "" when NULL */
+};
+
+/* 0 with *out, -ENOENT when the key has no live row, or -errno. */
+int db_reception_row_get(struct db *d, const char *bucket, const char *key,
+			 struct db_reception_row *out);
+
+/* One promotion's facts, borrowed from the caller. */
+struct db_promo {
+	int64_t reception_id; /* the source's live reception row */
+	const char *source_bucket;
+	const char *source_key;
+	const char *source_etag; /* quotes removed */
+	const char *dest_bucket;
+	const char *dest_key;
+	const char *project_prefix;
+	const char *project_name;
+	uint64_t size;
+	const char *sha256; /* computed by this system (the reception row's) */
+	const char *xxh128; /* NULL when unknown */
+	int dedup_content;  /* [fs] dedup = content */
+	int owner;	    /* the mount's owner id (db_owner_take) */
+	const struct actor *who;
+};
+
+/* What the decision reads under the locks, for the caller's callback. */
+struct db_promo_seen {
+	int has_row;	       /* a storage row claims dest_key (newest one) */
+	int row_dup_content;   /* that row is a duplicate_content */
+	int row_same;	       /* its sha256 and size are the source's */
+	char row_dup_of[1025]; /* its duplicate_of, when row_dup_content */
+	int has_content;       /* dedup=content: the same (sha256, size) is
+				  stored in the project under another key */
+	char content_key[1025];
+	int busy;	 /* an open journal entry holds dest_key, the source, or
+			    (dedup=content) this content: decide again later */
+	int source_live; /* the reception row is still live */
+};
+
+/* Called inside the decision's transaction, under the locks of the
+ * destination key and of the content, with what the database holds: sets
+ * *outcome (and may look at the store; it may be called again when the
+ * transaction is retried, so it must be idempotent). 0, or -errno to give
+ * up (rolled back). */
+typedef int (*db_decide_fn)(void *arg, const struct db_promo_seen *seen,
+			    enum db_outcome *outcome);
+
+/* The decision. In one transaction: lock the destination key and the
+ * content (advisory, transaction-scoped; the same locks as every other
+ * writer of storage rows), read what the database holds, call fn. Then:
+ * -EBUSY when seen.busy (nothing written; the caller waits and retries),
+ * -ESTALE when the reception row is no longer live, -EEXIST for a
+ * conflict; duplicate / duplicate_content insert their storage row and a
+ * journal entry in state 'stored' (only the cleanup remains); copied /
+ * restored / adopted insert a journal entry in state 'intent'. *journal_id
+ * gets the entry's id and *outcome the decision; dup_of (1025 bytes, may be
+ * NULL) the key a duplicate_content points at. */
+int db_promote_decide(struct db *d, const struct db_promo *p, db_decide_fn fn,
+		      void *arg, enum db_outcome *outcome, int64_t *journal_id,
+		      char *dup_of);
+
+/* The record step of journal entry id: one transaction, under the key
+ * lock, inserts its storage row (unless one records the entry already:
+ * idempotent) and sets state 'stored'. -ENOENT when the entry is not in
+ * state intent or stored. */
+int db_promote_record(struct db *d, int64_t journal_id);
+
+/* The cleanup's database half: the reception row gets removed_at with
+ * reason "promoted to <bucket>/<key>" (when still live) and the entry
+ * state 'done'. Idempotent. */
+int db_promote_done(struct db *d, int64_t journal_id);
+
+/* An entry that cannot go on (source and destination both gone, or a
+ * refused copy before anything was stored): state 'failed' with the
+ * reason, from intent only. */
+int db_promote_fail(struct db *d, int64_t journal_id, const char *why);
+
+/* One journal entry, as recovery reads it. */
+struct db_journal_entry {
+	int64_t id;
+	int64_t reception_id;
+	char state[16];
+	char outcome[24];
+	int owner;
+	char source_bucket[256];
+	char source_key[1025];
+	char source_etag[80];
+	char dest_bucket[256];
+	char dest_key[1025];
+	char sha256[65];
+	char xxh128[33]; /* "" when unknown */
+	uint64_t size;
+};
+
+/* The entry id (for reading back an unknown outcome). -ENOENT if none. */
+int db_journal_get(struct db *d, int64_t id, struct db_journal_entry *e);
+
+/* The open entry (intent or stored) of source (bucket, key), if any:
+ * 0 with *e, or -ENOENT. */
+int db_journal_open_for_source(struct db *d, const char *bucket,
+			       const char *key, struct db_journal_entry *e);
+
+/* The first open entry that makes db_promote_decide(p) -EBUSY (same
+ * destination, same source, or same content under dedup=content): 0 with
+ * *e, or -ENOENT. */
+int db_journal_blocker(struct db *d, const struct db_promo *p,
+		       struct db_journal_entry *e);
+
+/* The mount's owner id, held as a session-level advisory lock on a
+ * connection of its own for as long as the owner lives. */
+struct db_owner;
+int db_owner_take(struct db *d, struct db_owner **out, int *owner_id);
+/* The owner id to journal new entries under: the current one while its
+ * session answers (asked at most once a second), else a new session with
+ * a new id (the old id's entries become recoverable by anyone). 0 with
+ * *owner_id, or -errno. Thread-safe. */
+int db_owner_check(struct db_owner *o, int *owner_id);
+void db_owner_release(struct db_owner *o);
+
+/* Open entries whose owner is gone (its lock can be taken now): each is
+ * passed to fn while this owner holds the dead owner's lock (so two
+ * recoverers never work on one entry); the owner's session is busy
+ * meanwhile (db_owner_check waits). fn returns 0 or -errno (recorded,
+ * the others still run). Returns 0, the first fn error, or the database's.
+ * *n_seen gets the number of entries passed to fn. */
+int db_journal_recover(struct db_owner *o,
+		       int (*fn)(void *arg, const struct db_journal_entry *e),
+		       void *arg, int *n_seen);
+
+#endif

@@ -1,0 +1,977 @@
+/* promote.c - the promotion protocol; see promote.h and
+ * shared/design/promotion.md.
+ *
+ * One file:
+ *   facts    HEAD source; its live reception row gives the hashes (computed
+ *            by this system); a row without hashes, or an object without a
+ *            row of its ETag, is hashed from its bytes first (ranged GETs
+ *            with If-Match: one and the same object)
+ *   decide   db_promote_decide: under the key and content locks, the
+ *            callback HEADs the destination (and hashes an unrowed one's
+ *            bytes) and promote_outcome() decides; a journal entry is
+ *            committed ('intent', or 'stored' for the duplicates)
+ *   copy     s3_copy_guarded (x-amz-copy-source-if-match), metadata
+ *            REPLACE: the source's x-amz-meta-* and Content-Type, plus our
+ *            sha256 / xxh128
+ *   verify   HEAD destination: size and our sha256 metadata
+ *   record   db_promote_record: storage row + 'stored'
+ *   cleanup  DELETE source (only while it is still that upload), then
+ *            db_promote_done: reception row removed_at + 'done'
+ * A failure after 'intent' first tries to settle the entry at once (the
+ * destination is either verifiably ours or absent); when even that cannot
+ * be told (store down) the entry stays open for recovery: this process's
+ * next promotion of the same source resumes it, and once this process is
+ * gone promote_recover() in another one does. */
+#include "promote.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "hash.h"
+#include "log.h"
+#include "names.h"
+
+#define PROMOTE_CHUNK (8u << 20)    /* ranged GET size when hashing */
+#define PROMOTE_BUSY_WAIT_MS 120000 /* waiting for another promotion */
+#define PROMOTE_META_MAX 64
+
+struct inflight {
+	int64_t id;
+	struct inflight *next;
+};
+
+struct promote {
+	const struct cfg *cfg;
+	struct s3_client *s3;
+	struct db *db;
+	struct db_owner *owner;
+	int owner_id; /* protected by lock: the current owner id */
+	int past[16]; /* protected by lock: ids this process held before
+			 (sessions lost), newest first */
+	pthread_mutex_t lock;
+	struct inflight *inflight; /* protected by lock: journal entries this
+				      process is working on */
+};
+
+enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
+				int dest_present, int dest_same,
+				int has_content)
+{
+	if (has_row) {
+		if (!row_same)
+			return DB_OUT_CONFLICT;
+		if (row_dup_content)
+			return DB_OUT_DUPLICATE_CONTENT;
+		if (!dest_present)
+			return DB_OUT_RESTORED;
+		/* The object was changed behind the row's back: never
+		 * overwritten, never called a duplicate. */
+		return dest_same ? DB_OUT_DUPLICATE : DB_OUT_CONFLICT;
+	}
+	if (dest_present)
+		return dest_same ? DB_OUT_ADOPTED : DB_OUT_CONFLICT;
+	return has_content ? DB_OUT_DUPLICATE_CONTENT : DB_OUT_COPIED;
+}
+
+/* ---- in flight --------------------------------------------------------- */
+
+static int inflight_add(struct promote *p, int64_t id)
+{
+	struct inflight *f = malloc(sizeof(*f));
+
+	if (!f)
+		return -ENOMEM;
+	f->id = id;
+	pthread_mutex_lock(&p->lock);
+	f->next = p->inflight;
+	p->inflight = f;
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* Claims id if no thread of this process works on it: 1, else 0. */
+static int inflight_claim(struct promote *p, int64_t id)
+{
+	struct inflight *f;
+	int busy = 0;
+
+	pthread_mutex_lock(&p->lock);
+	for (f = p->inflight; f; f = f->next)
+		busy |= f->id == id;
+	pthread_mutex_unlock(&p->lock);
+	return !busy && !inflight_add(p, id);
+}
+
+static void inflight_del(struct promote *p, int64_t id)
+{
+	struct inflight **pp, *f;
+
+	pthread_mutex_lock(&p->lock);
+	for (pp = &p->inflight; (f = *pp); pp = &f->next) {
+		if (f->id == id) {
+			*pp = f->next;
+			free(f);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* The owner id for a new promotion (a new one if the session was lost). */
+static int promote_owner(struct promote *p, int *id)
+{
+	int rc = db_owner_check(p->owner, id);
+
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&p->lock);
+	if (*id != p->owner_id) {
+		memmove(p->past + 1, p->past, sizeof(p->past) - sizeof(int));
+		p->past[0] = p->owner_id;
+		p->owner_id = *id;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return 0;
+}
+
+/* Was an entry of owner id journaled by this process? */
+static int promote_ours(struct promote *p, int id)
+{
+	size_t i;
+	int ours;
+
+	pthread_mutex_lock(&p->lock);
+	ours = id == p->owner_id;
+	for (i = 0; !ours && i < sizeof(p->past) / sizeof(*p->past); i++)
+		ours = p->past[i] && p->past[i] == id;
+	pthread_mutex_unlock(&p->lock);
+	return ours;
+}
+
+/* ---- the store --------------------------------------------------------- */
+
+/* Hashes object (bucket, key) of ETag etag from its bytes, each chunk read
+ * with If-Match. -EBUSY when it changed meanwhile, -EIO when its length is
+ * not size. */
+static int promote_hash_object(struct promote *p, const char *bucket,
+			       const char *key, const char *etag, uint64_t size,
+			       char *xxh, char *sha)
+{
+	struct hash_ctx h;
+	uint64_t off = 0;
+	char *buf;
+	int rc;
+
+	rc = hash_init(&h);
+	if (rc)
+		return rc;
+	buf = malloc(PROMOTE_CHUNK);
+	if (!buf) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (;;) {
+		size_t got = 0;
+
+		rc = s3_get_range_if(p->s3, bucket, key, off, PROMOTE_CHUNK,
+				     etag, buf, &got);
+		if (rc == -EEXIST || rc == -ENOENT)
+			rc = -EBUSY; /* another object now */
+		if (rc)
+			goto out;
+		hash_update(&h, buf, got);
+		off += got;
+		if (got < PROMOTE_CHUNK)
+			break;
+	}
+	if (off != size) {
+		log_warn("promotion: %s/%s: read %llu bytes, HEAD said %llu",
+			 bucket, key, (unsigned long long)off,
+			 (unsigned long long)size);
+		rc = -EIO;
+		goto out;
+	}
+	hash_final(&h, xxh, sha);
+out:
+	free(buf);
+	hash_free(&h);
+	return rc;
+}
+
+/* The destination's metadata: the source's x-amz-meta-* except our hash
+ * names, then our hashes. Entries borrowed from src; *n set. */
+static int promote_meta(const struct s3_object_info *src, const char *sha,
+			const char *xxh, struct s3_kv *out, size_t *n)
+{
+	size_t i, k = 0;
+
+	for (i = 0; i < src->n_meta; i++) {
+		if (!strcmp(src->meta[i].name, "sha256") ||
+		    !strcmp(src->meta[i].name, "xxh128"))
+			continue;
+		if (k >= PROMOTE_META_MAX - 2)
+			return -E2BIG;
+		out[k++] = src->meta[i];
+	}
+	out[k].name = (char *)"sha256";
+	out[k++].value = (char *)sha;
+	if (xxh && *xxh) {
+		out[k].name = (char *)"xxh128";
+		out[k++].value = (char *)xxh;
+	}
+	*n = k;
+	return 0;
+}
+
+/* Is (bucket, key) there with size and our sha256 metadata? 1, 0 (absent
+ * or another object), or -errno when it cannot be told. */
+static int promote_dest_is(struct promote *p, const char *bucket,
+			   const char *key, uint64_t size, const char *sha)
+{
+	struct s3_object_info info;
+	const char *m;
+	int rc;
+
+	rc = s3_head(p->s3, bucket, key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	m = s3_meta_get(&info, "sha256");
+	rc = info.size == size && m && !strcmp(m, sha);
+	s3_object_info_free(&info);
+	return rc;
+}
+
+/* The copy of a journal entry's source to its destination. */
+static int promote_copy(struct promote *p, const struct db_journal_entry *e,
+			const struct s3_object_info *src)
+{
+	struct s3_kv meta[PROMOTE_META_MAX];
+	struct s3_copy_req r = {0};
+	size_t n = 0;
+	int rc;
+
+	rc = promote_meta(src, e->sha256, e->xxh128, meta, &n);
+	if (rc)
+		return rc;
+	r.src_bucket = e->source_bucket;
+	r.src_key = e->source_key;
+	r.src_etag = e->source_etag;
+	r.dst_bucket = e->dest_bucket;
+	r.dst_key = e->dest_key;
+	r.content_type = src->content_type[0] ? src->content_type : NULL;
+	r.meta = meta;
+	r.n_meta = n;
+	r.size = src->size;
+	r.threshold = p->cfg->copy_threshold;
+	r.part_size = p->cfg->part_size;
+	r.workers = p->cfg->promote_workers > 0 ? p->cfg->promote_workers : 1;
+	return s3_copy_guarded(p->s3, &r, NULL);
+}
+
+/* ---- the steps after the decision ------------------------------------- */
+
+/* cleanup: the source goes (only while it is the promoted upload), then
+ * its row and the entry. */
+static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
+{
+	struct s3_object_info info;
+	int rc;
+
+	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
+	if (rc == 0) {
+		int same = !strcmp(info.etag, e->source_etag);
+
+		s3_object_info_free(&info);
+		if (same)
+			rc = s3_delete(p->s3, e->source_bucket, e->source_key);
+		else
+			log_warn("promotion: %s/%s was uploaded again after "
+				 "its promotion: the new upload stays",
+				 e->source_bucket, e->source_key);
+	} else if (rc == -ENOENT) {
+		rc = 0;
+	}
+	if (rc) {
+		log_error(
+		    "promotion: %s/%s is stored as %s/%s but could not be "
+		    "removed from reception (%s): journal entry %lld "
+		    "stays open",
+		    e->source_bucket, e->source_key, e->dest_bucket,
+		    e->dest_key, strerror(-rc), (long long)e->id);
+		return rc;
+	}
+	rc = db_promote_done(p->db, e->id);
+	if (rc == -EINPROGRESS)
+		rc = db_promote_done(p->db, e->id); /* idempotent */
+	return rc;
+}
+
+/* record, then cleanup. */
+static int promote_record_cleanup(struct promote *p,
+				  const struct db_journal_entry *e)
+{
+	int rc = db_promote_record(p->db, e->id);
+
+	if (rc == -EINPROGRESS)
+		rc = db_promote_record(p->db, e->id); /* idempotent */
+	if (rc)
+		return rc;
+	return promote_cleanup(p, e);
+}
+
+/* After a failure past 'intent' with nothing recorded: settle the entry
+ * when the store can tell. The destination is verifiably ours -> record
+ * and clean up (returns 0 then); absent -> 'failed' (returns fail_rc);
+ * otherwise the entry stays open (returns fail_rc). */
+static int promote_settle(struct promote *p, const struct db_journal_entry *e,
+			  int fail_rc, const char *why)
+{
+	int is;
+
+	if (fail_rc == -EBUSY && strcmp(e->outcome, "adopted")) {
+		/* The source changed during the copy: whatever the copy left
+		 * at the key (a store that ignored the If-Match) is not the
+		 * promoted file. The key was free at the decision and is
+		 * ours while the entry is open. */
+		int rc = s3_delete(p->s3, e->dest_bucket, e->dest_key);
+
+		if (rc) {
+			log_error("promotion: %s/%s: the copy of a changed "
+				  "source could not be removed (%s): journal "
+				  "entry %lld left to recovery",
+				  e->dest_bucket, e->dest_key, strerror(-rc),
+				  (long long)e->id);
+			return fail_rc;
+		}
+		is = 0;
+	} else {
+		is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size,
+				     e->sha256);
+	}
+	if (is == 1 && strcmp(e->outcome, "adopted")) {
+		log_info("promotion: %s/%s: the copy answered %s but the "
+			 "destination is ours: recorded",
+			 e->dest_bucket, e->dest_key, strerror(-fail_rc));
+		return promote_record_cleanup(p, e);
+	}
+	if (is == 0) {
+		if (db_promote_fail(p->db, e->id, why))
+			log_error("promotion: journal entry %lld could not be "
+				  "marked failed: left to recovery",
+				  (long long)e->id);
+		return fail_rc;
+	}
+	log_error("promotion: %s/%s -> %s/%s: %s, and the destination cannot "
+		  "be checked: journal entry %lld left to recovery",
+		  e->source_bucket, e->source_key, e->dest_bucket, e->dest_key,
+		  why, (long long)e->id);
+	return fail_rc;
+}
+
+/* copy (unless adopted), verify, record, cleanup of an 'intent' entry. */
+static int promote_store(struct promote *p, const struct db_journal_entry *e,
+			 const struct s3_object_info *src)
+{
+	int rc = 0, is;
+
+	if (strcmp(e->outcome, "adopted")) {
+		rc = promote_copy(p, e, src);
+		if (rc == -EEXIST) /* 412 or a changed ETag */
+			return promote_settle(p, e, -EBUSY,
+					      "the source changed during the "
+					      "copy");
+		if (rc)
+			return promote_settle(p, e, rc, "the copy failed");
+	}
+	is =
+	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	if (is != 1 && !strcmp(e->outcome, "adopted")) {
+		/* adopted: the object's bytes were hashed at the decision;
+		 * its metadata is not ours, so only its size is checked. */
+		struct s3_object_info info;
+
+		is = s3_head(p->s3, e->dest_bucket, e->dest_key, &info);
+		if (!is) {
+			is = info.size == e->size;
+			s3_object_info_free(&info);
+		}
+	}
+	if (is < 0)
+		return promote_settle(p, e, is, "the verification failed");
+	if (is == 0) {
+		log_error("promotion: %s/%s does not verify (size or sha256) "
+			  "after the copy",
+			  e->dest_bucket, e->dest_key);
+		return promote_settle(p, e, -EIO, "verification failed");
+	}
+	return promote_record_cleanup(p, e);
+}
+
+/* Finishes an open entry (recovery, or this process resuming its own). */
+static int promote_resume(struct promote *p, const struct db_journal_entry *e)
+{
+	struct s3_object_info src;
+	int rc, is;
+
+	if (!strcmp(e->state, "stored"))
+		return promote_cleanup(p, e);
+	if (strcmp(e->state, "intent"))
+		return 0;
+	if (!strcmp(e->outcome, "adopted")) {
+		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+		struct s3_object_info d;
+
+		rc = s3_head(p->s3, e->dest_bucket, e->dest_key, &d);
+		if (rc == 0) {
+			rc = promote_hash_object(p, e->dest_bucket, e->dest_key,
+						 d.etag, d.size, xxh, sha);
+			s3_object_info_free(&d);
+			if (!rc && !strcmp(sha, e->sha256))
+				return promote_record_cleanup(p, e);
+		}
+		if (rc && rc != -ENOENT)
+			return rc;
+		return promote_settle(p, e, -EIO,
+				      "the adopted object changed or vanished");
+	}
+	is =
+	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	if (is < 0)
+		return is;
+	if (is == 1)
+		return promote_record_cleanup(p, e);
+	rc = s3_head(p->s3, e->source_bucket, e->source_key, &src);
+	if (rc == 0 && strcmp(src.etag, e->source_etag))
+		rc = -ENOENT; /* another upload now: not the promoted one */
+	if (rc == 0) {
+		rc = promote_store(p, e, &src);
+		s3_object_info_free(&src);
+		return rc;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	log_error("promotion: journal entry %lld (%s/%s -> %s/%s): neither "
+		  "the source nor the destination is there: marked failed",
+		  (long long)e->id, e->source_bucket, e->source_key,
+		  e->dest_bucket, e->dest_key);
+	rc = db_promote_fail(p->db, e->id, "source and destination both gone");
+	return rc ? rc : -EIO;
+}
+
+/* ---- the decision ------------------------------------------------------ */
+
+struct promote_decide {
+	struct promote *p;
+	const char *dest_bucket;
+	const char *dest_key;
+	const char *sha256;
+	uint64_t size;
+	/* the destination as last seen (idempotent across retries) */
+	int looked;
+	int present;
+	int same_meta;
+	char etag[80];
+	uint64_t dsize;
+	int hashed; /* the bytes of etag hashed: same_bytes valid */
+	int same_bytes;
+};
+
+static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
+			     enum db_outcome *outcome)
+{
+	struct promote_decide *a = arg;
+	struct s3_object_info info;
+	int rc, same;
+
+	/* Under the key lock: what is at the key now. */
+	rc = s3_head(a->p->s3, a->dest_bucket, a->dest_key, &info);
+	if (rc && rc != -ENOENT)
+		return rc;
+	a->present = !rc;
+	a->same_meta = 0;
+	if (a->present) {
+		const char *m = s3_meta_get(&info, "sha256");
+
+		a->same_meta =
+		    info.size == a->size && m && !strcmp(m, a->sha256);
+		if (strcmp(a->etag, info.etag) || a->dsize != info.size)
+			a->hashed = 0;
+		snprintf(a->etag, sizeof(a->etag), "%s", info.etag);
+		a->dsize = info.size;
+		s3_object_info_free(&info);
+	}
+	if (a->present && !a->same_meta && !a->hashed) {
+		/* No row, or a rowed object without our metadata (adopted):
+		 * only its bytes say what it is, never metadata. */
+		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+
+		if (a->dsize != a->size) {
+			a->same_bytes = 0;
+		} else {
+			rc = promote_hash_object(a->p, a->dest_bucket,
+						 a->dest_key, a->etag, a->dsize,
+						 xxh, sha);
+			if (rc)
+				return rc;
+			a->same_bytes = !strcmp(sha, a->sha256);
+		}
+		a->hashed = 1;
+	}
+	same = a->present && ((seen->has_row && a->same_meta) || a->same_bytes);
+	*outcome = promote_outcome(seen->has_row, seen->row_same,
+				   seen->row_dup_content, a->present, same,
+				   seen->has_content);
+	return 0;
+}
+
+/* The source's facts: HEAD, and the hashes of its live reception row (or
+ * computed from its bytes, and logged when it has no row of its upload). */
+static int promote_source(struct promote *p, const char *key,
+			  struct s3_object_info *src,
+			  struct db_reception_row *row)
+{
+	const char *bucket = p->cfg->reception_bucket;
+	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+	int rc, has_row, rowed;
+
+	rc = s3_head(p->s3, bucket, key, src);
+	if (rc)
+		return rc;
+	rc = db_reception_row_get(p->db, bucket, key, row);
+	if (rc && rc != -ENOENT)
+		goto fail;
+	has_row = !rc;
+	rowed = has_row && (!row->etag[0] || !strcmp(row->etag, src->etag)) &&
+		(row->size < 0 || (uint64_t)row->size == src->size);
+	if (rowed && row->sha256[0])
+		return 0;
+	rc =
+	    promote_hash_object(p, bucket, key, src->etag, src->size, xxh, sha);
+	if (rc)
+		goto fail;
+	if (!rowed) {
+		/* An upload by another route not logged yet: logged now, as
+		 * the reception's scan would. */
+		struct reception_new rn = {0};
+		struct db_record_guard g = {has_row ? row->id : 0, NULL, NULL,
+					    0};
+		int64_t id = 0;
+		int ins = 0;
+
+		rn.source_bucket = bucket;
+		rn.object_key = key;
+		rn.file_name = names_basename(key);
+		rn.size = src->size;
+		rn.xxh128 = xxh;
+		rn.sha256 = sha;
+		rn.etag = src->etag;
+		rn.origin = "foreign";
+		rc = db_reception_record_guarded(
+		    p->db, &rn, "replaced by a new upload", &g, &id, &ins);
+		if (rc == -ESTALE)
+			rc = -EBUSY; /* logged by someone meanwhile: again */
+		if (rc)
+			goto fail;
+		row->id = id;
+		row->size = (int64_t)src->size;
+		snprintf(row->etag, sizeof(row->etag), "%s", src->etag);
+	}
+	/* Hashes this system computed now, from the bytes (the row keeps
+	 * its NULLs: audit rows are never rewritten). */
+	memcpy(row->sha256, sha, sizeof(row->sha256));
+	memcpy(row->xxh128, xxh, sizeof(row->xxh128));
+	return 0;
+fail:
+	s3_object_info_free(src);
+	return rc;
+}
+
+static void promote_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	nanosleep(&ts, NULL);
+}
+
+/* An open entry of this process's for key that no thread works on (left
+ * by a failure that could not be settled): finished now. 1 when it was
+ * resumed to its end, 0 when there was none to resume, or -errno. */
+static int promote_resume_own(struct promote *p, const char *key,
+			      struct db_journal_entry *e)
+{
+	int rc;
+
+	rc =
+	    db_journal_open_for_source(p->db, p->cfg->reception_bucket, key, e);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	if (!promote_ours(p, e->owner) || !inflight_claim(p, e->id))
+		return 0;
+	log_info("promotion: resuming journal entry %lld (%s/%s -> %s/%s)",
+		 (long long)e->id, e->source_bucket, e->source_key,
+		 e->dest_bucket, e->dest_key);
+	rc = promote_resume(p, e);
+	inflight_del(p, e->id);
+	return rc ? rc : 1;
+}
+
+int promote_file(struct promote *p, const char *src_key, const char *prefix,
+		 const char *relpath, const struct actor *who,
+		 struct promote_result *res)
+{
+	struct promote_result local;
+	struct s3_object_info src = {0};
+	struct db_reception_row row;
+	struct db_journal_entry e;
+	struct promote_decide dc = {0};
+	struct db_promo pr = {0};
+	char name[1024], *dest = NULL;
+	long waited = 0, step = 50;
+	int rc;
+
+	if (!res)
+		res = &local;
+	memset(res, 0, sizeof(*res));
+	if (!p || !src_key || !*src_key || !prefix || !*prefix || !relpath ||
+	    !*relpath || strchr(prefix, '/'))
+		return -EINVAL;
+	rc = names_check_component(prefix);
+	if (!rc)
+		rc = names_check_relpath(relpath, strlen(prefix) + 1);
+	if (rc)
+		return rc;
+	if (asprintf(&dest, "%s/%s", prefix, relpath) < 0)
+		return -ENOMEM;
+	rc = db_project_name(p->db, prefix, name, sizeof(name));
+	if (rc)
+		goto out;
+
+	/* A promotion of this source that this process left open. */
+	rc = promote_resume_own(p, src_key, &e);
+	if (rc < 0)
+		goto out;
+	if (rc == 1) {
+		rc = strcmp(e.dest_key, dest) ? -ENOENT : 0;
+		res->journal_id = e.id;
+		goto out;
+	}
+
+	rc = promote_source(p, src_key, &src, &row);
+	if (rc)
+		goto out;
+	pr.reception_id = row.id;
+	pr.source_bucket = p->cfg->reception_bucket;
+	pr.source_key = src_key;
+	pr.source_etag = src.etag;
+	pr.dest_bucket = p->cfg->storage_bucket;
+	pr.dest_key = dest;
+	pr.project_prefix = prefix;
+	pr.project_name = name;
+	pr.size = src.size;
+	pr.sha256 = row.sha256;
+	pr.xxh128 = row.xxh128[0] ? row.xxh128 : NULL;
+	pr.dedup_content = p->cfg->dedup == CFG_DEDUP_CONTENT;
+	rc = promote_owner(p, &pr.owner);
+	if (rc)
+		goto out;
+	pr.who = who;
+	dc.p = p;
+	dc.dest_bucket = pr.dest_bucket;
+	dc.dest_key = dest;
+	dc.sha256 = row.sha256;
+	dc.size = src.size;
+	for (;;) {
+		rc = db_promote_decide(p->db, &pr, promote_decide_cb, &dc,
+				       &res->outcome, &res->journal_id,
+				       res->dup_of);
+		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
+			break;
+		/* Another promotion holds the key, the source or the
+		 * content. One this process left open is finished now;
+		 * another's is waited for; then decide again. */
+		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
+		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
+			rc = promote_resume(p, &e);
+			inflight_del(p, e.id);
+			if (rc)
+				break;
+			continue;
+		}
+		promote_sleep_ms(step);
+		waited += step;
+		if (step < 1000)
+			step *= 2;
+	}
+	if (rc == -EINPROGRESS) {
+		/* The decision's COMMIT went unanswered: its entry tells. */
+		if (db_journal_open_for_source(p->db, pr.source_bucket, src_key,
+					       &e) == 0 &&
+		    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
+			res->journal_id = e.id;
+			rc = 0;
+		} else {
+			rc = -EIO;
+		}
+	}
+	if (rc == -ESTALE)
+		rc = -EBUSY; /* its reception row was replaced meanwhile */
+	if (rc == -EEXIST)
+		log_info("promotion: %s/%s -> %s/%s: conflict (another file is "
+			 "stored under that key)",
+			 pr.source_bucket, src_key, pr.dest_bucket, dest);
+	if (rc)
+		goto out;
+	rc = db_journal_get(p->db, res->journal_id, &e);
+	if (rc)
+		goto out;
+	rc = inflight_add(p, e.id);
+	if (rc)
+		goto out; /* left open: resumed by the next attempt */
+	if (!strcmp(e.state, "stored"))
+		rc = promote_cleanup(p, &e); /* the duplicates */
+	else
+		rc = promote_store(p, &e, &src);
+	inflight_del(p, e.id);
+	if (!rc)
+		log_info("promotion: %s/%s -> %s/%s: %s", pr.source_bucket,
+			 src_key, pr.dest_bucket, dest,
+			 db_outcome_name(res->outcome));
+out:
+	s3_object_info_free(&src);
+	free(dest);
+	return rc;
+}
+
+/* ---- directories ------------------------------------------------------ */
+
+/* The files of one directory promotion, shared by its workers. */
+struct promote_batch {
+	struct promote *p;
+	const char *prefix;
+	const struct actor *who;
+	promote_check_fn check;
+	void *check_arg;
+	char **src;  /* source keys */
+	char **dest; /* relpaths in the project */
+	size_t n;
+	pthread_mutex_t lock;
+	size_t next;	/* protected by lock: the next file to take */
+	size_t done;	/* protected by lock */
+	size_t failed;	/* protected by lock */
+	int first_rc;	/* protected by lock: of the first failure */
+	size_t first_i; /* protected by lock */
+};
+
+static void *promote_batch_worker(void *arg)
+{
+	struct promote_batch *b = arg;
+
+	for (;;) {
+		size_t i;
+		int rc = 0;
+
+		pthread_mutex_lock(&b->lock);
+		i = b->next++;
+		pthread_mutex_unlock(&b->lock);
+		if (i >= b->n)
+			break;
+		if (b->check)
+			rc = b->check(b->check_arg, b->src[i]);
+		if (!rc)
+			rc = promote_file(b->p, b->src[i], b->prefix,
+					  b->dest[i], b->who, NULL);
+		pthread_mutex_lock(&b->lock);
+		if (rc) {
+			if (!b->first_rc || i < b->first_i) {
+				/* the first in key order: reproducible */
+				b->first_rc = rc;
+				b->first_i = i;
+			}
+			b->failed++;
+		} else {
+			b->done++;
+		}
+		pthread_mutex_unlock(&b->lock);
+	}
+	return NULL;
+}
+
+#define PROMOTE_WORKERS_MAX 32
+
+int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
+		const char *reldir, const struct actor *who,
+		promote_check_fn check, void *check_arg,
+		struct promote_dir_result *res)
+{
+	struct promote_batch b = {.p = p,
+				  .prefix = prefix,
+				  .who = who,
+				  .check = check,
+				  .check_arg = check_arg};
+	struct promote_dir_result local;
+	struct s3_list_result ls = {0};
+	pthread_t th[PROMOTE_WORKERS_MAX];
+	char **markers = NULL;
+	size_t i, n_markers = 0, dl;
+	char *dir = NULL;
+	int rc, n_th = 0, workers;
+
+	if (!res)
+		res = &local;
+	memset(res, 0, sizeof(*res));
+	if (!p || !src_dir || !*src_dir || !prefix || !reldir || !*reldir)
+		return -EINVAL;
+	if (asprintf(&dir, "%s/", src_dir) < 0)
+		return -ENOMEM;
+	dl = strlen(dir);
+	rc = s3_list_all(p->s3, p->cfg->reception_bucket, dir, NULL, 0, &ls);
+	if (rc)
+		goto out;
+	b.src = calloc(ls.n_entries + 1, sizeof(*b.src));
+	b.dest = calloc(ls.n_entries + 1, sizeof(*b.dest));
+	markers = calloc(ls.n_entries + 1, sizeof(*markers));
+	if (!b.src || !b.dest || !markers) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < ls.n_entries; i++) {
+		const char *k = ls.entries[i].key;
+		size_t kl = strlen(k);
+
+		if (kl <= dl || k[kl - 1] == '/') {
+			markers[n_markers++] = ls.entries[i].key;
+			continue;
+		}
+		b.src[b.n] = ls.entries[i].key;
+		if (asprintf(&b.dest[b.n], "%s/%s", reldir, k + dl) < 0) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		b.n++;
+	}
+	res->n_files = b.n;
+	pthread_mutex_init(&b.lock, NULL);
+	workers = p->cfg->promote_workers > 0 ? p->cfg->promote_workers : 1;
+	if (workers > PROMOTE_WORKERS_MAX)
+		workers = PROMOTE_WORKERS_MAX;
+	for (n_th = 0; n_th < workers && (size_t)n_th < b.n; n_th++)
+		if (pthread_create(&th[n_th], NULL, promote_batch_worker, &b))
+			break;
+	if (!n_th)
+		promote_batch_worker(&b); /* no thread: all here */
+	for (i = 0; i < (size_t)n_th; i++)
+		pthread_join(th[i], NULL);
+	pthread_mutex_destroy(&b.lock);
+	res->n_done = b.done;
+	res->n_failed = b.failed;
+	rc = b.first_rc;
+	if (rc) {
+		snprintf(res->first_failed, sizeof(res->first_failed), "%s",
+			 b.src[b.first_i]);
+		log_error("promotion of %s/%s: %zu of %zu files promoted, %zu "
+			  "failed (first: %s: %s); they stay in reception",
+			  p->cfg->reception_bucket, src_dir, b.done, b.n,
+			  b.failed, res->first_failed, strerror(-rc));
+		goto out;
+	}
+	/* Every file is promoted: the directory leaves reception, its
+	 * deepest markers first. */
+	for (i = n_markers; i-- > 0;) {
+		int r = s3_delete(p->s3, p->cfg->reception_bucket, markers[i]);
+
+		if (r && !rc)
+			rc = r;
+	}
+	log_info("promotion of %s/%s: %zu files promoted to %s/%s",
+		 p->cfg->reception_bucket, src_dir, b.n, prefix, reldir);
+out:
+	for (i = 0; b.dest && i < b.n; i++)
+		free(b.dest[i]);
+	free(b.dest);
+	free(b.src);
+	free(markers);
+	s3xml_list_free(&ls);
+	free(dir);
+	return rc;
+}
+
+/* ---- lifecycle and recovery ------------------------------------------- */
+
+struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
+			    struct db *db, int *err)
+{
+	struct promote *p = calloc(1, sizeof(*p));
+	int rc;
+
+	if (!p) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	p->cfg = cfg;
+	p->s3 = s3;
+	p->db = db;
+	pthread_mutex_init(&p->lock, NULL);
+	rc = db_owner_take(db, &p->owner, &p->owner_id);
+	if (rc) {
+		pthread_mutex_destroy(&p->lock);
+		free(p);
+		*err = rc;
+		return NULL;
+	}
+	*err = 0;
+	return p;
+}
+
+void promote_free(struct promote *p)
+{
+	struct inflight *f;
+
+	if (!p)
+		return;
+	db_owner_release(p->owner);
+	while ((f = p->inflight)) {
+		p->inflight = f->next;
+		free(f);
+	}
+	pthread_mutex_destroy(&p->lock);
+	free(p);
+}
+
+static int promote_recover_one(void *arg, const struct db_journal_entry *e)
+{
+	struct promote *p = arg;
+	int rc;
+
+	log_warn("promotion: recovering journal entry %lld of owner %d "
+		 "(%s, %s/%s -> %s/%s)",
+		 (long long)e->id, e->owner, e->state, e->source_bucket,
+		 e->source_key, e->dest_bucket, e->dest_key);
+	rc = promote_resume(p, e);
+	if (rc)
+		log_error("promotion: journal entry %lld not recovered: %s",
+			  (long long)e->id, strerror(-rc));
+	return rc;
+}
+
+int promote_recover(struct promote *p, int *n_entries)
+{
+	int n = 0, rc;
+
+	if (!p)
+		return -EINVAL;
+	rc = db_journal_recover(p->owner, promote_recover_one, p, &n);
+	if (n_entries)
+		*n_entries = n;
+	if (n)
+		log_info("promotion: recovery handled %d journal entr%s (%s)",
+			 n, n == 1 ? "y" : "ies", rc ? strerror(-rc) : "ok");
+	return rc;
+}

@@ -1,0 +1,719 @@
+"""Promotion: rename(inbox/<file>, projects/<prefix>/<name>) (SPEC §3, issue 6 items 2-3).
+
+Every outcome, checked with boto3 (the objects, their metadata) and psycopg2 (every row of the
+key in storage_audit and reception_audit, removed ones too, and the promotion journal), never
+through the mount. The project is created by an INSERT into projects_registry (mkdir in
+projects/ is another change)."""
+import base64
+import errno
+import hashlib
+import os
+import signal
+import threading
+import time
+
+import pytest
+from botocore.exceptions import ClientError
+
+import checks
+
+CUSTODYFS_CONFIG = {"fs": {"promote_workers": "3"}}
+
+
+# ---- helpers ---------------------------------------------------------------------------------
+
+def project(m, prefix):
+    m.sql("insert into projects_registry (prefix, name) values (%s, %s)",
+          (prefix, "Projeto " + prefix))
+    return prefix
+
+
+def drop(m, name, data):
+    """A file received through the mount: object + reception row committed at close."""
+    checks.write(os.path.join(m.inbox, name), data)
+    assert len(checks.live_rows(m, name)) == 1
+
+
+def promote(m, name, prefix, rel=None):
+    os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, prefix, rel or name))
+
+
+def srows(m, key):
+    """Every storage_audit row of key, oldest first."""
+    return m.sql_dicts("select * from storage_audit where dest_key = %s order by id", (key,))
+
+
+def journal(m, key):
+    return m.sql_dicts("select * from promotion_journal where dest_key = %s order by id", (key,))
+
+
+def dhead(m, key):
+    try:
+        return m.s3.head_object(Bucket=m.storage_bucket, Key=key)
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
+def dget(m, key):
+    return m.s3.get_object(Bucket=m.storage_bucket, Key=key)["Body"].read()
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def check_stored(m, key, data, src_name, outcomes):
+    """The object of key holds data, with our hashes as metadata; its rows are exactly
+    `outcomes` (oldest first), each with the data's hashes; the source is gone from the
+    reception bucket and every one of its rows is removed with a 'promoted to' reason."""
+    assert dget(m, key) == data
+    h = dhead(m, key)
+    assert h["Metadata"]["sha256"] == sha(data)
+    assert h["Metadata"]["xxh128"] == m.xxh128_bytes(data)
+    rows = srows(m, key)
+    assert [r["outcome"] for r in rows] == outcomes
+    for r in rows:
+        assert r["sha256"] == sha(data) and r["size_bytes"] == len(data)
+        assert r["dest_bucket"] == m.storage_bucket
+        assert r["project_prefix"] == key.split("/")[0]
+        assert r["project_name"] == "Projeto " + key.split("/")[0]
+        assert r["moved_by"] and str(os.getuid()) in r["moved_by"]
+    assert checks.get_object(m, src_name) is None
+    rrows = checks.rows(m, src_name)
+    assert rrows and all(r["removed_at"] is not None for r in rrows)
+    assert rrows[-1]["removal_reason"] == "promoted to %s/%s" % (m.storage_bucket, key)
+    assert rows[-1]["reception_id"] == rrows[-1]["id"]
+    # (entries refused before anything was stored end 'failed'; the tests count those)
+    assert [j["state"] for j in journal(m, key) if j["state"] != "failed"] == \
+        ["done"] * len(outcomes)
+    return rows
+
+
+# ---- outcomes --------------------------------------------------------------------------------
+
+def test_copied_then_duplicate_keeps_object_untouched(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(70000)
+    drop(m, uniq + "-a.bin", data)
+    promote(m, uniq + "-a.bin", p, "a.bin")
+    key = p + "/a.bin"
+    check_stored(m, key, data, uniq + "-a.bin", ["copied"])
+    first = dhead(m, key)
+    assert not os.path.exists(os.path.join(m.inbox, uniq + "-a.bin"))
+
+    time.sleep(1.1)  # LastModified has a one-second resolution
+    drop(m, uniq + "-a.bin", data)
+    promote(m, uniq + "-a.bin", p, "a.bin")
+    rows = check_stored(m, key, data, uniq + "-a.bin", ["copied", "duplicate"])
+    again = dhead(m, key)
+    assert again["LastModified"] == first["LastModified"]
+    assert again["ETag"] == first["ETag"]
+    assert len(checks.rows(m, uniq + "-a.bin")) == 2
+    assert rows[1]["reception_id"] != rows[0]["reception_id"]
+
+
+def test_conflict_is_eexist_and_keeps_both(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    a, b = b"first content\n", b"other content\n"
+    drop(m, uniq + "-c.txt", a)
+    promote(m, uniq + "-c.txt", p, "c.txt")
+    drop(m, uniq + "-c.txt", b)
+    with pytest.raises(OSError) as ei:
+        promote(m, uniq + "-c.txt", p, "c.txt")
+    assert ei.value.errno == errno.EEXIST
+    assert dget(m, p + "/c.txt") == a
+    assert [r["outcome"] for r in srows(m, p + "/c.txt")] == ["copied"]
+    assert checks.get_object(m, uniq + "-c.txt") == b
+    assert checks.read(os.path.join(m.inbox, uniq + "-c.txt")) == b
+    live = checks.live_rows(m, uniq + "-c.txt")
+    assert len(live) == 1 and live[0]["sha256"] == sha(b)
+    assert len(checks.rows(m, uniq + "-c.txt")) == 2
+    assert [j["state"] for j in journal(m, p + "/c.txt")] == ["done"]
+
+
+def test_vanished_object_is_restored(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = b"restore me " * 1000
+    drop(m, uniq + "-r.txt", data)
+    promote(m, uniq + "-r.txt", p, "r.txt")
+    m.s3.delete_object(Bucket=m.storage_bucket, Key=p + "/r.txt")
+    drop(m, uniq + "-r.txt", data)
+    promote(m, uniq + "-r.txt", p, "r.txt")
+    check_stored(m, p + "/r.txt", data, uniq + "-r.txt", ["copied", "restored"])
+
+
+def test_object_without_row_is_adopted_by_its_bytes(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(5000)
+    # Put by another client, with no row and no metadata of ours.
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/ad.bin", Body=data)
+    before = dhead(m, p + "/ad.bin")
+    drop(m, uniq + "-ad.bin", data)
+    promote(m, uniq + "-ad.bin", p, "ad.bin")
+    rows = srows(m, p + "/ad.bin")
+    assert [r["outcome"] for r in rows] == ["adopted"]
+    assert rows[0]["sha256"] == sha(data) and rows[0]["size_bytes"] == len(data)
+    assert dget(m, p + "/ad.bin") == data
+    assert dhead(m, p + "/ad.bin")["ETag"] == before["ETag"]
+    assert checks.get_object(m, uniq + "-ad.bin") is None
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-ad.bin"))
+
+
+def test_adopted_object_then_same_content_is_duplicate(mount, uniq):
+    # an adopted object keeps its own (no) metadata: the double check hashes its bytes
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(4096)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/ad2.bin", Body=data)
+    drop(m, uniq + "-ad2.bin", data)
+    promote(m, uniq + "-ad2.bin", p, "ad2.bin")
+    before = dhead(m, p + "/ad2.bin")
+    drop(m, uniq + "-ad2.bin", data)
+    promote(m, uniq + "-ad2.bin", p, "ad2.bin")
+    assert [r["outcome"] for r in srows(m, p + "/ad2.bin")] == ["adopted", "duplicate"]
+    assert dhead(m, p + "/ad2.bin")["ETag"] == before["ETag"]
+    assert checks.get_object(m, uniq + "-ad2.bin") is None
+    assert len(checks.rows(m, uniq + "-ad2.bin")) == 2
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-ad2.bin"))
+
+
+def test_metadata_is_never_trusted_for_adoption(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    mine, theirs = b"what the user drops\n", b"what another client put\n"
+    # Another client claims our hash in metadata over different bytes.
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/fake.txt", Body=theirs,
+                    Metadata={"sha256": sha(mine), "xxh128": m.xxh128_bytes(mine)})
+    drop(m, uniq + "-fake.txt", mine)
+    with pytest.raises(OSError) as ei:
+        promote(m, uniq + "-fake.txt", p, "fake.txt")
+    assert ei.value.errno == errno.EEXIST
+    assert dget(m, p + "/fake.txt") == theirs
+    assert srows(m, p + "/fake.txt") == []
+    assert checks.get_object(m, uniq + "-fake.txt") == mine
+    assert len(checks.live_rows(m, uniq + "-fake.txt")) == 1
+
+
+def test_same_content_under_another_key_is_duplicate_content(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    drop(m, uniq + "-d1.bin", data)
+    promote(m, uniq + "-d1.bin", p, "d1.bin")
+    drop(m, uniq + "-d2.bin", data)
+    promote(m, uniq + "-d2.bin", p, "d2.bin")
+    rows = srows(m, p + "/d2.bin")
+    assert [r["outcome"] for r in rows] == ["duplicate_content"]
+    assert rows[0]["duplicate_of"] == p + "/d1.bin"
+    assert rows[0]["sha256"] == sha(data)
+    assert dhead(m, p + "/d2.bin") is None  # nothing copied
+    assert [r["outcome"] for r in srows(m, p + "/d1.bin")] == ["copied"]
+    assert checks.get_object(m, uniq + "-d2.bin") is None
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-d2.bin"))
+
+
+def test_dedup_path_stores_each_key(mount_factory, uniq):
+    m = mount_factory(config={"fs": {"dedup": "path"}})
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    drop(m, "p1.bin", data)
+    promote(m, "p1.bin", p)
+    drop(m, "p2.bin", data)
+    promote(m, "p2.bin", p)
+    check_stored(m, p + "/p1.bin", data, "p1.bin", ["copied"])
+    check_stored(m, p + "/p2.bin", data, "p2.bin", ["copied"])
+
+
+def test_foreign_object_keeps_content_type_and_metadata(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(2048)
+    word = "=?UTF-8?B?%s?=" % base64.b64encode("Relatório ção".encode()).decode()
+    name = uniq + "-f.bin"
+    m.s3.put_object(Bucket=m.reception_bucket, Key=name, Body=data,
+                    ContentType="application/x-custody-test",
+                    Metadata={"title": word, "sha256": "0" * 64})
+    m.wait_until(lambda: os.path.exists(os.path.join(m.inbox, name)), what="listed")
+    promote(m, name, p, "f.bin")
+    h = dhead(m, p + "/f.bin")
+    assert h["ContentType"] == "application/x-custody-test"
+    import email.header
+    got = email.header.decode_header(h["Metadata"]["title"])[0]
+    assert got[0].decode(got[1]) == "Relatório ção"
+    # the hash on the stored object is ours, from the bytes, not the uploader's
+    assert h["Metadata"]["sha256"] == sha(data)
+    rows = srows(m, p + "/f.bin")
+    assert [r["outcome"] for r in rows] == ["copied"] and rows[0]["sha256"] == sha(data)
+    rrows = checks.rows(m, name)
+    assert len(rrows) == 1 and rrows[0]["sha256"] == sha(data)
+    assert rrows[0]["removed_at"] is not None
+
+
+def test_missing_project_is_enoent(mount, uniq):
+    m = mount
+    drop(m, uniq + "-np.txt", b"x")
+    with pytest.raises(OSError) as ei:
+        promote(m, uniq + "-np.txt", uniq + "-nope", "np.txt")
+    assert ei.value.errno == errno.ENOENT
+    assert checks.get_object(m, uniq + "-np.txt") == b"x"
+    assert len(checks.live_rows(m, uniq + "-np.txt")) == 1
+
+
+def test_file_open_for_writing_is_ebusy(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    path = os.path.join(m.inbox, uniq + "-open.txt")
+    with open(path, "wb") as f:
+        f.write(b"not yet closed")
+        f.flush()
+        with pytest.raises(OSError) as ei:
+            os.rename(path, os.path.join(m.projects, p, "open.txt"))
+        assert ei.value.errno == errno.EBUSY
+    assert dhead(m, p + "/open.txt") is None
+    promote(m, uniq + "-open.txt", p, "open.txt")
+    check_stored(m, p + "/open.txt", b"not yet closed", uniq + "-open.txt", ["copied"])
+
+
+# ---- multipart copy, guarded copy, faults ----------------------------------------------------
+
+@pytest.fixture
+def proxied(stack, mount_factory):
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    yield px
+    px.rule = None
+    px.release.set()
+
+
+def test_multipart_copy_above_threshold(stack, mount_factory, proxied, uniq):
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url, "multipart_copy_threshold": "5M"},
+                              "fs": {"part_size": "5M", "promote_workers": "3"}})
+    p = project(m, uniq)
+    data = os.urandom((12 << 20) + 777)
+    drop(m, "big.bin", data)
+    del px.log[:]
+    promote(m, "big.bin", p)
+    check_stored(m, p + "/big.bin", data, "big.bin", ["copied"])
+    parts = [path for meth, path, a in list(px.log)
+             if meth == "PUT" and "/storage-unique/" in path and "partNumber=" in path]
+    if stack.upload_part_copy:
+        # (Swift refuses the If-Match of a multipart source: a first upload may be refused,
+        # the copy is then made again without it, checked by HEAD)
+        last = parts[-1].split("uploadId=")[1]
+        nums = sorted(int(x.split("partNumber=")[1].split("&")[0]) for x in parts
+                      if x.endswith("uploadId=" + last))
+        assert nums == [1, 2, 3], "not three UploadPartCopy requests: %r" % parts
+        assert dhead(m, p + "/big.bin")["ETag"].strip('"').endswith("-3")
+    else:
+        assert parts, "no UploadPartCopy was tried"
+
+        # s3rver answers UploadPartCopy NotImplemented: one CopyObject instead
+        assert "UploadPartCopy not implemented" in m.daemon_log()
+
+
+def test_source_replaced_during_copy_stores_nothing(stack, mount_factory, proxied, uniq):
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    old, new = b"old bytes\n" * 100, b"new bytes!\n" * 100
+    drop(m, "rep.txt", old)
+    done = []
+
+    def rule(meth, path, h):
+        # the copy request: first replace its source behind the mount's back
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and not done:
+            done.append(1)
+            stack.s3.put_object(Bucket=m.reception_bucket, Key="rep.txt", Body=new)
+        return None
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, "rep.txt", p)
+    px.rule = None
+    assert done, "no copy request was seen"
+    assert ei.value.errno == errno.EBUSY
+    assert dhead(m, p + "/rep.txt") is None
+    assert srows(m, p + "/rep.txt") == []
+    assert checks.get_object(m, "rep.txt") == new  # the newer upload stays
+    assert [j["state"] for j in journal(m, p + "/rep.txt")] == ["failed"]
+
+
+@pytest.mark.parametrize("after", ["remount", "retry", "other"])
+def test_store_outage_fails_rename_and_leaves_nothing_half_done(stack, mount_factory, proxied,
+                                                                 uniq, after):
+    px = proxied
+    from faultproxy import INTERNAL
+    m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}})
+    p = project(m, uniq)
+    data = os.urandom(4000)
+    drop(m, "out.bin", data)
+    # the storage bucket goes down right after the decision's HEAD: the intent is committed,
+    # then the copy and every check of the destination fail
+    heads = []
+
+    def rule(meth, path, h):
+        if "/storage-unique" not in path:
+            return None
+        if meth == "HEAD" and not journal(m, p + "/out.bin"):
+            heads.append(path)  # the lookup, the decision's look at the key
+            return None
+        return ("status", 500, INTERNAL)
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, "out.bin", p)
+    assert ei.value.errno in (errno.EIO, errno.EAGAIN)
+    px.rule = None
+    assert heads, "the decision never looked at the destination"
+    # nothing half-done: no row, the file still received; the journal says what was meant
+    assert [j["state"] for j in journal(m, p + "/out.bin")] == ["intent"]
+    assert srows(m, p + "/out.bin") == []
+    assert dhead(m, p + "/out.bin") is None
+    assert checks.get_object(m, "out.bin") == data
+    assert len(checks.live_rows(m, "out.bin")) == 1
+    if after == "other":
+        # another file for the same key, in the same mount: the entry left open is
+        # finished first (not waited for), and the other file is then a conflict
+        other = b"other content for the same name\n"
+        drop(m, "other.bin", other)
+        with pytest.raises(OSError) as ei:
+            promote(m, "other.bin", p, "out.bin")
+        assert ei.value.errno == errno.EEXIST
+        check_stored(m, p + "/out.bin", data, "out.bin", ["copied"])
+        assert checks.get_object(m, "other.bin") == other
+        assert len(checks.live_rows(m, "other.bin")) == 1
+        return
+    if after == "retry":
+        # the store is back: the same mount's next rename of the file finishes the entry
+        promote(m, "out.bin", p)
+        check_stored(m, p + "/out.bin", data, "out.bin", ["copied"])
+        return
+    # after the store returns: a remount recovers what was left open (here: the copy is
+    # redone, the entry rolled forward), or the promotion then goes through once
+    m.restart()
+    _no_open_entries(m)
+    if checks.get_object(m, "out.bin") is not None:
+        # rolled back: nothing stored, the file still received
+        assert srows(m, p + "/out.bin") == [] and dhead(m, p + "/out.bin") is None
+        assert len(checks.live_rows(m, "out.bin")) == 1
+        promote(m, "out.bin", p)
+    # else rolled forward by the recovery (the entry's copy was redone)
+    check_stored(m, p + "/out.bin", data, "out.bin", ["copied"])
+
+
+def test_kill_during_copy_then_recovery(stack, mount_factory, proxied, uniq):
+    """SIGKILL while a copy is held at the store (it took effect; its answer is late), then a
+    remount: recovery finishes the promotion from the journal, file by file invariants hold."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    files = {"k%d.bin" % i: os.urandom(1000 + i) for i in range(4)}
+    for n, b in files.items():
+        drop(m, n, b)
+    promote(m, "k0.bin", p)  # one done before the crash
+    px.rule = lambda meth, path, h: (("late", 30) if meth == "PUT" and "/storage-unique/" in path
+                                     and "k1.bin" in path else None)
+    t = threading.Thread(target=lambda: _try_promote(m, "k1.bin", p), daemon=True)
+    t.start()
+    m.wait_until(lambda: any(j["state"] == "intent" for j in journal(m, p + "/k1.bin")),
+                 timeout=20, what="journal intent")
+    m.wait_until(lambda: any("k1.bin" in path and meth == "PUT" for meth, path, a in
+                             list(px.log)), timeout=20, what="copy sent")
+    time.sleep(0.5)
+    m.crash(signal.SIGKILL)
+    px.rule = None
+    px.release.set()
+    m.mount()
+    t.join(5)
+    _invariants(m, p, files)
+    # the files not touched by the crash promote normally after it
+    for n in ("k2.bin", "k3.bin"):
+        promote(m, n, p)
+    _invariants(m, p, files)
+    for n in files:
+        assert checks.get_object(m, n) is None
+        assert dget(m, p + "/" + n) == files[n]
+
+
+def _try_promote(m, name, p):
+    try:
+        promote(m, name, p)
+    except OSError:
+        pass
+
+
+def _no_open_entries(m):
+    # recovery runs as the mount starts; the mount point may appear a moment before it ends
+    m.wait_until(lambda: m.sql_value("select count(*) from promotion_journal"
+                                     " where state in ('intent', 'stored')") == 0,
+                 timeout=30, what="no open journal entry")
+
+
+def _invariants(m, p, files):
+    """Design invariants 1-3, file by file, with no journal entry open."""
+    _no_open_entries(m)
+    for n, b in files.items():
+        key = p + "/" + n
+        src = checks.get_object(m, n)
+        live = checks.live_rows(m, n)
+        rows = srows(m, key)
+        stored = [r for r in rows if r["outcome"] in ("copied", "restored", "adopted")]
+        obj = dhead(m, key)
+        in_reception = src is not None and len(live) == 1
+        in_storage = obj is not None and len(stored) == 1
+        assert in_reception != in_storage, (n, in_reception, in_storage)
+        if in_storage:
+            assert dget(m, key) == b and stored[0]["sha256"] == sha(b)
+            assert obj["Metadata"]["sha256"] == sha(b)
+            assert src is None and live == []
+        else:
+            assert src == b and rows == [] and obj is None
+
+
+# ---- many mounts, one truth ------------------------------------------------------------------
+
+def _race(pairs):
+    """Runs the renames (mount, name, prefix, rel) at once; returns their errnos (0: ok)."""
+    out = [None] * len(pairs)
+    go = threading.Barrier(len(pairs))
+
+    def run(i, m, name, p, rel):
+        go.wait()
+        try:
+            promote(m, name, p, rel)
+            out[i] = 0
+        except OSError as e:
+            out[i] = e.errno
+    ts = [threading.Thread(target=run, args=(i,) + pr) for i, pr in enumerate(pairs)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    return out
+
+
+def test_two_mounts_race_same_key(mount_factory, uniq):
+    m1 = mount_factory()
+    m2 = mount_factory(reset=False)
+    p = project(m1, uniq)
+    same, a, b = os.urandom(30000), os.urandom(20000), os.urandom(20001)
+    for n, data in (("s1.bin", same), ("s2.bin", same), ("a.bin", a), ("b.bin", b),
+                    ("c1.bin", a + b), ("c2.bin", a + b)):
+        drop(m1, n, data)
+    m2.wait_until(lambda: all(os.path.exists(os.path.join(m2.inbox, n))
+                              for n in ("s2.bin", "b.bin", "c2.bin")), what="listed in m2")
+    # same content, same key: one copied, one duplicate
+    assert _race([(m1, "s1.bin", p, "same.bin"), (m2, "s2.bin", p, "same.bin")]) == [0, 0]
+    assert sorted(r["outcome"] for r in srows(m1, p + "/same.bin")) == ["copied", "duplicate"]
+    assert dget(m1, p + "/same.bin") == same
+    # different content, same key: one stored, one EEXIST with its file still received
+    res = _race([(m1, "a.bin", p, "diff.bin"), (m2, "b.bin", p, "diff.bin")])
+    assert sorted(res) == [0, errno.EEXIST]
+    won, lost = (("a.bin", a), ("b.bin", b)) if res[0] == 0 else (("b.bin", b), ("a.bin", a))
+    assert [r["outcome"] for r in srows(m1, p + "/diff.bin")] == ["copied"]
+    assert dget(m1, p + "/diff.bin") == won[1]
+    assert checks.get_object(m1, won[0]) is None
+    assert checks.get_object(m1, lost[0]) == lost[1]
+    assert len(checks.live_rows(m1, lost[0])) == 1
+    # same content, two keys (dedup=content): one copied, one duplicate_content of it
+    assert _race([(m1, "c1.bin", p, "k1.bin"), (m2, "c2.bin", p, "k2.bin")]) == [0, 0]
+    r1, r2 = srows(m1, p + "/k1.bin"), srows(m1, p + "/k2.bin")
+    outs = sorted([r1[0]["outcome"], r2[0]["outcome"]])
+    assert len(r1) == 1 and len(r2) == 1 and outs == ["copied", "duplicate_content"]
+    stored, dup = (r1[0], r2[0]) if r1[0]["outcome"] == "copied" else (r2[0], r1[0])
+    assert dup["duplicate_of"] == stored["dest_key"]
+    assert dhead(m1, dup["dest_key"]) is None and dget(m1, stored["dest_key"]) == a + b
+    assert m1.sql_value("select count(*) from promotion_journal"
+                        " where state <> 'done'") == 0
+
+
+# ---- directories -----------------------------------------------------------------------------
+
+def _tree(m, top, n):
+    """n files under inbox/top, on three levels; {relpath: bytes}."""
+    files = {}
+    for sub in ("", "sub", "sub/deeper"):
+        os.makedirs(os.path.join(m.inbox, top, sub), exist_ok=True)
+    for i in range(n):
+        rel = ("", "sub/", "sub/deeper/")[i % 3] + "f%03d.bin" % i
+        files[rel] = os.urandom(500 + i)
+        checks.write(os.path.join(m.inbox, top, rel), files[rel])
+    return files
+
+
+def test_directory_promotion(mount_factory, uniq):
+    m = mount_factory(config={"fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "dir", 20)
+    os.rename(os.path.join(m.inbox, "dir"), os.path.join(m.projects, p, "moved"))
+    for rel, data in files.items():
+        check_stored(m, p + "/moved/" + rel, data, "dir/" + rel, ["copied"])
+    assert checks.bucket_keys(m, "dir/", markers=True) == []
+    assert not os.path.exists(os.path.join(m.inbox, "dir"))
+
+
+def test_directory_partial_failure_keeps_failed_files(mount_factory, uniq):
+    m = mount_factory(config={"fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "pd", 9)
+    bad = "sub/f004.bin"
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/pd/" + bad, Body=b"someone else's")
+    with pytest.raises(OSError) as ei:
+        os.rename(os.path.join(m.inbox, "pd"), os.path.join(m.projects, p, "pd"))
+    assert ei.value.errno == errno.EEXIST
+    for rel, data in files.items():
+        if rel == bad:
+            continue
+        check_stored(m, p + "/pd/" + rel, data, "pd/" + rel, ["copied"])
+    assert checks.get_object(m, "pd/" + bad) == files[bad]
+    assert len(checks.live_rows(m, "pd/" + bad)) == 1
+    assert srows(m, p + "/pd/" + bad) == []
+    assert dget(m, p + "/pd/" + bad) == b"someone else's"
+    assert checks.read(os.path.join(m.inbox, "pd", bad)) == files[bad]
+
+
+def test_kill_during_directory_promotion_then_recovery(stack, mount_factory, proxied, uniq):
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"promote_workers": "3"}})
+    p = project(m, uniq)
+    files = _tree(m, "kd", 45)
+    copies = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "/storage-unique/" in path:
+            copies.append(path)
+            if len(copies) > 15:
+                return ("late", 60)  # the copy takes effect, its answer never comes
+        return None
+    px.rule = rule
+    t = threading.Thread(target=lambda: _try_rename(m, "kd", p), daemon=True)
+    t.start()
+    m.wait_until(lambda: len(copies) >= 18, timeout=60, what="copies under way")
+    time.sleep(0.5)
+    m.crash(signal.SIGKILL)
+    px.rule = None
+    px.release.set()
+    m.mount()
+    t.join(5)
+    flat = {"kd/" + r: b for r, b in files.items()}
+    _invariants_dir(m, p, flat)
+    n_stored = len(srows_prefix(m, p + "/"))
+    assert 15 <= n_stored < len(files), n_stored  # the crash came mid-directory
+    # the rest goes with the next rename of the directory
+    os.rename(os.path.join(m.inbox, "kd"), os.path.join(m.projects, p, "kd"))
+    _invariants_dir(m, p, flat)
+    assert len(srows_prefix(m, p + "/")) == len(files)
+    assert checks.bucket_keys(m, "kd/", markers=True) == []
+
+
+def srows_prefix(m, prefix):
+    return m.sql_dicts("select * from storage_audit where dest_key like %s order by id",
+                       (prefix + "%",))
+
+
+def _try_rename(m, d, p):
+    try:
+        os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
+    except OSError:
+        pass
+
+
+def _invariants_dir(m, p, files):
+    _no_open_entries(m)
+    for key, b in files.items():
+        dest = p + "/" + key
+        src = checks.get_object(m, key)
+        live = checks.live_rows(m, key)
+        rows = srows(m, dest)
+        stored = [r for r in rows if r["outcome"] in ("copied", "restored", "adopted")]
+        obj = dhead(m, dest)
+        in_reception = src is not None and len(live) == 1
+        in_storage = obj is not None and len(stored) == 1 and len(rows) == 1
+        assert in_reception != in_storage, (key, in_reception, in_storage, rows)
+        if in_storage:
+            assert dget(m, dest) == b and stored[0]["sha256"] == sha(b)
+            assert obj["Metadata"]["sha256"] == sha(b)
+            assert live == [] and len(checks.rows(m, key)) == 1
+        else:
+            assert src == b and rows == [] and obj is None
+
+
+@pytest.mark.parametrize("when", ["instead", "after"])
+def test_copy_answered_200_with_error(stack, mount_factory, proxied, uniq, when):
+    """CopyObject's classic failure: 200 OK whose body is <Error>. 'instead': the copy never
+    happened -> the rename fails, nothing stored, the file stays received. 'after': the copy
+    did happen at the store -> the destination verifies as ours and is recorded: 0."""
+    px = proxied
+    from faultproxy import INTERNAL
+    m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}})
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    drop(m, "e.bin", data)
+    seen = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}:
+            seen.append(path)
+            return ("status", 200, INTERNAL) if when == "instead" else ("after", (200, INTERNAL))
+        return None
+    px.rule = rule
+    if when == "instead":
+        with pytest.raises(OSError) as ei:
+            promote(m, "e.bin", p)
+        assert ei.value.errno in (errno.EIO, errno.EAGAIN)
+        px.rule = None
+        assert seen
+        assert dhead(m, p + "/e.bin") is None and srows(m, p + "/e.bin") == []
+        assert checks.get_object(m, "e.bin") == data
+        assert len(checks.live_rows(m, "e.bin")) == 1
+        assert [j["state"] for j in journal(m, p + "/e.bin")] == ["failed"]
+        promote(m, "e.bin", p)
+        assert [j["state"] for j in journal(m, p + "/e.bin")] == ["failed", "done"]
+    else:
+        promote(m, "e.bin", p)
+        px.rule = None
+        assert seen
+    check_stored(m, p + "/e.bin", data, "e.bin", ["copied"])
+
+
+def test_database_down_after_copy(stack, mount_factory, proxied, uniq):
+    """PostgreSQL goes down while the copy runs: the record step fails, rename fails, the
+    destination object has no row yet but the journal says so; once the database is back the
+    next rename of the file finishes it from the journal: one object, one row, source gone."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data = os.urandom(5000)
+    drop(m, "db.bin", data)
+    seen = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and not seen:
+            seen.append(path)
+            stack.stop_pg("immediate")
+        return None
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, "db.bin", p)
+    px.rule = None
+    assert seen
+    assert ei.value.errno in (errno.EIO, errno.ETIMEDOUT, errno.ECONNREFUSED)
+    assert checks.get_object(m, "db.bin") == data  # never deleted without its rows
+    stack.start_pg()
+    assert [j["state"] for j in journal(m, p + "/db.bin")] == ["intent"]
+    assert srows(m, p + "/db.bin") == []
+    promote(m, "db.bin", p)
+    check_stored(m, p + "/db.bin", data, "db.bin", ["copied"])
+    assert len(checks.rows(m, "db.bin")) == 1
+    # the mount's owner lock died with the database's sessions: new promotions are journaled
+    # under an owner whose lock the living mount holds again (else another mount's recovery
+    # would take over its promotions in flight)
+    drop(m, "db2.bin", b"after the restart")
+    promote(m, "db2.bin", p)
+    owner = journal(m, p + "/db2.bin")[0]["owner"]
+    assert m.sql_value("select pg_try_advisory_lock(1129665367, %s)", (owner,)) is False
