@@ -640,7 +640,12 @@ void dcache_remove(const char *rel)
 
 void dcache_invalidate_all(void)
 {
-	struct dcns *ns = &namespaces[DC_INBOX];
+	dcache_invalidate_in(DC_INBOX);
+}
+
+void dcache_invalidate_in(enum dc_ns which)
+{
+	struct dcns *ns = &namespaces[which];
 	struct dcache *d;
 	struct dflight *f;
 

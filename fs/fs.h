@@ -172,6 +172,10 @@ void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		   const char *etag);
 void dcache_remove(const char *rel);
 void dcache_invalidate_all(void);
+/* Every listing of `which` is fetched again at its next use (a fetch under
+ * way is not trusted): after a change made by another path, such as a
+ * promotion into the storage bucket. */
+void dcache_invalidate_in(enum dc_ns which);
 /* At unmount, after the FUSE loop has ended: no new background refresh
  * starts, and the running ones (which stop between LIST pages) are waited
  * for up to timeout_ms. Returns how many still run: their threads may

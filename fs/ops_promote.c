@@ -89,8 +89,10 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		rc = promote_dir(cfs->promote, from, prefix, slash + 1, &who,
 				 promote_src_veto, NULL, &dr);
 		free(prefix);
-		/* Its files left inbox/ (all, or some): listings again. */
+		/* Its files left inbox/ (all, or some) for projects/:
+		 * listings of both again. */
 		dcache_invalidate_all();
+		dcache_invalidate_in(DC_STORE);
 		if (rc == 0)
 			attrov_drop(from);
 		else
@@ -102,6 +104,9 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	}
 	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
 	free(prefix);
+	/* Whatever the outcome, the project may show something new (a file,
+	 * a symlink, a directory): its listings are fetched again. */
+	dcache_invalidate_in(DC_STORE);
 	if (rc == 0) {
 		dcache_remove(from);
 		attrov_drop(from);

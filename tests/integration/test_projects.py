@@ -461,18 +461,37 @@ def test_root_of_projects_takes_no_files(mount, uniq):
     assert registry(m, uniq + ".txt") == []
 
 
-def test_inbox_to_projects_rename_not_yet(mount, uniq):
-    """Promotion lands with its own branch: until then the rename is refused and the inbox file
-    stays as it was."""
+def test_promoted_file_shows_in_its_project_at_once(mount, uniq):
+    """The user's path end to end: mkdir a project, look into it (so a listing is cached),
+    mv a file from inbox/ into it and into a subdirectory made there: each stored file is
+    seen at once by stat, ls and read (no stale listing hides it), the inbox names are gone,
+    the stored files are immutable and the project, having stored, cannot be removed."""
     m = mount
-    os.mkdir(os.path.join(m.projects, uniq))
-    src = os.path.join(m.inbox, f"{uniq}.txt")
-    with open(src, "wb") as f:
-        f.write(b"stay")
-    expect_errno(errno.EPERM, os.rename, src, os.path.join(m.projects, uniq, "x.txt"))
-    assert read(src) == b"stay"
-    with pytest.raises(ClientError):
-        m.s3.head_object(Bucket=m.storage_bucket, Key=f"{uniq}/x.txt")
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    assert os.listdir(proj) == []
+    os.mkdir(os.path.join(proj, "sub"))
+    assert os.listdir(os.path.join(proj, "sub")) == []
+    data = {"x.txt": os.urandom(3000), "sub/y.bin": os.urandom(70000)}
+    for rel, body in data.items():
+        src = os.path.join(m.inbox, f"{uniq}-{os.path.basename(rel)}")
+        with open(src, "wb") as f:
+            f.write(body)
+        os.rename(src, os.path.join(proj, rel))
+        assert not os.path.exists(src)
+    for rel, body in data.items():
+        dst = os.path.join(proj, rel)
+        assert os.stat(dst).st_size == len(body)
+        assert read(dst) == body
+        obj = m.s3.get_object(Bucket=m.storage_bucket, Key=f"{uniq}/{rel}")
+        assert obj["Body"].read() == body
+    assert sorted(os.listdir(proj)) == ["sub", "x.txt"]
+    assert os.listdir(os.path.join(proj, "sub")) == ["y.bin"]
+    expect_errno(errno.EPERM, os.unlink, os.path.join(proj, "x.txt"))
+    expect_errno(errno.ENOTEMPTY, os.rmdir, proj)
+    rows = m.sql("select dest_key, outcome from storage_audit where project_prefix = %s"
+                 " order by dest_key", (uniq,))
+    assert [tuple(r) for r in rows] == [(f"{uniq}/sub/y.bin", "copied"), (f"{uniq}/x.txt", "copied")]
 
 
 # --------------------------------------------------------------------------- faults
