@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "db_projects.h"
+#include "db_storage.h"
 #include "fs.h"
 #include "log.h"
 #include "names.h"
@@ -225,10 +226,20 @@ static int pj_project_locked(const char *rel, struct project_row **row)
 	if (*row)
 		return 0;
 	if (now_ms() - pj_fetched_ms < PJ_MISS_REFETCH_MS) {
+		/* Fetched a moment ago: a project created since (by another
+		 * mount or tool, e.g. just before a mv into it) is asked for
+		 * by its prefix alone, one index probe, not a whole list. */
+		char prefix[DB_PROJECT_PREFIX_MAX + 1], name[256];
+
 		pthread_mutex_unlock(&pj_lock);
-		return -ENOENT;
+		memcpy(prefix, rel, len);
+		prefix[len] = 0;
+		rc = db_project_name(cfs->db, prefix, name, sizeof(name));
+		if (rc)
+			return rc;
+	} else {
+		pthread_mutex_unlock(&pj_lock);
 	}
-	pthread_mutex_unlock(&pj_lock);
 	rc = pj_registry_locked(0);
 	if (rc)
 		return rc;

@@ -354,14 +354,16 @@ def test_store_outage_fails_rename_and_leaves_nothing_half_done(stack, mount_fac
     data = os.urandom(4000)
     drop(m, "out.bin", data)
     # the storage bucket goes down right after the decision's HEAD: the intent is committed,
-    # then the copy and every check of the destination fail
+    # then the copy and every check of the destination fail (before it, the kernel's lookup
+    # of the destination lists the project: that listing goes through)
     heads = []
 
     def rule(meth, path, h):
         if "/storage-unique" not in path:
             return None
-        if meth == "HEAD" and not journal(m, p + "/out.bin"):
-            heads.append(path)  # the lookup, the decision's look at the key
+        if meth in ("HEAD", "GET") and not journal(m, p + "/out.bin"):
+            if meth == "HEAD":
+                heads.append(path)  # the decision's look at the key
             return None
         return ("status", 500, INTERNAL)
     px.rule = rule
