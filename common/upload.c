@@ -52,7 +52,6 @@ struct upload {
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
-	void *part_sha;
 };
 
 static void upload_run_job(struct part_job *j)
@@ -194,10 +193,9 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 	u->cur_part_size = u->part_size;
 	u->bucket = strdup(bucket);
 	u->key = strdup(key);
-	u->part_sha = sha256_new();
 	pthread_mutex_init(&u->lock, NULL);
 	pthread_cond_init(&u->cond, NULL);
-	if (!u->bucket || !u->key || !u->part_sha || hash_init(&u->h)) {
+	if (!u->bucket || !u->key || hash_init(&u->h)) {
 		upload_free(u);
 		return NULL;
 	}
@@ -230,11 +228,6 @@ static void upload_reset(struct upload *u, int broken)
 	u->error = 0;
 	pthread_mutex_unlock(&u->lock);
 	hash_reset(&u->h);
-	{
-		char tmp[HASH_SHA256_HEX];
-
-		sha256_final_hex(u->part_sha, tmp); /* also resets */
-	}
 	u->seen = 0;
 	u->part_start = 0;
 	u->cur_part_size = u->part_size;
@@ -295,7 +288,6 @@ static uint64_t upload_part_size_for(const struct upload *u, size_t number)
 
 static int upload_close_part(struct upload *u)
 {
-	char sha[HASH_SHA256_HEX];
 	size_t n;
 	int rc;
 
@@ -310,9 +302,8 @@ static int upload_close_part(struct upload *u)
 	pthread_mutex_unlock(&u->lock);
 	if (n + 1 >= UPLOAD_MAX_PARTS)
 		return -EFBIG;
-	sha256_final_hex(u->part_sha, sha);
 	rc = upload_queue_part(u, (off_t)u->part_start, u->seen - u->part_start,
-			       sha);
+			       NULL);
 	if (rc)
 		return rc;
 	u->part_start = u->seen;
@@ -336,7 +327,6 @@ int upload_write(struct upload *u, const void *data, size_t len, off_t off)
 		size_t take = len < room ? len : (size_t)room;
 
 		hash_update(&u->h, p, take);
-		sha256_update(u->part_sha, p, take);
 		u->seen += take;
 		p += take;
 		len -= take;
@@ -457,16 +447,14 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 				const struct s3_kv *all, size_t n_all,
 				struct upload_result *res)
 {
-	char sha[HASH_SHA256_HEX];
 	int rc;
 
 	if (!u->upload_id)
 		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 				 res->sha256, all, n_all, res->etag);
 	if (u->seen > u->part_start) {
-		sha256_final_hex(u->part_sha, sha);
 		rc = upload_queue_part(u, (off_t)u->part_start,
-				       u->seen - u->part_start, sha);
+				       u->seen - u->part_start, NULL);
 		if (rc)
 			goto from_spool;
 		u->part_start = u->seen;
@@ -568,10 +556,9 @@ void upload_free(struct upload *u)
 {
 	if (!u)
 		return;
-	if (u->part_sha && u->h.xxh)
+	if (u->h.xxh)
 		upload_reset(u, 1);
 	hash_free(&u->h);
-	sha256_free(u->part_sha);
 	pthread_mutex_destroy(&u->lock);
 	pthread_cond_destroy(&u->cond);
 	free(u->parts);

@@ -1,15 +1,18 @@
 /* upload.h - streaming upload of a spool file into one S3 object.
  *
  * While a file is being written, its bytes go to a spool file on disk (the
- * caller's fd) and, when the writes are sequential, through upload_append():
- * XXH3-128 and SHA-256 of the whole file and SHA-256 of the current part
- * are computed as the data streams in, and every completed part is handed
- * to a worker of the upload_pool, which PUTs it from the spool with pread
- * (multipart upload), so the object is mostly uploaded by the time the file
- * is closed. A non-sequential write or a truncate calls upload_invalidate():
- * upload_finish() then rehashes the spool and uploads it again. No object
- * is ever copied onto itself: hashes go into metadata only where the upload
- * allows it (see upload_finish).
+ * caller's fd) and, when the writes are sequential, through upload_write():
+ * XXH3-128 and SHA-256 of the whole file are computed as the data streams
+ * in, and every completed part is handed to a worker of the upload_pool,
+ * which reads it back from the spool with pread, hashes it (the SigV4
+ * payload hash) and PUTs it (multipart upload), so the object is mostly
+ * uploaded by the time the file is closed. A part's hash is the workers'
+ * job, not the writer's: the writer's path (one FUSE request at a time for
+ * a sequential writer) does the least work, and parts hash in parallel. A
+ * non-sequential write or a truncate calls upload_invalidate(): upload_finish()
+ * then rehashes the spool and uploads it again. No object is ever copied onto
+ * itself: hashes go into metadata only where the upload allows it (see
+ * upload_finish).
  *
  * Knows S3 (s3.h) but no database and no FUSE. An upload is used by one
  * thread at a time (the caller serialises append/invalidate/finish); the
