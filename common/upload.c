@@ -10,7 +10,8 @@
 #include "log.h"
 
 #define UPLOAD_MAX_PARTS 10000
-#define UPLOAD_PART_TIER 2000 /* part size doubles every 2000 parts */
+#define UPLOAD_PART_TIER 2000	    /* part size doubles every 2000 parts */
+#define UPLOAD_READ_CHUNK (1 << 20) /* a hasher's or worker's read buffer */
 
 struct part_job {
 	struct upload *u;
@@ -21,10 +22,15 @@ struct part_job {
 	struct part_job *next;
 };
 
+/* Two kinds of threads: workers upload parts (FIFO of part_job), hashers
+ * hash what writers appended (FIFO of uploads with bytes to hash, each
+ * upload at most once in it and hashed by one hasher at a time, in order). */
 struct upload_pool {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;
+	pthread_cond_t cond;	      /* part jobs queued, or stopping */
+	pthread_cond_t hcond;	      /* uploads queued, or stopping */
 	struct part_job *head, *tail; /* protected by lock */
+	struct upload *hhead, *htail; /* protected by lock */
 	int stopping;		      /* protected by lock */
 	int n_threads;
 	pthread_t *threads;
@@ -44,16 +50,21 @@ struct upload {
 	int error;	       /* protected by lock: first part error, errno */
 	struct s3_part *parts; /* protected by lock: parts[i].number = i + 1 */
 	size_t n_parts, cap_parts; /* protected by lock */
+	int broken; /* protected by lock: stream no longer matches the spool */
+	uint64_t appended;    /* protected by lock: bytes the writer appended */
+	uint64_t hashed;      /* protected by lock: bytes hashed so far */
+	int hashing;	      /* protected by lock: queued for or in a hasher */
+	struct upload *hnext; /* protected by pool->lock */
 
-	/* Only the owning caller thread touches the rest. */
+	/* Owned by the hasher while hashing is set, else by the caller
+	 * thread (which waits for !hashing before touching them). */
 	char *upload_id; /* multipart upload in flight, or NULL */
-	int broken;	 /* stream no longer matches the spool */
-	uint64_t seen;	 /* bytes hashed so far */
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
-	void *part_sha;
 };
+
+static int upload_close_part(struct upload *u, uint64_t end);
 
 static void upload_run_job(struct part_job *j)
 {
@@ -63,14 +74,14 @@ static void upload_run_job(struct part_job *j)
 
 	if (!j->sha[0]) {
 		void *ctx = sha256_new();
-		char *buf = malloc(1 << 20);
+		char *buf = malloc(UPLOAD_READ_CHUNK);
 		uint64_t done = 0;
 
 		if (!ctx || !buf)
 			rc = -ENOMEM;
 		while (!rc && done < j->len) {
-			size_t want = j->len - done > (1 << 20)
-					  ? (1 << 20)
+			size_t want = j->len - done > UPLOAD_READ_CHUNK
+					  ? UPLOAD_READ_CHUNK
 					  : (size_t)(j->len - done);
 			ssize_t n =
 			    pread(u->fd, buf, want, j->off + (off_t)done);
@@ -132,6 +143,115 @@ static void *upload_worker(void *arg)
 	}
 }
 
+/* Reads len bytes at off of the spool. 0 or -errno (-EIO if short: the
+ * spool was truncated under the stream, which is then broken anyway). */
+static int upload_pread_all(int fd, char *buf, size_t len, off_t off)
+{
+	size_t done = 0;
+
+	while (done < len) {
+		ssize_t n =
+		    pread(fd, buf + done, len - done, off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0)
+			return n < 0 ? -errno : -EIO;
+		done += (size_t)n;
+	}
+	return 0;
+}
+
+/* Hashes u's appended bytes, in order, from the spool, until it catches up
+ * with the writer (or the stream breaks), queueing each part it completes.
+ * Runs in one hasher at a time (u->hashing), so the hash state and the
+ * part bookkeeping are this thread's until it clears u->hashing. */
+static void upload_hash_run(struct upload *u, char *buf)
+{
+	for (;;) {
+		uint64_t from, to, end;
+		int rc;
+
+		pthread_mutex_lock(&u->lock);
+		if (!buf || u->broken || u->hashed == u->appended) {
+			if (!buf)
+				u->broken = 1;
+			u->hashing = 0;
+			pthread_cond_broadcast(&u->cond);
+			pthread_mutex_unlock(&u->lock);
+			return;
+		}
+		from = u->hashed;
+		to = u->appended;
+		pthread_mutex_unlock(&u->lock);
+		end = u->part_start + u->cur_part_size;
+		if (to > end)
+			to = end;
+		if (to - from > UPLOAD_READ_CHUNK)
+			to = from + UPLOAD_READ_CHUNK;
+		rc = upload_pread_all(u->fd, buf, (size_t)(to - from),
+				      (off_t)from);
+		if (!rc) {
+			hash_update(&u->h, buf, (size_t)(to - from));
+			if (to == end)
+				rc = upload_close_part(u, end);
+		}
+		if (rc)
+			log_warn(
+			    "streaming upload of %s/%s: %s; will upload at "
+			    "close",
+			    u->bucket, u->key, strerror(-rc));
+		pthread_mutex_lock(&u->lock);
+		u->hashed = to;
+		if (rc)
+			u->broken = 1;
+		pthread_mutex_unlock(&u->lock);
+	}
+}
+
+static void *upload_hasher(void *arg)
+{
+	struct upload_pool *p = arg;
+	char *buf = malloc(UPLOAD_READ_CHUNK);
+
+	for (;;) {
+		struct upload *u;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->hhead && !p->stopping)
+			pthread_cond_wait(&p->hcond, &p->lock);
+		u = p->hhead;
+		if (!u) {
+			pthread_mutex_unlock(&p->lock);
+			free(buf);
+			return NULL;
+		}
+		p->hhead = u->hnext;
+		if (!p->hhead)
+			p->htail = NULL;
+		pthread_mutex_unlock(&p->lock);
+		/* Without a buffer the stream breaks: the spool is hashed
+		 * at finish instead. */
+		upload_hash_run(u, buf);
+	}
+}
+
+/* u->hashing was just set by the caller: hand u to a hasher. */
+static void upload_hash_queue(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+
+	pthread_mutex_lock(&p->lock);
+	u->hnext = NULL;
+	if (p->htail)
+		p->htail->hnext = u;
+	else
+		p->hhead = u;
+	p->htail = u;
+	pthread_cond_signal(&p->hcond);
+	pthread_mutex_unlock(&p->lock);
+}
+
 struct upload_pool *upload_pool_new(int workers)
 {
 	struct upload_pool *p = calloc(1, sizeof(*p));
@@ -143,18 +263,29 @@ struct upload_pool *upload_pool_new(int workers)
 		workers = 1;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
-	p->threads = calloc((size_t)workers, sizeof(*p->threads));
+	pthread_cond_init(&p->hcond, NULL);
+	p->threads = calloc((size_t)workers * 2, sizeof(*p->threads));
 	if (!p->threads)
 		goto fail;
-	for (i = 0; i < workers; i++) {
-		if (pthread_create(&p->threads[i], NULL, upload_worker, p))
+	/* As many hashers as workers: files written at once hash in
+	 * parallel, as they did in the FUSE threads. Both kinds are needed:
+	 * a pool missing either would leave work queued forever. */
+	for (i = 0; i < workers * 2; i++) {
+		if (pthread_create(&p->threads[p->n_threads], NULL,
+				   i % 2 ? upload_hasher : upload_worker, p))
 			break;
 		p->n_threads++;
 	}
-	if (p->n_threads == 0)
-		goto fail;
+	if (p->n_threads < 2) {
+		upload_pool_free(p);
+		errno = ENOMEM;
+		return NULL;
+	}
 	return p;
 fail:
+	pthread_mutex_destroy(&p->lock);
+	pthread_cond_destroy(&p->cond);
+	pthread_cond_destroy(&p->hcond);
 	free(p->threads);
 	free(p);
 	errno = ENOMEM;
@@ -170,11 +301,13 @@ void upload_pool_free(struct upload_pool *p)
 	pthread_mutex_lock(&p->lock);
 	p->stopping = 1;
 	pthread_cond_broadcast(&p->cond);
+	pthread_cond_broadcast(&p->hcond);
 	pthread_mutex_unlock(&p->lock);
 	for (i = 0; i < p->n_threads; i++)
 		pthread_join(p->threads[i], NULL);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
+	pthread_cond_destroy(&p->hcond);
 	free(p->threads);
 	free(p);
 }
@@ -194,20 +327,29 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 	u->cur_part_size = u->part_size;
 	u->bucket = strdup(bucket);
 	u->key = strdup(key);
-	u->part_sha = sha256_new();
 	pthread_mutex_init(&u->lock, NULL);
 	pthread_cond_init(&u->cond, NULL);
-	if (!u->bucket || !u->key || !u->part_sha || hash_init(&u->h)) {
+	if (!u->bucket || !u->key || hash_init(&u->h)) {
 		upload_free(u);
 		return NULL;
 	}
 	return u;
 }
 
+/* Waits until the hasher has caught up with the writer (or given up). */
+static void upload_wait_idle_hashing(struct upload *u)
+{
+	pthread_mutex_lock(&u->lock);
+	while (u->hashing)
+		pthread_cond_wait(&u->cond, &u->lock);
+	pthread_mutex_unlock(&u->lock);
+}
+
+/* Waits until no hasher and no worker holds u. */
 static void upload_wait_idle(struct upload *u)
 {
 	pthread_mutex_lock(&u->lock);
-	while (u->pending > 0)
+	while (u->pending > 0 || u->hashing)
 		pthread_cond_wait(&u->cond, &u->lock);
 	pthread_mutex_unlock(&u->lock);
 }
@@ -228,17 +370,13 @@ static void upload_reset(struct upload *u, int broken)
 	pthread_mutex_lock(&u->lock);
 	u->n_parts = 0;
 	u->error = 0;
+	u->appended = 0;
+	u->hashed = 0;
+	u->broken = broken;
 	pthread_mutex_unlock(&u->lock);
 	hash_reset(&u->h);
-	{
-		char tmp[HASH_SHA256_HEX];
-
-		sha256_final_hex(u->part_sha, tmp); /* also resets */
-	}
-	u->seen = 0;
 	u->part_start = 0;
 	u->cur_part_size = u->part_size;
-	u->broken = broken;
 }
 
 /* Queues part `number` = [off, off+len) with a known or unknown (sha "")
@@ -293,9 +431,10 @@ static uint64_t upload_part_size_for(const struct upload *u, size_t number)
 	return u->part_size << (tier > 20 ? 20 : tier);
 }
 
-static int upload_close_part(struct upload *u)
+/* Queues the part [part_start, end): the hasher at a part boundary, or
+ * the caller at finish. */
+static int upload_close_part(struct upload *u, uint64_t end)
 {
-	char sha[HASH_SHA256_HEX];
 	size_t n;
 	int rc;
 
@@ -310,59 +449,47 @@ static int upload_close_part(struct upload *u)
 	pthread_mutex_unlock(&u->lock);
 	if (n + 1 >= UPLOAD_MAX_PARTS)
 		return -EFBIG;
-	sha256_final_hex(u->part_sha, sha);
-	rc = upload_queue_part(u, (off_t)u->part_start, u->seen - u->part_start,
-			       sha);
+	rc = upload_queue_part(u, (off_t)u->part_start, end - u->part_start,
+			       NULL);
 	if (rc)
 		return rc;
-	u->part_start = u->seen;
+	u->part_start = end;
 	u->cur_part_size = upload_part_size_for(u, n + 2);
 	return 0;
 }
 
+/* The writer's path: bookkeeping only. The bytes are hashed (and parts
+ * queued) by a hasher, which reads them back from the spool: the caller
+ * wrote them there before calling, and nothing changes them unless the
+ * stream breaks (a non-sequential write, a truncate), after which the
+ * hashes are thrown away. */
 int upload_write(struct upload *u, const void *data, size_t len, off_t off)
 {
-	const char *p = data;
-	int err;
+	int err, kick = 0;
 
-	if (u->broken)
-		return 0;
-	if ((uint64_t)off != u->seen) {
-		u->broken = 1;
-		return 0;
-	}
-	while (len > 0) {
-		uint64_t room = u->part_start + u->cur_part_size - u->seen;
-		size_t take = len < room ? len : (size_t)room;
-
-		hash_update(&u->h, p, take);
-		sha256_update(u->part_sha, p, take);
-		u->seen += take;
-		p += take;
-		len -= take;
-		if (u->seen == u->part_start + u->cur_part_size) {
-			int rc = upload_close_part(u);
-
-			if (rc) {
-				log_warn("streaming upload of %s/%s: %s; will "
-					 "upload at close",
-					 u->bucket, u->key, strerror(-rc));
-				u->broken = 1;
-				return 0;
-			}
-		}
-	}
+	(void)data;
 	pthread_mutex_lock(&u->lock);
+	if (!u->broken && (uint64_t)off != u->appended)
+		u->broken = 1;
+	if (!u->broken && len) {
+		u->appended += len;
+		kick = !u->hashing;
+		u->hashing = 1;
+	}
 	err = u->error;
-	pthread_mutex_unlock(&u->lock);
 	if (err)
 		u->broken = 1;
+	pthread_mutex_unlock(&u->lock);
+	if (kick)
+		upload_hash_queue(u);
 	return err ? -err : 0;
 }
 
 void upload_invalidate(struct upload *u)
 {
+	pthread_mutex_lock(&u->lock);
 	u->broken = 1;
+	pthread_mutex_unlock(&u->lock);
 }
 
 void upload_restart(struct upload *u)
@@ -379,6 +506,8 @@ int upload_set_key(struct upload *u, const char *key)
 	k = strdup(key);
 	if (!k)
 		return -ENOMEM;
+	/* The hasher uses the key and owns upload_id until it is idle. */
+	upload_wait_idle_hashing(u);
 	if (u->upload_id)
 		upload_reset(u, 1);
 	free(u->key);
@@ -457,19 +586,17 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 				const struct s3_kv *all, size_t n_all,
 				struct upload_result *res)
 {
-	char sha[HASH_SHA256_HEX];
 	int rc;
 
 	if (!u->upload_id)
 		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 				 res->sha256, all, n_all, res->etag);
-	if (u->seen > u->part_start) {
-		sha256_final_hex(u->part_sha, sha);
+	if (size > u->part_start) {
 		rc = upload_queue_part(u, (off_t)u->part_start,
-				       u->seen - u->part_start, sha);
+				       size - u->part_start, NULL);
 		if (rc)
 			goto from_spool;
-		u->part_start = u->seen;
+		u->part_start = size;
 	}
 	rc = upload_wait_parts(u);
 	if (rc)
@@ -532,13 +659,18 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 		  size_t n_meta, struct upload_result *res)
 {
 	struct s3_kv *all = NULL;
-	int rc;
+	int rc, broken;
 
 	memset(res, 0, sizeof(*res));
 	res->size = size;
-	if (!u->broken && u->seen != size)
+	/* The hasher catches up with the last write first. */
+	upload_wait_idle_hashing(u);
+	pthread_mutex_lock(&u->lock);
+	if (u->hashed != size)
 		u->broken = 1;
-	if (u->broken) {
+	broken = u->broken;
+	pthread_mutex_unlock(&u->lock);
+	if (broken) {
 		rc = upload_finish_spool(u, size, meta, n_meta, res);
 	} else {
 		hash_final(&u->h, res->xxh128, res->sha256);
@@ -568,10 +700,9 @@ void upload_free(struct upload *u)
 {
 	if (!u)
 		return;
-	if (u->part_sha && u->h.xxh)
+	if (u->h.xxh)
 		upload_reset(u, 1);
 	hash_free(&u->h);
-	sha256_free(u->part_sha);
 	pthread_mutex_destroy(&u->lock);
 	pthread_cond_destroy(&u->cond);
 	free(u->parts);

@@ -1,15 +1,19 @@
 /* upload.h - streaming upload of a spool file into one S3 object.
  *
  * While a file is being written, its bytes go to a spool file on disk (the
- * caller's fd) and, when the writes are sequential, through upload_append():
- * XXH3-128 and SHA-256 of the whole file and SHA-256 of the current part
- * are computed as the data streams in, and every completed part is handed
- * to a worker of the upload_pool, which PUTs it from the spool with pread
- * (multipart upload), so the object is mostly uploaded by the time the file
- * is closed. A non-sequential write or a truncate calls upload_invalidate():
- * upload_finish() then rehashes the spool and uploads it again. No object
- * is ever copied onto itself: hashes go into metadata only where the upload
- * allows it (see upload_finish).
+ * caller's fd) and, when the writes are sequential, are announced with
+ * upload_write(). A hasher thread of the upload_pool reads them back from
+ * the spool, in order, behind the writer, computing XXH3-128 and SHA-256
+ * of the whole file, and hands every completed part to a worker, which
+ * reads it from the spool again, hashes it (the SigV4 payload hash) and
+ * PUTs it (multipart upload), so the object is mostly uploaded by the time
+ * the file is closed. No hashing is on the writer's path (for a sequential
+ * writer, one FUSE request at a time): upload_write is bookkeeping, and
+ * the hashing runs beside the writer and the parts in parallel. A
+ * non-sequential write or a truncate calls upload_invalidate(): upload_finish()
+ * then rehashes the spool and uploads it again. No object is ever copied onto
+ * itself: hashes go into metadata only where the upload allows it (see
+ * upload_finish).
  *
  * Knows S3 (s3.h) but no database and no FUSE. An upload is used by one
  * thread at a time (the caller serialises append/invalidate/finish); the
@@ -33,7 +37,8 @@ struct upload_result {
 	char etag[80];
 };
 
-/* Starts `workers` threads. NULL on failure (errno set). */
+/* Starts `workers` part uploaders and as many hashers. NULL on failure
+ * (errno set). */
 struct upload_pool *upload_pool_new(int workers);
 /* Waits for queued jobs to finish, then stops the threads. */
 void upload_pool_free(struct upload_pool *p);
@@ -46,10 +51,12 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 			  uint64_t part_size);
 
 /* The caller has just written data[0..len) at offset `off` of the spool.
- * Sequential appends (off == bytes seen so far) are hashed and may start
- * part uploads; anything else invalidates the stream. Returns 0, or the
- * first background part error as -errno (the upload then falls back to a
- * full re-upload at finish, so callers may ignore it). */
+ * Sequential appends (off == bytes appended so far) are hashed (read back
+ * from the spool by a hasher, so the hashes are the spool's bytes; data
+ * itself is not kept) and may start part uploads; anything else
+ * invalidates the stream. Returns 0, or the first background part error
+ * as -errno (the upload then falls back to a full re-upload at finish, so
+ * callers may ignore it). */
 int upload_write(struct upload *u, const void *data, size_t len, off_t off);
 
 /* The spool was changed other than by appending (truncate, rewrite): the

@@ -393,6 +393,40 @@ def test_ftruncate_needs_a_writable_descriptor(mount, d, uniq):
     assert_stored(m, f"{uniq}/ro", b"read only handle", [b"read only handle"])
 
 
+# --------------------------------------------------------------------------- coherence
+
+def test_reader_sees_write_only_handle_writes(mount, d, uniq):
+    """A write-only handle writes around the page cache (direct_io, for throughput): a reader
+    whose pages (read and mmap) already hold the file sees each write at once, same size or
+    grown, with no attribute timeout in between; then the writer's close stores it all."""
+    import mmap
+    m = mount
+    key, p = f"{uniq}/coherent", os.path.join(d, "coherent")
+    w = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    r = mm = None
+    try:
+        assert os.pwrite(w, b"a" * 8192, 0) == 8192
+        r = os.open(p, os.O_RDONLY)
+        assert os.pread(r, 8192, 0) == b"a" * 8192  # now cached for the reader
+        mm = mmap.mmap(r, 8192, prot=mmap.PROT_READ)
+        assert mm[50:52] == b"aa"
+        assert os.pwrite(w, b"b" * 100, 50) == 100  # same size: nothing else changes
+        want = b"a" * 50 + b"b" * 100 + b"a" * (8192 - 150)
+        assert os.pread(r, 8192, 0) == want
+        assert mm[:] == want
+        assert os.pwrite(w, b"c" * 5000, 8192) == 5000
+        want += b"c" * 5000
+        assert os.pread(r, 20000, 0) == want
+    finally:
+        if mm is not None:
+            mm.close()
+        if r is not None:
+            os.close(r)
+        os.close(w)
+    assert read(p) == want
+    assert_stored(m, key, want, [want])
+
+
 # --------------------------------------------------------------------------- EISDIR / ENOTDIR / ENOTEMPTY
 
 def test_eisdir(mount, d, uniq):
