@@ -158,6 +158,7 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 {
 	struct ofile *of = fh_file(h);
 	char *rel;
+	int rc;
 
 	if (!of) {
 		/* A read-only handle on a stored object. */
@@ -176,9 +177,9 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	rel = fh_rel(h);
 	if (!rel)
 		return -ENOMEM;
-	attrov_apply(rel, st);
+	rc = attrov_apply(rel, st);
 	free(rel);
-	return 0;
+	return rc;
 }
 
 /* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle), EIO. */
@@ -442,7 +443,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (what)
-		rc = attrov_set(rel, in, what | ATTROV_CTIME, &st);
+		rc = attrov_set(rel, in, what, &st);
 	free(own);
 	return rc;
 }

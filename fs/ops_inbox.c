@@ -81,8 +81,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 			ofile_stat(of, st);
 			pthread_mutex_unlock(&of->lock);
 			ofile_put(of);
-			attrov_apply(rel, st);
-			return 0;
+			return attrov_apply(rel, st);
 		}
 		ofile_put(of);
 	}
@@ -90,8 +89,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 	if (rc)
 		return rc;
 	dentry_stat(&e, st);
-	attrov_apply(rel, st);
-	return 0;
+	return attrov_apply(rel, st);
 }
 
 struct list_ctx {
@@ -176,7 +174,7 @@ int inbox_mkdir(const char *rel, mode_t mode)
 	if (rc == 0)
 		dcache_upsert(rel, 1, 0, time(NULL), NULL);
 	else
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 	return rc;
 }
 
@@ -213,7 +211,7 @@ int inbox_rmdir(const char *rel)
 		rc = s3_delete(cfs->s3, cfs->cfg.reception_bucket, prefix);
 	if (rc == 0) {
 		dcache_remove(rel);
-		attrov_drop(rel);
+		attrov_drop(rel, 1);
 	}
 	s3xml_list_free(&res);
 	free(prefix);
@@ -433,7 +431,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			return rc;
 		of = ofile_create(rel, local, &rc);
 		if (!of) {
-			attrov_drop(rel);
+			attrov_drop(rel, 0);
 			return rc;
 		}
 		rc = of->failed;
@@ -827,14 +825,14 @@ int inbox_unlink(const char *rel)
 		/* libfuse removes a hidden file when its last handle closes:
 		 * it never was in the store. */
 		if (!of) {
-			attrov_drop(rel); /* gone with its last handle */
+			attrov_drop(rel, 0); /* gone with its last handle */
 			return 0;
 		}
 		pthread_mutex_lock(&cfs->lock);
 		of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
 		ofile_put(of);
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 		return 0;
 	}
 	if (of) {
@@ -846,7 +844,7 @@ int inbox_unlink(const char *rel)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (!in_store) {
-			attrov_drop(rel);
+			attrov_drop(rel, 0);
 			return 0;
 		}
 	} else {
@@ -860,7 +858,7 @@ int inbox_unlink(const char *rel)
 	rc = reception_remove(cfs->rcp, rel, &who);
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 	}
 	return rc;
 }
