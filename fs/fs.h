@@ -106,8 +106,10 @@ struct cfs {
 	struct upload_pool *pool;
 	struct reception *rcp;
 	char host[256];
-	uid_t uid;
+	uid_t uid; /* the daemon's: owner of the root and inbox/ */
 	gid_t gid;
+	uid_t foreign_uid; /* owner of what no mount created ([fs]) */
+	gid_t foreign_gid;
 	time_t started;
 
 	/* Protects ofiles, and the attribute overrides of attrs.c. Taken

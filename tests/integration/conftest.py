@@ -30,7 +30,8 @@ Fixtures
                   Mixing with ``mount`` in one module works: the reset unmounts the module
                   daemon, which is remounted (on the now clean store) before its next test.
 ``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
-                  name=None)`` -> Mount; every mount it made is torn down after the test.
+                  name=None, opts=None)`` -> Mount (opts: extra ``-o`` mount options, e.g.
+                  ``"allow_other"`` for tests run as other users); every mount it made is torn down after the test.
                   ``reset=False`` gives a second mount on the same store and database (several
                   hosts sharing one store); ``start=False`` lets a test prepare the database
                   (e.g. the seed's old tables) before ``m.mount()``.
@@ -439,18 +440,19 @@ class Stack:
         self.sql("CREATE DATABASE custody OWNER custody", user="postgres", dbname="postgres")
         self.empty_buckets()
 
-    def new_mount(self, name, config=None, env=None):
+    def new_mount(self, name, config=None, env=None, opts=None):
         n = next(self._mount_seq)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40] or "m"
-        m = Mount(self, f"{n:03d}-{safe}", config or {}, env)
+        m = Mount(self, f"{n:03d}-{safe}", config or {}, env, opts)
         return m
 
 
 # --------------------------------------------------------------------------- a mount
 
 class Mount:
-    def __init__(self, stack, name, config_overrides, env):
+    def __init__(self, stack, name, config_overrides, env, opts=None):
         self.stack = stack
+        self.opts = opts  # extra -o mount options ("allow_other"), or None
         self.name = name
         self.base = os.path.join(stack.tmp, "mounts", name)
         self.mnt = os.path.join(self.base, "mnt")
@@ -611,7 +613,8 @@ class Mount:
         self._harness_killed = False
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([BIN, "-f", "-o", f"config={self.config}", self.mnt],
+            o = f"config={self.config}" + (f",{self.opts}" if self.opts else "")
+            self.proc = subprocess.Popen([BIN, "-f", "-o", o, self.mnt],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self._daemon_env(), start_new_session=True)
         finally:
@@ -833,10 +836,10 @@ def fresh_mount(stack, request):
 def mount_factory(stack, request):
     made = []
 
-    def make(config=None, reset=True, start=True, env=None, name=None):
+    def make(config=None, reset=True, start=True, env=None, name=None, opts=None):
         if reset:
             stack.reset()
-        m = stack.new_mount(name or request.node.name, config, env)
+        m = stack.new_mount(name or request.node.name, config, env, opts)
         made.append(m)
         if start:
             m.mount()

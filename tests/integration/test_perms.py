@@ -119,3 +119,200 @@ def test_attrs_follow_rename_and_go_with_removal(fresh_mount, uniq):
     assert [c["op"] for c in changes(m, f"{uniq}/f")] == ["chmod"]
     write(os.path.join(d + "-2", "g"), b"3")
     assert stat.S_IMODE(os.stat(os.path.join(d + "-2", "g")).st_mode) != 0o611
+
+
+# --------------------------------------------------------------------------- as other users
+
+A, B = 2001, 2002  # numeric uids/gids without passwd entries
+FOREIGN = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001"}}
+
+# Runs as the given user: each line of the script is one operation; prints one JSON list with
+# "ok", the errno name, or what the operation returned.
+_AS = r"""
+import errno, json, os, sys
+out = []
+os.umask(int(sys.argv[1], 8))
+for line in sys.argv[2:]:
+    try:
+        r = eval(line)
+        out.append("ok" if r is None or isinstance(r, int) else r)
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+print(json.dumps(out))
+"""
+
+
+def as_user(uid, *ops, umask=0o022):
+    """Run ops (Python expressions, os imported) as uid:uid with no other group."""
+    import json
+    import subprocess
+    p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        "/usr/bin/python3", "-c", _AS, f"{umask:o}", *ops],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def rd(path):
+    return f"open({path!r}, 'rb').read().decode()"
+
+
+@pytest.fixture
+def shared(mount_factory):
+    """One allow_other mount (the daemon runs as root) with a configured foreign owner."""
+    m = mount_factory(config=FOREIGN, opts="allow_other")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)  # other users must reach the mount point
+    return m
+
+
+def test_writer_owns_its_file_and_umask_applies(shared, uniq):
+    m = shared
+    f, d = m.path("inbox", f"{uniq}-a.txt"), m.path("inbox", f"{uniq}-d")
+    assert as_user(A, f"open({f!r}, 'w').write('from A')", umask=0o027) == ["ok"]
+    assert as_user(B, f"os.mkdir({d!r}, 0o777)", umask=0) == ["ok"]
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o640)
+    st = os.stat(d)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, B, 0o777)
+    st = os.stat(m.inbox)
+    assert stat.S_IMODE(st.st_mode) == 0o1777 and st.st_uid == 0
+    assert stat.S_IMODE(os.stat(m.mnt).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(m.audit).st_mode) == 0o555
+    # the audit row names the writer
+    (r,) = rows(m, f"{uniq}-a.txt")
+    assert r["received_uid"] == A and "(uid 2001)" in r["received_by"]
+    # and so does the object's metadata, as s3fs writes it (mode with the file type, mtime
+    # in decimal seconds)
+    h = m.s3.head_object(Bucket=m.reception_bucket, Key=f"{uniq}-a.txt")["Metadata"]
+    assert h["mode"] == str(stat.S_IFREG | 0o640)
+    assert (h["uid"], h["gid"]) == (str(A), str(A))
+    assert h["mtime"] == str(int(os.stat(f).st_mtime))
+    # surviving a remount: the owner is the database's, not the daemon's memory
+    m.restart()
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o640)
+
+
+def test_other_user_cannot_remove_rename_or_overwrite(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    mine = m.path("inbox", f"{uniq}-b.txt")
+    assert as_user(A, f"open({f!r}, 'w').write('A wrote this')") == ["ok"]
+    assert as_user(B, f"open({mine!r}, 'w').write('B')") == ["ok"]
+    got = as_user(B, rd(f),
+                  f"os.unlink({f!r})",
+                  f"os.rename({f!r}, {f + '.moved'!r})",
+                  f"os.rename({mine!r}, {f!r})",
+                  f"open({f!r}, 'r+b').write(b'x')",
+                  f"os.open({f!r}, os.O_WRONLY | os.O_TRUNC)",
+                  f"os.truncate({f!r}, 0)",
+                  f"open({f!r}, 'ab').write(b'x')",
+                  f"os.chmod({f!r}, 0o666)",
+                  f"os.chown({f!r}, {B}, {B})",
+                  f"os.utime({f!r}, (1, 1))")
+    assert got == ["A wrote this", "EPERM", "EPERM", "EPERM", "EACCES", "EACCES", "EACCES",
+                   "EACCES", "EPERM", "EPERM", "EPERM"], got
+    # nothing changed: the object, its one row, B's own file, no attribute change logged
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    (r,) = rows(m, key)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    assert len(rows(m, f"{uniq}-b.txt")) == 1 and rows(m, f"{uniq}-b.txt")[0]["removed_at"] is None
+    assert changes(m, key) == []
+    assert not os.path.exists(f + ".moved")
+    # the owner may remove its own; root may remove anyone's
+    assert as_user(A, f"os.rename({f!r}, {f + '.2'!r})", f"os.unlink({f + '.2'!r})") == ["ok", "ok"]
+    os.unlink(mine)
+    for k in (key, f"{uniq}.txt.2", f"{uniq}-b.txt"):
+        assert all(r["removed_at"] is not None for r in rows(m, k)), k
+        assert "Contents" not in m.s3.list_objects_v2(Bucket=m.reception_bucket, Prefix=k)
+
+
+def test_chmod_600_hides_content_and_chown_is_roots(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('secret')", f"os.chmod({f!r}, 0o600)",
+                   f"os.chown({f!r}, {B}, -1)", f"os.chown({f!r}, -1, {B})",
+                   f"os.chown({f!r}, -1, {A})") == ["ok", "ok", "EPERM", "EPERM", "ok"]
+    assert as_user(B, rd(f)) == ["EACCES"]
+    assert as_user(A, rd(f)) == ["secret"]
+    os.chown(f, B, B)  # root may
+    assert as_user(B, rd(f)) == ["secret"]
+    assert as_user(A, rd(f)) == ["EACCES"]
+    ch = changes(m, key)
+    assert [(c["op"], c["changed_uid"]) for c in ch] == \
+        [("chmod", A), ("chown", A), ("chown", 0)], ch
+    assert (ch[2]["uid"], ch[2]["gid"]) == (B, B)
+
+
+def test_setuid_cleared_on_write_by_another_user(shared, uniq):
+    m = shared
+    key = f"{uniq}.sh"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!/bin/sh')", f"os.chmod({f!r}, 0o6777)") == \
+        ["ok", "ok"]
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o6777
+    assert as_user(B, f"open({f!r}, 'ab').write(b'# B')") == ["ok"]
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+    assert attrs_row(m, key)["mode"] == 0o777  # persisted: the kernel asked through chmod
+    m.restart()
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"#!/bin/sh# B"
+
+
+def test_foreign_upload_gets_the_configured_owner_whatever_its_metadata(shared, uniq):
+    m = shared
+    key = f"{uniq}.bin"
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"from the console",
+                    Metadata={"uid": "0", "gid": "0", "mode": str(stat.S_IFREG | 0o4777)})
+    f = m.path("inbox", key)
+    m.wait_until(lambda: os.path.exists(f), timeout=10, what="foreign object listed")
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (3000, 3001, 0o644)
+    # so another user may read it but not change or remove it
+    assert as_user(A, rd(f), f"open({f!r}, 'ab').write(b'x')", f"os.unlink({f!r})") == \
+        ["from the console", "EACCES", "EPERM"]
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"from the console"
+
+
+def test_second_mount_enforces_a_chmod_made_on_the_first(mount_factory, uniq):
+    a = mount_factory(opts="allow_other", name="a")
+    b = mount_factory(reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+            os.chmod(d, os.stat(d).st_mode | 0o055)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({fa!r}, 'w').write('A')") == ["ok"]
+    b.wait_until(lambda: as_user(B, rd(fb)) == ["A"], timeout=10, what="B reads on mount b")
+    assert os.stat(fb).st_uid == A
+    assert as_user(A, f"os.chmod({fa!r}, 0o600)") == ["ok"]
+    b.wait_until(lambda: as_user(B, rd(fb)) == ["EACCES"], timeout=10,
+                 what="chmod 600 on mount a enforced on mount b")
+    assert as_user(B, f"os.unlink({fb!r})") == ["EPERM"]
+    assert len(rows(a, key)) == 1 and rows(a, key)[0]["removed_at"] is None
+
+
+@pytest.mark.parametrize("how", ["config", "option"])
+def test_permission_checks_can_be_turned_off(mount_factory, uniq, how):
+    """A single-user mount may turn the kernel's checks off ([fs] default_permissions = false
+    or -o no_default_permissions): then another user's removal goes through."""
+    if how == "config":
+        m = mount_factory(config={"fs": {"default_permissions": "false"}}, opts="allow_other")
+    else:
+        m = mount_factory(opts="allow_other,no_default_permissions")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+    f = m.path("inbox", f"{uniq}.txt")
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o600)") == ["ok", "ok"]
+    assert as_user(B, rd(f), f"os.unlink({f!r})") == ["A", "ok"]
+    assert all(r["removed_at"] is not None for r in rows(m, f"{uniq}.txt"))
+
+
+def test_help_documents_the_permission_options():
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
+    assert "no_default_permissions" in out and "default_permissions = false" in out
