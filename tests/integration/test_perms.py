@@ -316,3 +316,25 @@ def test_help_documents_the_permission_options():
     from conftest import BIN
     out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
     assert "no_default_permissions" in out and "default_permissions = false" in out
+
+
+def test_chmod_with_the_database_down_fails_and_changes_nothing(fresh_mount, uniq):
+    m = fresh_mount
+    key = f"{uniq}.txt"
+    p = m.path("inbox", key)
+    write(p, b"x")
+    os.chmod(p, 0o640)
+    m.stop_pg()
+    with pytest.raises(OSError) as ei:
+        os.chmod(p, 0o600)
+    assert ei.value.errno not in (0, None)
+    with pytest.raises(OSError):
+        os.chown(p, 2005, 2005)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o640  # what it was: nothing half-done
+    m.start_pg()
+    m.wait_until(lambda: stat.S_IMODE(os.stat(p).st_mode) == 0o640 and m.alive(), timeout=20,
+                 what="mount answers again")
+    assert attrs_row(m, key)["mode"] == 0o640 and attrs_row(m, key)["uid"] == 0
+    assert [c["op"] for c in changes(m, key)] == ["chmod"]
+    os.chmod(p, 0o600)  # and it works again
+    assert attrs_row(m, key)["mode"] == 0o600
