@@ -69,6 +69,12 @@ static const char db_sql_attrs_drop[] =
 	" AND object_key COLLATE \"C\" >= $4::text"
 	" AND object_key COLLATE \"C\" < $5::text))";
 
+/* $1 bucket, $2 key, $3 the replacing upload's time (epoch seconds). */
+static const char db_sql_attrs_drop_replaced[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text"
+	" AND ctime < to_timestamp($3::bigint)";
+
 /* $1 bucket, $2 from, $3 to, $4 tree, $5 from + "/", $6 from + "0". */
 static const char db_sql_attrs_move[] =
 	"UPDATE file_attrs SET object_key = CASE WHEN object_key = $2::text"
@@ -358,4 +364,33 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree)
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "drop file attributes", 1, 0, pg_attrs_drop, &a);
+}
+
+struct attrs_replaced_args {
+	const char *bucket, *key;
+	time_t at;
+};
+
+static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)
+{
+	struct attrs_replaced_args *a = arg;
+	char at[24];
+	const char *p[3] = {a->bucket, a->key, at};
+
+	/* The store's Last-Modified has whole seconds: a row written in
+	 * the same second as the upload is taken as older (dropped). */
+	snprintf(at, sizeof(at), "%lld", (long long)a->at + 1);
+	return pg_exec(x, db_sql_attrs_drop_replaced, 3, p, NULL);
+}
+
+int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
+			   time_t uploaded_at)
+{
+	struct attrs_replaced_args a = {
+	    .bucket = bucket, .key = key, .at = uploaded_at};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "drop replaced file attributes", 0, 0,
+		      pg_attrs_drop_replaced, &a);
 }

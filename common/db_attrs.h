@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "db.h"
 
@@ -58,5 +59,13 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 /* Removal: key's row goes (with tree, those under key + "/" too). The
  * change log stays. 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree);
+
+/* Content that arrived by another route replaced key (uploaded at
+ * uploaded_at, the store's Last-Modified): key's row goes unless it was
+ * written after that (a mount created the file again since), so the new
+ * content gets the configured owner, never its uploader's claim nor the
+ * previous writer's. The change log stays. 0 or -errno. */
+int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
+			   time_t uploaded_at);
 
 #endif

@@ -338,3 +338,28 @@ def test_chmod_with_the_database_down_fails_and_changes_nothing(fresh_mount, uni
     assert [c["op"] for c in changes(m, key)] == ["chmod"]
     os.chmod(p, 0o600)  # and it works again
     assert attrs_row(m, key)["mode"] == 0o600
+
+
+def test_foreign_overwrite_of_a_users_file_takes_the_configured_owner(shared, uniq):
+    """Content that another route put over A's file is not A's: once logged, it shows the
+    configured owner and mode, not A's (nor the uploader's claim)."""
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o666)") == ["ok", "ok"]
+    assert os.stat(f).st_uid == A
+    time.sleep(1.1)  # a later second than A's chmod: Last-Modified has whole seconds
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"console",
+                    Metadata={"uid": str(A), "gid": str(A), "mode": str(stat.S_IFREG | 0o666)})
+    def logged():
+        os.listdir(m.inbox)  # seen in a listing: logged once its grace has passed
+        return any(r["origin"] == "foreign" for r in rows(m, key))
+    m.wait_until(logged, timeout=30, interval=0.5, what="the overwrite logged")
+    assert attrs_row(m, key) is None
+    m.wait_until(lambda: os.stat(f).st_uid == 3000, timeout=10, what="configured owner shown")
+    st = os.stat(f)
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (3001, 0o644)
+    assert as_user(A, f"open({f!r}, 'ab').write(b'x')", f"os.unlink({f!r})") == \
+        ["EACCES", "EPERM"]
+    # A's chmod stays in the change log
+    assert [c["op"] for c in changes(m, key)] == ["chmod"]
