@@ -379,6 +379,20 @@ static int cfg_parse_long(const char *v, long min, long max, long *out)
 	return 0;
 }
 
+/* A mode in octal ("0644", "644"), permission bits only (07777). */
+static int cfg_parse_mode(const char *v, unsigned *out)
+{
+	char *end;
+	unsigned long n;
+
+	errno = 0;
+	n = strtoul(v, &end, 8);
+	if (errno || end == v || *end || *v == '-' || n > 07777)
+		return -EINVAL;
+	*out = (unsigned)n;
+	return 0;
+}
+
 /* "16M", "5G", "8MiB", "1048576" -> bytes. -EINVAL for bad syntax,
  * -ERANGE for a value that does not fit in 64 bits. */
 static int cfg_parse_size(const char *v, uint64_t *out)
@@ -599,6 +613,18 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "foreign_grace_ms")) {
 			rc = cfg_parse_long(value, 0, 86400000, &n);
 			c->foreign_grace_ms = n;
+		} else if (!strcmp(name, "foreign_uid")) {
+			rc = cfg_parse_long(value, 0, 4294967294L, &n);
+			c->foreign_uid = n;
+		} else if (!strcmp(name, "foreign_gid")) {
+			rc = cfg_parse_long(value, 0, 4294967294L, &n);
+			c->foreign_gid = n;
+		} else if (!strcmp(name, "file_mode")) {
+			rc = cfg_parse_mode(value, &c->file_mode);
+		} else if (!strcmp(name, "dir_mode")) {
+			rc = cfg_parse_mode(value, &c->dir_mode);
+		} else if (!strcmp(name, "default_permissions")) {
+			rc = cfg_parse_bool(value, &c->default_permissions);
 		} else if (!strcmp(name, "max_threads")) {
 			rc = cfg_parse_long(value, 2, 1024, &n);
 			c->max_threads = (int)n;
@@ -753,6 +779,11 @@ static int cfg_defaults(struct cfg *c)
 	c->cache_ttl_ms = 3000;
 	c->scan_interval_s = 60;
 	c->foreign_grace_ms = -1;
+	c->foreign_uid = -1;
+	c->foreign_gid = -1;
+	c->file_mode = 0644;
+	c->dir_mode = 0755;
+	c->default_permissions = 1;
 	c->max_threads = 32;
 	c->log_level = 2;
 	c->db_pool_size = 8;

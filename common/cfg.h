@@ -49,6 +49,15 @@ struct cfg {
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */
 	long foreign_grace_ms; /* wait before logging an upload by another route;
 				* -1 (default): derived from the timeouts */
+	/* Owner of what no mount created (objects that arrived by other
+	 * routes, directories only implied by keys): -1 (default) is the
+	 * daemon's own uid/gid (root for the shared allow_other mount).
+	 * An uploader's x-amz-meta-uid/gid are never trusted. */
+	long foreign_uid;
+	long foreign_gid;
+	unsigned file_mode;   /* mode of a file with none recorded, 0644 */
+	unsigned dir_mode;    /* of a directory with none recorded, 0755 */
+	int default_permissions; /* the kernel checks permissions, default 1 */
 	int max_threads;      /* FUSE worker threads, default 32 */
 	int log_level;        /* 0 error .. 3 debug, default 2 */
 };

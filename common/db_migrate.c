@@ -384,6 +384,71 @@ static const char *const db_migration_4[] = {
 	NULL,
 };
 
+/* Version 5: attributes set with chmod, chown and utimens (and the owner
+ * and mode given at create/mkdir), persisted so every mount sharing the
+ * database shows them. file_attrs is mutable (one row per key: NULL
+ * columns mean "not set", the default applies); file_attr_changes logs
+ * each chmod/chown/utimens with who and when, and is append-only for every
+ * role (no removed_at: nothing may change). Times are nanoseconds since
+ * the epoch (utimensat's precision). A removed file's file_attrs row goes;
+ * its changes stay. */
+static const char *const db_migration_5[] = {
+	"CREATE TABLE IF NOT EXISTS file_attrs ("
+	" bucket text NOT NULL,"
+	" object_key text NOT NULL,"
+	" mode integer CHECK (mode BETWEEN 0 AND 4095),"
+	" uid bigint,"
+	" gid bigint,"
+	" atime_ns bigint,"
+	" mtime_ns bigint,"
+	" ctime timestamptz NOT NULL DEFAULT now(),"
+	" updated_by text,"
+	" PRIMARY KEY (bucket, object_key))",
+	"CREATE INDEX IF NOT EXISTS file_attrs_key_c"
+	" ON file_attrs (bucket, object_key COLLATE \"C\")",
+
+	"CREATE TABLE IF NOT EXISTS file_attr_changes ("
+	" id bigserial PRIMARY KEY,"
+	" bucket text NOT NULL,"
+	" object_key text NOT NULL,"
+	" op text NOT NULL CHECK (op IN ('chmod', 'chown', 'utimens')),"
+	" mode integer,"
+	" uid bigint,"
+	" gid bigint,"
+	" atime_ns bigint,"
+	" mtime_ns bigint,"
+	" changed_at timestamptz NOT NULL DEFAULT now(),"
+	" changed_by text,"
+	" changed_uid bigint,"
+	" changed_user text,"
+	" changed_host text)",
+	"CREATE INDEX IF NOT EXISTS file_attr_changes_key"
+	" ON file_attr_changes (bucket, object_key, id)",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_strict_append_only()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"BEGIN\n"
+	" RAISE EXCEPTION 'custodyfs: %.% is append-only: % refused',"
+	" TG_TABLE_SCHEMA, TG_TABLE_NAME, TG_OP USING ERRCODE = 'P0001';\n"
+	"END\n"
+	"$fn$",
+	"DROP TRIGGER IF EXISTS custodyfs_append_only_row"
+	" ON file_attr_changes",
+	"DROP TRIGGER IF EXISTS custodyfs_append_only_stmt"
+	" ON file_attr_changes",
+	"CREATE TRIGGER custodyfs_append_only_row"
+	" BEFORE UPDATE ON file_attr_changes FOR EACH ROW"
+	" EXECUTE FUNCTION custodyfs_strict_append_only()",
+	"CREATE TRIGGER custodyfs_append_only_stmt"
+	" BEFORE DELETE OR TRUNCATE ON file_attr_changes FOR EACH STATEMENT"
+	" EXECUTE FUNCTION custodyfs_strict_append_only()",
+	"ALTER TABLE file_attr_changes ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_row",
+	"ALTER TABLE file_attr_changes ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_stmt",
+	NULL,
+};
+
 /* Version 6: the promotion journal (promote.c, db_storage.c). An ordinary
  * mutable table, not an audit table: one row per promotion, its intent and
  * step, so a crash is finished or rolled back from it. The database decides
@@ -491,6 +556,7 @@ static const struct db_migration db_migrations[] = {
 	{2, "reception record in one round trip", db_migration_2},
 	{3, "byte-order key indexes on reception_audit", db_migration_3},
 	{4, "a mount's upload always gets its own reception row", db_migration_4},
+	{5, "persisted file attributes and their change log", db_migration_5},
 	{6, "promotion journal; storage rows name their journal entry",
 	 db_migration_6},
 	{7, "projects guard: deleting a project with stored files is 2BP01",

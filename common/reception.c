@@ -37,6 +37,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "db_attrs.h"
 #include "fpset.h"
 #include "log.h"
 #include "names.h"
@@ -999,6 +1000,14 @@ static int reception_log_foreign(struct reception *r, const char *key,
 				 "(%llu bytes)",
 				 r->cfg->reception_bucket, key,
 				 (unsigned long long)before.size);
+		/* Its owner and mode are the configured ones now, not those
+		 * recorded for what it replaced (nor any its uploader set). */
+		if (*inserted &&
+		    db_attrs_drop_replaced(r->db, r->cfg->reception_bucket, key,
+					   before.mtime) != 0)
+			log_error("%s/%s: attributes of the replaced file "
+				  "kept",
+				  r->cfg->reception_bucket, key);
 	}
 	pthread_mutex_lock(&r->lock);
 	defer_del(r, key, before.etag);

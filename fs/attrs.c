@@ -1,35 +1,280 @@
-/* attrs.c - attributes set with chmod, chown and utimens on inbox/ files,
- * kept for the view (an object store holds none of them), so cp -p,
- * rsync -a and file managers work.
+/* attrs.c - attributes of inbox/ files: the mode and owner given at create
+ * and mkdir, and those set with chmod, chown and utimens. PostgreSQL holds
+ * them (file_attrs, db_attrs.h) so they survive remounts and every mount
+ * sharing the database sees them; each chmod/chown/utimens is logged there
+ * with who and when (file_attr_changes).
  *
- * A hash table from the file's key to its override (nameidx), protected by
- * cfs->lock: getattr asks it for every file, in O(1). Overrides live as long
- * as the mount; they follow renames and go with removals. */
+ * This file keeps a cache in front of it: one snapshot per directory of
+ * the bucket (its direct children's rows, fetched in one query), refreshed
+ * when older than the listing TTL ([fs] cache_ttl_ms), so a change made by
+ * another mount shows within a few seconds. Changes made here go to the
+ * database first (an error there: -errno, nothing changed) and then into
+ * the snapshot. A snapshot load that raced with a change made here is not
+ * applied (its epoch moved): the next getattr loads again.
+ *
+ * Everything below is protected by cfs->lock; a load runs without it (one
+ * loader per directory, marked by dirsnap.loading; others use the previous
+ * snapshot, or wait for the first one). */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "db_attrs.h"
 #include "fs.h"
+#include "log.h"
 #include "nameidx.h"
 
-static struct nameidx attrs = NAMEIDX_INIT; /* protected by cfs->lock:
-					       rel -> struct attrov * */
+struct dirsnap {
+	char *dir;		/* "" (inbox/) or "a/b/" */
+	struct nameidx kids;	/* protected by cfs->lock: rel -> attrov */
+	struct timespec loaded; /* protected by cfs->lock: CLOCK_MONOTONIC */
+	uint64_t epoch; /* protected by cfs->lock: bumped by each change */
+	int loading;	/* protected by cfs->lock: a load is running */
+	int ok;		/* protected by cfs->lock: loaded at least once */
+};
+
+static struct nameidx snaps = NAMEIDX_INIT; /* protected by cfs->lock:
+					       dir -> struct dirsnap * */
+static pthread_cond_t loaded_cond = PTHREAD_COND_INITIALIZER; /* cfs->lock */
 
 static void attrov_free(struct attrov *a)
 {
+	if (!a)
+		return;
 	free(a->rel);
 	free(a);
 }
 
-/* Caller holds cfs->lock. The override for rel (created empty when create
- * is set), or NULL (absent, or out of memory). */
-static struct attrov *attrov_find(const char *rel, int create)
+/* The directory of rel as a key prefix ("a/b.txt" -> "a/", "b" -> ""),
+ * malloc'd, or NULL. */
+static char *dir_of(const char *rel)
+{
+	const char *s = strrchr(rel, '/');
+
+	return s ? strndup(rel, (size_t)(s - rel) + 1) : strdup("");
+}
+
+/* Caller holds cfs->lock. rel's directory snapshot (created when create is
+ * set), or NULL. */
+static struct dirsnap *snap_find(const char *rel, int create)
+{
+	struct dirsnap *s;
+	uintptr_t v;
+	char *dir = dir_of(rel);
+
+	if (!dir)
+		return NULL;
+	if (nameidx_get(&snaps, dir, &v)) {
+		free(dir);
+		return (struct dirsnap *)v;
+	}
+	if (!create) {
+		free(dir);
+		return NULL;
+	}
+	s = calloc(1, sizeof(*s));
+	if (!s || nameidx_put(&snaps, dir, (uintptr_t)s)) {
+		free(s);
+		free(dir);
+		return NULL;
+	}
+	s->dir = dir;
+	return s;
+}
+
+static void kids_free(struct nameidx *kids)
+{
+	size_t i;
+
+	for (i = 0; i < kids->cap; i++)
+		if (kids->slots[i].key)
+			attrov_free((struct attrov *)kids->slots[i].val);
+	nameidx_free(kids);
+}
+
+static struct timespec ns_ts(int64_t ns)
+{
+	struct timespec t;
+
+	t.tv_sec = (time_t)(ns / 1000000000);
+	t.tv_nsec = (long)(ns % 1000000000);
+	if (t.tv_nsec < 0) {
+		t.tv_sec--;
+		t.tv_nsec += 1000000000;
+	}
+	return t;
+}
+
+static int64_t ts_ns(const struct timespec *t)
+{
+	return (int64_t)t->tv_sec * 1000000000 + t->tv_nsec;
+}
+
+/* A cache entry from a database row (rel taken over), or NULL. */
+static struct attrov *attrov_from_row(struct db_attrs *r)
+{
+	struct attrov *a = calloc(1, sizeof(*a));
+
+	if (!a)
+		return NULL;
+	a->rel = r->key;
+	r->key = NULL;
+	if (r->what & DB_ATTR_MODE) {
+		a->mode = (mode_t)(r->mode & 07777);
+		a->has_mode = 1;
+	}
+	if (r->what & DB_ATTR_OWNER) {
+		a->uid = (uid_t)r->uid;
+		a->gid = (gid_t)r->gid;
+		a->has_owner = 1;
+	}
+	if (r->what & DB_ATTR_ATIME) {
+		a->atime = ns_ts(r->atime_ns);
+		a->has_atime = 1;
+	}
+	if (r->what & DB_ATTR_MTIME) {
+		a->mtime = ns_ts(r->mtime_ns);
+		a->has_mtime = 1;
+	}
+	a->ctime = ns_ts(r->ctime_ns);
+	a->has_ctime = 1;
+	return a;
+}
+
+static long ms_since(const struct timespec *t)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (long)(now.tv_sec - t->tv_sec) * 1000 +
+	       (now.tv_nsec - t->tv_nsec) / 1000000;
+}
+
+/* Caller holds cfs->lock (released while the database is asked); s is
+ * marked loading by the caller, and no longer when this returns. Loads s
+ * from the database: 0, -EAGAIN (changed here meanwhile: the load may
+ * predate that change, so it is not applied), or -errno (logged). */
+static int snap_load_locked(struct dirsnap *s)
+{
+	struct db_attrs *rows = NULL;
+	struct nameidx kids = NAMEIDX_INIT;
+	uint64_t epoch = s->epoch;
+	const char *dir = s->dir; /* never freed while loads run */
+	size_t n = 0, i;
+	int rc;
+
+	pthread_mutex_unlock(&cfs->lock);
+	rc = db_attrs_list_dir(cfs->db, cfs->cfg.reception_bucket, dir, &rows,
+			       &n);
+	for (i = 0; rc == 0 && i < n; i++) {
+		struct attrov *a = attrov_from_row(&rows[i]);
+
+		if (!a || nameidx_put(&kids, a->rel, (uintptr_t)a)) {
+			attrov_free(a);
+			rc = -ENOMEM;
+		}
+	}
+	db_attrs_free(rows, n);
+	pthread_mutex_lock(&cfs->lock);
+	s->loading = 0;
+	pthread_cond_broadcast(&loaded_cond);
+	if (rc == 0 && s->epoch != epoch)
+		rc = -EAGAIN;
+	if (rc) {
+		if (rc != -EAGAIN)
+			log_error("attributes of inbox/%s: %s", dir,
+				  strerror(-rc));
+		kids_free(&kids);
+		return rc;
+	}
+	kids_free(&s->kids);
+	s->kids = kids;
+	s->ok = 1;
+	clock_gettime(CLOCK_MONOTONIC, &s->loaded);
+	return 0;
+}
+
+static int bg_loads;   /* protected by cfs->lock: background loads running */
+static int bg_stopped; /* protected by cfs->lock: unmounting, none starts */
+
+/* A background refresh of a stale snapshot: getattr never waits on the
+ * database for a directory it has attributes for (a frozen server must
+ * not stall stat; SPEC §7). */
+static void *snap_bg_load(void *arg)
+{
+	struct dirsnap *s = arg;
+
+	pthread_mutex_lock(&cfs->lock);
+	if (snap_load_locked(s) != 0)
+		/* Tried: served stale until the TTL passes again. */
+		clock_gettime(CLOCK_MONOTONIC, &s->loaded);
+	bg_loads--;
+	pthread_cond_broadcast(&loaded_cond);
+	pthread_mutex_unlock(&cfs->lock);
+	return NULL;
+}
+
+/* Caller holds cfs->lock (released while the database is asked). Makes
+ * rel's directory snapshot fresh enough, and returns it (NULL: -errno in
+ * *err: never loaded and the database cannot be read, or ENOMEM). A
+ * snapshot loaded before is returned at once: when stale, a background
+ * thread refreshes it. A directory never loaded is loaded now (waiting
+ * for a load another thread runs). */
+static struct dirsnap *snap_fresh_locked(const char *rel, int *err)
+{
+	struct dirsnap *s = snap_find(rel, 1);
+	pthread_attr_t at;
+	pthread_t t;
+	int rc, tries;
+
+	*err = -ENOMEM;
+	if (!s)
+		return NULL;
+	for (tries = 0;; tries++) {
+		if (s->ok) {
+			if (s->loading || bg_stopped ||
+			    ms_since(&s->loaded) < (long)cfs->cfg.cache_ttl_ms)
+				return s;
+			s->loading = 1;
+			bg_loads++;
+			rc = pthread_attr_init(&at);
+			if (rc == 0) {
+				pthread_attr_setdetachstate(
+				    &at, PTHREAD_CREATE_DETACHED);
+				rc = pthread_create(&t, &at, snap_bg_load, s);
+				pthread_attr_destroy(&at);
+			}
+			if (rc == 0)
+				return s;
+			bg_loads--;
+			(void)snap_load_locked(s); /* no thread: here */
+			return s;
+		}
+		if (s->loading) {
+			pthread_cond_wait(&loaded_cond, &cfs->lock);
+			continue;
+		}
+		s->loading = 1;
+		rc = snap_load_locked(s);
+		if (rc == -EAGAIN && tries < 3)
+			continue;
+		if (rc && !s->ok) {
+			*err = rc == -EAGAIN ? -EIO : rc;
+			return NULL;
+		}
+		return s;
+	}
+}
+
+/* Caller holds cfs->lock. The entry for rel in s (created empty when
+ * create is set), or NULL. */
+static struct attrov *kid_find(struct dirsnap *s, const char *rel, int create)
 {
 	struct attrov *a;
 	uintptr_t v;
 
-	if (nameidx_get(&attrs, rel, &v))
+	if (nameidx_get(&s->kids, rel, &v))
 		return (struct attrov *)v;
 	if (!create)
 		return NULL;
@@ -37,50 +282,124 @@ static struct attrov *attrov_find(const char *rel, int create)
 	if (!a)
 		return NULL;
 	a->rel = strdup(rel);
-	if (!a->rel || nameidx_put(&attrs, a->rel, (uintptr_t)a)) {
+	if (!a->rel || nameidx_put(&s->kids, a->rel, (uintptr_t)a)) {
 		attrov_free(a);
 		return NULL;
 	}
 	return a;
 }
 
+/* Caller holds cfs->lock. Forgets the cached entry of rel. */
+static void forget_entry_locked(const char *rel)
+{
+	struct dirsnap *s = snap_find(rel, 0);
+	uintptr_t v;
+
+	if (!s)
+		return;
+	s->epoch++;
+	if (nameidx_get(&s->kids, rel, &v)) {
+		nameidx_del(&s->kids, rel);
+		attrov_free((struct attrov *)v);
+	}
+}
+
+/* Caller holds cfs->lock. Forgets what is cached under rel/: those
+ * snapshots are loaded again before anything in them is shown. */
+static void forget_tree_locked(const char *rel)
+{
+	size_t i, l = strlen(rel);
+
+	for (i = 0; i < snaps.cap; i++) {
+		const char *k = snaps.slots[i].key;
+		struct dirsnap *s;
+
+		if (!k || strncmp(k, rel, l) || k[l] != '/')
+			continue;
+		s = (struct dirsnap *)snaps.slots[i].val;
+		s->epoch++;
+		s->ok = 0;
+		kids_free(&s->kids);
+	}
+}
+
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st)
 {
-	struct timespec now;
+	struct db_attrs r = {0};
+	struct dirsnap *s;
 	struct attrov *a;
+	struct actor who;
+	const char *op = NULL;
+	int64_t ctime_ns = 0;
+	int rc;
 
-	clock_gettime(CLOCK_REALTIME, &now);
-	pthread_mutex_lock(&cfs->lock);
-	a = attrov_find(rel, 1);
-	if (a) {
-		if (what & ATTROV_RESET)
-			a->has_mode = a->has_owner = a->has_atime =
-			    a->has_mtime = a->has_ctime = 0;
-		if (what & ATTROV_MODE) {
-			a->mode = in->mode & 07777;
-			a->has_mode = 1;
-		}
-		if (what & ATTROV_OWNER) {
-			a->uid = in->uid == (uid_t)-1 ? st->st_uid : in->uid;
-			a->gid = in->gid == (gid_t)-1 ? st->st_gid : in->gid;
-			a->has_owner = 1;
-		}
-		if (what & ATTROV_ATIME) {
-			a->atime = in->atime;
-			a->has_atime = 1;
-		}
-		if (what & ATTROV_MTIME) {
-			a->mtime = in->mtime;
-			a->has_mtime = 1;
-		}
-		if (what & ATTROV_CTIME) {
-			a->ctime = now;
-			a->has_ctime = 1;
-		}
+	if (what & ATTROV_MODE) {
+		r.what |= DB_ATTR_MODE;
+		r.mode = in->mode & 07777;
+		op = "chmod";
 	}
+	if (what & ATTROV_OWNER) {
+		r.what |= DB_ATTR_OWNER;
+		r.uid = in->uid == (uid_t)-1 ? st->st_uid : in->uid;
+		r.gid = in->gid == (gid_t)-1 ? st->st_gid : in->gid;
+		op = "chown";
+	}
+	if (what & ATTROV_ATIME) {
+		r.what |= DB_ATTR_ATIME;
+		r.atime_ns = ts_ns(&in->atime);
+		op = "utimens";
+	}
+	if (what & ATTROV_MTIME) {
+		r.what |= DB_ATTR_MTIME;
+		r.mtime_ns = ts_ns(&in->mtime);
+		op = "utimens";
+	}
+	if (what & ATTROV_RESET) {
+		r.what |= DB_ATTR_RESET;
+		op = NULL; /* a new file, not a change: not logged */
+	}
+	cfs_actor(&who);
+	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, op, &who,
+			  &ctime_ns);
+	if (rc)
+		return rc;
+
+	pthread_mutex_lock(&cfs->lock);
+	s = snap_find(rel, 1);
+	a = s ? kid_find(s, rel, 1) : NULL;
+	if (s)
+		s->epoch++;
+	if (!a) {
+		/* Stored, but not cached: shown once reloaded. */
+		if (s)
+			s->ok = 0;
+		pthread_mutex_unlock(&cfs->lock);
+		return 0;
+	}
+	if (what & ATTROV_RESET)
+		a->has_mode = a->has_owner = a->has_atime = a->has_mtime = 0;
+	if (what & ATTROV_MODE) {
+		a->mode = r.mode;
+		a->has_mode = 1;
+	}
+	if (what & ATTROV_OWNER) {
+		a->uid = (uid_t)r.uid;
+		a->gid = (gid_t)r.gid;
+		a->has_owner = 1;
+	}
+	if (what & ATTROV_ATIME) {
+		a->atime = in->atime;
+		a->has_atime = 1;
+	}
+	if (what & ATTROV_MTIME) {
+		a->mtime = in->mtime;
+		a->has_mtime = 1;
+	}
+	a->ctime = ns_ts(ctime_ns);
+	a->has_ctime = 1;
 	pthread_mutex_unlock(&cfs->lock);
-	return a ? 0 : -ENOMEM;
+	return 0;
 }
 
 static int ts_after(const struct timespec *a, const struct timespec *b)
@@ -89,12 +408,15 @@ static int ts_after(const struct timespec *a, const struct timespec *b)
 	       (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
 }
 
-void attrov_apply(const char *rel, struct stat *st)
+int attrov_apply(const char *rel, struct stat *st)
 {
+	struct dirsnap *s;
 	struct attrov *a;
+	int rc = 0;
 
 	pthread_mutex_lock(&cfs->lock);
-	a = attrov_find(rel, 0);
+	s = snap_fresh_locked(rel, &rc);
+	a = s ? kid_find(s, rel, 0) : NULL;
 	if (a) {
 		if (a->has_mode)
 			st->st_mode =
@@ -111,103 +433,76 @@ void attrov_apply(const char *rel, struct stat *st)
 			st->st_ctim = a->ctime;
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	return s ? 0 : rc;
 }
 
-/* Caller holds cfs->lock. */
-static void attrov_drop_locked(const char *rel)
+/* Caller holds cfs->lock. The cached entry of from, if any, becomes to's
+ * (to's own goes); a directory snapshot that cannot take it is reloaded. */
+static void move_entry_locked(const char *from, const char *to)
 {
+	struct dirsnap *fs = snap_find(from, 0), *ts = snap_find(to, 1);
+	struct attrov *a = NULL;
 	uintptr_t v;
+	char *n;
 
-	if (!nameidx_get(&attrs, rel, &v))
-		return;
-	nameidx_del(&attrs, rel);
-	attrov_free((struct attrov *)v);
-}
-
-/* Caller holds cfs->lock. a (indexed) is now named n (allocated; taken
- * over, freed on failure). Out of memory, the override is lost, not left
- * under the old name: a new file there must not inherit it. */
-static void attrov_rename_locked(struct attrov *a, char *n)
-{
-	nameidx_del(&attrs, a->rel);
-	if (n) {
-		attrov_drop_locked(n);
-		if (nameidx_put(&attrs, n, (uintptr_t)a) == 0) {
-			free(a->rel);
-			a->rel = n;
-			return;
+	if (fs) {
+		fs->epoch++;
+		if (nameidx_get(&fs->kids, from, &v)) {
+			nameidx_del(&fs->kids, from);
+			a = (struct attrov *)v;
 		}
 	}
-	free(n);
-	attrov_free(a);
-}
-
-/* Caller holds cfs->lock. Everything under from/ moves to to/ (the index
- * cannot be walked while it changes: the overrides are gathered first). */
-static void attrov_move_tree_locked(const char *from, const char *to)
-{
-	size_t fl = strlen(from), i, n = 0;
-	struct attrov **v = NULL;
-	char *nn;
-
-	for (i = 0; i < attrs.cap; i++) {
-		const char *k = attrs.slots[i].key;
-
-		if (k && !strncmp(k, from, fl) && k[fl] == '/')
-			n++;
-	}
-	if (n == 0)
-		return;
-	v = malloc(n * sizeof(*v));
-	n = 0;
-	for (i = 0; i < attrs.cap; i++) {
-		const char *k = attrs.slots[i].key;
-
-		if (!k || strncmp(k, from, fl) || k[fl] != '/')
-			continue;
-		if (v)
-			v[n++] = (struct attrov *)attrs.slots[i].val;
-	}
-	if (!v) {
-		/* Out of memory: the overrides under from/ are lost rather
-		 * than left for new files there (the index is walked again
-		 * from the start after each removal). */
-		for (i = 0; i < attrs.cap; i++) {
-			const char *k = attrs.slots[i].key;
-
-			if (k && !strncmp(k, from, fl) && k[fl] == '/') {
-				attrov_drop_locked(k);
-				i = (size_t)-1;
-			}
-		}
+	if (!ts) {
+		attrov_free(a);
 		return;
 	}
-	for (i = 0; i < n; i++) {
-		if (asprintf(&nn, "%s%s", to, v[i]->rel + fl) < 0)
-			nn = NULL;
-		attrov_rename_locked(v[i], nn);
+	ts->epoch++;
+	if (nameidx_get(&ts->kids, to, &v)) {
+		nameidx_del(&ts->kids, to);
+		attrov_free((struct attrov *)v);
 	}
-	free(v);
+	if (!a)
+		return;
+	n = strdup(to);
+	if (!n || nameidx_put(&ts->kids, n, (uintptr_t)a)) {
+		free(n);
+		attrov_free(a);
+		ts->ok = 0; /* reloaded before it is shown again */
+		return;
+	}
+	free(a->rel);
+	a->rel = n;
 }
 
 void attrov_move(const char *from, const char *to, int tree)
 {
-	struct attrov *a;
+	int rc =
+	    db_attrs_move(cfs->db, cfs->cfg.reception_bucket, from, to, tree);
 
+	if (rc)
+		log_error("attributes of inbox/%s did not follow its rename "
+			  "to inbox/%s: %s",
+			  from, to, strerror(-rc));
 	pthread_mutex_lock(&cfs->lock);
-	attrov_drop_locked(to);
-	a = attrov_find(from, 0);
-	if (a)
-		attrov_rename_locked(a, strdup(to));
-	if (tree)
-		attrov_move_tree_locked(from, to);
+	move_entry_locked(from, to);
+	if (tree) {
+		forget_tree_locked(from);
+		forget_tree_locked(to);
+	}
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-void attrov_drop(const char *rel)
+void attrov_drop(const char *rel, int tree)
 {
+	int rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree);
+
+	if (rc)
+		log_error("attributes of removed inbox/%s not dropped: %s", rel,
+			  strerror(-rc));
 	pthread_mutex_lock(&cfs->lock);
-	attrov_drop_locked(rel);
+	forget_entry_locked(rel);
+	if (tree)
+		forget_tree_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
 }
 
@@ -216,9 +511,20 @@ void attrov_free_all(void)
 	size_t i;
 
 	pthread_mutex_lock(&cfs->lock);
-	for (i = 0; i < attrs.cap; i++)
-		if (attrs.slots[i].key)
-			attrov_free((struct attrov *)attrs.slots[i].val);
-	nameidx_free(&attrs);
+	/* No new background load; the running ones end within a statement
+	 * deadline (DB_STATEMENT_DEADLINE_MS). */
+	bg_stopped = 1;
+	while (bg_loads > 0)
+		pthread_cond_wait(&loaded_cond, &cfs->lock);
+	for (i = 0; i < snaps.cap; i++) {
+		struct dirsnap *s = (struct dirsnap *)snaps.slots[i].val;
+
+		if (!snaps.slots[i].key)
+			continue;
+		kids_free(&s->kids);
+		free(s->dir);
+		free(s);
+	}
+	nameidx_free(&snaps);
 	pthread_mutex_unlock(&cfs->lock);
 }

@@ -31,7 +31,7 @@ struct attrov {
 	uid_t uid;
 	gid_t gid;
 	struct timespec atime, mtime;
-	struct timespec ctime; /* the last chmod/chown/utimens */
+	struct timespec ctime; /* the last status change recorded */
 	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1,
 	    has_ctime : 1;
 };
@@ -108,8 +108,10 @@ struct cfs {
 	struct reception *rcp;
 	struct promote *promote; /* NULL until the workers start */
 	char host[256];
-	uid_t uid;
+	uid_t uid; /* the daemon's: owner of the root and inbox/ */
 	gid_t gid;
+	uid_t foreign_uid; /* owner of what no mount created ([fs]) */
+	gid_t foreign_gid;
 	time_t started;
 
 	/* Protects ofiles, and the attribute overrides of attrs.c. Taken
@@ -243,31 +245,38 @@ void ofile_drop_name(const char *rel);
  * nothing logged). */
 void ofile_free_all(void);
 
-/* attrs.c - mode, owner and time overrides (the mode given at create and
- * mkdir, chmod/chown/utimens), a hash table keyed by rel, protected by
- * cfs->lock. */
+/* attrs.c - mode, owner and times of inbox/ files (given at create and
+ * mkdir, set with chmod/chown/utimens), persisted in PostgreSQL
+ * (db_attrs.h) with a per-directory cache refreshed every cache_ttl_ms.
+ * Callers hold no lock. */
 #define ATTROV_MODE 1
 #define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep st's */
 #define ATTROV_ATIME 4
 #define ATTROV_MTIME 8
-#define ATTROV_CTIME 16 /* a status change: ctime becomes now */
-#define ATTROV_RESET 32 /* a new file: rel's earlier override goes first */
-/* Caller holds no lock. Records the fields of in named by what (ATTROV_*)
- * for rel; st is the file's current stat (for a partial chown; may be NULL
- * without ATTROV_OWNER). 0 or -ENOMEM (nothing recorded). */
+#define ATTROV_RESET 32 /* a new file: rel's earlier attributes go first */
+/* Records the fields of in named by what (ATTROV_*) for rel: in the
+ * database first (with the caller of the current FUSE request as who; a
+ * chmod/chown/utimens is also logged in file_attr_changes, a RESET is
+ * not), then in the cache; the status-change time is the database's now().
+ * st is the file's current stat (for a partial chown; may be NULL without
+ * ATTROV_OWNER). 0 or -errno from the database (nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st);
-/* Caller holds no lock. Applies rel's override, if any, to *st: mode,
- * owner, atime and mtime replace st's; ctime is the later of st's (moved by
- * writes and truncates) and the override's. */
-void attrov_apply(const char *rel, struct stat *st);
-/* rename: from's override becomes to's; to's own is dropped. With tree
- * set (a directory), the overrides of everything under from/ follow to
- * to/ as well. */
+/* Applies rel's attributes, if any, to *st: mode, owner, atime and mtime
+ * replace st's; ctime is the later of st's (moved by writes and truncates)
+ * and the recorded one. Loads rel's directory from the database when its
+ * snapshot is older than the TTL. 0, or -errno (EIO...) when the
+ * directory's attributes were never loaded and the database cannot be
+ * read (a stale snapshot is used otherwise). */
+int attrov_apply(const char *rel, struct stat *st);
+/* rename (after the store's): from's attributes become to's; to's own go.
+ * With tree set (a directory), those of everything under from/ follow to
+ * to/ as well. A database failure is logged (the rename stands). */
 void attrov_move(const char *from, const char *to, int tree);
-/* unlink/rmdir: rel's override goes. */
-void attrov_drop(const char *rel);
-/* At unmount: frees every override. */
+/* unlink/rmdir (after the store's): rel's attributes go (with tree, those
+ * under rel/ too); the change log stays. A failure is logged. */
+void attrov_drop(const char *rel, int tree);
+/* At unmount: frees the cache. */
 void attrov_free_all(void);
 
 /* ops_promote.c - promotion by rename (inbox/ -> projects/). */

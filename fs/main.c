@@ -24,6 +24,7 @@ struct cfs_opts {
 	int show_help;
 	char *first_nonopt; /* SOURCE of "custodyfs SOURCE MOUNTPOINT" */
 	int n_nonopt;
+	int no_default_permissions; /* -o no_default_permissions */
 };
 
 #define CFS_OPT(t, p, v)                                                       \
@@ -39,6 +40,7 @@ static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("-V", show_version, 1),
     CFS_OPT("--help", show_help, 1),
     CFS_OPT("-h", show_help, 1),
+    CFS_OPT("no_default_permissions", no_default_permissions, 1),
     /* fstab-only options, meaningless to FUSE: dropped. */
     FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
@@ -85,6 +87,15 @@ static void usage(const char *prog)
 	       "  -f               stay in the foreground (log to stderr)\n"
 	       "  -d               debug: foreground and FUSE request log\n"
 	       "  -o allow_other   let other users use the mount\n"
+	       "  -o no_default_permissions\n"
+	       "                   do not let the kernel check permissions "
+	       "(single-user\n"
+	       "                   mounts; also [fs] default_permissions = "
+	       "false).\n"
+	       "                   By default it checks them: inbox/ is a "
+	       "sticky shared\n"
+	       "                   drop (1777), files are owned by who wrote "
+	       "them\n"
 	       "  -V, --version    print the version\n"
 	       "  -h, --help       this text\n"
 	       "\n"
@@ -164,6 +175,10 @@ static int cfs_setup(const char *config)
 		snprintf(cfs->host, sizeof(cfs->host), "unknown");
 	cfs->uid = getuid();
 	cfs->gid = getgid();
+	cfs->foreign_uid =
+	    cfs->cfg.foreign_uid < 0 ? cfs->uid : (uid_t)cfs->cfg.foreign_uid;
+	cfs->foreign_gid =
+	    cfs->cfg.foreign_gid < 0 ? cfs->gid : (gid_t)cfs->cfg.foreign_gid;
 	cfs->started = time(NULL);
 	return projects_init();
 }
@@ -282,6 +297,11 @@ int main(int argc, char *argv[])
 		goto out_setup;
 	}
 	if (cfs_setup(opts.config) != 0)
+		goto out_setup;
+	/* The kernel checks permissions against what getattr reports (modes
+	 * and owners from attrs.c), unless turned off for a single user. */
+	if (cfs->cfg.default_permissions && !opts.no_default_permissions &&
+	    fuse_opt_add_arg(&args, "-odefault_permissions") == -1)
 		goto out_setup;
 	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
 	if (!fuse)

@@ -221,13 +221,31 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 {
 	struct upload_result res;
 	struct actor who;
-	char mtime[32];
-	struct s3_kv meta[1];
+	char mtime[32], mode[16], uid[16], gid[16];
+	struct s3_kv meta[4];
+	struct stat st;
 	int rc;
 
-	snprintf(mtime, sizeof(mtime), "%lld", (long long)of->mtime.tv_sec);
+	/* What s3fs and rclone read (s3fs's forms: st_mode with the file
+	 * type and mtime in decimal seconds), as getattr shows the file.
+	 * Only ever written, never read back: ownership comes from the
+	 * database, not from an object's metadata. */
+	ofile_stat(of, &st);
+	rc = attrov_apply(rel, &st);
+	if (rc)
+		return rc;
+	snprintf(mtime, sizeof(mtime), "%lld", (long long)st.st_mtim.tv_sec);
+	snprintf(mode, sizeof(mode), "%u", (unsigned)st.st_mode);
+	snprintf(uid, sizeof(uid), "%u", (unsigned)st.st_uid);
+	snprintf(gid, sizeof(gid), "%u", (unsigned)st.st_gid);
 	meta[0].name = (char *)"mtime";
 	meta[0].value = mtime;
+	meta[1].name = (char *)"mode";
+	meta[1].value = mode;
+	meta[2].name = (char *)"uid";
+	meta[2].value = uid;
+	meta[3].name = (char *)"gid";
+	meta[3].value = gid;
 	/* received_by: who changed the file, not who happens to commit it
 	 * (an fsync through another descriptor, a child's close). */
 	if (of->has_writer)
@@ -246,7 +264,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		return rc;
 	rc = upload_set_key(of->up, rel);
 	if (rc == 0)
-		rc = upload_finish(of->up, of->size, meta, 1, &res);
+		rc = upload_finish(of->up, of->size, meta, 4, &res);
 	if (rc == 0)
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
 	reception_busy_del(cfs->rcp, rel);
@@ -477,7 +495,7 @@ void ofile_stat(struct ofile *of, struct stat *st)
 	hidden = of->hidden || of->unlinked;
 	pthread_mutex_unlock(&cfs->lock);
 	memset(st, 0, sizeof(*st));
-	st->st_mode = S_IFREG | 0644;
+	st->st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
 	st->st_nlink = hidden ? 0 : 1; /* an open, unlinked file has none */
 	st->st_size = (off_t)of->size;
 	st->st_blocks = (blkcnt_t)((of->size + 511) / 512);
@@ -485,8 +503,9 @@ void ofile_stat(struct ofile *of, struct stat *st)
 	st->st_mtim = of->mtime;
 	st->st_ctim = of->mtime;
 	st->st_atim = of->mtime;
-	st->st_uid = cfs->uid;
-	st->st_gid = cfs->gid;
+	/* Until attrov_apply: as any file with no recorded owner. */
+	st->st_uid = cfs->foreign_uid;
+	st->st_gid = cfs->foreign_gid;
 }
 
 void ofile_rebase(const char *from_arg, const char *to)

@@ -159,15 +159,16 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 {
 	struct ofile *of = fh_file(h);
 	char *rel;
+	int rc;
 
 	if (!of) {
 		/* A read-only handle on a stored object. */
 		memset(st, 0, sizeof(*st));
-		st->st_mode = S_IFREG | 0644;
+		st->st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
 		st->st_nlink = 1;
 		st->st_size = (off_t)h->size;
-		st->st_uid = cfs->uid;
-		st->st_gid = cfs->gid;
+		st->st_uid = cfs->foreign_uid;
+		st->st_gid = cfs->foreign_gid;
 		st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
 	} else {
 		pthread_mutex_lock(&of->lock);
@@ -177,9 +178,9 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	rel = fh_rel(h);
 	if (!rel)
 		return -ENOMEM;
-	attrov_apply(rel, st);
+	rc = attrov_apply(rel, st);
 	free(rel);
-	return 0;
+	return rc;
 }
 
 /* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle), EIO. */
@@ -480,7 +481,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (what)
-		rc = attrov_set(rel, in, what | ATTROV_CTIME, &st);
+		rc = attrov_set(rel, in, what, &st);
 	free(own);
 	return rc;
 }
@@ -647,10 +648,11 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 0;
 	if (conn->capable & FUSE_CAP_ATOMIC_O_TRUNC)
 		conn->want |= FUSE_CAP_ATOMIC_O_TRUNC;
-	/* We keep no setuid bits or capabilities: the kernel need not ask
-	 * for security.capability before every write. */
-	if (conn->capable & FUSE_CAP_HANDLE_KILLPRIV)
-		conn->want |= FUSE_CAP_HANDLE_KILLPRIV;
+	/* Setuid/setgid bits are kept (attrs.c): the kernel clears them on a
+	 * write or truncate by a non-root writer, through setattr (chmod),
+	 * so the recorded mode follows. FUSE_CAP_HANDLE_KILLPRIV would leave
+	 * that to us: not asked for. */
+	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	conn->max_write = 1 << 20;
 	conn->max_readahead = 1 << 20;
 	return cfs;

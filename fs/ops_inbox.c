@@ -30,17 +30,21 @@ int check_name(const char *rel)
 	return rc;
 }
 
+/* What a listing entry looks like before its recorded attributes apply
+ * (attrov_apply): owned by the configured owner of foreign objects, with
+ * the configured modes. An uploader's x-amz-meta-uid/gid/mode are never
+ * read: an object nobody created here cannot claim an owner. */
 static void dentry_stat(const struct dentry *e, struct stat *st)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_uid = cfs->uid;
-	st->st_gid = cfs->gid;
+	st->st_uid = cfs->foreign_uid;
+	st->st_gid = cfs->foreign_gid;
 	if (e->is_dir) {
-		st->st_mode = S_IFDIR | 0755;
+		st->st_mode = S_IFDIR | (cfs->cfg.dir_mode & 07777);
 		st->st_nlink = 2;
 		st->st_mtime = cfs->started;
 	} else {
-		st->st_mode = S_IFREG | 0644;
+		st->st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
 		st->st_nlink = 1;
 		st->st_size = (off_t)e->size;
 		st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
@@ -51,6 +55,20 @@ static void dentry_stat(const struct dentry *e, struct stat *st)
 	st->st_atime = st->st_mtime;
 }
 
+/* The attributes a new file or directory is recorded with: the caller's
+ * uid and gid, mode with the caller's umask applied (the kernel applied it
+ * already unless told not to: applying it twice changes nothing). */
+static void creator_attrs(struct attrov *in, mode_t mode)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	in->mode = mode & 07777;
+	in->uid = ctx ? ctx->uid : cfs->uid;
+	in->gid = ctx ? ctx->gid : cfs->gid;
+	if (ctx)
+		in->mode &= ~(ctx->umask & 0777);
+}
+
 /* Errors: ENOENT, EIO (store unreachable), ENOMEM. */
 int inbox_getattr(const char *rel, struct stat *st)
 {
@@ -59,8 +77,11 @@ int inbox_getattr(const char *rel, struct stat *st)
 	int rc;
 
 	if (!*rel) {
+		/* A shared drop: anyone may create; only a file's owner (or
+		 * root) may rename or remove it (the kernel checks, with
+		 * default_permissions). */
 		memset(st, 0, sizeof(*st));
-		st->st_mode = S_IFDIR | 0755;
+		st->st_mode = S_IFDIR | 01777;
 		st->st_nlink = 2;
 		st->st_uid = cfs->uid;
 		st->st_gid = cfs->gid;
@@ -81,8 +102,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 			ofile_stat(of, st);
 			pthread_mutex_unlock(&of->lock);
 			ofile_put(of);
-			attrov_apply(rel, st);
-			return 0;
+			return attrov_apply(rel, st);
 		}
 		ofile_put(of);
 	}
@@ -90,8 +110,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 	if (rc)
 		return rc;
 	dentry_stat(&e, st);
-	attrov_apply(rel, st);
-	return 0;
+	return attrov_apply(rel, st);
 }
 
 struct list_ctx {
@@ -151,7 +170,7 @@ int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
  * Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
 int inbox_mkdir(const char *rel, mode_t mode)
 {
-	struct attrov in = {.mode = mode};
+	struct attrov in = {0};
 	struct stat st;
 	char *marker;
 	int rc;
@@ -167,8 +186,10 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return -EEXIST;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	/* The mode first: nothing stored without it. */
-	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+	/* Its mode and owner first: nothing stored without them. */
+	creator_attrs(&in, mode);
+	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
+			NULL);
 	if (rc == 0)
 		rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "",
 				0, NULL, 0, NULL);
@@ -176,7 +197,7 @@ int inbox_mkdir(const char *rel, mode_t mode)
 	if (rc == 0)
 		dcache_upsert(rel, 1, 0, time(NULL), NULL);
 	else
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 	return rc;
 }
 
@@ -213,7 +234,7 @@ int inbox_rmdir(const char *rel)
 		rc = s3_delete(cfs->s3, cfs->cfg.reception_bucket, prefix);
 	if (rc == 0) {
 		dcache_remove(rel);
-		attrov_drop(rel);
+		attrov_drop(rel, 1);
 	}
 	s3xml_list_free(&res);
 	free(prefix);
@@ -410,7 +431,7 @@ static void write_only_direct(struct fuse_file_info *fi)
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
-	struct attrov in = {.mode = mode};
+	struct attrov in = {0};
 	struct fhandle *h;
 	struct ofile *of;
 	int rc = 0, local = is_temp(rel);
@@ -441,14 +462,16 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		if (rc == 0 && (fi->flags & O_TRUNC))
 			rc = ofile_truncate(of, 0);
 	} else {
-		/* A new file: its mode, and none of an earlier file's
-		 * attributes under that name. */
-		rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE, NULL);
+		/* A new file: its mode and owner (the creator), and none of
+		 * an earlier file's attributes under that name. */
+		creator_attrs(&in, mode);
+		rc = attrov_set(
+		    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER, NULL);
 		if (rc)
 			return rc;
 		of = ofile_create(rel, local, &rc);
 		if (!of) {
-			attrov_drop(rel);
+			attrov_drop(rel, 0);
 			return rc;
 		}
 		rc = of->failed;
@@ -844,14 +867,14 @@ int inbox_unlink(const char *rel)
 		/* libfuse removes a hidden file when its last handle closes:
 		 * it never was in the store. */
 		if (!of) {
-			attrov_drop(rel); /* gone with its last handle */
+			attrov_drop(rel, 0); /* gone with its last handle */
 			return 0;
 		}
 		pthread_mutex_lock(&cfs->lock);
 		of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
 		ofile_put(of);
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 		return 0;
 	}
 	if (of) {
@@ -863,7 +886,7 @@ int inbox_unlink(const char *rel)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (!in_store) {
-			attrov_drop(rel);
+			attrov_drop(rel, 0);
 			return 0;
 		}
 	} else {
@@ -877,7 +900,7 @@ int inbox_unlink(const char *rel)
 	rc = reception_remove(cfs->rcp, rel, &who);
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
-		attrov_drop(rel);
+		attrov_drop(rel, 0);
 	}
 	return rc;
 }

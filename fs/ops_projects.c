@@ -292,6 +292,11 @@ static int pj_may_administer(const char *what, const char *prefix)
 	return -EACCES;
 }
 
+int projects_may_promote(const char *prefix)
+{
+	return pj_may_administer("promotion", prefix);
+}
+
 /* ---- empty subdirectories (memory) ---- */
 
 /* Caller holds pj_lock. Index of rel in pj_dirs, or -1. */
@@ -344,13 +349,20 @@ static void pj_dir_drop_tree_locked(const char *rel)
 
 /* ---- attributes ---- */
 
+/* projects/, a project and its subdirectories: writable by root and
+ * [fs] project_group (0775, that group), or by anyone when no group is
+ * set (0777), so that with default_permissions the kernel lets exactly
+ * those users create projects and promote into them (the daemon checks
+ * the same in pj_may_administer and projects_may_promote, for mounts
+ * without it). Nothing here can be removed or renamed but by those
+ * checks; stored files are immutable whatever the mode says. */
 static void pj_dir_stat(struct stat *st, time_t when)
 {
 	memset(st, 0, sizeof(*st));
-	st->st_mode = S_IFDIR | 0755;
+	st->st_mode = S_IFDIR | (pj_group_set ? 0775 : 0777);
 	st->st_nlink = 2;
 	st->st_uid = cfs->uid;
-	st->st_gid = cfs->gid;
+	st->st_gid = pj_group_set ? pj_group : cfs->gid;
 	st->st_blksize = 1 << 20;
 	st->st_mtime = st->st_ctime = st->st_atime = when;
 }

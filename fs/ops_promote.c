@@ -16,6 +16,7 @@
 #include "fs.h"
 #include "inbox.h"
 #include "log.h"
+#include "projects.h"
 #include "promote.h"
 
 /* Can inbox/<rel> be promoted as it is stored? -EBUSY while it is open
@@ -50,6 +51,7 @@ static int promote_src_veto(void *arg, const char *key)
  * were, else the first failure's errno, the failed files staying in
  * inbox/ and the others promoted.
  * Errors: EPERM (to names no file in a project), EINVAL (RENAME_EXCHANGE),
+ * EACCES (the caller is not in [fs] project_group),
  * EBUSY (the file is open
  * for writing or not committed: close it first; or the source changed
  * during the promotion), EPERM also for a local temporary file, EINVAL /
@@ -82,6 +84,11 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	prefix = strndup(to, (size_t)(slash - to));
 	if (!prefix)
 		return -ENOMEM;
+	rc = projects_may_promote(prefix);
+	if (rc) {
+		free(prefix);
+		return rc;
+	}
 	cfs_actor(&who);
 	if (S_ISDIR(st.st_mode)) {
 		struct promote_dir_result dr;
@@ -94,7 +101,7 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		dcache_invalidate_all();
 		dcache_invalidate_in(DC_STORE);
 		if (rc == 0)
-			attrov_drop(from);
+			attrov_drop(from, 1);
 		else
 			log_info("rename inbox/%s -> projects/%s: %zu of %zu "
 				 "files promoted, the first failure %s: %s",
@@ -109,7 +116,7 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	dcache_invalidate_in(DC_STORE);
 	if (rc == 0) {
 		dcache_remove(from);
-		attrov_drop(from);
+		attrov_drop(from, 0);
 	} else {
 		log_info("rename inbox/%s -> projects/%s: %s", from, to,
 			 strerror(-rc));

@@ -13,6 +13,10 @@ int projects_init(void);
 /* At unmount: frees the registry cache and the empty subdirectories. */
 void projects_free_all(void);
 
+/* May the caller promote into project prefix? Root, anyone when [fs]
+ * project_group is unset, or its members. 0 or -EACCES (logged). */
+int projects_may_promote(const char *prefix);
+
 int projects_getattr(const char *rel, struct stat *st);
 int projects_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int projects_readlink(const char *rel, char *buf, size_t size);

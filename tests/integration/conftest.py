@@ -30,8 +30,8 @@ Fixtures
                   Mixing with ``mount`` in one module works: the reset unmounts the module
                   daemon, which is remounted (on the now clean store) before its next test.
 ``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
-                  name=None, fuse_opts=None)`` -> Mount (fuse_opts: extra ``-o`` options such
-                  as ``["allow_other"]``, for tests acting as other users); every mount it made is torn down after the test.
+                  name=None, opts=None)`` -> Mount (opts: extra ``-o`` mount options, e.g.
+                  ``"allow_other"`` for tests run as other users); every mount it made is torn down after the test.
                   ``reset=False`` gives a second mount on the same store and database (several
                   hosts sharing one store); ``start=False`` lets a test prepare the database
                   (e.g. the seed's old tables) before ``m.mount()``.
@@ -440,18 +440,19 @@ class Stack:
         self.sql("CREATE DATABASE custody OWNER custody", user="postgres", dbname="postgres")
         self.empty_buckets()
 
-    def new_mount(self, name, config=None, env=None):
+    def new_mount(self, name, config=None, env=None, opts=None):
         n = next(self._mount_seq)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40] or "m"
-        m = Mount(self, f"{n:03d}-{safe}", config or {}, env)
+        m = Mount(self, f"{n:03d}-{safe}", config or {}, env, opts)
         return m
 
 
 # --------------------------------------------------------------------------- a mount
 
 class Mount:
-    def __init__(self, stack, name, config_overrides, env):
+    def __init__(self, stack, name, config_overrides, env, opts=None):
         self.stack = stack
+        self.opts = opts  # extra -o mount options ("allow_other"), or None
         self.name = name
         self.base = os.path.join(stack.tmp, "mounts", name)
         self.mnt = os.path.join(self.base, "mnt")
@@ -465,7 +466,6 @@ class Mount:
         self.reception_bucket = stack.reception_bucket
         self.storage_bucket = stack.storage_bucket
         self.extra_env = env or {}
-        self.fuse_opts = []  # extra -o options (e.g. "allow_other"), set before mount()
         self.proc = None
         self.mounted = False
         self.expected_death = False
@@ -608,13 +608,13 @@ class Mount:
                                "(meson setup build && meson compile -C build) or set CUSTODYFS_BIN")
         if _mountinfo_has(self.mnt):  # a leftover (crash): clear it
             run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
-        opts = ",".join([f"config={self.config}"] + list(self.fuse_opts))
-        self._log_note(f"mount {BIN} -f -o {opts} {self.mnt}")
+        o = f"config={self.config}" + (f",{self.opts}" if self.opts else "")
+        self._log_note(f"mount {BIN} -f -o {o} {self.mnt}")
         self.expected_death = False
         self._harness_killed = False
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([BIN, "-f", "-o", opts, self.mnt],
+            self.proc = subprocess.Popen([BIN, "-f", "-o", o, self.mnt],
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self._daemon_env(), start_new_session=True)
         finally:
@@ -836,11 +836,10 @@ def fresh_mount(stack, request):
 def mount_factory(stack, request):
     made = []
 
-    def make(config=None, reset=True, start=True, env=None, name=None, fuse_opts=None):
+    def make(config=None, reset=True, start=True, env=None, name=None, opts=None):
         if reset:
             stack.reset()
-        m = stack.new_mount(name or request.node.name, config, env)
-        m.fuse_opts = list(fuse_opts or [])
+        m = stack.new_mount(name or request.node.name, config, env, opts)
         made.append(m)
         if start:
             m.mount()

@@ -5,7 +5,8 @@ readdir) and independently: the reception bucket through boto3 and EVERY recepti
 of the key, removed ones included (checks.rows), so a phantom row fails the test.
 
 Not here (an object store cannot hold them, see README's pjdfstest table): device nodes,
-FIFOs, sockets, symlinks, hard links, ownership/permission enforcement."""
+FIFOs, sockets, symlinks, hard links. Ownership and permission enforcement (two users on an
+allow_other mount) is in test_perms.py."""
 import ctypes
 import errno
 import hashlib

@@ -162,7 +162,7 @@ def as_other(*cmd, check=False):
 
 
 def test_project_group_enforced(mount_factory, uniq):
-    m = mount_factory(config={"fs": {"project_group": "4242"}}, fuse_opts=["allow_other"])
+    m = mount_factory(config={"fs": {"project_group": "4242"}}, opts="allow_other")
     # uid 2001 without the group: EACCES, no row.
     r = as_other("mkdir", os.path.join(m.projects, uniq))
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
@@ -191,8 +191,46 @@ def test_project_group_enforced(mount_factory, uniq):
     assert len(registry(m, uniq + "-root")) == 1
 
 
+def test_promotion_is_for_the_project_group(mount_factory, uniq):
+    """Only root and project_group promote: a user outside it who drops a file may not move
+    it into a project (EACCES, from the kernel's check of the project directory's mode, or
+    from the daemon's own), and the file stays received; a member may, and moved_by names
+    that user. Every row for both keys is counted."""
+    m = mount_factory(config={"fs": {"project_group": "4242"}}, opts="allow_other")
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    st = os.stat(proj)
+    assert (st.st_mode & 0o7777, st.st_gid) == (0o775, 4242)
+    for who, groups in (("out", None), ("in", "4242")):
+        src = os.path.join(m.inbox, f"{uniq}-{who}.txt")
+        pre = ["setpriv", "--reuid=2001", "--regid=2001"]
+        pre += [f"--groups={groups}"] if groups else ["--clear-groups"]
+        r = subprocess.run(pre + ["sh", "-c", f"echo {who} > {src}"], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 0, r
+        r = subprocess.run(pre + ["mv", src, os.path.join(proj, f"{who}.txt")],
+                           capture_output=True, text=True, timeout=60)
+        key = f"{uniq}/{who}.txt"
+        rows = m.sql("select outcome, moved_uid from storage_audit where dest_key = %s", (key,))
+        rec = m.sql("select removed_at from reception_audit where object_key = %s",
+                    (f"{uniq}-{who}.txt",))
+        if who == "out":
+            assert r.returncode != 0 and "Permission denied" in r.stderr, r
+            assert rows == []
+            assert len(rec) == 1 and rec[0][0] is None
+            assert read(src) == b"out\n"
+            with pytest.raises(ClientError):
+                m.s3.head_object(Bucket=m.storage_bucket, Key=key)
+        else:
+            assert r.returncode == 0, r
+            assert [tuple(x) for x in rows] == [("copied", 2001)]
+            assert len(rec) == 1 and rec[0][0] is not None
+            assert not os.path.exists(src)
+            assert read(os.path.join(proj, "in.txt")) == b"in\n"
+
+
 def test_project_group_by_name(mount_factory, uniq):
-    m = mount_factory(config={"fs": {"project_group": "root"}}, fuse_opts=["allow_other"])
+    m = mount_factory(config={"fs": {"project_group": "root"}}, opts="allow_other")
     r = as_other("mkdir", os.path.join(m.projects, uniq))
     assert r.returncode != 0 and "Permission denied" in r.stderr, r
     r = subprocess.run(["setpriv", "--reuid=2001", "--regid=2001", "--groups=0", "mkdir",
@@ -203,7 +241,7 @@ def test_project_group_by_name(mount_factory, uniq):
 
 
 def test_no_project_group_anyone_creates(mount_factory, uniq):
-    m = mount_factory(fuse_opts=["allow_other"])
+    m = mount_factory(opts="allow_other")
     r = as_other("mkdir", os.path.join(m.projects, uniq))
     assert r.returncode == 0, r
     rows = registry(m, uniq)

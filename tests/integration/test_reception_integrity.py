@@ -42,6 +42,34 @@ def finish(p, timeout=BOUND):
         return None, "still running"
 
 
+def create_then_hold(pgproxy, path):
+    """Creates path, then holds the database. A create records its creator's owner and mode
+    in the database first (issue 9: nothing is created that the database did not take), so
+    a file whose COMMIT is to race with the held database is created before the hold."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    pgproxy.hold()
+    return fd
+
+
+def write_close_in_thread(fd, data):
+    """Writes data to fd and closes it in a thread; res["rc"] is 0 or the errno."""
+    res = {}
+
+    def run():
+        try:
+            v = memoryview(data)
+            while v:
+                v = v[os.write(fd, v):]
+            os.close(fd)
+            res["rc"] = 0
+        except OSError as e:
+            res["rc"] = e.errno
+
+    t = threading.Thread(target=run)
+    t.start()
+    return t, res
+
+
 def etag_of(m, key):
     h = head(m, key)
     return h["ETag"].strip('"') if h else None
@@ -266,21 +294,19 @@ def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy
     key = "two/same.bin"
     data_a = b"written by a " * 500
     data_b = b"written by b " * 700
-    src = tmp_path / "a.bin"
-    src.write_bytes(data_a)
-    pgproxy.hold()
-    p = start(["cp", str(src), os.path.join(a.inbox, key)])
+    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    t, res = write_close_in_thread(fd, data_a)
     try:
         a.wait_until(lambda: get_object(a, key) == data_a, timeout=30, what="a's upload")
         write(os.path.join(b.inbox, key), data_b)
         assert len(rows(b, key)) == 1
         pgproxy.cut()
-        rc, err = finish(p)
-        assert rc is not None and rc != 0, f"a's cp returned {rc} without its row ({err})"
+        t.join(BOUND)
+        assert not t.is_alive() and res.get("rc") not in (None, 0), \
+            f"a's close returned {res.get('rc')} without its row"
     finally:
         pgproxy.resume()
-        if p.poll() is None:
-            finish(p)
+        t.join(BOUND)
     a.wait_until(lambda: "nothing to undo" in a.daemon_log(), timeout=60, interval=0.5,
                  what="a resolved its failed upload")
     assert get_object(a, key) == data_b, "a deleted or replaced b's object"
@@ -306,11 +332,9 @@ def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory
     os.mkdir(os.path.join(a.inbox, "race"))
     key = "race/by-a.bin"
     data = os.urandom(size)
-    src = tmp_path / "a.bin"
-    src.write_bytes(data)
     bdir = os.path.join(b.inbox, "race")
-    pgproxy.hold()
-    p = start(["cp", str(src), os.path.join(a.inbox, key)])
+    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    t, res = write_close_in_thread(fd, data)
     try:
         a.wait_until(lambda: get_object(a, key) == data, timeout=60, what="a's upload")
         # b sees it (listing and its periodic scan) while a's row is not committed
@@ -320,8 +344,8 @@ def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory
         os.listdir(bdir)
     finally:
         pgproxy.resume()
-    rc, err = finish(p)
-    assert rc == 0, f"a's cp failed: {err}"
+    t.join(BOUND)
+    assert not t.is_alive() and res.get("rc") == 0, f"a's close failed: {res}"
     # past b's grace: b looks again and finds a's row
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
@@ -624,10 +648,8 @@ def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, p
     os.mkdir(os.path.join(a.inbox, "skew"))
     key = "skew/a.bin"
     data = os.urandom(5000)
-    pgproxy.hold()
-    errs = []
-    t = threading.Thread(target=lambda: errs.append(None) if write(os.path.join(a.inbox, key), data) is None else None)
-    t.start()
+    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    t, res = write_close_in_thread(fd, data)
     try:
         a.wait_until(lambda: get_object(a, key) == data, timeout=30, what="a's upload")
         b.wait_until(lambda: rows(b, key), timeout=30, interval=0.5, what="b's foreign row")
@@ -636,7 +658,7 @@ def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, p
     t.join(60)
     r = rows(a, key)
     print(r)
-    assert errs == [None], "a's close failed"
+    assert res.get("rc") == 0, f"a's close failed: {res}"
     assert any(x["origin"] == "mount" for x in r), f"a's close returned 0, its upload has no row of its own: {r}"
 
 

@@ -201,6 +201,58 @@ static void test_bad_values(void **state)
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 }
 
+/* [fs] ownership and permission keys: defaults, octal modes, bad values. */
+static void test_permission_keys(void **state)
+{
+	static const char base[] = "[s3]\nendpoint = http://x\n"
+				   "[postgres]\nconninfo = x\n";
+	static const char *const bad[] = {
+	    "[fs]\nfile_mode = 0899\n",     "[fs]\nfile_mode = 17777\n",
+	    "[fs]\ndir_mode = -755\n",      "[fs]\ndir_mode = rwx\n",
+	    "[fs]\nforeign_uid = -1\n",     "[fs]\nforeign_gid = 4294967295\n",
+	    "[fs]\ndefault_permissions = sometimes\n",
+	};
+	char text[256], err[256];
+	struct cfg c;
+	size_t i;
+
+	(void)state;
+	setenv("AWS_ACCESS_KEY_ID", "K", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "S", 1);
+	assert_int_equal(
+	    cfg_load(write_cfg("p.ini", base, 0600), &c, err, sizeof(err)), 0);
+	assert_int_equal(c.file_mode, 0644);
+	assert_int_equal(c.dir_mode, 0755);
+	assert_int_equal(c.foreign_uid, -1);
+	assert_int_equal(c.foreign_gid, -1);
+	assert_int_equal(c.default_permissions, 1);
+	cfg_free(&c);
+	snprintf(text, sizeof(text),
+		 "%s[fs]\nfile_mode = 0600\ndir_mode = 2770\n"
+		 "foreign_uid = 3000\nforeign_gid = 0\n"
+		 "default_permissions = false\n",
+		 base);
+	assert_int_equal(
+	    cfg_load(write_cfg("p.ini", text, 0600), &c, err, sizeof(err)), 0);
+	assert_int_equal(c.file_mode, 0600);
+	assert_int_equal(c.dir_mode, 02770);
+	assert_int_equal(c.foreign_uid, 3000);
+	assert_int_equal(c.foreign_gid, 0);
+	assert_int_equal(c.default_permissions, 0);
+	cfg_free(&c);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc;
+
+		snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+		rc = cfg_load(write_cfg("p.ini", text, 0600), &c, err,
+			      sizeof(err));
+		if (rc != -EINVAL)
+			fail_msg("case %zu: rc %d", i, rc);
+	}
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
 static void test_temp_patterns(void **state)
 {
 	static const char text[] =
@@ -525,6 +577,7 @@ int main(void)
 		cmocka_unit_test(test_credentials_file),
 		cmocka_unit_test(test_bad_values),
 		cmocka_unit_test(test_temp_patterns),
+	    cmocka_unit_test(test_permission_keys),
 	    cmocka_unit_test(test_conninfo_password_is_a_secret),
 	    cmocka_unit_test(test_size_overflow),
 	    cmocka_unit_test(test_long_lines),

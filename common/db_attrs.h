@@ -1,0 +1,71 @@
+/* db_attrs.h - persisted file attributes (file_attrs) and their change log
+ * (file_attr_changes), migration 5.
+ *
+ * Knows nothing of S3 or FUSE: a key is a string in a bucket. file_attrs
+ * holds, per key, the mode bits, owner and times set on the file (a NULL
+ * column: not set, the caller's default applies) and the time of the last
+ * status change; it is mutable and follows renames and removals.
+ * file_attr_changes logs every chmod, chown and utimens with who and when
+ * and is append-only (the database refuses UPDATE, DELETE, TRUNCATE). */
+#ifndef CUSTODYFS_DB_ATTRS_H
+#define CUSTODYFS_DB_ATTRS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "db.h"
+
+#define DB_ATTR_MODE 1	 /* mode */
+#define DB_ATTR_OWNER 2	 /* uid and gid */
+#define DB_ATTR_ATIME 4	 /* atime_ns */
+#define DB_ATTR_MTIME 8	 /* mtime_ns */
+#define DB_ATTR_RESET 16 /* a new file: fields not given become NULL */
+
+struct db_attrs {
+	char *key;     /* output rows only: malloc'd, owned by the rows */
+	unsigned what; /* DB_ATTR_* set in this row */
+	uint32_t mode; /* permission bits, 07777 */
+	int64_t uid, gid;
+	int64_t atime_ns, mtime_ns;
+	int64_t ctime_ns; /* output: the last status change */
+};
+
+/* Sets the fields of *a named by a->what for (bucket, key), in one
+ * transaction: the row is created when absent; with DB_ATTR_RESET every
+ * other field becomes NULL (a new file inherits nothing). When op is not
+ * NULL ("chmod", "chown", "utimens") the change is also logged in
+ * file_attr_changes with who. *ctime_ns (may be NULL) gets the row's new
+ * status-change time. 0 or -errno (nothing changed). */
+int db_attrs_set(struct db *d, const char *bucket, const char *key,
+		 const struct db_attrs *a, const char *op,
+		 const struct actor *who, int64_t *ctime_ns);
+
+/* The rows of the direct children of directory prefix dir ("" = the
+ * bucket's root, else "a/b/": keys dir + a name without '/', and dir + a
+ * name + "/" is not a child but that directory's marker) of bucket, in
+ * one query. *rows malloc'd (free with db_attrs_free). 0 or -errno. */
+int db_attrs_list_dir(struct db *d, const char *bucket, const char *dir,
+		      struct db_attrs **rows, size_t *n);
+void db_attrs_free(struct db_attrs *rows, size_t n);
+
+/* Rename: the row of from becomes to's (to's own row goes first); with
+ * tree set, the rows of every key under from + "/" move under to + "/"
+ * (and those under to + "/" go first). One transaction. The change log is
+ * untouched (it names keys as they were). 0 or -errno. */
+int db_attrs_move(struct db *d, const char *bucket, const char *from,
+		  const char *to, int tree);
+
+/* Removal: key's row goes (with tree, those under key + "/" too). The
+ * change log stays. 0 or -errno. */
+int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree);
+
+/* Content that arrived by another route replaced key (uploaded at
+ * uploaded_at, the store's Last-Modified): key's row goes unless it was
+ * written after that (a mount created the file again since), so the new
+ * content gets the configured owner, never its uploader's claim nor the
+ * previous writer's. The change log stays. 0 or -errno. */
+int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
+			   time_t uploaded_at);
+
+#endif

@@ -1,0 +1,365 @@
+"""Ownership and permissions of inbox/ (issue 9): attributes persisted in PostgreSQL
+(file_attrs, with every chmod/chown/utimens logged in the append-only file_attr_changes),
+seen across a remount and by a second mount sharing the database.
+
+Every result is checked through the mount (stat, errno) and independently: the tables with
+psycopg2 (the harness's sql helpers), the bucket with boto3, and EVERY reception_audit row of
+a key (checks.rows), removed ones included."""
+import errno
+import os
+import stat
+import time
+
+import psycopg2
+import pytest
+from checks import rows, write
+
+
+def attrs_row(m, key):
+    r = m.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
+                    (m.reception_bucket, key))
+    return r[0] if r else None
+
+
+def changes(m, key):
+    return m.sql_dicts("select * from file_attr_changes where bucket = %s and object_key = %s"
+                       " order by id", (m.reception_bucket, key))
+
+
+def wait_stat(m, path, pred, what, timeout=10):
+    """stat(path) until pred(st) (another mount's change shows within the cache TTL)."""
+    m.wait_until(lambda: pred(os.stat(path)), timeout=timeout, what=what)
+
+
+# --------------------------------------------------------------------------- persisted attributes
+
+def test_chmod_chown_utimens_persist_across_remount(fresh_mount, uniq):
+    m = fresh_mount
+    key = f"{uniq}.txt"
+    p = m.path("inbox", key)
+    write(p, b"hello")
+    os.chmod(p, 0o640)
+    os.chown(p, 2001, 2002)
+    os.utime(p, ns=(1_600_000_000_111_222_333, 1_500_000_000_123_456_789))
+    st = os.stat(p)
+    assert stat.S_IMODE(st.st_mode) == 0o640 and (st.st_uid, st.st_gid) == (2001, 2002)
+    m.restart()
+    st = os.stat(p)
+    assert stat.S_IMODE(st.st_mode) == 0o640
+    assert (st.st_uid, st.st_gid) == (2001, 2002)
+    assert st.st_mtime_ns == 1_500_000_000_123_456_789
+    assert st.st_atime_ns == 1_600_000_000_111_222_333
+    r = attrs_row(m, key)
+    assert (r["mode"], r["uid"], r["gid"]) == (0o640, 2001, 2002)
+    assert r["mtime_ns"] == 1_500_000_000_123_456_789
+    # one change row per call, each naming who (the caller: root here) and when
+    ch = changes(m, key)
+    assert [c["op"] for c in ch] == ["chmod", "chown", "utimens"], ch
+    assert ch[0]["mode"] == 0o640 and (ch[1]["uid"], ch[1]["gid"]) == (2001, 2002)
+    assert ch[2]["mtime_ns"] == 1_500_000_000_123_456_789
+    assert ch[2]["atime_ns"] == 1_600_000_000_111_222_333
+    for c in ch:
+        assert c["changed_uid"] == 0 and c["changed_user"] == "root"
+        assert c["changed_host"] == os.uname().nodename and c["changed_at"] is not None
+        assert "(uid 0)" in c["changed_by"]
+    # the file itself: one upload, one live row
+    assert len(rows(m, key)) == 1
+
+
+def test_attr_change_log_is_append_only(fresh_mount, uniq):
+    m = fresh_mount
+    p = m.path("inbox", f"{uniq}.txt")
+    write(p, b"x")
+    os.chmod(p, 0o600)
+    for q in ("update file_attr_changes set mode = 511",
+              "delete from file_attr_changes",
+              "truncate file_attr_changes"):
+        with pytest.raises(psycopg2.Error) as ei:
+            m.sql(q)
+        assert "append-only" in str(ei.value)
+    assert [c["mode"] for c in changes(m, f"{uniq}.txt")] == [0o600]
+
+
+def test_second_mount_sees_changes_within_seconds(mount_factory, uniq):
+    a = mount_factory(name="a")
+    b = mount_factory(reset=False, name="b")
+    key = f"{uniq}.txt"
+    write(a.path("inbox", key), b"shared")
+    pb = b.path("inbox", key)
+    b.wait_until(lambda: os.path.exists(pb), timeout=10, what="file seen by mount b")
+    os.chmod(a.path("inbox", key), 0o604)
+    wait_stat(b, pb, lambda st: stat.S_IMODE(st.st_mode) == 0o604, "chmod seen by mount b")
+    os.chown(pb, 2003, 2004)  # and the other way round
+    wait_stat(a, a.path("inbox", key), lambda st: (st.st_uid, st.st_gid) == (2003, 2004),
+              "chown seen by mount a")
+    os.utime(pb, (1_400_000_000, 1_400_000_001))
+    wait_stat(a, a.path("inbox", key), lambda st: st.st_mtime == 1_400_000_001,
+              "utimens seen by mount a")
+
+
+def test_attrs_follow_rename_and_go_with_removal(fresh_mount, uniq):
+    m = fresh_mount
+    d = m.path("inbox", uniq)
+    os.mkdir(d)
+    write(os.path.join(d, "f"), b"1")
+    os.chmod(os.path.join(d, "f"), 0o611)
+    os.rename(os.path.join(d, "f"), os.path.join(d, "g"))
+    assert attrs_row(m, f"{uniq}/f") is None
+    assert attrs_row(m, f"{uniq}/g")["mode"] == 0o611
+    os.rename(d, d + "-2")
+    assert attrs_row(m, f"{uniq}-2/g")["mode"] == 0o611
+    assert attrs_row(m, f"{uniq}/g") is None
+    m.restart()
+    assert stat.S_IMODE(os.stat(os.path.join(d + "-2", "g")).st_mode) == 0o611
+    # a new file under the old name inherits nothing
+    write(os.path.join(d + "-2", "h"), b"2")
+    os.unlink(os.path.join(d + "-2", "g"))
+    assert attrs_row(m, f"{uniq}-2/g") is None
+    # the change log keeps the chmod, under the name it had then
+    assert [c["op"] for c in changes(m, f"{uniq}/f")] == ["chmod"]
+    write(os.path.join(d + "-2", "g"), b"3")
+    assert stat.S_IMODE(os.stat(os.path.join(d + "-2", "g")).st_mode) != 0o611
+
+
+# --------------------------------------------------------------------------- as other users
+
+A, B = 2001, 2002  # numeric uids/gids without passwd entries
+FOREIGN = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001"}}
+
+# Runs as the given user: each line of the script is one operation; prints one JSON list with
+# "ok", the errno name, or what the operation returned.
+_AS = r"""
+import errno, json, os, sys
+out = []
+os.umask(int(sys.argv[1], 8))
+for line in sys.argv[2:]:
+    try:
+        r = eval(line)
+        out.append("ok" if r is None or isinstance(r, int) else r)
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+print(json.dumps(out))
+"""
+
+
+def as_user(uid, *ops, umask=0o022):
+    """Run ops (Python expressions, os imported) as uid:uid with no other group."""
+    import json
+    import subprocess
+    p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+                        "/usr/bin/python3", "-c", _AS, f"{umask:o}", *ops],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+def rd(path):
+    return f"open({path!r}, 'rb').read().decode()"
+
+
+@pytest.fixture
+def shared(mount_factory):
+    """One allow_other mount (the daemon runs as root) with a configured foreign owner."""
+    m = mount_factory(config=FOREIGN, opts="allow_other")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)  # other users must reach the mount point
+    return m
+
+
+def test_writer_owns_its_file_and_umask_applies(shared, uniq):
+    m = shared
+    f, d = m.path("inbox", f"{uniq}-a.txt"), m.path("inbox", f"{uniq}-d")
+    assert as_user(A, f"open({f!r}, 'w').write('from A')", umask=0o027) == ["ok"]
+    assert as_user(B, f"os.mkdir({d!r}, 0o777)", umask=0) == ["ok"]
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o640)
+    st = os.stat(d)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, B, 0o777)
+    st = os.stat(m.inbox)
+    assert stat.S_IMODE(st.st_mode) == 0o1777 and st.st_uid == 0
+    assert stat.S_IMODE(os.stat(m.mnt).st_mode) == 0o755
+    assert stat.S_IMODE(os.stat(m.audit).st_mode) == 0o555
+    # the audit row names the writer
+    (r,) = rows(m, f"{uniq}-a.txt")
+    assert r["received_uid"] == A and "(uid 2001)" in r["received_by"]
+    # and so does the object's metadata, as s3fs writes it (mode with the file type, mtime
+    # in decimal seconds)
+    h = m.s3.head_object(Bucket=m.reception_bucket, Key=f"{uniq}-a.txt")["Metadata"]
+    assert h["mode"] == str(stat.S_IFREG | 0o640)
+    assert (h["uid"], h["gid"]) == (str(A), str(A))
+    assert h["mtime"] == str(int(os.stat(f).st_mtime))
+    # surviving a remount: the owner is the database's, not the daemon's memory
+    m.restart()
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o640)
+
+
+def test_other_user_cannot_remove_rename_or_overwrite(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    mine = m.path("inbox", f"{uniq}-b.txt")
+    assert as_user(A, f"open({f!r}, 'w').write('A wrote this')") == ["ok"]
+    assert as_user(B, f"open({mine!r}, 'w').write('B')") == ["ok"]
+    got = as_user(B, rd(f),
+                  f"os.unlink({f!r})",
+                  f"os.rename({f!r}, {f + '.moved'!r})",
+                  f"os.rename({mine!r}, {f!r})",
+                  f"open({f!r}, 'r+b').write(b'x')",
+                  f"os.open({f!r}, os.O_WRONLY | os.O_TRUNC)",
+                  f"os.truncate({f!r}, 0)",
+                  f"open({f!r}, 'ab').write(b'x')",
+                  f"os.chmod({f!r}, 0o666)",
+                  f"os.chown({f!r}, {B}, {B})",
+                  f"os.utime({f!r}, (1, 1))")
+    assert got == ["A wrote this", "EPERM", "EPERM", "EPERM", "EACCES", "EACCES", "EACCES",
+                   "EACCES", "EPERM", "EPERM", "EPERM"], got
+    # nothing changed: the object, its one row, B's own file, no attribute change logged
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    (r,) = rows(m, key)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    assert len(rows(m, f"{uniq}-b.txt")) == 1 and rows(m, f"{uniq}-b.txt")[0]["removed_at"] is None
+    assert changes(m, key) == []
+    assert not os.path.exists(f + ".moved")
+    # the owner may remove its own; root may remove anyone's
+    assert as_user(A, f"os.rename({f!r}, {f + '.2'!r})", f"os.unlink({f + '.2'!r})") == ["ok", "ok"]
+    os.unlink(mine)
+    for k in (key, f"{uniq}.txt.2", f"{uniq}-b.txt"):
+        assert all(r["removed_at"] is not None for r in rows(m, k)), k
+        assert "Contents" not in m.s3.list_objects_v2(Bucket=m.reception_bucket, Prefix=k)
+
+
+def test_chmod_600_hides_content_and_chown_is_roots(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('secret')", f"os.chmod({f!r}, 0o600)",
+                   f"os.chown({f!r}, {B}, -1)", f"os.chown({f!r}, -1, {B})",
+                   f"os.chown({f!r}, -1, {A})") == ["ok", "ok", "EPERM", "EPERM", "ok"]
+    assert as_user(B, rd(f)) == ["EACCES"]
+    assert as_user(A, rd(f)) == ["secret"]
+    os.chown(f, B, B)  # root may
+    assert as_user(B, rd(f)) == ["secret"]
+    assert as_user(A, rd(f)) == ["EACCES"]
+    ch = changes(m, key)
+    assert [(c["op"], c["changed_uid"]) for c in ch] == \
+        [("chmod", A), ("chown", A), ("chown", 0)], ch
+    assert (ch[2]["uid"], ch[2]["gid"]) == (B, B)
+
+
+def test_setuid_cleared_on_write_by_another_user(shared, uniq):
+    m = shared
+    key = f"{uniq}.sh"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!/bin/sh')", f"os.chmod({f!r}, 0o6777)") == \
+        ["ok", "ok"]
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o6777
+    assert as_user(B, f"open({f!r}, 'ab').write(b'# B')") == ["ok"]
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+    assert attrs_row(m, key)["mode"] == 0o777  # persisted: the kernel asked through chmod
+    m.restart()
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"#!/bin/sh# B"
+
+
+def test_foreign_upload_gets_the_configured_owner_whatever_its_metadata(shared, uniq):
+    m = shared
+    key = f"{uniq}.bin"
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"from the console",
+                    Metadata={"uid": "0", "gid": "0", "mode": str(stat.S_IFREG | 0o4777)})
+    f = m.path("inbox", key)
+    m.wait_until(lambda: os.path.exists(f), timeout=10, what="foreign object listed")
+    st = os.stat(f)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (3000, 3001, 0o644)
+    # so another user may read it but not change or remove it
+    assert as_user(A, rd(f), f"open({f!r}, 'ab').write(b'x')", f"os.unlink({f!r})") == \
+        ["from the console", "EACCES", "EPERM"]
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"from the console"
+
+
+def test_second_mount_enforces_a_chmod_made_on_the_first(mount_factory, uniq):
+    a = mount_factory(opts="allow_other", name="a")
+    b = mount_factory(reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+            os.chmod(d, os.stat(d).st_mode | 0o055)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({fa!r}, 'w').write('A')") == ["ok"]
+    b.wait_until(lambda: as_user(B, rd(fb)) == ["A"], timeout=10, what="B reads on mount b")
+    assert os.stat(fb).st_uid == A
+    assert as_user(A, f"os.chmod({fa!r}, 0o600)") == ["ok"]
+    b.wait_until(lambda: as_user(B, rd(fb)) == ["EACCES"], timeout=10,
+                 what="chmod 600 on mount a enforced on mount b")
+    assert as_user(B, f"os.unlink({fb!r})") == ["EPERM"]
+    assert len(rows(a, key)) == 1 and rows(a, key)[0]["removed_at"] is None
+
+
+@pytest.mark.parametrize("how", ["config", "option"])
+def test_permission_checks_can_be_turned_off(mount_factory, uniq, how):
+    """A single-user mount may turn the kernel's checks off ([fs] default_permissions = false
+    or -o no_default_permissions): then another user's removal goes through."""
+    if how == "config":
+        m = mount_factory(config={"fs": {"default_permissions": "false"}}, opts="allow_other")
+    else:
+        m = mount_factory(opts="allow_other,no_default_permissions")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+    f = m.path("inbox", f"{uniq}.txt")
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o600)") == ["ok", "ok"]
+    assert as_user(B, rd(f), f"os.unlink({f!r})") == ["A", "ok"]
+    assert all(r["removed_at"] is not None for r in rows(m, f"{uniq}.txt"))
+
+
+def test_help_documents_the_permission_options():
+    import subprocess
+    from conftest import BIN
+    out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
+    assert "no_default_permissions" in out and "default_permissions = false" in out
+
+
+def test_chmod_with_the_database_down_fails_and_changes_nothing(fresh_mount, uniq):
+    m = fresh_mount
+    key = f"{uniq}.txt"
+    p = m.path("inbox", key)
+    write(p, b"x")
+    os.chmod(p, 0o640)
+    m.stop_pg()
+    with pytest.raises(OSError) as ei:
+        os.chmod(p, 0o600)
+    assert ei.value.errno not in (0, None)
+    with pytest.raises(OSError):
+        os.chown(p, 2005, 2005)
+    assert stat.S_IMODE(os.stat(p).st_mode) == 0o640  # what it was: nothing half-done
+    m.start_pg()
+    m.wait_until(lambda: stat.S_IMODE(os.stat(p).st_mode) == 0o640 and m.alive(), timeout=20,
+                 what="mount answers again")
+    assert attrs_row(m, key)["mode"] == 0o640 and attrs_row(m, key)["uid"] == 0
+    assert [c["op"] for c in changes(m, key)] == ["chmod"]
+    os.chmod(p, 0o600)  # and it works again
+    assert attrs_row(m, key)["mode"] == 0o600
+
+
+def test_foreign_overwrite_of_a_users_file_takes_the_configured_owner(shared, uniq):
+    """Content that another route put over A's file is not A's: once logged, it shows the
+    configured owner and mode, not A's (nor the uploader's claim)."""
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o666)") == ["ok", "ok"]
+    assert os.stat(f).st_uid == A
+    time.sleep(1.1)  # a later second than A's chmod: Last-Modified has whole seconds
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"console",
+                    Metadata={"uid": str(A), "gid": str(A), "mode": str(stat.S_IFREG | 0o666)})
+    def logged():
+        os.listdir(m.inbox)  # seen in a listing: logged once its grace has passed
+        return any(r["origin"] == "foreign" for r in rows(m, key))
+    m.wait_until(logged, timeout=30, interval=0.5, what="the overwrite logged")
+    assert attrs_row(m, key) is None
+    m.wait_until(lambda: os.stat(f).st_uid == 3000, timeout=10, what="configured owner shown")
+    st = os.stat(f)
+    assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (3001, 0o644)
+    assert as_user(A, f"open({f!r}, 'ab').write(b'x')", f"os.unlink({f!r})") == \
+        ["EACCES", "EPERM"]
+    # A's chmod stays in the change log
+    assert [c["op"] for c in changes(m, key)] == ["chmod"]
