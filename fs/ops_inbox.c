@@ -679,13 +679,63 @@ int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off)
 }
 
 /* Errors: EBADF (read-only handle), ENOSPC/EIO (spool), EFBIG. */
+/* A write by a caller without root clears setuid, and setgid when group
+ * execute is set (the kernel's rule, should_remove_suid), and records the
+ * new mode as a chmod by that caller. The kernel does it itself for writes
+ * through its page cache (by a chmod it sends us), but not for direct_io
+ * handles (write_only_direct): so the first write of each handle looks.
+ * (A setuid bit set while a handle has already written is not cleared by
+ * that handle's later writes.) 0 or -errno (EIO: the database). */
+static int kill_privs(struct fhandle *h)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct ofile *of = h->of;
+	struct attrov in = {0};
+	struct stat st;
+	mode_t kill = 0;
+	char *rel = NULL;
+	int rc;
+
+	pthread_mutex_lock(&of->lock);
+	rc = h->privs_checked;
+	h->privs_checked = 1;
+	pthread_mutex_unlock(&of->lock);
+	if (rc || !ctx || ctx->uid == 0)
+		return 0;
+	pthread_mutex_lock(&cfs->lock);
+	if (!of->unlinked && !of->hidden)
+		rel = strdup(of->rel);
+	pthread_mutex_unlock(&cfs->lock);
+	if (!rel)
+		return 0; /* unlinked: nobody can exec it by name */
+	memset(&st, 0, sizeof(st));
+	st.st_mode = S_IFREG;
+	rc = attrov_apply(rel, &st);
+	if (rc == 0) {
+		if (st.st_mode & S_ISUID)
+			kill |= S_ISUID;
+		if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+			kill |= S_ISGID;
+		if (kill) {
+			in.mode = st.st_mode & 07777 & ~kill;
+			rc = attrov_set(rel, &in, ATTROV_MODE, &st);
+		}
+	}
+	free(rel);
+	return rc;
+}
+
 int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 {
 	struct ofile *of = h->of;
 	size_t done = 0;
+	int rc;
 
 	if (!of)
 		return -EBADF;
+	rc = kill_privs(h);
+	if (rc)
+		return rc == -EINPROGRESS ? -EIO : rc;
 	pthread_mutex_lock(&of->lock);
 	if (of->failed) {
 		int err = of->failed;
