@@ -55,6 +55,10 @@ struct promote {
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
+	/* Read-held from a decision's start until its entry is in inflight,
+	 * write-held by inflight_claim: no thread claims an entry another
+	 * one has just committed and not yet listed. */
+	pthread_rwlock_t decide_lock;
 };
 
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
@@ -93,17 +97,21 @@ static int inflight_add(struct promote *p, int64_t id)
 	return 0;
 }
 
-/* Claims id if no thread of this process works on it: 1, else 0. */
+/* Claims id if no thread of this process works on it or is deciding
+ * (and may have just committed it): 1, else 0. */
 static int inflight_claim(struct promote *p, int64_t id)
 {
 	struct inflight *f;
-	int busy = 0;
+	int busy = 0, claimed;
 
+	pthread_rwlock_wrlock(&p->decide_lock);
 	pthread_mutex_lock(&p->lock);
 	for (f = p->inflight; f; f = f->next)
 		busy |= f->id == id;
 	pthread_mutex_unlock(&p->lock);
-	return !busy && !inflight_add(p, id);
+	claimed = !busy && !inflight_add(p, id);
+	pthread_rwlock_unlock(&p->decide_lock);
+	return claimed;
 }
 
 static void inflight_del(struct promote *p, int64_t id)
@@ -325,35 +333,68 @@ static int promote_record_cleanup(struct promote *p,
 	return promote_cleanup(p, e);
 }
 
+static int promote_del_dest(void *arg, const char *bucket, const char *key)
+{
+	struct promote *p = arg;
+
+	return s3_delete(p->s3, bucket, key);
+}
+
+/* The entry was recorded by another worker or mount meanwhile (state
+ * 'stored' or 'done'): the file is promoted; a 'stored' one is cleaned up
+ * (idempotent). Anything else: fail_rc. */
+static int promote_settled_elsewhere(struct promote *p,
+				     const struct db_journal_entry *e,
+				     const char *state, int fail_rc)
+{
+	if (!strcmp(state, "done")) {
+		log_info("promotion: journal entry %lld (%s/%s) was finished "
+			 "elsewhere meanwhile",
+			 (long long)e->id, e->dest_bucket, e->dest_key);
+		return 0;
+	}
+	if (!strcmp(state, "stored"))
+		return promote_cleanup(p, e);
+	return fail_rc;
+}
+
 /* After a failure past 'intent' with nothing recorded: settle the entry
  * when the store can tell. The destination is verifiably ours -> record
  * and clean up (returns 0 then); absent -> 'failed' (returns fail_rc);
- * otherwise the entry stays open (returns fail_rc). */
+ * otherwise the entry stays open (returns fail_rc). An entry recorded
+ * meanwhile by another worker or mount is never undone: its object stays
+ * (returns 0 when it is done). */
 static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 			  int fail_rc, const char *why)
 {
-	int is;
+	char state[16];
+	int is, rc;
 
 	if (fail_rc == -EBUSY && strcmp(e->outcome, "adopted")) {
 		/* The source changed during the copy: whatever the copy left
 		 * at the key (a store that ignored the If-Match) is not the
-		 * promoted file. The key was free at the decision and is
-		 * ours while the entry is open. */
-		int rc = s3_delete(p->s3, e->dest_bucket, e->dest_key);
-
-		if (rc) {
+		 * promoted file. Removed only while the database says the
+		 * entry is still 'intent' and no row claims the key (checked
+		 * under the entry's row lock and the key lock). */
+		rc = db_promote_discard(p->db, e->id, why, promote_del_dest, p,
+					state);
+		if (rc == -EALREADY)
+			return promote_settled_elsewhere(p, e, state, fail_rc);
+		if (rc == -EEXIST)
+			log_error(
+			    "promotion: %s/%s is claimed by a storage row: "
+			    "not removed; journal entry %lld failed",
+			    e->dest_bucket, e->dest_key, (long long)e->id);
+		else if (rc)
 			log_error("promotion: %s/%s: the copy of a changed "
 				  "source could not be removed (%s): journal "
 				  "entry %lld left to recovery",
 				  e->dest_bucket, e->dest_key, strerror(-rc),
 				  (long long)e->id);
-			return fail_rc;
-		}
-		is = 0;
-	} else {
-		is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size,
-				     e->sha256);
+		return fail_rc;
 	}
+	is =
+	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
 	if (is == 1 && strcmp(e->outcome, "adopted")) {
 		log_info("promotion: %s/%s: the copy answered %s but the "
 			 "destination is ours: recorded",
@@ -361,7 +402,13 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return promote_record_cleanup(p, e);
 	}
 	if (is == 0) {
-		if (db_promote_fail(p->db, e->id, why))
+		rc = db_promote_fail(p->db, e->id, why);
+		if (rc == -EALREADY)
+			log_error("promotion: journal entry %lld was recorded "
+				  "meanwhile but %s/%s is not there",
+				  (long long)e->id, e->dest_bucket,
+				  e->dest_key);
+		else if (rc && rc != -ENOENT)
 			log_error("promotion: journal entry %lld could not be "
 				  "marked failed: left to recovery",
 				  (long long)e->id);
@@ -689,9 +736,27 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	dc.sha256 = row.sha256;
 	dc.size = src.size;
 	for (;;) {
+		/* The entry is listed in inflight before another thread can
+		 * claim it (inflight_claim waits for the write lock). */
+		pthread_rwlock_rdlock(&p->decide_lock);
 		rc = db_promote_decide(p->db, &pr, promote_decide_cb, &dc,
 				       &res->outcome, &res->journal_id,
 				       res->dup_of);
+		if (rc == -EINPROGRESS) {
+			/* The decision's COMMIT went unanswered: its entry
+			 * tells. */
+			if (db_journal_open_for_source(p->db, pr.source_bucket,
+						       src_key, &e) == 0 &&
+			    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
+				res->journal_id = e.id;
+				rc = 0;
+			} else {
+				rc = -EIO;
+			}
+		}
+		if (!rc)
+			rc = inflight_add(p, res->journal_id);
+		pthread_rwlock_unlock(&p->decide_lock);
 		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
 			break;
 		/* Another promotion holds the key, the source or the
@@ -699,8 +764,14 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 * another's is waited for; then decide again. */
 		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
 		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
-			rc = promote_resume(p, &e);
-			inflight_del(p, e.id);
+			int64_t id = e.id;
+
+			/* read again once claimed: it may have been
+			 * finished since the blocker was read */
+			rc = db_journal_get(p->db, id, &e);
+			if (!rc)
+				rc = promote_resume(p, &e);
+			inflight_del(p, id);
 			if (rc)
 				break;
 			continue;
@@ -710,17 +781,6 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		if (step < 1000)
 			step *= 2;
 	}
-	if (rc == -EINPROGRESS) {
-		/* The decision's COMMIT went unanswered: its entry tells. */
-		if (db_journal_open_for_source(p->db, pr.source_bucket, src_key,
-					       &e) == 0 &&
-		    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
-			res->journal_id = e.id;
-			rc = 0;
-		} else {
-			rc = -EIO;
-		}
-	}
 	if (rc == -ESTALE)
 		rc = -EBUSY; /* its reception row was replaced meanwhile */
 	if (rc == -EEXIST)
@@ -728,13 +788,13 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 			 "stored under that key)",
 			 pr.source_bucket, src_key, pr.dest_bucket, dest);
 	if (rc)
-		goto out;
+		goto out; /* (an inflight_add failure leaves the entry open:
+			     resumed by the next attempt) */
 	rc = db_journal_get(p->db, res->journal_id, &e);
-	if (rc)
+	if (rc) {
+		inflight_del(p, res->journal_id);
 		goto out;
-	rc = inflight_add(p, e.id);
-	if (rc)
-		goto out; /* left open: resumed by the next attempt */
+	}
 	if (!strcmp(e.state, "stored"))
 		rc = promote_cleanup(p, &e); /* the duplicates */
 	else
@@ -919,8 +979,10 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 	p->s3 = s3;
 	p->db = db;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_rwlock_init(&p->decide_lock, NULL);
 	rc = db_owner_take(db, &p->owner, &p->owner_id);
 	if (rc) {
+		pthread_rwlock_destroy(&p->decide_lock);
 		pthread_mutex_destroy(&p->lock);
 		free(p);
 		*err = rc;
@@ -941,6 +1003,7 @@ void promote_free(struct promote *p)
 		p->inflight = f->next;
 		free(f);
 	}
+	pthread_rwlock_destroy(&p->decide_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

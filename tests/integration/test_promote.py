@@ -719,3 +719,101 @@ def test_database_down_after_copy(stack, mount_factory, proxied, uniq):
     promote(m, "db2.bin", p)
     owner = journal(m, p + "/db2.bin")[0]["owner"]
     assert m.sql_value("select pg_try_advisory_lock(1129665367, %s)", (owner,)) is False
+
+
+# ---- review findings -------------------------------------------------------------------------
+
+def test_late_copy_answer_after_another_mount_finished_entry(stack, mount_factory, proxied,
+                                                             uniq):
+    """Review C1 (cross-process): mount A's copy takes effect but its answer is held; the
+    database restarts (A's owner lock is gone), mount B starts and its recovery finishes A's
+    entry (row, source deleted, done). When A's late answer comes, A finds the source gone;
+    it must not delete the destination object the row records: the entry is done, so A's
+    rename succeeds and the file is stored exactly once."""
+    px = proxied
+    ma = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(ma, uniq)
+    data = os.urandom(6000)
+    drop(ma, "late.bin", data)
+    px.rule = lambda meth, path, h: (("late", 60) if meth == "PUT" and "/storage-unique/" in path
+                                     and "late.bin" in path else None)
+    res = []
+
+    def run():
+        try:
+            promote(ma, "late.bin", p)
+            res.append(0)
+        except OSError as e:
+            res.append(e.errno)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ma.wait_until(lambda: any(j["state"] == "intent" for j in journal(ma, p + "/late.bin")),
+                  timeout=20, what="journal intent")
+    ma.wait_until(lambda: any("late.bin" in path and meth == "PUT" for meth, path, a in
+                              list(px.log)), timeout=20, what="copy sent")
+    time.sleep(0.5)
+    stack.stop_pg("immediate")
+    stack.start_pg()
+    mb = mount_factory(reset=False)
+    _no_open_entries(mb)  # B's recovery finished A's entry
+    assert [r["outcome"] for r in srows(mb, p + "/late.bin")] == ["copied"]
+    assert checks.get_object(mb, "late.bin") is None
+    px.rule = None
+    px.release.set()
+    t.join(90)
+    assert not t.is_alive()
+    assert res == [0]
+    check_stored(mb, p + "/late.bin", data, "late.bin", ["copied"])
+    assert len(checks.rows(mb, "late.bin")) == 1
+
+
+def test_directory_of_identical_pairs_runs_each_entry_once(stack, mount_factory, proxied, uniq):
+    """Review C1: under dedup=content a directory holding pairs of identical files, promoted
+    by the worker pool. The second of a pair waits for the first's entry; it must never run
+    that entry itself (a second CopyObject to the key), and nothing may delete an object a
+    row records. A second copy to a key is answered late, so a worker that ran the entry
+    twice finds the source gone and settles. One database connection and a slow HEAD of the
+    destination inside the decision: the second worker queues for the connection while the
+    first decides, gets it right after the first's COMMIT, and looks for the blocking entry
+    before the first can say it works on it."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "postgres": {"pool_size": "1"},
+                              "fs": {"promote_workers": "2", "dedup": "content"}})
+    p = project(m, uniq)
+    copies = {}
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}:
+            dest = path.split("?")[0]
+            copies[dest] = copies.get(dest, 0) + 1
+            if copies[dest] > 1:
+                return ("late", 1.5)
+        if meth == "HEAD" and "/storage-unique/" in path:
+            return ("late", 0.3)
+        return None
+    px.rule = rule
+    for rnd in range(2):
+        d = "pairs%d" % rnd
+        os.makedirs(os.path.join(m.inbox, d))
+        files = {}
+        for i in range(10):
+            data = os.urandom(4000 + i)
+            for s in ("a", "b"):
+                files["%s/k%02d-%s.bin" % (d, i, s)] = data
+                checks.write(os.path.join(m.inbox, d, "k%02d-%s.bin" % (i, s)), data)
+        os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
+        assert [c for c in copies.values() if c > 1] == [], "an entry ran twice: %r" % copies
+        _no_open_entries(m)
+        for i in range(10):
+            pair = ["%s/k%02d-%s.bin" % (d, i, s) for s in ("a", "b")]
+            data = files[pair[0]]
+            rows = {k: srows(m, p + "/" + k) for k in pair}
+            assert sorted(r["outcome"] for k in pair for r in rows[k]) == \
+                ["copied", "duplicate_content"], rows
+            for k in pair:
+                assert checks.get_object(m, k) is None
+                assert all(r["removed_at"] for r in checks.rows(m, k))
+                if rows[k][0]["outcome"] == "copied":
+                    assert dget(m, p + "/" + k) == data  # the row's object is there
+                else:
+                    assert dhead(m, p + "/" + k) is None
