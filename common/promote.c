@@ -574,6 +574,30 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 	*outcome = promote_outcome(seen->has_row, seen->row_same,
 				   seen->row_dup_content, a->present, same,
 				   seen->has_content);
+	if (*outcome == DB_OUT_DUPLICATE_CONTENT) {
+		/* Only a duplicate of an object that is there: else the
+		 * source would be deleted with its content nowhere. */
+		const char *of = seen->row_dup_content ? seen->row_dup_of
+						       : seen->content_key;
+
+		rc = promote_dest_is(a->p, a->dest_bucket, of, a->size,
+				     a->sha256);
+		if (rc < 0)
+			return rc;
+		if (!rc) {
+			log_warn("promotion: %s/%s: the stored object of the "
+				 "same content %s is missing or changed: "
+				 "%s/%s is stored itself",
+				 a->dest_bucket, a->dest_key, of,
+				 a->dest_bucket, a->dest_key);
+			if (!a->present)
+				*outcome = DB_OUT_COPIED;
+			else if (a->hashed && a->same_bytes)
+				*outcome = DB_OUT_ADOPTED;
+			else
+				*outcome = DB_OUT_CONFLICT;
+		}
+	}
 	return 0;
 }
 

@@ -817,3 +817,34 @@ def test_directory_of_identical_pairs_runs_each_entry_once(stack, mount_factory,
                     assert dget(m, p + "/" + k) == data  # the row's object is there
                 else:
                     assert dhead(m, p + "/" + k) is None
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_duplicate_content_of_a_vanished_object_is_copied(mount, uniq, again):
+    """Review H1: p/a stored, then its object removed behind the system's back; the same bytes
+    dropped as b and promoted: b must not become a duplicate_content of an object that is not
+    there (its inbox source deleted, the content nowhere): b is copied. again: b had been a
+    duplicate_content of a already (the re-run path, a row for the key itself)."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3500)
+    a, b = uniq + "-a.bin", uniq + "-b.bin"
+    drop(m, a, data)
+    promote(m, a, p, "a.bin")
+    if again:
+        drop(m, b, data)
+        promote(m, b, p, "b.bin")
+        assert [r["outcome"] for r in srows(m, p + "/b.bin")] == ["duplicate_content"]
+    m.s3.delete_object(Bucket=m.storage_bucket, Key=p + "/a.bin")
+    drop(m, b, data)
+    promote(m, b, p, "b.bin")
+    outs = [r["outcome"] for r in srows(m, p + "/b.bin")]
+    assert outs == (["duplicate_content", "copied"] if again else ["copied"])
+    assert dget(m, p + "/b.bin") == data  # the content is somewhere: at b
+    assert dhead(m, p + "/b.bin")["Metadata"]["sha256"] == sha(data)
+    assert srows(m, p + "/b.bin")[-1]["sha256"] == sha(data)
+    assert checks.get_object(m, b) is None
+    assert all(r["removed_at"] for r in checks.rows(m, b))
+    assert len(checks.rows(m, b)) == (2 if again else 1)
+    assert [r["outcome"] for r in srows(m, p + "/a.bin")] == ["copied"]
+
