@@ -957,6 +957,20 @@ int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
 	res->n_done = b.done;
 	res->n_failed = b.failed;
 	rc = b.first_rc;
+	if (!rc && check) {
+		/* what the listing cannot show: the directory stays */
+		rc = check(check_arg, NULL);
+		if (rc) {
+			snprintf(res->first_failed, sizeof(res->first_failed),
+				 "%s", dir);
+			log_error("promotion of %s/%s: %zu files promoted; the "
+				  "directory holds a file not stored yet (%s): "
+				  "it stays in reception",
+				  p->cfg->reception_bucket, src_dir, b.done,
+				  strerror(-rc));
+			goto out;
+		}
+	}
 	if (rc) {
 		snprintf(res->first_failed, sizeof(res->first_failed), "%s",
 			 b.src[b.first_i]);

@@ -848,3 +848,50 @@ def test_duplicate_content_of_a_vanished_object_is_copied(mount, uniq, again):
     assert len(checks.rows(m, b)) == (2 if again else 1)
     assert [r["outcome"] for r in srows(m, p + "/a.bin")] == ["copied"]
 
+
+def test_directory_with_a_file_open_for_writing_is_ebusy(mount, uniq):
+    """Review M4: inbox/d holds two stored files and one still open for writing (not
+    uploaded): the rename promotes the two, fails with EBUSY, and inbox/d stays with the open
+    file, which once closed is received there (nothing reappears from nowhere); renaming the
+    directory again then promotes it and the directory leaves reception."""
+    m = mount
+    p = project(m, uniq)
+    d = uniq + "-d"
+    os.makedirs(os.path.join(m.inbox, d))
+    files = {"f1.bin": os.urandom(900), "f2.bin": os.urandom(901)}
+    for n, b in files.items():
+        checks.write(os.path.join(m.inbox, d, n), b)
+    fd = os.open(os.path.join(m.inbox, d, "new.txt"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"written, not closed")
+        with pytest.raises(OSError) as ei:
+            os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "d"))
+        assert ei.value.errno == errno.EBUSY
+        for n, b in files.items():
+            check_stored(m, p + "/d/" + n, b, d + "/" + n, ["copied"])
+        assert os.path.isdir(os.path.join(m.inbox, d))
+        assert srows(m, p + "/d/new.txt") == []
+    finally:
+        os.close(fd)
+    assert checks.get_object(m, d + "/new.txt") == b"written, not closed"
+    assert len(checks.live_rows(m, d + "/new.txt")) == 1
+    os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "d"))
+    check_stored(m, p + "/d/new.txt", b"written, not closed", d + "/new.txt", ["copied"])
+    assert checks.bucket_keys(m, d + "/", markers=True) == []
+    assert not os.path.exists(os.path.join(m.inbox, d))
+
+
+def test_empty_directory_becomes_empty_directory_in_project(mount, uniq):
+    """Review M4: an empty directory renamed into a project does not vanish from both sides:
+    it leaves reception and is an empty directory in the project (as mkdir there makes)."""
+    m = mount
+    p = project(m, uniq)
+    d = uniq + "-e"
+    os.makedirs(os.path.join(m.inbox, d))
+    os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "e"))
+    assert not os.path.exists(os.path.join(m.inbox, d))
+    assert checks.bucket_keys(m, d + "/", markers=True) == []
+    assert os.path.isdir(os.path.join(m.projects, p, "e"))
+    assert os.listdir(os.path.join(m.projects, p, "e")) == []
+    assert m.sql_value("select count(*) from storage_audit where dest_key like %s",
+                       (p + "/%",)) == 0
