@@ -402,6 +402,7 @@ static int pg_decide_read(struct pg_ctx *x, const struct db_promo *p,
 		s->has_row = 1;
 		s->row_dup_content =
 		    !strcmp(PQgetvalue(res, 0, 0), "duplicate_content");
+		s->row_nohash = PQgetisnull(res, 0, 1);
 		s->row_same = !PQgetisnull(res, 0, 1) &&
 			      !PQgetisnull(res, 0, 2) &&
 			      !strcmp(PQgetvalue(res, 0, 1), p->sha256) &&

@@ -67,6 +67,8 @@ struct db_promo_seen {
 	int has_row;	       /* a storage row claims dest_key (newest one) */
 	int row_dup_content;   /* that row is a duplicate_content */
 	int row_same;	       /* its sha256 and size are the source's */
+	int row_nohash;	       /* it has no sha256 (a seed row): only the
+				  object's bytes can tell */
 	char row_dup_of[1025]; /* its duplicate_of, when row_dup_content */
 	int has_content;       /* dedup=content: the same (sha256, size) is
 				  stored in the project under another key */

@@ -534,7 +534,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 {
 	struct promote_decide *a = arg;
 	struct s3_object_info info;
-	int rc, same;
+	int rc, same, row_same;
 
 	/* Under the key lock: what is at the key now. */
 	rc = s3_head(a->p->s3, a->dest_bucket, a->dest_key, &info);
@@ -548,14 +548,16 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		a->same_meta =
 		    info.size == a->size && m && !strcmp(m, a->sha256);
 		if (strcmp(a->etag, info.etag) || a->dsize != info.size)
-			a->hashed = 0;
+			a->hashed = a->same_bytes = 0;
 		snprintf(a->etag, sizeof(a->etag), "%s", info.etag);
 		a->dsize = info.size;
 		s3_object_info_free(&info);
 	}
-	if (a->present && !a->same_meta && !a->hashed) {
-		/* No row, or a rowed object without our metadata (adopted):
-		 * only its bytes say what it is, never metadata. */
+	if (a->present && !a->hashed &&
+	    (!a->same_meta || !seen->has_row || seen->row_nohash)) {
+		/* No row (an orphan: metadata anyone could have written), a
+		 * row without a hash (seed), or a rowed object without our
+		 * metadata: only its bytes say what it is, never metadata. */
 		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 
 		if (a->dsize != a->size) {
@@ -570,10 +572,18 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		}
 		a->hashed = 1;
 	}
-	same = a->present && ((seen->has_row && a->same_meta) || a->same_bytes);
-	*outcome = promote_outcome(seen->has_row, seen->row_same,
-				   seen->row_dup_content, a->present, same,
-				   seen->has_content);
+	same = a->present &&
+	       ((seen->has_row && !seen->row_nohash && a->same_meta) ||
+		a->same_bytes);
+	/* A seed row has no hash: it is this file when the object it
+	 * claims holds these bytes (hashed above); else, as before, a
+	 * conflict. */
+	row_same =
+	    seen->row_same || (seen->row_nohash && !seen->row_dup_content &&
+			       a->present && a->hashed && a->same_bytes);
+	*outcome =
+	    promote_outcome(seen->has_row, row_same, seen->row_dup_content,
+			    a->present, same, seen->has_content);
 	if (*outcome == DB_OUT_DUPLICATE_CONTENT) {
 		/* Only a duplicate of an object that is there: else the
 		 * source would be deleted with its content nowhere. */

@@ -895,3 +895,55 @@ def test_empty_directory_becomes_empty_directory_in_project(mount, uniq):
     assert os.listdir(os.path.join(m.projects, p, "e")) == []
     assert m.sql_value("select count(*) from storage_audit where dest_key like %s",
                        (p + "/%",)) == 0
+
+
+def test_orphan_with_our_metadata_and_same_bytes_is_adopted(mount, uniq):
+    """Review M1: an object without a row but with our metadata and the very bytes (an orphan
+    of a late copy, or a database restored from backup) is adopted after its bytes are hashed,
+    not refused as a conflict; nothing is copied over it."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(4100)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/x.bin", Body=data,
+                    Metadata={"sha256": sha(data)})
+    etag = dhead(m, p + "/x.bin")["ETag"]
+    drop(m, uniq + "-x.bin", data)
+    promote(m, uniq + "-x.bin", p, "x.bin")
+    rows = srows(m, p + "/x.bin")
+    assert [r["outcome"] for r in rows] == ["adopted"]
+    assert rows[0]["sha256"] == sha(data) and rows[0]["size_bytes"] == len(data)
+    assert dget(m, p + "/x.bin") == data and dhead(m, p + "/x.bin")["ETag"] == etag
+    assert checks.get_object(m, uniq + "-x.bin") is None
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-x.bin"))
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_seed_row_without_hash_is_judged_by_the_bytes(mount, uniq, same):
+    """Review M2: a seed-style storage row (no sha256, no outcome) and its object: the same
+    bytes dropped again are a duplicate (the object's bytes hashed), other bytes a conflict
+    (EEXIST, nothing overwritten, the file stays)."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(2700)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/seed.bin", Body=data)
+    m.sql("insert into storage_audit (project_prefix, project_name, dest_key, size_bytes,"
+          " source_bucket) values (%s, %s, %s, %s, %s)",
+          (p, "Projeto " + p, p + "/seed.bin", len(data), m.reception_bucket))
+    etag = dhead(m, p + "/seed.bin")["ETag"]
+    mine = data if same else os.urandom(2700)
+    drop(m, uniq + "-seed.bin", mine)
+    if same:
+        promote(m, uniq + "-seed.bin", p, "seed.bin")
+        rows = srows(m, p + "/seed.bin")
+        assert [r["outcome"] for r in rows] == [None, "duplicate"]
+        assert rows[1]["sha256"] == sha(data)
+        assert checks.get_object(m, uniq + "-seed.bin") is None
+        assert all(r["removed_at"] for r in checks.rows(m, uniq + "-seed.bin"))
+    else:
+        with pytest.raises(OSError) as ei:
+            promote(m, uniq + "-seed.bin", p, "seed.bin")
+        assert ei.value.errno == errno.EEXIST
+        assert [r["outcome"] for r in srows(m, p + "/seed.bin")] == [None]
+        assert checks.get_object(m, uniq + "-seed.bin") == mine
+        assert len(checks.live_rows(m, uniq + "-seed.bin")) == 1
+    assert dget(m, p + "/seed.bin") == data and dhead(m, p + "/seed.bin")["ETag"] == etag
