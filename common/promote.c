@@ -841,7 +841,9 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 out:
 	s3_object_info_free(&src);
 	free(dest);
-	return rc;
+	/* A COMMIT whose outcome stayed unknown after the retry: the entry
+	 * is left to recovery; never rename's errno (EINPROGRESS). */
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 /* ---- directories ------------------------------------------------------ */
