@@ -235,10 +235,13 @@ static int promote_meta(const struct s3_object_info *src, const char *sha,
 	return 0;
 }
 
-/* Is (bucket, key) there with size and our sha256 metadata? 1, 0 (absent
- * or another object), or -errno when it cannot be told. */
+/* Is (bucket, key) there with size and our sha256 metadata, and, when etag
+ * is given (not NULL nor empty), that ETag (the copy's answer: metadata
+ * alone anyone could write)? 1, 0 (absent or another object), or -errno
+ * when it cannot be told. */
 static int promote_dest_is(struct promote *p, const char *bucket,
-			   const char *key, uint64_t size, const char *sha)
+			   const char *key, uint64_t size, const char *sha,
+			   const char *etag)
 {
 	struct s3_object_info info;
 	const char *m;
@@ -250,14 +253,15 @@ static int promote_dest_is(struct promote *p, const char *bucket,
 	if (rc)
 		return rc;
 	m = s3_meta_get(&info, "sha256");
-	rc = info.size == size && m && !strcmp(m, sha);
+	rc = info.size == size && m && !strcmp(m, sha) &&
+	     (!etag || !*etag || !strcmp(info.etag, etag));
 	s3_object_info_free(&info);
 	return rc;
 }
 
 /* The copy of a journal entry's source to its destination. */
 static int promote_copy(struct promote *p, const struct db_journal_entry *e,
-			const struct s3_object_info *src)
+			const struct s3_object_info *src, char *etag_out)
 {
 	struct s3_kv meta[PROMOTE_META_MAX];
 	struct s3_copy_req r = {0};
@@ -279,7 +283,7 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 	r.threshold = p->cfg->copy_threshold;
 	r.part_size = p->cfg->part_size;
 	r.workers = p->cfg->promote_workers > 0 ? p->cfg->promote_workers : 1;
-	return s3_copy_guarded(p->s3, &r, NULL);
+	return s3_copy_guarded(p->s3, &r, etag_out);
 }
 
 /* ---- the steps after the decision ------------------------------------- */
@@ -365,7 +369,7 @@ static int promote_settled_elsewhere(struct promote *p,
  * meanwhile by another worker or mount is never undone: its object stays
  * (returns 0 when it is done). */
 static int promote_settle(struct promote *p, const struct db_journal_entry *e,
-			  int fail_rc, const char *why)
+			  int fail_rc, const char *why, const char *etag)
 {
 	char state[16];
 	int is, rc;
@@ -393,8 +397,8 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 				  (long long)e->id);
 		return fail_rc;
 	}
-	is =
-	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     etag);
 	if (is == 1 && strcmp(e->outcome, "adopted")) {
 		log_info("promotion: %s/%s: the copy answered %s but the "
 			 "destination is ours: recorded",
@@ -421,23 +425,41 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 	return fail_rc;
 }
 
-/* copy (unless adopted), verify, record, cleanup of an 'intent' entry. */
+/* copy (unless adopted), verify, record, cleanup of an 'intent' entry.
+ * The verification takes the copy's answer: the destination's ETag must be
+ * the one the copy answered (not only size and metadata, which anyone can
+ * write), and a single-part copy of a single-part source must answer the
+ * source's ETag (the MD5 of the same bytes). */
 static int promote_store(struct promote *p, const struct db_journal_entry *e,
 			 const struct s3_object_info *src)
 {
+	char etag[80] = "";
 	int rc = 0, is;
 
 	if (strcmp(e->outcome, "adopted")) {
-		rc = promote_copy(p, e, src);
+		rc = promote_copy(p, e, src, etag);
 		if (rc == -EEXIST) /* 412 or a changed ETag */
 			return promote_settle(p, e, -EBUSY,
 					      "the source changed during the "
-					      "copy");
+					      "copy",
+					      NULL);
 		if (rc)
-			return promote_settle(p, e, rc, "the copy failed");
+			return promote_settle(p, e, rc, "the copy failed",
+					      NULL);
+		if (*etag && !strchr(etag, '-') && !strchr(src->etag, '-') &&
+		    strcmp(etag, src->etag)) {
+			log_error(
+			    "promotion: %s/%s: the copy answered ETag %s, "
+			    "the source's is %s: not the same bytes",
+			    e->dest_bucket, e->dest_key, etag, src->etag);
+			return promote_settle(p, e, -EBUSY,
+					      "the copy's ETag is not the "
+					      "source's",
+					      NULL);
+		}
 	}
-	is =
-	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     etag);
 	if (is != 1 && !strcmp(e->outcome, "adopted")) {
 		/* adopted: the object's bytes were hashed at the decision;
 		 * its metadata is not ours, so only its size is checked. */
@@ -450,12 +472,13 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		}
 	}
 	if (is < 0)
-		return promote_settle(p, e, is, "the verification failed");
+		return promote_settle(p, e, is, "the verification failed",
+				      etag);
 	if (is == 0) {
-		log_error("promotion: %s/%s does not verify (size or sha256) "
-			  "after the copy",
+		log_error("promotion: %s/%s does not verify (size, sha256 or "
+			  "ETag) after the copy",
 			  e->dest_bucket, e->dest_key);
-		return promote_settle(p, e, -EIO, "verification failed");
+		return promote_settle(p, e, -EIO, "verification failed", etag);
 	}
 	return promote_record_cleanup(p, e);
 }
@@ -484,11 +507,11 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		}
 		if (rc && rc != -ENOENT)
 			return rc;
-		return promote_settle(p, e, -EIO,
-				      "the adopted object changed or vanished");
+		return promote_settle(
+		    p, e, -EIO, "the adopted object changed or vanished", NULL);
 	}
-	is =
-	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     NULL);
 	if (is < 0)
 		return is;
 	if (is == 1)
@@ -591,7 +614,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 						       : seen->content_key;
 
 		rc = promote_dest_is(a->p, a->dest_bucket, of, a->size,
-				     a->sha256);
+				     a->sha256, NULL);
 		if (rc < 0)
 			return rc;
 		if (!rc) {

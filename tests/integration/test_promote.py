@@ -947,3 +947,41 @@ def test_seed_row_without_hash_is_judged_by_the_bytes(mount, uniq, same):
         assert checks.get_object(m, uniq + "-seed.bin") == mine
         assert len(checks.live_rows(m, uniq + "-seed.bin")) == 1
     assert dget(m, p + "/seed.bin") == data and dhead(m, p + "/seed.bin")["ETag"] == etag
+
+
+def test_object_forged_between_copy_and_verify_is_not_recorded(stack, mount_factory, proxied,
+                                                               uniq):
+    """Review H3(b): after the copy and before its verification another client writes other
+    bytes of the same size with our metadata (sha256 of the real file) at the key: the
+    verification goes by the copy's ETag, not only size and metadata, so nothing is recorded,
+    the rename fails and the file stays in inbox/."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data, forged = os.urandom(3000), os.urandom(3000)
+    drop(m, uniq + "-v.bin", data)
+    key = p + "/v.bin"
+    seen = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and \
+                path.split("?")[0].endswith("/v.bin"):
+            seen.append("copy")
+        elif meth == "HEAD" and path.split("?")[0].endswith("/storage-unique/" + key) and \
+                seen == ["copy"]:
+            seen.append("forged")
+            stack.s3.put_object(Bucket=m.storage_bucket, Key=key, Body=forged,
+                                Metadata={"sha256": sha(data),
+                                          "xxh128": m.xxh128_bytes(data)})
+        return None
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, uniq + "-v.bin", p, "v.bin")
+    px.rule = None
+    assert seen == ["copy", "forged"]
+    assert ei.value.errno == errno.EIO
+    assert srows(m, key) == []
+    assert [j["state"] for j in journal(m, key)] == ["failed"]
+    assert checks.get_object(m, uniq + "-v.bin") == data
+    assert len(checks.live_rows(m, uniq + "-v.bin")) == 1
+    assert dget(m, key) == forged  # not ours: left alone, never recorded
