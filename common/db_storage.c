@@ -125,6 +125,15 @@ static const char db_sql_journal_done[] =
 	"UPDATE promotion_journal SET state = 'done', updated_at = now()"
 	" WHERE id = $1::bigint";
 
+/* A live storage row claiming $2 in bucket $1 (seed rows: no bucket). */
+static const char db_sql_key_claimed[] =
+	"SELECT 1 FROM storage_audit WHERE dest_key = $2::text"
+	" AND coalesce(dest_bucket, $1::text) = $1::text"
+	" AND removed_at IS NULL LIMIT 1";
+
+static const char db_sql_journal_state[] =
+	"SELECT state FROM promotion_journal WHERE id = $1::bigint";
+
 static const char db_sql_journal_failed[] =
 	"UPDATE promotion_journal SET state = 'failed', error = $2::text,"
 	" updated_at = now() WHERE id = $1::bigint AND state = 'intent'"
@@ -393,6 +402,7 @@ static int pg_decide_read(struct pg_ctx *x, const struct db_promo *p,
 		s->has_row = 1;
 		s->row_dup_content =
 		    !strcmp(PQgetvalue(res, 0, 0), "duplicate_content");
+		s->row_nohash = PQgetisnull(res, 0, 1);
 		s->row_same = !PQgetisnull(res, 0, 1) &&
 			      !PQgetisnull(res, 0, 2) &&
 			      !strcmp(PQgetvalue(res, 0, 1), p->sha256) &&
@@ -508,6 +518,8 @@ static int pg_promote_record(struct pg_ctx *x, void *arg)
 	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
 	if (rc)
 		goto out;
+	if (PQntuples(res) > 0 && !strcmp(PQgetvalue(res, 0, 2), "done"))
+		goto out; /* finished by another worker or mount: rc 0 */
 	if (PQntuples(res) < 1 || (strcmp(PQgetvalue(res, 0, 2), "intent") &&
 				   strcmp(PQgetvalue(res, 0, 2), "stored"))) {
 		rc = -ENOENT;
@@ -574,8 +586,18 @@ static int pg_promote_fail(struct pg_ctx *x, void *arg)
 
 	snprintf(ids, sizeof(ids), "%" PRId64, a->id);
 	rc = pg_exec(x, db_sql_journal_failed, 2, v, &res);
-	if (!rc && PQntuples(res) < 1)
-		rc = -ENOENT;
+	if (rc || PQntuples(res) > 0)
+		goto out;
+	PQclear(res);
+	res = NULL;
+	rc = pg_exec(x, db_sql_journal_state, 1, v, &res);
+	if (!rc)
+		rc = PQntuples(res) > 0 &&
+			     (!strcmp(PQgetvalue(res, 0, 0), "stored") ||
+			      !strcmp(PQgetvalue(res, 0, 0), "done"))
+			 ? -EALREADY
+			 : -ENOENT;
+out:
 	PQclear(res);
 	return rc;
 }
@@ -585,6 +607,75 @@ int db_promote_fail(struct db *d, int64_t journal_id, const char *why)
 	struct db_fail_args a = {journal_id, why ? why : "failed"};
 
 	return db_run(d, "promotion failed", 1, 0, pg_promote_fail, &a);
+}
+
+struct db_discard_args {
+	int64_t id;
+	const char *why;
+	int (*del)(void *arg, const char *bucket, const char *key);
+	void *arg;
+	char *state;
+	int claimed; /* a storage row claims the key: kept, entry failed */
+};
+
+static int pg_promote_discard(struct pg_ctx *x, void *arg)
+{
+	struct db_discard_args *a = arg;
+	char ids[24];
+	const char *v[2] = {ids, a->why};
+	PGresult *res = NULL, *row = NULL;
+	int rc;
+
+	snprintf(ids, sizeof(ids), "%" PRId64, a->id);
+	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) < 1) {
+		rc = -ENOENT;
+		goto out;
+	}
+	snprintf(a->state, 16, "%s", PQgetvalue(res, 0, 2));
+	if (strcmp(a->state, "intent")) {
+		rc = -EALREADY;
+		goto out;
+	}
+	rc = pg_lock_dest(x, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	if (!rc) {
+		const char *k[2] = {PQgetvalue(res, 0, 0),
+				    PQgetvalue(res, 0, 1)};
+
+		rc = pg_exec(x, db_sql_key_claimed, 2, k, &row);
+	}
+	if (rc)
+		goto out;
+	a->claimed = PQntuples(row) > 0;
+	if (a->claimed) {
+		rc = pg_exec(x, db_sql_journal_failed, 2, v, NULL);
+		goto out;
+	}
+	rc = a->del(a->arg, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	if (!rc)
+		rc = pg_exec(x, db_sql_journal_failed, 2, v, NULL);
+out:
+	PQclear(row);
+	PQclear(res);
+	return rc;
+}
+
+int db_promote_discard(struct db *d, int64_t journal_id, const char *why,
+		       int (*del)(void *arg, const char *bucket,
+				  const char *key),
+		       void *arg, char *state)
+{
+	struct db_discard_args a = {
+	    journal_id, why ? why : "failed", del, arg, state, 0};
+	int rc;
+
+	if (!d || !del || !state)
+		return -EINVAL;
+	state[0] = '\0';
+	rc = db_run(d, "promotion discard", 1, 0, pg_promote_discard, &a);
+	return !rc && a.claimed ? -EEXIST : rc;
 }
 
 /* ---- reading entries --------------------------------------------------- */

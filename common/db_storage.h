@@ -67,6 +67,8 @@ struct db_promo_seen {
 	int has_row;	       /* a storage row claims dest_key (newest one) */
 	int row_dup_content;   /* that row is a duplicate_content */
 	int row_same;	       /* its sha256 and size are the source's */
+	int row_nohash;	       /* it has no sha256 (a seed row): only the
+				  object's bytes can tell */
 	char row_dup_of[1025]; /* its duplicate_of, when row_dup_content */
 	int has_content;       /* dedup=content: the same (sha256, size) is
 				  stored in the project under another key */
@@ -100,8 +102,9 @@ int db_promote_decide(struct db *d, const struct db_promo *p, db_decide_fn fn,
 
 /* The record step of journal entry id: one transaction, under the key
  * lock, inserts its storage row (unless one records the entry already:
- * idempotent) and sets state 'stored'. -ENOENT when the entry is not in
- * state intent or stored. */
+ * idempotent) and sets state 'stored'. 0 also when the entry is 'done'
+ * already (another worker or mount finished it); -ENOENT when it is
+ * 'failed' or missing. */
 int db_promote_record(struct db *d, int64_t journal_id);
 
 /* The cleanup's database half: the reception row gets removed_at with
@@ -111,8 +114,23 @@ int db_promote_done(struct db *d, int64_t journal_id);
 
 /* An entry that cannot go on (source and destination both gone, or a
  * refused copy before anything was stored): state 'failed' with the
- * reason, from intent only. */
+ * reason, from intent only. -EALREADY when the entry is 'stored' or 'done'
+ * (recorded meanwhile: it is not failed), -ENOENT when failed or missing. */
 int db_promote_fail(struct db *d, int64_t journal_id, const char *why);
+
+/* Removes what a copy left at the destination of an entry: called with the
+ * entry's row locked (FOR UPDATE) and under the key lock, only while the
+ * entry is 'intent' and no live storage row claims its destination key;
+ * the entry is then 'failed' with why. 0 when del ran (its -errno rolls
+ * back and is returned: the entry stays open), -EALREADY when the entry
+ * is no longer 'intent' (*state, 16 bytes, tells which: nothing deleted),
+ * -EEXIST when a storage row claims the key (nothing deleted, entry
+ * failed), -ENOENT when there is no such entry. del may run again when
+ * the transaction is retried (it must be idempotent); it owns nothing. */
+int db_promote_discard(struct db *d, int64_t journal_id, const char *why,
+		       int (*del)(void *arg, const char *bucket,
+				  const char *key),
+		       void *arg, char *state);
 
 /* One journal entry, as recovery reads it. */
 struct db_journal_entry {

@@ -55,6 +55,10 @@ struct promote {
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
+	/* Read-held from a decision's start until its entry is in inflight,
+	 * write-held by inflight_claim: no thread claims an entry another
+	 * one has just committed and not yet listed. */
+	pthread_rwlock_t decide_lock;
 };
 
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
@@ -93,17 +97,21 @@ static int inflight_add(struct promote *p, int64_t id)
 	return 0;
 }
 
-/* Claims id if no thread of this process works on it: 1, else 0. */
+/* Claims id if no thread of this process works on it or is deciding
+ * (and may have just committed it): 1, else 0. */
 static int inflight_claim(struct promote *p, int64_t id)
 {
 	struct inflight *f;
-	int busy = 0;
+	int busy = 0, claimed;
 
+	pthread_rwlock_wrlock(&p->decide_lock);
 	pthread_mutex_lock(&p->lock);
 	for (f = p->inflight; f; f = f->next)
 		busy |= f->id == id;
 	pthread_mutex_unlock(&p->lock);
-	return !busy && !inflight_add(p, id);
+	claimed = !busy && !inflight_add(p, id);
+	pthread_rwlock_unlock(&p->decide_lock);
+	return claimed;
 }
 
 static void inflight_del(struct promote *p, int64_t id)
@@ -227,10 +235,13 @@ static int promote_meta(const struct s3_object_info *src, const char *sha,
 	return 0;
 }
 
-/* Is (bucket, key) there with size and our sha256 metadata? 1, 0 (absent
- * or another object), or -errno when it cannot be told. */
+/* Is (bucket, key) there with size and our sha256 metadata, and, when etag
+ * is given (not NULL nor empty), that ETag (the copy's answer: metadata
+ * alone anyone could write)? 1, 0 (absent or another object), or -errno
+ * when it cannot be told. */
 static int promote_dest_is(struct promote *p, const char *bucket,
-			   const char *key, uint64_t size, const char *sha)
+			   const char *key, uint64_t size, const char *sha,
+			   const char *etag)
 {
 	struct s3_object_info info;
 	const char *m;
@@ -242,14 +253,15 @@ static int promote_dest_is(struct promote *p, const char *bucket,
 	if (rc)
 		return rc;
 	m = s3_meta_get(&info, "sha256");
-	rc = info.size == size && m && !strcmp(m, sha);
+	rc = info.size == size && m && !strcmp(m, sha) &&
+	     (!etag || !*etag || !strcmp(info.etag, etag));
 	s3_object_info_free(&info);
 	return rc;
 }
 
 /* The copy of a journal entry's source to its destination. */
 static int promote_copy(struct promote *p, const struct db_journal_entry *e,
-			const struct s3_object_info *src)
+			const struct s3_object_info *src, char *etag_out)
 {
 	struct s3_kv meta[PROMOTE_META_MAX];
 	struct s3_copy_req r = {0};
@@ -271,7 +283,7 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 	r.threshold = p->cfg->copy_threshold;
 	r.part_size = p->cfg->part_size;
 	r.workers = p->cfg->promote_workers > 0 ? p->cfg->promote_workers : 1;
-	return s3_copy_guarded(p->s3, &r, NULL);
+	return s3_copy_guarded(p->s3, &r, etag_out);
 }
 
 /* ---- the steps after the decision ------------------------------------- */
@@ -325,35 +337,68 @@ static int promote_record_cleanup(struct promote *p,
 	return promote_cleanup(p, e);
 }
 
+static int promote_del_dest(void *arg, const char *bucket, const char *key)
+{
+	struct promote *p = arg;
+
+	return s3_delete(p->s3, bucket, key);
+}
+
+/* The entry was recorded by another worker or mount meanwhile (state
+ * 'stored' or 'done'): the file is promoted; a 'stored' one is cleaned up
+ * (idempotent). Anything else: fail_rc. */
+static int promote_settled_elsewhere(struct promote *p,
+				     const struct db_journal_entry *e,
+				     const char *state, int fail_rc)
+{
+	if (!strcmp(state, "done")) {
+		log_info("promotion: journal entry %lld (%s/%s) was finished "
+			 "elsewhere meanwhile",
+			 (long long)e->id, e->dest_bucket, e->dest_key);
+		return 0;
+	}
+	if (!strcmp(state, "stored"))
+		return promote_cleanup(p, e);
+	return fail_rc;
+}
+
 /* After a failure past 'intent' with nothing recorded: settle the entry
  * when the store can tell. The destination is verifiably ours -> record
  * and clean up (returns 0 then); absent -> 'failed' (returns fail_rc);
- * otherwise the entry stays open (returns fail_rc). */
+ * otherwise the entry stays open (returns fail_rc). An entry recorded
+ * meanwhile by another worker or mount is never undone: its object stays
+ * (returns 0 when it is done). */
 static int promote_settle(struct promote *p, const struct db_journal_entry *e,
-			  int fail_rc, const char *why)
+			  int fail_rc, const char *why, const char *etag)
 {
-	int is;
+	char state[16];
+	int is, rc;
 
 	if (fail_rc == -EBUSY && strcmp(e->outcome, "adopted")) {
 		/* The source changed during the copy: whatever the copy left
 		 * at the key (a store that ignored the If-Match) is not the
-		 * promoted file. The key was free at the decision and is
-		 * ours while the entry is open. */
-		int rc = s3_delete(p->s3, e->dest_bucket, e->dest_key);
-
-		if (rc) {
+		 * promoted file. Removed only while the database says the
+		 * entry is still 'intent' and no row claims the key (checked
+		 * under the entry's row lock and the key lock). */
+		rc = db_promote_discard(p->db, e->id, why, promote_del_dest, p,
+					state);
+		if (rc == -EALREADY)
+			return promote_settled_elsewhere(p, e, state, fail_rc);
+		if (rc == -EEXIST)
+			log_error(
+			    "promotion: %s/%s is claimed by a storage row: "
+			    "not removed; journal entry %lld failed",
+			    e->dest_bucket, e->dest_key, (long long)e->id);
+		else if (rc)
 			log_error("promotion: %s/%s: the copy of a changed "
 				  "source could not be removed (%s): journal "
 				  "entry %lld left to recovery",
 				  e->dest_bucket, e->dest_key, strerror(-rc),
 				  (long long)e->id);
-			return fail_rc;
-		}
-		is = 0;
-	} else {
-		is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size,
-				     e->sha256);
+		return fail_rc;
 	}
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     etag);
 	if (is == 1 && strcmp(e->outcome, "adopted")) {
 		log_info("promotion: %s/%s: the copy answered %s but the "
 			 "destination is ours: recorded",
@@ -361,7 +406,13 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return promote_record_cleanup(p, e);
 	}
 	if (is == 0) {
-		if (db_promote_fail(p->db, e->id, why))
+		rc = db_promote_fail(p->db, e->id, why);
+		if (rc == -EALREADY)
+			log_error("promotion: journal entry %lld was recorded "
+				  "meanwhile but %s/%s is not there",
+				  (long long)e->id, e->dest_bucket,
+				  e->dest_key);
+		else if (rc && rc != -ENOENT)
 			log_error("promotion: journal entry %lld could not be "
 				  "marked failed: left to recovery",
 				  (long long)e->id);
@@ -374,23 +425,41 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 	return fail_rc;
 }
 
-/* copy (unless adopted), verify, record, cleanup of an 'intent' entry. */
+/* copy (unless adopted), verify, record, cleanup of an 'intent' entry.
+ * The verification takes the copy's answer: the destination's ETag must be
+ * the one the copy answered (not only size and metadata, which anyone can
+ * write), and a single-part copy of a single-part source must answer the
+ * source's ETag (the MD5 of the same bytes). */
 static int promote_store(struct promote *p, const struct db_journal_entry *e,
 			 const struct s3_object_info *src)
 {
+	char etag[80] = "";
 	int rc = 0, is;
 
 	if (strcmp(e->outcome, "adopted")) {
-		rc = promote_copy(p, e, src);
+		rc = promote_copy(p, e, src, etag);
 		if (rc == -EEXIST) /* 412 or a changed ETag */
 			return promote_settle(p, e, -EBUSY,
 					      "the source changed during the "
-					      "copy");
+					      "copy",
+					      NULL);
 		if (rc)
-			return promote_settle(p, e, rc, "the copy failed");
+			return promote_settle(p, e, rc, "the copy failed",
+					      NULL);
+		if (*etag && !strchr(etag, '-') && !strchr(src->etag, '-') &&
+		    strcmp(etag, src->etag)) {
+			log_error(
+			    "promotion: %s/%s: the copy answered ETag %s, "
+			    "the source's is %s: not the same bytes",
+			    e->dest_bucket, e->dest_key, etag, src->etag);
+			return promote_settle(p, e, -EBUSY,
+					      "the copy's ETag is not the "
+					      "source's",
+					      NULL);
+		}
 	}
-	is =
-	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     etag);
 	if (is != 1 && !strcmp(e->outcome, "adopted")) {
 		/* adopted: the object's bytes were hashed at the decision;
 		 * its metadata is not ours, so only its size is checked. */
@@ -403,12 +472,13 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		}
 	}
 	if (is < 0)
-		return promote_settle(p, e, is, "the verification failed");
+		return promote_settle(p, e, is, "the verification failed",
+				      etag);
 	if (is == 0) {
-		log_error("promotion: %s/%s does not verify (size or sha256) "
-			  "after the copy",
+		log_error("promotion: %s/%s does not verify (size, sha256 or "
+			  "ETag) after the copy",
 			  e->dest_bucket, e->dest_key);
-		return promote_settle(p, e, -EIO, "verification failed");
+		return promote_settle(p, e, -EIO, "verification failed", etag);
 	}
 	return promote_record_cleanup(p, e);
 }
@@ -437,11 +507,11 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		}
 		if (rc && rc != -ENOENT)
 			return rc;
-		return promote_settle(p, e, -EIO,
-				      "the adopted object changed or vanished");
+		return promote_settle(
+		    p, e, -EIO, "the adopted object changed or vanished", NULL);
 	}
-	is =
-	    promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256);
+	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
+			     NULL);
 	if (is < 0)
 		return is;
 	if (is == 1)
@@ -487,7 +557,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 {
 	struct promote_decide *a = arg;
 	struct s3_object_info info;
-	int rc, same;
+	int rc, same, row_same;
 
 	/* Under the key lock: what is at the key now. */
 	rc = s3_head(a->p->s3, a->dest_bucket, a->dest_key, &info);
@@ -501,14 +571,16 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		a->same_meta =
 		    info.size == a->size && m && !strcmp(m, a->sha256);
 		if (strcmp(a->etag, info.etag) || a->dsize != info.size)
-			a->hashed = 0;
+			a->hashed = a->same_bytes = 0;
 		snprintf(a->etag, sizeof(a->etag), "%s", info.etag);
 		a->dsize = info.size;
 		s3_object_info_free(&info);
 	}
-	if (a->present && !a->same_meta && !a->hashed) {
-		/* No row, or a rowed object without our metadata (adopted):
-		 * only its bytes say what it is, never metadata. */
+	if (a->present && !a->hashed &&
+	    (!a->same_meta || !seen->has_row || seen->row_nohash)) {
+		/* No row (an orphan: metadata anyone could have written), a
+		 * row without a hash (seed), or a rowed object without our
+		 * metadata: only its bytes say what it is, never metadata. */
 		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 
 		if (a->dsize != a->size) {
@@ -523,10 +595,42 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		}
 		a->hashed = 1;
 	}
-	same = a->present && ((seen->has_row && a->same_meta) || a->same_bytes);
-	*outcome = promote_outcome(seen->has_row, seen->row_same,
-				   seen->row_dup_content, a->present, same,
-				   seen->has_content);
+	same = a->present &&
+	       ((seen->has_row && !seen->row_nohash && a->same_meta) ||
+		a->same_bytes);
+	/* A seed row has no hash: it is this file when the object it
+	 * claims holds these bytes (hashed above); else, as before, a
+	 * conflict. */
+	row_same =
+	    seen->row_same || (seen->row_nohash && !seen->row_dup_content &&
+			       a->present && a->hashed && a->same_bytes);
+	*outcome =
+	    promote_outcome(seen->has_row, row_same, seen->row_dup_content,
+			    a->present, same, seen->has_content);
+	if (*outcome == DB_OUT_DUPLICATE_CONTENT) {
+		/* Only a duplicate of an object that is there: else the
+		 * source would be deleted with its content nowhere. */
+		const char *of = seen->row_dup_content ? seen->row_dup_of
+						       : seen->content_key;
+
+		rc = promote_dest_is(a->p, a->dest_bucket, of, a->size,
+				     a->sha256, NULL);
+		if (rc < 0)
+			return rc;
+		if (!rc) {
+			log_warn("promotion: %s/%s: the stored object of the "
+				 "same content %s is missing or changed: "
+				 "%s/%s is stored itself",
+				 a->dest_bucket, a->dest_key, of,
+				 a->dest_bucket, a->dest_key);
+			if (!a->present)
+				*outcome = DB_OUT_COPIED;
+			else if (a->hashed && a->same_bytes)
+				*outcome = DB_OUT_ADOPTED;
+			else
+				*outcome = DB_OUT_CONFLICT;
+		}
+	}
 	return 0;
 }
 
@@ -689,9 +793,27 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	dc.sha256 = row.sha256;
 	dc.size = src.size;
 	for (;;) {
+		/* The entry is listed in inflight before another thread can
+		 * claim it (inflight_claim waits for the write lock). */
+		pthread_rwlock_rdlock(&p->decide_lock);
 		rc = db_promote_decide(p->db, &pr, promote_decide_cb, &dc,
 				       &res->outcome, &res->journal_id,
 				       res->dup_of);
+		if (rc == -EINPROGRESS) {
+			/* The decision's COMMIT went unanswered: its entry
+			 * tells. */
+			if (db_journal_open_for_source(p->db, pr.source_bucket,
+						       src_key, &e) == 0 &&
+			    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
+				res->journal_id = e.id;
+				rc = 0;
+			} else {
+				rc = -EIO;
+			}
+		}
+		if (!rc)
+			rc = inflight_add(p, res->journal_id);
+		pthread_rwlock_unlock(&p->decide_lock);
 		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
 			break;
 		/* Another promotion holds the key, the source or the
@@ -699,8 +821,14 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 * another's is waited for; then decide again. */
 		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
 		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
-			rc = promote_resume(p, &e);
-			inflight_del(p, e.id);
+			int64_t id = e.id;
+
+			/* read again once claimed: it may have been
+			 * finished since the blocker was read */
+			rc = db_journal_get(p->db, id, &e);
+			if (!rc)
+				rc = promote_resume(p, &e);
+			inflight_del(p, id);
 			if (rc)
 				break;
 			continue;
@@ -710,17 +838,6 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		if (step < 1000)
 			step *= 2;
 	}
-	if (rc == -EINPROGRESS) {
-		/* The decision's COMMIT went unanswered: its entry tells. */
-		if (db_journal_open_for_source(p->db, pr.source_bucket, src_key,
-					       &e) == 0 &&
-		    !strcmp(e.dest_key, dest) && e.owner == pr.owner) {
-			res->journal_id = e.id;
-			rc = 0;
-		} else {
-			rc = -EIO;
-		}
-	}
 	if (rc == -ESTALE)
 		rc = -EBUSY; /* its reception row was replaced meanwhile */
 	if (rc == -EEXIST)
@@ -728,13 +845,13 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 			 "stored under that key)",
 			 pr.source_bucket, src_key, pr.dest_bucket, dest);
 	if (rc)
-		goto out;
+		goto out; /* (an inflight_add failure leaves the entry open:
+			     resumed by the next attempt) */
 	rc = db_journal_get(p->db, res->journal_id, &e);
-	if (rc)
+	if (rc) {
+		inflight_del(p, res->journal_id);
 		goto out;
-	rc = inflight_add(p, e.id);
-	if (rc)
-		goto out; /* left open: resumed by the next attempt */
+	}
 	if (!strcmp(e.state, "stored"))
 		rc = promote_cleanup(p, &e); /* the duplicates */
 	else
@@ -747,7 +864,9 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 out:
 	s3_object_info_free(&src);
 	free(dest);
-	return rc;
+	/* A COMMIT whose outcome stayed unknown after the retry: the entry
+	 * is left to recovery; never rename's errno (EINPROGRESS). */
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 /* ---- directories ------------------------------------------------------ */
@@ -873,6 +992,20 @@ int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
 	res->n_done = b.done;
 	res->n_failed = b.failed;
 	rc = b.first_rc;
+	if (!rc && check) {
+		/* what the listing cannot show: the directory stays */
+		rc = check(check_arg, NULL);
+		if (rc) {
+			snprintf(res->first_failed, sizeof(res->first_failed),
+				 "%s", dir);
+			log_error("promotion of %s/%s: %zu files promoted; the "
+				  "directory holds a file not stored yet (%s): "
+				  "it stays in reception",
+				  p->cfg->reception_bucket, src_dir, b.done,
+				  strerror(-rc));
+			goto out;
+		}
+	}
 	if (rc) {
 		snprintf(res->first_failed, sizeof(res->first_failed), "%s",
 			 b.src[b.first_i]);
@@ -919,8 +1052,10 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 	p->s3 = s3;
 	p->db = db;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_rwlock_init(&p->decide_lock, NULL);
 	rc = db_owner_take(db, &p->owner, &p->owner_id);
 	if (rc) {
+		pthread_rwlock_destroy(&p->decide_lock);
 		pthread_mutex_destroy(&p->lock);
 		free(p);
 		*err = rc;
@@ -941,6 +1076,7 @@ void promote_free(struct promote *p)
 		p->inflight = f->next;
 		free(f);
 	}
+	pthread_rwlock_destroy(&p->decide_lock);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }

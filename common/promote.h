@@ -51,7 +51,11 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 struct promote_result *res);
 
 /* Vetoes one file of a directory promotion (0: go on, -errno: that file
- * fails with it and stays), e.g. the daemon's "open for writing". */
+ * fails with it and stays), e.g. the daemon's "open for writing". Asked
+ * with src_key NULL once every listed file was tried: -errno when the
+ * directory holds something the store's listing cannot show (a file being
+ * written, not uploaded yet), which then fails the call like a file and
+ * keeps the directory in reception. */
 typedef int (*promote_check_fn)(void *arg, const char *src_key);
 
 struct promote_dir_result {

@@ -39,11 +39,69 @@ static int promote_src_check(const char *rel)
 	return rc;
 }
 
-/* promote_dir's veto: a file open for writing here stays. */
+/* The first promote_src_check failure among the files this mount has
+ * under dir/ (open, being written, not uploaded, local), or 0. */
+static int promote_dir_check(const char *dir)
+{
+	size_t dl = strlen(dir), n = 0, i;
+	struct ofile *of;
+	char **rels = NULL, **more;
+	int rc = 0;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of && rc == 0; of = of->next) {
+		if (of->unlinked || strncmp(of->rel, dir, dl) ||
+		    of->rel[dl] != '/')
+			continue;
+		more = realloc(rels, (n + 1) * sizeof(*rels));
+		if (!more || !(more[n] = strdup(of->rel)))
+			rc = -ENOMEM;
+		if (more) {
+			rels = more;
+			if (!rc)
+				n++;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	for (i = 0; i < n; i++) {
+		if (!rc)
+			rc = promote_src_check(rels[i]);
+		free(rels[i]);
+	}
+	free(rels);
+	return rc;
+}
+
+struct promote_veto {
+	const char *from;		     /* inbox/ directory */
+	const char *to;			     /* its place in projects/ */
+	const struct promote_dir_result *dr; /* n_files set before the end */
+};
+
+/* promote_dir's veto: a file open for writing here stays. Asked with key
+ * NULL at the end: a file under the directory that the store's listing
+ * cannot show yet keeps the directory; an empty directory is kept empty in
+ * the project, as mkdir there would (already there: merged), before it
+ * leaves reception. */
 static int promote_src_veto(void *arg, const char *key)
 {
-	(void)arg;
-	return promote_src_check(key);
+	const struct promote_veto *v = arg;
+	int rc;
+
+	if (key)
+		return promote_src_check(key);
+	rc = promote_dir_check(v->from);
+	if (rc || v->dr->n_files)
+		return rc;
+	rc = projects_mkdir(v->to, 0755);
+	if (rc == -EEXIST) {
+		struct stat st;
+
+		rc = projects_getattr(v->to, &st);
+		if (!rc && !S_ISDIR(st.st_mode))
+			rc = -ENOTDIR;
+	}
+	return rc;
 }
 
 /* from: below inbox/, to: below projects/ ("<prefix>/<relpath>"). A
@@ -57,7 +115,11 @@ static int promote_src_veto(void *arg, const char *key)
  * during the promotion), EPERM also for a local temporary file, EINVAL /
  * ENAMETOOLONG (a name the store cannot hold), ENOENT (no such project or
  * file), EEXIST (another file is stored under that name: nothing overwritten,
- * the file stays in inbox/), and the store's or database's (EIO...). */
+ * the file stays in inbox/), ENOTDIR (an empty directory onto a stored
+ * file), and the store's or database's (EIO...). A directory holding a
+ * file this mount has not stored yet (open for writing) fails with EBUSY
+ * after the others were promoted, and stays in inbox/ with it; an empty
+ * directory becomes an empty directory in the project. */
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
@@ -93,8 +155,10 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	if (S_ISDIR(st.st_mode)) {
 		struct promote_dir_result dr;
 
+		struct promote_veto v = {from, to, &dr};
+
 		rc = promote_dir(cfs->promote, from, prefix, slash + 1, &who,
-				 promote_src_veto, NULL, &dr);
+				 promote_src_veto, &v, &dr);
 		free(prefix);
 		/* Its files left inbox/ (all, or some) for projects/:
 		 * listings of both again. */

@@ -719,3 +719,269 @@ def test_database_down_after_copy(stack, mount_factory, proxied, uniq):
     promote(m, "db2.bin", p)
     owner = journal(m, p + "/db2.bin")[0]["owner"]
     assert m.sql_value("select pg_try_advisory_lock(1129665367, %s)", (owner,)) is False
+
+
+# ---- review findings -------------------------------------------------------------------------
+
+def test_late_copy_answer_after_another_mount_finished_entry(stack, mount_factory, proxied,
+                                                             uniq):
+    """Review C1 (cross-process): mount A's copy takes effect but its answer is held; the
+    database restarts (A's owner lock is gone), mount B starts and its recovery finishes A's
+    entry (row, source deleted, done). When A's late answer comes, A finds the source gone;
+    it must not delete the destination object the row records: the entry is done, so A's
+    rename succeeds and the file is stored exactly once."""
+    px = proxied
+    ma = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(ma, uniq)
+    data = os.urandom(6000)
+    drop(ma, "late.bin", data)
+    px.rule = lambda meth, path, h: (("late", 60) if meth == "PUT" and "/storage-unique/" in path
+                                     and "late.bin" in path else None)
+    res = []
+
+    def run():
+        try:
+            promote(ma, "late.bin", p)
+            res.append(0)
+        except OSError as e:
+            res.append(e.errno)
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    ma.wait_until(lambda: any(j["state"] == "intent" for j in journal(ma, p + "/late.bin")),
+                  timeout=20, what="journal intent")
+    ma.wait_until(lambda: any("late.bin" in path and meth == "PUT" for meth, path, a in
+                              list(px.log)), timeout=20, what="copy sent")
+    time.sleep(0.5)
+    stack.stop_pg("immediate")
+    stack.start_pg()
+    mb = mount_factory(reset=False)
+    _no_open_entries(mb)  # B's recovery finished A's entry
+    assert [r["outcome"] for r in srows(mb, p + "/late.bin")] == ["copied"]
+    assert checks.get_object(mb, "late.bin") is None
+    px.rule = None
+    px.release.set()
+    t.join(90)
+    assert not t.is_alive()
+    assert res == [0]
+    check_stored(mb, p + "/late.bin", data, "late.bin", ["copied"])
+    assert len(checks.rows(mb, "late.bin")) == 1
+
+
+def test_directory_of_identical_pairs_runs_each_entry_once(stack, mount_factory, proxied, uniq):
+    """Review C1: under dedup=content a directory holding pairs of identical files, promoted
+    by the worker pool. The second of a pair waits for the first's entry; it must never run
+    that entry itself (a second CopyObject to the key), and nothing may delete an object a
+    row records. A second copy to a key is answered late, so a worker that ran the entry
+    twice finds the source gone and settles. One database connection and a slow HEAD of the
+    destination inside the decision: the second worker queues for the connection while the
+    first decides, gets it right after the first's COMMIT, and looks for the blocking entry
+    before the first can say it works on it."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "postgres": {"pool_size": "1"},
+                              "fs": {"promote_workers": "2", "dedup": "content"}})
+    p = project(m, uniq)
+    copies = {}
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}:
+            dest = path.split("?")[0]
+            copies[dest] = copies.get(dest, 0) + 1
+            if copies[dest] > 1:
+                return ("late", 1.5)
+        if meth == "HEAD" and "/storage-unique/" in path:
+            return ("late", 0.3)
+        return None
+    px.rule = rule
+    for rnd in range(2):
+        d = "pairs%d" % rnd
+        os.makedirs(os.path.join(m.inbox, d))
+        files = {}
+        for i in range(10):
+            data = os.urandom(4000 + i)
+            for s in ("a", "b"):
+                files["%s/k%02d-%s.bin" % (d, i, s)] = data
+                checks.write(os.path.join(m.inbox, d, "k%02d-%s.bin" % (i, s)), data)
+        os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
+        assert [c for c in copies.values() if c > 1] == [], "an entry ran twice: %r" % copies
+        _no_open_entries(m)
+        for i in range(10):
+            pair = ["%s/k%02d-%s.bin" % (d, i, s) for s in ("a", "b")]
+            data = files[pair[0]]
+            rows = {k: srows(m, p + "/" + k) for k in pair}
+            assert sorted(r["outcome"] for k in pair for r in rows[k]) == \
+                ["copied", "duplicate_content"], rows
+            for k in pair:
+                assert checks.get_object(m, k) is None
+                assert all(r["removed_at"] for r in checks.rows(m, k))
+                if rows[k][0]["outcome"] == "copied":
+                    assert dget(m, p + "/" + k) == data  # the row's object is there
+                else:
+                    assert dhead(m, p + "/" + k) is None
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_duplicate_content_of_a_vanished_object_is_copied(mount, uniq, again):
+    """Review H1: p/a stored, then its object removed behind the system's back; the same bytes
+    dropped as b and promoted: b must not become a duplicate_content of an object that is not
+    there (its inbox source deleted, the content nowhere): b is copied. again: b had been a
+    duplicate_content of a already (the re-run path, a row for the key itself)."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3500)
+    a, b = uniq + "-a.bin", uniq + "-b.bin"
+    drop(m, a, data)
+    promote(m, a, p, "a.bin")
+    if again:
+        drop(m, b, data)
+        promote(m, b, p, "b.bin")
+        assert [r["outcome"] for r in srows(m, p + "/b.bin")] == ["duplicate_content"]
+    m.s3.delete_object(Bucket=m.storage_bucket, Key=p + "/a.bin")
+    drop(m, b, data)
+    promote(m, b, p, "b.bin")
+    outs = [r["outcome"] for r in srows(m, p + "/b.bin")]
+    assert outs == (["duplicate_content", "copied"] if again else ["copied"])
+    assert dget(m, p + "/b.bin") == data  # the content is somewhere: at b
+    assert dhead(m, p + "/b.bin")["Metadata"]["sha256"] == sha(data)
+    assert srows(m, p + "/b.bin")[-1]["sha256"] == sha(data)
+    assert checks.get_object(m, b) is None
+    assert all(r["removed_at"] for r in checks.rows(m, b))
+    assert len(checks.rows(m, b)) == (2 if again else 1)
+    assert [r["outcome"] for r in srows(m, p + "/a.bin")] == ["copied"]
+
+
+def test_directory_with_a_file_open_for_writing_is_ebusy(mount, uniq):
+    """Review M4: inbox/d holds two stored files and one still open for writing (not
+    uploaded): the rename promotes the two, fails with EBUSY, and inbox/d stays with the open
+    file, which once closed is received there (nothing reappears from nowhere); renaming the
+    directory again then promotes it and the directory leaves reception."""
+    m = mount
+    p = project(m, uniq)
+    d = uniq + "-d"
+    os.makedirs(os.path.join(m.inbox, d))
+    files = {"f1.bin": os.urandom(900), "f2.bin": os.urandom(901)}
+    for n, b in files.items():
+        checks.write(os.path.join(m.inbox, d, n), b)
+    fd = os.open(os.path.join(m.inbox, d, "new.txt"), os.O_WRONLY | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, b"written, not closed")
+        with pytest.raises(OSError) as ei:
+            os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "d"))
+        assert ei.value.errno == errno.EBUSY
+        for n, b in files.items():
+            check_stored(m, p + "/d/" + n, b, d + "/" + n, ["copied"])
+        assert os.path.isdir(os.path.join(m.inbox, d))
+        assert srows(m, p + "/d/new.txt") == []
+    finally:
+        os.close(fd)
+    assert checks.get_object(m, d + "/new.txt") == b"written, not closed"
+    assert len(checks.live_rows(m, d + "/new.txt")) == 1
+    os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "d"))
+    check_stored(m, p + "/d/new.txt", b"written, not closed", d + "/new.txt", ["copied"])
+    assert checks.bucket_keys(m, d + "/", markers=True) == []
+    assert not os.path.exists(os.path.join(m.inbox, d))
+
+
+def test_empty_directory_becomes_empty_directory_in_project(mount, uniq):
+    """Review M4: an empty directory renamed into a project does not vanish from both sides:
+    it leaves reception and is an empty directory in the project (as mkdir there makes)."""
+    m = mount
+    p = project(m, uniq)
+    d = uniq + "-e"
+    os.makedirs(os.path.join(m.inbox, d))
+    os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, "e"))
+    assert not os.path.exists(os.path.join(m.inbox, d))
+    assert checks.bucket_keys(m, d + "/", markers=True) == []
+    assert os.path.isdir(os.path.join(m.projects, p, "e"))
+    assert os.listdir(os.path.join(m.projects, p, "e")) == []
+    assert m.sql_value("select count(*) from storage_audit where dest_key like %s",
+                       (p + "/%",)) == 0
+
+
+def test_orphan_with_our_metadata_and_same_bytes_is_adopted(mount, uniq):
+    """Review M1: an object without a row but with our metadata and the very bytes (an orphan
+    of a late copy, or a database restored from backup) is adopted after its bytes are hashed,
+    not refused as a conflict; nothing is copied over it."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(4100)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/x.bin", Body=data,
+                    Metadata={"sha256": sha(data)})
+    etag = dhead(m, p + "/x.bin")["ETag"]
+    drop(m, uniq + "-x.bin", data)
+    promote(m, uniq + "-x.bin", p, "x.bin")
+    rows = srows(m, p + "/x.bin")
+    assert [r["outcome"] for r in rows] == ["adopted"]
+    assert rows[0]["sha256"] == sha(data) and rows[0]["size_bytes"] == len(data)
+    assert dget(m, p + "/x.bin") == data and dhead(m, p + "/x.bin")["ETag"] == etag
+    assert checks.get_object(m, uniq + "-x.bin") is None
+    assert all(r["removed_at"] for r in checks.rows(m, uniq + "-x.bin"))
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_seed_row_without_hash_is_judged_by_the_bytes(mount, uniq, same):
+    """Review M2: a seed-style storage row (no sha256, no outcome) and its object: the same
+    bytes dropped again are a duplicate (the object's bytes hashed), other bytes a conflict
+    (EEXIST, nothing overwritten, the file stays)."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(2700)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/seed.bin", Body=data)
+    m.sql("insert into storage_audit (project_prefix, project_name, dest_key, size_bytes,"
+          " source_bucket) values (%s, %s, %s, %s, %s)",
+          (p, "Projeto " + p, p + "/seed.bin", len(data), m.reception_bucket))
+    etag = dhead(m, p + "/seed.bin")["ETag"]
+    mine = data if same else os.urandom(2700)
+    drop(m, uniq + "-seed.bin", mine)
+    if same:
+        promote(m, uniq + "-seed.bin", p, "seed.bin")
+        rows = srows(m, p + "/seed.bin")
+        assert [r["outcome"] for r in rows] == [None, "duplicate"]
+        assert rows[1]["sha256"] == sha(data)
+        assert checks.get_object(m, uniq + "-seed.bin") is None
+        assert all(r["removed_at"] for r in checks.rows(m, uniq + "-seed.bin"))
+    else:
+        with pytest.raises(OSError) as ei:
+            promote(m, uniq + "-seed.bin", p, "seed.bin")
+        assert ei.value.errno == errno.EEXIST
+        assert [r["outcome"] for r in srows(m, p + "/seed.bin")] == [None]
+        assert checks.get_object(m, uniq + "-seed.bin") == mine
+        assert len(checks.live_rows(m, uniq + "-seed.bin")) == 1
+    assert dget(m, p + "/seed.bin") == data and dhead(m, p + "/seed.bin")["ETag"] == etag
+
+
+def test_object_forged_between_copy_and_verify_is_not_recorded(stack, mount_factory, proxied,
+                                                               uniq):
+    """Review H3(b): after the copy and before its verification another client writes other
+    bytes of the same size with our metadata (sha256 of the real file) at the key: the
+    verification goes by the copy's ETag, not only size and metadata, so nothing is recorded,
+    the rename fails and the file stays in inbox/."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data, forged = os.urandom(3000), os.urandom(3000)
+    drop(m, uniq + "-v.bin", data)
+    key = p + "/v.bin"
+    seen = []
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and \
+                path.split("?")[0].endswith("/v.bin"):
+            seen.append("copy")
+        elif meth == "HEAD" and path.split("?")[0].endswith("/storage-unique/" + key) and \
+                seen == ["copy"]:
+            seen.append("forged")
+            stack.s3.put_object(Bucket=m.storage_bucket, Key=key, Body=forged,
+                                Metadata={"sha256": sha(data),
+                                          "xxh128": m.xxh128_bytes(data)})
+        return None
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        promote(m, uniq + "-v.bin", p, "v.bin")
+    px.rule = None
+    assert seen == ["copy", "forged"]
+    assert ei.value.errno == errno.EIO
+    assert srows(m, key) == []
+    assert [j["state"] for j in journal(m, key)] == ["failed"]
+    assert checks.get_object(m, uniq + "-v.bin") == data
+    assert len(checks.live_rows(m, uniq + "-v.bin")) == 1
+    assert dget(m, key) == forged  # not ours: left alone, never recorded
