@@ -62,6 +62,12 @@ static const char db_sql_attrs_list_dir[] =
 	" AND object_key COLLATE \"C\" < $3::text))"
 	" AND strpos(substr(object_key, length($2::text) + 1), '/') = 0";
 
+/* $1 bucket, $2 key: that key's row only. */
+static const char db_sql_attrs_get[] =
+	"SELECT object_key, mode, uid, gid, atime_ns, mtime_ns,"
+	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000"
+	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
+
 /* $1 bucket, $2 key, $3 tree, $4 key + "/", $5 key + "0". */
 static const char db_sql_attrs_drop[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
@@ -160,6 +166,7 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 
 struct attrs_list_args {
 	const char *bucket, *dir;
+	const char *key; /* set: that key's row only (dir unused) */
 	struct db_attrs *rows;
 	size_t n;
 };
@@ -180,7 +187,7 @@ static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 	struct attrs_list_args *l = arg;
 	PGresult *res = NULL;
 	const char *p[3];
-	char *end = range_end(l->dir);
+	char *end = range_end(l->key ? "" : l->dir);
 	int rc, i, nt;
 
 	l->rows = NULL;
@@ -188,9 +195,12 @@ static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 	if (!end)
 		return -ENOMEM;
 	p[0] = l->bucket;
-	p[1] = l->dir;
+	p[1] = l->key ? l->key : l->dir;
 	p[2] = end;
-	rc = pg_exec(x, db_sql_attrs_list_dir, 3, p, &res);
+	if (l->key)
+		rc = pg_exec(x, db_sql_attrs_get, 2, p, &res);
+	else
+		rc = pg_exec(x, db_sql_attrs_list_dir, 3, p, &res);
 	if (rc)
 		goto out;
 	nt = PQntuples(res);
@@ -255,6 +265,28 @@ int db_attrs_list_dir(struct db *d, const char *bucket, const char *dir,
 		*n = l.n;
 	}
 	return rc;
+}
+
+int db_attrs_get(struct db *d, const char *bucket, const char *key,
+		 struct db_attrs *row, int *found)
+{
+	struct attrs_list_args l = {.bucket = bucket, .key = key};
+	int rc;
+
+	memset(row, 0, sizeof(*row));
+	*found = 0;
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	rc = db_run(d, "read file attributes", 0, 0, pg_attrs_list_dir, &l);
+	if (rc)
+		return rc;
+	if (l.n == 1) {
+		*row = l.rows[0];
+		l.rows[0].key = NULL;
+		*found = 1;
+	}
+	db_attrs_free(l.rows, l.n);
+	return 0;
 }
 
 void db_attrs_free(struct db_attrs *rows, size_t n)

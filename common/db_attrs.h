@@ -48,6 +48,11 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 int db_attrs_list_dir(struct db *d, const char *bucket, const char *dir,
 		      struct db_attrs **rows, size_t *n);
 void db_attrs_free(struct db_attrs *rows, size_t n);
+/* The row of key alone, read now (no cache): *found 1 and *row filled
+ * (row->key malloc'd, the caller frees it), or *found 0 when key has no
+ * row. 0 or -errno (the database cannot be read). */
+int db_attrs_get(struct db *d, const char *bucket, const char *key,
+		 struct db_attrs *row, int *found);
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"

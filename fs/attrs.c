@@ -29,9 +29,11 @@ struct dirsnap {
 	char *dir;		/* "" (inbox/) or "a/b/" */
 	struct nameidx kids;	/* protected by cfs->lock: rel -> attrov */
 	struct timespec loaded; /* protected by cfs->lock: CLOCK_MONOTONIC */
-	uint64_t epoch; /* protected by cfs->lock: bumped by each change */
-	int loading;	/* protected by cfs->lock: a load is running */
-	int ok;		/* protected by cfs->lock: loaded at least once */
+	time_t loaded_rt; /* protected by cfs->lock: CLOCK_REALTIME when the
+			     last successful load started */
+	uint64_t epoch;	  /* protected by cfs->lock: bumped by each change */
+	int loading;	  /* protected by cfs->lock: a load is running */
+	int ok;		  /* protected by cfs->lock: loaded at least once */
 };
 
 static struct nameidx snaps = NAMEIDX_INIT; /* protected by cfs->lock:
@@ -161,6 +163,7 @@ static int snap_load_locked(struct dirsnap *s)
 	struct nameidx kids = NAMEIDX_INIT;
 	uint64_t epoch = s->epoch;
 	const char *dir = s->dir; /* never freed while loads run */
+	time_t started = time(NULL);
 	size_t n = 0, i;
 	int rc;
 
@@ -191,6 +194,7 @@ static int snap_load_locked(struct dirsnap *s)
 	kids_free(&s->kids);
 	s->kids = kids;
 	s->ok = 1;
+	s->loaded_rt = started;
 	clock_gettime(CLOCK_MONOTONIC, &s->loaded);
 	return 0;
 }
@@ -408,6 +412,76 @@ static int ts_after(const struct timespec *a, const struct timespec *b)
 	       (a->tv_sec == b->tv_sec && a->tv_nsec > b->tv_nsec);
 }
 
+/* Caller holds cfs->lock. a's attributes onto *st. */
+static void apply_locked(const struct attrov *a, struct stat *st)
+{
+	if (a->has_mode)
+		st->st_mode = (st->st_mode & S_IFMT) | (a->mode & 07777);
+	if (a->has_owner) {
+		st->st_uid = a->uid;
+		st->st_gid = a->gid;
+	}
+	if (a->has_mtime)
+		st->st_mtim = a->mtime;
+	if (a->has_atime)
+		st->st_atim = a->atime;
+	if (a->has_ctime && ts_after(&a->ctime, &st->st_ctim))
+		st->st_ctim = a->ctime;
+}
+
+/* Caller holds cfs->lock (released while the database is asked). Reads
+ * rel's row now, caches it (an empty entry when there is none: not asked
+ * again before the next snapshot load) unless a change made here raced
+ * with the read, and applies it to *st. 0 or -errno (the database cannot
+ * be read: nothing applied, the caller fails closed). */
+static int key_load_locked(const char *rel, struct stat *st)
+{
+	struct db_attrs row;
+	struct dirsnap *s = snap_find(rel, 1);
+	struct attrov *a = NULL, *cached;
+	uint64_t epoch = s ? s->epoch : 0;
+	int rc, found = 0;
+
+	if (!s)
+		return -ENOMEM;
+	pthread_mutex_unlock(&cfs->lock);
+	rc =
+	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
+	if (rc == 0) {
+		a = found ? attrov_from_row(&row) : calloc(1, sizeof(*a));
+		if (a && !found)
+			a->rel = strdup(rel);
+		if (!a || !a->rel) {
+			attrov_free(a);
+			a = NULL;
+			rc = -ENOMEM;
+		}
+	}
+	if (found)
+		free(row.key);
+	pthread_mutex_lock(&cfs->lock);
+	if (rc) {
+		log_error("attributes of inbox/%s: %s", rel, strerror(-rc));
+		return rc;
+	}
+	if (s->epoch != epoch) {
+		/* Changed here meanwhile: the cache is the newer. */
+		cached = kid_find(s, rel, 0);
+		apply_locked(cached ? cached : a, st);
+		attrov_free(a);
+		return 0;
+	}
+	apply_locked(a, st);
+	cached = kid_find(s, rel, 0);
+	if (cached) {
+		nameidx_del(&s->kids, rel);
+		attrov_free(cached);
+	}
+	if (nameidx_put(&s->kids, a->rel, (uintptr_t)a))
+		attrov_free(a);
+	return 0;
+}
+
 int attrov_apply(const char *rel, struct stat *st)
 {
 	struct dirsnap *s;
@@ -417,23 +491,20 @@ int attrov_apply(const char *rel, struct stat *st)
 	pthread_mutex_lock(&cfs->lock);
 	s = snap_fresh_locked(rel, &rc);
 	a = s ? kid_find(s, rel, 0) : NULL;
-	if (a) {
-		if (a->has_mode)
-			st->st_mode =
-			    (st->st_mode & S_IFMT) | (a->mode & 07777);
-		if (a->has_owner) {
-			st->st_uid = a->uid;
-			st->st_gid = a->gid;
-		}
-		if (a->has_mtime)
-			st->st_mtim = a->mtime;
-		if (a->has_atime)
-			st->st_atim = a->atime;
-		if (a->has_ctime && ts_after(&a->ctime, &st->st_ctim))
-			st->st_ctim = a->ctime;
-	}
+	if (a)
+		apply_locked(a, st);
 	pthread_mutex_unlock(&cfs->lock);
 	return s ? 0 : rc;
+}
+
+int attrov_apply_fresh(const char *rel, struct stat *st)
+{
+	int rc;
+
+	pthread_mutex_lock(&cfs->lock);
+	rc = key_load_locked(rel, st);
+	pthread_mutex_unlock(&cfs->lock);
+	return rc;
 }
 
 /* Caller holds cfs->lock. The cached entry of from, if any, becomes to's

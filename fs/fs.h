@@ -115,11 +115,13 @@ struct cfs {
 	uid_t foreign_uid; /* owner of what no mount created ([fs]) */
 	gid_t foreign_gid;
 	time_t started;
+	int perm_checks; /* default_permissions in effect: the kernel checks
+			    permissions, and the daemon what it cannot */
 
 	/* Protects ofiles, and the attribute overrides of attrs.c. Taken
 	 * after dircache.c's own lock, never before it. */
 	pthread_mutex_t lock;
-	struct ofile *ofiles;  /* protected by lock */
+	struct ofile *ofiles; /* protected by lock */
 
 	/* The mount point, absolute and resolved (realpath), set before the
 	 * FUSE loop starts and never changed. */
@@ -230,7 +232,7 @@ int ofile_truncate(struct ofile *of, uint64_t size); /* of->lock held */
 /* Caller holds of->lock: the caller of the current FUSE request changed
  * the file (its uid is received_by at the next commit). */
 void ofile_set_writer(struct ofile *of);
-void ofile_stat(struct ofile *of, struct stat *st);  /* of->lock held */
+void ofile_stat(struct ofile *of, struct stat *st); /* of->lock held */
 /* A copy of of->rel (read under cfs.lock), or NULL (ENOMEM). */
 char *ofile_rel(struct ofile *of);
 void ofile_rebase(const char *from, const char *to); /* rename of rel(s) */
@@ -271,6 +273,10 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
  * directory's attributes were never loaded and the database cannot be
  * read (a stale snapshot is used otherwise). */
 int attrov_apply(const char *rel, struct stat *st);
+/* attrov_apply with rel's row read from the database now (not from a
+ * snapshot), for decisions the kernel could not check. 0 or -errno (the
+ * database cannot be read: *st unchanged). */
+int attrov_apply_fresh(const char *rel, struct stat *st);
 /* rename (after the store's): from's attributes become to's; to's own go.
  * With tree set (a directory), those of everything under from/ follow to
  * to/ as well. A database failure is logged (the rename stands). */

@@ -300,7 +300,9 @@ int main(int argc, char *argv[])
 		goto out_setup;
 	/* The kernel checks permissions against what getattr reports (modes
 	 * and owners from attrs.c), unless turned off for a single user. */
-	if (cfs->cfg.default_permissions && !opts.no_default_permissions &&
+	cfs->perm_checks =
+	    cfs->cfg.default_permissions && !opts.no_default_permissions;
+	if (cfs->perm_checks &&
 	    fuse_opt_add_arg(&args, "-odefault_permissions") == -1)
 		goto out_setup;
 	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);

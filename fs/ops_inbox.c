@@ -392,19 +392,6 @@ int readers_of(const char *rel)
 	return n;
 }
 
-/* Does the store hold an object under rel? Asks the store (HEAD), not the
- * listing cache: 1 yes, 0 no, or -errno (EIO...). */
-static int stored_now(const char *rel)
-{
-	struct s3_object_info info;
-	int rc;
-
-	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
-	if (rc == 0)
-		s3_object_info_free(&info);
-	return rc == 0 ? 1 : rc == -ENOENT ? 0 : rc;
-}
-
 /* A write-only handle bypasses the kernel's page cache (direct_io): its
  * writes reach inbox_write straight from the writer's buffer. Through the
  * page cache every byte written costs the writer a copy into a page that
@@ -420,20 +407,96 @@ static void write_only_direct(struct fuse_file_info *fi)
 		fi->direct_io = 1;
 }
 
+/* Is the caller of this request in group gid (its own or a
+ * supplementary one)? */
+static int caller_in_group(const struct fuse_context *ctx, gid_t gid)
+{
+	gid_t list[256];
+	int n, i;
+
+	if (ctx->gid == gid)
+		return 1;
+	n = fuse_getgroups(256, list);
+	for (i = 0; i < n && i < 256; i++)
+		if (list[i] == gid)
+			return 1;
+	return 0;
+}
+
+/* May the caller write over the existing file rel (attributes *st) by a
+ * create the kernel sent believing the name absent, so that it checked
+ * only the directory? The kernel's own rules, on the file's recorded
+ * owner and mode: write permission on the file, and, the object being
+ * replaced, in a sticky directory (inbox/ is 1777) only its owner, the
+ * directory's owner or root. 0, -EACCES, or -errno of the directory's
+ * attributes. Nothing is checked without default_permissions. */
+static int may_replace(const char *rel, const struct stat *st)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat dir;
+	char *parent;
+	mode_t bit;
+	int rc;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
+		return 0;
+	if (ctx->uid == st->st_uid)
+		bit = S_IWUSR;
+	else if (caller_in_group(ctx, st->st_gid))
+		bit = S_IWGRP;
+	else
+		bit = S_IWOTH;
+	if (!(st->st_mode & bit))
+		return -EACCES;
+	if (ctx->uid == st->st_uid)
+		return 0;
+	parent = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
+	if (!parent)
+		return -ENOMEM;
+	rc = inbox_getattr(parent, &dir);
+	free(parent);
+	if (rc)
+		return rc;
+	if ((dir.st_mode & S_ISVTX) && dir.st_uid != ctx->uid)
+		return -EACCES;
+	return 0;
+}
+
+/* The attributes of stored object rel that this mount's listing did not
+ * show (info: its HEAD), with its row read from the database now. */
+static int stored_stat(const char *rel, const struct s3_object_info *info,
+		       struct stat *st)
+{
+	struct dentry e = {0};
+
+	e.size = info->size;
+	e.mtime = info->mtime;
+	dentry_stat(&e, st);
+	return attrov_apply_fresh(rel, st);
+}
+
 /* The kernel creates only after a lookup found no such name, but that
- * answer may be a second old (negative dentry, listing cache): an object
- * that arrived since by another route is in the store. O_EXCL fails on
- * it; without O_EXCL it is overwritten, never taken as created (whose
- * object is deleted again if its row fails). mode: the new file's, the
- * umask applied (kept as its override).
- * Errors: EEXIST (O_EXCL), EINVAL (hidden name), EISDIR, EIO, ENOSPC,
- * ENOMEM. */
+ * answer may be stale (negative dentry, a listing younger than the TTL):
+ * an object that arrived since by another route or another mount is in
+ * the store, and the kernel checked nothing against it. O_EXCL fails on
+ * it; otherwise the caller must be allowed to write it (may_replace, on
+ * its recorded owner and mode, read now) and it is opened as it is: its
+ * owner, mode and row stay, its content too unless O_TRUNC. A store that
+ * cannot say whether the name exists fails the create (never a blind
+ * overwrite). mode: a new file's, the umask applied (kept as its
+ * override).
+ * Errors: EEXIST (O_EXCL), EACCES (another user's file), EINVAL (hidden
+ * name), EISDIR, EIO, ENOSPC, ENOMEM. */
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
+	int trunc = (fi->flags & O_TRUNC) != 0;
+	struct s3_object_info info;
 	struct attrov in = {0};
 	struct fhandle *h;
 	struct ofile *of;
+	struct stat st;
 	int rc = 0, local = is_temp(rel);
 
 	rc = check_name(rel);
@@ -446,46 +509,80 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		ofile_put(of);
 		return -EEXIST;
 	}
-	if (!of && (excl || !local)) {
-		stored = stored_now(rel);
-		if (stored < 0 && excl)
-			return stored;
-		if (stored > 0 && excl)
-			return -EEXIST;
-		/* Unknown: the safe side is an overwrite. */
-		stored = stored != 0;
+	if (of) {
+		/* Open here already (or a local file): its own rules. */
+		rc = inbox_getattr(rel, &st);
+		if (rc == 0)
+			rc = may_replace(rel, &st);
+		if (rc) {
+			ofile_put(of);
+			return rc;
+		}
+	} else if (excl || !local) {
+		rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+		if (rc == 0) {
+			if (excl) {
+				s3_object_info_free(&info);
+				return -EEXIST;
+			}
+			rc = stored_stat(rel, &info, &st);
+			s3_object_info_free(&info);
+			if (rc == 0)
+				rc = may_replace(rel, &st);
+			if (rc)
+				return rc;
+			stored = 1;
+		} else if (rc != -ENOENT) {
+			return rc;
+		}
+		rc = 0;
 	}
 	if (of) {
 		/* Already open elsewhere (or a local file): O_TRUNC applies. */
 		pthread_mutex_lock(&of->lock);
 		rc = of->failed;
-		if (rc == 0 && (fi->flags & O_TRUNC))
+		if (rc == 0 && trunc)
 			rc = ofile_truncate(of, 0);
 	} else {
 		/* A new file: its mode and owner (the creator), and none of
-		 * an earlier file's attributes under that name. */
-		creator_attrs(&in, mode);
-		rc = attrov_set(
-		    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER, NULL);
-		if (rc)
-			return rc;
+		 * an earlier file's attributes under that name. A stored
+		 * one keeps its own. */
+		if (!stored) {
+			creator_attrs(&in, mode);
+			rc = attrov_set(
+			    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
+			    NULL);
+			if (rc)
+				return rc;
+		}
 		of = ofile_create(rel, local, &rc);
 		if (!of) {
-			attrov_drop(rel, 0);
+			if (!stored)
+				attrov_drop(rel, 0);
 			return rc;
 		}
 		rc = of->failed;
-		if (rc == 0 && !of->ready) {
+		if (rc == 0 && !of->ready && stored && !trunc) {
+			rc = ofile_load(of, rel); /* as open(2) would */
+		} else if (rc == 0 && !of->ready && stored) {
+			of->in_store = 1;
+			of->stored_size = (uint64_t)st.st_size;
+			rc = ofile_truncate(of, 0);
+		} else if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;
-			of->in_store = stored && !local;
+		} else if (rc == 0 && trunc) {
+			rc = ofile_truncate(of, 0);
 		}
 	}
 	h = rc ? NULL : fh_new(of);
-	if (h && (!of->has_writer || (fi->flags & O_TRUNC)))
+	/* An existing stored file opened as it is: a writer only once it
+	 * truncates or writes (inbox_open's rules). */
+	if (h && (stored ? trunc : !of->has_writer || trunc))
 		ofile_set_writer(of);
 	if (h) {
-		fh_pend(h);
+		if (!stored || trunc)
+			fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		of->writers += h->writable;
 	}

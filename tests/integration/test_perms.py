@@ -363,3 +363,73 @@ def test_foreign_overwrite_of_a_users_file_takes_the_configured_owner(shared, un
         ["EACCES", "EPERM"]
     # A's chmod stays in the change log
     assert [c["op"] for c in changes(m, key)] == ["chmod"]
+
+
+# --------------------------------------------------------------------------- names the kernel
+# believed absent (review-perm items 1, 2, 5): a listing younger than the TTL says "absent", so
+# the kernel sends CREATE/MKDIR and checks only the directory; the daemon checks the rest.
+
+LONG_TTL = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001", "cache_ttl_ms": "30000"}}
+
+
+def open_to_others(m):
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+
+
+def two_mounts(mount_factory, b_config=None):
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config=b_config or FOREIGN, reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    return a, b
+
+
+WRONLY_CREAT = "os.O_WRONLY | os.O_CREAT"
+
+
+def test_create_over_another_mounts_file_unseen_in_the_listing(mount_factory, uniq):
+    """Mount b's listing (TTL 30 s) does not show A's file made on mount a: B's open(O_CREAT)
+    there must not overwrite it nor take it (EACCES); A, its owner, opens it as it is."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(B, f"os.listdir({b.inbox!r}).clear()") == ["ok"]  # b's listing: fresh, no key
+    assert as_user(A, f"open({fa!r}, 'w').write('A wrote this')") == ["ok"]
+    got = as_user(B, f"open({fb!r}, 'w').write('evil')",
+                  f"os.close(os.open({fb!r}, {WRONLY_CREAT} | os.O_TRUNC))",
+                  f"os.close(os.open({fb!r}, {WRONLY_CREAT}))")
+    assert got == ["EACCES", "EACCES", "EACCES"], got
+    # nothing changed: object, its one row (A's), A's attributes, no change logged
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    (r,) = rows(a, key)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    ar = attrs_row(a, key)
+    assert (ar["uid"], ar["gid"], ar["mode"]) == (A, A, 0o644)
+    assert changes(a, key) == []
+    # its owner may open it on b (without O_TRUNC: content kept; nothing written: nothing logged)
+    assert as_user(A, f"os.close(os.open({fb!r}, {WRONLY_CREAT}))") == ["ok"]
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    assert len(rows(a, key)) == 1
+    assert (attrs_row(a, key)["uid"], attrs_row(a, key)["mode"]) == (A, 0o644)
+
+
+def test_create_over_a_foreign_upload_unseen_in_the_listing(mount_factory, uniq):
+    """An object uploaded by another route after the listing: the configured owner's (3000,
+    0644); B's open(O_CREAT[|O_TRUNC]) on it is refused and changes nothing."""
+    m = mount_factory(config=LONG_TTL, opts="allow_other")
+    open_to_others(m)
+    key = f"{uniq}.bin"
+    f = m.path("inbox", key)
+    assert as_user(B, f"os.listdir({m.inbox!r}).clear()") == ["ok"]
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"from the console")
+    got = as_user(B, f"open({f!r}, 'w').write('evil')",
+                  f"os.close(os.open({f!r}, {WRONLY_CREAT} | os.O_TRUNC))")
+    assert got == ["EACCES", "EACCES"], got
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == \
+        b"from the console"
+    assert attrs_row(m, key) is None and changes(m, key) == []
+    # every row of the key (the foreign upload may have been logged meanwhile): none is B's
+    for r in rows(m, key):
+        assert r["origin"] == "foreign" and r["received_uid"] != B and r["removed_at"] is None, r
+    assert len(rows(m, key)) <= 1
