@@ -166,7 +166,41 @@ int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
 	return dcache_list_ex(rel, list_add, list_open_files, &c);
 }
 
-/* mode: the directory's, the umask applied (kept as its override).
+/* Does the store hold rel now, as a file or as a directory (its marker or
+ * anything under rel/)? Asks the store, not the listing cache, which may
+ * be younger than the TTL and not show what another mount or route made
+ * since; what is found is put into the cache. 1 yes, 0 no, or -errno. */
+static int name_stored_now(const char *rel)
+{
+	struct s3_list_result res = {0};
+	struct s3_object_info info;
+	char *prefix;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == 0) {
+		dcache_upsert(rel, 0, info.size, info.mtime, info.etag);
+		s3_object_info_free(&info);
+		return 1;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	if (asprintf(&prefix, "%s/", rel) < 0)
+		return -ENOMEM;
+	rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket, prefix, NULL,
+			  NULL, 1, &res);
+	free(prefix);
+	if (rc == 0 && res.n_entries > 0) {
+		dcache_upsert(rel, 1, 0, time(NULL), NULL);
+		rc = 1;
+	}
+	s3xml_list_free(&res);
+	return rc;
+}
+
+/* mode: the directory's, the umask applied (kept as its override). A
+ * name that exists (in the store, whatever this mount's listing says)
+ * fails with EEXIST and keeps its attributes.
  * Errors: EINVAL, ENAMETOOLONG, EEXIST, EIO, ENOMEM. */
 int inbox_mkdir(const char *rel, mode_t mode)
 {
@@ -184,6 +218,9 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return -ENAMETOOLONG;
 	if (inbox_getattr(rel, &st) == 0)
 		return -EEXIST;
+	rc = name_stored_now(rel);
+	if (rc)
+		return rc > 0 ? -EEXIST : rc;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
 	/* Its mode and owner first: nothing stored without them. */

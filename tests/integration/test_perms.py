@@ -433,3 +433,33 @@ def test_create_over_a_foreign_upload_unseen_in_the_listing(mount_factory, uniq)
     for r in rows(m, key):
         assert r["origin"] == "foreign" and r["received_uid"] != B and r["removed_at"] is None, r
     assert len(rows(m, key)) <= 1
+
+
+def test_mkdir_over_a_name_unseen_in_the_listing(mount_factory, uniq):
+    """Mount b's listing (TTL 30 s) does not show A's directory and file made on mount a, nor a
+    directory made by another route: B's mkdir of those names fails with EEXIST and their
+    owner and mode stay (B does not get A's directory, so cannot remove what is in it)."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    d, g, e = f"{uniq}-d", f"{uniq}-g", f"{uniq}-e"
+    assert as_user(B, f"os.listdir({b.inbox!r}).clear()") == ["ok"]
+    assert as_user(A, f"os.mkdir({a.path('inbox', d)!r})",
+                   f"open({a.path('inbox', d, 'f')!r}, 'w').write('A in d')",
+                   f"open({a.path('inbox', g)!r}, 'w').write('A file')") == ["ok"] * 3
+    a.s3.put_object(Bucket=a.reception_bucket, Key=f"{e}/x", Body=b"console")
+    got = as_user(B, f"os.mkdir({b.path('inbox', d)!r}, 0o777)",
+                  f"os.mkdir({b.path('inbox', g)!r}, 0o777)",
+                  f"os.mkdir({b.path('inbox', e)!r}, 0o777)",
+                  f"os.unlink({b.path('inbox', d, 'f')!r})")
+    assert got == ["EEXIST", "EEXIST", "EEXIST", "EACCES"], got
+    for key, want in ((d, (A, A, 0o755)), (g, (A, A, 0o644))):
+        r = attrs_row(a, key)
+        assert (r["uid"], r["gid"], r["mode"]) == want, (key, r)
+    assert attrs_row(a, e) is None
+    st = os.stat(b.path("inbox", d))
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o755)
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=f"{d}/f")["Body"].read() == b"A in d"
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=g)["Body"].read() == b"A file"
+    (r,) = rows(a, f"{d}/f")
+    assert r["removed_at"] is None and r["received_uid"] == A
+    (r,) = rows(a, g)
+    assert r["removed_at"] is None and r["received_uid"] == A
