@@ -429,6 +429,11 @@ static void apply_locked(const struct attrov *a, struct stat *st)
 		st->st_ctim = a->ctime;
 }
 
+/* Clock skew allowed between the store (Last-Modified, whole seconds) and
+ * this host: an object modified up to this long before a snapshot's load
+ * may have a row the snapshot does not hold. */
+#define ATTR_SKEW_S 30
+
 /* Caller holds cfs->lock (released while the database is asked). Reads
  * rel's row now, caches it (an empty entry when there is none: not asked
  * again before the next snapshot load) unless a change made here raced
@@ -490,11 +495,22 @@ int attrov_apply(const char *rel, struct stat *st)
 
 	pthread_mutex_lock(&cfs->lock);
 	s = snap_fresh_locked(rel, &rc);
+	if (s)
+		rc = 0;
 	a = s ? kid_find(s, rel, 0) : NULL;
-	if (a)
+	if (a) {
 		apply_locked(a, st);
+	} else if (s && (S_ISDIR(st->st_mode) ||
+			 st->st_mtime + ATTR_SKEW_S >= s->loaded_rt)) {
+		/* Not in the snapshot, but possibly newer than it (made on
+		 * another mount since): never shown with the defaults
+		 * unless its row is known absent. Unreadable: fail closed. */
+		rc = key_load_locked(rel, st);
+		if (rc && rc != -ENOMEM)
+			rc = -EIO;
+	}
 	pthread_mutex_unlock(&cfs->lock);
-	return s ? 0 : rc;
+	return rc;
 }
 
 int attrov_apply_fresh(const char *rel, struct stat *st)

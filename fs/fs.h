@@ -269,9 +269,11 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 /* Applies rel's attributes, if any, to *st: mode, owner, atime and mtime
  * replace st's; ctime is the later of st's (moved by writes and truncates)
  * and the recorded one. Loads rel's directory from the database when its
- * snapshot is older than the TTL. 0, or -errno (EIO...) when the
- * directory's attributes were never loaded and the database cannot be
- * read (a stale snapshot is used otherwise). */
+ * snapshot is older than the TTL (a stale snapshot is used meanwhile). A
+ * name the snapshot does not hold that may be newer than it (a directory,
+ * or st_mtime not long before its load) has its own row read now. 0, or
+ * -errno (EIO...) when what is needed cannot be read from the database:
+ * never the defaults in its place. */
 int attrov_apply(const char *rel, struct stat *st);
 /* attrov_apply with rel's row read from the database now (not from a
  * snapshot), for decisions the kernel could not check. 0 or -errno (the

@@ -463,3 +463,32 @@ def test_mkdir_over_a_name_unseen_in_the_listing(mount_factory, uniq):
     assert r["removed_at"] is None and r["received_uid"] == A
     (r,) = rows(a, g)
     assert r["removed_at"] is None and r["received_uid"] == A
+
+
+def test_new_file_of_another_mount_never_shown_with_default_permissions(mount_factory, uniq):
+    """Mount b's attribute snapshot of inbox/ predates A's 0600 file made on mount a: b must not
+    show it with the defaults (0644, readable by all) but A's recorded mode, and with the
+    database unreadable it fails closed (EIO), never readable by B."""
+    short = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001", "cache_ttl_ms": "2000"}}
+    a, b = two_mounts(mount_factory, short)
+    pub = f"{uniq}-pub.txt"
+    assert as_user(A, f"open({a.path('inbox', pub)!r}, 'w').write('public')") == ["ok"]
+    b.wait_until(lambda: os.path.exists(b.path("inbox", pub)), timeout=10, what="pub on b")
+    os.stat(b.path("inbox", pub))  # b's snapshot of inbox/ attributes: loaded now
+    for n, pg_down in ((1, False), (2, True)):
+        key = f"{uniq}-secret{n}.txt"
+        assert as_user(A, f"open({a.path('inbox', key)!r}, 'w').write('secret')",
+                       umask=0o077) == ["ok"]
+        assert (attrs_row(a, key)["uid"], attrs_row(a, key)["mode"]) == (A, 0o600)
+        time.sleep(2.5)  # b's listing and snapshot past their TTL: the listing is fetched again
+        if pg_down:
+            b.stop_pg()
+        got = as_user(B, rd(b.path("inbox", key)))
+        assert got == (["EIO"] if pg_down else ["EACCES"]), (key, got)
+        if pg_down:
+            b.start_pg()
+            b.wait_until(lambda: b.alive() and as_user(B, rd(b.path("inbox", key))) ==
+                         ["EACCES"], timeout=20, what="b answers again")
+        st = os.stat(b.path("inbox", key))
+        assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o600)
+        assert as_user(A, rd(b.path("inbox", key))) == ["secret"]
