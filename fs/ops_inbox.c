@@ -444,6 +444,36 @@ static void write_only_direct(struct fuse_file_info *fi)
 		fi->direct_io = 1;
 }
 
+/* A write or truncation by a caller without root clears setuid, and
+ * setgid when group execute is set (the kernel's rule,
+ * should_remove_suid), and records the new mode as a chmod by that
+ * caller. 0 or -errno (EIO: the database; nothing changed). */
+static int privs_clear(const char *rel)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct attrov in = {0};
+	struct stat st;
+	mode_t kill = 0;
+	int rc;
+
+	if (!ctx || ctx->uid == 0)
+		return 0;
+	memset(&st, 0, sizeof(st));
+	st.st_mode = S_IFREG;
+	rc = attrov_apply(rel, &st);
+	if (rc == 0) {
+		if (st.st_mode & S_ISUID)
+			kill |= S_ISUID;
+		if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+			kill |= S_ISGID;
+		if (kill) {
+			in.mode = st.st_mode & 07777 & ~kill;
+			rc = attrov_set(rel, &in, ATTROV_MODE, &st);
+		}
+	}
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
 /* Is the caller of this request in group gid (its own or a
  * supplementary one)? */
 static int caller_in_group(const struct fuse_context *ctx, gid_t gid)
@@ -551,6 +581,8 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		rc = inbox_getattr(rel, &st);
 		if (rc == 0)
 			rc = may_replace(rel, &st);
+		if (rc == 0 && trunc)
+			rc = privs_clear(rel);
 		if (rc) {
 			ofile_put(of);
 			return rc;
@@ -566,6 +598,8 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			s3_object_info_free(&info);
 			if (rc == 0)
 				rc = may_replace(rel, &st);
+			if (rc == 0 && trunc)
+				rc = privs_clear(rel);
 			if (rc)
 				return rc;
 			stored = 1;
@@ -643,6 +677,13 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	struct stat st;
 	int rc = 0;
 
+	/* A truncating open (FUSE_CAP_ATOMIC_O_TRUNC): the kernel sends no
+	 * setattr, so the bits it would clear are cleared here, first. */
+	if (trunc) {
+		rc = privs_clear(rel);
+		if (rc)
+			return rc;
+	}
 	of = ofile_find(rel);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
@@ -812,21 +853,15 @@ int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off)
 	return spool_read(of, buf, size, off);
 }
 
-/* Errors: EBADF (read-only handle), ENOSPC/EIO (spool), EFBIG. */
-/* A write by a caller without root clears setuid, and setgid when group
- * execute is set (the kernel's rule, should_remove_suid), and records the
- * new mode as a chmod by that caller. The kernel does it itself for writes
- * through its page cache (by a chmod it sends us), but not for direct_io
- * handles (write_only_direct): so the first write of each handle looks.
- * (A setuid bit set while a handle has already written is not cleared by
+/* The kernel clears those bits itself for writes through its page cache
+ * (by a chmod it sends us), but not for direct_io handles
+ * (write_only_direct): so the first write of each handle looks. (A
+ * setuid bit set while a handle has already written is not cleared by
  * that handle's later writes.) 0 or -errno (EIO: the database). */
 static int kill_privs(struct fhandle *h)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	struct ofile *of = h->of;
-	struct attrov in = {0};
-	struct stat st;
-	mode_t kill = 0;
 	char *rel = NULL;
 	int rc;
 
@@ -842,23 +877,12 @@ static int kill_privs(struct fhandle *h)
 	pthread_mutex_unlock(&cfs->lock);
 	if (!rel)
 		return 0; /* unlinked: nobody can exec it by name */
-	memset(&st, 0, sizeof(st));
-	st.st_mode = S_IFREG;
-	rc = attrov_apply(rel, &st);
-	if (rc == 0) {
-		if (st.st_mode & S_ISUID)
-			kill |= S_ISUID;
-		if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-			kill |= S_ISGID;
-		if (kill) {
-			in.mode = st.st_mode & 07777 & ~kill;
-			rc = attrov_set(rel, &in, ATTROV_MODE, &st);
-		}
-	}
+	rc = privs_clear(rel);
 	free(rel);
 	return rc;
 }
 
+/* Errors: EBADF (read-only handle), ENOSPC/EIO (spool), EFBIG. */
 int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 {
 	struct ofile *of = h->of;
@@ -869,7 +893,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 		return -EBADF;
 	rc = kill_privs(h);
 	if (rc)
-		return rc == -EINPROGRESS ? -EIO : rc;
+		return rc;
 	pthread_mutex_lock(&of->lock);
 	if (of->failed) {
 		int err = of->failed;

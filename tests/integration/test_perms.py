@@ -492,3 +492,27 @@ def test_new_file_of_another_mount_never_shown_with_default_permissions(mount_fa
         st = os.stat(b.path("inbox", key))
         assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o600)
         assert as_user(A, rd(b.path("inbox", key))) == ["secret"]
+
+
+def test_truncating_open_by_another_user_clears_setuid_and_setgid(shared, uniq):
+    """open(O_TRUNC) by a non-root writer clears setuid (and setgid with group execute) as
+    tmpfs does; with atomic O_TRUNC the kernel sends no chmod for it, so the daemon must."""
+    m = shared
+    cases = (("os.close(os.open({f!r}, os.O_WRONLY | os.O_TRUNC))", 0o4666, 0o666),
+             ("open({f!r}, 'w').write('B')", 0o6676, 0o676),
+             ("os.close(os.open({f!r}, os.O_RDWR | os.O_TRUNC))", 0o2666, 0o2666))
+    for n, (op, before, after) in enumerate(cases):
+        key = f"{uniq}-{n}.sh"
+        f = m.path("inbox", key)
+        assert as_user(A, f"open({f!r}, 'w').write('#!/bin/sh')",
+                       f"os.chmod({f!r}, {before:#o})") == ["ok", "ok"]
+        assert as_user(B, op.format(f=f)) == ["ok"]
+        assert stat.S_IMODE(os.stat(f).st_mode) == after, (key, oct(os.stat(f).st_mode))
+        assert attrs_row(m, key)["mode"] == after
+        if after != before:
+            ch = changes(m, key)
+            assert [(c["op"], c["changed_uid"], c["mode"]) for c in ch][-1] == \
+                ("chmod", B, after), ch
+    m.restart()
+    for n, (_, _, after) in enumerate(cases):
+        assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-{n}.sh")).st_mode) == after
