@@ -136,6 +136,9 @@ extern struct cfs *cfs;
 enum cfs_area cfs_area_of(const char *path, const char **rel);
 /* The caller of the current FUSE request. */
 void cfs_actor(struct actor *a);
+/* Is the caller ctx of the current request in group gid (its own or a
+ * supplementary one)? */
+int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid);
 /* The actor for user uid on this host. */
 void cfs_actor_uid(struct actor *a, uid_t uid);
 

@@ -54,6 +54,22 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 	return AREA_NONE;
 }
 
+/* Is the caller of this request in group gid (its own or a
+ * supplementary one)? */
+int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid)
+{
+	gid_t list[256];
+	int n, i;
+
+	if (ctx->gid == gid)
+		return 1;
+	n = fuse_getgroups(256, list);
+	for (i = 0; i < n && i < 256; i++)
+		if (list[i] == gid)
+			return 1;
+	return 0;
+}
+
 /* The last uid -> name resolved: files are mostly written by one user. */
 static pthread_mutex_t actor_lock = PTHREAD_MUTEX_INITIALIZER;
 static uid_t actor_uid = (uid_t)-1;     /* protected by actor_lock */
@@ -441,6 +457,32 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 	return -EPERM;
 }
 
+/* Without default_permissions (-o no_default_permissions, [fs]
+ * default_permissions = false) the kernel checks nothing, yet a chmod or
+ * chown is recorded in the shared database and honoured by every mount
+ * that enforces permissions: the daemon keeps the kernel's rules for
+ * those. chmod: the owner or root. chown: root; the owner may only set
+ * its file's group to one of its own groups. 0 or -EPERM. */
+static int daemon_checks(const struct stat *st, const struct attrov *in,
+			 unsigned what)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	if (cfs->perm_checks || !ctx || ctx->uid == 0 ||
+	    !(what & (ATTROV_MODE | ATTROV_OWNER)))
+		return 0;
+	if (ctx->uid != st->st_uid)
+		return -EPERM;
+	if (!(what & ATTROV_OWNER))
+		return 0;
+	if (in->uid != (uid_t)-1 && in->uid != st->st_uid)
+		return -EPERM;
+	if (in->gid != (gid_t)-1 && in->gid != st->st_gid &&
+	    !cfs_caller_in_group(ctx, in->gid))
+		return -EPERM;
+	return 0;
+}
+
 /* chmod/chown/utimens succeed on inbox/ files (kept for the view), so
  * cp -p, rsync -a and file managers work; each is a status change (ctime).
  * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, ESTALE, ENOMEM. */
@@ -478,9 +520,10 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		if (rc)
 			return rc;
 	}
+	rc = daemon_checks(&st, in, what);
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
-	if (what)
+	if (rc == 0 && what)
 		rc = attrov_set(rel, in, what, &st);
 	free(own);
 	return rc;

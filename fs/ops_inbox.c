@@ -474,22 +474,6 @@ static int privs_clear(const char *rel)
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
-/* Is the caller of this request in group gid (its own or a
- * supplementary one)? */
-static int caller_in_group(const struct fuse_context *ctx, gid_t gid)
-{
-	gid_t list[256];
-	int n, i;
-
-	if (ctx->gid == gid)
-		return 1;
-	n = fuse_getgroups(256, list);
-	for (i = 0; i < n && i < 256; i++)
-		if (list[i] == gid)
-			return 1;
-	return 0;
-}
-
 /* May the caller write over the existing file rel (attributes *st) by a
  * create the kernel sent believing the name absent, so that it checked
  * only the directory? The kernel's own rules, on the file's recorded
@@ -510,7 +494,7 @@ static int may_replace(const char *rel, const struct stat *st)
 		return 0;
 	if (ctx->uid == st->st_uid)
 		bit = S_IWUSR;
-	else if (caller_in_group(ctx, st->st_gid))
+	else if (cfs_caller_in_group(ctx, st->st_gid))
 		bit = S_IWGRP;
 	else
 		bit = S_IWOTH;

@@ -307,6 +307,17 @@ def test_permission_checks_can_be_turned_off(mount_factory, uniq, how):
         os.chmod(d, os.stat(d).st_mode | 0o055)
     f = m.path("inbox", f"{uniq}.txt")
     assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o600)") == ["ok", "ok"]
+    # chmod and chown are recorded in the shared database, honoured by enforcing mounts: the
+    # daemon keeps the kernel's rules for them (review-perm item 8)
+    assert as_user(B, f"os.chown({f!r}, {B}, {B})", f"os.chown({f!r}, -1, {B})",
+                   f"os.chmod({f!r}, 0o666)") == ["EPERM", "EPERM", "EPERM"]
+    assert as_user(A, f"os.chown({f!r}, {B}, -1)", f"os.chown({f!r}, -1, {B})",
+                   f"os.chown({f!r}, -1, {A})", f"os.chmod({f!r}, 0o640)") == \
+        ["EPERM", "EPERM", "ok", "ok"]
+    r = attrs_row(m, f"{uniq}.txt")
+    assert (r["uid"], r["gid"], r["mode"]) == (A, A, 0o640)
+    assert [(c["op"], c["changed_uid"]) for c in changes(m, f"{uniq}.txt")] == \
+        [("chmod", A), ("chown", A), ("chmod", A)]
     assert as_user(B, rd(f), f"os.unlink({f!r})") == ["A", "ok"]
     assert all(r["removed_at"] is not None for r in rows(m, f"{uniq}.txt"))
 
@@ -316,6 +327,7 @@ def test_help_documents_the_permission_options():
     from conftest import BIN
     out = subprocess.run([BIN, "--help"], capture_output=True, text=True, timeout=10).stdout
     assert "no_default_permissions" in out and "default_permissions = false" in out
+    assert "still refuses (EPERM) a chmod" in out
 
 
 def test_chmod_with_the_database_down_fails_and_changes_nothing(fresh_mount, uniq):
