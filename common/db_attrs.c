@@ -62,6 +62,21 @@ static const char db_sql_attrs_list_dir[] =
 	" AND object_key COLLATE \"C\" < $3::text))"
 	" AND strpos(substr(object_key, length($2::text) + 1), '/') = 0";
 
+/* $1 bucket, $2 gid. Files received through a mount (live row, origin
+ * 'mount', received_uid known) without a file_attrs row: a database from
+ * before migration 5. */
+static const char db_sql_attrs_backfill[] =
+	"INSERT INTO file_attrs (bucket, object_key, uid, gid, ctime,"
+	" updated_by)"
+	" SELECT r.source_bucket, r.object_key, r.received_uid, $2::bigint,"
+	" r.uploaded_at, 'backfill from reception_audit'"
+	" FROM reception_audit r WHERE r.source_bucket = $1::text"
+	" AND r.removed_at IS NULL AND r.origin = 'mount'"
+	" AND r.received_uid IS NOT NULL"
+	" AND NOT EXISTS (SELECT 1 FROM file_attrs f"
+	"  WHERE f.bucket = r.source_bucket AND f.object_key = r.object_key)"
+	" ON CONFLICT (bucket, object_key) DO NOTHING";
+
 /* $1 bucket, $2 key: that key's row only. */
 static const char db_sql_attrs_get[] =
 	"SELECT object_key, mode, uid, gid, atime_ns, mtime_ns,"
@@ -425,4 +440,39 @@ int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 		return -EINVAL;
 	return db_run(d, "drop replaced file attributes", 0, 0,
 		      pg_attrs_drop_replaced, &a);
+}
+
+struct attrs_backfill_args {
+	const char *bucket;
+	int64_t gid;
+	long n;
+};
+
+static int pg_attrs_backfill(struct pg_ctx *x, void *arg)
+{
+	struct attrs_backfill_args *a = arg;
+	PGresult *res = NULL;
+	char gid[24];
+	const char *p[2] = {a->bucket, gid};
+	int rc;
+
+	snprintf(gid, sizeof(gid), "%" PRId64, a->gid);
+	rc = pg_exec(x, db_sql_attrs_backfill, 2, p, &res);
+	if (rc == 0)
+		a->n = strtol(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_backfill(struct db *d, const char *bucket, int64_t gid, long *n)
+{
+	struct attrs_backfill_args a = {.bucket = bucket, .gid = gid};
+	int rc;
+
+	if (!d || !bucket)
+		return -EINVAL;
+	rc = db_run(d, "backfill file owners", 1, 1, pg_attrs_backfill, &a);
+	if (rc == 0 && n)
+		*n = a.n;
+	return rc;
 }

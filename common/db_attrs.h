@@ -73,4 +73,11 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree);
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 			   time_t uploaded_at);
 
+/* Files received through a mount (a live reception_audit row of origin
+ * 'mount' naming received_uid) that have no row in bucket (a database
+ * from before migration 5, where ownership was not kept) get one: owner
+ * received_uid, group gid (the caller's configured group: the audit does
+ * not record the writer's), mode and times not set. Rows that exist are
+ * never touched. *n (may be NULL): rows added. 0 or -errno. */
+int db_attrs_backfill(struct db *d, const char *bucket, int64_t gid, long *n);
 #endif

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "db_attrs.h"
 #include "fs.h"
 #include "log.h"
 #include "projects.h"
@@ -134,6 +135,7 @@ static int cfs_setup(const char *config)
 {
 	struct s3_config sc = {0};
 	char err[512];
+	long added = 0;
 	int rc;
 
 	rc = cfg_load(config, &cfs->cfg, err, sizeof(err));
@@ -186,6 +188,18 @@ static int cfs_setup(const char *config)
 	cfs->foreign_gid =
 	    cfs->cfg.foreign_gid < 0 ? cfs->gid : (gid_t)cfs->cfg.foreign_gid;
 	cfs->started = time(NULL);
+	/* Files written before ownership was kept are their writer's. */
+	rc = db_attrs_backfill(cfs->db, cfs->cfg.reception_bucket,
+			       (int64_t)cfs->foreign_gid, &added);
+	if (rc) {
+		fprintf(stderr, "custodyfs: owners of received files: %s\n",
+			strerror(-rc));
+		return rc;
+	}
+	if (added > 0)
+		log_info("owners of %ld received files taken from the "
+			 "reception audit (received_uid)",
+			 added);
 	return projects_init();
 }
 

@@ -528,3 +528,37 @@ def test_truncating_open_by_another_user_clears_setuid_and_setgid(shared, uniq):
     m.restart()
     for n, (_, _, after) in enumerate(cases):
         assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-{n}.sh")).st_mode) == after
+
+
+def test_files_from_before_ownership_was_kept_are_their_writers(shared, uniq):
+    """A database from before migration 5 (simulated: file_attrs emptied) has no owners: at
+    mount, a file received through a mount is its writer's (reception_audit.received_uid,
+    group: the configured foreign_gid), so in the sticky inbox/ its writer may still remove it
+    and nobody else may; a foreign upload stays the configured owner's (review-perm item 7)."""
+    m = shared
+    fa, fb, fx = (m.path("inbox", f"{uniq}-{n}.txt") for n in ("a", "b", "x"))
+    assert as_user(A, f"open({fa!r}, 'w').write('A')") == ["ok"]
+    assert as_user(B, f"open({fb!r}, 'w').write('B')") == ["ok"]
+    m.s3.put_object(Bucket=m.reception_bucket, Key=f"{uniq}-x.txt", Body=b"console")
+    def logged():
+        os.listdir(m.inbox)  # seen in a listing: logged once its grace has passed
+        return any(r["origin"] == "foreign" for r in rows(m, f"{uniq}-x.txt"))
+    m.wait_until(logged, timeout=30, interval=0.5, what="foreign upload logged")
+    m.sql("delete from file_attrs")
+    m.restart()
+    for f, owner in ((fa, A), (fb, B), (fx, 3000)):
+        st = os.stat(f)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (owner, 3001, 0o644), f
+    for key, owner in ((f"{uniq}-a.txt", A), (f"{uniq}-b.txt", B)):
+        r = attrs_row(m, key)
+        assert (r["uid"], r["gid"], r["mode"]) == (owner, 3001, None), r
+    assert attrs_row(m, f"{uniq}-x.txt") is None
+    assert as_user(B, f"os.unlink({fa!r})") == ["EPERM"]
+    assert as_user(A, f"os.unlink({fa!r})", f"os.unlink({fx!r})") == ["ok", "EPERM"]
+    assert all(r["removed_at"] is not None for r in rows(m, f"{uniq}-a.txt"))
+    (r,) = rows(m, f"{uniq}-b.txt")
+    assert r["removed_at"] is None
+    # a second mount start adds nothing and changes nothing
+    m.restart()
+    assert attrs_row(m, f"{uniq}-a.txt") is None
+    assert (attrs_row(m, f"{uniq}-b.txt")["uid"], os.stat(fb).st_uid) == (B, B)
