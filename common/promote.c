@@ -34,6 +34,7 @@
 #include "hash.h"
 #include "log.h"
 #include "names.h"
+#include "objhash.h"
 
 #define PROMOTE_CHUNK (8u << 20)    /* ranged GET size when hashing */
 #define PROMOTE_BUSY_WAIT_MS 120000 /* waiting for another promotion */
@@ -169,45 +170,10 @@ static int promote_hash_object(struct promote *p, const char *bucket,
 			       const char *key, const char *etag, uint64_t size,
 			       char *xxh, char *sha)
 {
-	struct hash_ctx h;
-	uint64_t off = 0;
-	char *buf;
-	int rc;
+	int rc = objhash_compute(p->s3, bucket, key, etag, size,
+				 PROMOTE_CHUNK, NULL, NULL, xxh, sha);
 
-	rc = hash_init(&h);
-	if (rc)
-		return rc;
-	buf = malloc(PROMOTE_CHUNK);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto out;
-	}
-	for (;;) {
-		size_t got = 0;
-
-		rc = s3_get_range_if(p->s3, bucket, key, off, PROMOTE_CHUNK,
-				     etag, buf, &got);
-		if (rc == -EEXIST || rc == -ENOENT)
-			rc = -EBUSY; /* another object now */
-		if (rc)
-			goto out;
-		hash_update(&h, buf, got);
-		off += got;
-		if (got < PROMOTE_CHUNK)
-			break;
-	}
-	if (off != size) {
-		log_warn("promotion: %s/%s: read %llu bytes, HEAD said %llu",
-			 bucket, key, (unsigned long long)off,
-			 (unsigned long long)size);
-		rc = -EIO;
-		goto out;
-	}
-	hash_final(&h, xxh, sha);
-out:
-	free(buf);
-	hash_free(&h);
-	return rc;
+	return rc == -ESTALE ? -EBUSY : rc; /* another object now */
 }
 
 /* The destination's metadata: the source's x-amz-meta-* except our hash

@@ -41,6 +41,7 @@
 #include "fpset.h"
 #include "log.h"
 #include "names.h"
+#include "objhash.h"
 
 #define FP_MAX_ENTRIES (1u << 20) /* bound on the "known logged" set */
 #define FOREIGN_CHUNK (4u << 20)  /* bytes read at a time when hashing */
@@ -840,60 +841,24 @@ out:
  * If-Match: etag, so that the hash is of one object, never of a mix of two
  * uploads. -EAGAIN when the object changed meanwhile (look again),
  * -ECANCELED when the reception is being freed. */
+static int reception_hash_stop(void *arg)
+{
+	return reception_stopping(arg);
+}
+
 static int reception_hash_object(struct reception *r, const char *key,
 				 uint64_t size, const char *etag, char *xxh,
 				 char *sha)
 {
-	struct hash_ctx h;
-	uint64_t off = 0;
-	char *buf;
-	int rc;
+	int rc = objhash_compute(r->s3, r->cfg->reception_bucket, key, etag,
+				 size, FOREIGN_CHUNK, reception_hash_stop, r,
+				 xxh, sha);
 
-	rc = hash_init(&h);
-	if (rc)
-		return rc;
-	buf = malloc(FOREIGN_CHUNK);
-	if (!buf) {
-		rc = -ENOMEM;
-		goto fail;
+	if (rc == -ESTALE) {
+		log_info("%s/%s changed while it was hashed; looked at again",
+			 r->cfg->reception_bucket, key);
+		rc = -EAGAIN;
 	}
-	/* To the end of the object, not just to the size HEAD gave: bytes
-	 * that differ from what was described fail the row. */
-	for (;;) {
-		size_t got = 0;
-
-		if (reception_stopping(r)) {
-			rc = -ECANCELED;
-			goto fail;
-		}
-		rc = s3_get_range_if(r->s3, r->cfg->reception_bucket, key, off,
-				     FOREIGN_CHUNK, etag, buf, &got);
-		if (rc == -EEXIST || rc == -ENOENT) {
-			/* 412: it has another ETag now; or it is gone */
-			log_info("%s/%s changed while it was hashed; looked "
-				 "at again",
-				 r->cfg->reception_bucket, key);
-			rc = -EAGAIN;
-		}
-		if (rc)
-			goto fail;
-		hash_update(&h, buf, got);
-		off += got;
-		if (got < FOREIGN_CHUNK)
-			break;
-	}
-	if (off != size) {
-		log_warn("%s/%s: read %llu bytes, its HEAD said %llu",
-			 r->cfg->reception_bucket, key, (unsigned long long)off,
-			 (unsigned long long)size);
-		rc = -EIO; /* changed under us, or a store that lies */
-		goto fail;
-	}
-	hash_final(&h, xxh, sha);
-	rc = 0;
-fail:
-	free(buf);
-	hash_free(&h);
 	return rc;
 }
 
