@@ -19,6 +19,7 @@
 #include "dset.h"
 #include "promote.h"
 #include "reception.h"
+#include "rawin.h"
 #include "s3.h"
 #include "upload.h"
 
@@ -93,13 +94,8 @@ struct fhandle {
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
-	pthread_mutex_t lock;  /* read-ahead buffer */
-	char *buf;	       /* protected by lock */
-	size_t buf_cap;	       /* protected by lock: allocated size of buf */
-	uint64_t buf_off;      /* protected by lock */
-	size_t buf_len;	       /* protected by lock */
-	size_t ra;	       /* protected by lock: current read-ahead size */
-	uint64_t next_off; /* protected by lock: where a sequential read goes */
+	pthread_mutex_t lock;  /* read-ahead window */
+	struct rawin win;      /* protected by lock */
 };
 
 struct cfs {

@@ -347,7 +347,7 @@ void fh_free(struct fhandle *h)
 			ofile_put(spool);
 	}
 	pthread_mutex_destroy(&h->lock);
-	free(h->buf);
+	rawin_free(&h->win);
 	free(h->rel);
 	free(h);
 }
@@ -732,9 +732,6 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	return 0;
 }
 
-#define RA_MIN (128u << 10)
-#define RA_MAX (8u << 20)
-
 /* Caller holds no lock. Errors: EIO (spool), or the failed download's. */
 static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
 {
@@ -755,7 +752,7 @@ static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
  * Errors: EIO, ENOMEM. */
 static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 {
-	size_t got = 0, want;
+	size_t got = 0, want, n;
 	struct ofile *spool;
 	char *key, *now;
 	int rc = 0, tries = 0;
@@ -765,30 +762,14 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 	if (size > h->size - off)
 		size = (size_t)(h->size - off);
 	pthread_mutex_lock(&h->lock);
-	if (h->buf && off >= h->buf_off &&
-	    off + size <= h->buf_off + h->buf_len) {
-		memcpy(out, h->buf + (off - h->buf_off), size);
-		h->next_off = off + size;
+	if (rawin_serve(&h->win, out, off, size)) {
 		pthread_mutex_unlock(&h->lock);
 		return (int)size;
 	}
-	if (off == h->next_off && h->ra)
-		h->ra = h->ra * 2 > RA_MAX ? RA_MAX : h->ra * 2;
-	else
-		h->ra = RA_MIN;
-	want = size > h->ra ? size : h->ra;
-	if (want > h->size - off)
-		want = (size_t)(h->size - off);
-	if (h->buf_cap < want) {
-		char *nb = realloc(h->buf, want);
-
-		if (!nb) {
-			h->buf_len = 0;
-			pthread_mutex_unlock(&h->lock);
-			return -ENOMEM;
-		}
-		h->buf = nb;
-		h->buf_cap = want;
+	rc = rawin_plan(&h->win, off, size, h->size, &want);
+	if (rc) {
+		pthread_mutex_unlock(&h->lock);
+		return rc;
 	}
 	key = fh_rel(h);
 	if (!key) {
@@ -797,7 +778,7 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 	}
 	for (;;) {
 		rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, key, off,
-				  want, h->buf, &got);
+				  want, h->win.buf, &got);
 		/* Renamed while this read was on its way: read the new
 		 * name (same content). */
 		now = rc && tries++ < 3 && !fh_file(h) ? fh_rel(h) : NULL;
@@ -809,22 +790,15 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 		key = now;
 	}
 	free(key);
+	n = rawin_filled(&h->win, out, off, size, got, rc);
+	pthread_mutex_unlock(&h->lock);
 	if (rc) {
-		h->buf_len = 0;
-		pthread_mutex_unlock(&h->lock);
 		/* Unlinked while this read was on its way: the content the
 		 * handle opened is in its spool now. */
 		spool = fh_file(h);
 		return spool ? spool_read(spool, out, size, (off_t)off) : rc;
 	}
-	h->buf_off = off;
-	h->buf_len = got;
-	if (got < size)
-		size = got;
-	memcpy(out, h->buf, size);
-	h->next_off = off + size;
-	pthread_mutex_unlock(&h->lock);
-	return (int)size;
+	return (int)n;
 }
 
 /* Errors: EIO, ENOMEM. */

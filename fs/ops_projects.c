@@ -56,12 +56,7 @@ struct pj_handle {
 	char etag[80];	   /* protected by lock: the object's; "" when the
 			      listing named none */
 	int served;	   /* protected by lock: data was returned from it */
-	char *buf;	   /* protected by lock: read-ahead */
-	size_t buf_cap;	   /* protected by lock */
-	uint64_t buf_off;  /* protected by lock */
-	size_t buf_len;	   /* protected by lock */
-	size_t ra;	   /* protected by lock: read-ahead window */
-	uint64_t next_off; /* protected by lock */
+	struct rawin win;  /* protected by lock: read-ahead */
 };
 
 static pthread_mutex_t pj_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -871,7 +866,7 @@ int projects_open(const char *rel, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* Caller holds h->lock. One ranged GET into h->buf, pinned to the ETag
+/* Caller holds h->lock. One ranged GET into h->win.buf, pinned to the ETag
  * of the object opened. A store whose listing gives another ETag form
  * than its GETs would refuse the first read: before any data was served,
  * the ETag a HEAD gives now is taken instead, if the size is the same. */
@@ -882,9 +877,9 @@ static int pj_get(struct pj_handle *h, uint64_t off, size_t want, size_t *got)
 
 	if (!h->etag[0])
 		return s3_get_range(cfs->s3, cfs->cfg.storage_bucket, h->key,
-				    off, want, h->buf, got);
+				    off, want, h->win.buf, got);
 	rc = s3_get_range_if(cfs->s3, cfs->cfg.storage_bucket, h->key, off,
-			     want, h->etag, h->buf, got);
+			     want, h->etag, h->win.buf, got);
 	if (rc != -EEXIST || h->served)
 		return rc;
 	if (s3_head(cfs->s3, cfs->cfg.storage_bucket, h->key, &info) == 0 &&
@@ -894,14 +889,11 @@ static int pj_get(struct pj_handle *h, uint64_t off, size_t want, size_t *got)
 			 h->key, h->etag, info.etag);
 		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
 		rc = s3_get_range_if(cfs->s3, cfs->cfg.storage_bucket, h->key,
-				     off, want, h->etag, h->buf, got);
+				     off, want, h->etag, h->win.buf, got);
 	}
 	s3_object_info_free(&info);
 	return rc;
 }
-
-#define RA_MIN (128u << 10)
-#define RA_MAX (8u << 20)
 
 /* Ranged GETs pinned to the ETag seen at open (If-Match), through a
  * read-ahead window that grows on sequential reads. Errors: EIO, ENOMEM,
@@ -920,46 +912,24 @@ int projects_read(struct fhandle *fh, char *out, size_t size, off_t off_)
 	if (size > h->size - off)
 		size = (size_t)(h->size - off);
 	pthread_mutex_lock(&h->lock);
-	if (h->buf && off >= h->buf_off &&
-	    off + size <= h->buf_off + h->buf_len) {
-		memcpy(out, h->buf + (off - h->buf_off), size);
-		h->next_off = off + size;
+	if (rawin_serve(&h->win, out, off, size)) {
 		pthread_mutex_unlock(&h->lock);
 		return (int)size;
 	}
-	if (off == h->next_off && h->ra)
-		h->ra = h->ra * 2 > RA_MAX ? RA_MAX : h->ra * 2;
-	else
-		h->ra = RA_MIN;
-	want = size > h->ra ? size : h->ra;
-	if (want > h->size - off)
-		want = (size_t)(h->size - off);
-	if (h->buf_cap < want) {
-		char *nb = realloc(h->buf, want);
-
-		if (!nb) {
-			h->buf_len = 0;
-			pthread_mutex_unlock(&h->lock);
-			return -ENOMEM;
-		}
-		h->buf = nb;
-		h->buf_cap = want;
+	rc = rawin_plan(&h->win, off, size, h->size, &want);
+	if (rc) {
+		pthread_mutex_unlock(&h->lock);
+		return rc;
 	}
 	rc = pj_get(h, off, want, &got);
+	size = rawin_filled(&h->win, out, off, size, got, rc);
 	if (rc) {
-		h->buf_len = 0;
 		pthread_mutex_unlock(&h->lock);
 		log_error("projects/%s: read at %llu failed: %s", h->key,
 			  (unsigned long long)off, strerror(-rc));
 		return rc == -EEXIST ? -ESTALE : rc;
 	}
-	h->buf_off = off;
-	h->buf_len = got;
 	h->served = 1;
-	if (got < size)
-		size = got;
-	memcpy(out, h->buf, size);
-	h->next_off = off + size;
 	pthread_mutex_unlock(&h->lock);
 	return (int)size;
 }
@@ -977,7 +947,7 @@ void projects_release(struct fhandle *fh)
 	struct pj_handle *h = (struct pj_handle *)fh;
 
 	pthread_mutex_destroy(&h->lock);
-	free(h->buf);
+	rawin_free(&h->win);
 	free(h->key);
 	free(h);
 }
