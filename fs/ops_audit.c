@@ -257,7 +257,8 @@ static int au_spool(void)
 }
 
 /* The text of audit/stats: this mount's counters, then the all-time
- * counts from the tables. NULL on failure (*err = -errno). */
+ * counts from the tables (when the database answers: all.available 1).
+ * NULL on failure (*err = -ENOMEM). */
 static char *au_stats_text(size_t *len, int *err)
 {
 	struct db_totals t;
@@ -266,11 +267,12 @@ static char *au_stats_text(size_t *len, int *err)
 	FILE *f;
 	int i, rc;
 
+	/* The database down is when an operator looks at the counters: this
+	 * mount's are shown anyway, with all.available 0 instead of all.*. */
 	rc = db_export_totals(cfs->db, &t);
-	if (rc) {
-		*err = rc;
-		return NULL;
-	}
+	if (rc)
+		log_warn("audit/stats: all-time counts unavailable: %s",
+			 strerror(-rc));
 	f = open_memstream(&text, &cap);
 	if (!f) {
 		*err = -ENOMEM;
@@ -280,16 +282,21 @@ static char *au_stats_text(size_t *len, int *err)
 		fprintf(f, "mount.%s %" PRIu64 "\n", ctr_name((enum ctr)i),
 			ctr_get((enum ctr)i));
 	fprintf(f, "mount.started %lld\n", (long long)cfs->started);
-	fprintf(f,
-		"all.received %" PRId64 "\nall.bytes_received %" PRId64
-		"\nall.copied %" PRId64 "\nall.restored %" PRId64
-		"\nall.adopted %" PRId64 "\nall.duplicates_path %" PRId64
-		"\nall.duplicates_content %" PRId64 "\nall.conflicts %" PRId64
-		"\nall.bytes_stored %" PRId64 "\nall.errors_promotion %" PRId64
-		"\nall.projects %" PRId64 "\n",
-		t.received, t.bytes_received, t.copied, t.restored, t.adopted,
-		t.duplicates_path, t.duplicates_content, t.conflicts,
-		t.bytes_stored, t.errors_promotion, t.projects);
+	fprintf(f, "all.available %d\n", rc ? 0 : 1);
+	if (!rc)
+		fprintf(f,
+			"all.received %" PRId64 "\nall.bytes_received %" PRId64
+			"\nall.copied %" PRId64 "\nall.restored %" PRId64
+			"\nall.adopted %" PRId64
+			"\nall.duplicates_path %" PRId64
+			"\nall.duplicates_content %" PRId64
+			"\nall.conflicts %" PRId64 "\nall.bytes_stored %" PRId64
+			"\nall.errors_promotion %" PRId64
+			"\nall.projects %" PRId64 "\n",
+			t.received, t.bytes_received, t.copied, t.restored,
+			t.adopted, t.duplicates_path, t.duplicates_content,
+			t.conflicts, t.bytes_stored, t.errors_promotion,
+			t.projects);
 	if (fclose(f)) {
 		free(text);
 		*err = -ENOMEM;

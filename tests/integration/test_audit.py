@@ -388,7 +388,8 @@ def test_stats_count_since_this_mount(mount_factory, uniq):
 
 
 def test_reception_error_is_counted(mount_factory, uniq):
-    """A close that fails because the database is down counts as a reception error."""
+    """A close that fails because the database is down counts as a reception error, and
+    audit/stats still opens then (this mount's counters; all.available 0)."""
     m = mount_factory()
     s0 = stats(m)
     f = open(os.path.join(m.inbox, uniq + ".txt"), "wb")
@@ -396,10 +397,16 @@ def test_reception_error_is_counted(mount_factory, uniq):
     m.stop_pg("immediate")
     with pytest.raises(OSError):
         f.close()
+    # The database is down: this mount's counters still show, the all-time ones do not.
+    down = stats(m)
+    assert down["mount.errors_reception"] == s0["mount.errors_reception"] + 1
+    assert down["mount.received"] == s0["mount.received"]
+    assert down["all.available"] == 0 and not any(k.startswith("all.") and k != "all.available"
+                                                  for k in down)
     m.start_pg()
-    m.wait_until(lambda: stats(m)["mount.errors_reception"] == s0["mount.errors_reception"] + 1,
-                 timeout=30, what="the error counted")
-    assert stats(m)["mount.received"] == s0["mount.received"]
+    up = stats(m)
+    assert up["all.available"] == 1 and up["all.received"] == s0["all.received"]
+    assert up["mount.errors_reception"] == down["mount.errors_reception"]
 
 
 # ---- size: a 300,000-row table through the mount with bounded memory -------------------------
