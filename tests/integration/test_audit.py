@@ -10,6 +10,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import subprocess
 import datetime
 
@@ -126,7 +127,7 @@ def test_listing(mount, uniq):
                                                        for e in (".csv", ".jsonl")])
     assert {p + ".csv", p + ".jsonl"} <= set(os.listdir(os.path.join(mount.audit, "by-project")))
     st = os.stat(os.path.join(mount.audit, "reception_audit.csv"))
-    assert oct(st.st_mode & 0o7777) == "0o444" and not (st.st_mode & 0o170000 == 0o040000)
+    assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o444
     with pytest.raises(FileNotFoundError):
         os.stat(os.path.join(mount.audit, "nope.csv"))
     with pytest.raises(FileNotFoundError):
