@@ -23,6 +23,7 @@
  * next promotion of the same source resumes it, and once this process is
  * gone promote_recover() in another one does. */
 #include "promote.h"
+#include "counters.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -693,6 +694,25 @@ static int promote_resume_own(struct promote *p, const char *key,
 	return rc ? rc : 1;
 }
 
+/* The counters (counters.h) of one promotion that ended with outcome. */
+static void promote_count(enum db_outcome o, uint64_t size)
+{
+	static const enum ctr by_outcome[] = {
+	    [DB_OUT_COPIED] = CTR_COPIED,
+	    [DB_OUT_RESTORED] = CTR_RESTORED,
+	    [DB_OUT_ADOPTED] = CTR_ADOPTED,
+	    [DB_OUT_DUPLICATE] = CTR_DUP_PATH,
+	    [DB_OUT_DUPLICATE_CONTENT] = CTR_DUP_CONTENT,
+	    [DB_OUT_CONFLICT] = CTR_CONFLICTS,
+	};
+
+	if ((unsigned)o >= sizeof(by_outcome) / sizeof(by_outcome[0]))
+		return;
+	ctr_add(by_outcome[o], 1);
+	if (o == DB_OUT_COPIED || o == DB_OUT_RESTORED || o == DB_OUT_ADOPTED)
+		ctr_add(CTR_BYTES_STORED, size);
+}
+
 int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 const char *relpath, const struct actor *who,
 		 struct promote_result *res)
@@ -705,7 +725,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	struct db_promo pr = {0};
 	char name[1024], *dest = NULL;
 	long waited = 0, step = 50;
-	int rc;
+	int rc, counted = 0;
 
 	if (!res)
 		res = &local;
@@ -806,10 +826,13 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	}
 	if (rc == -ESTALE)
 		rc = -EBUSY; /* its reception row was replaced meanwhile */
-	if (rc == -EEXIST)
+	if (rc == -EEXIST) {
 		log_info("promotion: %s/%s -> %s/%s: conflict (another file is "
 			 "stored under that key)",
 			 pr.source_bucket, src_key, pr.dest_bucket, dest);
+		ctr_add(CTR_CONFLICTS, 1);
+		counted = 1;
+	}
 	if (rc)
 		goto out; /* (an inflight_add failure leaves the entry open:
 			     resumed by the next attempt) */
@@ -823,11 +846,16 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	else
 		rc = promote_store(p, &e, &src);
 	inflight_del(p, e.id);
-	if (!rc)
+	if (!rc) {
 		log_info("promotion: %s/%s -> %s/%s: %s", pr.source_bucket,
 			 src_key, pr.dest_bucket, dest,
 			 db_outcome_name(res->outcome));
+		promote_count(res->outcome, src.size);
+		counted = 1;
+	}
 out:
+	if (rc && !counted)
+		ctr_add(CTR_ERR_PROMOTION, 1);
 	s3_object_info_free(&src);
 	free(dest);
 	/* A COMMIT whose outcome stayed unknown after the retry: the entry

@@ -37,6 +37,7 @@
 #include <unistd.h>
 #include <xxhash.h>
 
+#include "counters.h"
 #include "db_attrs.h"
 #include "fpset.h"
 #include "log.h"
@@ -733,6 +734,8 @@ int reception_commit(struct reception *r, const char *key,
 	if (rc == 0) {
 		reception_mark_known(r, key, res->etag);
 		reception_undos_cancel(r, key);
+		ctr_add(CTR_RECEIVED, 1);
+		ctr_add(CTR_BYTES_RECEIVED, res->size);
 		return 0;
 	}
 	log_error("reception row for %s/%s not committed: %s",
@@ -740,8 +743,14 @@ int reception_commit(struct reception *r, const char *key,
 		  rc == -EINPROGRESS ? "outcome unknown (database lost at "
 				       "commit)"
 				     : strerror(-rc));
-	return reception_undo_start(r, key, res, who, "mount", created, gen,
-				    rc);
+	rc = reception_undo_start(r, key, res, who, "mount", created, gen, rc);
+	if (rc == 0) { /* its row was committed after all */
+		ctr_add(CTR_RECEIVED, 1);
+		ctr_add(CTR_BYTES_RECEIVED, res->size);
+	} else {
+		ctr_add(CTR_ERR_RECEPTION, 1);
+	}
+	return rc;
 }
 
 int reception_remove(struct reception *r, const char *key,
@@ -960,6 +969,10 @@ static int reception_log_foreign(struct reception *r, const char *key,
 		rc = 0;
 	} else if (rc == 0) {
 		reception_mark_known(r, key, before.etag);
+		if (*inserted) {
+			ctr_add(CTR_RECEIVED, 1);
+			ctr_add(CTR_BYTES_RECEIVED, before.size);
+		}
 		if (*inserted)
 			log_info("logged upload from another route: %s/%s "
 				 "(%llu bytes)",

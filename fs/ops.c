@@ -14,6 +14,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "audit.h"
 #include "fs.h"
 #include "inbox.h"
 #include "log.h"
@@ -212,6 +213,8 @@ static int cfs_getattr(const char *path, struct stat *st,
 		return rc;
 	if (h && h->area == AREA_PROJECTS && !path)
 		return projects_fh_getattr(h, st);
+	if (h && h->area == AREA_AUDIT)
+		return audit_fh_getattr(h, st);
 	if (h && h->area != AREA_PROJECTS && (fh_file(h) || !path))
 		return fh_getattr(h, st);
 	if (!path)
@@ -225,10 +228,7 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_PROJECTS:
 		return projects_getattr(rel, st);
 	case AREA_AUDIT:
-		if (*rel)
-			return -ENOENT;
-		dir_stat(st, 0555);
-		return 0;
+		return audit_getattr(rel, st);
 	default:
 		return -ENOENT;
 	}
@@ -259,7 +259,7 @@ static int cfs_readdir(const char *path, void *buf, fuse_fill_dir_t filler,
 	case AREA_PROJECTS:
 		return projects_readdir(rel, buf, filler);
 	case AREA_AUDIT:
-		return *rel ? -ENOENT : 0;
+		return audit_readdir(rel, buf, filler);
 	default:
 		return -ENOENT;
 	}
@@ -321,7 +321,7 @@ static int cfs_create(const char *path, mode_t mode,
 }
 
 /* Errors: ENOENT, EISDIR, EROFS, EPERM (projects/: for writing),
- * ENAMETOOLONG, EIO. */
+ * ENOSPC (audit/: the snapshot could not be spooled), ENAMETOOLONG, EIO. */
 static int cfs_open(const char *path, struct fuse_file_info *fi)
 {
 	const char *rel;
@@ -335,8 +335,8 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 		return inbox_open(rel, fi);
 	if (area == AREA_PROJECTS)
 		return projects_open(rel, fi);
-	if (area == AREA_AUDIT && (fi->flags & O_ACCMODE) != O_RDONLY)
-		return -EROFS;
+	if (area == AREA_AUDIT)
+		return audit_open(rel, fi);
 	return area == AREA_ROOT || !*rel ? -EISDIR : -ENOENT;
 }
 
@@ -347,6 +347,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 
 	if (h && h->area == AREA_PROJECTS)
 		return projects_read(h, buf, size, off);
+	if (h && h->area == AREA_AUDIT)
+		return audit_read(h, buf, size, off);
 	return h ? inbox_read(h, buf, size, off) : -EBADF;
 }
 
@@ -357,6 +359,8 @@ static int cfs_write(const char *path, const char *buf, size_t size,
 
 	if (h && h->area == AREA_PROJECTS)
 		return -EBADF; /* opened read-only */
+	if (h && h->area == AREA_AUDIT)
+		return -EROFS;
 	return h ? inbox_write(h, buf, size, off) : -EBADF;
 }
 
@@ -366,7 +370,7 @@ static int cfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
-	if (h && h->area == AREA_PROJECTS)
+	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
 	return h ? inbox_sync(h, 1) : 0;
 }
@@ -375,7 +379,7 @@ static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
-	if (h && h->area == AREA_PROJECTS)
+	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
 	return h ? inbox_sync(h, 0) : 0;
 }
@@ -386,6 +390,8 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 
 	if (h && h->area == AREA_PROJECTS)
 		projects_release(h);
+	else if (h && h->area == AREA_AUDIT)
+		audit_release(h);
 	else if (h)
 		inbox_release(h);
 	return 0;
@@ -404,6 +410,8 @@ static int cfs_truncate(const char *path, off_t size,
 
 	if (fi && fh_of(fi) && fh_of(fi)->area == AREA_PROJECTS)
 		return -EPERM; /* a stored file */
+	if (fi && fh_of(fi) && fh_of(fi)->area == AREA_AUDIT)
+		return -EROFS;
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
 	if (area == AREA_INBOX && *rel)
@@ -504,6 +512,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			return -ESTALE;
 		if (h->area == AREA_PROJECTS)
 			return 0; /* a stored file: as projects/ paths */
+		if (h->area == AREA_AUDIT)
+			return -EROFS;
 		rc = fh_getattr(h, &st);
 		if (rc)
 			return rc;
@@ -583,8 +593,13 @@ static int cfs_symlink(const char *target, const char *path)
 				      : AREA_ROOT);
 }
 
+/* A hard link to an audit/ file changes it (its link count): EROFS too. */
 static int cfs_link(const char *from, const char *to)
 {
+	const char *rel;
+
+	if (cfs_area_of(from, &rel) == AREA_AUDIT && !path_check(from))
+		return -EROFS;
 	return cfs_symlink(from, to);
 }
 
@@ -704,6 +719,7 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 static void cfs_destroy(void *data)
 {
 	attrov_free_all();
+	audit_free_all();
 }
 
 const struct fuse_operations cfs_ops = {
