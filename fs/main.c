@@ -15,6 +15,7 @@
 #include "db_attrs.h"
 #include "fs.h"
 #include "log.h"
+#include "notify.h"
 #include "projects.h"
 
 #include <fuse_lowlevel.h>
@@ -42,14 +43,17 @@ static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("--help", show_help, 1),
     CFS_OPT("-h", show_help, 1),
     CFS_OPT("no_default_permissions", no_default_permissions, 1),
-    /* fstab-only options, meaningless to FUSE: dropped. */
+    /* fstab-only options, meaningless to FUSE: dropped (mount(8) and
+     * mount.fuse3 drop most of them first; mount.fuse3 run by hand or by
+     * another tool passes them on). x-* options: cfs_opt_proc. */
     FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-    FUSE_OPT_KEY("x-systemd.", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_END,
 };
@@ -61,6 +65,10 @@ static int cfs_opt_proc(void *data, const char *arg, int key,
 {
 	struct cfs_opts *o = data;
 
+	/* x-systemd.automount, x-systemd.idle-timeout=, x-gvfs-show, ...:
+	 * comments for other tools (mount(8): "x-*"), never for FUSE. */
+	if (key == FUSE_OPT_KEY_OPT && !strncmp(arg, "x-", 2))
+		return 0;
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (o->n_nonopt++ == 0) {
@@ -341,6 +349,10 @@ int main(int argc, char *argv[])
 	log_info("mounted %s (reception bucket %s, storage bucket %s)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
+	/* READY=1 for systemd once the store answers too (notify.c). */
+	if (notify_start() != 0)
+		log_warn("cannot start the readiness thread: systemd is not "
+			 "told the mount is ready");
 	if (fo.singlethread) {
 		rc = fuse_loop(fuse);
 	} else {
@@ -357,6 +369,7 @@ int main(int argc, char *argv[])
 	rc = rc ? 1 : 0;
 	log_info("unmounted %s", fo.mountpoint);
 out_signals:
+	notify_stopping();
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_unmount:
 	fuse_unmount(fuse);
