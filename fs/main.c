@@ -264,6 +264,7 @@ static int cfs_teardown(void)
 	attrov_free_all();
 	db_close(cfs->db);
 	cfs->db = NULL;
+	notify_join(); /* the readiness probe uses the S3 client */
 	if (stragglers)
 		return 1;
 	s3_client_free(cfs->s3);

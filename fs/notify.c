@@ -134,7 +134,14 @@ void notify_stopping(void)
 	pthread_cond_broadcast(&notify_cond);
 	pthread_mutex_unlock(&notify_lock);
 	notify_send("STOPPING=1");
-	/* A probe in flight ends within the S3 client's bounded retries. */
+}
+
+void notify_join(void)
+{
+	if (!notify_started)
+		return;
+	/* A probe in flight ends within the S3 client's bounded retries; the
+	 * workers are done by now, so nothing waits on it but the exit. */
 	pthread_join(notify_thread, NULL);
 	notify_started = 0;
 }

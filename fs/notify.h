@@ -10,9 +10,13 @@
  * must outlive notify_stopping(). */
 int notify_start(void);
 
-/* Sends STOPPING=1 (when notify_start() started) and joins the probe
- * thread; call once the FUSE loop has ended, before the S3 client is
- * freed. */
+/* Sends STOPPING=1 (when notify_start() started) and tells the probe
+ * thread to stop; call once the FUSE loop has ended. */
 void notify_stopping(void);
+
+/* Waits for the probe thread (bounded by the S3 client's timeouts and
+ * retries); call after notify_stopping(), before the S3 client and the
+ * config are freed. */
+void notify_join(void);
 
 #endif

@@ -375,6 +375,8 @@ def test_sd_notify_ready_only_when_store_up(mount_factory, destdir, tmp_path):
         msg = _recv(sock, 60)
         assert msg == "STOPPING=1", msg
         assert p.wait(timeout=60) == 0
+        text = open(logf).read()
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
     finally:
         if p.poll() is None:
             subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
@@ -396,7 +398,9 @@ def test_no_notify_socket_sends_nothing_and_mounts(mount_factory, destdir, tmp_p
         assert sorted(os.listdir(m.mnt)) == ["audit", "inbox", "projects"]
         run(["fusermount3", "-u", m.mnt])
         assert p.wait(timeout=60) == 0
-        assert "not ready" not in p.stderr.read()
+        text = p.stderr.read()
+        assert "not ready" not in text
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
     finally:
         if p.poll() is None:
             subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
