@@ -406,3 +406,65 @@ def test_no_notify_socket_sends_nothing_and_mounts(mount_factory, destdir, tmp_p
             subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
             p.kill()
             p.wait(timeout=30)
+
+
+def test_unit_capabilities_suffice(mount_factory, destdir, uniq):
+    """The daemon run as the installed unit runs it -- root with only the unit's
+    CapabilityBoundingSet, NoNewPrivileges, -f -o allow_other -- mounts, and another user's
+    write through the mount is received and logged as that user."""
+    unit = open(os.path.join(destdir, "usr/local/lib/systemd/system/custodyfs@.service")).read()
+    caps = re.search(r"^CapabilityBoundingSet=(.+)$", unit, re.M).group(1).split()
+    assert "CAP_SYS_ADMIN" in caps
+    assert re.search(r"^NoNewPrivileges=yes$", unit, re.M)
+    assert re.search(r"^ExecStart=\S+ -f -o config=\S+,allow_other %f$", unit, re.M)
+    bset = "-all," + ",".join("+" + c[4:].lower() for c in caps)
+    m = mount_factory(start=False)
+    log = os.path.join(m.base, "caps-daemon.log")
+    with open(log, "w") as lf:
+        p = subprocess.Popen(["setpriv", "--no-new-privs", "--bounding-set", bset,
+                              "--inh-caps=-all", _bin(destdir), "-f", "-o",
+                              f"config={m.config},allow_other", m.mnt],
+                             stdout=lf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: _mountinfo_has(m.mnt) or p.poll() is not None, timeout=60,
+                   what="mount")
+        assert p.poll() is None, open(log).read()
+        # the daemon holds exactly the unit's capabilities (CapBnd and CapEff of its status)
+        status = open(f"/proc/{p.pid}/status").read()
+        bnd = int(re.search(r"^CapBnd:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+        eff = int(re.search(r"^CapEff:\s*([0-9a-f]+)$", status, re.M).group(1), 16)
+        bits = {"CAP_DAC_READ_SEARCH": 2, "CAP_SYS_PTRACE": 19, "CAP_SYS_ADMIN": 21}
+        want = sum(1 << bits[c] for c in caps)
+        assert bnd == want and eff == want, (hex(bnd), hex(eff))
+        name = f"{uniq}.txt"
+        data = b"written by nobody\n"
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "sh", "-c", 'cat > "$1"', "sh", os.path.join(m.inbox, name)],
+                           input=data, capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        assert m.s3.get_object(Bucket=m.reception_bucket, Key=name)["Body"].read() == data
+        rows = m.sql("SELECT size_bytes, sha256, received_uid FROM reception_audit "
+                     "WHERE object_key = %s", (name,))
+        assert rows == [(len(data), m.sha256_bytes(data), 65534)]
+        st = os.stat(os.path.join(m.inbox, name))
+        assert st.st_uid == 65534
+        # a file written by a shell and its children through one open file description is
+        # committed once, at the last close: the daemon reads the writers' /proc/<pid>/fd
+        # (CAP_SYS_PTRACE, CAP_DAC_READ_SEARCH for another user's processes)
+        name2 = f"{uniq}-shared.txt"
+        r = subprocess.run(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                            "sh", "-c", '{ /bin/echo one; /bin/echo two; } > "$1"', "sh",
+                            os.path.join(m.inbox, name2)], capture_output=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        rows = m.sql("SELECT size_bytes, removed_at FROM reception_audit WHERE object_key = %s",
+                     (name2,))
+        assert rows == [(8, None)], rows
+        run(["fusermount3", "-u", m.mnt])
+        assert p.wait(timeout=60) == 0
+        text = open(log).read()
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
+    finally:
+        if p.poll() is None:
+            subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
+            p.kill()
+            p.wait(timeout=30)
