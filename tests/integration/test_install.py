@@ -186,6 +186,42 @@ def test_systemd_units_verify(destdir, tmp_path):
     assert r.returncode != 0 or r.stderr.strip() != ""
 
 
+def test_fstab_lines_make_valid_systemd_units(destdir, tmp_path):
+    """systemd-fstab-generator, run offline on the example fstab lines, makes a mount unit for
+    each (and the automount of the x-systemd.automount line); systemd-analyze verify passes on
+    what it made."""
+    gen = next((g for g in ("/lib/systemd/system-generators/systemd-fstab-generator",
+                            "/usr/lib/systemd/system-generators/systemd-fstab-generator")
+                if os.access(g, os.X_OK)), None)
+    assert gen, "systemd-fstab-generator not found (package systemd)"
+    lines = [l.lstrip("#") for l in (REPO / "examples" / "fstab").read_text().splitlines()
+             if "fuse.custodyfs" in l and not l.startswith("# ")]
+    assert len(lines) == 2
+    for i, line in enumerate(lines):
+        d = tmp_path / f"line{i}"
+        out = d / "out"
+        out.mkdir(parents=True)
+        (d / "fstab").write_text(line + "\n")
+        env = dict(os.environ, SYSTEMD_FSTAB=str(d / "fstab"), SYSTEMD_PROC_CMDLINE="",
+                   SYSTEMD_LOG_LEVEL="warning")
+        r = subprocess.run([gen, str(out), str(out), str(out)], env=env, capture_output=True,
+                           text=True, timeout=60)
+        assert r.returncode == 0 and r.stderr == "", r.stderr
+        mount = (out / "srv-custody.mount").read_text()
+        assert "Type=fuse.custodyfs" in mount and "What=/etc/custodyfs/custodyfs.conf" in mount
+        units = ["srv-custody.mount"]
+        if "x-systemd.automount" in line:
+            auto = (out / "srv-custody.automount").read_text()
+            assert "TimeoutIdleSec=10min" in auto
+            assert (out / "remote-fs.target.wants" / "srv-custody.automount").exists()
+            units.append("srv-custody.automount")
+        else:
+            # _netdev: a remote mount, wanted by remote-fs.target
+            assert (out / "remote-fs.target.wants" / "srv-custody.mount").exists()
+        r = _verify(units, out, destdir)
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+
+
 # --------------------------------------------------------------------------- mounting
 
 def _daemon_pid(config):
