@@ -92,6 +92,11 @@ static void *notify_main(void *arg)
 			break;
 		log_warn("not ready yet: bucket %s: %s (trying again in %u s)",
 			 bucket, strerror(-rc), delay);
+		/* systemctl status shows why the start is pending. */
+		snprintf(msg, sizeof(msg),
+			 "STATUS=waiting for the store: bucket %s: %s", bucket,
+			 strerror(-rc));
+		notify_send(msg);
 		if (notify_sleep(delay))
 			return NULL;
 		delay = delay * 2 > NOTIFY_MAX_DELAY_S ? NOTIFY_MAX_DELAY_S

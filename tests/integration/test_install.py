@@ -399,11 +399,18 @@ def test_sd_notify_ready_only_when_store_up(mount_factory, destdir, tmp_path):
         logf = os.path.join(m.base, "notify-daemon.log")
         wait_until(lambda: "not ready yet" in open(logf).read(), timeout=60,
                    what="the daemon's first failed probe of the store")
-        # the store is down: nothing was sent although the mount exists
-        assert _recv(sock, 0.01) is None
+        # the store is down: the mount exists, yet only a STATUS= saying why was sent
+        msg = _recv(sock, 60)
+        assert msg is not None and msg.startswith("STATUS=waiting for the store: bucket "), msg
+        assert "READY=1" not in msg
         m.start_s3()
-        msg = _recv(sock, 90)
-        assert msg is not None and "READY=1" in msg.split("\n"), msg
+        deadline = time.monotonic() + 120
+        while True:  # STATUS= lines until READY=1 (bounded)
+            msg = _recv(sock, max(0.1, deadline - time.monotonic()))
+            assert msg is not None, "no READY=1 after the store came back"
+            if "READY=1" in msg.split("\n"):
+                break
+            assert msg.startswith("STATUS=waiting"), msg
         assert "STATUS=mounted" in msg
         assert _mountinfo_has(m.mnt)
         assert p.poll() is None
