@@ -5,6 +5,7 @@
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -367,6 +368,12 @@ int main(int argc, char *argv[])
 		rc = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	/* libfuse returns the number of the signal that ended the loop:
+	 * SIGTERM (systemctl stop, kill), SIGINT and SIGHUP are a requested
+	 * stop, which unmounts cleanly below, not a failure. */
+	if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP || rc == -SIGTERM ||
+	    rc == -SIGINT || rc == -SIGHUP)
+		rc = 0;
 	rc = rc ? 1 : 0;
 	log_info("unmounted %s", fo.mountpoint);
 out_signals:

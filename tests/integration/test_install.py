@@ -511,3 +511,41 @@ def test_unit_capabilities_suffice(mount_factory, destdir, uniq):
             subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
             p.kill()
             p.wait(timeout=30)
+
+
+def test_sigterm_unmounts_cleanly(mount_factory, destdir, tmp_path, uniq):
+    """systemctl stop (SIGTERM to the main process, KillMode=mixed): STOPPING=1, the mount is
+    gone, the daemon exits 0, and a file written before is in the bucket with its one row."""
+    unit = open(os.path.join(destdir, "usr/local/lib/systemd/system/custodyfs@.service")).read()
+    assert re.search(r"^KillMode=mixed$", unit, re.M)
+    assert not re.search(r"^ExecStop=", unit, re.M)  # the stop is the daemon's SIGTERM handler
+    m = mount_factory(start=False)
+    path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(path)
+    p = subprocess.Popen([_bin(destdir), "-f", "-o", f"config={m.config}", m.mnt],
+                         env=dict(os.environ, NOTIFY_SOCKET=path), stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+    try:
+        msg = _recv(sock, 60)
+        assert msg is not None and "READY=1" in msg.split("\n"), msg
+        assert _mountinfo_has(m.mnt)
+        name = f"{uniq}.txt"
+        with open(m.path("inbox", name), "wb") as f:
+            f.write(b"before the stop\n")
+        p.send_signal(signal.SIGTERM)
+        assert _recv(sock, 60) == "STOPPING=1"
+        assert p.wait(timeout=60) == 0
+        assert not _mountinfo_has(m.mnt)
+        assert m.s3.get_object(Bucket=m.reception_bucket, Key=name)["Body"].read() == \
+            b"before the stop\n"
+        assert m.sql_value("SELECT count(*) FROM reception_audit WHERE object_key = %s",
+                           (name,)) == 1
+        text = p.stderr.read()
+        assert "Sanitizer" not in text and "runtime error:" not in text, text
+    finally:
+        if p.poll() is None:
+            subprocess.run(["fusermount3", "-uz", m.mnt], capture_output=True)
+            p.kill()
+            p.wait(timeout=30)
+        sock.close()
