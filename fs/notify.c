@@ -102,6 +102,11 @@ static void *notify_main(void *arg)
 		delay = delay * 2 > NOTIFY_MAX_DELAY_S ? NOTIFY_MAX_DELAY_S
 						       : delay * 2;
 	}
+	pthread_mutex_lock(&notify_lock);
+	rc = notify_stop_req; /* never READY=1 after STOPPING=1 */
+	pthread_mutex_unlock(&notify_lock);
+	if (rc)
+		return NULL;
 	snprintf(msg, sizeof(msg),
 		 "READY=1\nSTATUS=mounted %s (reception bucket %s, storage "
 		 "bucket %s)",
