@@ -102,17 +102,17 @@ static void *notify_main(void *arg)
 		delay = delay * 2 > NOTIFY_MAX_DELAY_S ? NOTIFY_MAX_DELAY_S
 						       : delay * 2;
 	}
-	pthread_mutex_lock(&notify_lock);
-	rc = notify_stop_req; /* never READY=1 after STOPPING=1 */
-	pthread_mutex_unlock(&notify_lock);
-	if (rc)
-		return NULL;
 	snprintf(msg, sizeof(msg),
 		 "READY=1\nSTATUS=mounted %s (reception bucket %s, storage "
 		 "bucket %s)",
 		 cfs->mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
-	notify_send(msg);
+	/* Under the lock notify_stopping() sends STOPPING=1 with: never
+	 * READY=1 after it. */
+	pthread_mutex_lock(&notify_lock);
+	if (!notify_stop_req)
+		notify_send(msg);
+	pthread_mutex_unlock(&notify_lock);
 	return NULL;
 }
 
@@ -142,8 +142,8 @@ void notify_stopping(void)
 	pthread_mutex_lock(&notify_lock);
 	notify_stop_req = 1;
 	pthread_cond_broadcast(&notify_cond);
-	pthread_mutex_unlock(&notify_lock);
 	notify_send("STOPPING=1");
+	pthread_mutex_unlock(&notify_lock);
 }
 
 void notify_join(void)
