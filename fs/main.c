@@ -5,6 +5,7 @@
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
 #include <errno.h>
+#include <signal.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,7 @@
 #include "db_attrs.h"
 #include "fs.h"
 #include "log.h"
+#include "notify.h"
 #include "projects.h"
 
 #include <fuse_lowlevel.h>
@@ -42,14 +44,17 @@ static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("--help", show_help, 1),
     CFS_OPT("-h", show_help, 1),
     CFS_OPT("no_default_permissions", no_default_permissions, 1),
-    /* fstab-only options, meaningless to FUSE: dropped. */
+    /* fstab-only options, meaningless to FUSE: dropped (mount(8) and
+     * mount.fuse3 drop most of them first; mount.fuse3 run by hand or by
+     * another tool passes them on). x-* options: cfs_opt_proc. */
     FUSE_OPT_KEY("_netdev", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("defaults", FUSE_OPT_KEY_DISCARD),
+    FUSE_OPT_KEY("nouser", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("noauto", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("auto", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("nofail", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("user", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("users", FUSE_OPT_KEY_DISCARD),
-    FUSE_OPT_KEY("x-systemd.", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_KEY("comment=", FUSE_OPT_KEY_DISCARD),
     FUSE_OPT_END,
 };
@@ -61,6 +66,10 @@ static int cfs_opt_proc(void *data, const char *arg, int key,
 {
 	struct cfs_opts *o = data;
 
+	/* x-systemd.automount, x-systemd.idle-timeout=, x-gvfs-show, ...:
+	 * comments for other tools (mount(8): "x-*"), never for FUSE. */
+	if (key == FUSE_OPT_KEY_OPT && !strncmp(arg, "x-", 2))
+		return 0;
 	if (key != FUSE_OPT_KEY_NONOPT)
 		return 1;
 	if (o->n_nonopt++ == 0) {
@@ -256,6 +265,7 @@ static int cfs_teardown(void)
 	attrov_free_all();
 	db_close(cfs->db);
 	cfs->db = NULL;
+	notify_join(); /* the readiness probe uses the S3 client */
 	if (stragglers)
 		return 1;
 	s3_client_free(cfs->s3);
@@ -341,6 +351,10 @@ int main(int argc, char *argv[])
 	log_info("mounted %s (reception bucket %s, storage bucket %s)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
+	/* READY=1 for systemd once the store answers too (notify.c). */
+	if (notify_start() != 0)
+		log_warn("cannot start the readiness thread: systemd is not "
+			 "told the mount is ready");
 	if (fo.singlethread) {
 		rc = fuse_loop(fuse);
 	} else {
@@ -354,9 +368,16 @@ int main(int argc, char *argv[])
 		rc = fuse_loop_mt(fuse, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
+	/* libfuse returns the number of the signal that ended the loop:
+	 * SIGTERM (systemctl stop, kill), SIGINT and SIGHUP are a requested
+	 * stop, which unmounts cleanly below, not a failure. */
+	if (rc == SIGTERM || rc == SIGINT || rc == SIGHUP || rc == -SIGTERM ||
+	    rc == -SIGINT || rc == -SIGHUP)
+		rc = 0;
 	rc = rc ? 1 : 0;
 	log_info("unmounted %s", fo.mountpoint);
 out_signals:
+	notify_stopping();
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_unmount:
 	fuse_unmount(fuse);
