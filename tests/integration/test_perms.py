@@ -656,3 +656,38 @@ def test_partial_directory_rename_keeps_every_objects_attributes(shared, uniq):
             assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o755), dd
         m.restart()
 
+
+def test_mount_root_inbox_and_projects_keep_their_modes_and_owner(shared, uniq):
+    """A chmod or chown of /, inbox/ or projects/ that would change them fails with EPERM
+    (root included; it used to return 0 and change nothing); one that changes nothing, and
+    times, succeed. Directories under inbox/ take rsync -a as before."""
+    m = shared
+    for p in (m.mnt, m.inbox, m.path("projects")):
+        st = os.stat(p)
+        with pytest.raises(PermissionError):
+            os.chmod(p, 0o700)
+        with pytest.raises(PermissionError):
+            os.chown(p, A, A)
+        os.chmod(p, stat.S_IMODE(st.st_mode))
+        os.chown(p, st.st_uid, st.st_gid)
+        os.utime(p)
+        st2 = os.stat(p)
+        assert (st2.st_mode, st2.st_uid, st2.st_gid) == (st.st_mode, st.st_uid, st.st_gid)
+    # rsync -a into a directory of inbox/ sets modes and times as usual
+    import subprocess
+    src = os.path.join(m.stack.tmp, f"{uniq}-src")
+    os.makedirs(os.path.join(src, "sub"))
+    with open(os.path.join(src, "sub", "f"), "w") as fh:
+        fh.write("rsync")
+    os.chmod(os.path.join(src, "sub", "f"), 0o640)
+    os.chmod(os.path.join(src, "sub"), 0o750)
+    os.utime(os.path.join(src, "sub", "f"), (1_600_000_000, 1_600_000_000))
+    dst = m.path("inbox", f"{uniq}-rs")
+    os.mkdir(dst)
+    p = subprocess.run(["rsync", "-a", src + "/", dst + "/"], capture_output=True, text=True,
+                       timeout=60)
+    assert p.returncode == 0, p.stderr
+    st = os.stat(os.path.join(dst, "sub", "f"))
+    assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o640, 1_600_000_000)
+    assert stat.S_IMODE(os.stat(os.path.join(dst, "sub")).st_mode) == 0o750
+    assert [r["size_bytes"] for r in rows(m, f"{uniq}-rs/sub/f")] == [5]
