@@ -242,21 +242,26 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return rc > 0 ? -EEXIST : rc;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	/* Its mode and owner first: nothing stored without them. */
+	/* Its mode, owner and times first: nothing stored without them (a
+	 * directory is a key prefix: its times are only the record's). */
 	creator_attrs(&in, mode);
-	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
+	clock_gettime(CLOCK_REALTIME, &in.mtime);
+	in.atime = in.mtime;
+	rc = attrov_set(rel, &in,
+			ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER |
+			    ATTROV_ATIME | ATTROV_MTIME,
 			NULL);
 	if (rc == 0) {
 		memset(&st, 0, sizeof(st));
 		st.st_mode = in.mode;
 		st.st_uid = in.uid;
 		st.st_gid = in.gid;
-		st.st_mtime = time(NULL);
+		st.st_mtim = in.mtime;
 		rc = inbox_marker_put(marker, &st);
 	}
 	free(marker);
 	if (rc == 0)
-		dcache_upsert(rel, 1, 0, time(NULL), NULL);
+		dcache_upsert(rel, 1, 0, in.mtime.tv_sec, NULL);
 	else
 		attrov_drop(rel, 0);
 	return rc;
