@@ -581,7 +581,8 @@ def test_large_sequential_file_and_directories_carry_mode_owner_mtime(shared, un
     st = os.stat(f)
     assert st.st_size == 20 << 20
     h = m.s3.head_object(Bucket=m.reception_bucket, Key=f"{uniq}-big")
-    assert "-" in h["ETag"], "expected a multipart upload (ETag of the parts)"
+    if m.stack.backend == "swift":  # (s3rver's multipart ETag carries no part count)
+        assert "-" in h["ETag"], "expected a multipart upload (ETag of the parts)"
     md = h["Metadata"]
     assert md.get("mode") == str(stat.S_IFREG | 0o640)
     assert (md.get("uid"), md.get("gid")) == (str(A), str(A))
