@@ -104,6 +104,18 @@ static const char db_sql_attrs_move[] =
 	" WHERE bucket = $1::text AND (object_key = $2::text OR ($4::boolean"
 	" AND object_key COLLATE \"C\" >= $5::text"
 	" AND object_key COLLATE \"C\" < $6::text))";
+/* $1 bucket, $2 to; then $1 bucket, $2 from, $3 to: to's row becomes a
+ * copy of from's (none when from has none); the copy's ctime is now (a
+ * rename is a status change). */
+static const char db_sql_attrs_copy_del[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text";
+static const char db_sql_attrs_copy_ins[] =
+	"INSERT INTO file_attrs (bucket, object_key, mode, uid, gid, atime_ns,"
+	" mtime_ns, ctime, updated_by)"
+	" SELECT bucket, $3::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $2::text";
 /* clang-format on */
 
 struct attrs_set_args {
@@ -390,6 +402,28 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 	if (!strcmp(from, to))
 		return 0;
 	return db_run(d, "move file attributes", 1, 1, pg_attrs_move, &m);
+}
+
+static int pg_attrs_copy(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[3] = {m->bucket, m->from, m->to};
+	const char *del[2] = {m->bucket, m->to};
+	int rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
+
+	return rc ? rc : pg_exec(x, db_sql_attrs_copy_ins, 3, p, NULL);
+}
+
+int db_attrs_copy(struct db *d, const char *bucket, const char *from,
+		  const char *to)
+{
+	struct attrs_move_args m = {.bucket = bucket, .from = from, .to = to};
+
+	if (!d || !bucket || !from || !to)
+		return -EINVAL;
+	if (!strcmp(from, to))
+		return 0;
+	return db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, &m);
 }
 
 struct attrs_drop_args {

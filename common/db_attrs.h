@@ -61,6 +61,14 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree);
 
+/* One key of a directory rename, before its object moves: to's row becomes
+ * a copy of from's (to's own goes; none when from has none), from's stays
+ * until the caller drops it once the object has moved, so a failure or a
+ * crash between the steps never leaves an object without its attributes.
+ * One transaction. 0 or -errno. */
+int db_attrs_copy(struct db *d, const char *bucket, const char *from,
+		  const char *to);
+
 /* Removal: key's row goes (with tree, those under key + "/" too). The
  * change log stays. 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree);

@@ -51,6 +51,8 @@ struct upload {
 	struct s3_part *parts; /* protected by lock: parts[i].number = i + 1 */
 	size_t n_parts, cap_parts; /* protected by lock */
 	int broken; /* protected by lock: stream no longer matches the spool */
+	struct s3_kv *meta;   /* protected by lock: upload_set_meta's */
+	size_t n_meta;	      /* protected by lock */
 	uint64_t appended;    /* protected by lock: bytes the writer appended */
 	uint64_t hashed;      /* protected by lock: bytes hashed so far */
 	int hashing;	      /* protected by lock: queued for or in a hasher */
@@ -58,13 +60,69 @@ struct upload {
 
 	/* Owned by the hasher while hashing is set, else by the caller
 	 * thread (which waits for !hashing before touching them). */
-	char *upload_id; /* multipart upload in flight, or NULL */
+	char *upload_id;	/* multipart upload in flight, or NULL */
+	struct s3_kv *mpu_meta; /* what upload_id was created with (like it) */
+	size_t n_mpu_meta;
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
 };
 
 static int upload_close_part(struct upload *u, uint64_t end);
+
+static void kv_free(struct s3_kv *kv, size_t n)
+{
+	size_t i;
+
+	for (i = 0; kv && i < n; i++) {
+		free(kv[i].name);
+		free(kv[i].value);
+	}
+	free(kv);
+}
+
+/* A deep copy of kv[0..n); NULL on OOM (or when n is 0). */
+static struct s3_kv *kv_dup(const struct s3_kv *kv, size_t n)
+{
+	struct s3_kv *c = n ? calloc(n, sizeof(*c)) : NULL;
+	size_t i;
+
+	for (i = 0; c && i < n; i++) {
+		c[i].name = strdup(kv[i].name);
+		c[i].value = strdup(kv[i].value);
+		if (!c[i].name || !c[i].value) {
+			kv_free(c, i + 1);
+			return NULL;
+		}
+	}
+	return c;
+}
+
+/* Every entry of want but "mtime" is in have with the same value. */
+static int kv_same(const struct s3_kv *have, size_t n_have,
+		   const struct s3_kv *want, size_t n_want)
+{
+	size_t i, j;
+
+	for (i = 0; i < n_want; i++) {
+		if (!strcmp(want[i].name, "mtime"))
+			continue;
+		for (j = 0; j < n_have; j++)
+			if (!strcmp(have[j].name, want[i].name))
+				break;
+		if (j == n_have || strcmp(have[j].value, want[i].value))
+			return 0;
+	}
+	return 1;
+}
+
+/* Drops the record of what the multipart upload was created with. */
+static void upload_forget_mpu(struct upload *u)
+{
+	kv_free(u->mpu_meta, u->n_mpu_meta);
+	u->mpu_meta = NULL;
+	u->n_mpu_meta = 0;
+}
 
 static void upload_run_job(struct part_job *j)
 {
@@ -367,6 +425,7 @@ static void upload_reset(struct upload *u, int broken)
 		free(u->upload_id);
 		u->upload_id = NULL;
 	}
+	upload_forget_mpu(u);
 	pthread_mutex_lock(&u->lock);
 	u->n_parts = 0;
 	u->error = 0;
@@ -439,10 +498,24 @@ static int upload_close_part(struct upload *u, uint64_t end)
 	int rc;
 
 	if (!u->upload_id) {
-		rc = s3_mpu_create(u->s3, u->bucket, u->key, NULL, 0,
+		struct s3_kv *meta;
+		size_t n_meta;
+
+		pthread_mutex_lock(&u->lock);
+		n_meta = u->n_meta;
+		meta = kv_dup(u->meta, n_meta);
+		pthread_mutex_unlock(&u->lock);
+		if (n_meta && !meta)
+			return -ENOMEM;
+		rc = s3_mpu_create(u->s3, u->bucket, u->key, meta, n_meta,
 				   &u->upload_id);
-		if (rc)
+		if (rc) {
+			kv_free(meta, n_meta);
 			return rc;
+		}
+		upload_forget_mpu(u);
+		u->mpu_meta = meta;
+		u->n_mpu_meta = n_meta;
 	}
 	pthread_mutex_lock(&u->lock);
 	n = u->n_parts;
@@ -483,6 +556,23 @@ int upload_write(struct upload *u, const void *data, size_t len, off_t off)
 	if (kick)
 		upload_hash_queue(u);
 	return err ? -err : 0;
+}
+
+int upload_set_meta(struct upload *u, const struct s3_kv *meta, size_t n)
+{
+	struct s3_kv *c = kv_dup(meta, n), *old;
+	size_t n_old;
+
+	if (n && !c)
+		return -ENOMEM;
+	pthread_mutex_lock(&u->lock);
+	old = u->meta;
+	n_old = u->n_meta;
+	u->meta = c;
+	u->n_meta = n;
+	pthread_mutex_unlock(&u->lock);
+	kv_free(old, n_old);
+	return 0;
 }
 
 void upload_invalidate(struct upload *u)
@@ -563,6 +653,7 @@ static int upload_complete(struct upload *u, char *etag)
 	if (rc == 0) {
 		free(u->upload_id);
 		u->upload_id = NULL;
+		upload_forget_mpu(u);
 	}
 	return rc;
 }
@@ -573,9 +664,10 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 
 /* The stream is whole and its hashes are in res: PUT the single part with
  * the metadata and hashes, or complete the multipart upload it started.
- * That upload was created before the hashes (or the caller's metadata)
- * were known, so the object goes without them: the reception row is their
- * record. Completing is the last request: the object is never rewritten
+ * That upload was created before the hashes were known, so the object goes
+ * without them (the reception row is their record), with upload_set_meta's
+ * metadata: if that is not meta[] (mtime aside), the spool is uploaded
+ * again. Completing is the last request: the object is never rewritten
  * afterwards (no self-copy), so once it holds the new content the caller
  * knows it. A part that failed in the background (or could not be queued)
  * is no failure of the file: the spool is uploaded again, as upload.h
@@ -591,6 +683,13 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	if (!u->upload_id)
 		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 				 res->sha256, all, n_all, res->etag);
+	if (!kv_same(u->mpu_meta, u->n_mpu_meta, meta, n_meta)) {
+		/* Created with another mode or owner (a chmod or chown
+		 * while it was written, or none given): the object must
+		 * carry the file's. */
+		rc = -ESTALE;
+		goto from_spool;
+	}
 	if (size > u->part_start) {
 		rc = upload_queue_part(u, (off_t)u->part_start,
 				       size - u->part_start, NULL);
@@ -603,9 +702,10 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 		goto from_spool;
 	return upload_complete(u, res->etag);
 from_spool:
-	log_warn("streaming upload of %s/%s: a part failed (%s); uploading "
-		 "it again from the spool",
-		 u->bucket, u->key, strerror(-rc));
+	log_warn("streaming upload of %s/%s: %s; uploading it again from the "
+		 "spool",
+		 u->bucket, u->key,
+		 rc == -ESTALE ? "its metadata changed" : strerror(-rc));
 	return upload_finish_spool(u, size, meta, n_meta, res);
 }
 
@@ -703,6 +803,8 @@ void upload_free(struct upload *u)
 	if (u->h.xxh)
 		upload_reset(u, 1);
 	hash_free(&u->h);
+	upload_forget_mpu(u);
+	kv_free(u->meta, u->n_meta);
 	pthread_mutex_destroy(&u->lock);
 	pthread_cond_destroy(&u->cond);
 	free(u->parts);

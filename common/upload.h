@@ -59,6 +59,13 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
  * callers may ignore it). */
 int upload_write(struct upload *u, const void *data, size_t len, off_t off);
 
+/* meta[] (copied) is what a multipart upload started while streaming is
+ * created with: set it before the writes that reach part_size. At finish,
+ * an upload created with other values than the final meta[] for any name
+ * but "mtime" is uploaded again from the spool; "mtime" may be older (the
+ * time the upload was created). 0 or -ENOMEM (the previous meta kept). */
+int upload_set_meta(struct upload *u, const struct s3_kv *meta, size_t n);
+
 /* The spool was changed other than by appending (truncate, rewrite): the
  * streamed state is dropped (pending multipart aborted at finish). */
 void upload_invalidate(struct upload *u);
@@ -76,8 +83,9 @@ int upload_set_key(struct upload *u, const char *key);
  * the part uploads, then:
  *  - streamed, one part: a single PUT with meta[] plus "xxh128"/"sha256";
  *  - streamed, multipart: CompleteMultipartUpload; the upload was created
- *    before the hashes and meta[] were known, so the object carries no
- *    metadata (res, i.e. the caller's audit row, is the hashes' record);
+ *    before the hashes were known, with upload_set_meta's meta[] (see
+ *    there), so the object carries no hashes (res, i.e. the caller's
+ *    audit row, is their record);
  *  - not streamed (invalidated): the spool is hashed first, then PUT, or
  *    uploaded in parts with meta[] plus the hashes given at create.
  * The last request is the PUT or the completion: nothing rewrites the

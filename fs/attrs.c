@@ -579,6 +579,25 @@ void attrov_move(const char *from, const char *to, int tree)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+int attrov_copy(const char *from, const char *to)
+{
+	struct dirsnap *ts;
+	int rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to);
+
+	if (rc) {
+		log_error("attributes of inbox/%s not copied to inbox/%s: %s",
+			  from, to, strerror(-rc));
+		return rc == -EINPROGRESS ? -EIO : rc;
+	}
+	pthread_mutex_lock(&cfs->lock);
+	forget_entry_locked(to);
+	ts = snap_find(to, 0);
+	if (ts)
+		ts->ok = 0; /* reloaded before it is shown again */
+	pthread_mutex_unlock(&cfs->lock);
+	return 0;
+}
+
 void attrov_drop(const char *rel, int tree)
 {
 	int rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree);
@@ -590,6 +609,14 @@ void attrov_drop(const char *rel, int tree)
 	forget_entry_locked(rel);
 	if (tree)
 		forget_tree_locked(rel);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_forget_tree(const char *rel)
+{
+	pthread_mutex_lock(&cfs->lock);
+	forget_entry_locked(rel);
+	forget_tree_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
 }
 

@@ -207,6 +207,10 @@ void ofile_put(struct ofile *of); /* drops a reference */
 int ofile_load(struct ofile *of, const char *key);
 /* Caller holds of->lock: upload + log if dirty; -errno. */
 int ofile_commit(struct ofile *of);
+/* Caller holds of->lock: hands the file's object metadata as it is now
+ * (mode, uid, gid, mtime) to its upload, for a multipart upload the
+ * stream is about to create (upload_set_meta). */
+void ofile_stream_meta(struct ofile *of);
 /* Caller holds of->lock. A file no open handle will commit, local or
  * never stored, gets the final name `to`: uploaded and logged under `to`
  * (replaces: an object exists there, overwritten), and only then renamed.
@@ -282,9 +286,15 @@ int attrov_apply_fresh(const char *rel, struct stat *st);
  * With tree set (a directory), those of everything under from/ follow to
  * to/ as well. A database failure is logged (the rename stands). */
 void attrov_move(const char *from, const char *to, int tree);
+/* A directory rename, per key, before the store moves it: to's attributes
+ * become a copy of from's (from's stay until attrov_drop after the move).
+ * 0 or -errno (EIO: the database failed; nothing may be moved then). */
+int attrov_copy(const char *from, const char *to);
 /* unlink/rmdir (after the store's): rel's attributes go (with tree, those
  * under rel/ too); the change log stays. A failure is logged. */
 void attrov_drop(const char *rel, int tree);
+/* Forgets what is cached of rel and under rel/ (reloaded when next shown). */
+void attrov_forget_tree(const char *rel);
 /* At unmount: frees the cache. */
 void attrov_free_all(void);
 

@@ -8,6 +8,10 @@ int inbox_getattr(const char *rel, struct stat *st);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);
+/* PUTs the empty directory marker "d/" (marker, with its slash) carrying
+ * st's mode, uid, gid and mtime as x-amz-meta-* (s3fs's names and forms).
+ * 0 or -errno (the S3 client's). */
+int inbox_marker_put(const char *marker, const struct stat *st);
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi);
 int inbox_open(const char *rel, struct fuse_file_info *fi);
 int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off);

@@ -216,36 +216,64 @@ char *ofile_rel(struct ofile *of)
 	return rel;
 }
 
+struct ofile_meta {
+	char mtime[32], mode[16], uid[16], gid[16];
+	struct s3_kv kv[4];
+};
+
+/* Caller holds of->lock: the object metadata of of stored as rel. What
+ * s3fs and rclone read (s3fs's forms: st_mode with the file type and
+ * mtime in decimal seconds), as getattr shows the file. Only ever
+ * written, never read back: ownership comes from the database, not from
+ * an object's metadata. 0 or -errno (attrov_apply's). */
+static int ofile_meta(struct ofile *of, const char *rel, struct ofile_meta *m)
+{
+	struct stat st;
+	int rc;
+
+	ofile_stat(of, &st);
+	rc = attrov_apply(rel, &st);
+	if (rc)
+		return rc;
+	snprintf(m->mtime, sizeof(m->mtime), "%lld",
+		 (long long)st.st_mtim.tv_sec);
+	snprintf(m->mode, sizeof(m->mode), "%u", (unsigned)st.st_mode);
+	snprintf(m->uid, sizeof(m->uid), "%u", (unsigned)st.st_uid);
+	snprintf(m->gid, sizeof(m->gid), "%u", (unsigned)st.st_gid);
+	m->kv[0].name = (char *)"mtime";
+	m->kv[0].value = m->mtime;
+	m->kv[1].name = (char *)"mode";
+	m->kv[1].value = m->mode;
+	m->kv[2].name = (char *)"uid";
+	m->kv[2].value = m->uid;
+	m->kv[3].name = (char *)"gid";
+	m->kv[3].value = m->gid;
+	return 0;
+}
+
+void ofile_stream_meta(struct ofile *of)
+{
+	struct ofile_meta m;
+	char *rel = of->up ? ofile_rel(of) : NULL;
+
+	/* On failure the upload is created without (or with older)
+	 * metadata, and upload_finish sends the spool again. */
+	if (rel && ofile_meta(of, rel, &m) == 0)
+		upload_set_meta(of->up, m.kv, 4);
+	free(rel);
+}
+
 /* Caller holds of->lock: uploads the spool under rel and logs it. */
 static int ofile_commit_key(struct ofile *of, const char *rel)
 {
 	struct upload_result res;
 	struct actor who;
-	char mtime[32], mode[16], uid[16], gid[16];
-	struct s3_kv meta[4];
-	struct stat st;
+	struct ofile_meta m;
 	int rc;
 
-	/* What s3fs and rclone read (s3fs's forms: st_mode with the file
-	 * type and mtime in decimal seconds), as getattr shows the file.
-	 * Only ever written, never read back: ownership comes from the
-	 * database, not from an object's metadata. */
-	ofile_stat(of, &st);
-	rc = attrov_apply(rel, &st);
+	rc = ofile_meta(of, rel, &m);
 	if (rc)
 		return rc;
-	snprintf(mtime, sizeof(mtime), "%lld", (long long)st.st_mtim.tv_sec);
-	snprintf(mode, sizeof(mode), "%u", (unsigned)st.st_mode);
-	snprintf(uid, sizeof(uid), "%u", (unsigned)st.st_uid);
-	snprintf(gid, sizeof(gid), "%u", (unsigned)st.st_gid);
-	meta[0].name = (char *)"mtime";
-	meta[0].value = mtime;
-	meta[1].name = (char *)"mode";
-	meta[1].value = mode;
-	meta[2].name = (char *)"uid";
-	meta[2].value = uid;
-	meta[3].name = (char *)"gid";
-	meta[3].value = gid;
 	/* received_by: who changed the file, not who happens to commit it
 	 * (an fsync through another descriptor, a child's close). */
 	if (of->has_writer)
@@ -264,7 +292,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		return rc;
 	rc = upload_set_key(of->up, rel);
 	if (rc == 0)
-		rc = upload_finish(of->up, of->size, meta, 4, &res);
+		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 	if (rc == 0)
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
 	reception_busy_del(cfs->rcp, rel);

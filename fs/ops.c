@@ -491,8 +491,32 @@ static int daemon_checks(const struct stat *st, const struct attrov *in,
 	return 0;
 }
 
+/* The mount's root, inbox/ and projects/ keep the modes and owner the
+ * daemon gives them: a chmod or chown that would change them fails
+ * (EPERM, for root too: a success would be a lie), one that changes
+ * nothing succeeds (rsync -a, cp -a into the mount), and so do times
+ * (not kept). 0 or -EPERM, or getattr's errno. */
+static int top_dir_setattr(const char *path, const struct attrov *in,
+			   unsigned what)
+{
+	struct stat st;
+	int rc = cfs_getattr(path, &st, NULL);
+
+	if (rc)
+		return rc;
+	if ((what & ATTROV_MODE) && (in->mode & 07777) != (st.st_mode & 07777))
+		return -EPERM;
+	if ((what & ATTROV_OWNER) &&
+	    ((in->uid != (uid_t)-1 && in->uid != st.st_uid) ||
+	     (in->gid != (gid_t)-1 && in->gid != st.st_gid)))
+		return -EPERM;
+	return 0;
+}
+
 /* chmod/chown/utimens succeed on inbox/ files (kept for the view), so
  * cp -p, rsync -a and file managers work; each is a status change (ctime).
+ * On /, inbox/ and projects/ themselves see top_dir_setattr; below
+ * projects/ they succeed and change nothing.
  * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, ESTALE, ENOMEM. */
 static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			      struct attrov *in, unsigned what)
@@ -524,8 +548,12 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	} else {
 		if (area == AREA_AUDIT)
 			return -EROFS;
-		if (area != AREA_INBOX || !*rel)
-			return area == AREA_NONE ? -ENOENT : 0;
+		if (area == AREA_NONE)
+			return -ENOENT;
+		if (!*rel)
+			return top_dir_setattr(path, in, what);
+		if (area != AREA_INBOX)
+			return 0;
 		rc = inbox_getattr(rel, &st);
 		if (rc)
 			return rc;

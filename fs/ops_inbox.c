@@ -198,6 +198,25 @@ static int name_stored_now(const char *rel)
 	return rc;
 }
 
+int inbox_marker_put(const char *marker, const struct stat *st)
+{
+	char mtime[32], mode[16], uid[16], gid[16];
+	struct s3_kv meta[4] = {{(char *)"mtime", mtime},
+				{(char *)"mode", mode},
+				{(char *)"uid", uid},
+				{(char *)"gid", gid}};
+
+	/* s3fs's forms, as for files (ofile_commit_key): written, never
+	 * read back. */
+	snprintf(mtime, sizeof(mtime), "%lld", (long long)st->st_mtime);
+	snprintf(mode, sizeof(mode), "%u",
+		 (unsigned)(S_IFDIR | (st->st_mode & 07777)));
+	snprintf(uid, sizeof(uid), "%u", (unsigned)st->st_uid);
+	snprintf(gid, sizeof(gid), "%u", (unsigned)st->st_gid);
+	return s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "", 0,
+			  meta, 4, NULL);
+}
+
 /* mode: the directory's, the umask applied (kept as its override). A
  * name that exists (in the store, whatever this mount's listing says)
  * fails with EEXIST and keeps its attributes.
@@ -223,16 +242,26 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return rc > 0 ? -EEXIST : rc;
 	if (asprintf(&marker, "%s/", rel) < 0)
 		return -ENOMEM;
-	/* Its mode and owner first: nothing stored without them. */
+	/* Its mode, owner and times first: nothing stored without them (a
+	 * directory is a key prefix: its times are only the record's). */
 	creator_attrs(&in, mode);
-	rc = attrov_set(rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
+	clock_gettime(CLOCK_REALTIME, &in.mtime);
+	in.atime = in.mtime;
+	rc = attrov_set(rel, &in,
+			ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER |
+			    ATTROV_ATIME | ATTROV_MTIME,
 			NULL);
-	if (rc == 0)
-		rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, marker, "",
-				0, NULL, 0, NULL);
+	if (rc == 0) {
+		memset(&st, 0, sizeof(st));
+		st.st_mode = in.mode;
+		st.st_uid = in.uid;
+		st.st_gid = in.gid;
+		st.st_mtim = in.mtime;
+		rc = inbox_marker_put(marker, &st);
+	}
 	free(marker);
 	if (rc == 0)
-		dcache_upsert(rel, 1, 0, time(NULL), NULL);
+		dcache_upsert(rel, 1, 0, in.mtime.tv_sec, NULL);
 	else
 		attrov_drop(rel, 0);
 	return rc;
@@ -874,6 +903,12 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 		}
 		done += (size_t)n;
 	}
+	clock_gettime(CLOCK_REALTIME, &of->mtime);
+	/* A sequential writer about to reach the first part: the multipart
+	 * upload the stream creates takes the file's metadata as it is. */
+	if (of->up && (uint64_t)off < cfs->cfg.part_size &&
+	    (uint64_t)off + size >= cfs->cfg.part_size)
+		ofile_stream_meta(of);
 	if (of->up)
 		upload_write(of->up, buf, size, off);
 	if ((uint64_t)off + size > of->size)
@@ -882,7 +917,6 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 	ofile_set_writer(of);
 	fh_pend(h);
 	h->wrote = 1;
-	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	pthread_mutex_unlock(&of->lock);
 	return (int)size;
 }

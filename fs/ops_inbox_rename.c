@@ -285,8 +285,9 @@ static int rename_stored_to_temp(const char *from, const char *to)
 static int rename_dir_locked(const char *from, const char *to)
 {
 	struct s3_list_result res = {0};
-	char *fp = NULL, *nk = NULL;
+	char *fp = NULL, *nk = NULL, *ok = NULL;
 	struct actor who;
+	struct stat st;
 	size_t fl, i;
 	int rc;
 
@@ -294,6 +295,9 @@ static int rename_dir_locked(const char *from, const char *to)
 		return -ENOMEM;
 	fl = strlen(fp);
 	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0, &res);
+	/* The directory's own row (it may have no marker). */
+	if (rc == 0)
+		rc = attrov_copy(from, to);
 	cfs_actor(&who);
 	for (i = 0; rc == 0 && i < res.n_entries; i++) {
 		const struct s3_list_entry *e = &res.entries[i];
@@ -304,35 +308,57 @@ static int rename_dir_locked(const char *from, const char *to)
 			rc = -ENOMEM;
 			break;
 		}
+		/* Per object: its attributes are copied first, the object
+		 * moved, then the old row dropped, so an object that moved
+		 * (a partial rename, a crash) always has its attributes. */
 		if (e->key[strlen(e->key) - 1] == '/') {
 			/* A directory marker "d/": the name is "d". */
 			nk[strlen(nk) - 1] = '\0';
-			rc = names_check_relpath(nk, 1);
+			ok = strndup(e->key, strlen(e->key) - 1);
+			rc = ok ? names_check_relpath(nk, 1) : -ENOMEM;
+			if (rc == 0)
+				rc = attrov_copy(ok, nk);
+			if (rc == 0)
+				rc = inbox_getattr(ok, &st);
 			strcat(nk, "/");
-			if (rc)
-				break;
-			rc = s3_put_buf(cfs->s3, cfs->cfg.reception_bucket, nk,
-					"", 0, NULL, 0, NULL);
+			if (rc == 0)
+				rc = inbox_marker_put(nk, &st);
 			if (rc == 0)
 				rc = s3_delete(
 				    cfs->s3, cfs->cfg.reception_bucket, e->key);
 		} else {
-			rc = names_check_relpath(nk, 0);
-			if (rc)
-				break;
-			rc = reception_rename(cfs->rcp, e->key, nk, e->size,
-					      &who, NULL);
+			ok = strdup(e->key);
+			rc = ok ? names_check_relpath(nk, 0) : -ENOMEM;
+			if (rc == 0)
+				rc = attrov_copy(ok, nk);
+			if (rc == 0)
+				rc = reception_rename(cfs->rcp, e->key, nk,
+						      e->size, &who, NULL);
 		}
+		/* A directory's row stays until every object under it moved
+		 * (a partial rename leaves both directories with theirs). */
+		if (rc == 0 && e->key[strlen(e->key) - 1] != '/')
+			attrov_drop(ok, 0);
+		free(ok);
+		ok = NULL;
 	}
 	free(nk);
 	free(fp);
 	s3xml_list_free(&res);
+	if (rc) {
+		attrov_forget_tree(from);
+		attrov_forget_tree(to);
+	}
 	if (rc == 0) {
 		/* Open files follow; their basenames, hence whether they
 		 * are local, do not change. */
 		ofile_rebase(from, to);
 		readers_rename(from, to);
-		attrov_move(from, to, 1);
+		/* The files under from/ took theirs along; the rows of the
+		 * directories go now. */
+		attrov_drop(from, 1);
+		attrov_forget_tree(from);
+		attrov_forget_tree(to);
 		dcache_remove(from);
 		dcache_upsert(to, 1, 0, time(NULL), NULL);
 	}

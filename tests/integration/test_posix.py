@@ -634,3 +634,23 @@ def test_chmod_chown_utime_change_ctime(mount, d, uniq):
         assert after > before, f"{what}: ctime {before} -> {after}"
     assert read(p) == b"ctime"
     assert_stored(m, f"{uniq}/f", b"ctime", [b"ctime"])
+
+
+def test_new_directory_has_its_creation_time(fresh_mount, uniq):
+    """pjdfstest mkdir/00: a new directory's mtime and ctime are when it was made (they were
+    the mount's start), kept in the database across a remount and in its marker's metadata."""
+    m = fresh_mount
+    started = os.stat(m.inbox).st_mtime  # inbox/ shows the mount's start
+    for _ in range(40):  # bounded: until the clock is past that second
+        if time.time() >= started + 1.1:
+            break
+        time.sleep(0.1)
+    t0 = int(time.time())
+    p = m.path("inbox", uniq)
+    os.mkdir(p)
+    st = os.stat(p)
+    assert int(st.st_mtime) >= t0 and int(st.st_ctime) >= t0
+    md = m.s3.head_object(Bucket=m.reception_bucket, Key=f"{uniq}/")["Metadata"]
+    assert md.get("mtime") == str(int(st.st_mtime))
+    m.restart()
+    assert int(os.stat(p).st_mtime) == int(st.st_mtime)
