@@ -85,8 +85,6 @@ struct fhandle {
 	pid_t opener; /* the thread that opened it (FUSE context), or 0 */
 	int deferred; /* protected by of->lock: a flush left the commit to
 			 another descriptor of the closing process */
-	int privs_checked; /* protected by of->lock: its first write looked
-			      for setuid/setgid bits to clear */
 	/* Read-only handles on a stored object (of == NULL): */
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */

@@ -842,21 +842,23 @@ int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off)
 
 /* The kernel clears those bits itself for writes through its page cache
  * (by a chmod it sends us), but not for direct_io handles
- * (write_only_direct): so the first write of each handle looks. (A
- * setuid bit set while a handle has already written is not cleared by
- * that handle's later writes.) 0 or -errno (EIO: the database). */
+ * (write_only_direct): so every write by another than root looks at the
+ * file's recorded mode (the attribute cache: no round trip unless it is
+ * stale) and clears them before the data lands. A failed clear fails the
+ * write and the next write tries again. kill_lock serialises the rare
+ * clears so two writers of one file record one change. 0 or -errno (EIO:
+ * the database). */
+static pthread_mutex_t kill_lock = PTHREAD_MUTEX_INITIALIZER;
+
 static int kill_privs(struct fhandle *h)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	struct ofile *of = h->of;
+	struct stat st;
 	char *rel = NULL;
 	int rc;
 
-	pthread_mutex_lock(&of->lock);
-	rc = h->privs_checked;
-	h->privs_checked = 1;
-	pthread_mutex_unlock(&of->lock);
-	if (rc || !ctx || ctx->uid == 0)
+	if (!ctx || ctx->uid == 0)
 		return 0;
 	pthread_mutex_lock(&cfs->lock);
 	if (!of->unlinked && !of->hidden)
@@ -864,9 +866,18 @@ static int kill_privs(struct fhandle *h)
 	pthread_mutex_unlock(&cfs->lock);
 	if (!rel)
 		return 0; /* unlinked: nobody can exec it by name */
-	rc = privs_clear(rel);
+	memset(&st, 0, sizeof(st));
+	st.st_mode = S_IFREG;
+	rc = attrov_apply(rel, &st);
+	if (rc == 0 && ((st.st_mode & S_ISUID) ||
+			(st.st_mode & (S_ISGID | S_IXGRP)) ==
+			    (S_ISGID | S_IXGRP))) {
+		pthread_mutex_lock(&kill_lock);
+		rc = privs_clear(rel);
+		pthread_mutex_unlock(&kill_lock);
+	}
 	free(rel);
-	return rc;
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 /* Errors: EBADF (read-only handle), ENOSPC/EIO (spool), EFBIG. */
@@ -897,9 +908,15 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 
 			if (err == EINTR)
 				continue;
-			pthread_mutex_unlock(&of->lock);
 			log_error("spool write failed: %s", strerror(err));
-			return -err;
+			if (!done) {
+				pthread_mutex_unlock(&of->lock);
+				return -err;
+			}
+			/* Some bytes landed in the spool: a short write,
+			 * and the upload (its hashes) must know of them. */
+			size = done;
+			break;
 		}
 		done += (size_t)n;
 	}

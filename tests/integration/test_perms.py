@@ -692,3 +692,60 @@ def test_mount_root_inbox_and_projects_keep_their_modes_and_owner(shared, uniq):
     assert (stat.S_IMODE(st.st_mode), int(st.st_mtime)) == (0o640, 1_600_000_000)
     assert stat.S_IMODE(os.stat(os.path.join(dst, "sub")).st_mode) == 0o750
     assert [r["size_bytes"] for r in rows(m, f"{uniq}-rs/sub/f")] == [5]
+
+
+def test_setuid_cleared_by_every_write_even_after_a_failed_clear(shared, uniq):
+    """A write by another user clears setuid/setgid before its data lands, on every write of a
+    handle (direct_io handles get no chmod from the kernel): a clear that fails (database
+    down) fails that write, and the next write on the same descriptor clears the bits (it
+    kept them: the handle was marked checked before the clear had succeeded); a setuid bit
+    set after a handle's first write is cleared by its next one (review-upload M2)."""
+    import json
+    import subprocess
+    m = shared
+    key = f"{uniq}.sh"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!/bin/sh')", f"os.chmod({f!r}, 0o4777)") == \
+        ["ok", "ok"]
+    assert os.stat(f).st_uid == A
+    child = subprocess.Popen(
+        ["setpriv", f"--reuid={B}", f"--regid={B}", "--clear-groups", "/usr/bin/python3", "-c",
+         "import os, sys, json\n"
+         f"fd = os.open({f!r}, os.O_WRONLY | os.O_APPEND)\n"
+         "print('ready', flush=True)\n"
+         "for line in sys.stdin:\n"
+         "    try:\n"
+         "        os.write(fd, line.strip().encode()); r = 'ok'\n"
+         "    except OSError as e:\n"
+         "        r = __import__('errno').errorcode[e.errno]\n"
+         "    print(json.dumps(r), flush=True)\n"
+         "os.close(fd)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+
+        def write_line(s):
+            child.stdin.write(s + "\n")
+            child.stdin.flush()
+            return json.loads(child.stdout.readline())
+
+        m.stop_pg()
+        try:
+            assert write_line("1") == "EIO"
+        finally:
+            m.start_pg()
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o4777  # nothing changed by the failure
+        assert write_line("2") == "ok"
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+        # set again (root) while the handle stays open: its next write clears it again
+        os.chmod(f, 0o4777)
+        assert write_line("3") == "ok"
+        assert stat.S_IMODE(os.stat(f).st_mode) == 0o777
+    finally:
+        child.stdin.close()
+        assert child.wait(timeout=60) == 0
+    assert attrs_row(m, key)["mode"] == 0o777
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"#!/bin/sh23"
+    # each clear recorded once, as the writer's
+    kills = [c for c in changes(m, key) if c["op"] == "chmod" and c["changed_uid"] == B]
+    assert [c["mode"] for c in kills] == [0o777, 0o777], changes(m, key)
