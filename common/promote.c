@@ -50,9 +50,9 @@ struct promote {
 	struct s3_client *s3;
 	struct db *db;
 	struct db_owner *owner;
-	int owner_id; /* protected by lock: the current owner id */
-	int past[16]; /* protected by lock: ids this process held before
-			 (sessions lost), newest first */
+	int owner_id; /* protected by lock: the current owner id (entries of
+			 an id this process held before are its no more:
+			 taken over like a dead process's) */
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
@@ -60,6 +60,10 @@ struct promote {
 	 * write-held by inflight_claim: no thread claims an entry another
 	 * one has just committed and not yet listed. */
 	pthread_rwlock_t decide_lock;
+	pthread_t
+	    recovery;	/* the background recovery (promote_recover_start) */
+	int recovering; /* protected by lock: recovery is started */
+	int stopping;	/* protected by lock: promote_free is waiting */
 };
 
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
@@ -138,27 +142,43 @@ static int promote_owner(struct promote *p, int *id)
 	if (rc)
 		return rc;
 	pthread_mutex_lock(&p->lock);
-	if (*id != p->owner_id) {
-		memmove(p->past + 1, p->past, sizeof(p->past) - sizeof(int));
-		p->past[0] = p->owner_id;
-		p->owner_id = *id;
-	}
+	p->owner_id = *id;
 	pthread_mutex_unlock(&p->lock);
 	return 0;
 }
 
-/* Was an entry of owner id journaled by this process? */
+/* Is an entry of owner id this process's (its current id)? */
 static int promote_ours(struct promote *p, int id)
 {
-	size_t i;
 	int ours;
 
 	pthread_mutex_lock(&p->lock);
 	ours = id == p->owner_id;
-	for (i = 0; !ours && i < sizeof(p->past) / sizeof(*p->past); i++)
-		ours = p->past[i] && p->past[i] == id;
 	pthread_mutex_unlock(&p->lock);
 	return ours;
+}
+
+/* A step was refused by its fence (-ENOLCK): another process took the
+ * entry over and finishes it; nothing more is done here. 0 when the
+ * entry is done already, else -EBUSY. */
+static int promote_fence_lost(struct promote *p,
+			      const struct db_journal_entry *e)
+{
+	struct db_journal_entry now;
+
+	if (!db_journal_get(p->db, e->id, &now) && !strcmp(now.state, "done")) {
+		log_info("promotion: journal entry %lld (%s/%s) was finished "
+			 "by owner %d",
+			 (long long)e->id, e->dest_bucket, e->dest_key,
+			 now.owner);
+		return 0;
+	}
+	log_error("promotion: journal entry %lld (%s/%s -> %s/%s) was taken "
+		  "over by another process (owner %d) while this one worked "
+		  "on it: stopped here, nothing deleted",
+		  (long long)e->id, e->source_bucket, e->source_key,
+		  e->dest_bucket, e->dest_key, now.owner);
+	return -EBUSY;
 }
 
 /* ---- the store --------------------------------------------------------- */
@@ -170,8 +190,8 @@ static int promote_hash_object(struct promote *p, const char *bucket,
 			       const char *key, const char *etag, uint64_t size,
 			       char *xxh, char *sha)
 {
-	int rc = objhash_compute(p->s3, bucket, key, etag, size,
-				 PROMOTE_CHUNK, NULL, NULL, xxh, sha);
+	int rc = objhash_compute(p->s3, bucket, key, etag, size, PROMOTE_CHUNK,
+				 NULL, NULL, xxh, sha);
 
 	return rc == -ESTALE ? -EBUSY : rc; /* another object now */
 }
@@ -284,9 +304,11 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		    e->dest_key, strerror(-rc), (long long)e->id);
 		return rc;
 	}
-	rc = db_promote_done(p->db, e->id);
+	rc = db_promote_done(p->db, p->owner, e->id);
 	if (rc == -EINPROGRESS)
-		rc = db_promote_done(p->db, e->id); /* idempotent */
+		rc = db_promote_done(p->db, p->owner, e->id); /* idempotent */
+	if (rc == -ENOLCK)
+		rc = promote_fence_lost(p, e);
 	return rc;
 }
 
@@ -294,10 +316,12 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 static int promote_record_cleanup(struct promote *p,
 				  const struct db_journal_entry *e)
 {
-	int rc = db_promote_record(p->db, e->id);
+	int rc = db_promote_record(p->db, p->owner, e->id);
 
 	if (rc == -EINPROGRESS)
-		rc = db_promote_record(p->db, e->id); /* idempotent */
+		rc = db_promote_record(p->db, p->owner, e->id); /* idempotent */
+	if (rc == -ENOLCK)
+		return promote_fence_lost(p, e);
 	if (rc)
 		return rc;
 	return promote_cleanup(p, e);
@@ -346,8 +370,10 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		 * promoted file. Removed only while the database says the
 		 * entry is still 'intent' and no row claims the key (checked
 		 * under the entry's row lock and the key lock). */
-		rc = db_promote_discard(p->db, e->id, why, promote_del_dest, p,
-					state);
+		rc = db_promote_discard(p->db, p->owner, e->id, why,
+					promote_del_dest, p, state);
+		if (rc == -ENOLCK)
+			return promote_fence_lost(p, e) ? fail_rc : 0;
 		if (rc == -EALREADY)
 			return promote_settled_elsewhere(p, e, state, fail_rc);
 		if (rc == -EEXIST)
@@ -372,7 +398,9 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return promote_record_cleanup(p, e);
 	}
 	if (is == 0) {
-		rc = db_promote_fail(p->db, e->id, why);
+		rc = db_promote_fail(p->db, p->owner, e->id, why);
+		if (rc == -ENOLCK)
+			return promote_fence_lost(p, e) ? fail_rc : 0;
 		if (rc == -EALREADY)
 			log_error("promotion: journal entry %lld was recorded "
 				  "meanwhile but %s/%s is not there",
@@ -496,7 +524,10 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		  "the source nor the destination is there: marked failed",
 		  (long long)e->id, e->source_bucket, e->source_key,
 		  e->dest_bucket, e->dest_key);
-	rc = db_promote_fail(p->db, e->id, "source and destination both gone");
+	rc = db_promote_fail(p->db, p->owner, e->id,
+			     "source and destination both gone");
+	if (rc == -ENOLCK)
+		return promote_fence_lost(p, e);
 	return rc ? rc : -EIO;
 }
 
@@ -669,6 +700,40 @@ static void promote_sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* The entry blocking decision pr: when it is this process's and no thread
+ * works on it, or its owner is gone (taken over), it is finished here
+ * (*e: as it ends). 1 when it was, 0 when it is another's to wait for, or
+ * the resume's -errno. */
+static int promote_blocker(struct promote *p, const struct db_promo *pr,
+			   struct db_journal_entry *e)
+{
+	int64_t id;
+	int rc;
+
+	if (db_journal_blocker(p->db, pr, e))
+		return 0;
+	if (!promote_ours(p, e->owner)) {
+		rc = db_journal_takeover(p->owner, e->id, e->owner, e);
+		if (rc)
+			return 0; /* it lives, or it changed: wait, see again */
+		log_warn("promotion: journal entry %lld (%s/%s -> %s/%s) of "
+			 "a process that is gone: finished here",
+			 (long long)e->id, e->source_bucket, e->source_key,
+			 e->dest_bucket, e->dest_key);
+	}
+	id = e->id;
+	if (!inflight_claim(p, id))
+		return 0; /* another thread of this process works on it */
+	/* read again once claimed: it may have been finished since */
+	rc = db_journal_get(p->db, id, e);
+	if (!rc)
+		rc = promote_resume(p, e);
+	if (!rc && db_journal_get(p->db, id, e))
+		e->state[0] = '\0';
+	inflight_del(p, id);
+	return rc ? rc : 1;
+}
+
 /* An open entry of this process's for key that no thread works on (left
  * by a failure that could not be settled): finished now. 1 when it was
  * resumed to its end, 0 when there was none to resume, or -errno. */
@@ -783,22 +848,27 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
 			break;
 		/* Another promotion holds the key, the source or the
-		 * content. One this process left open is finished now;
-		 * another's is waited for; then decide again. */
-		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
-		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
-			int64_t id = e.id;
-
-			/* read again once claimed: it may have been
-			 * finished since the blocker was read */
-			rc = db_journal_get(p->db, id, &e);
-			if (!rc)
-				rc = promote_resume(p, &e);
-			inflight_del(p, id);
-			if (rc)
-				break;
+		 * content. One this process left open, or one of a process
+		 * that is gone (its owner lock is free: taken over here), is
+		 * finished now; a living one's is waited for; then decide
+		 * again. */
+		rc = promote_blocker(p, &pr, &e);
+		if (rc < 0)
+			break;
+		if (rc == 1 && !strcmp(e.source_key, src_key) &&
+		    !strcmp(e.source_bucket, pr.source_bucket) &&
+		    !strcmp(e.state, "done")) {
+			/* it was this very file's promotion */
+			rc = strcmp(e.dest_key, dest) ? -ENOENT : 0;
+			res->journal_id = e.id;
+			goto out;
+		}
+		if (rc == 1) {
+			rc = -EBUSY;
+			waited += 50; /* bounded even if it keeps coming back */
 			continue;
 		}
+		rc = -EBUSY;
 		promote_sleep_ms(step);
 		waited += step;
 		if (step < 1000)
@@ -1037,6 +1107,11 @@ void promote_free(struct promote *p)
 
 	if (!p)
 		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_mutex_unlock(&p->lock);
+	if (p->recovering) /* (set before this thread could call free) */
+		pthread_join(p->recovery, NULL);
 	db_owner_release(p->owner);
 	while ((f = p->inflight)) {
 		p->inflight = f->next;
@@ -1050,16 +1125,62 @@ void promote_free(struct promote *p)
 static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 {
 	struct promote *p = arg;
-	int rc;
+	struct db_journal_entry now;
+	int rc, stop;
 
-	log_warn("promotion: recovering journal entry %lld of owner %d "
-		 "(%s, %s/%s -> %s/%s)",
-		 (long long)e->id, e->owner, e->state, e->source_bucket,
-		 e->source_key, e->dest_bucket, e->dest_key);
-	rc = promote_resume(p, e);
+	pthread_mutex_lock(&p->lock);
+	stop = p->stopping;
+	pthread_mutex_unlock(&p->lock);
+	if (stop)
+		return -ECANCELED; /* left open: taken over again later */
+	/* A rename that met this entry may have claimed it first (it
+	 * finishes it itself); else it waits for this claim. */
+	if (!inflight_claim(p, e->id))
+		return 0;
+	rc = db_journal_get(p->db, e->id, &now);
+	if (rc) {
+		inflight_del(p, e->id);
+		return rc;
+	}
+	log_warn("promotion: recovering journal entry %lld (%s, %s/%s -> "
+		 "%s/%s)",
+		 (long long)now.id, now.state, now.source_bucket,
+		 now.source_key, now.dest_bucket, now.dest_key);
+	rc = promote_ours(p, now.owner) ? promote_resume(p, &now) : 0;
+	inflight_del(p, e->id);
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
 			  (long long)e->id, strerror(-rc));
+	return rc;
+}
+
+static void *promote_recovery_thread(void *arg)
+{
+	struct promote *p = arg;
+	int rc = promote_recover(p, NULL);
+
+	if (rc)
+		log_error("promotion: recovery left journal entries open (%s): "
+			  "they are taken over again by the next promotion "
+			  "they block, the next mount, or custodyfs recover",
+			  strerror(-rc));
+	return NULL;
+}
+
+int promote_recover_start(struct promote *p)
+{
+	int rc;
+
+	if (!p)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	rc = p->recovering ? -EALREADY : 0;
+	if (!rc) {
+		rc = -pthread_create(&p->recovery, NULL,
+				     promote_recovery_thread, p);
+		p->recovering = !rc;
+	}
+	pthread_mutex_unlock(&p->lock);
 	return rc;
 }
 

@@ -1,0 +1,142 @@
+"""Promotion across processes (review of issue 6: C1 cross-process, H2, M5): journal entries
+belong to an owner id whose lock a living process holds; every step is fenced by that owner, a
+process that is gone has its entries taken over (by recovery, or by the promotion they block),
+and recovery runs while the mount already answers. Checked with boto3 and psycopg2: every
+storage row, every reception row of the key (removed ones too), the journal."""
+import errno
+import os
+import signal
+import threading
+import time
+
+import checks
+from test_promote import (_no_open_entries, check_stored, dhead, drop, journal, project,
+                          promote, proxied, srows)  # noqa: F401 (proxied: a fixture)
+
+
+def _is_copy(meth, h):
+    return meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}
+
+
+def _run(m, name, p, res):
+    def go():
+        try:
+            promote(m, name, p)
+            res.append(0)
+        except OSError as e:
+            res.append(e.errno)
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+def test_steps_are_fenced_by_owner_after_a_database_restart(stack, mount_factory, proxied,
+                                                            uniq):
+    """Review C1, cross-process. Mount A's copy is held at the proxy (it never reaches the
+    store); PostgreSQL restarts, so A's owner lock is gone; mount B starts and its recovery
+    takes A's entry over and copies again, its copy reaching the store a few seconds late.
+    Meanwhile A's copy fails (500): A, which still believes the entry its own, must not mark it
+    failed (B's copy would then be an object without a row, and the file would stay in
+    reception): its step is refused by the fence, it deletes nothing, and B finishes the
+    entry: one object, one row, the source gone."""
+    from faultproxy import INTERNAL
+    px = proxied
+    ma = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}})
+    p = project(ma, uniq)
+    data = os.urandom(7000)
+    drop(ma, "fence.bin", data)
+    copies = []
+
+    def rule(meth, path, h):
+        if _is_copy(meth, h) and "fence.bin" in path:
+            copies.append(path)
+            if len(copies) == 1:
+                return ("hang",)  # A's copy: never reaches the store
+            if len(copies) == 2:
+                # B's copy: A's copy ends now (no answer, then 500s); B's reaches the
+                # store only after A has had time to settle its entry.
+                px.release.set()
+                time.sleep(6)
+                return None
+            return ("status", 500, INTERNAL)
+        return None
+    px.rule = rule
+    res = []
+    t = _run(ma, "fence.bin", p, res)
+    ma.wait_until(lambda: copies, timeout=20, what="A's copy sent")
+    assert [j["state"] for j in journal(ma, p + "/fence.bin")] == ["intent"]
+    stack.stop_pg("immediate")
+    stack.start_pg()
+    mb = mount_factory(config={"s3": {"endpoint": px.url}}, reset=False)
+    t.join(90)
+    assert not t.is_alive()
+    assert len(copies) >= 2  # B's recovery copied again
+    _no_open_entries(mb)
+    px.rule = None
+    # A's rename failed (or saw B finish the entry); whatever A did, the file is stored once
+    assert res and res[0] in (0, errno.EIO, errno.EBUSY), res
+    assert [j["state"] for j in journal(mb, p + "/fence.bin")] == ["done"]
+    check_stored(mb, p + "/fence.bin", data, "fence.bin", ["copied"])
+    assert len(checks.rows(mb, "fence.bin")) == 1
+    assert "taken over" in ma.daemon_log()
+
+
+def test_dead_mounts_entry_is_taken_over_by_a_live_mount(stack, mount_factory, proxied, uniq):
+    """Review H2: two mounts on one database and store; B starts a promotion whose copy takes
+    effect but is answered late, and B is killed (not remounted). A renames the same file: the
+    entry blocking it belongs to a process that is gone (its owner lock is free), so A takes it
+    over and finishes it (no 120 s wait ending in EBUSY): one object, one row, source gone."""
+    px = proxied
+    ma = mount_factory()
+    mb = mount_factory(config={"s3": {"endpoint": px.url}}, reset=False)
+    p = project(ma, uniq)
+    data = os.urandom(6000)
+    drop(ma, "dead.bin", data)
+    px.rule = lambda meth, path, h: (("late", 300) if _is_copy(meth, h) and "dead.bin" in path
+                                     else None)
+    res_b = []
+    _run(mb, "dead.bin", p, res_b)
+    mb.wait_until(lambda: any(meth == "PUT" and "/storage-unique/" in path and "dead.bin" in path
+                              for meth, path, a in list(px.log)), timeout=20, what="B's copy")
+    assert [j["state"] for j in journal(ma, p + "/dead.bin")] == ["intent"]
+    owner_b = journal(ma, p + "/dead.bin")[0]["owner"]
+    mb.crash(signal.SIGKILL)
+    promote(ma, "dead.bin", p)  # an EBUSY after the 120 s wait fails here
+    js = journal(ma, p + "/dead.bin")
+    assert [j["state"] for j in js] == ["done"]
+    assert js[0]["owner"] != owner_b  # taken over
+    check_stored(ma, p + "/dead.bin", data, "dead.bin", ["copied"])
+    assert len(checks.rows(ma, "dead.bin")) == 1
+    px.release.set()
+
+
+def test_mount_answers_while_recovery_runs(stack, mount_factory, proxied, uniq):
+    """Review M5: recovery runs in the background. A mount killed during a copy is mounted
+    again while the store holds recovery's copy: the mount point answers (inbox/ lists the
+    file still received) before recovery ends; once the copy goes through, recovery finishes
+    the entry."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data = os.urandom(5000)
+    drop(m, "rec.bin", data)
+    px.rule = lambda meth, path, h: ("hang",) if _is_copy(meth, h) and "rec.bin" in path else None
+    res = []
+    _run(m, "rec.bin", p, res)
+    m.wait_until(lambda: any(meth == "PUT" and "/storage-unique/" in path and "rec.bin" in path
+                             for meth, path, a in list(px.log)), timeout=20, what="copy sent")
+    m.crash(signal.SIGKILL)
+    n_before = sum(1 for meth, path, a in list(px.log) if meth == "PUT" and "/storage-unique/" in path and "rec.bin" in path)
+    m.mount()  # a recovery before the loop holds the mount point while its copy hangs
+    m.wait_until(lambda: sum(1 for meth, path, a in list(px.log)
+                             if meth == "PUT" and "/storage-unique/" in path and "rec.bin" in path) > n_before,
+                 timeout=20, what="recovery's copy sent")
+    assert "rec.bin" in os.listdir(m.inbox)  # answered while recovery's copy is held
+    assert [j["state"] for j in journal(m, p + "/rec.bin")] == ["intent"]
+    assert dhead(m, p + "/rec.bin") is None
+    px.rule = None
+    px.release.set()
+    _no_open_entries(m)
+    assert [j["state"] for j in journal(m, p + "/rec.bin")] == ["done"]
+    check_stored(m, p + "/rec.bin", data, "rec.bin", ["copied"])
+    assert len(checks.rows(m, "rec.bin")) == 1
