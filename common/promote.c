@@ -274,6 +274,46 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 
 /* ---- the steps after the decision ------------------------------------- */
 
+/* The DELETE of a source is conditional (If-Match: the promoted upload's
+ * ETag), but not every store honours that (Swift does, s3rver does not):
+ * there another writer's upload landing between the HEAD that saw the
+ * promoted one and the DELETE is removed with it. A mount's own writers
+ * wait for its rename (libfuse's path locks, see fs/ops_promote.c); any
+ * other is looked for afterwards and reported loudly with the key: an object
+ * there now is a newer upload (kept; only the promoted upload's row gets
+ * removed_at), a newer live reception row without its object is an upload
+ * this DELETE removed. */
+static void promote_after_delete(struct promote *p,
+				 const struct db_journal_entry *e)
+{
+	struct s3_object_info info;
+	struct db_reception_row row;
+	int rc;
+
+	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
+	if (rc == 0) {
+		log_warn("promotion: %s/%s was uploaded again while it was "
+			 "removed after its promotion (ETag %s, promoted "
+			 "%s): the new upload stays",
+			 e->source_bucket, e->source_key, info.etag,
+			 e->source_etag);
+		s3_object_info_free(&info);
+		return;
+	}
+	if (rc != -ENOENT)
+		return;
+	if (db_reception_row_get(p->db, e->source_bucket, e->source_key,
+				 &row) == 0 &&
+	    row.id != e->reception_id && strcmp(row.etag, e->source_etag))
+		log_error("promotion: %s/%s: a newer upload (reception row "
+			  "%lld, ETag %s) was committed while the promoted "
+			  "one (ETag %s) was removed: its object is gone "
+			  "from reception; its row stays live, see the "
+			  "integrity check",
+			  e->source_bucket, e->source_key, (long long)row.id,
+			  row.etag, e->source_etag);
+}
+
 /* cleanup: the source goes (only while it is the promoted upload), then
  * its row and the entry. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
@@ -286,9 +326,19 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		int same = !strcmp(info.etag, e->source_etag);
 
 		s3_object_info_free(&info);
-		if (same)
-			rc = s3_delete(p->s3, e->source_bucket, e->source_key);
-		else
+		if (same) {
+			rc = s3_delete_if(p->s3, e->source_bucket,
+					  e->source_key, e->source_etag);
+			if (rc == -EEXIST) { /* 412: another upload now */
+				log_warn("promotion: %s/%s was uploaded again "
+					 "after its promotion: the new upload "
+					 "stays",
+					 e->source_bucket, e->source_key);
+				rc = 0;
+			} else if (!rc) {
+				promote_after_delete(p, e);
+			}
+		} else
 			log_warn("promotion: %s/%s was uploaded again after "
 				 "its promotion: the new upload stays",
 				 e->source_bucket, e->source_key);

@@ -140,3 +140,112 @@ def test_mount_answers_while_recovery_runs(stack, mount_factory, proxied, uniq):
     assert [j["state"] for j in journal(m, p + "/rec.bin")] == ["done"]
     check_stored(m, p + "/rec.bin", data, "rec.bin", ["copied"])
     assert len(checks.rows(m, "rec.bin")) == 1
+
+
+
+def test_write_during_directory_promotion_waits_for_it(stack, mount_factory, proxied, uniq):
+    """Review M3, this mount's writers: a file inside a directory being promoted is opened for
+    writing while the promotion's cleanup looks at its source (that HEAD answered late). The
+    open waits for the rename (libfuse's path locks) and then finds the file moved (stored:
+    EPERM): a new version never lands between the cleanup's HEAD and its DELETE. (Passes
+    before the fence change too: it guards the reason why this mount needs no key lock.)"""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"promote_workers": "1"}})
+    p = project(m, uniq)
+    os.makedirs(os.path.join(m.inbox, "wd"))
+    old, new = os.urandom(4000), os.urandom(4100)
+    checks.write(os.path.join(m.inbox, "wd", "f.bin"), old)
+    os.stat(os.path.join(m.inbox, "wd", "f.bin"))  # its dentry cached: no lookup later
+    held = threading.Event()
+    res = []
+    px.rule = _hold_cleanup_head("wd/f.bin", held)
+    t = _run_dir(m, "wd", p, res)
+    assert held.wait(30)
+    try:
+        with open(os.path.join(m.inbox, "wd", "f.bin"), "r+b") as f:
+            f.write(new)
+        wrote = 0
+    except OSError as e:
+        wrote = e.errno
+    t.join(60)
+    assert not t.is_alive()
+    px.rule = None
+    _no_open_entries(m)
+    assert res == [0]
+    assert wrote in (errno.EPERM, errno.EBUSY, errno.ENOENT)
+    check_stored(m, p + "/wd/f.bin", old, "wd/f.bin", ["copied"])
+    assert len(checks.rows(m, "wd/f.bin")) == 1
+
+
+def _hold_cleanup_head(name, held):
+    # copy, then the verification's HEAD of the destination, then the cleanup's HEAD of the
+    # source, then its DELETE
+    state = {"copied": False, "verified": False, "held": False}
+
+    def rule(meth, path, h):
+        if _is_copy(meth, h) and name in path:
+            state["copied"] = True
+        elif (meth == "HEAD" and state["copied"] and "/storage-unique/" in path
+              and name in path):
+            state["verified"] = True
+        elif (meth == "HEAD" and state["verified"] and not state["held"]
+              and ("/recepcao-raw/" + name) in path):
+            state["held"] = True
+            held.set()
+            return ("late", 4)  # the cleanup's HEAD took effect; its answer is late
+        return None
+    return rule
+
+
+def _run_dir(m, d, p, res):
+    def go():
+        try:
+            os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
+            res.append(0)
+        except OSError as e:
+            res.append(e.errno)
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    return t
+
+
+def test_upload_by_another_mount_during_cleanup_is_reported(stack, mount_factory, proxied,
+                                                           uniq):
+    """Review M3, other writers: mount B commits a new version of a file while mount A's
+    promotion of it is between its cleanup's HEAD and DELETE. The stores we serve do not honour
+    a conditional DELETE, so A's DELETE removes B's upload; A must notice it afterwards and say
+    so loudly with the key (B's row stays live: the integrity check finds it), and A records
+    removed_at only on the promoted upload's row (B's commit may have removed that row
+    first, as an overwrite: then A writes nothing to it)."""
+    px = proxied
+    ma = mount_factory(config={"s3": {"endpoint": px.url}})
+    mb = mount_factory(reset=False)
+    p = project(ma, uniq)
+    old, new = os.urandom(4000), os.urandom(4100)
+    drop(ma, "xw.bin", old)
+    held = threading.Event()
+    res = []
+    px.rule = _hold_cleanup_head("xw.bin", held)
+    t = _run(ma, "xw.bin", p, res)
+    assert held.wait(30)
+    checks.write(os.path.join(mb.inbox, "xw.bin"), new)  # B commits meanwhile
+    t.join(60)
+    assert not t.is_alive()
+    px.rule = None
+    assert res == [0]
+    stored = srows(ma, p + "/xw.bin")
+    assert [r["outcome"] for r in stored] == ["copied"]
+    assert stored[0]["sha256"] == ma.sha256_bytes(old)
+    rows = checks.rows(ma, "xw.bin")
+    assert len(rows) == 2
+    promoted = [r for r in rows if r["sha256"] == ma.sha256_bytes(old)]
+    assert len(promoted) == 1 and promoted[0]["removed_at"] is not None
+    # (B's commit of the new version may have removed it first, as an overwrite)
+    assert promoted[0]["removal_reason"].startswith(("promoted to", "overwritten by"))
+    newer = [r for r in rows if r["sha256"] == ma.sha256_bytes(new)]
+    assert len(newer) == 1 and newer[0]["removed_at"] is None
+    if checks.get_object(ma, "xw.bin") is None:
+        log = ma.daemon_log()
+        assert "a newer upload" in log and "recepcao-raw/xw.bin" in log
+    else:
+        assert checks.get_object(ma, "xw.bin") == new
