@@ -990,6 +990,18 @@ out:
 	return rc;
 }
 
+int db_owner_id(struct db_owner *o)
+{
+	int id;
+
+	if (!o)
+		return 0;
+	pthread_mutex_lock(&o->fence_lock);
+	id = o->fence_id;
+	pthread_mutex_unlock(&o->fence_lock);
+	return id;
+}
+
 void db_owner_release(struct db_owner *o)
 {
 	if (!o)

@@ -184,6 +184,9 @@ int db_owner_take(struct db *d, struct db_owner **out, int *owner_id);
  * entries are then anyone's to take over). 0 with *owner_id, or -errno.
  * Thread-safe. */
 int db_owner_check(struct db_owner *o, int *owner_id);
+/* The owner id o's session holds now (0 while it has none); no round
+ * trip. Thread-safe. */
+int db_owner_id(struct db_owner *o);
 void db_owner_release(struct db_owner *o);
 
 /* Takes over open entry journal_id of owner dead when dead's lock is free

@@ -49,10 +49,10 @@ struct promote {
 	const struct cfg *cfg;
 	struct s3_client *s3;
 	struct db *db;
-	struct db_owner *owner;
-	int owner_id; /* protected by lock: the current owner id (entries of
-			 an id this process held before are its no more:
-			 taken over like a dead process's) */
+	struct db_owner *owner; /* its id: db_owner_id() (entries of an id
+				   this process held before and could not
+				   take again are its no more: taken over
+				   like a dead process's) */
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
@@ -134,28 +134,18 @@ static void inflight_del(struct promote *p, int64_t id)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* The owner id for a new promotion (a new one if the session was lost). */
+/* The owner id for a new promotion (the session checked: taken again or
+ * a new one if it was lost). */
 static int promote_owner(struct promote *p, int *id)
 {
-	int rc = db_owner_check(p->owner, id);
-
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&p->lock);
-	p->owner_id = *id;
-	pthread_mutex_unlock(&p->lock);
-	return 0;
+	return db_owner_check(p->owner, id);
 }
 
-/* Is an entry of owner id this process's (its current id)? */
+/* Is an entry of owner id this process's (the id its owner session holds
+ * now, which may have changed since the last promote_owner)? */
 static int promote_ours(struct promote *p, int id)
 {
-	int ours;
-
-	pthread_mutex_lock(&p->lock);
-	ours = id == p->owner_id;
-	pthread_mutex_unlock(&p->lock);
-	return ours;
+	return id && id == db_owner_id(p->owner);
 }
 
 /* A step was refused by its fence (-ENOLCK): another process took the
@@ -1128,7 +1118,7 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 			    struct db *db, int *err)
 {
 	struct promote *p = calloc(1, sizeof(*p));
-	int rc;
+	int rc, id;
 
 	if (!p) {
 		*err = -ENOMEM;
@@ -1139,7 +1129,7 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 	p->db = db;
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_rwlock_init(&p->decide_lock, NULL);
-	rc = db_owner_take(db, &p->owner, &p->owner_id);
+	rc = db_owner_take(db, &p->owner, &id);
 	if (rc) {
 		pthread_rwlock_destroy(&p->decide_lock);
 		pthread_mutex_destroy(&p->lock);
