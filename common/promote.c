@@ -304,6 +304,39 @@ static void promote_after_delete(struct promote *p,
 			  row.etag, e->source_etag);
 }
 
+/* The DELETE of the promoted upload, If-Match its ETag. A 412 is another
+ * upload now, unless the key still shows that ETag (Swift does not match
+ * a multipart upload's S3 ETag on DELETE): then a plain DELETE. Either
+ * DELETE is followed by promote_after_delete. */
+static int promote_delete_source(struct promote *p,
+				 const struct db_journal_entry *e)
+{
+	struct s3_object_info info;
+	int rc, same;
+
+	rc = s3_delete_if(p->s3, e->source_bucket, e->source_key,
+			  e->source_etag);
+	if (rc == -EEXIST) {
+		rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
+		if (rc == -ENOENT)
+			return 0;
+		if (rc)
+			return rc;
+		same = !strcmp(info.etag, e->source_etag);
+		s3_object_info_free(&info);
+		if (!same) {
+			log_warn("promotion: %s/%s was uploaded again after "
+				 "its promotion: the new upload stays",
+				 e->source_bucket, e->source_key);
+			return 0;
+		}
+		rc = s3_delete(p->s3, e->source_bucket, e->source_key);
+	}
+	if (!rc)
+		promote_after_delete(p, e);
+	return rc;
+}
+
 /* cleanup: the source goes (only while it is the promoted upload), then
  * its row and the entry. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
@@ -316,19 +349,9 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		int same = !strcmp(info.etag, e->source_etag);
 
 		s3_object_info_free(&info);
-		if (same) {
-			rc = s3_delete_if(p->s3, e->source_bucket,
-					  e->source_key, e->source_etag);
-			if (rc == -EEXIST) { /* 412: another upload now */
-				log_warn("promotion: %s/%s was uploaded again "
-					 "after its promotion: the new upload "
-					 "stays",
-					 e->source_bucket, e->source_key);
-				rc = 0;
-			} else if (!rc) {
-				promote_after_delete(p, e);
-			}
-		} else
+		if (same)
+			rc = promote_delete_source(p, e);
+		else
 			log_warn("promotion: %s/%s was uploaded again after "
 				 "its promotion: the new upload stays",
 				 e->source_bucket, e->source_key);
