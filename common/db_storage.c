@@ -166,6 +166,11 @@ static const char db_sql_open_owners[] =
 	"SELECT DISTINCT owner FROM promotion_journal"
 	" WHERE state IN ('intent', 'stored') AND owner <> $1::integer";
 
+static const char db_sql_owned[] =
+	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
+	" WHERE state IN ('intent', 'stored') AND owner = $1::integer"
+	" ORDER BY id";
+
 static const char db_sql_owner_next[] =
 	"SELECT nextval('promotion_owner_seq')::integer";
 static const char db_sql_owner_lock[] =
@@ -1110,10 +1115,9 @@ int db_journal_recover(struct db_owner *o,
 		       void *arg, int *n_seen)
 {
 	PGresult *owners = NULL, *res = NULL;
-	PGresult **taken = NULL;
 	struct db_journal_entry e;
 	const char *v[1];
-	int rc, first = 0, i, j, n_taken = 0, me;
+	int rc, first = 0, i, me;
 
 	*n_seen = 0;
 	rc = db_owner_check(o, &me);
@@ -1123,39 +1127,33 @@ int db_journal_recover(struct db_owner *o,
 	v[0] = o->ids;
 	rc = pg_owner_exec(o, "journal owners", db_sql_open_owners, 1, v,
 			   &owners);
-	if (rc) {
-		pthread_mutex_unlock(&o->lock);
-		return rc;
-	}
-	taken = calloc((size_t)PQntuples(owners) + 1, sizeof(*taken));
-	if (!taken)
-		rc = -ENOMEM;
 	for (i = 0; !rc && i < PQntuples(owners); i++) {
 		rc = pg_owner_takeover(o, PQgetvalue(owners, i, 0), 0, &res);
-		if (rc == -EBUSY) {
+		if (rc == -EBUSY)
 			rc = 0;
-			continue;
-		}
-		if (!rc)
-			taken[n_taken++] = res;
+		PQclear(res);
 		res = NULL;
 	}
 	PQclear(owners);
+	/* Then every open entry of this owner: those just taken over, and
+	 * its own that no step finished (the caller skips those it works
+	 * on). */
+	v[0] = o->ids;
+	if (!rc)
+		rc = pg_owner_exec(o, "journal entries", db_sql_owned, 1, v,
+				   &res);
 	pthread_mutex_unlock(&o->lock);
-	/* The entries are this owner's now: worked outside the owner's
-	 * session lock (the steps' fence reads it). */
-	for (i = 0; i < n_taken; i++) {
-		for (j = 0; j < PQntuples(taken[i]); j++) {
-			int r;
+	/* worked outside the owner's session lock (the steps' fence and
+	 * db_owner_check use it) */
+	for (i = 0; !rc && i < PQntuples(res); i++) {
+		int r;
 
-			pg_entry(taken[i], j, &e);
-			(*n_seen)++;
-			r = fn(arg, &e);
-			if (r && !first)
-				first = r;
-		}
-		PQclear(taken[i]);
+		pg_entry(res, i, &e);
+		(*n_seen)++;
+		r = fn(arg, &e);
+		if (r && !first)
+			first = r;
 	}
-	free(taken);
+	PQclear(res);
 	return rc ? rc : first;
 }

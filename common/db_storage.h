@@ -198,10 +198,11 @@ int db_journal_takeover(struct db_owner *o, int64_t journal_id, int dead,
 			struct db_journal_entry *e);
 
 /* Open entries whose owner is gone (its lock can be taken now) are taken
- * over (made o's, as db_journal_takeover), then each is passed to fn,
- * outside the owner's session lock. fn returns 0 or -errno (recorded,
- * the others still run). Returns 0, the first fn error, or the database's.
- * *n_seen gets the number of entries passed to fn. */
+ * over (made o's, as db_journal_takeover); then every open entry of o's
+ * (those, and o's own left open) is passed to fn, outside the owner's
+ * session lock: fn skips those its process works on. fn returns 0 or
+ * -errno (recorded, the others still run). Returns 0, the first fn error,
+ * or the database's. *n_seen gets the number of entries passed to fn. */
 int db_journal_recover(struct db_owner *o,
 		       int (*fn)(void *arg, const struct db_journal_entry *e),
 		       void *arg, int *n_seen);

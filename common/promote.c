@@ -60,10 +60,11 @@ struct promote {
 	 * write-held by inflight_claim: no thread claims an entry another
 	 * one has just committed and not yet listed. */
 	pthread_rwlock_t decide_lock;
-	pthread_t
-	    recovery;	/* the background recovery (promote_recover_start) */
-	int recovering; /* protected by lock: recovery is started */
-	int stopping;	/* protected by lock: promote_free is waiting */
+	/* the background recovery (promote_recover_start) */
+	pthread_t recovery;
+	int recovering;		  /* protected by lock: it is started */
+	int stopping;		  /* protected by lock: promote_free waits */
+	pthread_cond_t stop_cond; /* with lock: stopping was set */
 };
 
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
@@ -1151,10 +1152,12 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 	p->s3 = s3;
 	p->db = db;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->stop_cond, NULL);
 	pthread_rwlock_init(&p->decide_lock, NULL);
 	rc = db_owner_take(db, &p->owner, &id);
 	if (rc) {
 		pthread_rwlock_destroy(&p->decide_lock);
+		pthread_cond_destroy(&p->stop_cond);
 		pthread_mutex_destroy(&p->lock);
 		free(p);
 		*err = rc;
@@ -1172,6 +1175,7 @@ void promote_free(struct promote *p)
 		return;
 	pthread_mutex_lock(&p->lock);
 	p->stopping = 1;
+	pthread_cond_broadcast(&p->stop_cond);
 	pthread_mutex_unlock(&p->lock);
 	if (p->recovering) /* (set before this thread could call free) */
 		pthread_join(p->recovery, NULL);
@@ -1181,13 +1185,20 @@ void promote_free(struct promote *p)
 		free(f);
 	}
 	pthread_rwlock_destroy(&p->decide_lock);
+	pthread_cond_destroy(&p->stop_cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
+struct promote_sweep {
+	struct promote *p;
+	int resumed; /* entries worked on (not skipped) */
+};
+
 static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 {
-	struct promote *p = arg;
+	struct promote_sweep *sw = arg;
+	struct promote *p = sw->p;
 	struct db_journal_entry now;
 	int rc, stop;
 
@@ -1201,15 +1212,17 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 	if (!inflight_claim(p, e->id))
 		return 0;
 	rc = db_journal_get(p->db, e->id, &now);
-	if (rc) {
-		inflight_del(p, e->id);
+	if (rc || !promote_ours(p, now.owner) ||
+	    (strcmp(now.state, "intent") && strcmp(now.state, "stored"))) {
+		inflight_del(p, e->id); /* finished or taken meanwhile */
 		return rc;
 	}
+	sw->resumed++;
 	log_warn("promotion: recovering journal entry %lld (%s, %s/%s -> "
 		 "%s/%s)",
 		 (long long)now.id, now.state, now.source_bucket,
 		 now.source_key, now.dest_bucket, now.dest_key);
-	rc = promote_ours(p, now.owner) ? promote_resume(p, &now) : 0;
+	rc = promote_resume(p, &now);
 	inflight_del(p, e->id);
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
@@ -1217,16 +1230,35 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 	return rc;
 }
 
+/* At start, then every [fs] recover_interval: entries of processes that are
+ * gone, and this process's own left open (a source DELETE or a step that
+ * failed while the store or the database was down), are finished. */
 static void *promote_recovery_thread(void *arg)
 {
 	struct promote *p = arg;
-	int rc = promote_recover(p, NULL);
+	int rc, last = 0, stop = 0;
+	int every =
+	    p->cfg->recover_interval_s > 0 ? p->cfg->recover_interval_s : 300;
 
-	if (rc)
-		log_error("promotion: recovery left journal entries open (%s): "
-			  "they are taken over again by the next promotion "
-			  "they block, the next mount, or custodyfs recover",
-			  strerror(-rc));
+	while (!stop) {
+		struct timespec until;
+
+		rc = promote_recover(p, NULL);
+		if (rc && rc != last)
+			log_error("promotion: recovery left journal entries "
+				  "open (%s): tried again in %d s",
+				  strerror(-rc), every);
+		last = rc;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += every;
+		pthread_mutex_lock(&p->lock);
+		while (!p->stopping &&
+		       pthread_cond_timedwait(&p->stop_cond, &p->lock,
+					      &until) != ETIMEDOUT)
+			;
+		stop = p->stopping;
+		pthread_mutex_unlock(&p->lock);
+	}
 	return NULL;
 }
 
@@ -1249,15 +1281,17 @@ int promote_recover_start(struct promote *p)
 
 int promote_recover(struct promote *p, int *n_entries)
 {
+	struct promote_sweep sw = {p, 0};
 	int n = 0, rc;
 
 	if (!p)
 		return -EINVAL;
-	rc = db_journal_recover(p->owner, promote_recover_one, p, &n);
+	rc = db_journal_recover(p->owner, promote_recover_one, &sw, &n);
 	if (n_entries)
-		*n_entries = n;
-	if (n)
+		*n_entries = sw.resumed;
+	if (sw.resumed)
 		log_info("promotion: recovery handled %d journal entr%s (%s)",
-			 n, n == 1 ? "y" : "ies", rc ? strerror(-rc) : "ok");
+			 sw.resumed, sw.resumed == 1 ? "y" : "ies",
+			 rc ? strerror(-rc) : "ok");
 	return rc;
 }

@@ -91,8 +91,11 @@ int promote_recover(struct promote *p, int *n_entries);
 /* promote_recover() on a thread of its own, so a mount answers while it
  * runs: each entry it took over is claimed before it is worked on, and a
  * rename that meets one first finishes it itself (the other skips it).
- * promote_free() stops it between entries (the rest stay open for the
- * next taker) and joins it. 0, -EALREADY (started before), or -errno. */
+ * It runs again every [fs] recover_interval (entries of processes gone since,
+ * and this process's own that a failure left open: a source DELETE refused
+ * while the store was down is retried without another rename). promote_free()
+ * stops it between entries (the rest stay open for the next taker) and
+ * joins it. 0, -EALREADY (started before), or -errno. */
 int promote_recover_start(struct promote *p);
 
 /* The decision of SPEC §3 from what is known (pure; unit-tested):

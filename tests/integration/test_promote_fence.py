@@ -249,3 +249,35 @@ def test_upload_by_another_mount_during_cleanup_is_reported(stack, mount_factory
         assert "a newer upload" in log and "recepcao-raw/xw.bin" in log
     else:
         assert checks.get_object(ma, "xw.bin") == new
+
+
+def test_entry_left_by_a_failed_source_delete_is_finished_without_another_rename(
+        stack, mount_factory, proxied, uniq):
+    """Review H2 (second half): the source's DELETE fails (503) after the storage row is
+    committed, so the rename fails and the entry stays 'stored' with the file in both places.
+    Once the store answers again the mount's background sweep finishes the entry by itself,
+    with no further rename of that file: one object, one row, the source gone."""
+    from faultproxy import SLOWDOWN
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
+                              "fs": {"recover_interval": "3"}})
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    drop(m, "sw.bin", data)
+    px.rule = lambda meth, path, h: (("status", 503, SLOWDOWN)
+                                     if meth == "DELETE" and "/recepcao-raw/sw.bin" in path
+                                     else None)
+    try:
+        promote(m, "sw.bin", p)
+        failed = None
+    except OSError as e:
+        failed = e.errno
+    assert failed is not None
+    assert [j["state"] for j in journal(m, p + "/sw.bin")] == ["stored"]
+    assert checks.get_object(m, "sw.bin") == data
+    assert [r["outcome"] for r in srows(m, p + "/sw.bin")] == ["copied"]
+    px.rule = None
+    m.wait_until(lambda: [j["state"] for j in journal(m, p + "/sw.bin")] == ["done"],
+                 timeout=60, what="the entry finished by the mount itself")
+    check_stored(m, p + "/sw.bin", data, "sw.bin", ["copied"])
+    assert len(checks.rows(m, "sw.bin")) == 1
