@@ -155,7 +155,7 @@ static int promote_ours(struct promote *p, int id)
 static int promote_fence_lost(struct promote *p,
 			      const struct db_journal_entry *e)
 {
-	struct db_journal_entry now;
+	struct db_journal_entry now = {0};
 
 	if (!db_journal_get(p->db, e->id, &now) && !strcmp(now.state, "done")) {
 		log_info("promotion: journal entry %lld (%s/%s) was finished "
