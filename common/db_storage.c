@@ -166,7 +166,7 @@ static const char db_sql_open_owners[] =
 	"SELECT DISTINCT owner FROM promotion_journal"
 	" WHERE state IN ('intent', 'stored') AND owner <> $1::integer";
 
-static const char db_sql_owner_entries[] =
+static const char db_sql_owned[] =
 	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
 	" WHERE state IN ('intent', 'stored') AND owner = $1::integer"
 	" ORDER BY id";
@@ -177,6 +177,24 @@ static const char db_sql_owner_lock[] =
 	"SELECT pg_advisory_lock($1::integer, $2::integer)";
 static const char db_sql_owner_try[] =
 	"SELECT pg_try_advisory_lock($1::integer, $2::integer)";
+/* The fence of a journal step: entry $1 belongs to owner $2 and the
+ * owner's session (backend $3) holds that owner's lock now. */
+static const char db_sql_fence[] =
+	"SELECT 1 FROM promotion_journal j WHERE j.id = $1::bigint"
+	" AND j.owner = $2::integer AND EXISTS (SELECT 1 FROM pg_locks l"
+	"  WHERE l.locktype = 'advisory' AND l.classid = "
+	DB_OWNER_CLASS "::bigint::oid"
+	"  AND l.objid = $2::bigint::oid AND l.objsubid = 2"
+	"  AND l.pid = $3::integer AND l.granted)";
+
+/* A dead owner's open entries (its lock held by the caller) become $2's:
+ * all of them ($3 NULL) or entry $3. */
+static const char db_sql_takeover[] =
+	"UPDATE promotion_journal SET owner = $2::integer, updated_at = now()"
+	" WHERE owner = $1::integer AND state IN ('intent', 'stored')"
+	" AND ($3::bigint IS NULL OR id = $3::bigint)"
+	" RETURNING " DB_JOURNAL_COLS;
+
 static const char db_sql_owner_unlock[] =
 	"SELECT pg_advisory_unlock($1::integer, $2::integer)";
 /* clang-format on */
@@ -506,9 +524,17 @@ int db_promote_decide(struct db *d, const struct db_promo *p, db_decide_fn fn,
 
 /* ---- the steps --------------------------------------------------------- */
 
+static int pg_fence(struct pg_ctx *x, struct db_owner *o, int64_t id);
+
+struct db_step_args {
+	int64_t id;
+	struct db_owner *o;
+};
+
 static int pg_promote_record(struct pg_ctx *x, void *arg)
 {
-	const int64_t *id = arg;
+	const struct db_step_args *sa = arg;
+	const int64_t *id = &sa->id;
 	char ids[24];
 	const char *v[1] = {ids};
 	PGresult *res = NULL;
@@ -525,7 +551,10 @@ static int pg_promote_record(struct pg_ctx *x, void *arg)
 		rc = -ENOENT;
 		goto out;
 	}
-	rc = pg_lock_dest(x, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	rc = pg_fence(x, sa->o, *id);
+	if (!rc)
+		rc = pg_lock_dest(x, PQgetvalue(res, 0, 0),
+				  PQgetvalue(res, 0, 1));
 	if (!rc)
 		rc = pg_row_from_journal(x, *id);
 	if (!rc)
@@ -535,15 +564,30 @@ out:
 	return rc;
 }
 
-int db_promote_record(struct db *d, int64_t journal_id)
+/* A step refused by its fence: the owner's session is checked (after a
+ * restart it takes its id again when it can) and the step tried once
+ * more. */
+static int db_step(struct db *d, struct db_owner *o, const char *what,
+		   int (*fn)(struct pg_ctx *x, void *arg), void *arg)
 {
-	return db_run(d, "promotion record", 1, 0, pg_promote_record,
-		      &journal_id);
+	int rc = db_run(d, what, 1, 0, fn, arg), me;
+
+	if (rc == -ENOLCK && o && !db_owner_check(o, &me))
+		rc = db_run(d, what, 1, 0, fn, arg);
+	return rc;
+}
+
+int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id)
+{
+	struct db_step_args a = {journal_id, o};
+
+	return db_step(d, o, "promotion record", pg_promote_record, &a);
 }
 
 static int pg_promote_done(struct pg_ctx *x, void *arg)
 {
-	const int64_t *id = arg;
+	const struct db_step_args *sa = arg;
+	const int64_t *id = &sa->id;
 	char ids[24];
 	const char *v[1] = {ids};
 	PGresult *res = NULL;
@@ -558,7 +602,11 @@ static int pg_promote_done(struct pg_ctx *x, void *arg)
 		rc = -ENOENT; /* never before the storage row */
 		goto out;
 	}
-	rc = pg_exec(x, db_sql_reception_promoted, 1, v, NULL);
+	if (!strcmp(PQgetvalue(res, 0, 2), "done"))
+		goto out; /* finished already: nothing to write */
+	rc = pg_fence(x, sa->o, *id);
+	if (!rc)
+		rc = pg_exec(x, db_sql_reception_promoted, 1, v, NULL);
 	if (!rc)
 		rc = pg_exec(x, db_sql_journal_done, 1, v, NULL);
 out:
@@ -566,14 +614,17 @@ out:
 	return rc;
 }
 
-int db_promote_done(struct db *d, int64_t journal_id)
+int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id)
 {
-	return db_run(d, "promotion done", 1, 0, pg_promote_done, &journal_id);
+	struct db_step_args a = {journal_id, o};
+
+	return db_step(d, o, "promotion done", pg_promote_done, &a);
 }
 
 struct db_fail_args {
 	int64_t id;
 	const char *why;
+	struct db_owner *o;
 };
 
 static int pg_promote_fail(struct pg_ctx *x, void *arg)
@@ -585,7 +636,14 @@ static int pg_promote_fail(struct pg_ctx *x, void *arg)
 	int rc;
 
 	snprintf(ids, sizeof(ids), "%" PRId64, a->id);
-	rc = pg_exec(x, db_sql_journal_failed, 2, v, &res);
+	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
+	if (!rc && PQntuples(res) > 0 &&
+	    !strcmp(PQgetvalue(res, 0, 2), "intent"))
+		rc = pg_fence(x, a->o, a->id);
+	PQclear(res);
+	res = NULL;
+	if (!rc)
+		rc = pg_exec(x, db_sql_journal_failed, 2, v, &res);
 	if (rc || PQntuples(res) > 0)
 		goto out;
 	PQclear(res);
@@ -602,11 +660,12 @@ out:
 	return rc;
 }
 
-int db_promote_fail(struct db *d, int64_t journal_id, const char *why)
+int db_promote_fail(struct db *d, struct db_owner *o, int64_t journal_id,
+		    const char *why)
 {
-	struct db_fail_args a = {journal_id, why ? why : "failed"};
+	struct db_fail_args a = {journal_id, why ? why : "failed", o};
 
-	return db_run(d, "promotion failed", 1, 0, pg_promote_fail, &a);
+	return db_step(d, o, "promotion failed", pg_promote_fail, &a);
 }
 
 struct db_discard_args {
@@ -616,6 +675,7 @@ struct db_discard_args {
 	void *arg;
 	char *state;
 	int claimed; /* a storage row claims the key: kept, entry failed */
+	struct db_owner *o;
 };
 
 static int pg_promote_discard(struct pg_ctx *x, void *arg)
@@ -639,7 +699,10 @@ static int pg_promote_discard(struct pg_ctx *x, void *arg)
 		rc = -EALREADY;
 		goto out;
 	}
-	rc = pg_lock_dest(x, PQgetvalue(res, 0, 0), PQgetvalue(res, 0, 1));
+	rc = pg_fence(x, a->o, a->id);
+	if (!rc)
+		rc = pg_lock_dest(x, PQgetvalue(res, 0, 0),
+				  PQgetvalue(res, 0, 1));
 	if (!rc) {
 		const char *k[2] = {PQgetvalue(res, 0, 0),
 				    PQgetvalue(res, 0, 1)};
@@ -662,19 +725,20 @@ out:
 	return rc;
 }
 
-int db_promote_discard(struct db *d, int64_t journal_id, const char *why,
+int db_promote_discard(struct db *d, struct db_owner *o, int64_t journal_id,
+		       const char *why,
 		       int (*del)(void *arg, const char *bucket,
 				  const char *key),
 		       void *arg, char *state)
 {
 	struct db_discard_args a = {
-	    journal_id, why ? why : "failed", del, arg, state, 0};
+	    journal_id, why ? why : "failed", del, arg, state, 0, o};
 	int rc;
 
 	if (!d || !del || !state)
 		return -EINVAL;
 	state[0] = '\0';
-	rc = db_run(d, "promotion discard", 1, 0, pg_promote_discard, &a);
+	rc = db_step(d, o, "promotion discard", pg_promote_discard, &a);
 	return !rc && a.claimed ? -EEXIST : rc;
 }
 
@@ -789,6 +853,9 @@ struct db_owner {
 				 lock lives with it */
 	int id;		      /* protected by lock */
 	char ids[16];	      /* protected by lock */
+	pthread_mutex_t fence_lock;
+	int fence_id;  /* protected by fence_lock: id and backend pid of the */
+	int fence_pid; /* session holding it, for the steps' fence */
 };
 
 /* One statement on the owner's connection. */
@@ -803,13 +870,25 @@ static int pg_owner_exec(struct db_owner *o, const char *what, const char *sql,
 	return pg_exec(&x, sql, n, v, out);
 }
 
-/* A new session holding a new owner id's lock, in o (lock held or o not
- * shared yet). The old session, if any, is closed first. */
+static void pg_owner_fence_set(struct db_owner *o)
+{
+	pthread_mutex_lock(&o->fence_lock);
+	o->fence_id = o->conn ? o->id : 0;
+	o->fence_pid = o->conn ? PQbackendPID(o->conn) : 0;
+	pthread_mutex_unlock(&o->fence_lock);
+}
+
+/* A new session holding an owner id's lock, in o (lock held or o not
+ * shared yet). The old session, if any, is closed first. The id held
+ * before (a session lost to a restart) is taken again when its lock is
+ * free: the entries journaled under it stay this process's, unless
+ * another process's recovery took them over meanwhile (their owner column
+ * then says so, and the steps' fence refuses them). Else a new id. */
 static int pg_owner_connect(struct db_owner *o)
 {
 	const char *v[2];
 	PGresult *res = NULL;
-	int rc;
+	int rc, again = 0;
 
 	if (o->conn)
 		PQfinish(o->conn);
@@ -820,27 +899,47 @@ static int pg_owner_connect(struct db_owner *o)
 		rc = -EIO;
 		goto fail;
 	}
-	rc = pg_owner_exec(o, "promotion owner id", db_sql_owner_next, 0, NULL,
-			   &res);
-	if (rc)
-		goto fail;
-	o->id = atoi(PQgetvalue(res, 0, 0));
-	snprintf(o->ids, sizeof(o->ids), "%d", o->id);
-	PQclear(res);
-	res = NULL;
 	v[0] = DB_OWNER_CLASS;
-	v[1] = o->ids;
-	rc = pg_owner_exec(o, "promotion owner lock", db_sql_owner_lock, 2, v,
-			   NULL);
-	if (rc)
-		goto fail;
-	log_info("promotion: this process is journal owner %d", o->id);
+	if (o->id) {
+		v[1] = o->ids;
+		rc = pg_owner_exec(o, "promotion owner retake",
+				   db_sql_owner_try, 2, v, &res);
+		if (rc)
+			goto fail;
+		again = !strcmp(PQgetvalue(res, 0, 0), "t");
+		PQclear(res);
+		res = NULL;
+		if (!again)
+			log_warn("promotion: journal owner %d is held by "
+				 "another session (a recovery): its entries "
+				 "are no longer this process's",
+				 o->id);
+	}
+	if (!again) {
+		rc = pg_owner_exec(o, "promotion owner id", db_sql_owner_next,
+				   0, NULL, &res);
+		if (rc)
+			goto fail;
+		o->id = atoi(PQgetvalue(res, 0, 0));
+		snprintf(o->ids, sizeof(o->ids), "%d", o->id);
+		PQclear(res);
+		res = NULL;
+		v[1] = o->ids;
+		rc = pg_owner_exec(o, "promotion owner lock", db_sql_owner_lock,
+				   2, v, NULL);
+		if (rc)
+			goto fail;
+	}
+	pg_owner_fence_set(o);
+	log_info("promotion: this process is journal owner %d%s", o->id,
+		 again ? " again" : "");
 	return 0;
 fail:
 	PQclear(res);
 	if (o->conn)
 		PQfinish(o->conn);
 	o->conn = NULL;
+	pg_owner_fence_set(o);
 	return rc;
 }
 
@@ -854,8 +953,10 @@ int db_owner_take(struct db *d, struct db_owner **out, int *owner_id)
 	if (!o)
 		return -ENOMEM;
 	o->d = d;
+	pthread_mutex_init(&o->fence_lock, NULL);
 	rc = pg_owner_connect(o);
 	if (rc) {
+		pthread_mutex_destroy(&o->fence_lock);
 		free(o);
 		return rc;
 	}
@@ -882,7 +983,8 @@ int db_owner_check(struct db_owner *o, int *owner_id)
 			goto out;
 		}
 		log_warn("promotion: the session holding journal owner %d is "
-			 "lost: its entries are anyone's to recover now",
+			 "lost: its entries are anyone's to recover until it "
+			 "is taken again",
 			 o->id);
 	}
 	rc = pg_owner_connect(o);
@@ -893,6 +995,18 @@ out:
 	return rc;
 }
 
+int db_owner_id(struct db_owner *o)
+{
+	int id;
+
+	if (!o)
+		return 0;
+	pthread_mutex_lock(&o->fence_lock);
+	id = o->fence_id;
+	pthread_mutex_unlock(&o->fence_lock);
+	return id;
+}
+
 void db_owner_release(struct db_owner *o)
 {
 	if (!o)
@@ -900,7 +1014,100 @@ void db_owner_release(struct db_owner *o)
 	if (o->conn)
 		PQfinish(o->conn); /* ends the session: the lock goes */
 	pthread_mutex_destroy(&o->lock);
+	pthread_mutex_destroy(&o->fence_lock);
 	free(o);
+}
+
+/* Under o->lock: takes dead's lock (0 when taken, -EBUSY when its session
+ * lives), makes its open entries (all, or entry id when id > 0) o's, and
+ * lets the lock go. *out gets the entries taken over (caller PQclears). */
+static int pg_owner_takeover(struct db_owner *o, const char *dead, int64_t id,
+			     PGresult **out)
+{
+	char ids[24];
+	const char *v[3];
+	PGresult *res = NULL;
+	int rc, got;
+
+	*out = NULL;
+	if (!o->conn)
+		return -EIO;
+	if (!strcmp(dead, o->ids))
+		return -EBUSY; /* this process's own */
+	v[0] = DB_OWNER_CLASS;
+	v[1] = dead;
+	rc = pg_owner_exec(o, "journal owner lock", db_sql_owner_try, 2, v,
+			   &res);
+	if (rc)
+		return rc;
+	got = !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	if (!got)
+		return -EBUSY; /* that owner lives: its entries are its own */
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	v[0] = dead;
+	v[1] = o->ids;
+	v[2] = id > 0 ? ids : NULL;
+	rc = pg_owner_exec(o, "journal takeover", db_sql_takeover, 3, v, out);
+	v[0] = DB_OWNER_CLASS;
+	v[1] = dead;
+	if (pg_owner_exec(o, "journal owner unlock", db_sql_owner_unlock, 2, v,
+			  NULL))
+		log_warn("promotion: could not release the lock of owner %s",
+			 dead);
+	if (!rc && PQntuples(*out) > 0)
+		log_warn("promotion: journal owner %d took over %d open "
+			 "entr%s of owner %s (gone)",
+			 o->id, PQntuples(*out),
+			 PQntuples(*out) == 1 ? "y" : "ies", dead);
+	return rc;
+}
+
+int db_journal_takeover(struct db_owner *o, int64_t journal_id, int dead,
+			struct db_journal_entry *e)
+{
+	char deads[16];
+	PGresult *res = NULL;
+	int rc, me;
+
+	if (!o || !e)
+		return -EINVAL;
+	rc = db_owner_check(o, &me); /* this process's own lock first */
+	if (rc)
+		return rc;
+	snprintf(deads, sizeof(deads), "%d", dead);
+	pthread_mutex_lock(&o->lock);
+	rc = pg_owner_takeover(o, deads, journal_id, &res);
+	pthread_mutex_unlock(&o->lock);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc)
+		pg_entry(res, 0, e);
+	PQclear(res);
+	return rc;
+}
+
+/* The step's fence, inside its transaction after the entry's row lock:
+ * 0, or -ENOLCK when the entry is not (or no longer) this owner's. */
+static int pg_fence(struct pg_ctx *x, struct db_owner *o, int64_t id)
+{
+	char ids[24], me[16], pid[16];
+	const char *v[3] = {ids, me, pid};
+	PGresult *res = NULL;
+	int rc;
+
+	if (!o)
+		return 0; /* unfenced (tests of the db layer) */
+	snprintf(ids, sizeof(ids), "%" PRId64, id);
+	pthread_mutex_lock(&o->fence_lock);
+	snprintf(me, sizeof(me), "%d", o->fence_id);
+	snprintf(pid, sizeof(pid), "%d", o->fence_pid);
+	pthread_mutex_unlock(&o->fence_lock);
+	rc = pg_exec(x, db_sql_fence, 3, v, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOLCK;
+	PQclear(res);
+	return rc;
 }
 
 int db_journal_recover(struct db_owner *o,
@@ -909,62 +1116,44 @@ int db_journal_recover(struct db_owner *o,
 {
 	PGresult *owners = NULL, *res = NULL;
 	struct db_journal_entry e;
-	const char *v[2];
-	int rc, first = 0, i, j;
+	const char *v[1];
+	int rc, first = 0, i, me;
 
 	*n_seen = 0;
+	rc = db_owner_check(o, &me);
+	if (rc)
+		return rc;
 	pthread_mutex_lock(&o->lock);
-	if (!o->conn) {
-		pthread_mutex_unlock(&o->lock);
-		return -EIO;
-	}
 	v[0] = o->ids;
 	rc = pg_owner_exec(o, "journal owners", db_sql_open_owners, 1, v,
 			   &owners);
-	if (rc) {
-		pthread_mutex_unlock(&o->lock);
-		return rc;
-	}
-	for (i = 0; i < PQntuples(owners); i++) {
-		const char *who = PQgetvalue(owners, i, 0);
-
-		v[0] = DB_OWNER_CLASS;
-		v[1] = who;
-		rc = pg_owner_exec(o, "journal owner lock", db_sql_owner_try, 2,
-				   v, &res);
-		if (rc)
-			break;
-		j = !strcmp(PQgetvalue(res, 0, 0), "t");
+	for (i = 0; !rc && i < PQntuples(owners); i++) {
+		rc = pg_owner_takeover(o, PQgetvalue(owners, i, 0), 0, &res);
+		if (rc == -EBUSY)
+			rc = 0;
 		PQclear(res);
 		res = NULL;
-		if (!j)
-			continue; /* that mount lives: its entries are its own
-				   */
-		v[0] = who;
-		rc = pg_owner_exec(o, "journal entries", db_sql_owner_entries,
-				   1, v, &res);
-		for (j = 0; !rc && j < PQntuples(res); j++) {
-			int r;
-
-			pg_entry(res, j, &e);
-			(*n_seen)++;
-			r = fn(arg, &e);
-			if (r && !first)
-				first = r;
-		}
-		PQclear(res);
-		res = NULL;
-		v[0] = DB_OWNER_CLASS;
-		v[1] = who;
-		if (pg_owner_exec(o, "journal owner unlock",
-				  db_sql_owner_unlock, 2, v, NULL))
-			log_warn("promotion: could not release the lock of "
-				 "owner %s",
-				 who);
-		if (rc)
-			break;
 	}
 	PQclear(owners);
+	/* Then every open entry of this owner: those just taken over, and
+	 * its own that no step finished (the caller skips those it works
+	 * on). */
+	v[0] = o->ids;
+	if (!rc)
+		rc = pg_owner_exec(o, "journal entries", db_sql_owned, 1, v,
+				   &res);
 	pthread_mutex_unlock(&o->lock);
+	/* worked outside the owner's session lock (the steps' fence and
+	 * db_owner_check use it) */
+	for (i = 0; !rc && i < PQntuples(res); i++) {
+		int r;
+
+		pg_entry(res, i, &e);
+		(*n_seen)++;
+		r = fn(arg, &e);
+		if (r && !first)
+			first = r;
+	}
+	PQclear(res);
 	return rc ? rc : first;
 }

@@ -100,23 +100,34 @@ int db_promote_decide(struct db *d, const struct db_promo *p, db_decide_fn fn,
 		      void *arg, enum db_outcome *outcome, int64_t *journal_id,
 		      char *dup_of);
 
+struct db_owner;
+
+/* The steps below are fenced by owner o (NULL: unfenced, for tests of
+ * this layer): inside their transaction, under the entry's row lock, the
+ * entry must belong to o's owner id and o's session must hold that id's
+ * lock. When not, o's session is checked (a lost one is reconnected,
+ * taking its id again when it can) and the step tried once more; still
+ * not: -ENOLCK, nothing written (another process's recovery took the
+ * entry over; it finishes it). */
+
 /* The record step of journal entry id: one transaction, under the key
  * lock, inserts its storage row (unless one records the entry already:
  * idempotent) and sets state 'stored'. 0 also when the entry is 'done'
  * already (another worker or mount finished it); -ENOENT when it is
  * 'failed' or missing. */
-int db_promote_record(struct db *d, int64_t journal_id);
+int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id);
 
 /* The cleanup's database half: the reception row gets removed_at with
  * reason "promoted to <bucket>/<key>" (when still live) and the entry
  * state 'done'. Idempotent. */
-int db_promote_done(struct db *d, int64_t journal_id);
+int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id);
 
 /* An entry that cannot go on (source and destination both gone, or a
  * refused copy before anything was stored): state 'failed' with the
  * reason, from intent only. -EALREADY when the entry is 'stored' or 'done'
  * (recorded meanwhile: it is not failed), -ENOENT when failed or missing. */
-int db_promote_fail(struct db *d, int64_t journal_id, const char *why);
+int db_promote_fail(struct db *d, struct db_owner *o, int64_t journal_id,
+		    const char *why);
 
 /* Removes what a copy left at the destination of an entry: called with the
  * entry's row locked (FOR UPDATE) and under the key lock, only while the
@@ -127,7 +138,8 @@ int db_promote_fail(struct db *d, int64_t journal_id, const char *why);
  * -EEXIST when a storage row claims the key (nothing deleted, entry
  * failed), -ENOENT when there is no such entry. del may run again when
  * the transaction is retried (it must be idempotent); it owns nothing. */
-int db_promote_discard(struct db *d, int64_t journal_id, const char *why,
+int db_promote_discard(struct db *d, struct db_owner *o, int64_t journal_id,
+		       const char *why,
 		       int (*del)(void *arg, const char *bucket,
 				  const char *key),
 		       void *arg, char *state);
@@ -165,21 +177,32 @@ int db_journal_blocker(struct db *d, const struct db_promo *p,
 
 /* The mount's owner id, held as a session-level advisory lock on a
  * connection of its own for as long as the owner lives. */
-struct db_owner;
 int db_owner_take(struct db *d, struct db_owner **out, int *owner_id);
 /* The owner id to journal new entries under: the current one while its
- * session answers (asked at most once a second), else a new session with
- * a new id (the old id's entries become recoverable by anyone). 0 with
- * *owner_id, or -errno. Thread-safe. */
+ * session answers, else a new session that takes the same id again when
+ * its lock is free (nobody took it meanwhile), or a new id (the old id's
+ * entries are then anyone's to take over). 0 with *owner_id, or -errno.
+ * Thread-safe. */
 int db_owner_check(struct db_owner *o, int *owner_id);
+/* The owner id o's session holds now (0 while it has none); no round
+ * trip. Thread-safe. */
+int db_owner_id(struct db_owner *o);
 void db_owner_release(struct db_owner *o);
 
-/* Open entries whose owner is gone (its lock can be taken now): each is
- * passed to fn while this owner holds the dead owner's lock (so two
- * recoverers never work on one entry); the owner's session is busy
- * meanwhile (db_owner_check waits). fn returns 0 or -errno (recorded,
- * the others still run). Returns 0, the first fn error, or the database's.
- * *n_seen gets the number of entries passed to fn. */
+/* Takes over open entry journal_id of owner dead when dead's lock is free
+ * (its process is gone or lost its session): while holding that lock, the
+ * entry's owner becomes o's id (so the old owner's fenced steps are
+ * refused from then on). 0 with *e (now o's), -EBUSY when dead lives (or
+ * is o's own id), -ENOENT when the entry is no longer open or dead's. */
+int db_journal_takeover(struct db_owner *o, int64_t journal_id, int dead,
+			struct db_journal_entry *e);
+
+/* Open entries whose owner is gone (its lock can be taken now) are taken
+ * over (made o's, as db_journal_takeover); then every open entry of o's
+ * (those, and o's own left open) is passed to fn, outside the owner's
+ * session lock: fn skips those its process works on. fn returns 0 or
+ * -errno (recorded, the others still run). Returns 0, the first fn error,
+ * or the database's. *n_seen gets the number of entries passed to fn. */
 int db_journal_recover(struct db_owner *o,
 		       int (*fn)(void *arg, const struct db_journal_entry *e),
 		       void *arg, int *n_seen);

@@ -50,10 +50,10 @@ struct promote {
 	const struct cfg *cfg;
 	struct s3_client *s3;
 	struct db *db;
-	struct db_owner *owner;
-	int owner_id; /* protected by lock: the current owner id */
-	int past[16]; /* protected by lock: ids this process held before
-			 (sessions lost), newest first */
+	struct db_owner *owner; /* its id: db_owner_id() (entries of an id
+				   this process held before and could not
+				   take again are its no more: taken over
+				   like a dead process's) */
 	pthread_mutex_t lock;
 	struct inflight *inflight; /* protected by lock: journal entries this
 				      process is working on */
@@ -61,6 +61,11 @@ struct promote {
 	 * write-held by inflight_claim: no thread claims an entry another
 	 * one has just committed and not yet listed. */
 	pthread_rwlock_t decide_lock;
+	/* the background recovery (promote_recover_start) */
+	pthread_t recovery;
+	int recovering;		  /* protected by lock: it is started */
+	int stopping;		  /* protected by lock: promote_free waits */
+	pthread_cond_t stop_cond; /* with lock: stopping was set */
 };
 
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
@@ -131,35 +136,41 @@ static void inflight_del(struct promote *p, int64_t id)
 	pthread_mutex_unlock(&p->lock);
 }
 
-/* The owner id for a new promotion (a new one if the session was lost). */
+/* The owner id for a new promotion (the session checked: taken again or
+ * a new one if it was lost). */
 static int promote_owner(struct promote *p, int *id)
 {
-	int rc = db_owner_check(p->owner, id);
-
-	if (rc)
-		return rc;
-	pthread_mutex_lock(&p->lock);
-	if (*id != p->owner_id) {
-		memmove(p->past + 1, p->past, sizeof(p->past) - sizeof(int));
-		p->past[0] = p->owner_id;
-		p->owner_id = *id;
-	}
-	pthread_mutex_unlock(&p->lock);
-	return 0;
+	return db_owner_check(p->owner, id);
 }
 
-/* Was an entry of owner id journaled by this process? */
+/* Is an entry of owner id this process's (the id its owner session holds
+ * now, which may have changed since the last promote_owner)? */
 static int promote_ours(struct promote *p, int id)
 {
-	size_t i;
-	int ours;
+	return id && id == db_owner_id(p->owner);
+}
 
-	pthread_mutex_lock(&p->lock);
-	ours = id == p->owner_id;
-	for (i = 0; !ours && i < sizeof(p->past) / sizeof(*p->past); i++)
-		ours = p->past[i] && p->past[i] == id;
-	pthread_mutex_unlock(&p->lock);
-	return ours;
+/* A step was refused by its fence (-ENOLCK): another process took the
+ * entry over and finishes it; nothing more is done here. 0 when the
+ * entry is done already, else -EBUSY. */
+static int promote_fence_lost(struct promote *p,
+			      const struct db_journal_entry *e)
+{
+	struct db_journal_entry now = {0};
+
+	if (!db_journal_get(p->db, e->id, &now) && !strcmp(now.state, "done")) {
+		log_info("promotion: journal entry %lld (%s/%s) was finished "
+			 "by owner %d",
+			 (long long)e->id, e->dest_bucket, e->dest_key,
+			 now.owner);
+		return 0;
+	}
+	log_error("promotion: journal entry %lld (%s/%s -> %s/%s) was taken "
+		  "over by another process (owner %d) while this one worked "
+		  "on it: stopped here, nothing deleted",
+		  (long long)e->id, e->source_bucket, e->source_key,
+		  e->dest_bucket, e->dest_key, now.owner);
+	return -EBUSY;
 }
 
 /* ---- the store --------------------------------------------------------- */
@@ -171,8 +182,8 @@ static int promote_hash_object(struct promote *p, const char *bucket,
 			       const char *key, const char *etag, uint64_t size,
 			       char *xxh, char *sha)
 {
-	int rc = objhash_compute(p->s3, bucket, key, etag, size,
-				 PROMOTE_CHUNK, NULL, NULL, xxh, sha);
+	int rc = objhash_compute(p->s3, bucket, key, etag, size, PROMOTE_CHUNK,
+				 NULL, NULL, xxh, sha);
 
 	return rc == -ESTALE ? -EBUSY : rc; /* another object now */
 }
@@ -255,6 +266,79 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 
 /* ---- the steps after the decision ------------------------------------- */
 
+/* The DELETE of a source is conditional (If-Match: the promoted upload's
+ * ETag), but not every store honours that (Swift does, s3rver does not):
+ * there another writer's upload landing between the HEAD that saw the
+ * promoted one and the DELETE is removed with it. A mount's own writers
+ * wait for its rename (libfuse's path locks, see fs/ops_promote.c); any
+ * other is looked for afterwards and reported loudly with the key: an object
+ * there now is a newer upload (kept; only the promoted upload's row gets
+ * removed_at), a newer live reception row without its object is an upload
+ * this DELETE removed. */
+static void promote_after_delete(struct promote *p,
+				 const struct db_journal_entry *e)
+{
+	struct s3_object_info info;
+	struct db_reception_row row;
+	int rc;
+
+	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
+	if (rc == 0) {
+		log_warn("promotion: %s/%s was uploaded again while it was "
+			 "removed after its promotion (ETag %s, promoted "
+			 "%s): the new upload stays",
+			 e->source_bucket, e->source_key, info.etag,
+			 e->source_etag);
+		s3_object_info_free(&info);
+		return;
+	}
+	if (rc != -ENOENT)
+		return;
+	if (db_reception_row_get(p->db, e->source_bucket, e->source_key,
+				 &row) == 0 &&
+	    row.id != e->reception_id && strcmp(row.etag, e->source_etag))
+		log_error("promotion: %s/%s: a newer upload (reception row "
+			  "%lld, ETag %s) was committed while the promoted "
+			  "one (ETag %s) was removed: its object is gone "
+			  "from reception; its row stays live, see the "
+			  "integrity check",
+			  e->source_bucket, e->source_key, (long long)row.id,
+			  row.etag, e->source_etag);
+}
+
+/* The DELETE of the promoted upload, If-Match its ETag. A 412 is another
+ * upload now, unless the key still shows that ETag (Swift does not match
+ * a multipart upload's S3 ETag on DELETE): then a plain DELETE. Either
+ * DELETE is followed by promote_after_delete. */
+static int promote_delete_source(struct promote *p,
+				 const struct db_journal_entry *e)
+{
+	struct s3_object_info info;
+	int rc, same;
+
+	rc = s3_delete_if(p->s3, e->source_bucket, e->source_key,
+			  e->source_etag);
+	if (rc == -EEXIST) {
+		rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
+		if (rc == -ENOENT)
+			return 0;
+		if (rc)
+			return rc;
+		same = !strcmp(info.etag, e->source_etag);
+		s3_object_info_free(&info);
+		if (!same) {
+			log_warn("promotion: %s/%s was uploaded again after "
+				 "its promotion: the new upload stays",
+				 e->source_bucket, e->source_key);
+			return 0;
+		}
+		rc = s3_delete(p->s3, e->source_bucket, e->source_key);
+	}
+	if (!rc)
+		promote_after_delete(p, e);
+	return rc;
+}
+
 /* cleanup: the source goes (only while it is the promoted upload), then
  * its row and the entry. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
@@ -268,7 +352,7 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 
 		s3_object_info_free(&info);
 		if (same)
-			rc = s3_delete(p->s3, e->source_bucket, e->source_key);
+			rc = promote_delete_source(p, e);
 		else
 			log_warn("promotion: %s/%s was uploaded again after "
 				 "its promotion: the new upload stays",
@@ -285,9 +369,11 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		    e->dest_key, strerror(-rc), (long long)e->id);
 		return rc;
 	}
-	rc = db_promote_done(p->db, e->id);
+	rc = db_promote_done(p->db, p->owner, e->id);
 	if (rc == -EINPROGRESS)
-		rc = db_promote_done(p->db, e->id); /* idempotent */
+		rc = db_promote_done(p->db, p->owner, e->id); /* idempotent */
+	if (rc == -ENOLCK)
+		rc = promote_fence_lost(p, e);
 	return rc;
 }
 
@@ -295,10 +381,12 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 static int promote_record_cleanup(struct promote *p,
 				  const struct db_journal_entry *e)
 {
-	int rc = db_promote_record(p->db, e->id);
+	int rc = db_promote_record(p->db, p->owner, e->id);
 
 	if (rc == -EINPROGRESS)
-		rc = db_promote_record(p->db, e->id); /* idempotent */
+		rc = db_promote_record(p->db, p->owner, e->id); /* idempotent */
+	if (rc == -ENOLCK)
+		return promote_fence_lost(p, e);
 	if (rc)
 		return rc;
 	return promote_cleanup(p, e);
@@ -347,8 +435,10 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		 * promoted file. Removed only while the database says the
 		 * entry is still 'intent' and no row claims the key (checked
 		 * under the entry's row lock and the key lock). */
-		rc = db_promote_discard(p->db, e->id, why, promote_del_dest, p,
-					state);
+		rc = db_promote_discard(p->db, p->owner, e->id, why,
+					promote_del_dest, p, state);
+		if (rc == -ENOLCK)
+			return promote_fence_lost(p, e) ? fail_rc : 0;
 		if (rc == -EALREADY)
 			return promote_settled_elsewhere(p, e, state, fail_rc);
 		if (rc == -EEXIST)
@@ -373,7 +463,9 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return promote_record_cleanup(p, e);
 	}
 	if (is == 0) {
-		rc = db_promote_fail(p->db, e->id, why);
+		rc = db_promote_fail(p->db, p->owner, e->id, why);
+		if (rc == -ENOLCK)
+			return promote_fence_lost(p, e) ? fail_rc : 0;
 		if (rc == -EALREADY)
 			log_error("promotion: journal entry %lld was recorded "
 				  "meanwhile but %s/%s is not there",
@@ -497,7 +589,10 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		  "the source nor the destination is there: marked failed",
 		  (long long)e->id, e->source_bucket, e->source_key,
 		  e->dest_bucket, e->dest_key);
-	rc = db_promote_fail(p->db, e->id, "source and destination both gone");
+	rc = db_promote_fail(p->db, p->owner, e->id,
+			     "source and destination both gone");
+	if (rc == -ENOLCK)
+		return promote_fence_lost(p, e);
 	return rc ? rc : -EIO;
 }
 
@@ -670,6 +765,40 @@ static void promote_sleep_ms(long ms)
 	nanosleep(&ts, NULL);
 }
 
+/* The entry blocking decision pr: when it is this process's and no thread
+ * works on it, or its owner is gone (taken over), it is finished here
+ * (*e: as it ends). 1 when it was, 0 when it is another's to wait for, or
+ * the resume's -errno. */
+static int promote_blocker(struct promote *p, const struct db_promo *pr,
+			   struct db_journal_entry *e)
+{
+	int64_t id;
+	int rc;
+
+	if (db_journal_blocker(p->db, pr, e))
+		return 0;
+	if (!promote_ours(p, e->owner)) {
+		rc = db_journal_takeover(p->owner, e->id, e->owner, e);
+		if (rc)
+			return 0; /* it lives, or it changed: wait, see again */
+		log_warn("promotion: journal entry %lld (%s/%s -> %s/%s) of "
+			 "a process that is gone: finished here",
+			 (long long)e->id, e->source_bucket, e->source_key,
+			 e->dest_bucket, e->dest_key);
+	}
+	id = e->id;
+	if (!inflight_claim(p, id))
+		return 0; /* another thread of this process works on it */
+	/* read again once claimed: it may have been finished since */
+	rc = db_journal_get(p->db, id, e);
+	if (!rc)
+		rc = promote_resume(p, e);
+	if (!rc && db_journal_get(p->db, id, e))
+		e->state[0] = '\0';
+	inflight_del(p, id);
+	return rc ? rc : 1;
+}
+
 /* An open entry of this process's for key that no thread works on (left
  * by a failure that could not be settled): finished now. 1 when it was
  * resumed to its end, 0 when there was none to resume, or -errno. */
@@ -803,22 +932,27 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		if (rc != -EBUSY || waited >= PROMOTE_BUSY_WAIT_MS)
 			break;
 		/* Another promotion holds the key, the source or the
-		 * content. One this process left open is finished now;
-		 * another's is waited for; then decide again. */
-		if (db_journal_blocker(p->db, &pr, &e) == 0 &&
-		    promote_ours(p, e.owner) && inflight_claim(p, e.id)) {
-			int64_t id = e.id;
-
-			/* read again once claimed: it may have been
-			 * finished since the blocker was read */
-			rc = db_journal_get(p->db, id, &e);
-			if (!rc)
-				rc = promote_resume(p, &e);
-			inflight_del(p, id);
-			if (rc)
-				break;
+		 * content. One this process left open, or one of a process
+		 * that is gone (its owner lock is free: taken over here), is
+		 * finished now; a living one's is waited for; then decide
+		 * again. */
+		rc = promote_blocker(p, &pr, &e);
+		if (rc < 0)
+			break;
+		if (rc == 1 && !strcmp(e.source_key, src_key) &&
+		    !strcmp(e.source_bucket, pr.source_bucket) &&
+		    !strcmp(e.state, "done")) {
+			/* it was this very file's promotion */
+			rc = strcmp(e.dest_key, dest) ? -ENOENT : 0;
+			res->journal_id = e.id;
+			goto out;
+		}
+		if (rc == 1) {
+			rc = -EBUSY;
+			waited += 50; /* bounded even if it keeps coming back */
 			continue;
 		}
+		rc = -EBUSY;
 		promote_sleep_ms(step);
 		waited += step;
 		if (step < 1000)
@@ -1036,7 +1170,7 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 			    struct db *db, int *err)
 {
 	struct promote *p = calloc(1, sizeof(*p));
-	int rc;
+	int rc, id;
 
 	if (!p) {
 		*err = -ENOMEM;
@@ -1046,10 +1180,12 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 	p->s3 = s3;
 	p->db = db;
 	pthread_mutex_init(&p->lock, NULL);
+	pthread_cond_init(&p->stop_cond, NULL);
 	pthread_rwlock_init(&p->decide_lock, NULL);
-	rc = db_owner_take(db, &p->owner, &p->owner_id);
+	rc = db_owner_take(db, &p->owner, &id);
 	if (rc) {
 		pthread_rwlock_destroy(&p->decide_lock);
+		pthread_cond_destroy(&p->stop_cond);
 		pthread_mutex_destroy(&p->lock);
 		free(p);
 		*err = rc;
@@ -1065,43 +1201,125 @@ void promote_free(struct promote *p)
 
 	if (!p)
 		return;
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->stop_cond);
+	pthread_mutex_unlock(&p->lock);
+	if (p->recovering) /* (set before this thread could call free) */
+		pthread_join(p->recovery, NULL);
 	db_owner_release(p->owner);
 	while ((f = p->inflight)) {
 		p->inflight = f->next;
 		free(f);
 	}
 	pthread_rwlock_destroy(&p->decide_lock);
+	pthread_cond_destroy(&p->stop_cond);
 	pthread_mutex_destroy(&p->lock);
 	free(p);
 }
 
+struct promote_sweep {
+	struct promote *p;
+	int resumed; /* entries worked on (not skipped) */
+};
+
 static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 {
-	struct promote *p = arg;
-	int rc;
+	struct promote_sweep *sw = arg;
+	struct promote *p = sw->p;
+	struct db_journal_entry now;
+	int rc, stop;
 
-	log_warn("promotion: recovering journal entry %lld of owner %d "
-		 "(%s, %s/%s -> %s/%s)",
-		 (long long)e->id, e->owner, e->state, e->source_bucket,
-		 e->source_key, e->dest_bucket, e->dest_key);
-	rc = promote_resume(p, e);
+	pthread_mutex_lock(&p->lock);
+	stop = p->stopping;
+	pthread_mutex_unlock(&p->lock);
+	if (stop)
+		return -ECANCELED; /* left open: taken over again later */
+	/* A rename that met this entry may have claimed it first (it
+	 * finishes it itself); else it waits for this claim. */
+	if (!inflight_claim(p, e->id))
+		return 0;
+	rc = db_journal_get(p->db, e->id, &now);
+	if (rc || !promote_ours(p, now.owner) ||
+	    (strcmp(now.state, "intent") && strcmp(now.state, "stored"))) {
+		inflight_del(p, e->id); /* finished or taken meanwhile */
+		return rc;
+	}
+	sw->resumed++;
+	log_warn("promotion: recovering journal entry %lld (%s, %s/%s -> "
+		 "%s/%s)",
+		 (long long)now.id, now.state, now.source_bucket,
+		 now.source_key, now.dest_bucket, now.dest_key);
+	rc = promote_resume(p, &now);
+	inflight_del(p, e->id);
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
 			  (long long)e->id, strerror(-rc));
 	return rc;
 }
 
+/* At start, then every [fs] recover_interval: entries of processes that are
+ * gone, and this process's own left open (a source DELETE or a step that
+ * failed while the store or the database was down), are finished. */
+static void *promote_recovery_thread(void *arg)
+{
+	struct promote *p = arg;
+	int rc, last = 0, stop = 0;
+	int every =
+	    p->cfg->recover_interval_s > 0 ? p->cfg->recover_interval_s : 300;
+
+	while (!stop) {
+		struct timespec until;
+
+		rc = promote_recover(p, NULL);
+		if (rc && rc != last)
+			log_error("promotion: recovery left journal entries "
+				  "open (%s): tried again in %d s",
+				  strerror(-rc), every);
+		last = rc;
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += every;
+		pthread_mutex_lock(&p->lock);
+		while (!p->stopping &&
+		       pthread_cond_timedwait(&p->stop_cond, &p->lock,
+					      &until) != ETIMEDOUT)
+			;
+		stop = p->stopping;
+		pthread_mutex_unlock(&p->lock);
+	}
+	return NULL;
+}
+
+int promote_recover_start(struct promote *p)
+{
+	int rc;
+
+	if (!p)
+		return -EINVAL;
+	pthread_mutex_lock(&p->lock);
+	rc = p->recovering ? -EALREADY : 0;
+	if (!rc) {
+		rc = -pthread_create(&p->recovery, NULL,
+				     promote_recovery_thread, p);
+		p->recovering = !rc;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return rc;
+}
+
 int promote_recover(struct promote *p, int *n_entries)
 {
+	struct promote_sweep sw = {p, 0};
 	int n = 0, rc;
 
 	if (!p)
 		return -EINVAL;
-	rc = db_journal_recover(p->owner, promote_recover_one, p, &n);
+	rc = db_journal_recover(p->owner, promote_recover_one, &sw, &n);
 	if (n_entries)
-		*n_entries = n;
-	if (n)
+		*n_entries = sw.resumed;
+	if (sw.resumed)
 		log_info("promotion: recovery handled %d journal entr%s (%s)",
-			 n, n == 1 ? "y" : "ies", rc ? strerror(-rc) : "ok");
+			 sw.resumed, sw.resumed == 1 ? "y" : "ies",
+			 rc ? strerror(-rc) : "ok");
 	return rc;
 }

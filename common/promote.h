@@ -79,12 +79,24 @@ int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
 		struct promote_dir_result *res);
 
 /* Finishes or rolls back the open journal entries whose owner is gone (a
- * crashed or unmounted process), holding each dead owner's lock meanwhile:
+ * crashed process, or one that lost its database session and could not
+ * take its id again), after taking them over (their owner becomes this
+ * process's id, so the old owner's fenced steps are refused):
  * 'intent' -> destination present with our sha256: record; else source
  * present: copy again; else 'failed' (logged as an error); 'stored' ->
  * cleanup. Run at mount and by `custodyfs recover`. *n_entries (may be
  * NULL) gets the number of entries handled. 0 or the first error. */
 int promote_recover(struct promote *p, int *n_entries);
+
+/* promote_recover() on a thread of its own, so a mount answers while it
+ * runs: each entry it took over is claimed before it is worked on, and a
+ * rename that meets one first finishes it itself (the other skips it).
+ * It runs again every [fs] recover_interval (entries of processes gone since,
+ * and this process's own that a failure left open: a source DELETE refused
+ * while the store was down is retried without another rename). promote_free()
+ * stops it between entries (the rest stay open for the next taker) and
+ * joins it. 0, -EALREADY (started before), or -errno. */
+int promote_recover_start(struct promote *p);
 
 /* The decision of SPEC §3 from what is known (pure; unit-tested):
  * has_row - a storage row claims the key; row_same - its sha256 and size

@@ -1285,17 +1285,27 @@ fail:
 	return rc;
 }
 
-int s3_delete_common(struct s3_client *c, const char *bucket, const char *key,
-		     const char *upload_id)
+static int s3_delete_cond(struct s3_client *c, const char *bucket,
+			  const char *key, const char *upload_id,
+			  const char *etag)
 {
 	struct sigv4_kv q = {"uploadId", upload_id};
 	struct s3_xfer x;
+	char im[96];
 	int rc;
 
 	s3_xfer_init(&x, "DELETE", bucket, key);
 	x.query = &q;
 	x.n_query = upload_id ? 1 : 0;
 	rc = s3_check(bucket, key, 1);
+	if (!rc && etag) {
+		if (!*etag || strchr(etag, '"') ||
+		    (size_t)snprintf(im, sizeof(im), "\"%s\"", etag) >=
+			sizeof(im))
+			rc = -EINVAL;
+		else
+			rc = s3_hdrs_add(&x.hdrs, "if-match", im);
+	}
 	if (!rc)
 		rc = s3_perform(c, &x);
 	/* Some stores answer 404 where S3 answers 204. */
@@ -1305,9 +1315,23 @@ int s3_delete_common(struct s3_client *c, const char *bucket, const char *key,
 	return rc;
 }
 
+int s3_delete_common(struct s3_client *c, const char *bucket, const char *key,
+		     const char *upload_id)
+{
+	return s3_delete_cond(c, bucket, key, upload_id, NULL);
+}
+
 int s3_delete(struct s3_client *c, const char *bucket, const char *key)
 {
 	return s3_delete_common(c, bucket, key, NULL);
+}
+
+int s3_delete_if(struct s3_client *c, const char *bucket, const char *key,
+		 const char *etag)
+{
+	if (!etag)
+		return -EINVAL;
+	return s3_delete_cond(c, bucket, key, NULL, etag);
 }
 
 /* ---- listing ---------------------------------------------------------- */

@@ -110,6 +110,13 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 /* DELETE. Deleting a missing key succeeds (S3 semantics). */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key);
 
+/* DELETE only while the object's ETag is etag (If-Match; quotes added):
+ * -EEXIST (412) when another object is there now. Stores that ignore the
+ * header (s3rver) delete whatever is there: the caller looks again
+ * afterwards. A missing key succeeds. */
+int s3_delete_if(struct s3_client *c, const char *bucket, const char *key,
+		 const char *etag);
+
 /* One ListObjectsV2 page; results are appended to *out (init with {0}).
  * prefix/delimiter/token may be NULL. max_keys 0 means server default.
  * Uses encoding-type=url and decodes. */

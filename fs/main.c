@@ -231,11 +231,13 @@ static int cfs_start_workers(void)
 			  strerror(-rc));
 		return rc;
 	}
-	rc = promote_recover(cfs->promote, NULL);
+	/* In the background: the mount answers meanwhile; a rename that
+	 * meets an entry it has not reached yet finishes that one itself. */
+	rc = promote_recover_start(cfs->promote);
 	if (rc)
-		log_error("promotion: recovery at mount left entries open "
-			  "(%s): they are tried again at the next mount or by "
-			  "custodyfs recover",
+		log_error("promotion: recovery could not start (%s): open "
+			  "entries are taken over by the promotions they "
+			  "block, the next mount or custodyfs recover",
 			  strerror(-rc));
 	return 0;
 }

@@ -7,6 +7,15 @@
  * cross-directory rename while this runs: other renames between
  * directories of this mount wait for a directory's promotion to end. Large
  * batches belong to `custodyfs promote`.
+ *
+ * Writers of this mount cannot slip a new version of a promoted file in
+ * between the promotion's look at its source and the source's DELETE:
+ * libfuse's high-level path locks make every operation on the renamed
+ * node or a path below it (open, write, flush, release of inbox/d/f while
+ * inbox/d is renamed) wait for the rename to end, and a handle already
+ * open for writing or holding uncommitted data makes the promotion EBUSY
+ * (promote_src_check). Other processes are looked for after the DELETE
+ * (promote.c, promote_after_delete).
  */
 #include <errno.h>
 #include <stdio.h>
