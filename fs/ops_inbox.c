@@ -869,9 +869,9 @@ static int kill_privs(struct fhandle *h)
 	memset(&st, 0, sizeof(st));
 	st.st_mode = S_IFREG;
 	rc = attrov_apply(rel, &st);
-	if (rc == 0 && ((st.st_mode & S_ISUID) ||
-			(st.st_mode & (S_ISGID | S_IXGRP)) ==
-			    (S_ISGID | S_IXGRP))) {
+	if (rc == 0 &&
+	    ((st.st_mode & S_ISUID) ||
+	     (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
 		pthread_mutex_lock(&kill_lock);
 		rc = privs_clear(rel);
 		pthread_mutex_unlock(&kill_lock);
