@@ -13,28 +13,39 @@
 #define UPLOAD_PART_TIER 2000	    /* part size doubles every 2000 parts */
 #define UPLOAD_READ_CHUNK (1 << 20) /* a hasher's or worker's read buffer */
 
+/* A worker's job: part `number` of u, or (number 0) the creation of u's
+ * multipart upload, which goes ahead of its first part. */
 struct part_job {
 	struct upload *u;
 	int number;
 	off_t off;
 	uint64_t len;
-	char sha[HASH_SHA256_HEX]; /* "" = worker computes it */
 	struct part_job *next;
 };
 
-/* Two kinds of threads: workers upload parts (FIFO of part_job), hashers
- * hash what writers appended (FIFO of uploads with bytes to hash, each
- * upload at most once in it and hashed by one hasher at a time, in order). */
+/* Two kinds of threads: workers run jobs (FIFO of part_job), hashers hash
+ * what writers appended (FIFO of uploads with bytes to hash, each upload at
+ * most once in it and hashed by one hasher at a time, in order). A hasher
+ * hashes one chunk of an upload, then puts it back at the tail: uploads
+ * share the hashers in turn, and no request to the store ever runs in a
+ * hasher. Lock order: pool->lock, then an upload's lock. */
 struct upload_pool {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	      /* part jobs queued, or stopping */
-	pthread_cond_t hcond;	      /* uploads queued, or stopping */
+	pthread_cond_t cond;	      /* jobs queued, or stopping */
+	pthread_cond_t hcond;	      /* uploads queued, or hstopping */
 	struct part_job *head, *tail; /* protected by lock */
 	struct upload *hhead, *htail; /* protected by lock */
-	int stopping;		      /* protected by lock */
-	int n_threads;
-	pthread_t *threads;
+	int stopping;		      /* protected by lock: workers end */
+	int hstopping;		      /* protected by lock: hashers end */
+	int n_workers, n_hashers;
+	pthread_t *workers, *hashers;
 };
+
+/* upload.hstate; H_QUEUED <=> in the pool's hasher FIFO, changed to and
+ * from under pool->lock and u->lock both. */
+enum { H_IDLE, H_QUEUED, H_RUNNING };
+/* upload.mpu: the multipart upload of the current version. */
+enum { MPU_NONE, MPU_CREATING, MPU_READY, MPU_FAILED };
 
 struct upload {
 	struct upload_pool *pool;
@@ -47,22 +58,32 @@ struct upload {
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	int pending;	       /* protected by lock: jobs queued or running */
-	int error;	       /* protected by lock: first part error, errno */
+	unsigned done_jobs;    /* protected by lock: jobs ended (a counter) */
+	int error;	       /* protected by lock: first job error, errno */
 	struct s3_part *parts; /* protected by lock: parts[i].number = i + 1 */
 	size_t n_parts, cap_parts; /* protected by lock */
 	int broken; /* protected by lock: stream no longer matches the spool */
-	struct s3_kv *meta;   /* protected by lock: upload_set_meta's */
-	size_t n_meta;	      /* protected by lock */
-	uint64_t appended;    /* protected by lock: bytes the writer appended */
-	uint64_t hashed;      /* protected by lock: bytes hashed so far */
-	int hashing;	      /* protected by lock: queued for or in a hasher */
-	struct upload *hnext; /* protected by pool->lock */
+	struct s3_kv *meta; /* protected by lock: upload_set_meta's */
+	size_t n_meta;	    /* protected by lock */
+	uint64_t appended;  /* protected by lock: bytes the writer appended */
+	uint64_t hashed;    /* protected by lock: bytes hashed so far */
+	int hstate;	    /* protected by lock (see H_QUEUED) */
+	int held; /* protected by lock: the caller's thread hashes, no hasher */
+	int nomem_logged;	  /* protected by lock */
+	int mpu;		  /* protected by lock: MPU_* */
+	struct part_job *waiting; /* protected by lock: parts queued while
+				     mpu is MPU_CREATING */
+	struct upload *hnext;	  /* protected by pool->lock */
 
-	/* Owned by the hasher while hashing is set, else by the caller
-	 * thread (which waits for !hashing before touching them). */
-	char *upload_id;	/* multipart upload in flight, or NULL */
-	struct s3_kv *mpu_meta; /* what upload_id was created with (like it) */
+	/* Set by the worker that created it (under lock, before any part
+	 * job of it is queued); freed by the caller once pending is 0. */
+	char *upload_id; /* multipart upload in flight, or NULL */
+	/* Set with mpu = MPU_CREATING by whoever queued the creation (the
+	 * job reads it), freed by the caller once pending is 0. */
+	struct s3_kv *mpu_meta; /* what upload_id is created with */
 	size_t n_mpu_meta;
+	/* The hash state: a hasher's while hstate is H_RUNNING, else the
+	 * caller thread's once it holds u (upload_hold). */
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
@@ -124,44 +145,116 @@ static void upload_forget_mpu(struct upload *u)
 	u->n_mpu_meta = 0;
 }
 
-static void upload_run_job(struct part_job *j)
+/* Appends the list first..last to the pool's job FIFO. */
+static void upload_push_jobs(struct upload_pool *p, struct part_job *first,
+			     struct part_job *last)
+{
+	pthread_mutex_lock(&p->lock);
+	if (p->tail)
+		p->tail->next = first;
+	else
+		p->head = first;
+	p->tail = last;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+}
+
+/* A job of u ended (it counted in pending): wakes u's waiters. */
+static void upload_job_done(struct upload *u)
+{
+	pthread_mutex_lock(&u->lock);
+	u->pending--;
+	u->done_jobs++;
+	pthread_cond_broadcast(&u->cond);
+	pthread_mutex_unlock(&u->lock);
+}
+
+/* CreateMultipartUpload with the metadata the creation was queued with.
+ * The parts queued meanwhile go to the FIFO after it succeeds (before the
+ * creation counts as done, see upload_wait_parts), or are dropped. */
+static void upload_run_create(struct part_job *j)
 {
 	struct upload *u = j->u;
-	char etag[80] = "";
-	int rc = 0;
+	struct part_job *held, *last = NULL, *next;
+	char *id = NULL;
+	int rc, skip;
 
-	if (!j->sha[0]) {
-		void *ctx = sha256_new();
-		char *buf = malloc(UPLOAD_READ_CHUNK);
-		uint64_t done = 0;
+	pthread_mutex_lock(&u->lock);
+	skip = u->error;
+	pthread_mutex_unlock(&u->lock);
+	/* After any failure the version goes up from the spool at finish:
+	 * nothing more is sent for this stream. */
+	rc = skip ? -skip
+		  : s3_mpu_create(u->s3, u->bucket, u->key, u->mpu_meta,
+				  u->n_mpu_meta, &id);
+	pthread_mutex_lock(&u->lock);
+	held = u->waiting;
+	u->waiting = NULL;
+	if (rc) {
+		if (!u->error)
+			u->error = -rc;
+		u->mpu = MPU_FAILED;
+		for (; held; held = next) {
+			next = held->next;
+			free(held);
+			u->pending--;
+			u->done_jobs++;
+		}
+	} else {
+		u->upload_id = id;
+		u->mpu = MPU_READY;
+	}
+	pthread_mutex_unlock(&u->lock);
+	if (held) {
+		for (last = held; last->next; last = last->next)
+			;
+		upload_push_jobs(u->pool, held, last);
+	}
+	upload_job_done(u);
+	free(j);
+}
 
+static void upload_run_part(struct part_job *j)
+{
+	struct upload *u = j->u;
+	char etag[80] = "", sha[HASH_SHA256_HEX];
+	void *ctx = NULL;
+	char *buf = NULL;
+	uint64_t done = 0;
+	int rc;
+
+	pthread_mutex_lock(&u->lock);
+	rc = u->error ? -u->error : 0; /* see upload_run_create */
+	pthread_mutex_unlock(&u->lock);
+	if (!rc) {
+		ctx = sha256_new();
+		buf = malloc(UPLOAD_READ_CHUNK);
 		if (!ctx || !buf)
 			rc = -ENOMEM;
-		while (!rc && done < j->len) {
-			size_t want = j->len - done > UPLOAD_READ_CHUNK
-					  ? UPLOAD_READ_CHUNK
-					  : (size_t)(j->len - done);
-			ssize_t n =
-			    pread(u->fd, buf, want, j->off + (off_t)done);
-
-			if (n < 0 && errno == EINTR)
-				continue;
-			if (n <= 0) {
-				rc = n < 0 ? -errno : -EIO;
-				break;
-			}
-			sha256_update(ctx, buf, (size_t)n);
-			done += (uint64_t)n;
-		}
-		if (!rc)
-			sha256_final_hex(ctx, j->sha);
-		sha256_free(ctx);
-		free(buf);
 	}
+	while (!rc && done < j->len) {
+		size_t want = j->len - done > UPLOAD_READ_CHUNK
+				  ? UPLOAD_READ_CHUNK
+				  : (size_t)(j->len - done);
+		ssize_t n = pread(u->fd, buf, want, j->off + (off_t)done);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n <= 0) {
+			rc = n < 0 ? -errno : -EIO;
+			break;
+		}
+		sha256_update(ctx, buf, (size_t)n);
+		done += (uint64_t)n;
+	}
+	if (ctx && !rc)
+		sha256_final_hex(ctx, sha);
+	sha256_free(ctx);
+	free(buf);
 	if (!rc)
 		rc = s3_mpu_upload_part(u->s3, u->bucket, u->key, u->upload_id,
-					j->number, u->fd, j->off, j->len,
-					j->sha, etag);
+					j->number, u->fd, j->off, j->len, sha,
+					etag);
 	pthread_mutex_lock(&u->lock);
 	if (rc) {
 		if (!u->error)
@@ -172,10 +265,17 @@ static void upload_run_job(struct part_job *j)
 		p->number = j->number;
 		memcpy(p->etag, etag, sizeof(p->etag));
 	}
-	u->pending--;
-	pthread_cond_broadcast(&u->cond);
 	pthread_mutex_unlock(&u->lock);
+	upload_job_done(u);
 	free(j);
+}
+
+static void upload_run_job(struct part_job *j)
+{
+	if (j->number == 0)
+		upload_run_create(j);
+	else
+		upload_run_part(j);
 }
 
 static void *upload_worker(void *arg)
@@ -197,7 +297,64 @@ static void *upload_worker(void *arg)
 		if (!p->head)
 			p->tail = NULL;
 		pthread_mutex_unlock(&p->lock);
+		j->next = NULL;
 		upload_run_job(j);
+	}
+}
+
+/* Takes the first of u's jobs that no worker has started out of the FIFO;
+ * NULL if there is none. */
+static struct part_job *upload_steal_job(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+	struct part_job *j, *prev = NULL;
+
+	pthread_mutex_lock(&p->lock);
+	for (j = p->head; j && j->u != u; j = j->next)
+		prev = j;
+	if (j) {
+		if (prev)
+			prev->next = j->next;
+		else
+			p->head = j->next;
+		if (p->tail == j)
+			p->tail = prev;
+		j->next = NULL;
+	}
+	pthread_mutex_unlock(&p->lock);
+	return j;
+}
+
+/* Waits until no job of u is queued or running, running in this thread
+ * those no worker has started: the caller waits for its own requests in
+ * flight, never for the workers to get through other files' parts. The
+ * first job error as -errno, or 0. */
+static int upload_wait_parts(struct upload *u)
+{
+	for (;;) {
+		struct part_job *j;
+		unsigned seen;
+		int err;
+
+		/* Read before looking at the FIFO: a creation pushes its
+		 * waiting parts there before it counts as done. */
+		pthread_mutex_lock(&u->lock);
+		seen = u->done_jobs;
+		pthread_mutex_unlock(&u->lock);
+		j = upload_steal_job(u);
+		if (j) {
+			upload_run_job(j);
+			continue;
+		}
+		pthread_mutex_lock(&u->lock);
+		if (u->pending == 0) {
+			err = u->error;
+			pthread_mutex_unlock(&u->lock);
+			return err ? -err : 0;
+		}
+		while (u->done_jobs == seen)
+			pthread_cond_wait(&u->cond, &u->lock);
+		pthread_mutex_unlock(&u->lock);
 	}
 }
 
@@ -220,86 +377,34 @@ static int upload_pread_all(int fd, char *buf, size_t len, off_t off)
 	return 0;
 }
 
-/* Hashes u's appended bytes, in order, from the spool, until it catches up
- * with the writer (or the stream breaks), queueing each part it completes.
- * Runs in one hasher at a time (u->hashing), so the hash state and the
- * part bookkeeping are this thread's until it clears u->hashing. */
-static void upload_hash_run(struct upload *u, char *buf)
+/* Hashes u's appended bytes from *pos on (at most cap of them, not past
+ * avail nor the end of the current part) and queues the part they
+ * complete; *pos moves past what was hashed. The caller owns the hash
+ * state (a hasher running u, or the caller thread holding it). No request
+ * to the store is made here. 0 or -errno (the stream is then broken). */
+static int upload_hash_step(struct upload *u, char *buf, size_t cap,
+			    uint64_t *pos, uint64_t avail)
 {
-	for (;;) {
-		uint64_t from, to, end;
-		int rc;
+	uint64_t from = *pos, to = avail, end;
+	int rc;
 
-		pthread_mutex_lock(&u->lock);
-		if (!buf || u->broken || u->hashed == u->appended) {
-			if (!buf)
-				u->broken = 1;
-			u->hashing = 0;
-			pthread_cond_broadcast(&u->cond);
-			pthread_mutex_unlock(&u->lock);
-			return;
-		}
-		from = u->hashed;
-		to = u->appended;
-		pthread_mutex_unlock(&u->lock);
-		end = u->part_start + u->cur_part_size;
-		if (to > end)
-			to = end;
-		if (to - from > UPLOAD_READ_CHUNK)
-			to = from + UPLOAD_READ_CHUNK;
-		rc = upload_pread_all(u->fd, buf, (size_t)(to - from),
-				      (off_t)from);
-		if (!rc) {
-			hash_update(&u->h, buf, (size_t)(to - from));
-			if (to == end)
-				rc = upload_close_part(u, end);
-		}
-		if (rc)
-			log_warn(
-			    "streaming upload of %s/%s: %s; will upload at "
-			    "close",
-			    u->bucket, u->key, strerror(-rc));
-		pthread_mutex_lock(&u->lock);
-		u->hashed = to;
-		if (rc)
-			u->broken = 1;
-		pthread_mutex_unlock(&u->lock);
-	}
+	end = u->part_start + u->cur_part_size;
+	if (to > end)
+		to = end;
+	if (to - from > cap)
+		to = from + cap;
+	rc = upload_pread_all(u->fd, buf, (size_t)(to - from), (off_t)from);
+	if (rc)
+		return rc;
+	hash_update(&u->h, buf, (size_t)(to - from));
+	*pos = to;
+	return to == end ? upload_close_part(u, end) : 0;
 }
 
-static void *upload_hasher(void *arg)
+/* u (pool->lock and u->lock held) goes to the tail of the hashers' FIFO. */
+static void upload_hqueue_locked(struct upload_pool *p, struct upload *u)
 {
-	struct upload_pool *p = arg;
-	char *buf = malloc(UPLOAD_READ_CHUNK);
-
-	for (;;) {
-		struct upload *u;
-
-		pthread_mutex_lock(&p->lock);
-		while (!p->hhead && !p->stopping)
-			pthread_cond_wait(&p->hcond, &p->lock);
-		u = p->hhead;
-		if (!u) {
-			pthread_mutex_unlock(&p->lock);
-			free(buf);
-			return NULL;
-		}
-		p->hhead = u->hnext;
-		if (!p->hhead)
-			p->htail = NULL;
-		pthread_mutex_unlock(&p->lock);
-		/* Without a buffer the stream breaks: the spool is hashed
-		 * at finish instead. */
-		upload_hash_run(u, buf);
-	}
-}
-
-/* u->hashing was just set by the caller: hand u to a hasher. */
-static void upload_hash_queue(struct upload *u)
-{
-	struct upload_pool *p = u->pool;
-
-	pthread_mutex_lock(&p->lock);
+	u->hstate = H_QUEUED;
 	u->hnext = NULL;
 	if (p->htail)
 		p->htail->hnext = u;
@@ -307,7 +412,141 @@ static void upload_hash_queue(struct upload *u)
 		p->hhead = u;
 	p->htail = u;
 	pthread_cond_signal(&p->hcond);
+}
+
+/* u has bytes no hasher is on: queue it, unless the caller holds it. */
+static void upload_kick(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+
+	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(&u->lock);
+	if (u->hstate == H_IDLE && !u->held && !u->broken &&
+	    u->hashed < u->appended)
+		upload_hqueue_locked(p, u);
+	pthread_mutex_unlock(&u->lock);
 	pthread_mutex_unlock(&p->lock);
+}
+
+/* The caller's thread takes u's hashing over: u leaves the hashers' FIFO,
+ * and a hasher in the middle of u's chunk finishes that chunk (the read
+ * and hash of at most UPLOAD_READ_CHUNK bytes of this file, no request to
+ * the store) and lets go. Never waits for the hashers to get to u. */
+static void upload_hold(struct upload *u)
+{
+	struct upload_pool *p = u->pool;
+
+	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(&u->lock);
+	u->held = 1;
+	if (u->hstate == H_QUEUED) {
+		struct upload *q, *prev = NULL;
+
+		for (q = p->hhead; q && q != u; q = q->hnext)
+			prev = q;
+		if (q) {
+			if (prev)
+				prev->hnext = u->hnext;
+			else
+				p->hhead = u->hnext;
+			if (p->htail == u)
+				p->htail = prev;
+		}
+		u->hnext = NULL;
+		u->hstate = H_IDLE;
+	}
+	pthread_mutex_unlock(&p->lock);
+	while (u->hstate == H_RUNNING)
+		pthread_cond_wait(&u->cond, &u->lock);
+	pthread_mutex_unlock(&u->lock);
+}
+
+/* Ends upload_hold: the hashers take u again if it has bytes to hash. */
+static void upload_unhold(struct upload *u)
+{
+	pthread_mutex_lock(&u->lock);
+	u->held = 0;
+	pthread_mutex_unlock(&u->lock);
+	upload_kick(u);
+}
+
+/* A hasher ends its turn on u, which it hashed up to `hashed` (rc: the
+ * stream broke): u goes back to the tail of the FIFO if it has more to
+ * hash and the caller does not hold it, else it is idle. */
+static void upload_hasher_yield(struct upload_pool *p, struct upload *u,
+				uint64_t hashed, int rc, int nomem)
+{
+	pthread_mutex_lock(&p->lock);
+	pthread_mutex_lock(&u->lock);
+	u->hashed = hashed;
+	if (rc)
+		u->broken = 1;
+	if (!nomem && !u->held && !u->broken && u->hashed < u->appended) {
+		upload_hqueue_locked(p, u);
+	} else {
+		u->hstate = H_IDLE;
+		pthread_cond_broadcast(&u->cond);
+	}
+	pthread_mutex_unlock(&u->lock);
+	pthread_mutex_unlock(&p->lock);
+}
+
+static void *upload_hasher(void *arg)
+{
+	struct upload_pool *p = arg;
+	char *buf = NULL;
+
+	for (;;) {
+		struct upload *u;
+		uint64_t pos, avail;
+		int rc = 0, go, nomem = 0;
+
+		pthread_mutex_lock(&p->lock);
+		while (!p->hhead && !p->hstopping)
+			pthread_cond_wait(&p->hcond, &p->lock);
+		u = p->hhead;
+		if (!u) {
+			pthread_mutex_unlock(&p->lock);
+			break;
+		}
+		p->hhead = u->hnext;
+		if (!p->hhead)
+			p->htail = NULL;
+		u->hnext = NULL;
+		pthread_mutex_lock(&u->lock);
+		u->hstate = H_RUNNING;
+		pos = u->hashed;
+		avail = u->appended;
+		go = !u->broken && !u->held && pos < avail;
+		pthread_mutex_unlock(&u->lock);
+		pthread_mutex_unlock(&p->lock);
+		if (go && !buf)
+			buf = malloc(UPLOAD_READ_CHUNK);
+		if (go && !buf) {
+			/* Not the file's failure: it stays whole, the next
+			 * write queues it again (and this hasher tries to
+			 * allocate again), its finisher hashes the rest. */
+			nomem = 1;
+			pthread_mutex_lock(&u->lock);
+			if (!u->nomem_logged)
+				log_warn("streaming upload of %s/%s: no memory "
+					 "for a hasher's buffer; hashing it "
+					 "later or at close",
+					 u->bucket, u->key);
+			u->nomem_logged = 1;
+			pthread_mutex_unlock(&u->lock);
+		} else if (go) {
+			rc = upload_hash_step(u, buf, UPLOAD_READ_CHUNK, &pos,
+					      avail);
+			if (rc)
+				log_warn("streaming upload of %s/%s: %s; will "
+					 "upload at close",
+					 u->bucket, u->key, strerror(-rc));
+		}
+		upload_hasher_yield(p, u, pos, rc, nomem);
+	}
+	free(buf);
+	return NULL;
 }
 
 struct upload_pool *upload_pool_new(int workers)
@@ -322,19 +561,22 @@ struct upload_pool *upload_pool_new(int workers)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	pthread_cond_init(&p->hcond, NULL);
-	p->threads = calloc((size_t)workers * 2, sizeof(*p->threads));
-	if (!p->threads)
+	p->workers = calloc((size_t)workers, sizeof(*p->workers));
+	p->hashers = calloc((size_t)workers, sizeof(*p->hashers));
+	if (!p->workers || !p->hashers)
 		goto fail;
 	/* As many hashers as workers: files written at once hash in
 	 * parallel, as they did in the FUSE threads. Both kinds are needed:
 	 * a pool missing either would leave work queued forever. */
-	for (i = 0; i < workers * 2; i++) {
-		if (pthread_create(&p->threads[p->n_threads], NULL,
-				   i % 2 ? upload_hasher : upload_worker, p))
-			break;
-		p->n_threads++;
+	for (i = 0; i < workers; i++) {
+		if (!pthread_create(&p->workers[p->n_workers], NULL,
+				    upload_worker, p))
+			p->n_workers++;
+		if (!pthread_create(&p->hashers[p->n_hashers], NULL,
+				    upload_hasher, p))
+			p->n_hashers++;
 	}
-	if (p->n_threads < 2) {
+	if (p->n_workers < 1 || p->n_hashers < 1) {
 		upload_pool_free(p);
 		errno = ENOMEM;
 		return NULL;
@@ -344,12 +586,15 @@ fail:
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	pthread_cond_destroy(&p->hcond);
-	free(p->threads);
+	free(p->workers);
+	free(p->hashers);
 	free(p);
 	errno = ENOMEM;
 	return NULL;
 }
 
+/* Hashers first: a hasher queues parts, so the workers stop only once no
+ * hasher can queue any more. */
 void upload_pool_free(struct upload_pool *p)
 {
 	int i;
@@ -357,16 +602,22 @@ void upload_pool_free(struct upload_pool *p)
 	if (!p)
 		return;
 	pthread_mutex_lock(&p->lock);
-	p->stopping = 1;
-	pthread_cond_broadcast(&p->cond);
+	p->hstopping = 1;
 	pthread_cond_broadcast(&p->hcond);
 	pthread_mutex_unlock(&p->lock);
-	for (i = 0; i < p->n_threads; i++)
-		pthread_join(p->threads[i], NULL);
+	for (i = 0; i < p->n_hashers; i++)
+		pthread_join(p->hashers[i], NULL);
+	pthread_mutex_lock(&p->lock);
+	p->stopping = 1;
+	pthread_cond_broadcast(&p->cond);
+	pthread_mutex_unlock(&p->lock);
+	for (i = 0; i < p->n_workers; i++)
+		pthread_join(p->workers[i], NULL);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	pthread_cond_destroy(&p->hcond);
-	free(p->threads);
+	free(p->workers);
+	free(p->hashers);
 	free(p);
 }
 
@@ -394,28 +645,17 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 	return u;
 }
 
-/* Waits until the hasher has caught up with the writer (or given up). */
-static void upload_wait_idle_hashing(struct upload *u)
-{
-	pthread_mutex_lock(&u->lock);
-	while (u->hashing)
-		pthread_cond_wait(&u->cond, &u->lock);
-	pthread_mutex_unlock(&u->lock);
-}
-
-/* Waits until no hasher and no worker holds u. */
-static void upload_wait_idle(struct upload *u)
-{
-	pthread_mutex_lock(&u->lock);
-	while (u->pending > 0 || u->hashing)
-		pthread_cond_wait(&u->cond, &u->lock);
-	pthread_mutex_unlock(&u->lock);
-}
-
-/* Drops the multipart state (aborting it on the server) and every hash. */
+/* Drops the multipart state (aborting it on the server) and every hash.
+ * Jobs of u not started yet end without a request (u->error is set while
+ * they drain); ends the caller's hold. */
 static void upload_reset(struct upload *u, int broken)
 {
-	upload_wait_idle(u);
+	upload_hold(u);
+	pthread_mutex_lock(&u->lock);
+	if (!u->error)
+		u->error = ECANCELED;
+	pthread_mutex_unlock(&u->lock);
+	upload_wait_parts(u);
 	if (u->upload_id) {
 		int rc = s3_mpu_abort(u->s3, u->bucket, u->key, u->upload_id);
 
@@ -432,54 +672,90 @@ static void upload_reset(struct upload *u, int broken)
 	u->appended = 0;
 	u->hashed = 0;
 	u->broken = broken;
+	u->mpu = MPU_NONE;
+	u->held = 0;
 	pthread_mutex_unlock(&u->lock);
 	hash_reset(&u->h);
 	u->part_start = 0;
 	u->cur_part_size = u->part_size;
 }
 
-/* Queues part `number` = [off, off+len) with a known or unknown (sha "")
- * payload hash. Returns 0 or -errno. */
-static int upload_queue_part(struct upload *u, off_t off, uint64_t len,
-			     const char *sha)
+/* Queues part `number` = [off, off+len) (numbered here). The first part of
+ * a stream queues the creation of its multipart upload ahead of it (to a
+ * worker: never a request in the caller's or a hasher's thread), created
+ * with upload_set_meta's metadata; parts queued before it is created wait
+ * for it on u->waiting. Returns 0 or -errno. */
+static int upload_queue_part(struct upload *u, off_t off, uint64_t len)
 {
-	struct part_job *j;
-	struct upload_pool *p = u->pool;
+	struct part_job *j = calloc(1, sizeof(*j)), *c = NULL;
+	struct s3_kv *meta = NULL;
+	size_t n_meta = 0;
+	int rc = 0, create;
 
-	j = calloc(1, sizeof(*j));
 	if (!j)
 		return -ENOMEM;
+	j->u = u;
+	j->off = off;
+	j->len = len;
 	pthread_mutex_lock(&u->lock);
+	if (u->mpu == MPU_FAILED) {
+		rc = u->error ? -u->error : -EIO;
+		goto unlock;
+	}
+	create = u->mpu == MPU_NONE;
+	if (create) {
+		n_meta = u->n_meta;
+		meta = kv_dup(u->meta, n_meta);
+		c = calloc(1, sizeof(*c));
+		if (!c || (n_meta && !meta)) {
+			rc = -ENOMEM;
+			goto unlock;
+		}
+	}
 	if (u->n_parts == u->cap_parts) {
 		size_t cap = u->cap_parts ? u->cap_parts * 2 : 16;
 		struct s3_part *np = realloc(u->parts, cap * sizeof(*np));
 
 		if (!np) {
-			pthread_mutex_unlock(&u->lock);
-			free(j);
-			return -ENOMEM;
+			rc = -ENOMEM;
+			goto unlock;
 		}
 		u->parts = np;
 		u->cap_parts = cap;
+	}
+	if (create) {
+		upload_forget_mpu(u);
+		u->mpu_meta = meta;
+		u->n_mpu_meta = n_meta;
+		meta = NULL;
+		u->mpu = MPU_CREATING;
+		c->u = u;
+		u->pending++;
 	}
 	memset(&u->parts[u->n_parts], 0, sizeof(u->parts[0]));
 	u->n_parts++;
 	j->number = (int)u->n_parts;
 	u->pending++;
+	if (u->mpu == MPU_CREATING) {
+		struct part_job **t = &u->waiting;
+
+		while (*t)
+			t = &(*t)->next;
+		*t = j;
+		j = NULL;
+	}
+unlock:
 	pthread_mutex_unlock(&u->lock);
-	j->u = u;
-	j->off = off;
-	j->len = len;
-	if (sha)
-		memcpy(j->sha, sha, HASH_SHA256_HEX);
-	pthread_mutex_lock(&p->lock);
-	if (p->tail)
-		p->tail->next = j;
-	else
-		p->head = j;
-	p->tail = j;
-	pthread_cond_signal(&p->cond);
-	pthread_mutex_unlock(&p->lock);
+	if (rc) {
+		free(j);
+		free(c);
+		kv_free(meta, n_meta);
+		return rc;
+	}
+	if (c)
+		upload_push_jobs(u->pool, c, c);
+	if (j)
+		upload_push_jobs(u->pool, j, j);
 	return 0;
 }
 
@@ -497,33 +773,12 @@ static int upload_close_part(struct upload *u, uint64_t end)
 	size_t n;
 	int rc;
 
-	if (!u->upload_id) {
-		struct s3_kv *meta;
-		size_t n_meta;
-
-		pthread_mutex_lock(&u->lock);
-		n_meta = u->n_meta;
-		meta = kv_dup(u->meta, n_meta);
-		pthread_mutex_unlock(&u->lock);
-		if (n_meta && !meta)
-			return -ENOMEM;
-		rc = s3_mpu_create(u->s3, u->bucket, u->key, meta, n_meta,
-				   &u->upload_id);
-		if (rc) {
-			kv_free(meta, n_meta);
-			return rc;
-		}
-		upload_forget_mpu(u);
-		u->mpu_meta = meta;
-		u->n_mpu_meta = n_meta;
-	}
 	pthread_mutex_lock(&u->lock);
 	n = u->n_parts;
 	pthread_mutex_unlock(&u->lock);
 	if (n + 1 >= UPLOAD_MAX_PARTS)
 		return -EFBIG;
-	rc = upload_queue_part(u, (off_t)u->part_start, end - u->part_start,
-			       NULL);
+	rc = upload_queue_part(u, (off_t)u->part_start, end - u->part_start);
 	if (rc)
 		return rc;
 	u->part_start = end;
@@ -546,15 +801,14 @@ int upload_write(struct upload *u, const void *data, size_t len, off_t off)
 		u->broken = 1;
 	if (!u->broken && len) {
 		u->appended += len;
-		kick = !u->hashing;
-		u->hashing = 1;
+		kick = u->hstate == H_IDLE && !u->held;
 	}
 	err = u->error;
 	if (err)
 		u->broken = 1;
 	pthread_mutex_unlock(&u->lock);
-	if (kick)
-		upload_hash_queue(u);
+	if (kick && !err)
+		upload_kick(u);
 	return err ? -err : 0;
 }
 
@@ -590,18 +844,25 @@ void upload_restart(struct upload *u)
 int upload_set_key(struct upload *u, const char *key)
 {
 	char *k;
+	int mpu;
 
 	if (!strcmp(u->key, key))
 		return 0;
 	k = strdup(key);
 	if (!k)
 		return -ENOMEM;
-	/* The hasher uses the key and owns upload_id until it is idle. */
-	upload_wait_idle_hashing(u);
-	if (u->upload_id)
+	/* Hashers log the key, jobs use it: none may run while it changes.
+	 * A multipart upload started under the old key is given up. */
+	upload_hold(u);
+	pthread_mutex_lock(&u->lock);
+	mpu = u->mpu;
+	pthread_mutex_unlock(&u->lock);
+	if (mpu != MPU_NONE)
 		upload_reset(u, 1);
 	free(u->key);
 	u->key = k;
+	if (mpu == MPU_NONE)
+		upload_unhold(u);
 	return 0;
 }
 
@@ -620,17 +881,6 @@ static struct s3_kv *upload_meta(const struct s3_kv *meta, size_t n,
 	all[n + 1].name = (char *)"sha256";
 	all[n + 1].value = res->sha256;
 	return all;
-}
-
-static int upload_wait_parts(struct upload *u)
-{
-	int err;
-
-	upload_wait_idle(u);
-	pthread_mutex_lock(&u->lock);
-	err = u->error;
-	pthread_mutex_unlock(&u->lock);
-	return err ? -err : 0;
 }
 
 static int upload_complete(struct upload *u, char *etag)
@@ -654,6 +904,9 @@ static int upload_complete(struct upload *u, char *etag)
 		free(u->upload_id);
 		u->upload_id = NULL;
 		upload_forget_mpu(u);
+		pthread_mutex_lock(&u->lock);
+		u->mpu = MPU_NONE;
+		pthread_mutex_unlock(&u->lock);
 	}
 	return rc;
 }
@@ -678,9 +931,12 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 				const struct s3_kv *all, size_t n_all,
 				struct upload_result *res)
 {
-	int rc;
+	int rc, mpu;
 
-	if (!u->upload_id)
+	pthread_mutex_lock(&u->lock);
+	mpu = u->mpu;
+	pthread_mutex_unlock(&u->lock);
+	if (mpu == MPU_NONE) /* no part closed: size <= one part */
 		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 				 res->sha256, all, n_all, res->etag);
 	if (!kv_same(u->mpu_meta, u->n_mpu_meta, meta, n_meta)) {
@@ -692,7 +948,7 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	}
 	if (size > u->part_start) {
 		rc = upload_queue_part(u, (off_t)u->part_start,
-				       size - u->part_start, NULL);
+				       size - u->part_start);
 		if (rc)
 			goto from_spool;
 		u->part_start = size;
@@ -717,6 +973,7 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	unsigned long long got = 0;
 	struct s3_kv *all;
 	uint64_t part, off;
+	char *id = NULL;
 	int rc;
 
 	upload_reset(u, 1);
@@ -739,13 +996,17 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	part = u->part_size;
 	while (size / part >= UPLOAD_MAX_PARTS)
 		part *= 2;
-	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_meta + 2,
-			   &u->upload_id);
+	/* Created here, the hashes known: the object carries them. */
+	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_meta + 2, &id);
 	if (rc)
 		goto out;
+	pthread_mutex_lock(&u->lock);
+	u->upload_id = id;
+	u->mpu = MPU_READY;
+	pthread_mutex_unlock(&u->lock);
 	for (off = 0; off < size && !rc; off += part)
-		rc = upload_queue_part(
-		    u, (off_t)off, size - off < part ? size - off : part, NULL);
+		rc = upload_queue_part(u, (off_t)off,
+				       size - off < part ? size - off : part);
 	if (!rc)
 		rc = upload_wait_parts(u);
 	if (!rc)
@@ -753,6 +1014,50 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 out:
 	free(all);
 	return rc;
+}
+
+/* The caller's thread (holding u) hashes what the hashers have not, up to
+ * size, queueing the parts it completes. 0, or -ENOMEM when it has no
+ * buffer to read into (the file's own failure, reported). A read error
+ * breaks the stream (uploaded again from the spool). */
+static int upload_catch_up(struct upload *u, uint64_t size)
+{
+	uint64_t pos;
+	size_t cap;
+	char *buf;
+	int rc = 0;
+
+	pthread_mutex_lock(&u->lock);
+	pos = u->hashed;
+	if (u->appended != size)
+		u->broken = 1;
+	if (u->broken || pos >= size) {
+		pthread_mutex_unlock(&u->lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&u->lock);
+	cap = size - pos < UPLOAD_READ_CHUNK ? (size_t)(size - pos)
+					     : UPLOAD_READ_CHUNK;
+	buf = malloc(cap);
+	if (!buf) {
+		log_error("upload of %s/%s: no memory to hash its last %llu "
+			  "bytes",
+			  u->bucket, u->key, (unsigned long long)(size - pos));
+		return -ENOMEM;
+	}
+	while (!rc && pos < size)
+		rc = upload_hash_step(u, buf, cap, &pos, size);
+	free(buf);
+	if (rc)
+		log_warn("streaming upload of %s/%s: %s; uploading it again "
+			 "from the spool",
+			 u->bucket, u->key, strerror(-rc));
+	pthread_mutex_lock(&u->lock);
+	u->hashed = pos;
+	if (rc)
+		u->broken = 1;
+	pthread_mutex_unlock(&u->lock);
+	return 0;
 }
 
 int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
@@ -763,8 +1068,12 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 
 	memset(res, 0, sizeof(*res));
 	res->size = size;
-	/* The hasher catches up with the last write first. */
-	upload_wait_idle_hashing(u);
+	/* This thread hashes what the hashers have not got to yet: a close
+	 * never waits for the pool to serve other files. */
+	upload_hold(u);
+	rc = upload_catch_up(u, size);
+	if (rc)
+		goto fail;
 	pthread_mutex_lock(&u->lock);
 	if (u->hashed != size)
 		u->broken = 1;
@@ -780,20 +1089,21 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 			 : -ENOMEM;
 	}
 	free(all);
-	if (rc) {
-		log_error("upload of %s/%s (%llu bytes) failed: %s", u->bucket,
-			  u->key, (unsigned long long)size, strerror(-rc));
-		/* A failed multipart upload is aborted here; the next
-		 * attempt uploads from the spool. */
-		upload_reset(u, 1);
-		return rc;
-	}
+	if (rc)
+		goto fail;
 	/* After an empty version (the first close of `echo x > f` or of
 	 * `dd`, whose writes then start at 0) the next one streams from
 	 * offset 0 again. After a non-empty version the hash states are
 	 * gone: the next version is hashed and uploaded from the spool. */
 	upload_reset(u, size != 0);
 	return 0;
+fail:
+	log_error("upload of %s/%s (%llu bytes) failed: %s", u->bucket, u->key,
+		  (unsigned long long)size, strerror(-rc));
+	/* A failed multipart upload is aborted here; the next attempt
+	 * uploads from the spool. */
+	upload_reset(u, 1);
+	return rc;
 }
 
 void upload_free(struct upload *u)

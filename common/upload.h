@@ -2,18 +2,26 @@
  *
  * While a file is being written, its bytes go to a spool file on disk (the
  * caller's fd) and, when the writes are sequential, are announced with
- * upload_write(). A hasher thread of the upload_pool reads them back from
- * the spool, in order, behind the writer, computing XXH3-128 and SHA-256
- * of the whole file, and hands every completed part to a worker, which
- * reads it from the spool again, hashes it (the SigV4 payload hash) and
- * PUTs it (multipart upload), so the object is mostly uploaded by the time
- * the file is closed. No hashing is on the writer's path (for a sequential
- * writer, one FUSE request at a time): upload_write is bookkeeping, and
- * the hashing runs beside the writer and the parts in parallel. A
- * non-sequential write or a truncate calls upload_invalidate(): upload_finish()
- * then rehashes the spool and uploads it again. No object is ever copied onto
- * itself: hashes go into metadata only where the upload allows it (see
- * upload_finish).
+ * upload_write(). The upload_pool's hashers read them back from the spool,
+ * in order, behind the writer, computing XXH3-128 and SHA-256 of the whole
+ * file, and hand every completed part to a worker, which reads it from the
+ * spool again, hashes it (the SigV4 payload hash) and PUTs it (multipart
+ * upload; the worker of the first job creates it), so the object is mostly
+ * uploaded by the time the file is closed. No hashing is on the writer's
+ * path (for a sequential writer, one FUSE request at a time): upload_write
+ * is bookkeeping, and the hashing runs beside the writer and the parts in
+ * parallel. Uploads share the hashers in turn, one chunk (1 MiB) at a time,
+ * and no hasher ever waits for the store. A non-sequential write or a
+ * truncate calls upload_invalidate(): upload_finish() then rehashes the
+ * spool and uploads it again. No object is ever copied onto itself: hashes
+ * go into metadata only where the upload allows it (see upload_finish).
+ *
+ * A caller never waits for the pool to serve other files: upload_finish,
+ * upload_set_key, upload_restart and upload_free take the upload back from
+ * the hashers (a hasher in the middle of this file's chunk finishes that
+ * chunk), hash what is left in the caller's thread, and run in the caller's
+ * thread the jobs of this upload that no worker has started; they wait
+ * only for this upload's own requests in flight.
  *
  * Knows S3 (s3.h) but no database and no FUSE. An upload is used by one
  * thread at a time (the caller serialises append/invalidate/finish); the
@@ -40,7 +48,8 @@ struct upload_result {
 /* Starts `workers` part uploaders and as many hashers. NULL on failure
  * (errno set). */
 struct upload_pool *upload_pool_new(int workers);
-/* Waits for queued jobs to finish, then stops the threads. */
+/* Stops the hashers, then the workers once they have run every queued job.
+ * Every upload of the pool must have been freed first. */
 void upload_pool_free(struct upload_pool *p);
 
 /* A new upload of fd (owned by the caller, must stay open until
@@ -79,8 +88,9 @@ void upload_restart(struct upload *u);
 int upload_set_key(struct upload *u, const char *key);
 
 /* Makes the object hold exactly the spool's `size` bytes and fills *res
- * (size, xxh128, sha256 as computed here from the bytes, etag). Waits for
- * the part uploads, then:
+ * (size, xxh128, sha256 as computed here from the bytes, etag). Hashes in
+ * the caller's thread what the hashers have not, waits for the part
+ * uploads (running those no worker has started), then:
  *  - streamed, one part: a single PUT with meta[] plus "xxh128"/"sha256";
  *  - streamed, multipart: CompleteMultipartUpload; the upload was created
  *    before the hashes were known, with upload_set_meta's meta[] (see
@@ -91,8 +101,10 @@ int upload_set_key(struct upload *u, const char *key);
  * The last request is the PUT or the completion: nothing rewrites the
  * object afterwards (no copy onto itself), so a failure never leaves a new
  * object behind a reported error except when the completion itself is
- * ambiguous (its answer lost). -errno on failure; a failed multipart
- * upload is aborted, and the next finish uploads from the spool.
+ * ambiguous (its answer lost). -errno on failure (-ENOMEM when there is
+ * no memory to hash the rest: the file fails, nothing is uploaded); a
+ * failed multipart upload is aborted, and the next finish uploads from
+ * the spool.
  * After success: if size was 0, streaming starts over from offset 0 (the
  * first close of `echo x > f`/`dd` commits an empty file, then the real
  * writes stream); otherwise the next version is uploaded from the spool.

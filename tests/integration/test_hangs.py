@@ -4,9 +4,11 @@ requests and never answers (a FaultProxy that hangs), PostgreSQL is frozen (SIGS
 host or a network partition, where no TCP reset ever comes). Kept apart from test_faults.py
 because a failing case here costs up to HANG_BOUND seconds."""
 import contextlib
+import hashlib
 import os
 import signal
 import subprocess
+import sys
 import time
 
 import pytest
@@ -185,3 +187,100 @@ def test_frozen_pg_reads_and_listings_continue(mount, uniq):
     for cmd, rc, err in results:
         assert rc == 0, f"{' '.join(cmd)}: {'blocked' if rc is None else err} " \
                         f"with PostgreSQL frozen"
+
+
+# --------------------------------------------------------------------------- other users' streams
+
+MIB = 1 << 20
+
+
+def _sizes(paths):
+    return [os.stat(p).st_size for p in paths]
+
+
+# A writer that appends 1 MiB blocks at about 32 MiB/s until killed, for at most WRITER_SECS:
+# long enough to be still running whatever happens to the small file, without filling the disk.
+WRITER_SECS = 150
+PACED_WRITER = """
+import os, sys, time
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+block, t0, n = b"z" * (1 << 20), time.monotonic(), 0
+while time.monotonic() - t0 < float(sys.argv[2]):
+    os.write(fd, block)
+    n += 1
+    ahead = n / 32 - (time.monotonic() - t0)
+    if ahead > 0:
+        time.sleep(ahead)
+os.close(fd)
+"""
+
+
+def test_small_close_does_not_wait_for_other_streams(stack, mount_factory, uniq):
+    """review-upload M1: a file's close depends on its own bytes and its own requests only,
+    never on the upload pool serving other files. One upload worker (so one hasher), two large
+    files streaming, and the store holds their CreateMultipartUpload without answering (a slow
+    or retrying store): a 1-byte file's close still returns, with its object and its row, while
+    both large writers are still writing. (Before: the hasher ran CreateMultipartUpload itself
+    and kept one upload until it caught up with its writer; every close on the mount waited
+    for it, here until the held request failed after its retries.)"""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"upload_workers": "1"}})
+    d = os.path.join(m.inbox, uniq)
+    os.mkdir(d)
+    bigs = [os.path.join(d, f"big{i}.bin") for i in (1, 2)]
+    small = os.path.join(d, "small.txt")
+
+    def rule(method, path, headers):
+        if method == "POST" and path.split("?")[0].endswith(("/big1.bin", "/big2.bin")):
+            return ("hang",)
+        return None
+    px.rule = rule
+    writers = [start([sys.executable, "-c", PACED_WRITER, b, str(WRITER_SECS)]) for b in bigs]
+    try:
+        # both streaming past their first part (16 MiB): the pool holds both uploads
+        m.wait_until(lambda: all(w.poll() is None for w in writers)
+                     and min(_sizes(bigs)) > 48 * MIB,
+                     timeout=60, interval=0.2, what="both large writers past 48 MiB")
+        m.wait_until(lambda: any(a[0] == "POST" for a in list(px.log)), timeout=30,
+                     interval=0.2, what="a large file's CreateMultipartUpload sent")
+        p = start([sys.executable, "-c",
+                   "import sys\nwith open(sys.argv[1], 'w') as f:\n    f.write('x')", small])
+        rc, err, secs = finish(p, HANG_BOUND)
+        running = [w.poll() is None for w in writers]
+        before = _sizes(bigs)
+        print(f"small close: {secs:.2f}s, large files at {before}", file=sys.stderr)
+        time.sleep(1.0)
+        after = _sizes(bigs)
+        if rc is None:
+            reap(p, timeout=5)
+        assert rc == 0, f"the small file's close {'blocked' if rc is None else 'failed: ' + err}" \
+                        f" after {secs:.1f}s"
+        assert all(running), f"the small file's close returned after {secs:.1f}s, only once a " \
+                             f"large writer had ended (running: {running}, sizes {before})"
+        assert all(a > b for a, b in zip(after, before)), \
+            f"the large files stopped growing while the small close returned ({before} -> {after})"
+        r = rows(m, f"{uniq}/small.txt")
+        assert len(r) == 1 and r[0]["size_bytes"] == 1 and r[0]["removed_at"] is None, r
+        body = m.s3.get_object(Bucket=m.reception_bucket, Key=f"{uniq}/small.txt")["Body"].read()
+        assert body == b"x"
+        assert r[0]["sha256"] == hashlib.sha256(b"x").hexdigest()
+    finally:
+        # the large files go away unfinished: the store answers again (an unlink waits for
+        # its file's own requests in flight), unlink them (a removed file's close uploads
+        # nothing), stop the writers
+        px.rule = None
+        px.release.set()
+        for b in bigs:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(b)
+        t0 = time.monotonic()
+        for w in writers:
+            w.kill()
+            w.communicate(timeout=120)
+        print(f"writers gone after {time.monotonic() - t0:.2f}s", file=sys.stderr)
+        m.unmount(check=False)
+        print(f"unmounted after {time.monotonic() - t0:.2f}s", file=sys.stderr)
+        px.close()
+    for b in bigs:
+        assert rows(m, f"{uniq}/{os.path.basename(b)}") == [], "an unfinished large file logged"
