@@ -90,6 +90,7 @@ struct upload {
 };
 
 static int upload_close_part(struct upload *u, uint64_t end);
+static int upload_catch_up(struct upload *u, uint64_t size);
 
 static void kv_free(struct s3_kv *kv, size_t n)
 {
@@ -843,6 +844,7 @@ void upload_restart(struct upload *u)
 
 int upload_set_key(struct upload *u, const char *key)
 {
+	uint64_t appended;
 	char *k;
 	int mpu;
 
@@ -854,6 +856,13 @@ int upload_set_key(struct upload *u, const char *key)
 	/* Hashers log the key, jobs use it: none may run while it changes.
 	 * A multipart upload started under the old key is given up. */
 	upload_hold(u);
+	/* Caught up first (this file's bytes, in this thread), so whether a
+	 * multipart upload exists depends on the bytes written, not on how
+	 * far the hashers got. */
+	pthread_mutex_lock(&u->lock);
+	appended = u->appended;
+	pthread_mutex_unlock(&u->lock);
+	upload_catch_up(u, appended);
 	pthread_mutex_lock(&u->lock);
 	mpu = u->mpu;
 	pthread_mutex_unlock(&u->lock);
