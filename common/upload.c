@@ -682,8 +682,9 @@ static void upload_reset(struct upload *u, int broken)
 }
 
 /* Queues part `number` = [off, off+len) (numbered here). The first part of
- * a stream queues the creation of its multipart upload ahead of it (to a
- * worker: never a request in the caller's or a hasher's thread), created
+ * a stream queues the creation of its multipart upload ahead of it (a job
+ * like the parts: run by a worker, or by this upload's finisher, never by
+ * a hasher), created
  * with upload_set_meta's metadata; parts queued before it is created wait
  * for it on u->waiting. Returns 0 or -errno. */
 static int upload_queue_part(struct upload *u, off_t off, uint64_t len)
