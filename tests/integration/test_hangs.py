@@ -274,13 +274,10 @@ def test_small_close_does_not_wait_for_other_streams(stack, mount_factory, uniq)
         for b in bigs:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(b)
-        t0 = time.monotonic()
         for w in writers:
             w.kill()
             w.communicate(timeout=120)
-        print(f"writers gone after {time.monotonic() - t0:.2f}s", file=sys.stderr)
         m.unmount(check=False)
-        print(f"unmounted after {time.monotonic() - t0:.2f}s", file=sys.stderr)
         px.close()
     for b in bigs:
         assert rows(m, f"{uniq}/{os.path.basename(b)}") == [], "an unfinished large file logged"
