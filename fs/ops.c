@@ -469,15 +469,24 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
  * default_permissions = false) the kernel checks nothing, yet a chmod or
  * chown is recorded in the shared database and honoured by every mount
  * that enforces permissions: the daemon keeps the kernel's rules for
- * those. chmod: the owner or root. chown: root; the owner may only set
- * its file's group to one of its own groups. 0 or -EPERM. */
+ * those. chmod: the owner or root (anyone may only drop setuid/setgid:
+ * what a write does). chown: root; the owner may only set its file's
+ * group to one of its own groups. 0 or -EPERM. */
 static int daemon_checks(const struct stat *st, const struct attrov *in,
 			 unsigned what)
 {
 	struct fuse_context *ctx = fuse_get_context();
 
+	mode_t old = st->st_mode & 07777;
+
 	if (cfs->perm_checks || !ctx || ctx->uid == 0 ||
 	    !(what & (ATTROV_MODE | ATTROV_OWNER)))
+		return 0;
+	/* The kernel's clearing of setuid/setgid when another user writes
+	 * (file_remove_privs) comes as a chmod by the writer: let through
+	 * a mode change that only drops those bits. */
+	if (what == ATTROV_MODE && (old & (S_ISUID | S_ISGID)) &&
+	    (in->mode & 07777) == (old & ~(mode_t)(S_ISUID | S_ISGID)))
 		return 0;
 	if (ctx->uid != st->st_uid)
 		return -EPERM;

@@ -129,6 +129,24 @@ static int promote_src_veto(void *arg, const char *key)
  * file this mount has not stored yet (open for writing) fails with EBUSY
  * after the others were promoted, and stays in inbox/ with it; an empty
  * directory becomes an empty directory in the project. */
+/* The kernel moves the renamed inode with the attributes it cached in
+ * inbox/ (a writable file) and serves them until they time out: forget
+ * them, so the next stat asks (read-only, the stored size). Only the
+ * inode: an entry invalidation would wait for the directory locks this
+ * rename holds. Not for a content duplicate: it becomes a symlink, and a
+ * type change under a known inode is the kernel's EIO (a known limit,
+ * README: projects/). */
+static void forget_inode_attrs(const char *from)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	char *path;
+
+	if (!ctx || !ctx->fuse || asprintf(&path, "/inbox/%s", from) < 0)
+		return;
+	(void)fuse_invalidate_path(ctx->fuse, path); /* -ENOENT: not cached */
+	free(path);
+}
+
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
@@ -173,9 +191,10 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		 * listings of both again. */
 		dcache_invalidate_all();
 		dcache_invalidate_in(DC_STORE);
-		if (rc == 0)
+		if (rc == 0) {
 			attrov_drop(from, 1);
-		else
+			forget_inode_attrs(from);
+		} else
 			log_info("rename inbox/%s -> projects/%s: %zu of %zu "
 				 "files promoted, the first failure %s: %s",
 				 from, to, dr.n_done, dr.n_files,
@@ -190,6 +209,8 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	if (rc == 0) {
 		dcache_remove(from);
 		attrov_drop(from, 0);
+		if (res.outcome != DB_OUT_DUPLICATE_CONTENT)
+			forget_inode_attrs(from);
 	} else {
 		log_info("rename inbox/%s -> projects/%s: %s", from, to,
 			 strerror(-rc));

@@ -749,3 +749,23 @@ def test_setuid_cleared_by_every_write_even_after_a_failed_clear(shared, uniq):
     # each clear recorded once, as the writer's
     kills = [c for c in changes(m, key) if c["op"] == "chmod" and c["changed_uid"] == B]
     assert [c["mode"] for c in kills] == [0o777, 0o777], changes(m, key)
+
+
+def test_write_by_another_user_without_default_permissions_clears_setuid(mount_factory, uniq):
+    """Without default_permissions, another user's write to a setuid file through a read-write
+    handle (page cache: the kernel clears the bits by a chmod it sends as the writer) succeeds
+    and clears them, as through a write-only handle; a chmod by that user that changes anything
+    else stays EPERM (review-upload L1: the write failed with EPERM)."""
+    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+    f, g = m.path("inbox", f"{uniq}-rw.sh"), m.path("inbox", f"{uniq}-wo.sh")
+    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o4666)",
+                   f"open({g!r}, 'w').write('#!')", f"os.chmod({g!r}, 0o4666)") == ["ok"] * 4
+    assert as_user(B, f"os.chmod({f!r}, 0o4777)") == ["EPERM"]
+    assert as_user(B, f"open({f!r}, 'r+b').write(b'x')", f"open({g!r}, 'ab').write(b'y')") == \
+        ["ok", "ok"]
+    assert stat.S_IMODE(os.stat(f).st_mode) == 0o666
+    assert stat.S_IMODE(os.stat(g).st_mode) == 0o666
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=f"{uniq}-rw.sh")["Body"].read() == b"x!"
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=f"{uniq}-wo.sh")["Body"].read() == b"#!y"

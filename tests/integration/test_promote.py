@@ -985,3 +985,34 @@ def test_object_forged_between_copy_and_verify_is_not_recorded(stack, mount_fact
     assert checks.get_object(m, uniq + "-v.bin") == data
     assert len(checks.live_rows(m, uniq + "-v.bin")) == 1
     assert dget(m, key) == forged  # not ours: left alone, never recorded
+
+
+def test_stat_right_after_mv_shows_the_stored_file(mount, uniq):
+    """`mv f projects/p/ && ls -l projects/p` (a script, a file manager refreshing): the modes
+    shown right after the rename are what is stored (read-only; a project directory's mode),
+    not the writable inbox file or directory the kernel had cached for the same inode. ls and
+    stat(1) ask the kernel only for the fields they print (statx), which the rename left
+    cached; os.stat asks for the change time too and so always reached the daemon."""
+    import subprocess
+    m = mount
+    p = project(m, uniq)
+    drop(m, f"{uniq}-a.txt", b"a " + uniq.encode())
+    os.mkdir(os.path.join(m.inbox, f"{uniq}-d"))
+    drop(m, f"{uniq}-d/x.txt", b"x " + uniq.encode())
+
+    def modes(*paths):
+        out = subprocess.run(["stat", "-c", "%A"] + list(paths), check=True,
+                             capture_output=True, text=True).stdout
+        return out.split()
+
+    a, d = os.path.join(m.inbox, f"{uniq}-a.txt"), os.path.join(m.inbox, f"{uniq}-d")
+    assert modes(a, d) == ["-rw-r--r--", "drwxr-xr-x"]  # now cached by the kernel
+    pa, pd = os.path.join(m.projects, p, f"{uniq}-a.txt"), os.path.join(m.projects, p, f"{uniq}-d")
+    promote(m, f"{uniq}-a.txt", p)
+    promote(m, f"{uniq}-d", p)
+    shown = modes(pa, pd)
+    proj = modes(os.path.join(m.projects, p))[0]
+    assert shown == ["-r--r--r--", proj], (shown, proj)
+    outcomes = m.sql("select outcome from storage_audit where project_prefix = %s order by id",
+                     (p,))
+    assert [r[0] for r in outcomes] == ["copied", "copied"]
