@@ -133,6 +133,12 @@ void cfs_actor(struct actor *a);
 /* Is the caller ctx of the current request in group gid (its own or a
  * supplementary one)? */
 int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid);
+
+/* Fills *st for a read-only (0444) regular file of size bytes owned by the
+ * daemon's uid/gid, with all three times *when (the mount's start time
+ * when when is NULL or zero). */
+void cfs_ro_file_stat(struct stat *st, uint64_t size,
+		      const struct timespec *when);
 /* The actor for user uid on this host. */
 void cfs_actor_uid(struct actor *a, uid_t uid);
 

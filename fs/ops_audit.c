@@ -124,23 +124,6 @@ static void au_dir_stat(struct stat *st)
 	st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
 }
 
-static void au_file_stat(struct stat *st, uint64_t size,
-			 const struct timespec *when)
-{
-	memset(st, 0, sizeof(*st));
-	st->st_mode = S_IFREG | 0444;
-	st->st_nlink = 1;
-	st->st_uid = cfs->uid;
-	st->st_gid = cfs->gid;
-	st->st_size = (off_t)size;
-	st->st_blocks = (blkcnt_t)((size + 511) / 512);
-	if (when && when->tv_sec) {
-		st->st_mtim = st->st_ctim = st->st_atim = *when;
-	} else {
-		st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
-	}
-}
-
 /* Remembers the size of rel's newest snapshot. */
 static void au_remember(const char *rel, uint64_t size,
 			const struct timespec *when)
@@ -197,7 +180,7 @@ int audit_getattr(const char *rel, struct stat *st)
 			break;
 		}
 	pthread_mutex_unlock(&au_lock);
-	au_file_stat(st, size, &when);
+	cfs_ro_file_stat(st, size, &when);
 	return 0;
 }
 
@@ -410,7 +393,7 @@ int audit_fh_getattr(struct fhandle *fh, struct stat *st)
 {
 	struct au_handle *h = (struct au_handle *)fh;
 
-	au_file_stat(st, h->size, &h->when);
+	cfs_ro_file_stat(st, h->size, &h->when);
 	return 0;
 }
 

@@ -364,16 +364,9 @@ static void pj_dir_stat(struct stat *st, time_t when)
 
 static void pj_file_stat(struct stat *st, uint64_t size, time_t mtime)
 {
-	memset(st, 0, sizeof(*st));
 	/* Stored files are immutable: no write bit. */
-	st->st_mode = S_IFREG | 0444;
-	st->st_nlink = 1;
-	st->st_uid = cfs->uid;
-	st->st_gid = cfs->gid;
-	st->st_size = (off_t)size;
-	st->st_blocks = (blkcnt_t)((size + 511) / 512);
+	cfs_ro_file_stat(st, size, &(struct timespec){.tv_sec = mtime});
 	st->st_blksize = 1 << 20;
-	st->st_mtime = st->st_ctime = st->st_atime = mtime;
 }
 
 /* The relative path from the directory of link (a key "p/a/l") to target

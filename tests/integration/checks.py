@@ -64,3 +64,25 @@ def expected_history(contents, live_last=True):
     import hashlib
     return [(len(b), hashlib.sha256(b).hexdigest(), live_last and i == len(contents) - 1)
             for i, b in enumerate(contents)]
+
+
+# ---- promotion helpers (through the mount; checked by the callers with SQL and boto3) ----------
+
+def project(m, prefix):
+    """A project registered by another tool (an INSERT, as the seed's notebook does)."""
+    m.sql("insert into projects_registry (prefix, name) values (%s, %s)",
+          (prefix, "Projeto " + prefix))
+    return prefix
+
+
+def drop(m, name, data):
+    """A file received through the mount: object + reception row committed at close."""
+    import os
+    write(os.path.join(m.inbox, name), data)
+    assert len(live_rows(m, name)) == 1
+
+
+def promote(m, name, prefix, rel=None):
+    """mv inbox/name projects/prefix/(rel or name)."""
+    import os
+    os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, prefix, rel or name))

@@ -17,26 +17,12 @@ import datetime
 import pytest
 
 import checks
+from checks import drop, project, promote
 
 TABLES = ["projects_registry", "reception_audit", "storage_audit"]
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-def project(m, prefix):
-    m.sql("insert into projects_registry (prefix, name) values (%s, %s)",
-          (prefix, "Projeto " + prefix))
-    return prefix
-
-
-def drop(m, name, data):
-    checks.write(os.path.join(m.inbox, name), data)
-    assert len(checks.live_rows(m, name)) == 1
-
-
-def promote(m, name, prefix, rel=None):
-    os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, prefix, rel or name))
-
 
 def columns(m, table):
     return [r[0] for r in m.sql("select column_name from information_schema.columns"

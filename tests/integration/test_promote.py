@@ -16,27 +16,12 @@ import pytest
 from botocore.exceptions import ClientError
 
 import checks
+from checks import drop, project, promote
 
 CUSTODYFS_CONFIG = {"fs": {"promote_workers": "3"}}
 
 
 # ---- helpers ---------------------------------------------------------------------------------
-
-def project(m, prefix):
-    m.sql("insert into projects_registry (prefix, name) values (%s, %s)",
-          (prefix, "Projeto " + prefix))
-    return prefix
-
-
-def drop(m, name, data):
-    """A file received through the mount: object + reception row committed at close."""
-    checks.write(os.path.join(m.inbox, name), data)
-    assert len(checks.live_rows(m, name)) == 1
-
-
-def promote(m, name, prefix, rel=None):
-    os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, prefix, rel or name))
-
 
 def srows(m, key):
     """Every storage_audit row of key, oldest first."""

@@ -18,16 +18,21 @@ def _is_copy(meth, h):
     return meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}
 
 
-def _run(m, name, p, res):
+def _in_thread(fn, res):
+    """Runs fn() in a thread; appends 0 or the errno it raised to res."""
     def go():
         try:
-            promote(m, name, p)
+            fn()
             res.append(0)
         except OSError as e:
             res.append(e.errno)
     t = threading.Thread(target=go, daemon=True)
     t.start()
     return t
+
+
+def _run(m, name, p, res):
+    return _in_thread(lambda: promote(m, name, p), res)
 
 
 def test_steps_are_fenced_by_owner_after_a_database_restart(stack, mount_factory, proxied,
@@ -198,15 +203,8 @@ def _hold_cleanup_head(name, held):
 
 
 def _run_dir(m, d, p, res):
-    def go():
-        try:
-            os.rename(os.path.join(m.inbox, d), os.path.join(m.projects, p, d))
-            res.append(0)
-        except OSError as e:
-            res.append(e.errno)
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
-    return t
+    return _in_thread(lambda: os.rename(os.path.join(m.inbox, d),
+                                        os.path.join(m.projects, p, d)), res)
 
 
 def test_upload_by_another_mount_during_cleanup_is_reported(stack, mount_factory, proxied,
