@@ -749,3 +749,49 @@ def test_setuid_cleared_by_every_write_even_after_a_failed_clear(shared, uniq):
     # each clear recorded once, as the writer's
     kills = [c for c in changes(m, key) if c["op"] == "chmod" and c["changed_uid"] == B]
     assert [c["mode"] for c in kills] == [0o777, 0o777], changes(m, key)
+
+
+# --------------------------------------------------------------------------- rows bound to objects
+# (review-perm item 3): a file_attrs row describes the object (ETag) it was set on; another
+# object at the same key, however it got there, has the configured owner and mode.
+
+@pytest.mark.parametrize("delete_first", [True, False])
+def test_attributes_of_a_removed_or_replaced_object_never_apply_to_the_next(shared, uniq,
+                                                                            delete_first):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o600)") == ["ok", "ok"]
+    head = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+    assert attrs_row(m, key)["etag"] == head["ETag"].strip('"')
+    if delete_first:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=key)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"console",
+                    Metadata={"uid": str(A), "gid": str(A), "mode": str(stat.S_IFREG | 0o600)})
+    def shown():
+        os.listdir(m.inbox)
+        st = os.stat(f)
+        return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (3000, 3001, 0o644)
+    m.wait_until(shown, timeout=15, interval=0.5, what="the new object shown as foreign")
+    # neither A (the old row's owner) nor B takes it over
+    assert as_user(A, f"os.chmod({f!r}, 0o666)", f"open({f!r}, 'ab').write(b'x')",
+                   f"os.unlink({f!r})") == ["EPERM", "EACCES", "EPERM"]
+    assert as_user(B, f"os.chmod({f!r}, 0o666)", f"os.unlink({f!r})") == ["EPERM", "EPERM"]
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"console"
+
+
+def test_a_file_written_again_through_the_mount_stays_its_owners(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('one')", f"os.chmod({f!r}, 0o640)",
+                   f"open({f!r}, 'w').write('two')", f"open({f!r}, 'a').write('three')") == \
+        ["ok"] * 4
+    head = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+    r = attrs_row(m, key)
+    assert (r["uid"], r["mode"], r["etag"]) == (A, 0o640, head["ETag"].strip('"'))
+    st = os.stat(f)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o640)
+    assert as_user(B, rd(f)) == ["EACCES"]
+    ops = [c["op"] for c in changes(m, key)]
+    assert ops[0] == "create" and "chmod" in ops
