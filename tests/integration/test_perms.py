@@ -802,3 +802,23 @@ def test_a_file_written_again_through_the_mount_stays_its_owners(shared, uniq):
     assert as_user(B, rd(f)) == ["EACCES"]
     ops = [c["op"] for c in changes(m, key, every=True)]
     assert ops[0] == "create" and "chmod" in ops
+
+
+def test_initial_ownership_moves_and_drops_are_logged(shared, uniq):
+    """review-perm item 11: the owner given at create/mkdir, each rename and each removal are
+    in file_attr_changes, with who and the object (ETag) the row describes."""
+    m = shared
+    d, f, g = f"{uniq}-d", f"{uniq}.txt", f"{uniq}-2.txt"
+    pd, pf, pg = m.path("inbox", d), m.path("inbox", f), m.path("inbox", g)
+    assert as_user(A, f"os.mkdir({pd!r}, 0o750)", f"open({pf!r}, 'w').write('A')",
+                   f"os.rename({pf!r}, {pg!r})", f"os.unlink({pg!r})") == ["ok"] * 4
+    mk = changes(m, d, every=True)
+    assert [(c["op"], c["uid"], c["mode"], c["changed_uid"]) for c in mk] == \
+        [("mkdir", A, 0o750, A)]
+    cr = changes(m, f, every=True)
+    assert [(c["op"], c["uid"], c["changed_uid"]) for c in cr] == [("create", A, A)]
+    mv = changes(m, g, every=True)
+    assert [(c["op"], c["from_key"], c["uid"], c["changed_uid"]) for c in mv] == \
+        [("move", f, A, A), ("drop", None, A, A)]
+    assert mv[0]["etag"] and mv[1]["etag"] == mv[0]["etag"]
+    assert attrs_row(m, g) is None and attrs_row(m, f) is None
