@@ -13,50 +13,72 @@
 #include "log.h"
 
 /* clang-format off */
+/* A row bound to another object than the one a change is made on ($14:
+ * its ETag, '' when there is no stored object, NULL when not known or a
+ * directory): stale, the change starts from the defaults. */
+#define STALE "($14::text IS NOT NULL AND f.etag IS NOT NULL" \
+	" AND f.etag IS DISTINCT FROM nullif($14::text, ''))"
 /* $1 bucket, $2 key, $3 reset, $4..$7 set mode/owner/atime/mtime,
- * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by. */
+ * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by, $14 etag
+ * of the object changed. A reset row is not bound (etag NULL) until its
+ * upload is recorded (db_attrs_bind). */
 static const char db_sql_attrs_upsert[] =
 	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
-	" atime_ns, mtime_ns, ctime, updated_by)"
+	" atime_ns, mtime_ns, ctime, updated_by, etag)"
 	" VALUES ($1::text, $2::text,"
 	" CASE WHEN $4::boolean THEN $8::integer END,"
 	" CASE WHEN $5::boolean THEN $9::bigint END,"
 	" CASE WHEN $5::boolean THEN $10::bigint END,"
 	" CASE WHEN $6::boolean THEN $11::bigint END,"
 	" CASE WHEN $7::boolean THEN $12::bigint END,"
-	" now(), $13::text)"
+	" now(), $13::text,"
+	" CASE WHEN NOT $3::boolean THEN nullif($14::text, '') END)"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = CASE WHEN $4::boolean THEN $8::integer"
-	"  WHEN $3::boolean THEN NULL ELSE f.mode END,"
+	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mode END,"
 	" uid = CASE WHEN $5::boolean THEN $9::bigint"
-	"  WHEN $3::boolean THEN NULL ELSE f.uid END,"
+	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.uid END,"
 	" gid = CASE WHEN $5::boolean THEN $10::bigint"
-	"  WHEN $3::boolean THEN NULL ELSE f.gid END,"
+	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.gid END,"
 	" atime_ns = CASE WHEN $6::boolean THEN $11::bigint"
-	"  WHEN $3::boolean THEN NULL ELSE f.atime_ns END,"
+	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.atime_ns END,"
 	" mtime_ns = CASE WHEN $7::boolean THEN $12::bigint"
-	"  WHEN $3::boolean THEN NULL ELSE f.mtime_ns END,"
+	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mtime_ns END,"
+	" etag = CASE WHEN $3::boolean THEN NULL"
+	"  WHEN " STALE " THEN nullif($14::text, '') ELSE f.etag END,"
 	" ctime = greatest(now(), f.ctime), updated_by = $13::text"
-	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000";
+	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
+	" etag";
 
-/* The same parameters as the upsert ($3 is the op), plus who. */
+/* Who: $1 changed_by, $2 uid, $3 user, $4 host (the first parameters of
+ * each logging statement). */
+#define LOG_COLS "INSERT INTO file_attr_changes (bucket, object_key, op," \
+	" mode, uid, gid, atime_ns, mtime_ns, etag, from_key, changed_by," \
+	" changed_uid, changed_user, changed_host) "
+#define LOG_WHO "$1::text, $2::bigint, $3::text, $4::text"
+
+/* The upsert's parameters ($3 is the op, $14 the row's etag now), then
+ * who ($15..$18). */
 static const char db_sql_attrs_log[] =
 	"INSERT INTO file_attr_changes (bucket, object_key, op, mode, uid,"
-	" gid, atime_ns, mtime_ns, changed_by, changed_uid, changed_user,"
-	" changed_host)"
+	" gid, atime_ns, mtime_ns, etag, changed_by, changed_uid,"
+	" changed_user, changed_host)"
 	" VALUES ($1::text, $2::text, $3::text,"
 	" CASE WHEN $4::boolean THEN $8::integer END,"
 	" CASE WHEN $5::boolean THEN $9::bigint END,"
 	" CASE WHEN $5::boolean THEN $10::bigint END,"
 	" CASE WHEN $6::boolean THEN $11::bigint END,"
 	" CASE WHEN $7::boolean THEN $12::bigint END,"
-	" $13::text, $14::bigint, $15::text, $16::text)";
+	" $14::text, coalesce($15::text, $13::text), $16::bigint, $17::text,"
+	" $18::text)";
+
+#define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
+	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
 
 /* Keys dir + name, name without '/': a range in byte order (dir "a/b/"
  * is [a/b/, a/b0), '0' following '/'), then the children only. */
 static const char db_sql_attrs_list_dir[] =
-	"SELECT object_key, mode, uid, gid, atime_ns, mtime_ns,"
-	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000"
+	"SELECT " ROW_COLS
 	" FROM file_attrs WHERE bucket = $1::text"
 	" AND ($2::text = '' OR (object_key COLLATE \"C\" >= $2::text"
 	" AND object_key COLLATE \"C\" < $3::text))"
@@ -64,82 +86,141 @@ static const char db_sql_attrs_list_dir[] =
 
 /* $1 bucket, $2 gid. Files received through a mount (live row, origin
  * 'mount', received_uid known) without a file_attrs row: a database from
- * before migration 5. */
+ * before migration 5. Bound to that row's object. */
 static const char db_sql_attrs_backfill[] =
 	"INSERT INTO file_attrs (bucket, object_key, uid, gid, ctime,"
-	" updated_by)"
-	" SELECT r.source_bucket, r.object_key, r.received_uid, $2::bigint,"
-	" r.uploaded_at, 'backfill from reception_audit'"
+	" updated_by, etag)"
+	" SELECT DISTINCT ON (r.object_key) r.source_bucket, r.object_key,"
+	" r.received_uid, $2::bigint, r.uploaded_at,"
+	" 'backfill from reception_audit', nullif(r.etag, '')"
 	" FROM reception_audit r WHERE r.source_bucket = $1::text"
 	" AND r.removed_at IS NULL AND r.origin = 'mount'"
 	" AND r.received_uid IS NOT NULL"
 	" AND NOT EXISTS (SELECT 1 FROM file_attrs f"
 	"  WHERE f.bucket = r.source_bucket AND f.object_key = r.object_key)"
+	" ORDER BY r.object_key, r.id DESC"
 	" ON CONFLICT (bucket, object_key) DO NOTHING";
 
 /* $1 bucket, $2 key: that key's row only. */
 static const char db_sql_attrs_get[] =
-	"SELECT object_key, mode, uid, gid, atime_ns, mtime_ns,"
-	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000"
+	"SELECT " ROW_COLS
 	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
 
-/* $1 bucket, $2 key, $3 tree, $4 key + "/", $5 key + "0". */
+/* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0";
+ * each row removed is logged ('drop'). */
 static const char db_sql_attrs_drop[] =
-	"DELETE FROM file_attrs WHERE bucket = $1::text"
-	" AND (object_key = $2::text OR ($3::boolean"
-	" AND object_key COLLATE \"C\" >= $4::text"
-	" AND object_key COLLATE \"C\" < $5::text))";
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND (object_key = $6::text OR ($7::boolean"
+	" AND object_key COLLATE \"C\" >= $8::text"
+	" AND object_key COLLATE \"C\" < $9::text)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
-/* $1 bucket, $2 key, $3 the replacing upload's time (epoch seconds). */
+/* Who ($1..$4), $5 bucket, $6 key, $7 the ETag of the object that
+ * replaced it: a row bound to anything else goes (logged 'drop'). */
 static const char db_sql_attrs_drop_replaced[] =
-	"DELETE FROM file_attrs WHERE bucket = $1::text"
-	" AND object_key = $2::text"
-	" AND ctime < to_timestamp($3::bigint)";
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag IS DISTINCT FROM $7::text"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
-/* $1 bucket, $2 from, $3 to, $4 tree, $5 from + "/", $6 from + "0". */
+/* $1 bucket, $2 key, $3 the ETag of the object the upload replaces (''
+ * none): before a mount uploads key, a row bound to another object is
+ * stale and goes (the file showed the defaults, its new content keeps
+ * them); the row left is unbound until the upload is recorded. */
+static const char db_sql_attrs_prepare_del[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text AND etag IS NOT NULL"
+	" AND etag IS DISTINCT FROM nullif($3::text, '')";
+static const char db_sql_attrs_prepare_unbind[] =
+	"UPDATE file_attrs SET etag = NULL WHERE bucket = $1::text"
+	" AND object_key = $2::text AND etag IS NOT NULL";
+
+/* $1 bucket, $2 key, $3 etag, $4 old: an unbound row, or one bound to
+ * old (the object a copy replaced), describes the object etag now. */
+static const char db_sql_attrs_bind[] =
+	"UPDATE file_attrs SET etag = $3::text WHERE bucket = $1::text"
+	" AND object_key = $2::text AND (etag IS NULL OR etag = $4::text)";
+
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 tree, $9 from + "/",
+ * $10 from + "0", $11 the ETag of to's object after the move (NULL:
+ * unchanged), taken by from's row when unbound or bound to $12 (the
+ * object moved). Each row moved is logged ('move', from_key). */
 static const char db_sql_attrs_move[] =
-	"UPDATE file_attrs SET object_key = CASE WHEN object_key = $2::text"
-	" THEN $3::text ELSE $3::text || substr(object_key,"
-	" length($2::text) + 1) END"
-	" WHERE bucket = $1::text AND (object_key = $2::text OR ($4::boolean"
-	" AND object_key COLLATE \"C\" >= $5::text"
-	" AND object_key COLLATE \"C\" < $6::text))";
-/* $1 bucket, $2 to; then $1 bucket, $2 from, $3 to: to's row becomes a
- * copy of from's (none when from has none); the copy's ctime is now (a
- * rename is a status change). */
+	"WITH m AS (UPDATE file_attrs SET object_key = CASE"
+	" WHEN object_key = $6::text THEN $7::text"
+	" ELSE $7::text || substr(object_key, length($6::text) + 1) END,"
+	" etag = CASE WHEN object_key = $6::text AND $11::text IS NOT NULL"
+	" AND (etag IS NULL OR etag = $12::text) THEN $11::text ELSE etag END"
+	" WHERE bucket = $5::text AND (object_key = $6::text OR ($8::boolean"
+	" AND object_key COLLATE \"C\" >= $9::text"
+	" AND object_key COLLATE \"C\" < $10::text)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text ||"
+	" substr(object_key, length($7::text) + 1), " LOG_WHO " FROM m";
+/* $1 bucket, $2 to; then who ($1..$4), $5 bucket, $6 from, $7 to: to's
+ * row becomes a copy of from's (none when from has none; logged 'move');
+ * the copy's ctime is now (a rename is a status change). */
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text";
 static const char db_sql_attrs_copy_ins[] =
-	"INSERT INTO file_attrs (bucket, object_key, mode, uid, gid, atime_ns,"
-	" mtime_ns, ctime, updated_by)"
-	" SELECT bucket, $3::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
-	" updated_by FROM file_attrs"
-	" WHERE bucket = $1::text AND object_key = $2::text";
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, etag FROM file_attrs"
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
 /* clang-format on */
 
+/* Who as the first four parameters of a logging statement. */
+struct who_params {
+	char by[400], uid[24];
+};
+
+static void who_fill(const struct actor *who, struct who_params *w,
+		     const char **p)
+{
+	if (!who) {
+		p[0] = p[1] = p[2] = p[3] = NULL;
+		return;
+	}
+	actor_format(who, w->by, sizeof(w->by));
+	snprintf(w->uid, sizeof(w->uid), "%lu", (unsigned long)who->uid);
+	p[0] = w->by;
+	p[1] = w->uid;
+	p[2] = who->user;
+	p[3] = who->host;
+}
+
 struct attrs_set_args {
-	const char *bucket, *key, *op;
+	const char *bucket, *key, *op, *etag;
 	const struct db_attrs *a;
 	const struct actor *who;
 	int64_t ctime_ns;
+	char *bound; /* output: the row's etag now (malloc'd), or NULL */
 };
 
 static int pg_attrs_set(struct pg_ctx *x, void *arg)
 {
 	struct attrs_set_args *s = arg;
 	const struct db_attrs *a = s->a;
-	char mode[16], uid[24], gid[24], at[24], mt[24], cuid[24], by[400];
-	const char *p[16];
+	char mode[16], uid[24], gid[24], at[24], mt[24];
+	struct who_params w;
+	const char *p[18];
 	PGresult *res = NULL;
 	int rc;
 
+	free(s->bound);
+	s->bound = NULL;
 	snprintf(mode, sizeof(mode), "%u", (unsigned)(a->mode & 07777));
 	snprintf(uid, sizeof(uid), "%" PRId64, a->uid);
 	snprintf(gid, sizeof(gid), "%" PRId64, a->gid);
 	snprintf(at, sizeof(at), "%" PRId64, a->atime_ns);
 	snprintf(mt, sizeof(mt), "%" PRId64, a->mtime_ns);
-	actor_format(s->who, by, sizeof(by));
+	who_fill(s->who, &w, &p[14]);
 	p[0] = s->bucket;
 	p[1] = s->key;
 	p[2] = a->what & DB_ATTR_RESET ? "t" : "f";
@@ -152,45 +233,58 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	p[9] = gid;
 	p[10] = at;
 	p[11] = mt;
-	p[12] = s->who ? by : NULL;
-	rc = pg_exec(x, db_sql_attrs_upsert, 13, p, &res);
+	p[12] = p[14]; /* updated_by */
+	p[13] = s->etag;
+	rc = pg_exec(x, db_sql_attrs_upsert, 14, p, &res);
 	if (rc)
 		goto out;
-	s->ctime_ns =
-	    PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	if (PQntuples(res) != 1) {
+		rc = -EIO;
+		goto out;
+	}
+	s->ctime_ns = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if (!PQgetisnull(res, 0, 1)) {
+		s->bound = strdup(PQgetvalue(res, 0, 1));
+		if (!s->bound) {
+			rc = -ENOMEM;
+			goto out;
+		}
+	}
 	if (!s->op)
 		goto out;
 	p[2] = s->op;
-	if (s->who) {
-		snprintf(cuid, sizeof(cuid), "%lu", (unsigned long)s->who->uid);
-		p[13] = cuid;
-		p[14] = s->who->user;
-		p[15] = s->who->host;
-	} else {
-		p[13] = p[14] = p[15] = NULL;
-	}
-	rc = pg_exec(x, db_sql_attrs_log, 16, p, NULL);
+	p[13] = s->bound;
+	rc = pg_exec(x, db_sql_attrs_log, 18, p, NULL);
 out:
 	PQclear(res);
 	return rc;
 }
 
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *op,
-		 const struct actor *who, int64_t *ctime_ns)
+		 const struct db_attrs *a, const char *etag, const char *op,
+		 const struct actor *who, int64_t *ctime_ns, char **bound)
 {
-	struct attrs_set_args s = {
-	    .bucket = bucket, .key = key, .op = op, .a = a, .who = who};
+	struct attrs_set_args s = {.bucket = bucket,
+				   .key = key,
+				   .op = op,
+				   .etag = etag,
+				   .a = a,
+				   .who = who};
 	int rc;
 
+	if (bound)
+		*bound = NULL;
 	if (!d || !bucket || !key || !a)
 		return -EINVAL;
 	rc = db_run(d, "set file attributes", 1, 1, pg_attrs_set, &s);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = s.ctime_ns;
+	if (rc == 0 && bound)
+		*bound = s.bound;
+	else
+		free(s.bound);
 	return rc;
 }
-
 struct attrs_list_args {
 	const char *bucket, *dir;
 	const char *key; /* set: that key's row only (dir unused) */
@@ -264,6 +358,13 @@ static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 			r->mtime_ns = strtoll(PQgetvalue(res, i, 5), NULL, 10);
 		}
 		r->ctime_ns = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+		if (!PQgetisnull(res, i, 7)) {
+			r->etag = strdup(PQgetvalue(res, i, 7));
+			if (!r->etag) {
+				rc = -ENOMEM;
+				goto out;
+			}
+		}
 	}
 out:
 	if (rc) {
@@ -310,6 +411,7 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 	if (l.n == 1) {
 		*row = l.rows[0];
 		l.rows[0].key = NULL;
+		l.rows[0].etag = NULL;
 		*found = 1;
 	}
 	db_attrs_free(l.rows, l.n);
@@ -320,14 +422,17 @@ void db_attrs_free(struct db_attrs *rows, size_t n)
 {
 	size_t i;
 
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		free(rows[i].key);
+		free(rows[i].etag);
+	}
 	free(rows);
 }
 
 struct attrs_move_args {
-	const char *bucket, *from, *to;
+	const char *bucket, *from, *to, *etag, *old;
 	int tree;
+	const struct actor *who;
 };
 
 /* key + "/" and key + "0": the byte range of everything under key/. */
@@ -347,20 +452,22 @@ static int subtree(const char *key, char **lo, char **hi)
 }
 
 static int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket,
-			     const char *key, int tree)
+			     const char *key, int tree, const struct actor *who)
 {
-	const char *p[5];
+	struct who_params w;
+	const char *p[9];
 	char *lo, *hi;
 	int rc = subtree(key, &lo, &hi);
 
 	if (rc)
 		return rc;
-	p[0] = bucket;
-	p[1] = key;
-	p[2] = tree ? "t" : "f";
-	p[3] = lo;
-	p[4] = hi;
-	rc = pg_exec(x, db_sql_attrs_drop, 5, p, NULL);
+	who_fill(who, &w, p);
+	p[4] = bucket;
+	p[5] = key;
+	p[6] = tree ? "t" : "f";
+	p[7] = lo;
+	p[8] = hi;
+	rc = pg_exec(x, db_sql_attrs_drop, 9, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;
@@ -369,33 +476,43 @@ static int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket,
 static int pg_attrs_move(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
-	const char *p[6];
+	struct who_params w;
+	const char *p[12];
 	char *lo, *hi;
 	int rc;
 
-	rc = pg_attrs_drop_one(x, m->bucket, m->to, m->tree);
+	rc = pg_attrs_drop_one(x, m->bucket, m->to, m->tree, m->who);
 	if (rc)
 		return rc;
 	rc = subtree(m->from, &lo, &hi);
 	if (rc)
 		return rc;
-	p[0] = m->bucket;
-	p[1] = m->from;
-	p[2] = m->to;
-	p[3] = m->tree ? "t" : "f";
-	p[4] = lo;
-	p[5] = hi;
-	rc = pg_exec(x, db_sql_attrs_move, 6, p, NULL);
+	who_fill(m->who, &w, p);
+	p[4] = m->bucket;
+	p[5] = m->from;
+	p[6] = m->to;
+	p[7] = m->tree ? "t" : "f";
+	p[8] = lo;
+	p[9] = hi;
+	p[10] = m->etag && *m->etag ? m->etag : NULL;
+	p[11] = m->old && *m->old ? m->old : NULL;
+	rc = pg_exec(x, db_sql_attrs_move, 12, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;
 }
 
 int db_attrs_move(struct db *d, const char *bucket, const char *from,
-		  const char *to, int tree)
+		  const char *to, int tree, const char *etag, const char *old,
+		  const struct actor *who)
 {
-	struct attrs_move_args m = {
-	    .bucket = bucket, .from = from, .to = to, .tree = tree};
+	struct attrs_move_args m = {.bucket = bucket,
+				    .from = from,
+				    .to = to,
+				    .etag = etag,
+				    .old = old,
+				    .tree = tree,
+				    .who = who};
 
 	if (!d || !bucket || !from || !to)
 		return -EINVAL;
@@ -407,17 +524,25 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
-	const char *p[3] = {m->bucket, m->from, m->to};
+	struct who_params w;
+	const char *p[7];
 	const char *del[2] = {m->bucket, m->to};
 	int rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
 
-	return rc ? rc : pg_exec(x, db_sql_attrs_copy_ins, 3, p, NULL);
+	if (rc)
+		return rc;
+	who_fill(m->who, &w, p);
+	p[4] = m->bucket;
+	p[5] = m->from;
+	p[6] = m->to;
+	return pg_exec(x, db_sql_attrs_copy_ins, 7, p, NULL);
 }
 
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
-		  const char *to)
+		  const char *to, const struct actor *who)
 {
-	struct attrs_move_args m = {.bucket = bucket, .from = from, .to = to};
+	struct attrs_move_args m = {
+	    .bucket = bucket, .from = from, .to = to, .who = who};
 
 	if (!d || !bucket || !from || !to)
 		return -EINVAL;
@@ -427,53 +552,96 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 }
 
 struct attrs_drop_args {
-	const char *bucket, *key;
-	int tree;
+	const char *bucket, *key, *etag, *old;
+	int tree, force;
+	const struct actor *who;
 };
 
 static int pg_attrs_drop(struct pg_ctx *x, void *arg)
 {
 	struct attrs_drop_args *a = arg;
 
-	return pg_attrs_drop_one(x, a->bucket, a->key, a->tree);
+	return pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->who);
 }
 
-int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree)
+int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
+		  const struct actor *who)
 {
-	struct attrs_drop_args a = {.bucket = bucket, .key = key, .tree = tree};
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .tree = tree, .who = who};
 
 	if (!d || !bucket || !key)
 		return -EINVAL;
-	return db_run(d, "drop file attributes", 1, 0, pg_attrs_drop, &a);
+	return db_run(d, "drop file attributes", 1, 1, pg_attrs_drop, &a);
 }
-
-struct attrs_replaced_args {
-	const char *bucket, *key;
-	time_t at;
-};
 
 static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)
 {
-	struct attrs_replaced_args *a = arg;
-	char at[24];
-	const char *p[3] = {a->bucket, a->key, at};
+	struct attrs_drop_args *a = arg;
+	struct who_params w;
+	const char *p[7];
 
-	/* The store's Last-Modified has whole seconds: a row written in
-	 * the same second as the upload is taken as older (dropped). */
-	snprintf(at, sizeof(at), "%lld", (long long)a->at + 1);
-	return pg_exec(x, db_sql_attrs_drop_replaced, 3, p, NULL);
+	who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->key;
+	p[6] = a->etag;
+	return pg_exec(x, db_sql_attrs_drop_replaced, 7, p, NULL);
 }
 
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
-			   time_t uploaded_at)
+			   const char *etag, const struct actor *who)
 {
-	struct attrs_replaced_args a = {
-	    .bucket = bucket, .key = key, .at = uploaded_at};
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .etag = etag, .who = who};
+
+	if (!d || !bucket || !key || !etag)
+		return -EINVAL;
+	return db_run(d, "drop replaced file attributes", 1, 1,
+		      pg_attrs_drop_replaced, &a);
+}
+
+static int pg_attrs_prepare(struct pg_ctx *x, void *arg)
+{
+	struct attrs_drop_args *a = arg;
+	const char *p[3] = {a->bucket, a->key, a->etag ? a->etag : ""};
+	int rc =
+	    a->force ? pg_exec(x, db_sql_attrs_prepare_del, 3, p, NULL) : 0;
+
+	return rc ? rc : pg_exec(x, db_sql_attrs_prepare_unbind, 2, p, NULL);
+}
+
+int db_attrs_prepare(struct db *d, const char *bucket, const char *key,
+		     int check, const char *replaced_etag)
+{
+	struct attrs_drop_args a = {.bucket = bucket,
+				    .key = key,
+				    .etag = replaced_etag,
+				    .force = check};
 
 	if (!d || !bucket || !key)
 		return -EINVAL;
-	return db_run(d, "drop replaced file attributes", 0, 0,
-		      pg_attrs_drop_replaced, &a);
+	return db_run(d, "unbind file attributes", 1, 1, pg_attrs_prepare, &a);
+}
+
+static int pg_attrs_bind(struct pg_ctx *x, void *arg)
+{
+	struct attrs_drop_args *a = arg;
+	const char *p[4] = {a->bucket, a->key, a->etag, a->old};
+
+	return pg_exec(x, db_sql_attrs_bind, 4, p, NULL);
+}
+
+int db_attrs_bind(struct db *d, const char *bucket, const char *key,
+		  const char *etag, const char *old)
+{
+	struct attrs_drop_args a = {.bucket = bucket,
+				    .key = key,
+				    .etag = etag,
+				    .old = old && *old ? old : NULL};
+
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	return db_run(d, "bind file attributes", 1, 1, pg_attrs_bind, &a);
 }
 
 struct attrs_backfill_args {

@@ -6,7 +6,12 @@
  * column: not set, the caller's default applies) and the time of the last
  * status change; it is mutable and follows renames and removals.
  * file_attr_changes logs every chmod, chown and utimens with who and when
- * and is append-only (the database refuses UPDATE, DELETE, TRUNCATE). */
+ * and is append-only (the database refuses UPDATE, DELETE, TRUNCATE).
+ *
+ * A row describes one object (migration 8): etag is the ETag of the object
+ * it was set on, NULL while a mount's new or rewritten file is not yet
+ * recorded. A row bound to another ETag than the object at its key is not
+ * that object's: the caller shows that object with the defaults. */
 #ifndef CUSTODYFS_DB_ATTRS_H
 #define CUSTODYFS_DB_ATTRS_H
 
@@ -29,17 +34,24 @@ struct db_attrs {
 	int64_t uid, gid;
 	int64_t atime_ns, mtime_ns;
 	int64_t ctime_ns; /* output: the last status change */
+	char *etag;	  /* output rows only: malloc'd (NULL: not bound) */
 };
 
 /* Sets the fields of *a named by a->what for (bucket, key), in one
  * transaction: the row is created when absent; with DB_ATTR_RESET every
- * other field becomes NULL (a new file inherits nothing). When op is not
- * NULL ("chmod", "chown", "utimens") the change is also logged in
- * file_attr_changes with who. *ctime_ns (may be NULL) gets the row's new
- * status-change time. 0 or -errno (nothing changed). */
+ * other field becomes NULL (a new file inherits nothing) and the row is
+ * unbound. etag is the ETag of the object changed ("": none stored, NULL:
+ * not known, or a directory): a row bound to another is stale and the
+ * change starts from the defaults (every other field NULL), the row then
+ * bound to etag; a new row is bound to etag. When op is not NULL
+ * ("chmod", "chown", "utimens", "create", "mkdir") the change is also
+ * logged in file_attr_changes with who. *ctime_ns (may be NULL) gets the
+ * row's new status-change time, *bound (may be NULL) its etag now
+ * (malloc'd, the caller frees; NULL when unbound). 0 or -errno (nothing
+ * changed; -EINPROGRESS: the connection was lost at COMMIT). */
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *op,
-		 const struct actor *who, int64_t *ctime_ns);
+		 const struct db_attrs *a, const char *etag, const char *op,
+		 const struct actor *who, int64_t *ctime_ns, char **bound);
 
 /* The rows of the direct children of directory prefix dir ("" = the
  * bucket's root, else "a/b/": keys dir + a name without '/', and dir + a
@@ -56,10 +68,15 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"
- * (and those under to + "/" go first). One transaction. The change log is
- * untouched (it names keys as they were). 0 or -errno. */
+ * (and those under to + "/" go first). etag (NULL or "": unchanged) is
+ * the ETag of to's object after the move (a copy may change it), taken by
+ * from's row when it is unbound or bound to old (the object moved; NULL:
+ * not known, only an unbound row is bound then). One
+ * transaction; each row moved or dropped is logged ('move', 'drop') with
+ * who. 0 or -errno. */
 int db_attrs_move(struct db *d, const char *bucket, const char *from,
-		  const char *to, int tree);
+		  const char *to, int tree, const char *etag, const char *old,
+		  const struct actor *who);
 
 /* One key of a directory rename, before its object moves: to's row becomes
  * a copy of from's (to's own goes; none when from has none), from's stays
@@ -67,19 +84,32 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
  * crash between the steps never leaves an object without its attributes.
  * One transaction. 0 or -errno. */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
-		  const char *to);
+		  const char *to, const struct actor *who);
 
-/* Removal: key's row goes (with tree, those under key + "/" too). The
- * change log stays. 0 or -errno. */
-int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree);
+/* Removal: key's row goes (with tree, those under key + "/" too), each
+ * logged ('drop') with who. 0 or -errno. */
+int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
+		  const struct actor *who);
 
-/* Content that arrived by another route replaced key (uploaded at
- * uploaded_at, the store's Last-Modified): key's row goes unless it was
- * written after that (a mount created the file again since), so the new
- * content gets the configured owner, never its uploader's claim nor the
- * previous writer's. The change log stays. 0 or -errno. */
+/* Content that arrived by another route (ETag etag) is at key: key's row
+ * goes unless it is bound to that object, so the new content gets the
+ * configured owner, never its uploader's claim nor the previous writer's.
+ * Logged ('drop') with who. 0 or -errno. */
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
-			   time_t uploaded_at);
+			   const char *etag, const struct actor *who);
+
+/* Before a mount uploads key: with check, the upload replaces the object
+ * with ETag replaced_etag (NULL or "": none is there now) and a row bound
+ * to another object is stale and goes (what was shown with the defaults
+ * keeps them); the row left is unbound (it applies to whatever is at key)
+ * until db_attrs_bind. One transaction. 0 or -errno. */
+int db_attrs_prepare(struct db *d, const char *bucket, const char *key,
+		     int check, const char *replaced_etag);
+/* After a mount's upload of key (ETag etag) is recorded, or a copy of an
+ * object (ETag old, NULL when not known) landed at key: an unbound row,
+ * or one bound to old, is bound to etag. 0 or -errno. */
+int db_attrs_bind(struct db *d, const char *bucket, const char *key,
+		  const char *etag, const char *old);
 
 /* Files received through a mount (a live reception_audit row of origin
  * 'mount' naming received_uid) that have no row in bucket (a database

@@ -544,6 +544,34 @@ static const char *const db_migration_7[] = {
 	NULL,
 };
 
+/* Version 8: a file_attrs row describes one object: etag is the ETag of
+ * the object it was set on (NULL: not bound yet, a mount's new file whose
+ * upload is not recorded), and a row bound to another ETag than the
+ * object a listing shows is not that object's (removed or replaced by
+ * another route). Rows from before are bound to the key's newest live
+ * reception row of a mount's upload. file_attr_changes also logs the
+ * initial attributes ('create', 'mkdir'), renames ('move', from_key the
+ * old name) and removals ('drop'), each with the ETag the row is bound
+ * to. */
+static const char *const db_migration_8[] = {
+	"ALTER TABLE file_attrs ADD COLUMN IF NOT EXISTS etag text",
+	"UPDATE file_attrs f SET etag = r.etag FROM (SELECT DISTINCT ON"
+	" (source_bucket, object_key) source_bucket, object_key, etag, origin"
+	" FROM reception_audit WHERE removed_at IS NULL"
+	" ORDER BY source_bucket, object_key, id DESC) r"
+	" WHERE f.etag IS NULL AND f.bucket = r.source_bucket"
+	" AND f.object_key = r.object_key AND r.origin = 'mount'"
+	" AND r.etag IS NOT NULL AND r.etag <> ''",
+	"ALTER TABLE file_attr_changes ADD COLUMN IF NOT EXISTS etag text",
+	"ALTER TABLE file_attr_changes ADD COLUMN IF NOT EXISTS from_key text",
+	"ALTER TABLE file_attr_changes DROP CONSTRAINT IF EXISTS"
+	" file_attr_changes_op_check",
+	"ALTER TABLE file_attr_changes ADD CONSTRAINT"
+	" file_attr_changes_op_check CHECK (op IN ('chmod', 'chown',"
+	" 'utimens', 'create', 'mkdir', 'move', 'drop'))",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -561,6 +589,9 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_6},
 	{7, "projects guard: deleting a project with stored files is 2BP01",
 	 db_migration_7},
+	{8, "file attributes bound to the object version they describe; "
+	    "creations, renames and removals logged",
+	 db_migration_8},
 };
 /* clang-format on */
 

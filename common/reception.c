@@ -56,7 +56,6 @@
 #define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
 #define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
 
-
 /* A key this process is writing or committing, with a use count. */
 struct busy_ent {
 	char *key;
@@ -859,9 +858,9 @@ static int reception_hash_object(struct reception *r, const char *key,
 				 uint64_t size, const char *etag, char *xxh,
 				 char *sha)
 {
-	int rc = objhash_compute(r->s3, r->cfg->reception_bucket, key, etag,
-				 size, FOREIGN_CHUNK, reception_hash_stop, r,
-				 xxh, sha);
+	int rc =
+	    objhash_compute(r->s3, r->cfg->reception_bucket, key, etag, size,
+			    FOREIGN_CHUNK, reception_hash_stop, r, xxh, sha);
 
 	if (rc == -ESTALE) {
 		log_info("%s/%s changed while it was hashed; looked at again",
@@ -982,7 +981,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 		 * recorded for what it replaced (nor any its uploader set). */
 		if (*inserted &&
 		    db_attrs_drop_replaced(r->db, r->cfg->reception_bucket, key,
-					   before.mtime) != 0)
+					   before.etag, &r->foreign) != 0)
 			log_error("%s/%s: attributes of the replaced file "
 				  "kept",
 				  r->cfg->reception_bucket, key);

@@ -45,6 +45,8 @@ static void attrov_free(struct attrov *a)
 	if (!a)
 		return;
 	free(a->rel);
+	free(a->etag);
+	free(a->miss);
 	free(a);
 }
 
@@ -122,6 +124,8 @@ static struct attrov *attrov_from_row(struct db_attrs *r)
 		return NULL;
 	a->rel = r->key;
 	r->key = NULL;
+	a->etag = r->etag;
+	r->etag = NULL;
 	if (r->what & DB_ATTR_MODE) {
 		a->mode = (mode_t)(r->mode & 07777);
 		a->has_mode = 1;
@@ -327,14 +331,24 @@ static void forget_tree_locked(const char *rel)
 	}
 }
 
+/* Does a row bound to a (NULL: not bound) describe the object with ETag
+ * etag (NULL: not known, any; "": no stored object)? */
+static int binds(const char *a, const char *etag)
+{
+	if (!etag || !a)
+		return 1;
+	return !strcmp(a, etag);
+}
+
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
-	       const struct stat *st)
+	       const struct stat *st, const char *etag)
 {
 	struct db_attrs r = {0};
 	struct dirsnap *s;
 	struct attrov *a;
 	struct actor who;
 	const char *op = NULL;
+	char *bound = NULL;
 	int64_t ctime_ns = 0;
 	int rc;
 
@@ -361,13 +375,14 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	}
 	if (what & ATTROV_RESET) {
 		r.what |= DB_ATTR_RESET;
-		op = NULL; /* a new file, not a change: not logged */
+		op = what & ATTROV_DIR ? "mkdir" : "create";
+		etag = NULL;
 	}
 	cfs_actor(&who);
-	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, op, &who,
-			  &ctime_ns);
+	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, etag, op,
+			  &who, &ctime_ns, &bound);
 	if (rc)
-		return rc;
+		return rc == -EINPROGRESS ? -EIO : rc;
 
 	pthread_mutex_lock(&cfs->lock);
 	s = snap_find(rel, 1);
@@ -379,10 +394,17 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 		if (s)
 			s->ok = 0;
 		pthread_mutex_unlock(&cfs->lock);
+		free(bound);
 		return 0;
 	}
-	if (what & ATTROV_RESET)
+	/* As the database did: a row bound to another object than the one
+	 * changed starts from the defaults. */
+	if ((what & ATTROV_RESET) || (etag && a->etag && !binds(a->etag, etag)))
 		a->has_mode = a->has_owner = a->has_atime = a->has_mtime = 0;
+	free(a->etag);
+	a->etag = bound;
+	free(a->miss);
+	a->miss = NULL;
 	if (what & ATTROV_MODE) {
 		a->mode = r.mode;
 		a->has_mode = 1;
@@ -434,12 +456,26 @@ static void apply_locked(const struct attrov *a, struct stat *st)
  * may have a row the snapshot does not hold. */
 #define ATTR_SKEW_S 30
 
+/* Caller holds cfs->lock. a onto *st if it describes the object with ETag
+ * etag; if not, remembers that etag was found not to match. */
+static void apply_bound_locked(struct attrov *a, struct stat *st,
+			       const char *etag)
+{
+	if (binds(a->etag, etag)) {
+		apply_locked(a, st);
+		return;
+	}
+	free(a->miss);
+	a->miss = strdup(etag);
+}
+
 /* Caller holds cfs->lock (released while the database is asked). Reads
  * rel's row now, caches it (an empty entry when there is none: not asked
  * again before the next snapshot load) unless a change made here raced
- * with the read, and applies it to *st. 0 or -errno (the database cannot
- * be read: nothing applied, the caller fails closed). */
-static int key_load_locked(const char *rel, struct stat *st)
+ * with the read, and applies it to *st if it describes the object with
+ * ETag etag (NULL: any). 0 or -errno (the database cannot be read:
+ * nothing applied, the caller fails closed). */
+static int key_load_locked(const char *rel, struct stat *st, const char *etag)
 {
 	struct db_attrs row;
 	struct dirsnap *s = snap_find(rel, 1);
@@ -472,11 +508,12 @@ static int key_load_locked(const char *rel, struct stat *st)
 	if (s->epoch != epoch) {
 		/* Changed here meanwhile: the cache is the newer. */
 		cached = kid_find(s, rel, 0);
-		apply_locked(cached ? cached : a, st);
+		if (!cached || binds(cached->etag, etag))
+			apply_bound_locked(cached ? cached : a, st, etag);
 		attrov_free(a);
 		return 0;
 	}
-	apply_locked(a, st);
+	apply_bound_locked(a, st, etag);
 	cached = kid_find(s, rel, 0);
 	if (cached) {
 		nameidx_del(&s->kids, rel);
@@ -487,7 +524,7 @@ static int key_load_locked(const char *rel, struct stat *st)
 	return 0;
 }
 
-int attrov_apply(const char *rel, struct stat *st)
+int attrov_apply(const char *rel, struct stat *st, const char *etag)
 {
 	struct dirsnap *s;
 	struct attrov *a;
@@ -498,14 +535,21 @@ int attrov_apply(const char *rel, struct stat *st)
 	if (s)
 		rc = 0;
 	a = s ? kid_find(s, rel, 0) : NULL;
-	if (a) {
+	if (etag && !*etag)
+		etag = NULL; /* not known */
+	if (a && binds(a->etag, etag)) {
 		apply_locked(a, st);
-	} else if (s && (S_ISDIR(st->st_mode) ||
-			 st->st_mtime + ATTR_SKEW_S >= s->loaded_rt)) {
-		/* Not in the snapshot, but possibly newer than it (made on
-		 * another mount since): never shown with the defaults
-		 * unless its row is known absent. Unreadable: fail closed. */
-		rc = key_load_locked(rel, st);
+	} else if (a && a->miss && !strcmp(a->miss, etag)) {
+		/* Its row describes another object (removed or replaced by
+		 * another route): this one has the defaults. */
+	} else if (a || (s && (S_ISDIR(st->st_mode) ||
+			       st->st_mtime + ATTR_SKEW_S >= s->loaded_rt))) {
+		/* Not in the snapshot, or bound there to another object,
+		 * but possibly newer than it (made or rewritten on another
+		 * mount since): never shown with the defaults unless its
+		 * row is known absent or another object's. Unreadable:
+		 * fail closed. */
+		rc = key_load_locked(rel, st, etag);
 		if (rc && rc != -ENOMEM)
 			rc = -EIO;
 	}
@@ -513,12 +557,14 @@ int attrov_apply(const char *rel, struct stat *st)
 	return rc;
 }
 
-int attrov_apply_fresh(const char *rel, struct stat *st)
+int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag)
 {
 	int rc;
 
+	if (etag && !*etag)
+		etag = NULL;
 	pthread_mutex_lock(&cfs->lock);
-	rc = key_load_locked(rel, st);
+	rc = key_load_locked(rel, st, etag);
 	pthread_mutex_unlock(&cfs->lock);
 	return rc;
 }
@@ -561,17 +607,68 @@ static void move_entry_locked(const char *from, const char *to)
 	a->rel = n;
 }
 
-void attrov_move(const char *from, const char *to, int tree)
+/* Caller holds cfs->lock. Forgets rel's entry and makes its directory's
+ * snapshot load again before it is shown: the database's state, whatever
+ * it is after a failure, is what shows next. */
+static void reload_entry_locked(const char *rel)
 {
-	int rc =
-	    db_attrs_move(cfs->db, cfs->cfg.reception_bucket, from, to, tree);
+	struct dirsnap *s;
 
+	forget_entry_locked(rel);
+	s = snap_find(rel, 0);
+	if (s)
+		s->ok = 0;
+}
+
+/* Caller holds cfs->lock. rel's cached entry, its directory's epoch
+ * bumped (a load running now may predate the change), or NULL. */
+static struct attrov *entry_changing_locked(const char *rel)
+{
+	struct dirsnap *s = snap_find(rel, 0);
+
+	if (!s)
+		return NULL;
+	s->epoch++;
+	return kid_find(s, rel, 0);
+}
+
+/* Caller holds cfs->lock. a now bound to etag (NULL: unbound). */
+static void entry_bind_locked(struct attrov *a, const char *etag)
+{
+	char *e = etag ? strdup(etag) : NULL;
+
+	free(a->etag);
+	a->etag = e;
+	free(a->miss);
+	a->miss = NULL;
+	if (etag && !e)
+		a->has_mode = a->has_owner = a->has_atime = a->has_mtime = 0;
+}
+
+void attrov_move(const char *from, const char *to, int tree, const char *etag,
+		 const char *old)
+{
+	struct attrov *a;
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_move(cfs->db, cfs->cfg.reception_bucket, from, to, tree,
+			   etag, old, &who);
 	if (rc)
 		log_error("attributes of inbox/%s did not follow its rename "
 			  "to inbox/%s: %s",
 			  from, to, strerror(-rc));
 	pthread_mutex_lock(&cfs->lock);
-	move_entry_locked(from, to);
+	if (rc) {
+		reload_entry_locked(from);
+		reload_entry_locked(to);
+	} else {
+		move_entry_locked(from, to);
+		a = etag && *etag ? entry_changing_locked(to) : NULL;
+		if (a && (!a->etag || (old && !strcmp(a->etag, old))))
+			entry_bind_locked(a, etag);
+	}
 	if (tree) {
 		forget_tree_locked(from);
 		forget_tree_locked(to);
@@ -582,7 +679,11 @@ void attrov_move(const char *from, const char *to, int tree)
 int attrov_copy(const char *from, const char *to)
 {
 	struct dirsnap *ts;
-	int rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to);
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to, &who);
 
 	if (rc) {
 		log_error("attributes of inbox/%s not copied to inbox/%s: %s",
@@ -600,15 +701,69 @@ int attrov_copy(const char *from, const char *to)
 
 void attrov_drop(const char *rel, int tree)
 {
-	int rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree);
+	struct actor who;
+	int rc;
 
+	cfs_actor(&who);
+	rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree, &who);
 	if (rc)
-		log_error("attributes of removed inbox/%s not dropped: %s", rel,
-			  strerror(-rc));
+		log_error("attributes of removed inbox/%s not dropped (they "
+			  "stay bound to the removed object): %s",
+			  rel, strerror(-rc));
 	pthread_mutex_lock(&cfs->lock);
-	forget_entry_locked(rel);
+	if (rc)
+		reload_entry_locked(rel);
+	else
+		forget_entry_locked(rel);
 	if (tree)
 		forget_tree_locked(rel);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+int attrov_prepare(const char *rel, int check, const char *replaced)
+{
+	struct attrov *a;
+	int rc = db_attrs_prepare(cfs->db, cfs->cfg.reception_bucket, rel,
+				  check, replaced);
+
+	pthread_mutex_lock(&cfs->lock);
+	a = entry_changing_locked(rel);
+	if (rc) {
+		reload_entry_locked(rel);
+	} else if (a) {
+		/* As the database did: a row of another object goes. */
+		if (check && a->etag &&
+		    !binds(a->etag, replaced ? replaced : ""))
+			a->has_mode = a->has_owner = a->has_atime =
+			    a->has_mtime = 0;
+		entry_bind_locked(a, NULL);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (rc)
+		log_error("attributes of inbox/%s not prepared for its "
+			  "upload: %s",
+			  rel, strerror(-rc));
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
+void attrov_bind(const char *rel, const char *etag, const char *old)
+{
+	struct attrov *a;
+	int rc;
+
+	if (!etag || !*etag)
+		return;
+	rc = db_attrs_bind(cfs->db, cfs->cfg.reception_bucket, rel, etag, old);
+	if (rc)
+		log_error("attributes of inbox/%s not bound to its object %s "
+			  "(they apply to whatever is there until then): %s",
+			  rel, etag, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	a = entry_changing_locked(rel);
+	if (rc)
+		reload_entry_locked(rel);
+	else if (a && (!a->etag || (old && !strcmp(a->etag, old))))
+		entry_bind_locked(a, etag);
 	pthread_mutex_unlock(&cfs->lock);
 }
 

@@ -18,8 +18,8 @@
 #include "db.h"
 #include "dset.h"
 #include "promote.h"
-#include "reception.h"
 #include "rawin.h"
+#include "reception.h"
 #include "s3.h"
 #include "upload.h"
 
@@ -33,6 +33,8 @@ struct attrov {
 	gid_t gid;
 	struct timespec atime, mtime;
 	struct timespec ctime; /* the last status change recorded */
+	char *etag; /* the object the row describes (NULL: not bound yet) */
+	char *miss; /* an ETag found not to be etag since the row's read */
 	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1,
 	    has_ctime : 1;
 };
@@ -265,42 +267,73 @@ void ofile_free_all(void);
 #define ATTROV_ATIME 4
 #define ATTROV_MTIME 8
 #define ATTROV_RESET 32 /* a new file: rel's earlier attributes go first */
+#define ATTROV_DIR 64	/* with RESET: a directory (logged 'mkdir') */
 /* Records the fields of in named by what (ATTROV_*) for rel: in the
- * database first (with the caller of the current FUSE request as who; a
- * chmod/chown/utimens is also logged in file_attr_changes, a RESET is
- * not), then in the cache; the status-change time is the database's now().
- * st is the file's current stat (for a partial chown; may be NULL without
- * ATTROV_OWNER). 0 or -errno from the database (nothing recorded). */
+ * database first (with the caller of the current FUSE request as who;
+ * logged in file_attr_changes: 'create'/'mkdir' for a RESET, else
+ * chmod/chown/utimens), then in the cache; the status-change time is the
+ * database's now(). st is the file's current stat (for a partial chown;
+ * may be NULL without ATTROV_OWNER). etag is the ETag of the object
+ * changed (NULL: not known, a directory, or a file open here): a row
+ * bound to another object is stale, the change starts from the defaults
+ * (db_attrs_set). A RESET row is unbound until its upload is recorded
+ * (attrov_bind). 0 or -errno from the database (EIO when the outcome is
+ * unknown; nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
-	       const struct stat *st);
+	       const struct stat *st, const char *etag);
 /* Applies rel's attributes, if any, to *st: mode, owner, atime and mtime
  * replace st's; ctime is the later of st's (moved by writes and truncates)
- * and the recorded one. Loads rel's directory from the database when its
- * snapshot is older than the TTL (a stale snapshot is used meanwhile). A
- * name the snapshot does not hold that may be newer than it (a directory,
- * or st_mtime not long before its load) has its own row read now. 0, or
- * -errno (EIO...) when what is needed cannot be read from the database:
- * never the defaults in its place. */
-int attrov_apply(const char *rel, struct stat *st);
+ * and the recorded one. Only a row that describes the object shown does:
+ * etag is its ETag (NULL or "": not known, a directory or a file open
+ * here: any row applies); a row bound to another ETag (the object was
+ * removed or replaced by another route) is read again from the database
+ * and, still another's, not applied: the object has the defaults. Loads rel's
+ * directory from the database when its snapshot is older than the TTL (a stale
+ * snapshot is used meanwhile). A name the snapshot does not hold that may be
+ * newer than it (a directory, or st_mtime not long before its load) has its own
+ * row read now. 0, or -errno (EIO...) when what is needed cannot be read from
+ * the database: never the defaults in its place. */
+int attrov_apply(const char *rel, struct stat *st, const char *etag);
 /* attrov_apply with rel's row read from the database now (not from a
  * snapshot), for decisions the kernel could not check. 0 or -errno (the
  * database cannot be read: *st unchanged). */
-int attrov_apply_fresh(const char *rel, struct stat *st);
+int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
 /* rename (after the store's): from's attributes become to's; to's own go.
  * With tree set (a directory), those of everything under from/ follow to
- * to/ as well. A database failure is logged (the rename stands). */
-void attrov_move(const char *from, const char *to, int tree);
+ * to/ as well. etag (NULL: unchanged) is to's object's ETag after the
+ * move, taken by from's row when unbound or bound to old (the ETag of the
+ * object moved, NULL when not known). Logged ('move', 'drop'). A database
+ * failure is logged (the rename stands) and the cache shows the
+ * database's state. */
+void attrov_move(const char *from, const char *to, int tree, const char *etag,
+		 const char *old);
 /* A directory rename, per key, before the store moves it: to's attributes
  * become a copy of from's (from's stay until attrov_drop after the move).
  * 0 or -errno (EIO: the database failed; nothing may be moved then). */
 int attrov_copy(const char *from, const char *to);
 /* unlink/rmdir (after the store's): rel's attributes go (with tree, those
- * under rel/ too); the change log stays. A failure is logged. */
+ * under rel/ too), logged ('drop'). A failure is logged and the cache
+ * shows the database's state (a row left stays bound to the removed
+ * object, so it applies to no later one). */
 void attrov_drop(const char *rel, int tree);
+/* Before this mount uploads rel: with check (an object is there, the
+ * upload replaces it), replaced is the ETag of that object now (NULL: none
+ * any more) and a row bound to another object goes; the row left is
+ * unbound until attrov_bind. 0 or -errno (EIO; nothing may be uploaded). */
+int attrov_prepare(const char *rel, int check, const char *replaced);
+/* After this mount's upload of rel (ETag etag) is recorded, or a copy of
+ * the object with ETag old landed at rel: rel's unbound row, or one bound
+ * to old, describes etag. A failure is logged (the row stays unbound). */
+void attrov_bind(const char *rel, const char *etag, const char *old);
 /* Forgets what is cached of rel and under rel/ (reloaded when next shown). */
 void attrov_forget_tree(const char *rel);
 /* At unmount: frees the cache. */
 void attrov_free_all(void);
+
+/* The ETag of the stored object inbox/rel shows, copied into out (80
+ * bytes) and returned; NULL (out "") when not known: a directory, a file
+ * open here, or not found in the listing. */
+const char *inbox_shown_etag(const char *rel, char *out);
 
 /* ops_promote.c - promotion by rename (inbox/ -> projects/). */
 int promote_rename(const char *from, const char *to, unsigned int flags);

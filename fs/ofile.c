@@ -232,7 +232,7 @@ static int ofile_meta(struct ofile *of, const char *rel, struct ofile_meta *m)
 	int rc;
 
 	ofile_stat(of, &st);
-	rc = attrov_apply(rel, &st);
+	rc = attrov_apply(rel, &st, NULL);
 	if (rc)
 		return rc;
 	snprintf(m->mtime, sizeof(m->mtime), "%lld",
@@ -263,6 +263,25 @@ void ofile_stream_meta(struct ofile *of)
 	free(rel);
 }
 
+/* Caller holds of->lock: rel's attributes unbound before its upload
+ * (attrov_prepare); over a stored object, the one there now (HEAD). */
+static int ofile_prepare_attrs(struct ofile *of, const char *rel)
+{
+	struct s3_object_info info;
+	int rc;
+
+	if (!of->in_store)
+		return attrov_prepare(rel, 0, NULL);
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == -ENOENT)
+		return attrov_prepare(rel, 1, NULL);
+	if (rc)
+		return rc;
+	rc = attrov_prepare(rel, 1, info.etag);
+	s3_object_info_free(&info);
+	return rc;
+}
+
 /* Caller holds of->lock: uploads the spool under rel and logs it. */
 static int ofile_commit_key(struct ofile *of, const char *rel)
 {
@@ -290,7 +309,12 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	rc = reception_busy_add(cfs->rcp, rel);
 	if (rc)
 		return rc;
-	rc = upload_set_key(of->up, rel);
+	/* Its attributes describe what this upload stores: unbound from the
+	 * object replaced (one replaced by another route meanwhile is not
+	 * this file's: its row goes), bound to the new one once recorded. */
+	rc = ofile_prepare_attrs(of, rel);
+	if (rc == 0)
+		rc = upload_set_key(of->up, rel);
 	if (rc == 0)
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 	if (rc == 0)
@@ -300,6 +324,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
+		attrov_bind(rel, res.etag, NULL);
 		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
 	} else if (!of->in_store) {
 		dcache_remove(rel);

@@ -29,9 +29,9 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 		const char *name;
 		enum cfs_area area;
 	} top[] = {
-		{"inbox", AREA_INBOX},
-		{"projects", AREA_PROJECTS},
-		{"audit", AREA_AUDIT},
+	    {"inbox", AREA_INBOX},
+	    {"projects", AREA_PROJECTS},
+	    {"audit", AREA_AUDIT},
 	};
 	size_t i;
 
@@ -89,9 +89,9 @@ int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid)
 
 /* The last uid -> name resolved: files are mostly written by one user. */
 static pthread_mutex_t actor_lock = PTHREAD_MUTEX_INITIALIZER;
-static uid_t actor_uid = (uid_t)-1;     /* protected by actor_lock */
-static char actor_user[64];             /* protected by actor_lock */
-static time_t actor_when;               /* protected by actor_lock */
+static uid_t actor_uid = (uid_t)-1; /* protected by actor_lock */
+static char actor_user[64];	    /* protected by actor_lock */
+static time_t actor_when;	    /* protected by actor_lock */
 
 void cfs_actor(struct actor *a)
 {
@@ -211,7 +211,7 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	rel = fh_rel(h);
 	if (!rel)
 		return -ENOMEM;
-	rc = attrov_apply(rel, st);
+	rc = attrov_apply(rel, st, NULL);
 	free(rel);
 	return rc;
 }
@@ -320,8 +320,7 @@ static int cfs_rmdir(const char *path)
 }
 
 /* Errors: EPERM, EROFS, EINVAL, ENAMETOOLONG, EIO, ENOSPC. */
-static int cfs_create(const char *path, mode_t mode,
-		      struct fuse_file_info *fi)
+static int cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -368,8 +367,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 	return h ? inbox_read(h, buf, size, off) : -EBADF;
 }
 
-static int cfs_write(const char *path, const char *buf, size_t size,
-		     off_t off, struct fuse_file_info *fi)
+static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
@@ -414,8 +413,7 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 }
 
 /* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, ENAMETOOLONG, EIO. */
-static int cfs_truncate(const char *path, off_t size,
-			struct fuse_file_info *fi)
+static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -549,7 +547,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
 	struct fhandle *h = fh_of(fi);
-	char *own = NULL;
+	char *own = NULL, etag[80] = "";
 	struct stat st;
 	int rc = path_check(path);
 
@@ -587,7 +585,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (rc == 0 && what)
-		rc = attrov_set(rel, in, what, &st);
+		rc = attrov_set(rel, in, what, &st,
+				own ? NULL : inbox_shown_etag(rel, etag));
 	free(own);
 	return rc;
 }
@@ -641,9 +640,8 @@ static int cfs_symlink(const char *target, const char *path)
 
 	if (rc)
 		return rc;
-	return readonly_errno(cfs_area_of(path, &rel) == AREA_AUDIT
-				      ? AREA_AUDIT
-				      : AREA_ROOT);
+	return readonly_errno(
+	    cfs_area_of(path, &rel) == AREA_AUDIT ? AREA_AUDIT : AREA_ROOT);
 }
 
 /* A hard link to an audit/ file changes it (its link count): EROFS too. */
@@ -776,31 +774,31 @@ static void cfs_destroy(void *data)
 }
 
 const struct fuse_operations cfs_ops = {
-	.init = cfs_init,
-	.destroy = cfs_destroy,
-	.getattr = cfs_getattr,
-	.readdir = cfs_readdir,
-	.mkdir = cfs_mkdir,
-	.rmdir = cfs_rmdir,
-	.create = cfs_create,
-	.open = cfs_open,
-	.read = cfs_read,
-	.write = cfs_write,
-	.flush = cfs_flush,
-	.fsync = cfs_fsync,
-	.release = cfs_release,
-	.truncate = cfs_truncate,
-	.unlink = cfs_unlink,
-	.rename = cfs_rename,
-	.chmod = cfs_chmod,
-	.chown = cfs_chown,
-	.utimens = cfs_utimens,
-	.statfs = cfs_statfs,
-	.symlink = cfs_symlink,
+    .init = cfs_init,
+    .destroy = cfs_destroy,
+    .getattr = cfs_getattr,
+    .readdir = cfs_readdir,
+    .mkdir = cfs_mkdir,
+    .rmdir = cfs_rmdir,
+    .create = cfs_create,
+    .open = cfs_open,
+    .read = cfs_read,
+    .write = cfs_write,
+    .flush = cfs_flush,
+    .fsync = cfs_fsync,
+    .release = cfs_release,
+    .truncate = cfs_truncate,
+    .unlink = cfs_unlink,
+    .rename = cfs_rename,
+    .chmod = cfs_chmod,
+    .chown = cfs_chown,
+    .utimens = cfs_utimens,
+    .statfs = cfs_statfs,
+    .symlink = cfs_symlink,
     .readlink = cfs_readlink,
     .getxattr = cfs_getxattr,
     .setxattr = cfs_setxattr,
     .listxattr = cfs_listxattr,
     .removexattr = cfs_removexattr,
-	.link = cfs_link,
+    .link = cfs_link,
 };

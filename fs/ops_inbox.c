@@ -102,7 +102,7 @@ int inbox_getattr(const char *rel, struct stat *st)
 			ofile_stat(of, st);
 			pthread_mutex_unlock(&of->lock);
 			ofile_put(of);
-			return attrov_apply(rel, st);
+			return attrov_apply(rel, st, NULL);
 		}
 		ofile_put(of);
 	}
@@ -110,7 +110,26 @@ int inbox_getattr(const char *rel, struct stat *st)
 	if (rc)
 		return rc;
 	dentry_stat(&e, st);
-	return attrov_apply(rel, st);
+	return attrov_apply(rel, st, e.is_dir ? NULL : e.etag);
+}
+
+const char *inbox_shown_etag(const char *rel, char *out)
+{
+	struct ofile *of = ofile_find(rel);
+	struct dentry e;
+	int open_here = 0;
+
+	out[0] = '\0';
+	if (of) {
+		pthread_mutex_lock(&cfs->lock);
+		open_here = !of->unlinked;
+		pthread_mutex_unlock(&cfs->lock);
+		ofile_put(of);
+	}
+	if (open_here || dcache_lookup(rel, &e) || e.is_dir || !e.etag[0])
+		return NULL;
+	snprintf(out, 80, "%s", e.etag);
+	return out;
 }
 
 struct list_ctx {
@@ -248,9 +267,9 @@ int inbox_mkdir(const char *rel, mode_t mode)
 	clock_gettime(CLOCK_REALTIME, &in.mtime);
 	in.atime = in.mtime;
 	rc = attrov_set(rel, &in,
-			ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER |
+			ATTROV_RESET | ATTROV_DIR | ATTROV_MODE | ATTROV_OWNER |
 			    ATTROV_ATIME | ATTROV_MTIME,
-			NULL);
+			NULL, NULL);
 	if (rc == 0) {
 		memset(&st, 0, sizeof(st));
 		st.st_mode = in.mode;
@@ -489,7 +508,7 @@ static int privs_clear(const char *rel)
 		return 0;
 	memset(&st, 0, sizeof(st));
 	st.st_mode = S_IFREG;
-	rc = attrov_apply(rel, &st);
+	rc = attrov_apply(rel, &st, NULL);
 	if (rc == 0) {
 		if (st.st_mode & S_ISUID)
 			kill |= S_ISUID;
@@ -497,7 +516,7 @@ static int privs_clear(const char *rel)
 			kill |= S_ISGID;
 		if (kill) {
 			in.mode = st.st_mode & 07777 & ~kill;
-			rc = attrov_set(rel, &in, ATTROV_MODE, &st);
+			rc = attrov_set(rel, &in, ATTROV_MODE, &st, NULL);
 		}
 	}
 	return rc == -EINPROGRESS ? -EIO : rc;
@@ -553,7 +572,7 @@ static int stored_stat(const char *rel, const struct s3_object_info *info,
 	e.size = info->size;
 	e.mtime = info->mtime;
 	dentry_stat(&e, st);
-	return attrov_apply_fresh(rel, st);
+	return attrov_apply_fresh(rel, st, info->etag);
 }
 
 /* The kernel creates only after a lookup found no such name, but that
@@ -635,7 +654,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			creator_attrs(&in, mode);
 			rc = attrov_set(
 			    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
-			    NULL);
+			    NULL, NULL);
 			if (rc)
 				return rc;
 		}
@@ -868,7 +887,7 @@ static int kill_privs(struct fhandle *h)
 		return 0; /* unlinked: nobody can exec it by name */
 	memset(&st, 0, sizeof(st));
 	st.st_mode = S_IFREG;
-	rc = attrov_apply(rel, &st);
+	rc = attrov_apply(rel, &st, NULL);
 	if (rc == 0 &&
 	    ((st.st_mode & S_ISUID) ||
 	     (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {

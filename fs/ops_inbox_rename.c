@@ -92,8 +92,8 @@ static void pending_finish(int ok)
 		ofile_put(of);
 	}
 	if (!ok)
-		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name,
-			    0);
+		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name, 0,
+			    NULL, NULL);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -173,7 +173,7 @@ static int hide_for_rename(const char *from, const char *to)
 	readers_attach(from, of);
 	if (!hidden_for_rename.of)
 		ofile_put(of);
-	attrov_move(from, to, 0);
+	attrov_move(from, to, 0, NULL, NULL);
 	return 0;
 fail:
 	free(hidden_for_rename.name);
@@ -244,7 +244,7 @@ static int inbox_hide(const char *from, const char *to)
 	ofile_put(of);
 	if (rc == 0) {
 		dcache_remove(from);
-		attrov_move(from, to, 0);
+		attrov_move(from, to, 0, NULL, NULL);
 	}
 	return rc;
 }
@@ -285,7 +285,7 @@ static int rename_stored_to_temp(const char *from, const char *to)
 static int rename_dir_locked(const char *from, const char *to)
 {
 	struct s3_list_result res = {0};
-	char *fp = NULL, *nk = NULL, *ok = NULL;
+	char *fp = NULL, *nk = NULL, *ok = NULL, etag[80] = "";
 	struct actor who;
 	struct stat st;
 	size_t fl, i;
@@ -333,7 +333,9 @@ static int rename_dir_locked(const char *from, const char *to)
 				rc = attrov_copy(ok, nk);
 			if (rc == 0)
 				rc = reception_rename(cfs->rcp, e->key, nk,
-						      e->size, &who, NULL);
+						      e->size, &who, etag);
+			if (rc == 0)
+				attrov_bind(nk, etag, e->etag);
 		}
 		/* A directory's row stays until every object under it moved
 		 * (a partial rename leaves both directories with theirs). */
@@ -505,7 +507,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	struct stat sf, st;
 	struct ofile *of;
 	struct actor who;
-	char etag[80];
+	char etag[80] = "", old[80] = "";
 	int rc, to_exists;
 
 	if (flags & RENAME_EXCHANGE)
@@ -556,6 +558,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		if (rc)
 			return rc;
 	} else {
+		inbox_shown_etag(from, old);
 		cfs_actor(&who);
 		rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf.st_size,
 				      &who, etag);
@@ -565,7 +568,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
 	}
 	dcache_remove(from);
-	attrov_move(from, to, 0);
+	attrov_move(from, to, 0, etag[0] ? etag : NULL, old[0] ? old : NULL);
 	return 0;
 }
 

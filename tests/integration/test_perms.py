@@ -21,9 +21,11 @@ def attrs_row(m, key):
     return r[0] if r else None
 
 
-def changes(m, key):
-    return m.sql_dicts("select * from file_attr_changes where bucket = %s and object_key = %s"
-                       " order by id", (m.reception_bucket, key))
+def changes(m, key, every=False):
+    """chmod/chown/utimens logged for key (every: create, mkdir, move and drop too)."""
+    return [c for c in m.sql_dicts("select * from file_attr_changes where bucket = %s"
+                                   " and object_key = %s order by id", (m.reception_bucket, key))
+            if every or c["op"] in ("chmod", "chown", "utimens")]
 
 
 def wait_stat(m, path, pred, what, timeout=10):
@@ -769,3 +771,74 @@ def test_write_by_another_user_without_default_permissions_clears_setuid(mount_f
     assert stat.S_IMODE(os.stat(g).st_mode) == 0o666
     assert m.s3.get_object(Bucket=m.reception_bucket, Key=f"{uniq}-rw.sh")["Body"].read() == b"x!"
     assert m.s3.get_object(Bucket=m.reception_bucket, Key=f"{uniq}-wo.sh")["Body"].read() == b"#!y"
+
+
+# --------------------------------------------------------------------------- rows bound to objects
+# (review-perm item 3): a file_attrs row describes the object (ETag) it was set on; another
+# object at the same key, however it got there, has the configured owner and mode.
+
+@pytest.mark.parametrize("delete_first", [True, False])
+def test_attributes_of_a_removed_or_replaced_object_never_apply_to_the_next(shared, uniq,
+                                                                            delete_first):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o600)") == ["ok", "ok"]
+    head = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+    assert attrs_row(m, key)["etag"] == head["ETag"].strip('"')
+    if delete_first:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=key)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"console",
+                    Metadata={"uid": str(A), "gid": str(A), "mode": str(stat.S_IFREG | 0o600)})
+    # A changes the mode at once, before the new object is listed or logged (so after its
+    # upload: a name-and-time rule keeps A's row for it); refused or not, it stays A's old
+    # object's
+    time.sleep(1.1)
+    assert as_user(A, f"os.chmod({f!r}, 0o604)")[0] in ("ok", "EPERM")
+    def shown():
+        os.listdir(m.inbox)
+        st = os.stat(f)
+        return (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (3000, 3001, 0o644)
+    m.wait_until(shown, timeout=15, interval=0.5, what="the new object shown as foreign")
+    # neither A (the old row's owner) nor B takes it over
+    assert as_user(A, f"os.chmod({f!r}, 0o666)", f"open({f!r}, 'ab').write(b'x')",
+                   f"os.unlink({f!r})") == ["EPERM", "EACCES", "EPERM"]
+    assert as_user(B, f"os.chmod({f!r}, 0o666)", f"os.unlink({f!r})") == ["EPERM", "EPERM"]
+    assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"console"
+
+
+def test_a_file_written_again_through_the_mount_stays_its_owners(shared, uniq):
+    m = shared
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('one')", f"os.chmod({f!r}, 0o640)",
+                   f"open({f!r}, 'w').write('two')", f"open({f!r}, 'a').write('three')") == \
+        ["ok"] * 4
+    head = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+    r = attrs_row(m, key)
+    assert (r["uid"], r["mode"], r["etag"]) == (A, 0o640, head["ETag"].strip('"'))
+    st = os.stat(f)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o640)
+    assert as_user(B, rd(f)) == ["EACCES"]
+    ops = [c["op"] for c in changes(m, key, every=True)]
+    assert ops[0] == "create" and "chmod" in ops
+
+
+def test_initial_ownership_moves_and_drops_are_logged(shared, uniq):
+    """review-perm item 11: the owner given at create/mkdir, each rename and each removal are
+    in file_attr_changes, with who and the object (ETag) the row describes."""
+    m = shared
+    d, f, g = f"{uniq}-d", f"{uniq}.txt", f"{uniq}-2.txt"
+    pd, pf, pg = m.path("inbox", d), m.path("inbox", f), m.path("inbox", g)
+    assert as_user(A, f"os.mkdir({pd!r}, 0o750)", f"open({pf!r}, 'w').write('A')",
+                   f"os.rename({pf!r}, {pg!r})", f"os.unlink({pg!r})") == ["ok"] * 4
+    mk = changes(m, d, every=True)
+    assert [(c["op"], c["uid"], c["mode"], c["changed_uid"]) for c in mk] == \
+        [("mkdir", A, 0o750, A)]
+    cr = changes(m, f, every=True)
+    assert [(c["op"], c["uid"], c["changed_uid"]) for c in cr] == [("create", A, A)]
+    mv = changes(m, g, every=True)
+    assert [(c["op"], c["from_key"], c["uid"], c["changed_uid"]) for c in mv] == \
+        [("move", f, A, A), ("drop", None, A, A)]
+    assert mv[0]["etag"] and mv[1]["etag"] == mv[0]["etag"]
+    assert attrs_row(m, g) is None and attrs_row(m, f) is None
