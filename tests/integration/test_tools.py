@@ -1,0 +1,433 @@
+"""The batch tools (issue 7 item 3): ``custodyfs status``, ``custodyfs recover`` and
+``custodyfs promote`` run as subprocesses of the binary with the harness's config file, against
+the real PostgreSQL and S3 server, no mount needed. Results are checked with boto3 and psycopg2:
+every storage_audit and reception_audit row of each key (removed ones too), the journal, the
+projects registry. The progress bar is checked in a real terminal (tmux)."""
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import threading
+import time
+import uuid
+
+import checks
+from conftest import BIN, wait_until
+from test_promote import (check_stored, dget, dhead, drop, journal,
+                          project, proxied, srows)  # noqa: F401 (proxied: a fixture)
+
+
+def _cfg(m):
+    return "config=" + m.config
+
+
+def _promote(m, p, *extra, name=None):
+    args = ["promote", "--project", p, "-o", _cfg(m), "--json"]
+    if name is not None:
+        args += ["--name", name]
+    return m.cli(*args, *extra, timeout=300)
+
+
+def _json(r):
+    assert r.stdout.strip(), f"no JSON on stdout; stderr:\n{r.stderr}"
+    return json.loads(r.stdout)
+
+
+def _status(m, *extra):
+    r = m.cli("status", "-o", _cfg(m), "--json", *extra, timeout=120)
+    return r, _json(r)
+
+
+def _put_foreign(m, key, data):
+    """An upload by another route (SDK): the object, no reception row."""
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)
+    assert checks.live_rows(m, key) == []
+
+
+def _all_rows(m, table):
+    return m.sql_value(f"select count(*) from {table}")
+
+
+def _snapshot(m):
+    """Every row of every table the tools may write, and both buckets' keys with ETags."""
+    def keys(bucket):
+        out = {}
+        for page in m.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for o in page.get("Contents", []):
+                out[o["Key"]] = o["ETag"]
+        return out
+    return {
+        "reception": m.sql("select * from reception_audit order by id"),
+        "storage": m.sql("select * from storage_audit order by id"),
+        "projects": m.sql("select * from projects_registry order by id"),
+        "journal": m.sql("select * from promotion_journal order by id"),
+        "rbucket": keys(m.reception_bucket),
+        "sbucket": keys(m.storage_bucket),
+    }
+
+
+# ---- promote ---------------------------------------------------------------------------------
+
+def test_promote_everything_then_again_copies_nothing(mount_factory, uniq):
+    """The seed's pipeline: the project is created (who and when), every received file is
+    promoted to <prefix>/<its path> (nested directories too), an object uploaded by another
+    route is logged first (hashed from its bytes) then promoted. A second run finds nothing;
+    the same files received again are all duplicates: nothing copied, the stored objects
+    untouched, a 'duplicate' row each."""
+    m = mount_factory()
+    p = uniq
+    files = {"a.txt": b"alpha\n", "d/b.bin": os.urandom(70000), "d/e/c.bin": os.urandom(1234)}
+    os.makedirs(os.path.join(m.inbox, "d", "e"))
+    for k, b in files.items():
+        drop(m, k, b)
+    m.unmount()  # no mount sees the foreign object: the tool logs it
+    foreign = {"f/foreign.bin": os.urandom(5000)}
+    for k, b in foreign.items():
+        _put_foreign(m, k, b)
+    time.sleep(3.2)  # past the grace: LastModified (whole seconds) + 1 s + 1 s (harness)
+    allf = dict(files, **foreign)
+
+    r = _promote(m, p, name="Projeto " + p)
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["project_created"] is True and out["project_name"] == "Projeto " + p
+    assert out["files"] == 4 and out["copied"] == 4 and out["duplicates"] == 0
+    assert out["conflicts"] == 0 and out["failed"] == 0 and out["not_logged"] == 0
+    assert out["logged_now"] == 1
+    assert out["bytes_copied"] == sum(len(b) for b in allf.values())
+    proj = m.sql_dicts("select * from projects_registry where prefix = %s", (p,))
+    assert len(proj) == 1 and proj[0]["name"] == "Projeto " + p
+    assert str(os.getuid()) in proj[0]["created_by"] and proj[0]["created_at"] is not None
+    assert _all_rows(m, "projects_registry") == 1
+    for k, b in allf.items():
+        check_stored(m, p + "/" + k, b, k, ["copied"])
+        assert len(checks.rows(m, k)) == 1  # one reception row each, removed now
+    fr = checks.rows(m, "f/foreign.bin")[0]
+    assert fr["sha256"] == m.sha256_bytes(foreign["f/foreign.bin"])
+    assert fr["xxh128"] == m.xxh128_bytes(foreign["f/foreign.bin"])
+    assert _all_rows(m, "storage_audit") == 4 and _all_rows(m, "reception_audit") == 4
+    assert checks.bucket_keys(m) == []
+    assert m.sql_value("select count(*) from promotion_journal where state <> 'done'") == 0
+    first = {k: dhead(m, p + "/" + k) for k in allf}
+
+    # nothing left in reception: a second run promotes nothing, changes nothing
+    before = _snapshot(m)
+    r = _promote(m, p)
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["project_created"] is False and out["files"] == 0 and out["copied"] == 0
+    assert _snapshot(m) == before
+
+    # the same files received again: every one a duplicate, nothing copied
+    time.sleep(1.1)  # LastModified has a one-second resolution
+    m.mount()
+    for k, b in files.items():
+        drop(m, k, b)
+    m.unmount()
+    for k, b in foreign.items():
+        _put_foreign(m, k, b)
+    time.sleep(3.2)
+    r = _promote(m, p)
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["files"] == 4 and out["copied"] == 0 and out["bytes_copied"] == 0
+    assert out["duplicates"] == 4 and out["duplicates_path"] == 4
+    assert out["conflicts"] == 0 and out["failed"] == 0
+    for k, b in allf.items():
+        rows = check_stored(m, p + "/" + k, b, k, ["copied", "duplicate"])
+        assert rows[1]["reception_id"] != rows[0]["reception_id"]
+        again = dhead(m, p + "/" + k)
+        assert again["ETag"] == first[k]["ETag"]
+        assert again["LastModified"] == first[k]["LastModified"]
+        assert len(checks.rows(m, k)) == 2
+    assert _all_rows(m, "storage_audit") == 8 and _all_rows(m, "reception_audit") == 8
+    assert checks.bucket_keys(m) == []
+    assert _all_rows(m, "projects_registry") == 1
+
+
+def test_promote_prefix_in_inbox_and_existing_project(mount_factory, uniq):
+    """--prefix-in-inbox X promotes only the files under inbox/X/ (keeping their full path),
+    into a project that exists (selected, not created again); the others stay received."""
+    m = mount_factory()
+    p = project(m, uniq)  # "Projeto <p>", registered by another tool
+    for d in ("x", "x/y", "xz", "other"):
+        os.makedirs(os.path.join(m.inbox, d), exist_ok=True)
+    inside = {"x/1.txt": b"one\n", "x/y/2.txt": b"two\n"}
+    outside = {"xz/3.txt": b"three\n", "other/4.txt": b"four\n"}
+    for k, b in dict(inside, **outside).items():
+        drop(m, k, b)
+    r = _promote(m, p, "--prefix-in-inbox", "x/")
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["project_created"] is False and out["files"] == 2 and out["copied"] == 2
+    for k, b in inside.items():
+        check_stored(m, p + "/" + k, b, k, ["copied"])
+    for k, b in outside.items():
+        assert checks.get_object(m, k) == b
+        assert len(checks.rows(m, k)) == 1 and len(checks.live_rows(m, k)) == 1
+        assert srows(m, p + "/" + k) == [] and dhead(m, p + "/" + k) is None
+    assert _all_rows(m, "projects_registry") == 1
+    assert _all_rows(m, "storage_audit") == 2
+
+    # a name that is not the existing project's is refused before anything is done
+    before = _snapshot(m)
+    r = _promote(m, p, name="another name")
+    assert r.returncode == 2 and "exists" in r.stderr
+    assert _snapshot(m) == before
+
+
+def test_promote_conflict_and_bad_name_exit_nonzero(mount_factory, uniq):
+    """A file whose key holds other content is a conflict: counted, exit 1, nothing
+    overwritten, the file stays received; a key the store cannot take under the project
+    fails alone, the other files are promoted."""
+    m = mount_factory()
+    p = project(m, uniq)
+    drop(m, "c.txt", b"first\n")
+    r = _promote(m, p)
+    assert r.returncode == 0, r.stderr
+    drop(m, "c.txt", b"second\n")
+    drop(m, "ok.txt", b"fine\n")
+    r = _promote(m, p)
+    out = _json(r)
+    assert r.returncode == 1
+    assert out["files"] == 2 and out["conflicts"] == 1 and out["copied"] == 1
+    assert out["failed"] == 0 and out["ok"] is False
+    assert out["failures"] == [{"key": "c.txt", "error": "conflict"}]
+    assert dget(m, p + "/c.txt") == b"first\n"
+    assert [s["outcome"] for s in srows(m, p + "/c.txt")] == ["copied"]
+    assert checks.get_object(m, "c.txt") == b"second\n"
+    assert [(x["sha256"], x["removed_at"] is None) for x in checks.rows(m, "c.txt")] == \
+        [(m.sha256_bytes(b"first\n"), False), (m.sha256_bytes(b"second\n"), True)]
+    check_stored(m, p + "/ok.txt", b"fine\n", "ok.txt", ["copied"])
+    assert "conflict" in r.stderr
+
+
+def test_promote_with_the_store_down_changes_nothing(mount_factory, uniq):
+    """The store down: promote exits 1 before changing anything (no project created, no
+    row, no journal entry, every reception row live). Back up, the same run promotes."""
+    m = mount_factory()
+    p = uniq
+    drop(m, "s.txt", b"stays\n")
+    drop(m, "t.txt", b"too\n")
+    before = _snapshot(m)
+    m.unmount()
+    m.stop_s3()
+    r = _promote(m, p, name="Projeto " + p)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "nothing done" in r.stderr
+    m.start_s3()
+    after = _snapshot(m)
+    assert after == before
+    assert m.sql_value("select count(*) from projects_registry where prefix = %s", (p,)) == 0
+    r = _promote(m, p, name="Projeto " + p)
+    assert r.returncode == 0, r.stderr
+    check_stored(m, p + "/s.txt", b"stays\n", "s.txt", ["copied"])
+    check_stored(m, p + "/t.txt", b"too\n", "t.txt", ["copied"])
+
+
+def test_promote_leaves_recent_unlogged_upload(mount_factory, uniq):
+    """An object without a reception row younger than the grace period (its uploader, a
+    mount, may be committing its row) is not logged nor promoted: reported, left in
+    reception; exit 0 (it is not received yet)."""
+    m = mount_factory(config={"fs": {"foreign_grace_ms": "600000"}})
+    p = project(m, uniq)
+    drop(m, "old.txt", b"logged\n")
+    _put_foreign(m, "fresh.bin", b"just arrived")
+    r = _promote(m, p)
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["files"] == 1 and out["copied"] == 1 and out["not_logged"] == 1
+    assert out["logged_now"] == 0
+    assert checks.get_object(m, "fresh.bin") == b"just arrived"
+    assert checks.rows(m, "fresh.bin") == []
+    assert srows(m, p + "/fresh.bin") == []
+    check_stored(m, p + "/old.txt", b"logged\n", "old.txt", ["copied"])
+
+
+def test_promote_usage_errors(mount_factory, uniq):
+    m = mount_factory(start=False)
+    for args in (["promote"], ["promote", "--project", "Bad/Prefix", "-o", _cfg(m)],
+                 ["promote", "--project", uniq, "-o", "allow_other"],
+                 ["promote", "--project", uniq, "-o", _cfg(m), "--workers", "0"],
+                 ["promote", "--project", uniq, "-o", _cfg(m), "--name", "a\nb"],
+                 ["status", "extra", "-o", _cfg(m)], ["recover", "--bogus"]):
+        r = m.cli(*args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+    for t in ("status", "recover", "promote"):
+        r = m.cli(t, "--help")
+        assert r.returncode == 0 and r.stdout.startswith("usage: custodyfs " + t)
+    # refused before the database was even migrated
+    assert m.sql_value("select to_regclass('projects_registry')") is None
+
+
+# ---- status ----------------------------------------------------------------------------------
+
+def test_status_json_counts_match_the_tables(mount_factory, uniq):
+    m = mount_factory()
+    p = project(m, uniq)
+    for n in ("a", "b", "c"):
+        drop(m, n + ".txt", n.encode() * 10)
+    os.rename(os.path.join(m.inbox, "a.txt"), os.path.join(m.projects, p, "a.txt"))
+    r, st = _status(m)
+    assert r.returncode == 0, r.stderr
+    assert st["ok"] is True
+    assert st["store"]["reception_bucket"] == {"name": m.reception_bucket, "ok": True,
+                                               "error": None}
+    assert st["store"]["storage_bucket"]["ok"] is True
+    assert st["database"]["ok"] is True
+    assert st["database"]["schema_version"] == st["database"]["schema_latest"] == \
+        m.sql_value("select max(version) from schema_migrations")
+    c = st["counts"]
+    assert c["received_live"] == m.sql_value(
+        "select count(*) from reception_audit where removed_at is null") == 2
+    assert c["received_rows"] == _all_rows(m, "reception_audit") == 3
+    assert c["stored"] == dict(m.sql("select outcome, count(*) from storage_audit group by 1"))
+    assert c["stored"] == {"copied": 1} and c["stored_rows"] == 1
+    assert c["projects"] == _all_rows(m, "projects_registry") == 1
+    assert st["journal"] == {"open": 0, "open_owner_alive": 0, "open_owner_gone": 0,
+                             "failed": 0, "entries": []}
+    t = m.cli("status", "-o", _cfg(m))
+    assert t.returncode == 0 and "received    2 live (3 rows" in t.stdout
+
+
+def test_status_exits_nonzero_with_the_store_or_database_down(mount_factory):
+    m = mount_factory(start=False)
+    m.stop_s3()
+    r, st = _status(m)
+    assert r.returncode == 1
+    assert st["ok"] is False and st["store"]["reception_bucket"]["ok"] is False
+    assert st["store"]["reception_bucket"]["error"]
+    assert st["database"]["ok"] is True
+    m.start_s3()
+    m.stop_pg()
+    r, st = _status(m)
+    assert r.returncode == 1
+    assert st["ok"] is False and st["database"]["ok"] is False and st["database"]["error"]
+    assert st["store"]["reception_bucket"]["ok"] is True
+    assert "counts" not in st
+    m.start_pg()
+    r, st = _status(m)
+    assert r.returncode == 0 and st["ok"] is True
+    # the secret never shows
+    assert m.stack.secret_key not in r.stdout + r.stderr
+
+
+# ---- recover ---------------------------------------------------------------------------------
+
+def _is_copy(meth, h):
+    return meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()}
+
+
+def test_recover_finishes_a_killed_mounts_promotion(stack, mount_factory, proxied, uniq):
+    """A mount is killed while its copy is held at the store: its journal entry stays open,
+    owner gone (status says so). recover with the store down leaves it open and exits 1;
+    with the store back it finishes it (one object, one row, the source gone) and exits 0."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data = os.urandom(6000)
+    drop(m, "rec.bin", data)
+    px.rule = lambda meth, path, h: ("hang",) if _is_copy(meth, h) and "rec.bin" in path else None
+    def go():
+        try:
+            os.rename(os.path.join(m.inbox, "rec.bin"), os.path.join(m.projects, p, "rec.bin"))
+        except OSError:
+            pass
+    threading.Thread(target=go, daemon=True).start()
+    m.wait_until(lambda: [j["state"] for j in journal(m, p + "/rec.bin")] == ["intent"],
+                 timeout=20, what="journal intent")
+    m.wait_until(lambda: any(meth == "PUT" and "/storage-unique/" in path and "rec.bin" in path
+                             for meth, path, a in list(px.log)), timeout=20, what="copy sent")
+    m.crash(signal.SIGKILL)
+    # the tools talk to the store directly (the proxy keeps holding the mount's copy)
+    t = mount_factory(reset=False, start=False, name=uniq + "-tools")
+    r, st = _status(t)
+    assert r.returncode == 0
+    assert st["journal"]["open"] == 1 and st["journal"]["open_owner_gone"] == 1
+    e = st["journal"]["entries"][0]
+    assert e["owner_alive"] is False and e["state"] == "intent"
+    assert e["source_key"] == "rec.bin" and e["dest_key"] == p + "/rec.bin"
+
+    t.stop_s3()
+    r = t.cli("recover", "-o", _cfg(t), "--json", timeout=300)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    out = _json(r)
+    assert out["ok"] is False and out["left_open"] == 1 and out["finished"] == 0
+    t.start_s3()
+    assert [j["state"] for j in journal(t, p + "/rec.bin")] == ["intent"]
+    assert checks.get_object(t, "rec.bin") == data and len(checks.live_rows(t, "rec.bin")) == 1
+
+    r = t.cli("recover", "-o", _cfg(t), "--json", timeout=300)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = _json(r)
+    assert out["ok"] is True and out["finished"] == 1 and out["left_open"] == 0
+    assert [(x["result"], x["state"], x["source_key"]) for x in out["entries"]] == \
+        [("finished", "done", "rec.bin")]
+    check_stored(t, p + "/rec.bin", data, "rec.bin", ["copied"])
+    assert len(checks.rows(t, "rec.bin")) == 1
+    assert [j["state"] for j in journal(t, p + "/rec.bin")] == ["done"]
+    r, st = _status(t)
+    assert st["journal"]["open"] == 0
+    # nothing left: a second run reports nothing and exits 0
+    r = t.cli("recover", "-o", _cfg(t))
+    assert r.returncode == 0 and "recovered 0 journal entries" in r.stdout
+    px.release.set()
+
+
+# ---- the progress bar in a terminal ----------------------------------------------------------
+
+def test_progress_bar_in_a_terminal(mount_factory, uniq, tmp_path):
+    """In a real terminal (tmux) the bar is redrawn in place: the pane holds one progress
+    line, with the final counts (files done/total, copied, duplicates, bytes, rate, ETA),
+    while the raw output shows it was drawn several times (carriage return + erase).
+    Without a terminal: plain log lines, no escape sequence."""
+    m = mount_factory()
+    p = project(m, uniq)
+    n = 40
+    for i in range(n):
+        drop(m, "bar%02d.bin" % i, os.urandom(20000 + i))
+    sock = "cfs-" + uuid.uuid4().hex[:8]
+    raw = tmp_path / "raw.out"
+    tm = ["tmux", "-L", sock]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TMUX")}
+    subprocess.run(tm + ["new-session", "-d", "-x", "200", "-y", "40", "bash --norc --noprofile"],
+                   check=True, timeout=30, env=env)
+    try:
+        subprocess.run(tm + ["pipe-pane", "-o", "cat >> " + shlex.quote(str(raw))], check=True,
+                       timeout=30)
+        cmd = "%s promote --project %s -o %s --workers 2; echo \"DONE:$?:END\"" % (
+            shlex.quote(BIN), p, shlex.quote(_cfg(m)))
+        subprocess.run(tm + ["send-keys", cmd, "Enter"], check=True, timeout=30)
+
+        def pane():
+            return subprocess.run(tm + ["capture-pane", "-p"], capture_output=True, text=True,
+                                  check=True, timeout=30).stdout
+        wait_until(lambda: re.search(r"DONE:\d+:END", pane()), timeout=240,
+                   what="promote in tmux")
+        text = pane()
+    finally:
+        subprocess.run(tm + ["kill-server"], timeout=30)
+    assert "DONE:0:END" in text, text
+    bars = [ln for ln in text.splitlines() if " files | " in ln]
+    assert len(bars) == 1, text
+    bar = bars[0]
+    assert bar.startswith("[" + "#" * 10) and "]" in bar
+    assert "%d/%d files" % (n, n) in bar and "copied %d" % n in bar
+    assert "duplicates 0" in bar and "conflicts 0" in bar and "failed 0" in bar
+    assert "ETA 0:00" in bar and "files/s" in bar and "KiB" in bar
+    assert "copied      %d" % n in text  # the summary
+    out = raw.read_bytes()
+    assert out.count(b"\r\x1b[K") >= 3, out[:2000]  # redrawn, then erased
+    for i in range(n):
+        assert dhead(m, p + "/bar%02d.bin" % i) is not None
+
+    # not a terminal: log lines, no escape sequences
+    for i in range(3):
+        drop(m, "plain%d.bin" % i, os.urandom(100 + i))
+    r = m.cli("promote", "--project", p, "-o", _cfg(m))
+    assert r.returncode == 0, r.stderr
+    assert "\x1b" not in r.stderr and "\r" not in r.stderr
+    assert "progress: 3/3 files | copied 3 |" in r.stderr
+    assert r.stderr.count("plain") >= 3  # a line per file
