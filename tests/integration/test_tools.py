@@ -14,9 +14,16 @@ import time
 import uuid
 
 import checks
-from conftest import BIN, wait_until
+from conftest import BIN, SANITIZER_RE, wait_until
 from test_promote import (check_stored, dget, dhead, drop, journal,
                           project, proxied, srows)  # noqa: F401 (proxied: a fixture)
+
+
+def _cli(m, *args, **kw):
+    """custodyfs ARGS; a sanitizer report on its stderr (ASan build) fails the test."""
+    r = m.cli(*args, **kw)
+    assert not SANITIZER_RE.search(r.stderr), r.stderr[-6000:]
+    return r
 
 
 def _cfg(m):
@@ -27,7 +34,7 @@ def _promote(m, p, *extra, name=None):
     args = ["promote", "--project", p, "-o", _cfg(m), "--json"]
     if name is not None:
         args += ["--name", name]
-    return m.cli(*args, *extra, timeout=300)
+    return _cli(m, *args, *extra, timeout=300)
 
 
 def _json(r):
@@ -36,7 +43,7 @@ def _json(r):
 
 
 def _status(m, *extra):
-    r = m.cli("status", "-o", _cfg(m), "--json", *extra, timeout=120)
+    r = _cli(m, "status", "-o", _cfg(m), "--json", *extra, timeout=120)
     return r, _json(r)
 
 
@@ -253,10 +260,10 @@ def test_promote_usage_errors(mount_factory, uniq):
                  ["promote", "--project", uniq, "-o", _cfg(m), "--workers", "0"],
                  ["promote", "--project", uniq, "-o", _cfg(m), "--name", "a\nb"],
                  ["status", "extra", "-o", _cfg(m)], ["recover", "--bogus"]):
-        r = m.cli(*args)
+        r = _cli(m, *args)
         assert r.returncode == 2, (args, r.stdout, r.stderr)
     for t in ("status", "recover", "promote"):
-        r = m.cli(t, "--help")
+        r = _cli(m, t, "--help")
         assert r.returncode == 0 and r.stdout.startswith("usage: custodyfs " + t)
     # refused before the database was even migrated
     assert m.sql_value("select to_regclass('projects_registry')") is None
@@ -288,7 +295,7 @@ def test_status_json_counts_match_the_tables(mount_factory, uniq):
     assert c["projects"] == _all_rows(m, "projects_registry") == 1
     assert st["journal"] == {"open": 0, "open_owner_alive": 0, "open_owner_gone": 0,
                              "failed": 0, "entries": []}
-    t = m.cli("status", "-o", _cfg(m))
+    t = _cli(m, "status", "-o", _cfg(m))
     assert t.returncode == 0 and "received    2 live (3 rows" in t.stdout
 
 
@@ -351,7 +358,7 @@ def test_recover_finishes_a_killed_mounts_promotion(stack, mount_factory, proxie
     assert e["source_key"] == "rec.bin" and e["dest_key"] == p + "/rec.bin"
 
     t.stop_s3()
-    r = t.cli("recover", "-o", _cfg(t), "--json", timeout=300)
+    r = _cli(t, "recover", "-o", _cfg(t), "--json", timeout=300)
     assert r.returncode == 1, (r.stdout, r.stderr)
     out = _json(r)
     assert out["ok"] is False and out["left_open"] == 1 and out["finished"] == 0
@@ -359,7 +366,7 @@ def test_recover_finishes_a_killed_mounts_promotion(stack, mount_factory, proxie
     assert [j["state"] for j in journal(t, p + "/rec.bin")] == ["intent"]
     assert checks.get_object(t, "rec.bin") == data and len(checks.live_rows(t, "rec.bin")) == 1
 
-    r = t.cli("recover", "-o", _cfg(t), "--json", timeout=300)
+    r = _cli(t, "recover", "-o", _cfg(t), "--json", timeout=300)
     assert r.returncode == 0, (r.stdout, r.stderr)
     out = _json(r)
     assert out["ok"] is True and out["finished"] == 1 and out["left_open"] == 0
@@ -371,7 +378,7 @@ def test_recover_finishes_a_killed_mounts_promotion(stack, mount_factory, proxie
     r, st = _status(t)
     assert st["journal"]["open"] == 0
     # nothing left: a second run reports nothing and exits 0
-    r = t.cli("recover", "-o", _cfg(t))
+    r = _cli(t, "recover", "-o", _cfg(t))
     assert r.returncode == 0 and "recovered 0 journal entries" in r.stdout
     px.release.set()
 
@@ -426,8 +433,54 @@ def test_progress_bar_in_a_terminal(mount_factory, uniq, tmp_path):
     # not a terminal: log lines, no escape sequences
     for i in range(3):
         drop(m, "plain%d.bin" % i, os.urandom(100 + i))
-    r = m.cli("promote", "--project", p, "-o", _cfg(m))
+    r = _cli(m, "promote", "--project", p, "-o", _cfg(m))
     assert r.returncode == 0, r.stderr
     assert "\x1b" not in r.stderr and "\r" not in r.stderr
     assert "progress: 3/3 files | copied 3 |" in r.stderr
     assert r.stderr.count("plain") >= 3  # a line per file
+
+
+def test_promote_finishes_a_killed_mounts_duplicate_and_counts_it_as_one(
+        stack, mount_factory, proxied, uniq):
+    """A mount is killed while the source DELETE of a duplicate promotion is held at the store:
+    its journal entry stays 'stored' (outcome duplicate), owner gone. promote meets the entry on
+    that very file, takes it over and finishes it: counted as the duplicate it is (not as a
+    copy), nothing copied, the stored object untouched, one row per outcome."""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    data = os.urandom(4000)
+    drop(m, "dup.bin", data)
+    os.rename(os.path.join(m.inbox, "dup.bin"), os.path.join(m.projects, p, "dup.bin"))
+    first = dhead(m, p + "/dup.bin")
+    time.sleep(1.1)
+    drop(m, "dup.bin", data)
+    held = []
+
+    def rule(meth, path, h):
+        if meth == "DELETE" and "/recepcao-raw/" in path and "dup.bin" in path:
+            held.append(path)
+            return ("hang",)
+        return None
+    px.rule = rule
+
+    def go():
+        try:
+            os.rename(os.path.join(m.inbox, "dup.bin"), os.path.join(m.projects, p, "dup.bin"))
+        except OSError:
+            pass
+    threading.Thread(target=go, daemon=True).start()
+    m.wait_until(lambda: held, timeout=20, what="DELETE sent")
+    assert [j["state"] for j in journal(m, p + "/dup.bin")] == ["done", "stored"]
+    m.crash(signal.SIGKILL)
+    t = mount_factory(reset=False, start=False, name=uniq + "-tools")
+    r = _promote(t, p)
+    out = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out["files"] == 1 and out["duplicates"] == 1 and out["duplicates_path"] == 1
+    assert out["copied"] == 0 and out["bytes_copied"] == 0
+    check_stored(t, p + "/dup.bin", data, "dup.bin", ["copied", "duplicate"])
+    assert len(checks.rows(t, "dup.bin")) == 2
+    again = dhead(t, p + "/dup.bin")
+    assert again["ETag"] == first["ETag"] and again["LastModified"] == first["LastModified"]
+    px.release.set()
