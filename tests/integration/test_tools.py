@@ -484,3 +484,60 @@ def test_promote_finishes_a_killed_mounts_duplicate_and_counts_it_as_one(
     again = dhead(t, p + "/dup.bin")
     assert again["ETag"] == first["ETag"] and again["LastModified"] == first["LastModified"]
     px.release.set()
+
+
+def test_promote_interrupted_stops_cleanly_then_finishes(stack, mount_factory, proxied, uniq):
+    """SIGINT during a run: the files in flight end, no new one is taken, exit 1 with the
+    files not tried counted; every file is either promoted (one object, one row) or still
+    received (its object, its live row), no journal entry open. A second run promotes the
+    rest."""
+    px = proxied
+    m = mount_factory()
+    p = project(m, uniq)
+    files = {"i%02d.bin" % i: os.urandom(3000 + i) for i in range(12)}
+    for k, b in files.items():
+        drop(m, k, b)
+    t = mount_factory(config={"s3": {"endpoint": px.url}}, reset=False, start=False,
+                      name=uniq + "-tools")
+    copies = []
+
+    def rule(meth, path, h):
+        if _is_copy(meth, h):
+            copies.append(path)
+            return ("late", 1)
+        return None
+    px.rule = rule
+    proc = subprocess.Popen([BIN, "promote", "--project", p, "-o", _cfg(t), "--workers", "2",
+                             "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL, text=True, env=t._daemon_env())
+    try:
+        wait_until(lambda: copies, timeout=30, what="first copy")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    px.rule = None
+    assert proc.returncode == 1, err
+    assert not SANITIZER_RE.search(err), err[-6000:]
+    res = json.loads(out)
+    assert res["files"] == 12 and res["not_tried"] > 0 and res["ok"] is False
+    assert res["done"] == res["copied"] >= 1 and res["failed"] == 0
+    assert res["done"] + res["not_tried"] == 12
+    assert m.sql_value("select count(*) from promotion_journal"
+                       " where state in ('intent', 'stored')") == 0
+    promoted = [k for k in files if dhead(m, p + "/" + k) is not None]
+    assert len(promoted) == res["copied"]
+    for k, b in files.items():
+        if k in promoted:
+            check_stored(m, p + "/" + k, b, k, ["copied"])
+        else:
+            assert checks.get_object(m, k) == b and len(checks.live_rows(m, k)) == 1
+            assert srows(m, p + "/" + k) == []
+    r = _promote(t, p)
+    out2 = _json(r)
+    assert r.returncode == 0, r.stderr
+    assert out2["files"] == out2["copied"] == res["not_tried"]
+    for k, b in files.items():
+        check_stored(m, p + "/" + k, b, k, ["copied"])
