@@ -1,7 +1,9 @@
 /* log.h - leveled logging to stderr (foreground) or syslog (daemon).
  *
  * Never pass secrets (keys, passwords, Authorization headers, signed URLs)
- * to these functions. Thread-safe. */
+ * to these functions. A line's control characters (an uploader's key may
+ * hold an escape sequence) are written as \xNN, on either sink; a line is
+ * cut at 8 KiB. Thread-safe. */
 #ifndef CUSTODYFS_LOG_H
 #define CUSTODYFS_LOG_H
 

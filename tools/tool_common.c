@@ -206,6 +206,23 @@ void tool_json_str(FILE *f, const char *s)
 	fputc('"', f);
 }
 
+const char *tool_shown(const char *s, char *out, size_t len)
+{
+	const unsigned char *p = (const unsigned char *)s;
+	size_t o = 0;
+
+	if (!len)
+		return out;
+	for (; *p && o + 5 < len; p++) {
+		if (*p < 0x20 || *p == 0x7f)
+			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
+		else
+			out[o++] = (char)*p;
+	}
+	out[o] = '\0';
+	return out;
+}
+
 void tool_bytes(char *out, size_t len, double n)
 {
 	static const char *const units[] = {"B", "KiB", "MiB", "GiB", "TiB"};

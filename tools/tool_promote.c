@@ -161,6 +161,7 @@ static void *promote_worker(void *arg)
 
 	for (;;) {
 		struct promote_result res;
+		char shown[NAMES_MAX_KEY * 4 + 1];
 		size_t i;
 		int rc;
 
@@ -171,16 +172,18 @@ static void *promote_worker(void *arg)
 			break;
 		rc = promote_file(r->p, r->items[i].key, r->prefix,
 				  r->items[i].key, &r->who, &res);
+		if (rc)
+			tool_shown(r->items[i].key, shown, sizeof(shown));
 		if (rc == -EEXIST)
 			log_warn("%s: conflict: %s/%s/%s holds another file "
 				 "(nothing overwritten, the file stays in "
 				 "inbox/)",
-				 r->items[i].key, r->t->cfg.storage_bucket,
-				 r->prefix, r->items[i].key);
+				 shown, r->t->cfg.storage_bucket, r->prefix,
+				 shown);
 		else if (rc)
 			log_error("%s: not promoted: %s (the file stays in "
 				  "inbox/)",
-				  r->items[i].key, strerror(-rc));
+				  shown, strerror(-rc));
 		promote_tally(r, i, rc, res.outcome);
 	}
 	pthread_mutex_lock(&r->lock);
@@ -457,10 +460,13 @@ static int promote_select(struct promote_run *r, struct s3_list_result *ls,
 			if (!kl || le->key[kl - 1] == '/')
 				continue; /* a directory marker */
 			if (!promote_rowed(rows, n_rows, le)) {
-				log_warn("%s: not logged yet (no reception "
-					 "row of this upload): left in "
-					 "reception",
-					 le->key);
+				char shown[NAMES_MAX_KEY * 4 + 1];
+
+				log_warn(
+				    "%s: not logged yet (no reception "
+				    "row of this upload): left in "
+				    "reception",
+				    tool_shown(le->key, shown, sizeof(shown)));
 				(*unlogged)++;
 				continue;
 			}
@@ -520,7 +526,7 @@ static void promote_summary(struct promote_run *r, int json, int created,
 			    size_t logged, double elapsed)
 {
 	size_t i, not_tried = r->n - r->done;
-	char b[32];
+	char b[32], shown[NAMES_MAX_KEY * 4 + 1];
 
 	if (json) {
 		printf("{\"ok\": %s, \"project\": ",
@@ -588,7 +594,8 @@ static void promote_summary(struct promote_run *r, int json, int created,
 	       logged);
 	printf("time        %.1f s\n", elapsed);
 	for (i = 0; i < r->n_fail; i++)
-		printf("  %s: %s\n", r->fail_key[i],
+		printf("  %s: %s\n",
+		       tool_shown(r->fail_key[i], shown, sizeof(shown)),
 		       r->fail_rc[i] == -EEXIST ? "conflict"
 						: strerror(-r->fail_rc[i]));
 }

@@ -64,6 +64,10 @@ int tool_bucket_check(struct tool_env *t, const char *bucket);
  * U+FFFD), written to f. NULL writes null. */
 void tool_json_str(FILE *f, const char *s);
 
+/* s for a terminal or a log line: control characters (an uploader may
+ * put them in a key) as \xNN, cut to fit out (len bytes). Returns out. */
+const char *tool_shown(const char *s, char *out, size_t len);
+
 /* "1.5 GiB", "12 B": n bytes for people, into out. */
 void tool_bytes(char *out, size_t len, double n);
 
