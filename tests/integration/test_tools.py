@@ -347,9 +347,19 @@ def test_recover_finishes_a_killed_mounts_promotion(stack, mount_factory, proxie
                  timeout=20, what="journal intent")
     m.wait_until(lambda: any(meth == "PUT" and "/storage-unique/" in path and "rec.bin" in path
                              for meth, path, a in list(px.log)), timeout=20, what="copy sent")
-    m.crash(signal.SIGKILL)
     # the tools talk to the store directly (the proxy keeps holding the mount's copy)
     t = mount_factory(reset=False, start=False, name=uniq + "-tools")
+    # while the mount lives its entry is its own: reported, never touched
+    r, st = _status(t)
+    assert r.returncode == 0
+    assert st["journal"]["open"] == 1 and st["journal"]["open_owner_alive"] == 1
+    owner = st["journal"]["entries"][0]["owner"]
+    assert st["journal"]["entries"][0]["owner_alive"] is True
+    r = _cli(t, "recover", "-o", _cfg(t), "--json", timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert _json(r)["entries"] == [] and _json(r)["left_open"] == 0
+    assert [(j["state"], j["owner"]) for j in journal(t, p + "/rec.bin")] == [("intent", owner)]
+    m.crash(signal.SIGKILL)
     r, st = _status(t)
     assert r.returncode == 0
     assert st["journal"]["open"] == 1 and st["journal"]["open_owner_gone"] == 1
