@@ -212,8 +212,9 @@ def test_promote_conflict_and_bad_name_exit_nonzero(mount_factory, uniq):
 
 
 def test_promote_with_the_store_down_changes_nothing(mount_factory, uniq):
-    """The store down: promote exits 1 before changing anything (no project created, no
-    row, no journal entry, every reception row live). Back up, the same run promotes."""
+    """The store down (then the database down): promote exits 1 before changing anything (no
+    project created, no row, no journal entry, every reception row live, both buckets as they
+    were). Back up, the same run promotes."""
     m = mount_factory()
     p = uniq
     drop(m, "s.txt", b"stays\n")
@@ -228,6 +229,13 @@ def test_promote_with_the_store_down_changes_nothing(mount_factory, uniq):
     after = _snapshot(m)
     assert after == before
     assert m.sql_value("select count(*) from projects_registry where prefix = %s", (p,)) == 0
+    # the database down: the same
+    m.stop_pg()
+    r = _promote(m, p, name="Projeto " + p)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    assert "database" in r.stderr and r.stdout == ""
+    m.start_pg()
+    assert _snapshot(m) == before
     r = _promote(m, p, name="Projeto " + p)
     assert r.returncode == 0, r.stderr
     check_stored(m, p + "/s.txt", b"stays\n", "s.txt", ["copied"])
