@@ -588,3 +588,40 @@ def test_promote_never_echoes_control_characters_of_a_key(stack, mount_factory, 
     assert len(checks.live_rows(m, bad)) == 1 and len(checks.rows(m, bad)) == 1
     assert srows(m, p + "/" + bad) == []
     assert m.sql_value("select count(*) from promotion_journal") == 1
+
+
+def test_promote_is_for_the_project_group(mount_factory, uniq):
+    """[fs] project_group: as for mkdir and mv on a mount, only root and its members create
+    projects and promote. A user outside it (with its own copy of the config) is refused
+    before anything is done (exit 2); a member promotes, named as who did it."""
+    m = mount_factory(config={"fs": {"project_group": "4242"}})
+    drop(m, "g.txt", b"group\n")
+    cfg = os.path.join(m.base, "user2001.conf")
+    with open(m.config) as f:
+        text = f.read()
+    fd = os.open(cfg, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.write(fd, text.encode())
+    os.close(fd)
+    os.chown(cfg, 2001, 2001)
+    os.chmod(m.base, 0o755)
+    before = _snapshot(m)
+
+    def run(groups):
+        r = subprocess.run(["setpriv", "--reuid=2001", "--regid=2001", groups, BIN, "promote",
+                            "--project", uniq, "-o", "config=" + cfg, "--json"],
+                           capture_output=True, text=True, timeout=300, env=m._daemon_env(),
+                           stdin=subprocess.DEVNULL)
+        assert not SANITIZER_RE.search(r.stderr), r.stderr[-6000:]
+        return r
+    r = run("--clear-groups")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    assert "not in [fs] project_group 4242" in r.stderr
+    assert _snapshot(m) == before
+    r = run("--groups=4242")
+    assert r.returncode == 0, r.stderr
+    assert _json(r)["copied"] == 1
+    proj = m.sql_dicts("select * from projects_registry where prefix = %s", (uniq,))
+    assert len(proj) == 1 and "(uid 2001)" in proj[0]["created_by"]
+    rows = srows(m, uniq + "/g.txt")
+    assert [x["outcome"] for x in rows] == ["copied"] and "(uid 2001)" in rows[0]["moved_by"]
+    assert dget(m, uniq + "/g.txt") == b"group\n" and checks.get_object(m, "g.txt") is None
