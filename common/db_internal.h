@@ -20,6 +20,11 @@
  * "CUST". The (int, int) and (bigint) key spaces never collide. */
 #define DB_KEY_LOCK_CLASS "1129665364"
 
+/* First half of the (int, int) session lock each promotion journal owner
+ * holds on its id while it lives ("CUSW"): db_storage.c takes it,
+ * db_status.c asks pg_locks whether an owner lives. */
+#define DB_OWNER_CLASS "1129665367"
+
 /* A server that stops answering (frozen, or a dead peer whose kernel still
  * ACKs) must not hold a caller forever: every statement but the migrations
  * is bounded here, on the client. */

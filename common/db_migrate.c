@@ -7,6 +7,7 @@
 #include <libpq-fe.h>
 
 #include "db_internal.h"
+#include "db_status.h"
 #include "log.h"
 
 #define DB_MIGRATE_TIMEOUT "15min"
@@ -719,4 +720,17 @@ int db_migrate(struct db *d)
 			return rc;
 	}
 	return 0;
+}
+
+int db_schema_version(struct db *d, int *version, int *latest)
+{
+	int rc;
+
+	if (!d || !version || !latest)
+		return -EINVAL;
+	*latest = db_migrations[DB_NMIGRATIONS - 1].version;
+	rc = db_run(d, "schema version", 0, 0, pg_schema_version, version);
+	if (rc)
+		*version = 0;
+	return rc;
 }

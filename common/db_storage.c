@@ -22,11 +22,11 @@
 #include "db_internal.h"
 #include "log.h"
 
-/* First halves of the (int, int) advisory locks ("CUSU", "CUSV", "CUSW"
- * read as big-endian integers, beside reception's "CUST"). */
+/* First halves of the (int, int) advisory locks ("CUSU", "CUSV" read as
+ * big-endian integers, beside reception's "CUST"; the owners' "CUSW" is
+ * DB_OWNER_CLASS in db_internal.h). */
 #define DB_STORE_KEY_CLASS "1129665365"
 #define DB_CONTENT_CLASS "1129665366"
-#define DB_OWNER_CLASS "1129665367"
 
 static const char *const db_outcome_names[] = {
     "copied",	 "restored",	      "adopted",

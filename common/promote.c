@@ -823,6 +823,18 @@ static int promote_resume_own(struct promote *p, const char *key,
 	return rc ? rc : 1;
 }
 
+/* The outcome a journal entry records ("copied", ...): a promotion
+ * resumed from its entry ends with it. */
+static enum db_outcome promote_outcome_of(const char *name)
+{
+	enum db_outcome o;
+
+	for (o = DB_OUT_COPIED; o < DB_OUT_CONFLICT; o++)
+		if (!strcmp(db_outcome_name(o), name))
+			return o;
+	return DB_OUT_COPIED;
+}
+
 /* The counters (counters.h) of one promotion that ended with outcome. */
 static void promote_count(enum db_outcome o, uint64_t size)
 {
@@ -880,6 +892,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	if (rc == 1) {
 		rc = strcmp(e.dest_key, dest) ? -ENOENT : 0;
 		res->journal_id = e.id;
+		res->outcome = promote_outcome_of(e.outcome);
 		goto out;
 	}
 
@@ -945,6 +958,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 			/* it was this very file's promotion */
 			rc = strcmp(e.dest_key, dest) ? -ENOENT : 0;
 			res->journal_id = e.id;
+			res->outcome = promote_outcome_of(e.outcome);
 			goto out;
 		}
 		if (rc == 1) {
@@ -1288,6 +1302,11 @@ static void *promote_recovery_thread(void *arg)
 		pthread_mutex_unlock(&p->lock);
 	}
 	return NULL;
+}
+
+int promote_owner_id(struct promote *p)
+{
+	return p ? db_owner_id(p->owner) : 0;
 }
 
 int promote_recover_start(struct promote *p)

@@ -31,7 +31,8 @@ struct promote *promote_new(const struct cfg *cfg, struct s3_client *s3,
 void promote_free(struct promote *p);
 
 struct promote_result {
-	enum db_outcome outcome;
+	enum db_outcome outcome; /* also of a promotion that was finished from
+				    its journal entry (resumed) */
 	int64_t journal_id;
 	char dup_of[1025]; /* duplicate_content: the stored key it points at */
 };
@@ -97,6 +98,10 @@ int promote_recover(struct promote *p, int *n_entries);
  * stops it between entries (the rest stay open for the next taker) and
  * joins it. 0, -EALREADY (started before), or -errno. */
 int promote_recover_start(struct promote *p);
+
+/* The journal owner id this process holds now (0 while it has none):
+ * entries of that id are this process's. */
+int promote_owner_id(struct promote *p);
 
 /* The decision of SPEC §3 from what is known (pure; unit-tested):
  * has_row - a storage row claims the key; row_same - its sha256 and size

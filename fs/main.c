@@ -1,6 +1,7 @@
 /* main.c - custodyfs: mount the chain-of-custody file system.
  *
  *   custodyfs [-f] [-d] -o config=FILE[,fuse options] MOUNTPOINT
+ *   custodyfs status | recover | promote ...   (tools/, no FUSE)
  *
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
@@ -18,6 +19,7 @@
 #include "log.h"
 #include "notify.h"
 #include "projects.h"
+#include "tools.h"
 
 #include <fuse_lowlevel.h>
 
@@ -115,8 +117,15 @@ static void usage(const char *prog)
 	       "  -V, --version    print the version\n"
 	       "  -h, --help       this text\n"
 	       "\n"
-	       "Unmount with: fusermount3 -u MOUNTPOINT\n",
-	       prog, prog);
+	       "Unmount with: fusermount3 -u MOUNTPOINT\n"
+	       "\n"
+	       "batch tools (no mount needed; each has --help):\n"
+	       "  %s status  -o config=FILE [--json]\n"
+	       "  %s recover -o config=FILE [--json]\n"
+	       "  %s promote --project P [--name N] "
+	       "[--prefix-in-inbox DIR] -o config=FILE\n"
+	       "                    [--workers N] [--json]\n",
+	       prog, prog, prog, prog, prog);
 }
 
 static int make_dirs(const char *path)
@@ -142,7 +151,6 @@ static int make_dirs(const char *path)
 
 static int cfs_setup(const char *config)
 {
-	struct s3_config sc = {0};
 	char err[512];
 	long added = 0;
 	int rc;
@@ -159,18 +167,7 @@ static int cfs_setup(const char *config)
 			cfs->cfg.spool_dir, strerror(-rc));
 		return rc;
 	}
-	sc.endpoint = cfs->cfg.endpoint;
-	sc.region = cfs->cfg.region;
-	sc.access_key_id = cfs->cfg.access_key_id;
-	sc.secret_access_key = cfs->cfg.secret_access_key;
-	sc.session_token = cfs->cfg.session_token;
-	sc.path_style = cfs->cfg.path_style;
-	sc.verify_tls = cfs->cfg.verify_tls;
-	sc.ca_file = cfs->cfg.ca_file;
-	sc.connect_timeout_ms = cfs->cfg.connect_timeout_ms;
-	sc.request_timeout_ms = cfs->cfg.request_timeout_ms;
-	sc.max_retries = cfs->cfg.max_retries;
-	cfs->s3 = s3_client_new(&sc);
+	cfs->s3 = tool_s3_new(&cfs->cfg);
 	if (!cfs->s3) {
 		fprintf(stderr, "custodyfs: cannot set up the S3 client: %s\n",
 			strerror(errno));
@@ -286,6 +283,11 @@ int main(int argc, char *argv[])
 	static struct cfs state;
 	int rc = 1, abandoned = 0;
 
+	/* custodyfs status | recover | promote ...: the batch tools, no FUSE */
+	if (argc >= 2 && tool_is_name(argv[1])) {
+		log_init("custodyfs", 0, LOG_LVL_INFO);
+		return tool_main(argc - 1, argv + 1);
+	}
 	cfs = &state;
 	pthread_mutex_init(&cfs->lock, NULL);
 	if (fuse_opt_parse(&args, &opts, cfs_opt_spec, cfs_opt_proc) == -1)
