@@ -18,8 +18,8 @@
 #include "db.h"
 #include "dset.h"
 #include "promote.h"
-#include "reception.h"
 #include "rawin.h"
+#include "reception.h"
 #include "s3.h"
 #include "upload.h"
 
@@ -66,7 +66,13 @@ struct ofile {
 	struct timespec mtime; /* protected by lock */
 	uid_t writer;	       /* protected by lock: who last changed it */
 	int has_writer;	       /* protected by lock: writer is set */
-	struct ofile *next;    /* protected by cfs.lock */
+	/* A direct write into a project (ops_direct.c): the file lives in
+	 * reception under DIRECT_STAGING/<direct_to> and each commit there is
+	 * followed by its promotion to projects/<direct_to>. */
+	char *direct_to;    /* protected by lock; NULL: an inbox/ file */
+	int direct_pending; /* protected by lock: committed to reception,
+			       not promoted yet */
+	struct ofile *next; /* protected by cfs.lock */
 };
 
 /* Per open handle (fi->fh). */
@@ -298,6 +304,28 @@ void attrov_free_all(void);
 
 /* ops_promote.c - promotion by rename (inbox/ -> projects/). */
 int promote_rename(const char *from, const char *to, unsigned int flags);
+/* ops_direct.c - files created directly in a project: a drop into the
+ * reception bucket under the reserved prefix DIRECT_STAGING ("<prefix>/
+ * <relpath>" below it), then a promotion at each commit. */
+#define DIRECT_STAGING ".custodyfs-direct"
+/* create(projects/<rel>). Errors: EPERM (a stored name without O_EXCL, a
+ * temp name, projects/<new>), EEXIST (O_EXCL on a stored name), EACCES,
+ * ENOENT, ENOTDIR, EINVAL, ENAMETOOLONG, EIO, ENOMEM. */
+int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi);
+/* After inbox_sync(h) returned rc: a direct file committed to reception
+ * is promoted now. Returns rc, or the promotion's error: EPERM (conflict:
+ * another file is stored under the name; the bytes stay in reception
+ * under DIRECT_STAGING), EIO... */
+int direct_settle(struct fhandle *h, int rc);
+/* Caller holds of->lock, of->direct_pending set: the promotion of
+ * direct_settle (release's last resort). */
+int direct_promote_locked(struct ofile *of);
+/* projects/<rel> is being written directly by this mount (an open or
+ * not yet promoted file): its staging key in inbox/ terms (the caller
+ * frees it), else NULL. Opens, stats and truncates by path go there. */
+char *direct_open_key(const char *rel);
+/* Is inbox/<rel> the reserved staging directory (never listed)? */
+int direct_is_staging(const char *rel);
 
 extern const struct fuse_operations cfs_ops;
 

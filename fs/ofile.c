@@ -58,6 +58,7 @@ static void ofile_free(struct ofile *of)
 	if (of->fd >= 0)
 		close(of->fd);
 	pthread_mutex_destroy(&of->lock);
+	free(of->direct_to);
 	free(of->rel);
 	free(of);
 }
@@ -300,6 +301,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
+		/* A direct write: promoted by direct_settle, under this
+		 * lock hold or the next. */
+		of->direct_pending = of->direct_to != NULL;
 		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
 	} else if (!of->in_store) {
 		dcache_remove(rel);

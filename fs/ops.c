@@ -29,9 +29,9 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 		const char *name;
 		enum cfs_area area;
 	} top[] = {
-		{"inbox", AREA_INBOX},
-		{"projects", AREA_PROJECTS},
-		{"audit", AREA_AUDIT},
+	    {"inbox", AREA_INBOX},
+	    {"projects", AREA_PROJECTS},
+	    {"audit", AREA_AUDIT},
 	};
 	size_t i;
 
@@ -73,9 +73,9 @@ int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid)
 
 /* The last uid -> name resolved: files are mostly written by one user. */
 static pthread_mutex_t actor_lock = PTHREAD_MUTEX_INITIALIZER;
-static uid_t actor_uid = (uid_t)-1;     /* protected by actor_lock */
-static char actor_user[64];             /* protected by actor_lock */
-static time_t actor_when;               /* protected by actor_lock */
+static uid_t actor_uid = (uid_t)-1; /* protected by actor_lock */
+static char actor_user[64];	    /* protected by actor_lock */
+static time_t actor_when;	    /* protected by actor_lock */
 
 void cfs_actor(struct actor *a)
 {
@@ -226,7 +226,16 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_INBOX:
 		return inbox_getattr(rel, st);
 	case AREA_PROJECTS:
-		return projects_getattr(rel, st);
+		rc = projects_getattr(rel, st);
+		if (rc == -ENOENT && *rel) {
+			/* a file being written into the project */
+			char *key = direct_open_key(rel);
+
+			if (key)
+				rc = inbox_getattr(key, st);
+			free(key);
+		}
+		return rc;
 	case AREA_AUDIT:
 		return audit_getattr(rel, st);
 	default:
@@ -304,8 +313,7 @@ static int cfs_rmdir(const char *path)
 }
 
 /* Errors: EPERM, EROFS, EINVAL, ENAMETOOLONG, EIO, ENOSPC. */
-static int cfs_create(const char *path, mode_t mode,
-		      struct fuse_file_info *fi)
+static int cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -316,7 +324,7 @@ static int cfs_create(const char *path, mode_t mode,
 	if (area == AREA_INBOX && *rel)
 		return inbox_create(rel, mode, fi);
 	if (area == AREA_PROJECTS)
-		return projects_change(rel);
+		return direct_create(rel, mode, fi);
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
 }
 
@@ -333,6 +341,19 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_open(rel, fi);
+	if (area == AREA_PROJECTS && *rel) {
+		/* a file being written into the project: as in inbox/ */
+		char *key = direct_open_key(rel);
+		struct stat st;
+
+		/* (once promoted, it is a stored file: immutable) */
+		if (key && projects_getattr(rel, &st) == -ENOENT) {
+			rc = inbox_open(key, fi);
+			free(key);
+			return rc;
+		}
+		free(key);
+	}
 	if (area == AREA_PROJECTS)
 		return projects_open(rel, fi);
 	if (area == AREA_AUDIT)
@@ -352,8 +373,8 @@ static int cfs_read(const char *path, char *buf, size_t size, off_t off,
 	return h ? inbox_read(h, buf, size, off) : -EBADF;
 }
 
-static int cfs_write(const char *path, const char *buf, size_t size,
-		     off_t off, struct fuse_file_info *fi)
+static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
+		     struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
@@ -364,15 +385,16 @@ static int cfs_write(const char *path, const char *buf, size_t size,
 	return h ? inbox_write(h, buf, size, off) : -EBADF;
 }
 
-/* close(2): the upload and the reception row are committed here, so a
- * failure reaches the caller of close. */
+/* close(2): the upload and the reception row are committed here, and a
+ * direct write into a project promoted (direct_settle), so a failure
+ * reaches the caller of close. */
 static int cfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
 	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
-	return h ? inbox_sync(h, 1) : 0;
+	return h ? direct_settle(h, inbox_sync(h, 1)) : 0;
 }
 
 static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
@@ -381,7 +403,7 @@ static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
-	return h ? inbox_sync(h, 0) : 0;
+	return h ? direct_settle(h, inbox_sync(h, 0)) : 0;
 }
 
 static int cfs_release(const char *path, struct fuse_file_info *fi)
@@ -398,8 +420,7 @@ static int cfs_release(const char *path, struct fuse_file_info *fi)
 }
 
 /* Errors: EPERM, EROFS, ENOENT, EISDIR, ESTALE, ENAMETOOLONG, EIO. */
-static int cfs_truncate(const char *path, off_t size,
-			struct fuse_file_info *fi)
+static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -412,6 +433,17 @@ static int cfs_truncate(const char *path, off_t size,
 		return -EPERM; /* a stored file */
 	if (fi && fh_of(fi) && fh_of(fi)->area == AREA_AUDIT)
 		return -EROFS;
+	if (area == AREA_PROJECTS && fi && fh_of(fi) && fh_of(fi)->of)
+		return inbox_truncate(NULL, size, fh_of(fi)); /* direct write */
+	if (area == AREA_PROJECTS && *rel && !fi) {
+		char *key = direct_open_key(rel);
+
+		if (key) {
+			rc = inbox_truncate(key, size, NULL);
+			free(key);
+			return rc;
+		}
+	}
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
 	if (area == AREA_INBOX && *rel)
@@ -616,9 +648,8 @@ static int cfs_symlink(const char *target, const char *path)
 
 	if (rc)
 		return rc;
-	return readonly_errno(cfs_area_of(path, &rel) == AREA_AUDIT
-				      ? AREA_AUDIT
-				      : AREA_ROOT);
+	return readonly_errno(
+	    cfs_area_of(path, &rel) == AREA_AUDIT ? AREA_AUDIT : AREA_ROOT);
 }
 
 /* A hard link to an audit/ file changes it (its link count): EROFS too. */
@@ -751,31 +782,31 @@ static void cfs_destroy(void *data)
 }
 
 const struct fuse_operations cfs_ops = {
-	.init = cfs_init,
-	.destroy = cfs_destroy,
-	.getattr = cfs_getattr,
-	.readdir = cfs_readdir,
-	.mkdir = cfs_mkdir,
-	.rmdir = cfs_rmdir,
-	.create = cfs_create,
-	.open = cfs_open,
-	.read = cfs_read,
-	.write = cfs_write,
-	.flush = cfs_flush,
-	.fsync = cfs_fsync,
-	.release = cfs_release,
-	.truncate = cfs_truncate,
-	.unlink = cfs_unlink,
-	.rename = cfs_rename,
-	.chmod = cfs_chmod,
-	.chown = cfs_chown,
-	.utimens = cfs_utimens,
-	.statfs = cfs_statfs,
-	.symlink = cfs_symlink,
+    .init = cfs_init,
+    .destroy = cfs_destroy,
+    .getattr = cfs_getattr,
+    .readdir = cfs_readdir,
+    .mkdir = cfs_mkdir,
+    .rmdir = cfs_rmdir,
+    .create = cfs_create,
+    .open = cfs_open,
+    .read = cfs_read,
+    .write = cfs_write,
+    .flush = cfs_flush,
+    .fsync = cfs_fsync,
+    .release = cfs_release,
+    .truncate = cfs_truncate,
+    .unlink = cfs_unlink,
+    .rename = cfs_rename,
+    .chmod = cfs_chmod,
+    .chown = cfs_chown,
+    .utimens = cfs_utimens,
+    .statfs = cfs_statfs,
+    .symlink = cfs_symlink,
     .readlink = cfs_readlink,
     .getxattr = cfs_getxattr,
     .setxattr = cfs_setxattr,
     .listxattr = cfs_listxattr,
     .removexattr = cfs_removexattr,
-	.link = cfs_link,
+    .link = cfs_link,
 };

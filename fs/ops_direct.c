@@ -1,0 +1,205 @@
+/* ops_direct.c - a file created directly in a project (cp, cat >, dd,
+ * rsync --inplace into projects/<prefix>/...) is a drop plus a promotion
+ * (SPEC §3), through the same code as inbox/ and rename:
+ *
+ *   create   an inbox/ file (ofile.c) under the reserved reception key
+ *            DIRECT_STAGING/<prefix>/<relpath> (".custodyfs-direct/..."),
+ *            spooled, hashed and streamed exactly like a drop;
+ *   close    (or fsync) commits it there: the object and its
+ *            reception_audit row (object_key = the staging key, the honest
+ *            place the bytes were received), then promote_file() moves it
+ *            to <prefix>/<relpath> in the storage bucket (double check,
+ *            dedup, conflict, journal, verification, and the staging
+ *            object deleted with removed_at on its row). close returns 0
+ *            only when all of that is durable.
+ *
+ * Why a reserved prefix: a visible inbox key would collide with users'
+ * files of the same name and show in inbox/ listings while it is written.
+ * inbox/.custodyfs-direct is never listed in inbox/, but it can be reached
+ * by its path: a file whose promotion failed stays there, with its
+ * reception row, and can be read, moved into a project under another name
+ * (mv inbox/.custodyfs-direct/p/x projects/p/y) or removed.
+ *
+ * Conflict at close (another file with other bytes is stored under the
+ * name): EEXIST is not an errno close(2) may return, so close fails with
+ * EPERM (stored files are immutable) and logs where the bytes are. Temp
+ * names (the [fs] temp_patterns) are refused at create with EPERM: a
+ * stored file is immutable, so a temp file could never be renamed into
+ * place; rsync needs --inplace (or drop into inbox/ and mv).
+ * Handlers return 0 or -errno. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs.h"
+#include "inbox.h"
+#include "inbox_int.h"
+#include "log.h"
+#include "names.h"
+#include "projects.h"
+
+int direct_is_staging(const char *rel)
+{
+	return !strcmp(rel, DIRECT_STAGING);
+}
+
+char *direct_open_key(const char *rel)
+{
+	struct ofile *of;
+	char *key;
+
+	if (asprintf(&key, "%s/%s", DIRECT_STAGING, rel) < 0)
+		return NULL;
+	of = ofile_find(key);
+	if (!of) {
+		free(key);
+		return NULL;
+	}
+	ofile_put(of);
+	return key;
+}
+
+/* projects/<rel> exists? 1, 0, or -errno. */
+static int direct_exists(const char *rel, struct stat *st)
+{
+	int rc = projects_getattr(rel, st);
+
+	if (rc == -ENOENT)
+		return 0;
+	return rc ? rc : 1;
+}
+
+int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
+{
+	const char *slash = strchr(rel, '/');
+	char *prefix = NULL, *parent = NULL, *key = NULL;
+	struct fhandle *h;
+	struct ofile *of;
+	struct stat st;
+	int rc;
+
+	if (!slash || !slash[1])
+		return projects_change(rel); /* projects/<new>: mkdir only */
+	if (cfg_is_temp_name(&cfs->cfg, names_basename(rel)))
+		return -EPERM; /* could never be renamed into place */
+	if (!cfs->promote)
+		return -EIO;
+	prefix = strndup(rel, (size_t)(slash - rel));
+	parent = strdup(rel);
+	if (!prefix || !parent) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	*strrchr(parent, '/') = '\0';
+	rc = direct_exists(parent, &st);
+	if (rc == 0)
+		rc = -ENOENT;
+	else if (rc > 0)
+		rc = S_ISDIR(st.st_mode) ? 0 : -ENOTDIR;
+	if (rc)
+		goto out;
+	rc = projects_may_promote(prefix);
+	if (rc)
+		goto out;
+	/* The kernel creates only after a lookup found nothing, which may be
+	 * stale: a stored file is immutable (O_TRUNC or not). */
+	rc = direct_exists(rel, &st);
+	if (rc > 0)
+		rc = (fi->flags & O_EXCL) ? -EEXIST : -EPERM;
+	if (rc)
+		goto out;
+	if (asprintf(&key, "%s/%s", DIRECT_STAGING, rel) < 0) {
+		key = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* A second writer of the same new name shares the first one's file
+	 * (ofile_create), as in inbox/: each close commits what it holds. */
+	rc = inbox_create(key, mode, fi);
+	if (rc)
+		goto out;
+	h = (struct fhandle *)(uintptr_t)fi->fh;
+	of = h->of;
+	pthread_mutex_lock(&of->lock);
+	if (!of->direct_to && !(of->direct_to = strdup(rel)))
+		rc = -ENOMEM;
+	pthread_mutex_unlock(&of->lock);
+	if (rc) {
+		inbox_release(h);
+		fi->fh = 0;
+	}
+out:
+	free(key);
+	free(parent);
+	free(prefix);
+	return rc;
+}
+
+int direct_promote_locked(struct ofile *of)
+{
+	struct promote_result res;
+	struct actor who;
+	char *key = ofile_rel(of), *prefix = NULL;
+	const char *slash = strchr(of->direct_to, '/');
+	int rc;
+
+	if (!key || !slash ||
+	    !(prefix =
+		  strndup(of->direct_to, (size_t)(slash - of->direct_to)))) {
+		free(key);
+		return -ENOMEM;
+	}
+	/* moved_by: who wrote it, as received_by (not whoever closes). */
+	if (of->has_writer)
+		cfs_actor_uid(&who, of->writer);
+	else
+		cfs_actor(&who);
+	rc = promote_file(cfs->promote, key, prefix, slash + 1, &who, &res);
+	dcache_invalidate_in(DC_STORE);
+	if (rc == 0) {
+		/* The staging object is gone (its row has removed_at): the
+		 * next commit of this file is a new drop. */
+		of->direct_pending = 0;
+		of->in_store = 0;
+		of->stored_size = 0;
+		dcache_remove(key);
+		attrov_drop(key, 0);
+	} else if (rc == -EEXIST) {
+		/* inbox/ listings fetched before may not show the staging
+		 * directory the file stays in: fetched again. */
+		dcache_invalidate_all();
+		/* Nothing overwritten; the bytes stay received. Retrying
+		 * cannot succeed: not pending any more. */
+		of->direct_pending = 0;
+		log_error("projects/%s: another file is stored under that "
+			  "name: close fails with EPERM; the bytes written "
+			  "are kept in reception as inbox/%s",
+			  of->direct_to, key);
+		rc = -EPERM;
+	} else {
+		dcache_invalidate_all();
+		log_error("projects/%s: received as inbox/%s, not promoted: "
+			  "%s",
+			  of->direct_to, key, strerror(-rc));
+		if (rc == -ENOENT || rc == -EINVAL || rc == -ENAMETOOLONG)
+			of->direct_pending = 0;
+	}
+	free(prefix);
+	free(key);
+	return rc;
+}
+
+int direct_settle(struct fhandle *h, int rc)
+{
+	struct ofile *of = h ? h->of : NULL;
+
+	if (rc || !of)
+		return rc;
+	pthread_mutex_lock(&of->lock);
+	if (of->direct_to && of->direct_pending && !of->failed)
+		rc = direct_promote_locked(of);
+	pthread_mutex_unlock(&of->lock);
+	return rc;
+}

@@ -1,0 +1,299 @@
+"""Direct writes into a project: creating projects/<prefix>/[sub/]name is a drop plus a
+promotion (SPEC §3, issue 6 item 5).
+
+The bytes are received under the reserved reception key .custodyfs-direct/<prefix>/<relpath>
+(object + reception_audit row, as any drop), then promoted by the same code as a rename. Every
+check is made with boto3 on both buckets and with SQL on both audit tables (every row of the
+keys, removed ones too), never through the mount."""
+import errno
+import hashlib
+import os
+import subprocess
+
+import pytest
+
+import checks
+
+STAGING = ".custodyfs-direct"
+
+
+def project(m, prefix):
+    m.sql("insert into projects_registry (prefix, name) values (%s, %s)",
+          (prefix, "Projeto " + prefix))
+    return prefix
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def srows(m, key):
+    return m.sql_dicts("select * from storage_audit where dest_key = %s order by id", (key,))
+
+
+def dget(m, key):
+    return m.s3.get_object(Bucket=m.storage_bucket, Key=key)["Body"].read()
+
+
+def dhead(m, key):
+    from botocore.exceptions import ClientError
+    try:
+        return m.s3.head_object(Bucket=m.storage_bucket, Key=key)
+    except ClientError as e:
+        if e.response["Error"]["Code"] in ("NoSuchKey", "404", "NotFound"):
+            return None
+        raise
+
+
+def journal(m, key):
+    return m.sql_dicts("select * from promotion_journal where dest_key = %s order by id", (key,))
+
+
+def staged(key):
+    return STAGING + "/" + key
+
+
+def check_direct(m, key, data, outcomes):
+    """key ("p/rel") is stored with data; its storage rows are exactly `outcomes`; each was
+    received under the staging key (one reception row per commit, every one removed with a
+    'promoted to' reason, each storage row pointing at its own); nothing is left staged."""
+    assert dget(m, key) == data
+    h = dhead(m, key)
+    assert h["Metadata"]["sha256"] == sha(data)
+    assert h["Metadata"]["xxh128"] == m.xxh128_bytes(data)
+    rows = srows(m, key)
+    assert [r["outcome"] for r in rows] == outcomes
+    rrows = checks.rows(m, staged(key))
+    assert len(rrows) == len(outcomes)
+    for r, rr in zip(rows, rrows):
+        assert r["sha256"] == sha(data) and r["size_bytes"] == len(data)
+        assert r["source_bucket"] == m.reception_bucket
+        assert r["source_key"] == staged(key)
+        assert r["reception_id"] == rr["id"]
+        assert r["project_prefix"] == key.split("/")[0]
+        assert r["moved_by"] and str(os.getuid()) in r["moved_by"]
+        assert rr["sha256"] == sha(data) and rr["size_bytes"] == len(data)
+        assert rr["xxh128"] == m.xxh128_bytes(data)
+        assert rr["received_by"] and str(os.getuid()) in rr["received_by"]
+        assert rr["removed_at"] is not None
+        assert rr["removal_reason"] == "promoted to %s/%s" % (m.storage_bucket, key)
+    assert checks.get_object(m, staged(key)) is None
+    assert [j["state"] for j in journal(m, key) if j["state"] != "failed"] == \
+        ["done"] * len(outcomes)
+    return rows
+
+
+def test_cp_into_project_is_drop_plus_promotion(mount, uniq, tmp_path):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(300000)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    subprocess.run(["cp", str(src), os.path.join(m.projects, p, "a.bin")], check=True)
+    check_direct(m, p + "/a.bin", data, ["copied"])
+    # read back through the mount right after close
+    assert checks.read(os.path.join(m.projects, p, "a.bin")) == data
+    assert "a.bin" in os.listdir(os.path.join(m.projects, p))
+    # the staging area never shows in inbox/
+    assert STAGING not in os.listdir(m.inbox)
+
+
+def test_shell_redirect_and_dd_in_subdirectory(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    os.mkdir(os.path.join(m.projects, p, "sub"))
+    a, b = b"written by the shell\n", os.urandom(70000)
+    subprocess.run(["sh", "-c", 'printf "written by the shell\\n" > "$1"', "sh",
+                    os.path.join(m.projects, p, "sub", "cat.txt")], check=True)
+    subprocess.run(["dd", "of=" + os.path.join(m.projects, p, "sub", "dd.bin"), "bs=4096",
+                    "status=none"], input=b, check=True)
+    check_direct(m, p + "/sub/cat.txt", a, ["copied"])
+    check_direct(m, p + "/sub/dd.bin", b, ["copied"])
+
+
+def test_same_bytes_under_two_names_is_duplicate_content(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(9000)
+    checks.write(os.path.join(m.projects, p, "one.bin"), data)
+    checks.write(os.path.join(m.projects, p, "two.bin"), data)
+    check_direct(m, p + "/one.bin", data, ["copied"])
+    rows = srows(m, p + "/two.bin")
+    assert [r["outcome"] for r in rows] == ["duplicate_content"]
+    assert rows[0]["duplicate_of"] == p + "/one.bin"
+    assert dhead(m, p + "/two.bin") is None  # not stored twice
+    rr = checks.rows(m, staged(p + "/two.bin"))
+    assert len(rr) == 1 and rr[0]["removed_at"] is not None
+    assert rows[0]["reception_id"] == rr[0]["id"]
+    assert checks.get_object(m, staged(p + "/two.bin")) is None
+    link = os.path.join(m.projects, p, "two.bin")
+    # (the kernel keeps the regular file it created for up to its entry timeout)
+    m.wait_until(lambda: os.path.islink(link), timeout=10, what="two.bin a symlink")
+    assert checks.read(link) == data
+
+
+def test_conflict_at_close_fails_and_keeps_the_bytes_in_reception(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    a, b = b"first content\n", b"other content, same name\n"
+    # another client stores other bytes under the name while our file is open
+    f = open(os.path.join(m.projects, p, "c2.txt"), "wb")
+    f.write(b)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/c2.txt", Body=a)
+    with pytest.raises(OSError) as ei:
+        f.close()
+    assert ei.value.errno == errno.EPERM
+    assert dget(m, p + "/c2.txt") == a  # nothing overwritten
+    assert srows(m, p + "/c2.txt") == []
+    # the bytes written are kept, received, under the staging key, and readable there
+    assert checks.get_object(m, staged(p + "/c2.txt")) == b
+    rr = checks.rows(m, staged(p + "/c2.txt"))
+    assert len(rr) == 1 and rr[0]["removed_at"] is None and rr[0]["sha256"] == sha(b)
+    assert checks.read(os.path.join(m.inbox, staged(p + "/c2.txt"))) == b
+    # ...and can be promoted under another name
+    os.rename(os.path.join(m.inbox, staged(p + "/c2.txt")),
+              os.path.join(m.projects, p, "c2-mine.txt"))
+    assert dget(m, p + "/c2-mine.txt") == b
+    assert [r["outcome"] for r in srows(m, p + "/c2-mine.txt")] == ["copied"]
+    assert checks.get_object(m, staged(p + "/c2.txt")) is None
+    assert all(r["removed_at"] for r in checks.rows(m, staged(p + "/c2.txt")))
+
+
+def test_stored_files_are_immutable(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    path = os.path.join(m.projects, p, "im.txt")
+    checks.write(path, b"stored\n")
+    for flags in (os.O_WRONLY | os.O_TRUNC, os.O_WRONLY | os.O_CREAT | os.O_TRUNC,
+                  os.O_WRONLY | os.O_APPEND, os.O_RDWR):
+        with pytest.raises(OSError) as ei:
+            os.open(path, flags)
+        assert ei.value.errno == errno.EPERM, flags
+    with pytest.raises(OSError) as ei:
+        os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    assert ei.value.errno == errno.EEXIST
+    for op in (lambda: os.unlink(path), lambda: os.truncate(path, 0),
+               lambda: os.rename(path, path + ".new")):
+        with pytest.raises(OSError) as ei:
+            op()
+        assert ei.value.errno == errno.EPERM
+    check_direct(m, p + "/im.txt", b"stored\n", ["copied"])
+
+
+def test_temp_names_are_refused_and_nothing_is_stored(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    for name in ("x.part", "y.tmp", ".goutputstream-ABC"):
+        with pytest.raises(OSError) as ei:
+            checks.write(os.path.join(m.projects, p, name), b"temp")
+        assert ei.value.errno == errno.EPERM
+        assert srows(m, p + "/" + name) == []
+        assert checks.rows(m, staged(p + "/" + name)) == []
+
+
+def test_rsync_inplace_works(mount, uniq, tmp_path):
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(20000)
+    (tmp_path / "r.bin").write_bytes(data)
+    subprocess.run(["rsync", "--inplace", str(tmp_path / "r.bin"),
+                    os.path.join(m.projects, p, "r.bin")], check=True)
+    check_direct(m, p + "/r.bin", data, ["copied"])
+
+
+def test_second_writer_of_the_same_new_name(mount, uniq):
+    m = mount
+    p = project(m, uniq)
+    path = os.path.join(m.projects, p, "two.txt")
+    f1 = open(path, "wb")
+    f2 = open(path, "wb")  # shares the first one's file, as in inbox/
+    f1.write(b"same bytes\n")
+    f1.close()
+    f2.close()  # wrote nothing: commits nothing
+    check_direct(m, p + "/two.txt", b"same bytes\n", ["copied"])
+
+
+def test_missing_project_or_directory(mount, uniq):
+    m = mount
+    with pytest.raises(OSError) as ei:
+        checks.write(os.path.join(m.projects, uniq + "-none", "f"), b"x")
+    assert ei.value.errno == errno.ENOENT
+    p = project(m, uniq)
+    with pytest.raises(OSError) as ei:
+        checks.write(os.path.join(m.projects, p, "nodir", "f"), b"x")
+    assert ei.value.errno == errno.ENOENT
+    assert checks.bucket_keys(m, STAGING + "/" + p + "/") == []
+
+
+@pytest.fixture
+def proxied(stack):
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    yield px
+    px.rule = None
+    px.release.set()
+
+
+@pytest.mark.parametrize("bucket", ["reception", "storage"])
+def test_store_down_at_close(stack, mount_factory, proxied, uniq, bucket):
+    """The store fails at close: close fails; once the store is back, the file is in exactly
+    one place with its rows (never half-done) and a new write goes through."""
+    from faultproxy import INTERNAL
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}})
+    p = project(m, uniq)
+    key = p + "/down.bin"
+    data = os.urandom(5000)
+    name = "/" + (m.reception_bucket if bucket == "reception" else m.storage_bucket)
+
+    def rule(meth, path, h):
+        if path.startswith(name) and meth in ("PUT", "POST", "DELETE"):
+            return ("status", 500, INTERNAL)
+        return None
+    f = open(os.path.join(m.projects, p, "down.bin"), "wb")
+    f.write(data)
+    px.rule = rule
+    with pytest.raises(OSError) as ei:
+        f.close()
+    px.rule = None
+    assert ei.value.errno in (errno.EIO, errno.EAGAIN)
+    m.restart()
+    m.wait_until(lambda: m.sql_value("select count(*) from promotion_journal"
+                                     " where state in ('intent', 'stored')") == 0,
+                 timeout=30, what="no open journal entry")
+    rr = checks.rows(m, staged(key))
+    rows = srows(m, key)
+    if bucket == "reception":
+        # nothing received, nothing stored
+        assert rr == [] and rows == [] and dhead(m, key) is None
+        assert checks.get_object(m, staged(key)) is None
+    else:
+        # received; stored once (rolled forward) or still only received (rolled back)
+        stored = dhead(m, key) is not None
+        assert len(rr) == 1 and rr[0]["sha256"] == sha(data)
+        if stored:
+            check_direct(m, key, data, ["copied"])
+        else:
+            assert rows == [] and rr[0]["removed_at"] is None
+            assert checks.get_object(m, staged(key)) == data
+    checks.write(os.path.join(m.projects, p, "after.bin"), data + b"!")
+    check_direct(m, p + "/after.bin", data + b"!", ["copied"])
+
+
+def test_rsync_default_temp_name_fails_clearly_and_loses_nothing(mount, uniq, tmp_path):
+    """rsync without --inplace writes .name.XXXXXX, then renames it: the rename of a stored
+    file is EPERM, rsync fails, and the bytes stay stored (under the temp name), audited."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    (tmp_path / "t.bin").write_bytes(data)
+    r = subprocess.run(["rsync", str(tmp_path / "t.bin"), os.path.join(m.projects, p, "t.bin")],
+                       capture_output=True)
+    assert r.returncode != 0
+    assert b"Operation not permitted" in r.stderr
+    assert srows(m, p + "/t.bin") == [] and dhead(m, p + "/t.bin") is None
+    temps = m.sql_dicts("select * from storage_audit where dest_key like %s",
+                        (p + "/.t.bin.%",))
+    assert len(temps) == 1 and temps[0]["sha256"] == sha(data)
+    assert dget(m, temps[0]["dest_key"]) == data
+    check_direct(m, temps[0]["dest_key"], data, ["copied"])
