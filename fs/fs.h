@@ -326,6 +326,10 @@ int direct_promote_locked(struct ofile *of);
 char *direct_open_key(const char *rel);
 /* Is inbox/<rel> the reserved staging directory (never listed)? */
 int direct_is_staging(const char *rel);
+/* Is inbox/<rel> the staging directory or below it? Nothing is created,
+ * made or renamed there through inbox/ (EPERM): only direct writes put
+ * files there; what is left there can be read, renamed out or removed. */
+int direct_is_reserved(const char *rel);
 
 extern const struct fuse_operations cfs_ops;
 

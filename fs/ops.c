@@ -284,6 +284,8 @@ static int cfs_mkdir(const char *path, mode_t mode)
 
 	if (rc)
 		return rc;
+	if (area == AREA_INBOX && *rel && direct_is_reserved(rel))
+		return -EPERM;
 	if (area == AREA_INBOX && *rel)
 		return inbox_mkdir(rel, mode);
 	if (area == AREA_PROJECTS && *rel)
@@ -321,6 +323,8 @@ static int cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 	if (rc)
 		return rc;
+	if (area == AREA_INBOX && *rel && direct_is_reserved(rel))
+		return -EPERM;
 	if (area == AREA_INBOX && *rel)
 		return inbox_create(rel, mode, fi);
 	if (area == AREA_PROJECTS)
@@ -353,6 +357,14 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 			return rc;
 		}
 		free(key);
+		/* Opened for writing through an entry the kernel still
+		 * holds (entry timeout) for a name that is gone (a create
+		 * whose promotion failed, another mount's change): ESTALE
+		 * makes the kernel look the name up again once (LOOKUP_REVAL),
+		 * and an O_CREAT then becomes a create. */
+		if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+		    projects_getattr(rel, &st) == -ENOENT)
+			return -ESTALE;
 	}
 	if (area == AREA_PROJECTS)
 		return projects_open(rel, fi);
@@ -488,6 +500,10 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 
 	if (af == AREA_AUDIT || at == AREA_AUDIT)
 		return -EROFS;
+	/* The staging area of direct writes: only left there by them. */
+	if ((at == AREA_INBOX && direct_is_reserved(rt)) ||
+	    (af == AREA_INBOX && direct_is_staging(rf)))
+		return -EPERM;
 	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
 		return inbox_rename(rf, rt, flags);
 	if (af == AREA_INBOX && at == AREA_PROJECTS && *rf && *rt)

@@ -45,6 +45,14 @@ int direct_is_staging(const char *rel)
 	return !strcmp(rel, DIRECT_STAGING);
 }
 
+int direct_is_reserved(const char *rel)
+{
+	size_t n = strlen(DIRECT_STAGING);
+
+	return !strncmp(rel, DIRECT_STAGING, n) &&
+	       (rel[n] == '\0' || rel[n] == '/');
+}
+
 char *direct_open_key(const char *rel)
 {
 	struct ofile *of;
@@ -116,7 +124,12 @@ int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		goto out;
 	}
 	/* A second writer of the same new name shares the first one's file
-	 * (ofile_create), as in inbox/: each close commits what it holds. */
+	 * (ofile_create), as in inbox/: each close commits what it holds.
+	 * The name is new in the project, so the file starts empty: a file
+	 * left received under the staging key by a failed promotion is
+	 * replaced (its row gets removed_at, as any overwrite in inbox/;
+	 * another user's: EACCES), never written into. */
+	fi->flags |= O_TRUNC;
 	rc = inbox_create(key, mode, fi);
 	if (rc)
 		goto out;

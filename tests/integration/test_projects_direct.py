@@ -297,3 +297,70 @@ def test_rsync_default_temp_name_fails_clearly_and_loses_nothing(mount, uniq, tm
     assert len(temps) == 1 and temps[0]["sha256"] == sha(data)
     assert dget(m, temps[0]["dest_key"]) == data
     check_direct(m, temps[0]["dest_key"], data, ["copied"])
+
+
+def test_leftover_under_the_staging_key_is_replaced_not_written_into(mount, uniq):
+    """A file left received under the staging key (its promotion failed) and a new write of
+    the same name once the name is free: the new file starts empty (no O_TRUNC given), the
+    leftover's row is closed as an overwrite, and the stored file holds the new bytes only."""
+    m = mount
+    p = project(m, uniq)
+    key = p + "/lo.bin"
+    old, new = os.urandom(8000), b"short new content\n"
+    f = open(os.path.join(m.projects, p, "lo.bin"), "wb")
+    f.write(old)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=key, Body=b"foreign bytes")
+    with pytest.raises(OSError) as ei:
+        f.close()
+    assert ei.value.errno == errno.EPERM
+    assert checks.get_object(m, staged(key)) == old
+    m.s3.delete_object(Bucket=m.storage_bucket, Key=key)
+    m.wait_until(lambda: not os.path.exists(os.path.join(m.projects, p, "lo.bin")),
+                 timeout=10, what="the foreign object gone from the listing")
+    # (the kernel may still hold the name's entry: this open is then an OPEN with O_CREAT)
+    fd = os.open(os.path.join(m.projects, p, "lo.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, new)
+    os.close(fd)
+    assert dget(m, key) == new
+    rows = srows(m, key)
+    assert [r["outcome"] for r in rows] == ["copied"]
+    rr = checks.rows(m, staged(key))
+    assert [x["sha256"] for x in rr] == [sha(old), sha(new)]
+    assert all(x["removed_at"] is not None for x in rr)
+    assert rows[0]["reception_id"] == rr[1]["id"]
+    assert checks.get_object(m, staged(key)) is None
+
+
+def test_staging_area_is_reserved_in_inbox(mount, uniq):
+    """Nothing is created, made or renamed into the staging area through inbox/, and it is
+    not listed there, even when a leftover makes it exist."""
+    m = mount
+    p = project(m, uniq)
+    f = open(os.path.join(m.projects, p, "left.bin"), "wb")
+    f.write(b"left over")
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/left.bin", Body=b"foreign")
+    with pytest.raises(OSError):
+        f.close()
+    area = os.path.join(m.inbox, STAGING)
+    assert checks.read(os.path.join(area, p, "left.bin")) == b"left over"
+    assert STAGING not in os.listdir(m.inbox)
+    with pytest.raises(OSError) as ei:
+        checks.write(os.path.join(area, p, "x"), b"x")
+    assert ei.value.errno == errno.EPERM
+    with pytest.raises(OSError) as ei:
+        os.mkdir(os.path.join(area, p, "d"))
+    assert ei.value.errno == errno.EPERM
+    checks.write(os.path.join(m.inbox, uniq + "-r"), b"mine")
+    with pytest.raises(OSError) as ei:
+        os.rename(os.path.join(m.inbox, uniq + "-r"), os.path.join(area, p, "r"))
+    assert ei.value.errno == errno.EPERM
+    with pytest.raises(OSError) as ei:
+        os.rename(area, os.path.join(m.inbox, uniq + "-moved"))
+    assert ei.value.errno == errno.EPERM
+    assert checks.bucket_keys(m, STAGING + "/" + p + "/") == [STAGING + "/" + p + "/left.bin"]
+    assert checks.get_object(m, uniq + "-r") == b"mine"
+    # what is left there can be removed (its row closed, never deleted)
+    os.unlink(os.path.join(area, p, "left.bin"))
+    assert checks.get_object(m, STAGING + "/" + p + "/left.bin") is None
+    rr = checks.rows(m, STAGING + "/" + p + "/left.bin")
+    assert len(rr) == 1 and rr[0]["removed_at"] is not None
