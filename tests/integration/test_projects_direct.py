@@ -364,3 +364,101 @@ def test_staging_area_is_reserved_in_inbox(mount, uniq):
     assert checks.get_object(m, STAGING + "/" + p + "/left.bin") is None
     rr = checks.rows(m, STAGING + "/" + p + "/left.bin")
     assert len(rr) == 1 and rr[0]["removed_at"] is not None
+
+
+def _shared(mount_factory, config=None):
+    m = mount_factory(config=config, opts="allow_other")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)  # other users must reach the mount point
+    return m
+
+
+def test_rows_name_the_writer(mount_factory, uniq):
+    """received_by and moved_by name the user who wrote the file, not the daemon (root)."""
+    from test_perms import as_user
+    m = _shared(mount_factory)
+    p = project(m, uniq)
+    path = os.path.join(m.projects, p, "u.txt")
+    assert as_user(2101, f"open({path!r}, 'w').write('by 2101')") == ["ok"]
+    rows = check_direct_owner(m, p + "/u.txt", b"by 2101")
+    assert "2101" in rows[0]["moved_by"]
+    rr = checks.rows(m, staged(p + "/u.txt"))
+    assert "2101" in rr[0]["received_by"]
+    assert os.stat(path).st_size == len(b"by 2101")
+
+
+def check_direct_owner(m, key, data):
+    assert dget(m, key) == data
+    rows = srows(m, key)
+    assert [r["outcome"] for r in rows] == ["copied"]
+    rr = checks.rows(m, staged(key))
+    assert len(rr) == 1 and rr[0]["removed_at"] is not None
+    assert rows[0]["reception_id"] == rr[0]["id"]
+    return rows
+
+
+def test_outside_the_project_group_is_eacces_and_receives_nothing(mount_factory, uniq):
+    from test_perms import as_user
+    m = _shared(mount_factory, {"fs": {"project_group": "4242"}})
+    p = project(m, uniq)
+    path = os.path.join(m.projects, p, "no.txt")
+    assert as_user(2102, f"open({path!r}, 'w').write('x')") == ["EACCES"]
+    assert checks.rows(m, staged(p + "/no.txt")) == [] and srows(m, p + "/no.txt") == []
+    assert checks.get_object(m, staged(p + "/no.txt")) is None
+
+
+@pytest.mark.parametrize("when", ["copy", "delete"])
+def test_kill_during_close_then_recovery(stack, mount_factory, proxied, uniq, when):
+    """SIGKILL while close promotes a direct write (its copy into the storage bucket, or the
+    staging object's DELETE, under way): after a remount the file is in exactly one place,
+    received under the staging key with its live row, or stored with exactly one row and
+    its staging row closed; never both, never neither."""
+    import signal
+    import threading
+    import time
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    key = p + "/k.bin"
+    data = os.urandom(6000)
+    seen = []
+
+    def rule(meth, path, h):
+        copy = meth == "PUT" and path.startswith("/" + m.storage_bucket + "/")
+        delete = meth == "DELETE" and STAGING in path
+        if (copy if when == "copy" else delete):
+            seen.append(path)
+            return ("late", 60)  # takes effect, its answer never comes
+        return None
+    px.rule = rule
+    errs = []
+
+    def writer():
+        try:
+            checks.write(os.path.join(m.projects, p, "k.bin"), data)
+        except OSError as e:
+            errs.append(e)
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    m.wait_until(lambda: seen, timeout=30, what="the promotion under way")
+    time.sleep(0.3)
+    m.crash(signal.SIGKILL)
+    px.rule = None
+    px.release.set()
+    m.mount()
+    t.join(5)
+    m.wait_until(lambda: m.sql_value("select count(*) from promotion_journal"
+                                     " where state in ('intent', 'stored')") == 0,
+                 timeout=30, what="no open journal entry")
+    rr = checks.rows(m, staged(key))
+    rows = srows(m, key)
+    src = checks.get_object(m, staged(key))
+    obj = dhead(m, key)
+    assert len(rr) == 1 and rr[0]["sha256"] == sha(data)
+    in_reception = src == data and rr[0]["removed_at"] is None
+    in_storage = obj is not None and len(rows) == 1
+    assert in_reception != in_storage, (in_reception, in_storage, rows, rr)
+    if in_storage:
+        check_direct(m, key, data, ["copied"])
+    else:
+        assert rows == [] and obj is None
