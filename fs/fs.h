@@ -67,7 +67,8 @@ struct ofile {
 	uid_t writer;	       /* protected by lock: who last changed it */
 	int has_writer;	       /* protected by lock: writer is set */
 	/* A direct write into a project (ops_direct.c): the file lives in
-	 * reception under DIRECT_STAGING/<direct_to> and each commit there is
+	 * reception under DIRECT_STAGING/<host>.<pid>/<direct_to> and each
+	 * commit there is
 	 * followed by its promotion to projects/<direct_to>. */
 	char *direct_to;    /* protected by lock; NULL: an inbox/ file */
 	int direct_pending; /* protected by lock: committed to reception,
@@ -305,8 +306,9 @@ void attrov_free_all(void);
 /* ops_promote.c - promotion by rename (inbox/ -> projects/). */
 int promote_rename(const char *from, const char *to, unsigned int flags);
 /* ops_direct.c - files created directly in a project: a drop into the
- * reception bucket under the reserved prefix DIRECT_STAGING ("<prefix>/
- * <relpath>" below it), then a promotion at each commit. */
+ * reception bucket under the reserved prefix DIRECT_STAGING
+ * ("<host>.<pid>/<prefix>/ <relpath>" below it), then a promotion at each
+ * commit. */
 #define DIRECT_STAGING ".custodyfs-direct"
 /* create(projects/<rel>). Errors: EPERM (a stored name without O_EXCL, a
  * temp name, projects/<new>), EEXIST (O_EXCL on a stored name), EACCES,

@@ -3,7 +3,8 @@
  * (SPEC §3), through the same code as inbox/ and rename:
  *
  *   create   an inbox/ file (ofile.c) under the reserved reception key
- *            DIRECT_STAGING/<prefix>/<relpath> (".custodyfs-direct/..."),
+ *            DIRECT_STAGING/<host>.<pid>/<prefix>/<relpath>
+ *            (".custodyfs-direct/..."; <host>.<pid> names this mount),
  *            spooled, hashed and streamed exactly like a drop;
  *   close    (or fsync) commits it there: the object and its
  *            reception_audit row (object_key = the staging key, the honest
@@ -15,6 +16,11 @@
  *
  * Why a reserved prefix: a visible inbox key would collide with users'
  * files of the same name and show in inbox/ listings while it is written.
+ * Why one per mount: two mounts (or hosts) writing the same new name at
+ * once would otherwise upload to one key, the second overwriting the
+ * first's received bytes before their promotion; apart, each is received
+ * and promoted on its own (one copied, the other duplicate or conflict).
+ * Within a mount, writers of one name share one file (ofile_create).
  * inbox/.custodyfs-direct is never listed in inbox/, but it can be reached
  * by its path: a file whose promotion failed stays there, with its
  * reception row, and can be read, moved into a project under another name
@@ -32,6 +38,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "fs.h"
 #include "inbox.h"
@@ -53,12 +60,23 @@ int direct_is_reserved(const char *rel)
 	       (rel[n] == '\0' || rel[n] == '/');
 }
 
+/* The staging key of projects/<rel> on this mount (NULL: ENOMEM). */
+static char *direct_key(const char *rel)
+{
+	char *key;
+
+	if (asprintf(&key, "%s/%s.%ld/%s", DIRECT_STAGING, cfs->host,
+		     (long)getpid(), rel) < 0)
+		return NULL;
+	return key;
+}
+
 char *direct_open_key(const char *rel)
 {
 	struct ofile *of;
-	char *key;
+	char *key = direct_key(rel);
 
-	if (asprintf(&key, "%s/%s", DIRECT_STAGING, rel) < 0)
+	if (!key)
 		return NULL;
 	of = ofile_find(key);
 	if (!of) {
@@ -118,8 +136,8 @@ int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		rc = (fi->flags & O_EXCL) ? -EEXIST : -EPERM;
 	if (rc)
 		goto out;
-	if (asprintf(&key, "%s/%s", DIRECT_STAGING, rel) < 0) {
-		key = NULL;
+	key = direct_key(rel);
+	if (!key) {
 		rc = -ENOMEM;
 		goto out;
 	}

@@ -49,8 +49,29 @@ def journal(m, key):
     return m.sql_dicts("select * from promotion_journal where dest_key = %s order by id", (key,))
 
 
-def staged(key):
-    return STAGING + "/" + key
+def staged_keys(m, key):
+    """The staging keys (.custodyfs-direct/<host>.<pid>/<key>) any reception row names for
+    projects/<key>, from the database (the mount's tag is not assumed)."""
+    rows = m.sql_dicts("select distinct object_key from reception_audit"
+                       " where source_bucket = %s and object_key like %s",
+                       (m.reception_bucket, STAGING + "/%"))
+    out = []
+    for r in rows:
+        k = r["object_key"]
+        if k.endswith("/" + key) and "/" not in k[len(STAGING) + 1:-len(key) - 1]:
+            out.append(k)
+    return sorted(out)
+
+
+def staged(m, key):
+    ks = staged_keys(m, key)
+    assert len(ks) == 1, ks
+    return ks[0]
+
+
+def staged_objects(m, p):
+    """Objects in the reception bucket's staging area for project p."""
+    return [k for k in checks.bucket_keys(m, STAGING + "/") if "/" + p + "/" in k]
 
 
 def check_direct(m, key, data, outcomes):
@@ -63,12 +84,12 @@ def check_direct(m, key, data, outcomes):
     assert h["Metadata"]["xxh128"] == m.xxh128_bytes(data)
     rows = srows(m, key)
     assert [r["outcome"] for r in rows] == outcomes
-    rrows = checks.rows(m, staged(key))
+    rrows = checks.rows(m, staged(m, key))
     assert len(rrows) == len(outcomes)
     for r, rr in zip(rows, rrows):
         assert r["sha256"] == sha(data) and r["size_bytes"] == len(data)
         assert r["source_bucket"] == m.reception_bucket
-        assert r["source_key"] == staged(key)
+        assert r["source_key"] == staged(m, key)
         assert r["reception_id"] == rr["id"]
         assert r["project_prefix"] == key.split("/")[0]
         assert r["moved_by"] and str(os.getuid()) in r["moved_by"]
@@ -77,7 +98,7 @@ def check_direct(m, key, data, outcomes):
         assert rr["received_by"] and str(os.getuid()) in rr["received_by"]
         assert rr["removed_at"] is not None
         assert rr["removal_reason"] == "promoted to %s/%s" % (m.storage_bucket, key)
-    assert checks.get_object(m, staged(key)) is None
+    assert checks.get_object(m, staged(m, key)) is None
     assert [j["state"] for j in journal(m, key) if j["state"] != "failed"] == \
         ["done"] * len(outcomes)
     return rows
@@ -122,10 +143,10 @@ def test_same_bytes_under_two_names_is_duplicate_content(mount, uniq):
     assert [r["outcome"] for r in rows] == ["duplicate_content"]
     assert rows[0]["duplicate_of"] == p + "/one.bin"
     assert dhead(m, p + "/two.bin") is None  # not stored twice
-    rr = checks.rows(m, staged(p + "/two.bin"))
+    rr = checks.rows(m, staged(m, p + "/two.bin"))
     assert len(rr) == 1 and rr[0]["removed_at"] is not None
     assert rows[0]["reception_id"] == rr[0]["id"]
-    assert checks.get_object(m, staged(p + "/two.bin")) is None
+    assert checks.get_object(m, staged(m, p + "/two.bin")) is None
     link = os.path.join(m.projects, p, "two.bin")
     # (the kernel keeps the regular file it created for up to its entry timeout)
     m.wait_until(lambda: os.path.islink(link), timeout=10, what="two.bin a symlink")
@@ -146,17 +167,17 @@ def test_conflict_at_close_fails_and_keeps_the_bytes_in_reception(mount, uniq):
     assert dget(m, p + "/c2.txt") == a  # nothing overwritten
     assert srows(m, p + "/c2.txt") == []
     # the bytes written are kept, received, under the staging key, and readable there
-    assert checks.get_object(m, staged(p + "/c2.txt")) == b
-    rr = checks.rows(m, staged(p + "/c2.txt"))
+    assert checks.get_object(m, staged(m, p + "/c2.txt")) == b
+    rr = checks.rows(m, staged(m, p + "/c2.txt"))
     assert len(rr) == 1 and rr[0]["removed_at"] is None and rr[0]["sha256"] == sha(b)
-    assert checks.read(os.path.join(m.inbox, staged(p + "/c2.txt"))) == b
+    assert checks.read(os.path.join(m.inbox, staged(m, p + "/c2.txt"))) == b
     # ...and can be promoted under another name
-    os.rename(os.path.join(m.inbox, staged(p + "/c2.txt")),
+    os.rename(os.path.join(m.inbox, staged(m, p + "/c2.txt")),
               os.path.join(m.projects, p, "c2-mine.txt"))
     assert dget(m, p + "/c2-mine.txt") == b
     assert [r["outcome"] for r in srows(m, p + "/c2-mine.txt")] == ["copied"]
-    assert checks.get_object(m, staged(p + "/c2.txt")) is None
-    assert all(r["removed_at"] for r in checks.rows(m, staged(p + "/c2.txt")))
+    assert checks.get_object(m, staged(m, p + "/c2.txt")) is None
+    assert all(r["removed_at"] for r in checks.rows(m, staged(m, p + "/c2.txt")))
 
 
 def test_stored_files_are_immutable(mount, uniq):
@@ -188,7 +209,8 @@ def test_temp_names_are_refused_and_nothing_is_stored(mount, uniq):
             checks.write(os.path.join(m.projects, p, name), b"temp")
         assert ei.value.errno == errno.EPERM
         assert srows(m, p + "/" + name) == []
-        assert checks.rows(m, staged(p + "/" + name)) == []
+        assert staged_keys(m, p + "/" + name) == []
+    assert staged_objects(m, p) == []
 
 
 def test_rsync_inplace_works(mount, uniq, tmp_path):
@@ -222,7 +244,7 @@ def test_missing_project_or_directory(mount, uniq):
     with pytest.raises(OSError) as ei:
         checks.write(os.path.join(m.projects, p, "nodir", "f"), b"x")
     assert ei.value.errno == errno.ENOENT
-    assert checks.bucket_keys(m, STAGING + "/" + p + "/") == []
+    assert staged_objects(m, p) == [] and staged_keys(m, p + "/nodir/f") == []
 
 
 @pytest.fixture
@@ -261,13 +283,13 @@ def test_store_down_at_close(stack, mount_factory, proxied, uniq, bucket):
     m.wait_until(lambda: m.sql_value("select count(*) from promotion_journal"
                                      " where state in ('intent', 'stored')") == 0,
                  timeout=30, what="no open journal entry")
-    rr = checks.rows(m, staged(key))
     rows = srows(m, key)
     if bucket == "reception":
         # nothing received, nothing stored
-        assert rr == [] and rows == [] and dhead(m, key) is None
-        assert checks.get_object(m, staged(key)) is None
+        assert staged_keys(m, key) == [] and rows == [] and dhead(m, key) is None
+        assert staged_objects(m, p) == []
     else:
+        rr = checks.rows(m, staged(m, key))
         # received; stored once (rolled forward) or still only received (rolled back)
         stored = dhead(m, key) is not None
         assert len(rr) == 1 and rr[0]["sha256"] == sha(data)
@@ -275,7 +297,7 @@ def test_store_down_at_close(stack, mount_factory, proxied, uniq, bucket):
             check_direct(m, key, data, ["copied"])
         else:
             assert rows == [] and rr[0]["removed_at"] is None
-            assert checks.get_object(m, staged(key)) == data
+            assert checks.get_object(m, staged(m, key)) == data
     checks.write(os.path.join(m.projects, p, "after.bin"), data + b"!")
     check_direct(m, p + "/after.bin", data + b"!", ["copied"])
 
@@ -313,7 +335,7 @@ def test_leftover_under_the_staging_key_is_replaced_not_written_into(mount, uniq
     with pytest.raises(OSError) as ei:
         f.close()
     assert ei.value.errno == errno.EPERM
-    assert checks.get_object(m, staged(key)) == old
+    assert checks.get_object(m, staged(m, key)) == old
     m.s3.delete_object(Bucket=m.storage_bucket, Key=key)
     m.wait_until(lambda: not os.path.exists(os.path.join(m.projects, p, "lo.bin")),
                  timeout=10, what="the foreign object gone from the listing")
@@ -324,11 +346,11 @@ def test_leftover_under_the_staging_key_is_replaced_not_written_into(mount, uniq
     assert dget(m, key) == new
     rows = srows(m, key)
     assert [r["outcome"] for r in rows] == ["copied"]
-    rr = checks.rows(m, staged(key))
+    rr = checks.rows(m, staged(m, key))
     assert [x["sha256"] for x in rr] == [sha(old), sha(new)]
     assert all(x["removed_at"] is not None for x in rr)
     assert rows[0]["reception_id"] == rr[1]["id"]
-    assert checks.get_object(m, staged(key)) is None
+    assert checks.get_object(m, staged(m, key)) is None
 
 
 def test_staging_area_is_reserved_in_inbox(mount, uniq):
@@ -341,7 +363,8 @@ def test_staging_area_is_reserved_in_inbox(mount, uniq):
     m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/left.bin", Body=b"foreign")
     with pytest.raises(OSError):
         f.close()
-    area = os.path.join(m.inbox, STAGING)
+    left = staged(m, p + "/left.bin")
+    area = os.path.join(m.inbox, left[:-len(p + "/left.bin") - 1])  # STAGING/<host>.<pid>
     assert checks.read(os.path.join(area, p, "left.bin")) == b"left over"
     assert STAGING not in os.listdir(m.inbox)
     with pytest.raises(OSError) as ei:
@@ -355,14 +378,14 @@ def test_staging_area_is_reserved_in_inbox(mount, uniq):
         os.rename(os.path.join(m.inbox, uniq + "-r"), os.path.join(area, p, "r"))
     assert ei.value.errno == errno.EPERM
     with pytest.raises(OSError) as ei:
-        os.rename(area, os.path.join(m.inbox, uniq + "-moved"))
+        os.rename(os.path.join(m.inbox, STAGING), os.path.join(m.inbox, uniq + "-moved"))
     assert ei.value.errno == errno.EPERM
-    assert checks.bucket_keys(m, STAGING + "/" + p + "/") == [STAGING + "/" + p + "/left.bin"]
+    assert staged_objects(m, p) == [left]
     assert checks.get_object(m, uniq + "-r") == b"mine"
     # what is left there can be removed (its row closed, never deleted)
     os.unlink(os.path.join(area, p, "left.bin"))
-    assert checks.get_object(m, STAGING + "/" + p + "/left.bin") is None
-    rr = checks.rows(m, STAGING + "/" + p + "/left.bin")
+    assert checks.get_object(m, left) is None
+    rr = checks.rows(m, left)
     assert len(rr) == 1 and rr[0]["removed_at"] is not None
 
 
@@ -382,7 +405,7 @@ def test_rows_name_the_writer(mount_factory, uniq):
     assert as_user(2101, f"open({path!r}, 'w').write('by 2101')") == ["ok"]
     rows = check_direct_owner(m, p + "/u.txt", b"by 2101")
     assert "2101" in rows[0]["moved_by"]
-    rr = checks.rows(m, staged(p + "/u.txt"))
+    rr = checks.rows(m, staged(m, p + "/u.txt"))
     assert "2101" in rr[0]["received_by"]
     assert os.stat(path).st_size == len(b"by 2101")
 
@@ -391,7 +414,7 @@ def check_direct_owner(m, key, data):
     assert dget(m, key) == data
     rows = srows(m, key)
     assert [r["outcome"] for r in rows] == ["copied"]
-    rr = checks.rows(m, staged(key))
+    rr = checks.rows(m, staged(m, key))
     assert len(rr) == 1 and rr[0]["removed_at"] is not None
     assert rows[0]["reception_id"] == rr[0]["id"]
     return rows
@@ -403,8 +426,8 @@ def test_outside_the_project_group_is_eacces_and_receives_nothing(mount_factory,
     p = project(m, uniq)
     path = os.path.join(m.projects, p, "no.txt")
     assert as_user(2102, f"open({path!r}, 'w').write('x')") == ["EACCES"]
-    assert checks.rows(m, staged(p + "/no.txt")) == [] and srows(m, p + "/no.txt") == []
-    assert checks.get_object(m, staged(p + "/no.txt")) is None
+    assert staged_keys(m, p + "/no.txt") == [] and srows(m, p + "/no.txt") == []
+    assert staged_objects(m, p) == []
 
 
 @pytest.mark.parametrize("when", ["copy", "delete"])
@@ -450,9 +473,9 @@ def test_kill_during_close_then_recovery(stack, mount_factory, proxied, uniq, wh
     m.wait_until(lambda: m.sql_value("select count(*) from promotion_journal"
                                      " where state in ('intent', 'stored')") == 0,
                  timeout=30, what="no open journal entry")
-    rr = checks.rows(m, staged(key))
+    rr = checks.rows(m, staged(m, key))
     rows = srows(m, key)
-    src = checks.get_object(m, staged(key))
+    src = checks.get_object(m, staged(m, key))
     obj = dhead(m, key)
     assert len(rr) == 1 and rr[0]["sha256"] == sha(data)
     in_reception = src == data and rr[0]["removed_at"] is None
@@ -462,3 +485,47 @@ def test_kill_during_close_then_recovery(stack, mount_factory, proxied, uniq, wh
         check_direct(m, key, data, ["copied"])
     else:
         assert rows == [] and obj is None
+
+
+@pytest.mark.parametrize("same", [True, False])
+def test_two_mounts_write_the_same_new_name(mount_factory, uniq, same):
+    """Two mounts (one store, one database) each write projects/p/x at once: each receives
+    its bytes under its own staging key; the first close stores them (copied), the second is
+    a duplicate (same bytes, close 0) or a conflict (close EPERM, its bytes kept received)."""
+    a = mount_factory()
+    b = mount_factory(reset=False)
+    p = project(a, uniq)
+    key = p + "/x.bin"
+    da = os.urandom(7000)
+    db = da if same else os.urandom(7000)
+    b.wait_until(lambda: os.path.isdir(os.path.join(b.projects, p)), timeout=10,
+                 what="the project on mount b")
+    fa = open(os.path.join(a.projects, p, "x.bin"), "wb")
+    fb = open(os.path.join(b.projects, p, "x.bin"), "wb")
+    fa.write(da)
+    fb.write(db)
+    fa.close()
+    if same:
+        fb.close()
+    else:
+        with pytest.raises(OSError) as ei:
+            fb.close()
+        assert ei.value.errno == errno.EPERM
+    assert dget(a, key) == da
+    rows = srows(a, key)
+    assert [r["outcome"] for r in rows] == (["copied", "duplicate"] if same else ["copied"])
+    ks = staged_keys(a, key)
+    assert len(ks) == 2  # one staging key per mount
+    ra, rb = checks.rows(a, ks[0]), checks.rows(a, ks[1])
+    assert len(ra) == 1 and len(rb) == 1
+    by_sha = {r[0]["sha256"]: r[0] for r in (ra, rb)}
+    assert set(by_sha) == {sha(da), sha(db)}
+    if same:
+        assert all(r[0]["removed_at"] is not None for r in (ra, rb))
+        assert staged_objects(a, p) == []
+    else:
+        assert by_sha[sha(da)]["removed_at"] is not None
+        left = by_sha[sha(db)]
+        assert left["removed_at"] is None
+        assert checks.get_object(a, left["object_key"]) == db
+        assert staged_objects(a, p) == [left["object_key"]]
