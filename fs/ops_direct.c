@@ -142,12 +142,16 @@ int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		goto out;
 	}
 	/* A second writer of the same new name shares the first one's file
-	 * (ofile_create), as in inbox/: each close commits what it holds.
-	 * The name is new in the project, so the file starts empty: a file
-	 * left received under the staging key by a failed promotion is
-	 * replaced (its row gets removed_at, as any overwrite in inbox/;
-	 * another user's: EACCES), never written into. */
-	fi->flags |= O_TRUNC;
+	 * (ofile_create) under inbox/'s rules: each close commits what it
+	 * holds. Otherwise the name is new in the project, so the file starts
+	 * empty: a file this mount left received under the staging key (a
+	 * failed promotion) is replaced (its row gets removed_at, as any
+	 * overwrite in inbox/; another user's: EACCES), never written into. */
+	of = ofile_find(key);
+	if (of)
+		ofile_put(of);
+	else
+		fi->flags |= O_TRUNC;
 	rc = inbox_create(key, mode, fi);
 	if (rc)
 		goto out;
