@@ -529,3 +529,20 @@ def test_two_mounts_write_the_same_new_name(mount_factory, uniq, same):
         assert left["removed_at"] is None
         assert checks.get_object(a, left["object_key"]) == db
         assert staged_objects(a, p) == [left["object_key"]]
+
+
+def test_fsync_promotes_and_close_adds_nothing(mount, uniq):
+    """fsync is a durability request: when it returns 0 the file is stored with both rows;
+    the close that follows (nothing written since) commits and promotes nothing more."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(12000)
+    fd = os.open(os.path.join(m.projects, p, "fs.bin"), os.O_WRONLY | os.O_CREAT, 0o644)
+    os.write(fd, data)
+    os.fsync(fd)
+    check_direct(m, p + "/fs.bin", data, ["copied"])
+    os.close(fd)
+    check_direct(m, p + "/fs.bin", data, ["copied"])
+    subprocess.run(["dd", "of=" + os.path.join(m.projects, p, "dd.bin"), "conv=fsync",
+                    "status=none"], input=data[:5000], check=True)
+    check_direct(m, p + "/dd.bin", data[:5000], ["copied"])
