@@ -71,6 +71,8 @@ struct ofile {
 	 * commit there is
 	 * followed by its promotion to projects/<direct_to>. */
 	char *direct_to;    /* protected by lock; NULL: an inbox/ file */
+	int direct_hold;    /* protected by lock: an rsync temp name, never
+			       promoted under it (direct_rename does) */
 	int direct_pending; /* protected by lock: committed to reception,
 			       not promoted yet */
 	struct ofile *next; /* protected by cfs.lock */
@@ -326,6 +328,21 @@ int direct_promote_locked(struct ofile *of);
  * not yet promoted file): its staging key in inbox/ terms (the caller
  * frees it), else NULL. Opens, stats and truncates by path go there. */
 char *direct_open_key(const char *rel);
+/* rsync's temp name (".<name>.XXXXXX") in a project: received at close
+ * but not promoted under that name; its rename within projects/ promotes
+ * it under the final name. Is rel's basename one? */
+int direct_is_held_name(const char *rel);
+/* projects/<rel>, a held file received by this mount: 0 with its stat
+ * (inbox/'s view of its staging key), else -ENOENT. */
+int direct_held_getattr(const char *rel, struct stat *st);
+/* rename(projects/<from>, projects/<to>) of a held file: promotes its
+ * received bytes to <to> (promote_file). Errors: ENOENT (no such held
+ * file: the caller's EPERM applies), EBUSY (still open for writing), EEXIST
+ * (conflict: nothing overwritten, the file stays received), EACCES, EIO. */
+int direct_rename(const char *from, const char *to);
+/* unlink(projects/<rel>) of a held file: removes the received object (its
+ * row gets removed_at). -ENOENT when rel is no held file. */
+int direct_unlink(const char *rel);
 /* Is inbox/<rel> the reserved staging directory (never listed)? */
 int direct_is_staging(const char *rel);
 /* Is inbox/<rel> the staging directory or below it? Nothing is created,

@@ -303,7 +303,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		of->stored_size = res.size;
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */
-		of->direct_pending = of->direct_to != NULL;
+		of->direct_pending = of->direct_to && !of->direct_hold;
 		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
 	} else if (!of->in_store) {
 		dcache_remove(rel);

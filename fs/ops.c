@@ -235,6 +235,8 @@ static int cfs_getattr(const char *path, struct stat *st,
 				rc = inbox_getattr(key, st);
 			free(key);
 		}
+		if (rc == -ENOENT && *rel)
+			rc = direct_held_getattr(rel, st);
 		return rc;
 	case AREA_AUDIT:
 		return audit_getattr(rel, st);
@@ -477,6 +479,11 @@ static int cfs_unlink(const char *path)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_unlink(rel);
+	if (area == AREA_PROJECTS && *rel) {
+		rc = direct_unlink(rel); /* an rsync temp file received */
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (area == AREA_PROJECTS)
 		return projects_change(rel);
 	return readonly_errno(area);
@@ -508,6 +515,13 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 		return inbox_rename(rf, rt, flags);
 	if (af == AREA_INBOX && at == AREA_PROJECTS && *rf && *rt)
 		return promote_rename(rf, rt, flags);
+	if (af == AREA_PROJECTS && at == AREA_PROJECTS && *rf && *rt &&
+	    !(flags & RENAME_EXCHANGE)) {
+		/* rsync's temp file into place: promoted under rt */
+		rc = direct_rename(rf, rt);
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (af == AREA_PROJECTS)
 		return projects_change(rf);
 	return -EPERM;

@@ -1,5 +1,5 @@
 /* ops_direct.c - a file created directly in a project (cp, cat >, dd,
- * rsync --inplace into projects/<prefix>/...) is a drop plus a promotion
+ * rsync into projects/<prefix>/...) is a drop plus a promotion
  * (SPEC §3), through the same code as inbox/ and rename:
  *
  *   create   an inbox/ file (ofile.c) under the reserved reception key
@@ -31,7 +31,10 @@
  * EPERM (stored files are immutable) and logs where the bytes are. Temp
  * names (the [fs] temp_patterns) are refused at create with EPERM: a
  * stored file is immutable, so a temp file could never be renamed into
- * place; rsync needs --inplace (or drop into inbox/ and mv).
+ * place. rsync's temp name (".<name>.XXXXXX") is held instead: received at
+ * close, never promoted under that name; its rename within projects/
+ * promotes the received bytes under the final name (direct_rename), its
+ * unlink removes them (direct_unlink).
  * Handlers return 0 or -errno. */
 #include <errno.h>
 #include <fcntl.h>
@@ -46,6 +49,22 @@
 #include "log.h"
 #include "names.h"
 #include "projects.h"
+
+int direct_is_held_name(const char *rel)
+{
+	const char *b = names_basename(rel);
+	size_t n = strlen(b), i;
+
+	/* ".<at least one char>.<six letters or digits>" */
+	if (n < 9 || b[0] != '.' || b[n - 7] != '.')
+		return 0;
+	for (i = n - 6; i < n; i++)
+		if (!((b[i] >= 'a' && b[i] <= 'z') ||
+		      (b[i] >= 'A' && b[i] <= 'Z') ||
+		      (b[i] >= '0' && b[i] <= '9')))
+			return 0;
+	return 1;
+}
 
 int direct_is_staging(const char *rel)
 {
@@ -160,6 +179,7 @@ int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	pthread_mutex_lock(&of->lock);
 	if (!of->direct_to && !(of->direct_to = strdup(rel)))
 		rc = -ENOMEM;
+	of->direct_hold = direct_is_held_name(rel);
 	pthread_mutex_unlock(&of->lock);
 	if (rc) {
 		inbox_release(h);
@@ -236,5 +256,93 @@ int direct_settle(struct fhandle *h, int rc)
 	if (of->direct_to && of->direct_pending && !of->failed)
 		rc = direct_promote_locked(of);
 	pthread_mutex_unlock(&of->lock);
+	return rc;
+}
+
+int direct_held_getattr(const char *rel, struct stat *st)
+{
+	char *key;
+	int rc;
+
+	if (!direct_is_held_name(rel) || !(key = direct_key(rel)))
+		return -ENOENT;
+	rc = inbox_getattr(key, st);
+	free(key);
+	return rc ? -ENOENT : 0;
+}
+
+int direct_rename(const char *from, const char *to)
+{
+	const char *slash = strchr(to, '/');
+	struct promote_result res;
+	struct actor who;
+	struct ofile *of;
+	struct stat st;
+	char *key = NULL, *prefix = NULL;
+	int rc;
+
+	if (!direct_is_held_name(from) || !slash || !slash[1])
+		return -ENOENT;
+	if (cfg_is_temp_name(&cfs->cfg, names_basename(to)) ||
+	    direct_is_held_name(to))
+		return -EPERM; /* held again: stays what it is */
+	key = direct_key(from);
+	if (!key)
+		return -ENOMEM;
+	of = ofile_find(key);
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		rc = of->writers > 0 || of->pending > 0 || of->dirty ? -EBUSY
+								     : 0;
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+		if (rc)
+			goto out;
+	}
+	rc = inbox_getattr(key, &st);
+	if (rc) {
+		rc = -ENOENT;
+		goto out;
+	}
+	prefix = strndup(to, (size_t)(slash - to));
+	if (!prefix) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = projects_may_promote(prefix);
+	if (rc)
+		goto out;
+	cfs_actor(&who);
+	rc = promote_file(cfs->promote, key, prefix, slash + 1, &who, &res);
+	dcache_invalidate_in(DC_STORE);
+	if (rc == 0) {
+		dcache_remove(key);
+		attrov_drop(key, 0);
+	} else {
+		dcache_invalidate_all();
+		log_info("rename projects/%s -> projects/%s (received as "
+			 "inbox/%s): %s",
+			 from, to, key, strerror(-rc));
+	}
+out:
+	free(prefix);
+	free(key);
+	return rc;
+}
+
+int direct_unlink(const char *rel)
+{
+	struct stat st;
+	char *key;
+	int rc;
+
+	if (!direct_is_held_name(rel) || !(key = direct_key(rel)))
+		return -ENOENT;
+	rc = inbox_getattr(key, &st);
+	if (rc == 0)
+		rc = inbox_unlink(key);
+	else
+		rc = -ENOENT;
+	free(key);
 	return rc;
 }

@@ -302,23 +302,56 @@ def test_store_down_at_close(stack, mount_factory, proxied, uniq, bucket):
     check_direct(m, p + "/after.bin", data + b"!", ["copied"])
 
 
-def test_rsync_default_temp_name_fails_clearly_and_loses_nothing(mount, uniq, tmp_path):
-    """rsync without --inplace writes .name.XXXXXX, then renames it: the rename of a stored
-    file is EPERM, rsync fails, and the bytes stay stored (under the temp name), audited."""
+def test_rsync_with_its_temp_name(mount, uniq, tmp_path):
+    """rsync writes .name.XXXXXX, closes it, then renames it into place: the temp file is
+    received (under its staging key) but never stored under its temp name; the rename
+    promotes it under the final name (both rows, the storage row's source the temp's
+    staging key)."""
     m = mount
     p = project(m, uniq)
     data = os.urandom(3000)
     (tmp_path / "t.bin").write_bytes(data)
-    r = subprocess.run(["rsync", str(tmp_path / "t.bin"), os.path.join(m.projects, p, "t.bin")],
-                       capture_output=True)
-    assert r.returncode != 0
-    assert b"Operation not permitted" in r.stderr
-    assert srows(m, p + "/t.bin") == [] and dhead(m, p + "/t.bin") is None
+    subprocess.run(["rsync", str(tmp_path / "t.bin"), os.path.join(m.projects, p, "t.bin")],
+                   check=True)
+    assert dget(m, p + "/t.bin") == data
+    rows = srows(m, p + "/t.bin")
+    assert [r["outcome"] for r in rows] == ["copied"] and rows[0]["sha256"] == sha(data)
     temps = m.sql_dicts("select * from storage_audit where dest_key like %s",
                         (p + "/.t.bin.%",))
+    assert temps == []  # nothing stored under the temp name
+    src = rows[0]["source_key"]
+    assert src.startswith(STAGING + "/") and "/" + p + "/.t.bin." in src
+    rr = checks.rows(m, src)
+    assert len(rr) == 1 and rr[0]["id"] == rows[0]["reception_id"]
+    assert rr[0]["sha256"] == sha(data) and rr[0]["removed_at"] is not None
+    assert rr[0]["removal_reason"] == "promoted to %s/%s/t.bin" % (m.storage_bucket, p)
+    assert staged_objects(m, p) == []
+    assert sorted(os.listdir(os.path.join(m.projects, p))) == ["t.bin"]
+    assert checks.read(os.path.join(m.projects, p, "t.bin")) == data
+
+
+def test_rsync_temp_name_onto_a_conflict_loses_nothing(mount, uniq, tmp_path):
+    """rsync's rename meets another file stored under the final name: it fails (nothing
+    overwritten), and rsync's cleanup removes its received temp file (row closed, never
+    deleted); the source is still rsync's."""
+    m = mount
+    p = project(m, uniq)
+    m.s3.put_object(Bucket=m.storage_bucket, Key=p + "/c.bin", Body=b"theirs")
+    m.wait_until(lambda: os.path.exists(os.path.join(m.projects, p, "c.bin")), timeout=10,
+                 what="the foreign object listed")
+    data = os.urandom(2000)
+    (tmp_path / "c.bin").write_bytes(data)
+    r = subprocess.run(["rsync", "--ignore-times", str(tmp_path / "c.bin"),
+                        os.path.join(m.projects, p, "c.bin")], capture_output=True)
+    assert r.returncode != 0
+    assert dget(m, p + "/c.bin") == b"theirs" and srows(m, p + "/c.bin") == []
+    temps = [x for x in m.sql_dicts("select * from reception_audit where object_key like %s",
+                                     (STAGING + "/%",)) if "/" + p + "/.c.bin." in x["object_key"]]
     assert len(temps) == 1 and temps[0]["sha256"] == sha(data)
-    assert dget(m, temps[0]["dest_key"]) == data
-    check_direct(m, temps[0]["dest_key"], data, ["copied"])
+    # rsync removed its temp file: the object goes, its row is closed
+    assert temps[0]["removed_at"] is not None
+    assert checks.get_object(m, temps[0]["object_key"]) is None
+    assert (tmp_path / "c.bin").read_bytes() == data
 
 
 def test_leftover_under_the_staging_key_is_replaced_not_written_into(mount, uniq):
