@@ -68,7 +68,16 @@ struct ofile {
 	struct timespec mtime; /* protected by lock */
 	uid_t writer;	       /* protected by lock: who last changed it */
 	int has_writer;	       /* protected by lock: writer is set */
-	struct ofile *next;    /* protected by cfs.lock */
+	/* A direct write into a project (ops_direct.c): the file lives in
+	 * reception under DIRECT_STAGING/<host>.<pid>/<direct_to> and each
+	 * commit there is
+	 * followed by its promotion to projects/<direct_to>. */
+	char *direct_to;    /* protected by lock; NULL: an inbox/ file */
+	int direct_hold;    /* protected by lock: an rsync temp name, never
+			       promoted under it (direct_rename does) */
+	int direct_pending; /* protected by lock: committed to reception,
+			       not promoted yet */
+	struct ofile *next; /* protected by cfs.lock */
 };
 
 /* Per open handle (fi->fh). */
@@ -337,6 +346,48 @@ const char *inbox_shown_etag(const char *rel, char *out);
 
 /* ops_promote.c - promotion by rename (inbox/ -> projects/). */
 int promote_rename(const char *from, const char *to, unsigned int flags);
+/* ops_direct.c - files created directly in a project: a drop into the
+ * reception bucket under the reserved prefix DIRECT_STAGING
+ * ("<host>.<pid>/<prefix>/ <relpath>" below it), then a promotion at each
+ * commit. */
+#define DIRECT_STAGING ".custodyfs-direct"
+/* create(projects/<rel>). Errors: EPERM (a stored name without O_EXCL, a
+ * temp name, projects/<new>), EEXIST (O_EXCL on a stored name), EACCES,
+ * ENOENT, ENOTDIR, EINVAL, ENAMETOOLONG, EIO, ENOMEM. */
+int direct_create(const char *rel, mode_t mode, struct fuse_file_info *fi);
+/* After inbox_sync(h) returned rc: a direct file committed to reception
+ * is promoted now. Returns rc, or the promotion's error: EPERM (conflict:
+ * another file is stored under the name; the bytes stay in reception
+ * under DIRECT_STAGING), EIO... */
+int direct_settle(struct fhandle *h, int rc);
+/* Caller holds of->lock, of->direct_pending set: the promotion of
+ * direct_settle (release's last resort). */
+int direct_promote_locked(struct ofile *of);
+/* projects/<rel> is being written directly by this mount (an open or
+ * not yet promoted file): its staging key in inbox/ terms (the caller
+ * frees it), else NULL. Opens, stats and truncates by path go there. */
+char *direct_open_key(const char *rel);
+/* rsync's temp name (".<name>.XXXXXX") in a project: received at close
+ * but not promoted under that name; its rename within projects/ promotes
+ * it under the final name. Is rel's basename one? */
+int direct_is_held_name(const char *rel);
+/* projects/<rel>, a held file received by this mount: 0 with its stat
+ * (inbox/'s view of its staging key), else -ENOENT. */
+int direct_held_getattr(const char *rel, struct stat *st);
+/* rename(projects/<from>, projects/<to>) of a held file: promotes its
+ * received bytes to <to> (promote_file). Errors: ENOENT (no such held
+ * file: the caller's EPERM applies), EBUSY (still open for writing), EEXIST
+ * (conflict: nothing overwritten, the file stays received), EACCES, EIO. */
+int direct_rename(const char *from, const char *to);
+/* unlink(projects/<rel>) of a held file: removes the received object (its
+ * row gets removed_at). -ENOENT when rel is no held file. */
+int direct_unlink(const char *rel);
+/* Is inbox/<rel> the reserved staging directory (never listed)? */
+int direct_is_staging(const char *rel);
+/* Is inbox/<rel> the staging directory or below it? Nothing is created,
+ * made or renamed there through inbox/ (EPERM): only direct writes put
+ * files there; what is left there can be read, renamed out or removed. */
+int direct_is_reserved(const char *rel);
 
 extern const struct fuse_operations cfs_ops;
 

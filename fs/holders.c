@@ -40,7 +40,9 @@ static int fd_writable(int pid, const char *fd)
 }
 
 /* The path a descriptor of `of` shows in /proc/<pid>/fd:
- * "<mountpoint>/inbox/<rel>", or NULL (mountpoint unknown, ENOMEM). */
+ * "<mountpoint>/inbox/<rel>", or "<mountpoint>/projects/<direct_to>" for a
+ * direct write into a project (ops_direct.c), or NULL (mountpoint unknown,
+ * ENOMEM). Caller holds of->lock. */
 static char *fd_link_path(struct ofile *of)
 {
 	const char *mnt = cfs->mountpoint;
@@ -53,7 +55,10 @@ static char *fd_link_path(struct ofile *of)
 		return NULL;
 	if (!strcmp(mnt, "/"))
 		mnt = "";
-	if (asprintf(&p, "%s/inbox/%s", mnt, rel) < 0)
+	if (of->direct_to) {
+		if (asprintf(&p, "%s/projects/%s", mnt, of->direct_to) < 0)
+			p = NULL;
+	} else if (asprintf(&p, "%s/inbox/%s", mnt, rel) < 0)
 		p = NULL;
 	free(rel);
 	return p;

@@ -58,6 +58,7 @@ static void ofile_free(struct ofile *of)
 	if (of->fd >= 0)
 		close(of->fd);
 	pthread_mutex_destroy(&of->lock);
+	free(of->direct_to);
 	free(of->rel);
 	free(of);
 }
@@ -325,6 +326,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		of->in_store = 1;
 		of->stored_size = res.size;
 		attrov_bind(rel, res.etag, NULL);
+		/* A direct write: promoted by direct_settle, under this
+		 * lock hold or the next. */
+		of->direct_pending = of->direct_to && !of->direct_hold;
 		dcache_upsert(rel, 0, res.size, of->mtime.tv_sec, res.etag);
 	} else if (!of->in_store) {
 		dcache_remove(rel);

@@ -242,7 +242,18 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_INBOX:
 		return inbox_getattr(rel, st);
 	case AREA_PROJECTS:
-		return projects_getattr(rel, st);
+		rc = projects_getattr(rel, st);
+		if (rc == -ENOENT && *rel) {
+			/* a file being written into the project */
+			char *key = direct_open_key(rel);
+
+			if (key)
+				rc = inbox_getattr(key, st);
+			free(key);
+		}
+		if (rc == -ENOENT && *rel)
+			rc = direct_held_getattr(rel, st);
+		return rc;
 	case AREA_AUDIT:
 		return audit_getattr(rel, st);
 	default:
@@ -291,6 +302,8 @@ static int cfs_mkdir(const char *path, mode_t mode)
 
 	if (rc)
 		return rc;
+	if (area == AREA_INBOX && *rel && direct_is_reserved(rel))
+		return -EPERM;
 	if (area == AREA_INBOX && *rel)
 		return inbox_mkdir(rel, mode);
 	if (area == AREA_PROJECTS && *rel)
@@ -328,10 +341,12 @@ static int cfs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 
 	if (rc)
 		return rc;
+	if (area == AREA_INBOX && *rel && direct_is_reserved(rel))
+		return -EPERM;
 	if (area == AREA_INBOX && *rel)
 		return inbox_create(rel, mode, fi);
 	if (area == AREA_PROJECTS)
-		return projects_change(rel);
+		return direct_create(rel, mode, fi);
 	return readonly_errno(area == AREA_NONE ? AREA_ROOT : area);
 }
 
@@ -348,6 +363,27 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_open(rel, fi);
+	if (area == AREA_PROJECTS && *rel) {
+		/* a file being written into the project: as in inbox/ */
+		char *key = direct_open_key(rel);
+		struct stat st;
+
+		/* (once promoted, it is a stored file: immutable) */
+		if (key && projects_getattr(rel, &st) == -ENOENT) {
+			rc = inbox_open(key, fi);
+			free(key);
+			return rc;
+		}
+		free(key);
+		/* Opened for writing through an entry the kernel still
+		 * holds (entry timeout) for a name that is gone (a create
+		 * whose promotion failed, another mount's change): ESTALE
+		 * makes the kernel look the name up again once (LOOKUP_REVAL),
+		 * and an O_CREAT then becomes a create. */
+		if ((fi->flags & O_ACCMODE) != O_RDONLY &&
+		    projects_getattr(rel, &st) == -ENOENT)
+			return -ESTALE;
+	}
 	if (area == AREA_PROJECTS)
 		return projects_open(rel, fi);
 	if (area == AREA_AUDIT)
@@ -379,15 +415,16 @@ static int cfs_write(const char *path, const char *buf, size_t size, off_t off,
 	return h ? inbox_write(h, buf, size, off) : -EBADF;
 }
 
-/* close(2): the upload and the reception row are committed here, so a
- * failure reaches the caller of close. */
+/* close(2): the upload and the reception row are committed here, and a
+ * direct write into a project promoted (direct_settle), so a failure
+ * reaches the caller of close. */
 static int cfs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct fhandle *h = fh_of(fi);
 
 	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
-	return h ? inbox_sync(h, 1) : 0;
+	return h ? direct_settle(h, inbox_sync(h, 1)) : 0;
 }
 
 static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
@@ -396,7 +433,7 @@ static int cfs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 
 	if (h && (h->area == AREA_PROJECTS || h->area == AREA_AUDIT))
 		return 0;
-	return h ? inbox_sync(h, 0) : 0;
+	return h ? direct_settle(h, inbox_sync(h, 0)) : 0;
 }
 
 static int cfs_release(const char *path, struct fuse_file_info *fi)
@@ -426,6 +463,17 @@ static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 		return -EPERM; /* a stored file */
 	if (fi && fh_of(fi) && fh_of(fi)->area == AREA_AUDIT)
 		return -EROFS;
+	if (area == AREA_PROJECTS && fi && fh_of(fi) && fh_of(fi)->of)
+		return inbox_truncate(NULL, size, fh_of(fi)); /* direct write */
+	if (area == AREA_PROJECTS && *rel && !fi) {
+		char *key = direct_open_key(rel);
+
+		if (key) {
+			rc = inbox_truncate(key, size, NULL);
+			free(key);
+			return rc;
+		}
+	}
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
 	if (area == AREA_INBOX && *rel)
@@ -447,6 +495,11 @@ static int cfs_unlink(const char *path)
 
 	if (area == AREA_INBOX && *rel)
 		return inbox_unlink(rel);
+	if (area == AREA_PROJECTS && *rel) {
+		rc = direct_unlink(rel); /* an rsync temp file received */
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (area == AREA_PROJECTS)
 		return projects_change(rel);
 	return readonly_errno(area);
@@ -470,10 +523,21 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 
 	if (af == AREA_AUDIT || at == AREA_AUDIT)
 		return -EROFS;
+	/* The staging area of direct writes: only left there by them. */
+	if ((at == AREA_INBOX && direct_is_reserved(rt)) ||
+	    (af == AREA_INBOX && direct_is_staging(rf)))
+		return -EPERM;
 	if (af == AREA_INBOX && at == AREA_INBOX && *rf && *rt)
 		return inbox_rename(rf, rt, flags);
 	if (af == AREA_INBOX && at == AREA_PROJECTS && *rf && *rt)
 		return promote_rename(rf, rt, flags);
+	if (af == AREA_PROJECTS && at == AREA_PROJECTS && *rf && *rt &&
+	    !(flags & RENAME_EXCHANGE)) {
+		/* rsync's temp file into place: promoted under rt */
+		rc = direct_rename(rf, rt);
+		if (rc != -ENOENT)
+			return rc;
+	}
 	if (af == AREA_PROJECTS)
 		return projects_change(rf);
 	return -EPERM;

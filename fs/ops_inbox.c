@@ -145,6 +145,9 @@ static void list_add(void *arg, const struct dentry *e)
 
 	if (ofile_is_hidden_name(e->name))
 		return;
+	/* Files being written into projects (ops_direct.c). */
+	if (!*c->rel && direct_is_staging(e->name))
+		return;
 	dentry_stat(e, &st);
 	c->filler(c->buf, e->name, &st, 0, 0);
 }
@@ -1003,12 +1006,13 @@ void inbox_release(struct fhandle *h)
 {
 	struct ofile *of = h->of;
 	char *rel;
-	int rc;
+	int rc, committed = 0;
 
 	if (of) {
 		pthread_mutex_lock(&of->lock);
 		if (h->deferred && !of->failed && of->dirty) {
 			rc = ofile_commit(of);
+			committed = rc == 0;
 			if (rc) {
 				rel = ofile_rel(of);
 				log_error("%s: written, not stored at its last "
@@ -1017,6 +1021,10 @@ void inbox_release(struct fhandle *h)
 				free(rel);
 			}
 		}
+		/* A direct write into a project committed by this last
+		 * resort: promoted too (errors logged there). */
+		if (committed && of->direct_to && of->direct_pending)
+			direct_promote_locked(of);
 		pthread_mutex_unlock(&of->lock);
 	}
 	fh_free(h);

@@ -17,8 +17,8 @@
  * until unmount, or until files stored under it make it a real prefix.
  *
  * Stored files are immutable: writing, truncating, unlinking or renaming
- * them is EPERM. Creating a file directly in a project is EPERM too until
- * the promotion pipeline lands (then it becomes a drop plus a promotion).
+ * them is EPERM. Creating a file directly in a project is a drop plus a
+ * promotion (ops_direct.c).
  * Handlers return 0 or -errno. */
 #include <errno.h>
 #include <grp.h>
@@ -803,9 +803,8 @@ int projects_rmdir(const char *rel)
 	return 0;
 }
 
-/* Stored files are immutable; creating files directly in a project waits
- * for the promotion pipeline (then: a drop plus a promotion, both audit
- * rows written). Errors: EPERM, ENOENT (no such project). */
+/* Stored files are immutable (creating a new file in a project is
+ * ops_direct.c's). Errors: EPERM, ENOENT (no such project). */
 int projects_change(const char *rel)
 {
 	const char *slash = strchr(rel, '/');

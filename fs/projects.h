@@ -27,8 +27,9 @@ int projects_open(const char *rel, struct fuse_file_info *fi);
 int projects_read(struct fhandle *h, char *buf, size_t size, off_t off);
 int projects_fh_getattr(struct fhandle *h, struct stat *st);
 void projects_release(struct fhandle *h);
-/* Changes to what projects/ holds: create, write, truncate, unlink,
- * rename, link. Errors: EPERM (stored files are immutable), ENOENT. */
+/* Changes to what projects/ holds: write, truncate, unlink, rename, link
+ * (create of a new file is direct_create's). Errors: EPERM (stored files
+ * are immutable), ENOENT. */
 int projects_change(const char *rel);
 
 int projects_getxattr(const char *rel, const char *name, char *value,

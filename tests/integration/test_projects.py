@@ -465,10 +465,10 @@ def test_stored_files_are_immutable(mount, uniq):
     expect_errno(errno.EPERM, os.unlink, f)
     expect_errno(errno.EPERM, os.rename, f, f + ".new")
     expect_errno(errno.EPERM, os.rename, f, os.path.join(m.inbox, f"{uniq}-stolen"))
-    # Replacing it by a rename, or from a new file, is refused too.
-    expect_errno(errno.EPERM, os.open, os.path.join(m.projects, uniq, "new.txt"),
-                 os.O_WRONLY | os.O_CREAT, 0o644)
+    # Replacing it by an O_CREAT open is refused too (a new name is a direct write:
+    # test_projects_direct.py).
     expect_errno(errno.EPERM, os.open, f, os.O_WRONLY | os.O_CREAT, 0o644)
+    expect_errno(errno.EEXIST, os.open, f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
     expect_errno(errno.EPERM, os.link, f, f + ".hard")
     expect_errno(errno.EPERM, os.symlink, "f.txt", f + ".sym")
     # A project directory is not renamed either.

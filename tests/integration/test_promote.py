@@ -565,22 +565,26 @@ def test_directory_partial_failure_keeps_failed_files(mount_factory, uniq):
 
 
 def test_kill_during_directory_promotion_then_recovery(stack, mount_factory, proxied, uniq):
+    """SIGKILL while a 150-file directory is being promoted (issue 6, Tests), remount, and the
+    invariants of item 3 file by file: every file in exactly one place, every storage object
+    with exactly one row, every row's object there with its sha256, no source deleted without
+    both rows."""
     px = proxied
     m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"promote_workers": "3"}})
     p = project(m, uniq)
-    files = _tree(m, "kd", 45)
+    files = _tree(m, "kd", 150)
     copies = []
 
     def rule(meth, path, h):
         if meth == "PUT" and "/storage-unique/" in path:
             copies.append(path)
-            if len(copies) > 15:
+            if len(copies) > 50:
                 return ("late", 60)  # the copy takes effect, its answer never comes
         return None
     px.rule = rule
     t = threading.Thread(target=lambda: _try_rename(m, "kd", p), daemon=True)
     t.start()
-    m.wait_until(lambda: len(copies) >= 18, timeout=60, what="copies under way")
+    m.wait_until(lambda: len(copies) >= 53, timeout=90, what="copies under way")
     time.sleep(0.5)
     m.crash(signal.SIGKILL)
     px.rule = None
@@ -589,13 +593,30 @@ def test_kill_during_directory_promotion_then_recovery(stack, mount_factory, pro
     t.join(5)
     flat = {"kd/" + r: b for r, b in files.items()}
     _invariants_dir(m, p, flat)
+    _store_invariants(m, p)
     n_stored = len(srows_prefix(m, p + "/"))
-    assert 15 <= n_stored < len(files), n_stored  # the crash came mid-directory
+    assert 50 <= n_stored < len(files), n_stored  # the crash came mid-directory
     # the rest goes with the next rename of the directory
     os.rename(os.path.join(m.inbox, "kd"), os.path.join(m.projects, p, "kd"))
     _invariants_dir(m, p, flat)
+    _store_invariants(m, p)
     assert len(srows_prefix(m, p + "/")) == len(files)
     assert checks.bucket_keys(m, "kd/", markers=True) == []
+
+
+def _store_invariants(m, p):
+    """Every object of the storage bucket under p/ has exactly one row; every row of p/ that
+    stores an object has it there, with the row's sha256 (its bytes hashed here)."""
+    keys = []
+    for page in m.s3.get_paginator("list_objects_v2").paginate(Bucket=m.storage_bucket,
+                                                               Prefix=p + "/"):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    for k in keys:
+        assert len(srows(m, k)) == 1, k
+    for r in srows_prefix(m, p + "/"):
+        if r["outcome"] in ("copied", "restored", "adopted"):
+            assert r["dest_key"] in keys
+            assert sha(dget(m, r["dest_key"])) == r["sha256"]
 
 
 def srows_prefix(m, prefix):
