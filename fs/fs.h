@@ -62,6 +62,9 @@ struct ofile {
 	int local;	       /* protected by lock: never uploaded */
 	int in_store;	       /* protected by lock: an object exists for rel */
 	uint64_t stored_size;  /* protected by lock: its size, when in_store */
+	int attrs_unbound;     /* protected by lock: its attributes row was
+				  created unbound by this mount (a new file,
+				  ATTROV_RESET) and nothing is stored yet */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */

@@ -271,6 +271,11 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 	struct s3_object_info info;
 	int rc;
 
+	/* A new file's row is unbound since its create: nothing to do, and
+	 * its first upload does not wait on the database (SPEC §2: the
+	 * object first, then its row). */
+	if (!of->in_store && of->attrs_unbound)
+		return 0;
 	if (!of->in_store)
 		return attrov_prepare(rel, 0, NULL);
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
@@ -325,6 +330,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
+		of->attrs_unbound = 0;
 		attrov_bind(rel, res.etag, NULL);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */

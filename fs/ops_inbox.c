@@ -668,6 +668,8 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			return rc;
 		}
 		rc = of->failed;
+		if (rc == 0 && !stored && !of->ready)
+			of->attrs_unbound = 1;
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			rc = ofile_load(of, rel); /* as open(2) would */
 		} else if (rc == 0 && !of->ready && stored) {
