@@ -14,9 +14,9 @@ static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } tools[] = {
-    {"status", tool_status},
-    {"recover", tool_recover},
-    {"promote", tool_promote},
+    {"status", tool_status},   {"recover", tool_recover},
+    {"promote", tool_promote}, {"reconcile", tool_reconcile},
+    {"cleanup", tool_cleanup},
 };
 
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
