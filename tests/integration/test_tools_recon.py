@@ -415,3 +415,30 @@ def test_reconcile_and_cleanup_usage(mount_factory, uniq):
         assert "Exit status" in r.stdout
     # refused before the database was even touched
     assert m.sql_value("select to_regclass('reception_audit')") is None
+
+
+def test_man_page_and_readme_document_both_tools(mount_factory):
+    """Every option each tool's --help names, and each exit status, is in its section of
+    doc/custodyfs.1; the README's tools section names both."""
+    import re
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[2]
+    man = (repo / "doc" / "custodyfs.1").read_text().replace("\\-", "-")
+    m = mount_factory(start=False, reset=False)
+    for tool, codes in (("reconcile", ("0", "1", "2", "3")), ("cleanup", ("0", "1", "2"))):
+        start = man.index(f".SS custodyfs {tool} ")
+        nxt = re.search(r"^\.S[SH] ", man[start + 4:], re.M)
+        sec = man[start:start + 4 + nxt.start()]
+        helptext = _cli(m, tool, "--help").stdout
+        opts = set(re.findall(r"(--[a-z][a-z-]+)", helptext))
+        assert {"--json", "--help"} <= opts and len(opts) >= 4, opts
+        missing = [o for o in opts - {"--help"} if o not in sec]
+        assert not missing, f"{tool}: not in the man page: {missing}"
+        status = sec[sec.index("Exit status"):]
+        for c in codes:
+            assert re.search(rf"\b{c} ", status), (tool, c)
+        assert f"custodyfs {tool}" in man[:man.index(".SH DESCRIPTION")]  # SYNOPSIS
+    readme = (repo / "README.md").read_text()
+    tools = readme[readme.index("### Batch tools"):]
+    assert "custodyfs reconcile" in tools and "custodyfs cleanup" in tools
+    assert "--dry-run" in tools and "--apply" in tools
