@@ -304,10 +304,11 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 	const struct db_stored_row *st = NULL;
 	const struct db_received *row;
 	struct db_journal_entry *je;
+	struct s3_object_info now;
 	const char *why = NULL;
 	char reason[2048], a[400], age[64];
 	size_t i;
-	int rc;
+	int rc, same;
 
 	r->n_objects++;
 	row = cleanup_row_of(rows, n_rows, le, &why);
@@ -345,6 +346,23 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 		goto failed;
 	if (!rc)
 		goto kept;
+	/* The listing may be minutes old by now, and a store that ignores
+	 * If-Match (s3rver does) deletes whatever is there: look again
+	 * right before (the conditional DELETE below closes the window
+	 * where the store honours it). */
+	rc = s3_head(r->t->s3, r->t->cfg.reception_bucket, le->key, &now);
+	if (rc == -ENOENT) {
+		why = "removed by someone else meanwhile";
+		goto kept;
+	}
+	if (rc)
+		goto failed;
+	same = !strcmp(now.etag, row->etag) && (int64_t)now.size == row->size;
+	s3_object_info_free(&now);
+	if (!same) {
+		why = "replaced since it was listed: the new upload stays";
+		goto kept;
+	}
 	if (r->dry_run) {
 		cleanup_report(r, le->key, "would remove", NULL, row, st);
 		r->n_removed++;
@@ -545,15 +563,9 @@ int tool_cleanup(int argc, char **argv)
 		fail = "the database does not answer";
 		goto summary;
 	}
-	rc = db_migrate(t.db);
-	if (rc) {
-		fprintf(stderr,
-			"custodyfs cleanup: database migration failed: %s: "
-			"nothing done\n",
-			strerror(-rc));
-		fail = "database migration failed";
+	/* --dry-run changes nothing, not even the schema. */
+	if (tool_db_schema(&t, "cleanup", !r.dry_run, &fail))
 		goto summary;
-	}
 	/* A page at a time: neither the bucket's keys nor the rows are ever
 	 * all in memory. */
 	do {

@@ -312,9 +312,9 @@ static int recon_walk(struct recon_run *r)
 			continue;
 		}
 		/* Every live row of the key (several only in adopted data
-		 * without the unique index). */
+		 * without the unique index); reading on may free the page a
+		 * row was in, so nothing points into it across a read. */
 		{
-			const struct db_received *match = NULL;
 			char *key = strdup(e->key);
 
 			if (!key) {
@@ -323,18 +323,14 @@ static int recon_walk(struct recon_run *r)
 			}
 			while (!rc && row && !strcmp(row->object_key, key)) {
 				r->n_rows++;
-				if (!match && recon_row_logs(row, e)) {
-					match = row;
+				if (!logged && recon_row_logs(row, e)) {
 					logged = 1;
+					r->n_ok++;
+					if (r->verify)
+						rc = recon_verify(r, e, row);
 				}
 				if (row->id > newest)
 					newest = row->id;
-				if (match == row && r->verify)
-					rc = recon_verify(r, e, row);
-				if (match == row)
-					r->n_ok++;
-				/* match points into the page: done with it
-				 * before the next page is read */
 				w.i++;
 				if (!rc)
 					rc = recon_row_peek(r, &w, &row);
@@ -613,14 +609,8 @@ int tool_reconcile(int argc, char **argv)
 		goto report;
 	}
 	/* Only --apply may change the schema: a plain run reads. */
-	rc = r.apply ? db_migrate(r.t.db) : 0;
-	if (rc) {
-		fprintf(stderr,
-			"custodyfs reconcile: database migration failed: %s\n",
-			strerror(-rc));
-		fail = "database migration failed";
+	if (tool_db_schema(&r.t, "reconcile", r.apply, &fail))
 		goto report;
-	}
 	rc = recon_walk(&r);
 	if (rc) {
 		fprintf(stderr, "custodyfs reconcile: %s: nothing %s\n",

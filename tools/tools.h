@@ -55,6 +55,13 @@ int tool_env_load(struct tool_env *t, const char *prog, const char *config);
  * with a reason (no secret) in err. */
 int tool_db_open(struct tool_env *t, int pool_min, char *err, size_t len);
 
+/* The schema the tool needs: migrated (db_migrate) when the tool may
+ * change things, else only checked (a read-only run changes nothing, not
+ * even the schema: an older schema is refused). 0, or -1 with a message
+ * naming prog on stderr and a short reason in *why. */
+int tool_db_schema(struct tool_env *t, const char *prog, int migrate,
+		   const char **why);
+
 void tool_env_free(struct tool_env *t);
 
 /* Who runs the tool: the calling user (uid, login name) on this host. */

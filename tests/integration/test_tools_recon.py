@@ -442,3 +442,60 @@ def test_man_page_and_readme_document_both_tools(mount_factory):
     tools = readme[readme.index("### Batch tools"):]
     assert "custodyfs reconcile" in tools and "custodyfs cleanup" in tools
     assert "--dry-run" in tools and "--apply" in tools
+
+
+def test_read_only_runs_never_migrate(mount_factory):
+    """reconcile without --apply and cleanup --dry-run change nothing, not even the schema:
+    on a database this program has not migrated they refuse (exit 1) and it stays empty;
+    cleanup proper migrates (and finds nothing to do)."""
+    m = mount_factory(start=False)
+    r, out = _reconcile(m)
+    assert r.returncode == 1 and out["ok"] is False and "schema" in out["error"], r.stderr
+    r, out = _cleanup(m, "--dry-run")
+    assert r.returncode == 1 and out["ok"] is False and "schema" in out["error"], r.stderr
+    assert m.sql_value("select to_regclass('schema_migrations')") is None
+    assert m.sql_value("select to_regclass('reception_audit')") is None
+    r, out = _cleanup(m)
+    assert r.returncode == 0 and out["objects_seen"] == 0, (r.stdout, r.stderr)
+    assert m.sql_value("select to_regclass('reception_audit')") is not None
+
+
+def test_reconcile_walks_the_bucket_and_the_table_page_by_page(mount_factory):
+    """More objects and rows than one page of each (1000): drift on both sides of the page
+    boundaries is found, exactly, and nothing else (rows of another tool, with ETags)."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = mount_factory(start=False)
+    r, out = _reconcile(m, "--apply")  # migrates; nothing there
+    assert r.returncode == 0 and out["objects"] == 0, (r.stdout, r.stderr)
+    keys = [f"p/k{i:05d}" for i in range(1205)]
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda k: m.s3.put_object(Bucket=m.reception_bucket, Key=k,
+                                              Body=k.encode()), keys))
+    listed = {}
+    for page in m.s3.get_paginator("list_objects_v2").paginate(Bucket=m.reception_bucket):
+        for o in page.get("Contents", []):
+            listed[o["Key"]] = o["ETag"].strip('"')
+    assert sorted(listed) == keys
+    unlogged = {"p/k01000", "p/k00000"}
+    vals = [(m.reception_bucket, k.split("/")[1], k, len(k), sha(k.encode()), listed[k])
+            for k in keys if k not in unlogged]
+    c = m.stack._connect()
+    try:
+        with c.cursor() as cur:
+            cur.executemany("insert into reception_audit (source_bucket, file_name, object_key,"
+                            " size_bytes, uploaded_at, sha256, etag, received_by) values"
+                            " (%s, %s, %s, %s, now(), %s, %s, 'another tool')", vals)
+    finally:
+        c.close()
+    gone = {"p/k00999", "p/k01204"}
+    for k in gone:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=k)
+    before = _snapshot(m)
+    r, out = _reconcile(m)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert out["objects"] == 1203 and out["live_rows"] == 1203
+    assert out["ok_objects"] == 1201
+    assert {x["key"] for x in out["drift"] if x["kind"] == "unlogged"} == unlogged
+    assert {x["key"] for x in out["drift"] if x["kind"] == "gone"} == gone
+    assert out["mismatch"] == 0 and len(out["drift"]) == 4
+    assert _snapshot(m) == before
