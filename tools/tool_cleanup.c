@@ -306,7 +306,7 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 	struct db_journal_entry *je;
 	struct s3_object_info now;
 	const char *why = NULL;
-	char reason[2048], a[400], age[64];
+	char reason[2048], a[400], msg[64];
 	size_t i;
 	int rc, same;
 
@@ -393,11 +393,12 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 		 r->t->cfg.storage_bucket, st->dest_key, (long long)st->id,
 		 st->outcome, a);
 	rc = db_reception_remove_id(r->t->db, row->id, reason);
-	if (rc == -EINPROGRESS)
-		rc =
-		    db_reception_remove_id(r->t->db, row->id, reason) == -ENOENT
-			? 0 /* the first one committed */
-			: -EIO;
+	if (rc == -EINPROGRESS) {
+		/* its COMMIT's answer was lost: once more (idempotent) */
+		rc = db_reception_remove_id(r->t->db, row->id, reason);
+		if (rc != 0 && rc != -ENOENT)
+			rc = -EIO;
+	}
 	if (rc == -ENOENT)
 		rc = 0; /* closed meanwhile by its promotion's own cleanup */
 	if (rc) {
@@ -406,8 +407,8 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 			  "it",
 			  r->t->cfg.reception_bucket, le->key,
 			  (long long)row->id, strerror(-rc));
-		snprintf(age, sizeof(age), "row not closed: %s", strerror(-rc));
-		cleanup_report(r, le->key, "failed", age, row, st);
+		snprintf(msg, sizeof(msg), "row not closed: %s", strerror(-rc));
+		cleanup_report(r, le->key, "failed", msg, row, st);
 		r->n_failed++;
 		r->n_removed++;
 		r->bytes_removed += le->size;

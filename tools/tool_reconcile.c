@@ -441,11 +441,11 @@ static int recon_apply_gone(struct recon_run *r, struct recon_item *it,
 		 "object gone from %s (found by custodyfs reconcile, %s)",
 		 r->t.cfg.reception_bucket, a);
 	rc = db_reception_remove_id(r->t.db, it->row_id, reason);
-	if (rc == -EINPROGRESS)
-		rc = db_reception_remove_id(r->t.db, it->row_id, reason) ==
-			     -ENOENT
-			 ? 0
-			 : -EIO;
+	if (rc == -EINPROGRESS) {
+		/* its COMMIT's answer was lost: once more (idempotent) */
+		rc = db_reception_remove_id(r->t.db, it->row_id, reason);
+		rc = rc == 0 || rc == -ENOENT ? 0 : -EIO;
+	}
 	if (rc == -ENOENT) {
 		it->fix = "closed meanwhile by another writer";
 		it->fixed = 1;
