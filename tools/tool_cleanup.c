@@ -455,7 +455,8 @@ static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
 				&rows, &n_rows);
 	if (rc)
 		goto out;
-	qsort(rows, n_rows, sizeof(*rows), cleanup_row_cmp);
+	if (n_rows)
+		qsort(rows, n_rows, sizeof(*rows), cleanup_row_cmp);
 	rc = db_recon_stored_for(r->t->db, r->t->cfg.reception_bucket, rows,
 				 n_rows, &st, &n_st);
 	if (rc)
