@@ -525,3 +525,30 @@ def test_cleanup_and_reconcile_with_a_multipart_upload(mount_factory, uniq):
     assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == data
     r, out = _reconcile(m)
     assert r.returncode == 0 and out["clean"] is True
+
+
+def test_cleanup_store_failing_mid_run_changes_nothing(stack, mount_factory, proxied, uniq):
+    """The store answers the first checks, then fails: HEADs of the stored copies answer 503,
+    then (HEADs fine) every DELETE does. Each run exits 1, reports the objects as failed and
+    changes nothing (no object gone, no row closed); with the store well again it removes."""
+    px = proxied
+    m = mount_factory()
+    p = project(m, uniq)
+    drop(m, "x.txt", b"x\n")
+    drop(m, "y.txt", b"y\n")
+    m.unmount()
+    _other_tool_promotion(m, "x.txt", p)
+    _other_tool_promotion(m, "y.txt", p)
+    before = _snapshot(m)
+    m.write_config({"s3": {"endpoint": px.url, "max_retries": "1"}})
+    for rule in (lambda meth, path, h: ("status", 503, b"") if meth == "HEAD" else None,
+                 lambda meth, path, h: ("status", 503, b"") if meth == "DELETE" else None):
+        px.rule = rule
+        r, out = _cleanup(m)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert out["ok"] is False and out["failed"] == 2 and out["removed"] == 0
+        assert {o["action"] for o in out["objects"]} == {"failed"}
+        px.rule = None
+        assert _snapshot(m) == before
+    r, out = _cleanup(m)
+    assert r.returncode == 0 and out["removed"] == 2, (r.stdout, r.stderr)
