@@ -552,3 +552,32 @@ def test_cleanup_store_failing_mid_run_changes_nothing(stack, mount_factory, pro
         assert _snapshot(m) == before
     r, out = _cleanup(m)
     assert r.returncode == 0 and out["removed"] == 2, (r.stdout, r.stderr)
+
+
+def test_cleanup_duplicate_content_needs_the_object_it_points_at(mount_factory, uniq):
+    """A reception recorded as duplicate_content (stored once under another key) is removed
+    only while the object its row points at is there with its size and hash; one pointing at
+    a missing object is kept."""
+    m = mount_factory()
+    p = project(m, uniq)
+    same = b"same bytes\n"
+    for k in ("a.txt", "b.txt", "c.txt"):
+        drop(m, k, same)
+    m.unmount()
+    stored = _other_tool_promotion(m, "a.txt", p)
+    for k, of in (("b.txt", stored), ("c.txt", p + "/gone.txt")):
+        row = checks.live_rows(m, k)[0]
+        m.sql("insert into storage_audit (project_prefix, project_name, dest_bucket, dest_key,"
+              " size_bytes, moved_at, source_bucket, source_key, reception_id, outcome,"
+              " duplicate_of, sha256, moved_by) values (%s, %s, %s, %s, %s, now(), %s, %s, %s,"
+              " 'duplicate_content', %s, %s, 'another tool')",
+              (p, p, m.storage_bucket, p + "/" + k, len(same), m.reception_bucket, k, row["id"],
+               of, row["sha256"]))
+    r, out = _cleanup(m)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    objs = _by_key(out)
+    assert objs["a.txt"]["action"] == "removed" and objs["b.txt"]["action"] == "removed"
+    assert objs["b.txt"]["outcome"] == "duplicate_content"
+    assert objs["c.txt"]["action"] == "kept" and "missing" in objs["c.txt"]["reason"]
+    assert checks.bucket_keys(m) == ["c.txt"]
+    assert len(checks.live_rows(m, "c.txt")) == 1 and checks.live_rows(m, "b.txt") == []
