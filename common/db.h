@@ -84,6 +84,14 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 			      const char *reason);
 
+/* Sets removed_at = now(), removal_reason = reason on reception row id
+ * while it is live: in one transaction under the key lock of its (bucket,
+ * key), as every writer of reception rows. For a change found by a tool
+ * (reconcile, cleanup): by id, so a newer upload's row of the same key is
+ * never the one closed. 0 when this call closed it; -ENOENT when the row
+ * is not live (closed meanwhile) or does not exist. */
+int db_reception_remove_id(struct db *d, int64_t id, const char *reason);
+
 /* Rename of a received object: one transaction marks the live row of
  * old_key removed ("renamed to <new_key>") and inserts a row for new_key
  * copying sizes and hashes, with the given etag, origin "rename", and who.

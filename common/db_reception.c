@@ -34,6 +34,17 @@ static const char db_sql_mark_removed[] =
 	" WHERE source_bucket = $1::text AND object_key = $2::text"
 	" AND removed_at IS NULL";
 
+/* $1 id: its (bucket, key) while it is live. */
+static const char db_sql_live_by_id[] =
+	"SELECT source_bucket, object_key FROM reception_audit"
+	" WHERE id = $1::bigint AND removed_at IS NULL";
+
+/* $1 id, $2 reason. */
+static const char db_sql_remove_id[] =
+	"UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = $2::text"
+	" WHERE id = $1::bigint AND removed_at IS NULL RETURNING id";
+
 static const char db_sql_insert_reception[] =
 	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
 	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
@@ -256,6 +267,45 @@ int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 	/* One idempotent statement: safe to run again after a reconnect. */
 	return db_run(d, "reception mark removed", 0, 0,
 		      pg_reception_mark_removed, &a);
+}
+
+struct db_remove_id_args {
+	char id[24];
+	const char *reason;
+};
+
+static int pg_reception_remove_id(struct pg_ctx *x, void *arg)
+{
+	struct db_remove_id_args *a = arg;
+	const char *p[2] = {a->id, a->reason};
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_live_by_id, 1, p, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT;
+	if (!rc)
+		rc = pg_lock_key(x, PQgetvalue(res, 0, 0),
+				 PQgetvalue(res, 0, 1));
+	PQclear(res);
+	res = NULL;
+	if (!rc)
+		rc = pg_exec(x, db_sql_remove_id, 2, p, &res);
+	if (!rc && PQntuples(res) < 1)
+		rc = -ENOENT; /* closed by another writer meanwhile */
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_remove_id(struct db *d, int64_t id, const char *reason)
+{
+	struct db_remove_id_args a = {.reason = reason};
+
+	if (!d || id <= 0 || !reason)
+		return -EINVAL;
+	snprintf(a.id, sizeof(a.id), "%" PRId64, id);
+	return db_run(d, "reception remove by id", 1, 0, pg_reception_remove_id,
+		      &a);
 }
 
 struct db_rename_args {

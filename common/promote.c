@@ -306,34 +306,42 @@ static void promote_after_delete(struct promote *p,
 			  row.etag, e->source_etag);
 }
 
-/* The DELETE of the promoted upload, If-Match its ETag. A 412 is another
- * upload now, unless the key still shows that ETag (Swift does not match
- * a multipart upload's S3 ETag on DELETE): then a plain DELETE. Either
- * DELETE is followed by promote_after_delete. */
-static int promote_delete_source(struct promote *p,
-				 const struct db_journal_entry *e)
+int promote_delete_received(struct s3_client *s3, const char *bucket,
+			    const char *key, const char *etag)
 {
 	struct s3_object_info info;
 	int rc, same;
 
-	rc = s3_delete_if(p->s3, e->source_bucket, e->source_key,
-			  e->source_etag);
-	if (rc == -EEXIST) {
-		rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
-		if (rc == -ENOENT)
-			return 0;
-		if (rc)
-			return rc;
-		same = !strcmp(info.etag, e->source_etag);
-		s3_object_info_free(&info);
-		if (!same) {
-			log_warn("promotion: %s/%s was uploaded again after "
-				 "its promotion: the new upload stays",
-				 e->source_bucket, e->source_key);
-			return 0;
-		}
-		rc = s3_delete(p->s3, e->source_bucket, e->source_key);
+	rc = s3_delete_if(s3, bucket, key, etag);
+	if (rc != -EEXIST)
+		return rc;
+	rc = s3_head(s3, bucket, key, &info);
+	if (rc)
+		return rc;
+	same = !strcmp(info.etag, etag);
+	s3_object_info_free(&info);
+	if (!same)
+		return -ESTALE;
+	return s3_delete(s3, bucket, key);
+}
+
+/* The DELETE of the promoted upload (promote_delete_received), then
+ * promote_after_delete. Another upload there now stays (0). */
+static int promote_delete_source(struct promote *p,
+				 const struct db_journal_entry *e)
+{
+	int rc;
+
+	rc = promote_delete_received(p->s3, e->source_bucket, e->source_key,
+				     e->source_etag);
+	if (rc == -ESTALE) {
+		log_warn("promotion: %s/%s was uploaded again after "
+			 "its promotion: the new upload stays",
+			 e->source_bucket, e->source_key);
+		return 0;
 	}
+	if (rc == -ENOENT) /* gone meanwhile: nothing to delete */
+		return 0;
 	if (!rc)
 		promote_after_delete(p, e);
 	return rc;

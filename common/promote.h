@@ -103,6 +103,16 @@ int promote_recover_start(struct promote *p);
  * entries of that id are this process's. */
 int promote_owner_id(struct promote *p);
 
+/* Deletes received object (bucket, key) only while it is still the upload
+ * of ETag etag (quotes removed): DELETE with If-Match; when the store
+ * refuses that (412) but the key still shows etag (Swift does not match a
+ * multipart upload's S3 ETag on DELETE), a plain DELETE. The promotion's
+ * cleanup and `custodyfs cleanup` use it. 0 deleted; -ESTALE another
+ * upload is there now (kept); -ENOENT gone already; or the store's
+ * -errno. Nothing is owned. */
+int promote_delete_received(struct s3_client *s3, const char *bucket,
+			    const char *key, const char *etag);
+
 /* The decision of SPEC §3 from what is known (pure; unit-tested):
  * has_row - a storage row claims the key; row_same - its sha256 and size
  * are the source's; row_dup_content - that row is a duplicate_content;

@@ -1,7 +1,8 @@
 /* main.c - custodyfs: mount the chain-of-custody file system.
  *
  *   custodyfs [-f] [-d] -o config=FILE[,fuse options] MOUNTPOINT
- *   custodyfs status | recover | promote ...   (tools/, no FUSE)
+ *   custodyfs status | recover | promote | reconcile | cleanup ...
+ *                                             (tools/, no FUSE)
  *
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
@@ -124,8 +125,13 @@ static void usage(const char *prog)
 	       "  %s recover -o config=FILE [--json]\n"
 	       "  %s promote --project P [--name N] "
 	       "[--prefix-in-inbox DIR] -o config=FILE\n"
-	       "                    [--workers N] [--json]\n",
-	       prog, prog, prog, prog, prog);
+	       "                    [--workers N] [--json]\n"
+	       "  %s reconcile -o config=FILE [--apply] [--verify-hashes] "
+	       "[--json]\n"
+	       "  %s cleanup -o config=FILE [--dry-run] [--older-than D] "
+	       "[--verify-hashes]\n"
+	       "                    [--json]\n",
+	       prog, prog, prog, prog, prog, prog, prog);
 }
 
 static int make_dirs(const char *path)

@@ -8,15 +8,16 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "db_status.h"
 #include "log.h"
 
 static const struct {
 	const char *name;
 	int (*fn)(int argc, char **argv);
 } tools[] = {
-    {"status", tool_status},
-    {"recover", tool_recover},
-    {"promote", tool_promote},
+    {"status", tool_status},   {"recover", tool_recover},
+    {"promote", tool_promote}, {"reconcile", tool_reconcile},
+    {"cleanup", tool_cleanup},
 };
 
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))
@@ -120,6 +121,41 @@ int tool_db_open(struct tool_env *t, int pool_min, char *err, size_t len)
 
 	t->db = db_open(t->cfg.conninfo, size, err, len);
 	return t->db ? 0 : -EIO;
+}
+
+int tool_db_schema(struct tool_env *t, const char *prog, int migrate,
+		   const char **why)
+{
+	int rc, version = 0, latest = 0;
+
+	if (migrate) {
+		rc = db_migrate(t->db);
+		if (!rc)
+			return 0;
+		fprintf(stderr,
+			"custodyfs %s: database migration failed: %s: nothing "
+			"done\n",
+			prog, strerror(-rc));
+		*why = "database migration failed";
+		return -1;
+	}
+	rc = db_schema_version(t->db, &version, &latest);
+	if (rc) {
+		fprintf(stderr, "custodyfs %s: database: %s: nothing done\n",
+			prog, strerror(-rc));
+		*why = "the database does not answer";
+		return -1;
+	}
+	if (version < latest) {
+		fprintf(stderr,
+			"custodyfs %s: the database schema is version %d, this "
+			"program needs %d: a read-only run does not migrate it "
+			"(mount once, or run a tool that changes things)\n",
+			prog, version, latest);
+		*why = "the database schema is older than this program's";
+		return -1;
+	}
+	return 0;
 }
 
 void tool_env_free(struct tool_env *t)

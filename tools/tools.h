@@ -1,4 +1,5 @@
-/* tools.h - the batch tools: `custodyfs status | recover | promote`,
+/* tools.h - the batch tools: `custodyfs status | recover | promote |
+ * reconcile | cleanup`,
  * subcommands of the mount's binary (fs/main.c dispatches on argv[1]).
  *
  * They run the code paths of the mount (common/: promote.c for every
@@ -8,7 +9,8 @@
  * a terminal's stderr), --json for scripts; log lines on stderr.
  *
  * Exit status of every tool: 0 success, 1 the work failed or was left
- * unfinished (the tool says what), 2 bad usage or configuration. */
+ * unfinished (the tool says what), 2 bad usage or configuration; and for
+ * reconcile, 3 drift found (and left). */
 #ifndef CUSTODYFS_TOOLS_H
 #define CUSTODYFS_TOOLS_H
 
@@ -18,7 +20,8 @@
 #include "db.h"
 #include "s3.h"
 
-enum { TOOL_OK = 0, TOOL_FAILED = 1, TOOL_USAGE = 2 };
+/* TOOL_DRIFT: reconcile found drift (left unrepaired). */
+enum { TOOL_OK = 0, TOOL_FAILED = 1, TOOL_USAGE = 2, TOOL_DRIFT = 3 };
 
 /* Is name a tool ("status", ...)? 1 or 0. */
 int tool_is_name(const char *name);
@@ -52,6 +55,13 @@ int tool_env_load(struct tool_env *t, const char *prog, const char *config);
  * with a reason (no secret) in err. */
 int tool_db_open(struct tool_env *t, int pool_min, char *err, size_t len);
 
+/* The schema the tool needs: migrated (db_migrate) when the tool may
+ * change things, else only checked (a read-only run changes nothing, not
+ * even the schema: an older schema is refused). 0, or -1 with a message
+ * naming prog on stderr and a short reason in *why. */
+int tool_db_schema(struct tool_env *t, const char *prog, int migrate,
+		   const char **why);
+
 void tool_env_free(struct tool_env *t);
 
 /* Who runs the tool: the calling user (uid, login name) on this host. */
@@ -74,5 +84,7 @@ void tool_bytes(char *out, size_t len, double n);
 int tool_status(int argc, char **argv);
 int tool_recover(int argc, char **argv);
 int tool_promote(int argc, char **argv);
+int tool_reconcile(int argc, char **argv);
+int tool_cleanup(int argc, char **argv);
 
 #endif

@@ -1,0 +1,630 @@
+/* tool_cleanup.c - `custodyfs cleanup -o config=FILE [--dry-run]
+ * [--older-than D] [--verify-hashes] [--json]`: the seed's planned next
+ * step, the controlled cleanup of the reception bucket.
+ *
+ * An object of the reception bucket is removed only when all of this
+ * holds, else it is kept and reported with the reason:
+ *   - it is the very upload that was logged: a live reception row of its
+ *     key records its ETag (a row without an ETag, the seed's, cannot
+ *     prove that) and its size;
+ *   - that reception was promoted: a storage_audit row with its
+ *     reception_id and a stored outcome (copied, restored, adopted,
+ *     duplicate, duplicate_content) and a SHA-256;
+ *   - the hashes this system computed agree: the reception row's SHA-256
+ *     (when it has one) and size are the storage row's;
+ *   - the stored object is in the storage bucket (for duplicate_content:
+ *     the object of the same content it points at) with that size and our
+ *     sha256 metadata (HEAD, as the promotion verifies its copy); with
+ *     --verify-hashes its bytes are read and hashed too;
+ *   - no promotion of it is open in the journal;
+ *   - with --older-than D, its reception row is at least D old (by the
+ *     database's clock).
+ * Then the object is deleted only while it is still that upload (DELETE
+ * If-Match its ETag: promote_delete_received, the promotion's own cleanup)
+ * and its reception row, by id, gets removed_at with a reason naming the
+ * storage row and who ran the tool (db_reception_remove_id). The object
+ * goes first: a crash between the two leaves a live row whose object is
+ * gone, which `custodyfs reconcile --apply` closes; never an object
+ * without a row. Nothing is changed unless both buckets and the database
+ * answer first; --dry-run changes nothing at all. */
+#include <errno.h>
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_recon.h"
+#include "db_storage.h"
+#include "log.h"
+#include "names.h"
+#include "objhash.h"
+#include "promote.h"
+#include "tools.h"
+
+#define CLEANUP_PAGE 1000	 /* keys per listing page */
+#define CLEANUP_CHUNK (8u << 20) /* bytes per ranged GET when hashing */
+
+static void cleanup_usage(FILE *f)
+{
+	fprintf(
+	    f,
+	    "usage: custodyfs cleanup -o config=FILE [--dry-run] "
+	    "[--older-than D]\n"
+	    "                         [--verify-hashes] [--json]\n"
+	    "\n"
+	    "Removes from the reception bucket the objects that are promoted, "
+	    "verified and\n"
+	    "logged, and nothing else. An object goes only when a live "
+	    "reception row records\n"
+	    "its ETag and size (it is the very upload that was received), a "
+	    "storage_audit\n"
+	    "row of that reception says it was stored (copied, restored, "
+	    "adopted, duplicate,\n"
+	    "duplicate_content) with the same SHA-256 and size, and the "
+	    "stored object is in\n"
+	    "the storage bucket with that size and SHA-256 (HEAD; with "
+	    "--verify-hashes its\n"
+	    "bytes are hashed too). It is deleted only while it is still that "
+	    "upload (If-Match\n"
+	    "its ETag) and its reception row then gets removed_at, as a "
+	    "promotion's cleanup\n"
+	    "does. Everything else (not logged, not promoted, replaced since, "
+	    "a promotion in\n"
+	    "progress, too young) is kept and reported with the reason.\n"
+	    "\n"
+	    "  -o config=FILE    the mount's configuration file\n"
+	    "  --dry-run         check everything, remove nothing, change "
+	    "nothing\n"
+	    "  --older-than D    only receptions logged at least D ago: N "
+	    "followed by\n"
+	    "                    s, m, h, d or w (a bare N is days)\n"
+	    "  --verify-hashes   also read each stored object and compare "
+	    "the SHA-256 of\n"
+	    "                    its bytes\n"
+	    "  --json            one JSON object on stdout, for scripts\n"
+	    "  -h, --help        this text\n"
+	    "\n"
+	    "Exit status: 0 the run completed (kept objects are not errors), "
+	    "1 the store or\n"
+	    "the database failed (nothing is removed unless both answer "
+	    "first) or an object\n"
+	    "could not be removed, 2 bad usage.\n");
+}
+
+/* "30d", "12h", "90m", "45s", "2w", "7" (days) into seconds; -1 bad. */
+static double cleanup_duration(const char *s)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || v < 0 || v != v)
+		return -1;
+	if (!*end || !strcmp(end, "d"))
+		return v * 86400;
+	if (end[1])
+		return -1;
+	switch (*end) {
+	case 's':
+		return v;
+	case 'm':
+		return v * 60;
+	case 'h':
+		return v * 3600;
+	case 'w':
+		return v * 7 * 86400;
+	}
+	return -1;
+}
+
+struct cleanup_run {
+	struct tool_env *t;
+	struct actor who;
+	int dry_run, json, verify;
+	double older_than; /* seconds, 0: any age */
+	size_t n_objects, n_removed, n_kept, n_failed;
+	uint64_t bytes_removed;
+	size_t n_out; /* JSON entries written */
+};
+
+static void cleanup_report(struct cleanup_run *r, const char *key,
+			   const char *action, const char *reason,
+			   const struct db_received *row,
+			   const struct db_stored_row *st)
+{
+	char shown[NAMES_MAX_KEY * 4 + 1];
+
+	if (r->json) {
+		printf("%s\n  {\"key\": ", r->n_out++ ? "," : "");
+		tool_json_str(stdout, key);
+		printf(", \"action\": ");
+		tool_json_str(stdout, action);
+		printf(", \"reason\": ");
+		tool_json_str(stdout, reason);
+		if (row)
+			printf(", \"reception_id\": %lld", (long long)row->id);
+		else
+			printf(", \"reception_id\": null");
+		if (st) {
+			printf(", \"storage_id\": %lld, \"outcome\": ",
+			       (long long)st->id);
+			tool_json_str(stdout, st->outcome);
+			printf(", \"dest_key\": ");
+			tool_json_str(stdout, st->dest_key);
+		} else {
+			printf(", \"storage_id\": null, \"outcome\": null, "
+			       "\"dest_key\": null");
+		}
+		printf("}");
+		return;
+	}
+	printf("%-12s %s", action, tool_shown(key, shown, sizeof(shown)));
+	if (st)
+		printf(" -> %s",
+		       tool_shown(st->dest_key, shown, sizeof(shown)));
+	printf("%s%s\n", reason ? ": " : "", reason ? reason : "");
+}
+
+static int cleanup_row_cmp(const void *a, const void *b)
+{
+	const struct db_received *x = a, *y = b;
+	int c = strcmp(x->object_key, y->object_key);
+
+	return c ? c : (x->id > y->id) - (x->id < y->id);
+}
+
+/* The row of key recording this upload (etag, size), or why there is none
+ * (*why). rows sorted by (key, id). */
+static const struct db_received *cleanup_row_of(const struct db_received *rows,
+						size_t n,
+						const struct s3_list_entry *le,
+						const char **why)
+{
+	const struct db_received *row = NULL, *r;
+	int any = 0, noetag = 0;
+	size_t i;
+
+	*why = NULL;
+	for (i = 0; i < n; i++) {
+		r = &rows[i];
+		if (strcmp(r->object_key, le->key))
+			continue;
+		any = 1;
+		if (!r->etag[0])
+			noetag = 1;
+		else if (!strcmp(r->etag, le->etag))
+			row = r;
+	}
+	if (row && row->size != (int64_t)le->size) {
+		*why = "not the logged upload: its size differs from its "
+		       "reception row";
+		return NULL;
+	}
+	if (row)
+		return row;
+	if (!any)
+		*why = "not logged: no live reception row";
+	else if (noetag)
+		*why = "its reception row records no ETag: cannot prove it is "
+		       "the object that was received";
+	else
+		*why = "replaced since it was logged: another upload than the "
+		       "logged one";
+	return NULL;
+}
+
+/* Is the promoted content in the storage bucket as recorded? 1 yes, 0 no
+ * (*why), -errno when the store cannot tell. A storage row that names
+ * this reception: its size and SHA-256 are the reception row's (when it
+ * has one), and the stored object has them (HEAD: size and our sha256
+ * metadata; --verify-hashes: its bytes). A row without a reception_id
+ * (the seed's, naming only the source key): the stored object's bytes are
+ * always hashed and must give the reception row's SHA-256, which this
+ * system computed. */
+static int cleanup_stored_ok(struct cleanup_run *r,
+			     const struct db_received *row,
+			     const struct db_stored_row *st, const char **why)
+{
+	const char *bucket =
+	    st->dest_bucket[0] ? st->dest_bucket : r->t->cfg.storage_bucket;
+	const char *key = strcmp(st->outcome, "duplicate_content")
+			      ? st->dest_key
+			      : st->duplicate_of;
+	const char *want = st->by_key ? row->sha256 : st->sha256;
+	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+	struct s3_object_info info;
+	const char *m;
+	int rc, ok;
+
+	if (strcmp(bucket, r->t->cfg.storage_bucket)) {
+		*why = "its storage row names another bucket";
+		return 0;
+	}
+	if (st->by_key && !row->sha256[0]) {
+		*why = "neither its reception row (no SHA-256) nor its storage "
+		       "row (no reception id) ties the stored object to this "
+		       "upload";
+		return 0;
+	}
+	if (!key[0] || !want[0] || (!st->by_key && st->size < 0)) {
+		*why = "its storage row records no key, size or SHA-256";
+		return 0;
+	}
+	if ((st->size >= 0 && st->size != row->size) ||
+	    (row->sha256[0] && st->sha256[0] &&
+	     strcmp(row->sha256, st->sha256))) {
+		*why = "its storage row's size or SHA-256 is not its "
+		       "reception row's";
+		return 0;
+	}
+	rc = s3_head(r->t->s3, bucket, key, &info);
+	if (rc == -ENOENT) {
+		*why = "the stored object is missing from the storage bucket";
+		return 0;
+	}
+	if (rc)
+		return rc;
+	m = s3_meta_get(&info, "sha256");
+	ok = (int64_t)info.size == row->size &&
+	     (st->by_key || (m && !strcmp(m, want)));
+	if (!ok) {
+		s3_object_info_free(&info);
+		*why = "the stored object's size or SHA-256 is not the "
+		       "recorded one";
+		return 0;
+	}
+	if (!r->verify && !st->by_key) {
+		s3_object_info_free(&info);
+		return 1;
+	}
+	rc = objhash_compute(r->t->s3, bucket, key, info.etag, info.size,
+			     CLEANUP_CHUNK, NULL, NULL, xxh, sha);
+	s3_object_info_free(&info);
+	if (rc == -ESTALE) {
+		*why = "the stored object changed while it was hashed";
+		return 0;
+	}
+	if (rc)
+		return rc;
+	if (strcmp(sha, want)) {
+		*why = "the SHA-256 of the stored object's bytes is not the "
+		       "recorded one";
+		log_error("%s/%s: its bytes hash to %s, recorded %s", bucket,
+			  key, sha, want);
+		return 0;
+	}
+	return 1;
+}
+
+/* One listed object: kept (reported), removed, or failed. */
+static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
+			const struct db_received *rows, size_t n_rows,
+			const struct db_stored_row *st_rows, size_t n_st)
+{
+	const struct db_stored_row *st = NULL;
+	const struct db_received *row;
+	struct db_journal_entry *je;
+	struct s3_object_info now;
+	const char *why = NULL;
+	char reason[2048], a[400], msg[64];
+	size_t i;
+	int rc, same;
+
+	r->n_objects++;
+	row = cleanup_row_of(rows, n_rows, le, &why);
+	if (!row)
+		goto kept;
+	for (i = 0; i < n_st; i++)
+		if (st_rows[i].reception_id == row->id)
+			st = &st_rows[i];
+	if (!st) {
+		why = "not promoted: no storage_audit row of its reception";
+		goto kept;
+	}
+	if (r->older_than > 0 &&
+	    (row->age_s < 0 || row->age_s < r->older_than)) {
+		why = row->age_s < 0 ? "its reception row has no upload time"
+				     : "younger than --older-than";
+		goto kept;
+	}
+	je = calloc(1, sizeof(*je));
+	if (!je) {
+		rc = -ENOMEM;
+		goto failed;
+	}
+	rc = db_journal_open_for_source(r->t->db, r->t->cfg.reception_bucket,
+					le->key, je);
+	free(je);
+	if (rc == 0) {
+		why = "a promotion of it is in progress (open journal entry)";
+		goto kept;
+	}
+	if (rc != -ENOENT)
+		goto failed;
+	rc = cleanup_stored_ok(r, row, st, &why);
+	if (rc < 0)
+		goto failed;
+	if (!rc)
+		goto kept;
+	/* The listing may be minutes old by now, and a store that ignores
+	 * If-Match (s3rver does) deletes whatever is there: look again
+	 * right before (the conditional DELETE below closes the window
+	 * where the store honours it). */
+	rc = s3_head(r->t->s3, r->t->cfg.reception_bucket, le->key, &now);
+	if (rc == -ENOENT) {
+		why = "removed by someone else meanwhile";
+		goto kept;
+	}
+	if (rc)
+		goto failed;
+	same = !strcmp(now.etag, row->etag) && (int64_t)now.size == row->size;
+	s3_object_info_free(&now);
+	if (!same) {
+		why = "replaced since it was listed: the new upload stays";
+		goto kept;
+	}
+	if (r->dry_run) {
+		cleanup_report(r, le->key, "would remove", NULL, row, st);
+		r->n_removed++;
+		r->bytes_removed += le->size;
+		return;
+	}
+	/* The row must follow the object: nothing is deleted that could not
+	 * be marked removed (as reception_remove). */
+	rc = db_ping(r->t->db);
+	if (rc)
+		goto failed;
+	rc = promote_delete_received(r->t->s3, r->t->cfg.reception_bucket,
+				     le->key, row->etag);
+	if (rc == -ESTALE) {
+		why = "replaced since it was checked: the new upload stays";
+		goto kept;
+	}
+	if (rc == -ENOENT) {
+		why = "removed by someone else meanwhile";
+		goto kept;
+	}
+	if (rc)
+		goto failed;
+	actor_format(&r->who, a, sizeof(a));
+	snprintf(reason, sizeof(reason),
+		 "cleaned up: promoted to %s/%s (storage_audit %lld, %s); "
+		 "removed by custodyfs cleanup, %s",
+		 r->t->cfg.storage_bucket, st->dest_key, (long long)st->id,
+		 st->outcome, a);
+	rc = db_reception_remove_id(r->t->db, row->id, reason);
+	if (rc == -EINPROGRESS) {
+		/* its COMMIT's answer was lost: once more (idempotent) */
+		rc = db_reception_remove_id(r->t->db, row->id, reason);
+		if (rc != 0 && rc != -ENOENT)
+			rc = -EIO;
+	}
+	if (rc == -ENOENT)
+		rc = 0; /* closed meanwhile by its promotion's own cleanup */
+	if (rc) {
+		log_error("%s/%s removed, but its reception row %lld could not "
+			  "be closed (%s): custodyfs reconcile --apply closes "
+			  "it",
+			  r->t->cfg.reception_bucket, le->key,
+			  (long long)row->id, strerror(-rc));
+		snprintf(msg, sizeof(msg), "row not closed: %s", strerror(-rc));
+		cleanup_report(r, le->key, "failed", msg, row, st);
+		r->n_failed++;
+		r->n_removed++;
+		r->bytes_removed += le->size;
+		return;
+	}
+	log_info("removed %s/%s (promoted to %s/%s)",
+		 r->t->cfg.reception_bucket, le->key, r->t->cfg.storage_bucket,
+		 st->dest_key);
+	cleanup_report(r, le->key, "removed", NULL, row, st);
+	r->n_removed++;
+	r->bytes_removed += le->size;
+	return;
+kept:
+	cleanup_report(r, le->key, "kept", why, row, st);
+	r->n_kept++;
+	return;
+failed:
+	log_error("%s/%s: %s: kept", r->t->cfg.reception_bucket, le->key,
+		  strerror(-rc));
+	cleanup_report(r, le->key, "failed", strerror(-rc), row, st);
+	r->n_failed++;
+}
+
+/* One listing page: its live rows and their storage rows in two queries,
+ * then each object. 0 or -errno (the page could not be checked). */
+static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
+{
+	struct db_received *rows = NULL;
+	struct db_stored_row *st = NULL;
+	size_t n_rows = 0, n_st = 0, nk = 0, i;
+	const char **keys;
+	int rc;
+
+	keys = calloc(pg->n_entries + 1, sizeof(*keys));
+	if (!keys)
+		return -ENOMEM;
+	for (i = 0; i < pg->n_entries; i++) {
+		const char *k = pg->entries[i].key;
+
+		if (*k && k[strlen(k) - 1] != '/')
+			keys[nk++] = k;
+	}
+	rc = db_recon_live_keys(r->t->db, r->t->cfg.reception_bucket, keys, nk,
+				&rows, &n_rows);
+	if (rc)
+		goto out;
+	if (n_rows)
+		qsort(rows, n_rows, sizeof(*rows), cleanup_row_cmp);
+	rc = db_recon_stored_for(r->t->db, r->t->cfg.reception_bucket, rows,
+				 n_rows, &st, &n_st);
+	if (rc)
+		goto out;
+	for (i = 0; i < pg->n_entries; i++) {
+		const struct s3_list_entry *le = &pg->entries[i];
+		size_t kl = strlen(le->key);
+
+		if (!kl || le->key[kl - 1] == '/')
+			continue; /* a directory marker: not a received file */
+		cleanup_one(r, le, rows, n_rows, st, n_st);
+	}
+out:
+	free(keys);
+	free(st);
+	db_recon_received_free(rows, n_rows);
+	return rc;
+}
+
+int tool_cleanup(int argc, char **argv)
+{
+	enum { O_DRY = 256, O_OLDER, O_JSON, O_VERIFY };
+	static const struct option lopts[] = {
+	    {"dry-run", no_argument, NULL, O_DRY},
+	    {"older-than", required_argument, NULL, O_OLDER},
+	    {"verify-hashes", no_argument, NULL, O_VERIFY},
+	    {"json", no_argument, NULL, O_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	struct cleanup_run r = {0};
+	struct tool_env t;
+	char *config = NULL, *token = NULL, err[512];
+	const char *fail = NULL;
+	int c, rc, env_loaded = 0, started = 0, status = TOOL_USAGE;
+
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "o:h", lopts, NULL)) != -1) {
+		switch (c) {
+		case 'o':
+			if (tool_parse_o("cleanup", optarg, &config))
+				goto out;
+			break;
+		case O_DRY:
+			r.dry_run = 1;
+			break;
+		case O_OLDER:
+			r.older_than = cleanup_duration(optarg);
+			if (r.older_than < 0) {
+				fprintf(stderr,
+					"custodyfs cleanup: --older-than %s: "
+					"N followed by s, m, h, d or w\n",
+					optarg);
+				goto out;
+			}
+			break;
+		case O_VERIFY:
+			r.verify = 1;
+			break;
+		case O_JSON:
+			r.json = 1;
+			break;
+		case 'h':
+			cleanup_usage(stdout);
+			status = TOOL_OK;
+			goto out;
+		default:
+			cleanup_usage(stderr);
+			goto out;
+		}
+	}
+	if (optind < argc) {
+		fprintf(stderr, "custodyfs cleanup: unexpected argument %s\n",
+			argv[optind]);
+		cleanup_usage(stderr);
+		goto out;
+	}
+	rc = tool_env_load(&t, "cleanup", config);
+	env_loaded = 1;
+	if (rc) {
+		status = rc;
+		goto out;
+	}
+	status = TOOL_FAILED;
+	r.t = &t;
+	tool_actor(&t, &r.who);
+	if (r.json) {
+		printf("{\"objects\": [");
+		started = 1;
+	}
+	/* Nothing is changed unless the store and the database answer. */
+	rc = tool_bucket_check(&t, t.cfg.reception_bucket);
+	if (!rc)
+		rc = tool_bucket_check(&t, t.cfg.storage_bucket);
+	if (rc) {
+		fprintf(stderr,
+			"custodyfs cleanup: the store does not answer (%s): "
+			"nothing done\n",
+			strerror(-rc));
+		fail = "the store does not answer";
+		goto summary;
+	}
+	if (tool_db_open(&t, 2, err, sizeof(err))) {
+		fprintf(stderr,
+			"custodyfs cleanup: database: %s: nothing done\n", err);
+		fail = "the database does not answer";
+		goto summary;
+	}
+	/* --dry-run changes nothing, not even the schema. */
+	if (tool_db_schema(&t, "cleanup", !r.dry_run, &fail))
+		goto summary;
+	/* A page at a time: neither the bucket's keys nor the rows are ever
+	 * all in memory. */
+	do {
+		struct s3_list_result pg = {0};
+
+		rc = s3_list_page(t.s3, t.cfg.reception_bucket, NULL, NULL,
+				  token, CLEANUP_PAGE, &pg);
+		free(token);
+		token = NULL;
+		if (!rc)
+			rc = cleanup_page(&r, &pg);
+		if (!rc && pg.truncated && pg.next_token) {
+			token = strdup(pg.next_token);
+			if (!token)
+				rc = -ENOMEM;
+		}
+		s3xml_list_free(&pg);
+	} while (!rc && token);
+	free(token);
+	if (rc) {
+		fprintf(stderr, "custodyfs cleanup: %s: stopped: %s\n",
+			t.cfg.reception_bucket, strerror(-rc));
+		fail = "stopped: the store or the database failed";
+	}
+summary:
+	if (r.json) {
+		printf("], \"ok\": %s, \"dry_run\": %s, \"error\": ",
+		       fail || r.n_failed ? "false" : "true",
+		       r.dry_run ? "true" : "false");
+		tool_json_str(stdout, fail);
+		printf(", \"older_than_s\": %.0f, \"objects_seen\": %zu, "
+		       "\"%s\": %zu, \"kept\": %zu, \"failed\": %zu, "
+		       "\"bytes_%s\": %llu}\n",
+		       r.older_than, r.n_objects,
+		       r.dry_run ? "would_remove" : "removed", r.n_removed,
+		       r.n_kept, r.n_failed,
+		       r.dry_run ? "would_remove" : "removed",
+		       (unsigned long long)r.bytes_removed);
+		started = 0;
+	} else if (!fail || r.n_objects) {
+		char b[32];
+
+		tool_bytes(b, sizeof(b), (double)r.bytes_removed);
+		printf("%s: %zu objects seen in %s: %zu %s (%s), %zu kept, %zu "
+		       "failed\n",
+		       r.dry_run ? "dry run" : "cleanup", r.n_objects,
+		       t.cfg.reception_bucket, r.n_removed,
+		       r.dry_run ? "would be removed" : "removed", b, r.n_kept,
+		       r.n_failed);
+	}
+	status = fail || r.n_failed ? TOOL_FAILED : TOOL_OK;
+out:
+	if (started)
+		printf("]}\n");
+	fflush(stdout);
+	if (env_loaded)
+		tool_env_free(&t);
+	free(config);
+	return status;
+}
