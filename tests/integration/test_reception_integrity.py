@@ -318,6 +318,59 @@ def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy
     assert r[0]["origin"] == "mount"
 
 
+@pytest.mark.parametrize("size", [3000, 12 << 20], ids=["put", "multipart"])
+def test_late_row_of_a_replaced_upload_never_becomes_the_live_one(stack, mount_factory, size):
+    """Mount A's upload lands at the store, but its answer is late (so A's row is not written
+    yet); meanwhile mount B writes the same key and commits its row. When A's row goes in, the
+    object is B's: A's row must not become the live row (it would describe bytes the bucket no
+    longer holds, and B's upload would then be logged a second time, as another route's).
+    Both uploads are logged once each; the live row is B's and describes the object; A's
+    close still reports success (its bytes were stored, then replaced)."""
+    px = FaultProxy(stack.endpoint)
+    key = "late/same.bin"
+    data_a = os.urandom(size)
+    data_b = os.urandom(size + 1)
+    try:
+        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url},
+                                               "fs": {"part_size": str(5 << 20)}}),
+                          name="host-a")
+        b = mount_factory(reset=False, config=grace(60000), name="host-b")
+        os.mkdir(os.path.join(a.inbox, "late"))
+
+        def last_request(method, path, headers):
+            p, _, q = path.partition("?")
+            if not p.endswith("/" + key):
+                return None
+            if size < (5 << 20) and method == "PUT" and "partNumber" not in q:
+                return ("late", 120)
+            if size >= (5 << 20) and method == "POST" and "uploadId" in q:
+                return ("late", 120)
+            return None
+        px.rule = last_request
+        fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        t, res = write_close_in_thread(fd, data_a)
+        a.wait_until(lambda: get_object(a, key) == data_a, timeout=60, what="a's upload")
+        write(os.path.join(b.inbox, key), data_b)
+        assert len(rows(b, key)) == 1
+        px.release.set()  # a learns its upload landed, then writes its row
+        t.join(BOUND)
+        assert not t.is_alive()
+    finally:
+        px.rule = None
+        px.close()
+    assert res.get("rc") == 0, f"a's close: {res.get('rc')}"
+    assert get_object(a, key) == data_b
+    r = rows(a, key)
+    assert len(r) == 2, r
+    live = [x for x in r if x["removed_at"] is None]
+    assert len(live) == 1, r
+    assert live[0]["sha256"] == a.sha256_bytes(data_b), "the live row is not the object's"
+    assert live[0]["etag"] == etag_of(a, key)
+    gone = [x for x in r if x["removed_at"] is not None]
+    assert gone[0]["sha256"] == a.sha256_bytes(data_a)
+    assert {x["origin"] for x in r} == {"mount"}
+
+
 # --------------------------------------------------------------------------- 7: one logger
 
 @pytest.mark.parametrize("size", [3000, 12 << 20], ids=["put", "multipart"])
