@@ -1003,7 +1003,10 @@ int inbox_sync(struct fhandle *h, int closing)
 }
 
 /* The last close of a handle whose commit was deferred to a descriptor
- * that never committed: last resort, errors can only be logged. */
+ * that never committed, or that changed the file after its last flush
+ * (a shared mapping outlives its descriptors: the kernel writes its pages
+ * back when it is unmapped, then releases): last resort, errors can only
+ * be logged. */
 void inbox_release(struct fhandle *h)
 {
 	struct ofile *of = h->of;
@@ -1012,7 +1015,7 @@ void inbox_release(struct fhandle *h)
 
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		if (h->deferred && !of->failed && of->dirty) {
+		if ((h->deferred || h->pending) && !of->failed && of->dirty) {
 			rc = ofile_commit(of);
 			committed = rc == 0;
 			if (rc) {

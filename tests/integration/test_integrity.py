@@ -767,3 +767,40 @@ def test_failed_spool_write_never_leaves_a_row_hashing_other_bytes(mount_factory
             os.close(x)
         subprocess.run(["umount", "-l", spool])
         os.rmdir(spool)
+
+
+# --------------------------------------------------------------------------- 3. writes after close
+
+def test_writes_through_a_mapping_after_close_are_stored(mount, d, uniq):
+    """A shared mapping outlives its descriptor: bytes written through it after close(2) reach
+    the file when it is unmapped (the kernel writes the pages back, then releases the file).
+    They must be stored and logged like any other change; before, the release committed only
+    a deferred close, so they stayed in the spool and were gone with it (the store kept the
+    content of the close, with no error anywhere)."""
+    import ctypes
+    import mmap
+    m = mount
+    key = f"{uniq}/mapped.bin"
+    p = os.path.join(d, "mapped.bin")
+    # libc's mmap/munmap (Python's mmap module keeps a dup of the descriptor)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"\0" * 8192)
+    addr = libc.mmap(None, 8192, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    os.close(fd)  # the last descriptor: stores 8192 zeros
+    assert get_object(m, key) == b"\0" * 8192
+    ctypes.memmove(addr + 100, b"hello", 5)
+    assert libc.munmap(addr, 8192) == 0  # written back, then released
+    want = b"\0" * 100 + b"hello" + b"\0" * (8192 - 105)
+    m.wait_until(lambda: get_object(m, key) == want, timeout=30, interval=0.3,
+                 what="the bytes written through the mapping stored")
+    m.wait_until(lambda: len(rows(m, key)) == 2, timeout=30, interval=0.3, what="two rows")
+    rs = rows(m, key)
+    assert rs[0]["removed_at"] is not None and rs[1]["removed_at"] is None, rs
+    assert rs[1]["sha256"] == m.sha256_bytes(want)
+    assert read(p) == want
