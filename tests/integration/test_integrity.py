@@ -400,6 +400,48 @@ def test_large_dd_logs_one_reception(fresh_mount, tmp_path):
     one_row(m, "big.bin", data)
 
 
+@pytest.mark.parametrize("how", ["redirect", "dd"])
+def test_large_redirect_and_dd_stream_their_parts(stack, mount_factory, tmp_path, how):
+    """A large file written by a shell redirect (open, dup2, close the original, write) or by
+    dd is streamed while it is written (issue 5 item 2: the first close must not turn
+    streaming off for the rest of the file's life): its one multipart upload is created
+    before the hashes are known (no x-amz-meta-sha256 on the CreateMultipartUpload, which an
+    upload again from the spool carries), each part is sent once, and one row describes it."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    creates, parts = [], []
+    data = os.urandom((17 << 20) + 4321)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url},
+                                  "fs": {"part_size": str(5 << 20)}})
+        os.mkdir(os.path.join(m.inbox, "big"))
+        key = f"big/{how}.bin"
+        p = os.path.join(m.inbox, key)
+
+        def watch(method, path, headers):
+            q = path.partition("?")
+            if q[0].endswith("/" + key):
+                if method == "POST" and q[2].startswith("uploads"):
+                    creates.append({k.lower() for k in headers.keys()})
+                elif method == "PUT" and "partNumber" in q[2]:
+                    parts.append(q[2])
+            return None
+        px.rule = watch
+        if how == "redirect":
+            sh(f"bash -c 'cat {src} > {p}'")
+        else:
+            sh(f"dd if={src} of={p} bs=1M status=none")
+    finally:
+        px.rule = None
+        px.close()
+    assert len(creates) == 1, creates
+    assert "x-amz-meta-sha256" not in creates[0], "uploaded again from the spool, not streamed"
+    assert len(parts) == 4, parts  # 5+5+5+2 MiB, each sent once
+    one_row(m, key, data)
+
+
 # --------------------------------------------------------------------------- rename over open
 
 def _stored_pair(m, d, uniq):
