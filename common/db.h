@@ -142,6 +142,14 @@ struct db_record_guard {
 	 * COMMIT's answer was lost), so a live row with r->etag is taken as
 	 * that commit's row (nothing inserted). 0: always insert. */
 	int readback;
+	/* NULL, or: when check answers -ESTALE or -ENOENT (the object is
+	 * no longer the upload r describes: another upload replaced it, or
+	 * it was removed, before this row), r is logged all the same but as
+	 * a removed row with this removal_reason, and the live row (the
+	 * replacing upload's, if committed) is left alone: 0 is returned,
+	 * *superseded_out (if not NULL) set to 1. */
+	const char *superseded_reason;
+	int *superseded_out;
 };
 
 /* db_reception_record with a guard (NULL: none). A live row that logs the

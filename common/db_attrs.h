@@ -44,8 +44,8 @@ struct db_attrs {
  * not known, or a directory): a row bound to another is stale and the
  * change starts from the defaults (every other field NULL), the row then
  * bound to etag; a new row is bound to etag. When op is not NULL
- * ("chmod", "chown", "utimens", "create", "mkdir") the change is also
- * logged in file_attr_changes with who. *ctime_ns (may be NULL) gets the
+ * ("chmod", "chown", "utimens", "create", "mkdir", "kill_priv") the change is
+ * also logged in file_attr_changes with who. *ctime_ns (may be NULL) gets the
  * row's new status-change time, *bound (may be NULL) its etag now
  * (malloc'd, the caller frees; NULL when unbound). 0 or -errno (nothing
  * changed; -EINPROGRESS: the connection was lost at COMMIT). */

@@ -553,7 +553,8 @@ static const char *const db_migration_7[] = {
  * reception row of a mount's upload. file_attr_changes also logs the
  * initial attributes ('create', 'mkdir'), renames ('move', from_key the
  * old name) and removals ('drop'), each with the ETag the row is bound
- * to. */
+ * to; the clearing of setuid/setgid by a write ('kill_priv') is no
+ * chmod. */
 static const char *const db_migration_8[] = {
 	"ALTER TABLE file_attrs ADD COLUMN IF NOT EXISTS etag text",
 	"UPDATE file_attrs f SET etag = r.etag FROM (SELECT DISTINCT ON"
@@ -569,7 +570,7 @@ static const char *const db_migration_8[] = {
 	" file_attr_changes_op_check",
 	"ALTER TABLE file_attr_changes ADD CONSTRAINT"
 	" file_attr_changes_op_check CHECK (op IN ('chmod', 'chown',"
-	" 'utimens', 'create', 'mkdir', 'move', 'drop'))",
+	" 'utimens', 'create', 'mkdir', 'move', 'drop', 'kill_priv'))",
 	NULL,
 };
 

@@ -603,6 +603,59 @@ int db_reception_live_keys(struct db *d, const char *bucket,
 	return 0;
 }
 
+/* clang-format off */
+static const char db_sql_insert_removed[] =
+	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	" received_uid, received_user, received_host, removed_at,"
+	" removal_reason)"
+	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
+	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
+	" $12::text, now(), $13::text)"
+	" RETURNING id";
+/* clang-format on */
+
+/* Caller holds the key lock (in a transaction): logs r as an upload that
+ * is already gone (replaced or removed before its row), leaving the live
+ * row alone. 0 or -errno. */
+static int pg_reception_insert_removed(struct pg_ctx *x,
+				       struct db_record_args *a,
+				       const char *reason)
+{
+	const struct reception_new *r = a->r;
+	struct db_actor_params ap;
+	PGresult *res = NULL;
+	const char *p[13];
+	char size[24];
+	int rc;
+
+	rc = db_size_param(r->size, size, sizeof(size));
+	if (rc)
+		return rc;
+	p[0] = r->source_bucket;
+	p[1] = r->file_name ? r->file_name : db_basename(r->object_key);
+	p[2] = r->object_key;
+	p[3] = size;
+	p[4] = r->xxh128;
+	p[5] = r->sha256;
+	p[6] = r->etag;
+	p[7] = r->origin;
+	db_actor_params(r->who, &ap, p + 8);
+	p[12] = reason;
+	rc = pg_exec(x, db_sql_insert_removed, 13, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) != 1 || PQgetisnull(res, 0, 0)) {
+		rc = -EIO;
+		goto out;
+	}
+	a->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	a->inserted = 1;
+out:
+	PQclear(res);
+	return rc;
+}
+
 struct db_guarded_args {
 	struct db_record_args rec;
 	const struct db_record_guard *g;
@@ -663,8 +716,18 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		rc = -ESTALE;
 		goto out;
 	}
+	if (a->g && a->g->superseded_out)
+		*a->g->superseded_out = 0;
 	if (a->g && a->g->check) {
 		rc = a->g->check(a->g->arg);
+		if ((rc == -ESTALE || rc == -ENOENT) &&
+		    a->g->superseded_reason) {
+			rc = pg_reception_insert_removed(
+			    x, &a->rec, a->g->superseded_reason);
+			if (rc == 0 && a->g->superseded_out)
+				*a->g->superseded_out = 1;
+			goto out;
+		}
 		if (rc)
 			goto out;
 	}

@@ -733,8 +733,8 @@ static int promote_source(struct promote *p, const char *key,
 		/* An upload by another route not logged yet: logged now, as
 		 * the reception's scan would. */
 		struct reception_new rn = {0};
-		struct db_record_guard g = {has_row ? row->id : 0, NULL, NULL,
-					    0};
+		struct db_record_guard g = {
+		    has_row ? row->id : 0, NULL, NULL, 0, NULL, NULL};
 		int64_t id = 0;
 		int ins = 0;
 

@@ -447,6 +447,23 @@ static int reception_still_ours(void *arg)
 	return rc;
 }
 
+/* The guard of a mount's commit (under the key lock): 0 when the object is
+ * still the upload (or the store cannot say now: the row is written as
+ * before, a replacement is then logged by its own uploader or a scan),
+ * -ESTALE/-ENOENT when it is not. */
+static int reception_commit_check(void *arg)
+{
+	struct still_ours *so = arg;
+	int rc = reception_still_ours(so);
+
+	if (rc && rc != -ESTALE && rc != -ENOENT) {
+		log_warn("%s/%s: cannot check the object before its row: %s",
+			 so->r->cfg->reception_bucket, so->key, strerror(-rc));
+		rc = 0;
+	}
+	return rc;
+}
+
 /* Resolves an undo with the database. own: uploads of the key the caller
  * holds (1 when called from the failed commit, 0 from the worker). 0 when
  * resolved (*committed: the upload has its row, so it stands), else -errno
@@ -456,7 +473,8 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen};
-	struct db_record_guard g = {-1, reception_still_ours, &so, u->unknown};
+	struct db_record_guard g = {
+	    -1, reception_still_ours, &so, u->unknown, NULL, NULL};
 	struct reception_new rn = {
 	    .source_bucket = b,
 	    .object_key = u->key,
@@ -724,12 +742,35 @@ int reception_commit(struct reception *r, const char *key,
 	    .origin = "mount",
 	    .who = who,
 	};
+	/* Under the key lock, the object must still be this upload: one
+	 * replaced meanwhile (another mount's upload, or one by another route,
+	 * landed after ours and may have its row already) is logged as a
+	 * removed row, never as the live one. */
+	struct still_ours so = {r, key, res->etag, 0, -1, 0};
+	int superseded = 0;
+	struct db_record_guard g = {
+	    .expect_live = -1,
+	    .check = reception_commit_check,
+	    .arg = &so,
+	    .superseded_reason = "replaced or removed by another upload "
+				 "before this upload's row was written",
+	    .superseded_out = &superseded,
+	};
 	char reason[512];
 	unsigned gen = busy_gen(r, key);
 	int rc;
 
 	reception_reason(reason, sizeof(reason), "overwritten", who);
-	rc = db_reception_record(r->db, &rn, reason, NULL, NULL);
+	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL, NULL);
+	if (rc == 0 && superseded) {
+		log_warn("%s/%s: replaced or removed by another upload before "
+			 "its row was written: logged as removed",
+			 r->cfg->reception_bucket, key);
+		reception_undos_cancel(r, key);
+		ctr_add(CTR_RECEIVED, 1);
+		ctr_add(CTR_BYTES_RECEIVED, res->size);
+		return 0;
+	}
 	if (rc == 0) {
 		reception_mark_known(r, key, res->etag);
 		reception_undos_cancel(r, key);
@@ -894,8 +935,8 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0};
-	struct db_record_guard g = {expect_live, reception_foreign_check, &so,
-				    0};
+	struct db_record_guard g = {
+	    expect_live, reception_foreign_check, &so, 0, NULL, NULL};
 	int rc, attempt;
 	int64_t due;
 

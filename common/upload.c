@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -39,7 +40,62 @@ struct upload_pool {
 	int hstopping;		      /* protected by lock: hashers end */
 	int n_workers, n_hashers;
 	pthread_t *workers, *hashers;
+	/* The journal of open multipart uploads (upload_journal_open), or
+	 * -1; jopen counts those it holds. */
+	pthread_mutex_t jlock;
+	int jfd;     /* protected by jlock */
+	char *jpath; /* protected by jlock */
+	long jopen;  /* protected by jlock */
+	int jfailed; /* protected by jlock: a write failure was logged */
 };
+
+/* Records that multipart upload id of bucket/key was created (key given)
+ * or ended (key NULL: completed, or aborted). A journal with nothing left
+ * open is emptied. A failed write is logged once: the upload goes on (a
+ * death would then leave it for the store's own lifecycle rules). */
+static void upload_journal_note(struct upload_pool *p, const char *bucket,
+				const char *id, const char *key)
+{
+	char *line = NULL;
+	int n, err = 0;
+
+	pthread_mutex_lock(&p->jlock);
+	if (p->jfd < 0)
+		goto out;
+	if (!key && p->jopen > 0 && --p->jopen == 0) {
+		if (ftruncate(p->jfd, 0) != 0)
+			err = errno;
+		goto out;
+	}
+	n = key ? asprintf(&line, "C\t%s\t%s\t%s\n", bucket, id, key)
+		: asprintf(&line, "E\t%s\t%s\n", bucket, id);
+	if (n < 0) {
+		line = NULL;
+		err = ENOMEM;
+		goto out;
+	}
+	if (write(p->jfd, line, (size_t)n) != n)
+		err = errno ? errno : EIO;
+	else if (key)
+		p->jopen++;
+out:
+	if (err && !p->jfailed) {
+		p->jfailed = 1;
+		log_warn("journal of multipart uploads %s: %s",
+			 p->jpath ? p->jpath : "?", strerror(err));
+	}
+	pthread_mutex_unlock(&p->jlock);
+	free(line);
+}
+
+void upload_pool_set_journal(struct upload_pool *p, int fd, char *path)
+{
+	pthread_mutex_lock(&p->jlock);
+	p->jfd = fd;
+	p->jpath = path;
+	p->jopen = 0;
+	pthread_mutex_unlock(&p->jlock);
+}
 
 /* upload.hstate; H_QUEUED <=> in the pool's hasher FIFO, changed to and
  * from under pool->lock and u->lock both. */
@@ -206,6 +262,8 @@ static void upload_run_create(struct part_job *j)
 		u->mpu = MPU_READY;
 	}
 	pthread_mutex_unlock(&u->lock);
+	if (!rc)
+		upload_journal_note(u->pool, u->bucket, id, u->key);
 	if (held) {
 		for (last = held; last->next; last = last->next)
 			;
@@ -562,6 +620,8 @@ struct upload_pool *upload_pool_new(int workers)
 	pthread_mutex_init(&p->lock, NULL);
 	pthread_cond_init(&p->cond, NULL);
 	pthread_cond_init(&p->hcond, NULL);
+	pthread_mutex_init(&p->jlock, NULL);
+	p->jfd = -1;
 	p->workers = calloc((size_t)workers, sizeof(*p->workers));
 	p->hashers = calloc((size_t)workers, sizeof(*p->hashers));
 	if (!p->workers || !p->hashers)
@@ -584,6 +644,7 @@ struct upload_pool *upload_pool_new(int workers)
 	}
 	return p;
 fail:
+	pthread_mutex_destroy(&p->jlock);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	pthread_cond_destroy(&p->hcond);
@@ -614,6 +675,14 @@ void upload_pool_free(struct upload_pool *p)
 	pthread_mutex_unlock(&p->lock);
 	for (i = 0; i < p->n_workers; i++)
 		pthread_join(p->workers[i], NULL);
+	if (p->jfd >= 0) {
+		/* Nothing left open: no sweep needs it. */
+		if (p->jopen == 0 && p->jpath)
+			unlink(p->jpath);
+		close(p->jfd);
+	}
+	free(p->jpath);
+	pthread_mutex_destroy(&p->jlock);
 	pthread_mutex_destroy(&p->lock);
 	pthread_cond_destroy(&p->cond);
 	pthread_cond_destroy(&p->hcond);
@@ -660,9 +729,13 @@ static void upload_reset(struct upload *u, int broken)
 	if (u->upload_id) {
 		int rc = s3_mpu_abort(u->s3, u->bucket, u->key, u->upload_id);
 
-		if (rc)
-			log_warn("abort of multipart upload of %s/%s: %s",
+		if (rc && rc != -ENOENT)
+			log_warn("abort of multipart upload of %s/%s: %s (left "
+				 "to the next sweep of the journal)",
 				 u->bucket, u->key, strerror(-rc));
+		else
+			upload_journal_note(u->pool, u->bucket, u->upload_id,
+					    NULL);
 		free(u->upload_id);
 		u->upload_id = NULL;
 	}
@@ -911,6 +984,7 @@ static int upload_complete(struct upload *u, char *etag)
 			     etag);
 	free(copy);
 	if (rc == 0) {
+		upload_journal_note(u->pool, u->bucket, u->upload_id, NULL);
 		free(u->upload_id);
 		u->upload_id = NULL;
 		upload_forget_mpu(u);
@@ -1010,6 +1084,7 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_meta + 2, &id);
 	if (rc)
 		goto out;
+	upload_journal_note(u->pool, u->bucket, id, u->key);
 	pthread_mutex_lock(&u->lock);
 	u->upload_id = id;
 	u->mpu = MPU_READY;

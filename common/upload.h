@@ -52,6 +52,28 @@ struct upload_pool *upload_pool_new(int workers);
  * Every upload of the pool must have been freed first. */
 void upload_pool_free(struct upload_pool *p);
 
+/* Multipart uploads left open by a process that died (their parts stay,
+ * invisible and billed, until aborted). A process keeps a journal of the
+ * multipart uploads it has open in a local directory (the spool): the
+ * file is locked (flock) for as long as it lives. */
+
+/* Creates and locks this process's journal in dir: *fd_out and its path
+ * (*path_out, malloc'd), to give to upload_pool_set_journal. 0 or -errno. */
+int upload_journal_open(const char *dir, int *fd_out, char **path_out);
+/* From here on p records in fd (fd and path owned by p from here on) each
+ * multipart upload it creates and each it completes or aborts.
+ * upload_pool_free closes it, and removes the file when nothing it
+ * recorded is left open. */
+void upload_pool_set_journal(struct upload_pool *p, int fd, char *path);
+/* Aborts, with standard S3 requests only, the multipart uploads that the
+ * journals in dir of processes that are gone (their lock free) left open;
+ * a journal goes once all of its uploads are aborted or gone. Never
+ * touches a live process's uploads (its journal is locked), nor any upload
+ * not journaled (another tool's, another host's). *aborted gets the count.
+ * 0, or the first error (what failed is tried again by the next sweep). */
+int upload_journal_sweep(struct s3_client *s3, const char *dir,
+			 size_t *aborted);
+
 /* A new upload of fd (owned by the caller, must stay open until
  * upload_free) to bucket/key. part_size >= 5 MiB. Strings are copied.
  * NULL on OOM. */

@@ -355,7 +355,7 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	if (what & ATTROV_MODE) {
 		r.what |= DB_ATTR_MODE;
 		r.mode = in->mode & 07777;
-		op = "chmod";
+		op = what & ATTROV_KILLPRIV ? "kill_priv" : "chmod";
 	}
 	if (what & ATTROV_OWNER) {
 		r.what |= DB_ATTR_OWNER;

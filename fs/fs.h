@@ -280,13 +280,17 @@ void ofile_free_all(void);
 #define ATTROV_MTIME 8
 #define ATTROV_RESET 32 /* a new file: rel's earlier attributes go first */
 #define ATTROV_DIR 64	/* with RESET: a directory (logged 'mkdir') */
+/* with MODE: the kernel's rule clearing setuid/setgid on a write or a
+ * truncation by another than root, not a chmod anyone asked for (logged
+ * 'kill_priv', the writer as who) */
+#define ATTROV_KILLPRIV 128
 /* Records the fields of in named by what (ATTROV_*) for rel: in the
  * database first (with the caller of the current FUSE request as who;
- * logged in file_attr_changes: 'create'/'mkdir' for a RESET, else
- * chmod/chown/utimens), then in the cache; the status-change time is the
- * database's now(). st is the file's current stat (for a partial chown;
- * may be NULL without ATTROV_OWNER). etag is the ETag of the object
- * changed (NULL: not known, a directory, or a file open here): a row
+ * logged in file_attr_changes: 'create'/'mkdir' for a RESET, 'kill_priv'
+ * for a KILLPRIV, else chmod/chown/utimens), then in the cache; the
+ * status-change time is the database's now(). st is the file's current stat
+ * (for a partial chown; may be NULL without ATTROV_OWNER). etag is the ETag of
+ * the object changed (NULL: not known, a directory, or a file open here): a row
  * bound to another object is stale, the change starts from the defaults
  * (db_attrs_set). A RESET row is unbound until its upload is recorded
  * (attrov_bind). 0 or -errno from the database (EIO when the outcome is

@@ -220,9 +220,32 @@ static int cfs_start_workers(void)
 {
 	int rc;
 
+	size_t swept = 0;
+	char *jpath = NULL;
+	int jfd;
+
 	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
 	if (!cfs->pool)
 		return -ENOMEM;
+	/* Multipart uploads that processes which died with this spool
+	 * directory left open are aborted (a live mount's journal is
+	 * locked: left alone); then this one's journal is kept. */
+	rc = upload_journal_sweep(cfs->s3, cfs->cfg.spool_dir, &swept);
+	if (swept)
+		log_info("aborted %zu multipart uploads left open by processes "
+			 "that died",
+			 swept);
+	if (rc)
+		log_warn("multipart uploads left by processes that died: %s "
+			 "(the next mount or custodyfs recover tries again)",
+			 strerror(-rc));
+	rc = upload_journal_open(cfs->cfg.spool_dir, &jfd, &jpath);
+	if (rc == 0)
+		upload_pool_set_journal(cfs->pool, jfd, jpath);
+	else
+		log_warn("no journal of multipart uploads in %s: %s (uploads "
+			 "left open by a crash are not aborted later)",
+			 cfs->cfg.spool_dir, strerror(-rc));
 	cfs->rcp = reception_new(&cfs->cfg, cfs->s3, cfs->db);
 	if (!cfs->rcp)
 		return -ENOMEM;

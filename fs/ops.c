@@ -578,6 +578,29 @@ static int daemon_checks(const struct stat *st, const struct attrov *in,
 	return 0;
 }
 
+/* Is this mode change the kernel's clearing of setuid/setgid for a write
+ * or truncation through its page cache (file_remove_privs: sent as a
+ * chmod with the writer's credentials) rather than a chmod? Told apart
+ * when the caller is neither root nor the owner (who could not chmod the
+ * file; the owner's own kill stays a chmod, indistinguishable) and the
+ * change drops exactly the bits the kernel's rule drops (setuid; setgid
+ * with group execute) and nothing else. */
+static int kernel_kill_priv(const struct stat *st, const struct attrov *in,
+			    unsigned what)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	mode_t old = st->st_mode & 07777, kill = 0;
+
+	if (what != ATTROV_MODE || !ctx || ctx->uid == 0 ||
+	    ctx->uid == st->st_uid)
+		return 0;
+	if (old & S_ISUID)
+		kill |= S_ISUID;
+	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		kill |= S_ISGID;
+	return kill && (in->mode & 07777) == (old & ~kill);
+}
+
 /* The mount's root, inbox/ and projects/ keep the modes and owner the
  * daemon gives them: a chmod or chown that would change them fails
  * (EPERM, for root too: a success would be a lie), one that changes
@@ -646,6 +669,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			return rc;
 	}
 	rc = daemon_checks(&st, in, what);
+	if (rc == 0 && kernel_kill_priv(&st, in, what))
+		what |= ATTROV_KILLPRIV; /* logged as what it is */
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (rc == 0 && what)

@@ -497,8 +497,9 @@ static void write_only_direct(struct fuse_file_info *fi)
 
 /* A write or truncation by a caller without root clears setuid, and
  * setgid when group execute is set (the kernel's rule,
- * should_remove_suid), and records the new mode as a chmod by that
- * caller. 0 or -errno (EIO: the database; nothing changed). */
+ * should_remove_suid), and records the new mode as that caller's
+ * 'kill_priv' (not a chmod: nobody asked for one). 0 or -errno (EIO: the
+ * database; nothing changed). */
 static int privs_clear(const char *rel)
 {
 	struct fuse_context *ctx = fuse_get_context();
@@ -519,7 +520,8 @@ static int privs_clear(const char *rel)
 			kill |= S_ISGID;
 		if (kill) {
 			in.mode = st.st_mode & 07777 & ~kill;
-			rc = attrov_set(rel, &in, ATTROV_MODE, &st, NULL);
+			rc = attrov_set(rel, &in, ATTROV_MODE | ATTROV_KILLPRIV,
+					&st, NULL);
 		}
 	}
 	return rc == -EINPROGRESS ? -EIO : rc;
@@ -1003,7 +1005,10 @@ int inbox_sync(struct fhandle *h, int closing)
 }
 
 /* The last close of a handle whose commit was deferred to a descriptor
- * that never committed: last resort, errors can only be logged. */
+ * that never committed, or that changed the file after its last flush
+ * (a shared mapping outlives its descriptors: the kernel writes its pages
+ * back when it is unmapped, then releases): last resort, errors can only
+ * be logged. */
 void inbox_release(struct fhandle *h)
 {
 	struct ofile *of = h->of;
@@ -1012,7 +1017,7 @@ void inbox_release(struct fhandle *h)
 
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		if (h->deferred && !of->failed && of->dirty) {
+		if ((h->deferred || h->pending) && !of->failed && of->dirty) {
 			rc = ofile_commit(of);
 			committed = rc == 0;
 			if (rc) {

@@ -17,6 +17,7 @@
 #include "log.h"
 #include "promote.h"
 #include "tools.h"
+#include "upload.h"
 
 static void recover_usage(FILE *f)
 {
@@ -72,11 +73,12 @@ int tool_recover(int argc, char **argv)
 	struct db_journal_info *before = NULL, *after = NULL, *now = NULL;
 	size_t n_before = 0, n_after = 0, n_now = 0, i, n_ids = 0;
 	size_t n_done = 0, n_failed = 0, n_left = 0, n_elsewhere = 0;
+	size_t swept = 0;
 	struct promote *p = NULL;
 	struct tool_env t;
 	int64_t *ids = NULL;
 	char *config = NULL, err[512];
-	int json = 0, c, rc, me = 0, handled = 0, status = TOOL_FAILED;
+	int json = 0, c, rc, mrc, me = 0, handled = 0, status = TOOL_FAILED;
 
 	optind = 1;
 	while ((c = getopt_long(argc, argv, "o:h", lopts, NULL)) != -1) {
@@ -149,6 +151,16 @@ int tool_recover(int argc, char **argv)
 	rc = promote_recover(p, &handled);
 	if (rc)
 		log_error("recovery: %s", strerror(-rc));
+	/* Multipart uploads of mounts (with this spool directory) that
+	 * died: aborted, a live mount's left alone. */
+	mrc = upload_journal_sweep(t.s3, t.cfg.spool_dir, &swept);
+	if (swept)
+		log_info("aborted %zu multipart uploads left open by processes "
+			 "that died",
+			 swept);
+	if (mrc)
+		log_warn("multipart uploads left by processes that died: %s",
+			 strerror(-mrc));
 	/* Each entry as it ends, and what is open now (entries of processes
 	 * that died meanwhile are left open too). */
 	if (n_ids && db_journal_infos(t.db, ids, n_ids, 0, &after, &n_after))

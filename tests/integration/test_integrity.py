@@ -400,6 +400,48 @@ def test_large_dd_logs_one_reception(fresh_mount, tmp_path):
     one_row(m, "big.bin", data)
 
 
+@pytest.mark.parametrize("how", ["redirect", "dd"])
+def test_large_redirect_and_dd_stream_their_parts(stack, mount_factory, tmp_path, how):
+    """A large file written by a shell redirect (open, dup2, close the original, write) or by
+    dd is streamed while it is written (issue 5 item 2: the first close must not turn
+    streaming off for the rest of the file's life): its one multipart upload is created
+    before the hashes are known (no x-amz-meta-sha256 on the CreateMultipartUpload, which an
+    upload again from the spool carries), each part is sent once, and one row describes it."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    creates, parts = [], []
+    data = os.urandom((17 << 20) + 4321)
+    src = tmp_path / "src.bin"
+    src.write_bytes(data)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url},
+                                  "fs": {"part_size": str(5 << 20)}})
+        os.mkdir(os.path.join(m.inbox, "big"))
+        key = f"big/{how}.bin"
+        p = os.path.join(m.inbox, key)
+
+        def watch(method, path, headers):
+            q = path.partition("?")
+            if q[0].endswith("/" + key):
+                if method == "POST" and q[2].startswith("uploads"):
+                    creates.append({k.lower() for k in headers.keys()})
+                elif method == "PUT" and "partNumber" in q[2]:
+                    parts.append(q[2])
+            return None
+        px.rule = watch
+        if how == "redirect":
+            sh(f"bash -c 'cat {src} > {p}'")
+        else:
+            sh(f"dd if={src} of={p} bs=1M status=none")
+    finally:
+        px.rule = None
+        px.close()
+    assert len(creates) == 1, creates
+    assert "x-amz-meta-sha256" not in creates[0], "uploaded again from the spool, not streamed"
+    assert len(parts) == 4, parts  # 5+5+5+2 MiB, each sent once
+    one_row(m, key, data)
+
+
 # --------------------------------------------------------------------------- rename over open
 
 def _stored_pair(m, d, uniq):
@@ -767,3 +809,40 @@ def test_failed_spool_write_never_leaves_a_row_hashing_other_bytes(mount_factory
             os.close(x)
         subprocess.run(["umount", "-l", spool])
         os.rmdir(spool)
+
+
+# --------------------------------------------------------------------------- 3. writes after close
+
+def test_writes_through_a_mapping_after_close_are_stored(mount, d, uniq):
+    """A shared mapping outlives its descriptor: bytes written through it after close(2) reach
+    the file when it is unmapped (the kernel writes the pages back, then releases the file).
+    They must be stored and logged like any other change; before, the release committed only
+    a deferred close, so they stayed in the spool and were gone with it (the store kept the
+    content of the close, with no error anywhere)."""
+    import ctypes
+    import mmap
+    m = mount
+    key = f"{uniq}/mapped.bin"
+    p = os.path.join(d, "mapped.bin")
+    # libc's mmap/munmap (Python's mmap module keeps a dup of the descriptor)
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.mmap.restype = ctypes.c_void_p
+    libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int,
+                          ctypes.c_int, ctypes.c_long]
+    libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+    fd = os.open(p, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+    os.write(fd, b"\0" * 8192)
+    addr = libc.mmap(None, 8192, mmap.PROT_READ | mmap.PROT_WRITE, mmap.MAP_SHARED, fd, 0)
+    assert addr not in (None, ctypes.c_void_p(-1).value), os.strerror(ctypes.get_errno())
+    os.close(fd)  # the last descriptor: stores 8192 zeros
+    assert get_object(m, key) == b"\0" * 8192
+    ctypes.memmove(addr + 100, b"hello", 5)
+    assert libc.munmap(addr, 8192) == 0  # written back, then released
+    want = b"\0" * 100 + b"hello" + b"\0" * (8192 - 105)
+    m.wait_until(lambda: get_object(m, key) == want, timeout=30, interval=0.3,
+                 what="the bytes written through the mapping stored")
+    m.wait_until(lambda: len(rows(m, key)) == 2, timeout=30, interval=0.3, what="two rows")
+    rs = rows(m, key)
+    assert rs[0]["removed_at"] is not None and rs[1]["removed_at"] is None, rs
+    assert rs[1]["sha256"] == m.sha256_bytes(want)
+    assert read(p) == want

@@ -524,9 +524,9 @@ def test_truncating_open_by_another_user_clears_setuid_and_setgid(shared, uniq):
         assert stat.S_IMODE(os.stat(f).st_mode) == after, (key, oct(os.stat(f).st_mode))
         assert attrs_row(m, key)["mode"] == after
         if after != before:
-            ch = changes(m, key)
+            ch = changes(m, key, every=True)
             assert [(c["op"], c["changed_uid"], c["mode"]) for c in ch][-1] == \
-                ("chmod", B, after), ch
+                ("kill_priv", B, after), ch  # the truncation's, not a chmod (review-upload L2)
     m.restart()
     for n, (_, _, after) in enumerate(cases):
         assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-{n}.sh")).st_mode) == after
@@ -748,9 +748,31 @@ def test_setuid_cleared_by_every_write_even_after_a_failed_clear(shared, uniq):
         assert child.wait(timeout=60) == 0
     assert attrs_row(m, key)["mode"] == 0o777
     assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == b"#!/bin/sh23"
-    # each clear recorded once, as the writer's
-    kills = [c for c in changes(m, key) if c["op"] == "chmod" and c["changed_uid"] == B]
-    assert [c["mode"] for c in kills] == [0o777, 0o777], changes(m, key)
+    # each clear recorded once, as the writer's, and as what it is (no chmod by B)
+    kills = [c for c in changes(m, key, every=True) if c["changed_uid"] == B]
+    assert [(c["op"], c["mode"]) for c in kills] == [("kill_priv", 0o777)] * 2, kills
+
+
+@pytest.mark.parametrize("how", ["ab", "r+b"], ids=["write-only", "page-cache"])
+def test_kill_priv_is_logged_as_such_not_as_a_chmod(shared, uniq, how):
+    """Another user's write into a setuid/setgid file clears the bits (the kernel's rule) and
+    the change log says so: op 'kill_priv' by the writer, never a 'chmod' by a user who may
+    not chmod the file (review-upload L2). Both paths: a write-only handle (direct_io, the
+    daemon clears) and a read-write one (page cache: the kernel sends the clear as a chmod
+    by the writer). setgid without group execute stays (the kernel's rule)."""
+    m = shared
+    for mode, left in ((0o6777, 0o777), (0o6767, 0o2767)):
+        key = f"{uniq}-{mode:o}.sh"
+        f = m.path("inbox", key)
+        assert as_user(A, f"open({f!r}, 'w').write('#!/bin/sh')",
+                       f"os.chmod({f!r}, {mode:#o})") == ["ok", "ok"]
+        assert as_user(B, f"open({f!r}, {how!r}).write(b'#')") == ["ok"]
+        assert stat.S_IMODE(os.stat(f).st_mode) == left
+        assert attrs_row(m, key)["mode"] == left
+        by_b = [c for c in changes(m, key, every=True) if c["changed_uid"] == B]
+        assert [(c["op"], c["mode"]) for c in by_b] == [("kill_priv", left)], by_b
+        by_a = [c["op"] for c in changes(m, key, every=True) if c["changed_uid"] == A]
+        assert by_a == ["create", "chmod"], by_a
 
 
 def test_write_by_another_user_without_default_permissions_clears_setuid(mount_factory, uniq):

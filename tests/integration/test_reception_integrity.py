@@ -42,15 +42,6 @@ def finish(p, timeout=BOUND):
         return None, "still running"
 
 
-def create_then_hold(pgproxy, path):
-    """Creates path, then holds the database. A create records its creator's owner and mode
-    in the database first (issue 9: nothing is created that the database did not take), so
-    a file whose COMMIT is to race with the held database is created before the hold."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    pgproxy.hold()
-    return fd
-
-
 def write_close_in_thread(fd, data):
     """Writes data to fd and closes it in a thread; res["rc"] is 0 or the errno."""
     res = {}
@@ -166,6 +157,28 @@ def pgproxy(stack):
     px = TcpProxy(stack.pg_port)
     yield px
     px.close()
+
+
+@pytest.fixture
+def s3proxy(stack):
+    px = FaultProxy(stack.endpoint)
+    yield px
+    px.rule = None
+    px.close()
+
+
+def hold_db_at_upload(s3proxy, pgproxy, key):
+    """Holds the database (pgproxy) as the request that makes key's object goes out (its PUT,
+    or the completion of its multipart upload), so the upload lands and its row then waits.
+    (Holding it before the writes would stop the upload itself: a mount records the file's
+    attributes in the database before it uploads.)"""
+    def rule(method, path, headers):
+        p, _, q = path.partition("?")
+        if p.endswith("/" + key) and ((method == "PUT" and "partNumber" not in q) or
+                                      (method == "POST" and "uploadId" in q)):
+            pgproxy.hold()
+        return None
+    s3proxy.rule = rule
 
 
 def conninfo_via(stack, port):
@@ -284,17 +297,20 @@ def test_new_file_with_db_lost_is_removed_when_db_returns(stack, mount_factory, 
         px.close()
 
 
-def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy, tmp_path):
+def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy, s3proxy,
+                                                   tmp_path):
     """Mount A uploads a new key; before A's row commits, mount B writes the same key and
     commits its row; then A loses the database. A must not delete B's object (it is not the
     one A uploaded, and it has a row); bucket and table agree on B's file."""
-    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}), name="host-a")
+    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)},
+                                           "s3": {"endpoint": s3proxy.url}}), name="host-a")
     b = mount_factory(reset=False, config=grace(60000), name="host-b")
     os.mkdir(os.path.join(a.inbox, "two"))
     key = "two/same.bin"
     data_a = b"written by a " * 500
     data_b = b"written by b " * 700
-    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    hold_db_at_upload(s3proxy, pgproxy, key)
+    fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     t, res = write_close_in_thread(fd, data_a)
     try:
         a.wait_until(lambda: get_object(a, key) == data_a, timeout=30, what="a's upload")
@@ -318,22 +334,77 @@ def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy
     assert r[0]["origin"] == "mount"
 
 
+@pytest.mark.parametrize("size", [3000, 12 << 20], ids=["put", "multipart"])
+def test_late_row_of_a_replaced_upload_never_becomes_the_live_one(stack, mount_factory, size):
+    """Mount A's upload lands at the store, but its answer is late (so A's row is not written
+    yet); meanwhile mount B writes the same key and commits its row. When A's row goes in, the
+    object is B's: A's row must not become the live row (it would describe bytes the bucket no
+    longer holds, and B's upload would then be logged a second time, as another route's).
+    Both uploads are logged once each; the live row is B's and describes the object; A's
+    close still reports success (its bytes were stored, then replaced)."""
+    px = FaultProxy(stack.endpoint)
+    key = "late/same.bin"
+    data_a = os.urandom(size)
+    data_b = os.urandom(size + 1)
+    try:
+        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url},
+                                               "fs": {"part_size": str(5 << 20)}}),
+                          name="host-a")
+        b = mount_factory(reset=False, config=grace(60000), name="host-b")
+        os.mkdir(os.path.join(a.inbox, "late"))
+
+        def last_request(method, path, headers):
+            p, _, q = path.partition("?")
+            if not p.endswith("/" + key):
+                return None
+            if size < (5 << 20) and method == "PUT" and "partNumber" not in q:
+                return ("late", 120)
+            if size >= (5 << 20) and method == "POST" and "uploadId" in q:
+                return ("late", 120)
+            return None
+        px.rule = last_request
+        fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        t, res = write_close_in_thread(fd, data_a)
+        a.wait_until(lambda: get_object(a, key) == data_a, timeout=60, what="a's upload")
+        write(os.path.join(b.inbox, key), data_b)
+        assert len(rows(b, key)) == 1
+        px.release.set()  # a learns its upload landed, then writes its row
+        t.join(BOUND)
+        assert not t.is_alive()
+    finally:
+        px.rule = None
+        px.close()
+    assert res.get("rc") == 0, f"a's close: {res.get('rc')}"
+    assert get_object(a, key) == data_b
+    r = rows(a, key)
+    assert len(r) == 2, r
+    live = [x for x in r if x["removed_at"] is None]
+    assert len(live) == 1, r
+    assert live[0]["sha256"] == a.sha256_bytes(data_b), "the live row is not the object's"
+    assert live[0]["etag"] == etag_of(a, key)
+    gone = [x for x in r if x["removed_at"] is not None]
+    assert gone[0]["sha256"] == a.sha256_bytes(data_a)
+    assert {x["origin"] for x in r} == {"mount"}
+
+
 # --------------------------------------------------------------------------- 7: one logger
 
 @pytest.mark.parametrize("size", [3000, 12 << 20], ids=["put", "multipart"])
 def test_other_mounts_upload_is_logged_by_it_not_as_foreign(stack, mount_factory, pgproxy,
-                                                             tmp_path, size):
+                                                             s3proxy, tmp_path, size):
     """Mount A's commit is held after its upload landed; mount B lists the key and scans the
     bucket meanwhile. The one row is A's (origin mount, A's user), not a "foreign" row by B."""
     a = mount_factory(config=grace(15000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)},
-                              "fs": {"part_size": str(5 << 20)}}), name="host-a")
+                                           "s3": {"endpoint": s3proxy.url},
+                                           "fs": {"part_size": str(5 << 20)}}), name="host-a")
     b = mount_factory(reset=False, config=grace(15000, {"fs": {"scan_interval": "1"}}),
                       name="host-b")
     os.mkdir(os.path.join(a.inbox, "race"))
     key = "race/by-a.bin"
     data = os.urandom(size)
     bdir = os.path.join(b.inbox, "race")
-    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    hold_db_at_upload(s3proxy, pgproxy, key)
+    fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     t, res = write_close_in_thread(fd, data)
     try:
         a.wait_until(lambda: get_object(a, key) == data, timeout=60, what="a's upload")
@@ -639,16 +710,19 @@ def test_undo_of_a_new_key_not_fooled_by_a_removed_row(stack, mount_factory, pgp
         f"object of a failed close left in the bucket with no live row: rows {rows(m, key)}"
 
 
-def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, pgproxy, tmp_path):
+def test_uploaders_row_wins_over_observer_even_with_skew(stack, mount_factory, pgproxy, s3proxy,
+                                                         tmp_path):
     """Observer B's grace is short relative to A's upload->row time (what a clock skew
     between B and the store does to the default grace). A's close returns 0: its row must be
     A's (origin mount), decided in the database -- not B's 'another route' row."""
-    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}), name="host-a")
+    a = mount_factory(config=grace(60000, {"postgres": {"conninfo": conninfo_via(stack, pgproxy.port)},
+                                           "s3": {"endpoint": s3proxy.url}}), name="host-a")
     b = mount_factory(reset=False, config=grace(300, {"fs": {"scan_interval": "1"}}), name="host-b")
     os.mkdir(os.path.join(a.inbox, "skew"))
     key = "skew/a.bin"
     data = os.urandom(5000)
-    fd = create_then_hold(pgproxy, os.path.join(a.inbox, key))
+    hold_db_at_upload(s3proxy, pgproxy, key)
+    fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     t, res = write_close_in_thread(fd, data)
     try:
         a.wait_until(lambda: get_object(a, key) == data, timeout=30, what="a's upload")
