@@ -573,6 +573,253 @@ static const char *const db_migration_8[] = {
 	NULL,
 };
 
+/* Version 9: tamper evidence (doc/custodyfs-chain.7 is the auditor's
+ * reference). Every row inserted into projects_registry, reception_audit,
+ * storage_audit and audit_chain_events, by anyone, gets from the BEFORE
+ * INSERT trigger zz_custodyfs_chain (named to run last of the BEFORE
+ * triggers, ENABLE ALWAYS so replica mode does not skip it):
+ *   chain_seq = head.seq + 1, prev_hash = head.row_hash,
+ *   row_hash  = hex(SHA-256(bytes(prev_hash) || custodyfs_chain_encode))
+ * under the table's audit_chain_heads row locked FOR UPDATE: the lock is
+ * held until the inserting transaction ends, so a second inserter waits,
+ * then reads the committed head (or the old one after a rollback) and the
+ * chain order is the commit order. The mutable columns (removed_at and
+ * removal_reason of the two audit tables, a project's name) are not in the
+ * row hash: each value they take, at insert or by an UPDATE, is its own
+ * chained row of audit_chain_events (strictly append-only), and verify
+ * checks each row's current value against its newest event. Rows present
+ * at migration time are chained in id order. */
+static const char *const db_migration_9[] = {
+	"CREATE TABLE IF NOT EXISTS audit_chain_heads ("
+	" table_name text PRIMARY KEY,"
+	" seq bigint NOT NULL,"
+	" row_hash text NOT NULL)",
+
+	"CREATE TABLE IF NOT EXISTS audit_chain_events ("
+	" id bigserial PRIMARY KEY,"
+	" table_name text NOT NULL,"
+	" row_id bigint NOT NULL,"
+	" kind text NOT NULL CHECK (kind IN ('removed', 'named')),"
+	" removed_at timestamptz,"
+	" removal_reason text,"
+	" name text,"
+	" event_at timestamptz NOT NULL DEFAULT now(),"
+	" event_by text NOT NULL DEFAULT current_user)",
+	"CREATE INDEX IF NOT EXISTS audit_chain_events_row"
+	" ON audit_chain_events (table_name, row_id, id)",
+
+	"ALTER TABLE projects_registry"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE reception_audit"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE storage_audit"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE audit_chain_events"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+
+	/* One field: "~" for NULL, else its UTF-8 byte length in decimal,
+	 * ":", the bytes. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_field(v text)"
+	" RETURNS bytea LANGUAGE sql IMMUTABLE PARALLEL SAFE AS"
+	" $fn$SELECT CASE WHEN v IS NULL THEN convert_to('~', 'UTF8')"
+	" ELSE convert_to(octet_length(convert_to(v, 'UTF8'))::text || ':',"
+	" 'UTF8') || convert_to(v, 'UTF8') END$fn$",
+
+	/* The columns of each table's row hash, in order (version 1 of the
+	 * encoding: a later migration that adds one must start v2). */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_columns(tbl text)"
+	" RETURNS text[] LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $fn$"
+	"SELECT CASE tbl"
+	" WHEN 'projects_registry' THEN ARRAY['id', 'prefix', 'created_at',"
+	"  'created_by']"
+	" WHEN 'reception_audit' THEN ARRAY['id', 'source_bucket',"
+	"  'file_name', 'object_key', 'size_bytes', 'uploaded_at', 'xxh128',"
+	"  'sha256', 'received_by', 'etag', 'origin', 'received_uid',"
+	"  'received_user', 'received_host']"
+	" WHEN 'storage_audit' THEN ARRAY['id', 'project_prefix',"
+	"  'project_name', 'dest_bucket', 'dest_key', 'size_bytes',"
+	"  'moved_at', 'source_bucket', 'source_key', 'reception_id',"
+	"  'outcome', 'duplicate_of', 'xxh128', 'sha256', 'moved_by',"
+	"  'moved_uid', 'moved_user', 'moved_host', 'journal_id']"
+	" WHEN 'audit_chain_events' THEN ARRAY['id', 'table_name', 'row_id',"
+	"  'kind', 'removed_at', 'removal_reason', 'name', 'event_at',"
+	"  'event_by']"
+	" END$fn$",
+
+	/* The canonical encoding of a row (to_jsonb of it): the fields
+	 * "custodyfs-chain-v1", the table name, then each column of
+	 * custodyfs_chain_columns; timestamps as microseconds since the Unix
+	 * epoch (an integer in decimal), other values as their text. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_encode(tbl text, r jsonb)"
+	" RETURNS bytea LANGUAGE plpgsql IMMUTABLE PARALLEL SAFE AS $fn$\n"
+	"DECLARE c text; v text; out bytea;\n"
+	"BEGIN\n"
+	" out := custodyfs_chain_field('custodyfs-chain-v1')"
+	"  || custodyfs_chain_field(tbl);\n"
+	" FOREACH c IN ARRAY custodyfs_chain_columns(tbl) LOOP\n"
+	"  v := r ->> c;\n"
+	"  IF v IS NOT NULL AND c IN ('created_at', 'uploaded_at', 'moved_at',"
+	"   'removed_at', 'event_at') THEN\n"
+	"   v := (extract(epoch FROM v::timestamptz) * 1000000)::bigint::text;\n"
+	"  END IF;\n"
+	"  out := out || custodyfs_chain_field(v);\n"
+	" END LOOP;\n"
+	" RETURN out;\n"
+	"END\n"
+	"$fn$",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_insert()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE enc bytea; h record;\n"
+	"BEGIN\n"
+	" enc := custodyfs_chain_encode(TG_TABLE_NAME, to_jsonb(NEW));\n"
+	" SELECT seq, row_hash INTO h FROM audit_chain_heads"
+	"  WHERE table_name = TG_TABLE_NAME FOR UPDATE;\n"
+	" IF NOT FOUND THEN\n"
+	"  RAISE EXCEPTION 'custodyfs: no chain head for %', TG_TABLE_NAME"
+	"   USING ERRCODE = 'P0001';\n"
+	" END IF;\n"
+	" NEW.chain_seq := h.seq + 1;\n"
+	" NEW.prev_hash := h.row_hash;\n"
+	" NEW.row_hash := encode(sha256(decode(h.row_hash, 'hex') || enc),"
+	"  'hex');\n"
+	" UPDATE audit_chain_heads SET seq = NEW.chain_seq,"
+	"  row_hash = NEW.row_hash WHERE table_name = TG_TABLE_NAME;\n"
+	" RETURN NEW;\n"
+	"END\n"
+	"$fn$",
+
+	/* Each value a mutable column takes is an event. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_mutable()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"BEGIN\n"
+	" IF TG_TABLE_NAME = 'projects_registry' THEN\n"
+	"  IF TG_OP = 'INSERT' OR NEW.name IS DISTINCT FROM OLD.name THEN\n"
+	"   INSERT INTO audit_chain_events (table_name, row_id, kind, name)"
+	"    VALUES (TG_TABLE_NAME, NEW.id, 'named', NEW.name);\n"
+	"  END IF;\n"
+	" ELSIF (TG_OP = 'INSERT' AND (NEW.removed_at IS NOT NULL"
+	"   OR NEW.removal_reason IS NOT NULL))"
+	"  OR (TG_OP = 'UPDATE' AND (NEW.removed_at, NEW.removal_reason)"
+	"   IS DISTINCT FROM (OLD.removed_at, OLD.removal_reason)) THEN\n"
+	"  INSERT INTO audit_chain_events (table_name, row_id, kind,"
+	"   removed_at, removal_reason)"
+	"   VALUES (TG_TABLE_NAME, NEW.id, 'removed', NEW.removed_at,"
+	"   NEW.removal_reason);\n"
+	" END IF;\n"
+	" RETURN NULL;\n"
+	"END\n"
+	"$fn$",
+
+	/* Chain what is there, in id order; the mutable columns' current
+	 * values become their first events. The append-only triggers are
+	 * off for this transaction's own updates of the new columns. */
+	"ALTER TABLE projects_registry DISABLE TRIGGER custodyfs_projects_row",
+	"ALTER TABLE reception_audit DISABLE TRIGGER custodyfs_append_only_row",
+	"ALTER TABLE storage_audit DISABLE TRIGGER custodyfs_append_only_row",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, name)"
+	" SELECT 'projects_registry', id, 'named', name FROM projects_registry"
+	" ORDER BY id",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, removed_at,"
+	" removal_reason) SELECT 'reception_audit', id, 'removed', removed_at,"
+	" removal_reason FROM reception_audit WHERE removed_at IS NOT NULL"
+	" OR removal_reason IS NOT NULL ORDER BY id",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, removed_at,"
+	" removal_reason) SELECT 'storage_audit', id, 'removed', removed_at,"
+	" removal_reason FROM storage_audit WHERE removed_at IS NOT NULL"
+	" OR removal_reason IS NOT NULL ORDER BY id",
+	"DO $do$\n"
+	"DECLARE t text; rid bigint; j jsonb; n bigint; h text; nh text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['projects_registry', 'reception_audit',"
+	"  'storage_audit', 'audit_chain_events'] LOOP\n"
+	"  IF EXISTS (SELECT 1 FROM audit_chain_heads WHERE table_name = t)"
+	"  THEN\n"
+	"   CONTINUE;\n"
+	"  END IF;\n"
+	"  n := 0; h := repeat('0', 64);\n"
+	"  FOR rid, j IN EXECUTE format('SELECT id::bigint, to_jsonb(x) FROM %I x"
+	"   ORDER BY id', t) LOOP\n"
+	"   n := n + 1;\n"
+	"   nh := encode(sha256(decode(h, 'hex')"
+	"    || custodyfs_chain_encode(t, j)), 'hex');\n"
+	"   EXECUTE format('UPDATE %I SET chain_seq = $1, prev_hash = $2,"
+	"    row_hash = $3 WHERE id = $4', t) USING n, h, nh, rid;\n"
+	"   h := nh;\n"
+	"  END LOOP;\n"
+	"  INSERT INTO audit_chain_heads VALUES (t, n, h);\n"
+	"  EXECUTE format('CREATE UNIQUE INDEX IF NOT EXISTS %I ON %I"
+	"   (chain_seq)', t || '_chain_seq', t);\n"
+	"  EXECUTE format('DROP TRIGGER IF EXISTS zz_custodyfs_chain ON %I',"
+	"   t);\n"
+	"  EXECUTE format('CREATE TRIGGER zz_custodyfs_chain BEFORE INSERT"
+	"   ON %I FOR EACH ROW EXECUTE FUNCTION custodyfs_chain_insert()', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	"   zz_custodyfs_chain', t);\n"
+	"  IF t <> 'audit_chain_events' THEN\n"
+	"   EXECUTE format('DROP TRIGGER IF EXISTS custodyfs_chain_mutable"
+	"    ON %I', t);\n"
+	"   EXECUTE format('CREATE TRIGGER custodyfs_chain_mutable AFTER"
+	"    INSERT OR UPDATE ON %I FOR EACH ROW"
+	"    EXECUTE FUNCTION custodyfs_chain_mutable()', t);\n"
+	"   EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	"    custodyfs_chain_mutable', t);\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+
+	/* Back on, as version 1 and 5 left them (ALWAYS). */
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_row",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_stmt",
+	"DO $do$\n"
+	"DECLARE t text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['reception_audit', 'storage_audit',"
+	"  'audit_chain_events'] LOOP\n"
+	"  EXECUTE format('CREATE OR REPLACE TRIGGER custodyfs_append_only_row"
+	" BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION %I()', t,"
+	"   CASE t WHEN 'audit_chain_events' THEN"
+	"   'custodyfs_strict_append_only' ELSE 'custodyfs_audit_append_only'"
+	"   END);\n"
+	"  EXECUTE format('CREATE OR REPLACE TRIGGER custodyfs_append_only_stmt"
+	" BEFORE DELETE OR TRUNCATE ON %I FOR EACH STATEMENT"
+	" EXECUTE FUNCTION %I()', t,"
+	"   CASE t WHEN 'audit_chain_events' THEN"
+	"   'custodyfs_strict_append_only' ELSE 'custodyfs_audit_append_only'"
+	"   END);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_row', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_stmt', t);\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" zz_custodyfs_chain",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE reception_audit ENABLE ALWAYS TRIGGER zz_custodyfs_chain",
+	"ALTER TABLE reception_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE storage_audit ENABLE ALWAYS TRIGGER zz_custodyfs_chain",
+	"ALTER TABLE storage_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE audit_chain_events ENABLE ALWAYS TRIGGER"
+	" zz_custodyfs_chain",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -593,6 +840,9 @@ static const struct db_migration db_migrations[] = {
 	{8, "file attributes bound to the object version they describe; "
 	    "creations, renames and removals logged",
 	 db_migration_8},
+	{9, "tamper evidence: hash chains on the audit tables and their "
+	    "events",
+	 db_migration_9},
 };
 /* clang-format on */
 
