@@ -573,7 +573,7 @@ static const char *const db_migration_8[] = {
 	NULL,
 };
 
-/* Version 9: tamper evidence (doc/custodyfs-chain.7 is the auditor's
+/* Version 9: tamper evidence (doc/custodyfs.1, TAMPER EVIDENCE, is the auditor's
  * reference). Every row inserted into projects_registry, reception_audit,
  * storage_audit and audit_chain_events, by anyone, gets from the BEFORE
  * INSERT trigger zz_custodyfs_chain (named to run last of the BEFORE

@@ -1,7 +1,7 @@
 /* main.c - custodyfs: mount the chain-of-custody file system.
  *
  *   custodyfs [-f] [-d] -o config=FILE[,fuse options] MOUNTPOINT
- *   custodyfs status | recover | promote ...   (tools/, no FUSE)
+ *   custodyfs status | recover | promote | verify ...   (tools/, no FUSE)
  *
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
@@ -14,6 +14,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "db_attrs.h"
 #include "fs.h"
 #include "log.h"
@@ -124,8 +125,9 @@ static void usage(const char *prog)
 	       "  %s recover -o config=FILE [--json]\n"
 	       "  %s promote --project P [--name N] "
 	       "[--prefix-in-inbox DIR] -o config=FILE\n"
-	       "                    [--workers N] [--json]\n",
-	       prog, prog, prog, prog, prog);
+	       "                    [--workers N] [--json]\n"
+	       "  %s verify  -o config=FILE [--anchor] [--json]\n",
+	       prog, prog, prog, prog, prog, prog);
 }
 
 static int make_dirs(const char *path)
@@ -236,6 +238,15 @@ static int cfs_start_workers(void)
 			  "entries are taken over by the promotions they "
 			  "block, the next mount or custodyfs recover",
 			  strerror(-rc));
+	if (cfs->cfg.chain_anchor_interval_s > 0) {
+		cfs->anchorer = chain_anchorer_start(
+		    cfs->db, cfs->s3, cfs->cfg.storage_bucket, cfs->host,
+		    cfs->cfg.chain_anchor_interval_s);
+		if (!cfs->anchorer)
+			log_error("chain: periodic anchors could not start "
+				  "(%s): custodyfs verify --anchor writes them",
+				  strerror(errno));
+	}
 	return 0;
 }
 
@@ -251,6 +262,9 @@ static int cfs_start_workers(void)
 static int cfs_teardown(void)
 {
 	int stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
+
+	chain_anchorer_stop(cfs->anchorer);
+	cfs->anchorer = NULL;
 
 	promote_free(cfs->promote); /* the FUSE loop has ended: none runs */
 	cfs->promote = NULL;

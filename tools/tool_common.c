@@ -17,6 +17,7 @@ static const struct {
     {"status", tool_status},
     {"recover", tool_recover},
     {"promote", tool_promote},
+    {"verify", tool_verify},
 };
 
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))

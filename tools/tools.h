@@ -1,4 +1,5 @@
-/* tools.h - the batch tools: `custodyfs status | recover | promote`,
+/* tools.h - the batch tools: `custodyfs status | recover | promote |
+ * verify`,
  * subcommands of the mount's binary (fs/main.c dispatches on argv[1]).
  *
  * They run the code paths of the mount (common/: promote.c for every
@@ -74,5 +75,6 @@ void tool_bytes(char *out, size_t len, double n);
 int tool_status(int argc, char **argv);
 int tool_recover(int argc, char **argv);
 int tool_promote(int argc, char **argv);
+int tool_verify(int argc, char **argv);
 
 #endif
