@@ -191,7 +191,8 @@ static char *chain_select(int t)
 						", %s::text", c);
 	}
 	snprintf(s + len, cap - len,
-		 " FROM %s WHERE chain_seq IS NOT NULL ORDER BY chain_seq",
+		 " FROM %s x WHERE x.chain_seq IS NOT NULL"
+		 " ORDER BY x.chain_seq", /* the column, not its text */
 		 db_chain_tables[t]);
 	return s;
 }
