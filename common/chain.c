@@ -13,14 +13,14 @@
 #include "s3xml.h"
 
 /* An anchor is a few hundred bytes; anything bigger is not one of ours. */
-#define CHAIN_ANCHOR_MAX 8192
+#define CHAIN_ANCHOR_MAX 16384
 
 int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 		       const char *host, char *key, size_t key_len,
-		       struct db_chain_head heads[DB_CHAIN_NTABLES])
+		       struct db_chain_head heads[DB_CHAIN_NHEADS])
 {
-	struct db_chain_head h[DB_CHAIN_NTABLES];
-	char now[40], k[512], body[2048];
+	struct db_chain_head h[DB_CHAIN_NHEADS];
+	char now[40], k[512], body[8192];
 	struct timespec ts;
 	uint64_t us;
 	size_t len;
@@ -34,10 +34,11 @@ int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 	len = (size_t)snprintf(body, sizeof(body),
 			       "custodyfs-chain-anchor 1\ntime %s\nhost %s\n",
 			       now, host);
-	for (t = 0; t < DB_CHAIN_NTABLES && len < sizeof(body); t++)
+	for (t = 0; t < DB_CHAIN_NHEADS && len < sizeof(body); t++)
 		len += (size_t)snprintf(body + len, sizeof(body) - len,
-					"head %s %lld %s\n", h[t].table,
-					(long long)h[t].seq, h[t].row_hash);
+					"head %s %d %lld %s\n", h[t].table,
+					h[t].lane, (long long)h[t].seq,
+					h[t].row_hash);
 	if (len >= sizeof(body))
 		return -ENAMETOOLONG;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -58,16 +59,16 @@ int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 	return 0;
 }
 
-/* Parses an anchor's text into heads (seq -1: that table not named).
+/* Parses an anchor's text into heads (seq -1: that lane not named).
  * 0 or -EINVAL. */
 static int chain_anchor_parse(char *text, char time_out[40],
-			      struct db_chain_head h[DB_CHAIN_NTABLES])
+			      struct db_chain_head h[DB_CHAIN_NHEADS])
 {
 	char *line, *save = NULL;
-	int first = 1, t;
+	int first = 1, t, lane, k;
 
-	for (t = 0; t < DB_CHAIN_NTABLES; t++)
-		h[t].seq = -1;
+	for (k = 0; k < DB_CHAIN_NHEADS; k++)
+		h[k].seq = -1;
 	time_out[0] = '\0';
 	for (line = strtok_r(text, "\n", &save); line;
 	     line = strtok_r(NULL, "\n", &save)) {
@@ -81,17 +82,20 @@ static int chain_anchor_parse(char *text, char time_out[40],
 		} else if (!strncmp(line, "time ", 5)) {
 			snprintf(time_out, 40, "%s", line + 5);
 		} else if (!strncmp(line, "head ", 5)) {
-			if (sscanf(line + 5, "%31s %lld %79s", tab, &seq,
-				   hash) != 3 ||
-			    seq < 0 || strlen(hash) != 64)
+			if (sscanf(line + 5, "%31s %d %lld %79s", tab, &lane,
+				   &seq, hash) != 4 ||
+			    seq < 0 || strlen(hash) != 64 || lane < 0 ||
+			    lane >= DB_CHAIN_LANES)
 				return -EINVAL;
 			t = db_chain_table_index(tab);
 			if (t < 0)
 				continue; /* a table of a newer version */
-			snprintf(h[t].table, sizeof(h[t].table), "%s",
+			k = t * DB_CHAIN_LANES + lane;
+			snprintf(h[k].table, sizeof(h[k].table), "%s",
 				 db_chain_tables[t]);
-			h[t].seq = seq;
-			snprintf(h[t].row_hash, sizeof(h[t].row_hash), "%s",
+			h[k].lane = lane;
+			h[k].seq = seq;
+			snprintf(h[k].row_hash, sizeof(h[k].row_hash), "%s",
 				 hash);
 		}
 	}
@@ -104,11 +108,11 @@ static int chain_anchor_one(struct db *d, struct s3_client *s3,
 			    const char *bucket, const char *key,
 			    struct chain_anchor_report *r)
 {
-	struct db_chain_head h[DB_CHAIN_NTABLES];
+	struct db_chain_head h[DB_CHAIN_NHEADS];
 	char *buf, when[40], hash[65];
 	size_t got = 0;
 	int64_t id;
-	int rc, t, found;
+	int rc, t, k, found;
 
 	buf = malloc(CHAIN_ANCHOR_MAX + 1);
 	if (!buf)
@@ -122,6 +126,7 @@ static int chain_anchor_one(struct db *d, struct s3_client *s3,
 		snprintf(r->anchor, sizeof(r->anchor), "%s", key);
 		snprintf(r->brk.table, sizeof(r->brk.table), "-");
 		r->brk.row_id = -1;
+		r->brk.lane = -1;
 		r->brk.seq = -1;
 		snprintf(r->brk.reason, sizeof(r->brk.reason),
 			 "the anchor is not one custodyfs wrote");
@@ -129,34 +134,36 @@ static int chain_anchor_one(struct db *d, struct s3_client *s3,
 	}
 	if (!r->n_anchors)
 		snprintf(r->newest_time, sizeof(r->newest_time), "%s", when);
-	for (t = 0; t < DB_CHAIN_NTABLES; t++) {
-		if (h[t].seq <= 0)
+	for (k = 0; k < DB_CHAIN_NHEADS; k++) {
+		t = k / DB_CHAIN_LANES;
+		if (h[k].seq <= 0)
 			continue;
-		rc = db_chain_hash_at(d, h[t].table, h[t].seq, hash, &id,
-				      &found);
+		rc = db_chain_hash_at(d, db_chain_tables[t], h[k].lane,
+				      h[k].seq, hash, &id, &found);
 		if (rc)
 			goto out;
-		if (found && !strcmp(hash, h[t].row_hash))
+		if (found && !strcmp(hash, h[k].row_hash))
 			continue;
 		r->broken = 1;
 		snprintf(r->anchor, sizeof(r->anchor), "%s", key);
 		snprintf(r->brk.table, sizeof(r->brk.table), "%s",
 			 db_chain_tables[t]);
-		r->brk.seq = h[t].seq;
+		r->brk.lane = h[k].lane;
+		r->brk.seq = h[k].seq;
 		r->brk.row_id = found ? id : -1;
 		if (found)
 			snprintf(r->brk.reason, sizeof(r->brk.reason),
-				 "row id %lld (chain_seq %lld) has row_hash "
-				 "%.16s..., the anchor of %s says %.16s...: "
-				 "the chain was rewritten",
-				 (long long)id, (long long)h[t].seq, hash,
-				 when, h[t].row_hash);
+				 "lane %d: row id %lld (chain_seq %lld) has "
+				 "row_hash %.16s..., the anchor of %s says "
+				 "%.16s...: the chain was rewritten",
+				 h[k].lane, (long long)id, (long long)h[k].seq,
+				 hash, when, h[k].row_hash);
 		else
 			snprintf(r->brk.reason, sizeof(r->brk.reason),
-				 "chain_seq %lld, anchored at %s, is not in "
-				 "the database: rows deleted or the chain "
-				 "rewritten",
-				 (long long)h[t].seq, when);
+				 "lane %d: chain_seq %lld, anchored at %s, is "
+				 "not in the database: rows deleted or the "
+				 "chain rewritten",
+				 h[k].lane, (long long)h[k].seq, when);
 		break;
 	}
 out:
@@ -215,7 +222,7 @@ static int chain_heads_same(const struct db_chain_head *a,
 {
 	int t;
 
-	for (t = 0; t < DB_CHAIN_NTABLES; t++)
+	for (t = 0; t < DB_CHAIN_NHEADS; t++)
 		if (a[t].seq != b[t].seq || strcmp(a[t].row_hash, b[t].row_hash))
 			return 0;
 	return 1;
@@ -224,7 +231,7 @@ static int chain_heads_same(const struct db_chain_head *a,
 static void *chain_anchorer_main(void *arg)
 {
 	struct chain_anchorer *a = arg;
-	struct db_chain_head last[DB_CHAIN_NTABLES], now[DB_CHAIN_NTABLES];
+	struct db_chain_head last[DB_CHAIN_NHEADS], now[DB_CHAIN_NHEADS];
 	char when[40];
 	int have = 0, stop = 0, rc;
 

@@ -13,7 +13,7 @@
  *   custodyfs-chain-anchor 1
  *   time <ISO 8601 UTC, the database's clock when the heads were read>
  *   host <host>
- *   head <table> <chain_seq> <row_hash>      one line per chained table
+ *   head <table> <lane> <chain_seq> <row_hash>  one line per lane
  *
  * Uses the S3 client and the database; knows nothing of FUSE. */
 #ifndef CUSTODYFS_CHAIN_H
@@ -35,7 +35,7 @@
  * -errno (the database's or the store's). */
 int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 		       const char *host, char *key, size_t key_len,
-		       struct db_chain_head heads[DB_CHAIN_NTABLES]);
+		       struct db_chain_head heads[DB_CHAIN_NHEADS]);
 
 /* What chain_anchor_check found. */
 struct chain_anchor_report {

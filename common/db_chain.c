@@ -8,6 +8,7 @@
  *   encode(r) = field("custodyfs-chain-v1") field(table) field(col)...
  *   row_hash  = hex(SHA-256(unhex(prev_hash) || encode(r)))
  *
+ * per lane (chain_lane 0 to 7), in chain_seq order,
  * over the columns of db_chain_cols in order, timestamps as microseconds
  * since the Unix epoch in decimal. The first link's prev_hash is 64 zeros.
  */
@@ -64,10 +65,14 @@ int db_chain_table_index(const char *name)
 }
 
 /* clang-format off */
-static const char db_sql_heads[] =
-	"SELECT table_name, seq::text, row_hash,"
+/* One table's part of the heads: each lane's last row (the index on
+ * (chain_lane, chain_seq), read backwards). */
+static const char db_sql_heads_part[] =
+	"%sSELECT '%s', l::text, x.chain_seq::text, x.row_hash,"
 	" to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
-	" FROM audit_chain_heads";
+	" FROM generate_series(0, %d) l LEFT JOIN LATERAL (SELECT chain_seq,"
+	" row_hash FROM %s WHERE chain_lane = l ORDER BY chain_seq DESC"
+	" LIMIT 1) x ON true";
 /* clang-format on */
 
 static int pg_heads(struct pg_ctx *x, void *arg)
@@ -76,41 +81,53 @@ static int pg_heads(struct pg_ctx *x, void *arg)
 	struct db_chain_head *h = a[0];
 	char *now = a[1];
 	PGresult *res = NULL;
-	int rc, i, t;
+	char sql[4096];
+	size_t len;
+	int rc, i, t, k, lane;
 
-	for (t = 0; t < DB_CHAIN_NTABLES; t++) {
-		snprintf(h[t].table, sizeof(h[t].table), "%s",
-			 db_chain_tables[t]);
-		h[t].seq = 0;
-		snprintf(h[t].row_hash, sizeof(h[t].row_hash), "%s",
+	for (k = 0; k < DB_CHAIN_NHEADS; k++) {
+		snprintf(h[k].table, sizeof(h[k].table), "%s",
+			 db_chain_tables[k / DB_CHAIN_LANES]);
+		h[k].lane = k % DB_CHAIN_LANES;
+		h[k].seq = 0;
+		snprintf(h[k].row_hash, sizeof(h[k].row_hash), "%s",
 			 CHAIN_GENESIS);
 	}
-	rc = pg_exec(x, db_sql_heads, 0, NULL, &res);
+	for (t = 0, len = 0; t < DB_CHAIN_NTABLES; t++)
+		len += (size_t)snprintf(sql + len, sizeof(sql) - len,
+					db_sql_heads_part, t ? " UNION ALL " : "",
+					db_chain_tables[t], DB_CHAIN_LANES - 1,
+					db_chain_tables[t]);
+	rc = pg_exec(x, sql, 0, NULL, &res);
 	if (rc)
 		goto out;
 	now[0] = '\0';
 	for (i = 0; i < PQntuples(res); i++) {
 		t = db_chain_table_index(PQgetvalue(res, i, 0));
-		snprintf(now, 40, "%s", PQgetvalue(res, i, 3));
-		if (t < 0)
+		lane = atoi(PQgetvalue(res, i, 1));
+		snprintf(now, 40, "%s", PQgetvalue(res, i, 4));
+		if (t < 0 || lane < 0 || lane >= DB_CHAIN_LANES)
 			continue;
-		h[t].seq = strtoll(PQgetvalue(res, i, 1), NULL, 10);
-		snprintf(h[t].row_hash, sizeof(h[t].row_hash), "%s",
-			 PQgetvalue(res, i, 2));
+		k = t * DB_CHAIN_LANES + lane;
+		if (PQgetisnull(res, i, 2))
+			continue; /* an empty lane */
+		h[k].seq = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		snprintf(h[k].row_hash, sizeof(h[k].row_hash), "%s",
+			 PQgetvalue(res, i, 3));
 	}
 out:
 	PQclear(res);
 	return rc;
 }
 
-int db_chain_heads(struct db *d, struct db_chain_head out[DB_CHAIN_NTABLES],
+int db_chain_heads(struct db *d, struct db_chain_head out[DB_CHAIN_NHEADS],
 		   char now[40])
 {
 	void *a[2] = {out, now};
 
 	if (!d || !out || !now)
 		return -EINVAL;
-	return db_run(d, "chain heads", 0, 0, pg_heads, a);
+	return db_run(d, "chain heads", 1, 0, pg_heads, a);
 }
 
 /* ---- the walk ---- */
@@ -146,17 +163,18 @@ static int chain_unhex(const char *hex, unsigned char out[32])
 	return 0;
 }
 
-static void chain_break(struct db_chain_walk *w, int t, int64_t id,
+static void chain_break(struct db_chain_walk *w, int t, int lane, int64_t id,
 			int64_t seq, const char *fmt, ...)
-    __attribute__((format(printf, 5, 6)));
+    __attribute__((format(printf, 6, 7)));
 
-static void chain_break(struct db_chain_walk *w, int t, int64_t id,
+static void chain_break(struct db_chain_walk *w, int t, int lane, int64_t id,
 			int64_t seq, const char *fmt, ...)
 {
 	va_list ap;
 
 	w->broken = 1;
 	snprintf(w->brk.table, sizeof(w->brk.table), "%s", db_chain_tables[t]);
+	w->brk.lane = lane;
 	w->brk.row_id = id;
 	w->brk.seq = seq;
 	va_start(ap, fmt);
@@ -166,7 +184,7 @@ static void chain_break(struct db_chain_walk *w, int t, int64_t id,
 
 /* The walk's SELECT for table t: chain_seq, id, prev_hash, row_hash, then
  * the hashed columns as text (timestamps as epoch microseconds). */
-static char *chain_select(int t)
+static char *chain_select(int t, int lane)
 {
 	size_t cap = 4096, len = 0;
 	char *s = malloc(cap);
@@ -191,13 +209,14 @@ static char *chain_select(int t)
 						", %s::text", c);
 	}
 	snprintf(s + len, cap - len,
-		 " FROM %s x WHERE x.chain_seq IS NOT NULL"
+		 " FROM %s x WHERE x.chain_lane = %d"
 		 " ORDER BY x.chain_seq", /* the column, not its text */
-		 db_chain_tables[t]);
+		 db_chain_tables[t], lane);
 	return s;
 }
 
 struct chain_state {
+	int lane;
 	int64_t seq;	   /* last link's chain_seq */
 	int64_t id;	   /* its id, -1 before the first */
 	char hash[65];	   /* its row_hash */
@@ -218,35 +237,38 @@ static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
 	int i;
 
 	if (seq > st->seq + 2) {
-		chain_break(w, t, id, st->seq + 1,
-			    "chain_seq %lld to %lld missing before row id %lld "
-			    "(chain_seq %lld): deleted",
+		chain_break(w, t, st->lane, id, st->seq + 1,
+			    "lane %d: chain_seq %lld to %lld missing before row "
+			    "id %lld (chain_seq %lld): deleted",
+			    st->lane,
 			    (long long)(st->seq + 1), (long long)(seq - 1),
 			    (long long)id, (long long)seq);
 		return 1;
 	}
 	if (seq == st->seq + 2) {
-		chain_break(w, t, id, st->seq + 1,
-			    "chain_seq %lld missing before row id %lld "
+		chain_break(w, t, st->lane, id, st->seq + 1,
+			    "lane %d: chain_seq %lld missing before row id %lld "
 			    "(chain_seq %lld): deleted",
+			    st->lane,
 			    (long long)(st->seq + 1), (long long)id,
 			    (long long)seq);
 		return 1;
 	}
 	if (seq != st->seq + 1) {
-		chain_break(w, t, id, seq, "row id %lld repeats chain_seq %lld",
+		chain_break(w, t, st->lane, id, seq,
+			    "row id %lld repeats chain_seq %lld",
 			    (long long)id, (long long)seq);
 		return 1;
 	}
 	if (PQgetisnull(res, r, 2) || strcmp(prev, st->hash)) {
-		chain_break(w, t, id, seq,
+		chain_break(w, t, st->lane, id, seq,
 			    "row id %lld (chain_seq %lld): prev_hash is not "
 			    "the row_hash of the link before it",
 			    (long long)id, (long long)seq);
 		return 1;
 	}
 	if (chain_unhex(st->hash, bin)) {
-		chain_break(w, t, id, seq,
+		chain_break(w, t, st->lane, id, seq,
 			    "row id %lld (chain_seq %lld): prev_hash is not "
 			    "64 hex digits",
 			    (long long)id, (long long)seq);
@@ -263,7 +285,7 @@ static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
 	for (i = 0; i < 32; i++)
 		snprintf(hex + 2 * i, 3, "%02x", dig[i]);
 	if (PQgetisnull(res, r, 3) || strcmp(hex, stored)) {
-		chain_break(w, t, id, seq,
+		chain_break(w, t, st->lane, id, seq,
 			    "row id %lld (chain_seq %lld): content does not "
 			    "match its row_hash: edited",
 			    (long long)id, (long long)seq);
@@ -277,17 +299,15 @@ static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
 
 /* clang-format off */
 static const char db_sql_unlinked[] =
-	"SELECT id::text FROM %s WHERE chain_seq IS NULL ORDER BY id LIMIT 1";
-static const char db_sql_head_of[] =
-	"SELECT seq::text, row_hash FROM audit_chain_heads"
-	" WHERE table_name = $1::text";
+	"SELECT id::text FROM %s WHERE chain_seq IS NULL OR chain_lane IS NULL"
+	" OR chain_lane NOT BETWEEN 0 AND 7 ORDER BY id LIMIT 1";
 /* A row whose removed_at / removal_reason is not its newest event's. */
 static const char db_sql_removed_check[] =
 	"SELECT r.id::text, r.chain_seq::text FROM %s r"
 	" LEFT JOIN LATERAL (SELECT e.removed_at, e.removal_reason"
 	"  FROM audit_chain_events e WHERE e.table_name = $1::text"
 	"  AND e.row_id = r.id AND e.kind = 'removed'"
-	"  ORDER BY e.chain_seq DESC LIMIT 1) e ON true"
+	"  ORDER BY e.id DESC LIMIT 1) e ON true"
 	" WHERE (r.removed_at, r.removal_reason)"
 	"  IS DISTINCT FROM (e.removed_at, e.removal_reason)"
 	" ORDER BY r.id LIMIT 1";
@@ -295,40 +315,25 @@ static const char db_sql_named_check[] =
 	"SELECT r.id::text, r.chain_seq::text FROM projects_registry r"
 	" LEFT JOIN LATERAL (SELECT e.name FROM audit_chain_events e"
 	"  WHERE e.table_name = 'projects_registry' AND e.row_id = r.id"
-	"  AND e.kind = 'named' ORDER BY e.chain_seq DESC LIMIT 1) e ON true"
+	"  AND e.kind = 'named' ORDER BY e.id DESC LIMIT 1) e ON true"
 	" WHERE r.name IS DISTINCT FROM e.name"
 	" ORDER BY r.id LIMIT 1";
 /* clang-format on */
 
-/* One table's chain. 0 (w->broken may be set) or -errno. */
-static int pg_walk_table(struct pg_ctx *x, struct db_chain_walk *w, int t)
+/* One lane of table t. 0 (w->broken may be set) or -errno. */
+static int pg_walk_lane(struct pg_ctx *x, struct db_chain_walk *w, int t,
+			int lane)
 {
-	struct chain_state st = {0, -1, CHAIN_GENESIS, NULL};
+	struct chain_state st = {lane, 0, -1, CHAIN_GENESIS, NULL};
+	int k = t * DB_CHAIN_LANES + lane;
 	PGresult *res = NULL;
-	char sql[512];
-	const char *p[1];
 	char *sel = NULL;
 	int rc, i, n, open = 0;
 
 	st.md = EVP_MD_CTX_new();
 	if (!st.md)
 		return -ENOMEM;
-	snprintf(sql, sizeof(sql), db_sql_unlinked, db_chain_tables[t]);
-	rc = pg_exec(x, sql, 0, NULL, &res);
-	if (rc)
-		goto out;
-	if (PQntuples(res) > 0) {
-		int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-
-		chain_break(w, t, id, -1,
-			    "row id %lld has no chain link: inserted with the "
-			    "chain trigger disabled",
-			    (long long)id);
-		goto out;
-	}
-	PQclear(res);
-	res = NULL;
-	sel = chain_select(t);
+	sel = chain_select(t, lane);
 	if (!sel) {
 		rc = -ENOMEM;
 		goto out;
@@ -353,35 +358,11 @@ static int pg_walk_table(struct pg_ctx *x, struct db_chain_walk *w, int t)
 		if (n == 0)
 			break;
 	}
-	p[0] = db_chain_tables[t];
-	rc = pg_exec(x, db_sql_head_of, 1, p, &res);
-	if (rc)
-		goto out;
-	if (PQntuples(res) != 1) {
-		chain_break(w, t, -1, -1, "the chain head is missing");
-		goto out;
-	}
-	if (strtoll(PQgetvalue(res, 0, 0), NULL, 10) != st.seq ||
-	    strcmp(PQgetvalue(res, 0, 1), st.hash)) {
-		long long hs = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
-
-		if (hs > st.seq)
-			chain_break(w, t, -1, st.seq + 1,
-				    "chain_seq %lld to %lld missing after row "
-				    "id %lld (chain_seq %lld): deleted",
-				    (long long)(st.seq + 1), hs,
-				    (long long)st.id, (long long)st.seq);
-		else
-			chain_break(w, t, st.id, st.seq,
-				    "the chain head (chain_seq %lld) is not "
-				    "the last row id %lld (chain_seq %lld)",
-				    hs, (long long)st.id, (long long)st.seq);
-		goto out;
-	}
-	snprintf(w->heads[t].table, sizeof(w->heads[t].table), "%s",
+	snprintf(w->heads[k].table, sizeof(w->heads[k].table), "%s",
 		 db_chain_tables[t]);
-	w->heads[t].seq = st.seq;
-	snprintf(w->heads[t].row_hash, sizeof(w->heads[t].row_hash), "%s",
+	w->heads[k].lane = lane;
+	w->heads[k].seq = st.seq;
+	snprintf(w->heads[k].row_hash, sizeof(w->heads[k].row_hash), "%s",
 		 st.hash);
 out:
 	PQclear(res);
@@ -390,6 +371,37 @@ out:
 	free(sel);
 	EVP_MD_CTX_free(st.md);
 	return rc;
+}
+
+/* One table: no row outside the lanes, then each lane. 0 (w->broken may
+ * be set) or -errno. */
+static int pg_walk_table(struct pg_ctx *x, struct db_chain_walk *w, int t)
+{
+	PGresult *res = NULL;
+	char sql[512];
+	int rc, lane;
+
+	snprintf(sql, sizeof(sql), db_sql_unlinked, db_chain_tables[t]);
+	rc = pg_exec(x, sql, 0, NULL, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) > 0) {
+		int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+
+		chain_break(w, t, -1, id, -1,
+			    "row id %lld has no chain link: inserted with the "
+			    "chain trigger disabled",
+			    (long long)id);
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	for (lane = 0; lane < DB_CHAIN_LANES && !w->broken; lane++) {
+		rc = pg_walk_lane(x, w, t, lane);
+		if (rc)
+			return rc;
+	}
+	return 0;
 }
 
 /* The mutable columns against their newest events. */
@@ -414,7 +426,7 @@ static int pg_walk_mutable(struct pg_ctx *x, struct db_chain_walk *w)
 		if (PQntuples(res) > 0) {
 			int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 
-			chain_break(w, t, id,
+			chain_break(w, t, -1, id,
 				    strtoll(PQgetvalue(res, 0, 1), NULL, 10),
 				    "row id %lld: removed_at/removal_reason "
 				    "differ from its newest audit_chain_events "
@@ -432,7 +444,8 @@ static int pg_walk_mutable(struct pg_ctx *x, struct db_chain_walk *w)
 	if (PQntuples(res) > 0) {
 		int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 
-		chain_break(w, 0, id, strtoll(PQgetvalue(res, 0, 1), NULL, 10),
+		chain_break(w, 0, -1, id,
+			    strtoll(PQgetvalue(res, 0, 1), NULL, 10),
 			    "row id %lld: name differs from its newest "
 			    "audit_chain_events 'named' event: edited",
 			    (long long)id);
@@ -472,6 +485,7 @@ int db_chain_walk(struct db *d, struct db_chain_walk *w)
 
 struct hash_at_arg {
 	const char *table;
+	int lane;
 	int64_t seq;
 	char *hash;
 	int64_t *id;
@@ -482,17 +496,19 @@ static int pg_hash_at(struct pg_ctx *x, void *arg)
 {
 	struct hash_at_arg *a = arg;
 	PGresult *res = NULL;
-	char sql[256], seq[24];
-	const char *p[1];
+	char sql[256], seq[24], lane[16];
+	const char *p[2];
 	int rc;
 
 	snprintf(sql, sizeof(sql),
-		 "SELECT row_hash, id::text FROM %s WHERE chain_seq = "
-		 "$1::bigint",
+		 "SELECT row_hash, id::text FROM %s WHERE chain_lane = "
+		 "$2::integer AND chain_seq = $1::bigint",
 		 a->table);
 	snprintf(seq, sizeof(seq), "%lld", (long long)a->seq);
+	snprintf(lane, sizeof(lane), "%d", a->lane);
 	p[0] = seq;
-	rc = pg_exec(x, sql, 1, p, &res);
+	p[1] = lane;
+	rc = pg_exec(x, sql, 2, p, &res);
 	if (rc)
 		goto out;
 	*a->found = PQntuples(res) > 0;
@@ -505,10 +521,10 @@ out:
 	return rc;
 }
 
-int db_chain_hash_at(struct db *d, const char *table, int64_t seq,
+int db_chain_hash_at(struct db *d, const char *table, int lane, int64_t seq,
 		     char row_hash[65], int64_t *row_id, int *found)
 {
-	struct hash_at_arg a = {table, seq, row_hash, row_id, found};
+	struct hash_at_arg a = {table, lane, seq, row_hash, row_id, found};
 
 	if (!d || db_chain_table_index(table) < 0 || !row_hash || !row_id ||
 	    !found)

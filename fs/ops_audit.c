@@ -3,8 +3,8 @@
  *   audit/stats                          counters, "key value" per line
  *   audit/chain                          the hash chains' heads (db_chain.h):
  *                                        "time <ISO 8601 UTC>", then one
- *                                        "<table> <chain_seq> <row_hash>"
- *                                        line per chained table
+ *                                        "<table> <lane> <chain_seq>
+ *                                        <row_hash>" line per lane
  *   audit/<table>.csv, <table>.jsonl     projects_registry, reception_audit,
  *                                        storage_audit
  *   audit/by-project/<prefix>.csv|.jsonl one project's storage_audit rows
@@ -304,7 +304,7 @@ static char *au_stats_text(size_t *len, int *err)
  * -ENOMEM, or the database's -errno). */
 static char *au_chain_text(size_t *len, int *err)
 {
-	struct db_chain_head h[DB_CHAIN_NTABLES];
+	struct db_chain_head h[DB_CHAIN_NHEADS];
 	char now[40], *text = NULL;
 	size_t cap = 0;
 	FILE *f;
@@ -321,9 +321,9 @@ static char *au_chain_text(size_t *len, int *err)
 		return NULL;
 	}
 	fprintf(f, "time %s\n", now);
-	for (t = 0; t < DB_CHAIN_NTABLES; t++)
-		fprintf(f, "%s %lld %s\n", h[t].table, (long long)h[t].seq,
-			h[t].row_hash);
+	for (t = 0; t < DB_CHAIN_NHEADS; t++)
+		fprintf(f, "%s %d %lld %s\n", h[t].table, h[t].lane,
+			(long long)h[t].seq, h[t].row_hash);
 	if (fclose(f)) {
 		free(text);
 		*err = -ENOMEM;

@@ -63,22 +63,23 @@ struct verify {
 
 static void verify_json(const struct verify *v)
 {
-	int t;
+	int t, k;
 
 	printf("{\"ok\": %s, \"error\": ",
 	       !v->err[0] && !v->broken ? "true" : "false");
 	tool_json_str(stdout, v->err[0] ? v->err : NULL);
 	printf(",\n \"tables\": [");
-	for (t = 0; v->walked && t < DB_CHAIN_NTABLES; t++) {
-		printf("%s\n  {\"table\": \"%s\", \"rows\": %lld, ", t ? "," : "",
-		       db_chain_tables[t], (long long)v->w.rows[t]);
-		if (v->broken || !v->w.heads[t].table[0])
-			printf("\"seq\": null, \"row_hash\": null}");
-		else
-			printf("\"seq\": %lld, \"row_hash\": \"%s\"}",
-			       (long long)v->w.heads[t].seq,
-			       v->w.heads[t].row_hash);
-	}
+	for (t = 0; v->walked && t < DB_CHAIN_NTABLES; t++)
+		printf("%s\n  {\"table\": \"%s\", \"rows\": %lld}",
+		       t ? "," : "", db_chain_tables[t],
+		       (long long)v->w.rows[t]);
+	printf("],\n \"heads\": [");
+	for (k = 0; v->walked && !v->broken && k < DB_CHAIN_NHEADS; k++)
+		printf("%s\n  {\"table\": \"%s\", \"lane\": %d, "
+		       "\"seq\": %lld, \"row_hash\": \"%s\"}",
+		       k ? "," : "", db_chain_tables[k / DB_CHAIN_LANES],
+		       k % DB_CHAIN_LANES, (long long)v->w.heads[k].seq,
+		       v->w.heads[k].row_hash);
 	printf("],\n \"anchors\": {\"checked\": %d, \"newest\": ",
 	       v->anchors_checked ? v->a.n_anchors : 0);
 	tool_json_str(stdout,
@@ -94,6 +95,11 @@ static void verify_json(const struct verify *v)
 		printf(", \"row_id\": ");
 		if (v->brk->row_id >= 0)
 			printf("%lld", (long long)v->brk->row_id);
+		else
+			printf("null");
+		printf(", \"lane\": ");
+		if (v->brk->lane >= 0)
+			printf("%d", v->brk->lane);
 		else
 			printf("null");
 		printf(", \"seq\": ");
@@ -117,12 +123,18 @@ static void verify_json(const struct verify *v)
 static void verify_text(const struct verify *v)
 {
 	char shown[1024];
-	int t;
+	int t, k;
 
-	for (t = 0; v->walked && !v->broken && t < DB_CHAIN_NTABLES; t++)
-		printf("%-20s %lld rows, head chain_seq %lld %s\n",
-		       db_chain_tables[t], (long long)v->w.rows[t],
-		       (long long)v->w.heads[t].seq, v->w.heads[t].row_hash);
+	for (t = 0; v->walked && !v->broken && t < DB_CHAIN_NTABLES; t++) {
+		printf("%-20s %lld rows\n", db_chain_tables[t],
+		       (long long)v->w.rows[t]);
+		for (k = t * DB_CHAIN_LANES; k < (t + 1) * DB_CHAIN_LANES; k++)
+			if (v->w.heads[k].seq > 0)
+				printf("  lane %d head chain_seq %lld %s\n",
+				       k % DB_CHAIN_LANES,
+				       (long long)v->w.heads[k].seq,
+				       v->w.heads[k].row_hash);
+	}
 	if (v->anchors_checked) {
 		if (v->a.n_anchors)
 			printf("anchors              %d checked, newest %s "

@@ -378,7 +378,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 		  "1,2,3,4,5,6,7,8,9"),
 	   "schema_migrations holds versions 1 to 9");
 	ok(has_contract_columns(raw), "every column of SPEC section 5 exists");
-	ok(count_triggers(raw) == 13, "append-only triggers installed, "
+	ok(count_triggers(raw) == 16, "append-only triggers installed, "
 				     "enabled ALWAYS");
 	ok(sql_is(raw,
 		  "SELECT indisunique FROM pg_index WHERE indexrelid ="
@@ -400,7 +400,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	db_close(d);
 	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "9"),
 	   "still one schema_migrations row per version");
-	ok(count_triggers(raw) == 13, "still thirteen triggers");
+	ok(count_triggers(raw) == 16, "still sixteen triggers");
 }
 
 static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
@@ -435,7 +435,7 @@ static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
 	   NCHILD, good);
 	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", "9"),
 	   "one schema_migrations row per version after the race");
-	ok(count_triggers(raw) == 13, "triggers installed once");
+	ok(count_triggers(raw) == 16, "triggers installed once");
 	ok(has_contract_columns(raw), "all columns after the race");
 }
 
@@ -546,7 +546,7 @@ static void test_adopt_seed(const char *conninfo, PGconn *raw, int dups)
 		  " 'projects_registry_chain_seq'::regclass",
 		  "1"),
 	   "the seed's UNIQUE(prefix) reused, no second unique index");
-	ok(count_triggers(raw) == 13, "append-only triggers on seed tables");
+	ok(count_triggers(raw) == 16, "append-only triggers on seed tables");
 
 	if (dups) {
 		struct reception_new r = {

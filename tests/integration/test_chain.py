@@ -60,18 +60,22 @@ def row_hash(table, prev, row):
 
 
 def audit_chain(m, table):
-    """The auditor's walk: every row in chain_seq order, its link and its hash. Returns the
-    number of rows; asserts on the first break."""
-    rows = m.sql_dicts(f"select * from {table} order by chain_seq nulls first, id")
-    prev = GENESIS
-    for i, r in enumerate(rows, 1):
-        assert r["chain_seq"] == i, (table, r["id"], r["chain_seq"], i)
+    """The auditor's walk: every lane's rows in chain_seq order, each link and each hash.
+    Returns {lane: (rows, last chain_seq, last row_hash)}; asserts on the first break."""
+    rows = m.sql_dicts(f"select * from {table} order by chain_lane nulls first, chain_seq, id")
+    lanes = {}
+    for r in rows:
+        assert r["chain_lane"] in range(8), (table, r["id"], r["chain_lane"])
+        n, seq, prev = lanes.get(r["chain_lane"], (0, 0, GENESIS))
+        assert r["chain_seq"] == seq + 1, (table, r["id"], r["chain_seq"], seq + 1)
         assert r["prev_hash"] == prev, (table, r["id"])
         assert r["row_hash"] == row_hash(table, prev, r), (table, r["id"])
-        prev = r["row_hash"]
-    head = m.sql("select seq, row_hash from audit_chain_heads where table_name = %s", (table,))
-    assert head == [(len(rows), prev)], (table, head)
-    return len(rows)
+        lanes[r["chain_lane"]] = (n + 1, r["chain_seq"], r["row_hash"])
+    return lanes
+
+
+def audit_rows(m, table):
+    return sum(n for n, _, _ in audit_chain(m, table).values())
 
 
 # ---- helpers ---------------------------------------------------------------------------------
@@ -104,13 +108,11 @@ def _as_superuser(m, *stmts):
                          dbname="custody", connect_timeout=10)
     try:
         with c, c.cursor() as cur:
-            for t in ("projects_registry", "reception_audit", "storage_audit",
-                      "audit_chain_events", "audit_chain_heads"):
+            for t in TABLES:
                 cur.execute(f"alter table {t} disable trigger all")
             for s in stmts:
                 cur.execute(*s) if isinstance(s, tuple) else cur.execute(s)
-            for t in ("projects_registry", "reception_audit", "storage_audit",
-                      "audit_chain_events", "audit_chain_heads"):
+            for t in TABLES:
                 cur.execute(f"alter table {t} enable trigger all")
     finally:
         c.close()
@@ -164,7 +166,7 @@ def test_verify_passes_on_untouched_database(fresh_mount, uniq):
     counts = {t: m.sql_value(f"select count(*) from {t}") for t in TABLES}
     assert counts["reception_audit"] >= 6 and counts["storage_audit"] >= 2
     # the auditor's own walk agrees with the database on every row ...
-    assert {t: audit_chain(m, t) for t in TABLES} == counts
+    assert {t: audit_rows(m, t) for t in TABLES} == counts
     # ... and with the events: each removal and each name is one
     ev = m.sql("select table_name, kind, count(*) from audit_chain_events"
                " group by 1, 2 order by 1, 2")
@@ -174,22 +176,26 @@ def test_verify_passes_on_untouched_database(fresh_mount, uniq):
         m.sql_value("select count(*) from projects_registry") + 2  # two renames
     out = _ok(m)
     assert {t["table"]: t["rows"] for t in out["tables"]} == counts
-    heads = {t: (s, h) for t, s, h in m.sql("select * from audit_chain_heads")}
-    assert {t["table"]: (t["seq"], t["row_hash"]) for t in out["tables"]} == heads
+    heads = {(t, lane, seq, h) for t in TABLES for lane, (_, seq, h) in audit_chain(m, t).items()}
+    assert {(h["table"], h["lane"], h["seq"], h["row_hash"]) for h in out["heads"]
+            if h["seq"]} == heads
     assert out["anchors"]["checked"] == 0 and out["anchor_written"] is None
     # audit/chain: the same heads
     with open(os.path.join(m.audit, "chain"), encoding="ascii") as f:
         lines = f.read().splitlines()
-    assert lines[0].startswith("time 20") and lines[0].endswith("Z")
-    assert {ln.split()[0]: (int(ln.split()[1]), ln.split()[2]) for ln in lines[1:]} == heads
+    assert lines[0].startswith("time 20") and lines[0].endswith("Z") and len(lines) == 1 + 32
+    shown = {(w[0], int(w[1]), int(w[2]), w[3]) for w in map(str.split, lines[1:])}
+    assert {x for x in shown if x[2]} == heads
+    assert all(x[3] == GENESIS for x in shown if not x[2])
     # an anchor: written into the storage bucket under the reserved prefix, read back
     out = _ok(m, "--anchor")
     key = out["anchor_written"]
     assert key and key.startswith(".custodyfs-chain/anchors/") and _anchor_keys(m) == [key]
     body = m.s3.get_object(Bucket=m.storage_bucket, Key=key)["Body"].read().decode()
     assert body.splitlines()[0] == "custodyfs-chain-anchor 1"
-    assert {ln.split()[1]: (int(ln.split()[2]), ln.split()[3])
-            for ln in body.splitlines() if ln.startswith("head ")} == heads
+    anchored = {(w[1], int(w[2]), int(w[3]), w[4])
+                for w in map(str.split, body.splitlines()) if w[0] == "head"}
+    assert {x for x in anchored if x[2]} == heads
     assert ".custodyfs-chain" not in os.listdir(m.projects)
     out = _ok(m)
     assert out["anchors"]["checked"] == 1 and out["anchors"]["newest"] == key
@@ -248,44 +254,61 @@ def test_edit_of_mutable_column_is_named(fresh_mount, uniq):
     assert "name" in b["reason"]
 
 
+def _longest_lane(m, table):
+    return m.sql_value(f"select chain_lane from {table} group by 1 order by count(*) desc,"
+                       " 1 limit 1")
+
+
 def test_delete_is_named(fresh_mount, uniq):
     m = fresh_mount
     _populate(m, uniq)
-    rows = m.sql("select id, chain_seq from reception_audit order by chain_seq")
-    (gone, seq), (after, _) = rows[2], rows[3]
+    lane = _longest_lane(m, "reception_audit")
+    rows = m.sql("select id, chain_seq from reception_audit where chain_lane = %s"
+                 " order by chain_seq", (lane,))
+    assert len(rows) >= 3, rows
+    (gone, seq), (after, _) = rows[1], rows[2]
     _as_superuser(m, ("delete from reception_audit where id = %s", (gone,)))
     b = _broken(m, "reception_audit", after)
-    assert b["seq"] == seq and "missing" in b["reason"] and "deleted" in b["reason"]
+    assert b["lane"] == lane and b["seq"] == seq and "missing" in b["reason"]
+    assert "deleted" in b["reason"]
 
 
-def test_delete_of_the_last_row_is_found(fresh_mount, uniq):
+def test_delete_of_the_last_rows_is_caught_against_the_anchors(fresh_mount, uniq):
     m = fresh_mount
     _populate(m, uniq)
-    rows = m.sql("select id, chain_seq from storage_audit order by chain_seq")
-    _as_superuser(m, ("delete from storage_audit where id = %s", (rows[-1][0],)))
+    _ok(m, "--anchor")
+    lane = _longest_lane(m, "storage_audit")
+    last, seq = m.sql("select id, chain_seq from storage_audit where chain_lane = %s"
+                      " order by chain_seq desc limit 1", (lane,))[0]
+    _as_superuser(m, ("delete from storage_audit where id = %s", (last,)))
+    # the lane itself still links up: only the anchor knows it was longer
+    audit_chain(m, "storage_audit")
     rc, out = _verify(m)
-    assert rc == 1 and out["break"]["table"] == "storage_audit", out
-    assert out["break"]["seq"] == rows[-1][1] and "deleted" in out["break"]["reason"]
-    assert out["break"]["row_id"] is None or out["break"]["row_id"] == rows[-2][0]
+    b = out["break"]
+    assert rc == 1 and b["table"] == "storage_audit" and b["lane"] == lane, out
+    assert b["seq"] == seq and b["row_id"] is None and "not in the database" in b["reason"]
+    assert b["anchor"] in _anchor_keys(m)
 
 
 def test_rewritten_table_is_caught_against_the_anchors(fresh_mount, uniq):
     m = fresh_mount
     _populate(m, uniq)
     out = _ok(m, "--anchor")
-    anchored = {t["table"]: t["seq"] for t in out["tables"]}
-    head_id = m.sql_value("select id from reception_audit where chain_seq = %s",
-                          (anchored["reception_audit"],))
+    lane = _longest_lane(m, "reception_audit")
+    anchored = {(h["table"], h["lane"]): h["seq"] for h in out["heads"]}
+    seq = anchored[("reception_audit", lane)]
+    head_id = m.sql_value("select id from reception_audit where chain_lane = %s and"
+                          " chain_seq = %s", (lane, seq))
     # more rows after the anchor, by the mount
     checks.drop(m, uniq + "-later.txt", b"later\n")
     _ok(m)
-    # the attacker: edits an early row, recomputes every hash after it, moves the head
-    first = m.sql_value("select id from reception_audit order by chain_seq limit 1")
-    rows = m.sql_dicts("select * from reception_audit order by chain_seq")
+    # the attacker: edits the lane's first row, recomputes every hash after it
+    rows = m.sql_dicts("select * from reception_audit where chain_lane = %s order by chain_seq",
+                       (lane,))
     stmts = []
     prev = GENESIS
     for r in rows:
-        if r["id"] == first:
+        if r["chain_seq"] == 1:
             r["size_bytes"] = (r["size_bytes"] or 0) + 1000
             stmts.append(("update reception_audit set size_bytes = %s where id = %s",
                           (r["size_bytes"], r["id"])))
@@ -293,8 +316,6 @@ def test_rewritten_table_is_caught_against_the_anchors(fresh_mount, uniq):
         stmts.append(("update reception_audit set prev_hash = %s, row_hash = %s where id = %s",
                       (prev, h, r["id"])))
         prev = h
-    stmts.append(("update audit_chain_heads set row_hash = %s where table_name ="
-                  " 'reception_audit'", (prev,)))
     _as_superuser(m, *stmts)
     # the chain in the database is consistent again: an auditor's walk alone passes ...
     audit_chain(m, "reception_audit")
@@ -303,7 +324,7 @@ def test_rewritten_table_is_caught_against_the_anchors(fresh_mount, uniq):
     assert rc == 1 and not out["ok"], out
     b = out["break"]
     assert b["table"] == "reception_audit" and b["row_id"] == head_id, out
-    assert b["seq"] == anchored["reception_audit"] and "rewritten" in b["reason"]
+    assert b["lane"] == lane and b["seq"] == seq and "rewritten" in b["reason"]
     assert b["anchor"] in _anchor_keys(m)
     # and a broken chain is never anchored
     before = _anchor_keys(m)
@@ -349,8 +370,10 @@ def test_concurrent_inserts_from_eight_connections(fresh_mount, uniq):
     assert not errors and not any(t.is_alive() for t in ts), errors
     assert m.sql_value("select count(*) from reception_audit where object_key like %s",
                        (uniq + "/%",)) == 8 * per
-    assert audit_chain(m, "reception_audit") == 8 * per
-    assert audit_chain(m, "storage_audit") == 8 * len(range(0, per, 5))
+    lanes = audit_chain(m, "reception_audit")
+    assert sum(n for n, _, _ in lanes.values()) == 8 * per
+    assert len(lanes) >= 2, lanes  # the writers did not all wait for one lane
+    assert audit_rows(m, "storage_audit") == 8 * len(range(0, per, 5))
     out = _ok(m)
     assert {t["table"]: t["rows"] for t in out["tables"]}["reception_audit"] == 8 * per
 
@@ -367,11 +390,11 @@ def test_existing_rows_are_chained_by_the_migration(mount_factory, uniq):
         m.sql("insert into reception_audit (source_bucket, file_name, object_key, size_bytes)"
               " values ('recepcao-raw', %s, %s, %s)", (f"f{i}", f"old/f{i}", i))
     m.mount()
-    assert m.sql("select id, chain_seq from reception_audit order by id") == \
-        [(i, i) for i in range(1, 6)]
-    assert audit_chain(m, "reception_audit") == 5 and audit_chain(m, "projects_registry") == 2
+    assert m.sql("select id, chain_lane, chain_seq from reception_audit order by id") == \
+        [(i, 0, i) for i in range(1, 6)]
+    assert audit_rows(m, "reception_audit") == 5 and audit_rows(m, "projects_registry") == 2
     checks.drop(m, uniq + ".txt", b"new\n")
-    assert audit_chain(m, "reception_audit") == 6
+    assert audit_rows(m, "reception_audit") == 6
     _ok(m)
 
 
@@ -380,12 +403,13 @@ def test_mount_writes_anchors_periodically(fresh_mount, uniq):
     m = fresh_mount
     m.wait_until(lambda: _anchor_keys(m), timeout=30, what="a first anchor")
     checks.drop(m, uniq + ".txt", b"anchored\n")
-    seq = m.sql_value("select seq from audit_chain_heads where table_name = 'reception_audit'")
+    lane, seq = m.sql("select chain_lane, chain_seq from reception_audit where object_key = %s",
+                      (uniq + ".txt",))[0]
 
     def anchored():
         keys = _anchor_keys(m)
         body = m.s3.get_object(Bucket=m.storage_bucket, Key=sorted(keys)[0])["Body"].read()
-        return f"head reception_audit {seq} ".encode() in body
+        return f"head reception_audit {lane} {seq} ".encode() in body
     m.wait_until(anchored, timeout=30, what="an anchor of the new head")
     out = _ok(m)
     assert out["anchors"]["checked"] >= 2
