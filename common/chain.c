@@ -1,7 +1,7 @@
 /* chain.c - the chain anchors in the store; see chain.h. */
 #include <errno.h>
-#include <pthread.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,10 +35,9 @@ int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 			       "custodyfs-chain-anchor 1\ntime %s\nhost %s\n",
 			       now, host);
 	for (t = 0; t < DB_CHAIN_NHEADS && len < sizeof(body); t++)
-		len += (size_t)snprintf(body + len, sizeof(body) - len,
-					"head %s %d %lld %s\n", h[t].table,
-					h[t].lane, (long long)h[t].seq,
-					h[t].row_hash);
+		len += (size_t)snprintf(
+		    body + len, sizeof(body) - len, "head %s %d %lld %s\n",
+		    h[t].table, h[t].lane, (long long)h[t].seq, h[t].row_hash);
 	if (len >= sizeof(body))
 		return -ENAMETOOLONG;
 	clock_gettime(CLOCK_REALTIME, &ts);
@@ -223,7 +222,8 @@ static int chain_heads_same(const struct db_chain_head *a,
 	int t;
 
 	for (t = 0; t < DB_CHAIN_NHEADS; t++)
-		if (a[t].seq != b[t].seq || strcmp(a[t].row_hash, b[t].row_hash))
+		if (a[t].seq != b[t].seq ||
+		    strcmp(a[t].row_hash, b[t].row_hash))
 			return 0;
 	return 1;
 }

@@ -39,7 +39,7 @@ int chain_anchor_write(struct db *d, struct s3_client *s3, const char *bucket,
 
 /* What chain_anchor_check found. */
 struct chain_anchor_report {
-	int n_anchors;	 /* anchors read (at most CHAIN_ANCHORS_CHECKED) */
+	int n_anchors;	  /* anchors read (at most CHAIN_ANCHORS_CHECKED) */
 	char newest[512]; /* the newest anchor's key, "" when none */
 	char newest_time[40];
 	int broken; /* 1: brk says where, anchor which anchor */

@@ -39,10 +39,11 @@ static const char *const db_chain_cols[DB_CHAIN_NTABLES][20] = {
     {"id", "source_bucket", "file_name", "object_key", "size_bytes",
      "uploaded_at", "xxh128", "sha256", "received_by", "etag", "origin",
      "received_uid", "received_user", "received_host", NULL},
-    {"id", "project_prefix", "project_name", "dest_bucket", "dest_key",
-     "size_bytes", "moved_at", "source_bucket", "source_key", "reception_id",
-     "outcome", "duplicate_of", "xxh128", "sha256", "moved_by", "moved_uid",
-     "moved_user", "moved_host", "journal_id", NULL},
+    {"id",	   "project_prefix", "project_name", "dest_bucket",
+     "dest_key",   "size_bytes",     "moved_at",     "source_bucket",
+     "source_key", "reception_id",   "outcome",	     "duplicate_of",
+     "xxh128",	   "sha256",	     "moved_by",     "moved_uid",
+     "moved_user", "moved_host",     "journal_id",   NULL},
     {"id", "table_name", "row_id", "kind", "removed_at", "removal_reason",
      "name", "event_at", "event_by", NULL},
 };
@@ -94,10 +95,10 @@ static int pg_heads(struct pg_ctx *x, void *arg)
 			 CHAIN_GENESIS);
 	}
 	for (t = 0, len = 0; t < DB_CHAIN_NTABLES; t++)
-		len += (size_t)snprintf(sql + len, sizeof(sql) - len,
-					db_sql_heads_part, t ? " UNION ALL " : "",
-					db_chain_tables[t], DB_CHAIN_LANES - 1,
-					db_chain_tables[t]);
+		len += (size_t)snprintf(
+		    sql + len, sizeof(sql) - len, db_sql_heads_part,
+		    t ? " UNION ALL " : "", db_chain_tables[t],
+		    DB_CHAIN_LANES - 1, db_chain_tables[t]);
 	rc = pg_exec(x, sql, 0, NULL, &res);
 	if (rc)
 		goto out;
@@ -200,10 +201,10 @@ static char *chain_select(int t, int lane)
 		const char *c = db_chain_cols[t][i];
 
 		if (chain_is_ts(c))
-			len += (size_t)snprintf(
-			    s + len, cap - len,
-			    ", (extract(epoch FROM %s) * 1000000)::bigint::text",
-			    c);
+			len += (size_t)snprintf(s + len, cap - len,
+						", (extract(epoch FROM %s) * "
+						"1000000)::bigint::text",
+						c);
 		else
 			len += (size_t)snprintf(s + len, cap - len,
 						", %s::text", c);
@@ -217,9 +218,9 @@ static char *chain_select(int t, int lane)
 
 struct chain_state {
 	int lane;
-	int64_t seq;	   /* last link's chain_seq */
-	int64_t id;	   /* its id, -1 before the first */
-	char hash[65];	   /* its row_hash */
+	int64_t seq;   /* last link's chain_seq */
+	int64_t id;    /* its id, -1 before the first */
+	char hash[65]; /* its row_hash */
 	EVP_MD_CTX *md;
 };
 
@@ -237,27 +238,27 @@ static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
 	int i;
 
 	if (seq > st->seq + 2) {
-		chain_break(w, t, st->lane, id, st->seq + 1,
-			    "lane %d: chain_seq %lld to %lld missing before row "
-			    "id %lld (chain_seq %lld): deleted",
-			    st->lane,
-			    (long long)(st->seq + 1), (long long)(seq - 1),
-			    (long long)id, (long long)seq);
+		chain_break(
+		    w, t, st->lane, id, st->seq + 1,
+		    "lane %d: chain_seq %lld to %lld missing before row "
+		    "id %lld (chain_seq %lld): deleted",
+		    st->lane, (long long)(st->seq + 1), (long long)(seq - 1),
+		    (long long)id, (long long)seq);
 		return 1;
 	}
 	if (seq == st->seq + 2) {
-		chain_break(w, t, st->lane, id, st->seq + 1,
-			    "lane %d: chain_seq %lld missing before row id %lld "
-			    "(chain_seq %lld): deleted",
-			    st->lane,
-			    (long long)(st->seq + 1), (long long)id,
-			    (long long)seq);
+		chain_break(
+		    w, t, st->lane, id, st->seq + 1,
+		    "lane %d: chain_seq %lld missing before row id %lld "
+		    "(chain_seq %lld): deleted",
+		    st->lane, (long long)(st->seq + 1), (long long)id,
+		    (long long)seq);
 		return 1;
 	}
 	if (seq != st->seq + 1) {
 		chain_break(w, t, st->lane, id, seq,
-			    "row id %lld repeats chain_seq %lld",
-			    (long long)id, (long long)seq);
+			    "row id %lld repeats chain_seq %lld", (long long)id,
+			    (long long)seq);
 		return 1;
 	}
 	if (PQgetisnull(res, r, 2) || strcmp(prev, st->hash)) {
@@ -343,8 +344,9 @@ static int pg_walk_lane(struct pg_ctx *x, struct db_chain_walk *w, int t,
 		goto out;
 	open = 1;
 	for (;;) {
-		rc = pg_exec(x, "FETCH " CHAIN_FETCH " FROM custodyfs_chain_cur",
-			     0, NULL, &res);
+		rc =
+		    pg_exec(x, "FETCH " CHAIN_FETCH " FROM custodyfs_chain_cur",
+			    0, NULL, &res);
 		if (rc)
 			goto out;
 		n = PQntuples(res);

@@ -57,9 +57,9 @@ struct db_chain_break {
 
 /* What a walk saw. */
 struct db_chain_walk {
-	int64_t rows[DB_CHAIN_NTABLES]; /* rows walked per table */
+	int64_t rows[DB_CHAIN_NTABLES];		     /* rows walked per table */
 	struct db_chain_head heads[DB_CHAIN_NHEADS]; /* the last good links */
-	int broken; /* 1: brk says where */
+	int broken;				     /* 1: brk says where */
 	struct db_chain_break brk;
 };
 

@@ -113,7 +113,7 @@ struct cfs {
 	struct db *db;
 	struct upload_pool *pool;
 	struct reception *rcp;
-	struct promote *promote; /* NULL until the workers start */
+	struct promote *promote;	 /* NULL until the workers start */
 	struct chain_anchorer *anchorer; /* NULL: none ([fs]
 					    chain_anchor_interval 0) */
 	char host[256];

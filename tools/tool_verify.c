@@ -82,8 +82,8 @@ static void verify_json(const struct verify *v)
 		       v->w.heads[k].row_hash);
 	printf("],\n \"anchors\": {\"checked\": %d, \"newest\": ",
 	       v->anchors_checked ? v->a.n_anchors : 0);
-	tool_json_str(stdout,
-		      v->anchors_checked && v->a.newest[0] ? v->a.newest : NULL);
+	tool_json_str(stdout, v->anchors_checked && v->a.newest[0] ? v->a.newest
+								   : NULL);
 	printf(", \"newest_time\": ");
 	tool_json_str(stdout, v->anchors_checked && v->a.newest_time[0]
 				  ? v->a.newest_time
@@ -155,8 +155,8 @@ static void verify_text(const struct verify *v)
 			printf(" row id %lld", (long long)v->brk->row_id);
 		printf(": %s", v->brk->reason);
 		if (v->brk_anchor)
-			printf(" (anchor %s)", tool_shown(v->brk_anchor, shown,
-							  sizeof(shown)));
+			printf(" (anchor %s)",
+			       tool_shown(v->brk_anchor, shown, sizeof(shown)));
 		printf("\n");
 		return;
 	}
@@ -247,9 +247,8 @@ int tool_verify(int argc, char **argv)
 	}
 	rc = chain_anchor_check(t.db, t.s3, t.cfg.storage_bucket, &v.a);
 	if (rc) {
-		snprintf(v.err, sizeof(v.err),
-			 "reading the anchors in %s: %s", t.cfg.storage_bucket,
-			 strerror(-rc));
+		snprintf(v.err, sizeof(v.err), "reading the anchors in %s: %s",
+			 t.cfg.storage_bucket, strerror(-rc));
 		goto report;
 	}
 	v.anchors_checked = 1;
@@ -259,9 +258,9 @@ int tool_verify(int argc, char **argv)
 		v.brk_anchor = v.a.anchor;
 	}
 	if (anchor && !v.broken) {
-		rc = chain_anchor_write(t.db, t.s3, t.cfg.storage_bucket,
-					t.host, v.written, sizeof(v.written),
-					NULL);
+		rc =
+		    chain_anchor_write(t.db, t.s3, t.cfg.storage_bucket, t.host,
+				       v.written, sizeof(v.written), NULL);
 		if (rc)
 			snprintf(v.err, sizeof(v.err),
 				 "writing the anchor into %s: %s",

@@ -379,7 +379,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	   "schema_migrations holds versions 1 to 9");
 	ok(has_contract_columns(raw), "every column of SPEC section 5 exists");
 	ok(count_triggers(raw) == 16, "append-only triggers installed, "
-				     "enabled ALWAYS");
+				      "enabled ALWAYS");
 	ok(sql_is(raw,
 		  "SELECT indisunique FROM pg_index WHERE indexrelid ="
 		  " to_regclass('reception_audit_live_key')",
