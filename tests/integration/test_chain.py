@@ -9,6 +9,7 @@ own implementation of the encoding documented in doc/custodyfs.1 (TAMPER EVIDENC
 here from the man page, not from the C code.
 """
 import datetime
+import errno
 import hashlib
 import json
 import os
@@ -414,3 +415,20 @@ def test_mount_writes_anchors_periodically(fresh_mount, uniq):
     out = _ok(m)
     assert out["anchors"]["checked"] >= 2
     assert ".custodyfs-chain" not in os.listdir(m.projects)
+
+
+def test_audit_chain_is_read_only(mount):
+    p = os.path.join(mount.audit, "chain")
+    for what, fn in {
+        "open for writing": lambda: os.open(p, os.O_WRONLY),
+        "open O_TRUNC": lambda: os.open(p, os.O_RDONLY | os.O_TRUNC),
+        "unlink": lambda: os.unlink(p),
+        "truncate": lambda: os.truncate(p, 0),
+        "chmod": lambda: os.chmod(p, 0o666),
+        "rename": lambda: os.rename(p, os.path.join(mount.audit, "chain2")),
+    }.items():
+        with pytest.raises(OSError) as e:
+            fn()
+        assert e.value.errno == errno.EROFS, what
+    with open(p, encoding="ascii") as f:
+        assert f.readline().startswith("time ")
