@@ -432,3 +432,15 @@ def test_audit_chain_is_read_only(mount):
         assert e.value.errno == errno.EROFS, what
     with open(p, encoding="ascii") as f:
         assert f.readline().startswith("time ")
+
+
+def test_verify_with_the_store_down_fails_and_writes_nothing(fresh_mount, uniq):
+    m = fresh_mount
+    checks.drop(m, uniq + ".txt", b"x\n")
+    m.stop_s3()
+    rc, out = _verify(m, "--anchor")
+    assert rc == 1 and not out["ok"] and out["anchor_written"] is None, out
+    assert "anchors" in out["error"] and out["break"] is None
+    m.start_s3()
+    assert _anchor_keys(m) == []
+    _ok(m)
