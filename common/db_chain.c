@@ -28,6 +28,7 @@
 #define CHAIN_GENESIS                                                          \
 	"0000000000000000000000000000000000000000000000000000000000000000"
 #define CHAIN_FETCH "2000"
+#define CHAIN_WALK_TIMEOUT_MS (15 * 60 * 1000)
 
 const char *const db_chain_tables[DB_CHAIN_NTABLES] = {
     "projects_registry", "reception_audit", "storage_audit",
@@ -482,7 +483,11 @@ int db_chain_walk(struct db *d, struct db_chain_walk *w)
 {
 	if (!d || !w)
 		return -EINVAL;
-	return db_run(d, "chain walk", 1, 0, pg_walk, w);
+	/* One FETCH is quick; the mutable-column checks read whole tables
+	 * (a million rows: seconds): bounded, but not by the hot path's
+	 * bound. */
+	return db_run_timed(d, "chain walk", 1, 0, CHAIN_WALK_TIMEOUT_MS,
+			    pg_walk, w);
 }
 
 struct hash_at_arg {
