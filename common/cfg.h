@@ -48,6 +48,8 @@ struct cfg {
 	int upload_workers;   /* parallel part uploads, default 4 */
 	int cache_ttl_ms;     /* directory listing cache, default 3000 */
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */
+	int chain_anchor_interval_s; /* chain anchors into the storage bucket,
+					0 = off, default 600 */
 	long foreign_grace_ms; /* wait before logging an upload by another route;
 				* -1 (default): derived from the timeouts */
 	/* Owner of what no mount created (objects that arrived by other

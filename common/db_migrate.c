@@ -574,6 +574,366 @@ static const char *const db_migration_8[] = {
 	NULL,
 };
 
+/* Version 9: tamper evidence (doc/custodyfs.1, TAMPER EVIDENCE, is the
+ * auditor's reference). Every row inserted into projects_registry,
+ * reception_audit, storage_audit and audit_chain_events, by anyone, gets
+ * from the BEFORE INSERT trigger zz_custodyfs_chain (named to run last of
+ * the BEFORE triggers, ENABLE ALWAYS so replica mode does not skip it):
+ *   chain_lane = a lane, chain_seq = the lane's last chain_seq + 1,
+ *   prev_hash = the lane's last row_hash (64 zeros for the first),
+ *   row_hash  = hex(SHA-256(unhex(prev_hash) || custodyfs_chain_enc_*))
+ * Each table has 8 chains, "lanes" (0 to 7). The trigger takes a lane's
+ * transaction advisory lock (class CHAIN_LOCK_CLASS + the table's number,
+ * the lane): one no other transaction holds, its own pid's first, else it
+ * waits for its own pid's lane. The lock is held until the inserting
+ * transaction ends, and the lane's last row is read after it is granted
+ * (a fresh snapshot in READ COMMITTED): within a lane, an inserter sees
+ * the row of the one before it once that one committed, or nothing of it
+ * after a rollback; each lane's order is its commit order, gapless. In
+ * REPEATABLE READ a stale snapshot would reuse a chain_seq: the unique
+ * index on (chain_lane, chain_seq) refuses it (23505), to be retried.
+ * Why lanes: one chain per table makes every insert wait for the previous
+ * inserter's commit (its WAL flush); with 8 writers that cost most of the
+ * insert rate (tests/bench/chain_bench.py). Why no table of heads: a head
+ * row updated by every insert cost as much again (one more row version
+ * per insert), and it proves nothing a superuser could not rewrite with
+ * the rows; the heads that count are the anchors in the store (chain.h).
+ * The mutable columns (removed_at and removal_reason of the two audit
+ * tables, a project's name) are not in the row hash: each value they
+ * take, at insert or by an UPDATE, is its own chained row of
+ * audit_chain_events (strictly append-only), and verify checks each row's
+ * current value against its newest event. Rows present at migration time
+ * are chained in id order in lane 0. */
+static const char *const db_migration_9[] = {
+	"CREATE TABLE IF NOT EXISTS audit_chain_events ("
+	" id bigserial PRIMARY KEY,"
+	" table_name text NOT NULL,"
+	" row_id bigint NOT NULL,"
+	" kind text NOT NULL CHECK (kind IN ('removed', 'named')),"
+	" removed_at timestamptz,"
+	" removal_reason text,"
+	" name text,"
+	" event_at timestamptz NOT NULL DEFAULT now(),"
+	" event_by text NOT NULL DEFAULT current_user)",
+	"CREATE INDEX IF NOT EXISTS audit_chain_events_row"
+	" ON audit_chain_events (table_name, row_id, id)",
+
+	"ALTER TABLE projects_registry"
+	" ADD COLUMN IF NOT EXISTS chain_lane integer,"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE reception_audit"
+	" ADD COLUMN IF NOT EXISTS chain_lane integer,"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE storage_audit"
+	" ADD COLUMN IF NOT EXISTS chain_lane integer,"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+	"ALTER TABLE audit_chain_events"
+	" ADD COLUMN IF NOT EXISTS chain_lane integer,"
+	" ADD COLUMN IF NOT EXISTS chain_seq bigint,"
+	" ADD COLUMN IF NOT EXISTS prev_hash text,"
+	" ADD COLUMN IF NOT EXISTS row_hash text",
+
+	/* One field: "~" for NULL, else its UTF-8 byte length in decimal,
+	 * ":", the value, as text (custodyfs_chain_enc_* convert the whole to
+	 * UTF-8 once). In a UTF-8 database a text's octet_length is its UTF-8
+	 * length; in another, it is counted after conversion. Every function
+	 * in it is immutable (int::text, not int || text, which is stable),
+	 * so the planner inlines it: a call costs what a CASE costs. */
+	"DO $do$\n"
+	"BEGIN\n"
+	" IF current_setting('server_encoding') = 'UTF8' THEN\n"
+	"  CREATE OR REPLACE FUNCTION custodyfs_chain_field(v text)"
+	"   RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS"
+	"   $fn$SELECT CASE WHEN v IS NULL THEN '~'"
+	"   ELSE octet_length(v)::text || ':' || v END$fn$;\n"
+	" ELSE\n"
+	"  CREATE OR REPLACE FUNCTION custodyfs_chain_field(v text)"
+	"   RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS"
+	"   $fn$SELECT CASE WHEN v IS NULL THEN '~'"
+	"   ELSE octet_length(convert_to(v, 'UTF8'))::text || ':' || v"
+	"   END$fn$;\n"
+	" END IF;\n"
+	"END\n"
+	"$do$",
+
+	/* A timestamp's field: microseconds since the Unix epoch. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_ts(t timestamptz)"
+	" RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS"
+	" $fn$SELECT (extract(epoch FROM t) * 1000000)::bigint::text$fn$",
+
+	/* The canonical encoding of a row of each table (version 1: a later
+	 * migration that adds a column to it must start v2): the fields
+	 * "custodyfs-chain-v1", the table name, then the columns in this
+	 * order, timestamps as custodyfs_chain_ts, other values as their
+	 * text. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_enc_projects_registry(r projects_registry)"
+	" RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$SELECT"
+	" convert_to(custodyfs_chain_field('custodyfs-chain-v1')"
+	" || custodyfs_chain_field('projects_registry')"
+	" || custodyfs_chain_field(r.id::text)"
+	" || custodyfs_chain_field(r.prefix::text)"
+	" || custodyfs_chain_field(custodyfs_chain_ts(r.created_at))"
+	" || custodyfs_chain_field(r.created_by::text), 'UTF8')$fn$",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_enc_reception_audit(r reception_audit)"
+	" RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$SELECT"
+	" convert_to(custodyfs_chain_field('custodyfs-chain-v1')"
+	" || custodyfs_chain_field('reception_audit')"
+	" || custodyfs_chain_field(r.id::text)"
+	" || custodyfs_chain_field(r.source_bucket::text)"
+	" || custodyfs_chain_field(r.file_name::text)"
+	" || custodyfs_chain_field(r.object_key::text)"
+	" || custodyfs_chain_field(r.size_bytes::text)"
+	" || custodyfs_chain_field(custodyfs_chain_ts(r.uploaded_at))"
+	" || custodyfs_chain_field(r.xxh128::text)"
+	" || custodyfs_chain_field(r.sha256::text)"
+	" || custodyfs_chain_field(r.received_by::text)"
+	" || custodyfs_chain_field(r.etag::text)"
+	" || custodyfs_chain_field(r.origin::text)"
+	" || custodyfs_chain_field(r.received_uid::text)"
+	" || custodyfs_chain_field(r.received_user::text)"
+	" || custodyfs_chain_field(r.received_host::text), 'UTF8')$fn$",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_enc_storage_audit(r storage_audit)"
+	" RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$SELECT"
+	" convert_to(custodyfs_chain_field('custodyfs-chain-v1')"
+	" || custodyfs_chain_field('storage_audit')"
+	" || custodyfs_chain_field(r.id::text)"
+	" || custodyfs_chain_field(r.project_prefix::text)"
+	" || custodyfs_chain_field(r.project_name::text)"
+	" || custodyfs_chain_field(r.dest_bucket::text)"
+	" || custodyfs_chain_field(r.dest_key::text)"
+	" || custodyfs_chain_field(r.size_bytes::text)"
+	" || custodyfs_chain_field(custodyfs_chain_ts(r.moved_at))"
+	" || custodyfs_chain_field(r.source_bucket::text)"
+	" || custodyfs_chain_field(r.source_key::text)"
+	" || custodyfs_chain_field(r.reception_id::text)"
+	" || custodyfs_chain_field(r.outcome::text)"
+	" || custodyfs_chain_field(r.duplicate_of::text)"
+	" || custodyfs_chain_field(r.xxh128::text)"
+	" || custodyfs_chain_field(r.sha256::text)"
+	" || custodyfs_chain_field(r.moved_by::text)"
+	" || custodyfs_chain_field(r.moved_uid::text)"
+	" || custodyfs_chain_field(r.moved_user::text)"
+	" || custodyfs_chain_field(r.moved_host::text)"
+	" || custodyfs_chain_field(r.journal_id::text), 'UTF8')$fn$",
+
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_enc_audit_chain_events(r audit_chain_events)"
+	" RETURNS bytea LANGUAGE sql STABLE PARALLEL SAFE AS $fn$SELECT"
+	" convert_to(custodyfs_chain_field('custodyfs-chain-v1')"
+	" || custodyfs_chain_field('audit_chain_events')"
+	" || custodyfs_chain_field(r.id::text)"
+	" || custodyfs_chain_field(r.table_name::text)"
+	" || custodyfs_chain_field(r.row_id::text)"
+	" || custodyfs_chain_field(r.kind::text)"
+	" || custodyfs_chain_field(custodyfs_chain_ts(r.removed_at))"
+	" || custodyfs_chain_field(r.removal_reason::text)"
+	" || custodyfs_chain_field(r.name::text)"
+	" || custodyfs_chain_field(custodyfs_chain_ts(r.event_at))"
+	" || custodyfs_chain_field(r.event_by::text), 'UTF8')$fn$",
+
+	/* Lane locks: (int, int) advisory keys (1129665392 + the table's
+	 * number, lane): "CUSp" onwards, apart from the other classes. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_insert()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"DECLARE enc bytea; cls integer; mine integer := pg_backend_pid() % 8;"
+	" l integer; i integer; prev text; seq bigint;\n"
+	"BEGIN\n"
+	" cls := 1129665392 + CASE TG_TABLE_NAME WHEN 'projects_registry'"
+	"  THEN 0 WHEN 'reception_audit' THEN 1 WHEN 'storage_audit' THEN 2"
+	"  ELSE 3 END;\n"
+	" l := mine;\n"
+	" IF NOT pg_try_advisory_xact_lock(cls, l) THEN\n"
+	"  l := NULL;\n"
+	"  FOR i IN 1..7 LOOP\n"
+	"   l := (mine + i) % 8;\n"
+	"   EXIT WHEN pg_try_advisory_xact_lock(cls, l);\n"
+	"   l := NULL;\n"
+	"  END LOOP;\n"
+	"  IF l IS NULL THEN\n"
+	"   l := mine;\n"
+	"   PERFORM pg_advisory_xact_lock(cls, l);\n"
+	"  END IF;\n"
+	" END IF;\n"
+	" IF TG_TABLE_NAME = 'reception_audit' THEN\n"
+	"  enc := custodyfs_chain_enc_reception_audit(NEW);\n"
+	"  SELECT x.chain_seq, x.row_hash INTO seq, prev FROM reception_audit x"
+	"   WHERE x.chain_lane = l ORDER BY x.chain_seq DESC LIMIT 1;\n"
+	" ELSIF TG_TABLE_NAME = 'storage_audit' THEN\n"
+	"  enc := custodyfs_chain_enc_storage_audit(NEW);\n"
+	"  SELECT x.chain_seq, x.row_hash INTO seq, prev FROM storage_audit x"
+	"   WHERE x.chain_lane = l ORDER BY x.chain_seq DESC LIMIT 1;\n"
+	" ELSIF TG_TABLE_NAME = 'projects_registry' THEN\n"
+	"  enc := custodyfs_chain_enc_projects_registry(NEW);\n"
+	"  SELECT x.chain_seq, x.row_hash INTO seq, prev"
+	"   FROM projects_registry x"
+	"   WHERE x.chain_lane = l ORDER BY x.chain_seq DESC LIMIT 1;\n"
+	" ELSE\n"
+	"  enc := custodyfs_chain_enc_audit_chain_events(NEW);\n"
+	"  SELECT x.chain_seq, x.row_hash INTO seq, prev"
+	"   FROM audit_chain_events x"
+	"   WHERE x.chain_lane = l ORDER BY x.chain_seq DESC LIMIT 1;\n"
+	" END IF;\n"
+	" IF seq IS NULL THEN\n"
+	"  seq := 0; prev := repeat('0', 64);\n"
+	" END IF;\n"
+	" NEW.chain_lane := l;\n"
+	" NEW.chain_seq := seq + 1;\n"
+	" NEW.prev_hash := prev;\n"
+	" NEW.row_hash := encode(sha256(decode(prev, 'hex') || enc), 'hex');\n"
+	" RETURN NEW;\n"
+	"END\n"
+	"$fn$",
+
+	/* Each value a mutable column takes is an event. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_mutable()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"BEGIN\n"
+	" IF TG_TABLE_NAME = 'projects_registry' THEN\n"
+	"  IF TG_OP = 'INSERT' OR NEW.name IS DISTINCT FROM OLD.name THEN\n"
+	"   INSERT INTO audit_chain_events (table_name, row_id, kind, name)"
+	"    VALUES (TG_TABLE_NAME, NEW.id, 'named', NEW.name);\n"
+	"  END IF;\n"
+	" ELSIF (TG_OP = 'INSERT' AND (NEW.removed_at IS NOT NULL"
+	"   OR NEW.removal_reason IS NOT NULL))"
+	"  OR (TG_OP = 'UPDATE' AND (NEW.removed_at, NEW.removal_reason)"
+	"   IS DISTINCT FROM (OLD.removed_at, OLD.removal_reason)) THEN\n"
+	"  INSERT INTO audit_chain_events (table_name, row_id, kind,"
+	"   removed_at, removal_reason)"
+	"   VALUES (TG_TABLE_NAME, NEW.id, 'removed', NEW.removed_at,"
+	"   NEW.removal_reason);\n"
+	" END IF;\n"
+	" RETURN NULL;\n"
+	"END\n"
+	"$fn$",
+
+	/* Chain what is there, in id order, in lane 0; the mutable columns' current
+	 * values become their first events. The append-only triggers are
+	 * off for this transaction's own updates of the new columns. */
+	"ALTER TABLE projects_registry DISABLE TRIGGER custodyfs_projects_row",
+	"ALTER TABLE reception_audit DISABLE TRIGGER custodyfs_append_only_row",
+	"ALTER TABLE storage_audit DISABLE TRIGGER custodyfs_append_only_row",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, name)"
+	" SELECT 'projects_registry', id, 'named', name FROM projects_registry"
+	" ORDER BY id",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, removed_at,"
+	" removal_reason) SELECT 'reception_audit', id, 'removed', removed_at,"
+	" removal_reason FROM reception_audit WHERE removed_at IS NOT NULL"
+	" OR removal_reason IS NOT NULL ORDER BY id",
+	"INSERT INTO audit_chain_events (table_name, row_id, kind, removed_at,"
+	" removal_reason) SELECT 'storage_audit', id, 'removed', removed_at,"
+	" removal_reason FROM storage_audit WHERE removed_at IS NOT NULL"
+	" OR removal_reason IS NOT NULL ORDER BY id",
+	"DO $do$\n"
+	"DECLARE t text; rid bigint; enc bytea; n bigint; h text; nh text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['projects_registry', 'reception_audit',"
+	"  'storage_audit', 'audit_chain_events'] LOOP\n"
+	"  IF EXISTS (SELECT 1 FROM pg_trigger WHERE tgrelid = to_regclass(t)"
+	"   AND tgname = 'zz_custodyfs_chain')"
+	"  THEN\n"
+	"   CONTINUE;\n"
+	"  END IF;\n"
+	"  n := 0; h := repeat('0', 64);\n"
+	"  FOR rid, enc IN EXECUTE format('SELECT id::bigint,"
+	"   custodyfs_chain_enc_%s(x) FROM %I x"
+	"   ORDER BY id', t, t) LOOP\n"
+	"   n := n + 1;\n"
+	"   nh := encode(sha256(decode(h, 'hex') || enc), 'hex');\n"
+	"   EXECUTE format('UPDATE %I SET chain_lane = 0, chain_seq = $1,"
+	"    prev_hash = $2, row_hash = $3 WHERE id = $4', t)"
+	"    USING n, h, nh, rid;\n"
+	"   h := nh;\n"
+	"  END LOOP;\n"
+		"  EXECUTE format('CREATE UNIQUE INDEX IF NOT EXISTS %I ON %I"
+	"   (chain_lane, chain_seq)', t || '_chain_seq', t);\n"
+	"  EXECUTE format('DROP TRIGGER IF EXISTS zz_custodyfs_chain ON %I',"
+	"   t);\n"
+	"  EXECUTE format('CREATE TRIGGER zz_custodyfs_chain BEFORE INSERT"
+	"   ON %I FOR EACH ROW EXECUTE FUNCTION custodyfs_chain_insert()', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	"   zz_custodyfs_chain', t);\n"
+	"  IF t <> 'audit_chain_events' THEN\n"
+	"   EXECUTE format('DROP TRIGGER IF EXISTS custodyfs_chain_mutable"
+	"    ON %I', t);\n"
+	"   EXECUTE format('DROP TRIGGER IF EXISTS custodyfs_chain_mutable_ins"
+	"    ON %I', t);\n"
+	"   EXECUTE format('CREATE TRIGGER custodyfs_chain_mutable AFTER"
+	"    UPDATE ON %I FOR EACH ROW WHEN (%s)"
+	"    EXECUTE FUNCTION custodyfs_chain_mutable()', t, CASE t"
+	"    WHEN 'projects_registry' THEN 'NEW.name IS DISTINCT FROM OLD.name'"
+	"    ELSE '(NEW.removed_at, NEW.removal_reason) IS DISTINCT FROM"
+	"    (OLD.removed_at, OLD.removal_reason)' END);\n"
+	"   EXECUTE format('CREATE TRIGGER custodyfs_chain_mutable_ins AFTER"
+	"    INSERT ON %I FOR EACH ROW WHEN (%s)"
+	"    EXECUTE FUNCTION custodyfs_chain_mutable()', t, CASE t"
+	"    WHEN 'projects_registry' THEN 'true'"
+	"    ELSE 'NEW.removed_at IS NOT NULL OR NEW.removal_reason IS NOT"
+	"    NULL' END);\n"
+	"   EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	"    custodyfs_chain_mutable', t);\n"
+	"   EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	"    custodyfs_chain_mutable_ins', t);\n"
+	"  END IF;\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+
+	/* Back on, as version 1 and 5 left them (ALWAYS). */
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_row",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_projects_stmt",
+	"DO $do$\n"
+	"DECLARE t text;\n"
+	"BEGIN\n"
+	" FOREACH t IN ARRAY ARRAY['reception_audit', 'storage_audit',"
+	"  'audit_chain_events'] LOOP\n"
+	"  EXECUTE format('CREATE OR REPLACE TRIGGER custodyfs_append_only_row"
+	" BEFORE UPDATE ON %I FOR EACH ROW EXECUTE FUNCTION %I()', t,"
+	"   CASE t WHEN 'audit_chain_events' THEN"
+	"   'custodyfs_strict_append_only' ELSE 'custodyfs_audit_append_only'"
+	"   END);\n"
+	"  EXECUTE format('CREATE OR REPLACE TRIGGER custodyfs_append_only_stmt"
+	" BEFORE DELETE OR TRUNCATE ON %I FOR EACH STATEMENT"
+	" EXECUTE FUNCTION %I()', t,"
+	"   CASE t WHEN 'audit_chain_events' THEN"
+	"   'custodyfs_strict_append_only' ELSE 'custodyfs_audit_append_only'"
+	"   END);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_row', t);\n"
+	"  EXECUTE format('ALTER TABLE %I ENABLE ALWAYS TRIGGER"
+	" custodyfs_append_only_stmt', t);\n"
+	" END LOOP;\n"
+	"END\n"
+	"$do$",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" zz_custodyfs_chain",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable_ins",
+	"ALTER TABLE reception_audit ENABLE ALWAYS TRIGGER zz_custodyfs_chain",
+	"ALTER TABLE reception_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE reception_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable_ins",
+	"ALTER TABLE storage_audit ENABLE ALWAYS TRIGGER zz_custodyfs_chain",
+	"ALTER TABLE storage_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable",
+	"ALTER TABLE storage_audit ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_mutable_ins",
+	"ALTER TABLE audit_chain_events ENABLE ALWAYS TRIGGER"
+	" zz_custodyfs_chain",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -594,6 +954,9 @@ static const struct db_migration db_migrations[] = {
 	{8, "file attributes bound to the object version they describe; "
 	    "creations, renames and removals logged",
 	 db_migration_8},
+	{9, "tamper evidence: hash chains on the audit tables and their "
+	    "events",
+	 db_migration_9},
 };
 /* clang-format on */
 

@@ -116,7 +116,9 @@ struct cfs {
 	struct db *db;
 	struct upload_pool *pool;
 	struct reception *rcp;
-	struct promote *promote; /* NULL until the workers start */
+	struct promote *promote;	 /* NULL until the workers start */
+	struct chain_anchorer *anchorer; /* NULL: none ([fs]
+					    chain_anchor_interval 0) */
 	char host[256];
 	uid_t uid; /* the daemon's: owner of the root and inbox/ */
 	gid_t gid;

@@ -1,7 +1,7 @@
 /* main.c - custodyfs: mount the chain-of-custody file system.
  *
  *   custodyfs [-f] [-d] -o config=FILE[,fuse options] MOUNTPOINT
- *   custodyfs status | recover | promote | reconcile | cleanup ...
+ *   custodyfs status | recover | promote | reconcile | cleanup | verify
  *                                             (tools/, no FUSE)
  *
  * Secrets come only from the config file (mode 0600), the environment or
@@ -15,6 +15,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "chain.h"
 #include "db_attrs.h"
 #include "fs.h"
 #include "log.h"
@@ -130,8 +131,9 @@ static void usage(const char *prog)
 	       "[--json]\n"
 	       "  %s cleanup -o config=FILE [--dry-run] [--older-than D] "
 	       "[--verify-hashes]\n"
-	       "                    [--json]\n",
-	       prog, prog, prog, prog, prog, prog, prog);
+	       "                    [--json]\n"
+	       "  %s verify  -o config=FILE [--anchor] [--json]\n",
+	       prog, prog, prog, prog, prog, prog, prog, prog);
 }
 
 static int make_dirs(const char *path)
@@ -265,6 +267,15 @@ static int cfs_start_workers(void)
 			  "entries are taken over by the promotions they "
 			  "block, the next mount or custodyfs recover",
 			  strerror(-rc));
+	if (cfs->cfg.chain_anchor_interval_s > 0) {
+		cfs->anchorer = chain_anchorer_start(
+		    cfs->db, cfs->s3, cfs->cfg.storage_bucket, cfs->host,
+		    cfs->cfg.chain_anchor_interval_s);
+		if (!cfs->anchorer)
+			log_error("chain: periodic anchors could not start "
+				  "(%s): custodyfs verify --anchor writes them",
+				  strerror(errno));
+	}
 	return 0;
 }
 
@@ -280,6 +291,9 @@ static int cfs_start_workers(void)
 static int cfs_teardown(void)
 {
 	int stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
+
+	chain_anchorer_stop(cfs->anchorer);
+	cfs->anchorer = NULL;
 
 	promote_free(cfs->promote); /* the FUSE loop has ended: none runs */
 	cfs->promote = NULL;

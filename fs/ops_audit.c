@@ -1,6 +1,10 @@
 /* ops_audit.c - audit/: read-only views of the audit tables.
  *
  *   audit/stats                          counters, "key value" per line
+ *   audit/chain                          the hash chains' heads (db_chain.h):
+ *                                        "time <ISO 8601 UTC>", then one
+ *                                        "<table> <lane> <chain_seq>
+ *                                        <row_hash>" line per lane
  *   audit/<table>.csv, <table>.jsonl     projects_registry, reception_audit,
  *                                        storage_audit
  *   audit/by-project/<prefix>.csv|.jsonl one project's storage_audit rows
@@ -22,6 +26,7 @@
 
 #include "audit.h"
 #include "counters.h"
+#include "db_chain.h"
 #include "db_export.h"
 #include "db_projects.h"
 #include "log.h"
@@ -31,7 +36,7 @@
 struct au_handle {
 	struct fhandle base; /* base.area == AREA_AUDIT */
 	int fd;		     /* the spool of a table view, or -1 */
-	char *text;	     /* audit/stats: its text, or NULL */
+	char *text;	     /* audit/stats, audit/chain: its text, or NULL */
 	uint64_t size;
 	struct timespec when; /* taken at */
 };
@@ -49,6 +54,7 @@ static struct au_seen *au_seen; /* protected by au_lock */
 /* What rel names. */
 struct au_view {
 	int stats;		/* audit/stats */
+	int chain;		/* audit/chain */
 	enum db_export_table t; /* otherwise: a table view */
 	enum db_export_fmt f;
 	char prefix[256]; /* by-project: the project, else "" */
@@ -91,6 +97,10 @@ static int au_parse(const char *rel, struct au_view *v)
 	memset(v, 0, sizeof(*v));
 	if (!strcmp(rel, "stats")) {
 		v->stats = 1;
+		return 0;
+	}
+	if (!strcmp(rel, "chain")) {
+		v->chain = 1;
 		return 0;
 	}
 	if (strncmp(rel, AUDIT_BY_PROJECT "/", sizeof(AUDIT_BY_PROJECT)))
@@ -194,6 +204,7 @@ int audit_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
 
 	if (!*rel) {
 		filler(buf, "stats", NULL, 0, 0);
+		filler(buf, "chain", NULL, 0, 0);
 		for (t = 0; t < DBX_N; t++) {
 			const char *tn =
 			    db_export_table_name((enum db_export_table)t);
@@ -289,6 +300,39 @@ static char *au_stats_text(size_t *len, int *err)
 	return text;
 }
 
+/* The text of audit/chain: the heads, read now. NULL on failure (*err:
+ * -ENOMEM, or the database's -errno). */
+static char *au_chain_text(size_t *len, int *err)
+{
+	struct db_chain_head h[DB_CHAIN_NHEADS];
+	char now[40], *text = NULL;
+	size_t cap = 0;
+	FILE *f;
+	int rc, t;
+
+	rc = db_chain_heads(cfs->db, h, now);
+	if (rc) {
+		*err = rc;
+		return NULL;
+	}
+	f = open_memstream(&text, &cap);
+	if (!f) {
+		*err = -ENOMEM;
+		return NULL;
+	}
+	fprintf(f, "time %s\n", now);
+	for (t = 0; t < DB_CHAIN_NHEADS; t++)
+		fprintf(f, "%s %d %lld %s\n", h[t].table, h[t].lane,
+			(long long)h[t].seq, h[t].row_hash);
+	if (fclose(f)) {
+		free(text);
+		*err = -ENOMEM;
+		return NULL;
+	}
+	*len = cap;
+	return text;
+}
+
 /* The kernel forgets the attributes it cached for audit/<rel>, so the next
  * stat (fstat after this open, as cp and python do before a sendfile,
  * which stops at the size the kernel knows) asks again and gets the new
@@ -328,6 +372,11 @@ int audit_open(const char *rel, struct fuse_file_info *fi)
 	h->fd = -1;
 	if (v.stats) {
 		h->text = au_stats_text(&len, &rc);
+		if (!h->text)
+			goto fail;
+		h->size = len;
+	} else if (v.chain) {
+		h->text = au_chain_text(&len, &rc);
 		if (!h->text)
 			goto fail;
 		h->size = len;

@@ -17,7 +17,7 @@ static const struct {
 } tools[] = {
     {"status", tool_status},   {"recover", tool_recover},
     {"promote", tool_promote}, {"reconcile", tool_reconcile},
-    {"cleanup", tool_cleanup},
+    {"cleanup", tool_cleanup}, {"verify", tool_verify},
 };
 
 #define N_TOOLS (sizeof(tools) / sizeof(tools[0]))

@@ -1,5 +1,5 @@
 /* tools.h - the batch tools: `custodyfs status | recover | promote |
- * reconcile | cleanup`,
+ * reconcile | cleanup | verify`,
  * subcommands of the mount's binary (fs/main.c dispatches on argv[1]).
  *
  * They run the code paths of the mount (common/: promote.c for every
@@ -84,7 +84,6 @@ void tool_bytes(char *out, size_t len, double n);
 int tool_status(int argc, char **argv);
 int tool_recover(int argc, char **argv);
 int tool_promote(int argc, char **argv);
-int tool_reconcile(int argc, char **argv);
-int tool_cleanup(int argc, char **argv);
+ * reconcile | cleanup | verify`,
 
 #endif

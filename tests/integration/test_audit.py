@@ -109,7 +109,7 @@ AWKWARD = ["a,b", 'say "hi"', "line1\nline2", "cr\rlf\r\nend", "back\\slash\\", 
 def test_listing(mount, uniq):
     p = project(mount, uniq)
     names = sorted(os.listdir(mount.audit))
-    assert names == sorted(["stats", "by-project"] + [t + e for t in TABLES
+    assert names == sorted(["stats", "chain", "by-project"] + [t + e for t in TABLES
                                                        for e in (".csv", ".jsonl")])
     assert {p + ".csv", p + ".jsonl"} <= set(os.listdir(os.path.join(mount.audit, "by-project")))
     st = os.stat(os.path.join(mount.audit, "reception_audit.csv"))
@@ -310,7 +310,7 @@ def test_every_change_is_erofs_even_for_root(mount, uniq):
         assert e.value.errno == errno.EROFS
     assert {t: mount.sql_value(f"select count(*) from {t}") for t in TABLES} == counts
     assert checks.live_rows(mount, uniq + ".txt")  # the inbox file stayed
-    assert sorted(os.listdir(a)) == sorted(["stats", "by-project"] + [
+    assert sorted(os.listdir(a)) == sorted(["stats", "chain", "by-project"] + [
         t + e for t in TABLES for e in (".csv", ".jsonl")])
 
 
