@@ -632,8 +632,10 @@ static int cfg_handler(void *user, int line, const char *section,
 			rc = cfg_parse_long(value, 2, 1024, &n);
 			c->max_threads = (int)n;
 		} else if (!strcmp(name, "log_level")) {
-			rc = cfg_parse_long(value, 0, 3, &n);
-			c->log_level = (int)n;
+			enum log_level lvl;
+
+			rc = log_level_parse(value, &lvl);
+			c->log_level = (int)lvl;
 		} else
 			goto unknown;
 	} else {

@@ -30,6 +30,7 @@ struct cfs_opts {
 	char *first_nonopt; /* SOURCE of "custodyfs SOURCE MOUNTPOINT" */
 	int n_nonopt;
 	int no_default_permissions; /* -o no_default_permissions */
+	char *loglevel;		    /* -o loglevel=, over [fs] log_level */
 };
 
 #define CFS_OPT(t, p, v)                                                       \
@@ -41,6 +42,7 @@ enum { KEY_DISCARD = 1 };
 
 static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("config=%s", config, 0),
+    CFS_OPT("loglevel=%s", loglevel, 0),
     CFS_OPT("--version", show_version, 1),
     CFS_OPT("-V", show_version, 1),
     CFS_OPT("--help", show_help, 1),
@@ -96,7 +98,10 @@ static void usage(const char *prog)
 	       "  -o config=FILE   INI configuration ([s3], [postgres], "
 	       "[fs]); must be mode 0600\n"
 	       "                   when it holds a secret\n"
-	       "  -f               stay in the foreground (log to stderr)\n"
+	       "  -f               stay in the foreground (log to stderr; "
+	       "else syslog)\n"
+	       "  -o loglevel=L    error, warning, info (default) or debug\n"
+	       "                   (also [fs] log_level)\n"
 	       "  -d               debug: foreground and FUSE request log\n"
 	       "  -o allow_other   let other users use the mount\n"
 	       "  -o no_default_permissions\n"
@@ -149,7 +154,7 @@ static int make_dirs(const char *path)
 	return rc;
 }
 
-static int cfs_setup(const char *config)
+static int cfs_setup(const char *config, const char *loglevel)
 {
 	char err[512];
 	long added = 0;
@@ -159,6 +164,18 @@ static int cfs_setup(const char *config)
 	if (rc) {
 		fprintf(stderr, "custodyfs: config: %s\n", err);
 		return rc;
+	}
+	if (loglevel) {
+		enum log_level lvl;
+
+		if (log_level_parse(loglevel, &lvl) != 0) {
+			fprintf(stderr,
+				"custodyfs: -o loglevel=%s: expected error, "
+				"warning, info, debug or 0..3\n",
+				loglevel);
+			return -EINVAL;
+		}
+		cfs->cfg.log_level = (int)lvl;
 	}
 	log_set_level((enum log_level)cfs->cfg.log_level);
 	rc = make_dirs(cfs->cfg.spool_dir);
@@ -330,7 +347,7 @@ int main(int argc, char *argv[])
 			strerror(errno));
 		goto out_setup;
 	}
-	if (cfs_setup(opts.config) != 0)
+	if (cfs_setup(opts.config, opts.loglevel) != 0)
 		goto out_setup;
 	/* The kernel checks permissions against what getattr reports (modes
 	 * and owners from attrs.c), unless turned off for a single user. */
@@ -394,6 +411,7 @@ out_setup:
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);
+	free(opts.loglevel);
 	free(opts.first_nonopt);
 	fuse_opt_free_args(&args);
 	if (abandoned) {
