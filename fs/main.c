@@ -226,6 +226,27 @@ static int cfs_setup(const char *config, const char *loglevel)
 	return projects_init();
 }
 
+int cfs_stop_due(void)
+{
+	struct timespec now;
+	int64_t ms, since;
+
+	if (!cfs->se || !fuse_session_exited(cfs->se))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	pthread_mutex_lock(&cfs->lock);
+	if (!cfs->stop_seen_ms) {
+		cfs->stop_seen_ms = ms;
+		log_info("stopping: work in flight is finished; directory "
+			 "promotions start no new file after %d s",
+			 cfs->cfg.stop_timeout_s);
+	}
+	since = ms - cfs->stop_seen_ms;
+	pthread_mutex_unlock(&cfs->lock);
+	return since >= (int64_t)cfs->cfg.stop_timeout_s * 1000;
+}
+
 /* Threads start after fuse_daemonize(): they would not survive its fork. */
 static int cfs_start_workers(void)
 {
@@ -369,6 +390,7 @@ int main(int argc, char *argv[])
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
+	cfs->se = fuse_get_session(fuse);
 	log_info("mounted %s (reception bucket %s, storage bucket %s)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
@@ -398,6 +420,7 @@ int main(int argc, char *argv[])
 	rc = rc ? 1 : 0;
 	log_info("unmounted %s", fo.mountpoint);
 out_signals:
+	cfs->se = NULL; /* no request runs any more */
 	notify_stopping();
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_unmount:
