@@ -103,6 +103,8 @@ struct fhandle {
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
+	/* Every handle of inbox/ (and direct writes), for fh_free_all. */
+	struct fhandle *anext, *aprev; /* protected by cfs.lock */
 	pthread_mutex_t lock;  /* read-ahead window */
 	struct rawin win;      /* protected by lock */
 };

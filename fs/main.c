@@ -16,6 +16,7 @@
 
 #include "db_attrs.h"
 #include "fs.h"
+#include "inbox.h"
 #include "log.h"
 #include "notify.h"
 #include "projects.h"
@@ -294,6 +295,7 @@ static int cfs_teardown(void)
 	cfs->promote = NULL;
 	reception_free(cfs->rcp);
 	cfs->rcp = NULL;
+	fh_free_all(); /* handles whose release never came (a stop) */
 	ofile_free_all();
 	upload_pool_free(cfs->pool);
 	cfs->pool = NULL;

@@ -276,3 +276,36 @@ def test_bad_loglevel_is_refused(mount_factory):
     with pytest.raises(Exception):
         m.mount(timeout=20)
     assert "-o loglevel=loud: expected error, warning" in m.daemon_log()
+
+
+def test_an_upload_the_store_refuses_is_an_error_line_with_its_s3_code(mount_factory, stack,
+                                                                        uniq):
+    """The store answers the PUT of one key 403 AccessDenied (a FaultProxy): close fails with
+    EACCES, nothing is stored or logged in the table, and the log has one error line naming
+    the upload, the errno, the S3 code and the HTTP status."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        key = f"{uniq} refused.txt"
+        denied = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                  b"<Message>Access Denied</Message></Error>")
+        px.rule = lambda meth, path, hdrs: ("status", 403, denied) \
+            if meth == "PUT" and "refused.txt" in path else None
+        with pytest.raises(OSError) as ei:
+            checks.write(os.path.join(m.inbox, key), b"not for this store\n")
+        assert ei.value.errno == errno.EACCES
+        px.rule = None
+        assert checks.get_object(m, key) is None and checks.rows(m, key) == []
+        errs = [(lvl, e) for lvl, e in events(m) if e["event"] == "error" and e["key"] == key]
+        assert len(errs) == 1, errs
+        lvl, e = errs[0]
+        assert lvl == "error" and e["op"] == "upload" and e["errno"] == "EACCES"
+        assert e["s3_code"] == "AccessDenied" and e["http"] == "403"
+        assert e["bucket"] == m.reception_bucket and e["size"] == str(len(b"not for this store\n"))
+        check_who(e)
+        assert [e for _, e in events(m) if e.get("key") == key and e["event"] != "error"] == []
+        m.unmount()
+    finally:
+        px.rule = None
+        px.close()
