@@ -184,40 +184,49 @@ static int log_ev_bare(const char *v)
 void log_ev_str(struct log_ev *e, const char *k, const char *v)
 {
 	const unsigned char *p;
-	char tmp[LOG_EV_MAX];
-	size_t n = 0, room;
+	size_t start = e->len, lim = sizeof(e->buf) - LOG_EV_TAIL, n;
+	char *b = e->buf;
 
 	if (!v || e->full)
 		return;
-	room = sizeof(e->buf) - e->len - LOG_EV_TAIL;
-	n = (size_t)snprintf(tmp, sizeof(tmp), " %s=", k);
+	/* Written in place; undone when it does not fit below lim. */
+	n = start;
+	if (n + strlen(k) + 2 >= lim)
+		goto full;
+	n += (size_t)snprintf(b + n, lim - n, " %s=", k);
 	if (log_ev_bare(v)) {
-		n += (size_t)snprintf(tmp + n, sizeof(tmp) - n, "%s", v);
+		size_t l = strlen(v);
+
+		if (n + l >= lim)
+			goto full;
+		memcpy(b + n, v, l);
+		n += l;
 	} else {
-		tmp[n++] = '"';
-		for (p = (const unsigned char *)v; *p && n + 5 < sizeof(tmp);
-		     p++) {
+		b[n++] = '"';
+		for (p = (const unsigned char *)v; *p; p++) {
+			if (n + 5 >= lim)
+				goto full;
 			if (*p == '"' || *p == '\\') {
-				tmp[n++] = '\\';
-				tmp[n++] = (char)*p;
+				b[n++] = '\\';
+				b[n++] = (char)*p;
 			} else if (*p < 0x20 || *p == 0x7f) {
-				n += (size_t)snprintf(tmp + n, sizeof(tmp) - n,
-						      "\\x%02x", *p);
+				n += (size_t)snprintf(b + n, lim - n, "\\x%02x",
+						      *p);
 			} else {
-				tmp[n++] = (char)*p;
+				b[n++] = (char)*p;
 			}
 		}
-		if (*p)
-			n = sizeof(tmp); /* did not fit */
-		else
-			tmp[n++] = '"';
+		if (n + 1 >= lim)
+			goto full;
+		b[n++] = '"';
 	}
-	if (n >= sizeof(tmp) || n > room) {
-		log_ev_put(e, " truncated=1", 12);
-		e->full = 1;
-		return;
-	}
-	log_ev_put(e, tmp, n);
+	b[n] = '\0';
+	e->len = n;
+	return;
+full:
+	e->len = start;
+	log_ev_put(e, " truncated=1", 12);
+	e->full = 1;
 }
 
 void log_ev_int(struct log_ev *e, const char *k, long long v)
