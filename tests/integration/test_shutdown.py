@@ -46,12 +46,20 @@ def seen(px, pred):
 
 
 def stop_daemon(m, how):
-    """SIGTERM the daemon, or fusermount3 -u its mount (lazily: a close in flight holds it);
+    """SIGTERM the daemon, or fusermount3 -u its mount (then -uz if it is busy);
     returns the daemon's exit status once it is gone (bounded)."""
     if how == "SIGTERM":
         os.kill(m.pid, signal.SIGTERM)
     else:
-        subprocess.run(["fusermount3", "-uz", m.mnt], timeout=30, check=True)
+        # a plain -u is refused while the close or rename holds the mount (nothing stops);
+        # -uz detaches it and the daemon stops once that request has ended
+        r = subprocess.run(["fusermount3", "-u", m.mnt], timeout=30, capture_output=True,
+                           text=True)
+        print("fusermount3 -u:", r.returncode, r.stderr.strip())
+        if r.returncode != 0:
+            assert "busy" in r.stderr.lower(), r.stderr
+            assert m.alive()
+            subprocess.run(["fusermount3", "-uz", m.mnt], timeout=30, check=True)
     t0 = time.monotonic()
     rc = m.proc.wait(timeout=180)
     print(f"daemon stopped ({how}) in {time.monotonic() - t0:.1f} s, status {rc}")
