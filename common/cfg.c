@@ -607,6 +607,9 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "recover_interval")) {
 			rc = cfg_parse_long(value, 1, 86400, &n);
 			c->recover_interval_s = (int)n;
+		} else if (!strcmp(name, "stop_timeout")) {
+			rc = cfg_parse_long(value, 0, 86400, &n);
+			c->stop_timeout_s = (int)n;
 		} else if (!strcmp(name, "cache_ttl_ms")) {
 			rc = cfg_parse_long(value, 0, 3600000, &n);
 			c->cache_ttl_ms = (int)n;
@@ -635,8 +638,10 @@ static int cfg_handler(void *user, int line, const char *section,
 			rc = cfg_parse_long(value, 2, 1024, &n);
 			c->max_threads = (int)n;
 		} else if (!strcmp(name, "log_level")) {
-			rc = cfg_parse_long(value, 0, 3, &n);
-			c->log_level = (int)n;
+			enum log_level lvl;
+
+			rc = log_level_parse(value, &lvl);
+			c->log_level = (int)lvl;
 		} else
 			goto unknown;
 	} else {
@@ -783,6 +788,7 @@ static int cfg_defaults(struct cfg *c)
 	c->upload_workers = 4;
 	c->promote_workers = 4;
 	c->recover_interval_s = 300;
+	c->stop_timeout_s = 30;
 	c->cache_ttl_ms = 3000;
 	c->scan_interval_s = 60;
 	c->chain_anchor_interval_s = 600;

@@ -45,6 +45,8 @@ struct cfg {
 				    [s3] multipart_copy_threshold) */
 	int promote_workers;  /* parallel promotion work, default 4 */
 	int recover_interval_s; /* journal sweeps of a mount, default 300 */
+	int stop_timeout_s; /* a stopping mount starts no new file of a
+			       directory promotion after this, default 30 */
 	int upload_workers;   /* parallel part uploads, default 4 */
 	int cache_ttl_ms;     /* directory listing cache, default 3000 */
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */

@@ -128,7 +128,7 @@ static int pg_reset(struct pg_ctx *x)
 	if (PQstatus(x->conn) != CONNECTION_OK) {
 		pg_oneline(err, sizeof(err), PQerrorMessage(x->conn));
 		log_error("database: reconnect failed: %s", err);
-		return -EIO;
+		return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
 	}
 	if (pg_session_setup(x->conn, err, sizeof(err))) {
 		log_error("database: session setup after reconnect failed: %s",
@@ -178,7 +178,7 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 	d->busy[fresh] = 0;
 	pthread_cond_signal(&d->cond);
 	pthread_mutex_unlock(&d->lock);
-	return -EIO;
+	return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
 }
 
 static void pg_give(struct db *d, struct pg_ctx *x)

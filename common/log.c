@@ -1,11 +1,15 @@
 /* log.c - see log.h. */
 #include "log.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <string.h>
 #include <syslog.h>
 #include <time.h>
+
+#include "s3err.h"
 
 static int log_use_syslog; /* set once by log_init */
 static enum log_level log_max = LOG_LVL_INFO;
@@ -98,4 +102,187 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 		}
 		pthread_mutex_unlock(&log_lock);
 	}
+}
+
+int log_level_parse(const char *s, enum log_level *out)
+{
+	static const struct {
+		const char *name;
+		enum log_level lvl;
+	} names[] = {
+	    {"error", LOG_LVL_ERROR},  {"err", LOG_LVL_ERROR},
+	    {"warning", LOG_LVL_WARN}, {"warn", LOG_LVL_WARN},
+	    {"info", LOG_LVL_INFO},    {"debug", LOG_LVL_DEBUG},
+	};
+	size_t i;
+
+	if (!s)
+		return -EINVAL;
+	if (s[0] >= '0' && s[0] <= '3' && !s[1]) {
+		*out = (enum log_level)(s[0] - '0');
+		return 0;
+	}
+	for (i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+		if (!strcasecmp(s, names[i].name)) {
+			*out = names[i].lvl;
+			return 0;
+		}
+	}
+	return -EINVAL;
+}
+
+/* ---- events ------------------------------------------------------------ */
+
+static __thread struct timespec log_op_start; /* tv_sec 0: none running */
+
+void log_op_begin(void)
+{
+	clock_gettime(CLOCK_MONOTONIC, &log_op_start);
+	if (!log_op_start.tv_sec && !log_op_start.tv_nsec)
+		log_op_start.tv_nsec = 1;
+	errmap_cause_clear();
+}
+
+void log_op_end(void)
+{
+	log_op_start.tv_sec = 0;
+	log_op_start.tv_nsec = 0;
+}
+
+/* Room for " truncated=1" is kept at the end of every line. */
+#define LOG_EV_TAIL 16
+
+static void log_ev_put(struct log_ev *e, const char *s, size_t n)
+{
+	memcpy(e->buf + e->len, s, n);
+	e->len += n;
+	e->buf[e->len] = '\0';
+}
+
+void log_ev_begin(struct log_ev *e, const char *event)
+{
+	e->len = 0;
+	e->full = 0;
+	e->buf[0] = '\0';
+	log_ev_put(e, "event=", 6);
+	log_ev_put(e, event, strlen(event));
+}
+
+static int log_ev_bare(const char *v)
+{
+	const unsigned char *p = (const unsigned char *)v;
+
+	if (!*p)
+		return 0;
+	for (; *p; p++)
+		if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '\\' ||
+		    *p == '=')
+			return 0;
+	return 1;
+}
+
+void log_ev_str(struct log_ev *e, const char *k, const char *v)
+{
+	const unsigned char *p;
+	size_t start = e->len, lim = sizeof(e->buf) - LOG_EV_TAIL, n;
+	char *b = e->buf;
+
+	if (!v || e->full)
+		return;
+	/* Written in place; undone when it does not fit below lim. */
+	n = start;
+	if (n + strlen(k) + 2 >= lim)
+		goto full;
+	n += (size_t)snprintf(b + n, lim - n, " %s=", k);
+	if (log_ev_bare(v)) {
+		size_t l = strlen(v);
+
+		if (n + l >= lim)
+			goto full;
+		memcpy(b + n, v, l);
+		n += l;
+	} else {
+		b[n++] = '"';
+		for (p = (const unsigned char *)v; *p; p++) {
+			if (n + 5 >= lim)
+				goto full;
+			if (*p == '"' || *p == '\\') {
+				b[n++] = '\\';
+				b[n++] = (char)*p;
+			} else if (*p < 0x20 || *p == 0x7f) {
+				n += (size_t)snprintf(b + n, lim - n, "\\x%02x",
+						      *p);
+			} else {
+				b[n++] = (char)*p;
+			}
+		}
+		if (n + 1 >= lim)
+			goto full;
+		b[n++] = '"';
+	}
+	b[n] = '\0';
+	e->len = n;
+	return;
+full:
+	e->len = start;
+	log_ev_put(e, " truncated=1", 12);
+	e->full = 1;
+}
+
+void log_ev_int(struct log_ev *e, const char *k, long long v)
+{
+	char num[32];
+
+	snprintf(num, sizeof(num), "%lld", v);
+	log_ev_str(e, k, num);
+}
+
+void log_ev_err(struct log_ev *e, int rc)
+{
+	struct errmap_cause c;
+	const char *name;
+	char num[16];
+
+	if (rc < 0)
+		rc = -rc;
+	name = strerrorname_np(rc);
+	if (!name) {
+		snprintf(num, sizeof(num), "%d", rc);
+		name = num;
+	}
+	log_ev_str(e, "errno", name);
+	errmap_cause(&c);
+	if (c.s3_code[0])
+		log_ev_str(e, "s3_code", c.s3_code);
+	if (c.http_status)
+		log_ev_int(e, "http", c.http_status);
+	if (c.curl_code)
+		log_ev_int(e, "curl", c.curl_code);
+	if (c.sqlstate[0])
+		log_ev_str(e, "sqlstate", c.sqlstate);
+}
+
+void log_ev_who(struct log_ev *e, unsigned long uid, const char *user)
+{
+	log_ev_int(e, "uid", (long long)uid);
+	if (user && *user)
+		log_ev_str(e, "user", user);
+}
+
+void log_ev_duration(struct log_ev *e)
+{
+	struct timespec now;
+	long long ms;
+
+	if (!log_op_start.tv_sec && !log_op_start.tv_nsec)
+		return;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (long long)(now.tv_sec - log_op_start.tv_sec) * 1000 +
+	     (now.tv_nsec - log_op_start.tv_nsec) / 1000000;
+	log_ev_int(e, "duration_ms", ms < 0 ? 0 : ms);
+}
+
+void log_ev_emit(struct log_ev *e, enum log_level lvl)
+{
+	log_msg(lvl, "%s", e->buf);
 }

@@ -1,4 +1,5 @@
-/* log.h - leveled logging to stderr (foreground) or syslog (daemon).
+/* log.h - leveled logging to stderr (foreground) or syslog (daemon), and
+ * outcome events in key=value form (doc/custodyfs.1, LOGGING).
  *
  * Never pass secrets (keys, passwords, Authorization headers, signed URLs)
  * to these functions. A line's control characters (an uploader's key may
@@ -6,6 +7,8 @@
  * cut at 8 KiB. Thread-safe. */
 #ifndef CUSTODYFS_LOG_H
 #define CUSTODYFS_LOG_H
+
+#include <stddef.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
 
@@ -20,6 +23,47 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
  * before each log line and drawn again after it; NULL or "" erases it and
  * ends it. Only for stderr sinks (log_init use_syslog 0). Thread-safe. */
 void log_status(const char *text);
+
+/* Parses a level name (error, warning or warn, info, debug) or a digit
+ * 0..3 into *out. 0, or -EINVAL. */
+int log_level_parse(const char *s, enum log_level *out);
+
+/* ---- events: one line per outcome, in key=value form -------------------
+ *
+ * A line is "event=NAME" then " key=value" pairs in the order added. A
+ * value is written bare when it is not empty and holds only bytes above
+ * 0x20 other than '"', '\\', '=' and 0x7f (UTF-8 passes as is); otherwise
+ * it is written between double quotes, with '"' as \", '\\' as \\ and
+ * every other byte below 0x20 or 0x7f as \xNN. A line that would pass
+ * LOG_EV_MAX bytes ends with "truncated=1" instead of the pairs that do not
+ * fit. Never add a secret, a URL or a conninfo. Use on one thread. */
+#define LOG_EV_MAX 7936
+struct log_ev {
+	char buf[LOG_EV_MAX];
+	size_t len;
+	int full;
+};
+
+void log_ev_begin(struct log_ev *e, const char *event);
+/* v NULL: the pair is left out. */
+void log_ev_str(struct log_ev *e, const char *k, const char *v);
+void log_ev_int(struct log_ev *e, const char *k, long long v);
+/* errno=<name> (EIO...) for rc (a negative or positive errno), then what
+ * errmap recorded in this thread since log_op_begin: s3_code=, http=,
+ * curl=, sqlstate=. */
+void log_ev_err(struct log_ev *e, int rc);
+/* uid= and user= of the caller. */
+void log_ev_who(struct log_ev *e, unsigned long uid, const char *user);
+/* duration_ms= since this thread's log_op_begin, when one is running. */
+void log_ev_duration(struct log_ev *e);
+/* Writes the line at lvl (info for outcomes, error for errors). */
+void log_ev_emit(struct log_ev *e, enum log_level lvl);
+
+/* Marks the start of an operation in this thread (a FUSE request, one
+ * file of a batch): duration_ms counts from here, and errmap's recorded
+ * cause is cleared. log_op_end stops the clock. */
+void log_op_begin(void);
+void log_op_end(void);
 
 #define log_error(...) log_msg(LOG_LVL_ERROR, __VA_ARGS__)
 #define log_warn(...) log_msg(LOG_LVL_WARN, __VA_ARGS__)

@@ -862,6 +862,47 @@ static void promote_count(enum db_outcome o, uint64_t size)
 		ctr_add(CTR_BYTES_STORED, size);
 }
 
+/* The one event line (log.h) of a promotion: its outcome, "conflict" for
+ * EEXIST, else an error line. src may be NULL (the source was not read);
+ * sha256 "" or NULL when unknown. */
+static void promote_event(struct promote *p, int rc,
+			  const struct promote_result *res, const char *src_key,
+			  const char *dest, const struct s3_object_info *src,
+			  const char *sha256, const struct actor *who,
+			  int recovered)
+{
+	struct log_ev ev;
+
+	if (rc == -EEXIST)
+		log_ev_begin(&ev, "conflict");
+	else if (rc)
+		log_ev_begin(&ev, "error");
+	else
+		log_ev_begin(&ev, db_outcome_name(res->outcome));
+	if (rc && rc != -EEXIST) {
+		log_ev_str(&ev, "op", "promote");
+		log_ev_err(&ev, rc);
+	}
+	log_ev_str(&ev, "bucket", p->cfg->storage_bucket);
+	log_ev_str(&ev, "key", dest);
+	log_ev_str(&ev, "source_bucket", p->cfg->reception_bucket);
+	log_ev_str(&ev, "source_key", src_key);
+	if (src)
+		log_ev_int(&ev, "size", (long long)src->size);
+	if (sha256 && *sha256)
+		log_ev_str(&ev, "sha256", sha256);
+	if (!rc && res->dup_of[0])
+		log_ev_str(&ev, "duplicate_of", res->dup_of);
+	if (res && res->journal_id > 0)
+		log_ev_int(&ev, "journal", (long long)res->journal_id);
+	if (recovered)
+		log_ev_int(&ev, "recovered", 1);
+	if (who)
+		log_ev_who(&ev, (unsigned long)who->uid, who->user);
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, rc && rc != -EEXIST ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}
+
 int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		 const char *relpath, const struct actor *who,
 		 struct promote_result *res)
@@ -874,7 +915,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	struct db_promo pr = {0};
 	char name[1024], *dest = NULL;
 	long waited = 0, step = 50;
-	int rc, counted = 0;
+	int rc, counted = 0, have_src = 0;
 
 	if (!res)
 		res = &local;
@@ -907,6 +948,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	rc = promote_source(p, src_key, &src, &row);
 	if (rc)
 		goto out;
+	have_src = 1;
 	pr.reception_id = row.id;
 	pr.source_bucket = p->cfg->reception_bucket;
 	pr.source_key = src_key;
@@ -983,9 +1025,6 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	if (rc == -ESTALE)
 		rc = -EBUSY; /* its reception row was replaced meanwhile */
 	if (rc == -EEXIST) {
-		log_info("promotion: %s/%s -> %s/%s: conflict (another file is "
-			 "stored under that key)",
-			 pr.source_bucket, src_key, pr.dest_bucket, dest);
 		ctr_add(CTR_CONFLICTS, 1);
 		counted = 1;
 	}
@@ -1003,15 +1042,15 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		rc = promote_store(p, &e, &src);
 	inflight_del(p, e.id);
 	if (!rc) {
-		log_info("promotion: %s/%s -> %s/%s: %s", pr.source_bucket,
-			 src_key, pr.dest_bucket, dest,
-			 db_outcome_name(res->outcome));
 		promote_count(res->outcome, src.size);
 		counted = 1;
 	}
 out:
 	if (rc && !counted)
 		ctr_add(CTR_ERR_PROMOTION, 1);
+	promote_event(p, rc == -EINPROGRESS ? -EIO : rc, res, src_key, dest,
+		      have_src ? &src : NULL, have_src ? row.sha256 : NULL, who,
+		      0);
 	s3_object_info_free(&src);
 	free(dest);
 	/* A COMMIT whose outcome stayed unknown after the retry: the entry
@@ -1054,9 +1093,11 @@ static void *promote_batch_worker(void *arg)
 			break;
 		if (b->check)
 			rc = b->check(b->check_arg, b->src[i]);
-		if (!rc)
+		if (!rc) {
+			log_op_begin(); /* each file's own duration_ms */
 			rc = promote_file(b->p, b->src[i], b->prefix,
 					  b->dest[i], b->who, NULL);
+		}
 		pthread_mutex_lock(&b->lock);
 		if (rc) {
 			if (!b->first_rc || i < b->first_i) {
@@ -1272,11 +1313,21 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 		 "%s/%s)",
 		 (long long)now.id, now.state, now.source_bucket,
 		 now.source_key, now.dest_bucket, now.dest_key);
+	log_op_begin();
 	rc = promote_resume(p, &now);
 	inflight_del(p, e->id);
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
 			  (long long)e->id, strerror(-rc));
+	{
+		struct promote_result r = {.journal_id = now.id};
+		struct s3_object_info si = {.size = (uint64_t)now.size};
+
+		r.outcome = promote_outcome_of(now.outcome);
+		promote_event(p, rc, &r, now.source_key, now.dest_key, &si,
+			      now.sha256, NULL, 1);
+	}
+	log_op_end();
 	return rc;
 }
 

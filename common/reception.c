@@ -397,6 +397,36 @@ static void reception_reason(char *out, size_t len, const char *what,
 	snprintf(out, len, "%s by %s", what, a);
 }
 
+/* One event line (log.h) for an outcome decided here. who may be NULL
+ * (an upload by another route); rc < 0 makes it an error line for op. */
+static void reception_event(struct reception *r, const char *event,
+			    const char *op, int rc, const char *key,
+			    const struct upload_result *res, int64_t id,
+			    const struct actor *who, const char *origin)
+{
+	struct log_ev ev;
+
+	log_ev_begin(&ev, rc ? "error" : event);
+	if (rc) {
+		log_ev_str(&ev, "op", op);
+		log_ev_err(&ev, rc);
+	}
+	log_ev_str(&ev, "bucket", r->cfg->reception_bucket);
+	log_ev_str(&ev, "key", key);
+	if (res) {
+		log_ev_int(&ev, "size", (long long)res->size);
+		if (res->sha256[0])
+			log_ev_str(&ev, "sha256", res->sha256);
+	}
+	if (id > 0)
+		log_ev_int(&ev, "id", (long long)id);
+	log_ev_str(&ev, "origin", origin);
+	if (who)
+		log_ev_who(&ev, (unsigned long)who->uid, who->user);
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}
+
 int reception_ready(struct reception *r)
 {
 	return db_ping(r->db);
@@ -758,10 +788,11 @@ int reception_commit(struct reception *r, const char *key,
 	};
 	char reason[512];
 	unsigned gen = busy_gen(r, key);
+	int64_t id = 0;
 	int rc;
 
 	reception_reason(reason, sizeof(reason), "overwritten", who);
-	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL, NULL);
+	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id, NULL);
 	if (rc == 0 && superseded) {
 		log_warn("%s/%s: replaced or removed by another upload before "
 			 "its row was written: logged as removed",
@@ -769,6 +800,10 @@ int reception_commit(struct reception *r, const char *key,
 		reception_undos_cancel(r, key);
 		ctr_add(CTR_RECEIVED, 1);
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
+		reception_event(r, created ? "received" : "overwritten", NULL,
+				0, key, res, id, who, "mount");
+		reception_event(r, "removed", NULL, 0, key, res, id, who,
+				"mount");
 		return 0;
 	}
 	if (rc == 0) {
@@ -776,6 +811,8 @@ int reception_commit(struct reception *r, const char *key,
 		reception_undos_cancel(r, key);
 		ctr_add(CTR_RECEIVED, 1);
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
+		reception_event(r, created ? "received" : "overwritten", NULL,
+				0, key, res, id, who, "mount");
 		return 0;
 	}
 	log_error("reception row for %s/%s not committed: %s",
@@ -787,8 +824,12 @@ int reception_commit(struct reception *r, const char *key,
 	if (rc == 0) { /* its row was committed after all */
 		ctr_add(CTR_RECEIVED, 1);
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
+		reception_event(r, created ? "received" : "overwritten", NULL,
+				0, key, res, 0, who, "mount");
 	} else {
 		ctr_add(CTR_ERR_RECEPTION, 1);
+		reception_event(r, NULL, "receive", rc, key, res, 0, who,
+				"mount");
 	}
 	return rc;
 }
@@ -803,10 +844,10 @@ int reception_remove(struct reception *r, const char *key,
 	 * marked removed (the database being down is the likely failure). */
 	rc = db_ping(r->db);
 	if (rc)
-		return rc;
+		goto out;
 	rc = s3_delete(r->s3, r->cfg->reception_bucket, key);
 	if (rc)
-		return rc;
+		goto out;
 	reception_reason(reason, sizeof(reason), "deleted", who);
 	rc = db_reception_mark_removed(r->db, r->cfg->reception_bucket, key,
 				       reason);
@@ -816,6 +857,8 @@ int reception_remove(struct reception *r, const char *key,
 		log_error("%s/%s deleted but its row was not marked removed: "
 			  "%s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
+out:
+	reception_event(r, "removed", "remove", rc, key, NULL, 0, who, "mount");
 	return rc;
 }
 
@@ -881,6 +924,23 @@ int reception_rename(struct reception *r, const char *from_key,
 			  from_key, to_key, strerror(-rc));
 out:
 	reception_busy_del(r, to_key);
+	{
+		struct log_ev ev;
+
+		log_ev_begin(&ev, rc ? "error" : "renamed");
+		if (rc) {
+			log_ev_str(&ev, "op", "rename");
+			log_ev_err(&ev, rc);
+		}
+		log_ev_str(&ev, "bucket", b);
+		log_ev_str(&ev, "key", to_key);
+		log_ev_str(&ev, "from", from_key);
+		log_ev_int(&ev, "size", (long long)size);
+		if (who)
+			log_ev_who(&ev, (unsigned long)who->uid, who->user);
+		log_ev_duration(&ev);
+		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+	}
 	return rc;
 }
 
@@ -938,7 +998,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct db_record_guard g = {
 	    expect_live, reception_foreign_check, &so, 0, NULL, NULL};
 	int rc, attempt;
-	int64_t due;
+	int64_t due, id = 0;
 
 	*inserted = 0;
 	if (!ripe) {
@@ -1001,7 +1061,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	rn.who = &r->foreign;
 	so.etag = before.etag;
 	rc = db_reception_record_guarded(r->db, &rn, "replaced by a new upload",
-					 &g, NULL, inserted);
+					 &g, &id, inserted);
 	if (rc == -ESTALE || rc == -ENOENT || rc == -EBUSY) {
 		/* Someone logged, replaced or removed it meanwhile, or this
 		 * process writes it now: what is there is looked at when it
@@ -1013,11 +1073,13 @@ static int reception_log_foreign(struct reception *r, const char *key,
 			ctr_add(CTR_RECEIVED, 1);
 			ctr_add(CTR_BYTES_RECEIVED, before.size);
 		}
-		if (*inserted)
-			log_info("logged upload from another route: %s/%s "
-				 "(%llu bytes)",
-				 r->cfg->reception_bucket, key,
-				 (unsigned long long)before.size);
+		if (*inserted) {
+			struct upload_result res = {.size = before.size};
+
+			memcpy(res.sha256, sha, sizeof(res.sha256));
+			reception_event(r, "received", NULL, 0, key, &res, id,
+					NULL, "foreign");
+		}
 		/* Its owner and mode are the configured ones now, not those
 		 * recorded for what it replaced (nor any its uploader set). */
 		if (*inserted &&

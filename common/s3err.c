@@ -13,6 +13,7 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 
 #define S3ERR_ARRAY_SIZE(a) (sizeof(a) / sizeof((a)[0]))
@@ -277,11 +278,52 @@ static void s3err_s3_lookup(long status, const char *code, int *err,
 	*retry = status >= 500 && status <= 599;
 }
 
+/* The last failure mapped in this thread, for the log (errmap_cause). */
+static __thread char s3err_cause_s3[64]; /* S3 <Code>, or "" */
+static __thread long s3err_cause_http;	 /* HTTP status, or 0 */
+static __thread int s3err_cause_curl;	 /* CURLcode, or 0 */
+static __thread char s3err_cause_sql[8]; /* SQLSTATE, "lost" or "" */
+
+void errmap_cause_clear(void)
+{
+	s3err_cause_s3[0] = '\0';
+	s3err_cause_http = 0;
+	s3err_cause_curl = 0;
+	s3err_cause_sql[0] = '\0';
+}
+
+void errmap_cause(struct errmap_cause *c)
+{
+	snprintf(c->s3_code, sizeof(c->s3_code), "%s", s3err_cause_s3);
+	c->http_status = s3err_cause_http;
+	c->curl_code = s3err_cause_curl;
+	snprintf(c->sqlstate, sizeof(c->sqlstate), "%s", s3err_cause_sql);
+}
+
+/* Codes come from a server: only [A-Za-z0-9._-] are kept (a hostile
+ * server's text stays out of the log). */
+static void s3err_keep_code(char *out, size_t len, const char *code)
+{
+	size_t o = 0;
+
+	for (; code && *code && o + 1 < len; code++) {
+		char ch = *code;
+
+		if ((ch >= 'A' && ch <= 'Z') || (ch >= 'a' && ch <= 'z') ||
+		    (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' ||
+		    ch == '-')
+			out[o++] = ch;
+	}
+	out[o] = '\0';
+}
+
 int errmap_s3(long http_status, const char *s3_code)
 {
 	int err, retry;
 
 	s3err_s3_lookup(http_status, s3_code, &err, &retry);
+	s3err_keep_code(s3err_cause_s3, sizeof(s3err_cause_s3), s3_code);
+	s3err_cause_http = http_status;
 	return err;
 }
 
@@ -299,6 +341,8 @@ int errmap_curl(int curl_code)
 
 	r = s3err_find_num(s3err_curl_codes, S3ERR_ARRAY_SIZE(s3err_curl_codes),
 			   curl_code);
+	if (curl_code != CURLE_OK)
+		s3err_cause_curl = curl_code;
 	return r ? r->err : EIO;
 }
 
@@ -356,6 +400,11 @@ int errmap_sqlstate(const char *sqlstate)
 	int err, retry;
 
 	s3err_sql_lookup(sqlstate, &err, &retry);
+	if (!sqlstate || !*sqlstate)
+		snprintf(s3err_cause_sql, sizeof(s3err_cause_sql), "lost");
+	else if (strcmp(sqlstate, "00000"))
+		s3err_keep_code(s3err_cause_sql, sizeof(s3err_cause_sql),
+				sqlstate);
 	return err;
 }
 

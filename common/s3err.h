@@ -34,4 +34,17 @@ int errmap_sqlstate(const char *sqlstate);
 /* Serialization failure, deadlock, connection failure: worth retrying. */
 int errmap_sqlstate_retryable(const char *sqlstate);
 
+/* The last failure this thread mapped with errmap_s3, errmap_curl or
+ * errmap_sqlstate (successes are not recorded), for the log's error lines:
+ * an operation clears it when it starts (log_op_begin) and reads it when
+ * it fails. Part uploads run in other threads: their causes are theirs. */
+struct errmap_cause {
+	char s3_code[64]; /* S3 <Code> ([A-Za-z0-9._-] only), or "" */
+	long http_status; /* 0 when none */
+	int curl_code;	  /* 0 when none */
+	char sqlstate[8]; /* SQLSTATE, "lost" (no result), or "" */
+};
+void errmap_cause_clear(void);
+void errmap_cause(struct errmap_cause *c);
+
 #endif

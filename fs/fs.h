@@ -106,6 +106,8 @@ struct fhandle {
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
+	/* Every handle of inbox/ (and direct writes), for fh_free_all. */
+	struct fhandle *anext, *aprev; /* protected by cfs.lock */
 	pthread_mutex_t lock;  /* read-ahead window */
 	struct rawin win;      /* protected by lock */
 };
@@ -136,6 +138,12 @@ struct cfs {
 	/* The mount point, absolute and resolved (realpath), set before the
 	 * FUSE loop starts and never changed. */
 	char *mountpoint;
+
+	/* The FUSE session, set before the loop starts: its exit flag tells
+	 * that a stop (SIGTERM, SIGINT, SIGHUP) was asked for. */
+	struct fuse_session *se;
+	int64_t stop_seen_ms; /* protected by lock: when cfs_stop_due first
+				 saw the stop (CLOCK_MONOTONIC), 0 before */
 };
 
 /* The daemon's state, set before the FUSE loop starts. */
@@ -149,6 +157,12 @@ void cfs_actor(struct actor *a);
 /* Is the caller ctx of the current request in group gid (its own or a
  * supplementary one)? */
 int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid);
+
+/* Has the mount been asked to stop more than [fs] stop_timeout seconds
+ * ago (counted from the first call that saw the stop)? Work in flight is
+ * finished; what has not started by then is not started (directory
+ * promotions: the remaining files stay in inbox/). 1 or 0; any thread. */
+int cfs_stop_due(void);
 
 /* Fills *st for a read-only (0444) regular file of size bytes owned by the
  * daemon's uid/gid, with all three times *when (the mount's start time

@@ -29,5 +29,8 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h);
 int inbox_unlink(const char *rel);
 int inbox_rename(const char *from, const char *to, unsigned int flags);
 void fh_free(struct fhandle *h);
+/* At unmount, once no request runs: frees the handles never released (a
+ * stop before their release reached the daemon); nothing is committed. */
+void fh_free_all(void);
 
 #endif

@@ -18,6 +18,7 @@
 #include "chain.h"
 #include "db_attrs.h"
 #include "fs.h"
+#include "inbox.h"
 #include "log.h"
 #include "notify.h"
 #include "projects.h"
@@ -32,6 +33,7 @@ struct cfs_opts {
 	char *first_nonopt; /* SOURCE of "custodyfs SOURCE MOUNTPOINT" */
 	int n_nonopt;
 	int no_default_permissions; /* -o no_default_permissions */
+	char *loglevel;		    /* -o loglevel=, over [fs] log_level */
 };
 
 #define CFS_OPT(t, p, v)                                                       \
@@ -43,6 +45,7 @@ enum { KEY_DISCARD = 1 };
 
 static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("config=%s", config, 0),
+    CFS_OPT("loglevel=%s", loglevel, 0),
     CFS_OPT("--version", show_version, 1),
     CFS_OPT("-V", show_version, 1),
     CFS_OPT("--help", show_help, 1),
@@ -98,7 +101,10 @@ static void usage(const char *prog)
 	       "  -o config=FILE   INI configuration ([s3], [postgres], "
 	       "[fs]); must be mode 0600\n"
 	       "                   when it holds a secret\n"
-	       "  -f               stay in the foreground (log to stderr)\n"
+	       "  -f               stay in the foreground (log to stderr; "
+	       "else syslog)\n"
+	       "  -o loglevel=L    error, warning, info (default) or debug\n"
+	       "                   (also [fs] log_level)\n"
 	       "  -d               debug: foreground and FUSE request log\n"
 	       "  -o allow_other   let other users use the mount\n"
 	       "  -o no_default_permissions\n"
@@ -157,7 +163,7 @@ static int make_dirs(const char *path)
 	return rc;
 }
 
-static int cfs_setup(const char *config)
+static int cfs_setup(const char *config, const char *loglevel)
 {
 	char err[512];
 	long added = 0;
@@ -167,6 +173,18 @@ static int cfs_setup(const char *config)
 	if (rc) {
 		fprintf(stderr, "custodyfs: config: %s\n", err);
 		return rc;
+	}
+	if (loglevel) {
+		enum log_level lvl;
+
+		if (log_level_parse(loglevel, &lvl) != 0) {
+			fprintf(stderr,
+				"custodyfs: -o loglevel=%s: expected error, "
+				"warning, info, debug or 0..3\n",
+				loglevel);
+			return -EINVAL;
+		}
+		cfs->cfg.log_level = (int)lvl;
 	}
 	log_set_level((enum log_level)cfs->cfg.log_level);
 	rc = make_dirs(cfs->cfg.spool_dir);
@@ -215,6 +233,27 @@ static int cfs_setup(const char *config)
 			 "reception audit (received_uid)",
 			 added);
 	return projects_init();
+}
+
+int cfs_stop_due(void)
+{
+	struct timespec now;
+	int64_t ms, since;
+
+	if (!cfs->se || !fuse_session_exited(cfs->se))
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
+	pthread_mutex_lock(&cfs->lock);
+	if (!cfs->stop_seen_ms) {
+		cfs->stop_seen_ms = ms;
+		log_info("stopping: work in flight is finished; directory "
+			 "promotions start no new file after %d s",
+			 cfs->cfg.stop_timeout_s);
+	}
+	since = ms - cfs->stop_seen_ms;
+	pthread_mutex_unlock(&cfs->lock);
+	return since >= (int64_t)cfs->cfg.stop_timeout_s * 1000;
 }
 
 /* Threads start after fuse_daemonize(): they would not survive its fork. */
@@ -299,6 +338,7 @@ static int cfs_teardown(void)
 	cfs->promote = NULL;
 	reception_free(cfs->rcp);
 	cfs->rcp = NULL;
+	fh_free_all(); /* handles whose release never came (a stop) */
 	ofile_free_all();
 	upload_pool_free(cfs->pool);
 	cfs->pool = NULL;
@@ -373,7 +413,7 @@ int main(int argc, char *argv[])
 			strerror(errno));
 		goto out_setup;
 	}
-	if (cfs_setup(opts.config) != 0)
+	if (cfs_setup(opts.config, opts.loglevel) != 0)
 		goto out_setup;
 	/* The kernel checks permissions against what getattr reports (modes
 	 * and owners from attrs.c), unless turned off for a single user. */
@@ -395,6 +435,7 @@ int main(int argc, char *argv[])
 	}
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
+	cfs->se = fuse_get_session(fuse);
 	log_info("mounted %s (reception bucket %s, storage bucket %s)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
@@ -424,6 +465,7 @@ int main(int argc, char *argv[])
 	rc = rc ? 1 : 0;
 	log_info("unmounted %s", fo.mountpoint);
 out_signals:
+	cfs->se = NULL; /* no request runs any more */
 	notify_stopping();
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
 out_unmount:
@@ -437,6 +479,7 @@ out_setup:
 	free(fo.mountpoint);
 out_args:
 	free(opts.config);
+	free(opts.loglevel);
 	free(opts.first_nonopt);
 	fuse_opt_free_args(&args);
 	if (abandoned) {

@@ -288,6 +288,25 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 	return rc;
 }
 
+/* The event line (log.h) of an upload that failed before its row was
+ * tried (reception_commit writes its own). */
+static void ofile_upload_error(const struct ofile *of, const char *rel,
+			       const struct actor *who, int rc)
+{
+	struct log_ev ev;
+
+	log_ev_begin(&ev, "error");
+	log_ev_str(&ev, "op", "upload");
+	log_ev_err(&ev, rc);
+	log_ev_str(&ev, "bucket", cfs->cfg.reception_bucket);
+	log_ev_str(&ev, "key", rel);
+	log_ev_int(&ev, "size", (long long)of->size);
+	log_ev_str(&ev, "origin", "mount");
+	log_ev_who(&ev, (unsigned long)who->uid, who->user);
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, LOG_LVL_ERROR);
+}
+
 /* Caller holds of->lock: uploads the spool under rel and logs it. */
 static int ofile_commit_key(struct ofile *of, const char *rel)
 {
@@ -308,13 +327,17 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	/* An overwrite cannot be undone if its row then fails: check first.
 	 * (A new object is simply deleted again in that case.) */
 	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
-	if (rc)
+	if (rc) {
+		ofile_upload_error(of, rel, &who, rc);
 		return rc;
+	}
 	/* From the upload to its row, the key is ours: the foreign-upload
 	 * logger must not log the object it sees meanwhile. */
 	rc = reception_busy_add(cfs->rcp, rel);
-	if (rc)
+	if (rc) {
+		ofile_upload_error(of, rel, &who, rc);
 		return rc;
+	}
 	/* Its attributes describe what this upload stores: unbound from the
 	 * object replaced (one replaced by another route meanwhile is not
 	 * this file's: its row goes), bound to the new one once recorded. */
@@ -323,7 +346,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		rc = upload_set_key(of->up, rel);
 	if (rc == 0)
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
-	if (rc == 0)
+	if (rc)
+		ofile_upload_error(of, rel, &who, rc);
+	else
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
 	reception_busy_del(cfs->rcp, rel);
 	if (rc == 0) {

@@ -862,6 +862,60 @@ static void cfs_destroy(void *data)
 	audit_free_all();
 }
 
+/* The requests that decide outcomes (log.h events) run between
+ * log_op_begin and log_op_end: their lines carry duration_ms, and an error
+ * line the S3 code or SQLSTATE met by this request. */
+static int cfs_flush_op(const char *path, struct fuse_file_info *fi)
+{
+	int rc;
+
+	log_op_begin();
+	rc = cfs_flush(path, fi);
+	log_op_end();
+	return rc;
+}
+
+static int cfs_fsync_op(const char *path, int datasync,
+			struct fuse_file_info *fi)
+{
+	int rc;
+
+	log_op_begin();
+	rc = cfs_fsync(path, datasync, fi);
+	log_op_end();
+	return rc;
+}
+
+static int cfs_release_op(const char *path, struct fuse_file_info *fi)
+{
+	int rc;
+
+	log_op_begin();
+	rc = cfs_release(path, fi);
+	log_op_end();
+	return rc;
+}
+
+static int cfs_unlink_op(const char *path)
+{
+	int rc;
+
+	log_op_begin();
+	rc = cfs_unlink(path);
+	log_op_end();
+	return rc;
+}
+
+static int cfs_rename_op(const char *from, const char *to, unsigned int flags)
+{
+	int rc;
+
+	log_op_begin();
+	rc = cfs_rename(from, to, flags);
+	log_op_end();
+	return rc;
+}
+
 const struct fuse_operations cfs_ops = {
     .init = cfs_init,
     .destroy = cfs_destroy,
@@ -873,12 +927,12 @@ const struct fuse_operations cfs_ops = {
     .open = cfs_open,
     .read = cfs_read,
     .write = cfs_write,
-    .flush = cfs_flush,
-    .fsync = cfs_fsync,
-    .release = cfs_release,
+    .flush = cfs_flush_op,
+    .fsync = cfs_fsync_op,
+    .release = cfs_release_op,
     .truncate = cfs_truncate,
-    .unlink = cfs_unlink,
-    .rename = cfs_rename,
+    .unlink = cfs_unlink_op,
+    .rename = cfs_rename_op,
     .chmod = cfs_chmod,
     .chown = cfs_chown,
     .utimens = cfs_utimens,

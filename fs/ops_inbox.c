@@ -332,6 +332,8 @@ int inbox_rmdir(const char *rel)
 /* Read-only handles on stored objects (h->of == NULL), so that an unlink
  * can hand them the content they opened. Protected by cfs->lock. */
 static struct fhandle *readers;
+/* Every handle made by fh_new and not freed yet. Protected by cfs->lock. */
+static struct fhandle *all_handles;
 
 static struct fhandle *fh_new(struct ofile *of)
 {
@@ -345,6 +347,12 @@ static struct fhandle *fh_new(struct ofile *of)
 	h->area = AREA_INBOX;
 	h->opener = ctx ? ctx->pid : 0;
 	pthread_mutex_init(&h->lock, NULL);
+	pthread_mutex_lock(&cfs->lock);
+	h->anext = all_handles;
+	if (all_handles)
+		all_handles->aprev = h;
+	all_handles = h;
+	pthread_mutex_unlock(&cfs->lock);
 	return h;
 }
 
@@ -376,6 +384,15 @@ void fh_free(struct fhandle *h)
 
 	if (!h)
 		return;
+	pthread_mutex_lock(&cfs->lock);
+	if (h->aprev)
+		h->aprev->anext = h->anext;
+	else if (all_handles == h)
+		all_handles = h->anext;
+	if (h->anext)
+		h->anext->aprev = h->aprev;
+	h->anext = h->aprev = NULL;
+	pthread_mutex_unlock(&cfs->lock);
 	if (h->of) {
 		if (h->writable || h->pending) {
 			pthread_mutex_lock(&h->of->lock);
@@ -401,6 +418,20 @@ void fh_free(struct fhandle *h)
 	rawin_free(&h->win);
 	free(h->rel);
 	free(h);
+}
+
+void fh_free_all(void)
+{
+	struct fhandle *h;
+
+	for (;;) {
+		pthread_mutex_lock(&cfs->lock);
+		h = all_handles;
+		pthread_mutex_unlock(&cfs->lock);
+		if (!h)
+			break;
+		fh_free(h); /* unlinks it */
+	}
 }
 
 struct ofile *fh_file(struct fhandle *h)

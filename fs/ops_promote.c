@@ -97,6 +97,9 @@ static int promote_src_veto(void *arg, const char *key)
 	const struct promote_veto *v = arg;
 	int rc;
 
+	/* A stop asked for stop_timeout ago: no new file (it stays). */
+	if (key && cfs_stop_due())
+		return -EINTR;
 	if (key)
 		return promote_src_check(key);
 	rc = promote_dir_check(v->from);

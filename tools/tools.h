@@ -84,6 +84,8 @@ void tool_bytes(char *out, size_t len, double n);
 int tool_status(int argc, char **argv);
 int tool_recover(int argc, char **argv);
 int tool_promote(int argc, char **argv);
- * reconcile | cleanup | verify`,
+int tool_reconcile(int argc, char **argv);
+int tool_cleanup(int argc, char **argv);
+int tool_verify(int argc, char **argv);
 
 #endif

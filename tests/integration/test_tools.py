@@ -578,7 +578,8 @@ def test_promote_never_echoes_control_characters_of_a_key(stack, mount_factory, 
     r = _cli(m, "promote", "--project", p, "-o", _cfg(m))
     assert r.returncode == 1, r.stderr
     assert not any(c in r.stderr + r.stdout for c in "\x1b\x7f"), r.stderr + r.stdout
-    assert "logged upload from another route: %s/%s" % (m.reception_bucket, bad.replace(
+    # the scan's event line (doc/custodyfs.1, LOGGING): the key quoted, its byte as \xNN
+    assert 'event=received bucket=%s key="%s"' % (m.reception_bucket, bad.replace(
         bad[3], shown[:4])) in r.stderr
     assert shown + "key.txt: not promoted: Invalid argument" in r.stderr
     assert "  " + bad[:3] + shown + "key.txt: Invalid argument" in r.stdout
