@@ -100,6 +100,34 @@ def test_copied_then_duplicate_keeps_object_untouched(mount, uniq):
     assert rows[1]["reception_id"] != rows[0]["reception_id"]
 
 
+@pytest.mark.parametrize("name", ["a b.txt", 'q"uote.txt', "plus+sign.txt", "pct%20.txt",
+                                  "amp&eq=.txt", "ção é.txt", "tilde~semi;.txt"])
+def test_names_with_characters_urls_escape_are_promoted(mount, uniq, name):
+    """The copy source is the key URL-encoded as S3 asks: a space, a quote, '+', '%', '&',
+    '=' or UTF-8 in a name neither fails the copy nor copies another key."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    src = uniq + "-" + name
+    drop(m, src, data)
+    if m.stack.backend == "s3rver" and any(c in name for c in "+&=;"):
+        # s3rver decodes x-amz-copy-source with decodeURI, which leaves %2B %26 %3D %3B as
+        # they are (lib/controllers/object.js): boto3's own copy fails there the same way.
+        # On such a store the rename fails cleanly and loses nothing.
+        with pytest.raises(ClientError):
+            m.s3.copy_object(Bucket=m.storage_bucket, Key=uniq + "-boto3",
+                             CopySource={"Bucket": m.reception_bucket, "Key": src})
+        with pytest.raises(OSError):
+            promote(m, src, p, name)
+        assert checks.get_object(m, src) == data and len(checks.live_rows(m, src)) == 1
+        assert srows(m, p + "/" + name) == []
+        assert m.s3.list_objects_v2(Bucket=m.storage_bucket, Prefix=p + "/").get("KeyCount") == 0
+        return
+    promote(m, src, p, name)
+    check_stored(m, p + "/" + name, data, src, ["copied"])
+    assert os.listdir(os.path.join(m.projects, p)) == [name]
+
+
 def test_conflict_is_eexist_and_keeps_both(mount, uniq):
     m = mount
     p = project(m, uniq)
