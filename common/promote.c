@@ -216,10 +216,11 @@ static int promote_meta(const struct s3_object_info *src, const char *sha,
 /* Is (bucket, key) there with size and our sha256 metadata, and, when etag
  * is given (not NULL nor empty), that ETag (the copy's answer: metadata
  * alone anyone could write)? 1, 0 (absent or another object), or -errno
- * when it cannot be told. */
+ * when it cannot be told. seen (may be NULL) gets the object's
+ * LastModified and ETag when it is 1. */
 static int promote_dest_is(struct promote *p, const char *bucket,
 			   const char *key, uint64_t size, const char *sha,
-			   const char *etag)
+			   const char *etag, struct promote_result *seen)
 {
 	struct s3_object_info info;
 	const char *m;
@@ -233,6 +234,11 @@ static int promote_dest_is(struct promote *p, const char *bucket,
 	m = s3_meta_get(&info, "sha256");
 	rc = info.size == size && m && !strcmp(m, sha) &&
 	     (!etag || !*etag || !strcmp(info.etag, etag));
+	if (rc && seen) {
+		seen->dest_mtime = info.mtime;
+		snprintf(seen->dest_etag, sizeof(seen->dest_etag), "%s",
+			 info.etag);
+	}
 	s3_object_info_free(&info);
 	return rc;
 }
@@ -463,7 +469,7 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return fail_rc;
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     etag);
+			     etag, NULL);
 	if (is == 1 && strcmp(e->outcome, "adopted")) {
 		log_info("promotion: %s/%s: the copy answered %s but the "
 			 "destination is ours: recorded",
@@ -496,9 +502,11 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
  * The verification takes the copy's answer: the destination's ETag must be
  * the one the copy answered (not only size and metadata, which anyone can
  * write), and a single-part copy of a single-part source must answer the
- * source's ETag (the MD5 of the same bytes). */
+ * source's ETag (the MD5 of the same bytes). seen (may be NULL) gets the
+ * stored object's LastModified and ETag as the verification saw them. */
 static int promote_store(struct promote *p, const struct db_journal_entry *e,
-			 const struct s3_object_info *src)
+			 const struct s3_object_info *src,
+			 struct promote_result *seen)
 {
 	char etag[80] = "";
 	int rc = 0, is;
@@ -526,7 +534,7 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		}
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     etag);
+			     etag, seen);
 	if (is != 1 && !strcmp(e->outcome, "adopted")) {
 		/* adopted: the object's bytes were hashed at the decision;
 		 * its metadata is not ours, so only its size is checked. */
@@ -535,6 +543,12 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		is = s3_head(p->s3, e->dest_bucket, e->dest_key, &info);
 		if (!is) {
 			is = info.size == e->size;
+			if (is && seen) {
+				seen->dest_mtime = info.mtime;
+				snprintf(seen->dest_etag,
+					 sizeof(seen->dest_etag), "%s",
+					 info.etag);
+			}
 			s3_object_info_free(&info);
 		}
 	}
@@ -578,7 +592,7 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		    p, e, -EIO, "the adopted object changed or vanished", NULL);
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     NULL);
+			     NULL, NULL);
 	if (is < 0)
 		return is;
 	if (is == 1)
@@ -587,7 +601,7 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 	if (rc == 0 && strcmp(src.etag, e->source_etag))
 		rc = -ENOENT; /* another upload now: not the promoted one */
 	if (rc == 0) {
-		rc = promote_store(p, e, &src);
+		rc = promote_store(p, e, &src, NULL);
 		s3_object_info_free(&src);
 		return rc;
 	}
@@ -618,7 +632,8 @@ struct promote_decide {
 	int same_meta;
 	char etag[80];
 	uint64_t dsize;
-	int hashed; /* the bytes of etag hashed: same_bytes valid */
+	time_t mtime; /* its LastModified */
+	int hashed;   /* the bytes of etag hashed: same_bytes valid */
 	int same_bytes;
 };
 
@@ -644,6 +659,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 			a->hashed = a->same_bytes = 0;
 		snprintf(a->etag, sizeof(a->etag), "%s", info.etag);
 		a->dsize = info.size;
+		a->mtime = info.mtime;
 		s3_object_info_free(&info);
 	}
 	if (a->present && !a->hashed &&
@@ -684,7 +700,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 						       : seen->content_key;
 
 		rc = promote_dest_is(a->p, a->dest_bucket, of, a->size,
-				     a->sha256, NULL);
+				     a->sha256, NULL, NULL);
 		if (rc < 0)
 			return rc;
 		if (!rc) {
@@ -1036,10 +1052,20 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 		inflight_del(p, res->journal_id);
 		goto out;
 	}
-	if (!strcmp(e.state, "stored"))
+	if (!strcmp(e.state, "stored")) {
 		rc = promote_cleanup(p, &e); /* the duplicates */
+		if (res->outcome == DB_OUT_DUPLICATE && dc.present) {
+			/* the decision's HEAD */
+			res->dest_mtime = dc.mtime;
+			memcpy(res->dest_etag, dc.etag, sizeof(res->dest_etag));
+		}
+	} else {
+		rc = promote_store(p, &e, &src, res);
+	}
+	if (rc)
+		res->dest_mtime = 0;
 	else
-		rc = promote_store(p, &e, &src);
+		res->dest_size = src.size;
 	inflight_del(p, e.id);
 	if (!rc) {
 		promote_count(res->outcome, src.size);

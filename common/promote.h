@@ -13,6 +13,7 @@
 #define CUSTODYFS_PROMOTE_H
 
 #include <stdint.h>
+#include <time.h>
 
 #include "cfg.h"
 #include "db.h"
@@ -35,6 +36,13 @@ struct promote_result {
 				    its journal entry (resumed) */
 	int64_t journal_id;
 	char dup_of[1025]; /* duplicate_content: the stored key it points at */
+	/* The object now stored at the destination key (copied, restored,
+	 * adopted, duplicate) as the promotion's last HEAD of it saw it:
+	 * LastModified, 0 when not known (a promotion resumed from its
+	 * journal entry, another outcome, a failure), its ETag and size. */
+	time_t dest_mtime;
+	char dest_etag[80];
+	uint64_t dest_size;
 };
 
 /* Promotes the received object src_key (reception bucket) to

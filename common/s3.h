@@ -199,7 +199,9 @@ struct s3_copy_req {
  * replaced since r->src_etag was read fails with -EEXIST (412, s3err.c);
  * for stores that ignore that header the source is HEADed after the copy
  * and a changed ETag fails with -EEXIST too (the copy then stays in
- * dst_key: the caller has not recorded it and must delete it). A 200 whose
+ * dst_key: the caller has not recorded it and must delete it), unless the
+ * copy answered the source's own single-part ETag (the MD5 of the bytes
+ * copied: that source's bytes, replaced since or not). A 200 whose
  * body is <Error> fails. A store without UploadPartCopy (-ENOTSUP) gets
  * one CopyObject instead, up to 5 GiB. A store that refuses the If-Match
  * of a multipart source although its ETag has not changed (Swift s3api:

@@ -609,8 +609,8 @@ int dcache_list(const char *rel, void (*fn)(void *arg, const struct dentry *e),
 	return dcache_list_ex(rel, fn, NULL, arg);
 }
 
-void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
-		   const char *etag)
+void dcache_upsert_in(enum dc_ns which, const char *rel, int is_dir,
+		      uint64_t size, time_t mtime, const char *etag)
 {
 	struct dentry e = {.is_dir = is_dir, .size = size, .mtime = mtime};
 	const char *name;
@@ -620,9 +620,15 @@ void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		return;
 	snprintf(e.etag, sizeof(e.etag), "%s", etag ? etag : "");
 	pthread_mutex_lock(&dc_lock);
-	dcache_change(&namespaces[DC_INBOX], prefix, name, 0, &e);
+	dcache_change(&namespaces[which], prefix, name, 0, &e);
 	pthread_mutex_unlock(&dc_lock);
 	free(prefix);
+}
+
+void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
+		   const char *etag)
+{
+	dcache_upsert_in(DC_INBOX, rel, is_dir, size, mtime, etag);
 }
 
 void dcache_remove(const char *rel)

@@ -209,6 +209,12 @@ int dcache_list_in(enum dc_ns which, const char *rel,
 		   void *arg);
 void dcache_upsert(const char *rel, int is_dir, uint64_t size, time_t mtime,
 		   const char *etag);
+/* dcache_upsert in the listings of `which`: the daemon's own change, put
+ * into the cached listing of rel's directory (and into a fetch of it under
+ * way) instead of listing it again. Nothing when that listing is not
+ * cached. */
+void dcache_upsert_in(enum dc_ns which, const char *rel, int is_dir,
+		      uint64_t size, time_t mtime, const char *etag);
 void dcache_remove(const char *rel);
 void dcache_invalidate_all(void);
 /* Every listing of `which` is fetched again at its next use (a fetch under

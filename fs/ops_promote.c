@@ -150,6 +150,32 @@ static void forget_inode_attrs(const char *from)
 	free(path);
 }
 
+/* The file stored at projects/<to> ("<prefix>/<relpath>", the storage
+ * key), as the promotion's last HEAD of it saw it, put into this mount's
+ * cached listings of its directory and of the directories above it up to
+ * the project: a rename per file (mv of each file of a directory) costs no
+ * LIST of the destination per file. Listings not cached are fetched at
+ * their next use as before. */
+static void store_listing_add(const char *to, const struct promote_result *r)
+{
+	char *rel = strdup(to), *slash;
+
+	if (!rel) {
+		dcache_invalidate_in(DC_STORE);
+		return;
+	}
+	dcache_upsert_in(DC_STORE, rel, 0, r->dest_size, r->dest_mtime,
+			 r->dest_etag);
+	/* each directory between the project and the file: "p/a", "p/a/b" */
+	while ((slash = strrchr(rel, '/'))) {
+		*slash = '\0';
+		if (!strchr(rel, '/'))
+			break; /* "p": the project, listed from the registry */
+		dcache_upsert_in(DC_STORE, rel, 1, 0, 0, NULL);
+	}
+	free(rel);
+}
+
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
@@ -206,9 +232,15 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	}
 	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
 	free(prefix);
-	/* Whatever the outcome, the project may show something new (a file,
-	 * a symlink, a directory): its listings are fetched again. */
-	dcache_invalidate_in(DC_STORE);
+	/* The stored file is known: added to the cached listings. Any other
+	 * end (a symlink of a content duplicate, a promotion resumed from its
+	 * journal entry, a failure that may have left something): the
+	 * project's listings are fetched again. */
+	if (rc == 0 && res.dest_mtime &&
+	    res.outcome != DB_OUT_DUPLICATE_CONTENT)
+		store_listing_add(to, &res);
+	else
+		dcache_invalidate_in(DC_STORE);
 	if (rc == 0) {
 		dcache_remove(from);
 		attrov_drop(from, 0);

@@ -357,6 +357,53 @@ def test_source_replaced_during_copy_stores_nothing(stack, mount_factory, proxie
     assert [j["state"] for j in journal(m, p + "/rep.txt")] == ["failed"]
 
 
+def test_source_replaced_after_the_copy_promotes_the_copied_upload(stack, mount_factory,
+                                                                     proxied, uniq):
+    """The source is replaced once the copy has taken effect at the store (its answer still
+    on the way). The copy answered the promoted upload's own ETag (the MD5 of the bytes it
+    copied): those bytes are stored, verified and recorded, no HEAD of the source after the
+    copy is needed to know it; the newer upload stays in reception, untouched. (Before, that
+    HEAD saw the newer upload and the rename failed EBUSY although the right bytes had been
+    copied.)"""
+    px = proxied
+    m = mount_factory(config={"s3": {"endpoint": px.url}})
+    p = project(m, uniq)
+    old, new = b"promoted bytes\n" * 100, b"a newer upload\n" * 100
+    drop(m, "late.txt", old)
+    seen, replaced = [], []
+
+    def replace_once_copied():
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if dhead(m, p + "/late.txt") is not None:  # the copy took effect
+                stack.s3.put_object(Bucket=m.reception_bucket, Key="late.txt", Body=new)
+                replaced.append(1)
+                return
+            time.sleep(0.05)
+
+    def rule(meth, path, h):
+        if meth == "PUT" and "x-amz-copy-source" in {k.lower() for k in h.keys()} and not seen:
+            seen.append(1)
+            threading.Thread(target=replace_once_copied, daemon=True).start()
+            return ("late", 3)  # forwarded; its answer held while the source is replaced
+        return None
+    px.rule = rule
+    promote(m, "late.txt", p)
+    px.rule = None
+    assert seen and replaced, "the copy was not seen, or the source not replaced in time"
+    assert dget(m, p + "/late.txt") == old
+    rows = srows(m, p + "/late.txt")
+    assert [r["outcome"] for r in rows] == ["copied"] and rows[0]["sha256"] == sha(old)
+    assert dhead(m, p + "/late.txt")["Metadata"]["sha256"] == sha(old)
+    assert checks.get_object(m, "late.txt") == new  # the newer upload stays
+    rr = checks.rows(m, "late.txt")
+    assert rr[0]["sha256"] == sha(old) and rr[0]["removed_at"] is not None
+    assert rr[0]["removal_reason"] == "promoted to %s/%s" % (m.storage_bucket, p + "/late.txt")
+    assert rows[0]["reception_id"] == rr[0]["id"]
+    assert all(r["removed_at"] is None and r["sha256"] in (None, sha(new)) for r in rr[1:])
+    assert [j["state"] for j in journal(m, p + "/late.txt")] == ["done"]
+
+
 @pytest.mark.parametrize("after", ["remount", "retry", "other"])
 def test_store_outage_fails_rename_and_leaves_nothing_half_done(stack, mount_factory, proxied,
                                                                  uniq, after):
