@@ -573,6 +573,16 @@ static const char *const db_migration_8[] = {
 	NULL,
 };
 
+/* Version 9: a directory's attribute snapshot reads the rows of its
+ * direct children only (their parent prefix indexed), not the whole tree
+ * under it: for inbox/, the whole bucket every cache_ttl_ms on every
+ * mount. The expression is the one db_attrs.c's list_dir query uses. */
+static const char *const db_migration_9[] = {
+	"CREATE INDEX IF NOT EXISTS file_attrs_parent"
+	" ON file_attrs (bucket, regexp_replace(object_key, '[^/]*$', ''))",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -593,6 +603,7 @@ static const struct db_migration db_migrations[] = {
 	{8, "file attributes bound to the object version they describe; "
 	    "creations, renames and removals logged",
 	 db_migration_8},
+	{9, "file attributes indexed by their directory", db_migration_9},
 };
 /* clang-format on */
 

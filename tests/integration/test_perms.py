@@ -842,3 +842,59 @@ def test_initial_ownership_moves_and_drops_are_logged(shared, uniq):
         [("move", f, A, A), ("drop", None, A, A)]
     assert mv[0]["etag"] and mv[1]["etag"] == mv[0]["etag"]
     assert attrs_row(m, g) is None and attrs_row(m, f) is None
+
+
+# --------------------------------------------------------------------------- cost of reloads
+
+def _attrs_tuples_read(m):
+    """Rows of file_attrs PostgreSQL has read so far (sequential and through indexes), once
+    the mount's connections have flushed their statistics (idle backends do within ~10 s):
+    the value that stays put across two reads 3 s apart."""
+    q = ("select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+         " from pg_stat_user_tables where relname = 'file_attrs'")
+    last = [None]
+
+    def settled():
+        time.sleep(3)
+        m.sql_value("select pg_stat_clear_snapshot()")
+        v = m.sql_value(q)
+        done, last[0] = v == last[0], v
+        return done
+    m.wait_until(settled, timeout=60, what="file_attrs statistics settle")
+    return last[0]
+
+
+def test_attribute_reloads_read_only_the_directorys_children(mount_factory, uniq):
+    """review-perm 10: a directory's attribute snapshot, reloaded every cache_ttl_ms, reads the
+    rows of that directory's children, not of the whole tree under it (for inbox/ the whole
+    bucket's file_attrs, every TTL, on every mount). 20000 rows deep under another directory;
+    reloads of inbox/ must not read them. Counted by PostgreSQL (pg_stat_user_tables)."""
+    m = mount_factory(config={"fs": {"cache_ttl_ms": "300"}})
+    deep = 20000
+    m.sql("insert into file_attrs (bucket, object_key, uid, gid, mode)"
+          " select %s, %s || '-deep/sub/f' || g, 1, 1, 420 from generate_series(1, %s) g",
+          (m.reception_bucket, uniq, deep))
+    m.sql("analyze file_attrs")  # as autovacuum would on a bucket this size
+    files = [m.path("inbox", f"{uniq}-{i}.txt") for i in range(3)]
+    for f in files:
+        write(f, b"x")
+        os.chmod(f, 0o640)
+    os.makedirs(m.path("inbox", f"{uniq}-deep", "sub"), exist_ok=True)
+    before = _attrs_tuples_read(m)
+    reloads = 6
+    for _ in range(reloads):
+        time.sleep(0.5)  # older than cache_ttl_ms: the next stat reloads inbox/'s snapshot
+        for f in files:
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o640
+        os.listdir(m.inbox)
+    read = _attrs_tuples_read(m) - before
+    print(f"file_attrs rows read by {reloads} reloads of inbox/ beside {deep} deeper rows:"
+          f" {read}")
+    # before: every reload read every row of the bucket (>= 20000 each)
+    assert read < deep, read
+    # the directory's own listing still shows every child's attributes
+    sub = m.path("inbox", f"{uniq}-deep", "sub")
+    assert m.sql_value("select count(*) from file_attrs where object_key like %s",
+                       (f"{uniq}-deep/sub/%",)) == deep
+    assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-deep")).st_mode) in (0o755, 0o777)
+    assert os.path.isdir(sub)
