@@ -55,18 +55,45 @@ static void dentry_stat(const struct dentry *e, struct stat *st)
 	st->st_atime = st->st_mtime;
 }
 
-/* The attributes a new file or directory is recorded with: the caller's
- * uid and gid, mode with the caller's umask applied (the kernel applied it
- * already unless told not to: applying it twice changes nothing). */
-static void creator_attrs(struct attrov *in, mode_t mode)
+/* The attributes new file or directory rel is recorded with: the
+ * caller's uid and gid, mode with the caller's umask applied (the kernel
+ * applied it already unless told not to: applying it twice changes
+ * nothing). In a setgid directory, as ext4 does: the directory's group,
+ * a subdirectory setgid too, and a file's own setgid bit kept only when
+ * its creator is in that group (or root). 0 or -errno (the parent's
+ * attributes cannot be read: ENOENT, EIO, ENOMEM). */
+static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
+			 int is_dir)
 {
 	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat pst;
+	char *parent;
+	int rc;
 
 	in->mode = mode & 07777;
 	in->uid = ctx ? ctx->uid : cfs->uid;
 	in->gid = ctx ? ctx->gid : cfs->gid;
 	if (ctx)
 		in->mode &= ~(ctx->umask & 0777);
+	if (!slash)
+		return 0; /* in inbox/ itself: 01777, not setgid */
+	parent = strndup(rel, (size_t)(slash - rel));
+	if (!parent)
+		return -ENOMEM;
+	rc = inbox_getattr(parent, &pst);
+	free(parent);
+	if (rc)
+		return rc;
+	if (!(pst.st_mode & S_ISGID))
+		return 0;
+	in->gid = pst.st_gid;
+	if (is_dir)
+		in->mode |= S_ISGID;
+	else if ((in->mode & S_ISGID) && ctx && ctx->uid != 0 &&
+		 !cfs_caller_in_group(ctx, in->gid))
+		in->mode &= ~(mode_t)S_ISGID;
+	return 0;
 }
 
 /* Errors: ENOENT, EIO (store unreachable), ENOMEM. */
@@ -266,7 +293,11 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return -ENOMEM;
 	/* Its mode, owner and times first: nothing stored without them (a
 	 * directory is a key prefix: its times are only the record's). */
-	creator_attrs(&in, mode);
+	rc = creator_attrs(rel, &in, mode, 1);
+	if (rc) {
+		free(marker);
+		return rc;
+	}
 	clock_gettime(CLOCK_REALTIME, &in.mtime);
 	in.atime = in.mtime;
 	rc = attrov_set(rel, &in,
@@ -654,7 +685,9 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		 * an earlier file's attributes under that name. A stored
 		 * one keeps its own. */
 		if (!stored) {
-			creator_attrs(&in, mode);
+			rc = creator_attrs(rel, &in, mode, 0);
+			if (rc)
+				return rc;
 			rc = attrov_set(
 			    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
 			    NULL, NULL);

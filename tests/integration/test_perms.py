@@ -898,3 +898,32 @@ def test_attribute_reloads_read_only_the_directorys_children(mount_factory, uniq
                        (f"{uniq}-deep/sub/%",)) == deep
     assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-deep")).st_mode) in (0o755, 0o777)
     assert os.path.isdir(sub)
+
+
+def test_setgid_directory_passes_its_group_like_ext4(shared, uniq):
+    """review-perm Low: in a setgid directory a new file or subdirectory takes the directory's
+    group, not its creator's, and a subdirectory is setgid too (ext4, tmpfs); a file's own
+    setgid bit is kept only when its creator is in that group."""
+    m = shared
+    d = m.path("inbox", f"{uniq}-d")
+    os.mkdir(d)
+    os.chown(d, A, 4000)
+    os.chmod(d, 0o2777)
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o2777
+    f, s, g = os.path.join(d, "f.txt"), os.path.join(d, "s"), os.path.join(d, "g.txt")
+    assert as_user(B, f"open({f!r}, 'w').write('B')", f"os.mkdir({s!r}, 0o755)",
+                   f"os.close(os.open({g!r}, os.O_WRONLY | os.O_CREAT, 0o2755))", umask=0) \
+        == ["ok", "ok", "ok"]
+    for path, want_mode in ((f, 0o666), (s, 0o2755), (g, 0o755)):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, 4000, want_mode), path
+    # recorded, not only shown: after a remount, and in the database
+    m.restart()
+    st = os.stat(s)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, 4000, 0o2755)
+    assert attrs_row(m, f"{uniq}-d/f.txt")["gid"] == 4000
+    # and the subdirectory passes it on in turn; outside a setgid directory nothing changes
+    f2, f3 = os.path.join(s, "deeper.txt"), m.path("inbox", f"{uniq}-plain.txt")
+    assert as_user(B, f"open({f2!r}, 'w').write('B')", f"open({f3!r}, 'w').write('B')") \
+        == ["ok", "ok"]
+    assert os.stat(f2).st_gid == 4000 and os.stat(f3).st_gid == B
