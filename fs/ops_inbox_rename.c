@@ -543,6 +543,12 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	}
 	if (to_exists && S_ISDIR(st.st_mode))
 		return -EISDIR;
+	/* Its attributes follow once it moved (attrov_move below): with the
+	 * database down a file would be renamed without them and show the
+	 * defaults (0600 -> 0644), so nothing moves then (review-perm 11). */
+	rc = reception_ready(cfs->rcp);
+	if (rc)
+		return rc;
 
 	of = ofile_find(from);
 	if (of) {

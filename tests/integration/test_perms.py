@@ -927,3 +927,34 @@ def test_setgid_directory_passes_its_group_like_ext4(shared, uniq):
     assert as_user(B, f"open({f2!r}, 'w').write('B')", f"open({f3!r}, 'w').write('B')") \
         == ["ok", "ok"]
     assert os.stat(f2).st_gid == 4000 and os.stat(f3).st_gid == B
+
+
+def test_rename_with_the_database_down_never_loses_the_files_attributes(fresh_mount, uniq):
+    """review-perm 11: a rename whose attributes cannot follow (the database is down) must not
+    leave the file under its new name with the default mode: either the rename fails (EIO) and
+    the file keeps its name and mode, or it is renamed with its mode; never 0600 -> 0644. An
+    open file under a temporary name needs no reception row, so only the attributes can fail."""
+    m = fresh_mount
+    x, y = m.path("inbox", f"{uniq}-x.tmp"), m.path("inbox", f"{uniq}-y.tmp")
+    fd = os.open(x, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"secret")
+        assert stat.S_IMODE(os.stat(x).st_mode) == 0o600
+        m.stop_pg()
+        try:
+            os.rename(x, y)
+            renamed = True
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+            renamed = False
+        m.start_pg()
+        m.wait_until(lambda: m.alive() and os.path.exists(y if renamed else x), timeout=20,
+                     what="mount answers again")
+        name, key = (y, f"{uniq}-y.tmp") if renamed else (x, f"{uniq}-x.tmp")
+        assert not os.path.exists(x if renamed else y)
+        m.wait_until(lambda: attrs_row(m, key) is not None, timeout=10, what="attributes row")
+        assert attrs_row(m, key)["mode"] == 0o600
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    finally:
+        os.close(fd)
