@@ -958,3 +958,33 @@ def test_rename_with_the_database_down_never_loses_the_files_attributes(fresh_mo
         assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
     finally:
         os.close(fd)
+
+
+# --------------------------------------------------------------------------- review-perm2
+
+def test_promotion_never_publishes_a_file_its_promoter_cannot_read(shared, uniq):
+    """review-perm2 H1: files in projects/ are readable by everyone on the mount (0444). In a
+    directory B owns (0777, not sticky) A keeps a 0600 file; the kernel lets B rename it or the
+    directory (it checks the directories, not the file), so B could promote A's secret and read
+    it in projects/. A promotion needs read permission on every file it stores: EACCES, the
+    file stays in inbox/ as it was, nothing stored, no storage_audit row."""
+    m = shared
+    os.mkdir(m.path("projects", uniq))  # root's project; no project_group: anyone promotes
+    d = m.path("inbox", f"{uniq}-d")
+    a = os.path.join(d, "a.txt")
+    assert as_user(B, f"os.mkdir({d!r}, 0o777)", umask=0) == ["ok"]
+    assert as_user(A, f"open({a!r}, 'w').write('secret of A')", umask=0o077) == ["ok"]
+    assert as_user(B, rd(a)) == ["EACCES"]
+    one, whole = m.path("projects", uniq, "a.txt"), m.path("projects", uniq, "d")
+    assert as_user(B, f"os.rename({a!r}, {one!r})", f"os.rename({d!r}, {whole!r})") \
+        == ["EACCES", "EACCES"]
+    st = os.stat(a)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o600)
+    assert open(a, "rb").read() == b"secret of A"
+    assert m.sql_value("select count(*) from storage_audit where project_prefix = %s",
+                       (uniq,)) == 0
+    assert m.s3.list_objects_v2(Bucket=m.storage_bucket, Prefix=f"{uniq}/").get("KeyCount") == 0
+    assert as_user(B, rd(one), rd(os.path.join(whole, "a.txt"))) == ["ENOENT", "ENOENT"]
+    # its owner promotes it
+    assert as_user(A, f"os.rename({a!r}, {one!r})") == ["ok"]
+    assert open(one, "rb").read() == b"secret of A"
