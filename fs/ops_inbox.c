@@ -566,9 +566,6 @@ static int privs_clear(const char *rel)
 static int may_replace(const char *rel, const struct stat *st)
 {
 	struct fuse_context *ctx = fuse_get_context();
-	const char *slash = strrchr(rel, '/');
-	struct stat dir;
-	char *parent;
 	mode_t bit;
 	int rc;
 
@@ -582,7 +579,20 @@ static int may_replace(const char *rel, const struct stat *st)
 		bit = S_IWOTH;
 	if (!(st->st_mode & bit))
 		return -EACCES;
-	if (ctx->uid == st->st_uid)
+	rc = inbox_may_remove(rel, st);
+	return rc == -EPERM ? -EACCES : rc;
+}
+
+int inbox_may_remove(const char *rel, const struct stat *st)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat dir;
+	char *parent;
+	int rc;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0 ||
+	    ctx->uid == st->st_uid)
 		return 0;
 	parent = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
 	if (!parent)
@@ -592,7 +602,7 @@ static int may_replace(const char *rel, const struct stat *st)
 	if (rc)
 		return rc;
 	if ((dir.st_mode & S_ISVTX) && dir.st_uid != ctx->uid)
-		return -EACCES;
+		return -EPERM;
 	return 0;
 }
 
@@ -607,6 +617,18 @@ static int stored_stat(const char *rel, const struct s3_object_info *info,
 	e.mtime = info->mtime;
 	dentry_stat(&e, st);
 	return attrov_apply_fresh(rel, st, info->etag);
+}
+
+int inbox_stored_attrs(const char *rel, struct stat *st)
+{
+	struct s3_object_info info;
+	int rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+
+	if (rc)
+		return rc;
+	rc = stored_stat(rel, &info, st);
+	s3_object_info_free(&info);
+	return rc;
 }
 
 /* The kernel creates only after a lookup found no such name, but that

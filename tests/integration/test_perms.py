@@ -988,3 +988,28 @@ def test_promotion_never_publishes_a_file_its_promoter_cannot_read(shared, uniq)
     # its owner promotes it
     assert as_user(A, f"os.rename({a!r}, {one!r})") == ["ok"]
     assert open(one, "rb").read() == b"secret of A"
+
+
+def test_rename_over_another_mounts_file_unseen_in_the_listing(mount_factory, uniq):
+    """review-perm2 H2: as with create (review-perm 1), mount b's kernel believes the name
+    absent (b's listing, TTL 30 s, predates A's file made on mount a), so it checks only the
+    directories, not inbox/'s sticky bit against A's file. B's rename of its own file onto that
+    name must not replace A's file (EPERM, the sticky rule), which stays A's with its content and row."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    key, mine = f"{uniq}.txt", f"{uniq}-b.txt"
+    fa, fb, mb = a.path("inbox", key), b.path("inbox", key), b.path("inbox", mine)
+    assert as_user(B, f"open({mb!r}, 'w').write('evil')", f"os.listdir({b.inbox!r}).clear()") \
+        == ["ok", "ok"]  # b's listing: fresh, without key
+    assert as_user(A, f"open({fa!r}, 'w').write('A wrote this')") == ["ok"]
+    assert as_user(B, f"os.rename({mb!r}, {fb!r})") == ["EPERM"]  # the sticky rule
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    (r,) = rows(a, key)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    assert (attrs_row(a, key)["uid"], attrs_row(a, key)["mode"]) == (A, 0o644)
+    assert [rr["removed_at"] for rr in rows(a, mine)] == [None]  # B's file stays B's, as it was
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=mine)["Body"].read() == b"evil"
+    # A itself may replace its own file that way
+    ma = b.path("inbox", f"{uniq}-a2.txt")
+    assert as_user(A, f"open({ma!r}, 'w').write('A again')", f"os.rename({ma!r}, {fb!r})") \
+        == ["ok", "ok"]
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A again"
