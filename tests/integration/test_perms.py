@@ -1013,3 +1013,24 @@ def test_rename_over_another_mounts_file_unseen_in_the_listing(mount_factory, un
     assert as_user(A, f"open({ma!r}, 'w').write('A again')", f"os.rename({ma!r}, {fb!r})") \
         == ["ok", "ok"]
     assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A again"
+
+
+def test_utimens_of_another_users_file_without_default_permissions(mount_factory, uniq):
+    """review-perm2 M1: without default_permissions the daemon keeps the kernel's rules for
+    what goes into the shared database (review-perm 8 did for chmod/chown), utimens too: only
+    the owner or root sets explicit times (EPERM), setting them to now needs write permission
+    (EACCES); mounts that enforce permissions would show B's forged times on A's file."""
+    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
+    open_to_others(m)
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.utime({f!r}, (1000, 1000))") \
+        == ["ok", "ok"]
+    assert as_user(B, f"os.utime({f!r}, (5, 5))", f"os.utime({f!r})") == ["EPERM", "EACCES"]
+    assert os.stat(f).st_mtime == 1000
+    assert attrs_row(m, key)["mtime_ns"] == 1000 * 10**9
+    assert [c["changed_uid"] for c in changes(m, key)] == [A]
+    # its owner, and anyone it lets write, may
+    assert as_user(A, f"os.chmod({f!r}, 0o666)") == ["ok"]
+    assert as_user(B, f"os.utime({f!r})", f"os.utime({f!r}, (7, 7))") == ["ok", "EPERM"]
+    assert os.stat(f).st_mtime > 1000
