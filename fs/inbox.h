@@ -16,6 +16,10 @@ int inbox_may_remove(const char *rel, const struct stat *st);
  * row read from the database now), whatever this mount's listing says.
  * 0, -ENOENT (nothing stored under that name), or -errno (EIO...). */
 int inbox_stored_attrs(const char *rel, struct stat *st);
+/* Does the store hold a directory inbox/<rel> now (its marker or anything
+ * under rel/), whatever this mount's listing says? Found, it is put into
+ * the listing cache. 1 yes, 0 no, or -errno. */
+int inbox_dir_stored_now(const char *rel);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);

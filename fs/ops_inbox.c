@@ -221,9 +221,7 @@ int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
  * since; what is found is put into the cache. 1 yes, 0 no, or -errno. */
 static int name_stored_now(const char *rel)
 {
-	struct s3_list_result res = {0};
 	struct s3_object_info info;
-	char *prefix;
 	int rc;
 
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
@@ -234,6 +232,15 @@ static int name_stored_now(const char *rel)
 	}
 	if (rc != -ENOENT)
 		return rc;
+	return inbox_dir_stored_now(rel);
+}
+
+int inbox_dir_stored_now(const char *rel)
+{
+	struct s3_list_result res = {0};
+	char *prefix;
+	int rc;
+
 	if (asprintf(&prefix, "%s/", rel) < 0)
 		return -ENOMEM;
 	rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket, prefix, NULL,

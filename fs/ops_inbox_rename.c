@@ -529,6 +529,13 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		/* This mount's listing may predate it (another mount's
 		 * file, a foreign upload): the store says. */
 		rc = inbox_stored_attrs(to, &st);
+		if (rc == -ENOENT) {
+			rc = inbox_dir_stored_now(to);
+			if (rc == 1)
+				rc = inbox_getattr(to, &st);
+			else if (rc == 0)
+				rc = -ENOENT;
+		}
 		if (rc == 0)
 			to_exists = 1;
 		else if (rc != -ENOENT)

@@ -1034,3 +1034,33 @@ def test_utimens_of_another_users_file_without_default_permissions(mount_factory
     assert as_user(A, f"os.chmod({f!r}, 0o666)") == ["ok"]
     assert as_user(B, f"os.utime({f!r})", f"os.utime({f!r}, (7, 7))") == ["ok", "EPERM"]
     assert os.stat(f).st_mtime > 1000
+
+
+def test_directory_rename_onto_another_mounts_directory_unseen_in_the_listing(mount_factory,
+                                                                             uniq):
+    """review-perm2 O2: mount b's listing predates A's directory d made on mount a; B's
+    rename of its own directory onto d must neither merge into A's directory nor make d
+    B's: EPERM (sticky inbox/, d is A's), A's files and d's owner unchanged, B's directory
+    as it was. Onto B's own non-empty directory it is ENOTEMPTY, as on any filesystem."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    d, bd = f"{uniq}-d", f"{uniq}-bd"
+    assert as_user(B, f"os.mkdir({b.path('inbox', bd)!r})",
+                   f"open({b.path('inbox', bd, 'x.txt')!r}, 'w').write('B')",
+                   f"os.listdir({b.inbox!r}).clear()") == ["ok", "ok", "ok"]
+    assert as_user(A, f"os.mkdir({a.path('inbox', d)!r})",
+                   f"open({a.path('inbox', d, 'f.txt')!r}, 'w').write('A')") == ["ok", "ok"]
+    assert as_user(B, f"os.rename({b.path('inbox', bd)!r}, {b.path('inbox', d)!r})") \
+        == ["EPERM"]
+    keys = sorted(o["Key"] for o in a.s3.list_objects_v2(
+        Bucket=a.reception_bucket, Prefix=f"{uniq}-").get("Contents", []))
+    assert f"{d}/f.txt" in keys and f"{bd}/x.txt" in keys and f"{d}/x.txt" not in keys, keys
+    assert attrs_row(a, d)["uid"] == A and attrs_row(a, bd)["uid"] == B
+    assert os.stat(a.path("inbox", d)).st_uid == A
+    # B's own directory made on mount a since, not empty: ENOTEMPTY, nothing merged
+    bd2 = f"{uniq}-bd2"
+    assert as_user(B, f"os.mkdir({a.path('inbox', bd2)!r})",
+                   f"open({a.path('inbox', bd2, 'y.txt')!r}, 'w').write('B2')") == ["ok", "ok"]
+    assert as_user(B, f"os.rename({b.path('inbox', bd)!r}, {b.path('inbox', bd2)!r})") \
+        == ["ENOTEMPTY"]
+    assert sorted(o["Key"] for o in a.s3.list_objects_v2(
+        Bucket=a.reception_bucket, Prefix=f"{bd2}/")["Contents"]) == [f"{bd2}/", f"{bd2}/y.txt"]
