@@ -61,7 +61,8 @@ static void dentry_stat(const struct dentry *e, struct stat *st)
  * nothing). In a setgid directory, as ext4 does: the directory's group,
  * a subdirectory setgid too, and a file's own setgid bit kept only when
  * its creator is in that group (or root). 0 or -errno (the parent's
- * attributes cannot be read: ENOENT, EIO, ENOMEM). */
+ * attributes cannot be read: EIO, ENOMEM; a parent that does not exist,
+ * as a direct write's staging key has none, is not setgid). */
 static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
 			 int is_dir)
 {
@@ -83,6 +84,8 @@ static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
 		return -ENOMEM;
 	rc = inbox_getattr(parent, &pst);
 	free(parent);
+	if (rc == -ENOENT)
+		return 0; /* no such directory: a direct write's staging key */
 	if (rc)
 		return rc;
 	if (!(pst.st_mode & S_ISGID))
