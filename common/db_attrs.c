@@ -75,14 +75,14 @@ static const char db_sql_attrs_log[] =
 #define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
 	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
 
-/* Keys dir + name, name without '/': a range in byte order (dir "a/b/"
- * is [a/b/, a/b0), '0' following '/'), then the children only. */
+/* $1 bucket, $2 dir: keys dir + name, name without '/' (their parent
+ * prefix, "" at the root), read through the file_attrs_parent index
+ * (migration 9, the same expression): the children only, never the rows
+ * of the tree below them. */
 static const char db_sql_attrs_list_dir[] =
 	"SELECT " ROW_COLS
 	" FROM file_attrs WHERE bucket = $1::text"
-	" AND ($2::text = '' OR (object_key COLLATE \"C\" >= $2::text"
-	" AND object_key COLLATE \"C\" < $3::text))"
-	" AND strpos(substr(object_key, length($2::text) + 1), '/') = 0";
+	" AND regexp_replace(object_key, '[^/]*$', '') = $2::text";
 
 /* $1 bucket, $2 gid. Files received through a mount (live row, origin
  * 'mount', received_uid known) without a file_attrs row: a database from
@@ -285,6 +285,7 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 		free(s.bound);
 	return rc;
 }
+
 struct attrs_list_args {
 	const char *bucket, *dir;
 	const char *key; /* set: that key's row only (dir unused) */
@@ -292,36 +293,19 @@ struct attrs_list_args {
 	size_t n;
 };
 
-/* dir with its last byte incremented: the end of its byte range. */
-static char *range_end(const char *dir)
-{
-	size_t l = strlen(dir);
-	char *e = strdup(dir);
-
-	if (e && l)
-		e[l - 1]++; /* '/' becomes '0' */
-	return e;
-}
-
 static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 {
 	struct attrs_list_args *l = arg;
 	PGresult *res = NULL;
-	const char *p[3];
-	char *end = range_end(l->key ? "" : l->dir);
+	const char *p[2];
 	int rc, i, nt;
 
 	l->rows = NULL;
 	l->n = 0;
-	if (!end)
-		return -ENOMEM;
 	p[0] = l->bucket;
 	p[1] = l->key ? l->key : l->dir;
-	p[2] = end;
-	if (l->key)
-		rc = pg_exec(x, db_sql_attrs_get, 2, p, &res);
-	else
-		rc = pg_exec(x, db_sql_attrs_list_dir, 3, p, &res);
+	rc = pg_exec(x, l->key ? db_sql_attrs_get : db_sql_attrs_list_dir, 2, p,
+		     &res);
 	if (rc)
 		goto out;
 	nt = PQntuples(res);
@@ -373,7 +357,6 @@ out:
 		l->n = 0;
 	}
 	PQclear(res);
-	free(end);
 	return rc;
 }
 

@@ -571,6 +571,11 @@ static const char *const db_migration_8[] = {
 	"ALTER TABLE file_attr_changes ADD CONSTRAINT"
 	" file_attr_changes_op_check CHECK (op IN ('chmod', 'chown',"
 	" 'utimens', 'create', 'mkdir', 'move', 'drop', 'kill_priv'))",
+	/* A directory's attribute snapshot reads the rows of its direct
+	 * children only (their parent prefix indexed), not the whole tree
+	 * under it. The expression is db_attrs.c's list_dir query's. */
+	"CREATE INDEX IF NOT EXISTS file_attrs_parent"
+	" ON file_attrs (bucket, regexp_replace(object_key, '[^/]*$', ''))",
 	NULL,
 };
 
@@ -951,8 +956,9 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_6},
 	{7, "projects guard: deleting a project with stored files is 2BP01",
 	 db_migration_7},
-	{8, "file attributes bound to the object version they describe; "
-	    "creations, renames and removals logged",
+	{8, "file attributes bound to the object version they describe "
+	    "and indexed by their directory; creations, renames and "
+	    "removals logged",
 	 db_migration_8},
 	{9, "tamper evidence: hash chains on the audit tables and their "
 	    "events",

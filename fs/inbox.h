@@ -5,6 +5,21 @@
 #include "fs.h"
 
 int inbox_getattr(const char *rel, struct stat *st);
+/* May the caller remove or replace inbox/<rel> (attributes *st, read
+ * now), a name its kernel may believe absent (a stale negative dentry or
+ * listing) and so checked nothing against? In a sticky directory (inbox/
+ * is 1777) only its owner, the directory's owner or root. 0, -EPERM (as
+ * the kernel's sticky check), or -errno of the directory's attributes.
+ * Nothing is checked without default_permissions. */
+int inbox_may_remove(const char *rel, const struct stat *st);
+/* The attributes of the object stored at inbox/<rel> now (HEAD, and its
+ * row read from the database now), whatever this mount's listing says.
+ * 0, -ENOENT (nothing stored under that name), or -errno (EIO...). */
+int inbox_stored_attrs(const char *rel, struct stat *st);
+/* Does the store hold a directory inbox/<rel> now (its marker or anything
+ * under rel/), whatever this mount's listing says? Found, it is put into
+ * the listing cache. 1 yes, 0 no, or -errno. */
+int inbox_dir_stored_now(const char *rel);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);

@@ -549,16 +549,29 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
  * that enforces permissions: the daemon keeps the kernel's rules for
  * those. chmod: the owner or root (anyone may only drop setuid/setgid:
  * what a write does). chown: root; the owner may only set its file's
- * group to one of its own groups. 0 or -EPERM. */
+ * group to one of its own groups. utimens: explicit times, the owner or
+ * root (EPERM); both times now, also whoever may write the file (else
+ * EACCES). 0, -EPERM or -EACCES. */
 static int daemon_checks(const struct stat *st, const struct attrov *in,
-			 unsigned what)
+			 unsigned what, int explicit_times)
 {
 	struct fuse_context *ctx = fuse_get_context();
 
-	mode_t old = st->st_mode & 07777;
+	mode_t old = st->st_mode & 07777, bit;
 
-	if (cfs->perm_checks || !ctx || ctx->uid == 0 ||
-	    !(what & (ATTROV_MODE | ATTROV_OWNER)))
+	if (cfs->perm_checks || !ctx || ctx->uid == 0)
+		return 0;
+	if ((what & (ATTROV_ATIME | ATTROV_MTIME)) && ctx->uid != st->st_uid) {
+		if (explicit_times)
+			return -EPERM;
+		if (cfs_caller_in_group(ctx, st->st_gid))
+			bit = S_IWGRP;
+		else
+			bit = S_IWOTH;
+		if (!(old & bit))
+			return -EACCES;
+	}
+	if (!(what & (ATTROV_MODE | ATTROV_OWNER)))
 		return 0;
 	/* The kernel's clearing of setuid/setgid when another user writes
 	 * (file_remove_privs) comes as a chmod by the writer: let through
@@ -629,7 +642,8 @@ static int top_dir_setattr(const char *path, const struct attrov *in,
  * projects/ they succeed and change nothing.
  * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, ESTALE, ENOMEM. */
 static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
-			      struct attrov *in, unsigned what)
+			      struct attrov *in, unsigned what,
+			      int explicit_times)
 {
 	const char *rel;
 	enum cfs_area area = cfs_area_of(path, &rel);
@@ -668,7 +682,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		if (rc)
 			return rc;
 	}
-	rc = daemon_checks(&st, in, what);
+	rc = daemon_checks(&st, in, what, explicit_times);
 	if (rc == 0 && kernel_kill_priv(&st, in, what))
 		what |= ATTROV_KILLPRIV; /* logged as what it is */
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
@@ -684,7 +698,7 @@ static int cfs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct attrov in = {.mode = mode};
 
-	return cfs_setattr_common(path, fi, &in, ATTROV_MODE);
+	return cfs_setattr_common(path, fi, &in, ATTROV_MODE, 0);
 }
 
 static int cfs_chown(const char *path, uid_t uid, gid_t gid,
@@ -693,7 +707,7 @@ static int cfs_chown(const char *path, uid_t uid, gid_t gid,
 	struct attrov in = {.uid = uid, .gid = gid};
 	int none = uid == (uid_t)-1 && gid == (gid_t)-1;
 
-	return cfs_setattr_common(path, fi, &in, none ? 0 : ATTROV_OWNER);
+	return cfs_setattr_common(path, fi, &in, none ? 0 : ATTROV_OWNER, 0);
 }
 
 static int cfs_utimens(const char *path, const struct timespec tv[2],
@@ -702,6 +716,7 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 	struct attrov in = {0};
 	unsigned what = 0;
 	struct timespec now;
+	int explicit_times = 0;
 
 	clock_gettime(CLOCK_REALTIME, &now);
 	if (!tv) {
@@ -711,13 +726,15 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 		if (tv[0].tv_nsec != UTIME_OMIT) {
 			in.atime = tv[0].tv_nsec == UTIME_NOW ? now : tv[0];
 			what |= ATTROV_ATIME;
+			explicit_times |= tv[0].tv_nsec != UTIME_NOW;
 		}
 		if (tv[1].tv_nsec != UTIME_OMIT) {
 			in.mtime = tv[1].tv_nsec == UTIME_NOW ? now : tv[1];
 			what |= ATTROV_MTIME;
+			explicit_times |= tv[1].tv_nsec != UTIME_NOW;
 		}
 	}
-	return cfs_setattr_common(path, fi, &in, what);
+	return cfs_setattr_common(path, fi, &in, what, explicit_times);
 }
 
 /* Links: S3 holds neither. Errors: EROFS (audit/), ENAMETOOLONG, EPERM

@@ -55,18 +55,48 @@ static void dentry_stat(const struct dentry *e, struct stat *st)
 	st->st_atime = st->st_mtime;
 }
 
-/* The attributes a new file or directory is recorded with: the caller's
- * uid and gid, mode with the caller's umask applied (the kernel applied it
- * already unless told not to: applying it twice changes nothing). */
-static void creator_attrs(struct attrov *in, mode_t mode)
+/* The attributes new file or directory rel is recorded with: the
+ * caller's uid and gid, mode with the caller's umask applied (the kernel
+ * applied it already unless told not to: applying it twice changes
+ * nothing). In a setgid directory, as ext4 does: the directory's group,
+ * a subdirectory setgid too, and a file's own setgid bit kept only when
+ * its creator is in that group (or root). 0 or -errno (the parent's
+ * attributes cannot be read: EIO, ENOMEM; a parent that does not exist,
+ * as a direct write's staging key has none, is not setgid). */
+static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
+			 int is_dir)
 {
 	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat pst;
+	char *parent;
+	int rc;
 
 	in->mode = mode & 07777;
 	in->uid = ctx ? ctx->uid : cfs->uid;
 	in->gid = ctx ? ctx->gid : cfs->gid;
 	if (ctx)
 		in->mode &= ~(ctx->umask & 0777);
+	if (!slash)
+		return 0; /* in inbox/ itself: 01777, not setgid */
+	parent = strndup(rel, (size_t)(slash - rel));
+	if (!parent)
+		return -ENOMEM;
+	rc = inbox_getattr(parent, &pst);
+	free(parent);
+	if (rc == -ENOENT)
+		return 0; /* no such directory: a direct write's staging key */
+	if (rc)
+		return rc;
+	if (!(pst.st_mode & S_ISGID))
+		return 0;
+	in->gid = pst.st_gid;
+	if (is_dir)
+		in->mode |= S_ISGID;
+	else if ((in->mode & S_ISGID) && ctx && ctx->uid != 0 &&
+		 !cfs_caller_in_group(ctx, in->gid))
+		in->mode &= ~(mode_t)S_ISGID;
+	return 0;
 }
 
 /* Errors: ENOENT, EIO (store unreachable), ENOMEM. */
@@ -194,9 +224,7 @@ int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler)
  * since; what is found is put into the cache. 1 yes, 0 no, or -errno. */
 static int name_stored_now(const char *rel)
 {
-	struct s3_list_result res = {0};
 	struct s3_object_info info;
-	char *prefix;
 	int rc;
 
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
@@ -207,6 +235,15 @@ static int name_stored_now(const char *rel)
 	}
 	if (rc != -ENOENT)
 		return rc;
+	return inbox_dir_stored_now(rel);
+}
+
+int inbox_dir_stored_now(const char *rel)
+{
+	struct s3_list_result res = {0};
+	char *prefix;
+	int rc;
+
 	if (asprintf(&prefix, "%s/", rel) < 0)
 		return -ENOMEM;
 	rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket, prefix, NULL,
@@ -266,7 +303,11 @@ int inbox_mkdir(const char *rel, mode_t mode)
 		return -ENOMEM;
 	/* Its mode, owner and times first: nothing stored without them (a
 	 * directory is a key prefix: its times are only the record's). */
-	creator_attrs(&in, mode);
+	rc = creator_attrs(rel, &in, mode, 1);
+	if (rc) {
+		free(marker);
+		return rc;
+	}
 	clock_gettime(CLOCK_REALTIME, &in.mtime);
 	in.atime = in.mtime;
 	rc = attrov_set(rel, &in,
@@ -568,9 +609,6 @@ static int privs_clear(const char *rel)
 static int may_replace(const char *rel, const struct stat *st)
 {
 	struct fuse_context *ctx = fuse_get_context();
-	const char *slash = strrchr(rel, '/');
-	struct stat dir;
-	char *parent;
 	mode_t bit;
 	int rc;
 
@@ -584,7 +622,20 @@ static int may_replace(const char *rel, const struct stat *st)
 		bit = S_IWOTH;
 	if (!(st->st_mode & bit))
 		return -EACCES;
-	if (ctx->uid == st->st_uid)
+	rc = inbox_may_remove(rel, st);
+	return rc == -EPERM ? -EACCES : rc;
+}
+
+int inbox_may_remove(const char *rel, const struct stat *st)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat dir;
+	char *parent;
+	int rc;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0 ||
+	    ctx->uid == st->st_uid)
 		return 0;
 	parent = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
 	if (!parent)
@@ -594,7 +645,7 @@ static int may_replace(const char *rel, const struct stat *st)
 	if (rc)
 		return rc;
 	if ((dir.st_mode & S_ISVTX) && dir.st_uid != ctx->uid)
-		return -EACCES;
+		return -EPERM;
 	return 0;
 }
 
@@ -609,6 +660,18 @@ static int stored_stat(const char *rel, const struct s3_object_info *info,
 	e.mtime = info->mtime;
 	dentry_stat(&e, st);
 	return attrov_apply_fresh(rel, st, info->etag);
+}
+
+int inbox_stored_attrs(const char *rel, struct stat *st)
+{
+	struct s3_object_info info;
+	int rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+
+	if (rc)
+		return rc;
+	rc = stored_stat(rel, &info, st);
+	s3_object_info_free(&info);
+	return rc;
 }
 
 /* The kernel creates only after a lookup found no such name, but that
@@ -687,7 +750,9 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		 * an earlier file's attributes under that name. A stored
 		 * one keeps its own. */
 		if (!stored) {
-			creator_attrs(&in, mode);
+			rc = creator_attrs(rel, &in, mode, 0);
+			if (rc)
+				return rc;
 			rc = attrov_set(
 			    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
 			    NULL, NULL);

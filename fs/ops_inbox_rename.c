@@ -525,8 +525,32 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	if (!strcmp(from, to))
 		return 0;
 	to_exists = inbox_getattr(to, &st) == 0;
+	if (!to_exists && !is_temp(to)) {
+		/* This mount's listing may predate it (another mount's
+		 * file, a foreign upload): the store says. */
+		rc = inbox_stored_attrs(to, &st);
+		if (rc == -ENOENT) {
+			rc = inbox_dir_stored_now(to);
+			if (rc == 1)
+				rc = inbox_getattr(to, &st);
+			else if (rc == 0)
+				rc = -ENOENT;
+		}
+		if (rc == 0)
+			to_exists = 1;
+		else if (rc != -ENOENT)
+			return rc;
+	}
 	if (to_exists && (flags & RENAME_NOREPLACE))
 		return -EEXIST;
+	if (to_exists) {
+		/* Another user's file or directory the kernel did not know
+		 * of (another mount's, or a foreign upload, newer than this
+		 * mount's listing): never replaced past the sticky bit. */
+		rc = inbox_may_remove(to, &st);
+		if (rc)
+			return rc;
+	}
 	if (S_ISDIR(sf.st_mode)) {
 		size_t fl = strlen(from);
 
@@ -543,6 +567,12 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	}
 	if (to_exists && S_ISDIR(st.st_mode))
 		return -EISDIR;
+	/* Its attributes follow once it moved (attrov_move below): with the
+	 * database down a file would be renamed without them and show the
+	 * defaults (0600 -> 0644), so nothing moves then (review-perm 11). */
+	rc = reception_ready(cfs->rcp);
+	if (rc)
+		return rc;
 
 	of = ofile_find(from);
 	if (of) {

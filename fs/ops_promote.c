@@ -81,7 +81,64 @@ static int promote_dir_check(const char *dir)
 	return rc;
 }
 
+/* Who asks for a promotion, taken in the FUSE thread (promote_dir's
+ * workers have no FUSE context). */
+struct promoter {
+	int check; /* permissions enforced and not root */
+	uid_t uid;
+	gid_t gid;
+	int n; /* supplementary groups in groups[] */
+	gid_t groups[256];
+};
+
+static void promoter_get(struct promoter *w)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	memset(w, 0, sizeof(*w));
+	w->check = cfs->perm_checks && ctx && ctx->uid != 0;
+	if (!w->check)
+		return;
+	w->uid = ctx->uid;
+	w->gid = ctx->gid;
+	w->n = fuse_getgroups(256, w->groups);
+	if (w->n < 0 || w->n > 256)
+		w->n = 0;
+}
+
+/* A promotion publishes inbox/<rel> in projects/, where everyone on the
+ * mount may read it (0444): the promoter must be able to read it here.
+ * The kernel checks the directories of a rename, never the file's mode.
+ * 0, -EACCES, or inbox_getattr's error. */
+static int promoter_may_read(const struct promoter *w, const char *rel)
+{
+	struct stat st;
+	mode_t bit = S_IROTH;
+	int rc, i;
+
+	if (!w->check)
+		return 0;
+	rc = inbox_getattr(rel, &st);
+	if (rc)
+		return rc;
+	if (st.st_uid == w->uid) {
+		bit = S_IRUSR;
+	} else {
+		if (st.st_gid == w->gid)
+			bit = S_IRGRP;
+		for (i = 0; i < w->n; i++)
+			if (w->groups[i] == st.st_gid)
+				bit = S_IRGRP;
+	}
+	if (st.st_mode & bit)
+		return 0;
+	log_info("promotion of inbox/%s refused to uid %u: it may not read it",
+		 rel, (unsigned)w->uid);
+	return -EACCES;
+}
+
 struct promote_veto {
+	const struct promoter *who;	     /* the caller */
 	const char *from;		     /* inbox/ directory */
 	const char *to;			     /* its place in projects/ */
 	const struct promote_dir_result *dr; /* n_files set before the end */
@@ -100,8 +157,10 @@ static int promote_src_veto(void *arg, const char *key)
 	/* A stop asked for stop_timeout ago: no new file (it stays). */
 	if (key && cfs_stop_due())
 		return -EINTR;
-	if (key)
-		return promote_src_check(key);
+	if (key) {
+		rc = promoter_may_read(v->who, key);
+		return rc ? rc : promote_src_check(key);
+	}
 	rc = promote_dir_check(v->from);
 	if (rc || v->dr->n_files)
 		return rc;
@@ -121,7 +180,8 @@ static int promote_src_veto(void *arg, const char *key)
  * were, else the first failure's errno, the failed files staying in
  * inbox/ and the others promoted.
  * Errors: EPERM (to names no file in a project), EINVAL (RENAME_EXCHANGE),
- * EACCES (the caller is not in [fs] project_group),
+ * EACCES (the caller is not in [fs] project_group, or may not read a
+ * file it would publish),
  * EBUSY (the file is open
  * for writing or not committed: close it first; or the source changed
  * during the promotion), EPERM also for a local temporary file, EINVAL /
@@ -179,6 +239,7 @@ static void store_listing_add(const char *to, const struct promote_result *r)
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
+	struct promoter caller;
 	struct actor who;
 	struct stat st;
 	char *prefix, *slash;
@@ -194,8 +255,11 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	rc = inbox_getattr(from, &st);
 	if (rc)
 		return rc;
+	promoter_get(&caller);
 	if (!S_ISDIR(st.st_mode)) {
-		rc = promote_src_check(from);
+		rc = promoter_may_read(&caller, from);
+		if (rc == 0)
+			rc = promote_src_check(from);
 		if (rc)
 			return rc;
 	}
@@ -211,7 +275,7 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	if (S_ISDIR(st.st_mode)) {
 		struct promote_dir_result dr;
 
-		struct promote_veto v = {from, to, &dr};
+		struct promote_veto v = {&caller, from, to, &dr};
 
 		rc = promote_dir(cfs->promote, from, prefix, slash + 1, &who,
 				 promote_src_veto, &v, &dr);

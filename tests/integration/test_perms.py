@@ -864,3 +864,225 @@ def test_initial_ownership_moves_and_drops_are_logged(shared, uniq):
         [("move", f, A, A), ("drop", None, A, A)]
     assert mv[0]["etag"] and mv[1]["etag"] == mv[0]["etag"]
     assert attrs_row(m, g) is None and attrs_row(m, f) is None
+
+
+# --------------------------------------------------------------------------- cost of reloads
+
+def _attrs_tuples_read(m):
+    """Rows of file_attrs PostgreSQL has read so far (sequential and through indexes), once
+    the mount's connections have flushed their statistics (idle backends do within ~10 s):
+    the value that stays put across two reads 3 s apart."""
+    q = ("select coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+         " from pg_stat_user_tables where relname = 'file_attrs'")
+    last = [None]
+
+    def settled():
+        time.sleep(3)
+        m.sql_value("select pg_stat_clear_snapshot()")
+        v = m.sql_value(q)
+        done, last[0] = v == last[0], v
+        return done
+    m.wait_until(settled, timeout=60, what="file_attrs statistics settle")
+    return last[0]
+
+
+def test_attribute_reloads_read_only_the_directorys_children(mount_factory, uniq):
+    """review-perm 10: a directory's attribute snapshot, reloaded every cache_ttl_ms, reads the
+    rows of that directory's children, not of the whole tree under it (for inbox/ the whole
+    bucket's file_attrs, every TTL, on every mount). 20000 rows deep under another directory;
+    reloads of inbox/ must not read them. Counted by PostgreSQL (pg_stat_user_tables)."""
+    m = mount_factory(config={"fs": {"cache_ttl_ms": "300"}})
+    deep = 20000
+    m.sql("insert into file_attrs (bucket, object_key, uid, gid, mode)"
+          " select %s, %s || '-deep/sub/f' || g, 1, 1, 420 from generate_series(1, %s) g",
+          (m.reception_bucket, uniq, deep))
+    m.sql("analyze file_attrs")  # as autovacuum would on a bucket this size
+    files = [m.path("inbox", f"{uniq}-{i}.txt") for i in range(3)]
+    for f in files:
+        write(f, b"x")
+        os.chmod(f, 0o640)
+    os.makedirs(m.path("inbox", f"{uniq}-deep", "sub"), exist_ok=True)
+    before = _attrs_tuples_read(m)
+    reloads = 6
+    for _ in range(reloads):
+        time.sleep(0.5)  # older than cache_ttl_ms: the next stat reloads inbox/'s snapshot
+        for f in files:
+            assert stat.S_IMODE(os.stat(f).st_mode) == 0o640
+        os.listdir(m.inbox)
+    read = _attrs_tuples_read(m) - before
+    print(f"file_attrs rows read by {reloads} reloads of inbox/ beside {deep} deeper rows:"
+          f" {read}")
+    # before: every reload read every row of the bucket (>= 20000 each)
+    assert read < deep, read
+    # the directory's own listing still shows every child's attributes
+    sub = m.path("inbox", f"{uniq}-deep", "sub")
+    assert m.sql_value("select count(*) from file_attrs where object_key like %s",
+                       (f"{uniq}-deep/sub/%",)) == deep
+    assert stat.S_IMODE(os.stat(m.path("inbox", f"{uniq}-deep")).st_mode) in (0o755, 0o777)
+    assert os.path.isdir(sub)
+
+
+def test_setgid_directory_passes_its_group_like_ext4(shared, uniq):
+    """review-perm Low: in a setgid directory a new file or subdirectory takes the directory's
+    group, not its creator's, and a subdirectory is setgid too (ext4, tmpfs); a file's own
+    setgid bit is kept only when its creator is in that group."""
+    m = shared
+    d = m.path("inbox", f"{uniq}-d")
+    os.mkdir(d)
+    os.chown(d, A, 4000)
+    os.chmod(d, 0o2777)
+    assert stat.S_IMODE(os.stat(d).st_mode) == 0o2777
+    f, s, g = os.path.join(d, "f.txt"), os.path.join(d, "s"), os.path.join(d, "g.txt")
+    assert as_user(B, f"open({f!r}, 'w').write('B')", f"os.mkdir({s!r}, 0o755)",
+                   f"os.close(os.open({g!r}, os.O_WRONLY | os.O_CREAT, 0o2755))", umask=0) \
+        == ["ok", "ok", "ok"]
+    for path, want_mode in ((f, 0o666), (s, 0o2755), (g, 0o755)):
+        st = os.stat(path)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, 4000, want_mode), path
+    # recorded, not only shown: after a remount, and in the database
+    m.restart()
+    st = os.stat(s)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (B, 4000, 0o2755)
+    assert attrs_row(m, f"{uniq}-d/f.txt")["gid"] == 4000
+    # and the subdirectory passes it on in turn; outside a setgid directory nothing changes
+    f2, f3 = os.path.join(s, "deeper.txt"), m.path("inbox", f"{uniq}-plain.txt")
+    assert as_user(B, f"open({f2!r}, 'w').write('B')", f"open({f3!r}, 'w').write('B')") \
+        == ["ok", "ok"]
+    assert os.stat(f2).st_gid == 4000 and os.stat(f3).st_gid == B
+
+
+def test_rename_with_the_database_down_never_loses_the_files_attributes(fresh_mount, uniq):
+    """review-perm 11: a rename whose attributes cannot follow (the database is down) must not
+    leave the file under its new name with the default mode: either the rename fails (EIO) and
+    the file keeps its name and mode, or it is renamed with its mode; never 0600 -> 0644. An
+    open file under a temporary name needs no reception row, so only the attributes can fail."""
+    m = fresh_mount
+    x, y = m.path("inbox", f"{uniq}-x.tmp"), m.path("inbox", f"{uniq}-y.tmp")
+    fd = os.open(x, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        os.write(fd, b"secret")
+        assert stat.S_IMODE(os.stat(x).st_mode) == 0o600
+        m.stop_pg()
+        try:
+            os.rename(x, y)
+            renamed = True
+        except OSError as e:
+            assert e.errno == errno.EIO, e
+            renamed = False
+        m.start_pg()
+        m.wait_until(lambda: m.alive() and os.path.exists(y if renamed else x), timeout=20,
+                     what="mount answers again")
+        name, key = (y, f"{uniq}-y.tmp") if renamed else (x, f"{uniq}-x.tmp")
+        assert not os.path.exists(x if renamed else y)
+        m.wait_until(lambda: attrs_row(m, key) is not None, timeout=10, what="attributes row")
+        assert attrs_row(m, key)["mode"] == 0o600
+        assert stat.S_IMODE(os.stat(name).st_mode) == 0o600
+        assert stat.S_IMODE(os.fstat(fd).st_mode) == 0o600
+    finally:
+        os.close(fd)
+
+
+# --------------------------------------------------------------------------- review-perm2
+
+def test_promotion_never_publishes_a_file_its_promoter_cannot_read(shared, uniq):
+    """review-perm2 H1: files in projects/ are readable by everyone on the mount (0444). In a
+    directory B owns (0777, not sticky) A keeps a 0600 file; the kernel lets B rename it or the
+    directory (it checks the directories, not the file), so B could promote A's secret and read
+    it in projects/. A promotion needs read permission on every file it stores: EACCES, the
+    file stays in inbox/ as it was, nothing stored, no storage_audit row."""
+    m = shared
+    os.mkdir(m.path("projects", uniq))  # root's project; no project_group: anyone promotes
+    d = m.path("inbox", f"{uniq}-d")
+    a = os.path.join(d, "a.txt")
+    assert as_user(B, f"os.mkdir({d!r}, 0o777)", umask=0) == ["ok"]
+    assert as_user(A, f"open({a!r}, 'w').write('secret of A')", umask=0o077) == ["ok"]
+    assert as_user(B, rd(a)) == ["EACCES"]
+    one, whole = m.path("projects", uniq, "a.txt"), m.path("projects", uniq, "d")
+    assert as_user(B, f"os.rename({a!r}, {one!r})", f"os.rename({d!r}, {whole!r})") \
+        == ["EACCES", "EACCES"]
+    st = os.stat(a)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode)) == (A, 0o600)
+    assert open(a, "rb").read() == b"secret of A"
+    assert m.sql_value("select count(*) from storage_audit where project_prefix = %s",
+                       (uniq,)) == 0
+    assert m.s3.list_objects_v2(Bucket=m.storage_bucket, Prefix=f"{uniq}/").get("KeyCount") == 0
+    assert as_user(B, rd(one), rd(os.path.join(whole, "a.txt"))) == ["ENOENT", "ENOENT"]
+    # its owner promotes it
+    assert as_user(A, f"os.rename({a!r}, {one!r})") == ["ok"]
+    assert open(one, "rb").read() == b"secret of A"
+
+
+def test_rename_over_another_mounts_file_unseen_in_the_listing(mount_factory, uniq):
+    """review-perm2 H2: as with create (review-perm 1), mount b's kernel believes the name
+    absent (b's listing, TTL 30 s, predates A's file made on mount a), so it checks only the
+    directories, not inbox/'s sticky bit against A's file. B's rename of its own file onto that
+    name must not replace A's file (EPERM, the sticky rule), which stays A's with its content and row."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    key, mine = f"{uniq}.txt", f"{uniq}-b.txt"
+    fa, fb, mb = a.path("inbox", key), b.path("inbox", key), b.path("inbox", mine)
+    assert as_user(B, f"open({mb!r}, 'w').write('evil')", f"os.listdir({b.inbox!r}).clear()") \
+        == ["ok", "ok"]  # b's listing: fresh, without key
+    assert as_user(A, f"open({fa!r}, 'w').write('A wrote this')") == ["ok"]
+    assert as_user(B, f"os.rename({mb!r}, {fb!r})") == ["EPERM"]  # the sticky rule
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A wrote this"
+    (r,) = rows(a, key)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    assert (attrs_row(a, key)["uid"], attrs_row(a, key)["mode"]) == (A, 0o644)
+    assert [rr["removed_at"] for rr in rows(a, mine)] == [None]  # B's file stays B's, as it was
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=mine)["Body"].read() == b"evil"
+    # A itself may replace its own file that way
+    ma = b.path("inbox", f"{uniq}-a2.txt")
+    assert as_user(A, f"open({ma!r}, 'w').write('A again')", f"os.rename({ma!r}, {fb!r})") \
+        == ["ok", "ok"]
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"A again"
+
+
+def test_utimens_of_another_users_file_without_default_permissions(mount_factory, uniq):
+    """review-perm2 M1: without default_permissions the daemon keeps the kernel's rules for
+    what goes into the shared database (review-perm 8 did for chmod/chown), utimens too: only
+    the owner or root sets explicit times (EPERM), setting them to now needs write permission
+    (EACCES); mounts that enforce permissions would show B's forged times on A's file."""
+    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
+    open_to_others(m)
+    key = f"{uniq}.txt"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.utime({f!r}, (1000, 1000))") \
+        == ["ok", "ok"]
+    assert as_user(B, f"os.utime({f!r}, (5, 5))", f"os.utime({f!r})") == ["EPERM", "EACCES"]
+    assert os.stat(f).st_mtime == 1000
+    assert attrs_row(m, key)["mtime_ns"] == 1000 * 10**9
+    assert [c["changed_uid"] for c in changes(m, key)] == [A]
+    # its owner, and anyone it lets write, may
+    assert as_user(A, f"os.chmod({f!r}, 0o666)") == ["ok"]
+    assert as_user(B, f"os.utime({f!r})", f"os.utime({f!r}, (7, 7))") == ["ok", "EPERM"]
+    assert os.stat(f).st_mtime > 1000
+
+
+def test_directory_rename_onto_another_mounts_directory_unseen_in_the_listing(mount_factory,
+                                                                             uniq):
+    """review-perm2 O2: mount b's listing predates A's directory d made on mount a; B's
+    rename of its own directory onto d must neither merge into A's directory nor make d
+    B's: EPERM (sticky inbox/, d is A's), A's files and d's owner unchanged, B's directory
+    as it was. Onto B's own non-empty directory it is ENOTEMPTY, as on any filesystem."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    d, bd = f"{uniq}-d", f"{uniq}-bd"
+    assert as_user(B, f"os.mkdir({b.path('inbox', bd)!r})",
+                   f"open({b.path('inbox', bd, 'x.txt')!r}, 'w').write('B')",
+                   f"os.listdir({b.inbox!r}).clear()") == ["ok", "ok", "ok"]
+    assert as_user(A, f"os.mkdir({a.path('inbox', d)!r})",
+                   f"open({a.path('inbox', d, 'f.txt')!r}, 'w').write('A')") == ["ok", "ok"]
+    assert as_user(B, f"os.rename({b.path('inbox', bd)!r}, {b.path('inbox', d)!r})") \
+        == ["EPERM"]
+    keys = sorted(o["Key"] for o in a.s3.list_objects_v2(
+        Bucket=a.reception_bucket, Prefix=f"{uniq}-").get("Contents", []))
+    assert f"{d}/f.txt" in keys and f"{bd}/x.txt" in keys and f"{d}/x.txt" not in keys, keys
+    assert attrs_row(a, d)["uid"] == A and attrs_row(a, bd)["uid"] == B
+    assert os.stat(a.path("inbox", d)).st_uid == A
+    # B's own directory made on mount a since, not empty: ENOTEMPTY, nothing merged
+    bd2 = f"{uniq}-bd2"
+    assert as_user(B, f"os.mkdir({a.path('inbox', bd2)!r})",
+                   f"open({a.path('inbox', bd2, 'y.txt')!r}, 'w').write('B2')") == ["ok", "ok"]
+    assert as_user(B, f"os.rename({b.path('inbox', bd)!r}, {b.path('inbox', bd2)!r})") \
+        == ["ENOTEMPTY"]
+    assert sorted(o["Key"] for o in a.s3.list_objects_v2(
+        Bucket=a.reception_bucket, Prefix=f"{bd2}/")["Contents"]) == [f"{bd2}/", f"{bd2}/y.txt"]
