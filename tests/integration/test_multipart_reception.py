@@ -13,7 +13,6 @@ reception_audit with SQL, counting every row of the key (removed ones too)."""
 import os
 import subprocess
 import threading
-import time
 
 import pytest
 from checks import get_object, live_rows, rows
