@@ -68,14 +68,17 @@ int db_chain_table_index(const char *name)
 }
 
 /* clang-format off */
-/* One table's part of the heads: each lane's last row (the index on
- * (chain_lane, chain_seq), read backwards). */
+/* One table's part of the heads: each lane's last link (the index on
+ * (chain_lane, chain_seq), read backwards), a deleted one vouched for by
+ * its 'deleted' event included (custodyfs_chain_deleted). */
 static const char db_sql_heads_part[] =
 	"%sSELECT '%s', l::text, x.chain_seq::text, x.row_hash,"
 	" to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 	" FROM generate_series(0, %d) l LEFT JOIN LATERAL (SELECT chain_seq,"
-	" row_hash FROM %s WHERE chain_lane = l ORDER BY chain_seq DESC"
-	" LIMIT 1) x ON true";
+	" row_hash FROM (SELECT chain_seq, row_hash FROM %s WHERE chain_lane = l"
+	" UNION ALL SELECT e.gap_seq, e.gap_hash FROM audit_chain_events e"
+	" WHERE e.kind = 'deleted' AND e.table_name = '%s' AND e.gap_lane = l) y"
+	" ORDER BY chain_seq DESC LIMIT 1) x ON true";
 /* clang-format on */
 
 static int pg_heads(struct pg_ctx *x, void *arg)
@@ -100,7 +103,7 @@ static int pg_heads(struct pg_ctx *x, void *arg)
 		len += (size_t)snprintf(
 		    sql + len, sizeof(sql) - len, db_sql_heads_part,
 		    t ? " UNION ALL " : "", db_chain_tables[t],
-		    DB_CHAIN_LANES - 1, db_chain_tables[t]);
+		    DB_CHAIN_LANES - 1, db_chain_tables[t], db_chain_tables[t]);
 	rc = pg_exec(x, sql, 0, NULL, &res);
 	if (rc)
 		goto out;

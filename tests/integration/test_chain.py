@@ -481,6 +481,11 @@ def test_rmdir_of_an_empty_project_is_vouched_for(fresh_mount, uniq):
     _ok(m, "--anchor")
     audit_chain(m, "projects_registry")
     audit_chain(m, "audit_chain_events")
+    # the heads (anchors, audit/chain) keep a deleted tail as its lane's last link
+    tail = next(r for r in before if r[0] == max(x[0] for x in before))
+    newest = sorted(_anchor_keys(m))[0]
+    body = m.s3.get_object(Bucket=m.storage_bucket, Key=newest)["Body"].read().decode()
+    assert f"head projects_registry {tail[1]} {tail[2]} {tail[4]}" in body.splitlines(), body
 
     # new projects continue the lanes after the deleted links (no chain_seq reused)
     for i in range(5, 9):
