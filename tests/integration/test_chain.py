@@ -559,3 +559,20 @@ def test_verify_forces_utf8_client_encoding(fresh_mount, uniq):
     r = m.cli("verify", "-o", "config=" + m.config, "--json",
               env={"PGCLIENTENCODING": "LATIN1"}, timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_seed_date_column_under_a_non_utc_time_zone(mount_factory, uniq):
+    """Review #4, a `date` column: encoded as its midnight read as UTC, whatever the zone."""
+    m = mount_factory(start=False)
+    m.sql("alter database custody set timezone = 'Asia/Tokyo'", user="postgres")
+    m.sql(SEED_TS_DDL.replace("uploaded_at timestamp default now()",
+                              "uploaded_at date default current_date"))
+    m.sql("INSERT INTO reception_audit (source_bucket, file_name, object_key, size_bytes,"
+          " uploaded_at) VALUES ('recepcao-raw', 'old1.pdf', 'lote1/old1.pdf', 1, '2023-05-01')")
+    m.mount()
+    m.sql("insert into reception_audit (source_bucket, file_name, object_key, size_bytes)"
+          " values ('recepcao-raw', 'n.pdf', %s, 1)", (uniq + "/n.pdf",))
+    assert m.sql_value("select data_type from information_schema.columns where"
+                       " table_name = 'reception_audit' and column_name = 'uploaded_at'") == "date"
+    assert audit_rows(m, "reception_audit") == 2
+    _ok(m)
