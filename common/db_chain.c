@@ -46,7 +46,8 @@ static const char *const db_chain_cols[DB_CHAIN_NTABLES][20] = {
      "xxh128",	   "sha256",	     "moved_by",     "moved_uid",
      "moved_user", "moved_host",     "journal_id",   NULL},
     {"id", "table_name", "row_id", "kind", "removed_at", "removal_reason",
-     "name", "event_at", "event_by", NULL},
+     "name", "event_at", "event_by", "gap_lane", "gap_seq", "gap_prev",
+     "gap_hash", NULL},
 };
 
 static int chain_is_ts(const char *col)
@@ -67,14 +68,17 @@ int db_chain_table_index(const char *name)
 }
 
 /* clang-format off */
-/* One table's part of the heads: each lane's last row (the index on
- * (chain_lane, chain_seq), read backwards). */
+/* One table's part of the heads: each lane's last link (the index on
+ * (chain_lane, chain_seq), read backwards), a deleted one vouched for by
+ * its 'deleted' event included (custodyfs_chain_deleted). */
 static const char db_sql_heads_part[] =
 	"%sSELECT '%s', l::text, x.chain_seq::text, x.row_hash,"
 	" to_char(now() AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
 	" FROM generate_series(0, %d) l LEFT JOIN LATERAL (SELECT chain_seq,"
-	" row_hash FROM %s WHERE chain_lane = l ORDER BY chain_seq DESC"
-	" LIMIT 1) x ON true";
+	" row_hash FROM (SELECT chain_seq, row_hash FROM %s WHERE chain_lane = l"
+	" UNION ALL SELECT e.gap_seq, e.gap_hash FROM audit_chain_events e"
+	" WHERE e.kind = 'deleted' AND e.table_name = '%s' AND e.gap_lane = l) y"
+	" ORDER BY chain_seq DESC LIMIT 1) x ON true";
 /* clang-format on */
 
 static int pg_heads(struct pg_ctx *x, void *arg)
@@ -99,7 +103,7 @@ static int pg_heads(struct pg_ctx *x, void *arg)
 		len += (size_t)snprintf(
 		    sql + len, sizeof(sql) - len, db_sql_heads_part,
 		    t ? " UNION ALL " : "", db_chain_tables[t],
-		    DB_CHAIN_LANES - 1, db_chain_tables[t]);
+		    DB_CHAIN_LANES - 1, db_chain_tables[t], db_chain_tables[t]);
 	rc = pg_exec(x, sql, 0, NULL, &res);
 	if (rc)
 		goto out;
@@ -225,9 +229,50 @@ struct chain_state {
 	EVP_MD_CTX *md;
 };
 
-/* Checks one fetched row; 1 when it breaks the chain (w filled). */
-static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
-		     PGresult *res, int r)
+/* clang-format off */
+/* The 'deleted' event vouching for link (lane, seq) of a table: written
+ * by the AFTER DELETE trigger custodyfs_chain_deleted (migration 9). */
+static const char db_sql_vouched[] =
+	"SELECT gap_prev, gap_hash FROM audit_chain_events"
+	" WHERE kind = 'deleted' AND table_name = $1::text"
+	" AND gap_lane = $2::integer AND gap_seq = $3::bigint"
+	" ORDER BY id LIMIT 1";
+/* clang-format on */
+
+/* Steps st over link st->seq + 1 when a 'deleted' event vouches for it
+ * (its gap_prev is st's hash): 1 when it did, 0 when not, or -errno. */
+static int pg_chain_vouched(struct pg_ctx *x, int t, struct chain_state *st)
+{
+	PGresult *res = NULL;
+	char lane[16], seq[24];
+	const char *p[3];
+	int rc;
+
+	snprintf(lane, sizeof(lane), "%d", st->lane);
+	snprintf(seq, sizeof(seq), "%lld", (long long)(st->seq + 1));
+	p[0] = db_chain_tables[t];
+	p[1] = lane;
+	p[2] = seq;
+	rc = pg_exec(x, db_sql_vouched, 3, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 0 || PQgetisnull(res, 0, 0) ||
+	    PQgetisnull(res, 0, 1) || strcmp(PQgetvalue(res, 0, 0), st->hash) ||
+	    strlen(PQgetvalue(res, 0, 1)) != 64)
+		goto out; /* rc 0: not vouched */
+	st->seq++;
+	snprintf(st->hash, sizeof(st->hash), "%s", PQgetvalue(res, 0, 1));
+	rc = 1;
+out:
+	PQclear(res);
+	return rc;
+}
+
+/* Checks one fetched row; 1 when it breaks the chain (w filled), or
+ * -errno. A gap before it is accepted link by link where a 'deleted'
+ * event vouches for it. */
+static int chain_row(struct pg_ctx *x, struct db_chain_walk *w, int t,
+		     struct chain_state *st, PGresult *res, int r)
 {
 	int64_t seq = strtoll(PQgetvalue(res, r, 0), NULL, 10);
 	int64_t id = strtoll(PQgetvalue(res, r, 1), NULL, 10);
@@ -236,8 +281,15 @@ static int chain_row(struct db_chain_walk *w, int t, struct chain_state *st,
 	unsigned char bin[32], dig[32];
 	char hex[65];
 	unsigned dlen = 0;
-	int i;
+	int i, v;
 
+	while (seq > st->seq + 1) {
+		v = pg_chain_vouched(x, t, st);
+		if (v < 0)
+			return v;
+		if (!v)
+			break;
+	}
 	if (seq > st->seq + 2) {
 		chain_break(
 		    w, t, st->lane, id, st->seq + 1,
@@ -313,6 +365,14 @@ static const char db_sql_removed_check[] =
 	" WHERE (r.removed_at, r.removal_reason)"
 	"  IS DISTINCT FROM (e.removed_at, e.removal_reason)"
 	" ORDER BY r.id LIMIT 1";
+/* A row still there although a 'deleted' event vouches for its link or
+ * its id. */
+static const char db_sql_vouched_present[] =
+	"SELECT r.id::text, r.chain_lane, r.chain_seq::text FROM %s r"
+	" JOIN audit_chain_events e ON e.kind = 'deleted'"
+	"  AND e.table_name = $1::text AND (e.row_id = r.id"
+	"  OR (e.gap_lane = r.chain_lane AND e.gap_seq = r.chain_seq))"
+	" ORDER BY r.id LIMIT 1";
 static const char db_sql_named_check[] =
 	"SELECT r.id::text, r.chain_seq::text FROM projects_registry r"
 	" LEFT JOIN LATERAL (SELECT e.name FROM audit_chain_events e"
@@ -353,14 +413,23 @@ static int pg_walk_lane(struct pg_ctx *x, struct db_chain_walk *w, int t,
 		n = PQntuples(res);
 		for (i = 0; i < n; i++) {
 			w->rows[t]++;
-			if (chain_row(w, t, &st, res, i))
+			rc = chain_row(x, w, t, &st, res, i);
+			if (rc) {
+				if (rc > 0)
+					rc = 0;
 				goto out;
+			}
 		}
 		PQclear(res);
 		res = NULL;
 		if (n == 0)
 			break;
 	}
+	/* deleted links at the lane's end, vouched for */
+	while ((rc = pg_chain_vouched(x, t, &st)) > 0)
+		;
+	if (rc)
+		goto out;
 	snprintf(w->heads[k].table, sizeof(w->heads[k].table), "%s",
 		 db_chain_tables[t]);
 	w->heads[k].lane = lane;
@@ -381,6 +450,7 @@ out:
 static int pg_walk_table(struct pg_ctx *x, struct db_chain_walk *w, int t)
 {
 	PGresult *res = NULL;
+	const char *p[1];
 	char sql[512];
 	int rc, lane;
 
@@ -394,6 +464,24 @@ static int pg_walk_table(struct pg_ctx *x, struct db_chain_walk *w, int t)
 		chain_break(w, t, -1, id, -1,
 			    "row id %lld has no chain link: inserted with the "
 			    "chain trigger disabled",
+			    (long long)id);
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	snprintf(sql, sizeof(sql), db_sql_vouched_present, db_chain_tables[t]);
+	p[0] = db_chain_tables[t];
+	rc = pg_exec(x, sql, 1, p, &res);
+	if (rc)
+		return rc;
+	if (PQntuples(res) > 0) {
+		int64_t id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+
+		chain_break(w, t, atoi(PQgetvalue(res, 0, 1)), id,
+			    strtoll(PQgetvalue(res, 0, 2), NULL, 10),
+			    "row id %lld is still in the table although an "
+			    "audit_chain_events 'deleted' event vouches for "
+			    "its deletion: forged event",
 			    (long long)id);
 		PQclear(res);
 		return 0;
@@ -503,19 +591,24 @@ static int pg_hash_at(struct pg_ctx *x, void *arg)
 {
 	struct hash_at_arg *a = arg;
 	PGresult *res = NULL;
-	char sql[256], seq[24], lane[16];
-	const char *p[2];
+	char sql[512], seq[24], lane[16];
+	const char *p[3];
 	int rc;
 
 	snprintf(sql, sizeof(sql),
 		 "SELECT row_hash, id::text FROM %s WHERE chain_lane = "
-		 "$2::integer AND chain_seq = $1::bigint",
+		 "$2::integer AND chain_seq = $1::bigint"
+		 " UNION ALL (SELECT gap_hash, row_id::text"
+		 " FROM audit_chain_events WHERE kind = 'deleted'"
+		 " AND table_name = $3::text AND gap_lane = $2::integer"
+		 " AND gap_seq = $1::bigint ORDER BY id LIMIT 1)",
 		 a->table);
 	snprintf(seq, sizeof(seq), "%lld", (long long)a->seq);
 	snprintf(lane, sizeof(lane), "%d", a->lane);
 	p[0] = seq;
 	p[1] = lane;
-	rc = pg_exec(x, sql, 2, p, &res);
+	p[2] = a->table;
+	rc = pg_exec(x, sql, 3, p, &res);
 	if (rc)
 		goto out;
 	*a->found = PQntuples(res) > 0;

@@ -37,8 +37,8 @@ struct db {
 	PGconn **conns;	     /* NULL: slot not connected yet */
 	unsigned char *busy; /* slot taken by an operation */
 	char *conninfo;	     /* never logged: may hold a password */
-	const char *kw[8];   /* PQconnectdbParams keywords ... */
-	const char *val[8];  /* ... and values, NULL-terminated */
+	const char *kw[10];  /* PQconnectdbParams keywords ... */
+	const char *val[10]; /* ... and values, NULL-terminated */
 };
 
 /* One operation on one connection. */

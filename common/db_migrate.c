@@ -614,12 +614,19 @@ static const char *const db_migration_9[] = {
 	" id bigserial PRIMARY KEY,"
 	" table_name text NOT NULL,"
 	" row_id bigint NOT NULL,"
-	" kind text NOT NULL CHECK (kind IN ('removed', 'named')),"
+	" kind text NOT NULL CHECK (kind IN ('removed', 'named', 'deleted')),"
 	" removed_at timestamptz,"
 	" removal_reason text,"
 	" name text,"
 	" event_at timestamptz NOT NULL DEFAULT now(),"
-	" event_by text NOT NULL DEFAULT current_user)",
+	" event_by text NOT NULL DEFAULT current_user,"
+	" gap_lane integer,"
+	" gap_seq bigint,"
+	" gap_prev text,"
+	" gap_hash text)",
+	"CREATE INDEX IF NOT EXISTS audit_chain_events_gap"
+	" ON audit_chain_events (table_name, gap_lane, gap_seq)"
+	" WHERE kind = 'deleted'",
 	"CREATE INDEX IF NOT EXISTS audit_chain_events_row"
 	" ON audit_chain_events (table_name, row_id, id)",
 
@@ -667,10 +674,21 @@ static const char *const db_migration_9[] = {
 	"END\n"
 	"$do$",
 
-	/* A timestamp's field: microseconds since the Unix epoch. */
+	/* A timestamp's field: microseconds since the Unix epoch. A
+	 * timestamp without time zone (or a date, at midnight) is its
+	 * nominal value read as UTC, whatever the session's TimeZone: the
+	 * overloads keep PostgreSQL from casting it to timestamptz in the
+	 * inserting session's zone (verify reads the same nominal value). */
 	"CREATE OR REPLACE FUNCTION custodyfs_chain_ts(t timestamptz)"
 	" RETURNS text LANGUAGE sql STABLE PARALLEL SAFE AS"
 	" $fn$SELECT (extract(epoch FROM t) * 1000000)::bigint::text$fn$",
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_ts(t timestamp)"
+	" RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS"
+	" $fn$SELECT (extract(epoch FROM t) * 1000000)::bigint::text$fn$",
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_ts(t date)"
+	" RETURNS text LANGUAGE sql IMMUTABLE PARALLEL SAFE AS"
+	" $fn$SELECT (extract(epoch FROM t::timestamp) * 1000000)"
+	"::bigint::text$fn$",
 
 	/* The canonical encoding of a row of each table (version 1: a later
 	 * migration that adds a column to it must start v2): the fields
@@ -741,7 +759,11 @@ static const char *const db_migration_9[] = {
 	" || custodyfs_chain_field(r.removal_reason::text)"
 	" || custodyfs_chain_field(r.name::text)"
 	" || custodyfs_chain_field(custodyfs_chain_ts(r.event_at))"
-	" || custodyfs_chain_field(r.event_by::text), 'UTF8')$fn$",
+	" || custodyfs_chain_field(r.event_by::text)"
+	" || custodyfs_chain_field(r.gap_lane::text)"
+	" || custodyfs_chain_field(r.gap_seq::text)"
+	" || custodyfs_chain_field(r.gap_prev::text)"
+	" || custodyfs_chain_field(r.gap_hash::text), 'UTF8')$fn$",
 
 	/* Lane locks: (int, int) advisory keys (1129665392 + the table's
 	 * number, lane): "CUSp" onwards, apart from the other classes. */
@@ -779,6 +801,12 @@ static const char *const db_migration_9[] = {
 	"  SELECT x.chain_seq, x.row_hash INTO seq, prev"
 	"   FROM projects_registry x"
 	"   WHERE x.chain_lane = l ORDER BY x.chain_seq DESC LIMIT 1;\n"
+	/* a deleted tail is still the lane's last link */
+	"  SELECT e.gap_seq, e.gap_hash INTO seq, prev FROM ("
+	"   SELECT seq AS gap_seq, prev AS gap_hash WHERE seq IS NOT NULL"
+	"   UNION ALL SELECT x.gap_seq, x.gap_hash FROM audit_chain_events x"
+	"   WHERE x.kind = 'deleted' AND x.table_name = 'projects_registry'"
+	"   AND x.gap_lane = l) e ORDER BY e.gap_seq DESC LIMIT 1;\n"
 	" ELSE\n"
 	"  enc := custodyfs_chain_enc_audit_chain_events(NEW);\n"
 	"  SELECT x.chain_seq, x.row_hash INTO seq, prev"
@@ -814,6 +842,25 @@ static const char *const db_migration_9[] = {
 	"   VALUES (TG_TABLE_NAME, NEW.id, 'removed', NEW.removed_at,"
 	"   NEW.removal_reason);\n"
 	" END IF;\n"
+	" RETURN NULL;\n"
+	"END\n"
+	"$fn$",
+
+	/* A permitted DELETE of a projects_registry row (a project that
+	 * never stored a file, custodyfs_projects_guard) leaves a chained
+	 * 'deleted' event naming the link it took out of its lane: verify
+	 * accepts that gap, and only that one. AFTER, so that it fires only
+	 * for a row really deleted. */
+	"CREATE OR REPLACE FUNCTION custodyfs_chain_deleted()"
+	" RETURNS trigger LANGUAGE plpgsql AS $fn$\n"
+	"BEGIN\n"
+	" PERFORM pg_advisory_xact_lock(1129665392 + CASE TG_TABLE_NAME"
+	"  WHEN 'projects_registry' THEN 0 WHEN 'reception_audit' THEN 1"
+	"  WHEN 'storage_audit' THEN 2 ELSE 3 END, OLD.chain_lane);\n"
+	" INSERT INTO audit_chain_events (table_name, row_id, kind, gap_lane,"
+	"  gap_seq, gap_prev, gap_hash) VALUES (TG_TABLE_NAME, OLD.id,"
+	"  'deleted', OLD.chain_lane, OLD.chain_seq, OLD.prev_hash,"
+	"  OLD.row_hash);\n"
 	" RETURN NULL;\n"
 	"END\n"
 	"$fn$",
@@ -936,6 +983,12 @@ static const char *const db_migration_9[] = {
 	" custodyfs_chain_mutable_ins",
 	"ALTER TABLE audit_chain_events ENABLE ALWAYS TRIGGER"
 	" zz_custodyfs_chain",
+	"DROP TRIGGER IF EXISTS custodyfs_chain_deleted ON projects_registry",
+	"CREATE TRIGGER custodyfs_chain_deleted AFTER DELETE ON"
+	" projects_registry FOR EACH ROW"
+	" EXECUTE FUNCTION custodyfs_chain_deleted()",
+	"ALTER TABLE projects_registry ENABLE ALWAYS TRIGGER"
+	" custodyfs_chain_deleted",
 	NULL,
 };
 

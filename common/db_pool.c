@@ -462,6 +462,11 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	d->val[n++] = "3";
 	d->kw[n] = "dbname";
 	d->val[n++] = d->conninfo;
+	/* After the conninfo, so that it wins over it and PGCLIENTENCODING:
+	 * the hash chain (db_chain.c) hashes the bytes libpq returns as
+	 * UTF-8, and file names are UTF-8 bytes. */
+	d->kw[n] = "client_encoding";
+	d->val[n++] = "UTF8";
 	d->kw[n] = NULL;
 	d->val[n] = NULL;
 

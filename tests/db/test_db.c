@@ -382,7 +382,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 		  DB_VERSIONS),
 	   "schema_migrations holds versions " DB_VERSIONS);
 	ok(has_contract_columns(raw), "every column of SPEC section 5 exists");
-	ok(count_triggers(raw) == 16, "append-only triggers installed, "
+	ok(count_triggers(raw) == 17, "append-only triggers installed, "
 				      "enabled ALWAYS");
 	ok(sql_is(raw,
 		  "SELECT indisunique FROM pg_index WHERE indexrelid ="
@@ -404,7 +404,7 @@ static void test_migrate_fresh(const char *conninfo, PGconn *raw)
 	db_close(d);
 	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", DB_NVERSIONS),
 	   "still one schema_migrations row per version");
-	ok(count_triggers(raw) == 16, "still sixteen triggers");
+	ok(count_triggers(raw) == 17, "still seventeen triggers");
 }
 
 static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
@@ -439,7 +439,7 @@ static void test_migrate_concurrent(const char *conninfo, PGconn *raw)
 	   NCHILD, good);
 	ok(sql_is(raw, "SELECT count(*) FROM schema_migrations", DB_NVERSIONS),
 	   "one schema_migrations row per version after the race");
-	ok(count_triggers(raw) == 16, "triggers installed once");
+	ok(count_triggers(raw) == 17, "triggers installed once");
 	ok(has_contract_columns(raw), "all columns after the race");
 }
 
@@ -550,7 +550,7 @@ static void test_adopt_seed(const char *conninfo, PGconn *raw, int dups)
 		  " 'projects_registry_chain_seq'::regclass",
 		  "1"),
 	   "the seed's UNIQUE(prefix) reused, no second unique index");
-	ok(count_triggers(raw) == 16, "append-only triggers on seed tables");
+	ok(count_triggers(raw) == 17, "append-only triggers on seed tables");
 
 	if (dups) {
 		struct reception_new r = {

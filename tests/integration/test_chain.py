@@ -35,7 +35,8 @@ COLUMNS = {
                       "outcome", "duplicate_of", "xxh128", "sha256", "moved_by", "moved_uid",
                       "moved_user", "moved_host", "journal_id"],
     "audit_chain_events": ["id", "table_name", "row_id", "kind", "removed_at",
-                           "removal_reason", "name", "event_at", "event_by"],
+                           "removal_reason", "name", "event_at", "event_by", "gap_lane",
+                           "gap_seq", "gap_prev", "gap_hash"],
 }
 TABLES = list(COLUMNS)
 GENESIS = "0" * 64
@@ -45,7 +46,11 @@ EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)
 def _field(v):
     if v is None:
         return b"~"
+    if isinstance(v, datetime.date) and not isinstance(v, datetime.datetime):
+        v = datetime.datetime(v.year, v.month, v.day)  # a date: its midnight
     if isinstance(v, datetime.datetime):
+        if v.tzinfo is None:  # timestamp without time zone: its nominal value, as UTC
+            v = v.replace(tzinfo=datetime.timezone.utc)
         v = str((v - EPOCH) // datetime.timedelta(microseconds=1))
     b = str(v).encode("utf-8")
     return str(len(b)).encode() + b":" + b
@@ -64,10 +69,17 @@ def audit_chain(m, table):
     """The auditor's walk: every lane's rows in chain_seq order, each link and each hash.
     Returns {lane: (rows, last chain_seq, last row_hash)}; asserts on the first break."""
     rows = m.sql_dicts(f"select * from {table} order by chain_lane nulls first, chain_seq, id")
+    # links deleted with the guard's permission, each vouched for by a chained event
+    gone = {(e["gap_lane"], e["gap_seq"]): e for e in m.sql_dicts(
+        "select * from audit_chain_events where kind = 'deleted' and table_name = %s", (table,))}
     lanes = {}
     for r in rows:
         assert r["chain_lane"] in range(8), (table, r["id"], r["chain_lane"])
         n, seq, prev = lanes.get(r["chain_lane"], (0, 0, GENESIS))
+        while r["chain_seq"] > seq + 1 and (r["chain_lane"], seq + 1) in gone:
+            e = gone[(r["chain_lane"], seq + 1)]
+            assert e["gap_prev"] == prev, (table, e["id"])
+            seq, prev = seq + 1, e["gap_hash"]
         assert r["chain_seq"] == seq + 1, (table, r["id"], r["chain_seq"], seq + 1)
         assert r["prev_hash"] == prev, (table, r["id"])
         assert r["row_hash"] == row_hash(table, prev, r), (table, r["id"])
@@ -443,4 +455,124 @@ def test_verify_with_the_store_down_fails_and_writes_nothing(fresh_mount, uniq):
     assert "anchors" in out["error"] and out["break"] is None
     m.start_s3()
     assert _anchor_keys(m) == []
+    _ok(m)
+
+
+# ---- regressions of the hostile review of the chain (/work/review-chain.md) -----------------
+
+def test_rmdir_of_an_empty_project_is_vouched_for(fresh_mount, uniq):
+    """Review #1: rmdir of a project that never stored a file deletes its row (the guard allows
+    it); the deletion is a chained 'deleted' event naming the link, and verify accepts that
+    gap, in the middle of a lane or at its end (against the anchors), and only that one."""
+    m = fresh_mount
+    for i in range(5):
+        os.mkdir(os.path.join(m.projects, f"{uniq}{i}"))
+    _ok(m, "--anchor")
+    before = m.sql("select id, chain_lane, chain_seq, prev_hash, row_hash from projects_registry"
+                   " where prefix in (%s, %s)", (f"{uniq}0", f"{uniq}4"))
+    assert len(before) == 2
+    os.rmdir(os.path.join(m.projects, f"{uniq}0"))
+    os.rmdir(os.path.join(m.projects, f"{uniq}4"))  # the newest: a lane's tail, anchored
+    assert not os.path.exists(os.path.join(m.projects, f"{uniq}0"))
+    ev = m.sql("select row_id, gap_lane, gap_seq, gap_prev, gap_hash from audit_chain_events"
+               " where kind = 'deleted' and table_name = 'projects_registry' order by row_id")
+    assert sorted(ev) == sorted(tuple(r) for r in before), (ev, before)
+    _ok(m)
+    _ok(m, "--anchor")
+    audit_chain(m, "projects_registry")
+    audit_chain(m, "audit_chain_events")
+    # the heads (anchors, audit/chain) keep a deleted tail as its lane's last link
+    tail = next(r for r in before if r[0] == max(x[0] for x in before))
+    newest = sorted(_anchor_keys(m))[0]
+    body = m.s3.get_object(Bucket=m.storage_bucket, Key=newest)["Body"].read().decode()
+    assert f"head projects_registry {tail[1]} {tail[2]} {tail[4]}" in body.splitlines(), body
+
+    # new projects continue the lanes after the deleted links (no chain_seq reused)
+    for i in range(5, 9):
+        os.mkdir(os.path.join(m.projects, f"{uniq}{i}"))
+    _ok(m, "--anchor")
+    audit_chain(m, "projects_registry")
+
+    # a deletion nobody vouched for (a superuser with the triggers off) is still named
+    lane = _longest_lane(m, "projects_registry")
+    rows = m.sql("select id, chain_seq from projects_registry where chain_lane = %s"
+                 " order by chain_seq desc limit 2", (lane,))
+    assert len(rows) == 2, rows
+    (after, _), (gone, seq) = rows
+    _as_superuser(m, ("delete from projects_registry where id = %s", (gone,)))
+    b = _broken(m, "projects_registry", after)
+    assert b["lane"] == lane and b["seq"] == seq and "deleted" in b["reason"], b
+
+
+def test_forged_deleted_event_for_a_present_row_is_named(fresh_mount, uniq):
+    """A 'deleted' event vouching for a row that is still there is a forgery, named by verify."""
+    m = fresh_mount
+    os.mkdir(os.path.join(m.projects, uniq))
+    rid, lane, seq, prev, h = m.sql("select id, chain_lane, chain_seq, prev_hash, row_hash"
+                                    " from projects_registry where prefix = %s", (uniq,))[0]
+    _ok(m)
+    m.sql("insert into audit_chain_events (table_name, row_id, kind, gap_lane, gap_seq,"
+          " gap_prev, gap_hash) values ('projects_registry', %s, 'deleted', %s, %s, %s, %s)",
+          (rid, lane, seq, prev, h))
+    b = _broken(m, "projects_registry", rid)
+    assert "still in the table" in b["reason"], b
+
+
+SEED_TS_DDL = ("CREATE TABLE reception_audit (id serial primary key, source_bucket text,"
+               " file_name text, object_key text, size_bytes bigint,"
+               " uploaded_at timestamp default now())")
+
+
+def test_seed_timestamp_columns_under_a_non_utc_time_zone(mount_factory, uniq):
+    """Review #4: a seed's `timestamp without time zone` column is hashed as its nominal value
+    read as UTC, whatever the TimeZone of the inserting session or of the database."""
+    m = mount_factory(start=False)
+    m.sql("alter database custody set timezone = 'America/Sao_Paulo'", user="postgres")
+    m.sql(SEED_TS_DDL)
+    m.sql("INSERT INTO reception_audit (source_bucket, file_name, object_key, size_bytes,"
+          " uploaded_at) VALUES ('recepcao-raw', 'old1.pdf', 'lote1/old1.pdf', 1234,"
+          " '2023-05-01 10:00:00')")
+    m.mount()
+    for tz in ("America/Sao_Paulo", "Asia/Tokyo", "UTC"):
+        c = psycopg2.connect(host="127.0.0.1", port=m.stack.pg_port, user="custody",
+                             dbname="custody", connect_timeout=10, options=f"-c timezone={tz}")
+        try:
+            with c, c.cursor() as cur:
+                cur.execute("insert into reception_audit (source_bucket, file_name, object_key,"
+                            " size_bytes) values ('recepcao-raw', %s, %s, 1)",
+                            (f"n-{tz}.pdf", f"{uniq}/n-{tz}.pdf"))
+                cur.execute("insert into reception_audit (source_bucket, file_name, object_key,"
+                            " size_bytes, uploaded_at) values ('recepcao-raw', 'x', %s, 2,"
+                            " '2026-03-08 02:30:00')", (f"{uniq}/x-{tz}",))
+        finally:
+            c.close()
+    assert audit_rows(m, "reception_audit") == 7
+    _ok(m)
+
+
+def test_verify_forces_utf8_client_encoding(fresh_mount, uniq):
+    """Review #5: verify hashes UTF-8 whatever PGCLIENTENCODING says."""
+    m = fresh_mount
+    m.sql("insert into reception_audit (source_bucket, file_name, object_key) values"
+          " ('recepcao-raw', 'relatório ção', %s)", (uniq + "/relatório",))
+    _ok(m)
+    r = m.cli("verify", "-o", "config=" + m.config, "--json",
+              env={"PGCLIENTENCODING": "LATIN1"}, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["ok"], r.stdout[-2000:] + r.stderr[-2000:]
+
+
+def test_seed_date_column_under_a_non_utc_time_zone(mount_factory, uniq):
+    """Review #4, a `date` column: encoded as its midnight read as UTC, whatever the zone."""
+    m = mount_factory(start=False)
+    m.sql("alter database custody set timezone = 'Asia/Tokyo'", user="postgres")
+    m.sql(SEED_TS_DDL.replace("uploaded_at timestamp default now()",
+                              "uploaded_at date default current_date"))
+    m.sql("INSERT INTO reception_audit (source_bucket, file_name, object_key, size_bytes,"
+          " uploaded_at) VALUES ('recepcao-raw', 'old1.pdf', 'lote1/old1.pdf', 1, '2023-05-01')")
+    m.mount()
+    m.sql("insert into reception_audit (source_bucket, file_name, object_key, size_bytes)"
+          " values ('recepcao-raw', 'n.pdf', %s, 1)", (uniq + "/n.pdf",))
+    assert m.sql_value("select data_type from information_schema.columns where"
+                       " table_name = 'reception_audit' and column_name = 'uploaded_at'") == "date"
+    assert audit_rows(m, "reception_audit") == 2
     _ok(m)
