@@ -19,14 +19,23 @@
  *   - no promotion of it is open in the journal;
  *   - with --older-than D, its reception row is at least D old (by the
  *     database's clock).
- * Then the object is deleted only while it is still that upload (DELETE
- * If-Match its ETag: promote_delete_received, the promotion's own cleanup)
- * and its reception row, by id, gets removed_at with a reason naming the
- * storage row and who ran the tool (db_reception_remove_id). The object
- * goes first: a crash between the two leaves a live row whose object is
- * gone, which `custodyfs reconcile --apply` closes; never an object
- * without a row. Nothing is changed unless both buckets and the database
- * answer first; --dry-run changes nothing at all. */
+ * Then, in one transaction holding the key lock a mount takes to log an
+ * upload (db_reception_remove_locked), and only while that row is still
+ * the key's newest live row, the object is looked at again and deleted
+ * while it is still that upload (DELETE If-Match its ETag, never an
+ * unconditional DELETE: promote_delete_received_strict), and the row gets
+ * removed_at with a reason naming the storage row and who ran the tool. A
+ * live row of the key found afterwards (logged meanwhile) fails the run.
+ * A real run first probes whether the store honours If-Match on DELETE
+ * (cleanup_probe) and is refused where it does not, unless
+ * --unsafe-unconditional-delete. What stays open: a PUT of the same bytes
+ * by another route, not yet logged, between the last HEAD and the DELETE
+ * (same ETag), and on a store ignoring If-Match any PUT in that window.
+ * The object goes first (the DELETE before the row's UPDATE and COMMIT):
+ * a crash between the two leaves a live row whose object is gone, which
+ * `custodyfs reconcile --apply` closes; never an object without a row. Nothing
+ * is changed unless both buckets and the database answer first; --dry-run
+ * changes nothing at all. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
