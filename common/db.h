@@ -172,4 +172,18 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
 			    int *rowed);
 
+/* The removal of reception row id of (bucket, key) together with its
+ * object: in one transaction holding the key lock (the one a mount takes
+ * to log an upload), when id is the key's newest live row, calls fn(arg)
+ * (which deletes the object if it is still that upload) and, if fn returns
+ * 0, gives row id removed_at with reason. Returns 0; -ESTALE a newer live
+ * row exists, *newest its id (fn not called: that upload's object must
+ * stay); -ENOENT row id is not live (fn not called); fn's error (nothing
+ * written); or the database's, -EINPROGRESS when the COMMIT's answer was
+ * lost (fn may have run). fn may be called again on a retry, so it must be
+ * idempotent. Nothing is owned. */
+int db_reception_remove_locked(struct db *d, const char *bucket,
+			       const char *key, int64_t id, const char *reason,
+			       db_locked_fn fn, void *arg, int64_t *newest);
+
 #endif

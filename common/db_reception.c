@@ -824,3 +824,83 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 		*rowed = a.rowed;
 	return rc;
 }
+
+struct db_remove_locked_args {
+	const char *bucket;
+	const char *key;
+	int64_t id;
+	const char *reason;
+	db_locked_fn fn;
+	void *arg;
+	int64_t newest; /* the newest live row seen under the lock */
+};
+
+static int pg_reception_remove_locked(struct pg_ctx *x, void *arg)
+{
+	struct db_remove_locked_args *a = arg;
+	const char *p[2] = {a->bucket, a->key};
+	const char *q[2] = {NULL, a->reason};
+	PGresult *res = NULL;
+	char idbuf[24];
+	int rc, i, found = 0;
+
+	a->newest = 0;
+	rc = pg_lock_key(x, a->bucket, a->key);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+	if (rc)
+		goto out;
+	for (i = 0; i < PQntuples(res); i++) {
+		int64_t id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
+
+		if (i == 0)
+			a->newest = id;
+		if (id == a->id)
+			found = 1;
+	}
+	PQclear(res);
+	res = NULL;
+	if (a->newest > a->id) { /* a newer upload: its object stays */
+		rc = -ESTALE;
+		goto out;
+	}
+	if (!found) {
+		rc = -ENOENT;
+		goto out;
+	}
+	rc = a->fn(a->arg);
+	if (rc)
+		goto out;
+	snprintf(idbuf, sizeof(idbuf), "%" PRId64, a->id);
+	q[0] = idbuf;
+	rc = pg_exec(x, db_sql_remove_id, 2, q, &res);
+	if (!rc && PQntuples(res) != 1)
+		rc = -EIO; /* cannot be: the row is locked and live */
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_remove_locked(struct db *d, const char *bucket,
+			       const char *key, int64_t id, const char *reason,
+			       db_locked_fn fn, void *arg, int64_t *newest)
+{
+	struct db_remove_locked_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .id = id,
+	    .reason = reason,
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (!d || !bucket || !key || id <= 0 || !reason || !fn)
+		return -EINVAL;
+	rc = db_run(d, "reception remove (locked)", 1, 0,
+		    pg_reception_remove_locked, &a);
+	if (newest)
+		*newest = a.newest;
+	return rc;
+}

@@ -312,8 +312,9 @@ static void promote_after_delete(struct promote *p,
 			  row.etag, e->source_etag);
 }
 
-int promote_delete_received(struct s3_client *s3, const char *bucket,
-			    const char *key, const char *etag)
+static int promote_delete_received_as(struct s3_client *s3, const char *bucket,
+				      const char *key, const char *etag,
+				      int fallback)
 {
 	struct s3_object_info info;
 	int rc, same;
@@ -328,7 +329,21 @@ int promote_delete_received(struct s3_client *s3, const char *bucket,
 	s3_object_info_free(&info);
 	if (!same)
 		return -ESTALE;
+	if (!fallback)
+		return -EOPNOTSUPP;
 	return s3_delete(s3, bucket, key);
+}
+
+int promote_delete_received(struct s3_client *s3, const char *bucket,
+			    const char *key, const char *etag)
+{
+	return promote_delete_received_as(s3, bucket, key, etag, 1);
+}
+
+int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
+				   const char *key, const char *etag)
+{
+	return promote_delete_received_as(s3, bucket, key, etag, 0);
 }
 
 /* The DELETE of the promoted upload (promote_delete_received), then

@@ -121,6 +121,14 @@ int promote_owner_id(struct promote *p);
 int promote_delete_received(struct s3_client *s3, const char *bucket,
 			    const char *key, const char *etag);
 
+/* promote_delete_received without the plain DELETE: when the store
+ * refuses the conditional DELETE (412) while the key still shows etag,
+ * nothing is deleted and -EOPNOTSUPP returned (an unconditional DELETE
+ * could remove a newer upload of the same key). `custodyfs cleanup` uses
+ * it. Nothing is owned. */
+int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
+				   const char *key, const char *etag);
+
 /* The decision of SPEC §3 from what is known (pure; unit-tested):
  * has_row - a storage row claims the key; row_same - its sha256 and size
  * are the source's; row_dup_content - that row is a duplicate_content;

@@ -19,18 +19,28 @@
  *   - no promotion of it is open in the journal;
  *   - with --older-than D, its reception row is at least D old (by the
  *     database's clock).
- * Then the object is deleted only while it is still that upload (DELETE
- * If-Match its ETag: promote_delete_received, the promotion's own cleanup)
- * and its reception row, by id, gets removed_at with a reason naming the
- * storage row and who ran the tool (db_reception_remove_id). The object
- * goes first: a crash between the two leaves a live row whose object is
- * gone, which `custodyfs reconcile --apply` closes; never an object
- * without a row. Nothing is changed unless both buckets and the database
- * answer first; --dry-run changes nothing at all. */
+ * Then, in one transaction holding the key lock a mount takes to log an
+ * upload (db_reception_remove_locked), and only while that row is still
+ * the key's newest live row, the object is looked at again and deleted
+ * while it is still that upload (DELETE If-Match its ETag, never an
+ * unconditional DELETE: promote_delete_received_strict), and the row gets
+ * removed_at with a reason naming the storage row and who ran the tool. A
+ * live row of the key found afterwards (logged meanwhile) fails the run.
+ * A real run first probes whether the store honours If-Match on DELETE
+ * (cleanup_probe) and is refused where it does not, unless
+ * --unsafe-unconditional-delete. What stays open: a PUT of the same bytes
+ * by another route, not yet logged, between the last HEAD and the DELETE
+ * (same ETag), and on a store ignoring If-Match any PUT in that window.
+ * The object goes first (the DELETE before the row's UPDATE and COMMIT):
+ * a crash between the two leaves a live row whose object is gone, which
+ * `custodyfs reconcile --apply` closes; never an object without a row. Nothing
+ * is changed unless both buckets and the database answer first; --dry-run
+ * changes nothing at all. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_recon.h"
 #include "db_storage.h"
@@ -50,6 +60,7 @@ static void cleanup_usage(FILE *f)
 	    "usage: custodyfs cleanup -o config=FILE [--dry-run] "
 	    "[--older-than D]\n"
 	    "                         [--verify-hashes] [--json]\n"
+	    "                         [--unsafe-unconditional-delete]\n"
 	    "\n"
 	    "Removes from the reception bucket the objects that are promoted, "
 	    "verified and\n"
@@ -81,13 +92,37 @@ static void cleanup_usage(FILE *f)
 	    "the SHA-256 of\n"
 	    "                    its bytes\n"
 	    "  --json            one JSON object on stdout, for scripts\n"
+	    "  --unsafe-unconditional-delete\n"
+	    "                    run on a store that ignores If-Match on "
+	    "DELETE (MinIO,\n"
+	    "                    s3rver). Without it such a run is refused: "
+	    "before a real\n"
+	    "                    run cleanup probes the store (a PUT, a DELETE "
+	    "If-Match a\n"
+	    "                    wrong ETag, a DELETE of "
+	    ".custodyfs-probe/HOST.PID "
+	    "in the\n"
+	    "                    reception bucket). RISK: there, an upload "
+	    "that lands\n"
+	    "                    between cleanup's last look and its DELETE "
+	    "(a PUT not\n"
+	    "                    yet logged) is deleted; cleanup reports a "
+	    "failure when a\n"
+	    "                    newer row of the key is logged meanwhile, "
+	    "but the bytes\n"
+	    "                    are gone. Run it only with no uploads going "
+	    "on.\n"
 	    "  -h, --help        this text\n"
 	    "\n"
 	    "Exit status: 0 the run completed (kept objects are not errors), "
 	    "1 the store or\n"
 	    "the database failed (nothing is removed unless both answer "
-	    "first) or an object\n"
-	    "could not be removed, 2 bad usage.\n");
+	    "first), an object\n"
+	    "could not be removed, a newer upload of a removed key was "
+	    "logged meanwhile, or\n"
+	    "the store ignores If-Match on DELETE (without "
+	    "--unsafe-unconditional-delete),\n"
+	    "2 bad usage.\n");
 }
 
 /* "30d", "12h", "90m", "45s", "2w", "7" (days) into seconds; -1 bad. */
@@ -120,7 +155,7 @@ static double cleanup_duration(const char *s)
 struct cleanup_run {
 	struct tool_env *t;
 	struct actor who;
-	int dry_run, json, verify;
+	int dry_run, json, verify, unsafe;
 	double older_than; /* seconds, 0: any age */
 	size_t n_objects, n_removed, n_kept, n_failed;
 	uint64_t bytes_removed;
@@ -296,6 +331,71 @@ static int cleanup_stored_ok(struct cleanup_run *r,
 	return 1;
 }
 
+/* The DELETE of one object, run under the key lock by
+ * db_reception_remove_locked: only while the key still shows the verified
+ * upload (HEAD: ETag and size), and only conditionally (no unconditional
+ * fallback). Idempotent: a retried transaction does not delete twice. */
+struct cleanup_del {
+	struct cleanup_run *r;
+	const char *key;
+	const struct db_received *row;
+	int deleted; /* the DELETE succeeded */
+	int obj_rc;  /* why the object stays: -ENOENT, -ESTALE, -EOPNOTSUPP */
+};
+
+static int cleanup_delete_locked(void *arg)
+{
+	struct cleanup_del *d = arg;
+	struct s3_object_info now;
+	int rc, same;
+
+	if (d->deleted)
+		return 0;
+	d->obj_rc = 0;
+	rc = s3_head(d->r->t->s3, d->r->t->cfg.reception_bucket, d->key, &now);
+	if (rc == -ENOENT)
+		d->obj_rc = rc;
+	if (rc)
+		return rc;
+	same = !strcmp(now.etag, d->row->etag) &&
+	       (int64_t)now.size == d->row->size;
+	s3_object_info_free(&now);
+	if (!same) {
+		d->obj_rc = -ESTALE;
+		return -ESTALE;
+	}
+	rc = promote_delete_received_strict(
+	    d->r->t->s3, d->r->t->cfg.reception_bucket, d->key, d->row->etag);
+	if (rc == -ENOENT || rc == -ESTALE || rc == -EOPNOTSUPP)
+		d->obj_rc = rc;
+	if (!rc)
+		d->deleted = 1;
+	return rc;
+}
+
+/* After a removal: a live row of key now is a newer upload logged while
+ * (or after) its object was deleted. 1 there is one (*newer its id), 0
+ * none, -errno. */
+static int cleanup_newer_row(struct cleanup_run *r, const char *key,
+			     int64_t removed, int64_t *newer)
+{
+	struct db_received *rows = NULL;
+	size_t n = 0, i;
+	const char *keys[1] = {key};
+	int rc;
+
+	*newer = 0;
+	rc = db_recon_live_keys(r->t->db, r->t->cfg.reception_bucket, keys, 1,
+				&rows, &n);
+	if (rc)
+		return rc;
+	for (i = 0; i < n; i++)
+		if (rows[i].id != removed && rows[i].id > *newer)
+			*newer = rows[i].id;
+	db_recon_received_free(rows, n);
+	return *newer > 0;
+}
+
 /* One listed object: kept (reported), removed, or failed. */
 static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 			const struct db_received *rows, size_t n_rows,
@@ -306,7 +406,9 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 	struct db_journal_entry *je;
 	struct s3_object_info now;
 	const char *why = NULL;
-	char reason[2048], a[400], msg[64];
+	char reason[2048], a[400], msg[64], msg2[256];
+	struct cleanup_del del = {0};
+	int64_t newer = 0;
 	size_t i;
 	int rc, same;
 
@@ -370,20 +472,10 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 		return;
 	}
 	/* The row must follow the object: nothing is deleted that could not
-	 * be marked removed (as reception_remove). */
+	 * be marked removed (as reception_remove). The DELETE happens under
+	 * the key lock a mount takes to log an upload, and only while row is
+	 * still the key's newest live row: an upload logged since stays. */
 	rc = db_ping(r->t->db);
-	if (rc)
-		goto failed;
-	rc = promote_delete_received(r->t->s3, r->t->cfg.reception_bucket,
-				     le->key, row->etag);
-	if (rc == -ESTALE) {
-		why = "replaced since it was checked: the new upload stays";
-		goto kept;
-	}
-	if (rc == -ENOENT) {
-		why = "removed by someone else meanwhile";
-		goto kept;
-	}
 	if (rc)
 		goto failed;
 	actor_format(&r->who, a, sizeof(a));
@@ -392,15 +484,48 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 		 "removed by custodyfs cleanup, %s",
 		 r->t->cfg.storage_bucket, st->dest_key, (long long)st->id,
 		 st->outcome, a);
-	rc = db_reception_remove_id(r->t->db, row->id, reason);
-	if (rc == -EINPROGRESS) {
+	del.r = r;
+	del.key = le->key;
+	del.row = row;
+	rc = db_reception_remove_locked(r->t->db, r->t->cfg.reception_bucket,
+					le->key, row->id, reason,
+					cleanup_delete_locked, &del, &newer);
+	if (rc && del.obj_rc && !del.deleted) {
+		if (del.obj_rc == -ESTALE)
+			why = "replaced since it was checked: the new upload "
+			      "stays";
+		else if (del.obj_rc == -ENOENT)
+			why = "removed by someone else meanwhile";
+		else
+			why = "the store refused the DELETE If-Match its ETag "
+			      "(Swift does for a multipart ETag): kept, an "
+			      "unconditional DELETE could remove a newer "
+			      "upload of the key";
+		goto kept;
+	}
+	if (rc == -ESTALE && !del.deleted) {
+		snprintf(msg2, sizeof(msg2),
+			 "a newer upload of the key was logged since it was "
+			 "checked (reception row %lld): it stays",
+			 (long long)newer);
+		why = msg2;
+		goto kept;
+	}
+	if (rc == -ENOENT && !del.deleted) {
+		why = "its reception row was closed meanwhile (by its "
+		      "promotion or a mount)";
+		goto kept;
+	}
+	if (rc == -EINPROGRESS && del.deleted) {
 		/* its COMMIT's answer was lost: once more (idempotent) */
 		rc = db_reception_remove_id(r->t->db, row->id, reason);
-		if (rc != 0 && rc != -ENOENT)
+		if (rc == -ENOENT)
+			rc = 0; /* that COMMIT happened */
+		else if (rc)
 			rc = -EIO;
 	}
-	if (rc == -ENOENT)
-		rc = 0; /* closed meanwhile by its promotion's own cleanup */
+	if (rc && !del.deleted)
+		goto failed;
 	if (rc) {
 		log_error("%s/%s removed, but its reception row %lld could not "
 			  "be closed (%s): custodyfs reconcile --apply closes "
@@ -409,6 +534,30 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 			  (long long)row->id, strerror(-rc));
 		snprintf(msg, sizeof(msg), "row not closed: %s", strerror(-rc));
 		cleanup_report(r, le->key, "failed", msg, row, st);
+		r->n_failed++;
+		r->n_removed++;
+		r->bytes_removed += le->size;
+		return;
+	}
+	/* A newer upload logged right after the DELETE (its PUT landed
+	 * between the last look and the DELETE, on a store that ignores
+	 * If-Match, or an identical one): its object may be gone. Loudly. */
+	rc = cleanup_newer_row(r, le->key, row->id, &newer);
+	if (rc) {
+		if (rc > 0)
+			snprintf(msg2, sizeof(msg2),
+				 "removed, but a newer upload of the key was "
+				 "logged meanwhile (reception row %lld): its "
+				 "object may have been deleted; check it",
+				 (long long)newer);
+		else
+			snprintf(msg2, sizeof(msg2),
+				 "removed, but whether a newer upload was "
+				 "logged meanwhile is unknown: %s",
+				 strerror(-rc));
+		log_error("%s/%s: %s", r->t->cfg.reception_bucket, le->key,
+			  msg2);
+		cleanup_report(r, le->key, "failed", msg2, row, st);
 		r->n_failed++;
 		r->n_removed++;
 		r->bytes_removed += le->size;
@@ -430,6 +579,46 @@ failed:
 		  strerror(-rc));
 	cleanup_report(r, le->key, "failed", strerror(-rc), row, st);
 	r->n_failed++;
+}
+
+/* Does the store honour If-Match on DELETE? A probe object under a
+ * reserved key of the reception bucket (never a received key), a DELETE
+ * If-Match a wrong ETag (honoured: 412 and the object still there), then
+ * the probe goes. 1 honoured, 0 ignored, -errno cannot tell. */
+static int cleanup_probe(struct tool_env *t)
+{
+	static const char body[] = "custodyfs If-Match probe\n";
+	const char *b = t->cfg.reception_bucket;
+	char host[256] = "", key[512];
+	struct s3_object_info info;
+	int rc, honoured = 0, drc;
+
+	if (gethostname(host, sizeof(host) - 1) || !host[0])
+		snprintf(host, sizeof(host), "host");
+	host[sizeof(host) - 1] = 0;
+	snprintf(key, sizeof(key), ".custodyfs-probe/%s.%ld", host,
+		 (long)getpid());
+	rc = s3_put_buf(t->s3, b, key, body, sizeof(body) - 1, NULL, 0, NULL);
+	if (rc)
+		return rc;
+	rc = s3_delete_if(t->s3, b, key, "00000000000000000000000000000000");
+	if (rc == -EEXIST) {
+		rc = s3_head(t->s3, b, key, &info);
+		if (!rc) {
+			s3_object_info_free(&info);
+			honoured = 1;
+		} else if (rc == -ENOENT) {
+			rc = 0;
+		}
+	}
+	drc = s3_delete(t->s3, b, key);
+	if (drc)
+		log_error("%s/%s: the If-Match probe could not be deleted "
+			  "(%s)",
+			  b, key, strerror(-drc));
+	if (rc)
+		return rc;
+	return honoured;
 }
 
 /* One listing page: its live rows and their storage rows in two queries,
@@ -478,12 +667,13 @@ out:
 
 int tool_cleanup(int argc, char **argv)
 {
-	enum { O_DRY = 256, O_OLDER, O_JSON, O_VERIFY };
+	enum { O_DRY = 256, O_OLDER, O_JSON, O_VERIFY, O_UNSAFE };
 	static const struct option lopts[] = {
 	    {"dry-run", no_argument, NULL, O_DRY},
 	    {"older-than", required_argument, NULL, O_OLDER},
 	    {"verify-hashes", no_argument, NULL, O_VERIFY},
 	    {"json", no_argument, NULL, O_JSON},
+	    {"unsafe-unconditional-delete", no_argument, NULL, O_UNSAFE},
 	    {"help", no_argument, NULL, 'h'},
 	    {NULL, 0, NULL, 0},
 	};
@@ -518,6 +708,9 @@ int tool_cleanup(int argc, char **argv)
 			break;
 		case O_JSON:
 			r.json = 1;
+			break;
+		case O_UNSAFE:
+			r.unsafe = 1;
 			break;
 		case 'h':
 			cleanup_usage(stdout);
@@ -568,6 +761,36 @@ int tool_cleanup(int argc, char **argv)
 	/* --dry-run changes nothing, not even the schema. */
 	if (tool_db_schema(&t, "cleanup", !r.dry_run, &fail))
 		goto summary;
+	/* A store that ignores If-Match on DELETE deletes whatever is
+	 * there: refused unless the operator takes that risk. */
+	if (!r.dry_run) {
+		rc = cleanup_probe(&t);
+		if (rc < 0) {
+			fprintf(stderr,
+				"custodyfs cleanup: probing whether the store "
+				"honours If-Match on DELETE failed (%s): "
+				"nothing done\n",
+				strerror(-rc));
+			fail = "the If-Match probe failed";
+			goto summary;
+		}
+		if (!rc && !r.unsafe) {
+			fprintf(stderr,
+				"custodyfs cleanup: the store ignores If-Match "
+				"on DELETE (a DELETE of a probe object with a "
+				"wrong ETag deleted it): a DELETE could remove "
+				"an upload that lands meanwhile. Refused: "
+				"nothing done. --dry-run still works; "
+				"--unsafe-unconditional-delete runs anyway "
+				"(see --help for the risk)\n");
+			fail = "the store ignores If-Match on DELETE: refused "
+			       "without --unsafe-unconditional-delete";
+			goto summary;
+		}
+		if (!rc)
+			log_warn("the store ignores If-Match on DELETE: "
+				 "running with --unsafe-unconditional-delete");
+	}
 	/* A page at a time: neither the bucket's keys nor the rows are ever
 	 * all in memory. */
 	do {

@@ -22,8 +22,35 @@ def _reconcile(m, *extra):
     return r, _json(r)
 
 
-def _cleanup(m, *extra):
-    r = _cli(m, "cleanup", "-o", _cfg(m), "--json", *extra, timeout=300)
+UNSAFE = "--unsafe-unconditional-delete"
+
+
+def _ignores_if_match(m):
+    """s3rver (like MinIO) deletes whatever is there on a DELETE If-Match a wrong ETag; Swift's
+    s3api answers 412."""
+    return m.stack.backend == "s3rver"
+
+
+def _probe_keys(m):
+    return [o["Key"] for o in m.s3.list_objects_v2(Bucket=m.reception_bucket,
+                                                   Prefix=".custodyfs-probe/").get("Contents", [])]
+
+
+def _cleanup(m, *extra, cfg=None):
+    """A cleanup run. A real run on a store that ignores If-Match is first refused (exit 1,
+    nothing done: checked), then run again with --unsafe-unconditional-delete."""
+    args = ["cleanup", "-o", cfg or _cfg(m), "--json", *extra]
+    if _ignores_if_match(m) and "--dry-run" not in extra and UNSAFE not in extra:
+        r = _cli(m, *args, timeout=300)
+        out = _json(r)
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        if "If-Match" not in (out["error"] or ""):
+            return r, out  # failed before the probe (store or database down)
+        assert out["ok"] is False and out["objects"] == [] and out["objects_seen"] == 0
+        assert UNSAFE in r.stderr and "ignores If-Match" in r.stderr, r.stderr
+        assert _probe_keys(m) == []
+        args.append(UNSAFE)
+    r = _cli(m, *args, timeout=300)
     return r, _json(r)
 
 
@@ -518,9 +545,20 @@ def test_cleanup_and_reconcile_with_a_multipart_upload(mount_factory, uniq):
     dest = _other_tool_promotion(m, "big.bin", p)
     r, out = _cleanup(m, "--verify-hashes")
     assert r.returncode == 0, (r.stdout, r.stderr)
+    rows = checks.rows(m, "big.bin")
+    if m.stack.backend == "swift":
+        # Swift refuses the DELETE If-Match a multipart ETag: never an unconditional DELETE
+        # (it could remove a newer upload): kept, with the reason
+        o = _by_key(out)["big.bin"]
+        assert o["action"] == "kept" and "If-Match" in o["reason"], o
+        assert checks.get_object(m, "big.bin") == data
+        assert len(rows) == 1 and rows[0]["removed_at"] is None
+        assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == data
+        r, out = _reconcile(m)
+        assert r.returncode == 0 and out["clean"] is True
+        return
     assert _by_key(out)["big.bin"]["action"] == "removed"
     assert checks.head(m, "big.bin") is None
-    rows = checks.rows(m, "big.bin")
     assert len(rows) == 1 and rows[0]["removed_at"] is not None
     assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == data
     r, out = _reconcile(m)
@@ -541,8 +579,11 @@ def test_cleanup_store_failing_mid_run_changes_nothing(stack, mount_factory, pro
     _other_tool_promotion(m, "y.txt", p)
     before = _snapshot(m)
     m.write_config({"s3": {"endpoint": px.url, "max_retries": "1"}})
-    for rule in (lambda meth, path, h: ("status", 503, b"") if meth == "HEAD" else None,
-                 lambda meth, path, h: ("status", 503, b"") if meth == "DELETE" else None):
+    # (the If-Match probe, under .custodyfs-probe/, is spared: it is not what is tested here)
+    for rule in (lambda meth, path, h: ("status", 503, b"") if meth == "HEAD"
+                 and "/.custodyfs-probe/" not in path else None,
+                 lambda meth, path, h: ("status", 503, b"") if meth == "DELETE"
+                 and "/.custodyfs-probe/" not in path else None):
         px.rule = rule
         r, out = _cleanup(m)
         assert r.returncode == 1, (r.stdout, r.stderr)
@@ -581,3 +622,88 @@ def test_cleanup_duplicate_content_needs_the_object_it_points_at(mount_factory, 
     assert objs["c.txt"]["action"] == "kept" and "missing" in objs["c.txt"]["reason"]
     assert checks.bucket_keys(m) == ["c.txt"]
     assert len(checks.live_rows(m, "c.txt")) == 1 and checks.live_rows(m, "b.txt") == []
+
+
+def test_cleanup_refuses_a_store_that_ignores_if_match(mount_factory, uniq):
+    """Before a real run cleanup probes the store (a probe object under .custodyfs-probe/, a
+    DELETE If-Match a wrong ETag, then the probe goes). A store that deletes it anyway (s3rver,
+    MinIO) makes the run refuse: exit 1, nothing removed, the reason and the option named;
+    --dry-run still works; --unsafe-unconditional-delete (documented with its risk) runs. On
+    a store that honours If-Match (Swift) the run goes without the option. No probe is left."""
+    m = mount_factory()
+    p = project(m, uniq)
+    drop(m, "c.txt", b"promoted\n")
+    m.unmount()
+    _other_tool_promotion(m, "c.txt", p)
+    assert UNSAFE in _cli(m, "cleanup", "--help").stdout
+    r = _cli(m, "cleanup", "-o", _cfg(m), "--json", timeout=300)
+    out = _json(r)
+    if _ignores_if_match(m):
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        assert out["ok"] is False and "If-Match" in out["error"] and out["objects"] == []
+        assert "ignores If-Match" in r.stderr and UNSAFE in r.stderr
+        assert checks.get_object(m, "c.txt") == b"promoted\n"
+        assert len(checks.live_rows(m, "c.txt")) == 1 and len(checks.rows(m, "c.txt")) == 1
+        assert _probe_keys(m) == []
+        r, out = _cleanup(m, "--dry-run")
+        assert r.returncode == 0 and out["would_remove"] == 1, (r.stdout, r.stderr)
+        assert checks.get_object(m, "c.txt") == b"promoted\n"
+        r, out = _cleanup(m, UNSAFE)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert out["removed"] == 1 and _by_key(out)["c.txt"]["action"] == "removed"
+    assert checks.head(m, "c.txt") is None
+    rows = checks.rows(m, "c.txt")
+    assert len(rows) == 1 and "custodyfs cleanup" in rows[0]["removal_reason"]
+    assert _probe_keys(m) == [] and checks.bucket_keys(m) == []
+
+
+def test_cleanup_keeps_an_identical_reupload_logged_meanwhile(stack, mount_factory, proxied,
+                                                              uniq):
+    """A mount receives the same bytes again (same ETag, a new reception row) after cleanup
+    checked the object: cleanup deletes under the key lock the mount logs with, and only while
+    the row it verified is the key's newest live row, so the new upload stays (on every store:
+    If-Match cannot tell identical bytes apart). Review finding 3."""
+    px = proxied
+    m = mount_factory()
+    p = project(m, uniq)
+    body = b"same bytes twice\n"
+    drop(m, "same.txt", body)
+    _other_tool_promotion(m, "same.txt", p)
+    r1 = checks.live_rows(m, "same.txt")[0]["id"]
+    fired = []
+
+    def rule(meth, path, h):
+        # cleanup's look at the reception object right before it deletes: the user uploads
+        # the same bytes again through the mount (its close() returns 0, its row commits)
+        if meth == "HEAD" and f"/{m.reception_bucket}/same.txt" in path and not fired:
+            fired.append(path)
+            with open(os.path.join(m.inbox, "same.txt"), "wb") as f:
+                f.write(body)
+        return None
+
+    px.rule = rule
+    cfg = m.config + ".cleanup"
+    with open(m.config) as f:
+        text = f.read()
+    with open(cfg, "w") as f:
+        f.write(text.replace(stack.endpoint, px.url))
+    os.chmod(cfg, 0o600)
+    extra = (UNSAFE,) if _ignores_if_match(m) else ()
+    r = _cli(m, "cleanup", "-o", "config=" + cfg, "--json", *extra, timeout=300)
+    px.rule = None
+    assert fired, (r.stdout, r.stderr)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    out = _json(r)
+    o = _by_key(out)["same.txt"]
+    assert o["action"] == "kept" and "newer upload" in o["reason"], o
+    assert out["removed"] == 0
+    live = checks.live_rows(m, "same.txt")
+    assert len(live) == 1 and live[0]["id"] != r1
+    rows = checks.rows(m, "same.txt")
+    assert len(rows) == 2
+    assert [x for x in rows if x["id"] == r1][0]["removed_at"] is not None
+    assert "custodyfs cleanup" not in ([x for x in rows if x["id"] == r1][0]["removal_reason"]
+                                       or "")
+    assert checks.get_object(m, "same.txt") == body
+    with open(os.path.join(m.inbox, "same.txt"), "rb") as f:
+        assert f.read() == body
