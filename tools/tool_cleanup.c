@@ -102,7 +102,7 @@ static void cleanup_usage(FILE *f)
 	    "                    wrong ETag, a DELETE of "
 	    ".custodyfs-probe/HOST.PID "
 	    "in the\n"
-	    "                    reception bucket). RISK: there, an upload "
+	    "                    storage bucket). RISK: there, an upload "
 	    "that lands\n"
 	    "                    between cleanup's last look and its DELETE "
 	    "(a PUT not\n"
@@ -582,13 +582,15 @@ failed:
 }
 
 /* Does the store honour If-Match on DELETE? A probe object under a
- * reserved key of the reception bucket (never a received key), a DELETE
+ * reserved key of the storage bucket (no project prefix starts with a
+ * dot, and nothing scans that bucket for uploads to log: a probe left
+ * behind is never logged as a reception), a DELETE
  * If-Match a wrong ETag (honoured: 412 and the object still there), then
  * the probe goes. 1 honoured, 0 ignored, -errno cannot tell. */
 static int cleanup_probe(struct tool_env *t)
 {
 	static const char body[] = "custodyfs If-Match probe\n";
-	const char *b = t->cfg.reception_bucket;
+	const char *b = t->cfg.storage_bucket;
 	char host[256] = "", key[512];
 	struct s3_object_info info;
 	int rc, honoured = 0, drc;

@@ -32,7 +32,7 @@ def _ignores_if_match(m):
 
 
 def _probe_keys(m):
-    return [o["Key"] for o in m.s3.list_objects_v2(Bucket=m.reception_bucket,
+    return [o["Key"] for o in m.s3.list_objects_v2(Bucket=m.storage_bucket,
                                                    Prefix=".custodyfs-probe/").get("Contents", [])]
 
 
