@@ -330,3 +330,37 @@ def test_credentials_in_the_endpoint_url_are_never_logged(mount_factory, stack):
     assert body.strip(), text  # it did say something
     assert PASSWORD not in body and f"someone:{PASSWORD}" not in body
     assert not re.search(r"://[^/\s@]+:[^/\s@]+@", body), body
+
+
+@pytest.mark.parametrize("conninfo", [
+    # libpq cannot parse these, and its parse errors quote them
+    "postgresql://u:Hunter2%zzSecret@127.0.0.1:1/db",
+    "host=127.0.0.1 port=1 dbname=x user=u password=Hunter2 Secret",
+    # parses, but an unescaped '@' puts part of the password in the host name libpq names
+    "postgresql://u:Hunt@er2Secret@127.0.0.1:1/db",
+], ids=["uri-bare-percent", "kv-unquoted-space", "uri-bare-at"])
+def test_a_conninfo_libpq_cannot_use_never_puts_the_password_in_the_log(
+        mount_factory, conninfo):
+    """review-logs High 1: libpq's conninfo errors quote the password; the mount and the
+    batch tools print libpq's text. Neither stderr nor the log may hold any of it."""
+    import subprocess
+    m = mount_factory(start=False, config={"postgres": {"conninfo": conninfo}})
+    assert os.stat(m.config).st_mode & 0o777 == 0o600
+    os.makedirs(m.mnt, exist_ok=True)
+    with open(m.log_path, "ab") as log:
+        p = subprocess.run([os.environ["CUSTODYFS_BIN"], "-f", "-o", f"config={m.config}",
+                            m.mnt], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                           timeout=120, start_new_session=True)
+    assert p.returncode != 0
+    assert m.mnt not in open("/proc/self/mountinfo").read()
+    r = m.cli("status", "-o", f"config={m.config}")
+    out = m.daemon_log() + r.stdout + r.stderr
+    print(out[-1500:])
+    assert r.returncode != 0
+    tool = r.stdout + r.stderr
+    assert "database" in m.daemon_log() and "database" in tool  # the failure is said
+    for frag in ("Hunter2", "Secret", "er2S", "unter"):
+        assert frag not in out
+    if "%zz" in conninfo or " Secret" in conninfo:
+        assert "conninfo is malformed" in m.daemon_log()
+        assert "conninfo is malformed" in tool
