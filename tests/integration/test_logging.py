@@ -17,7 +17,10 @@ from checks import drop, project, promote
 
 # The daemon's stderr sink: "<ISO 8601 UTC>Z custodyfs[<level>]: <message>"
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) custodyfs\[(error|warning|info|debug)\]: (.*)$")
-BARE_RE = re.compile(r'[^\x00-\x20\x7f"\\=]+')
+BARE_RE = re.compile(r'[^\x00-\x20\x7f-\U0010ffff"\\=]+')  # printable ASCII only
+# Code points a line never holds raw (doc/custodyfs.1 LOGGING): written as \xNN per byte
+RAW_BANNED = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                        "\u2066-\u2069\ufeff\ufffd]")
 KEY_RE = re.compile(r"[a-z0-9_]+")
 EVENTS = {"received", "overwritten", "removed", "renamed", "copied", "restored", "adopted",
           "duplicate", "duplicate_content", "conflict", "error"}
@@ -56,18 +59,18 @@ def parse_event(msg):
                         i += 2
                     elif nxt == "x" and re.fullmatch(r"[0-9a-f]{2}", msg[i + 2:i + 4]):
                         b = int(msg[i + 2:i + 4], 16)
-                        if not (b < 0x20 or b == 0x7f):
+                        if not (b < 0x20 or b >= 0x7f):
                             raise ValueError(f"\\x{b:02x} needs no escape: {msg!r}")
                         val.append(b)
                         i += 4
                     else:
                         raise ValueError(f"bad escape at {i}: {msg!r}")
                     continue
-                if ord(c) < 0x20 or ord(c) == 0x7f:
-                    raise ValueError(f"raw control character: {msg!r}")
+                if RAW_BANNED.match(c):
+                    raise ValueError(f"raw control or format character: {msg!r}")
                 val += c.encode()
                 i += 1
-            value = val.decode()
+            value = val.decode("utf-8", "surrogateescape")
         else:
             m = BARE_RE.match(msg, i)
             if not m:
@@ -87,8 +90,11 @@ def test_parser_itself():
     # malformed daemon line cannot slip through it)
     assert parse_event('event=received key="a b\\"c\\\\\\x0a=d" size=3') == {
         "event": "received", "key": 'a b"c\\\n=d', "size": "3"}
-    assert parse_event("event=copied key=ação/ü.txt") == {"event": "copied", "key": "ação/ü.txt"}
-    for bad in ("event=x key=a b", 'event=x key="a', "event=x key=", "key=a event=x",
+    assert parse_event('event=copied key="ação/ü.txt"') == {"event": "copied", "key": "ação/ü.txt"}
+    assert parse_event('event=copied key="a\\xe2\\x80\\xa8b\\xff"') == {
+        "event": "copied", "key": "a\u2028b\udcff"}
+    for bad in ("event=x key=a b", "event=copied key=ação/ü.txt", 'event=x key="a\u2028b"',
+                'event=x key="a\u009bb"', 'event=x key="a\u202eb"', 'event=x key="a', "event=x key=", "key=a event=x",
                 "event=x  key=a", 'event=x key="\\q"', "event=x key=a key=b",
                 'event=x key="\\x41"', "event=x key=a=b"):
         with pytest.raises(ValueError):
@@ -364,3 +370,29 @@ def test_a_conninfo_libpq_cannot_use_never_puts_the_password_in_the_log(
     if "%zz" in conninfo or " Secret" in conninfo:
         assert "conninfo is malformed" in m.daemon_log()
         assert "conninfo is malformed" in tool
+
+
+def test_unicode_line_breakers_in_a_name_keep_its_line_one_parsable_line(mount_factory, uniq):
+    """review-logs High 2: a name holding U+2028 and a forged line, a C1 CSI (U+009B) or a
+    bidi override (U+202E) was written raw: splitlines() saw a forged 'event=removed' line,
+    and the project's parser failed on the real one. Now each such code point is \\xNN per
+    byte: the line stays one line, parses, and gives the exact name back."""
+    m = mount_factory()
+    forged = ("2026-12-01T00:00:00.000Z custodyfs[info]: event=removed "
+              "bucket=recepcao-raw key=victim.pdf uid=0 user=root")
+    names = [f"{uniq}\u2028{forged} x=", f"{uniq}-\u009b31mRED\u202e", f"{uniq}-\u0085nel\u2029",
+             f"{uniq}-\u2066iso\u2069\ufeff"]
+    for n in names:
+        checks.write(os.path.join(m.inbox, n), b"x\n")
+        assert len(checks.live_rows(m, n)) == 1  # received, and its row is there
+    log = m.daemon_log()
+    assert not [ln for ln in log.splitlines()
+                if re.match(r"^\S+ custodyfs\[info\]: event=removed", ln) and "victim.pdf" in ln]
+    for ch in "\u2028\u2029\u0085\u009b\u202e\u2066\u2069\ufeff":
+        assert ch not in log, repr(ch)
+    # every line is a daemon line or a harness note: nothing was split off
+    for ln in log.splitlines():
+        assert LINE_RE.match(ln) or ln.startswith("=== harness"), repr(ln)
+    got = {e["key"] for _, e in events(m) if e["event"] == "received"}
+    for n in names:
+        assert n in got, n
