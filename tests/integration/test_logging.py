@@ -396,3 +396,37 @@ def test_unicode_line_breakers_in_a_name_keep_its_line_one_parsable_line(mount_f
     got = {e["key"] for _, e in events(m) if e["event"] == "received"}
     for n in names:
         assert n in got, n
+
+
+def test_a_servers_message_and_a_key_in_a_warning_are_quoted(mount_factory, stack, uniq):
+    """review-logs High 2 (free text): the store's <Message> and the key went raw into the
+    's3: ... failed' warning, so a hostile server or uploader could write
+    'custodyfs[info]: event=removed key=...' into it as if it were fields. Both are now
+    quoted with the event-value escapes: one line, the text decodable from the quotes."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        key = f'{uniq} x" a=b.txt'
+        hostile = "no\u2028 custodyfs[info]: event=removed key=victim.pdf \"q\" \u202e"
+        denied = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                  f"<Message>{hostile}</Message></Error>").encode()
+        px.rule = lambda meth, path, hdrs: ("status", 403, denied) \
+            if meth == "PUT" and ("a%3Db.txt" in path or "a=b.txt" in path) else None
+        with pytest.raises(OSError) as ei:
+            checks.write(os.path.join(m.inbox, key), b"refused\n")
+        assert ei.value.errno == errno.EACCES
+        px.rule = None
+        warn = [ln for ln in m.daemon_log().splitlines()
+                if "custodyfs[warning]: s3: PUT" in ln and "failed: HTTP 403" in ln]
+        assert warn, m.daemon_log()[-2000:]
+        for ln in warn:
+            assert LINE_RE.match(ln)
+            qkey = '"' + key.replace('"', '\\"') + '"'
+            assert f"{m.reception_bucket}/{qkey} failed: HTTP 403 AccessDenied " in ln, ln
+            qmsg = ('"no\\xe2\\x80\\xa8 custodyfs[info]: event=removed key=victim.pdf '
+                    '\\"q\\" \\xe2\\x80\\xae"')
+            assert f"AccessDenied {qmsg} (" in ln, ln
+    finally:
+        px.rule = None
+        px.close()
