@@ -160,12 +160,16 @@ static int dbx_finish(struct pg_ctx *x)
 			const char *st =
 			    PQresultErrorField(r, PG_DIAG_SQLSTATE);
 
-			log_error(
-			    "database: %s failed (%s): %s", x->what,
-			    st ? st : "no SQLSTATE",
-			    PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-				? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY)
-				: PQerrorMessage(x->conn));
+			char why[512];
+
+			if (PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY))
+				snprintf(why, sizeof(why), "%s",
+					 PQresultErrorField(
+					     r, PG_DIAG_MESSAGE_PRIMARY));
+			else
+				pg_conn_error(x->d, x->conn, why, sizeof(why));
+			log_error("database: %s failed (%s): %s", x->what,
+				  st ? st : "no SQLSTATE", why);
 			rc = -EIO;
 		}
 		PQclear(r);
@@ -196,8 +200,13 @@ static int dbx_copy(struct pg_ctx *x, const char *sql, struct dbx_arg *a)
 		const char *m =
 		    r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
 
-		log_error("database: %s failed: %s", x->what,
-			  m ? m : PQerrorMessage(x->conn));
+		char why[512];
+
+		if (m)
+			snprintf(why, sizeof(why), "%s", m);
+		else
+			pg_conn_error(x->d, x->conn, why, sizeof(why));
+		log_error("database: %s failed: %s", x->what, why);
 		PQclear(r);
 		dbx_finish(x);
 		return -EIO;
@@ -219,7 +228,10 @@ static int dbx_copy(struct pg_ctx *x, const char *sql, struct dbx_arg *a)
 		}
 		if (n == -1)
 			break;
-		log_error("database: %s: %s", x->what, PQerrorMessage(x->conn));
+		char why[512];
+
+		pg_conn_error(x->d, x->conn, why, sizeof(why));
+		log_error("database: %s: %s", x->what, why);
 		rc = -EIO;
 		goto drop;
 	}

@@ -37,6 +37,9 @@ struct db {
 	PGconn **conns;	     /* NULL: slot not connected yet */
 	unsigned char *busy; /* slot taken by an operation */
 	char *conninfo;	     /* never logged: may hold a password */
+	char *secret[3];     /* its password, sslpassword and a URI's
+				userinfo (NULL: none): kept out of every
+				libpq message logged */
 	const char *kw[10];  /* PQconnectdbParams keywords ... */
 	const char *val[10]; /* ... and values, NULL-terminated */
 };
@@ -54,6 +57,12 @@ struct pg_ctx {
 	int timeout_ms;	  /* client-side bound on one statement, 0: none */
 	int timed_out;	  /* the bound was hit: do not try again */
 };
+
+/* libpq's error text of conn (NULL: "out of memory") into buf, on one
+ * line. When it holds any 4 consecutive bytes of d's password,
+ * sslpassword or URI userinfo (libpq quotes parts of the conninfo: a host name
+ * cut out of a URI with an unescaped '@'), a generic text replaces it. */
+void pg_conn_error(const struct db *d, PGconn *conn, char *buf, size_t len);
 
 typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
 

@@ -58,6 +58,93 @@ static void pg_oneline(char *buf, size_t len, const char *msg)
 	buf[j] = '\0';
 }
 
+/* Does msg hold 4 consecutive bytes of secret (all of it when shorter)? */
+static int pg_has_fragment(const char *msg, const char *secret)
+{
+	size_t sl, w, i;
+
+	if (!secret || !*secret)
+		return 0;
+	sl = strlen(secret);
+	w = sl < 4 ? sl : 4;
+	for (i = 0; i + w <= sl; i++)
+		if (memmem(msg, strlen(msg), secret + i, w))
+			return 1;
+	return 0;
+}
+
+void pg_conn_error(const struct db *d, PGconn *conn, char *buf, size_t len)
+{
+	int i;
+
+	if (!len)
+		return;
+	pg_oneline(buf, len, conn ? PQerrorMessage(conn) : "out of memory");
+	for (i = 0; d && i < 3; i++)
+		if (pg_has_fragment(buf, d->secret[i])) {
+			snprintf(buf, len,
+				 "libpq's message is not shown: it quotes "
+				 "part of the password");
+			return;
+		}
+}
+
+/* Copies the password and sslpassword of conninfo into d->secret. 0, or
+ * -EINVAL when libpq cannot parse conninfo (its message is dropped: it
+ * may quote the password), or -ENOMEM. */
+static int pg_conninfo_check(struct db *d, const char *conninfo)
+{
+	PQconninfoOption *opts, *o;
+	char *perr = NULL;
+	int rc = 0;
+
+	if (!*conninfo)
+		return 0; /* libpq's defaults and environment */
+	/* A URI's userinfo as written, up to the last '@' of the authority:
+	 * an unescaped '@' in the password makes libpq take a part of it
+	 * for the host name, which its messages then quote. */
+	if (!strncmp(conninfo, "postgresql://", 13) ||
+	    !strncmp(conninfo, "postgres://", 11)) {
+		const char *a = strstr(conninfo, "://") + 3;
+		size_t al = strcspn(a, "/?");
+		const char *at = NULL, *q;
+
+		for (q = a; q < a + al; q++)
+			if (*q == '@')
+				at = q;
+		if (at && at > a) {
+			d->secret[2] = strndup(a, (size_t)(at - a));
+			if (!d->secret[2])
+				return -ENOMEM;
+		}
+	}
+	opts = PQconninfoParse(conninfo, &perr);
+	if (!opts) {
+		rc = perr ? -EINVAL : -ENOMEM;
+		if (perr) {
+			/* may quote the password: wiped, never logged */
+			explicit_bzero(perr, strlen(perr));
+			PQfreemem(perr);
+		}
+		return rc;
+	}
+	for (o = opts; o->keyword; o++) {
+		int i = !strcmp(o->keyword, "password")	     ? 0
+			: !strcmp(o->keyword, "sslpassword") ? 1
+							     : -1;
+
+		if (i < 0 || !o->val || !*o->val)
+			continue;
+		d->secret[i] = strdup(o->val);
+		if (!d->secret[i]) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	PQconninfoFree(opts);
+	return rc;
+}
+
 /* Server notices (RAISE WARNING in migrations, "already exists, skipping"
  * notices) go to our log. */
 static void pg_notice(void *arg, const PGresult *res)
@@ -112,7 +199,7 @@ static PGconn *pg_connect(struct db *d, char *err, size_t err_len)
 	return conn;
 
 fail:
-	pg_oneline(err, err_len, PQerrorMessage(conn));
+	pg_conn_error(d, conn, err, err_len);
 fail_setup:
 	PQfinish(conn);
 	return NULL;
@@ -126,7 +213,7 @@ static int pg_reset(struct pg_ctx *x)
 	log_warn("database: connection lost during %s, reconnecting", x->what);
 	PQreset(x->conn);
 	if (PQstatus(x->conn) != CONNECTION_OK) {
-		pg_oneline(err, sizeof(err), PQerrorMessage(x->conn));
+		pg_conn_error(x->d, x->conn, err, sizeof(err));
 		log_error("database: reconnect failed: %s", err);
 		return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
 	}
@@ -291,7 +378,7 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 		pg_oneline(msg, sizeof(msg),
 			   PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY));
 	else
-		pg_oneline(msg, sizeof(msg), PQerrorMessage(x->conn));
+		pg_conn_error(x->d, x->conn, msg, sizeof(msg));
 
 	if (!res || PQstatus(x->conn) != CONNECTION_OK ||
 	    (state && pg_state_is_lost(state))) {
@@ -419,7 +506,7 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 {
 	struct db *d;
 	char why[512];
-	int n = 0;
+	int n = 0, rc;
 
 	if (err && err_len)
 		err[0] = '\0';
@@ -441,6 +528,15 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	d->conninfo = strdup(conninfo ? conninfo : "");
 	if (!d->conninfo)
 		goto fail_conninfo;
+	rc = pg_conninfo_check(d, d->conninfo);
+	if (rc == -EINVAL && err && err_len)
+		snprintf(err, err_len,
+			 "[postgres] conninfo is malformed: libpq cannot parse "
+			 "it (its message is not shown: it may quote the "
+			 "password; look for a bare %% in a URI, or a space "
+			 "or quote in an unquoted value)");
+	if (rc)
+		goto fail_mutex;
 	if (pthread_mutex_init(&d->lock, NULL))
 		goto fail_mutex;
 	if (pthread_cond_init(&d->cond, NULL))
@@ -487,6 +583,9 @@ fail_connect:
 fail_cond:
 	pthread_mutex_destroy(&d->lock);
 fail_mutex:
+	free(d->secret[0]);
+	free(d->secret[1]);
+	free(d->secret[2]);
 	free(d->conninfo);
 fail_conninfo:
 	free(d->busy);
@@ -511,6 +610,9 @@ void db_close(struct db *d)
 			PQfinish(d->conns[i]);
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);
+	free(d->secret[0]);
+	free(d->secret[1]);
+	free(d->secret[2]);
 	free(d->conninfo);
 	free(d->busy);
 	free(d->conns);

@@ -894,8 +894,10 @@ static int pg_owner_connect(struct db_owner *o)
 		PQfinish(o->conn);
 	o->conn = PQconnectdbParams(o->d->kw, o->d->val, 1);
 	if (!o->conn || PQstatus(o->conn) != CONNECTION_OK) {
-		log_error("database: promotion owner: cannot connect: %s",
-			  o->conn ? PQerrorMessage(o->conn) : "out of memory");
+		char why[512];
+
+		pg_conn_error(o->d, o->conn, why, sizeof(why));
+		log_error("database: promotion owner: cannot connect: %s", why);
 		rc = -EIO;
 		goto fail;
 	}

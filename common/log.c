@@ -52,20 +52,118 @@ void log_set_level(enum log_level max_level)
 	log_max = max_level;
 }
 
-/* buf with control characters (an uploader's key may hold an escape
- * sequence) as \xNN, into out (len bytes, cut to fit). */
+/* The bytes at p that a log line must not hold as they are: returns how
+ * many bytes the next character takes (at least 1) and sets *esc when they
+ * are to be written as \xNN. Escaped: bytes below 0x20, 0x7f, every byte
+ * that is not part of valid UTF-8 (each on its own), and the code points
+ * that break or forge lines or reorder what a reader sees: C1 controls
+ * (U+0080-U+009F, NEL among them), U+200E/U+200F, U+2028/U+2029,
+ * U+202A-U+202E, U+2066-U+2069 and U+FEFF. */
+static size_t log_char(const unsigned char *p, int *esc)
+{
+	unsigned cp;
+	size_t n, i;
+
+	*esc = 0;
+	if (*p < 0x80) {
+		*esc = *p < 0x20 || *p == 0x7f;
+		return 1;
+	}
+	if (*p >= 0xc2 && *p <= 0xdf) {
+		n = 2;
+		cp = *p & 0x1fu;
+	} else if (*p >= 0xe0 && *p <= 0xef) {
+		n = 3;
+		cp = *p & 0x0fu;
+	} else if (*p >= 0xf0 && *p <= 0xf4) {
+		n = 4;
+		cp = *p & 0x07u;
+	} else {
+		*esc = 1; /* 0x80-0xc1 (a stray or overlong lead), 0xf5-0xff */
+		return 1;
+	}
+	for (i = 1; i < n; i++) {
+		if ((p[i] & 0xc0) != 0x80) {
+			*esc = 1; /* cut short (a NUL ends it too) */
+			return 1;
+		}
+		cp = (cp << 6) | (p[i] & 0x3fu);
+	}
+	if ((n == 3 && cp < 0x800) || (n == 4 && cp < 0x10000) ||
+	    cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) {
+		*esc = 1; /* overlong, past Unicode, or a surrogate */
+		return 1;
+	}
+	*esc = (cp >= 0x80 && cp <= 0x9f) || cp == 0x200e || cp == 0x200f ||
+	       cp == 0x2028 || cp == 0x2029 || (cp >= 0x202a && cp <= 0x202e) ||
+	       (cp >= 0x2066 && cp <= 0x2069) || cp == 0xfeff;
+	return n;
+}
+
+/* buf with what log_char escapes as \xNN, into out (len bytes, cut to fit
+ * at a character's boundary). */
 static void log_escape(const char *buf, char *out, size_t len)
 {
 	const unsigned char *p = (const unsigned char *)buf;
-	size_t o = 0;
+	size_t o = 0, n, i;
+	int esc;
 
-	for (; *p && o + 5 < len; p++) {
-		if (*p < 0x20 || *p == 0x7f)
-			o += (size_t)snprintf(out + o, len - o, "\\x%02x", *p);
-		else
-			out[o++] = (char)*p;
+	while (*p) {
+		n = log_char(p, &esc);
+		if (o + (esc ? 4 * n : n) + 1 > len)
+			break;
+		for (i = 0; i < n; i++) {
+			if (esc)
+				o += (size_t)snprintf(out + o, len - o,
+						      "\\x%02x", p[i]);
+			else
+				out[o++] = (char)p[i];
+		}
+		p += n;
 	}
 	out[o] = '\0';
+}
+
+size_t log_quote(char *out, size_t len, const char *v)
+{
+	const unsigned char *p = (const unsigned char *)(v ? v : "");
+	size_t o = 0, n, i;
+	int esc;
+
+	if (!len)
+		return 0;
+	if (len < 3) {
+		out[0] = '\0';
+		return 0;
+	}
+	out[o++] = '"';
+	while (*p) {
+		n = log_char(p, &esc);
+		if (!esc && n == 1 && (*p == '"' || *p == '\\')) {
+			if (o + 2 + 2 > len)
+				goto cut;
+			out[o++] = '\\';
+			out[o++] = (char)*p;
+		} else {
+			if (o + (esc ? 4 * n : n) + 2 > len)
+				goto cut;
+			for (i = 0; i < n; i++) {
+				if (esc)
+					o += (size_t)snprintf(out + o, len - o,
+							      "\\x%02x", p[i]);
+				else
+					out[o++] = (char)p[i];
+			}
+		}
+		p += n;
+	}
+	out[o++] = '"';
+	out[o] = '\0';
+	return o;
+cut:
+	out[o++] = '"';
+	out[o] = '\0';
+	return (size_t)-1;
 }
 
 void log_msg(enum log_level lvl, const char *fmt, ...)
@@ -168,6 +266,9 @@ void log_ev_begin(struct log_ev *e, const char *event)
 	log_ev_put(e, event, strlen(event));
 }
 
+/* Bare: not empty, and only printable ASCII other than space, '"', '\\'
+ * and '=' (anything else, UTF-8 too, goes between quotes: a reader that
+ * splits on Unicode white space must see one value). */
 static int log_ev_bare(const char *v)
 {
 	const unsigned char *p = (const unsigned char *)v;
@@ -175,7 +276,7 @@ static int log_ev_bare(const char *v)
 	if (!*p)
 		return 0;
 	for (; *p; p++)
-		if (*p <= 0x20 || *p == 0x7f || *p == '"' || *p == '\\' ||
+		if (*p <= 0x20 || *p >= 0x7f || *p == '"' || *p == '\\' ||
 		    *p == '=')
 			return 0;
 	return 1;
@@ -183,8 +284,7 @@ static int log_ev_bare(const char *v)
 
 void log_ev_str(struct log_ev *e, const char *k, const char *v)
 {
-	const unsigned char *p;
-	size_t start = e->len, lim = sizeof(e->buf) - LOG_EV_TAIL, n;
+	size_t start = e->len, lim = sizeof(e->buf) - LOG_EV_TAIL, n, q;
 	char *b = e->buf;
 
 	if (!v || e->full)
@@ -202,29 +302,17 @@ void log_ev_str(struct log_ev *e, const char *k, const char *v)
 		memcpy(b + n, v, l);
 		n += l;
 	} else {
-		b[n++] = '"';
-		for (p = (const unsigned char *)v; *p; p++) {
-			if (n + 5 >= lim)
-				goto full;
-			if (*p == '"' || *p == '\\') {
-				b[n++] = '\\';
-				b[n++] = (char)*p;
-			} else if (*p < 0x20 || *p == 0x7f) {
-				n += (size_t)snprintf(b + n, lim - n, "\\x%02x",
-						      *p);
-			} else {
-				b[n++] = (char)*p;
-			}
-		}
-		if (n + 1 >= lim)
+		q = log_quote(b + n, lim - n, v);
+		if (q == (size_t)-1)
 			goto full;
-		b[n++] = '"';
+		n += q;
 	}
 	b[n] = '\0';
 	e->len = n;
 	return;
 full:
 	e->len = start;
+	b[start] = '\0';
 	log_ev_put(e, " truncated=1", 12);
 	e->full = 1;
 }

@@ -3,7 +3,9 @@
  *
  * Never pass secrets (keys, passwords, Authorization headers, signed URLs)
  * to these functions. A line's control characters (an uploader's key may
- * hold an escape sequence) are written as \xNN, on either sink; a line is
+ * hold an escape sequence), C1 controls, Unicode line and paragraph
+ * separators, bidi marks and overrides, U+FEFF and every byte that is not
+ * valid UTF-8 are written as \xNN (each byte), on either sink; a line is
  * cut at 8 KiB. Thread-safe. */
 #ifndef CUSTODYFS_LOG_H
 #define CUSTODYFS_LOG_H
@@ -11,6 +13,16 @@
 #include <stddef.h>
 
 enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
+
+/* Writes v (NULL: "") into out (len bytes) between double quotes, with
+ * '"' as \", '\\' as \\, and as \xNN each byte of: bytes below 0x20 and
+ * 0x7f, bytes that are not valid UTF-8, C1 controls (U+0080-U+009F),
+ * U+200E/U+200F, U+2028/U+2029, U+202A-U+202E, U+2066-U+2069 and U+FEFF;
+ * other UTF-8 as it is. Returns the length written, or (size_t)-1 when v
+ * did not fit (out then holds a quoted prefix cut at a character). The one
+ * form for untrusted text (keys, names, a server's message) in any line:
+ * log_info("renamed %s", q) with q from log_quote. */
+size_t log_quote(char *out, size_t len, const char *v);
 
 /* Selects the sink. use_syslog=0 writes to stderr. Call once at start-up. */
 void log_init(const char *ident, int use_syslog, enum log_level max_level);
@@ -31,10 +43,9 @@ int log_level_parse(const char *s, enum log_level *out);
 /* ---- events: one line per outcome, in key=value form -------------------
  *
  * A line is "event=NAME" then " key=value" pairs in the order added. A
- * value is written bare when it is not empty and holds only bytes above
- * 0x20 other than '"', '\\', '=' and 0x7f (UTF-8 passes as is); otherwise
- * it is written between double quotes, with '"' as \", '\\' as \\ and
- * every other byte below 0x20 or 0x7f as \xNN. A line that would pass
+ * value is written bare when it is not empty and holds only printable ASCII
+ * other than space, '"', '\\' and '='; otherwise it is written as
+ * log_quote writes it. A line that would pass
  * LOG_EV_MAX bytes ends with "truncated=1" instead of the pairs that do not
  * fit. Never add a secret, a URL or a conninfo. Use on one thread. */
 #define LOG_EV_MAX 7936

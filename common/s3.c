@@ -96,6 +96,9 @@ static void s3_free_secret(char *s)
 	}
 }
 
+/* A key quoted by log_quote: 1024 bytes, 4 each at most, the quotes. */
+#define S3_LOG_QKEY (4 * 1024 + 3)
+
 static const char *s3_key_str(const char *key)
 {
 	return key ? key : "";
@@ -866,6 +869,7 @@ static long s3_backoff_ms(const struct s3_client *c, int attempt)
 int s3_perform(struct s3_client *c, struct s3_xfer *x)
 {
 	struct s3_target t = {SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT};
+	char qk[S3_LOG_QKEY]; /* the key as a warning shows it */
 	CURL *h = NULL;
 	int rc, retry, attempt, timeouts = 0;
 	struct timespec ts;
@@ -888,12 +892,12 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 		if (rc == -ETIMEDOUT && ++timeouts > 1)
 			break;
 		ms = s3_backoff_ms(c, attempt);
+		log_quote(qk, sizeof(qk), s3_key_str(x->key));
 		log_warn("s3: %s %s/%s failed (HTTP %ld %s%s%s): retry %d/%d "
 			 "in %ld ms",
-			 x->method, x->bucket, s3_key_str(x->key), x->at.status,
-			 x->err.code, x->at.why ? " " : "",
-			 x->at.why ? x->at.why : "", attempt + 1,
-			 c->max_retries, ms);
+			 x->method, x->bucket, qk, x->at.status, x->err.code,
+			 x->at.why ? " " : "", x->at.why ? x->at.why : "",
+			 attempt + 1, c->max_retries, ms);
 		ts.tv_sec = ms / 1000;
 		ts.tv_nsec = (ms % 1000) * 1000000L;
 		while (nanosleep(&ts, &ts) && errno == EINTR)
@@ -911,12 +915,20 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 		log_debug("s3: %s %s/%s: HTTP %ld %s: %s", x->method, x->bucket,
 			  s3_key_str(x->key), x->at.status, x->err.code,
 			  strerror(-rc));
-	else
+	else {
+		/* The key and the server's <Message> are untrusted text:
+		 * quoted (log_quote), so neither can pose as a field or
+		 * an event line. */
+		char qm[4 * sizeof(x->err.message) + 3];
+
+		log_quote(qk, sizeof(qk), s3_key_str(x->key));
+		log_quote(qm, sizeof(qm), x->err.message);
 		log_warn("s3: %s %s/%s failed: HTTP %ld %s%s%s%s%s (%s)",
-			 x->method, x->bucket, s3_key_str(x->key), x->at.status,
-			 x->err.code, x->err.message[0] ? " " : "",
-			 x->err.message, x->at.why ? " " : "",
+			 x->method, x->bucket, qk, x->at.status, x->err.code,
+			 x->err.message[0] ? " " : "",
+			 x->err.message[0] ? qm : "", x->at.why ? " " : "",
 			 x->at.why ? x->at.why : "", strerror(-rc));
+	}
 	if (x->err.request_id[0])
 		log_debug("s3: request id %s", x->err.request_id);
 fail:

@@ -29,6 +29,7 @@
 #ifndef CUSTODYFS_UPLOAD_H
 #define CUSTODYFS_UPLOAD_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 #include <sys/types.h>
 
@@ -70,9 +71,11 @@ void upload_pool_set_journal(struct upload_pool *p, int fd, char *path);
  * a journal goes once all of its uploads are aborted or gone. Never
  * touches a live process's uploads (its journal is locked), nor any upload
  * not journaled (another tool's, another host's). *aborted gets the count.
+ * stop (NULL: never) is read between uploads: once set, the sweep ends
+ * with -ECANCELED and what is left stays for the next one.
  * 0, or the first error (what failed is tried again by the next sweep). */
 int upload_journal_sweep(struct s3_client *s3, const char *dir,
-			 size_t *aborted);
+			 const atomic_int *stop, size_t *aborted);
 
 /* A new upload of fd (owned by the caller, must stay open until
  * upload_free) to bucket/key. part_size >= 5 MiB. Strings are copied.

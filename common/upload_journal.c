@@ -146,7 +146,7 @@ static int journal_read(FILE *f, struct jent **out, size_t *n)
  * lock. 0 or the first abort's error (the journal is kept: the next sweep
  * tries again). */
 static int journal_sweep_one(struct s3_client *s3, const char *path, int fd,
-			     size_t *aborted)
+			     const atomic_int *stop, size_t *aborted)
 {
 	struct jent *e = NULL;
 	size_t n = 0, i;
@@ -161,6 +161,11 @@ static int journal_sweep_one(struct s3_client *s3, const char *path, int fd,
 	if (rc)
 		return rc;
 	for (i = 0; i < n; i++) {
+		if (stop && atomic_load(stop)) {
+			if (!first)
+				first = -ECANCELED;
+			break;
+		}
 		rc = s3_mpu_abort(s3, e[i].bucket, e[i].key, e[i].id);
 		if (rc == 0) {
 			(*aborted)++;
@@ -182,7 +187,8 @@ static int journal_sweep_one(struct s3_client *s3, const char *path, int fd,
 	return first;
 }
 
-int upload_journal_sweep(struct s3_client *s3, const char *dir, size_t *aborted)
+int upload_journal_sweep(struct s3_client *s3, const char *dir,
+			 const atomic_int *stop, size_t *aborted)
 {
 	size_t pl = strlen(UPLOAD_JOURNAL_PREFIX);
 	size_t sl = strlen(UPLOAD_JOURNAL_SUFFIX);
@@ -198,6 +204,12 @@ int upload_journal_sweep(struct s3_client *s3, const char *dir, size_t *aborted)
 		size_t l = strlen(de->d_name);
 		char path[4096];
 		int fd, r;
+
+		if (stop && atomic_load(stop)) {
+			if (!rc)
+				rc = -ECANCELED;
+			break;
+		}
 
 		if (l <= pl + sl ||
 		    strncmp(de->d_name, UPLOAD_JOURNAL_PREFIX, pl) ||
@@ -215,7 +227,7 @@ int upload_journal_sweep(struct s3_client *s3, const char *dir, size_t *aborted)
 			close(fd);
 			continue;
 		}
-		r = journal_sweep_one(s3, path, fd, aborted);
+		r = journal_sweep_one(s3, path, fd, stop, aborted);
 		if (r && !rc)
 			rc = r;
 		close(fd);

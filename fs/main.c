@@ -7,12 +7,15 @@
  * Secrets come only from the config file (mode 0600), the environment or
  * the AWS credentials file: never from argv. */
 #include <errno.h>
+#include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "chain.h"
@@ -256,30 +259,80 @@ int cfs_stop_due(void)
 	return since >= (int64_t)cfs->cfg.stop_timeout_s * 1000;
 }
 
-/* Threads start after fuse_daemonize(): they would not survive its fork. */
-static int cfs_start_workers(void)
+/* The sweep of multipart uploads that dead processes left open (their
+ * journals in the spool directory). It runs on a thread of its own once
+ * the mount is up: a store that does not answer must not hold up requests
+ * nor a stop. It uses only the S3 client and cfg.spool_dir; cfs_teardown
+ * stops and joins it, or leaves it behind (then the S3 client and the
+ * config are not freed). */
+static struct {
+	pthread_t thread;
+	int started;	 /* set before the loop, read at teardown */
+	atomic_int stop; /* set by cfs_teardown: take no next upload */
+	atomic_int done; /* set by the thread as it ends */
+} sweeper;
+
+static void *cfs_sweep_main(void *arg)
 {
+	size_t swept = 0;
 	int rc;
 
-	size_t swept = 0;
-	char *jpath = NULL;
-	int jfd;
-
-	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
-	if (!cfs->pool)
-		return -ENOMEM;
-	/* Multipart uploads that processes which died with this spool
-	 * directory left open are aborted (a live mount's journal is
-	 * locked: left alone); then this one's journal is kept. */
-	rc = upload_journal_sweep(cfs->s3, cfs->cfg.spool_dir, &swept);
+	(void)arg;
+	rc = upload_journal_sweep(cfs->s3, cfs->cfg.spool_dir, &sweeper.stop,
+				  &swept);
 	if (swept)
 		log_info("aborted %zu multipart uploads left open by processes "
 			 "that died",
 			 swept);
-	if (rc)
+	if (rc == -ECANCELED)
+		log_info("multipart uploads left by processes that died: "
+			 "sweep cut short by the stop (the next mount or "
+			 "custodyfs recover goes on)");
+	else if (rc)
 		log_warn("multipart uploads left by processes that died: %s "
 			 "(the next mount or custodyfs recover tries again)",
 			 strerror(-rc));
+	atomic_store(&sweeper.done, 1);
+	return NULL;
+}
+
+/* Stops the sweep thread: waits for it at most wait_ms (it finishes the
+ * abort it is in, then takes no other). Returns 1 when it is still running
+ * (it is detached then, and still uses the S3 client and the config). */
+static int cfs_sweep_stop(int wait_ms)
+{
+	struct timespec nap = {0, 50 * 1000000L};
+	int waited = 0;
+
+	if (!sweeper.started)
+		return 0;
+	atomic_store(&sweeper.stop, 1);
+	while (!atomic_load(&sweeper.done) && waited < wait_ms) {
+		nanosleep(&nap, NULL);
+		waited += 50;
+	}
+	sweeper.started = 0;
+	if (!atomic_load(&sweeper.done)) {
+		log_warn("the sweep of multipart uploads left by processes "
+			 "that died is still waiting for the store: left "
+			 "behind (the next mount or custodyfs recover goes "
+			 "on)");
+		pthread_detach(sweeper.thread);
+		return 1;
+	}
+	pthread_join(sweeper.thread, NULL);
+	return 0;
+}
+
+/* Threads start after fuse_daemonize(): they would not survive its fork. */
+static int cfs_start_workers(void)
+{
+	char *jpath = NULL;
+	int rc, jfd;
+
+	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
+	if (!cfs->pool)
+		return -ENOMEM;
 	rc = upload_journal_open(cfs->cfg.spool_dir, &jfd, &jpath);
 	if (rc == 0)
 		upload_pool_set_journal(cfs->pool, jfd, jpath);
@@ -287,6 +340,17 @@ static int cfs_start_workers(void)
 		log_warn("no journal of multipart uploads in %s: %s (uploads "
 			 "left open by a crash are not aborted later)",
 			 cfs->cfg.spool_dir, strerror(-rc));
+	/* Multipart uploads that processes which died with this spool
+	 * directory left open are aborted in the background (a live
+	 * mount's journal, this one's too, is locked: left alone). */
+	rc = pthread_create(&sweeper.thread, NULL, cfs_sweep_main, NULL);
+	if (rc == 0)
+		sweeper.started = 1;
+	else
+		log_warn("multipart uploads left by processes that died: "
+			 "cannot start the sweep (%s): the next mount or "
+			 "custodyfs recover aborts them",
+			 strerror(rc));
 	cfs->rcp = reception_new(&cfs->cfg, cfs->s3, cfs->db);
 	if (!cfs->rcp)
 		return -ENOMEM;
@@ -329,7 +393,11 @@ static int cfs_start_workers(void)
  * then left allocated, and the caller must leave with _exit(). */
 static int cfs_teardown(void)
 {
-	int stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
+	int stragglers;
+
+	atomic_store(&sweeper.stop, 1); /* first: it ends meanwhile */
+	stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
+	stragglers |= cfs_sweep_stop(CFS_SHUTDOWN_WAIT_MS);
 
 	chain_anchorer_stop(cfs->anchorer);
 	cfs->anchorer = NULL;

@@ -53,10 +53,10 @@ struct pj_handle {
 	char *key;
 	uint64_t size;
 	pthread_mutex_t lock;
-	char etag[80];	   /* protected by lock: the object's; "" when the
-			      listing named none */
-	int served;	   /* protected by lock: data was returned from it */
-	struct rawin win;  /* protected by lock: read-ahead */
+	char etag[80];	  /* protected by lock: the object's; "" when the
+			     listing named none */
+	int served;	  /* protected by lock: data was returned from it */
+	struct rawin win; /* protected by lock: read-ahead */
 };
 
 static pthread_mutex_t pj_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -1020,8 +1020,15 @@ int projects_setxattr(const char *rel, const char *name, const char *value,
 		return -ENOMEM;
 	rc = db_project_set_name(cfs->db, rel, v);
 	pj_registry_changed();
-	if (rc == 0)
-		log_info("projects/%s: named \"%s\"", rel, v);
+	if (rc == 0) {
+		char *q = malloc(4 * strlen(v) + 3);
+
+		if (q) {
+			log_quote(q, 4 * strlen(v) + 3, v);
+			log_info("projects/%s: named %s", rel, q);
+		}
+		free(q);
+	}
 	free(v);
 	return rc;
 }

@@ -236,6 +236,45 @@ static void store_listing_add(const char *to, const struct promote_result *r)
 	free(rel);
 }
 
+/* The prefix and name quoted (log_quote) into a new string, or NULL. */
+static char *quoted_path(const char *prefix, const char *name)
+{
+	size_t l = strlen(prefix) + strlen(name);
+	char *raw = malloc(l + 1), *q = malloc(4 * l + 3);
+
+	if (raw && q) {
+		snprintf(raw, l + 1, "%s%s", prefix, name);
+		log_quote(q, 4 * l + 3, raw);
+	} else {
+		free(q);
+		q = NULL;
+	}
+	free(raw);
+	return q;
+}
+
+/* rename "inbox/F" -> "projects/T": ... with the names quoted: a name may
+ * hold spaces, '=' or text posing as an event line. n_files 0: one file. */
+static void log_rename_failed(const char *from, const char *to, size_t n_done,
+			      size_t n_files, const char *first_failed, int rc)
+{
+	char *qf = quoted_path("inbox/", from),
+	     *qt = quoted_path("projects/", to);
+	char *qx = quoted_path("", first_failed ? first_failed : "");
+
+	if (qf && qt && qx) {
+		if (n_files)
+			log_info("rename %s -> %s: %zu of %zu files promoted, "
+				 "the first failure %s: %s",
+				 qf, qt, n_done, n_files, qx, strerror(-rc));
+		else
+			log_info("rename %s -> %s: %s", qf, qt, strerror(-rc));
+	}
+	free(qf);
+	free(qt);
+	free(qx);
+}
+
 int promote_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct promote_result res;
@@ -288,10 +327,8 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 			attrov_drop(from, 1);
 			forget_inode_attrs(from);
 		} else
-			log_info("rename inbox/%s -> projects/%s: %zu of %zu "
-				 "files promoted, the first failure %s: %s",
-				 from, to, dr.n_done, dr.n_files,
-				 dr.first_failed, strerror(-rc));
+			log_rename_failed(from, to, dr.n_done, dr.n_files,
+					  dr.first_failed, rc);
 		return rc;
 	}
 	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
@@ -311,8 +348,7 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		if (res.outcome != DB_OUT_DUPLICATE_CONTENT)
 			forget_inode_attrs(from);
 	} else {
-		log_info("rename inbox/%s -> projects/%s: %s", from, to,
-			 strerror(-rc));
+		log_rename_failed(from, to, 0, 0, NULL, rc);
 	}
 	return rc;
 }

@@ -153,7 +153,7 @@ int tool_recover(int argc, char **argv)
 		log_error("recovery: %s", strerror(-rc));
 	/* Multipart uploads of mounts (with this spool directory) that
 	 * died: aborted, a live mount's left alone. */
-	mrc = upload_journal_sweep(t.s3, t.cfg.spool_dir, &swept);
+	mrc = upload_journal_sweep(t.s3, t.cfg.spool_dir, NULL, &swept);
 	if (swept)
 		log_info("aborted %zu multipart uploads left open by processes "
 			 "that died",

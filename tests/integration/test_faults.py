@@ -620,10 +620,14 @@ def test_multipart_uploads_left_by_a_crash_are_aborted_by_the_next_mount(mount_f
         if a.stack.backend == "s3rver":
             # s3rver answers AbortMultipartUpload 405: the dead mount's journal is kept for a
             # later sweep, and the failure is said
-            assert "left by a process that died: Operation not supported" in a.daemon_log()
+            # (the sweep runs in the background once the mount is up)
+            a.wait_until(lambda: "left by a process that died: Operation not supported"
+                         in a.daemon_log(), timeout=60, interval=0.3, what="the sweep's abort")
             assert (ka, ids[ka]) in _journaled_uploads(a.spool)
         else:
-            # A's is aborted at its start
+            # A's is aborted by the sweep that starts with it (in the background)
+            a.wait_until(lambda: f"aborted multipart upload {ids[ka]} of" in a.daemon_log(),
+                         timeout=60, interval=0.3, what="the sweep's abort")
             assert not _upload_open(a, ka, ids[ka]), "the dead mount's upload is still open"
         # B's (a live mount's: its journal is locked) is not
         assert _upload_open(a, kb, ids[kb]), "a live mount's upload was aborted"

@@ -17,7 +17,10 @@ from checks import drop, project, promote
 
 # The daemon's stderr sink: "<ISO 8601 UTC>Z custodyfs[<level>]: <message>"
 LINE_RE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) custodyfs\[(error|warning|info|debug)\]: (.*)$")
-BARE_RE = re.compile(r'[^\x00-\x20\x7f"\\=]+')
+BARE_RE = re.compile(r'[^\x00-\x20\x7f-\U0010ffff"\\=]+')  # printable ASCII only
+# Code points a line never holds raw (doc/custodyfs.1 LOGGING): written as \xNN per byte
+RAW_BANNED = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202e"
+                        "\u2066-\u2069\ufeff\ufffd]")
 KEY_RE = re.compile(r"[a-z0-9_]+")
 EVENTS = {"received", "overwritten", "removed", "renamed", "copied", "restored", "adopted",
           "duplicate", "duplicate_content", "conflict", "error"}
@@ -56,18 +59,18 @@ def parse_event(msg):
                         i += 2
                     elif nxt == "x" and re.fullmatch(r"[0-9a-f]{2}", msg[i + 2:i + 4]):
                         b = int(msg[i + 2:i + 4], 16)
-                        if not (b < 0x20 or b == 0x7f):
+                        if not (b < 0x20 or b >= 0x7f):
                             raise ValueError(f"\\x{b:02x} needs no escape: {msg!r}")
                         val.append(b)
                         i += 4
                     else:
                         raise ValueError(f"bad escape at {i}: {msg!r}")
                     continue
-                if ord(c) < 0x20 or ord(c) == 0x7f:
-                    raise ValueError(f"raw control character: {msg!r}")
+                if RAW_BANNED.match(c):
+                    raise ValueError(f"raw control or format character: {msg!r}")
                 val += c.encode()
                 i += 1
-            value = val.decode()
+            value = val.decode("utf-8", "surrogateescape")
         else:
             m = BARE_RE.match(msg, i)
             if not m:
@@ -87,8 +90,11 @@ def test_parser_itself():
     # malformed daemon line cannot slip through it)
     assert parse_event('event=received key="a b\\"c\\\\\\x0a=d" size=3') == {
         "event": "received", "key": 'a b"c\\\n=d', "size": "3"}
-    assert parse_event("event=copied key=ação/ü.txt") == {"event": "copied", "key": "ação/ü.txt"}
-    for bad in ("event=x key=a b", 'event=x key="a', "event=x key=", "key=a event=x",
+    assert parse_event('event=copied key="ação/ü.txt"') == {"event": "copied", "key": "ação/ü.txt"}
+    assert parse_event('event=copied key="a\\xe2\\x80\\xa8b\\xff"') == {
+        "event": "copied", "key": "a\u2028b\udcff"}
+    for bad in ("event=x key=a b", "event=copied key=ação/ü.txt", 'event=x key="a\u2028b"',
+                'event=x key="a\u009bb"', 'event=x key="a\u202eb"', 'event=x key="a', "event=x key=", "key=a event=x",
                 "event=x  key=a", 'event=x key="\\q"', "event=x key=a key=b",
                 'event=x key="\\x41"', "event=x key=a=b"):
         with pytest.raises(ValueError):
@@ -330,3 +336,104 @@ def test_credentials_in_the_endpoint_url_are_never_logged(mount_factory, stack):
     assert body.strip(), text  # it did say something
     assert PASSWORD not in body and f"someone:{PASSWORD}" not in body
     assert not re.search(r"://[^/\s@]+:[^/\s@]+@", body), body
+
+
+@pytest.mark.parametrize("conninfo", [
+    # libpq cannot parse these, and its parse errors quote them
+    "postgresql://u:Hunter2%zzSecret@127.0.0.1:1/db",
+    "host=127.0.0.1 port=1 dbname=x user=u password=Hunter2 Secret",
+    # parses, but an unescaped '@' puts part of the password in the host name libpq names
+    "postgresql://u:Hunt@er2Secret@127.0.0.1:1/db",
+], ids=["uri-bare-percent", "kv-unquoted-space", "uri-bare-at"])
+def test_a_conninfo_libpq_cannot_use_never_puts_the_password_in_the_log(
+        mount_factory, conninfo):
+    """review-logs High 1: libpq's conninfo errors quote the password; the mount and the
+    batch tools print libpq's text. Neither stderr nor the log may hold any of it."""
+    import subprocess
+    m = mount_factory(start=False, config={"postgres": {"conninfo": conninfo}})
+    assert os.stat(m.config).st_mode & 0o777 == 0o600
+    os.makedirs(m.mnt, exist_ok=True)
+    with open(m.log_path, "ab") as log:
+        p = subprocess.run([os.environ["CUSTODYFS_BIN"], "-f", "-o", f"config={m.config}",
+                            m.mnt], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                           timeout=120, start_new_session=True)
+    assert p.returncode != 0
+    assert m.mnt not in open("/proc/self/mountinfo").read()
+    r = m.cli("status", "-o", f"config={m.config}")
+    out = m.daemon_log() + r.stdout + r.stderr
+    print(out[-1500:])
+    assert r.returncode != 0
+    tool = r.stdout + r.stderr
+    assert "database" in m.daemon_log() and "database" in tool  # the failure is said
+    for frag in ("Hunter2", "Secret", "er2S", "unter"):
+        assert frag not in out
+    if "%zz" in conninfo or " Secret" in conninfo:
+        assert "conninfo is malformed" in m.daemon_log()
+        assert "conninfo is malformed" in tool
+
+
+def test_unicode_line_breakers_in_a_name_keep_its_line_one_parsable_line(mount_factory, uniq):
+    """review-logs High 2: a name holding U+2028 and a forged line, a C1 CSI (U+009B) or a
+    bidi override (U+202E) was written raw: splitlines() saw a forged 'event=removed' line,
+    and the project's parser failed on the real one. Now each such code point is \\xNN per
+    byte: the line stays one line, parses, and gives the exact name back."""
+    m = mount_factory()
+    forged = ("2026-12-01T00:00:00.000Z custodyfs[info]: event=removed "
+              "bucket=recepcao-raw key=victim.pdf uid=0 user=root")
+    names = [f"{uniq}\u2028{forged} x=", f"{uniq}-\u009b31mRED\u202e", f"{uniq}-\u0085nel\u2029",
+             f"{uniq}-\u2066iso\u2069\ufeff"]
+    for n in names:
+        checks.write(os.path.join(m.inbox, n), b"x\n")
+        assert len(checks.live_rows(m, n)) == 1  # received, and its row is there
+    log = m.daemon_log()
+    assert not [ln for ln in log.splitlines()
+                if re.match(r"^\S+ custodyfs\[info\]: event=removed", ln) and "victim.pdf" in ln]
+    for ch in "\u2028\u2029\u0085\u009b\u202e\u2066\u2069\ufeff":
+        assert ch not in log, repr(ch)
+    # every line is a daemon line or a harness note: nothing was split off
+    for ln in log.splitlines():
+        assert LINE_RE.match(ln) or ln.startswith("=== harness"), repr(ln)
+    got = {e["key"] for _, e in events(m) if e["event"] == "received"}
+    for n in names:
+        assert n in got, n
+    # removed through the mount: the harness's bucket reset (boto3) cannot delete such keys
+    # on s3rver; the removal lines stay one parsable line each too
+    for n in names:
+        os.unlink(os.path.join(m.inbox, n))
+        assert checks.live_rows(m, n) == []
+    got = {e["key"] for _, e in events(m) if e["event"] == "removed"}
+    assert all(n in got for n in names)
+
+
+def test_a_servers_message_and_a_key_in_a_warning_are_quoted(mount_factory, stack, uniq):
+    """review-logs High 2 (free text): the store's <Message> and the key went raw into the
+    's3: ... failed' warning, so a hostile server or uploader could write
+    'custodyfs[info]: event=removed key=...' into it as if it were fields. Both are now
+    quoted with the event-value escapes: one line, the text decodable from the quotes."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        key = f'{uniq} x" a=b.txt'
+        hostile = "no\u2028 custodyfs[info]: event=removed key=victim.pdf \"q\" \u202e"
+        denied = ('<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>AccessDenied</Code>'
+                  f"<Message>{hostile}</Message></Error>").encode()
+        px.rule = lambda meth, path, hdrs: ("status", 403, denied) \
+            if meth == "PUT" and ("a%3Db.txt" in path or "a=b.txt" in path) else None
+        with pytest.raises(OSError) as ei:
+            checks.write(os.path.join(m.inbox, key), b"refused\n")
+        assert ei.value.errno == errno.EACCES
+        px.rule = None
+        warn = [ln for ln in m.daemon_log().splitlines()
+                if "custodyfs[warning]: s3: PUT" in ln and "failed: HTTP 403" in ln]
+        assert warn, m.daemon_log()[-2000:]
+        for ln in warn:
+            assert LINE_RE.match(ln)
+            qkey = '"' + key.replace('"', '\\"') + '"'
+            assert f"{m.reception_bucket}/{qkey} failed: HTTP 403 AccessDenied " in ln, ln
+            qmsg = ('"no\\xe2\\x80\\xa8 custodyfs[info]: event=removed key=victim.pdf '
+                    '\\"q\\" \\xe2\\x80\\xae"')
+            assert f"AccessDenied {qmsg} (" in ln, ln
+    finally:
+        px.rule = None
+        px.close()

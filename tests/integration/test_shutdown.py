@@ -277,3 +277,37 @@ def test_stop_while_a_file_is_still_open_for_writing(mount_factory, proxy, uniq)
         assert e.response["Error"]["Code"] == "NotImplemented" and m2.stack.backend == "s3rver"
     else:
         assert [u for u in uploads if u["Key"] == key] == []
+
+
+def test_journal_sweep_against_a_store_that_never_answers(mount_factory, proxy, uniq):
+    """A dead process's multipart-upload journal is swept in the background: with a store that
+    never answers, the mount still answers, and SIGTERM stops the daemon and unmounts cleanly
+    (the journal stays for the next mount). Before, the sweep ran after fuse_mount but before
+    the loop and the signal handlers: the mount hung and SIGTERM left a dead mount."""
+    proxy.rule = lambda meth, path, hdrs: ("hang",)
+    m = mount_factory(start=False, config={"s3": {"endpoint": proxy.url,
+                                                  "request_timeout_ms": "3000"}})
+    os.makedirs(m.spool, exist_ok=True)
+    journal = os.path.join(m.spool, "mpu-dead01.journal")
+    with open(journal, "w") as f:
+        for i in range(4):
+            f.write(f"C\t{m.reception_bucket}\t{uniq}-upload-{i}\t{uniq}-k{i}.bin\n")
+    m.mount()  # raises unless `test -d inbox` answers (bounded)
+    wait_for(lambda: seen(proxy, lambda meth, path: meth == "DELETE" and uniq in path), 60,
+             "the sweep's first abort")
+    # the sweep is now waiting for the store: requests are still answered
+    st = subprocess.run(["timeout", "-k", "1", "20", "test", "-d", m.inbox])
+    assert st.returncode == 0
+    os.kill(m.pid, signal.SIGTERM)
+    rc = m.proc.wait(timeout=120)
+    mounted = m.mnt in open("/proc/self/mountinfo").read()
+    m.expected_death = True
+    m._cleanup_after_death()
+    assert rc == 0
+    assert not mounted
+    st2 = subprocess.run(["timeout", "-k", "1", "20", "test", "-d", m.mnt])
+    assert st2.returncode == 0  # a plain directory again, not a dead mount
+    # nothing was aborted: the journal is kept for the next mount or custodyfs recover
+    with open(journal) as f:
+        assert f.read().count(f"{uniq}-upload-") == 4
+    assert "multipart uploads left by processes that died" in m.daemon_log()

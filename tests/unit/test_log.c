@@ -5,7 +5,9 @@
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -27,7 +29,7 @@ static void test_bare_and_quoted(void **state)
 	log_ev_str(&e, "absent", NULL);
 	log_ev_int(&e, "size", -12);
 	assert_string_equal(e.buf,
-			    "event=received key=a/relatório.pdf empty=\"\" "
+			    "event=received key=\"a/relatório.pdf\" empty=\"\" "
 			    "sp=\"a b\" q=\"say \\\"hi\\\" \\\\ there\" "
 			    "eq=\"x=1\" ctl=\"l1\\x0al2\\x1b\\x7f\" "
 			    "size=-12");
@@ -74,6 +76,93 @@ static void test_truncated(void **state)
 	assert_null(strstr(e.buf, "after"));
 }
 
+/* review-logs High 2: what forges or breaks a line, or reorders what a
+ * reader sees, is written as \xNN per byte, in event values and in
+ * free-text lines alike. */
+static void test_unicode_line_breakers_and_invalid_utf8(void **state)
+{
+	static const struct {
+		const char *in, *want;
+	} cases[] = {
+	    {"a\xe2\x80\xa8"
+	     "b",
+	     "\"a\\xe2\\x80\\xa8"
+	     "b\""}, /* U+2028 */
+	    {"a\xe2\x80\xa9"
+	     "b",
+	     "\"a\\xe2\\x80\\xa9"
+	     "b\""}, /* U+2029 */
+	    {"a\xc2\x85"
+	     "b",
+	     "\"a\\xc2\\x85"
+	     "b\""}, /* NEL */
+	    {"\xc2\x9b"
+	     "31m",
+	     "\"\\xc2\\x9b"
+	     "31m\""},					 /* 8-bit CSI */
+	    {"x\xe2\x80\xaey", "\"x\\xe2\\x80\\xaey\""}, /* RLO */
+	    {"x\xe2\x81\xa6y", "\"x\\xe2\\x81\\xa6y\""}, /* LRI */
+	    {"x\xe2\x80\x8fy", "\"x\\xe2\\x80\\x8fy\""}, /* RLM */
+	    {"\xef\xbb\xbfz", "\"\\xef\\xbb\\xbfz\""},	 /* BOM */
+	    {"a\xff"
+	     "b",
+	     "\"a\\xff"
+	     "b\""},					  /* invalid */
+	    {"a\xe2\x80", "\"a\\xe2\\x80\""},		  /* cut short */
+	    {"\xc0\xaf", "\"\\xc0\\xaf\""},		  /* overlong '/' */
+	    {"\xed\xa0\x80", "\"\\xed\\xa0\\x80\""},	  /* surrogate */
+	    {"é\xe2\x82\xac\xf0\x9f\x93\x84", "\"é€📄\""}, /* kept */
+	};
+	char out[256];
+	struct log_ev e;
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		assert_int_equal(log_quote(out, sizeof(out), cases[i].in),
+				 strlen(cases[i].want));
+		assert_string_equal(out, cases[i].want);
+		log_ev_begin(&e, "received");
+		log_ev_str(&e, "key", cases[i].in);
+		assert_string_equal(e.buf + strlen("event=received key="),
+				    cases[i].want);
+	}
+	/* cut at a character, still quoted */
+	assert_int_equal(log_quote(out, 8,
+				   "ab\xe2\x80\xa8"
+				   "cd"),
+			 (size_t)-1);
+	assert_string_equal(out, "\"ab\"");
+}
+
+/* A free-text line gets the same escapes (stderr sink, read back). */
+static void test_free_text_line(void **state)
+{
+	char buf[512];
+	FILE *f = tmpfile();
+	int saved = dup(2);
+	ssize_t n;
+
+	(void)state;
+	assert_non_null(f);
+	assert_true(saved >= 0);
+	fflush(stderr);
+	assert_true(dup2(fileno(f), 2) >= 0);
+	log_init("custodyfs", 0, LOG_LVL_INFO);
+	log_info("renamed %s", "a\xe2\x80\xa8 custodyfs[info]: event=removed "
+			       "\xc2\x9b\xff");
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	n = pread(fileno(f), buf, sizeof(buf) - 1, 0);
+	assert_true(n > 0);
+	buf[n] = '\0';
+	fclose(f);
+	assert_non_null(strstr(buf, "renamed a\\xe2\\x80\\xa8 custodyfs[info]: "
+				    "event=removed \\xc2\\x9b\\xff\n"));
+	assert_ptr_equal(strchr(buf, '\n'), buf + n - 1); /* one line */
+}
+
 static void test_level_names(void **state)
 {
 	enum log_level l;
@@ -97,6 +186,8 @@ int main(void)
 	    cmocka_unit_test(test_errno_and_cause),
 	    cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_level_names),
+	    cmocka_unit_test(test_unicode_line_breakers_and_invalid_utf8),
+	    cmocka_unit_test(test_free_text_line),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
