@@ -94,8 +94,9 @@ static int chain_anchor_parse(char *text, char time_out[40],
 				 db_chain_tables[t]);
 			h[k].lane = lane;
 			h[k].seq = seq;
-			snprintf(h[k].row_hash, sizeof(h[k].row_hash), "%s",
-				 hash);
+			/* 64 hex digits, checked above */
+			memcpy(h[k].row_hash, hash, 64);
+			h[k].row_hash[64] = 0;
 		}
 	}
 	return first ? -EINVAL : 0;
