@@ -186,4 +186,16 @@ int db_reception_remove_locked(struct db *d, const char *bucket,
 			       const char *key, int64_t id, const char *reason,
 			       db_locked_fn fn, void *arg, int64_t *newest);
 
+/* Under the key lock of (bucket, key) (the one a mount takes to log an
+ * upload), when no live row of that key is newer than row id (id 0: the
+ * row is not known, fn is always called), calls fn(arg); nothing is
+ * written.
+ * Returns 0 or fn's error; -ESTALE when a newer live row exists, *newest
+ * (may be NULL) its id (fn not called: that upload's object must stay);
+ * or the database's (fn may have run: it may be called again on a retry,
+ * so it must be idempotent). */
+int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
+			   int64_t id, db_locked_fn fn, void *arg,
+			   int64_t *newest);
+
 #endif

@@ -833,6 +833,8 @@ struct db_remove_locked_args {
 	db_locked_fn fn;
 	void *arg;
 	int64_t newest; /* the newest live row seen under the lock */
+	int called;	/* fn ran (and returned fn_rc) */
+	int fn_rc;
 };
 
 static int pg_reception_remove_locked(struct pg_ctx *x, void *arg)
@@ -861,16 +863,18 @@ static int pg_reception_remove_locked(struct pg_ctx *x, void *arg)
 	}
 	PQclear(res);
 	res = NULL;
-	if (a->newest > a->id) { /* a newer upload: its object stays */
+	if (a->id > 0 && a->newest > a->id) { /* a newer upload: it stays */
 		rc = -ESTALE;
 		goto out;
 	}
-	if (!found) {
+	if (!found && a->reason) {
 		rc = -ENOENT;
 		goto out;
 	}
-	rc = a->fn(a->arg);
-	if (rc)
+	a->called = 1;
+	a->fn_rc = a->fn(a->arg);
+	rc = a->fn_rc;
+	if (rc || !a->reason) /* (no reason: db_reception_newest_do) */
 		goto out;
 	snprintf(idbuf, sizeof(idbuf), "%" PRId64, a->id);
 	q[0] = idbuf;
@@ -900,6 +904,32 @@ int db_reception_remove_locked(struct db *d, const char *bucket,
 		return -EINVAL;
 	rc = db_run(d, "reception remove (locked)", 1, 0,
 		    pg_reception_remove_locked, &a);
+	if (newest)
+		*newest = a.newest;
+	return rc;
+}
+
+int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
+			   int64_t id, db_locked_fn fn, void *arg,
+			   int64_t *newest)
+{
+	struct db_remove_locked_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .id = id,
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (!d || !bucket || !key || id < 0 || !fn)
+		return -EINVAL;
+	rc = db_run(d, "reception key lock", 1, 0, pg_reception_remove_locked,
+		    &a);
+	/* The transaction writes nothing: a COMMIT whose answer was lost
+	 * changed nothing either, and fn's outcome stands. */
+	if (rc == -EINPROGRESS && a.called)
+		rc = a.fn_rc;
 	if (newest)
 		*newest = a.newest;
 	return rc;

@@ -15,7 +15,8 @@
  *            sha256 / xxh128
  *   verify   HEAD destination: size and our sha256 metadata
  *   record   db_promote_record: storage row + 'stored'
- *   cleanup  DELETE source (only while it is still that upload), then
+ *   cleanup  under the source key's lock, DELETE source (only while it
+ *            is still that upload and no newer one has its row), then
  *            db_promote_done: reception row removed_at + 'done'
  * A failure after 'intent' first tries to settle the entry at once (the
  * destination is either verifiably ours or absent); when even that cannot
@@ -272,46 +273,6 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 
 /* ---- the steps after the decision ------------------------------------- */
 
-/* The DELETE of a source is conditional (If-Match: the promoted upload's
- * ETag), but not every store honours that (Swift does, s3rver does not):
- * there another writer's upload landing between the HEAD that saw the
- * promoted one and the DELETE is removed with it. A mount's own writers
- * wait for its rename (libfuse's path locks, see fs/ops_promote.c); any
- * other is looked for afterwards and reported loudly with the key: an object
- * there now is a newer upload (kept; only the promoted upload's row gets
- * removed_at), a newer live reception row without its object is an upload
- * this DELETE removed. */
-static void promote_after_delete(struct promote *p,
-				 const struct db_journal_entry *e)
-{
-	struct s3_object_info info;
-	struct db_reception_row row;
-	int rc;
-
-	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
-	if (rc == 0) {
-		log_warn("promotion: %s/%s was uploaded again while it was "
-			 "removed after its promotion (ETag %s, promoted "
-			 "%s): the new upload stays",
-			 e->source_bucket, e->source_key, info.etag,
-			 e->source_etag);
-		s3_object_info_free(&info);
-		return;
-	}
-	if (rc != -ENOENT)
-		return;
-	if (db_reception_row_get(p->db, e->source_bucket, e->source_key,
-				 &row) == 0 &&
-	    row.id != e->reception_id && strcmp(row.etag, e->source_etag))
-		log_error("promotion: %s/%s: a newer upload (reception row "
-			  "%lld, ETag %s) was committed while the promoted "
-			  "one (ETag %s) was removed: its object is gone "
-			  "from reception; its row stays live, see the "
-			  "integrity check",
-			  e->source_bucket, e->source_key, (long long)row.id,
-			  row.etag, e->source_etag);
-}
-
 static int promote_delete_received_as(struct s3_client *s3, const char *bucket,
 				      const char *key, const char *etag,
 				      int fallback)
@@ -320,7 +281,8 @@ static int promote_delete_received_as(struct s3_client *s3, const char *bucket,
 	int rc, same;
 
 	rc = s3_delete_if(s3, bucket, key, etag);
-	if (rc != -EEXIST)
+	/* 412, or If-Match refused as not implemented (501) */
+	if (rc != -EEXIST && rc != -ENOTSUP)
 		return rc;
 	rc = s3_head(s3, bucket, key, &info);
 	if (rc)
@@ -346,47 +308,108 @@ int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
 	return promote_delete_received_as(s3, bucket, key, etag, 0);
 }
 
-/* The DELETE of the promoted upload (promote_delete_received), then
- * promote_after_delete. Another upload there now stays (0). */
-static int promote_delete_source(struct promote *p,
-				 const struct db_journal_entry *e)
-{
-	int rc;
+/* The cleanup's DELETE of a promoted source, done under the source key's
+ * lock (promote_srcdel_locked). */
+struct promote_srcdel {
+	struct promote *p;
+	const struct db_journal_entry *e;
+	const char *result; /* "deleted", "absent" (gone already), "kept" */
+	const char *after;  /* deleted: what a HEAD then saw ("absent",
+			       "newer": an upload landed after the DELETE) */
+	char etag[80];	    /* kept / newer: the object's ETag */
+};
 
-	rc = promote_delete_received(p->s3, e->source_bucket, e->source_key,
-				     e->source_etag);
-	if (rc == -ESTALE) {
-		log_warn("promotion: %s/%s was uploaded again after "
-			 "its promotion: the new upload stays",
-			 e->source_bucket, e->source_key);
+/* Under the key lock a mount takes to log an upload of the source key
+ * (db_reception_newest_do: no newer live row), the source goes only while
+ * it is the promoted upload: HEAD, then promote_delete_received (If-Match;
+ * where the store refuses it, HEAD again and a plain DELETE only while the
+ * ETag is still the promoted one), then a HEAD to verify. A mount's upload
+ * that lands in between (a store ignoring If-Match, s3rver, deletes it)
+ * cannot be committed meanwhile: its commit then finds no object and
+ * uploads again (reception_commit: -ENODATA). Idempotent (run again on a
+ * retry). 0, or the store's -errno. */
+static int promote_srcdel_locked(void *arg)
+{
+	struct promote_srcdel *sd = arg;
+	const struct db_journal_entry *e = sd->e;
+	struct s3_object_info info;
+	int rc, same;
+
+	sd->after = NULL;
+	sd->etag[0] = '\0';
+	rc = s3_head(sd->p->s3, e->source_bucket, e->source_key, &info);
+	if (rc == -ENOENT) {
+		sd->result = "absent";
 		return 0;
 	}
-	if (rc == -ENOENT) /* gone meanwhile: nothing to delete */
+	if (rc)
+		return rc;
+	same = !strcmp(info.etag, e->source_etag);
+	snprintf(sd->etag, sizeof(sd->etag), "%s", info.etag);
+	s3_object_info_free(&info);
+	if (!same) {
+		sd->result = "kept";
 		return 0;
-	if (!rc)
-		promote_after_delete(p, e);
-	return rc;
+	}
+	rc = promote_delete_received(sd->p->s3, e->source_bucket, e->source_key,
+				     e->source_etag);
+	if (rc == -ESTALE || rc == -ENOENT) {
+		sd->result = rc == -ESTALE ? "kept" : "absent";
+		return 0;
+	}
+	if (rc)
+		return rc;
+	sd->result = "deleted";
+	sd->etag[0] = '\0';
+	rc = s3_head(sd->p->s3, e->source_bucket, e->source_key, &info);
+	if (rc == 0) {
+		sd->after = "newer";
+		snprintf(sd->etag, sizeof(sd->etag), "%s", info.etag);
+		s3_object_info_free(&info);
+	} else if (rc == -ENOENT) {
+		sd->after = "absent";
+	}
+	return 0; /* (a HEAD that failed: deleted, not verified after) */
 }
 
-/* cleanup: the source goes (only while it is the promoted upload), then
- * its row and the entry. */
+/* The event line of a source's removal after its promotion. */
+static void promote_srcdel_event(const struct promote_srcdel *sd,
+				 int64_t newer_row)
+{
+	const struct db_journal_entry *e = sd->e;
+	struct log_ev ev;
+
+	log_ev_begin(&ev, "source_delete_verified");
+	log_ev_str(&ev, "bucket", e->source_bucket);
+	log_ev_str(&ev, "key", e->source_key);
+	log_ev_str(&ev, "etag", e->source_etag);
+	log_ev_int(&ev, "journal", (long long)e->id);
+	log_ev_str(&ev, "result", sd->result);
+	if (sd->after)
+		log_ev_str(&ev, "after", sd->after);
+	if (sd->etag[0])
+		log_ev_str(&ev, "current_etag", sd->etag);
+	if (newer_row > 0)
+		log_ev_int(&ev, "newer_row", (long long)newer_row);
+	log_ev_emit(&ev, LOG_LVL_INFO);
+}
+
+/* cleanup: the source goes (under its key lock, only while it is the
+ * promoted upload and no newer upload of the key has its row), then its
+ * row and the entry. A newer upload stays, with its row live. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 {
-	struct s3_object_info info;
+	struct promote_srcdel sd = {.p = p, .e = e};
+	int64_t newest = 0;
 	int rc;
 
-	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
-	if (rc == 0) {
-		int same = !strcmp(info.etag, e->source_etag);
-
-		s3_object_info_free(&info);
-		if (same)
-			rc = promote_delete_source(p, e);
-		else
-			log_warn("promotion: %s/%s was uploaded again after "
-				 "its promotion: the new upload stays",
-				 e->source_bucket, e->source_key);
-	} else if (rc == -ENOENT) {
+	rc = db_reception_newest_do(p->db, e->source_bucket, e->source_key,
+				    e->reception_id > 0 ? e->reception_id : 0,
+				    promote_srcdel_locked, &sd, &newest);
+	if (rc == -ESTALE) { /* a newer upload has its row: it stays */
+		sd.result = "kept";
+		sd.after = NULL;
+		sd.etag[0] = '\0';
 		rc = 0;
 	}
 	if (rc) {
@@ -398,6 +421,14 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		    e->dest_key, strerror(-rc), (long long)e->id);
 		return rc;
 	}
+	promote_srcdel_event(&sd, newest > e->reception_id ? newest : 0);
+	if (!strcmp(sd.result, "kept") ||
+	    (sd.after && !strcmp(sd.after, "newer")))
+		log_warn("promotion: %s/%s was uploaded again after its "
+			 "promotion (ETag %s, promoted %s): the new upload "
+			 "stays",
+			 e->source_bucket, e->source_key,
+			 sd.etag[0] ? sd.etag : "?", e->source_etag);
 	rc = db_promote_done(p->db, p->owner, e->id);
 	if (rc == -EINPROGRESS)
 		rc = db_promote_done(p->db, p->owner, e->id); /* idempotent */

@@ -113,8 +113,9 @@ int promote_owner_id(struct promote *p);
 
 /* Deletes received object (bucket, key) only while it is still the upload
  * of ETag etag (quotes removed): DELETE with If-Match; when the store
- * refuses that (412) but the key still shows etag (Swift does not match a
- * multipart upload's S3 ETag on DELETE), a plain DELETE. The promotion's
+ * refuses that (412, or 501: not implemented) but the key still shows
+ * etag (Swift does not match a multipart upload's S3 ETag on DELETE), a
+ * plain DELETE. The promotion's
  * cleanup and `custodyfs cleanup` use it. 0 deleted; -ESTALE another
  * upload is there now (kept); -ENOENT gone already; or the store's
  * -errno. Nothing is owned. */
@@ -122,7 +123,7 @@ int promote_delete_received(struct s3_client *s3, const char *bucket,
 			    const char *key, const char *etag);
 
 /* promote_delete_received without the plain DELETE: when the store
- * refuses the conditional DELETE (412) while the key still shows etag,
+ * refuses the conditional DELETE (412, 501) while the key still shows etag,
  * nothing is deleted and -EOPNOTSUPP returned (an unconditional DELETE
  * could remove a newer upload of the same key). `custodyfs cleanup` uses
  * it. Nothing is owned. */
