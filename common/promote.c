@@ -353,23 +353,24 @@ static int promote_srcdel_locked(void *arg)
 	}
 	rc = promote_delete_received(sd->p->s3, e->source_bucket, e->source_key,
 				     e->source_etag);
-	if (rc == -ESTALE || rc == -ENOENT) {
-		sd->result = rc == -ESTALE ? "kept" : "absent";
+	if (rc == -ENOENT) {
+		sd->result = "absent";
 		return 0;
 	}
-	if (rc)
+	if (rc && rc != -ESTALE)
 		return rc;
-	sd->result = "deleted";
+	sd->result = rc ? "kept" : "deleted"; /* -ESTALE: another upload */
 	sd->etag[0] = '\0';
 	rc = s3_head(sd->p->s3, e->source_bucket, e->source_key, &info);
 	if (rc == 0) {
-		sd->after = "newer";
+		if (!strcmp(sd->result, "deleted"))
+			sd->after = "newer";
 		snprintf(sd->etag, sizeof(sd->etag), "%s", info.etag);
 		s3_object_info_free(&info);
-	} else if (rc == -ENOENT) {
+	} else if (rc == -ENOENT && !strcmp(sd->result, "deleted")) {
 		sd->after = "absent";
 	}
-	return 0; /* (a HEAD that failed: deleted, not verified after) */
+	return 0; /* (a HEAD that failed: not verified after) */
 }
 
 /* The event line of a source's removal after its promotion. */

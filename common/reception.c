@@ -480,12 +480,15 @@ static int reception_still_ours(void *arg)
 /* The guard of a mount's commit (under the key lock): 0 when the object is
  * still the upload (or the store cannot say now: the row is written as
  * before, a replacement is then logged by its own uploader or a scan),
- * -ESTALE/-ENOENT when it is not. */
+ * -ESTALE when another upload replaced it, -ENODATA when it is gone (no
+ * row: the caller uploads again). */
 static int reception_commit_check(void *arg)
 {
 	struct still_ours *so = arg;
 	int rc = reception_still_ours(so);
 
+	if (rc == -ENOENT)
+		return -ENODATA;
 	if (rc && rc != -ESTALE && rc != -ENOENT) {
 		log_warn("%s/%s: cannot check the object before its row: %s",
 			 so->r->cfg->reception_bucket, so->key, strerror(-rc));
@@ -793,6 +796,12 @@ int reception_commit(struct reception *r, const char *key,
 
 	reception_reason(reason, sizeof(reason), "overwritten", who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id, NULL);
+	if (rc == -ENODATA) {
+		log_warn("%s/%s: its object was deleted before its row was "
+			 "written: nothing logged, to be uploaded again",
+			 r->cfg->reception_bucket, key);
+		return rc;
+	}
 	if (rc == 0 && superseded) {
 		log_warn("%s/%s: replaced or removed by another upload before "
 			 "its row was written: logged as removed",

@@ -47,7 +47,12 @@ int reception_ready(struct reception *r);
  * caller's own hold); an overwrite is logged late instead (its old content
  * is gone). When the database cannot be asked, that is done by the worker
  * once it answers (the key stays busy until then). Returns 0 also when the
- * commit turns out to have happened (an unknown outcome read back). */
+ * commit turns out to have happened (an unknown outcome read back).
+ * -ENODATA when, under the key lock, the object is found gone (deleted by
+ * another client, or by a promotion's cleanup of an earlier upload of the
+ * key, before this row): nothing is written, nothing is undone; the caller
+ * uploads again and commits again (or fails the file). An object replaced
+ * by another upload meanwhile is logged as a removed row instead (0). */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created);

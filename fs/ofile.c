@@ -307,13 +307,18 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 	log_ev_emit(&ev, LOG_LVL_ERROR);
 }
 
-/* Caller holds of->lock: uploads the spool under rel and logs it. */
+/* Re-uploads of a file whose object vanished before its row. */
+#define OFILE_REUPLOADS 3
+
+/* Caller holds of->lock: uploads the spool under rel and logs it. Errors
+ * as upload_finish / reception_commit, and EIO when the object was deleted
+ * by another client before its row every time (OFILE_REUPLOADS). */
 static int ofile_commit_key(struct ofile *of, const char *rel)
 {
 	struct upload_result res;
 	struct actor who;
 	struct ofile_meta m;
-	int rc;
+	int rc, tries;
 
 	rc = ofile_meta(of, rel, &m);
 	if (rc)
@@ -344,12 +349,29 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	rc = ofile_prepare_attrs(of, rel);
 	if (rc == 0)
 		rc = upload_set_key(of->up, rel);
-	if (rc == 0)
+	/* An object deleted by another client before its row (the commit
+	 * finds none under the key lock: -ENODATA) is uploaded again from
+	 * the spool, at most OFILE_REUPLOADS times; then the file fails with
+	 * EIO (never 0 without its object and row). */
+	for (tries = 0; rc == 0; tries++) {
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
-	if (rc)
-		ofile_upload_error(of, rel, &who, rc);
-	else
+		if (rc) {
+			ofile_upload_error(of, rel, &who, rc);
+			break;
+		}
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
+		if (rc != -ENODATA)
+			break;
+		if (tries >= OFILE_REUPLOADS) {
+			log_error("%s/%s: its object was deleted before its "
+				  "row %d times: not stored",
+				  cfs->cfg.reception_bucket, rel, tries + 1);
+			rc = -EIO;
+			ofile_upload_error(of, rel, &who, rc);
+			break;
+		}
+		rc = 0; /* the spool goes up again */
+	}
 	reception_busy_del(cfs->rcp, rel);
 	if (rc == 0) {
 		of->dirty = 0;

@@ -1071,7 +1071,10 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
  * or wrote the file commits at close; release commits a deferred handle
  * as a last resort. fsync is an explicit durability request: it commits
  * the file whenever it is dirty, whichever descriptor changed it.
- * Errors: EIO, ENOSPC, EACCES, ETIMEDOUT, EAGAIN... */
+ * Errors: EIO (also: the object was deleted by another client before its
+ * row every time it was uploaded, 1 + 3 times; nothing stored, the data
+ * stays in the spool for the next fsync/close), ENOSPC, EACCES, ETIMEDOUT,
+ * EAGAIN... */
 int inbox_sync(struct fhandle *h, int closing)
 {
 	struct ofile *of = h->of;
