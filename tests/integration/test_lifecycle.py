@@ -180,20 +180,16 @@ def test_listing_joins_the_refresh_under_way(proxied, uniq):
     assert len(lists) == 1, f"{len(lists)} LISTs: the listing did not join the refresh under way"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the kernel serializes READDIR of one directory (fuse_lock_inode: FUSE_PARALLEL_DIROPS is "
-    "not negotiated), so the daemon sees 8 listings one after another and each asks the store "
-    "again (readdir is GET_FORCE): 8 LISTs"))
 def test_concurrent_listings_of_a_cold_directory_send_one_list(proxied, uniq):
     """Point 10: 8 listings (readdir) of one directory the daemon has never listed, started
     at once, share one LIST: the first fetches, the others join that fetch instead of sending
     their own (a readdir otherwise always asks the store again). The first LIST is held 3 s
     at the proxy so that every listing arrives while it is under way.
 
-    Today the other 7 wait in the kernel (fuse_lock_inode in fuse_readdir_uncached, seen in
-    /proc/PID/task/*/stack while the first LIST is held) and reach the daemon only after the
-    first fetch ended, so no merge can happen: xfail (strict) until the mount negotiates
-    parallel directory operations or readdir accepts a listing fetched after it began."""
+    This needs FUSE_PARALLEL_DIROPS in the INIT reply, which libfuse before 3.17.1 never sends
+    (fs/fuseinit.c adds it): without it the other 7 wait in the kernel (fuse_lock_inode in
+    fuse_readdir_uncached, seen in /proc/PID/task/*/stack while the first LIST is held) and
+    reach the daemon only after the first fetch ended, so no merge can happen (8 LISTs)."""
     m, px = proxied
     n_threads = 8
     d = os.path.join(m.inbox, uniq)
