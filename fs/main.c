@@ -21,6 +21,7 @@
 #include "chain.h"
 #include "db_attrs.h"
 #include "fs.h"
+#include "fuseinit.h"
 #include "inbox.h"
 #include "log.h"
 #include "notify.h"
@@ -495,6 +496,10 @@ int main(int argc, char *argv[])
 		goto out_setup;
 	if (fuse_mount(fuse, fo.mountpoint) != 0)
 		goto out_fuse;
+	if (fuseinit_install(fuse_get_session(fuse)) != 0)
+		log_warn(
+		    "cannot wrap the FUSE device I/O: lookups and listings "
+		    "of one directory stay serialized");
 	if (fuse_daemonize(fo.foreground) != 0)
 		goto out_unmount;
 	if (cfs_start_workers() != 0) {

@@ -16,6 +16,7 @@
 
 #include "audit.h"
 #include "fs.h"
+#include "fuseinit.h"
 #include "inbox.h"
 #include "log.h"
 #include "names.h"
@@ -870,6 +871,13 @@ static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	conn->want &= ~FUSE_CAP_HANDLE_KILLPRIV;
 	conn->max_write = 1 << 20;
 	conn->max_readahead = 1 << 20;
+	/* Lookups and listings of one directory run at once (listings of a
+	 * directory being fetched join that fetch, dircache.c); libfuse
+	 * 3.14 wants this by default but does not tell the kernel:
+	 * fuseinit.c does. */
+	if (conn->capable & FUSE_CAP_PARALLEL_DIROPS)
+		conn->want |= FUSE_CAP_PARALLEL_DIROPS;
+	fuseinit_note_want(conn);
 	return cfs;
 }
 

@@ -10,7 +10,7 @@ import time
 import urllib.parse
 
 import pytest
-from checks import write
+from checks import bucket_keys, expected_history, history, write
 from faultproxy import FaultProxy
 
 TTL_MS = 2000  # [fs] cache_ttl_ms for these mounts: a listing is "slightly stale" for 2..8 s
@@ -180,20 +180,16 @@ def test_listing_joins_the_refresh_under_way(proxied, uniq):
     assert len(lists) == 1, f"{len(lists)} LISTs: the listing did not join the refresh under way"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the kernel serializes READDIR of one directory (fuse_lock_inode: FUSE_PARALLEL_DIROPS is "
-    "not negotiated), so the daemon sees 8 listings one after another and each asks the store "
-    "again (readdir is GET_FORCE): 8 LISTs"))
 def test_concurrent_listings_of_a_cold_directory_send_one_list(proxied, uniq):
     """Point 10: 8 listings (readdir) of one directory the daemon has never listed, started
     at once, share one LIST: the first fetches, the others join that fetch instead of sending
     their own (a readdir otherwise always asks the store again). The first LIST is held 3 s
     at the proxy so that every listing arrives while it is under way.
 
-    Today the other 7 wait in the kernel (fuse_lock_inode in fuse_readdir_uncached, seen in
-    /proc/PID/task/*/stack while the first LIST is held) and reach the daemon only after the
-    first fetch ended, so no merge can happen: xfail (strict) until the mount negotiates
-    parallel directory operations or readdir accepts a listing fetched after it began."""
+    This needs FUSE_PARALLEL_DIROPS in the INIT reply, which libfuse before 3.17.1 never sends
+    (fs/fuseinit.c adds it): without it the other 7 wait in the kernel (fuse_lock_inode in
+    fuse_readdir_uncached, seen in /proc/PID/task/*/stack while the first LIST is held) and
+    reach the daemon only after the first fetch ended, so no merge can happen (8 LISTs)."""
     m, px = proxied
     n_threads = 8
     d = os.path.join(m.inbox, uniq)
@@ -236,6 +232,90 @@ def test_concurrent_listings_of_a_cold_directory_send_one_list(proxied, uniq):
         assert r == names, f"listing {i}: {r!r}"
     assert len(arrivals) == 1, \
         f"{len(arrivals)} LISTs of {prefix!r} for {n_threads} concurrent listings of a cold directory"
+
+
+def test_parallel_lookups_and_listings_among_changes_in_one_directory(mount_factory, uniq):
+    """Point 10, a guard for fs/fuseinit.c: with FUSE_PARALLEL_DIROPS the kernel no longer
+    serializes lookups and listings of one directory, so the daemon sees them at once; changes
+    in the directory (create, rename, unlink, mkdir, rmdir) still exclude them (the kernel
+    holds the directory's i_rwsem for those). While one thread changes the directory, 4 list
+    it and 4 look names up in it (stable, changing and absent ones): none fails, every listing
+    holds every file that exists throughout, and the store and reception_audit end as the
+    changes say (every row of every key counted, removed ones too). Not a reproduction: it
+    passed with serialized lookups too."""
+    m = mount_factory()
+    d = os.path.join(m.inbox, uniq)
+    os.mkdir(d)
+    stable = {f"s{i:02d}.txt": f"stable {i}".encode() for i in range(12)}
+    for n, data in stable.items():
+        write(os.path.join(d, n), data)
+    stop = threading.Event()
+    errors = []
+
+    def guard(fn):
+        def run():
+            try:
+                fn()
+            except Exception as e:  # reported below, with the thread's work
+                errors.append(repr(e))
+                stop.set()
+        return run
+
+    def lister():
+        while not stop.is_set():
+            names = set(os.listdir(d))
+            assert set(stable) <= names, f"listing lacks {set(stable) - names}"
+
+    def looker(t):
+        k = 0
+        while not stop.is_set():
+            k += 1
+            for n, data in stable.items():
+                assert os.stat(os.path.join(d, n)).st_size == len(data)
+            assert not os.path.exists(os.path.join(d, f"absent-{t}-{k}"))
+            os.path.exists(os.path.join(d, f"c{k % 30:02d}.txt"))  # changing: either way
+
+    kept = {}      # name -> content, the files that must remain
+    gone = {}      # name -> content, received then removed (unlinked or renamed away)
+
+    def changer():
+        for k in range(30):
+            n, data = f"c{k:02d}.txt", f"changing {k}".encode() * (k + 1)
+            write(os.path.join(d, n), data)
+            if k % 3 == 0:
+                os.rename(os.path.join(d, n), os.path.join(d, f"k{k:02d}.txt"))
+                gone[n] = data
+                kept[f"k{k:02d}.txt"] = data
+            elif k % 3 == 1:
+                os.unlink(os.path.join(d, n))
+                gone[n] = data
+            else:
+                kept[n] = data
+            sub = os.path.join(d, f"sub{k:02d}")
+            os.mkdir(sub)
+            os.rmdir(sub)
+
+    threads = [threading.Thread(target=guard(lister)) for _ in range(4)]
+    threads += [threading.Thread(target=guard(lambda t=t: looker(t))) for t in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        guard(changer)()
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(60)
+    assert not any(t.is_alive() for t in threads), "a lookup or listing did not finish"
+    assert errors == []
+    final = {**stable, **kept}
+    assert set(os.listdir(d)) == set(final)
+    # The directory's own marker (mkdir) stays; no sub{k}/ marker does.
+    assert bucket_keys(m, uniq + "/", markers=True) == \
+        sorted([f"{uniq}/"] + [f"{uniq}/{n}" for n in final])
+    for n, data in final.items():
+        assert history(m, f"{uniq}/{n}") == expected_history([data]), n
+    for n, data in gone.items():
+        assert history(m, f"{uniq}/{n}") == expected_history([data], live_last=False), n
 
 
 def test_attribute_overrides_follow_renames_and_go_with_removals(mount_factory, uniq):
