@@ -129,7 +129,12 @@ static void monitor_status(char *last, size_t last_len)
 	    ctr_get(CTR_DUP_PATH) + ctr_get(CTR_DUP_CONTENT),
 	    ctr_get(CTR_CONFLICTS),
 	    ctr_get(CTR_ERR_RECEPTION) + ctr_get(CTR_ERR_PROMOTION));
-	notify_status(msg);
+	if (!last[0]) { /* the first: the zeros, not sent */
+		snprintf(last, last_len, "%s", msg);
+		return;
+	}
+	if (strcmp(msg, last) && notify_status(msg))
+		snprintf(last, last_len, "%s", msg);
 }
 
 static void *monitor_main(void *arg)
