@@ -19,8 +19,11 @@ int monitor_start(void);
 void monitor_stop(void);
 
 /* Writes the metrics file now: the counters with mountpoint's label, to a
- * temporary file in path's directory (mode 0644) renamed over path. 0, or
- * -errno. */
+ * temporary file in path's directory (mode 0644, opened with O_NOFOLLOW)
+ * renamed over path. 0, or -errno: -ENOMEM; -ENAMETOOLONG (a mountpoint
+ * too long for the label); -EIO (a write failed); open(2), fchmod(2) and
+ * rename(2)'s own (-EACCES, -ENOENT: no such directory, -EROFS, -ENOSPC,
+ * -ELOOP ...). The temporary file is gone on every failure. */
 int monitor_write_file(const char *path, const char *mountpoint);
 
 #endif
