@@ -637,6 +637,19 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "max_threads")) {
 			rc = cfg_parse_long(value, 2, 1024, &n);
 			c->max_threads = (int)n;
+		} else if (!strcmp(name, "metrics_file")) {
+			/* An absolute path (the daemon runs from /), or
+			 * empty: none. */
+			if (!*value) {
+				free(c->metrics_file);
+				c->metrics_file = NULL;
+			} else
+				rc = value[0] == '/' && value[1]
+					 ? cfg_set_str(&c->metrics_file, value)
+					 : -EINVAL;
+		} else if (!strcmp(name, "metrics_interval")) {
+			rc = cfg_parse_long(value, 1, 86400, &n);
+			c->metrics_interval_s = (int)n;
 		} else if (!strcmp(name, "log_level")) {
 			enum log_level lvl;
 
@@ -800,6 +813,7 @@ static int cfg_defaults(struct cfg *c)
 	c->default_permissions = 1;
 	c->max_threads = 32;
 	c->log_level = 2;
+	c->metrics_interval_s = 15;
 	c->db_pool_size = 8;
 	c->temp_patterns = calloc(sizeof(cfg_default_temp) /
 					  sizeof(cfg_default_temp[0]),
@@ -936,6 +950,7 @@ void cfg_free(struct cfg *c)
 	free(c->ca_file);
 	free(c->conninfo);
 	free(c->spool_dir);
+	free(c->metrics_file);
 	free(c->project_group);
 	cfg_free_patterns(c->temp_patterns);
 	memset(c, 0, sizeof(*c));

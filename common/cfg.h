@@ -65,6 +65,8 @@ struct cfg {
 	int default_permissions; /* the kernel checks permissions, default 1 */
 	int max_threads;      /* FUSE worker threads, default 32 */
 	int log_level;        /* 0 error .. 3 debug, default 2 */
+	char *metrics_file;   /* Prometheus text file, NULL (default): none */
+	int metrics_interval_s; /* how often it is written, default 15 */
 };
 
 /* Loads path into *c (zeroed first, defaults applied). Returns 0, or -errno

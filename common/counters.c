@@ -1,5 +1,9 @@
 /* counters.c - see counters.h. */
+#include <errno.h>
+#include <inttypes.h>
 #include <stdatomic.h>
+#include <string.h>
+#include <time.h>
 
 #include "counters.h"
 
@@ -35,4 +39,254 @@ uint64_t ctr_get(enum ctr c)
 const char *ctr_name(enum ctr c)
 {
 	return (unsigned)c < CTR_N ? ctr_names[c] : "?";
+}
+
+/* ---- histograms ------------------------------------------------------- */
+
+/* Upper bounds in nanoseconds and as the le label writes them; the last
+ * bucket (+Inf) has no bound. From a HEAD on a LAN to a large upload. */
+static const uint64_t hist_bound_ns[] = {
+    1000000ULL,	    5000000ULL,	    10000000ULL,     25000000ULL,
+    50000000ULL,    100000000ULL,   250000000ULL,    500000000ULL,
+    1000000000ULL,  2500000000ULL,  5000000000ULL,   10000000000ULL,
+    30000000000ULL, 60000000000ULL, 300000000000ULL,
+};
+static const char *const hist_bound_le[] = {
+    "0.001", "0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5",
+    "1",     "2.5",   "5",    "10",    "30",   "60",  "300",
+};
+#define HIST_NB (sizeof(hist_bound_ns) / sizeof(hist_bound_ns[0]) + 1)
+
+struct hist_data {
+	_Atomic uint64_t bucket[HIST_NB]; /* not cumulative; last: +Inf */
+	_Atomic uint64_t sum_ns;
+	_Atomic uint64_t failures;
+};
+
+static struct hist_data hist_val[HIST_N];
+
+uint64_t ctr_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ULL + (uint64_t)ts.tv_nsec;
+}
+
+void hist_observe_ns(enum hist h, uint64_t ns, int failed)
+{
+	size_t i = 0;
+
+	if ((unsigned)h >= HIST_N)
+		return;
+	while (i < HIST_NB - 1 && ns > hist_bound_ns[i])
+		i++;
+	atomic_fetch_add_explicit(&hist_val[h].sum_ns, ns,
+				  memory_order_relaxed);
+	atomic_fetch_add_explicit(&hist_val[h].bucket[i], 1,
+				  memory_order_relaxed);
+	if (failed)
+		atomic_fetch_add_explicit(&hist_val[h].failures, 1,
+					  memory_order_relaxed);
+}
+
+void hist_observe_since(enum hist h, uint64_t t0, int failed)
+{
+	uint64_t now = ctr_now_ns();
+
+	hist_observe_ns(h, now > t0 ? now - t0 : 0, failed);
+}
+
+/* ---- Prometheus text exposition --------------------------------------- */
+
+int ctr_prom_escape(const char *s, char *out, size_t out_len)
+{
+	size_t o = 0;
+	const char *e;
+
+	if (!out_len)
+		return -ENAMETOOLONG;
+	for (; *s; s++) {
+		e = *s == '\\'	 ? "\\\\"
+		    : *s == '"'	 ? "\\\""
+		    : *s == '\n' ? "\\n"
+				 : NULL;
+		if (o + (e ? 2 : 1) >= out_len) {
+			out[o] = '\0';
+			return -ENAMETOOLONG;
+		}
+		if (e) {
+			out[o++] = e[0];
+			out[o++] = e[1];
+		} else {
+			out[o++] = *s;
+		}
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* "{labels,extra}" with either part optional, or nothing at all. */
+static void prom_labels(FILE *f, const char *labels, const char *extra)
+{
+	int a = labels && *labels, b = extra && *extra;
+
+	if (!a && !b)
+		return;
+	fprintf(f, "{%s%s%s}", a ? labels : "", a && b ? "," : "",
+		b ? extra : "");
+}
+
+static void prom_head(FILE *f, const char *name, const char *type,
+		      const char *help)
+{
+	fprintf(f, "# HELP %s %s\n# TYPE %s %s\n", name, help, name, type);
+}
+
+static void prom_sample(FILE *f, const char *name, const char *labels,
+			const char *extra, uint64_t v)
+{
+	fputs(name, f);
+	prom_labels(f, labels, extra);
+	fprintf(f, " %" PRIu64 "\n", v);
+}
+
+static void prom_counter(FILE *f, const char *name, const char *help,
+			 const char *labels, enum ctr c)
+{
+	prom_head(f, name, "counter", help);
+	prom_sample(f, name, labels, NULL, ctr_get(c));
+}
+
+/* The samples of one histogram (its HELP and TYPE written by the caller);
+ * extra: its own label pairs, or NULL. */
+static void prom_hist(FILE *f, const char *name, const char *labels,
+		      const char *extra, enum hist h)
+{
+	const struct hist_data *d = &hist_val[h];
+	char lbl[128];
+	uint64_t cum = 0, sum;
+	size_t i;
+
+	for (i = 0; i < HIST_NB; i++) {
+		cum +=
+		    atomic_load_explicit(&d->bucket[i], memory_order_relaxed);
+		snprintf(lbl, sizeof(lbl), "%s%sle=\"%s\"", extra ? extra : "",
+			 extra ? "," : "",
+			 i < HIST_NB - 1 ? hist_bound_le[i] : "+Inf");
+		fprintf(f, "%s_bucket", name);
+		prom_labels(f, labels, lbl);
+		fprintf(f, " %" PRIu64 "\n", cum);
+	}
+	sum = atomic_load_explicit(&d->sum_ns, memory_order_relaxed);
+	fprintf(f, "%s_sum", name);
+	prom_labels(f, labels, extra);
+	fprintf(f, " %" PRIu64 ".%09" PRIu64 "\n",
+		(uint64_t)(sum / 1000000000ULL),
+		(uint64_t)(sum % 1000000000ULL));
+	fprintf(f, "%s_count", name);
+	prom_labels(f, labels, extra);
+	fprintf(f, " %" PRIu64 "\n", cum);
+}
+
+static const char *const hist_s3_op[] = {
+    [HIST_S3_HEAD - HIST_S3_HEAD] = "head",
+    [HIST_S3_GET - HIST_S3_HEAD] = "get",
+    [HIST_S3_LIST - HIST_S3_HEAD] = "list",
+    [HIST_S3_PUT - HIST_S3_HEAD] = "put",
+    [HIST_S3_COPY - HIST_S3_HEAD] = "copy",
+    [HIST_S3_UPLOAD_PART - HIST_S3_HEAD] = "upload_part",
+    [HIST_S3_MULTIPART - HIST_S3_HEAD] = "multipart",
+    [HIST_S3_DELETE - HIST_S3_HEAD] = "delete",
+    [HIST_S3_OTHER - HIST_S3_HEAD] = "other",
+};
+
+int ctr_write_prom(FILE *f, const char *labels)
+{
+	static const struct {
+		enum ctr c;
+		const char *outcome;
+	} promo[] = {
+	    {CTR_COPIED, "copied"},
+	    {CTR_RESTORED, "restored"},
+	    {CTR_ADOPTED, "adopted"},
+	    {CTR_DUP_PATH, "duplicate"},
+	    {CTR_DUP_CONTENT, "duplicate_content"},
+	    {CTR_CONFLICTS, "conflict"},
+	};
+	char op[64];
+	enum hist h;
+	size_t i;
+
+	prom_counter(f, "custodyfs_receptions_total",
+		     "Reception rows committed for new content by this "
+		     "process (uploads through the mount and by other routes).",
+		     labels, CTR_RECEIVED);
+	prom_counter(
+	    f, "custodyfs_received_bytes_total",
+	    "Sizes of the files counted by custodyfs_receptions_total.", labels,
+	    CTR_BYTES_RECEIVED);
+	prom_counter(f, "custodyfs_reception_errors_total",
+		     "Uploads whose reception row failed.", labels,
+		     CTR_ERR_RECEPTION);
+	prom_head(f, "custodyfs_promotions_total", "counter",
+		  "Promotions into the storage bucket that ended, by outcome "
+		  "(failures: custodyfs_promotion_errors_total).");
+	for (i = 0; i < sizeof(promo) / sizeof(promo[0]); i++) {
+		snprintf(op, sizeof(op), "outcome=\"%s\"", promo[i].outcome);
+		prom_sample(f, "custodyfs_promotions_total", labels, op,
+			    ctr_get(promo[i].c));
+	}
+	prom_counter(f, "custodyfs_promotion_errors_total",
+		     "Promotions that failed (conflicts excluded).", labels,
+		     CTR_ERR_PROMOTION);
+	prom_counter(f, "custodyfs_stored_bytes_total",
+		     "Sizes of the files promoted as copied, restored or "
+		     "adopted.",
+		     labels, CTR_BYTES_STORED);
+
+	prom_head(f, "custodyfs_upload_duration_seconds", "histogram",
+		  "Time to commit a file written through the mount (close, "
+		  "fsync or rename): its upload and its reception row.");
+	prom_hist(f, "custodyfs_upload_duration_seconds", labels, NULL,
+		  HIST_UPLOAD);
+	prom_head(f, "custodyfs_upload_failures_total", "counter",
+		  "Files written through the mount whose commit failed.");
+	prom_sample(f, "custodyfs_upload_failures_total", labels, NULL,
+		    atomic_load_explicit(&hist_val[HIST_UPLOAD].failures,
+					 memory_order_relaxed));
+	prom_head(f, "custodyfs_promotion_duration_seconds", "histogram",
+		  "Time to promote one file, whatever its outcome.");
+	prom_hist(f, "custodyfs_promotion_duration_seconds", labels, NULL,
+		  HIST_PROMOTION);
+	prom_head(f, "custodyfs_sql_duration_seconds", "histogram",
+		  "Time of one database operation (its transaction, retries "
+		  "included).");
+	prom_hist(f, "custodyfs_sql_duration_seconds", labels, NULL, HIST_SQL);
+	prom_head(f, "custodyfs_sql_failures_total", "counter",
+		  "Database operations that failed.");
+	prom_sample(f, "custodyfs_sql_failures_total", labels, NULL,
+		    atomic_load_explicit(&hist_val[HIST_SQL].failures,
+					 memory_order_relaxed));
+	prom_head(f, "custodyfs_s3_request_duration_seconds", "histogram",
+		  "Time of one S3 request (retries included), by operation.");
+	for (h = HIST_S3_HEAD; h < HIST_N; h++) {
+		snprintf(op, sizeof(op), "op=\"%s\"",
+			 hist_s3_op[h - HIST_S3_HEAD]);
+		prom_hist(f, "custodyfs_s3_request_duration_seconds", labels,
+			  op, h);
+	}
+	prom_head(f, "custodyfs_s3_request_failures_total", "counter",
+		  "S3 requests that failed after their retries (a missing "
+		  "key included), by operation.");
+	for (h = HIST_S3_HEAD; h < HIST_N; h++) {
+		snprintf(op, sizeof(op), "op=\"%s\"",
+			 hist_s3_op[h - HIST_S3_HEAD]);
+		prom_sample(f, "custodyfs_s3_request_failures_total", labels,
+			    op,
+			    atomic_load_explicit(&hist_val[h].failures,
+						 memory_order_relaxed));
+	}
+	fflush(f);
+	return ferror(f) ? -EIO : 0;
 }

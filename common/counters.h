@@ -1,4 +1,5 @@
-/* counters.h - this process's custody counters (audit/stats "mount.*").
+/* counters.h - this process's custody counters (audit/stats "mount.*")
+ * and latency histograms, and their Prometheus text exposition.
  *
  * Lock-free atomic counters, incremented by the custody pipeline at its
  * outcome points (reception.c, promote.c) and read by whoever reports them
@@ -9,6 +10,7 @@
 #define CUSTODYFS_COUNTERS_H
 
 #include <stdint.h>
+#include <stdio.h>
 
 enum ctr {
 	CTR_RECEIVED,	    /* reception rows committed for new content:
@@ -33,5 +35,50 @@ void ctr_add(enum ctr c, uint64_t n);
 uint64_t ctr_get(enum ctr c);
 /* The stable name of c in reports ("received", "bytes_received", ...). */
 const char *ctr_name(enum ctr c);
+
+/* Latency histograms (seconds). Lock-free too: one atomic count per bucket
+ * and an atomic sum in nanoseconds; a reader may see an observation in a
+ * bucket before its sum, never a _count that disagrees with the buckets
+ * (_count is the buckets' total). */
+enum hist {
+	HIST_UPLOAD,	/* a file committed through the mount (close, fsync,
+			   rename): upload and its reception row */
+	HIST_PROMOTION, /* one file's promotion, whatever its outcome */
+	HIST_SQL,	/* one database operation (its transaction, retries
+			   included) */
+	HIST_S3_HEAD,	/* one S3 request, retries included, by operation */
+	HIST_S3_GET,
+	HIST_S3_LIST,
+	HIST_S3_PUT,
+	HIST_S3_COPY,
+	HIST_S3_UPLOAD_PART,
+	HIST_S3_MULTIPART, /* create, complete or abort a multipart upload */
+	HIST_S3_DELETE,
+	HIST_S3_OTHER,
+	HIST_N
+};
+
+/* A CLOCK_MONOTONIC reading in nanoseconds, for hist_observe_since(). */
+uint64_t ctr_now_ns(void);
+/* Counts one observation of h that began at t0 (ctr_now_ns()); failed
+ * counts it as a failure too (S3 requests and SQL operations report those
+ * as *_failures_total). Thread-safe, never blocks. */
+void hist_observe_since(enum hist h, uint64_t t0, int failed);
+/* Counts one observation of ns nanoseconds (hist_observe_since's work;
+ * for tests). */
+void hist_observe_ns(enum hist h, uint64_t ns, int failed);
+
+/* Writes every counter and histogram to f in the Prometheus text
+ * exposition format 0.0.4 (# HELP and # TYPE lines, counters *_total,
+ * histograms _bucket{le=...}/_sum/_count, units in names). labels, when
+ * not NULL or empty, is a label pair list put into every sample, e.g.
+ * mountpoint="/srv/custody" (its values already escaped, see
+ * ctr_prom_escape()). Returns 0, or -EIO when f reports an error. */
+int ctr_write_prom(FILE *f, const char *labels);
+
+/* Copies s into out (out_len bytes, always NUL-terminated) escaped for a
+ * Prometheus label value: backslash, double quote and newline. Returns
+ * -ENAMETOOLONG when it did not fit (out holds a prefix), else 0. */
+int ctr_prom_escape(const char *s, char *out, size_t out_len);
 
 #endif

@@ -56,6 +56,7 @@ struct pg_ctx {
 	int in_commit;	  /* failure happened at COMMIT: outcome unknown */
 	int timeout_ms;	  /* client-side bound on one statement, 0: none */
 	int timed_out;	  /* the bound was hit: do not try again */
+	int stmt_failed;  /* a statement failed (for the metrics) */
 };
 
 /* libpq's error text of conn (NULL: "out of memory") into buf, on one

@@ -13,6 +13,7 @@
 
 #include <libpq-fe.h>
 
+#include "counters.h"
 #include "db_internal.h"
 #include "log.h"
 #include "s3err.h"
@@ -372,6 +373,7 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 		return 0;
 	}
 
+	x->stmt_failed = 1;
 	if (res)
 		state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
 	if (res && PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY))
@@ -442,10 +444,13 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			   .retry_unique = retry_unique,
 			   .timeout_ms = timeout_ms};
 	int rc, attempt = 0, resets = 0;
+	uint64_t t0 = ctr_now_ns();
 
 	rc = pg_take(d, &x);
-	if (rc)
+	if (rc) {
+		hist_observe_since(HIST_SQL, t0, 1);
 		return rc;
+	}
 	for (;;) {
 		x.lost = 0;
 		x.retry = 0;
@@ -491,6 +496,9 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 		break;
 	}
 	pg_give(d, &x);
+	/* Failed: a statement or the connection did (not fn's own answer). */
+	hist_observe_since(HIST_SQL, t0,
+			   rc && (x.stmt_failed || x.lost || resets));
 	return rc;
 }
 

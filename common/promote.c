@@ -979,6 +979,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 	char name[1024], *dest = NULL;
 	long waited = 0, step = 50;
 	int rc, counted = 0, have_src = 0;
+	uint64_t t0 = ctr_now_ns();
 
 	if (!res)
 		res = &local;
@@ -1121,6 +1122,7 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 out:
 	if (rc && !counted)
 		ctr_add(CTR_ERR_PROMOTION, 1);
+	hist_observe_since(HIST_PROMOTION, t0, rc && !counted);
 	promote_event(p, rc == -EINPROGRESS ? -EIO : rc, res, src_key, dest,
 		      have_src ? &src : NULL, have_src ? row.sha256 : NULL, who,
 		      0);

@@ -23,6 +23,7 @@
 #include <curl/curl.h>
 
 #include "cfg.h"
+#include "counters.h"
 #include "hash.h"
 #include "log.h"
 #include "names.h"
@@ -866,8 +867,38 @@ static long s3_backoff_ms(const struct s3_client *c, int attempt)
 	return (long)(r % (uint32_t)(cap + 1));
 }
 
+/* The histogram (counters.h) of x's operation. */
+static enum hist s3_hist_op(const struct s3_xfer *x)
+{
+	size_t i;
+
+	if (!strcmp(x->method, "HEAD"))
+		return HIST_S3_HEAD;
+	if (!strcmp(x->method, "GET"))
+		return x->key ? HIST_S3_GET : HIST_S3_LIST;
+	if (!strcmp(x->method, "POST"))
+		return HIST_S3_MULTIPART;
+	for (i = 0; i < x->n_query; i++)
+		if (!strcmp(x->query[i].name, "uploadId") &&
+		    !strcmp(x->method, "DELETE"))
+			return HIST_S3_MULTIPART;
+	if (!strcmp(x->method, "DELETE"))
+		return HIST_S3_DELETE;
+	if (strcmp(x->method, "PUT") || !x->key)
+		return HIST_S3_OTHER;
+	for (i = 0; i < x->hdrs.n; i++)
+		if (!strcasecmp(x->hdrs.kv[i].name, "x-amz-copy-source"))
+			return HIST_S3_COPY;
+	for (i = 0; i < x->n_query; i++)
+		if (!strcmp(x->query[i].name, "partNumber"))
+			return HIST_S3_UPLOAD_PART;
+	return HIST_S3_PUT;
+}
+
 int s3_perform(struct s3_client *c, struct s3_xfer *x)
 {
+	uint64_t t0 = ctr_now_ns();
+	int failed = 0;
 	struct s3_target t = {SBUF_INIT, SBUF_INIT, SBUF_INIT, SBUF_INIT};
 	char qk[S3_LOG_QKEY]; /* the key as a warning shows it */
 	CURL *h = NULL;
@@ -916,6 +947,7 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 			  s3_key_str(x->key), x->at.status, x->err.code,
 			  strerror(-rc));
 	else {
+		failed = 1; /* what is worth a warning is a failure */
 		/* The key and the server's <Message> are untrusted text:
 		 * quoted (log_quote), so neither can pose as a field or
 		 * an event line. */
@@ -932,6 +964,7 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 	if (x->err.request_id[0])
 		log_debug("s3: request id %s", x->err.request_id);
 fail:
+	hist_observe_since(s3_hist_op(x), t0, failed || (rc && !h));
 	if (h)
 		s3_pool_put(c, h);
 	s3_target_free(&t);

@@ -24,6 +24,7 @@
 #include "fuseinit.h"
 #include "inbox.h"
 #include "log.h"
+#include "monitor.h"
 #include "notify.h"
 #include "projects.h"
 #include "tools.h"
@@ -407,7 +408,8 @@ static int cfs_teardown(void)
 	cfs->promote = NULL;
 	reception_free(cfs->rcp);
 	cfs->rcp = NULL;
-	fh_free_all(); /* handles whose release never came (a stop) */
+	monitor_stop(); /* the final counts, once the workers are done */
+	fh_free_all();	/* handles whose release never came (a stop) */
 	ofile_free_all();
 	upload_pool_free(cfs->pool);
 	cfs->pool = NULL;
@@ -516,6 +518,10 @@ int main(int argc, char *argv[])
 	if (notify_start() != 0)
 		log_warn("cannot start the readiness thread: systemd is not "
 			 "told the mount is ready");
+	/* The metrics file and STATUS= (monitor.c). */
+	if (monitor_start() != 0)
+		log_warn("cannot start the metrics thread: no metrics file "
+			 "and no STATUS= counters");
 	if (fo.singlethread) {
 		rc = fuse_loop(fuse);
 	} else {

@@ -31,6 +31,7 @@
 static pthread_mutex_t notify_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t notify_cond = PTHREAD_COND_INITIALIZER;
 static int notify_stop_req; /* protected by notify_lock */
+static int notify_ready;    /* protected by notify_lock: READY=1 sent */
 static pthread_t notify_thread;
 static int notify_started; /* only the main thread touches it */
 
@@ -110,8 +111,10 @@ static void *notify_main(void *arg)
 	/* Under the lock notify_stopping() sends STOPPING=1 with: never
 	 * READY=1 after it. */
 	pthread_mutex_lock(&notify_lock);
-	if (!notify_stop_req)
+	if (!notify_stop_req) {
 		notify_send(msg);
+		notify_ready = 1;
+	}
 	pthread_mutex_unlock(&notify_lock);
 	return NULL;
 }
@@ -133,6 +136,23 @@ int notify_start(void)
 		return -rc;
 	notify_started = 1;
 	return 0;
+}
+
+int notify_status(const char *status)
+{
+	char msg[512];
+	int sent = 0;
+
+	snprintf(msg, sizeof(msg), "STATUS=%s", status);
+	/* Under the lock READY=1 and STOPPING=1 are sent with: only between
+	 * the two. */
+	pthread_mutex_lock(&notify_lock);
+	if (notify_ready && !notify_stop_req) {
+		notify_send(msg);
+		sent = 1;
+	}
+	pthread_mutex_unlock(&notify_lock);
+	return sent;
 }
 
 void notify_stopping(void)

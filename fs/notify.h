@@ -10,6 +10,11 @@
  * must outlive notify_stopping(). */
 int notify_start(void);
 
+/* Sends STATUS=status (one line) when READY=1 was sent and STOPPING=1 not
+ * yet, and returns 1; else sends nothing (before READY=1 the STATUS= line
+ * says what the start waits for) and returns 0. Thread-safe. */
+int notify_status(const char *status);
+
 /* Sends STOPPING=1 (when notify_start() started) and tells the probe
  * thread to stop; call once the FUSE loop has ended. */
 void notify_stopping(void);

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "fs.h"
 #include "log.h"
 #include "names.h"
@@ -318,6 +319,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	struct upload_result res;
 	struct actor who;
 	struct ofile_meta m;
+	uint64_t t0 = ctr_now_ns();
 	int rc, tries;
 
 	rc = ofile_meta(of, rel, &m);
@@ -334,6 +336,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
 	if (rc) {
 		ofile_upload_error(of, rel, &who, rc);
+		hist_observe_since(HIST_UPLOAD, t0, 1);
 		return rc;
 	}
 	/* From the upload to its row, the key is ours: the foreign-upload
@@ -341,6 +344,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	rc = reception_busy_add(cfs->rcp, rel);
 	if (rc) {
 		ofile_upload_error(of, rel, &who, rc);
+		hist_observe_since(HIST_UPLOAD, t0, 1);
 		return rc;
 	}
 	/* Its attributes describe what this upload stores: unbound from the
@@ -386,6 +390,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
+	hist_observe_since(HIST_UPLOAD, t0, rc != 0);
 	return rc;
 }
 

@@ -253,6 +253,58 @@ static void test_permission_keys(void **state)
 	unsetenv("AWS_SECRET_ACCESS_KEY");
 }
 
+/* [fs] metrics_file and metrics_interval: off and 15 s by default, an
+ * absolute path, empty is off, an interval of at least 1 s. */
+static void test_metrics_keys(void **state)
+{
+	static const char base[] = "[s3]\nendpoint = http://x\n"
+				   "[postgres]\nconninfo = x\n";
+	static const char *const bad[] = {
+	    "[fs]\nmetrics_file = custodyfs.prom\n",
+	    "[fs]\nmetrics_file = /\n",
+	    "[fs]\nmetrics_interval = 0\n",
+	    "[fs]\nmetrics_interval = 1m\n",
+	};
+	char text[256], err[256];
+	struct cfg c;
+	size_t i;
+
+	(void)state;
+	setenv("AWS_ACCESS_KEY_ID", "K", 1);
+	setenv("AWS_SECRET_ACCESS_KEY", "S", 1);
+	assert_int_equal(
+	    cfg_load(write_cfg("m.ini", base, 0600), &c, err, sizeof(err)), 0);
+	assert_null(c.metrics_file);
+	assert_int_equal(c.metrics_interval_s, 15);
+	cfg_free(&c);
+	snprintf(text, sizeof(text),
+		 "%s[fs]\nmetrics_file = /var/lib/node/custodyfs.prom\n"
+		 "metrics_interval = 60\n",
+		 base);
+	assert_int_equal(
+	    cfg_load(write_cfg("m.ini", text, 0600), &c, err, sizeof(err)), 0);
+	assert_string_equal(c.metrics_file, "/var/lib/node/custodyfs.prom");
+	assert_int_equal(c.metrics_interval_s, 60);
+	cfg_free(&c);
+	snprintf(text, sizeof(text),
+		 "%s[fs]\nmetrics_file = /x.prom\nmetrics_file =\n", base);
+	assert_int_equal(
+	    cfg_load(write_cfg("m.ini", text, 0600), &c, err, sizeof(err)), 0);
+	assert_null(c.metrics_file);
+	cfg_free(&c);
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		int rc;
+
+		snprintf(text, sizeof(text), "%s%s", base, bad[i]);
+		rc = cfg_load(write_cfg("m.ini", text, 0600), &c, err,
+			      sizeof(err));
+		if (rc != -EINVAL || !strstr(err, "metrics_"))
+			fail_msg("case %zu: rc %d err '%s'", i, rc, err);
+	}
+	unsetenv("AWS_ACCESS_KEY_ID");
+	unsetenv("AWS_SECRET_ACCESS_KEY");
+}
+
 static void test_temp_patterns(void **state)
 {
 	static const char text[] =
@@ -572,6 +624,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(test_full),
+		cmocka_unit_test(test_metrics_keys),
 		cmocka_unit_test(test_secret_permissions),
 		cmocka_unit_test(test_defaults_and_env),
 		cmocka_unit_test(test_credentials_file),

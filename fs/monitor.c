@@ -1,0 +1,187 @@
+/* monitor.c - see monitor.h.
+ *
+ * One thread wakes every [fs] metrics_interval seconds, writes the metrics
+ * file (when [fs] metrics_file is set) and sends the STATUS= line (through
+ * notify.c, which knows whether READY=1 was sent). The file is written
+ * whole to a hidden temporary name in the same directory ("." prefix, no
+ * ".prom": the textfile collector ignores it) and renamed over the target,
+ * so a scrape never reads half a file. It holds counts and timings only:
+ * no key, no bucket, no credential; its one label is the mountpoint. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <libgen.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "counters.h"
+#include "fs.h"
+#include "log.h"
+#include "monitor.h"
+#include "notify.h"
+
+static pthread_mutex_t mon_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t mon_cond = PTHREAD_COND_INITIALIZER;
+static int mon_stop_req; /* protected by mon_lock */
+static pthread_t mon_thread;
+static int mon_started;	   /* only the main thread touches it */
+static int mon_last_error; /* only the writer touches it (then main) */
+
+int monitor_write_file(const char *path, const char *mountpoint)
+{
+	char mp[1024], labels[1100], *tmp = NULL, *dcopy = NULL, *bcopy = NULL;
+	FILE *f = NULL;
+	int fd = -1, rc;
+
+	if (ctr_prom_escape(mountpoint ? mountpoint : "", mp, sizeof(mp)))
+		return -ENAMETOOLONG;
+	snprintf(labels, sizeof(labels), "mountpoint=\"%s\"", mp);
+	dcopy = strdup(path);
+	bcopy = strdup(path);
+	if (!dcopy || !bcopy) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	if (asprintf(&tmp, "%s/.%s.%ld.tmp", dirname(dcopy), basename(bcopy),
+		     (long)getpid()) < 0) {
+		tmp = NULL;
+		rc = -ENOMEM;
+		goto out;
+	}
+	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
+		  0644);
+	if (fd < 0) {
+		rc = -errno;
+		goto out;
+	}
+	/* 0644 whatever the umask: node_exporter runs as another user. */
+	if (fchmod(fd, 0644) != 0) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	f = fdopen(fd, "w");
+	if (!f) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	fd = -1; /* f owns it */
+	rc = ctr_write_prom(f, labels);
+	if (fclose(f) != 0 && !rc)
+		rc = -errno;
+	f = NULL;
+	if (rc)
+		goto out_unlink;
+	if (rename(tmp, path) != 0) {
+		rc = -errno;
+		goto out_unlink;
+	}
+	goto out;
+out_unlink:
+	unlink(tmp);
+out:
+	if (f)
+		fclose(f);
+	if (fd >= 0)
+		close(fd);
+	free(tmp);
+	free(dcopy);
+	free(bcopy);
+	return rc;
+}
+
+/* Writes the file; logs a failure once until it works again. */
+static void monitor_write(void)
+{
+	int rc;
+
+	if (!cfs->cfg.metrics_file)
+		return;
+	rc = monitor_write_file(cfs->cfg.metrics_file, cfs->mountpoint);
+	if (rc && rc != mon_last_error)
+		log_warn("metrics file %s: %s (trying again every %d s)",
+			 cfs->cfg.metrics_file, strerror(-rc),
+			 cfs->cfg.metrics_interval_s);
+	else if (!rc && mon_last_error)
+		log_info("metrics file %s: written again",
+			 cfs->cfg.metrics_file);
+	mon_last_error = rc;
+}
+
+/* systemctl status shows the key counters: a STATUS= line when they
+ * changed since the last one sent (READY=1's "mounted" line stands for
+ * the zeros). */
+static void monitor_status(char *last, size_t last_len)
+{
+	char msg[400];
+
+	snprintf(
+	    msg, sizeof(msg),
+	    "mounted %s: received %" PRIu64 " (%" PRIu64
+	    " bytes), promoted %" PRIu64 " (duplicates %" PRIu64
+	    "), conflicts %" PRIu64 ", errors %" PRIu64,
+	    cfs->mountpoint, ctr_get(CTR_RECEIVED), ctr_get(CTR_BYTES_RECEIVED),
+	    ctr_get(CTR_COPIED) + ctr_get(CTR_RESTORED) + ctr_get(CTR_ADOPTED),
+	    ctr_get(CTR_DUP_PATH) + ctr_get(CTR_DUP_CONTENT),
+	    ctr_get(CTR_CONFLICTS),
+	    ctr_get(CTR_ERR_RECEPTION) + ctr_get(CTR_ERR_PROMOTION));
+	if (!last[0]) { /* the first: the zeros, not sent */
+		snprintf(last, last_len, "%s", msg);
+		return;
+	}
+	if (strcmp(msg, last) && notify_status(msg))
+		snprintf(last, last_len, "%s", msg);
+}
+
+static void *monitor_main(void *arg)
+{
+	struct timespec until;
+	char last[400] = "";
+	int stop = 0;
+
+	(void)arg;
+	while (!stop) {
+		monitor_write();
+		monitor_status(last, sizeof(last));
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += cfs->cfg.metrics_interval_s;
+		pthread_mutex_lock(&mon_lock);
+		while (!mon_stop_req && pthread_cond_timedwait(
+					    &mon_cond, &mon_lock, &until) == 0)
+			;
+		stop = mon_stop_req;
+		pthread_mutex_unlock(&mon_lock);
+	}
+	return NULL;
+}
+
+int monitor_start(void)
+{
+	const char *sock = getenv("NOTIFY_SOCKET");
+	int rc;
+
+	if (!cfs->cfg.metrics_file && (!sock || !*sock))
+		return 0;
+	rc = pthread_create(&mon_thread, NULL, monitor_main, NULL);
+	if (rc)
+		return -rc;
+	mon_started = 1;
+	return 0;
+}
+
+void monitor_stop(void)
+{
+	if (!mon_started)
+		return;
+	pthread_mutex_lock(&mon_lock);
+	mon_stop_req = 1;
+	pthread_cond_broadcast(&mon_cond);
+	pthread_mutex_unlock(&mon_lock);
+	pthread_join(mon_thread, NULL);
+	mon_started = 0;
+	monitor_write(); /* the final counts */
+}

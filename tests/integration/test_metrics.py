@@ -1,0 +1,228 @@
+"""Metrics for the monitoring people already run (issue 8 items 5 and 2; doc/custodyfs.1).
+
+A mount with [fs] metrics_file and metrics_interval = 1 receives files (cp) and promotes them;
+the file node_exporter's textfile collector would read is parsed with the Prometheus project's
+own parser (Debian's python3-prometheus-client) and its values are checked against what was
+done, counted independently (the rows in reception_audit and storage_audit, psycopg2). The
+STATUS= line systemd shows is read from a fake $NOTIFY_SOCKET."""
+import os
+import socket
+import stat
+import subprocess
+import time
+
+import pytest
+
+import checks
+from checks import project, promote
+from conftest import HarnessError, wait_until
+
+try:
+    from prometheus_client.parser import text_string_to_metric_families
+except ImportError:  # .ci/run installs python3-prometheus-client
+    text_string_to_metric_families = None
+
+pytestmark = pytest.mark.skipif(text_string_to_metric_families is None,
+                                reason="python3-prometheus-client is not installed")
+
+PREFIX = "custodyfs_"
+
+
+def parse(path):
+    """{family name: Metric} of the file, every family checked for HELP, TYPE and its suffixes."""
+    with open(path) as f:
+        text = f.read()
+    fams = {}
+    for fam in text_string_to_metric_families(text):
+        assert fam.name.startswith(PREFIX), fam.name
+        assert fam.documentation, f"{fam.name}: no HELP"
+        assert fam.type in ("counter", "histogram"), (fam.name, fam.type)
+        assert fam.name not in fams, f"{fam.name} twice"
+        fams[fam.name] = fam
+        if fam.type == "counter":
+            assert {s.name for s in fam.samples} == {fam.name + "_total"}, fam.samples
+        else:
+            assert fam.name.endswith("_seconds"), fam.name
+            names = {s.name for s in fam.samples}
+            assert names == {fam.name + "_bucket", fam.name + "_sum", fam.name + "_count"}, names
+    # every sample line in the text has a # TYPE line before it (the parser would guess one)
+    typed = {ln.split()[2] for ln in text.splitlines() if ln.startswith("# TYPE ")}
+    for ln in text.splitlines():
+        if ln and not ln.startswith("#"):
+            name = ln.split("{")[0].split(" ")[0]
+            assert any(name == t or name.startswith(t + "_") for t in typed), ln
+    return fams, text
+
+
+def value(fams, family, sample=None, **labels):
+    """The one sample of family (sample: its full name) whose labels include `labels`."""
+    fam = fams[family]
+    got = [s.value for s in fam.samples
+           if (sample is None or s.name == sample)
+           and all(s.labels.get(k) == v for k, v in labels.items())]
+    assert len(got) == 1, (family, sample, labels, fam.samples)
+    return got[0]
+
+
+def hist(fams, family, **labels):
+    """(count, sum, [(le, cumulative)]) of one histogram series, checked for consistency."""
+    fam = fams[family]
+    series = [s for s in fam.samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    buckets = sorted(((float(s.labels["le"]), s.value) for s in series
+                      if s.name.endswith("_bucket")), key=lambda b: b[0])
+    count = [s.value for s in series if s.name.endswith("_count")]
+    total = [s.value for s in series if s.name.endswith("_sum")]
+    assert len(count) == 1 and len(total) == 1, series
+    assert buckets and buckets[-1][0] == float("inf"), buckets
+    assert all(a[1] <= b[1] for a, b in zip(buckets, buckets[1:])), buckets  # cumulative
+    assert buckets[-1][1] == count[0], (buckets, count)
+    assert total[0] >= 0
+    return count[0], total[0], buckets
+
+
+def s3_ops(fams):
+    return {s.labels["op"] for s in fams["custodyfs_s3_request_duration_seconds"].samples}
+
+
+def recv_all(sock, timeout):
+    """Every datagram that arrives within timeout seconds."""
+    out = []
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out
+        sock.settimeout(left)
+        try:
+            out.append(sock.recv(4096).decode())
+        except socket.timeout:
+            return out
+
+
+def no_secrets(m, text):
+    st = m.stack
+    for secret in (st.secret_key, st.access_key):
+        assert secret and secret not in text
+    assert m.reception_bucket not in text and m.storage_bucket not in text
+
+
+def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
+    tdir = tmp_path / "textfile"
+    tdir.mkdir()
+    path = str(tdir / "custodyfs.prom")
+    sock_path = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(sock_path)
+    try:
+        m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "1"}},
+                          env={"NOTIFY_SOCKET": sock_path})
+        wait_until(lambda: os.path.exists(path), timeout=30, what="the metrics file")
+        fams, _ = parse(path)
+        assert value(fams, "custodyfs_receptions") == 0
+        assert hist(fams, "custodyfs_upload_duration_seconds")[0] == 0
+
+        # what is done: 3 files copied in with cp (two with the same bytes), two promoted
+        src = tmp_path / "src"
+        src.mkdir()
+        data = {f"{uniq}-a.bin": os.urandom(10), f"{uniq}-b.bin": os.urandom(70000)}
+        data[f"{uniq}-c.bin"] = data[f"{uniq}-a.bin"]
+        for name, b in data.items():
+            (src / name).write_bytes(b)
+            subprocess.run(["cp", str(src / name), m.inbox + "/"], check=True, timeout=60)
+        prefix = project(m, uniq)
+        promote(m, f"{uniq}-a.bin", prefix)
+        promote(m, f"{uniq}-c.bin", prefix)
+
+        # counted independently: every row of those keys, removed ones too
+        rrows = [r for name in data for r in checks.rows(m, name)]
+        srows = m.sql_dicts("select * from storage_audit where dest_key like %s order by id",
+                            (prefix + "/%",))
+        assert len(rrows) == 3
+        assert sorted(r["outcome"] for r in srows) == ["copied", "duplicate_content"]
+
+        def caught_up():
+            f, _ = parse(path)
+            return (value(f, "custodyfs_receptions") == 3
+                    and hist(f, "custodyfs_promotion_duration_seconds")[0] == 2)
+        wait_until(caught_up, timeout=30, what="the metrics file with the last counts")
+        fams, text = parse(path)
+
+        assert value(fams, "custodyfs_receptions") == len(rrows)
+        assert value(fams, "custodyfs_received_bytes") == sum(r["size_bytes"] for r in rrows)
+        assert value(fams, "custodyfs_reception_errors") == 0
+        for outcome in ("copied", "restored", "adopted", "duplicate", "duplicate_content",
+                        "conflict"):
+            want = sum(1 for r in srows if r["outcome"] == outcome)
+            assert value(fams, "custodyfs_promotions", outcome=outcome) == want, outcome
+        assert value(fams, "custodyfs_promotion_errors") == 0
+        assert value(fams, "custodyfs_stored_bytes") == sum(
+            r["size_bytes"] for r in srows if r["outcome"] == "copied")
+
+        count, total, _ = hist(fams, "custodyfs_upload_duration_seconds")
+        assert count == len(data) and total > 0  # one commit per cp
+        assert value(fams, "custodyfs_upload_failures") == 0
+        count, total, _ = hist(fams, "custodyfs_promotion_duration_seconds")
+        assert count == 2 and total > 0
+        count, total, _ = hist(fams, "custodyfs_sql_duration_seconds")
+        assert count >= len(rrows) + len(srows) and total > 0
+        assert s3_ops(fams) >= {"head", "get", "list", "put", "copy", "upload_part", "multipart",
+                                "delete", "other"}
+        per_op = {op: hist(fams, "custodyfs_s3_request_duration_seconds", op=op)[0]
+                  for op in s3_ops(fams)}
+        assert per_op["put"] + per_op["upload_part"] >= len(data), per_op
+        assert per_op["copy"] + per_op["put"] + per_op["upload_part"] >= len(data) + 1, per_op
+        for fam in fams.values():  # one label for the whole file: the mountpoint
+            for s in fam.samples:
+                assert s.labels.get("mountpoint") == m.mnt, s
+
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+        assert sorted(os.listdir(tdir)) == ["custodyfs.prom"]  # no temporary file left
+        no_secrets(m, text)
+
+        # systemd's STATUS= line: the key counters once they changed
+        msgs = recv_all(sock, 4)
+        assert any("READY=1" in x.split("\n") for x in msgs), msgs
+        status = [x for x in msgs if x.startswith("STATUS=") and "received 3 " in x]
+        assert status, msgs
+        assert f"received 3 ({sum(len(b) for b in data.values())} bytes)" in status[-1]
+        assert "promoted 1 (duplicates 1)" in status[-1]
+        assert "errors 0" in status[-1]
+        # sent when the counters change, not every interval
+        assert status.count(status[-1]) == 1, msgs
+        for secret in (m.stack.secret_key, m.stack.access_key):
+            assert secret not in "\n".join(msgs)
+
+        m.unmount()
+        fams, _ = parse(path)
+        assert value(fams, "custodyfs_receptions") == 3
+        assert sorted(os.listdir(tdir)) == ["custodyfs.prom"]
+    finally:
+        sock.close()
+
+
+def test_metrics_file_written_again_at_unmount(mount_factory, uniq, tmp_path):
+    """An interval longer than the mount's life: the file written at the start, then the
+    final counts at a clean unmount, whatever the umask."""
+    path = str(tmp_path / "custodyfs.prom")
+    m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "3600"}})
+    wait_until(lambda: os.path.exists(path), timeout=30, what="the metrics file")
+    assert value(parse(path)[0], "custodyfs_receptions") == 0
+    checks.write(os.path.join(m.inbox, f"{uniq}.txt"), b"final counts\n")
+    assert len(checks.live_rows(m, f"{uniq}.txt")) == 1
+    time.sleep(1)
+    assert value(parse(path)[0], "custodyfs_receptions") == 0  # not rewritten meanwhile
+    m.unmount()
+    fams, text = parse(path)
+    assert value(fams, "custodyfs_receptions") == 1
+    assert value(fams, "custodyfs_received_bytes") == len(b"final counts\n")
+    assert hist(fams, "custodyfs_upload_duration_seconds")[0] == 1
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    no_secrets(m, text)
+
+
+def test_metrics_file_config_is_checked(mount_factory, tmp_path):
+    """A relative metrics_file is refused at mount (the daemon runs from /), naming the key."""
+    m = mount_factory({"fs": {"metrics_file": "custodyfs.prom"}}, start=False)
+    with pytest.raises(HarnessError):
+        m.mount(timeout=30)
+    assert "bad value for [fs] metrics_file" in open(m.log_path).read()
