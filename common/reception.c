@@ -894,6 +894,10 @@ int reception_rename(struct reception *r, const char *from_key,
 			  copy.etag);
 	if (rc)
 		goto out;
+	/* The copy is at to_key now, whatever follows (the caller's
+	 * attributes for it stay). */
+	if (new_etag)
+		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
 				 who);
 	if (rc == -EINPROGRESS) {
@@ -916,8 +920,6 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	reception_mark_known(r, to_key, copy.etag);
 	reception_undos_cancel(r, to_key);
-	if (new_etag)
-		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = s3_delete(r->s3, b, from_key);
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",
