@@ -125,6 +125,15 @@ static const char db_sql_attrs_drop_replaced[] =
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
+/* Who ($1..$4), $5 bucket, $6 key, $7 the ETag of an object removed from
+ * key: a row bound to it goes (logged 'drop'). */
+static const char db_sql_attrs_drop_bound[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag = $7::text"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+
 /* $1 bucket, $2 key, $3 the ETag of the object the upload replaces (''
  * none): before a mount uploads key, a row bound to another object is
  * stale and goes (the file showed the defaults, its new content keeps
@@ -674,7 +683,9 @@ static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)
 	p[4] = a->bucket;
 	p[5] = a->key;
 	p[6] = a->etag;
-	return pg_exec(x, db_sql_attrs_drop_replaced, 7, p, NULL);
+	return pg_exec(
+	    x, a->force ? db_sql_attrs_drop_bound : db_sql_attrs_drop_replaced,
+	    7, p, NULL);
 }
 
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
@@ -686,6 +697,18 @@ int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key || !etag)
 		return -EINVAL;
 	return db_run(d, "drop replaced file attributes", 1, 1,
+		      pg_attrs_drop_replaced, &a);
+}
+
+int db_attrs_drop_bound(struct db *d, const char *bucket, const char *key,
+			const char *etag, const struct actor *who)
+{
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .etag = etag, .force = 1, .who = who};
+
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	return db_run(d, "drop file attributes of a removed object", 1, 1,
 		      pg_attrs_drop_replaced, &a);
 }
 

@@ -110,6 +110,13 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 			   const char *etag, const struct actor *who);
 
+/* The object with ETag etag was removed from key by this process (a copy
+ * or an upload undone): key's row goes if it is bound to that object, so a
+ * later object with the same content there inherits nothing. Logged
+ * ('drop') with who. 0 or -errno. */
+int db_attrs_drop_bound(struct db *d, const char *bucket, const char *key,
+			const char *etag, const struct actor *who);
+
 /* Before a mount uploads key: with check, the upload replaces the object
  * with ETag replaced_etag (NULL or "": none is there now) and a row bound
  * to another object is stale and goes (what was shown with the defaults

@@ -544,9 +544,17 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
 				 b, u->key);
-		else
+		else {
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
+			/* A rename's copy came with its source's attributes
+			 * (bound to its ETag): they describe nothing now. */
+			if (db_attrs_drop_bound(r->db, b, u->key, u->res.etag,
+						&u->who) != 0)
+				log_error("%s/%s: attributes of the removed "
+					  "upload kept (bound to it)",
+					  b, u->key);
+		}
 		return 0;
 	}
 	/* An overwrite: the old content is gone, the new one is there; its

@@ -258,3 +258,58 @@ def test_crash_after_the_store_step_over_a_target_shows_the_files_attributes(pro
     assert (r["mode"], r["uid"], r["gid"], r["etag"]) == (0o600, 2001, 2002, ex)
     assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002)
     assert open(m.path("inbox", to), "rb").read() == b"secret of x"
+
+
+def test_copy_undone_after_its_rows_failed_takes_its_attributes_along(proxied):
+    """F3: the copy landed at a new name, then its rows failed (the database went down): the
+    copy keeps the file's attributes while it is there; when it is removed again (its undo, once
+    the database answers) the copied row goes with it, so an object with the same content
+    uploaded there later by another route gets the configured owner and mode."""
+    m, px, d = proxied
+    frm, to = f"{d}/x.txt", f"{d}/y.txt"
+    secret(m, frm, b"secret", 0o600, 2001, 2002)
+    e = etag(m, frm)
+
+    def hold(meth, path, h):
+        if is_copy_to(to)(meth, path, h):
+            return ("late", 600)  # forwarded: the copy lands; its answer is held
+        return None
+    px.rule = hold
+    out = []
+
+    def go():
+        try:
+            os.rename(m.path("inbox", frm), m.path("inbox", to))
+            out.append("ok")
+        except OSError as ex:
+            out.append(errno.errorcode.get(ex.errno, str(ex.errno)))
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    m.wait_until(lambda: to in keys(m, f"{d}/"), timeout=30, what="the copy landed")
+    m.stop_pg()
+    px.rule = None
+    px.release.set()
+    t.join(120)
+    assert out == ["EIO"], out
+    px.release.clear()
+    m.start_pg()
+    # the copy without its row goes again (the undo), and its attributes with it
+    m.wait_until(lambda: keys(m, f"{d}/") == [frm], timeout=60, interval=0.5,
+                 what="the unrowed copy removed")
+    m.wait_until(lambda: attrs_row(m, to) is None, timeout=10, what="its attributes dropped")
+    assert [r["origin"] for r in live(m, frm)] == ["mount"]
+    assert live(m, to) == []
+    r = attrs_row(m, frm)
+    assert (r["mode"], r["uid"], r["gid"], r["etag"]) == (0o600, 2001, 2002, e)
+    # the same content arrives at the new name by another route
+    time.sleep(1.1)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=to, Body=b"secret")
+    assert etag(m, to) == e
+
+    def logged():
+        os.listdir(m.path("inbox", d))
+        return any(r["origin"] == "foreign" for r in rows(m, to))
+    m.wait_until(logged, timeout=30, interval=0.5, what="the upload logged")
+    m.restart()
+    assert mode_owner(m.path("inbox", to)) == (0o644, 3000, 3001)
+    assert mode_owner(m.path("inbox", frm)) == (0o600, 2001, 2002)
