@@ -174,6 +174,10 @@ static const char db_sql_attrs_move[] =
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text RETURNING " ROW_COLS;
+/* $1 bucket, $2 from: the move db_attrs_copy logged is complete. */
+static const char db_sql_attrs_copy_done[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text";
 static const char db_sql_attrs_copy_ins[] =
 	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
@@ -600,6 +604,24 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		db_attrs_free_row(&c.replaced);
 	}
 	return rc;
+}
+
+static int pg_attrs_copy_done(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[2] = {m->bucket, m->from};
+
+	return pg_exec(x, db_sql_attrs_copy_done, 2, p, NULL);
+}
+
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from)
+{
+	struct attrs_move_args m = {.bucket = bucket, .from = from};
+
+	if (!d || !bucket || !from)
+		return -EINVAL;
+	return db_run(d, "complete a move of file attributes", 1, 1,
+		      pg_attrs_copy_done, &m);
 }
 
 struct attrs_restore_args {

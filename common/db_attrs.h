@@ -91,6 +91,11 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
 		  struct db_attrs *replaced, int *had);
 
+/* The object db_attrs_copy was for has moved: from's row goes. Not logged
+ * again: the copy's 'move' (from_key from) records the rename, as
+ * db_attrs_move's does. 0 or -errno. */
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from);
+
 /* Undoes db_attrs_copy onto key (its object never moved there): key's row
  * goes (logged 'drop'), and row (NULL: none), the one the copy replaced,
  * is put back as it was (logged 'move' from key itself), in one

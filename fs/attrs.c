@@ -700,6 +700,22 @@ int attrov_copy(const char *from, const char *to, struct attrov_undo *undo)
 	return 0;
 }
 
+void attrov_copy_done(const char *from)
+{
+	int rc = db_attrs_copy_done(cfs->db, cfs->cfg.reception_bucket, from);
+
+	if (rc)
+		log_error("attributes of renamed inbox/%s not dropped (they "
+			  "stay bound to the moved object): %s",
+			  from, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	if (rc)
+		reload_entry_locked(from);
+	else
+		forget_entry_locked(from);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 void attrov_undo_free(struct attrov_undo *undo)
 {
 	db_attrs_free_row(&undo->row);

@@ -365,6 +365,11 @@ int attrov_copy(const char *from, const char *to, struct attrov_undo *undo);
  * undo is freed. */
 void attrov_undo_copy(const char *to, struct attrov_undo *undo);
 void attrov_undo_free(struct attrov_undo *undo);
+/* The object attrov_copy was for has moved from `from`: from's attributes
+ * go (the copy's 'move' is the log of the rename). A failure is logged
+ * (the row stays bound to the moved object) and the cache shows the
+ * database's state. */
+void attrov_copy_done(const char *from);
 /* unlink/rmdir (after the store's): rel's attributes go (with tree, those
  * under rel/ too), logged ('drop'). A failure is logged and the cache
  * shows the database's state (a row left stays bound to the removed

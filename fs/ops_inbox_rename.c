@@ -544,7 +544,7 @@ static int rename_stored(const char *from, const char *to,
 	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	dcache_remove(from);
 	attrov_bind(to, etag, old[0] ? old : NULL);
-	attrov_drop(from, 0);
+	attrov_copy_done(from);
 	return 0;
 }
 

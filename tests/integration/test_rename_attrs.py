@@ -48,6 +48,13 @@ def live(m, key):
     return [r for r in rows(m, key) if r["removed_at"] is None]
 
 
+def logged_ops(m, key):
+    """(op, from_key) of every file_attr_changes row of key, in order."""
+    return [(c["op"], c["from_key"]) for c in m.sql_dicts(
+        "select * from file_attr_changes where bucket = %s and object_key = %s order by id",
+        (m.reception_bucket, key))]
+
+
 def mode_owner(path):
     st = os.stat(path)
     return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
@@ -219,6 +226,9 @@ def test_failed_copy_over_a_target_keeps_the_targets_attributes(proxied):
     assert mode_owner(m.path("inbox", frm)) == (0o600, 2001, 2002)
     assert open(m.path("inbox", to), "rb").read() == b"target y"
     assert [r["origin"] for r in live(m, to)] == ["mount"]
+    # the change log says what happened to the target's row: copied over, then put back
+    assert logged_ops(m, to)[-3:] == [("move", frm), ("drop", None), ("move", to)]
+    assert [op for op, _ in logged_ops(m, frm)] == ["create", "chmod", "chown"]
 
 
 def test_rename_over_a_target_takes_the_files_attributes(proxied):
@@ -239,6 +249,9 @@ def test_rename_over_a_target_takes_the_files_attributes(proxied):
     m.restart()
     assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002)
     assert open(m.path("inbox", to), "rb").read() == b"secret of x"
+    # one 'move' logs the rename (the old name's row is not logged again as a 'drop')
+    assert logged_ops(m, to)[-1] == ("move", frm)
+    assert [op for op, _ in logged_ops(m, frm)] == ["create", "chmod", "chown"]
 
 
 def test_crash_after_the_store_step_over_a_target_shows_the_files_attributes(proxied):
