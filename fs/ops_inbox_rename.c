@@ -517,7 +517,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
  * back as they were: no row of from's stays there for a later object with
  * the same ETag, and a target keeps its own. A copy that landed keeps
  * from's attributes (it has from's content) whatever the rest of the
- * rename did. Errors: those of reception_rename (EIO, ENOMEM, ...). */
+ * rename did. Errors: EIO (the database or the store failed), ENOMEM, and
+ * the store's other errors as common/s3err.c maps them. */
 static int rename_stored(const char *from, const char *to,
 			 const struct stat *sf)
 {
