@@ -125,6 +125,15 @@ static const char db_sql_attrs_drop_replaced[] =
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
+/* Who ($1..$4), $5 bucket, $6 key, $7 the ETag of an object removed from
+ * key: a row bound to it goes (logged 'drop'). */
+static const char db_sql_attrs_drop_bound[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag = $7::text"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+
 /* $1 bucket, $2 key, $3 the ETag of the object the upload replaces (''
  * none): before a mount uploads key, a row bound to another object is
  * stale and goes (the file showed the defaults, its new content keeps
@@ -164,6 +173,10 @@ static const char db_sql_attrs_move[] =
  * the copy's ctime is now (a rename is a status change). */
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text RETURNING " ROW_COLS;
+/* $1 bucket, $2 from: the move db_attrs_copy logged is complete. */
+static const char db_sql_attrs_copy_done[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text";
 static const char db_sql_attrs_copy_ins[] =
 	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
@@ -173,6 +186,19 @@ static const char db_sql_attrs_copy_ins[] =
 	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* Who ($1..$4), $5 bucket, $6 key, $7 mode, $8 uid, $9 gid, $10 atime_ns,
+ * $11 mtime_ns, $12 ctime (ns since the epoch), $13 etag (NULL for a
+ * column not set): a row a copy replaced, put back under its own key
+ * (logged 'move' from that key); updated_by is who puts it back. */
+static const char db_sql_attrs_restore[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" VALUES ($5::text, $6::text, $7::integer, $8::bigint, $9::bigint,"
+	" $10::bigint, $11::bigint, timestamptz 'epoch'"
+	" + ($12::bigint / 1000) * interval '1 microsecond', $1::text,"
+	" $13::text) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, object_key, " LOG_WHO " FROM c";
 /* clang-format on */
 
 /* Who as the first four parameters of a logging statement. */
@@ -293,6 +319,40 @@ struct attrs_list_args {
 	size_t n;
 };
 
+/* Row i of res (columns ROW_COLS) into *r (zeroed first). 0 or -ENOMEM
+ * (r->key set unless that failed: the caller frees what was set). */
+static int row_parse(PGresult *res, int i, struct db_attrs *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->key = strdup(PQgetvalue(res, i, 0));
+	if (!r->key)
+		return -ENOMEM;
+	if (!PQgetisnull(res, i, 1)) {
+		r->what |= DB_ATTR_MODE;
+		r->mode = (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
+	}
+	if (!PQgetisnull(res, i, 2) && !PQgetisnull(res, i, 3)) {
+		r->what |= DB_ATTR_OWNER;
+		r->uid = strtoll(PQgetvalue(res, i, 2), NULL, 10);
+		r->gid = strtoll(PQgetvalue(res, i, 3), NULL, 10);
+	}
+	if (!PQgetisnull(res, i, 4)) {
+		r->what |= DB_ATTR_ATIME;
+		r->atime_ns = strtoll(PQgetvalue(res, i, 4), NULL, 10);
+	}
+	if (!PQgetisnull(res, i, 5)) {
+		r->what |= DB_ATTR_MTIME;
+		r->mtime_ns = strtoll(PQgetvalue(res, i, 5), NULL, 10);
+	}
+	r->ctime_ns = strtoll(PQgetvalue(res, i, 6), NULL, 10);
+	if (!PQgetisnull(res, i, 7)) {
+		r->etag = strdup(PQgetvalue(res, i, 7));
+		if (!r->etag)
+			return -ENOMEM;
+	}
+	return 0;
+}
+
 static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 {
 	struct attrs_list_args *l = arg;
@@ -315,40 +375,11 @@ static int pg_attrs_list_dir(struct pg_ctx *x, void *arg)
 		goto out;
 	}
 	for (i = 0; i < nt; i++) {
-		struct db_attrs *r = &l->rows[l->n];
-
-		r->key = strdup(PQgetvalue(res, i, 0));
-		if (!r->key) {
-			rc = -ENOMEM;
+		rc = row_parse(res, i, &l->rows[l->n]);
+		if (l->rows[l->n].key)
+			l->n++;
+		if (rc)
 			goto out;
-		}
-		l->n++;
-		if (!PQgetisnull(res, i, 1)) {
-			r->what |= DB_ATTR_MODE;
-			r->mode =
-			    (uint32_t)strtoul(PQgetvalue(res, i, 1), NULL, 10);
-		}
-		if (!PQgetisnull(res, i, 2) && !PQgetisnull(res, i, 3)) {
-			r->what |= DB_ATTR_OWNER;
-			r->uid = strtoll(PQgetvalue(res, i, 2), NULL, 10);
-			r->gid = strtoll(PQgetvalue(res, i, 3), NULL, 10);
-		}
-		if (!PQgetisnull(res, i, 4)) {
-			r->what |= DB_ATTR_ATIME;
-			r->atime_ns = strtoll(PQgetvalue(res, i, 4), NULL, 10);
-		}
-		if (!PQgetisnull(res, i, 5)) {
-			r->what |= DB_ATTR_MTIME;
-			r->mtime_ns = strtoll(PQgetvalue(res, i, 5), NULL, 10);
-		}
-		r->ctime_ns = strtoll(PQgetvalue(res, i, 6), NULL, 10);
-		if (!PQgetisnull(res, i, 7)) {
-			r->etag = strdup(PQgetvalue(res, i, 7));
-			if (!r->etag) {
-				rc = -ENOMEM;
-				goto out;
-			}
-		}
 	}
 out:
 	if (rc) {
@@ -399,6 +430,13 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 	}
 	db_attrs_free(l.rows, l.n);
 	return 0;
+}
+
+void db_attrs_free_row(struct db_attrs *row)
+{
+	free(row->key);
+	free(row->etag);
+	memset(row, 0, sizeof(*row));
 }
 
 void db_attrs_free(struct db_attrs *rows, size_t n)
@@ -504,34 +542,133 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 	return db_run(d, "move file attributes", 1, 1, pg_attrs_move, &m);
 }
 
+struct attrs_copy_args {
+	struct attrs_move_args m;
+	struct db_attrs replaced; /* output: to's row deleted */
+	int had;		  /* output: there was one */
+};
+
 static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 {
-	struct attrs_move_args *m = arg;
+	struct attrs_copy_args *c = arg;
+	struct attrs_move_args *m = &c->m;
 	struct who_params w;
+	PGresult *res = NULL;
 	const char *p[7];
 	const char *del[2] = {m->bucket, m->to};
-	int rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
+	int rc;
 
+	/* A retried transaction starts again from nothing kept. */
+	db_attrs_free_row(&c->replaced);
+	c->had = 0;
+	rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, &res);
 	if (rc)
-		return rc;
+		goto out;
+	if (PQntuples(res) == 1) {
+		rc = row_parse(res, 0, &c->replaced);
+		if (rc)
+			goto out;
+		c->had = 1;
+	}
 	who_fill(m->who, &w, p);
 	p[4] = m->bucket;
 	p[5] = m->from;
 	p[6] = m->to;
-	return pg_exec(x, db_sql_attrs_copy_ins, 7, p, NULL);
+	rc = pg_exec(x, db_sql_attrs_copy_ins, 7, p, NULL);
+out:
+	PQclear(res);
+	return rc;
 }
 
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
-		  const char *to, const struct actor *who)
+		  const char *to, const struct actor *who,
+		  struct db_attrs *replaced, int *had)
 {
-	struct attrs_move_args m = {
-	    .bucket = bucket, .from = from, .to = to, .who = who};
+	struct attrs_copy_args c = {
+	    .m = {.bucket = bucket, .from = from, .to = to, .who = who}};
+	int rc;
 
+	if (replaced)
+		memset(replaced, 0, sizeof(*replaced));
+	if (had)
+		*had = 0;
 	if (!d || !bucket || !from || !to)
 		return -EINVAL;
 	if (!strcmp(from, to))
 		return 0;
-	return db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, &m);
+	rc = db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, &c);
+	if (rc == 0 && c.had && replaced && had) {
+		*replaced = c.replaced;
+		*had = 1;
+	} else {
+		db_attrs_free_row(&c.replaced);
+	}
+	return rc;
+}
+
+static int pg_attrs_copy_done(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[2] = {m->bucket, m->from};
+
+	return pg_exec(x, db_sql_attrs_copy_done, 2, p, NULL);
+}
+
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from)
+{
+	struct attrs_move_args m = {.bucket = bucket, .from = from};
+
+	if (!d || !bucket || !from)
+		return -EINVAL;
+	return db_run(d, "complete a move of file attributes", 1, 1,
+		      pg_attrs_copy_done, &m);
+}
+
+struct attrs_restore_args {
+	const char *bucket, *key;
+	const struct db_attrs *row;
+	const struct actor *who;
+};
+
+static int pg_attrs_restore(struct pg_ctx *x, void *arg)
+{
+	struct attrs_restore_args *a = arg;
+	const struct db_attrs *r = a->row;
+	char mode[16], uid[24], gid[24], at[24], mt[24], ct[24];
+	struct who_params w;
+	const char *p[13];
+	int rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, a->who);
+
+	if (rc || !r)
+		return rc;
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	snprintf(ct, sizeof(ct), "%" PRId64, r->ctime_ns);
+	who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->key;
+	p[6] = r->what & DB_ATTR_MODE ? mode : NULL;
+	p[7] = r->what & DB_ATTR_OWNER ? uid : NULL;
+	p[8] = r->what & DB_ATTR_OWNER ? gid : NULL;
+	p[9] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[10] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	p[11] = ct;
+	p[12] = r->etag;
+	return pg_exec(x, db_sql_attrs_restore, 13, p, NULL);
+}
+
+int db_attrs_restore(struct db *d, const char *bucket, const char *key,
+		     const struct db_attrs *row, const struct actor *who)
+{
+	struct attrs_restore_args a = {
+	    .bucket = bucket, .key = key, .row = row, .who = who};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
 }
 
 struct attrs_drop_args {
@@ -568,7 +705,9 @@ static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)
 	p[4] = a->bucket;
 	p[5] = a->key;
 	p[6] = a->etag;
-	return pg_exec(x, db_sql_attrs_drop_replaced, 7, p, NULL);
+	return pg_exec(
+	    x, a->force ? db_sql_attrs_drop_bound : db_sql_attrs_drop_replaced,
+	    7, p, NULL);
 }
 
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
@@ -580,6 +719,18 @@ int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key || !etag)
 		return -EINVAL;
 	return db_run(d, "drop replaced file attributes", 1, 1,
+		      pg_attrs_drop_replaced, &a);
+}
+
+int db_attrs_drop_bound(struct db *d, const char *bucket, const char *key,
+			const char *etag, const struct actor *who)
+{
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .etag = etag, .force = 1, .who = who};
+
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	return db_run(d, "drop file attributes of a removed object", 1, 1,
 		      pg_attrs_drop_replaced, &a);
 }
 

@@ -60,6 +60,8 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 int db_attrs_list_dir(struct db *d, const char *bucket, const char *dir,
 		      struct db_attrs **rows, size_t *n);
 void db_attrs_free(struct db_attrs *rows, size_t n);
+/* Frees one row's strings (key, etag) and zeroes it. */
+void db_attrs_free_row(struct db_attrs *row);
 /* The row of key alone, read now (no cache): *found 1 and *row filled
  * (row->key malloc'd, the caller frees it), or *found 0 when key has no
  * row. 0 or -errno (the database cannot be read). */
@@ -78,13 +80,28 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree, const char *etag, const char *old,
 		  const struct actor *who);
 
-/* One key of a directory rename, before its object moves: to's row becomes
- * a copy of from's (to's own goes; none when from has none), from's stays
- * until the caller drops it once the object has moved, so a failure or a
- * crash between the steps never leaves an object without its attributes.
- * One transaction. 0 or -errno. */
+/* One key of a rename, before its object moves: to's row becomes a copy of
+ * from's (to's own goes; none when from has none), from's stays until the
+ * caller drops it once the object has moved, so a failure or a crash
+ * between the steps never leaves an object without its attributes. One
+ * transaction. replaced/had (both or neither may be NULL): to's own row as
+ * it was (*had 1; free with db_attrs_free_row) for db_attrs_restore when
+ * the object does not move after all. 0 or -errno (nothing changed). */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
-		  const char *to, const struct actor *who);
+		  const char *to, const struct actor *who,
+		  struct db_attrs *replaced, int *had);
+
+/* The object db_attrs_copy was for has moved: from's row goes. Not logged
+ * again: the copy's 'move' (from_key from) records the rename, as
+ * db_attrs_move's does. 0 or -errno. */
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from);
+
+/* Undoes db_attrs_copy onto key (its object never moved there): key's row
+ * goes (logged 'drop'), and row (NULL: none), the one the copy replaced,
+ * is put back as it was (logged 'move' from key itself), in one
+ * transaction. 0 or -errno (nothing changed). */
+int db_attrs_restore(struct db *d, const char *bucket, const char *key,
+		     const struct db_attrs *row, const struct actor *who);
 
 /* Removal: key's row goes (with tree, those under key + "/" too), each
  * logged ('drop') with who. 0 or -errno. */
@@ -97,6 +114,13 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
  * Logged ('drop') with who. 0 or -errno. */
 int db_attrs_drop_replaced(struct db *d, const char *bucket, const char *key,
 			   const char *etag, const struct actor *who);
+
+/* The object with ETag etag was removed from key by this process (a copy
+ * or an upload undone): key's row goes if it is bound to that object, so a
+ * later object with the same content there inherits nothing. Logged
+ * ('drop') with who. 0 or -errno. */
+int db_attrs_drop_bound(struct db *d, const char *bucket, const char *key,
+			const char *etag, const struct actor *who);
 
 /* Before a mount uploads key: with check, the upload replaces the object
  * with ETag replaced_etag (NULL or "": none is there now) and a row bound

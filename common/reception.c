@@ -547,9 +547,17 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
 				 b, u->key);
-		else
+		else {
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
+			/* A rename's copy came with its source's attributes
+			 * (bound to its ETag): they describe nothing now. */
+			if (db_attrs_drop_bound(r->db, b, u->key, u->res.etag,
+						&u->who) != 0)
+				log_error("%s/%s: attributes of the removed "
+					  "upload kept (bound to it)",
+					  b, u->key);
+		}
 		return 0;
 	}
 	/* An overwrite: the old content is gone, the new one is there; its
@@ -903,6 +911,10 @@ int reception_rename(struct reception *r, const char *from_key,
 			  copy.etag);
 	if (rc)
 		goto out;
+	/* The copy is at to_key now, whatever follows (the caller's
+	 * attributes for it stay). */
+	if (new_etag)
+		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
 				 who);
 	if (rc == -EINPROGRESS) {
@@ -925,8 +937,6 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	reception_mark_known(r, to_key, copy.etag);
 	reception_undos_cancel(r, to_key);
-	if (new_etag)
-		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = s3_delete(r->s3, b, from_key);
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",

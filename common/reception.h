@@ -78,7 +78,9 @@ int reception_remove(struct reception *r, const char *key,
  * a new to_key's copy is undone as in reception_commit; an existing
  * to_key (found by HEAD before the copy) was overwritten, so it is never
  * deleted: the copy is logged late (origin "rename", hashes unknown).
- * *new_etag (80 bytes) may be NULL. */
+ * new_etag (80 bytes, may be NULL) gets the copy's ETag as soon as the copy
+ * landed at to_key, also when the rename then fails (the copy may stay
+ * there); it is left untouched when nothing was copied. */
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);

@@ -676,14 +676,15 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-int attrov_copy(const char *from, const char *to)
+int attrov_copy(const char *from, const char *to, struct attrov_undo *undo)
 {
 	struct dirsnap *ts;
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to, &who);
+	rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to, &who,
+			   undo ? &undo->row : NULL, undo ? &undo->had : NULL);
 
 	if (rc) {
 		log_error("attributes of inbox/%s not copied to inbox/%s: %s",
@@ -697,6 +698,47 @@ int attrov_copy(const char *from, const char *to)
 		ts->ok = 0; /* reloaded before it is shown again */
 	pthread_mutex_unlock(&cfs->lock);
 	return 0;
+}
+
+void attrov_copy_done(const char *from)
+{
+	int rc = db_attrs_copy_done(cfs->db, cfs->cfg.reception_bucket, from);
+
+	if (rc)
+		log_error("attributes of renamed inbox/%s not dropped (they "
+			  "stay bound to the moved object): %s",
+			  from, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	if (rc)
+		reload_entry_locked(from);
+	else
+		forget_entry_locked(from);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_undo_free(struct attrov_undo *undo)
+{
+	db_attrs_free_row(&undo->row);
+	undo->had = 0;
+}
+
+void attrov_undo_copy(const char *to, struct attrov_undo *undo)
+{
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_restore(cfs->db, cfs->cfg.reception_bucket, to,
+			      undo->had ? &undo->row : NULL, &who);
+	if (rc)
+		log_error("attributes copied to inbox/%s for a rename that "
+			  "failed not put back (they stay bound to the "
+			  "renamed object): %s",
+			  to, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(to);
+	pthread_mutex_unlock(&cfs->lock);
+	attrov_undo_free(undo);
 }
 
 void attrov_drop(const char *rel, int tree)

@@ -16,6 +16,7 @@
 
 #include "cfg.h"
 #include "db.h"
+#include "db_attrs.h"
 #include "dset.h"
 #include "promote.h"
 #include "rawin.h"
@@ -108,8 +109,8 @@ struct fhandle {
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
 	/* Every handle of inbox/ (and direct writes), for fh_free_all. */
 	struct fhandle *anext, *aprev; /* protected by cfs.lock */
-	pthread_mutex_t lock;  /* read-ahead window */
-	struct rawin win;      /* protected by lock */
+	pthread_mutex_t lock;	       /* read-ahead window */
+	struct rawin win;	       /* protected by lock */
 };
 
 struct cfs {
@@ -345,10 +346,30 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * database's state. */
 void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		 const char *old);
-/* A directory rename, per key, before the store moves it: to's attributes
- * become a copy of from's (from's stay until attrov_drop after the move).
- * 0 or -errno (EIO: the database failed; nothing may be moved then). */
-int attrov_copy(const char *from, const char *to);
+/* What attrov_copy replaced at its target, to put back (attrov_undo_copy)
+ * if the object does not move there after all. */
+struct attrov_undo {
+	struct db_attrs row; /* the target's own row, when had */
+	int had;
+};
+/* A rename, per key, before the store moves it: to's attributes become a
+ * copy of from's (from's stay until attrov_drop after the move), so a
+ * crash after the move never shows the object with the defaults. undo
+ * (may be NULL; else freed with attrov_undo_free) keeps to's own row. 0
+ * or -errno (EIO: the database failed; nothing may be moved then). */
+int attrov_copy(const char *from, const char *to, struct attrov_undo *undo);
+/* The object did not move to `to` (nothing landed there): to's rows are put
+ * back as they were before attrov_copy (the copy goes, to's own comes
+ * back), so no later object with from's ETag at `to` inherits from's
+ * attributes. A failure is logged (the cache shows the database's state).
+ * undo is freed. */
+void attrov_undo_copy(const char *to, struct attrov_undo *undo);
+void attrov_undo_free(struct attrov_undo *undo);
+/* The object attrov_copy was for has moved from `from`: from's attributes
+ * go (the copy's 'move' is the log of the rename). A failure is logged
+ * (the row stays bound to the moved object) and the cache shows the
+ * database's state. */
+void attrov_copy_done(const char *from);
 /* unlink/rmdir (after the store's): rel's attributes go (with tree, those
  * under rel/ too), logged ('drop'). A failure is logged and the cache
  * shows the database's state (a row left stays bound to the removed

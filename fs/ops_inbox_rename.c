@@ -297,7 +297,7 @@ static int rename_dir_locked(const char *from, const char *to)
 	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0, &res);
 	/* The directory's own row (it may have no marker). */
 	if (rc == 0)
-		rc = attrov_copy(from, to);
+		rc = attrov_copy(from, to, NULL);
 	cfs_actor(&who);
 	for (i = 0; rc == 0 && i < res.n_entries; i++) {
 		const struct s3_list_entry *e = &res.entries[i];
@@ -317,7 +317,7 @@ static int rename_dir_locked(const char *from, const char *to)
 			ok = strndup(e->key, strlen(e->key) - 1);
 			rc = ok ? names_check_relpath(nk, 1) : -ENOMEM;
 			if (rc == 0)
-				rc = attrov_copy(ok, nk);
+				rc = attrov_copy(ok, nk, NULL);
 			if (rc == 0)
 				rc = inbox_getattr(ok, &st);
 			strcat(nk, "/");
@@ -327,15 +327,24 @@ static int rename_dir_locked(const char *from, const char *to)
 				rc = s3_delete(
 				    cfs->s3, cfs->cfg.reception_bucket, e->key);
 		} else {
+			struct attrov_undo undo = {0};
+
 			ok = strdup(e->key);
 			rc = ok ? names_check_relpath(nk, 0) : -ENOMEM;
 			if (rc == 0)
-				rc = attrov_copy(ok, nk);
-			if (rc == 0)
+				rc = attrov_copy(ok, nk, &undo);
+			etag[0] = '\0';
+			if (rc == 0) {
 				rc = reception_rename(cfs->rcp, e->key, nk,
 						      e->size, &who, etag);
+				/* Nothing landed at nk: no row of ok's
+				 * there for a later object to inherit. */
+				if (rc && !etag[0])
+					attrov_undo_copy(nk, &undo);
+			}
 			if (rc == 0)
 				attrov_bind(nk, etag, e->etag);
+			attrov_undo_free(&undo);
 		}
 		/* A directory's row stays until every object under it moved
 		 * (a partial rename leaves both directories with theirs). */
@@ -500,14 +509,52 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	return rc;
 }
 
+/* A stored file that is not open gets a final name (sf: its attributes):
+ * a server-side copy with its rows (reception_rename). Its attributes are
+ * copied to `to` first and dropped from `from` once it moved, so a crash
+ * or a lost database in between never shows it under `to` with the
+ * defaults (review-perm2 O1). If nothing landed at `to`, to's rows are put
+ * back as they were: no row of from's stays there for a later object with
+ * the same ETag, and a target keeps its own. A copy that landed keeps
+ * from's attributes (it has from's content) whatever the rest of the
+ * rename did. Errors: EIO (the database or the store failed), ENOMEM, and
+ * the store's other errors as common/s3err.c maps them. */
+static int rename_stored(const char *from, const char *to,
+			 const struct stat *sf)
+{
+	struct attrov_undo undo = {0};
+	char etag[80] = "", old[80] = "";
+	struct actor who;
+	int rc;
+
+	inbox_shown_etag(from, old);
+	rc = attrov_copy(from, to, &undo);
+	if (rc)
+		return rc;
+	cfs_actor(&who);
+	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
+			      etag);
+	if (rc) {
+		if (!etag[0])
+			attrov_undo_copy(to, &undo);
+		attrov_undo_free(&undo);
+		return rc;
+	}
+	attrov_undo_free(&undo);
+	readers_rename(from, to);
+	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
+	dcache_remove(from);
+	attrov_bind(to, etag, old[0] ? old : NULL);
+	attrov_copy_done(from);
+	return 0;
+}
+
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR,
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
 static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct stat sf, st;
 	struct ofile *of;
-	struct actor who;
-	char etag[80] = "", old[80] = "";
 	int rc, to_exists;
 
 	if (flags & RENAME_EXCHANGE)
@@ -567,9 +614,10 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	}
 	if (to_exists && S_ISDIR(st.st_mode))
 		return -EISDIR;
-	/* Its attributes follow once it moved (attrov_move below): with the
-	 * database down a file would be renamed without them and show the
-	 * defaults (0600 -> 0644), so nothing moves then (review-perm 11). */
+	/* Its attributes follow (copied first by rename_stored, moved after
+	 * by the other paths): with the database down a file would be renamed
+	 * without them and show the defaults (0600 -> 0644), so nothing moves
+	 * then (review-perm 11). */
 	rc = reception_ready(cfs->rcp);
 	if (rc)
 		return rc;
@@ -588,17 +636,10 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		if (rc)
 			return rc;
 	} else {
-		inbox_shown_etag(from, old);
-		cfs_actor(&who);
-		rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf.st_size,
-				      &who, etag);
-		if (rc)
-			return rc;
-		readers_rename(from, to);
-		dcache_upsert(to, 0, (uint64_t)sf.st_size, sf.st_mtime, etag);
+		return rename_stored(from, to, &sf);
 	}
 	dcache_remove(from);
-	attrov_move(from, to, 0, etag[0] ? etag : NULL, old[0] ? old : NULL);
+	attrov_move(from, to, 0, NULL, NULL);
 	return 0;
 }
 
