@@ -439,6 +439,8 @@ struct still_ours {
 	int delete; /* delete it when it is */
 	int own; /* undo: uploads of the key the caller holds (busy), else -1 */
 	unsigned gen; /* undo: the key's commit generation at its failure */
+	/* NULL, or: what the last HEAD found (a commit's guard) */
+	struct reception_seen *seen;
 };
 
 /* Under the key lock: is the object still the upload with that ETag? If so
@@ -468,6 +470,16 @@ static int reception_still_ours(void *arg)
 			return rc;
 	}
 	rc = s3_head(r->s3, r->cfg->reception_bucket, so->key, &info);
+	if (so->seen) { /* as of this call: the guard may run again */
+		memset(so->seen, 0, sizeof(*so->seen));
+		so->seen->gone = rc == -ENOENT;
+		if (rc == 0) {
+			snprintf(so->seen->etag, sizeof(so->seen->etag), "%s",
+				 info.etag);
+			so->seen->size = info.size;
+			so->seen->mtime = info.mtime;
+		}
+	}
 	if (rc)
 		return rc;
 	rc = strcmp(info.etag, so->etag) ? -ESTALE : 0;
@@ -505,7 +517,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			      int *committed)
 {
 	const char *b = r->cfg->reception_bucket;
-	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen};
+	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen, NULL};
 	struct db_record_guard g = {
 	    -1, reception_still_ours, &so, u->unknown, NULL, NULL};
 	struct reception_new rn = {
@@ -770,7 +782,7 @@ static int reception_undo_due(struct reception *r)
 
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created)
+		     int created, struct reception_seen *seen)
 {
 	struct reception_new rn = {
 	    .source_bucket = r->cfg->reception_bucket,
@@ -787,7 +799,8 @@ int reception_commit(struct reception *r, const char *key,
 	 * replaced meanwhile (another mount's upload, or one by another route,
 	 * landed after ours and may have its row already) is logged as a
 	 * removed row, never as the live one. */
-	struct still_ours so = {r, key, res->etag, 0, -1, 0};
+	struct reception_seen found = {0};
+	struct still_ours so = {r, key, res->etag, 0, -1, 0, &found};
 	int superseded = 0;
 	struct db_record_guard g = {
 	    .expect_live = -1,
@@ -802,6 +815,8 @@ int reception_commit(struct reception *r, const char *key,
 	int64_t id = 0;
 	int rc;
 
+	if (seen)
+		memset(seen, 0, sizeof(*seen));
 	reception_reason(reason, sizeof(reason), "overwritten", who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id, NULL);
 	if (rc == -ENODATA) {
@@ -811,6 +826,11 @@ int reception_commit(struct reception *r, const char *key,
 		return rc;
 	}
 	if (rc == 0 && superseded) {
+		/* What the HEAD under the key lock saw: the caller shows it. */
+		if (seen) {
+			*seen = found;
+			seen->superseded = 1;
+		}
 		log_warn("%s/%s: replaced or removed by another upload before "
 			 "its row was written: logged as removed",
 			 r->cfg->reception_bucket, key);
@@ -1013,7 +1033,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
-	struct still_ours so = {r, key, NULL, 0, -1, 0};
+	struct still_ours so = {r, key, NULL, 0, -1, 0, NULL};
 	struct db_record_guard g = {
 	    expect_live, reception_foreign_check, &so, 0, NULL, NULL};
 	int rc, attempt;

@@ -11,6 +11,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "cfg.h"
 #include "db.h"
@@ -35,27 +36,43 @@ void reception_free(struct reception *r);
  * row then fails. 0 or -errno. */
 int reception_ready(struct reception *r);
 
+/* What reception_commit found under the key, under the key lock, when it
+ * wrote the upload's row. */
+struct reception_seen {
+	/* The object was no longer this upload (another upload replaced it,
+	 * or it was removed, before the row went in): the row was logged as
+	 * a removed one and the upload does not stand in the store. */
+	int superseded;
+	int gone;      /* superseded, and no object under the key now */
+	char etag[80]; /* superseded && !gone: the object there now */
+	uint64_t size; /* its size */
+	time_t mtime;  /* its LastModified */
+};
+
 /* key has just been uploaded (res) into the reception bucket by who: log
  * it (always a row of its own: each upload is distinct, even of the same
  * bytes). `created` says the key did not exist before. Returns 0 when the
  * row is committed; then any pending undo of an older upload of the key by
- * this process is dropped. Otherwise -errno (-EIO when the outcome is
- * unknown), and the upload is undone only as far as it can be proven to be
- * this one's: a created object is deleted if it still has res->etag (HEAD),
- * no live row records that ETag (asked of the database under the key lock)
- * and this process is not uploading the key again (busy beyond the
- * caller's own hold); an overwrite is logged late instead (its old content
- * is gone). When the database cannot be asked, that is done by the worker
- * once it answers (the key stays busy until then). Returns 0 also when the
- * commit turns out to have happened (an unknown outcome read back).
+ * this process is dropped, and *seen (may be NULL) says whether the object
+ * was still this upload when the row went in (HEAD under the key lock) and,
+ * if not, what the store holds instead (the row is then a removed one: the
+ * caller must show the store's object, not its own bytes). Otherwise
+ * -errno (-EIO when the outcome is unknown), and the upload is undone only
+ * as far as it can be proven to be this one's: a created object is deleted
+ * if it still has res->etag (HEAD), no live row records that ETag (asked
+ * of the database under the key lock) and this process is not uploading
+ * the key again (busy beyond the caller's own hold); an overwrite is
+ * logged late instead (its old content is gone). When the database cannot
+ * be asked, that is done by the worker once it answers (the key stays busy
+ * until then). Returns 0 also when the commit turns out to have happened
+ * (an unknown outcome read back; *seen then says not superseded).
  * -ENODATA when, under the key lock, the object is found gone (deleted by
  * another client, or by a promotion's cleanup of an earlier upload of the
  * key, before this row): nothing is written, nothing is undone; the caller
- * uploads again and commits again (or fails the file). An object replaced
- * by another upload meanwhile is logged as a removed row instead (0). */
+ * uploads again and commits again (or fails the file). */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created);
+		     int created, struct reception_seen *seen);
 
 /* Keys this process is writing or committing: the foreign-upload logger
  * and the scan leave them alone (a counted set: add and del pair up; the

@@ -246,8 +246,13 @@ void ofile_put(struct ofile *of); /* drops a reference */
  * failure the ofile is marked failed (every handle sharing it gets the
  * error) and no longer found by name. */
 int ofile_load(struct ofile *of, const char *key);
-/* Caller holds of->lock: upload + log if dirty; -errno. */
-int ofile_commit(struct ofile *of);
+/* Caller holds of->lock: upload + log if dirty; -errno. leaving: writable
+ * handles of of that go away with this commit (1 for the closing flush or
+ * the release of a writable handle, else 0). When another upload replaced
+ * the object before the row went in (reception_commit's superseded), 0 is
+ * returned and the file shows the store's object from then on: it is clean,
+ * and forgets its name unless a writable handle stays open. */
+int ofile_commit(struct ofile *of, int leaving);
 /* Caller holds of->lock: hands the file's object metadata as it is now
  * (mode, uid, gid, mtime) to its upload, for a multipart upload the
  * stream is about to create (upload_set_meta). */

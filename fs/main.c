@@ -23,6 +23,7 @@
 #include "fs.h"
 #include "fuseinit.h"
 #include "inbox.h"
+#include "inval.h"
 #include "log.h"
 #include "monitor.h"
 #include "notify.h"
@@ -386,6 +387,8 @@ static int cfs_start_workers(void)
 
 /* How long unmount waits for background listing refreshes. */
 #define CFS_SHUTDOWN_WAIT_MS 10000
+/* A kernel cache notification in flight at unmount (inval.c). */
+#define INVAL_STOP_WAIT_MS 2000
 
 /* Frees the daemon's state once the FUSE loop has ended (its worker
  * threads are joined then). Threads of our own go first: listing refreshes
@@ -435,7 +438,7 @@ int main(int argc, char *argv[])
 	struct cfs_opts opts = {0};
 	struct fuse *fuse = NULL;
 	static struct cfs state;
-	int rc = 1, abandoned = 0;
+	int rc = 1, abandoned = 0, inval_stuck = 0;
 
 	/* custodyfs status | recover | promote ...: the batch tools, no FUSE */
 	if (argc >= 2 && tool_is_name(argv[1])) {
@@ -511,6 +514,11 @@ int main(int argc, char *argv[])
 	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
 		goto out_unmount;
 	cfs->se = fuse_get_session(fuse);
+	/* Handlers never notify the kernel themselves (inval.h). */
+	if (inval_start(fuse) != 0)
+		log_warn("cannot start the kernel cache invalidation thread: "
+			 "a file replaced in the store meanwhile shows its new "
+			 "attributes once the kernel's cache times out");
 	log_info("mounted %s (reception bucket %s, storage bucket %s)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket);
@@ -547,12 +555,16 @@ out_signals:
 	cfs->se = NULL; /* no request runs any more */
 	notify_stopping();
 	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	/* Before the unmount: a notification still waiting on the kernel
+	 * then uses the session, which is never destroyed under it. */
+	inval_stuck = inval_stop(INVAL_STOP_WAIT_MS);
 out_unmount:
 	fuse_unmount(fuse);
 out_fuse:
-	fuse_destroy(fuse);
+	if (!inval_stuck)
+		fuse_destroy(fuse);
 out_setup:
-	abandoned = cfs_teardown();
+	abandoned = cfs_teardown() || inval_stuck;
 	free(cfs->mountpoint);
 	cfs->mountpoint = NULL;
 	free(fo.mountpoint);
@@ -562,8 +574,9 @@ out_args:
 	free(opts.first_nonopt);
 	fuse_opt_free_args(&args);
 	if (abandoned) {
-		/* A refresh thread is still inside the S3 client: no exit
-		 * handlers (curl, OpenSSL) may run under it. */
+		/* A refresh thread is still inside the S3 client, or the
+		 * invalidation thread inside the kernel: no exit handlers
+		 * (curl, OpenSSL, libfuse) may run under it. */
 		fflush(NULL);
 		_exit(rc);
 	}

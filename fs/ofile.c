@@ -14,6 +14,7 @@
 
 #include "counters.h"
 #include "fs.h"
+#include "inval.h"
 #include "log.h"
 #include "names.h"
 
@@ -311,11 +312,56 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 /* Re-uploads of a file whose object vanished before its row. */
 #define OFILE_REUPLOADS 3
 
-/* Caller holds of->lock: uploads the spool under rel and logs it. Errors
- * as upload_finish / reception_commit, and EIO when the object was deleted
- * by another client before its row every time (OFILE_REUPLOADS). */
-static int ofile_commit_key(struct ofile *of, const char *rel)
+/* Caller holds of->lock. The upload of of under rel was committed, but
+ * as a removed row: before its row went in, the store's object was
+ * replaced by another upload (another mount's, another route's) or
+ * removed (seen: what the HEAD under the key lock found). Last writer
+ * wins: the mount shows the store's object from now on, not these bytes.
+ * The file is clean (nothing of it is owed to the store any more); when
+ * no handle can write it again (leaving: writable handles going away with
+ * this commit), it forgets its name, so that lookups, stats and new opens
+ * see the store (handles still open read what they opened, as from a file
+ * renamed over); the listing takes the store's object, and the kernel
+ * forgets what it cached of the path (off the handler: inval.h). Its
+ * attributes row is left as it is (the replacing upload's, or bound to
+ * it) and read again when next shown. */
+static void ofile_superseded(struct ofile *of, const char *rel,
+			     const struct reception_seen *seen, int leaving)
 {
+	char *path = NULL;
+
+	of->dirty = 0;
+	of->in_store = !seen->gone;
+	of->stored_size = seen->gone ? 0 : seen->size;
+	of->attrs_unbound = 0;
+	if (seen->gone)
+		dcache_remove(rel);
+	else
+		dcache_upsert(rel, 0, seen->size, seen->mtime, seen->etag);
+	attrov_forget_tree(rel);
+	if (of->writers <= leaving) {
+		pthread_mutex_lock(&cfs->lock);
+		if (!of->unlinked && !of->hidden && !strcmp(of->rel, rel))
+			of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+	}
+	if (of->direct_to)
+		log_warn("%s: the direct write into projects/%s was replaced "
+			 "in reception before its row; not promoted",
+			 rel, of->direct_to);
+	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
+		inval_path(path);
+		free(path);
+	}
+}
+
+/* Caller holds of->lock: uploads the spool under rel and logs it. leaving:
+ * writable handles of of that go away with this commit (a closing one).
+ * Errors as upload_finish / reception_commit, and EIO when the object was
+ * deleted by another client before its row every time (OFILE_REUPLOADS). */
+static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
+{
+	struct reception_seen seen;
 	struct upload_result res;
 	struct actor who;
 	struct ofile_meta m;
@@ -363,7 +409,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 			ofile_upload_error(of, rel, &who, rc);
 			break;
 		}
-		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
+		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
+				      &seen);
 		if (rc != -ENODATA)
 			break;
 		if (tries >= OFILE_REUPLOADS) {
@@ -377,7 +424,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 		rc = 0; /* the spool goes up again */
 	}
 	reception_busy_del(cfs->rcp, rel);
-	if (rc == 0) {
+	if (rc == 0 && seen.superseded) {
+		ofile_superseded(of, rel, &seen, leaving);
+	} else if (rc == 0) {
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
@@ -395,7 +444,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 }
 
 /* Caller holds of->lock. */
-int ofile_commit(struct ofile *of)
+int ofile_commit(struct ofile *of, int leaving)
 {
 	char *rel;
 	int rc, skip;
@@ -412,7 +461,7 @@ int ofile_commit(struct ofile *of)
 	}
 	if (!rel)
 		return -ENOMEM;
-	rc = ofile_commit_key(of, rel);
+	rc = ofile_commit_key(of, rel, leaving);
 	free(rel);
 	return rc;
 }
@@ -439,7 +488,7 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 	of->local = 0;
 	of->dirty = 1;
 	of->in_store = replaces;
-	rc = ofile_commit_key(of, to);
+	rc = ofile_commit_key(of, to, 0);
 	if (rc) {
 		/* Stays what it was, under its name (a local file stays
 		 * local: its temp name is never uploaded). */

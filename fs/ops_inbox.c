@@ -1090,7 +1090,8 @@ int inbox_sync(struct fhandle *h, int closing)
 	else if (closing && of->dirty && !of->local && of->writers == 1 &&
 		 h->writable && description_held_elsewhere(h, of))
 		h->deferred = 1;
-	else if ((rc = ofile_commit(of)) == 0 || closing)
+	else if ((rc = ofile_commit(of, closing ? h->writable : 0)) == 0 ||
+		 closing)
 		/* Committed, or its failure reported to this close: not
 		 * retried at release behind the caller's back. */
 		h->deferred = 0;
@@ -1117,7 +1118,7 @@ void inbox_release(struct fhandle *h)
 	if (of) {
 		pthread_mutex_lock(&of->lock);
 		if ((h->deferred || h->pending) && !of->failed && of->dirty) {
-			rc = ofile_commit(of);
+			rc = ofile_commit(of, h->writable);
 			committed = rc == 0;
 			if (rc) {
 				rel = ofile_rel(of);
@@ -1197,7 +1198,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		ofile_set_writer(of);
 	/* Not through an open handle: durable now, like any other change. */
 	if (rc == 0 && !of->local)
-		rc = ofile_commit(of);
+		rc = ofile_commit(of, 0);
 	pthread_mutex_unlock(&of->lock);
 	if (own)
 		ofile_put(of);

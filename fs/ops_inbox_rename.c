@@ -488,10 +488,12 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	if (of->dirty && !pending) {
 		/* Written by handles that are all closed (their close
 		 * failed): stored now, then renamed. */
-		rc = ofile_commit(of);
+		rc = ofile_commit(of, 0);
 		if (rc)
 			return rc;
-		size = of->size;
+		/* of's size, or the store's object that replaced it
+		 * meanwhile (ofile_commit): what is there moves. */
+		size = of->stored_size;
 	} else if (of->dirty) {
 		/* The stored earlier version moves; the writer's close
 		 * overwrites it under `to`. */

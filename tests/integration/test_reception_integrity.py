@@ -334,24 +334,45 @@ def test_failed_commit_keeps_another_mounts_object(stack, mount_factory, pgproxy
     assert r[0]["origin"] == "mount"
 
 
+def _shows(path, data):
+    """What the mount shows at path, read by a fresh open: None when it is data (stat size and
+    bytes), else a description of what it shows instead."""
+    size = os.stat(path).st_size
+    if size != len(data):
+        return f"stat size {size}, the store holds {len(data)}"
+    got = read(path)
+    if got != data:
+        return f"read {len(got)} bytes, not the store's {len(data)}"
+    return None
+
+
+@pytest.mark.parametrize("holder", ["closed", "reader-kept"])
 @pytest.mark.parametrize("size", [3000, 12 << 20], ids=["put", "multipart"])
-def test_late_row_of_a_replaced_upload_never_becomes_the_live_one(stack, mount_factory, size):
+def test_late_row_of_a_replaced_upload_never_becomes_the_live_one(stack, mount_factory, size,
+                                                                  holder):
     """Mount A's upload lands at the store, but its answer is late (so A's row is not written
     yet); meanwhile mount B writes the same key and commits its row. When A's row goes in, the
     object is B's: A's row must not become the live row (it would describe bytes the bucket no
     longer holds, and B's upload would then be logged a second time, as another route's).
     Both uploads are logged once each; the live row is B's and describes the object; A's
-    close still reports success (its bytes were stored, then replaced)."""
+    close still reports success (its bytes were stored, then replaced).
+
+    And mount A shows what the store holds, B's file, as soon as A's close returned (not its
+    own bytes until a listing or the kernel's attribute cache times out): stat and a fresh
+    read, whether A's file was closed (holder "closed") or a reader on A kept a handle of it
+    open across the replacement ("reader-kept"), and again once that reader closed."""
     px = FaultProxy(stack.endpoint)
     key = "late/same.bin"
     data_a = os.urandom(size)
     data_b = os.urandom(size + 1)
+    rfd = None
     try:
         a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url},
                                                "fs": {"part_size": str(5 << 20)}}),
                           name="host-a")
         b = mount_factory(reset=False, config=grace(60000), name="host-b")
         os.mkdir(os.path.join(a.inbox, "late"))
+        path_a = os.path.join(a.inbox, key)
 
         def last_request(method, path, headers):
             p, _, q = path.partition("?")
@@ -363,27 +384,46 @@ def test_late_row_of_a_replaced_upload_never_becomes_the_live_one(stack, mount_f
                 return ("late", 120)
             return None
         px.rule = last_request
-        fd = os.open(os.path.join(a.inbox, key), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        t, res = write_close_in_thread(fd, data_a)
+        fd = os.open(path_a, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        v = memoryview(data_a)
+        while v:
+            v = v[os.write(fd, v):]
+        if holder == "reader-kept":
+            rfd = os.open(path_a, os.O_RDONLY)
+            assert os.pread(rfd, 100, 0) == data_a[:100]
+        t, res = write_close_in_thread(fd, b"")
         a.wait_until(lambda: get_object(a, key) == data_a, timeout=60, what="a's upload")
         write(os.path.join(b.inbox, key), data_b)
         assert len(rows(b, key)) == 1
         px.release.set()  # a learns its upload landed, then writes its row
         t.join(BOUND)
         assert not t.is_alive()
+        assert res.get("rc") == 0, f"a's close: {res.get('rc')}"
+        assert get_object(a, key) == data_b
+        # at once: well within the 1 s the kernel caches attributes and the 3 s of a listing
+        deadline = time.monotonic() + 0.5
+        while True:
+            why = _shows(path_a, data_b)
+            if why is None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert why is None, f"mount a does not show the store's object: {why}"
     finally:
         px.rule = None
         px.close()
-    assert res.get("rc") == 0, f"a's close: {res.get('rc')}"
-    assert get_object(a, key) == data_b
+        if rfd is not None:
+            os.close(rfd)
+    assert _shows(path_a, data_b) is None, "after the reader closed"
     r = rows(a, key)
     assert len(r) == 2, r
     live = [x for x in r if x["removed_at"] is None]
     assert len(live) == 1, r
     assert live[0]["sha256"] == a.sha256_bytes(data_b), "the live row is not the object's"
     assert live[0]["etag"] == etag_of(a, key)
+    assert live[0]["size_bytes"] == len(data_b)
     gone = [x for x in r if x["removed_at"] is not None]
     assert gone[0]["sha256"] == a.sha256_bytes(data_a)
+    assert gone[0]["size_bytes"] == len(data_a)
     assert {x["origin"] for x in r} == {"mount"}
 
 

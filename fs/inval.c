@@ -1,0 +1,162 @@
+/* inval.c - kernel cache invalidation off the FUSE handlers; see inval.h.
+ *
+ * A bounded FIFO of paths and one thread that hands each to
+ * fuse_invalidate_path (the inode's attributes and pages). The queue is
+ * small and dropping is safe: the kernel's attribute cache times out by
+ * itself (attr_timeout), an invalidation only makes the new state show at
+ * once. */
+#include "inval.h"
+
+#define FUSE_USE_VERSION 314
+#include <errno.h>
+#include <fuse.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "log.h"
+
+#define INVAL_MAX 256 /* paths waiting; more are dropped */
+
+struct inval_req {
+	char *path;
+	struct inval_req *next;
+};
+
+static struct {
+	pthread_mutex_t lock;
+	pthread_cond_t cond;
+	struct inval_req *head, *tail; /* protected by lock */
+	size_t n;		       /* protected by lock */
+	int stop;		       /* protected by lock */
+	int running; /* protected by lock: the worker has not ended */
+	pthread_t thread;
+	struct fuse *fuse;
+} inval = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+
+/* Caller holds inval.lock. Frees every queued request. */
+static void inval_drop_all_locked(void)
+{
+	struct inval_req *q;
+
+	while ((q = inval.head)) {
+		inval.head = q->next;
+		free(q->path);
+		free(q);
+	}
+	inval.tail = NULL;
+	inval.n = 0;
+}
+
+static void *inval_main(void *arg)
+{
+	(void)arg;
+	pthread_mutex_lock(&inval.lock);
+	for (;;) {
+		struct inval_req *q;
+		int rc;
+
+		while (!inval.stop && !inval.head)
+			pthread_cond_wait(&inval.cond, &inval.lock);
+		if (inval.stop)
+			break;
+		q = inval.head;
+		inval.head = q->next;
+		if (!inval.head)
+			inval.tail = NULL;
+		inval.n--;
+		pthread_mutex_unlock(&inval.lock);
+		/* -ENOENT: the kernel never looked the path up, or forgot
+		 * it; nothing cached. */
+		rc = fuse_invalidate_path(inval.fuse, q->path);
+		if (rc && rc != -ENOENT)
+			log_debug("kernel cache of %s not invalidated: %s",
+				  q->path, strerror(-rc));
+		free(q->path);
+		free(q);
+		pthread_mutex_lock(&inval.lock);
+	}
+	inval.running = 0;
+	pthread_cond_broadcast(&inval.cond);
+	pthread_mutex_unlock(&inval.lock);
+	return NULL;
+}
+
+int inval_start(struct fuse *f)
+{
+	int rc;
+
+	pthread_mutex_lock(&inval.lock);
+	inval.fuse = f;
+	inval.stop = 0;
+	inval.running = 1;
+	rc = pthread_create(&inval.thread, NULL, inval_main, NULL);
+	if (rc)
+		inval.running = 0;
+	pthread_mutex_unlock(&inval.lock);
+	return -rc;
+}
+
+void inval_path(const char *path)
+{
+	struct inval_req *q = NULL;
+
+	pthread_mutex_lock(&inval.lock);
+	if (inval.running && !inval.stop && inval.n < INVAL_MAX) {
+		q = calloc(1, sizeof(*q));
+		if (q)
+			q->path = strdup(path);
+		if (q && q->path) {
+			if (inval.tail)
+				inval.tail->next = q;
+			else
+				inval.head = q;
+			inval.tail = q;
+			inval.n++;
+			pthread_cond_broadcast(&inval.cond);
+			pthread_mutex_unlock(&inval.lock);
+			return;
+		}
+		if (q)
+			free(q);
+		q = NULL;
+	}
+	pthread_mutex_unlock(&inval.lock);
+	log_debug("kernel cache of %s left to time out", path);
+}
+
+int inval_stop(int wait_ms)
+{
+	struct timespec until;
+	int left;
+
+	pthread_mutex_lock(&inval.lock);
+	if (!inval.running) {
+		pthread_mutex_unlock(&inval.lock);
+		return 0;
+	}
+	inval.stop = 1;
+	inval_drop_all_locked();
+	pthread_cond_broadcast(&inval.cond);
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (inval.running &&
+	       pthread_cond_timedwait(&inval.cond, &inval.lock, &until) == 0)
+		;
+	left = inval.running;
+	pthread_mutex_unlock(&inval.lock);
+	if (left) {
+		log_warn("kernel cache invalidation still waiting on the "
+			 "kernel at unmount: left behind");
+		pthread_detach(inval.thread);
+		return 1;
+	}
+	pthread_join(inval.thread, NULL);
+	return 0;
+}
