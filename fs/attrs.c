@@ -481,10 +481,17 @@ void attrov_unclaim(const char *rel)
 	cfs_actor(&who);
 	rc = db_attrs_unclaim(cfs->db, cfs->cfg.reception_bucket, rel,
 			      cfs->claimer, &who);
-	if (rc)
-		log_error("claim on inbox/%s of a new file never stored not "
-			  "dropped (it lapses in %d s): %s",
-			  rel, cfs->cfg.claim_lease_s, strerror(-rc));
+	if (rc) {
+		size_t ql = 4 * strlen(rel) + 3;
+		char *q = malloc(ql);
+
+		if (q)
+			log_quote(q, ql, rel);
+		log_error("claim on the name of a new file never stored "
+			  "(inbox/ %s) not dropped (it lapses in %d s): %s",
+			  q ? q : "?", cfs->cfg.claim_lease_s, strerror(-rc));
+		free(q);
+	}
 	pthread_mutex_lock(&cfs->lock);
 	reload_entry_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);

@@ -11,7 +11,8 @@ import subprocess
 import time
 
 from checks import rows
-from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others, two_mounts
+from test_perms import (A, B, FOREIGN, LONG_TTL, as_user, attrs_row, changes, open_to_others,
+                        two_mounts)
 
 EXCL = "os.O_WRONLY | os.O_CREAT | os.O_EXCL"
 PLAIN = "os.O_WRONLY | os.O_CREAT"
@@ -244,3 +245,19 @@ def test_a_failed_close_frees_the_new_files_name(stack, mount_factory, uniq):
         if a is not None:
             a.unmount(check=False)  # before its store endpoint goes
         px.close()
+
+
+def test_o_excl_create_over_another_mounts_directory_unseen_in_the_listing(mount_factory, uniq):
+    """Mount b's listing (TTL 30 s) does not show A's directory made on mount a; the name has a
+    row (the directory's, no claim) and no object: B's O_EXCL create of it on b fails with
+    EEXIST and the directory's row stays A's."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    d = f"{uniq}-d"
+    fb = b.path("inbox", d)
+    assert as_user(B, f"os.listdir({b.inbox!r}).clear()") == ["ok"]  # b's listing: fresh
+    assert as_user(A, f"os.mkdir({a.path('inbox', d)!r})") == ["ok"]
+    assert as_user(B, f"os.close(os.open({fb!r}, {EXCL}))") == ["EEXIST"]
+    r = attrs_row(a, d)
+    assert (r["uid"], r["gid"], r["mode"]) == (A, A, 0o755), r
+    assert [c["op"] for c in changes(a, d, every=True)] == ["mkdir"]
+    assert rows(a, d) == []
