@@ -619,6 +619,9 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "chain_anchor_interval")) {
 			rc = cfg_parse_long(value, 0, 86400, &n);
 			c->chain_anchor_interval_s = (int)n;
+		} else if (!strcmp(name, "claim_lease")) {
+			rc = cfg_parse_long(value, 2, 86400, &n);
+			c->claim_lease_s = (int)n;
 		} else if (!strcmp(name, "foreign_grace_ms")) {
 			rc = cfg_parse_long(value, 0, 86400000, &n);
 			c->foreign_grace_ms = n;
@@ -805,6 +808,7 @@ static int cfg_defaults(struct cfg *c)
 	c->cache_ttl_ms = 3000;
 	c->scan_interval_s = 60;
 	c->chain_anchor_interval_s = 600;
+	c->claim_lease_s = 900;
 	c->foreign_grace_ms = -1;
 	c->foreign_uid = -1;
 	c->foreign_gid = -1;

@@ -52,6 +52,9 @@ struct cfg {
 	int scan_interval_s;  /* periodic reception scan, 0 = off, default 60 */
 	int chain_anchor_interval_s; /* chain anchors into the storage bucket,
 					0 = off, default 600 */
+	int claim_lease_s; /* a new file's claim on its name lapses this long
+			      after its mount last renewed it (it renews it
+			      while the file is open), default 900 */
 	long foreign_grace_ms; /* wait before logging an upload by another route;
 				* -1 (default): derived from the timeouts */
 	/* Owner of what no mount created (objects that arrived by other

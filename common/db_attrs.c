@@ -46,6 +46,9 @@ static const char db_sql_attrs_upsert[] =
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mtime_ns END,"
 	" etag = CASE WHEN $3::boolean THEN NULL"
 	"  WHEN " STALE " THEN nullif($14::text, '') ELSE f.etag END,"
+	" claimed_by = CASE WHEN $3::boolean THEN NULL ELSE f.claimed_by END,"
+	" claim_until = CASE WHEN $3::boolean THEN NULL"
+	"  ELSE f.claim_until END,"
 	" ctime = greatest(now(), f.ctime), updated_by = $13::text"
 	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
 	" etag";
@@ -147,9 +150,11 @@ static const char db_sql_attrs_prepare_unbind[] =
 	" AND object_key = $2::text AND etag IS NOT NULL";
 
 /* $1 bucket, $2 key, $3 etag, $4 old: an unbound row, or one bound to
- * old (the object a copy replaced), describes the object etag now. */
+ * old (the object a copy replaced), describes the object etag now (a
+ * claim on the name ends there). */
 static const char db_sql_attrs_bind[] =
-	"UPDATE file_attrs SET etag = $3::text WHERE bucket = $1::text"
+	"UPDATE file_attrs SET etag = $3::text, claimed_by = NULL,"
+	" claim_until = NULL WHERE bucket = $1::text"
 	" AND object_key = $2::text AND (etag IS NULL OR etag = $4::text)";
 
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 tree, $9 from + "/",
@@ -199,6 +204,48 @@ static const char db_sql_attrs_restore[] =
 	" $13::text) RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, object_key, " LOG_WHO " FROM c";
+/* A claim on a name (migration 11) holds while its row is unbound and its
+ * lease runs. */
+#define LIVE "(f.etag IS NULL AND f.claim_until IS NOT NULL" \
+	" AND f.claim_until > now())"
+/* Who ($1..$4), $5 bucket, $6 key, $7 mode, $8 uid, $9 gid, $10 claimer,
+ * $11 lease (seconds), $12 take: a row that is no live claim is taken
+ * over, $13 from: a live claim of that claimer is taken over too (NULL:
+ * none). The row claimed, unbound and reset, is logged ('create'). */
+static const char db_sql_attrs_claim[] =
+	"WITH c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, ctime, updated_by, etag, claimed_by, claim_until)"
+	" VALUES ($5::text, $6::text, $7::integer, $8::bigint, $9::bigint,"
+	" now(), $1::text, NULL, $10::text,"
+	" now() + $11::integer * interval '1 second')"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = NULL, mtime_ns = NULL, etag = NULL,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = excluded.claimed_by, claim_until = excluded.claim_until"
+	" WHERE CASE WHEN " LIVE " THEN f.claimed_by = $13::text"
+	" ELSE $12::boolean END RETURNING *), l AS ("
+	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM c)"
+	" SELECT (extract(epoch FROM ctime) * 1000000)::bigint * 1000 FROM c";
+/* $1 bucket, $2 key: the row a claim did not take. */
+static const char db_sql_attrs_claim_held[] =
+	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
+	" FROM file_attrs f WHERE bucket = $1::text AND object_key = $2::text";
+/* Who ($1..$4), $5 bucket, $6 key, $7 claimer: the row goes while it is
+ * that claimer's and unbound (logged 'drop'). */
+static const char db_sql_attrs_unclaim[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag IS NULL"
+	" AND claimed_by = $7::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+/* $1 bucket, $2 claimer, $3 lease (seconds), $4 keys (text[]). */
+static const char db_sql_attrs_renew[] =
+	"UPDATE file_attrs SET claim_until = now() + $3::integer"
+	" * interval '1 second' WHERE bucket = $1::text"
+	" AND object_key = ANY ($4::text[]) AND etag IS NULL"
+	" AND claimed_by = $2::text";
 /* clang-format on */
 
 /* Who as the first four parameters of a logging statement. */
@@ -811,4 +858,210 @@ int db_attrs_backfill(struct db *d, const char *bucket, int64_t gid, long *n)
 	if (rc == 0 && n)
 		*n = a.n;
 	return rc;
+}
+
+struct attrs_claim_args {
+	const char *bucket, *key, *claimer, *from;
+	const struct db_attrs *a;
+	const struct actor *who;
+	int lease_s, take;
+	int64_t ctime_ns;
+	struct db_claim *held; /* output when not taken */
+};
+
+static int pg_attrs_claim(struct pg_ctx *x, void *arg)
+{
+	struct attrs_claim_args *c = arg;
+	struct db_claim *h = c->held;
+	char mode[16], uid[24], gid[24], lease[16];
+	struct who_params w;
+	const char *p[13];
+	PGresult *res = NULL;
+	int rc;
+
+	free(h->holder);
+	free(h->etag);
+	memset(h, 0, sizeof(*h));
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(c->a->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, c->a->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, c->a->gid);
+	snprintf(lease, sizeof(lease), "%d", c->lease_s);
+	who_fill(c->who, &w, p);
+	p[4] = c->bucket;
+	p[5] = c->key;
+	p[6] = mode;
+	p[7] = uid;
+	p[8] = gid;
+	p[9] = c->claimer;
+	p[10] = lease;
+	p[11] = c->take ? "t" : "f";
+	p[12] = c->from;
+	rc = pg_exec(x, db_sql_attrs_claim, 13, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 1) {
+		c->ctime_ns = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		goto out;
+	}
+	PQclear(res);
+	res = NULL;
+	rc = pg_exec(x, db_sql_attrs_claim_held, 2, &p[4], &res);
+	if (rc)
+		goto out;
+	rc = -EEXIST;
+	if (PQntuples(res) != 1)
+		goto out; /* gone meanwhile: the caller tries again */
+	h->found = 1;
+	if (!PQgetisnull(res, 0, 0)) {
+		h->has_mode = 1;
+		h->mode = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	}
+	if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
+		h->has_owner = 1;
+		h->uid = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		h->gid = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	h->live = !strcmp(PQgetvalue(res, 0, 5), "t");
+	if (!PQgetisnull(res, 0, 3))
+		h->etag = strdup(PQgetvalue(res, 0, 3));
+	if (!PQgetisnull(res, 0, 4))
+		h->holder = strdup(PQgetvalue(res, 0, 4));
+	if ((!PQgetisnull(res, 0, 3) && !h->etag) ||
+	    (!PQgetisnull(res, 0, 4) && !h->holder))
+		rc = -ENOMEM;
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_claim(struct db *d, const char *bucket, const char *key,
+		   const struct db_attrs *a, const char *claimer, int lease_s,
+		   int take, const char *from, const struct actor *who,
+		   int64_t *ctime_ns, struct db_claim *held)
+{
+	struct attrs_claim_args c = {.bucket = bucket,
+				     .key = key,
+				     .claimer = claimer,
+				     .from = from,
+				     .a = a,
+				     .who = who,
+				     .lease_s = lease_s,
+				     .take = take,
+				     .held = held};
+	int rc;
+
+	memset(held, 0, sizeof(*held));
+	if (!d || !bucket || !key || !a || !claimer)
+		return -EINVAL;
+	rc = db_run(d, "claim a new file's name", 1, 1, pg_attrs_claim, &c);
+	if (rc != -EEXIST)
+		db_claim_free(held);
+	if (rc == 0 && ctime_ns)
+		*ctime_ns = c.ctime_ns;
+	return rc;
+}
+
+void db_claim_free(struct db_claim *held)
+{
+	free(held->holder);
+	free(held->etag);
+	memset(held, 0, sizeof(*held));
+}
+
+struct attrs_unclaim_args {
+	const char *bucket, *key, *claimer;
+	const struct actor *who;
+};
+
+static int pg_attrs_unclaim(struct pg_ctx *x, void *arg)
+{
+	struct attrs_unclaim_args *u = arg;
+	struct who_params w;
+	const char *p[7];
+
+	who_fill(u->who, &w, p);
+	p[4] = u->bucket;
+	p[5] = u->key;
+	p[6] = u->claimer;
+	return pg_exec(x, db_sql_attrs_unclaim, 7, p, NULL);
+}
+
+int db_attrs_unclaim(struct db *d, const char *bucket, const char *key,
+		     const char *claimer, const struct actor *who)
+{
+	struct attrs_unclaim_args u = {
+	    .bucket = bucket, .key = key, .claimer = claimer, .who = who};
+
+	if (!d || !bucket || !key || !claimer)
+		return -EINVAL;
+	return db_run(d, "drop a new file's claim", 1, 1, pg_attrs_unclaim, &u);
+}
+
+struct attrs_renew_args {
+	const char *bucket, *claimer;
+	const char *const *keys;
+	size_t n;
+	int lease_s;
+};
+
+/* keys as a PostgreSQL array literal: each element quoted, '"' and '\'
+ * escaped. NULL: ENOMEM. */
+static char *text_array(const char *const *keys, size_t n)
+{
+	size_t len = 3, i;
+	const char *k;
+	char *out, *o;
+
+	for (i = 0; i < n; i++)
+		len += 2 * strlen(keys[i]) + 3;
+	out = malloc(len);
+	if (!out)
+		return NULL;
+	o = out;
+	*o++ = '{';
+	for (i = 0; i < n; i++) {
+		if (i)
+			*o++ = ',';
+		*o++ = '"';
+		for (k = keys[i]; *k; k++) {
+			if (*k == '"' || *k == '\\')
+				*o++ = '\\';
+			*o++ = *k;
+		}
+		*o++ = '"';
+	}
+	*o++ = '}';
+	*o = '\0';
+	return out;
+}
+
+static int pg_attrs_renew(struct pg_ctx *x, void *arg)
+{
+	struct attrs_renew_args *r = arg;
+	char lease[16], *arr = text_array(r->keys, r->n);
+	const char *p[4] = {r->bucket, r->claimer, lease, arr};
+	int rc;
+
+	if (!arr)
+		return -ENOMEM;
+	snprintf(lease, sizeof(lease), "%d", r->lease_s);
+	rc = pg_exec(x, db_sql_attrs_renew, 4, p, NULL);
+	free(arr);
+	return rc;
+}
+
+int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
+		   const char *const *keys, size_t n, int lease_s)
+{
+	struct attrs_renew_args r = {.bucket = bucket,
+				     .claimer = claimer,
+				     .keys = keys,
+				     .n = n,
+				     .lease_s = lease_s};
+
+	if (!d || !bucket || !claimer || (n && !keys))
+		return -EINVAL;
+	if (!n)
+		return 0;
+	return db_run(d, "renew new files' claims", 1, 1, pg_attrs_renew, &r);
 }

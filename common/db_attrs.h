@@ -135,6 +135,46 @@ int db_attrs_prepare(struct db *d, const char *bucket, const char *key,
 int db_attrs_bind(struct db *d, const char *bucket, const char *key,
 		  const char *etag, const char *old);
 
+/* A claim on a name (migration 11): the row of a mount's new file, from
+ * its create until its upload is recorded (db_attrs_bind ends it), names
+ * the mount (claimed_by) and holds until claim_until, renewed by that mount
+ * while the file is open there; then it lapses. */
+struct db_claim {
+	int found;    /* a row is there */
+	int live;     /* it is a claim that holds now */
+	int has_mode; /* mode set */
+	int has_owner;
+	uint32_t mode;
+	int64_t uid, gid;
+	char *holder; /* claimed_by (malloc'd), or NULL */
+	char *etag;   /* the object it is bound to (malloc'd), or NULL */
+};
+
+/* A new file at key: its row (mode, uid, gid of *a; times not set;
+ * unbound) is inserted as claimer's claim for lease_s seconds, and logged
+ * ('create') with who, when key has no row; an existing row is taken over
+ * (reset as DB_ATTR_RESET does) only when it is no live claim and take is
+ * set, or when it is from's live claim (from NULL: none). One statement:
+ * of creates racing on a name, exactly one takes it. 0 (*ctime_ns, may be
+ * NULL, the row's status-change time), -EEXIST: not taken, *held the row
+ * there (free with db_claim_free; found 0: it went meanwhile), or -errno
+ * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
+int db_attrs_claim(struct db *d, const char *bucket, const char *key,
+		   const struct db_attrs *a, const char *claimer, int lease_s,
+		   int take, const char *from, const struct actor *who,
+		   int64_t *ctime_ns, struct db_claim *held);
+void db_claim_free(struct db_claim *held);
+/* A new file that never reached the store is gone (its last handle
+ * closed): key's row goes (logged 'drop' with who) while it is still
+ * unbound and claimer's claim, never another's or a bound one. 0 or
+ * -errno. */
+int db_attrs_unclaim(struct db *d, const char *bucket, const char *key,
+		     const char *claimer, const struct actor *who);
+/* claimer's claims on keys[0..n-1] (those still unbound and its) hold
+ * lease_s seconds from now. 0 or -errno. */
+int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
+		   const char *const *keys, size_t n, int lease_s);
+
 /* Files received through a mount (a live reception_audit row of origin
  * 'mount' naming received_uid) that have no row in bucket (a database
  * from before migration 5, where ownership was not kept) get one: owner

@@ -992,6 +992,18 @@ static const char *const db_migration_9[] = {
 	NULL,
 };
 
+/* Version 11: O_EXCL decided by the database. A mount's new file's row
+ * (unbound, etag NULL) is its creator's claim on the name from its create
+ * until its upload is recorded: claimed_by names the mount, claim_until
+ * is when the claim lapses unless that mount renews it (it does while the
+ * file is open there). The primary key lets one create of a name win; a
+ * lapsed claim (its mount died before storing) may be taken over. */
+static const char *const db_migration_11[] = {
+	"ALTER TABLE file_attrs ADD COLUMN IF NOT EXISTS claimed_by text,"
+	" ADD COLUMN IF NOT EXISTS claim_until timestamptz",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -1016,6 +1028,9 @@ static const struct db_migration db_migrations[] = {
 	{9, "tamper evidence: hash chains on the audit tables and their "
 	    "events",
 	 db_migration_9},
+	{11, "a new file's row claims its name until its upload is recorded "
+	     "(O_EXCL across mounts)",
+	 db_migration_11},
 };
 /* clang-format on */
 

@@ -340,12 +340,15 @@ static int binds(const char *a, const char *etag)
 	return !strcmp(a, etag);
 }
 
+static void cache_set(const char *rel, const struct attrov *in, unsigned what,
+		      const struct db_attrs *r, const char *etag, char *bound,
+		      int64_t ctime_ns);
+static void reload_entry_locked(const char *rel);
+
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag)
 {
 	struct db_attrs r = {0};
-	struct dirsnap *s;
-	struct attrov *a;
 	struct actor who;
 	const char *op = NULL;
 	char *bound = NULL;
@@ -383,6 +386,19 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 			  &who, &ctime_ns, &bound);
 	if (rc)
 		return rc == -EINPROGRESS ? -EIO : rc;
+	cache_set(rel, in, what, &r, etag, bound, ctime_ns);
+	return 0;
+}
+
+/* The cache after rel's row was changed in the database as attrov_set
+ * describes (r: the fields set, bound: the row's etag now, taken over,
+ * ctime_ns its status-change time). */
+static void cache_set(const char *rel, const struct attrov *in, unsigned what,
+		      const struct db_attrs *r, const char *etag, char *bound,
+		      int64_t ctime_ns)
+{
+	struct dirsnap *s;
+	struct attrov *a;
 
 	pthread_mutex_lock(&cfs->lock);
 	s = snap_find(rel, 1);
@@ -395,7 +411,7 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 			s->ok = 0;
 		pthread_mutex_unlock(&cfs->lock);
 		free(bound);
-		return 0;
+		return;
 	}
 	/* As the database did: a row bound to another object than the one
 	 * changed starts from the defaults. */
@@ -406,12 +422,12 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	free(a->miss);
 	a->miss = NULL;
 	if (what & ATTROV_MODE) {
-		a->mode = r.mode;
+		a->mode = r->mode;
 		a->has_mode = 1;
 	}
 	if (what & ATTROV_OWNER) {
-		a->uid = (uid_t)r.uid;
-		a->gid = (gid_t)r.gid;
+		a->uid = (uid_t)r->uid;
+		a->gid = (gid_t)r->gid;
 		a->has_owner = 1;
 	}
 	if (what & ATTROV_ATIME) {
@@ -425,7 +441,60 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	a->ctime = ns_ts(ctime_ns);
 	a->has_ctime = 1;
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+int attrov_claim(const char *rel, const struct attrov *in, int take,
+		 const char *from, struct db_claim *held)
+{
+	struct db_attrs r = {0};
+	struct actor who;
+	int64_t ctime_ns = 0;
+	int rc;
+
+	r.what = DB_ATTR_RESET | DB_ATTR_MODE | DB_ATTR_OWNER;
+	r.mode = in->mode & 07777;
+	r.uid = in->uid;
+	r.gid = in->gid;
+	cfs_actor(&who);
+	rc = db_attrs_claim(cfs->db, cfs->cfg.reception_bucket, rel, &r,
+			    cfs->claimer, cfs->cfg.claim_lease_s, take, from,
+			    &who, &ctime_ns, held);
+	if (rc == -EEXIST) {
+		/* Not ours: what this mount cached of it is reloaded. */
+		pthread_mutex_lock(&cfs->lock);
+		reload_entry_locked(rel);
+		pthread_mutex_unlock(&cfs->lock);
+		return rc;
+	}
+	if (rc)
+		return rc == -EINPROGRESS ? -EIO : rc;
+	cache_set(rel, in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER, &r, NULL,
+		  NULL, ctime_ns);
 	return 0;
+}
+
+void attrov_unclaim(const char *rel)
+{
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_unclaim(cfs->db, cfs->cfg.reception_bucket, rel,
+			      cfs->claimer, &who);
+	if (rc) {
+		size_t ql = 4 * strlen(rel) + 3;
+		char *q = malloc(ql);
+
+		if (q)
+			log_quote(q, ql, rel);
+		log_error("claim on the name of a new file never stored "
+			  "(inbox/ %s) not dropped (it lapses in %d s): %s",
+			  q ? q : "?", cfs->cfg.claim_lease_s, strerror(-rc));
+		free(q);
+	}
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(rel);
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 static int ts_after(const struct timespec *a, const struct timespec *b)

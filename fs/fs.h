@@ -63,9 +63,11 @@ struct ofile {
 	int local;	       /* protected by lock: never uploaded */
 	int in_store;	       /* protected by lock: an object exists for rel */
 	uint64_t stored_size;  /* protected by lock: its size, when in_store */
-	int attrs_unbound;     /* protected by lock: its attributes row was
-				  created unbound by this mount (a new file,
-				  ATTROV_RESET) and nothing is stored yet */
+	int attrs_unbound;     /* protected by lock and cfs.lock (set under
+				  both, read under either): its attributes row
+				  is this mount's claim on the name, created
+				  unbound by its create (attrov_claim), and
+				  nothing is stored yet */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
@@ -143,6 +145,9 @@ struct cfs {
 	/* The FUSE session, set before the loop starts: its exit flag tells
 	 * that a stop (SIGTERM, SIGINT, SIGHUP) was asked for. */
 	struct fuse_session *se;
+	/* This mount's name on its claims (file_attrs.claimed_by): host,
+	 * pid and start time, set before the FUSE loop starts. */
+	char claimer[320];
 	int64_t stop_seen_ms; /* protected by lock: when cfs_stop_due first
 				 saw the stop (CLOCK_MONOTONIC), 0 before */
 };
@@ -241,7 +246,16 @@ struct ofile *ofile_find(const char *rel); /* takes a reference */
  * ready: the caller fills it, or truncates it, before unlocking).
  * *err = -errno on failure. */
 struct ofile *ofile_create(const char *rel, int local, int *err);
-void ofile_put(struct ofile *of); /* drops a reference */
+/* Drops a reference. The last one of a new file that never reached the
+ * store (not local, not unlinked) drops its claim on the name too
+ * (attrov_unclaim). */
+void ofile_put(struct ofile *of);
+/* The thread renewing this mount's claims on the names of its new files
+ * not stored yet (attrs_unbound), every quarter of [fs] claim_lease, so a
+ * file open longer than the lease is never taken over. Start: 0 or
+ * -errno (none runs then: a claim open longer lapses); stop: joins it. */
+int ofile_claims_start(void);
+void ofile_claims_stop(void);
 /* Fills the spool from the stored object key. Caller holds of->lock. On
  * failure the ofile is marked failed (every handle sharing it gets the
  * error) and no longer found by name. */
@@ -325,6 +339,21 @@ void ofile_free_all(void);
  * unknown; nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag);
+/* A new file's create: rel's row, with in's mode, uid and gid (times not
+ * set), inserted as this mount's claim on the name (db_attrs_claim: one
+ * of creates racing on a name from any mount wins; logged 'create'), then
+ * cached. take: a row that is no live claim is taken over; from: a live
+ * claim of that claimer too. 0, -EEXIST (not taken: *held is the row
+ * there, the caller frees it with db_claim_free; found 0: gone meanwhile,
+ * try again), or -errno from the database (EIO when the outcome is
+ * unknown). */
+int attrov_claim(const char *rel, const struct attrov *in, int take,
+		 const char *from, struct db_claim *held);
+/* The last handle of a new file that never reached the store closed:
+ * rel's row goes while it is still unbound and this mount's claim
+ * (logged 'drop'), so the name is free again. A failure is logged (the
+ * claim then lapses after [fs] claim_lease). */
+void attrov_unclaim(const char *rel);
 /* Applies rel's attributes, if any, to *st: mode, owner, atime and mtime
  * replace st's; ctime is the later of st's (moved by writes and truncates)
  * and the recorded one. Only a row that describes the object shown does:

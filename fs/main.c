@@ -330,9 +330,20 @@ static int cfs_sweep_stop(int wait_ms)
 /* Threads start after fuse_daemonize(): they would not survive its fork. */
 static int cfs_start_workers(void)
 {
+	struct timespec now;
 	char *jpath = NULL;
 	int rc, jfd;
 
+	clock_gettime(CLOCK_REALTIME, &now);
+	snprintf(cfs->claimer, sizeof(cfs->claimer), "%s:%ld:%lld.%09ld",
+		 cfs->host, (long)getpid(), (long long)now.tv_sec, now.tv_nsec);
+	/* This mount's new files keep their claims while open. */
+	rc = ofile_claims_start();
+	if (rc)
+		log_warn("claims on new files' names: cannot start their "
+			 "renewal (%s): a file open longer than [fs] "
+			 "claim_lease may be taken over",
+			 strerror(-rc));
 	cfs->pool = upload_pool_new(cfs->cfg.upload_workers);
 	if (!cfs->pool)
 		return -ENOMEM;
@@ -406,6 +417,7 @@ static int cfs_teardown(void)
 
 	chain_anchorer_stop(cfs->anchorer);
 	cfs->anchorer = NULL;
+	ofile_claims_stop();
 
 	promote_free(cfs->promote); /* the FUSE loop has ended: none runs */
 	cfs->promote = NULL;

@@ -147,7 +147,7 @@ static void ofile_unlist(struct ofile *of)
 
 void ofile_put(struct ofile *of)
 {
-	int drop = 0;
+	int drop = 0, unclaim = 0;
 
 	pthread_mutex_lock(&cfs->lock);
 	/* A local file outlives its handles (until renamed or unlinked);
@@ -155,10 +155,116 @@ void ofile_put(struct ofile *of)
 	if (--of->refs == 0 && (!of->local || of->unlinked || of->hidden)) {
 		ofile_unlist(of);
 		drop = 1;
+		/* Nobody else can reach it now: its claim on the name
+		 * (its close failed, or it never wrote) goes. */
+		unclaim = of->attrs_unbound && !of->in_store && !of->local &&
+			  !of->unlinked && !of->hidden;
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	if (unclaim)
+		attrov_unclaim(of->rel);
 	if (drop)
 		ofile_free(of);
+}
+
+static struct {
+	pthread_t thread;
+	int started;
+	int stop;	     /* protected by cfs->lock */
+	pthread_cond_t cond; /* with cfs->lock: stop was set */
+} renewer = {.cond = PTHREAD_COND_INITIALIZER};
+
+/* Caller holds cfs->lock. The names of this mount's new files with a
+ * claim (malloc'd array of malloc'd strings), *n of them; NULL on ENOMEM
+ * (*n 0: nothing to renew this time). */
+static char **claimed_names_locked(size_t *n)
+{
+	struct ofile *of;
+	size_t cap = 0, i;
+	char **keys = NULL;
+
+	*n = 0;
+	for (of = cfs->ofiles; of; of = of->next)
+		cap += !of->unlinked && !of->hidden && of->attrs_unbound;
+	if (!cap)
+		return NULL;
+	keys = calloc(cap, sizeof(*keys));
+	if (!keys)
+		return NULL;
+	for (of = cfs->ofiles, i = 0; of && i < cap; of = of->next) {
+		if (of->unlinked || of->hidden || !of->attrs_unbound)
+			continue;
+		keys[i] = strdup(of->rel);
+		if (!keys[i])
+			break;
+		i++;
+	}
+	*n = i;
+	return keys;
+}
+
+static void *claims_main(void *arg)
+{
+	long period_ms = (long)cfs->cfg.claim_lease_s * 1000 / 4;
+	struct timespec until;
+	size_t n, i;
+	char **keys;
+	int rc;
+
+	(void)arg;
+	pthread_mutex_lock(&cfs->lock);
+	while (!renewer.stop) {
+		clock_gettime(CLOCK_REALTIME, &until);
+		until.tv_sec += period_ms / 1000;
+		until.tv_nsec += (period_ms % 1000) * 1000000L;
+		if (until.tv_nsec >= 1000000000L) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000L;
+		}
+		while (!renewer.stop &&
+		       pthread_cond_timedwait(&renewer.cond, &cfs->lock,
+					      &until) != ETIMEDOUT)
+			;
+		if (renewer.stop)
+			break;
+		keys = claimed_names_locked(&n);
+		pthread_mutex_unlock(&cfs->lock);
+		rc = db_attrs_renew(cfs->db, cfs->cfg.reception_bucket,
+				    cfs->claimer, (const char *const *)keys, n,
+				    cfs->cfg.claim_lease_s);
+		if (rc)
+			log_error("claims on the names of %zu new files not "
+				  "renewed (tried again in %ld ms): %s",
+				  n, period_ms, strerror(-rc));
+		for (i = 0; i < n; i++)
+			free(keys[i]);
+		free(keys);
+		pthread_mutex_lock(&cfs->lock);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return NULL;
+}
+
+int ofile_claims_start(void)
+{
+	int rc = pthread_create(&renewer.thread, NULL, claims_main, NULL);
+
+	if (rc)
+		return -rc;
+	renewer.started = 1;
+	return 0;
+}
+
+void ofile_claims_stop(void)
+{
+	if (!renewer.started)
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	renewer.stop = 1;
+	pthread_cond_broadcast(&renewer.cond);
+	pthread_mutex_unlock(&cfs->lock);
+	pthread_join(renewer.thread, NULL);
+	renewer.started = 0;
 }
 
 void ofile_drop_name(const char *rel)
@@ -430,7 +536,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
-		of->attrs_unbound = 0;
+		pthread_mutex_lock(&cfs->lock);
+		of->attrs_unbound = 0; /* bound below: the claim ends */
+		pthread_mutex_unlock(&cfs->lock);
 		attrov_bind(rel, res.etag, NULL);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */

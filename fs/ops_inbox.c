@@ -674,6 +674,76 @@ int inbox_stored_attrs(const char *rel, struct stat *st)
 	return rc;
 }
 
+/* A row's attributes as a stat for may_replace (the defaults where not
+ * set). */
+static void claim_stat(const struct db_claim *c, struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | (c->has_mode ? c->mode & 07777
+					     : cfs->cfg.file_mode & 07777);
+	st->st_uid = c->has_owner ? (uid_t)c->uid : cfs->foreign_uid;
+	st->st_gid = c->has_owner ? (gid_t)c->gid : cfs->foreign_gid;
+}
+
+/* A new file rel (nothing stored under that name, nor open here): its row
+ * (in's mode and owner) claims the name in the database, where of creates
+ * racing on it from every mount exactly one wins (attrov_claim). Another
+ * mount's live claim (a file being written there) is the file: O_EXCL
+ * fails on it; a plain create is the kernel's overwrite of it, allowed by
+ * may_replace (sticky inbox/: its owner or root) and takes it over. A
+ * claim of this mount's that nothing open here holds (its drop failed) or
+ * that lapsed (a dead mount's) does not exist. With O_EXCL, another row
+ * (a stored object's, a directory's) is taken only when the store has
+ * nothing under the name now.
+ * Errors: EEXIST, EACCES, EIO, ENOMEM. */
+static int claim_name(const char *rel, const struct attrov *in, int excl)
+{
+	struct db_claim held = {0};
+	struct stat st;
+	char *from = NULL;
+	int rc = -EEXIST, tries, take = !excl, mine;
+
+	for (tries = 0; tries < 4; tries++) {
+		rc = attrov_claim(rel, in, take, from, &held);
+		free(from);
+		from = NULL;
+		if (rc != -EEXIST)
+			break;
+		if (!held.found)
+			continue; /* gone meanwhile: try again */
+		mine = held.live && held.holder &&
+		       !strcmp(held.holder, cfs->claimer);
+		if (held.live && !mine && excl)
+			break; /* another mount's new file */
+		if (held.live && !mine) {
+			claim_stat(&held, &st);
+			rc = may_replace(rel, &st);
+			if (rc)
+				break;
+			from = held.holder;
+			held.holder = NULL;
+		} else if (held.live) {
+			from = strdup(cfs->claimer); /* a leftover here */
+			if (!from) {
+				rc = -ENOMEM;
+				break;
+			}
+		} else if (excl) {
+			rc = name_stored_now(rel);
+			if (rc) {
+				rc = rc > 0 ? -EEXIST : rc;
+				break;
+			}
+			take = 1; /* nothing there: a stale row */
+		}
+		db_claim_free(&held);
+		rc = -EEXIST;
+	}
+	free(from);
+	db_claim_free(&held);
+	return rc;
+}
+
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
@@ -753,21 +823,22 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			rc = creator_attrs(rel, &in, mode, 0);
 			if (rc)
 				return rc;
-			rc = attrov_set(
-			    rel, &in, ATTROV_RESET | ATTROV_MODE | ATTROV_OWNER,
-			    NULL, NULL);
+			rc = claim_name(rel, &in, excl);
 			if (rc)
 				return rc;
 		}
 		of = ofile_create(rel, local, &rc);
 		if (!of) {
 			if (!stored)
-				attrov_drop(rel, 0);
+				attrov_unclaim(rel);
 			return rc;
 		}
 		rc = of->failed;
-		if (rc == 0 && !stored && !of->ready)
-			of->attrs_unbound = 1;
+		if (rc == 0 && !stored && !of->ready) {
+			pthread_mutex_lock(&cfs->lock);
+			of->attrs_unbound = 1; /* its claim, renewed */
+			pthread_mutex_unlock(&cfs->lock);
+		}
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			rc = ofile_load(of, rel); /* as open(2) would */
 		} else if (rc == 0 && !of->ready && stored) {
