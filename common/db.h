@@ -172,6 +172,22 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
 			    int *rowed);
 
+/* The removal of (bucket, key) together with its object: in one
+ * transaction holding the key lock (the one a mount takes to log an
+ * upload), calls fn(arg) (which deletes the object) and, if it returns 0,
+ * sets removed_at = now(), removal_reason = reason on the key's live rows
+ * (0 also when there were none). So no commit of another upload of the key
+ * falls between the deletion and the marking: such a commit, waiting for
+ * the lock, then finds the object gone (and logs its upload removed) or its
+ * own object there. Returns 0; fn's error (nothing written); or the
+ * database's, -EINPROGRESS when the COMMIT's answer was lost (the rows may
+ * or may not be marked). *fn_ran (may be NULL): fn was called (the object
+ * may be gone even on an error). fn may be called again on a retry, so it
+ * must be idempotent. Nothing is owned. */
+int db_reception_mark_removed_locked(struct db *d, const char *bucket,
+				     const char *key, const char *reason,
+				     db_locked_fn fn, void *arg, int *fn_ran);
+
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes
  * to log an upload), when id is the key's newest live row, calls fn(arg)

@@ -269,6 +269,52 @@ int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 		      pg_reception_mark_removed, &a);
 }
 
+struct db_removed_locked_args {
+	struct db_removed_args rm;
+	db_locked_fn fn;
+	void *arg;
+	int called; /* fn ran (and returned fn_rc) */
+	int fn_rc;
+};
+
+static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
+{
+	struct db_removed_locked_args *a = arg;
+	const char *p[3] = {a->rm.bucket, a->rm.key, a->rm.reason};
+	int rc;
+
+	rc = pg_lock_key(x, a->rm.bucket, a->rm.key);
+	if (rc)
+		return rc;
+	a->called = 1;
+	a->fn_rc = a->fn(a->arg);
+	if (a->fn_rc)
+		return a->fn_rc;
+	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+}
+
+int db_reception_mark_removed_locked(struct db *d, const char *bucket,
+				     const char *key, const char *reason,
+				     db_locked_fn fn, void *arg, int *fn_ran)
+{
+	struct db_removed_locked_args a = {
+	    .rm = {.bucket = bucket, .key = key, .reason = reason},
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (fn_ran)
+		*fn_ran = 0;
+	if (!d || !bucket || !key || !reason || !fn)
+		return -EINVAL;
+	rc = db_run(d, "reception mark removed (locked)", 1, 0,
+		    pg_reception_mark_removed_locked, &a);
+	if (fn_ran)
+		*fn_ran = a.called;
+	return rc;
+}
+
 struct db_remove_id_args {
 	char id[24];
 	const char *reason;

@@ -834,30 +834,72 @@ int reception_commit(struct reception *r, const char *key,
 	return rc;
 }
 
+struct remove_obj {
+	struct reception *r;
+	const char *key;
+};
+
+/* Under the key lock: deletes the key's object, whichever upload it is (one
+ * whose row is not committed yet then finds it gone and is logged removed).
+ * 0 (also when there was none) or the store's error. */
+static int reception_delete_locked(void *arg)
+{
+	struct remove_obj *ro = arg;
+
+	return s3_delete(ro->r->s3, ro->r->cfg->reception_bucket, ro->key);
+}
+
+/* Under the key lock, after a removal whose COMMIT answer was lost: 0 when
+ * the key still has no object (its live rows are to be marked removed),
+ * -ESTALE when one is there now (a newer upload: its own commit logs it,
+ * the rows stay as they are), or the store's error. */
+static int reception_gone_locked(void *arg)
+{
+	struct remove_obj *ro = arg;
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(ro->r->s3, ro->r->cfg->reception_bucket, ro->key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == 0) {
+		s3_object_info_free(&info);
+		rc = -ESTALE;
+	}
+	return rc;
+}
+
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who)
 {
+	struct remove_obj ro = {r, key};
 	char reason[512];
-	int rc;
+	int rc, deleted = 0;
 
-	/* The row must follow the object: do not delete what could not be
-	 * marked removed (the database being down is the likely failure). */
-	rc = db_ping(r->db);
-	if (rc)
-		goto out;
-	rc = s3_delete(r->s3, r->cfg->reception_bucket, key);
-	if (rc)
-		goto out;
+	/* The object is deleted and its rows marked removed under the key lock
+	 * that commits take, so no other mount's commit of the key falls in
+	 * between (it would be marked removed with its object still there, or
+	 * stay live with its object deleted). Nothing is deleted when the
+	 * database cannot be reached: the row must follow the object. */
 	reception_reason(reason, sizeof(reason), "deleted", who);
-	rc = db_reception_mark_removed(r->db, r->cfg->reception_bucket, key,
-				       reason);
-	if (rc == -EINPROGRESS)
-		rc = -EIO;
-	if (rc)
-		log_error("%s/%s deleted but its row was not marked removed: "
-			  "%s",
+	rc = db_reception_mark_removed_locked(
+	    r->db, r->cfg->reception_bucket, key, reason,
+	    reception_delete_locked, &ro, &deleted);
+	if (rc == -EINPROGRESS) {
+		/* The COMMIT's answer was lost: mark the rows again while the
+		 * object is still gone. */
+		rc = db_reception_mark_removed_locked(
+		    r->db, r->cfg->reception_bucket, key, reason,
+		    reception_gone_locked, &ro, NULL);
+		if (rc == -ESTALE) /* removed; a newer upload is there now */
+			rc = 0;
+		if (rc == -EINPROGRESS)
+			rc = -EIO;
+	}
+	if (rc && deleted)
+		log_error("%s/%s may be deleted but its row was not marked "
+			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
-out:
 	reception_event(r, "removed", "remove", rc, key, NULL, 0, who, "mount");
 	return rc;
 }

@@ -61,8 +61,11 @@ int reception_commit(struct reception *r, const char *key,
 int reception_busy_add(struct reception *r, const char *key);
 void reception_busy_del(struct reception *r, const char *key);
 
-/* Deletes a received object and sets removed_at on its row, with a reason
- * naming who did it. */
+/* Deletes a received object and sets removed_at on its live rows, with a
+ * reason naming who did it, both under the key lock that commits take (an
+ * upload of the key not committed yet is deleted too; its commit then logs
+ * it removed). 0, or -errno (the database's or the store's; nothing is
+ * deleted without the database). */
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who);
 
