@@ -503,8 +503,11 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen};
-	struct db_record_guard g = {
-	    -1, reception_still_ours, &so, u->unknown, NULL, NULL};
+	struct db_record_guard g = {.expect_live = -1,
+				    .check = reception_still_ours,
+				    .arg = &so,
+				    .readback = u->unknown,
+				    .based_ms_ago = -1};
 	struct reception_new rn = {
 	    .source_bucket = b,
 	    .object_key = u->key,
@@ -757,9 +760,23 @@ static int reception_undo_due(struct reception *r)
 	return 0;
 }
 
+/* The guard of a mount's commit when the key was removed after its
+ * content was based on the store (under the key lock): deletes the object
+ * if it is still the upload. 0 (also when it is not: another object's own
+ * commit or a scan logs it), or the store's error. */
+static int reception_commit_gone(void *arg)
+{
+	struct still_ours so = *(struct still_ours *)arg;
+	int rc;
+
+	so.delete = 1;
+	rc = reception_still_ours(&so);
+	return rc == -ESTALE || rc == -ENOENT ? 0 : rc;
+}
+
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created)
+		     int created, int64_t based_ms_ago)
 {
 	struct reception_new rn = {
 	    .source_bucket = r->cfg->reception_bucket,
@@ -777,7 +794,7 @@ int reception_commit(struct reception *r, const char *key,
 	 * landed after ours and may have its row already) is logged as a
 	 * removed row, never as the live one. */
 	struct still_ours so = {r, key, res->etag, 0, -1, 0};
-	int superseded = 0;
+	int superseded = 0, removed = 0;
 	struct db_record_guard g = {
 	    .expect_live = -1,
 	    .check = reception_commit_check,
@@ -785,6 +802,11 @@ int reception_commit(struct reception *r, const char *key,
 	    .superseded_reason = "replaced or removed by another upload "
 				 "before this upload's row was written",
 	    .superseded_out = &superseded,
+	    .based_ms_ago = based_ms_ago,
+	    .gone = reception_commit_gone,
+	    .removed_reason = "removed by a mount (rm) after this upload "
+			      "began, before its row was written",
+	    .removed_out = &removed,
 	};
 	char reason[512];
 	unsigned gen = busy_gen(r, key);
@@ -793,6 +815,17 @@ int reception_commit(struct reception *r, const char *key,
 
 	reception_reason(reason, sizeof(reason), "overwritten", who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id, NULL);
+	if (rc == 0 && removed) {
+		/* The rm came after this file was opened: it wins, and this
+		 * close learns that its content is not stored. */
+		log_warn("%s/%s: removed by a mount after this upload began: "
+			 "not stored, logged as removed",
+			 r->cfg->reception_bucket, key);
+		ctr_add(CTR_ERR_RECEPTION, 1);
+		reception_event(r, NULL, "receive", -ENOENT, key, res, id, who,
+				"mount");
+		return -ENOENT;
+	}
 	if (rc == 0 && superseded) {
 		log_warn("%s/%s: replaced or removed by another upload before "
 			 "its row was written: logged as removed",
@@ -1037,8 +1070,10 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0};
-	struct db_record_guard g = {
-	    expect_live, reception_foreign_check, &so, 0, NULL, NULL};
+	struct db_record_guard g = {.expect_live = expect_live,
+				    .check = reception_foreign_check,
+				    .arg = &so,
+				    .based_ms_ago = -1};
 	int rc, attempt;
 	int64_t due, id = 0;
 

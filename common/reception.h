@@ -47,10 +47,15 @@ int reception_ready(struct reception *r);
  * caller's own hold); an overwrite is logged late instead (its old content
  * is gone). When the database cannot be asked, that is done by the worker
  * once it answers (the key stays busy until then). Returns 0 also when the
- * commit turns out to have happened (an unknown outcome read back). */
+ * commit turns out to have happened (an unknown outcome read back).
+ * based_ms_ago: how long ago the content uploaded was based on the store
+ * (the file created or opened, or last committed), -1 unknown: when
+ * another mount removed the key since (reception_remove), the removal
+ * wins: the upload is deleted if still there, logged as a removed row, and
+ * -ENOENT returned. */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created);
+		     int created, int64_t based_ms_ago);
 
 /* Keys this process is writing or committing: the foreign-upload logger
  * and the scan leave them alone (a counted set: add and del pair up; the

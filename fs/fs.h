@@ -69,6 +69,10 @@ struct ofile {
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
+	int64_t based_ms;      /* protected by lock: CLOCK_MONOTONIC ms when its
+				  content was last based on the store (created,
+				  opened, published or committed): a removal of
+				  the key by a mount since wins over its commit */
 	uid_t writer;	       /* protected by lock: who last changed it */
 	int has_writer;	       /* protected by lock: writer is set */
 	/* A direct write into a project (ops_direct.c): the file lives in
@@ -108,8 +112,8 @@ struct fhandle {
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
 	/* Every handle of inbox/ (and direct writes), for fh_free_all. */
 	struct fhandle *anext, *aprev; /* protected by cfs.lock */
-	pthread_mutex_t lock;  /* read-ahead window */
-	struct rawin win;      /* protected by lock */
+	pthread_mutex_t lock;	       /* read-ahead window */
+	struct rawin win;	       /* protected by lock */
 };
 
 struct cfs {

@@ -75,6 +75,15 @@ void ofile_free_all(void)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+/* CLOCK_MONOTONIC, in ms. */
+static int64_t ofile_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct ofile *ofile_create(const char *rel, int local, int *err)
 {
 	struct ofile *of = calloc(1, sizeof(*of)), *other;
@@ -104,6 +113,7 @@ struct ofile *ofile_create(const char *rel, int local, int *err)
 		}
 	}
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
+	of->based_ms = ofile_mono_ms();
 	of->refs = 1;
 	/* Locked before anyone can find it: whoever shares it waits for
 	 * the creator to fill it (or mark it failed). */
@@ -310,6 +320,7 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 /* Caller holds of->lock: uploads the spool under rel and logs it. */
 static int ofile_commit_key(struct ofile *of, const char *rel)
 {
+	int64_t now = ofile_mono_ms(); /* before the upload's end */
 	struct upload_result res;
 	struct actor who;
 	struct ofile_meta m;
@@ -349,9 +360,23 @@ static int ofile_commit_key(struct ofile *of, const char *rel)
 	if (rc)
 		ofile_upload_error(of, rel, &who, rc);
 	else
-		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store);
+		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
+				      ofile_mono_ms() - of->based_ms);
 	reception_busy_del(cfs->rcp, rel);
+	if (rc == -ENOENT) {
+		/* Another mount removed the key after this file was opened
+		 * (or last stored): the removal won; like a local unlink,
+		 * the name is free and this content is not stored. */
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		of->dirty = 0;
+		of->in_store = 0;
+		dcache_remove(rel);
+		return rc;
+	}
 	if (rc == 0) {
+		of->based_ms = now;
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
@@ -412,6 +437,7 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 	of->local = 0;
 	of->dirty = 1;
 	of->in_store = replaces;
+	of->based_ms = ofile_mono_ms(); /* the name is bound now */
 	rc = ofile_commit_key(of, to);
 	if (rc) {
 		/* Stays what it was, under its name (a local file stays

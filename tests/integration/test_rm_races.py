@@ -5,10 +5,10 @@ its requests can be held at the right moment; mount B talks to the store directl
 The invariant checked after every race, with independent clients (boto3, SQL), counting EVERY
 reception_audit row of the key (removed ones too): the key's object exists exactly when one
 live row describes it (same sha256 and ETag), and every upload is logged exactly once."""
+import errno
 import hashlib
 import os
 import threading
-import time
 
 import pytest
 from checks import get_object, head, rows, write
@@ -120,3 +120,59 @@ def test_rm_and_another_mounts_commit_never_leave_a_row_that_lies(stack, mount_f
         assert obj == new, "b's upload, after the rm, is the file now"
     else:
         assert obj is None, "the rm, whose DELETE reached the store last, won"
+
+
+@pytest.mark.parametrize("hold", ["late", "hold"])
+def test_rm_by_another_mount_wins_over_an_upload_not_yet_committed(stack, mount_factory, hold):
+    """R2. Mount A opens k (written and logged before) and rewrites it; its upload is held at
+    the proxy, after it landed at the store ("late") or before it reaches it ("hold"), so A's
+    row is not committed. Mount B runs `rm k`. Then A's upload goes on and A commits.
+
+    Before the fix the rm was silently undone ("hold": A's commit logged its file live again
+    after the user removed it) or A's close reported 0 for bytes the rm had deleted ("late").
+
+    The choice made: the rm wins, as for POSIX where a file unlinked while another process
+    has it open is gone by name and that process's later writes never reach the name. It is
+    not refused: B's user saw k and asked for it to go, and A's upload may be held for long.
+    So afterwards the key has no object and no live row; A's upload is logged once, as a
+    removed row (its bytes were written, then removed); and A's close reports ENOENT instead
+    of 0, since its content is not stored. A file created after the rm is stored as usual."""
+    px = FaultProxy(stack.endpoint)
+    key = "race/k.bin"
+    old, new, newer = os.urandom(3000), os.urandom(3001), os.urandom(3002)
+    try:
+        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}), name="host-a")
+        b = mount_factory(reset=False, config=grace(60000), name="host-b")
+        os.mkdir(os.path.join(b.inbox, "race"))
+        write(os.path.join(b.inbox, key), old)
+        assert len(rows(a, key)) == 1
+        px.rule = on_key(key, "PUT", (hold, 120))
+        t_w, res_w = in_thread(write, os.path.join(a.inbox, key), new)
+        if hold == "late":
+            a.wait_until(lambda: get_object(a, key) == new, timeout=60, what="a's upload")
+        else:
+            a.wait_until(lambda: any(x[0] == "PUT" for x in px.log), timeout=60,
+                         what="a's PUT at the proxy")
+        os.unlink(os.path.join(b.inbox, key))
+        px.release.set()
+        t_w.join(BOUND)
+        assert not t_w.is_alive()
+    finally:
+        px.rule = None
+        px.close()
+    assert res_w.get("rc") == errno.ENOENT, f"a's close: {res_w.get('rc')}"
+    obj, r = assert_consistent(a, key, [old, new])
+    assert obj is None, "the rm won"
+    assert [x["removed_at"] is not None for x in r] == [True, True], r
+    assert not os.path.exists(os.path.join(a.inbox, key))
+    assert not os.path.exists(os.path.join(b.inbox, key))
+
+    def create_on_a():  # a's kernel may still cache k's entry for a second: ENOENT then
+        try:
+            write(os.path.join(a.inbox, key), newer)  # opened after the rm: stored
+            return True
+        except FileNotFoundError:
+            return False
+    a.wait_until(create_on_a, timeout=30, what="a file created after the rm")
+    obj, r = assert_consistent(a, key, [old, new, newer])
+    assert obj == newer
