@@ -150,6 +150,18 @@ struct db_record_guard {
 	 * *superseded_out (if not NULL) set to 1. */
 	const char *superseded_reason;
 	int *superseded_out;
+	/* >= 0 (with removed_reason): the content r describes was based on
+	 * the store (created, opened or last committed) this many ms ago.
+	 * When a mount removed the key since (db_reception_mark_removed_locked
+	 * notes each removal), the removal wins: gone (NULL, or run under the
+	 * key lock: deletes the object if it is still the upload; 0 to go on)
+	 * is called, r is logged as a removed row with removed_reason (check
+	 * is not called, the live rows are left alone), *removed_out (if not
+	 * NULL) set to 1 and 0 returned. -1: no such condition. */
+	int64_t based_ms_ago;
+	db_locked_fn gone;
+	const char *removed_reason;
+	int *removed_out;
 };
 
 /* db_reception_record with a guard (NULL: none). A live row that logs the
@@ -171,6 +183,23 @@ int db_reception_record_guarded(struct db *d, const struct reception_new *r,
 int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
 			    int *rowed);
+
+/* The removal of (bucket, key) together with its object: in one
+ * transaction holding the key lock (the one a mount takes to log an
+ * upload), calls fn(arg) (which deletes the object) and, if it returns 0,
+ * sets removed_at = now(), removal_reason = reason on the key's live rows
+ * (0 also when there were none) and notes the removal's time for the
+ * commits of uploads already under way (db_record_guard.based_ms_ago). So no
+ * commit of another upload of the key falls between the deletion and the
+ * marking: such a commit, waiting for the lock, then finds the object gone (and
+ * logs its upload removed) or its own object there. Returns 0; fn's error
+ * (nothing written); or the database's, -EINPROGRESS when the COMMIT's answer
+ * was lost (the rows may or may not be marked). *fn_ran (may be NULL): fn was
+ * called (the object may be gone even on an error). fn may be called again on a
+ * retry, so it must be idempotent. Nothing is owned. */
+int db_reception_mark_removed_locked(struct db *d, const char *bucket,
+				     const char *key, const char *reason,
+				     db_locked_fn fn, void *arg, int *fn_ran);
 
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes

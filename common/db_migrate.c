@@ -992,6 +992,22 @@ static const char *const db_migration_9[] = {
 	NULL,
 };
 
+/* Version 10: the last removal of each reception key through a mount
+ * (reception_remove), written under the key lock with the object's
+ * deletion. A mount's commit, under the same lock, finds there whether the
+ * key was removed after the content it uploads was based on the store (an
+ * upload held in flight while another mount ran rm): then the removal wins
+ * and the upload is logged removed (db.h: db_record_guard.based_ms_ago).
+ * An ordinary mutable table, not an audit table: one row per key. */
+static const char *const db_migration_10[] = {
+	"CREATE TABLE IF NOT EXISTS reception_removals ("
+	" source_bucket text NOT NULL,"
+	" object_key text NOT NULL,"
+	" removed_at timestamptz NOT NULL,"
+	" PRIMARY KEY (source_bucket, object_key))",
+	NULL,
+};
+
 /* Version 11: O_EXCL decided by the database. A mount's new file's row
  * (unbound, etag NULL) is its creator's claim on the name from its create
  * until its upload is recorded: claimed_by names the mount, claim_until
@@ -1028,6 +1044,8 @@ static const struct db_migration db_migrations[] = {
 	{9, "tamper evidence: hash chains on the audit tables and their "
 	    "events",
 	 db_migration_9},
+	{10, "the last removal of each reception key, for commits racing it",
+	 db_migration_10},
 	{11, "a new file's row claims its name until its upload is recorded "
 	     "(O_EXCL across mounts)",
 	 db_migration_11},

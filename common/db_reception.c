@@ -81,6 +81,21 @@ static const char db_sql_etag_rowed[] =
 	" WHERE source_bucket = $1::text"
 	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text"
 	" AND removed_at IS NULL)";
+/* $1 bucket, $2 key: the key is being removed (migration 10), since the
+ * start of the removal's transaction: a file opened once the object was
+ * being deleted is newer than the removal. */
+static const char db_sql_removal_note[] =
+	"INSERT INTO reception_removals (source_bucket, object_key, removed_at)"
+	" VALUES ($1::text, $2::text, now())"
+	" ON CONFLICT (source_bucket, object_key)"
+	" DO UPDATE SET removed_at = EXCLUDED.removed_at";
+
+/* $1 bucket, $2 key, $3 ms: was the key removed in the last $3 ms? */
+static const char db_sql_removed_since[] =
+	"SELECT EXISTS (SELECT 1 FROM reception_removals"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at > clock_timestamp() - $3::bigint"
+	" * interval '1 millisecond')";
 /* clang-format on */
 
 /* The advisory lock object id of (bucket, key), as a decimal string. */
@@ -267,6 +282,55 @@ int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 	/* One idempotent statement: safe to run again after a reconnect. */
 	return db_run(d, "reception mark removed", 0, 0,
 		      pg_reception_mark_removed, &a);
+}
+
+struct db_removed_locked_args {
+	struct db_removed_args rm;
+	db_locked_fn fn;
+	void *arg;
+	int called; /* fn ran (and returned fn_rc) */
+	int fn_rc;
+};
+
+static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
+{
+	struct db_removed_locked_args *a = arg;
+	const char *p[3] = {a->rm.bucket, a->rm.key, a->rm.reason};
+	int rc;
+
+	rc = pg_lock_key(x, a->rm.bucket, a->rm.key);
+	if (rc)
+		return rc;
+	a->called = 1;
+	a->fn_rc = a->fn(a->arg);
+	if (a->fn_rc)
+		return a->fn_rc;
+	rc = pg_exec(x, db_sql_removal_note, 2, p, NULL);
+	if (rc)
+		return rc;
+	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+}
+
+int db_reception_mark_removed_locked(struct db *d, const char *bucket,
+				     const char *key, const char *reason,
+				     db_locked_fn fn, void *arg, int *fn_ran)
+{
+	struct db_removed_locked_args a = {
+	    .rm = {.bucket = bucket, .key = key, .reason = reason},
+	    .fn = fn,
+	    .arg = arg,
+	};
+	int rc;
+
+	if (fn_ran)
+		*fn_ran = 0;
+	if (!d || !bucket || !key || !reason || !fn)
+		return -EINVAL;
+	rc = db_run(d, "reception mark removed (locked)", 1, 0,
+		    pg_reception_mark_removed_locked, &a);
+	if (fn_ran)
+		*fn_ran = a.called;
+	return rc;
 }
 
 struct db_remove_id_args {
@@ -682,6 +746,27 @@ static int db_live_row_logs(PGresult *res, int i, const struct reception_new *r,
 	return !PQgetisnull(res, i, 2) && !strcmp(PQgetvalue(res, i, 2), size);
 }
 
+/* Caller holds the key lock: *removed = 1 when r's key was removed by a
+ * mount (reception_removals) in the last ms milliseconds. 0 or -errno. */
+static int pg_key_removed_since(struct pg_ctx *x, const struct reception_new *r,
+				int64_t ms, int *removed)
+{
+	const char *p[3] = {r->source_bucket, r->object_key, NULL};
+	PGresult *res = NULL;
+	char msbuf[24];
+	int rc;
+
+	snprintf(msbuf, sizeof(msbuf), "%" PRId64, ms);
+	p[2] = msbuf;
+	rc = pg_exec(x, db_sql_removed_since, 3, p, &res);
+	if (rc == 0 && PQntuples(res) != 1)
+		rc = -EIO;
+	if (rc == 0)
+		*removed = PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return rc;
+}
+
 static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 {
 	struct db_guarded_args *a = arg;
@@ -718,6 +803,25 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	}
 	if (a->g && a->g->superseded_out)
 		*a->g->superseded_out = 0;
+	if (a->g && a->g->removed_out)
+		*a->g->removed_out = 0;
+	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason) {
+		int removed = 0;
+
+		rc = pg_key_removed_since(x, r, a->g->based_ms_ago, &removed);
+		if (rc || !removed)
+			goto checked;
+		rc = a->g->gone ? a->g->gone(a->g->arg) : 0;
+		if (rc == 0)
+			rc = pg_reception_insert_removed(x, &a->rec,
+							 a->g->removed_reason);
+		if (rc == 0 && a->g->removed_out)
+			*a->g->removed_out = 1;
+		goto out;
+	}
+checked:
+	if (rc)
+		goto out;
 	if (a->g && a->g->check) {
 		rc = a->g->check(a->g->arg);
 		if ((rc == -ESTALE || rc == -ENOENT) &&

@@ -797,7 +797,7 @@ static int promote_source(struct promote *p, const char *key,
 		 * the reception's scan would. */
 		struct reception_new rn = {0};
 		struct db_record_guard g = {
-		    has_row ? row->id : 0, NULL, NULL, 0, NULL, NULL};
+		    .expect_live = has_row ? row->id : 0, .based_ms_ago = -1};
 		int64_t id = 0;
 		int ins = 0;
 

@@ -518,8 +518,11 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 {
 	const char *b = r->cfg->reception_bucket;
 	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen, NULL};
-	struct db_record_guard g = {
-	    -1, reception_still_ours, &so, u->unknown, NULL, NULL};
+	struct db_record_guard g = {.expect_live = -1,
+				    .check = reception_still_ours,
+				    .arg = &so,
+				    .readback = u->unknown,
+				    .based_ms_ago = -1};
 	struct reception_new rn = {
 	    .source_bucket = b,
 	    .object_key = u->key,
@@ -780,9 +783,24 @@ static int reception_undo_due(struct reception *r)
 	return 0;
 }
 
+/* The guard of a mount's commit when the key was removed after its
+ * content was based on the store (under the key lock): deletes the object
+ * if it is still the upload. 0 (also when it is not: another object's own
+ * commit or a scan logs it), or the store's error. */
+static int reception_commit_gone(void *arg)
+{
+	struct still_ours so = *(struct still_ours *)arg;
+	int rc;
+
+	so.delete = 1;
+	rc = reception_still_ours(&so);
+	return rc == -ESTALE || rc == -ENOENT ? 0 : rc;
+}
+
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created, struct reception_seen *seen)
+		     int created, int64_t based_ms_ago,
+		     struct reception_seen *seen)
 {
 	struct reception_new rn = {
 	    .source_bucket = r->cfg->reception_bucket,
@@ -801,7 +819,7 @@ int reception_commit(struct reception *r, const char *key,
 	 * removed row, never as the live one. */
 	struct reception_seen found = {0};
 	struct still_ours so = {r, key, res->etag, 0, -1, 0, &found};
-	int superseded = 0;
+	int superseded = 0, removed = 0;
 	struct db_record_guard g = {
 	    .expect_live = -1,
 	    .check = reception_commit_check,
@@ -809,6 +827,11 @@ int reception_commit(struct reception *r, const char *key,
 	    .superseded_reason = "replaced or removed by another upload "
 				 "before this upload's row was written",
 	    .superseded_out = &superseded,
+	    .based_ms_ago = based_ms_ago,
+	    .gone = reception_commit_gone,
+	    .removed_reason = "removed by a mount (rm) after this upload "
+			      "began, before its row was written",
+	    .removed_out = &removed,
 	};
 	char reason[512];
 	unsigned gen = busy_gen(r, key);
@@ -824,6 +847,17 @@ int reception_commit(struct reception *r, const char *key,
 			 "written: nothing logged, to be uploaded again",
 			 r->cfg->reception_bucket, key);
 		return rc;
+	}
+	if (rc == 0 && removed) {
+		/* The rm came after this file was opened: it wins, and this
+		 * close learns that its content is not stored. */
+		log_warn("%s/%s: removed by a mount after this upload began: "
+			 "not stored, logged as removed",
+			 r->cfg->reception_bucket, key);
+		ctr_add(CTR_ERR_RECEPTION, 1);
+		reception_event(r, NULL, "receive", -ENOENT, key, res, id, who,
+				"mount");
+		return -ENOENT;
 	}
 	if (rc == 0 && superseded) {
 		/* What the HEAD under the key lock saw: the caller shows it. */
@@ -871,30 +905,72 @@ int reception_commit(struct reception *r, const char *key,
 	return rc;
 }
 
+struct remove_obj {
+	struct reception *r;
+	const char *key;
+};
+
+/* Under the key lock: deletes the key's object, whichever upload it is (one
+ * whose row is not committed yet then finds it gone and is logged removed).
+ * 0 (also when there was none) or the store's error. */
+static int reception_delete_locked(void *arg)
+{
+	struct remove_obj *ro = arg;
+
+	return s3_delete(ro->r->s3, ro->r->cfg->reception_bucket, ro->key);
+}
+
+/* Under the key lock, after a removal whose COMMIT answer was lost: 0 when
+ * the key still has no object (its live rows are to be marked removed),
+ * -ESTALE when one is there now (a newer upload: its own commit logs it,
+ * the rows stay as they are), or the store's error. */
+static int reception_gone_locked(void *arg)
+{
+	struct remove_obj *ro = arg;
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(ro->r->s3, ro->r->cfg->reception_bucket, ro->key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc == 0) {
+		s3_object_info_free(&info);
+		rc = -ESTALE;
+	}
+	return rc;
+}
+
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who)
 {
+	struct remove_obj ro = {r, key};
 	char reason[512];
-	int rc;
+	int rc, deleted = 0;
 
-	/* The row must follow the object: do not delete what could not be
-	 * marked removed (the database being down is the likely failure). */
-	rc = db_ping(r->db);
-	if (rc)
-		goto out;
-	rc = s3_delete(r->s3, r->cfg->reception_bucket, key);
-	if (rc)
-		goto out;
+	/* The object is deleted and its rows marked removed under the key lock
+	 * that commits take, so no other mount's commit of the key falls in
+	 * between (it would be marked removed with its object still there, or
+	 * stay live with its object deleted). Nothing is deleted when the
+	 * database cannot be reached: the row must follow the object. */
 	reception_reason(reason, sizeof(reason), "deleted", who);
-	rc = db_reception_mark_removed(r->db, r->cfg->reception_bucket, key,
-				       reason);
-	if (rc == -EINPROGRESS)
-		rc = -EIO;
-	if (rc)
-		log_error("%s/%s deleted but its row was not marked removed: "
-			  "%s",
+	rc = db_reception_mark_removed_locked(
+	    r->db, r->cfg->reception_bucket, key, reason,
+	    reception_delete_locked, &ro, &deleted);
+	if (rc == -EINPROGRESS) {
+		/* The COMMIT's answer was lost: mark the rows again while the
+		 * object is still gone. */
+		rc = db_reception_mark_removed_locked(
+		    r->db, r->cfg->reception_bucket, key, reason,
+		    reception_gone_locked, &ro, NULL);
+		if (rc == -ESTALE) /* removed; a newer upload is there now */
+			rc = 0;
+		if (rc == -EINPROGRESS)
+			rc = -EIO;
+	}
+	if (rc && deleted)
+		log_error("%s/%s may be deleted but its row was not marked "
+			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
-out:
 	reception_event(r, "removed", "remove", rc, key, NULL, 0, who, "mount");
 	return rc;
 }
@@ -1034,8 +1110,10 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0, NULL};
-	struct db_record_guard g = {
-	    expect_live, reception_foreign_check, &so, 0, NULL, NULL};
+	struct db_record_guard g = {.expect_live = expect_live,
+				    .check = reception_foreign_check,
+				    .arg = &so,
+				    .based_ms_ago = -1};
 	int rc, attempt;
 	int64_t due, id = 0;
 

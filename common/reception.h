@@ -69,10 +69,16 @@ struct reception_seen {
  * -ENODATA when, under the key lock, the object is found gone (deleted by
  * another client, or by a promotion's cleanup of an earlier upload of the
  * key, before this row): nothing is written, nothing is undone; the caller
- * uploads again and commits again (or fails the file). */
+ * uploads again and commits again (or fails the file).
+ * based_ms_ago: how long ago the content uploaded was based on the store
+ * (the file created or opened, or last committed), -1 unknown: when
+ * another mount removed the key since (reception_remove), the removal
+ * wins: the upload is deleted if still there, logged as a removed row, and
+ * -ENOENT returned. */
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
-		     int created, struct reception_seen *seen);
+		     int created, int64_t based_ms_ago,
+		     struct reception_seen *seen);
 
 /* Keys this process is writing or committing: the foreign-upload logger
  * and the scan leave them alone (a counted set: add and del pair up; the
@@ -83,8 +89,11 @@ int reception_commit(struct reception *r, const char *key,
 int reception_busy_add(struct reception *r, const char *key);
 void reception_busy_del(struct reception *r, const char *key);
 
-/* Deletes a received object and sets removed_at on its row, with a reason
- * naming who did it. */
+/* Deletes a received object and sets removed_at on its live rows, with a
+ * reason naming who did it, both under the key lock that commits take (an
+ * upload of the key not committed yet is deleted too; its commit then logs
+ * it removed). 0, or -errno (the database's or the store's; nothing is
+ * deleted without the database). */
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who);
 

@@ -72,6 +72,10 @@ struct ofile {
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
 	struct timespec mtime; /* protected by lock */
+	int64_t based_ms;      /* protected by lock: CLOCK_MONOTONIC ms when its
+				  content was last based on the store (created,
+				  opened, published or committed): a removal of
+				  the key by a mount since wins over its commit */
 	uid_t writer;	       /* protected by lock: who last changed it */
 	int has_writer;	       /* protected by lock: writer is set */
 	/* A direct write into a project (ops_direct.c): the file lives in

@@ -77,6 +77,15 @@ void ofile_free_all(void)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+/* CLOCK_MONOTONIC, in ms. */
+static int64_t ofile_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 struct ofile *ofile_create(const char *rel, int local, int *err)
 {
 	struct ofile *of = calloc(1, sizeof(*of)), *other;
@@ -106,6 +115,7 @@ struct ofile *ofile_create(const char *rel, int local, int *err)
 		}
 	}
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
+	of->based_ms = ofile_mono_ms();
 	of->refs = 1;
 	/* Locked before anyone can find it: whoever shares it waits for
 	 * the creator to fill it (or mark it failed). */
@@ -439,7 +449,9 @@ static void ofile_superseded(struct ofile *of, const char *rel,
 	of->dirty = 0;
 	of->in_store = !seen->gone;
 	of->stored_size = seen->gone ? 0 : seen->size;
+	pthread_mutex_lock(&cfs->lock);
 	of->attrs_unbound = 0;
+	pthread_mutex_unlock(&cfs->lock);
 	if (seen->gone)
 		dcache_remove(rel);
 	else
@@ -467,6 +479,7 @@ static void ofile_superseded(struct ofile *of, const char *rel,
  * deleted by another client before its row every time (OFILE_REUPLOADS). */
 static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 {
+	int64_t now = ofile_mono_ms(); /* before the upload's end */
 	struct reception_seen seen;
 	struct upload_result res;
 	struct actor who;
@@ -516,7 +529,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 			break;
 		}
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
-				      &seen);
+				      ofile_mono_ms() - of->based_ms, &seen);
 		if (rc != -ENODATA)
 			break;
 		if (tries >= OFILE_REUPLOADS) {
@@ -530,9 +543,24 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		rc = 0; /* the spool goes up again */
 	}
 	reception_busy_del(cfs->rcp, rel);
+	if (rc == -ENOENT) {
+		/* Another mount removed the key after this file was opened
+		 * (or last stored): the removal won; like a local unlink,
+		 * the name is free and this content is not stored. */
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		of->dirty = 0;
+		of->in_store = 0;
+		dcache_remove(rel);
+		hist_observe_since(HIST_UPLOAD, t0, 1);
+		return rc;
+	}
 	if (rc == 0 && seen.superseded) {
+		of->based_ms = now;
 		ofile_superseded(of, rel, &seen, leaving);
 	} else if (rc == 0) {
+		of->based_ms = now;
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
@@ -596,6 +624,7 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 	of->local = 0;
 	of->dirty = 1;
 	of->in_store = replaces;
+	of->based_ms = ofile_mono_ms(); /* the name is bound now */
 	rc = ofile_commit_key(of, to, 0);
 	if (rc) {
 		/* Stays what it was, under its name (a local file stays

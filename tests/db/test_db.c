@@ -360,8 +360,8 @@ static int has_contract_columns(PGconn *c)
 }
 
 /* The migrations db_migrate applies (common/db_migrate.c): one place. */
-#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,11"
-#define DB_NVERSIONS "10"
+#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11"
+#define DB_NVERSIONS "11"
 
 static int count_triggers(PGconn *c)
 {
@@ -853,6 +853,82 @@ static void test_rename(struct db *d, PGconn *raw)
 			     " WHERE object_key = 'in/ghost2' AND"
 			     " removed_at IS NULL") == 1,
 	   "rename onto itself changes nothing");
+}
+
+static int locked_fail(void *arg)
+{
+	(void)arg;
+	return -EIO;
+}
+
+static int locked_ok(void *arg)
+{
+	(*(int *)arg)++;
+	return 0;
+}
+
+/* db_reception_mark_removed_locked: fn's error writes nothing; else the
+ * live rows are marked and the removal noted (migration 10), and a mount's
+ * commit of an upload based on the store before it is logged removed. */
+static void test_mark_removed_locked(struct db *d, PGconn *raw)
+{
+	struct reception_new r = {
+	    .source_bucket = BUCKET,
+	    .object_key = "rm/locked.txt",
+	    .size = 3,
+	    .etag = "e1",
+	    .origin = "mount",
+	};
+	struct db_record_guard g = {.expect_live = -1, .based_ms_ago = 60000};
+	int64_t id = 0;
+	int ins = 0, ran = 0, calls = 0, removed = -1;
+
+	db_reception_record(d, &r, NULL, &id, &ins);
+	ok(db_reception_mark_removed_locked(d, BUCKET, "rm/locked.txt", "x",
+					    locked_fail, NULL, &ran) == -EIO &&
+	       ran,
+	   "mark_removed_locked: fn's error returned");
+	ok(sql_long(raw,
+		    "SELECT count(*) FROM reception_audit WHERE"
+		    " object_key = 'rm/locked.txt' AND removed_at IS NULL") ==
+		   1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " object_key = 'rm/locked.txt'") == 0,
+	   "mark_removed_locked: nothing written when fn fails");
+	ok(db_reception_mark_removed_locked(d, BUCKET, "rm/locked.txt",
+					    "deleted", locked_ok, &calls,
+					    NULL) == 0 &&
+	       calls == 1,
+	   "mark_removed_locked: fn called once");
+	ok(sql_long(raw,
+		    "SELECT count(*) FROM reception_audit WHERE"
+		    " object_key = 'rm/locked.txt' AND removed_at IS NULL") ==
+		   0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " object_key = 'rm/locked.txt'") == 1,
+	   "mark_removed_locked: rows marked, removal noted");
+	r.etag = "e2";
+	g.removed_reason = "removed before its row";
+	g.removed_out = &removed;
+	ok(db_reception_record_guarded(d, &r, NULL, &g, &id, NULL) == 0 &&
+	       removed == 1,
+	   "a commit based on the store before the removal: logged removed");
+	ok(sql_long(raw,
+		    "SELECT count(*) FROM reception_audit WHERE"
+		    " object_key = 'rm/locked.txt' AND removed_at IS NULL") ==
+		   0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
+			     " object_key = 'rm/locked.txt'") == 2,
+	   "its row is a removed one, no live row");
+	r.etag = "e3";
+	g.based_ms_ago = 0;
+	removed = -1;
+	ok(db_reception_record_guarded(d, &r, NULL, &g, &id, NULL) == 0 &&
+	       removed == 0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
+			     " object_key = 'rm/locked.txt' AND"
+			     " removed_at IS NULL") == 1,
+	   "a commit based on the store after the removal: live");
 }
 
 static void test_mark_removed_and_triggers(struct db *d, PGconn *raw)
@@ -1369,6 +1445,7 @@ int main(void)
 	test_record_guarded(d, raw_a);
 	test_unrowed_do(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
+	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);
 	test_unique_retry(ci_a, d);
 	test_reconnect(dbname_a, d);

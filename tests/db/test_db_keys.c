@@ -118,7 +118,8 @@ void test_record_guarded(struct db *d, PGconn *raw)
 	    .origin = "foreign",
 	};
 	struct guard_probe pr = {.raw = raw};
-	struct db_record_guard g = {0, guard_check, &pr, 0, NULL, NULL};
+	struct db_record_guard g = {
+	    .check = guard_check, .arg = &pr, .based_ms_ago = -1};
 	int64_t id = 0, id_a = 0, id_b = 0;
 	int ins = -1, rc;
 

@@ -32,7 +32,9 @@ class FaultProxy:
     answer (until release is set or the proxy closes); ("close",) drop the connection;
     ("after", (code, body)) forward, then answer code/body instead of the real reply;
     ("late", seconds) forward, then hold the real reply that long (the request has taken
-    effect at the store; its caller does not know yet).
+    effect at the store; its caller does not know yet); ("hold", seconds) hold the request
+    that long before forwarding it (it has not reached the store yet).
+    Both wait at most until release is set.
     log: (method, path, action) of every request."""
 
     def __init__(self, upstream):
@@ -90,6 +92,8 @@ class FaultProxy:
                 if action and action[0] == "close":
                     self.close_connection = True
                     return
+                if action and action[0] == "hold":
+                    proxy.release.wait(action[1])
                 c = http.client.HTTPConnection(proxy.up_host, proxy.up_port, timeout=120)
                 try:
                     hdrs = {k: v for k, v in self.headers.items() if k.lower() not in HOP}
