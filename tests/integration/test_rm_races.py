@@ -84,9 +84,10 @@ def test_rm_and_another_mounts_commit_never_leave_a_row_that_lies(stack, mount_f
     Before the fix, A deleted the object and marked k's rows removed in separate steps outside
     the key lock B's commit takes, so with "late" A marked B's new row removed while B's object
     stayed (a file no live row describes). Now A's delete and its marking happen under the key
-    lock, so B's commit waits for A's rm and then logs what the store holds: B's object
-    ("late": the rm came first) or nothing live ("hold": the rm deleted B's uncommitted upload;
-    B's row is logged removed). Either way no row lies and nothing is logged twice."""
+    lock, so B's commit waits for A's rm and then finds B's object ("late": the rm came first)
+    or none ("hold": the rm's DELETE removed B's uncommitted upload), and then uploads B's file
+    again: B created it after the rm began, so the rm was not of B's file. Either way no row
+    lies, nothing is logged twice, and B's file is not lost."""
     px = FaultProxy(stack.endpoint)
     key = "race/k.bin"
     old, new = os.urandom(3000), os.urandom(3001)
@@ -115,11 +116,12 @@ def test_rm_and_another_mounts_commit_never_leave_a_row_that_lies(stack, mount_f
     assert res_rm.get("rc") == 0, f"a's rm: {res_rm.get('rc')}"
     obj, r = assert_consistent(a, key, [old, new])
     assert r[0]["sha256"] == sha(old) and r[0]["removed_at"] is not None
-    if hold == "late":
-        assert res_w.get("rc") == 0, f"b's write: {res_w.get('rc')}"
-        assert obj == new, "b's upload, after the rm, is the file now"
-    else:
-        assert obj is None, "the rm, whose DELETE reached the store last, won"
+    # "late": the rm came first. "hold": the rm's DELETE, of the file before b's, reached the
+    # store after b's upload and deleted it; b's commit, under the key lock after the rm's, finds
+    # no object and uploads its file again (b created it after the rm began: the rm was not of
+    # b's file). Either way b's file is the file now, with one live row.
+    assert res_w.get("rc") == 0, f"b's write: {res_w.get('rc')}"
+    assert obj == new, "b's file, written after the rm began, is the file now"
 
 
 @pytest.mark.parametrize("hold", ["late", "hold"])
