@@ -368,11 +368,34 @@ static int promote_delete_source(struct promote *p,
 	return rc;
 }
 
+/* The event line (log.h) of the reception row a promotion closed (row:
+ * its id): "removed", reason=promoted, with where it went. */
+static void promote_removed_event(struct promote *p,
+				  const struct db_journal_entry *e, int64_t row)
+{
+	struct log_ev ev;
+
+	(void)p;
+	log_ev_begin(&ev, "removed");
+	log_ev_str(&ev, "bucket", e->source_bucket);
+	log_ev_str(&ev, "key", e->source_key);
+	log_ev_int(&ev, "size", (long long)e->size);
+	log_ev_int(&ev, "id", (long long)row);
+	log_ev_str(&ev, "reason", "promoted");
+	log_ev_str(&ev, "dest_bucket", e->dest_bucket);
+	log_ev_str(&ev, "dest_key", e->dest_key);
+	log_ev_int(&ev, "journal", (long long)e->id);
+	log_ev_who(&ev, (unsigned long)e->who.uid, e->who.user, e->who.host);
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, LOG_LVL_INFO);
+}
+
 /* cleanup: the source goes (only while it is the promoted upload), then
  * its row and the entry. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 {
 	struct s3_object_info info;
+	int64_t closed = 0;
 	int rc;
 
 	rc = s3_head(p->s3, e->source_bucket, e->source_key, &info);
@@ -398,11 +421,13 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 		    e->dest_key, strerror(-rc), (long long)e->id);
 		return rc;
 	}
-	rc = db_promote_done(p->db, p->owner, e->id);
-	if (rc == -EINPROGRESS)
-		rc = db_promote_done(p->db, p->owner, e->id); /* idempotent */
+	rc = db_promote_done(p->db, p->owner, e->id, &closed);
+	if (rc == -EINPROGRESS) /* idempotent */
+		rc = db_promote_done(p->db, p->owner, e->id, &closed);
 	if (rc == -ENOLCK)
 		rc = promote_fence_lost(p, e);
+	if (!rc && closed > 0)
+		promote_removed_event(p, e, closed);
 	return rc;
 }
 
@@ -735,6 +760,26 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 	return 0;
 }
 
+/* The event line (log.h) of a reception row this promotion wrote for an
+ * upload by another route (as the reception's scan would): "received", or
+ * "overwritten" when it closed the key's live row (replaced). */
+static void promote_foreign_event(const char *bucket, const char *key,
+				  uint64_t size, const char *sha256, int64_t id,
+				  int replaced)
+{
+	struct log_ev ev;
+
+	log_ev_begin(&ev, replaced ? "overwritten" : "received");
+	log_ev_str(&ev, "bucket", bucket);
+	log_ev_str(&ev, "key", key);
+	log_ev_int(&ev, "size", (long long)size);
+	log_ev_str(&ev, "sha256", sha256);
+	log_ev_int(&ev, "id", (long long)id);
+	log_ev_str(&ev, "origin", "foreign");
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, LOG_LVL_INFO);
+}
+
 /* The source's facts: HEAD, and the hashes of its live reception row (or
  * computed from its bytes, and logged when it has no row of its upload). */
 static int promote_source(struct promote *p, const char *key,
@@ -783,6 +828,9 @@ static int promote_source(struct promote *p, const char *key,
 			rc = -EBUSY; /* logged by someone meanwhile: again */
 		if (rc)
 			goto fail;
+		if (ins)
+			promote_foreign_event(bucket, key, src->size, sha, id,
+					      has_row);
 		row->id = id;
 		row->size = (int64_t)src->size;
 		snprintf(row->etag, sizeof(row->etag), "%s", src->etag);
@@ -929,7 +977,7 @@ static void promote_event(struct promote *p, int rc,
 	if (recovered)
 		log_ev_int(&ev, "recovered", 1);
 	if (who)
-		log_ev_who(&ev, (unsigned long)who->uid, who->user);
+		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, rc && rc != -EEXIST ? LOG_LVL_ERROR : LOG_LVL_INFO);
 }
@@ -1366,7 +1414,7 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 
 		r.outcome = promote_outcome_of(now.outcome);
 		promote_event(p, rc, &r, now.source_key, now.dest_key, &si,
-			      now.sha256, NULL, 1);
+			      now.sha256, &now.who, 1);
 	}
 	log_op_end();
 	return rc;

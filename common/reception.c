@@ -422,7 +422,7 @@ static void reception_event(struct reception *r, const char *event,
 		log_ev_int(&ev, "id", (long long)id);
 	log_ev_str(&ev, "origin", origin);
 	if (who)
-		log_ev_who(&ev, (unsigned long)who->uid, who->user);
+		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
 }
@@ -517,6 +517,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	    .who = &u->who,
 	};
 	char reason[512];
+	int64_t id = 0;
 	int rc, rowed = 0, inserted = 0;
 
 	*committed = 0;
@@ -540,19 +541,26 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		 * either way the object is kept, but only the former makes
 		 * the caller's commit a success. */
 		*committed = rowed && u->unknown;
-		if (rowed)
+		if (rowed) {
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
 				 b, u->key);
-		else
+			if (*committed && !own) /* (own: its caller logs) */
+				reception_event(r, "received", NULL, 0, u->key,
+						&u->res, 0, &u->who, u->origin);
+		} else {
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
+			/* an object change with no row: reason says so */
+			reception_event(r, "removed", NULL, 0, u->key, &u->res,
+					0, &u->who, u->origin);
+		}
 		return 0;
 	}
 	/* An overwrite: the old content is gone, the new one is there; its
 	 * row is what is missing. */
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
-	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL,
+	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id,
 					 &inserted);
 	if (rc == -EINPROGRESS)
 		u->unknown = 1; /* read back on the next try */
@@ -568,10 +576,14 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		return rc;
 	*committed = 1;
 	reception_mark_known(r, u->key, u->res.etag);
-	if (inserted)
+	if (inserted && !own) {
+		/* (from the commit itself, own: its caller logs it) */
 		log_warn("%s/%s: overwrite logged late (its commit had "
 			 "failed)",
 			 b, u->key);
+		reception_event(r, "overwritten", NULL, 0, u->key, &u->res, id,
+				&u->who, u->origin);
+	}
 	return 0;
 cancelled:
 	log_info("%s/%s: a later upload of the key committed its row; the "
@@ -937,7 +949,7 @@ out:
 		log_ev_str(&ev, "from", from_key);
 		log_ev_int(&ev, "size", (long long)size);
 		if (who)
-			log_ev_who(&ev, (unsigned long)who->uid, who->user);
+			log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
 	}
@@ -1076,9 +1088,13 @@ static int reception_log_foreign(struct reception *r, const char *key,
 		if (*inserted) {
 			struct upload_result res = {.size = before.size};
 
+			/* a live row read before (expect_live) was closed */
 			memcpy(res.sha256, sha, sizeof(res.sha256));
-			reception_event(r, "received", NULL, 0, key, &res, id,
-					NULL, "foreign");
+			reception_event(r,
+					expect_live > 0 ? "overwritten"
+							: "received",
+					NULL, 0, key, &res, id, &r->foreign,
+					"foreign");
 		}
 		/* Its owner and mode are the configured ones now, not those
 		 * recorded for what it replaced (nor any its uploader set). */
