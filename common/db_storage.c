@@ -778,8 +778,10 @@ static void pg_entry(PGresult *res, int i, struct db_journal_entry *e)
 	e->size = strtoull(PQgetvalue(res, i, 11), NULL, 10);
 	snprintf(e->xxh128, sizeof(e->xxh128), "%s", PQgetvalue(res, i, 12));
 	e->who.uid = (uid_t)strtol(PQgetvalue(res, i, 13), NULL, 10);
-	snprintf(e->who.user, sizeof(e->who.user), "%s", PQgetvalue(res, i, 14));
-	snprintf(e->who.host, sizeof(e->who.host), "%s", PQgetvalue(res, i, 15));
+	snprintf(e->who.user, sizeof(e->who.user), "%s",
+		 PQgetvalue(res, i, 14));
+	snprintf(e->who.host, sizeof(e->who.host), "%s",
+		 PQgetvalue(res, i, 15));
 }
 
 struct db_get_args {

@@ -560,8 +560,8 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	/* An overwrite: the old content is gone, the new one is there; its
 	 * row is what is missing. */
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
-	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id,
-					 &inserted);
+	rc =
+	    db_reception_record_guarded(r->db, &rn, reason, &g, &id, &inserted);
 	if (rc == -EINPROGRESS)
 		u->unknown = 1; /* read back on the next try */
 	if (rc == -ECANCELED)
@@ -949,7 +949,8 @@ out:
 		log_ev_str(&ev, "from", from_key);
 		log_ev_int(&ev, "size", (long long)size);
 		if (who)
-			log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
+			log_ev_who(&ev, (unsigned long)who->uid, who->user,
+				   who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
 	}
@@ -1090,11 +1091,9 @@ static int reception_log_foreign(struct reception *r, const char *key,
 
 			/* a live row read before (expect_live) was closed */
 			memcpy(res.sha256, sha, sizeof(res.sha256));
-			reception_event(r,
-					expect_live > 0 ? "overwritten"
-							: "received",
-					NULL, 0, key, &res, id, &r->foreign,
-					"foreign");
+			reception_event(
+			    r, expect_live > 0 ? "overwritten" : "received",
+			    NULL, 0, key, &res, id, &r->foreign, "foreign");
 		}
 		/* Its owner and mode are the configured ones now, not those
 		 * recorded for what it replaced (nor any its uploader set). */

@@ -451,6 +451,8 @@ static int recon_apply_gone(struct recon_run *r, struct recon_item *it,
 		it->fixed = 1;
 		return 0;
 	}
+	tool_removed_event("reconcile", rc, r->t.cfg.reception_bucket, it->key,
+			   -1, it->row_id, "object_gone", NULL, who);
 	if (rc) {
 		it->fix = "not closed: the database failed";
 		return rc;
