@@ -398,11 +398,13 @@ static void reception_reason(char *out, size_t len, const char *what,
 }
 
 /* One event line (log.h) for an outcome decided here. who may be NULL
- * (an upload by another route); rc < 0 makes it an error line for op. */
-static void reception_event(struct reception *r, const char *event,
-			    const char *op, int rc, const char *key,
-			    const struct upload_result *res, int64_t id,
-			    const struct actor *who, const char *origin)
+ * (an upload by another route); rc < 0 makes it an error line for op.
+ * reason (NULL: none) says why a removed row or object went. */
+static void reception_event_why(struct reception *r, const char *event,
+				const char *op, int rc, const char *key,
+				const struct upload_result *res, int64_t id,
+				const struct actor *who, const char *origin,
+				const char *reason)
 {
 	struct log_ev ev;
 
@@ -421,10 +423,19 @@ static void reception_event(struct reception *r, const char *event,
 	if (id > 0)
 		log_ev_int(&ev, "id", (long long)id);
 	log_ev_str(&ev, "origin", origin);
+	log_ev_str(&ev, "reason", reason);
 	if (who)
 		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}
+
+static void reception_event(struct reception *r, const char *event,
+			    const char *op, int rc, const char *key,
+			    const struct upload_result *res, int64_t id,
+			    const struct actor *who, const char *origin)
+{
+	reception_event_why(r, event, op, rc, key, res, id, who, origin, NULL);
 }
 
 int reception_ready(struct reception *r)
@@ -552,8 +563,9 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
 			/* an object change with no row: reason says so */
-			reception_event(r, "removed", NULL, 0, u->key, &u->res,
-					0, &u->who, u->origin);
+			reception_event_why(r, "removed", NULL, 0, u->key,
+					    &u->res, 0, &u->who, u->origin,
+					    "unrowed");
 		}
 		return 0;
 	}
@@ -814,8 +826,8 @@ int reception_commit(struct reception *r, const char *key,
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
 		reception_event(r, created ? "received" : "overwritten", NULL,
 				0, key, res, id, who, "mount");
-		reception_event(r, "removed", NULL, 0, key, res, id, who,
-				"mount");
+		reception_event_why(r, "removed", NULL, 0, key, res, id, who,
+				    "mount", "superseded");
 		return 0;
 	}
 	if (rc == 0) {
@@ -870,7 +882,8 @@ int reception_remove(struct reception *r, const char *key,
 			  "%s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
 out:
-	reception_event(r, "removed", "remove", rc, key, NULL, 0, who, "mount");
+	reception_event_why(r, "removed", "remove", rc, key, NULL, 0, who,
+			    "mount", "deleted");
 	return rc;
 }
 

@@ -130,7 +130,7 @@ def match_rows_and_lines(m, evs):
             if e["event"] == "removed":
                 assert r["removed_at"] is not None, e
         else:
-            assert e["event"] == "removed", e
+            assert e["event"] == "removed" and e["reason"] == "deleted", e
             assert [r for r in rrows if r["object_key"] == e["key"]
                     and (r["removal_reason"] or "").startswith("deleted")], e
         assert int(e.get("duration_ms", "0")) >= 0
