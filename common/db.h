@@ -84,6 +84,19 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 			      const char *reason);
 
+/* The rows one db_reception_mark_removed_ret closed. */
+struct db_closed {
+	int n;	      /* how many (0: none) */
+	int64_t id;   /* the newest one's id */
+	int64_t size; /* its size_bytes (-1: NULL) */
+};
+
+/* db_reception_mark_removed, telling in *closed (may be NULL) which rows
+ * it closed. */
+int db_reception_mark_removed_ret(struct db *d, const char *bucket,
+				  const char *key, const char *reason,
+				  struct db_closed *closed);
+
 /* Sets removed_at = now(), removal_reason = reason on reception row id
  * while it is live: in one transaction under the key lock of its (bucket,
  * key), as every writer of reception rows. For a change found by a tool

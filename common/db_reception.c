@@ -239,34 +239,64 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 	return 0;
 }
 
+/* db_sql_mark_removed, answering the rows it closed, newest first. */
+static const char db_sql_mark_removed_ret[] =
+    "WITH c AS (UPDATE reception_audit SET removed_at = now(),"
+    " removal_reason = $3::text"
+    " WHERE source_bucket = $1::text AND object_key = $2::text"
+    " AND removed_at IS NULL RETURNING id, size_bytes)"
+    " SELECT id, coalesce(size_bytes, -1) FROM c ORDER BY id DESC";
+
 struct db_removed_args {
 	const char *bucket;
 	const char *key;
 	const char *reason;
+	struct db_closed *closed;
 };
 
 static int pg_reception_mark_removed(struct pg_ctx *x, void *arg)
 {
 	struct db_removed_args *a = arg;
 	const char *p[3] = {a->bucket, a->key, a->reason};
+	PGresult *res = NULL;
+	int rc;
 
-	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	memset(a->closed, 0, sizeof(*a->closed));
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &res);
+	if (!rc && PQntuples(res) > 0) {
+		a->closed->n = PQntuples(res);
+		a->closed->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		a->closed->size = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_mark_removed_ret(struct db *d, const char *bucket,
+				  const char *key, const char *reason,
+				  struct db_closed *closed)
+{
+	struct db_closed local;
+	struct db_removed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .reason = reason,
+	    .closed = closed ? closed : &local,
+	};
+
+	memset(a.closed, 0, sizeof(*a.closed));
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	/* One idempotent statement: safe to run again after a reconnect
+	 * (a second run closes nothing: closed says none). */
+	return db_run(d, "reception mark removed", 0, 0,
+		      pg_reception_mark_removed, &a);
 }
 
 int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 			      const char *reason)
 {
-	struct db_removed_args a = {
-	    .bucket = bucket,
-	    .key = key,
-	    .reason = reason,
-	};
-
-	if (!d || !bucket || !key)
-		return -EINVAL;
-	/* One idempotent statement: safe to run again after a reconnect. */
-	return db_run(d, "reception mark removed", 0, 0,
-		      pg_reception_mark_removed, &a);
+	return db_reception_mark_removed_ret(d, bucket, key, reason, NULL);
 }
 
 struct db_remove_id_args {

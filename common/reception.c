@@ -861,6 +861,8 @@ int reception_commit(struct reception *r, const char *key,
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who)
 {
+	struct db_closed closed = {0};
+	struct upload_result res = {0};
 	char reason[512];
 	int rc;
 
@@ -873,8 +875,8 @@ int reception_remove(struct reception *r, const char *key,
 	if (rc)
 		goto out;
 	reception_reason(reason, sizeof(reason), "deleted", who);
-	rc = db_reception_mark_removed(r->db, r->cfg->reception_bucket, key,
-				       reason);
+	rc = db_reception_mark_removed_ret(r->db, r->cfg->reception_bucket, key,
+					   reason, &closed);
 	if (rc == -EINPROGRESS)
 		rc = -EIO;
 	if (rc)
@@ -882,8 +884,12 @@ int reception_remove(struct reception *r, const char *key,
 			  "%s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
 out:
-	reception_event_why(r, "removed", "remove", rc, key, NULL, 0, who,
-			    "mount", "deleted");
+	if (!rc && closed.n > 0 && closed.size >= 0)
+		res.size = (uint64_t)closed.size;
+	reception_event_why(r, "removed", "remove", rc, key,
+			    !rc && closed.n > 0 && closed.size >= 0 ? &res
+								    : NULL,
+			    rc ? 0 : closed.id, who, "mount", "deleted");
 	return rc;
 }
 
