@@ -32,6 +32,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "events.h"
 #include "hash.h"
 #include "log.h"
 #include "names.h"
@@ -368,28 +369,6 @@ static int promote_delete_source(struct promote *p,
 	return rc;
 }
 
-/* The event line (log.h) of the reception row a promotion closed (row:
- * its id): "removed", reason=promoted, with where it went. */
-static void promote_removed_event(struct promote *p,
-				  const struct db_journal_entry *e, int64_t row)
-{
-	struct log_ev ev;
-
-	(void)p;
-	log_ev_begin(&ev, "removed");
-	log_ev_str(&ev, "bucket", e->source_bucket);
-	log_ev_str(&ev, "key", e->source_key);
-	log_ev_int(&ev, "size", (long long)e->size);
-	log_ev_int(&ev, "id", (long long)row);
-	log_ev_str(&ev, "reason", "promoted");
-	log_ev_str(&ev, "dest_bucket", e->dest_bucket);
-	log_ev_str(&ev, "dest_key", e->dest_key);
-	log_ev_int(&ev, "journal", (long long)e->id);
-	log_ev_who(&ev, (unsigned long)e->who.uid, e->who.user, e->who.host);
-	log_ev_duration(&ev);
-	log_ev_emit(&ev, LOG_LVL_INFO);
-}
-
 /* cleanup: the source goes (only while it is the promoted upload), then
  * its row and the entry. */
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
@@ -427,7 +406,9 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 	if (rc == -ENOLCK)
 		rc = promote_fence_lost(p, e);
 	if (!rc && closed > 0)
-		promote_removed_event(p, e, closed);
+		events_promoted(e->source_bucket, e->source_key, e->size,
+				closed, e->dest_bucket, e->dest_key, e->id,
+				&e->who);
 	return rc;
 }
 
@@ -760,26 +741,6 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 	return 0;
 }
 
-/* The event line (log.h) of a reception row this promotion wrote for an
- * upload by another route (as the reception's scan would): "received", or
- * "overwritten" when it closed the key's live row (replaced). */
-static void promote_foreign_event(const char *bucket, const char *key,
-				  uint64_t size, const char *sha256, int64_t id,
-				  int replaced)
-{
-	struct log_ev ev;
-
-	log_ev_begin(&ev, replaced ? "overwritten" : "received");
-	log_ev_str(&ev, "bucket", bucket);
-	log_ev_str(&ev, "key", key);
-	log_ev_int(&ev, "size", (long long)size);
-	log_ev_str(&ev, "sha256", sha256);
-	log_ev_int(&ev, "id", (long long)id);
-	log_ev_str(&ev, "origin", "foreign");
-	log_ev_duration(&ev);
-	log_ev_emit(&ev, LOG_LVL_INFO);
-}
-
 /* The source's facts: HEAD, and the hashes of its live reception row (or
  * computed from its bytes, and logged when it has no row of its upload). */
 static int promote_source(struct promote *p, const char *key,
@@ -828,9 +789,13 @@ static int promote_source(struct promote *p, const char *key,
 			rc = -EBUSY; /* logged by someone meanwhile: again */
 		if (rc)
 			goto fail;
+		/* its line, as the scan would write it (overwritten: it
+		 * closed the key's live row) */
 		if (ins)
-			promote_foreign_event(bucket, key, src->size, sha, id,
-					      has_row);
+			events_reception(has_row ? "overwritten" : "received",
+					 NULL, 0, bucket, key,
+					 (long long)src->size, sha, id,
+					 "foreign", NULL, NULL);
 		row->id = id;
 		row->size = (int64_t)src->size;
 		snprintf(row->etag, sizeof(row->etag), "%s", src->etag);
@@ -851,6 +816,9 @@ static void promote_sleep_ms(long ms)
 
 	nanosleep(&ts, NULL);
 }
+
+static void promote_resumed_event(struct promote *p, int rc,
+				  const struct db_journal_entry *e);
 
 /* The entry blocking decision pr: when it is this process's and no thread
  * works on it, or its owner is gone (taken over), it is finished here
@@ -878,8 +846,16 @@ static int promote_blocker(struct promote *p, const struct db_promo *pr,
 		return 0; /* another thread of this process works on it */
 	/* read again once claimed: it may have been finished since */
 	rc = db_journal_get(p->db, id, e);
-	if (!rc)
+	if (!rc) {
+		int other = strcmp(e->source_key, pr->source_key) ||
+			    strcmp(e->source_bucket, pr->source_bucket);
+
 		rc = promote_resume(p, e);
+		/* another file's promotion has its line here (this file's:
+		 * its caller writes it) */
+		if (other)
+			promote_resumed_event(p, rc, e);
+	}
 	if (!rc && db_journal_get(p->db, id, e))
 		e->state[0] = '\0';
 	inflight_del(p, id);
@@ -980,6 +956,19 @@ static void promote_event(struct promote *p, int rc,
 		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, rc && rc != -EEXIST ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}
+
+/* The event line of an entry finished by resuming it (recovery, or a
+ * promotion that met it): its outcome, recovered=1, who asked for it. */
+static void promote_resumed_event(struct promote *p, int rc,
+				  const struct db_journal_entry *e)
+{
+	struct promote_result r = {.journal_id = e->id};
+	struct s3_object_info si = {.size = (uint64_t)e->size};
+
+	r.outcome = promote_outcome_of(e->outcome);
+	promote_event(p, rc, &r, e->source_key, e->dest_key, &si, e->sha256,
+		      &e->who, 1);
 }
 
 int promote_file(struct promote *p, const char *src_key, const char *prefix,
@@ -1408,14 +1397,7 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
 			  (long long)e->id, strerror(-rc));
-	{
-		struct promote_result r = {.journal_id = now.id};
-		struct s3_object_info si = {.size = (uint64_t)now.size};
-
-		r.outcome = promote_outcome_of(now.outcome);
-		promote_event(p, rc, &r, now.source_key, now.dest_key, &si,
-			      now.sha256, &now.who, 1);
-	}
+	promote_resumed_event(p, rc, &now);
 	log_op_end();
 	return rc;
 }

@@ -39,6 +39,7 @@
 
 #include "counters.h"
 #include "db_attrs.h"
+#include "events.h"
 #include "fpset.h"
 #include "log.h"
 #include "names.h"
@@ -406,28 +407,9 @@ static void reception_event_why(struct reception *r, const char *event,
 				const struct actor *who, const char *origin,
 				const char *reason)
 {
-	struct log_ev ev;
-
-	log_ev_begin(&ev, rc ? "error" : event);
-	if (rc) {
-		log_ev_str(&ev, "op", op);
-		log_ev_err(&ev, rc);
-	}
-	log_ev_str(&ev, "bucket", r->cfg->reception_bucket);
-	log_ev_str(&ev, "key", key);
-	if (res) {
-		log_ev_int(&ev, "size", (long long)res->size);
-		if (res->sha256[0])
-			log_ev_str(&ev, "sha256", res->sha256);
-	}
-	if (id > 0)
-		log_ev_int(&ev, "id", (long long)id);
-	log_ev_str(&ev, "origin", origin);
-	log_ev_str(&ev, "reason", reason);
-	if (who)
-		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
-	log_ev_duration(&ev);
-	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+	events_reception(event, op, rc, r->cfg->reception_bucket, key,
+			 res ? (long long)res->size : -1,
+			 res ? res->sha256 : NULL, id, origin, reason, who);
 }
 
 static void reception_event(struct reception *r, const char *event,
