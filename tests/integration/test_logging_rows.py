@@ -182,6 +182,10 @@ def test_every_row_change_has_exactly_one_line(stack, mount_factory, uniq):
     drop(m, "f2.txt", b"the mount's\n")
     m.s3.put_object(Bucket=m.reception_bucket, Key="f2.txt", Body=b"replaced by the SDK\n")
     promote(m, "f2.txt", p, "f2.txt")
+    # a direct write into the project: a drop under the staging key plus its promotion
+    checks.write(os.path.join(m.projects, p, "direct.txt"), b"written into the project\n")
+    assert m.sql_value("select count(*) from storage_audit where dest_key = %s",
+                       (f"{p}/direct.txt",)) == 1
     # an error changes nothing and says so (no row claimed)
     drop(m, "err.txt", b"kept\n")
     m.stop_pg()
