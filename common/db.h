@@ -113,6 +113,19 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who);
 
+/* What one db_reception_rename_ret changed (0: nothing). */
+struct db_renamed {
+	int64_t id;	     /* the row inserted for new_key */
+	int64_t from_id;     /* old_key's row it closed */
+	int64_t replaced_id; /* new_key's live row it closed (a file there) */
+};
+
+/* db_reception_rename, telling in *out (may be NULL) the rows. */
+int db_reception_rename_ret(struct db *d, const char *bucket,
+			    const char *old_key, const char *new_key,
+			    const char *new_etag, uint64_t size,
+			    const struct actor *who, struct db_renamed *out);
+
 struct reception_live {
 	char *object_key;
 	char *etag; /* NULL when the row has none */

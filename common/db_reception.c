@@ -27,13 +27,6 @@ static const char db_sql_live_for_update[] =
 	" WHERE source_bucket = $1::text AND object_key = $2::text"
 	" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE";
 
-/* $1 bucket, $2 key, $3 reason. Idempotent. */
-static const char db_sql_mark_removed[] =
-	"UPDATE reception_audit SET removed_at = now(),"
-	" removal_reason = $3::text"
-	" WHERE source_bucket = $1::text AND object_key = $2::text"
-	" AND removed_at IS NULL";
-
 /* $1 id: its (bucket, key) while it is live. */
 static const char db_sql_live_by_id[] =
 	"SELECT source_bucket, object_key FROM reception_audit"
@@ -239,13 +232,16 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 	return 0;
 }
 
-/* db_sql_mark_removed, answering the rows it closed, newest first. */
+/* $1 bucket, $2 key, $3 reason: the live rows closed, answering them
+ * (id, size_bytes or -1), newest first. Idempotent. */
+/* clang-format off */
 static const char db_sql_mark_removed_ret[] =
-    "WITH c AS (UPDATE reception_audit SET removed_at = now(),"
-    " removal_reason = $3::text"
-    " WHERE source_bucket = $1::text AND object_key = $2::text"
-    " AND removed_at IS NULL RETURNING id, size_bytes)"
-    " SELECT id, coalesce(size_bytes, -1) FROM c ORDER BY id DESC";
+	"WITH c AS (UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = $3::text"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL RETURNING id, size_bytes)"
+	" SELECT id, coalesce(size_bytes, -1) FROM c ORDER BY id DESC";
+/* clang-format on */
 
 struct db_removed_args {
 	const char *bucket;
@@ -347,18 +343,27 @@ struct db_rename_args {
 	const struct actor *who;
 	char *renamed;	/* "renamed to <new_key>" */
 	char *replaced; /* "replaced by rename from <old_key>" */
+	struct db_renamed *out;
 };
+
+/* The newest id a db_sql_mark_removed_ret result res closed, or 0. */
+static int64_t db_closed_id(PGresult *res)
+{
+	return PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+				  : 0;
+}
 
 static int pg_reception_rename(struct pg_ctx *x, void *arg)
 {
 	struct db_rename_args *a = arg;
 	struct db_actor_params ap;
-	PGresult *res = NULL;
+	PGresult *res = NULL, *closed = NULL;
 	const char *p[12];
 	const char *xxh = NULL, *sha = NULL;
 	char size[24];
 	int rc, first;
 
+	memset(a->out, 0, sizeof(*a->out)); /* a transaction tried again */
 	rc = db_size_param(a->size, size, sizeof(size));
 	if (rc)
 		return rc;
@@ -394,14 +399,20 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	}
 
 	p[2] = a->renamed;
-	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
 	if (rc)
 		goto out;
+	a->out->from_id = db_closed_id(closed);
+	PQclear(closed);
+	closed = NULL;
 	p[1] = a->new_key;
 	p[2] = a->replaced;
-	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
 	if (rc)
 		goto out;
+	a->out->replaced_id = db_closed_id(closed);
+	PQclear(closed);
+	closed = NULL;
 
 	p[0] = a->bucket;
 	p[1] = db_basename(a->new_key);
@@ -412,8 +423,11 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	p[6] = a->new_etag;
 	p[7] = "rename";
 	db_actor_params(a->who, &ap, p + 8);
-	rc = pg_exec(x, db_sql_insert_reception, 12, p, NULL);
+	rc = pg_exec(x, db_sql_insert_reception, 12, p, &closed);
+	if (!rc && PQntuples(closed) == 1)
+		a->out->id = strtoll(PQgetvalue(closed, 0, 0), NULL, 10);
 out:
+	PQclear(closed);
 	PQclear(res); /* after the insert: xxh and sha point into it */
 	return rc;
 }
@@ -422,6 +436,16 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who)
 {
+	return db_reception_rename_ret(d, bucket, old_key, new_key, new_etag,
+				       size, who, NULL);
+}
+
+int db_reception_rename_ret(struct db *d, const char *bucket,
+			    const char *old_key, const char *new_key,
+			    const char *new_etag, uint64_t size,
+			    const struct actor *who, struct db_renamed *out)
+{
+	struct db_renamed local;
 	struct db_rename_args a = {
 	    .bucket = bucket,
 	    .old_key = old_key,
@@ -429,9 +453,11 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 	    .new_etag = new_etag,
 	    .size = size,
 	    .who = who,
+	    .out = out ? out : &local,
 	};
 	int rc = -ENOMEM;
 
+	memset(a.out, 0, sizeof(*a.out));
 	if (!d || !bucket || !old_key || !new_key)
 		return -EINVAL;
 	if (!strcmp(old_key, new_key))

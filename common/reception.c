@@ -882,6 +882,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
 	struct s3_object_info target = {0};
+	struct db_renamed ren = {0};
 	int rc, existed;
 	unsigned gen;
 
@@ -907,8 +908,8 @@ int reception_rename(struct reception *r, const char *from_key,
 			  copy.etag);
 	if (rc)
 		goto out;
-	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
-				 who);
+	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
+				     size, who, &ren);
 	if (rc == -EINPROGRESS) {
 		/* The new row may exist: keep both objects; a scan sorts
 		 * out whichever has no row. */
@@ -949,6 +950,13 @@ out:
 		log_ev_str(&ev, "key", to_key);
 		log_ev_str(&ev, "from", from_key);
 		log_ev_int(&ev, "size", (long long)size);
+		if (!rc && ren.id > 0)
+			log_ev_int(&ev, "id", (long long)ren.id);
+		if (!rc && ren.from_id > 0)
+			log_ev_int(&ev, "from_id", (long long)ren.from_id);
+		if (!rc && ren.replaced_id > 0)
+			log_ev_int(&ev, "replaced_id",
+				   (long long)ren.replaced_id);
 		if (who)
 			log_ev_who(&ev, (unsigned long)who->uid, who->user,
 				   who->host);

@@ -74,9 +74,10 @@ def match_rows_and_lines(m, evs):
         if r["received_by"] == "another tool":
             continue  # written by the test as another program
         if r["origin"] == "rename":
-            n = [e for e in lines if e["event"] == "renamed" and e["key"] == r["object_key"]]
-            assert len(n) == len([x for x in rrows if x["origin"] == "rename"
-                                  and x["object_key"] == r["object_key"]]), (r, n)
+            n = [e for e in lines if e["event"] == "renamed" and e.get("id") == str(r["id"])]
+            assert len(n) == 1 and n[0]["key"] == r["object_key"], (r, n)
+            assert int(n[0]["size"]) == r["size_bytes"]
+            check_who(n[0])
             continue
         n = [e for e in lines if e["event"] in ("received", "overwritten")
              and e.get("id") == str(r["id"])]
@@ -86,6 +87,18 @@ def match_rows_and_lines(m, evs):
         assert int(e["size"]) == r["size_bytes"] and e["sha256"] == r["sha256"], (e, r)
         assert e["origin"] == r["origin"], (e, r)
         check_who(e, foreign=r["origin"] == "foreign", row=r)
+    # reception rows a rename closed: the renamed line names them
+    for r in rrows:
+        reason = r["removal_reason"] or ""
+        for prefix, field in (("renamed to ", "from_id"), ("replaced by rename from ",
+                                                           "replaced_id")):
+            if reason.startswith(prefix):
+                n = [e for e in lines if e["event"] == "renamed"
+                     and e.get(field) == str(r["id"])]
+                assert len(n) == 1, (r, n)
+                other = n[0]["key"] if field == "from_id" else n[0]["from"]
+                assert reason == prefix + other and r["object_key"] == (
+                    n[0]["from"] if field == "from_id" else n[0]["key"]), (r, n)
     # reception rows closed as a change of their own
     for r in rrows:
         reason = r["removal_reason"] or ""
@@ -118,9 +131,13 @@ def match_rows_and_lines(m, evs):
             assert [s for s in srows if s["outcome"] == e["event"] and s["dest_key"] == e["key"]
                     and str(s["journal_id"]) == e["journal"]], e
         elif e["event"] == "renamed":
-            assert [r for r in rrows if r["origin"] == "rename" and r["object_key"] == e["key"]]
-            assert [r for r in rrows if r["object_key"] == e["from"]
-                    and (r["removal_reason"] or "") == f"renamed to {e['key']}"], e
+            r = by_id[int(e["id"])]
+            assert r["origin"] == "rename" and r["object_key"] == e["key"], (e, r)
+            r = by_id[int(e["from_id"])]
+            assert r["object_key"] == e["from"] and r["removed_at"] is not None, (e, r)
+            if "replaced_id" in e:
+                r = by_id[int(e["replaced_id"])]
+                assert r["object_key"] == e["key"] and r["removed_at"] is not None, (e, r)
         elif "id" in e:
             r = by_id.get(int(e["id"]))
             assert r and r["object_key"] == e["key"], e
@@ -224,6 +241,9 @@ def test_every_row_change_has_exactly_one_line(stack, mount_factory, uniq):
     kinds = {e["event"] for _, e in evs}
     assert ROW_EVENTS | {"conflict", "error"} <= kinds, kinds
     match_rows_and_lines(m, evs)
+    # the rename over a file names the row of the file it replaced
+    assert [e for _, e in evs if e["event"] == "renamed" and e["key"] == "r2.txt"
+            and e["from"] == "r3.txt" and "replaced_id" in e]
     # the closing lines name why: each closer once
     reasons = {e.get("reason") for _, e in evs if e["event"] == "removed"}
     assert {"promoted", "cleaned_up", "object_gone"} <= reasons, reasons
