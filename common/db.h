@@ -84,6 +84,19 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 			      const char *reason);
 
+/* The rows one db_reception_mark_removed_ret closed. */
+struct db_closed {
+	int n;	      /* how many (0: none) */
+	int64_t id;   /* the newest one's id */
+	int64_t size; /* its size_bytes (-1: NULL) */
+};
+
+/* db_reception_mark_removed, telling in *closed (may be NULL) which rows
+ * it closed. */
+int db_reception_mark_removed_ret(struct db *d, const char *bucket,
+				  const char *key, const char *reason,
+				  struct db_closed *closed);
+
 /* Sets removed_at = now(), removal_reason = reason on reception row id
  * while it is live: in one transaction under the key lock of its (bucket,
  * key), as every writer of reception rows. For a change found by a tool
@@ -99,6 +112,19 @@ int db_reception_remove_id(struct db *d, int64_t id, const char *reason);
 int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who);
+
+/* What one db_reception_rename_ret changed (0: nothing). */
+struct db_renamed {
+	int64_t id;	     /* the row inserted for new_key */
+	int64_t from_id;     /* old_key's row it closed */
+	int64_t replaced_id; /* new_key's live row it closed (a file there) */
+};
+
+/* db_reception_rename, telling in *out (may be NULL) the rows. */
+int db_reception_rename_ret(struct db *d, const char *bucket,
+			    const char *old_key, const char *new_key,
+			    const char *new_etag, uint64_t size,
+			    const struct actor *who, struct db_renamed *out);
 
 struct reception_live {
 	char *object_key;
@@ -196,10 +222,12 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
  * (nothing written); or the database's, -EINPROGRESS when the COMMIT's answer
  * was lost (the rows may or may not be marked). *fn_ran (may be NULL): fn was
  * called (the object may be gone even on an error). fn may be called again on a
- * retry, so it must be idempotent. Nothing is owned. */
+ * retry, so it must be idempotent. *closed (may be NULL): the rows it closed
+ * (as db_reception_mark_removed_ret). Nothing is owned. */
 int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     const char *key, const char *reason,
-				     db_locked_fn fn, void *arg, int *fn_ran);
+				     db_locked_fn fn, void *arg, int *fn_ran,
+				     struct db_closed *closed);
 
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes

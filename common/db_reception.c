@@ -27,13 +27,6 @@ static const char db_sql_live_for_update[] =
 	" WHERE source_bucket = $1::text AND object_key = $2::text"
 	" AND removed_at IS NULL ORDER BY id DESC FOR UPDATE";
 
-/* $1 bucket, $2 key, $3 reason. Idempotent. */
-static const char db_sql_mark_removed[] =
-	"UPDATE reception_audit SET removed_at = now(),"
-	" removal_reason = $3::text"
-	" WHERE source_bucket = $1::text AND object_key = $2::text"
-	" AND removed_at IS NULL";
-
 /* $1 id: its (bucket, key) while it is live. */
 static const char db_sql_live_by_id[] =
 	"SELECT source_bucket, object_key FROM reception_audit"
@@ -254,34 +247,67 @@ int db_reception_record(struct db *d, const struct reception_new *r,
 	return 0;
 }
 
+/* $1 bucket, $2 key, $3 reason: the live rows closed, answering them
+ * (id, size_bytes or -1), newest first. Idempotent. */
+/* clang-format off */
+static const char db_sql_mark_removed_ret[] =
+	"WITH c AS (UPDATE reception_audit SET removed_at = now(),"
+	" removal_reason = $3::text"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND removed_at IS NULL RETURNING id, size_bytes)"
+	" SELECT id, coalesce(size_bytes, -1) FROM c ORDER BY id DESC";
+/* clang-format on */
+
 struct db_removed_args {
 	const char *bucket;
 	const char *key;
 	const char *reason;
+	struct db_closed *closed;
 };
 
 static int pg_reception_mark_removed(struct pg_ctx *x, void *arg)
 {
 	struct db_removed_args *a = arg;
 	const char *p[3] = {a->bucket, a->key, a->reason};
+	PGresult *res = NULL;
+	int rc;
 
-	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	memset(a->closed, 0, sizeof(*a->closed));
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &res);
+	if (!rc && PQntuples(res) > 0) {
+		a->closed->n = PQntuples(res);
+		a->closed->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		a->closed->size = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_mark_removed_ret(struct db *d, const char *bucket,
+				  const char *key, const char *reason,
+				  struct db_closed *closed)
+{
+	struct db_closed local;
+	struct db_removed_args a = {
+	    .bucket = bucket,
+	    .key = key,
+	    .reason = reason,
+	    .closed = closed ? closed : &local,
+	};
+
+	memset(a.closed, 0, sizeof(*a.closed));
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	/* One idempotent statement: safe to run again after a reconnect
+	 * (a second run closes nothing: closed says none). */
+	return db_run(d, "reception mark removed", 0, 0,
+		      pg_reception_mark_removed, &a);
 }
 
 int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 			      const char *reason)
 {
-	struct db_removed_args a = {
-	    .bucket = bucket,
-	    .key = key,
-	    .reason = reason,
-	};
-
-	if (!d || !bucket || !key)
-		return -EINVAL;
-	/* One idempotent statement: safe to run again after a reconnect. */
-	return db_run(d, "reception mark removed", 0, 0,
-		      pg_reception_mark_removed, &a);
+	return db_reception_mark_removed_ret(d, bucket, key, reason, NULL);
 }
 
 struct db_removed_locked_args {
@@ -308,19 +334,26 @@ static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 	rc = pg_exec(x, db_sql_removal_note, 2, p, NULL);
 	if (rc)
 		return rc;
-	return pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	return pg_reception_mark_removed(x, &a->rm);
 }
 
 int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     const char *key, const char *reason,
-				     db_locked_fn fn, void *arg, int *fn_ran)
+				     db_locked_fn fn, void *arg, int *fn_ran,
+				     struct db_closed *closed)
 {
+	struct db_closed local;
 	struct db_removed_locked_args a = {
-	    .rm = {.bucket = bucket, .key = key, .reason = reason},
+	    .rm = {.bucket = bucket,
+		   .key = key,
+		   .reason = reason,
+		   .closed = closed ? closed : &local},
 	    .fn = fn,
 	    .arg = arg,
 	};
 	int rc;
+
+	memset(a.rm.closed, 0, sizeof(*a.rm.closed));
 
 	if (fn_ran)
 		*fn_ran = 0;
@@ -381,18 +414,27 @@ struct db_rename_args {
 	const struct actor *who;
 	char *renamed;	/* "renamed to <new_key>" */
 	char *replaced; /* "replaced by rename from <old_key>" */
+	struct db_renamed *out;
 };
+
+/* The newest id a db_sql_mark_removed_ret result res closed, or 0. */
+static int64_t db_closed_id(PGresult *res)
+{
+	return PQntuples(res) > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10)
+				  : 0;
+}
 
 static int pg_reception_rename(struct pg_ctx *x, void *arg)
 {
 	struct db_rename_args *a = arg;
 	struct db_actor_params ap;
-	PGresult *res = NULL;
+	PGresult *res = NULL, *closed = NULL;
 	const char *p[12];
 	const char *xxh = NULL, *sha = NULL;
 	char size[24];
 	int rc, first;
 
+	memset(a->out, 0, sizeof(*a->out)); /* a transaction tried again */
 	rc = db_size_param(a->size, size, sizeof(size));
 	if (rc)
 		return rc;
@@ -428,14 +470,20 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	}
 
 	p[2] = a->renamed;
-	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
 	if (rc)
 		goto out;
+	a->out->from_id = db_closed_id(closed);
+	PQclear(closed);
+	closed = NULL;
 	p[1] = a->new_key;
 	p[2] = a->replaced;
-	rc = pg_exec(x, db_sql_mark_removed, 3, p, NULL);
+	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
 	if (rc)
 		goto out;
+	a->out->replaced_id = db_closed_id(closed);
+	PQclear(closed);
+	closed = NULL;
 
 	p[0] = a->bucket;
 	p[1] = db_basename(a->new_key);
@@ -446,8 +494,11 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	p[6] = a->new_etag;
 	p[7] = "rename";
 	db_actor_params(a->who, &ap, p + 8);
-	rc = pg_exec(x, db_sql_insert_reception, 12, p, NULL);
+	rc = pg_exec(x, db_sql_insert_reception, 12, p, &closed);
+	if (!rc && PQntuples(closed) == 1)
+		a->out->id = strtoll(PQgetvalue(closed, 0, 0), NULL, 10);
 out:
+	PQclear(closed);
 	PQclear(res); /* after the insert: xxh and sha point into it */
 	return rc;
 }
@@ -456,6 +507,16 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who)
 {
+	return db_reception_rename_ret(d, bucket, old_key, new_key, new_etag,
+				       size, who, NULL);
+}
+
+int db_reception_rename_ret(struct db *d, const char *bucket,
+			    const char *old_key, const char *new_key,
+			    const char *new_etag, uint64_t size,
+			    const struct actor *who, struct db_renamed *out)
+{
+	struct db_renamed local;
 	struct db_rename_args a = {
 	    .bucket = bucket,
 	    .old_key = old_key,
@@ -463,9 +524,11 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 	    .new_etag = new_etag,
 	    .size = size,
 	    .who = who,
+	    .out = out ? out : &local,
 	};
 	int rc = -ENOMEM;
 
+	memset(a.out, 0, sizeof(*a.out));
 	if (!d || !bucket || !old_key || !new_key)
 		return -EINVAL;
 	if (!strcmp(old_key, new_key))

@@ -119,7 +119,7 @@ static const char db_sql_reception_promoted[] =
 	" removal_reason = 'promoted to ' || j.dest_bucket || '/' || j.dest_key"
 	" FROM promotion_journal j WHERE j.id = $1::bigint"
 	" AND reception_audit.id = j.reception_id"
-	" AND reception_audit.removed_at IS NULL";
+	" AND reception_audit.removed_at IS NULL RETURNING reception_audit.id";
 
 static const char db_sql_journal_done[] =
 	"UPDATE promotion_journal SET state = 'done', updated_at = now()"
@@ -142,7 +142,9 @@ static const char db_sql_journal_failed[] =
 #define DB_JOURNAL_COLS \
 	"id, coalesce(reception_id, 0), state, outcome, owner," \
 	" source_bucket, source_key, source_etag, dest_bucket, dest_key," \
-	" sha256, size_bytes, coalesce(xxh128, '')"
+	" sha256, size_bytes, coalesce(xxh128, '')," \
+	" coalesce(moved_uid, -1), coalesce(moved_user, '')," \
+	" coalesce(moved_host, '')"
 
 static const char db_sql_journal_get[] =
 	"SELECT " DB_JOURNAL_COLS " FROM promotion_journal"
@@ -529,6 +531,7 @@ static int pg_fence(struct pg_ctx *x, struct db_owner *o, int64_t id);
 struct db_step_args {
 	int64_t id;
 	struct db_owner *o;
+	int64_t row; /* done: the reception row it closed, 0 for none */
 };
 
 static int pg_promote_record(struct pg_ctx *x, void *arg)
@@ -579,20 +582,21 @@ static int db_step(struct db *d, struct db_owner *o, const char *what,
 
 int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id)
 {
-	struct db_step_args a = {journal_id, o};
+	struct db_step_args a = {journal_id, o, 0};
 
 	return db_step(d, o, "promotion record", pg_promote_record, &a);
 }
 
 static int pg_promote_done(struct pg_ctx *x, void *arg)
 {
-	const struct db_step_args *sa = arg;
+	struct db_step_args *sa = arg;
 	const int64_t *id = &sa->id;
 	char ids[24];
 	const char *v[1] = {ids};
 	PGresult *res = NULL;
 	int rc;
 
+	sa->row = 0; /* a transaction tried again starts afresh */
 	snprintf(ids, sizeof(ids), "%" PRId64, *id);
 	rc = pg_exec(x, db_sql_journal_lock, 1, v, &res);
 	if (rc)
@@ -605,8 +609,12 @@ static int pg_promote_done(struct pg_ctx *x, void *arg)
 	if (!strcmp(PQgetvalue(res, 0, 2), "done"))
 		goto out; /* finished already: nothing to write */
 	rc = pg_fence(x, sa->o, *id);
+	PQclear(res);
+	res = NULL;
 	if (!rc)
-		rc = pg_exec(x, db_sql_reception_promoted, 1, v, NULL);
+		rc = pg_exec(x, db_sql_reception_promoted, 1, v, &res);
+	if (!rc && PQntuples(res) > 0)
+		sa->row = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	if (!rc)
 		rc = pg_exec(x, db_sql_journal_done, 1, v, NULL);
 out:
@@ -614,11 +622,16 @@ out:
 	return rc;
 }
 
-int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id)
+int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id,
+		    int64_t *closed)
 {
-	struct db_step_args a = {journal_id, o};
+	struct db_step_args a = {journal_id, o, 0};
+	int rc;
 
-	return db_step(d, o, "promotion done", pg_promote_done, &a);
+	rc = db_step(d, o, "promotion done", pg_promote_done, &a);
+	if (closed)
+		*closed = rc ? 0 : a.row;
+	return rc;
 }
 
 struct db_fail_args {
@@ -764,6 +777,11 @@ static void pg_entry(PGresult *res, int i, struct db_journal_entry *e)
 	snprintf(e->sha256, sizeof(e->sha256), "%s", PQgetvalue(res, i, 10));
 	e->size = strtoull(PQgetvalue(res, i, 11), NULL, 10);
 	snprintf(e->xxh128, sizeof(e->xxh128), "%s", PQgetvalue(res, i, 12));
+	e->who.uid = (uid_t)strtol(PQgetvalue(res, i, 13), NULL, 10);
+	snprintf(e->who.user, sizeof(e->who.user), "%s",
+		 PQgetvalue(res, i, 14));
+	snprintf(e->who.host, sizeof(e->who.host), "%s",
+		 PQgetvalue(res, i, 15));
 }
 
 struct db_get_args {

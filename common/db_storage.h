@@ -119,8 +119,10 @@ int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id);
 
 /* The cleanup's database half: the reception row gets removed_at with
  * reason "promoted to <bucket>/<key>" (when still live) and the entry
- * state 'done'. Idempotent. */
-int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id);
+ * state 'done'. Idempotent. *closed (may be NULL): the id of the
+ * reception row this call closed, 0 when it closed none. */
+int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id,
+		    int64_t *closed);
 
 /* An entry that cannot go on (source and destination both gone, or a
  * refused copy before anything was stored): state 'failed' with the
@@ -159,6 +161,7 @@ struct db_journal_entry {
 	char sha256[65];
 	char xxh128[33]; /* "" when unknown */
 	uint64_t size;
+	struct actor who; /* who asked for it (uid -1, "" when unknown) */
 };
 
 /* The entry id (for reading back an unknown outcome). -ENOENT if none. */

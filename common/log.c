@@ -5,9 +5,13 @@
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <sys/types.h>
 #include <syslog.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "s3err.h"
 
@@ -16,6 +20,8 @@ static enum log_level log_max = LOG_LVL_INFO;
 static const char *log_ident = "custodyfs";
 static pthread_mutex_t log_lock = PTHREAD_MUTEX_INITIALIZER; /* stderr lines */
 static char log_status_line[512]; /* protected by log_lock: "" when none */
+static pthread_once_t log_journal_once = PTHREAD_ONCE_INIT;
+static int log_journal; /* set once (log_journal_once): stderr is journald's */
 
 /* A log line's bytes at most (longer ones are cut): keys are at most
  * 1024 bytes, 4 times that escaped. */
@@ -38,8 +44,25 @@ void log_status(const char *text)
 	pthread_mutex_unlock(&log_lock);
 }
 
+/* Is stderr the stream JOURNAL_STREAM ("DEV:INO") names (sd-daemon(3))? */
+static void log_journal_detect(void)
+{
+	const char *v = getenv("JOURNAL_STREAM");
+	unsigned long long dev, ino;
+	struct stat st;
+	char tail;
+
+	if (!v || sscanf(v, "%llu:%llu%c", &dev, &ino, &tail) != 2)
+		return;
+	if (fstat(STDERR_FILENO, &st) != 0)
+		return;
+	log_journal = (unsigned long long)st.st_dev == dev &&
+		      (unsigned long long)st.st_ino == ino;
+}
+
 void log_init(const char *ident, int use_syslog, enum log_level max_level)
 {
+	pthread_once(&log_journal_once, log_journal_detect);
 	log_ident = ident ? ident : "custodyfs";
 	log_use_syslog = use_syslog;
 	log_max = max_level;
@@ -181,6 +204,16 @@ void log_msg(enum log_level lvl, const char *fmt, ...)
 	log_escape(raw, line, sizeof(line));
 	if (log_use_syslog) {
 		syslog(prio[lvl], "%s", line);
+		return;
+	}
+	pthread_once(&log_journal_once, log_journal_detect);
+	if (log_journal) {
+		/* journald takes the priority from "<N>" and records the
+		 * time and the ident itself */
+		pthread_mutex_lock(&log_lock);
+		fprintf(stderr, "<%d>%s\n", prio[lvl], line);
+		fflush(stderr);
+		pthread_mutex_unlock(&log_lock);
 	} else {
 		char ts[32];
 		struct timespec now;
@@ -350,11 +383,15 @@ void log_ev_err(struct log_ev *e, int rc)
 		log_ev_str(e, "sqlstate", c.sqlstate);
 }
 
-void log_ev_who(struct log_ev *e, unsigned long uid, const char *user)
+void log_ev_who(struct log_ev *e, unsigned long uid, const char *user,
+		const char *host)
 {
-	log_ev_int(e, "uid", (long long)uid);
+	if (uid != (unsigned long)-1 && uid != (unsigned long)(uid_t)-1)
+		log_ev_int(e, "uid", (long long)uid);
 	if (user && *user)
 		log_ev_str(e, "user", user);
+	if (host && *host)
+		log_ev_str(e, "host", host);
 }
 
 void log_ev_duration(struct log_ev *e)

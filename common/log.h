@@ -24,7 +24,12 @@ enum log_level { LOG_LVL_ERROR = 0, LOG_LVL_WARN, LOG_LVL_INFO, LOG_LVL_DEBUG };
  * log_info("renamed %s", q) with q from log_quote. */
 size_t log_quote(char *out, size_t len, const char *v);
 
-/* Selects the sink. use_syslog=0 writes to stderr. Call once at start-up. */
+/* Selects the sink. use_syslog=0 writes to stderr. Call once at start-up.
+ * On stderr, when it is the journal's stream (JOURNAL_STREAM names its
+ * device and inode, sd-daemon(3)), each line is "<N>" (its syslog
+ * priority) and the message, without the time and ident journald records
+ * itself; else "TIME ident[level]: message". Found on the first line when
+ * log_init was not called (the batch tools). */
 void log_init(const char *ident, int use_syslog, enum log_level max_level);
 void log_set_level(enum log_level max_level);
 void log_msg(enum log_level lvl, const char *fmt, ...)
@@ -63,8 +68,11 @@ void log_ev_int(struct log_ev *e, const char *k, long long v);
  * errmap recorded in this thread since log_op_begin: s3_code=, http=,
  * curl=, sqlstate=. */
 void log_ev_err(struct log_ev *e, int rc);
-/* uid= and user= of the caller. */
-void log_ev_who(struct log_ev *e, unsigned long uid, const char *user);
+/* uid=, user= and host= of the caller: uid left out when it is
+ * (unsigned long)-1 (an upload by another route: nobody known), user and
+ * host when NULL or "". */
+void log_ev_who(struct log_ev *e, unsigned long uid, const char *user,
+		const char *host);
 /* duration_ms= since this thread's log_op_begin, when one is running. */
 void log_ev_duration(struct log_ev *e);
 /* Writes the line at lvl (info for outcomes, error for errors). */

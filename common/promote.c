@@ -33,6 +33,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "events.h"
 #include "hash.h"
 #include "log.h"
 #include "names.h"
@@ -401,7 +402,7 @@ static void promote_srcdel_event(const struct promote_srcdel *sd,
 static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 {
 	struct promote_srcdel sd = {.p = p, .e = e};
-	int64_t newest = 0;
+	int64_t newest = 0, closed = 0;
 	int rc;
 
 	rc = db_reception_newest_do(p->db, e->source_bucket, e->source_key,
@@ -430,11 +431,15 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 			 "stays",
 			 e->source_bucket, e->source_key,
 			 sd.etag[0] ? sd.etag : "?", e->source_etag);
-	rc = db_promote_done(p->db, p->owner, e->id);
-	if (rc == -EINPROGRESS)
-		rc = db_promote_done(p->db, p->owner, e->id); /* idempotent */
+	rc = db_promote_done(p->db, p->owner, e->id, &closed);
+	if (rc == -EINPROGRESS) /* idempotent */
+		rc = db_promote_done(p->db, p->owner, e->id, &closed);
 	if (rc == -ENOLCK)
 		rc = promote_fence_lost(p, e);
+	if (!rc && closed > 0)
+		events_promoted(e->source_bucket, e->source_key, e->size,
+				closed, e->dest_bucket, e->dest_key, e->id,
+				&e->who);
 	return rc;
 }
 
@@ -815,6 +820,13 @@ static int promote_source(struct promote *p, const char *key,
 			rc = -EBUSY; /* logged by someone meanwhile: again */
 		if (rc)
 			goto fail;
+		/* its line, as the scan would write it (overwritten: it
+		 * closed the key's live row) */
+		if (ins)
+			events_reception(has_row ? "overwritten" : "received",
+					 NULL, 0, bucket, key,
+					 (long long)src->size, sha, id,
+					 "foreign", NULL, NULL);
 		row->id = id;
 		row->size = (int64_t)src->size;
 		snprintf(row->etag, sizeof(row->etag), "%s", src->etag);
@@ -835,6 +847,9 @@ static void promote_sleep_ms(long ms)
 
 	nanosleep(&ts, NULL);
 }
+
+static void promote_resumed_event(struct promote *p, int rc,
+				  const struct db_journal_entry *e);
 
 /* The entry blocking decision pr: when it is this process's and no thread
  * works on it, or its owner is gone (taken over), it is finished here
@@ -862,8 +877,16 @@ static int promote_blocker(struct promote *p, const struct db_promo *pr,
 		return 0; /* another thread of this process works on it */
 	/* read again once claimed: it may have been finished since */
 	rc = db_journal_get(p->db, id, e);
-	if (!rc)
+	if (!rc) {
+		int other = strcmp(e->source_key, pr->source_key) ||
+			    strcmp(e->source_bucket, pr->source_bucket);
+
 		rc = promote_resume(p, e);
+		/* another file's promotion has its line here (this file's:
+		 * its caller writes it) */
+		if (other)
+			promote_resumed_event(p, rc, e);
+	}
 	if (!rc && db_journal_get(p->db, id, e))
 		e->state[0] = '\0';
 	inflight_del(p, id);
@@ -961,9 +984,22 @@ static void promote_event(struct promote *p, int rc,
 	if (recovered)
 		log_ev_int(&ev, "recovered", 1);
 	if (who)
-		log_ev_who(&ev, (unsigned long)who->uid, who->user);
+		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, rc && rc != -EEXIST ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}
+
+/* The event line of an entry finished by resuming it (recovery, or a
+ * promotion that met it): its outcome, recovered=1, who asked for it. */
+static void promote_resumed_event(struct promote *p, int rc,
+				  const struct db_journal_entry *e)
+{
+	struct promote_result r = {.journal_id = e->id};
+	struct s3_object_info si = {.size = (uint64_t)e->size};
+
+	r.outcome = promote_outcome_of(e->outcome);
+	promote_event(p, rc, &r, e->source_key, e->dest_key, &si, e->sha256,
+		      &e->who, 1);
 }
 
 int promote_file(struct promote *p, const char *src_key, const char *prefix,
@@ -1394,14 +1430,7 @@ static int promote_recover_one(void *arg, const struct db_journal_entry *e)
 	if (rc)
 		log_error("promotion: journal entry %lld not recovered: %s",
 			  (long long)e->id, strerror(-rc));
-	{
-		struct promote_result r = {.journal_id = now.id};
-		struct s3_object_info si = {.size = (uint64_t)now.size};
-
-		r.outcome = promote_outcome_of(now.outcome);
-		promote_event(p, rc, &r, now.source_key, now.dest_key, &si,
-			      now.sha256, NULL, 1);
-	}
+	promote_resumed_event(p, rc, &now);
 	log_op_end();
 	return rc;
 }

@@ -39,6 +39,7 @@
 
 #include "counters.h"
 #include "db_attrs.h"
+#include "events.h"
 #include "fpset.h"
 #include "log.h"
 #include "names.h"
@@ -398,33 +399,25 @@ static void reception_reason(char *out, size_t len, const char *what,
 }
 
 /* One event line (log.h) for an outcome decided here. who may be NULL
- * (an upload by another route); rc < 0 makes it an error line for op. */
+ * (an upload by another route); rc < 0 makes it an error line for op.
+ * reason (NULL: none) says why a removed row or object went. */
+static void reception_event_why(struct reception *r, const char *event,
+				const char *op, int rc, const char *key,
+				const struct upload_result *res, int64_t id,
+				const struct actor *who, const char *origin,
+				const char *reason)
+{
+	events_reception(event, op, rc, r->cfg->reception_bucket, key,
+			 res ? (long long)res->size : -1,
+			 res ? res->sha256 : NULL, id, origin, reason, who);
+}
+
 static void reception_event(struct reception *r, const char *event,
 			    const char *op, int rc, const char *key,
 			    const struct upload_result *res, int64_t id,
 			    const struct actor *who, const char *origin)
 {
-	struct log_ev ev;
-
-	log_ev_begin(&ev, rc ? "error" : event);
-	if (rc) {
-		log_ev_str(&ev, "op", op);
-		log_ev_err(&ev, rc);
-	}
-	log_ev_str(&ev, "bucket", r->cfg->reception_bucket);
-	log_ev_str(&ev, "key", key);
-	if (res) {
-		log_ev_int(&ev, "size", (long long)res->size);
-		if (res->sha256[0])
-			log_ev_str(&ev, "sha256", res->sha256);
-	}
-	if (id > 0)
-		log_ev_int(&ev, "id", (long long)id);
-	log_ev_str(&ev, "origin", origin);
-	if (who)
-		log_ev_who(&ev, (unsigned long)who->uid, who->user);
-	log_ev_duration(&ev);
-	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+	reception_event_why(r, event, op, rc, key, res, id, who, origin, NULL);
 }
 
 int reception_ready(struct reception *r)
@@ -535,6 +528,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	    .who = &u->who,
 	};
 	char reason[512];
+	int64_t id = 0;
 	int rc, rowed = 0, inserted = 0;
 
 	*committed = 0;
@@ -558,13 +552,20 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		 * either way the object is kept, but only the former makes
 		 * the caller's commit a success. */
 		*committed = rowed && u->unknown;
-		if (rowed)
+		if (rowed) {
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
 				 b, u->key);
-		else {
+			if (*committed && !own) /* (own: its caller logs) */
+				reception_event(r, "received", NULL, 0, u->key,
+						&u->res, 0, &u->who, u->origin);
+		} else {
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
+			/* an object change with no row: reason says so */
+			reception_event_why(r, "removed", NULL, 0, u->key,
+					    &u->res, 0, &u->who, u->origin,
+					    "unrowed");
 			/* A rename's copy came with its source's attributes
 			 * (bound to its ETag): they describe nothing now. */
 			if (db_attrs_drop_bound(r->db, b, u->key, u->res.etag,
@@ -578,8 +579,8 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	/* An overwrite: the old content is gone, the new one is there; its
 	 * row is what is missing. */
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
-	rc = db_reception_record_guarded(r->db, &rn, reason, &g, NULL,
-					 &inserted);
+	rc =
+	    db_reception_record_guarded(r->db, &rn, reason, &g, &id, &inserted);
 	if (rc == -EINPROGRESS)
 		u->unknown = 1; /* read back on the next try */
 	if (rc == -ECANCELED)
@@ -594,10 +595,14 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		return rc;
 	*committed = 1;
 	reception_mark_known(r, u->key, u->res.etag);
-	if (inserted)
+	if (inserted && !own) {
+		/* (from the commit itself, own: its caller logs it) */
 		log_warn("%s/%s: overwrite logged late (its commit had "
 			 "failed)",
 			 b, u->key);
+		reception_event(r, "overwritten", NULL, 0, u->key, &u->res, id,
+				&u->who, u->origin);
+	}
 	return 0;
 cancelled:
 	log_info("%s/%s: a later upload of the key committed its row; the "
@@ -873,8 +878,8 @@ int reception_commit(struct reception *r, const char *key,
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
 		reception_event(r, created ? "received" : "overwritten", NULL,
 				0, key, res, id, who, "mount");
-		reception_event(r, "removed", NULL, 0, key, res, id, who,
-				"mount");
+		reception_event_why(r, "removed", NULL, 0, key, res, id, who,
+				    "mount", "superseded");
 		return 0;
 	}
 	if (rc == 0) {
@@ -944,6 +949,8 @@ int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who)
 {
 	struct remove_obj ro = {r, key};
+	struct db_closed closed = {0};
+	struct upload_result res = {0};
 	char reason[512];
 	int rc, deleted = 0;
 
@@ -955,13 +962,13 @@ int reception_remove(struct reception *r, const char *key,
 	reception_reason(reason, sizeof(reason), "deleted", who);
 	rc = db_reception_mark_removed_locked(
 	    r->db, r->cfg->reception_bucket, key, reason,
-	    reception_delete_locked, &ro, &deleted);
+	    reception_delete_locked, &ro, &deleted, &closed);
 	if (rc == -EINPROGRESS) {
 		/* The COMMIT's answer was lost: mark the rows again while the
 		 * object is still gone. */
 		rc = db_reception_mark_removed_locked(
 		    r->db, r->cfg->reception_bucket, key, reason,
-		    reception_gone_locked, &ro, NULL);
+		    reception_gone_locked, &ro, NULL, &closed);
 		if (rc == -ESTALE) /* removed; a newer upload is there now */
 			rc = 0;
 		if (rc == -EINPROGRESS)
@@ -971,7 +978,12 @@ int reception_remove(struct reception *r, const char *key,
 		log_error("%s/%s may be deleted but its row was not marked "
 			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
-	reception_event(r, "removed", "remove", rc, key, NULL, 0, who, "mount");
+	if (!rc && closed.n > 0 && closed.size >= 0)
+		res.size = (uint64_t)closed.size;
+	reception_event_why(r, "removed", "remove", rc, key,
+			    !rc && closed.n > 0 && closed.size >= 0 ? &res
+								    : NULL,
+			    rc ? 0 : closed.id, who, "mount", "deleted");
 	return rc;
 }
 
@@ -982,6 +994,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
 	struct s3_object_info target = {0};
+	struct db_renamed ren = {0};
 	int rc, existed;
 	unsigned gen;
 
@@ -1011,8 +1024,8 @@ int reception_rename(struct reception *r, const char *from_key,
 	 * attributes for it stay). */
 	if (new_etag)
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
-	rc = db_reception_rename(r->db, b, from_key, to_key, copy.etag, size,
-				 who);
+	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
+				     size, who, &ren);
 	if (rc == -EINPROGRESS) {
 		/* The new row may exist: keep both objects; a scan sorts
 		 * out whichever has no row. */
@@ -1051,8 +1064,16 @@ out:
 		log_ev_str(&ev, "key", to_key);
 		log_ev_str(&ev, "from", from_key);
 		log_ev_int(&ev, "size", (long long)size);
+		if (!rc && ren.id > 0)
+			log_ev_int(&ev, "id", (long long)ren.id);
+		if (!rc && ren.from_id > 0)
+			log_ev_int(&ev, "from_id", (long long)ren.from_id);
+		if (!rc && ren.replaced_id > 0)
+			log_ev_int(&ev, "replaced_id",
+				   (long long)ren.replaced_id);
 		if (who)
-			log_ev_who(&ev, (unsigned long)who->uid, who->user);
+			log_ev_who(&ev, (unsigned long)who->uid, who->user,
+				   who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
 	}
@@ -1193,9 +1214,11 @@ static int reception_log_foreign(struct reception *r, const char *key,
 		if (*inserted) {
 			struct upload_result res = {.size = before.size};
 
+			/* a live row read before (expect_live) was closed */
 			memcpy(res.sha256, sha, sizeof(res.sha256));
-			reception_event(r, "received", NULL, 0, key, &res, id,
-					NULL, "foreign");
+			reception_event(
+			    r, expect_live > 0 ? "overwritten" : "received",
+			    NULL, 0, key, &res, id, &r->foreign, "foreign");
 		}
 		/* Its owner and mode are the configured ones now, not those
 		 * recorded for what it replaced (nor any its uploader set). */

@@ -420,7 +420,7 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 	log_ev_str(&ev, "key", rel);
 	log_ev_int(&ev, "size", (long long)of->size);
 	log_ev_str(&ev, "origin", "mount");
-	log_ev_who(&ev, (unsigned long)who->uid, who->user);
+	log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
 	log_ev_duration(&ev);
 	log_ev_emit(&ev, LOG_LVL_ERROR);
 }

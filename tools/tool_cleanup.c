@@ -526,6 +526,9 @@ static void cleanup_one(struct cleanup_run *r, const struct s3_list_entry *le,
 	}
 	if (rc && !del.deleted)
 		goto failed;
+	tool_removed_event("cleanup", rc, r->t->cfg.reception_bucket, le->key,
+			   (long long)le->size, row->id, "cleaned_up",
+			   st->dest_key, &r->who);
 	if (rc) {
 		log_error("%s/%s removed, but its reception row %lld could not "
 			  "be closed (%s): custodyfs reconcile --apply closes "

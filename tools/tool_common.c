@@ -273,3 +273,29 @@ void tool_bytes(char *out, size_t len, double n)
 	else
 		snprintf(out, len, "%.1f %s", n, units[u]);
 }
+
+void tool_removed_event(const char *op, int rc, const char *bucket,
+			const char *key, long long size, int64_t id,
+			const char *reason, const char *dest_key,
+			const struct actor *who)
+{
+	struct log_ev ev;
+
+	log_ev_begin(&ev, rc ? "error" : "removed");
+	if (rc) {
+		log_ev_str(&ev, "op", op);
+		log_ev_err(&ev, rc);
+	}
+	log_ev_str(&ev, "bucket", bucket);
+	log_ev_str(&ev, "key", key);
+	if (size >= 0)
+		log_ev_int(&ev, "size", size);
+	if (id > 0)
+		log_ev_int(&ev, "id", (long long)id);
+	log_ev_str(&ev, "reason", reason);
+	log_ev_str(&ev, "dest_key", dest_key);
+	if (who)
+		log_ev_who(&ev, (unsigned long)who->uid, who->user, who->host);
+	log_ev_duration(&ev);
+	log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+}

@@ -52,7 +52,7 @@ struct recon_item {
 	enum recon_kind kind;
 	char *key;
 	char etag[80];	/* the object's ("" for gone) */
-	uint64_t size;	/* the object's */
+	uint64_t size;	/* the object's (gone: its row's, UINT64_MAX: NULL) */
 	int64_t row_id; /* 0: none */
 	char *detail;
 	const char *fix; /* with --apply: what became of it */
@@ -295,7 +295,10 @@ static int recon_walk(struct recon_run *r)
 				 "row %lld (%lld bytes) has no "
 				 "object in the bucket",
 				 (long long)row->id, (long long)row->size);
-			rc = recon_add(r, RK_GONE, row->object_key, NULL, 0,
+			/* size: the row's (UINT64_MAX: NULL), for its line */
+			rc = recon_add(r, RK_GONE, row->object_key, NULL,
+				       row->size >= 0 ? (uint64_t)row->size
+						      : UINT64_MAX,
 				       row->id, d);
 			w.i++;
 			if (rc)
@@ -451,6 +454,9 @@ static int recon_apply_gone(struct recon_run *r, struct recon_item *it,
 		it->fixed = 1;
 		return 0;
 	}
+	tool_removed_event("reconcile", rc, r->t.cfg.reception_bucket, it->key,
+			   it->size == UINT64_MAX ? -1 : (long long)it->size,
+			   it->row_id, "object_gone", NULL, who);
 	if (rc) {
 		it->fix = "not closed: the database failed";
 		return rc;

@@ -70,6 +70,15 @@ void tool_actor(const struct tool_env *t, struct actor *a);
 /* Is bucket reachable: one ListObjectsV2 of one key. 0 or -errno. */
 int tool_bucket_check(struct tool_env *t, const char *bucket);
 
+/* The event line (log.h) of a reception row a tool closed: "removed" with
+ * bucket, key, size (< 0: left out), id, reason, dest_key (NULL: left out)
+ * and who; rc != 0 makes it an error line for op instead (the row was not
+ * closed). */
+void tool_removed_event(const char *op, int rc, const char *bucket,
+			const char *key, long long size, int64_t id,
+			const char *reason, const char *dest_key,
+			const struct actor *who);
+
 /* s as a JSON string (quotes and escapes; invalid UTF-8 bytes become
  * U+FFFD), written to f. NULL writes null. */
 void tool_json_str(FILE *f, const char *s);

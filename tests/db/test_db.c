@@ -885,7 +885,8 @@ static void test_mark_removed_locked(struct db *d, PGconn *raw)
 
 	db_reception_record(d, &r, NULL, &id, &ins);
 	ok(db_reception_mark_removed_locked(d, BUCKET, "rm/locked.txt", "x",
-					    locked_fail, NULL, &ran) == -EIO &&
+					    locked_fail, NULL, &ran,
+					    NULL) == -EIO &&
 	       ran,
 	   "mark_removed_locked: fn's error returned");
 	ok(sql_long(raw,
@@ -895,11 +896,15 @@ static void test_mark_removed_locked(struct db *d, PGconn *raw)
 	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
 			     " object_key = 'rm/locked.txt'") == 0,
 	   "mark_removed_locked: nothing written when fn fails");
-	ok(db_reception_mark_removed_locked(d, BUCKET, "rm/locked.txt",
-					    "deleted", locked_ok, &calls,
-					    NULL) == 0 &&
-	       calls == 1,
-	   "mark_removed_locked: fn called once");
+	{
+		struct db_closed cl = {0};
+
+		ok(db_reception_mark_removed_locked(d, BUCKET, "rm/locked.txt",
+						    "deleted", locked_ok,
+						    &calls, NULL, &cl) == 0 &&
+		       calls == 1 && cl.n == 1 && cl.id == id,
+		   "mark_removed_locked: fn called once, the row closed told");
+	}
 	ok(sql_long(raw,
 		    "SELECT count(*) FROM reception_audit WHERE"
 		    " object_key = 'rm/locked.txt' AND removed_at IS NULL") ==

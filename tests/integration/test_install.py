@@ -176,6 +176,12 @@ def test_systemd_units_verify(destdir, tmp_path):
     os.symlink("custodyfs@.service", tmp_path / "custodyfs@srv-custody.service")
     r = _verify(["custodyfs@srv-custody.service"], tmp_path, destdir)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    # a burst of event lines (a directory promotion) is not dropped by journald's default
+    # rate limit (10000 lines per 30 s): the unit sets its own, well above it
+    burst = re.search(r"^LogRateLimitBurst=(\d+)$", text, re.M)
+    interval = re.search(r"^LogRateLimitIntervalSec=(\d+)s$", text, re.M)
+    assert burst and interval, "no LogRateLimitBurst=/LogRateLimitIntervalSec= in the unit"
+    assert int(burst.group(1)) / int(interval.group(1)) >= 10000 / 30 * 10
     ex = REPO / "examples" / "systemd"
     r = _verify(["srv-custody.mount", "srv-custody.automount"], ex, destdir)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr

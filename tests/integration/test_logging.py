@@ -334,6 +334,11 @@ def test_credentials_in_the_endpoint_url_are_never_logged(mount_factory, stack):
     text = m.daemon_log()
     body = "\n".join(ln for ln in text.splitlines() if not ln.startswith("=== harness"))
     assert body.strip(), text  # it did say something
+    # the batch tools (their event lines included) with the same endpoint
+    for args in (["reconcile", "--apply"], ["promote", "--project", "nope"], ["recover"],
+                 ["cleanup", "--dry-run"]):
+        r = m.cli(*args, "-o", f"config={m.config}", timeout=120)
+        body += "\n" + r.stdout + r.stderr
     assert PASSWORD not in body and f"someone:{PASSWORD}" not in body
     assert not re.search(r"://[^/\s@]+:[^/\s@]+@", body), body
 

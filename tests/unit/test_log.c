@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/types.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -53,6 +54,24 @@ static void test_errno_and_cause(void **state)
 	log_ev_err(&e, EIO);
 	assert_string_equal(e.buf, "event=error errno=EIO sqlstate=lost");
 	log_op_end();
+}
+
+static void test_who(void **state)
+{
+	struct log_ev e;
+
+	(void)state;
+	log_ev_begin(&e, "received");
+	log_ev_who(&e, 1000, "ana", "srv1");
+	assert_string_equal(e.buf,
+			    "event=received uid=1000 user=ana host=srv1");
+	/* nobody known (an upload by another route): the host only */
+	log_ev_begin(&e, "received");
+	log_ev_who(&e, (unsigned long)(uid_t)-1, "", "srv1");
+	assert_string_equal(e.buf, "event=received host=srv1");
+	log_ev_begin(&e, "received");
+	log_ev_who(&e, (unsigned long)-1, NULL, NULL);
+	assert_string_equal(e.buf, "event=received");
 }
 
 static void test_truncated(void **state)
@@ -184,6 +203,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_bare_and_quoted),
 	    cmocka_unit_test(test_errno_and_cause),
+	    cmocka_unit_test(test_who),
 	    cmocka_unit_test(test_truncated),
 	    cmocka_unit_test(test_level_names),
 	    cmocka_unit_test(test_unicode_line_breakers_and_invalid_utf8),
