@@ -23,7 +23,8 @@ RAW_BANNED = re.compile("[\x00-\x1f\x7f-\x9f\u200e\u200f\u2028\u2029\u202a-\u202
                         "\u2066-\u2069\ufeff\ufffd]")
 KEY_RE = re.compile(r"[a-z0-9_]+")
 EVENTS = {"received", "overwritten", "removed", "renamed", "copied", "restored", "adopted",
-          "duplicate", "duplicate_content", "conflict", "error"}
+          "duplicate", "duplicate_content", "conflict", "error",
+          "source_delete_verified"}  # (the promoted source's DELETE, checked: no row changes)
 PASSWORD = "Pw-d0-not-log-me-7c1e"
 
 
