@@ -183,7 +183,10 @@ struct db_record_guard {
 	 * key lock: deletes the object if it is still the upload; 0 to go on)
 	 * is called, r is logged as a removed row with removed_reason (check
 	 * is not called, the live rows are left alone), *removed_out (if not
-	 * NULL) set to 1 and 0 returned. -1: no such condition. */
+	 * NULL) set to 1 and 0 returned. -1: no such condition. Not when the
+	 * key has a live row now: the removal closed them all, so that row
+	 * was written after it (the key was created again) and the removal is
+	 * no longer the key's state; r is then guarded by check as usual. */
 	int64_t based_ms_ago;
 	db_locked_fn gone;
 	const char *removed_reason;

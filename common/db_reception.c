@@ -868,7 +868,12 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		*a->g->superseded_out = 0;
 	if (a->g && a->g->removed_out)
 		*a->g->removed_out = 0;
-	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason) {
+	/* Only while the key has no live row: the removal closed them all,
+	 * so a live row now was written after it (the key was created again)
+	 * and the removal is no longer the key's state; r is then guarded by
+	 * check as usual (last writer wins). */
+	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason &&
+	    n == 0) {
 		int removed = 0;
 
 		rc = pg_key_removed_since(x, r, a->g->based_ms_ago, &removed);

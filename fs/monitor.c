@@ -11,10 +11,12 @@
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
+#include <limits.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -32,11 +34,41 @@ static pthread_t mon_thread;
 static int mon_started;	   /* only the main thread touches it */
 static int mon_last_error; /* only the writer touches it (then main) */
 
+/* Creates a temporary file of our own in dfd, named after base (hidden:
+ * "." prefix, no ".prom", so the textfile collector ignores it) with a
+ * random part: O_EXCL, so nothing planted there (a FIFO, a hard link, a
+ * file of someone else's) is ever opened; O_NONBLOCK never waits on one.
+ * The descriptor, its name in name, or -errno. */
+static int monitor_open_temp(int dfd, const char *base, char *name, size_t len)
+{
+	unsigned long long r;
+	int i, fd;
+
+	for (i = 0; i < 16; i++) {
+		if (getrandom(&r, sizeof(r), 0) != (ssize_t)sizeof(r))
+			return -EIO;
+		if ((size_t)snprintf(name, len, ".%s.%ld.%016llx.tmp", base,
+				     (long)getpid(), r) >= len)
+			return -ENAMETOOLONG;
+		fd = openat(dfd, name,
+			    O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW |
+				O_NONBLOCK | O_CLOEXEC,
+			    0644);
+		if (fd >= 0)
+			return fd;
+		if (errno != EEXIST)
+			return -errno;
+	}
+	return -EEXIST;
+}
+
 int monitor_write_file(const char *path, const char *mountpoint)
 {
-	char mp[1024], labels[1100], *tmp = NULL, *dcopy = NULL, *bcopy = NULL;
+	char mp[1024], labels[1100], name[NAME_MAX + 1];
+	char *dcopy = NULL, *bcopy = NULL;
+	const char *base;
 	FILE *f = NULL;
-	int fd = -1, rc;
+	int dfd = -1, fd = -1, rc;
 
 	if (ctr_prom_escape(mountpoint ? mountpoint : "", mp, sizeof(mp)))
 		return -ENAMETOOLONG;
@@ -47,16 +79,18 @@ int monitor_write_file(const char *path, const char *mountpoint)
 		rc = -ENOMEM;
 		goto out;
 	}
-	if (asprintf(&tmp, "%s/.%s.%ld.tmp", dirname(dcopy), basename(bcopy),
-		     (long)getpid()) < 0) {
-		tmp = NULL;
-		rc = -ENOMEM;
+	base = basename(bcopy);
+	/* The temporary file and its rename are in this one directory, opened
+	 * once: a path component swapped meanwhile cannot split them. */
+	dfd = open(dirname(dcopy), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0) {
+		rc = -errno;
 		goto out;
 	}
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW,
-		  0644);
+	fd = monitor_open_temp(dfd, base, name, sizeof(name));
 	if (fd < 0) {
-		rc = -errno;
+		rc = fd;
+		fd = -1;
 		goto out;
 	}
 	/* 0644 whatever the umask: node_exporter runs as another user. */
@@ -76,19 +110,20 @@ int monitor_write_file(const char *path, const char *mountpoint)
 	f = NULL;
 	if (rc)
 		goto out_unlink;
-	if (rename(tmp, path) != 0) {
+	if (renameat(dfd, name, dfd, base) != 0) {
 		rc = -errno;
 		goto out_unlink;
 	}
 	goto out;
 out_unlink:
-	unlink(tmp);
+	unlinkat(dfd, name, 0);
 out:
 	if (f)
 		fclose(f);
 	if (fd >= 0)
 		close(fd);
-	free(tmp);
+	if (dfd >= 0)
+		close(dfd);
 	free(dcopy);
 	free(bcopy);
 	return rc;

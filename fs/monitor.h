@@ -19,11 +19,15 @@ int monitor_start(void);
 void monitor_stop(void);
 
 /* Writes the metrics file now: the counters with mountpoint's label, to a
- * temporary file in path's directory (mode 0644, opened with O_NOFOLLOW)
- * renamed over path. 0, or -errno: -ENOMEM; -ENAMETOOLONG (a mountpoint
- * too long for the label); -EIO (a write failed); open(2), fchmod(2) and
- * rename(2)'s own (-EACCES, -ENOENT: no such directory, -EROFS, -ENOSPC,
- * -ELOOP ...). The temporary file is gone on every failure. */
+ * temporary file this call creates in path's directory (a random name,
+ * O_EXCL|O_NOFOLLOW|O_NONBLOCK: nothing planted under a name there is
+ * opened or waited on; mode 0644) renamed over path within that same
+ * directory, opened once. 0, or -errno: -ENOMEM; -ENAMETOOLONG (a
+ * mountpoint too long for the label, or a name too long for a temporary
+ * one); -EIO (a write failed, or no random bytes); -EEXIST (16 random names
+ * taken); open(2), fchmod(2) and renameat(2)'s own (-EACCES, -ENOENT: no
+ * such directory, -ENOTDIR, -EROFS, -ENOSPC ...). The temporary file is
+ * gone on every failure. */
 int monitor_write_file(const char *path, const char *mountpoint);
 
 #endif

@@ -485,7 +485,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	struct actor who;
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns();
-	int rc, tries;
+	int rc, tries, removed = 0;
 
 	rc = ofile_meta(of, rel, &m);
 	if (rc)
@@ -530,6 +530,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		}
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
 				      ofile_mono_ms() - of->based_ms, &seen);
+		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */
+		removed = rc == -ENOENT;
 		if (rc != -ENODATA)
 			break;
 		if (tries >= OFILE_REUPLOADS) {
@@ -543,7 +545,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		rc = 0; /* the spool goes up again */
 	}
 	reception_busy_del(cfs->rcp, rel);
-	if (rc == -ENOENT) {
+	if (removed) {
 		/* Another mount removed the key after this file was opened
 		 * (or last stored): the removal won; like a local unlink,
 		 * the name is free and this content is not stored. */
@@ -680,6 +682,9 @@ int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
 		of->in_store = 1;
 		of->stored_size = to_size;
 	}
+	/* Its content is based on `to` from now on: a removal of `to`
+	 * before this rename (by any mount) is not one of this file. */
+	of->based_ms = ofile_mono_ms();
 	/* A local file under `to` is replaced (an open one was hidden by
 	 * libfuse before); then of takes the name. */
 	pthread_mutex_lock(&cfs->lock);
