@@ -872,8 +872,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	 * so a live row now was written after it (the key was created again)
 	 * and the removal is no longer the key's state; r is then guarded by
 	 * check as usual (last writer wins). */
-	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason &&
-	    n == 0) {
+	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason && n == 0) {
 		int removed = 0;
 
 		rc = pg_key_removed_since(x, r, a->g->based_ms_ago, &removed);
