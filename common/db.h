@@ -188,6 +188,12 @@ struct db_record_guard {
 	 * was written after it (the key was created again) and the removal is
 	 * no longer the key's state; r is then guarded by check as usual. */
 	int64_t based_ms_ago;
+	/* CLOCK_MONOTONIC ms when based_ms_ago was measured (0: unknown):
+	 * the time spent since (the pool, the key lock's wait, retries) is
+	 * added under the lock, just before the removals are read, so that a
+	 * commit that waited behind the very removal it races still sees it
+	 * as newer than its content. */
+	int64_t measured_mono_ms;
 	db_locked_fn gone;
 	const char *removed_reason;
 	int *removed_out;

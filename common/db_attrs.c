@@ -245,7 +245,7 @@ static const char db_sql_attrs_renew[] =
 	"UPDATE file_attrs SET claim_until = now() + $3::integer"
 	" * interval '1 second' WHERE bucket = $1::text"
 	" AND object_key = ANY ($4::text[]) AND etag IS NULL"
-	" AND claimed_by = $2::text";
+	" AND left(claimed_by, length($2::text) + 1) = $2::text || '#'";
 /* clang-format on */
 
 /* Who as the first four parameters of a logging statement. */
@@ -869,6 +869,31 @@ struct attrs_claim_args {
 	struct db_claim *held; /* output when not taken */
 };
 
+/* Row 0 of res (db_sql_attrs_claim_held's columns) into *h (zeroed by
+ * the caller). 0 or -ENOMEM. */
+static int claim_parse(PGresult *res, struct db_claim *h)
+{
+	h->found = 1;
+	if (!PQgetisnull(res, 0, 0)) {
+		h->has_mode = 1;
+		h->mode = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
+	}
+	if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
+		h->has_owner = 1;
+		h->uid = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		h->gid = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	h->live = !strcmp(PQgetvalue(res, 0, 5), "t");
+	if (!PQgetisnull(res, 0, 3))
+		h->etag = strdup(PQgetvalue(res, 0, 3));
+	if (!PQgetisnull(res, 0, 4))
+		h->holder = strdup(PQgetvalue(res, 0, 4));
+	if ((!PQgetisnull(res, 0, 3) && !h->etag) ||
+	    (!PQgetisnull(res, 0, 4) && !h->holder))
+		return -ENOMEM;
+	return 0;
+}
+
 static int pg_attrs_claim(struct pg_ctx *x, void *arg)
 {
 	struct attrs_claim_args *c = arg;
@@ -911,23 +936,7 @@ static int pg_attrs_claim(struct pg_ctx *x, void *arg)
 	rc = -EEXIST;
 	if (PQntuples(res) != 1)
 		goto out; /* gone meanwhile: the caller tries again */
-	h->found = 1;
-	if (!PQgetisnull(res, 0, 0)) {
-		h->has_mode = 1;
-		h->mode = (uint32_t)strtoul(PQgetvalue(res, 0, 0), NULL, 10);
-	}
-	if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
-		h->has_owner = 1;
-		h->uid = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
-		h->gid = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
-	}
-	h->live = !strcmp(PQgetvalue(res, 0, 5), "t");
-	if (!PQgetisnull(res, 0, 3))
-		h->etag = strdup(PQgetvalue(res, 0, 3));
-	if (!PQgetisnull(res, 0, 4))
-		h->holder = strdup(PQgetvalue(res, 0, 4));
-	if ((!PQgetisnull(res, 0, 3) && !h->etag) ||
-	    (!PQgetisnull(res, 0, 4) && !h->holder))
+	if (claim_parse(res, h))
 		rc = -ENOMEM;
 out:
 	PQclear(res);
@@ -958,6 +967,42 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		db_claim_free(held);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = c.ctime_ns;
+	return rc;
+}
+
+struct attrs_claim_get_args {
+	const char *bucket, *key;
+	struct db_claim *held;
+};
+
+static int pg_attrs_claim_get(struct pg_ctx *x, void *arg)
+{
+	struct attrs_claim_get_args *g = arg;
+	const char *p[2] = {g->bucket, g->key};
+	PGresult *res = NULL;
+	int rc;
+
+	db_claim_free(g->held);
+	rc = pg_exec(x, db_sql_attrs_claim_held, 2, p, &res);
+	if (rc == 0 && PQntuples(res) == 1)
+		rc = claim_parse(res, g->held);
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_claim_get(struct db *d, const char *bucket, const char *key,
+		       struct db_claim *held)
+{
+	struct attrs_claim_get_args g = {
+	    .bucket = bucket, .key = key, .held = held};
+	int rc;
+
+	memset(held, 0, sizeof(*held));
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	rc = db_run(d, "read a name's claim", 0, 0, pg_attrs_claim_get, &g);
+	if (rc)
+		db_claim_free(held);
 	return rc;
 }
 

@@ -164,14 +164,19 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   int take, const char *from, const struct actor *who,
 		   int64_t *ctime_ns, struct db_claim *held);
 void db_claim_free(struct db_claim *held);
+/* key's row as db_attrs_claim reports it when not taken (*held: found 0
+ * when there is none), read now. 0 or -errno. */
+int db_attrs_claim_get(struct db *d, const char *bucket, const char *key,
+		       struct db_claim *held);
 /* A new file that never reached the store is gone (its last handle
  * closed): key's row goes (logged 'drop' with who) while it is still
  * unbound and claimer's claim, never another's or a bound one. 0 or
  * -errno. */
 int db_attrs_unclaim(struct db *d, const char *bucket, const char *key,
 		     const char *claimer, const struct actor *who);
-/* claimer's claims on keys[0..n-1] (those still unbound and its) hold
- * lease_s seconds from now. 0 or -errno. */
+/* The claims of a mount on keys[0..n-1] (those still unbound and its:
+ * claimed_by is claimer + "#" + a per-file number) hold lease_s seconds
+ * from now. 0 or -errno. */
 int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
 		   const char *const *keys, size_t n, int lease_s);
 

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -809,6 +810,15 @@ static int db_live_row_logs(PGresult *res, int i, const struct reception_new *r,
 	return !PQgetisnull(res, i, 2) && !strcmp(PQgetvalue(res, i, 2), size);
 }
 
+/* CLOCK_MONOTONIC, in ms. */
+static int64_t db_mono_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 /* Caller holds the key lock: *removed = 1 when r's key was removed by a
  * mount (reception_removals) in the last ms milliseconds. 0 or -errno. */
 static int pg_key_removed_since(struct pg_ctx *x, const struct reception_new *r,
@@ -873,9 +883,13 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	 * and the removal is no longer the key's state; r is then guarded by
 	 * check as usual (last writer wins). */
 	if (a->g && a->g->based_ms_ago >= 0 && a->g->removed_reason && n == 0) {
+		int64_t ago = a->g->based_ms_ago;
 		int removed = 0;
 
-		rc = pg_key_removed_since(x, r, a->g->based_ms_ago, &removed);
+		/* the time since it was measured (pool, lock wait, retries) */
+		if (a->g->measured_mono_ms > 0)
+			ago += db_mono_ms() - a->g->measured_mono_ms;
+		rc = pg_key_removed_since(x, r, ago, &removed);
 		if (rc || !removed)
 			goto checked;
 		rc = a->g->gone ? a->g->gone(a->g->arg) : 0;

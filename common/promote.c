@@ -822,11 +822,15 @@ static int promote_source(struct promote *p, const char *key,
 			goto fail;
 		/* its line, as the scan would write it (overwritten: it
 		 * closed the key's live row) */
-		if (ins)
+		if (ins) {
+			/* a reception row this process wrote, as the scan's */
+			ctr_add(CTR_RECEIVED, 1);
+			ctr_add(CTR_BYTES_RECEIVED, src->size);
 			events_reception(has_row ? "overwritten" : "received",
 					 NULL, 0, bucket, key,
 					 (long long)src->size, sha, id,
 					 "foreign", NULL, NULL);
+		}
 		row->id = id;
 		row->size = (int64_t)src->size;
 		snprintf(row->etag, sizeof(row->etag), "%s", src->etag);

@@ -81,7 +81,11 @@ struct undo {
 	char *key;
 	struct upload_result res;
 	struct actor who;
-	int created;  /* new key: delete if unrowed; else log it late */
+	int created; /* new key: delete if unrowed; else log it late */
+	/* CLOCK_MONOTONIC ms when its content was based on the store (-1:
+	 * no such condition): a removal by a mount since still wins when the
+	 * overwrite is logged late (db_record_guard.based_ms_ago). */
+	int64_t based_mono;
 	unsigned gen; /* the key's busy_ent commits when its row failed */
 	int unknown;  /* a commit of its row may have happened (read back) */
 	const char *origin; /* static: "mount", or "rename" (a copy) */
@@ -502,6 +506,18 @@ static int reception_commit_check(void *arg)
 	return rc;
 }
 
+/* A late row of an upload through a mount (not a rename's copy: no new
+ * content) counts as received, as its commit would have. */
+static void reception_count_late(const struct undo *u)
+{
+	if (u->origin && !strcmp(u->origin, "rename"))
+		return;
+	ctr_add(CTR_RECEIVED, 1);
+	ctr_add(CTR_BYTES_RECEIVED, u->res.size);
+}
+
+static int reception_commit_gone(void *arg);
+
 /* Resolves an undo with the database. own: uploads of the key the caller
  * holds (1 when called from the failed commit, 0 from the worker). 0 when
  * resolved (*committed: the upload has its row, so it stands), else -errno
@@ -529,9 +545,18 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	};
 	char reason[512];
 	int64_t id = 0;
-	int rc, rowed = 0, inserted = 0;
+	int rc, rowed = 0, inserted = 0, removed = 0;
 
 	*committed = 0;
+	if (u->based_mono >= 0) {
+		/* ago = 0 + (now - based_mono), measured under the key lock */
+		g.based_ms_ago = 0;
+		g.measured_mono_ms = u->based_mono;
+		g.gone = reception_commit_gone;
+		g.removed_reason = "removed by a mount (rm) after this upload "
+				   "began, before its row was written";
+		g.removed_out = &removed;
+	}
 	if (u->created) {
 		so.delete = 1;
 		rc = db_reception_unrowed_do(r->db, b, u->key, u->res.etag,
@@ -556,9 +581,11 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			log_info("%s/%s: its row was committed after all; "
 				 "object kept",
 				 b, u->key);
-			if (*committed && !own) /* (own: its caller logs) */
+			if (*committed && !own) { /* (own: its caller logs) */
+				reception_count_late(u);
 				reception_event(r, "received", NULL, 0, u->key,
 						&u->res, 0, &u->who, u->origin);
+			}
 		} else {
 			log_warn("%s/%s: upload without a row removed again", b,
 				 u->key);
@@ -593,6 +620,14 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	}
 	if (rc)
 		return rc;
+	if (removed) { /* the removal won: deleted, logged removed */
+		log_warn("%s/%s: removed by a mount after this upload began: "
+			 "not stored, logged as removed",
+			 b, u->key);
+		reception_event_why(r, "removed", NULL, 0, u->key, &u->res, id,
+				    &u->who, u->origin, "deleted");
+		return 0;
+	}
 	*committed = 1;
 	reception_mark_known(r, u->key, u->res.etag);
 	if (inserted && !own) {
@@ -600,6 +635,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		log_warn("%s/%s: overwrite logged late (its commit had "
 			 "failed)",
 			 b, u->key);
+		reception_count_late(u);
 		reception_event(r, "overwritten", NULL, 0, u->key, &u->res, id,
 				&u->who, u->origin);
 	}
@@ -625,7 +661,8 @@ static void undo_free(struct undo *u)
 static int reception_undo_start(struct reception *r, const char *key,
 				const struct upload_result *res,
 				const struct actor *who, const char *origin,
-				int created, unsigned gen, int rc)
+				int created, unsigned gen, int64_t based_mono,
+				int rc)
 {
 	int err;
 
@@ -653,6 +690,7 @@ static int reception_undo_start(struct reception *r, const char *key,
 		u->who = *who;
 	u->created = created;
 	u->gen = gen;
+	u->based_mono = based_mono;
 	u->origin = origin;
 	u->unknown = rc == -EINPROGRESS;
 	/* A database that could not be reached is not asked again at once
@@ -824,6 +862,7 @@ int reception_commit(struct reception *r, const char *key,
 	 * removed row, never as the live one. */
 	struct reception_seen found = {0};
 	struct still_ours so = {r, key, res->etag, 0, -1, 0, &found};
+	int64_t measured = ms_now(CLOCK_MONOTONIC); /* based_ms_ago's now */
 	int superseded = 0, removed = 0;
 	struct db_record_guard g = {
 	    .expect_live = -1,
@@ -833,6 +872,7 @@ int reception_commit(struct reception *r, const char *key,
 				 "before this upload's row was written",
 	    .superseded_out = &superseded,
 	    .based_ms_ago = based_ms_ago,
+	    .measured_mono_ms = measured,
 	    .gone = reception_commit_gone,
 	    .removed_reason = "removed by a mount (rm) after this upload "
 			      "began, before its row was written",
@@ -896,7 +936,9 @@ int reception_commit(struct reception *r, const char *key,
 		  rc == -EINPROGRESS ? "outcome unknown (database lost at "
 				       "commit)"
 				     : strerror(-rc));
-	rc = reception_undo_start(r, key, res, who, "mount", created, gen, rc);
+	rc = reception_undo_start(
+	    r, key, res, who, "mount", created, gen,
+	    based_ms_ago >= 0 ? measured - based_ms_ago : -1, rc);
 	if (rc == 0) { /* its row was committed after all */
 		ctr_add(CTR_RECEIVED, 1);
 		ctr_add(CTR_BYTES_RECEIVED, res->size);
@@ -987,10 +1029,62 @@ int reception_remove(struct reception *r, const char *key,
 	return rc;
 }
 
+/* A rename's source, deleted under its key lock (the one commits take). */
+struct rename_src {
+	struct reception *r;
+	const char *key;
+	const char *etag; /* what a HEAD saw before the copy */
+};
+
+/* Under from_key's lock, when no upload of it committed a row since the
+ * rename's: deletes the source only while it is still the object HEADed
+ * before the copy (DELETE If-Match; where the store refuses that, HEAD
+ * again and a plain DELETE only on the same ETag). Another upload there
+ * now stays: its commit logs it (it cannot be committed meanwhile, so
+ * one that a store ignoring If-Match deletes is uploaded again). 0 or the
+ * store's -errno. Idempotent. */
+static int reception_rename_srcdel(void *arg)
+{
+	struct rename_src *rs = arg;
+	const char *b = rs->r->cfg->reception_bucket;
+	struct s3_object_info info = {0};
+	int rc, same;
+
+	rc = s3_head(rs->r->s3, b, rs->key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	same = !strcmp(info.etag, rs->etag);
+	s3_object_info_free(&info);
+	if (!same)
+		goto kept;
+	rc = s3_delete_if(rs->r->s3, b, rs->key, rs->etag);
+	if (rc != -EEXIST && rc != -ENOTSUP)
+		return rc == -ENOENT ? 0 : rc;
+	rc = s3_head(rs->r->s3, b, rs->key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		return rc;
+	same = !strcmp(info.etag, rs->etag);
+	s3_object_info_free(&info);
+	if (same)
+		return s3_delete(rs->r->s3, b, rs->key);
+kept:
+	log_warn("renamed %s: its source was uploaded again meanwhile; the "
+		 "new upload stays",
+		 rs->key);
+	return 0;
+}
+
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag)
 {
+	struct s3_object_info source = {0};
+	char src_etag[80] = "";
+	struct rename_src rs = {r, from_key, src_etag};
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
 	struct s3_object_info target = {0};
@@ -1014,6 +1108,13 @@ int reception_rename(struct reception *r, const char *from_key,
 	if (rc && rc != -ENOENT)
 		goto out;
 	existed = rc == 0;
+	/* The source as it is now: only this object is deleted after the
+	 * copy (another upload landing meanwhile stays). */
+	rc = s3_head(r->s3, b, from_key, &source);
+	if (rc)
+		goto out;
+	snprintf(src_etag, sizeof(src_etag), "%s", source.etag);
+	s3_object_info_free(&source);
 	gen = busy_gen(r, to_key);
 	rc = s3_copy_auto(r->s3, b, from_key, b, to_key, size,
 			  r->cfg->copy_threshold, r->cfg->part_size, NULL, 0,
@@ -1041,12 +1142,15 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * (its old content is gone): never deleted, the copy is
 		 * logged late instead, as a rename's overwrite. */
 		reception_undo_start(r, to_key, &copy, who, "rename", !existed,
-				     gen, rc);
+				     gen, -1, rc);
 		goto out;
 	}
 	reception_mark_known(r, to_key, copy.etag);
 	reception_undos_cancel(r, to_key);
-	rc = s3_delete(r->s3, b, from_key);
+	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
+				    reception_rename_srcdel, &rs, NULL);
+	if (rc == -ESTALE) /* a newer upload of from_key has its row: stays */
+		rc = 0;
 	if (rc)
 		log_error("renamed %s to %s but the source is still there: %s",
 			  from_key, to_key, strerror(-rc));

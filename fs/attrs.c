@@ -16,6 +16,7 @@
  * loader per directory, marked by dirsnap.loading; others use the previous
  * snapshot, or wait for the first one). */
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -443,8 +444,26 @@ static void cache_set(const char *rel, const struct attrov *in, unsigned what,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+char *attrov_claim_token(void)
+{
+	static atomic_ulong seq;
+	char *t = NULL;
+
+	if (asprintf(&t, "%s#%lu", cfs->claimer,
+		     atomic_fetch_add(&seq, 1) + 1) < 0)
+		return NULL;
+	return t;
+}
+
+int attrov_claim_mine(const char *holder)
+{
+	size_t l = strlen(cfs->claimer);
+
+	return holder && !strncmp(holder, cfs->claimer, l) && holder[l] == '#';
+}
+
 int attrov_claim(const char *rel, const struct attrov *in, int take,
-		 const char *from, struct db_claim *held)
+		 const char *from, const char *token, struct db_claim *held)
 {
 	struct db_attrs r = {0};
 	struct actor who;
@@ -456,9 +475,9 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 	r.uid = in->uid;
 	r.gid = in->gid;
 	cfs_actor(&who);
-	rc = db_attrs_claim(cfs->db, cfs->cfg.reception_bucket, rel, &r,
-			    cfs->claimer, cfs->cfg.claim_lease_s, take, from,
-			    &who, &ctime_ns, held);
+	rc = db_attrs_claim(cfs->db, cfs->cfg.reception_bucket, rel, &r, token,
+			    cfs->cfg.claim_lease_s, take, from, &who, &ctime_ns,
+			    held);
 	if (rc == -EEXIST) {
 		/* Not ours: what this mount cached of it is reloaded. */
 		pthread_mutex_lock(&cfs->lock);
@@ -473,14 +492,16 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 	return 0;
 }
 
-void attrov_unclaim(const char *rel)
+void attrov_unclaim(const char *rel, const char *token)
 {
 	struct actor who;
 	int rc;
 
+	if (!token)
+		return;
 	cfs_actor(&who);
-	rc = db_attrs_unclaim(cfs->db, cfs->cfg.reception_bucket, rel,
-			      cfs->claimer, &who);
+	rc = db_attrs_unclaim(cfs->db, cfs->cfg.reception_bucket, rel, token,
+			      &who);
 	if (rc) {
 		size_t ql = 4 * strlen(rel) + 3;
 		char *q = malloc(ql);

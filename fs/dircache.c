@@ -412,7 +412,7 @@ static int dcache_get_locked(struct dcns *ns, const char *prefix,
 	int64_t ttl = cfs->cfg.cache_ttl_ms;
 	struct dcache *d;
 	struct dflight *f;
-	int rc, tries;
+	int rc, tries, lost;
 
 	pthread_mutex_lock(&dc_lock);
 	for (tries = 0;; tries++) {
@@ -438,11 +438,19 @@ static int dcache_get_locked(struct dcns *ns, const char *prefix,
 		while (!f->done)
 			pthread_cond_wait(&dc_cond, &dc_lock);
 		rc = f->rc;
+		lost = f->lost;
 		flight_put(f);
 		if (rc) {
 			pthread_mutex_unlock(&dc_lock);
 			return rc;
 		}
+		/* A change made while it was fetched could not be replayed
+		 * onto it (dcache_invalidate_in: a directory renamed or
+		 * promoted): its LIST may predate what the caller already saw
+		 * done. Only a lookup that a stale listing satisfies takes
+		 * it; the others fetch again. */
+		if (lost && mode != GET_STALE_OK)
+			continue;
 		d = dcache_find(ns, prefix);
 		if (d) {
 			*dp = d;

@@ -68,6 +68,9 @@ struct ofile {
 				  is this mount's claim on the name, created
 				  unbound by its create (attrov_claim), and
 				  nothing is stored yet */
+	char *claim;	       /* protected by cfs.lock: its claim's token
+				  (file_attrs.claimed_by: claimer "#" n, one
+				  per create), or NULL */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
@@ -352,12 +355,17 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
  * try again), or -errno from the database (EIO when the outcome is
  * unknown). */
 int attrov_claim(const char *rel, const struct attrov *in, int take,
-		 const char *from, struct db_claim *held);
+		 const char *from, const char *token, struct db_claim *held);
+/* A new token for a claim of this mount (cfs->claimer "#" n, n unique in
+ * the process), malloc'd (NULL: ENOMEM); claim_mine: holder is one. */
+char *attrov_claim_token(void);
+int attrov_claim_mine(const char *holder);
 /* The last handle of a new file that never reached the store closed:
- * rel's row goes while it is still unbound and this mount's claim
+ * rel's row goes while it is still unbound and that file's claim (token:
+ * never another create's of the same name, even on this mount)
  * (logged 'drop'), so the name is free again. A failure is logged (the
  * claim then lapses after [fs] claim_lease). */
-void attrov_unclaim(const char *rel);
+void attrov_unclaim(const char *rel, const char *token);
 /* Applies rel's attributes, if any, to *st: mode, owner, atime and mtime
  * replace st's; ctime is the later of st's (moved by writes and truncates)
  * and the recorded one. Only a row that describes the object shown does:
@@ -463,12 +471,16 @@ int direct_is_held_name(const char *rel);
  * (inbox/'s view of its staging key), else -ENOENT. */
 int direct_held_getattr(const char *rel, struct stat *st);
 /* rename(projects/<from>, projects/<to>) of a held file: promotes its
- * received bytes to <to> (promote_file). Errors: ENOENT (no such held
- * file: the caller's EPERM applies), EBUSY (still open for writing), EEXIST
+ * received bytes to <to> (promote_file). Only its writer (owner), the
+ * mount's owner or root may, with or without default_permissions.
+ * Errors: ENOENT (no such held file: the caller's EPERM applies), EPERM
+ * (another user's held file), EBUSY (still open for writing), EEXIST
  * (conflict: nothing overwritten, the file stays received), EACCES, EIO. */
 int direct_rename(const char *from, const char *to);
 /* unlink(projects/<rel>) of a held file: removes the received object (its
- * row gets removed_at). -ENOENT when rel is no held file. */
+ * row gets removed_at). Only its writer (owner), the mount's owner or
+ * root may. Errors: ENOENT (rel is no held file), EPERM (another user's),
+ * EIO, ENOMEM. */
 int direct_unlink(const char *rel);
 /* Is inbox/<rel> the reserved staging directory (never listed)? */
 int direct_is_staging(const char *rel);

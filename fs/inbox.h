@@ -20,6 +20,11 @@ int inbox_stored_attrs(const char *rel, struct stat *st);
  * under rel/), whatever this mount's listing says? Found, it is put into
  * the listing cache. 1 yes, 0 no, or -errno. */
 int inbox_dir_stored_now(const char *rel);
+/* Is inbox/<rel> another create's new file, not stored yet, that only its
+ * live claim in the database shows (another mount's, or this mount's still
+ * open here)? 1 and *st its recorded mode and owner (a regular file), 0
+ * no, or -errno (EIO: the database). */
+int inbox_claimed_attrs(const char *rel, struct stat *st);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);

@@ -61,6 +61,7 @@ static void ofile_free(struct ofile *of)
 		close(of->fd);
 	pthread_mutex_destroy(&of->lock);
 	free(of->direct_to);
+	free(of->claim);
 	free(of->rel);
 	free(of);
 }
@@ -171,8 +172,8 @@ void ofile_put(struct ofile *of)
 			  !of->unlinked && !of->hidden;
 	}
 	pthread_mutex_unlock(&cfs->lock);
-	if (unclaim)
-		attrov_unclaim(of->rel);
+	if (unclaim) /* its own claim only: never a newer create's */
+		attrov_unclaim(of->rel, of->claim);
 	if (drop)
 		ofile_free(of);
 }

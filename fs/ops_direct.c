@@ -34,7 +34,10 @@
  * place. rsync's temp name (".<name>.XXXXXX") is held instead: received at
  * close, never promoted under that name; its rename within projects/
  * promotes the received bytes under the final name (direct_rename), its
- * unlink removes them (direct_unlink).
+ * unlink removes them (direct_unlink). A held file is its writer's (the
+ * owner and mode of its staging key, bound at create): only the writer,
+ * the project directory's owner or root may rename or unlink it, as in a
+ * sticky directory (direct_may_remove).
  * Handlers return 0 or -errno. */
 #include <errno.h>
 #include <fcntl.h>
@@ -259,6 +262,27 @@ int direct_settle(struct fhandle *h, int rc)
 	return rc;
 }
 
+/* May the caller rename or unlink the held file projects/<rel> (st: its
+ * attributes, its staging key's: its writer's owner)? The sticky rule:
+ * its owner, the project directory's owner (the mount's, pj_dir_stat) or
+ * root. Project directories are not shown sticky, so the kernel never
+ * checks this (nor does anything without default_permissions): a sticky
+ * project directory would also have the kernel refuse every user's
+ * promotion onto a stored name (a duplicate, SPEC 3), stored files being
+ * the mount's. 0 or -EPERM. */
+static int direct_may_remove(const char *rel, const struct stat *st)
+{
+	struct fuse_context *ctx = fuse_get_context();
+
+	if (!ctx || ctx->uid == 0 || ctx->uid == st->st_uid ||
+	    ctx->uid == cfs->uid)
+		return 0;
+	log_info("projects/%s: held file of uid %u: rename or unlink refused "
+		 "to uid %u",
+		 rel, (unsigned)st->st_uid, (unsigned)ctx->uid);
+	return -EPERM;
+}
+
 int direct_held_getattr(const char *rel, struct stat *st)
 {
 	char *key;
@@ -289,6 +313,13 @@ int direct_rename(const char *from, const char *to)
 	key = direct_key(from);
 	if (!key)
 		return -ENOMEM;
+	/* Its attributes first: whose it is decides before anything else
+	 * (the kernel's sticky check would come before the daemon). */
+	rc = inbox_getattr(key, &st);
+	if (rc == 0)
+		rc = direct_may_remove(from, &st);
+	if (rc)
+		goto out;
 	of = ofile_find(key);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
@@ -298,11 +329,6 @@ int direct_rename(const char *from, const char *to)
 		ofile_put(of);
 		if (rc)
 			goto out;
-	}
-	rc = inbox_getattr(key, &st);
-	if (rc) {
-		rc = -ENOENT;
-		goto out;
 	}
 	prefix = strndup(to, (size_t)(slash - to));
 	if (!prefix) {
@@ -340,9 +366,9 @@ int direct_unlink(const char *rel)
 		return -ENOENT;
 	rc = inbox_getattr(key, &st);
 	if (rc == 0)
+		rc = direct_may_remove(rel, &st);
+	if (rc == 0)
 		rc = inbox_unlink(key);
-	else
-		rc = -ENOENT;
 	free(key);
 	return rc;
 }

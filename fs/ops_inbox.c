@@ -238,6 +238,25 @@ static int name_stored_now(const char *rel)
 	return inbox_dir_stored_now(rel);
 }
 
+/* As name_stored_now, telling what: 1 an object, 2 a directory, 0
+ * nothing, or -errno. */
+static int stored_kind_now(const char *rel)
+{
+	struct s3_object_info info;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == 0) {
+		dcache_upsert(rel, 0, info.size, info.mtime, info.etag);
+		s3_object_info_free(&info);
+		return 1;
+	}
+	if (rc != -ENOENT)
+		return rc;
+	rc = inbox_dir_stored_now(rel);
+	return rc == 1 ? 2 : rc;
+}
+
 int inbox_dir_stored_now(const char *rel)
 {
 	struct s3_list_result res = {0};
@@ -297,6 +316,11 @@ int inbox_mkdir(const char *rel, mode_t mode)
 	if (inbox_getattr(rel, &st) == 0)
 		return -EEXIST;
 	rc = name_stored_now(rel);
+	if (rc)
+		return rc > 0 ? -EEXIST : rc;
+	/* Another mount's new file, not stored yet: only its claim shows it
+	 * (its row must stay its own, never become this directory's). */
+	rc = inbox_claimed_attrs(rel, &st);
 	if (rc)
 		return rc > 0 ? -EEXIST : rc;
 	if (asprintf(&marker, "%s/", rel) < 0)
@@ -685,34 +709,62 @@ static void claim_stat(const struct db_claim *c, struct stat *st)
 	st->st_gid = c->has_owner ? (gid_t)c->gid : cfs->foreign_gid;
 }
 
+int inbox_claimed_attrs(const char *rel, struct stat *st)
+{
+	struct db_claim c;
+	struct ofile *of;
+	int rc =
+	    db_attrs_claim_get(cfs->db, cfs->cfg.reception_bucket, rel, &c);
+
+	if (rc)
+		return rc == -EINPROGRESS ? -EIO : rc;
+	rc = c.found && c.live;
+	if (rc && attrov_claim_mine(c.holder)) {
+		/* This mount's: a file open here (the kernel knows it), or
+		 * a leftover of one gone (its drop failed, or running). */
+		of = ofile_find(rel);
+		rc = of != NULL;
+		if (of)
+			ofile_put(of);
+	}
+	if (rc)
+		claim_stat(&c, st);
+	db_claim_free(&c);
+	return rc;
+}
+
 /* A new file rel (nothing stored under that name, nor open here): its row
- * (in's mode and owner) claims the name in the database, where of creates
- * racing on it from every mount exactly one wins (attrov_claim). Another
- * mount's live claim (a file being written there) is the file: O_EXCL
- * fails on it; a plain create is the kernel's overwrite of it, allowed by
- * may_replace (sticky inbox/: its owner or root) and takes it over. A
- * claim of this mount's that nothing open here holds (its drop failed) or
- * that lapsed (a dead mount's) does not exist. With O_EXCL, another row
- * (a stored object's, a directory's) is taken only when the store has
- * nothing under the name now.
- * Errors: EEXIST, EACCES, EIO, ENOMEM. */
-static int claim_name(const char *rel, const struct attrov *in, int excl)
+ * (in's mode and owner) claims the name in the database, under token (this
+ * create's own: claimed_by), where of creates racing on it from every mount
+ * exactly one wins (attrov_claim). Another mount's live claim (a file being
+ * written there) is the file: O_EXCL fails on it; a plain create is the
+ * kernel's overwrite of it, allowed by may_replace (sticky inbox/: its
+ * owner or root) and takes it over. A claim of this mount's that nothing
+ * open here holds (its drop failed, or is running) or that lapsed (a dead
+ * mount's) does not exist. Another row (a stored object's, a directory's,
+ * one left behind) is taken only when the store has nothing under the name
+ * now: a directory there is EISDIR for a plain create (EEXIST with
+ * O_EXCL); an object that landed since the caller's HEAD sets *again (a
+ * plain create opens it as a stored file).
+ * Errors: EEXIST, EISDIR, EACCES, EIO, ENOMEM. */
+static int claim_name(const char *rel, const struct attrov *in, int excl,
+		      const char *token, int *again)
 {
 	struct db_claim held = {0};
 	struct stat st;
 	char *from = NULL;
-	int rc = -EEXIST, tries, take = !excl, mine;
+	int rc = -EEXIST, tries, take = 0, mine;
 
+	*again = 0;
 	for (tries = 0; tries < 4; tries++) {
-		rc = attrov_claim(rel, in, take, from, &held);
+		rc = attrov_claim(rel, in, take, from, token, &held);
 		free(from);
 		from = NULL;
 		if (rc != -EEXIST)
 			break;
 		if (!held.found)
 			continue; /* gone meanwhile: try again */
-		mine = held.live && held.holder &&
-		       !strcmp(held.holder, cfs->claimer);
+		mine = held.live && attrov_claim_mine(held.holder);
 		if (held.live && !mine && excl)
 			break; /* another mount's new file */
 		if (held.live && !mine) {
@@ -720,18 +772,21 @@ static int claim_name(const char *rel, const struct attrov *in, int excl)
 			rc = may_replace(rel, &st);
 			if (rc)
 				break;
+		}
+		if (held.live) {
+			/* That very claim (a leftover here, or the file
+			 * replaced): its drop, if one runs, takes only its
+			 * own token, never this create's. */
 			from = held.holder;
 			held.holder = NULL;
-		} else if (held.live) {
-			from = strdup(cfs->claimer); /* a leftover here */
-			if (!from) {
-				rc = -ENOMEM;
-				break;
-			}
-		} else if (excl) {
-			rc = name_stored_now(rel);
+		} else {
+			rc = stored_kind_now(rel);
 			if (rc) {
-				rc = rc > 0 ? -EEXIST : rc;
+				if (rc == 1 && !excl)
+					*again = 1;
+				if (rc > 0)
+					rc = rc == 2 && !excl ? -EISDIR
+							      : -EEXIST;
 				break;
 			}
 			take = 1; /* nothing there: a stale row */
@@ -765,13 +820,16 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
-	int rc = 0, local = is_temp(rel);
+	char *token = NULL;
+	int rc = 0, local = is_temp(rel), again = 0, retries = 2;
 
 	rc = check_name(rel);
 	if (rc)
 		return rc;
 	if (ofile_is_hidden_name(rel))
 		return -EINVAL; /* reserved for open files being unlinked */
+retry:
+	stored = 0;
 	of = ofile_find(rel);
 	if (of && excl) {
 		ofile_put(of);
@@ -823,22 +881,36 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 			rc = creator_attrs(rel, &in, mode, 0);
 			if (rc)
 				return rc;
-			rc = claim_name(rel, &in, excl);
-			if (rc)
+			token = attrov_claim_token();
+			if (!token)
+				return -ENOMEM;
+			rc = claim_name(rel, &in, excl, token, &again);
+			if (rc) {
+				free(token);
+				token = NULL;
+				if (again && retries-- > 0)
+					goto retry; /* stored meanwhile */
 				return rc;
+			}
 		}
 		of = ofile_create(rel, local, &rc);
 		if (!of) {
 			if (!stored)
-				attrov_unclaim(rel);
+				attrov_unclaim(rel, token);
+			free(token);
 			return rc;
 		}
 		rc = of->failed;
 		if (rc == 0 && !stored && !of->ready) {
 			pthread_mutex_lock(&cfs->lock);
 			of->attrs_unbound = 1; /* its claim, renewed */
+			free(of->claim);
+			of->claim = token;
+			token = NULL;
 			pthread_mutex_unlock(&cfs->lock);
 		}
+		free(token);
+		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			rc = ofile_load(of, rel); /* as open(2) would */
 		} else if (rc == 0 && !of->ready && stored) {

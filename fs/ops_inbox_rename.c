@@ -557,7 +557,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct stat sf, st;
 	struct ofile *of;
-	int rc, to_exists;
+	int rc, to_exists, claimed = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -590,9 +590,17 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		else if (rc != -ENOENT)
 			return rc;
 	}
-	if (to_exists && (flags & RENAME_NOREPLACE))
+	if (!to_exists) {
+		/* Another mount's new file, not stored yet (a temp name's
+		 * too): only its claim in the database shows it. */
+		rc = inbox_claimed_attrs(to, &st);
+		if (rc < 0)
+			return rc;
+		claimed = rc;
+	}
+	if ((to_exists || claimed) && (flags & RENAME_NOREPLACE))
 		return -EEXIST;
-	if (to_exists) {
+	if (to_exists || claimed) {
 		/* Another user's file or directory the kernel did not know
 		 * of (another mount's, or a foreign upload, newer than this
 		 * mount's listing): never replaced past the sticky bit. */
@@ -605,7 +613,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 
 		if (!strncmp(to, from, fl) && to[fl] == '/')
 			return -EINVAL;
-		if (to_exists && !S_ISDIR(st.st_mode))
+		if (claimed || (to_exists && !S_ISDIR(st.st_mode)))
 			return -ENOTDIR;
 		if (to_exists) {
 			rc = inbox_rmdir(to);

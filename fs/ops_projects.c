@@ -350,7 +350,11 @@ static void pj_dir_drop_tree_locked(const char *rel)
  * those users create projects and promote into them (the daemon checks
  * the same in pj_may_administer and projects_may_promote, for mounts
  * without it). Nothing here can be removed or renamed but by those
- * checks; stored files are immutable whatever the mode says. */
+ * checks; stored files are immutable whatever the mode says. Not sticky:
+ * the kernel would then refuse any user but root a rename onto a stored
+ * name (a duplicate promotion), stored files being the mount's; a held
+ * rsync temp file is kept its writer's by the daemon instead
+ * (ops_direct.c, direct_may_remove). */
 static void pj_dir_stat(struct stat *st, time_t when)
 {
 	memset(st, 0, sizeof(*st));

@@ -226,3 +226,115 @@ def test_metrics_file_config_is_checked(mount_factory, tmp_path):
     with pytest.raises(HarnessError):
         m.mount(timeout=30)
     assert "bad value for [fs] metrics_file" in open(m.log_path).read()
+
+
+def _plant(make, target):
+    """make(target), again while the daemon's own temporary file is there (mid-write)."""
+    for _ in range(50):
+        try:
+            return make(target)
+        except FileExistsError:
+            time.sleep(0.05)
+    raise HarnessError(f"could not plant {target}")
+
+
+def _free_fifo(fifo):
+    """Opens a planted FIFO for reading (unblocks a writer stuck in open) and drains it."""
+    try:
+        fd = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return
+    try:
+        time.sleep(0.5)
+        try:
+            while os.read(fd, 65536):
+                pass
+        except BlockingIOError:
+            pass
+    finally:
+        os.close(fd)
+
+
+def test_metrics_temp_name_planted_as_a_fifo_stops_neither_the_writes_nor_the_unmount(
+        mount_factory, tmp_path):
+    """Whoever may create files in the textfile directory (node_exporter's user owns Debian's)
+    and can read the daemon's pid plants a FIFO under the next temporary name: the daemon must
+    neither block in open(2) (its metrics thread, then its unmount, joined on it) nor rename
+    the FIFO over the metrics file (node_exporter would block reading it)."""
+    tdir = tmp_path / "textfile"
+    tdir.mkdir()
+    path = str(tdir / "custodyfs.prom")
+    m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "1"}})
+    wait_until(lambda: os.path.exists(path), timeout=30, what="the metrics file")
+    fifo = str(tdir / f".custodyfs.prom.{m.pid}.tmp")
+    _plant(os.mkfifo, fifo)
+    try:
+        before = os.stat(path).st_mtime_ns
+        time.sleep(0.2)
+        wait_until(lambda: os.stat(path).st_mtime_ns != before, timeout=8,
+                   what="the metrics file rewritten while a FIFO sits at the temporary name")
+        assert stat.S_ISREG(os.stat(path).st_mode)
+        t0 = time.monotonic()
+        m.unmount()  # the daemon must exit by itself
+        assert time.monotonic() - t0 < 20
+        assert stat.S_ISREG(os.stat(path).st_mode)
+        assert value(parse(path)[0], "custodyfs_receptions") == 0
+    finally:
+        if os.path.exists(fifo) or os.path.exists(path):
+            for p in (fifo, path):
+                if os.path.exists(p) and stat.S_ISFIFO(os.stat(p).st_mode):
+                    _free_fifo(p)
+
+
+def test_metrics_temp_name_planted_as_a_hard_link_never_writes_through_it(
+        mount_factory, tmp_path):
+    """A file planted under the next temporary name (here a hard link to another file, as the
+    daemon's user could not be told apart from the planter in a test) is never opened: the
+    daemon writes only into a file it created itself (O_EXCL), so the linked file keeps its
+    bytes and its mode."""
+    tdir = tmp_path / "textfile"
+    tdir.mkdir()
+    path = str(tdir / "custodyfs.prom")
+    victim = tmp_path / "victim.conf"
+    victim.write_bytes(b"secret=1\n")
+    os.chmod(victim, 0o600)
+    m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "1"}})
+    wait_until(lambda: os.path.exists(path), timeout=30, what="the metrics file")
+    _plant(lambda t: os.link(victim, t), str(tdir / f".custodyfs.prom.{m.pid}.tmp"))
+    before = os.stat(path).st_mtime_ns
+    time.sleep(0.2)
+    wait_until(lambda: os.stat(path).st_mtime_ns != before, timeout=8,
+               what="the metrics file rewritten")
+    time.sleep(1.5)
+    m.unmount()
+    assert victim.read_bytes() == b"secret=1\n"
+    assert stat.S_IMODE(os.stat(victim).st_mode) == 0o600
+    assert os.stat(victim).st_ino != os.stat(path).st_ino
+    fams, _ = parse(path)
+    assert value(fams, "custodyfs_receptions") == 0
+
+
+def test_receptions_counter_counts_the_rows_a_promotion_writes_for_foreign_uploads(
+        mount_factory, uniq, tmp_path):
+    """custodyfs_receptions_total is "reception rows committed for new content by this
+    process (uploads through the mount and by other routes)": an upload by another route that
+    a promotion logs (before any scan did) is such a row, as audit/stats' received is."""
+    path = str(tmp_path / "custodyfs.prom")
+    m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "1",
+                              "foreign_grace_ms": "600000", "scan_interval": "0"}})
+    wait_until(lambda: os.path.exists(path), timeout=30, what="the metrics file")
+    p = project(m, uniq)
+    body = b"foreign, promoted at once\n"
+    key = f"{uniq}-f.txt"
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body)
+    wait_until(lambda: os.path.exists(os.path.join(m.inbox, key)), timeout=30, what="listed")
+    assert checks.rows(m, key) == []
+    promote(m, key, p)
+    rows = checks.rows(m, key)
+    assert len(rows) == 1 and rows[0]["removed_at"] is not None  # written, then closed
+    wait_until(lambda: hist(parse(path)[0], "custodyfs_promotion_duration_seconds")[0] == 1,
+               timeout=30, what="the promotion in the metrics file")
+    time.sleep(2)
+    fams, _ = parse(path)
+    assert value(fams, "custodyfs_receptions") == len(rows)
+    assert value(fams, "custodyfs_received_bytes") == len(body)

@@ -12,6 +12,8 @@ import time
 
 import psycopg2
 import pytest
+
+import checks
 from checks import rows, write
 
 
@@ -1086,3 +1088,158 @@ def test_directory_rename_onto_another_mounts_directory_unseen_in_the_listing(mo
         == ["ENOTEMPTY"]
     assert sorted(o["Key"] for o in a.s3.list_objects_v2(
         Bucket=a.reception_bucket, Prefix=f"{bd2}/")["Contents"]) == [f"{bd2}/", f"{bd2}/y.txt"]
+
+
+# --------------------------------------------------------------------------- direct writes
+
+STAGING = ".custodyfs-direct"
+
+
+def staging_key(m, key):
+    """The one staging key (.custodyfs-direct/<host>.<pid>/<key>) a reception row names for
+    projects/<key>, from the database."""
+    ks = sorted({r["object_key"] for r in m.sql_dicts(
+        "select object_key from reception_audit where source_bucket = %s and object_key like %s",
+        (m.reception_bucket, STAGING + "/%"))
+        if r["object_key"].endswith("/" + key)
+        and "/" not in r["object_key"][len(STAGING) + 1:-len(key) - 1]})
+    assert len(ks) == 1, ks
+    return ks[0]
+
+
+def project_rows(m, p):
+    """Every reception row under the staging area for project p and every storage row of p,
+    removed ones included, for before/after comparisons."""
+    rec = [r for r in m.sql_dicts("select * from reception_audit where source_bucket = %s and"
+                                  " object_key like %s order by id",
+                                  (m.reception_bucket, STAGING + "/%"))
+           if "/" + p + "/" in r["object_key"]]
+    sto = m.sql_dicts("select * from storage_audit where project_prefix = %s order by id", (p,))
+    jnl = m.sql_dicts("select * from promotion_journal where dest_key like %s order by id",
+                      (p + "/%",))
+    return rec, sto, jnl
+
+
+def stored_keys(m, p):
+    return sorted(o["Key"] for o in m.s3.list_objects_v2(
+        Bucket=m.storage_bucket, Prefix=p + "/").get("Contents", []))
+
+
+@pytest.mark.parametrize("how", ["default_permissions", "no_default_permissions"])
+def test_held_rsync_temp_file_is_only_its_writers_to_remove_or_rename(mount_factory, uniq,
+                                                                       how):
+    """review-perm2 O3: rsync's temp file (.<name>.XXXXXX) written into projects/<p> is held
+    (received, not promoted) until its writer renames it into place. projects/<p> is writable
+    by everyone who may promote (0777 here: no project_group) and not sticky, so B could
+    unlink A's held file (its received bytes removed, row closed) or rename it to a final name
+    (A's bytes stored under a name of B's choosing, moved_by B). Only the held file's writer
+    (its owner, shown as such) or root may: EPERM otherwise, as the sticky bit answers, with
+    and without default_permissions. Nothing of A's changes: rows, object, attributes."""
+    opts = "allow_other" + (",no_default_permissions" if how.startswith("no_") else "")
+    m = mount_factory(config=FOREIGN, opts=opts)
+    open_to_others(m)
+    p = uniq
+    os.mkdir(m.path("projects", p))  # root's project; no project_group: anyone promotes
+    held = ".f.bin.Ab3xYz"
+    data = os.urandom(3000)
+    hp, final = m.path("projects", p, held), m.path("projects", p, "f.bin")
+    assert as_user(A, f"open({hp!r}, 'wb').write(bytes.fromhex({data.hex()!r}))",
+                   umask=0o077) == ["ok"]
+    st = os.stat(hp)
+    assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o600)
+    skey = staging_key(m, f"{p}/{held}")
+    before = project_rows(m, p)
+    assert [(r["sha256"], r["removed_at"]) for r in before[0]] == [(m.sha256_bytes(data), None)]
+    assert before[1] == [] and stored_keys(m, p) == []
+    attrs_before = attrs_row(m, skey)
+    assert (attrs_before["uid"], attrs_before["mode"]) == (A, 0o600)
+    other = m.path("projects", p, "sub")
+    os.mkdir(other)
+    got = as_user(B, f"os.rename({hp!r}, {final!r})",
+                  f"os.rename({hp!r}, {os.path.join(other, 'g.bin')!r})",
+                  f"os.unlink({hp!r})",
+                  f"os.unlink({hp!r})")
+    assert got == ["EPERM", "EPERM", "EPERM", "EPERM"], got
+    # nothing changed: every row, the received object, its attributes; nothing stored
+    assert project_rows(m, p) == before
+    assert checks.get_object(m, skey) == data
+    assert attrs_row(m, skey) == attrs_before
+    assert stored_keys(m, p) == []
+    st = os.stat(hp)
+    assert (st.st_uid, stat.S_IMODE(st.st_mode), st.st_size) == (A, 0o600, len(data))
+    assert not os.path.exists(final)
+    # its writer renames it into place: promoted, moved_by A
+    assert as_user(A, f"os.rename({hp!r}, {final!r})") == ["ok"]
+    (s,) = m.sql_dicts("select * from storage_audit where dest_key = %s", (f"{p}/f.bin",))
+    assert s["outcome"] == "copied" and s["moved_uid"] == A and s["source_key"] == skey
+    assert m.s3.get_object(Bucket=m.storage_bucket, Key=f"{p}/f.bin")["Body"].read() == data
+    # root may remove anyone's held file (row closed, object gone)
+    held2 = m.path("projects", p, ".h.bin.Zz9abc")
+    assert as_user(A, f"open({held2!r}, 'wb').write(b'second')", umask=0o077) == ["ok"]
+    assert as_user(B, f"os.unlink({held2!r})") == ["EPERM"]
+    skey2 = staging_key(m, f"{p}/.h.bin.Zz9abc")
+    os.unlink(held2)
+    assert [r["removed_at"] is not None for r in rows(m, skey2)] == [True]
+    assert checks.get_object(m, skey2) is None
+    # B's own held file is B's to rename; and B still promotes onto a stored name (a
+    # duplicate), which a sticky project directory would have the kernel refuse (stored files
+    # are not B's): the reason the daemon, not a sticky bit, answers for held files
+    bh = m.path("projects", p, ".b.bin.Qq1xyz")
+    assert as_user(B, f"open({bh!r}, 'wb').write(bytes.fromhex({data.hex()!r}))",
+                   f"os.rename({bh!r}, {final!r})") == ["ok", "ok"]
+    assert [r["outcome"] for r in m.sql_dicts(
+        "select outcome from storage_audit where dest_key = %s order by id",
+        (f"{p}/f.bin",))] == ["copied", "duplicate"]
+
+
+def test_failed_direct_write_left_in_staging_keeps_its_writers_owner_and_mode(shared, uniq):
+    """review-perm2 O4: a direct write whose promotion failed (a conflict at close: EPERM)
+    stays received at inbox/.custodyfs-direct/<host>.<pid>/<p>/<name>, reachable by its path.
+    It carries its writer's owner and mode (0600 stays 0600), across a remount too, never the
+    defaults: another user cannot read the rejected bytes there."""
+    import subprocess
+    m = shared
+    p = uniq
+    os.mkdir(m.path("projects", p))
+    key = f"{p}/x.txt"
+    data = f"secret of A, {uniq}\n" * 50
+    script = (
+        "import errno, os, sys\n"
+        "os.umask(0o077)\n"
+        "f = open(sys.argv[1], 'wb')\n"
+        "f.write(sys.argv[2].encode())\n"
+        "f.flush()\n"
+        "print('ready', flush=True)\n"
+        "sys.stdin.readline()\n"
+        "try:\n"
+        "    f.close()\n"
+        "    print('ok', flush=True)\n"
+        "except OSError as e:\n"
+        "    print(errno.errorcode[e.errno], flush=True)\n")
+    w = subprocess.Popen(["setpriv", f"--reuid={A}", f"--regid={A}", "--clear-groups",
+                          "/usr/bin/python3", "-c", script, m.path("projects", p, "x.txt"),
+                          data], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert w.stdout.readline().strip() == "ready"
+        # another file is stored under the name meanwhile: the promotion at close conflicts
+        m.s3.put_object(Bucket=m.storage_bucket, Key=key, Body=b"foreign bytes")
+        out, _ = w.communicate("close\n", timeout=60)
+    finally:
+        if w.poll() is None:
+            w.kill()
+    assert out.strip() == "EPERM"
+    skey = staging_key(m, key)
+    left = m.path("inbox", skey)
+    assert checks.get_object(m, skey) == data.encode()
+    (r,) = rows(m, skey)
+    assert r["removed_at"] is None and r["received_uid"] == A
+    assert m.sql_value("select count(*) from storage_audit where dest_key = %s", (key,)) == 0
+    assert m.s3.get_object(Bucket=m.storage_bucket, Key=key)["Body"].read() == b"foreign bytes"
+    for again in (False, True):  # as written; after a remount (the database's, not memory's)
+        if again:
+            m.restart()
+        st = os.stat(left)
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (A, A, 0o600)
+        assert (attrs_row(m, skey)["uid"], attrs_row(m, skey)["mode"]) == (A, 0o600)
+        assert as_user(B, rd(left)) == ["EACCES"]
+        assert as_user(A, rd(left)) == [data]
