@@ -25,7 +25,7 @@
  * overwrite, whose old content is gone anyway, is logged late instead of
  * deleted. When the database cannot be asked, the undo waits in a bounded
  * list that the worker retries until the database answers. */
-#include "reception.h"
+#include "reception_int.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -45,87 +45,7 @@
 #include "names.h"
 #include "objhash.h"
 
-#define FP_MAX_ENTRIES (1u << 20) /* bound on the "known logged" set */
-#define FOREIGN_CHUNK (4u << 20)  /* bytes read at a time when hashing */
-#define SCAN_PAGE 1000		  /* keys per listing page in a scan */
-#define TABLE_BUCKETS 1024	  /* busy and deferred tables */
-#define DEFER_MAX 65536		  /* objects waiting for their grace */
-#define DEFER_BATCH 256		  /* ripe objects logged per round */
-#define UNDO_MAX 1024		  /* undos waiting for the database */
-#define UNDO_RETRY_MS 2000	  /* first retry; doubles up to ... */
-#define UNDO_RETRY_MAX_MS 30000	  /* ... this */
-#define UNDO_MAX_TRIES 150	  /* about an hour of retries, then given up */
-#define S3_REQUEST_TIMEOUT_DEFAULT_MS 30000
-
-/* A key this process is writing or committing, with a use count. */
-struct busy_ent {
-	char *key;
-	int count;	  /* uploads and pending undos holding the key */
-	int undos;	  /* of count, pending undos */
-	unsigned commits; /* rows this process committed for the key */
-	struct busy_ent *next;
-};
-
-/* An object seen and not logged yet because it is younger than the grace
- * period (or a multipart object seen too recently). */
-struct defer_ent {
-	char *key;
-	char etag[80];
-	int64_t first_seen_ms; /* realtime, when this process first saw it */
-	int64_t due_ms;	       /* realtime, when it may be logged */
-	struct defer_ent *next;
-};
-
-/* An upload whose row did not commit, to be resolved with the database. */
-struct undo {
-	char *key;
-	struct upload_result res;
-	struct actor who;
-	int created; /* new key: delete if unrowed; else log it late */
-	/* CLOCK_MONOTONIC ms when its content was based on the store (-1:
-	 * no such condition): a removal by a mount since still wins when the
-	 * overwrite is logged late (db_record_guard.based_ms_ago). */
-	int64_t based_mono;
-	unsigned gen; /* the key's busy_ent commits when its row failed */
-	int unknown;  /* a commit of its row may have happened (read back) */
-	const char *origin; /* static: "mount", or "rename" (a copy) */
-	int tries;
-	int64_t next_try_ms; /* monotonic */
-	struct undo *next;
-};
-
-/* Objects seen in a listing and not known to be logged: checked against
- * the database and logged by the worker, off the caller's path. */
-struct saw_job {
-	struct s3_list_entry *e; /* keys owned by the job */
-	size_t n;
-	struct saw_job *next;
-};
-
-struct reception {
-	const struct cfg *cfg;
-	struct s3_client *s3;
-	struct db *db;
-	int64_t grace_ms;
-
-	pthread_mutex_t lock;
-	pthread_cond_t cond;
-	struct fpset known;	     /* protected by lock: (key, etag) logged */
-	struct fpset pending;	     /* protected by lock: queued for logging */
-	struct saw_job *head, *tail; /* protected by lock */
-	struct busy_ent *busy[TABLE_BUCKETS];	/* protected by lock */
-	struct defer_ent *defer[TABLE_BUCKETS]; /* protected by lock */
-	size_t n_defer;				/* protected by lock */
-	struct undo *undos;			/* protected by lock */
-	size_t n_undos;				/* protected by lock */
-	int working;  /* protected by lock: the worker is on a job */
-	int stopping; /* protected by lock */
-	pthread_t worker;
-	int worker_started;
-	struct actor foreign; /* who a foreign upload is logged as */
-};
-
-static int64_t ms_now(clockid_t clk)
+int64_t ms_now(clockid_t clk)
 {
 	struct timespec ts;
 
@@ -133,7 +53,7 @@ static int64_t ms_now(clockid_t clk)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int reception_stopping(struct reception *r)
+int reception_stopping(struct reception *r)
 {
 	int s;
 
@@ -150,7 +70,7 @@ static size_t bucket_of(const char *key)
 
 /* ---- fingerprint sets ------------------------------------------------ */
 
-static uint64_t fp_of(const char *key, const char *etag)
+uint64_t fp_of(const char *key, const char *etag)
 {
 	uint64_t h = XXH3_64bits(key, strlen(key));
 
@@ -158,8 +78,8 @@ static uint64_t fp_of(const char *key, const char *etag)
 	return h ? h : 1;
 }
 
-static void reception_mark_known(struct reception *r, const char *key,
-				 const char *etag)
+void reception_mark_known(struct reception *r, const char *key,
+			  const char *etag)
 {
 	pthread_mutex_lock(&r->lock);
 	fpset_add(&r->known, fp_of(key, etag), FP_MAX_ENTRIES);
@@ -180,7 +100,7 @@ static struct busy_ent *busy_find(struct reception *r, const char *key)
 }
 
 /* Caller holds r->lock. */
-static int busy_has(struct reception *r, const char *key)
+int busy_has(struct reception *r, const char *key)
 {
 	return busy_find(r, key) != NULL;
 }
@@ -262,7 +182,7 @@ void reception_busy_del(struct reception *r, const char *key)
 	pthread_mutex_unlock(&r->lock);
 }
 
-static int reception_is_busy(struct reception *r, const char *key)
+int reception_is_busy(struct reception *r, const char *key)
 {
 	int b;
 
@@ -275,8 +195,8 @@ static int reception_is_busy(struct reception *r, const char *key)
 /* ---- grace period ---------------------------------------------------- */
 
 /* Caller holds r->lock. */
-static struct defer_ent *defer_find(struct reception *r, const char *key,
-				    const char *etag)
+struct defer_ent *defer_find(struct reception *r, const char *key,
+			     const char *etag)
 {
 	struct defer_ent *d;
 
@@ -287,7 +207,7 @@ static struct defer_ent *defer_find(struct reception *r, const char *key,
 }
 
 /* Caller holds r->lock. */
-static void defer_del(struct reception *r, const char *key, const char *etag)
+void defer_del(struct reception *r, const char *key, const char *etag)
 {
 	struct defer_ent **pp, *d;
 
@@ -305,8 +225,8 @@ static void defer_del(struct reception *r, const char *key, const char *etag)
 /* May an observer log the object (key, etag, LastModified mtime) now? 0 if
  * so; otherwise the realtime (ms) when it may, and the object is remembered
  * so that the worker looks at it again then. Caller holds r->lock. */
-static int64_t defer_due(struct reception *r, const char *key, const char *etag,
-			 time_t mtime)
+int64_t defer_due(struct reception *r, const char *key, const char *etag,
+		  time_t mtime)
 {
 	int64_t now = ms_now(CLOCK_REALTIME);
 	/* LastModified has whole seconds: the upload may end 1 s later. */
@@ -416,10 +336,9 @@ static void reception_event_why(struct reception *r, const char *event,
 			 res ? res->sha256 : NULL, id, origin, reason, who);
 }
 
-static void reception_event(struct reception *r, const char *event,
-			    const char *op, int rc, const char *key,
-			    const struct upload_result *res, int64_t id,
-			    const struct actor *who, const char *origin)
+void reception_event(struct reception *r, const char *event, const char *op,
+		     int rc, const char *key, const struct upload_result *res,
+		     int64_t id, const struct actor *who, const char *origin)
 {
 	reception_event_why(r, event, op, rc, key, res, id, who, origin, NULL);
 }
@@ -429,24 +348,13 @@ int reception_ready(struct reception *r)
 	return db_ping(r->db);
 }
 
-struct still_ours {
-	struct reception *r;
-	const char *key;
-	const char *etag;
-	int delete; /* delete it when it is */
-	int own; /* undo: uploads of the key the caller holds (busy), else -1 */
-	unsigned gen; /* undo: the key's commit generation at its failure */
-	/* NULL, or: what the last HEAD found (a commit's guard) */
-	struct reception_seen *seen;
-};
-
 /* Under the key lock: is the object still the upload with that ETag? If so
  * and asked to, deletes it. For an undo (own >= 0), first: -ECANCELED when
  * this process committed a row for the key since the undo's upload failed,
  * -EBUSY while it uploads the key again (a newer upload of the same bytes
  * has the same ETag: never undo that one). 0, -ESTALE (another object is
  * there now), -ENOENT (none is), or the store's error. */
-static int reception_still_ours(void *arg)
+int reception_still_ours(void *arg)
 {
 	struct still_ours *so = arg;
 	struct reception *r = so->r;
@@ -1182,387 +1090,6 @@ out:
 		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
 	}
 	return rc;
-}
-
-/* ---- objects that came by other routes ------------------------------- */
-
-/* Hashes an object by reading it in ranged chunks, each sent with
- * If-Match: etag, so that the hash is of one object, never of a mix of two
- * uploads. -EAGAIN when the object changed meanwhile (look again),
- * -ECANCELED when the reception is being freed. */
-static int reception_hash_stop(void *arg)
-{
-	return reception_stopping(arg);
-}
-
-static int reception_hash_object(struct reception *r, const char *key,
-				 uint64_t size, const char *etag, char *xxh,
-				 char *sha)
-{
-	int rc =
-	    objhash_compute(r->s3, r->cfg->reception_bucket, key, etag, size,
-			    FOREIGN_CHUNK, reception_hash_stop, r, xxh, sha);
-
-	if (rc == -ESTALE) {
-		log_info("%s/%s changed while it was hashed; looked at again",
-			 r->cfg->reception_bucket, key);
-		rc = -EAGAIN;
-	}
-	return rc;
-}
-
-/* Under the key lock, before an observer's row is inserted: the key is not
- * being written here, and the object is still the one that was hashed. */
-static int reception_foreign_check(void *arg)
-{
-	struct still_ours *so = arg;
-
-	if (reception_is_busy(so->r, so->key))
-		return -EBUSY;
-	return reception_still_ours(so);
-}
-
-/* Logs one object that arrived by another route, if it is old enough (see
- * the top of this file). seen_etag is the ETag it was listed with; ripe
- * says its grace has passed already; expect_live is the id of the key's
- * live row when the database was read (0: none). 0 or -errno; *inserted
- * says whether a row was added. */
-static int reception_log_foreign(struct reception *r, const char *key,
-				 const char *seen_etag, int ripe,
-				 int64_t expect_live, int *inserted)
-{
-	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
-	struct s3_object_info before = {0}, after = {0};
-	struct reception_new rn = {0};
-	struct still_ours so = {r, key, NULL, 0, -1, 0, NULL};
-	struct db_record_guard g = {.expect_live = expect_live,
-				    .check = reception_foreign_check,
-				    .arg = &so,
-				    .based_ms_ago = -1};
-	int rc, attempt;
-	int64_t due, id = 0;
-
-	*inserted = 0;
-	if (!ripe) {
-		struct defer_ent *d;
-		int wait;
-
-		pthread_mutex_lock(&r->lock);
-		d = defer_find(r, key, seen_etag);
-		wait = d && d->due_ms > ms_now(CLOCK_REALTIME);
-		pthread_mutex_unlock(&r->lock);
-		if (wait)
-			return 0; /* waiting for its grace: no need to look */
-	}
-	for (attempt = 0; attempt < 3; attempt++) {
-		s3_object_info_free(&before);
-		s3_object_info_free(&after);
-		if (reception_is_busy(r, key))
-			return 0; /* this process is writing it */
-		rc = s3_head(r->s3, r->cfg->reception_bucket, key, &before);
-		if (rc == -ENOENT)
-			return 0; /* gone already: nothing to log */
-		if (rc)
-			return rc;
-		if (!ripe || strcmp(before.etag, seen_etag)) {
-			pthread_mutex_lock(&r->lock);
-			due = defer_due(r, key, before.etag, before.mtime);
-			pthread_mutex_unlock(&r->lock);
-			if (due) {
-				log_debug("%s/%s: recent upload, logged when "
-					  "its uploader has had time to",
-					  r->cfg->reception_bucket, key);
-				rc = 0;
-				goto out;
-			}
-		}
-		rc = reception_hash_object(r, key, before.size, before.etag,
-					   xxh, sha);
-		if (rc == -EAGAIN)
-			continue; /* replaced while we read it: again */
-		if (rc)
-			goto out;
-		rc = s3_head(r->s3, r->cfg->reception_bucket, key, &after);
-		if (rc)
-			goto out;
-		if (!strcmp(after.etag, before.etag) &&
-		    after.size == before.size)
-			break;
-		rc = -EAGAIN; /* replaced while we read it: again */
-	}
-	if (rc)
-		goto out;
-	rn.source_bucket = r->cfg->reception_bucket;
-	rn.object_key = key;
-	rn.file_name = names_basename(key);
-	rn.size = before.size;
-	rn.xxh128 = xxh;
-	rn.sha256 = sha;
-	rn.etag = before.etag;
-	rn.origin = "foreign";
-	rn.who = &r->foreign;
-	so.etag = before.etag;
-	rc = db_reception_record_guarded(r->db, &rn, "replaced by a new upload",
-					 &g, &id, inserted);
-	if (rc == -ESTALE || rc == -ENOENT || rc == -EBUSY) {
-		/* Someone logged, replaced or removed it meanwhile, or this
-		 * process writes it now: what is there is looked at when it
-		 * is next seen. */
-		rc = 0;
-	} else if (rc == 0) {
-		reception_mark_known(r, key, before.etag);
-		if (*inserted) {
-			ctr_add(CTR_RECEIVED, 1);
-			ctr_add(CTR_BYTES_RECEIVED, before.size);
-		}
-		if (*inserted) {
-			struct upload_result res = {.size = before.size};
-
-			/* a live row read before (expect_live) was closed */
-			memcpy(res.sha256, sha, sizeof(res.sha256));
-			reception_event(
-			    r, expect_live > 0 ? "overwritten" : "received",
-			    NULL, 0, key, &res, id, &r->foreign, "foreign");
-		}
-		/* Its owner and mode are the configured ones now, not those
-		 * recorded for what it replaced (nor any its uploader set). */
-		if (*inserted &&
-		    db_attrs_drop_replaced(r->db, r->cfg->reception_bucket, key,
-					   before.etag, &r->foreign) != 0)
-			log_error("%s/%s: attributes of the replaced file "
-				  "kept",
-				  r->cfg->reception_bucket, key);
-	}
-	pthread_mutex_lock(&r->lock);
-	defer_del(r, key, before.etag);
-	pthread_mutex_unlock(&r->lock);
-out:
-	s3_object_info_free(&before);
-	s3_object_info_free(&after);
-	return rc;
-}
-
-static int live_cmp(const void *a, const void *b)
-{
-	const struct reception_live *x = a, *y = b;
-
-	return strcmp(x->object_key, y->object_key);
-}
-
-struct log_state {
-	int ripe; /* the entries' grace has passed */
-	size_t logged;
-	int rc;
-};
-
-/* Entries not known to be logged (and not busy here) are checked against
- * the database with one query for their keys; each one that is unlogged is
- * logged. Stops early (-ECANCELED) when the reception is being freed. */
-static int reception_unlogged_page(struct reception *r,
-				   const struct s3_list_entry *e, size_t n,
-				   int skip_pending, struct log_state *st)
-{
-	struct reception_live *rows = NULL;
-	size_t n_rows = 0, i, n_keys = 0, *idx;
-	const char **keys;
-	int rc;
-
-	keys = calloc(n ? n : 1, sizeof(*keys));
-	idx = calloc(n ? n : 1, sizeof(*idx));
-	if (!keys || !idx) {
-		free(keys);
-		free(idx);
-		return -ENOMEM;
-	}
-	pthread_mutex_lock(&r->lock);
-	for (i = 0; i < n; i++) {
-		uint64_t fp;
-		size_t kl = strlen(e[i].key);
-
-		if (kl == 0 || e[i].key[kl - 1] == '/')
-			continue; /* directory marker */
-		fp = fp_of(e[i].key, e[i].etag);
-		if (fpset_has(&r->known, fp) ||
-		    (skip_pending && fpset_has(&r->pending, fp)) ||
-		    busy_has(r, e[i].key))
-			continue;
-		idx[n_keys] = i;
-		keys[n_keys++] = e[i].key;
-	}
-	pthread_mutex_unlock(&r->lock);
-	if (!n_keys) {
-		rc = 0;
-		goto out;
-	}
-	rc = db_reception_live_keys(r->db, r->cfg->reception_bucket, keys,
-				    n_keys, &rows, &n_rows);
-	if (rc)
-		goto out;
-	if (n_rows)
-		qsort(rows, n_rows, sizeof(*rows), live_cmp);
-	for (i = 0; i < n_keys; i++) {
-		const struct s3_list_entry *en = &e[idx[i]];
-		struct reception_live k = {.object_key = (char *)keys[i]};
-		struct reception_live *row = NULL;
-		int64_t newest = 0;
-		int logged = 0, ins = 0, lrc;
-
-		if (reception_stopping(r)) {
-			rc = -ECANCELED;
-			goto out;
-		}
-		if (n_rows)
-			row =
-			    bsearch(&k, rows, n_rows, sizeof(*rows), live_cmp);
-		while (row && row > rows &&
-		       !strcmp(row[-1].object_key, keys[i]))
-			row--;
-		for (; row && row < rows + n_rows &&
-		       !strcmp(row->object_key, keys[i]);
-		     row++) {
-			/* As the database decides for an observer: same
-			 * ETag (or none: seed rows, other tools) and same
-			 * size. */
-			if ((!row->etag || !strcmp(row->etag, en->etag)) &&
-			    row->size == (int64_t)en->size)
-				logged = 1;
-			if (row->id > newest)
-				newest = row->id;
-		}
-		if (logged) {
-			reception_mark_known(r, en->key, en->etag);
-			continue;
-		}
-		lrc = reception_log_foreign(r, en->key, en->etag, st->ripe,
-					    newest, &ins);
-		if (lrc == -ECANCELED) {
-			rc = lrc;
-			goto out;
-		}
-		if (lrc) {
-			log_error("could not log %s/%s: %s",
-				  r->cfg->reception_bucket, en->key,
-				  strerror(-lrc));
-			if (!st->rc)
-				st->rc = lrc;
-		}
-		st->logged += (size_t)ins;
-	}
-out:
-	db_reception_live_free(rows, n_rows);
-	free(keys);
-	free(idx);
-	return rc;
-}
-
-/* reception_unlogged_page over slices of SCAN_PAGE entries: a long listing
- * costs one query per slice, never one with every key. */
-static int reception_unlogged(struct reception *r,
-			      const struct s3_list_entry *e, size_t n,
-			      int skip_pending, struct log_state *st)
-{
-	size_t off;
-	int rc = 0;
-
-	for (off = 0; off < n && rc == 0; off += SCAN_PAGE)
-		rc = reception_unlogged_page(
-		    r, e + off, n - off < SCAN_PAGE ? n - off : SCAN_PAGE,
-		    skip_pending, st);
-	return rc;
-}
-
-static void saw_job_free(struct saw_job *j)
-{
-	size_t i;
-
-	for (i = 0; i < j->n; i++)
-		free(j->e[i].key);
-	free(j->e);
-	free(j);
-}
-
-void reception_saw(struct reception *r, const char *prefix,
-		   const struct s3_list_entry *entries, size_t n)
-{
-	struct saw_job *j;
-	size_t i;
-
-	(void)prefix;
-	j = calloc(1, sizeof(*j));
-	if (!j)
-		return;
-	j->e = calloc(n ? n : 1, sizeof(*j->e));
-	if (!j->e)
-		goto drop;
-	pthread_mutex_lock(&r->lock);
-	for (i = 0; i < n; i++) {
-		const struct s3_list_entry *e = &entries[i];
-		size_t kl = strlen(e->key);
-		uint64_t fp;
-
-		if (kl == 0 || e->key[kl - 1] == '/')
-			continue; /* directory marker */
-		fp = fp_of(e->key, e->etag);
-		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp) ||
-		    busy_has(r, e->key))
-			continue;
-		j->e[j->n] = *e;
-		j->e[j->n].key = strdup(e->key);
-		if (!j->e[j->n].key)
-			break;
-		fpset_add(&r->pending, fp, FP_MAX_ENTRIES);
-		j->n++;
-	}
-	if (j->n) {
-		if (r->tail)
-			r->tail->next = j;
-		else
-			r->head = j;
-		r->tail = j;
-		pthread_cond_broadcast(&r->cond);
-		j = NULL;
-	}
-	pthread_mutex_unlock(&r->lock);
-drop:
-	if (j)
-		saw_job_free(j);
-}
-
-int reception_scan(struct reception *r, const char *prefix, size_t *logged)
-{
-	struct log_state st = {0};
-	char *token = NULL;
-	int rc;
-
-	if (prefix && !*prefix)
-		prefix = NULL;
-	/* A page at a time: neither the bucket's keys nor the live rows are
-	 * ever all in memory. */
-	do {
-		struct s3_list_result page = {0};
-
-		if (reception_stopping(r)) {
-			rc = -ECANCELED;
-			break;
-		}
-		rc = s3_list_page(r->s3, r->cfg->reception_bucket, prefix, NULL,
-				  token, SCAN_PAGE, &page);
-		free(token);
-		token = NULL;
-		if (rc == 0)
-			rc = reception_unlogged(r, page.entries, page.n_entries,
-						1, &st);
-		if (rc == 0 && page.truncated && page.next_token) {
-			token = strdup(page.next_token);
-			if (!token)
-				rc = -ENOMEM;
-		}
-		s3xml_list_free(&page);
-	} while (rc == 0 && token);
-	free(token);
-	if (logged)
-		*logged = st.logged;
-	return rc ? rc : st.rc;
 }
 
 /* ---- the worker ------------------------------------------------------ */
