@@ -157,6 +157,31 @@ static const char db_sql_attrs_bind[] =
 	" claim_until = NULL WHERE bucket = $1::text"
 	" AND object_key = $2::text AND (etag IS NULL OR etag = $4::text)";
 
+/* $1 bucket, $2 key, $3 etag, $4 claimer: the row of a new file's claim,
+ * still that claimer's and unbound, or already bound to etag (a retry),
+ * describes the object etag now (the claim ends there). */
+static const char db_sql_attrs_bind_mine[] =
+	"UPDATE file_attrs SET etag = $3::text, claimed_by = NULL,"
+	" claim_until = NULL WHERE bucket = $1::text"
+	" AND object_key = $2::text AND ((etag IS NULL"
+	" AND claimed_by = $4::text) OR etag = $3::text) RETURNING 1";
+/* Who ($1..$4), $5 bucket, $6 key, $7 etag, $8 mode, $9 uid, $10 gid: the
+ * name's row is not that file's claim any more (it lapsed and another
+ * create took it, or it went): the object etag, that file's content, gets
+ * its creator's row (times not set), whatever was there (logged
+ * 'create'). */
+static const char db_sql_attrs_bind_take[] =
+	"WITH c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, ctime, updated_by, etag, claimed_by, claim_until)"
+	" VALUES ($5::text, $6::text, $8::integer, $9::bigint, $10::bigint,"
+	" now(), $1::text, $7::text, NULL, NULL)"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = NULL, mtime_ns = NULL, etag = excluded.etag,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = NULL, claim_until = NULL RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM c";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 tree, $9 from + "/",
  * $10 from + "0", $11 the ETag of to's object after the move (NULL:
  * unchanged), taken by from's row when unbound or bound to $12 (the
@@ -175,7 +200,8 @@ static const char db_sql_attrs_move[] =
 	" substr(object_key, length($7::text) + 1), " LOG_WHO " FROM m";
 /* $1 bucket, $2 to; then who ($1..$4), $5 bucket, $6 from, $7 to: to's
  * row becomes a copy of from's (none when from has none; logged 'move');
- * the copy's ctime is now (a rename is a status change). */
+ * the copy's ctime is now (a rename is a status change); a new file's
+ * claim (an unbound row's) is copied with it. */
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text RETURNING " ROW_COLS;
@@ -185,9 +211,10 @@ static const char db_sql_attrs_copy_done[] =
 	" AND object_key = $2::text";
 static const char db_sql_attrs_copy_ins[] =
 	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
-	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
 	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
-	" updated_by, etag FROM file_attrs"
+	" updated_by, etag, claimed_by, claim_until FROM file_attrs"
 	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
@@ -823,6 +850,70 @@ int db_attrs_bind(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key || !etag || !*etag)
 		return -EINVAL;
 	return db_run(d, "bind file attributes", 1, 1, pg_attrs_bind, &a);
+}
+
+struct attrs_bind_claim_args {
+	const char *bucket, *key, *etag, *claimer;
+	const struct db_attrs *a;
+	const struct actor *who;
+	int taken; /* output: the row was the creator's again */
+};
+
+static int pg_attrs_bind_claim(struct pg_ctx *x, void *arg)
+{
+	struct attrs_bind_claim_args *b = arg;
+	const char *p[10] = {b->bucket, b->key, b->etag, b->claimer};
+	char mode[16], uid[24], gid[24];
+	struct who_params w;
+	PGresult *res = NULL;
+	int rc;
+
+	b->taken = 0;
+	rc = pg_exec(x, db_sql_attrs_bind_mine, 4, p, &res);
+	if (rc == 0 && PQntuples(res) == 1)
+		goto out;
+	if (rc)
+		goto out;
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(b->a->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, b->a->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, b->a->gid);
+	who_fill(b->who, &w, p);
+	p[4] = b->bucket;
+	p[5] = b->key;
+	p[6] = b->etag;
+	p[7] = mode;
+	p[8] = uid;
+	p[9] = gid;
+	rc = pg_exec(x, db_sql_attrs_bind_take, 10, p, NULL);
+	if (rc == 0)
+		b->taken = 1;
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
+			const char *etag, const char *claimer,
+			const struct db_attrs *a, const struct actor *who,
+			int *taken)
+{
+	struct attrs_bind_claim_args b = {.bucket = bucket,
+					  .key = key,
+					  .etag = etag,
+					  .claimer = claimer,
+					  .a = a,
+					  .who = who};
+	int rc;
+
+	if (taken)
+		*taken = 0;
+	if (!d || !bucket || !key || !etag || !*etag || !claimer || !a)
+		return -EINVAL;
+	rc = db_run(d, "bind a new file's attributes", 1, 1,
+		    pg_attrs_bind_claim, &b);
+	if (rc == 0 && taken)
+		*taken = b.taken;
+	return rc;
 }
 
 struct attrs_backfill_args {

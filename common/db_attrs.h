@@ -81,7 +81,8 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const struct actor *who);
 
 /* One key of a rename, before its object moves: to's row becomes a copy of
- * from's (to's own goes; none when from has none), from's stays until the
+ * from's (with its claim, if any; to's own goes; none when from has
+ * none), from's stays until the
  * caller drops it once the object has moved, so a failure or a crash
  * between the steps never leaves an object without its attributes. One
  * transaction. replaced/had (both or neither may be NULL): to's own row as
@@ -134,6 +135,21 @@ int db_attrs_prepare(struct db *d, const char *bucket, const char *key,
  * or one bound to old, is bound to etag. 0 or -errno. */
 int db_attrs_bind(struct db *d, const char *bucket, const char *key,
 		  const char *etag, const char *old);
+
+/* After a mount's upload of a new file at key (ETag etag) is recorded:
+ * the row of that file's claim (claimer: its token), still unbound, is
+ * bound to etag and the claim ends, its fields as they are (set on the
+ * file meanwhile). When the row is not that claim any more (it lapsed and
+ * another create took the name, or it went), the object etag is still
+ * that file's content (the last writer's, SPEC §2): the row becomes its
+ * creator's again (mode, uid, gid of *a; times not set; logged 'create'
+ * with who), bound to etag, never another create's attributes on it;
+ * *taken (may be NULL) is 1 then. One transaction. 0 or -errno (nothing
+ * changed; -EINPROGRESS: the connection was lost at COMMIT). */
+int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
+			const char *etag, const char *claimer,
+			const struct db_attrs *a, const struct actor *who,
+			int *taken);
 
 /* A claim on a name (migration 11): the row of a mount's new file, from
  * its create until its upload is recorded (db_attrs_bind ends it), names

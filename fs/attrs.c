@@ -899,6 +899,41 @@ void attrov_bind(const char *rel, const char *etag, const char *old)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+int attrov_bind_claim(const char *rel, const char *etag, const char *token,
+		      const struct attrov *creator)
+{
+	struct db_attrs r = {0};
+	struct attrov *a;
+	struct actor who;
+	int rc, taken = 0;
+
+	if (!etag || !*etag || !token)
+		return 0;
+	r.mode = creator->mode & 07777;
+	r.uid = creator->uid;
+	r.gid = creator->gid;
+	cfs_actor(&who);
+	rc = db_attrs_bind_claim(cfs->db, cfs->cfg.reception_bucket, rel, etag,
+				 token, &r, &who, &taken);
+	if (rc)
+		log_error("attributes of inbox/%s not bound to its object %s: "
+			  "%s",
+			  rel, etag, strerror(-rc));
+	else if (taken)
+		log_warn("inbox/%s: its claim was taken by another create "
+			 "before its upload was recorded; the row is its "
+			 "creator's again (uid %lu, mode %o), bound to %s",
+			 rel, (unsigned long)r.uid, (unsigned)r.mode, etag);
+	pthread_mutex_lock(&cfs->lock);
+	a = entry_changing_locked(rel);
+	if (rc || taken)
+		reload_entry_locked(rel);
+	else if (a)
+		entry_bind_locked(a, etag);
+	pthread_mutex_unlock(&cfs->lock);
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
 void attrov_forget_tree(const char *rel)
 {
 	pthread_mutex_lock(&cfs->lock);

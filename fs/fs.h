@@ -71,6 +71,9 @@ struct ofile {
 	char *claim;	       /* protected by cfs.lock: its claim's token
 				  (file_attrs.claimed_by: claimer "#" n, one
 				  per create), or NULL */
+	struct attrov creator; /* protected by lock: its create's mode and
+				  owner (with claim), the row its content
+				  gets if the claim was taken meanwhile */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
@@ -430,6 +433,14 @@ int attrov_prepare(const char *rel, int check, const char *replaced);
  * the object with ETag old landed at rel: rel's unbound row, or one bound
  * to old, describes etag. A failure is logged (the row stays unbound). */
 void attrov_bind(const char *rel, const char *etag, const char *old);
+/* After this mount's upload of a new file rel (ETag etag) is recorded:
+ * its claim's row (token) is bound to etag (db_attrs_bind_claim); a row
+ * that is no longer that claim (lapsed and taken by another create, or
+ * gone) becomes creator's (its mode, uid, gid) again, bound to etag: the
+ * object is this file's content, never shown with another create's
+ * attributes. 0 or -errno (logged; EIO when the outcome is unknown). */
+int attrov_bind_claim(const char *rel, const char *etag, const char *token,
+		      const struct attrov *creator);
 /* Forgets what is cached of rel and under rel/ (reloaded when next shown). */
 void attrov_forget_tree(const char *rel);
 /* At unmount: frees the cache. */

@@ -487,6 +487,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns();
 	int rc, tries, removed = 0;
+	char *token;
 
 	rc = ofile_meta(of, rel, &m);
 	if (rc)
@@ -568,9 +569,18 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		of->in_store = 1;
 		of->stored_size = res.size;
 		pthread_mutex_lock(&cfs->lock);
+		token =
+		    of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 		of->attrs_unbound = 0; /* bound below: the claim ends */
 		pthread_mutex_unlock(&cfs->lock);
-		attrov_bind(rel, res.etag, NULL);
+		/* A new file's row is bound only while it is still its claim
+		 * (R7): one taken by another create meanwhile becomes this
+		 * file's creator's again, never theirs on these bytes. */
+		if (token)
+			attrov_bind_claim(rel, res.etag, token, &of->creator);
+		else
+			attrov_bind(rel, res.etag, NULL);
+		free(token);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */
 		of->direct_pending = of->direct_to && !of->direct_hold;
@@ -605,23 +615,38 @@ int ofile_commit(struct ofile *of, int leaving)
 	return rc;
 }
 
-/* Caller holds of->lock. */
+/* Caller holds of->lock. Its attributes row follows it to `to` before
+ * its upload (attrov_copy: to's own kept for an undo), so that the upload
+ * binds it there (R8: a temp file's claim ends, bound to the object), and
+ * from's goes once it is stored; on failure to's rows are put back. */
 int ofile_publish(struct ofile *of, const char *to, int replaces)
 {
 	int was_local = of->local, was_in_store = of->in_store;
 	uint64_t was_stored_size = of->stored_size;
-	char *n = strdup(to), *old;
+	struct attrov_undo undo = {0};
+	char *n = strdup(to), *from = ofile_rel(of), *old;
 	int rc;
 
-	if (!n)
-		return -ENOMEM;
+	if (!n || !from) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = attrov_copy(from, to, &undo);
+	if (rc)
+		goto out; /* nothing copied */
+	/* A row bound to an earlier object (a stored file renamed to a temp
+	 * name) is this file's own: unbound, it describes the upload. */
+	if (!of->attrs_unbound)
+		rc = attrov_prepare(to, 0, NULL);
+	if (rc)
+		goto undo;
 	if (was_local) {
 		of->up =
 		    upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket,
 			       to, of->fd, cfs->cfg.part_size);
 		if (!of->up) {
-			free(n);
-			return -ENOMEM;
+			rc = -ENOMEM;
+			goto undo;
 		}
 	}
 	of->local = 0;
@@ -640,15 +665,23 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 		of->in_store = was_in_store;
 		of->stored_size = was_stored_size;
 		of->dirty = 1;
-		free(n);
-		return rc;
+		goto undo;
 	}
+	attrov_copy_done(from);
 	pthread_mutex_lock(&cfs->lock);
 	old = of->rel;
 	of->rel = n;
+	n = NULL;
 	pthread_mutex_unlock(&cfs->lock);
 	free(old);
-	return 0;
+	goto out;
+undo:
+	attrov_undo_copy(to, &undo);
+out:
+	attrov_undo_free(&undo);
+	free(from);
+	free(n);
+	return rc;
 }
 
 /* Caller holds of->lock. */

@@ -450,7 +450,7 @@ static int rename_dir(const char *from, const char *to)
  * the commit obligation is never lost. to_exists/to_size: `to` names a
  * stored object of that size, which the file replaces. */
 static int rename_open(struct ofile *of, const char *from, const char *to,
-		       int to_exists, uint64_t to_size)
+		       int to_exists, uint64_t to_size, int *attrs_moved)
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
@@ -473,17 +473,17 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 			readers_attach(from, of);
 		return rc;
 	}
-	if (of->local)
+	if (of->local || !of->in_store) {
 		/* Uploaded and logged under `to` by the writer still open,
-		 * else now (failing: still `from`). */
-		return pending ? ofile_rename_uncommitted(of, to, to_exists,
-							  to_size)
-			       : ofile_publish(of, to, to_exists);
-	if (!of->in_store) {
-		/* Never stored: nothing to move in the store. */
-		return pending ? ofile_rename_uncommitted(of, to, to_exists,
-							  to_size)
-			       : ofile_publish(of, to, to_exists);
+		 * else now (failing: still `from`); never stored: nothing
+		 * to move in the store. ofile_publish moves its attributes
+		 * itself, before its upload binds them. */
+		if (pending)
+			return ofile_rename_uncommitted(of, to, to_exists,
+							to_size);
+		rc = ofile_publish(of, to, to_exists);
+		*attrs_moved = rc == 0;
+		return rc;
 	}
 	if (of->dirty && !pending) {
 		/* Written by handles that are all closed (their close
@@ -557,7 +557,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct stat sf, st;
 	struct ofile *of;
-	int rc, to_exists, claimed = 0;
+	int rc, to_exists, claimed = 0, attrs_moved = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -636,7 +636,8 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	if (of) {
 		pthread_mutex_lock(&of->lock);
 		rc = rename_open(of, from, to, to_exists && !is_temp(to),
-				 to_exists ? (uint64_t)st.st_size : 0);
+				 to_exists ? (uint64_t)st.st_size : 0,
+				 &attrs_moved);
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (rc)
@@ -649,7 +650,8 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		return rename_stored(from, to, &sf);
 	}
 	dcache_remove(from);
-	attrov_move(from, to, 0, NULL, NULL);
+	if (!attrs_moved)
+		attrov_move(from, to, 0, NULL, NULL);
 	return 0;
 }
 

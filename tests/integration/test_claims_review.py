@@ -212,7 +212,6 @@ def test_crash_during_the_copy_over_a_target_keeps_the_targets_attributes(proxie
     assert mode_owner(m.path("inbox", to)) == (0o600, 2003, 2004)
 
 
-@pytest.mark.xfail(strict=True, reason="R8 open: ofile_publish binds before the row moves")
 def test_published_temp_file_row_is_bound_and_unclaimed(mount_factory, uniq):
     """R8: a local temp file (*.tmp) renamed to its final name is stored; its row there must be
     bound to the stored object and carry no claim (as any stored file's)."""
@@ -226,7 +225,6 @@ def test_published_temp_file_row_is_bound_and_unclaimed(mount_factory, uniq):
     assert res == {"etag": e, "claimed_by": None, "claim_until": None}, res
 
 
-@pytest.mark.xfail(strict=True, reason="R6 open: a claim taken over is reset to the creator's")
 def test_plain_create_of_a_live_claim_keeps_its_mode(mount_factory, uniq):
     """R6: A's new 0600 file open on mount a; A's own plain open(O_CREAT, 0777) of the name on
     mount b (allowed: its owner) opens the file as it is: its mode stays 0600."""
@@ -243,12 +241,16 @@ def test_plain_create_of_a_live_claim_keeps_its_mode(mount_factory, uniq):
     assert res == {"create": ["ok"], "mode during": [0o600], "close": "closed"}, res
 
 
-@pytest.mark.xfail(strict=True, reason="R7 open: bind does not check the claimer")
 def test_a_lapsed_claim_taken_over_never_gets_the_open_files_content(mount_factory, uniq):
     """R7: A's new 0600 file is open on mount a; its claim lapses (backdated, as if mount a
     could not renew it for claim_lease) and B's O_EXCL create on mount b takes the name (B's
     file held open). A's close then stores A's content: it must never be shown as B's file
-    (B owning A's content, reading it)."""
+    (B owning A's content, reading it).
+    What A's close does (SPEC §2: durable at close, last writer wins): its upload is the live
+    object and its close returns 0; the bind checks the claimer (file_attrs.claimed_by, the
+    create's 'claimer#n' token), finds B's claim, and makes the row A's again (A's create's
+    owner and mode, bound to A's object, logged 'create'), never B's row on A's bytes. B's
+    later close is then the last writer and does the same for B's content."""
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
