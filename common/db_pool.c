@@ -444,7 +444,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			   .retry_unique = retry_unique,
 			   .timeout_ms = timeout_ms};
 	int rc, attempt = 0, resets = 0;
-	uint64_t t0 = ctr_now_ns();
+	uint64_t t0 = ctr_now_ns(), t1;
 
 	rc = pg_take(d, &x);
 	if (rc) {
@@ -464,12 +464,20 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			if (rc)
 				break;
 		}
-		rc = txn ? pg_exec(&x, "BEGIN", 0, NULL, NULL) : 0;
+		if (txn) {
+			t1 = ctr_now_ns();
+			rc = pg_exec(&x, "BEGIN", 0, NULL, NULL);
+			stage_observe_since(STG_SQL_BEGIN, t1);
+		} else {
+			rc = 0;
+		}
 		if (!rc)
 			rc = fn(&x, arg);
 		if (!rc && txn) {
 			x.in_commit = 1;
+			t1 = ctr_now_ns();
 			rc = pg_exec(&x, "COMMIT", 0, NULL, NULL);
+			stage_observe_since(STG_SQL_COMMIT, t1);
 		}
 		if (!rc)
 			break;

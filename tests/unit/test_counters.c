@@ -127,6 +127,71 @@ static void test_s3_and_sql(void **state)
 	free(t);
 }
 
+/* The per-file breakdown: stages and FUSE operations as summaries (a sum
+ * in seconds and a count per label), the file-open histogram. */
+static void test_stages_and_fuse_ops(void **state)
+{
+	uint64_t t0;
+	char *t;
+
+	(void)state;
+	stage_observe_ns(STG_RECEPTION_ROW, 2500000);
+	stage_observe_ns(STG_RECEPTION_ROW, 1500000);
+	stage_observe_ns(STG_HASH, 7);
+	fop_observe_ns(FOP_GETATTR, 1000);
+	fop_observe_ns(FOP_GETATTR, 2000);
+	fop_observe_ns(FOP_GETATTR, 3000);
+	fop_observe_ns(FOP_REMOVEXATTR, 1000000000);
+	hist_observe_ns(HIST_FILE_OPEN, 6000000, 0);
+	/* out of range: ignored, never written past the arrays */
+	stage_observe_ns(STG_N, 1);
+	fop_observe_ns(FOP_N, 1);
+	/* since(): a later t0 counts as 0, and a real one as >= 0 */
+	t0 = ctr_now_ns();
+	fop_observe_since(FOP_LINK, t0 + 1000000000000ULL);
+	stage_observe_since(STG_SQL_COMMIT, t0);
+	t = expose("mountpoint=\"/m\"");
+	assert_true(
+	    has_line(t, "# TYPE custodyfs_stage_duration_seconds summary"));
+	assert_true(has_line(
+	    t, "# TYPE custodyfs_fuse_request_duration_seconds summary"));
+	assert_true(has_line(t, "custodyfs_stage_duration_seconds_sum{"
+				"mountpoint=\"/m\",stage=\"reception_row\"} "
+				"0.004000000"));
+	assert_true(has_line(t,
+			     "custodyfs_stage_duration_seconds_count{"
+			     "mountpoint=\"/m\",stage=\"reception_row\"} 2"));
+	assert_true(has_line(t,
+			     "custodyfs_stage_duration_seconds_sum{"
+			     "mountpoint=\"/m\",stage=\"hash\"} 0.000000007"));
+	assert_true(has_line(t, "custodyfs_stage_duration_seconds_count{"
+				"mountpoint=\"/m\",stage=\"spool_write\"} 0"));
+	assert_true(has_line(t, "custodyfs_stage_duration_seconds_count{"
+				"mountpoint=\"/m\",stage=\"sql_commit\"} 1"));
+	assert_true(has_line(t, "custodyfs_fuse_request_duration_seconds_count{"
+				"mountpoint=\"/m\",op=\"getattr\"} 3"));
+	assert_true(has_line(t,
+			     "custodyfs_fuse_request_duration_seconds_sum{"
+			     "mountpoint=\"/m\",op=\"getattr\"} 0.000006000"));
+	assert_true(
+	    has_line(t, "custodyfs_fuse_request_duration_seconds_sum{"
+			"mountpoint=\"/m\",op=\"removexattr\"} 1.000000000"));
+	assert_true(has_line(t, "custodyfs_fuse_request_duration_seconds_sum{"
+				"mountpoint=\"/m\",op=\"link\"} 0.000000000"));
+	assert_true(has_line(t, "custodyfs_fuse_request_duration_seconds_count{"
+				"mountpoint=\"/m\",op=\"link\"} 1"));
+	assert_true(has_line(t, "custodyfs_file_open_duration_seconds_bucket{"
+				"mountpoint=\"/m\",le=\"0.005\"} 0"));
+	assert_true(has_line(t, "custodyfs_file_open_duration_seconds_bucket{"
+				"mountpoint=\"/m\",le=\"0.01\"} 1"));
+	assert_true(has_line(t, "custodyfs_file_open_duration_seconds_count{"
+				"mountpoint=\"/m\"} 1"));
+	/* the S3 family stops at its own ops: no op="" from the new one */
+	assert_null(strstr(t, "op=\"\""));
+	assert_null(strstr(t, "(null)"));
+	free(t);
+}
+
 static void test_escape(void **state)
 {
 	char out[16];
@@ -148,6 +213,7 @@ int main(void)
 	    cmocka_unit_test(test_counters_and_types),
 	    cmocka_unit_test(test_histogram),
 	    cmocka_unit_test(test_s3_and_sql),
+	    cmocka_unit_test(test_stages_and_fuse_ops),
 	    cmocka_unit_test(test_escape),
 	};
 
