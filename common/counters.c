@@ -179,6 +179,41 @@ void fop_observe_since(enum fop op, uint64_t t0)
 	fop_observe_ns(op, since(t0));
 }
 
+/* The database operations by name: slots taken once, in order, never
+ * given back (names are string literals); the last slot is "other". */
+static struct {
+	_Atomic(const char *) what;
+	struct sum_data d;
+} sqlw[CTR_SQL_WHATS + 1];
+
+void sql_what_observe_ns(const char *what, uint64_t ns)
+{
+	const char *p;
+	size_t i;
+
+	if (!what)
+		what = "unnamed";
+	for (i = 0; i < CTR_SQL_WHATS; i++) {
+		p = atomic_load_explicit(&sqlw[i].what, memory_order_acquire);
+		if (!p) {
+			const char *expect = NULL;
+
+			if (atomic_compare_exchange_strong(&sqlw[i].what,
+							   &expect, what))
+				break;
+			p = expect; /* taken meanwhile: by this name? */
+		}
+		if (p == what || !strcmp(p, what))
+			break;
+	}
+	sum_add(&sqlw[i].d, ns);
+}
+
+void sql_what_observe_since(const char *what, uint64_t t0)
+{
+	sql_what_observe_ns(what, since(t0));
+}
+
 /* ---- Prometheus text exposition --------------------------------------- */
 
 int ctr_prom_escape(const char *s, char *out, size_t out_len)
@@ -392,6 +427,26 @@ int ctr_write_prom(FILE *f, const char *labels)
 			    op,
 			    atomic_load_explicit(&hist_val[h].failures,
 						 memory_order_relaxed));
+	}
+	prom_head(f, "custodyfs_sql_operation_duration_seconds", "summary",
+		  "Time of the database operations (as "
+		  "custodyfs_sql_duration_seconds), by operation.");
+	for (i = 0; i <= CTR_SQL_WHATS; i++) {
+		const char *w = i < CTR_SQL_WHATS
+				    ? atomic_load_explicit(&sqlw[i].what,
+							   memory_order_acquire)
+				    : "other";
+		char esc[128];
+
+		if (!w)
+			break;
+		if (i == CTR_SQL_WHATS &&
+		    !atomic_load_explicit(&sqlw[i].d.count,
+					  memory_order_relaxed))
+			break;
+		ctr_prom_escape(w, esc, sizeof(esc));
+		prom_summary(f, "custodyfs_sql_operation_duration_seconds",
+			     labels, "what", esc, &sqlw[i].d);
 	}
 	prom_head(f, "custodyfs_file_open_duration_seconds", "histogram",
 		  "Time a file written through the mount stays open: from its "

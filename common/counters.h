@@ -129,6 +129,14 @@ void stage_observe_ns(enum stage s, uint64_t ns);
 void fop_observe_since(enum fop op, uint64_t t0);
 void fop_observe_ns(enum fop op, uint64_t ns);
 
+/* Counts one database operation named what (db_run's "what": a string
+ * with static storage, kept by pointer; at most CTR_SQL_WHATS different
+ * names, further ones counted under "other") that began at t0 (or lasted
+ * ns): custodyfs_sql_operation_duration_seconds{what}. */
+#define CTR_SQL_WHATS 96
+void sql_what_observe_since(const char *what, uint64_t t0);
+void sql_what_observe_ns(const char *what, uint64_t ns);
+
 /* Writes every counter and histogram to f in the Prometheus text
  * exposition format 0.0.4 (# HELP and # TYPE lines, counters *_total,
  * histograms _bucket{le=...}/_sum/_count, units in names). labels, when

@@ -449,6 +449,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 	rc = pg_take(d, &x);
 	if (rc) {
 		hist_observe_since(HIST_SQL, t0, 1);
+		sql_what_observe_since(what, t0);
 		return rc;
 	}
 	for (;;) {
@@ -507,6 +508,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 	/* Failed: a statement or the connection did (not fn's own answer). */
 	hist_observe_since(HIST_SQL, t0,
 			   rc && (x.stmt_failed || x.lost || resets));
+	sql_what_observe_since(what, t0);
 	return rc;
 }
 

@@ -225,8 +225,15 @@ def cmd_table(args):
                       ("sql_commit", "SQL COMMIT (all transactions)")):
         row(title, d(f"custodyfs_stage_duration_seconds_count{{stage={st}}}"),
             d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"))
-    row("SQL transactions (all)", d("custodyfs_sql_duration_seconds_count"),
-        d("custodyfs_sql_duration_seconds_sum"))
+    row("SQL operations (all; BEGIN..COMMIT, pool wait, retries)",
+        d("custodyfs_sql_duration_seconds_count"), d("custodyfs_sql_duration_seconds_sum"))
+    whats = sorted({k.split("what=", 1)[1][:-1] for k in a
+                    if k.startswith("custodyfs_sql_operation_duration_seconds_count")})
+    for wh in whats:
+        c = d(f"custodyfs_sql_operation_duration_seconds_count{{what={wh}}}")
+        if c:
+            row(f"sql: {wh}", c,
+                d(f"custodyfs_sql_operation_duration_seconds_sum{{what={wh}}}"), 2)
     s3ops = sorted({k.split("op=")[1].rstrip("}") for k in a
                     if k.startswith("custodyfs_s3_request_duration_seconds_count")})
     for op in s3ops:

@@ -206,6 +206,10 @@ def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
         assert stage["hash"][0] >= len(data), stage
         assert stage["sql_commit"][0] >= len(rrows) + len(srows), stage
         assert stage["sql_begin"][0] >= stage["sql_commit"][0], stage
+        whats = {s.labels["what"]: s.value for s in fams["custodyfs_sql_operation_duration_"
+                                                         "seconds"].samples
+                 if s.name.endswith("_count")}
+        assert whats["reception record (guarded)"] == len(data), whats
         # the file's life in the mount holds its commit
         assert hist(fams, "custodyfs_file_open_duration_seconds")[1] >= stage["reception_row"][1]
         for fam in fams.values():  # one label for the whole file: the mountpoint
@@ -232,6 +236,10 @@ def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
         m.unmount()
         fams, _ = parse(path)
         assert value(fams, "custodyfs_receptions") == 3
+        # the final counts, nothing running: every operation is under one name
+        whats = [s.value for s in fams["custodyfs_sql_operation_duration_seconds"].samples
+                 if s.name.endswith("_count")]
+        assert sum(whats) == hist(fams, "custodyfs_sql_duration_seconds")[0], whats
         assert sorted(os.listdir(tdir)) == ["custodyfs.prom"]
     finally:
         sock.close()

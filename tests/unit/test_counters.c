@@ -192,6 +192,60 @@ static void test_stages_and_fuse_ops(void **state)
 	free(t);
 }
 
+/* Database operations by name: one series per name (the same name by
+ * another pointer is the same series), names escaped, NULL "unnamed". */
+static void test_sql_by_name(void **state)
+{
+	char other[] = "reception record";
+	char *t;
+
+	(void)state;
+	sql_what_observe_ns("reception record", 2000000);
+	sql_what_observe_ns(other, 1000000);
+	sql_what_observe_ns("claim \"a\" name", 5);
+	sql_what_observe_ns(NULL, 1);
+	t = expose("");
+	assert_true(has_line(
+	    t, "# TYPE custodyfs_sql_operation_duration_seconds summary"));
+	assert_true(has_line(t,
+			     "custodyfs_sql_operation_duration_seconds_count{"
+			     "what=\"reception record\"} 2"));
+	assert_true(has_line(t, "custodyfs_sql_operation_duration_seconds_sum{"
+				"what=\"reception record\"} 0.003000000"));
+	assert_true(has_line(t,
+			     "custodyfs_sql_operation_duration_seconds_count{"
+			     "what=\"claim \\\"a\\\" name\"} 1"));
+	assert_true(has_line(t,
+			     "custodyfs_sql_operation_duration_seconds_count{"
+			     "what=\"unnamed\"} 1"));
+	assert_null(strstr(t, "what=\"other\""));
+	free(t);
+}
+
+/* Past CTR_SQL_WHATS names, the rest are counted as "other". */
+static void test_sql_by_name_full(void **state)
+{
+	static char names[CTR_SQL_WHATS + 5][16];
+	char *t;
+	int i;
+
+	(void)state;
+	for (i = 0; i < CTR_SQL_WHATS + 5; i++) {
+		snprintf(names[i], sizeof(names[i]), "op%d", i);
+		sql_what_observe_ns(names[i], 1000);
+	}
+	t = expose("");
+	assert_true(has_line(t,
+			     "custodyfs_sql_operation_duration_seconds_count{"
+			     "what=\"op0\"} 1"));
+	assert_null(strstr(t, "what=\"op100\""));
+	/* 3 names of test_sql_by_name took slots: 8 left over */
+	assert_true(has_line(t,
+			     "custodyfs_sql_operation_duration_seconds_count{"
+			     "what=\"other\"} 8"));
+	free(t);
+}
+
 static void test_escape(void **state)
 {
 	char out[16];
@@ -214,6 +268,8 @@ int main(void)
 	    cmocka_unit_test(test_histogram),
 	    cmocka_unit_test(test_s3_and_sql),
 	    cmocka_unit_test(test_stages_and_fuse_ops),
+	    cmocka_unit_test(test_sql_by_name),
+	    cmocka_unit_test(test_sql_by_name_full),
 	    cmocka_unit_test(test_escape),
 	};
 
