@@ -225,7 +225,7 @@ def cmd_table(args):
                       ("sql_commit", "SQL COMMIT (all transactions)")):
         row(title, d(f"custodyfs_stage_duration_seconds_count{{stage={st}}}"),
             d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"))
-    row("SQL operations (all; BEGIN..COMMIT, pool wait, retries)",
+    row("SQL operations (all: pool wait, retries incl.)",
         d("custodyfs_sql_duration_seconds_count"), d("custodyfs_sql_duration_seconds_sum"))
     whats = sorted({k.split("what=", 1)[1][:-1] for k in a
                     if k.startswith("custodyfs_sql_operation_duration_seconds_count")})
