@@ -11,8 +11,11 @@
 # measures N (500) files of 4 KiB:
 #  (1) one curl process, keep-alive, SigV4 (--aws-sigv4), a PUT per file, with
 #      x-amz-content-sha256: UNSIGNED-PAYLOAD and no Expect -- the server's serial rate for a
-#      C client. Credentials come from a netrc file named in curl's config file (-K), never
-#      argv (Swift's key "test:tester" holds a colon, which curl's --user splits at);
+#      C client. Everything is in curl's config file (-K), one section per file: the
+#      credentials through a netrc file it names, never argv (Swift's key "test:tester" holds
+#      a colon, which curl's --user splits at); the body as --data-binary with PUT, since
+#      -T always adds "Expect: 100-continue" and -H "Expect:" makes curl 7.88 sign a header
+#      it does not send (Swift refuses the signature);
 #  (2) custodyfs: `cp -r` of the directory of the same N files into inbox/;
 #  (3) eight curl processes at once, N/8 files each, each keep-alive;
 #  (4) custodyfs: `xargs -P8 -n N/8 cp -t` (eight cp processes, N/8 files each) into inbox/.
@@ -79,6 +82,8 @@ while [ $# -gt 0 ]; do
 done
 [[ $NFILES =~ ^[0-9]+$ && $NFILES -ge 8 && $NFILES -le 5000 ]] || die "--files: 8..5000"
 [[ $FSIZE =~ ^[0-9]+$ && $FSIZE -le 1048576 ]] || die "--size: 0..1048576"
+# curl reads every --data-binary body of its config file when it starts
+[ $((NFILES * FSIZE)) -le $((256 << 20)) ] || die "--files x --size: at most 256 MiB"
 [[ $TIME_LIMIT =~ ^[0-9]+$ ]] || die "--time-limit: seconds"
 
 [ -x "$PY" ] || die "$PY not found"
