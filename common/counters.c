@@ -97,6 +97,123 @@ void hist_observe_since(enum hist h, uint64_t t0, int failed)
 	hist_observe_ns(h, now > t0 ? now - t0 : 0, failed);
 }
 
+/* ---- stages and FUSE operations: count and sum ------------------------ */
+
+struct sum_data {
+	_Atomic uint64_t count;
+	_Atomic uint64_t sum_ns;
+};
+
+static struct sum_data stage_val[STG_N];
+static struct sum_data fop_val[FOP_N];
+
+static const char *const stage_names[STG_N] = {
+    [STG_SPOOL_WRITE] = "spool_write",
+    [STG_HASH] = "hash",
+    [STG_UPLOAD_FINISH] = "upload_finish",
+    [STG_RECEPTION_ROW] = "reception_row",
+    [STG_SQL_BEGIN] = "sql_begin",
+    [STG_SQL_COMMIT] = "sql_commit",
+};
+
+static const char *const fop_names[FOP_N] = {
+    [FOP_GETATTR] = "getattr",
+    [FOP_READDIR] = "readdir",
+    [FOP_MKDIR] = "mkdir",
+    [FOP_RMDIR] = "rmdir",
+    [FOP_CREATE] = "create",
+    [FOP_OPEN] = "open",
+    [FOP_READ] = "read",
+    [FOP_WRITE] = "write",
+    [FOP_FLUSH] = "flush",
+    [FOP_FSYNC] = "fsync",
+    [FOP_RELEASE] = "release",
+    [FOP_TRUNCATE] = "truncate",
+    [FOP_UNLINK] = "unlink",
+    [FOP_RENAME] = "rename",
+    [FOP_CHMOD] = "chmod",
+    [FOP_CHOWN] = "chown",
+    [FOP_UTIMENS] = "utimens",
+    [FOP_STATFS] = "statfs",
+    [FOP_SYMLINK] = "symlink",
+    [FOP_READLINK] = "readlink",
+    [FOP_LINK] = "link",
+    [FOP_GETXATTR] = "getxattr",
+    [FOP_SETXATTR] = "setxattr",
+    [FOP_LISTXATTR] = "listxattr",
+    [FOP_REMOVEXATTR] = "removexattr",
+};
+
+static void sum_add(struct sum_data *d, uint64_t ns)
+{
+	atomic_fetch_add_explicit(&d->sum_ns, ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&d->count, 1, memory_order_relaxed);
+}
+
+static uint64_t since(uint64_t t0)
+{
+	uint64_t now = ctr_now_ns();
+
+	return now > t0 ? now - t0 : 0;
+}
+
+void stage_observe_ns(enum stage s, uint64_t ns)
+{
+	if ((unsigned)s < STG_N)
+		sum_add(&stage_val[s], ns);
+}
+
+void stage_observe_since(enum stage s, uint64_t t0)
+{
+	stage_observe_ns(s, since(t0));
+}
+
+void fop_observe_ns(enum fop op, uint64_t ns)
+{
+	if ((unsigned)op < FOP_N)
+		sum_add(&fop_val[op], ns);
+}
+
+void fop_observe_since(enum fop op, uint64_t t0)
+{
+	fop_observe_ns(op, since(t0));
+}
+
+/* The database operations by name: slots taken once, in order, never
+ * given back (names are string literals); the last slot is "other". */
+static struct {
+	_Atomic(const char *) what;
+	struct sum_data d;
+} sqlw[CTR_SQL_WHATS + 1];
+
+void sql_what_observe_ns(const char *what, uint64_t ns)
+{
+	const char *p;
+	size_t i;
+
+	if (!what)
+		what = "unnamed";
+	for (i = 0; i < CTR_SQL_WHATS; i++) {
+		p = atomic_load_explicit(&sqlw[i].what, memory_order_acquire);
+		if (!p) {
+			const char *expect = NULL;
+
+			if (atomic_compare_exchange_strong(&sqlw[i].what,
+							   &expect, what))
+				break;
+			p = expect; /* taken meanwhile: by this name? */
+		}
+		if (p == what || !strcmp(p, what))
+			break;
+	}
+	sum_add(&sqlw[i].d, ns);
+}
+
+void sql_what_observe_since(const char *what, uint64_t t0)
+{
+	sql_what_observe_ns(what, since(t0));
+}
+
 /* ---- Prometheus text exposition --------------------------------------- */
 
 int ctr_prom_escape(const char *s, char *out, size_t out_len)
@@ -158,6 +275,32 @@ static void prom_counter(FILE *f, const char *name, const char *help,
 	prom_sample(f, name, labels, NULL, ctr_get(c));
 }
 
+static void prom_seconds(FILE *f, uint64_t ns)
+{
+	fprintf(f, " %" PRIu64 ".%09" PRIu64 "\n",
+		(uint64_t)(ns / 1000000000ULL), (uint64_t)(ns % 1000000000ULL));
+}
+
+/* The _sum and _count samples of one summary without quantiles (its HELP
+ * and TYPE written by the caller), with the label pair key="name". The
+ * count is read first: a reader may see a sum ahead of it, never a count
+ * whose sum is missing. */
+static void prom_summary(FILE *f, const char *name, const char *labels,
+			 const char *key, const char *lname,
+			 const struct sum_data *d)
+{
+	char lbl[128];
+	uint64_t n = atomic_load_explicit(&d->count, memory_order_relaxed);
+
+	snprintf(lbl, sizeof(lbl), "%s=\"%s\"", key, lname);
+	fprintf(f, "%s_sum", name);
+	prom_labels(f, labels, lbl);
+	prom_seconds(f, atomic_load_explicit(&d->sum_ns, memory_order_relaxed));
+	fprintf(f, "%s_count", name);
+	prom_labels(f, labels, lbl);
+	fprintf(f, " %" PRIu64 "\n", n);
+}
+
 /* The samples of one histogram (its HELP and TYPE written by the caller);
  * extra: its own label pairs, or NULL. */
 static void prom_hist(FILE *f, const char *name, const char *labels,
@@ -181,9 +324,7 @@ static void prom_hist(FILE *f, const char *name, const char *labels,
 	sum = atomic_load_explicit(&d->sum_ns, memory_order_relaxed);
 	fprintf(f, "%s_sum", name);
 	prom_labels(f, labels, extra);
-	fprintf(f, " %" PRIu64 ".%09" PRIu64 "\n",
-		(uint64_t)(sum / 1000000000ULL),
-		(uint64_t)(sum % 1000000000ULL));
+	prom_seconds(f, sum);
 	fprintf(f, "%s_count", name);
 	prom_labels(f, labels, extra);
 	fprintf(f, " %" PRIu64 "\n", cum);
@@ -270,7 +411,7 @@ int ctr_write_prom(FILE *f, const char *labels)
 					 memory_order_relaxed));
 	prom_head(f, "custodyfs_s3_request_duration_seconds", "histogram",
 		  "Time of one S3 request (retries included), by operation.");
-	for (h = HIST_S3_HEAD; h < HIST_N; h++) {
+	for (h = HIST_S3_HEAD; h <= HIST_S3_OTHER; h++) {
 		snprintf(op, sizeof(op), "op=\"%s\"",
 			 hist_s3_op[h - HIST_S3_HEAD]);
 		prom_hist(f, "custodyfs_s3_request_duration_seconds", labels,
@@ -279,7 +420,7 @@ int ctr_write_prom(FILE *f, const char *labels)
 	prom_head(f, "custodyfs_s3_request_failures_total", "counter",
 		  "S3 requests that failed after their retries (a missing "
 		  "key included), by operation.");
-	for (h = HIST_S3_HEAD; h < HIST_N; h++) {
+	for (h = HIST_S3_HEAD; h <= HIST_S3_OTHER; h++) {
 		snprintf(op, sizeof(op), "op=\"%s\"",
 			 hist_s3_op[h - HIST_S3_HEAD]);
 		prom_sample(f, "custodyfs_s3_request_failures_total", labels,
@@ -287,6 +428,43 @@ int ctr_write_prom(FILE *f, const char *labels)
 			    atomic_load_explicit(&hist_val[h].failures,
 						 memory_order_relaxed));
 	}
+	prom_head(f, "custodyfs_sql_operation_duration_seconds", "summary",
+		  "Time of the database operations (as "
+		  "custodyfs_sql_duration_seconds), by operation.");
+	for (i = 0; i <= CTR_SQL_WHATS; i++) {
+		const char *w = i < CTR_SQL_WHATS
+				    ? atomic_load_explicit(&sqlw[i].what,
+							   memory_order_acquire)
+				    : "other";
+		char esc[128];
+
+		if (!w)
+			break;
+		if (i == CTR_SQL_WHATS &&
+		    !atomic_load_explicit(&sqlw[i].d.count,
+					  memory_order_relaxed))
+			break;
+		ctr_prom_escape(w, esc, sizeof(esc));
+		prom_summary(f, "custodyfs_sql_operation_duration_seconds",
+			     labels, "what", esc, &sqlw[i].d);
+	}
+	prom_head(f, "custodyfs_file_open_duration_seconds", "histogram",
+		  "Time a file written through the mount stays open: from its "
+		  "create (or open for writing) to its release.");
+	prom_hist(f, "custodyfs_file_open_duration_seconds", labels, NULL,
+		  HIST_FILE_OPEN);
+	prom_head(f, "custodyfs_fuse_request_duration_seconds", "summary",
+		  "Time in the handler of each FUSE operation, by operation "
+		  "(a kernel LOOKUP is a getattr).");
+	for (i = 0; i < FOP_N; i++)
+		prom_summary(f, "custodyfs_fuse_request_duration_seconds",
+			     labels, "op", fop_names[i], &fop_val[i]);
+	prom_head(f, "custodyfs_stage_duration_seconds", "summary",
+		  "Time spent in the stages of committing a file, by stage "
+		  "(hashing may run on another thread).");
+	for (i = 0; i < STG_N; i++)
+		prom_summary(f, "custodyfs_stage_duration_seconds", labels,
+			     "stage", stage_names[i], &stage_val[i]);
 	fflush(f);
 	return ferror(f) ? -EIO : 0;
 }

@@ -46,7 +46,8 @@ enum hist {
 	HIST_PROMOTION, /* one file's promotion, whatever its outcome */
 	HIST_SQL,	/* one database operation (its transaction, retries
 			   included) */
-	HIST_S3_HEAD,	/* one S3 request, retries included, by operation */
+	HIST_S3_HEAD,	/* one S3 request, retries included, by operation
+			   (HIST_S3_HEAD..HIST_S3_OTHER) */
 	HIST_S3_GET,
 	HIST_S3_LIST,
 	HIST_S3_PUT,
@@ -55,6 +56,8 @@ enum hist {
 	HIST_S3_MULTIPART, /* create, complete or abort a multipart upload */
 	HIST_S3_DELETE,
 	HIST_S3_OTHER,
+	HIST_FILE_OPEN, /* a file open for writing through the mount: from
+			   its create (or open) to its release */
 	HIST_N
 };
 
@@ -67,6 +70,72 @@ void hist_observe_since(enum hist h, uint64_t t0, int failed);
 /* Counts one observation of ns nanoseconds (hist_observe_since's work;
  * for tests). */
 void hist_observe_ns(enum hist h, uint64_t ns, int failed);
+
+/* The stages of a file's life through the mount that have no histogram
+ * of their own, timed for the benchmark's per-file breakdown: a count and
+ * a sum (a Prometheus summary without quantiles), lock-free like the rest.
+ * A stage may run on another thread than the request that waits for it
+ * (hashing): its sum is time spent, not always time waited. */
+enum stage {
+	STG_SPOOL_WRITE,   /* one write request's bytes into the spool */
+	STG_HASH,	   /* hashing spooled bytes (pread and hash update, or
+			      the final digest, or a whole spool again) */
+	STG_UPLOAD_FINISH, /* a commit's upload: hashing what is left, then
+			      the PUT (or the multipart completion) */
+	STG_RECEPTION_ROW, /* a commit's reception row: its transaction,
+			      the check of the object under the key lock
+			      included, retries included */
+	STG_SQL_BEGIN,	   /* BEGIN of any transaction */
+	STG_SQL_COMMIT,	   /* COMMIT of any transaction */
+	STG_N
+};
+
+/* The FUSE operations (the callbacks of the high-level API: a kernel
+ * LOOKUP and GETATTR both arrive as getattr). */
+enum fop {
+	FOP_GETATTR,
+	FOP_READDIR,
+	FOP_MKDIR,
+	FOP_RMDIR,
+	FOP_CREATE,
+	FOP_OPEN,
+	FOP_READ,
+	FOP_WRITE,
+	FOP_FLUSH,
+	FOP_FSYNC,
+	FOP_RELEASE,
+	FOP_TRUNCATE,
+	FOP_UNLINK,
+	FOP_RENAME,
+	FOP_CHMOD,
+	FOP_CHOWN,
+	FOP_UTIMENS,
+	FOP_STATFS,
+	FOP_SYMLINK,
+	FOP_READLINK,
+	FOP_LINK,
+	FOP_GETXATTR,
+	FOP_SETXATTR,
+	FOP_LISTXATTR,
+	FOP_REMOVEXATTR,
+	FOP_N
+};
+
+/* Counts one run of stage s that began at t0 (ctr_now_ns()), or lasted
+ * ns. Thread-safe, never blocks. */
+void stage_observe_since(enum stage s, uint64_t t0);
+void stage_observe_ns(enum stage s, uint64_t ns);
+/* Counts one FUSE operation op that began at t0, or lasted ns. */
+void fop_observe_since(enum fop op, uint64_t t0);
+void fop_observe_ns(enum fop op, uint64_t ns);
+
+/* Counts one database operation named what (db_run's "what": a string
+ * with static storage, kept by pointer; at most CTR_SQL_WHATS different
+ * names, further ones counted under "other") that began at t0 (or lasted
+ * ns): custodyfs_sql_operation_duration_seconds{what}. */
+#define CTR_SQL_WHATS 96
+void sql_what_observe_since(const char *what, uint64_t t0);
+void sql_what_observe_ns(const char *what, uint64_t ns);
 
 /* Writes every counter and histogram to f in the Prometheus text
  * exposition format 0.0.4 (# HELP and # TYPE lines, counters *_total,

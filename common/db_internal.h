@@ -78,7 +78,8 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
  * the reconnect and retry policy (unique violations count as transient when
  * retry_unique is set); each statement bounded by timeout_ms (0: none).
  * Returns fn's result, the failure, or -EINPROGRESS when the connection was
- * lost at COMMIT. */
+ * lost at COMMIT. what names the operation in the log and in the metrics
+ * (custodyfs_sql_operation_duration_seconds{what}): a string literal. */
 int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 		 int timeout_ms, db_op_fn fn, void *arg);
 

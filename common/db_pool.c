@@ -444,11 +444,12 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			   .retry_unique = retry_unique,
 			   .timeout_ms = timeout_ms};
 	int rc, attempt = 0, resets = 0;
-	uint64_t t0 = ctr_now_ns();
+	uint64_t t0 = ctr_now_ns(), t1;
 
 	rc = pg_take(d, &x);
 	if (rc) {
 		hist_observe_since(HIST_SQL, t0, 1);
+		sql_what_observe_since(what, t0);
 		return rc;
 	}
 	for (;;) {
@@ -464,12 +465,20 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			if (rc)
 				break;
 		}
-		rc = txn ? pg_exec(&x, "BEGIN", 0, NULL, NULL) : 0;
+		if (txn) {
+			t1 = ctr_now_ns();
+			rc = pg_exec(&x, "BEGIN", 0, NULL, NULL);
+			stage_observe_since(STG_SQL_BEGIN, t1);
+		} else {
+			rc = 0;
+		}
 		if (!rc)
 			rc = fn(&x, arg);
 		if (!rc && txn) {
 			x.in_commit = 1;
+			t1 = ctr_now_ns();
 			rc = pg_exec(&x, "COMMIT", 0, NULL, NULL);
+			stage_observe_since(STG_SQL_COMMIT, t1);
 		}
 		if (!rc)
 			break;
@@ -499,6 +508,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 	/* Failed: a statement or the connection did (not fn's own answer). */
 	hist_observe_since(HIST_SQL, t0,
 			   rc && (x.stmt_failed || x.lost || resets));
+	sql_what_observe_since(what, t0);
 	return rc;
 }
 

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "log.h"
 
 #define UPLOAD_MAX_PARTS 10000
@@ -444,7 +445,7 @@ static int upload_pread_all(int fd, char *buf, size_t len, off_t off)
 static int upload_hash_step(struct upload *u, char *buf, size_t cap,
 			    uint64_t *pos, uint64_t avail)
 {
-	uint64_t from = *pos, to = avail, end;
+	uint64_t from = *pos, to = avail, end, t0;
 	int rc;
 
 	end = u->part_start + u->cur_part_size;
@@ -452,10 +453,12 @@ static int upload_hash_step(struct upload *u, char *buf, size_t cap,
 		to = end;
 	if (to - from > cap)
 		to = from + cap;
+	t0 = ctr_now_ns();
 	rc = upload_pread_all(u->fd, buf, (size_t)(to - from), (off_t)from);
 	if (rc)
 		return rc;
 	hash_update(&u->h, buf, (size_t)(to - from));
+	stage_observe_since(STG_HASH, t0);
 	*pos = to;
 	return to == end ? upload_close_part(u, end) : 0;
 }
@@ -1060,8 +1063,12 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	char *id = NULL;
 	int rc;
 
+	uint64_t t0;
+
 	upload_reset(u, 1);
+	t0 = ctr_now_ns();
 	rc = hash_fd(u->fd, res->xxh128, res->sha256, &got);
+	stage_observe_since(STG_HASH, t0);
 	if (rc)
 		return rc;
 	if (got != size) {
@@ -1167,7 +1174,10 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 	if (broken) {
 		rc = upload_finish_spool(u, size, meta, n_meta, res);
 	} else {
+		uint64_t t0 = ctr_now_ns();
+
 		hash_final(&u->h, res->xxh128, res->sha256);
+		stage_observe_since(STG_HASH, t0);
 		all = upload_meta(meta, n_meta, res);
 		rc = all ? upload_finish_stream(u, size, meta, n_meta, all,
 						n_meta + 2, res)

@@ -110,8 +110,10 @@ struct fhandle {
 			 commits; counted in of->pending */
 	int writable; /* opened for writing: counted in of->writers */
 	pid_t opener; /* the thread that opened it (FUSE context), or 0 */
-	int deferred; /* protected by of->lock: a flush left the commit to
-			 another descriptor of the closing process */
+	uint64_t opened_ns; /* ctr_now_ns() at its create or open: the
+			       HIST_FILE_OPEN of a writable one */
+	int deferred;	    /* protected by of->lock: a flush left the commit to
+			       another descriptor of the closing process */
 	/* Read-only handles on a stored object (of == NULL): */
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */

@@ -485,7 +485,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	struct upload_result res;
 	struct actor who;
 	struct ofile_meta m;
-	uint64_t t0 = ctr_now_ns();
+	uint64_t t0 = ctr_now_ns(), t1;
 	int rc, tries, removed = 0;
 	char *token;
 
@@ -525,13 +525,17 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	 * the spool, at most OFILE_REUPLOADS times; then the file fails with
 	 * EIO (never 0 without its object and row). */
 	for (tries = 0; rc == 0; tries++) {
+		t1 = ctr_now_ns();
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
+		stage_observe_since(STG_UPLOAD_FINISH, t1);
 		if (rc) {
 			ofile_upload_error(of, rel, &who, rc);
 			break;
 		}
+		t1 = ctr_now_ns();
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
 				      ofile_mono_ms() - of->based_ms, &seen);
+		stage_observe_since(STG_RECEPTION_ROW, t1);
 		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */
 		removed = rc == -ENOENT;
 		if (rc != -ENODATA)

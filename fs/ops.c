@@ -15,6 +15,7 @@
 #include <unistd.h>
 
 #include "audit.h"
+#include "counters.h"
 #include "fs.h"
 #include "fuseinit.h"
 #include "inbox.h"
@@ -941,32 +942,90 @@ static int cfs_rename_op(const char *from, const char *to, unsigned int flags)
 	return rc;
 }
 
+/* Every operation is timed (counters.h: custodyfs_fuse_request_duration_
+ * seconds{op}): a CLOCK_MONOTONIC reading and two atomic adds. */
+#define CFS_TIMED(fn, op, params, args)                                        \
+	static int fn##_timed params                                           \
+	{                                                                      \
+		uint64_t t0 = ctr_now_ns();                                    \
+		int rc = fn args;                                              \
+                                                                               \
+		fop_observe_since(op, t0);                                     \
+		return rc;                                                     \
+	}
+
+typedef const char *cstr;
+typedef struct fuse_file_info *ffi;
+
+CFS_TIMED(cfs_getattr, FOP_GETATTR, (cstr p, struct stat *st, ffi fi),
+	  (p, st, fi))
+CFS_TIMED(cfs_readdir, FOP_READDIR,
+	  (cstr p, void *buf, fuse_fill_dir_t filler, off_t off, ffi fi,
+	   enum fuse_readdir_flags flags),
+	  (p, buf, filler, off, fi, flags))
+CFS_TIMED(cfs_mkdir, FOP_MKDIR, (cstr p, mode_t mode), (p, mode))
+CFS_TIMED(cfs_rmdir, FOP_RMDIR, (cstr p), (p))
+CFS_TIMED(cfs_create, FOP_CREATE, (cstr p, mode_t mode, ffi fi), (p, mode, fi))
+CFS_TIMED(cfs_open, FOP_OPEN, (cstr p, ffi fi), (p, fi))
+CFS_TIMED(cfs_read, FOP_READ, (cstr p, char *buf, size_t n, off_t off, ffi fi),
+	  (p, buf, n, off, fi))
+CFS_TIMED(cfs_write, FOP_WRITE,
+	  (cstr p, const char *buf, size_t n, off_t off, ffi fi),
+	  (p, buf, n, off, fi))
+CFS_TIMED(cfs_flush_op, FOP_FLUSH, (cstr p, ffi fi), (p, fi))
+CFS_TIMED(cfs_fsync_op, FOP_FSYNC, (cstr p, int datasync, ffi fi),
+	  (p, datasync, fi))
+CFS_TIMED(cfs_release_op, FOP_RELEASE, (cstr p, ffi fi), (p, fi))
+CFS_TIMED(cfs_truncate, FOP_TRUNCATE, (cstr p, off_t size, ffi fi),
+	  (p, size, fi))
+CFS_TIMED(cfs_unlink_op, FOP_UNLINK, (cstr p), (p))
+CFS_TIMED(cfs_rename_op, FOP_RENAME, (cstr from, cstr to, unsigned int flags),
+	  (from, to, flags))
+CFS_TIMED(cfs_chmod, FOP_CHMOD, (cstr p, mode_t mode, ffi fi), (p, mode, fi))
+CFS_TIMED(cfs_chown, FOP_CHOWN, (cstr p, uid_t uid, gid_t gid, ffi fi),
+	  (p, uid, gid, fi))
+CFS_TIMED(cfs_utimens, FOP_UTIMENS,
+	  (cstr p, const struct timespec tv[2], ffi fi), (p, tv, fi))
+CFS_TIMED(cfs_statfs, FOP_STATFS, (cstr p, struct statvfs *sv), (p, sv))
+CFS_TIMED(cfs_symlink, FOP_SYMLINK, (cstr target, cstr p), (target, p))
+CFS_TIMED(cfs_readlink, FOP_READLINK, (cstr p, char *buf, size_t n),
+	  (p, buf, n))
+CFS_TIMED(cfs_link, FOP_LINK, (cstr from, cstr to), (from, to))
+CFS_TIMED(cfs_getxattr, FOP_GETXATTR,
+	  (cstr p, cstr name, char *value, size_t n), (p, name, value, n))
+CFS_TIMED(cfs_setxattr, FOP_SETXATTR,
+	  (cstr p, cstr name, cstr value, size_t n, int flags),
+	  (p, name, value, n, flags))
+CFS_TIMED(cfs_listxattr, FOP_LISTXATTR, (cstr p, char *list, size_t n),
+	  (p, list, n))
+CFS_TIMED(cfs_removexattr, FOP_REMOVEXATTR, (cstr p, cstr name), (p, name))
+
 const struct fuse_operations cfs_ops = {
     .init = cfs_init,
     .destroy = cfs_destroy,
-    .getattr = cfs_getattr,
-    .readdir = cfs_readdir,
-    .mkdir = cfs_mkdir,
-    .rmdir = cfs_rmdir,
-    .create = cfs_create,
-    .open = cfs_open,
-    .read = cfs_read,
-    .write = cfs_write,
-    .flush = cfs_flush_op,
-    .fsync = cfs_fsync_op,
-    .release = cfs_release_op,
-    .truncate = cfs_truncate,
-    .unlink = cfs_unlink_op,
-    .rename = cfs_rename_op,
-    .chmod = cfs_chmod,
-    .chown = cfs_chown,
-    .utimens = cfs_utimens,
-    .statfs = cfs_statfs,
-    .symlink = cfs_symlink,
-    .readlink = cfs_readlink,
-    .getxattr = cfs_getxattr,
-    .setxattr = cfs_setxattr,
-    .listxattr = cfs_listxattr,
-    .removexattr = cfs_removexattr,
-    .link = cfs_link,
+    .getattr = cfs_getattr_timed,
+    .readdir = cfs_readdir_timed,
+    .mkdir = cfs_mkdir_timed,
+    .rmdir = cfs_rmdir_timed,
+    .create = cfs_create_timed,
+    .open = cfs_open_timed,
+    .read = cfs_read_timed,
+    .write = cfs_write_timed,
+    .flush = cfs_flush_op_timed,
+    .fsync = cfs_fsync_op_timed,
+    .release = cfs_release_op_timed,
+    .truncate = cfs_truncate_timed,
+    .unlink = cfs_unlink_op_timed,
+    .rename = cfs_rename_op_timed,
+    .chmod = cfs_chmod_timed,
+    .chown = cfs_chown_timed,
+    .utimens = cfs_utimens_timed,
+    .statfs = cfs_statfs_timed,
+    .symlink = cfs_symlink_timed,
+    .readlink = cfs_readlink_timed,
+    .getxattr = cfs_getxattr_timed,
+    .setxattr = cfs_setxattr_timed,
+    .listxattr = cfs_listxattr_timed,
+    .removexattr = cfs_removexattr_timed,
+    .link = cfs_link_timed,
 };

@@ -9,6 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "counters.h"
 #include "fs.h"
 #include "inbox.h"
 #include "inbox_int.h"
@@ -411,6 +412,7 @@ static struct fhandle *fh_new(struct ofile *of)
 	h->of = of;
 	h->area = AREA_INBOX;
 	h->opener = ctx ? ctx->pid : 0;
+	h->opened_ns = ctr_now_ns();
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_lock(&cfs->lock);
 	h->anext = all_handles;
@@ -1173,6 +1175,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 {
 	struct ofile *of = h->of;
 	size_t done = 0;
+	uint64_t t0;
 	int rc;
 
 	if (!of)
@@ -1187,6 +1190,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 		pthread_mutex_unlock(&of->lock);
 		return err;
 	}
+	t0 = ctr_now_ns();
 	while (done < size) {
 		ssize_t n =
 		    pwrite(of->fd, buf + done, size - done, off + (off_t)done);
@@ -1208,6 +1212,7 @@ int inbox_write(struct fhandle *h, const char *buf, size_t size, off_t off)
 		}
 		done += (size_t)n;
 	}
+	stage_observe_since(STG_SPOOL_WRITE, t0);
 	clock_gettime(CLOCK_REALTIME, &of->mtime);
 	/* A sequential writer about to reach the first part: the multipart
 	 * upload the stream creates takes the file's metadata as it is. */
@@ -1299,6 +1304,8 @@ void inbox_release(struct fhandle *h)
 		if (committed && of->direct_to && of->direct_pending)
 			direct_promote_locked(of);
 		pthread_mutex_unlock(&of->lock);
+		if (h->writable)
+			hist_observe_since(HIST_FILE_OPEN, h->opened_ns, 0);
 	}
 	fh_free(h);
 }

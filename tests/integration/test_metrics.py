@@ -36,11 +36,15 @@ def parse(path):
     for fam in text_string_to_metric_families(text):
         assert fam.name.startswith(PREFIX), fam.name
         assert fam.documentation, f"{fam.name}: no HELP"
-        assert fam.type in ("counter", "histogram"), (fam.name, fam.type)
+        assert fam.type in ("counter", "histogram", "summary"), (fam.name, fam.type)
         assert fam.name not in fams, f"{fam.name} twice"
         fams[fam.name] = fam
         if fam.type == "counter":
             assert {s.name for s in fam.samples} == {fam.name + "_total"}, fam.samples
+        elif fam.type == "summary":  # no quantiles: a sum and a count per label set
+            assert fam.name.endswith("_seconds"), fam.name
+            names = {s.name for s in fam.samples}
+            assert names == {fam.name + "_sum", fam.name + "_count"}, names
         else:
             assert fam.name.endswith("_seconds"), fam.name
             names = {s.name for s in fam.samples}
@@ -78,6 +82,17 @@ def hist(fams, family, **labels):
     assert buckets[-1][1] == count[0], (buckets, count)
     assert total[0] >= 0
     return count[0], total[0], buckets
+
+
+def summary(fams, family, **labels):
+    """(count, sum) of one summary series."""
+    fam = fams[family]
+    series = [s for s in fam.samples if all(s.labels.get(k) == v for k, v in labels.items())]
+    count = [s.value for s in series if s.name.endswith("_count")]
+    total = [s.value for s in series if s.name.endswith("_sum")]
+    assert len(count) == 1 and len(total) == 1, series
+    assert count[0] >= 0 and total[0] >= 0
+    return count[0], total[0]
 
 
 def s3_ops(fams):
@@ -171,6 +186,32 @@ def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
                   for op in s3_ops(fams)}
         assert per_op["put"] + per_op["upload_part"] >= len(data), per_op
         assert per_op["copy"] + per_op["put"] + per_op["upload_part"] >= len(data) + 1, per_op
+        # the per-file breakdown (tests/bench/bench_small.sh): each cp is one create, at
+        # least one write, a flush that commits it and a release; the two promotions are
+        # renames; every commit is an upload and a reception row in a transaction
+        fuse = {s.labels["op"]: s.value for s in fams["custodyfs_fuse_request_duration_"
+                                                     "seconds"].samples
+                if s.name.endswith("_count")}
+        assert fuse["create"] == len(data) and fuse["release"] == len(data), fuse
+        assert fuse["write"] >= len(data) and fuse["flush"] >= len(data), fuse
+        assert fuse["rename"] == 2 and fuse["getattr"] > 0, fuse
+        count, total, _ = hist(fams, "custodyfs_file_open_duration_seconds")
+        assert count == len(data) and total > 0
+        stage = {st: summary(fams, "custodyfs_stage_duration_seconds", stage=st)
+                 for st in ("spool_write", "hash", "upload_finish", "reception_row",
+                            "sql_begin", "sql_commit")}
+        assert stage["spool_write"][0] == fuse["write"], stage
+        assert stage["upload_finish"][0] == len(data) and stage["upload_finish"][1] > 0, stage
+        assert stage["reception_row"][0] == len(data) and stage["reception_row"][1] > 0, stage
+        assert stage["hash"][0] >= len(data), stage
+        assert stage["sql_commit"][0] >= len(rrows) + len(srows), stage
+        assert stage["sql_begin"][0] >= stage["sql_commit"][0], stage
+        whats = {s.labels["what"]: s.value for s in fams["custodyfs_sql_operation_duration_"
+                                                         "seconds"].samples
+                 if s.name.endswith("_count")}
+        assert whats["reception record (guarded)"] == len(data), whats
+        # the file's life in the mount holds its commit
+        assert hist(fams, "custodyfs_file_open_duration_seconds")[1] >= stage["reception_row"][1]
         for fam in fams.values():  # one label for the whole file: the mountpoint
             for s in fam.samples:
                 assert s.labels.get("mountpoint") == m.mnt, s
@@ -195,6 +236,10 @@ def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
         m.unmount()
         fams, _ = parse(path)
         assert value(fams, "custodyfs_receptions") == 3
+        # the final counts, nothing running: every operation is under one name
+        whats = [s.value for s in fams["custodyfs_sql_operation_duration_seconds"].samples
+                 if s.name.endswith("_count")]
+        assert sum(whats) == hist(fams, "custodyfs_sql_duration_seconds")[0], whats
         assert sorted(os.listdir(tdir)) == ["custodyfs.prom"]
     finally:
         sock.close()
