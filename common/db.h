@@ -107,11 +107,25 @@ int db_reception_remove_id(struct db *d, int64_t id, const char *reason);
 
 /* Rename of a received object: one transaction marks the live row of
  * old_key removed ("renamed to <new_key>") and inserts a row for new_key
- * copying sizes and hashes, with the given etag, origin "rename", and who.
- * When old_key had no live row, only the new row is inserted (hashes NULL). */
+ * with the given size, etag, origin "rename", and who. Its hashes are the
+ * old row's only when that row logs the object copied (see
+ * db_reception_rename_ret; here new_etag is taken as the source's ETag, as
+ * a single-part CopyObject's is), else NULL. When old_key had no live row,
+ * only the new row is inserted (hashes NULL). */
 int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who);
+
+/* What a rename copied. The old row's hashes go to the new row only when
+ * that row's ETag is etag (the source object the copy is proven to be of)
+ * and its size is the rename's: a row never gets hashes of other bytes. */
+struct db_rename_src {
+	const char *etag;   /* the source's ETag copied; NULL: unknown */
+	const char *xxh128; /* computed from the copy's bytes, or NULL: used */
+	const char *sha256; /* when the old row's cannot be carried over */
+	int require;	    /* nonzero: -ESTALE (nothing written) rather than
+			       a new row without hashes */
+};
 
 /* What one db_reception_rename_ret changed (0: nothing). */
 struct db_renamed {
@@ -120,10 +134,14 @@ struct db_renamed {
 	int64_t replaced_id; /* new_key's live row it closed (a file there) */
 };
 
-/* db_reception_rename, telling in *out (may be NULL) the rows. */
+/* db_reception_rename with the source as src says (NULL: unknown, so no
+ * hashes carried over), telling in *out (may be NULL) the rows. -ESTALE
+ * when src->require and the new row would have no hashes: nothing changed
+ * (hash the copy and call again with them). */
 int db_reception_rename_ret(struct db *d, const char *bucket,
 			    const char *old_key, const char *new_key,
-			    const char *new_etag, uint64_t size,
+			    const char *new_etag,
+			    const struct db_rename_src *src, uint64_t size,
 			    const struct actor *who, struct db_renamed *out);
 
 struct reception_live {

@@ -411,6 +411,7 @@ struct db_rename_args {
 	const char *old_key;
 	const char *new_key;
 	const char *new_etag;
+	const struct db_rename_src *src;
 	uint64_t size;
 	const struct actor *who;
 	char *renamed;	/* "renamed to <new_key>" */
@@ -448,25 +449,39 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 
-	/* The old key's live row: its hashes describe the content only if
-	 * the size agrees. res is kept until the insert. */
+	/* The old key's live row: its hashes describe the copy only if it
+	 * logs the very object copied (its ETag, and the size). res is kept
+	 * until the insert. */
 	p[0] = a->bucket;
 	p[1] = a->old_key;
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
-	if (PQntuples(res) > 0) {
-		if (PQgetisnull(res, 0, 2) ||
-		    !strcmp(PQgetvalue(res, 0, 2), size)) {
-			if (!PQgetisnull(res, 0, 3))
-				xxh = PQgetvalue(res, 0, 3);
-			if (!PQgetisnull(res, 0, 4))
-				sha = PQgetvalue(res, 0, 4);
-		} else {
-			log_warn("database: rename %s -> %s: size changed "
-				 "(%s -> %s), hashes not carried over",
-				 a->old_key, a->new_key, PQgetvalue(res, 0, 2),
-				 size);
+	if (PQntuples(res) > 0 && a->src->etag && *a->src->etag &&
+	    !PQgetisnull(res, 0, 1) &&
+	    !strcmp(PQgetvalue(res, 0, 1), a->src->etag) &&
+	    (PQgetisnull(res, 0, 2) || !strcmp(PQgetvalue(res, 0, 2), size))) {
+		if (!PQgetisnull(res, 0, 3))
+			xxh = PQgetvalue(res, 0, 3);
+		if (!PQgetisnull(res, 0, 4))
+			sha = PQgetvalue(res, 0, 4);
+	} else if (PQntuples(res) > 0) {
+		log_warn("database: rename %s -> %s: the live row (ETag %s, "
+			 "size %s) does not log the object copied (ETag %s, "
+			 "size %s): its hashes are not carried over",
+			 a->old_key, a->new_key,
+			 PQgetisnull(res, 0, 1) ? "none"
+						: PQgetvalue(res, 0, 1),
+			 PQgetisnull(res, 0, 2) ? "?" : PQgetvalue(res, 0, 2),
+			 a->src->etag ? a->src->etag : "unknown", size);
+	}
+	if (!xxh && !sha) {
+		/* Hashes computed from the copy's bytes, or none at all. */
+		xxh = a->src->xxh128;
+		sha = a->src->sha256;
+		if (!xxh && !sha && a->src->require) {
+			rc = -ESTALE;
+			goto out;
 		}
 	}
 
@@ -508,21 +523,27 @@ int db_reception_rename(struct db *d, const char *bucket, const char *old_key,
 			const char *new_key, const char *new_etag,
 			uint64_t size, const struct actor *who)
 {
+	/* A single-part CopyObject's ETag is its source's (the MD5). */
+	struct db_rename_src src = {.etag = new_etag};
+
 	return db_reception_rename_ret(d, bucket, old_key, new_key, new_etag,
-				       size, who, NULL);
+				       &src, size, who, NULL);
 }
 
 int db_reception_rename_ret(struct db *d, const char *bucket,
 			    const char *old_key, const char *new_key,
-			    const char *new_etag, uint64_t size,
+			    const char *new_etag,
+			    const struct db_rename_src *src, uint64_t size,
 			    const struct actor *who, struct db_renamed *out)
 {
+	static const struct db_rename_src unknown;
 	struct db_renamed local;
 	struct db_rename_args a = {
 	    .bucket = bucket,
 	    .old_key = old_key,
 	    .new_key = new_key,
 	    .new_etag = new_etag,
+	    .src = src ? src : &unknown,
 	    .size = size,
 	    .who = who,
 	    .out = out ? out : &local,

@@ -986,18 +986,68 @@ kept:
 	return 0;
 }
 
+/* Tries for a rename whose source is replaced during its copy. */
+#define RENAME_TRIES 3
+
+static int reception_rename_stop(void *arg)
+{
+	return reception_stopping(arg);
+}
+
+/* One try of a rename's copy: HEADs from_key (its ETag into src_etag, 80
+ * bytes) and copies exactly that object to to_key (x-amz-copy-source-if-
+ * match, checked after the copy where the store ignores it). 0 with
+ * copy->etag and copy->size set; -EEXIST when from_key was replaced
+ * meanwhile (copy->etag is set when a copy landed at to_key all the same);
+ * or the store's -errno (-ENOENT: no source). */
+static int reception_rename_copy(struct reception *r, const char *from_key,
+				 const char *to_key, char *src_etag,
+				 struct upload_result *copy)
+{
+	const char *b = r->cfg->reception_bucket;
+	struct s3_object_info source = {0};
+	struct s3_copy_req q = {0};
+	int rc;
+
+	copy->etag[0] = '\0';
+	rc = s3_head(r->s3, b, from_key, &source);
+	if (rc)
+		return rc;
+	snprintf(src_etag, 80, "%s", source.etag);
+	q.src_bucket = b;
+	q.src_key = from_key;
+	q.src_etag = src_etag;
+	q.dst_bucket = b;
+	q.dst_key = to_key;
+	/* The source's own metadata: kept by a CopyObject; for a multipart
+	 * copy, as read with its ETag (the one copied). */
+	q.keep_meta = 1;
+	q.content_type = source.content_type[0] ? source.content_type : NULL;
+	q.meta = source.meta;
+	q.n_meta = source.n_meta;
+	q.size = source.size;
+	q.threshold = r->cfg->copy_threshold;
+	q.part_size = r->cfg->part_size;
+	q.workers = 1;
+	rc = s3_copy_guarded(r->s3, &q, copy->etag);
+	if (!rc || rc == -EEXIST)
+		copy->size = source.size;
+	s3_object_info_free(&source);
+	return rc;
+}
+
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag)
 {
-	struct s3_object_info source = {0};
 	char src_etag[80] = "";
 	struct rename_src rs = {r, from_key, src_etag};
 	const char *b = r->cfg->reception_bucket;
 	struct upload_result copy = {.size = size};
+	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
 	struct s3_object_info target = {0};
 	struct db_renamed ren = {0};
-	int rc, existed;
+	int rc, existed, tries;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -1016,17 +1066,28 @@ int reception_rename(struct reception *r, const char *from_key,
 	if (rc && rc != -ENOENT)
 		goto out;
 	existed = rc == 0;
-	/* The source as it is now: only this object is deleted after the
-	 * copy (another upload landing meanwhile stays). */
-	rc = s3_head(r->s3, b, from_key, &source);
-	if (rc)
-		goto out;
-	snprintf(src_etag, sizeof(src_etag), "%s", source.etag);
-	s3_object_info_free(&source);
 	gen = busy_gen(r, to_key);
-	rc = s3_copy_auto(r->s3, b, from_key, b, to_key, size,
-			  r->cfg->copy_threshold, r->cfg->part_size, NULL, 0,
-			  copy.etag);
+	/* The copy is of the source as a HEAD saw it (only that object is
+	 * deleted after the copy; another upload landing meanwhile stays).
+	 * Replaced during the copy: the rename goes again with the new one. */
+	for (tries = 1;; tries++) {
+		rc =
+		    reception_rename_copy(r, from_key, to_key, src_etag, &copy);
+		if (rc != -EEXIST || tries >= RENAME_TRIES)
+			break;
+		log_info("rename %s -> %s: the source was replaced during the "
+			 "copy; copied again",
+			 from_key, to_key);
+	}
+	if (rc == -EEXIST) {
+		log_error("rename %s -> %s: the source keeps being replaced; "
+			  "not renamed",
+			  from_key, to_key);
+		rc = -EAGAIN;
+		if (copy.etag[0]) /* a store that ignored the If-Match */
+			reception_undo_start(r, to_key, &copy, who, "rename",
+					     !existed, gen, -1, rc);
+	}
 	if (rc)
 		goto out;
 	/* The copy is at to_key now, whatever follows (the caller's
@@ -1034,7 +1095,26 @@ int reception_rename(struct reception *r, const char *from_key,
 	if (new_etag)
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
-				     size, who, &ren);
+				     &dsrc, copy.size, who, &ren);
+	if (rc == -ESTALE) {
+		/* from_key's live row does not log the object copied (none
+		 * yet, or another upload): the hashes come from the copy's
+		 * bytes, never from another row or from metadata. */
+		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
+				     FOREIGN_CHUNK, reception_rename_stop, r,
+				     copy.xxh128, copy.sha256);
+		if (rc == -ESTALE) /* to_key replaced since the copy */
+			rc = -EAGAIN;
+		if (!rc) {
+			dsrc.xxh128 = copy.xxh128;
+			dsrc.sha256 = copy.sha256;
+			rc = db_reception_rename_ret(r->db, b, from_key, to_key,
+						     copy.etag, &dsrc,
+						     copy.size, who, &ren);
+		}
+		if (rc == -ESTALE)
+			rc = -EIO;
+	}
 	if (rc == -EINPROGRESS) {
 		/* The new row may exist: keep both objects; a scan sorts
 		 * out whichever has no row. */
@@ -1075,7 +1155,7 @@ out:
 		log_ev_str(&ev, "bucket", b);
 		log_ev_str(&ev, "key", to_key);
 		log_ev_str(&ev, "from", from_key);
-		log_ev_int(&ev, "size", (long long)size);
+		log_ev_int(&ev, "size", (long long)copy.size);
 		if (!rc && ren.id > 0)
 			log_ev_int(&ev, "id", (long long)ren.id);
 		if (!rc && ren.from_id > 0)

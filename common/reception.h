@@ -99,6 +99,13 @@ int reception_remove(struct reception *r, const char *key,
 
 /* Server-side rename inside the reception bucket: copy, log (old row gets
  * removed_at "renamed to ...", new row for to_key), delete the source.
+ * The copy is of the source object a HEAD saw (x-amz-copy-source-if-match,
+ * checked after the copy where the store ignores it); one replaced during
+ * the copy is copied again, up to 3 times, then -EAGAIN (nothing renamed).
+ * The new row carries the old row's hashes only when that row logs the
+ * very object copied (its ETag); otherwise (another upload of from_key, or
+ * none logged yet) they are computed from the copy's bytes. size is the
+ * caller's; the row has the copied object's.
  * Nothing is copied unless the database answers (db_ping); to_key is busy
  * from before the copy until its row. When the rows fail after the copy:
  * a new to_key's copy is undone as in reception_commit; an existing

@@ -50,8 +50,8 @@ struct s3_object_info {
 	char etag[80]; /* quotes removed */
 	time_t mtime;
 	char content_type[256]; /* "" when the answer names none */
-	struct s3_kv *meta; /* x-amz-meta-* headers, malloc'd; free with
-			       s3_object_info_free */
+	struct s3_kv *meta;	/* x-amz-meta-* headers, malloc'd; free with
+				   s3_object_info_free */
 	size_t n_meta;
 };
 
@@ -190,12 +190,16 @@ struct s3_copy_req {
 	uint64_t threshold; /* CopyObject up to this size, else multipart */
 	uint64_t part_size; /* 0: 64 MiB */
 	int workers;	    /* parts copied in parallel, at least 1 */
+	int keep_meta;	    /* a single CopyObject keeps the source's own
+			       metadata (directive COPY); meta and
+			       content_type are then for a multipart copy */
 };
 
 /* CopyObject (metadata REPLACE: r->meta and r->content_type) or, above
  * r->threshold, CreateMultipartUpload + UploadPartCopy (ranges, with up to
  * r->workers parts in flight) + CompleteMultipartUpload, aborted on
- * failure. Every request carries x-amz-copy-source-if-match: a source
+ * failure (r->keep_meta: a CopyObject with metadata COPY instead). Every
+ * request carries x-amz-copy-source-if-match: a source
  * replaced since r->src_etag was read fails with -EEXIST (412, s3err.c);
  * for stores that ignore that header the source is HEADed after the copy
  * and a changed ETag fails with -EEXIST too (the copy then stays in

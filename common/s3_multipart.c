@@ -530,6 +530,9 @@ static int s3_copy_once(struct s3_client *c, const struct s3_copy_req *r,
 	}
 	s3_xfer_init(&x, "PUT", r->dst_bucket, r->dst_key);
 	x.slow = 1;
+	if (r->keep_meta)
+		return s3_copy_common(c, &x, r->src_bucket, r->src_key, NULL,
+				      NULL, 0, if_match, NULL, etag_out);
 	/* REPLACE even without metadata: the hashes are the caller's. */
 	return s3_copy_common(
 	    c, &x, r->src_bucket, r->src_key, NULL, r->meta ? r->meta : &none,

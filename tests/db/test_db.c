@@ -801,7 +801,8 @@ static void test_rename(struct db *d, PGconn *raw)
 	fill_actor(&who, 1001, "joao", "ws-02");
 	r.who = &who;
 	db_reception_record(d, &r, NULL, NULL, &ins);
-	ok(db_reception_rename(d, BUCKET, "in/old.docx", "in/new.docx", "e-new",
+	/* A single-part copy's ETag is its source's: the row logs it. */
+	ok(db_reception_rename(d, BUCKET, "in/old.docx", "in/new.docx", "e-old",
 			       42, &who) == 0,
 	   "rename a received object");
 	ok(sql_is(raw,
@@ -822,8 +823,46 @@ static void test_rename(struct db *d, PGconn *raw)
 		  " removed_at IS NULL",
 		  "new.docx|42|aaaabbbbccccddddaaaabbbbccccdddd|"
 		  "1111111111111111111111111111111111111111111111111111"
-		  "111111111111|e-new|rename|joao (uid 1001) @ ws-02"),
+		  "111111111111|e-old|rename|joao (uid 1001) @ ws-02"),
 	   "new row copies size and hashes, origin rename");
+
+	/* A copy of other bytes than the live row logs (another ETag). */
+	r.object_key = "in/other.docx";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	ok(db_reception_rename(d, BUCKET, "in/other.docx", "in/other2.docx",
+			       "e-other", 42, &who) == 0,
+	   "rename whose copy is not the object the row logs");
+	ok(sql_is(raw,
+		  "SELECT concat_ws('|', size_bytes, etag,"
+		  " coalesce(sha256, 'null')) FROM reception_audit"
+		  " WHERE object_key = 'in/other2.docx' AND removed_at IS"
+		  " NULL",
+		  "42|e-other|null"),
+	   "its row gets no hashes (not those of other bytes)");
+	{
+		struct db_rename_src src = {.etag = "e-x", .require = 1};
+
+		ok(db_reception_rename_ret(d, BUCKET, "in/other2.docx",
+					   "in/other3.docx", "e-x", &src, 42,
+					   &who, NULL) == -ESTALE &&
+		       sql_long(raw,
+				"SELECT count(*) FROM reception_audit"
+				" WHERE object_key = 'in/other3.docx'") == 0 &&
+		       sql_long(raw, "SELECT count(*) FROM reception_audit"
+				     " WHERE object_key = 'in/other2.docx'"
+				     " AND removed_at IS NULL") == 1,
+		   "required hashes unknown: -ESTALE, nothing written");
+		src.sha256 =
+		    "2222222222222222222222222222222222222222222222222222"
+		    "222222222222";
+		ok(db_reception_rename_ret(d, BUCKET, "in/other2.docx",
+					   "in/other3.docx", "e-x", &src, 42,
+					   &who, NULL) == 0 &&
+		       sql_long(raw, "SELECT count(*) FROM reception_audit"
+				     " WHERE object_key = 'in/other3.docx'"
+				     " AND sha256 LIKE '2222%'") == 1,
+		   "hashes computed from the copy's bytes are used");
+	}
 
 	ok(db_reception_rename(d, BUCKET, "in/ghost", "in/ghost2", "e-g", 7,
 			       NULL) == 0,

@@ -63,8 +63,6 @@ def test_rm_after_open_wins_even_when_its_delete_is_slow(stack, mount_factory, h
 
 
 
-@pytest.mark.xfail(strict=True, reason="revA F8, not fixed: the rename copies without "
-                   "x-amz-copy-source-if-match and carries the old row's hashes on equal size")
 def test_rename_never_gives_the_copy_hashes_of_other_bytes(stack, mount_factory):
     """revA F8. Mount A renames f to g (f stored, not open on A); its CopyObject is held at
     A's proxy. Meanwhile mount B rewrites f with other bytes of the same size: B's PUT lands
