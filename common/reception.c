@@ -1083,7 +1083,7 @@ int reception_rename(struct reception *r, const char *from_key,
 		log_error("rename %s -> %s: the source keeps being replaced; "
 			  "not renamed",
 			  from_key, to_key);
-		rc = -EAGAIN;
+		rc = -EBUSY;
 		if (copy.etag[0]) /* a store that ignored the If-Match */
 			reception_undo_start(r, to_key, &copy, who, "rename",
 					     !existed, gen, -1, rc);
@@ -1104,7 +1104,7 @@ int reception_rename(struct reception *r, const char *from_key,
 				     FOREIGN_CHUNK, reception_rename_stop, r,
 				     copy.xxh128, copy.sha256);
 		if (rc == -ESTALE) /* to_key replaced since the copy */
-			rc = -EAGAIN;
+			rc = -EBUSY;
 		if (!rc) {
 			dsrc.xxh128 = copy.xxh128;
 			dsrc.sha256 = copy.sha256;
