@@ -101,7 +101,7 @@ int reception_remove(struct reception *r, const char *key,
  * removed_at "renamed to ...", new row for to_key), delete the source.
  * The copy is of the source object a HEAD saw (x-amz-copy-source-if-match,
  * checked after the copy where the store ignores it); one replaced during
- * the copy is copied again, up to 3 times, then -EAGAIN (nothing renamed).
+ * the copy is copied again, up to 3 times, then -EBUSY (nothing renamed).
  * The new row carries the old row's hashes only when that row logs the
  * very object copied (its ETag); otherwise (another upload of from_key, or
  * none logged yet) they are computed from the copy's bytes. size is the
