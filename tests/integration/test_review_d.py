@@ -121,3 +121,31 @@ def test_publish_over_a_secret_never_shows_it_with_the_temps_mode(proxied_shared
         px.release.set()
         t.join(60)
     assert during != ["old secret of y"], (during, out)
+
+
+@pytest.mark.xfail(strict=True, reason="revD D3: a plain create that joined another mount's new "
+                   "file (R6) never learns its content: once stored there, mount b serves and "
+                   "overwrites it as an empty file")
+def test_joined_file_shows_and_keeps_the_content_stored_by_its_writer(mount_factory, uniq):
+    """D3: A's new file X is being written on mount a (its live claim); A's plain
+    open(O_CREAT) of X on mount b opens it as it is (R6) and stays open. A's writer on a then
+    closes: X is stored ("A secret"). On mount b, a new open of X (close-to-open: after the
+    store) must read "A secret", and an append must keep it."""
+    from test_claims_review import PLAIN, hold, release
+    a, b = two_mounts(mount_factory)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    pa = hold(A, fa, "A secret")
+    pb = hold(A, fb, "", PLAIN, 0o600)
+    try:
+        closed = release(pa)
+        stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+        seen = as_user(A, rd(fb))
+        app = as_user(A, f"open({fb!r}, 'ab').write(b' more')")
+    finally:
+        closed_b = release(pb)
+    final = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    res = {"a closed": closed, "stored": stored, "b reads": seen, "append": app,
+           "b closed": closed_b, "final": final}
+    assert res == {"a closed": "closed", "stored": b"A secret", "b reads": ["A secret"],
+                   "append": ["ok"], "b closed": "closed", "final": b"A secret more"}, res
