@@ -149,3 +149,68 @@ def test_joined_file_shows_and_keeps_the_content_stored_by_its_writer(mount_fact
            "b closed": closed_b, "final": final}
     assert res == {"a closed": "closed", "stored": b"A secret", "b reads": ["A secret"],
                    "append": ["ok"], "b closed": "closed", "final": b"A secret more"}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revD D4: a joined file's commit counts as a new key; its "
+                   "failed row's undo deletes the object that replaced the stored one")
+def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
+        stack, mount_factory, uniq):
+    """D4: A's new file X is open on mount a; A's plain create of X on mount b joins it (R6,
+    b's ofile: in_store 0). A's writer on a closes: X is stored with its row. Then b's
+    joined file is written and closed, and b's database is lost just as its upload lands
+    (its PUT has replaced a's object): b's commit is a new key's (created), so its undo
+    deletes its unrowed upload as if nothing had been there. Bucket and table must agree
+    afterwards: the key's live row has its object."""
+    from test_claims_review import PLAIN, hold, release
+    from test_perms import FOREIGN
+    from test_reception_integrity import TcpProxy, conninfo_via, hold_db_at_upload
+    from faultproxy import FaultProxy
+    from checks import rows
+    pg = TcpProxy(stack.pg_port)
+    s3 = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"fs": FOREIGN["fs"],
+                                  "postgres": {"conninfo": conninfo_via(stack, pg.port)},
+                                  "s3": {"endpoint": s3.url}},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        key = f"{uniq}.txt"
+        fa, fb = a.path("inbox", key), b.path("inbox", key)
+        pa = hold(A, fa, "A secret")
+        pb = hold(A, fb, "", PLAIN, 0o600)
+        out = []
+        try:
+            assert release(pa) == "closed"
+            assert len(rows(a, key)) == 1
+            hold_db_at_upload(s3, pg, key)
+            t = threading.Thread(target=lambda: out.extend(
+                as_user(A, f"(lambda fd: (os.write(fd, b'B'), os.close(fd)))"
+                           f"(os.open({fb!r}, os.O_WRONLY | os.O_APPEND))")), daemon=True)
+            t.start()
+            a.wait_until(lambda: a.s3.get_object(Bucket=a.reception_bucket,
+                                                 Key=key)["Body"].read() == b"B",
+                         timeout=30, what="b's upload landed")
+            pg.cut()
+            t.join(90)
+        finally:
+            s3.rule = None
+            pg.resume()
+            release(pb)
+        import time
+        time.sleep(8)  # b's undo retries (UNDO_RETRY_MS 2 s)
+        live = [r for r in rows(a, key) if r["removed_at"] is None]
+        try:
+            obj = a.s3.head_object(Bucket=a.reception_bucket, Key=key)["ETag"].strip('"')
+        except Exception:
+            obj = None
+        res = {"live rows": len(live), "object": obj is not None,
+               "row is the object's": bool(live) and live[0]["etag"] == obj}
+        assert res == {"live rows": 1, "object": True, "row is the object's": True}, (
+            res, out, b.daemon_log()[-3000:])
+    finally:
+        s3.rule = None
+        s3.release.set()
+        s3.close()
+        pg.close()
