@@ -214,3 +214,85 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         s3.release.set()
         s3.close()
         pg.close()
+
+
+@pytest.mark.xfail(strict=True, reason="revD D5: reception_rename HEADs the source's ETag but "
+                   "copies unconditionally: a newer upload landing between them is copied "
+                   "under the old row's hashes")
+def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack, mount_factory,
+                                                                           uniq):
+    """D5: mount a renames stored F to G. Its store step HEADs F (ETag E1, for the ETag-checked
+    source DELETE), then copies F to G. Between the two, mount b overwrites F (its upload
+    lands; its row waits for the database). The copy (no x-amz-copy-source-if-match) takes
+    b's bytes; G's row is a copy of F's old row (E1's hashes). Every live row must describe
+    the bytes of its object."""
+    import hashlib
+    from faultproxy import FaultProxy
+    from test_reception_integrity import TcpProxy, conninfo_via, hold_db_at_upload
+    from checks import rows, write
+    pxa = FaultProxy(stack.endpoint)
+    pg = TcpProxy(stack.pg_port)
+    s3b = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config={"s3": {"endpoint": pxa.url}}, name="a")
+        b = mount_factory(config={"postgres": {"conninfo": conninfo_via(stack, pg.port)},
+                                  "s3": {"endpoint": s3b.url}}, reset=False, name="b")
+        os.mkdir(a.path("inbox", uniq))
+        f, g = f"{uniq}/f.txt", f"{uniq}/g.txt"
+        write(a.path("inbox", f), b"old content of f")
+        b.wait_until(lambda: os.path.exists(b.path("inbox", f)), timeout=30, what="f on b")
+
+        def copy_to_g(meth, path, h):
+            if meth == "PUT" and path.split("?")[0].endswith("/" + g) and \
+                    any(k.lower() == "x-amz-copy-source" for k in h.keys()):
+                return ("hold", 60)
+            return None
+        pxa.rule = copy_to_g
+        ra, rb = [], []
+
+        def ren():
+            try:
+                os.rename(a.path("inbox", f), a.path("inbox", g))
+                ra.append("ok")
+            except OSError as e:
+                ra.append(errno.errorcode.get(e.errno, str(e.errno)))
+        t1 = threading.Thread(target=ren, daemon=True)
+        t1.start()
+        a.wait_until(lambda: any(act and act[0] == "hold" for _, _, act in pxa.log
+                                 if isinstance(act, tuple)) or
+                     any(act == "hold" for _, _, act in pxa.log),
+                     timeout=30, what="a's copy held")
+        hold_db_at_upload(s3b, pg, f)
+
+        def wr():
+            try:
+                write(b.path("inbox", f), b"NEWER content written on b")
+                rb.append("ok")
+            except OSError as e:
+                rb.append(errno.errorcode.get(e.errno, str(e.errno)))
+        t2 = threading.Thread(target=wr, daemon=True)
+        t2.start()
+        a.wait_until(lambda: a.s3.get_object(Bucket=a.reception_bucket, Key=f)["Body"].read()
+                     == b"NEWER content written on b", timeout=30, what="b's upload landed")
+        pxa.release.set()
+        t1.join(60)
+        s3b.rule = None
+        pg.resume()
+        t2.join(60)
+        bad = {}
+        for k in (f, g):
+            try:
+                body = a.s3.get_object(Bucket=a.reception_bucket, Key=k)["Body"].read()
+            except Exception:
+                body = None
+            for r in rows(a, k):
+                if r["removed_at"] is None and (body is None or
+                                                r["sha256"] != hashlib.sha256(body).hexdigest()):
+                    bad[k] = (body, r["size_bytes"], r["origin"])
+        assert bad == {}, (bad, ra, rb)
+    finally:
+        for px in (pxa, s3b):
+            px.rule = None
+            px.release.set()
+            px.close()
+        pg.close()
