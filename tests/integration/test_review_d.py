@@ -296,3 +296,31 @@ def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack,
             px.release.set()
             px.close()
         pg.close()
+
+
+@pytest.mark.xfail(strict=True, reason="revD D6: attrov_bind_claim's take path restores the "
+                   "create's mode (of->creator), not the file's chmod since")
+def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
+    """D6: A creates X 0644 on mount a and, still writing, chmods it 0600 (a secret). Its
+    claim lapses (backdated, as if mount a could not renew it) and B's O_EXCL create on mount
+    b takes the name. A's close stores A's content; the bind finds B's claim and makes the row
+    A's again (R7): with A's mode as A left it (0600), never the create's 0644 that lets B
+    read A's secret."""
+    from test_claims_review import EXCL, hold, release
+    a, b = two_mounts(mount_factory)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    pa = hold(A, fa, "A secret", EXCL, 0o644)
+    assert as_user(A, f"os.chmod({fa!r}, 0o600)") == ["ok"]
+    n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
+              " where bucket = %s and object_key = %s and etag is null returning mode",
+              (a.reception_bucket, key))
+    assert n == [(0o600,)], n
+    pb = hold(B, fb, "B", EXCL, 0o644)
+    try:
+        closed = release(pa)
+        r = attrs_row(a, key)
+        res = {"close": closed, "row": (r["uid"], r["mode"]), "B reads": as_user(B, rd(fa))}
+    finally:
+        release(pb)
+    assert res == {"close": "closed", "row": (A, 0o600), "B reads": ["EACCES"]}, res
