@@ -324,3 +324,31 @@ def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
     finally:
         release(pb)
     assert res == {"close": "closed", "row": (A, 0o600), "B reads": ["EACCES"]}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revD D7: rm of a joined file (R6) on mount b is a local "
+                   "unlink of a never-stored file: returns 0, drops the row, the object stays")
+def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq):
+    """D7: A's new 0600 file X is written on mount a; A's plain create of X on mount b joins
+    it (R6: b's ofile is not in_store) and stays open. A's writer closes: X is stored. A's
+    `rm X` on mount b returns 0: X must then be gone from the store (its row removed_at),
+    never left there with its attributes row dropped (shown with the defaults, readable by B)."""
+    from test_claims_review import PLAIN, hold, release
+    from checks import rows
+    a, b = two_mounts(mount_factory)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    pa = hold(A, fa, "A secret")
+    pb = hold(A, fb, "", PLAIN, 0o600)
+    try:
+        assert release(pa) == "closed"
+        rm = as_user(A, f"os.unlink({fb!r})")
+    finally:
+        release(pb)
+    objs = [o["Key"] for o in a.s3.list_objects_v2(Bucket=a.reception_bucket,
+                                                   Prefix=key).get("Contents", [])]
+    res = {"rm": rm, "objects": objs,
+           "live rows": len([r for r in rows(a, key) if r["removed_at"] is None]),
+           "B reads on a": as_user(B, rd(fa)), "B reads on b": as_user(B, rd(fb))}
+    assert res == {"rm": ["ok"], "objects": [], "live rows": 0, "B reads on a": ["ENOENT"],
+                   "B reads on b": ["ENOENT"]}, (res, attrs_row(a, key))
