@@ -352,3 +352,62 @@ def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq)
            "B reads on a": as_user(B, rd(fa)), "B reads on b": as_user(B, rd(fb))}
     assert res == {"rm": ["ok"], "objects": [], "live rows": 0, "B reads on a": ["ENOENT"],
                    "B reads on b": ["ENOENT"]}, (res, attrs_row(a, key))
+
+
+@pytest.mark.xfail(strict=True, reason="revD D8: attrov_bind_claim's take path (ON CONFLICT DO "
+                   "UPDATE) overwrites a row already bound to a newer object")
+def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, uniq):
+    """D8: A's new 0644 file X on mount a; its claim lapses and B's O_EXCL create (0600, a
+    secret) on mount b takes the name (R7). A closes: its upload and row commit, but its bind
+    is slow (here: the attributes log, which only its take path writes, is locked). B closes
+    meanwhile: B's upload is the live object, B's row is bound to it. A's late bind then must
+    not replace B's row (bound to B's object) by A's bound to A's gone object: B's secret
+    would be shown with the defaults."""
+    import psycopg2
+    import time
+    from checks import rows
+    from test_claims_review import EXCL, hold, release
+    a, b = two_mounts(mount_factory)
+    key = f"{uniq}.txt"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    pa = hold(A, fa, "A public", EXCL, 0o644)
+    n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
+              " where bucket = %s and object_key = %s and etag is null returning 1",
+              (a.reception_bucket, key))
+    assert len(n) == 1
+    pb = hold(B, fb, "B secret", EXCL, 0o600)
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    outa, outb = [], []
+    ta = tb = None
+    try:
+        with lock.cursor() as cur:
+            cur.execute("lock table file_attr_changes in share row exclusive mode")
+        ta = threading.Thread(target=lambda: outa.append(release(pa)), daemon=True)
+        ta.start()
+
+        def a_committed():
+            return any(r["removed_at"] is None and r["size_bytes"] == 8 and
+                       "2001" in (r["received_by"] or "") for r in
+                       rows(a, key))
+        a.wait_until(a_committed, timeout=60, what="a's row committed")
+        time.sleep(1)
+        tb = threading.Thread(target=lambda: outb.append(release(pb)), daemon=True)
+        tb.start()
+        tb.join(60)
+        b_done = not tb.is_alive()
+    finally:
+        lock.commit()
+        lock.close()
+        if ta:
+            ta.join(60)
+        if tb:
+            tb.join(60)
+    e = a.s3.head_object(Bucket=a.reception_bucket, Key=key)["ETag"].strip('"')
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    r = attrs_row(a, key)
+    time.sleep(1.5)
+    res = {"b closed first": b_done, "closes": (outa, outb), "stored": body,
+           "row": r and (r["uid"], r["mode"], r["etag"] == e), "A reads": as_user(A, rd(fb))}
+    assert res == {"b closed first": True, "closes": (["closed"], ["closed"]),
+                   "stored": b"B secret", "row": (B, 0o600, True), "A reads": ["EACCES"]}, res
