@@ -411,3 +411,34 @@ def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, u
            "row": r and (r["uid"], r["mode"], r["etag"] == e), "A reads": as_user(A, rd(fb))}
     assert res == {"b closed first": True, "closes": (["closed"], ["closed"]),
                    "stored": b"B secret", "row": (B, 0o600, True), "A reads": ["EACCES"]}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revD D9: mv of a joined file (R6) on mount b publishes "
+                   "b's empty spool to the target; the stored source stays, its row dropped")
+def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
+    """D9: A's new 0600 file X is written on mount a; A's plain create of X on mount b joins it
+    (R6) and stays open. A's writer closes: X is stored ("A secret"). A's `mv X Y` on mount b
+    returns 0: Y must then hold "A secret" (0600, unreadable by B) and X be gone, never Y an
+    empty file and X left in the store without its attributes row."""
+    from test_claims_review import PLAIN, hold, release
+    a, b = two_mounts(mount_factory)
+    x, y = f"{uniq}.txt", f"{uniq}-moved.txt"
+    fa, fb, yb = a.path("inbox", x), b.path("inbox", x), b.path("inbox", y)
+    pa = hold(A, fa, "A secret")
+    pb = hold(A, fb, "", PLAIN, 0o600)
+    try:
+        assert release(pa) == "closed"
+        mv = as_user(A, f"os.rename({fb!r}, {yb!r})")
+    finally:
+        release(pb)
+
+    def body(k):
+        try:
+            return a.s3.get_object(Bucket=a.reception_bucket, Key=k)["Body"].read()
+        except Exception:
+            return None
+    rx = attrs_row(a, x)
+    res = {"mv": mv, "Y": body(y), "X": body(x), "X row": rx and rx["mode"],
+           "B reads Y": as_user(B, rd(a.path("inbox", y)))}
+    assert res == {"mv": ["ok"], "Y": b"A secret", "X": None, "X row": None,
+                   "B reads Y": ["EACCES"]}, res
