@@ -216,9 +216,6 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         pg.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revD D5: reception_rename HEADs the source's ETag but "
-                   "copies unconditionally: a newer upload landing between them is copied "
-                   "under the old row's hashes")
 def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack, mount_factory,
                                                                            uniq):
     """D5: mount a renames stored F to G. Its store step HEADs F (ETag E1, for the ETag-checked
