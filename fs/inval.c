@@ -32,7 +32,8 @@ static struct {
 	struct inval_req *head, *tail; /* protected by lock */
 	size_t n;		       /* protected by lock */
 	int stop;		       /* protected by lock */
-	int running;	 /* protected by lock: the worker has not ended */
+	int running;  /* protected by lock: the worker has not ended */
+	int joinable; /* protected by lock: started, not joined or detached */
 	uint64_t queued; /* protected by lock: seq of the last queued */
 	uint64_t done;	 /* protected by lock: seq of the last notified */
 	pthread_t thread;
@@ -100,6 +101,7 @@ int inval_start(struct fuse *f)
 	rc = pthread_create(&inval.thread, NULL, inval_main, NULL);
 	if (rc)
 		inval.running = 0;
+	inval.joinable = !rc;
 	pthread_mutex_unlock(&inval.lock);
 	return -rc;
 }
@@ -181,13 +183,9 @@ void inval_path(const char *path)
 int inval_stop(int wait_ms)
 {
 	struct timespec until;
-	int left;
+	int left, join;
 
 	pthread_mutex_lock(&inval.lock);
-	if (!inval.running) {
-		pthread_mutex_unlock(&inval.lock);
-		return 0;
-	}
 	inval.stop = 1;
 	inval_drop_all_locked();
 	pthread_cond_broadcast(&inval.cond);
@@ -196,13 +194,32 @@ int inval_stop(int wait_ms)
 	       pthread_cond_timedwait(&inval.cond, &inval.lock, &until) == 0)
 		;
 	left = inval.running;
+	join = !left && inval.joinable;
+	if (join)
+		inval.joinable = 0;
 	pthread_mutex_unlock(&inval.lock);
 	if (left) {
 		log_warn("kernel cache invalidation still waiting on the "
-			 "kernel at unmount: left behind");
-		pthread_detach(inval.thread);
+			 "kernel at unmount");
 		return 1;
 	}
-	pthread_join(inval.thread, NULL);
+	if (join)
+		pthread_join(inval.thread, NULL);
 	return 0;
+}
+
+void inval_abandon(void)
+{
+	int detach;
+
+	pthread_mutex_lock(&inval.lock);
+	detach = inval.running && inval.joinable;
+	if (detach)
+		inval.joinable = 0;
+	pthread_mutex_unlock(&inval.lock);
+	if (detach) {
+		log_warn("kernel cache invalidation thread left behind in the "
+			 "kernel");
+		pthread_detach(inval.thread);
+	}
 }

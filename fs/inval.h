@@ -32,8 +32,13 @@ int inval_path_wait(const char *path, int wait_ms);
 /* Stops the worker, once the FUSE loop has ended and before the session
  * is unmounted: queued paths are dropped, and a notification in flight is
  * waited for at most wait_ms. Returns 1 when the worker is still inside
- * the kernel then (it is left behind and uses f's session: f must not be
- * destroyed), else 0. */
+ * the kernel then (e.g. dropping a page that a READ the ended loop will
+ * never answer holds locked: fuseinit_abort_conn ends that; call again),
+ * else 0 (joined). */
 int inval_stop(int wait_ms);
+
+/* After inval_stop returned 1 for good: the worker is detached and left
+ * behind; it uses f's session, so f must not be destroyed. */
+void inval_abandon(void);
 
 #endif
