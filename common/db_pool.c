@@ -227,13 +227,27 @@ static int pg_reset(struct pg_ctx *x)
 	return 0;
 }
 
-/* Takes a pooled connection (waiting for one to be free), connecting the
- * slot if it has none yet. 0 or -EIO. */
+/* Takes a pooled connection, connecting the slot if it has none yet. When
+ * every slot is busy it waits for one to be free, at most the operation's
+ * statement bound (x->timeout_ms, or DB_STATEMENT_TIMEOUT_MS for an
+ * unbounded one): a holder stuck on a server that does not answer must not
+ * hold every other caller forever. 0 or -EIO (no connection, or none came
+ * free in time: logged, cause "pool"). */
 static int pg_take(struct db *d, struct pg_ctx *x)
 {
+	int wait_ms =
+	    x->timeout_ms > 0 ? x->timeout_ms : DB_STATEMENT_TIMEOUT_MS;
+	struct timespec until;
 	char err[512];
-	int i, fresh;
+	int i, fresh, expired = 0;
 
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_sec += wait_ms / 1000;
+	until.tv_nsec += (long)(wait_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		fresh = -1;
@@ -252,7 +266,17 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 		}
 		if (fresh >= 0)
 			break;
-		pthread_cond_wait(&d->cond, &d->lock);
+		/* Timed out: after one more look above (a timed-out wait may
+		 * have taken the signal of a slot given back). */
+		if (expired) {
+			pthread_mutex_unlock(&d->lock);
+			log_error("database: %s: no connection of the pool of "
+				  "%d came free within %d ms",
+				  x->what, d->size, wait_ms);
+			return -errmap_db_pool_wait();
+		}
+		expired = pthread_cond_timedwait(&d->cond, &d->lock, &until) ==
+			  ETIMEDOUT;
 	}
 	d->busy[fresh] = 1;
 	pthread_mutex_unlock(&d->lock);
@@ -522,6 +546,7 @@ int db_run(struct db *d, const char *what, int txn, int retry_unique,
 struct db *db_open(const char *conninfo, int pool_size, char *err,
 		   size_t err_len)
 {
+	pthread_condattr_t ca;
 	struct db *d;
 	char why[512];
 	int n = 0, rc;
@@ -557,7 +582,14 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 		goto fail_mutex;
 	if (pthread_mutex_init(&d->lock, NULL))
 		goto fail_mutex;
-	if (pthread_cond_init(&d->cond, NULL))
+	/* pg_take's bounded waits are on the monotonic clock. */
+	if (pthread_condattr_init(&ca))
+		goto fail_cond;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!rc)
+		rc = pthread_cond_init(&d->cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc)
 		goto fail_cond;
 
 	/* Defaults first: keywords in the conninfo (expanded from dbname,

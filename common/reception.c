@@ -1047,7 +1047,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
 	struct s3_object_info target = {0};
 	struct db_renamed ren = {0};
-	int rc, existed, tries;
+	int rc, existed, tries, renamed = 0;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -1139,16 +1139,33 @@ int reception_rename(struct reception *r, const char *from_key,
 				    reception_rename_srcdel, &rs, NULL);
 	if (rc == -ESTALE) /* a newer upload of from_key has its row: stays */
 		rc = 0;
-	if (rc)
-		log_error("renamed %s to %s but the source is still there: %s",
-			  from_key, to_key, strerror(-rc));
+	renamed = 1; /* the rows changed: their line, whatever follows */
+	if (rc) {
+		/* The source's object outlived its closed row: its own error
+		 * line (errno, S3 code), before the rows' line. */
+		struct log_ev ev;
+
+		log_ev_begin(&ev, "error");
+		log_ev_str(&ev, "op", "rename_source_delete");
+		log_ev_err(&ev, rc);
+		log_ev_str(&ev, "bucket", b);
+		log_ev_str(&ev, "key", from_key);
+		log_ev_str(&ev, "to", to_key);
+		if (ren.from_id > 0)
+			log_ev_int(&ev, "from_id", (long long)ren.from_id);
+		if (who)
+			log_ev_who(&ev, (unsigned long)who->uid, who->user,
+				   who->host);
+		log_ev_duration(&ev);
+		log_ev_emit(&ev, LOG_LVL_ERROR);
+	}
 out:
 	reception_busy_del(r, to_key);
 	{
 		struct log_ev ev;
 
-		log_ev_begin(&ev, rc ? "error" : "renamed");
-		if (rc) {
+		log_ev_begin(&ev, rc && !renamed ? "error" : "renamed");
+		if (rc && !renamed) {
 			log_ev_str(&ev, "op", "rename");
 			log_ev_err(&ev, rc);
 		}
@@ -1156,18 +1173,18 @@ out:
 		log_ev_str(&ev, "key", to_key);
 		log_ev_str(&ev, "from", from_key);
 		log_ev_int(&ev, "size", (long long)copy.size);
-		if (!rc && ren.id > 0)
+		if (renamed && ren.id > 0)
 			log_ev_int(&ev, "id", (long long)ren.id);
-		if (!rc && ren.from_id > 0)
+		if (renamed && ren.from_id > 0)
 			log_ev_int(&ev, "from_id", (long long)ren.from_id);
-		if (!rc && ren.replaced_id > 0)
+		if (renamed && ren.replaced_id > 0)
 			log_ev_int(&ev, "replaced_id",
 				   (long long)ren.replaced_id);
 		if (who)
 			log_ev_who(&ev, (unsigned long)who->uid, who->user,
 				   who->host);
 		log_ev_duration(&ev);
-		log_ev_emit(&ev, rc ? LOG_LVL_ERROR : LOG_LVL_INFO);
+		log_ev_emit(&ev, rc && !renamed ? LOG_LVL_ERROR : LOG_LVL_INFO);
 	}
 	return rc;
 }

@@ -113,7 +113,10 @@ int reception_remove(struct reception *r, const char *key,
  * deleted: the copy is logged late (origin "rename", hashes unknown).
  * new_etag (80 bytes, may be NULL) gets the copy's ETag as soon as the copy
  * landed at to_key, also when the rename then fails (the copy may stay
- * there); it is left untouched when nothing was copied. */
+ * there); it is left untouched when nothing was copied. Every row change
+ * has its "renamed" event line; a source DELETE that fails after the rows
+ * changed returns its -errno, with an error line op=rename_source_delete
+ * (errno, S3 code) before the renamed line. */
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);

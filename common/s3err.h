@@ -34,6 +34,11 @@ int errmap_sqlstate(const char *sqlstate);
 /* Serialization failure, deadlock, connection failure: worth retrying. */
 int errmap_sqlstate_retryable(const char *sqlstate);
 
+/* No pooled database connection came free within the wait's bound (all
+ * busy: a slow or unreachable server, or too small a pool): EIO, recorded
+ * as the cause sqlstate "pool". */
+int errmap_db_pool_wait(void);
+
 /* The last failure this thread mapped with errmap_s3, errmap_curl or
  * errmap_sqlstate (successes are not recorded), for the log's error lines:
  * an operation clears it when it starts (log_op_begin) and reads it when
@@ -42,7 +47,8 @@ struct errmap_cause {
 	char s3_code[64]; /* S3 <Code> ([A-Za-z0-9._-] only), or "" */
 	long http_status; /* 0 when none */
 	int curl_code;	  /* 0 when none */
-	char sqlstate[8]; /* SQLSTATE, "lost" (no result), or "" */
+	char sqlstate[8]; /* SQLSTATE, "lost" (no result), "pool" (no
+			     connection came free in time), or "" */
 };
 void errmap_cause_clear(void);
 void errmap_cause(struct errmap_cause *c);

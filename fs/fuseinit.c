@@ -23,9 +23,11 @@
  * mknod, mkdir, unlink, rmdir, rename, link and symlink; the flag only
  * lets lookups and readdirs of one directory run at once, with each other
  * (under the shared i_rwsem). */
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
 #include <stddef.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -106,4 +108,65 @@ void fuseinit_note_want(const struct fuse_conn_info *conn)
 	}
 	if (conn->want & FUSE_CAP_PARALLEL_DIROPS)
 		init_reply_next = 1;
+}
+
+/* Undoes mountinfo's octal escapes (\040 for a space...) in place. */
+static void mi_unescape(char *s)
+{
+	char *o = s;
+
+	for (; *s; s++) {
+		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
+		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
+			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
+				      (s[3] - '0'));
+			s += 3;
+		} else
+			*o++ = *s;
+	}
+	*o = '\0';
+}
+
+long fuseinit_conn_id(const char *mountpoint)
+{
+	char line[8192];
+	long id = -1;
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		char dev[64], mnt[4096], *dash;
+		unsigned maj, min;
+
+		/* id parent maj:min root mountpoint ... - fstype ... */
+		if (sscanf(line, "%*s %*s %63s %*s %4095s", dev, mnt) != 2 ||
+		    sscanf(dev, "%u:%u", &maj, &min) != 2)
+			continue;
+		dash = strstr(line, " - ");
+		if (!dash || strncmp(dash + 3, "fuse", 4))
+			continue;
+		mi_unescape(mnt);
+		if (!strcmp(mnt, mountpoint))
+			id = (long)min; /* the last one: ours, mounted on top */
+	}
+	fclose(f);
+	return id;
+}
+
+int fuseinit_abort_conn(long id)
+{
+	char path[96];
+	int fd, rc = 0;
+
+	if (id < 0)
+		return -ENOENT;
+	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", id);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, "1", 1) != 1)
+		rc = -errno;
+	close(fd);
+	return rc;
 }

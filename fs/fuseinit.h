@@ -16,4 +16,16 @@ int fuseinit_install(struct fuse_session *se);
  * this thread, then carries FUSE_PARALLEL_DIROPS. */
 void fuseinit_note_want(const struct fuse_conn_info *conn);
 
+/* The kernel's number of the FUSE connection mounted on mountpoint (an
+ * absolute path, as in /proc/self/mountinfo), read from mountinfo (the
+ * file system itself is never asked), or -1. Called after fuse_mount. */
+long fuseinit_conn_id(const char *mountpoint);
+
+/* Aborts connection id (fusectl's /sys/fs/fuse/connections/ID/abort):
+ * every request waiting on the daemon fails, pages they held locked are
+ * released. For a stop whose threads are stuck in the kernel on requests
+ * the ended loop will never answer. 0 or -errno (ENOENT: fusectl not
+ * mounted or no such connection; EACCES). */
+int fuseinit_abort_conn(long id);
+
 #endif

@@ -21,11 +21,24 @@ int inval_start(struct fuse *f);
  * kernel then keeps what it cached until its attribute timeout. */
 void inval_path(const char *path);
 
+/* inval_path, then waits until the worker has notified the kernel, at most
+ * wait_ms: for a handler whose caller's next stat must see the new
+ * attributes (an open's fstat). Bounded, so a notification that waits on
+ * the kernel for the very request being served delays it by wait_ms at
+ * most, never deadlocks it. 0, or -ETIMEDOUT (dropped, not done yet, or
+ * the worker stopping: left to the worker or the attribute timeout). */
+int inval_path_wait(const char *path, int wait_ms);
+
 /* Stops the worker, once the FUSE loop has ended and before the session
  * is unmounted: queued paths are dropped, and a notification in flight is
  * waited for at most wait_ms. Returns 1 when the worker is still inside
- * the kernel then (it is left behind and uses f's session: f must not be
- * destroyed), else 0. */
+ * the kernel then (e.g. dropping a page that a READ the ended loop will
+ * never answer holds locked: fuseinit_abort_conn ends that; call again),
+ * else 0 (joined). */
 int inval_stop(int wait_ms);
+
+/* After inval_stop returned 1 for good: the worker is detached and left
+ * behind; it uses f's session, so f must not be destroyed. */
+void inval_abandon(void);
 
 #endif

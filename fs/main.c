@@ -451,6 +451,7 @@ int main(int argc, char *argv[])
 	struct fuse *fuse = NULL;
 	static struct cfs state;
 	int rc = 1, abandoned = 0, inval_stuck = 0;
+	long conn_id = -1;
 
 	/* custodyfs status | recover | promote ...: the batch tools, no FUSE */
 	if (argc >= 2 && tool_is_name(argv[1])) {
@@ -513,6 +514,8 @@ int main(int argc, char *argv[])
 		goto out_setup;
 	if (fuse_mount(fuse, fo.mountpoint) != 0)
 		goto out_fuse;
+	/* The kernel's connection, for a stop stuck in it (fuseinit.h). */
+	conn_id = fuseinit_conn_id(cfs->mountpoint);
 	if (fuseinit_install(fuse_get_session(fuse)) != 0)
 		log_warn(
 		    "cannot wrap the FUSE device I/O: lookups and listings "
@@ -570,6 +573,26 @@ out_signals:
 	/* Before the unmount: a notification still waiting on the kernel
 	 * then uses the session, which is never destroyed under it. */
 	inval_stuck = inval_stop(INVAL_STOP_WAIT_MS);
+	if (inval_stuck) {
+		/* It waits in the kernel on a request the ended loop never
+		 * answers (a page a READ holds locked): the process could not
+		 * even exit under it. Aborting the connection fails those
+		 * requests; the mount is going away anyway. */
+		int arc = fuseinit_abort_conn(conn_id);
+
+		if (arc)
+			log_warn("cannot abort FUSE connection %ld: %s",
+				 conn_id, strerror(-arc));
+		else {
+			log_warn(
+			    "FUSE connection %ld aborted: the kernel cache "
+			    "invalidation was stuck on it",
+			    conn_id);
+			inval_stuck = inval_stop(INVAL_STOP_WAIT_MS);
+		}
+		if (inval_stuck)
+			inval_abandon();
+	}
 out_unmount:
 	fuse_unmount(fuse);
 out_fuse:

@@ -29,6 +29,7 @@
 #include "db_chain.h"
 #include "db_export.h"
 #include "db_projects.h"
+#include "inval.h"
 #include "log.h"
 
 #define AUDIT_BY_PROJECT "by-project"
@@ -338,15 +339,16 @@ static char *au_chain_text(size_t *len, int *err)
  * which stops at the size the kernel knows) asks again and gets the new
  * snapshot's size. Only attributes: these files have no cached pages
  * (direct_io), so nothing waits on a page lock. */
+#define AU_INVAL_WAIT_MS 200
 static void au_invalidate(const char *rel)
 {
-	struct fuse_context *ctx = fuse_get_context();
 	char path[1024];
 
-	if (!ctx || !ctx->fuse ||
-	    snprintf(path, sizeof(path), "/audit/%s", rel) >= (int)sizeof(path))
+	if (snprintf(path, sizeof(path), "/audit/%s", rel) >= (int)sizeof(path))
 		return;
-	fuse_invalidate_path(ctx->fuse, path); /* -ENOENT: nothing cached */
+	/* Through inval.c's worker (never from a handler: inval.h), waited
+	 * for a bounded time so that the caller's fstat comes after it. */
+	(void)inval_path_wait(path, AU_INVAL_WAIT_MS);
 }
 
 /* Errors: EROFS (not read-only), EISDIR, ENOENT, ENOMEM, EIO (database),

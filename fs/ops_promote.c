@@ -24,6 +24,7 @@
 
 #include "fs.h"
 #include "inbox.h"
+#include "inval.h"
 #include "log.h"
 #include "projects.h"
 #include "promote.h"
@@ -198,15 +199,18 @@ static int promote_src_veto(void *arg, const char *key)
  * inode: an entry invalidation would wait for the directory locks this
  * rename holds. Not for a content duplicate: it becomes a symlink, and a
  * type change under a known inode is the kernel's EIO (a known limit,
- * README: projects/). */
+ * README: projects/). Through inval.c's worker, waited for a bounded
+ * time: the notification also drops the inode's pages, and a page locked
+ * by a read in flight (a slow store) would hold this handler, and the
+ * rename, as long as that read. */
+#define FORGET_WAIT_MS 200
 static void forget_inode_attrs(const char *from)
 {
-	struct fuse_context *ctx = fuse_get_context();
 	char *path;
 
-	if (!ctx || !ctx->fuse || asprintf(&path, "/inbox/%s", from) < 0)
+	if (asprintf(&path, "/inbox/%s", from) < 0)
 		return;
-	(void)fuse_invalidate_path(ctx->fuse, path); /* -ENOENT: not cached */
+	(void)inval_path_wait(path, FORGET_WAIT_MS);
 	free(path);
 }
 

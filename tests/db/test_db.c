@@ -1495,6 +1495,7 @@ int main(void)
 	test_reconnect(dbname_a, d);
 	test_restart(d);
 	db_close(d);
+	test_pool_wait(ci_a);
 
 	PQfinish(raw_a);
 	PQfinish(raw_b);

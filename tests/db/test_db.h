@@ -1,5 +1,6 @@
 /* test_db.h - what the parts of the test_db program share (TAP output and
- * SQL helpers in test_db.c; the key lookup checks in test_db_keys.c). */
+ * SQL helpers in test_db.c; the key lookup checks in test_db_keys.c; the
+ * pool's bounded waits in test_db_pool.c). */
 #ifndef CUSTODYFS_TEST_DB_H
 #define CUSTODYFS_TEST_DB_H
 
@@ -25,5 +26,8 @@ void test_live_keys(struct db *d);
 void test_record_guarded(struct db *d, PGconn *raw);
 void test_unrowed_do(struct db *d, PGconn *raw);
 void test_key_indexes(const char *conninfo, PGconn *raw);
+
+/* test_db_pool.c */
+void test_pool_wait(const char *conninfo);
 
 #endif

@@ -1,6 +1,6 @@
 """The C database layer (common/db.c) against the suite's real PostgreSQL.
 
-tests/db/test_db.c is a TAP program; this runs it with the harness's server
+tests/db/test_db*.c is a TAP program; this runs it with the harness's server
 as the superuser (it creates and drops its own databases, and checks that the
 append-only triggers hold even for superusers) and fails on any "not ok".
 """
