@@ -334,3 +334,20 @@ def test_rename_of_a_multipart_file_keeps_its_attributes(proxied):
     assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002), (
         etag(m, to), attrs_row(m, to)["etag"], m.s3.list_objects_v2(
             Bucket=m.reception_bucket, Prefix=to)["Contents"][0]["ETag"])
+
+
+def test_chmod_after_the_rename_of_a_multipart_file_keeps_its_owner(proxied):
+    """R5c: a file above part_size renamed, then chmod'ed at its new name after a remount: the
+    change is made on the row of the object shown (Swift lists the copy with another ETag than
+    HEAD gives and the row is bound to), never on a reset row: mode changed, owner kept, after
+    a remount too."""
+    m, px, d = proxied
+    frm, to = f"{d}/x.bin", f"{d}/y.bin"
+    secret(m, frm, os.urandom(17 << 20), 0o600, 2001, 2002)
+    os.rename(m.path("inbox", frm), m.path("inbox", to))
+    m.restart()  # the name as a listing shows it
+    assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002)
+    os.chmod(m.path("inbox", to), 0o640)
+    assert mode_owner(m.path("inbox", to)) == (0o640, 2001, 2002)
+    m.restart()
+    assert mode_owner(m.path("inbox", to)) == (0o640, 2001, 2002)
