@@ -519,12 +519,13 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
  * until the copy's rows are recorded: attrov_copy_rename) and dropped
  * from `from` once it moved, so a crash or a lost database in between
  * never shows it under `to` with the defaults (review-perm2 O1), nor a
- * target whose copy never landed with from's (R5). If nothing landed at `to`, to's rows are put
- * back as they were: no row of from's stays there for a later object with
- * the same ETag, and a target keeps its own. A copy that landed keeps
- * from's attributes (it has from's content) whatever the rest of the
- * rename did. Errors: EIO (the database or the store failed), ENOMEM, and
- * the store's other errors as common/s3err.c maps them. */
+ * target whose copy never landed with from's (R5). If nothing landed at
+ * `to`, to's rows are put back as they were: no row of from's stays there
+ * for a later object with the same ETag, and a target keeps its own. A
+ * copy that landed keeps from's attributes (it has from's content)
+ * whatever the rest of the rename did. Errors: EIO (the database or the
+ * store failed), ENOMEM, and the store's other errors as common/s3err.c
+ * maps them. */
 static int rename_stored(const char *from, const char *to,
 			 const struct stat *sf)
 {
