@@ -205,6 +205,66 @@ static const char db_sql_attrs_move[] =
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text RETURNING " ROW_COLS;
+/* The attributes a rename in flight gives its copy at a key that has a
+ * row of its own (a target renamed over) live under that key in bucket
+ * PENDING(bucket) (no S3 bucket name has a '/'): the target keeps its row
+ * until the copy's rows are recorded (db_attrs_renamed, in that
+ * transaction), so a crash while the copy is in flight, or a copy that
+ * never lands, leaves the target with its own attributes. Never listed,
+ * never read as any key's row. */
+#define PENDING_SUFFIX "/rename"
+#define PENDING(b) "(" b " || '" PENDING_SUFFIX "')"
+/* $1 bucket, $2 to: does to have a row (locked)? */
+static const char db_sql_attrs_copy_has[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text FOR UPDATE";
+/* $1 bucket, $2 from, $3 to: from's row (all NULL when it has none)
+ * becomes the pending row of to (replacing one a crash left). */
+static const char db_sql_attrs_pend[] =
+	"INSERT INTO file_attrs AS p (bucket, object_key, mode, uid, gid,"
+	" atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" SELECT " PENDING("$1::text") ", $3::text, f.mode, f.uid, f.gid,"
+	" f.atime_ns, f.mtime_ns, now(), f.updated_by, f.etag"
+	" FROM (SELECT 1) o LEFT JOIN file_attrs f ON f.bucket = $1::text"
+	" AND f.object_key = $2::text"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET mode = excluded.mode,"
+	" uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL";
+/* $1 bucket, $2 to: to's pending row goes (its copy never landed). */
+static const char db_sql_attrs_unpend[] =
+	"DELETE FROM file_attrs WHERE bucket = " PENDING("$1::text")
+	" AND object_key = $2::text";
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
+ * ETag of the object copied (NULL: not known): to's pending row replaces
+ * to's own (logged 'move' from from), bound to the copy when it was
+ * unbound or bound to the object copied. */
+static const char db_sql_attrs_promote[] =
+	"WITH p AS (DELETE FROM file_attrs WHERE bucket = " PENDING("$5::text")
+	" AND object_key = $7::text RETURNING *),"
+	" c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" SELECT $5::text, $7::text, mode, uid, gid, atime_ns, mtime_ns, ctime,"
+	" updated_by, CASE WHEN etag IS NULL OR etag = $9::text THEN $8::text"
+	" ELSE etag END FROM p"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET mode = excluded.mode,"
+	" uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* $1 bucket, $2 to, $3 the copy's ETag, $4 the ETag of the object copied:
+ * to's row, copied from from's (db_attrs_copy) and so bound to the object
+ * copied, or unbound and unclaimed, describes the copy. */
+static const char db_sql_attrs_rebind[] =
+	"UPDATE file_attrs SET etag = $3::text, claimed_by = NULL,"
+	" claim_until = NULL WHERE bucket = $1::text"
+	" AND object_key = $2::text AND etag IS DISTINCT FROM $3::text"
+	" AND (etag = $4::text OR (etag IS NULL"
+	" AND (claim_until IS NULL OR claim_until <= now())))";
 /* $1 bucket, $2 from: the move db_attrs_copy logged is complete. */
 static const char db_sql_attrs_copy_done[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
@@ -506,6 +566,23 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 	return 0;
 }
 
+int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
+			 struct db_attrs *row, int *found)
+{
+	char *pb = NULL;
+	int rc;
+
+	memset(row, 0, sizeof(*row));
+	*found = 0;
+	if (!bucket)
+		return -EINVAL;
+	if (asprintf(&pb, "%s" PENDING_SUFFIX, bucket) < 0)
+		return -ENOMEM;
+	rc = db_attrs_get(d, pb, key, row, found);
+	free(pb);
+	return rc;
+}
+
 void db_attrs_free_row(struct db_attrs *row)
 {
 	free(row->key);
@@ -618,8 +695,10 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 
 struct attrs_copy_args {
 	struct attrs_move_args m;
+	int keep;		  /* a target's row stays: from's is pending */
 	struct db_attrs replaced; /* output: to's row deleted */
 	int had;		  /* output: there was one */
+	int pending;		  /* output: from's row went to to's pending */
 };
 
 static int pg_attrs_copy(struct pg_ctx *x, void *arg)
@@ -629,13 +708,35 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	struct who_params w;
 	PGresult *res = NULL;
 	const char *p[7];
-	const char *del[2] = {m->bucket, m->to};
+	const char *k[3] = {m->bucket, m->from, m->to};
 	int rc;
 
 	/* A retried transaction starts again from nothing kept. */
 	db_attrs_free_row(&c->replaced);
-	c->had = 0;
-	rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, &res);
+	c->had = c->pending = 0;
+	if (c->keep) {
+		p[0] = m->bucket;
+		p[1] = m->to;
+		rc = pg_exec(x, db_sql_attrs_copy_has, 2, p, &res);
+		if (rc)
+			goto out;
+		if (PQntuples(res) == 1) {
+			/* A target with its own row: it keeps it until the
+			 * copy's rows are recorded (pg_attrs_renamed). */
+			rc = pg_exec(x, db_sql_attrs_pend, 3, k, NULL);
+			if (rc == 0)
+				c->pending = 1;
+			goto out;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	p[0] = m->bucket;
+	p[1] = m->to;
+	rc = pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_attrs_copy_del, 2, p, &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) == 1) {
@@ -654,30 +755,116 @@ out:
 	return rc;
 }
 
-int db_attrs_copy(struct db *d, const char *bucket, const char *from,
-		  const char *to, const struct actor *who,
-		  struct db_attrs *replaced, int *had)
+static int attrs_copy(struct db *d, struct attrs_copy_args *c,
+		      struct db_attrs *replaced, int *had, int *pending)
 {
-	struct attrs_copy_args c = {
-	    .m = {.bucket = bucket, .from = from, .to = to, .who = who}};
 	int rc;
 
 	if (replaced)
 		memset(replaced, 0, sizeof(*replaced));
 	if (had)
 		*had = 0;
-	if (!d || !bucket || !from || !to)
+	if (pending)
+		*pending = 0;
+	if (!d || !c->m.bucket || !c->m.from || !c->m.to)
 		return -EINVAL;
-	if (!strcmp(from, to))
+	if (!strcmp(c->m.from, c->m.to))
 		return 0;
-	rc = db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, &c);
-	if (rc == 0 && c.had && replaced && had) {
-		*replaced = c.replaced;
+	rc = db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, c);
+	if (rc == 0 && c->had && replaced && had) {
+		*replaced = c->replaced;
 		*had = 1;
 	} else {
-		db_attrs_free_row(&c.replaced);
+		db_attrs_free_row(&c->replaced);
 	}
+	if (rc == 0 && pending)
+		*pending = c->pending;
 	return rc;
+}
+
+int db_attrs_copy(struct db *d, const char *bucket, const char *from,
+		  const char *to, const struct actor *who,
+		  struct db_attrs *replaced, int *had)
+{
+	struct attrs_copy_args c = {
+	    .m = {.bucket = bucket, .from = from, .to = to, .who = who}};
+
+	return attrs_copy(d, &c, replaced, had, NULL);
+}
+
+int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
+			 const char *to, const struct actor *who,
+			 struct db_attrs *replaced, int *had, int *pending)
+{
+	struct attrs_copy_args c = {
+	    .m = {.bucket = bucket, .from = from, .to = to, .who = who},
+	    .keep = 1};
+
+	return attrs_copy(d, &c, replaced, had, pending);
+}
+
+static int pg_attrs_unpend(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[2] = {m->bucket, m->to};
+
+	return pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
+}
+
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to)
+{
+	struct attrs_move_args m = {.bucket = bucket, .to = to};
+
+	if (!d || !bucket || !to)
+		return -EINVAL;
+	return db_run(d, "drop a rename's pending file attributes", 1, 1,
+		      pg_attrs_unpend, &m);
+}
+
+int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who)
+{
+	struct who_params w;
+	const char *p[9];
+	const char *r[4] = {bucket, to, etag, src && *src ? src : NULL};
+	int rc;
+
+	if (!etag || !*etag)
+		return 0;
+	who_fill(who, &w, p);
+	p[4] = bucket;
+	p[5] = from;
+	p[6] = to;
+	p[7] = etag;
+	p[8] = r[3];
+	rc = pg_exec(x, db_sql_attrs_promote, 9, p, NULL);
+	return rc ? rc : pg_exec(x, db_sql_attrs_rebind, 4, r, NULL);
+}
+
+struct attrs_renamed_args {
+	const char *bucket, *from, *to, *etag, *src;
+	const struct actor *who;
+};
+
+static int pg_attrs_renamed_run(struct pg_ctx *x, void *arg)
+{
+	struct attrs_renamed_args *a = arg;
+
+	return pg_attrs_renamed(x, a->bucket, a->from, a->to, a->etag, a->src,
+				a->who);
+}
+
+int db_attrs_renamed(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who)
+{
+	struct attrs_renamed_args a = {bucket, from, to, etag, src, who};
+
+	if (!d || !bucket || !from || !to)
+		return -EINVAL;
+	return db_run(d, "give a renamed copy its file attributes", 1, 1,
+		      pg_attrs_renamed_run, &a);
 }
 
 static int pg_attrs_copy_done(struct pg_ctx *x, void *arg)
@@ -754,8 +941,11 @@ struct attrs_drop_args {
 static int pg_attrs_drop(struct pg_ctx *x, void *arg)
 {
 	struct attrs_drop_args *a = arg;
+	const char *p[2] = {a->bucket, a->key};
+	int rc = pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->who);
 
-	return pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->who);
+	/* A pending row a crashed rename left goes with the name. */
+	return rc ? rc : pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
 }
 
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,

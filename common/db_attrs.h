@@ -67,6 +67,10 @@ void db_attrs_free_row(struct db_attrs *row);
  * row. 0 or -errno (the database cannot be read). */
 int db_attrs_get(struct db *d, const char *bucket, const char *key,
 		 struct db_attrs *row, int *found);
+/* As db_attrs_get, the pending row of key (db_attrs_copy): the attributes
+ * a rename in flight, or one a crash cut short, gives its copy at key. */
+int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
+			 struct db_attrs *row, int *found);
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"
@@ -91,6 +95,27 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
 		  struct db_attrs *replaced, int *had);
+/* db_attrs_copy for a rename through the store's copy (reception_rename):
+ * when to has a row (a target renamed over), that row stays and from's
+ * becomes to's pending row instead (*pending 1), which replaces it only
+ * when the copy's rows are recorded (pg_attrs_renamed, in their
+ * transaction), so a copy that never lands (a failure, a crash) leaves
+ * the target with its own attributes; db_attrs_unpend undoes it. */
+int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
+			 const char *to, const struct actor *who,
+			 struct db_attrs *replaced, int *had, int *pending);
+
+/* Undoes a db_attrs_copy that made a pending row (its object never moved
+ * to `to`): that row goes, to's own stays. 0 or -errno. */
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to);
+
+/* The copy of from landed at `to` (ETag etag; src: the ETag of the object
+ * copied, NULL: not known) but its rows were not recorded with it (they
+ * do this in their transaction): to takes the attributes db_attrs_copy
+ * prepared, as pg_attrs_renamed (db_internal.h) says. 0 or -errno. */
+int db_attrs_renamed(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who);
 
 /* The object db_attrs_copy was for has moved: from's row goes. Not logged
  * again: the copy's 'move' (from_key from) records the rename, as
@@ -105,7 +130,8 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 		     const struct db_attrs *row, const struct actor *who);
 
 /* Removal: key's row goes (with tree, those under key + "/" too), each
- * logged ('drop') with who. 0 or -errno. */
+ * logged ('drop') with who, and key's pending row (db_attrs_copy) a
+ * crashed rename left. 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 		  const struct actor *who);
 

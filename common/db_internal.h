@@ -87,4 +87,14 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 int db_run(struct db *d, const char *what, int txn, int retry_unique,
 	   db_op_fn fn, void *arg);
 
+/* In the transaction recording a rename's rows (db_attrs.c): its copy at
+ * `to` (ETag etag) takes the attributes db_attrs_copy gave it: to's
+ * pending row replaces to's own (logged 'move' from from), and to's row
+ * bound to the object copied (ETag src; NULL: not known), or unbound and
+ * unclaimed, is bound to the copy. Nothing when etag is NULL or "". 0 or
+ * -errno. */
+int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who);
+
 #endif

@@ -513,6 +513,11 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	rc = pg_exec(x, db_sql_insert_reception, 12, p, &closed);
 	if (!rc && PQntuples(closed) == 1)
 		a->out->id = strtoll(PQgetvalue(closed, 0, 0), NULL, 10);
+	/* The copy's attributes with its row: a crash after this commit
+	 * never shows it with the target's, nor unbound from its ETag. */
+	if (!rc)
+		rc = pg_attrs_renamed(x, a->bucket, a->old_key, a->new_key,
+				      a->new_etag, a->src->etag, a->who);
 out:
 	PQclear(closed);
 	PQclear(res); /* after the insert: xxh and sha point into it */

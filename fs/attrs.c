@@ -48,6 +48,7 @@ static void attrov_free(struct attrov *a)
 	free(a->rel);
 	free(a->etag);
 	free(a->miss);
+	free(a->alias);
 	free(a);
 }
 
@@ -341,6 +342,14 @@ static int binds(const char *a, const char *etag)
 	return !strcmp(a, etag);
 }
 
+/* Caller holds cfs->lock. Does entry a describe the object the store
+ * shows with ETag etag (as binds)? */
+static int entry_binds(const struct attrov *a, const char *etag)
+{
+	return binds(a->etag, etag) ||
+	       (etag && a->alias && !strcmp(a->alias, etag));
+}
+
 static void cache_set(const char *rel, const struct attrov *in, unsigned what,
 		      const struct db_attrs *r, const char *etag, char *bound,
 		      int64_t ctime_ns);
@@ -422,6 +431,8 @@ static void cache_set(const char *rel, const struct attrov *in, unsigned what,
 	a->etag = bound;
 	free(a->miss);
 	a->miss = NULL;
+	free(a->alias);
+	a->alias = NULL;
 	if (what & ATTROV_MODE) {
 		a->mode = r->mode;
 		a->has_mode = 1;
@@ -551,7 +562,7 @@ static void apply_locked(const struct attrov *a, struct stat *st)
 static void apply_bound_locked(struct attrov *a, struct stat *st,
 			       const char *etag)
 {
-	if (binds(a->etag, etag)) {
+	if (entry_binds(a, etag)) {
 		apply_locked(a, st);
 		return;
 	}
@@ -559,28 +570,79 @@ static void apply_bound_locked(struct attrov *a, struct stat *st,
 	a->miss = strdup(etag);
 }
 
+/* rel's row read now (found 0: none) as an entry for the object the store
+ * shows with ETag etag (NULL: any). When the row is bound to another ETag:
+ * the store may give one object two ETags (a listing's is not always
+ * HEAD's, nor the one its copy answered), so HEAD says whether the row's
+ * is the object's (etag is kept as its alias then); and a row is looked
+ * for among the pending ones (db_attrs_copy: a rename's copy that landed
+ * before its rows were recorded, a crash in between). Unlocked. 0 or
+ * -errno; *out NULL when there is no row. */
+static int key_read(const char *rel, const char *etag, struct attrov **out)
+{
+	struct s3_object_info info = {0};
+	struct db_attrs row = {0}, pend = {0};
+	const char *head = NULL;
+	int rc, found = 0, pfound = 0;
+
+	*out = NULL;
+	rc =
+	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
+	if (rc)
+		return rc;
+	if (found && binds(row.etag, etag))
+		goto done;
+	if (found && etag &&
+	    s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info) == 0)
+		head = info.etag;
+	if (found && head && binds(row.etag, head))
+		goto done;
+	rc = db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket, rel,
+				  &pend, &pfound);
+	if (rc == 0 && pfound && pend.etag && etag &&
+	    (!strcmp(pend.etag, etag) || (head && !strcmp(pend.etag, head)))) {
+		/* The copy of a rename cut short: its attributes. */
+		db_attrs_free_row(&row);
+		row = pend;
+		memset(&pend, 0, sizeof(pend));
+		found = 1;
+	}
+	db_attrs_free_row(&pend);
+	rc = 0;
+done:
+	if (found) {
+		*out = attrov_from_row(&row);
+		if (*out && head && etag && (*out)->etag &&
+		    !strcmp((*out)->etag, head) && strcmp(head, etag))
+			(*out)->alias = strdup(etag);
+	}
+	db_attrs_free_row(&row);
+	s3_object_info_free(&info);
+	if (found && !*out)
+		return -ENOMEM;
+	return rc;
+}
+
 /* Caller holds cfs->lock (released while the database is asked). Reads
- * rel's row now, caches it (an empty entry when there is none: not asked
- * again before the next snapshot load) unless a change made here raced
- * with the read, and applies it to *st if it describes the object with
- * ETag etag (NULL: any). 0 or -errno (the database cannot be read:
- * nothing applied, the caller fails closed). */
+ * rel's row now (key_read), caches it (an empty entry when there is none:
+ * not asked again before the next snapshot load) unless a change made
+ * here raced with the read, and applies it to *st if it describes the
+ * object with ETag etag (NULL: any). 0 or -errno (the database cannot be
+ * read: nothing applied, the caller fails closed). */
 static int key_load_locked(const char *rel, struct stat *st, const char *etag)
 {
-	struct db_attrs row;
 	struct dirsnap *s = snap_find(rel, 1);
 	struct attrov *a = NULL, *cached;
 	uint64_t epoch = s ? s->epoch : 0;
-	int rc, found = 0;
+	int rc;
 
 	if (!s)
 		return -ENOMEM;
 	pthread_mutex_unlock(&cfs->lock);
-	rc =
-	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
-	if (rc == 0) {
-		a = found ? attrov_from_row(&row) : calloc(1, sizeof(*a));
-		if (a && !found)
+	rc = key_read(rel, etag, &a);
+	if (rc == 0 && !a) {
+		a = calloc(1, sizeof(*a));
+		if (a)
 			a->rel = strdup(rel);
 		if (!a || !a->rel) {
 			attrov_free(a);
@@ -588,17 +650,16 @@ static int key_load_locked(const char *rel, struct stat *st, const char *etag)
 			rc = -ENOMEM;
 		}
 	}
-	if (found)
-		free(row.key);
 	pthread_mutex_lock(&cfs->lock);
 	if (rc) {
+		attrov_free(a);
 		log_error("attributes of inbox/%s: %s", rel, strerror(-rc));
 		return rc;
 	}
 	if (s->epoch != epoch) {
 		/* Changed here meanwhile: the cache is the newer. */
 		cached = kid_find(s, rel, 0);
-		if (!cached || binds(cached->etag, etag))
+		if (!cached || entry_binds(cached, etag))
 			apply_bound_locked(cached ? cached : a, st, etag);
 		attrov_free(a);
 		return 0;
@@ -627,7 +688,7 @@ int attrov_apply(const char *rel, struct stat *st, const char *etag)
 	a = s ? kid_find(s, rel, 0) : NULL;
 	if (etag && !*etag)
 		etag = NULL; /* not known */
-	if (a && binds(a->etag, etag)) {
+	if (a && entry_binds(a, etag)) {
 		apply_locked(a, st);
 	} else if (a && a->miss && !strcmp(a->miss, etag)) {
 		/* Its row describes another object (removed or replaced by
@@ -645,6 +706,20 @@ int attrov_apply(const char *rel, struct stat *st, const char *etag)
 	}
 	pthread_mutex_unlock(&cfs->lock);
 	return rc;
+}
+
+void attrov_bound_etag(const char *rel, char *etag)
+{
+	struct dirsnap *s;
+	struct attrov *a;
+
+	pthread_mutex_lock(&cfs->lock);
+	s = snap_find(rel, 0);
+	a = s ? kid_find(s, rel, 0) : NULL;
+	if (a && a->etag && a->alias && !strcmp(a->alias, etag) &&
+	    strlen(a->etag) < 80)
+		strcpy(etag, a->etag);
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag)
@@ -766,16 +841,23 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-int attrov_copy(const char *from, const char *to, struct attrov_undo *undo)
+static int copy_attrs(const char *from, const char *to,
+		      struct attrov_undo *undo, int keep)
 {
 	struct dirsnap *ts;
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to, &who,
-			   undo ? &undo->row : NULL, undo ? &undo->had : NULL);
-
+	if (keep)
+		rc = db_attrs_copy_rename(
+		    cfs->db, cfs->cfg.reception_bucket, from, to, &who,
+		    undo ? &undo->row : NULL, undo ? &undo->had : NULL,
+		    undo ? &undo->pending : NULL);
+	else
+		rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to,
+				   &who, undo ? &undo->row : NULL,
+				   undo ? &undo->had : NULL);
 	if (rc) {
 		log_error("attributes of inbox/%s not copied to inbox/%s: %s",
 			  from, to, strerror(-rc));
@@ -788,6 +870,17 @@ int attrov_copy(const char *from, const char *to, struct attrov_undo *undo)
 		ts->ok = 0; /* reloaded before it is shown again */
 	pthread_mutex_unlock(&cfs->lock);
 	return 0;
+}
+
+int attrov_copy(const char *from, const char *to, struct attrov_undo *undo)
+{
+	return copy_attrs(from, to, undo, 0);
+}
+
+int attrov_copy_rename(const char *from, const char *to,
+		       struct attrov_undo *undo)
+{
+	return copy_attrs(from, to, undo, 1);
 }
 
 void attrov_copy_done(const char *from)
@@ -809,7 +902,7 @@ void attrov_copy_done(const char *from)
 void attrov_undo_free(struct attrov_undo *undo)
 {
 	db_attrs_free_row(&undo->row);
-	undo->had = 0;
+	undo->had = undo->pending = 0;
 }
 
 void attrov_undo_copy(const char *to, struct attrov_undo *undo)
@@ -818,8 +911,11 @@ void attrov_undo_copy(const char *to, struct attrov_undo *undo)
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_restore(cfs->db, cfs->cfg.reception_bucket, to,
-			      undo->had ? &undo->row : NULL, &who);
+	if (undo->pending)
+		rc = db_attrs_unpend(cfs->db, cfs->cfg.reception_bucket, to);
+	else
+		rc = db_attrs_restore(cfs->db, cfs->cfg.reception_bucket, to,
+				      undo->had ? &undo->row : NULL, &who);
 	if (rc)
 		log_error("attributes copied to inbox/%s for a rename that "
 			  "failed not put back (they stay bound to the "
@@ -829,6 +925,26 @@ void attrov_undo_copy(const char *to, struct attrov_undo *undo)
 	reload_entry_locked(to);
 	pthread_mutex_unlock(&cfs->lock);
 	attrov_undo_free(undo);
+}
+
+void attrov_renamed(const char *from, const char *to, const char *etag,
+		    const char *old)
+{
+	struct actor who;
+	int rc;
+
+	if (!etag || !*etag)
+		return;
+	cfs_actor(&who);
+	rc = db_attrs_renamed(cfs->db, cfs->cfg.reception_bucket, from, to,
+			      etag, old, &who);
+	if (rc)
+		log_error("attributes of inbox/%s not given to its copy at "
+			  "inbox/%s: %s",
+			  from, to, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(to);
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 void attrov_drop(const char *rel, int tree)
@@ -896,6 +1012,8 @@ void attrov_bind(const char *rel, const char *etag, const char *old)
 		reload_entry_locked(rel);
 	else if (a && (!a->etag || (old && !strcmp(a->etag, old))))
 		entry_bind_locked(a, etag);
+	else if (a && strcmp(a->etag, etag))
+		reload_entry_locked(rel); /* the database says which */
 	pthread_mutex_unlock(&cfs->lock);
 }
 

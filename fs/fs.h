@@ -34,8 +34,10 @@ struct attrov {
 	gid_t gid;
 	struct timespec atime, mtime;
 	struct timespec ctime; /* the last status change recorded */
-	char *etag; /* the object the row describes (NULL: not bound yet) */
-	char *miss; /* an ETag found not to be etag since the row's read */
+	char *etag;  /* the object the row describes (NULL: not bound yet) */
+	char *miss;  /* an ETag found not to be etag since the row's read */
+	char *alias; /* another ETag the store gives etag's object (a listing
+			may not show the ETag HEAD and the copy gave) */
 	unsigned has_mode : 1, has_owner : 1, has_atime : 1, has_mtime : 1,
 	    has_ctime : 1;
 };
@@ -384,6 +386,10 @@ void attrov_unclaim(const char *rel, const char *token);
  * row read now. 0, or -errno (EIO...) when what is needed cannot be read from
  * the database: never the defaults in its place. */
 int attrov_apply(const char *rel, struct stat *st, const char *etag);
+/* etag (80 bytes), the ETag a listing shows for rel's object: replaced
+ * by the one rel's row is bound to when the store gives that object both
+ * (struct attrov's alias), so a change is made on the row's object. */
+void attrov_bound_etag(const char *rel, char *etag);
 /* attrov_apply with rel's row read from the database now (not from a
  * snapshot), for decisions the kernel could not check. 0 or -errno (the
  * database cannot be read: *st unchanged). */
@@ -397,11 +403,12 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * database's state. */
 void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		 const char *old);
-/* What attrov_copy replaced at its target, to put back (attrov_undo_copy)
- * if the object does not move there after all. */
+/* What attrov_copy (attrov_copy_rename) did at its target, to undo
+ * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {
 	struct db_attrs row; /* the target's own row, when had */
 	int had;
+	int pending; /* the target kept its row; from's is pending there */
 };
 /* A rename, per key, before the store moves it: to's attributes become a
  * copy of from's (from's stay until attrov_drop after the move), so a
@@ -409,13 +416,26 @@ struct attrov_undo {
  * (may be NULL; else freed with attrov_undo_free) keeps to's own row. 0
  * or -errno (EIO: the database failed; nothing may be moved then). */
 int attrov_copy(const char *from, const char *to, struct attrov_undo *undo);
+/* attrov_copy for a rename through the store's copy (reception_rename): a
+ * target with its own row keeps it until the copy's rows are recorded
+ * (from's are pending there until then: db_attrs_copy_rename), so a crash
+ * before the copy lands never shows the target with from's, nor the
+ * defaults. */
+int attrov_copy_rename(const char *from, const char *to,
+		       struct attrov_undo *undo);
 /* The object did not move to `to` (nothing landed there): to's rows are put
  * back as they were before attrov_copy (the copy goes, to's own comes
- * back), so no later object with from's ETag at `to` inherits from's
- * attributes. A failure is logged (the cache shows the database's state).
- * undo is freed. */
+ * back or stayed), so no later object with from's ETag at `to` inherits
+ * from's attributes. A failure is logged (the cache shows the database's
+ * state). undo is freed. */
 void attrov_undo_copy(const char *to, struct attrov_undo *undo);
 void attrov_undo_free(struct attrov_undo *undo);
+/* The copy of from landed at `to` (ETag etag; old: the ETag of the object
+ * copied, NULL when not known) but the rename failed before its rows were
+ * recorded (which does this with them): to takes the attributes
+ * attrov_copy prepared (it has from's content). A failure is logged. */
+void attrov_renamed(const char *from, const char *to, const char *etag,
+		    const char *old);
 /* The object attrov_copy was for has moved from `from`: from's attributes
  * go (the copy's 'move' is the log of the rename). A failure is logged
  * (the row stays bound to the moved object) and the cache shows the

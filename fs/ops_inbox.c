@@ -160,6 +160,7 @@ const char *inbox_shown_etag(const char *rel, char *out)
 	if (open_here || dcache_lookup(rel, &e) || e.is_dir || !e.etag[0])
 		return NULL;
 	snprintf(out, 80, "%s", e.etag);
+	attrov_bound_etag(rel, out);
 	return out;
 }
 

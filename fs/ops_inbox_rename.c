@@ -332,7 +332,7 @@ static int rename_dir_locked(const char *from, const char *to)
 			ok = strdup(e->key);
 			rc = ok ? names_check_relpath(nk, 0) : -ENOMEM;
 			if (rc == 0)
-				rc = attrov_copy(ok, nk, &undo);
+				rc = attrov_copy_rename(ok, nk, &undo);
 			etag[0] = '\0';
 			if (rc == 0) {
 				rc = reception_rename(cfs->rcp, e->key, nk,
@@ -341,6 +341,8 @@ static int rename_dir_locked(const char *from, const char *to)
 				 * there for a later object to inherit. */
 				if (rc && !etag[0])
 					attrov_undo_copy(nk, &undo);
+				else if (rc)
+					attrov_renamed(ok, nk, etag, e->etag);
 			}
 			if (rc == 0)
 				attrov_bind(nk, etag, e->etag);
@@ -513,14 +515,17 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 
 /* A stored file that is not open gets a final name (sf: its attributes):
  * a server-side copy with its rows (reception_rename). Its attributes are
- * copied to `to` first and dropped from `from` once it moved, so a crash
- * or a lost database in between never shows it under `to` with the
- * defaults (review-perm2 O1). If nothing landed at `to`, to's rows are put
- * back as they were: no row of from's stays there for a later object with
- * the same ETag, and a target keeps its own. A copy that landed keeps
- * from's attributes (it has from's content) whatever the rest of the
- * rename did. Errors: EIO (the database or the store failed), ENOMEM, and
- * the store's other errors as common/s3err.c maps them. */
+ * copied to `to` first (pending there while a target keeps its own
+ * until the copy's rows are recorded: attrov_copy_rename) and dropped
+ * from `from` once it moved, so a crash or a lost database in between
+ * never shows it under `to` with the defaults (review-perm2 O1), nor a
+ * target whose copy never landed with from's (R5). If nothing landed at
+ * `to`, to's rows are put back as they were: no row of from's stays there
+ * for a later object with the same ETag, and a target keeps its own. A
+ * copy that landed keeps from's attributes (it has from's content)
+ * whatever the rest of the rename did. Errors: EIO (the database or the
+ * store failed), ENOMEM, and the store's other errors as common/s3err.c
+ * maps them. */
 static int rename_stored(const char *from, const char *to,
 			 const struct stat *sf)
 {
@@ -530,7 +535,7 @@ static int rename_stored(const char *from, const char *to,
 	int rc;
 
 	inbox_shown_etag(from, old);
-	rc = attrov_copy(from, to, &undo);
+	rc = attrov_copy_rename(from, to, &undo);
 	if (rc)
 		return rc;
 	cfs_actor(&who);
@@ -539,6 +544,8 @@ static int rename_stored(const char *from, const char *to,
 	if (rc) {
 		if (!etag[0])
 			attrov_undo_copy(to, &undo);
+		else /* the copy landed: it has from's content */
+			attrov_renamed(from, to, etag, old[0] ? old : NULL);
 		attrov_undo_free(&undo);
 		return rc;
 	}

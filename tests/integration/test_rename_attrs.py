@@ -226,8 +226,11 @@ def test_failed_copy_over_a_target_keeps_the_targets_attributes(proxied):
     assert mode_owner(m.path("inbox", frm)) == (0o600, 2001, 2002)
     assert open(m.path("inbox", to), "rb").read() == b"target y"
     assert [r["origin"] for r in live(m, to)] == ["mount"]
-    # the change log says what happened to the target's row: copied over, then put back
-    assert logged_ops(m, to)[-3:] == [("move", frm), ("drop", None), ("move", to)]
+    # the target's row was never replaced (R5: the file's attributes were pending there until
+    # the copy's rows, which never came): its log holds its own changes only, and no other
+    # row of the key (a pending one) is left
+    assert [op for op, _ in logged_ops(m, to)] == ["create", "chmod", "chown"]
+    assert len(m.sql("select 1 from file_attrs where object_key = %s", (to,))) == 1
     assert [op for op, _ in logged_ops(m, frm)] == ["create", "chmod", "chown"]
 
 
@@ -325,4 +328,41 @@ def test_copy_undone_after_its_rows_failed_takes_its_attributes_along(proxied):
     m.wait_until(logged, timeout=30, interval=0.5, what="the upload logged")
     m.restart()
     assert mode_owner(m.path("inbox", to)) == (0o644, 3000, 3001)
+    assert mode_owner(m.path("inbox", frm)) == (0o600, 2001, 2002)
+
+
+def test_crash_after_the_copy_over_a_target_landed_shows_the_files_attributes(proxied):
+    """O1/R5: renaming over an existing target, the copy lands but the daemon dies before its
+    rows (the target's row is kept until then; the file's are pending there): the new content
+    at the target's name shows the renamed file's mode and owner, never the defaults (0644,
+    readable by all) nor the target's."""
+    m, px, d = proxied
+    frm, to = f"{d}/x.txt", f"{d}/y.txt"
+    secret(m, frm, b"secret of x", 0o600, 2001, 2002)
+    secret(m, to, b"target y", 0o666, 2003, 2004)
+    ex = etag(m, frm)
+    copy = is_copy_to(to)
+    px.rule = lambda meth, path, h: ("late", 600) if copy(meth, path, h) else None
+    out = []
+
+    def go():
+        try:
+            os.rename(m.path("inbox", frm), m.path("inbox", to))
+            out.append("ok")
+        except OSError as e:
+            out.append(errno.errorcode.get(e.errno, str(e.errno)))
+    t = threading.Thread(target=go, daemon=True)
+    t.start()
+    m.wait_until(lambda: etag(m, to) == ex, timeout=30, what="the copy landed")
+    m.crash()
+    px.rule = None
+    px.release.set()
+    t.join(30)
+    assert out and out[0] != "ok", out
+    px.release.clear()
+    m.mount()
+    assert etag(m, to) == ex
+    assert [r["origin"] for r in live(m, to)] == ["mount"]  # the copy's rows never came
+    assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002)
+    assert open(m.path("inbox", to), "rb").read() == b"secret of x"
     assert mode_owner(m.path("inbox", frm)) == (0o600, 2001, 2002)
