@@ -351,6 +351,8 @@ def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq)
     stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
     b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
     rm = as_user(A, f"os.unlink({fb!r})")
+    # mount a's kernel keeps what it showed of X for its entry TTL: gone after that
+    a.wait_until(lambda: not os.path.exists(fa), timeout=60, what="mount a shows X gone")
     objs = [o["Key"] for o in a.s3.list_objects_v2(Bucket=a.reception_bucket,
                                                    Prefix=key).get("Contents", [])]
     res = {"b's create": create, "a closed": closed, "stored": stored,
