@@ -194,6 +194,10 @@ struct db_record_guard {
 	 * *superseded_out (if not NULL) set to 1. */
 	const char *superseded_reason;
 	int *superseded_out;
+	/* NULL, or set to whether the key had a live row under the key lock
+	 * (before r's row): an upload that commits is an overwrite then,
+	 * whatever its uploader believed. */
+	int *had_live_out;
 	/* >= 0 (with removed_reason): the content r describes was based on
 	 * the store (created, opened or last committed) this many ms ago.
 	 * When a mount removed the key since (db_reception_mark_removed_locked
@@ -226,16 +230,21 @@ int db_reception_record_guarded(struct db *d, const struct reception_new *r,
 				const struct db_record_guard *g,
 				int64_t *id_out, int *inserted);
 
-/* The undo of an upload whose row did not (or may not) commit: under the
- * key lock of (bucket, key), if no live row of that key records etag
- * (a removed row is of an earlier upload of the same bytes), calls fn(arg)
- * (which deletes the object if it is still that upload) and sets *rowed = 0;
- * otherwise fn is not called and *rowed = 1 (the commit happened after all:
- * keep the object). Returns 0, fn's error, or the database's (then fn may not
- * have run: ask again). */
+/* The undo of an upload of a new key whose row did not (or may not)
+ * commit: under the key lock of (bucket, key), if the key has no live row
+ * (a removed row is of an earlier upload, perhaps of the same bytes), calls
+ * fn(arg) (which deletes the object if it is still that upload) and sets
+ * *rowed = 0 and *other = 0; otherwise fn is not called and either *rowed
+ * = 1 (a live row records etag: the commit happened after all, keep the
+ * object) or *other = 1 (the key has a live row of another object: the
+ * upload, if it is the object now, replaced that row's object, so it is an
+ * overwrite, never to be deleted; the caller logs it late). other may be
+ * NULL (then fn runs in that case as before the key had live rows).
+ * Returns 0, fn's error, or the database's (then fn may not have run: ask
+ * again). */
 int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
-			    int *rowed);
+			    int *rowed, int *other);
 
 /* The removal of (bucket, key) together with its object: in one
  * transaction holding the key lock (the one a mount takes to log an

@@ -69,12 +69,12 @@ static const char db_sql_live_keys[] =
 	" AND object_key COLLATE \"C\" = ANY ($2::text[])"
 	" ORDER BY object_key COLLATE \"C\", id";
 
-/* $1 bucket, $2 key, $3 etag: does a live row record it? */
+/* $1 bucket, $2 key, $3 etag: does a live row record it? Does the key
+ * have a live row at all? */
 static const char db_sql_etag_rowed[] =
-	"SELECT EXISTS (SELECT 1 FROM reception_audit"
-	" WHERE source_bucket = $1::text"
-	" AND object_key COLLATE \"C\" = $2::text AND etag = $3::text"
-	" AND removed_at IS NULL)";
+	"SELECT coalesce(bool_or(etag = $3::text), false), count(*) > 0"
+	" FROM reception_audit WHERE source_bucket = $1::text"
+	" AND object_key COLLATE \"C\" = $2::text AND removed_at IS NULL";
 /* $1 bucket, $2 key: the key is being removed (migration 10), since the
  * start of the removal's transaction: a file opened once the object was
  * being deleted is newer than the removal. */
@@ -884,8 +884,12 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 	n = PQntuples(res);
+	if (a->g && a->g->had_live_out)
+		*a->g->had_live_out = n > 0;
 	for (i = 0; i < n; i++) {
 		if (db_live_row_logs(res, i, r, a->g)) {
+			if (a->g->had_live_out) /* (that row is r's own) */
+				*a->g->had_live_out = n > 1;
 			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 			goto out;
 		}
@@ -977,6 +981,8 @@ struct db_unrowed_args {
 	db_locked_fn fn;
 	void *arg;
 	int rowed;
+	int want_other; /* a live row of another object stops fn */
+	int other;
 	int called; /* fn ran (and returned fn_rc) */
 	int fn_rc;
 };
@@ -988,7 +994,7 @@ static int pg_reception_unrowed_do(struct pg_ctx *x, void *arg)
 	PGresult *res = NULL;
 	int rc;
 
-	a->rowed = 0;
+	a->rowed = a->other = 0;
 	rc = pg_lock_key(x, a->bucket, a->key);
 	if (rc)
 		goto out;
@@ -1000,7 +1006,9 @@ static int pg_reception_unrowed_do(struct pg_ctx *x, void *arg)
 		goto out;
 	}
 	a->rowed = PQgetvalue(res, 0, 0)[0] == 't';
-	if (a->rowed)
+	a->other =
+	    !a->rowed && a->want_other && PQgetvalue(res, 0, 1)[0] == 't';
+	if (a->rowed || a->other)
 		goto out;
 	a->called = 1;
 	a->fn_rc = a->fn ? a->fn(a->arg) : 0;
@@ -1012,7 +1020,7 @@ out:
 
 int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 			    const char *etag, db_locked_fn fn, void *arg,
-			    int *rowed)
+			    int *rowed, int *other)
 {
 	struct db_unrowed_args a = {
 	    .bucket = bucket,
@@ -1020,6 +1028,7 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 	    .etag = etag,
 	    .fn = fn,
 	    .arg = arg,
+	    .want_other = other != NULL,
 	};
 	int rc;
 
@@ -1033,6 +1042,8 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 		rc = a.fn_rc;
 	if (rc == 0 && rowed)
 		*rowed = a.rowed;
+	if (rc == 0 && other)
+		*other = a.other;
 	return rc;
 }
 

@@ -348,6 +348,25 @@ int reception_ready(struct reception *r)
 	return db_ping(r->db);
 }
 
+int reception_will_replace(struct reception *r, const char *key, int stored)
+{
+	struct reception_live *rows = NULL;
+	const char *keys[1] = {key};
+	size_t n = 0;
+	int rc;
+
+	if (stored) {
+		rc = reception_ready(r);
+		return rc ? rc : 1;
+	}
+	rc = db_reception_live_keys(r->db, r->cfg->reception_bucket, keys, 1,
+				    &rows, &n);
+	if (rc)
+		return rc;
+	db_reception_live_free(rows, n);
+	return n > 0;
+}
+
 /* Under the key lock: is the object still the upload with that ETag? If so
  * and asked to, deletes it. For an undo (own >= 0), first: -ECANCELED when
  * this process committed a row for the key since the undo's upload failed,
@@ -453,7 +472,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	};
 	char reason[512];
 	int64_t id = 0;
-	int rc, rowed = 0, inserted = 0, removed = 0;
+	int rc = 0, rowed = 0, other = 0, inserted = 0, removed = 0;
 
 	*committed = 0;
 	if (u->based_mono >= 0) {
@@ -468,9 +487,24 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 	if (u->created) {
 		so.delete = 1;
 		rc = db_reception_unrowed_do(r->db, b, u->key, u->res.etag,
-					     reception_still_ours, &so, &rowed);
+					     reception_still_ours, &so, &rowed,
+					     &other);
 		if (rc == -ECANCELED)
 			goto cancelled;
+		if (rc == 0 && other) {
+			/* The key has a live row of another object: this
+			 * upload (if it is the object now) replaced that
+			 * row's, whatever its uploader believed. Never
+			 * deleted: logged late, as any overwrite. */
+			log_warn("%s/%s: the key has a live row of another "
+				 "object: the upload whose row failed is an "
+				 "overwrite (logged late, never deleted)",
+				 b, u->key);
+			so.delete = 0;
+			u->created = 0;
+		}
+	}
+	if (u->created) {
 		if (rc == -ENOENT || rc == -ESTALE) {
 			log_warn("%s/%s: the object is no longer the upload "
 				 "whose row failed (replaced or removed); "
@@ -522,7 +556,7 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		goto cancelled;
 	if (rc == -ENOENT || rc == -ESTALE) {
 		log_warn("%s/%s: replaced or removed since its row failed; "
-			 "nothing to log for that upload",
+			 "nothing to undo, nothing to log for that upload",
 			 b, u->key);
 		return 0;
 	}
@@ -771,7 +805,7 @@ int reception_commit(struct reception *r, const char *key,
 	struct reception_seen found = {0};
 	struct still_ours so = {r, key, res->etag, 0, -1, 0, &found};
 	int64_t measured = ms_now(CLOCK_MONOTONIC); /* based_ms_ago's now */
-	int superseded = 0, removed = 0;
+	int superseded = 0, removed = 0, had_live = 0;
 	struct db_record_guard g = {
 	    .expect_live = -1,
 	    .check = reception_commit_check,
@@ -779,6 +813,7 @@ int reception_commit(struct reception *r, const char *key,
 	    .superseded_reason = "replaced or removed by another upload "
 				 "before this upload's row was written",
 	    .superseded_out = &superseded,
+	    .had_live_out = &had_live,
 	    .based_ms_ago = based_ms_ago,
 	    .measured_mono_ms = measured,
 	    .gone = reception_commit_gone,
@@ -795,6 +830,11 @@ int reception_commit(struct reception *r, const char *key,
 		memset(seen, 0, sizeof(*seen));
 	reception_reason(reason, sizeof(reason), "overwritten", who);
 	rc = db_reception_record_guarded(r->db, &rn, reason, &g, &id, NULL);
+	/* A new key or an overwrite: as the database says under the key lock
+	 * (a live row there: this upload replaced its object). A failed row
+	 * leaves it to the undo, which asks again under the lock. */
+	if (rc == 0 && had_live)
+		created = 0;
 	if (rc == -ENODATA) {
 		log_warn("%s/%s: its object was deleted before its row was "
 			 "written: nothing logged, to be uploaded again",

@@ -36,6 +36,16 @@ void reception_free(struct reception *r);
  * row then fails. 0 or -errno. */
 int reception_ready(struct reception *r);
 
+/* Before a mount uploads key: does the upload replace an object with a
+ * row (stored: the caller's file was stored or opened from the store; else
+ * the database is asked whether the key has a live row now, e.g. another
+ * mount stored the name since this file was created)? Such an overwrite
+ * cannot be undone if its row then fails, so the database must answer
+ * first. 1 (an overwrite: the database answers), 0 (a new key, as far as
+ * the database knows now; the commit and its undo decide again under the
+ * key lock), or -errno (the database does not answer). */
+int reception_will_replace(struct reception *r, const char *key, int stored);
+
 /* What reception_commit found under the key, under the key lock, when it
  * wrote the upload's row. */
 struct reception_seen {
@@ -51,7 +61,9 @@ struct reception_seen {
 
 /* key has just been uploaded (res) into the reception bucket by who: log
  * it (always a row of its own: each upload is distinct, even of the same
- * bytes). `created` says the key did not exist before. Returns 0 when the
+ * bytes). `created`: the caller believes the key did not exist before; a
+ * key found with a live row under the key lock is an overwrite all the
+ * same (logged so; its undo never deletes it). Returns 0 when the
  * row is committed; then any pending undo of an older upload of the key by
  * this process is dropped, and *seen (may be NULL) says whether the object
  * was still this upload when the row went in (HEAD under the key lock) and,
@@ -59,8 +71,9 @@ struct reception_seen {
  * caller must show the store's object, not its own bytes). Otherwise
  * -errno (-EIO when the outcome is unknown), and the upload is undone only
  * as far as it can be proven to be this one's: a created object is deleted
- * if it still has res->etag (HEAD), no live row records that ETag (asked
- * of the database under the key lock) and this process is not uploading
+ * if it still has res->etag (HEAD), the key has no live row (asked of the
+ * database under the key lock: a live row of another object makes it an
+ * overwrite, whatever `created` said) and this process is not uploading
  * the key again (busy beyond the caller's own hold); an overwrite is
  * logged late instead (its old content is gone). When the database cannot
  * be asked, that is done by the worker once it answers (the key stays busy

@@ -486,7 +486,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	struct actor who;
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns(), t1;
-	int rc, tries, removed = 0;
+	int rc, tries, removed = 0, replaces;
 	char *token;
 
 	rc = ofile_meta(of, rel, &m);
@@ -499,8 +499,14 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	else
 		cfs_actor(&who);
 	/* An overwrite cannot be undone if its row then fails: check first.
-	 * (A new object is simply deleted again in that case.) */
-	rc = of->in_store ? reception_ready(cfs->rcp) : 0;
+	 * (A new object is simply deleted again in that case.) Whether it is
+	 * one is the database's answer, not this file's belief: a name another
+	 * mount stored since this file was created (its claim lapsed and was
+	 * taken over here) has a live row whose object this upload replaces. */
+	rc = reception_will_replace(cfs->rcp, rel, of->in_store);
+	replaces = rc == 1;
+	if (rc == 1)
+		rc = 0;
 	if (rc) {
 		ofile_upload_error(of, rel, &who, rc);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
@@ -533,7 +539,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 			break;
 		}
 		t1 = ctr_now_ns();
-		rc = reception_commit(cfs->rcp, rel, &res, &who, !of->in_store,
+		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
 				      ofile_mono_ms() - of->based_ms, &seen);
 		stage_observe_since(STG_RECEPTION_ROW, t1);
 		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */

@@ -740,19 +740,19 @@ int inbox_claimed_attrs(const char *rel, struct stat *st)
  * (in's mode and owner) claims the name in the database, under token (this
  * create's own: claimed_by), where of creates racing on it from every mount
  * exactly one wins (attrov_claim). Another mount's live claim (a file being
- * written there) is the file: O_EXCL fails on it; a plain create, allowed
- * by may_replace (sticky inbox/: its owner or root), opens it as it is
- * (returns 1: the claim, its mode and owner stay that file's; nothing is
- * claimed here), except under a temp name (local: such a file is never
- * shared between mounts), which it takes over. A claim of this mount's that
- * nothing open here holds (its drop failed, or is running) or that lapsed (a
- * dead mount's) does not exist. Another row (a stored object's, a directory's,
- * one left behind) is taken only when the store has nothing under the name
- * now: a directory there is EISDIR for a plain create (EEXIST with
+ * written there) is the file: O_EXCL fails on it (EEXIST); a plain create,
+ * once may_replace allows it (sticky inbox/: its owner or root; else
+ * EACCES), fails with EBUSY and changes nothing (that file is not shared
+ * with this mount, which knows nothing of its content: its claim, mode and
+ * owner stay its own), except under a temp name (local: such a file is
+ * never shared between mounts), which it takes over. A claim of this mount's
+ * that nothing open here holds (its drop failed, or is running) or that lapsed
+ * (a dead mount's) does not exist. Another row (a stored object's, a
+ * directory's, one left behind) is taken only when the store has nothing under
+ * the name now: a directory there is EISDIR for a plain create (EEXIST with
  * O_EXCL); an object that landed since the caller's HEAD sets *again (a
  * plain create opens it as a stored file).
- * 0 (claimed), 1 (another mount's file, see above), or -errno: EEXIST,
- * EISDIR, EACCES, EIO, ENOMEM. */
+ * 0 (claimed) or -errno: EEXIST, EBUSY, EISDIR, EACCES, EIO, ENOMEM. */
 static int claim_name(const char *rel, const struct attrov *in, int excl,
 		      int local, const char *token, int *again)
 {
@@ -779,7 +779,7 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 			if (rc)
 				break;
 			if (!local) {
-				rc = 1; /* opened as it is (R6) */
+				rc = -EBUSY; /* being written there */
 				break;
 			}
 		}
@@ -819,8 +819,10 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
  * cannot say whether the name exists fails the create (never a blind
  * overwrite). mode: a new file's, the umask applied (kept as its
  * override).
- * Errors: EEXIST (O_EXCL), EACCES (another user's file), EINVAL (hidden
- * name), EISDIR, EIO, ENOSPC, ENOMEM. */
+ * A name another mount is writing now (its live claim) is not opened here:
+ * EBUSY (claim_name).
+ * Errors: EEXIST (O_EXCL), EACCES (another user's file), EBUSY, EINVAL
+ * (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
@@ -831,7 +833,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	struct ofile *of;
 	struct stat st;
 	char *token = NULL;
-	int rc = 0, local = is_temp(rel), again = 0, retries = 2, joined;
+	int rc = 0, local = is_temp(rel), again = 0, retries = 2;
 
 	rc = check_name(rel);
 	if (rc)
@@ -839,7 +841,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	if (ofile_is_hidden_name(rel))
 		return -EINVAL; /* reserved for open files being unlinked */
 retry:
-	stored = joined = 0;
+	stored = 0;
 	of = ofile_find(rel);
 	if (of && excl) {
 		ofile_put(of);
@@ -895,13 +897,6 @@ retry:
 			if (!token)
 				return -ENOMEM;
 			rc = claim_name(rel, &in, excl, local, token, &again);
-			if (rc == 1) {
-				/* Another mount's new file: no claim here. */
-				joined = 1;
-				free(token);
-				token = NULL;
-				rc = trunc ? privs_clear(rel) : 0;
-			}
 			if (rc) {
 				free(token);
 				token = NULL;
@@ -918,7 +913,7 @@ retry:
 			return rc;
 		}
 		rc = of->failed;
-		if (rc == 0 && !stored && !joined && !of->ready) {
+		if (rc == 0 && !stored && !of->ready) {
 			of->creator = in;
 			pthread_mutex_lock(&cfs->lock);
 			of->attrs_unbound = 1; /* its claim, renewed */
@@ -931,14 +926,6 @@ retry:
 		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			rc = ofile_load(of, rel); /* as open(2) would */
-		} else if (rc == 0 && !of->ready && joined) {
-			/* Another mount's file, opened as it is: nothing
-			 * of it here, nothing owed to the store until it is
-			 * written or truncated (its row stays that file's
-			 * claim, with its mode and owner). */
-			of->ready = 1;
-			if (trunc)
-				rc = ofile_truncate(of, 0);
 		} else if (rc == 0 && !of->ready && stored) {
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
@@ -953,10 +940,10 @@ retry:
 	h = rc ? NULL : fh_new(of);
 	/* An existing stored file opened as it is: a writer only once it
 	 * truncates or writes (inbox_open's rules). */
-	if (h && (stored || joined ? trunc : !of->has_writer || trunc))
+	if (h && (stored ? trunc : !of->has_writer || trunc))
 		ofile_set_writer(of);
 	if (h) {
-		if (!(stored || joined) || trunc)
+		if (!stored || trunc)
 			fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		of->writers += h->writable;

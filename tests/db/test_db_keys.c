@@ -228,37 +228,46 @@ void test_unrowed_do(struct db *d, PGconn *raw)
 	    .origin = "mount",
 	};
 	struct undo_probe u = {.raw = raw};
-	int rowed = -1, rc, ins;
+	int rowed = -1, other, rc, ins;
 
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-1",
-				     undo_fn, &u, &rowed);
+				     undo_fn, &u, &rowed, NULL);
 	ok(rc == 0 && rowed == 0 && u.calls == 1 && u.locked,
 	   "no row records the etag: fn runs under the key lock");
 
 	db_reception_record(d, &r, NULL, NULL, &ins);
 	u.calls = 0;
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-1",
-				     undo_fn, &u, &rowed);
+				     undo_fn, &u, &rowed, NULL);
 	ok(rc == 0 && rowed == 1 && u.calls == 0,
 	   "a live row records it: rowed, fn not run");
+	other = -1;
+	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-2",
+				     undo_fn, &u, &rowed, &other);
+	ok(rc == 0 && rowed == 0 && other == 1 && u.calls == 0,
+	   "a live row of another object: an overwrite (other), fn not run");
+	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-1",
+				     undo_fn, &u, &rowed, &other);
+	ok(rc == 0 && rowed == 1 && other == 0 && u.calls == 0,
+	   "its own live row: rowed, not other");
 
 	db_reception_mark_removed(d, "undo-bucket", "u/file", "deleted");
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-1",
-				     undo_fn, &u, &rowed);
+				     undo_fn, &u, &rowed, NULL);
 	ok(rc == 0 && rowed == 0 && u.calls == 1,
 	   "only a removed row records it (an earlier upload of the same "
 	   "bytes): not rowed, fn runs");
 
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/file", "etag-2",
-				     undo_fn, &u, &rowed);
+				     undo_fn, &u, &rowed, NULL);
 	ok(rc == 0 && rowed == 0 && u.calls == 2,
 	   "another etag of the same key: fn runs");
 	u.rc = -EIO;
 	rc = db_reception_unrowed_do(d, "undo-bucket", "u/other", "etag-1",
-				     undo_fn, &u, &rowed);
+				     undo_fn, &u, &rowed, NULL);
 	ok(rc == -EIO && u.calls == 3, "fn's error is returned");
 	ok(db_reception_unrowed_do(d, "undo-bucket", "u/file", "", undo_fn, &u,
-				   &rowed) == -EINVAL,
+				   &rowed, NULL) == -EINVAL,
 	   "empty etag: -EINVAL");
 }
 
@@ -390,7 +399,7 @@ void test_key_indexes(const char *conninfo, PGconn *raw)
 
 	before = idx_scans(raw);
 	rc = db_reception_unrowed_do(d, "idx-bucket", "bulk/000500", "nomatch",
-				     NULL, NULL, NULL);
+				     NULL, NULL, NULL, NULL);
 	after = idx_scans_after(raw, before);
 	ok(rc == 0 && after > before,
 	   "the undo check scanned a key index (%ld -> %ld)", before, after);

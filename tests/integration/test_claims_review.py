@@ -226,18 +226,29 @@ def test_published_temp_file_row_is_bound_and_unclaimed(mount_factory, uniq):
 
 def test_plain_create_of_a_live_claim_keeps_its_mode(mount_factory, uniq):
     """R6: A's new 0600 file open on mount a; A's own plain open(O_CREAT, 0777) of the name on
-    mount b (allowed: its owner) opens the file as it is: its mode stays 0600."""
+    mount b (allowed by the permission checks: its owner) fails with EBUSY (the name is being
+    written by another mount) and changes nothing: the claim stays mount a's, its mode 0600,
+    and A's close stores A's content under A's 0600 row."""
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
     p = hold(A, fa, "A secret")
     try:
+        before = claim(a, key)
         got = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o777))")
         during = claim(a, key)
     finally:
         closed = release(p)
-    res = {"create": got, "mode during": [c["mode"] for c in during], "close": closed}
-    assert res == {"create": ["ok"], "mode during": [0o600], "close": "closed"}, res
+    r = attrs_row(a, key)
+    e = a.s3.head_object(Bucket=a.reception_bucket, Key=key)["ETag"].strip('"')
+    res = {"create": got, "mode during": [c["mode"] for c in during],
+           "claim kept": [c["claimed_by"] for c in during] == [c["claimed_by"] for c in before],
+           "close": closed,
+           "stored": a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read(),
+           "row": r and (r["uid"], r["mode"], r["etag"] == e), "B reads": as_user(B, rd(fa))}
+    assert res == {"create": ["EBUSY"], "mode during": [0o600], "claim kept": True,
+                   "close": "closed", "stored": b"A secret", "row": (A, 0o600, True),
+                   "B reads": ["EACCES"]}, res
 
 
 def test_a_lapsed_claim_taken_over_never_gets_the_open_files_content(mount_factory, uniq):

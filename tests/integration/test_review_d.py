@@ -123,45 +123,48 @@ def test_publish_over_a_secret_never_shows_it_with_the_temps_mode(proxied_shared
     assert during != ["old secret of y"], (during, out)
 
 
-@pytest.mark.xfail(strict=True, reason="revD D3: a plain create that joined another mount's new "
-                   "file (R6) never learns its content: once stored there, mount b serves and "
-                   "overwrites it as an empty file")
 def test_joined_file_shows_and_keeps_the_content_stored_by_its_writer(mount_factory, uniq):
     """D3: A's new file X is being written on mount a (its live claim); A's plain
-    open(O_CREAT) of X on mount b opens it as it is (R6) and stays open. A's writer on a then
-    closes: X is stored ("A secret"). On mount b, a new open of X (close-to-open: after the
-    store) must read "A secret", and an append must keep it."""
+    open(O_CREAT) of X on mount b must not join it (mount b knows nothing of its content):
+    EBUSY, nothing changed. A's writer on a then closes: X is stored ("A secret", A's 0600
+    row). On mount b, once it shows X, a new open reads "A secret" and an append keeps it."""
     from test_claims_review import PLAIN, hold, release
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
     pa = hold(A, fa, "A secret")
-    pb = hold(A, fb, "", PLAIN, 0o600)
     try:
-        closed = release(pa)
-        stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
-        seen = as_user(A, rd(fb))
-        app = as_user(A, f"open({fb!r}, 'ab').write(b' more')")
+        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
     finally:
-        closed_b = release(pb)
+        closed = release(pa)
+    stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    r = attrs_row(a, key)
+    b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
+    seen = as_user(A, rd(fb))
+    app = as_user(A, f"open({fb!r}, 'ab').write(b' more')")
     final = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
-    res = {"a closed": closed, "stored": stored, "b reads": seen, "append": app,
-           "b closed": closed_b, "final": final}
-    assert res == {"a closed": "closed", "stored": b"A secret", "b reads": ["A secret"],
-                   "append": ["ok"], "b closed": "closed", "final": b"A secret more"}, res
+    r2 = attrs_row(a, key)
+    res = {"b's create": create, "a closed": closed, "stored": stored,
+           "row": r and (r["uid"], r["mode"]), "b reads": seen, "append": app,
+           "final": final, "row after": r2 and (r2["uid"], r2["mode"]),
+           "B reads": as_user(B, rd(fa))}
+    assert res == {"b's create": ["EBUSY"], "a closed": "closed", "stored": b"A secret",
+                   "row": (A, 0o600), "b reads": ["A secret"], "append": ["ok"],
+                   "final": b"A secret more", "row after": (A, 0o600),
+                   "B reads": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revD D4: a joined file's commit counts as a new key; its "
-                   "failed row's undo deletes the object that replaced the stored one")
 def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         stack, mount_factory, uniq):
-    """D4: A's new file X is open on mount a; A's plain create of X on mount b joins it (R6,
-    b's ofile: in_store 0). A's writer on a closes: X is stored with its row. Then b's
-    joined file is written and closed, and b's database is lost just as its upload lands
-    (its PUT has replaced a's object): b's commit is a new key's (created), so its undo
-    deletes its unrowed upload as if nothing had been there. Bucket and table must agree
-    afterwards: the key's live row has its object."""
-    from test_claims_review import PLAIN, hold, release
+    """D4: A's new file X is open on mount a; its claim lapses and A's O_EXCL create of X on
+    mount b takes the name (R7: b's file is new there, not in the store). A's writer on a
+    closes: X is stored with its row. Then b's file is written and closed, and b's database
+    is lost just as its upload lands (its PUT has replaced a's object). Whether b's commit
+    is an overwrite is decided from the database under the key lock (a live row: yes), never
+    from b's belief that the key is new: its undo must not delete the object that replaced
+    a live row's (it logs it late). Bucket and table must agree afterwards: the key's live
+    row has its object."""
+    from test_claims_review import EXCL, hold, release
     from test_perms import FOREIGN
     from test_reception_integrity import TcpProxy, conninfo_via, hold_db_at_upload
     from faultproxy import FaultProxy
@@ -179,15 +182,18 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         key = f"{uniq}.txt"
         fa, fb = a.path("inbox", key), b.path("inbox", key)
         pa = hold(A, fa, "A secret")
-        pb = hold(A, fb, "", PLAIN, 0o600)
+        n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
+                  " where bucket = %s and object_key = %s and etag is null returning 1",
+                  (a.reception_bucket, key))
+        assert len(n) == 1
+        pb = hold(A, fb, "B", EXCL, 0o600)
         out = []
+        t = None
         try:
             assert release(pa) == "closed"
             assert len(rows(a, key)) == 1
             hold_db_at_upload(s3, pg, key)
-            t = threading.Thread(target=lambda: out.extend(
-                as_user(A, f"(lambda fd: (os.write(fd, b'B'), os.close(fd)))"
-                           f"(os.open({fb!r}, os.O_WRONLY | os.O_APPEND))")), daemon=True)
+            t = threading.Thread(target=lambda: out.append(release(pb)), daemon=True)
             t.start()
             a.wait_until(lambda: a.s3.get_object(Bucket=a.reception_bucket,
                                                  Key=key)["Body"].read() == b"B",
@@ -197,7 +203,10 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         finally:
             s3.rule = None
             pg.resume()
-            release(pb)
+            if t is None:
+                release(pb)
+            else:
+                t.join(90)
         import time
         time.sleep(8)  # b's undo retries (UNDO_RETRY_MS 2 s)
         live = [r for r in rows(a, key) if r["removed_at"] is None]
@@ -323,32 +332,37 @@ def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
     assert res == {"close": "closed", "row": (A, 0o600), "B reads": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revD D7: rm of a joined file (R6) on mount b is a local "
-                   "unlink of a never-stored file: returns 0, drops the row, the object stays")
 def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq):
-    """D7: A's new 0600 file X is written on mount a; A's plain create of X on mount b joins
-    it (R6: b's ofile is not in_store) and stays open. A's writer closes: X is stored. A's
-    `rm X` on mount b returns 0: X must then be gone from the store (its row removed_at),
-    never left there with its attributes row dropped (shown with the defaults, readable by B)."""
+    """D7: A's new 0600 file X is written on mount a; A's plain create of X on mount b must
+    not join it: EBUSY, nothing changed. A's writer closes: X is stored with A's 0600 row.
+    A's `rm X` on mount b (once b shows X) returns 0: X must then be gone from the store (its
+    row removed_at), never left there with its attributes row dropped."""
     from test_claims_review import PLAIN, hold, release
     from checks import rows
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
     pa = hold(A, fa, "A secret")
-    pb = hold(A, fb, "", PLAIN, 0o600)
     try:
-        assert release(pa) == "closed"
-        rm = as_user(A, f"os.unlink({fb!r})")
+        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
     finally:
-        release(pb)
+        closed = release(pa)
+    r = attrs_row(a, key)
+    stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
+    rm = as_user(A, f"os.unlink({fb!r})")
+    # mount a's kernel keeps what it showed of X for its entry TTL: gone after that
+    a.wait_until(lambda: not os.path.exists(fa), timeout=60, what="mount a shows X gone")
     objs = [o["Key"] for o in a.s3.list_objects_v2(Bucket=a.reception_bucket,
                                                    Prefix=key).get("Contents", [])]
-    res = {"rm": rm, "objects": objs,
+    res = {"b's create": create, "a closed": closed, "stored": stored,
+           "row": r and (r["uid"], r["mode"]), "rm": rm, "objects": objs,
            "live rows": len([r for r in rows(a, key) if r["removed_at"] is None]),
            "B reads on a": as_user(B, rd(fa)), "B reads on b": as_user(B, rd(fb))}
-    assert res == {"rm": ["ok"], "objects": [], "live rows": 0, "B reads on a": ["ENOENT"],
-                   "B reads on b": ["ENOENT"]}, (res, attrs_row(a, key))
+    assert res == {"b's create": ["EBUSY"], "a closed": "closed", "stored": b"A secret",
+                   "row": (A, 0o600), "rm": ["ok"], "objects": [], "live rows": 0,
+                   "B reads on a": ["ENOENT"], "B reads on b": ["ENOENT"]}, (res,
+                                                                            attrs_row(a, key))
 
 
 @pytest.mark.xfail(strict=True, reason="revD D8: attrov_bind_claim's take path (ON CONFLICT DO "
@@ -410,32 +424,35 @@ def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, u
                    "stored": b"B secret", "row": (B, 0o600, True), "A reads": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revD D9: mv of a joined file (R6) on mount b publishes "
-                   "b's empty spool to the target; the stored source stays, its row dropped")
 def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
-    """D9: A's new 0600 file X is written on mount a; A's plain create of X on mount b joins it
-    (R6) and stays open. A's writer closes: X is stored ("A secret"). A's `mv X Y` on mount b
-    returns 0: Y must then hold "A secret" (0600, unreadable by B) and X be gone, never Y an
-    empty file and X left in the store without its attributes row."""
+    """D9: A's new 0600 file X is written on mount a; A's plain create of X on mount b must
+    not join it: EBUSY, nothing changed. A's writer closes: X is stored ("A secret", A's
+    0600 row). A's `mv X Y` on mount b (once b shows X) returns 0: Y must then hold
+    "A secret" (0600, unreadable by B) and X be gone."""
     from test_claims_review import PLAIN, hold, release
     a, b = two_mounts(mount_factory)
     x, y = f"{uniq}.txt", f"{uniq}-moved.txt"
     fa, fb, yb = a.path("inbox", x), b.path("inbox", x), b.path("inbox", y)
     pa = hold(A, fa, "A secret")
-    pb = hold(A, fb, "", PLAIN, 0o600)
     try:
-        assert release(pa) == "closed"
-        mv = as_user(A, f"os.rename({fb!r}, {yb!r})")
+        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
     finally:
-        release(pb)
+        closed = release(pa)
 
     def body(k):
         try:
             return a.s3.get_object(Bucket=a.reception_bucket, Key=k)["Body"].read()
         except Exception:
             return None
-    rx = attrs_row(a, x)
-    res = {"mv": mv, "Y": body(y), "X": body(x), "X row": rx and rx["mode"],
+    stored = body(x)
+    r = attrs_row(a, x)
+    b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
+    mv = as_user(A, f"os.rename({fb!r}, {yb!r})")
+    rx, ry = attrs_row(a, x), attrs_row(a, y)
+    res = {"b's create": create, "a closed": closed, "stored": stored,
+           "row": r and (r["uid"], r["mode"]), "mv": mv, "Y": body(y), "X": body(x),
+           "X row": rx and rx["mode"], "Y row": ry and (ry["uid"], ry["mode"]),
            "B reads Y": as_user(B, rd(a.path("inbox", y)))}
-    assert res == {"mv": ["ok"], "Y": b"A secret", "X": None, "X row": None,
-                   "B reads Y": ["EACCES"]}, res
+    assert res == {"b's create": ["EBUSY"], "a closed": "closed", "stored": b"A secret",
+                   "row": (A, 0o600), "mv": ["ok"], "Y": b"A secret", "X": None,
+                   "X row": None, "Y row": (A, 0o600), "B reads Y": ["EACCES"]}, res
