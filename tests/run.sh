@@ -4,9 +4,10 @@
 #  1. builds into build/ (meson setup once, then meson compile; -Dwerror=true when CI=true)
 #  2. unit and C tests: meson test -C build (a PostgreSQL and an s3rver are started for them,
 #     see "C tests" below)
-#  3. integration tests (pytest tests/integration) against s3rver, then against Swift (SigV4)
-#  4. sanitizer pass when CUSTODYFS_SANITIZE=1 (default: on when CI=true): build-asan/ with
-#     -Db_sanitize=address,undefined, its meson tests, and the integration tests on s3rver
+#  3. sanitizer build when CUSTODYFS_SANITIZE=1 (default: on when CI=true): build-asan/ with
+#     -Db_sanitize=address,undefined, and its meson tests
+#  4. integration tests (pytest tests/integration) against s3rver, against Swift (SigV4) and,
+#     with the sanitizer build, against s3rver again: side by side (CUSTODYFS_IT_PARALLEL)
 # and prints, as its last line, "N passed, N failed" summed over all of them (a build that
 # fails counts as one failed test). Exits non-zero when anything failed.
 # Skipped checks are never counted as passed: each step's line says "N passed, N failed,
@@ -17,7 +18,9 @@
 # Env:  CI=true                      werror build + sanitizer pass
 #       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
-#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 1500)
+#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 2700)
+#       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
+#                                    side (default 1: each has its own servers and ports)
 #       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
 # pytest gets CUSTODYFS_BIN (the daemon under test) and CUSTODYFS_BUILD (its build dir).
 # Extra arguments go to pytest (e.g. bash tests/run.sh -k promote -x, or name test files:
@@ -44,7 +47,8 @@ CI=${CI:-false}
 SANITIZE=${CUSTODYFS_SANITIZE:-}
 [ -n "$SANITIZE" ] || { [ "$CI" = true ] && SANITIZE=1 || SANITIZE=0; }
 BACKENDS=${CUSTODYFS_BACKENDS:-s3rver swift}
-PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-1500}
+PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-2700}
+IT_PARALLEL=${CUSTODYFS_IT_PARALLEL:-1}
 PYTEST_ARGS=("$@")
 # the suite, unless the arguments name test files themselves (tests/integration/test_x.py::t)
 PYTEST_PATHS=(tests/integration)
@@ -266,7 +270,7 @@ EOF
     f=$((f + 1)) # nothing ran (pytest exit 5: no tests collected)
     note="$note, NO TESTS RAN"
   fi
-  record "integration $label" "$p" "$f" "$s" "$note"
+  printf '%s|%s|%s|%s|%s\n' "integration $label" "$p" "$f" "$s" "$note" >"$RECORD_TO"
 }
 
 # ---------------------------------------------------------------------------- the run
@@ -287,10 +291,11 @@ if [ "$built" = 1 ]; then
   meson_tests build main
   stop_c_servers
 fi
-for b in $BACKENDS; do
-  pytest_run "$b" "$b" "$ROOT/build/fs/custodyfs"
-done
 
+PASSES=() # "LABEL BACKEND BIN" of each integration pass
+for b in $BACKENDS; do
+  PASSES+=("$b $b $ROOT/build/fs/custodyfs")
+done
 if [ "$SANITIZE" = 1 ]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:print_summary=1}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:print_summary=1}
@@ -299,8 +304,50 @@ if [ "$SANITIZE" = 1 ]; then
     meson_tests build-asan asan
     stop_c_servers
   fi
-  # the daemon keeps running after a UBSan finding (the harness reports it per test)
-  UBSAN_OPTIONS=print_stacktrace=1:print_summary=1 pytest_run "s3rver+asan" s3rver "$ROOT/build-asan/fs/custodyfs"
+  PASSES+=("s3rver+asan s3rver $ROOT/build-asan/fs/custodyfs")
+fi
+
+# pass_env LABEL: the environment of a pass (the daemon keeps running after a UBSan finding
+# under the sanitizer pass: the harness reports it per test)
+pass_env() {
+  case $1 in
+    *+asan) echo "UBSAN_OPTIONS=print_stacktrace=1:print_summary=1" ;;
+    *) echo "UBSAN_OPTIONS=${UBSAN_OPTIONS:-}" ;;
+  esac
+}
+
+if [ "$IT_PARALLEL" = 1 ] && [ "${#PASSES[@]}" -gt 1 ]; then
+  # The passes run side by side (each with its own servers, temp dir and ports): most of a
+  # pass is waiting (grace periods, leases, the store), not CPU. Each one's output goes to
+  # its own file, printed whole when all have finished; the counts come back in files.
+  say "integration passes in parallel: ${PASSES[*]%% *}"
+  pids=()
+  for ps in "${PASSES[@]}"; do
+    read -r label backend bin <<<"$ps"
+    (
+      export "$(pass_env "$label")"
+      RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin"
+    ) >"$OUT/log-$label" 2>&1 &
+    pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  for ps in "${PASSES[@]}"; do
+    read -r label backend bin <<<"$ps"
+    cat "$OUT/log-$label"
+    if [ -s "$OUT/record-$label" ]; then
+      IFS='|' read -r n p f sk note <"$OUT/record-$label"
+      record "$n" "$p" "$f" "$sk" "$note"
+    else
+      record "integration $label" 0 1 0 "the pass left no counts"
+    fi
+  done
+else
+  for ps in "${PASSES[@]}"; do
+    read -r label backend bin <<<"$ps"
+    (export "$(pass_env "$label")"; RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin")
+    IFS='|' read -r n p f sk note <"$OUT/record-$label" || { n="integration $label"; p=0; f=1; sk=0; note="the pass left no counts"; }
+    record "$n" "$p" "$f" "$sk" "$note"
+  done
 fi
 
 say "summary ($(($(date +%s) - T0)) s)"
