@@ -40,8 +40,6 @@ def publish_held(m, px, tmp, to):
     return t, out
 
 
-@pytest.mark.xfail(strict=True, reason="revD D1: ofile_publish copies the temp's row over the "
-                   "target's before its upload; a crash leaves the old object with it")
 def test_crash_during_publish_over_a_target_keeps_the_targets_attributes(proxied):
     """D1: a local temp file (x.tmp, 0644 root) renamed over a stored 0600 file y.txt of uid
     2003: ofile_publish (511cf6c) copies x.tmp's row, unbound, over y.txt's before uploading.
@@ -88,8 +86,6 @@ def proxied_shared(stack, mount_factory, uniq):
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revD D2: during a publish's upload the old object of the "
-                   "target is shown (and served) with the temp file's mode and owner")
 def test_publish_over_a_secret_never_shows_it_with_the_temps_mode(proxied_shared):
     """D2: A's stored 0600 file y.txt; A writes x.tmp (0644) and renames it over y.txt. While
     the upload of the new content is in flight (slow store), y.txt still holds A's old
@@ -295,8 +291,6 @@ def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack,
         pg.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revD D6: attrov_bind_claim's take path restores the "
-                   "create's mode (of->creator), not the file's chmod since")
 def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
     """D6: A creates X 0644 on mount a and, still writing, chmods it 0600 (a secret). Its
     claim lapses (backdated, as if mount a could not renew it) and B's O_EXCL create on mount
@@ -351,8 +345,6 @@ def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq)
                    "B reads on b": ["ENOENT"]}, (res, attrs_row(a, key))
 
 
-@pytest.mark.xfail(strict=True, reason="revD D8: attrov_bind_claim's take path (ON CONFLICT DO "
-                   "UPDATE) overwrites a row already bound to a newer object")
 def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, uniq):
     """D8: A's new 0644 file X on mount a; its claim lapses and B's O_EXCL create (0600, a
     secret) on mount b takes the name (R7). A closes: its upload and row commit, but its bind
