@@ -431,3 +431,50 @@ def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
            "B reads Y": as_user(B, rd(a.path("inbox", y)))}
     assert res == {"mv": ["ok"], "Y": b"A secret", "X": None, "X row": None,
                    "B reads Y": ["EACCES"]}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revD D10: a bind that failed after the commit is not "
+                   "retried: the row stays unbound and claimed, then lapses")
+def test_a_bind_that_failed_after_the_commit_is_retried(stack, mount_factory, uniq):
+    """D10: A's new 0600 file X on mount a (claim_lease 4 s: renewed every second). Its close
+    stores it and commits its reception row, but the bind of its claim's row fails (the row
+    locked by another session past the statement deadline, as a database gone at that moment).
+    Close returns 0 (SPEC §2: stored and logged); the row must not stay unbound and claimed
+    until its lease lapses (then applying to whatever object is there): once the database
+    answers again it is bound to A's object, its claim ended, A's mode and owner kept."""
+    import psycopg2
+    from test_claims_review import hold, release
+    from test_perms import FOREIGN
+    a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")}, opts="allow_other")
+    open_to_others(a)
+    key = f"{uniq}.txt"
+    fa = a.path("inbox", key)
+    pa = hold(A, fa, "A secret")
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    out = []
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, key))
+            assert cur.rowcount == 1
+        t = threading.Thread(target=lambda: out.append(release(pa)), daemon=True)
+        t.start()
+        t.join(120)
+    finally:
+        lock.commit()
+        lock.close()
+    e = a.s3.head_object(Bucket=a.reception_bucket, Key=key)["ETag"].strip('"')
+
+    def bound():
+        r = attrs_row(a, key)
+        return r and r["etag"] == e and r["claimed_by"] is None
+    import time
+    deadline = time.time() + 15
+    while time.time() < deadline and not bound():
+        time.sleep(0.5)
+    r = attrs_row(a, key)
+    res = {"close": out, "row": r and (r["uid"], r["mode"], r["etag"] == e, r["claimed_by"]),
+           "B reads": as_user(B, rd(fa))}
+    assert res == {"close": ["closed"], "row": (A, 0o600, True, None),
+                   "B reads": ["EACCES"]}, res
