@@ -185,8 +185,91 @@ static struct {
 	pthread_cond_t cond; /* with cfs->lock: stop was set */
 } renewer = {.cond = PTHREAD_COND_INITIALIZER};
 
+/* A new file whose upload was recorded (its close returned 0: stored and
+ * logged, SPEC §2) but whose claim's row could not be bound then (the
+ * database failing): the claims thread keeps renewing its claim and tries
+ * the bind again each period until it is done (D10), so the row never
+ * lapses unbound onto whatever object is there later. */
+struct rebind {
+	struct rebind *next;
+	char *rel, *etag, *token;
+	struct attrov cur; /* mode, owner, times only */
+};
+static struct rebind *rebinds; /* protected by cfs->lock */
+
+static void rebind_free(struct rebind *r)
+{
+	if (!r)
+		return;
+	free(r->rel);
+	free(r->etag);
+	free(r->token);
+	free(r);
+}
+
+/* Queues the bind of rel's claim (token) to etag for the claims thread. */
+static void rebind_add(const char *rel, const char *etag, const char *token,
+		       const struct attrov *cur)
+{
+	struct rebind *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		r->rel = strdup(rel);
+		r->etag = strdup(etag);
+		r->token = strdup(token);
+		r->cur = *cur;
+		r->cur.rel = r->cur.etag = r->cur.miss = NULL;
+	}
+	if (!r || !r->rel || !r->etag || !r->token) {
+		log_error("inbox/%s: the bind of its row to %s is not queued "
+			  "for a retry (out of memory): its claim lapses "
+			  "unbound",
+			  rel, etag);
+		rebind_free(r);
+		return;
+	}
+	pthread_mutex_lock(&cfs->lock);
+	r->next = rebinds;
+	rebinds = r;
+	pthread_mutex_unlock(&cfs->lock);
+	log_warn("inbox/%s: the bind of its row to %s is retried until the "
+		 "database takes it (its claim renewed meanwhile)",
+		 rel, etag);
+}
+
+/* Tries each queued bind once (without cfs->lock); those that fail again
+ * stay queued. */
+static void rebinds_retry(void)
+{
+	struct rebind *list, *r, *keep = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	list = rebinds;
+	rebinds = NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	while ((r = list) != NULL) {
+		list = r->next;
+		if (attrov_bind_claim(r->rel, r->etag, r->token, &r->cur) ==
+		    0) {
+			rebind_free(r);
+			continue;
+		}
+		r->next = keep;
+		keep = r;
+	}
+	if (!keep)
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	for (r = keep; r->next; r = r->next)
+		;
+	r->next = rebinds;
+	rebinds = keep;
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 /* Caller holds cfs->lock. The names of this mount's new files with a
- * claim (malloc'd array of malloc'd strings), *n of them; NULL on ENOMEM
+ * claim (open, or whose bind is queued: rebinds) (malloc'd array of malloc'd
+ * strings), *n of them; NULL on ENOMEM
  * (*n 0: nothing to renew this time). */
 static char **claimed_names_locked(size_t *n)
 {
@@ -194,9 +277,13 @@ static char **claimed_names_locked(size_t *n)
 	size_t cap = 0, i;
 	char **keys = NULL;
 
+	struct rebind *r;
+
 	*n = 0;
 	for (of = cfs->ofiles; of; of = of->next)
 		cap += !of->unlinked && !of->hidden && of->attrs_unbound;
+	for (r = rebinds; r; r = r->next)
+		cap++;
 	if (!cap)
 		return NULL;
 	keys = calloc(cap, sizeof(*keys));
@@ -206,6 +293,12 @@ static char **claimed_names_locked(size_t *n)
 		if (of->unlinked || of->hidden || !of->attrs_unbound)
 			continue;
 		keys[i] = strdup(of->rel);
+		if (!keys[i])
+			break;
+		i++;
+	}
+	for (r = rebinds; r && i < cap; r = r->next) {
+		keys[i] = strdup(r->rel);
 		if (!keys[i])
 			break;
 		i++;
@@ -250,6 +343,7 @@ static void *claims_main(void *arg)
 		for (i = 0; i < n; i++)
 			free(keys[i]);
 		free(keys);
+		rebinds_retry();
 		pthread_mutex_lock(&cfs->lock);
 	}
 	pthread_mutex_unlock(&cfs->lock);
@@ -268,6 +362,8 @@ int ofile_claims_start(void)
 
 void ofile_claims_stop(void)
 {
+	struct rebind *r;
+
 	if (!renewer.started)
 		return;
 	pthread_mutex_lock(&cfs->lock);
@@ -276,6 +372,18 @@ void ofile_claims_stop(void)
 	pthread_mutex_unlock(&cfs->lock);
 	pthread_join(renewer.thread, NULL);
 	renewer.started = 0;
+	/* A last try; a bind left now lapses with its claim (logged). */
+	rebinds_retry();
+	pthread_mutex_lock(&cfs->lock);
+	while ((r = rebinds) != NULL) {
+		rebinds = r->next;
+		log_error("inbox/%s: its row is left unbound (its claim "
+			  "lapses; then it applies to whatever object is "
+			  "there): the database did not take its bind to %s",
+			  r->rel, r->etag);
+		rebind_free(r);
+	}
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 void ofile_drop_name(const char *rel)
@@ -593,8 +701,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		 * own row. */
 		if (pub)
 			attrov_publish(pub, rel, res.etag);
-		else if (token)
-			attrov_bind_claim(rel, res.etag, token, &cur);
+		else if (token &&
+			 attrov_bind_claim(rel, res.etag, token, &cur) != 0)
+			rebind_add(rel, res.etag, token, &cur); /* D10 */
 		else
 			attrov_bind(rel, res.etag, NULL);
 		free(token);

@@ -433,8 +433,6 @@ def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
                    "B reads Y": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revD D10: a bind that failed after the commit is not "
-                   "retried: the row stays unbound and claimed, then lapses")
 def test_a_bind_that_failed_after_the_commit_is_retried(stack, mount_factory, uniq):
     """D10: A's new 0600 file X on mount a (claim_lease 4 s: renewed every second). Its close
     stores it and commits its reception row, but the bind of its claim's row fails (the row
