@@ -193,6 +193,7 @@ static struct {
 struct rebind {
 	struct rebind *next;
 	char *rel, *etag, *token;
+	char *from;	   /* a publish's (attrov_publish), or NULL */
 	struct attrov cur; /* mode, owner, times only */
 };
 static struct rebind *rebinds; /* protected by cfs->lock */
@@ -204,23 +205,29 @@ static void rebind_free(struct rebind *r)
 	free(r->rel);
 	free(r->etag);
 	free(r->token);
+	free(r->from);
 	free(r);
 }
 
-/* Queues the bind of rel's claim (token) to etag for the claims thread. */
+/* Queues the bind of rel's claim (token) to etag for the claims thread,
+ * or with from (token NULL) the move of a published file's row from
+ * `from` (attrov_publish). */
 static void rebind_add(const char *rel, const char *etag, const char *token,
-		       const struct attrov *cur)
+		       const struct attrov *cur, const char *from)
 {
 	struct rebind *r = calloc(1, sizeof(*r));
 
 	if (r) {
 		r->rel = strdup(rel);
 		r->etag = strdup(etag);
-		r->token = strdup(token);
-		r->cur = *cur;
+		r->token = token ? strdup(token) : NULL;
+		r->from = from ? strdup(from) : NULL;
+		if (cur)
+			r->cur = *cur;
 		r->cur.rel = r->cur.etag = r->cur.miss = NULL;
 	}
-	if (!r || !r->rel || !r->etag || !r->token) {
+	if (!r || !r->rel || !r->etag || (token && !r->token) ||
+	    (from && !r->from)) {
 		log_error("inbox/%s: the bind of its row to %s is not queued "
 			  "for a retry (out of memory): its claim lapses "
 			  "unbound",
@@ -249,8 +256,9 @@ static void rebinds_retry(void)
 	pthread_mutex_unlock(&cfs->lock);
 	while ((r = list) != NULL) {
 		list = r->next;
-		if (attrov_bind_claim(r->rel, r->etag, r->token, &r->cur) ==
-		    0) {
+		if ((r->from ? attrov_publish(r->from, r->rel, r->etag)
+			     : attrov_bind_claim(r->rel, r->etag, r->token,
+						 &r->cur)) == 0) {
 			rebind_free(r);
 			continue;
 		}
@@ -298,7 +306,7 @@ static char **claimed_names_locked(size_t *n)
 		i++;
 	}
 	for (r = rebinds; r && i < cap; r = r->next) {
-		keys[i] = strdup(r->rel);
+		keys[i] = strdup(r->from ? r->from : r->rel);
 		if (!keys[i])
 			break;
 		i++;
@@ -699,13 +707,16 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		 * file's row moves to rel only now (D1, D2): until its
 		 * object is recorded there, rel's old object shows with its
 		 * own row. */
-		if (pub)
-			attrov_publish(pub, rel, res.etag);
-		else if (token &&
-			 attrov_bind_claim(rel, res.etag, token, &cur) != 0)
-			rebind_add(rel, res.etag, token, &cur); /* D10 */
-		else
+		/* One that fails is retried (D10: never left to lapse). */
+		if (pub) {
+			if (attrov_publish(pub, rel, res.etag) != 0)
+				rebind_add(rel, res.etag, NULL, NULL, pub);
+		} else if (token) {
+			if (attrov_bind_claim(rel, res.etag, token, &cur) != 0)
+				rebind_add(rel, res.etag, token, &cur, NULL);
+		} else {
 			attrov_bind(rel, res.etag, NULL);
+		}
 		free(token);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */
