@@ -165,23 +165,52 @@ static const char db_sql_attrs_bind_mine[] =
 	" claim_until = NULL WHERE bucket = $1::text"
 	" AND object_key = $2::text AND ((etag IS NULL"
 	" AND claimed_by = $4::text) OR etag = $3::text) RETURNING 1";
-/* Who ($1..$4), $5 bucket, $6 key, $7 etag, $8 mode, $9 uid, $10 gid: the
- * name's row is not that file's claim any more (it lapsed and another
- * create took it, or it went): the object etag, that file's content, gets
- * its creator's row (times not set), whatever was there (logged
- * 'create'). */
+/* $1 bucket, $2 key, $3 etag: is the live reception row of key that of
+ * the object etag? (Read under the reception key lock.) */
+static const char db_sql_attrs_live_is[] =
+	"SELECT EXISTS (SELECT 1 FROM reception_audit"
+	" WHERE source_bucket = $1::text AND object_key = $2::text"
+	" AND etag = $3::text AND removed_at IS NULL)";
+/* Who ($1..$4), $5 bucket, $6 key, $7 etag, $8 mode, $9 uid, $10 gid,
+ * $11 atime_ns, $12 mtime_ns (NULL: not set): the row a take writes
+ * (db_sql_attrs_bind_take), logged ('create') first: a wait on the log
+ * holds no key lock and no row lock. */
+static const char db_sql_attrs_bind_take_log[] =
+	LOG_COLS "VALUES ($5::text, $6::text, 'create', $8::integer,"
+	" $9::bigint, $10::bigint, $11::bigint, $12::bigint, $7::text, NULL,"
+	" " LOG_WHO ")";
+/* $1 bucket, $2 key, $3 etag, $4 mode, $5 uid, $6 gid, $7 atime_ns,
+ * $8 mtime_ns, $9 by: the name's row is not that file's claim any more
+ * (it lapsed and another create took it, or it went): the object etag,
+ * that file's content and the live one (checked by the caller under the
+ * key lock), gets that file's row, whatever was there but a row already
+ * bound to etag. */
 static const char db_sql_attrs_bind_take[] =
-	"WITH c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
-	" gid, ctime, updated_by, etag, claimed_by, claim_until)"
-	" VALUES ($5::text, $6::text, $8::integer, $9::bigint, $10::bigint,"
-	" now(), $1::text, $7::text, NULL, NULL)"
+	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
+	" atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" VALUES ($1::text, $2::text, $4::integer, $5::bigint, $6::bigint,"
+	" $7::bigint, $8::bigint, now(), $9::text, $3::text, NULL, NULL)"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
-	" atime_ns = NULL, mtime_ns = NULL, etag = excluded.etag,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" etag = excluded.etag,"
 	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
-	" claimed_by = NULL, claim_until = NULL RETURNING *) "
-	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
-	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM c";
+	" claimed_by = NULL, claim_until = NULL"
+	" WHERE f.etag IS DISTINCT FROM excluded.etag RETURNING 1";
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 etag: the row of a file
+ * published from `from` (its upload to `to` recorded, the live object
+ * there) becomes to's, bound to etag, its claim ended (logged 'move',
+ * from_key from); to's own was deleted first (db_sql_attrs_copy_del). */
+static const char db_sql_attrs_publish_ins[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, $8::text, NULL, NULL FROM file_attrs"
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 tree, $9 from + "/",
  * $10 from + "0", $11 the ETag of to's object after the move (NULL:
  * unchanged), taken by from's row when unbound or bound to $12 (the
@@ -1046,27 +1075,50 @@ struct attrs_bind_claim_args {
 	const char *bucket, *key, *etag, *claimer;
 	const struct db_attrs *a;
 	const struct actor *who;
-	int taken; /* output: the row was the creator's again */
+	int taken; /* output: DB_BIND_* */
 };
+
+/* In a transaction, under key's reception key lock: is etag the live
+ * object of key (its live reception row's)? 1, 0, or -errno. */
+static int pg_attrs_live_is(struct pg_ctx *x, const char *bucket,
+			    const char *key, const char *etag)
+{
+	const char *p[3] = {bucket, key, etag};
+	PGresult *res = NULL;
+	int rc = pg_lock_key(x, bucket, key);
+
+	if (rc == 0)
+		rc = pg_exec(x, db_sql_attrs_live_is, 3, p, &res);
+	if (rc == 0)
+		rc = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return rc;
+}
 
 static int pg_attrs_bind_claim(struct pg_ctx *x, void *arg)
 {
 	struct attrs_bind_claim_args *b = arg;
-	const char *p[10] = {b->bucket, b->key, b->etag, b->claimer};
-	char mode[16], uid[24], gid[24];
+	const char *p[12] = {b->bucket, b->key, b->etag, b->claimer};
+	char mode[16], uid[24], gid[24], at[24], mt[24];
+	const struct db_attrs *a = b->a;
+	const char *by;
 	struct who_params w;
 	PGresult *res = NULL;
 	int rc;
 
-	b->taken = 0;
+	b->taken = DB_BIND_MINE;
 	rc = pg_exec(x, db_sql_attrs_bind_mine, 4, p, &res);
 	if (rc == 0 && PQntuples(res) == 1)
 		goto out;
 	if (rc)
 		goto out;
-	snprintf(mode, sizeof(mode), "%u", (unsigned)(b->a->mode & 07777));
-	snprintf(uid, sizeof(uid), "%" PRId64, b->a->uid);
-	snprintf(gid, sizeof(gid), "%" PRId64, b->a->gid);
+	PQclear(res);
+	res = NULL;
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(a->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, a->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, a->gid);
+	snprintf(at, sizeof(at), "%" PRId64, a->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, a->mtime_ns);
 	who_fill(b->who, &w, p);
 	p[4] = b->bucket;
 	p[5] = b->key;
@@ -1074,9 +1126,37 @@ static int pg_attrs_bind_claim(struct pg_ctx *x, void *arg)
 	p[7] = mode;
 	p[8] = uid;
 	p[9] = gid;
-	rc = pg_exec(x, db_sql_attrs_bind_take, 10, p, NULL);
+	p[10] = a->what & DB_ATTR_ATIME ? at : NULL;
+	p[11] = a->what & DB_ATTR_MTIME ? mt : NULL;
+	by = p[0];
+	rc = pg_exec(x, db_sql_attrs_bind_take_log, 12, p, NULL);
+	if (rc)
+		goto out;
+	/* Its claim is gone: the row becomes this file's only while its
+	 * object is the live one (a late bind never takes the row of a
+	 * newer object, bound or claimed); else all of it is rolled
+	 * back. */
+	rc = pg_attrs_live_is(x, b->bucket, b->key, b->etag);
+	if (rc < 0)
+		goto out;
+	if (rc == 0) {
+		rc = -ESTALE;
+		goto out;
+	}
+	p[0] = b->bucket;
+	p[1] = b->key;
+	p[2] = b->etag;
+	p[3] = mode;
+	p[4] = uid;
+	p[5] = gid;
+	p[6] = p[10];
+	p[7] = p[11];
+	p[8] = by;
+	rc = pg_exec(x, db_sql_attrs_bind_take, 9, p, &res);
+	if (rc == 0 && PQntuples(res) != 1)
+		rc = -ESTALE; /* already bound to etag: kept */
 	if (rc == 0)
-		b->taken = 1;
+		b->taken = DB_BIND_TAKEN;
 out:
 	PQclear(res);
 	return rc;
@@ -1096,13 +1176,73 @@ int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
 	int rc;
 
 	if (taken)
-		*taken = 0;
+		*taken = DB_BIND_MINE;
 	if (!d || !bucket || !key || !etag || !*etag || !claimer || !a)
 		return -EINVAL;
 	rc = db_run(d, "bind a new file's attributes", 1, 1,
 		    pg_attrs_bind_claim, &b);
+	if (rc == -ESTALE) {
+		b.taken = DB_BIND_STALE; /* rolled back: nothing changed */
+		rc = 0;
+	}
 	if (rc == 0 && taken)
 		*taken = b.taken;
+	return rc;
+}
+
+struct attrs_publish_args {
+	const char *bucket, *from, *to, *etag;
+	const struct actor *who;
+	int live; /* output: etag was the live object of to */
+};
+
+static int pg_attrs_publish(struct pg_ctx *x, void *arg)
+{
+	struct attrs_publish_args *a = arg;
+	const char *del[2] = {a->bucket, a->to};
+	struct who_params w;
+	const char *p[8];
+	int rc;
+
+	rc = a->live = pg_attrs_live_is(x, a->bucket, a->to, a->etag);
+	if (rc < 0)
+		return rc;
+	if (a->live) {
+		rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
+		if (rc)
+			return rc;
+		who_fill(a->who, &w, p);
+		p[4] = a->bucket;
+		p[5] = a->from;
+		p[6] = a->to;
+		p[7] = a->etag;
+		rc = pg_exec(x, db_sql_attrs_publish_ins, 8, p, NULL);
+		if (rc)
+			return rc;
+		del[1] = a->from;
+		return pg_exec(x, db_sql_attrs_copy_done, 2, del, NULL);
+	}
+	/* A newer object is there: its row stays; from's name is gone. */
+	return pg_attrs_drop_one(x, a->bucket, a->from, 0, a->who);
+}
+
+int db_attrs_publish(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const struct actor *who,
+		     int *live)
+{
+	struct attrs_publish_args a = {
+	    .bucket = bucket, .from = from, .to = to, .etag = etag, .who = who};
+	int rc;
+
+	if (live)
+		*live = 0;
+	if (!d || !bucket || !from || !to || !etag || !*etag ||
+	    !strcmp(from, to))
+		return -EINVAL;
+	rc = db_run(d, "bind a published file's attributes", 1, 1,
+		    pg_attrs_publish, &a);
+	if (rc == 0 && live)
+		*live = a.live;
 	return rc;
 }
 

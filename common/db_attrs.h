@@ -162,20 +162,44 @@ int db_attrs_prepare(struct db *d, const char *bucket, const char *key,
 int db_attrs_bind(struct db *d, const char *bucket, const char *key,
 		  const char *etag, const char *old);
 
+/* What db_attrs_bind_claim did. */
+enum {
+	DB_BIND_MINE,  /* the file's claim was bound */
+	DB_BIND_TAKEN, /* the row became the file's again (its claim gone) */
+	DB_BIND_STALE  /* nothing: etag is not key's live object any more
+			  (or the row was already bound to it) */
+};
+
 /* After a mount's upload of a new file at key (ETag etag) is recorded:
  * the row of that file's claim (claimer: its token), still unbound, is
  * bound to etag and the claim ends, its fields as they are (set on the
  * file meanwhile). When the row is not that claim any more (it lapsed and
- * another create took the name, or it went), the object etag is still
- * that file's content (the last writer's, SPEC §2): the row becomes its
- * creator's again (mode, uid, gid of *a; times not set; logged 'create'
- * with who), bound to etag, never another create's attributes on it;
- * *taken (may be NULL) is 1 then. One transaction. 0 or -errno (nothing
- * changed; -EINPROGRESS: the connection was lost at COMMIT). */
+ * another create took the name, or it went), and etag is still key's live
+ * object (its live reception row's, read under the reception key lock),
+ * the object is that file's content (the last writer's, SPEC §2): the row
+ * becomes that file's again (mode, uid, gid of *a, and its times when
+ * a->what has DB_ATTR_ATIME / DB_ATTR_MTIME; logged 'create' with who),
+ * bound to etag, never another create's attributes on it. A row of a newer
+ * object (etag not live any more) is never touched. *taken (may be NULL):
+ * DB_BIND_*. One transaction. 0 or -errno (nothing changed; -EINPROGRESS:
+ * the connection was lost at COMMIT). */
 int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
 			const char *etag, const char *claimer,
 			const struct db_attrs *a, const struct actor *who,
 			int *taken);
+
+/* After a mount's upload of a file published from `from` (a rename of a
+ * file never stored under that name) to `to` (ETag etag) is recorded:
+ * while etag is to's live object (its live reception row's, read under the
+ * reception key lock; *live 1), to's row is replaced by from's, bound to
+ * etag, its claim ended (logged 'move', from_key from), and from's goes;
+ * else (a newer object is there) to's row stays and from's goes (logged
+ * 'drop'). Until then to's row describes to's earlier object, whatever
+ * happens to the upload (a crash, a failure). One transaction. 0 or -errno
+ * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
+int db_attrs_publish(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const struct actor *who,
+		     int *live);
 
 /* A claim on a name (migration 11): the row of a mount's new file, from
  * its create until its upload is recorded (db_attrs_bind ends it), names

@@ -67,6 +67,10 @@ void pg_conn_error(const struct db *d, PGconn *conn, char *buf, size_t len);
 
 typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
 
+/* In a transaction: serialises the writers of (bucket, key) (the reception
+ * key lock, DB_KEY_LOCK_CLASS) until it ends. 0 or -errno. */
+int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key);
+
 /* Runs one statement. On success returns 0 and, when out is not NULL, the
  * result (the caller clears it). On failure returns -errno, logs, clears
  * the result, and notes in x whether the connection is lost or the failure

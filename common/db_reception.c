@@ -106,8 +106,7 @@ static void pg_key_lock_obj(const char *bucket, const char *key, char obj[16])
 	snprintf(obj, 16, "%" PRId32, (int32_t)h);
 }
 
-/* Serialises writers of (bucket, key) until the transaction ends. */
-static int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
+int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
 {
 	const char *p[2] = {DB_KEY_LOCK_CLASS, NULL};
 	char obj[16];

@@ -397,6 +397,8 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	if (rc)
 		return rc == -EINPROGRESS ? -EIO : rc;
 	cache_set(rel, in, what, &r, etag, bound, ctime_ns);
+	if (!(what & ATTROV_RESET))
+		ofile_note_attrs(rel, &r);
 	return 0;
 }
 
@@ -1018,18 +1020,26 @@ void attrov_bind(const char *rel, const char *etag, const char *old)
 }
 
 int attrov_bind_claim(const char *rel, const char *etag, const char *token,
-		      const struct attrov *creator)
+		      const struct attrov *cur)
 {
 	struct db_attrs r = {0};
 	struct attrov *a;
 	struct actor who;
-	int rc, taken = 0;
+	int rc, taken = DB_BIND_MINE;
 
 	if (!etag || !*etag || !token)
 		return 0;
-	r.mode = creator->mode & 07777;
-	r.uid = creator->uid;
-	r.gid = creator->gid;
+	r.mode = cur->mode & 07777;
+	r.uid = cur->uid;
+	r.gid = cur->gid;
+	if (cur->has_atime) {
+		r.what |= DB_ATTR_ATIME;
+		r.atime_ns = ts_ns(&cur->atime);
+	}
+	if (cur->has_mtime) {
+		r.what |= DB_ATTR_MTIME;
+		r.mtime_ns = ts_ns(&cur->mtime);
+	}
 	cfs_actor(&who);
 	rc = db_attrs_bind_claim(cfs->db, cfs->cfg.reception_bucket, rel, etag,
 				 token, &r, &who, &taken);
@@ -1037,17 +1047,49 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		log_error("attributes of inbox/%s not bound to its object %s: "
 			  "%s",
 			  rel, etag, strerror(-rc));
-	else if (taken)
+	else if (taken == DB_BIND_TAKEN)
 		log_warn("inbox/%s: its claim was taken by another create "
 			 "before its upload was recorded; the row is its "
-			 "creator's again (uid %lu, mode %o), bound to %s",
+			 "writer's again (uid %lu, mode %o), bound to %s",
 			 rel, (unsigned long)r.uid, (unsigned)r.mode, etag);
+	else if (taken == DB_BIND_STALE)
+		log_warn("inbox/%s: its claim was taken by another create "
+			 "and its object %s replaced before its row was "
+			 "bound; the newer object's row stays",
+			 rel, etag);
 	pthread_mutex_lock(&cfs->lock);
 	a = entry_changing_locked(rel);
-	if (rc || taken)
+	if (rc || taken != DB_BIND_MINE)
 		reload_entry_locked(rel);
 	else if (a)
 		entry_bind_locked(a, etag);
+	pthread_mutex_unlock(&cfs->lock);
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
+int attrov_publish(const char *from, const char *to, const char *etag)
+{
+	struct actor who;
+	int rc, live = 0;
+
+	if (!etag || !*etag)
+		return 0;
+	cfs_actor(&who);
+	rc = db_attrs_publish(cfs->db, cfs->cfg.reception_bucket, from, to,
+			      etag, &who, &live);
+	if (rc)
+		log_error("attributes of inbox/%s not moved to inbox/%s for "
+			  "its object %s (that object shows the defaults "
+			  "until then): %s",
+			  from, to, etag, strerror(-rc));
+	else if (!live)
+		log_warn("inbox/%s: its object %s was replaced before the "
+			 "attributes of inbox/%s followed it; the newer "
+			 "object's row stays",
+			 to, etag, from);
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(from);
+	reload_entry_locked(to);
 	pthread_mutex_unlock(&cfs->lock);
 	return rc == -EINPROGRESS ? -EIO : rc;
 }

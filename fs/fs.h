@@ -73,8 +73,11 @@ struct ofile {
 	char *claim;	       /* protected by cfs.lock: its claim's token
 				  (file_attrs.claimed_by: claimer "#" n, one
 				  per create), or NULL */
-	struct attrov creator; /* protected by lock: its create's mode and
-				  owner (with claim), the row its content
+	struct attrov creator; /* set under lock at create, before
+				  attrs_unbound; then changed (chmod, chown,
+				  utimens: ofile_note_attrs) and read under
+				  cfs.lock: its mode, owner and times as they
+				  are now (with claim), the row its content
 				  gets if the claim was taken meanwhile */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
@@ -287,10 +290,17 @@ int ofile_commit(struct ofile *of, int leaving);
 void ofile_stream_meta(struct ofile *of);
 /* Caller holds of->lock. A file no open handle will commit, local or
  * never stored, gets the final name `to`: uploaded and logged under `to`
- * (replaces: an object exists there, overwritten), and only then renamed.
- * On failure nothing changed: it keeps its name (a local one stays local).
- * 0 or -errno. */
+ * (replaces: an object exists there, overwritten), and only then renamed;
+ * its attributes row follows it there once its upload is recorded
+ * (attrov_publish: to's own describes to's object until then, whatever
+ * happens to the upload). On failure nothing changed: it keeps its name
+ * (a local one stays local). 0 or -errno. */
 int ofile_publish(struct ofile *of, const char *to, int replaces);
+/* After rel's attributes row was changed (chmod, chown, utimens: r's
+ * fields, as stored): a new file of this mount open under rel with its
+ * claim keeps them, for its bind (attrov_bind_claim) if the claim is
+ * taken meanwhile. */
+void ofile_note_attrs(const char *rel, const struct db_attrs *r);
 /* Caller holds of->lock. A file whose commit is left to a handle still
  * open (of->pending), or that is local, takes the name `to` with no store
  * access: its writer's close uploads and logs it there, once (replaces: an
@@ -458,11 +468,20 @@ void attrov_bind(const char *rel, const char *etag, const char *old);
 /* After this mount's upload of a new file rel (ETag etag) is recorded:
  * its claim's row (token) is bound to etag (db_attrs_bind_claim); a row
  * that is no longer that claim (lapsed and taken by another create, or
- * gone) becomes creator's (its mode, uid, gid) again, bound to etag: the
- * object is this file's content, never shown with another create's
- * attributes. 0 or -errno (logged; EIO when the outcome is unknown). */
+ * gone) becomes the file's again (cur: its mode, uid, gid and times as
+ * they are now, with the chmod/chown/utimens made on it since its
+ * create), bound to etag, while etag is rel's live object: never another
+ * create's attributes on it, and never a newer object's row taken. 0 or
+ * -errno (logged; EIO when the outcome is unknown). */
 int attrov_bind_claim(const char *rel, const char *etag, const char *token,
-		      const struct attrov *creator);
+		      const struct attrov *cur);
+/* After this mount's upload of a file published from `from` to `to` (ETag
+ * etag) is recorded: from's row becomes to's, bound to etag, while etag is
+ * to's live object (db_attrs_publish); from's goes. Until then to's row is
+ * left as it is (it describes to's earlier object, which shows with it
+ * during the upload and after a failure or a crash). 0 or -errno (logged;
+ * the cache shows the database's state). */
+int attrov_publish(const char *from, const char *to, const char *etag);
 /* Forgets what is cached of rel and under rel/ (reloaded when next shown). */
 void attrov_forget_tree(const char *rel);
 /* At unmount: frees the cache. */

@@ -185,8 +185,99 @@ static struct {
 	pthread_cond_t cond; /* with cfs->lock: stop was set */
 } renewer = {.cond = PTHREAD_COND_INITIALIZER};
 
+/* A new file whose upload was recorded (its close returned 0: stored and
+ * logged, SPEC §2) but whose claim's row could not be bound then (the
+ * database failing): the claims thread keeps renewing its claim and tries
+ * the bind again each period until it is done (D10), so the row never
+ * lapses unbound onto whatever object is there later. */
+struct rebind {
+	struct rebind *next;
+	char *rel, *etag, *token;
+	char *from;	   /* a publish's (attrov_publish), or NULL */
+	struct attrov cur; /* mode, owner, times only */
+};
+static struct rebind *rebinds; /* protected by cfs->lock */
+
+static void rebind_free(struct rebind *r)
+{
+	if (!r)
+		return;
+	free(r->rel);
+	free(r->etag);
+	free(r->token);
+	free(r->from);
+	free(r);
+}
+
+/* Queues the bind of rel's claim (token) to etag for the claims thread,
+ * or with from (token NULL) the move of a published file's row from
+ * `from` (attrov_publish). */
+static void rebind_add(const char *rel, const char *etag, const char *token,
+		       const struct attrov *cur, const char *from)
+{
+	struct rebind *r = calloc(1, sizeof(*r));
+
+	if (r) {
+		r->rel = strdup(rel);
+		r->etag = strdup(etag);
+		r->token = token ? strdup(token) : NULL;
+		r->from = from ? strdup(from) : NULL;
+		if (cur)
+			r->cur = *cur;
+		r->cur.rel = r->cur.etag = r->cur.miss = NULL;
+	}
+	if (!r || !r->rel || !r->etag || (token && !r->token) ||
+	    (from && !r->from)) {
+		log_error("inbox/%s: the bind of its row to %s is not queued "
+			  "for a retry (out of memory): its claim lapses "
+			  "unbound",
+			  rel, etag);
+		rebind_free(r);
+		return;
+	}
+	pthread_mutex_lock(&cfs->lock);
+	r->next = rebinds;
+	rebinds = r;
+	pthread_mutex_unlock(&cfs->lock);
+	log_warn("inbox/%s: the bind of its row to %s is retried until the "
+		 "database takes it (its claim renewed meanwhile)",
+		 rel, etag);
+}
+
+/* Tries each queued bind once (without cfs->lock); those that fail again
+ * stay queued. */
+static void rebinds_retry(void)
+{
+	struct rebind *list, *r, *keep = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	list = rebinds;
+	rebinds = NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	while ((r = list) != NULL) {
+		list = r->next;
+		if ((r->from ? attrov_publish(r->from, r->rel, r->etag)
+			     : attrov_bind_claim(r->rel, r->etag, r->token,
+						 &r->cur)) == 0) {
+			rebind_free(r);
+			continue;
+		}
+		r->next = keep;
+		keep = r;
+	}
+	if (!keep)
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	for (r = keep; r->next; r = r->next)
+		;
+	r->next = rebinds;
+	rebinds = keep;
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 /* Caller holds cfs->lock. The names of this mount's new files with a
- * claim (malloc'd array of malloc'd strings), *n of them; NULL on ENOMEM
+ * claim (open, or whose bind is queued: rebinds) (malloc'd array of malloc'd
+ * strings), *n of them; NULL on ENOMEM
  * (*n 0: nothing to renew this time). */
 static char **claimed_names_locked(size_t *n)
 {
@@ -194,9 +285,13 @@ static char **claimed_names_locked(size_t *n)
 	size_t cap = 0, i;
 	char **keys = NULL;
 
+	struct rebind *r;
+
 	*n = 0;
 	for (of = cfs->ofiles; of; of = of->next)
 		cap += !of->unlinked && !of->hidden && of->attrs_unbound;
+	for (r = rebinds; r; r = r->next)
+		cap++;
 	if (!cap)
 		return NULL;
 	keys = calloc(cap, sizeof(*keys));
@@ -206,6 +301,12 @@ static char **claimed_names_locked(size_t *n)
 		if (of->unlinked || of->hidden || !of->attrs_unbound)
 			continue;
 		keys[i] = strdup(of->rel);
+		if (!keys[i])
+			break;
+		i++;
+	}
+	for (r = rebinds; r && i < cap; r = r->next) {
+		keys[i] = strdup(r->from ? r->from : r->rel);
 		if (!keys[i])
 			break;
 		i++;
@@ -250,6 +351,7 @@ static void *claims_main(void *arg)
 		for (i = 0; i < n; i++)
 			free(keys[i]);
 		free(keys);
+		rebinds_retry();
 		pthread_mutex_lock(&cfs->lock);
 	}
 	pthread_mutex_unlock(&cfs->lock);
@@ -268,6 +370,8 @@ int ofile_claims_start(void)
 
 void ofile_claims_stop(void)
 {
+	struct rebind *r;
+
 	if (!renewer.started)
 		return;
 	pthread_mutex_lock(&cfs->lock);
@@ -276,6 +380,18 @@ void ofile_claims_stop(void)
 	pthread_mutex_unlock(&cfs->lock);
 	pthread_join(renewer.thread, NULL);
 	renewer.started = 0;
+	/* A last try; a bind left now lapses with its claim (logged). */
+	rebinds_retry();
+	pthread_mutex_lock(&cfs->lock);
+	while ((r = rebinds) != NULL) {
+		rebinds = r->next;
+		log_error("inbox/%s: its row is left unbound (its claim "
+			  "lapses; then it applies to whatever object is "
+			  "there): the database did not take its bind to %s",
+			  r->rel, r->etag);
+		rebind_free(r);
+	}
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 void ofile_drop_name(const char *rel)
@@ -341,7 +457,8 @@ struct ofile_meta {
 	struct s3_kv kv[4];
 };
 
-/* Caller holds of->lock: the object metadata of of stored as rel. What
+/* Caller holds of->lock: the object metadata of of, its attributes those
+ * of rel's row (a published file's: its name before the rename). What
  * s3fs and rclone read (s3fs's forms: st_mode with the file type and
  * mtime in decimal seconds), as getattr shows the file. Only ever
  * written, never read back: ownership comes from the database, not from
@@ -476,9 +593,13 @@ static void ofile_superseded(struct ofile *of, const char *rel,
 
 /* Caller holds of->lock: uploads the spool under rel and logs it. leaving:
  * writable handles of of that go away with this commit (a closing one).
- * Errors as upload_finish / reception_commit, and EIO when the object was
- * deleted by another client before its row every time (OFILE_REUPLOADS). */
-static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
+ * pub (NULL: none): a publish from that name (ofile_publish), whose row
+ * describes the upload and follows it to rel once it is recorded; rel's
+ * own row is left as it is until then. Errors as upload_finish /
+ * reception_commit, and EIO when the object was deleted by another client
+ * before its row every time (OFILE_REUPLOADS). */
+static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
+			    const char *pub)
 {
 	int64_t now = ofile_mono_ms(); /* before the upload's end */
 	struct reception_seen seen;
@@ -487,9 +608,10 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns(), t1;
 	int rc, tries, removed = 0, replaces;
+	struct attrov cur;
 	char *token;
 
-	rc = ofile_meta(of, rel, &m);
+	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
 		return rc;
 	/* received_by: who changed the file, not who happens to commit it
@@ -523,7 +645,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 	/* Its attributes describe what this upload stores: unbound from the
 	 * object replaced (one replaced by another route meanwhile is not
 	 * this file's: its row goes), bound to the new one once recorded. */
-	rc = ofile_prepare_attrs(of, rel);
+	rc = pub ? 0 : ofile_prepare_attrs(of, rel);
 	if (rc == 0)
 		rc = upload_set_key(of->up, rel);
 	/* An object deleted by another client before its row (the commit
@@ -579,17 +701,28 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving)
 		of->in_store = 1;
 		of->stored_size = res.size;
 		pthread_mutex_lock(&cfs->lock);
-		token =
-		    of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
+		token = !pub && of->attrs_unbound && of->claim
+			    ? strdup(of->claim)
+			    : NULL;
+		cur = of->creator;     /* as it is now: chmod since included */
 		of->attrs_unbound = 0; /* bound below: the claim ends */
 		pthread_mutex_unlock(&cfs->lock);
 		/* A new file's row is bound only while it is still its claim
 		 * (R7): one taken by another create meanwhile becomes this
-		 * file's creator's again, never theirs on these bytes. */
-		if (token)
-			attrov_bind_claim(rel, res.etag, token, &of->creator);
-		else
+		 * file's again, never theirs on these bytes. A published
+		 * file's row moves to rel only now (D1, D2): until its
+		 * object is recorded there, rel's old object shows with its
+		 * own row. */
+		/* One that fails is retried (D10: never left to lapse). */
+		if (pub) {
+			if (attrov_publish(pub, rel, res.etag) != 0)
+				rebind_add(rel, res.etag, NULL, NULL, pub);
+		} else if (token) {
+			if (attrov_bind_claim(rel, res.etag, token, &cur) != 0)
+				rebind_add(rel, res.etag, token, &cur, NULL);
+		} else {
 			attrov_bind(rel, res.etag, NULL);
+		}
 		free(token);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */
@@ -620,20 +753,20 @@ int ofile_commit(struct ofile *of, int leaving)
 	}
 	if (!rel)
 		return -ENOMEM;
-	rc = ofile_commit_key(of, rel, leaving);
+	rc = ofile_commit_key(of, rel, leaving, NULL);
 	free(rel);
 	return rc;
 }
 
-/* Caller holds of->lock. Its attributes row follows it to `to` before
- * its upload (attrov_copy: to's own kept for an undo), so that the upload
- * binds it there (R8: a temp file's claim ends, bound to the object), and
- * from's goes once it is stored; on failure to's rows are put back. */
+/* Caller holds of->lock. Its attributes row stays under its name during
+ * its upload to `to`, and to's row as it is (describing to's object, which
+ * is shown meanwhile, and stays after a failure or a crash); the upload's
+ * record moves it to `to`, bound to the new object (R8: a temp file's
+ * claim ends there), in one transaction (attrov_publish). */
 int ofile_publish(struct ofile *of, const char *to, int replaces)
 {
 	int was_local = of->local, was_in_store = of->in_store;
 	uint64_t was_stored_size = of->stored_size;
-	struct attrov_undo undo = {0};
 	char *n = strdup(to), *from = ofile_rel(of), *old;
 	int rc;
 
@@ -641,29 +774,20 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = attrov_copy(from, to, &undo);
-	if (rc)
-		goto out; /* nothing copied */
-	/* A row bound to an earlier object (a stored file renamed to a temp
-	 * name) is this file's own: unbound, it describes the upload. */
-	if (!of->attrs_unbound)
-		rc = attrov_prepare(to, 0, NULL);
-	if (rc)
-		goto undo;
 	if (was_local) {
 		of->up =
 		    upload_new(cfs->pool, cfs->s3, cfs->cfg.reception_bucket,
 			       to, of->fd, cfs->cfg.part_size);
 		if (!of->up) {
 			rc = -ENOMEM;
-			goto undo;
+			goto out;
 		}
 	}
 	of->local = 0;
 	of->dirty = 1;
 	of->in_store = replaces;
 	of->based_ms = ofile_mono_ms(); /* the name is bound now */
-	rc = ofile_commit_key(of, to, 0);
+	rc = ofile_commit_key(of, to, 0, from);
 	if (rc) {
 		/* Stays what it was, under its name (a local file stays
 		 * local: its temp name is never uploaded). */
@@ -675,23 +799,61 @@ int ofile_publish(struct ofile *of, const char *to, int replaces)
 		of->in_store = was_in_store;
 		of->stored_size = was_stored_size;
 		of->dirty = 1;
-		goto undo;
+		goto out;
 	}
-	attrov_copy_done(from);
 	pthread_mutex_lock(&cfs->lock);
 	old = of->rel;
 	of->rel = n;
 	n = NULL;
 	pthread_mutex_unlock(&cfs->lock);
 	free(old);
-	goto out;
-undo:
-	attrov_undo_copy(to, &undo);
 out:
-	attrov_undo_free(&undo);
 	free(from);
 	free(n);
 	return rc;
+}
+
+/* ns since the epoch as a timespec (tv_nsec in [0, 1e9)). */
+static struct timespec ofile_ns_ts(int64_t ns)
+{
+	struct timespec t;
+
+	t.tv_sec = (time_t)(ns / 1000000000);
+	t.tv_nsec = (long)(ns % 1000000000);
+	if (t.tv_nsec < 0) {
+		t.tv_sec--;
+		t.tv_nsec += 1000000000;
+	}
+	return t;
+}
+
+void ofile_note_attrs(const char *rel, const struct db_attrs *r)
+{
+	struct ofile *of;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (!of->unlinked && !of->hidden && of->attrs_unbound &&
+		    !strcmp(of->rel, rel))
+			break;
+	if (of && (r->what & DB_ATTR_MODE)) {
+		of->creator.mode = (mode_t)(r->mode & 07777);
+		of->creator.has_mode = 1;
+	}
+	if (of && (r->what & DB_ATTR_OWNER)) {
+		of->creator.uid = (uid_t)r->uid;
+		of->creator.gid = (gid_t)r->gid;
+		of->creator.has_owner = 1;
+	}
+	if (of && (r->what & DB_ATTR_ATIME)) {
+		of->creator.atime = ofile_ns_ts(r->atime_ns);
+		of->creator.has_atime = 1;
+	}
+	if (of && (r->what & DB_ATTR_MTIME)) {
+		of->creator.mtime = ofile_ns_ts(r->mtime_ns);
+		of->creator.has_mtime = 1;
+	}
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 /* Caller holds of->lock. */

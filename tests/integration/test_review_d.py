@@ -40,8 +40,6 @@ def publish_held(m, px, tmp, to):
     return t, out
 
 
-@pytest.mark.xfail(strict=True, reason="revD D1: ofile_publish copies the temp's row over the "
-                   "target's before its upload; a crash leaves the old object with it")
 def test_crash_during_publish_over_a_target_keeps_the_targets_attributes(proxied):
     """D1: a local temp file (x.tmp, 0644 root) renamed over a stored 0600 file y.txt of uid
     2003: ofile_publish (511cf6c) copies x.tmp's row, unbound, over y.txt's before uploading.
@@ -88,8 +86,6 @@ def proxied_shared(stack, mount_factory, uniq):
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revD D2: during a publish's upload the old object of the "
-                   "target is shown (and served) with the temp file's mode and owner")
 def test_publish_over_a_secret_never_shows_it_with_the_temps_mode(proxied_shared):
     """D2: A's stored 0600 file y.txt; A writes x.tmp (0644) and renames it over y.txt. While
     the upload of the new content is in flight (slow store), y.txt still holds A's old
@@ -304,8 +300,6 @@ def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack,
         pg.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revD D6: attrov_bind_claim's take path restores the "
-                   "create's mode (of->creator), not the file's chmod since")
 def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
     """D6: A creates X 0644 on mount a and, still writing, chmods it 0600 (a secret). Its
     claim lapses (backdated, as if mount a could not renew it) and B's O_EXCL create on mount
@@ -365,8 +359,6 @@ def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq)
                                                                             attrs_row(a, key))
 
 
-@pytest.mark.xfail(strict=True, reason="revD D8: attrov_bind_claim's take path (ON CONFLICT DO "
-                   "UPDATE) overwrites a row already bound to a newer object")
 def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, uniq):
     """D8: A's new 0644 file X on mount a; its claim lapses and B's O_EXCL create (0600, a
     secret) on mount b takes the name (R7). A closes: its upload and row commit, but its bind
@@ -456,3 +448,48 @@ def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
     assert res == {"b's create": ["EBUSY"], "a closed": "closed", "stored": b"A secret",
                    "row": (A, 0o600), "mv": ["ok"], "Y": b"A secret", "X": None,
                    "X row": None, "Y row": (A, 0o600), "B reads Y": ["EACCES"]}, res
+
+
+def test_a_bind_that_failed_after_the_commit_is_retried(stack, mount_factory, uniq):
+    """D10: A's new 0600 file X on mount a (claim_lease 4 s: renewed every second). Its close
+    stores it and commits its reception row, but the bind of its claim's row fails (the row
+    locked by another session past the statement deadline, as a database gone at that moment).
+    Close returns 0 (SPEC §2: stored and logged); the row must not stay unbound and claimed
+    until its lease lapses (then applying to whatever object is there): once the database
+    answers again it is bound to A's object, its claim ended, A's mode and owner kept."""
+    import psycopg2
+    from test_claims_review import hold, release
+    from test_perms import FOREIGN
+    a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")}, opts="allow_other")
+    open_to_others(a)
+    key = f"{uniq}.txt"
+    fa = a.path("inbox", key)
+    pa = hold(A, fa, "A secret")
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    out = []
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, key))
+            assert cur.rowcount == 1
+        t = threading.Thread(target=lambda: out.append(release(pa)), daemon=True)
+        t.start()
+        t.join(120)
+    finally:
+        lock.commit()
+        lock.close()
+    e = a.s3.head_object(Bucket=a.reception_bucket, Key=key)["ETag"].strip('"')
+
+    def bound():
+        r = attrs_row(a, key)
+        return r and r["etag"] == e and r["claimed_by"] is None
+    import time
+    deadline = time.time() + 15
+    while time.time() < deadline and not bound():
+        time.sleep(0.5)
+    r = attrs_row(a, key)
+    res = {"close": out, "row": r and (r["uid"], r["mode"], r["etag"] == e, r["claimed_by"]),
+           "B reads": as_user(B, rd(fa))}
+    assert res == {"close": ["closed"], "row": (A, 0o600, True, None),
+                   "B reads": ["EACCES"]}, res
