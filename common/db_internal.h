@@ -57,6 +57,7 @@ struct pg_ctx {
 	int timeout_ms;	  /* client-side bound on one statement, 0: none */
 	int timed_out;	  /* the bound was hit: do not try again */
 	int stmt_failed;  /* a statement failed (for the metrics) */
+	int begin_due;	  /* BEGIN goes with the next statement (pipelined) */
 };
 
 /* libpq's error text of conn (NULL: "out of memory") into buf, on one

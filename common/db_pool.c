@@ -322,15 +322,102 @@ static int64_t pg_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* Waits (poll) until PQgetResult would not block, within deadline (when
+ * x->timeout_ms is set). 0, or -1 (the connection is marked lost when the
+ * deadline passed). */
+static int pg_wait(struct pg_ctx *x, int64_t deadline)
+{
+	while (PQisBusy(x->conn)) {
+		struct pollfd pfd = {.fd = PQsocket(x->conn), .events = POLLIN};
+		int64_t left = x->timeout_ms ? deadline - pg_now_ms() : -1;
+		int n;
+
+		if (x->timeout_ms && left <= 0) {
+			log_error("database: %s: no answer in %d ms; dropping "
+				  "the connection",
+				  x->what, x->timeout_ms);
+			x->lost = 1;
+			x->timed_out = 1;
+			return -1;
+		}
+		n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			return -1;
+		if (n > 0 && !PQconsumeInput(x->conn))
+			return -1;
+	}
+	return 0;
+}
+
+/* BEGIN and sql in one round trip (libpq pipeline mode), with pg_wait's
+ * deadline: NULL when sending failed, the connection broke, or the
+ * deadline passed (the connection is marked lost: reset, not reused).
+ * Returns BEGIN's result when it failed, else sql's last result. */
+static PGresult *pg_exec_begin(struct pg_ctx *x, const char *sql, int nparams,
+			       const char *const *params)
+{
+	int64_t deadline = pg_now_ms() + x->timeout_ms;
+	PGresult *begin = NULL, *last = NULL, *r;
+	int query = 0; /* 0: BEGIN's results, 1: sql's */
+
+	if (!PQenterPipelineMode(x->conn))
+		return NULL;
+	if (!PQsendQueryParams(x->conn, "BEGIN", 0, NULL, NULL, NULL, NULL,
+			       0) ||
+	    !PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL, NULL,
+			       0) ||
+	    !PQpipelineSync(x->conn)) {
+		x->lost = 1; /* mid-pipeline: reset, not reused */
+		return NULL;
+	}
+	for (;;) {
+		if (pg_wait(x, deadline)) {
+			x->lost = 1;
+			PQclear(begin);
+			PQclear(last);
+			return NULL;
+		}
+		r = PQgetResult(x->conn);
+		if (!r) { /* the end of one query's results */
+			query++;
+			continue;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			break;
+		}
+		if (query == 0) {
+			PQclear(begin);
+			begin = r;
+		} else {
+			PQclear(last);
+			last = r;
+		}
+	}
+	if (!PQexitPipelineMode(x->conn))
+		x->lost = 1;
+	if (!begin || PQresultStatus(begin) != PGRES_COMMAND_OK) {
+		PQclear(last);
+		return begin;
+	}
+	PQclear(begin);
+	return last;
+}
+
 /* PQexecParams with a deadline: NULL when sending failed, the connection
  * broke, or the deadline passed (then the connection is marked lost: it is
- * mid-statement and gets reset, not reused). Returns the last result. */
+ * mid-statement and gets reset, not reused). Returns the last result. A
+ * transaction's BEGIN still due (x->begin_due) goes with sql. */
 static PGresult *pg_exec_timed(struct pg_ctx *x, const char *sql, int nparams,
 			       const char *const *params)
 {
 	int64_t deadline = pg_now_ms() + x->timeout_ms;
 	PGresult *last = NULL, *r;
 
+	if (x->begin_due) {
+		x->begin_due = 0;
+		return pg_exec_begin(x, sql, nparams, params);
+	}
 	if (!x->timeout_ms)
 		return PQexecParams(x->conn, sql, nparams, NULL, params, NULL,
 				    NULL, 0);
@@ -338,30 +425,9 @@ static PGresult *pg_exec_timed(struct pg_ctx *x, const char *sql, int nparams,
 			       0))
 		return NULL;
 	for (;;) {
-		while (PQisBusy(x->conn)) {
-			struct pollfd pfd = {.fd = PQsocket(x->conn),
-					     .events = POLLIN};
-			int64_t left = deadline - pg_now_ms();
-			int n;
-
-			if (left <= 0) {
-				log_error("database: %s: no answer in %d ms; "
-					  "dropping the connection",
-					  x->what, x->timeout_ms);
-				x->lost = 1;
-				x->timed_out = 1;
-				PQclear(last);
-				return NULL;
-			}
-			n = poll(&pfd, 1, (int)left);
-			if (n < 0 && errno != EINTR) {
-				PQclear(last);
-				return NULL;
-			}
-			if (n > 0 && !PQconsumeInput(x->conn)) {
-				PQclear(last);
-				return NULL;
-			}
+		if (pg_wait(x, deadline)) {
+			PQclear(last);
+			return NULL;
 		}
 		r = PQgetResult(x->conn);
 		if (!r)
@@ -467,7 +533,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			   .what = what,
 			   .retry_unique = retry_unique,
 			   .timeout_ms = timeout_ms};
-	int rc, attempt = 0, resets = 0;
+	int rc, attempt = 0, resets = 0, open;
 	uint64_t t0 = ctr_now_ns(), t1;
 
 	rc = pg_take(d, &x);
@@ -489,16 +555,13 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 			if (rc)
 				break;
 		}
-		if (txn) {
-			t1 = ctr_now_ns();
-			rc = pg_exec(&x, "BEGIN", 0, NULL, NULL);
-			stage_observe_since(STG_SQL_BEGIN, t1);
-		} else {
-			rc = 0;
-		}
-		if (!rc)
-			rc = fn(&x, arg);
-		if (!rc && txn) {
+		/* BEGIN is sent with the transaction's first statement (one
+		 * round trip): pg_exec_begin. */
+		x.begin_due = txn;
+		rc = fn(&x, arg);
+		open = txn && !x.begin_due; /* none if fn ran no statement */
+		x.begin_due = 0;
+		if (!rc && open) {
 			x.in_commit = 1;
 			t1 = ctr_now_ns();
 			rc = pg_exec(&x, "COMMIT", 0, NULL, NULL);
@@ -506,7 +569,7 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 		}
 		if (!rc)
 			break;
-		if (txn && !x.lost)
+		if (open && !x.lost)
 			pg_rollback(&x);
 		if (x.lost && !x.in_commit && !resets && !x.timed_out) {
 			resets++;
