@@ -112,7 +112,6 @@ static const char *const stage_names[STG_N] = {
     [STG_HASH] = "hash",
     [STG_UPLOAD_FINISH] = "upload_finish",
     [STG_RECEPTION_ROW] = "reception_row",
-    [STG_SQL_BEGIN] = "sql_begin",
     [STG_SQL_COMMIT] = "sql_commit",
 };
 

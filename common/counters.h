@@ -85,7 +85,6 @@ enum stage {
 	STG_RECEPTION_ROW, /* a commit's reception row: its transaction,
 			      the check of the object under the key lock
 			      included, retries included */
-	STG_SQL_BEGIN,	   /* BEGIN sent alone (none: pipelined, db_pool.c) */
 	STG_SQL_COMMIT,	   /* COMMIT of any transaction */
 	STG_N
 };

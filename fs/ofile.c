@@ -531,6 +531,8 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 {
 	struct log_ev ev;
 
+	/* a failed reception, as reception_commit counts its own */
+	ctr_add(CTR_ERR_RECEPTION, 1);
 	log_ev_begin(&ev, "error");
 	log_ev_str(&ev, "op", "upload");
 	log_ev_err(&ev, rc);

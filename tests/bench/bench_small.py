@@ -236,7 +236,6 @@ def cmd_table(args):
             d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"), 2)
     for st, title in (("spool_write", "spool write (in fuse write)"),
                       ("hash", "hashing (any thread)"),
-                      ("sql_begin", "SQL BEGIN (all transactions)"),
                       ("sql_commit", "SQL COMMIT (all transactions)")):
         row(title, d(f"custodyfs_stage_duration_seconds_count{{stage={st}}}"),
             d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"))
