@@ -64,47 +64,34 @@ export LC_ALL=C
 
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-BACKEND=s3rver
 ONLY=a,b,c
-NFILES=500
-FSIZE=4096
 BIG_MIB=256
 RSS_MIB=1024
-PG_FAST=0
 LOG_LEVEL=
 TRACE=0
 REF=1
-KEEP=0
 TIME_LIMIT=900
 HOLD=0
 ROUNDS=3
 BROUNDS=3
 PROFILE=0
 DIR_OBJECTS=0
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
 
 while [ $# -gt 0 ]; do
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" = 0 ] || { shift "$BENCH_SHIFT"; continue; }
   case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
   --only) ONLY=$2; shift ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
   --big-mib) BIG_MIB=$2; shift ;;
   --rss-mib) RSS_MIB=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
   --log-level) LOG_LEVEL=$2; shift ;;
   --trace) TRACE=1; KEEP=1 ;;
   --no-ref) REF=0 ;;
-  --keep) KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
   --hold) HOLD=$2; shift ;;
   --profile) PROFILE=1 ;;
   --dir-objects) DIR_OBJECTS=$2; shift ;;
   --rounds) ROUNDS=$2; shift ;;
   --big-rounds) BROUNDS=$2; shift ;;
-  -h | --help) bench_help; exit 0 ;;
   *) die "unknown option $1 (see --help)" ;;
   esac
   shift

@@ -50,37 +50,24 @@ export LC_ALL=C
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BP=$HERE/bench_promote.py
 
-BACKEND=s3rver
-NFILES=500
-FSIZE=4096
 ROUNDS=2
 WORKERS=4
 ONLY=a,b,c,d,seed,limit
-PG_FAST=0
 LOG_LEVEL=
-KEEP=0
 TRACE=0
 TIME_LIMIT=1500
 HOLD=0
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
 
 while [ $# -gt 0 ]; do
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" = 0 ] || { shift "$BENCH_SHIFT"; continue; }
   case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
   --rounds) ROUNDS=$2; shift ;;
   --workers) WORKERS=$2; shift ;;
   --only) ONLY=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
   --log-level) LOG_LEVEL=$2; shift ;;
-  --keep) KEEP=1 ;;
   --trace) TRACE=1; KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
   --hold) HOLD=$2; shift ;;
-  -h | --help) bench_help; exit 0 ;;
   *) die "unknown option $1 (see --help)" ;;
   esac
   shift

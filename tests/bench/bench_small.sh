@@ -44,28 +44,12 @@ export LC_ALL=C
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export CURL_HOME=/nonexistent # no ~/.curlrc
 
-BACKEND=s3rver
-NFILES=500
-FSIZE=4096
-PG_FAST=0
-KEEP=0
 TIME_LIMIT=600
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
 
 while [ $# -gt 0 ]; do
-  case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
-  --keep) KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
-  -h | --help) bench_help; exit 0 ;;
-  *) die "unknown option $1 (see --help)" ;;
-  esac
-  shift
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" != 0 ] || die "unknown option $1 (see --help)"
+  shift "$BENCH_SHIFT"
 done
 [[ $NFILES =~ ^[0-9]+$ && $NFILES -ge 8 && $NFILES -le 5000 ]] || die "--files: 8..5000"
 [[ $FSIZE =~ ^[0-9]+$ && $FSIZE -le 1048576 ]] || die "--size: 0..1048576"

@@ -19,6 +19,14 @@ unset AWS_CA_BUNDLE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE SSL_CERT_FILE AWS_PROFILE 
   PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSWORD 2>/dev/null || true
 export NO_PROXY='*' no_proxy='*'
 
+# what every benchmark takes by default (bench_opt changes them)
+BACKEND=s3rver
+NFILES=500
+FSIZE=4096
+PG_FAST=0
+KEEP=0
+BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
+
 BASE_BUCKET=bench-baseline
 RECEPTION=recepcao-raw
 STORAGE=storage-unique
@@ -27,6 +35,24 @@ die() { echo "$BENCH_NAME: $*" >&2; exit 1; }
 note() { echo "bench: $(date +%H:%M:%S) $*" >&2; }
 # --help: the script's header comment
 bench_help() { sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
+
+# bench_opt "$@": the options every benchmark takes (--swift --s3rver --files --size --pg-fast
+# --keep --time-limit --bin --help); sets BENCH_SHIFT to the words it used, 0 for another option
+bench_opt() {
+  BENCH_SHIFT=1
+  case $1 in
+  --swift) BACKEND=swift ;;
+  --s3rver) BACKEND=s3rver ;;
+  --files) NFILES=$2; BENCH_SHIFT=2 ;;
+  --size) FSIZE=$2; BENCH_SHIFT=2 ;;
+  --pg-fast) PG_FAST=1 ;;
+  --keep) KEEP=1 ;;
+  --time-limit) TIME_LIMIT=$2; BENCH_SHIFT=2 ;;
+  --bin) BIN=$2; BENCH_SHIFT=2 ;;
+  -h | --help) bench_help; exit 0 ;;
+  *) BENCH_SHIFT=0 ;;
+  esac
+}
 
 # bench_need_fuse: the python, the daemon binary and FUSE are there
 bench_need_fuse() {
