@@ -99,7 +99,7 @@ static void kids_free(struct nameidx *kids)
 	nameidx_free(kids);
 }
 
-static struct timespec ns_ts(int64_t ns)
+struct timespec attrs_ns_ts(int64_t ns)
 {
 	struct timespec t;
 
@@ -138,14 +138,14 @@ static struct attrov *attrov_from_row(struct db_attrs *r)
 		a->has_owner = 1;
 	}
 	if (r->what & DB_ATTR_ATIME) {
-		a->atime = ns_ts(r->atime_ns);
+		a->atime = attrs_ns_ts(r->atime_ns);
 		a->has_atime = 1;
 	}
 	if (r->what & DB_ATTR_MTIME) {
-		a->mtime = ns_ts(r->mtime_ns);
+		a->mtime = attrs_ns_ts(r->mtime_ns);
 		a->has_mtime = 1;
 	}
-	a->ctime = ns_ts(r->ctime_ns);
+	a->ctime = attrs_ns_ts(r->ctime_ns);
 	a->has_ctime = 1;
 	return a;
 }
@@ -452,7 +452,7 @@ static void cache_set(const char *rel, const struct attrov *in, unsigned what,
 		a->mtime = in->mtime;
 		a->has_mtime = 1;
 	}
-	a->ctime = ns_ts(ctime_ns);
+	a->ctime = attrs_ns_ts(ctime_ns);
 	a->has_ctime = 1;
 	pthread_mutex_unlock(&cfs->lock);
 }

@@ -350,6 +350,9 @@ void ofile_free_all(void);
  * truncation by another than root, not a chmod anyone asked for (logged
  * 'kill_priv', the writer as who) */
 #define ATTROV_KILLPRIV 128
+/* ns since the epoch (as the database keeps times) as a timespec, tv_nsec
+ * in [0, 1e9) also for a time before the epoch. */
+struct timespec attrs_ns_ts(int64_t ns);
 /* Records the fields of in named by what (ATTROV_*) for rel: in the
  * database first (with the caller of the current FUSE request as who;
  * logged in file_attr_changes: 'create'/'mkdir' for a RESET, 'kill_priv'

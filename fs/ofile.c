@@ -815,20 +815,6 @@ out:
 	return rc;
 }
 
-/* ns since the epoch as a timespec (tv_nsec in [0, 1e9)). */
-static struct timespec ofile_ns_ts(int64_t ns)
-{
-	struct timespec t;
-
-	t.tv_sec = (time_t)(ns / 1000000000);
-	t.tv_nsec = (long)(ns % 1000000000);
-	if (t.tv_nsec < 0) {
-		t.tv_sec--;
-		t.tv_nsec += 1000000000;
-	}
-	return t;
-}
-
 void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 {
 	struct ofile *of;
@@ -848,11 +834,11 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 		of->creator.has_owner = 1;
 	}
 	if (of && (r->what & DB_ATTR_ATIME)) {
-		of->creator.atime = ofile_ns_ts(r->atime_ns);
+		of->creator.atime = attrs_ns_ts(r->atime_ns);
 		of->creator.has_atime = 1;
 	}
 	if (of && (r->what & DB_ATTR_MTIME)) {
-		of->creator.mtime = ofile_ns_ts(r->mtime_ns);
+		of->creator.mtime = attrs_ns_ts(r->mtime_ns);
 		of->creator.has_mtime = 1;
 	}
 	pthread_mutex_unlock(&cfs->lock);

@@ -62,63 +62,36 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-SERVERS=$REPO/tests/servers
-PY=/usr/bin/python3
-BENCH_PY=$HERE/bench.py
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-# local test stack only: no proxies, no CA bundles, no ambient AWS/PG settings
-unset AWS_CA_BUNDLE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE SSL_CERT_FILE AWS_PROFILE \
-  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION AWS_REGION \
-  http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY \
-  PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSWORD 2>/dev/null || true
-export NO_PROXY='*' no_proxy='*'
-
-BACKEND=s3rver
 ONLY=a,b,c
-NFILES=500
-FSIZE=4096
 BIG_MIB=256
 RSS_MIB=1024
-PG_FAST=0
 LOG_LEVEL=
 TRACE=0
 REF=1
-KEEP=0
 TIME_LIMIT=900
 HOLD=0
 ROUNDS=3
 BROUNDS=3
 PROFILE=0
 DIR_OBJECTS=0
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
-
-die() { echo "bench.sh: $*" >&2; exit 1; }
-note() { echo "bench: $(date +%H:%M:%S) $*" >&2; }
 
 while [ $# -gt 0 ]; do
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" = 0 ] || { shift "$BENCH_SHIFT"; continue; }
   case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
   --only) ONLY=$2; shift ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
   --big-mib) BIG_MIB=$2; shift ;;
   --rss-mib) RSS_MIB=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
   --log-level) LOG_LEVEL=$2; shift ;;
   --trace) TRACE=1; KEEP=1 ;;
   --no-ref) REF=0 ;;
-  --keep) KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
   --hold) HOLD=$2; shift ;;
   --profile) PROFILE=1 ;;
   --dir-objects) DIR_OBJECTS=$2; shift ;;
   --rounds) ROUNDS=$2; shift ;;
   --big-rounds) BROUNDS=$2; shift ;;
-  -h | --help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -135,176 +108,27 @@ phase() { [[ ",$ONLY," == *",$1,"* ]]; }
 [ -x "$PY" ] || die "$PY not found (Debian's python3 with boto3 and psycopg2)"
 [ "$PROFILE" = 0 ] || command -v perf >/dev/null || die "--profile needs perf (linux-perf)"
 "$PY" -c 'import boto3, psycopg2' 2>/dev/null || die "$PY lacks boto3/psycopg2"
-[ -x "$BIN" ] || die "daemon binary not found at $BIN: meson compile -C build"
-command -v fusermount3 >/dev/null || die "fusermount3 not found"
-[ -e /dev/fuse ] || die "/dev/fuse missing"
+bench_need_fuse
 command -v curl >/dev/null || die "curl not found"
 
-case $BACKEND in
-s3rver) AK=S3RVER SK=S3RVER ;;
-swift) AK=test:tester SK=testing ;;
-esac
-BASE_BUCKET=bench-baseline
-RECEPTION=recepcao-raw
+bench_keys
+bench_tmp custodyfs-bench
 
-TMP=$(mktemp -d "${CUSTODYFS_BENCH_TMP:-/tmp}/custodyfs-bench.XXXXXX")
-chmod 755 "$TMP" # the postgres user must reach $TMP/servers/pg
-MNT=$TMP/mnt
-SPOOL=$TMP/spool
-CFG=$TMP/custodyfs.ini
-LOG=$TMP/daemon.log
-RES=$TMP/results
-mkdir -p "$MNT" "$SPOOL" "$TMP/servers"
-chmod 700 "$SPOOL"
-: >"$RES"
-DPID=
-WATCHDOG=
-
-res() { echo "$1=$2" >>"$RES"; }
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-mounted() { awk -v m="$MNT" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-py() { "$PY" "$BENCH_PY" "$@"; }
-
-# ---------------------------------------------------------------------------- cleanup
-stop_daemon() {
-  local i
-  if mounted; then
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-      fusermount3 -u "$MNT" 2>/dev/null && break
-      mounted || break
-      sleep 0.5
-    done
-    mounted && fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ]; then
-    for ((i = 0; i < 300; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$DPID" 2>/dev/null; then
-      note "daemon $DPID still running 30 s after unmount: SIGKILL"
-      kill -KILL "$DPID" 2>/dev/null
-    fi
-    wait "$DPID" 2>/dev/null
-    DPID=
-    rm -f "$TMP/daemon.pid"
-  fi
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  if [ -n "$WATCHDOG" ]; then kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null; fi
-  stop_daemon
-  [ "$PROFILE" = 1 ] && perf probe -q -d 'cfsbench:*' >/dev/null 2>&1
-  "$SERVERS/$BACKEND.sh" stop "$TMP/servers" >/dev/null 2>&1
-  "$SERVERS/pg.sh" stop "$TMP/servers" >/dev/null 2>&1
-  if [ "$KEEP" = 1 ] || mounted; then
-    echo "bench: files kept in $TMP (daemon log $LOG)" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A hard bound on the whole run: a hung FUSE request blocks the shell (traps wait for the
-# foreground child), so the watchdog kills the daemon first -- that fails the hung request.
-(
-  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-  sleep "$TIME_LIMIT" &
-  sp=$!
-  wait "$sp"
-  echo "bench.sh: time limit of ${TIME_LIMIT}s reached: aborting" >&2
-  [ -s "$TMP/daemon.pid" ] && kill -KILL "$(cat "$TMP/daemon.pid")" 2>/dev/null
-  kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG=$!
+bench_cleanup_extra() { [ "$PROFILE" = 1 ] && perf probe -q -d 'cfsbench:*' >/dev/null 2>&1; }
+bench_guard
 
 # ---------------------------------------------------------------------------- servers
-cp "$BIN" "$TMP/custodyfs"
 res bin "$BIN"
 res bin_mtime "$(date -r "$BIN" '+%Y-%m-%d %H:%M:%S')"
 res backend "$BACKEND"
 res pg_fast "$PG_FAST"
 
-note "starting PostgreSQL (fsync $([ "$PG_FAST" = 1 ] && echo off || echo on))"
-PGPORT_=$(py freeport)
-CONNINFO=$(CUSTODYFS_PG_FAST=$PG_FAST "$SERVERS/pg.sh" start "$TMP/servers" "$PGPORT_" | tail -n1)
-PGMASTER=$(head -n1 "$TMP/servers/pg/data/postmaster.pid")
-if [ "$TRACE" = 1 ]; then
-  "$PY" - "$PGPORT_" <<'EOF'
-import sys, psycopg2
-c = psycopg2.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres")
-c.autocommit = True
-c.cursor().execute("ALTER DATABASE custody SET log_min_duration_statement = 0")
-EOF
-fi
-
-note "starting $BACKEND"
-if [ "$BACKEND" = swift ]; then
-  S3PORT=$(py freeport --offsets 0,10,11,12,20)
-else
-  S3PORT=$(py freeport)
-fi
-EP=$("$SERVERS/$BACKEND.sh" start "$TMP/servers" "$S3PORT" "$RECEPTION" storage-unique "$BASE_BUCKET" | tail -n1)
-[[ $EP == http://127.0.0.1:* ]] || die "unexpected endpoint '$EP' (loopback only)"
-s3pids() {
-  if [ "$BACKEND" = swift ]; then
-    cat "$TMP"/servers/swift/run/*.pid 2>/dev/null | tr '\n' ' '
-  else
-    cat "$TMP/servers/s3rver/s3rver.pid"
-  fi
-}
-S3ARGS=(--endpoint "$EP" --access-key "$AK" --secret-key "$SK")
-NETRC=$TMP/netrc # curl --aws-sigv4 credentials: the Swift key holds a ':' that -u cannot carry
-printf 'machine 127.0.0.1 login %s password %s\n' "$AK" "$SK" >"$NETRC"
-chmod 600 "$NETRC"
+bench_servers "$RECEPTION" "$STORAGE" "$BASE_BUCKET"
+bench_netrc "$TMP/netrc"
 
 # ---------------------------------------------------------------------------- the mount
-umask 077
-{
-  echo "# written by tests/bench/bench.sh"
-  echo "[s3]"
-  echo "endpoint = $EP"
-  echo "region = us-east-1"
-  echo "access_key_id = $AK"
-  echo "secret_access_key = $SK"
-  echo "reception_bucket = $RECEPTION"
-  echo "storage_bucket = storage-unique"
-  echo "path_style = true"
-  echo "[postgres]"
-  echo "conninfo = $CONNINFO"
-  echo "[fs]"
-  echo "spool_dir = $SPOOL"
-  [ -n "$LOG_LEVEL" ] && echo "log_level = $LOG_LEVEL"
-} >"$CFG"
-chmod 600 "$CFG"
-umask 022
-
-mount_daemon() {
-  local i
-  note "mounting custodyfs on $MNT"
-  setsid "$TMP/custodyfs" -f -o "config=$CFG" "$MNT" </dev/null >>"$LOG" 2>&1 &
-  DPID=$!
-  echo "$DPID" >"$TMP/daemon.pid"
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$DPID" 2>/dev/null || { tail -n 30 "$LOG" >&2; die "the daemon exited before mounting"; }
-    if mounted && timeout -k 1 5 test -d "$MNT/inbox"; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 30 "$LOG" >&2
-  die "mount did not appear within 30 s"
-}
+bench_config "${LOG_LEVEL:+log_level = $LOG_LEVEL}"
 mount_daemon
-
-cpu_daemon() { py cpu "$DPID"; }
-cpu_s3() { py cpu $(s3pids); }
-cpu_pg() { py cpu $(py pgpids "$PGMASTER"); }
-xacts() { py pgstat "$CONNINFO"; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-
 
 # loop_files DIR BUDGET FN: calls FN once per DIR/*.bin, the path in $F, serially, stopping
 # after BUDGET seconds; sets DONE, ERRS, SECS. A fork per file, as a shell script does.
@@ -333,15 +157,6 @@ op_curl() {
     -T "$F" "$EP/$BASE_BUCKET/$CURL_PREFIX/${F##*/}"
 }
 
-# measure TAG: CPU of daemon / S3 server / PostgreSQL and PG write transactions around a phase
-measure_start() { M_D=$(cpu_daemon) M_S=$(cpu_s3) M_P=$(cpu_pg) M_X=$(xacts); }
-measure_end() {
-  local tag=$1
-  res "${tag}_dcpu" "$(fsub "$M_D" "$(cpu_daemon)")"
-  res "${tag}_scpu" "$(fsub "$M_S" "$(cpu_s3)")"
-  res "${tag}_pcpu" "$(fsub "$M_P" "$(cpu_pg)")"
-  res "${tag}_xacts" "$(($(xacts) - M_X - 1))"
-}
 count_log() { [ -f "$LOG" ] && wc -l <"$LOG" || echo 0; }
 
 # ---------------------------------------------------------------------------- (a)
@@ -549,16 +364,6 @@ if [ "$TRACE" = 1 ]; then
   echo "trace: daemon log $LOG; line ranges per phase: $(grep '_log=' "$RES" | tr '\n' ' ')"
   echo "trace: PostgreSQL log $TMP/servers/pg/postgres.log"
 fi
-if [ "$HOLD" -gt 0 ]; then
-  {
-    echo "holding the stack for up to ${HOLD}s (touch $TMP/release to end it now):"
-    echo "  MNT=$MNT DAEMON_PID=$DPID SPOOL=$SPOOL LOG=$LOG"
-    echo "  EP=$EP AK=$AK SK=$SK BUCKET=$RECEPTION BASELINE_BUCKET=$BASE_BUCKET"
-    echo "  CONNINFO='$CONNINFO' PG_LOG=$TMP/servers/pg/postgres.log"
-  } | tee "$TMP/hold.env" >&2
-  for ((i = 0; i < HOLD * 2; i++)); do
-    [ -e "$TMP/release" ] && break
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.5
-  done
-fi
+bench_hold "MNT=$MNT DAEMON_PID=$DPID SPOOL=$SPOOL LOG=$LOG" \
+  "EP=$EP AK=$AK SK=$SK BUCKET=$RECEPTION BASELINE_BUCKET=$BASE_BUCKET" \
+  "CONNINFO='$CONNINFO' PG_LOG=$TMP/servers/pg/postgres.log"

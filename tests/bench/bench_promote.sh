@@ -47,52 +47,27 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-SERVERS=$REPO/tests/servers
-PY=/usr/bin/python3
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 BP=$HERE/bench_promote.py
 
-unset AWS_CA_BUNDLE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE SSL_CERT_FILE AWS_PROFILE \
-  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION AWS_REGION \
-  http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY \
-  PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSWORD 2>/dev/null || true
-export NO_PROXY='*' no_proxy='*'
-
-BACKEND=s3rver
-NFILES=500
-FSIZE=4096
 ROUNDS=2
 WORKERS=4
 ONLY=a,b,c,d,seed,limit
-PG_FAST=0
 LOG_LEVEL=
-KEEP=0
 TRACE=0
 TIME_LIMIT=1500
 HOLD=0
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
-
-die() { echo "bench_promote.sh: $*" >&2; exit 1; }
-note() { echo "bench: $(date +%H:%M:%S) $*" >&2; }
 
 while [ $# -gt 0 ]; do
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" = 0 ] || { shift "$BENCH_SHIFT"; continue; }
   case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
   --rounds) ROUNDS=$2; shift ;;
   --workers) WORKERS=$2; shift ;;
   --only) ONLY=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
   --log-level) LOG_LEVEL=$2; shift ;;
-  --keep) KEEP=1 ;;
   --trace) TRACE=1; KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
   --hold) HOLD=$2; shift ;;
-  -h | --help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
   *) die "unknown option $1 (see --help)" ;;
   esac
   shift
@@ -108,95 +83,17 @@ phase() { [[ ",$ONLY," == *",$1,"* ]]; }
 
 [ -x "$PY" ] || die "$PY not found"
 "$PY" -c 'import boto3, psycopg2' 2>/dev/null || die "$PY lacks boto3/psycopg2"
-[ -x "$BIN" ] || die "daemon binary not found at $BIN: meson compile -C build"
-command -v fusermount3 >/dev/null || die "fusermount3 not found"
-[ -e /dev/fuse ] || die "/dev/fuse missing"
+bench_need_fuse
 
-case $BACKEND in
-s3rver) AK=S3RVER SK=S3RVER ;;
-swift) AK=test:tester SK=testing ;;
-esac
-BASE_BUCKET=bench-baseline
-RECEPTION=recepcao-raw
-STORAGE=storage-unique
+bench_keys
 P=benchp
+bench_tmp custodyfs-bench-promote
 
-TMP=$(mktemp -d "${CUSTODYFS_BENCH_TMP:-/tmp}/custodyfs-bench-promote.XXXXXX")
-chmod 755 "$TMP"
-MNT=$TMP/mnt
-SPOOL=$TMP/spool
-CFG=$TMP/custodyfs.ini
-LOG=$TMP/daemon.log
-RES=$TMP/results
-mkdir -p "$MNT" "$SPOOL" "$TMP/servers"
-chmod 700 "$SPOOL"
-: >"$RES"
-DPID=
-WATCHDOG=
-
-res() { echo "$1=$2" >>"$RES"; }
-now() { echo "$EPOCHREALTIME"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-mounted() { awk -v m="$MNT" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-py() { "$PY" "$REPO/tests/bench/bench.py" "$@"; }
 bp() { "$PY" "$BP" "$@"; }
 
-stop_daemon() {
-  local i
-  if mounted; then
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-      fusermount3 -u "$MNT" 2>/dev/null && break
-      mounted || break
-      sleep 0.5
-    done
-    mounted && fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ]; then
-    for ((i = 0; i < 300; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$DPID" 2>/dev/null; then
-      note "daemon $DPID still running 30 s after unmount: SIGKILL"
-      kill -KILL "$DPID" 2>/dev/null
-    fi
-    wait "$DPID" 2>/dev/null
-    DPID=
-    rm -f "$TMP/daemon.pid"
-  fi
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  if [ -n "$WATCHDOG" ]; then kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null; fi
-  stop_daemon
-  "$SERVERS/$BACKEND.sh" stop "$TMP/servers" >/dev/null 2>&1
-  "$SERVERS/pg.sh" stop "$TMP/servers" >/dev/null 2>&1
-  if [ "$KEEP" = 1 ] || mounted; then
-    echo "bench: files kept in $TMP (daemon log $LOG)" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A hard bound on the whole run: a hung FUSE request blocks the shell, so the watchdog kills
-# the daemon first -- that fails the hung request.
-(
-  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-  sleep "$TIME_LIMIT" &
-  sp=$!
-  wait "$sp"
-  echo "bench_promote.sh: time limit of ${TIME_LIMIT}s reached: aborting" >&2
-  [ -s "$TMP/daemon.pid" ] && kill -KILL "$(cat "$TMP/daemon.pid")" 2>/dev/null
-  kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG=$!
+bench_guard
 
 # ---------------------------------------------------------------------------- servers
-cp "$BIN" "$TMP/custodyfs"
 res bin "$BIN"
 res bin_mtime "$(date -r "$BIN" '+%Y-%m-%d %H:%M:%S')"
 res backend "$BACKEND"
@@ -206,87 +103,10 @@ res size "$FSIZE"
 res rounds "$ROUNDS"
 res workers "$WORKERS"
 
-note "starting PostgreSQL (fsync $([ "$PG_FAST" = 1 ] && echo off || echo on))"
-PGPORT_=$(py freeport)
-CONNINFO=$(CUSTODYFS_PG_FAST=$PG_FAST "$SERVERS/pg.sh" start "$TMP/servers" "$PGPORT_" | tail -n1)
-PGMASTER=$(head -n1 "$TMP/servers/pg/data/postmaster.pid")
-if [ "$TRACE" = 1 ]; then
-  "$PY" - "$PGPORT_" <<'EOF'
-import sys, psycopg2
-c = psycopg2.connect(host="127.0.0.1", port=int(sys.argv[1]), user="postgres", dbname="postgres")
-c.autocommit = True
-c.cursor().execute("ALTER DATABASE custody SET log_min_duration_statement = 0")
-EOF
-fi
+bench_servers "$RECEPTION" "$STORAGE" "$BASE_BUCKET"
 
-note "starting $BACKEND"
-if [ "$BACKEND" = swift ]; then
-  S3PORT=$(py freeport --offsets 0,10,11,12,20)
-else
-  S3PORT=$(py freeport)
-fi
-EP=$("$SERVERS/$BACKEND.sh" start "$TMP/servers" "$S3PORT" "$RECEPTION" "$STORAGE" "$BASE_BUCKET" | tail -n1)
-[[ $EP == http://127.0.0.1:* ]] || die "unexpected endpoint '$EP' (loopback only)"
-s3pids() {
-  if [ "$BACKEND" = swift ]; then
-    cat "$TMP"/servers/swift/run/*.pid 2>/dev/null | tr '\n' ' '
-  else
-    cat "$TMP/servers/s3rver/s3rver.pid"
-  fi
-}
-S3ARGS=(--endpoint "$EP" --access-key "$AK" --secret-key "$SK")
-
-umask 077
-{
-  echo "# written by tests/bench/bench_promote.sh"
-  echo "[s3]"
-  echo "endpoint = $EP"
-  echo "region = us-east-1"
-  echo "access_key_id = $AK"
-  echo "secret_access_key = $SK"
-  echo "reception_bucket = $RECEPTION"
-  echo "storage_bucket = $STORAGE"
-  echo "path_style = true"
-  echo "[postgres]"
-  echo "conninfo = $CONNINFO"
-  echo "[fs]"
-  echo "spool_dir = $SPOOL"
-  echo "promote_workers = $WORKERS"
-  [ -n "$LOG_LEVEL" ] && echo "log_level = $LOG_LEVEL"
-} >"$CFG"
-chmod 600 "$CFG"
-umask 022
-
-mount_daemon() {
-  local i
-  note "mounting custodyfs on $MNT"
-  setsid "$TMP/custodyfs" -f -o "config=$CFG" "$MNT" </dev/null >>"$LOG" 2>&1 &
-  DPID=$!
-  echo "$DPID" >"$TMP/daemon.pid"
-  for ((i = 0; i < 300; i++)); do
-    kill -0 "$DPID" 2>/dev/null || { tail -n 30 "$LOG" >&2; die "the daemon exited before mounting"; }
-    if mounted && timeout -k 1 5 test -d "$MNT/inbox"; then return 0; fi
-    sleep 0.1
-  done
-  tail -n 30 "$LOG" >&2
-  die "mount did not appear within 30 s"
-}
+bench_config "promote_workers = $WORKERS" "${LOG_LEVEL:+log_level = $LOG_LEVEL}"
 mount_daemon
-
-cpu_daemon() { py cpu "$DPID"; }
-cpu_s3() { py cpu $(s3pids); }
-cpu_pg() { py cpu $(py pgpids "$PGMASTER"); }
-xacts() { py pgstat "$CONNINFO"; }
-fsub() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-measure_start() { M_D=$(cpu_daemon) M_S=$(cpu_s3) M_P=$(cpu_pg) M_X=$(xacts); }
-# measure_end TAG [TOOL_CPU]: the tool's own CPU (a child, measured by time) is added
-measure_end() {
-  local tag=$1 extra=${2:-0}
-  res "${tag}_dcpu" "$(fsub "$M_D" "$(cpu_daemon)" | awk -v e="$extra" '{ printf "%.3f", $1 + e }')"
-  res "${tag}_scpu" "$(fsub "$M_S" "$(cpu_s3)")"
-  res "${tag}_pcpu" "$(fsub "$M_P" "$(cpu_pg)")"
-  res "${tag}_xacts" "$(($(xacts) - M_X - 1))"
-}
 
 # receive DIR NAME [N]: cp -r DIR into inbox/NAME through the mount (untimed); waits for the
 # N (default NFILES) rows
@@ -395,15 +215,4 @@ if [ "$TRACE" = 1 ]; then
   echo "trace: daemon log $LOG; PostgreSQL log $TMP/servers/pg/postgres.log; results $RES"
 fi
 echo "daemon log: $(grep -c 'promotion:' "$LOG" || true) promotion lines; errors: $(grep -ci 'error' "$LOG" || true)"
-if [ "$HOLD" -gt 0 ]; then
-  {
-    echo "holding the stack for up to ${HOLD}s (touch $TMP/release to end it now):"
-    echo "  MNT=$MNT DAEMON_PID=$DPID LOG=$LOG CFG=$CFG"
-    echo "  EP=$EP CONNINFO='$CONNINFO'"
-  } | tee "$TMP/hold.env" >&2
-  for ((i = 0; i < HOLD * 2; i++)); do
-    [ -e "$TMP/release" ] && break
-    kill -0 "$DPID" 2>/dev/null || break
-    sleep 0.5
-  done
-fi
+bench_hold "MNT=$MNT DAEMON_PID=$DPID LOG=$LOG CFG=$CFG" "EP=$EP CONNINFO='$CONNINFO'"

@@ -41,44 +41,15 @@
 set -Eeuo pipefail
 export LC_ALL=C
 
-HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-REPO=$(cd "$HERE/../.." && pwd)
-SERVERS=$REPO/tests/servers
-PY=/usr/bin/python3
-
-# local test stack only: no proxies, no CA bundles, no ambient AWS/PG settings
-unset AWS_CA_BUNDLE CURL_CA_BUNDLE REQUESTS_CA_BUNDLE SSL_CERT_FILE AWS_PROFILE \
-  AWS_ACCESS_KEY_ID AWS_SECRET_ACCESS_KEY AWS_SESSION_TOKEN AWS_DEFAULT_REGION AWS_REGION \
-  http_proxy https_proxy HTTP_PROXY HTTPS_PROXY all_proxy ALL_PROXY \
-  PGHOST PGPORT PGUSER PGDATABASE PGSERVICE PGPASSWORD 2>/dev/null || true
-export NO_PROXY='*' no_proxy='*'
+. "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export CURL_HOME=/nonexistent # no ~/.curlrc
 
-BACKEND=s3rver
-NFILES=500
-FSIZE=4096
-PG_FAST=0
-KEEP=0
 TIME_LIMIT=600
-BIN=${CUSTODYFS_BIN:-$REPO/build/fs/custodyfs}
-
-die() { echo "bench_small.sh: $*" >&2; exit 1; }
-note() { echo "bench: $(date +%H:%M:%S) $*" >&2; }
 
 while [ $# -gt 0 ]; do
-  case $1 in
-  --swift) BACKEND=swift ;;
-  --s3rver) BACKEND=s3rver ;;
-  --files) NFILES=$2; shift ;;
-  --size) FSIZE=$2; shift ;;
-  --pg-fast) PG_FAST=1 ;;
-  --keep) KEEP=1 ;;
-  --time-limit) TIME_LIMIT=$2; shift ;;
-  --bin) BIN=$2; shift ;;
-  -h | --help) sed -n '2,/^set -E/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
-  *) die "unknown option $1 (see --help)" ;;
-  esac
-  shift
+  bench_opt "$@"
+  [ "$BENCH_SHIFT" != 0 ] || die "unknown option $1 (see --help)"
+  shift "$BENCH_SHIFT"
 done
 [[ $NFILES =~ ^[0-9]+$ && $NFILES -ge 8 && $NFILES -le 5000 ]] || die "--files: 8..5000"
 [[ $FSIZE =~ ^[0-9]+$ && $FSIZE -le 1048576 ]] || die "--size: 0..1048576"
@@ -87,156 +58,30 @@ done
 [[ $TIME_LIMIT =~ ^[0-9]+$ ]] || die "--time-limit: seconds"
 
 [ -x "$PY" ] || die "$PY not found"
-[ -x "$BIN" ] || die "daemon binary not found at $BIN: meson compile -C build"
-command -v fusermount3 >/dev/null || die "fusermount3 not found"
-[ -e /dev/fuse ] || die "/dev/fuse missing"
+bench_need_fuse
 command -v curl >/dev/null || die "curl not found"
 
-case $BACKEND in
-s3rver) AK=S3RVER SK=S3RVER ;;
-swift) AK=test:tester SK=testing ;;
-esac
-BASE_BUCKET=bench-baseline
-RECEPTION=recepcao-raw
-
-TMP=$(mktemp -d "${CUSTODYFS_BENCH_TMP:-/tmp}/custodyfs-bench-small.XXXXXX")
-chmod 755 "$TMP" # the postgres user must reach $TMP/servers/pg
-MNT=$TMP/mnt
-SPOOL=$TMP/spool
-CFG=$TMP/custodyfs.ini
-LOG=$TMP/daemon.log
-RES=$TMP/results
+bench_keys
+bench_tmp custodyfs-bench-small
 METRICS=$TMP/metrics/custodyfs.prom
-mkdir -p "$MNT" "$SPOOL" "$TMP/servers" "$TMP/metrics" "$TMP/curl"
-chmod 700 "$SPOOL" "$TMP/curl"
-: >"$RES"
-DPID=
-WATCHDOG=
+mkdir -p "$TMP/metrics" "$TMP/curl"
+chmod 700 "$TMP/curl"
 
-res() { echo "$1=$2" >>"$RES"; }
-elapsed() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.4f", b - a }'; }
-mounted() { awk -v m="$MNT" '$5 == m { f = 1 } END { exit !f }' /proc/self/mountinfo; }
-py() { "$PY" "$HERE/bench.py" "$@"; }
 pys() { "$PY" "$HERE/bench_small.py" "$@"; }
 
-# ---------------------------------------------------------------------------- cleanup
-stop_daemon() {
-  local i
-  if mounted; then
-    for i in 1 2 3 4 5 6 7 8 9 10; do
-      fusermount3 -u "$MNT" 2>/dev/null && break
-      mounted || break
-      sleep 0.5
-    done
-    mounted && fusermount3 -uz "$MNT" 2>/dev/null
-  fi
-  if [ -n "$DPID" ]; then
-    for ((i = 0; i < 300; i++)); do kill -0 "$DPID" 2>/dev/null || break; sleep 0.1; done
-    if kill -0 "$DPID" 2>/dev/null; then
-      note "daemon $DPID still running 30 s after unmount: SIGKILL"
-      kill -KILL "$DPID" 2>/dev/null
-    fi
-    wait "$DPID" 2>/dev/null
-    DPID=
-    rm -f "$TMP/daemon.pid"
-  fi
-}
-
-cleanup() {
-  local rc=$?
-  set +e
-  trap - EXIT INT TERM
-  if [ -n "$WATCHDOG" ]; then kill "$WATCHDOG" 2>/dev/null; wait "$WATCHDOG" 2>/dev/null; fi
-  stop_daemon
-  "$SERVERS/$BACKEND.sh" stop "$TMP/servers" >/dev/null 2>&1
-  "$SERVERS/pg.sh" stop "$TMP/servers" >/dev/null 2>&1
-  if [ "$KEEP" = 1 ] || mounted; then
-    echo "bench: files kept in $TMP (daemon log $LOG)" >&2
-  else
-    rm -rf "$TMP"
-  fi
-  exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-# A hard bound on the whole run: a hung FUSE request blocks the shell, so the watchdog kills
-# the daemon first -- that fails the hung request.
-(
-  trap 'kill "$sp" 2>/dev/null; exit 0' TERM
-  sleep "$TIME_LIMIT" &
-  sp=$!
-  wait "$sp"
-  echo "bench_small.sh: time limit of ${TIME_LIMIT}s reached: aborting" >&2
-  [ -s "$TMP/daemon.pid" ] && kill -KILL "$(cat "$TMP/daemon.pid")" 2>/dev/null
-  kill -TERM $$ 2>/dev/null
-) &
-WATCHDOG=$!
+bench_guard
 
 # ---------------------------------------------------------------------------- servers
-cp "$BIN" "$TMP/custodyfs"
 res backend "$BACKEND"
 res n "$NFILES"
 res size "$FSIZE"
 
-note "starting PostgreSQL (fsync $([ "$PG_FAST" = 1 ] && echo off || echo on))"
-PGPORT_=$(py freeport)
-CONNINFO=$(CUSTODYFS_PG_FAST=$PG_FAST "$SERVERS/pg.sh" start "$TMP/servers" "$PGPORT_" | tail -n1)
-PGMASTER=$(head -n1 "$TMP/servers/pg/data/postmaster.pid")
-
-note "starting $BACKEND"
-if [ "$BACKEND" = swift ]; then
-  S3PORT=$(py freeport --offsets 0,10,11,12,20)
-else
-  S3PORT=$(py freeport)
-fi
-EP=$("$SERVERS/$BACKEND.sh" start "$TMP/servers" "$S3PORT" "$RECEPTION" storage-unique "$BASE_BUCKET" | tail -n1)
-[[ $EP == http://127.0.0.1:* ]] || die "unexpected endpoint '$EP' (loopback only)"
-s3pids() {
-  if [ "$BACKEND" = swift ]; then
-    cat "$TMP"/servers/swift/run/*.pid 2>/dev/null | tr '\n' ' '
-  else
-    cat "$TMP/servers/s3rver/s3rver.pid"
-  fi
-}
-S3ARGS=(--endpoint "$EP" --access-key "$AK" --secret-key "$SK")
-NETRC=$TMP/curl/netrc # named in curl's config files: credentials never in argv
-printf 'machine 127.0.0.1 login %s password %s\n' "$AK" "$SK" >"$NETRC"
-chmod 600 "$NETRC"
+bench_servers "$RECEPTION" "$STORAGE" "$BASE_BUCKET"
+bench_netrc "$TMP/curl/netrc" # named in curl's config files: credentials never in argv
 
 # ---------------------------------------------------------------------------- the mount
-umask 077
-{
-  echo "# written by tests/bench/bench_small.sh"
-  echo "[s3]"
-  echo "endpoint = $EP"
-  echo "region = us-east-1"
-  echo "access_key_id = $AK"
-  echo "secret_access_key = $SK"
-  echo "reception_bucket = $RECEPTION"
-  echo "storage_bucket = storage-unique"
-  echo "path_style = true"
-  echo "[postgres]"
-  echo "conninfo = $CONNINFO"
-  echo "[fs]"
-  echo "spool_dir = $SPOOL"
-  echo "metrics_file = $METRICS"
-  echo "metrics_interval = 1"
-} >"$CFG"
-chmod 600 "$CFG"
-umask 022
-
-note "mounting custodyfs on $MNT"
-setsid "$TMP/custodyfs" -f -o "config=$CFG" "$MNT" </dev/null >>"$LOG" 2>&1 &
-DPID=$!
-echo "$DPID" >"$TMP/daemon.pid"
-for ((i = 0; i < 300; i++)); do
-  kill -0 "$DPID" 2>/dev/null || { tail -n 30 "$LOG" >&2; die "the daemon exited before mounting"; }
-  if mounted && timeout -k 1 5 test -d "$MNT/inbox"; then break; fi
-  sleep 0.1
-done
-mounted || { tail -n 30 "$LOG" >&2; die "mount did not appear within 30 s"; }
+bench_config "metrics_file = $METRICS" "metrics_interval = 1"
+mount_daemon
 
 # ---------------------------------------------------------------------------- the files
 BUDGET=$((60 + NFILES / 5)) # seconds for one phase
@@ -257,7 +102,7 @@ curl_run() {
     pys curlcfg "$TMP/curl/$tag.$j.cfg" "$EP" "$BASE_BUCKET" "$prefix" "$NETRC" "${part[@]}"
   done
   local s0
-  s0=$(py cpu $(s3pids))
+  s0=$(cpu_s3)
   t0=$EPOCHREALTIME
   for ((j = 0; j < k; j++)); do
     timeout -k 5 "$BUDGET" curl -K "$TMP/curl/$tag.$j.cfg" >"$TMP/curl/$tag.$j.out" \
@@ -266,7 +111,7 @@ curl_run() {
   done
   for j in "${pids[@]}"; do wait "$j" || rc=$?; done
   t1=$EPOCHREALTIME
-  res "${tag}_cpu" "$(awk -v a="$s0" -v b="$(py cpu $(s3pids))" 'BEGIN { printf "%.3f", b - a }')"
+  res "${tag}_cpu" "$(fsub "$s0" "$(cpu_s3)")"
   res "${tag}_rc" "$rc"
   res "${tag}_secs" "$(elapsed "$t0" "$t1")"
   pys curltimes "$TMP/curl/$tag".*.out | sed "s/^/${tag}_/" >>"$RES"
@@ -301,15 +146,15 @@ curl_run curl1 small-curl1 1
 note "(2) custodyfs: cp -r of $NFILES files into inbox/"
 sleep 1.2 # the metrics file of before: written after the warm-up's last request
 pys waitsnap "$METRICS" "$EPOCHREALTIME" "$TMP/before.json" "$DPID" --budget 15
-s0=$(py cpu $(s3pids))
-p0=$(py cpu $(py pgpids "$PGMASTER"))
+s0=$(cpu_s3)
+p0=$(cpu_pg)
 t0=$EPOCHREALTIME
 rc=0
 timeout -k 5 "$BUDGET" cp -r "$SRC" "$MNT/inbox/small-fs1" || rc=$?
 t1=$EPOCHREALTIME
 pys waitsnap "$METRICS" "$t1" "$TMP/after.json" "$DPID" --budget 15
-res fs1_cpu "$(awk -v a="$s0" -v b="$(py cpu $(s3pids))" 'BEGIN { printf "%.3f", b - a }')"
-res fs1_pg_cpu "$(awk -v a="$p0" -v b="$(py cpu $(py pgpids "$PGMASTER"))" 'BEGIN { printf "%.3f", b - a }')"
+res fs1_cpu "$(fsub "$s0" "$(cpu_s3)")"
+res fs1_pg_cpu "$(fsub "$p0" "$(cpu_pg)")"
 res fs1_rc "$rc"
 res fs1_secs "$(elapsed "$t0" "$t1")"
 fs_done fs1 small-fs1

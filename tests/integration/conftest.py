@@ -81,6 +81,7 @@ Everything is bounded: server starts (pg.sh/s3rver.sh/swift.sh), mount waits, un
 subprocess; pytest-timeout (python3-pytest-timeout) limits each test (pytest.ini).
 """
 
+import contextlib
 import hashlib
 import http.client
 import itertools
@@ -854,6 +855,35 @@ def mount_factory(stack, request):
             errors.append(str(e))
     if errors:
         raise HarnessError("\n\n".join(errors))
+
+
+# [fs] foreign_uid/gid: files with no attributes of their own show this owner
+FOREIGN_IDS = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001"}}
+
+
+@contextlib.contextmanager
+def proxied_mount(stack, mount_factory, config=None, **kw):
+    """(mount, proxy): a FaultProxy in front of the stack's store and a mount through it
+    (config merged over [s3] endpoint; kw to mount_factory). At the end the proxy passes
+    everything, lets its held requests go, and is closed."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}, **(config or {})}, **kw)
+        yield m, px
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+@pytest.fixture
+def proxied(stack, mount_factory, uniq):
+    """(mount, proxy, dir): a fresh mount (FOREIGN_IDS) whose S3 endpoint is a FaultProxy, and
+    a directory of inbox/ for the test's files."""
+    with proxied_mount(stack, mount_factory, FOREIGN_IDS) as (m, px):
+        os.mkdir(m.path("inbox", uniq))
+        yield m, px, uniq
 
 
 _uniq_seq = itertools.count(1)

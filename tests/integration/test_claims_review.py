@@ -1,20 +1,19 @@
 """Hostile review revB (claims, attributes): failing tests for findings R1..R8 of
 /work/notes/review-revB.md. Each asserts the behaviour the product contract requires."""
-import errno
 import json
 import os
 import stat
 import subprocess
-import threading
 import time
 
 import psycopg2
 import pytest
 from checks import rows, write
+from races import crash_held, remount, rename_in_thread
 
 from faultproxy import SLOWDOWN, FaultProxy
 from test_perms import A, B, FOREIGN, LONG_TTL, as_user, attrs_row, open_to_others, rd, two_mounts
-from test_rename_attrs import etag, is_copy_to, mode_owner, proxied, secret  # noqa: F401
+from test_rename_attrs import etag, is_copy_to, mode_owner, secret
 
 EXCL = "os.O_WRONLY | os.O_CREAT | os.O_EXCL"
 PLAIN = "os.O_WRONLY | os.O_CREAT"
@@ -58,6 +57,26 @@ def claim(m, key):
                        (m.reception_bucket, key))
 
 
+def while_held(a, key, fa, op):
+    """B's op while A's new 0600 file fa ("A secret") is held open on mount a: (op's result,
+    key's claim rows meanwhile, how A's close went)."""
+    p = hold(A, fa, "A secret")
+    try:
+        got = as_user(B, op)
+        during = claim(a, key)
+    finally:
+        closed = release(p)
+    return got, during, closed
+
+
+def lapse_claim(a, key):
+    """key's live claim (its row with no object yet) lapsed now, as if its lease had run out;
+    returns a row (1,) per claim lapsed."""
+    return a.sql("update file_attrs set claim_until = now() - interval '1 second'"
+                 " where bucket = %s and object_key = %s and etag is null returning 1",
+                 (a.reception_bucket, key))
+
+
 def shown(path):
     st = os.stat(path)
     return st.st_uid, stat.S_IMODE(st.st_mode)
@@ -71,12 +90,7 @@ def test_rename_onto_another_mounts_live_claim(mount_factory, uniq):
     key, mine = f"{uniq}.txt", f"{uniq}-b.txt"
     fa, fb, mb = a.path("inbox", key), b.path("inbox", key), b.path("inbox", mine)
     assert as_user(B, f"open({mb!r}, 'w').write('B file')") == ["ok"]
-    p = hold(A, fa, "A secret")
-    try:
-        got = as_user(B, f"os.rename({mb!r}, {fb!r})")
-        during = claim(a, key)
-    finally:
-        closed = release(p)
+    got, during, closed = while_held(a, key, fa, f"os.rename({mb!r}, {fb!r})")
     ar = attrs_row(a, key)
     res = {"rename": got, "close": closed, "claim during": [(c["uid"], c["live"]) for c in during],
            "row": ar and (ar["uid"], ar["mode"], ar["etag"] is not None),
@@ -92,12 +106,7 @@ def test_mkdir_over_another_mounts_live_claim(mount_factory, uniq):
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
-    p = hold(A, fa, "A secret")
-    try:
-        got = as_user(B, f"os.mkdir({fb!r}, 0o777)")
-        during = claim(a, key)
-    finally:
-        closed = release(p)
+    got, during, closed = while_held(a, key, fa, f"os.mkdir({fb!r}, 0o777)")
     ar = attrs_row(a, key)
     res = {"mkdir": got, "close": closed, "claim during": [(c["uid"], c["live"]) for c in during],
            "row": ar and (ar["uid"], ar["mode"])}
@@ -188,24 +197,11 @@ def test_crash_during_the_copy_over_a_target_keeps_the_targets_attributes(proxie
     ey = etag(m, to)
     copy = is_copy_to(to)
     px.rule = lambda meth, path, h: ("hang",) if copy(meth, path, h) else None
-    out = []
-
-    def go():
-        try:
-            os.rename(m.path("inbox", frm), m.path("inbox", to))
-            out.append("ok")
-        except OSError as e:
-            out.append(errno.errorcode.get(e.errno, str(e.errno)))
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
+    t, out = rename_in_thread(m, frm, to)
     m.wait_until(lambda: any(meth == "PUT" and a == "hang" for meth, _, a in px.log),
                  timeout=30, what="the copy held")
-    m.crash()
-    px.rule = None
-    px.release.set()
-    t.join(30)
-    px.release.clear()
-    m.mount()
+    crash_held(m, px, t)
+    remount(m, px)
     assert etag(m, to) == ey
     assert open(m.path("inbox", to), "rb").read() == b"old secret of y"
     assert mode_owner(m.path("inbox", to)) == (0o600, 2003, 2004)
@@ -265,9 +261,7 @@ def test_a_lapsed_claim_taken_over_never_gets_the_open_files_content(mount_facto
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
     pa = hold(A, fa, "A secret")
-    n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
-              " where bucket = %s and object_key = %s and etag is null returning 1",
-              (a.reception_bucket, key))
+    n = lapse_claim(a, key)
     assert len(n) == 1
     pb = hold(B, fb, "B", EXCL, 0o644)
     try:

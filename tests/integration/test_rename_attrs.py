@@ -17,16 +17,13 @@ file_attrs with psycopg2, the bucket with boto3, and every reception_audit row o
 import errno
 import os
 import stat
-import threading
 import time
 
 import pytest
 from checks import rows, write
+from races import crash_held, let_go, remount, rename_in_thread
 
-from faultproxy import FaultProxy, INTERNAL
-
-CFG = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001"}}
-
+from faultproxy import INTERNAL
 
 def attrs_row(m, key):
     r = m.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
@@ -60,21 +57,6 @@ def mode_owner(path):
     return stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid
 
 
-@pytest.fixture
-def proxied(stack, mount_factory, uniq):
-    """(mount, proxy, dir): a fresh mount whose S3 endpoint is a FaultProxy, and a directory
-    of inbox/ for the test's files."""
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, **CFG})
-        os.mkdir(m.path("inbox", uniq))
-        yield m, px, uniq
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
-
-
 def is_copy_to(key):
     """A rule: the store's copy onto key (CopyObject: a PUT with x-amz-copy-source)."""
     def rule(meth, path, h):
@@ -106,25 +88,12 @@ def rename_killed_in_the_source_delete(m, px, frm, to):
     """rename(frm, to) with the store step held at its last request (the source's DELETE: the
     copy and its rows are done), then the daemon killed there; remounted without faults."""
     px.rule = is_delete_of(frm, ("hang",))
-    out = []
-
-    def go():
-        try:
-            os.rename(m.path("inbox", frm), m.path("inbox", to))
-            out.append("ok")
-        except OSError as e:
-            out.append(errno.errorcode.get(e.errno, str(e.errno)))
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
+    t, out = rename_in_thread(m, frm, to)
     m.wait_until(lambda: any(meth == "DELETE" and a == "hang" for meth, _, a in px.log),
                  timeout=30, what="the source delete held")
-    m.crash()
-    px.rule = None
-    px.release.set()
-    t.join(30)
+    crash_held(m, px, t)
     assert out and out[0] != "ok", out
-    px.release.clear()
-    m.mount()
+    remount(m, px)
 
 
 def test_crash_after_the_store_step_keeps_the_files_attributes(proxied):
@@ -291,21 +260,10 @@ def test_copy_undone_after_its_rows_failed_takes_its_attributes_along(proxied):
             return ("late", 600)  # forwarded: the copy lands; its answer is held
         return None
     px.rule = hold
-    out = []
-
-    def go():
-        try:
-            os.rename(m.path("inbox", frm), m.path("inbox", to))
-            out.append("ok")
-        except OSError as ex:
-            out.append(errno.errorcode.get(ex.errno, str(ex.errno)))
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
+    t, out = rename_in_thread(m, frm, to)
     m.wait_until(lambda: to in keys(m, f"{d}/"), timeout=30, what="the copy landed")
     m.stop_pg()
-    px.rule = None
-    px.release.set()
-    t.join(120)
+    let_go(px, t, 120)
     assert out == ["EIO"], out
     px.release.clear()
     m.start_pg()
@@ -343,24 +301,11 @@ def test_crash_after_the_copy_over_a_target_landed_shows_the_files_attributes(pr
     ex = etag(m, frm)
     copy = is_copy_to(to)
     px.rule = lambda meth, path, h: ("late", 600) if copy(meth, path, h) else None
-    out = []
-
-    def go():
-        try:
-            os.rename(m.path("inbox", frm), m.path("inbox", to))
-            out.append("ok")
-        except OSError as e:
-            out.append(errno.errorcode.get(e.errno, str(e.errno)))
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
+    t, out = rename_in_thread(m, frm, to)
     m.wait_until(lambda: etag(m, to) == ex, timeout=30, what="the copy landed")
-    m.crash()
-    px.rule = None
-    px.release.set()
-    t.join(30)
+    crash_held(m, px, t)
     assert out and out[0] != "ok", out
-    px.release.clear()
-    m.mount()
+    remount(m, px)
     assert etag(m, to) == ex
     assert [r["origin"] for r in live(m, to)] == ["mount"]  # the copy's rows never came
     assert mode_owner(m.path("inbox", to)) == (0o600, 2001, 2002)

@@ -1,14 +1,16 @@
 """Hostile review revD: failing tests for findings D1.. of the revD report (change
 fcf0af8..w/int: claims, per-file tokens, rm-wins undo, rename source delete, R6/R7/R8).
 Each asserts the behaviour the product contract requires."""
-import errno
 import os
 import threading
 
 import pytest
+from conftest import FOREIGN_IDS, proxied_mount
+from races import crash_held, errname, remount, rename_in_thread
 
+from test_claims_review import EXCL, PLAIN, hold, lapse_claim, release
 from test_perms import A, B, as_user, attrs_row, open_to_others, rd, two_mounts  # noqa: F401
-from test_rename_attrs import etag, mode_owner, proxied, secret  # noqa: F401
+from test_rename_attrs import etag, mode_owner, secret
 
 
 def is_upload_to(key):
@@ -25,19 +27,21 @@ def publish_held(m, px, tmp, to):
     """rename(tmp, to) of a closed local temp file (ofile_publish), its upload to `to` held by
     the proxy; returns (thread, out) once the upload hangs."""
     px.rule = is_upload_to(to)
-    out = []
-
-    def go():
-        try:
-            os.rename(m.path("inbox", tmp), m.path("inbox", to))
-            out.append("ok")
-        except OSError as e:
-            out.append(errno.errorcode.get(e.errno, str(e.errno)))
-    t = threading.Thread(target=go, daemon=True)
-    t.start()
+    t, out = rename_in_thread(m, tmp, to)
     m.wait_until(lambda: any(a == ("hang",) or a == "hang" for _, _, a in px.log),
                  timeout=30, what="the publish upload held")
     return t, out
+
+
+def plain_create_while_held(fa, fb):
+    """A's new file fa ("A secret") held open on mount a while A's plain open(O_CREAT) of the
+    same name fb on mount b runs: (that open's result, how A's close went)."""
+    pa = hold(A, fa, "A secret")
+    try:
+        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
+    finally:
+        closed = release(pa)
+    return create, closed
 
 
 def test_crash_during_publish_over_a_target_keeps_the_targets_attributes(proxied):
@@ -53,12 +57,8 @@ def test_crash_during_publish_over_a_target_keeps_the_targets_attributes(proxied
         f.write(b"new content")
     os.chmod(m.path("inbox", tmp), 0o644)
     t, out = publish_held(m, px, tmp, to)
-    m.crash()
-    px.rule = None
-    px.release.set()
-    t.join(30)
-    px.release.clear()
-    m.mount()
+    crash_held(m, px, t)
+    remount(m, px)
     r = attrs_row(m, to)
     res = {"etag": etag(m, to) == ey,
            "content": open(m.path("inbox", to), "rb").read(),
@@ -71,19 +71,11 @@ def test_crash_during_publish_over_a_target_keeps_the_targets_attributes(proxied
 @pytest.fixture
 def proxied_shared(stack, mount_factory, uniq):
     """(mount, proxy, dir): an allow_other mount (other users reach it) behind a FaultProxy."""
-    from faultproxy import FaultProxy
-    from test_perms import FOREIGN
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, **FOREIGN}, opts="allow_other")
+    with proxied_mount(stack, mount_factory, FOREIGN_IDS, opts="allow_other") as (m, px):
         open_to_others(m)
         os.mkdir(m.path("inbox", uniq))
         os.chmod(m.path("inbox", uniq), 0o1777)
         yield m, px, uniq
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
 
 
 def test_publish_over_a_secret_never_shows_it_with_the_temps_mode(proxied_shared):
@@ -124,15 +116,10 @@ def test_joined_file_shows_and_keeps_the_content_stored_by_its_writer(mount_fact
     open(O_CREAT) of X on mount b must not join it (mount b knows nothing of its content):
     EBUSY, nothing changed. A's writer on a then closes: X is stored ("A secret", A's 0600
     row). On mount b, once it shows X, a new open reads "A secret" and an append keeps it."""
-    from test_claims_review import PLAIN, hold, release
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
-    pa = hold(A, fa, "A secret")
-    try:
-        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
-    finally:
-        closed = release(pa)
+    create, closed = plain_create_while_held(fa, fb)
     stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
     r = attrs_row(a, key)
     b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
@@ -160,7 +147,6 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
     from b's belief that the key is new: its undo must not delete the object that replaced
     a live row's (it logs it late). Bucket and table must agree afterwards: the key's live
     row has its object."""
-    from test_claims_review import EXCL, hold, release
     from test_perms import FOREIGN
     from test_reception_integrity import TcpProxy, conninfo_via, hold_db_at_upload
     from faultproxy import FaultProxy
@@ -178,9 +164,7 @@ def test_joined_file_failed_commit_never_leaves_a_row_without_its_object(
         key = f"{uniq}.txt"
         fa, fb = a.path("inbox", key), b.path("inbox", key)
         pa = hold(A, fa, "A secret")
-        n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
-                  " where bucket = %s and object_key = %s and etag is null returning 1",
-                  (a.reception_bucket, key))
+        n = lapse_claim(a, key)
         assert len(n) == 1
         pb = hold(A, fb, "B", EXCL, 0o600)
         out = []
@@ -250,16 +234,8 @@ def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack,
                 return ("hold", 60)
             return None
         pxa.rule = copy_to_g
-        ra, rb = [], []
-
-        def ren():
-            try:
-                os.rename(a.path("inbox", f), a.path("inbox", g))
-                ra.append("ok")
-            except OSError as e:
-                ra.append(errno.errorcode.get(e.errno, str(e.errno)))
-        t1 = threading.Thread(target=ren, daemon=True)
-        t1.start()
+        rb = []
+        t1, ra = rename_in_thread(a, f, g)
         a.wait_until(lambda: any(act and act[0] == "hold" for _, _, act in pxa.log
                                  if isinstance(act, tuple)) or
                      any(act == "hold" for _, _, act in pxa.log),
@@ -271,7 +247,7 @@ def test_rename_copy_never_moves_a_newer_upload_under_the_old_rows_hashes(stack,
                 write(b.path("inbox", f), b"NEWER content written on b")
                 rb.append("ok")
             except OSError as e:
-                rb.append(errno.errorcode.get(e.errno, str(e.errno)))
+                rb.append(errname(e))
         t2 = threading.Thread(target=wr, daemon=True)
         t2.start()
         a.wait_until(lambda: a.s3.get_object(Bucket=a.reception_bucket, Key=f)["Body"].read()
@@ -306,7 +282,6 @@ def test_lapsed_claim_taken_keeps_the_writers_chmod(mount_factory, uniq):
     b takes the name. A's close stores A's content; the bind finds B's claim and makes the row
     A's again (R7): with A's mode as A left it (0600), never the create's 0644 that lets B
     read A's secret."""
-    from test_claims_review import EXCL, hold, release
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
@@ -331,16 +306,11 @@ def test_rm_of_a_joined_file_removes_what_its_writer_stored(mount_factory, uniq)
     not join it: EBUSY, nothing changed. A's writer closes: X is stored with A's 0600 row.
     A's `rm X` on mount b (once b shows X) returns 0: X must then be gone from the store (its
     row removed_at), never left there with its attributes row dropped."""
-    from test_claims_review import PLAIN, hold, release
     from checks import rows
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
-    pa = hold(A, fa, "A secret")
-    try:
-        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
-    finally:
-        closed = release(pa)
+    create, closed = plain_create_while_held(fa, fb)
     r = attrs_row(a, key)
     stored = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
     b.wait_until(lambda: os.path.exists(fb), timeout=60, what="mount b shows X")
@@ -369,14 +339,11 @@ def test_late_bind_never_takes_the_row_of_a_newer_object(stack, mount_factory, u
     import psycopg2
     import time
     from checks import rows
-    from test_claims_review import EXCL, hold, release
     a, b = two_mounts(mount_factory)
     key = f"{uniq}.txt"
     fa, fb = a.path("inbox", key), b.path("inbox", key)
     pa = hold(A, fa, "A public", EXCL, 0o644)
-    n = a.sql("update file_attrs set claim_until = now() - interval '1 second'"
-              " where bucket = %s and object_key = %s and etag is null returning 1",
-              (a.reception_bucket, key))
+    n = lapse_claim(a, key)
     assert len(n) == 1
     pb = hold(B, fb, "B secret", EXCL, 0o600)
     lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
@@ -421,15 +388,10 @@ def test_mv_of_a_joined_file_moves_what_its_writer_stored(mount_factory, uniq):
     not join it: EBUSY, nothing changed. A's writer closes: X is stored ("A secret", A's
     0600 row). A's `mv X Y` on mount b (once b shows X) returns 0: Y must then hold
     "A secret" (0600, unreadable by B) and X be gone."""
-    from test_claims_review import PLAIN, hold, release
     a, b = two_mounts(mount_factory)
     x, y = f"{uniq}.txt", f"{uniq}-moved.txt"
     fa, fb, yb = a.path("inbox", x), b.path("inbox", x), b.path("inbox", y)
-    pa = hold(A, fa, "A secret")
-    try:
-        create = as_user(A, f"os.close(os.open({fb!r}, {PLAIN}, 0o644))")
-    finally:
-        closed = release(pa)
+    create, closed = plain_create_while_held(fa, fb)
 
     def body(k):
         try:
@@ -458,7 +420,6 @@ def test_a_bind_that_failed_after_the_commit_is_retried(stack, mount_factory, un
     until its lease lapses (then applying to whatever object is there): once the database
     answers again it is bound to A's object, its claim ended, A's mode and owner kept."""
     import psycopg2
-    from test_claims_review import hold, release
     from test_perms import FOREIGN
     a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")}, opts="allow_other")
     open_to_others(a)

@@ -40,6 +40,27 @@ def in_thread(fn, *args):
     return t, res
 
 
+def race_mounts(mount_factory, pa, pb=None, key=None, body=None, on="a"):
+    """Mounts host-a through FaultProxy pa and host-b (through pb, or straight to the store),
+    one store and one database, no foreign logging during a test (grace 60 s). With key: the
+    directory race/ made and key written (body) through mount `on` ("a" or "b")."""
+    a = mount_factory(config=grace(60000, {"s3": {"endpoint": pa.url}}), name="host-a")
+    b = mount_factory(reset=False, config=grace(60000, pb and {"s3": {"endpoint": pb.url}}),
+                      name="host-b")
+    if key is not None:
+        m = a if on == "a" else b
+        os.mkdir(os.path.join(m.inbox, "race"))
+        write(os.path.join(m.inbox, key), body)
+    return a, b
+
+
+def release_join(px, *threads):
+    """px lets its held requests go; each thread joined (BOUND seconds at the most)."""
+    px.release.set()
+    for t in threads:
+        t.join(BOUND)
+
+
 def sha(b):
     return hashlib.sha256(b).hexdigest()
 
@@ -92,10 +113,7 @@ def test_rm_and_another_mounts_commit_never_leave_a_row_that_lies(stack, mount_f
     key = "race/k.bin"
     old, new = os.urandom(3000), os.urandom(3001)
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000), name="host-b")
-        os.mkdir(os.path.join(a.inbox, "race"))
-        write(os.path.join(a.inbox, key), old)
+        a, b = race_mounts(mount_factory, px, key=key, body=old)
         assert len(rows(a, key)) == 1
         px.rule = on_key(key, "DELETE", (hold, 120))
         t_rm, res_rm = in_thread(os.unlink, os.path.join(a.inbox, key))
@@ -106,9 +124,7 @@ def test_rm_and_another_mounts_commit_never_leave_a_row_that_lies(stack, mount_f
         t_w, res_w = in_thread(write, os.path.join(b.inbox, key), new)
         a.wait_until(lambda: get_object(b, key) == new, timeout=60, what="b's upload")
         t_w.join(3)  # b commits now, unless it waits for a's key lock
-        px.release.set()
-        t_rm.join(BOUND)
-        t_w.join(BOUND)
+        release_join(px, t_rm, t_w)
         assert not t_rm.is_alive() and not t_w.is_alive()
     finally:
         px.rule = None
@@ -143,10 +159,7 @@ def test_rm_by_another_mount_wins_over_an_upload_not_yet_committed(stack, mount_
     key = "race/k.bin"
     old, new, newer = os.urandom(3000), os.urandom(3001), os.urandom(3002)
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000), name="host-b")
-        os.mkdir(os.path.join(b.inbox, "race"))
-        write(os.path.join(b.inbox, key), old)
+        a, b = race_mounts(mount_factory, px, key=key, body=old, on="b")
         assert len(rows(a, key)) == 1
         px.rule = on_key(key, "PUT", (hold, 120))
         t_w, res_w = in_thread(write, os.path.join(a.inbox, key), new)
@@ -156,8 +169,7 @@ def test_rm_by_another_mount_wins_over_an_upload_not_yet_committed(stack, mount_
             a.wait_until(lambda: any(x[0] == "PUT" for x in px.log), timeout=60,
                          what="a's PUT at the proxy")
         os.unlink(os.path.join(b.inbox, key))
-        px.release.set()
-        t_w.join(BOUND)
+        release_join(px, t_w)
         assert not t_w.is_alive()
     finally:
         px.rule = None

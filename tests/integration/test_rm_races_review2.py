@@ -11,7 +11,8 @@ import pytest
 
 from checks import get_object, live_rows, rows, write
 from faultproxy import FaultProxy
-from test_rm_races import BOUND, assert_consistent, grace, in_thread, on_key, sha
+from test_rm_races import (BOUND, assert_consistent, in_thread, on_key, race_mounts, release_join,
+                           sha)
 
 
 @pytest.mark.parametrize("hold", ["hold", "late"])
@@ -32,10 +33,7 @@ def test_rm_after_open_wins_even_when_its_delete_is_slow(stack, mount_factory, h
     key = "race/s.bin"
     old, new = os.urandom(3000), os.urandom(3001)
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000), name="host-b")
-        os.mkdir(os.path.join(b.inbox, "race"))
-        write(os.path.join(b.inbox, key), old)
+        a, b = race_mounts(mount_factory, px, key=key, body=old, on="b")
         assert os.path.exists(os.path.join(a.inbox, key))
         fd = os.open(os.path.join(b.inbox, key), os.O_WRONLY | os.O_TRUNC)
         os.write(fd, new)
@@ -49,9 +47,7 @@ def test_rm_after_open_wins_even_when_its_delete_is_slow(stack, mount_factory, h
         t_c, res_c = in_thread(os.close, fd)
         a.wait_until(lambda: get_object(b, key) == new, timeout=60, what="b's upload")
         time.sleep(3)  # b's commit waits for a's key lock meanwhile
-        px.release.set()
-        t_rm.join(BOUND)
-        t_c.join(BOUND)
+        release_join(px, t_rm, t_c)
         assert not t_rm.is_alive() and not t_c.is_alive()
     finally:
         px.rule = None
@@ -77,11 +73,7 @@ def test_rename_never_gives_the_copy_hashes_of_other_bytes(stack, mount_factory)
     src, dst = "race/f.bin", "race/g.bin"
     old, new = os.urandom(3000), os.urandom(3000)
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": pa.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000, {"s3": {"endpoint": pb.url}}),
-                          name="host-b")
-        os.mkdir(os.path.join(a.inbox, "race"))
-        write(os.path.join(a.inbox, src), old)
+        a, b = race_mounts(mount_factory, pa, pb, key=src, body=old)
         assert os.path.exists(os.path.join(b.inbox, src))
         pa.rule = on_key(dst, "PUT", ("hold", 120))
         t_mv, res_mv = in_thread(os.rename, os.path.join(a.inbox, src),
@@ -123,10 +115,7 @@ def test_rename_source_delete_spares_an_upload_committed_meanwhile(stack, mount_
     src, dst = "race/f.bin", "race/g.bin"
     old, new = os.urandom(3000), os.urandom(3001)
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": pa.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000), name="host-b")
-        os.mkdir(os.path.join(a.inbox, "race"))
-        write(os.path.join(a.inbox, src), old)
+        a, b = race_mounts(mount_factory, pa, key=src, body=old)
         assert os.path.exists(os.path.join(b.inbox, src))
         pa.rule = on_key(src, "DELETE", ("hold", 120))
         t_mv, res_mv = in_thread(os.rename, os.path.join(a.inbox, src),
@@ -136,9 +125,7 @@ def test_rename_source_delete_spares_an_upload_committed_meanwhile(stack, mount_
         t_w, res_w = in_thread(write, os.path.join(b.inbox, src), new)
         a.wait_until(lambda: get_object(b, src) == new, timeout=60, what="b's upload")
         t_w.join(3)  # b commits now (w/int), unless it waits for a's key lock
-        pa.release.set()
-        t_mv.join(BOUND)
-        t_w.join(BOUND)
+        release_join(pa, t_mv, t_w)
         assert not t_mv.is_alive() and not t_w.is_alive()
     finally:
         pa.rule = None
@@ -172,10 +159,7 @@ def test_rm_wins_even_when_deleting_the_late_upload_fails(stack, mount_factory):
             return ("hold", 120)
         return None
     try:
-        a = mount_factory(config=grace(60000, {"s3": {"endpoint": px.url}}), name="host-a")
-        b = mount_factory(reset=False, config=grace(60000), name="host-b")
-        os.mkdir(os.path.join(b.inbox, "race"))
-        write(os.path.join(b.inbox, key), old)
+        a, b = race_mounts(mount_factory, px, key=key, body=old, on="b")
         assert len(rows(a, key)) == 1
         px.rule = on_key(key, "PUT", ("hold", 120))
         t_w, res_w = in_thread(write, os.path.join(a.inbox, key), new)
@@ -183,8 +167,7 @@ def test_rm_wins_even_when_deleting_the_late_upload_fails(stack, mount_factory):
                      what="a's PUT at the proxy")
         os.unlink(os.path.join(b.inbox, key))
         px.rule = rule_put_then_delete_fails
-        px.release.set()
-        t_w.join(BOUND)
+        release_join(px, t_w)
         assert not t_w.is_alive()
         px.rule = None  # the store answers again; the undo worker retries in 2 s, 4 s...
         time.sleep(10)
