@@ -8,6 +8,12 @@
 #     -Db_sanitize=address,undefined, and its meson tests
 #  4. integration tests (pytest tests/integration) against s3rver, against Swift (SigV4) and,
 #     with the sanitizer build, against s3rver again: side by side (CUSTODYFS_IT_PARALLEL)
+#  5. optional, off by default (also under CI=true): with CUSTODYFS_TSAN=1, a ThreadSanitizer
+#     build build-tsan/ (-Db_sanitize=thread -Dbuildtype=debug -Dtests=disabled: the daemon
+#     only, no meson tests) and one more integration pass on s3rver against it
+#     (TSAN_OPTIONS: tests/tsan.supp, halt_on_error=0; a "WARNING: ThreadSanitizer" report in a
+#     daemon's log fails the test that caused it). Slow: name the tests to run, e.g.
+#     CUSTODYFS_TSAN=1 bash tests/run.sh tests/integration/test_races.py
 # and prints, as its last line, "N passed, N failed" summed over all of them (a build that
 # fails counts as one failed test). Exits non-zero when anything failed.
 # Skipped checks are never counted as passed: each step's line says "N passed, N failed,
@@ -17,6 +23,7 @@
 #
 # Env:  CI=true                      werror build + sanitizer pass
 #       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
+#       CUSTODYFS_TSAN=1             add the ThreadSanitizer pass (default 0, whatever CI says)
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
 #       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 2700)
 #       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
@@ -45,6 +52,7 @@ PY=/usr/bin/python3
 [ -x "$PY" ] || PY=python3
 CI=${CI:-false}
 SANITIZE=${CUSTODYFS_SANITIZE:-}
+TSAN=${CUSTODYFS_TSAN:-0}
 [ -n "$SANITIZE" ] || { [ "$CI" = true ] && SANITIZE=1 || SANITIZE=0; }
 BACKENDS=${CUSTODYFS_BACKENDS:-s3rver swift}
 PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-2700}
@@ -306,12 +314,18 @@ if [ "$SANITIZE" = 1 ]; then
   fi
   PASSES+=("s3rver+asan s3rver $ROOT/build-asan/fs/custodyfs")
 fi
+if [ "$TSAN" = 1 ]; then
+  # integration only: libfuse3, libpq and libcurl are not instrumented (tests/tsan.supp)
+  build build-tsan -Db_sanitize=thread -Dbuildtype=debug -Dtests=disabled &&
+    PASSES+=("s3rver+tsan s3rver $ROOT/build-tsan/fs/custodyfs")
+fi
 
-# pass_env LABEL: the environment of a pass (the daemon keeps running after a UBSan finding
-# under the sanitizer pass: the harness reports it per test)
+# pass_env LABEL: the environment of a pass (the daemon keeps running after a UBSan or TSan
+# finding under the sanitizer passes: the harness reports it per test)
 pass_env() {
   case $1 in
     *+asan) echo "UBSAN_OPTIONS=print_stacktrace=1:print_summary=1" ;;
+    *+tsan) echo "TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$ROOT/tests/tsan.supp:halt_on_error=0:report_signal_unsafe=0:second_deadlock_stack=1}" ;;
     *) echo "UBSAN_OPTIONS=${UBSAN_OPTIONS:-}" ;;
   esac
 }

@@ -64,7 +64,9 @@ The Mount object (what ``mount`` / ``fresh_mount`` / ``mount_factory`` give)
 
 Failure detection: after every test the harness checks each live daemon; if one died, or wrote
 a sanitizer report (AddressSanitizer, LeakSanitizer, UndefinedBehaviorSanitizer "runtime
-error:"), the test fails with the log excerpt. It also checks the servers: one that died on its
+error:", ThreadSanitizer "WARNING: ThreadSanitizer": a -Db_sanitize=thread daemon gets
+TSAN_OPTIONS with tests/tsan.supp unless the environment sets it), the test fails with the log
+excerpt. It also checks the servers: one that died on its
 own fails the test (with its log) and is restarted; one a test stopped (stop_s3/stop_pg) and
 left down is restarted silently, so no test needs a finally: for that. Teardown unmounts (``fusermount3 -u``, then
 ``-uz``), waits for the daemon (then SIGTERM, SIGKILL), and fails the same way on a crash.
@@ -577,6 +579,10 @@ class Mount:
             env.pop(v, None)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0:print_summary=1")
         env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1:print_summary=1")
+        # a -Db_sanitize=thread daemon: keep running after a report (the harness fails the test
+        # that caused it), with the suppressions for the uninstrumented libraries only
+        env.setdefault("TSAN_OPTIONS", f"suppressions={REPO}/tests/tsan.supp:halt_on_error=0"
+                       ":report_signal_unsafe=0:second_deadlock_stack=1")
         env.update(self.extra_env)
         return env
 
