@@ -185,3 +185,55 @@ def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes
     res["after remount"] = mode_owner(a.path("inbox", t))
     assert res == {"content": b"A's secret", "shown": (0o600, A, A), "B reads": ["EACCES"],
                    "after remount": (0o600, A, A)}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revE E3: a queued publish retry moves whatever row "
+                   "is under the temp name then (another user's new file there) onto the "
+                   "published file")
+def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
+                                                                          mount_factory, uniq):
+    """E3: A saves a private file as editors do: x.tmp (0600, "A SECRET") renamed over A's
+    public y.txt (ofile_publish). The upload is stored and logged (rename returns 0), but
+    attrov_publish, which moves x.tmp's row to y.txt, fails (y.txt's row locked by another
+    session past the statement deadline: a database failing at that moment); it is queued
+    (rebind_add, from = "x.tmp") and retried by the claims thread. Meanwhile B creates a new
+    x.tmp in the sticky directory (the name is free; the row left there is this mount's claim
+    nothing holds, so B takes it). The retry then runs db_attrs_publish("x.tmp" -> y.txt):
+    it copies x.tmp's row *as it is now* -- B's -- onto y.txt, bound to A's object, and
+    deletes B's row. A's secret becomes B's file."""
+    import psycopg2
+    a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")}, opts="allow_other")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    tmp, to = f"{uniq}/x.tmp", f"{uniq}/y.txt"
+    pt, py = a.path("inbox", tmp), a.path("inbox", to)
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')") == ["ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'A SECRET')", umask=0o077) == ["ok"]
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, to))
+            assert cur.rowcount == 1
+        assert as_user(A, f"os.rename({pt!r}, {py!r})") == ["ok"]
+        assert as_user(B, f"open({pt!r}, 'wb').write(b'B file')") == ["ok"]
+    finally:
+        lock.commit()
+        lock.close()
+    time.sleep(6)  # the claims thread's retries (every claim_lease / 4 = 1 s)
+    e = etag(a, to)
+    r = a.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
+                    (a.reception_bucket, to))
+    rt = a.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
+                     (a.reception_bucket, tmp))
+    res = {"y.txt": open(py, "rb").read(),
+           "y.txt row": r and (r[0]["uid"], r[0]["mode"], r[0]["etag"] == e),
+           "B reads y.txt": as_user(B, rd(py)),
+           "x.tmp row": rt and (rt[0]["uid"],),
+           "x.tmp shown": mode_owner(pt)}
+    assert res == {"y.txt": b"A SECRET", "y.txt row": (A, 0o600, True),
+                   "B reads y.txt": ["EACCES"], "x.tmp row": (B,),
+                   "x.tmp shown": (0o644, B, B)}, res
