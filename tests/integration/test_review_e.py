@@ -237,3 +237,51 @@ def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
     assert res == {"y.txt": b"A SECRET", "y.txt row": (A, 0o600, True),
                    "B reads y.txt": ["EACCES"], "x.tmp row": (B,),
                    "x.tmp shown": (0o644, B, B)}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revE E1: a crash after a publish's row committed and "
+                   "before its attributes moved leaves the published secret with the "
+                   "target's old row for good")
+def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack,
+                                                                          mount_factory, uniq):
+    """E1 (after a crash): as test_published_secret_is_never_readable_by_another_user, the
+    daemon killed once the upload's reception row is committed but before attrov_publish
+    moved x.tmp's row (held here by a lock on y.txt's row; a crash or a database failing at
+    that moment). close/rename's durability promise is kept for the bytes and the audit row,
+    but after a remount y.txt (A's secret) shows with its old row (A's public 0644), x.tmp's
+    row left behind under a name that no longer exists: readable by B for good."""
+    import psycopg2
+    a = mount_factory(config=FOREIGN, opts="allow_other")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    tmp, to = f"{uniq}/x.tmp", f"{uniq}/y.txt"
+    pt, py = a.path("inbox", tmp), a.path("inbox", to)
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')") == ["ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'A SECRET')", umask=0o077) == ["ok"]
+    old = etag(a, to)
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, to))
+            assert cur.rowcount == 1
+        th = threading.Thread(target=lambda: as_user(A, f"os.rename({pt!r}, {py!r})"),
+                              daemon=True)
+        th.start()
+        a.wait_until(lambda: etag(a, to) != old and len(a.sql_dicts(
+            "select 1 from reception_audit where source_bucket = %s and object_key = %s"
+            " and removed_at is null and etag = %s", (a.reception_bucket, to, etag(a, to)))),
+            timeout=30, what="the publish's upload recorded")
+        time.sleep(1)
+        a.crash()
+    finally:
+        lock.commit()
+        lock.close()
+    th.join(30)
+    a.mount()
+    res = {"y.txt": open(py, "rb").read(), "shown": mode_owner(py),
+           "B reads": as_user(B, rd(py))}
+    assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"]}, res
