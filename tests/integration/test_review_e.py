@@ -285,3 +285,39 @@ def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack
     res = {"y.txt": open(py, "rb").read(), "shown": mode_owner(py),
            "B reads": as_user(B, rd(py))}
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"]}, res
+
+
+@pytest.mark.xfail(strict=True, reason="revE E4: the rename of a stored file open "
+                   "unchanged for writing (rename_open) moves its row only after the store step: a crash in between "
+                   "shows its copy with the target's row (the defaults)")
+def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, mount_factory,
+                                                                       uniq):
+    """E4: A's secret x.txt (0600) is open O_RDWR, unchanged (an editor), when it is renamed over
+    t.txt (root's 0644). rename_open has no pending row (w/r5 gave rename_stored and
+    rename_dir one): reception_rename commits the copy's rows, and only after the source's
+    DELETE does rename_entry move x.txt's row (attrov_move). The daemon dies in the DELETE:
+    after a remount t.txt holds A's secret with t.txt's old row, bound to the old ETag: the
+    defaults (0644), readable by all."""
+    from test_rename_attrs import CFG, rename_killed_in_the_source_delete
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}, **CFG})
+        os.mkdir(m.path("inbox", uniq))
+        frm, to = f"{uniq}/x.txt", f"{uniq}/t.txt"
+        own(m, frm, b"A's secret", 0o600, A, A)
+        own(m, to, b"root's target", 0o644, 0, 0)
+        fd = os.open(m.path("inbox", frm), os.O_RDWR)
+        try:
+            rename_killed_in_the_source_delete(m, px, frm, to)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        res = {"content": open(m.path("inbox", to), "rb").read(),
+               "shown": mode_owner(m.path("inbox", to))}
+        assert res == {"content": b"A's secret", "shown": (0o600, A, A)}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
