@@ -321,3 +321,34 @@ def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, m
         px.rule = None
         px.release.set()
         px.close()
+
+
+@pytest.mark.xfail(strict=True, reason="revE E3: a publish moves whatever row is under the "
+                   "temp name (another mount's file there took its claim) onto the file")
+def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory, uniq):
+    """E3 (two mounts, no failure): A's editor on mount a saves x.tmp (0600, "A SECRET").
+    On mount b, a script of A's writes its own x.tmp (0644): a temp name is never shared
+    between mounts, so b's plain create takes over a's live claim (claim_name, local) -- the
+    row under x.tmp is b's file's now. A renames x.tmp over y.txt on mount a: db_attrs_publish
+    copies the row under x.tmp, b's 0644, onto y.txt (A's secret), and deletes it under
+    x.tmp (b's file loses its row). B reads A's secret."""
+    from test_perms import two_mounts
+    a, b = two_mounts(mount_factory)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    tmp, to = f"{uniq}/x.tmp", f"{uniq}/y.txt"
+    assert as_user(A, f"open({a.path('inbox', tmp)!r}, 'wb').write(b'A SECRET')",
+                   umask=0o077) == ["ok"]
+    b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=15, what="dir on b")
+    assert as_user(A, f"open({b.path('inbox', tmp)!r}, 'wb').write(b'b script')",
+                   umask=0o022) == ["ok"]
+    assert as_user(A, f"os.rename({a.path('inbox', tmp)!r}, {a.path('inbox', to)!r})") \
+        == ["ok"]
+    time.sleep(1.5)
+    res = {"y.txt": open(a.path("inbox", to), "rb").read(),
+           "shown": mode_owner(a.path("inbox", to)),
+           "B reads": as_user(B, rd(a.path("inbox", to))),
+           "b's x.tmp": mode_owner(b.path("inbox", tmp))}
+    assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"],
+                   "b's x.tmp": (0o644, A, A)}, res
