@@ -135,7 +135,8 @@ def own(m, key, body, mode, uid, gid):
                    "mount replaces or drops the pending row of a rename in flight (one pending row "
                    "per target): the copy lands with the target's row, shown 0644")
 @pytest.mark.parametrize("b_rename", ["fails", "succeeds"])
-def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes(two_proxied, b_rename):
+def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes(two_proxied,
+                                                                              b_rename):
     """E2: on mount a, A's secret x.txt (0600) is renamed over t.txt (root's 0644): its row
     becomes t.txt's pending row (file_attrs, bucket '<bucket>/rename'), its copy in flight.
     Meanwhile on mount b, y.txt is renamed over t.txt too and fails (its copy refused):
@@ -288,7 +289,8 @@ def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack
 
 
 @pytest.mark.xfail(strict=True, reason="revE E4: the rename of a stored file open "
-                   "unchanged for writing (rename_open) moves its row only after the store step: a crash in between "
+                   "unchanged for writing (rename_open) moves its row only after the store "
+                   "step: a crash in between "
                    "shows its copy with the target's row (the defaults)")
 def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, mount_factory,
                                                                        uniq):
