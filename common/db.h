@@ -171,6 +171,8 @@ int db_reception_live_keys(struct db *d, const char *bucket,
  * again when the transaction is retried, so it must be idempotent. */
 typedef int (*db_locked_fn)(void *arg);
 
+struct db_attrs_binding;
+
 /* Conditions on a reception row logged by an observer (an object seen in a
  * listing) rather than by its uploader. */
 struct db_record_guard {
@@ -219,6 +221,13 @@ struct db_record_guard {
 	db_locked_fn gone;
 	const char *removed_reason;
 	int *removed_out;
+	/* NULL, or the binding of the key's attributes row to r's object
+	 * (db_attrs.h), run in this transaction once r is recorded as the
+	 * key's live row, under the key lock (not when superseded, removed
+	 * or read back): one COMMIT for both. A failing statement of it
+	 * fails the transaction. bind->done: whether it bound the row in
+	 * the transaction that committed. */
+	struct db_attrs_binding *bind;
 };
 
 /* db_reception_record with a guard (NULL: none). A live row that logs the

@@ -165,6 +165,22 @@ static const char db_sql_attrs_bind_mine[] =
 	" claim_until = NULL WHERE bucket = $1::text"
 	" AND object_key = $2::text AND ((etag IS NULL"
 	" AND claimed_by = $4::text) OR etag = $3::text) RETURNING 1";
+/* $1 bucket, $2 key, $3 another key (NULL: none): are all the rows of
+ * these keys now locked by this transaction? (FOR UPDATE SKIP LOCKED: a
+ * row another transaction holds is skipped, never waited for.) */
+static const char db_sql_attrs_lock_rows[] =
+	"SELECT (SELECT count(*) FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key IN ($2::text, $3::text)) = (SELECT count(*) FROM"
+	" (SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key IN ($2::text, $3::text) FOR UPDATE SKIP LOCKED) l)";
+/* $1 bucket, $2 from, $3 to, $4 etag: was from's row published to to
+ * already (from has none, to's is bound to etag: a retry after a commit
+ * whose answer was lost, e.g. the reception row's that moved it)? */
+static const char db_sql_attrs_published[] =
+	"SELECT NOT EXISTS (SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text) AND EXISTS (SELECT 1 FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $3::text"
+	" AND etag = $4::text)";
 /* $1 bucket, $2 key, $3 etag: is the live reception row of key that of
  * the object etag? (Read under the reception key lock.) */
 static const char db_sql_attrs_live_is[] =
@@ -1193,8 +1209,24 @@ int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
 struct attrs_publish_args {
 	const char *bucket, *from, *to, *etag;
 	const struct actor *who;
-	int live; /* output: etag was the live object of to */
+	int in_row; /* in the transaction that recorded etag live at to */
+	int live;   /* output: etag was the live object of to */
 };
+
+/* In x's transaction: 1 when from's row was published to to already
+ * (db_sql_attrs_published), 0, or -errno. */
+static int pg_attrs_published(struct pg_ctx *x,
+			      const struct attrs_publish_args *a)
+{
+	const char *p[4] = {a->bucket, a->from, a->to, a->etag};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_published, 4, p, &res);
+
+	if (rc == 0)
+		rc = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return rc;
+}
 
 static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 {
@@ -1204,9 +1236,16 @@ static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 	const char *p[8];
 	int rc;
 
-	rc = a->live = pg_attrs_live_is(x, a->bucket, a->to, a->etag);
-	if (rc < 0)
-		return rc;
+	if (a->in_row) {
+		a->live = 1; /* recorded so under the key lock just now */
+	} else {
+		rc = a->live = pg_attrs_live_is(x, a->bucket, a->to, a->etag);
+		if (rc < 0)
+			return rc;
+		rc = a->live ? pg_attrs_published(x, a) : 0;
+		if (rc)
+			return rc < 0 ? rc : 0; /* done: nothing to move */
+	}
 	if (a->live) {
 		rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
 		if (rc)
@@ -1243,6 +1282,50 @@ int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 		    pg_attrs_publish, &a);
 	if (rc == 0 && live)
 		*live = a.live;
+	return rc;
+}
+
+int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
+		     const char *etag, struct db_attrs_binding *b, int *done)
+{
+	const char *p[4] = {bucket, key, b->from, NULL};
+	struct attrs_publish_args pa = {.bucket = bucket,
+					.from = b->from,
+					.to = key,
+					.etag = etag,
+					.who = b->who,
+					.in_row = 1};
+	PGresult *res = NULL;
+	int rc;
+
+	*done = 0;
+	if (!etag || !*etag)
+		return 0;
+	/* Never a wait on a row another transaction holds (the key lock is
+	 * held): such a binding is left to the caller, after the commit. */
+	rc = pg_exec(x, db_sql_attrs_lock_rows, 3, p, &res);
+	if (rc || PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
+		goto out;
+	PQclear(res);
+	res = NULL;
+	if (b->from) {
+		rc = pg_attrs_publish(x, &pa);
+		*done = rc == 0;
+		goto out;
+	}
+	p[2] = etag;
+	p[3] = b->claimer;
+	if (b->claimer) {
+		/* Still its claim: bound. (Else its take, separately.) */
+		rc = pg_exec(x, db_sql_attrs_bind_mine, 4, p, &res);
+		*done = rc == 0 && PQntuples(res) == 1;
+		goto out;
+	}
+	p[3] = NULL; /* old: none */
+	rc = pg_exec(x, db_sql_attrs_bind, 4, p, NULL);
+	*done = rc == 0;
+out:
+	PQclear(res);
 	return rc;
 }
 

@@ -201,6 +201,29 @@ int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 		     const char *to, const char *etag, const struct actor *who,
 		     int *live);
 
+/* The binding of a mount's upload's attributes row, run in the transaction
+ * of its reception row (db_record_guard.bind) once that row is recorded
+ * there as key's live row (under the reception key lock, so etag is key's
+ * live object: D8's check holds by construction): with from, the publish
+ * (db_attrs_publish's statements, logged with who); else with claimer,
+ * the bind of a new file's claim while it is still that claimer's
+ * (db_attrs_bind_claim's first statement; its take path, which logs first
+ * and holds no lock meanwhile, is not run there); else db_attrs_bind's
+ * (old NULL). Only when none of the rows it writes is locked by another
+ * transaction (FOR UPDATE SKIP LOCKED: it never waits on one); otherwise,
+ * or for a claim not that claimer's any more, nothing is run and done
+ * stays 0: the caller binds separately afterwards (db_attrs_bind,
+ * db_attrs_bind_claim, db_attrs_publish). A statement of it that fails
+ * fails the row's transaction: the row is not committed either (the close
+ * fails and its upload is undone, as for any failed row). done (output):
+ * 1 when it was bound in the transaction that committed the row. */
+struct db_attrs_binding {
+	const char *claimer;
+	const char *from;
+	const struct actor *who;
+	int done;
+};
+
 /* A claim on a name (migration 11): the row of a mount's new file, from
  * its create until its upload is recorded (db_attrs_bind ends it), names
  * the mount (claimed_by) and holds until claim_until, renewed by that mount

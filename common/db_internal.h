@@ -102,4 +102,13 @@ int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *src,
 		     const struct actor *who);
 
+struct db_attrs_binding;
+
+/* In x's transaction, which has just recorded the upload etag as key's
+ * live reception row under the key lock (db_reception.c): b's statements
+ * (db_attrs_binding, db_attrs.h); *done 1 when they bound the row, 0 when
+ * that is left to the caller. 0 or -errno (the transaction fails). */
+int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
+		     const char *etag, struct db_attrs_binding *b, int *done);
+
 #endif

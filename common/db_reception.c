@@ -14,6 +14,7 @@
 
 #include <libpq-fe.h>
 
+#include "db_attrs.h"
 #include "db_internal.h"
 #include "log.h"
 #include "sbuf.h"
@@ -812,6 +813,7 @@ out:
 struct db_guarded_args {
 	struct db_record_args rec;
 	const struct db_record_guard *g;
+	int bound; /* g->bind bound the row (in this attempt) */
 };
 
 /* Does live row i of res (db_sql_live_for_update) log the upload r
@@ -876,6 +878,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 
 	a->rec.id = 0;
 	a->rec.inserted = 0;
+	a->bound = 0;
 	rc = pg_lock_key(x, r->source_bucket, r->object_key);
 	if (rc)
 		goto out;
@@ -946,6 +949,11 @@ checked:
 			goto out;
 	}
 	rc = pg_reception_record(x, &a->rec);
+	/* r is the key's live row now, under the key lock: its attributes
+	 * row follows it in this transaction (a failure fails both). */
+	if (rc == 0 && a->g && a->g->bind)
+		rc = pg_attrs_binding(x, r->source_bucket, r->object_key,
+				      r->etag, a->g->bind, &a->bound);
 out:
 	PQclear(res);
 	return rc;
@@ -962,10 +970,14 @@ int db_reception_record_guarded(struct db *d, const struct reception_new *r,
 	if (!d || !r || !r->source_bucket || !r->object_key)
 		return -EINVAL;
 	a.rec.reason = replaced_reason ? replaced_reason : "replaced";
+	if (g && g->bind)
+		g->bind->done = 0;
 	rc = db_run(d, "reception record (guarded)", 1, 1,
 		    pg_reception_record_guarded, &a);
 	if (rc)
 		return rc;
+	if (g && g->bind)
+		g->bind->done = a.bound;
 	if (id_out)
 		*id_out = a.rec.id;
 	if (inserted)

@@ -785,7 +785,7 @@ static int reception_commit_gone(void *arg)
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created, int64_t based_ms_ago,
-		     struct reception_seen *seen)
+		     struct db_attrs_binding *bind, struct reception_seen *seen)
 {
 	struct reception_new rn = {
 	    .source_bucket = r->cfg->reception_bucket,
@@ -820,6 +820,7 @@ int reception_commit(struct reception *r, const char *key,
 	    .removed_reason = "removed by a mount (rm) after this upload "
 			      "began, before its row was written",
 	    .removed_out = &removed,
+	    .bind = bind,
 	};
 	char reason[512];
 	unsigned gen = busy_gen(r, key);

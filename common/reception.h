@@ -87,10 +87,17 @@ struct reception_seen {
  * (the file created or opened, or last committed), -1 unknown: when
  * another mount removed the key since (reception_remove), the removal
  * wins: the upload is deleted if still there, logged as a removed row, and
- * -ENOENT returned. */
+ * -ENOENT returned.
+ * bind: NULL, or the binding of key's attributes row to res->etag, run in
+ * the row's transaction once it is recorded live (db_record_guard.bind,
+ * db_attrs.h: bind->done says whether it bound the row there; never for a
+ * superseded, removed or read-back row). A failing bind statement fails
+ * the row like any failure of it (-errno, the upload undone). */
+struct db_attrs_binding;
 int reception_commit(struct reception *r, const char *key,
 		     const struct upload_result *res, const struct actor *who,
 		     int created, int64_t based_ms_ago,
+		     struct db_attrs_binding *bind,
 		     struct reception_seen *seen);
 
 /* Keys this process is writing or committing: the foreign-upload logger

@@ -998,7 +998,6 @@ int attrov_prepare(const char *rel, int check, const char *replaced)
 
 void attrov_bind(const char *rel, const char *etag, const char *old)
 {
-	struct attrov *a;
 	int rc;
 
 	if (!etag || !*etag)
@@ -1008,11 +1007,30 @@ void attrov_bind(const char *rel, const char *etag, const char *old)
 		log_error("attributes of inbox/%s not bound to its object %s "
 			  "(they apply to whatever is there until then): %s",
 			  rel, etag, strerror(-rc));
+	if (rc == 0) {
+		attrov_bound(rel, etag, old, 0, NULL);
+		return;
+	}
 	pthread_mutex_lock(&cfs->lock);
-	a = entry_changing_locked(rel);
-	if (rc)
+	(void)entry_changing_locked(rel); /* the epoch */
+	reload_entry_locked(rel);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_bound(const char *rel, const char *etag, const char *old, int claim,
+		  const char *from)
+{
+	struct attrov *a;
+
+	pthread_mutex_lock(&cfs->lock);
+	if (from) {
+		reload_entry_locked(from);
 		reload_entry_locked(rel);
-	else if (a && (!a->etag || (old && !strcmp(a->etag, old))))
+		pthread_mutex_unlock(&cfs->lock);
+		return;
+	}
+	a = entry_changing_locked(rel);
+	if (a && (claim || !a->etag || (old && !strcmp(a->etag, old))))
 		entry_bind_locked(a, etag);
 	else if (a && strcmp(a->etag, etag))
 		reload_entry_locked(rel); /* the database says which */
@@ -1023,7 +1041,6 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		      const struct attrov *cur)
 {
 	struct db_attrs r = {0};
-	struct attrov *a;
 	struct actor who;
 	int rc, taken = DB_BIND_MINE;
 
@@ -1057,12 +1074,13 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 			 "and its object %s replaced before its row was "
 			 "bound; the newer object's row stays",
 			 rel, etag);
+	if (rc == 0 && taken == DB_BIND_MINE) {
+		attrov_bound(rel, etag, NULL, 1, NULL);
+		return 0;
+	}
 	pthread_mutex_lock(&cfs->lock);
-	a = entry_changing_locked(rel);
-	if (rc || taken != DB_BIND_MINE)
-		reload_entry_locked(rel);
-	else if (a)
-		entry_bind_locked(a, etag);
+	(void)entry_changing_locked(rel); /* the epoch */
+	reload_entry_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
@@ -1087,10 +1105,7 @@ int attrov_publish(const char *from, const char *to, const char *etag)
 			 "attributes of inbox/%s followed it; the newer "
 			 "object's row stays",
 			 to, etag, from);
-	pthread_mutex_lock(&cfs->lock);
-	reload_entry_locked(from);
-	reload_entry_locked(to);
-	pthread_mutex_unlock(&cfs->lock);
+	attrov_bound(to, etag, NULL, 0, from);
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 

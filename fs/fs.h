@@ -485,6 +485,13 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
  * during the upload and after a failure or a crash). 0 or -errno (logged;
  * the cache shows the database's state). */
 int attrov_publish(const char *from, const char *to, const char *etag);
+/* rel's row was bound to etag, by its reception row's transaction
+ * (db_attrs_binding done) or by one of the three above: what is cached of
+ * rel follows, as after attrov_bind (old; claim 0, from NULL),
+ * attrov_bind_claim's bind of its own claim (claim 1) or attrov_publish
+ * (from: the name it was published from; both reloaded). */
+void attrov_bound(const char *rel, const char *etag, const char *old, int claim,
+		  const char *from);
 /* Forgets what is cached of rel and under rel/ (reloaded when next shown). */
 void attrov_forget_tree(const char *rel);
 /* At unmount: frees the cache. */

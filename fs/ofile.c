@@ -605,13 +605,14 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 {
 	int64_t now = ofile_mono_ms(); /* before the upload's end */
 	struct reception_seen seen;
+	struct db_attrs_binding bind = {0};
 	struct upload_result res;
-	struct actor who;
+	struct actor who, binder;
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns(), t1;
 	int rc, tries, removed = 0, replaces;
 	struct attrov cur;
-	char *token;
+	char *token = NULL;
 
 	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
@@ -650,6 +651,23 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	rc = pub ? 0 : ofile_prepare_attrs(of, rel);
 	if (rc == 0)
 		rc = upload_set_key(of->up, rel);
+	/* That bind (a new file's claim, R7; or the row unbound above) or a
+	 * publish's row move (D1, D2) runs in the transaction of its
+	 * reception row, right after the row is recorded live under the key
+	 * lock (one COMMIT; no crash window between the two; D8's check
+	 * holds there): bind.done. Not when it would wait on a row another
+	 * transaction holds, nor a claim's take (it logs first): then below,
+	 * after the commit, as before. A failing bind statement there fails
+	 * the row's transaction: the close fails and the upload is undone,
+	 * as for any failed row. */
+	pthread_mutex_lock(&cfs->lock);
+	token =
+	    !pub && of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	cfs_actor(&binder);
+	bind.claimer = token;
+	bind.from = pub;
+	bind.who = &binder;
 	/* An object deleted by another client before its row (the commit
 	 * finds none under the key lock: -ENODATA) is uploaded again from
 	 * the spool, at most OFILE_REUPLOADS times; then the file fails with
@@ -664,7 +682,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		}
 		t1 = ctr_now_ns();
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
-				      ofile_mono_ms() - of->based_ms, &seen);
+				      ofile_mono_ms() - of->based_ms, &bind,
+				      &seen);
 		stage_observe_since(STG_RECEPTION_ROW, t1);
 		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */
 		removed = rc == -ENOENT;
@@ -691,6 +710,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->dirty = 0;
 		of->in_store = 0;
 		dcache_remove(rel);
+		free(token);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
 		return rc;
 	}
@@ -703,20 +723,19 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->in_store = 1;
 		of->stored_size = res.size;
 		pthread_mutex_lock(&cfs->lock);
-		token = !pub && of->attrs_unbound && of->claim
-			    ? strdup(of->claim)
-			    : NULL;
 		cur = of->creator;     /* as it is now: chmod since included */
-		of->attrs_unbound = 0; /* bound below: the claim ends */
+		of->attrs_unbound = 0; /* bound: the claim ends */
 		pthread_mutex_unlock(&cfs->lock);
 		/* A new file's row is bound only while it is still its claim
 		 * (R7): one taken by another create meanwhile becomes this
 		 * file's again, never theirs on these bytes. A published
 		 * file's row moves to rel only now (D1, D2): until its
 		 * object is recorded there, rel's old object shows with its
-		 * own row. */
-		/* One that fails is retried (D10: never left to lapse). */
-		if (pub) {
+		 * own row. Done with the row (bind.done), or now. */
+		/* One that fails now is retried (D10: never left to lapse). */
+		if (bind.done) {
+			attrov_bound(rel, res.etag, NULL, token != NULL, pub);
+		} else if (pub) {
 			if (attrov_publish(pub, rel, res.etag) != 0)
 				rebind_add(rel, res.etag, NULL, NULL, pub);
 		} else if (token) {
@@ -725,7 +744,6 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		} else {
 			attrov_bind(rel, res.etag, NULL);
 		}
-		free(token);
 		/* A direct write: promoted by direct_settle, under this
 		 * lock hold or the next. */
 		of->direct_pending = of->direct_to && !of->direct_hold;
@@ -733,6 +751,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
+	free(token);
 	hist_observe_since(HIST_UPLOAD, t0, rc != 0);
 	return rc;
 }
