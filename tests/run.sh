@@ -25,7 +25,7 @@
 #       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
 #       CUSTODYFS_TSAN=1             add the ThreadSanitizer pass (default 0, whatever CI says)
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
-#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 2700)
+#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 3600)
 #       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
 #                                    side (default 1: each has its own servers and ports)
 #       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
@@ -55,7 +55,7 @@ SANITIZE=${CUSTODYFS_SANITIZE:-}
 TSAN=${CUSTODYFS_TSAN:-0}
 [ -n "$SANITIZE" ] || { [ "$CI" = true ] && SANITIZE=1 || SANITIZE=0; }
 BACKENDS=${CUSTODYFS_BACKENDS:-s3rver swift}
-PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-2700}
+PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-3600}
 IT_PARALLEL=${CUSTODYFS_IT_PARALLEL:-1}
 PYTEST_ARGS=("$@")
 # the suite, unless the arguments name test files themselves (tests/integration/test_x.py::t)
