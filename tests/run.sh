@@ -18,7 +18,7 @@
 # Env:  CI=true                      werror build + sanitizer pass
 #       CUSTODYFS_SANITIZE=0|1       force the sanitizer pass off/on
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
-#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 2700)
+#       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 3600)
 #       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
 #                                    side (default 1: each has its own servers and ports)
 #       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
@@ -47,7 +47,7 @@ CI=${CI:-false}
 SANITIZE=${CUSTODYFS_SANITIZE:-}
 [ -n "$SANITIZE" ] || { [ "$CI" = true ] && SANITIZE=1 || SANITIZE=0; }
 BACKENDS=${CUSTODYFS_BACKENDS:-s3rver swift}
-PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-2700}
+PYTEST_TIMEOUT=${CUSTODYFS_PYTEST_TIMEOUT:-3600}
 IT_PARALLEL=${CUSTODYFS_IT_PARALLEL:-1}
 PYTEST_ARGS=("$@")
 # the suite, unless the arguments name test files themselves (tests/integration/test_x.py::t)
