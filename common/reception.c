@@ -985,6 +985,21 @@ struct rename_src {
 	const char *etag; /* what a HEAD saw before the copy */
 };
 
+/* Whether rs->key is still the object HEADed before the copy: 1 (same
+ * ETag), 0 (another object), -ENOENT (none) or the store's -errno. */
+static int rename_src_same(const struct rename_src *rs)
+{
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(rs->r->s3, rs->r->cfg->reception_bucket, rs->key, &info);
+	if (rc)
+		return rc;
+	rc = !strcmp(info.etag, rs->etag);
+	s3_object_info_free(&info);
+	return rc;
+}
+
 /* Under from_key's lock, when no upload of it committed a row since the
  * rename's: deletes the source only while it is still the object HEADed
  * before the copy (DELETE If-Match; where the store refuses that, HEAD
@@ -996,29 +1011,20 @@ static int reception_rename_srcdel(void *arg)
 {
 	struct rename_src *rs = arg;
 	const char *b = rs->r->cfg->reception_bucket;
-	struct s3_object_info info = {0};
-	int rc, same;
+	int rc;
 
-	rc = s3_head(rs->r->s3, b, rs->key, &info);
-	if (rc == -ENOENT)
-		return 0;
-	if (rc)
-		return rc;
-	same = !strcmp(info.etag, rs->etag);
-	s3_object_info_free(&info);
-	if (!same)
+	rc = rename_src_same(rs);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	if (!rc)
 		goto kept;
 	rc = s3_delete_if(rs->r->s3, b, rs->key, rs->etag);
 	if (rc != -EEXIST && rc != -ENOTSUP)
 		return rc == -ENOENT ? 0 : rc;
-	rc = s3_head(rs->r->s3, b, rs->key, &info);
-	if (rc == -ENOENT)
-		return 0;
+	rc = rename_src_same(rs);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
 	if (rc)
-		return rc;
-	same = !strcmp(info.etag, rs->etag);
-	s3_object_info_free(&info);
-	if (same)
 		return s3_delete(rs->r->s3, b, rs->key);
 kept:
 	log_warn("renamed %s: its source was uploaded again meanwhile; the "
