@@ -867,6 +867,15 @@ static long s3_backoff_ms(const struct s3_client *c, int attempt)
 	return (long)(r % (uint32_t)(cap + 1));
 }
 
+/* Sleeps ms milliseconds, through signals. */
+static void s3_backoff_sleep_ms(long ms)
+{
+	struct timespec ts = {ms / 1000, (ms % 1000) * 1000000L};
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
 /* The histogram (counters.h) of x's operation. */
 static enum hist s3_hist_op(const struct s3_xfer *x)
 {
@@ -903,7 +912,6 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 	char qk[S3_LOG_QKEY]; /* the key as a warning shows it */
 	CURL *h = NULL;
 	int rc, retry, attempt, timeouts = 0;
-	struct timespec ts;
 	long ms;
 
 	rc = s3_target_build(c, x, &t);
@@ -929,10 +937,7 @@ int s3_perform(struct s3_client *c, struct s3_xfer *x)
 			 x->method, x->bucket, qk, x->at.status, x->err.code,
 			 x->at.why ? " " : "", x->at.why ? x->at.why : "",
 			 attempt + 1, c->max_retries, ms);
-		ts.tv_sec = ms / 1000;
-		ts.tv_nsec = (ms % 1000) * 1000000L;
-		while (nanosleep(&ts, &ts) && errno == EINTR)
-			;
+		s3_backoff_sleep_ms(ms);
 	}
 	if (!rc) {
 		log_debug("s3: %s %s/%s -> HTTP %ld", x->method, x->bucket,
@@ -1442,7 +1447,7 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 	struct s3_xfer x;
 	char mk[16];
 	size_t n = 0;
-	int rc, url_encoded;
+	int rc, url_encoded, attempt;
 
 	if (max_keys > 0)
 		snprintf(mk, sizeof(mk), "%d", max_keys);
@@ -1452,25 +1457,40 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 	s3_query_add(q, &n, "delimiter", delimiter);
 	s3_query_add(q, &n, "continuation-token", token);
 	s3_query_add(q, &n, "max-keys", max_keys > 0 ? mk : NULL);
-	s3_xfer_init(&x, "GET", bucket, NULL);
-	x.query = q;
-	x.n_query = n;
 	rc = s3_check(bucket, NULL, 0);
-	if (!rc)
-		rc = s3_perform(c, &x);
 	if (rc)
-		goto fail;
-	/* Decode only what the server says it encoded: a store that ignores
-	 * encoding-type sends raw keys, where '%' and '+' are literal. */
-	url_encoded = x.resp.len &&
-		      memmem(x.resp.s, x.resp.len, enc_tag, strlen(enc_tag));
-	rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len, url_encoded, &page,
-			      &x.err);
-	if (rc) {
-		log_warn("s3: list %s prefix '%s': bad response %s (%s)",
+		return rc;
+	/* A 200 whose listing does not parse is retried like a 5xx, with
+	 * the same bound: a store can list an object it is still writing
+	 * with an empty ETag (s3rver does), and the next listing is whole. */
+	for (attempt = 0;; attempt++) {
+		s3_xfer_init(&x, "GET", bucket, NULL);
+		x.query = q;
+		x.n_query = n;
+		rc = s3_perform(c, &x);
+		if (rc)
+			goto fail;
+		/* Decode only what the server says it encoded: a store that
+		 * ignores encoding-type sends raw keys, where '%' and '+' are
+		 * literal. */
+		url_encoded = x.resp.len && memmem(x.resp.s, x.resp.len,
+						   enc_tag, strlen(enc_tag));
+		rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len,
+				      url_encoded, &page, &x.err);
+		if (!rc)
+			break;
+		log_warn("s3: list %s prefix '%s': bad response %s (%s)%s",
 			 bucket, prefix ? prefix : "", x.err.code,
-			 strerror(-rc));
-		goto fail;
+			 strerror(-rc),
+			 rc == -EPROTO && attempt < c->max_retries
+			     ? ": listing again"
+			     : "");
+		if (rc != -EPROTO || attempt >= c->max_retries)
+			goto fail;
+		s3xml_list_free(&page);
+		memset(&page, 0, sizeof(page));
+		s3_xfer_free(&x);
+		s3_backoff_sleep_ms(s3_backoff_ms(c, attempt));
 	}
 	rc = s3_list_merge(out, &page);
 fail:
