@@ -890,7 +890,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		*a->g->had_live_out = n > 0;
 	for (i = 0; i < n; i++) {
 		if (db_live_row_logs(res, i, r, a->g)) {
-			if (a->g->had_live_out) /* (that row is r's own) */
+			if (a->g && a->g->had_live_out) /* r's own row */
 				*a->g->had_live_out = n > 1;
 			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 			goto out;
