@@ -119,9 +119,12 @@ int reception_remove(struct reception *r, const char *key,
 
 /* Server-side rename inside the reception bucket: copy, log (old row gets
  * removed_at "renamed to ...", new row for to_key), delete the source.
- * The copy is of the source object a HEAD saw (x-amz-copy-source-if-match,
- * checked after the copy where the store ignores it); one replaced during
- * the copy is copied again, up to 3 times, then -EBUSY (nothing renamed).
+ * The copy is of the source object a HEAD saw when the rename started
+ * (x-amz-copy-source-if-match, checked after the copy where the store
+ * ignores it): that is the object the rename moves. If another upload
+ * replaced it meanwhile, -EBUSY and nothing is renamed (the newer upload
+ * stays at from_key, never moved; a copy of it that a store ignoring the
+ * If-Match let land at a new to_key is undone).
  * The new row carries the old row's hashes only when that row logs the
  * very object copied (its ETag); otherwise (another upload of from_key, or
  * none logged yet) they are computed from the copy's bytes. size is the

@@ -395,3 +395,60 @@ def test_failed_source_delete_never_logs_the_same_upload_twice(stack, mount_fact
         px.rule = None
         px.release.set()
         px.close()
+
+
+def test_rename_never_moves_a_newer_upload_of_its_source(proxied):
+    """E8: f.bin (the mount's upload, logged) is renamed to g.bin; the rename HEADs f.bin
+    (the object the caller's rename names: its ETag when the rename started) and its copy is
+    held at the proxy. Meanwhile another writer (boto3, straight to the store) replaces f.bin
+    with other bytes. The copy goes on (x-amz-copy-source-if-match refuses it; s3rver ignores
+    the header: the copy lands and fails the check after it). On w/int the rename then HEADs
+    f.bin again and copies the newer upload to g.bin, deletes it from f.bin and logs it under
+    g.bin: another writer's upload moved by a rename that never saw it. The rename must move
+    the object it named (g.bin = the old bytes, the new upload stays at f.bin) or fail with
+    EBUSY (nothing moved: g.bin absent, without rows); f.bin keeps the newer upload."""
+    from races import let_go, rename_in_thread
+    m, px, d = proxied
+    frm, to = f"{d}/f.bin", f"{d}/g.bin"
+    old, new = os.urandom(3000), os.urandom(3000)
+    with open(m.path("inbox", frm), "wb") as f:
+        f.write(old)
+    held = threading.Event()
+
+    def rule(meth, path, h):
+        if meth == "PUT" and path.split("?")[0].endswith("/" + to) \
+                and any(k.lower() == "x-amz-copy-source" for k in h.keys()) \
+                and not held.is_set():
+            held.set()
+            return ("hold", 60)
+        return None
+    px.rule = rule
+    t, out = rename_in_thread(m, frm, to)
+    m.wait_until(held.is_set, timeout=60, what="the rename's copy at the proxy")
+    m.s3.put_object(Bucket=m.reception_bucket, Key=frm, Body=new)
+    let_go(px, t)
+    assert not t.is_alive(), "the rename did not return"
+
+    def body(key):
+        try:
+            return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()
+        except m.s3.exceptions.NoSuchKey:
+            return None
+
+    def g_rows():
+        return m.sql_dicts("select etag, removed_at from reception_audit"
+                           " where source_bucket = %s and object_key = %s order by id",
+                           (m.reception_bucket, to))
+    if out == ["EBUSY"]:
+        # a copy a store let land is undone (g.bin is a new key)
+        m.wait_until(lambda: body(to) is None, timeout=30, what="g.bin's copy undone")
+    renamed_away = m.sql_dicts("select id from reception_audit where source_bucket = %s"
+                               " and object_key = %s and removal_reason like 'renamed%%'",
+                               (m.reception_bucket, frm))
+    res = {"rename": out, "f.bin": body(frm) == new,
+           "g.bin": {None: None, old: "old", new: "NEW"}.get(body(to), "other"),
+           "g.bin rows": len(g_rows()), "f.bin rows renamed away": len(renamed_away)}
+    assert res in ({"rename": ["EBUSY"], "f.bin": True, "g.bin": None, "g.bin rows": 0,
+                    "f.bin rows renamed away": 0},
+                   {"rename": ["ok"], "f.bin": True, "g.bin": "old", "g.bin rows": 1,
+                    "f.bin rows renamed away": 1}), res
