@@ -1033,6 +1033,29 @@ kept:
 	return 0;
 }
 
+int reception_leftover_delete(struct reception *r, const char *key,
+			      const char *etag, int64_t row_id)
+{
+	struct rename_src rs = {r, key, etag};
+	int rc;
+
+	rc = db_reception_newest_do(r->db, r->cfg->reception_bucket, key,
+				    row_id, reception_rename_srcdel, &rs, NULL);
+	if (rc == -ESTALE) /* a newer upload of key has its row: it stays */
+		rc = 0;
+	if (rc == -EINPROGRESS)
+		rc = -EIO;
+	if (rc)
+		log_error("%s/%s: the leftover source of a rename (row %" PRId64
+			  ") is still there: %s",
+			  r->cfg->reception_bucket, key, row_id, strerror(-rc));
+	else
+		log_info("%s/%s: the leftover source of a rename (row %" PRId64
+			 ") was deleted, not logged again",
+			 r->cfg->reception_bucket, key, row_id);
+	return rc;
+}
+
 /* Tries for a rename whose source is replaced during its copy. */
 #define RENAME_TRIES 3
 
@@ -1197,6 +1220,12 @@ int reception_rename(struct reception *r, const char *from_key,
 		rc = 0;
 	renamed = 1; /* the rows changed: their line, whatever follows */
 	if (rc) {
+		/* The rows say the source was renamed away: its object is
+		 * looked at again at the next listing or scan, which deletes
+		 * it (reception_leftover_delete), never logs it (review E5). */
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
 		/* The source's object outlived its closed row: its own error
 		 * line (errno, S3 code), before the rows' line. */
 		struct log_ev ev;
@@ -1214,6 +1243,7 @@ int reception_rename(struct reception *r, const char *from_key,
 				   who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, LOG_LVL_ERROR);
+		rc = -EIO; /* renamed, its source not deleted yet */
 	}
 out:
 	reception_busy_del(r, to_key);
