@@ -1220,16 +1220,16 @@ int reception_rename(struct reception *r, const char *from_key,
 		rc = 0;
 	renamed = 1; /* the rows changed: their line, whatever follows */
 	if (rc) {
+		/* The source's object outlived its closed row: its own error
+		 * line (errno, S3 code), before the rows' line. */
+		struct log_ev ev;
+
 		/* The rows say the source was renamed away: its object is
 		 * looked at again at the next listing or scan, which deletes
 		 * it (reception_leftover_delete), never logs it (review E5). */
 		pthread_mutex_lock(&r->lock);
 		fpset_del(&r->known, fp_of(from_key, src_etag));
 		pthread_mutex_unlock(&r->lock);
-		/* The source's object outlived its closed row: its own error
-		 * line (errno, S3 code), before the rows' line. */
-		struct log_ev ev;
-
 		log_ev_begin(&ev, "error");
 		log_ev_str(&ev, "op", "rename_source_delete");
 		log_ev_err(&ev, rc);
