@@ -1168,11 +1168,18 @@ int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
 	return rc;
 }
 
+/* Last-Modified is in whole seconds, and Swift rounds it up: an object
+ * uploaded within a second before its rename's rows can show an mtime
+ * after them. One more second for the clocks of the store and the
+ * database. (An upload of the very same bytes made within that bound
+ * after the rename is taken for its leftover.) */
+#define RENAMED_AWAY_SLACK_S "2"
+
 /* clang-format off */
 /* $1 bucket, $2 key, $3 etag, $4 mtime (epoch seconds): the key's newest
  * row when the key has no live row, that row was closed by a rename
- * ("renamed to ...") at or after mtime and it logs an object with ETag
- * $3. */
+ * ("renamed to ...") at or after mtime, less RENAMED_AWAY_SLACK_S, and it
+ * logs an object with ETag $3. */
 static const char db_sql_renamed_away[] =
 	"SELECT r.id FROM (SELECT id, etag, removed_at, removal_reason"
 	" FROM reception_audit WHERE source_bucket = $1::text"
@@ -1180,6 +1187,7 @@ static const char db_sql_renamed_away[] =
 	" WHERE r.removed_at IS NOT NULL AND r.etag = $3::text"
 	" AND r.removal_reason LIKE 'renamed to %'"
 	" AND r.removed_at >= to_timestamp($4::double precision)"
+	" - make_interval(secs => " RENAMED_AWAY_SLACK_S ")"
 	" AND NOT EXISTS (SELECT 1 FROM reception_audit l"
 	" WHERE l.source_bucket = $1::text AND l.object_key = $2::text"
 	" AND l.removed_at IS NULL)";
