@@ -300,4 +300,15 @@ int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
 			   int64_t id, db_locked_fn fn, void *arg,
 			   int64_t *newest);
 
+/* Whether an object of (bucket, key) with this ETag, last modified at
+ * mtime, is the leftover source of a rename whose rows committed and whose
+ * DELETE of the source failed: the key has no live row and its newest row
+ * logs that ETag and was closed by a rename ("renamed to ...") at or after
+ * mtime, less 2 s (Last-Modified's whole seconds, rounded up by Swift, and
+ * clocks): an upload of the same bytes made later than that after the
+ * rename is a new arrival. *id gets that row's id, 0 when it is not so.
+ * 0 or the database's -errno. */
+int db_reception_renamed_away(struct db *d, const char *bucket, const char *key,
+			      const char *etag, time_t mtime, int64_t *id);
+
 #endif

@@ -890,7 +890,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		*a->g->had_live_out = n > 0;
 	for (i = 0; i < n; i++) {
 		if (db_live_row_logs(res, i, r, a->g)) {
-			if (a->g->had_live_out) /* (that row is r's own) */
+			if (a->g && a->g->had_live_out) /* r's own row */
 				*a->g->had_live_out = n > 1;
 			a->rec.id = strtoll(PQgetvalue(res, i, 0), NULL, 10);
 			goto out;
@@ -1165,5 +1165,68 @@ int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
 		rc = a.fn_rc;
 	if (newest)
 		*newest = a.newest;
+	return rc;
+}
+
+/* Last-Modified is in whole seconds, and Swift rounds it up: an object
+ * uploaded within a second before its rename's rows can show an mtime
+ * after them. One more second for the clocks of the store and the
+ * database. (An upload of the very same bytes made within that bound
+ * after the rename is taken for its leftover.) */
+#define RENAMED_AWAY_SLACK_S "2"
+
+/* clang-format off */
+/* $1 bucket, $2 key, $3 etag, $4 mtime (epoch seconds): the key's newest
+ * row when the key has no live row, that row was closed by a rename
+ * ("renamed to ...") at or after mtime, less RENAMED_AWAY_SLACK_S, and it
+ * logs an object with ETag $3. */
+static const char db_sql_renamed_away[] =
+	"SELECT r.id FROM (SELECT id, etag, removed_at, removal_reason"
+	" FROM reception_audit WHERE source_bucket = $1::text"
+	" AND object_key = $2::text ORDER BY id DESC LIMIT 1) r"
+	" WHERE r.removed_at IS NOT NULL AND r.etag = $3::text"
+	" AND r.removal_reason LIKE 'renamed to %'"
+	" AND r.removed_at >= to_timestamp($4::double precision)"
+	" - make_interval(secs => " RENAMED_AWAY_SLACK_S ")"
+	" AND NOT EXISTS (SELECT 1 FROM reception_audit l"
+	" WHERE l.source_bucket = $1::text AND l.object_key = $2::text"
+	" AND l.removed_at IS NULL)";
+/* clang-format on */
+
+struct db_renamed_away_args {
+	const char *p[4];
+	int64_t id;
+};
+
+static int pg_reception_renamed_away(struct pg_ctx *x, void *arg)
+{
+	struct db_renamed_away_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	a->id = 0;
+	rc = pg_exec(x, db_sql_renamed_away, 4, a->p, &res);
+	if (rc == 0 && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0))
+		a->id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_renamed_away(struct db *d, const char *bucket, const char *key,
+			      const char *etag, time_t mtime, int64_t *id)
+{
+	struct db_renamed_away_args a = {.p = {bucket, key, etag, NULL}};
+	char tbuf[24];
+	int rc;
+
+	if (!d || !bucket || !key || !etag || !*etag || !id)
+		return -EINVAL;
+	*id = 0;
+	snprintf(tbuf, sizeof(tbuf), "%lld", (long long)mtime);
+	a.p[3] = tbuf;
+	rc = db_run(d, "reception renamed away", 0, 0,
+		    pg_reception_renamed_away, &a);
+	if (rc == 0)
+		*id = a.id;
 	return rc;
 }

@@ -1033,6 +1033,29 @@ kept:
 	return 0;
 }
 
+int reception_leftover_delete(struct reception *r, const char *key,
+			      const char *etag, int64_t row_id)
+{
+	struct rename_src rs = {r, key, etag};
+	int rc;
+
+	rc = db_reception_newest_do(r->db, r->cfg->reception_bucket, key,
+				    row_id, reception_rename_srcdel, &rs, NULL);
+	if (rc == -ESTALE) /* a newer upload of key has its row: it stays */
+		rc = 0;
+	if (rc == -EINPROGRESS)
+		rc = -EIO;
+	if (rc)
+		log_error("%s/%s: the leftover source of a rename (row %" PRId64
+			  ") is still there: %s",
+			  r->cfg->reception_bucket, key, row_id, strerror(-rc));
+	else
+		log_info("%s/%s: the leftover source of a rename (row %" PRId64
+			 ") was deleted, not logged again",
+			 r->cfg->reception_bucket, key, row_id);
+	return rc;
+}
+
 /* Tries for a rename whose source is replaced during its copy. */
 #define RENAME_TRIES 3
 
@@ -1041,11 +1064,13 @@ static int reception_rename_stop(void *arg)
 	return reception_stopping(arg);
 }
 
-/* One try of a rename's copy: HEADs from_key (its ETag into src_etag, 80
- * bytes) and copies exactly that object to to_key (x-amz-copy-source-if-
- * match, checked after the copy where the store ignores it). 0 with
- * copy->etag and copy->size set; -EEXIST when from_key was replaced
- * meanwhile (copy->etag is set when a copy landed at to_key all the same);
+/* One try of a rename's copy: HEADs from_key and copies exactly that
+ * object to to_key (x-amz-copy-source-if-match, checked after the copy
+ * where the store ignores it). src_etag (80 bytes) is the object the
+ * rename names: "" on the first try (it gets the HEAD's ETag), else a
+ * source with another ETag is not copied (-EEXIST). 0 with copy->etag
+ * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
+ * object (copy->etag is set when a copy landed at to_key all the same);
  * or the store's -errno (-ENOENT: no source). */
 static int reception_rename_copy(struct reception *r, const char *from_key,
 				 const char *to_key, char *src_etag,
@@ -1060,6 +1085,11 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	rc = s3_head(r->s3, b, from_key, &source);
 	if (rc)
 		return rc;
+	if (src_etag[0] && strcmp(src_etag, source.etag)) {
+		/* another writer's upload: never this rename's to move */
+		s3_object_info_free(&source);
+		return -EEXIST;
+	}
 	snprintf(src_etag, 80, "%s", source.etag);
 	q.src_bucket = b;
 	q.src_key = from_key;
@@ -1114,21 +1144,23 @@ int reception_rename(struct reception *r, const char *from_key,
 		goto out;
 	existed = rc == 0;
 	gen = busy_gen(r, to_key);
-	/* The copy is of the source as a HEAD saw it (only that object is
-	 * deleted after the copy; another upload landing meanwhile stays).
-	 * Replaced during the copy: the rename goes again with the new one. */
+	/* The copy is of the source as the first HEAD saw it, the object the
+	 * rename names when it starts (only that object is deleted after the
+	 * copy; another upload landing meanwhile stays). A copy that fails
+	 * its check goes again only while the source is still that object:
+	 * another writer's newer upload is never moved (review E8). */
 	for (tries = 1;; tries++) {
 		rc =
 		    reception_rename_copy(r, from_key, to_key, src_etag, &copy);
-		if (rc != -EEXIST || tries >= RENAME_TRIES)
-			break;
-		log_info("rename %s -> %s: the source was replaced during the "
-			 "copy; copied again",
+		if (rc != -EEXIST || copy.etag[0] || tries >= RENAME_TRIES)
+			break; /* (a copy that landed is undone below) */
+		log_info("rename %s -> %s: the copy of the source failed its "
+			 "check; copied again",
 			 from_key, to_key);
 	}
 	if (rc == -EEXIST) {
-		log_error("rename %s -> %s: the source keeps being replaced; "
-			  "not renamed",
+		log_error("rename %s -> %s: the source was replaced by another "
+			  "upload during the rename; not renamed",
 			  from_key, to_key);
 		rc = -EBUSY;
 		if (copy.etag[0]) /* a store that ignored the If-Match */
@@ -1192,6 +1224,12 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * line (errno, S3 code), before the rows' line. */
 		struct log_ev ev;
 
+		/* The rows say the source was renamed away: its object is
+		 * looked at again at the next listing or scan, which deletes
+		 * it (reception_leftover_delete), never logs it (review E5). */
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
 		log_ev_begin(&ev, "error");
 		log_ev_str(&ev, "op", "rename_source_delete");
 		log_ev_err(&ev, rc);
@@ -1205,6 +1243,7 @@ int reception_rename(struct reception *r, const char *from_key,
 				   who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, LOG_LVL_ERROR);
+		rc = -EIO; /* renamed, its source not deleted yet */
 	}
 out:
 	reception_busy_del(r, to_key);

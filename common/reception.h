@@ -119,9 +119,12 @@ int reception_remove(struct reception *r, const char *key,
 
 /* Server-side rename inside the reception bucket: copy, log (old row gets
  * removed_at "renamed to ...", new row for to_key), delete the source.
- * The copy is of the source object a HEAD saw (x-amz-copy-source-if-match,
- * checked after the copy where the store ignores it); one replaced during
- * the copy is copied again, up to 3 times, then -EBUSY (nothing renamed).
+ * The copy is of the source object a HEAD saw when the rename started
+ * (x-amz-copy-source-if-match, checked after the copy where the store
+ * ignores it): that is the object the rename moves. If another upload
+ * replaced it meanwhile, -EBUSY and nothing is renamed (the newer upload
+ * stays at from_key, never moved; a copy of it that a store ignoring the
+ * If-Match let land at a new to_key is undone).
  * The new row carries the old row's hashes only when that row logs the
  * very object copied (its ETag); otherwise (another upload of from_key, or
  * none logged yet) they are computed from the copy's bytes. size is the
@@ -134,9 +137,16 @@ int reception_remove(struct reception *r, const char *key,
  * new_etag (80 bytes, may be NULL) gets the copy's ETag as soon as the copy
  * landed at to_key, also when the rename then fails (the copy may stay
  * there); it is left untouched when nothing was copied. Every row change
- * has its "renamed" event line; a source DELETE that fails after the rows
- * changed returns its -errno, with an error line op=rename_source_delete
- * (errno, S3 code) before the renamed line. */
+ * has its "renamed" event line. A source DELETE that fails after the rows
+ * changed has an error line op=rename_source_delete (errno, S3 code)
+ * before the renamed line, and returns -EIO: the rename took effect (to_key
+ * holds the file with its row; from_key's row is closed "renamed to ...")
+ * but from_key's object is still in the store, so the caller sees an error
+ * and may still see from_key listed (and read it) until the next listing,
+ * lookup or scan of the bucket finds it: an object whose ETag is that of
+ * the row renamed away from its key, no live row there, is that rename's
+ * leftover: deleted then (If-Match its ETag), never logged as a new
+ * arrival (reception_leftover_delete). */
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);

@@ -94,6 +94,21 @@ static int reception_log_foreign(struct reception *r, const char *key,
 			return 0; /* gone already: nothing to log */
 		if (rc)
 			return rc;
+		if (expect_live == 0) {
+			/* No live row: the source a rename could not delete
+			 * after its rows said it was renamed away is not a
+			 * new arrival (review E5): deleted, never logged. */
+			int64_t gone = 0;
+
+			rc = db_reception_renamed_away(
+			    r->db, r->cfg->reception_bucket, key, before.etag,
+			    before.mtime, &gone);
+			if (rc == 0 && gone > 0)
+				rc = reception_leftover_delete(
+				    r, key, before.etag, gone);
+			if (rc || gone > 0)
+				goto out;
+		}
 		if (!ripe || strcmp(before.etag, seen_etag)) {
 			pthread_mutex_lock(&r->lock);
 			due = defer_due(r, key, before.etag, before.mtime);

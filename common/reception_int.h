@@ -124,6 +124,13 @@ struct defer_ent *defer_find(struct reception *r, const char *key,
 int64_t defer_due(struct reception *r, const char *key, const char *etag,
 		  time_t mtime);
 void defer_del(struct reception *r, const char *key, const char *etag);
+/* The leftover source of a rename whose rows committed (its row, row_id,
+ * closed "renamed to ..."), which the rename could not delete: deleted
+ * now, under the key's lock, only while it is still that object (ETag)
+ * and no upload of the key committed a row since; never logged. 0 (also
+ * when a newer upload is there: it stays) or -errno. */
+int reception_leftover_delete(struct reception *r, const char *key,
+			      const char *etag, int64_t row_id);
 /* one event line for a reception row change (events.c) */
 void reception_event(struct reception *r, const char *event, const char *op,
 		     int rc, const char *key, const struct upload_result *res,

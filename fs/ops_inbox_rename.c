@@ -558,7 +558,8 @@ static int rename_stored(const char *from, const char *to,
 	return 0;
 }
 
-/* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR,
+/* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR, EBUSY
+ * (another upload replaced the source during the rename: not renamed),
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
 static int rename_entry(const char *from, const char *to, unsigned int flags)
 {

@@ -171,6 +171,16 @@ void test_record_guarded(struct db *d, PGconn *raw)
 	r.etag = "etag-c";
 	rc = db_reception_record_guarded(d, &r, "replaced", NULL, &id, &ins);
 	ok(rc == 0 && ins == 1, "NULL guard: a plain record");
+	/* no guard, the same upload seen again by an observer: its live
+	 * row logs it already (review E9: the guard was dereferenced) */
+	{
+		int64_t id_c = id;
+
+		rc = db_reception_record_guarded(d, &r, "replaced", NULL, &id,
+						 &ins);
+		ok(rc == 0 && ins == 0 && id == id_c,
+		   "NULL guard, same upload live: no insert, its id");
+	}
 
 	/* the uploader (origin mount): a live row with its etag is another
 	 * upload of the same bytes unless an unknown outcome is read back */

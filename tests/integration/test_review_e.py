@@ -356,42 +356,115 @@ def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory,
                    "b's x.tmp": (0o644, A, A)}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E5: a rename whose source DELETE failed leaves "
-                   "the source's object without a live row: seen again, it is logged a second "
-                   "time as a foreign arrival")
-def test_failed_source_delete_never_logs_the_same_upload_twice(stack, mount_factory, uniq):
+@pytest.mark.parametrize("remount", [True, False], ids=["remounted", "same-mount"])
+def test_failed_source_delete_never_logs_the_same_upload_twice(stack, mount_factory, uniq,
+                                                               remount):
     """E5: x.txt (A's upload, logged once) renamed to y.txt; the copy and its rows commit
     (x.txt's row closed 'renamed to y.txt'), then the source DELETE fails: rename returns EIO
     (C6) and x.txt's object stays in the bucket with no live row, its file_attrs row kept.
     The next look at x.txt logs that same upload again (origin 'foreign', received_by the
     foreign owner: a row recording an upload nobody made), and x.txt is shown and readable
-    as a file that exists. SPEC §2: every distinct upload is logged exactly once."""
-    from test_rename_attrs import CFG, INTERNAL, is_delete_of
+    as a file that exists. SPEC §2: every distinct upload is logged exactly once.
+    Fixed: the rename says EIO (renamed, its source not deleted yet); the next look (after
+    a remount, or on the same mount) deletes the leftover (its ETag is the row's renamed
+    away from x.txt) instead of logging it; y.txt keeps its one live row."""
+    from faultproxy import INTERNAL
+    from test_rename_attrs import is_delete_of
     px = FaultProxy(stack.endpoint)
     try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, **CFG})
+        m = mount_factory(config={"s3": {"endpoint": px.url}, **FOREIGN})
         os.mkdir(m.path("inbox", uniq))
         frm, to = f"{uniq}/x.txt", f"{uniq}/y.txt"
         own(m, frm, b"A's file", 0o600, A, A)
         e = etag(m, frm)
         px.rule = is_delete_of(frm, ("status", 500, INTERNAL))
-        with pytest.raises(OSError):
+        with pytest.raises(OSError) as ei:
             os.rename(m.path("inbox", frm), m.path("inbox", to))
+        assert ei.value.errno == errno.EIO, ei.value
         px.rule = None
-        m.restart()
-        os.listdir(m.path("inbox", uniq))
-        try:
-            os.stat(m.path("inbox", frm))
-        except OSError:
-            pass
+        if remount:
+            m.restart()
+
+        def x_in_store():
+            return "Contents" in m.s3.list_objects_v2(Bucket=m.reception_bucket, Prefix=frm)
+
+        def look():
+            os.listdir(m.path("inbox", uniq))
+            try:
+                os.stat(m.path("inbox", frm))
+            except OSError:
+                pass
+            return not x_in_store()
+        m.wait_until(look, timeout=30, interval=1, what="x.txt's leftover deleted")
         time.sleep(2)
-        rows = m.sql_dicts("select origin, etag, removed_at from reception_audit"
-                           " where source_bucket = %s and object_key = %s order by id",
-                           (m.reception_bucket, frm))
-        res = {"x.txt rows": [(r["origin"], r["etag"] == e, r["removed_at"] is None)
-                              for r in rows]}
-        assert res == {"x.txt rows": [("mount", True, False)]}, res
+
+        def key_rows(key):
+            return [(r["origin"], r["etag"] == e, r["removed_at"] is None)
+                    for r in m.sql_dicts("select origin, etag, removed_at from reception_audit"
+                                         " where source_bucket = %s and object_key = %s"
+                                         " order by id", (m.reception_bucket, key))]
+        res = {"x.txt rows": key_rows(frm), "y.txt rows": key_rows(to),
+               "y.txt": open(m.path("inbox", to), "rb").read()}
+        assert res == {"x.txt rows": [("mount", True, False)],
+                       "y.txt rows": [("rename", True, True)], "y.txt": b"A's file"}, res
     finally:
         px.rule = None
         px.release.set()
         px.close()
+
+
+def test_rename_never_moves_a_newer_upload_of_its_source(proxied):
+    """E8: f.bin (the mount's upload, logged) is renamed to g.bin; the rename HEADs f.bin
+    (the object the caller's rename names: its ETag when the rename started) and its copy is
+    held at the proxy. Meanwhile another writer (boto3, straight to the store) replaces f.bin
+    with other bytes. The copy goes on (x-amz-copy-source-if-match refuses it; s3rver ignores
+    the header: the copy lands and fails the check after it). On w/int the rename then HEADs
+    f.bin again and copies the newer upload to g.bin, deletes it from f.bin and logs it under
+    g.bin: another writer's upload moved by a rename that never saw it. The rename must move
+    the object it named (g.bin = the old bytes, the new upload stays at f.bin) or fail with
+    EBUSY (nothing moved: g.bin absent, without rows); f.bin keeps the newer upload."""
+    from races import let_go, rename_in_thread
+    m, px, d = proxied
+    frm, to = f"{d}/f.bin", f"{d}/g.bin"
+    old, new = os.urandom(3000), os.urandom(3000)
+    with open(m.path("inbox", frm), "wb") as f:
+        f.write(old)
+    held = threading.Event()
+
+    def rule(meth, path, h):
+        if meth == "PUT" and path.split("?")[0].endswith("/" + to) \
+                and any(k.lower() == "x-amz-copy-source" for k in h.keys()) \
+                and not held.is_set():
+            held.set()
+            return ("hold", 60)
+        return None
+    px.rule = rule
+    t, out = rename_in_thread(m, frm, to)
+    m.wait_until(held.is_set, timeout=60, what="the rename's copy at the proxy")
+    m.s3.put_object(Bucket=m.reception_bucket, Key=frm, Body=new)
+    let_go(px, t)
+    assert not t.is_alive(), "the rename did not return"
+
+    def body(key):
+        try:
+            return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()
+        except m.s3.exceptions.NoSuchKey:
+            return None
+
+    def g_rows():
+        return m.sql_dicts("select etag, removed_at from reception_audit"
+                           " where source_bucket = %s and object_key = %s order by id",
+                           (m.reception_bucket, to))
+    if out == ["EBUSY"]:
+        # a copy a store let land is undone (g.bin is a new key)
+        m.wait_until(lambda: body(to) is None, timeout=30, what="g.bin's copy undone")
+    renamed_away = m.sql_dicts("select id from reception_audit where source_bucket = %s"
+                               " and object_key = %s and removal_reason like 'renamed%%'",
+                               (m.reception_bucket, frm))
+    res = {"rename": out, "f.bin": body(frm) == new,
+           "g.bin": {None: None, old: "old", new: "NEW"}.get(body(to), "other"),
+           "g.bin rows": len(g_rows()), "f.bin rows renamed away": len(renamed_away)}
+    assert res in ({"rename": ["EBUSY"], "f.bin": True, "g.bin": None, "g.bin rows": 0,
+                    "f.bin rows renamed away": 0},
+                   {"rename": ["ok"], "f.bin": True, "g.bin": "old", "g.bin rows": 1,
+                    "f.bin rows renamed away": 1}), res
