@@ -19,6 +19,7 @@ import os
 import time
 
 import psycopg2
+import pytest
 
 from checks import rows
 
@@ -35,9 +36,33 @@ end $$;
 create trigger test_slow_bind before update on file_attrs
   for each statement execute function test_slow_bind_fn();
 """
+# The same binds, slow while holding their row: the statement trigger marks the transaction,
+# a row trigger (which runs with the row locked) waits and fails.
+SLOW_ROW = """
+create or replace function test_slow_bind_fn() returns trigger language plpgsql as $$
+begin
+  if pg_catalog.pg_current_xact_id_if_assigned() is null
+     and pg_catalog.current_query() like 'UPDATE file_attrs SET etag = %' then
+    perform pg_catalog.set_config('custodyfs_test.slow_bind', '1', true);
+  end if;
+  return null;
+end $$;
+create or replace function test_slow_bind_row_fn() returns trigger language plpgsql as $$
+begin
+  if pg_catalog.current_setting('custodyfs_test.slow_bind', true) = '1' then
+    perform pg_catalog.pg_sleep(3);
+    raise exception 'test: the database is slow for binds (row locked)';
+  end if;
+  return new;
+end $$;
+create trigger test_slow_bind_row before update on file_attrs
+  for each row execute function test_slow_bind_row_fn();
+"""
 UNSLOW = """
 drop trigger if exists test_slow_bind on file_attrs;
+drop trigger if exists test_slow_bind_row on file_attrs;
 drop function if exists test_slow_bind_fn();
+drop function if exists test_slow_bind_row_fn();
 """
 
 
@@ -46,7 +71,12 @@ def _claim_live(m, key):
                        " and object_key = %s and etag is null", (m.reception_bucket, key))
 
 
-def test_e6_slow_retried_binds_never_delay_renewals(stack, mount_factory, uniq):
+@pytest.mark.parametrize("slow", ["statement", "row"])
+def test_e6_slow_retried_binds_never_delay_renewals(stack, mount_factory, uniq, slow):
+    """statement: each retried bind waits before touching its row. row: it waits holding its
+    row locked, so a renewal that waited for the row (the rows of queued binds are renewed
+    too) would be as late: the renewal skips a row locked by another transaction (it is
+    renewed on the next tick)."""
     m = mount_factory(config={"fs": {"claim_lease": "4"}})
     held = f"{uniq}-held.txt"
     xs = [f"{uniq}-x{i}.txt" for i in range(3)]
@@ -75,6 +105,8 @@ def test_e6_slow_retried_binds_never_delay_renewals(stack, mount_factory, uniq):
             lock.close()
         log = m.daemon_log()
         assert log.count("is retried until the database takes it") >= len(xs), log[-3000:]
+        if slow == "row":
+            m.sql(SLOW_ROW)
         # The renewal that waited for the test's lock on the three rows (its claim_until
         # counted from its start) is followed by one on time.
         time.sleep(2)
