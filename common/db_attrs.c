@@ -372,12 +372,18 @@ static const char db_sql_attrs_unclaim[] =
 	" AND claimed_by = $7::text RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
-/* $1 bucket, $2 claimer, $3 lease (seconds), $4 keys (text[]). */
+/* $1 bucket, $2 claimer, $3 lease (seconds), $4 keys (text[]). A row
+ * another transaction holds (a bind of it in progress) is skipped, never
+ * waited for: the others' renewals are not late behind it (E6); it is
+ * renewed next time. */
 static const char db_sql_attrs_renew[] =
 	"UPDATE file_attrs SET claim_until = now() + $3::integer"
 	" * interval '1 second' WHERE bucket = $1::text"
-	" AND object_key = ANY ($4::text[]) AND etag IS NULL"
-	" AND left(claimed_by, length($2::text) + 1) = $2::text || '#'";
+	" AND object_key IN (SELECT object_key FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = ANY ($4::text[])"
+	" AND etag IS NULL"
+	" AND left(claimed_by, length($2::text) + 1) = $2::text || '#'"
+	" FOR UPDATE SKIP LOCKED)";
 /* clang-format on */
 
 /* Who as the first four parameters of a logging statement. */

@@ -2,12 +2,13 @@
  * counts; see db_export.h.
  *
  * One export is one transaction (REPEATABLE READ, READ ONLY) on a pooled
- * connection: the column list is read from the catalog, then one
- * COPY (SELECT ...) TO STDOUT streams the rows. PostgreSQL does the CSV
- * quoting (FORMAT csv, HEADER). For JSON Lines, each row is one
- * row_to_json() value sent through COPY's CSV format with a quote and a
- * delimiter (0x01, 0x02) that JSON text never holds raw (it escapes every
- * control character), so nothing is quoted or escaped on the way: the
+ * connection of the bulk share (db_run_bulk: the exports never hold the
+ * pool's last two connections, which the custody path needs): the column list
+ * is read from the catalog, then one COPY (SELECT ...) TO STDOUT streams the
+ * rows. PostgreSQL does the CSV quoting (FORMAT csv, HEADER). For JSON Lines,
+ * each row is one row_to_json() value sent through COPY's CSV format with a
+ * quote and a delimiter (0x01, 0x02) that JSON text never holds raw (it escapes
+ * every control character), so nothing is quoted or escaped on the way: the
  * lines are the JSON texts. Timestamps are formatted by the server
  * (to_char ... AT TIME ZONE 'UTC'), so the session TimeZone does not
  * matter. The only parameter, the project prefix, is passed with
@@ -322,7 +323,8 @@ int db_export(struct db *d, enum db_export_table t, enum db_export_fmt f,
 	a.buf = malloc(DBX_BUF);
 	if (!a.buf)
 		return -ENOMEM;
-	rc = db_run(d, "audit export", 1, 0, dbx_op, &a);
+	rc = db_run_bulk(d, "audit export", 1, DB_STATEMENT_TIMEOUT_MS, dbx_op,
+			 &a);
 	free(a.buf);
 	if (rc == -EINPROGRESS)
 		rc =
@@ -409,5 +411,6 @@ static int dbx_totals_op(struct pg_ctx *x, void *arg)
 int db_export_totals(struct db *d, struct db_totals *t)
 {
 	memset(t, 0, sizeof(*t));
-	return db_run(d, "audit totals", 0, 0, dbx_totals_op, t);
+	return db_run_bulk(d, "audit totals", 0, DB_STATEMENT_TIMEOUT_MS,
+			   dbx_totals_op, t);
 }

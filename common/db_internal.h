@@ -36,6 +36,8 @@ struct db {
 	int size;
 	PGconn **conns;	     /* NULL: slot not connected yet */
 	unsigned char *busy; /* slot taken by an operation */
+	int bulk_max;	     /* bulk operations (db_run_bulk) at once */
+	int bulk_busy;	     /* protected by lock: slots bulk ones hold */
 	char *conninfo;	     /* never logged: may hold a password */
 	char *secret[3];     /* its password, sslpassword and a URI's
 				userinfo (NULL: none): kept out of every
@@ -58,6 +60,7 @@ struct pg_ctx {
 	int timed_out;	  /* the bound was hit: do not try again */
 	int stmt_failed;  /* a statement failed (for the metrics) */
 	int begin_due;	  /* BEGIN goes with the next statement (pipelined) */
+	int bulk;	  /* a bulk operation: counted in d->bulk_busy */
 };
 
 /* libpq's error text of conn (NULL: "out of memory") into buf, on one
@@ -87,6 +90,15 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
  * (custodyfs_sql_operation_duration_seconds{what}): a string literal. */
 int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 		 int timeout_ms, db_op_fn fn, void *arg);
+
+/* db_run_timed for a bulk operation (an audit export: a COPY of a whole
+ * table, which may hold its connection for minutes): at most d->bulk_max
+ * of them hold connections at once (the pool's size less 2, at least 1),
+ * so that they never take the slots the custody path (closes, renames,
+ * claims) needs; one more waits for a bulk slot within the statement
+ * bound, then fails -EIO (cause "pool"). Same results as db_run_timed. */
+int db_run_bulk(struct db *d, const char *what, int txn, int timeout_ms,
+		db_op_fn fn, void *arg);
 
 /* db_run_timed with DB_STATEMENT_TIMEOUT_MS. */
 int db_run(struct db *d, const char *what, int txn, int retry_unique,

@@ -251,11 +251,16 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 	pthread_mutex_lock(&d->lock);
 	for (;;) {
 		fresh = -1;
-		for (i = 0; i < d->size; i++) {
+		/* A bulk operation takes no slot while its share is used up:
+		 * the rest stay for everyone else. */
+		for (i = 0;
+		     i < d->size && !(x->bulk && d->bulk_busy >= d->bulk_max);
+		     i++) {
 			if (d->busy[i])
 				continue;
 			if (d->conns[i]) {
 				d->busy[i] = 1;
+				d->bulk_busy += x->bulk;
 				x->slot = i;
 				x->conn = d->conns[i];
 				pthread_mutex_unlock(&d->lock);
@@ -279,6 +284,7 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 			  ETIMEDOUT;
 	}
 	d->busy[fresh] = 1;
+	d->bulk_busy += x->bulk;
 	pthread_mutex_unlock(&d->lock);
 
 	x->slot = fresh;
@@ -288,7 +294,9 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 	log_error("database: cannot connect: %s", err);
 	pthread_mutex_lock(&d->lock);
 	d->busy[fresh] = 0;
-	pthread_cond_signal(&d->cond);
+	d->bulk_busy -= x->bulk;
+	/* Every waiter looks: a bulk one may not take what it is told of. */
+	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 	return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
 }
@@ -304,7 +312,10 @@ static void pg_give(struct db *d, struct pg_ctx *x)
 	pthread_mutex_lock(&d->lock);
 	d->conns[x->slot] = x->conn;
 	d->busy[x->slot] = 0;
-	pthread_cond_signal(&d->cond);
+	d->bulk_busy -= x->bulk;
+	/* Every waiter looks: a bulk one woken alone while its share is used
+	 * up would take nothing, and a plain waiter would miss the slot. */
+	pthread_cond_broadcast(&d->cond);
 	pthread_mutex_unlock(&d->lock);
 }
 
@@ -525,14 +536,16 @@ static void pg_rollback(struct pg_ctx *x)
 }
 
 /* Runs fn on a pooled connection, in a transaction when txn is set, with
- * the reconnect and retry policy. Returns fn's result or the failure. */
-int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
-		 int timeout_ms, db_op_fn fn, void *arg)
+ * the reconnect and retry policy; bulk: counted in the bulk share
+ * (db_run_bulk). Returns fn's result or the failure. */
+static int db_run_ctx(struct db *d, const char *what, int txn, int retry_unique,
+		      int timeout_ms, int bulk, db_op_fn fn, void *arg)
 {
 	struct pg_ctx x = {.d = d,
 			   .what = what,
 			   .retry_unique = retry_unique,
-			   .timeout_ms = timeout_ms};
+			   .timeout_ms = timeout_ms,
+			   .bulk = bulk};
 	int rc, attempt = 0, resets = 0, open;
 	uint64_t t0 = ctr_now_ns(), t1;
 
@@ -599,6 +612,18 @@ int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 	return rc;
 }
 
+int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
+		 int timeout_ms, db_op_fn fn, void *arg)
+{
+	return db_run_ctx(d, what, txn, retry_unique, timeout_ms, 0, fn, arg);
+}
+
+int db_run_bulk(struct db *d, const char *what, int txn, int timeout_ms,
+		db_op_fn fn, void *arg)
+{
+	return db_run_ctx(d, what, txn, 0, timeout_ms, 1, fn, arg);
+}
+
 int db_run(struct db *d, const char *what, int txn, int retry_unique,
 	   db_op_fn fn, void *arg)
 {
@@ -625,6 +650,9 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	if (!d)
 		goto fail;
 	d->size = pool_size;
+	/* Two slots are never the exports' (a pool of 1 to 3 keeps what it
+	 * can: one export at a time there). */
+	d->bulk_max = pool_size > 3 ? pool_size - 2 : 1;
 	d->conns = calloc((size_t)pool_size, sizeof(*d->conns));
 	if (!d->conns)
 		goto fail_conns;

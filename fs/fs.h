@@ -269,8 +269,11 @@ struct ofile *ofile_create(const char *rel, int local, int *err);
 void ofile_put(struct ofile *of);
 /* The thread renewing this mount's claims on the names of its new files
  * not stored yet (attrs_unbound), every quarter of [fs] claim_lease, so a
- * file open longer than the lease is never taken over. Start: 0 or
- * -errno (none runs then: a claim open longer lapses); stop: joins it. */
+ * file open longer than the lease is never taken over; and the thread
+ * retrying the binds queued when the database failed them (apart: a slow
+ * retry never delays a renewal). Start: 0 or -errno (none runs then: a
+ * claim open longer lapses); stop: joins them, tries the queued binds a
+ * last time. */
 int ofile_claims_start(void);
 void ofile_claims_stop(void);
 /* Fills the spool from the stored object key. Caller holds of->lock. On

@@ -29,6 +29,9 @@
 #include <stddef.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/statfs.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -110,48 +113,69 @@ void fuseinit_note_want(const struct fuse_conn_info *conn)
 		init_reply_next = 1;
 }
 
-/* Undoes mountinfo's octal escapes (\040 for a space...) in place. */
-static void mi_unescape(char *s)
-{
-	char *o = s;
-
-	for (; *s; s++) {
-		if (s[0] == '\\' && s[1] >= '0' && s[1] <= '3' && s[2] >= '0' &&
-		    s[2] <= '7' && s[3] >= '0' && s[3] <= '7') {
-			*o++ = (char)((s[1] - '0') * 64 + (s[2] - '0') * 8 +
-				      (s[3] - '0'));
-			s += 3;
-		} else
-			*o++ = *s;
-	}
-	*o = '\0';
-}
-
-long fuseinit_conn_id(const char *mountpoint)
+/* Is maj:min a FUSE mount's in /proc/self/mountinfo? 1, 0, or -1 (the
+ * table could not be read). */
+static int mi_is_fuse_dev(unsigned maj, unsigned min)
 {
 	char line[8192];
-	long id = -1;
+	int found = 0;
 	FILE *f = fopen("/proc/self/mountinfo", "re");
 
 	if (!f)
 		return -1;
-	while (fgets(line, sizeof(line), f)) {
-		char dev[64], mnt[4096], *dash;
-		unsigned maj, min;
+	while (!found && fgets(line, sizeof(line), f)) {
+		unsigned a, b;
+		char *dash;
 
 		/* id parent maj:min root mountpoint ... - fstype ... */
-		if (sscanf(line, "%*s %*s %63s %*s %4095s", dev, mnt) != 2 ||
-		    sscanf(dev, "%u:%u", &maj, &min) != 2)
+		if (sscanf(line, "%*s %*s %u:%u", &a, &b) != 2 || a != maj ||
+		    b != min)
 			continue;
 		dash = strstr(line, " - ");
-		if (!dash || strncmp(dash + 3, "fuse", 4))
-			continue;
-		mi_unescape(mnt);
-		if (!strcmp(mnt, mountpoint))
-			id = (long)min; /* the last one: ours, mounted on top */
+		found = dash && !strncmp(dash + 3, "fuse", 4);
 	}
 	fclose(f);
-	return id;
+	return found;
+}
+
+long fuseinit_conn_id(const char *mountpoint)
+{
+	struct statx stx;
+
+	/* AT_STATX_DONT_SYNC: the attributes the kernel has, no GETATTR
+	 * (the loop does not run yet: a request would never be answered).
+	 * st_dev is the superblock's, whatever the path shows later. */
+	if (statx(AT_FDCWD, mountpoint, AT_STATX_DONT_SYNC | AT_NO_AUTOMOUNT,
+		  STATX_TYPE, &stx))
+		return -1;
+	/* FUSE's superblocks have anonymous device numbers (major 0); the
+	 * fusectl directory of the connection is named by the minor. */
+	if (stx.stx_dev_major != 0 ||
+	    mi_is_fuse_dev(stx.stx_dev_major, stx.stx_dev_minor) != 1)
+		return -1;
+	return (long)stx.stx_dev_minor;
+}
+
+/* fusectl's mount point; mounted there by the kernel's fuse module or
+ * systemd, not always (a container). */
+#define FUSECTL_DIR "/sys/fs/fuse/connections"
+#define FUSECTL_MAGIC 0x65735543
+
+/* Makes sure fusectl is mounted on FUSECTL_DIR (mounts it when the
+ * process may). 0 or -errno. */
+static int fusectl_ensure(void)
+{
+	struct statfs sf;
+
+	if (statfs(FUSECTL_DIR, &sf))
+		return -errno;
+	if (sf.f_type == FUSECTL_MAGIC)
+		return 0;
+	if (mount("fusectl", FUSECTL_DIR, "fusectl",
+		  MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL))
+		return -errno;
+	log_info("mounted fusectl on %s", FUSECTL_DIR);
+	return 0;
 }
 
 int fuseinit_abort_conn(long id)
@@ -161,8 +185,14 @@ int fuseinit_abort_conn(long id)
 
 	if (id < 0)
 		return -ENOENT;
-	snprintf(path, sizeof(path), "/sys/fs/fuse/connections/%ld/abort", id);
+	snprintf(path, sizeof(path), FUSECTL_DIR "/%ld/abort", id);
 	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOENT) {
+		rc = fusectl_ensure();
+		if (rc)
+			return rc;
+		fd = open(path, O_WRONLY | O_CLOEXEC);
+	}
 	if (fd < 0)
 		return -errno;
 	if (write(fd, "1", 1) != 1)

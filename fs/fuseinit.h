@@ -16,16 +16,21 @@ int fuseinit_install(struct fuse_session *se);
  * this thread, then carries FUSE_PARALLEL_DIROPS. */
 void fuseinit_note_want(const struct fuse_conn_info *conn);
 
-/* The kernel's number of the FUSE connection mounted on mountpoint (an
- * absolute path, as in /proc/self/mountinfo), read from mountinfo (the
- * file system itself is never asked), or -1. Called after fuse_mount. */
+/* The kernel's number of the FUSE connection mounted on mountpoint: the
+ * minor of the device number of its root (statx without a sync: the file
+ * system itself is never asked), checked against /proc/self/mountinfo (a
+ * FUSE mount has that device number), or -1. Called right after
+ * fuse_mount, so the number is this mount's whatever is mounted on the
+ * path later (never picked by path at stop: that could be another file
+ * system's, E10b). */
 long fuseinit_conn_id(const char *mountpoint);
 
-/* Aborts connection id (fusectl's /sys/fs/fuse/connections/ID/abort):
+/* Aborts connection id (fusectl's /sys/fs/fuse/connections/ID/abort;
+ * fusectl is mounted there first when it is not and the process may):
  * every request waiting on the daemon fails, pages they held locked are
  * released. For a stop whose threads are stuck in the kernel on requests
- * the ended loop will never answer. 0 or -errno (ENOENT: fusectl not
- * mounted or no such connection; EACCES). */
+ * the ended loop will never answer. 0 or -errno (ENOENT: no such
+ * connection, or no fusectl directory; EPERM/EACCES: not root). */
 int fuseinit_abort_conn(long id);
 
 #endif

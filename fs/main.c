@@ -514,8 +514,13 @@ int main(int argc, char *argv[])
 		goto out_setup;
 	if (fuse_mount(fuse, fo.mountpoint) != 0)
 		goto out_fuse;
-	/* The kernel's connection, for a stop stuck in it (fuseinit.h). */
+	/* The kernel's connection, for a stop stuck in it (fuseinit.h): by
+	 * the device number of this mount's root, now, never by path. */
 	conn_id = fuseinit_conn_id(cfs->mountpoint);
+	if (conn_id < 0)
+		log_warn("cannot tell the FUSE connection of %s: a stop stuck "
+			 "in the kernel cannot abort it",
+			 cfs->mountpoint);
 	if (fuseinit_install(fuse_get_session(fuse)) != 0)
 		log_warn(
 		    "cannot wrap the FUSE device I/O: lookups and listings "
@@ -534,9 +539,10 @@ int main(int argc, char *argv[])
 		log_warn("cannot start the kernel cache invalidation thread: "
 			 "a file replaced in the store meanwhile shows its new "
 			 "attributes once the kernel's cache times out");
-	log_info("mounted %s (reception bucket %s, storage bucket %s)",
+	log_info("mounted %s (reception bucket %s, storage bucket %s, FUSE "
+		 "connection %ld)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
-		 cfs->cfg.storage_bucket);
+		 cfs->cfg.storage_bucket, conn_id);
 	/* READY=1 for systemd once the store answers too (notify.c). */
 	if (notify_start() != 0)
 		log_warn("cannot start the readiness thread: systemd is not "

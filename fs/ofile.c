@@ -178,8 +178,14 @@ void ofile_put(struct ofile *of)
 		ofile_free(of);
 }
 
+/* Two threads: the claims thread renews the claims of this mount's new
+ * files each period, and only that; the rebind thread retries the queued
+ * binds (struct rebind). Apart, a database slow to take the binds (each
+ * retry may wait for a pooled connection and its statement bound, 20 s
+ * each) never delays a renewal past the lease (E6). */
 static struct {
-	pthread_t thread;
+	pthread_t thread;   /* the claims thread */
+	pthread_t rebinder; /* the rebind thread */
 	int started;
 	int stop;	     /* protected by cfs->lock */
 	pthread_cond_t cond; /* with cfs->lock: stop was set */
@@ -195,8 +201,13 @@ struct rebind {
 	char *rel, *etag, *token;
 	char *from;	   /* a publish's (attrov_publish), or NULL */
 	struct attrov cur; /* mode, owner, times only */
+	int done;	   /* rebinds_retry's: this try bound it */
 };
 static struct rebind *rebinds; /* protected by cfs->lock */
+/* The binds rebinds_retry is trying now (its list: next never changes
+ * meanwhile, and none is freed but under the lock): their claims are
+ * renewed all the same. Protected by cfs->lock. */
+static struct rebind *rebinds_trying;
 
 static void rebind_free(struct rebind *r)
 {
@@ -245,33 +256,32 @@ static void rebind_add(const char *rel, const char *etag, const char *token,
 }
 
 /* Tries each queued bind once (without cfs->lock); those that fail again
- * stay queued. */
+ * stay queued. One caller at a time: the rebind thread, or the stop after
+ * it ended. */
 static void rebinds_retry(void)
 {
-	struct rebind *list, *r, *keep = NULL;
+	struct rebind *list, *r, *next;
 
 	pthread_mutex_lock(&cfs->lock);
 	list = rebinds;
 	rebinds = NULL;
+	rebinds_trying = list;
 	pthread_mutex_unlock(&cfs->lock);
-	while ((r = list) != NULL) {
-		list = r->next;
-		if ((r->from ? attrov_publish(r->from, r->rel, r->etag)
-			     : attrov_bind_claim(r->rel, r->etag, r->token,
-						 &r->cur)) == 0) {
+	for (r = list; r; r = r->next)
+		r->done = (r->from ? attrov_publish(r->from, r->rel, r->etag)
+				   : attrov_bind_claim(r->rel, r->etag,
+						       r->token, &r->cur)) == 0;
+	pthread_mutex_lock(&cfs->lock);
+	rebinds_trying = NULL;
+	for (r = list; r; r = next) {
+		next = r->next;
+		if (r->done) {
 			rebind_free(r);
 			continue;
 		}
-		r->next = keep;
-		keep = r;
+		r->next = rebinds;
+		rebinds = r;
 	}
-	if (!keep)
-		return;
-	pthread_mutex_lock(&cfs->lock);
-	for (r = keep; r->next; r = r->next)
-		;
-	r->next = rebinds;
-	rebinds = keep;
 	pthread_mutex_unlock(&cfs->lock);
 }
 
@@ -292,6 +302,8 @@ static char **claimed_names_locked(size_t *n)
 		cap += !of->unlinked && !of->hidden && of->attrs_unbound;
 	for (r = rebinds; r; r = r->next)
 		cap++;
+	for (r = rebinds_trying; r; r = r->next)
+		cap++;
 	if (!cap)
 		return NULL;
 	keys = calloc(cap, sizeof(*keys));
@@ -311,34 +323,46 @@ static char **claimed_names_locked(size_t *n)
 			break;
 		i++;
 	}
+	for (r = rebinds_trying; r && i < cap; r = r->next) {
+		keys[i] = strdup(r->from ? r->from : r->rel);
+		if (!keys[i])
+			break;
+		i++;
+	}
 	*n = i;
 	return keys;
+}
+
+/* Caller holds cfs->lock. Waits period_ms or until the stop: 1 when
+ * stopping. */
+static int renewer_wait_locked(long period_ms)
+{
+	struct timespec until;
+
+	clock_gettime(CLOCK_REALTIME, &until);
+	until.tv_sec += period_ms / 1000;
+	until.tv_nsec += (period_ms % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	while (!renewer.stop &&
+	       pthread_cond_timedwait(&renewer.cond, &cfs->lock, &until) !=
+		   ETIMEDOUT)
+		;
+	return renewer.stop;
 }
 
 static void *claims_main(void *arg)
 {
 	long period_ms = (long)cfs->cfg.claim_lease_s * 1000 / 4;
-	struct timespec until;
 	size_t n, i;
 	char **keys;
 	int rc;
 
 	(void)arg;
 	pthread_mutex_lock(&cfs->lock);
-	while (!renewer.stop) {
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += period_ms / 1000;
-		until.tv_nsec += (period_ms % 1000) * 1000000L;
-		if (until.tv_nsec >= 1000000000L) {
-			until.tv_sec++;
-			until.tv_nsec -= 1000000000L;
-		}
-		while (!renewer.stop &&
-		       pthread_cond_timedwait(&renewer.cond, &cfs->lock,
-					      &until) != ETIMEDOUT)
-			;
-		if (renewer.stop)
-			break;
+	while (!renewer_wait_locked(period_ms)) {
 		keys = claimed_names_locked(&n);
 		pthread_mutex_unlock(&cfs->lock);
 		rc = db_attrs_renew(cfs->db, cfs->cfg.reception_bucket,
@@ -351,6 +375,24 @@ static void *claims_main(void *arg)
 		for (i = 0; i < n; i++)
 			free(keys[i]);
 		free(keys);
+		pthread_mutex_lock(&cfs->lock);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return NULL;
+}
+
+/* The rebind thread: the queued binds, tried again each period (the
+ * claims thread's), however long the database takes with them. */
+static void *rebinds_main(void *arg)
+{
+	long period_ms = (long)cfs->cfg.claim_lease_s * 1000 / 4;
+
+	(void)arg;
+	pthread_mutex_lock(&cfs->lock);
+	while (!renewer_wait_locked(period_ms)) {
+		if (!rebinds)
+			continue;
+		pthread_mutex_unlock(&cfs->lock);
 		rebinds_retry();
 		pthread_mutex_lock(&cfs->lock);
 	}
@@ -364,6 +406,16 @@ int ofile_claims_start(void)
 
 	if (rc)
 		return -rc;
+	rc = pthread_create(&renewer.rebinder, NULL, rebinds_main, NULL);
+	if (rc) {
+		pthread_mutex_lock(&cfs->lock);
+		renewer.stop = 1;
+		pthread_cond_broadcast(&renewer.cond);
+		pthread_mutex_unlock(&cfs->lock);
+		pthread_join(renewer.thread, NULL);
+		renewer.stop = 0;
+		return -rc;
+	}
 	renewer.started = 1;
 	return 0;
 }
@@ -379,6 +431,7 @@ void ofile_claims_stop(void)
 	pthread_cond_broadcast(&renewer.cond);
 	pthread_mutex_unlock(&cfs->lock);
 	pthread_join(renewer.thread, NULL);
+	pthread_join(renewer.rebinder, NULL);
 	renewer.started = 0;
 	/* A last try; a bind left now lapses with its claim (logged). */
 	rebinds_retry();

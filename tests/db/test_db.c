@@ -1496,6 +1496,7 @@ int main(void)
 	test_restart(d);
 	db_close(d);
 	test_pool_wait(ci_a);
+	test_pool_bulk(ci_a);
 
 	PQfinish(raw_a);
 	PQfinish(raw_b);

@@ -29,5 +29,6 @@ void test_key_indexes(const char *conninfo, PGconn *raw);
 
 /* test_db_pool.c */
 void test_pool_wait(const char *conninfo);
+void test_pool_bulk(const char *conninfo);
 
 #endif

@@ -1,12 +1,15 @@
 /* test_db_pool.c - the connection pool's waiters are bounded (review F6):
  * with every pooled connection busy for longer than a statement may take,
  * an operation waiting for one fails with -EIO after about
- * DB_STATEMENT_DEADLINE_MS instead of waiting as long as the holder. */
+ * DB_STATEMENT_DEADLINE_MS instead of waiting as long as the holder. And
+ * the audit exports never hold the pool's last two connections (E10a). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <time.h>
 #include <unistd.h>
 
+#include "db_export.h"
 #include "test_db.h"
 
 #define HOLD_S (DB_STATEMENT_DEADLINE_MS / 1000 + 8)
@@ -66,4 +69,69 @@ void test_pool_wait(const char *conninfo)
 	ok(h.rc == 0, "the holder's operation ends well (rc %d)", h.rc);
 	ok(db_ping(h.d) == 0, "the connection serves again once it is back");
 	db_close(h.d);
+}
+
+#define BULK_POOL 4
+#define BULK_N 4 /* exports at once: the whole pool before the fix */
+
+struct exporter {
+	struct db *d;
+	int rc;
+};
+
+static void *exporter_main(void *arg)
+{
+	struct exporter *e = arg;
+	FILE *f = tmpfile();
+
+	e->rc = f ? db_export(e->d, DBX_STORAGE, DBX_CSV, NULL, fileno(f), NULL)
+		  : -errno;
+	if (f)
+		fclose(f);
+	return NULL;
+}
+
+void test_pool_bulk(const char *conninfo)
+{
+	struct exporter e[BULK_N];
+	pthread_t th[BULK_N];
+	double t0, dt;
+	int i, n = 0, rc;
+	struct db *d = open_or_die(conninfo, BULK_POOL);
+	PGconn *raw = PQconnectdb(conninfo);
+
+	/* Every export waits on the server (the table locked), holding its
+	 * connection meanwhile. */
+	if (!sql_ok(raw, "BEGIN") ||
+	    !sql_ok(raw, "LOCK TABLE storage_audit IN ACCESS EXCLUSIVE MODE")) {
+		ok(0, "lock storage_audit");
+		PQfinish(raw);
+		db_close(d);
+		return;
+	}
+	for (i = 0; i < BULK_N; i++) {
+		e[i].d = d;
+		e[i].rc = 1;
+		if (pthread_create(&th[i], NULL, exporter_main, &e[i]))
+			break;
+		n++;
+	}
+	sleep(2);
+	t0 = mono_s();
+	rc = db_ping(d);
+	dt = mono_s() - t0;
+	ok(rc == 0 && dt < 1.0,
+	   "%d exports stuck on the server leave room in a pool of %d for "
+	   "others (ping rc %d after %.1fs)",
+	   BULK_N, BULK_POOL, rc, dt);
+	sql_ok(raw, "ROLLBACK");
+	for (i = 0; i < n; i++)
+		pthread_join(th[i], NULL);
+	for (i = 0, rc = 0; i < n; i++)
+		rc |= e[i].rc;
+	ok(n == BULK_N && rc == 0,
+	   "the exports end well once the table is free (the ones beyond the "
+	   "share waited their turn)");
+	PQfinish(raw);
+	db_close(d);
 }
