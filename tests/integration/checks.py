@@ -1,5 +1,8 @@
 """Independent checks shared by the integration tests: what the reception bucket holds (boto3)
 and what reception_audit says (SQL), never through the mount."""
+import contextlib
+import fcntl
+
 from botocore.exceptions import ClientError
 
 _MISSING = ("NoSuchKey", "404", "NotFound")
@@ -86,3 +89,15 @@ def promote(m, name, prefix, rel=None):
     """mv inbox/name projects/prefix/(rel or name)."""
     import os
     os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, prefix, rel or name))
+
+
+@contextlib.contextmanager
+def fusectl_exclusive():
+    """Held by a test that unmounts fusectl or leaves a daemon stuck in the kernel: the
+    integration passes run side by side on one machine, and fusectl is global."""
+    with open("/tmp/custodyfs-fusectl.lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

@@ -884,6 +884,15 @@ def proxied_mount(stack, mount_factory, config=None, **kw):
 
 
 @pytest.fixture
+def fusectl_exclusive():
+    """Held for a test (its mounts' teardown too, when asked before mount_factory) that
+    unmounts fusectl or leaves a daemon stuck in the kernel (checks.fusectl_exclusive)."""
+    import checks
+    with checks.fusectl_exclusive():
+        yield
+
+
+@pytest.fixture
 def proxied(stack, mount_factory, uniq):
     """(mount, proxy, dir): a fresh mount (FOREIGN_IDS) whose S3 endpoint is a FaultProxy, and
     a directory of inbox/ for the test's files."""

@@ -45,8 +45,8 @@ def _fusectl_mounted():
         return any(ln.split()[4] == FUSECTL for ln in f)
 
 
-def test_e10b_stop_stuck_in_the_kernel_aborts_only_its_own_connection(stack, mount_factory,
-                                                                      uniq):
+def test_e10b_stop_stuck_in_the_kernel_aborts_only_its_own_connection(fusectl_exclusive, stack,
+                                                                      mount_factory, uniq):
     """A reader of inbox/big.bin on mount a has READs in flight, their ranged GETs held by the
     store (a FaultProxy, 6 s); the promotion of big.bin (mv to projects/) queues its kernel
     cache invalidation, which waits for the pages those READs hold locked. Then SIGTERM, with

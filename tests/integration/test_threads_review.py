@@ -78,7 +78,8 @@ def abort_connection(m):
                     a.write("1")
 
 
-def test_c7_a_promotion_rename_does_not_wait_for_a_read_in_flight(stack, mount_factory, uniq):
+def test_c7_a_promotion_rename_does_not_wait_for_a_read_in_flight(fusectl_exclusive, stack,
+                                                                  mount_factory, uniq):
     """A reader of inbox/big.bin has READs in flight, the first one's ranged GET held by the
     store (a FaultProxy, 5 s); meanwhile mv inbox/big.bin projects/p/. Before the fix the
     rename's handler called fuse_invalidate_path, which drops the inode's pages and so waits
