@@ -7,14 +7,17 @@
  *            row of its ETag, is hashed from its bytes first (ranged GETs
  *            with If-Match: one and the same object)
  *   decide   db_promote_decide: under the key and content locks, the
- *            callback HEADs the destination (and hashes an unrowed one's
- *            bytes) and promote_outcome() decides; a journal entry is
+ *            callback HEADs the destination (and hashes its bytes unless
+ *            its ETag is the one recorded with its row: an object
+ *            overwritten behind its row is judged by its bytes) and
+ *            promote_outcome() decides; a journal entry is
  *            committed ('intent', or 'stored' for the duplicates)
  *   copy     s3_copy_guarded (x-amz-copy-source-if-match), metadata
  *            REPLACE: the source's x-amz-meta-* and Content-Type, plus our
  *            sha256 / xxh128
- *   verify   HEAD destination: size and our sha256 metadata
- *   record   db_promote_record: storage row + 'stored'
+ *   verify   HEAD destination: size and the copy's ETag (else its bytes
+ *            hashed, never metadata)
+ *   record   db_promote_record: storage row + 'stored' + the ETag verified
  *   cleanup  under the source key's lock, DELETE source (only while it
  *            is still that upload and no newer one has its row), then
  *            db_promote_done: reception row removed_at + 'done'
@@ -69,26 +72,6 @@ struct promote {
 	int stopping;		  /* protected by lock: promote_free waits */
 	pthread_cond_t stop_cond; /* with lock: stopping was set */
 };
-
-enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
-				int dest_present, int dest_same,
-				int has_content)
-{
-	if (has_row) {
-		if (!row_same)
-			return DB_OUT_CONFLICT;
-		if (row_dup_content)
-			return DB_OUT_DUPLICATE_CONTENT;
-		if (!dest_present)
-			return DB_OUT_RESTORED;
-		/* The object was changed behind the row's back: never
-		 * overwritten, never called a duplicate. */
-		return dest_same ? DB_OUT_DUPLICATE : DB_OUT_CONFLICT;
-	}
-	if (dest_present)
-		return dest_same ? DB_OUT_ADOPTED : DB_OUT_CONFLICT;
-	return has_content ? DB_OUT_DUPLICATE_CONTENT : DB_OUT_COPIED;
-}
 
 /* ---- in flight --------------------------------------------------------- */
 
@@ -282,41 +265,6 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 }
 
 /* ---- the steps after the decision ------------------------------------- */
-
-static int promote_delete_received_as(struct s3_client *s3, const char *bucket,
-				      const char *key, const char *etag,
-				      int fallback)
-{
-	struct s3_object_info info;
-	int rc, same;
-
-	rc = s3_delete_if(s3, bucket, key, etag);
-	/* 412, or If-Match refused as not implemented (501) */
-	if (rc != -EEXIST && rc != -ENOTSUP)
-		return rc;
-	rc = s3_head(s3, bucket, key, &info);
-	if (rc)
-		return rc;
-	same = !strcmp(info.etag, etag);
-	s3_object_info_free(&info);
-	if (!same)
-		return -ESTALE;
-	if (!fallback)
-		return -EOPNOTSUPP;
-	return s3_delete(s3, bucket, key);
-}
-
-int promote_delete_received(struct s3_client *s3, const char *bucket,
-			    const char *key, const char *etag)
-{
-	return promote_delete_received_as(s3, bucket, key, etag, 1);
-}
-
-int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
-				   const char *key, const char *etag)
-{
-	return promote_delete_received_as(s3, bucket, key, etag, 0);
-}
 
 /* The cleanup's DELETE of a promoted source, done under the source key's
  * lock (promote_srcdel_locked). */
