@@ -1020,6 +1020,18 @@ static const char *const db_migration_11[] = {
 	NULL,
 };
 
+/* Version 13: the ETag of the object a promotion stored or found, as
+ * the step that recorded its storage row saw it (the copy's verification,
+ * or the decision's HEAD for a duplicate), with the journal entry the row
+ * names (promotion_journal is not an audit table: the rows' chain
+ * encoding is unchanged). A later decision trusts a row's sha256 only
+ * while the object at its key still has that ETag; otherwise, and for
+ * older entries (NULL), it hashes the object's bytes. */
+static const char *const db_migration_13[] = {
+	"ALTER TABLE promotion_journal ADD COLUMN IF NOT EXISTS dest_etag text",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -1049,6 +1061,8 @@ static const struct db_migration db_migrations[] = {
 	{11, "a new file's row claims its name until its upload is recorded "
 	     "(O_EXCL across mounts)",
 	 db_migration_11},
+	{13, "the stored object's ETag with its promotion's journal entry",
+	 db_migration_13},
 };
 /* clang-format on */
 

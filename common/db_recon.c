@@ -37,16 +37,19 @@ static const char db_sql_live_keys[] =
 /* $1 reception ids, $2 their keys (same order), $3 the reception bucket:
  * for each, the newest storage row naming that reception, else (a row of
  * a tool that knew no reception ids, the seed's) the newest one without a
- * reception_id that names the key as its source. */
+ * reception_id that names the key as its source; with the ETag its journal
+ * entry recorded for the stored object ("" when it has none). */
 static const char db_sql_stored_for[] =
 	"SELECT DISTINCT ON (r.i) s.id, r.rid, coalesce(s.outcome, 'copied'),"
 	" coalesce(s.dest_bucket, ''), coalesce(s.dest_key, ''),"
 	" coalesce(s.duplicate_of, ''), coalesce(s.size_bytes, -1),"
-	" coalesce(s.sha256, ''), s.reception_id IS NULL"
+	" coalesce(s.sha256, ''), s.reception_id IS NULL,"
+	" coalesce(j.dest_etag, '')"
 	" FROM unnest($1::bigint[], $2::text[]) WITH ORDINALITY AS r(rid, key, i)"
 	" JOIN storage_audit s ON (s.reception_id = r.rid"
 	"  OR (s.reception_id IS NULL AND s.source_bucket = $3::text"
 	"   AND s.source_key = r.key))"
+	" LEFT JOIN promotion_journal j ON j.id = s.journal_id"
 	" WHERE s.removed_at IS NULL AND coalesce(s.outcome, 'copied') IN"
 	"  ('copied', 'restored', 'adopted', 'duplicate', 'duplicate_content')"
 	" ORDER BY r.i, s.reception_id IS NULL, s.id DESC";
@@ -254,6 +257,8 @@ static int pg_recon_stored(struct pg_ctx *x, void *arg)
 		s->size = strtoll(PQgetvalue(res, r, 6), NULL, 10);
 		db_copy(s->sha256, sizeof(s->sha256), PQgetvalue(res, r, 7));
 		s->by_key = PQgetvalue(res, r, 8)[0] == 't';
+		db_copy(s->dest_etag, sizeof(s->dest_etag),
+			PQgetvalue(res, r, 9));
 	}
 	a->n = n;
 out:

@@ -57,6 +57,11 @@ struct db_stored_row {
 				    same content; else "" */
 	int64_t size;		 /* -1 when NULL */
 	char sha256[65];	 /* "" when NULL */
+	char dest_etag[80];	 /* the ETag of the object at dest_key when its
+				    promotion verified it (its journal entry's
+				    dest_etag); "" when not known (no journal
+				    entry, an old one, duplicate_content): then
+				    only the object's bytes can tell */
 };
 
 /* For each of these receptions (live rows of bucket), its newest such

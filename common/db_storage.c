@@ -63,12 +63,27 @@ static const char db_sql_busy[] =
 	"  AND project_prefix = $6::text AND sha256 = $7::text"
 	"  AND size_bytes = $8::bigint)))";
 
-/* The newest row that claims the key (seed rows may have no bucket). */
+/* The newest row that claims the key (seed rows may have no bucket), and
+ * the ETag its journal entry recorded. */
 static const char db_sql_key_row[] =
-	"SELECT coalesce(outcome, 'copied'), sha256, size_bytes, duplicate_of"
-	" FROM storage_audit WHERE dest_key = $2::text"
-	" AND coalesce(dest_bucket, $1::text) = $1::text"
-	" AND removed_at IS NULL ORDER BY id DESC LIMIT 1";
+	"SELECT coalesce(s.outcome, 'copied'), s.sha256, s.size_bytes,"
+	" s.duplicate_of, coalesce(j.dest_etag, '')"
+	" FROM storage_audit s LEFT JOIN promotion_journal j"
+	" ON j.id = s.journal_id WHERE s.dest_key = $2::text"
+	" AND coalesce(s.dest_bucket, $1::text) = $1::text"
+	" AND s.removed_at IS NULL ORDER BY s.id DESC LIMIT 1";
+
+/* The ETag recorded for the object of content ($3, $4) at key $2: that
+ * of its newest row that stored or found it there. */
+static const char db_sql_target_etag[] =
+	"SELECT coalesce(j.dest_etag, '') FROM storage_audit s"
+	" JOIN promotion_journal j ON j.id = s.journal_id"
+	" WHERE s.dest_key = $2::text"
+	" AND coalesce(s.dest_bucket, $1::text) = $1::text"
+	" AND s.sha256 = $3::text AND s.size_bytes = $4::bigint"
+	" AND s.removed_at IS NULL"
+	" AND coalesce(s.outcome, 'copied') <> 'duplicate_content'"
+	" ORDER BY s.id DESC LIMIT 1";
 
 /* A stored object of the same content in the project under another key. */
 static const char db_sql_content_row[] =
@@ -84,11 +99,11 @@ static const char db_sql_journal_insert[] =
 	"INSERT INTO promotion_journal (reception_id, source_bucket,"
 	" source_key, source_etag, dest_bucket, dest_key, project_prefix,"
 	" size_bytes, sha256, xxh128, dedup_content, outcome, duplicate_of,"
-	" state, owner, moved_by, moved_uid, moved_user, moved_host)"
+	" state, owner, moved_by, moved_uid, moved_user, moved_host, dest_etag)"
 	" VALUES ($1::bigint, $2::text, $3::text, $4::text, $5::text, $6::text,"
 	" $7::text, $8::bigint, $9::text, $10::text, $11::boolean, $12::text,"
 	" $13::text, $14::text, $15::integer, $16::text, $17::bigint,"
-	" $18::text, $19::text) RETURNING id";
+	" $18::text, $19::text, $20::text) RETURNING id";
 
 /* The storage row of journal entry $1, unless it has one already. */
 static const char db_sql_row_from_journal[] =
@@ -110,9 +125,10 @@ static const char db_sql_journal_lock[] =
 	"SELECT dest_bucket, dest_key, state FROM promotion_journal"
 	" WHERE id = $1::bigint FOR UPDATE";
 
+/* $2: the ETag the verification saw (NULL: unknown, keeps any). */
 static const char db_sql_journal_stored[] =
-	"UPDATE promotion_journal SET state = 'stored', updated_at = now()"
-	" WHERE id = $1::bigint";
+	"UPDATE promotion_journal SET state = 'stored', updated_at = now(),"
+	" dest_etag = coalesce($2::text, dest_etag) WHERE id = $1::bigint";
 
 static const char db_sql_reception_promoted[] =
 	"UPDATE reception_audit SET removed_at = now(),"
@@ -330,10 +346,11 @@ struct db_decide_args {
 /* Inserts the journal entry (state given) and returns its id. */
 static int pg_journal_insert(struct pg_ctx *x, const struct db_promo *p,
 			     enum db_outcome o, const char *dup_of,
-			     const char *state, int64_t *id)
+			     const char *state, const char *dest_etag,
+			     int64_t *id)
 {
 	char rid[24], size[24], owner[16], uid[24], by[400];
-	const char *v[19];
+	const char *v[20];
 	PGresult *res = NULL;
 	int rc;
 
@@ -364,7 +381,8 @@ static int pg_journal_insert(struct pg_ctx *x, const struct db_promo *p,
 		v[17] = p->who->user;
 		v[18] = p->who->host;
 	}
-	rc = pg_exec(x, db_sql_journal_insert, 19, v, &res);
+	v[19] = dest_etag && *dest_etag ? dest_etag : NULL;
+	rc = pg_exec(x, db_sql_journal_insert, 20, v, &res);
 	if (!rc)
 		*id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
@@ -430,12 +448,14 @@ static int pg_decide_read(struct pg_ctx *x, const struct db_promo *p,
 		if (!PQgetisnull(res, 0, 3))
 			snprintf(s->row_dup_of, sizeof(s->row_dup_of), "%s",
 				 PQgetvalue(res, 0, 3));
+		snprintf(s->row_etag, sizeof(s->row_etag), "%s",
+			 PQgetvalue(res, 0, 4));
 	}
 	PQclear(res);
 	res = NULL;
 
 	if (!p->dedup_content)
-		goto out;
+		goto target;
 	v[0] = p->project_prefix;
 	v[1] = p->dest_bucket;
 	v[2] = p->sha256;
@@ -449,6 +469,21 @@ static int pg_decide_read(struct pg_ctx *x, const struct db_promo *p,
 		snprintf(s->content_key, sizeof(s->content_key), "%s",
 			 PQgetvalue(res, 0, 0));
 	}
+	PQclear(res);
+	res = NULL;
+target:
+	/* the object a duplicate_content would point at: its ETag */
+	v[1] = s->row_dup_content ? s->row_dup_of
+				  : (s->has_content ? s->content_key : "");
+	if (!*v[1])
+		goto out;
+	v[0] = p->dest_bucket;
+	v[2] = p->sha256;
+	v[3] = size;
+	rc = pg_exec(x, db_sql_target_etag, 4, v, &res);
+	if (!rc && PQntuples(res) > 0)
+		snprintf(s->target_etag, sizeof(s->target_etag), "%s",
+			 PQgetvalue(res, 0, 0));
 out:
 	PQclear(res);
 	return rc;
@@ -460,7 +495,7 @@ static int pg_promote_decide(struct pg_ctx *x, void *arg)
 	const struct db_promo *p = a->p;
 	struct db_promo_seen seen;
 	const char *dup_of = NULL;
-	char size[24];
+	char size[24], etag[80] = "";
 	int rc;
 
 	a->journal_id = 0;
@@ -481,7 +516,7 @@ static int pg_promote_decide(struct pg_ctx *x, void *arg)
 		return -ESTALE;
 	if (seen.busy)
 		return -EBUSY;
-	rc = a->fn(a->arg, &seen, &a->outcome);
+	rc = a->fn(a->arg, &seen, &a->outcome, etag);
 	if (rc)
 		return rc;
 	switch (a->outcome) {
@@ -494,6 +529,8 @@ static int pg_promote_decide(struct pg_ctx *x, void *arg)
 		/* fall through */
 	case DB_OUT_DUPLICATE:
 		rc = pg_journal_insert(x, p, a->outcome, dup_of, "stored",
+				       a->outcome == DB_OUT_DUPLICATE ? etag
+								      : NULL,
 				       &a->journal_id);
 		if (!rc)
 			rc = pg_row_from_journal(x, a->journal_id);
@@ -501,7 +538,7 @@ static int pg_promote_decide(struct pg_ctx *x, void *arg)
 	case DB_OUT_COPIED:
 	case DB_OUT_RESTORED:
 	case DB_OUT_ADOPTED:
-		return pg_journal_insert(x, p, a->outcome, NULL, "intent",
+		return pg_journal_insert(x, p, a->outcome, NULL, "intent", NULL,
 					 &a->journal_id);
 	}
 	return -EINVAL;
@@ -531,7 +568,8 @@ static int pg_fence(struct pg_ctx *x, struct db_owner *o, int64_t id);
 struct db_step_args {
 	int64_t id;
 	struct db_owner *o;
-	int64_t row; /* done: the reception row it closed, 0 for none */
+	int64_t row;	  /* done: the reception row it closed, 0 for none */
+	const char *etag; /* record: the destination's ETag, NULL unknown */
 };
 
 static int pg_promote_record(struct pg_ctx *x, void *arg)
@@ -560,8 +598,12 @@ static int pg_promote_record(struct pg_ctx *x, void *arg)
 				  PQgetvalue(res, 0, 1));
 	if (!rc)
 		rc = pg_row_from_journal(x, *id);
-	if (!rc)
-		rc = pg_exec(x, db_sql_journal_stored, 1, v, NULL);
+	if (!rc) {
+		const char *w[2] = {ids,
+				    sa->etag && *sa->etag ? sa->etag : NULL};
+
+		rc = pg_exec(x, db_sql_journal_stored, 2, w, NULL);
+	}
 out:
 	PQclear(res);
 	return rc;
@@ -580,9 +622,10 @@ static int db_step(struct db *d, struct db_owner *o, const char *what,
 	return rc;
 }
 
-int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id)
+int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id,
+		      const char *dest_etag)
 {
-	struct db_step_args a = {journal_id, o, 0};
+	struct db_step_args a = {journal_id, o, 0, dest_etag};
 
 	return db_step(d, o, "promotion record", pg_promote_record, &a);
 }
@@ -625,7 +668,7 @@ out:
 int db_promote_done(struct db *d, struct db_owner *o, int64_t journal_id,
 		    int64_t *closed)
 {
-	struct db_step_args a = {journal_id, o, 0};
+	struct db_step_args a = {journal_id, o, 0, NULL};
 	int rc;
 
 	rc = db_step(d, o, "promotion done", pg_promote_done, &a);

@@ -70,9 +70,15 @@ struct db_promo_seen {
 	int row_nohash;	       /* it has no sha256 (a seed row): only the
 				  object's bytes can tell */
 	char row_dup_of[1025]; /* its duplicate_of, when row_dup_content */
+	char row_etag[80];     /* the ETag of the object that row recorded
+				  (its journal entry's dest_etag), "" when
+				  not known: then only the bytes can tell */
 	int has_content;       /* dedup=content: the same (sha256, size) is
 				  stored in the project under another key */
 	char content_key[1025];
+	char target_etag[80]; /* the ETag recorded for the object a
+				 duplicate_content would point at (row_dup_of
+				 or content_key), "" when not known */
 	int busy;	 /* an open journal entry holds dest_key, the source, or
 			    (dedup=content) this content: decide again later */
 	int source_live; /* the reception row is still live */
@@ -80,11 +86,12 @@ struct db_promo_seen {
 
 /* Called inside the decision's transaction, under the locks of the
  * destination key and of the content, with what the database holds: sets
- * *outcome (and may look at the store; it may be called again when the
- * transaction is retried, so it must be idempotent). 0, or -errno to give
- * up (rolled back). */
+ * *outcome and, for a duplicate, dest_etag (80 bytes, "" when unknown) to
+ * the ETag of the object it found at the key (it may look at the store;
+ * it may be called again when the transaction is retried, so it must be
+ * idempotent). 0, or -errno to give up (rolled back). */
 typedef int (*db_decide_fn)(void *arg, const struct db_promo_seen *seen,
-			    enum db_outcome *outcome);
+			    enum db_outcome *outcome, char *dest_etag);
 
 /* The decision. In one transaction: lock the destination key and the
  * content (advisory, transaction-scoped; the same locks as every other
@@ -92,7 +99,8 @@ typedef int (*db_decide_fn)(void *arg, const struct db_promo_seen *seen,
  * -EBUSY when seen.busy (nothing written; the caller waits and retries),
  * -ESTALE when the reception row is no longer live, -EEXIST for a
  * conflict; duplicate / duplicate_content insert their storage row and a
- * journal entry in state 'stored' (only the cleanup remains); copied /
+ * journal entry in state 'stored' (only the cleanup remains; a duplicate's
+ * with the ETag fn gave as its dest_etag); copied /
  * restored / adopted insert a journal entry in state 'intent'. *journal_id
  * gets the entry's id and *outcome the decision; dup_of (1025 bytes, may be
  * NULL) the key a duplicate_content points at. */
@@ -112,10 +120,13 @@ struct db_owner;
 
 /* The record step of journal entry id: one transaction, under the key
  * lock, inserts its storage row (unless one records the entry already:
- * idempotent) and sets state 'stored'. 0 also when the entry is 'done'
- * already (another worker or mount finished it); -ENOENT when it is
- * 'failed' or missing. */
-int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id);
+ * idempotent) and sets state 'stored' and dest_etag (the ETag of the
+ * object its verification found to hold the entry's bytes; NULL or "":
+ * not known, a later decision then hashes the object). 0 also when the
+ * entry is 'done' already (another worker or mount finished it); -ENOENT
+ * when it is 'failed' or missing. */
+int db_promote_record(struct db *d, struct db_owner *o, int64_t journal_id,
+		      const char *dest_etag);
 
 /* The cleanup's database half: the reception row gets removed_at with
  * reason "promoted to <bucket>/<key>" (when still live) and the entry

@@ -7,14 +7,17 @@
  *            row of its ETag, is hashed from its bytes first (ranged GETs
  *            with If-Match: one and the same object)
  *   decide   db_promote_decide: under the key and content locks, the
- *            callback HEADs the destination (and hashes an unrowed one's
- *            bytes) and promote_outcome() decides; a journal entry is
+ *            callback HEADs the destination (and hashes its bytes unless
+ *            its ETag is the one recorded with its row: an object
+ *            overwritten behind its row is judged by its bytes) and
+ *            promote_outcome() decides; a journal entry is
  *            committed ('intent', or 'stored' for the duplicates)
  *   copy     s3_copy_guarded (x-amz-copy-source-if-match), metadata
  *            REPLACE: the source's x-amz-meta-* and Content-Type, plus our
  *            sha256 / xxh128
- *   verify   HEAD destination: size and our sha256 metadata
- *   record   db_promote_record: storage row + 'stored'
+ *   verify   HEAD destination: size and the copy's ETag (else its bytes
+ *            hashed, never metadata)
+ *   record   db_promote_record: storage row + 'stored' + the ETag verified
  *   cleanup  under the source key's lock, DELETE source (only while it
  *            is still that upload and no newer one has its row), then
  *            db_promote_done: reception row removed_at + 'done'
@@ -69,26 +72,6 @@ struct promote {
 	int stopping;		  /* protected by lock: promote_free waits */
 	pthread_cond_t stop_cond; /* with lock: stopping was set */
 };
-
-enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
-				int dest_present, int dest_same,
-				int has_content)
-{
-	if (has_row) {
-		if (!row_same)
-			return DB_OUT_CONFLICT;
-		if (row_dup_content)
-			return DB_OUT_DUPLICATE_CONTENT;
-		if (!dest_present)
-			return DB_OUT_RESTORED;
-		/* The object was changed behind the row's back: never
-		 * overwritten, never called a duplicate. */
-		return dest_same ? DB_OUT_DUPLICATE : DB_OUT_CONFLICT;
-	}
-	if (dest_present)
-		return dest_same ? DB_OUT_ADOPTED : DB_OUT_CONFLICT;
-	return has_content ? DB_OUT_DUPLICATE_CONTENT : DB_OUT_COPIED;
-}
 
 /* ---- in flight --------------------------------------------------------- */
 
@@ -215,17 +198,19 @@ static int promote_meta(const struct s3_object_info *src, const char *sha,
 	return 0;
 }
 
-/* Is (bucket, key) there with size and our sha256 metadata, and, when etag
- * is given (not NULL nor empty), that ETag (the copy's answer: metadata
- * alone anyone could write)? 1, 0 (absent or another object), or -errno
- * when it cannot be told. seen (may be NULL) gets the object's
- * LastModified and ETag when it is 1. */
+/* Does (bucket, key) hold the file of size and SHA-256 sha? Its ETag
+ * vouches for its bytes only when it is etag (not NULL nor empty: the
+ * copy's answer, or the ETag recorded when they were last verified); any
+ * other object of that size is hashed from its bytes (its metadata anyone
+ * could write). 1, 0 (absent or other bytes), or -errno when it cannot be
+ * told. seen (may be NULL) gets the object's LastModified and ETag when
+ * it is 1. */
 static int promote_dest_is(struct promote *p, const char *bucket,
 			   const char *key, uint64_t size, const char *sha,
 			   const char *etag, struct promote_result *seen)
 {
+	char xxh[HASH_XXH128_HEX], got[HASH_SHA256_HEX];
 	struct s3_object_info info;
-	const char *m;
 	int rc;
 
 	rc = s3_head(p->s3, bucket, key, &info);
@@ -233,10 +218,17 @@ static int promote_dest_is(struct promote *p, const char *bucket,
 		return 0;
 	if (rc)
 		return rc;
-	m = s3_meta_get(&info, "sha256");
-	rc = info.size == size && m && !strcmp(m, sha) &&
-	     (!etag || !*etag || !strcmp(info.etag, etag));
-	if (rc && seen) {
+	if (info.size != size) {
+		rc = 0;
+	} else if (etag && *etag && !strcmp(info.etag, etag)) {
+		rc = 1;
+	} else {
+		rc = promote_hash_object(p, bucket, key, info.etag, info.size,
+					 xxh, got);
+		if (!rc)
+			rc = !strcmp(got, sha);
+	}
+	if (rc == 1 && seen) {
 		seen->dest_mtime = info.mtime;
 		snprintf(seen->dest_etag, sizeof(seen->dest_etag), "%s",
 			 info.etag);
@@ -273,41 +265,6 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 }
 
 /* ---- the steps after the decision ------------------------------------- */
-
-static int promote_delete_received_as(struct s3_client *s3, const char *bucket,
-				      const char *key, const char *etag,
-				      int fallback)
-{
-	struct s3_object_info info;
-	int rc, same;
-
-	rc = s3_delete_if(s3, bucket, key, etag);
-	/* 412, or If-Match refused as not implemented (501) */
-	if (rc != -EEXIST && rc != -ENOTSUP)
-		return rc;
-	rc = s3_head(s3, bucket, key, &info);
-	if (rc)
-		return rc;
-	same = !strcmp(info.etag, etag);
-	s3_object_info_free(&info);
-	if (!same)
-		return -ESTALE;
-	if (!fallback)
-		return -EOPNOTSUPP;
-	return s3_delete(s3, bucket, key);
-}
-
-int promote_delete_received(struct s3_client *s3, const char *bucket,
-			    const char *key, const char *etag)
-{
-	return promote_delete_received_as(s3, bucket, key, etag, 1);
-}
-
-int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
-				   const char *key, const char *etag)
-{
-	return promote_delete_received_as(s3, bucket, key, etag, 0);
-}
 
 /* The cleanup's DELETE of a promoted source, done under the source key's
  * lock (promote_srcdel_locked). */
@@ -443,14 +400,16 @@ static int promote_cleanup(struct promote *p, const struct db_journal_entry *e)
 	return rc;
 }
 
-/* record, then cleanup. */
+/* record (with etag: the ETag of the object verified to hold the entry's
+ * bytes, NULL when not known), then cleanup. */
 static int promote_record_cleanup(struct promote *p,
-				  const struct db_journal_entry *e)
+				  const struct db_journal_entry *e,
+				  const char *etag)
 {
-	int rc = db_promote_record(p->db, p->owner, e->id);
+	int rc = db_promote_record(p->db, p->owner, e->id, etag);
 
-	if (rc == -EINPROGRESS)
-		rc = db_promote_record(p->db, p->owner, e->id); /* idempotent */
+	if (rc == -EINPROGRESS) /* idempotent */
+		rc = db_promote_record(p->db, p->owner, e->id, etag);
 	if (rc == -ENOLCK)
 		return promote_fence_lost(p, e);
 	if (rc)
@@ -492,6 +451,7 @@ static int promote_settled_elsewhere(struct promote *p,
 static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 			  int fail_rc, const char *why, const char *etag)
 {
+	struct promote_result v = {0};
 	char state[16];
 	int is, rc;
 
@@ -521,12 +481,12 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		return fail_rc;
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     etag, NULL);
+			     etag, &v);
 	if (is == 1 && strcmp(e->outcome, "adopted")) {
 		log_info("promotion: %s/%s: the copy answered %s but the "
 			 "destination is ours: recorded",
 			 e->dest_bucket, e->dest_key, strerror(-fail_rc));
-		return promote_record_cleanup(p, e);
+		return promote_record_cleanup(p, e, v.dest_etag);
 	}
 	if (is == 0) {
 		rc = db_promote_fail(p->db, p->owner, e->id, why);
@@ -551,19 +511,25 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 }
 
 /* copy (unless adopted), verify, record, cleanup of an 'intent' entry.
- * The verification takes the copy's answer: the destination's ETag must be
- * the one the copy answered (not only size and metadata, which anyone can
- * write), and a single-part copy of a single-part source must answer the
- * source's ETag (the MD5 of the same bytes). seen (may be NULL) gets the
- * stored object's LastModified and ETag as the verification saw them. */
+ * The verification takes the copy's answer: the destination is ours when
+ * its ETag is the one the copy answered, else only when its bytes hash to
+ * the entry's (never by size and metadata, which anyone can write), and a
+ * single-part copy of a single-part source must answer the source's ETag
+ * (the MD5 of the same bytes). adopted: vouch is the ETag whose bytes the
+ * decision hashed (NULL: hashed again). The storage row is recorded with
+ * the ETag the verification saw; seen (may be NULL) gets it and the
+ * stored object's LastModified. */
 static int promote_store(struct promote *p, const struct db_journal_entry *e,
-			 const struct s3_object_info *src,
+			 const struct s3_object_info *src, const char *vouch,
 			 struct promote_result *seen)
 {
+	struct promote_result v = {0};
 	char etag[80] = "";
 	int rc = 0, is;
 
-	if (strcmp(e->outcome, "adopted")) {
+	if (!strcmp(e->outcome, "adopted")) {
+		snprintf(etag, sizeof(etag), "%s", vouch ? vouch : "");
+	} else {
 		rc = promote_copy(p, e, src, etag);
 		if (rc == -EEXIST) /* 412 or a changed ETag */
 			return promote_settle(p, e, -EBUSY,
@@ -586,39 +552,27 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		}
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     etag, seen);
-	if (is != 1 && !strcmp(e->outcome, "adopted")) {
-		/* adopted: the object's bytes were hashed at the decision;
-		 * its metadata is not ours, so only its size is checked. */
-		struct s3_object_info info;
-
-		is = s3_head(p->s3, e->dest_bucket, e->dest_key, &info);
-		if (!is) {
-			is = info.size == e->size;
-			if (is && seen) {
-				seen->dest_mtime = info.mtime;
-				snprintf(seen->dest_etag,
-					 sizeof(seen->dest_etag), "%s",
-					 info.etag);
-			}
-			s3_object_info_free(&info);
-		}
+			     etag, &v);
+	if (is == 1 && seen) {
+		seen->dest_mtime = v.dest_mtime;
+		memcpy(seen->dest_etag, v.dest_etag, sizeof(seen->dest_etag));
 	}
 	if (is < 0)
 		return promote_settle(p, e, is, "the verification failed",
 				      etag);
 	if (is == 0) {
-		log_error("promotion: %s/%s does not verify (size, sha256 or "
-			  "ETag) after the copy",
+		log_error("promotion: %s/%s does not verify (size, or bytes "
+			  "of another ETag) after the copy",
 			  e->dest_bucket, e->dest_key);
 		return promote_settle(p, e, -EIO, "verification failed", etag);
 	}
-	return promote_record_cleanup(p, e);
+	return promote_record_cleanup(p, e, v.dest_etag);
 }
 
 /* Finishes an open entry (recovery, or this process resuming its own). */
 static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 {
+	struct promote_result v = {0};
 	struct s3_object_info src;
 	int rc, is;
 
@@ -634,9 +588,12 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		if (rc == 0) {
 			rc = promote_hash_object(p, e->dest_bucket, e->dest_key,
 						 d.etag, d.size, xxh, sha);
+			snprintf(v.dest_etag, sizeof(v.dest_etag), "%s",
+				 d.etag);
 			s3_object_info_free(&d);
 			if (!rc && !strcmp(sha, e->sha256))
-				return promote_record_cleanup(p, e);
+				return promote_record_cleanup(p, e,
+							      v.dest_etag);
 		}
 		if (rc && rc != -ENOENT)
 			return rc;
@@ -644,16 +601,16 @@ static int promote_resume(struct promote *p, const struct db_journal_entry *e)
 		    p, e, -EIO, "the adopted object changed or vanished", NULL);
 	}
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
-			     NULL, NULL);
+			     NULL, &v);
 	if (is < 0)
 		return is;
 	if (is == 1)
-		return promote_record_cleanup(p, e);
+		return promote_record_cleanup(p, e, v.dest_etag);
 	rc = s3_head(p->s3, e->source_bucket, e->source_key, &src);
 	if (rc == 0 && strcmp(src.etag, e->source_etag))
 		rc = -ENOENT; /* another upload now: not the promoted one */
 	if (rc == 0) {
-		rc = promote_store(p, e, &src, NULL);
+		rc = promote_store(p, e, &src, NULL, NULL);
 		s3_object_info_free(&src);
 		return rc;
 	}
@@ -681,7 +638,6 @@ struct promote_decide {
 	/* the destination as last seen (idempotent across retries) */
 	int looked;
 	int present;
-	int same_meta;
 	char etag[80];
 	uint64_t dsize;
 	time_t mtime; /* its LastModified */
@@ -690,23 +646,18 @@ struct promote_decide {
 };
 
 static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
-			     enum db_outcome *outcome)
+			     enum db_outcome *outcome, char *dest_etag)
 {
 	struct promote_decide *a = arg;
 	struct s3_object_info info;
-	int rc, same, row_same;
+	int rc, same, row_same, vouched, moot;
 
 	/* Under the key lock: what is at the key now. */
 	rc = s3_head(a->p->s3, a->dest_bucket, a->dest_key, &info);
 	if (rc && rc != -ENOENT)
 		return rc;
 	a->present = !rc;
-	a->same_meta = 0;
 	if (a->present) {
-		const char *m = s3_meta_get(&info, "sha256");
-
-		a->same_meta =
-		    info.size == a->size && m && !strcmp(m, a->sha256);
 		if (strcmp(a->etag, info.etag) || a->dsize != info.size)
 			a->hashed = a->same_bytes = 0;
 		snprintf(a->etag, sizeof(a->etag), "%s", info.etag);
@@ -714,11 +665,17 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		a->mtime = info.mtime;
 		s3_object_info_free(&info);
 	}
-	if (a->present && !a->hashed &&
-	    (!a->same_meta || !seen->has_row || seen->row_nohash)) {
-		/* No row (an orphan: metadata anyone could have written), a
-		 * row without a hash (seed), or a rowed object without our
-		 * metadata: only its bytes say what it is, never metadata. */
+	/* The row's sha256 tells what the object holds only while it is the
+	 * object its promotion verified (the ETag recorded with it): one
+	 * overwritten behind the row (same size, our hashes forged in its
+	 * metadata), a row without a recorded ETag or without a hash (seed),
+	 * and an object without a row are judged by their bytes, never by
+	 * metadata. A row of other content is a conflict whatever is there. */
+	vouched = a->present && seen->has_row && !seen->row_nohash &&
+		  seen->row_etag[0] && !strcmp(seen->row_etag, a->etag) &&
+		  a->dsize == a->size;
+	moot = seen->has_row && !seen->row_nohash && !seen->row_same;
+	if (a->present && !a->hashed && !vouched && !moot) {
 		char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 
 		if (a->dsize != a->size) {
@@ -733,9 +690,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 		}
 		a->hashed = 1;
 	}
-	same = a->present &&
-	       ((seen->has_row && !seen->row_nohash && a->same_meta) ||
-		a->same_bytes);
+	same = a->present && (vouched || (a->hashed && a->same_bytes));
 	/* A seed row has no hash: it is this file when the object it
 	 * claims holds these bytes (hashed above); else, as before, a
 	 * conflict. */
@@ -752,7 +707,7 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 						       : seen->content_key;
 
 		rc = promote_dest_is(a->p, a->dest_bucket, of, a->size,
-				     a->sha256, NULL, NULL);
+				     a->sha256, seen->target_etag, NULL);
 		if (rc < 0)
 			return rc;
 		if (!rc) {
@@ -769,6 +724,9 @@ static int promote_decide_cb(void *arg, const struct db_promo_seen *seen,
 				*outcome = DB_OUT_CONFLICT;
 		}
 	}
+	/* a duplicate: the object just verified (vouched for or hashed) */
+	snprintf(dest_etag, 80, "%s",
+		 *outcome == DB_OUT_DUPLICATE ? a->etag : "");
 	return 0;
 }
 
@@ -1148,7 +1106,9 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
 			memcpy(res->dest_etag, dc.etag, sizeof(res->dest_etag));
 		}
 	} else {
-		rc = promote_store(p, &e, &src, res);
+		rc = promote_store(p, &e, &src,
+				   dc.hashed && dc.same_bytes ? dc.etag : NULL,
+				   res);
 	}
 	if (rc)
 		res->dest_mtime = 0;

@@ -3,7 +3,8 @@
  *
  * The per-file protocol (design/promotion.md): decide under advisory locks
  * (db_storage.c) -> server-side copy guarded by the source's ETag -> verify
- * by HEAD (size and our sha256 metadata) -> storage row + journal 'stored'
+ * by HEAD (the copy's ETag, else the bytes hashed) -> storage row + journal
+ * 'stored' (with the ETag verified)
  * -> delete the source + reception row removed_at + journal 'done'. Every
  * step is idempotent and journaled, so a crash anywhere is finished or
  * rolled back by promote_recover(). Knows S3 and the database, nothing of
@@ -91,10 +92,10 @@ int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
  * crashed process, or one that lost its database session and could not
  * take its id again), after taking them over (their owner becomes this
  * process's id, so the old owner's fenced steps are refused):
- * 'intent' -> destination present with our sha256: record; else source
- * present: copy again; else 'failed' (logged as an error); 'stored' ->
- * cleanup. Run at mount and by `custodyfs recover`. *n_entries (may be
- * NULL) gets the number of entries handled. 0 or the first error. */
+ * 'intent' -> destination present with our bytes (hashed): record; else
+ * source present: copy again; else 'failed' (logged as an error);
+ * 'stored' -> cleanup. Run at mount and by `custodyfs recover`. *n_entries (may
+ * be NULL) gets the number of entries handled. 0 or the first error. */
 int promote_recover(struct promote *p, int *n_entries);
 
 /* promote_recover() on a thread of its own, so a mount answers while it
@@ -134,8 +135,9 @@ int promote_delete_received_strict(struct s3_client *s3, const char *bucket,
  * has_row - a storage row claims the key; row_same - its sha256 and size
  * are the source's; row_dup_content - that row is a duplicate_content;
  * dest_present - an object is at the key; dest_same - that object has the
- * source's size and sha256 (for a rowed key: our metadata; for a key
- * without a row: its bytes hashed); has_content - dedup=content found the
+ * source's size and sha256 (for a rowed key: its ETag is the one recorded
+ * with the row; else, and for a key without a row, its bytes hashed, never
+ * its metadata); has_content - dedup=content found the
  * content stored under another key of the project. */
 enum db_outcome promote_outcome(int has_row, int row_same, int row_dup_content,
 				int dest_present, int dest_same,

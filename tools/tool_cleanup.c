@@ -14,8 +14,12 @@
  *     (when it has one) and size are the storage row's;
  *   - the stored object is in the storage bucket (for duplicate_content:
  *     the object of the same content it points at) with that size and our
- *     sha256 metadata (HEAD, as the promotion verifies its copy); with
- *     --verify-hashes its bytes are read and hashed too;
+ *     sha256 metadata (HEAD), and holds those bytes: it vouches for them
+ *     only while its ETag is the one recorded when its promotion verified
+ *     them (promotion_journal.dest_etag of its storage row's journal_id),
+ *     else (another ETag: overwritten since; none recorded; always with
+ *     --verify-hashes) its bytes are read and hashed (metadata anyone can
+ *     write proves nothing);
  *   - no promotion of it is open in the journal;
  *   - with --older-than D, its reception row is at least D old (by the
  *     database's clock).
@@ -72,10 +76,13 @@ static void cleanup_usage(FILE *f)
 	    "adopted, duplicate,\n"
 	    "duplicate_content) with the same SHA-256 and size, and the "
 	    "stored object is in\n"
-	    "the storage bucket with that size and SHA-256 (HEAD; with "
-	    "--verify-hashes its\n"
-	    "bytes are hashed too). It is deleted only while it is still that "
-	    "upload (If-Match\n"
+	    "the storage bucket with that size and SHA-256: its ETag must be "
+	    "the one recorded\n"
+	    "when its promotion verified its bytes, else (and always with "
+	    "--verify-hashes)\n"
+	    "its bytes are read and hashed; its sha256 metadata alone proves "
+	    "nothing. It is\n"
+	    "deleted only while it is still that upload (If-Match\n"
 	    "its ETag) and its reception row then gets removed_at, as a "
 	    "promotion's cleanup\n"
 	    "does. Everything else (not logged, not promoted, replaced since, "
@@ -88,9 +95,10 @@ static void cleanup_usage(FILE *f)
 	    "  --older-than D    only receptions logged at least D ago: N "
 	    "followed by\n"
 	    "                    s, m, h, d or w (a bare N is days)\n"
-	    "  --verify-hashes   also read each stored object and compare "
-	    "the SHA-256 of\n"
-	    "                    its bytes\n"
+	    "  --verify-hashes   read every stored object and compare the "
+	    "SHA-256 of its\n"
+	    "                    bytes, also those whose ETag is the recorded "
+	    "one\n"
 	    "  --json            one JSON object on stdout, for scripts\n"
 	    "  --unsafe-unconditional-delete\n"
 	    "                    run on a store that ignores If-Match on "
@@ -251,8 +259,13 @@ static const struct db_received *cleanup_row_of(const struct db_received *rows,
 /* Is the promoted content in the storage bucket as recorded? 1 yes, 0 no
  * (*why), -errno when the store cannot tell. A storage row that names
  * this reception: its size and SHA-256 are the reception row's (when it
- * has one), and the stored object has them (HEAD: size and our sha256
- * metadata; --verify-hashes: its bytes). A row without a reception_id
+ * has one), and the stored object has them: its size and sha256 metadata
+ * (HEAD; metadata that disagrees keeps the object, metadata that agrees
+ * proves nothing), and its bytes: the object vouches for them only while
+ * its ETag is the one the row's journal entry recorded when its promotion
+ * verified them (st->dest_etag), else (another ETag: overwritten since;
+ * none recorded; --verify-hashes) they are read and hashed, as the
+ * promotion does (objhash_compute). A row without a reception_id
  * (the seed's, naming only the source key): the stored object's bytes are
  * always hashed and must give the reception row's SHA-256, which this
  * system computed. */
@@ -269,7 +282,7 @@ static int cleanup_stored_ok(struct cleanup_run *r,
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 	struct s3_object_info info;
 	const char *m;
-	int rc, ok;
+	int rc, ok, vouched;
 
 	if (strcmp(bucket, r->t->cfg.storage_bucket)) {
 		*why = "its storage row names another bucket";
@@ -308,7 +321,14 @@ static int cleanup_stored_ok(struct cleanup_run *r,
 		       "recorded one";
 		return 0;
 	}
-	if (!r->verify && !st->by_key) {
+	/* Its metadata anyone can write: the object vouches for the
+	 * recorded SHA-256 only while it has the ETag recorded when its
+	 * promotion verified its bytes (a duplicate_content's entry records
+	 * none for the object it points at); any other object is hashed. */
+	vouched = st->dest_etag[0] &&
+		  strcmp(st->outcome, "duplicate_content") &&
+		  !strcmp(info.etag, st->dest_etag);
+	if (!r->verify && !st->by_key && vouched) {
 		s3_object_info_free(&info);
 		return 1;
 	}

@@ -1097,3 +1097,115 @@ def test_stat_right_after_mv_shows_the_stored_file(mount, uniq):
     outcomes = m.sql("select outcome from storage_audit where project_prefix = %s order by id",
                      (p,))
     assert [r[0] for r in outcomes] == ["copied", "copied"]
+
+
+# ---- an object overwritten behind its row (gap 2j) ---------------------------------------------
+
+def _forge(m, key, like):
+    """Another client (boto3) overwrites key with other bytes of the same size, claiming the
+    hashes of `like` in its metadata. Returns its HEAD."""
+    theirs = os.urandom(len(like))
+    m.s3.put_object(Bucket=m.storage_bucket, Key=key, Body=theirs,
+                    Metadata={"sha256": sha(like), "xxh128": m.xxh128_bytes(like)})
+    h = dhead(m, key)
+    assert h["ContentLength"] == len(like) and h["Metadata"]["sha256"] == sha(like)
+    return theirs, h
+
+
+def _promote_cli(m, p):
+    """`custodyfs promote --project p` (every file received): its result and JSON summary."""
+    import json
+    r = m.cli("promote", "--project", p, "-o", "config=" + m.config, "--json",
+              timeout=300)
+    assert r.stdout.strip(), r.stderr
+    return r, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("via", ["rename", "cli"])
+def test_object_overwritten_behind_its_row_is_not_a_duplicate(mount, uniq, via):
+    """Gap 2j: p/o.bin promoted (its row, and the ETag the verification saw in its journal
+    entry); then another client overwrites the stored object with other bytes of the same size
+    and the original's sha256/xxh128 in its metadata. The original dropped again and promoted
+    (rename, or `custodyfs promote`) is not a duplicate: the object's ETag is not the recorded
+    one, so its bytes are hashed and differ: a conflict (EEXIST), the source stays received,
+    the stored object untouched, no row added."""
+    m = mount
+    p = project(m, uniq)
+    name = uniq + "-o.bin"
+    key = p + "/" + name
+    mine = os.urandom(6000)
+
+    def run():
+        if via == "rename":
+            promote(m, name, p)
+            return None
+        return _promote_cli(m, p)
+
+    drop(m, name, mine)
+    r = run()
+    assert r is None or r[0].returncode == 0, r[0].stderr
+    check_stored(m, key, mine, name, ["copied"])
+    first = dhead(m, key)
+
+    theirs, forged = _forge(m, key, mine)
+    assert forged["ETag"] != first["ETag"]
+    drop(m, name, mine)
+    if via == "rename":
+        with pytest.raises(OSError) as ei:
+            run()
+        assert ei.value.errno == errno.EEXIST
+    else:
+        r, out = run()
+        assert r.returncode == 1
+        assert out["files"] == 1 and out["conflicts"] == 1 and out["duplicates"] == 0
+        assert out["failures"] == [{"key": name, "error": "conflict"}]
+    # the stored object: untouched
+    assert dget(m, key) == theirs
+    again = dhead(m, key)
+    assert again["ETag"] == forged["ETag"] and again["LastModified"] == forged["LastModified"]
+    # every row of the key: the first promotion's only
+    assert [r["outcome"] for r in srows(m, key)] == ["copied"]
+    assert [j["state"] for j in journal(m, key)] == ["done"]
+    assert m.sql_value("select count(*) from storage_audit where dest_key = %s", (key,)) == 1
+    # the source: still received, with its live row
+    assert checks.get_object(m, name) == mine
+    live = checks.live_rows(m, name)
+    assert len(live) == 1 and live[0]["sha256"] == sha(mine)
+    assert len(checks.rows(m, name)) == 2
+    if via == "rename":
+        assert checks.read(os.path.join(m.inbox, name)) == mine
+    # the ETag the first promotion's verification saw is recorded with its entry
+    assert [j["dest_etag"] for j in journal(m, key)] == [first["ETag"].strip('"')]
+
+
+@pytest.mark.parametrize("again", [False, True])
+def test_duplicate_content_of_an_overwritten_object_is_copied(mount, uniq, again):
+    """Gap 2j, the duplicate_of target: p/a.bin stored, then overwritten by another client with
+    other bytes of the same size and a's hashes in its metadata. The same content dropped as b
+    is not a duplicate_content of a (its source deleted, the content nowhere): a's ETag is not
+    the recorded one, its bytes are hashed and differ, so b is copied. again: b had been a
+    duplicate_content of a already (its own row points at a)."""
+    m = mount
+    p = project(m, uniq)
+    data = os.urandom(3500)
+    a, b = uniq + "-a.bin", uniq + "-b.bin"
+    drop(m, a, data)
+    promote(m, a, p, "a.bin")
+    if again:
+        drop(m, b, data)
+        promote(m, b, p, "b.bin")
+        assert [r["outcome"] for r in srows(m, p + "/b.bin")] == ["duplicate_content"]
+    theirs, forged = _forge(m, p + "/a.bin", data)
+    drop(m, b, data)
+    promote(m, b, p, "b.bin")
+    outs = [r["outcome"] for r in srows(m, p + "/b.bin")]
+    assert outs == (["duplicate_content", "copied"] if again else ["copied"])
+    assert dget(m, p + "/b.bin") == data  # the content is somewhere: at b
+    assert dhead(m, p + "/b.bin")["Metadata"]["sha256"] == sha(data)
+    assert checks.get_object(m, b) is None
+    assert all(r["removed_at"] for r in checks.rows(m, b))
+    assert len(checks.rows(m, b)) == (2 if again else 1)
+    # a: untouched, its rows unchanged
+    assert dget(m, p + "/a.bin") == theirs
+    assert dhead(m, p + "/a.bin")["ETag"] == forged["ETag"]
+    assert [r["outcome"] for r in srows(m, p + "/a.bin")] == ["copied"]

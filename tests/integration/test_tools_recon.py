@@ -7,7 +7,7 @@ import os
 import time
 
 import checks
-from test_promote import dhead, drop, project, proxied, srows  # noqa: F401 (proxied: a fixture)
+from test_promote import dhead, drop, journal, project, proxied, srows  # noqa: F401 (proxied: a fixture)
 from test_tools import _cfg, _cli, _json, _put_foreign, _snapshot
 
 GRACE_WAIT = 3.2  # past the harness's foreign_grace_ms (1 s) and LastModified's whole seconds
@@ -339,8 +339,85 @@ def test_cleanup_verify_hashes_reads_the_stored_bytes(mount_factory, uniq):
     r, out = _cleanup(m, "--verify-hashes")
     assert r.returncode == 0 and out["removed"] == 0
     assert _snapshot(m) == before
-    r, out = _cleanup(m, "--dry-run")  # HEAD only: the metadata agrees
-    assert _by_key(out)["v.bin"]["action"] == "would remove"
+    # without --verify-hashes too: its row records no ETag (no journal entry), so its bytes
+    # are hashed; the metadata that agrees proves nothing
+    r, out = _cleanup(m, "--dry-run")
+    o = _by_key(out)["v.bin"]
+    assert r.returncode == 0 and o["action"] == "kept" and "bytes" in o["reason"], o
+
+
+def test_cleanup_trusts_a_stored_object_only_with_its_recorded_etag(stack, mount_factory,
+                                                                    proxied, uniq):
+    """Gap 2j in cleanup: a.bin and b.bin promoted by `custodyfs promote` (the verification's
+    ETag recorded in their journal entries), their sources left in reception (the store
+    refused the source DELETE; the entries then closed as a promotion whose cleanup was lost).
+    Another client overwrites the stored a.bin with other bytes of the same size and a.bin's
+    sha256/xxh128 in its metadata. cleanup without --verify-hashes: a.bin's stored object no
+    longer has the recorded ETag, so its bytes are hashed and differ: the reception object
+    stays, its row live, nothing changed for it; b.bin (the recorded ETag) is removed."""
+    px = proxied
+    m = mount_factory()
+    p = project(m, uniq)
+    files = {"a.bin": os.urandom(6000), "b.bin": os.urandom(3000)}
+    for k, b in files.items():
+        drop(m, k, b)
+    m.unmount()
+    m.write_config({"s3": {"endpoint": px.url}})
+    px.rule = lambda meth, path, h: (("status", 503, b"") if meth == "DELETE"
+                                     and "/recepcao-raw/" in path else None)
+    r = _cli(m, "promote", "--project", p, "-o", _cfg(m), "--json", timeout=300)
+    assert r.returncode == 1, (r.stdout, r.stderr)
+    px.rule = None
+    m.write_config({"s3": {"endpoint": stack.endpoint}})
+    for k, b in files.items():
+        js = journal(m, p + "/" + k)
+        assert [j["state"] for j in js] == ["stored"]
+        assert js[0]["dest_etag"] == _etag(m, m.storage_bucket, p + "/" + k)
+        assert checks.get_object(m, k) == b
+    m.sql("update promotion_journal set state = 'done' where dest_key = any(%s)",
+          ([p + "/" + k for k in files],))
+    a = p + "/a.bin"
+    theirs = os.urandom(len(files["a.bin"]))
+    m.s3.put_object(Bucket=m.storage_bucket, Key=a, Body=theirs,
+                    Metadata=dhead(m, a)["Metadata"])
+    forged = dhead(m, a)
+    assert forged["Metadata"]["sha256"] == sha(files["a.bin"])
+    assert forged["ETag"].strip('"') != journal(m, a)[0]["dest_etag"]
+    before = _snapshot(m)
+
+    r, out = _cleanup(m, "--dry-run")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    o = _by_key(out)["a.bin"]
+    assert o["action"] == "kept" and "bytes" in o["reason"], o
+    assert _by_key(out)["b.bin"]["action"] == "would remove"
+    assert _snapshot(m) == before
+
+    r, out = _cleanup(m)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    objs = _by_key(out)
+    assert objs["a.bin"]["action"] == "kept" and "bytes" in objs["a.bin"]["reason"]
+    assert objs["b.bin"]["action"] == "removed"
+    assert out["removed"] == 1 and out["kept"] == 1 and out["failed"] == 0
+    # a.bin: the reception object and its only row, untouched
+    assert checks.get_object(m, "a.bin") == files["a.bin"]
+    rows = checks.rows(m, "a.bin")
+    assert len(rows) == 1 and rows[0]["removed_at"] is None
+    # the stored objects untouched; every storage row and journal entry of the key unchanged
+    assert m.s3.get_object(Bucket=m.storage_bucket, Key=a)["Body"].read() == theirs
+    assert dhead(m, a)["ETag"] == forged["ETag"]
+    assert [s["outcome"] for s in srows(m, a)] == ["copied"]
+    assert m.sql_value("select count(*) from storage_audit where dest_key = %s", (a,)) == 1
+    assert [j["state"] for j in journal(m, a)] == ["done"]
+    # b.bin: removed, its only row closed by cleanup
+    assert checks.head(m, "b.bin") is None
+    rows = checks.rows(m, "b.bin")
+    assert len(rows) == 1 and "custodyfs cleanup" in rows[0]["removal_reason"]
+    after = _snapshot(m)
+    assert after["storage"] == before["storage"] and after["journal"] == before["journal"]
+    assert after["sbucket"] == before["sbucket"]
+    assert {k: v for k, v in after["rbucket"].items()} == \
+        {k: v for k, v in before["rbucket"].items() if k != "b.bin"}
+    assert len(after["reception"]) == len(before["reception"])
 
 
 def test_cleanup_older_than_keeps_recent_receptions(mount_factory, uniq):
