@@ -194,18 +194,26 @@ int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
  * reception key lock; *live 1), to's row is replaced by from's, bound to
  * etag, its claim ended (logged 'move', from_key from), and from's goes;
  * else (a newer object is there) to's row stays and from's goes (logged
- * 'drop'). Until then to's row describes to's earlier object, whatever
- * happens to the upload (a crash, a failure). One transaction. 0 or -errno
- * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
+ * 'drop'). Only a row of from that is the publisher's moves or goes:
+ * claimer (NULL: none, any row) is the published file's claim token, and
+ * a row under from that is not that claim, unbound (another file took the
+ * name), stays; to's row then becomes *attrs (mode, uid, gid, and the
+ * times a->what names: the file's own, NULL: nothing done) bound to etag
+ * (logged 'move'), unless it is bound to etag already. Until then to's
+ * row describes to's earlier object, whatever happens to the upload (a
+ * crash, a failure). One transaction. 0 or -errno (nothing changed;
+ * -EINPROGRESS: the connection was lost at COMMIT). */
 int db_attrs_publish(struct db *d, const char *bucket, const char *from,
-		     const char *to, const char *etag, const struct actor *who,
+		     const char *to, const char *etag, const char *claimer,
+		     const struct db_attrs *attrs, const struct actor *who,
 		     int *live);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded
  * there as key's live row (under the reception key lock, so etag is key's
  * live object: D8's check holds by construction): with from, the publish
- * (db_attrs_publish's statements, logged with who); else with claimer,
+ * (db_attrs_publish's statements, logged with who; claimer the
+ * publisher's token; not when from's row is not its own); else with claimer,
  * the bind of a new file's claim while it is still that claimer's
  * (db_attrs_bind_claim's first statement; its take path, which logs first
  * and holds no lock meanwhile, is not run there); else db_attrs_bind's

@@ -23,14 +23,50 @@ static const char db_sql_attrs_lock_rows[] =
 	" AND object_key IN ($2::text, $3::text)) = (SELECT count(*) FROM"
 	" (SELECT 1 FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key IN ($2::text, $3::text) FOR UPDATE SKIP LOCKED) l)";
-/* $1 bucket, $2 from, $3 to, $4 etag: was from's row published to to
- * already (from has none, to's is bound to etag: a retry after a commit
- * whose answer was lost, e.g. the reception row's that moved it)? */
+/* A row of `from` ($2) the publisher ($1 bucket, $5 its claim's token,
+ * NULL: none) may move: its claim, unbound; without a token any row. */
+#define PUB_MINE "(SELECT 1 FROM file_attrs WHERE bucket = $1::text" \
+	" AND object_key = $2::text AND ($5::text IS NULL OR (etag IS NULL" \
+	" AND claimed_by = $5::text)))"
+/* $1 bucket, $2 from, $3 to, $4 etag, $5 the publisher's token: was
+ * from's row published to to already (from has none of the publisher's,
+ * to's is bound to etag: a retry after a commit whose answer was lost,
+ * e.g. the reception row's that moved it)? And is from's row the
+ * publisher's? */
 static const char db_sql_attrs_published[] =
-	"SELECT NOT EXISTS (SELECT 1 FROM file_attrs WHERE bucket = $1::text"
-	" AND object_key = $2::text) AND EXISTS (SELECT 1 FROM file_attrs"
+	"SELECT NOT EXISTS " PUB_MINE " AND EXISTS (SELECT 1 FROM file_attrs"
 	" WHERE bucket = $1::text AND object_key = $3::text"
-	" AND etag = $4::text)";
+	" AND etag = $4::text), EXISTS " PUB_MINE;
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 etag, $9 mode, $10 uid,
+ * $11 gid, $12 atime_ns, $13 mtime_ns (NULL: not set): the row under
+ * `from` is not the publisher's any more (its claim was taken by another
+ * file there): to's row becomes the published file's own attributes
+ * (those it has in memory), bound to etag (logged 'move', from_key
+ * from); a row already bound to etag (an earlier try) stays, and from's
+ * row (the other file's) is not touched. */
+static const char db_sql_attrs_publish_take[] =
+	"WITH c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode,"
+	" uid, gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" VALUES ($5::text, $7::text, $9::integer, $10::bigint, $11::bigint,"
+	" $12::bigint, $13::bigint, now(), $1::text, $8::text, NULL, NULL)"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" etag = excluded.etag,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = NULL, claim_until = NULL"
+	" WHERE f.etag IS DISTINCT FROM excluded.etag RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* Who ($1..$4), $5 bucket, $6 from, $7 the publisher's token (NULL:
+ * none): from's row goes (logged 'drop') while it is the publisher's. */
+static const char db_sql_attrs_publish_drop[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND ($7::text IS NULL OR (etag IS NULL"
+	" AND claimed_by = $7::text)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 etag: the row of a file
  * published from `from` (its upload to `to` recorded, the live object
  * there) becomes to's, bound to etag, its claim ended (logged 'move',
@@ -403,24 +439,61 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 }
 struct attrs_publish_args {
 	const char *bucket, *from, *to, *etag;
+	const char *claimer;	  /* the publisher's claim token, or NULL */
+	const struct db_attrs *a; /* its attributes (NULL: not known) */
 	const struct actor *who;
-	int in_row; /* in the transaction that recorded etag live at to */
-	int live;   /* output: etag was the live object of to */
+	int in_row;  /* in the transaction that recorded etag live at to */
+	int live;    /* output: etag was the live object of to */
+	int skipped; /* output (in_row): not done, left to the caller */
 };
 
 /* In x's transaction: 1 when from's row was published to to already
- * (db_sql_attrs_published), 0, or -errno. */
+ * (db_sql_attrs_published), 0, or -errno; *mine: from's row is the
+ * publisher's. */
 static int pg_attrs_published(struct pg_ctx *x,
-			      const struct attrs_publish_args *a)
+			      const struct attrs_publish_args *a, int *mine)
 {
-	const char *p[4] = {a->bucket, a->from, a->to, a->etag};
+	const char *p[5] = {a->bucket, a->from, a->to, a->etag, a->claimer};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_published, 4, p, &res);
+	int rc = pg_exec(x, db_sql_attrs_published, 5, p, &res);
 
-	if (rc == 0)
-		rc = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	*mine = 0;
+	if (rc == 0 && PQntuples(res) != 1)
+		rc = -EIO;
+	if (rc == 0) {
+		*mine = !strcmp(PQgetvalue(res, 0, 1), "t");
+		rc = !strcmp(PQgetvalue(res, 0, 0), "t");
+	}
 	PQclear(res);
 	return rc;
+}
+
+/* In x's transaction: to's row becomes a->a, bound to etag
+ * (db_sql_attrs_publish_take). 0 or -errno. */
+static int pg_attrs_publish_take(struct pg_ctx *x,
+				 const struct attrs_publish_args *a)
+{
+	const struct db_attrs *r = a->a;
+	char mode[16], uid[24], gid[24], at[24], mt[24];
+	struct who_params w;
+	const char *p[13];
+
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->from;
+	p[6] = a->to;
+	p[7] = a->etag;
+	p[8] = mode;
+	p[9] = uid;
+	p[10] = gid;
+	p[11] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[12] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	return pg_exec(x, db_sql_attrs_publish_take, 13, p, NULL);
 }
 
 static int pg_attrs_publish(struct pg_ctx *x, void *arg)
@@ -429,17 +502,32 @@ static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 	const char *del[2] = {a->bucket, a->to};
 	struct who_params w;
 	const char *p[8];
-	int rc;
+	int rc, mine = 0;
 
+	a->skipped = 0;
 	if (a->in_row) {
 		a->live = 1; /* recorded so under the key lock just now */
+		rc = pg_attrs_published(x, a, &mine);
+		if (rc < 0)
+			return rc;
 	} else {
 		rc = a->live = pg_attrs_live_is(x, a->bucket, a->to, a->etag);
 		if (rc < 0)
 			return rc;
-		rc = a->live ? pg_attrs_published(x, a) : 0;
-		if (rc)
-			return rc < 0 ? rc : 0; /* done: nothing to move */
+		rc = pg_attrs_published(x, a, &mine);
+		if (rc < 0)
+			return rc;
+		if (rc && a->live)
+			return 0; /* done: nothing to move */
+	}
+	if (a->live && !mine) {
+		/* The row under from is another file's now (E3): never
+		 * moved; to gets the publisher's own attributes. */
+		if (!a->a || a->in_row) {
+			a->skipped = 1;
+			return 0;
+		}
+		return pg_attrs_publish_take(x, a);
 	}
 	if (a->live) {
 		rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
@@ -456,16 +544,27 @@ static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 		del[1] = a->from;
 		return pg_exec(x, db_sql_attrs_copy_done, 2, del, NULL);
 	}
-	/* A newer object is there: its row stays; from's name is gone. */
-	return pg_attrs_drop_one(x, a->bucket, a->from, 0, a->who);
+	/* A newer object is there: its row stays; from's name is gone (its
+	 * row with it, while it is the publisher's). */
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->from;
+	p[6] = a->claimer;
+	return pg_exec(x, db_sql_attrs_publish_drop, 7, p, NULL);
 }
 
 int db_attrs_publish(struct db *d, const char *bucket, const char *from,
-		     const char *to, const char *etag, const struct actor *who,
+		     const char *to, const char *etag, const char *claimer,
+		     const struct db_attrs *attrs, const struct actor *who,
 		     int *live)
 {
-	struct attrs_publish_args a = {
-	    .bucket = bucket, .from = from, .to = to, .etag = etag, .who = who};
+	struct attrs_publish_args a = {.bucket = bucket,
+				       .from = from,
+				       .to = to,
+				       .etag = etag,
+				       .claimer = claimer,
+				       .a = attrs,
+				       .who = who};
 	int rc;
 
 	if (live)
@@ -488,6 +587,7 @@ int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
 					.from = b->from,
 					.to = key,
 					.etag = etag,
+					.claimer = b->claimer,
 					.who = b->who,
 					.in_row = 1};
 	PGresult *res = NULL;
@@ -505,7 +605,7 @@ int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
 	res = NULL;
 	if (b->from) {
 		rc = pg_attrs_publish(x, &pa);
-		*done = rc == 0;
+		*done = rc == 0 && !pa.skipped;
 		goto out;
 	}
 	p[2] = etag;

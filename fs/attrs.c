@@ -1037,26 +1037,33 @@ void attrov_bound(const char *rel, const char *etag, const char *old, int claim,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+/* cur's mode, owner and times as a row (what: the times set). */
+static void row_of(const struct attrov *cur, struct db_attrs *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->mode = cur->mode & 07777;
+	r->uid = cur->uid;
+	r->gid = cur->gid;
+	if (cur->has_atime) {
+		r->what |= DB_ATTR_ATIME;
+		r->atime_ns = ts_ns(&cur->atime);
+	}
+	if (cur->has_mtime) {
+		r->what |= DB_ATTR_MTIME;
+		r->mtime_ns = ts_ns(&cur->mtime);
+	}
+}
+
 int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		      const struct attrov *cur)
 {
-	struct db_attrs r = {0};
+	struct db_attrs r;
 	struct actor who;
 	int rc, taken = DB_BIND_MINE;
 
 	if (!etag || !*etag || !token)
 		return 0;
-	r.mode = cur->mode & 07777;
-	r.uid = cur->uid;
-	r.gid = cur->gid;
-	if (cur->has_atime) {
-		r.what |= DB_ATTR_ATIME;
-		r.atime_ns = ts_ns(&cur->atime);
-	}
-	if (cur->has_mtime) {
-		r.what |= DB_ATTR_MTIME;
-		r.mtime_ns = ts_ns(&cur->mtime);
-	}
+	row_of(cur, &r);
 	cfs_actor(&who);
 	rc = db_attrs_bind_claim(cfs->db, cfs->cfg.reception_bucket, rel, etag,
 				 token, &r, &who, &taken);
@@ -1085,16 +1092,20 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
-int attrov_publish(const char *from, const char *to, const char *etag)
+int attrov_publish(const char *from, const char *to, const char *etag,
+		   const char *token, const struct attrov *cur)
 {
+	struct db_attrs r;
 	struct actor who;
 	int rc, live = 0;
 
 	if (!etag || !*etag)
 		return 0;
+	if (cur)
+		row_of(cur, &r);
 	cfs_actor(&who);
 	rc = db_attrs_publish(cfs->db, cfs->cfg.reception_bucket, from, to,
-			      etag, &who, &live);
+			      etag, token, cur ? &r : NULL, &who, &live);
 	if (rc)
 		log_error("attributes of inbox/%s not moved to inbox/%s for "
 			  "its object %s (that object shows the defaults "

@@ -480,11 +480,16 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		      const struct attrov *cur);
 /* After this mount's upload of a file published from `from` to `to` (ETag
  * etag) is recorded: from's row becomes to's, bound to etag, while etag is
- * to's live object (db_attrs_publish); from's goes. Until then to's row is
+ * to's live object (db_attrs_publish); from's goes. Only the publisher's
+ * own row moves: token (NULL: none) is the file's claim, and a row under
+ * `from` that is not that claim (another file took the name) stays, `to`
+ * getting cur (the file's mode, owner and times now; NULL: not known)
+ * instead. Until then to's row is
  * left as it is (it describes to's earlier object, which shows with it
  * during the upload and after a failure or a crash). 0 or -errno (logged;
  * the cache shows the database's state). */
-int attrov_publish(const char *from, const char *to, const char *etag);
+int attrov_publish(const char *from, const char *to, const char *etag,
+		   const char *token, const struct attrov *cur);
 /* rel's row was bound to etag, by its reception row's transaction
  * (db_attrs_binding done) or by one of the three above: what is cached of
  * rel follows, as after attrov_bind (old; claim 0, from NULL),

@@ -210,8 +210,8 @@ static void rebind_free(struct rebind *r)
 }
 
 /* Queues the bind of rel's claim (token) to etag for the claims thread,
- * or with from (token NULL) the move of a published file's row from
- * `from` (attrov_publish). */
+ * or with from the move of a published file's row from `from`
+ * (attrov_publish: token, cur the publisher's claim and attributes). */
 static void rebind_add(const char *rel, const char *etag, const char *token,
 		       const struct attrov *cur, const char *from)
 {
@@ -256,7 +256,8 @@ static void rebinds_retry(void)
 	pthread_mutex_unlock(&cfs->lock);
 	while ((r = list) != NULL) {
 		list = r->next;
-		if ((r->from ? attrov_publish(r->from, r->rel, r->etag)
+		if ((r->from ? attrov_publish(r->from, r->rel, r->etag,
+					      r->token, &r->cur)
 			     : attrov_bind_claim(r->rel, r->etag, r->token,
 						 &r->cur)) == 0) {
 			rebind_free(r);
@@ -661,8 +662,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * the row's transaction: the close fails and the upload is undone,
 	 * as for any failed row. */
 	pthread_mutex_lock(&cfs->lock);
-	token =
-	    !pub && of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
+	/* A publish moves only its own claim's row (E3): its token too. */
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 	pthread_mutex_unlock(&cfs->lock);
 	cfs_actor(&binder);
 	bind.claimer = token;
@@ -736,8 +737,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		if (bind.done) {
 			attrov_bound(rel, res.etag, NULL, token != NULL, pub);
 		} else if (pub) {
-			if (attrov_publish(pub, rel, res.etag) != 0)
-				rebind_add(rel, res.etag, NULL, NULL, pub);
+			if (attrov_publish(pub, rel, res.etag, token, &cur) !=
+			    0)
+				rebind_add(rel, res.etag, token, &cur, pub);
 		} else if (token) {
 			if (attrov_bind_claim(rel, res.etag, token, &cur) != 0)
 				rebind_add(rel, res.etag, token, &cur, NULL);

@@ -188,9 +188,6 @@ def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes
                    "after remount": (0o600, A, A)}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E3: a queued publish retry moves whatever row "
-                   "is under the temp name then (another user's new file there) onto the "
-                   "published file")
 def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
                                                                           mount_factory, uniq):
     """E3: A saves a private file as editors do: x.tmp (0600, "A SECRET") renamed over A's
@@ -325,8 +322,6 @@ def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, m
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revE E3: a publish moves whatever row is under the "
-                   "temp name (another mount's file there took its claim) onto the file")
 def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory, uniq):
     """E3 (two mounts, no failure): A's editor on mount a saves x.tmp (0600, "A SECRET").
     On mount b, a script of A's writes its own x.tmp (0644): a temp name is never shared
