@@ -67,10 +67,13 @@ void db_attrs_free_row(struct db_attrs *row);
  * row. 0 or -errno (the database cannot be read). */
 int db_attrs_get(struct db *d, const char *bucket, const char *key,
 		 struct db_attrs *row, int *found);
-/* As db_attrs_get, the pending row of key (db_attrs_copy): the attributes
- * a rename in flight, or one a crash cut short, gives its copy at key. */
+/* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
+ * attributes a rename in flight, or one a crash cut short, gives its copy
+ * at key, for the object with ETag etag (NULL: any): one bound to etag
+ * (a rename's copy of that object), else the newest unbound one (an
+ * upload in flight). */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
-			 struct db_attrs *row, int *found);
+			 const char *etag, struct db_attrs *row, int *found);
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"
@@ -97,17 +100,22 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  struct db_attrs *replaced, int *had);
 /* db_attrs_copy for a rename through the store's copy (reception_rename):
  * when to has a row (a target renamed over), that row stays and from's
- * becomes to's pending row instead (*pending 1), which replaces it only
- * when the copy's rows are recorded (pg_attrs_renamed, in their
+ * becomes to's pending row instead (*pending 1), that rename's own (token:
+ * the rename's, unique; held lease_s seconds, then stale), which replaces
+ * it only when the copy's rows are recorded (pg_attrs_renamed, in their
  * transaction), so a copy that never lands (a failure, a crash) leaves
- * the target with its own attributes; db_attrs_unpend undoes it. */
+ * the target with its own attributes; db_attrs_unpend undoes it. Another
+ * rename's pending row of to is never touched. */
 int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
-			 const char *to, const struct actor *who,
-			 struct db_attrs *replaced, int *had, int *pending);
+			 const char *to, const char *token, int lease_s,
+			 const struct actor *who, struct db_attrs *replaced,
+			 int *had, int *pending);
 
-/* Undoes a db_attrs_copy that made a pending row (its object never moved
- * to `to`): that row goes, to's own stays. 0 or -errno. */
-int db_attrs_unpend(struct db *d, const char *bucket, const char *to);
+/* Undoes a db_attrs_copy_rename that made a pending row (its object never
+ * moved to `to`): that rename's (token) goes, to's own row and another
+ * rename's pending row stay. 0 or -errno. */
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to,
+		    const char *token);
 
 /* The copy of from landed at `to` (ETag etag; src: the ETag of the object
  * copied, NULL: not known) but its rows were not recorded with it (they
@@ -202,11 +210,28 @@ int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
  * (logged 'move'), unless it is bound to etag already. Until then to's
  * row describes to's earlier object, whatever happens to the upload (a
  * crash, a failure). One transaction. 0 or -errno (nothing changed;
- * -EINPROGRESS: the connection was lost at COMMIT). */
+ * -EINPROGRESS: the connection was lost at COMMIT). pending (NULL: none): the
+ * token of the pending row db_attrs_pend_publish recorded for it, which
+ * goes in the same transaction. */
 int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *claimer,
-		     const struct db_attrs *attrs, const struct actor *who,
-		     int *live);
+		     const char *pending, const struct db_attrs *attrs,
+		     const struct actor *who, int *live);
+
+/* Before a mount uploads a file published from `from` to `to` (E1): the
+ * attributes its object will have at `to` are recorded first, as the
+ * pending row (token: the publish's, unique; held lease_s seconds) of
+ * `to`, unbound: from's row while it is the publisher's (claimer, as
+ * db_attrs_publish says), else *attrs (NULL: none recorded). While the
+ * upload's object matches no committed row of `to` (in flight, or a crash
+ * before its rows moved), it is shown with these (db_attrs_get_pending),
+ * never with to's old row or the defaults. db_attrs_publish (pending:
+ * token) drops it with the rows it commits; db_attrs_unpend after a failed
+ * upload. 0 or -errno. */
+int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
+			  const char *to, const char *token, int lease_s,
+			  const char *claimer, const struct db_attrs *attrs,
+			  const struct actor *who);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded
@@ -228,6 +253,7 @@ int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 struct db_attrs_binding {
 	const char *claimer;
 	const char *from;
+	const char *pending; /* with from: its pending row's token (or NULL) */
 	const struct actor *who;
 	int done;
 };

@@ -88,43 +88,93 @@ static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text RETURNING " ROW_COLS;
 /* The attributes a rename in flight gives its copy at a key that has a
- * row of its own (a target renamed over) live under that key in bucket
- * PENDING(bucket) (no S3 bucket name has a '/'): the target keeps its row
- * until the copy's rows are recorded (db_attrs_renamed, in that
- * transaction), so a crash while the copy is in flight, or a copy that
- * never lands, leaves the target with its own attributes. Never listed,
- * never read as any key's row. */
-#define PENDING_SUFFIX "/rename"
-#define PENDING(b) "(" b " || '" PENDING_SUFFIX "')"
+ * row of its own (a target renamed over) are that rename's pending row
+ * (file_attrs_pending, migration 12: keyed by the rename's token, naming
+ * its source, held until pending_until): the target keeps its row until
+ * the copy's rows are recorded (db_attrs_renamed, in that transaction), so
+ * a crash while the copy is in flight, or a copy that never lands, leaves
+ * the target with its own attributes; two renames over one target each
+ * have their own. Never listed, never read as any key's committed row. */
 /* $1 bucket, $2 to: does to have a row (locked)? */
 static const char db_sql_attrs_copy_has[] =
 	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text FOR UPDATE";
-/* $1 bucket, $2 from, $3 to: from's row (all NULL when it has none)
- * becomes the pending row of to (replacing one a crash left). */
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds): from's row
+ * (all NULL when it has none) becomes that rename's pending row of to. */
 static const char db_sql_attrs_pend[] =
-	"INSERT INTO file_attrs AS p (bucket, object_key, mode, uid, gid,"
-	" atime_ns, mtime_ns, ctime, updated_by, etag)"
-	" SELECT " PENDING("$1::text") ", $3::text, f.mode, f.uid, f.gid,"
-	" f.atime_ns, f.mtime_ns, now(), f.updated_by, f.etag"
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" SELECT $1::text, $3::text, $4::text, $2::text, f.mode, f.uid, f.gid,"
+	" f.atime_ns, f.mtime_ns, now(), f.updated_by, f.etag,"
+	" now() + $5::integer * interval '1 second'"
 	" FROM (SELECT 1) o LEFT JOIN file_attrs f ON f.bucket = $1::text"
 	" AND f.object_key = $2::text"
-	" ON CONFLICT (bucket, object_key) DO UPDATE SET mode = excluded.mode,"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" from_key = excluded.from_key, mode = excluded.mode,"
 	" uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
-	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL";
-/* $1 bucket, $2 to: to's pending row goes (its copy never landed). */
+	" etag = excluded.etag, pending_until = excluded.pending_until";
+/* $1 bucket, $2 to: every pending row of to goes (the name went). */
 static const char db_sql_attrs_unpend[] =
-	"DELETE FROM file_attrs WHERE bucket = " PENDING("$1::text")
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
 	" AND object_key = $2::text";
+/* $1 bucket, $2 to, $3 token: that rename's pending row of to goes (its
+ * copy never landed); another rename's stays. */
+static const char db_sql_attrs_unpend_mine[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND object_key = $2::text AND token = $3::text";
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 the
+ * publisher's claim token (NULL: none): from's row, while it is the
+ * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
+ * `to`, unbound (the upload's ETag is not known yet). */
+static const char db_sql_attrs_pend_pub_row[] =
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" SELECT $1::text, $3::text, $4::text, $2::text, mode, uid, gid,"
+	" atime_ns, mtime_ns, now(), updated_by, NULL,"
+	" now() + $5::integer * interval '1 second' FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND ($6::text IS NULL OR (etag IS NULL AND claimed_by = $6::text))"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" pending_until = excluded.pending_until RETURNING 1";
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 mode,
+ * $7 uid, $8 gid, $9 atime_ns, $10 mtime_ns (NULL: not set), $11 by: the
+ * publisher's own attributes (from's row is another file's) as the
+ * pending row (token) of its upload to `to`. */
+static const char db_sql_attrs_pend_pub_vals[] =
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" VALUES ($1::text, $3::text, $4::text, $2::text, $6::integer,"
+	" $7::bigint, $8::bigint, $9::bigint, $10::bigint, now(), $11::text,"
+	" NULL, now() + $5::integer * interval '1 second')"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" pending_until = excluded.pending_until";
+/* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
+ * pending row that describes it, a rename's copy of that object (etag),
+ * else the newest of an upload in flight (unbound). */
+static const char db_sql_attrs_get_pending[] =
+	"SELECT " ROW_COLS " FROM file_attrs_pending"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND (etag IS NULL OR etag = $3::text)"
+	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
  * ETag of the object copied (NULL: not known): to's pending row replaces
  * to's own (logged 'move' from from), bound to the copy when it was
  * unbound or bound to the object copied. */
 static const char db_sql_attrs_promote[] =
-	"WITH p AS (DELETE FROM file_attrs WHERE bucket = " PENDING("$5::text")
-	" AND object_key = $7::text RETURNING *),"
+	"WITH d AS (DELETE FROM file_attrs_pending WHERE bucket = $5::text"
+	" AND object_key = $7::text AND (from_key = $6::text"
+	" OR pending_until <= now()) RETURNING *),"
+	" p AS (SELECT * FROM d WHERE from_key = $6::text"
+	" ORDER BY ctime DESC LIMIT 1),"
 	" c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
 	" SELECT $5::text, $7::text, mode, uid, gid, atime_ns, mtime_ns, ctime,"
@@ -175,26 +225,57 @@ static const char db_sql_attrs_restore[] =
 	" atime_ns, mtime_ns, etag, object_key, " LOG_WHO " FROM c";
 /* clang-format on */
 
-int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
-			 struct db_attrs *row, int *found)
+struct attrs_get_pending_args {
+	const char *bucket, *key, *etag;
+	struct db_attrs row; /* output */
+	int found;	     /* output */
+};
+
+static int pg_attrs_get_pending(struct pg_ctx *x, void *arg)
 {
-	char *pb = NULL;
+	struct attrs_get_pending_args *g = arg;
+	const char *p[3] = {g->bucket, g->key, g->etag};
+	PGresult *res = NULL;
+	int rc;
+
+	db_attrs_free_row(&g->row);
+	g->found = 0;
+	rc = pg_exec(x, db_sql_attrs_get_pending, 3, p, &res);
+	if (rc == 0 && PQntuples(res) == 1) {
+		rc = attrs_row_parse(res, 0, &g->row);
+		g->found = rc == 0;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
+			 const char *etag, struct db_attrs *row, int *found)
+{
+	struct attrs_get_pending_args g = {
+	    .bucket = bucket, .key = key, .etag = etag && *etag ? etag : NULL};
 	int rc;
 
 	memset(row, 0, sizeof(*row));
 	*found = 0;
-	if (!bucket)
+	if (!d || !bucket || !key)
 		return -EINVAL;
-	if (asprintf(&pb, "%s" PENDING_SUFFIX, bucket) < 0)
-		return -ENOMEM;
-	rc = db_attrs_get(d, pb, key, row, found);
-	free(pb);
+	rc = db_run(d, "read pending file attributes", 0, 0,
+		    pg_attrs_get_pending, &g);
+	if (rc == 0 && g.found) {
+		*row = g.row;
+		*found = 1;
+	} else {
+		db_attrs_free_row(&g.row);
+	}
 	return rc;
 }
 
 struct attrs_copy_args {
 	struct attrs_move_args m;
 	int keep;		  /* a target's row stays: from's is pending */
+	const char *token;	  /* with keep: the rename's */
+	int lease_s;		  /* with keep: its pending row's lease */
 	struct db_attrs replaced; /* output: to's row deleted */
 	int had;		  /* output: there was one */
 	int pending;		  /* output: from's row went to to's pending */
@@ -207,7 +288,8 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	struct who_params w;
 	PGresult *res = NULL;
 	const char *p[7];
-	const char *k[3] = {m->bucket, m->from, m->to};
+	char lease[16];
+	const char *k[5] = {m->bucket, m->from, m->to, c->token, lease};
 	int rc;
 
 	/* A retried transaction starts again from nothing kept. */
@@ -222,7 +304,8 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 		if (PQntuples(res) == 1) {
 			/* A target with its own row: it keeps it until the
 			 * copy's rows are recorded (pg_attrs_renamed). */
-			rc = pg_exec(x, db_sql_attrs_pend, 3, k, NULL);
+			snprintf(lease, sizeof(lease), "%d", c->lease_s);
+			rc = pg_exec(x, db_sql_attrs_pend, 5, k, NULL);
 			if (rc == 0)
 				c->pending = 1;
 			goto out;
@@ -292,13 +375,18 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 }
 
 int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
-			 const char *to, const struct actor *who,
-			 struct db_attrs *replaced, int *had, int *pending)
+			 const char *to, const char *token, int lease_s,
+			 const struct actor *who, struct db_attrs *replaced,
+			 int *had, int *pending)
 {
 	struct attrs_copy_args c = {
 	    .m = {.bucket = bucket, .from = from, .to = to, .who = who},
-	    .keep = 1};
+	    .keep = 1,
+	    .token = token,
+	    .lease_s = lease_s > 0 ? lease_s : 1};
 
+	if (!token)
+		return -EINVAL;
 	return attrs_copy(d, &c, replaced, had, pending);
 }
 
@@ -312,16 +400,17 @@ int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
 static int pg_attrs_unpend(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
-	const char *p[2] = {m->bucket, m->to};
+	const char *p[3] = {m->bucket, m->to, m->old};
 
-	return pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
+	return pg_exec(x, db_sql_attrs_unpend_mine, 3, p, NULL);
 }
 
-int db_attrs_unpend(struct db *d, const char *bucket, const char *to)
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to,
+		    const char *token)
 {
-	struct attrs_move_args m = {.bucket = bucket, .to = to};
+	struct attrs_move_args m = {.bucket = bucket, .to = to, .old = token};
 
-	if (!d || !bucket || !to)
+	if (!d || !bucket || !to || !token)
 		return -EINVAL;
 	return db_run(d, "drop a rename's pending file attributes", 1, 1,
 		      pg_attrs_unpend, &m);
@@ -440,6 +529,7 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 struct attrs_publish_args {
 	const char *bucket, *from, *to, *etag;
 	const char *claimer;	  /* the publisher's claim token, or NULL */
+	const char *pending;	  /* its pending row's token, or NULL */
 	const struct db_attrs *a; /* its attributes (NULL: not known) */
 	const struct actor *who;
 	int in_row;  /* in the transaction that recorded etag live at to */
@@ -496,9 +586,24 @@ static int pg_attrs_publish_take(struct pg_ctx *x,
 	return pg_exec(x, db_sql_attrs_publish_take, 13, p, NULL);
 }
 
+static int pg_attrs_publish_rows(struct attrs_publish_args *a,
+				 struct pg_ctx *x);
+
+/* The publish (pg_attrs_publish_rows), and its pending row goes with it
+ * (the rows it stood for are committed now, or a newer object is there). */
 static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 {
 	struct attrs_publish_args *a = arg;
+	const char *p[3] = {a->bucket, a->to, a->pending};
+	int rc = pg_attrs_publish_rows(a, x);
+
+	if (rc == 0 && !a->skipped && a->pending)
+		rc = pg_exec(x, db_sql_attrs_unpend_mine, 3, p, NULL);
+	return rc;
+}
+
+static int pg_attrs_publish_rows(struct attrs_publish_args *a, struct pg_ctx *x)
+{
 	const char *del[2] = {a->bucket, a->to};
 	struct who_params w;
 	const char *p[8];
@@ -555,14 +660,15 @@ static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 
 int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *claimer,
-		     const struct db_attrs *attrs, const struct actor *who,
-		     int *live)
+		     const char *pending, const struct db_attrs *attrs,
+		     const struct actor *who, int *live)
 {
 	struct attrs_publish_args a = {.bucket = bucket,
 				       .from = from,
 				       .to = to,
 				       .etag = etag,
 				       .claimer = claimer,
+				       .pending = pending,
 				       .a = attrs,
 				       .who = who};
 	int rc;
@@ -588,6 +694,7 @@ int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
 					.to = key,
 					.etag = etag,
 					.claimer = b->claimer,
+					.pending = b->pending,
 					.who = b->who,
 					.in_row = 1};
 	PGresult *res = NULL;
@@ -620,4 +727,67 @@ int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
 out:
 	PQclear(res);
 	return rc;
+}
+
+struct attrs_pend_publish_args {
+	const char *bucket, *from, *to, *token, *claimer;
+	int lease_s;
+	const struct db_attrs *a;
+	const struct actor *who;
+};
+
+static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
+{
+	struct attrs_pend_publish_args *g = arg;
+	const struct db_attrs *r = g->a;
+	char lease[16], mode[16], uid[24], gid[24], at[24], mt[24];
+	const char *p[11] = {g->bucket, g->from, g->to,
+			     g->token,	lease,	 g->claimer};
+	struct who_params w;
+	const char *wp[4];
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(lease, sizeof(lease), "%d", g->lease_s);
+	rc = pg_exec(x, db_sql_attrs_pend_pub_row, 6, p, &res);
+	if (rc || PQntuples(res) == 1 || !r)
+		goto out;
+	/* from's row is not the publisher's: its own attributes. */
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	attrs_who_fill(g->who, &w, wp);
+	p[5] = mode;
+	p[6] = uid;
+	p[7] = gid;
+	p[8] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[9] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	p[10] = wp[0];
+	rc = pg_exec(x, db_sql_attrs_pend_pub_vals, 11, p, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
+			  const char *to, const char *token, int lease_s,
+			  const char *claimer, const struct db_attrs *attrs,
+			  const struct actor *who)
+{
+	struct attrs_pend_publish_args g = {.bucket = bucket,
+					    .from = from,
+					    .to = to,
+					    .token = token,
+					    .claimer = claimer,
+					    .lease_s =
+						lease_s > 0 ? lease_s : 1,
+					    .a = attrs,
+					    .who = who};
+
+	if (!d || !bucket || !from || !to || !token)
+		return -EINVAL;
+	return db_run(d, "record a publish's pending file attributes", 1, 1,
+		      pg_attrs_pend_publish, &g);
 }

@@ -422,6 +422,7 @@ struct attrov_undo {
 	struct db_attrs row; /* the target's own row, when had */
 	int had;
 	int pending; /* the target kept its row; from's is pending there */
+	char *token; /* the rename's (its pending row's), malloc'd or NULL */
 };
 /* A rename, per key, before the store moves it: to's attributes become a
  * copy of from's (from's stay until attrov_drop after the move), so a
@@ -489,7 +490,18 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
  * during the upload and after a failure or a crash). 0 or -errno (logged;
  * the cache shows the database's state). */
 int attrov_publish(const char *from, const char *to, const char *etag,
-		   const char *token, const struct attrov *cur);
+		   const char *token, const struct attrov *cur,
+		   const char *pending);
+/* Before this mount uploads a file published from `from` to `to` (token,
+ * cur as for attrov_publish): the attributes its object will have at `to`
+ * are recorded first, pending there (db_attrs_pend_publish), so that
+ * object is never shown with to's old row or the defaults, in flight or
+ * after a crash (E1). *pending: that row's token (malloc'd), for
+ * attrov_publish, or attrov_unpend when the upload failed. 0 or -errno
+ * (EIO; nothing may be uploaded). */
+int attrov_pend_publish(const char *from, const char *to, const char *token,
+			const struct attrov *cur, char **pending);
+void attrov_unpend(const char *to, const char *pending);
 /* rel's row was bound to etag, by its reception row's transaction
  * (db_attrs_binding done) or by one of the three above: what is cached of
  * rel follows, as after attrov_bind (old; claim 0, from NULL),

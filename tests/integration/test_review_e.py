@@ -131,9 +131,6 @@ def own(m, key, body, mode, uid, gid):
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="revE E2: a rename over the same target on another "
-                   "mount replaces or drops the pending row of a rename in flight (one pending row "
-                   "per target): the copy lands with the target's row, shown 0644")
 @pytest.mark.parametrize("b_rename", ["fails", "succeeds"])
 def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes(two_proxied,
                                                                               b_rename):
@@ -285,10 +282,6 @@ def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E4: the rename of a stored file open "
-                   "unchanged for writing (rename_open) moves its row only after the store "
-                   "step: a crash in between "
-                   "shows its copy with the target's row (the defaults)")
 def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, mount_factory,
                                                                        uniq):
     """E4: A's secret x.txt (0600) is open O_RDWR, unchanged (an editor), when it is renamed over
@@ -297,10 +290,11 @@ def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, m
     DELETE does rename_entry move x.txt's row (attrov_move). The daemon dies in the DELETE:
     after a remount t.txt holds A's secret with t.txt's old row, bound to the old ETag: the
     defaults (0644), readable by all."""
-    from test_rename_attrs import CFG, rename_killed_in_the_source_delete
+    from conftest import FOREIGN_IDS
+    from test_rename_attrs import rename_killed_in_the_source_delete
     px = FaultProxy(stack.endpoint)
     try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, **CFG})
+        m = mount_factory(config={"s3": {"endpoint": px.url}, **FOREIGN_IDS})
         os.mkdir(m.path("inbox", uniq))
         frm, to = f"{uniq}/x.txt", f"{uniq}/t.txt"
         own(m, frm, b"A's secret", 0o600, A, A)
@@ -349,6 +343,66 @@ def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory,
            "b's x.tmp": mode_owner(b.path("inbox", tmp))}
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"],
                    "b's x.tmp": (0o644, A, A)}, res
+
+
+def pending_rows(m, key):
+    """The pending attribute rows of key: file_attrs_pending's (migration 12), or those kept
+    in file_attrs under bucket '<bucket>/rename' before it."""
+    n = len(m.sql_dicts("select 1 from file_attrs where bucket = %s and object_key = %s",
+                        (m.reception_bucket + "/rename", key)))
+    if m.sql_dicts("select to_regclass('file_attrs_pending') is not null as t")[0]["t"]:
+        n += len(m.sql_dicts("select 1 from file_attrs_pending where bucket = %s"
+                             " and object_key = %s", (m.reception_bucket, key)))
+    return n
+
+
+def test_a_crashed_renames_pending_row_never_goes_to_another_files_copy(stack, mount_factory,
+                                                                         uniq):
+    """E7: A's secret x.txt (0600) is renamed over t.txt (root's 0644): its row becomes t.txt's
+    pending row, the copy is held and the daemon killed (the copy never lands): that pending row
+    is left behind. Later B's z.txt (0640), open unchanged for writing, is renamed over t.txt
+    and the daemon dies in the source DELETE (its copy and rows done). t.txt (B's bytes) must
+    show z.txt's attributes, never x.txt's row the crashed rename left, nor the defaults, and the
+    crashed rename's pending row (its lease over) must be gone."""
+    from conftest import FOREIGN_IDS
+    from races import crash_held, remount, rename_in_thread
+    from test_rename_attrs import rename_killed_in_the_source_delete
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url},
+                                  "fs": dict(FOREIGN_IDS["fs"], claim_lease="4")})
+        os.mkdir(m.path("inbox", uniq))
+        x, z, t = f"{uniq}/x.txt", f"{uniq}/z.txt", f"{uniq}/t.txt"
+        own(m, x, b"A's secret", 0o600, A, A)
+        own(m, z, b"B's file", 0o640, B, B)
+        own(m, t, b"root's target", 0o644, 0, 0)
+        px.rule = copy_to(t, ("hang",))
+        th, out = rename_in_thread(m, x, t)
+        m.wait_until(lambda: any(act == "hang" for _, _, act in px.log), timeout=30,
+                     what="the copy of x.txt held")
+        crash_held(m, px, th)
+        px.rule = None
+        remount(m, px)
+        assert (open(m.path("inbox", t), "rb").read(), mode_owner(m.path("inbox", t))) == \
+            (b"root's target", (0o644, 0, 0))
+        assert pending_rows(m, t) == 1  # the crashed rename's
+        time.sleep(5)  # its lease (claim_lease) runs out
+        fd = os.open(m.path("inbox", z), os.O_RDWR)
+        try:
+            rename_killed_in_the_source_delete(m, px, z, t)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        res = {"content": open(m.path("inbox", t), "rb").read(),
+               "shown": mode_owner(m.path("inbox", t)),
+               "pending rows": pending_rows(m, t)}
+        assert res == {"content": b"B's file", "shown": (0o640, B, B), "pending rows": 0}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
 
 
 @pytest.mark.xfail(strict=True, reason="revE E5: a rename whose source DELETE failed leaves "
