@@ -44,8 +44,6 @@ def proxied_pair(stack, mount_factory, uniq):
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revE E1: a publish's new content shows with the "
-                   "target's old row (or the defaults) until its row moves: a secret readable")
 @pytest.mark.parametrize("target", ["public", "none"])
 def test_published_secret_is_never_readable_by_another_user(proxied_pair, target):
     """E1: A saves a private file the way editors do: x.tmp written 0600, renamed over y.txt
@@ -234,9 +232,6 @@ def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
                    "x.tmp shown": (0o644, B, B)}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E1: a crash after a publish's row committed and "
-                   "before its attributes moved leaves the published secret with the "
-                   "target's old row for good")
 def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack,
                                                                           mount_factory, uniq):
     """E1 (after a crash): as test_published_secret_is_never_readable_by_another_user, the
