@@ -232,6 +232,17 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *to, const char *token, int lease_s,
 			  const char *claimer, const struct db_attrs *attrs,
 			  const struct actor *who);
+/* A publish whose rows never moved (a crash after its upload's reception
+ * row committed): while etag is key's live object (read under the
+ * reception key lock) and a mount's upload of it was recorded after a
+ * pending row of a publish (db_attrs_pend_publish) whose lease is over,
+ * that row becomes key's, bound to etag (logged 'move' with who), so the
+ * object ends with its writer's attributes, never the defaults; the
+ * other stale ones go. *settled (may be NULL): 1 when a row was written.
+ * One transaction. 0 or -errno. */
+int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
+			    const char *etag, const struct actor *who,
+			    int *settled);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded

@@ -157,6 +157,36 @@ static const char db_sql_attrs_pend_pub_vals[] =
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" pending_until = excluded.pending_until";
+/* Who ($1..$4), $5 bucket, $6 key, $7 etag (key's live object, checked
+ * under the key lock): a publish's pending row (unbound) whose lease is
+ * over (no upload of it in flight) and that is older than the live
+ * reception row of a mount's upload of etag (the upload it was recorded
+ * for; a crash cut its rows' move short) becomes key's row, bound to etag
+ * (logged 'move' from its source), unless that row is bound to etag
+ * already; every such stale row of key goes. */
+static const char db_sql_attrs_settle[] =
+	"WITH p AS (DELETE FROM file_attrs_pending WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag IS NULL"
+	" AND pending_until <= now() AND ctime <= (SELECT max(uploaded_at)"
+	" FROM reception_audit WHERE source_bucket = $5::text"
+	" AND object_key = $6::text AND etag = $7::text"
+	" AND removed_at IS NULL AND origin = 'mount') RETURNING *),"
+	" o AS (SELECT * FROM p ORDER BY ctime DESC LIMIT 1),"
+	" c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, object_key, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, $7::text, NULL, NULL FROM o"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" etag = excluded.etag,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = NULL, claim_until = NULL"
+	" WHERE f.etag IS DISTINCT FROM excluded.etag RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, (SELECT from_key FROM o), " LOG_WHO
+	" FROM c";
 /* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
  * pending row that describes it, a rename's copy of that object (etag),
  * else the newest of an upload in flight (unbound). */
@@ -790,4 +820,52 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 		return -EINVAL;
 	return db_run(d, "record a publish's pending file attributes", 1, 1,
 		      pg_attrs_pend_publish, &g);
+}
+
+struct attrs_settle_args {
+	const char *bucket, *key, *etag;
+	const struct actor *who;
+	int settled; /* output */
+};
+
+static int pg_attrs_settle(struct pg_ctx *x, void *arg)
+{
+	struct attrs_settle_args *a = arg;
+	struct who_params w;
+	const char *p[7];
+	PGresult *res = NULL;
+	int rc;
+
+	a->settled = 0;
+	rc = pg_attrs_live_is(x, a->bucket, a->key, a->etag);
+	if (rc <= 0)
+		return rc;
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->key;
+	p[6] = a->etag;
+	rc = pg_exec(x, db_sql_attrs_settle, 7, p, &res);
+	if (rc == 0)
+		a->settled = strtol(PQcmdTuples(res), NULL, 10) > 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
+			    const char *etag, const struct actor *who,
+			    int *settled)
+{
+	struct attrs_settle_args a = {
+	    .bucket = bucket, .key = key, .etag = etag, .who = who};
+	int rc;
+
+	if (settled)
+		*settled = 0;
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	rc = db_run(d, "settle a publish's pending file attributes", 1, 1,
+		    pg_attrs_settle, &a);
+	if (rc == 0 && settled)
+		*settled = a.settled;
+	return rc;
 }

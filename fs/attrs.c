@@ -580,6 +580,32 @@ static void apply_bound_locked(struct attrov *a, struct stat *st,
  * for among the pending ones (db_attrs_copy: a rename's copy that landed
  * before its rows were recorded, a crash in between). Unlocked. 0 or
  * -errno; *out NULL when there is no row. */
+/* A publish's pending row shown for rel's object (ETag etag, or head, as
+ * HEAD says): once its lease is over and that object is its recorded
+ * upload, it becomes rel's row (db_attrs_settle_pending: a crash cut the
+ * publish short, E1). Failures are logged; the pending row is shown
+ * meanwhile. */
+static void settle_pending(const char *rel, const char *etag, const char *head)
+{
+	struct actor who;
+	int rc, done = 0;
+
+	cfs_actor(&who);
+	rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket, rel,
+				     etag, &who, &done);
+	if (rc == 0 && !done && head && strcmp(head, etag))
+		rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket,
+					     rel, head, &who, &done);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of its publish "
+			  "not made its row (shown meanwhile): %s",
+			  rel, strerror(-rc));
+	else if (done)
+		log_warn("inbox/%s: the attributes of a publish a crash cut "
+			 "short are its row now",
+			 rel);
+}
+
 static int key_read(const char *rel, const char *etag, struct attrov **out)
 {
 	struct s3_object_info info = {0};
@@ -616,6 +642,8 @@ static int key_read(const char *rel, const char *etag, struct attrov **out)
 		row = pend;
 		memset(&pend, 0, sizeof(pend));
 		found = 1;
+		if (!row.etag)
+			settle_pending(rel, etag, head);
 	}
 	db_attrs_free_row(&pend);
 	rc = 0;

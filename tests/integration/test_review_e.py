@@ -277,6 +277,59 @@ def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"]}, res
 
 
+def test_crash_before_a_publishs_row_move_ends_with_the_writers_row(stack, mount_factory,
+                                                                   uniq):
+    """E1 (after a crash, settled): as
+    test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable, with a short lease
+    ([fs] claim_lease, the pending row's): once the lease is over, the next look at y.txt
+    makes the pending row y.txt's own row, bound to the published object, logged; no pending
+    row is left. A later rewrite of y.txt (which drops a row bound to another object) then
+    keeps A's attributes."""
+    import psycopg2
+    a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")},
+                      opts="allow_other")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    tmp, to = f"{uniq}/x.tmp", f"{uniq}/y.txt"
+    pt, py = a.path("inbox", tmp), a.path("inbox", to)
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')") == ["ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'A SECRET')", umask=0o077) == ["ok"]
+    old = etag(a, to)
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, to))
+            assert cur.rowcount == 1
+        th = threading.Thread(target=lambda: as_user(A, f"os.rename({pt!r}, {py!r})"),
+                              daemon=True)
+        th.start()
+        a.wait_until(lambda: etag(a, to) != old and len(a.sql_dicts(
+            "select 1 from reception_audit where source_bucket = %s and object_key = %s"
+            " and removed_at is null and etag = %s", (a.reception_bucket, to, etag(a, to)))),
+            timeout=30, what="the publish's upload recorded")
+        time.sleep(1)
+        a.crash()
+    finally:
+        lock.commit()
+        lock.close()
+    th.join(30)
+    a.mount()
+    time.sleep(5)  # the pending row's lease runs out
+    assert mode_owner(py) == (0o600, A, A)
+    e = etag(a, to)
+    r = a.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
+                    (a.reception_bucket, to))
+    res = {"y.txt": open(py, "rb").read(), "shown": mode_owner(py),
+           "row": r and (r[0]["mode"], r[0]["uid"], r[0]["etag"] == e),
+           "pending rows": pending_rows(a, to), "B reads": as_user(B, rd(py))}
+    assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "row": (0o600, A, True),
+                   "pending rows": 0, "B reads": ["EACCES"]}, res
+
+
 def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, mount_factory,
                                                                        uniq):
     """E4: A's secret x.txt (0600) is open O_RDWR, unchanged (an editor), when it is renamed over
