@@ -67,10 +67,13 @@ void db_attrs_free_row(struct db_attrs *row);
  * row. 0 or -errno (the database cannot be read). */
 int db_attrs_get(struct db *d, const char *bucket, const char *key,
 		 struct db_attrs *row, int *found);
-/* As db_attrs_get, the pending row of key (db_attrs_copy): the attributes
- * a rename in flight, or one a crash cut short, gives its copy at key. */
+/* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
+ * attributes a rename in flight, or one a crash cut short, gives its copy
+ * at key, for the object with ETag etag (NULL: any): one bound to etag
+ * (a rename's copy of that object), else the newest unbound one (an
+ * upload in flight). */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
-			 struct db_attrs *row, int *found);
+			 const char *etag, struct db_attrs *row, int *found);
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"
@@ -97,17 +100,22 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  struct db_attrs *replaced, int *had);
 /* db_attrs_copy for a rename through the store's copy (reception_rename):
  * when to has a row (a target renamed over), that row stays and from's
- * becomes to's pending row instead (*pending 1), which replaces it only
- * when the copy's rows are recorded (pg_attrs_renamed, in their
+ * becomes to's pending row instead (*pending 1), that rename's own (token:
+ * the rename's, unique; held lease_s seconds, then stale), which replaces
+ * it only when the copy's rows are recorded (pg_attrs_renamed, in their
  * transaction), so a copy that never lands (a failure, a crash) leaves
- * the target with its own attributes; db_attrs_unpend undoes it. */
+ * the target with its own attributes; db_attrs_unpend undoes it. Another
+ * rename's pending row of to is never touched. */
 int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
-			 const char *to, const struct actor *who,
-			 struct db_attrs *replaced, int *had, int *pending);
+			 const char *to, const char *token, int lease_s,
+			 const struct actor *who, struct db_attrs *replaced,
+			 int *had, int *pending);
 
-/* Undoes a db_attrs_copy that made a pending row (its object never moved
- * to `to`): that row goes, to's own stays. 0 or -errno. */
-int db_attrs_unpend(struct db *d, const char *bucket, const char *to);
+/* Undoes a db_attrs_copy_rename that made a pending row (its object never
+ * moved to `to`): that rename's (token) goes, to's own row and another
+ * rename's pending row stay. 0 or -errno. */
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to,
+		    const char *token);
 
 /* The copy of from landed at `to` (ETag etag; src: the ETag of the object
  * copied, NULL: not known) but its rows were not recorded with it (they
@@ -194,18 +202,54 @@ int db_attrs_bind_claim(struct db *d, const char *bucket, const char *key,
  * reception key lock; *live 1), to's row is replaced by from's, bound to
  * etag, its claim ended (logged 'move', from_key from), and from's goes;
  * else (a newer object is there) to's row stays and from's goes (logged
- * 'drop'). Until then to's row describes to's earlier object, whatever
- * happens to the upload (a crash, a failure). One transaction. 0 or -errno
- * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
+ * 'drop'). Only a row of from that is the publisher's moves or goes:
+ * claimer (NULL: none, any row) is the published file's claim token, and
+ * a row under from that is not that claim, unbound (another file took the
+ * name), stays; to's row then becomes *attrs (mode, uid, gid, and the
+ * times a->what names: the file's own, NULL: nothing done) bound to etag
+ * (logged 'move'), unless it is bound to etag already. Until then to's
+ * row describes to's earlier object, whatever happens to the upload (a
+ * crash, a failure). One transaction. 0 or -errno (nothing changed;
+ * -EINPROGRESS: the connection was lost at COMMIT). pending (NULL: none): the
+ * token of the pending row db_attrs_pend_publish recorded for it, which
+ * goes in the same transaction. */
 int db_attrs_publish(struct db *d, const char *bucket, const char *from,
-		     const char *to, const char *etag, const struct actor *who,
-		     int *live);
+		     const char *to, const char *etag, const char *claimer,
+		     const char *pending, const struct db_attrs *attrs,
+		     const struct actor *who, int *live);
+
+/* Before a mount uploads a file published from `from` to `to` (E1): the
+ * attributes its object will have at `to` are recorded first, as the
+ * pending row (token: the publish's, unique; held lease_s seconds) of
+ * `to`, unbound: from's row while it is the publisher's (claimer, as
+ * db_attrs_publish says), else *attrs (NULL: none recorded). While the
+ * upload's object matches no committed row of `to` (in flight, or a crash
+ * before its rows moved), it is shown with these (db_attrs_get_pending),
+ * never with to's old row or the defaults. db_attrs_publish (pending:
+ * token) drops it with the rows it commits; db_attrs_unpend after a failed
+ * upload. 0 or -errno. */
+int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
+			  const char *to, const char *token, int lease_s,
+			  const char *claimer, const struct db_attrs *attrs,
+			  const struct actor *who);
+/* A publish whose rows never moved (a crash after its upload's reception
+ * row committed): while etag is key's live object (read under the
+ * reception key lock) and a mount's upload of it was recorded after a
+ * pending row of a publish (db_attrs_pend_publish) whose lease is over,
+ * that row becomes key's, bound to etag (logged 'move' with who), so the
+ * object ends with its writer's attributes, never the defaults; the
+ * other stale ones go. *settled (may be NULL): 1 when a row was written.
+ * One transaction. 0 or -errno. */
+int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
+			    const char *etag, const struct actor *who,
+			    int *settled);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded
  * there as key's live row (under the reception key lock, so etag is key's
  * live object: D8's check holds by construction): with from, the publish
- * (db_attrs_publish's statements, logged with who); else with claimer,
+ * (db_attrs_publish's statements, logged with who; claimer the
+ * publisher's token; not when from's row is not its own); else with claimer,
  * the bind of a new file's claim while it is still that claimer's
  * (db_attrs_bind_claim's first statement; its take path, which logs first
  * and holds no lock meanwhile, is not run there); else db_attrs_bind's
@@ -220,6 +264,7 @@ int db_attrs_publish(struct db *d, const char *bucket, const char *from,
 struct db_attrs_binding {
 	const char *claimer;
 	const char *from;
+	const char *pending; /* with from: its pending row's token (or NULL) */
 	const struct actor *who;
 	int done;
 };

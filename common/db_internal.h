@@ -106,7 +106,9 @@ int db_run(struct db *d, const char *what, int txn, int retry_unique,
 
 /* In the transaction recording a rename's rows (db_attrs.c): its copy at
  * `to` (ETag etag) takes the attributes db_attrs_copy gave it: to's
- * pending row replaces to's own (logged 'move' from from), and to's row
+ * pending row from `from` (that rename's, never another's) replaces to's
+ * own (logged 'move' from from), stale pending rows of to (their lease
+ * over: renames a crash or a failure cut short) go, and to's row
  * bound to the object copied (ETag src; NULL: not known), or unbound and
  * unclaimed, is bound to the copy. Nothing when etag is NULL or "". 0 or
  * -errno. */

@@ -1020,6 +1020,42 @@ static const char *const db_migration_11[] = {
 	NULL,
 };
 
+/* Version 12: a rename's pending attributes in a table of their own, one
+ * row per rename in flight (token: that rename's), not one per target: two
+ * renames over one target never replace or drop each other's (revE E2,
+ * E7). The row names the key renamed from (from_key: the copy's rows take
+ * the pending row of their own source) and holds until pending_until
+ * (then it is stale: a later rename over the target clears it). Rows the
+ * earlier design kept in file_attrs under bucket '<bucket>/rename' move
+ * here, already stale. */
+static const char *const db_migration_12[] = {
+	"CREATE TABLE IF NOT EXISTS file_attrs_pending ("
+	" bucket text NOT NULL,"
+	" object_key text NOT NULL,"
+	" token text NOT NULL,"
+	" from_key text,"
+	" mode integer CHECK (mode BETWEEN 0 AND 4095),"
+	" uid bigint,"
+	" gid bigint,"
+	" atime_ns bigint,"
+	" mtime_ns bigint,"
+	" etag text,"
+	" ctime timestamptz NOT NULL DEFAULT now(),"
+	" updated_by text,"
+	" pending_until timestamptz NOT NULL,"
+	" PRIMARY KEY (bucket, object_key, token))",
+	"INSERT INTO file_attrs_pending (bucket, object_key, token, from_key,"
+	" mode, uid, gid, atime_ns, mtime_ns, etag, ctime, updated_by,"
+	" pending_until)"
+	" SELECT left(bucket, length(bucket) - length('/rename')), object_key,"
+	" 'migration 12', NULL, mode, uid, gid, atime_ns, mtime_ns, etag, ctime,"
+	" updated_by, now() FROM file_attrs"
+	" WHERE right(bucket, length('/rename')) = '/rename'"
+	" ON CONFLICT (bucket, object_key, token) DO NOTHING",
+	"DELETE FROM file_attrs WHERE right(bucket, length('/rename')) = '/rename'",
+	NULL,
+};
+
 /* Version 13: the ETag of the object a promotion stored or found, as
  * the step that recorded its storage row saw it (the copy's verification,
  * or the decision's HEAD for a duplicate), with the journal entry the row
@@ -1061,6 +1097,9 @@ static const struct db_migration db_migrations[] = {
 	{11, "a new file's row claims its name until its upload is recorded "
 	     "(O_EXCL across mounts)",
 	 db_migration_11},
+	{12, "a rename's pending file attributes keyed by that rename "
+	     "(file_attrs_pending)",
+	 db_migration_12},
 	{13, "the stored object's ETag with its promotion's journal entry",
 	 db_migration_13},
 };

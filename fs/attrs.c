@@ -580,6 +580,32 @@ static void apply_bound_locked(struct attrov *a, struct stat *st,
  * for among the pending ones (db_attrs_copy: a rename's copy that landed
  * before its rows were recorded, a crash in between). Unlocked. 0 or
  * -errno; *out NULL when there is no row. */
+/* A publish's pending row shown for rel's object (ETag etag, or head, as
+ * HEAD says): once its lease is over and that object is its recorded
+ * upload, it becomes rel's row (db_attrs_settle_pending: a crash cut the
+ * publish short, E1). Failures are logged; the pending row is shown
+ * meanwhile. */
+static void settle_pending(const char *rel, const char *etag, const char *head)
+{
+	struct actor who;
+	int rc, done = 0;
+
+	cfs_actor(&who);
+	rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket, rel,
+				     etag, &who, &done);
+	if (rc == 0 && !done && head && strcmp(head, etag))
+		rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket,
+					     rel, head, &who, &done);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of its publish "
+			  "not made its row (shown meanwhile): %s",
+			  rel, strerror(-rc));
+	else if (done)
+		log_warn("inbox/%s: the attributes of a publish a crash cut "
+			 "short are its row now",
+			 rel);
+}
+
 static int key_read(const char *rel, const char *etag, struct attrov **out)
 {
 	struct s3_object_info info = {0};
@@ -599,15 +625,25 @@ static int key_read(const char *rel, const char *etag, struct attrov **out)
 		head = info.etag;
 	if (found && head && binds(row.etag, head))
 		goto done;
-	rc = db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket, rel,
-				  &pend, &pfound);
-	if (rc == 0 && pfound && pend.etag && etag &&
-	    (!strcmp(pend.etag, etag) || (head && !strcmp(pend.etag, head)))) {
-		/* The copy of a rename cut short: its attributes. */
+	rc = etag ? db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket,
+					 rel, etag, &pend, &pfound)
+		  : 0;
+	if (rc == 0 && !pfound && etag && head && strcmp(head, etag))
+		rc = db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket,
+					  rel, head, &pend, &pfound);
+	if (rc == 0 && pfound &&
+	    (!pend.etag || !strcmp(pend.etag, etag) ||
+	     (head && !strcmp(pend.etag, head)))) {
+		/* The copy of a rename cut short, or an object whose row is
+		 * still pending (a publish's upload in flight, or cut short
+		 * by a crash: E1): its attributes, never the target's old
+		 * row's nor the defaults. */
 		db_attrs_free_row(&row);
 		row = pend;
 		memset(&pend, 0, sizeof(pend));
 		found = 1;
+		if (!row.etag)
+			settle_pending(rel, etag, head);
 	}
 	db_attrs_free_row(&pend);
 	rc = 0;
@@ -848,15 +884,26 @@ static int copy_attrs(const char *from, const char *to,
 {
 	struct dirsnap *ts;
 	struct actor who;
+	char *token = NULL;
 	int rc;
 
 	cfs_actor(&who);
-	if (keep)
+	if (keep) {
+		/* Its pending row is this rename's own (E2). */
+		token = attrov_claim_token();
+		if (!token)
+			return -ENOMEM;
 		rc = db_attrs_copy_rename(
-		    cfs->db, cfs->cfg.reception_bucket, from, to, &who,
-		    undo ? &undo->row : NULL, undo ? &undo->had : NULL,
-		    undo ? &undo->pending : NULL);
-	else
+		    cfs->db, cfs->cfg.reception_bucket, from, to, token,
+		    cfs->cfg.claim_lease_s, &who, undo ? &undo->row : NULL,
+		    undo ? &undo->had : NULL, undo ? &undo->pending : NULL);
+		if (rc == 0 && undo) {
+			free(undo->token);
+			undo->token = token;
+			token = NULL;
+		}
+		free(token);
+	} else
 		rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to,
 				   &who, undo ? &undo->row : NULL,
 				   undo ? &undo->had : NULL);
@@ -904,6 +951,8 @@ void attrov_copy_done(const char *from)
 void attrov_undo_free(struct attrov_undo *undo)
 {
 	db_attrs_free_row(&undo->row);
+	free(undo->token);
+	undo->token = NULL;
 	undo->had = undo->pending = 0;
 }
 
@@ -914,7 +963,8 @@ void attrov_undo_copy(const char *to, struct attrov_undo *undo)
 
 	cfs_actor(&who);
 	if (undo->pending)
-		rc = db_attrs_unpend(cfs->db, cfs->cfg.reception_bucket, to);
+		rc = db_attrs_unpend(cfs->db, cfs->cfg.reception_bucket, to,
+				     undo->token);
 	else
 		rc = db_attrs_restore(cfs->db, cfs->cfg.reception_bucket, to,
 				      undo->had ? &undo->row : NULL, &who);
@@ -1037,26 +1087,33 @@ void attrov_bound(const char *rel, const char *etag, const char *old, int claim,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+/* cur's mode, owner and times as a row (what: the times set). */
+static void row_of(const struct attrov *cur, struct db_attrs *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->mode = cur->mode & 07777;
+	r->uid = cur->uid;
+	r->gid = cur->gid;
+	if (cur->has_atime) {
+		r->what |= DB_ATTR_ATIME;
+		r->atime_ns = ts_ns(&cur->atime);
+	}
+	if (cur->has_mtime) {
+		r->what |= DB_ATTR_MTIME;
+		r->mtime_ns = ts_ns(&cur->mtime);
+	}
+}
+
 int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		      const struct attrov *cur)
 {
-	struct db_attrs r = {0};
+	struct db_attrs r;
 	struct actor who;
 	int rc, taken = DB_BIND_MINE;
 
 	if (!etag || !*etag || !token)
 		return 0;
-	r.mode = cur->mode & 07777;
-	r.uid = cur->uid;
-	r.gid = cur->gid;
-	if (cur->has_atime) {
-		r.what |= DB_ATTR_ATIME;
-		r.atime_ns = ts_ns(&cur->atime);
-	}
-	if (cur->has_mtime) {
-		r.what |= DB_ATTR_MTIME;
-		r.mtime_ns = ts_ns(&cur->mtime);
-	}
+	row_of(cur, &r);
 	cfs_actor(&who);
 	rc = db_attrs_bind_claim(cfs->db, cfs->cfg.reception_bucket, rel, etag,
 				 token, &r, &who, &taken);
@@ -1085,16 +1142,63 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
-int attrov_publish(const char *from, const char *to, const char *etag)
+int attrov_pend_publish(const char *from, const char *to, const char *token,
+			const struct attrov *cur, char **pending)
 {
+	struct db_attrs r;
+	struct actor who;
+	char *t = attrov_claim_token();
+	int rc;
+
+	*pending = NULL;
+	if (!t)
+		return -ENOMEM;
+	if (cur)
+		row_of(cur, &r);
+	cfs_actor(&who);
+	rc = db_attrs_pend_publish(cfs->db, cfs->cfg.reception_bucket, from, to,
+				   t, cfs->cfg.claim_lease_s, token,
+				   cur ? &r : NULL, &who);
+	if (rc) {
+		log_error("inbox/%s: the attributes of its publish to inbox/%s "
+			  "not recorded first: not published: %s",
+			  from, to, strerror(-rc));
+		free(t);
+		return rc == -EINPROGRESS ? -EIO : rc;
+	}
+	*pending = t;
+	return 0;
+}
+
+void attrov_unpend(const char *to, const char *pending)
+{
+	int rc;
+
+	if (!pending)
+		return;
+	rc = db_attrs_unpend(cfs->db, cfs->cfg.reception_bucket, to, pending);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of a publish that "
+			  "failed not dropped (they lapse): %s",
+			  to, strerror(-rc));
+}
+
+int attrov_publish(const char *from, const char *to, const char *etag,
+		   const char *token, const struct attrov *cur,
+		   const char *pending)
+{
+	struct db_attrs r;
 	struct actor who;
 	int rc, live = 0;
 
 	if (!etag || !*etag)
 		return 0;
+	if (cur)
+		row_of(cur, &r);
 	cfs_actor(&who);
-	rc = db_attrs_publish(cfs->db, cfs->cfg.reception_bucket, from, to,
-			      etag, &who, &live);
+	rc =
+	    db_attrs_publish(cfs->db, cfs->cfg.reception_bucket, from, to, etag,
+			     token, pending, cur ? &r : NULL, &who, &live);
 	if (rc)
 		log_error("attributes of inbox/%s not moved to inbox/%s for "
 			  "its object %s (that object shows the defaults "

@@ -123,6 +123,9 @@ struct fhandle {
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */
 	uint64_t size;	       /* object size at open */
+	char etag[80];	       /* protected by its lock: the object whose
+				  attributes the open was checked against
+				  ("": not known); reads are pinned to it */
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
@@ -425,6 +428,7 @@ struct attrov_undo {
 	struct db_attrs row; /* the target's own row, when had */
 	int had;
 	int pending; /* the target kept its row; from's is pending there */
+	char *token; /* the rename's (its pending row's), malloc'd or NULL */
 };
 /* A rename, per key, before the store moves it: to's attributes become a
  * copy of from's (from's stay until attrov_drop after the move), so a
@@ -483,11 +487,27 @@ int attrov_bind_claim(const char *rel, const char *etag, const char *token,
 		      const struct attrov *cur);
 /* After this mount's upload of a file published from `from` to `to` (ETag
  * etag) is recorded: from's row becomes to's, bound to etag, while etag is
- * to's live object (db_attrs_publish); from's goes. Until then to's row is
+ * to's live object (db_attrs_publish); from's goes. Only the publisher's
+ * own row moves: token (NULL: none) is the file's claim, and a row under
+ * `from` that is not that claim (another file took the name) stays, `to`
+ * getting cur (the file's mode, owner and times now; NULL: not known)
+ * instead. Until then to's row is
  * left as it is (it describes to's earlier object, which shows with it
  * during the upload and after a failure or a crash). 0 or -errno (logged;
  * the cache shows the database's state). */
-int attrov_publish(const char *from, const char *to, const char *etag);
+int attrov_publish(const char *from, const char *to, const char *etag,
+		   const char *token, const struct attrov *cur,
+		   const char *pending);
+/* Before this mount uploads a file published from `from` to `to` (token,
+ * cur as for attrov_publish): the attributes its object will have at `to`
+ * are recorded first, pending there (db_attrs_pend_publish), so that
+ * object is never shown with to's old row or the defaults, in flight or
+ * after a crash (E1). *pending: that row's token (malloc'd), for
+ * attrov_publish, or attrov_unpend when the upload failed. 0 or -errno
+ * (EIO; nothing may be uploaded). */
+int attrov_pend_publish(const char *from, const char *to, const char *token,
+			const struct attrov *cur, char **pending);
+void attrov_unpend(const char *to, const char *pending);
 /* rel's row was bound to etag, by its reception row's transaction
  * (db_attrs_binding done) or by one of the three above: what is cached of
  * rel follows, as after attrov_bind (old; claim 0, from NULL),

@@ -200,6 +200,7 @@ struct rebind {
 	struct rebind *next;
 	char *rel, *etag, *token;
 	char *from;	   /* a publish's (attrov_publish), or NULL */
+	char *pending;	   /* with from: its pending row's token, or NULL */
 	struct attrov cur; /* mode, owner, times only */
 	int done;	   /* rebinds_retry's: this try bound it */
 };
@@ -217,14 +218,16 @@ static void rebind_free(struct rebind *r)
 	free(r->etag);
 	free(r->token);
 	free(r->from);
+	free(r->pending);
 	free(r);
 }
 
 /* Queues the bind of rel's claim (token) to etag for the claims thread,
- * or with from (token NULL) the move of a published file's row from
- * `from` (attrov_publish). */
+ * or with from the move of a published file's row from `from`
+ * (attrov_publish: token, cur the publisher's claim and attributes). */
 static void rebind_add(const char *rel, const char *etag, const char *token,
-		       const struct attrov *cur, const char *from)
+		       const struct attrov *cur, const char *from,
+		       const char *pending)
 {
 	struct rebind *r = calloc(1, sizeof(*r));
 
@@ -233,12 +236,13 @@ static void rebind_add(const char *rel, const char *etag, const char *token,
 		r->etag = strdup(etag);
 		r->token = token ? strdup(token) : NULL;
 		r->from = from ? strdup(from) : NULL;
+		r->pending = pending ? strdup(pending) : NULL;
 		if (cur)
 			r->cur = *cur;
 		r->cur.rel = r->cur.etag = r->cur.miss = NULL;
 	}
 	if (!r || !r->rel || !r->etag || (token && !r->token) ||
-	    (from && !r->from)) {
+	    (from && !r->from) || (pending && !r->pending)) {
 		log_error("inbox/%s: the bind of its row to %s is not queued "
 			  "for a retry (out of memory): its claim lapses "
 			  "unbound",
@@ -268,7 +272,9 @@ static void rebinds_retry(void)
 	rebinds_trying = list;
 	pthread_mutex_unlock(&cfs->lock);
 	for (r = list; r; r = r->next)
-		r->done = (r->from ? attrov_publish(r->from, r->rel, r->etag)
+		r->done = (r->from ? attrov_publish(r->from, r->rel, r->etag,
+						    r->token, &r->cur,
+						    r->pending)
 				   : attrov_bind_claim(r->rel, r->etag,
 						       r->token, &r->cur)) == 0;
 	pthread_mutex_lock(&cfs->lock);
@@ -657,7 +663,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			    const char *pub)
 {
 	int64_t now = ofile_mono_ms(); /* before the upload's end */
-	struct reception_seen seen;
+	struct reception_seen seen = {0};
 	struct db_attrs_binding bind = {0};
 	struct upload_result res;
 	struct actor who, binder;
@@ -665,7 +671,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	uint64_t t0 = ctr_now_ns(), t1;
 	int rc, tries, removed = 0, replaces;
 	struct attrov cur;
-	char *token = NULL;
+	char *token = NULL, *pending = NULL;
 
 	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
@@ -714,12 +720,18 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * the row's transaction: the close fails and the upload is undone,
 	 * as for any failed row. */
 	pthread_mutex_lock(&cfs->lock);
-	token =
-	    !pub && of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
+	/* A publish moves only its own claim's row (E3): its token too. */
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
+	cur = of->creator;
 	pthread_mutex_unlock(&cfs->lock);
+	/* A publish's attributes are recorded before its object lands at
+	 * rel (E1): pending there, shown for it until its rows commit. */
+	if (rc == 0 && pub)
+		rc = attrov_pend_publish(pub, rel, token, &cur, &pending);
 	cfs_actor(&binder);
 	bind.claimer = token;
 	bind.from = pub;
+	bind.pending = pending;
 	bind.who = &binder;
 	/* An object deleted by another client before its row (the commit
 	 * finds none under the key lock: -ENODATA) is uploaded again from
@@ -763,6 +775,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->dirty = 0;
 		of->in_store = 0;
 		dcache_remove(rel);
+		attrov_unpend(rel, pending);
+		free(pending);
 		free(token);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
 		return rc;
@@ -789,11 +803,14 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		if (bind.done) {
 			attrov_bound(rel, res.etag, NULL, token != NULL, pub);
 		} else if (pub) {
-			if (attrov_publish(pub, rel, res.etag) != 0)
-				rebind_add(rel, res.etag, NULL, NULL, pub);
+			if (attrov_publish(pub, rel, res.etag, token, &cur,
+					   pending) != 0)
+				rebind_add(rel, res.etag, token, &cur, pub,
+					   pending);
 		} else if (token) {
 			if (attrov_bind_claim(rel, res.etag, token, &cur) != 0)
-				rebind_add(rel, res.etag, token, &cur, NULL);
+				rebind_add(rel, res.etag, token, &cur, NULL,
+					   NULL);
 		} else {
 			attrov_bind(rel, res.etag, NULL);
 		}
@@ -804,6 +821,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
+	if (rc || seen.superseded)
+		attrov_unpend(rel, pending); /* not what rel shows */
+	free(pending);
 	free(token);
 	hist_observe_since(HIST_UPLOAD, t0, rc != 0);
 	return rc;

@@ -13,6 +13,7 @@
 #include "fs.h"
 #include "inbox.h"
 #include "inbox_int.h"
+#include "inval.h"
 #include "log.h"
 #include "names.h"
 
@@ -991,6 +992,9 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 				return -ENOMEM;
 			h->rel = strdup(rel);
 			h->size = (uint64_t)st.st_size;
+			/* Its reads get the object its attributes were
+			 * checked for, never a newer one unchecked (E1). */
+			inbox_shown_etag(rel, h->etag);
 			if (!h->rel) {
 				fh_free(h);
 				return -ENOMEM;
@@ -1057,6 +1061,46 @@ static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
 /* Ranged GET with a read-ahead window that grows on sequential reads; the
  * buffer is never larger than the window or what is left of the object.
  * Errors: EIO, ENOMEM. */
+/* The object at key is not the one h was opened on (or last checked
+ * for): it is read only if the caller may read it with its own attributes
+ * (another mount's publish may have put a file there that it may not
+ * read: E1). With the kernel checking permissions, the listing's entry is
+ * refreshed, the file's attributes looked at for the new object, and h
+ * pinned to it. Caller holds h->lock. 0 (read it), -EACCES, or -errno. */
+static int reader_recheck(struct fhandle *h, const char *key)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct s3_object_info info = {0};
+	struct stat st;
+	char *path;
+	mode_t bit;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, key, &info);
+	if (rc)
+		return rc;
+	dcache_upsert(key, 0, info.size, info.mtime, info.etag);
+	if (asprintf(&path, "/inbox/%s", key) >= 0) {
+		inval_path(path);
+		free(path);
+	}
+	rc = inbox_getattr(key, &st);
+	if (rc == 0 && cfs->perm_checks && ctx && ctx->uid != 0) {
+		if (ctx->uid == st.st_uid)
+			bit = S_IRUSR;
+		else if (cfs_caller_in_group(ctx, st.st_gid))
+			bit = S_IRGRP;
+		else
+			bit = S_IROTH;
+		if (!(st.st_mode & bit))
+			rc = -EACCES;
+	}
+	if (rc == 0)
+		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+	s3_object_info_free(&info);
+	return rc;
+}
+
 static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 {
 	size_t got = 0, want, n;
@@ -1084,8 +1128,28 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 		return -ENOMEM;
 	}
 	for (;;) {
-		rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket, key, off,
-				  want, h->win.buf, &got);
+		if (h->etag[0]) {
+			rc = s3_get_range_if(cfs->s3, cfs->cfg.reception_bucket,
+					     key, off, want, h->etag,
+					     h->win.buf, &got);
+			if (rc == -EEXIST) {
+				/* Another object (or ETag) than the one
+				 * checked at open. */
+				rc = reader_recheck(h, key);
+				if (rc == 0 && h->etag[0])
+					rc = s3_get_range_if(
+					    cfs->s3, cfs->cfg.reception_bucket,
+					    key, off, want, h->etag, h->win.buf,
+					    &got);
+				if (rc == -EEXIST)
+					rc = -ESTALE;
+			}
+		} else {
+			rc = s3_get_range(cfs->s3, cfs->cfg.reception_bucket,
+					  key, off, want, h->win.buf, &got);
+		}
+		if (rc == -EACCES || rc == -ESTALE)
+			break;
 		/* Renamed while this read was on its way: read the new
 		 * name (same content). */
 		now = rc && tries++ < 3 && !fh_file(h) ? fh_rel(h) : NULL;

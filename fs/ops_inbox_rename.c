@@ -456,8 +456,9 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
+	struct attrov_undo undo = {0};
 	struct actor who;
-	char etag[80];
+	char etag[80] = "", old[80] = "";
 
 	if (of->failed)
 		return of->failed;
@@ -501,11 +502,30 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		 * overwrites it under `to`. */
 		size = of->stored_size;
 	}
-	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
+	/* Its attributes as for a closed file's (rename_stored, E4): copied
+	 * first (pending at a target that keeps its own until the copy's
+	 * rows are recorded, in their transaction), so a crash anywhere
+	 * after the copy's rows never shows it with the target's row or the
+	 * defaults. */
+	inbox_shown_etag(from, old);
+	rc = attrov_copy_rename(from, to, &undo);
 	if (rc)
 		return rc;
+	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
+	if (rc) {
+		if (!etag[0])
+			attrov_undo_copy(to, &undo);
+		else /* the copy landed: it has from's content */
+			attrov_renamed(from, to, etag, old[0] ? old : NULL);
+		attrov_undo_free(&undo);
+		return rc;
+	}
+	attrov_undo_free(&undo);
 	readers_rename(from, to);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
+	attrov_bind(to, etag, old[0] ? old : NULL);
+	attrov_copy_done(from);
+	*attrs_moved = 1;
 	rc = ofile_rename_uncommitted(of, to, 0, 0);
 	if (rc)
 		log_error("%s: renamed in the store, not in memory: %s", to,

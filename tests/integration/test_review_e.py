@@ -44,8 +44,6 @@ def proxied_pair(stack, mount_factory, uniq):
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revE E1: a publish's new content shows with the "
-                   "target's old row (or the defaults) until its row moves: a secret readable")
 @pytest.mark.parametrize("target", ["public", "none"])
 def test_published_secret_is_never_readable_by_another_user(proxied_pair, target):
     """E1: A saves a private file the way editors do: x.tmp written 0600, renamed over y.txt
@@ -131,9 +129,6 @@ def own(m, key, body, mode, uid, gid):
     return p
 
 
-@pytest.mark.xfail(strict=True, reason="revE E2: a rename over the same target on another "
-                   "mount replaces or drops the pending row of a rename in flight (one pending row "
-                   "per target): the copy lands with the target's row, shown 0644")
 @pytest.mark.parametrize("b_rename", ["fails", "succeeds"])
 def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes(two_proxied,
                                                                               b_rename):
@@ -188,9 +183,6 @@ def test_rename_over_the_same_target_on_another_mount_keeps_the_files_attributes
                    "after remount": (0o600, A, A)}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E3: a queued publish retry moves whatever row "
-                   "is under the temp name then (another user's new file there) onto the "
-                   "published file")
 def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
                                                                           mount_factory, uniq):
     """E3: A saves a private file as editors do: x.tmp (0600, "A SECRET") renamed over A's
@@ -240,9 +232,6 @@ def test_publish_retry_never_takes_the_row_of_a_new_file_at_the_temp_name(stack,
                    "x.tmp shown": (0o644, B, B)}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E1: a crash after a publish's row committed and "
-                   "before its attributes moved leaves the published secret with the "
-                   "target's old row for good")
 def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack,
                                                                           mount_factory, uniq):
     """E1 (after a crash): as test_published_secret_is_never_readable_by_another_user, the
@@ -288,10 +277,59 @@ def test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable(stack
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"]}, res
 
 
-@pytest.mark.xfail(strict=True, reason="revE E4: the rename of a stored file open "
-                   "unchanged for writing (rename_open) moves its row only after the store "
-                   "step: a crash in between "
-                   "shows its copy with the target's row (the defaults)")
+def test_crash_before_a_publishs_row_move_ends_with_the_writers_row(stack, mount_factory,
+                                                                   uniq):
+    """E1 (after a crash, settled): as
+    test_crash_before_a_publishs_row_move_never_leaves_the_secret_readable, with a short lease
+    ([fs] claim_lease, the pending row's): once the lease is over, the next look at y.txt
+    makes the pending row y.txt's own row, bound to the published object, logged; no pending
+    row is left. A later rewrite of y.txt (which drops a row bound to another object) then
+    keeps A's attributes."""
+    import psycopg2
+    a = mount_factory(config={"fs": dict(FOREIGN["fs"], claim_lease="4")},
+                      opts="allow_other")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    tmp, to = f"{uniq}/x.tmp", f"{uniq}/y.txt"
+    pt, py = a.path("inbox", tmp), a.path("inbox", to)
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')") == ["ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'A SECRET')", umask=0o077) == ["ok"]
+    old = etag(a, to)
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody")
+    try:
+        with lock.cursor() as cur:
+            cur.execute("select 1 from file_attrs where bucket = %s and object_key = %s"
+                        " for update", (a.reception_bucket, to))
+            assert cur.rowcount == 1
+        th = threading.Thread(target=lambda: as_user(A, f"os.rename({pt!r}, {py!r})"),
+                              daemon=True)
+        th.start()
+        a.wait_until(lambda: etag(a, to) != old and len(a.sql_dicts(
+            "select 1 from reception_audit where source_bucket = %s and object_key = %s"
+            " and removed_at is null and etag = %s", (a.reception_bucket, to, etag(a, to)))),
+            timeout=30, what="the publish's upload recorded")
+        time.sleep(1)
+        a.crash()
+    finally:
+        lock.commit()
+        lock.close()
+    th.join(30)
+    a.mount()
+    time.sleep(5)  # the pending row's lease runs out
+    assert mode_owner(py) == (0o600, A, A)
+    e = etag(a, to)
+    r = a.sql_dicts("select * from file_attrs where bucket = %s and object_key = %s",
+                    (a.reception_bucket, to))
+    res = {"y.txt": open(py, "rb").read(), "shown": mode_owner(py),
+           "row": r and (r[0]["mode"], r[0]["uid"], r[0]["etag"] == e),
+           "pending rows": pending_rows(a, to), "B reads": as_user(B, rd(py))}
+    assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "row": (0o600, A, True),
+                   "pending rows": 0, "B reads": ["EACCES"]}, res
+
+
 def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, mount_factory,
                                                                        uniq):
     """E4: A's secret x.txt (0600) is open O_RDWR, unchanged (an editor), when it is renamed over
@@ -300,10 +338,11 @@ def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, m
     DELETE does rename_entry move x.txt's row (attrov_move). The daemon dies in the DELETE:
     after a remount t.txt holds A's secret with t.txt's old row, bound to the old ETag: the
     defaults (0644), readable by all."""
-    from test_rename_attrs import CFG, rename_killed_in_the_source_delete
+    from conftest import FOREIGN_IDS
+    from test_rename_attrs import rename_killed_in_the_source_delete
     px = FaultProxy(stack.endpoint)
     try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}, **CFG})
+        m = mount_factory(config={"s3": {"endpoint": px.url}, **FOREIGN_IDS})
         os.mkdir(m.path("inbox", uniq))
         frm, to = f"{uniq}/x.txt", f"{uniq}/t.txt"
         own(m, frm, b"A's secret", 0o600, A, A)
@@ -325,8 +364,6 @@ def test_crash_renaming_an_open_file_over_a_target_keeps_its_attributes(stack, m
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="revE E3: a publish moves whatever row is under the "
-                   "temp name (another mount's file there took its claim) onto the file")
 def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory, uniq):
     """E3 (two mounts, no failure): A's editor on mount a saves x.tmp (0600, "A SECRET").
     On mount b, a script of A's writes its own x.tmp (0644): a temp name is never shared
@@ -354,6 +391,66 @@ def test_publish_takes_its_own_row_not_another_mounts_temp_file_s(mount_factory,
            "b's x.tmp": mode_owner(b.path("inbox", tmp))}
     assert res == {"y.txt": b"A SECRET", "shown": (0o600, A, A), "B reads": ["EACCES"],
                    "b's x.tmp": (0o644, A, A)}, res
+
+
+def pending_rows(m, key):
+    """The pending attribute rows of key: file_attrs_pending's (migration 12), or those kept
+    in file_attrs under bucket '<bucket>/rename' before it."""
+    n = len(m.sql_dicts("select 1 from file_attrs where bucket = %s and object_key = %s",
+                        (m.reception_bucket + "/rename", key)))
+    if m.sql_dicts("select to_regclass('file_attrs_pending') is not null as t")[0]["t"]:
+        n += len(m.sql_dicts("select 1 from file_attrs_pending where bucket = %s"
+                             " and object_key = %s", (m.reception_bucket, key)))
+    return n
+
+
+def test_a_crashed_renames_pending_row_never_goes_to_another_files_copy(stack, mount_factory,
+                                                                         uniq):
+    """E7: A's secret x.txt (0600) is renamed over t.txt (root's 0644): its row becomes t.txt's
+    pending row, the copy is held and the daemon killed (the copy never lands): that pending row
+    is left behind. Later B's z.txt (0640), open unchanged for writing, is renamed over t.txt
+    and the daemon dies in the source DELETE (its copy and rows done). t.txt (B's bytes) must
+    show z.txt's attributes, never x.txt's row the crashed rename left, nor the defaults, and the
+    crashed rename's pending row (its lease over) must be gone."""
+    from conftest import FOREIGN_IDS
+    from races import crash_held, remount, rename_in_thread
+    from test_rename_attrs import rename_killed_in_the_source_delete
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url},
+                                  "fs": dict(FOREIGN_IDS["fs"], claim_lease="4")})
+        os.mkdir(m.path("inbox", uniq))
+        x, z, t = f"{uniq}/x.txt", f"{uniq}/z.txt", f"{uniq}/t.txt"
+        own(m, x, b"A's secret", 0o600, A, A)
+        own(m, z, b"B's file", 0o640, B, B)
+        own(m, t, b"root's target", 0o644, 0, 0)
+        px.rule = copy_to(t, ("hang",))
+        th, out = rename_in_thread(m, x, t)
+        m.wait_until(lambda: any(act == "hang" for _, _, act in px.log), timeout=30,
+                     what="the copy of x.txt held")
+        crash_held(m, px, th)
+        px.rule = None
+        remount(m, px)
+        assert (open(m.path("inbox", t), "rb").read(), mode_owner(m.path("inbox", t))) == \
+            (b"root's target", (0o644, 0, 0))
+        assert pending_rows(m, t) == 1  # the crashed rename's
+        time.sleep(5)  # its lease (claim_lease) runs out
+        fd = os.open(m.path("inbox", z), os.O_RDWR)
+        try:
+            rename_killed_in_the_source_delete(m, px, z, t)
+        finally:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        res = {"content": open(m.path("inbox", t), "rb").read(),
+               "shown": mode_owner(m.path("inbox", t)),
+               "pending rows": pending_rows(m, t)}
+        assert res == {"content": b"B's file", "shown": (0o640, B, B), "pending rows": 0}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
 
 
 @pytest.mark.parametrize("remount", [True, False], ids=["remounted", "same-mount"])

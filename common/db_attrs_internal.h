@@ -1,0 +1,66 @@
+/* db_attrs_internal.h - what db_attrs.c, db_attrs_claim.c and
+ * db_attrs_pending.c share: the logging columns, a row's columns and the
+ * statements one of them runs in another's transaction. Not for callers
+ * outside these files (they use db_attrs.h). */
+#ifndef CUSTODYFS_DB_ATTRS_INTERNAL_H
+#define CUSTODYFS_DB_ATTRS_INTERNAL_H
+
+#include <libpq-fe.h>
+
+#include "db_attrs.h"
+#include "db_internal.h"
+
+/* clang-format off */
+/* Who: $1 changed_by, $2 uid, $3 user, $4 host (the first parameters of
+ * each logging statement). */
+#define LOG_COLS "INSERT INTO file_attr_changes (bucket, object_key, op," \
+	" mode, uid, gid, atime_ns, mtime_ns, etag, from_key, changed_by," \
+	" changed_uid, changed_user, changed_host) "
+#define LOG_WHO "$1::text, $2::bigint, $3::text, $4::text"
+
+#define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
+	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
+/* clang-format on */
+
+/* Who as the first four parameters of a logging statement. */
+struct who_params {
+	char by[400], uid[24];
+};
+
+/* A rename's keys (db_attrs_move, db_attrs_copy and their kin). */
+struct attrs_move_args {
+	const char *bucket, *from, *to, *etag, *old;
+	int tree;
+	const struct actor *who;
+};
+
+/* p[0..3] from who (all NULL when who is NULL); w holds the strings. */
+void attrs_who_fill(const struct actor *who, struct who_params *w,
+		    const char **p);
+/* Row i of res (columns ROW_COLS) into *r (zeroed first). 0 or -ENOMEM
+ * (r->key set unless that failed: the caller frees what was set). */
+int attrs_row_parse(PGresult *res, int i, struct db_attrs *r);
+/* key + "/" and key + "0" (malloc'd): the byte range of everything under
+ * key/. 0 or -ENOMEM. */
+int attrs_subtree(const char *key, char **lo, char **hi);
+
+/* In x's transaction: key's row goes (with tree, those under key/ too),
+ * each logged ('drop') with who. 0 or -errno. */
+int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
+		      int tree, const struct actor *who);
+/* In a transaction, under key's reception key lock (taken here): is etag
+ * the live object of key (its live reception row's)? 1, 0, or -errno. */
+int pg_attrs_live_is(struct pg_ctx *x, const char *bucket, const char *key,
+		     const char *etag);
+/* In x's transaction: db_attrs_bind's statement. 0 or -errno. */
+int pg_attrs_bind_run(struct pg_ctx *x, const char *bucket, const char *key,
+		      const char *etag, const char *old);
+/* In x's transaction: the row of claimer's claim at key, unbound (or
+ * already bound to etag), is bound to etag (*mine 1), else nothing
+ * (*mine 0). 0 or -errno. */
+int pg_attrs_bind_mine(struct pg_ctx *x, const char *bucket, const char *key,
+		       const char *etag, const char *claimer, int *mine);
+/* In x's transaction: the pending row(s) of `to` a rename left go. 0 or
+ * -errno. */
+int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to);
+#endif

@@ -1,0 +1,871 @@
+/* db_attrs_pending.c - a rename's copy of a key's row, its pending
+ * row, and a publish's move; see
+ * db_attrs.h. */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_attrs.h"
+#include "db_attrs_internal.h"
+#include "db_internal.h"
+#include "log.h"
+
+/* clang-format off */
+/* $1 bucket, $2 key, $3 another key (NULL: none): are all the rows of
+ * these keys now locked by this transaction? (FOR UPDATE SKIP LOCKED: a
+ * row another transaction holds is skipped, never waited for.) */
+static const char db_sql_attrs_lock_rows[] =
+	"SELECT (SELECT count(*) FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key IN ($2::text, $3::text)) = (SELECT count(*) FROM"
+	" (SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key IN ($2::text, $3::text) FOR UPDATE SKIP LOCKED) l)";
+/* A row of `from` ($2) the publisher ($1 bucket, $5 its claim's token,
+ * NULL: none) may move: its claim, unbound; without a token any row. */
+#define PUB_MINE "(SELECT 1 FROM file_attrs WHERE bucket = $1::text" \
+	" AND object_key = $2::text AND ($5::text IS NULL OR (etag IS NULL" \
+	" AND claimed_by = $5::text)))"
+/* $1 bucket, $2 from, $3 to, $4 etag, $5 the publisher's token: was
+ * from's row published to to already (from has none of the publisher's,
+ * to's is bound to etag: a retry after a commit whose answer was lost,
+ * e.g. the reception row's that moved it)? And is from's row the
+ * publisher's? */
+static const char db_sql_attrs_published[] =
+	"SELECT NOT EXISTS " PUB_MINE " AND EXISTS (SELECT 1 FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $3::text"
+	" AND etag = $4::text), EXISTS " PUB_MINE;
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 etag, $9 mode, $10 uid,
+ * $11 gid, $12 atime_ns, $13 mtime_ns (NULL: not set): the row under
+ * `from` is not the publisher's any more (its claim was taken by another
+ * file there): to's row becomes the published file's own attributes
+ * (those it has in memory), bound to etag (logged 'move', from_key
+ * from); a row already bound to etag (an earlier try) stays, and from's
+ * row (the other file's) is not touched. */
+static const char db_sql_attrs_publish_take[] =
+	"WITH c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode,"
+	" uid, gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" VALUES ($5::text, $7::text, $9::integer, $10::bigint, $11::bigint,"
+	" $12::bigint, $13::bigint, now(), $1::text, $8::text, NULL, NULL)"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" etag = excluded.etag,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = NULL, claim_until = NULL"
+	" WHERE f.etag IS DISTINCT FROM excluded.etag RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* Who ($1..$4), $5 bucket, $6 from, $7 the publisher's token (NULL:
+ * none): from's row goes (logged 'drop') while it is the publisher's. */
+static const char db_sql_attrs_publish_drop[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND object_key = $6::text AND ($7::text IS NULL OR (etag IS NULL"
+	" AND claimed_by = $7::text)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 etag: the row of a file
+ * published from `from` (its upload to `to` recorded, the live object
+ * there) becomes to's, bound to etag, its claim ended (logged 'move',
+ * from_key from); to's own was deleted first (db_sql_attrs_copy_del). */
+static const char db_sql_attrs_publish_ins[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, $8::text, NULL, NULL FROM file_attrs"
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* $1 bucket, $2 to; then who ($1..$4), $5 bucket, $6 from, $7 to: to's
+ * row becomes a copy of from's (none when from has none; logged 'move');
+ * the copy's ctime is now (a rename is a status change); a new file's
+ * claim (an unbound row's) is copied with it. */
+static const char db_sql_attrs_copy_del[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text RETURNING " ROW_COLS;
+/* The attributes a rename in flight gives its copy at a key that has a
+ * row of its own (a target renamed over) are that rename's pending row
+ * (file_attrs_pending, migration 12: keyed by the rename's token, naming
+ * its source, held until pending_until): the target keeps its row until
+ * the copy's rows are recorded (db_attrs_renamed, in that transaction), so
+ * a crash while the copy is in flight, or a copy that never lands, leaves
+ * the target with its own attributes; two renames over one target each
+ * have their own. Never listed, never read as any key's committed row. */
+/* $1 bucket, $2 to: does to have a row (locked)? */
+static const char db_sql_attrs_copy_has[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text FOR UPDATE";
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds): from's row
+ * (all NULL when it has none) becomes that rename's pending row of to. */
+static const char db_sql_attrs_pend[] =
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" SELECT $1::text, $3::text, $4::text, $2::text, f.mode, f.uid, f.gid,"
+	" f.atime_ns, f.mtime_ns, now(), f.updated_by, f.etag,"
+	" now() + $5::integer * interval '1 second'"
+	" FROM (SELECT 1) o LEFT JOIN file_attrs f ON f.bucket = $1::text"
+	" AND f.object_key = $2::text"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" from_key = excluded.from_key, mode = excluded.mode,"
+	" uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, pending_until = excluded.pending_until";
+/* $1 bucket, $2 to: every pending row of to goes (the name went). */
+static const char db_sql_attrs_unpend[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND object_key = $2::text";
+/* $1 bucket, $2 to, $3 token: that rename's pending row of to goes (its
+ * copy never landed); another rename's stays. */
+static const char db_sql_attrs_unpend_mine[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND object_key = $2::text AND token = $3::text";
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 the
+ * publisher's claim token (NULL: none): from's row, while it is the
+ * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
+ * `to`, unbound (the upload's ETag is not known yet). */
+static const char db_sql_attrs_pend_pub_row[] =
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" SELECT $1::text, $3::text, $4::text, $2::text, mode, uid, gid,"
+	" atime_ns, mtime_ns, now(), updated_by, NULL,"
+	" now() + $5::integer * interval '1 second' FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND ($6::text IS NULL OR (etag IS NULL AND claimed_by = $6::text))"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" pending_until = excluded.pending_until RETURNING 1";
+/* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 mode,
+ * $7 uid, $8 gid, $9 atime_ns, $10 mtime_ns (NULL: not set), $11 by: the
+ * publisher's own attributes (from's row is another file's) as the
+ * pending row (token) of its upload to `to`. */
+static const char db_sql_attrs_pend_pub_vals[] =
+	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
+	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
+	" etag, pending_until)"
+	" VALUES ($1::text, $3::text, $4::text, $2::text, $6::integer,"
+	" $7::bigint, $8::bigint, $9::bigint, $10::bigint, now(), $11::text,"
+	" NULL, now() + $5::integer * interval '1 second')"
+	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" pending_until = excluded.pending_until";
+/* Who ($1..$4), $5 bucket, $6 key, $7 etag (key's live object, checked
+ * under the key lock): a publish's pending row (unbound) whose lease is
+ * over (no upload of it in flight) and that is older than the live
+ * reception row of a mount's upload of etag (the upload it was recorded
+ * for; a crash cut its rows' move short) becomes key's row, bound to etag
+ * (logged 'move' from its source), unless that row is bound to etag
+ * already; every such stale row of key goes. */
+static const char db_sql_attrs_settle[] =
+	"WITH p AS (DELETE FROM file_attrs_pending WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag IS NULL"
+	" AND pending_until <= now() AND ctime <= (SELECT max(uploaded_at)"
+	" FROM reception_audit WHERE source_bucket = $5::text"
+	" AND object_key = $6::text AND etag = $7::text"
+	" AND removed_at IS NULL AND origin = 'mount') RETURNING *),"
+	" o AS (SELECT * FROM p ORDER BY ctime DESC LIMIT 1),"
+	" c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, object_key, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, $7::text, NULL, NULL FROM o"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" etag = excluded.etag,"
+	" ctime = greatest(now(), f.ctime), updated_by = excluded.updated_by,"
+	" claimed_by = NULL, claim_until = NULL"
+	" WHERE f.etag IS DISTINCT FROM excluded.etag RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, (SELECT from_key FROM o), " LOG_WHO
+	" FROM c";
+/* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
+ * pending row that describes it, a rename's copy of that object (etag),
+ * else the newest of an upload in flight (unbound). */
+static const char db_sql_attrs_get_pending[] =
+	"SELECT " ROW_COLS " FROM file_attrs_pending"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND (etag IS NULL OR etag = $3::text)"
+	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
+ * ETag of the object copied (NULL: not known): to's pending row replaces
+ * to's own (logged 'move' from from), bound to the copy when it was
+ * unbound or bound to the object copied. */
+static const char db_sql_attrs_promote[] =
+	"WITH d AS (DELETE FROM file_attrs_pending WHERE bucket = $5::text"
+	" AND object_key = $7::text AND (from_key = $6::text"
+	" OR pending_until <= now()) RETURNING *),"
+	" p AS (SELECT * FROM d WHERE from_key = $6::text"
+	" ORDER BY ctime DESC LIMIT 1),"
+	" c AS (INSERT INTO file_attrs AS f (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" SELECT $5::text, $7::text, mode, uid, gid, atime_ns, mtime_ns, ctime,"
+	" updated_by, CASE WHEN etag IS NULL OR etag = $9::text THEN $8::text"
+	" ELSE etag END FROM p"
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET mode = excluded.mode,"
+	" uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* $1 bucket, $2 to, $3 the copy's ETag, $4 the ETag of the object copied:
+ * to's row, copied from from's (db_attrs_copy) and so bound to the object
+ * copied, or unbound and unclaimed, describes the copy. */
+static const char db_sql_attrs_rebind[] =
+	"UPDATE file_attrs SET etag = $3::text, claimed_by = NULL,"
+	" claim_until = NULL WHERE bucket = $1::text"
+	" AND object_key = $2::text AND etag IS DISTINCT FROM $3::text"
+	" AND (etag = $4::text OR (etag IS NULL"
+	" AND (claim_until IS NULL OR claim_until <= now())))";
+/* $1 bucket, $2 from: the move db_attrs_copy logged is complete. */
+static const char db_sql_attrs_copy_done[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text";
+static const char db_sql_attrs_copy_ins[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, etag, claimed_by, claim_until FROM file_attrs"
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* Who ($1..$4), $5 bucket, $6 key, $7 mode, $8 uid, $9 gid, $10 atime_ns,
+ * $11 mtime_ns, $12 ctime (ns since the epoch), $13 etag (NULL for a
+ * column not set): a row a copy replaced, put back under its own key
+ * (logged 'move' from that key); updated_by is who puts it back. */
+static const char db_sql_attrs_restore[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+	" VALUES ($5::text, $6::text, $7::integer, $8::bigint, $9::bigint,"
+	" $10::bigint, $11::bigint, timestamptz 'epoch'"
+	" + ($12::bigint / 1000) * interval '1 microsecond', $1::text,"
+	" $13::text) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, object_key, " LOG_WHO " FROM c";
+/* clang-format on */
+
+struct attrs_get_pending_args {
+	const char *bucket, *key, *etag;
+	struct db_attrs row; /* output */
+	int found;	     /* output */
+};
+
+static int pg_attrs_get_pending(struct pg_ctx *x, void *arg)
+{
+	struct attrs_get_pending_args *g = arg;
+	const char *p[3] = {g->bucket, g->key, g->etag};
+	PGresult *res = NULL;
+	int rc;
+
+	db_attrs_free_row(&g->row);
+	g->found = 0;
+	rc = pg_exec(x, db_sql_attrs_get_pending, 3, p, &res);
+	if (rc == 0 && PQntuples(res) == 1) {
+		rc = attrs_row_parse(res, 0, &g->row);
+		g->found = rc == 0;
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
+			 const char *etag, struct db_attrs *row, int *found)
+{
+	struct attrs_get_pending_args g = {
+	    .bucket = bucket, .key = key, .etag = etag && *etag ? etag : NULL};
+	int rc;
+
+	memset(row, 0, sizeof(*row));
+	*found = 0;
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	rc = db_run(d, "read pending file attributes", 0, 0,
+		    pg_attrs_get_pending, &g);
+	if (rc == 0 && g.found) {
+		*row = g.row;
+		*found = 1;
+	} else {
+		db_attrs_free_row(&g.row);
+	}
+	return rc;
+}
+
+struct attrs_copy_args {
+	struct attrs_move_args m;
+	int keep;		  /* a target's row stays: from's is pending */
+	const char *token;	  /* with keep: the rename's */
+	int lease_s;		  /* with keep: its pending row's lease */
+	struct db_attrs replaced; /* output: to's row deleted */
+	int had;		  /* output: there was one */
+	int pending;		  /* output: from's row went to to's pending */
+};
+
+static int pg_attrs_copy(struct pg_ctx *x, void *arg)
+{
+	struct attrs_copy_args *c = arg;
+	struct attrs_move_args *m = &c->m;
+	struct who_params w;
+	PGresult *res = NULL;
+	const char *p[7];
+	char lease[16];
+	const char *k[5] = {m->bucket, m->from, m->to, c->token, lease};
+	int rc;
+
+	/* A retried transaction starts again from nothing kept. */
+	db_attrs_free_row(&c->replaced);
+	c->had = c->pending = 0;
+	if (c->keep) {
+		p[0] = m->bucket;
+		p[1] = m->to;
+		rc = pg_exec(x, db_sql_attrs_copy_has, 2, p, &res);
+		if (rc)
+			goto out;
+		if (PQntuples(res) == 1) {
+			/* A target with its own row: it keeps it until the
+			 * copy's rows are recorded (pg_attrs_renamed). */
+			snprintf(lease, sizeof(lease), "%d", c->lease_s);
+			rc = pg_exec(x, db_sql_attrs_pend, 5, k, NULL);
+			if (rc == 0)
+				c->pending = 1;
+			goto out;
+		}
+		PQclear(res);
+		res = NULL;
+	}
+	p[0] = m->bucket;
+	p[1] = m->to;
+	rc = pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_attrs_copy_del, 2, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 1) {
+		rc = attrs_row_parse(res, 0, &c->replaced);
+		if (rc)
+			goto out;
+		c->had = 1;
+	}
+	attrs_who_fill(m->who, &w, p);
+	p[4] = m->bucket;
+	p[5] = m->from;
+	p[6] = m->to;
+	rc = pg_exec(x, db_sql_attrs_copy_ins, 7, p, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+static int attrs_copy(struct db *d, struct attrs_copy_args *c,
+		      struct db_attrs *replaced, int *had, int *pending)
+{
+	int rc;
+
+	if (replaced)
+		memset(replaced, 0, sizeof(*replaced));
+	if (had)
+		*had = 0;
+	if (pending)
+		*pending = 0;
+	if (!d || !c->m.bucket || !c->m.from || !c->m.to)
+		return -EINVAL;
+	if (!strcmp(c->m.from, c->m.to))
+		return 0;
+	rc = db_run(d, "copy file attributes", 1, 1, pg_attrs_copy, c);
+	if (rc == 0 && c->had && replaced && had) {
+		*replaced = c->replaced;
+		*had = 1;
+	} else {
+		db_attrs_free_row(&c->replaced);
+	}
+	if (rc == 0 && pending)
+		*pending = c->pending;
+	return rc;
+}
+
+int db_attrs_copy(struct db *d, const char *bucket, const char *from,
+		  const char *to, const struct actor *who,
+		  struct db_attrs *replaced, int *had)
+{
+	struct attrs_copy_args c = {
+	    .m = {.bucket = bucket, .from = from, .to = to, .who = who}};
+
+	return attrs_copy(d, &c, replaced, had, NULL);
+}
+
+int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
+			 const char *to, const char *token, int lease_s,
+			 const struct actor *who, struct db_attrs *replaced,
+			 int *had, int *pending)
+{
+	struct attrs_copy_args c = {
+	    .m = {.bucket = bucket, .from = from, .to = to, .who = who},
+	    .keep = 1,
+	    .token = token,
+	    .lease_s = lease_s > 0 ? lease_s : 1};
+
+	if (!token)
+		return -EINVAL;
+	return attrs_copy(d, &c, replaced, had, pending);
+}
+
+int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
+{
+	const char *p[2] = {bucket, to};
+
+	return pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
+}
+
+static int pg_attrs_unpend(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[3] = {m->bucket, m->to, m->old};
+
+	return pg_exec(x, db_sql_attrs_unpend_mine, 3, p, NULL);
+}
+
+int db_attrs_unpend(struct db *d, const char *bucket, const char *to,
+		    const char *token)
+{
+	struct attrs_move_args m = {.bucket = bucket, .to = to, .old = token};
+
+	if (!d || !bucket || !to || !token)
+		return -EINVAL;
+	return db_run(d, "drop a rename's pending file attributes", 1, 1,
+		      pg_attrs_unpend, &m);
+}
+
+int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who)
+{
+	struct who_params w;
+	const char *p[9];
+	const char *r[4] = {bucket, to, etag, src && *src ? src : NULL};
+	int rc;
+
+	if (!etag || !*etag)
+		return 0;
+	attrs_who_fill(who, &w, p);
+	p[4] = bucket;
+	p[5] = from;
+	p[6] = to;
+	p[7] = etag;
+	p[8] = r[3];
+	rc = pg_exec(x, db_sql_attrs_promote, 9, p, NULL);
+	return rc ? rc : pg_exec(x, db_sql_attrs_rebind, 4, r, NULL);
+}
+
+struct attrs_renamed_args {
+	const char *bucket, *from, *to, *etag, *src;
+	const struct actor *who;
+};
+
+static int pg_attrs_renamed_run(struct pg_ctx *x, void *arg)
+{
+	struct attrs_renamed_args *a = arg;
+
+	return pg_attrs_renamed(x, a->bucket, a->from, a->to, a->etag, a->src,
+				a->who);
+}
+
+int db_attrs_renamed(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *src,
+		     const struct actor *who)
+{
+	struct attrs_renamed_args a = {bucket, from, to, etag, src, who};
+
+	if (!d || !bucket || !from || !to)
+		return -EINVAL;
+	return db_run(d, "give a renamed copy its file attributes", 1, 1,
+		      pg_attrs_renamed_run, &a);
+}
+
+static int pg_attrs_copy_done(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[2] = {m->bucket, m->from};
+
+	return pg_exec(x, db_sql_attrs_copy_done, 2, p, NULL);
+}
+
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from)
+{
+	struct attrs_move_args m = {.bucket = bucket, .from = from};
+
+	if (!d || !bucket || !from)
+		return -EINVAL;
+	return db_run(d, "complete a move of file attributes", 1, 1,
+		      pg_attrs_copy_done, &m);
+}
+
+struct attrs_restore_args {
+	const char *bucket, *key;
+	const struct db_attrs *row;
+	const struct actor *who;
+};
+
+static int pg_attrs_restore(struct pg_ctx *x, void *arg)
+{
+	struct attrs_restore_args *a = arg;
+	const struct db_attrs *r = a->row;
+	char mode[16], uid[24], gid[24], at[24], mt[24], ct[24];
+	struct who_params w;
+	const char *p[13];
+	int rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, a->who);
+
+	if (rc || !r)
+		return rc;
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	snprintf(ct, sizeof(ct), "%" PRId64, r->ctime_ns);
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->key;
+	p[6] = r->what & DB_ATTR_MODE ? mode : NULL;
+	p[7] = r->what & DB_ATTR_OWNER ? uid : NULL;
+	p[8] = r->what & DB_ATTR_OWNER ? gid : NULL;
+	p[9] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[10] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	p[11] = ct;
+	p[12] = r->etag;
+	return pg_exec(x, db_sql_attrs_restore, 13, p, NULL);
+}
+
+int db_attrs_restore(struct db *d, const char *bucket, const char *key,
+		     const struct db_attrs *row, const struct actor *who)
+{
+	struct attrs_restore_args a = {
+	    .bucket = bucket, .key = key, .row = row, .who = who};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
+}
+struct attrs_publish_args {
+	const char *bucket, *from, *to, *etag;
+	const char *claimer;	  /* the publisher's claim token, or NULL */
+	const char *pending;	  /* its pending row's token, or NULL */
+	const struct db_attrs *a; /* its attributes (NULL: not known) */
+	const struct actor *who;
+	int in_row;  /* in the transaction that recorded etag live at to */
+	int live;    /* output: etag was the live object of to */
+	int skipped; /* output (in_row): not done, left to the caller */
+};
+
+/* In x's transaction: 1 when from's row was published to to already
+ * (db_sql_attrs_published), 0, or -errno; *mine: from's row is the
+ * publisher's. */
+static int pg_attrs_published(struct pg_ctx *x,
+			      const struct attrs_publish_args *a, int *mine)
+{
+	const char *p[5] = {a->bucket, a->from, a->to, a->etag, a->claimer};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_published, 5, p, &res);
+
+	*mine = 0;
+	if (rc == 0 && PQntuples(res) != 1)
+		rc = -EIO;
+	if (rc == 0) {
+		*mine = !strcmp(PQgetvalue(res, 0, 1), "t");
+		rc = !strcmp(PQgetvalue(res, 0, 0), "t");
+	}
+	PQclear(res);
+	return rc;
+}
+
+/* In x's transaction: to's row becomes a->a, bound to etag
+ * (db_sql_attrs_publish_take). 0 or -errno. */
+static int pg_attrs_publish_take(struct pg_ctx *x,
+				 const struct attrs_publish_args *a)
+{
+	const struct db_attrs *r = a->a;
+	char mode[16], uid[24], gid[24], at[24], mt[24];
+	struct who_params w;
+	const char *p[13];
+
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->from;
+	p[6] = a->to;
+	p[7] = a->etag;
+	p[8] = mode;
+	p[9] = uid;
+	p[10] = gid;
+	p[11] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[12] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	return pg_exec(x, db_sql_attrs_publish_take, 13, p, NULL);
+}
+
+static int pg_attrs_publish_rows(struct attrs_publish_args *a,
+				 struct pg_ctx *x);
+
+/* The publish (pg_attrs_publish_rows), and its pending row goes with it
+ * (the rows it stood for are committed now, or a newer object is there). */
+static int pg_attrs_publish(struct pg_ctx *x, void *arg)
+{
+	struct attrs_publish_args *a = arg;
+	const char *p[3] = {a->bucket, a->to, a->pending};
+	int rc = pg_attrs_publish_rows(a, x);
+
+	if (rc == 0 && !a->skipped && a->pending)
+		rc = pg_exec(x, db_sql_attrs_unpend_mine, 3, p, NULL);
+	return rc;
+}
+
+static int pg_attrs_publish_rows(struct attrs_publish_args *a, struct pg_ctx *x)
+{
+	const char *del[2] = {a->bucket, a->to};
+	struct who_params w;
+	const char *p[8];
+	int rc, mine = 0;
+
+	a->skipped = 0;
+	if (a->in_row) {
+		a->live = 1; /* recorded so under the key lock just now */
+		rc = pg_attrs_published(x, a, &mine);
+		if (rc < 0)
+			return rc;
+	} else {
+		rc = a->live = pg_attrs_live_is(x, a->bucket, a->to, a->etag);
+		if (rc < 0)
+			return rc;
+		rc = pg_attrs_published(x, a, &mine);
+		if (rc < 0)
+			return rc;
+		if (rc && a->live)
+			return 0; /* done: nothing to move */
+	}
+	if (a->live && !mine) {
+		/* The row under from is another file's now (E3): never
+		 * moved; to gets the publisher's own attributes. */
+		if (!a->a || a->in_row) {
+			a->skipped = 1;
+			return 0;
+		}
+		return pg_attrs_publish_take(x, a);
+	}
+	if (a->live) {
+		rc = pg_exec(x, db_sql_attrs_copy_del, 2, del, NULL);
+		if (rc)
+			return rc;
+		attrs_who_fill(a->who, &w, p);
+		p[4] = a->bucket;
+		p[5] = a->from;
+		p[6] = a->to;
+		p[7] = a->etag;
+		rc = pg_exec(x, db_sql_attrs_publish_ins, 8, p, NULL);
+		if (rc)
+			return rc;
+		del[1] = a->from;
+		return pg_exec(x, db_sql_attrs_copy_done, 2, del, NULL);
+	}
+	/* A newer object is there: its row stays; from's name is gone (its
+	 * row with it, while it is the publisher's). */
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->from;
+	p[6] = a->claimer;
+	return pg_exec(x, db_sql_attrs_publish_drop, 7, p, NULL);
+}
+
+int db_attrs_publish(struct db *d, const char *bucket, const char *from,
+		     const char *to, const char *etag, const char *claimer,
+		     const char *pending, const struct db_attrs *attrs,
+		     const struct actor *who, int *live)
+{
+	struct attrs_publish_args a = {.bucket = bucket,
+				       .from = from,
+				       .to = to,
+				       .etag = etag,
+				       .claimer = claimer,
+				       .pending = pending,
+				       .a = attrs,
+				       .who = who};
+	int rc;
+
+	if (live)
+		*live = 0;
+	if (!d || !bucket || !from || !to || !etag || !*etag ||
+	    !strcmp(from, to))
+		return -EINVAL;
+	rc = db_run(d, "bind a published file's attributes", 1, 1,
+		    pg_attrs_publish, &a);
+	if (rc == 0 && live)
+		*live = a.live;
+	return rc;
+}
+
+int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
+		     const char *etag, struct db_attrs_binding *b, int *done)
+{
+	const char *p[4] = {bucket, key, b->from, NULL};
+	struct attrs_publish_args pa = {.bucket = bucket,
+					.from = b->from,
+					.to = key,
+					.etag = etag,
+					.claimer = b->claimer,
+					.pending = b->pending,
+					.who = b->who,
+					.in_row = 1};
+	PGresult *res = NULL;
+	int rc;
+
+	*done = 0;
+	if (!etag || !*etag)
+		return 0;
+	/* Never a wait on a row another transaction holds (the key lock is
+	 * held): such a binding is left to the caller, after the commit. */
+	rc = pg_exec(x, db_sql_attrs_lock_rows, 3, p, &res);
+	if (rc || PQntuples(res) != 1 || strcmp(PQgetvalue(res, 0, 0), "t"))
+		goto out;
+	PQclear(res);
+	res = NULL;
+	if (b->from) {
+		rc = pg_attrs_publish(x, &pa);
+		*done = rc == 0 && !pa.skipped;
+		goto out;
+	}
+	p[2] = etag;
+	p[3] = b->claimer;
+	if (b->claimer) {
+		/* Still its claim: bound. (Else its take, separately.) */
+		rc = pg_attrs_bind_mine(x, bucket, key, etag, b->claimer, done);
+		goto out;
+	}
+	rc = pg_attrs_bind_run(x, bucket, key, etag, NULL); /* old: none */
+	*done = rc == 0;
+out:
+	PQclear(res);
+	return rc;
+}
+
+struct attrs_pend_publish_args {
+	const char *bucket, *from, *to, *token, *claimer;
+	int lease_s;
+	const struct db_attrs *a;
+	const struct actor *who;
+};
+
+static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
+{
+	struct attrs_pend_publish_args *g = arg;
+	const struct db_attrs *r = g->a;
+	char lease[16], mode[16], uid[24], gid[24], at[24], mt[24];
+	const char *p[11] = {g->bucket, g->from, g->to,
+			     g->token,	lease,	 g->claimer};
+	struct who_params w;
+	const char *wp[4];
+	PGresult *res = NULL;
+	int rc;
+
+	snprintf(lease, sizeof(lease), "%d", g->lease_s);
+	rc = pg_exec(x, db_sql_attrs_pend_pub_row, 6, p, &res);
+	if (rc || PQntuples(res) == 1 || !r)
+		goto out;
+	/* from's row is not the publisher's: its own attributes. */
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, r->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
+	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
+	attrs_who_fill(g->who, &w, wp);
+	p[5] = mode;
+	p[6] = uid;
+	p[7] = gid;
+	p[8] = r->what & DB_ATTR_ATIME ? at : NULL;
+	p[9] = r->what & DB_ATTR_MTIME ? mt : NULL;
+	p[10] = wp[0];
+	rc = pg_exec(x, db_sql_attrs_pend_pub_vals, 11, p, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
+			  const char *to, const char *token, int lease_s,
+			  const char *claimer, const struct db_attrs *attrs,
+			  const struct actor *who)
+{
+	struct attrs_pend_publish_args g = {.bucket = bucket,
+					    .from = from,
+					    .to = to,
+					    .token = token,
+					    .claimer = claimer,
+					    .lease_s =
+						lease_s > 0 ? lease_s : 1,
+					    .a = attrs,
+					    .who = who};
+
+	if (!d || !bucket || !from || !to || !token)
+		return -EINVAL;
+	return db_run(d, "record a publish's pending file attributes", 1, 1,
+		      pg_attrs_pend_publish, &g);
+}
+
+struct attrs_settle_args {
+	const char *bucket, *key, *etag;
+	const struct actor *who;
+	int settled; /* output */
+};
+
+static int pg_attrs_settle(struct pg_ctx *x, void *arg)
+{
+	struct attrs_settle_args *a = arg;
+	struct who_params w;
+	const char *p[7];
+	PGresult *res = NULL;
+	int rc;
+
+	a->settled = 0;
+	rc = pg_attrs_live_is(x, a->bucket, a->key, a->etag);
+	if (rc <= 0)
+		return rc;
+	attrs_who_fill(a->who, &w, p);
+	p[4] = a->bucket;
+	p[5] = a->key;
+	p[6] = a->etag;
+	rc = pg_exec(x, db_sql_attrs_settle, 7, p, &res);
+	if (rc == 0)
+		a->settled = strtol(PQcmdTuples(res), NULL, 10) > 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
+			    const char *etag, const struct actor *who,
+			    int *settled)
+{
+	struct attrs_settle_args a = {
+	    .bucket = bucket, .key = key, .etag = etag, .who = who};
+	int rc;
+
+	if (settled)
+		*settled = 0;
+	if (!d || !bucket || !key || !etag || !*etag)
+		return -EINVAL;
+	rc = db_run(d, "settle a publish's pending file attributes", 1, 1,
+		    pg_attrs_settle, &a);
+	if (rc == 0 && settled)
+		*settled = a.settled;
+	return rc;
+}
