@@ -876,6 +876,14 @@ static void s3_backoff_sleep_ms(long ms)
 		;
 }
 
+int s3_retry_wait(const struct s3_client *c, int attempt)
+{
+	if (attempt >= c->max_retries)
+		return 0;
+	s3_backoff_sleep_ms(s3_backoff_ms(c, attempt));
+	return 1;
+}
+
 /* The histogram (counters.h) of x's operation. */
 static enum hist s3_hist_op(const struct s3_xfer *x)
 {
@@ -1382,157 +1390,6 @@ int s3_delete_if(struct s3_client *c, const char *bucket, const char *key,
 	if (!etag)
 		return -EINVAL;
 	return s3_delete_cond(c, bucket, key, NULL, etag);
-}
-
-/* ---- listing ---------------------------------------------------------- */
-
-/* dst (dn elements of sz bytes) grown by the sn elements of src; NULL on
- * OOM (dst unchanged). */
-static void *s3_append(void *dst, size_t dn, const void *src, size_t sn,
-		       size_t sz)
-{
-	char *p = realloc(dst, (dn + sn) * sz);
-
-	if (p)
-		memcpy(p + dn * sz, src, sn * sz);
-	return p;
-}
-
-/* Moves the entries and prefixes of src (one page) to the end of dst; its
- * token and flag replace dst's. */
-static int s3_list_merge(struct s3_list_result *dst, struct s3_list_result *src)
-{
-	struct s3_list_entry *e = dst->entries;
-	char **p = dst->prefixes;
-
-	if (src->n_entries)
-		e = s3_append(e, dst->n_entries, src->entries, src->n_entries,
-			      sizeof(*e));
-	if (!e && src->n_entries)
-		return -ENOMEM;
-	dst->entries = e;
-	dst->n_entries += src->n_entries;
-	src->n_entries = 0; /* the strings now belong to dst */
-	if (src->n_prefixes)
-		p = s3_append(p, dst->n_prefixes, src->prefixes,
-			      src->n_prefixes, sizeof(*p));
-	if (!p && src->n_prefixes)
-		return -ENOMEM;
-	dst->prefixes = p;
-	dst->n_prefixes += src->n_prefixes;
-	src->n_prefixes = 0;
-	free(dst->next_token);
-	dst->next_token = src->next_token;
-	src->next_token = NULL;
-	dst->truncated = src->truncated;
-	return 0;
-}
-
-static void s3_query_add(struct sigv4_kv *q, size_t *n, const char *name,
-			 const char *value)
-{
-	if (value && *value) {
-		q[*n].name = name;
-		q[(*n)++].value = value;
-	}
-}
-
-int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
-		 const char *delimiter, const char *token, int max_keys,
-		 struct s3_list_result *out)
-{
-	static const char enc_tag[] = "<EncodingType>url</EncodingType>";
-	struct s3_list_result page = {0};
-	struct sigv4_kv q[6];
-	struct s3_xfer x;
-	char mk[16];
-	size_t n = 0;
-	int rc, url_encoded, attempt;
-
-	if (max_keys > 0)
-		snprintf(mk, sizeof(mk), "%d", max_keys);
-	s3_query_add(q, &n, "list-type", "2");
-	s3_query_add(q, &n, "encoding-type", "url");
-	s3_query_add(q, &n, "prefix", prefix);
-	s3_query_add(q, &n, "delimiter", delimiter);
-	s3_query_add(q, &n, "continuation-token", token);
-	s3_query_add(q, &n, "max-keys", max_keys > 0 ? mk : NULL);
-	rc = s3_check(bucket, NULL, 0);
-	if (rc)
-		return rc;
-	/* A 200 whose listing does not parse is retried like a 5xx, with
-	 * the same bound: a store can list an object it is still writing
-	 * with an empty ETag (s3rver does), and the next listing is whole. */
-	for (attempt = 0;; attempt++) {
-		s3_xfer_init(&x, "GET", bucket, NULL);
-		x.query = q;
-		x.n_query = n;
-		rc = s3_perform(c, &x);
-		if (rc)
-			goto fail;
-		/* Decode only what the server says it encoded: a store that
-		 * ignores encoding-type sends raw keys, where '%' and '+' are
-		 * literal. */
-		url_encoded = x.resp.len && memmem(x.resp.s, x.resp.len,
-						   enc_tag, strlen(enc_tag));
-		rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len,
-				      url_encoded, &page, &x.err);
-		if (!rc)
-			break;
-		log_warn("s3: list %s prefix '%s': bad response %s (%s)%s",
-			 bucket, prefix ? prefix : "", x.err.code,
-			 strerror(-rc),
-			 rc == -EPROTO && attempt < c->max_retries
-			     ? ": listing again"
-			     : "");
-		if (rc != -EPROTO || attempt >= c->max_retries)
-			goto fail;
-		s3xml_list_free(&page);
-		memset(&page, 0, sizeof(page));
-		s3_xfer_free(&x);
-		s3_backoff_sleep_ms(s3_backoff_ms(c, attempt));
-	}
-	rc = s3_list_merge(out, &page);
-fail:
-	s3xml_list_free(&page);
-	s3_xfer_free(&x);
-	return rc;
-}
-
-int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
-		const char *delimiter, size_t max_entries,
-		struct s3_list_result *out)
-{
-	char *token = NULL;
-	int rc = 0, mk;
-
-	for (;;) {
-		size_t have = out->n_entries + out->n_prefixes;
-
-		mk = 0;
-		if (max_entries && have >= max_entries)
-			break;
-		if (max_entries && max_entries - have < 1000)
-			mk = (int)(max_entries - have);
-		rc = s3_list_page(c, bucket, prefix, delimiter, token, mk, out);
-		if (rc || !out->truncated)
-			break;
-		if (!out->next_token || !*out->next_token ||
-		    (token && !strcmp(token, out->next_token))) {
-			log_warn("s3: list %s: truncated without a new token",
-				 bucket);
-			rc = -EPROTO;
-			break;
-		}
-		free(token);
-		token = strdup(out->next_token);
-		if (!token) {
-			rc = -ENOMEM;
-			break;
-		}
-	}
-	free(token);
-	return rc;
 }
 
 /* ---- buckets ---------------------------------------------------------- */

@@ -105,6 +105,11 @@ void s3_xfer_free(struct s3_xfer *x);
  * Does not free x. */
 int s3_perform(struct s3_client *c, struct s3_xfer *x);
 
+/* After a failed attempt (0-based) of something s3_perform cannot retry
+ * itself (an answer that does not parse): sleeps the backoff and returns 1
+ * while c's retry bound allows another attempt, else returns 0 at once. */
+int s3_retry_wait(const struct s3_client *c, int attempt);
+
 /* Body of x from fd (pread); NULL sha256_hex: UNSIGNED-PAYLOAD. len bytes
  * from offset; x becomes large (no total timeout). fd and sha256_hex are
  * borrowed. */
