@@ -306,6 +306,7 @@ for b in $BACKENDS; do
 done
 if [ "$SANITIZE" = 1 ]; then
   export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0:print_summary=1}
+  export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/tests/lsan.supp:print_suppressions=0}
   export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1:print_summary=1}
   if build build-asan -Db_sanitize=address,undefined -Dbuildtype=debug; then
     start_c_servers
