@@ -125,7 +125,19 @@ struct db_rename_src {
 	const char *sha256; /* when the old row's cannot be carried over */
 	int require;	    /* nonzero: -ESTALE (nothing written) rather than
 			       a new row without hashes */
+	const char *token;  /* the rename's in-flight marker of new_key
+			       (db_reception_renaming), deleted with the
+			       rows; NULL: none */
 };
+
+/* A rename in flight to key (review F1): lease_s > 0 records the marker
+ * token (before the rename's copy; it lapses after lease_s seconds),
+ * lease_s == 0 deletes it (a rename that ended without its rows;
+ * db_reception_rename_ret deletes it with them). Both under key's lock.
+ * While a marker holds, db_reception_newest_do runs nothing and returns
+ * -EBUSY: the object at key may be that rename's copy. 0 or -errno. */
+int db_reception_renaming(struct db *d, const char *bucket, const char *key,
+			  const char *token, int lease_s);
 
 /* What one db_reception_rename_ret changed (0: nothing). */
 struct db_renamed {
@@ -294,6 +306,8 @@ int db_reception_remove_locked(struct db *d, const char *bucket,
  * written.
  * Returns 0 or fn's error; -ESTALE when a newer live row exists, *newest
  * (may be NULL) its id (fn not called: that upload's object must stay);
+ * -EBUSY when a rename to key is in flight (db_reception_renaming; fn not
+ * called: the object may be that rename's copy);
  * or the database's (fn may have run: it may be called again on a retry,
  * so it must be idempotent). */
 int db_reception_newest_do(struct db *d, const char *bucket, const char *key,

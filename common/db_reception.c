@@ -419,6 +419,31 @@ struct db_rename_args {
 	struct db_renamed *out;
 };
 
+/* A rename in flight to a key (review F1): a row of file_attrs_pending
+ * under the bucket RENAMING_SUFFIX (no attributes query reads that
+ * bucket), keyed by the rename's token, written under the key's lock
+ * before its copy and deleted in its rows' transaction; a crashed
+ * rename's lapses at pending_until. While one holds, no S3 DELETE under
+ * the key's lock (db_reception_newest_do) runs: the object there may be
+ * that rename's copy, whose rows are not committed yet. */
+#define RENAMING_SUFFIX "/renaming"
+/* $1 bucket, $2 key, $3 token, $4 lease (seconds) */
+static const char db_sql_renaming_add[] =
+    "INSERT INTO file_attrs_pending (bucket, object_key, token,"
+    " pending_until) VALUES ($1::text || '" RENAMING_SUFFIX "', $2::text,"
+    " $3::text, now() + $4::integer * interval '1 second')"
+    " ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
+    " pending_until = excluded.pending_until";
+/* $1 bucket, $2 key, $3 token */
+static const char db_sql_renaming_del[] =
+    "DELETE FROM file_attrs_pending WHERE bucket = $1::text || "
+    "'" RENAMING_SUFFIX "' AND object_key = $2::text AND token = $3::text";
+/* $1 bucket, $2 key: a rename to key in flight? */
+static const char db_sql_renaming_any[] =
+    "SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text || "
+    "'" RENAMING_SUFFIX "' AND object_key = $2::text AND pending_until > now()"
+    " LIMIT 1";
+
 /* The newest id a db_sql_mark_removed_ret result res closed, or 0. */
 static int64_t db_closed_id(PGresult *res)
 {
@@ -518,6 +543,15 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (!rc)
 		rc = pg_attrs_renamed(x, a->bucket, a->old_key, a->new_key,
 				      a->new_etag, a->src->etag, a->who);
+	if (!rc && a->src->token) {
+		/* The rename's copy has its row: its marker goes with it. */
+		PQclear(closed);
+		closed = NULL;
+		p[0] = a->bucket;
+		p[1] = a->new_key;
+		p[2] = a->src->token;
+		rc = pg_exec(x, db_sql_renaming_del, 3, p, &closed);
+	}
 out:
 	PQclear(closed);
 	PQclear(res); /* after the insert: xxh and sha point into it */
@@ -1058,6 +1092,58 @@ int db_reception_unrowed_do(struct db *d, const char *bucket, const char *key,
 	return rc;
 }
 
+struct db_renaming_args {
+	const char *p[4];
+	int add;
+};
+
+static int pg_reception_renaming(struct pg_ctx *x, void *arg)
+{
+	struct db_renaming_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	/* Under the key's lock: a locked DELETE of the key that did not see
+	 * the marker is over before the copy can land. */
+	rc = pg_lock_key(x, a->p[0], a->p[1]);
+	if (rc)
+		return rc;
+	rc = pg_exec(x, a->add ? db_sql_renaming_add : db_sql_renaming_del,
+		     a->add ? 4 : 3, a->p, &res);
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_renaming(struct db *d, const char *bucket, const char *key,
+			  const char *token, int lease_s)
+{
+	struct db_renaming_args a = {.p = {bucket, key, token, NULL},
+				     .add = lease_s > 0};
+	char lbuf[16];
+
+	if (!d || !bucket || !key || !token || !*token)
+		return -EINVAL;
+	snprintf(lbuf, sizeof(lbuf), "%d", lease_s);
+	a.p[3] = lbuf;
+	return db_run(d, a.add ? "reception renaming" : "reception renamed", 1,
+		      0, pg_reception_renaming, &a);
+}
+
+/* Is a rename to key in flight (its marker held)? 1, 0, or -errno. */
+static int pg_renaming_any(struct pg_ctx *x, const char *bucket,
+			   const char *key)
+{
+	const char *p[2] = {bucket, key};
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_renaming_any, 2, p, &res);
+	if (!rc)
+		rc = PQntuples(res) > 0;
+	PQclear(res);
+	return rc;
+}
+
 struct db_remove_locked_args {
 	const char *bucket;
 	const char *key;
@@ -1099,6 +1185,17 @@ static int pg_reception_remove_locked(struct pg_ctx *x, void *arg)
 	if (a->id > 0 && a->newest > a->id) { /* a newer upload: it stays */
 		rc = -ESTALE;
 		goto out;
+	}
+	if (!a->reason) {
+		/* A rename to key in flight: the object may be its copy
+		 * (review F1); kept. */
+		rc = pg_renaming_any(x, a->bucket, a->key);
+		if (rc < 0)
+			goto out;
+		if (rc) {
+			rc = -EBUSY;
+			goto out;
+		}
 	}
 	if (!found && a->reason) {
 		rc = -ENOENT;
@@ -1181,13 +1278,16 @@ int db_reception_newest_do(struct db *d, const char *bucket, const char *key,
  * ("renamed to ...") at or after mtime, less RENAMED_AWAY_SLACK_S, and it
  * logs an object with ETag $3. */
 static const char db_sql_renamed_away[] =
-	"SELECT r.id FROM (SELECT id, etag, removed_at, removal_reason"
+	"SELECT r.id FROM (SELECT id, etag, uploaded_at, removed_at,"
+	" removal_reason"
 	" FROM reception_audit WHERE source_bucket = $1::text"
 	" AND object_key = $2::text ORDER BY id DESC LIMIT 1) r"
 	" WHERE r.removed_at IS NOT NULL AND r.etag = $3::text"
 	" AND r.removal_reason LIKE 'renamed to %'"
 	" AND r.removed_at >= to_timestamp($4::double precision)"
 	" - make_interval(secs => " RENAMED_AWAY_SLACK_S ")"
+	" AND to_timestamp($4::double precision) <= r.uploaded_at"
+	" + make_interval(secs => " RENAMED_AWAY_SLACK_S ")"
 	" AND NOT EXISTS (SELECT 1 FROM reception_audit l"
 	" WHERE l.source_bucket = $1::text AND l.object_key = $2::text"
 	" AND l.removed_at IS NULL)";

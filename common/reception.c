@@ -30,9 +30,11 @@
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -1043,6 +1045,14 @@ int reception_leftover_delete(struct reception *r, const char *key,
 				    row_id, reception_rename_srcdel, &rs, NULL);
 	if (rc == -ESTALE) /* a newer upload of key has its row: it stays */
 		rc = 0;
+	if (rc == -EBUSY) {
+		/* A rename to key is in flight: the object may be its copy
+		 * (review F1). Kept; looked at again later. */
+		log_info("%s/%s: kept (a rename to it is in flight); not "
+			 "taken for the leftover of row %" PRId64,
+			 r->cfg->reception_bucket, key, row_id);
+		return 0;
+	}
 	if (rc == -EINPROGRESS)
 		rc = -EIO;
 	if (rc)
@@ -1054,6 +1064,23 @@ int reception_leftover_delete(struct reception *r, const char *key,
 			 ") was deleted, not logged again",
 			 r->cfg->reception_bucket, key, row_id);
 	return rc;
+}
+
+/* How long a rename's in-flight marker holds when the rename never
+ * deletes it (a crash): longer than any copy. */
+#define RENAMING_LEASE_S 3600
+
+/* A token no other rename (of any mount) has: for its in-flight marker. */
+static void rename_token(char *buf, size_t n)
+{
+	static atomic_uint seq;
+	uint64_t rnd = 0;
+
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = (uint64_t)ms_now(CLOCK_REALTIME) ^
+		      ((uint64_t)getpid() << 32);
+	snprintf(buf, n, "%ld.%u.%016" PRIx64, (long)getpid(),
+		 atomic_fetch_add(&seq, 1), rnd);
 }
 
 /* Tries for a rename whose source is replaced during its copy. */
@@ -1124,7 +1151,8 @@ int reception_rename(struct reception *r, const char *from_key,
 	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
 	struct s3_object_info target = {0};
 	struct db_renamed ren = {0};
-	int rc, existed, tries, renamed = 0;
+	char token[64];
+	int rc, existed, tries, renamed = 0, marked = 0;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -1138,6 +1166,16 @@ int reception_rename(struct reception *r, const char *from_key,
 	rc = reception_busy_add(r, to_key);
 	if (rc)
 		return rc;
+	/* to_key is marked as a rename's target in the database before the
+	 * copy, until its rows (in their transaction): no mount takes the
+	 * copy for the leftover of an earlier rename away from to_key and
+	 * deletes it (review F1). */
+	rename_token(token, sizeof(token));
+	rc = db_reception_renaming(r->db, b, to_key, token, RENAMING_LEASE_S);
+	if (rc)
+		goto out;
+	marked = 1;
+	dsrc.token = token;
 	rc = s3_head(r->s3, b, to_key, &target);
 	s3_object_info_free(&target);
 	if (rc && rc != -ENOENT)
@@ -1214,10 +1252,22 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	reception_mark_known(r, to_key, copy.etag);
 	reception_undos_cancel(r, to_key);
+	marked = 0; /* the marker went with the rows */
 	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
 				    reception_rename_srcdel, &rs, NULL);
 	if (rc == -ESTALE) /* a newer upload of from_key has its row: stays */
 		rc = 0;
+	if (rc == -EBUSY) {
+		/* Another rename to from_key is in flight: the object there
+		 * may be its copy; kept, looked at again (a leftover then). */
+		log_warn("renamed %s -> %s: its source is kept while a rename "
+			 "to it is in flight",
+			 from_key, to_key);
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
+		rc = 0;
+	}
 	renamed = 1; /* the rows changed: their line, whatever follows */
 	if (rc) {
 		/* The source's object outlived its closed row: its own error
@@ -1246,6 +1296,11 @@ int reception_rename(struct reception *r, const char *from_key,
 		rc = -EIO; /* renamed, its source not deleted yet */
 	}
 out:
+	/* A rename that ended without its rows: its marker goes unless a
+	 * copy of it may be at to_key (then it lapses with its lease, and
+	 * no leftover there is deleted until then: kept, never lost). */
+	if (marked && !copy.etag[0])
+		(void)db_reception_renaming(r->db, b, to_key, token, 0);
 	reception_busy_del(r, to_key);
 	{
 		struct log_ev ev;
