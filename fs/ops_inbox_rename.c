@@ -440,6 +440,36 @@ static int rename_dir(const char *from, const char *to)
 	return rc;
 }
 
+/* The store step of a stored file's rename (rename_open, rename_stored)
+ * with its attributes: from's are copied to `to` first (attrov_copy_rename:
+ * pending there while a target keeps its own until the copy's rows are
+ * recorded), then the server-side copy and its rows (reception_rename).
+ * On failure, if nothing landed at `to`, to's rows are put back as they
+ * were; a copy that landed keeps from's attributes (it has from's
+ * content). etag[80] gets the copy's ETag, old[80] the ETag `from` was
+ * shown with (empty when unknown). 0 or the -errno of either step. */
+static int rename_copy_with_attrs(const char *from, const char *to,
+				  uint64_t size, const struct actor *who,
+				  char *etag, char *old)
+{
+	struct attrov_undo undo = {0};
+	int rc;
+
+	inbox_shown_etag(from, old);
+	rc = attrov_copy_rename(from, to, &undo);
+	if (rc)
+		return rc;
+	rc = reception_rename(cfs->rcp, from, to, size, who, etag);
+	if (rc) {
+		if (!etag[0])
+			attrov_undo_copy(to, &undo);
+		else /* the copy landed: it has from's content */
+			attrov_renamed(from, to, etag, old[0] ? old : NULL);
+	}
+	attrov_undo_free(&undo);
+	return rc;
+}
+
 /* An open (or local) file is renamed. Caller holds of->lock.
  *
  * Only writers commit (SPEC §2): a file changed through a handle that is
@@ -456,7 +486,6 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
-	struct attrov_undo undo = {0};
 	struct actor who;
 	char etag[80] = "", old[80] = "";
 
@@ -507,20 +536,9 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	 * rows are recorded, in their transaction), so a crash anywhere
 	 * after the copy's rows never shows it with the target's row or the
 	 * defaults. */
-	inbox_shown_etag(from, old);
-	rc = attrov_copy_rename(from, to, &undo);
+	rc = rename_copy_with_attrs(from, to, size, &who, etag, old);
 	if (rc)
 		return rc;
-	rc = reception_rename(cfs->rcp, from, to, size, &who, etag);
-	if (rc) {
-		if (!etag[0])
-			attrov_undo_copy(to, &undo);
-		else /* the copy landed: it has from's content */
-			attrov_renamed(from, to, etag, old[0] ? old : NULL);
-		attrov_undo_free(&undo);
-		return rc;
-	}
-	attrov_undo_free(&undo);
 	readers_rename(from, to);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
 	attrov_bind(to, etag, old[0] ? old : NULL);
@@ -549,27 +567,15 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 static int rename_stored(const char *from, const char *to,
 			 const struct stat *sf)
 {
-	struct attrov_undo undo = {0};
 	char etag[80] = "", old[80] = "";
 	struct actor who;
 	int rc;
 
-	inbox_shown_etag(from, old);
-	rc = attrov_copy_rename(from, to, &undo);
+	cfs_actor(&who);
+	rc = rename_copy_with_attrs(from, to, (uint64_t)sf->st_size, &who, etag,
+				    old);
 	if (rc)
 		return rc;
-	cfs_actor(&who);
-	rc = reception_rename(cfs->rcp, from, to, (uint64_t)sf->st_size, &who,
-			      etag);
-	if (rc) {
-		if (!etag[0])
-			attrov_undo_copy(to, &undo);
-		else /* the copy landed: it has from's content */
-			attrov_renamed(from, to, etag, old[0] ? old : NULL);
-		attrov_undo_free(&undo);
-		return rc;
-	}
-	attrov_undo_free(&undo);
 	readers_rename(from, to);
 	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	dcache_remove(from);
