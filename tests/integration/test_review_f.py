@@ -1,6 +1,7 @@
 """Hostile review revF: failing tests for findings of review-F.md (E5's leftover rule).
 Each asserts what the product contract (SPEC §2: data is never silently lost; every upload
 logged exactly once; audit rows are evidence) requires."""
+import errno
 import os
 import time
 
@@ -109,3 +110,215 @@ def test_the_same_bytes_uploaded_again_after_a_rename_are_logged_not_deleted(mou
     assert res == {"A.txt in store": True,
                    "A.txt rows": [("mount", False, f"renamed to {b}"), ("foreign", True, None)],
                    "B.txt rows": [("rename", True, None)]}, res
+
+
+# ---- F3: a multipart source swapped A-B-A during a copy ----------------------------------------
+
+def put_parts(s3, bucket, key, data, part=5 << 20):
+    """data uploaded to key in parts of `part` bytes (boto3, straight to the store); its ETag."""
+    u = s3.create_multipart_upload(Bucket=bucket, Key=key)["UploadId"]
+    parts = []
+    for i, off in enumerate(range(0, len(data), part), 1):
+        r = s3.upload_part(Bucket=bucket, Key=key, PartNumber=i, UploadId=u,
+                           Body=data[off:off + part])
+        parts.append({"ETag": r["ETag"], "PartNumber": i})
+    r = s3.complete_multipart_upload(Bucket=bucket, Key=key, UploadId=u,
+                                     MultipartUpload={"Parts": parts})
+    return r["ETag"].strip('"')
+
+
+def sha(b):
+    import hashlib
+    return hashlib.sha256(b).hexdigest()
+
+
+def aba_rule(m, stack, src_key, dest_path_end, x, y, state):
+    """A proxy rule: on the copy of src_key whose path ends with dest_path_end (the one request
+    whose copy takes effect: on Swift, which refuses the If-Match of a multipart source, the
+    retry without it), y is put at src_key straight to the store before the copy is forwarded
+    (so the copy copies y), and 0.3 s later x is uploaded again with the same parts (so the
+    source has its old ETag again when the copy answers, held 2 s)."""
+    import threading
+    import urllib.parse
+
+    def again():
+        time.sleep(0.3)
+        state["etag_again"] = put_parts(m.s3, m.reception_bucket, src_key, x)
+
+    def rule(meth, path, h):
+        hk = {k.lower(): v for k, v in h.items()}
+        src = urllib.parse.unquote(hk.get("x-amz-copy-source", ""))
+        if meth != "PUT" or not src.split("?")[0].endswith("/" + src_key) or \
+                not path.split("?")[0].endswith(dest_path_end) or state.get("fired"):
+            return None
+        if stack.backend == "swift" and "x-amz-copy-source-if-match" in hk:
+            return None  # refused by Swift for a multipart source: the retry is the copy
+        state["fired"] = True
+        m.s3.put_object(Bucket=m.reception_bucket, Key=src_key, Body=y)
+        t = threading.Thread(target=again, daemon=True)
+        t.start()
+        state["thread"] = t
+        return ("late", 2)
+    return rule
+
+
+def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_etag(stack,
+                                                                                   mount_factory,
+                                                                                   uniq):
+    """F3: X (uploaded in three parts, logged with its SHA-256) is promoted. During the copy
+    its source is replaced by Y (same size) and, before the copy answers, by X again with the
+    same parts: the source's ETag before and after the copy is X's, the copy holds Y. On
+    9b5842e the verification vouches for the destination by the copy's own ETag (never hashed):
+    Y is recorded with X's SHA-256 and X's source is deleted. Whatever the rename answers, every
+    storage row must describe the bytes at its key, and X must still be kept somewhere with a
+    live row that describes it."""
+    from checks import live_rows, project
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        p = project(m, uniq)
+        name = uniq + "-aba.bin"
+        x = os.urandom((10 << 20) + 4321)
+        y = os.urandom(len(x))
+        # (Swift's ETag is of the parts, "-3"; s3rver's is the MD5 of the bytes, which a copy
+        # of other bytes cannot answer: there the swap is seen by ETag, as it should be)
+        etag = put_parts(m.s3, m.reception_bucket, name, x)
+
+        def logged():
+            os.listdir(m.inbox)
+            return len(live_rows(m, name)) == 1
+        m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
+        assert live_rows(m, name)[0]["sha256"] == sha(x)
+        state = {}
+        px.rule = aba_rule(m, stack, name, f"/{m.storage_bucket}/{p}/{name}", x, y, state)
+        try:
+            os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, p, name))
+            out = "ok"
+        except OSError as e:
+            out = e.errno
+        px.rule = None
+        assert state.get("fired"), "the copy was not seen"
+        state["thread"].join(30)
+        assert state.get("etag_again") == etag, "X's second upload has another ETag"
+        dest = p + "/" + name
+        try:
+            stored = m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read()
+        except m.s3.exceptions.NoSuchKey:
+            stored = None
+        srows = m.sql_dicts("select outcome, sha256 from storage_audit where dest_key = %s"
+                            " order by id", (dest,))
+        src = None
+        try:
+            src = m.s3.get_object(Bucket=m.reception_bucket, Key=name)["Body"].read()
+        except m.s3.exceptions.NoSuchKey:
+            pass
+        res = {"rename": out,
+               "storage rows describe the stored bytes":
+                   all(stored is not None and r["sha256"] == sha(stored) for r in srows),
+               "X kept": (stored == x and len(srows) == 1) or
+                         (src == x and [r["sha256"] for r in live_rows(m, name)] == [sha(x)])}
+        assert res["rename"] in ("ok", errno.EBUSY, errno.EIO), res
+        assert res["storage rows describe the stored bytes"] and res["X kept"], res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_multipart_source_swapped_during_an_inbox_rename_is_never_vouched_by_etag(
+        stack, mount_factory, uniq):
+    """F3, inbox rename: the same A-B-A swap during the copy of inbox/a to inbox/b. On 9b5842e
+    b's row carries a's hashes (the ETag copied is the row's) although b holds Y, and a (X) is
+    deleted. Every live row of a and b must describe the bytes at its key, and X must be kept
+    with a live row."""
+    from checks import live_rows
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        a, b = uniq + "-a.bin", uniq + "-b.bin"
+        x = os.urandom((10 << 20) + 4321)
+        y = os.urandom(len(x))
+        etag = put_parts(m.s3, m.reception_bucket, a, x)
+
+        def logged():
+            os.listdir(m.inbox)
+            return len(live_rows(m, a)) == 1
+        m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
+        state = {}
+        px.rule = aba_rule(m, stack, a, f"/{m.reception_bucket}/{b}", x, y, state)
+        try:
+            os.rename(os.path.join(m.inbox, a), os.path.join(m.inbox, b))
+            out = "ok"
+        except OSError as e:
+            out = e.errno
+        px.rule = None
+        assert state.get("fired"), "the copy was not seen"
+        state["thread"].join(30)
+        assert state.get("etag_again") == etag, "X's second upload has another ETag"
+        time.sleep(1)
+
+        def obj(k):
+            try:
+                return m.s3.get_object(Bucket=m.reception_bucket, Key=k)["Body"].read()
+            except m.s3.exceptions.NoSuchKey:
+                return None
+        have = {k: obj(k) for k in (a, b)}
+        live = {k: [r["sha256"] for r in live_rows(m, k)] for k in (a, b)}
+        res = {"rename": out,
+               "rows describe the bytes": all(have[k] is not None and s == sha(have[k])
+                                              for k in (a, b) for s in live[k]),
+               "X kept": any(have[k] == x and live[k] == [sha(x)] for k in (a, b))}
+        assert res["rename"] in ("ok", errno.EBUSY, errno.EIO), res
+        assert res["rows describe the bytes"] and res["X kept"], (res, live)
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+# ---- F4: a rename moves only what its caller was shown, and logs an arrival first -------------
+
+def test_a_rename_never_closes_the_row_of_a_file_another_upload_replaced(mount, uniq):
+    """F4: k (logged, E1) is replaced by another route (G, not logged yet) and at once renamed
+    through the mount, which still shows E1. On 9b5842e the rename moves G and closes E1's row
+    'renamed to k2': the audit says E1 was renamed, and G's arrival is never logged. The
+    rename must either fail EBUSY with nothing moved, and once the mount shows G, rename G
+    with G's arrival logged first: E1's row closed as replaced, G's own row closed as renamed,
+    k2's row with G's hash."""
+    from checks import rows
+    m = mount
+    os.mkdir(m.path("inbox", uniq))
+    k, k2 = f"{uniq}/k.txt", f"{uniq}/k2.txt"
+    e1, g = b"the file as written\n", b"another route replaced it, longer\n"
+    with open(m.path("inbox", k), "wb") as f:
+        f.write(e1)
+    m.wait_until(lambda: len(rows(m, k)) == 1, timeout=30, what="k's row")
+    assert os.stat(m.path("inbox", k)).st_size == len(e1)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=k, Body=g)
+    first = None
+    try:
+        os.rename(m.path("inbox", k), m.path("inbox", k2))
+        first = "ok"
+    except OSError as e:
+        first = e.errno
+    deadline = time.monotonic() + 60
+    out = first
+    while out != "ok" and time.monotonic() < deadline:
+        time.sleep(1)
+        os.listdir(m.path("inbox", uniq))
+        try:
+            if os.stat(m.path("inbox", k)).st_size != len(g):
+                continue
+            os.rename(m.path("inbox", k), m.path("inbox", k2))
+            out = "ok"
+        except OSError as e:
+            out = e.errno
+    got = m.s3.get_object(Bucket=m.reception_bucket, Key=k2)["Body"].read() if out == "ok" \
+        else None
+    rk = [(r["origin"], r["sha256"], r["removal_reason"]) for r in rows(m, k)]
+    rk2 = [(r["origin"], r["sha256"], r["removal_reason"]) for r in rows(m, k2)]
+    res = {"first": first, "then": out, "k2": got, "k rows": rk, "k2 rows": rk2}
+    assert res == {"first": errno.EBUSY, "then": "ok", "k2": g,
+                   "k rows": [("mount", sha(e1), "replaced by a new upload"),
+                              ("foreign", sha(g), f"renamed to {k2}")],
+                   "k2 rows": [("rename", sha(g), None)]}, res
