@@ -128,6 +128,10 @@ struct db_rename_src {
 	const char *token;  /* the rename's in-flight marker of new_key
 			       (db_reception_renaming), deleted with the
 			       rows; NULL: none */
+	int copy_hashed;    /* xxh128/sha256 are of the copy's bytes, hashed
+			       because its ETag did not vouch for them: a
+			       live row logging the source with another
+			       SHA-256 is -EBADMSG (nothing written) */
 };
 
 /* A rename in flight to key (review F1): lease_s > 0 records the marker

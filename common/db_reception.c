@@ -500,6 +500,15 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 			 PQgetisnull(res, 0, 2) ? "?" : PQgetvalue(res, 0, 2),
 			 a->src->etag ? a->src->etag : "unknown", size);
 	}
+	if (sha && a->src->copy_hashed && a->src->sha256 &&
+	    strcmp(sha, a->src->sha256)) {
+		log_error("database: rename %s -> %s: the copy's bytes "
+			  "(SHA-256 %s) are not the upload the live row logs "
+			  "(SHA-256 %s)",
+			  a->old_key, a->new_key, a->src->sha256, sha);
+		rc = -EBADMSG;
+		goto out;
+	}
 	if (!xxh && !sha) {
 		/* Hashes computed from the copy's bytes, or none at all. */
 		xxh = a->src->xxh128;

@@ -1118,6 +1118,13 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 		return -EEXIST;
 	}
 	snprintf(src_etag, 80, "%s", source.etag);
+	/* An upload no live row logs is logged before it is moved: the
+	 * rename then closes its row (review F4). */
+	rc = reception_log_unlogged(r, from_key, source.etag, source.size);
+	if (rc) {
+		s3_object_info_free(&source);
+		return rc;
+	}
 	q.src_bucket = b;
 	q.src_key = from_key;
 	q.src_etag = src_etag;
@@ -1211,8 +1218,33 @@ int reception_rename(struct reception *r, const char *from_key,
 	 * attributes for it stay). */
 	if (new_etag)
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
+	if (!s3_etag_vouches(copy.etag, src_etag)) {
+		/* The copy's ETag is not the MD5 of the bytes from_key's row
+		 * logs: its own bytes are hashed, and must be those (review
+		 * F3: db_reception_rename_ret refuses them otherwise). */
+		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
+				     FOREIGN_CHUNK, reception_rename_stop, r,
+				     copy.xxh128, copy.sha256);
+		if (rc == -ESTALE) /* to_key replaced since the copy */
+			rc = -EBUSY;
+		if (rc) {
+			reception_undo_start(r, to_key, &copy, who, "rename",
+					     !existed, gen, -1, rc);
+			goto out;
+		}
+		dsrc.xxh128 = copy.xxh128;
+		dsrc.sha256 = copy.sha256;
+		dsrc.copy_hashed = 1;
+	}
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
 				     &dsrc, copy.size, who, &ren);
+	if (rc == -EBADMSG) {
+		log_error("rename %s -> %s: the copy holds other bytes than "
+			  "the upload its row logs (the source was replaced "
+			  "during the copy); not renamed",
+			  from_key, to_key);
+		rc = -EBUSY;
+	}
 	if (rc == -ESTALE) {
 		/* from_key's live row does not log the object copied (none
 		 * yet, or another upload): the hashes come from the copy's

@@ -121,14 +121,22 @@ int reception_remove(struct reception *r, const char *key,
  * removed_at "renamed to ...", new row for to_key), delete the source.
  * The copy is of the source object a HEAD saw when the rename started
  * (x-amz-copy-source-if-match, checked after the copy where the store
- * ignores it): that is the object the rename moves. If another upload
- * replaced it meanwhile, -EBUSY and nothing is renamed (the newer upload
- * stays at from_key, never moved; a copy of it that a store ignoring the
- * If-Match let land at a new to_key is undone).
+ * ignores it): that is the object the rename moves (not necessarily the
+ * one a listing showed the caller: a store may give one object two ETags,
+ * and rename(2) acts on the name). If another upload
+ * replaced it meanwhile, -EBUSY and nothing is renamed
+ * (the newer upload stays at from_key, never moved; a copy of it that a
+ * store ignoring the If-Match let land at a new to_key is undone).
+ * An object at from_key that no live row logs (another route's upload not
+ * logged yet) gets its own arrival row first, so the rename closes that
+ * row, never the row of what it replaced (review F4); one too recent to be
+ * logged yet (its uploader may still log it) is -EBUSY.
  * The new row carries the old row's hashes only when that row logs the
- * very object copied (its ETag); otherwise (another upload of from_key, or
- * none logged yet) they are computed from the copy's bytes. size is the
- * caller's; the row has the copied object's.
+ * very object copied (its ETag) and the copy answered that single-part
+ * ETag (the MD5 of the bytes); otherwise they are computed from the copy's
+ * bytes, and a copy whose bytes are not those the row logs (a multipart
+ * source swapped and put back during the copy: review F3) is -EBUSY,
+ * undone. size is the caller's; the row has the copied object's.
  * Nothing is copied unless the database answers (db_ping); to_key is busy
  * from before the copy until its row. When the rows fail after the copy:
  * a new to_key's copy is undone as in reception_commit; an existing

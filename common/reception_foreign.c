@@ -294,6 +294,49 @@ out:
 	return rc;
 }
 
+int reception_log_unlogged(struct reception *r, const char *key,
+			   const char *etag, uint64_t size)
+{
+	struct reception_live *rows = NULL;
+	size_t n = 0, i;
+	int64_t newest = 0;
+	int logged = 0, ins = 0, rc, known;
+
+	pthread_mutex_lock(&r->lock);
+	known = fpset_has(&r->known, fp_of(key, etag));
+	pthread_mutex_unlock(&r->lock);
+	if (known)
+		return 0;
+	rc = db_reception_live_keys(r->db, r->cfg->reception_bucket, &key, 1,
+				    &rows, &n);
+	if (rc)
+		return rc;
+	for (i = 0; i < n; i++) {
+		if (strcmp(rows[i].object_key, key))
+			continue;
+		if ((!rows[i].etag || !strcmp(rows[i].etag, etag)) &&
+		    rows[i].size == (int64_t)size)
+			logged = 1;
+		if (rows[i].id > newest)
+			newest = rows[i].id;
+	}
+	db_reception_live_free(rows, n);
+	if (logged) {
+		reception_mark_known(r, key, etag);
+		return 0;
+	}
+	rc = reception_log_foreign(r, key, etag, 0, newest, &ins);
+	if (rc)
+		return rc;
+	if (!ins) {
+		log_info("%s/%s: an upload not logged yet (ETag %s): not "
+			 "moved until it is",
+			 r->cfg->reception_bucket, key, etag);
+		return -EBUSY;
+	}
+	return 0;
+}
+
 /* reception_unlogged_page over slices of SCAN_PAGE entries: a long listing
  * costs one query per slice, never one with every key. */
 int reception_unlogged(struct reception *r, const struct s3_list_entry *e,

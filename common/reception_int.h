@@ -140,5 +140,12 @@ void reception_event(struct reception *r, const char *event, const char *op,
 int reception_unlogged(struct reception *r, const struct s3_list_entry *e,
 		       size_t n, int skip_pending, struct log_state *st);
 void saw_job_free(struct saw_job *j);
+/* The object at key (ETag etag, size) is logged: 0 when a live row logs
+ * it (as an observer decides: same ETag or none, same size) or it is
+ * logged now as another route's arrival; -EBUSY when it cannot be logged
+ * yet (younger than the grace period, being written by this process, or
+ * replaced or logged by another meanwhile: look again); -errno. */
+int reception_log_unlogged(struct reception *r, const char *key,
+			   const char *etag, uint64_t size);
 
 #endif

@@ -214,6 +214,14 @@ struct s3_copy_req {
 int s3_copy_guarded(struct s3_client *c, const struct s3_copy_req *r,
 		    char *etag_out);
 
+/* Does a copy that answered copy_etag hold the bytes of the source read
+ * with src_etag? 1 only when both are the same single-part ETag (the MD5
+ * of the bytes); else 0, NULL or "" included. A multipart ETag is of the
+ * parts an upload had, not of the bytes a copy took: an upload put at the
+ * source during the copy, then the first one put back with the same parts,
+ * shows that ETag before and after the copy (review F3). Pure. */
+int s3_etag_vouches(const char *copy_etag, const char *src_etag);
+
 /* PUT bucket (test and local-stack helper). Existing bucket owned by us: 0. */
 int s3_create_bucket(struct s3_client *c, const char *bucket);
 

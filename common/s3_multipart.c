@@ -539,6 +539,12 @@ static int s3_copy_once(struct s3_client *c, const struct s3_copy_req *r,
 	    r->meta ? r->n_meta : 0, if_match, r->content_type, etag_out);
 }
 
+int s3_etag_vouches(const char *copy_etag, const char *src_etag)
+{
+	return copy_etag && src_etag && *copy_etag && !strchr(copy_etag, '-') &&
+	       !strcmp(copy_etag, src_etag);
+}
+
 /* The source's ETag now: 0 and *same, or -errno (-ENOENT: gone). */
 static int s3_src_same(struct s3_client *c, const struct s3_copy_req *r,
 		       int *same)
@@ -589,8 +595,7 @@ int s3_copy_guarded(struct s3_client *c, const struct s3_copy_req *r,
 	 * (the MD5 of the bytes) copied the bytes of that source, whatever
 	 * the store did with the If-Match: a HEAD of the source now could
 	 * only tell less (what it is after the copy, not what was copied). */
-	if (etag_out && *etag_out && !strchr(etag_out, '-') &&
-	    !strchr(r->src_etag, '-') && !strcmp(etag_out, r->src_etag))
+	if (etag_out && s3_etag_vouches(etag_out, r->src_etag))
 		return 0;
 	/* Stores that ignore x-amz-copy-source-if-match (s3rver): was it
 	 * still that source? A source replaced meanwhile fails the copy. */
