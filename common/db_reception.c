@@ -444,6 +444,9 @@ static const char db_sql_renaming_any[] =
     "'" RENAMING_SUFFIX "' AND object_key = $2::text AND pending_until > now()"
     " LIMIT 1";
 
+static int pg_renaming_any(struct pg_ctx *x, const char *bucket,
+			   const char *key);
+
 /* The newest id a db_sql_mark_removed_ret result res closed, or 0. */
 static int64_t db_closed_id(PGresult *res)
 {
@@ -474,43 +477,57 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 
-	/* The old key's live row: its hashes describe the copy only if it
-	 * logs the very object copied (its ETag, and the size). res is kept
-	 * until the insert. */
+	/* The old key's live row must log the very object copied: its ETag
+	 * (or none: seed rows, other tools) and its size. Any other live row,
+	 * or none, is an upload or a removal committed since the rename
+	 * looked (review H2): never closed as renamed; -EBADMSG, nothing
+	 * written. Its hashes are carried over only when its ETag is the
+	 * copy's source and the copy's own ETag vouched (else the caller
+	 * hashed the copy: copy_hashed, and they must be the row's). res is
+	 * kept until the insert. */
 	p[0] = a->bucket;
 	p[1] = a->old_key;
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
-	if (PQntuples(res) > 0 && a->src->etag && *a->src->etag &&
-	    !PQgetisnull(res, 0, 1) &&
-	    !strcmp(PQgetvalue(res, 0, 1), a->src->etag) &&
-	    (PQgetisnull(res, 0, 2) || !strcmp(PQgetvalue(res, 0, 2), size))) {
-		if (!PQgetisnull(res, 0, 3))
-			xxh = PQgetvalue(res, 0, 3);
-		if (!PQgetisnull(res, 0, 4))
-			sha = PQgetvalue(res, 0, 4);
-	} else if (PQntuples(res) > 0) {
-		log_warn("database: rename %s -> %s: the live row (ETag %s, "
-			 "size %s) does not log the object copied (ETag %s, "
-			 "size %s): its hashes are not carried over",
-			 a->old_key, a->new_key,
-			 PQgetisnull(res, 0, 1) ? "none"
-						: PQgetvalue(res, 0, 1),
-			 PQgetisnull(res, 0, 2) ? "?" : PQgetvalue(res, 0, 2),
-			 a->src->etag ? a->src->etag : "unknown", size);
-	}
-	if (sha && a->src->copy_hashed && a->src->sha256 &&
-	    strcmp(sha, a->src->sha256)) {
-		log_error("database: rename %s -> %s: the copy's bytes "
-			  "(SHA-256 %s) are not the upload the live row logs "
-			  "(SHA-256 %s)",
-			  a->old_key, a->new_key, a->src->sha256, sha);
+	if (PQntuples(res) == 0 ||
+	    (!PQgetisnull(res, 0, 1) &&
+	     (!a->src->etag || strcmp(PQgetvalue(res, 0, 1), a->src->etag))) ||
+	    (!PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), size))) {
+		log_error("database: rename %s -> %s: the live row (%s, ETag "
+			  "%s, size %s) does not log the object copied (ETag "
+			  "%s, size %s): not renamed",
+			  a->old_key, a->new_key,
+			  PQntuples(res) ? "present" : "none",
+			  PQntuples(res) && !PQgetisnull(res, 0, 1)
+			      ? PQgetvalue(res, 0, 1)
+			      : "none",
+			  PQntuples(res) && !PQgetisnull(res, 0, 2)
+			      ? PQgetvalue(res, 0, 2)
+			      : "?",
+			  a->src->etag ? a->src->etag : "unknown", size);
 		rc = -EBADMSG;
 		goto out;
 	}
-	if (!xxh && !sha) {
-		/* Hashes computed from the copy's bytes, or none at all. */
+	if (!PQgetisnull(res, 0, 3))
+		xxh = PQgetvalue(res, 0, 3);
+	if (!PQgetisnull(res, 0, 4))
+		sha = PQgetvalue(res, 0, 4);
+	if (a->src->copy_hashed &&
+	    ((a->src->sha256 && sha && strcmp(sha, a->src->sha256)) ||
+	     (a->src->xxh128 && xxh && strcmp(xxh, a->src->xxh128)))) {
+		log_error("database: rename %s -> %s: the copy's bytes "
+			  "(SHA-256 %s) are not the upload the live row logs "
+			  "(SHA-256 %s)",
+			  a->old_key, a->new_key,
+			  a->src->sha256 ? a->src->sha256 : "?",
+			  sha ? sha : "?");
+		rc = -EBADMSG;
+		goto out;
+	}
+	if (PQgetisnull(res, 0, 1) || a->src->copy_hashed || (!xxh && !sha)) {
+		/* A row without an ETag vouches for no object: the copy's
+		 * own hashes (computed by the caller), or none at all. */
 		xxh = a->src->xxh128;
 		sha = a->src->sha256;
 		if (!xxh && !sha && a->src->require) {
@@ -925,6 +942,13 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	rc = pg_lock_key(x, r->source_bucket, r->object_key);
 	if (rc)
 		goto out;
+	if (a->g && a->g->renaming_busy) {
+		rc = pg_renaming_any(x, r->source_bucket, r->object_key);
+		if (rc > 0)
+			rc = -EBUSY;
+		if (rc)
+			goto out;
+	}
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;

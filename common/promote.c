@@ -572,6 +572,15 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		log_error("promotion: %s/%s does not verify (size, or bytes "
 			  "of another ETag) after the copy",
 			  e->dest_bucket, e->dest_key);
+		/* What this copy put there is not the promoted upload: the
+		 * source changed during the copy (review H1). Removed as
+		 * for any such copy; an adopted object was not ours. */
+		if (strcmp(e->outcome, "adopted"))
+			return promote_settle(p, e, -EBUSY,
+					      "the copy is not the promoted "
+					      "upload (the source changed "
+					      "during the copy)",
+					      NULL);
 		return promote_settle(p, e, -EIO, "verification failed", etag);
 	}
 	return promote_record_cleanup(p, e, v.dest_etag);

@@ -1239,10 +1239,15 @@ int reception_rename(struct reception *r, const char *from_key,
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
 				     &dsrc, copy.size, who, &ren);
 	if (rc == -EBADMSG) {
-		log_error("rename %s -> %s: the copy holds other bytes than "
-			  "the upload its row logs (the source was replaced "
-			  "during the copy); not renamed",
+		/* from_key's live row is not the upload copied (one logged,
+		 * replaced or removed since the rename looked: review H2),
+		 * or the copy's bytes are not that upload's (F3). */
+		log_error("rename %s -> %s: the source was replaced or "
+			  "removed during the rename; not renamed",
 			  from_key, to_key);
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
 		rc = -EBUSY;
 	}
 	if (rc == -ESTALE) {
@@ -1283,6 +1288,11 @@ int reception_rename(struct reception *r, const char *from_key,
 		goto out;
 	}
 	reception_mark_known(r, to_key, copy.etag);
+	/* An upload of the same bytes at from_key later is a new arrival
+	 * (review M1): looked up again, never taken for logged. */
+	pthread_mutex_lock(&r->lock);
+	fpset_del(&r->known, fp_of(from_key, src_etag));
+	pthread_mutex_unlock(&r->lock);
 	reception_undos_cancel(r, to_key);
 	marked = 0; /* the marker went with the rows */
 	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,

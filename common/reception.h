@@ -155,6 +155,15 @@ int reception_remove(struct reception *r, const char *key,
  * the row renamed away from its key, no live row there, is that rename's
  * leftover: deleted then (If-Match its ETag), never logged as a new
  * arrival (reception_leftover_delete). */
+/* Every object of a listing e[0..n) of the reception bucket (directory
+ * markers skipped) has a live row logging it, or is logged now as another
+ * route's arrival: 0; -EBUSY when one cannot be logged yet (too recent:
+ * its uploader may still log it), or -errno; one batched query per 1,000
+ * entries when all are logged. A directory rename runs it first, so it
+ * moves every file or none for this reason (review M6). */
+int reception_log_listed(struct reception *r, const struct s3_list_entry *e,
+			 size_t n);
+
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);

@@ -66,6 +66,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0, NULL};
 	struct db_record_guard g = {.expect_live = expect_live,
+				    .renaming_busy = 1,
 				    .check = reception_foreign_check,
 				    .arg = &so,
 				    .based_ms_ago = -1};
@@ -294,19 +295,16 @@ out:
 	return rc;
 }
 
-int reception_log_unlogged(struct reception *r, const char *key,
-			   const char *etag, uint64_t size)
+/* Is the object at key (ETag etag, size) logged by a live row, as an
+ * observer decides (same ETag or none, same size)? 1, 0 or -errno. */
+static int reception_row_logs(struct reception *r, const char *key,
+			      const char *etag, uint64_t size, int64_t *newest)
 {
 	struct reception_live *rows = NULL;
 	size_t n = 0, i;
-	int64_t newest = 0;
-	int logged = 0, ins = 0, rc, known;
+	int logged = 0, rc;
 
-	pthread_mutex_lock(&r->lock);
-	known = fpset_has(&r->known, fp_of(key, etag));
-	pthread_mutex_unlock(&r->lock);
-	if (known)
-		return 0;
+	*newest = 0;
 	rc = db_reception_live_keys(r->db, r->cfg->reception_bucket, &key, 1,
 				    &rows, &n);
 	if (rc)
@@ -317,24 +315,109 @@ int reception_log_unlogged(struct reception *r, const char *key,
 		if ((!rows[i].etag || !strcmp(rows[i].etag, etag)) &&
 		    rows[i].size == (int64_t)size)
 			logged = 1;
-		if (rows[i].id > newest)
-			newest = rows[i].id;
+		if (rows[i].id > *newest)
+			*newest = rows[i].id;
 	}
 	db_reception_live_free(rows, n);
-	if (logged) {
-		reception_mark_known(r, key, etag);
-		return 0;
-	}
-	rc = reception_log_foreign(r, key, etag, 0, newest, &ins);
-	if (rc)
+	return logged;
+}
+
+int reception_log_unlogged(struct reception *r, const char *key,
+			   const char *etag, uint64_t size)
+{
+	int64_t newest = 0;
+	int ins = 0, rc;
+
+	/* The database says, never the known set: the same bytes may have
+	 * been renamed away and uploaded again since (review M1). */
+	rc = reception_row_logs(r, key, etag, size, &newest);
+	if (rc < 0)
 		return rc;
-	if (!ins) {
-		log_info("%s/%s: an upload not logged yet (ETag %s): not "
-			 "moved until it is",
-			 r->cfg->reception_bucket, key, etag);
-		return -EBUSY;
+	if (rc == 0) {
+		rc = reception_log_foreign(r, key, etag, 0, newest, &ins);
+		if (rc)
+			return rc;
+		if (!ins) {
+			/* Logged by another meanwhile (review L1)? */
+			rc = reception_row_logs(r, key, etag, size, &newest);
+			if (rc < 0)
+				return rc;
+			if (rc == 0) {
+				log_info("%s/%s: an upload not logged yet "
+					 "(ETag %s): not moved until it is",
+					 r->cfg->reception_bucket, key, etag);
+				return -EBUSY;
+			}
+		}
 	}
+	reception_mark_known(r, key, etag);
 	return 0;
+}
+
+int reception_log_listed(struct reception *r, const struct s3_list_entry *e,
+			 size_t n)
+{
+	struct reception_live *rows = NULL;
+	const char **keys = NULL;
+	size_t *idx = NULL, off, i, n_keys, n_rows = 0;
+	int rc = 0;
+
+	keys = calloc(SCAN_PAGE, sizeof(*keys));
+	idx = calloc(SCAN_PAGE, sizeof(*idx));
+	if (!keys || !idx) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	for (off = 0; off < n && rc == 0; off += SCAN_PAGE) {
+		size_t end = n - off < SCAN_PAGE ? n : off + SCAN_PAGE;
+
+		n_keys = 0;
+		for (i = off; i < end; i++) {
+			size_t kl = strlen(e[i].key);
+
+			if (kl == 0 || e[i].key[kl - 1] == '/')
+				continue; /* directory marker */
+			idx[n_keys] = i;
+			keys[n_keys++] = e[i].key;
+		}
+		if (!n_keys)
+			continue;
+		rc = db_reception_live_keys(r->db, r->cfg->reception_bucket,
+					    keys, n_keys, &rows, &n_rows);
+		if (rc)
+			break;
+		if (n_rows)
+			qsort(rows, n_rows, sizeof(*rows), live_cmp);
+		for (i = 0; i < n_keys && rc == 0; i++) {
+			const struct s3_list_entry *en = &e[idx[i]];
+			struct reception_live k = {.object_key = en->key};
+			struct reception_live *row = NULL;
+			int logged = 0;
+
+			if (n_rows)
+				row = bsearch(&k, rows, n_rows, sizeof(*rows),
+					      live_cmp);
+			while (row && row > rows &&
+			       !strcmp(row[-1].object_key, en->key))
+				row--;
+			for (; row && row < rows + n_rows && !logged &&
+			       !strcmp(row->object_key, en->key);
+			     row++)
+				logged = (!row->etag ||
+					  !strcmp(row->etag, en->etag)) &&
+					 row->size == (int64_t)en->size;
+			if (!logged)
+				rc = reception_log_unlogged(r, en->key,
+							    en->etag, en->size);
+		}
+		db_reception_live_free(rows, n_rows);
+		rows = NULL;
+		n_rows = 0;
+	}
+out:
+	free(keys);
+	free(idx);
+	return rc;
 }
 
 /* reception_unlogged_page over slices of SCAN_PAGE entries: a long listing

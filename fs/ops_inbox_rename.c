@@ -295,6 +295,10 @@ static int rename_dir_locked(const char *from, const char *to)
 		return -ENOMEM;
 	fl = strlen(fp);
 	rc = s3_list_all(cfs->s3, cfs->cfg.reception_bucket, fp, NULL, 0, &res);
+	/* Every object is logged before any moves: one that cannot be yet
+	 * fails the rename before it starts, not halfway. */
+	if (rc == 0)
+		rc = reception_log_listed(cfs->rcp, res.entries, res.n_entries);
 	/* The directory's own row (it may have no marker). */
 	if (rc == 0)
 		rc = attrov_copy(from, to, NULL);

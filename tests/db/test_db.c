@@ -826,58 +826,71 @@ static void test_rename(struct db *d, PGconn *raw)
 		  "111111111111|e-old|rename|joao (uid 1001) @ ws-02"),
 	   "new row copies size and hashes, origin rename");
 
-	/* A copy of other bytes than the live row logs (another ETag). */
+	/* A copy of other bytes than the live row logs (another ETag): an
+	 * upload committed since the rename looked (review H2). */
 	r.object_key = "in/other.docx";
 	db_reception_record(d, &r, NULL, NULL, &ins);
 	ok(db_reception_rename(d, BUCKET, "in/other.docx", "in/other2.docx",
-			       "e-other", 42, &who) == 0,
-	   "rename whose copy is not the object the row logs");
-	ok(sql_is(raw,
-		  "SELECT concat_ws('|', size_bytes, etag,"
-		  " coalesce(sha256, 'null')) FROM reception_audit"
-		  " WHERE object_key = 'in/other2.docx' AND removed_at IS"
-		  " NULL",
-		  "42|e-other|null"),
-	   "its row gets no hashes (not those of other bytes)");
+			       "e-other", 42, &who) == -EBADMSG &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit"
+			     " WHERE object_key = 'in/other2.docx'") == 0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit"
+			     " WHERE object_key = 'in/other.docx'"
+			     " AND removed_at IS NULL") == 1,
+	   "a copy the live row does not log: -EBADMSG, nothing written");
 	{
 		struct db_rename_src src = {.etag = "e-x", .require = 1};
+		struct reception_new seed = r;
 
-		ok(db_reception_rename_ret(d, BUCKET, "in/other2.docx",
+		/* A row without an ETag (the seed's) vouches for no object:
+		 * the copy's own hashes are needed. */
+		seed.object_key = "in/seed.docx";
+		seed.etag = NULL;
+		db_reception_record(d, &seed, NULL, NULL, &ins);
+		ok(db_reception_rename_ret(d, BUCKET, "in/seed.docx",
 					   "in/other3.docx", "e-x", &src, 42,
 					   &who, NULL) == -ESTALE &&
 		       sql_long(raw,
 				"SELECT count(*) FROM reception_audit"
 				" WHERE object_key = 'in/other3.docx'") == 0 &&
 		       sql_long(raw, "SELECT count(*) FROM reception_audit"
-				     " WHERE object_key = 'in/other2.docx'"
+				     " WHERE object_key = 'in/seed.docx'"
 				     " AND removed_at IS NULL") == 1,
 		   "required hashes unknown: -ESTALE, nothing written");
+		src.xxh128 = "aaaabbbbccccddddaaaabbbbccccdddd";
 		src.sha256 =
 		    "2222222222222222222222222222222222222222222222222222"
 		    "222222222222";
-		ok(db_reception_rename_ret(d, BUCKET, "in/other2.docx",
+		src.copy_hashed = 1;
+		ok(db_reception_rename_ret(d, BUCKET, "in/seed.docx",
+					   "in/other3.docx", "e-x", &src, 42,
+					   &who, NULL) == -EBADMSG &&
+		       sql_long(raw,
+				"SELECT count(*) FROM reception_audit"
+				" WHERE object_key = 'in/other3.docx'") == 0,
+		   "a copy whose hashes are not the row's: -EBADMSG");
+		src.sha256 = seed.sha256;
+		ok(db_reception_rename_ret(d, BUCKET, "in/seed.docx",
 					   "in/other3.docx", "e-x", &src, 42,
 					   &who, NULL) == 0 &&
 		       sql_long(raw, "SELECT count(*) FROM reception_audit"
 				     " WHERE object_key = 'in/other3.docx'"
-				     " AND sha256 LIKE '2222%'") == 1,
-		   "hashes computed from the copy's bytes are used");
+				     " AND sha256 LIKE '1111%'") == 1,
+		   "hashes computed from the copy's bytes, the row's: renamed");
 	}
 
 	ok(db_reception_rename(d, BUCKET, "in/ghost", "in/ghost2", "e-g", 7,
-			       NULL) == 0,
-	   "rename without a live old row");
-	ok(sql_is(raw,
-		  "SELECT concat_ws('|', size_bytes, etag, origin,"
-		  " coalesce(sha256, 'null')) FROM reception_audit"
-		  " WHERE object_key = 'in/ghost2' AND removed_at IS"
-		  " NULL",
-		  "7|e-g|rename|null"),
-	   "only the new row, hashes NULL");
+			       NULL) == -EBADMSG &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit"
+			     " WHERE object_key = 'in/ghost2'") == 0,
+	   "rename without a live old row: -EBADMSG, nothing written");
 
 	/* Rename over an existing live key replaces it. */
-	ok(db_reception_rename(d, BUCKET, "in/new.docx", "in/ghost2", "e-z", 42,
-			       &who) == 0,
+	r.object_key = "in/ghost2";
+	r.etag = "e-z";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	ok(db_reception_rename(d, BUCKET, "in/new.docx", "in/ghost2", "e-old",
+			       42, &who) == 0,
 	   "rename onto a key with a live row");
 	ok(sql_is(raw,
 		  "SELECT string_agg(coalesce(removal_reason, 'live'),"

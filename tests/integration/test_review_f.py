@@ -5,6 +5,8 @@ import errno
 import os
 import time
 
+import pytest
+
 from faultproxy import FaultProxy
 
 
@@ -219,6 +221,15 @@ def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_eta
                          (src == x and [r["sha256"] for r in live_rows(m, name)] == [sha(x)])}
         assert res["rename"] in ("ok", errno.EBUSY, errno.EIO), res
         assert res["storage rows describe the stored bytes"] and res["X kept"], res
+        # review H1: never an object in the definitive bucket without its row (the swapped
+        # copy is removed), and X, kept in inbox/, is promoted by the next mv
+        assert stored is None or srows, ("an object without its storage row",
+                                         stored is not None and sha(stored) == sha(y))
+        if out != "ok":
+            os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, p, name))
+            assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == x
+            assert [r["sha256"] for r in m.sql_dicts(
+                "select sha256 from storage_audit where dest_key = %s", (dest,))] == [sha(x)]
     finally:
         px.rule = None
         px.release.set()
@@ -324,3 +335,114 @@ def test_a_rename_never_closes_the_row_of_a_file_another_upload_replaced(mount, 
                    "k rows": [("mount", sha(e1), "replaced by a new upload"),
                               ("foreign", sha(g), f"renamed to {k2}")],
                    "k2 rows": [("rename", sha(g), None)]}, res
+
+
+# ---- review-H: the F3/F4 fix reviewed --------------------------------------------------------
+
+def test_a_rename_never_closes_the_row_of_an_upload_committed_during_its_copy(stack,
+                                                                              mount_factory,
+                                                                              uniq):
+    """H2: m1 renames k to k2; its copy of E lands (answer held at the proxy); meanwhile user
+    writes G to k through m2 and close() returns 0 (G's row committed). On 55c046f m1's rows
+    then close G's row 'renamed to k2' (k2 holds E), and the next look at k takes G for the
+    rename's leftover and deletes it: a committed file lost. The rename must fail EBUSY with
+    its copy undone, and G stay at k with its live row."""
+    from checks import live_rows, rows, write
+    from races import let_go, rename_in_thread
+    px = FaultProxy(stack.endpoint)
+    try:
+        m1 = mount_factory(config={"s3": {"endpoint": px.url}}, name="m1")
+        m2 = mount_factory(reset=False, name="m2")
+        os.mkdir(m1.path("inbox", uniq))
+        k, k2 = f"{uniq}/k.txt", f"{uniq}/k2.txt"
+        e, g = b"E" * 1000, b"G, written on m2 during m1's copy\n"
+        write(m1.path("inbox", k), e)
+        m1.wait_until(lambda: len(live_rows(m1, k)) == 1, timeout=30, what="k's row")
+
+        def rule(meth, path, h):
+            hk = {x.lower(): v for x, v in h.items()}
+            if meth == "PUT" and "x-amz-copy-source" in hk and \
+                    path.split("?")[0].endswith("/" + k2):
+                return ("late", 5)
+            return None
+        px.rule = rule
+        t, out = rename_in_thread(m1, k, k2)
+        m1.wait_until(lambda: any(a == "late" for _, _, a in px.log), timeout=30,
+                      what="the copy landed, its answer held")
+        write(m2.path("inbox", k), g)
+        assert [r["sha256"] for r in live_rows(m2, k)] == [sha(g)]
+        let_go(px, t)
+        assert not t.is_alive(), "the rename did not return"
+        for _ in range(3):
+            os.listdir(m1.path("inbox", uniq))
+            os.listdir(m2.path("inbox", uniq))
+            time.sleep(1.5)
+        try:
+            at_k = m1.s3.get_object(Bucket=m1.reception_bucket, Key=k)["Body"].read()
+        except m1.s3.exceptions.NoSuchKey:
+            at_k = None
+        k2_in_store = "Contents" in m1.s3.list_objects_v2(Bucket=m1.reception_bucket,
+                                                           Prefix=k2)
+        res = {"rename": out, "k": at_k, "k live": [r["sha256"] for r in live_rows(m1, k)],
+               "k2 in store": k2_in_store, "k2 rows": len(rows(m1, k2))}
+        assert res == {"rename": ["EBUSY"], "k": g, "k live": [sha(g)],
+                       "k2 in store": False, "k2 rows": 0}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_rename_logs_a_same_bytes_reupload_it_moves(mount, uniq):
+    """M1: a.txt is written and renamed to b.txt; seconds later another route uploads the very
+    same bytes to a.txt, and a.txt is renamed to c.txt. On 55c046f the mount still takes
+    (a.txt, its ETag) for logged, so the re-upload is moved with no row of its arrival. Its
+    arrival must be logged (foreign) and then closed as renamed to c.txt."""
+    from checks import rows, write
+    m = mount
+    os.mkdir(m.path("inbox", uniq))
+    a, b, c = (f"{uniq}/{n}.txt" for n in "abc")
+    body = b"same bytes twice\n"
+    write(m.path("inbox", a), body)
+    m.wait_until(lambda: len(rows(m, a)) == 1, timeout=30, what="a's row")
+    os.rename(m.path("inbox", a), m.path("inbox", b))
+    time.sleep(3)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=a, Body=body)
+    out, deadline = None, time.monotonic() + 60
+    while out != "ok" and time.monotonic() < deadline:
+        try:
+            os.rename(m.path("inbox", a), m.path("inbox", c))
+            out = "ok"
+        except OSError as e:
+            out = e.errno
+            time.sleep(1)
+    ra = [(r["origin"], r["removal_reason"]) for r in rows(m, a)]
+    rc_ = [(r["origin"], r["removed_at"] is None) for r in rows(m, c)]
+    res = {"rename": out, "a rows": ra, "c rows": rc_}
+    assert res == {"rename": "ok",
+                   "a rows": [("mount", f"renamed to {b}"), ("foreign", f"renamed to {c}")],
+                   "c rows": [("rename", True)]}, res
+
+
+def test_a_directory_rename_moves_every_file_or_none(mount_factory, uniq):
+    """M6: a directory holds a logged file and an upload by another route too recent to log
+    (the grace period is long here). On 55c046f the rename moves the first file, then stops
+    EBUSY at the second: half a directory renamed, and a retry fails ENOTEMPTY. It must fail
+    before moving anything."""
+    from checks import live_rows, write
+    m = mount_factory(config={"fs": {"foreign_grace_ms": "120000"}})
+    os.mkdir(m.path("inbox", uniq))
+    d = f"{uniq}/d"
+    os.mkdir(m.path("inbox", d))
+    write(m.path("inbox", d, "a.txt"), b"logged\n")
+    assert len(live_rows(m, f"{d}/a.txt")) == 1
+    m.s3.put_object(Bucket=m.reception_bucket, Key=f"{d}/b.txt", Body=b"not logged yet\n")
+    os.listdir(m.path("inbox", d))
+    with pytest.raises(OSError) as ei:
+        os.rename(m.path("inbox", d), m.path("inbox", f"{uniq}/d2"))
+    keys = sorted(o["Key"] for o in m.s3.list_objects_v2(
+        Bucket=m.reception_bucket, Prefix=uniq + "/").get("Contents", []))
+    res = {"errno": ei.value.errno, "keys": [k for k in keys if not k.endswith("/")],
+           "a live": len(live_rows(m, f"{d}/a.txt"))}
+    assert res == {"errno": errno.EBUSY, "keys": [f"{d}/a.txt", f"{d}/b.txt"],
+                   "a live": 1}, res
