@@ -1121,6 +1121,10 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	/* An upload no live row logs is logged before it is moved: the
 	 * rename then closes its row (review F4). */
 	rc = reception_log_unlogged(r, from_key, source.etag, source.size);
+	if (rc == -EAGAIN) /* replaced while it was hashed */
+		rc = -EBUSY;
+	else if (rc == -ECANCELED || rc == -EPROTO)
+		rc = -EIO;
 	if (rc) {
 		s3_object_info_free(&source);
 		return rc;
@@ -1145,6 +1149,24 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 		copy->size = source.size;
 	s3_object_info_free(&source);
 	return rc;
+}
+
+/* A rename's copy at a new to_key was undone (etag: the copy's): if it
+ * is gone (or another object is there), the rename's marker and the
+ * caller's ETag for it go too (review L3, L5): nothing of the rename is
+ * left at to_key. */
+static void rename_undone(struct reception *r, const char *to_key,
+			  struct upload_result *copy, char *new_etag)
+{
+	struct s3_object_info t = {0};
+	int rc = s3_head(r->s3, r->cfg->reception_bucket, to_key, &t);
+
+	if (rc == -ENOENT || (rc == 0 && strcmp(t.etag, copy->etag))) {
+		copy->etag[0] = '\0';
+		if (new_etag)
+			new_etag[0] = '\0';
+	}
+	s3_object_info_free(&t);
 }
 
 int reception_rename(struct reception *r, const char *from_key,
@@ -1230,6 +1252,8 @@ int reception_rename(struct reception *r, const char *from_key,
 		if (rc) {
 			reception_undo_start(r, to_key, &copy, who, "rename",
 					     !existed, gen, -1, rc);
+			if (!existed)
+				rename_undone(r, to_key, &copy, new_etag);
 			goto out;
 		}
 		dsrc.xxh128 = copy.xxh128;
@@ -1285,6 +1309,8 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * logged late instead, as a rename's overwrite. */
 		reception_undo_start(r, to_key, &copy, who, "rename", !existed,
 				     gen, -1, rc);
+		if (!existed && rc != -EIO && rc != -ETIMEDOUT)
+			rename_undone(r, to_key, &copy, new_etag);
 		goto out;
 	}
 	reception_mark_known(r, to_key, copy.etag);

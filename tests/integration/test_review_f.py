@@ -383,10 +383,14 @@ def test_a_rename_never_closes_the_row_of_an_upload_committed_during_its_copy(st
             at_k = None
         k2_in_store = "Contents" in m1.s3.list_objects_v2(Bucket=m1.reception_bucket,
                                                            Prefix=k2)
+        # (review L3: the rename's in-flight marker of k2 goes with its undone copy, else
+        # renames away from k2 keep their source for its hour-long lease)
+        marker = m1.sql_value("select count(*) from file_attrs_pending where bucket = %s"
+                              " and object_key = %s", (m1.reception_bucket + "/renaming", k2))
         res = {"rename": out, "k": at_k, "k live": [r["sha256"] for r in live_rows(m1, k)],
-               "k2 in store": k2_in_store, "k2 rows": len(rows(m1, k2))}
+               "k2 in store": k2_in_store, "k2 rows": len(rows(m1, k2)), "k2 marker": marker}
         assert res == {"rename": ["EBUSY"], "k": g, "k live": [sha(g)],
-                       "k2 in store": False, "k2 rows": 0}, res
+                       "k2 in store": False, "k2 rows": 0, "k2 marker": 0}, res
     finally:
         px.rule = None
         px.release.set()
