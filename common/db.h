@@ -50,12 +50,6 @@ int db_migrate(struct db *d);
 /* Is the database reachable now? 0 or -EIO (for status / health). */
 int db_ping(struct db *d);
 
-/* db_ping bounded by timeout_ms: the pool hands out a connection (or
- * connects one) and SELECT 1 answers, each within timeout_ms, with the
- * pool's usual reconnect on a lost connection. 0 or -EIO. For the
- * daemon's health check (systemd's watchdog). */
-int db_ping_timed(struct db *d, int timeout_ms);
-
 struct reception_new {
 	const char *source_bucket;
 	const char *object_key; /* full key in the bucket */

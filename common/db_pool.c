@@ -773,10 +773,3 @@ int db_ping(struct db *d)
 	return db_run(d, "ping", 0, 0, pg_ping, NULL) ? -EIO : 0;
 }
 
-int db_ping_timed(struct db *d, int timeout_ms)
-{
-	if (!d)
-		return -EIO;
-	return db_run_timed(d, "ping", 0, 0, timeout_ms, pg_ping, NULL) ? -EIO
-									: 0;
-}

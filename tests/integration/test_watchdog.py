@@ -75,8 +75,11 @@ def _wd_env(path, **extra):
     return env
 
 
-def test_watchdog_pings_while_healthy_and_stops_without_the_database(mount_factory, notify_sock,
-                                                                     uniq):
+def test_watchdog_pings_while_healthy_and_while_the_database_is_down(mount_factory,
+                                                                    notify_sock, uniq):
+    """Pings at half the interval while the daemon is healthy; a database outage is not a
+    hang of the daemon (a restart would not end it and would cut every open file): the pings
+    go on through it, and the mount answers (EIO for what needs the database)."""
     sock, path = notify_sock
     m = mount_factory(env=_wd_env(path))
     # healthy, in use: a file written meanwhile
@@ -87,23 +90,15 @@ def test_watchdog_pings_while_healthy_and_stops_without_the_database(mount_facto
     _assert_regular(_pings(msgs), 8)
     assert "watchdog: telling systemd every 1000 ms" in m.daemon_log()
 
-    # the database stops: no ping from one half interval on (one beat may be under way)
     m.stop_pg("fast")
-    t0 = time.monotonic()
-    msgs = _recv_timed(sock, 3 * INTERVAL)
-    late = [t - t0 for t in _pings(msgs) if t - t0 > INTERVAL / 2 + 0.5]
-    assert late == [], f"WATCHDOG=1 {late} s after the database stopped"
-    assert m.alive()
-    log = m.daemon_log()
-    assert "watchdog: not telling systemd the daemon is alive: the database pool" in log, \
-        m.log_tail()
-
-    # back: the pings come again (the outage was shorter than a real WatchdogSec=)
-    m.start_pg()
-    msgs = _recv_timed(sock, 10)
-    pings = _pings(msgs)
-    assert len(pings) >= 3, (pings, m.log_tail())
-    assert "watchdog: healthy again" in m.daemon_log()
+    try:
+        _drain(sock)
+        msgs = _recv_timed(sock, 4)
+        _assert_regular(_pings(msgs), 4)
+        assert m.alive()
+        assert "watchdog: not telling systemd" not in m.daemon_log()
+    finally:
+        m.start_pg()
     _drain(sock)
     _assert_regular(_pings(_recv_timed(sock, 4)), 4)
 
