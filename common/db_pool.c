@@ -772,3 +772,4 @@ int db_ping(struct db *d)
 		return -EIO;
 	return db_run(d, "ping", 0, 0, pg_ping, NULL) ? -EIO : 0;
 }
+

@@ -1107,6 +1107,51 @@ void s3_client_free(struct s3_client *c)
 	free(c);
 }
 
+int s3_tls_check(struct s3_client *c, char *why, size_t why_len)
+{
+	char url[600], err[CURL_ERROR_SIZE] = "";
+	CURLcode cc;
+	CURL *h;
+
+	if (why_len)
+		why[0] = '\0';
+	if (strcmp(c->scheme, "https"))
+		return 0;
+	h = curl_easy_init();
+	if (!h)
+		return -ENOMEM;
+	snprintf(url, sizeof(url), "https://%s/", c->authority);
+	curl_easy_setopt(h, CURLOPT_URL, url);
+	curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "https");
+	curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECT_ONLY, 1L);
+	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYPEER, c->verify_tls ? 1L : 0L);
+	curl_easy_setopt(h, CURLOPT_SSL_VERIFYHOST, c->verify_tls ? 2L : 0L);
+	if (c->ca_file)
+		curl_easy_setopt(h, CURLOPT_CAINFO, c->ca_file);
+	curl_easy_setopt(h, CURLOPT_ERRORBUFFER, err);
+	cc = curl_easy_perform(h);
+	curl_easy_cleanup(h);
+	if (cc == CURLE_OK)
+		return 0;
+	if (why_len)
+		snprintf(why, why_len, "%s",
+			 err[0] ? err : curl_easy_strerror(cc));
+	switch (cc) {
+	case CURLE_PEER_FAILED_VERIFICATION:
+	case CURLE_SSL_CACERT_BADFILE:
+	case CURLE_SSL_CERTPROBLEM:
+	case CURLE_SSL_ISSUER_ERROR:
+	case CURLE_SSL_CRL_BADFILE:
+	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
+	case CURLE_SSL_INVALIDCERTSTATUS:
+		return -EACCES;
+	default:
+		return -EIO;
+	}
+}
+
 const char *s3_meta_get(const struct s3_object_info *info, const char *name)
 {
 	size_t i;

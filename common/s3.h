@@ -67,6 +67,15 @@ struct s3_client;
 struct s3_client *s3_client_new(const struct s3_config *cfg);
 void s3_client_free(struct s3_client *c);
 
+/* For an https endpoint: one TLS handshake with it (no request; bounded by
+ * connect_timeout_ms), verified as every request is (verify_tls, ca_file).
+ * 0 when it succeeds or the endpoint is plain http; -EACCES when the
+ * certificate is refused (unknown CA, wrong name, expired, ca_file
+ * unreadable: a configuration error); -EIO when no verdict was reached
+ * (not reachable, handshake broken off); -ENOMEM. Except for 0, why (a
+ * line, no secret) says what curl reported. */
+int s3_tls_check(struct s3_client *c, char *why, size_t why_len);
+
 /* Returns the value of metadata `name` in info, or NULL. */
 const char *s3_meta_get(const struct s3_object_info *info, const char *name);
 void s3_object_info_free(struct s3_object_info *info);

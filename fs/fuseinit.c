@@ -22,17 +22,25 @@
  * The kernel still takes a directory's i_rwsem exclusively for create,
  * mknod, mkdir, unlink, rmdir, rename, link and symlink; the flag only
  * lets lookups and readdirs of one directory run at once, with each other
- * (under the shared i_rwsem). */
+ * (under the shared i_rwsem).
+ *
+ * The same wrappers tell whether the loop still takes requests (systemd's
+ * watchdog, monitor.c): how many of its threads wait in read(2)/splice(2)
+ * on /dev/fuse for the kernel's next request, and when one last came back
+ * with one. */
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/fuse.h>
+#include <stdatomic.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/statfs.h>
 #include <sys/uio.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fuseinit.h"
@@ -42,6 +50,20 @@
 
 /* Set by the init handler on its thread, cleared by the INIT reply. */
 static __thread int init_reply_next;
+
+/* The loop's threads now waiting on /dev/fuse for a request. */
+static atomic_int dev_waiting;
+/* CLOCK_MONOTONIC ns when a read of a request last came back; 0 before
+ * fuseinit_install() (then nothing is known). */
+static atomic_llong dev_last_ns;
+
+static long long fuseinit_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long long)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
 
 static ssize_t fuseinit_writev(int fd, struct iovec *iov, int count,
 			       void *userdata)
@@ -76,12 +98,35 @@ static ssize_t fuseinit_writev(int fd, struct iovec *iov, int count,
 
 static ssize_t fuseinit_read(int fd, void *buf, size_t buf_len, void *userdata)
 {
+	ssize_t n;
+
 	(void)userdata;
-	return read(fd, buf, buf_len);
+	atomic_fetch_add(&dev_waiting, 1);
+	n = read(fd, buf, buf_len);
+	atomic_store(&dev_last_ns, fuseinit_now_ns());
+	atomic_fetch_sub(&dev_waiting, 1);
+	return n;
 }
 
-static ssize_t fuseinit_splice(int fdin, off_t *offin, int fdout, off_t *offout,
-			       size_t len, unsigned int flags, void *userdata)
+/* Receives a request (fdin is /dev/fuse). */
+static ssize_t fuseinit_splice_in(int fdin, off_t *offin, int fdout,
+				  off_t *offout, size_t len, unsigned int flags,
+				  void *userdata)
+{
+	ssize_t n;
+
+	(void)userdata;
+	atomic_fetch_add(&dev_waiting, 1);
+	n = splice(fdin, offin, fdout, offout, len, flags);
+	atomic_store(&dev_last_ns, fuseinit_now_ns());
+	atomic_fetch_sub(&dev_waiting, 1);
+	return n;
+}
+
+/* Sends a reply (fdout is /dev/fuse). */
+static ssize_t fuseinit_splice_out(int fdin, off_t *offin, int fdout,
+				   off_t *offout, size_t len,
+				   unsigned int flags, void *userdata)
 {
 	(void)userdata;
 	return splice(fdin, offin, fdout, offout, len, flags);
@@ -92,13 +137,32 @@ int fuseinit_install(struct fuse_session *se)
 	static const struct fuse_custom_io io = {
 	    .writev = fuseinit_writev,
 	    .read = fuseinit_read,
-	    .splice_receive = fuseinit_splice,
-	    .splice_send = fuseinit_splice,
+	    .splice_receive = fuseinit_splice_in,
+	    .splice_send = fuseinit_splice_out,
 	};
+	int rc;
 
 	/* The mount's /dev/fuse descriptor stays the session's: libfuse
 	 * still unmounts and closes it. -EBADF, -EINVAL, -ENOMEM. */
-	return fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	rc = fuse_session_custom_io(se, &io, fuse_session_fd(se));
+	if (!rc) /* the kernel's INIT request is waiting already */
+		atomic_store(&dev_last_ns, fuseinit_now_ns());
+	return rc;
+}
+
+int fuseinit_loop_alive(long long within_ns, long long *idle_ns)
+{
+	long long last = atomic_load(&dev_last_ns);
+	long long idle;
+
+	*idle_ns = 0;
+	if (!last)
+		return -1;
+	if (atomic_load(&dev_waiting) > 0)
+		return 1;
+	idle = fuseinit_now_ns() - last;
+	*idle_ns = idle;
+	return idle <= within_ns;
 }
 
 void fuseinit_note_want(const struct fuse_conn_info *conn)

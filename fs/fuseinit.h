@@ -10,6 +10,14 @@
  * still works, without parallel directory operations). */
 int fuseinit_install(struct fuse_session *se);
 
+/* Does the FUSE loop still take requests? 1 when one of its threads waits
+ * on /dev/fuse for the kernel's next request now, or one came back with a
+ * request within the last within_ns nanoseconds; 0 when none has for
+ * longer (every thread busy or stuck in a handler: *idle_ns says how
+ * long); -1 when not known (fuseinit_install() failed: the device I/O is
+ * libfuse's own). Thread-safe, cheap (two atomic loads). */
+int fuseinit_loop_alive(long long within_ns, long long *idle_ns);
+
 /* Called from the init handler (cfs_init), as its last step: notes
  * whether conn->want asks for FUSE_CAP_PARALLEL_DIROPS (which requires
  * conn->capable to have it); the INIT reply that libfuse sends next, on

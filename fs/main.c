@@ -205,6 +205,32 @@ static int cfs_setup(const char *config, const char *loglevel)
 			strerror(errno));
 		return -EIO;
 	}
+	/* A certificate the config does not trust is a configuration error:
+	 * refused now, not one EACCES per request once mounted. A store not
+	 * reachable now is not (READY=1 waits for it: notify.c). */
+	rc = s3_tls_check(cfs->s3, err, sizeof(err));
+	if (rc == -EACCES || rc == -ENOMEM) {
+		char shown[512];
+
+		cfg_redact_url(cfs->cfg.endpoint, shown, sizeof(shown));
+		fprintf(stderr,
+			"custodyfs: [s3] endpoint %s: the store's TLS "
+			"certificate cannot be verified: %s. Set [s3] ca_file "
+			"to the PEM file of the "
+			"certificate authority that signed it (verify_tls = "
+			"false turns verification off: not for production)\n",
+			shown, rc == -ENOMEM ? strerror(ENOMEM) : err);
+		return rc;
+	}
+	if (rc) {
+		char shown[512];
+
+		cfg_redact_url(cfs->cfg.endpoint, shown, sizeof(shown));
+		log_warn("[s3] endpoint %s: no TLS connection now (%s): "
+			 "mounting anyway, the certificate is checked with "
+			 "every request",
+			 shown, err);
+	}
 	cfs->db =
 	    db_open(cfs->cfg.conninfo, cfs->cfg.db_pool_size, err, sizeof(err));
 	if (!cfs->db) {

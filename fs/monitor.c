@@ -6,13 +6,25 @@
  * whole to a hidden temporary name in the same directory ("." prefix, no
  * ".prom": the textfile collector ignores it) and renamed over the target,
  * so a scrape never reads half a file. It holds counts and timings only:
- * no key, no bucket, no credential; its one label is the mountpoint. */
+ * no key, no bucket, no credential; its one label is the mountpoint.
+ *
+ * Under a unit with WatchdogSec= ($WATCHDOG_USEC) the same thread also
+ * wakes every half interval and sends WATCHDOG=1, but only while the
+ * daemon is healthy: the FUSE loop takes requests (one of its threads
+ * waits for the next, or one came back with one within the interval:
+ * fuseinit.c). Else it sends nothing, and once a whole interval passed
+ * without a ping systemd kills the daemon (WatchdogSignal=, SIGABRT) and
+ * Restart= starts it again. An outage of the store or the database is not
+ * a hang of the daemon: a restart would not end it and would cut every
+ * open file, so it never stops the pings (the operations fail with EIO
+ * and the daemon recovers when the server is back). */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <libgen.h>
 #include <limits.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,7 +34,9 @@
 #include <unistd.h>
 
 #include "counters.h"
+#include "db.h"
 #include "fs.h"
+#include "fuseinit.h"
 #include "log.h"
 #include "monitor.h"
 #include "notify.h"
@@ -31,8 +45,10 @@ static pthread_mutex_t mon_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t mon_cond = PTHREAD_COND_INITIALIZER;
 static int mon_stop_req; /* protected by mon_lock */
 static pthread_t mon_thread;
-static int mon_started;	   /* only the main thread touches it */
-static int mon_last_error; /* only the writer touches it (then main) */
+static int mon_started;	     /* only the main thread touches it */
+static int mon_last_error;   /* only the writer touches it (then main) */
+static uint64_t mon_wd_usec; /* set before the thread starts; 0: no watchdog */
+static int mon_wd_sick;	     /* only the writer touches it */
 
 /* Creates a temporary file of our own in dfd, named after base (hidden:
  * "." prefix, no ".prom", so the textfile collector ignores it) with a
@@ -172,18 +188,74 @@ static void monitor_status(char *last, size_t last_len)
 		snprintf(last, last_len, "%s", msg);
 }
 
+static int64_t monitor_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+/* Is the daemon healthy? 1, or 0 with the reason in why. */
+static int monitor_healthy(char *why, size_t why_len)
+{
+	long long within = (long long)mon_wd_usec * 1000LL, idle = 0;
+
+	if (!fuseinit_loop_alive(within, &idle)) {
+		snprintf(why, why_len,
+			 "the FUSE loop took no request for %lld ms (every "
+			 "thread busy)",
+			 idle / 1000000LL);
+		return 0;
+	}
+	return 1;
+}
+
+/* One watchdog beat: WATCHDOG=1 when healthy; a change is logged once. */
+static void monitor_watchdog(void)
+{
+	char why[256];
+
+	if (!monitor_healthy(why, sizeof(why))) {
+		if (!mon_wd_sick)
+			log_error("watchdog: not telling systemd the daemon is "
+				  "alive: %s (systemd restarts it after %llu "
+				  "ms without)",
+				  why,
+				  (unsigned long long)(mon_wd_usec / 1000));
+		mon_wd_sick = 1;
+		return;
+	}
+	if (notify_watchdog() && mon_wd_sick)
+		log_info("watchdog: healthy again, telling systemd");
+	mon_wd_sick = 0;
+}
+
 static void *monitor_main(void *arg)
 {
+	int64_t now, next_write = 0, next_beat = 0, until_ns;
+	int64_t write_ns = (int64_t)cfs->cfg.metrics_interval_s * 1000000000LL;
+	int64_t beat_ns = (int64_t)mon_wd_usec * 500LL; /* half, in ns */
 	struct timespec until;
 	char last[400] = "";
 	int stop = 0;
 
 	(void)arg;
 	while (!stop) {
-		monitor_write();
-		monitor_status(last, sizeof(last));
-		clock_gettime(CLOCK_REALTIME, &until);
-		until.tv_sec += cfs->cfg.metrics_interval_s;
+		now = monitor_now_ns();
+		if (now >= next_write) {
+			monitor_write();
+			monitor_status(last, sizeof(last));
+			next_write = now + write_ns;
+		}
+		if (mon_wd_usec && now >= next_beat) {
+			monitor_watchdog();
+			next_beat = now + beat_ns;
+		}
+		until_ns = mon_wd_usec && next_beat < next_write ? next_beat
+								 : next_write;
+		until.tv_sec = (time_t)(until_ns / 1000000000LL);
+		until.tv_nsec = (long)(until_ns % 1000000000LL);
 		pthread_mutex_lock(&mon_lock);
 		while (!mon_stop_req && pthread_cond_timedwait(
 					    &mon_cond, &mon_lock, &until) == 0)
@@ -197,10 +269,31 @@ static void *monitor_main(void *arg)
 int monitor_start(void)
 {
 	const char *sock = getenv("NOTIFY_SOCKET");
+	pthread_condattr_t ca;
 	int rc;
 
 	if (!cfs->cfg.metrics_file && (!sock || !*sock))
 		return 0;
+	mon_wd_usec = notify_watchdog_usec();
+	if (mon_wd_usec && mon_wd_usec < 2000) /* a beat of at least 1 ms */
+		mon_wd_usec = 2000;
+	if (mon_wd_usec)
+		log_info("watchdog: telling systemd every %llu ms while the "
+			 "FUSE loop and the database answer",
+			 (unsigned long long)(mon_wd_usec / 2000));
+	/* The waits are on the monotonic clock: a clock step neither
+	 * delays a watchdog beat nor bunches them. */
+	rc = pthread_condattr_init(&ca);
+	if (rc)
+		return -rc;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!rc) {
+		pthread_cond_destroy(&mon_cond);
+		rc = pthread_cond_init(&mon_cond, &ca);
+	}
+	pthread_condattr_destroy(&ca);
+	if (rc)
+		return -rc;
 	rc = pthread_create(&mon_thread, NULL, monitor_main, NULL);
 	if (rc)
 		return -rc;

@@ -8,11 +8,17 @@
  * without keeping the FUSE loop from serving. Without $NOTIFY_SOCKET (not
  * started by systemd) nothing is probed and nothing is sent.
  *
+ * systemd's watchdog (WatchdogSec=, $WATCHDOG_USEC): monitor.c decides
+ * when the daemon is healthy and sends WATCHDOG=1 through
+ * notify_watchdog(), from the start (also while READY=1 waits for the
+ * store: the daemon is healthy meanwhile) until STOPPING=1.
+ *
  * Built with libsystemd (meson option systemd, auto) the messages go
  * through sd_notify(3); without it notify_start() logs that readiness is
  * not reported and a Type=notify unit cannot be used. */
 #include <errno.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +39,9 @@ static pthread_cond_t notify_cond = PTHREAD_COND_INITIALIZER;
 static int notify_stop_req; /* protected by notify_lock */
 static int notify_ready;    /* protected by notify_lock: READY=1 sent */
 static pthread_t notify_thread;
-static int notify_started; /* only the main thread touches it */
+/* Written by the main thread only: set before monitor_start(), cleared
+ * after monitor_stop() (notify_join), so the monitor thread may read it. */
+static int notify_started;
 
 static void notify_send(const char *msg)
 {
@@ -149,6 +157,47 @@ int notify_status(const char *status)
 	pthread_mutex_lock(&notify_lock);
 	if (notify_ready && !notify_stop_req) {
 		notify_send(msg);
+		sent = 1;
+	}
+	pthread_mutex_unlock(&notify_lock);
+	return sent;
+}
+
+uint64_t notify_watchdog_usec(void)
+{
+	const char *sock = getenv("NOTIFY_SOCKET");
+	const char *wd = getenv("WATCHDOG_USEC");
+
+	if (!sock || !*sock || !wd || !*wd)
+		return 0;
+#ifdef HAVE_LIBSYSTEMD
+	uint64_t usec = 0;
+	int rc = sd_watchdog_enabled(0, &usec);
+
+	if (rc < 0) {
+		log_warn("WATCHDOG_USEC=%s: %s: systemd's watchdog is not "
+			 "served",
+			 wd, strerror(-rc));
+		return 0;
+	}
+	/* rc == 0: $WATCHDOG_PID names another process (ours forked). */
+	return rc > 0 ? usec : 0;
+#else
+	log_warn("WATCHDOG_USEC is set but this custodyfs was built without "
+		 "libsystemd: systemd's watchdog is not served (remove "
+		 "WatchdogSec=)");
+	return 0;
+#endif
+}
+
+int notify_watchdog(void)
+{
+	int sent = 0;
+
+	/* Under the lock STOPPING=1 is sent with: never a ping after it. */
+	pthread_mutex_lock(&notify_lock);
+	if (notify_started && !notify_stop_req) {
+		notify_send("WATCHDOG=1");
 		sent = 1;
 	}
 	pthread_mutex_unlock(&notify_lock);
