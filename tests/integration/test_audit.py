@@ -289,6 +289,9 @@ def test_every_change_is_erofs_even_for_root(mount, uniq):
         "symlink": lambda: os.symlink("/etc/passwd", os.path.join(a, "ln")),
         "link in": lambda: os.link(f, os.path.join(a, "hard.csv")),
         "link out": lambda: os.link(f, os.path.join(mount.inbox, uniq + "-hard.csv")),
+        "mknod fifo": lambda: os.mkfifo(os.path.join(a, "fifo")),
+        "mknod regular": lambda: os.mknod(os.path.join(a, "node"), 0o644 | stat.S_IFREG),
+        "mknod in by-project": lambda: os.mkfifo(os.path.join(bp, "fifo")),
     }
     wrong = {}
     for what, fn in attempts.items():
@@ -424,3 +427,117 @@ def test_300k_rows_bounded_rss(mount_factory, uniq):
     hwm = vm_hwm_kib(m.pid)
     print(f"daemon VmHWM after 300,000 rows as CSV and JSONL: {hwm} KiB")
     assert hwm < 64 * 1024, f"daemon VmHWM {hwm} KiB"
+
+
+# Runs as another user: one Python expression per argument (os imported); prints one JSON list
+# with "ok" or the errno name of each.
+_AS_USER = r"""
+import errno, json, os, sys
+out = []
+for expr in sys.argv[1:]:
+    try:
+        r = eval(expr)
+        if isinstance(r, int) and expr.startswith("os.open"):
+            os.close(r)
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+print(json.dumps(out))
+"""
+
+NOBODY = 65534
+
+
+def as_nobody(*exprs):
+    p = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        "/usr/bin/python3", "-c", _AS_USER, *exprs],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+# What the kernel answers a user other than root before custodyfs is asked, when it checks
+# permissions (default_permissions): audit/'s files are 0444 and its directories 0555 (nobody may
+# write them, and ls -l, access(2) and cp -p say so), so the permission check refuses first:
+# EACCES where write permission is missing; EPERM where only the owner (chmod, utimes with
+# times), root (chown) or, with fs.protected_hardlinks, a reader-writer (link) may act.
+def kernel_errno(what):
+    if what.startswith(("chmod", "chown")) or what == "utime":
+        return "EPERM"
+    if what.startswith("link"):
+        with open("/proc/sys/fs/protected_hardlinks") as f:
+            protected = f.read().strip() == "1"
+        return "EPERM" if protected else ("EACCES" if what == "link in" else "EROFS")
+    return "EACCES"
+
+
+@pytest.mark.parametrize("checks_by", ["kernel", "daemon"])
+def test_every_change_fails_for_other_users(mount_factory, uniq, checks_by):
+    """A user without any privilege (uid 65534, no group) on a shared (allow_other) mount
+    changes nothing under audit/ (tables, bucket, listing, modes, the views' bytes). When the
+    daemon checks permissions (default_permissions = false) every change reaches custodyfs and
+    fails with EROFS, as for root (SPEC §4). When the kernel checks them (the default) its
+    permission check answers first (kernel_errno): custodyfs never sees those requests."""
+    cfg = {"fs": {"default_permissions": "false"}} if checks_by == "daemon" else None
+    m = mount_factory(config=cfg, opts="allow_other")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)  # other users must reach the mount point
+    p = project(m, uniq)
+    a = m.audit
+    f = os.path.join(a, "reception_audit.csv")
+    bp = os.path.join(a, "by-project")
+    pf = os.path.join(bp, p + ".csv")
+    mine = os.path.join(m.inbox, uniq + "-mine.txt")
+    assert as_nobody(f"open({mine!r}, 'wb').write(b'mine')") == ["ok"]
+    assert checks.live_rows(m, uniq + "-mine.txt")
+    counts = {t: m.sql_value(f"select count(*) from {t}") for t in TABLES}
+    keys = checks.bucket_keys(m, markers=True)
+    before = {n: open(os.path.join(a, n), "rb").read() for n in ("reception_audit.csv",
+                                                                   "storage_audit.jsonl")}
+    modes = {n: stat.S_IMODE(os.stat(os.path.join(a, n)).st_mode)
+             for n in ("", "by-project", "stats", "reception_audit.csv", "by-project/" + p + ".csv")}
+    assert modes == {"": 0o555, "by-project": 0o555, "stats": 0o444,
+                     "reception_audit.csv": 0o444, "by-project/" + p + ".csv": 0o444}
+    attempts = {
+        "open O_WRONLY": f"os.open({f!r}, os.O_WRONLY)",
+        "open O_RDWR": f"os.open({f!r}, os.O_RDWR)",
+        "open O_TRUNC": f"os.open({f!r}, os.O_RDONLY | os.O_TRUNC)",
+        "open by-project O_WRONLY": f"os.open({pf!r}, os.O_WRONLY)",
+        "open stats O_APPEND": f"os.open({os.path.join(a, 'stats')!r}, os.O_WRONLY | os.O_APPEND)",
+        "create": f"os.open({os.path.join(a, 'new.csv')!r}, os.O_CREAT | os.O_WRONLY, 0o644)",
+        "create in by-project": f"os.open({os.path.join(bp, 'x.csv')!r}, os.O_CREAT | os.O_RDONLY)",
+        "truncate": f"os.truncate({f!r}, 0)",
+        "unlink": f"os.unlink({f!r})",
+        "unlink by-project": f"os.unlink({pf!r})",
+        "rename inside": f"os.rename({f!r}, {os.path.join(a, 'other.csv')!r})",
+        "rename out": f"os.rename({f!r}, {os.path.join(m.inbox, uniq + '-out.csv')!r})",
+        "rename in": f"os.rename({mine!r}, {os.path.join(a, 'in.txt')!r})",
+        "mkdir": f"os.mkdir({os.path.join(a, 'd')!r})",
+        "mkdir in by-project": f"os.mkdir({os.path.join(bp, 'd')!r})",
+        "rmdir by-project": f"os.rmdir({bp!r})",
+        "chmod": f"os.chmod({f!r}, 0o666)",
+        "chmod dir": f"os.chmod({a!r}, 0o777)",
+        "chown": f"os.chown({f!r}, {NOBODY}, {NOBODY})",
+        "utime now": f"os.utime({f!r})",
+        "utime": f"os.utime({f!r}, (1, 1))",
+        "setxattr": f"os.setxattr({f!r}, 'user.x', b'1')",
+        "removexattr": f"os.removexattr({f!r}, 'user.x')",
+        "symlink": f"os.symlink('/etc/passwd', {os.path.join(a, 'ln')!r})",
+        "link in": f"os.link({f!r}, {os.path.join(a, 'hard.csv')!r})",
+        "link out": f"os.link({f!r}, {os.path.join(m.inbox, uniq + '-hard.csv')!r})",
+        "mknod fifo": f"os.mkfifo({os.path.join(a, 'fifo')!r})",
+        "mknod regular": f"os.mknod({os.path.join(a, 'node')!r}, 0o644 | 0o100000)",
+        "mknod in by-project": f"os.mkfifo({os.path.join(bp, 'fifo')!r})",
+    }
+    got = dict(zip(attempts, as_nobody(*attempts.values())))
+    if checks_by == "daemon":
+        assert got == {what: "EROFS" for what in attempts}
+    else:
+        assert got == {what: kernel_errno(what) for what in attempts}
+    assert {t: m.sql_value(f"select count(*) from {t}") for t in TABLES} == counts
+    assert checks.bucket_keys(m, markers=True) == keys
+    assert checks.live_rows(m, uniq + "-mine.txt")
+    assert sorted(os.listdir(a)) == sorted(["stats", "chain", "by-project"] + [
+        t + e for t in TABLES for e in (".csv", ".jsonl")])
+    assert {n: open(os.path.join(a, n), "rb").read() for n in before} == before
+    assert {n: stat.S_IMODE(os.stat(os.path.join(a, n)).st_mode) for n in modes} == modes
