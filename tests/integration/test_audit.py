@@ -158,6 +158,60 @@ def test_views_match_tables_in_any_timezone(mount_factory, uniq):
     assert iso(ts) in raw
 
 
+def csv_records(raw):
+    """The record terminators of CSV bytes (what ends each record outside quotes), checking
+    that nothing else breaks a line outside quotes."""
+    ends, quoted, i = [], False, 0
+    while i < len(raw):
+        c = raw[i:i + 1]
+        if c == b'"':
+            quoted = not quoted
+        elif not quoted and c in (b"\r", b"\n"):
+            end = raw[i:i + 2] if raw[i:i + 2] == b"\r\n" else c
+            ends.append(end)
+            i += len(end)
+            continue
+        i += 1
+    assert not quoted
+    return ends
+
+
+def test_csv_records_end_in_crlf(mount, uniq):
+    """RFC 4180 §2.1: every record of every CSV view, the header too, ends in CRLF; a line
+    break inside a quoted field is the data's, kept as stored (LF, CR, CRLF). The stat size is
+    the bytes read, wc -l counts every LF, Python's csv module reads the table back. JSON Lines
+    lines end in LF."""
+    p = project(mount, uniq)
+    for i, v in enumerate(AWKWARD):
+        mount.sql("insert into reception_audit (source_bucket, file_name, object_key, size_bytes)"
+                  " values ('other-bucket', %s, %s, %s)", (v, f"{uniq}/{i}/{v}", i))
+    drop(mount, uniq + ".txt", b"crlf")
+    promote(mount, uniq + ".txt", p)
+    views = [t + ".csv" for t in TABLES] + ["by-project/" + p + ".csv"]
+    for name in views:
+        path = os.path.join(mount.audit, name)
+        with open(path, "rb") as f:
+            raw = f.read()
+            assert os.fstat(f.fileno()).st_size == len(raw)
+        ends = csv_records(raw)
+        assert set(ends) == {b"\r\n"} and raw.endswith(b"\r\n"), (name, set(ends))
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+        assert len(ends) == len(rows)
+        wc = subprocess.run(["wc", "-l", path], capture_output=True, check=True, text=True)
+        assert int(wc.stdout.split()[0]) == raw.count(b"\n")
+    n = check_view(mount, "reception_audit", os.path.join(mount.audit, "reception_audit.csv"),
+                   os.path.join(mount.audit, "reception_audit.jsonl"))
+    raw = checks.read(os.path.join(mount.audit, "reception_audit.csv"))
+    assert len(csv_records(raw)) == n + 1
+    assert b'"line1\nline2"' in raw and b'"cr\rlf\r\nend"' in raw  # the data's own breaks
+    assert check_view(mount, "storage_audit", os.path.join(mount.audit, views[-1]),
+                      os.path.join(mount.audit, "by-project", p + ".jsonl"),
+                      "where project_prefix = %s", (p,)) == 1
+    for t in TABLES:
+        raw = checks.read(os.path.join(mount.audit, t + ".jsonl"))
+        assert b"\r" not in raw and raw.endswith(b"}\n")
+
+
 def test_columns_added_later_are_exported(mount, uniq):
     """Columns may grow: a column another tool adds appears in the views, in table order."""
     mount.sql("alter table projects_registry add column if not exists extra_note text")
