@@ -3,7 +3,9 @@
 Every view is checked against the tables read with psycopg2 (never through the mount), parsed
 with Python's csv and json modules and read with the tools an auditor uses (cat, wc, grep, head,
 cp, python). Every change under audit/ must fail with EROFS, root included (these tests run as
-root). audit/stats is checked against what the tests did and against the tables."""
+root); another user (uid 65534) gets EROFS when the daemon checks permissions, and the kernel's
+own refusal first when the kernel does (test_every_change_fails_for_other_users). audit/stats is
+checked against what the tests did and against the tables."""
 import csv
 import errno
 import io
