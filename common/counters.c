@@ -141,6 +141,7 @@ static const char *const fop_names[FOP_N] = {
     [FOP_SETXATTR] = "setxattr",
     [FOP_LISTXATTR] = "listxattr",
     [FOP_REMOVEXATTR] = "removexattr",
+    [FOP_MKNOD] = "mknod",
 };
 
 static void sum_add(struct sum_data *d, uint64_t ns)

@@ -5,14 +5,15 @@
  * connection of the bulk share (db_run_bulk: the exports never hold the
  * pool's last two connections, which the custody path needs): the column list
  * is read from the catalog, then one COPY (SELECT ...) TO STDOUT streams the
- * rows. PostgreSQL does the CSV quoting (FORMAT csv, HEADER). For JSON Lines,
- * each row is one row_to_json() value sent through COPY's CSV format with a
- * quote and a delimiter (0x01, 0x02) that JSON text never holds raw (it escapes
- * every control character), so nothing is quoted or escaped on the way: the
- * lines are the JSON texts. Timestamps are formatted by the server
- * (to_char ... AT TIME ZONE 'UTC'), so the session TimeZone does not
- * matter. The only parameter, the project prefix, is passed with
- * set_config() (COPY takes no parameters): never spliced into SQL. */
+ * rows. PostgreSQL does the CSV quoting (FORMAT csv, HEADER); each record's
+ * LF becomes CRLF on the way (COPY cannot end records otherwise). For JSON
+ * Lines, each row is one row_to_json() value sent through COPY's CSV format
+ * with a quote and a delimiter (0x01, 0x02) that JSON text never holds raw (it
+ * escapes every control character), so nothing is quoted or escaped on the way:
+ * the lines are the JSON texts. Timestamps are formatted by the server (to_char
+ * ... AT TIME ZONE 'UTC'), so the session TimeZone does not matter. The only
+ * parameter, the project prefix, is passed with set_config() (COPY takes no
+ * parameters): never spliced into SQL. */
 #include <errno.h>
 #include <inttypes.h>
 #include <poll.h>
@@ -216,7 +217,15 @@ static int dbx_copy(struct pg_ctx *x, const char *sql, struct dbx_arg *a)
 	for (;;) {
 		n = PQgetCopyData(x->conn, &row, 1);
 		if (n > 0) {
-			rc = dbx_put(a, row, (size_t)n);
+			/* One call, one whole row (libpq), ending in the
+			 * record's LF: a CSV record ends in CRLF (RFC 4180
+			 * §2.1), a line break inside a quoted field stays as
+			 * the data has it. */
+			int crlf = a->f == DBX_CSV && row[n - 1] == '\n';
+
+			rc = dbx_put(a, row, (size_t)n - (size_t)crlf);
+			if (!rc && crlf)
+				rc = dbx_put(a, "\r\n", 2);
 			PQfreemem(row);
 			if (rc)
 				goto drop;

@@ -21,8 +21,8 @@ enum db_export_table {
 };
 
 enum db_export_fmt {
-	DBX_CSV,  /* RFC 4180: header row, quoted as needed, CRLF never
-		     added: rows end in LF */
+	DBX_CSV,  /* RFC 4180: header row, quoted as needed, records end
+		     in CRLF (line breaks inside quoted fields as stored) */
 	DBX_JSONL /* one JSON object per line (row_to_json) */
 };
 

@@ -53,6 +53,35 @@ static const char db_sql_stored_for[] =
 	" WHERE s.removed_at IS NULL AND coalesce(s.outcome, 'copied') IN"
 	"  ('copied', 'restored', 'adopted', 'duplicate', 'duplicate_content')"
 	" ORDER BY r.i, s.reception_id IS NULL, s.id DESC";
+/* Live storage rows that say an object is at their key of bucket $1 (a
+ * seed row without dest_bucket names the storage bucket), paged as
+ * db_sql_live_page: outcome copied, restored, adopted (NULL: copied) or
+ * duplicate (the same bytes found at that key); a duplicate_content row
+ * points at another key and has no object of its own. The ETag is the one
+ * its journal entry verified ("" when unknown). */
+static const char db_sql_stored_page[] =
+	"SELECT s.id, s.dest_key, coalesce(j.dest_etag, ''),"
+	" coalesce(s.size_bytes, -1), coalesce(s.sha256, ''),"
+	" coalesce(s.xxh128, ''),"
+	" coalesce(extract(epoch FROM now() - s.moved_at)::float8, -1)"
+	" FROM storage_audit s LEFT JOIN promotion_journal j"
+	" ON j.id = s.journal_id"
+	" WHERE coalesce(s.dest_bucket, $1::text) = $1::text"
+	" AND s.removed_at IS NULL AND coalesce(s.outcome, 'copied') IN"
+	"  ('copied', 'restored', 'adopted', 'duplicate')"
+	" AND ($2::text IS NULL OR s.dest_key COLLATE \"C\" > $2::text"
+	"  OR (s.dest_key COLLATE \"C\" = $2::text AND s.id > $3::bigint))"
+	" ORDER BY s.dest_key COLLATE \"C\", s.id LIMIT $4::bigint";
+
+static const char db_sql_storage_accounted[] =
+	"SELECT EXISTS (SELECT 1 FROM promotion_journal"
+	"  WHERE state IN ('intent', 'stored') AND dest_bucket = $1::text"
+	"  AND dest_key = $2::text)"
+	" OR EXISTS (SELECT 1 FROM storage_audit"
+	"  WHERE dest_key = $2::text"
+	"  AND coalesce(dest_bucket, $1::text) = $1::text"
+	"  AND removed_at IS NULL AND coalesce(outcome, 'copied') IN"
+	"   ('copied', 'restored', 'adopted', 'duplicate'))";
 /* clang-format on */
 
 static void db_copy(char *out, size_t len, const char *s)
@@ -130,11 +159,13 @@ static int pg_recon_received(struct pg_ctx *x, void *arg)
 	return rc;
 }
 
-int db_recon_live_page(struct db *d, const char *bucket, const char *after_key,
-		       int64_t after_id, size_t max, struct db_received **rows,
-		       size_t *n)
+/* One page of sql ($1 bucket, $2/$3 after (key, id), $4 max). */
+static int db_recon_page(struct db *d, const char *sql, const char *what,
+			 const char *bucket, const char *after_key,
+			 int64_t after_id, size_t max,
+			 struct db_received **rows, size_t *n)
 {
-	struct db_recon_args a = {.sql = db_sql_live_page, .np = 4};
+	struct db_recon_args a = {.sql = sql, .np = 4};
 	char id[24], lim[24];
 	int rc;
 
@@ -150,12 +181,60 @@ int db_recon_live_page(struct db *d, const char *bucket, const char *after_key,
 	a.p[1] = after_key;
 	a.p[2] = id;
 	a.p[3] = lim;
-	rc = db_run(d, "reception live rows page", 0, 0, pg_recon_received, &a);
+	rc = db_run(d, what, 0, 0, pg_recon_received, &a);
 	if (rc)
 		return rc;
 	*rows = a.rows;
 	*n = a.n;
 	return 0;
+}
+
+int db_recon_live_page(struct db *d, const char *bucket, const char *after_key,
+		       int64_t after_id, size_t max, struct db_received **rows,
+		       size_t *n)
+{
+	return db_recon_page(d, db_sql_live_page, "reception live rows page",
+			     bucket, after_key, after_id, max, rows, n);
+}
+
+int db_recon_stored_page(struct db *d, const char *bucket,
+			 const char *after_key, int64_t after_id, size_t max,
+			 struct db_received **rows, size_t *n)
+{
+	return db_recon_page(d, db_sql_stored_page, "storage live rows page",
+			     bucket, after_key, after_id, max, rows, n);
+}
+
+struct db_accounted_args {
+	const char *p[2];
+	int open;
+};
+
+static int pg_storage_accounted(struct pg_ctx *x, void *arg)
+{
+	struct db_accounted_args *a = arg;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_storage_accounted, 2, a->p, &res);
+	if (!rc)
+		a->open =
+		    PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't';
+	PQclear(res);
+	return rc;
+}
+
+int db_recon_storage_accounted(struct db *d, const char *bucket,
+			       const char *key)
+{
+	struct db_accounted_args a = {.p = {bucket, key}};
+	int rc;
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	rc = db_run(d, "storage key accounted for", 0, 0, pg_storage_accounted,
+		    &a);
+	return rc ? rc : a.open;
 }
 
 /* Appends s to b as one element of a PostgreSQL array literal. */

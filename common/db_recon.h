@@ -34,6 +34,24 @@ int db_recon_live_page(struct db *d, const char *bucket, const char *after_key,
 		       int64_t after_id, size_t max, struct db_received **rows,
 		       size_t *n);
 
+/* The storage side, paged the same way: live storage_audit rows that say
+ * an object is at their dest_key of the storage bucket (outcome copied,
+ * restored, adopted or duplicate; NULL outcome or dest_bucket: the seed's,
+ * copied into the storage bucket), as struct db_received: object_key is
+ * dest_key, etag the one the promotion's journal entry verified ("" when
+ * unknown), age_s from moved_at. */
+int db_recon_stored_page(struct db *d, const char *bucket,
+			 const char *after_key, int64_t after_id, size_t max,
+			 struct db_received **rows, size_t *n);
+
+/* Is the object at (bucket, key) of the storage bucket accounted for now:
+ * a promotion to it is open (its journal entry intent or stored: the
+ * object is there before its row), or a live row of the kind
+ * db_recon_stored_page reads names it (committed since a page was read)?
+ * 1, 0, or -errno. */
+int db_recon_storage_accounted(struct db *d, const char *bucket,
+			       const char *key);
+
 /* Live rows of exactly these keys of bucket, in (key, id) order. */
 int db_recon_live_keys(struct db *d, const char *bucket,
 		       const char *const *keys, size_t n_keys,

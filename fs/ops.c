@@ -752,6 +752,21 @@ static int cfs_symlink(const char *target, const char *path)
 	    cfs_area_of(path, &rel) == AREA_AUDIT ? AREA_AUDIT : AREA_ROOT);
 }
 
+/* FIFOs, device nodes and sockets: a bucket holds none (ENOSYS, as when
+ * there was no handler; a regular file's mknod is a create, libfuse's).
+ * Errors: EROFS (audit/), ENAMETOOLONG, ENOSYS elsewhere. */
+static int cfs_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	const char *rel;
+	int rc = path_check(path);
+
+	(void)mode;
+	(void)rdev;
+	if (rc)
+		return rc;
+	return cfs_area_of(path, &rel) == AREA_AUDIT ? -EROFS : -ENOSYS;
+}
+
 /* A hard link to an audit/ file changes it (its link count): EROFS too. */
 static int cfs_link(const char *from, const char *to)
 {
@@ -991,6 +1006,8 @@ CFS_TIMED(cfs_symlink, FOP_SYMLINK, (cstr target, cstr p), (target, p))
 CFS_TIMED(cfs_readlink, FOP_READLINK, (cstr p, char *buf, size_t n),
 	  (p, buf, n))
 CFS_TIMED(cfs_link, FOP_LINK, (cstr from, cstr to), (from, to))
+CFS_TIMED(cfs_mknod, FOP_MKNOD, (cstr p, mode_t mode, dev_t rdev),
+	  (p, mode, rdev))
 CFS_TIMED(cfs_getxattr, FOP_GETXATTR,
 	  (cstr p, cstr name, char *value, size_t n), (p, name, value, n))
 CFS_TIMED(cfs_setxattr, FOP_SETXATTR,
@@ -1028,4 +1045,5 @@ const struct fuse_operations cfs_ops = {
     .listxattr = cfs_listxattr_timed,
     .removexattr = cfs_removexattr_timed,
     .link = cfs_link_timed,
+    .mknod = cfs_mknod_timed,
 };

@@ -1,6 +1,7 @@
 /* tool_reconcile.c - `custodyfs reconcile -o config=FILE [--apply]
  * [--verify-hashes] [--json]`: drift between the reception bucket and
- * reception_audit.
+ * reception_audit, and (reported only) between the storage bucket and
+ * storage_audit.
  *
  * The bucket's listing and the live rows are walked side by side in key
  * (byte) order, a page of each at a time, so neither is ever all in
@@ -16,6 +17,17 @@
  *              ever compared with one this system computed, never with
  *              the object's metadata); an ok row without a SHA-256 (the
  *              seed's) is counted as unhashed, not as drift.
+ * The storage bucket and storage_audit are walked the same way (every run;
+ * keys under ".custodyfs-", the anchors and probes, are not files):
+ *   storage_unlogged       an object without a live storage row that says
+ *                          it is there (copied, restored, adopted,
+ *                          duplicate) and no open promotion to it;
+ *   storage_gone           such a row whose object is not in the bucket
+ *                          (a HEAD confirms it);
+ *   storage_hash_mismatch  (--verify-hashes) the SHA-256 of the object's
+ *                          bytes is not its newest row's.
+ * They are only ever reported, --apply or not: the storage bucket is the
+ * definitive store, and which side lies is for a person to find out.
  * Without --apply nothing is changed. With --apply:
  *   - unlogged and mismatched objects are logged by the mount's own
  *     reception scan (reception_scan: hashed from their bytes, origin
@@ -43,10 +55,29 @@
 #define RECON_PAGE 1000	       /* keys / rows per page */
 #define RECON_CHUNK (8u << 20) /* bytes per ranged GET when hashing */
 
-enum recon_kind { RK_UNLOGGED, RK_MISMATCH, RK_GONE, RK_HASH, RK_N };
+enum recon_kind {
+	RK_UNLOGGED,
+	RK_MISMATCH,
+	RK_GONE,
+	RK_HASH,
+	RK_S_UNLOGGED, /* the storage side: reported only */
+	RK_S_GONE,
+	RK_S_HASH,
+	RK_N
+};
 
-static const char *const recon_kind_name[RK_N] = {"unlogged", "mismatch",
-						  "gone", "hash_mismatch"};
+static const char *const recon_kind_name[RK_N] = {"unlogged",
+						  "mismatch",
+						  "gone",
+						  "hash_mismatch",
+						  "storage_unlogged",
+						  "storage_gone",
+						  "storage_hash_mismatch"};
+
+static int recon_storage_kind(enum recon_kind k)
+{
+	return k == RK_S_UNLOGGED || k == RK_S_GONE || k == RK_S_HASH;
+}
 
 struct recon_item {
 	enum recon_kind kind;
@@ -65,6 +96,12 @@ struct recon_run {
 	struct recon_item *items;
 	size_t n_items, cap;
 	size_t n_objects, n_rows, n_ok, n_unhashed;
+	/* --verify-hashes: objects whose bytes could not be read as one
+	 * upload (changed meanwhile): not checked */
+	size_t n_unchecked, s_unchecked;
+	/* the storage bucket: objects, live rows, objects with a row, rows
+	 * without a SHA-256 (--verify-hashes), objects of open promotions */
+	size_t s_objects, s_rows, s_ok, s_unhashed, s_in_flight;
 	size_t by_kind[RK_N];
 };
 
@@ -84,6 +121,16 @@ static void recon_usage(FILE *f)
 	    "--verify-hashes each logged object is read and the SHA-256 of "
 	    "its bytes is\n"
 	    "compared with its row's (never with the object's metadata).\n"
+	    "\n"
+	    "The storage bucket is checked against storage_audit the same "
+	    "way: objects\n"
+	    "without a live row that says they are stored (storage_unlogged), "
+	    "such rows\n"
+	    "whose object is gone (storage_gone) and, with --verify-hashes, "
+	    "objects whose\n"
+	    "bytes are not their row's SHA-256 (storage_hash_mismatch). "
+	    "These are only\n"
+	    "ever reported, with --apply too.\n"
 	    "\n"
 	    "Nothing is changed unless --apply is given. Then unlogged and "
 	    "mismatched\n"
@@ -143,6 +190,8 @@ static int recon_add(struct recon_run *r, enum recon_kind kind, const char *key,
 
 /* The listing, a page at a time, directory markers skipped. */
 struct recon_objs {
+	const char *bucket;
+	int skip_internal; /* keys under ".custodyfs-": not files */
 	struct s3_list_result pg;
 	size_t i;
 	char *token;
@@ -160,11 +209,13 @@ static int recon_obj_peek(struct recon_run *r, struct recon_objs *o,
 			const struct s3_list_entry *e = &o->pg.entries[o->i];
 			size_t kl = strlen(e->key);
 
-			if (kl && e->key[kl - 1] != '/') {
+			if (kl && e->key[kl - 1] != '/' &&
+			    !(o->skip_internal &&
+			      !strncmp(e->key, ".custodyfs-", 11))) {
 				*out = e;
 				return 0;
 			}
-			o->i++; /* a directory marker */
+			o->i++; /* a directory marker, an anchor */
 		}
 		if (o->done)
 			return 0;
@@ -175,8 +226,8 @@ static int recon_obj_peek(struct recon_run *r, struct recon_objs *o,
 		s3xml_list_free(&o->pg);
 		memset(&o->pg, 0, sizeof(o->pg));
 		o->i = 0;
-		rc = s3_list_page(r->t.s3, r->t.cfg.reception_bucket, NULL,
-				  NULL, o->token, RECON_PAGE, &o->pg);
+		rc = s3_list_page(r->t.s3, o->bucket, NULL, NULL, o->token,
+				  RECON_PAGE, &o->pg);
 		free(o->token);
 		o->token = NULL;
 		o->started = 1;
@@ -192,6 +243,7 @@ static int recon_obj_peek(struct recon_run *r, struct recon_objs *o,
 
 /* The live rows, a page at a time. */
 struct recon_rows {
+	int storage; /* storage_audit's rows of the storage bucket */
 	struct db_received *rows;
 	size_t n, i;
 	char *last_key;
@@ -221,8 +273,14 @@ static int recon_row_peek(struct recon_run *r, struct recon_rows *w,
 	db_recon_received_free(w->rows, w->n);
 	w->rows = NULL;
 	w->n = w->i = 0;
-	rc = db_recon_live_page(r->t.db, r->t.cfg.reception_bucket, w->last_key,
-				w->last_id, RECON_PAGE, &w->rows, &w->n);
+	if (w->storage)
+		rc = db_recon_stored_page(r->t.db, r->t.cfg.storage_bucket,
+					  w->last_key, w->last_id, RECON_PAGE,
+					  &w->rows, &w->n);
+	else
+		rc = db_recon_live_page(r->t.db, r->t.cfg.reception_bucket,
+					w->last_key, w->last_id, RECON_PAGE,
+					&w->rows, &w->n);
 	if (rc)
 		return rc;
 	if (w->n < RECON_PAGE)
@@ -240,23 +298,38 @@ static int recon_row_logs(const struct db_received *row,
 	       row->size == (int64_t)e->size;
 }
 
-/* --verify-hashes: the object's bytes against the row's SHA-256. */
-static int recon_verify(struct recon_run *r, const struct s3_list_entry *e,
+/* --verify-hashes: the object's bytes (of bucket) against the row's
+ * SHA-256; a mismatch is an item of kind. */
+static int recon_verify(struct recon_run *r, const char *bucket,
+			enum recon_kind kind, size_t *unhashed,
+			size_t *unchecked, const struct s3_list_entry *e,
 			const struct db_received *row)
 {
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX], d[256];
+	struct s3_object_info info;
 	int rc;
 
 	if (!row->sha256[0]) {
-		r->n_unhashed++;
+		(*unhashed)++;
 		return 0;
 	}
-	rc =
-	    objhash_compute(r->t.s3, r->t.cfg.reception_bucket, e->key, e->etag,
-			    e->size, RECON_CHUNK, NULL, NULL, xxh, sha);
+	rc = objhash_compute(r->t.s3, bucket, e->key, e->etag, e->size,
+			     RECON_CHUNK, NULL, NULL, xxh, sha);
+	/* A store may list an object with another ETag than the one its
+	 * HEAD and If-Match know (Swift: a copy of an object uploaded in
+	 * parts): read once more with HEAD's, when the size is the listed
+	 * one. */
+	if (rc == -ESTALE && s3_head(r->t.s3, bucket, e->key, &info) == 0) {
+		if (strcmp(info.etag, e->etag) && info.size == e->size)
+			rc = objhash_compute(r->t.s3, bucket, e->key, info.etag,
+					     e->size, RECON_CHUNK, NULL, NULL,
+					     xxh, sha);
+		s3_object_info_free(&info);
+	}
 	if (rc == -ESTALE) {
 		log_info("%s/%s changed while it was hashed: not checked",
-			 r->t.cfg.reception_bucket, e->key);
+			 bucket, e->key);
+		(*unchecked)++;
 		return 0;
 	}
 	if (rc)
@@ -266,13 +339,13 @@ static int recon_verify(struct recon_run *r, const struct s3_list_entry *e,
 		return 0;
 	snprintf(d, sizeof(d), "bytes hash to SHA-256 %s, row %lld records %s",
 		 sha, (long long)row->id, row->sha256);
-	return recon_add(r, RK_HASH, e->key, e->etag, e->size, row->id, d);
+	return recon_add(r, kind, e->key, e->etag, e->size, row->id, d);
 }
 
 /* The walk: listing and live rows side by side. 0 or -errno. */
 static int recon_walk(struct recon_run *r)
 {
-	struct recon_objs o = {0};
+	struct recon_objs o = {.bucket = r->t.cfg.reception_bucket};
 	struct recon_rows w = {0};
 	int rc;
 
@@ -330,7 +403,11 @@ static int recon_walk(struct recon_run *r)
 					logged = 1;
 					r->n_ok++;
 					if (r->verify)
-						rc = recon_verify(r, e, row);
+						rc = recon_verify(
+						    r,
+						    r->t.cfg.reception_bucket,
+						    RK_HASH, &r->n_unhashed,
+						    &r->n_unchecked, e, row);
 				}
 				if (row->id > newest)
 					newest = row->id;
@@ -352,6 +429,120 @@ static int recon_walk(struct recon_run *r)
 			if (rc)
 				break;
 		}
+	}
+	s3xml_list_free(&o.pg);
+	free(o.token);
+	db_recon_received_free(w.rows, w.n);
+	free(w.last_key);
+	return rc;
+}
+
+/* A storage object without a row, or a row without its object, seen
+ * while the other side moved on: is it drift now? 1 yes, 0 no (a
+ * promotion is storing it, its row committed since, the object arrived
+ * since), or -errno. */
+static int recon_s_confirm(struct recon_run *r, const char *key, int gone)
+{
+	struct s3_object_info info;
+	int rc;
+
+	if (!gone) {
+		rc = db_recon_storage_accounted(r->t.db,
+						r->t.cfg.storage_bucket, key);
+		return rc < 0 ? rc : !rc;
+	}
+	rc = s3_head(r->t.s3, r->t.cfg.storage_bucket, key, &info);
+	if (rc == 0) {
+		s3_object_info_free(&info);
+		return 0;
+	}
+	return rc == -ENOENT ? 1 : rc;
+}
+
+/* The storage bucket against storage_audit, as recon_walk. Reports only.
+ * 0 or -errno. */
+static int recon_storage_walk(struct recon_run *r)
+{
+	struct recon_objs o = {.bucket = r->t.cfg.storage_bucket,
+			       .skip_internal = 1};
+	struct recon_rows w = {.storage = 1};
+	int rc;
+
+	for (;;) {
+		const struct s3_list_entry *e;
+		const struct db_received *row;
+		struct db_received newest;
+		char d[512], *key;
+		int c, hashed = 0;
+
+		rc = recon_obj_peek(r, &o, &e);
+		if (!rc)
+			rc = recon_row_peek(r, &w, &row);
+		if (rc || (!e && !row))
+			break;
+		c = !e ? 1 : !row ? -1 : strcmp(e->key, row->object_key);
+		if (c > 0) { /* a live row without its object */
+			r->s_rows++;
+			rc = recon_s_confirm(r, row->object_key, 1);
+			if (rc > 0) {
+				snprintf(d, sizeof(d),
+					 "row %lld (%lld bytes) says it is "
+					 "stored: no object in the bucket",
+					 (long long)row->id,
+					 (long long)row->size);
+				rc = recon_add(
+				    r, RK_S_GONE, row->object_key, NULL,
+				    row->size >= 0 ? (uint64_t)row->size
+						   : UINT64_MAX,
+				    row->id, d);
+			}
+			w.i++;
+			if (rc)
+				break;
+			continue;
+		}
+		r->s_objects++;
+		if (c < 0) { /* an object without a live row */
+			rc = recon_s_confirm(r, e->key, 0);
+			if (rc > 0)
+				rc = recon_add(r, RK_S_UNLOGGED, e->key,
+					       e->etag, e->size, 0,
+					       "no live storage row");
+			else if (rc == 0)
+				r->s_in_flight++;
+			o.i++;
+			if (rc)
+				break;
+			continue;
+		}
+		/* Every live row of the key (a copy and its duplicates). */
+		key = strdup(e->key);
+		if (!key) {
+			rc = -ENOMEM;
+			break;
+		}
+		memset(&newest, 0, sizeof(newest));
+		while (!rc && row && !strcmp(row->object_key, key)) {
+			r->s_rows++;
+			if (row->sha256[0] || !hashed) {
+				newest = *row;
+				newest.object_key = NULL;
+				hashed = row->sha256[0] != '\0';
+			}
+			w.i++;
+			rc = recon_row_peek(r, &w, &row);
+		}
+		if (!rc) {
+			r->s_ok++;
+			if (r->verify)
+				rc = recon_verify(r, r->t.cfg.storage_bucket,
+						  RK_S_HASH, &r->s_unhashed,
+						  &r->s_unchecked, e, &newest);
+		}
+		free(key);
+		o.i++;
+		if (rc)
+			break;
 	}
 	s3xml_list_free(&o.pg);
 	free(o.token);
@@ -483,8 +674,15 @@ static void recon_report(struct recon_run *r, const char *fail, size_t logged)
 		tool_json_str(stdout, fail);
 		printf(
 		    ", \"objects\": %zu, \"live_rows\": %zu, \"ok_objects\": "
-		    "%zu, \"unhashed\": %zu",
-		    r->n_objects, r->n_rows, r->n_ok, r->n_unhashed);
+		    "%zu, \"unhashed\": %zu, \"unchecked\": %zu",
+		    r->n_objects, r->n_rows, r->n_ok, r->n_unhashed,
+		    r->n_unchecked);
+		printf(
+		    ", \"storage_objects\": %zu, \"storage_live_rows\": %zu, "
+		    "\"storage_ok_objects\": %zu, \"storage_unhashed\": %zu, "
+		    "\"storage_unchecked\": %zu, \"storage_in_flight\": %zu",
+		    r->s_objects, r->s_rows, r->s_ok, r->s_unhashed,
+		    r->s_unchecked, r->s_in_flight);
 		for (i = 0; i < RK_N; i++)
 			printf(", \"%s\": %zu", recon_kind_name[i],
 			       r->by_kind[i]);
@@ -493,10 +691,14 @@ static void recon_report(struct recon_run *r, const char *fail, size_t logged)
 		for (i = 0; i < r->n_items; i++) {
 			struct recon_item *it = &r->items[i];
 
-			printf("%s\n  {\"kind\": \"%s\", \"key\": ",
+			printf("%s\n  {\"kind\": \"%s\", \"bucket\": ",
 			       i ? "," : "", recon_kind_name[it->kind]);
+			tool_json_str(stdout, recon_storage_kind(it->kind)
+						  ? r->t.cfg.storage_bucket
+						  : r->t.cfg.reception_bucket);
+			printf(", \"key\": ");
 			tool_json_str(stdout, it->key);
-			if (it->kind == RK_GONE)
+			if (it->kind == RK_GONE || it->kind == RK_S_GONE)
 				printf(", \"etag\": null, \"size\": null");
 			else {
 				printf(", \"etag\": ");
@@ -529,16 +731,33 @@ static void recon_report(struct recon_run *r, const char *fail, size_t logged)
 	}
 	if (fail)
 		printf("reconcile failed: %s\n", fail);
-	printf("%zu objects, %zu live rows: %zu unlogged, %zu mismatched, "
+	printf("reception: %zu objects, %zu live rows: %zu unlogged, %zu "
+	       "mismatched, "
 	       "%zu gone, %zu hash mismatches%s",
 	       r->n_objects, r->n_rows, r->by_kind[RK_UNLOGGED],
 	       r->by_kind[RK_MISMATCH], r->by_kind[RK_GONE],
 	       r->by_kind[RK_HASH], r->verify ? "" : " (hashes not checked)");
 	if (r->verify && r->n_unhashed)
 		printf(", %zu rows without a SHA-256", r->n_unhashed);
+	if (r->n_unchecked)
+		printf(", %zu changed while hashed (not checked)",
+		       r->n_unchecked);
 	if (r->apply)
 		printf("; applied: %zu logged, %zu drift left", logged, left);
 	printf("\n");
+	printf("storage: %zu objects, %zu live rows: %zu unlogged, %zu gone, "
+	       "%zu hash mismatches%s",
+	       r->s_objects, r->s_rows, r->by_kind[RK_S_UNLOGGED],
+	       r->by_kind[RK_S_GONE], r->by_kind[RK_S_HASH],
+	       r->verify ? "" : " (hashes not checked)");
+	if (r->verify && r->s_unhashed)
+		printf(", %zu rows without a SHA-256", r->s_unhashed);
+	if (r->s_unchecked)
+		printf(", %zu changed while hashed (not checked)",
+		       r->s_unchecked);
+	if (r->s_in_flight)
+		printf(", %zu being promoted", r->s_in_flight);
+	printf(" (reported only)\n");
 }
 
 int tool_reconcile(int argc, char **argv)
@@ -599,6 +818,8 @@ int tool_reconcile(int argc, char **argv)
 	status = TOOL_FAILED;
 	tool_actor(&r.t, &who);
 	rc = tool_bucket_check(&r.t, r.t.cfg.reception_bucket);
+	if (!rc)
+		rc = tool_bucket_check(&r.t, r.t.cfg.storage_bucket);
 	if (rc) {
 		fprintf(stderr,
 			"custodyfs reconcile: the store does not answer (%s): "
@@ -618,6 +839,8 @@ int tool_reconcile(int argc, char **argv)
 	if (tool_db_schema(&r.t, "reconcile", r.apply, &fail))
 		goto report;
 	rc = recon_walk(&r);
+	if (!rc)
+		rc = recon_storage_walk(&r);
 	if (rc) {
 		fprintf(stderr, "custodyfs reconcile: %s: nothing %s\n",
 			strerror(-rc), r.apply ? "applied" : "more checked");
@@ -640,6 +863,9 @@ int tool_reconcile(int argc, char **argv)
 			fail = "closing the rows of gone objects failed";
 		}
 	}
+	for (i = 0; i < r.n_items; i++)
+		if (recon_storage_kind(r.items[i].kind))
+			r.items[i].fix = "reported only";
 report:
 	recon_report(&r, fail, logged);
 	for (i = 0; i < r.n_items; i++)

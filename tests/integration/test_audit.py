@@ -3,7 +3,9 @@
 Every view is checked against the tables read with psycopg2 (never through the mount), parsed
 with Python's csv and json modules and read with the tools an auditor uses (cat, wc, grep, head,
 cp, python). Every change under audit/ must fail with EROFS, root included (these tests run as
-root). audit/stats is checked against what the tests did and against the tables."""
+root); another user (uid 65534) gets EROFS when the daemon checks permissions, and the kernel's
+own refusal first when the kernel does (test_every_change_fails_for_other_users). audit/stats is
+checked against what the tests did and against the tables."""
 import csv
 import errno
 import io
@@ -158,6 +160,60 @@ def test_views_match_tables_in_any_timezone(mount_factory, uniq):
     assert iso(ts) in raw
 
 
+def csv_records(raw):
+    """The record terminators of CSV bytes (what ends each record outside quotes), checking
+    that nothing else breaks a line outside quotes."""
+    ends, quoted, i = [], False, 0
+    while i < len(raw):
+        c = raw[i:i + 1]
+        if c == b'"':
+            quoted = not quoted
+        elif not quoted and c in (b"\r", b"\n"):
+            end = raw[i:i + 2] if raw[i:i + 2] == b"\r\n" else c
+            ends.append(end)
+            i += len(end)
+            continue
+        i += 1
+    assert not quoted
+    return ends
+
+
+def test_csv_records_end_in_crlf(mount, uniq):
+    """RFC 4180 §2.1: every record of every CSV view, the header too, ends in CRLF; a line
+    break inside a quoted field is the data's, kept as stored (LF, CR, CRLF). The stat size is
+    the bytes read, wc -l counts every LF, Python's csv module reads the table back. JSON Lines
+    lines end in LF."""
+    p = project(mount, uniq)
+    for i, v in enumerate(AWKWARD):
+        mount.sql("insert into reception_audit (source_bucket, file_name, object_key, size_bytes)"
+                  " values ('other-bucket', %s, %s, %s)", (v, f"{uniq}/{i}/{v}", i))
+    drop(mount, uniq + ".txt", b"crlf")
+    promote(mount, uniq + ".txt", p)
+    views = [t + ".csv" for t in TABLES] + ["by-project/" + p + ".csv"]
+    for name in views:
+        path = os.path.join(mount.audit, name)
+        with open(path, "rb") as f:
+            raw = f.read()
+            assert os.fstat(f.fileno()).st_size == len(raw)
+        ends = csv_records(raw)
+        assert set(ends) == {b"\r\n"} and raw.endswith(b"\r\n"), (name, set(ends))
+        rows = list(csv.reader(io.StringIO(raw.decode("utf-8"), newline="")))
+        assert len(ends) == len(rows)
+        wc = subprocess.run(["wc", "-l", path], capture_output=True, check=True, text=True)
+        assert int(wc.stdout.split()[0]) == raw.count(b"\n")
+    n = check_view(mount, "reception_audit", os.path.join(mount.audit, "reception_audit.csv"),
+                   os.path.join(mount.audit, "reception_audit.jsonl"))
+    raw = checks.read(os.path.join(mount.audit, "reception_audit.csv"))
+    assert len(csv_records(raw)) == n + 1
+    assert b'"line1\nline2"' in raw and b'"cr\rlf\r\nend"' in raw  # the data's own breaks
+    assert check_view(mount, "storage_audit", os.path.join(mount.audit, views[-1]),
+                      os.path.join(mount.audit, "by-project", p + ".jsonl"),
+                      "where project_prefix = %s", (p,)) == 1
+    for t in TABLES:
+        raw = checks.read(os.path.join(mount.audit, t + ".jsonl"))
+        assert b"\r" not in raw and raw.endswith(b"}\n")
+
+
 def test_columns_added_later_are_exported(mount, uniq):
     """Columns may grow: a column another tool adds appears in the views, in table order."""
     mount.sql("alter table projects_registry add column if not exists extra_note text")
@@ -289,6 +345,9 @@ def test_every_change_is_erofs_even_for_root(mount, uniq):
         "symlink": lambda: os.symlink("/etc/passwd", os.path.join(a, "ln")),
         "link in": lambda: os.link(f, os.path.join(a, "hard.csv")),
         "link out": lambda: os.link(f, os.path.join(mount.inbox, uniq + "-hard.csv")),
+        "mknod fifo": lambda: os.mkfifo(os.path.join(a, "fifo")),
+        "mknod regular": lambda: os.mknod(os.path.join(a, "node"), 0o644 | stat.S_IFREG),
+        "mknod in by-project": lambda: os.mkfifo(os.path.join(bp, "fifo")),
     }
     wrong = {}
     for what, fn in attempts.items():
@@ -424,3 +483,117 @@ def test_300k_rows_bounded_rss(mount_factory, uniq):
     hwm = vm_hwm_kib(m.pid)
     print(f"daemon VmHWM after 300,000 rows as CSV and JSONL: {hwm} KiB")
     assert hwm < 64 * 1024, f"daemon VmHWM {hwm} KiB"
+
+
+# Runs as another user: one Python expression per argument (os imported); prints one JSON list
+# with "ok" or the errno name of each.
+_AS_USER = r"""
+import errno, json, os, sys
+out = []
+for expr in sys.argv[1:]:
+    try:
+        r = eval(expr)
+        if isinstance(r, int) and expr.startswith("os.open"):
+            os.close(r)
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode.get(e.errno, str(e.errno)))
+print(json.dumps(out))
+"""
+
+NOBODY = 65534
+
+
+def as_nobody(*exprs):
+    p = subprocess.run(["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+                        "/usr/bin/python3", "-c", _AS_USER, *exprs],
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    return json.loads(p.stdout)
+
+
+# What the kernel answers a user other than root before custodyfs is asked, when it checks
+# permissions (default_permissions): audit/'s files are 0444 and its directories 0555 (nobody may
+# write them, and ls -l, access(2) and cp -p say so), so the permission check refuses first:
+# EACCES where write permission is missing; EPERM where only the owner (chmod, utimes with
+# times), root (chown) or, with fs.protected_hardlinks, a reader-writer (link) may act.
+def kernel_errno(what):
+    if what.startswith(("chmod", "chown")) or what == "utime":
+        return "EPERM"
+    if what.startswith("link"):
+        with open("/proc/sys/fs/protected_hardlinks") as f:
+            protected = f.read().strip() == "1"
+        return "EPERM" if protected else ("EACCES" if what == "link in" else "EROFS")
+    return "EACCES"
+
+
+@pytest.mark.parametrize("checks_by", ["kernel", "daemon"])
+def test_every_change_fails_for_other_users(mount_factory, uniq, checks_by):
+    """A user without any privilege (uid 65534, no group) on a shared (allow_other) mount
+    changes nothing under audit/ (tables, bucket, listing, modes, the views' bytes). When the
+    daemon checks permissions (default_permissions = false) every change reaches custodyfs and
+    fails with EROFS, as for root (SPEC §4). When the kernel checks them (the default) its
+    permission check answers first (kernel_errno): custodyfs never sees those requests."""
+    cfg = {"fs": {"default_permissions": "false"}} if checks_by == "daemon" else None
+    m = mount_factory(config=cfg, opts="allow_other")
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)  # other users must reach the mount point
+    p = project(m, uniq)
+    a = m.audit
+    f = os.path.join(a, "reception_audit.csv")
+    bp = os.path.join(a, "by-project")
+    pf = os.path.join(bp, p + ".csv")
+    mine = os.path.join(m.inbox, uniq + "-mine.txt")
+    assert as_nobody(f"open({mine!r}, 'wb').write(b'mine')") == ["ok"]
+    assert checks.live_rows(m, uniq + "-mine.txt")
+    counts = {t: m.sql_value(f"select count(*) from {t}") for t in TABLES}
+    keys = checks.bucket_keys(m, markers=True)
+    before = {n: open(os.path.join(a, n), "rb").read() for n in ("reception_audit.csv",
+                                                                   "storage_audit.jsonl")}
+    modes = {n: stat.S_IMODE(os.stat(os.path.join(a, n)).st_mode)
+             for n in ("", "by-project", "stats", "reception_audit.csv", "by-project/" + p + ".csv")}
+    assert modes == {"": 0o555, "by-project": 0o555, "stats": 0o444,
+                     "reception_audit.csv": 0o444, "by-project/" + p + ".csv": 0o444}
+    attempts = {
+        "open O_WRONLY": f"os.open({f!r}, os.O_WRONLY)",
+        "open O_RDWR": f"os.open({f!r}, os.O_RDWR)",
+        "open O_TRUNC": f"os.open({f!r}, os.O_RDONLY | os.O_TRUNC)",
+        "open by-project O_WRONLY": f"os.open({pf!r}, os.O_WRONLY)",
+        "open stats O_APPEND": f"os.open({os.path.join(a, 'stats')!r}, os.O_WRONLY | os.O_APPEND)",
+        "create": f"os.open({os.path.join(a, 'new.csv')!r}, os.O_CREAT | os.O_WRONLY, 0o644)",
+        "create in by-project": f"os.open({os.path.join(bp, 'x.csv')!r}, os.O_CREAT | os.O_RDONLY)",
+        "truncate": f"os.truncate({f!r}, 0)",
+        "unlink": f"os.unlink({f!r})",
+        "unlink by-project": f"os.unlink({pf!r})",
+        "rename inside": f"os.rename({f!r}, {os.path.join(a, 'other.csv')!r})",
+        "rename out": f"os.rename({f!r}, {os.path.join(m.inbox, uniq + '-out.csv')!r})",
+        "rename in": f"os.rename({mine!r}, {os.path.join(a, 'in.txt')!r})",
+        "mkdir": f"os.mkdir({os.path.join(a, 'd')!r})",
+        "mkdir in by-project": f"os.mkdir({os.path.join(bp, 'd')!r})",
+        "rmdir by-project": f"os.rmdir({bp!r})",
+        "chmod": f"os.chmod({f!r}, 0o666)",
+        "chmod dir": f"os.chmod({a!r}, 0o777)",
+        "chown": f"os.chown({f!r}, {NOBODY}, {NOBODY})",
+        "utime now": f"os.utime({f!r})",
+        "utime": f"os.utime({f!r}, (1, 1))",
+        "setxattr": f"os.setxattr({f!r}, 'user.x', b'1')",
+        "removexattr": f"os.removexattr({f!r}, 'user.x')",
+        "symlink": f"os.symlink('/etc/passwd', {os.path.join(a, 'ln')!r})",
+        "link in": f"os.link({f!r}, {os.path.join(a, 'hard.csv')!r})",
+        "link out": f"os.link({f!r}, {os.path.join(m.inbox, uniq + '-hard.csv')!r})",
+        "mknod fifo": f"os.mkfifo({os.path.join(a, 'fifo')!r})",
+        "mknod regular": f"os.mknod({os.path.join(a, 'node')!r}, 0o644 | 0o100000)",
+        "mknod in by-project": f"os.mkfifo({os.path.join(bp, 'fifo')!r})",
+    }
+    got = dict(zip(attempts, as_nobody(*attempts.values())))
+    if checks_by == "daemon":
+        assert got == {what: "EROFS" for what in attempts}
+    else:
+        assert got == {what: kernel_errno(what) for what in attempts}
+    assert {t: m.sql_value(f"select count(*) from {t}") for t in TABLES} == counts
+    assert checks.bucket_keys(m, markers=True) == keys
+    assert checks.live_rows(m, uniq + "-mine.txt")
+    assert sorted(os.listdir(a)) == sorted(["stats", "chain", "by-project"] + [
+        t + e for t in TABLES for e in (".csv", ".jsonl")])
+    assert {n: open(os.path.join(a, n), "rb").read() for n in before} == before
+    assert {n: stat.S_IMODE(os.stat(os.path.join(a, n)).st_mode) for n in modes} == modes

@@ -7,6 +7,7 @@ import os
 import time
 
 import checks
+from checks import promote
 from test_promote import dhead, drop, journal, project, proxied, srows  # noqa: F401 (proxied: a fixture)
 from test_tools import _cfg, _cli, _json, _put_foreign, _snapshot
 
@@ -631,15 +632,24 @@ def test_cleanup_and_reconcile_with_a_multipart_upload(mount_factory, uniq):
         assert checks.get_object(m, "big.bin") == data
         assert len(rows) == 1 and rows[0]["removed_at"] is None
         assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == data
-        r, out = _reconcile(m)
+        r, out = _reconcile(m, "--verify-hashes")
         assert r.returncode == 0 and out["clean"] is True
+        _stored_copy_checked(out)
         return
     assert _by_key(out)["big.bin"]["action"] == "removed"
     assert checks.head(m, "big.bin") is None
     assert len(rows) == 1 and rows[0]["removed_at"] is not None
     assert m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read() == data
-    r, out = _reconcile(m)
+    r, out = _reconcile(m, "--verify-hashes")
     assert r.returncode == 0 and out["clean"] is True
+    _stored_copy_checked(out)
+
+
+def _stored_copy_checked(out):
+    """The stored copy of the multipart upload was hashed, not skipped (Swift lists such a
+    copy with another ETag than the one its HEAD and If-Match know)."""
+    assert (out["storage_objects"], out["storage_ok_objects"]) == (1, 1), out
+    assert (out["storage_unhashed"], out["storage_unchecked"], out["unchecked"]) == (0, 0, 0)
 
 
 def test_cleanup_store_failing_mid_run_changes_nothing(stack, mount_factory, proxied, uniq):
@@ -784,3 +794,131 @@ def test_cleanup_keeps_an_identical_reupload_logged_meanwhile(stack, mount_facto
     assert checks.get_object(m, "same.txt") == body
     with open(os.path.join(m.inbox, "same.txt"), "rb") as f:
         assert f.read() == body
+
+
+def test_reconcile_reports_storage_drift_and_changes_nothing(mount_factory, uniq):
+    """The storage bucket against storage_audit (SPEC §6: drift between buckets and tables),
+    each kind planted directly in the bucket with boto3: an object without a row (one in a
+    project, one outside any), a stored object deleted, a stored object overwritten with other
+    bytes of the same size. Reported in JSON (each item naming its bucket) and text, exit 3;
+    the overwritten one only with --verify-hashes (its size still matches); a duplicate_content
+    row (no object of its own) and the tools' own objects (.custodyfs-*) are not drift. Nothing changes, --apply
+    or not: every row of every table (psycopg2) and both buckets' keys and ETags."""
+    m = mount_factory()
+    p = project(m, uniq)
+    for name, data in (("ok.txt", b"fine\n"), ("gone.txt", b"will vanish\n"),
+                       ("swapped.bin", b"a" * 100), ("same.txt", b"fine\n")):
+        drop(m, name, data)
+        promote(m, name, p)
+    outcomes = {r["dest_key"]: r["outcome"] for r in m.sql_dicts(
+        "select dest_key, outcome from storage_audit where project_prefix = %s", (p,))}
+    assert outcomes == {p + "/ok.txt": "copied", p + "/gone.txt": "copied",
+                        p + "/swapped.bin": "copied", p + "/same.txt": "duplicate_content"}
+    m.unmount()
+    planted = os.urandom(2000)
+    sb = m.storage_bucket
+    m.s3.put_object(Bucket=sb, Key=p + "/planted.bin", Body=planted,
+                    Metadata={"sha256": sha(planted)})  # metadata proves nothing
+    m.s3.put_object(Bucket=sb, Key="stray.txt", Body=b"outside any project")
+    m.s3.delete_object(Bucket=sb, Key=p + "/gone.txt")
+    m.s3.put_object(Bucket=sb, Key=p + "/swapped.bin", Body=b"b" * 100)
+    gone_row = srows(m, p + "/gone.txt")[0]["id"]
+    swapped_row = srows(m, p + "/swapped.bin")[0]["id"]
+    # the tools' own objects (a probe a killed cleanup left; anchors) are not files
+    m.s3.put_object(Bucket=sb, Key=".custodyfs-probe/host.1", Body=b"probe")
+    before = _snapshot(m)
+
+    r, out = _reconcile(m)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert out["ok"] is True and out["clean"] is False
+    assert (out["storage_unlogged"], out["storage_gone"], out["storage_hash_mismatch"]) == \
+        (2, 1, 0)
+    assert (out["unlogged"], out["mismatch"], out["gone"], out["hash_mismatch"]) == (0, 0, 0, 0)
+    assert out["storage_objects"] == 4 and out["storage_live_rows"] == 3  # ok, gone, swapped
+    assert out["storage_ok_objects"] == 2
+    items = {(x["kind"], x["bucket"], x["key"]): x for x in out["drift"]}
+    assert set(items) == {("storage_unlogged", sb, p + "/planted.bin"),
+                          ("storage_unlogged", sb, "stray.txt"),
+                          ("storage_gone", sb, p + "/gone.txt")}
+    assert items[("storage_gone", sb, p + "/gone.txt")]["row_id"] == gone_row
+    assert items[("storage_unlogged", sb, "stray.txt")]["size"] == len(b"outside any project")
+    assert _snapshot(m) == before
+
+    r, out = _reconcile(m, "--verify-hashes")
+    assert r.returncode == 3
+    assert out["storage_hash_mismatch"] == 1 and out["storage_unhashed"] == 0
+    h = [x for x in out["drift"] if x["kind"] == "storage_hash_mismatch"]
+    assert [(x["key"], x["bucket"], x["row_id"]) for x in h] == \
+        [(p + "/swapped.bin", sb, swapped_row)]
+    assert sha(b"b" * 100) in h[0]["detail"] and sha(b"a" * 100) in h[0]["detail"]
+    assert _snapshot(m) == before
+
+    t = _cli(m, "reconcile", "-o", _cfg(m), "--verify-hashes")
+    assert t.returncode == 3, (t.stdout, t.stderr)
+    assert "storage: 4 objects, 3 live rows: 2 unlogged, 1 gone, 1 hash mismatches" in t.stdout
+    for k in (p + "/planted.bin", "stray.txt", p + "/gone.txt", p + "/swapped.bin"):
+        assert k in t.stdout, k
+    assert _snapshot(m) == before
+
+    r, out = _reconcile(m, "--apply", "--verify-hashes")
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert out["drift_left"] == 4 and out["logged"] == 0
+    assert {(x["key"], x["fixed"], x["applied"]) for x in out["drift"]} == {
+        (p + "/planted.bin", False, "reported only"), ("stray.txt", False, "reported only"),
+        (p + "/gone.txt", False, "reported only"), (p + "/swapped.bin", False, "reported only")}
+    assert _snapshot(m) == before
+
+    # the drift undone by hand: clean again (exit 0), the duplicate_content row still no drift
+    for k in (p + "/planted.bin", "stray.txt"):
+        m.s3.delete_object(Bucket=sb, Key=k)
+    m.s3.put_object(Bucket=sb, Key=p + "/gone.txt", Body=b"will vanish\n")
+    m.s3.put_object(Bucket=sb, Key=p + "/swapped.bin", Body=b"a" * 100)
+    r, out = _reconcile(m, "--verify-hashes")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert out["clean"] is True and out["drift"] == [] and out["storage_ok_objects"] == 3
+
+
+def test_reconcile_walks_the_storage_bucket_and_table_page_by_page(mount_factory):
+    """The storage side past one page of each (1000): objects without rows and rows without
+    objects on both sides of the page boundaries are found, exactly, with a key's several rows
+    (a copy and a duplicate of it) straddling a boundary; rows of another tool (no journal,
+    NULL dest_bucket: the seed's) count. Nothing changes."""
+    from concurrent.futures import ThreadPoolExecutor
+    m = mount_factory(start=False)
+    r, out = _reconcile(m, "--apply")  # migrates; nothing there
+    assert r.returncode == 0 and out["storage_objects"] == 0, (r.stdout, r.stderr)
+    keys = [f"p/k{i:05d}" for i in range(1205)]
+    with ThreadPoolExecutor(8) as ex:
+        list(ex.map(lambda k: m.s3.put_object(Bucket=m.storage_bucket, Key=k,
+                                              Body=k.encode()), keys))
+    unlogged = {"p/k01000", "p/k00000"}
+    # rows 1000 and 1001 (past k00000, which has none) are the two of p/k00998
+    twice = {"p/k00995", "p/k00996", "p/k00998"}
+    vals = []
+    for i, k in enumerate(keys):
+        if k in unlogged:
+            continue
+        bucket = None if i % 2 else m.storage_bucket
+        vals.append(("p", bucket, k, len(k), sha(k.encode()), "copied"))
+        if k in twice:
+            vals.append(("p", bucket, k, len(k), sha(k.encode()), "duplicate"))
+    c = m.stack._connect()
+    try:
+        with c.cursor() as cur:
+            cur.executemany("insert into storage_audit (project_prefix, dest_bucket, dest_key,"
+                            " size_bytes, sha256, outcome, moved_by) values"
+                            " (%s, %s, %s, %s, %s, %s, 'another tool')", vals)
+    finally:
+        c.close()
+    gone = {"p/k00999", "p/k01204"}
+    for k in gone:
+        m.s3.delete_object(Bucket=m.storage_bucket, Key=k)
+    before = _snapshot(m)
+    r, out = _reconcile(m)
+    assert r.returncode == 3, (r.stdout, r.stderr)
+    assert out["storage_objects"] == 1203 and out["storage_live_rows"] == 1203 + len(twice)
+    assert out["storage_ok_objects"] == 1201
+    assert {x["key"] for x in out["drift"] if x["kind"] == "storage_unlogged"} == unlogged
+    assert {x["key"] for x in out["drift"] if x["kind"] == "storage_gone"} == gone
+    assert len(out["drift"]) == 4 and out["objects"] == 0
+    assert _snapshot(m) == before
