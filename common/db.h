@@ -197,10 +197,6 @@ struct db_record_guard {
 	 * and -ESTALE returned (the observation may be stale; look again).
 	 * -1: no such condition. */
 	int64_t expect_live;
-	/* Nonzero: while a rename to the key is in flight (its marker,
-	 * db_reception_renaming), -EBUSY and nothing logged: the object may
-	 * be that rename's copy, whose rows are coming (review M4). */
-	int renaming_busy;
 	db_locked_fn check; /* NULL, or run under the key lock before the
 			       insert (e.g. "is the object still there?") */
 	void *arg;

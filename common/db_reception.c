@@ -444,9 +444,6 @@ static const char db_sql_renaming_any[] =
     "'" RENAMING_SUFFIX "' AND object_key = $2::text AND pending_until > now()"
     " LIMIT 1";
 
-static int pg_renaming_any(struct pg_ctx *x, const char *bucket,
-			   const char *key);
-
 /* The newest id a db_sql_mark_removed_ret result res closed, or 0. */
 static int64_t db_closed_id(PGresult *res)
 {
@@ -942,13 +939,6 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	rc = pg_lock_key(x, r->source_bucket, r->object_key);
 	if (rc)
 		goto out;
-	if (a->g && a->g->renaming_busy) {
-		rc = pg_renaming_any(x, r->source_bucket, r->object_key);
-		if (rc > 0)
-			rc = -EBUSY;
-		if (rc)
-			goto out;
-	}
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;

@@ -204,7 +204,7 @@ static int promote_meta(const struct s3_object_info *src, const char *sha,
  * other object of that size is hashed from its bytes (its metadata anyone
  * could write). 1, 0 (absent or other bytes), or -errno when it cannot be
  * told. seen (may be NULL) gets the object's LastModified and ETag when
- * it is 1. */
+ * it is there (1, or 0 for other bytes). */
 static int promote_dest_is(struct promote *p, const char *bucket,
 			   const char *key, uint64_t size, const char *sha,
 			   const char *etag, struct promote_result *seen)
@@ -228,7 +228,7 @@ static int promote_dest_is(struct promote *p, const char *bucket,
 		if (!rc)
 			rc = !strcmp(got, sha);
 	}
-	if (rc == 1 && seen) {
+	if (rc >= 0 && seen) {
 		seen->dest_mtime = info.mtime;
 		snprintf(seen->dest_etag, sizeof(seen->dest_etag), "%s",
 			 info.etag);
@@ -424,6 +424,22 @@ static int promote_del_dest(void *arg, const char *bucket, const char *key)
 	return s3_delete(p->s3, bucket, key);
 }
 
+/* What one copy left at a key, to remove only while it is there. */
+struct promote_del_if {
+	struct promote *p;
+	const char *etag; /* the copy's answer */
+};
+
+/* promote_del_dest, If-Match the copy's ETag: another object there now
+ * (written since the copy) is not the copy's, and is left alone. */
+static int promote_del_dest_if(void *arg, const char *bucket, const char *key)
+{
+	struct promote_del_if *d = arg;
+	int rc = s3_delete_if(d->p->s3, bucket, key, d->etag);
+
+	return rc == -EEXIST ? 0 : rc;
+}
+
 /* The entry was recorded by another worker or mount meanwhile (state
  * 'stored' or 'done'): the file is promoted; a 'stored' one is cleaned up
  * (idempotent). Anything else: fail_rc. */
@@ -461,8 +477,15 @@ static int promote_settle(struct promote *p, const struct db_journal_entry *e,
 		 * promoted file. Removed only while the database says the
 		 * entry is still 'intent' and no row claims the key (checked
 		 * under the entry's row lock and the key lock). */
-		rc = db_promote_discard(p->db, p->owner, e->id, why,
-					promote_del_dest, p, state);
+		struct promote_del_if dif = {p, etag};
+
+		/* etag (not empty): the copy's answer; only that object goes
+		 * (one written at the key since is not the copy's). */
+		rc = etag && *etag
+			 ? db_promote_discard(p->db, p->owner, e->id, why,
+					      promote_del_dest_if, &dif, state)
+			 : db_promote_discard(p->db, p->owner, e->id, why,
+					      promote_del_dest, p, state);
 		if (rc == -ENOLCK)
 			return promote_fence_lost(p, e) ? fail_rc : 0;
 		if (rc == -EALREADY)
@@ -524,7 +547,7 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 			 struct promote_result *seen)
 {
 	struct promote_result v = {0};
-	char etag[80] = "";
+	char etag[80] = "", copied[80];
 	int rc = 0, is;
 
 	if (!strcmp(e->outcome, "adopted")) {
@@ -557,6 +580,7 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 	 * upload put there during the copy and the promoted one put back
 	 * (the same parts) show that ETag before and after it (review F3):
 	 * the destination is hashed then. */
+	memcpy(copied, etag, sizeof(copied));
 	if (strcmp(e->outcome, "adopted") && !s3_etag_vouches(etag, src->etag))
 		etag[0] = '\0';
 	is = promote_dest_is(p, e->dest_bucket, e->dest_key, e->size, e->sha256,
@@ -575,12 +599,13 @@ static int promote_store(struct promote *p, const struct db_journal_entry *e,
 		/* What this copy put there is not the promoted upload: the
 		 * source changed during the copy (review H1). Removed as
 		 * for any such copy; an adopted object was not ours. */
-		if (strcmp(e->outcome, "adopted"))
+		if (strcmp(e->outcome, "adopted") && copied[0] &&
+		    !strcmp(v.dest_etag, copied))
 			return promote_settle(p, e, -EBUSY,
 					      "the copy is not the promoted "
 					      "upload (the source changed "
 					      "during the copy)",
-					      NULL);
+					      copied);
 		return promote_settle(p, e, -EIO, "verification failed", etag);
 	}
 	return promote_record_cleanup(p, e, v.dest_etag);

@@ -66,7 +66,6 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	struct reception_new rn = {0};
 	struct still_ours so = {r, key, NULL, 0, -1, 0, NULL};
 	struct db_record_guard g = {.expect_live = expect_live,
-				    .renaming_busy = 1,
 				    .check = reception_foreign_check,
 				    .arg = &so,
 				    .based_ms_ago = -1};
