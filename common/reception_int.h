@@ -110,6 +110,18 @@ struct log_state {
 };
 
 /* reception.c */
+/* The key's commit generation (see struct undo). */
+unsigned busy_gen(struct reception *r, const char *key);
+/* An upload's row failed with rc: resolve now if the database answers,
+ * else remember it for the worker. Returns 0 if the upload turned out to
+ * be committed (it stands), else rc (-EIO for an unknown outcome). */
+int reception_undo_start(struct reception *r, const char *key,
+			 const struct upload_result *res,
+			 const struct actor *who, const char *origin,
+			 int created, unsigned gen, int64_t based_mono, int rc);
+/* This process committed a row for key: its pending undos are of older
+ * uploads of the key, superseded. */
+void reception_undos_cancel(struct reception *r, const char *key);
 int64_t ms_now(clockid_t clk);
 int reception_stopping(struct reception *r);
 uint64_t fp_of(const char *key, const char *etag);

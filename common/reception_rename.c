@@ -1,0 +1,443 @@
+/* reception_rename.c - a rename inside the reception bucket (see
+ * reception_rename in reception.h): the server-side copy of the object the
+ * rename names, its rows in one transaction (from_key's row closed
+ * "renamed to", to_key's row with the hashes of the bytes copied), then
+ * the source deleted under its key lock; the in-flight marker of to_key
+ * (review F1), the undo of a copy whose rows failed, and the deletion of a
+ * rename's leftover source (review E5). Part of the reception pipeline:
+ * reception_int.h. */
+#include "reception_int.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
+
+#include "counters.h"
+#include "events.h"
+#include "fpset.h"
+#include "log.h"
+#include "names.h"
+#include "objhash.h"
+
+/* A rename's source, deleted under its key lock (the one commits take). */
+struct rename_src {
+	struct reception *r;
+	const char *key;
+	const char *etag; /* what a HEAD saw before the copy */
+};
+
+/* Whether rs->key is still the object HEADed before the copy: 1 (same
+ * ETag), 0 (another object), -ENOENT (none) or the store's -errno. */
+static int rename_src_same(const struct rename_src *rs)
+{
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(rs->r->s3, rs->r->cfg->reception_bucket, rs->key, &info);
+	if (rc)
+		return rc;
+	rc = !strcmp(info.etag, rs->etag);
+	s3_object_info_free(&info);
+	return rc;
+}
+
+/* Under from_key's lock, when no upload of it committed a row since the
+ * rename's: deletes the source only while it is still the object HEADed
+ * before the copy (DELETE If-Match; where the store refuses that, HEAD
+ * again and a plain DELETE only on the same ETag). Another upload there
+ * now stays: its commit logs it (it cannot be committed meanwhile, so
+ * one that a store ignoring If-Match deletes is uploaded again). 0 or the
+ * store's -errno. Idempotent. */
+static int reception_rename_srcdel(void *arg)
+{
+	struct rename_src *rs = arg;
+	const char *b = rs->r->cfg->reception_bucket;
+	int rc;
+
+	rc = rename_src_same(rs);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	if (!rc)
+		goto kept;
+	rc = s3_delete_if(rs->r->s3, b, rs->key, rs->etag);
+	if (rc != -EEXIST && rc != -ENOTSUP)
+		return rc == -ENOENT ? 0 : rc;
+	rc = rename_src_same(rs);
+	if (rc < 0)
+		return rc == -ENOENT ? 0 : rc;
+	if (rc)
+		return s3_delete(rs->r->s3, b, rs->key);
+kept:
+	log_warn("renamed %s: its source was uploaded again meanwhile; the "
+		 "new upload stays",
+		 rs->key);
+	return 0;
+}
+
+int reception_leftover_delete(struct reception *r, const char *key,
+			      const char *etag, int64_t row_id)
+{
+	struct rename_src rs = {r, key, etag};
+	int rc;
+
+	rc = db_reception_newest_do(r->db, r->cfg->reception_bucket, key,
+				    row_id, reception_rename_srcdel, &rs, NULL);
+	if (rc == -ESTALE) /* a newer upload of key has its row: it stays */
+		rc = 0;
+	if (rc == -EBUSY) {
+		/* A rename to key is in flight: the object may be its copy
+		 * (review F1). Kept; looked at again later. */
+		log_info("%s/%s: kept (a rename to it is in flight); not "
+			 "taken for the leftover of row %" PRId64,
+			 r->cfg->reception_bucket, key, row_id);
+		return 0;
+	}
+	if (rc == -EINPROGRESS)
+		rc = -EIO;
+	if (rc)
+		log_error("%s/%s: the leftover source of a rename (row %" PRId64
+			  ") is still there: %s",
+			  r->cfg->reception_bucket, key, row_id, strerror(-rc));
+	else
+		log_info("%s/%s: the leftover source of a rename (row %" PRId64
+			 ") was deleted, not logged again",
+			 r->cfg->reception_bucket, key, row_id);
+	return rc;
+}
+
+/* How long a rename's in-flight marker holds when the rename never
+ * deletes it (a crash): longer than any copy. */
+#define RENAMING_LEASE_S 3600
+
+/* A token no other rename (of any mount) has: for its in-flight marker. */
+static void rename_token(char *buf, size_t n)
+{
+	static atomic_uint seq;
+	uint64_t rnd = 0;
+
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = (uint64_t)ms_now(CLOCK_REALTIME) ^
+		      ((uint64_t)getpid() << 32);
+	snprintf(buf, n, "%ld.%u.%016" PRIx64, (long)getpid(),
+		 atomic_fetch_add(&seq, 1), rnd);
+}
+
+/* Tries for a rename whose source is replaced during its copy. */
+#define RENAME_TRIES 3
+
+static int reception_rename_stop(void *arg)
+{
+	return reception_stopping(arg);
+}
+
+/* One try of a rename's copy: HEADs from_key and copies exactly that
+ * object to to_key (x-amz-copy-source-if-match, checked after the copy
+ * where the store ignores it). src_etag (80 bytes) is the object the
+ * rename names: "" on the first try (it gets the HEAD's ETag), else a
+ * source with another ETag is not copied (-EEXIST). 0 with copy->etag
+ * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
+ * object (copy->etag is set when a copy landed at to_key all the same);
+ * or the store's -errno (-ENOENT: no source). */
+static int reception_rename_copy(struct reception *r, const char *from_key,
+				 const char *to_key, char *src_etag,
+				 struct upload_result *copy)
+{
+	const char *b = r->cfg->reception_bucket;
+	struct s3_object_info source = {0};
+	struct s3_copy_req q = {0};
+	int rc;
+
+	copy->etag[0] = '\0';
+	rc = s3_head(r->s3, b, from_key, &source);
+	if (rc)
+		return rc;
+	if (src_etag[0] && strcmp(src_etag, source.etag)) {
+		/* another writer's upload: never this rename's to move */
+		s3_object_info_free(&source);
+		return -EEXIST;
+	}
+	snprintf(src_etag, 80, "%s", source.etag);
+	/* An upload no live row logs is logged before it is moved: the
+	 * rename then closes its row (review F4). */
+	rc = reception_log_unlogged(r, from_key, source.etag, source.size);
+	if (rc == -EAGAIN) /* replaced while it was hashed */
+		rc = -EBUSY;
+	else if (rc == -ECANCELED || rc == -EPROTO)
+		rc = -EIO;
+	if (rc) {
+		s3_object_info_free(&source);
+		return rc;
+	}
+	q.src_bucket = b;
+	q.src_key = from_key;
+	q.src_etag = src_etag;
+	q.dst_bucket = b;
+	q.dst_key = to_key;
+	/* The source's own metadata: kept by a CopyObject; for a multipart
+	 * copy, as read with its ETag (the one copied). */
+	q.keep_meta = 1;
+	q.content_type = source.content_type[0] ? source.content_type : NULL;
+	q.meta = source.meta;
+	q.n_meta = source.n_meta;
+	q.size = source.size;
+	q.threshold = r->cfg->copy_threshold;
+	q.part_size = r->cfg->part_size;
+	q.workers = 1;
+	rc = s3_copy_guarded(r->s3, &q, copy->etag);
+	if (!rc || rc == -EEXIST)
+		copy->size = source.size;
+	s3_object_info_free(&source);
+	return rc;
+}
+
+/* A rename's copy at a new to_key was undone (etag: the copy's): if it
+ * is gone (or another object is there), the rename's marker and the
+ * caller's ETag for it go too (review L3, L5): nothing of the rename is
+ * left at to_key. */
+static void rename_undone(struct reception *r, const char *to_key,
+			  struct upload_result *copy, char *new_etag)
+{
+	struct s3_object_info t = {0};
+	int rc = s3_head(r->s3, r->cfg->reception_bucket, to_key, &t);
+
+	if (rc == -ENOENT || (rc == 0 && strcmp(t.etag, copy->etag))) {
+		copy->etag[0] = '\0';
+		if (new_etag)
+			new_etag[0] = '\0';
+	}
+	s3_object_info_free(&t);
+}
+
+int reception_rename(struct reception *r, const char *from_key,
+		     const char *to_key, uint64_t size, const struct actor *who,
+		     char *new_etag)
+{
+	char src_etag[80] = "";
+	struct rename_src rs = {r, from_key, src_etag};
+	const char *b = r->cfg->reception_bucket;
+	struct upload_result copy = {.size = size};
+	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
+	struct s3_object_info target = {0};
+	struct db_renamed ren = {0};
+	char token[64];
+	int rc, existed, tries, renamed = 0, marked = 0;
+	unsigned gen;
+
+	/* The copy may replace an existing target, whose old content cannot
+	 * be brought back if the rows then fail: only with a database that
+	 * answers. */
+	rc = db_ping(r->db);
+	if (rc)
+		return rc;
+	/* to_key is busy from the copy to its row (the observer leaves it
+	 * alone; an older undo of it waits). */
+	rc = reception_busy_add(r, to_key);
+	if (rc)
+		return rc;
+	/* to_key is marked as a rename's target in the database before the
+	 * copy, until its rows (in their transaction): no mount takes the
+	 * copy for the leftover of an earlier rename away from to_key and
+	 * deletes it (review F1). */
+	rename_token(token, sizeof(token));
+	rc = db_reception_renaming(r->db, b, to_key, token, RENAMING_LEASE_S);
+	if (rc)
+		goto out;
+	marked = 1;
+	dsrc.token = token;
+	rc = s3_head(r->s3, b, to_key, &target);
+	s3_object_info_free(&target);
+	if (rc && rc != -ENOENT)
+		goto out;
+	existed = rc == 0;
+	gen = busy_gen(r, to_key);
+	/* The copy is of the source as the first HEAD saw it, the object the
+	 * rename names when it starts (only that object is deleted after the
+	 * copy; another upload landing meanwhile stays). A copy that fails
+	 * its check goes again only while the source is still that object:
+	 * another writer's newer upload is never moved (review E8). */
+	for (tries = 1;; tries++) {
+		rc =
+		    reception_rename_copy(r, from_key, to_key, src_etag, &copy);
+		if (rc != -EEXIST || copy.etag[0] || tries >= RENAME_TRIES)
+			break; /* (a copy that landed is undone below) */
+		log_info("rename %s -> %s: the copy of the source failed its "
+			 "check; copied again",
+			 from_key, to_key);
+	}
+	if (rc == -EEXIST) {
+		log_error("rename %s -> %s: the source was replaced by another "
+			  "upload during the rename; not renamed",
+			  from_key, to_key);
+		rc = -EBUSY;
+		if (copy.etag[0]) /* a store that ignored the If-Match */
+			reception_undo_start(r, to_key, &copy, who, "rename",
+					     !existed, gen, -1, rc);
+	}
+	if (rc)
+		goto out;
+	/* The copy is at to_key now, whatever follows (the caller's
+	 * attributes for it stay). */
+	if (new_etag)
+		memcpy(new_etag, copy.etag, sizeof(copy.etag));
+	if (!s3_etag_vouches(copy.etag, src_etag)) {
+		/* The copy's ETag is not the MD5 of the bytes from_key's row
+		 * logs: its own bytes are hashed, and must be those (review
+		 * F3: db_reception_rename_ret refuses them otherwise). */
+		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
+				     FOREIGN_CHUNK, reception_rename_stop, r,
+				     copy.xxh128, copy.sha256);
+		if (rc == -ESTALE) /* to_key replaced since the copy */
+			rc = -EBUSY;
+		if (rc) {
+			reception_undo_start(r, to_key, &copy, who, "rename",
+					     !existed, gen, -1, rc);
+			if (!existed)
+				rename_undone(r, to_key, &copy, new_etag);
+			goto out;
+		}
+		dsrc.xxh128 = copy.xxh128;
+		dsrc.sha256 = copy.sha256;
+		dsrc.copy_hashed = 1;
+	}
+	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
+				     &dsrc, copy.size, who, &ren);
+	if (rc == -EBADMSG) {
+		/* from_key's live row is not the upload copied (one logged,
+		 * replaced or removed since the rename looked: review H2),
+		 * or the copy's bytes are not that upload's (F3). */
+		log_error("rename %s -> %s: the source was replaced or "
+			  "removed during the rename; not renamed",
+			  from_key, to_key);
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
+		rc = -EBUSY;
+	}
+	if (rc == -ESTALE) {
+		/* from_key's live row does not log the object copied (none
+		 * yet, or another upload): the hashes come from the copy's
+		 * bytes, never from another row or from metadata. */
+		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
+				     FOREIGN_CHUNK, reception_rename_stop, r,
+				     copy.xxh128, copy.sha256);
+		if (rc == -ESTALE) /* to_key replaced since the copy */
+			rc = -EBUSY;
+		if (!rc) {
+			dsrc.xxh128 = copy.xxh128;
+			dsrc.sha256 = copy.sha256;
+			rc = db_reception_rename_ret(r->db, b, from_key, to_key,
+						     copy.etag, &dsrc,
+						     copy.size, who, &ren);
+		}
+		if (rc == -ESTALE)
+			rc = -EIO;
+	}
+	if (rc == -EINPROGRESS) {
+		/* The new row may exist: keep both objects; a scan sorts
+		 * out whichever has no row. */
+		log_error("rename %s -> %s: outcome unknown (database lost at "
+			  "commit); both objects kept",
+			  from_key, to_key);
+		rc = -EIO;
+		goto out;
+	}
+	if (rc) {
+		/* A new key: the copy goes again, if it is still ours and
+		 * unrowed. An existing target was overwritten by the copy
+		 * (its old content is gone): never deleted, the copy is
+		 * logged late instead, as a rename's overwrite. */
+		reception_undo_start(r, to_key, &copy, who, "rename", !existed,
+				     gen, -1, rc);
+		if (!existed && rc != -EIO && rc != -ETIMEDOUT)
+			rename_undone(r, to_key, &copy, new_etag);
+		goto out;
+	}
+	reception_mark_known(r, to_key, copy.etag);
+	/* An upload of the same bytes at from_key later is a new arrival
+	 * (review M1): looked up again, never taken for logged. */
+	pthread_mutex_lock(&r->lock);
+	fpset_del(&r->known, fp_of(from_key, src_etag));
+	pthread_mutex_unlock(&r->lock);
+	reception_undos_cancel(r, to_key);
+	marked = 0; /* the marker went with the rows */
+	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
+				    reception_rename_srcdel, &rs, NULL);
+	if (rc == -ESTALE) /* a newer upload of from_key has its row: stays */
+		rc = 0;
+	if (rc == -EBUSY) {
+		/* Another rename to from_key is in flight: the object there
+		 * may be its copy; kept, looked at again (a leftover then). */
+		log_warn("renamed %s -> %s: its source is kept while a rename "
+			 "to it is in flight",
+			 from_key, to_key);
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
+		rc = 0;
+	}
+	renamed = 1; /* the rows changed: their line, whatever follows */
+	if (rc) {
+		/* The source's object outlived its closed row: its own error
+		 * line (errno, S3 code), before the rows' line. */
+		struct log_ev ev;
+
+		/* The rows say the source was renamed away: its object is
+		 * looked at again at the next listing or scan, which deletes
+		 * it (reception_leftover_delete), never logs it (review E5). */
+		pthread_mutex_lock(&r->lock);
+		fpset_del(&r->known, fp_of(from_key, src_etag));
+		pthread_mutex_unlock(&r->lock);
+		log_ev_begin(&ev, "error");
+		log_ev_str(&ev, "op", "rename_source_delete");
+		log_ev_err(&ev, rc);
+		log_ev_str(&ev, "bucket", b);
+		log_ev_str(&ev, "key", from_key);
+		log_ev_str(&ev, "to", to_key);
+		if (ren.from_id > 0)
+			log_ev_int(&ev, "from_id", (long long)ren.from_id);
+		if (who)
+			log_ev_who(&ev, (unsigned long)who->uid, who->user,
+				   who->host);
+		log_ev_duration(&ev);
+		log_ev_emit(&ev, LOG_LVL_ERROR);
+		rc = -EIO; /* renamed, its source not deleted yet */
+	}
+out:
+	/* A rename that ended without its rows: its marker goes unless a
+	 * copy of it may be at to_key (then it lapses with its lease, and
+	 * no leftover there is deleted until then: kept, never lost). */
+	if (marked && !copy.etag[0])
+		(void)db_reception_renaming(r->db, b, to_key, token, 0);
+	reception_busy_del(r, to_key);
+	{
+		struct log_ev ev;
+
+		log_ev_begin(&ev, rc && !renamed ? "error" : "renamed");
+		if (rc && !renamed) {
+			log_ev_str(&ev, "op", "rename");
+			log_ev_err(&ev, rc);
+		}
+		log_ev_str(&ev, "bucket", b);
+		log_ev_str(&ev, "key", to_key);
+		log_ev_str(&ev, "from", from_key);
+		log_ev_int(&ev, "size", (long long)copy.size);
+		if (renamed && ren.id > 0)
+			log_ev_int(&ev, "id", (long long)ren.id);
+		if (renamed && ren.from_id > 0)
+			log_ev_int(&ev, "from_id", (long long)ren.from_id);
+		if (renamed && ren.replaced_id > 0)
+			log_ev_int(&ev, "replaced_id",
+				   (long long)ren.replaced_id);
+		if (who)
+			log_ev_who(&ev, (unsigned long)who->uid, who->user,
+				   who->host);
+		log_ev_duration(&ev);
+		log_ev_emit(&ev, rc && !renamed ? LOG_LVL_ERROR : LOG_LVL_INFO);
+	}
+	return rc;
+}
