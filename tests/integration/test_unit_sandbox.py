@@ -3,22 +3,23 @@ custodyfs@.service.in), without systemd.
 
 The unit allows only SystemCallFilter=@system-service @mount (the rest: EPERM), the socket
 families of RestrictAddressFamilies=, no writable+executable memory, no namespaces, no
-realtime, no set-uid bits, a locked personality and no new privileges. A system call that the
-daemon, libfuse, libcurl, libpq, OpenSSL or glibc needs outside that would make a real install
-fail with EPERM, and no other test would see it (they run the daemon bare; this machine has no
-systemd as PID 1). Here the settings are read from the unit file itself, its @groups expanded
-by `systemd-analyze syscall-filter` (tests/integration/unit_sandbox.py), and the daemon is
-started through unit_sandbox.py, which loads the same seccomp filters systemd would and execs
-it, with allow_other as ExecStart= has it.
+realtime, no set-uid bits, a locked personality, no new privileges and only three capabilities
+(CapabilityBoundingSet=). A system call that the daemon, libfuse, libcurl, libpq, OpenSSL or
+glibc needs outside that would make a real install fail with EPERM, and no other test would see
+it (they run the daemon bare; this machine has no systemd as PID 1). Here the settings are read
+from the unit file itself, its @groups expanded by `systemd-analyze syscall-filter`
+(tests/integration/unit_sandbox.py), and the daemon is started through unit_sandbox.py, which
+loads the same seccomp filters systemd would and execs it, with allow_other as ExecStart= has
+it.
 
 Under it, the daemon's whole life as a unit lives it: the store over HTTPS by host name
 (localhost: getaddrinfo, OpenSSL, a private CA in ca_file; tlsproxy.py), $NOTIFY_SOCKET and
 $WATCHDOG_USEC (READY=1, WATCHDOG=1: a datagram socket bound by the test plays systemd), the
-mount; files written into inbox/ (a small one and one of three multipart parts), a rename, a
-project made with mkdir and a file moved into it, the audit/ views read, chmod, and a stop by
-SIGTERM (systemctl stop) as well as an unmount by fusermount3 -u; every step checked with
-boto3 and psycopg2, the daemon's exit status 0 and its log free of "Operation not
-permitted".
+mount; files written into inbox/ (a small one, one of three multipart parts, one by another
+user), a rename, a project made with mkdir and a file moved into it, the audit/ views read,
+chmod, and a stop by SIGTERM (systemctl stop) as well as an unmount by fusermount3 -u; every
+step checked with boto3 and psycopg2, the daemon's exit status 0 and its log free of
+"Operation not permitted".
 
 The same life under a deliberately narrowed filter (the unit's minus @mount, @network-io,
 ftruncate, or unlink and unlinkat) must fail, and is asserted to: the test cannot pass
@@ -206,6 +207,20 @@ def life(m, uniq, https, nsock):
         live = checks.live_rows(m, key)
         assert len(live) == 1 and live[0]["sha256"] == m.sha256_bytes(data), checks.rows(m, key)
     assert checks.read(m.path("inbox", big)) == big_data
+    # a file of another user (allow_other; the daemon reads that writer's /proc entries with
+    # the bounding set's CAP_SYS_PTRACE and CAP_DAC_READ_SEARCH only)
+    for d in (m.stack.tmp, os.path.dirname(m.base), m.base, m.mnt):
+        os.chmod(d, os.stat(d).st_mode | 0o055)
+    theirs = f"{uniq}-theirs.txt"
+    p = subprocess.run(["setpriv", "--reuid=2001", "--regid=2001", "--clear-groups",
+                        sys.executable, "-c", f"open({m.path('inbox', theirs)!r}, 'w')"
+                        ".write('from uid 2001')"], stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, text=True, timeout=60)
+    assert p.returncode == 0, p.stdout
+    assert checks.get_object(m, theirs) == b"from uid 2001"
+    (r,) = checks.rows(m, theirs)
+    assert r["received_uid"] == 2001 and "(uid 2001)" in r["received_by"], r
+    assert os.stat(m.path("inbox", theirs)).st_uid == 2001
 
     # rename in inbox/
     renamed = f"{uniq}-renamed.txt"
