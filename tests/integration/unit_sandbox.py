@@ -29,7 +29,7 @@ of them wins over ALLOW):
       ENOSYS (its flags are in memory a filter cannot read; glibc then falls back to clone)
   RestrictRealtime=yes  sched_setscheduler to SCHED_FIFO/RR/DEADLINE (or with flags): EPERM
   RestrictSUIDSGID=yes  chmod/fchmod/fchmodat/open/openat/creat setting S_ISUID/S_ISGID: EPERM
-  LockPersonality=yes  personality() to anything but PER_LINUX (or the 0xffffffff query): EPERM
+  LockPersonality=yes  personality() with anything but PER_LINUX (the 0xffffffff query too): EPERM
   NoNewPrivileges=yes  prctl(PR_SET_NO_NEW_PRIVS)
   CapabilityBoundingSet=  every other capability dropped from the bounding set (PR_CAPBSET_DROP),
       so root's exec gets only those
@@ -40,7 +40,6 @@ import os
 import subprocess
 import sys
 
-_LIST_KEYS = ("SystemCallFilter", "RestrictAddressFamilies")
 _BOOL_KEYS = ("NoNewPrivileges", "MemoryDenyWriteExecute", "RestrictNamespaces",
               "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality")
 
