@@ -30,8 +30,10 @@ Fixtures
                   Mixing with ``mount`` in one module works: the reset unmounts the module
                   daemon, which is remounted (on the now clean store) before its next test.
 ``mount_factory`` (function) ``mount_factory(config=None, reset=True, start=True, env=None,
-                  name=None, opts=None)`` -> Mount (opts: extra ``-o`` mount options, e.g.
-                  ``"allow_other"`` for tests run as other users); every mount it made is torn down after the test.
+                  name=None, opts=None, wrapper=None)`` -> Mount (opts: extra ``-o`` mount
+                  options, e.g. ``"allow_other"`` for tests run as other users; wrapper: a
+                  command prefix that execs the daemon, e.g. tests/integration/unit_sandbox.py,
+                  so .pid/.proc are the daemon's); every mount it made is torn down after the test.
                   ``reset=False`` gives a second mount on the same store and database (several
                   hosts sharing one store); ``start=False`` lets a test prepare the database
                   (e.g. the seed's old tables) before ``m.mount()``.
@@ -443,19 +445,20 @@ class Stack:
         self.sql("CREATE DATABASE custody OWNER custody", user="postgres", dbname="postgres")
         self.empty_buckets()
 
-    def new_mount(self, name, config=None, env=None, opts=None):
+    def new_mount(self, name, config=None, env=None, opts=None, wrapper=None):
         n = next(self._mount_seq)
         safe = re.sub(r"[^A-Za-z0-9_.-]+", "-", name)[:40] or "m"
-        m = Mount(self, f"{n:03d}-{safe}", config or {}, env, opts)
+        m = Mount(self, f"{n:03d}-{safe}", config or {}, env, opts, wrapper)
         return m
 
 
 # --------------------------------------------------------------------------- a mount
 
 class Mount:
-    def __init__(self, stack, name, config_overrides, env, opts=None):
+    def __init__(self, stack, name, config_overrides, env, opts=None, wrapper=None):
         self.stack = stack
         self.opts = opts  # extra -o mount options ("allow_other"), or None
+        self.wrapper = list(wrapper or [])  # command prefix that execs the daemon, or []
         self.name = name
         self.base = os.path.join(stack.tmp, "mounts", name)
         self.mnt = os.path.join(self.base, "mnt")
@@ -616,12 +619,13 @@ class Mount:
         if _mountinfo_has(self.mnt):  # a leftover (crash): clear it
             run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
         o = f"config={self.config}" + (f",{self.opts}" if self.opts else "")
-        self._log_note(f"mount {BIN} -f -o {o} {self.mnt}")
+        argv = [*self.wrapper, BIN, "-f", "-o", o, self.mnt]
+        self._log_note("mount " + " ".join(argv))
         self.expected_death = False
         self._harness_killed = False
         log = open(self.log_path, "ab")
         try:
-            self.proc = subprocess.Popen([BIN, "-f", "-o", o, self.mnt],
+            self.proc = subprocess.Popen(argv,
                                          stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                          env=self._daemon_env(), start_new_session=True)
         finally:
@@ -843,10 +847,10 @@ def fresh_mount(stack, request):
 def mount_factory(stack, request):
     made = []
 
-    def make(config=None, reset=True, start=True, env=None, name=None, opts=None):
+    def make(config=None, reset=True, start=True, env=None, name=None, opts=None, wrapper=None):
         if reset:
             stack.reset()
-        m = stack.new_mount(name or request.node.name, config, env, opts)
+        m = stack.new_mount(name or request.node.name, config, env, opts, wrapper)
         made.append(m)
         if start:
             m.mount()
