@@ -69,7 +69,8 @@ void s3_client_free(struct s3_client *c);
 
 /* For an https endpoint: one TLS handshake with it (no request; bounded by
  * connect_timeout_ms), verified as every request is (verify_tls, ca_file).
- * 0 when it succeeds or the endpoint is plain http; -EACCES when the
+ * 0 when it succeeds, the endpoint is plain http, or requests are
+ * virtual-hosted (bucket.host: not checked here); -EACCES when the
  * certificate is refused (unknown CA, wrong name, expired, ca_file
  * unreadable: a configuration error); -EIO when no verdict was reached
  * (not reachable, handshake broken off); -ENOMEM. Except for 0, why (a

@@ -182,10 +182,10 @@ def test_systemd_units_verify(destdir, tmp_path):
     interval = re.search(r"^LogRateLimitIntervalSec=(\d+)s$", text, re.M)
     assert burst and interval, "no LogRateLimitBurst=/LogRateLimitIntervalSec= in the unit"
     assert int(burst.group(1)) / int(interval.group(1)) >= 10000 / 30 * 10
-    # systemd's watchdog (test_watchdog.py): an interval well above the database's connect
-    # timeout (5 s) and a statement's retries, so that a blip does not restart the mount
+    # systemd's watchdog (test_watchdog.py) is off in the installed unit: its health test
+    # takes a mount busy in long closes for a stuck one (doc/reviews/review-J.md H1)
     wd = re.search(r"^WatchdogSec=(\d+)$", text, re.M)
-    assert wd and int(wd.group(1)) >= 60, "no WatchdogSec= of at least 60 s in the unit"
+    assert wd and int(wd.group(1)) == 0, "the unit must ship with WatchdogSec=0"
     ex = REPO / "examples" / "systemd"
     r = _verify(["srv-custody.mount", "srv-custody.automount"], ex, destdir)
     assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
