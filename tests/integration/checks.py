@@ -2,6 +2,8 @@
 and what reception_audit says (SQL), never through the mount."""
 import contextlib
 import fcntl
+import socket
+import time
 
 from botocore.exceptions import ClientError
 
@@ -101,3 +103,20 @@ def fusectl_exclusive():
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def recv_timed(sock, seconds):
+    """[(monotonic time, text)] of every datagram arriving on sock within seconds (a fake
+    $NOTIFY_SOCKET: READY=1, STATUS=, WATCHDOG=1)."""
+    out = []
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return out
+        sock.settimeout(left)
+        try:
+            msg = sock.recv(4096).decode()
+        except socket.timeout:
+            return out
+        out.append((time.monotonic(), msg))

@@ -101,17 +101,7 @@ def s3_ops(fams):
 
 def recv_all(sock, timeout):
     """Every datagram that arrives within timeout seconds."""
-    out = []
-    deadline = time.monotonic() + timeout
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        sock.settimeout(left)
-        try:
-            out.append(sock.recv(4096).decode())
-        except socket.timeout:
-            return out
+    return [m for _, m in checks.recv_timed(sock, timeout)]
 
 
 def no_secrets(m, text):

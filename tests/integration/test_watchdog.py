@@ -15,25 +15,10 @@ import time
 
 import pytest
 
+from checks import recv_timed
 from faultproxy import FaultProxy
 
 INTERVAL = 2.0  # $WATCHDOG_USEC in seconds: a ping every second
-
-
-def _recv_timed(sock, seconds):
-    """[(monotonic time, message)] of every datagram within seconds."""
-    out = []
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return out
-        sock.settimeout(left)
-        try:
-            msg = sock.recv(4096).decode()
-        except socket.timeout:
-            return out
-        out.append((time.monotonic(), msg))
 
 
 def _pings(msgs):
@@ -86,21 +71,21 @@ def test_watchdog_pings_while_healthy_and_while_the_database_is_down(mount_facto
     with open(m.path("inbox", f"{uniq}.txt"), "wb") as f:
         f.write(b"watched\n")
     _drain(sock)
-    msgs = _recv_timed(sock, 8)
+    msgs = recv_timed(sock, 8)
     _assert_regular(_pings(msgs), 8)
     assert "watchdog: telling systemd every 1000 ms" in m.daemon_log()
 
     m.stop_pg("fast")
     try:
         _drain(sock)
-        msgs = _recv_timed(sock, 4)
+        msgs = recv_timed(sock, 4)
         _assert_regular(_pings(msgs), 4)
         assert m.alive()
         assert "watchdog: not telling systemd" not in m.daemon_log()
     finally:
         m.start_pg()
     _drain(sock)
-    _assert_regular(_pings(_recv_timed(sock, 4)), 4)
+    _assert_regular(_pings(recv_timed(sock, 4)), 4)
 
 
 def test_watchdog_stops_while_the_fuse_loop_takes_no_request(stack, mount_factory, notify_sock,
@@ -121,7 +106,7 @@ def test_watchdog_stops_while_the_fuse_loop_takes_no_request(stack, mount_factor
         m.wait_until(lambda: sorted(os.listdir(d)) == ["a.bin", "b.bin"], timeout=30,
                      what="the foreign objects listed")
         _drain(sock)
-        _assert_regular(_pings(_recv_timed(sock, 4)), 4)
+        _assert_regular(_pings(recv_timed(sock, 4)), 4)
 
         def rule(method, path_, headers):
             if method == "GET" and path_.split("?")[0].endswith(("/a.bin", "/b.bin")):
@@ -136,7 +121,7 @@ def test_watchdog_stops_while_the_fuse_loop_takes_no_request(stack, mount_factor
                                      and a[1].split("?")[0].endswith((".bin"))) >= 2,
                          timeout=30, what=f"both GETs held by the store")
             t0 = time.monotonic()
-            msgs = _recv_timed(sock, 3 * INTERVAL)
+            msgs = recv_timed(sock, 3 * INTERVAL)
             # a beat just before the loop's last request came back may still go out
             late = [t - t0 for t in _pings(msgs) if t - t0 > INTERVAL + 0.5]
             assert late == [], f"WATCHDOG=1 {late} s into the stuck loop"
@@ -153,7 +138,7 @@ def test_watchdog_stops_while_the_fuse_loop_takes_no_request(stack, mount_factor
                     r.kill()
                     r.wait(timeout=30)
         _drain(sock)
-        msgs = _recv_timed(sock, 6)
+        msgs = recv_timed(sock, 6)
         assert len(_pings(msgs)) >= 3, (msgs, m.log_tail())
         assert "watchdog: healthy again" in m.daemon_log()
         m.unmount()
@@ -168,7 +153,7 @@ def test_watchdog_for_another_process_sends_nothing(mount_factory, notify_sock):
     WATCHDOG=1, while READY=1 comes as usual."""
     sock, path = notify_sock
     m = mount_factory(env=_wd_env(path, WATCHDOG_PID=str(os.getpid())))
-    msgs = _recv_timed(sock, 3 * INTERVAL)
+    msgs = recv_timed(sock, 3 * INTERVAL)
     assert any("READY=1" in x.split("\n") for _, x in msgs), msgs
     assert _pings(msgs) == [], msgs
     assert "watchdog: telling" not in m.daemon_log()
@@ -194,4 +179,4 @@ def test_watchdog_pid_of_this_process_pings(mount_factory, notify_sock):
     assert open(f"/proc/{m.pid}/environ", "rb").read().split(b"\0").count(
         f"WATCHDOG_PID={m.pid}".encode()) == 1
     _drain(sock)
-    _assert_regular(_pings(_recv_timed(sock, 6)), 6)
+    _assert_regular(_pings(recv_timed(sock, 6)), 6)
