@@ -164,6 +164,36 @@ def aba_rule(m, stack, src_key, dest_path_end, x, y, state):
     return rule
 
 
+def aba_rename(m, stack, px, src_key, dest_path_end, dest_path):
+    """X (three parts, uploaded straight to the store) at inbox/src_key, logged by m as a
+    foreign arrival; then rename(inbox/src_key, dest_path) on m while aba_rule swaps the source
+    A-B-A during the copy whose path ends with dest_path_end. (out: "ok" or the errno, x, y)."""
+    from checks import live_rows
+    x = os.urandom((10 << 20) + 4321)
+    y = os.urandom(len(x))
+    # (Swift's ETag is of the parts, "-3"; s3rver's is the MD5 of the bytes, which a copy of
+    # other bytes cannot answer: there the swap is seen by ETag, as it should be)
+    etag = put_parts(m.s3, m.reception_bucket, src_key, x)
+
+    def logged():
+        os.listdir(m.inbox)
+        return len(live_rows(m, src_key)) == 1
+    m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
+    assert live_rows(m, src_key)[0]["sha256"] == sha(x)
+    state = {}
+    px.rule = aba_rule(m, stack, src_key, dest_path_end, x, y, state)
+    try:
+        os.rename(os.path.join(m.inbox, src_key), dest_path)
+        out = "ok"
+    except OSError as e:
+        out = e.errno
+    px.rule = None
+    assert state.get("fired"), "the copy was not seen"
+    state["thread"].join(30)
+    assert state.get("etag_again") == etag, "X's second upload has another ETag"
+    return out, x, y
+
+
 def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_etag(stack,
                                                                                    mount_factory,
                                                                                    uniq):
@@ -180,28 +210,8 @@ def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_eta
         m = mount_factory(config={"s3": {"endpoint": px.url}})
         p = project(m, uniq)
         name = uniq + "-aba.bin"
-        x = os.urandom((10 << 20) + 4321)
-        y = os.urandom(len(x))
-        # (Swift's ETag is of the parts, "-3"; s3rver's is the MD5 of the bytes, which a copy
-        # of other bytes cannot answer: there the swap is seen by ETag, as it should be)
-        etag = put_parts(m.s3, m.reception_bucket, name, x)
-
-        def logged():
-            os.listdir(m.inbox)
-            return len(live_rows(m, name)) == 1
-        m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
-        assert live_rows(m, name)[0]["sha256"] == sha(x)
-        state = {}
-        px.rule = aba_rule(m, stack, name, f"/{m.storage_bucket}/{p}/{name}", x, y, state)
-        try:
-            os.rename(os.path.join(m.inbox, name), os.path.join(m.projects, p, name))
-            out = "ok"
-        except OSError as e:
-            out = e.errno
-        px.rule = None
-        assert state.get("fired"), "the copy was not seen"
-        state["thread"].join(30)
-        assert state.get("etag_again") == etag, "X's second upload has another ETag"
+        out, x, y = aba_rename(m, stack, px, name, f"/{m.storage_bucket}/{p}/{name}",
+                               os.path.join(m.projects, p, name))
         dest = p + "/" + name
         try:
             stored = m.s3.get_object(Bucket=m.storage_bucket, Key=dest)["Body"].read()
@@ -247,25 +257,8 @@ def test_a_multipart_source_swapped_during_an_inbox_rename_is_never_vouched_by_e
     try:
         m = mount_factory(config={"s3": {"endpoint": px.url}})
         a, b = uniq + "-a.bin", uniq + "-b.bin"
-        x = os.urandom((10 << 20) + 4321)
-        y = os.urandom(len(x))
-        etag = put_parts(m.s3, m.reception_bucket, a, x)
-
-        def logged():
-            os.listdir(m.inbox)
-            return len(live_rows(m, a)) == 1
-        m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
-        state = {}
-        px.rule = aba_rule(m, stack, a, f"/{m.reception_bucket}/{b}", x, y, state)
-        try:
-            os.rename(os.path.join(m.inbox, a), os.path.join(m.inbox, b))
-            out = "ok"
-        except OSError as e:
-            out = e.errno
-        px.rule = None
-        assert state.get("fired"), "the copy was not seen"
-        state["thread"].join(30)
-        assert state.get("etag_again") == etag, "X's second upload has another ETag"
+        out, x, y = aba_rename(m, stack, px, a, f"/{m.reception_bucket}/{b}",
+                               os.path.join(m.inbox, b))
         time.sleep(1)
 
         def obj(k):
