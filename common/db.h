@@ -132,6 +132,18 @@ struct db_rename_src {
 			       because its ETag did not vouch for them: a
 			       live row logging the source with another
 			       SHA-256 is -EBADMSG (nothing written) */
+	/* NULL, or run under both key locks once the old row is checked and
+	 * before anything is written: is new_key still the copy? (review
+	 * K1). -ESTALE (another object there) or -ENOENT (none), with
+	 * superseded_reason: the rename did happen and something replaced or
+	 * removed its result since: the old row is closed as renamed, the
+	 * new row inserted already removed with superseded_reason, new_key's
+	 * live rows and attributes are left alone, *superseded (may be NULL)
+	 * set to 1. Any other error: returned, nothing written. */
+	int (*check)(void *arg);
+	void *check_arg;
+	const char *superseded_reason;
+	int *superseded;
 };
 
 /* A rename in flight to key (review F1): lease_s > 0 records the marker
@@ -159,6 +171,19 @@ int db_reception_rename_ret(struct db *d, const char *bucket,
 			    const char *new_etag,
 			    const struct db_rename_src *src, uint64_t size,
 			    const struct actor *who, struct db_renamed *out);
+
+/* After db_reception_rename_ret answered -EINPROGRESS (its COMMIT's answer
+ * was lost), under both key locks: *done = 1 when its rows committed:
+ * old_key's newest row is closed "renamed to <new_key>" and logs src_etag
+ * (or no ETag), and new_key has a newer row of origin "rename" with
+ * new_etag; *live (may be NULL): that row is live (0: logged removed, the
+ * copy was replaced or removed before the rows); out (may be NULL): its id
+ * and the old row's (replaced_id 0: not known). 0 or the database's
+ * -errno (*done 0: not known). Nothing is written. */
+int db_reception_rename_readback(struct db *d, const char *bucket,
+				 const char *old_key, const char *new_key,
+				 const char *src_etag, const char *new_etag,
+				 int *done, int *live, struct db_renamed *out);
 
 struct reception_live {
 	char *object_key;

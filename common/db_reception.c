@@ -48,6 +48,17 @@ static const char db_sql_insert_reception[] =
 	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
 	" $12::text)"
 	" RETURNING id";
+/* The same, logged already removed ($13: removal_reason): an upload that was
+ * replaced or removed before its row. */
+static const char db_sql_insert_removed[] =
+	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
+	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
+	" received_uid, received_user, received_host, removed_at,"
+	" removal_reason)"
+	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
+	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
+	" $12::text, now(), $13::text)"
+	" RETURNING id";
 
 /* Byte order (COLLATE "C"), as S3 lists keys. A prefix is a range on the
  * index reception_audit_live_key_c (migration 3): keys >= $2 and below $2
@@ -456,12 +467,14 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	struct db_rename_args *a = arg;
 	struct db_actor_params ap;
 	PGresult *res = NULL, *closed = NULL;
-	const char *p[12];
+	const char *p[13];
 	const char *xxh = NULL, *sha = NULL;
 	char size[24];
-	int rc, first;
+	int rc, first, superseded = 0;
 
 	memset(a->out, 0, sizeof(*a->out)); /* a transaction tried again */
+	if (a->src->superseded)
+		*a->src->superseded = 0;
 	rc = db_size_param(a->size, size, sizeof(size));
 	if (rc)
 		return rc;
@@ -533,6 +546,21 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 		}
 	}
 
+	/* new_key must still hold the copy (review K1), checked under both
+	 * key locks before anything is written: a commit, rename or removal
+	 * of new_key by another mount since the copy took its lock after
+	 * the copy landed and before this, or takes it after this commits. */
+	if (a->src->check) {
+		rc = a->src->check(a->src->check_arg);
+		if ((rc == -ESTALE || rc == -ENOENT) &&
+		    a->src->superseded_reason) {
+			superseded = 1;
+			rc = 0;
+		}
+		if (rc)
+			goto out;
+	}
+
 	p[2] = a->renamed;
 	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
 	if (rc)
@@ -540,14 +568,16 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	a->out->from_id = db_closed_id(closed);
 	PQclear(closed);
 	closed = NULL;
-	p[1] = a->new_key;
-	p[2] = a->replaced;
-	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
-	if (rc)
-		goto out;
-	a->out->replaced_id = db_closed_id(closed);
-	PQclear(closed);
-	closed = NULL;
+	if (!superseded) {
+		p[1] = a->new_key;
+		p[2] = a->replaced;
+		rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
+		if (rc)
+			goto out;
+		a->out->replaced_id = db_closed_id(closed);
+		PQclear(closed);
+		closed = NULL;
+	}
 
 	p[0] = a->bucket;
 	p[1] = db_basename(a->new_key);
@@ -558,12 +588,20 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	p[6] = a->new_etag;
 	p[7] = "rename";
 	db_actor_params(a->who, &ap, p + 8);
-	rc = pg_exec(x, db_sql_insert_reception, 12, p, &closed);
+	/* The rename happened, and its result was then replaced or removed:
+	 * its row is logged already removed; new_key's live rows (the
+	 * replacing upload's) and attributes are left alone. */
+	p[12] = a->src->superseded_reason;
+	rc = pg_exec(
+	    x, superseded ? db_sql_insert_removed : db_sql_insert_reception,
+	    superseded ? 13 : 12, p, &closed);
 	if (!rc && PQntuples(closed) == 1)
 		a->out->id = strtoll(PQgetvalue(closed, 0, 0), NULL, 10);
+	if (!rc && superseded && a->src->superseded)
+		*a->src->superseded = 1;
 	/* The copy's attributes with its row: a crash after this commit
 	 * never shows it with the target's, nor unbound from its ETag. */
-	if (!rc)
+	if (!rc && !superseded)
 		rc = pg_attrs_renamed(x, a->bucket, a->old_key, a->new_key,
 				      a->new_etag, a->src->etag, a->who);
 	if (!rc && a->src->token) {
@@ -630,6 +668,91 @@ out:
 	free(a.replaced);
 	free(a.renamed);
 	return rc;
+}
+
+/* $1 bucket, $2 old key, $3 "renamed to <new key>", $4 the source's ETag,
+ * $5 new key, $6 the copy's ETag: the old key's newest row closed as
+ * renamed to the new key, and a newer rename row of the new key with the
+ * copy's ETag (live or not); their ids and whether the latter is live. */
+static const char db_sql_rename_readback[] =
+    "SELECT f.id, t.id, t.removed_at IS NULL FROM"
+    " (SELECT id, etag, removed_at, removal_reason FROM reception_audit"
+    "  WHERE source_bucket = $1::text AND object_key = $2::text"
+    "  ORDER BY id DESC LIMIT 1) f"
+    " CROSS JOIN LATERAL"
+    " (SELECT id, removed_at FROM reception_audit"
+    "  WHERE source_bucket = $1::text AND object_key = $5::text"
+    "  AND origin = 'rename' AND etag = $6::text AND id > f.id"
+    "  ORDER BY id DESC LIMIT 1) t"
+    " WHERE f.removed_at IS NOT NULL AND f.removal_reason = $3::text"
+    " AND (f.etag IS NULL OR f.etag = $4::text)";
+
+struct db_rename_readback_args {
+	const char *bucket, *old_key, *new_key, *src_etag, *new_etag;
+	char *renamed;
+	int done, live;
+	struct db_renamed *out;
+};
+
+static int pg_reception_rename_readback(struct pg_ctx *x, void *arg)
+{
+	struct db_rename_readback_args *a = arg;
+	const char *p[6] = {a->bucket,	 a->old_key, a->renamed,
+			    a->src_etag, a->new_key, a->new_etag};
+	PGresult *res = NULL;
+	int rc, first = strcmp(a->old_key, a->new_key) < 0;
+
+	a->done = a->live = 0;
+	memset(a->out, 0, sizeof(*a->out));
+	/* as pg_reception_rename: both keys, in its order */
+	rc = pg_lock_key(x, a->bucket, first ? a->old_key : a->new_key);
+	if (!rc)
+		rc = pg_lock_key(x, a->bucket, first ? a->new_key : a->old_key);
+	if (!rc)
+		rc = pg_exec(x, db_sql_rename_readback, 6, p, &res);
+	if (!rc && PQntuples(res) == 1) {
+		a->done = 1;
+		a->out->from_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		a->out->id = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		a->live = PQgetvalue(res, 0, 2)[0] == 't';
+	}
+	PQclear(res);
+	return rc;
+}
+
+int db_reception_rename_readback(struct db *d, const char *bucket,
+				 const char *old_key, const char *new_key,
+				 const char *src_etag, const char *new_etag,
+				 int *done, int *live, struct db_renamed *out)
+{
+	struct db_renamed local;
+	struct db_rename_readback_args a = {
+	    .bucket = bucket,
+	    .old_key = old_key,
+	    .new_key = new_key,
+	    .src_etag = src_etag,
+	    .new_etag = new_etag,
+	    .out = out ? out : &local,
+	};
+	int rc;
+
+	memset(a.out, 0, sizeof(*a.out));
+	*done = 0;
+	if (live)
+		*live = 0;
+	if (!d || !bucket || !old_key || !new_key || !src_etag || !new_etag)
+		return -EINVAL;
+	if (asprintf(&a.renamed, "renamed to %s", new_key) < 0)
+		return -ENOMEM;
+	rc = db_run(d, "reception rename read back", 1, 0,
+		    pg_reception_rename_readback, &a);
+	free(a.renamed);
+	if (rc)
+		return rc;
+	*done = a.done;
+	if (live)
+		*live = a.live;
+	return 0;
 }
 
 struct db_live_args {
@@ -813,18 +936,6 @@ int db_reception_live_keys(struct db *d, const char *bucket,
 	*n = a.n;
 	return 0;
 }
-
-/* clang-format off */
-static const char db_sql_insert_removed[] =
-	"INSERT INTO reception_audit (source_bucket, file_name, object_key,"
-	" size_bytes, uploaded_at, xxh128, sha256, etag, origin, received_by,"
-	" received_uid, received_user, received_host, removed_at,"
-	" removal_reason)"
-	" VALUES ($1::text, $2::text, $3::text, $4::bigint, now(), $5::text,"
-	" $6::text, $7::text, $8::text, $9::text, $10::bigint, $11::text,"
-	" $12::text, now(), $13::text)"
-	" RETURNING id";
-/* clang-format on */
 
 /* Caller holds the key lock (in a transaction): logs r as an upload that
  * is already gone (replaced or removed before its row), leaving the live

@@ -195,6 +195,38 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	return rc;
 }
 
+/* A rename's copy at to_key, as its rows check it (review K1). */
+struct rename_dst {
+	struct reception *r;
+	const char *key;
+	const char *etag; /* the copy's */
+};
+
+/* Under both key locks, before a rename's rows: 0 while to_key still holds
+ * the copy (or the store cannot say now: the rows are written as before,
+ * as a commit's guard does), -ESTALE when another object is there, -ENOENT
+ * when none is: another mount's commit, rename or rm of to_key since the
+ * copy (db_rename_src.check). */
+static int rename_dst_check(void *arg)
+{
+	struct rename_dst *rd = arg;
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(rd->r->s3, rd->r->cfg->reception_bucket, rd->key, &info);
+	if (rc == -ENOENT)
+		return rc;
+	if (rc) {
+		log_warn("%s/%s: cannot check the rename's copy before its "
+			 "rows: %s",
+			 rd->r->cfg->reception_bucket, rd->key, strerror(-rc));
+		return 0;
+	}
+	rc = strcmp(info.etag, rd->etag) ? -ESTALE : 0;
+	s3_object_info_free(&info);
+	return rc;
+}
+
 /* A rename's copy at a new to_key was undone (etag: the copy's): if it
  * is gone (or another object is there), the rename's marker and the
  * caller's ETag for it go too (review L3, L5): nothing of the rename is
@@ -224,8 +256,9 @@ int reception_rename(struct reception *r, const char *from_key,
 	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
 	struct s3_object_info target = {0};
 	struct db_renamed ren = {0};
+	struct rename_dst rd = {r, to_key, copy.etag};
 	char token[64];
-	int rc, existed, tries, renamed = 0, marked = 0;
+	int rc, existed, tries, renamed = 0, marked = 0, superseded = 0;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -304,6 +337,14 @@ int reception_rename(struct reception *r, const char *from_key,
 		dsrc.sha256 = copy.sha256;
 		dsrc.copy_hashed = 1;
 	}
+	/* Under both key locks the rows first check that to_key is still
+	 * the copy; if another mount replaced or removed it since, the
+	 * rename's row is logged removed and to_key's are left (K1). */
+	dsrc.check = rename_dst_check;
+	dsrc.check_arg = &rd;
+	dsrc.superseded_reason = "replaced or removed before the rename's "
+				 "row was written";
+	dsrc.superseded = &superseded;
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
 				     &dsrc, copy.size, who, &ren);
 	if (rc == -EBADMSG) {
@@ -338,13 +379,32 @@ int reception_rename(struct reception *r, const char *from_key,
 			rc = -EIO;
 	}
 	if (rc == -EINPROGRESS) {
-		/* The new row may exist: keep both objects; a scan sorts
-		 * out whichever has no row. */
-		log_error("rename %s -> %s: outcome unknown (database lost at "
-			  "commit); both objects kept",
-			  from_key, to_key);
-		rc = -EIO;
-		goto out;
+		/* The rows' COMMIT's answer was lost (review K4): read back
+		 * under both key locks, busy still held. Committed: the
+		 * rename goes on. Else (or unknown) the copy is undone: the
+		 * undo reads back by its ETag again before it deletes. */
+		int done = 0, live = 0;
+
+		rc = db_reception_rename_readback(r->db, b, from_key, to_key,
+						  src_etag, copy.etag, &done,
+						  &live, &ren);
+		if (!rc && done) {
+			log_info("rename %s -> %s: its rows were committed "
+				 "after all (database lost at commit)",
+				 from_key, to_key);
+			superseded = !live;
+		} else {
+			log_error("rename %s -> %s: its rows are %s (database "
+				  "lost at commit): the copy is undone",
+				  from_key, to_key,
+				  rc ? "not known" : "not committed");
+			reception_undo_start(r, to_key, &copy, who, "rename",
+					     !existed, gen, -1, -EINPROGRESS);
+			if (!existed && !rc)
+				rename_undone(r, to_key, &copy, new_etag);
+			rc = -EIO;
+			goto out;
+		}
 	}
 	if (rc) {
 		/* A new key: the copy goes again, if it is still ours and
@@ -357,13 +417,25 @@ int reception_rename(struct reception *r, const char *from_key,
 			rename_undone(r, to_key, &copy, new_etag);
 		goto out;
 	}
-	reception_mark_known(r, to_key, copy.etag);
+	if (superseded) {
+		/* Renamed, then replaced or removed by another mount before
+		 * the rows: to_key's rows are the replacement's (K1). */
+		log_warn("renamed %s -> %s: the copy was replaced or removed "
+			 "meanwhile; logged as removed",
+			 from_key, to_key);
+		events_reception("removed", NULL, 0, b, to_key,
+				 (long long)copy.size,
+				 copy.sha256[0] ? copy.sha256 : NULL, ren.id,
+				 "rename", "superseded", who);
+	} else {
+		reception_mark_known(r, to_key, copy.etag);
+		reception_undos_cancel(r, to_key);
+	}
 	/* An upload of the same bytes at from_key later is a new arrival
 	 * (review M1): looked up again, never taken for logged. */
 	pthread_mutex_lock(&r->lock);
 	fpset_del(&r->known, fp_of(from_key, src_etag));
 	pthread_mutex_unlock(&r->lock);
-	reception_undos_cancel(r, to_key);
 	marked = 0; /* the marker went with the rows */
 	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
 				    reception_rename_srcdel, &rs, NULL);

@@ -443,3 +443,127 @@ def test_a_directory_rename_moves_every_file_or_none(mount_factory, uniq):
            "a live": len(live_rows(m, f"{d}/a.txt"))}
     assert res == {"errno": errno.EBUSY, "keys": [f"{d}/a.txt", f"{d}/b.txt"],
                    "a live": 1}, res
+
+
+# ---- review-K: the rows of a rename and what is at its target --------------------------------
+
+@pytest.mark.parametrize("other", ["write", "rename", "rm"])
+def test_a_renames_rows_match_what_is_at_its_target(stack, mount_factory, uniq, other):
+    """K1: m1 renames a to b; its copy of E lands at b (answer held at the proxy). Meanwhile on
+    m2 b is written (G, close() returns 0), or c (G, logged) is renamed over b, or b is
+    removed. On 300854d m1's rows then close every live row of b 'replaced by rename from a'
+    and insert a live row for b with E's hash: the audit says b holds E while the store holds
+    G (or nothing). The rename did happen and something then replaced or removed its result:
+    a's row is closed 'renamed to b', b's rename row is logged already removed, and b's live
+    rows (G's) are left alone. Every row of a, b and c is counted."""
+    from checks import get_object, rows
+    from races import let_go, rename_in_thread
+    px = FaultProxy(stack.endpoint)
+    try:
+        m1 = mount_factory(config={"s3": {"endpoint": px.url}}, name="m1")
+        m2 = mount_factory(reset=False, name="m2")
+        os.mkdir(m1.path("inbox", uniq))
+        a, b, c = (f"{uniq}/{n}.txt" for n in "abc")
+        e, g = b"E: renamed on m1\n", b"G: from m2 during m1's rename\n"
+        with open(m1.path("inbox", a), "wb") as f:
+            f.write(e)
+        m1.wait_until(lambda: len(rows(m1, a)) == 1, timeout=30, what="a's row")
+        if other == "rename":
+            with open(m2.path("inbox", c), "wb") as f:
+                f.write(g)
+            m2.wait_until(lambda: len(rows(m2, c)) == 1, timeout=30, what="c's row")
+
+        def rule(meth, path, h):
+            if meth == "PUT" and path.split("?")[0].endswith("/" + b) and \
+                    any(k.lower() == "x-amz-copy-source" for k in h.keys()):
+                return ("late", 8)  # (only m1 goes through the proxy)
+            return None
+        px.rule = rule
+        t, out = rename_in_thread(m1, a, b)
+        m1.wait_until(lambda: any(act == "late" for _, _, act in px.log), timeout=30,
+                      what="the copy of a to b landed, its answer held")
+        os.listdir(m2.path("inbox", uniq))
+        if other == "write":
+            with open(m2.path("inbox", b), "wb") as f:
+                f.write(g)  # close() returns 0: G's row is committed
+        elif other == "rename":
+            os.rename(m2.path("inbox", c), m2.path("inbox", b))
+        else:
+            os.unlink(m2.path("inbox", b))
+        let_go(px, t)
+        assert not t.is_alive(), "the rename did not return"
+        time.sleep(1)
+
+        def rs(key):
+            return [(r["origin"], r["sha256"], r["removed_at"] is None,
+                     (r["removal_reason"] or "").split(" before ")[0]) for r in rows(m1, key)]
+        gone = "replaced or removed"
+        res = {"rename": out, "a": get_object(m1, a), "b": get_object(m1, b),
+               "a rows": rs(a), "b rows": rs(b), "c rows": rs(c)}
+        want = {"rename": ["ok"], "a": None, "b": None if other == "rm" else g,
+                "a rows": [("mount", sha(e), False, f"renamed to {b}")],
+                "b rows": {"write": [("mount", sha(g), True, ""),
+                                     ("rename", sha(e), False, gone)],
+                           "rename": [("rename", sha(g), True, ""),
+                                      ("rename", sha(e), False, gone)],
+                           "rm": [("rename", sha(e), False, gone)]}[other],
+                "c rows": [("mount", sha(g), False, f"renamed to {b}")]
+                if other == "rename" else []}
+        assert res == want, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_rename_whose_commit_answer_is_lost_never_leaves_a_foreign_copy(mount_factory, uniq):
+    """K4: the connection is lost during the COMMIT of a rename's rows and the COMMIT did not
+    happen (a deferred trigger on the deletion of the rename's in-flight marker, in that
+    transaction, holds the COMMIT; the backend is terminated meanwhile). On 300854d the rename
+    keeps both objects and returns EIO, and the next scan logs the unrowed copy at b as a
+    'foreign' arrival. The outcome must be read back: the rows did not commit, so the copy is
+    undone, a stays with its row, and b has no object and no row."""
+    import threading
+    from checks import get_object, rows
+    m = mount_factory(config={"fs": {"foreign_grace_ms": 1000}})
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+    e = b"E: its rename's COMMIT is lost\n"
+    with open(m.path("inbox", a), "wb") as f:
+        f.write(e)
+    m.wait_until(lambda: len(rows(m, a)) == 1, timeout=30, what="a's row")
+    m.sql("create or replace function k4_sleep() returns trigger language plpgsql as"
+          " $$ begin perform pg_sleep(10); return null; end $$")
+    m.sql("create constraint trigger k4 after delete on file_attrs_pending deferrable"
+          " initially deferred for each row when (old.bucket like '%/renaming')"
+          " execute function k4_sleep()")
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 30
+        while not killed and time.monotonic() < deadline:
+            killed.extend(m.sql("select pg_terminate_backend(pid) from pg_stat_activity"
+                                " where query = 'COMMIT' and wait_event = 'PgSleep'"))
+            time.sleep(0.1)
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    out = "ok"
+    try:
+        os.rename(m.path("inbox", a), m.path("inbox", b))
+    except OSError as ex:
+        out = errno.errorcode.get(ex.errno, ex.errno)
+    finally:
+        th.join(35)
+        m.sql("drop trigger if exists k4 on file_attrs_pending")
+    assert killed, "the rows' COMMIT was never held"
+    for _ in range(3):  # past the grace: a scan of b would log an unrowed copy
+        time.sleep(1.5)
+        os.listdir(m.path("inbox", uniq))
+    time.sleep(1)
+
+    def rs(key):
+        return [(r["origin"], r["removed_at"] is None) for r in rows(m, key)]
+    res = {"rename": out, "a": get_object(m, a), "b": get_object(m, b),
+           "a rows": rs(a), "b rows": rs(b)}
+    assert res == {"rename": "EIO", "a": e, "b": None,
+                   "a rows": [("mount", True)], "b rows": []}, res
