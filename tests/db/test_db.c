@@ -1501,6 +1501,7 @@ int main(void)
 	test_live_keys(d);
 	test_record_guarded(d, raw_a);
 	test_unrowed_do(d, raw_a);
+	test_rename_guard(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);

@@ -25,6 +25,7 @@ struct db *open_or_die(const char *conninfo, int pool);
 void test_live_keys(struct db *d);
 void test_record_guarded(struct db *d, PGconn *raw);
 void test_unrowed_do(struct db *d, PGconn *raw);
+void test_rename_guard(struct db *d, PGconn *raw);
 void test_key_indexes(const char *conninfo, PGconn *raw);
 
 /* test_db_pool.c */

@@ -419,3 +419,92 @@ void test_key_indexes(const char *conninfo, PGconn *raw)
 	   seq1);
 	db_close(d);
 }
+
+/* A rename's check of its target (review K1) and the read back of its
+ * rows after a lost COMMIT (K4). */
+void test_rename_guard(struct db *d, PGconn *raw)
+{
+	struct reception_new r = {
+	    .source_bucket = "rguard-bucket",
+	    .size = 5,
+	    .sha256 = "5555555555555555555555555555555555555555555555555555"
+		      "555555555555",
+	    .origin = "mount",
+	};
+	struct guard_probe pr = {.raw = raw};
+	struct db_rename_src src = {.etag = "e-a",
+				    .check = guard_check,
+				    .check_arg = &pr,
+				    .superseded_reason = "gone meanwhile"};
+	struct db_renamed ren;
+	int ins, sup = -1, done = -1, live = -1;
+
+	r.object_key = "rg/a";
+	r.etag = "e-a";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	r.object_key = "rg/b";
+	r.etag = "e-g";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	src.superseded = &sup;
+	ok(db_reception_rename_readback(d, "rguard-bucket", "rg/a", "rg/b",
+					"e-a", "e-a", &done, &live,
+					NULL) == 0 &&
+	       done == 0,
+	   "rename read back: not renamed yet");
+
+	pr.rc = -EIO;
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/a", "rg/b", "e-a",
+				   &src, 5, NULL, &ren) == -EIO &&
+	       pr.calls == 1 && pr.locked && sup == 0 &&
+	       rows_of(raw, "rguard-bucket", "rg/a") == 1 &&
+	       rows_of(raw, "rguard-bucket", "rg/b") == 1,
+	   "rename check fails (under the key lock): nothing written");
+
+	pr.rc = -ESTALE;
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/a", "rg/b", "e-a",
+				   &src, 5, NULL, &ren) == 0 &&
+	       sup == 1 && ren.id > 0 && ren.from_id > 0 &&
+	       ren.replaced_id == 0,
+	   "target replaced since the copy: renamed, superseded");
+	ok(sql_is(raw,
+		  "SELECT string_agg(concat_ws('|', object_key, etag,"
+		  " coalesce(removal_reason, 'live')), ',' ORDER BY id)"
+		  " FROM reception_audit WHERE source_bucket ="
+		  " 'rguard-bucket'",
+		  "rg/a|e-a|renamed to rg/b,rg/b|e-g|live,"
+		  "rg/b|e-a|gone meanwhile"),
+	   "its row logged removed, the target's live row left alone");
+	ok(db_reception_rename_readback(d, "rguard-bucket", "rg/a", "rg/b",
+					"e-a", "e-a", &done, &live,
+					&ren) == 0 &&
+	       done == 1 && live == 0 && ren.id > ren.from_id,
+	   "rename read back: committed, its row removed");
+	ok(db_reception_rename_readback(d, "rguard-bucket", "rg/a", "rg/b",
+					"e-a", "e-other", &done, NULL,
+					NULL) == 0 &&
+	       done == 0,
+	   "rename read back: another copy's ETag is not this rename");
+
+	/* The copy is still there: the target's live row is replaced. */
+	r.object_key = "rg/c";
+	r.etag = "e-c";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	src.etag = "e-c";
+	pr.rc = 0;
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/c", "rg/b", "e-c",
+				   &src, 5, NULL, &ren) == 0 &&
+	       sup == 0 && ren.replaced_id > 0,
+	   "target still the copy: renamed over it");
+	ok(sql_is(raw,
+		  "SELECT string_agg(concat_ws('|', etag,"
+		  " coalesce(removal_reason, 'live')), ',' ORDER BY id)"
+		  " FROM reception_audit WHERE object_key = 'rg/b'",
+		  "e-g|replaced by rename from rg/c,e-a|gone meanwhile,"
+		  "e-c|live"),
+	   "the target's rows then");
+	ok(db_reception_rename_readback(d, "rguard-bucket", "rg/c", "rg/b",
+					"e-c", "e-c", &done, &live,
+					NULL) == 0 &&
+	       done == 1 && live == 1,
+	   "rename read back: committed, its row live");
+}
