@@ -547,9 +547,9 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	}
 
 	/* new_key must still hold the copy (review K1), checked under both
-	 * key locks before anything is written: a commit, rename or removal
-	 * of new_key by another mount since the copy took its lock after
-	 * the copy landed and before this, or takes it after this commits. */
+	 * key locks before anything is written: another mount's commit,
+	 * rename or rm of new_key took that lock between the copy and this
+	 * check (seen here), or takes it once these rows are committed. */
 	if (a->src->check) {
 		rc = a->src->check(a->src->check_arg);
 		if ((rc == -ESTALE || rc == -ENOENT) &&
