@@ -147,14 +147,21 @@ int reception_remove(struct reception *r, const char *key,
  * there); it is left untouched when nothing was copied. Every row change
  * has its "renamed" event line. A source DELETE that fails after the rows
  * changed has an error line op=rename_source_delete (errno, S3 code)
- * before the renamed line, and returns -EIO: the rename took effect (to_key
- * holds the file with its row; from_key's row is closed "renamed to ...")
- * but from_key's object is still in the store, so the caller sees an error
- * and may still see from_key listed (and read it) until the next listing,
- * lookup or scan of the bucket finds it: an object whose ETag is that of
- * the row renamed away from its key, no live row there, is that rename's
- * leftover: deleted then (If-Match its ETag), never logged as a new
- * arrival (reception_leftover_delete). */
+ * before the renamed line, and returns 0 all the same (review K2): the
+ * rename took effect and is durable (to_key holds the file with its row;
+ * from_key's row is closed "renamed to ..."), only from_key's object is
+ * still in the store, and may still be listed (and read) until the next
+ * listing, lookup or scan of the bucket finds it: an object whose ETag is
+ * that of the row renamed away from its key, no live row there, is that
+ * rename's leftover: deleted then (If-Match its ETag), never logged as a
+ * new arrival (reception_leftover_delete).
+ * A copy that fails with anything but the store's refusal (412, 404, 403:
+ * a 5xx, a reset, a timeout) may have landed, its answer lost (review
+ * K3): to_key is HEADed again, and an object there with another ETag than
+ * before the copy is taken for the copy (the rename goes on, its bytes
+ * checked as any copy's are). When to_key is unchanged (or cannot be
+ * HEADed) the rename fails with the copy's error and its in-flight marker
+ * of to_key stays until its lease: the copy may yet land. */
 /* Every object of a listing e[0..n) of the reception bucket (directory
  * markers skipped) has a live row logging it, or is logged now as another
  * route's arrival: 0; -EBUSY when one cannot be logged yet (too recent:

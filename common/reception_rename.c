@@ -142,10 +142,12 @@ static int reception_rename_stop(void *arg)
  * source with another ETag is not copied (-EEXIST). 0 with copy->etag
  * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
  * object (copy->etag is set when a copy landed at to_key all the same);
- * or the store's -errno (-ENOENT: no source). */
+ * or the store's -errno (-ENOENT: no source). *sent is set once the copy
+ * itself was asked of the store (its error may then come after the store
+ * copied: rename_copy_lost). */
 static int reception_rename_copy(struct reception *r, const char *from_key,
 				 const char *to_key, char *src_etag,
-				 struct upload_result *copy)
+				 struct upload_result *copy, int *sent)
 {
 	const char *b = r->cfg->reception_bucket;
 	struct s3_object_info source = {0};
@@ -188,6 +190,7 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	q.threshold = r->cfg->copy_threshold;
 	q.part_size = r->cfg->part_size;
 	q.workers = 1;
+	*sent = 1;
 	rc = s3_copy_guarded(r->s3, &q, copy->etag);
 	if (!rc || rc == -EEXIST)
 		copy->size = source.size;
@@ -227,6 +230,52 @@ static int rename_dst_check(void *arg)
 	return rc;
 }
 
+/* Is rc, a rename copy's error, the store's refusal of it (412: the source
+ * is another object; 404: no source; 403), after which nothing landed? Any
+ * other error (a 5xx, a reset, a timeout) may come after the store copied:
+ * its answer was lost (review K3). */
+static int rename_copy_refused(int rc)
+{
+	return rc == -EEXIST || rc == -ENOENT || rc == -EACCES;
+}
+
+/* A rename's copy to to_key failed with rc, not a refusal: the store may
+ * have copied all the same (review K3). to_key is HEADed again: an object
+ * with another ETag than `before` (to_key's before the copy, "" when there
+ * was none) is taken for the copy (copy->etag and copy->size from the
+ * HEAD), and 0 returned: the rename goes on, that object's bytes checked
+ * as any copy's are (its ETag vouches for the bytes from_key's row logs,
+ * else they are hashed and compared by the rows; undone when they differ).
+ * Else rc, with *unknown set: the copy may still land (a store still at
+ * it, a HEAD that failed), so the rename's in-flight marker of to_key is
+ * kept until its lease (no leftover there is deleted meanwhile). */
+static int rename_copy_lost(struct reception *r, const char *to_key,
+			    const char *before, struct upload_result *copy,
+			    int rc, int *unknown)
+{
+	struct s3_object_info now = {0};
+	int hr = s3_head(r->s3, r->cfg->reception_bucket, to_key, &now);
+
+	if (hr == 0 && strcmp(now.etag, before)) {
+		log_warn("rename -> %s/%s: the copy failed (%s), but an object "
+			 "landed there meanwhile (ETag %s): taken for the copy",
+			 r->cfg->reception_bucket, to_key, strerror(-rc),
+			 now.etag);
+		snprintf(copy->etag, sizeof(copy->etag), "%s", now.etag);
+		copy->size = now.size;
+		s3_object_info_free(&now);
+		return 0;
+	}
+	s3_object_info_free(&now);
+	*unknown = 1;
+	log_error("rename -> %s/%s: the copy failed (%s) and %s: its "
+		  "in-flight marker is kept (the copy may yet land)",
+		  r->cfg->reception_bucket, to_key, strerror(-rc),
+		  hr ? "the target cannot be looked at"
+		     : "the target is unchanged");
+	return rc;
+}
+
 /* A rename's copy at a new to_key was undone (etag: the copy's): if it
  * is gone (or another object is there), the rename's marker and the
  * caller's ETag for it go too (review L3, L5): nothing of the rename is
@@ -259,6 +308,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	struct rename_dst rd = {r, to_key, copy.etag};
 	char token[64];
 	int rc, existed, tries, renamed = 0, marked = 0, superseded = 0;
+	int sent = 0, unknown = 0;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -283,10 +333,12 @@ int reception_rename(struct reception *r, const char *from_key,
 	marked = 1;
 	dsrc.token = token;
 	rc = s3_head(r->s3, b, to_key, &target);
-	s3_object_info_free(&target);
+	s3_object_info_free(&target); /* (its ETag stays: rename_copy_lost) */
 	if (rc && rc != -ENOENT)
 		goto out;
 	existed = rc == 0;
+	if (!existed)
+		target.etag[0] = '\0';
 	gen = busy_gen(r, to_key);
 	/* The copy is of the source as the first HEAD saw it, the object the
 	 * rename names when it starts (only that object is deleted after the
@@ -294,14 +346,18 @@ int reception_rename(struct reception *r, const char *from_key,
 	 * its check goes again only while the source is still that object:
 	 * another writer's newer upload is never moved (review E8). */
 	for (tries = 1;; tries++) {
-		rc =
-		    reception_rename_copy(r, from_key, to_key, src_etag, &copy);
+		rc = reception_rename_copy(r, from_key, to_key, src_etag, &copy,
+					   &sent);
 		if (rc != -EEXIST || copy.etag[0] || tries >= RENAME_TRIES)
 			break; /* (a copy that landed is undone below) */
 		log_info("rename %s -> %s: the copy of the source failed its "
 			 "check; copied again",
 			 from_key, to_key);
 	}
+	/* A copy whose answer was lost may have landed (review K3). */
+	if (rc && sent && !rename_copy_refused(rc))
+		rc = rename_copy_lost(r, to_key, target.etag, &copy, rc,
+				      &unknown);
 	if (rc == -EEXIST) {
 		log_error("rename %s -> %s: the source was replaced by another "
 			  "upload during the rename; not renamed",
@@ -477,13 +533,16 @@ int reception_rename(struct reception *r, const char *from_key,
 				   who->host);
 		log_ev_duration(&ev);
 		log_ev_emit(&ev, LOG_LVL_ERROR);
-		rc = -EIO; /* renamed, its source not deleted yet */
+		/* Renamed all the same: its rows committed, so it is durable
+		 * (review K2); only its source's object is left over. */
+		rc = 0;
 	}
 out:
 	/* A rename that ended without its rows: its marker goes unless a
-	 * copy of it may be at to_key (then it lapses with its lease, and
-	 * no leftover there is deleted until then: kept, never lost). */
-	if (marked && !copy.etag[0])
+	 * copy of it may be at to_key, or land there yet (then it lapses
+	 * with its lease, and no leftover there is deleted until then: kept,
+	 * never lost). */
+	if (marked && !copy.etag[0] && !unknown)
 		(void)db_reception_renaming(r->db, b, to_key, token, 0);
 	reception_busy_del(r, to_key);
 	{

@@ -12,7 +12,9 @@ The Host header is forwarded unchanged, so SigV4 signatures (checked by Swift) s
 """
 import http.client
 import http.server
+import socket
 import socketserver
+import struct
 import threading
 import urllib.parse
 
@@ -31,6 +33,8 @@ class FaultProxy:
     (pass) or an action: ("status", code, body) answer without forwarding; ("hang",) never
     answer (until release is set or the proxy closes); ("close",) drop the connection;
     ("after", (code, body)) forward, then answer code/body instead of the real reply;
+    ("reset_after",) forward, then reset the connection (TCP RST) instead of answering (the
+    request has taken effect at the store; its caller gets no answer at all);
     ("late", seconds) forward, then hold the real reply that long (the request has taken
     effect at the store; its caller does not know yet); ("hold", seconds) hold the request
     that long before forwarding it (it has not reached the store yet).
@@ -110,6 +114,13 @@ class FaultProxy:
                     c.close()
                 if action and action[0] == "after":
                     return self._answer(action[1][0], action[1][1])
+                if action and action[0] == "reset_after":
+                    # SO_LINGER 0: close() sends a RST, not a FIN
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
+                                               struct.pack("ii", 1, 0))
+                    self.close_connection = True
+                    self.connection.close()  # (its fd closes with rfile/wfile, no FIN)
+                    return
                 if action and action[0] == "late":
                     proxy.release.wait(action[1])
                 rh = [(k, v) for k, v in r.getheaders()

@@ -1,0 +1,236 @@
+"""Hostile review K (review-K.md), inbox rename: K2 (a rename whose rows committed is durable,
+whatever its source DELETE does) and K3 (a copy that landed but whose answer was lost).
+Each asserts what the product contract requires (SPEC §2: no audit row claims a file that is
+not there, every upload logged exactly once, rename works as users expect; §3: rename returns
+0 only when it is durable), with every row of the keys involved, removed ones too."""
+import hashlib
+import os
+import time
+
+import pytest
+
+from checks import get_object as obj
+from checks import rows as all_rows
+from checks import write
+from faultproxy import INTERNAL, SLOWDOWN, FaultProxy
+from races import errname
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def rows(m, key):
+    """Every row of key, oldest first: (origin, live?, removal reason, sha256)."""
+    return [(r["origin"], r["removed_at"] is None, r["removal_reason"], r["sha256"])
+            for r in all_rows(m, key)]
+
+
+def live(m, key):
+    return [r for r in rows(m, key) if r[1]]
+
+
+def marker(m, key):
+    """In-flight rename markers of key (review F1), lapsed ones too."""
+    return m.sql_value("select count(*) from file_attrs_pending where bucket = %s"
+                       " and object_key = %s", (m.reception_bucket + "/renaming", key))
+
+
+def copy_to(key):
+    """A request rule's test: the CopyObject (PUT with x-amz-copy-source) to key."""
+    def match(meth, path, h):
+        return meth == "PUT" and path.split("?")[0].endswith("/" + key) and \
+            any(k.lower() == "x-amz-copy-source" for k in h.keys())
+    return match
+
+
+def rename(m, frm, to):
+    """rename(inbox/frm, inbox/to): "ok" or the errno name."""
+    try:
+        os.rename(m.path("inbox", frm), m.path("inbox", to))
+        return "ok"
+    except OSError as e:
+        return errname(e)
+
+
+def settle(m, d, rounds=5):
+    """Listings of inbox/d a second apart: the observer looks at what is there (a rename's
+    leftover source is deleted, an unrowed object logged as a foreign arrival)."""
+    for _ in range(rounds):
+        os.listdir(m.path("inbox", d))
+        time.sleep(1)
+
+
+# ---- K2: the source DELETE fails after the rows committed ------------------------------------
+
+def test_a_durable_rename_is_reported_done_even_when_its_source_delete_fails(stack,
+                                                                          mount_factory,
+                                                                          uniq):
+    """K2: inbox/t is open for writing (an editor, unsaved content W) when f is renamed over
+    it; the copy lands and the rows commit, then the DELETE of f is answered 503 through every
+    retry. On 300854d rename returns EIO, the editor's file gets its name back and its close
+    overwrites t with W, and the leftover rule deletes f: the file is lost although rename(2)
+    said it failed. The rename is durable once its rows committed: it must return 0, t hold f's
+    bytes with the rows of the rename, the editor's W stay local, and f's object be deleted by
+    the leftover rule at the next listings."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        f, t = f"{uniq}/f.txt", f"{uniq}/t.txt"
+        e, tb = b"E, the file being renamed\n", b"T, the target\n"
+        write(m.path("inbox", f), e)
+        write(m.path("inbox", t), tb)
+        m.wait_until(lambda: len(live(m, f)) == 1 and len(live(m, t)) == 1, timeout=30,
+                     what="f's and t's rows")
+        w = open(m.path("inbox", t), "r+b")  # the editor
+        w.write(b"W, unsaved")
+        px.rule = lambda meth, path, h: ("status", 503, SLOWDOWN) \
+            if meth == "DELETE" and path.split("?")[0].endswith("/" + f) else None
+        out = rename(m, f, t)
+        px.rule = None
+        refused = sum(1 for meth, _, act in px.log if meth == "DELETE" and act == "status")
+        w.close()
+        settle(m, uniq)
+        res = {"rename": out, "DELETE refused": refused > 0, "t": obj(m, t), "f": obj(m, f),
+               "f listed": "f.txt" in os.listdir(m.path("inbox", uniq)),
+               "f rows": rows(m, f), "t rows": rows(m, t)}
+        assert res == {"rename": "ok", "DELETE refused": True, "t": e, "f": None,
+                       "f listed": False,
+                       "f rows": [("mount", False, f"renamed to {t}", sha(e))],
+                       "t rows": [("mount", False, f"replaced by rename from {f}", sha(tb)),
+                                  ("rename", True, None, sha(e))]}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_directory_rename_goes_on_when_a_source_delete_fails(stack, mount_factory, uniq):
+    """K2 in a directory rename: d holds x and y; the DELETE of d/x fails (503 through every
+    retry) after x's rows committed. On 300854d the rename stops there with EIO, half done: x
+    moved, y not (a retried mv then fails ENOTEMPTY). x's rename is durable: the directory
+    rename must go on and return 0, both files at e with their rename rows, and d/x's object
+    deleted by the leftover rule at the next scan of the bucket (nothing lists d/ any more:
+    the scan, every 2 s here, is what finds it)."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"scan_interval": "2"}})
+        os.mkdir(m.path("inbox", uniq))
+        d, e = f"{uniq}/d", f"{uniq}/e"
+        os.mkdir(m.path("inbox", d))
+        xb, yb = b"x, first in d\n", b"y, second in d\n"
+        write(m.path("inbox", d, "x.txt"), xb)
+        write(m.path("inbox", d, "y.txt"), yb)
+        m.wait_until(lambda: len(live(m, f"{d}/x.txt")) == 1 and
+                     len(live(m, f"{d}/y.txt")) == 1, timeout=30, what="x's and y's rows")
+        px.rule = lambda meth, path, h: ("status", 503, SLOWDOWN) \
+            if meth == "DELETE" and path.split("?")[0].endswith(f"/{d}/x.txt") else None
+        out = rename(m, d, e)
+        px.rule = None
+        refused = sum(1 for meth, _, act in px.log if meth == "DELETE" and act == "status")
+        if out == "ok":
+            m.wait_until(lambda: obj(m, f"{d}/x.txt") is None, timeout=30,
+                         what="d/x.txt, the leftover source, deleted by a scan")
+        keys = sorted(o["Key"] for o in m.s3.list_objects_v2(
+            Bucket=m.reception_bucket, Prefix=uniq + "/").get("Contents", [])
+            if not o["Key"].endswith("/"))
+        res = {"rename": out, "DELETE refused": refused > 0, "keys": keys,
+               "e/x": obj(m, f"{e}/x.txt"), "e/y": obj(m, f"{e}/y.txt"),
+               "d/x rows": rows(m, f"{d}/x.txt"), "d/y rows": rows(m, f"{d}/y.txt"),
+               "e/x rows": rows(m, f"{e}/x.txt"), "e/y rows": rows(m, f"{e}/y.txt")}
+        assert res == {"rename": "ok", "DELETE refused": True,
+                       "keys": [f"{e}/x.txt", f"{e}/y.txt"], "e/x": xb, "e/y": yb,
+                       "d/x rows": [("mount", False, f"renamed to {e}/x.txt", sha(xb))],
+                       "d/y rows": [("mount", False, f"renamed to {e}/y.txt", sha(yb))],
+                       "e/x rows": [("rename", True, None, sha(xb))],
+                       "e/y rows": [("rename", True, None, sha(yb))]}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+# ---- K3: the copy landed, its answer was lost ------------------------------------------------
+
+LOST = {"500": ("after", (500, INTERNAL)), "reset": ("reset_after",)}
+
+
+@pytest.mark.parametrize("lost", sorted(LOST))
+@pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
+def test_a_copy_whose_answer_is_lost_is_the_renames_copy(stack, mount_factory, uniq,
+                                                         target_exists, lost):
+    """K3: mv a b; every CopyObject to b is forwarded (the store copies) and its answer
+    replaced by a 500 or a connection reset. On 300854d rename returns EIO with no undo and
+    its in-flight marker deleted: b keeps an unrowed copy of a, which the observer then logs
+    as a foreign arrival (for an existing b, T's bytes are gone and its row is closed as
+    'replaced by a new upload'). The object that landed at b is the rename's copy (to_key
+    HEADed again: another ETag than before the copy, which vouches for a's bytes): the rename
+    goes on with its rows and returns 0. Whatever rename says, obj(a), obj(b) and every row
+    of a and b must agree with it; no foreign row, no marker left."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, tb = b"E, renamed while its copy's answer is lost\n", b"T, the target\n"
+        write(m.path("inbox", a), e)
+        if target_exists:
+            write(m.path("inbox", b), tb)
+        m.wait_until(lambda: len(live(m, a)) == 1 and len(live(m, b)) == target_exists,
+                     timeout=30, what="the rows before the rename")
+        is_copy, act = copy_to(b), LOST[lost]
+        px.rule = lambda meth, path, h: act if is_copy(meth, path, h) else None
+        out = rename(m, a, b)
+        px.rule = None
+        lost_answers = sum(1 for _, _, x in px.log if x == act[0])
+        settle(m, uniq)
+        res = {"rename": out, "answers lost": lost_answers > 0, "a": obj(m, a), "b": obj(m, b),
+               "a rows": rows(m, a), "b rows": rows(m, b), "b marker": marker(m, b)}
+        replaced = [("mount", False, f"replaced by rename from {a}", sha(tb))] \
+            if target_exists else []
+        assert res == {"rename": "ok", "answers lost": True, "a": None, "b": e,
+                       "a rows": [("mount", False, f"renamed to {b}", sha(e))],
+                       "b rows": replaced + [("rename", True, None, sha(e))],
+                       "b marker": 0}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+@pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
+def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mount_factory,
+                                                                      uniq, target_exists):
+    """K3, the other side: every CopyObject to b is dropped at the proxy unanswered (never
+    forwarded: nothing lands, but the client cannot know that). b is unchanged when HEADed
+    again, so the rename fails and nothing moved: a, b and their rows as they were. The copy
+    may still land later (a store still working on it), so the rename's in-flight marker of b
+    stays until its lease (review K3: 'at minimum keep the marker whenever the copy's outcome
+    is unknown'); on 300854d it is deleted."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, tb = b"E, its copy never reaches the store\n", b"T, the target\n"
+        write(m.path("inbox", a), e)
+        if target_exists:
+            write(m.path("inbox", b), tb)
+        m.wait_until(lambda: len(live(m, a)) == 1 and len(live(m, b)) == target_exists,
+                     timeout=30, what="the rows before the rename")
+        is_copy = copy_to(b)
+        px.rule = lambda meth, path, h: ("close",) if is_copy(meth, path, h) else None
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq)
+        res = {"rename failed": out != "ok", "a": obj(m, a), "b": obj(m, b),
+               "a rows": rows(m, a), "b rows": rows(m, b), "b marker": marker(m, b)}
+        assert res == {"rename failed": True, "a": e, "b": tb if target_exists else None,
+                       "a rows": [("mount", True, None, sha(e))],
+                       "b rows": [("mount", True, None, sha(tb))] if target_exists else [],
+                       "b marker": 1}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
