@@ -160,6 +160,18 @@ int db_reception_rename_ret(struct db *d, const char *bucket,
 			    const struct db_rename_src *src, uint64_t size,
 			    const struct actor *who, struct db_renamed *out);
 
+/* Would db_reception_rename_ret(d, bucket, old_key, new_key, ..., src,
+ * size, ...) take src as what the rename copied, as old_key's live row is
+ * now? A look only: nothing is locked or written, and the rename's own
+ * transaction checks again. 0: yes; -EBADMSG: that row does not log the
+ * object copied, or (src->copy_hashed) the copy's bytes are not the ones it
+ * logs; -ESTALE: src->require and the new row would have no hashes (hash
+ * the copy); or -errno. For a rename that checks its copy before it
+ * touches its target (reception_rename over an existing file). */
+int db_reception_rename_check(struct db *d, const char *bucket,
+			      const char *old_key, const char *new_key,
+			      const struct db_rename_src *src, uint64_t size);
+
 struct reception_live {
 	char *object_key;
 	char *etag; /* NULL when the row has none */

@@ -168,6 +168,19 @@ int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);
 
+/* The private prefix of the reception bucket where reception_rename
+ * stages its copy over an existing target (review H M2):
+ * RECEPTION_RENAME_STAGING "/<token>". An object there is never a received
+ * file: never listed in inbox/, never logged (observer, scan, rename),
+ * never moved; `custodyfs cleanup` deletes those older than
+ * RECEPTION_RENAMING_LEASE_S (a crashed rename's). */
+#define RECEPTION_RENAME_STAGING ".custodyfs-rename"
+/* How long a rename's in-flight marker (and its staged copy) holds when
+ * the rename never ends (a crash): longer than any copy. */
+#define RECEPTION_RENAMING_LEASE_S 3600
+/* Is key RECEPTION_RENAME_STAGING or below it? Pure. */
+int reception_key_is_staging(const char *key);
+
 /* Objects just listed: those not known to be logged are checked against
  * the database and, if unlogged and not busy here, queued for logging by
  * the worker. Their hashes are always computed by reading the object
