@@ -142,6 +142,10 @@ struct db_rename_src {
  * -EBUSY: the object at key may be that rename's copy. 0 or -errno. */
 int db_reception_renaming(struct db *d, const char *bucket, const char *key,
 			  const char *token, int lease_s);
+/* Does a rename's in-flight marker of key hold (recorded by
+ * db_reception_renaming, its lease not lapsed)? 1, 0 or -errno. A look. */
+int db_reception_renaming_held(struct db *d, const char *bucket,
+			       const char *key);
 
 /* What one db_reception_rename_ret changed (0: nothing). */
 struct db_renamed {

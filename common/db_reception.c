@@ -1225,6 +1225,24 @@ static int pg_renaming_any(struct pg_ctx *x, const char *bucket,
 	return rc;
 }
 
+static int pg_reception_renaming_held(struct pg_ctx *x, void *arg)
+{
+	const char **bk = arg;
+
+	return pg_renaming_any(x, bk[0], bk[1]);
+}
+
+int db_reception_renaming_held(struct db *d, const char *bucket,
+			       const char *key)
+{
+	const char *bk[2] = {bucket, key};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "reception renaming held", 0, 0,
+		      pg_reception_renaming_held, bk);
+}
+
 struct db_remove_locked_args {
 	const char *bucket;
 	const char *key;
