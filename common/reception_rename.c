@@ -237,8 +237,8 @@ static int rename_hash(struct reception *r, const char *key,
  * to_key is touched: its bytes must be those from_key's live row logs
  * (its ETag vouches, else it is hashed and db_reception_rename_check
  * compares); dsrc says how, for the rows. 0; -EBADMSG (another upload's
- * bytes, or another row: refused); -EBUSY (stage replaced meanwhile); or
- * the hash's or the database's -errno. */
+ * bytes, or another row: refused); -EBUSY (stage replaced meanwhile);
+ * -EIO (its bytes could not be hashed); or the database's -errno. */
 static int rename_stage_check(struct reception *r, const char *from_key,
 			      const char *to_key, const char *stage,
 			      struct upload_result *staged,
@@ -249,7 +249,7 @@ static int rename_stage_check(struct reception *r, const char *from_key,
 	if (!s3_etag_vouches(staged->etag, dsrc->etag)) {
 		rc = rename_hash(r, stage, staged);
 		if (rc)
-			return rc;
+			goto out;
 		dsrc->xxh128 = staged->xxh128;
 		dsrc->sha256 = staged->sha256;
 		dsrc->copy_hashed = 1;
@@ -257,15 +257,16 @@ static int rename_stage_check(struct reception *r, const char *from_key,
 	}
 	rc = db_reception_rename_check(r->db, r->cfg->reception_bucket,
 				       from_key, to_key, dsrc, staged->size);
-	if (rc == -ESTALE && !hashed) {
-		/* The row has no hashes to carry: the staged bytes'. */
-		rc = rename_hash(r, stage, staged);
-		if (!rc) {
-			dsrc->xxh128 = staged->xxh128;
-			dsrc->sha256 = staged->sha256;
-		}
+	if (rc != -ESTALE || hashed)
+		return rc == -ESTALE ? -EIO : rc;
+	/* The row has no hashes to carry: the staged bytes'. */
+	rc = rename_hash(r, stage, staged);
+	if (!rc) {
+		dsrc->xxh128 = staged->xxh128;
+		dsrc->sha256 = staged->sha256;
 	}
-	return rc == -ESTALE ? -EIO : rc;
+out: /* a hash that failed: -EIO (no row is ever written without one) */
+	return rc && rc != -EBUSY && rc != -ENOMEM ? -EIO : rc;
 }
 
 /* Copies the checked staged copy (stage, staged->etag) to to_key
