@@ -154,6 +154,10 @@ struct db_rename_src {
  * -EBUSY: the object at key may be that rename's copy. 0 or -errno. */
 int db_reception_renaming(struct db *d, const char *bucket, const char *key,
 			  const char *token, int lease_s);
+/* Does a rename's in-flight marker of key hold (recorded by
+ * db_reception_renaming, its lease not lapsed)? 1, 0 or -errno. A look. */
+int db_reception_renaming_held(struct db *d, const char *bucket,
+			       const char *key);
 
 /* What one db_reception_rename_ret changed (0: nothing). */
 struct db_renamed {
@@ -184,6 +188,18 @@ int db_reception_rename_readback(struct db *d, const char *bucket,
 				 const char *old_key, const char *new_key,
 				 const char *src_etag, const char *new_etag,
 				 int *done, int *live, struct db_renamed *out);
+
+/* Would db_reception_rename_ret(d, bucket, old_key, new_key, ..., src,
+ * size, ...) take src as what the rename copied, as old_key's live row is
+ * now? A look only: nothing is locked or written, and the rename's own
+ * transaction checks again. 0: yes; -EBADMSG: that row does not log the
+ * object copied, or (src->copy_hashed) the copy's bytes are not the ones it
+ * logs; -ESTALE: src->require and the new row would have no hashes (hash
+ * the copy); or -errno. For a rename that checks its copy before it
+ * touches its target (reception_rename over an existing file). */
+int db_reception_rename_check(struct db *d, const char *bucket,
+			      const char *old_key, const char *new_key,
+			      const struct db_rename_src *src, uint64_t size);
 
 struct reception_live {
 	char *object_key;

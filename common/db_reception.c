@@ -462,6 +462,70 @@ static int64_t db_closed_id(PGresult *res)
 				  : 0;
 }
 
+/* $1 bucket, $2 key: its live rows, newest first (a look, no lock). */
+static const char db_sql_live_rows[] =
+    "SELECT id, etag, size_bytes, xxh128, sha256 FROM reception_audit"
+    " WHERE source_bucket = $1::text AND object_key = $2::text"
+    " AND removed_at IS NULL ORDER BY id DESC";
+
+/* Does old_key's live row (res: db_sql_live_for_update or
+ * db_sql_live_rows, newest first) log the object a rename copied (src, of
+ * size)? It must log the very object copied: its ETag (or none: seed rows,
+ * other tools) and its size. Any other live row, or none, is an upload or
+ * a removal committed since the rename looked (review H2): -EBADMSG. Its
+ * hashes are carried over only when its ETag is the copy's source and the
+ * copy's own ETag vouched (else the caller hashed the copy: copy_hashed,
+ * and they must be the row's, else -EBADMSG: review F3). 0 with *xxh and
+ * *sha the new row's hashes (into res or src; NULL: none); -ESTALE when
+ * src->require and there would be none. */
+static int pg_rename_verdict(const char *old_key, const char *new_key,
+			     PGresult *res, const struct db_rename_src *src,
+			     const char *size, const char **xxh,
+			     const char **sha)
+{
+	*xxh = *sha = NULL;
+	if (PQntuples(res) == 0 ||
+	    (!PQgetisnull(res, 0, 1) &&
+	     (!src->etag || strcmp(PQgetvalue(res, 0, 1), src->etag))) ||
+	    (!PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), size))) {
+		log_error("database: rename %s -> %s: the live row (%s, ETag "
+			  "%s, size %s) does not log the object copied (ETag "
+			  "%s, size %s): not renamed",
+			  old_key, new_key, PQntuples(res) ? "present" : "none",
+			  PQntuples(res) && !PQgetisnull(res, 0, 1)
+			      ? PQgetvalue(res, 0, 1)
+			      : "none",
+			  PQntuples(res) && !PQgetisnull(res, 0, 2)
+			      ? PQgetvalue(res, 0, 2)
+			      : "?",
+			  src->etag ? src->etag : "unknown", size);
+		return -EBADMSG;
+	}
+	if (!PQgetisnull(res, 0, 3))
+		*xxh = PQgetvalue(res, 0, 3);
+	if (!PQgetisnull(res, 0, 4))
+		*sha = PQgetvalue(res, 0, 4);
+	if (src->copy_hashed &&
+	    ((src->sha256 && *sha && strcmp(*sha, src->sha256)) ||
+	     (src->xxh128 && *xxh && strcmp(*xxh, src->xxh128)))) {
+		log_error("database: rename %s -> %s: the copy's bytes "
+			  "(SHA-256 %s) are not the upload the live row logs "
+			  "(SHA-256 %s)",
+			  old_key, new_key, src->sha256 ? src->sha256 : "?",
+			  *sha ? *sha : "?");
+		return -EBADMSG;
+	}
+	if (PQgetisnull(res, 0, 1) || src->copy_hashed || (!*xxh && !*sha)) {
+		/* A row without an ETag vouches for no object: the copy's
+		 * own hashes (computed by the caller), or none at all. */
+		*xxh = src->xxh128;
+		*sha = src->sha256;
+		if (!*xxh && !*sha && src->require)
+			return -ESTALE;
+	}
+	return 0;
+}
+
 static int pg_reception_rename(struct pg_ctx *x, void *arg)
 {
 	struct db_rename_args *a = arg;
@@ -487,64 +551,16 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 
-	/* The old key's live row must log the very object copied: its ETag
-	 * (or none: seed rows, other tools) and its size. Any other live row,
-	 * or none, is an upload or a removal committed since the rename
-	 * looked (review H2): never closed as renamed; -EBADMSG, nothing
-	 * written. Its hashes are carried over only when its ETag is the
-	 * copy's source and the copy's own ETag vouched (else the caller
-	 * hashed the copy: copy_hashed, and they must be the row's). res is
-	 * kept until the insert. */
 	p[0] = a->bucket;
 	p[1] = a->old_key;
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
-	if (PQntuples(res) == 0 ||
-	    (!PQgetisnull(res, 0, 1) &&
-	     (!a->src->etag || strcmp(PQgetvalue(res, 0, 1), a->src->etag))) ||
-	    (!PQgetisnull(res, 0, 2) && strcmp(PQgetvalue(res, 0, 2), size))) {
-		log_error("database: rename %s -> %s: the live row (%s, ETag "
-			  "%s, size %s) does not log the object copied (ETag "
-			  "%s, size %s): not renamed",
-			  a->old_key, a->new_key,
-			  PQntuples(res) ? "present" : "none",
-			  PQntuples(res) && !PQgetisnull(res, 0, 1)
-			      ? PQgetvalue(res, 0, 1)
-			      : "none",
-			  PQntuples(res) && !PQgetisnull(res, 0, 2)
-			      ? PQgetvalue(res, 0, 2)
-			      : "?",
-			  a->src->etag ? a->src->etag : "unknown", size);
-		rc = -EBADMSG;
+	/* res is kept until the insert: xxh and sha may point into it. */
+	rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src, size, &xxh,
+			       &sha);
+	if (rc)
 		goto out;
-	}
-	if (!PQgetisnull(res, 0, 3))
-		xxh = PQgetvalue(res, 0, 3);
-	if (!PQgetisnull(res, 0, 4))
-		sha = PQgetvalue(res, 0, 4);
-	if (a->src->copy_hashed &&
-	    ((a->src->sha256 && sha && strcmp(sha, a->src->sha256)) ||
-	     (a->src->xxh128 && xxh && strcmp(xxh, a->src->xxh128)))) {
-		log_error("database: rename %s -> %s: the copy's bytes "
-			  "(SHA-256 %s) are not the upload the live row logs "
-			  "(SHA-256 %s)",
-			  a->old_key, a->new_key,
-			  a->src->sha256 ? a->src->sha256 : "?",
-			  sha ? sha : "?");
-		rc = -EBADMSG;
-		goto out;
-	}
-	if (PQgetisnull(res, 0, 1) || a->src->copy_hashed || (!xxh && !sha)) {
-		/* A row without an ETag vouches for no object: the copy's
-		 * own hashes (computed by the caller), or none at all. */
-		xxh = a->src->xxh128;
-		sha = a->src->sha256;
-		if (!xxh && !sha && a->src->require) {
-			rc = -ESTALE;
-			goto out;
-		}
-	}
 
 	/* new_key must still hold the copy (review K1), checked under both
 	 * key locks before anything is written: another mount's commit,
@@ -720,6 +736,30 @@ static int pg_reception_rename_readback(struct pg_ctx *x, void *arg)
 	return rc;
 }
 
+struct db_rename_check_args {
+	const char *bucket;
+	const char *old_key;
+	const char *new_key;
+	const struct db_rename_src *src;
+	const char *size;
+};
+
+static int pg_reception_rename_check(struct pg_ctx *x, void *arg)
+{
+	struct db_rename_check_args *a = arg;
+	const char *p[2] = {a->bucket, a->old_key};
+	const char *xxh, *sha;
+	PGresult *res = NULL;
+	int rc;
+
+	rc = pg_exec(x, db_sql_live_rows, 2, p, &res);
+	if (!rc)
+		rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src,
+				       a->size, &xxh, &sha);
+	PQclear(res);
+	return rc;
+}
+
 int db_reception_rename_readback(struct db *d, const char *bucket,
 				 const char *old_key, const char *new_key,
 				 const char *src_etag, const char *new_etag,
@@ -753,6 +793,24 @@ int db_reception_rename_readback(struct db *d, const char *bucket,
 	if (live)
 		*live = a.live;
 	return 0;
+}
+
+int db_reception_rename_check(struct db *d, const char *bucket,
+			      const char *old_key, const char *new_key,
+			      const struct db_rename_src *src, uint64_t size)
+{
+	struct db_rename_check_args a = {bucket, old_key, new_key, src, NULL};
+	char sz[24];
+	int rc;
+
+	if (!d || !bucket || !old_key || !new_key || !src)
+		return -EINVAL;
+	rc = db_size_param(size, sz, sizeof(sz));
+	if (rc)
+		return rc;
+	a.size = sz;
+	return db_run(d, "reception rename check", 0, 0,
+		      pg_reception_rename_check, &a);
 }
 
 struct db_live_args {
@@ -1276,6 +1334,24 @@ static int pg_renaming_any(struct pg_ctx *x, const char *bucket,
 		rc = PQntuples(res) > 0;
 	PQclear(res);
 	return rc;
+}
+
+static int pg_reception_renaming_held(struct pg_ctx *x, void *arg)
+{
+	const char **bk = arg;
+
+	return pg_renaming_any(x, bk[0], bk[1]);
+}
+
+int db_reception_renaming_held(struct db *d, const char *bucket,
+			       const char *key)
+{
+	const char *bk[2] = {bucket, key};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "reception renaming held", 0, 0,
+		      pg_reception_renaming_held, bk);
 }
 
 struct db_remove_locked_args {

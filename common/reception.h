@@ -137,6 +137,17 @@ int reception_remove(struct reception *r, const char *key,
  * bytes, and a copy whose bytes are not those the row logs (a multipart
  * source swapped and put back during the copy: review F3) is -EBUSY,
  * undone. size is the caller's; the row has the copied object's.
+ * An existing to_key (found by HEAD before the copy) is never copied onto
+ * directly (review H M2): from_key is copied to a private staging key
+ * (RECEPTION_RENAME_STAGING "/<token>", busy and marked in flight as
+ * to_key is) and that copy is checked there (its ETag, else its hash,
+ * against from_key's live row: db_reception_rename_check); one refused
+ * (-EBUSY) or whose hash fails (-EIO) leaves to_key untouched (its
+ * object, rows and attributes: new_etag is not set). Only a checked copy
+ * is copied to to_key (If-Match its ETag; to_key hashed when that copy's
+ * ETag does not vouch, and must be the staged bytes). The staging object
+ * is deleted on every path (a failed DELETE is logged; cleanup removes
+ * what a crash left).
  * Nothing is copied unless the database answers (db_ping); to_key is busy
  * from before the copy until its row. When the rows fail after the copy:
  * a new to_key's copy is undone as in reception_commit; an existing
@@ -174,6 +185,19 @@ int reception_log_listed(struct reception *r, const struct s3_list_entry *e,
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);
+
+/* The private prefix of the reception bucket where reception_rename
+ * stages its copy over an existing target (review H M2):
+ * RECEPTION_RENAME_STAGING "/<token>". An object there is never a received
+ * file: never listed in inbox/, never logged (observer, scan, rename),
+ * never moved; `custodyfs cleanup` deletes those older than
+ * RECEPTION_RENAMING_LEASE_S (a crashed rename's). */
+#define RECEPTION_RENAME_STAGING ".custodyfs-rename"
+/* How long a rename's in-flight marker (and its staged copy) holds when
+ * the rename never ends (a crash): longer than any copy. */
+#define RECEPTION_RENAMING_LEASE_S 3600
+/* Is key RECEPTION_RENAME_STAGING or below it? Pure. */
+int reception_key_is_staging(const char *key);
 
 /* Objects just listed: those not known to be logged are checked against
  * the database and, if unlogged and not busy here, queued for logging by

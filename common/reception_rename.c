@@ -110,9 +110,15 @@ int reception_leftover_delete(struct reception *r, const char *key,
 	return rc;
 }
 
-/* How long a rename's in-flight marker holds when the rename never
- * deletes it (a crash): longer than any copy. */
-#define RENAMING_LEASE_S 3600
+#define RENAMING_LEASE_S RECEPTION_RENAMING_LEASE_S
+
+int reception_key_is_staging(const char *key)
+{
+	size_t n = strlen(RECEPTION_RENAME_STAGING);
+
+	return key && !strncmp(key, RECEPTION_RENAME_STAGING, n) &&
+	       (key[n] == '\0' || key[n] == '/');
+}
 
 /* A token no other rename (of any mount) has: for its in-flight marker. */
 static void rename_token(char *buf, size_t n)
@@ -294,6 +300,185 @@ static void rename_undone(struct reception *r, const char *to_key,
 	s3_object_info_free(&t);
 }
 
+/* res (etag, size) at key hashed from its bytes (If-Match its ETag) into
+ * res->xxh128 and res->sha256: 0, -EBUSY (key replaced since), or
+ * objhash_compute's -errno. */
+static int rename_hash(struct reception *r, const char *key,
+		       struct upload_result *res)
+{
+	int rc = objhash_compute(
+	    r->s3, r->cfg->reception_bucket, key, res->etag, res->size,
+	    FOREIGN_CHUNK, reception_rename_stop, r, res->xxh128, res->sha256);
+
+	return rc == -ESTALE ? -EBUSY : rc;
+}
+
+/* A rename over an existing to_key copies from_key to a private staging
+ * key first (review H M2) and checks that copy (stage, staged) before
+ * to_key is touched: its bytes must be those from_key's live row logs
+ * (its ETag vouches, else it is hashed and db_reception_rename_check
+ * compares); dsrc says how, for the rows. 0; -EBADMSG (another upload's
+ * bytes, or another row: refused); -EBUSY (stage replaced meanwhile);
+ * -EIO (its bytes could not be hashed); or the database's -errno. */
+static int rename_stage_check(struct reception *r, const char *from_key,
+			      const char *to_key, const char *stage,
+			      struct upload_result *staged,
+			      struct db_rename_src *dsrc)
+{
+	int rc, hashed = 0;
+
+	if (!s3_etag_vouches(staged->etag, dsrc->etag)) {
+		rc = rename_hash(r, stage, staged);
+		if (rc)
+			goto out;
+		dsrc->xxh128 = staged->xxh128;
+		dsrc->sha256 = staged->sha256;
+		dsrc->copy_hashed = 1;
+		hashed = 1;
+	}
+	rc = db_reception_rename_check(r->db, r->cfg->reception_bucket,
+				       from_key, to_key, dsrc, staged->size);
+	if (rc != -ESTALE || hashed)
+		return rc == -ESTALE ? -EIO : rc;
+	/* The row has no hashes to carry: the staged bytes'. */
+	rc = rename_hash(r, stage, staged);
+	if (!rc) {
+		dsrc->xxh128 = staged->xxh128;
+		dsrc->sha256 = staged->sha256;
+	}
+out: /* a hash that failed: -EIO (no row is ever written without one) */
+	return rc && rc != -EBUSY && rc != -ENOMEM ? -EIO : rc;
+}
+
+/* Copies the checked staged copy (stage, staged->etag) to to_key
+ * (x-amz-copy-source-if-match its ETag); copy gets what landed there
+ * (copy->etag stays "" when nothing did). When the copy's ETag does not
+ * vouch for the staged bytes, to_key's own are hashed and must be the
+ * staged ones (dsrc then carries to_key's): a mismatch means the private
+ * key was written meanwhile (-EBADMSG). A copy whose answer was lost
+ * (not a refusal) is looked for at to_key as rename_copy_lost does
+ * (before: to_key's ETag before the rename; *unknown set when its outcome
+ * stays unknown). 0; -EBUSY (stage replaced: with copy->etag set when a
+ * copy of it landed all the same); -EBADMSG; or -errno. */
+static int
+rename_stage_put(struct reception *r, const char *to_key, const char *stage,
+		 const struct upload_result *staged, struct upload_result *copy,
+		 struct db_rename_src *dsrc, const char *before, int *unknown)
+{
+	const char *b = r->cfg->reception_bucket;
+	struct s3_object_info si = {0};
+	struct s3_copy_req q = {0};
+	int rc;
+
+	copy->etag[0] = '\0';
+	copy->size = staged->size;
+	rc = s3_head(r->s3, b, stage, &si);
+	if (rc)
+		return rc == -ENOENT ? -EBUSY : rc;
+	if (strcmp(si.etag, staged->etag)) {
+		rc = -EBUSY;
+		goto out;
+	}
+	q.src_bucket = b;
+	q.src_key = stage;
+	q.src_etag = staged->etag;
+	q.dst_bucket = b;
+	q.dst_key = to_key;
+	q.keep_meta = 1; /* the source's, as the staged copy kept them */
+	q.content_type = si.content_type[0] ? si.content_type : NULL;
+	q.meta = si.meta;
+	q.n_meta = si.n_meta;
+	q.size = si.size;
+	q.threshold = r->cfg->copy_threshold;
+	q.part_size = r->cfg->part_size;
+	q.workers = 1;
+	rc = s3_copy_guarded(r->s3, &q, copy->etag);
+	/* An answer lost after the store copied (review K3): what landed
+	 * at to_key is checked as any copy of the staged bytes is. */
+	if (rc && !rename_copy_refused(rc))
+		rc = rename_copy_lost(r, to_key, before, copy, rc, unknown);
+	if (rc == -EEXIST)
+		rc = -EBUSY;
+	if (rc || s3_etag_vouches(copy->etag, staged->etag))
+		goto out;
+	rc = rename_hash(r, to_key, copy);
+	if (rc)
+		goto out;
+	if (staged->sha256[0] && (strcmp(copy->sha256, staged->sha256) ||
+				  strcmp(copy->xxh128, staged->xxh128))) {
+		log_error("rename -> %s: the copy of %s holds other bytes "
+			  "(SHA-256 %s) than the staged copy checked (%s)",
+			  to_key, stage, copy->sha256, staged->sha256);
+		rc = -EBADMSG;
+		goto out;
+	}
+	dsrc->xxh128 = copy->xxh128;
+	dsrc->sha256 = copy->sha256;
+	dsrc->copy_hashed = 1;
+out:
+	s3_object_info_free(&si);
+	return rc;
+}
+
+/* The staging key of a rename (token), busy here and marked in flight as
+ * its target is: "" when the rename has none (a new target), else 0 or
+ * -errno (nothing held then). */
+static int rename_stage_begin(struct reception *r, const char *token,
+			      char *stage, size_t n)
+{
+	int rc;
+
+	snprintf(stage, n, "%s/%s", RECEPTION_RENAME_STAGING, token);
+	rc = reception_busy_add(r, stage);
+	if (rc)
+		goto fail;
+	rc = db_reception_renaming(r->db, r->cfg->reception_bucket, stage,
+				   token, RENAMING_LEASE_S);
+	if (!rc)
+		return 0;
+	reception_busy_del(r, stage);
+fail:
+	stage[0] = '\0';
+	return rc;
+}
+
+/* The end of a staged rename: its staging object (whatever is there)
+ * deleted, its marker and busy hold dropped. A failed DELETE is logged:
+ * the object is never listed nor logged, and cleanup removes it. */
+static void rename_stage_end(struct reception *r, const char *stage,
+			     const char *token)
+{
+	const char *b = r->cfg->reception_bucket;
+	int rc;
+
+	if (!stage[0])
+		return;
+	rc = s3_delete(r->s3, b, stage);
+	if (rc && rc != -ENOENT)
+		log_error("%s/%s: a rename's staged copy could not be deleted "
+			  "(%s): left for custodyfs cleanup",
+			  b, stage, strerror(-rc));
+	(void)db_reception_renaming(r->db, b, stage, token, 0);
+	reception_busy_del(r, stage);
+}
+
+/* A rename refused because the copy is not what from_key's live row logs:
+ * its source is looked up again next time (review M1). -EBUSY. */
+static int rename_refused(struct reception *r, const char *from_key,
+			  const char *to_key, const char *src_etag)
+{
+	/* from_key's live row is not the upload copied (one logged,
+	 * replaced or removed since the rename looked: review H2), or the
+	 * copy's bytes are not that upload's (F3). */
+	log_error("rename %s -> %s: the source was replaced or removed during "
+		  "the rename; not renamed",
+		  from_key, to_key);
+	pthread_mutex_lock(&r->lock);
+	fpset_del(&r->known, fp_of(from_key, src_etag));
+	pthread_mutex_unlock(&r->lock);
+	return -EBUSY;
+}
+
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag)
@@ -301,16 +486,19 @@ int reception_rename(struct reception *r, const char *from_key,
 	char src_etag[80] = "";
 	struct rename_src rs = {r, from_key, src_etag};
 	const char *b = r->cfg->reception_bucket;
-	struct upload_result copy = {.size = size};
+	struct upload_result copy = {.size = size}, staged = {.size = size};
 	struct db_rename_src dsrc = {.etag = src_etag, .require = 1};
 	struct s3_object_info target = {0};
 	struct db_renamed ren = {0};
 	struct rename_dst rd = {r, to_key, copy.etag};
-	char token[64];
+	char token[64], stage[sizeof(RECEPTION_RENAME_STAGING) + 64] = "";
 	int rc, existed, tries, renamed = 0, marked = 0, superseded = 0;
 	int sent = 0, unknown = 0;
 	unsigned gen;
 
+	if (reception_key_is_staging(from_key) ||
+	    reception_key_is_staging(to_key))
+		return -EPERM; /* private: never renamed nor overwritten */
 	/* The copy may replace an existing target, whose old content cannot
 	 * be brought back if the rows then fail: only with a database that
 	 * answers. */
@@ -340,22 +528,34 @@ int reception_rename(struct reception *r, const char *from_key,
 	if (!existed)
 		target.etag[0] = '\0';
 	gen = busy_gen(r, to_key);
+	/* An existing target's content cannot be brought back once a copy
+	 * overwrote it: the source is copied to a private staging key and
+	 * checked there first (review H M2); to_key only gets a copy that
+	 * passed. */
+	if (existed) {
+		rc = rename_stage_begin(r, token, stage, sizeof(stage));
+		if (rc)
+			goto out;
+	}
 	/* The copy is of the source as the first HEAD saw it, the object the
 	 * rename names when it starts (only that object is deleted after the
 	 * copy; another upload landing meanwhile stays). A copy that fails
 	 * its check goes again only while the source is still that object:
 	 * another writer's newer upload is never moved (review E8). */
 	for (tries = 1;; tries++) {
-		rc = reception_rename_copy(r, from_key, to_key, src_etag, &copy,
-					   &sent);
-		if (rc != -EEXIST || copy.etag[0] || tries >= RENAME_TRIES)
+		struct upload_result *c = existed ? &staged : &copy;
+
+		rc = reception_rename_copy(
+		    r, from_key, existed ? stage : to_key, src_etag, c, &sent);
+		if (rc != -EEXIST || c->etag[0] || tries >= RENAME_TRIES)
 			break; /* (a copy that landed is undone below) */
 		log_info("rename %s -> %s: the copy of the source failed its "
 			 "check; copied again",
 			 from_key, to_key);
 	}
-	/* A copy whose answer was lost may have landed (review K3). */
-	if (rc && sent && !rename_copy_refused(rc))
+	/* A copy whose answer was lost may have landed (review K3); at a
+	 * staging key it is deleted with the key (rename_stage_end). */
+	if (rc && sent && !existed && !rename_copy_refused(rc))
 		rc = rename_copy_lost(r, to_key, target.etag, &copy, rc,
 				      &unknown);
 	if (rc == -EEXIST) {
@@ -369,24 +569,37 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	if (rc)
 		goto out;
-	/* The copy is at to_key now, whatever follows (the caller's
-	 * attributes for it stay). */
-	if (new_etag)
+	if (existed) {
+		/* to_key untouched until the staged copy passed (its rows,
+		 * content and attributes); then its copy is checked too. */
+		rc = rename_stage_check(r, from_key, to_key, stage, &staged,
+					&dsrc);
+		if (!rc)
+			rc = rename_stage_put(r, to_key, stage, &staged, &copy,
+					      &dsrc, target.etag, &unknown);
+		if (copy.etag[0] && new_etag)
+			memcpy(new_etag, copy.etag, sizeof(copy.etag));
+		if (rc == -EBADMSG)
+			rc = rename_refused(r, from_key, to_key, src_etag);
+		if (rc && copy.etag[0]) /* to_key was overwritten */
+			reception_undo_start(r, to_key, &copy, who, "rename", 0,
+					     gen, -1, rc);
+		if (rc)
+			goto out;
+	} else if (new_etag) {
+		/* The copy is at to_key now, whatever follows (the caller's
+		 * attributes for it stay). */
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
-	if (!s3_etag_vouches(copy.etag, src_etag)) {
+	}
+	if (!existed && !s3_etag_vouches(copy.etag, src_etag)) {
 		/* The copy's ETag is not the MD5 of the bytes from_key's row
 		 * logs: its own bytes are hashed, and must be those (review
 		 * F3: db_reception_rename_ret refuses them otherwise). */
-		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
-				     FOREIGN_CHUNK, reception_rename_stop, r,
-				     copy.xxh128, copy.sha256);
-		if (rc == -ESTALE) /* to_key replaced since the copy */
-			rc = -EBUSY;
+		rc = rename_hash(r, to_key, &copy);
 		if (rc) {
-			reception_undo_start(r, to_key, &copy, who, "rename",
-					     !existed, gen, -1, rc);
-			if (!existed)
-				rename_undone(r, to_key, &copy, new_etag);
+			reception_undo_start(r, to_key, &copy, who, "rename", 1,
+					     gen, -1, rc);
+			rename_undone(r, to_key, &copy, new_etag);
 			goto out;
 		}
 		dsrc.xxh128 = copy.xxh128;
@@ -403,27 +616,13 @@ int reception_rename(struct reception *r, const char *from_key,
 	dsrc.superseded = &superseded;
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
 				     &dsrc, copy.size, who, &ren);
-	if (rc == -EBADMSG) {
-		/* from_key's live row is not the upload copied (one logged,
-		 * replaced or removed since the rename looked: review H2),
-		 * or the copy's bytes are not that upload's (F3). */
-		log_error("rename %s -> %s: the source was replaced or "
-			  "removed during the rename; not renamed",
-			  from_key, to_key);
-		pthread_mutex_lock(&r->lock);
-		fpset_del(&r->known, fp_of(from_key, src_etag));
-		pthread_mutex_unlock(&r->lock);
-		rc = -EBUSY;
-	}
+	if (rc == -EBADMSG)
+		rc = rename_refused(r, from_key, to_key, src_etag);
 	if (rc == -ESTALE) {
 		/* from_key's live row does not log the object copied (none
 		 * yet, or another upload): the hashes come from the copy's
 		 * bytes, never from another row or from metadata. */
-		rc = objhash_compute(r->s3, b, to_key, copy.etag, copy.size,
-				     FOREIGN_CHUNK, reception_rename_stop, r,
-				     copy.xxh128, copy.sha256);
-		if (rc == -ESTALE) /* to_key replaced since the copy */
-			rc = -EBUSY;
+		rc = rename_hash(r, to_key, &copy);
 		if (!rc) {
 			dsrc.xxh128 = copy.xxh128;
 			dsrc.sha256 = copy.sha256;
@@ -544,6 +743,7 @@ out:
 	 * never lost). */
 	if (marked && !copy.etag[0] && !unknown)
 		(void)db_reception_renaming(r->db, b, to_key, token, 0);
+	rename_stage_end(r, stage, token);
 	reception_busy_del(r, to_key);
 	{
 		struct log_ev ev;

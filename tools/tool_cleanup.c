@@ -39,7 +39,12 @@
  * a crash between the two leaves a live row whose object is gone, which
  * `custodyfs reconcile --apply` closes; never an object without a row. Nothing
  * is changed unless both buckets and the database answer first; --dry-run
- * changes nothing at all. */
+ * changes nothing at all.
+ * A rename's staged copy (RECEPTION_RENAME_STAGING/<token>, reception.h:
+ * never a received file, never logged) is deleted once no rename holds
+ * it: its in-flight marker is gone (the rename ended, its own DELETE
+ * failed) or lapsed (RECEPTION_RENAMING_LEASE_S: it crashed); kept while
+ * one does. */
 #include <errno.h>
 #include <getopt.h>
 #include <stdlib.h>
@@ -52,6 +57,7 @@
 #include "names.h"
 #include "objhash.h"
 #include "promote.h"
+#include "reception.h"
 #include "tools.h"
 
 #define CLEANUP_PAGE 1000	 /* keys per listing page */
@@ -88,6 +94,9 @@ static void cleanup_usage(FILE *f)
 	    "does. Everything else (not logged, not promoted, replaced since, "
 	    "a promotion in\n"
 	    "progress, too young) is kept and reported with the reason.\n"
+	    "A rename's staged copy (" RECEPTION_RENAME_STAGING "/...) is "
+	    "removed once no\n"
+	    "rename holds it any more (it ended or crashed).\n"
 	    "\n"
 	    "  -o config=FILE    the mount's configuration file\n"
 	    "  --dry-run         check everything, remove nothing, change "
@@ -604,6 +613,45 @@ failed:
 	r->n_failed++;
 }
 
+/* A rename's staged copy (RECEPTION_RENAME_STAGING): removed when no
+ * rename holds it (its in-flight marker gone or lapsed), else kept. */
+static void cleanup_staged(struct cleanup_run *r,
+			   const struct s3_list_entry *le)
+{
+	static const char what[] =
+	    "a rename's staged copy that no rename holds (it ended or "
+	    "crashed)";
+	const char *b = r->t->cfg.reception_bucket;
+	int rc;
+
+	r->n_objects++;
+	rc = db_reception_renaming_held(r->t->db, b, le->key);
+	if (rc > 0) {
+		cleanup_report(r, le->key, "kept",
+			       "a rename's staged copy: its rename is in "
+			       "flight",
+			       NULL, NULL);
+		r->n_kept++;
+		return;
+	}
+	/* A private key (its rename's token): nothing else is ever put
+	 * there, so an unconditional DELETE takes nothing of anyone's. */
+	if (!rc && !r->dry_run)
+		rc = s3_delete(r->t->s3, b, le->key);
+	if (rc) {
+		log_error("%s/%s: %s: kept", b, le->key, strerror(-rc));
+		cleanup_report(r, le->key, "failed", strerror(-rc), NULL, NULL);
+		r->n_failed++;
+		return;
+	}
+	if (!r->dry_run)
+		log_info("removed %s/%s: %s", b, le->key, what);
+	cleanup_report(r, le->key, r->dry_run ? "would remove" : "removed",
+		       what, NULL, NULL);
+	r->n_removed++;
+	r->bytes_removed += le->size;
+}
+
 /* Does the store honour If-Match on DELETE? A probe object under a
  * reserved key of the storage bucket (no project prefix starts with a
  * dot, and nothing scans that bucket for uploads to log: a probe left
@@ -662,7 +710,8 @@ static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
 	for (i = 0; i < pg->n_entries; i++) {
 		const char *k = pg->entries[i].key;
 
-		if (*k && k[strlen(k) - 1] != '/')
+		if (*k && k[strlen(k) - 1] != '/' &&
+		    !reception_key_is_staging(k))
 			keys[nk++] = k;
 	}
 	rc = db_recon_live_keys(r->t->db, r->t->cfg.reception_bucket, keys, nk,
@@ -681,7 +730,10 @@ static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
 
 		if (!kl || le->key[kl - 1] == '/')
 			continue; /* a directory marker: not a received file */
-		cleanup_one(r, le, rows, n_rows, st, n_st);
+		if (reception_key_is_staging(le->key))
+			cleanup_staged(r, le);
+		else
+			cleanup_one(r, le, rows, n_rows, st, n_st);
 	}
 out:
 	free(keys);

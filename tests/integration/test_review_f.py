@@ -164,10 +164,11 @@ def aba_rule(m, stack, src_key, dest_path_end, x, y, state):
     return rule
 
 
-def aba_rename(m, stack, px, src_key, dest_path_end, dest_path):
+def aba_rename(m, stack, px, src_key, dest_path_end, dest_path, on_ready=None):
     """X (three parts, uploaded straight to the store) at inbox/src_key, logged by m as a
-    foreign arrival; then rename(inbox/src_key, dest_path) on m while aba_rule swaps the source
-    A-B-A during the copy whose path ends with dest_path_end. (out: "ok" or the errno, x, y)."""
+    foreign arrival; then (on_ready() called first, if given) rename(inbox/src_key, dest_path)
+    on m while aba_rule swaps the source A-B-A during the copy whose path ends with
+    dest_path_end. (out: "ok" or the errno, x, y)."""
     from checks import live_rows
     x = os.urandom((10 << 20) + 4321)
     y = os.urandom(len(x))
@@ -180,6 +181,8 @@ def aba_rename(m, stack, px, src_key, dest_path_end, dest_path):
         return len(live_rows(m, src_key)) == 1
     m.wait_until(logged, timeout=60, interval=1, what="X's foreign row")
     assert live_rows(m, src_key)[0]["sha256"] == sha(x)
+    if on_ready:
+        on_ready()
     state = {}
     px.rule = aba_rule(m, stack, src_key, dest_path_end, x, y, state)
     try:
@@ -278,6 +281,170 @@ def test_a_multipart_source_swapped_during_an_inbox_rename_is_never_vouched_by_e
         px.rule = None
         px.release.set()
         px.close()
+
+
+# ---- review-H M2: a rename over an existing file stages and checks its copy first ----------
+
+STAGING = ".custodyfs-rename"
+
+
+def all_rows(m, key):
+    """Every row of key (removed ones too), in id order: what a failed rename must not touch."""
+    return m.sql_dicts("select id, origin, removed_at, removal_reason, etag, size_bytes, sha256,"
+                       " received_by from reception_audit where source_bucket = %s and"
+                       " object_key = %s order by id", (m.reception_bucket, key))
+
+
+def staged_keys(m):
+    from checks import bucket_keys
+    return set(bucket_keys(m, STAGING + "/"))
+
+
+def test_a_refused_rename_over_an_existing_file_leaves_the_file_and_its_rows(stack,
+                                                                             mount_factory,
+                                                                             uniq):
+    """review-H M2: the F3 inbox A-B-A (X swapped for Y and back during the copy) with inbox/b
+    holding T (logged) first. On 300854d the copy of Y lands straight on b, its hash is refused
+    (EBUSY, "not renamed"), yet T is gone and the undo logs Y as the user's rename over b. A
+    refused rename must leave b as it was: its bytes, every row of it, and a's rows; and no
+    staged copy may be left behind."""
+    from checks import live_rows, write
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        a, b = uniq + "-a.bin", uniq + "-b.bin"
+        t = os.urandom(4096) + b"the target's own content"
+        write(os.path.join(m.inbox, b), t)
+        m.wait_until(lambda: len(live_rows(m, b)) == 1, timeout=30, what="b's row")
+        snap = {}
+
+        def ready():
+            snap["a"], snap["b"] = all_rows(m, a), all_rows(m, b)
+            snap["staged"] = staged_keys(m)
+        # the copy whose source is a, wherever it goes (on 300854d: b itself)
+        out, x, y = aba_rename(m, stack, px, a, "", os.path.join(m.inbox, b), on_ready=ready)
+        time.sleep(1)
+
+        def obj(k):
+            try:
+                return m.s3.get_object(Bucket=m.reception_bucket, Key=k)["Body"].read()
+            except m.s3.exceptions.NoSuchKey:
+                return None
+        res = {"rename": out, "b holds t": obj(b) == t, "b holds y": obj(b) == y,
+               "a holds x": obj(a) == x,
+               "b's live rows": [r["sha256"] for r in live_rows(m, b)] == [sha(t)],
+               "b's rows unchanged": all_rows(m, b) == snap["b"],
+               "a's rows unchanged": all_rows(m, a) == snap["a"],
+               "staged copies left": sorted(staged_keys(m) - snap["staged"])}
+        assert res == {"rename": errno.EBUSY, "b holds t": True, "b holds y": False,
+                       "a holds x": True, "b's live rows": True, "b's rows unchanged": True,
+                       "a's rows unchanged": True, "staged copies left": []}, \
+            (res, all_rows(m, b))
+        assert sorted(os.listdir(m.inbox)).count(STAGING) == 0
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_rename_over_an_existing_file_copies_through_a_hidden_staging_key(stack,
+                                                                            mount_factory,
+                                                                            uniq):
+    """review-H M2: mv inbox/a inbox/b with b existing copies a to a private staging key
+    (.custodyfs-rename/<token>) and only then to b. While the copy to b is held at the proxy:
+    the staged copy holds a's bytes, b still holds its own, and inbox/ neither lists nor
+    reaches the staging key. Then b holds a's bytes with the rows of a rename over a file (b's
+    old row closed 'replaced by rename from a', a's closed 'renamed to b', b's new live row
+    with a's SHA-256), and no staged copy is left."""
+    from checks import get_object, live_rows, write
+    from races import let_go, rename_in_thread
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        a, b = uniq + "-ra.txt", uniq + "-rb.txt"
+        da, db_ = b"A's bytes\n" * 300, b"B's older bytes\n" * 200
+        write(os.path.join(m.inbox, a), da)
+        write(os.path.join(m.inbox, b), db_)
+        m.wait_until(lambda: len(live_rows(m, a)) == len(live_rows(m, b)) == 1, timeout=30,
+                     what="a's and b's rows")
+        rb = all_rows(m, b)
+        before = staged_keys(m)
+        import threading
+        import urllib.parse
+        held = threading.Event()
+
+        def rule(meth, path, h):
+            hk = {k.lower(): v for k, v in h.items()}
+            src = urllib.parse.unquote(hk.get("x-amz-copy-source", ""))
+            if meth == "PUT" and ("/" + STAGING + "/") in src and \
+                    path.split("?")[0].endswith("/" + b):
+                held.set()
+                return ("hold", 4)
+            return None
+        px.rule = rule
+        th, out = rename_in_thread(m, a, b)
+        seen = {}
+        if held.wait(30):
+            new = sorted(staged_keys(m) - before)
+            seen = {"staged": len(new),
+                    "staged holds a": len(new) == 1 and get_object(m, new[0]) == da,
+                    "b untouched": get_object(m, b) == db_,
+                    "listed": STAGING in os.listdir(m.inbox)}
+            for p in [os.path.join(m.inbox, STAGING)] + \
+                    [os.path.join(m.inbox, k) for k in new]:
+                try:
+                    os.stat(p)
+                    seen["reached " + p] = True
+                except OSError as e:
+                    assert e.errno == errno.ENOENT, (p, e)
+        let_go(px, th)
+        assert not th.is_alive(), "the rename did not return"
+        assert seen == {"staged": 1, "staged holds a": True, "b untouched": True,
+                        "listed": False}, seen
+        assert out == ["ok"], out
+        assert get_object(m, b) == da and get_object(m, a) is None
+        rows_b = all_rows(m, b)
+        assert rows_b[:-1] == [dict(rb[0], removed_at=rows_b[0]["removed_at"],
+                                    removal_reason=f"replaced by rename from {a}")], rows_b
+        assert rows_b[0]["removed_at"] is not None
+        assert [(r["origin"], r["removed_at"] is None, r["sha256"]) for r in rows_b[-1:]] == \
+            [("rename", True, sha(da))], rows_b
+        assert [(r["removed_at"] is not None, r["removal_reason"]) for r in all_rows(m, a)] == \
+            [(True, f"renamed to {b}")]
+        assert sorted(staged_keys(m) - before) == []
+        names = os.listdir(m.inbox)
+        assert b in names and a not in names and STAGING not in names
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_an_object_put_under_the_staging_prefix_is_never_logged_nor_listed(mount_factory,
+                                                                            uniq):
+    """review-H M2: the staging prefix is private. An object put there straight to the store
+    (boto3) is never logged by the periodic scan (which logs an object put beside it) nor
+    listed or reached in inbox/."""
+    from checks import live_rows
+    m = mount_factory(config={"fs": {"scan_interval": "1"}})
+    planted = f"{STAGING}/{uniq}-planted"
+    control = f"{uniq}-control.txt"
+    try:
+        m.s3.put_object(Bucket=m.reception_bucket, Key=planted, Body=b"not a received file")
+        m.s3.put_object(Bucket=m.reception_bucket, Key=control, Body=b"a received file")
+        m.wait_until(lambda: len(live_rows(m, control)) == 1, timeout=60, interval=0.5,
+                     what="the scan's row for the object beside it")
+        time.sleep(3)  # more scans, each past the grace
+        names = os.listdir(m.inbox)
+        assert STAGING not in names and control in names, names
+        for p in (os.path.join(m.inbox, STAGING), os.path.join(m.inbox, planted)):
+            with pytest.raises(FileNotFoundError):
+                os.stat(p)
+        with pytest.raises(FileNotFoundError):
+            os.listdir(os.path.join(m.inbox, STAGING))
+        assert all_rows(m, planted) == []
+    finally:
+        m.s3.delete_object(Bucket=m.reception_bucket, Key=planted)
 
 
 # ---- F4: a rename moves only what its caller was shown, and logs an arrival first -------------

@@ -322,6 +322,38 @@ def test_cleanup_removes_only_promoted_verified_logged_objects(mount_factory, un
     assert _snapshot(m) == after
 
 
+def test_cleanup_removes_a_renames_staged_copy_only_once_no_rename_holds_it(mount_factory, uniq):
+    """review-H M2: a rename over an existing file stages its copy at .custodyfs-rename/<token>
+    (never a received file). One left by a rename that ended or crashed (no in-flight marker,
+    or a lapsed one) is removed by cleanup; one whose rename's marker still holds is kept. No
+    reception row is written or changed."""
+    m = mount_factory()
+    m.unmount()
+    left, lapsed, held = (f".custodyfs-rename/{uniq}-{n}" for n in ("left", "lapsed", "held"))
+    for k in (left, lapsed, held):
+        m.s3.put_object(Bucket=m.reception_bucket, Key=k, Body=b"a staged copy " + k.encode())
+    for k, until in ((lapsed, "now() - interval '1 second'"), (held, "now() + interval '1 hour'")):
+        m.sql("insert into file_attrs_pending (bucket, object_key, token, pending_until)"
+              f" values (%s || '/renaming', %s, %s, {until})", (m.reception_bucket, k, uniq))
+    before = _snapshot(m)
+    r, out = _cleanup(m, "--dry-run")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    objs = _by_key(out)
+    assert {k: objs[k]["action"] for k in (left, lapsed, held)} == \
+        {left: "would remove", lapsed: "would remove", held: "kept"}, objs
+    assert "in flight" in objs[held]["reason"]
+    assert _snapshot(m) == before
+    r, out = _cleanup(m)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    objs = _by_key(out)
+    assert {k: objs[k]["action"] for k in (left, lapsed, held)} == \
+        {left: "removed", lapsed: "removed", held: "kept"}, objs
+    assert [checks.head(m, k) is None for k in (left, lapsed, held)] == [True, True, False]
+    assert m.sql("select count(*) from reception_audit where object_key like %s",
+                 (".custodyfs-rename/%",))[0][0] == 0
+    assert _snapshot(m)["reception"] == before["reception"]
+
+
 def test_cleanup_verify_hashes_reads_the_stored_bytes(mount_factory, uniq):
     """A stored copy whose bytes were replaced by another of the same size while its metadata
     still claims the recorded hash: HEAD cannot tell, --verify-hashes does (kept)."""
