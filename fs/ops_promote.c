@@ -197,12 +197,13 @@ static int promote_src_veto(void *arg, const char *key)
  * inbox/ (a writable file) and serves them until they time out: forget
  * them, so the next stat asks (read-only, the stored size). Only the
  * inode: an entry invalidation would wait for the directory locks this
- * rename holds. Not for a content duplicate: it becomes a symlink, and a
- * type change under a known inode is the kernel's EIO (a known limit,
- * README: projects/). Through inval.c's worker, waited for a bounded
- * time: the notification also drops the inode's pages, and a page locked
- * by a read in flight (a slow store) would hold this handler, and the
- * rename, as long as that read. */
+ * rename holds. Not for a content duplicate: it becomes a symlink, a type
+ * change under the inode the kernel keeps, which would refuse it with EIO:
+ * inval_type_changed instead (the entry dropped once the rename has
+ * returned, the first stat before that answered ESTALE). Through inval.c's
+ * worker, waited for a bounded time: the notification also drops the
+ * inode's pages, and a page locked by a read in flight (a slow store)
+ * would hold this handler, and the rename, as long as that read. */
 #define FORGET_WAIT_MS 200
 static void forget_inode_attrs(const char *from)
 {
@@ -211,6 +212,16 @@ static void forget_inode_attrs(const char *from)
 	if (asprintf(&path, "/inbox/%s", from) < 0)
 		return;
 	(void)inval_path_wait(path, FORGET_WAIT_MS);
+	free(path);
+}
+
+void projects_type_changed(const char *rel)
+{
+	char *path;
+
+	if (asprintf(&path, "/projects/%s", rel) < 0)
+		return;
+	inval_type_changed(path);
 	free(path);
 }
 
@@ -351,6 +362,8 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		attrov_drop(from, 0);
 		if (res.outcome != DB_OUT_DUPLICATE_CONTENT)
 			forget_inode_attrs(from);
+		else
+			projects_type_changed(to);
 	} else {
 		log_rename_failed(from, to, 0, 0, NULL, rc);
 	}
