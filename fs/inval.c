@@ -298,16 +298,26 @@ static int stale_mark(const char *path)
 	return slot < 0 ? -ENOSPC : -ENOMEM;
 }
 
+void inval_stale_mark(const char *path)
+{
+	if (stale_mark(path) != 0)
+		log_debug("%s: type change not marked: its first stat may "
+			  "fail with EIO",
+			  path);
+}
+
 void inval_type_changed(const char *path)
+{
+	inval_stale_mark(path);
+	inval_entry(path);
+}
+
+void inval_entry(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 	char *dir;
 	uint64_t seq = 0;
 
-	if (stale_mark(path) != 0)
-		log_debug("%s: type change not marked: its first stat may "
-			  "fail with EIO",
-			  path);
 	if (!slash || !slash[1])
 		return;
 	dir =

@@ -49,6 +49,15 @@ int inval_path_wait(const char *path, int wait_ms);
  * old EIO once, as before. */
 void inval_type_changed(const char *path);
 
+/* inval_type_changed's two halves, for a directory renamed with names of
+ * a changed type under it: each of those marked (inval_stale_mark), and
+ * the directory's own entry dropped once (inval_entry: the kernel drops
+ * the entries it knows under it with it; the directory's parent existed
+ * before the rename, where the new name may still be a negative entry
+ * until the rename is done). Any thread, any lock held; never wait. */
+void inval_stale_mark(const char *path);
+void inval_entry(const char *path);
+
 /* How long inval_type_changed keeps path for inval_stale_take: twice the
  * kernel's entry timeout (cfs_init), counted from the end of the rename,
  * after which the old entry is asked about again by a lookup, which the

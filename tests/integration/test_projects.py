@@ -583,6 +583,41 @@ def test_duplicate_content_rename_shows_symlink_at_once(mount, uniq):
         + [(f"{uniq}/{n}", "duplicate_content", f"{uniq}/f") for n in names])
 
 
+def test_duplicate_content_in_a_directory_rename_shows_symlink_at_once(mount, uniq):
+    """mv of a directory into a project, one of its files a content duplicate of a stored
+    file: the kernel moves the directory with the entries it knows under it, the duplicate's
+    a regular file; right after the rename, lstat and ls -l of the moved directory must see
+    the duplicate as a symlink and the other file as a file, never EIO (issue 6)."""
+    m = mount
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    body = os.urandom(5000)
+    src = os.path.join(m.inbox, f"{uniq}-f")
+    with open(src, "wb") as f:
+        f.write(body)
+    os.rename(src, os.path.join(proj, "f"))
+    for i in range(2):
+        d = os.path.join(m.inbox, f"{uniq}-d{i}")
+        os.mkdir(d)
+        for name, data in (("x", body), ("y", os.urandom(100))):
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+            os.lstat(os.path.join(d, name))  # the kernel knows both files
+        dst = os.path.join(proj, f"d{i}")
+        os.rename(d, dst)
+        st = os.lstat(os.path.join(dst, "x"))  # at once: no EIO
+        assert stat.S_ISLNK(st.st_mode), oct(st.st_mode)
+        assert os.readlink(os.path.join(dst, "x")) == "../f"
+        assert sorted(os.listdir(dst)) == ["x", "y"]
+        assert stat.S_ISREG(os.lstat(os.path.join(dst, "y")).st_mode)
+        assert read(os.path.join(dst, "x")) == body
+    rows = m.sql("select dest_key, outcome, duplicate_of from storage_audit"
+                 " where project_prefix = %s and dest_key like %s order by dest_key",
+                 (uniq, f"{uniq}/d%/x"))
+    assert [tuple(r) for r in rows] == [
+        (f"{uniq}/d{i}/x", "duplicate_content", f"{uniq}/f") for i in range(2)]
+
+
 # --------------------------------------------------------------------------- faults
 
 def test_registry_row_removed_elsewhere_disappears(mount, uniq):
