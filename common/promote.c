@@ -1183,6 +1183,7 @@ struct promote_batch {
 	const char *prefix;
 	const struct actor *who;
 	promote_check_fn check;
+	promote_done_fn done_fn;
 	void *check_arg;
 	char **src;  /* source keys */
 	char **dest; /* relpaths in the project */
@@ -1201,6 +1202,7 @@ static void *promote_batch_worker(void *arg)
 
 	for (;;) {
 		size_t i;
+		struct promote_result r;
 		int rc = 0;
 
 		pthread_mutex_lock(&b->lock);
@@ -1213,8 +1215,10 @@ static void *promote_batch_worker(void *arg)
 		if (!rc) {
 			log_op_begin(); /* each file's own duration_ms */
 			rc = promote_file(b->p, b->src[i], b->prefix,
-					  b->dest[i], b->who, NULL);
+					  b->dest[i], b->who, &r);
 		}
+		if (!rc && b->done_fn)
+			b->done_fn(b->check_arg, b->src[i], b->dest[i], &r);
 		pthread_mutex_lock(&b->lock);
 		if (rc) {
 			if (!b->first_rc || i < b->first_i) {
@@ -1235,13 +1239,14 @@ static void *promote_batch_worker(void *arg)
 
 int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
 		const char *reldir, const struct actor *who,
-		promote_check_fn check, void *check_arg,
+		promote_check_fn check, promote_done_fn done, void *check_arg,
 		struct promote_dir_result *res)
 {
 	struct promote_batch b = {.p = p,
 				  .prefix = prefix,
 				  .who = who,
 				  .check = check,
+				  .done_fn = done,
 				  .check_arg = check_arg};
 	struct promote_dir_result local;
 	struct s3_list_result ls = {0};

@@ -68,6 +68,14 @@ int promote_file(struct promote *p, const char *src_key, const char *prefix,
  * keeps the directory in reception. */
 typedef int (*promote_check_fn)(void *arg, const char *src_key);
 
+/* Told about each file of a directory promotion once it was promoted:
+ * src_key its key in reception, dest its relpath in the project
+ * ("<reldir>/<the rest of its key>"), r its result (e.g. the outcome).
+ * Called on the promotion's worker threads, at once. */
+typedef void (*promote_done_fn)(void *arg, const char *src_key,
+				const char *dest,
+				const struct promote_result *r);
+
 struct promote_dir_result {
 	size_t n_files;		 /* files found under the directory */
 	size_t n_done;		 /* promoted (any outcome but conflict) */
@@ -80,12 +88,13 @@ struct promote_dir_result {
  * to cfg->promote_workers threads. Directory markers (keys ending in '/')
  * are not files: once every file is promoted they are removed too, so the
  * directory leaves reception; after a partial failure they stay with the
- * failed files. check (may be NULL) is asked about each file first.
+ * failed files. check (may be NULL) is asked about each file first, done
+ * (may be NULL) told about each promoted file; both get check_arg.
  * Returns 0 when every file was promoted, else the first failure's errno
  * (the others were still tried); res may be NULL. */
 int promote_dir(struct promote *p, const char *src_dir, const char *prefix,
 		const char *reldir, const struct actor *who,
-		promote_check_fn check, void *check_arg,
+		promote_check_fn check, promote_done_fn done, void *check_arg,
 		struct promote_dir_result *res);
 
 /* Finishes or rolls back the open journal entries whose owner is gone (a

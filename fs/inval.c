@@ -1,30 +1,54 @@
 /* inval.c - kernel cache invalidation off the FUSE handlers; see inval.h.
  *
  * A bounded FIFO of paths and one thread that hands each to
- * fuse_invalidate_path (the inode's attributes and pages). The queue is
- * small and dropping is safe: the kernel's attribute cache times out by
- * itself (attr_timeout), an invalidation only makes the new state show at
- * once. */
+ * fuse_invalidate_path (the inode's attributes and pages), or, for an
+ * entry, to fuse_lowlevel_notify_inval_entry (the high-level API has no
+ * entry invalidation: the directory's node id is its st_ino through the
+ * mount). The queue is small and dropping is safe: the kernel's attribute
+ * and entry caches time out by themselves (attr_timeout, entry_timeout),
+ * an invalidation only makes the new state show at once.
+ *
+ * Beside it, a small table of paths whose type changed under the kernel
+ * (inval_type_changed): the first getattr of each answers ESTALE. */
 #include "inval.h"
 
 #define FUSE_USE_VERSION 314
 #include <errno.h>
+#include <fcntl.h>
 #include <fuse.h>
+#include <fuse_lowlevel.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 
 #include "log.h"
 
 #define INVAL_MAX 256 /* paths waiting; more are dropped */
+#define STALE_MAX 64  /* paths marked by inval_type_changed at once */
 
 struct inval_req {
-	char *path;
+	char *path;   /* the inode's, or the entry's directory */
+	char *name;   /* NULL: the inode of path; else an entry of path */
 	uint64_t seq; /* order of queueing, from 1 */
 	struct inval_req *next;
 };
+
+/* A path inval_type_changed marked, until its first getattr or until. */
+struct stale_mark {
+	char *path;	       /* NULL: a free slot */
+	struct timespec until; /* CLOCK_MONOTONIC */
+};
+
+static struct {
+	pthread_mutex_t lock;
+	struct stale_mark marks[STALE_MAX]; /* protected by lock */
+	atomic_int n; /* slots in use; written under lock, read without */
+} stale = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 static struct {
 	pthread_mutex_t lock;
@@ -38,6 +62,7 @@ static struct {
 	uint64_t done;	 /* protected by lock: seq of the last notified */
 	pthread_t thread;
 	struct fuse *fuse;
+	char *mountpoint; /* set by inval_start, read by the worker; kept */
 } inval = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
 /* Caller holds inval.lock. Frees every queued request. */
@@ -48,10 +73,38 @@ static void inval_drop_all_locked(void)
 	while ((q = inval.head)) {
 		inval.head = q->next;
 		free(q->path);
+		free(q->name);
 		free(q);
 	}
 	inval.tail = NULL;
 	inval.n = 0;
+}
+
+/* The kernel forgets its entry name in directory dir (a fuse path): the
+ * directory's node id is its inode number as the mount shows it (use_ino
+ * is off: libfuse gives st_ino = node id, ops.c cfs_init). The stat may
+ * ask the daemon (a GETATTR, served by the loop); the notification waits
+ * for the directory's lock (a rename into it holds it until it has
+ * returned). 0 or -errno (-ENOENT: nothing cached). */
+static int inval_entry_notify(const char *dir, const char *name)
+{
+	struct stat st;
+	char *full;
+	int rc;
+
+	if (!inval.mountpoint)
+		return -ENOENT;
+	if (asprintf(&full, "%s%s", inval.mountpoint, dir) < 0)
+		return -ENOMEM;
+	rc = fstatat(AT_FDCWD, full, &st, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
+	free(full);
+	if (rc == 0 && !S_ISDIR(st.st_mode))
+		rc = -ENOTDIR;
+	if (rc == 0)
+		rc = fuse_lowlevel_notify_inval_entry(
+		    fuse_get_session(inval.fuse), (fuse_ino_t)st.st_ino, name,
+		    strlen(name));
+	return rc;
 }
 
 static void *inval_main(void *arg)
@@ -74,14 +127,19 @@ static void *inval_main(void *arg)
 		pthread_mutex_unlock(&inval.lock);
 		/* -ENOENT: the kernel never looked the path up, or forgot
 		 * it; nothing cached. */
-		rc = fuse_invalidate_path(inval.fuse, q->path);
+		if (q->name)
+			rc = inval_entry_notify(q->path, q->name);
+		else
+			rc = fuse_invalidate_path(inval.fuse, q->path);
 		if (rc && rc != -ENOENT)
-			log_debug("kernel cache of %s not invalidated: %s",
-				  q->path, strerror(-rc));
+			log_debug("kernel cache of %s%s%s not invalidated: %s",
+				  q->path, q->name ? " entry " : "",
+				  q->name ? q->name : "", strerror(-rc));
 		pthread_mutex_lock(&inval.lock);
 		inval.done = q->seq;
 		pthread_cond_broadcast(&inval.cond); /* inval_path_wait */
 		free(q->path);
+		free(q->name);
 		free(q);
 	}
 	inval.running = 0;
@@ -90,12 +148,14 @@ static void *inval_main(void *arg)
 	return NULL;
 }
 
-int inval_start(struct fuse *f)
+int inval_start(struct fuse *f, const char *mountpoint)
 {
 	int rc;
 
 	pthread_mutex_lock(&inval.lock);
 	inval.fuse = f;
+	free(inval.mountpoint);
+	inval.mountpoint = mountpoint ? strdup(mountpoint) : NULL;
 	inval.stop = 0;
 	inval.running = 1;
 	rc = pthread_create(&inval.thread, NULL, inval_main, NULL);
@@ -106,8 +166,9 @@ int inval_start(struct fuse *f)
 	return -rc;
 }
 
-/* Caller holds inval.lock. Queues path: its seq, or 0 (dropped). */
-static uint64_t inval_queue_locked(const char *path)
+/* Caller holds inval.lock. Queues path (name NULL: its inode; else its
+ * entry name): its seq, or 0 (dropped). */
+static uint64_t inval_queue_locked(const char *path, const char *name)
 {
 	struct inval_req *q;
 
@@ -117,7 +178,10 @@ static uint64_t inval_queue_locked(const char *path)
 	if (!q)
 		return 0;
 	q->path = strdup(path);
-	if (!q->path) {
+	q->name = name ? strdup(name) : NULL;
+	if (!q->path || (name && !q->name)) {
+		free(q->path);
+		free(q->name);
 		free(q);
 		return 0;
 	}
@@ -152,7 +216,7 @@ int inval_path_wait(const char *path, int wait_ms)
 
 	inval_deadline(&until, wait_ms);
 	pthread_mutex_lock(&inval.lock);
-	seq = inval_queue_locked(path);
+	seq = inval_queue_locked(path, NULL);
 	while (seq && !inval.stop && inval.done < seq && rc == 0)
 		rc = pthread_cond_timedwait(&inval.cond, &inval.lock, &until);
 	if (seq && inval.done >= seq) {
@@ -174,10 +238,120 @@ void inval_path(const char *path)
 	uint64_t seq;
 
 	pthread_mutex_lock(&inval.lock);
-	seq = inval_queue_locked(path);
+	seq = inval_queue_locked(path, NULL);
 	pthread_mutex_unlock(&inval.lock);
 	if (!seq)
 		log_debug("kernel cache of %s left to time out", path);
+}
+
+/* Is a before b (CLOCK_MONOTONIC)? */
+static int ts_before(const struct timespec *a, const struct timespec *b)
+{
+	return a->tv_sec < b->tv_sec ||
+	       (a->tv_sec == b->tv_sec && a->tv_nsec < b->tv_nsec);
+}
+
+/* Caller holds stale.lock. Frees slot i. */
+static void stale_free_locked(int i)
+{
+	free(stale.marks[i].path);
+	stale.marks[i].path = NULL;
+	atomic_fetch_sub(&stale.n, 1);
+}
+
+/* Marks path for inval_stale_take until INVAL_STALE_MS from now: 0, or
+ * -ENOSPC / -ENOMEM (not marked). */
+static int stale_mark(const char *path)
+{
+	struct timespec now, until;
+	int i, slot = -1;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	until = now;
+	until.tv_sec += INVAL_STALE_MS / 1000;
+	until.tv_nsec += (long)(INVAL_STALE_MS % 1000) * 1000000L;
+	if (until.tv_nsec >= 1000000000L) {
+		until.tv_sec++;
+		until.tv_nsec -= 1000000000L;
+	}
+	pthread_mutex_lock(&stale.lock);
+	for (i = 0; i < STALE_MAX; i++) {
+		struct stale_mark *m = &stale.marks[i];
+
+		if (m->path && ts_before(&m->until, &now))
+			stale_free_locked(i); /* expired */
+		if (m->path && strcmp(m->path, path) == 0) {
+			m->until = until; /* marked again: one answer */
+			pthread_mutex_unlock(&stale.lock);
+			return 0;
+		}
+		if (!m->path && slot < 0)
+			slot = i;
+	}
+	if (slot >= 0 && (stale.marks[slot].path = strdup(path))) {
+		stale.marks[slot].until = until;
+		atomic_fetch_add(&stale.n, 1);
+		pthread_mutex_unlock(&stale.lock);
+		return 0;
+	}
+	pthread_mutex_unlock(&stale.lock);
+	return slot < 0 ? -ENOSPC : -ENOMEM;
+}
+
+void inval_stale_mark(const char *path)
+{
+	if (stale_mark(path) != 0)
+		log_debug("%s: type change not marked: its first stat may "
+			  "fail with EIO",
+			  path);
+}
+
+void inval_type_changed(const char *path)
+{
+	inval_stale_mark(path);
+	inval_entry(path);
+}
+
+void inval_entry(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir;
+	uint64_t seq = 0;
+
+	if (!slash || !slash[1])
+		return;
+	dir =
+	    slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+	if (dir) {
+		pthread_mutex_lock(&inval.lock);
+		seq = inval_queue_locked(dir, slash + 1);
+		pthread_mutex_unlock(&inval.lock);
+		free(dir);
+	}
+	if (!seq)
+		log_debug("kernel entry of %s left to time out", path);
+}
+
+int inval_stale_take(const char *path)
+{
+	struct timespec now;
+	int i, hit = 0;
+
+	if (!path || atomic_load(&stale.n) == 0)
+		return 0;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	pthread_mutex_lock(&stale.lock);
+	for (i = 0; i < STALE_MAX; i++) {
+		struct stale_mark *m = &stale.marks[i];
+
+		if (!m->path || strcmp(m->path, path) != 0)
+			continue;
+		hit = !ts_before(&m->until, &now);
+		stale_free_locked(i); /* taken, or expired */
+		break;
+	}
+	pthread_mutex_unlock(&stale.lock);
+	return hit;
 }
 
 int inval_stop(int wait_ms)

@@ -1,5 +1,5 @@
 /* inval.h - the kernel forgets what it cached of a path (its attributes
- * and pages), asked from a thread of its own.
+ * and pages, or its directory entry), asked from a thread of its own.
  *
  * A FUSE handler must never notify the kernel itself: the notification may
  * wait for locks the kernel holds for the very request being served (an
@@ -10,10 +10,11 @@
 
 struct fuse;
 
-/* Starts the worker for f (which must outlive inval_stop). Called once,
- * before the FUSE loop. 0 or -errno (the thread cannot start: nothing is
- * invalidated then, the kernel's caches time out by themselves). */
-int inval_start(struct fuse *f);
+/* Starts the worker for f (which must outlive inval_stop), mounted on
+ * mountpoint (absolute; copied). Called once, before the FUSE loop. 0 or
+ * -errno (the thread cannot start: nothing is invalidated then, the
+ * kernel's caches time out by themselves). */
+int inval_start(struct fuse *f, const char *mountpoint);
 
 /* Queues fuse path (e.g. "/inbox/a/b.txt") for invalidation. Any thread,
  * any lock held: never waits on the kernel. Copies path. A full queue, no
@@ -28,6 +29,46 @@ void inval_path(const char *path);
  * most, never deadlocks it. 0, or -ETIMEDOUT (dropped, not done yet, or
  * the worker stopping: left to the worker or the attribute timeout). */
 int inval_path_wait(const char *path, int wait_ms);
+
+/* Fuse path (e.g. "/projects/p/g") now names a node of another type than
+ * the inode the kernel holds under that name: a rename whose new name is
+ * a symlink to a stored duplicate, not the regular file renamed. The
+ * kernel keeps the renamed inode for the new name until its entry times
+ * out, and refuses the first answer of the other type for it with EIO
+ * (the inode is marked bad). Two things, any thread, any lock held:
+ * - the worker invalidates the kernel's entry of the name in its
+ *   directory (it finds the directory's node id with a stat through the
+ *   mount: use_ino is off, ops.c). The notification waits for the
+ *   directory's lock, held by the rename until it has returned: never
+ *   from a handler, and the caller never waits for it;
+ * - until then a stat may already have found the old inode: the next
+ *   getattr of path, within INVAL_STALE_MS, answers ESTALE once
+ *   (inval_stale_take), and the kernel's path walk retries once with a
+ *   forced lookup (LOOKUP_REVAL), which replaces the inode.
+ * A full table or no memory drop the request (logged at debug level): the
+ * old EIO once, as before. */
+void inval_type_changed(const char *path);
+
+/* inval_type_changed's two halves, for a directory renamed with names of
+ * a changed type under it: each of those marked (inval_stale_mark), and
+ * the directory's own entry dropped once (inval_entry: the kernel drops
+ * the entries it knows under it with it; the directory's parent existed
+ * before the rename, where the new name may still be a negative entry
+ * until the rename is done). Any thread, any lock held; never wait. */
+void inval_stale_mark(const char *path);
+void inval_entry(const char *path);
+
+/* How long inval_type_changed keeps path for inval_stale_take: twice the
+ * kernel's entry timeout (cfs_init), counted from the end of the rename,
+ * after which the old entry is asked about again by a lookup, which the
+ * kernel handles (a new inode). */
+#define INVAL_STALE_MS 2000
+
+/* For the getattr of fuse path without a file handle: 1 when
+ * inval_type_changed marked path within INVAL_STALE_MS and this is the
+ * first getattr since (the mark is dropped: answer -ESTALE), else 0.
+ * Cheap when nothing is marked (one atomic load). */
+int inval_stale_take(const char *path);
 
 /* Stops the worker, once the FUSE loop has ended and before the session
  * is unmounted: queued paths are dropped, and a notification in flight is

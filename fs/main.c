@@ -561,7 +561,7 @@ int main(int argc, char *argv[])
 		goto out_unmount;
 	cfs->se = fuse_get_session(fuse);
 	/* Handlers never notify the kernel themselves (inval.h). */
-	if (inval_start(fuse) != 0)
+	if (inval_start(fuse, cfs->mountpoint) != 0)
 		log_warn("cannot start the kernel cache invalidation thread: "
 			 "a file replaced in the store meanwhile shows its new "
 			 "attributes once the kernel's cache times out");

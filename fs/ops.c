@@ -19,6 +19,7 @@
 #include "fs.h"
 #include "fuseinit.h"
 #include "inbox.h"
+#include "inval.h"
 #include "log.h"
 #include "names.h"
 #include "projects.h"
@@ -225,7 +226,8 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	return rc;
 }
 
-/* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle), EIO. */
+/* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle; or, once, a
+ * name whose type changed under the kernel: inval_stale_take), EIO. */
 static int cfs_getattr(const char *path, struct stat *st,
 		       struct fuse_file_info *fi)
 {
@@ -251,6 +253,13 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_INBOX:
 		return inbox_getattr(rel, st);
 	case AREA_PROJECTS:
+		/* The name's type changed under an inode the kernel holds
+		 * (a content duplicate made a symlink, inval.h): once, so
+		 * that the kernel looks the name up again (ESTALE: its path
+		 * walk retries with a forced lookup) instead of refusing the
+		 * new type with EIO. */
+		if (!h && inval_stale_take(path))
+			return -ESTALE;
 		rc = projects_getattr(rel, st);
 		if (rc == -ENOENT && *rel) {
 			/* a file being written into the project */
@@ -871,6 +880,8 @@ static int cfs_readlink(const char *path, char *buf, size_t size)
 
 static void *cfs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
+	/* libfuse's node ids as inode numbers: inval.c finds a directory's
+	 * node id by its st_ino (entry invalidation). */
 	cfg->use_ino = 0;
 	cfg->nullpath_ok = 0;
 	cfg->entry_timeout = 1.0;

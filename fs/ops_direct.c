@@ -224,6 +224,8 @@ int direct_promote_locked(struct ofile *of)
 		of->stored_size = 0;
 		dcache_remove(key);
 		attrov_drop(key, 0);
+		if (res.outcome == DB_OUT_DUPLICATE_CONTENT)
+			projects_type_changed(of->direct_to);
 	} else if (rc == -EEXIST) {
 		/* inbox/ listings fetched before may not show the staging
 		 * directory the file stays in: fetched again. */
@@ -344,6 +346,8 @@ int direct_rename(const char *from, const char *to)
 	if (rc == 0) {
 		dcache_remove(key);
 		attrov_drop(key, 0);
+		if (res.outcome == DB_OUT_DUPLICATE_CONTENT)
+			projects_type_changed(to);
 	} else {
 		dcache_invalidate_all();
 		log_info("rename projects/%s -> projects/%s (received as "

@@ -143,7 +143,91 @@ struct promote_veto {
 	const char *from;		     /* inbox/ directory */
 	const char *to;			     /* its place in projects/ */
 	const struct promote_dir_result *dr; /* n_files set before the end */
+	const char *prefix;		     /* the project */
+	pthread_mutex_t lock;
+	char **dups;	/* protected by lock: content duplicates, "p/rel" */
+	char **dup_src; /* protected by lock: their fuse paths in inbox/ */
+	size_t n_dups;	/* protected by lock */
+	int dups_lost;	/* protected by lock: one not noted (no memory) */
 };
+
+/* promote_dir's report of a promoted file: a content duplicate is noted,
+ * its name to be made a symlink for the kernel once the rename is done
+ * (promote_dups_changed). */
+static void promote_file_done(void *arg, const char *src_key, const char *dest,
+			      const struct promote_result *r)
+{
+	struct promote_veto *v = arg;
+	char *rel = NULL, *src = NULL, **grown, **grown_src;
+
+	if (r->outcome != DB_OUT_DUPLICATE_CONTENT)
+		return;
+	pthread_mutex_lock(&v->lock);
+	grown = realloc(v->dups, (v->n_dups + 1) * sizeof(*v->dups));
+	if (grown)
+		v->dups = grown;
+	grown_src = realloc(v->dup_src, (v->n_dups + 1) * sizeof(*v->dup_src));
+	if (grown_src)
+		v->dup_src = grown_src;
+	if (!grown || !grown_src ||
+	    asprintf(&rel, "%s/%s", v->prefix, dest) < 0) {
+		v->dups_lost = 1;
+	} else if (asprintf(&src, "/inbox/%s", src_key) < 0) {
+		free(rel);
+		v->dups_lost = 1;
+	} else {
+		v->dups[v->n_dups] = rel;
+		v->dup_src[v->n_dups++] = src;
+	}
+	pthread_mutex_unlock(&v->lock);
+}
+
+/* How long a rename waits for the worker to drop the attributes the
+ * kernel cached (forget_inode_attrs, promote_dups_changed). */
+#define FORGET_WAIT_MS 200
+
+/* After a directory promotion (promoted: it succeeded, the kernel moves
+ * the directory with the entries it knows under it): each content
+ * duplicate noted is marked for its first getattr (inval_stale_mark) and
+ * the attributes the kernel cached for its inode are dropped, so that its
+ * next stat asks (inval.c's worker takes them in order: the last one
+ * waited for, as forget_inode_attrs does); then the kernel drops its
+ * entry of the directory, with the entries under it (inval_entry, not
+ * waited for: it waits for this rename). Frees the list. Called once
+ * promote_dir has returned (no worker left): the list needs no lock. */
+static void promote_dups_changed(struct promote_veto *v, int promoted)
+{
+	char *path;
+	size_t i;
+
+	for (i = 0; i < v->n_dups; i++) {
+		if (promoted &&
+		    asprintf(&path, "/projects/%s", v->dups[i]) >= 0) {
+			inval_stale_mark(path);
+			free(path);
+		}
+		if (promoted && i + 1 < v->n_dups)
+			inval_path(v->dup_src[i]);
+		else if (promoted)
+			(void)inval_path_wait(v->dup_src[i], FORGET_WAIT_MS);
+		free(v->dups[i]);
+		free(v->dup_src[i]);
+	}
+	if (promoted && (v->n_dups || v->dups_lost) &&
+	    asprintf(&path, "/projects/%s", v->to) >= 0) {
+		inval_entry(path);
+		free(path);
+	}
+	if (promoted && v->dups_lost)
+		log_debug("projects/%s: a content duplicate under it may show "
+			  "EIO once (no memory to note it)",
+			  v->to);
+	free(v->dups);
+	free(v->dup_src);
+	v->dups = NULL;
+	v->dup_src = NULL;
+	v->n_dups = 0;
+}
 
 /* promote_dir's veto: a file open for writing here stays. Asked with key
  * NULL at the end: a file under the directory that the store's listing
@@ -197,13 +281,13 @@ static int promote_src_veto(void *arg, const char *key)
  * inbox/ (a writable file) and serves them until they time out: forget
  * them, so the next stat asks (read-only, the stored size). Only the
  * inode: an entry invalidation would wait for the directory locks this
- * rename holds. Not for a content duplicate: it becomes a symlink, and a
- * type change under a known inode is the kernel's EIO (a known limit,
- * README: projects/). Through inval.c's worker, waited for a bounded
- * time: the notification also drops the inode's pages, and a page locked
- * by a read in flight (a slow store) would hold this handler, and the
- * rename, as long as that read. */
-#define FORGET_WAIT_MS 200
+ * rename holds. Not for a content duplicate: it becomes a symlink, a type
+ * change under the inode the kernel keeps, which would refuse it with EIO:
+ * inval_type_changed instead (the entry dropped once the rename has
+ * returned, the first stat before that answered ESTALE). Through inval.c's
+ * worker, waited for a bounded time: the notification also drops the
+ * inode's pages, and a page locked by a read in flight (a slow store)
+ * would hold this handler, and the rename, as long as that read. */
 static void forget_inode_attrs(const char *from)
 {
 	char *path;
@@ -211,6 +295,16 @@ static void forget_inode_attrs(const char *from)
 	if (asprintf(&path, "/inbox/%s", from) < 0)
 		return;
 	(void)inval_path_wait(path, FORGET_WAIT_MS);
+	free(path);
+}
+
+void projects_type_changed(const char *rel)
+{
+	char *path;
+
+	if (asprintf(&path, "/projects/%s", rel) < 0)
+		return;
+	inval_type_changed(path);
 	free(path);
 }
 
@@ -318,10 +412,16 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 	if (S_ISDIR(st.st_mode)) {
 		struct promote_dir_result dr;
 
-		struct promote_veto v = {&caller, from, to, &dr};
+		struct promote_veto v = {.who = &caller,
+					 .from = from,
+					 .to = to,
+					 .dr = &dr,
+					 .prefix = prefix,
+					 .lock = PTHREAD_MUTEX_INITIALIZER};
 
 		rc = promote_dir(cfs->promote, from, prefix, slash + 1, &who,
-				 promote_src_veto, &v, &dr);
+				 promote_src_veto, promote_file_done, &v, &dr);
+		pthread_mutex_destroy(&v.lock);
 		free(prefix);
 		/* Its files left inbox/ (all, or some) for projects/:
 		 * listings of both again. */
@@ -333,6 +433,7 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		} else
 			log_rename_failed(from, to, dr.n_done, dr.n_files,
 					  dr.first_failed, rc);
+		promote_dups_changed(&v, rc == 0);
 		return rc;
 	}
 	rc = promote_file(cfs->promote, from, prefix, slash + 1, &who, &res);
@@ -351,6 +452,8 @@ int promote_rename(const char *from, const char *to, unsigned int flags)
 		attrov_drop(from, 0);
 		if (res.outcome != DB_OUT_DUPLICATE_CONTENT)
 			forget_inode_attrs(from);
+		else
+			projects_type_changed(to);
 	} else {
 		log_rename_failed(from, to, 0, 0, NULL, rc);
 	}

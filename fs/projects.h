@@ -17,6 +17,12 @@ void projects_free_all(void);
  * project_group is unset, or its members. 0 or -EACCES (logged). */
 int projects_may_promote(const char *prefix);
 
+/* A promotion just made projects/<rel> a symlink (duplicate_content)
+ * where the kernel holds the regular file that was renamed or written
+ * there: inval_type_changed (inval.h) of its fuse path. Any thread, any
+ * lock held; never waits. */
+void projects_type_changed(const char *rel);
+
 int projects_getattr(const char *rel, struct stat *st);
 int projects_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int projects_readlink(const char *rel, char *buf, size_t size);

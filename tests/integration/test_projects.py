@@ -7,6 +7,7 @@ boto3 (objects put straight into storage-unique)."""
 import errno
 import hashlib
 import os
+import stat
 import subprocess
 import threading
 import time
@@ -530,6 +531,91 @@ def test_promoted_file_shows_in_its_project_at_once(mount, uniq):
     rows = m.sql("select dest_key, outcome from storage_audit where project_prefix = %s"
                  " order by dest_key", (uniq,))
     assert [tuple(r) for r in rows] == [(f"{uniq}/sub/y.bin", "copied"), (f"{uniq}/x.txt", "copied")]
+
+
+def test_duplicate_content_rename_shows_symlink_at_once(mount, uniq):
+    """The new-user check of issue 6 (review-H, the end): mv of a file into a project, then
+    mv of the same bytes under another name (outcome duplicate_content: the new name is a
+    symlink to the stored file), then at once lstat and ls -l of the project. The kernel
+    still holds the renamed inode, a regular file, under the new name; the daemon's next
+    answer is a symlink, which the kernel used to refuse with EIO (listed as l?????????).
+    Every lstat right after the rename must see the symlink, never an error, and a readlink
+    a moment later (no stat before it) must read the link: the kernel dropped its entry. A
+    few rounds, each a new name, as the kernel's caches decide which request comes first."""
+    m = mount
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    body = os.urandom(5000)
+    src = os.path.join(m.inbox, f"{uniq}-f")
+    with open(src, "wb") as f:
+        f.write(body)
+    os.rename(src, os.path.join(proj, "f"))
+    names = []
+    for i in range(4):
+        name = f"g{i}"
+        src = os.path.join(m.inbox, f"{uniq}-{name}")
+        with open(src, "wb") as f:
+            f.write(body)
+        os.stat(src)  # as mv does: the kernel knows the inode it renames
+        dst = os.path.join(proj, name)
+        os.rename(src, dst)
+        if i % 2 == 0:
+            st = os.lstat(dst)  # at once: no EIO
+            assert stat.S_ISLNK(st.st_mode), (name, oct(st.st_mode))
+            assert os.readlink(dst) == "f"
+        else:
+            # a moment later (the next command), readlink first: the kernel answers it
+            # from the inode it holds, unless its entry was dropped
+            time.sleep(0.3)
+            assert os.readlink(dst) == "f"
+            assert stat.S_ISLNK(os.lstat(dst).st_mode)
+        names.append(name)
+        listed = sorted(os.listdir(proj))
+        assert listed == sorted(["f"] + names)
+        for e in listed:  # ls -l
+            st = os.lstat(os.path.join(proj, e))
+            assert stat.S_ISLNK(st.st_mode) == (e != "f"), (e, oct(st.st_mode))
+        assert read(dst) == body
+    rows = m.sql("select dest_key, outcome, duplicate_of from storage_audit"
+                 " where project_prefix = %s order by dest_key", (uniq,))
+    assert [tuple(r) for r in rows] == (
+        [(f"{uniq}/f", "copied", None)]
+        + [(f"{uniq}/{n}", "duplicate_content", f"{uniq}/f") for n in names])
+
+
+def test_duplicate_content_in_a_directory_rename_shows_symlink_at_once(mount, uniq):
+    """mv of a directory into a project, one of its files a content duplicate of a stored
+    file: the kernel moves the directory with the entries it knows under it, the duplicate's
+    a regular file; right after the rename, lstat and ls -l of the moved directory must see
+    the duplicate as a symlink and the other file as a file, never EIO (issue 6)."""
+    m = mount
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    body = os.urandom(5000)
+    src = os.path.join(m.inbox, f"{uniq}-f")
+    with open(src, "wb") as f:
+        f.write(body)
+    os.rename(src, os.path.join(proj, "f"))
+    for i in range(2):
+        d = os.path.join(m.inbox, f"{uniq}-d{i}")
+        os.mkdir(d)
+        for name, data in (("x", body), ("y", os.urandom(100))):
+            with open(os.path.join(d, name), "wb") as f:
+                f.write(data)
+            os.lstat(os.path.join(d, name))  # the kernel knows both files
+        dst = os.path.join(proj, f"d{i}")
+        os.rename(d, dst)
+        st = os.lstat(os.path.join(dst, "x"))  # at once: no EIO
+        assert stat.S_ISLNK(st.st_mode), oct(st.st_mode)
+        assert os.readlink(os.path.join(dst, "x")) == "../f"
+        assert sorted(os.listdir(dst)) == ["x", "y"]
+        assert stat.S_ISREG(os.lstat(os.path.join(dst, "y")).st_mode)
+        assert read(os.path.join(dst, "x")) == body
+    rows = m.sql("select dest_key, outcome, duplicate_of from storage_audit"
+                 " where project_prefix = %s and dest_key like %s order by dest_key",
+                 (uniq, f"{uniq}/d%/x"))
+    assert [tuple(r) for r in rows] == [
+        (f"{uniq}/d{i}/x", "duplicate_content", f"{uniq}/f") for i in range(2)]
 
 
 # --------------------------------------------------------------------------- faults

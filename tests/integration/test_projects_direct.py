@@ -8,6 +8,7 @@ keys, removed ones too), never through the mount."""
 import errno
 import hashlib
 import os
+import stat
 import subprocess
 
 import pytest
@@ -151,6 +152,32 @@ def test_same_bytes_under_two_names_is_duplicate_content(mount, uniq):
     # (the kernel keeps the regular file it created for up to its entry timeout)
     m.wait_until(lambda: os.path.islink(link), timeout=10, what="two.bin a symlink")
     assert checks.read(link) == data
+
+
+def test_duplicate_content_written_shows_symlink_at_once(mount, uniq):
+    """The close that promotes a content duplicate makes the name a symlink while the kernel
+    holds the regular file it created there: the lstat right after the close (and ls -l of
+    the project) must see the symlink, never EIO (review-H, the end; issue 6). A few
+    names, as the kernel's caches decide which request comes first."""
+    m = mount
+    p = project(m, uniq)
+    d = os.path.join(m.projects, p)
+    data = os.urandom(9000)
+    checks.write(os.path.join(d, "one.bin"), data)
+    names = []
+    for i in range(3):
+        name = f"two{i}.bin"
+        checks.write(os.path.join(d, name), data)
+        st = os.lstat(os.path.join(d, name))  # at once: no EIO
+        assert stat.S_ISLNK(st.st_mode), (name, oct(st.st_mode))
+        assert os.readlink(os.path.join(d, name)) == "one.bin"
+        names.append(name)
+        for e in sorted(os.listdir(d)):  # ls -l
+            assert stat.S_ISLNK(os.lstat(os.path.join(d, e)).st_mode) == (e != "one.bin"), e
+    for name in names:
+        rows = srows(m, p + "/" + name)
+        assert [(r["outcome"], r["duplicate_of"]) for r in rows] == [
+            ("duplicate_content", p + "/one.bin")]
 
 
 def test_conflict_at_close_fails_and_keeps_the_bytes_in_reception(mount, uniq):
