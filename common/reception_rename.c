@@ -138,8 +138,10 @@ static int reception_rename_stop(void *arg)
 }
 
 /* One try of a rename's copy: HEADs from_key and copies exactly that
- * object to to_key (x-amz-copy-source-if-match, checked after the copy
- * where the store ignores it). src_etag (80 bytes) is the object the
+ * object to dst_bucket/to_key (x-amz-copy-source-if-match, checked after
+ * the copy where the store ignores it), with the source's content type
+ * and metadata plus RENAME_TAG: token (metadata REPLACE; an earlier
+ * rename's tag replaced). src_etag (80 bytes) is the object the
  * rename names: "" on the first try (it gets the HEAD's ETag), else a
  * source with another ETag is not copied (-EEXIST). 0 with copy->etag
  * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
@@ -531,9 +533,9 @@ int reception_rename(struct reception *r, const char *from_key,
 		target.etag[0] = '\0';
 	gen = busy_gen(r, to_key);
 	/* An existing target's content cannot be brought back once a copy
-	 * overwrote it: the source is copied to a private staging key and
-	 * checked there first (review H M2); to_key only gets a copy that
-	 * passed. */
+	 * overwrote it: the source is copied to a private staging key of the
+	 * storage bucket and checked there first (review H M2, L1); to_key only
+	 * gets a copy that passed. */
 	if (existed) {
 		rc = rename_stage_begin(r, token, stage, sizeof(stage));
 		if (rc)
