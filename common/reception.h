@@ -139,8 +139,8 @@ int reception_remove(struct reception *r, const char *key,
  * undone. size is the caller's; the row has the copied object's.
  * An existing to_key (found by HEAD before the copy) is never copied onto
  * directly (review H M2): from_key is copied to a private staging key
- * (RECEPTION_RENAME_STAGING "/<token>", busy and marked in flight as
- * to_key is) and that copy is checked there (its ETag, else its hash,
+ * of the storage bucket (RECEPTION_RENAME_STAGING "/<token>", marked in
+ * flight as to_key is) and that copy is checked there (its ETag, else its hash,
  * against from_key's live row: db_reception_rename_check); one refused
  * (-EBUSY) or whose hash fails (-EIO) leaves to_key untouched (its
  * object, rows and attributes: new_etag is not set). Only a checked copy
@@ -168,11 +168,14 @@ int reception_remove(struct reception *r, const char *key,
  * new arrival (reception_leftover_delete).
  * A copy that fails with anything but the store's refusal (412, 404, 403:
  * a 5xx, a reset, a timeout) may have landed, its answer lost (review
- * K3): to_key is HEADed again, and an object there with another ETag than
- * before the copy is taken for the copy (the rename goes on, its bytes
- * checked as any copy's are). When to_key is unchanged (or cannot be
- * HEADed) the rename fails with the copy's error and its in-flight marker
- * of to_key stays until its lease: the copy may yet land. */
+ * K3): to_key is HEADed again, and an object there tagged with this
+ * rename's token (user metadata custodyfs-rename, which every copy of a
+ * rename carries) is taken for the copy (the rename goes on, its bytes
+ * checked as any copy's are); any other object there is another
+ * upload's, never taken nor undone (review L2). When to_key holds no copy
+ * of this rename (or cannot be HEADed) the rename fails with the copy's error
+ * and its in-flight marker of to_key stays until its lease: the copy may yet
+ * land. */
 /* Every object of a listing e[0..n) of the reception bucket (directory
  * markers skipped) has a live row logging it, or is logged now as another
  * route's arrival: 0; -EBUSY when one cannot be logged yet (too recent:
@@ -186,18 +189,18 @@ int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
 		     char *new_etag);
 
-/* The private prefix of the reception bucket where reception_rename
- * stages its copy over an existing target (review H M2):
- * RECEPTION_RENAME_STAGING "/<token>". An object there is never a received
- * file: never listed in inbox/, never logged (observer, scan, rename),
- * never moved; `custodyfs cleanup` deletes those older than
- * RECEPTION_RENAMING_LEASE_S (a crashed rename's). */
+/* The private prefix of the STORAGE bucket (custodyfs's own: no uploader
+ * writes it; no project prefix starts with a dot) where reception_rename
+ * stages its copy over an existing target (review H M2, L1):
+ * RECEPTION_RENAME_STAGING "/<token>", marked in flight under the storage
+ * bucket's name. The reception bucket reserves nothing: an object under
+ * that name in the inbox is an ordinary upload (review L6).
+ * `custodyfs cleanup` deletes a staged copy no rename holds any more
+ * (marker gone, or lapsed after RECEPTION_RENAMING_LEASE_S: a crash). */
 #define RECEPTION_RENAME_STAGING ".custodyfs-rename"
 /* How long a rename's in-flight marker (and its staged copy) holds when
  * the rename never ends (a crash): longer than any copy. */
 #define RECEPTION_RENAMING_LEASE_S 3600
-/* Is key RECEPTION_RENAME_STAGING or below it? Pure. */
-int reception_key_is_staging(const char *key);
 
 /* Objects just listed: those not known to be logged are checked against
  * the database and, if unlogged and not busy here, queued for logging by

@@ -73,8 +73,6 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	int64_t due, id = 0;
 
 	*inserted = 0;
-	if (reception_key_is_staging(key))
-		return 0; /* a rename's private copy: never a received file */
 	if (!ripe) {
 		struct defer_ent *d;
 		int wait;
@@ -222,8 +220,6 @@ static int reception_unlogged_page(struct reception *r,
 
 		if (kl == 0 || e[i].key[kl - 1] == '/')
 			continue; /* directory marker */
-		if (reception_key_is_staging(e[i].key))
-			continue; /* a rename's private copy: not a file */
 		fp = fp_of(e[i].key, e[i].etag);
 		if (fpset_has(&r->known, fp) ||
 		    (skip_pending && fpset_has(&r->pending, fp)) ||
@@ -331,8 +327,6 @@ int reception_log_unlogged(struct reception *r, const char *key,
 	int64_t newest = 0;
 	int ins = 0, rc;
 
-	if (reception_key_is_staging(key))
-		return -EPERM; /* a rename's private copy: never moved */
 	/* The database says, never the known set: the same bytes may have
 	 * been renamed away and uploaded again since (review M1). */
 	rc = reception_row_logs(r, key, etag, size, &newest);
@@ -380,9 +374,8 @@ int reception_log_listed(struct reception *r, const struct s3_list_entry *e,
 		for (i = off; i < end; i++) {
 			size_t kl = strlen(e[i].key);
 
-			if (kl == 0 || e[i].key[kl - 1] == '/' ||
-			    reception_key_is_staging(e[i].key))
-				continue; /* directory marker, rename's copy */
+			if (kl == 0 || e[i].key[kl - 1] == '/')
+				continue; /* directory marker */
 			idx[n_keys] = i;
 			keys[n_keys++] = e[i].key;
 		}
@@ -470,9 +463,8 @@ void reception_saw(struct reception *r, const char *prefix,
 		size_t kl = strlen(e->key);
 		uint64_t fp;
 
-		if (kl == 0 || e->key[kl - 1] == '/' ||
-		    reception_key_is_staging(e->key))
-			continue; /* directory marker, rename's copy */
+		if (kl == 0 || e->key[kl - 1] == '/')
+			continue; /* directory marker */
 		fp = fp_of(e->key, e->etag);
 		if (fpset_has(&r->known, fp) || fpset_has(&r->pending, fp) ||
 		    busy_has(r, e->key))

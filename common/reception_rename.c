@@ -112,14 +112,6 @@ int reception_leftover_delete(struct reception *r, const char *key,
 
 #define RENAMING_LEASE_S RECEPTION_RENAMING_LEASE_S
 
-int reception_key_is_staging(const char *key)
-{
-	size_t n = strlen(RECEPTION_RENAME_STAGING);
-
-	return key && !strncmp(key, RECEPTION_RENAME_STAGING, n) &&
-	       (key[n] == '\0' || key[n] == '/');
-}
-
 /* A token no other rename (of any mount) has: for its in-flight marker. */
 static void rename_token(char *buf, size_t n)
 {
@@ -133,6 +125,10 @@ static void rename_token(char *buf, size_t n)
 		 atomic_fetch_add(&seq, 1), rnd);
 }
 
+/* The user metadata every copy of a rename carries: its token (review
+ * L2). */
+#define RENAME_TAG "custodyfs-rename"
+
 /* Tries for a rename whose source is replaced during its copy. */
 #define RENAME_TRIES 3
 
@@ -142,8 +138,10 @@ static int reception_rename_stop(void *arg)
 }
 
 /* One try of a rename's copy: HEADs from_key and copies exactly that
- * object to to_key (x-amz-copy-source-if-match, checked after the copy
- * where the store ignores it). src_etag (80 bytes) is the object the
+ * object to dst_bucket/to_key (x-amz-copy-source-if-match, checked after
+ * the copy where the store ignores it), with the source's content type
+ * and metadata plus RENAME_TAG: token (metadata REPLACE; an earlier
+ * rename's tag replaced). src_etag (80 bytes) is the object the
  * rename names: "" on the first try (it gets the HEAD's ETag), else a
  * source with another ETag is not copied (-EEXIST). 0 with copy->etag
  * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
@@ -152,12 +150,15 @@ static int reception_rename_stop(void *arg)
  * itself was asked of the store (its error may then come after the store
  * copied: rename_copy_lost). */
 static int reception_rename_copy(struct reception *r, const char *from_key,
-				 const char *to_key, char *src_etag,
+				 const char *dst_bucket, const char *to_key,
+				 const char *token, char *src_etag,
 				 struct upload_result *copy, int *sent)
 {
 	const char *b = r->cfg->reception_bucket;
 	struct s3_object_info source = {0};
 	struct s3_copy_req q = {0};
+	struct s3_kv *meta = NULL;
+	size_t n_meta = 0, i;
 	int rc;
 
 	copy->etag[0] = '\0';
@@ -181,17 +182,27 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 		s3_object_info_free(&source);
 		return rc;
 	}
+	/* The source's own metadata (as read with the ETag copied), but
+	 * for an earlier rename's tag, plus this rename's: a copy whose
+	 * answer is lost is known by it (review L2). */
+	meta = calloc(source.n_meta + 1, sizeof(*meta));
+	if (!meta) {
+		s3_object_info_free(&source);
+		return -ENOMEM;
+	}
+	for (i = 0; i < source.n_meta; i++)
+		if (strcmp(source.meta[i].name, RENAME_TAG))
+			meta[n_meta++] = source.meta[i];
+	meta[n_meta].name = (char *)RENAME_TAG;
+	meta[n_meta++].value = (char *)token;
 	q.src_bucket = b;
 	q.src_key = from_key;
 	q.src_etag = src_etag;
-	q.dst_bucket = b;
+	q.dst_bucket = dst_bucket;
 	q.dst_key = to_key;
-	/* The source's own metadata: kept by a CopyObject; for a multipart
-	 * copy, as read with its ETag (the one copied). */
-	q.keep_meta = 1;
 	q.content_type = source.content_type[0] ? source.content_type : NULL;
-	q.meta = source.meta;
-	q.n_meta = source.n_meta;
+	q.meta = meta;
+	q.n_meta = n_meta;
 	q.size = source.size;
 	q.threshold = r->cfg->copy_threshold;
 	q.part_size = r->cfg->part_size;
@@ -200,6 +211,7 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	rc = s3_copy_guarded(r->s3, &q, copy->etag);
 	if (!rc || rc == -EEXIST)
 		copy->size = source.size;
+	free(meta); /* (its strings are source's and token) */
 	s3_object_info_free(&source);
 	return rc;
 }
@@ -247,24 +259,26 @@ static int rename_copy_refused(int rc)
 
 /* A rename's copy to to_key failed with rc, not a refusal: the store may
  * have copied all the same (review K3). to_key is HEADed again: an object
- * with another ETag than `before` (to_key's before the copy, "" when there
- * was none) is taken for the copy (copy->etag and copy->size from the
- * HEAD), and 0 returned: the rename goes on, that object's bytes checked
- * as any copy's are (its ETag vouches for the bytes from_key's row logs,
- * else they are hashed and compared by the rows; undone when they differ).
+ * tagged with this rename's token (RENAME_TAG: only its own copies carry
+ * it) is the copy (copy->etag and copy->size from the HEAD), and 0
+ * returned: the rename goes on, that object's bytes checked as any copy's
+ * are (its ETag vouches for the bytes from_key's row logs, else they are
+ * hashed and compared by the rows; undone when they differ). Any other
+ * object there is someone else's (review L2): never taken, never undone.
  * Else rc, with *unknown set: the copy may still land (a store still at
  * it, a HEAD that failed), so the rename's in-flight marker of to_key is
  * kept until its lease (no leftover there is deleted meanwhile). */
 static int rename_copy_lost(struct reception *r, const char *to_key,
-			    const char *before, struct upload_result *copy,
+			    const char *token, struct upload_result *copy,
 			    int rc, int *unknown)
 {
 	struct s3_object_info now = {0};
 	int hr = s3_head(r->s3, r->cfg->reception_bucket, to_key, &now);
+	const char *tag = hr ? NULL : s3_meta_get(&now, RENAME_TAG);
 
-	if (hr == 0 && strcmp(now.etag, before)) {
-		log_warn("rename -> %s/%s: the copy failed (%s), but an object "
-			 "landed there meanwhile (ETag %s): taken for the copy",
+	if (tag && !strcmp(tag, token)) {
+		log_warn("rename -> %s/%s: the copy failed (%s), but it "
+			 "landed all the same (ETag %s): taken for the copy",
 			 r->cfg->reception_bucket, to_key, strerror(-rc),
 			 now.etag);
 		snprintf(copy->etag, sizeof(copy->etag), "%s", now.etag);
@@ -278,7 +292,7 @@ static int rename_copy_lost(struct reception *r, const char *to_key,
 		  "in-flight marker is kept (the copy may yet land)",
 		  r->cfg->reception_bucket, to_key, strerror(-rc),
 		  hr ? "the target cannot be looked at"
-		     : "the target is unchanged");
+		     : "the target is not this rename's copy");
 	return rc;
 }
 
@@ -303,12 +317,12 @@ static void rename_undone(struct reception *r, const char *to_key,
 /* res (etag, size) at key hashed from its bytes (If-Match its ETag) into
  * res->xxh128 and res->sha256: 0, -EBUSY (key replaced since), or
  * objhash_compute's -errno. */
-static int rename_hash(struct reception *r, const char *key,
+static int rename_hash(struct reception *r, const char *bucket, const char *key,
 		       struct upload_result *res)
 {
-	int rc = objhash_compute(
-	    r->s3, r->cfg->reception_bucket, key, res->etag, res->size,
-	    FOREIGN_CHUNK, reception_rename_stop, r, res->xxh128, res->sha256);
+	int rc = objhash_compute(r->s3, bucket, key, res->etag, res->size,
+				 FOREIGN_CHUNK, reception_rename_stop, r,
+				 res->xxh128, res->sha256);
 
 	return rc == -ESTALE ? -EBUSY : rc;
 }
@@ -328,7 +342,7 @@ static int rename_stage_check(struct reception *r, const char *from_key,
 	int rc, hashed = 0;
 
 	if (!s3_etag_vouches(staged->etag, dsrc->etag)) {
-		rc = rename_hash(r, stage, staged);
+		rc = rename_hash(r, r->cfg->storage_bucket, stage, staged);
 		if (rc)
 			goto out;
 		dsrc->xxh128 = staged->xxh128;
@@ -341,7 +355,7 @@ static int rename_stage_check(struct reception *r, const char *from_key,
 	if (rc != -ESTALE || hashed)
 		return rc == -ESTALE ? -EIO : rc;
 	/* The row has no hashes to carry: the staged bytes'. */
-	rc = rename_hash(r, stage, staged);
+	rc = rename_hash(r, r->cfg->storage_bucket, stage, staged);
 	if (!rc) {
 		dsrc->xxh128 = staged->xxh128;
 		dsrc->sha256 = staged->sha256;
@@ -363,9 +377,9 @@ out: /* a hash that failed: -EIO (no row is ever written without one) */
 static int
 rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 		 const struct upload_result *staged, struct upload_result *copy,
-		 struct db_rename_src *dsrc, const char *before, int *unknown)
+		 struct db_rename_src *dsrc, const char *token, int *unknown)
 {
-	const char *b = r->cfg->reception_bucket;
+	const char *b = r->cfg->storage_bucket;
 	struct s3_object_info si = {0};
 	struct s3_copy_req q = {0};
 	int rc;
@@ -382,9 +396,9 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	q.src_bucket = b;
 	q.src_key = stage;
 	q.src_etag = staged->etag;
-	q.dst_bucket = b;
+	q.dst_bucket = r->cfg->reception_bucket;
 	q.dst_key = to_key;
-	q.keep_meta = 1; /* the source's, as the staged copy kept them */
+	q.keep_meta = 1; /* the staged copy's: the source's, and the tag */
 	q.content_type = si.content_type[0] ? si.content_type : NULL;
 	q.meta = si.meta;
 	q.n_meta = si.n_meta;
@@ -396,12 +410,12 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	/* An answer lost after the store copied (review K3): what landed
 	 * at to_key is checked as any copy of the staged bytes is. */
 	if (rc && !rename_copy_refused(rc))
-		rc = rename_copy_lost(r, to_key, before, copy, rc, unknown);
+		rc = rename_copy_lost(r, to_key, token, copy, rc, unknown);
 	if (rc == -EEXIST)
 		rc = -EBUSY;
 	if (rc || s3_etag_vouches(copy->etag, staged->etag))
 		goto out;
-	rc = rename_hash(r, to_key, copy);
+	rc = rename_hash(r, r->cfg->reception_bucket, to_key, copy);
 	if (rc)
 		goto out;
 	if (staged->sha256[0] && (strcmp(copy->sha256, staged->sha256) ||
@@ -429,16 +443,10 @@ static int rename_stage_begin(struct reception *r, const char *token,
 	int rc;
 
 	snprintf(stage, n, "%s/%s", RECEPTION_RENAME_STAGING, token);
-	rc = reception_busy_add(r, stage);
+	rc = db_reception_renaming(r->db, r->cfg->storage_bucket, stage, token,
+				   RENAMING_LEASE_S);
 	if (rc)
-		goto fail;
-	rc = db_reception_renaming(r->db, r->cfg->reception_bucket, stage,
-				   token, RENAMING_LEASE_S);
-	if (!rc)
-		return 0;
-	reception_busy_del(r, stage);
-fail:
-	stage[0] = '\0';
+		stage[0] = '\0';
 	return rc;
 }
 
@@ -448,7 +456,7 @@ fail:
 static void rename_stage_end(struct reception *r, const char *stage,
 			     const char *token)
 {
-	const char *b = r->cfg->reception_bucket;
+	const char *b = r->cfg->storage_bucket;
 	int rc;
 
 	if (!stage[0])
@@ -459,7 +467,6 @@ static void rename_stage_end(struct reception *r, const char *stage,
 			  "(%s): left for custodyfs cleanup",
 			  b, stage, strerror(-rc));
 	(void)db_reception_renaming(r->db, b, stage, token, 0);
-	reception_busy_del(r, stage);
 }
 
 /* A rename refused because the copy is not what from_key's live row logs:
@@ -496,9 +503,6 @@ int reception_rename(struct reception *r, const char *from_key,
 	int sent = 0, unknown = 0;
 	unsigned gen;
 
-	if (reception_key_is_staging(from_key) ||
-	    reception_key_is_staging(to_key))
-		return -EPERM; /* private: never renamed nor overwritten */
 	/* The copy may replace an existing target, whose old content cannot
 	 * be brought back if the rows then fail: only with a database that
 	 * answers. */
@@ -521,7 +525,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	marked = 1;
 	dsrc.token = token;
 	rc = s3_head(r->s3, b, to_key, &target);
-	s3_object_info_free(&target); /* (its ETag stays: rename_copy_lost) */
+	s3_object_info_free(&target);
 	if (rc && rc != -ENOENT)
 		goto out;
 	existed = rc == 0;
@@ -529,9 +533,9 @@ int reception_rename(struct reception *r, const char *from_key,
 		target.etag[0] = '\0';
 	gen = busy_gen(r, to_key);
 	/* An existing target's content cannot be brought back once a copy
-	 * overwrote it: the source is copied to a private staging key and
-	 * checked there first (review H M2); to_key only gets a copy that
-	 * passed. */
+	 * overwrote it: the source is copied to a private staging key of the
+	 * storage bucket and checked there first (review H M2, L1); to_key only
+	 * gets a copy that passed. */
 	if (existed) {
 		rc = rename_stage_begin(r, token, stage, sizeof(stage));
 		if (rc)
@@ -546,7 +550,8 @@ int reception_rename(struct reception *r, const char *from_key,
 		struct upload_result *c = existed ? &staged : &copy;
 
 		rc = reception_rename_copy(
-		    r, from_key, existed ? stage : to_key, src_etag, c, &sent);
+		    r, from_key, existed ? r->cfg->storage_bucket : b,
+		    existed ? stage : to_key, token, src_etag, c, &sent);
 		if (rc != -EEXIST || c->etag[0] || tries >= RENAME_TRIES)
 			break; /* (a copy that landed is undone below) */
 		log_info("rename %s -> %s: the copy of the source failed its "
@@ -556,8 +561,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	/* A copy whose answer was lost may have landed (review K3); at a
 	 * staging key it is deleted with the key (rename_stage_end). */
 	if (rc && sent && !existed && !rename_copy_refused(rc))
-		rc = rename_copy_lost(r, to_key, target.etag, &copy, rc,
-				      &unknown);
+		rc = rename_copy_lost(r, to_key, token, &copy, rc, &unknown);
 	if (rc == -EEXIST) {
 		log_error("rename %s -> %s: the source was replaced by another "
 			  "upload during the rename; not renamed",
@@ -576,7 +580,7 @@ int reception_rename(struct reception *r, const char *from_key,
 					&dsrc);
 		if (!rc)
 			rc = rename_stage_put(r, to_key, stage, &staged, &copy,
-					      &dsrc, target.etag, &unknown);
+					      &dsrc, token, &unknown);
 		if (copy.etag[0] && new_etag)
 			memcpy(new_etag, copy.etag, sizeof(copy.etag));
 		if (rc == -EBADMSG)
@@ -595,7 +599,7 @@ int reception_rename(struct reception *r, const char *from_key,
 		/* The copy's ETag is not the MD5 of the bytes from_key's row
 		 * logs: its own bytes are hashed, and must be those (review
 		 * F3: db_reception_rename_ret refuses them otherwise). */
-		rc = rename_hash(r, to_key, &copy);
+		rc = rename_hash(r, r->cfg->reception_bucket, to_key, &copy);
 		if (rc) {
 			reception_undo_start(r, to_key, &copy, who, "rename", 1,
 					     gen, -1, rc);
@@ -622,7 +626,7 @@ int reception_rename(struct reception *r, const char *from_key,
 		/* from_key's live row does not log the object copied (none
 		 * yet, or another upload): the hashes come from the copy's
 		 * bytes, never from another row or from metadata. */
-		rc = rename_hash(r, to_key, &copy);
+		rc = rename_hash(r, r->cfg->reception_bucket, to_key, &copy);
 		if (!rc) {
 			dsrc.xxh128 = copy.xxh128;
 			dsrc.sha256 = copy.sha256;

@@ -52,13 +52,6 @@ enum cfs_area cfs_area_of(const char *path, const char **rel)
 			return top[i].area;
 		if (path[1 + n] == '/') {
 			*rel = path + 2 + n;
-			/* A rename's private staging copies (reception.h):
-			 * no path reaches them. */
-			if (top[i].area == AREA_INBOX &&
-			    reception_key_is_staging(*rel)) {
-				*rel = "";
-				return AREA_NONE;
-			}
 			return top[i].area;
 		}
 	}

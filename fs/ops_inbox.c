@@ -181,9 +181,6 @@ static void list_add(void *arg, const struct dentry *e)
 	/* Files being written into projects (ops_direct.c). */
 	if (!*c->rel && direct_is_staging(e->name))
 		return;
-	/* A rename's private staging copies (reception.h). */
-	if (!*c->rel && reception_key_is_staging(e->name))
-		return;
 	dentry_stat(e, &st);
 	c->filler(c->buf, e->name, &st, 0, 0);
 }

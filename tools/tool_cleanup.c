@@ -40,8 +40,8 @@
  * `custodyfs reconcile --apply` closes; never an object without a row. Nothing
  * is changed unless both buckets and the database answer first; --dry-run
  * changes nothing at all.
- * A rename's staged copy (RECEPTION_RENAME_STAGING/<token>, reception.h:
- * never a received file, never logged) is deleted once no rename holds
+ * A rename's staged copy (RECEPTION_RENAME_STAGING/<token> in the storage
+ * bucket, reception.h) is deleted once no rename holds
  * it: its in-flight marker is gone (the rename ended, its own DELETE
  * failed) or lapsed (RECEPTION_RENAMING_LEASE_S: it crashed); kept while
  * one does. */
@@ -94,8 +94,8 @@ static void cleanup_usage(FILE *f)
 	    "does. Everything else (not logged, not promoted, replaced since, "
 	    "a promotion in\n"
 	    "progress, too young) is kept and reported with the reason.\n"
-	    "A rename's staged copy (" RECEPTION_RENAME_STAGING "/...) is "
-	    "removed once no\n"
+	    "A rename's staged copy (" RECEPTION_RENAME_STAGING "/... in the "
+	    "storage bucket) is removed once no\n"
 	    "rename holds it any more (it ended or crashed).\n"
 	    "\n"
 	    "  -o config=FILE    the mount's configuration file\n"
@@ -613,15 +613,16 @@ failed:
 	r->n_failed++;
 }
 
-/* A rename's staged copy (RECEPTION_RENAME_STAGING): removed when no
- * rename holds it (its in-flight marker gone or lapsed), else kept. */
+/* A rename's staged copy (RECEPTION_RENAME_STAGING of the storage
+ * bucket): removed when no rename holds it (its in-flight marker gone or
+ * lapsed), else kept. */
 static void cleanup_staged(struct cleanup_run *r,
 			   const struct s3_list_entry *le)
 {
 	static const char what[] =
 	    "a rename's staged copy that no rename holds (it ended or "
 	    "crashed)";
-	const char *b = r->t->cfg.reception_bucket;
+	const char *b = r->t->cfg.storage_bucket;
 	int rc;
 
 	r->n_objects++;
@@ -634,8 +635,9 @@ static void cleanup_staged(struct cleanup_run *r,
 		r->n_kept++;
 		return;
 	}
-	/* A private key (its rename's token): nothing else is ever put
-	 * there, so an unconditional DELETE takes nothing of anyone's. */
+	/* A private key of custodyfs's own bucket (its rename's token): no
+	 * uploader writes there, so an unconditional DELETE takes nothing
+	 * of anyone's. */
 	if (!rc && !r->dry_run)
 		rc = s3_delete(r->t->s3, b, le->key);
 	if (rc) {
@@ -650,6 +652,35 @@ static void cleanup_staged(struct cleanup_run *r,
 		       what, NULL, NULL);
 	r->n_removed++;
 	r->bytes_removed += le->size;
+}
+
+/* Every staged copy of the storage bucket, a listing page at a time (its
+ * prefix only: nothing else of that bucket). 0 or -errno. */
+static int cleanup_staged_all(struct cleanup_run *r)
+{
+	char *token = NULL;
+	size_t i;
+	int rc;
+
+	do {
+		struct s3_list_result pg = {0};
+
+		rc = s3_list_page(r->t->s3, r->t->cfg.storage_bucket,
+				  RECEPTION_RENAME_STAGING "/", NULL, token,
+				  CLEANUP_PAGE, &pg);
+		free(token);
+		token = NULL;
+		for (i = 0; !rc && i < pg.n_entries; i++)
+			cleanup_staged(r, &pg.entries[i]);
+		if (!rc && pg.truncated && pg.next_token) {
+			token = strdup(pg.next_token);
+			if (!token)
+				rc = -ENOMEM;
+		}
+		s3xml_list_free(&pg);
+	} while (!rc && token);
+	free(token);
+	return rc;
 }
 
 /* Does the store honour If-Match on DELETE? A probe object under a
@@ -710,8 +741,7 @@ static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
 	for (i = 0; i < pg->n_entries; i++) {
 		const char *k = pg->entries[i].key;
 
-		if (*k && k[strlen(k) - 1] != '/' &&
-		    !reception_key_is_staging(k))
+		if (*k && k[strlen(k) - 1] != '/')
 			keys[nk++] = k;
 	}
 	rc = db_recon_live_keys(r->t->db, r->t->cfg.reception_bucket, keys, nk,
@@ -730,10 +760,7 @@ static int cleanup_page(struct cleanup_run *r, const struct s3_list_result *pg)
 
 		if (!kl || le->key[kl - 1] == '/')
 			continue; /* a directory marker: not a received file */
-		if (reception_key_is_staging(le->key))
-			cleanup_staged(r, le);
-		else
-			cleanup_one(r, le, rows, n_rows, st, n_st);
+		cleanup_one(r, le, rows, n_rows, st, n_st);
 	}
 out:
 	free(keys);
@@ -891,6 +918,16 @@ int tool_cleanup(int argc, char **argv)
 		fprintf(stderr, "custodyfs cleanup: %s: stopped: %s\n",
 			t.cfg.reception_bucket, strerror(-rc));
 		fail = "stopped: the store or the database failed";
+	} else {
+		rc = cleanup_staged_all(&r);
+		if (rc) {
+			fprintf(
+			    stderr,
+			    "custodyfs cleanup: %s/" RECEPTION_RENAME_STAGING
+			    "/: stopped: %s\n",
+			    t.cfg.storage_bucket, strerror(-rc));
+			fail = "stopped: the store or the database failed";
+		}
 	}
 summary:
 	if (r.json) {

@@ -442,8 +442,7 @@ static int promote_select(struct promote_run *r, struct s3_list_result *ls,
 		for (j = 0; j < nb; j++) {
 			const char *k = ls->entries[b + j].key;
 
-			if (*k && k[strlen(k) - 1] != '/' &&
-			    !reception_key_is_staging(k))
+			if (*k && k[strlen(k) - 1] != '/')
 				keys[nk++] = k;
 		}
 		if (!nk)
@@ -460,8 +459,6 @@ static int promote_select(struct promote_run *r, struct s3_list_result *ls,
 
 			if (!kl || le->key[kl - 1] == '/')
 				continue; /* a directory marker */
-			if (reception_key_is_staging(le->key))
-				continue; /* a rename's copy: not a file */
 			if (!promote_rowed(rows, n_rows, le)) {
 				char shown[NAMES_MAX_KEY * 4 + 1];
 

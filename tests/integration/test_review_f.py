@@ -296,8 +296,16 @@ def all_rows(m, key):
 
 
 def staged_keys(m):
-    from checks import bucket_keys
-    return set(bucket_keys(m, STAGING + "/"))
+    """review-L L1: a rename stages its copy in the storage bucket (custodyfs's own)."""
+    keys = set()
+    pg = m.s3.get_paginator("list_objects_v2")
+    for page in pg.paginate(Bucket=m.storage_bucket, Prefix=STAGING + "/"):
+        keys |= {o["Key"] for o in page.get("Contents", [])}
+    return keys
+
+
+def staged_object(m, key):
+    return m.s3.get_object(Bucket=m.storage_bucket, Key=key)["Body"].read()
 
 
 def test_a_refused_rename_over_an_existing_file_leaves_the_file_and_its_rows(stack,
@@ -351,7 +359,7 @@ def test_a_rename_over_an_existing_file_copies_through_a_hidden_staging_key(stac
                                                                             mount_factory,
                                                                             uniq):
     """review-H M2: mv inbox/a inbox/b with b existing copies a to a private staging key
-    (.custodyfs-rename/<token>) and only then to b. While the copy to b is held at the proxy:
+    (.custodyfs-rename/<token> of the storage bucket: review-L L1) and only then to b. While the copy to b is held at the proxy:
     the staged copy holds a's bytes, b still holds its own, and inbox/ neither lists nor
     reaches the staging key. Then b holds a's bytes with the rows of a rename over a file (b's
     old row closed 'replaced by rename from a', a's closed 'renamed to b', b's new live row
@@ -387,7 +395,7 @@ def test_a_rename_over_an_existing_file_copies_through_a_hidden_staging_key(stac
         if held.wait(30):
             new = sorted(staged_keys(m) - before)
             seen = {"staged": len(new),
-                    "staged holds a": len(new) == 1 and get_object(m, new[0]) == da,
+                    "staged holds a": len(new) == 1 and staged_object(m, new[0]) == da,
                     "b untouched": get_object(m, b) == db_,
                     "listed": STAGING in os.listdir(m.inbox)}
             for p in [os.path.join(m.inbox, STAGING)] + \
@@ -420,31 +428,31 @@ def test_a_rename_over_an_existing_file_copies_through_a_hidden_staging_key(stac
         px.close()
 
 
-def test_an_object_put_under_the_staging_prefix_is_never_logged_nor_listed(mount_factory,
-                                                                            uniq):
-    """review-H M2: the staging prefix is private. An object put there straight to the store
-    (boto3) is never logged by the periodic scan (which logs an object put beside it) nor
-    listed or reached in inbox/."""
+def test_an_object_put_under_the_staging_prefix_in_the_inbox_is_an_ordinary_upload(
+        mount_factory, uniq):
+    """review-L L6: the inbox reserves nothing (SPEC 2: every upload is logged once and
+    listed). An object put straight to the store (boto3) at inbox .custodyfs-rename/x gets one
+    foreign row and shows in inbox/; a staged copy of the storage bucket never shows in
+    projects/."""
     from checks import live_rows
     m = mount_factory(config={"fs": {"scan_interval": "1"}})
     planted = f"{STAGING}/{uniq}-planted"
-    control = f"{uniq}-control.txt"
+    staged = f"{STAGING}/{uniq}-staged"
     try:
-        m.s3.put_object(Bucket=m.reception_bucket, Key=planted, Body=b"not a received file")
-        m.s3.put_object(Bucket=m.reception_bucket, Key=control, Body=b"a received file")
-        m.wait_until(lambda: len(live_rows(m, control)) == 1, timeout=60, interval=0.5,
-                     what="the scan's row for the object beside it")
-        time.sleep(3)  # more scans, each past the grace
-        names = os.listdir(m.inbox)
-        assert STAGING not in names and control in names, names
-        for p in (os.path.join(m.inbox, STAGING), os.path.join(m.inbox, planted)):
-            with pytest.raises(FileNotFoundError):
-                os.stat(p)
-        with pytest.raises(FileNotFoundError):
-            os.listdir(os.path.join(m.inbox, STAGING))
-        assert all_rows(m, planted) == []
+        m.s3.put_object(Bucket=m.reception_bucket, Key=planted, Body=b"a received file")
+        m.s3.put_object(Bucket=m.storage_bucket, Key=staged, Body=b"a staged copy")
+        m.wait_until(lambda: len(live_rows(m, planted)) == 1, timeout=60, interval=0.5,
+                     what="the scan's row for the object under the staging prefix")
+        time.sleep(3)  # more scans, each past the grace: still one row
+        assert [(r["origin"], r["removed_at"]) for r in all_rows(m, planted)] == \
+            [("foreign", None)], all_rows(m, planted)
+        assert STAGING in os.listdir(m.inbox)
+        assert os.path.basename(planted) in os.listdir(os.path.join(m.inbox, STAGING))
+        with open(os.path.join(m.inbox, planted), "rb") as f:
+            assert f.read() == b"a received file"
+        assert STAGING not in os.listdir(os.path.join(m.mnt, "projects"))
     finally:
-        m.s3.delete_object(Bucket=m.reception_bucket, Key=planted)
+        m.s3.delete_object(Bucket=m.storage_bucket, Key=staged)
 
 
 # ---- F4: a rename moves only what its caller was shown, and logs an arrival first -------------

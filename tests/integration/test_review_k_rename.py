@@ -234,3 +234,41 @@ def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mou
         px.rule = None
         px.release.set()
         px.close()
+
+
+# ---- review-L L2: a lost copy answer adopts only this rename's own copy ---------------------
+
+def test_a_lost_copy_answer_never_adopts_nor_deletes_another_upload(stack, mount_factory, uniq):
+    """review-L L2: mv a b (b absent); the CopyObject to b is answered 500 and never forwarded
+    (the store never copied), while another route puts G at b. On w/int6 the rename takes G
+    for its copy (another ETag than before), the rows refuse it (not a's bytes) and the undo
+    deletes G unlogged. Only an object tagged with the rename's token is its copy: G is
+    someone else's, never deleted, and logged once as a foreign arrival."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}, "fs": {"foreign_grace_ms": 1000}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, g = b"E\n", b"G, put at b by another route during the rename\n"
+        write(m.path("inbox", a), e)
+        m.wait_until(lambda: len(live(m, a)) == 1, timeout=30)
+        state = {}
+        is_copy = copy_to(b)
+
+        def rule(meth, path, h):
+            if is_copy(meth, path, h):
+                if not state:
+                    state["put"] = 1
+                    m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=g)
+                return ("status", 500, INTERNAL)   # never forwarded: nothing was copied
+            return None
+        px.rule = rule
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq)
+        assert out != "ok" and obj(m, a) == e
+        assert obj(m, b) == g, out
+        assert [o for o, *_ in rows(m, b)] == ["foreign"], rows(m, b)
+    finally:
+        px.rule = None
+        px.close()

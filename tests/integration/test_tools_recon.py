@@ -323,32 +323,43 @@ def test_cleanup_removes_only_promoted_verified_logged_objects(mount_factory, un
 
 
 def test_cleanup_removes_a_renames_staged_copy_only_once_no_rename_holds_it(mount_factory, uniq):
-    """review-H M2: a rename over an existing file stages its copy at .custodyfs-rename/<token>
-    (never a received file). One left by a rename that ended or crashed (no in-flight marker,
-    or a lapsed one) is removed by cleanup; one whose rename's marker still holds is kept. No
-    reception row is written or changed."""
+    """review-H M2, review-L L1/L6: a rename over an existing file stages its copy at
+    .custodyfs-rename/<token> of the STORAGE bucket. One left by a rename that ended or crashed
+    (no in-flight marker, or a lapsed one) is removed by cleanup; one whose rename's marker
+    still holds is kept. An upload at that name in the inbox is an ordinary upload: never
+    removed as a staged copy. No reception row is written or changed."""
     m = mount_factory()
     m.unmount()
     left, lapsed, held = (f".custodyfs-rename/{uniq}-{n}" for n in ("left", "lapsed", "held"))
+    inbox_k = f".custodyfs-rename/{uniq}-left"  # the same name in the inbox: someone's upload
     for k in (left, lapsed, held):
-        m.s3.put_object(Bucket=m.reception_bucket, Key=k, Body=b"a staged copy " + k.encode())
+        m.s3.put_object(Bucket=m.storage_bucket, Key=k, Body=b"a staged copy " + k.encode())
+    m.s3.put_object(Bucket=m.reception_bucket, Key=inbox_k, Body=b"an uploader's file")
     for k, until in ((lapsed, "now() - interval '1 second'"), (held, "now() + interval '1 hour'")):
         m.sql("insert into file_attrs_pending (bucket, object_key, token, pending_until)"
-              f" values (%s || '/renaming', %s, %s, {until})", (m.reception_bucket, k, uniq))
+              f" values (%s || '/renaming', %s, %s, {until})", (m.storage_bucket, k, uniq))
+
+    def staged(k):
+        try:
+            return m.s3.head_object(Bucket=m.storage_bucket, Key=k)
+        except m.s3.exceptions.ClientError:
+            return None
     before = _snapshot(m)
     r, out = _cleanup(m, "--dry-run")
     assert r.returncode == 0, (r.stdout, r.stderr)
-    objs = _by_key(out)
-    assert {k: objs[k]["action"] for k in (left, lapsed, held)} == \
-        {left: "would remove", lapsed: "would remove", held: "kept"}, objs
-    assert "in flight" in objs[held]["reason"]
+    objs = [o for o in out["objects"] if o["key"] in (left, lapsed, held)]
+    assert sorted((o["key"], o["action"]) for o in objs) == \
+        sorted([(left, "would remove"), (left, "kept"), (lapsed, "would remove"),
+                (held, "kept")]), objs
     assert _snapshot(m) == before
     r, out = _cleanup(m)
     assert r.returncode == 0, (r.stdout, r.stderr)
-    objs = _by_key(out)
-    assert {k: objs[k]["action"] for k in (left, lapsed, held)} == \
-        {left: "removed", lapsed: "removed", held: "kept"}, objs
-    assert [checks.head(m, k) is None for k in (left, lapsed, held)] == [True, True, False]
+    objs = [o for o in out["objects"] if o["key"] in (left, lapsed, held)]
+    assert sorted((o["key"], o["action"]) for o in objs) == \
+        sorted([(left, "removed"), (left, "kept"), (lapsed, "removed"), (held, "kept")]), objs
+    assert any("in flight" in (o["reason"] or "") for o in objs if o["key"] == held)
+    assert [staged(k) is None for k in (left, lapsed, held)] == [True, True, False]
+    assert checks.get_object(m, inbox_k) == b"an uploader's file"
     assert m.sql("select count(*) from reception_audit where object_key like %s",
                  (".custodyfs-rename/%",))[0][0] == 0
     assert _snapshot(m)["reception"] == before["reception"]
