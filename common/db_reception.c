@@ -534,7 +534,7 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	const char *p[13];
 	const char *xxh = NULL, *sha = NULL;
 	char size[24];
-	int rc, first, superseded = 0;
+	int rc, first, superseded = 0, moved = 0;
 
 	memset(a->out, 0, sizeof(*a->out)); /* a transaction tried again */
 	if (a->src->superseded)
@@ -559,6 +559,20 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	/* res is kept until the insert: xxh and sha may point into it. */
 	rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src, size, &xxh,
 			       &sha);
+	if (rc == -EBADMSG && a->src->verified) {
+		/* The copy was checked against old_key's live row before it
+		 * reached new_key; another upload committed at old_key since
+		 * (review L3): the rename happened first. new_key gets the
+		 * checked bytes' row; old_key's (the newer upload's) stay. */
+		log_warn("database: rename %s -> %s: the source was uploaded "
+			 "again after its checked copy reached the target; "
+			 "its new row stays",
+			 a->old_key, a->new_key);
+		xxh = a->src->xxh128;
+		sha = a->src->sha256;
+		rc = !xxh && !sha && a->src->require ? -ESTALE : 0;
+		moved = 1;
+	}
 	if (rc)
 		goto out;
 
@@ -577,13 +591,16 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 			goto out;
 	}
 
-	p[2] = a->renamed;
-	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
-	if (rc)
-		goto out;
-	a->out->from_id = db_closed_id(closed);
-	PQclear(closed);
-	closed = NULL;
+	if (!moved) {
+		p[2] = a->renamed;
+		rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
+		if (rc)
+			goto out;
+		a->out->from_id = db_closed_id(closed);
+		PQclear(closed);
+		closed = NULL;
+	}
+	a->out->src_moved = moved;
 	if (!superseded) {
 		p[1] = a->new_key;
 		p[2] = a->replaced;
