@@ -154,6 +154,12 @@ struct db_rename_src {
 	 * rows are left alone (the newer upload's) and out->src_moved is 1.
 	 * check still applies. */
 	int verified;
+	/* Nonzero: the call again after one that answered -EINPROGRESS (its
+	 * COMMIT's answer lost) and a read back that did not find its rows:
+	 * they are written only while token's marker (deleted with them) is
+	 * still there, else -EALREADY and nothing is written (the first
+	 * call may have committed after all). */
+	int again;
 };
 
 /* A rename in flight to key (review F1): lease_s > 0 records the marker

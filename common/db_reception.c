@@ -449,6 +449,11 @@ static const char db_sql_renaming_add[] =
 static const char db_sql_renaming_del[] =
     "DELETE FROM file_attrs_pending WHERE bucket = $1::text || "
     "'" RENAMING_SUFFIX "' AND object_key = $2::text AND token = $3::text";
+/* $1 bucket, $2 key, $3 token: that rename's marker still there (lapsed
+ * or not)? */
+static const char db_sql_renaming_mine[] =
+    "SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text || "
+    "'" RENAMING_SUFFIX "' AND object_key = $2::text AND token = $3::text";
 /* $1 bucket, $2 key: a rename to key in flight? */
 static const char db_sql_renaming_any[] =
     "SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text || "
@@ -551,6 +556,23 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 
+	if (a->src->again) {
+		/* The first call's rows deleted the marker if they committed:
+		 * written again only while it is there (under new_key's lock,
+		 * which every writer of it takes). */
+		p[0] = a->bucket;
+		p[1] = a->new_key;
+		p[2] = a->src->token;
+		rc = a->src->token
+			 ? pg_exec(x, db_sql_renaming_mine, 3, p, &res)
+			 : -EALREADY;
+		if (!rc && PQntuples(res) < 1)
+			rc = -EALREADY;
+		PQclear(res);
+		res = NULL;
+		if (rc)
+			goto out;
+	}
 	p[0] = a->bucket;
 	p[1] = a->old_key;
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);

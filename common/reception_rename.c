@@ -642,11 +642,32 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * under both key locks, busy still held. Committed: the
 		 * rename goes on. Else (or unknown) the copy is undone: the
 		 * undo reads back by its ETag again before it deletes. */
-		int done = 0, live = 0;
+		int done = 0, live = 0, again;
 
 		rc = db_reception_rename_readback(r->db, b, from_key, to_key,
 						  src_etag, copy.etag, &done,
 						  &live, &ren);
+		if (!rc && !done && existed) {
+			/* Not committed, and the checked copy is on to_key
+			 * (an undo cannot bring T back): the rows once more,
+			 * only while the first call's marker is there
+			 * (review L3). */
+			log_warn("rename %s -> %s: its rows did not commit "
+				 "(database lost at commit): written again",
+				 from_key, to_key);
+			dsrc.again = 1;
+			again = db_reception_rename_ret(
+			    r->db, b, from_key, to_key, copy.etag, &dsrc,
+			    copy.size, who, &ren);
+			if (!again) {
+				done = 1;
+				live = !superseded;
+			} else if (again == -EBADMSG) {
+				(void)rename_refused(r, from_key, to_key,
+						     src_etag);
+			} /* else not known (-EALREADY: the marker is gone,
+			     -EINPROGRESS) or failed: undone as before */
+		}
 		if (!rc && done) {
 			log_info("rename %s -> %s: its rows were committed "
 				 "after all (database lost at commit)",

@@ -549,4 +549,27 @@ void test_rename_guard(struct db *d, PGconn *raw)
 		  "rg/v|e-v|5|overwritten,rg/w|e-w|5|replaced by rename from "
 		  "rg/v,rg/v|e-v2|5|live,rg/w|e-v|7|live"),
 	   "the new upload's row live, the target's row the staged hashes");
+
+	/* Written again after a lost COMMIT (review L3): only while the
+	 * first call's marker is there. */
+	r.object_key = "rg/x";
+	r.etag = "e-x";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	src.etag = "e-x";
+	src.verified = 0;
+	src.again = 1;
+	src.token = "tok-x";
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/x", "rg/y", "e-x",
+				   &src, 5, NULL, &ren) == -EALREADY &&
+	       rows_of(raw, "rguard-bucket", "rg/x") == 1 &&
+	       rows_of(raw, "rguard-bucket", "rg/y") == 0,
+	   "again without the marker: -EALREADY, nothing written");
+	ok(db_reception_renaming(d, "rguard-bucket", "rg/y", "tok-x", 60) ==
+		   0 &&
+	       db_reception_rename_ret(d, "rguard-bucket", "rg/x", "rg/y",
+				       "e-x", &src, 5, NULL, &ren) == 0 &&
+	       rows_of(raw, "rguard-bucket", "rg/y") == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM file_attrs_pending WHERE"
+			     " token = 'tok-x'") == 0,
+	   "again with the marker: renamed, the marker deleted");
 }

@@ -288,3 +288,53 @@ def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, moun
         px.rule = None
         px.release.set()
         px.close()
+
+
+def test_a_staged_rename_whose_commit_did_not_happen_writes_its_rows_again(mount_factory,
+                                                                             uniq):
+    """Review L3 with K4: mv a b over an existing b (T). The staged copy passed its check and
+    is on b when the connection is lost during the COMMIT of the rows, which did not happen
+    (a deferred trigger on the deletion of the rename's in-flight marker holds the COMMIT;
+    the backend is terminated meanwhile, once). On c845b0d the read back says 'not
+    committed', the copy is undone with an existing target and rename returns EIO: T is gone,
+    b = E logged late as an overwrite. The copy at b is the checked one: the rows are written
+    again (the marker is still there, so they did not commit) and rename returns 0; every row
+    of a and b counted, no marker left."""
+    import threading
+    m = mount_factory()
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+    e, t = b"E: its rename's COMMIT is lost\n", b"T, the target\n"
+    write(m.path("inbox", a), e)
+    write(m.path("inbox", b), t)
+    m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=30,
+                 what="the rows before the rename")
+    m.sql("create or replace function l3_sleep() returns trigger language plpgsql as"
+          " $$ begin perform pg_sleep(10); return null; end $$")
+    m.sql("create constraint trigger l3 after delete on file_attrs_pending deferrable"
+          " initially deferred for each row when (old.bucket like '%/renaming'"
+          " and old.object_key = '" + b + "') execute function l3_sleep()")
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 30
+        while not killed and time.monotonic() < deadline:
+            killed.extend(m.sql("select pg_terminate_backend(pid) from pg_stat_activity"
+                                " where query = 'COMMIT' and wait_event = 'PgSleep'"))
+            time.sleep(0.1)
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        out = rename(m, a, b)
+    finally:
+        th.join(35)
+        m.sql("drop trigger if exists l3 on file_attrs_pending")
+    assert killed, "the rows' COMMIT was never held"
+    settle(m, uniq)
+    res = {"rename": out, "a": obj(m, a), "b": obj(m, b), "a rows": rows(m, a),
+           "b rows": rows(m, b), "b marker": marker(m, b)}
+    assert res == {"rename": "ok", "a": None, "b": e,
+                   "a rows": [("mount", False, f"renamed to {b}", sha(e))],
+                   "b rows": [("mount", False, f"replaced by rename from {a}", sha(t)),
+                              ("rename", True, None, sha(e))],
+                   "b marker": 0}, res
