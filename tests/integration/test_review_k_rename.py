@@ -199,43 +199,6 @@ def test_a_copy_whose_answer_is_lost_is_the_renames_copy(stack, mount_factory, u
         px.close()
 
 
-@pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
-def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mount_factory,
-                                                                      uniq, target_exists):
-    """K3, the other side: every CopyObject to b is dropped at the proxy unanswered (never
-    forwarded: nothing lands, but the client cannot know that). b is unchanged when HEADed
-    again, so the rename fails and nothing moved: a, b and their rows as they were. The copy
-    may still land later (a store still working on it), so the rename's in-flight marker of b
-    stays until its lease (review K3: 'at minimum keep the marker whenever the copy's outcome
-    is unknown'); on 300854d it is deleted."""
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url}})
-        os.mkdir(m.path("inbox", uniq))
-        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
-        e, tb = b"E, its copy never reaches the store\n", b"T, the target\n"
-        write(m.path("inbox", a), e)
-        if target_exists:
-            write(m.path("inbox", b), tb)
-        m.wait_until(lambda: len(live(m, a)) == 1 and len(live(m, b)) == target_exists,
-                     timeout=30, what="the rows before the rename")
-        is_copy = copy_to(b)
-        px.rule = lambda meth, path, h: ("close",) if is_copy(meth, path, h) else None
-        out = rename(m, a, b)
-        px.rule = None
-        settle(m, uniq)
-        res = {"rename failed": out != "ok", "a": obj(m, a), "b": obj(m, b),
-               "a rows": rows(m, a), "b rows": rows(m, b), "b marker": marker(m, b)}
-        assert res == {"rename failed": True, "a": e, "b": tb if target_exists else None,
-                       "a rows": [("mount", True, None, sha(e))],
-                       "b rows": [("mount", True, None, sha(tb))] if target_exists else [],
-                       "b marker": 1}, res
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
-
-
 def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, mount_factory,
                                                                      uniq):
     """Review L3: mv a b over an existing b (T) on m1, whose staging->target CopyObject lands E
@@ -338,3 +301,41 @@ def test_a_staged_rename_whose_commit_did_not_happen_writes_its_rows_again(mount
                    "b rows": [("mount", False, f"replaced by rename from {a}", sha(t)),
                               ("rename", True, None, sha(e))],
                    "b marker": 0}, res
+
+
+
+@pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
+def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mount_factory,
+                                                                      uniq, target_exists):
+    """K3, the other side: every CopyObject to b is dropped at the proxy unanswered (never
+    forwarded: nothing lands, but the client cannot know that). b is unchanged when HEADed
+    again, so the rename fails and nothing moved: a, b and their rows as they were. The copy
+    may still land later (a store still working on it), so the rename's in-flight marker of b
+    stays until its lease (review K3: 'at minimum keep the marker whenever the copy's outcome
+    is unknown'); on 300854d it is deleted."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, tb = b"E, its copy never reaches the store\n", b"T, the target\n"
+        write(m.path("inbox", a), e)
+        if target_exists:
+            write(m.path("inbox", b), tb)
+        m.wait_until(lambda: len(live(m, a)) == 1 and len(live(m, b)) == target_exists,
+                     timeout=30, what="the rows before the rename")
+        is_copy = copy_to(b)
+        px.rule = lambda meth, path, h: ("close",) if is_copy(meth, path, h) else None
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq)
+        res = {"rename failed": out != "ok", "a": obj(m, a), "b": obj(m, b),
+               "a rows": rows(m, a), "b rows": rows(m, b), "b marker": marker(m, b)}
+        assert res == {"rename failed": True, "a": e, "b": tb if target_exists else None,
+                       "a rows": [("mount", True, None, sha(e))],
+                       "b rows": [("mount", True, None, sha(tb))] if target_exists else [],
+                       "b marker": 1}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
