@@ -303,7 +303,6 @@ def test_a_staged_rename_whose_commit_did_not_happen_writes_its_rows_again(mount
                    "b marker": 0}, res
 
 
-
 @pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
 def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mount_factory,
                                                                       uniq, target_exists):
