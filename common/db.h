@@ -144,6 +144,22 @@ struct db_rename_src {
 	void *check_arg;
 	const char *superseded_reason;
 	int *superseded;
+	/* Nonzero: the copy at new_key was checked before it was put there
+	 * (db_reception_rename_check passed: its bytes are those of the
+	 * upload old_key's live row logged then; xxh128/sha256, when set,
+	 * are theirs). If old_key's live row no longer logs that upload
+	 * (another upload committed there since: review L3), the rename
+	 * still happened: new_key's rows are written as always (with
+	 * xxh128/sha256; -ESTALE when require and both are NULL), old_key's
+	 * rows are left alone (the newer upload's) and out->src_moved is 1.
+	 * check still applies. */
+	int verified;
+	/* Nonzero: the call again after one that answered -EINPROGRESS (its
+	 * COMMIT's answer lost) and a read back that did not find its rows:
+	 * they are written only while token's marker (deleted with them) is
+	 * still there, else -EALREADY and nothing is written (the first
+	 * call may have committed after all). */
+	int again;
 };
 
 /* A rename in flight to key (review F1): lease_s > 0 records the marker
@@ -164,6 +180,8 @@ struct db_renamed {
 	int64_t id;	     /* the row inserted for new_key */
 	int64_t from_id;     /* old_key's row it closed */
 	int64_t replaced_id; /* new_key's live row it closed (a file there) */
+	int src_moved;	     /* src->verified, and old_key's live row was
+				another upload's: left alone (from_id 0) */
 };
 
 /* db_reception_rename with the source as src says (NULL: unknown, so no

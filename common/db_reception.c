@@ -449,6 +449,11 @@ static const char db_sql_renaming_add[] =
 static const char db_sql_renaming_del[] =
     "DELETE FROM file_attrs_pending WHERE bucket = $1::text || "
     "'" RENAMING_SUFFIX "' AND object_key = $2::text AND token = $3::text";
+/* $1 bucket, $2 key, $3 token: that rename's marker still there (lapsed
+ * or not)? */
+static const char db_sql_renaming_mine[] =
+    "SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text || "
+    "'" RENAMING_SUFFIX "' AND object_key = $2::text AND token = $3::text";
 /* $1 bucket, $2 key: a rename to key in flight? */
 static const char db_sql_renaming_any[] =
     "SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text || "
@@ -534,7 +539,7 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	const char *p[13];
 	const char *xxh = NULL, *sha = NULL;
 	char size[24];
-	int rc, first, superseded = 0;
+	int rc, first, superseded = 0, moved = 0;
 
 	memset(a->out, 0, sizeof(*a->out)); /* a transaction tried again */
 	if (a->src->superseded)
@@ -551,6 +556,23 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	if (rc)
 		goto out;
 
+	if (a->src->again) {
+		/* The first call's rows deleted the marker if they committed:
+		 * written again only while it is there (under new_key's lock,
+		 * which every writer of it takes). */
+		p[0] = a->bucket;
+		p[1] = a->new_key;
+		p[2] = a->src->token;
+		rc = a->src->token
+			 ? pg_exec(x, db_sql_renaming_mine, 3, p, &res)
+			 : -EALREADY;
+		if (!rc && PQntuples(res) < 1)
+			rc = -EALREADY;
+		PQclear(res);
+		res = NULL;
+		if (rc)
+			goto out;
+	}
 	p[0] = a->bucket;
 	p[1] = a->old_key;
 	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
@@ -559,6 +581,20 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	/* res is kept until the insert: xxh and sha may point into it. */
 	rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src, size, &xxh,
 			       &sha);
+	if (rc == -EBADMSG && a->src->verified) {
+		/* The copy was checked against old_key's live row before it
+		 * reached new_key; another upload committed at old_key since
+		 * (review L3): the rename happened first. new_key gets the
+		 * checked bytes' row; old_key's (the newer upload's) stay. */
+		log_warn("database: rename %s -> %s: the source was uploaded "
+			 "again after its checked copy reached the target; "
+			 "its new row stays",
+			 a->old_key, a->new_key);
+		xxh = a->src->xxh128;
+		sha = a->src->sha256;
+		rc = !xxh && !sha && a->src->require ? -ESTALE : 0;
+		moved = 1;
+	}
 	if (rc)
 		goto out;
 
@@ -577,13 +613,16 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 			goto out;
 	}
 
-	p[2] = a->renamed;
-	rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
-	if (rc)
-		goto out;
-	a->out->from_id = db_closed_id(closed);
-	PQclear(closed);
-	closed = NULL;
+	if (!moved) {
+		p[2] = a->renamed;
+		rc = pg_exec(x, db_sql_mark_removed_ret, 3, p, &closed);
+		if (rc)
+			goto out;
+		a->out->from_id = db_closed_id(closed);
+		PQclear(closed);
+		closed = NULL;
+	}
+	a->out->src_moved = moved;
 	if (!superseded) {
 		p[1] = a->new_key;
 		p[2] = a->replaced;

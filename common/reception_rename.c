@@ -618,6 +618,10 @@ int reception_rename(struct reception *r, const char *from_key,
 	dsrc.superseded_reason = "replaced or removed before the rename's "
 				 "row was written";
 	dsrc.superseded = &superseded;
+	/* A staged copy was checked against from_key's live row before
+	 * to_key was touched: another upload of from_key committed since
+	 * does not undo the rename (review L3). */
+	dsrc.verified = existed;
 	rc = db_reception_rename_ret(r->db, b, from_key, to_key, copy.etag,
 				     &dsrc, copy.size, who, &ren);
 	if (rc == -EBADMSG)
@@ -642,11 +646,32 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * under both key locks, busy still held. Committed: the
 		 * rename goes on. Else (or unknown) the copy is undone: the
 		 * undo reads back by its ETag again before it deletes. */
-		int done = 0, live = 0;
+		int done = 0, live = 0, again;
 
 		rc = db_reception_rename_readback(r->db, b, from_key, to_key,
 						  src_etag, copy.etag, &done,
 						  &live, &ren);
+		if (!rc && !done && existed) {
+			/* Not committed, and the checked copy is on to_key
+			 * (an undo cannot bring T back): the rows once more,
+			 * only while the first call's marker is there
+			 * (review L3). */
+			log_warn("rename %s -> %s: its rows did not commit "
+				 "(database lost at commit): written again",
+				 from_key, to_key);
+			dsrc.again = 1;
+			again = db_reception_rename_ret(
+			    r->db, b, from_key, to_key, copy.etag, &dsrc,
+			    copy.size, who, &ren);
+			if (!again) {
+				done = 1;
+				live = !superseded;
+			} else if (again == -EBADMSG) {
+				(void)rename_refused(r, from_key, to_key,
+						     src_etag);
+			} /* else not known (-EALREADY: the marker is gone,
+			     -EINPROGRESS) or failed: undone as before */
+		}
 		if (!rc && done) {
 			log_info("rename %s -> %s: its rows were committed "
 				 "after all (database lost at commit)",
@@ -696,8 +721,17 @@ int reception_rename(struct reception *r, const char *from_key,
 	fpset_del(&r->known, fp_of(from_key, src_etag));
 	pthread_mutex_unlock(&r->lock);
 	marked = 0; /* the marker went with the rows */
-	rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
-				    reception_rename_srcdel, &rs, NULL);
+	if (ren.src_moved) {
+		/* from_key holds the upload committed after the staged check
+		 * (its row is live): it stays (review L3). */
+		log_warn("renamed %s -> %s: the source was uploaded again "
+			 "meanwhile; the new upload stays",
+			 from_key, to_key);
+		rc = 0;
+	} else {
+		rc = db_reception_newest_do(r->db, b, from_key, ren.from_id,
+					    reception_rename_srcdel, &rs, NULL);
+	}
 	if (rc == -ESTALE) /* a newer upload of from_key has its row: stays */
 		rc = 0;
 	if (rc == -EBUSY) {

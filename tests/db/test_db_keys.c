@@ -507,4 +507,69 @@ void test_rename_guard(struct db *d, PGconn *raw)
 					NULL) == 0 &&
 	       done == 1 && live == 1,
 	   "rename read back: committed, its row live");
+
+	/* A staged copy checked against rg/v's row (review L3), then rg/v
+	 * uploaded again before the rows: rg/w's rows are written, the new
+	 * upload's row at rg/v stays. */
+	r.object_key = "rg/v";
+	r.etag = "e-v";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	r.object_key = "rg/w";
+	r.etag = "e-w";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	sql_ok(raw, "UPDATE reception_audit SET removed_at = now(),"
+		    " removal_reason = 'overwritten' WHERE object_key = 'rg/v'"
+		    " AND removed_at IS NULL");
+	r.object_key = "rg/v";
+	r.etag = "e-v2";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	src.etag = "e-v";
+	src.require = 1;
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/v", "rg/w", "e-v",
+				   &src, 5, NULL, &ren) == -EBADMSG &&
+	       rows_of(raw, "rguard-bucket", "rg/w") == 1,
+	   "source uploaded again, copy not verified: -EBADMSG");
+	src.verified = 1;
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/v", "rg/w", "e-v",
+				   &src, 5, NULL, &ren) == -ESTALE &&
+	       rows_of(raw, "rguard-bucket", "rg/w") == 1,
+	   "verified copy without its hashes: -ESTALE, nothing written");
+	src.sha256 = "7777777777777777777777777777777777777777777777777777"
+		     "777777777777";
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/v", "rg/w", "e-v",
+				   &src, 5, NULL, &ren) == 0 &&
+	       ren.src_moved == 1 && ren.from_id == 0 && ren.replaced_id > 0 &&
+	       ren.id > 0 && sup == 0,
+	   "verified copy, source uploaded again: renamed, source left");
+	ok(sql_is(raw,
+		  "SELECT string_agg(concat_ws('|', object_key, etag,"
+		  " left(sha256, 1), coalesce(removal_reason, 'live')), ','"
+		  " ORDER BY id) FROM reception_audit WHERE object_key IN"
+		  " ('rg/v', 'rg/w')",
+		  "rg/v|e-v|5|overwritten,rg/w|e-w|5|replaced by rename from "
+		  "rg/v,rg/v|e-v2|5|live,rg/w|e-v|7|live"),
+	   "the new upload's row live, the target's row the staged hashes");
+
+	/* Written again after a lost COMMIT (review L3): only while the
+	 * first call's marker is there. */
+	r.object_key = "rg/x";
+	r.etag = "e-x";
+	db_reception_record(d, &r, NULL, NULL, &ins);
+	src.etag = "e-x";
+	src.verified = 0;
+	src.again = 1;
+	src.token = "tok-x";
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/x", "rg/y", "e-x",
+				   &src, 5, NULL, &ren) == -EALREADY &&
+	       rows_of(raw, "rguard-bucket", "rg/x") == 1 &&
+	       rows_of(raw, "rguard-bucket", "rg/y") == 0,
+	   "again without the marker: -EALREADY, nothing written");
+	ok(db_reception_renaming(d, "rguard-bucket", "rg/y", "tok-x", 60) ==
+		   0 &&
+	       db_reception_rename_ret(d, "rguard-bucket", "rg/x", "rg/y",
+				       "e-x", &src, 5, NULL, &ren) == 0 &&
+	       rows_of(raw, "rguard-bucket", "rg/y") == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM file_attrs_pending WHERE"
+			     " token = 'tok-x'") == 0,
+	   "again with the marker: renamed, the marker deleted");
 }

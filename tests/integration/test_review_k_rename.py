@@ -199,6 +199,110 @@ def test_a_copy_whose_answer_is_lost_is_the_renames_copy(stack, mount_factory, u
         px.close()
 
 
+def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, mount_factory,
+                                                                     uniq):
+    """Review L3: mv a b over an existing b (T) on m1, whose staging->target CopyObject lands E
+    on b but whose answer is held; meanwhile m2 writes G to a and close() returns 0 (E's row
+    of a closed, G's live). On c845b0d m1's rows refuse (a's live row is G's: H2), undo with
+    an existing target and return EBUSY: T is gone, b = E logged late as an overwrite. The
+    staged copy was already checked against E's row before b was touched: the rename
+    happened, then a was written again. So rename returns 0, b = E with a rename row (T's
+    closed as replaced by the rename), a = G with G's row live (never closed nor deleted),
+    no marker left; every row of a and b counted."""
+    import urllib.parse
+    from races import let_go, rename_in_thread
+    px = FaultProxy(stack.endpoint)
+    try:
+        m1 = mount_factory(config={"s3": {"endpoint": px.url}}, name="m1")
+        m2 = mount_factory(reset=False, name="m2")
+        os.mkdir(m1.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, t, g = b"E\n", b"T, the target\n", b"G, written on m2 during the rename\n"
+        write(m1.path("inbox", a), e)
+        write(m1.path("inbox", b), t)
+        m1.wait_until(lambda: len(live(m1, a)) == len(live(m1, b)) == 1, timeout=30,
+                      what="the rows before the rename")
+
+        def rule(meth, path, h):
+            hk = {k.lower(): v for k, v in h.items()}
+            src = urllib.parse.unquote(hk.get("x-amz-copy-source", ""))
+            if meth == "PUT" and "/.custodyfs-rename/" in src and \
+                    path.split("?")[0].endswith("/" + b):
+                return ("late", 5)  # E is on b; m1 does not know yet
+        px.rule = rule
+        th, out = rename_in_thread(m1, a, b)
+        m1.wait_until(lambda: any(x == "late" for *_, x in px.log), timeout=30,
+                      what="the staged copy on b")
+        os.listdir(m2.path("inbox", uniq))
+        write(m2.path("inbox", a), g)  # close() == 0: G's row committed
+        let_go(px, th)
+        settle(m1, uniq)
+        a_rows = [(o, lv, "overwritten by <user>" if (why or "").startswith("overwritten by ")
+                   else why, h) for o, lv, why, h in rows(m1, a)]
+        res = {"rename": out, "a": obj(m1, a), "b": obj(m1, b), "a rows": a_rows,
+               "b rows": rows(m1, b), "b marker": marker(m1, b)}
+        assert res == {"rename": ["ok"], "a": g, "b": e,
+                       "a rows": [("mount", False, "overwritten by <user>", sha(e)),
+                                  ("mount", True, None, sha(g))],
+                       "b rows": [("mount", False, f"replaced by rename from {a}", sha(t)),
+                                  ("rename", True, None, sha(e))],
+                       "b marker": 0}, res
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_a_staged_rename_whose_commit_did_not_happen_writes_its_rows_again(mount_factory,
+                                                                             uniq):
+    """Review L3 with K4: mv a b over an existing b (T). The staged copy passed its check and
+    is on b when the connection is lost during the COMMIT of the rows, which did not happen
+    (a deferred trigger on the deletion of the rename's in-flight marker holds the COMMIT;
+    the backend is terminated meanwhile, once). On c845b0d the read back says 'not
+    committed', the copy is undone with an existing target and rename returns EIO: T is gone,
+    b = E logged late as an overwrite. The copy at b is the checked one: the rows are written
+    again (the marker is still there, so they did not commit) and rename returns 0; every row
+    of a and b counted, no marker left."""
+    import threading
+    m = mount_factory()
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+    e, t = b"E: its rename's COMMIT is lost\n", b"T, the target\n"
+    write(m.path("inbox", a), e)
+    write(m.path("inbox", b), t)
+    m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=30,
+                 what="the rows before the rename")
+    m.sql("create or replace function l3_sleep() returns trigger language plpgsql as"
+          " $$ begin perform pg_sleep(10); return null; end $$")
+    m.sql("create constraint trigger l3 after delete on file_attrs_pending deferrable"
+          " initially deferred for each row when (old.bucket like '%/renaming'"
+          " and old.object_key = '" + b + "') execute function l3_sleep()")
+    killed = []
+
+    def killer():
+        deadline = time.monotonic() + 30
+        while not killed and time.monotonic() < deadline:
+            killed.extend(m.sql("select pg_terminate_backend(pid) from pg_stat_activity"
+                                " where query = 'COMMIT' and wait_event = 'PgSleep'"))
+            time.sleep(0.1)
+    th = threading.Thread(target=killer, daemon=True)
+    th.start()
+    try:
+        out = rename(m, a, b)
+    finally:
+        th.join(35)
+        m.sql("drop trigger if exists l3 on file_attrs_pending")
+    assert killed, "the rows' COMMIT was never held"
+    settle(m, uniq)
+    res = {"rename": out, "a": obj(m, a), "b": obj(m, b), "a rows": rows(m, a),
+           "b rows": rows(m, b), "b marker": marker(m, b)}
+    assert res == {"rename": "ok", "a": None, "b": e,
+                   "a rows": [("mount", False, f"renamed to {b}", sha(e))],
+                   "b rows": [("mount", False, f"replaced by rename from {a}", sha(t)),
+                              ("rename", True, None, sha(e))],
+                   "b marker": 0}, res
+
+
 @pytest.mark.parametrize("target_exists", [False, True], ids=["new", "existing"])
 def test_a_copy_of_unknown_outcome_that_did_not_land_keeps_its_marker(stack, mount_factory,
                                                                       uniq, target_exists):
