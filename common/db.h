@@ -152,8 +152,13 @@ struct db_rename_src {
 	 * still happened: new_key's rows are written as always (with
 	 * xxh128/sha256; -ESTALE when require and both are NULL), old_key's
 	 * rows are left alone (the newer upload's) and out->src_moved is 1.
-	 * check still applies. */
+	 * check still applies. Only when old_key's live row is newer than
+	 * checked_id (the row the check passed: a new upload, or another
+	 * rename onto old_key, committed since); none, or that very row
+	 * closed (old_key renamed away or removed by another mount: review
+	 * N1), stays -EBADMSG. */
 	int verified;
+	int64_t checked_id; /* with verified: db_reception_rename_check's */
 	/* Nonzero: the call again after one that answered -EINPROGRESS (its
 	 * COMMIT's answer lost) and a read back that did not find its rows:
 	 * they are written only while token's marker (deleted with them) is
@@ -214,10 +219,12 @@ int db_reception_rename_readback(struct db *d, const char *bucket,
  * object copied, or (src->copy_hashed) the copy's bytes are not the ones it
  * logs; -ESTALE: src->require and the new row would have no hashes (hash
  * the copy); or -errno. For a rename that checks its copy before it
- * touches its target (reception_rename over an existing file). */
+ * touches its target (reception_rename over an existing file). *row_id
+ * (may be NULL): the id of the live row judged (0: none). */
 int db_reception_rename_check(struct db *d, const char *bucket,
 			      const char *old_key, const char *new_key,
-			      const struct db_rename_src *src, uint64_t size);
+			      const struct db_rename_src *src, uint64_t size,
+			      int64_t *row_id);
 
 struct reception_live {
 	char *object_key;

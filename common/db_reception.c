@@ -560,11 +560,16 @@ static int pg_reception_rename(struct pg_ctx *x, void *arg)
 	/* res is kept until the insert: xxh and sha may point into it. */
 	rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src, size, &xxh,
 			       &sha);
-	if (rc == -EBADMSG && a->src->verified) {
+	if (rc == -EBADMSG && a->src->verified && a->src->checked_id > 0 &&
+	    PQntuples(res) > 0 &&
+	    strtoll(PQgetvalue(res, 0, 0), NULL, 10) > a->src->checked_id) {
 		/* The copy was checked against old_key's live row before it
-		 * reached new_key; another upload committed at old_key since
-		 * (review L3): the rename happened first. new_key gets the
-		 * checked bytes' row; old_key's (the newer upload's) stay. */
+		 * reached new_key; a newer upload (or rename onto old_key)
+		 * committed there since (review L3): the rename happened
+		 * first. No live row, or none newer, is a rename away or an
+		 * rm of old_key by another mount: refused (review N1). new_key
+		 * gets the checked bytes' row; old_key's (the newer upload's)
+		 * stay. */
 		log_warn("database: rename %s -> %s: the source was uploaded "
 			 "again after its checked copy reached the target; "
 			 "its new row stays",
@@ -760,6 +765,7 @@ struct db_rename_check_args {
 	const char *new_key;
 	const struct db_rename_src *src;
 	const char *size;
+	int64_t row_id;
 };
 
 static int pg_reception_rename_check(struct pg_ctx *x, void *arg)
@@ -770,10 +776,13 @@ static int pg_reception_rename_check(struct pg_ctx *x, void *arg)
 	PGresult *res = NULL;
 	int rc;
 
+	a->row_id = 0;
 	rc = pg_exec(x, db_sql_live_rows, 2, p, &res);
 	if (!rc)
 		rc = pg_rename_verdict(a->old_key, a->new_key, res, a->src,
 				       a->size, &xxh, &sha);
+	if ((!rc || rc == -ESTALE) && PQntuples(res) > 0)
+		a->row_id = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 	PQclear(res);
 	return rc;
 }
@@ -815,20 +824,27 @@ int db_reception_rename_readback(struct db *d, const char *bucket,
 
 int db_reception_rename_check(struct db *d, const char *bucket,
 			      const char *old_key, const char *new_key,
-			      const struct db_rename_src *src, uint64_t size)
+			      const struct db_rename_src *src, uint64_t size,
+			      int64_t *row_id)
 {
-	struct db_rename_check_args a = {bucket, old_key, new_key, src, NULL};
+	struct db_rename_check_args a = {bucket, old_key, new_key,
+					 src,	 NULL,	  0};
 	char sz[24];
 	int rc;
 
+	if (row_id)
+		*row_id = 0;
 	if (!d || !bucket || !old_key || !new_key || !src)
 		return -EINVAL;
 	rc = db_size_param(size, sz, sizeof(sz));
 	if (rc)
 		return rc;
 	a.size = sz;
-	return db_run(d, "reception rename check", 0, 0,
-		      pg_reception_rename_check, &a);
+	rc = db_run(d, "reception rename check", 0, 0,
+		    pg_reception_rename_check, &a);
+	if (row_id)
+		*row_id = a.row_id;
+	return rc;
 }
 
 /* Caller holds the key lock (in a transaction): logs r as an upload that

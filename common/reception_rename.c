@@ -351,7 +351,8 @@ static int rename_stage_check(struct reception *r, const char *from_key,
 		hashed = 1;
 	}
 	rc = db_reception_rename_check(r->db, r->cfg->reception_bucket,
-				       from_key, to_key, dsrc, staged->size);
+				       from_key, to_key, dsrc, staged->size,
+				       &dsrc->checked_id);
 	if (rc != -ESTALE || hashed)
 		return rc == -ESTALE ? -EIO : rc;
 	/* The row has no hashes to carry: the staged bytes'. */

@@ -438,6 +438,7 @@ void test_rename_guard(struct db *d, PGconn *raw)
 				    .superseded_reason = "gone meanwhile"};
 	struct db_renamed ren;
 	int ins, sup = -1, done = -1, live = -1;
+	int64_t v_id = 0;
 
 	r.object_key = "rg/a";
 	r.etag = "e-a";
@@ -513,7 +514,7 @@ void test_rename_guard(struct db *d, PGconn *raw)
 	 * upload's row at rg/v stays. */
 	r.object_key = "rg/v";
 	r.etag = "e-v";
-	db_reception_record(d, &r, NULL, NULL, &ins);
+	db_reception_record(d, &r, NULL, &v_id, &ins);
 	r.object_key = "rg/w";
 	r.etag = "e-w";
 	db_reception_record(d, &r, NULL, NULL, &ins);
@@ -530,6 +531,12 @@ void test_rename_guard(struct db *d, PGconn *raw)
 	       rows_of(raw, "rguard-bucket", "rg/w") == 1,
 	   "source uploaded again, copy not verified: -EBADMSG");
 	src.verified = 1;
+	src.checked_id = v_id + 1000000; /* the live row is not newer */
+	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/v", "rg/w", "e-v",
+				   &src, 5, NULL, &ren) == -EBADMSG &&
+	       rows_of(raw, "rguard-bucket", "rg/w") == 1,
+	   "verified copy, no newer live row at the source: -EBADMSG (N1)");
+	src.checked_id = v_id;
 	ok(db_reception_rename_ret(d, "rguard-bucket", "rg/v", "rg/w", "e-v",
 				   &src, 5, NULL, &ren) == -ESTALE &&
 	       rows_of(raw, "rguard-bucket", "rg/w") == 1,

@@ -253,6 +253,53 @@ def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, moun
         px.close()
 
 
+def test_two_mounts_renaming_one_file_over_one_target_log_it_once(stack, mount_factory, uniq):
+    """review-N N1: m1 and m2 both run mv a b (b exists). m1's staged copy reaches b and its
+    answer is held; m2's whole rename runs meanwhile (a's row closed "renamed to b", a
+    deleted). m1's rows then find no live row at a: a rename away, not a newer upload, so
+    m1's rename is refused (its verified-copy override is only for a newer row at a). On
+    the L3 fix before N1 both returned 0 and b had two rename rows for one upload."""
+    import urllib.parse
+    from races import let_go, rename_in_thread
+    px = FaultProxy(stack.endpoint)
+    try:
+        m1 = mount_factory(config={"s3": {"endpoint": px.url}}, name="m1")
+        m2 = mount_factory(reset=False, name="m2")
+        os.mkdir(m1.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, t = b"E, renamed twice at once\n", b"T, the target\n"
+        write(m1.path("inbox", a), e)
+        write(m1.path("inbox", b), t)
+        m1.wait_until(lambda: len(live(m1, a)) == len(live(m1, b)) == 1, timeout=30,
+                      what="the rows before the renames")
+
+        def rule(meth, path, h):
+            hk = {k.lower(): v for k, v in h.items()}
+            src = urllib.parse.unquote(hk.get("x-amz-copy-source", ""))
+            if meth == "PUT" and "/.custodyfs-rename/" in src and \
+                    path.split("?")[0].endswith("/" + b):
+                return ("late", 5)
+        px.rule = rule
+        th, out1 = rename_in_thread(m1, a, b)
+        m1.wait_until(lambda: any(x == "late" for *_, x in px.log), timeout=30,
+                      what="m1's staged copy on b")
+        os.listdir(m2.path("inbox", uniq))
+        out2 = rename(m2, a, b)
+        let_go(px, th)
+        settle(m1, uniq)
+        outs = sorted([out1[0], out2])
+        renames = [r for r in rows(m1, b) if r[0] == "rename"]
+        res = {"b": obj(m1, b), "a": obj(m1, a), "live a": live(m1, a),
+               "both ok": outs == ["ok", "ok"], "rename rows of b": len(renames),
+               "live rename row": bool(renames) and renames[-1][1]}
+        assert res == {"b": e, "a": None, "live a": [], "both ok": False,
+                       "rename rows of b": 1, "live rename row": True}, (outs, rows(m1, b))
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
 def test_a_staged_rename_whose_commit_did_not_happen_writes_its_rows_again(mount_factory,
                                                                              uniq):
     """Review L3 with K4: mv a b over an existing b (T). The staged copy passed its check and
