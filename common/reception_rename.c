@@ -470,6 +470,16 @@ static void rename_stage_end(struct reception *r, const char *stage,
 	(void)db_reception_renaming(r->db, b, stage, token, 0);
 }
 
+/* from_key's source object (src_etag) is no longer taken for logged: an
+ * upload of the same bytes there later is looked up again (review M1). */
+static void rename_forget_src(struct reception *r, const char *from_key,
+			      const char *src_etag)
+{
+	pthread_mutex_lock(&r->lock);
+	fpset_del(&r->known, fp_of(from_key, src_etag));
+	pthread_mutex_unlock(&r->lock);
+}
+
 /* A rename refused because the copy is not what from_key's live row logs:
  * its source is looked up again next time (review M1). -EBUSY. */
 static int rename_refused(struct reception *r, const char *from_key,
@@ -481,9 +491,7 @@ static int rename_refused(struct reception *r, const char *from_key,
 	log_error("rename %s -> %s: the source was replaced or removed during "
 		  "the rename; not renamed",
 		  from_key, to_key);
-	pthread_mutex_lock(&r->lock);
-	fpset_del(&r->known, fp_of(from_key, src_etag));
-	pthread_mutex_unlock(&r->lock);
+	rename_forget_src(r, from_key, src_etag);
 	return -EBUSY;
 }
 
@@ -718,9 +726,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	/* An upload of the same bytes at from_key later is a new arrival
 	 * (review M1): looked up again, never taken for logged. */
-	pthread_mutex_lock(&r->lock);
-	fpset_del(&r->known, fp_of(from_key, src_etag));
-	pthread_mutex_unlock(&r->lock);
+	rename_forget_src(r, from_key, src_etag);
 	marked = 0; /* the marker went with the rows */
 	if (ren.src_moved) {
 		/* from_key holds the upload committed after the staged check
@@ -741,9 +747,7 @@ int reception_rename(struct reception *r, const char *from_key,
 		log_warn("renamed %s -> %s: its source is kept while a rename "
 			 "to it is in flight",
 			 from_key, to_key);
-		pthread_mutex_lock(&r->lock);
-		fpset_del(&r->known, fp_of(from_key, src_etag));
-		pthread_mutex_unlock(&r->lock);
+		rename_forget_src(r, from_key, src_etag);
 		rc = 0;
 	}
 	renamed = 1; /* the rows changed: their line, whatever follows */
@@ -755,9 +759,7 @@ int reception_rename(struct reception *r, const char *from_key,
 		/* The rows say the source was renamed away: its object is
 		 * looked at again at the next listing or scan, which deletes
 		 * it (reception_leftover_delete), never logs it (review E5). */
-		pthread_mutex_lock(&r->lock);
-		fpset_del(&r->known, fp_of(from_key, src_etag));
-		pthread_mutex_unlock(&r->lock);
+		rename_forget_src(r, from_key, src_etag);
 		log_ev_begin(&ev, "error");
 		log_ev_str(&ev, "op", "rename_source_delete");
 		log_ev_err(&ev, rc);
