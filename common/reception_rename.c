@@ -368,9 +368,10 @@ out: /* a hash that failed: -EIO (no row is ever written without one) */
 /* Copies the checked staged copy (stage, staged->etag) to to_key
  * (x-amz-copy-source-if-match its ETag); copy gets what landed there
  * (copy->etag stays "" when nothing did). When the copy's ETag does not
- * vouch for the staged bytes, to_key's own are hashed and must be the
- * staged ones (dsrc then carries to_key's): a mismatch means the private
- * key was written meanwhile (-EBADMSG). A copy whose answer was lost
+ * vouch for the staged bytes and the staged key is no longer that object
+ * after the copy, to_key's own are hashed and must be the staged ones
+ * (dsrc then carries to_key's): a mismatch means the private key was
+ * written meanwhile (-EBADMSG). A copy whose answer was lost
  * (not a refusal) is looked for at to_key as rename_copy_lost does
  * (before: to_key's ETag before the rename; *unknown set when its outcome
  * stays unknown). 0; -EBUSY (stage replaced: with copy->etag set when a
@@ -415,6 +416,16 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	if (rc == -EEXIST)
 		rc = -EBUSY;
 	if (rc || s3_etag_vouches(copy->etag, staged->etag))
+		goto out;
+	/* The staging key is custodyfs's own (the storage bucket), written
+	 * once by this rename: still that object after the copy, the copy
+	 * holds its checked bytes, whose hashes dsrc carries (review N3: a
+	 * second hash only added a failure after to_key was overwritten).
+	 * Else someone wrote it: to_key's bytes are hashed and compared. */
+	s3_object_info_free(&si);
+	memset(&si, 0, sizeof(si));
+	rc = s3_head(r->s3, b, stage, &si);
+	if (!rc && !strcmp(si.etag, staged->etag))
 		goto out;
 	rc = rename_hash(r, r->cfg->reception_bucket, to_key, copy);
 	if (rc)

@@ -423,3 +423,43 @@ def test_a_lost_copy_answer_never_adopts_nor_deletes_another_upload(stack, mount
     finally:
         px.rule = None
         px.close()
+
+
+# ---- review-N N3: a failed check of the target after the staged copy reached it -------------
+
+def test_a_failed_check_of_the_target_never_destroys_it_nor_logs_no_hashes(stack, mount_factory,
+                                                                          uniq):
+    """N3: a rename over an existing b of a source copied by parts (UploadPartCopy above
+    multipart_copy_threshold: the copy's ETag never vouches). The staged copy is checked, then
+    put on b; every GET of b fails. On 78030f2 b was then hashed again: the hash failed, b's
+    old content was gone, rename said EIO and the undo logged b without hashes while a stayed
+    live (one upload, two live rows). The staged copy is custodyfs's own: once it is still
+    that object after the copy, b holds its checked bytes, and no GET of b is needed."""
+    if not stack.upload_part_copy:
+        pytest.skip("no UploadPartCopy here: the copy's ETag vouches, b is never hashed")
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "multipart_copy_threshold": "5M"},
+                                  "fs": {"part_size": "5M"}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.bin", f"{uniq}/b.bin"
+        e, t = os.urandom(6 << 20), b"T, the target\n"
+        write(m.path("inbox", a), e)
+        write(m.path("inbox", b), t)
+        m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=60,
+                     what="the rows before the rename")
+        before_b = rows(m, b)
+        px.rule = lambda meth, path, h: ("status", 500, INTERNAL) \
+            if meth == "GET" and path.split("?")[0].endswith("/" + b) else None
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq, rounds=8)  # an undo, if any, runs
+        res = {"hashes": all(r[3] for r in rows(m, b)),
+               "done or untouched": out == "ok" or (obj(m, b) == t and rows(m, b) == before_b),
+               "live rows of e": len([r for r in live(m, a) + live(m, b) if r[3] == sha(e)])}
+        assert res == {"hashes": True, "done or untouched": True, "live rows of e": 1}, \
+            (out, rows(m, a), rows(m, b))
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
