@@ -463,8 +463,10 @@ static int rename_stage_begin(struct reception *r, const char *token,
 }
 
 /* The end of a staged rename: its staging object (whatever is there)
- * deleted, its marker and busy hold dropped. A failed DELETE is logged:
- * the object is never listed nor logged, and cleanup removes it. */
+ * deleted, with every version of it a versioned storage bucket keeps
+ * (review N2: else each staged copy stays there, a full copy of the file
+ * with no row), its marker and busy hold dropped. A failed DELETE is
+ * logged: the object is never listed nor logged, and cleanup removes it. */
 static void rename_stage_end(struct reception *r, const char *stage,
 			     const char *token)
 {
@@ -473,11 +475,13 @@ static void rename_stage_end(struct reception *r, const char *stage,
 
 	if (!stage[0])
 		return;
-	rc = s3_delete(r->s3, b, stage);
+	rc = s3_delete_every_version(r->s3, b, stage);
 	if (rc && rc != -ENOENT)
 		log_error("%s/%s: a rename's staged copy could not be deleted "
-			  "(%s): left for custodyfs cleanup",
-			  b, stage, strerror(-rc));
+			  "(%s%s): left for custodyfs cleanup",
+			  b, stage, strerror(-rc),
+			  rc == -EACCES ? ": object lock on the storage bucket?"
+					: "");
 	(void)db_reception_renaming(r->db, b, stage, token, 0);
 }
 

@@ -1393,18 +1393,24 @@ fail:
 	return rc;
 }
 
+/* DELETE of key; of a multipart upload (upload_id), or of one version
+ * (version_id) when either is non-NULL; If-Match etag when non-NULL. */
 static int s3_delete_cond(struct s3_client *c, const char *bucket,
 			  const char *key, const char *upload_id,
-			  const char *etag)
+			  const char *version_id, const char *etag)
 {
 	struct sigv4_kv q = {"uploadId", upload_id};
 	struct s3_xfer x;
 	char im[96];
 	int rc;
 
+	if (version_id) {
+		q.name = "versionId";
+		q.value = version_id;
+	}
 	s3_xfer_init(&x, "DELETE", bucket, key);
 	x.query = &q;
-	x.n_query = upload_id ? 1 : 0;
+	x.n_query = upload_id || version_id ? 1 : 0;
 	rc = s3_check(bucket, key, 1);
 	if (!rc && etag) {
 		if (!*etag || strchr(etag, '"') ||
@@ -1426,7 +1432,7 @@ static int s3_delete_cond(struct s3_client *c, const char *bucket,
 int s3_delete_common(struct s3_client *c, const char *bucket, const char *key,
 		     const char *upload_id)
 {
-	return s3_delete_cond(c, bucket, key, upload_id, NULL);
+	return s3_delete_cond(c, bucket, key, upload_id, NULL, NULL);
 }
 
 int s3_delete(struct s3_client *c, const char *bucket, const char *key)
@@ -1439,7 +1445,15 @@ int s3_delete_if(struct s3_client *c, const char *bucket, const char *key,
 {
 	if (!etag)
 		return -EINVAL;
-	return s3_delete_cond(c, bucket, key, NULL, etag);
+	return s3_delete_cond(c, bucket, key, NULL, NULL, etag);
+}
+
+int s3_delete_version(struct s3_client *c, const char *bucket, const char *key,
+		      const char *version_id)
+{
+	if (!version_id || !*version_id)
+		return -EINVAL;
+	return s3_delete_cond(c, bucket, key, NULL, version_id, NULL);
 }
 
 /* ---- buckets ---------------------------------------------------------- */

@@ -120,6 +120,14 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 /* DELETE. Deleting a missing key succeeds (S3 semantics). */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key);
 
+/* DELETE of one version of key (versionId, as a version listing names it,
+ * "null" included) or of one delete marker: on a versioned bucket it is
+ * gone for good, and no delete marker is added. A version already gone
+ * succeeds; -EACCES when the store keeps it (object lock retention, legal
+ * hold); -EINVAL for an empty version_id. */
+int s3_delete_version(struct s3_client *c, const char *bucket, const char *key,
+		      const char *version_id);
+
 /* DELETE only while the object's ETag is etag (If-Match; quotes added):
  * -EEXIST (412) when another object is there now. Stores that ignore the
  * header (s3rver) delete whatever is there: the caller looks again
@@ -139,6 +147,26 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 		const char *delimiter, size_t max_entries,
 		struct s3_list_result *out);
+
+/* ListObjectVersions of prefix, all pages accumulated into *out (init
+ * with {0}; entries carry version_id and delete_marker), bounded by
+ * max_entries (0: unbounded; out->truncated stays 1 if it stopped it).
+ * -ENOTSUP when the store has no version listing (405 MethodNotAllowed,
+ * 501 NotImplemented): a store without versioning, where a DELETE removes
+ * the only copy. */
+int s3_list_versions_all(struct s3_client *c, const char *bucket,
+			 const char *prefix, size_t max_entries,
+			 struct s3_list_result *out);
+
+/* Deletes key, then (a versioned bucket) every version and delete marker of
+ * key that a version listing names: nothing of it is left, current or
+ * noncurrent. On a store without version listing (-ENOTSUP) the DELETE is
+ * all. 0; -EACCES when the store keeps a version (object lock); -EAGAIN
+ * when more than S3_VERSIONS_MAX versions were left; or another -errno
+ * (the first failure; every listed version is tried). */
+#define S3_VERSIONS_MAX 10000
+int s3_delete_every_version(struct s3_client *c, const char *bucket,
+			    const char *key);
 
 /* Multipart upload. *upload_id is malloc'd (caller frees). */
 int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,

@@ -1,5 +1,6 @@
-/* s3_list.c - ListObjectsV2 (s3.h's s3_list_page, s3_list_all): pages
- * merged into one result; keys decoded when the store says it encoded them. */
+/* s3_list.c - ListObjectsV2 (s3.h's s3_list_page, s3_list_all) and
+ * ListObjectVersions (s3_list_versions_all): pages merged into one result;
+ * keys decoded when the store says it encoded them. */
 #include "s3.h"
 
 #include <errno.h>
@@ -49,6 +50,9 @@ static int s3_list_merge(struct s3_list_result *dst, struct s3_list_result *src)
 	free(dst->next_token);
 	dst->next_token = src->next_token;
 	src->next_token = NULL;
+	free(dst->next_version);
+	dst->next_version = src->next_version;
+	src->next_version = NULL;
 	dst->truncated = src->truncated;
 	return 0;
 }
@@ -62,26 +66,17 @@ static void s3_query_add(struct sigv4_kv *q, size_t *n, const char *name,
 	}
 }
 
-int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
-		 const char *delimiter, const char *token, int max_keys,
-		 struct s3_list_result *out)
+/* One listing request of bucket with query q[n] (ListObjectsV2, or with
+ * versions set ListObjectVersions), its page merged into *out. */
+static int s3_list_get(struct s3_client *c, const char *bucket,
+		       const struct sigv4_kv *q, size_t n, int versions,
+		       const char *prefix, struct s3_list_result *out)
 {
 	static const char enc_tag[] = "<EncodingType>url</EncodingType>";
 	struct s3_list_result page = {0};
-	struct sigv4_kv q[6];
 	struct s3_xfer x;
-	char mk[16];
-	size_t n = 0;
 	int rc, url_encoded, attempt;
 
-	if (max_keys > 0)
-		snprintf(mk, sizeof(mk), "%d", max_keys);
-	s3_query_add(q, &n, "list-type", "2");
-	s3_query_add(q, &n, "encoding-type", "url");
-	s3_query_add(q, &n, "prefix", prefix);
-	s3_query_add(q, &n, "delimiter", delimiter);
-	s3_query_add(q, &n, "continuation-token", token);
-	s3_query_add(q, &n, "max-keys", max_keys > 0 ? mk : NULL);
 	rc = s3_check(bucket, NULL, 0);
 	if (rc)
 		return rc;
@@ -92,6 +87,8 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 		s3_xfer_init(&x, "GET", bucket, NULL);
 		x.query = q;
 		x.n_query = n;
+		if (versions) /* a store without versions says so: no warning */
+			x.quiet_status = 405;
 		rc = s3_perform(c, &x);
 		if (rc)
 			goto fail;
@@ -100,13 +97,17 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 		 * literal. */
 		url_encoded = x.resp.len && memmem(x.resp.s, x.resp.len,
 						   enc_tag, strlen(enc_tag));
-		rc = s3xml_parse_list(sbuf_str(&x.resp), x.resp.len,
-				      url_encoded, &page, &x.err);
+		rc = versions
+			 ? s3xml_parse_list_versions(sbuf_str(&x.resp),
+						     x.resp.len, url_encoded,
+						     &page, &x.err)
+			 : s3xml_parse_list(sbuf_str(&x.resp), x.resp.len,
+					    url_encoded, &page, &x.err);
 		if (!rc)
 			break;
-		log_warn("s3: list %s prefix '%s': bad response %s (%s)",
-			 bucket, prefix ? prefix : "", x.err.code,
-			 strerror(-rc));
+		log_warn("s3: list %s%s prefix '%s': bad response %s (%s)",
+			 versions ? "versions of " : "", bucket,
+			 prefix ? prefix : "", x.err.code, strerror(-rc));
 		if (rc != -EPROTO)
 			goto fail;
 		s3xml_list_free(&page);
@@ -119,6 +120,72 @@ int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
 fail:
 	s3xml_list_free(&page);
 	s3_xfer_free(&x);
+	return rc;
+}
+
+int s3_list_page(struct s3_client *c, const char *bucket, const char *prefix,
+		 const char *delimiter, const char *token, int max_keys,
+		 struct s3_list_result *out)
+{
+	struct sigv4_kv q[6];
+	char mk[16];
+	size_t n = 0;
+
+	if (max_keys > 0)
+		snprintf(mk, sizeof(mk), "%d", max_keys);
+	s3_query_add(q, &n, "list-type", "2");
+	s3_query_add(q, &n, "encoding-type", "url");
+	s3_query_add(q, &n, "prefix", prefix);
+	s3_query_add(q, &n, "delimiter", delimiter);
+	s3_query_add(q, &n, "continuation-token", token);
+	s3_query_add(q, &n, "max-keys", max_keys > 0 ? mk : NULL);
+	return s3_list_get(c, bucket, q, n, 0, prefix, out);
+}
+
+int s3_list_versions_all(struct s3_client *c, const char *bucket,
+			 const char *prefix, size_t max_entries,
+			 struct s3_list_result *out)
+{
+	char *key_marker = NULL, *version_marker = NULL;
+	struct sigv4_kv q[5];
+	size_t n;
+	int rc = 0;
+
+	for (;;) {
+		if (max_entries && out->n_entries >= max_entries)
+			break;
+		n = 0;
+		q[n].name = "versions";
+		q[n++].value = "";
+		s3_query_add(q, &n, "encoding-type", "url");
+		s3_query_add(q, &n, "prefix", prefix);
+		s3_query_add(q, &n, "key-marker", key_marker);
+		s3_query_add(q, &n, "version-id-marker", version_marker);
+		rc = s3_list_get(c, bucket, q, n, 1, prefix, out);
+		if (rc || !out->truncated)
+			break;
+		if (!out->next_token || !*out->next_token ||
+		    (key_marker && !strcmp(key_marker, out->next_token) &&
+		     version_marker && out->next_version &&
+		     !strcmp(version_marker, out->next_version))) {
+			log_warn("s3: list versions of %s: truncated without "
+				 "a new marker",
+				 bucket);
+			rc = -EPROTO;
+			break;
+		}
+		free(key_marker);
+		free(version_marker);
+		key_marker = strdup(out->next_token);
+		version_marker =
+		    out->next_version ? strdup(out->next_version) : NULL;
+		if (!key_marker || (out->next_version && !version_marker)) {
+			rc = -ENOMEM;
+			break;
+		}
+	}
+	free(key_marker);
+	free(version_marker);
 	return rc;
 }
 
@@ -155,5 +222,40 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 		}
 	}
 	free(token);
+	return rc;
+}
+
+int s3_delete_every_version(struct s3_client *c, const char *bucket,
+			    const char *key)
+{
+	struct s3_list_result v = {0};
+	size_t i;
+	int rc, rc2;
+
+	rc = s3_delete(c, bucket, key);
+	if (rc)
+		return rc;
+	rc = s3_list_versions_all(c, bucket, key, S3_VERSIONS_MAX, &v);
+	if (rc == -ENOTSUP) { /* no versions here: the DELETE removed it */
+		rc = 0;
+		goto out;
+	}
+	for (i = 0; !rc && i < v.n_entries; i++) {
+		if (strcmp(v.entries[i].key, key))
+			continue; /* another key under this prefix */
+		rc2 =
+		    s3_delete_version(c, bucket, key, v.entries[i].version_id);
+		if (rc2)
+			log_error("s3: %s/%s: version %s could not be deleted: "
+				  "%s",
+				  bucket, key, v.entries[i].version_id,
+				  strerror(-rc2));
+		if (!rc)
+			rc = rc2;
+	}
+	if (!rc && v.truncated)
+		rc = -EAGAIN;
+out:
+	s3xml_list_free(&v);
 	return rc;
 }

@@ -47,59 +47,75 @@ enum s3xml_tag {
 	S3XML_T_COMPLETE_RESULT,
 	S3XML_T_COPY_OBJECT_RESULT,
 	S3XML_T_COPY_PART_RESULT,
+	S3XML_T_VERSIONS_RESULT,
+	S3XML_T_VERSION,
+	S3XML_T_DELETE_MARKER,
+	S3XML_T_VERSION_ID,
+	S3XML_T_NEXT_KEY_MARKER,
+	S3XML_T_NEXT_VERSION_MARKER,
+	S3XML_T_IS_LATEST,
 };
 
 static const struct {
 	const char *name;
 	enum s3xml_tag tag;
 } s3xml_tags[] = {
-	{"Error", S3XML_T_ERROR},
-	{"Code", S3XML_T_CODE},
-	{"Message", S3XML_T_MESSAGE},
-	{"RequestId", S3XML_T_REQUEST_ID},
-	{"ListBucketResult", S3XML_T_LIST_RESULT},
-	{"Contents", S3XML_T_CONTENTS},
-	{"Key", S3XML_T_KEY},
-	{"Size", S3XML_T_SIZE},
-	{"ETag", S3XML_T_ETAG},
-	{"LastModified", S3XML_T_LAST_MODIFIED},
-	{"CommonPrefixes", S3XML_T_COMMON_PREFIXES},
-	{"Prefix", S3XML_T_PREFIX},
-	{"IsTruncated", S3XML_T_IS_TRUNCATED},
-	{"NextContinuationToken", S3XML_T_NEXT_TOKEN},
-	{"KeyCount", S3XML_T_KEY_COUNT},
-	{"InitiateMultipartUploadResult", S3XML_T_INITIATE_RESULT},
-	{"UploadId", S3XML_T_UPLOAD_ID},
-	{"CompleteMultipartUploadResult", S3XML_T_COMPLETE_RESULT},
-	{"CopyObjectResult", S3XML_T_COPY_OBJECT_RESULT},
-	{"CopyPartResult", S3XML_T_COPY_PART_RESULT},
+    {"Error", S3XML_T_ERROR},
+    {"Code", S3XML_T_CODE},
+    {"Message", S3XML_T_MESSAGE},
+    {"RequestId", S3XML_T_REQUEST_ID},
+    {"ListBucketResult", S3XML_T_LIST_RESULT},
+    {"Contents", S3XML_T_CONTENTS},
+    {"Key", S3XML_T_KEY},
+    {"Size", S3XML_T_SIZE},
+    {"ETag", S3XML_T_ETAG},
+    {"LastModified", S3XML_T_LAST_MODIFIED},
+    {"CommonPrefixes", S3XML_T_COMMON_PREFIXES},
+    {"Prefix", S3XML_T_PREFIX},
+    {"IsTruncated", S3XML_T_IS_TRUNCATED},
+    {"NextContinuationToken", S3XML_T_NEXT_TOKEN},
+    {"KeyCount", S3XML_T_KEY_COUNT},
+    {"InitiateMultipartUploadResult", S3XML_T_INITIATE_RESULT},
+    {"UploadId", S3XML_T_UPLOAD_ID},
+    {"CompleteMultipartUploadResult", S3XML_T_COMPLETE_RESULT},
+    {"CopyObjectResult", S3XML_T_COPY_OBJECT_RESULT},
+    {"CopyPartResult", S3XML_T_COPY_PART_RESULT},
+    {"ListVersionsResult", S3XML_T_VERSIONS_RESULT},
+    {"Version", S3XML_T_VERSION},
+    {"DeleteMarker", S3XML_T_DELETE_MARKER},
+    {"VersionId", S3XML_T_VERSION_ID},
+    {"NextKeyMarker", S3XML_T_NEXT_KEY_MARKER},
+    {"NextVersionIdMarker", S3XML_T_NEXT_VERSION_MARKER},
+    {"IsLatest", S3XML_T_IS_LATEST},
 };
 
 /* What the caller expects at the root. */
 enum s3xml_kind {
-	S3XML_K_ERROR,	/* s3xml_parse_error */
-	S3XML_K_LIST,	/* ListBucketResult */
+	S3XML_K_ERROR,	  /* s3xml_parse_error */
+	S3XML_K_LIST,	  /* ListBucketResult */
 	S3XML_K_INITIATE, /* InitiateMultipartUploadResult */
-	S3XML_K_ETAG,	/* Complete/CopyObject/CopyPart result */
+	S3XML_K_ETAG,	  /* Complete/CopyObject/CopyPart result */
 };
 
 struct s3xml_state {
 	XML_Parser p;
 	enum s3xml_kind kind;
-	int rc;			/* first failure, 0 while all is well */
-	int depth;		/* elements open, <= S3XML_DEPTH_MAX */
+	int rc;	   /* first failure, 0 while all is well */
+	int depth; /* elements open, <= S3XML_DEPTH_MAX */
 	enum s3xml_tag stack[S3XML_DEPTH_MAX];
-	enum s3xml_tag root;	/* S3XML_T_OTHER until the root opens */
-	int collecting;		/* text of the innermost element is wanted */
-	struct sbuf text;	/* that text */
-	struct s3_error *err;	/* always non-NULL inside a parse */
+	enum s3xml_tag root;  /* S3XML_T_OTHER until the root opens */
+	int collecting;	      /* text of the innermost element is wanted */
+	struct sbuf text;     /* that text */
+	struct s3_error *err; /* always non-NULL inside a parse */
 	/* list */
 	int url_encoded;
+	int versions; /* ListVersionsResult, not ListBucketResult */
 	struct s3_list_result *list;
 	struct s3_list_entry *entry; /* open <Contents>, or NULL */
 	int have_truncated;
 	int truncated;
 	char *next_token;
+	char *next_version;
 	char *key_count;
 	/* initiate */
 	char *upload_id;
@@ -231,6 +247,15 @@ static int s3xml_set_str(char **slot, const char *s)
 	return 0;
 }
 
+/* Is tag, a child of the root, one listed object (<Contents>, or for a
+ * version listing <Version> and <DeleteMarker>)? */
+static int s3xml_is_entry(const struct s3xml_state *st, enum s3xml_tag tag)
+{
+	if (st->versions)
+		return tag == S3XML_T_VERSION || tag == S3XML_T_DELETE_MARKER;
+	return tag == S3XML_T_CONTENTS;
+}
+
 /* Is the innermost element (at depth st->depth) one whose text we keep? */
 static int s3xml_wanted(const struct s3xml_state *st)
 {
@@ -246,13 +271,20 @@ static int s3xml_wanted(const struct s3xml_state *st)
 				  t == S3XML_T_REQUEST_ID);
 	switch (st->kind) {
 	case S3XML_K_LIST:
+		if (d == 2 && st->versions)
+			return t == S3XML_T_IS_TRUNCATED ||
+			       t == S3XML_T_NEXT_KEY_MARKER ||
+			       t == S3XML_T_NEXT_VERSION_MARKER;
 		if (d == 2)
 			return t == S3XML_T_IS_TRUNCATED ||
 			       t == S3XML_T_NEXT_TOKEN ||
 			       t == S3XML_T_KEY_COUNT;
-		if (d == 3 && parent == S3XML_T_CONTENTS)
+		if (d == 3 && s3xml_is_entry(st, parent))
 			return t == S3XML_T_KEY || t == S3XML_T_SIZE ||
-			       t == S3XML_T_ETAG || t == S3XML_T_LAST_MODIFIED;
+			       t == S3XML_T_ETAG ||
+			       t == S3XML_T_LAST_MODIFIED ||
+			       (st->versions && (t == S3XML_T_VERSION_ID ||
+						 t == S3XML_T_IS_LATEST));
 		if (d == 3 && parent == S3XML_T_COMMON_PREFIXES)
 			return t == S3XML_T_PREFIX;
 		return 0;
@@ -273,7 +305,8 @@ static int s3xml_root_ok(const struct s3xml_state *st, enum s3xml_tag tag)
 		return 1;
 	switch (st->kind) {
 	case S3XML_K_LIST:
-		return tag == S3XML_T_LIST_RESULT;
+		return tag == (st->versions ? S3XML_T_VERSIONS_RESULT
+					    : S3XML_T_LIST_RESULT);
 	case S3XML_K_INITIATE:
 		return tag == S3XML_T_INITIATE_RESULT;
 	case S3XML_K_ETAG:
@@ -371,7 +404,7 @@ static int s3xml_list_end(struct s3xml_state *st, enum s3xml_tag t,
 		rc = s3xml_take_name(st, &name);
 		return rc ? rc : s3xml_prefix_add(st, name);
 	}
-	if (parent == S3XML_T_CONTENTS) {
+	if (s3xml_is_entry(st, parent)) {
 		if (!e)
 			return -EPROTO;
 		switch (t) {
@@ -379,6 +412,13 @@ static int s3xml_list_end(struct s3xml_state *st, enum s3xml_tag t,
 			if (e->key)
 				return -EPROTO;
 			return s3xml_take_name(st, &e->key);
+		case S3XML_T_VERSION_ID:
+			if (e->version_id || !*txt)
+				return -EPROTO;
+			return s3xml_set_str(&e->version_id, txt);
+		case S3XML_T_IS_LATEST:
+			e->is_latest = !strcmp(txt, "true");
+			return 0;
 		case S3XML_T_SIZE:
 			return s3xml_parse_u64(txt, &e->size);
 		case S3XML_T_ETAG:
@@ -401,6 +441,12 @@ static int s3xml_list_end(struct s3xml_state *st, enum s3xml_tag t,
 		return 0;
 	case S3XML_T_NEXT_TOKEN:
 		return s3xml_set_str(&st->next_token, txt);
+	case S3XML_T_NEXT_KEY_MARKER: /* a key: decoded as keys are */
+		free(st->next_token);
+		st->next_token = NULL;
+		return s3xml_take_name(st, &st->next_token);
+	case S3XML_T_NEXT_VERSION_MARKER:
+		return s3xml_set_str(&st->next_version, txt);
 	case S3XML_T_KEY_COUNT:
 		return s3xml_set_str(&st->key_count, txt);
 	default:
@@ -469,13 +515,14 @@ static void XMLCALL s3xml_start(void *ud, const XML_Char *name,
 		st->root = tag;
 	}
 	st->stack[st->depth++] = tag;
-	if (st->kind == S3XML_K_LIST && st->root == S3XML_T_LIST_RESULT &&
-	    st->depth == 2 && tag == S3XML_T_CONTENTS) {
+	if (st->kind == S3XML_K_LIST && st->root != S3XML_T_ERROR &&
+	    st->depth == 2 && s3xml_is_entry(st, tag)) {
 		rc = s3xml_entry_open(st);
 		if (rc) {
 			s3xml_fail(st, rc);
 			return;
 		}
+		st->entry->delete_marker = tag == S3XML_T_DELETE_MARKER;
 	}
 	sbuf_reset(&st->text);
 	st->collecting = s3xml_wanted(st);
@@ -491,10 +538,11 @@ static void XMLCALL s3xml_end(void *ud, const XML_Char *name)
 		return;
 	if (st->collecting)
 		rc = s3xml_text_end(st);
-	else if (st->kind == S3XML_K_LIST && st->root == S3XML_T_LIST_RESULT &&
-		 st->depth == 2 && st->stack[1] == S3XML_T_CONTENTS) {
-		if (!st->entry || !st->entry->key)
-			rc = -EPROTO; /* a <Contents> without <Key> */
+	else if (st->kind == S3XML_K_LIST && st->root != S3XML_T_ERROR &&
+		 st->depth == 2 && s3xml_is_entry(st, st->stack[1])) {
+		if (!st->entry || !st->entry->key ||
+		    (st->versions && !st->entry->version_id))
+			rc = -EPROTO; /* an entry without <Key> (<VersionId>) */
 		st->entry = NULL;
 	}
 	if (rc) {
@@ -592,6 +640,7 @@ static void s3xml_state_free(struct s3xml_state *st)
 {
 	sbuf_free(&st->text);
 	free(st->next_token);
+	free(st->next_version);
 	free(st->key_count);
 	free(st->upload_id);
 	free(st->etag);
@@ -631,8 +680,10 @@ fail:
 	return rc;
 }
 
-int s3xml_parse_list(const char *body, size_t len, int url_encoded,
-		     struct s3_list_result *out, struct s3_error *err)
+/* s3xml_parse_list or, versions set, s3xml_parse_list_versions. */
+static int s3xml_parse_listing(const char *body, size_t len, int url_encoded,
+			       int versions, struct s3_list_result *out,
+			       struct s3_error *err)
 {
 	size_t n_entries = out->n_entries, n_prefixes = out->n_prefixes;
 	struct s3_error local;
@@ -642,6 +693,7 @@ int s3xml_parse_list(const char *body, size_t len, int url_encoded,
 
 	s3xml_state_init(&st, S3XML_K_LIST, err, &local);
 	st.url_encoded = url_encoded;
+	st.versions = versions;
 	st.list = out;
 	rc = s3xml_run(&st, body, len);
 	if (rc)
@@ -659,6 +711,9 @@ int s3xml_parse_list(const char *body, size_t len, int url_encoded,
 	free(out->next_token);
 	out->next_token = st.next_token;
 	st.next_token = NULL;
+	free(out->next_version);
+	out->next_version = st.next_version;
+	st.next_version = NULL;
 	if (st.key_count) {
 		free(out->key_count_str);
 		out->key_count_str = st.key_count;
@@ -668,8 +723,10 @@ int s3xml_parse_list(const char *body, size_t len, int url_encoded,
 	return 0;
 fail:
 	/* Leave *out as it was before this page. */
-	for (i = n_entries; i < out->n_entries; i++)
+	for (i = n_entries; i < out->n_entries; i++) {
 		free(out->entries[i].key);
+		free(out->entries[i].version_id);
+	}
 	out->n_entries = n_entries;
 	for (i = n_prefixes; i < out->n_prefixes; i++)
 		free(out->prefixes[i]);
@@ -678,19 +735,34 @@ fail:
 	return rc;
 }
 
+int s3xml_parse_list(const char *body, size_t len, int url_encoded,
+		     struct s3_list_result *out, struct s3_error *err)
+{
+	return s3xml_parse_listing(body, len, url_encoded, 0, out, err);
+}
+
+int s3xml_parse_list_versions(const char *body, size_t len, int url_encoded,
+			      struct s3_list_result *out, struct s3_error *err)
+{
+	return s3xml_parse_listing(body, len, url_encoded, 1, out, err);
+}
+
 void s3xml_list_free(struct s3_list_result *r)
 {
 	size_t i;
 
 	if (!r)
 		return;
-	for (i = 0; i < r->n_entries; i++)
+	for (i = 0; i < r->n_entries; i++) {
 		free(r->entries[i].key);
+		free(r->entries[i].version_id);
+	}
 	free(r->entries);
 	for (i = 0; i < r->n_prefixes; i++)
 		free(r->prefixes[i]);
 	free(r->prefixes);
 	free(r->next_token);
+	free(r->next_version);
 	free(r->key_count_str);
 	memset(r, 0, sizeof(*r));
 }

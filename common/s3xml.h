@@ -30,6 +30,10 @@ struct s3_list_entry {
 	uint64_t size;
 	char etag[80]; /* with the quotes removed */
 	time_t mtime;  /* LastModified, UTC */
+	/* ListObjectVersions only (else NULL and 0): */
+	char *version_id;   /* VersionId ("null" for an unversioned one) */
+	int delete_marker;  /* a <DeleteMarker>, not a <Version> */
+	int is_latest;      /* IsLatest: the key's current version */
 };
 
 struct s3_list_result {
@@ -38,7 +42,9 @@ struct s3_list_result {
 	char **prefixes; /* CommonPrefixes/Prefix values */
 	size_t n_prefixes;
 	int truncated;            /* IsTruncated */
-	char *next_token;         /* NextContinuationToken or NULL */
+	char *next_token;         /* NextContinuationToken (ListObjectVersions:
+				     NextKeyMarker) or NULL */
+	char *next_version;       /* ListObjectVersions: NextVersionIdMarker */
 	char *key_count_str;      /* unused by callers; may be NULL */
 };
 
@@ -48,6 +54,16 @@ struct s3_list_result {
 int s3xml_parse_list(const char *body, size_t len, int url_encoded,
 		     struct s3_list_result *out, struct s3_error *err);
 void s3xml_list_free(struct s3_list_result *r);
+
+/* ListObjectVersions result (root ListVersionsResult), as
+ * s3xml_parse_list: every <Version> and <DeleteMarker> is an entry with
+ * its key and version_id (both required); NextKeyMarker goes to
+ * next_token, NextVersionIdMarker to next_version. Another root than
+ * ListVersionsResult or <Error> (a store that ignores ?versions) is
+ * -EPROTO. */
+int s3xml_parse_list_versions(const char *body, size_t len, int url_encoded,
+			      struct s3_list_result *out,
+			      struct s3_error *err);
 
 /* InitiateMultipartUploadResult -> *upload_id (malloc'd, caller frees). */
 int s3xml_parse_initiate(const char *body, size_t len, char **upload_id,

@@ -654,10 +654,62 @@ static void cleanup_staged(struct cleanup_run *r,
 	r->bytes_removed += le->size;
 }
 
+/* A version or delete marker of a staged copy that a versioned storage
+ * bucket keeps after its DELETE (review N2): removed by its version id
+ * when no rename holds its key, else kept. The current objects were
+ * seen by the listing before: not counted again. */
+static void cleanup_staged_version(struct cleanup_run *r,
+				   const struct s3_list_entry *le)
+{
+	static const char what[] =
+	    "a noncurrent version of a rename's staged copy";
+	const char *b = r->t->cfg.storage_bucket;
+	char name[1200];
+	int rc;
+
+	if (le->is_latest && !le->delete_marker)
+		return; /* a current object: the first listing had it */
+	snprintf(name, sizeof(name), "%s?versionId=%s", le->key,
+		 le->version_id);
+	rc = db_reception_renaming_held(r->t->db, b, le->key);
+	if (rc > 0 && le->delete_marker)
+		return;
+	if (rc > 0) {
+		cleanup_report(r, name, "kept",
+			       "a rename's staged copy: its rename is in "
+			       "flight",
+			       NULL, NULL);
+		r->n_kept++;
+		return;
+	}
+	if (!rc && !r->dry_run)
+		rc = s3_delete_version(r->t->s3, b, le->key, le->version_id);
+	if (rc) {
+		log_error("%s/%s (version %s): %s%s: kept", b, le->key,
+			  le->version_id, strerror(-rc),
+			  rc == -EACCES ? " (object lock?)" : "");
+		cleanup_report(r, name, "failed", strerror(-rc), NULL, NULL);
+		r->n_failed++;
+		return;
+	}
+	if (le->delete_marker)
+		return; /* nothing stored: not a removal to report */
+	if (!r->dry_run)
+		log_info("removed %s/%s version %s: %s", b, le->key,
+			 le->version_id, what);
+	cleanup_report(r, name, r->dry_run ? "would remove" : "removed", what,
+		       NULL, NULL);
+	r->n_removed++;
+	r->bytes_removed += le->size;
+}
+
 /* Every staged copy of the storage bucket, a listing page at a time (its
- * prefix only: nothing else of that bucket). 0 or -errno. */
+ * prefix only: nothing else of that bucket), then every version of them a
+ * versioned bucket keeps (none listed on a store without versions). 0 or
+ * -errno. */
 static int cleanup_staged_all(struct cleanup_run *r)
 {
+	struct s3_list_result v = {0};
 	char *token = NULL;
 	size_t i;
 	int rc;
@@ -680,6 +732,16 @@ static int cleanup_staged_all(struct cleanup_run *r)
 		s3xml_list_free(&pg);
 	} while (!rc && token);
 	free(token);
+	if (rc)
+		return rc;
+	rc = s3_list_versions_all(r->t->s3, r->t->cfg.storage_bucket,
+				  RECEPTION_RENAME_STAGING "/", S3_VERSIONS_MAX,
+				  &v);
+	if (rc == -ENOTSUP)
+		rc = 0; /* a store without versions: nothing more */
+	for (i = 0; !rc && i < v.n_entries; i++)
+		cleanup_staged_version(r, &v.entries[i]);
+	s3xml_list_free(&v);
 	return rc;
 }
 

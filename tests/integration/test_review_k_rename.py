@@ -463,3 +463,51 @@ def test_a_failed_check_of_the_target_never_destroys_it_nor_logs_no_hashes(stack
         px.rule = None
         px.release.set()
         px.close()
+
+
+# ---- review-N N2: a versioned storage bucket keeps no version of a staged copy -----------------
+
+def versioned_bucket(stack, uniq):
+    """A fresh bucket with versioning on (README advises it for storage-unique), or a skip where
+    the store has none (s3rver)."""
+    name = ("vst-" + uniq)[:63].rstrip("-")
+    stack.s3.create_bucket(Bucket=name)
+    try:
+        stack.s3.put_bucket_versioning(Bucket=name,
+                                       VersioningConfiguration={"Status": "Enabled"})
+    except stack.s3.exceptions.ClientError as e:
+        pytest.skip(f"no bucket versioning here: {e}")
+    if stack.s3.get_bucket_versioning(Bucket=name).get("Status") != "Enabled":
+        pytest.skip("bucket versioning did not turn on")
+    return name
+
+
+def versions(s3, bucket, prefix):
+    """Every version and delete marker under prefix: (key, kind)."""
+    v = s3.list_object_versions(Bucket=bucket, Prefix=prefix)
+    return sorted([(x["Key"], "version") for x in v.get("Versions", [])] +
+                  [(x["Key"], "marker") for x in v.get("DeleteMarkers", [])])
+
+
+def test_a_rename_over_a_file_leaves_no_version_of_its_staged_copy(stack, mount_factory, uniq):
+    """N2: a rename over an existing b stages its copy at .custodyfs-rename/<token> of the
+    storage bucket. On a versioned bucket (README advises versioning there) its DELETE only
+    added a delete marker: a full copy of the file stayed as a noncurrent version, with no row,
+    that no listing of current objects shows. Nothing of it may stay; the rename itself is
+    done as everywhere (a's row removed, b's rows: the old one removed, one live with a's
+    bytes' hash)."""
+    vb = versioned_bucket(stack, uniq)
+    m = mount_factory(config={"s3": {"storage_bucket": vb}})
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.bin", f"{uniq}/b.bin"
+    e, t = b"E, the source\n" * 300, b"T, the target\n"
+    write(m.path("inbox", a), e)
+    write(m.path("inbox", b), t)
+    m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=60,
+                 what="the rows before the rename")
+    out = rename(m, a, b)
+    res = {"rename": out, "b": obj(m, b), "live b": [r[3] for r in live(m, b)],
+           "a rows": len(rows(m, a)), "live a": len(live(m, a)), "b rows": len(rows(m, b)),
+           "staged versions": versions(m.s3, vb, ".custodyfs-rename/")}
+    assert res == {"rename": "ok", "b": e, "live b": [sha(e)], "a rows": 1, "live a": 0,
+                   "b rows": 2, "staged versions": []}, (res, rows(m, a), rows(m, b))

@@ -365,6 +365,42 @@ def test_cleanup_removes_a_renames_staged_copy_only_once_no_rename_holds_it(moun
     assert _snapshot(m)["reception"] == before["reception"]
 
 
+def test_cleanup_removes_every_version_of_a_staged_copy_no_rename_holds(stack, mount_factory,
+                                                                       uniq):
+    """review-N N2: on a versioned storage bucket a staged copy's DELETE leaves its bytes as a
+    noncurrent version (a rename that crashed, or a store that refused the version DELETE).
+    cleanup removes every version and delete marker of a staged key no rename holds; a held
+    key's versions are kept; versions of keys outside .custodyfs-rename/ are never touched."""
+    from test_review_k_rename import versioned_bucket, versions
+    vb = versioned_bucket(stack, uniq)
+    m = mount_factory(config={"s3": {"storage_bucket": vb}})
+    m.unmount()
+    left, held = (f".custodyfs-rename/{uniq}-{n}" for n in ("left", "held"))
+    other = f"{uniq}-other/kept.bin"
+    for k in (left, held, other):
+        m.s3.put_object(Bucket=vb, Key=k, Body=b"one " + k.encode())
+        m.s3.put_object(Bucket=vb, Key=k, Body=b"two " + k.encode())
+    m.s3.delete_object(Bucket=vb, Key=left)
+    m.s3.delete_object(Bucket=vb, Key=other)
+    m.sql("insert into file_attrs_pending (bucket, object_key, token, pending_until)"
+          " values (%s || '/renaming', %s, %s, now() + interval '1 hour')", (vb, held, uniq))
+    want_other = versions(m.s3, vb, f"{uniq}-other/")
+    assert want_other == [(other, "marker"), (other, "version"), (other, "version")]
+    r, out = _cleanup(m, "--dry-run")
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert len(versions(m.s3, vb, ".custodyfs-rename/")) == 5  # nothing removed
+    dry = sorted((o["key"].split("?")[0], o["action"]) for o in out["objects"]
+                 if o["key"].startswith(".custodyfs-rename/"))
+    assert dry == [(held, "kept"), (held, "kept"), (left, "would remove"),
+                   (left, "would remove")], out["objects"]
+    r, out = _cleanup(m)
+    assert r.returncode == 0, (r.stdout, r.stderr)
+    assert versions(m.s3, vb, ".custodyfs-rename/") == [(held, "version"), (held, "version")]
+    assert m.s3.get_object(Bucket=vb, Key=held)["Body"].read() == b"two " + held.encode()
+    assert versions(m.s3, vb, f"{uniq}-other/") == want_other
+    assert out["removed"] == 2 and out["failed"] == 0, out
+
+
 def test_cleanup_verify_hashes_reads_the_stored_bytes(mount_factory, uniq):
     """A stored copy whose bytes were replaced by another of the same size while its metadata
     still claims the recorded hash: HEAD cannot tell, --verify-hashes does (kept)."""

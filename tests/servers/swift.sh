@@ -129,6 +129,7 @@ use = egg:swift#slo
 use = egg:swift#dlo
 [filter:versioned_writes]
 use = egg:swift#versioned_writes
+allow_object_versioning = true
 [filter:symlink]
 use = egg:swift#symlink
 C

@@ -531,6 +531,85 @@ static const char *const hostile[] = {
 	"<Error><Code>&xxe;</Code></Error>",
 };
 
+/* ListObjectVersions (the shape of AWS's documented answer): versions and
+ * delete markers are entries with their VersionId; the markers of the next
+ * page; a store that answers a ListBucketResult is -EPROTO; an entry without
+ * VersionId is -EPROTO, and the page is dropped whole. */
+static void test_list_versions(void **state)
+{
+	static const char body[] =
+	    XML_DECL "<ListVersionsResult " S3_NS "><Name>b</Name>"
+		     "<Prefix>.custodyfs-rename/</Prefix><KeyMarker/>"
+		     "<VersionIdMarker/><MaxKeys>2</MaxKeys>"
+		     "<EncodingType>url</EncodingType>"
+		     "<IsTruncated>true</IsTruncated>"
+		     "<NextKeyMarker>.custodyfs-rename/t%2B1</NextKeyMarker>"
+		     "<NextVersionIdMarker>v2</NextVersionIdMarker>"
+		     "<Version><Key>.custodyfs-rename/t%2B1</Key>"
+		     "<VersionId>v1</VersionId><IsLatest>false</IsLatest>"
+		     "<LastModified>2026-12-02T04:00:00.000Z</LastModified>"
+		     "<ETag>&quot;abc&quot;</ETag><Size>3</Size>"
+		     "<StorageClass>STANDARD</StorageClass></Version>"
+		     "<DeleteMarker><Key>.custodyfs-rename/t%2B1</Key>"
+		     "<VersionId>v2</VersionId><IsLatest>true</IsLatest>"
+		     "<LastModified>2026-12-02T04:00:01.000Z</LastModified>"
+		     "</DeleteMarker></ListVersionsResult>";
+	static const char last[] =
+	    XML_DECL "<ListVersionsResult " S3_NS ">"
+		     "<IsTruncated>false</IsTruncated>"
+		     "<Version><Key>k</Key><VersionId>null</VersionId>"
+		     "<IsLatest>true</IsLatest><Size>1</Size></Version>"
+		     "</ListVersionsResult>";
+	static const char no_id[] =
+	    XML_DECL "<ListVersionsResult " S3_NS ">"
+		     "<IsTruncated>false</IsTruncated>"
+		     "<Version><Key>k2</Key><Size>1</Size></Version>"
+		     "</ListVersionsResult>";
+	static const char objects[] =
+	    XML_DECL "<ListBucketResult " S3_NS ">"
+		     "<IsTruncated>false</IsTruncated>"
+		     "<Contents><Key>k</Key><Size>1</Size></Contents>"
+		     "</ListBucketResult>";
+	struct s3_list_result r = {0};
+
+	(void)state;
+	assert_int_equal(
+	    s3xml_parse_list_versions(body, strlen(body), 1, &r, NULL), 0);
+	assert_int_equal(r.truncated, 1);
+	assert_string_equal(r.next_token, ".custodyfs-rename/t+1");
+	assert_string_equal(r.next_version, "v2");
+	assert_int_equal(r.n_entries, 2);
+	assert_string_equal(r.entries[0].key, ".custodyfs-rename/t+1");
+	assert_string_equal(r.entries[0].version_id, "v1");
+	assert_int_equal(r.entries[0].delete_marker, 0);
+	assert_int_equal(r.entries[0].is_latest, 0);
+	assert_string_equal(r.entries[0].etag, "abc");
+	assert_true(r.entries[0].size == 3);
+	assert_string_equal(r.entries[1].version_id, "v2");
+	assert_int_equal(r.entries[1].delete_marker, 1);
+	assert_int_equal(r.entries[1].is_latest, 1);
+	assert_int_equal(
+	    s3xml_parse_list_versions(last, strlen(last), 0, &r, NULL), 0);
+	assert_int_equal(r.truncated, 0);
+	assert_null(r.next_token);
+	assert_null(r.next_version);
+	assert_int_equal(r.n_entries, 3);
+	assert_string_equal(r.entries[2].version_id, "null");
+	assert_int_equal(
+	    s3xml_parse_list_versions(no_id, strlen(no_id), 0, &r, NULL),
+	    -EPROTO);
+	assert_int_equal(r.n_entries, 3);
+	assert_int_equal(
+	    s3xml_parse_list_versions(objects, strlen(objects), 0, &r, NULL),
+	    -EPROTO);
+	assert_int_equal(r.n_entries, 3);
+	/* and a version listing is no object listing */
+	assert_int_equal(s3xml_parse_list(body, strlen(body), 1, &r, NULL),
+			 -EPROTO);
+	s3xml_list_free(&r);
+	assert_null(r.next_version);
+}
+
 static void test_hostile(void **state)
 {
 	struct s3_list_result r = {0};
@@ -1031,6 +1110,7 @@ int main(void)
 		cmocka_unit_test(test_list_accumulate),
 		cmocka_unit_test(test_list_large),
 		cmocka_unit_test(test_list_bounds),
+		cmocka_unit_test(test_list_versions),
 		cmocka_unit_test(test_hostile),
 		cmocka_unit_test(test_initiate),
 		cmocka_unit_test(test_etag_results),
