@@ -437,6 +437,12 @@ static int reception_commit_check(void *arg)
 
 /* A late row of an upload through a mount (not a rename's copy: no new
  * content) counts as received, as its commit would have. */
+/* objhash_compute's stop for an undo's hash: the reception is freed. */
+static int reception_undo_stop(void *arg)
+{
+	return reception_stopping(arg);
+}
+
 static void reception_count_late(const struct undo *u)
 {
 	if (u->origin && !strcmp(u->origin, "rename"))
@@ -548,7 +554,31 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 		return 0;
 	}
 	/* An overwrite: the old content is gone, the new one is there; its
-	 * row is what is missing. */
+	 * row is what is missing. A row is only ever written with the hashes
+	 * of its bytes (review P2: a rename's undo may come without them):
+	 * hashed here first, If-Match its ETag; until that works, the undo
+	 * is asked again later. */
+	if (!u->res.sha256[0] || !u->res.xxh128[0]) {
+		rc = objhash_compute(r->s3, b, u->key, u->res.etag, u->res.size,
+				     FOREIGN_CHUNK, reception_undo_stop, r,
+				     u->res.xxh128, u->res.sha256);
+		if (rc == -ESTALE) {
+			log_warn("%s/%s: replaced or removed since its row "
+				 "failed; nothing to undo, nothing to log for "
+				 "that upload",
+				 b, u->key);
+			return 0;
+		}
+		if (rc) {
+			u->res.xxh128[0] = u->res.sha256[0] = '\0';
+			log_warn("%s/%s: the overwrite whose row failed cannot "
+				 "be hashed (%s): its row waits",
+				 b, u->key, strerror(-rc));
+			return rc;
+		}
+		rn.xxh128 = u->res.xxh128;
+		rn.sha256 = u->res.sha256;
+	}
 	reception_reason(reason, sizeof(reason), "overwritten", &u->who);
 	rc =
 	    db_reception_record_guarded(r->db, &rn, reason, &g, &id, &inserted);

@@ -263,14 +263,15 @@ static int rename_copy_refused(int rc)
  * it) is the copy (copy->etag and copy->size from the HEAD), and 0
  * returned: the rename goes on, that object's bytes checked as any copy's
  * are (its ETag vouches for the bytes from_key's row logs, else they are
- * hashed and compared by the rows; undone when they differ). Any other
+ * hashed and compared by the rows; undone when they differ; *adopted
+ * set: the tag is all that names it, never its bytes). Any other
  * object there is someone else's (review L2): never taken, never undone.
  * Else rc, with *unknown set: the copy may still land (a store still at
  * it, a HEAD that failed), so the rename's in-flight marker of to_key is
  * kept until its lease (no leftover there is deleted meanwhile). */
 static int rename_copy_lost(struct reception *r, const char *to_key,
 			    const char *token, struct upload_result *copy,
-			    int rc, int *unknown)
+			    int rc, int *unknown, int *adopted)
 {
 	struct s3_object_info now = {0};
 	int hr = s3_head(r->s3, r->cfg->reception_bucket, to_key, &now);
@@ -283,6 +284,7 @@ static int rename_copy_lost(struct reception *r, const char *to_key,
 			 now.etag);
 		snprintf(copy->etag, sizeof(copy->etag), "%s", now.etag);
 		copy->size = now.size;
+		*adopted = 1;
 		s3_object_info_free(&now);
 		return 0;
 	}
@@ -367,15 +369,16 @@ out: /* a hash that failed: -EIO (no row is ever written without one) */
 
 /* Copies the checked staged copy (stage, staged->etag) to to_key
  * (x-amz-copy-source-if-match its ETag); copy gets what landed there
- * (copy->etag stays "" when nothing did). When the copy's ETag does not
- * vouch for the staged bytes and the staged key is no longer that object
- * after the copy, to_key's own are hashed and must be the staged ones
- * (dsrc then carries to_key's): a mismatch means the private key was
- * written meanwhile (-EBADMSG). A copy whose answer was lost
+ * (copy->etag stays "" when nothing did). A copy that answered holds the
+ * checked bytes (s3_copy_guarded saw the staged key unchanged around it).
+ * One taken by its tag after a lost answer, whose ETag does not vouch for
+ * the staged bytes, has its own bytes hashed, which must be the staged
+ * ones (dsrc then carries to_key's): else it is another writer's object
+ * (-EBUSY, copy->etag ""). A copy whose answer was lost
  * (not a refusal) is looked for at to_key as rename_copy_lost does
  * (before: to_key's ETag before the rename; *unknown set when its outcome
  * stays unknown). 0; -EBUSY (stage replaced: with copy->etag set when a
- * copy of it landed all the same); -EBADMSG; or -errno. */
+ * copy of it landed all the same); or -errno. */
 static int
 rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 		 const struct upload_result *staged, struct upload_result *copy,
@@ -384,7 +387,8 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	const char *b = r->cfg->storage_bucket;
 	struct s3_object_info si = {0};
 	struct s3_copy_req q = {0};
-	int rc;
+	struct upload_result sh;
+	int rc, adopted = 0;
 
 	copy->etag[0] = '\0';
 	copy->size = staged->size;
@@ -412,30 +416,41 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	/* An answer lost after the store copied (review K3): what landed
 	 * at to_key is checked as any copy of the staged bytes is. */
 	if (rc && !rename_copy_refused(rc))
-		rc = rename_copy_lost(r, to_key, token, copy, rc, unknown);
+		rc = rename_copy_lost(r, to_key, token, copy, rc, unknown,
+				      &adopted);
 	if (rc == -EEXIST)
 		rc = -EBUSY;
 	if (rc || s3_etag_vouches(copy->etag, staged->etag))
 		goto out;
-	/* The staging key is custodyfs's own (the storage bucket), written
-	 * once by this rename: still that object after the copy, the copy
-	 * holds its checked bytes, whose hashes dsrc carries (review N3: a
-	 * second hash only added a failure after to_key was overwritten).
-	 * Else someone wrote it: to_key's bytes are hashed and compared. */
-	s3_object_info_free(&si);
-	memset(&si, 0, sizeof(si));
-	rc = s3_head(r->s3, b, stage, &si);
-	if (!rc && !strcmp(si.etag, staged->etag))
+	/* A copy that answered: s3_copy_guarded saw the staging key (the
+	 * storage bucket's, custodyfs's own) still the checked object after
+	 * it, so to_key holds the checked bytes, whose hashes dsrc carries
+	 * (review N3: a second hash only added a failure after to_key was
+	 * overwritten). A copy taken by its tag after a lost answer has no
+	 * such proof (review P1: anyone can copy a tag): to_key's own bytes
+	 * are hashed and must be the staged ones. */
+	if (!adopted)
 		goto out;
 	rc = rename_hash(r, r->cfg->reception_bucket, to_key, copy);
 	if (rc)
 		goto out;
-	if (staged->sha256[0] && (strcmp(copy->sha256, staged->sha256) ||
-				  strcmp(copy->xxh128, staged->xxh128))) {
-		log_error("rename -> %s: the copy of %s holds other bytes "
-			  "(SHA-256 %s) than the staged copy checked (%s)",
-			  to_key, stage, copy->sha256, staged->sha256);
-		rc = -EBADMSG;
+	sh = *staged;
+	if (!sh.sha256[0]) /* its ETag vouched: never hashed until now */
+		rc = rename_hash(r, b, stage, &sh);
+	if (rc)
+		goto out;
+	if (strcmp(copy->sha256, sh.sha256) ||
+	    strcmp(copy->xxh128, sh.xxh128)) {
+		/* The tag, not the bytes: another writer's object, put after
+		 * this rename's copy (whose tag it carries) replaced T. Not
+		 * this rename's; the observer logs it (review P1). */
+		log_error("rename -> %s: the object there carries this "
+			  "rename's tag but other bytes (SHA-256 %s) than the "
+			  "staged copy checked (%s): another writer's, not "
+			  "taken; not renamed",
+			  to_key, copy->sha256, sh.sha256);
+		copy->etag[0] = '\0';
+		rc = -EBUSY;
 		goto out;
 	}
 	dsrc->xxh128 = copy->xxh128;
@@ -524,7 +539,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	struct rename_dst rd = {r, to_key, copy.etag};
 	char token[64], stage[sizeof(RECEPTION_RENAME_STAGING) + 64] = "";
 	int rc, existed, tries, renamed = 0, marked = 0, superseded = 0;
-	int sent = 0, unknown = 0;
+	int sent = 0, unknown = 0, adopted = 0;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -585,7 +600,8 @@ int reception_rename(struct reception *r, const char *from_key,
 	/* A copy whose answer was lost may have landed (review K3); at a
 	 * staging key it is deleted with the key (rename_stage_end). */
 	if (rc && sent && !existed && !rename_copy_refused(rc))
-		rc = rename_copy_lost(r, to_key, token, &copy, rc, &unknown);
+		rc = rename_copy_lost(r, to_key, token, &copy, rc, &unknown,
+				      &adopted);
 	if (rc == -EEXIST) {
 		log_error("rename %s -> %s: the source was replaced by another "
 			  "upload during the rename; not renamed",

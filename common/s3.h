@@ -150,7 +150,8 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 
 /* ListObjectVersions of prefix, all pages accumulated into *out (init
  * with {0}; entries carry version_id and delete_marker), bounded by
- * max_entries (0: unbounded; out->truncated stays 1 if it stopped it).
+ * max_entries (0: unbounded) and S3_VERSIONS_PAGES_MAX pages
+ * (out->truncated stays 1 if a bound stopped it).
  * -ENOTSUP when the store has no version listing (405 MethodNotAllowed,
  * 501 NotImplemented): a store without versioning, where a DELETE removes
  * the only copy. */
@@ -160,11 +161,15 @@ int s3_list_versions_all(struct s3_client *c, const char *bucket,
 
 /* Deletes key, then (a versioned bucket) every version and delete marker of
  * key that a version listing names: nothing of it is left, current or
- * noncurrent. On a store without version listing (-ENOTSUP) the DELETE is
- * all. 0; -EACCES when the store keeps a version (object lock); -EAGAIN
- * when more than S3_VERSIONS_MAX versions were left; or another -errno
- * (the first failure; every listed version is tried). */
+ * noncurrent. The stored versions go first; the delete markers only when
+ * all of them went, so a version the store keeps stays noncurrent. On a
+ * store without version listing (-ENOTSUP), or where listing them is not
+ * allowed (-EACCES: logged once), the DELETE is all. 0; -EACCES when the
+ * store keeps a version (object lock); -EAGAIN when more than
+ * S3_VERSIONS_MAX versions were left; or another -errno (the first
+ * failure; every listed version is tried). */
 #define S3_VERSIONS_MAX 10000
+#define S3_VERSIONS_PAGES_MAX 1000
 int s3_delete_every_version(struct s3_client *c, const char *bucket,
 			    const char *key);
 

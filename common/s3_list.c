@@ -4,6 +4,7 @@
 #include "s3.h"
 
 #include <errno.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -149,11 +150,19 @@ int s3_list_versions_all(struct s3_client *c, const char *bucket,
 	char *key_marker = NULL, *version_marker = NULL;
 	struct sigv4_kv q[5];
 	size_t n;
-	int rc = 0;
+	int rc = 0, pages;
 
-	for (;;) {
+	/* Pages are bounded too: a store that pages on without entries (or
+	 * alternates markers) never loops for ever (review P7). */
+	for (pages = 0;; pages++) {
 		if (max_entries && out->n_entries >= max_entries)
 			break;
+		if (pages >= S3_VERSIONS_PAGES_MAX) {
+			log_warn("s3: list versions of %s: stopped after %d "
+				 "pages",
+				 bucket, pages);
+			break; /* out->truncated stays 1 */
+		}
 		n = 0;
 		q[n].name = "versions";
 		q[n++].value = "";
@@ -228,9 +237,10 @@ int s3_list_all(struct s3_client *c, const char *bucket, const char *prefix,
 int s3_delete_every_version(struct s3_client *c, const char *bucket,
 			    const char *key)
 {
+	static atomic_int warned_list;
 	struct s3_list_result v = {0};
 	size_t i;
-	int rc, rc2;
+	int rc, rc2, pass;
 
 	rc = s3_delete(c, bucket, key);
 	if (rc)
@@ -240,18 +250,35 @@ int s3_delete_every_version(struct s3_client *c, const char *bucket,
 		rc = 0;
 		goto out;
 	}
-	for (i = 0; !rc && i < v.n_entries; i++) {
-		if (strcmp(v.entries[i].key, key))
-			continue; /* another key under this prefix */
-		rc2 =
-		    s3_delete_version(c, bucket, key, v.entries[i].version_id);
-		if (rc2)
-			log_error("s3: %s/%s: version %s could not be deleted: "
-				  "%s",
-				  bucket, key, v.entries[i].version_id,
-				  strerror(-rc2));
-		if (!rc)
-			rc = rc2;
+	if (rc == -EACCES) { /* not allowed to list them: said once */
+		if (!atomic_exchange(&warned_list, 1))
+			log_warn("s3: %s: versions cannot be listed (no "
+				 "s3:ListBucketVersions?): noncurrent versions "
+				 "of deleted objects stay",
+				 bucket);
+		rc = 0;
+		goto out;
+	}
+	if (rc)
+		goto out;
+	/* The stored versions first, then (only when all of them went) the
+	 * delete markers: a version the store keeps (object lock) stays
+	 * behind its marker, never current again (review P3). */
+	for (pass = 0; pass < 2 && !(pass && rc); pass++) {
+		for (i = 0; i < v.n_entries; i++) {
+			const struct s3_list_entry *e = &v.entries[i];
+
+			if (strcmp(e->key, key) || e->delete_marker != pass)
+				continue; /* another key under this prefix */
+			rc2 = s3_delete_version(c, bucket, key, e->version_id);
+			if (rc2)
+				log_error("s3: %s/%s: version %s could not be "
+					  "deleted: %s",
+					  bucket, key, e->version_id,
+					  strerror(-rc2));
+			if (!rc)
+				rc = rc2;
+		}
 	}
 	if (!rc && v.truncated)
 		rc = -EAGAIN;

@@ -613,6 +613,15 @@ failed:
 	r->n_failed++;
 }
 
+/* Is key under RECEPTION_RENAME_STAGING "/"? Nothing else of the storage
+ * bucket is ever deleted here, whatever a listing answers. */
+static int cleanup_is_staged(const char *key)
+{
+	static const char pre[] = RECEPTION_RENAME_STAGING "/";
+
+	return !strncmp(key, pre, sizeof(pre) - 1) && key[sizeof(pre) - 1];
+}
+
 /* A rename's staged copy (RECEPTION_RENAME_STAGING of the storage
  * bucket): removed when no rename holds it (its in-flight marker gone or
  * lapsed), else kept. */
@@ -625,6 +634,8 @@ static void cleanup_staged(struct cleanup_run *r,
 	const char *b = r->t->cfg.storage_bucket;
 	int rc;
 
+	if (!cleanup_is_staged(le->key))
+		return; /* a store that ignored the prefix (review P6) */
 	r->n_objects++;
 	rc = db_reception_renaming_held(r->t->db, b, le->key);
 	if (rc > 0) {
@@ -637,9 +648,9 @@ static void cleanup_staged(struct cleanup_run *r,
 	}
 	/* A private key of custodyfs's own bucket (its rename's token): no
 	 * uploader writes there, so an unconditional DELETE takes nothing
-	 * of anyone's. */
+	 * of anyone's; with every version a versioned bucket keeps. */
 	if (!rc && !r->dry_run)
-		rc = s3_delete(r->t->s3, b, le->key);
+		rc = s3_delete_every_version(r->t->s3, b, le->key);
 	if (rc) {
 		log_error("%s/%s: %s: kept", b, le->key, strerror(-rc));
 		cleanup_report(r, le->key, "failed", strerror(-rc), NULL, NULL);
@@ -667,8 +678,8 @@ static void cleanup_staged_version(struct cleanup_run *r,
 	char name[1200];
 	int rc;
 
-	if (le->is_latest && !le->delete_marker)
-		return; /* a current object: the first listing had it */
+	if (!cleanup_is_staged(le->key))
+		return; /* a store that ignored the prefix (review P6) */
 	snprintf(name, sizeof(name), "%s?versionId=%s", le->key,
 		 le->version_id);
 	rc = db_reception_renaming_held(r->t->db, b, le->key);
@@ -711,7 +722,7 @@ static int cleanup_staged_all(struct cleanup_run *r)
 {
 	struct s3_list_result v = {0};
 	char *token = NULL;
-	size_t i;
+	size_t i, j, k, failed;
 	int rc;
 
 	do {
@@ -738,9 +749,40 @@ static int cleanup_staged_all(struct cleanup_run *r)
 				  RECEPTION_RENAME_STAGING "/", S3_VERSIONS_MAX,
 				  &v);
 	if (rc == -ENOTSUP)
-		rc = 0; /* a store without versions: nothing more */
-	for (i = 0; !rc && i < v.n_entries; i++)
-		cleanup_staged_version(r, &v.entries[i]);
+		rc = 0;	     /* a store without versions: nothing more */
+	if (rc == -EACCES) { /* not allowed to list versions: said */
+		fprintf(
+		    stderr,
+		    "custodyfs cleanup: %s/" RECEPTION_RENAME_STAGING
+		    "/: versions cannot be listed (no "
+		    "s3:ListBucketVersions?): noncurrent versions of staged "
+		    "copies not looked at\n",
+		    r->t->cfg.storage_bucket);
+		rc = 0;
+	}
+	/* A key with a current object was the first listing's (in a real
+	 * run its versions went with it): not seen twice (review P4). The
+	 * listing is by key, its versions side by side. */
+	for (i = 0; !rc && i < v.n_entries; i = j) {
+		int current = 0;
+
+		for (j = i; j < v.n_entries &&
+			    !strcmp(v.entries[j].key, v.entries[i].key);
+		     j++)
+			current |= v.entries[j].is_latest &&
+				   !v.entries[j].delete_marker;
+		if (current)
+			continue;
+		/* the stored versions, then the markers (see
+		 * s3_delete_every_version) */
+		failed = r->n_failed;
+		for (k = i; k < j; k++)
+			if (!v.entries[k].delete_marker)
+				cleanup_staged_version(r, &v.entries[k]);
+		for (k = i; k < j && r->n_failed == failed; k++)
+			if (v.entries[k].delete_marker)
+				cleanup_staged_version(r, &v.entries[k]);
+	}
 	s3xml_list_free(&v);
 	return rc;
 }

@@ -511,3 +511,136 @@ def test_a_rename_over_a_file_leaves_no_version_of_its_staged_copy(stack, mount_
            "staged versions": versions(m.s3, vb, ".custodyfs-rename/")}
     assert res == {"rename": "ok", "b": e, "live b": [sha(e)], "a rows": 1, "live a": 0,
                    "b rows": 2, "staged versions": []}, (res, rows(m, a), rows(m, b))
+
+
+# ---- review P: what N3's shortcut and the undo may never take for the checked copy ---------------
+
+def test_a_lost_copy_answer_never_takes_a_forged_tag_for_the_checked_copy(stack, mount_factory,
+                                                                        uniq):
+    """P1: the staged copy's copy onto b lands, but its answer is lost (a reset). Before
+    custodyfs looks at b, an uploader who saw the rename's tag on b puts X there with that tag.
+    X is no copy of the checked bytes: it is never logged with a's hashes, and a's bytes E
+    are never lost (kept at a, or b holds them). On ea90b8f-8b354d0 X was logged with sha(E),
+    a deleted, and the staged copy with every version: E was nowhere."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, t, x = b"E, the user's file\n", b"T, the target\n", b"X, forged at b\n"
+        write(m.path("inbox", a), e)
+        write(m.path("inbox", b), t)
+        m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=30,
+                     what="the rows before the rename")
+        is_copy, state = copy_to(b), {}
+
+        def rule(meth, path, h):
+            if is_copy(meth, path, h):
+                state["copied"] = 1
+                return ("reset_after",)  # it lands; no answer of any try arrives
+            if meth == "HEAD" and state.get("copied") and not state.get("forged") \
+                    and path.split("?")[0].endswith("/" + b):
+                tag = m.s3.head_object(Bucket=m.reception_bucket, Key=b)["Metadata"] \
+                    .get("custodyfs-rename")
+                if tag:  # the uploader copies the token
+                    state["forged"] = 1
+                    m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=x,
+                                    Metadata={"custodyfs-rename": tag})
+            return None
+        px.rule = rule
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq, rounds=8)
+        assert state.get("forged"), (out, state)
+        now_b = obj(m, b)
+        res = {"e kept": obj(m, a) == e or now_b == e,
+               "live rows of b hash b": [r[3] for r in live(m, b)] == [sha(now_b)],
+               "no row without hashes": all(r[3] for r in rows(m, a) + rows(m, b))}
+        assert res == {"e kept": True, "live rows of b hash b": True,
+                       "no row without hashes": True}, (out, rows(m, a), rows(m, b))
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_rows_that_fail_after_the_staged_copy_never_log_b_without_hashes(mount_factory, uniq):
+    """P2: the checked staged copy is on b (T's bytes gone), then the rename's rows fail (a
+    database error: here a trigger refuses the rename's row of b once). The undo logs b's
+    overwrite late: with the hashes of b's bytes, never without; every row of a and b has
+    hashes, and every live row is of the object at its key. On 8b354d0 b's 'overwritten' row
+    had no SHA-256."""
+    m = mount_factory()
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+    e, t = b"E, the source\n", b"T, the target\n"
+    write(m.path("inbox", a), e)
+    write(m.path("inbox", b), t)
+    m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=30,
+                 what="the rows before the rename")
+    seq, fn, trg = (f"p2_{uniq.replace('-', '_')}_{n}" for n in ("once", "fail", "trg"))
+    m.sql(f"create sequence {seq}", user="postgres")
+    m.sql(f"create function {fn}() returns trigger language plpgsql as $$ begin"
+          f" if nextval('{seq}') = 1 then raise exception 'p2: the rows fail once'; end if;"
+          " return new; end $$", user="postgres")
+    m.sql(f"create trigger {trg} before insert on reception_audit for each row when"
+          f" (new.object_key = '{b}' and new.origin = 'rename')"
+          f" execute function {fn}()", user="postgres")
+    try:
+        out = rename(m, a, b)
+        for _ in range(30):  # the undo's worker logs b late
+            if all(r[3] for r in rows(m, b)) and len(live(m, b)) == 1:
+                break
+            time.sleep(1)
+    finally:
+        m.sql(f"drop trigger if exists {trg} on reception_audit", user="postgres")
+    settle(m, uniq, rounds=6)
+    res = {"hashes": all(r[3] for r in rows(m, a) + rows(m, b)),
+           "live a is a": all(obj(m, a) is not None and r[3] == sha(obj(m, a))
+                              for r in live(m, a)),
+           "live b is b": [r[3] for r in live(m, b)] == [sha(obj(m, b))]}
+    assert res == {"hashes": True, "live a is a": True, "live b is b": True}, \
+        (out, rows(m, a), rows(m, b))
+
+
+def test_a_staged_version_the_store_keeps_never_becomes_current_again(stack, mount_factory,
+                                                                      uniq):
+    """P3: on a versioned storage bucket whose store refuses to delete the staged copy's stored
+    version (object lock: 403), its delete marker must stay: the staged copy is never current
+    (listed, readable) again. On 8b354d0 the marker went first and the version came back."""
+    vb = versioned_bucket(stack, uniq)
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "storage_bucket": vb}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.bin", f"{uniq}/b.bin"
+        e, t = b"E, the source\n" * 100, b"T, the target\n"
+        write(m.path("inbox", a), e)
+        write(m.path("inbox", b), t)
+        m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=60,
+                     what="the rows before the rename")
+        data_versions = {x["VersionId"] for x in
+                         m.s3.list_object_versions(Bucket=vb).get("Versions", [])}
+        locked = []
+
+        def rule(meth, path, h):
+            if meth == "DELETE" and "/.custodyfs-rename/" in path and "versionId=" in path:
+                vid = path.split("versionId=")[1].split("&")[0]
+                now = m.s3.list_object_versions(Bucket=vb, Prefix=".custodyfs-rename/")
+                if any(x["VersionId"] == vid for x in now.get("Versions", [])):
+                    locked.append(vid)
+                    return ("status", 403, b"<?xml version='1.0' encoding='UTF-8'?><Error>"
+                            b"<Code>AccessDenied</Code><Message>object lock</Message></Error>")
+            return None
+        px.rule = rule
+        out = rename(m, a, b)
+        px.rule = None
+        current = m.s3.list_objects_v2(Bucket=vb, Prefix=".custodyfs-rename/").get("Contents", [])
+        res = {"rename": out, "refused": bool(locked), "current staged": current,
+               "b": obj(m, b) == e}
+        assert res == {"rename": "ok", "refused": True, "current staged": [], "b": True}, \
+            (res, versions(m.s3, vb, ".custodyfs-rename/"), data_versions)
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
