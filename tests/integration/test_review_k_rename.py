@@ -505,17 +505,26 @@ def renamed_rows(m, a, b, body):
         "b rows": [("rename", True, None, sha(body))]}
 
 
+@pytest.mark.parametrize("case", ["copy", "parts", "over", "parts over"])
 def test_a_rename_keeps_the_content_headers_and_metadata_of_its_source(stack, mount_factory,
-                                                                      uniq):
+                                                                      uniq, case):
     """N4 (3): mv a b of an object another route uploaded with Content-Disposition,
-    Content-Encoding, Content-Language, Cache-Control and user metadata. The copy goes with
-    metadata REPLACE (its tag, review L2), which drops every header it does not send again: on
-    ea90b8f b lost all but the content type and the metadata. b must carry what a carried, the
-    metadata byte for byte; a's row closed, b's live with a's hashes."""
-    m = mount_factory()
+    Content-Encoding, Content-Language, Cache-Control and user metadata; by one CopyObject or
+    by parts (above multipart_copy_threshold, where the store has UploadPartCopy), to a new b
+    or over an existing one (through the staging copy). The copy goes with metadata REPLACE
+    (its tag, review L2) or by CreateMultipartUpload, which drop every header they do not send
+    again: on ea90b8f b lost all but the content type and the metadata. b must carry what a
+    carried, the metadata byte for byte; a's row closed, b's live with a's hashes."""
+    parts, over = "parts" in case, "over" in case
+    m = mount_factory(config={"s3": {"multipart_copy_threshold": "5M"},
+                              "fs": {"part_size": "5M"}} if parts else None)
     os.mkdir(m.path("inbox", uniq))
     a, b = f"{uniq}/a.txt.gz", f"{uniq}/b.txt.gz"
-    body = gzip.compress(b"E, served gzip-encoded\n")
+    body = gzip.compress(b"E, served gzip-encoded\n" + (os.urandom(6 << 20) if parts else b""))
+    t = b"T, the target\n"
+    if over:
+        write(m.path("inbox", b), t)
+        m.wait_until(lambda: len(live(m, b)) == 1, timeout=30, what="b's row")
     src = put_foreign(m, a, body, {"owner": "ann", "note": "kept as it is", "x-y": "1"},
                       ContentType="text/plain", ContentEncoding="gzip", ContentLanguage="de",
                       ContentDisposition='attachment; filename="r.txt"',
@@ -524,9 +533,10 @@ def test_a_rename_keeps_the_content_headers_and_metadata_of_its_source(stack, mo
     out = rename(m, a, b)
     settle(m, uniq, rounds=2)
     got, want = renamed_rows(m, a, b, body)
-    got.update({"rename": out, "b": obj(m, b), "a": obj(m, a),
-                "b keeps": kept_at(m, b)})
-    want.update({"rename": "ok", "b": body, "a": None, "b keeps": kept(src)})
+    if over:
+        want["b rows"].insert(0, ("mount", False, f"replaced by rename from {a}", sha(t)))
+    got.update({"rename": out, "b": obj(m, b) == body, "a": obj(m, a), "b keeps": kept_at(m, b)})
+    want.update({"rename": "ok", "b": True, "a": None, "b keeps": kept(src)})
     assert got == want, got
 
 
