@@ -6,8 +6,8 @@
  * ranges, an fd). s3_perform() takes an easy handle from the client's pool
  * and runs attempts; every attempt is signed afresh (time(NULL)), rewinds
  * its body and resets its sinks. Failures are classified in s3err.c only.
- * Multipart uploads and copies are in s3_multipart.c, over the helpers
- * declared in s3_internal.h. */
+ * Multipart uploads and copies are in s3_multipart.c, metadata and content
+ * headers in s3_meta.c, over the helpers declared in s3_internal.h. */
 #include "s3.h"
 
 #include <ctype.h>

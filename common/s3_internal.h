@@ -1,5 +1,5 @@
-/* s3_internal.h - what s3.c and s3_multipart.c share; not installed and
- * included by no other file.
+/* s3_internal.h - what s3.c, s3_multipart.c and s3_meta.c share; not installed
+ * and included by no other file.
  *
  * A request is a struct s3_xfer: s3_xfer_init() it, set what differs from
  * a bodiless request without query, s3_perform() it, read the answer from
