@@ -125,9 +125,31 @@ static void rename_token(char *buf, size_t n)
 		 atomic_fetch_add(&seq, 1), rnd);
 }
 
-/* The user metadata every copy of a rename carries: its token (review
- * L2). */
+/* The user metadata a copy of a rename carries: its token (review L2),
+ * unless the source's own metadata leaves no room for it (review N4). */
 #define RENAME_TAG "custodyfs-rename"
+
+/* What a copy tagged with RENAME_TAG may carry at most, below every
+ * store's limit of user metadata (review N4): 2 KiB of names and values
+ * (AWS, MinIO: 2 KiB; Swift: 4096 bytes) counted as s3_meta_size does,
+ * and 90 items (Swift's default). */
+#define RENAME_META_MAX 2048
+#define RENAME_META_ITEMS 90
+
+/* Can a rename's copy of source carry its tag: a metadata REPLACE that
+ * sends source's metadata, content type and content headers back as they
+ * are, plus the tag, within RENAME_META_MAX and RENAME_META_ITEMS? meta
+ * (n_meta) is what it would send, the tag included. Else the copy keeps
+ * the source's own (review N4). */
+static int rename_taggable(const struct s3_object_info *source,
+			   const struct s3_kv *meta, size_t n_meta)
+{
+	return !source->meta_inexact &&
+	       strlen(source->content_type) + 1 <
+		   sizeof(source->content_type) && /* not cut */
+	       n_meta <= RENAME_META_ITEMS &&
+	       s3_meta_size(meta, n_meta) <= RENAME_META_MAX;
+}
 
 /* Tries for a rename whose source is replaced during its copy. */
 #define RENAME_TRIES 3
@@ -139,16 +161,24 @@ static int reception_rename_stop(void *arg)
 
 /* One try of a rename's copy: HEADs from_key and copies exactly that
  * object to dst_bucket/to_key (x-amz-copy-source-if-match, checked after
- * the copy where the store ignores it), with the source's content type
- * and metadata plus RENAME_TAG: token (metadata REPLACE; an earlier
- * rename's tag replaced). src_etag (80 bytes) is the object the
+ * the copy where the store ignores it), with the source's content type,
+ * content headers and metadata plus RENAME_TAG: token (metadata REPLACE;
+ * an earlier rename's tag replaced). Where that cannot be sent as the
+ * source has it (rename_taggable: metadata near the store's limit, a
+ * value custodyfs would not send back byte for byte), a CopyObject keeps
+ * the source's own (directive COPY) and carries no tag: a lost answer of
+ * that copy then stays unknown (rename_copy_lost never adopts it), and a
+ * copy by parts (CreateMultipartUpload: no directive COPY) sends the
+ * source's metadata without the tag, as any copy by parts does (review
+ * N4). src_etag (80 bytes) is the object the
  * rename names: "" on the first try (it gets the HEAD's ETag), else a
  * source with another ETag is not copied (-EEXIST). 0 with copy->etag
  * and copy->size set; -EEXIST when from_key is, or was meanwhile, another
  * object (copy->etag is set when a copy landed at to_key all the same);
  * or the store's -errno (-ENOENT: no source). *sent is set once the copy
  * itself was asked of the store (its error may then come after the store
- * copied: rename_copy_lost). */
+ * copied: rename_copy_lost); a request the client refuses to build
+ * (-EINVAL) is a refusal too (rename_copy_refused). */
 static int reception_rename_copy(struct reception *r, const char *from_key,
 				 const char *dst_bucket, const char *to_key,
 				 const char *token, char *src_etag,
@@ -159,7 +189,7 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	struct s3_copy_req q = {0};
 	struct s3_kv *meta = NULL;
 	size_t n_meta = 0, i;
-	int rc;
+	int rc, tagged;
 
 	copy->etag[0] = '\0';
 	rc = s3_head(r->s3, b, from_key, &source);
@@ -184,7 +214,8 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	}
 	/* The source's own metadata (as read with the ETag copied), but
 	 * for an earlier rename's tag, plus this rename's: a copy whose
-	 * answer is lost is known by it (review L2). */
+	 * answer is lost is known by it (review L2); where there is no room
+	 * for it, the source's own as it is (review N4). */
 	meta = calloc(source.n_meta + 1, sizeof(*meta));
 	if (!meta) {
 		s3_object_info_free(&source);
@@ -195,6 +226,19 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 			meta[n_meta++] = source.meta[i];
 	meta[n_meta].name = (char *)RENAME_TAG;
 	meta[n_meta++].value = (char *)token;
+	tagged = rename_taggable(&source, meta, n_meta);
+	if (!tagged) {
+		log_info("rename %s: the source's metadata is sent as it is, "
+			 "without the rename's tag (near the store's limit, or "
+			 "a value not sent back byte for byte)",
+			 from_key);
+		for (i = 0; i < source.n_meta; i++)
+			meta[i] = source.meta[i];
+		n_meta = source.n_meta;
+	}
+	q.keep_meta = !tagged;
+	q.hdrs = source.hdrs;
+	q.n_hdrs = source.n_hdrs;
 	q.src_bucket = b;
 	q.src_key = from_key;
 	q.src_etag = src_etag;
@@ -249,12 +293,15 @@ static int rename_dst_check(void *arg)
 }
 
 /* Is rc, a rename copy's error, the store's refusal of it (412: the source
- * is another object; 404: no source; 403), after which nothing landed? Any
- * other error (a 5xx, a reset, a timeout) may come after the store copied:
- * its answer was lost (review K3). */
+ * is another object; 404: no source; 403; a 400: -EINVAL, or -E2BIG for
+ * MetadataTooLarge, which is also what the client answers for a request
+ * it does not send), after which nothing landed? Any other error (a 5xx,
+ * a reset, a timeout) may come after the store copied: its answer was
+ * lost (review K3). */
 static int rename_copy_refused(int rc)
 {
-	return rc == -EEXIST || rc == -ENOENT || rc == -EACCES;
+	return rc == -EEXIST || rc == -ENOENT || rc == -EACCES ||
+	       rc == -EINVAL || rc == -E2BIG;
 }
 
 /* A rename's copy to to_key failed with rc, not a refusal: the store may
@@ -408,6 +455,8 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 	q.content_type = si.content_type[0] ? si.content_type : NULL;
 	q.meta = si.meta;
 	q.n_meta = si.n_meta;
+	q.hdrs = si.hdrs; /* for a copy by parts */
+	q.n_hdrs = si.n_hdrs;
 	q.size = si.size;
 	q.threshold = r->cfg->copy_threshold;
 	q.part_size = r->cfg->part_size;

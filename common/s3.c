@@ -6,8 +6,8 @@
  * ranges, an fd). s3_perform() takes an easy handle from the client's pool
  * and runs attempts; every attempt is signed afresh (time(NULL)), rewinds
  * its body and resets its sinks. Failures are classified in s3err.c only.
- * Multipart uploads and copies are in s3_multipart.c, over the helpers
- * declared in s3_internal.h. */
+ * Multipart uploads and copies are in s3_multipart.c, metadata and content
+ * headers in s3_meta.c, over the helpers declared in s3_internal.h. */
 #include "s3.h"
 
 #include <ctype.h>
@@ -26,7 +26,6 @@
 #include "counters.h"
 #include "hash.h"
 #include "log.h"
-#include "names.h"
 #include "s3_internal.h"
 #include "s3err.h"
 #include "sbuf.h"
@@ -41,7 +40,6 @@
 #define S3_BACKOFF_CAP_MS 5000L
 #define S3_KEY_MAX 1024
 #define S3_LARGE_RANGE (8u << 20) /* ranges above: no total timeout */
-#define S3_META_PREFIX "x-amz-meta-"
 
 static pthread_once_t s3_once = PTHREAD_ONCE_INIT;
 static CURLcode s3_global_rc = CURLE_FAILED_INIT;
@@ -165,159 +163,6 @@ static void s3_hdrs_free(struct s3_hdrs *h)
 	memset(h, 0, sizeof(*h));
 }
 
-/* ---- metadata values (RFC 2047, as AWS S3 does) ----------------------- */
-
-static const char s3_b64[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-/* Does value need "=?UTF-8?B?...?=" to cross a header intact? Bytes >= 0x80,
- * blanks at either end (trimmed by HTTP), or a value that would read back
- * as an encoded word. */
-static int s3_meta_needs_word(const char *v)
-{
-	size_t n = strlen(v);
-	const unsigned char *p;
-
-	if (n && (strchr(" \t", v[0]) || strchr(" \t", v[n - 1])))
-		return 1;
-	if (!strncmp(v, "=?", 2))
-		return 1;
-	for (p = (const unsigned char *)v; *p; p++)
-		if (*p >= 0x80)
-			return 1;
-	return 0;
-}
-
-static int s3_meta_word(struct sbuf *out, const char *v)
-{
-	const unsigned char *p = (const unsigned char *)v;
-	size_t n = strlen(v), i;
-	int rc = sbuf_adds(out, "=?UTF-8?B?");
-
-	for (i = 0; !rc && i < n; i += 3) {
-		uint32_t w = (uint32_t)p[i] << 16;
-		char q[4];
-
-		if (i + 1 < n)
-			w |= (uint32_t)p[i + 1] << 8;
-		if (i + 2 < n)
-			w |= p[i + 2];
-		q[0] = s3_b64[(w >> 18) & 63];
-		q[1] = s3_b64[(w >> 12) & 63];
-		q[2] = i + 1 < n ? s3_b64[(w >> 6) & 63] : '=';
-		q[3] = i + 2 < n ? s3_b64[w & 63] : '=';
-		rc = sbuf_add(out, q, 4);
-	}
-	if (!rc)
-		rc = sbuf_adds(out, "?=");
-	return rc;
-}
-
-/* Decodes an RFC 2047 encoded word "=?UTF-8?B|Q?...?=" (v[0..n)) into a
- * malloc'd string. NULL when v is not one, or does not decode to valid
- * UTF-8 without control characters: the caller keeps v as it is. */
-static char *s3_meta_unword(const char *v, size_t n)
-{
-	const char *t, *e = v + n - 2;
-	char *out, *o;
-	uint32_t acc = 0;
-	int bits = 0, enc;
-	size_t i;
-
-	if (n < 12 || strncasecmp(v, "=?utf-8?", 8) || strncmp(e, "?=", 2) ||
-	    v[9] != '?')
-		return NULL;
-	enc = toupper((unsigned char)v[8]);
-	if (enc != 'B' && enc != 'Q')
-		return NULL;
-	o = out = malloc(n);
-	if (!out)
-		return NULL;
-	for (t = v + 10; t < e; t++) {
-		if (enc == 'Q') {
-			unsigned hi, lo;
-
-			if (*t == '_') {
-				*o++ = ' ';
-			} else if (*t == '=' && e - t > 2 &&
-				   sscanf(t + 1, "%1x%1x", &hi, &lo) == 2) {
-				*o++ = (char)(hi << 4 | lo);
-				t += 2;
-			} else if (*t == '=' || *t == '?') {
-				goto bad;
-			} else {
-				*o++ = *t;
-			}
-			continue;
-		}
-		if (*t == '=')
-			break;
-		if (!strchr(s3_b64, *t) || !*t)
-			goto bad;
-		acc = acc << 6 | (uint32_t)(strchr(s3_b64, *t) - s3_b64);
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			*o++ = (char)(acc >> bits);
-		}
-	}
-	for (; enc == 'B' && t < e; t++)
-		if (*t != '=')
-			goto bad;
-	*o = '\0';
-	for (i = 0; i < (size_t)(o - out); i++)
-		if ((unsigned char)out[i] < 0x20 || out[i] == 0x7f)
-			goto bad;
-	if (names_utf8_valid(out, (size_t)(o - out)))
-		return out;
-bad:
-	free(out);
-	return NULL;
-}
-
-int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta, size_t n_meta)
-{
-	struct sbuf name = SBUF_INIT, word = SBUF_INIT;
-	const unsigned char *p;
-	size_t i, j;
-	int rc = 0;
-
-	for (i = 0; i < n_meta && !rc; i++) {
-		if (!meta[i].name || !*meta[i].name || !meta[i].value) {
-			rc = -EINVAL;
-			break;
-		}
-		for (p = (const unsigned char *)meta[i].name; *p; p++)
-			if (!isalnum(*p) && !strchr("!#$%&'*+-.^_`|~", *p))
-				rc = -EINVAL;
-		for (p = (const unsigned char *)meta[i].value; *p; p++)
-			if (*p < 0x20 || *p == 0x7f)
-				rc = -EINVAL;
-		if (!rc &&
-		    !names_utf8_valid(meta[i].value, strlen(meta[i].value)))
-			rc = -EINVAL;
-		if (rc) {
-			log_warn("s3: metadata %s: bad name, or value not "
-				 "UTF-8 text",
-				 meta[i].name);
-			break;
-		}
-		sbuf_reset(&name);
-		sbuf_reset(&word);
-		rc = sbuf_addf(&name, S3_META_PREFIX "%s", meta[i].name);
-		for (j = 0; !rc && j < name.len; j++)
-			name.s[j] = (char)tolower((unsigned char)name.s[j]);
-		if (!rc && s3_meta_needs_word(meta[i].value))
-			rc = s3_meta_word(&word, meta[i].value);
-		if (!rc)
-			rc = s3_hdrs_add(h, name.s,
-					 word.len ? word.s : meta[i].value);
-	}
-	sbuf_free(&name);
-	sbuf_free(&word);
-	return rc;
-}
-
 void s3_xfer_init(struct s3_xfer *x, const char *method, const char *bucket,
 		  const char *key)
 {
@@ -343,8 +188,8 @@ void s3_xfer_free(struct s3_xfer *x)
 
 /* Steps *pos over one "Name: value" line of the last response's headers:
  * name/value point into the block, blanks trimmed. 0 at the end. */
-static int s3_hdr_next(const char **pos, const char **name, size_t *nlen,
-		       const char **val, size_t *vlen)
+int s3_hdr_next(const char **pos, const char **name, size_t *nlen,
+		const char **val, size_t *vlen)
 {
 	const char *p, *eol, *colon, *e;
 
@@ -389,37 +234,6 @@ static int s3_hdr_get(const struct s3_xfer *x, const char *name, char *out,
 		memcpy(out, v, vlen);
 		out[vlen] = '\0';
 		return 1;
-	}
-	return 0;
-}
-
-/* Collects x-amz-meta-* headers (names lowercased) into info. */
-static int s3_hdr_meta(const struct s3_xfer *x, struct s3_object_info *info)
-{
-	const char *pos = sbuf_str(&x->rhdr), *n, *v;
-	size_t nlen, vlen, plen = strlen(S3_META_PREFIX), i;
-	struct s3_kv *kv;
-
-	while (s3_hdr_next(&pos, &n, &nlen, &v, &vlen)) {
-		if (nlen <= plen || strncasecmp(n, S3_META_PREFIX, plen))
-			continue;
-		kv = realloc(info->meta, (info->n_meta + 1) * sizeof(*kv));
-		if (!kv)
-			return -ENOMEM;
-		info->meta = kv;
-		kv += info->n_meta;
-		kv->name = strndup(n + plen, nlen - plen);
-		kv->value = s3_meta_unword(v, vlen);
-		if (!kv->value)
-			kv->value = strndup(v, vlen);
-		if (!kv->name || !kv->value) {
-			free(kv->name);
-			free(kv->value);
-			return -ENOMEM;
-		}
-		for (i = 0; kv->name[i]; i++)
-			kv->name[i] = (char)tolower((unsigned char)kv->name[i]);
-		info->n_meta++;
 	}
 	return 0;
 }
@@ -1157,31 +971,6 @@ int s3_tls_check(struct s3_client *c, char *why, size_t why_len)
 	}
 }
 
-const char *s3_meta_get(const struct s3_object_info *info, const char *name)
-{
-	size_t i;
-
-	for (i = 0; info && i < info->n_meta; i++)
-		if (!strcasecmp(info->meta[i].name, name))
-			return info->meta[i].value;
-	return NULL;
-}
-
-void s3_object_info_free(struct s3_object_info *info)
-{
-	size_t i;
-
-	if (!info)
-		return;
-	for (i = 0; i < info->n_meta; i++) {
-		free(info->meta[i].name);
-		free(info->meta[i].value);
-	}
-	free(info->meta);
-	info->meta = NULL;
-	info->n_meta = 0;
-}
-
 /* ---- objects ---------------------------------------------------------- */
 
 int s3_head(struct s3_client *c, const char *bucket, const char *key,
@@ -1219,7 +1008,7 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key,
 
 		out->mtime = t > 0 ? t : 0;
 	}
-	rc = s3_hdr_meta(&x, out);
+	rc = s3_hdr_info(&x, out);
 fail:
 	if (rc)
 		s3_object_info_free(out);

@@ -53,6 +53,20 @@ struct s3_object_info {
 	struct s3_kv *meta;	/* x-amz-meta-* headers, malloc'd; free with
 				   s3_object_info_free */
 	size_t n_meta;
+	int meta_inexact;   /* 1: a value of meta would not be sent back
+			       byte for byte by a request that carries meta
+			       (one custodyfs refuses: a tab, not UTF-8;
+			       one it would RFC 2047-encode, or encode
+			       otherwise than the store returned it) */
+	struct s3_kv *hdrs; /* the content headers S3 keeps with the object
+			       but for Content-Type, as the answer gives
+			       them: cache-control, content-disposition,
+			       content-encoding, content-language, expires
+			       (names lowercase, values verbatim; malloc'd,
+			       freed with s3_object_info_free). A copy with
+			       metadata REPLACE drops them unless they are
+			       sent again (s3_copy_req.hdrs). */
+	size_t n_hdrs;
 };
 
 struct s3_part {
@@ -76,6 +90,11 @@ void s3_client_free(struct s3_client *c);
  * (not reachable, handshake broken off); -ENOMEM. Except for 0, why (a
  * line, no secret) says what curl reported. */
 int s3_tls_check(struct s3_client *c, char *why, size_t why_len);
+
+/* The bytes of meta as S3 counts them against its limit of user metadata
+ * (AWS, MinIO: 2 KiB), counted high: each "x-amz-meta-" name and its value
+ * as sent (an RFC 2047 word where one is needed). Pure. */
+size_t s3_meta_size(const struct s3_kv *meta, size_t n_meta);
 
 /* Returns the value of metadata `name` in info, or NULL. */
 const char *s3_meta_get(const struct s3_object_info *info, const char *name);
@@ -234,11 +253,17 @@ struct s3_copy_req {
 	uint64_t part_size; /* 0: 64 MiB */
 	int workers;	    /* parts copied in parallel, at least 1 */
 	int keep_meta;	    /* a single CopyObject keeps the source's own
-			       metadata (directive COPY); meta and
+			       metadata (directive COPY); meta, hdrs and
 			       content_type are then for a multipart copy */
+	const struct s3_kv *hdrs; /* content headers the destination gets
+				     (the source's s3_object_info.hdrs:
+				     REPLACE drops them), sent as they are
+				     with the CopyObject (REPLACE) or the
+				     CreateMultipartUpload; NULL: none */
+	size_t n_hdrs;
 };
 
-/* CopyObject (metadata REPLACE: r->meta and r->content_type) or, above
+/* CopyObject (metadata REPLACE: r->meta, r->hdrs and r->content_type) or, above
  * r->threshold, CreateMultipartUpload + UploadPartCopy (ranges, with up to
  * r->workers parts in flight) + CompleteMultipartUpload, aborted on
  * failure (r->keep_meta: a CopyObject with metadata COPY instead). Every

@@ -1,5 +1,5 @@
-/* s3_internal.h - what s3.c and s3_multipart.c share; not installed and
- * included by no other file.
+/* s3_internal.h - what s3.c, s3_multipart.c and s3_meta.c share; not installed
+ * and included by no other file.
  *
  * A request is a struct s3_xfer: s3_xfer_init() it, set what differs from
  * a bodiless request without query, s3_perform() it, read the answer from
@@ -88,6 +88,25 @@ int s3_hdrs_add(struct s3_hdrs *h, const char *name, const char *value);
  * first of them (the caller gives the request up). */
 int s3_hdrs_add_meta(struct s3_hdrs *h, const struct s3_kv *meta,
 		     size_t n_meta);
+
+/* Adds hdrs (names lowercase header tokens; values sent as they are:
+ * no control character but HTAB) to h, such as the content headers of an
+ * object (struct s3_object_info.hdrs). 0 or -EINVAL/-ENOMEM; on failure
+ * h may hold the first of them (the caller gives the request up). */
+int s3_hdrs_add_plain(struct s3_hdrs *h, const struct s3_kv *hdrs,
+		      size_t n_hdrs);
+
+/* Steps *pos (start: sbuf_str(&x->rhdr)) over one "Name: value" line of
+ * the last response's headers: name/value point into the block, blanks
+ * trimmed. 0 at the end. */
+int s3_hdr_next(const char **pos, const char **name, size_t *nlen,
+		const char **val, size_t *vlen);
+
+/* Adds the last response's x-amz-meta-* headers (names lowercased,
+ * values RFC 2047-decoded; meta_inexact set when one would not be sent
+ * back byte for byte) and content headers (hdrs) to info. 0 or -ENOMEM
+ * (info then holds what was added: s3_object_info_free it). */
+int s3_hdr_info(const struct s3_xfer *x, struct s3_object_info *info);
 
 /* Sets *x to a bodiless request (empty-payload hash) without query,
  * headers or sinks: the answer goes to x->resp. method, bucket and key are

@@ -41,10 +41,12 @@ static int s3_ok_initiate(struct s3_xfer *x)
 				    &x->upload_id, &x->err);
 }
 
-/* CreateMultipartUpload with meta and, when not NULL or "", ctype. */
+/* CreateMultipartUpload with meta, the content headers hdrs and, when not
+ * NULL or "", ctype. */
 static int s3_mpu_create_ct(struct s3_client *c, const char *bucket,
 			    const char *key, const struct s3_kv *meta,
-			    size_t n_meta, const char *ctype, char **upload_id)
+			    size_t n_meta, const struct s3_kv *hdrs,
+			    size_t n_hdrs, const char *ctype, char **upload_id)
 {
 	struct sigv4_kv q = {"uploads", ""};
 	struct s3_xfer x;
@@ -58,6 +60,8 @@ static int s3_mpu_create_ct(struct s3_client *c, const char *bucket,
 	rc = s3_check(bucket, key, 1);
 	if (!rc && ctype && *ctype)
 		rc = s3_hdrs_add(&x.hdrs, "content-type", ctype);
+	if (!rc)
+		rc = s3_hdrs_add_plain(&x.hdrs, hdrs, n_hdrs);
 	if (!rc)
 		rc = s3_hdrs_add_meta(&x.hdrs, meta, n_meta);
 	if (!rc)
@@ -74,7 +78,8 @@ fail:
 int s3_mpu_create(struct s3_client *c, const char *bucket, const char *key,
 		  const struct s3_kv *meta, size_t n_meta, char **upload_id)
 {
-	return s3_mpu_create_ct(c, bucket, key, meta, n_meta, NULL, upload_id);
+	return s3_mpu_create_ct(c, bucket, key, meta, n_meta, NULL, 0, NULL,
+				upload_id);
 }
 
 /* The query of UploadPart and UploadPartCopy; num holds 16 bytes. */
@@ -252,12 +257,14 @@ int s3_mpu_abort(struct s3_client *c, const char *bucket, const char *key,
 	return s3_delete_common(c, bucket, key, upload_id);
 }
 
-/* CopyObject (range NULL: metadata COPY, or REPLACE with meta) or, when x
- * has the part query, UploadPartCopy of range "bytes=first-last". */
+/* CopyObject (range NULL: metadata COPY, or REPLACE with meta, the
+ * content headers hdrs and ctype) or, when x has the part query,
+ * UploadPartCopy of range "bytes=first-last". */
 static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
 			  const char *src_bucket, const char *src_key,
 			  const char *range, const struct s3_kv *meta,
-			  size_t n_meta, const char *if_match,
+			  size_t n_meta, const struct s3_kv *hdrs,
+			  size_t n_hdrs, const char *if_match,
 			  const char *ctype, char *etag_out)
 {
 	struct sbuf raw = SBUF_INIT, src = SBUF_INIT;
@@ -291,6 +298,8 @@ static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
 	}
 	if (!rc && ctype && *ctype && !range)
 		rc = s3_hdrs_add(&x->hdrs, "content-type", ctype);
+	if (!rc && meta && !range)
+		rc = s3_hdrs_add_plain(&x->hdrs, hdrs, n_hdrs);
 	if (!rc && meta)
 		rc = s3_hdrs_add_meta(&x->hdrs, meta, n_meta);
 	if (!rc)
@@ -312,7 +321,7 @@ int s3_copy(struct s3_client *c, const char *src_bucket, const char *src_key,
 	s3_xfer_init(&x, "PUT", dst_bucket, dst_key);
 	x.slow = 1;
 	return s3_copy_common(c, &x, src_bucket, src_key, NULL, replace_meta,
-			      n_meta, NULL, NULL, etag_out);
+			      n_meta, NULL, 0, NULL, NULL, etag_out);
 }
 
 int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
@@ -332,7 +341,7 @@ int s3_mpu_upload_part_copy(struct s3_client *c, const char *bucket,
 	snprintf(range, sizeof(range), "bytes=%llu-%llu",
 		 (unsigned long long)first, (unsigned long long)last);
 	return s3_copy_common(c, &x, src_bucket, src_key, range, NULL, 0, NULL,
-			      NULL, etag_out);
+			      0, NULL, NULL, etag_out);
 }
 
 int s3_copy_auto(struct s3_client *c, const char *src_bucket,
@@ -442,9 +451,9 @@ static void *s3_pcopy_worker(void *arg)
 		snprintf(range, sizeof(range), "bytes=%llu-%llu",
 			 (unsigned long long)first, (unsigned long long)last);
 		if (!rc)
-			rc = s3_copy_common(p->c, &x, r->src_bucket, r->src_key,
-					    range, NULL, 0, p->if_match, NULL,
-					    p->parts[i].etag);
+			rc = s3_copy_common(
+			    p->c, &x, r->src_bucket, r->src_key, range, NULL, 0,
+			    NULL, 0, p->if_match, NULL, p->parts[i].etag);
 		else
 			s3_xfer_free(&x);
 		if (rc) {
@@ -480,7 +489,7 @@ static int s3_copy_parts(struct s3_client *c, const struct s3_copy_req *r,
 	if (!p.parts)
 		return -ENOMEM;
 	rc = s3_mpu_create_ct(c, r->dst_bucket, r->dst_key, r->meta, r->n_meta,
-			      r->content_type, &upload_id);
+			      r->hdrs, r->n_hdrs, r->content_type, &upload_id);
 	if (rc)
 		goto out;
 	p.upload_id = upload_id;
@@ -532,11 +541,13 @@ static int s3_copy_once(struct s3_client *c, const struct s3_copy_req *r,
 	x.slow = 1;
 	if (r->keep_meta)
 		return s3_copy_common(c, &x, r->src_bucket, r->src_key, NULL,
-				      NULL, 0, if_match, NULL, etag_out);
+				      NULL, 0, NULL, 0, if_match, NULL,
+				      etag_out);
 	/* REPLACE even without metadata: the hashes are the caller's. */
-	return s3_copy_common(
-	    c, &x, r->src_bucket, r->src_key, NULL, r->meta ? r->meta : &none,
-	    r->meta ? r->n_meta : 0, if_match, r->content_type, etag_out);
+	return s3_copy_common(c, &x, r->src_bucket, r->src_key, NULL,
+			      r->meta ? r->meta : &none,
+			      r->meta ? r->n_meta : 0, r->hdrs, r->n_hdrs,
+			      if_match, r->content_type, etag_out);
 }
 
 int s3_etag_vouches(const char *copy_etag, const char *src_etag)

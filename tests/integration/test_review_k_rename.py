@@ -3,7 +3,9 @@ whatever its source DELETE does) and K3 (a copy that landed but whose answer was
 Each asserts what the product contract requires (SPEC §2: no audit row claims a file that is
 not there, every upload logged exactly once, rename works as users expect; §3: rename returns
 0 only when it is durable), with every row of the keys involved, removed ones too."""
+import gzip
 import hashlib
+import http.client
 import os
 import time
 
@@ -643,4 +645,142 @@ def test_a_staged_version_the_store_keeps_never_becomes_current_again(stack, mou
     finally:
         px.rule = None
         px.release.set()
+        px.close()
+
+
+# ---- review-N N4: a rename's copy keeps what its source carries ------------------------------
+
+CONTENT_HEADERS = ("ContentType", "ContentDisposition", "ContentEncoding", "ContentLanguage",
+                   "CacheControl")
+
+
+def put_foreign(m, key, body, meta, **headers):
+    """key put by another route (boto3) with meta and headers, then logged by the observer:
+    the source's HEAD as the store answers it (what a rename must keep)."""
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body, Metadata=meta, **headers)
+    m.wait_until(lambda: (os.listdir(m.path("inbox", os.path.dirname(key))) and False)
+                 or len(live(m, key)) == 1, timeout=30, what="the foreign row of " + key)
+    return m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+
+
+def kept(head):
+    """What a rename must keep of a HEAD: the metadata (but a rename's tag) and the content
+    headers."""
+    meta = {k: v for k, v in head["Metadata"].items() if k != "custodyfs-rename"}
+    return {"meta": meta, **{h: head.get(h) for h in CONTENT_HEADERS}}
+
+
+def kept_at(m, key):
+    """kept() of key's HEAD, or None when there is no such key."""
+    try:
+        return kept(m.s3.head_object(Bucket=m.reception_bucket, Key=key))
+    except m.s3.exceptions.ClientError as e:
+        if e.response["Error"]["Code"] in ("404", "NoSuchKey"):
+            return None
+        raise
+
+
+def renamed_rows(m, a, b, body):
+    return {"a rows": rows(m, a), "b rows": rows(m, b)}, {
+        "a rows": [("foreign", False, f"renamed to {b}", sha(body))],
+        "b rows": [("rename", True, None, sha(body))]}
+
+
+@pytest.mark.parametrize("case", ["copy", "parts", "over", "parts over"])
+def test_a_rename_keeps_the_content_headers_and_metadata_of_its_source(stack, mount_factory,
+                                                                      uniq, case):
+    """N4 (3): mv a b of an object another route uploaded with Content-Disposition,
+    Content-Encoding, Content-Language, Cache-Control and user metadata; by one CopyObject or
+    by parts (above multipart_copy_threshold, where the store has UploadPartCopy), to a new b
+    or over an existing one (through the staging copy). The copy goes with metadata REPLACE
+    (its tag, review L2) or by CreateMultipartUpload, which drop every header they do not send
+    again: on ea90b8f b lost all but the content type and the metadata. b must carry what a
+    carried, the metadata byte for byte; a's row closed, b's live with a's hashes."""
+    parts, over = "parts" in case, "over" in case
+    m = mount_factory(config={"s3": {"multipart_copy_threshold": "5M"},
+                              "fs": {"part_size": "5M"}} if parts else None)
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt.gz", f"{uniq}/b.txt.gz"
+    body = gzip.compress(b"E, served gzip-encoded\n" + (os.urandom(6 << 20) if parts else b""))
+    t = b"T, the target\n"
+    if over:
+        write(m.path("inbox", b), t)
+        m.wait_until(lambda: len(live(m, b)) == 1, timeout=30, what="b's row")
+    src = put_foreign(m, a, body, {"owner": "ann", "note": "kept as it is", "x-y": "1"},
+                      ContentType="text/plain", ContentEncoding="gzip", ContentLanguage="de",
+                      ContentDisposition='attachment; filename="r.txt"',
+                      CacheControl="max-age=60, private")
+    assert src.get("ContentDisposition") and src.get("ContentEncoding") == "gzip", src
+    out = rename(m, a, b)
+    settle(m, uniq, rounds=2)
+    got, want = renamed_rows(m, a, b, body)
+    if over:
+        want["b rows"].insert(0, ("mount", False, f"replaced by rename from {a}", sha(t)))
+    got.update({"rename": out, "b": obj(m, b) == body, "a": obj(m, a), "b keeps": kept_at(m, b)})
+    want.update({"rename": "ok", "b": True, "a": None, "b keeps": kept(src)})
+    assert got == want, got
+
+
+@pytest.mark.parametrize("case", ["full", "tab"])
+def test_a_source_whose_metadata_cannot_carry_the_tag_is_renamed(stack, mount_factory, uniq,
+                                                                  case, monkeypatch):
+    """N4 (1, 2): the rename's tag (review L2) does not fit, or its metadata cannot be sent
+    again as it is. "full": user metadata at the store's limit (Swift: 90 items; elsewhere
+    about 2000 bytes; on ea90b8f the REPLACE with the tag is refused on Swift; s3rver has no
+limit, so there the case only shows the untagged copy's rows and metadata). "tab":
+    a value holding a tab, which custodyfs never sends (on ea90b8f: EINVAL, for a copy never
+    sent). The copy then keeps the source's metadata (directive COPY), without the tag: the
+    rename succeeds, b carries a's metadata byte for byte, a's row is closed and b's live."""
+    monkeypatch.setattr(http.client, "_MAXHEADERS", 1000)  # a HEAD of 90 items and more
+    m = mount_factory()
+    os.mkdir(m.path("inbox", uniq))
+    a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+    body = f"E, {case}\n".encode()
+    if case == "full":
+        meta = {f"k{i:02d}": "v" for i in range(90)} if stack.backend == "swift" else \
+            {f"k{i}": "v" * 190 for i in range(10)}
+    else:
+        meta = {"note": "a\tb", "owner": "ann"}
+    src = put_foreign(m, a, body, meta, ContentType="text/plain")
+    assert kept(src)["meta"] == meta, src["Metadata"]
+    out = rename(m, a, b)
+    settle(m, uniq, rounds=2)
+    got, want = renamed_rows(m, a, b, body)
+    got.update({"rename": out, "b": obj(m, b), "a": obj(m, a),
+                "b keeps": kept_at(m, b)})
+    want.update({"rename": "ok", "b": body, "a": None, "b keeps": kept(src)})
+    assert got == want, got
+
+
+TOO_LARGE = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>MetadataTooLarge</Code>'
+             b'<Message>Your metadata headers exceed the maximum allowed metadata size.'
+             b'</Message></Error>')
+
+
+def test_a_copy_the_store_refuses_as_too_large_drops_its_marker(stack, mount_factory, uniq):
+    """N4: a 400 (MetadataTooLarge: E2BIG) to the CopyObject to a new b is the store's refusal:
+    nothing landed, so the rename's in-flight marker of b goes (as for a 412 or a 404). On
+    ea90b8f it counted as a lost answer: the marker stayed for an hour. The rename fails, a
+    and its row as they were."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e = b"E, its copy refused\n"
+        write(m.path("inbox", a), e)
+        m.wait_until(lambda: len(live(m, a)) == 1, timeout=30, what="a's row")
+        is_copy = copy_to(b)
+        px.rule = lambda meth, path, h: ("status", 400, TOO_LARGE) \
+            if is_copy(meth, path, h) else None
+        out = rename(m, a, b)
+        px.rule = None
+        settle(m, uniq, rounds=2)
+        res = {"rename failed": out != "ok", "a": obj(m, a), "b": obj(m, b),
+               "a rows": rows(m, a), "b rows": rows(m, b), "b marker": marker(m, b)}
+        assert res == {"rename failed": True, "a": e, "b": None,
+                       "a rows": [("mount", True, None, sha(e))], "b rows": [],
+                       "b marker": 0}, (out, res)
+    finally:
+        px.rule = None
         px.close()

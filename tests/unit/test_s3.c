@@ -171,7 +171,16 @@ static void test_meta_non_ascii(void **state)
 	assert_string_equal(s3_meta_get(&info, "b"), values[1]);
 	assert_string_equal(s3_meta_get(&info, "c"), values[2]);
 	assert_string_equal(s3_meta_get(&info, "d"), values[3]);
+	/* each comes back as it was sent: a copy may send it again */
+	assert_int_equal(info.meta_inexact, 0);
+	assert_int_equal(info.n_hdrs, 0);
 	s3_object_info_free(&info);
+	/* "x-amz-meta-" + name + the value as sent: "=?UTF-8?B?" + 4 per 3
+	 * bytes + "?=" where a word is needed (review N4) */
+	assert_int_equal(s3_meta_size(meta + 3, 1), 11 + 1 + 12 + 4 * 4);
+	meta[3].value = (char *)"plain";
+	assert_int_equal(s3_meta_size(meta + 3, 1), 11 + 1 + 5);
+	assert_int_equal(s3_meta_size(meta, 0), 0);
 
 	assert_int_equal(
 	    s3_put_buf(T.s3, T.bucket, bad, "x", 1, &badmeta, 1, NULL),
