@@ -684,7 +684,42 @@ int reception_rename(struct reception *r, const char *from_key,
 		 * attributes for it stay). */
 		memcpy(new_etag, copy.etag, sizeof(copy.etag));
 	}
-	if (!existed && !s3_etag_vouches(copy.etag, src_etag)) {
+	if (!existed && adopted && !s3_etag_vouches(copy.etag, src_etag)) {
+		/* Taken by its tag after a lost answer: a tag can be copied
+		 * (review Q2). Only bytes equal to the source's (hashed
+		 * both) make it this rename's copy; else, or unproven, it is
+		 * another writer's object: never taken, never undone (the
+		 * observer logs it), the rename fails. */
+		struct upload_result src = {0};
+
+		snprintf(src.etag, sizeof(src.etag), "%s", src_etag);
+		src.size = copy.size;
+		rc = rename_hash(r, b, to_key, &copy);
+		if (!rc)
+			rc = rename_hash(r, b, from_key, &src);
+		if (!rc && (strcmp(copy.sha256, src.sha256) ||
+			    strcmp(copy.xxh128, src.xxh128)))
+			rc = -EBADMSG;
+		if (rc) {
+			log_error("rename %s -> %s: the object there carries "
+				  "this rename's tag but %s: another writer's, "
+				  "not taken; not renamed",
+				  from_key, to_key,
+				  rc == -EBADMSG ? "other bytes than the source"
+						 : "its bytes cannot be "
+						   "compared now");
+			copy.etag[0] = '\0';
+			if (new_etag)
+				new_etag[0] = '\0';
+			if (rc != -EBADMSG)
+				unknown = 1; /* the marker stays its lease */
+			rc = rc == -EBADMSG ? -EBUSY : -EIO;
+			goto out;
+		}
+		dsrc.xxh128 = copy.xxh128;
+		dsrc.sha256 = copy.sha256;
+		dsrc.copy_hashed = 1;
+	} else if (!existed && !s3_etag_vouches(copy.etag, src_etag)) {
 		/* The copy's ETag is not the MD5 of the bytes from_key's row
 		 * logs: its own bytes are hashed, and must be those (review
 		 * F3: db_reception_rename_ret refuses them otherwise). */

@@ -1009,6 +1009,8 @@ int s3_head(struct s3_client *c, const char *bucket, const char *key,
 		out->mtime = t > 0 ? t : 0;
 	}
 	rc = s3_hdr_info(&x, out);
+	if (out->content_type[0] && !s3_header_sendable(out->content_type))
+		out->meta_inexact = 1;
 fail:
 	if (rc)
 		s3_object_info_free(out);

@@ -57,7 +57,9 @@ struct s3_object_info {
 			       byte for byte by a request that carries meta
 			       (one custodyfs refuses: a tab, not UTF-8;
 			       one it would RFC 2047-encode, or encode
-			       otherwise than the store returned it) */
+			       otherwise than the store returned it), or
+			       content_type or a value of hdrs is not
+			       s3_header_sendable (left out if re-sent) */
 	struct s3_kv *hdrs; /* the content headers S3 keeps with the object
 			       but for Content-Type, as the answer gives
 			       them: cache-control, content-disposition,
@@ -95,6 +97,13 @@ int s3_tls_check(struct s3_client *c, char *why, size_t why_len);
  * (AWS, MinIO: 2 KiB), counted high: each "x-amz-meta-" name and its value
  * as sent (an RFC 2047 word where one is needed). Pure. */
 size_t s3_meta_size(const struct s3_kv *meta, size_t n_meta);
+
+/* 1 when v can be sent as a header value that every store signs alike
+ * (bytes 0x21-0x7e, single spaces between them), else 0: stores
+ * canonicalise other bytes differently when they check a signature
+ * (MinIO collapses Unicode spaces, Swift 0x85/0xA0), so such a value
+ * is never re-sent (review Q1). Pure. */
+int s3_header_sendable(const char *v);
 
 /* Returns the value of metadata `name` in info, or NULL. */
 const char *s3_meta_get(const struct s3_object_info *info, const char *name);

@@ -41,6 +41,18 @@ static int s3_ok_initiate(struct s3_xfer *x)
 				    &x->upload_id, &x->err);
 }
 
+/* Is ctype a Content-Type every store signs alike (s3_header_sendable)?
+ * Else it is left out (the store's default), logged: never a request
+ * refused for its signature (review Q1). */
+static int s3_ctype_sendable(const char *ctype)
+{
+	if (s3_header_sendable(ctype))
+		return 1;
+	log_warn("s3: content-type not sent: its value is not plain "
+		 "printable ASCII");
+	return 0;
+}
+
 /* CreateMultipartUpload with meta, the content headers hdrs and, when not
  * NULL or "", ctype. */
 static int s3_mpu_create_ct(struct s3_client *c, const char *bucket,
@@ -58,7 +70,7 @@ static int s3_mpu_create_ct(struct s3_client *c, const char *bucket,
 	x.n_query = 1;
 	x.on_ok = s3_ok_initiate;
 	rc = s3_check(bucket, key, 1);
-	if (!rc && ctype && *ctype)
+	if (!rc && ctype && *ctype && s3_ctype_sendable(ctype))
 		rc = s3_hdrs_add(&x.hdrs, "content-type", ctype);
 	if (!rc)
 		rc = s3_hdrs_add_plain(&x.hdrs, hdrs, n_hdrs);
@@ -296,7 +308,7 @@ static int s3_copy_common(struct s3_client *c, struct s3_xfer *x,
 			rc = s3_hdrs_add(&x->hdrs, "x-amz-copy-source-if-match",
 					 im);
 	}
-	if (!rc && ctype && *ctype && !range)
+	if (!rc && ctype && *ctype && !range && s3_ctype_sendable(ctype))
 		rc = s3_hdrs_add(&x->hdrs, "content-type", ctype);
 	if (!rc && meta && !range)
 		rc = s3_hdrs_add_plain(&x->hdrs, hdrs, n_hdrs);

@@ -784,3 +784,51 @@ def test_a_copy_the_store_refuses_as_too_large_drops_its_marker(stack, mount_fac
     finally:
         px.rule = None
         px.close()
+
+
+# ---- review Q2: a new target's copy taken by a copied tag -----------------------------------------
+
+def test_a_lost_copy_answer_to_a_new_target_never_deletes_a_tagged_upload(stack, mount_factory,
+                                                                         uniq):
+    """Q2: a rename to a new b whose copy lands but whose answer is lost on every try. Before
+    custodyfs looks at b, an uploader who saw the rename's tag there puts X at b with it. X is
+    not the source's bytes: never taken for the copy, never deleted by an undo; it stays at b
+    and is logged as its own upload (its own hash); a keeps E and its live row. On 631c87e the
+    undo deleted X, unlogged."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}})
+        os.mkdir(m.path("inbox", uniq))
+        a, b = f"{uniq}/a.txt", f"{uniq}/b.txt"
+        e, x = b"E, the user's file\n", b"X, uploaded at b with the tag\n"
+        write(m.path("inbox", a), e)
+        m.wait_until(lambda: len(live(m, a)) == 1, timeout=30, what="a's row")
+        is_copy, state = copy_to(b), {}
+
+        def rule(meth, path, h):
+            if is_copy(meth, path, h):
+                state["copied"] = 1
+                return ("reset_after",)  # it lands; no answer of any try arrives
+            if meth == "HEAD" and state.get("copied") and not state.get("put") \
+                    and path.split("?")[0].endswith("/" + b):
+                tag = m.s3.head_object(Bucket=m.reception_bucket, Key=b)["Metadata"] \
+                    .get("custodyfs-rename")
+                if tag:
+                    state["put"] = 1
+                    m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=x,
+                                    Metadata={"custodyfs-rename": tag})
+            return None
+        px.rule = rule
+        out = rename(m, a, b)
+        px.rule = None
+        assert state.get("put"), (out, state)
+        settle(m, uniq, rounds=8)  # the observer logs what is at b
+        res = {"rename": out != "ok", "a": obj(m, a), "b": obj(m, b),
+               "a live": [r[3] for r in live(m, a)], "b live": [r[3] for r in live(m, b)],
+               "no row without hashes": all(r[3] for r in rows(m, a) + rows(m, b))}
+        assert res == {"rename": True, "a": e, "b": x, "a live": [sha(e)], "b live": [sha(x)],
+                       "no row without hashes": True}, (out, rows(m, a), rows(m, b))
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()

@@ -819,6 +819,25 @@ static void test_list_all_pages(void **state)
 	s3_client_free(c);
 }
 
+/* review Q1: only values every store signs alike are re-sent. */
+static void test_header_sendable(void **state)
+{
+	static const char *const yes[] = {"attachment; filename=\"r.txt\"",
+					  "gzip", "max-age=60", "a b c", "x"};
+	static const char *const no[] = {
+	    "",		 " lead",	  "trail ",	   "two  spaces",
+	    "tab\there", "nbsp\xc2\xa0x", "\xc3\xa0 utf8", "del\x7f",
+	    "\x85",	 "cr\r"};
+	size_t i;
+
+	(void)state;
+	for (i = 0; i < sizeof(yes) / sizeof(yes[0]); i++)
+		assert_int_equal(s3_header_sendable(yes[i]), 1);
+	for (i = 0; i < sizeof(no) / sizeof(no[0]); i++)
+		assert_int_equal(s3_header_sendable(no[i]), 0);
+	assert_int_equal(s3_header_sendable(NULL), 0);
+}
+
 int main(int argc, char **argv)
 {
 	const struct CMUnitTest server[] = {
@@ -835,6 +854,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_200_with_error),
 	    cmocka_unit_test(test_complete_answer_lost),
 	    cmocka_unit_test(test_list_all_pages),
+	    cmocka_unit_test(test_header_sendable),
 	};
 	int rc;
 
