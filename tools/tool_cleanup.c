@@ -623,81 +623,51 @@ static int cleanup_is_staged(const char *key)
 }
 
 /* A rename's staged copy (RECEPTION_RENAME_STAGING of the storage
- * bucket): removed when no rename holds it (its in-flight marker gone or
- * lapsed), else kept. */
+ * bucket), or with versions set one version or delete marker of it that a
+ * versioned bucket keeps after its DELETE (review N2): removed (a current
+ * one with every version of it; a version by its id) when no rename holds
+ * its key (its in-flight marker gone or lapsed), else kept. A delete marker
+ * holds no bytes: removed or kept without a report line. */
 static void cleanup_staged(struct cleanup_run *r,
-			   const struct s3_list_entry *le)
+			   const struct s3_list_entry *le, int versions)
 {
-	static const char what[] =
-	    "a rename's staged copy that no rename holds (it ended or "
-	    "crashed)";
-	const char *b = r->t->cfg.storage_bucket;
-	int rc;
-
-	if (!cleanup_is_staged(le->key))
-		return; /* a store that ignored the prefix (review P6) */
-	r->n_objects++;
-	rc = db_reception_renaming_held(r->t->db, b, le->key);
-	if (rc > 0) {
-		cleanup_report(r, le->key, "kept",
-			       "a rename's staged copy: its rename is in "
-			       "flight",
-			       NULL, NULL);
-		r->n_kept++;
-		return;
-	}
-	/* A private key of custodyfs's own bucket (its rename's token): no
-	 * uploader writes there, so an unconditional DELETE takes nothing
-	 * of anyone's; with every version a versioned bucket keeps. */
-	if (!rc && !r->dry_run)
-		rc = s3_delete_every_version(r->t->s3, b, le->key);
-	if (rc) {
-		log_error("%s/%s: %s: kept", b, le->key, strerror(-rc));
-		cleanup_report(r, le->key, "failed", strerror(-rc), NULL, NULL);
-		r->n_failed++;
-		return;
-	}
-	if (!r->dry_run)
-		log_info("removed %s/%s: %s", b, le->key, what);
-	cleanup_report(r, le->key, r->dry_run ? "would remove" : "removed",
-		       what, NULL, NULL);
-	r->n_removed++;
-	r->bytes_removed += le->size;
-}
-
-/* A version or delete marker of a staged copy that a versioned storage
- * bucket keeps after its DELETE (review N2): removed by its version id
- * when no rename holds its key, else kept. The current objects were
- * seen by the listing before: not counted again. */
-static void cleanup_staged_version(struct cleanup_run *r,
-				   const struct s3_list_entry *le)
-{
-	static const char what[] =
-	    "a noncurrent version of a rename's staged copy";
+	const char *what =
+	    versions ? "a noncurrent version of a rename's staged copy"
+		     : "a rename's staged copy that no rename holds (it "
+		       "ended or crashed)";
 	const char *b = r->t->cfg.storage_bucket;
 	char name[1200];
 	int rc;
 
 	if (!cleanup_is_staged(le->key))
 		return; /* a store that ignored the prefix (review P6) */
-	snprintf(name, sizeof(name), "%s?versionId=%s", le->key,
-		 le->version_id);
+	if (versions)
+		snprintf(name, sizeof(name), "%s?versionId=%s", le->key,
+			 le->version_id);
+	else
+		snprintf(name, sizeof(name), "%s", le->key);
+	if (!versions)
+		r->n_objects++;
 	rc = db_reception_renaming_held(r->t->db, b, le->key);
-	if (rc > 0 && le->delete_marker)
-		return;
 	if (rc > 0) {
-		cleanup_report(r, name, "kept",
-			       "a rename's staged copy: its rename is in "
-			       "flight",
-			       NULL, NULL);
-		r->n_kept++;
+		if (!le->delete_marker) {
+			cleanup_report(r, name, "kept",
+				       "a rename's staged copy: its rename is "
+				       "in flight",
+				       NULL, NULL);
+			r->n_kept++;
+		}
 		return;
 	}
+	/* A private key of custodyfs's own bucket (its rename's token): no
+	 * uploader writes there, so an unconditional DELETE takes nothing
+	 * of anyone's; with every version a versioned bucket keeps. */
 	if (!rc && !r->dry_run)
-		rc = s3_delete_version(r->t->s3, b, le->key, le->version_id);
+		rc = versions ? s3_delete_version(r->t->s3, b, le->key,
+						  le->version_id)
+			      : s3_delete_every_version(r->t->s3, b, le->key);
 	if (rc) {
-		log_error("%s/%s (version %s): %s%s: kept", b, le->key,
-			  le->version_id, strerror(-rc),
+		log_error("%s/%s: %s%s: kept", b, name, strerror(-rc),
 			  rc == -EACCES ? " (object lock?)" : "");
 		cleanup_report(r, name, "failed", strerror(-rc), NULL, NULL);
 		r->n_failed++;
@@ -706,8 +676,7 @@ static void cleanup_staged_version(struct cleanup_run *r,
 	if (le->delete_marker)
 		return; /* nothing stored: not a removal to report */
 	if (!r->dry_run)
-		log_info("removed %s/%s version %s: %s", b, le->key,
-			 le->version_id, what);
+		log_info("removed %s/%s: %s", b, name, what);
 	cleanup_report(r, name, r->dry_run ? "would remove" : "removed", what,
 		       NULL, NULL);
 	r->n_removed++;
@@ -734,7 +703,7 @@ static int cleanup_staged_all(struct cleanup_run *r)
 		free(token);
 		token = NULL;
 		for (i = 0; !rc && i < pg.n_entries; i++)
-			cleanup_staged(r, &pg.entries[i]);
+			cleanup_staged(r, &pg.entries[i], 0);
 		if (!rc && pg.truncated && pg.next_token) {
 			token = strdup(pg.next_token);
 			if (!token)
@@ -778,10 +747,10 @@ static int cleanup_staged_all(struct cleanup_run *r)
 		failed = r->n_failed;
 		for (k = i; k < j; k++)
 			if (!v.entries[k].delete_marker)
-				cleanup_staged_version(r, &v.entries[k]);
+				cleanup_staged(r, &v.entries[k], 1);
 		for (k = i; k < j && r->n_failed == failed; k++)
 			if (v.entries[k].delete_marker)
-				cleanup_staged_version(r, &v.entries[k]);
+				cleanup_staged(r, &v.entries[k], 1);
 	}
 	s3xml_list_free(&v);
 	return rc;

@@ -517,6 +517,28 @@ def test_a_rename_over_a_file_leaves_no_version_of_its_staged_copy(stack, mount_
 
 # ---- review P: what N3's shortcut and the undo may never take for the checked copy ---------------
 
+def tag_forger(m, b, x, state):
+    """A proxy rule: every CopyObject to b lands but no answer of any try arrives (a reset);
+    at the first HEAD of b after that, an uploader who saw the rename's tag there puts x at b
+    with that tag (state["forged"] set)."""
+    is_copy = copy_to(b)
+
+    def rule(meth, path, h):
+        if is_copy(meth, path, h):
+            state["copied"] = 1
+            return ("reset_after",)
+        if meth == "HEAD" and state.get("copied") and not state.get("forged") \
+                and path.split("?")[0].endswith("/" + b):
+            tag = m.s3.head_object(Bucket=m.reception_bucket, Key=b)["Metadata"] \
+                .get("custodyfs-rename")
+            if tag:  # the uploader copies the token
+                state["forged"] = 1
+                m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=x,
+                                Metadata={"custodyfs-rename": tag})
+        return None
+    return rule
+
+
 def test_a_lost_copy_answer_never_takes_a_forged_tag_for_the_checked_copy(stack, mount_factory,
                                                                         uniq):
     """P1: the staged copy's copy onto b lands, but its answer is lost (a reset). Before
@@ -534,22 +556,8 @@ def test_a_lost_copy_answer_never_takes_a_forged_tag_for_the_checked_copy(stack,
         write(m.path("inbox", b), t)
         m.wait_until(lambda: len(live(m, a)) == len(live(m, b)) == 1, timeout=30,
                      what="the rows before the rename")
-        is_copy, state = copy_to(b), {}
-
-        def rule(meth, path, h):
-            if is_copy(meth, path, h):
-                state["copied"] = 1
-                return ("reset_after",)  # it lands; no answer of any try arrives
-            if meth == "HEAD" and state.get("copied") and not state.get("forged") \
-                    and path.split("?")[0].endswith("/" + b):
-                tag = m.s3.head_object(Bucket=m.reception_bucket, Key=b)["Metadata"] \
-                    .get("custodyfs-rename")
-                if tag:  # the uploader copies the token
-                    state["forged"] = 1
-                    m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=x,
-                                    Metadata={"custodyfs-rename": tag})
-            return None
-        px.rule = rule
+        state = {}
+        px.rule = tag_forger(m, b, x, state)
         out = rename(m, a, b)
         px.rule = None
         settle(m, uniq, rounds=8)
@@ -803,25 +811,11 @@ def test_a_lost_copy_answer_to_a_new_target_never_deletes_a_tagged_upload(stack,
         e, x = b"E, the user's file\n", b"X, uploaded at b with the tag\n"
         write(m.path("inbox", a), e)
         m.wait_until(lambda: len(live(m, a)) == 1, timeout=30, what="a's row")
-        is_copy, state = copy_to(b), {}
-
-        def rule(meth, path, h):
-            if is_copy(meth, path, h):
-                state["copied"] = 1
-                return ("reset_after",)  # it lands; no answer of any try arrives
-            if meth == "HEAD" and state.get("copied") and not state.get("put") \
-                    and path.split("?")[0].endswith("/" + b):
-                tag = m.s3.head_object(Bucket=m.reception_bucket, Key=b)["Metadata"] \
-                    .get("custodyfs-rename")
-                if tag:
-                    state["put"] = 1
-                    m.s3.put_object(Bucket=m.reception_bucket, Key=b, Body=x,
-                                    Metadata={"custodyfs-rename": tag})
-            return None
-        px.rule = rule
+        state = {}
+        px.rule = tag_forger(m, b, x, state)
         out = rename(m, a, b)
         px.rule = None
-        assert state.get("put"), (out, state)
+        assert state.get("forged"), (out, state)
         settle(m, uniq, rounds=8)  # the observer logs what is at b
         res = {"rename": out != "ok", "a": obj(m, a), "b": obj(m, b),
                "a live": [r[3] for r in live(m, a)], "b live": [r[3] for r in live(m, b)],
