@@ -257,6 +257,10 @@ static int promote_copy(struct promote *p, const struct db_journal_entry *e,
 	r.content_type = src->content_type[0] ? src->content_type : NULL;
 	r.meta = meta;
 	r.n_meta = n;
+	/* Content-Disposition, -Encoding, -Language, Cache-Control, Expires
+	 * as the source has them (SPEC §3: metadata kept; review R3). */
+	r.hdrs = src->hdrs;
+	r.n_hdrs = src->n_hdrs;
 	r.size = src->size;
 	r.threshold = p->cfg->copy_threshold;
 	r.part_size = p->cfg->part_size;

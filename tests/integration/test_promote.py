@@ -249,13 +249,17 @@ def test_foreign_object_keeps_content_type_and_metadata(mount, uniq):
     data = os.urandom(2048)
     word = "=?UTF-8?B?%s?=" % base64.b64encode("Relatório ção".encode()).decode()
     name = uniq + "-f.bin"
+    headers = {"ContentDisposition": 'attachment; filename="r.bin"', "ContentEncoding": "gzip",
+               "ContentLanguage": "pt-BR", "CacheControl": "max-age=60"}
     m.s3.put_object(Bucket=m.reception_bucket, Key=name, Body=data,
                     ContentType="application/x-custody-test",
-                    Metadata={"title": word, "sha256": "0" * 64})
+                    Metadata={"title": word, "sha256": "0" * 64}, **headers)
     m.wait_until(lambda: os.path.exists(os.path.join(m.inbox, name)), what="listed")
     promote(m, name, p, "f.bin")
     h = dhead(m, p + "/f.bin")
     assert h["ContentType"] == "application/x-custody-test"
+    # the content headers the source has are kept (review R3)
+    assert {k: h.get(k) for k in headers} == headers
     import email.header
     got = email.header.decode_header(h["Metadata"]["title"])[0]
     assert got[0].decode(got[1]) == "Relatório ção"
