@@ -58,6 +58,20 @@ free_port() { # free_port PREFERRED [OFFSET...]
   "$PY" "$SERVERS/free_port.py" --prefer "$pref" "$@"
 }
 
+# server_port SERVER PREFERRED: the port a server of the state dir listens on while it runs;
+# else the port it had, if it is free, else PREFERRED if free, else any free one. A port saved
+# by an earlier run can be taken meanwhile (another server, or an outgoing connection's
+# ephemeral port), and the server would then not come up.
+server_port() {
+  local saved
+  saved=$(cat "$STATE/$1/port" 2>/dev/null || true)
+  if [ -n "$saved" ] && "$SERVERS/$1.sh" status "$STATE" >/dev/null 2>&1; then
+    echo "$saved"
+  else
+    free_port "${saved:-$2}"
+  fi
+}
+
 install_packages() {
   local need=() p
   local pkgs=(build-essential meson ninja-build pkg-config libfuse3-dev fuse3 libcurl4-openssl-dev
@@ -162,13 +176,15 @@ up() {
   [ -x "$BIN" ] || die "no daemon at $BIN after the build"
 
   local pgport s3port conninfo endpoint key secret
-  pgport=$(cat "$STATE/pg/port" 2>/dev/null || free_port 55432)
+  # (preferred ports below Linux's ephemeral range, 32768-60999: no outgoing connection
+  # takes them)
+  pgport=$(server_port pg 15432)
   conninfo=$("$SERVERS/pg.sh" start "$STATE" "$pgport")
   if [ "$BACKEND" = swift ]; then
     s3port=$(cat "$STATE/swift/port" 2>/dev/null || free_port 58080 10 11 12 20)
     key=test:tester secret=testing
   else
-    s3port=$(cat "$STATE/s3rver/port" 2>/dev/null || free_port 54568)
+    s3port=$(server_port s3rver 14568)
     key=S3RVER secret=S3RVER
   fi
   endpoint=$("$SERVERS/$BACKEND.sh" start "$STATE" "$s3port" recepcao-raw storage-unique)
