@@ -253,9 +253,8 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 	q.workers = 1;
 	*sent = 1;
 	rc = s3_copy_guarded(r->s3, &q, copy->etag);
-	if (!rc || rc == -EEXIST)
-		copy->size = source.size;
-	free(meta); /* (its strings are source's and token) */
+	copy->size = source.size; /* (the source's, whatever came of it) */
+	free(meta);		  /* (its strings are source's and token) */
 	s3_object_info_free(&source);
 	return rc;
 }
@@ -589,6 +588,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	char token[64], stage[sizeof(RECEPTION_RENAME_STAGING) + 64] = "";
 	int rc, existed, tries, renamed = 0, marked = 0, superseded = 0;
 	int sent = 0, unknown = 0, adopted = 0;
+	uint64_t src_size;
 	unsigned gen;
 
 	/* The copy may replace an existing target, whose old content cannot
@@ -648,6 +648,7 @@ int reception_rename(struct reception *r, const char *from_key,
 	}
 	/* A copy whose answer was lost may have landed (review K3); at a
 	 * staging key it is deleted with the key (rename_stage_end). */
+	src_size = copy.size; /* (rename_copy_lost puts to_key's there) */
 	if (rc && sent && !existed && !rename_copy_refused(rc))
 		rc = rename_copy_lost(r, to_key, token, &copy, rc, &unknown,
 				      &adopted);
@@ -693,8 +694,12 @@ int reception_rename(struct reception *r, const char *from_key,
 		struct upload_result src = {0};
 
 		snprintf(src.etag, sizeof(src.etag), "%s", src_etag);
-		src.size = copy.size;
-		rc = rename_hash(r, b, to_key, &copy);
+		src.size = src_size;
+		/* another size: not the source's bytes, nothing to read
+		 * (review R1) */
+		rc = copy.size != src_size ? -EBADMSG : 0;
+		if (!rc)
+			rc = rename_hash(r, b, to_key, &copy);
 		if (!rc)
 			rc = rename_hash(r, b, from_key, &src);
 		if (!rc && (strcmp(copy.sha256, src.sha256) ||
