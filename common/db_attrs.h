@@ -125,10 +125,13 @@ int db_attrs_renamed(struct db *d, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *src,
 		     const struct actor *who);
 
-/* The object db_attrs_copy was for has moved: from's row goes. Not logged
- * again: the copy's 'move' (from_key from) records the rename, as
- * db_attrs_move's does. 0 or -errno. */
-int db_attrs_copy_done(struct db *d, const char *bucket, const char *from);
+/* The object db_attrs_copy was for (ETag etag; NULL or "": unknown) has
+ * moved: from's row goes, unless it is bound to another object (an upload
+ * of from since the copy: review-N N6). Not logged again: the copy's
+ * 'move' (from_key from) records the rename, as db_attrs_move's does. 0 or
+ * -errno. */
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from,
+		       const char *etag);
 
 /* Undoes db_attrs_copy onto key (its object never moved there): key's row
  * goes (logged 'drop'), and row (NULL: none), the one the copy replaced,

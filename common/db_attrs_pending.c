@@ -227,10 +227,13 @@ static const char db_sql_attrs_rebind[] =
 	" AND object_key = $2::text AND etag IS DISTINCT FROM $3::text"
 	" AND (etag = $4::text OR (etag IS NULL"
 	" AND (claim_until IS NULL OR claim_until <= now())))";
-/* $1 bucket, $2 from: the move db_attrs_copy logged is complete. */
+/* $1 bucket, $2 from, $3 the moved object's ETag or NULL: the move
+ * db_attrs_copy logged is complete; a row bound to another object (an
+ * upload of from since: review-N N6) stays. */
 static const char db_sql_attrs_copy_done[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
-	" AND object_key = $2::text";
+	" AND object_key = $2::text AND ($3::text IS NULL OR etag IS NULL"
+	" OR etag = $3::text)";
 static const char db_sql_attrs_copy_ins[] =
 	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
@@ -495,14 +498,17 @@ int db_attrs_renamed(struct db *d, const char *bucket, const char *from,
 static int pg_attrs_copy_done(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
-	const char *p[2] = {m->bucket, m->from};
+	const char *p[3] = {m->bucket, m->from, m->etag};
 
-	return pg_exec(x, db_sql_attrs_copy_done, 2, p, NULL);
+	return pg_exec(x, db_sql_attrs_copy_done, 3, p, NULL);
 }
 
-int db_attrs_copy_done(struct db *d, const char *bucket, const char *from)
+int db_attrs_copy_done(struct db *d, const char *bucket, const char *from,
+		       const char *etag)
 {
-	struct attrs_move_args m = {.bucket = bucket, .from = from};
+	struct attrs_move_args m = {.bucket = bucket,
+				    .from = from,
+				    .etag = etag && *etag ? etag : NULL};
 
 	if (!d || !bucket || !from)
 		return -EINVAL;

@@ -155,7 +155,10 @@ int reception_remove(struct reception *r, const char *key,
  * deleted: the copy is logged late (origin "rename", hashes unknown).
  * new_etag (80 bytes, may be NULL) gets the copy's ETag as soon as the copy
  * landed at to_key, also when the rename then fails (the copy may stay
- * there); it is left untouched when nothing was copied. Every row change
+ * there); it is left untouched when nothing was copied. src_etag (80
+ * bytes, may be NULL) gets the ETag of the source object the rename
+ * copied ("" when none was): an upload of from_key since is another
+ * object (its attributes are its own: review-N N6). Every row change
  * has its "renamed" event line. A source DELETE that fails after the rows
  * changed has an error line op=rename_source_delete (errno, S3 code)
  * before the renamed line, and returns 0 all the same (review K2): the
@@ -187,7 +190,7 @@ int reception_log_listed(struct reception *r, const struct s3_list_entry *e,
 
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
-		     char *new_etag);
+		     char *new_etag, char *src_etag);
 
 /* The private prefix of the STORAGE bucket (custodyfs's own: no uploader
  * writes it; no project prefix starts with a dot) where reception_rename

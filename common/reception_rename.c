@@ -575,7 +575,7 @@ static int rename_refused(struct reception *r, const char *from_key,
 
 int reception_rename(struct reception *r, const char *from_key,
 		     const char *to_key, uint64_t size, const struct actor *who,
-		     char *new_etag)
+		     char *new_etag, char *src_etag_out)
 {
 	char src_etag[80] = "";
 	struct rename_src rs = {r, from_key, src_etag};
@@ -905,6 +905,8 @@ out:
 	if (marked && !copy.etag[0] && !unknown)
 		(void)db_reception_renaming(r->db, b, to_key, token, 0);
 	rename_stage_end(r, stage, token);
+	if (src_etag_out)
+		memcpy(src_etag_out, src_etag, sizeof(src_etag));
 	reception_busy_del(r, to_key);
 	{
 		struct log_ev ev;

@@ -932,9 +932,10 @@ int attrov_copy_rename(const char *from, const char *to,
 	return copy_attrs(from, to, undo, 1);
 }
 
-void attrov_copy_done(const char *from)
+void attrov_copy_done(const char *from, const char *etag)
 {
-	int rc = db_attrs_copy_done(cfs->db, cfs->cfg.reception_bucket, from);
+	int rc =
+	    db_attrs_copy_done(cfs->db, cfs->cfg.reception_bucket, from, etag);
 
 	if (rc)
 		log_error("attributes of renamed inbox/%s not dropped (they "

@@ -456,11 +456,12 @@ void attrov_undo_free(struct attrov_undo *undo);
  * attrov_copy prepared (it has from's content). A failure is logged. */
 void attrov_renamed(const char *from, const char *to, const char *etag,
 		    const char *old);
-/* The object attrov_copy was for has moved from `from`: from's attributes
- * go (the copy's 'move' is the log of the rename). A failure is logged
- * (the row stays bound to the moved object) and the cache shows the
- * database's state. */
-void attrov_copy_done(const char *from);
+/* The object attrov_copy was for (ETag etag; NULL or "": unknown) has
+ * moved from `from`: from's attributes go (the copy's 'move' is the log of
+ * the rename), unless bound to another object (an upload of from since:
+ * review-N N6). A failure is logged (the row stays bound to the moved
+ * object) and the cache shows the database's state. */
+void attrov_copy_done(const char *from, const char *etag);
 /* unlink/rmdir (after the store's): rel's attributes go (with tree, those
  * under rel/ too), logged ('drop'). A failure is logged and the cache
  * shows the database's state (a row left stays bound to the removed

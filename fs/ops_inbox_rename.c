@@ -339,8 +339,9 @@ static int rename_dir_locked(const char *from, const char *to)
 				rc = attrov_copy_rename(ok, nk, &undo);
 			etag[0] = '\0';
 			if (rc == 0) {
-				rc = reception_rename(cfs->rcp, e->key, nk,
-						      e->size, &who, etag);
+				rc =
+				    reception_rename(cfs->rcp, e->key, nk,
+						     e->size, &who, etag, NULL);
 				/* Nothing landed at nk: no row of ok's
 				 * there for a later object to inherit. */
 				if (rc && !etag[0])
@@ -451,10 +452,11 @@ static int rename_dir(const char *from, const char *to)
  * On failure, if nothing landed at `to`, to's rows are put back as they
  * were; a copy that landed keeps from's attributes (it has from's
  * content). etag[80] gets the copy's ETag, old[80] the ETag `from` was
- * shown with (empty when unknown). 0 or the -errno of either step. */
+ * shown with (empty when unknown), src[80] the source object's the rename
+ * copied. 0 or the -errno of either step. */
 static int rename_copy_with_attrs(const char *from, const char *to,
 				  uint64_t size, const struct actor *who,
-				  char *etag, char *old)
+				  char *etag, char *old, char *src)
 {
 	struct attrov_undo undo = {0};
 	int rc;
@@ -463,7 +465,7 @@ static int rename_copy_with_attrs(const char *from, const char *to,
 	rc = attrov_copy_rename(from, to, &undo);
 	if (rc)
 		return rc;
-	rc = reception_rename(cfs->rcp, from, to, size, who, etag);
+	rc = reception_rename(cfs->rcp, from, to, size, who, etag, src);
 	if (rc) {
 		if (!etag[0])
 			attrov_undo_copy(to, &undo);
@@ -491,7 +493,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
 	struct actor who;
-	char etag[80] = "", old[80] = "";
+	char etag[80] = "", old[80] = "", src[80] = "";
 
 	if (of->failed)
 		return of->failed;
@@ -540,13 +542,13 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	 * rows are recorded, in their transaction), so a crash anywhere
 	 * after the copy's rows never shows it with the target's row or the
 	 * defaults. */
-	rc = rename_copy_with_attrs(from, to, size, &who, etag, old);
+	rc = rename_copy_with_attrs(from, to, size, &who, etag, old, src);
 	if (rc)
 		return rc;
 	readers_rename(from, to);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
 	attrov_bind(to, etag, old[0] ? old : NULL);
-	attrov_copy_done(from);
+	attrov_copy_done(from, src);
 	*attrs_moved = 1;
 	rc = ofile_rename_uncommitted(of, to, 0, 0);
 	if (rc)
@@ -571,20 +573,20 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 static int rename_stored(const char *from, const char *to,
 			 const struct stat *sf)
 {
-	char etag[80] = "", old[80] = "";
+	char etag[80] = "", old[80] = "", src[80] = "";
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
 	rc = rename_copy_with_attrs(from, to, (uint64_t)sf->st_size, &who, etag,
-				    old);
+				    old, src);
 	if (rc)
 		return rc;
 	readers_rename(from, to);
 	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	dcache_remove(from);
 	attrov_bind(to, etag, old[0] ? old : NULL);
-	attrov_copy_done(from);
+	attrov_copy_done(from, src);
 	return 0;
 }
 

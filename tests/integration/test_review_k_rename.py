@@ -237,6 +237,7 @@ def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, moun
                       what="the staged copy on b")
         os.listdir(m2.path("inbox", uniq))
         write(m2.path("inbox", a), g)  # close() == 0: G's row committed
+        os.chmod(m2.path("inbox", a), 0o600)  # G's owner keeps it private (review-N N6)
         let_go(px, th)
         settle(m1, uniq)
         a_rows = [(o, lv, "overwritten by <user>" if (why or "").startswith("overwritten by ")
@@ -249,6 +250,11 @@ def test_a_source_rewritten_after_the_staged_copy_reached_the_target(stack, moun
                        "b rows": [("mount", False, f"replaced by rename from {a}", sha(t)),
                                   ("rename", True, None, sha(e))],
                        "b marker": 0}, res
+        # G's attributes are G's: the rename of E dropped only E's (review-N N6: G showed
+        # the default 0644 on 0c2f8c3, readable by others)
+        mode = m1.sql_value("select mode & 511 from file_attrs where bucket = %s"
+                            " and object_key = %s", (m1.reception_bucket, a))
+        assert (mode, oct(os.stat(m2.path("inbox", a)).st_mode & 0o777)) == (0o600, oct(0o600))
     finally:
         px.rule = None
         px.release.set()
