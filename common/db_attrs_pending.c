@@ -641,6 +641,7 @@ static int pg_attrs_publish(struct pg_ctx *x, void *arg)
 static int pg_attrs_publish_rows(struct attrs_publish_args *a, struct pg_ctx *x)
 {
 	const char *del[2] = {a->bucket, a->to};
+	const char *done[3] = {a->bucket, NULL, NULL};
 	struct who_params w;
 	const char *p[8];
 	int rc, mine = 0;
@@ -682,8 +683,10 @@ static int pg_attrs_publish_rows(struct attrs_publish_args *a, struct pg_ctx *x)
 		rc = pg_exec(x, db_sql_attrs_publish_ins, 8, p, NULL);
 		if (rc)
 			return rc;
-		del[1] = a->from;
-		return pg_exec(x, db_sql_attrs_copy_done, 2, del, NULL);
+		/* from's rows, whatever object they are bound to: the
+		 * publisher's temporary name is gone */
+		done[1] = a->from;
+		return pg_exec(x, db_sql_attrs_copy_done, 3, done, NULL);
 	}
 	/* A newer object is there: its row stays; from's name is gone (its
 	 * row with it, while it is the publisher's). */

@@ -371,7 +371,8 @@ def test_foreign_overwrite_of_a_users_file_takes_the_configured_owner(shared, un
         os.listdir(m.inbox)  # seen in a listing: logged once its grace has passed
         return any(r["origin"] == "foreign" for r in rows(m, key))
     m.wait_until(logged, timeout=30, interval=0.5, what="the overwrite logged")
-    assert attrs_row(m, key) is None
+    # A's attributes row goes in a transaction after the foreign row's
+    m.wait_until(lambda: attrs_row(m, key) is None, timeout=30, what="A's attributes dropped")
     m.wait_until(lambda: os.stat(f).st_uid == 3000, timeout=10, what="configured owner shown")
     st = os.stat(f)
     assert (st.st_gid, stat.S_IMODE(st.st_mode)) == (3001, 0o644)

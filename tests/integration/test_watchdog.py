@@ -37,12 +37,14 @@ def _drain(sock):
 
 
 def _assert_regular(pings, seconds):
-    """About one ping per half interval over `seconds`, never a gap near the interval."""
+    """What systemd needs over `seconds`: pings all along, never a gap of a whole interval
+    (WatchdogSec: systemd would kill the daemon), and about one per half interval, not a
+    stream. Bounds are loose: this process or the daemon can be late by a fraction of a
+    second on a loaded machine (the pings queued meanwhile then arrive together)."""
     want = seconds / (INTERVAL / 2)
-    assert want - 2 <= len(pings) <= want + 2, (len(pings), want, pings)
+    assert want / 2 <= len(pings) <= want + 3, (len(pings), want, pings)
     gaps = [b - a for a, b in zip(pings, pings[1:])]
-    assert gaps and max(gaps) < INTERVAL * 0.8, gaps
-    assert min(gaps) > INTERVAL / 2 * 0.4, gaps  # not a burst
+    assert gaps and max(gaps) < INTERVAL, gaps
 
 
 @pytest.fixture
