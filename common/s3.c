@@ -1088,12 +1088,46 @@ int s3_get_range(struct s3_client *c, const char *bucket, const char *key,
 	return s3_get_range_if(c, bucket, key, offset, len, NULL, buf, got);
 }
 
+/* An If-Match for etag (quotes removed; NULL: none) on x. 0, -EINVAL for an
+ * empty etag or one holding a quote, or -ENOMEM. */
+static int s3_if_match(struct s3_xfer *x, const char *etag)
+{
+	char im[96];
+
+	if (!etag)
+		return 0;
+	if (!*etag || strchr(etag, '"') ||
+	    (size_t)snprintf(im, sizeof(im), "\"%s\"", etag) >= sizeof(im))
+		return -EINVAL;
+	return s3_hdrs_add(&x->hdrs, "if-match", im);
+}
+
+/* After a GET sent with s3_if_match(etag): a store that ignores If-Match
+ * (s3rver does) still names the object it answered with, and another ETag
+ * fails as 412 would. 0 (etag NULL, or the answer's), -EEXIST, -EPROTO
+ * when the answer names none. */
+static int s3_answered_etag(struct s3_xfer *x, const char *bucket,
+			    const char *key, const char *etag)
+{
+	char seen[96] = "";
+
+	if (!etag)
+		return 0;
+	if (!s3_hdr_get(x, "etag", seen, sizeof(seen))) {
+		log_warn("s3: GET %s/%s: no ETag in the answer", bucket, key);
+		return -EPROTO;
+	}
+	if (strcmp(seen, etag))
+		return -errmap_s3(412, "PreconditionFailed");
+	return 0;
+}
+
 int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
 		    uint64_t offset, size_t len, const char *etag, void *buf,
 		    size_t *got)
 {
 	unsigned long long first, last;
-	char range[64], cr[128] = "", im[96];
+	char range[64], cr[128] = "";
 	struct s3_xfer x;
 	int rc;
 
@@ -1108,17 +1142,9 @@ int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_hdrs_add(&x.hdrs, "range", range);
 	if (rc)
 		goto fail;
-	if (etag) {
-		if (!*etag || strchr(etag, '"') ||
-		    (size_t)snprintf(im, sizeof(im), "\"%s\"", etag) >=
-			sizeof(im)) {
-			rc = -EINVAL;
-			goto fail;
-		}
-		rc = s3_hdrs_add(&x.hdrs, "if-match", im);
-		if (rc)
-			goto fail;
-	}
+	rc = s3_if_match(&x, etag);
+	if (rc)
+		goto fail;
 	x.range_buf = buf;
 	x.range_off = offset;
 	x.range_len = len;
@@ -1139,22 +1165,9 @@ int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
 		rc = -EPROTO;
 		goto fail;
 	}
-	if (etag) {
-		char seen[96] = "";
-
-		/* A store that ignores If-Match (s3rver does) still names the
-		 * object it answered with: another ETag fails as 412 would. */
-		if (!s3_hdr_get(&x, "etag", seen, sizeof(seen))) {
-			log_warn("s3: GET %s/%s: no ETag in the answer", bucket,
-				 key);
-			rc = -EPROTO;
-			goto fail;
-		}
-		if (strcmp(seen, etag)) {
-			rc = -errmap_s3(412, "PreconditionFailed");
-			goto fail;
-		}
-	}
+	rc = s3_answered_etag(&x, bucket, key, etag);
+	if (rc)
+		goto fail;
 	*got = x.at.range_got;
 fail:
 	s3_xfer_free(&x);
@@ -1164,6 +1177,12 @@ fail:
 int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 		 int fd, uint64_t *size)
 {
+	return s3_get_to_fd_if(c, bucket, key, fd, NULL, size);
+}
+
+int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
+		    int fd, const char *etag, uint64_t *size)
+{
 	struct s3_xfer x;
 	int rc;
 
@@ -1172,11 +1191,15 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 	rc = s3_check(bucket, key, 1);
 	if (!rc && fd < 0)
 		rc = -EINVAL;
+	if (!rc)
+		rc = s3_if_match(&x, etag);
 	if (rc)
 		goto fail;
 	x.out_fd = fd;
 	x.large = 1;
 	rc = s3_perform(c, &x);
+	if (!rc)
+		rc = s3_answered_etag(&x, bucket, key, etag);
 	if (!rc)
 		*size = x.at.out_pos;
 fail:
@@ -1192,7 +1215,6 @@ static int s3_delete_cond(struct s3_client *c, const char *bucket,
 {
 	struct sigv4_kv q = {"uploadId", upload_id};
 	struct s3_xfer x;
-	char im[96];
 	int rc;
 
 	if (version_id) {
@@ -1203,14 +1225,8 @@ static int s3_delete_cond(struct s3_client *c, const char *bucket,
 	x.query = &q;
 	x.n_query = upload_id || version_id ? 1 : 0;
 	rc = s3_check(bucket, key, 1);
-	if (!rc && etag) {
-		if (!*etag || strchr(etag, '"') ||
-		    (size_t)snprintf(im, sizeof(im), "\"%s\"", etag) >=
-			sizeof(im))
-			rc = -EINVAL;
-		else
-			rc = s3_hdrs_add(&x.hdrs, "if-match", im);
-	}
+	if (!rc)
+		rc = s3_if_match(&x, etag);
 	if (!rc)
 		rc = s3_perform(c, &x);
 	/* Some stores answer 404 where S3 answers 204. */

@@ -144,6 +144,12 @@ int s3_get_range_if(struct s3_client *c, const char *bucket, const char *key,
  * the byte count. */
 int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 		 int fd, uint64_t *size);
+/* s3_get_to_fd only while the object has ETag etag (quotes removed; NULL:
+ * any), as s3_get_range_if checks it: -EEXIST when another object is there
+ * (fd may hold some of its bytes then), -EPROTO when the answer names no
+ * ETag. */
+int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
+		    int fd, const char *etag, uint64_t *size);
 
 /* DELETE. Deleting a missing key succeeds (S3 semantics). */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key);

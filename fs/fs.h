@@ -123,9 +123,13 @@ struct fhandle {
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */
 	uint64_t size;	       /* object size at open */
-	char etag[80];	       /* protected by its lock: the object whose
-				  attributes the open was checked against
-				  ("": not known); reads are pinned to it */
+	char etag[80];	       /* protected by its lock and cfs.lock
+				  (written under both, read under either):
+				  the object whose attributes the open was
+				  checked against ("": not known); reads
+				  are pinned to it */
+	int direct;	       /* set at open: direct_io, it never reads or
+				  fills the kernel's page cache */
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
@@ -279,10 +283,11 @@ void ofile_put(struct ofile *of);
  * last time. */
 int ofile_claims_start(void);
 void ofile_claims_stop(void);
-/* Fills the spool from the stored object key. Caller holds of->lock. On
- * failure the ofile is marked failed (every handle sharing it gets the
- * error) and no longer found by name. */
-int ofile_load(struct ofile *of, const char *key);
+/* Fills the spool from the stored object key; only from the object of ETag
+ * etag when etag is not NULL (-EEXIST: another object is there now).
+ * Caller holds of->lock. On failure the ofile is marked failed (every
+ * handle sharing it gets the error) and no longer found by name. */
+int ofile_load(struct ofile *of, const char *key, const char *etag);
 /* Caller holds of->lock: upload + log if dirty; -errno. leaving: writable
  * handles of of that go away with this commit (1 for the closing flush or
  * the release of a writable handle, else 0). When another upload replaced

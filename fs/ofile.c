@@ -272,11 +272,11 @@ static void rebinds_retry(void)
 	rebinds_trying = list;
 	pthread_mutex_unlock(&cfs->lock);
 	for (r = list; r; r = r->next)
-		r->done = (r->from ? attrov_publish(r->from, r->rel, r->etag,
-						    r->token, &r->cur,
-						    r->pending)
-				   : attrov_bind_claim(r->rel, r->etag,
-						       r->token, &r->cur)) == 0;
+		r->done =
+		    (r->from ? attrov_publish(r->from, r->rel, r->etag,
+					      r->token, &r->cur, r->pending)
+			     : attrov_bind_claim(r->rel, r->etag, r->token,
+						 &r->cur)) == 0;
 	pthread_mutex_lock(&cfs->lock);
 	rebinds_trying = NULL;
 	for (r = list; r; r = next) {
@@ -473,13 +473,13 @@ void ofile_drop_name(const char *rel)
 		ofile_free(of);
 }
 
-int ofile_load(struct ofile *of, const char *key)
+int ofile_load(struct ofile *of, const char *key, const char *etag)
 {
 	uint64_t size = 0;
 	int rc;
 
-	rc = s3_get_to_fd(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
-			  &size);
+	rc = s3_get_to_fd_if(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
+			     etag, &size);
 	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
 		rc = -errno;
 	if (rc) {

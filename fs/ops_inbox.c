@@ -810,6 +810,103 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 	return rc;
 }
 
+/* May the caller of this request open a file of attributes *st with
+ * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
+ * owner, group and other bits; root may. 0 or -EACCES; nothing is checked
+ * without default_permissions (the daemon checks what the kernel could not
+ * see: attributes newer than those it cached). */
+static int may_open(const struct stat *st, int acc)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	mode_t want = 0, bits;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
+		return 0;
+	if (acc != O_WRONLY)
+		want |= 4;
+	if (acc != O_RDONLY)
+		want |= 2;
+	if (ctx->uid == st->st_uid)
+		bits = (st->st_mode >> 6) & 7;
+	else if (cfs_caller_in_group(ctx, st->st_gid))
+		bits = (st->st_mode >> 3) & 7;
+	else
+		bits = st->st_mode & 7;
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+/* rel's attributes *st and the ETag of the object they are for (etag, 80
+ * bytes; "" when rel is open here or the listing names none), read as one:
+ * the listing may move on to another object between the two reads. 0,
+ * -ESTALE when it kept moving, or getattr's -errno. */
+static int open_stat(const char *rel, struct stat *st, char *etag)
+{
+	char again[80];
+	int rc, tries;
+
+	for (tries = 0; tries < 4; tries++) {
+		inbox_shown_etag(rel, etag);
+		rc = inbox_getattr(rel, st);
+		if (rc)
+			return rc;
+		inbox_shown_etag(rel, again);
+		if (!strcmp(etag, again))
+			return 0;
+	}
+	return -ESTALE;
+}
+
+/* The object at key now, by HEAD, put into the listing (and the kernel's
+ * entry for it dropped): a handle found the listing's object gone. *info
+ * filled (the caller frees it). 0 or -errno. */
+static int entry_refresh(const char *key, struct s3_object_info *info)
+{
+	char *path;
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, key, info);
+	if (rc)
+		return rc;
+	dcache_upsert(key, 0, info->size, info->mtime, info->etag);
+	if (asprintf(&path, "/inbox/%s", key) >= 0) {
+		inval_path(path);
+		free(path);
+	}
+	return 0;
+}
+
+/* Caller holds cfs->lock. Does a handle on rel other than self use the
+ * kernel's page cache for another object than etag? The cache is the
+ * inode's, shared by every handle of the name on this mount, while another
+ * mount's rename can put a new object (another file, with other
+ * attributes) under it: handles on two objects must not share pages, or
+ * the reader of one is served the other's (review-G G3). */
+static int cache_shared_with_other(const char *rel, const char *etag,
+				   const struct fhandle *self)
+{
+	const struct fhandle *r;
+
+	for (r = readers; r; r = r->rnext)
+		if (r != self && !r->direct && !r->spool &&
+		    !strcmp(r->rel, rel) && strcmp(r->etag, etag))
+			return 1;
+	return 0;
+}
+
+/* A handle on rel's spool, whose content is the object etag's ("": not
+ * known, as for a file already open here): direct_io when a reader of the
+ * name uses the page cache for another object (G3), so neither is served
+ * the other's pages. */
+static void spool_direct(const char *rel, const char *etag,
+			 struct fuse_file_info *fi)
+{
+	if (fi->direct_io)
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	fi->direct_io = (unsigned)cache_shared_with_other(rel, etag, NULL);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
@@ -833,7 +930,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
-	char *token = NULL;
+	char *token = NULL, seen[80] = "";
 	int rc = 0, local = is_temp(rel), again = 0, retries = 2;
 
 	rc = check_name(rel);
@@ -843,6 +940,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		return -EINVAL; /* reserved for open files being unlinked */
 retry:
 	stored = 0;
+	seen[0] = '\0';
 	of = ofile_find(rel);
 	if (of && excl) {
 		ofile_put(of);
@@ -867,6 +965,7 @@ retry:
 				return -EEXIST;
 			}
 			rc = stored_stat(rel, &info, &st);
+			snprintf(seen, sizeof(seen), "%s", info.etag);
 			s3_object_info_free(&info);
 			if (rc == 0)
 				rc = may_replace(rel, &st);
@@ -926,7 +1025,8 @@ retry:
 		free(token);
 		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
-			rc = ofile_load(of, rel); /* as open(2) would */
+			/* as open(2) would: the object checked above */
+			rc = ofile_load(of, rel, seen[0] ? seen : NULL);
 		} else if (rc == 0 && !of->ready && stored) {
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
@@ -956,35 +1056,53 @@ retry:
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);
+	spool_direct(rel, seen, fi);
 	return 0;
 }
 
-/* Errors: ENOENT, EISDIR, EIO, ENOSPC, ENOMEM. */
-int inbox_open(const char *rel, struct fuse_file_info *fi)
+/* One try of inbox_open: -EAGAIN when the object its attributes were
+ * checked for was replaced before its load (the listing is refreshed: try
+ * again). */
+static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 {
-	int wr = (fi->flags & O_ACCMODE) != O_RDONLY;
+	int acc = fi->flags & O_ACCMODE;
+	int wr = acc != O_RDONLY;
 	int trunc = wr && (fi->flags & O_TRUNC);
+	struct s3_object_info info = {0};
+	char etag[80] = "";
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
 	int rc = 0;
 
-	/* A truncating open (FUSE_CAP_ATOMIC_O_TRUNC): the kernel sends no
-	 * setattr, so the bits it would clear are cleared here, first. */
-	if (trunc) {
-		rc = privs_clear(rel);
-		if (rc)
-			return rc;
-	}
 	of = ofile_find(rel);
 	if (of) {
+		/* A truncating open (FUSE_CAP_ATOMIC_O_TRUNC): the kernel
+		 * sends no setattr, so the bits it would clear are cleared
+		 * here, first. */
+		rc = trunc ? privs_clear(rel) : 0;
+		if (rc) {
+			ofile_put(of);
+			return rc;
+		}
 		pthread_mutex_lock(&of->lock);
 	} else {
-		rc = inbox_getattr(rel, &st);
+		/* The attributes of the object this handle will be pinned
+		 * to, checked for the caller: the kernel checked those it
+		 * cached (attr_timeout), maybe another object's (G2). */
+		rc = open_stat(rel, &st, etag);
 		if (rc)
 			return rc;
 		if (S_ISDIR(st.st_mode))
 			return -EISDIR;
+		rc = may_open(&st, acc);
+		if (rc)
+			return rc;
+		if (trunc) {
+			rc = privs_clear(rel);
+			if (rc)
+				return rc;
+		}
 		if (!wr) {
 			/* Read from the store, nothing spooled. */
 			h = fh_new(NULL);
@@ -994,15 +1112,17 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 			h->size = (uint64_t)st.st_size;
 			/* Its reads get the object its attributes were
 			 * checked for, never a newer one unchecked (E1). */
-			inbox_shown_etag(rel, h->etag);
+			snprintf(h->etag, sizeof(h->etag), "%s", etag);
 			if (!h->rel) {
 				fh_free(h);
 				return -ENOMEM;
 			}
 			pthread_mutex_lock(&cfs->lock);
+			h->direct = cache_shared_with_other(rel, etag, h);
 			h->rnext = readers;
 			readers = h;
 			pthread_mutex_unlock(&cfs->lock);
+			fi->direct_io = (unsigned)h->direct;
 			fi->fh = (uint64_t)(uintptr_t)h;
 			return 0;
 		}
@@ -1019,7 +1139,14 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 			of->stored_size = (uint64_t)st.st_size;
 			rc = ofile_truncate(of, 0);
 		} else {
-			rc = ofile_load(of, rel);
+			rc = ofile_load(of, rel, etag[0] ? etag : NULL);
+			if (rc == -EEXIST) {
+				/* replaced since its attributes were checked:
+				 * every opener sharing it tries again */
+				if (entry_refresh(rel, &info) == 0)
+					s3_object_info_free(&info);
+				of->failed = rc = -EAGAIN;
+			}
 		}
 	} else if (rc == 0 && trunc) {
 		rc = ofile_truncate(of, 0);
@@ -1040,7 +1167,21 @@ int inbox_open(const char *rel, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);
+	spool_direct(rel, etag, fi);
 	return 0;
+}
+
+/* Errors: ENOENT, EISDIR, EACCES (the object's attributes, newer than
+ * those the kernel checked, refuse the caller), ESTALE (the object was
+ * replaced at every try), EIO, ENOSPC, ENOMEM. */
+int inbox_open(const char *rel, struct fuse_file_info *fi)
+{
+	int rc, tries = 0;
+
+	do
+		rc = inbox_open_try(rel, fi);
+	while (rc == -EAGAIN && ++tries < 3);
+	return rc == -EAGAIN ? -ESTALE : rc;
 }
 
 /* Caller holds no lock. Errors: EIO (spool), or the failed download's. */
@@ -1069,34 +1210,27 @@ static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
  * pinned to it. Caller holds h->lock. 0 (read it), -EACCES, or -errno. */
 static int reader_recheck(struct fhandle *h, const char *key)
 {
-	struct fuse_context *ctx = fuse_get_context();
 	struct s3_object_info info = {0};
 	struct stat st;
-	char *path;
-	mode_t bit;
 	int rc;
 
-	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, key, &info);
+	rc = entry_refresh(key, &info);
 	if (rc)
 		return rc;
-	dcache_upsert(key, 0, info.size, info.mtime, info.etag);
-	if (asprintf(&path, "/inbox/%s", key) >= 0) {
-		inval_path(path);
-		free(path);
-	}
 	rc = inbox_getattr(key, &st);
-	if (rc == 0 && cfs->perm_checks && ctx && ctx->uid != 0) {
-		if (ctx->uid == st.st_uid)
-			bit = S_IRUSR;
-		else if (cfs_caller_in_group(ctx, st.st_gid))
-			bit = S_IRGRP;
-		else
-			bit = S_IROTH;
-		if (!(st.st_mode & bit))
-			rc = -EACCES;
-	}
 	if (rc == 0)
-		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+		rc = may_open(&st, O_RDONLY);
+	if (rc == 0) {
+		pthread_mutex_lock(&cfs->lock);
+		/* Its pages would be another object's than those other
+		 * handles of the name read from the page cache (G3): the
+		 * file was replaced under this descriptor. */
+		if (!h->direct && cache_shared_with_other(key, info.etag, h))
+			rc = -ESTALE;
+		else
+			snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+		pthread_mutex_unlock(&cfs->lock);
+	}
 	s3_object_info_free(&info);
 	return rc;
 }
@@ -1409,7 +1543,7 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 				of->stored_size = (uint64_t)st.st_size;
 				of->ready = 1;
 			} else {
-				rc = ofile_load(of, rel);
+				rc = ofile_load(of, rel, NULL);
 			}
 		}
 		if (rc) {

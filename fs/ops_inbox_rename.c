@@ -155,7 +155,7 @@ static int hide_for_rename(const char *from, const char *to)
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			goto fail;
-		rc = of->failed ? of->failed : ofile_load(of, from);
+		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
 		if (rc == 0) {
 			ofile_hide(of, to);
@@ -209,7 +209,7 @@ static int inbox_hide(const char *from, const char *to)
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			return rc;
-		rc = of->failed ? of->failed : ofile_load(of, from);
+		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
 		if (rc == 0) {
 			cfs_actor(&who);
@@ -261,7 +261,7 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	of = ofile_create(to, 1, &rc);
 	if (!of)
 		return rc;
-	rc = of->failed ? of->failed : ofile_load(of, from);
+	rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 	of->in_store = 0;
 	if (rc == 0) {
 		cfs_actor(&who);
