@@ -65,11 +65,16 @@ free_port() { # free_port PREFERRED [OFFSET...]
 server_port() {
   local saved
   saved=$(cat "$STATE/$1/port" 2>/dev/null || true)
+  local p
   if [ -n "$saved" ] && "$SERVERS/$1.sh" status "$STATE" >/dev/null 2>&1; then
     echo "$saved"
-  else
-    free_port "${saved:-$2}"
+    return
   fi
+  if [ -n "$saved" ]; then
+    p=$(free_port "$saved") || return 1
+    [ "$p" = "$saved" ] && { echo "$p"; return; }
+  fi
+  free_port "$2"
 }
 
 install_packages() {

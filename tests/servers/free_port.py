@@ -9,8 +9,12 @@ import sys
 
 
 def free(p):
+    """Can a server bind p? With SO_REUSEADDR, as every server here binds (node, PostgreSQL,
+    Swift, Python's HTTPServer): a port only in TIME_WAIT from closed connections is free
+    for them; one a listener or a live connection holds is not."""
     s = socket.socket()
     try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         s.bind(("127.0.0.1", p))
         return True
     except OSError:
