@@ -123,13 +123,9 @@ struct fhandle {
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */
 	uint64_t size;	       /* object size at open */
-	char etag[80];	       /* protected by its lock and cfs.lock
-				  (written under both, read under either):
-				  the object whose attributes the open was
-				  checked against ("": not known); reads
-				  are pinned to it */
-	int direct;	       /* set at open: direct_io, it never reads or
-				  fills the kernel's page cache */
+	char etag[80];	       /* protected by its lock: the object whose
+				  attributes the open was checked against
+				  ("": not known); reads are pinned to it */
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */

@@ -875,38 +875,6 @@ static int entry_refresh(const char *key, struct s3_object_info *info)
 	return 0;
 }
 
-/* Caller holds cfs->lock. Does a handle on rel other than self use the
- * kernel's page cache for another object than etag? The cache is the
- * inode's, shared by every handle of the name on this mount, while another
- * mount's rename can put a new object (another file, with other
- * attributes) under it: handles on two objects must not share pages, or
- * the reader of one is served the other's (review-G G3). */
-static int cache_shared_with_other(const char *rel, const char *etag,
-				   const struct fhandle *self)
-{
-	const struct fhandle *r;
-
-	for (r = readers; r; r = r->rnext)
-		if (r != self && !r->direct && !r->spool &&
-		    !strcmp(r->rel, rel) && strcmp(r->etag, etag))
-			return 1;
-	return 0;
-}
-
-/* A handle on rel's spool, whose content is the object etag's ("": not
- * known, as for a file already open here): direct_io when a reader of the
- * name uses the page cache for another object (G3), so neither is served
- * the other's pages. */
-static void spool_direct(const char *rel, const char *etag,
-			 struct fuse_file_info *fi)
-{
-	if (fi->direct_io)
-		return;
-	pthread_mutex_lock(&cfs->lock);
-	fi->direct_io = (unsigned)cache_shared_with_other(rel, etag, NULL);
-	pthread_mutex_unlock(&cfs->lock);
-}
-
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
@@ -1056,7 +1024,6 @@ retry:
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);
-	spool_direct(rel, seen, fi);
 	return 0;
 }
 
@@ -1118,11 +1085,9 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 				return -ENOMEM;
 			}
 			pthread_mutex_lock(&cfs->lock);
-			h->direct = cache_shared_with_other(rel, etag, h);
 			h->rnext = readers;
 			readers = h;
 			pthread_mutex_unlock(&cfs->lock);
-			fi->direct_io = (unsigned)h->direct;
 			fi->fh = (uint64_t)(uintptr_t)h;
 			return 0;
 		}
@@ -1167,7 +1132,6 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);
-	spool_direct(rel, etag, fi);
 	return 0;
 }
 
@@ -1220,17 +1184,8 @@ static int reader_recheck(struct fhandle *h, const char *key)
 	rc = inbox_getattr(key, &st);
 	if (rc == 0)
 		rc = may_open(&st, O_RDONLY);
-	if (rc == 0) {
-		pthread_mutex_lock(&cfs->lock);
-		/* Its pages would be another object's than those other
-		 * handles of the name read from the page cache (G3): the
-		 * file was replaced under this descriptor. */
-		if (!h->direct && cache_shared_with_other(key, info.etag, h))
-			rc = -ESTALE;
-		else
-			snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
-		pthread_mutex_unlock(&cfs->lock);
-	}
+	if (rc == 0)
+		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
 	s3_object_info_free(&info);
 	return rc;
 }

@@ -9,6 +9,8 @@ import threading
 import time
 import uuid
 
+import pytest
+
 from faultproxy import FaultProxy
 from test_perms import A, B, FOREIGN, as_user, open_to_others, rd, two_mounts  # noqa: F401
 from test_review_e import late_upload_to, proxied_pair  # noqa: F401
@@ -52,6 +54,10 @@ class Holder:
         assert self.p.wait(timeout=60) == 0
 
 
+@pytest.mark.xfail(strict=True, reason="review-G G3 / review-T T1: the kernel's page cache is "
+                   "one per name, and another mount's replacement keeps the name's inode; making "
+                   "the other object's handles direct_io does not isolate them from mmap "
+                   "(MAP_PRIVATE fills the cache through a direct handle). Open.")
 def test_old_handle_never_reads_the_new_objects_cached_pages(mount_factory, uniq):
     """G3: B holds a descriptor on A's public y.txt on mount b. A replaces y.txt from mount a
     with a 0600 secret of the same size; A (allowed) then reads it on mount b, which fills
