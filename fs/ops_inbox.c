@@ -1039,7 +1039,7 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 	char etag[80] = "";
 	struct fhandle *h;
 	struct ofile *of;
-	struct stat st;
+	struct stat st = {0};
 	int rc = 0;
 
 	of = ofile_find(rel);
