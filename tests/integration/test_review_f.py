@@ -657,7 +657,8 @@ def test_a_renames_rows_match_what_is_at_its_target(stack, mount_factory, uniq, 
         t, out = rename_in_thread(m1, a, b)
         m1.wait_until(lambda: any(act == "late" for _, _, act in px.log), timeout=30,
                       what="the copy of a to b landed, its answer held")
-        os.listdir(m2.path("inbox", uniq))
+        m2.wait_until(lambda: b.split("/")[1] in os.listdir(m2.path("inbox", uniq)),
+                      timeout=30, what="m2 lists the copy at b")
         if other == "write":
             with open(m2.path("inbox", b), "wb") as f:
                 f.write(g)  # close() returns 0: G's row is committed

@@ -68,6 +68,8 @@ write_config() {
       swift-ring-builder $t.builder add "r1z1-127.0.0.1:$port/d1" 100 >/dev/null
       swift-ring-builder $t.builder rebalance >/dev/null || true
     )
+    # the object server: a write answers once the container listing has it (no updater runs
+    # here: an update that timed out would leave the listing behind for good)
     cat >"$ETC/$t-server.conf" <<C
 [DEFAULT]
 devices = $SD/node
@@ -82,6 +84,7 @@ log_facility = LOG_LOCAL2
 pipeline = $t-server
 [app:$t-server]
 use = egg:swift#$t
+$([ "$t" = object ] && echo "container_update_timeout = 30")
 [$t-replicator]
 [$t-updater]
 [$t-auditor]
