@@ -1183,10 +1183,19 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
 int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
 		    int fd, const char *etag, uint64_t *size)
 {
+	return s3_get_to_fd_seen(c, bucket, key, fd, etag, size, NULL, 0);
+}
+
+int s3_get_to_fd_seen(struct s3_client *c, const char *bucket, const char *key,
+		      int fd, const char *etag, uint64_t *size, char *seen,
+		      size_t seenlen)
+{
 	struct s3_xfer x;
 	int rc;
 
 	*size = 0;
+	if (seen && seenlen)
+		seen[0] = '\0';
 	s3_xfer_init(&x, "GET", bucket, key);
 	rc = s3_check(bucket, key, 1);
 	if (!rc && fd < 0)
@@ -1202,6 +1211,8 @@ int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
 		rc = s3_answered_etag(&x, bucket, key, etag);
 	if (!rc)
 		*size = x.at.out_pos;
+	if (!rc && seen && seenlen && !s3_hdr_get(&x, "etag", seen, seenlen))
+		seen[0] = '\0';
 fail:
 	s3_xfer_free(&x);
 	return rc;

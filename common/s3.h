@@ -150,6 +150,12 @@ int s3_get_to_fd(struct s3_client *c, const char *bucket, const char *key,
  * ETag. */
 int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
 		    int fd, const char *etag, uint64_t *size);
+/* s3_get_to_fd_if, and seen (seenlen bytes; NULL: not wanted) gets the
+ * ETag the answer names, quotes removed ("" when it names none or the GET
+ * failed): the object whose bytes fd holds. */
+int s3_get_to_fd_seen(struct s3_client *c, const char *bucket, const char *key,
+		      int fd, const char *etag, uint64_t *size, char *seen,
+		      size_t seenlen);
 
 /* DELETE. Deleting a missing key succeeds (S3 semantics). */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key);

@@ -123,9 +123,18 @@ struct fhandle {
 	char *rel;	       /* protected by cfs.lock: key read from; follows
 				  renames of the object */
 	uint64_t size;	       /* object size at open */
-	char etag[80];	       /* protected by its lock: the object whose
+	char etag[80];	       /* protected by its lock and cfs.lock (both
+				  to write, either to read; no lock before it
+				  is on `readers`): the object whose
 				  attributes the open was checked against
 				  ("": not known); reads are pinned to it */
+	char copied[80];       /* protected by cfs.lock: the ETag of the copy
+				  this mount renamed its object to (the same
+				  content), or "" */
+	int stale;	       /* protected by cfs.lock: its object left the
+				  store while another was at its key (spool
+				  holds that other): reads fail with ESTALE
+				  (readers_attach) */
 	struct ofile *spool;   /* protected by cfs.lock: the file was unlinked
 				  while open; its content, read from here */
 	struct fhandle *rnext; /* protected by cfs.lock: list of them */
@@ -284,6 +293,10 @@ void ofile_claims_stop(void);
  * Caller holds of->lock. On failure the ofile is marked failed (every
  * handle sharing it gets the error) and no longer found by name. */
 int ofile_load(struct ofile *of, const char *key, const char *etag);
+/* ofile_load, and seen (80 bytes; NULL: not wanted) gets the ETag of the
+ * object loaded ("" if the store named none). */
+int ofile_load_seen(struct ofile *of, const char *key, const char *etag,
+		    char *seen);
 /* Caller holds of->lock: upload + log if dirty; -errno. leaving: writable
  * handles of of that go away with this commit (1 for the closing flush or
  * the release of a writable handle, else 0). When another upload replaced

@@ -11,11 +11,18 @@ int is_temp(const char *rel);
 /* Checks a name for the store: 0, -EINVAL or -ENAMETOOLONG (logged). */
 int check_name(const char *rel);
 /* The read-only handles of stored object rel now read from of (the object
- * is about to leave the store); each takes a reference. */
-void readers_attach(const char *rel, struct ofile *of);
+ * is about to leave the store); each takes a reference. etag (NULL: every
+ * reader takes it) is the ETag of the object of's content was loaded from:
+ * a reader pinned to another object (opened on it, and checked for it,
+ * before another mount replaced it) is not given of but marked stale, its
+ * reads failing with ESTALE from then on (review-T T2). */
+void readers_attach(const char *rel, struct ofile *of, const char *etag);
 /* Stored objects renamed (from, or everything under from/): their readers
- * follow. */
-void readers_rename(const char *from, const char *to);
+ * follow. For one object copied (not NULL): its readers pinned to src, the
+ * ETag of the object copied, are pinned to etag, its copy's (a copy's ETag
+ * may differ: a multipart object). */
+void readers_rename(const char *from, const char *to, const char *src,
+		    const char *etag);
 /* How many read-only handles read stored object rel from the store. */
 int readers_of(const char *rel);
 

@@ -516,24 +516,33 @@ struct ofile *fh_file(struct fhandle *h)
 }
 
 /* The read-only handles of stored object `rel` now read from `of` (the
- * object is about to leave the store). Each takes a reference. */
-void readers_attach(const char *rel, struct ofile *of)
+ * object is about to leave the store). Each takes a reference (which
+ * keeps of, under its hidden name, while it is open). A handle pinned to
+ * another object than etag's is stale: it never reads of. A handle with
+ * no pin ("": the listing named no ETag at its open) reads it, as every
+ * handle does when etag is NULL. */
+void readers_attach(const char *rel, struct ofile *of, const char *etag)
 {
 	struct fhandle *h;
 
 	pthread_mutex_lock(&cfs->lock);
 	for (h = readers; h; h = h->rnext) {
-		if (!h->spool && !strcmp(h->rel, rel)) {
-			h->spool = of;
-			of->refs++;
-		}
+		if (h->spool || strcmp(h->rel, rel))
+			continue;
+		if (etag && h->etag[0] && strcmp(h->etag, etag) &&
+		    strcmp(h->copied, etag))
+			h->stale = 1;
+		h->spool = of;
+		of->refs++;
 	}
 	pthread_mutex_unlock(&cfs->lock);
 }
 
 /* Stored objects renamed (from, or everything under from/ for a
- * directory): their readers follow, the content being the same. */
-void readers_rename(const char *from, const char *to)
+ * directory): their readers follow, the content being the same; for one
+ * object copied, those pinned to src now to the copy (etag). */
+void readers_rename(const char *from, const char *to, const char *src,
+		    const char *etag)
 {
 	size_t fl = strlen(from);
 	struct fhandle *h;
@@ -542,17 +551,37 @@ void readers_rename(const char *from, const char *to)
 	for (h = readers; h; h = h->rnext) {
 		char *n = NULL;
 
-		if (!strcmp(h->rel, from))
+		if (h->spool)
+			continue; /* not the store's object any more */
+		if (!strcmp(h->rel, from)) {
 			n = strdup(to);
-		else if (!strncmp(h->rel, from, fl) && h->rel[fl] == '/' &&
-			 asprintf(&n, "%s%s", to, h->rel + fl) < 0)
+			/* h->etag stays (it needs h->lock, taken before
+			 * cfs.lock): its next read rechecks the copy. */
+			if (n && src && etag && src[0] && etag[0] &&
+			    (!strcmp(h->etag, src) || !strcmp(h->copied, src)))
+				snprintf(h->copied, sizeof(h->copied), "%s",
+					 etag);
+		} else if (!strncmp(h->rel, from, fl) && h->rel[fl] == '/' &&
+			   asprintf(&n, "%s%s", to, h->rel + fl) < 0) {
 			n = NULL;
+		}
 		if (n) {
 			free(h->rel);
 			h->rel = n;
 		}
 	}
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+/* Has h been marked stale (readers_attach)? */
+static int fh_stale(struct fhandle *h)
+{
+	int stale;
+
+	pthread_mutex_lock(&cfs->lock);
+	stale = h->stale;
+	pthread_mutex_unlock(&cfs->lock);
+	return stale;
 }
 
 char *fh_rel(struct fhandle *h)
@@ -1184,8 +1213,11 @@ static int reader_recheck(struct fhandle *h, const char *key)
 	rc = inbox_getattr(key, &st);
 	if (rc == 0)
 		rc = may_open(&st, O_RDONLY);
-	if (rc == 0)
+	if (rc == 0) {
+		pthread_mutex_lock(&cfs->lock);
 		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+		pthread_mutex_unlock(&cfs->lock);
+	}
 	s3_object_info_free(&info);
 	return rc;
 }
@@ -1255,6 +1287,8 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 	if (rc) {
 		/* Unlinked while this read was on its way: the content the
 		 * handle opened is in its spool now. */
+		if (fh_stale(h))
+			return -ESTALE; /* its spool is another object's */
 		spool = fh_file(h);
 		return spool ? spool_read(spool, out, size, (off_t)off) : rc;
 	}
@@ -1264,8 +1298,11 @@ static int remote_read(struct fhandle *h, char *out, size_t size, uint64_t off)
 /* Errors: EIO, ENOMEM. */
 int inbox_read(struct fhandle *h, char *buf, size_t size, off_t off)
 {
-	struct ofile *of = fh_file(h);
+	struct ofile *of;
 
+	if (fh_stale(h))
+		return -ESTALE;
+	of = fh_file(h);
 	if (!of)
 		return remote_read(h, buf, size, (uint64_t)off);
 	return spool_read(of, buf, size, off);

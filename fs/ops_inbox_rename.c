@@ -119,6 +119,8 @@ static int held_open(struct ofile *of, const char *from)
 
 static int hide_for_rename(const char *from, const char *to)
 {
+	char seen[80] = "";
+	const char *pin = NULL;
 	struct ofile *of;
 	int rc = 0;
 
@@ -151,11 +153,14 @@ static int hide_for_rename(const char *from, const char *to)
 			goto fail;
 		}
 		/* Only read-only handles: they keep the content they opened
-		 * (the same as the store's if the rename fails). */
+		 * (the same as the store's if the rename fails), when it is
+		 * the object at the key now (else they are stale). */
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			goto fail;
-		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
+		rc = of->failed ? of->failed
+				: ofile_load_seen(of, from, NULL, seen);
+		pin = seen;
 		of->in_store = 0;
 		if (rc == 0) {
 			ofile_hide(of, to);
@@ -170,7 +175,7 @@ static int hide_for_rename(const char *from, const char *to)
 			goto fail;
 		}
 	}
-	readers_attach(from, of);
+	readers_attach(from, of, pin);
 	if (!hidden_for_rename.of)
 		ofile_put(of);
 	attrov_move(from, to, 0, NULL, NULL);
@@ -191,6 +196,8 @@ fail:
  * the name is reserved), EIO, ENOMEM. */
 static int inbox_hide(const char *from, const char *to)
 {
+	char seen[80] = "";
+	const char *pin = NULL;
 	struct actor who;
 	struct ofile *of;
 	int rc = 0, in_store;
@@ -205,11 +212,15 @@ static int inbox_hide(const char *from, const char *to)
 	if (!of) {
 		if (!readers_of(from))
 			return -EINVAL;
-		/* Only read-only handles: keep the content they opened. */
+		/* Only read-only handles: keep the content they opened,
+		 * when it is the object at the key now (else they are
+		 * stale: another mount replaced it). */
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			return rc;
-		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
+		rc = of->failed ? of->failed
+				: ofile_load_seen(of, from, NULL, seen);
+		pin = seen;
 		of->in_store = 0;
 		if (rc == 0) {
 			cfs_actor(&who);
@@ -240,7 +251,7 @@ static int inbox_hide(const char *from, const char *to)
 		pthread_mutex_unlock(&of->lock);
 	}
 	if (rc == 0)
-		readers_attach(from, of);
+		readers_attach(from, of, pin);
 	ofile_put(of);
 	if (rc == 0) {
 		dcache_remove(from);
@@ -253,16 +264,25 @@ static int inbox_hide(const char *from, const char *to)
  * and lives on as a local file. */
 static int rename_stored_to_temp(const char *from, const char *to)
 {
+	char seen[80] = "";
 	struct actor who;
 	struct ofile *of;
+	struct stat st = {0};
 	int rc;
 
 	ofile_drop_name(to);
 	of = ofile_create(to, 1, &rc);
 	if (!of)
 		return rc;
-	rc = of->failed ? of->failed : ofile_load(of, from, NULL);
+	rc = of->failed ? of->failed : ofile_load_seen(of, from, NULL, seen);
 	of->in_store = 0;
+	if (rc == 0) {
+		/* The attributes that go with it to the temp name (the
+		 * caller's attrov_move) are those of the object loaded, read
+		 * now: this mount's may be an older object's (another mount
+		 * replaced it), looser than the content's. */
+		rc = attrov_apply_fresh(from, &st, seen);
+	}
 	if (rc == 0) {
 		cfs_actor(&who);
 		rc = reception_remove(cfs->rcp, from, &who);
@@ -274,7 +294,7 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	}
 	pthread_mutex_unlock(&of->lock);
 	if (rc == 0) {
-		readers_attach(from, of);
+		readers_attach(from, of, seen);
 		dcache_remove(from);
 	}
 	ofile_put(of);
@@ -371,7 +391,7 @@ static int rename_dir_locked(const char *from, const char *to)
 		/* Open files follow; their basenames, hence whether they
 		 * are local, do not change. */
 		ofile_rebase(from, to);
-		readers_rename(from, to);
+		readers_rename(from, to, NULL, NULL);
 		/* The files under from/ took theirs along; the rows of the
 		 * directories go now. */
 		attrov_drop(from, 1);
@@ -506,9 +526,12 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 			if (rc)
 				return rc;
 		}
+		/* Its readers (opened before this open file) take its
+		 * content whatever object it was loaded from (review-T T3,
+		 * T4: open). */
 		rc = ofile_rename_uncommitted(of, to, 0, 0);
 		if (rc == 0)
-			readers_attach(from, of);
+			readers_attach(from, of, NULL);
 		return rc;
 	}
 	if (of->local || !of->in_store) {
@@ -545,7 +568,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	rc = rename_copy_with_attrs(from, to, size, &who, etag, old, src);
 	if (rc)
 		return rc;
-	readers_rename(from, to);
+	readers_rename(from, to, src, etag);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
 	attrov_bind(to, etag, old[0] ? old : NULL);
 	attrov_copy_done(from, src);
@@ -582,7 +605,7 @@ static int rename_stored(const char *from, const char *to,
 				    old, src);
 	if (rc)
 		return rc;
-	readers_rename(from, to);
+	readers_rename(from, to, src, etag);
 	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	dcache_remove(from);
 	attrov_bind(to, etag, old[0] ? old : NULL);
@@ -637,6 +660,20 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		if (rc < 0)
 			return rc;
 		claimed = rc;
+	}
+	if (to_exists && hidden_for_rename.name &&
+	    !strcmp(hidden_for_rename.name, to)) {
+		struct stat hs;
+
+		/* An open target hidden for this rename took its attributes
+		 * to the hidden name (hide_for_rename): it is checked with
+		 * them, not with the defaults its name shows meanwhile. */
+		rc = inbox_getattr(hidden_for_rename.hidden, &hs);
+		if (rc)
+			return rc;
+		st.st_mode = hs.st_mode;
+		st.st_uid = hs.st_uid;
+		st.st_gid = hs.st_gid;
 	}
 	if ((to_exists || claimed) && (flags & RENAME_NOREPLACE))
 		return -EEXIST;

@@ -1,0 +1,97 @@
+"""Hostile review T, T2 (doc/reviews/review-T.md): when a file open for reading leaves the store
+through this mount (unlink, rename over it, rename to a temp name), its readers keep the
+content they opened from a spool. That spool is filled from the store: it must hold the object
+each reader was opened on (and checked for), never another mount's newer replacement, which
+the reader's user may not read. Two allow_other mounts on one database and bucket; users A and
+B as in test_perms.py."""
+import os
+
+import pytest
+
+from test_perms import A, B, FOREIGN, as_user, rd, two_mounts  # noqa: F401
+from test_rename_attrs import mode_owner
+from test_review_g_open import Holder
+
+OLD, NEW = "old public".ljust(64), "NEW SECRET".ljust(64)
+
+
+def _leave(how, path, other):
+    """The operation, run as A on mount b, that takes y.txt (path) out of the store."""
+    if how == "unlink":
+        return [f"os.unlink({path!r})"]
+    if how == "rename_over":
+        return [f"open({other!r}, 'w').write('z')", f"os.rename({other!r}, {path!r})"]
+    assert how == "rename_to_temp"
+    return [f"os.rename({path!r}, {path + '.tmp'!r})"]
+
+
+def _setup(mount_factory, uniq):
+    a, b = two_mounts(mount_factory)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o1777)
+    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
+    assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})", f"os.chmod({py_a!r}, 0o644)") == \
+        ["ok", "ok"]
+    b.wait_until(lambda: as_user(B, rd(py_b)) == [OLD], timeout=30, what="B reads y on b")
+    return a, b, py_a, py_b
+
+
+@pytest.mark.parametrize("how", ["unlink", "rename_over", "rename_to_temp"])
+def test_reader_never_gets_another_mounts_replacement_in_its_spool(mount_factory, uniq, how):
+    """T2: B holds y.txt open on mount b (opened on A's public object, not read yet). A
+    replaces it from mount a with a 0600 secret, then takes it out of the store on mount b.
+    B's descriptor must not be served the secret: it reads the old content or fails."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    px_a = a.path("inbox", f"{uniq}/x.tmp")
+    h = Holder(B, py_b)
+    try:
+        assert as_user(A, f"open({px_a!r}, 'w').write({NEW!r})", f"os.chmod({px_a!r}, 0o600)",
+                       f"os.rename({px_a!r}, {py_a!r})", umask=0o077) == ["ok", "ok", "ok"]
+        assert mode_owner(py_a) == (0o600, A, A)
+        # mount b shows the new object (its owner, hence the sticky check, is A's)
+        b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                     what="b shows the secret's attributes")
+        ops = _leave(how, py_b, b.path("inbox", f"{uniq}/z.txt"))
+        assert as_user(A, *ops) == ["ok"] * len(ops)
+        got = [h.read() for _ in range(3)]
+        assert NEW not in got, got
+        assert all(r in (OLD, "ESTALE") for r in got), got
+    finally:
+        h.close()
+    if how == "rename_to_temp":
+        # the temp file is the object A renamed (the secret), kept for A alone
+        tmp = py_b + ".tmp"
+        assert as_user(A, rd(tmp)) == [NEW]
+        assert as_user(B, rd(tmp)) == ["EACCES"]
+
+
+@pytest.mark.parametrize("how", ["unlink", "rename_over", "rename_to_temp"])
+def test_reader_keeps_its_content_when_its_object_leaves(mount_factory, uniq, how):
+    """The case T2's fix must not break: nothing replaced the object, so B's descriptor on
+    mount b reads the content it opened after A takes the file out of the store there, and
+    again after a second read (POSIX: an open file outlives its name)."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    h = Holder(B, py_b)
+    try:
+        ops = _leave(how, py_b, b.path("inbox", f"{uniq}/z.txt"))
+        assert as_user(A, *ops) == ["ok"] * len(ops)
+        assert [h.read() for _ in range(2)] == [OLD, OLD]
+    finally:
+        h.close()
+    assert as_user(B, f"str(os.path.exists({py_b!r}))") == [str(how == "rename_over")]
+
+
+def test_reader_follows_this_mounts_rename_then_keeps_content_on_unlink(mount_factory, uniq):
+    """A reader of y.txt on mount b, read once; A renames y.txt to w.txt on b (a server-side
+    copy: the reader follows it), then unlinks w.txt on b. The reader still reads the content
+    it opened: the copy is its object, not another one."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    pw_b = b.path("inbox", f"{uniq}/w.txt")
+    h = Holder(B, py_b)
+    try:
+        assert h.read() == OLD
+        assert as_user(A, f"os.rename({py_b!r}, {pw_b!r})") == ["ok"]
+        assert as_user(A, f"os.unlink({pw_b!r})") == ["ok"]
+        assert [h.read() for _ in range(2)] == [OLD, OLD]
+    finally:
+        h.close()
