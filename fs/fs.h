@@ -57,6 +57,9 @@ struct ofile {
 	int hidden;   /* protected by cfs.lock: unlinked while open */
 	pthread_mutex_t lock;  /* serialises data operations on this file */
 	int fd;		       /* protected by lock: the spool (O_TMPFILE) */
+	char loaded[80];       /* protected by lock: the ETag of the object the
+				  spool was last filled from (ofile_load), ""
+				  if never (created, truncated) */
 	int ready;	       /* protected by lock: the spool holds the file */
 	int writers;	       /* protected by lock: handles open for writing */
 	int failed;	       /* protected by lock: -errno of a failed load */

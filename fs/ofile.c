@@ -484,8 +484,11 @@ int ofile_load_seen(struct ofile *of, const char *key, const char *etag,
 	uint64_t size = 0;
 	int rc;
 
+	of->loaded[0] = '\0';
 	rc = s3_get_to_fd_seen(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
-			       etag, &size, seen, seen ? 80 : 0);
+			       etag, &size, of->loaded, sizeof(of->loaded));
+	if (seen)
+		snprintf(seen, 80, "%s", of->loaded);
 	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
 		rc = -errno;
 	if (rc) {

@@ -509,8 +509,10 @@ struct ofile *fh_file(struct fhandle *h)
 
 	if (h->of)
 		return h->of;
+	/* A stale handle's spool is another object's: never read (its
+	 * reference only keeps the hidden name while it is open). */
 	pthread_mutex_lock(&cfs->lock);
-	of = h->spool;
+	of = h->stale ? NULL : h->spool;
 	pthread_mutex_unlock(&cfs->lock);
 	return of;
 }

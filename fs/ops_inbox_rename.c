@@ -141,6 +141,8 @@ static int hide_for_rename(const char *from, const char *to)
 		rc = of->failed;
 		if (rc == 0)
 			ofile_hide(of, to); /* upload kept until the outcome */
+		snprintf(seen, sizeof(seen), "%s", of->loaded);
+		pin = seen[0] ? seen : NULL;
 		pthread_mutex_unlock(&of->lock);
 		if (rc) {
 			ofile_put(of);
@@ -238,6 +240,10 @@ static int inbox_hide(const char *from, const char *to)
 		pthread_mutex_lock(&of->lock);
 		rc = of->failed;
 		in_store = of->in_store && !of->local;
+		/* Its content is the object it was loaded from (and this
+		 * mount's writes): readers opened on another are stale. */
+		snprintf(seen, sizeof(seen), "%s", of->loaded);
+		pin = seen[0] ? seen : NULL;
 		if (rc == 0 && in_store) {
 			cfs_actor(&who);
 			rc = reception_remove(cfs->rcp, from, &who);
@@ -527,11 +533,11 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 				return rc;
 		}
 		/* Its readers (opened before this open file) take its
-		 * content whatever object it was loaded from (review-T T3,
-		 * T4: open). */
+		 * content if it was loaded from their object. */
 		rc = ofile_rename_uncommitted(of, to, 0, 0);
 		if (rc == 0)
-			readers_attach(from, of, NULL);
+			readers_attach(from, of,
+				       of->loaded[0] ? of->loaded : NULL);
 		return rc;
 	}
 	if (of->local || !of->in_store) {
@@ -669,6 +675,11 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		 * to the hidden name (hide_for_rename): it is checked with
 		 * them, not with the defaults its name shows meanwhile. */
 		rc = inbox_getattr(hidden_for_rename.hidden, &hs);
+		/* its row as the database has it now (this mount's copy may
+		 * be an older object's) */
+		if (rc == 0)
+			rc = attrov_apply_fresh(hidden_for_rename.hidden, &hs,
+						NULL);
 		if (rc)
 			return rc;
 		st.st_mode = hs.st_mode;

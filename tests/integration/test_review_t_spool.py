@@ -4,11 +4,13 @@ content they opened from a spool. That spool is filled from the store: it must h
 each reader was opened on (and checked for), never another mount's newer replacement, which
 the reader's user may not read. Two allow_other mounts on one database and bucket; users A and
 B as in test_perms.py."""
+import json
 import os
+import subprocess
 
 import pytest
 
-from test_perms import A, B, FOREIGN, as_user, rd, two_mounts  # noqa: F401
+from test_perms import A, B, as_user, rd, two_mounts
 from test_rename_attrs import mode_owner
 from test_review_g_open import Holder
 
@@ -81,10 +83,10 @@ def test_reader_keeps_its_content_when_its_object_leaves(mount_factory, uniq, ho
     assert as_user(B, f"str(os.path.exists({py_b!r}))") == [str(how == "rename_over")]
 
 
-def test_reader_follows_this_mounts_rename_then_keeps_content_on_unlink(mount_factory, uniq):
+def test_reader_keeps_content_through_this_mounts_rename_and_unlink(mount_factory, uniq):
     """A reader of y.txt on mount b, read once; A renames y.txt to w.txt on b (a server-side
     copy: the reader follows it), then unlinks w.txt on b. The reader still reads the content
-    it opened: the copy is its object, not another one."""
+    it opened: the copy is its object, not another one (a positive control of the fix)."""
     a, b, py_a, py_b = _setup(mount_factory, uniq)
     pw_b = b.path("inbox", f"{uniq}/w.txt")
     h = Holder(B, py_b)
@@ -93,5 +95,95 @@ def test_reader_follows_this_mounts_rename_then_keeps_content_on_unlink(mount_fa
         assert as_user(A, f"os.rename({py_b!r}, {pw_b!r})") == ["ok"]
         assert as_user(A, f"os.unlink({pw_b!r})") == ["ok"]
         assert [h.read() for _ in range(2)] == [OLD, OLD]
+    finally:
+        h.close()
+
+
+class LoopReader:
+    """A process of user uid that opens path O_RDONLY, then preads it from offset 0 in a loop
+    (posix_fadvise DONTNEED first, so each read reaches the daemon) until its stdin closes;
+    `close()` returns the set of answers (text or errno names)."""
+
+    def __init__(self, uid, path):
+        self.p = subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+             "/usr/bin/python3", "-c",
+             "import errno, json, os, sys, threading\n"
+             f"fd = os.open({path!r}, os.O_RDONLY)\n"
+             "seen, done = set(), threading.Event()\n"
+             "threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True)"
+             ".start()\n"
+             "print('open', flush=True)\n"
+             "n = 0\n"
+             "while not done.is_set() and n < 20000:\n"
+             "    n += 1\n"
+             "    try:\n"
+             "        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\n"
+             "        seen.add(os.pread(fd, 1 << 16, 0).decode())\n"
+             "    except OSError as e:\n"
+             "        seen.add(errno.errorcode[e.errno])\n"
+             "print(json.dumps(sorted(seen)), flush=True)\n"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.p.stdout.readline().strip() == "open"
+
+    def close(self):
+        self.p.stdin.close()
+        out = json.loads(self.p.stdout.readline())
+        assert self.p.wait(timeout=60) == 0
+        return set(out)
+
+
+def test_readers_reading_during_the_unlink_never_get_the_replacement(mount_factory, uniq):
+    """T2's fix decides stale and spool under one lock: readers that read in a loop while A's
+    unlink on mount b runs (their GET fails as the object goes, then they turn to the spool)
+    never get another mount's replacement. Bounded: 4 rounds of 3 readers."""
+    a, b = two_mounts(mount_factory)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o1777)
+    for i in range(4):
+        py_a, py_b = a.path("inbox", f"{uniq}/y{i}.txt"), b.path("inbox", f"{uniq}/y{i}.txt")
+        px_a = a.path("inbox", f"{uniq}/x{i}.tmp")
+        assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})",
+                       f"os.chmod({py_a!r}, 0o644)") == ["ok", "ok"]
+        b.wait_until(lambda: as_user(B, rd(py_b)) == [OLD], timeout=30, what="b sees y")
+        readers = [LoopReader(B, py_b) for _ in range(3)]
+        try:
+            assert as_user(A, f"open({px_a!r}, 'w').write({NEW!r})",
+                           f"os.chmod({px_a!r}, 0o600)", f"os.rename({px_a!r}, {py_a!r})",
+                           umask=0o077) == ["ok", "ok", "ok"]
+            b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                         what="b shows the secret's attributes")
+            assert as_user(A, f"os.unlink({py_b!r})") == ["ok"]
+        finally:
+            seen = set().union(*(r.close() for r in readers))
+        assert NEW not in seen, seen
+        assert seen <= {OLD, "ESTALE", "EACCES", "ENOENT", "EIO"}, seen
+
+
+def test_reader_never_gets_the_replacement_through_an_open_file_here(mount_factory, uniq):
+    """T2 through an open file (review of the fix, H2): B holds y.txt open on mount b; A
+    replaces it from mount a with a 0600 secret, then opens it O_RDWR on mount b (the open file
+    is loaded with the secret) and unlinks it there. B's descriptor, opened on the old object,
+    must not be given the open file's content."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    px_a = a.path("inbox", f"{uniq}/x.tmp")
+    h = Holder(B, py_b)
+    try:
+        assert as_user(A, f"open({px_a!r}, 'w').write({NEW!r})", f"os.chmod({px_a!r}, 0o600)",
+                       f"os.rename({px_a!r}, {py_a!r})", umask=0o077) == ["ok", "ok", "ok"]
+        b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                     what="b shows the secret's attributes")
+        # A's writable descriptor on b, opened now that b shows the secret: the open file
+        # holds it; the name is unlinked while that descriptor is open. (Not read through it:
+        # its pages would be in the name's page cache, which B's descriptor shares: G3, open.)
+        w2 = subprocess.run(
+            ["setpriv", f"--reuid={A}", f"--regid={A}", "--clear-groups", "/usr/bin/python3",
+             "-c", f"import os\nfd = os.open({py_b!r}, os.O_RDWR)\n"
+             f"os.unlink({py_b!r})\nprint('ok')"],
+            capture_output=True, text=True, timeout=60)
+        assert w2.returncode == 0, w2.stderr
+        got = [h.read() for _ in range(3)]
+        assert NEW not in got, (got, w2.stdout)
+        assert all(r in (OLD, "ESTALE") for r in got), got
     finally:
         h.close()
