@@ -23,6 +23,11 @@ void readers_attach(const char *rel, struct ofile *of, const char *etag);
  * may differ: a multipart object). */
 void readers_rename(const char *from, const char *to, const char *src,
 		    const char *etag);
+/* Stored object rel (ETag src) was copied to its new name by this mount's
+ * rename (the copy's ETag etag; NULL or "": nothing done): its readers
+ * pinned to src are also the copy's readers (readers_attach), before
+ * readers_rename moves them. */
+void readers_copied(const char *rel, const char *src, const char *etag);
 /* How many read-only handles read stored object rel from the store. */
 int readers_of(const char *rel);
 

@@ -575,6 +575,20 @@ void readers_rename(const char *from, const char *to, const char *src,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+void readers_copied(const char *rel, const char *src, const char *etag)
+{
+	struct fhandle *h;
+
+	if (!src || !etag || !src[0] || !etag[0])
+		return;
+	pthread_mutex_lock(&cfs->lock);
+	for (h = readers; h; h = h->rnext)
+		if (!h->spool && !strcmp(h->rel, rel) &&
+		    (!strcmp(h->etag, src) || !strcmp(h->copied, src)))
+			snprintf(h->copied, sizeof(h->copied), "%s", etag);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 /* Has h been marked stale (readers_attach)? */
 static int fh_stale(struct fhandle *h)
 {

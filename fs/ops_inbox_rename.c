@@ -375,8 +375,10 @@ static int rename_dir_locked(const char *from, const char *to)
 				else if (rc)
 					attrov_renamed(ok, nk, etag, e->etag);
 			}
-			if (rc == 0)
+			if (rc == 0) {
 				attrov_bind(nk, etag, e->etag);
+				readers_copied(ok, e->etag, etag);
+			}
 			attrov_undo_free(&undo);
 		}
 		/* A directory's row stays until every object under it moved
