@@ -875,6 +875,24 @@ static int entry_refresh(const char *key, struct s3_object_info *info)
 	return 0;
 }
 
+/* Caller holds of->lock, of not ready: load it with the object of ETag etag
+ * ("": whatever is there), the one whose attributes were checked for the
+ * caller. -EAGAIN when it was replaced since (the listing is refreshed,
+ * and every handle sharing of fails so: try again with a new ofile), or
+ * ofile_load's -errno. */
+static int load_checked(struct ofile *of, const char *rel, const char *etag)
+{
+	struct s3_object_info info = {0};
+	int rc = ofile_load(of, rel, etag[0] ? etag : NULL);
+
+	if (rc == -EEXIST) {
+		if (entry_refresh(rel, &info) == 0)
+			s3_object_info_free(&info);
+		of->failed = rc = -EAGAIN;
+	}
+	return rc;
+}
+
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
@@ -1035,7 +1053,6 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE;
 	int wr = acc != O_RDONLY;
 	int trunc = wr && (fi->flags & O_TRUNC);
-	struct s3_object_info info = {0};
 	char etag[80] = "";
 	struct fhandle *h;
 	struct ofile *of;
@@ -1104,14 +1121,7 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 			of->stored_size = (uint64_t)st.st_size;
 			rc = ofile_truncate(of, 0);
 		} else {
-			rc = ofile_load(of, rel, etag[0] ? etag : NULL);
-			if (rc == -EEXIST) {
-				/* replaced since its attributes were checked:
-				 * every opener sharing it tries again */
-				if (entry_refresh(rel, &info) == 0)
-					s3_object_info_free(&info);
-				of->failed = rc = -EAGAIN;
-			}
+			rc = load_checked(of, rel, etag);
 		}
 	} else if (rc == 0 && trunc) {
 		rc = ofile_truncate(of, 0);
@@ -1451,13 +1461,69 @@ void inbox_release(struct fhandle *h)
 	fh_free(h);
 }
 
+/* truncate(2) by path of rel: one try. A file not open here is checked
+ * for the caller on the object it rewrites (the kernel checked attributes
+ * it cached, maybe another object's: review-T T6), then rewritten through
+ * a spool and committed. -EAGAIN when that object was replaced before its
+ * load (the listing is refreshed: try again); else inbox_truncate's. */
+static int truncate_path(const char *rel, off_t size)
+{
+	struct ofile *of;
+	struct stat st;
+	char etag[80] = "";
+	int rc;
+
+	of = ofile_find(rel);
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+	} else {
+		/* A stored file, not open: rewrite it through a spool. */
+		rc = open_stat(rel, &st, etag);
+		if (rc)
+			return rc;
+		if (S_ISDIR(st.st_mode))
+			return -EISDIR;
+		rc = may_open(&st, O_WRONLY);
+		if (rc)
+			return rc;
+		of = ofile_create(rel, 0, &rc);
+		if (!of)
+			return rc;
+		rc = of->failed;
+		if (rc == 0 && !of->ready) {
+			if (size == 0) {
+				of->in_store = 1;
+				of->stored_size = (uint64_t)st.st_size;
+				of->ready = 1;
+			} else {
+				rc = load_checked(of, rel, etag);
+			}
+		}
+		if (rc) {
+			pthread_mutex_unlock(&of->lock);
+			ofile_put(of);
+			return rc;
+		}
+	}
+	rc = ofile_truncate(of, (uint64_t)size);
+	if (rc == 0)
+		ofile_set_writer(of);
+	/* Not through an open handle: durable now, like any other change. */
+	if (rc == 0 && !of->local)
+		rc = ofile_commit(of, 0);
+	pthread_mutex_unlock(&of->lock);
+	ofile_put(of);
+	return rc;
+}
+
 /* rel is NULL when libfuse has no path for the file (h then given).
- * Errors: ENOENT, EISDIR, EINVAL, ESTALE, EIO, ENOMEM. */
+ * Errors: ENOENT, EISDIR, EINVAL, EACCES (the object's attributes, newer
+ * than those the kernel checked, refuse the caller), ESTALE (no path, or
+ * the object was replaced at every try), EIO, ENOMEM. */
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 {
 	struct ofile *of = h ? h->of : NULL;
-	struct stat st;
-	int rc, own = 0;
+	int rc, tries = 0;
 
 	if (size < 0)
 		return -EINVAL;
@@ -1476,47 +1542,10 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		return -EINVAL; /* a read-only handle */
 	if (!rel)
 		return -ESTALE;
-	of = ofile_find(rel);
-	if (of) {
-		own = 1;
-		pthread_mutex_lock(&of->lock);
-	} else {
-		/* A stored file, not open: rewrite it through a spool. */
-		rc = inbox_getattr(rel, &st);
-		if (rc)
-			return rc;
-		if (S_ISDIR(st.st_mode))
-			return -EISDIR;
-		of = ofile_create(rel, 0, &rc);
-		if (!of)
-			return rc;
-		own = 1;
-		rc = of->failed;
-		if (rc == 0 && !of->ready) {
-			if (size == 0) {
-				of->in_store = 1;
-				of->stored_size = (uint64_t)st.st_size;
-				of->ready = 1;
-			} else {
-				rc = ofile_load(of, rel, NULL);
-			}
-		}
-		if (rc) {
-			pthread_mutex_unlock(&of->lock);
-			ofile_put(of);
-			return rc;
-		}
-	}
-	rc = ofile_truncate(of, (uint64_t)size);
-	if (rc == 0)
-		ofile_set_writer(of);
-	/* Not through an open handle: durable now, like any other change. */
-	if (rc == 0 && !of->local)
-		rc = ofile_commit(of, 0);
-	pthread_mutex_unlock(&of->lock);
-	if (own)
-		ofile_put(of);
-	return rc;
+	do
+		rc = truncate_path(rel, size);
+	while (rc == -EAGAIN && ++tries < 3);
+	return rc == -EAGAIN ? -ESTALE : rc;
 }
 
 /* Errors: ENOENT, EISDIR, EIO. */
