@@ -627,29 +627,45 @@ static int privs_clear(const char *rel)
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
-/* May the caller write over the existing file rel (attributes *st) by a
- * create the kernel sent believing the name absent, so that it checked
- * only the directory? The kernel's own rules, on the file's recorded
- * owner and mode: write permission on the file, and, the object being
- * replaced, in a sticky directory (inbox/ is 1777) only its owner, the
- * directory's owner or root. 0, -EACCES, or -errno of the directory's
- * attributes. Nothing is checked without default_permissions. */
-static int may_replace(const char *rel, const struct stat *st)
+/* May the caller of this request open a file of attributes *st with
+ * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
+ * owner, group and other bits; root may. 0 or -EACCES; nothing is checked
+ * without default_permissions (the daemon checks what the kernel could not
+ * see: attributes newer than those it cached). */
+static int may_open(const struct stat *st, int acc)
 {
 	struct fuse_context *ctx = fuse_get_context();
-	mode_t bit;
-	int rc;
+	mode_t want = 0, bits;
 
 	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
 		return 0;
+	if (acc != O_WRONLY)
+		want |= 4;
+	if (acc != O_RDONLY)
+		want |= 2;
 	if (ctx->uid == st->st_uid)
-		bit = S_IWUSR;
+		bits = (st->st_mode >> 6) & 7;
 	else if (cfs_caller_in_group(ctx, st->st_gid))
-		bit = S_IWGRP;
+		bits = (st->st_mode >> 3) & 7;
 	else
-		bit = S_IWOTH;
-	if (!(st->st_mode & bit))
-		return -EACCES;
+		bits = st->st_mode & 7;
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+/* May the caller open the existing file rel (attributes *st) with access
+ * mode acc by a create the kernel sent believing the name absent, so that
+ * it checked only the directory? The kernel's own rules, on the file's
+ * recorded owner and mode: write permission on the file, read permission
+ * too unless acc is O_WRONLY (may_open), and, the object being replaced,
+ * in a sticky directory (inbox/ is 1777) only its owner, the directory's
+ * owner or root. 0, -EACCES, or -errno of the directory's attributes.
+ * Nothing is checked without default_permissions. */
+static int may_replace(const char *rel, const struct stat *st, int acc)
+{
+	int rc = may_open(st, acc == O_WRONLY ? O_WRONLY : O_RDWR);
+
+	if (rc)
+		return rc;
 	rc = inbox_may_remove(rel, st);
 	return rc == -EPERM ? -EACCES : rc;
 }
@@ -776,7 +792,7 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 			break; /* another mount's new file */
 		if (held.live && !mine) {
 			claim_stat(&held, &st);
-			rc = may_replace(rel, &st);
+			rc = may_replace(rel, &st, O_WRONLY);
 			if (rc)
 				break;
 			if (!local) {
@@ -808,31 +824,6 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 	free(from);
 	db_claim_free(&held);
 	return rc;
-}
-
-/* May the caller of this request open a file of attributes *st with
- * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
- * owner, group and other bits; root may. 0 or -EACCES; nothing is checked
- * without default_permissions (the daemon checks what the kernel could not
- * see: attributes newer than those it cached). */
-static int may_open(const struct stat *st, int acc)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	mode_t want = 0, bits;
-
-	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
-		return 0;
-	if (acc != O_WRONLY)
-		want |= 4;
-	if (acc != O_RDONLY)
-		want |= 2;
-	if (ctx->uid == st->st_uid)
-		bits = (st->st_mode >> 6) & 7;
-	else if (cfs_caller_in_group(ctx, st->st_gid))
-		bits = (st->st_mode >> 3) & 7;
-	else
-		bits = st->st_mode & 7;
-	return (bits & want) == want ? 0 : -EACCES;
 }
 
 /* rel's attributes *st and the ETag of the object they are for (etag, 80
@@ -897,27 +888,29 @@ static int load_checked(struct ofile *of, const char *rel, const char *etag)
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
  * the store, and the kernel checked nothing against it. O_EXCL fails on
- * it; otherwise the caller must be allowed to write it (may_replace, on
+ * it; otherwise the caller must be allowed to open it so (may_replace, on
  * its recorded owner and mode, read now) and it is opened as it is: its
  * owner, mode and row stay, its content too unless O_TRUNC. A store that
  * cannot say whether the name exists fails the create (never a blind
  * overwrite). mode: a new file's, the umask applied (kept as its
  * override).
  * A name another mount is writing now (its live claim) is not opened here:
- * EBUSY (claim_name).
- * Errors: EEXIST (O_EXCL), EACCES (another user's file), EBUSY, EINVAL
- * (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+ * EBUSY (claim_name). An object replaced between its check and its load
+ * is checked again (twice at most, then ESTALE).
+ * Errors: EEXIST (O_EXCL), EACCES (another user's file, or one the access
+ * mode asks too much of), EBUSY, EINVAL (hidden name), EISDIR, ESTALE,
+ * EIO, ENOSPC, ENOMEM. */
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
-	int trunc = (fi->flags & O_TRUNC) != 0;
+	int trunc = (fi->flags & O_TRUNC) != 0, acc = fi->flags & O_ACCMODE;
 	struct s3_object_info info;
 	struct attrov in = {0};
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
 	char *token = NULL, seen[80] = "";
-	int rc = 0, local = is_temp(rel), again = 0, retries = 2;
+	int rc = 0, local = is_temp(rel), again = 0, retries = 2, tries = 0;
 
 	rc = check_name(rel);
 	if (rc)
@@ -936,7 +929,7 @@ retry:
 		/* Open here already (or a local file): its own rules. */
 		rc = inbox_getattr(rel, &st);
 		if (rc == 0)
-			rc = may_replace(rel, &st);
+			rc = may_replace(rel, &st, acc);
 		if (rc == 0 && trunc)
 			rc = privs_clear(rel);
 		if (rc) {
@@ -954,7 +947,7 @@ retry:
 			snprintf(seen, sizeof(seen), "%s", info.etag);
 			s3_object_info_free(&info);
 			if (rc == 0)
-				rc = may_replace(rel, &st);
+				rc = may_replace(rel, &st, acc);
 			if (rc == 0 && trunc)
 				rc = privs_clear(rel);
 			if (rc)
@@ -1012,7 +1005,7 @@ retry:
 		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			/* as open(2) would: the object checked above */
-			rc = ofile_load(of, rel, seen[0] ? seen : NULL);
+			rc = load_checked(of, rel, seen);
 		} else if (rc == 0 && !of->ready && stored) {
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
@@ -1038,7 +1031,11 @@ retry:
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
 		ofile_put(of);
-		return rc ? rc : -ENOMEM;
+		/* replaced since it was checked (here, or for an opener whose
+		 * ofile this shared): checked again */
+		if (rc == -EAGAIN && ++tries < 3)
+			goto retry;
+		return rc == -EAGAIN ? -ESTALE : rc ? rc : -ENOMEM;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);

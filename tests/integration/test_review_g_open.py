@@ -190,6 +190,31 @@ def test_truncate_by_path_of_a_replaced_object_it_may_write(proxied_pair, size):
     assert mode_owner(py) == (0o666, A, A)
 
 
+def test_create_over_an_unlisted_file_checks_the_access_mode(mount_factory, uniq):
+    """review-T T7: mount b does not list A's y.txt (0602: others may write, not read),
+    uploaded from mount a after B's failed stat left a negative dentry on b. The kernel
+    sends B's open(O_CREAT|O_RDWR) as a create, having checked only the directory (0777,
+    not sticky). B may write y.txt but not read it: EACCES, and A's content intact."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    key = f"{uniq}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    b.wait_until(lambda: as_user(B, f"os.listdir({b.path('inbox', uniq)!r})") == [[]],
+                 timeout=30, what="b lists the empty directory")
+    assert as_user(B, f"os.stat({pb!r}).st_mode") == ["ENOENT"]  # b's negative dentry
+    assert as_user(A, f"os.close(os.open({pa!r}, os.O_CREAT | os.O_WRONLY, 0o602))",
+                   f"open({pa!r}, 'wb').write(b'secret')", f"os.chmod({pa!r}, 0o602)",
+                   umask=0) == ["ok", "ok", "ok"]
+    assert mode_owner(pa) == (0o602, A, A)
+    r = as_user(B, f"os.stat({pb!r}).st_mode",
+                f"os.fdopen(os.open({pb!r}, os.O_CREAT | os.O_RDWR), 'rb').read().decode()")
+    assert r == ["ENOENT", "EACCES"], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"secret"
+    assert as_user(A, rd(pa)) == ["secret"]
+    assert mode_owner(pa) == (0o602, A, A)
+
+
 @pytest.fixture
 def held_b(stack, mount_factory, uniq):
     """(a, b, proxy, dir): mount a straight to the store, mount b behind a FaultProxy (its
@@ -246,6 +271,28 @@ def replaced_while_loading(a, px, key, op_as_b, new_mode):
         th.join(60)
     assert not th.is_alive()
     return out
+
+
+@pytest.mark.parametrize("new_mode", [0o666, 0o600], ids=["public", "private"])
+def test_create_over_an_object_replaced_while_it_loads(held_b, new_mode):
+    """review-T T7 (its second part): B's open(O_CREAT|O_RDWR) on mount b of A's 0666 y.txt,
+    which b does not list, checks the object it found (HEAD) and loads that one (If-Match);
+    A replaces y.txt meanwhile. The create is not answered EEXIST: it checks the new object
+    and opens it (0666) or is refused (0600, EACCES)."""
+    a, b, px, d = held_b
+    key = f"{d}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    b.wait_until(lambda: as_user(B, f"os.listdir({b.path('inbox', d)!r})") == [[]],
+                 timeout=30, what="b lists the empty directory")
+    assert as_user(A, f"open({pa!r}, 'wb').write(b'old public')", f"os.chmod({pa!r}, 0o666)") \
+        == ["ok", "ok"]
+    r = replaced_while_loading(a, px, key, [
+        f"os.fdopen(os.open({pb!r}, os.O_CREAT | os.O_RDWR), 'rb').read().decode()"], new_mode)
+    new = "NEW PUBLIC" if new_mode == 0o666 else "NEW SECRET"
+    assert r == [new if new_mode == 0o666 else "EACCES"], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == new.encode()
+    assert as_user(A, rd(pa)) == [new]
+    assert mode_owner(pa) == (new_mode, A, A)
 
 
 @pytest.mark.parametrize("new_mode", [0o666, 0o600], ids=["public", "private"])
