@@ -1,6 +1,6 @@
-/* inbox_int.h - what ops_inbox.c, ops_inbox_rename.c and holders.c share:
- * the inbox/ handlers' internal helpers (not the dispatch's interface,
- * which is inbox.h). */
+/* inbox_int.h - what ops_inbox.c, ops_inbox_rename.c, holders.c and
+ * inbox_perm.c share: the inbox/ handlers' internal helpers (not the
+ * dispatch's interface, which is inbox.h). */
 #ifndef CUSTODYFS_INBOX_INT_H
 #define CUSTODYFS_INBOX_INT_H
 
@@ -36,5 +36,29 @@ int readers_of(const char *rel);
  * so the last close commits? 0 when it cannot be told. Caller holds
  * of->lock. */
 int description_held_elsewhere(struct fhandle *h, struct ofile *of);
+
+/* inbox_perm.c: the caller's permissions that the kernel could not check
+ * (attributes newer than those it cached, a name it believed absent). */
+/* A write or truncation by a caller without root clears setuid, and
+ * setgid when group execute is set (the kernel's rule,
+ * should_remove_suid), and records the new mode as that caller's
+ * 'kill_priv' (not a chmod: nobody asked for one). 0 or -errno (EIO: the
+ * database; nothing changed). */
+int privs_clear(const char *rel);
+/* May the caller of this request open a file of attributes *st with
+ * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
+ * owner, group and other bits; root may. 0 or -EACCES; nothing is checked
+ * without default_permissions (the daemon checks what the kernel could not
+ * see: attributes newer than those it cached). */
+int may_open(const struct stat *st, int acc);
+/* May the caller open the existing file rel (attributes *st) with access
+ * mode acc by a create the kernel sent believing the name absent, so that
+ * it checked only the directory? The kernel's own rules, on the file's
+ * recorded owner and mode: write permission on the file, read permission
+ * too unless acc is O_WRONLY (may_open), and, the object being replaced,
+ * in a sticky directory (inbox/ is 1777) only its owner, the directory's
+ * owner or root. 0, -EACCES, or -errno of the directory's attributes.
+ * Nothing is checked without default_permissions. */
+int may_replace(const char *rel, const struct stat *st, int acc);
 
 #endif

@@ -640,88 +640,6 @@ static void write_only_direct(struct fuse_file_info *fi)
 		fi->direct_io = 1;
 }
 
-/* A write or truncation by a caller without root clears setuid, and
- * setgid when group execute is set (the kernel's rule,
- * should_remove_suid), and records the new mode as that caller's
- * 'kill_priv' (not a chmod: nobody asked for one). 0 or -errno (EIO: the
- * database; nothing changed). */
-static int privs_clear(const char *rel)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	struct attrov in = {0};
-	struct stat st;
-	mode_t kill = 0;
-	int rc;
-
-	if (!ctx || ctx->uid == 0)
-		return 0;
-	memset(&st, 0, sizeof(st));
-	st.st_mode = S_IFREG;
-	rc = attrov_apply(rel, &st, NULL);
-	if (rc == 0) {
-		if (st.st_mode & S_ISUID)
-			kill |= S_ISUID;
-		if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-			kill |= S_ISGID;
-		if (kill) {
-			in.mode = st.st_mode & 07777 & ~kill;
-			rc = attrov_set(rel, &in, ATTROV_MODE | ATTROV_KILLPRIV,
-					&st, NULL);
-		}
-	}
-	return rc == -EINPROGRESS ? -EIO : rc;
-}
-
-/* May the caller write over the existing file rel (attributes *st) by a
- * create the kernel sent believing the name absent, so that it checked
- * only the directory? The kernel's own rules, on the file's recorded
- * owner and mode: write permission on the file, and, the object being
- * replaced, in a sticky directory (inbox/ is 1777) only its owner, the
- * directory's owner or root. 0, -EACCES, or -errno of the directory's
- * attributes. Nothing is checked without default_permissions. */
-static int may_replace(const char *rel, const struct stat *st)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	mode_t bit;
-	int rc;
-
-	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
-		return 0;
-	if (ctx->uid == st->st_uid)
-		bit = S_IWUSR;
-	else if (cfs_caller_in_group(ctx, st->st_gid))
-		bit = S_IWGRP;
-	else
-		bit = S_IWOTH;
-	if (!(st->st_mode & bit))
-		return -EACCES;
-	rc = inbox_may_remove(rel, st);
-	return rc == -EPERM ? -EACCES : rc;
-}
-
-int inbox_may_remove(const char *rel, const struct stat *st)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	const char *slash = strrchr(rel, '/');
-	struct stat dir;
-	char *parent;
-	int rc;
-
-	if (!cfs->perm_checks || !ctx || ctx->uid == 0 ||
-	    ctx->uid == st->st_uid)
-		return 0;
-	parent = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
-	if (!parent)
-		return -ENOMEM;
-	rc = inbox_getattr(parent, &dir);
-	free(parent);
-	if (rc)
-		return rc;
-	if ((dir.st_mode & S_ISVTX) && dir.st_uid != ctx->uid)
-		return -EPERM;
-	return 0;
-}
-
 /* The attributes of stored object rel that this mount's listing did not
  * show (info: its HEAD), with its row read from the database now. */
 static int stored_stat(const char *rel, const struct s3_object_info *info,
@@ -821,7 +739,7 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 			break; /* another mount's new file */
 		if (held.live && !mine) {
 			claim_stat(&held, &st);
-			rc = may_replace(rel, &st);
+			rc = may_replace(rel, &st, O_WRONLY);
 			if (rc)
 				break;
 			if (!local) {
@@ -853,31 +771,6 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 	free(from);
 	db_claim_free(&held);
 	return rc;
-}
-
-/* May the caller of this request open a file of attributes *st with
- * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
- * owner, group and other bits; root may. 0 or -EACCES; nothing is checked
- * without default_permissions (the daemon checks what the kernel could not
- * see: attributes newer than those it cached). */
-static int may_open(const struct stat *st, int acc)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	mode_t want = 0, bits;
-
-	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
-		return 0;
-	if (acc != O_WRONLY)
-		want |= 4;
-	if (acc != O_RDONLY)
-		want |= 2;
-	if (ctx->uid == st->st_uid)
-		bits = (st->st_mode >> 6) & 7;
-	else if (cfs_caller_in_group(ctx, st->st_gid))
-		bits = (st->st_mode >> 3) & 7;
-	else
-		bits = st->st_mode & 7;
-	return (bits & want) == want ? 0 : -EACCES;
 }
 
 /* rel's attributes *st and the ETag of the object they are for (etag, 80
@@ -920,31 +813,51 @@ static int entry_refresh(const char *key, struct s3_object_info *info)
 	return 0;
 }
 
+/* Caller holds of->lock, of not ready: load it with the object of ETag etag
+ * ("": whatever is there), the one whose attributes were checked for the
+ * caller. -EAGAIN when it was replaced since (the listing is refreshed,
+ * and every handle sharing of fails so: try again with a new ofile), or
+ * ofile_load's -errno. */
+static int load_checked(struct ofile *of, const char *rel, const char *etag)
+{
+	struct s3_object_info info = {0};
+	int rc = ofile_load(of, rel, etag[0] ? etag : NULL);
+
+	if (rc == -EEXIST) {
+		if (entry_refresh(rel, &info) == 0)
+			s3_object_info_free(&info);
+		of->failed = rc = -EAGAIN;
+	}
+	return rc;
+}
+
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
  * the store, and the kernel checked nothing against it. O_EXCL fails on
- * it; otherwise the caller must be allowed to write it (may_replace, on
+ * it; otherwise the caller must be allowed to open it so (may_replace, on
  * its recorded owner and mode, read now) and it is opened as it is: its
  * owner, mode and row stay, its content too unless O_TRUNC. A store that
  * cannot say whether the name exists fails the create (never a blind
  * overwrite). mode: a new file's, the umask applied (kept as its
  * override).
  * A name another mount is writing now (its live claim) is not opened here:
- * EBUSY (claim_name).
- * Errors: EEXIST (O_EXCL), EACCES (another user's file), EBUSY, EINVAL
- * (hidden name), EISDIR, EIO, ENOSPC, ENOMEM. */
+ * EBUSY (claim_name). An object replaced between its check and its load
+ * is checked again (twice at most, then ESTALE).
+ * Errors: EEXIST (O_EXCL), EACCES (another user's file, or one the access
+ * mode asks too much of), EBUSY, EINVAL (hidden name), EISDIR, ESTALE,
+ * EIO, ENOSPC, ENOMEM. */
 int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
-	int trunc = (fi->flags & O_TRUNC) != 0;
+	int trunc = (fi->flags & O_TRUNC) != 0, acc = fi->flags & O_ACCMODE;
 	struct s3_object_info info;
 	struct attrov in = {0};
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
 	char *token = NULL, seen[80] = "";
-	int rc = 0, local = is_temp(rel), again = 0, retries = 2;
+	int rc = 0, local = is_temp(rel), again = 0, retries = 2, tries = 0;
 
 	rc = check_name(rel);
 	if (rc)
@@ -963,7 +876,7 @@ retry:
 		/* Open here already (or a local file): its own rules. */
 		rc = inbox_getattr(rel, &st);
 		if (rc == 0)
-			rc = may_replace(rel, &st);
+			rc = may_replace(rel, &st, acc);
 		if (rc == 0 && trunc)
 			rc = privs_clear(rel);
 		if (rc) {
@@ -981,7 +894,7 @@ retry:
 			snprintf(seen, sizeof(seen), "%s", info.etag);
 			s3_object_info_free(&info);
 			if (rc == 0)
-				rc = may_replace(rel, &st);
+				rc = may_replace(rel, &st, acc);
 			if (rc == 0 && trunc)
 				rc = privs_clear(rel);
 			if (rc)
@@ -1039,7 +952,7 @@ retry:
 		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
 			/* as open(2) would: the object checked above */
-			rc = ofile_load(of, rel, seen[0] ? seen : NULL);
+			rc = load_checked(of, rel, seen);
 		} else if (rc == 0 && !of->ready && stored) {
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
@@ -1065,7 +978,11 @@ retry:
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
 		ofile_put(of);
-		return rc ? rc : -ENOMEM;
+		/* replaced since it was checked (here, or for an opener whose
+		 * ofile this shared): checked again */
+		if (rc == -EAGAIN && ++tries < 3)
+			goto retry;
+		return rc == -EAGAIN ? -ESTALE : rc ? rc : -ENOMEM;
 	}
 	fi->fh = (uint64_t)(uintptr_t)h;
 	write_only_direct(fi);
@@ -1080,7 +997,6 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 	int acc = fi->flags & O_ACCMODE;
 	int wr = acc != O_RDONLY;
 	int trunc = wr && (fi->flags & O_TRUNC);
-	struct s3_object_info info = {0};
 	char etag[80] = "";
 	struct fhandle *h;
 	struct ofile *of;
@@ -1149,14 +1065,7 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 			of->stored_size = (uint64_t)st.st_size;
 			rc = ofile_truncate(of, 0);
 		} else {
-			rc = ofile_load(of, rel, etag[0] ? etag : NULL);
-			if (rc == -EEXIST) {
-				/* replaced since its attributes were checked:
-				 * every opener sharing it tries again */
-				if (entry_refresh(rel, &info) == 0)
-					s3_object_info_free(&info);
-				of->failed = rc = -EAGAIN;
-			}
+			rc = load_checked(of, rel, etag);
 		}
 	} else if (rc == 0 && trunc) {
 		rc = ofile_truncate(of, 0);
@@ -1504,13 +1413,69 @@ void inbox_release(struct fhandle *h)
 	fh_free(h);
 }
 
+/* truncate(2) by path of rel: one try. A file not open here is checked
+ * for the caller on the object it rewrites (the kernel checked attributes
+ * it cached, maybe another object's: review-T T6), then rewritten through
+ * a spool and committed. -EAGAIN when that object was replaced before its
+ * load (the listing is refreshed: try again); else inbox_truncate's. */
+static int truncate_path(const char *rel, off_t size)
+{
+	struct ofile *of;
+	struct stat st;
+	char etag[80] = "";
+	int rc;
+
+	of = ofile_find(rel);
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+	} else {
+		/* A stored file, not open: rewrite it through a spool. */
+		rc = open_stat(rel, &st, etag);
+		if (rc)
+			return rc;
+		if (S_ISDIR(st.st_mode))
+			return -EISDIR;
+		rc = may_open(&st, O_WRONLY);
+		if (rc)
+			return rc;
+		of = ofile_create(rel, 0, &rc);
+		if (!of)
+			return rc;
+		rc = of->failed;
+		if (rc == 0 && !of->ready) {
+			if (size == 0) {
+				of->in_store = 1;
+				of->stored_size = (uint64_t)st.st_size;
+				of->ready = 1;
+			} else {
+				rc = load_checked(of, rel, etag);
+			}
+		}
+		if (rc) {
+			pthread_mutex_unlock(&of->lock);
+			ofile_put(of);
+			return rc;
+		}
+	}
+	rc = ofile_truncate(of, (uint64_t)size);
+	if (rc == 0)
+		ofile_set_writer(of);
+	/* Not through an open handle: durable now, like any other change. */
+	if (rc == 0 && !of->local)
+		rc = ofile_commit(of, 0);
+	pthread_mutex_unlock(&of->lock);
+	ofile_put(of);
+	return rc;
+}
+
 /* rel is NULL when libfuse has no path for the file (h then given).
- * Errors: ENOENT, EISDIR, EINVAL, ESTALE, EIO, ENOMEM. */
+ * Errors: ENOENT, EISDIR, EINVAL, EACCES (the object's attributes, newer
+ * than those the kernel checked, refuse the caller), ESTALE (no path, or
+ * the object was replaced at every try), EIO, ENOMEM. */
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 {
 	struct ofile *of = h ? h->of : NULL;
-	struct stat st;
-	int rc, own = 0;
+	int rc, tries = 0;
 
 	if (size < 0)
 		return -EINVAL;
@@ -1529,47 +1494,10 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 		return -EINVAL; /* a read-only handle */
 	if (!rel)
 		return -ESTALE;
-	of = ofile_find(rel);
-	if (of) {
-		own = 1;
-		pthread_mutex_lock(&of->lock);
-	} else {
-		/* A stored file, not open: rewrite it through a spool. */
-		rc = inbox_getattr(rel, &st);
-		if (rc)
-			return rc;
-		if (S_ISDIR(st.st_mode))
-			return -EISDIR;
-		of = ofile_create(rel, 0, &rc);
-		if (!of)
-			return rc;
-		own = 1;
-		rc = of->failed;
-		if (rc == 0 && !of->ready) {
-			if (size == 0) {
-				of->in_store = 1;
-				of->stored_size = (uint64_t)st.st_size;
-				of->ready = 1;
-			} else {
-				rc = ofile_load(of, rel, NULL);
-			}
-		}
-		if (rc) {
-			pthread_mutex_unlock(&of->lock);
-			ofile_put(of);
-			return rc;
-		}
-	}
-	rc = ofile_truncate(of, (uint64_t)size);
-	if (rc == 0)
-		ofile_set_writer(of);
-	/* Not through an open handle: durable now, like any other change. */
-	if (rc == 0 && !of->local)
-		rc = ofile_commit(of, 0);
-	pthread_mutex_unlock(&of->lock);
-	if (own)
-		ofile_put(of);
-	return rc;
+	do
+		rc = truncate_path(rel, size);
+	while (rc == -EAGAIN && ++tries < 3);
+	return rc == -EAGAIN ? -ESTALE : rc;
 }
 
 /* Errors: ENOENT, EISDIR, EIO. */

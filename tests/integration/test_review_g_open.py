@@ -12,7 +12,8 @@ import uuid
 import pytest
 
 from faultproxy import FaultProxy
-from test_perms import A, B, FOREIGN, as_user, open_to_others, rd, two_mounts  # noqa: F401
+from test_perms import (A, B, FOREIGN, LONG_TTL, as_user, open_to_others, rd,  # noqa: F401
+                        two_mounts)
 from test_review_e import late_upload_to, proxied_pair  # noqa: F401
 from test_rename_attrs import mode_owner
 
@@ -123,3 +124,194 @@ def test_open_checks_the_object_it_pins_not_a_stale_one(proxied_pair):
         th.join(60)
     assert out == ["ok"], out
     assert r[2] != "NEW SECRET", r
+
+
+def test_truncate_by_path_checks_the_object_it_acts_on(proxied_pair):
+    """review-T T6: truncate(2) by path of a name not open here is G2's O_TRUNC case. The
+    kernel checks MAY_WRITE against attributes it cached up to a second ago (y.txt's old
+    0666 object); the listing has moved on to A's new 0600 object meanwhile (its upload's
+    answer held, so its late commit). B's truncate must be refused (EACCES), and A's new
+    object stay intact: the daemon checks the caller against the object it would rewrite."""
+    a, b, px, d = proxied_pair
+    key = f"{d}/y.txt"
+    py, pyb, pt = (a.path("inbox", key), b.path("inbox", key), a.path("inbox", f"{d}/x.tmp"))
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')", f"os.chmod({py!r}, 0o666)") \
+        == ["ok", "ok"]
+    b.wait_until(lambda: as_user(B, rd(pyb)) == ["old public"], timeout=30, what="b sees y")
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')", f"os.chmod({pt!r}, 0o600)",
+                   umask=0o077) == ["ok", "ok"]
+    px.rule = late_upload_to(key, 15)
+    out = []
+    th = threading.Thread(target=lambda: out.extend(as_user(A, f"os.rename({pt!r}, {py!r})")),
+                          daemon=True)
+    th.start()
+    try:
+        a.wait_until(lambda: any(act == "late" for _, _, act in px.log), timeout=30,
+                     what="the secret's upload landed")
+        time.sleep(3.5)  # mount b's listing is older than its cache_ttl (3 s)
+        absent = b.path("inbox", f"{d}/absent-{uuid.uuid4().hex}")
+        # one process: stat (the kernel caches the old object's 0666 for 1 s), a lookup of an
+        # absent name (mount b lists the directory again: the new object), truncate by path
+        r = as_user(B, f"os.stat({pyb!r}).st_mode", f"os.path.exists({absent!r})",
+                    f"os.truncate({pyb!r}, 3)")
+    finally:
+        px.rule = None
+        px.release.set()
+        th.join(60)
+    assert out == ["ok"], out
+    assert r[2] == "EACCES", r
+    assert as_user(A, rd(py)) == ["NEW SECRET"]
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"NEW SECRET"
+    assert mode_owner(py) == (0o600, A, A)
+
+
+@pytest.mark.parametrize("size", [0, 3])
+def test_truncate_by_path_of_a_replaced_object_it_may_write(proxied_pair, size):
+    """review-T T6, the allowed side: y.txt replaced from mount a by a new 0666 object while
+    mount b's kernel still holds the old one's attributes; B's truncate(2) by path on b
+    acts on the new object (the one it was checked against) and is committed at once."""
+    a, b, px, d = proxied_pair
+    key = f"{d}/y.txt"
+    py, pyb, pt = (a.path("inbox", key), b.path("inbox", key), a.path("inbox", f"{d}/x.tmp"))
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')", f"os.chmod({py!r}, 0o666)") \
+        == ["ok", "ok"]
+    b.wait_until(lambda: as_user(B, rd(pyb)) == ["old public"], timeout=30, what="b sees y")
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW PUBLIC')", f"os.chmod({pt!r}, 0o666)",
+                   f"os.rename({pt!r}, {py!r})") == ["ok", "ok", "ok"]
+    time.sleep(3.5)  # mount b's listing is older than its cache_ttl (3 s)
+    absent = b.path("inbox", f"{d}/absent-{uuid.uuid4().hex}")
+    r = as_user(B, f"os.stat({pyb!r}).st_mode", f"os.path.exists({absent!r})",
+                f"os.truncate({pyb!r}, {size})", rd(pyb))
+    assert r == ["ok", "ok", "ok", "NEW PUBLIC"[:size]], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == \
+        b"NEW PUBLIC"[:size]
+    # (read on mount b: mount a, behind the proxy, may read y.txt while its listing still
+    # shows the old size; a GET past the end of the empty object fails through the proxy)
+    assert as_user(A, rd(pyb)) == ["NEW PUBLIC"[:size]]
+    assert mode_owner(pyb) == (0o666, A, A)
+
+
+def test_create_over_an_unlisted_file_checks_the_access_mode(mount_factory, uniq):
+    """review-T T7: mount b does not list A's y.txt (0602: others may write, not read),
+    uploaded from mount a after B's failed stat left a negative dentry on b. The kernel
+    sends B's open(O_CREAT|O_RDWR) as a create, having checked only the directory (0777,
+    not sticky). B may write y.txt but not read it: EACCES, and A's content intact."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    key = f"{uniq}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    b.wait_until(lambda: as_user(B, f"os.listdir({b.path('inbox', uniq)!r})") == [[]],
+                 timeout=30, what="b lists the empty directory")
+    assert as_user(B, f"os.stat({pb!r}).st_mode") == ["ENOENT"]  # b's negative dentry
+    assert as_user(A, f"os.close(os.open({pa!r}, os.O_CREAT | os.O_WRONLY, 0o602))",
+                   f"open({pa!r}, 'wb').write(b'secret')", f"os.chmod({pa!r}, 0o602)",
+                   umask=0) == ["ok", "ok", "ok"]
+    assert mode_owner(pa) == (0o602, A, A)
+    r = as_user(B, f"os.stat({pb!r}).st_mode",
+                f"os.fdopen(os.open({pb!r}, os.O_CREAT | os.O_RDWR), 'rb').read().decode()")
+    assert r == ["ENOENT", "EACCES"], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == b"secret"
+    assert as_user(A, rd(pa)) == ["secret"]
+    assert mode_owner(pa) == (0o602, A, A)
+
+
+@pytest.fixture
+def held_b(stack, mount_factory, uniq):
+    """(a, b, proxy, dir): mount a straight to the store, mount b behind a FaultProxy (its
+    listing kept 30 s), both allow_other on one database and bucket, and a directory 0777
+    (not sticky) of inbox/ made on mount a."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, **LONG_TTL}, reset=False,
+                          opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        yield a, b, px, uniq
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def first_get_held(key):
+    """A rule: the first GET of key is held (it has not reached the store) until release."""
+    held = []
+
+    def rule(meth, path, h):
+        if meth == "GET" and path.split("?")[0].endswith("/" + key) and not held:
+            held.append(1)
+            return ("hold", 60)
+        return None
+    return rule
+
+
+def replaced_while_loading(a, px, key, op_as_b, new_mode):
+    """Run op_as_b (as_user(B, ...) arguments) while mount b's first GET of key is held; A
+    replaces key from mount a meanwhile by a new object "NEW ..." of new_mode (x.tmp renamed
+    over it); then the GET goes on (its If-Match no longer matches). B's result."""
+    py, pt = a.path("inbox", key), a.path("inbox", os.path.dirname(key), "x.tmp")
+    new = "NEW PUBLIC" if new_mode & 0o004 else "NEW SECRET"
+    out = []
+    px.release.clear()
+    px.rule = first_get_held(key)
+    th = threading.Thread(target=lambda: out.extend(as_user(B, *op_as_b)), daemon=True)
+    th.start()
+    try:
+        a.wait_until(lambda: any(act == "hold" for _, _, act in px.log), timeout=30,
+                     what="mount b loads the object it checked")
+        assert as_user(A, f"open({pt!r}, 'wb').write({new.encode()!r})",
+                       f"os.chmod({pt!r}, {new_mode:#o})", f"os.rename({pt!r}, {py!r})",
+                       umask=0o077) == ["ok"] * 3
+    finally:
+        px.release.set()
+        px.rule = None
+        th.join(60)
+    assert not th.is_alive()
+    return out
+
+
+@pytest.mark.parametrize("new_mode", [0o666, 0o600], ids=["public", "private"])
+def test_create_over_an_object_replaced_while_it_loads(held_b, new_mode):
+    """review-T T7 (its second part): B's open(O_CREAT|O_RDWR) on mount b of A's 0666 y.txt,
+    which b does not list, checks the object it found (HEAD) and loads that one (If-Match);
+    A replaces y.txt meanwhile. The create is not answered EEXIST: it checks the new object
+    and opens it (0666) or is refused (0600, EACCES)."""
+    a, b, px, d = held_b
+    key = f"{d}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    b.wait_until(lambda: as_user(B, f"os.listdir({b.path('inbox', d)!r})") == [[]],
+                 timeout=30, what="b lists the empty directory")
+    assert as_user(A, f"open({pa!r}, 'wb').write(b'old public')", f"os.chmod({pa!r}, 0o666)") \
+        == ["ok", "ok"]
+    r = replaced_while_loading(a, px, key, [
+        f"os.fdopen(os.open({pb!r}, os.O_CREAT | os.O_RDWR), 'rb').read().decode()"], new_mode)
+    new = "NEW PUBLIC" if new_mode == 0o666 else "NEW SECRET"
+    assert r == [new if new_mode == 0o666 else "EACCES"], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == new.encode()
+    assert as_user(A, rd(pa)) == [new]
+    assert mode_owner(pa) == (new_mode, A, A)
+
+
+@pytest.mark.parametrize("new_mode", [0o666, 0o600], ids=["public", "private"])
+def test_truncate_by_path_of_an_object_replaced_while_it_loads(held_b, new_mode):
+    """review-T T6: B's truncate(2) by path on mount b of A's 0666 y.txt loads the object it
+    checked (If-Match); A replaces y.txt meanwhile. The truncate checks the new object: it
+    truncates it (0666) or is refused (0600, EACCES), A's secret intact."""
+    a, b, px, d = held_b
+    key = f"{d}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({pa!r}, 'wb').write(b'old public')", f"os.chmod({pa!r}, 0o666)") \
+        == ["ok", "ok"]
+    b.wait_until(lambda: as_user(B, rd(pb)) == ["old public"], timeout=30, what="b sees y")
+    r = replaced_while_loading(a, px, key, [f"os.truncate({pb!r}, 3)"], new_mode)
+    new = b"NEW PUBLIC" if new_mode == 0o666 else b"NEW SECRET"
+    want = new[:3] if new_mode == 0o666 else new
+    assert r == ["ok" if new_mode == 0o666 else "EACCES"], r
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read() == want
+    a.wait_until(lambda: as_user(A, rd(pa)) == [want.decode()], timeout=30,
+                 what="A reads y.txt on mount a")
+    assert mode_owner(pa) == (new_mode, A, A)

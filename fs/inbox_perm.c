@@ -1,0 +1,94 @@
+/* inbox_perm.c - the caller's permissions on inbox/ files that the kernel
+ * could not check itself: attributes newer than those it cached (another
+ * object under the name, G2), or a name it believed absent (a create over
+ * a file its lookup did not see). The kernel's rules, applied by the
+ * daemon on the attributes read now; nothing is checked without
+ * default_permissions. Also the setuid/setgid clearing of a write. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "fs.h"
+#include "inbox.h"
+#include "inbox_int.h"
+
+int privs_clear(const char *rel)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct attrov in = {0};
+	struct stat st;
+	mode_t kill = 0;
+	int rc;
+
+	if (!ctx || ctx->uid == 0)
+		return 0;
+	memset(&st, 0, sizeof(st));
+	st.st_mode = S_IFREG;
+	rc = attrov_apply(rel, &st, NULL);
+	if (rc == 0) {
+		if (st.st_mode & S_ISUID)
+			kill |= S_ISUID;
+		if ((st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+			kill |= S_ISGID;
+		if (kill) {
+			in.mode = st.st_mode & 07777 & ~kill;
+			rc = attrov_set(rel, &in, ATTROV_MODE | ATTROV_KILLPRIV,
+					&st, NULL);
+		}
+	}
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
+int may_open(const struct stat *st, int acc)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	mode_t want = 0, bits;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
+		return 0;
+	if (acc != O_WRONLY)
+		want |= 4;
+	if (acc != O_RDONLY)
+		want |= 2;
+	if (ctx->uid == st->st_uid)
+		bits = (st->st_mode >> 6) & 7;
+	else if (cfs_caller_in_group(ctx, st->st_gid))
+		bits = (st->st_mode >> 3) & 7;
+	else
+		bits = st->st_mode & 7;
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
+int may_replace(const char *rel, const struct stat *st, int acc)
+{
+	int rc = may_open(st, acc == O_WRONLY ? O_WRONLY : O_RDWR);
+
+	if (rc)
+		return rc;
+	rc = inbox_may_remove(rel, st);
+	return rc == -EPERM ? -EACCES : rc;
+}
+
+int inbox_may_remove(const char *rel, const struct stat *st)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	const char *slash = strrchr(rel, '/');
+	struct stat dir;
+	char *parent;
+	int rc;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0 ||
+	    ctx->uid == st->st_uid)
+		return 0;
+	parent = slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
+	if (!parent)
+		return -ENOMEM;
+	rc = inbox_getattr(parent, &dir);
+	free(parent);
+	if (rc)
+		return rc;
+	if ((dir.st_mode & S_ISVTX) && dir.st_uid != ctx->uid)
+		return -EPERM;
+	return 0;
+}
