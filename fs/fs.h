@@ -57,9 +57,13 @@ struct ofile {
 	int hidden;   /* protected by cfs.lock: unlinked while open */
 	pthread_mutex_t lock;  /* serialises data operations on this file */
 	int fd;		       /* protected by lock: the spool (O_TMPFILE) */
-	char loaded[80];       /* protected by lock: the ETag of the object the
-				  spool was last filled from (ofile_load), ""
-				  if never (created, truncated) */
+	char loaded[80];       /* protected by lock: which stored file this
+				  is: the ETag of the object its spool was
+				  filled from (ofile_load) or that a
+				  truncating open checked; OFILE_NEW for a
+				  file created here; "" not known */
+	char committed[80];    /* protected by lock: the ETag of its last
+				  upload recorded here, or "" */
 	int ready;	       /* protected by lock: the spool holds the file */
 	int writers;	       /* protected by lock: handles open for writing */
 	int failed;	       /* protected by lock: -errno of a failed load */
@@ -103,6 +107,10 @@ struct ofile {
 			       not promoted yet */
 	struct ofile *next; /* protected by cfs.lock */
 };
+
+/* of->loaded of a file created here: matches no ETag (a reader opened on
+ * an older object under that name is not one of its readers). */
+#define OFILE_NEW "(new)"
 
 /* Per open handle (fi->fh). */
 struct fhandle {

@@ -43,6 +43,10 @@ void inbox_release(struct fhandle *h);
 /* The open file a handle reads and writes: h->of, or the spool a
  * read-only handle got when its file was unlinked; NULL: the store. */
 struct ofile *fh_file(struct fhandle *h);
+/* Has read-only handle h been made stale (its object left the store here
+ * while another was at its key: readers_attach)? Its reads fail with
+ * ESTALE and it shows what it was opened with. */
+int fh_stale(struct fhandle *h);
 /* A copy of the key the handle's file has now (NULL: ENOMEM). */
 char *fh_rel(struct fhandle *h);
 int inbox_truncate(const char *rel, off_t size, struct fhandle *h);

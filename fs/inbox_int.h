@@ -16,7 +16,10 @@ int check_name(const char *rel);
  * a reader pinned to another object (opened on it, and checked for it,
  * before another mount replaced it) is not given of but marked stale, its
  * reads failing with ESTALE from then on (review-T T2). */
-void readers_attach(const char *rel, struct ofile *of, const char *etag);
+/* etag2 (NULL: none) is another ETag of's content is (its last upload from
+ * this mount). Returns how many handles read of now (not stale). */
+int readers_attach(const char *rel, struct ofile *of, const char *etag,
+		   const char *etag2);
 /* Stored objects renamed (from, or everything under from/): their readers
  * follow. For one object copied (not NULL): its readers pinned to src, the
  * ETag of the object copied, are pinned to etag, its copy's (a copy's ETag
@@ -54,11 +57,13 @@ int may_open(const struct stat *st, int acc);
 /* May the caller open the existing file rel (attributes *st) with access
  * mode acc by a create the kernel sent believing the name absent, so that
  * it checked only the directory? The kernel's own rules, on the file's
- * recorded owner and mode: write permission on the file, read permission
- * too unless acc is O_WRONLY (may_open), and, the object being replaced,
- * in a sticky directory (inbox/ is 1777) only its owner, the directory's
- * owner or root. 0, -EACCES, or -errno of the directory's attributes.
- * Nothing is checked without default_permissions. */
+ * recorded owner and mode: the permissions of access mode acc (may_open;
+ * the caller passes O_RDWR for an O_RDONLY|O_TRUNC open, whose truncation
+ * needs write permission too), and, as the kernel's protected_regular for
+ * an O_CREAT open of an existing file, in a sticky directory (inbox/ is
+ * 1777) only its owner, the directory's owner or root. 0, -EACCES, or
+ * -errno of the directory's attributes. Nothing is checked without
+ * default_permissions. */
 int may_replace(const char *rel, const struct stat *st, int acc);
 
 #endif

@@ -62,7 +62,7 @@ int may_open(const struct stat *st, int acc)
 
 int may_replace(const char *rel, const struct stat *st, int acc)
 {
-	int rc = may_open(st, acc == O_WRONLY ? O_WRONLY : O_RDWR);
+	int rc = may_open(st, acc);
 
 	if (rc)
 		return rc;

@@ -798,6 +798,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->dirty = 0;
 		of->in_store = 1;
 		of->stored_size = res.size;
+		snprintf(of->committed, sizeof(of->committed), "%s", res.etag);
 		pthread_mutex_lock(&cfs->lock);
 		cur = of->creator;     /* as it is now: chmod since included */
 		of->attrs_unbound = 0; /* bound: the claim ends */

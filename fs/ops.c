@@ -235,7 +235,8 @@ static int cfs_getattr(const char *path, struct stat *st,
 		return projects_fh_getattr(h, st);
 	if (h && h->area == AREA_AUDIT)
 		return audit_fh_getattr(h, st);
-	if (h && h->area != AREA_PROJECTS && (fh_file(h) || !path))
+	if (h && h->area != AREA_PROJECTS &&
+	    (fh_file(h) || !path || (h->area == AREA_INBOX && fh_stale(h))))
 		return fh_getattr(h, st);
 	if (!path)
 		return -ESTALE;

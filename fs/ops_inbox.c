@@ -523,21 +523,29 @@ struct ofile *fh_file(struct fhandle *h)
  * another object than etag's is stale: it never reads of. A handle with
  * no pin ("": the listing named no ETag at its open) reads it, as every
  * handle does when etag is NULL. */
-void readers_attach(const char *rel, struct ofile *of, const char *etag)
+int readers_attach(const char *rel, struct ofile *of, const char *etag,
+		   const char *etag2)
 {
 	struct fhandle *h;
+	int n = 0;
 
+	if (etag2 && !etag2[0])
+		etag2 = NULL;
 	pthread_mutex_lock(&cfs->lock);
 	for (h = readers; h; h = h->rnext) {
 		if (h->spool || strcmp(h->rel, rel))
 			continue;
 		if (etag && h->etag[0] && strcmp(h->etag, etag) &&
-		    strcmp(h->copied, etag))
+		    strcmp(h->copied, etag) &&
+		    (!etag2 ||
+		     (strcmp(h->etag, etag2) && strcmp(h->copied, etag2))))
 			h->stale = 1;
 		h->spool = of;
 		of->refs++;
+		n += !h->stale;
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	return n;
 }
 
 /* Stored objects renamed (from, or everything under from/ for a
@@ -589,8 +597,7 @@ void readers_copied(const char *rel, const char *src, const char *etag)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-/* Has h been marked stale (readers_attach)? */
-static int fh_stale(struct fhandle *h)
+int fh_stale(struct fhandle *h)
 {
 	int stale;
 
@@ -851,6 +858,8 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 {
 	int excl = (fi->flags & O_EXCL) != 0, stored = 0;
 	int trunc = (fi->flags & O_TRUNC) != 0, acc = fi->flags & O_ACCMODE;
+	/* what the open needs on an existing file: a truncation, write */
+	int need = trunc && acc == O_RDONLY ? O_RDWR : acc;
 	struct s3_object_info info;
 	struct attrov in = {0};
 	struct fhandle *h;
@@ -876,7 +885,7 @@ retry:
 		/* Open here already (or a local file): its own rules. */
 		rc = inbox_getattr(rel, &st);
 		if (rc == 0)
-			rc = may_replace(rel, &st, acc);
+			rc = may_replace(rel, &st, need);
 		if (rc == 0 && trunc)
 			rc = privs_clear(rel);
 		if (rc) {
@@ -894,7 +903,7 @@ retry:
 			snprintf(seen, sizeof(seen), "%s", info.etag);
 			s3_object_info_free(&info);
 			if (rc == 0)
-				rc = may_replace(rel, &st, acc);
+				rc = may_replace(rel, &st, need);
 			if (rc == 0 && trunc)
 				rc = privs_clear(rel);
 			if (rc)
@@ -948,6 +957,11 @@ retry:
 			token = NULL;
 			pthread_mutex_unlock(&cfs->lock);
 		}
+		/* A claim this create took and did not hand to the file (a
+		 * shared one failed: tried again) goes now, not at its
+		 * lease's end. */
+		if (token && rc)
+			attrov_unclaim(rel, token);
 		free(token);
 		token = NULL;
 		if (rc == 0 && !of->ready && stored && !trunc) {
@@ -956,10 +970,14 @@ retry:
 		} else if (rc == 0 && !of->ready && stored) {
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
+			snprintf(of->loaded, sizeof(of->loaded), "%s", seen);
 			rc = ofile_truncate(of, 0);
 		} else if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;
+			/* no stored file's readers read it */
+			snprintf(of->loaded, sizeof(of->loaded), "%s",
+				 OFILE_NEW);
 		} else if (rc == 0 && trunc) {
 			rc = ofile_truncate(of, 0);
 		}
@@ -1063,6 +1081,8 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 		if (trunc) {
 			of->in_store = 1; /* listed above: it exists */
 			of->stored_size = (uint64_t)st.st_size;
+			/* the file it is: the object checked */
+			snprintf(of->loaded, sizeof(of->loaded), "%s", etag);
 			rc = ofile_truncate(of, 0);
 		} else {
 			rc = load_checked(of, rel, etag);
@@ -1446,6 +1466,8 @@ static int truncate_path(const char *rel, off_t size)
 			if (size == 0) {
 				of->in_store = 1;
 				of->stored_size = (uint64_t)st.st_size;
+				snprintf(of->loaded, sizeof(of->loaded), "%s",
+					 etag);
 				of->ready = 1;
 			} else {
 				rc = load_checked(of, rel, etag);

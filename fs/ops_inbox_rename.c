@@ -117,11 +117,30 @@ static int held_open(struct ofile *of, const char *from)
 	return open || readers_of(from);
 }
 
+/* Caller holds of->lock, of a spool just loaded (from key `from`, ETag
+ * seen) for the read-only handles of `from` and hidden: they read it, but
+ * those opened on another object (another mount replaced it) are stale
+ * (readers_attach). With none left to read it, the spool is emptied: it
+ * is another object's, kept only for its hidden name (the stale handles'
+ * open files), and nothing may read it through that name. The hidden
+ * name's attributes, moved from `from` by the caller, are read now for
+ * the object loaded (*st; this mount's may be an older object's). 0 or
+ * -errno (attrov_apply_fresh's). */
+static int spool_for_readers(struct ofile *of, const char *from,
+			     const char *seen, struct stat *st)
+{
+	if (readers_attach(from, of, seen, NULL) == 0 &&
+	    ftruncate(of->fd, 0) == 0)
+		of->size = of->stored_size = 0;
+	return attrov_apply_fresh(from, st, seen);
+}
+
 static int hide_for_rename(const char *from, const char *to)
 {
 	char seen[80] = "";
 	const char *pin = NULL;
 	struct ofile *of;
+	struct stat st;
 	int rc = 0;
 
 	hidden_for_rename.name = strdup(from);
@@ -143,6 +162,8 @@ static int hide_for_rename(const char *from, const char *to)
 			ofile_hide(of, to); /* upload kept until the outcome */
 		snprintf(seen, sizeof(seen), "%s", of->loaded);
 		pin = seen[0] ? seen : NULL;
+		if (rc == 0)
+			readers_attach(from, of, pin, of->committed);
 		pthread_mutex_unlock(&of->lock);
 		if (rc) {
 			ofile_put(of);
@@ -166,7 +187,9 @@ static int hide_for_rename(const char *from, const char *to)
 		of->in_store = 0;
 		if (rc == 0) {
 			ofile_hide(of, to);
-		} else {
+			rc = spool_for_readers(of, from, seen, &st);
+		}
+		if (rc) {
 			pthread_mutex_lock(&cfs->lock);
 			of->unlinked = 1;
 			pthread_mutex_unlock(&cfs->lock);
@@ -177,7 +200,6 @@ static int hide_for_rename(const char *from, const char *to)
 			goto fail;
 		}
 	}
-	readers_attach(from, of, pin);
 	if (!hidden_for_rename.of)
 		ofile_put(of);
 	attrov_move(from, to, 0, NULL, NULL);
@@ -199,9 +221,9 @@ fail:
 static int inbox_hide(const char *from, const char *to)
 {
 	char seen[80] = "";
-	const char *pin = NULL;
 	struct actor who;
 	struct ofile *of;
+	struct stat st;
 	int rc = 0, in_store;
 
 	if (caller_in_rename())
@@ -222,7 +244,6 @@ static int inbox_hide(const char *from, const char *to)
 			return rc;
 		rc = of->failed ? of->failed
 				: ofile_load_seen(of, from, NULL, seen);
-		pin = seen;
 		of->in_store = 0;
 		if (rc == 0) {
 			cfs_actor(&who);
@@ -230,6 +251,11 @@ static int inbox_hide(const char *from, const char *to)
 		}
 		if (rc == 0) {
 			ofile_hide(of, to);
+			/* removed: the hide stands whatever this says */
+			if (spool_for_readers(of, from, seen, &st))
+				log_warn("inbox/%s: attributes of its open "
+					 "file not read again",
+					 from);
 		} else {
 			pthread_mutex_lock(&cfs->lock);
 			of->unlinked = 1;
@@ -242,8 +268,6 @@ static int inbox_hide(const char *from, const char *to)
 		in_store = of->in_store && !of->local;
 		/* Its content is the object it was loaded from (and this
 		 * mount's writes): readers opened on another are stale. */
-		snprintf(seen, sizeof(seen), "%s", of->loaded);
-		pin = seen[0] ? seen : NULL;
 		if (rc == 0 && in_store) {
 			cfs_actor(&who);
 			rc = reception_remove(cfs->rcp, from, &who);
@@ -253,11 +277,12 @@ static int inbox_hide(const char *from, const char *to)
 			 * is aborted), never listed. */
 			ofile_make_local(of);
 			ofile_hide(of, to);
+			readers_attach(from, of,
+				       of->loaded[0] ? of->loaded : NULL,
+				       of->committed);
 		}
 		pthread_mutex_unlock(&of->lock);
 	}
-	if (rc == 0)
-		readers_attach(from, of, pin);
 	ofile_put(of);
 	if (rc == 0) {
 		dcache_remove(from);
@@ -300,7 +325,7 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	}
 	pthread_mutex_unlock(&of->lock);
 	if (rc == 0) {
-		readers_attach(from, of, seen);
+		readers_attach(from, of, seen, NULL);
 		dcache_remove(from);
 	}
 	ofile_put(of);
@@ -539,7 +564,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		rc = ofile_rename_uncommitted(of, to, 0, 0);
 		if (rc == 0)
 			readers_attach(from, of,
-				       of->loaded[0] ? of->loaded : NULL);
+				       of->loaded[0] ? of->loaded : NULL,
+				       of->committed);
 		return rc;
 	}
 	if (of->local || !of->in_store) {

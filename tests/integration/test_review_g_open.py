@@ -315,3 +315,27 @@ def test_truncate_by_path_of_an_object_replaced_while_it_loads(held_b, new_mode)
     a.wait_until(lambda: as_user(A, rd(pa)) == [want.decode()], timeout=30,
                  what="A reads y.txt on mount a")
     assert mode_owner(pa) == (new_mode, A, A)
+
+
+@pytest.mark.parametrize("flags", ["os.O_CREAT | os.O_RDONLY", "os.O_CREAT | os.O_WRONLY"])
+def test_create_over_an_unlisted_file_needs_only_its_access_mode(mount_factory, uniq, flags):
+    """Review of T7 (L1): as above, with A's y.txt 0644 (others may read, not write): B's
+    O_CREAT|O_RDONLY open (flock(1) opens so) is a read, which the kernel would allow on a file
+    it knew: it opens and reads the content; O_CREAT|O_WRONLY is refused (EACCES)."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    key = f"{uniq}/y.txt"
+    pa, pb = a.path("inbox", key), b.path("inbox", key)
+    b.wait_until(lambda: as_user(B, f"os.listdir({b.path('inbox', uniq)!r})") == [[]],
+                 timeout=30, what="b lists the empty directory")
+    assert as_user(B, f"os.stat({pb!r}).st_mode") == ["ENOENT"]  # b's negative dentry
+    assert as_user(A, f"open({pa!r}, 'wb').write(b'public')", f"os.chmod({pa!r}, 0o644)") == \
+        ["ok", "ok"]
+    reading = "RDONLY" in flags
+    op = (f"os.pread(os.open({pb!r}, {flags}), 64, 0).decode()" if reading
+          else f"os.close(os.open({pb!r}, {flags}))")
+    r = as_user(B, f"os.stat({pb!r}).st_mode", op)
+    assert r == ["ENOENT", "public" if reading else "EACCES"], r
+    assert as_user(A, rd(pa)) == ["public"]
+    assert mode_owner(pa) == (0o644, A, A)

@@ -225,3 +225,103 @@ def test_reader_of_a_multipart_file_keeps_content_through_rename_and_unlink(moun
         assert got == data[:1 << 16].decode(), got[:20]
     finally:
         h.close()
+
+
+def test_stale_reader_cannot_reopen_the_replacement_through_its_descriptor(mount_factory, uniq):
+    """Review of the T2 fix (H1, M3): B's descriptor on mount b is stale once A unlinks y.txt
+    there after another mount's 0600 replacement. Reopening it through /proc/self/fd (the
+    hidden name it now has) must not read the replacement either, and fstat shows nothing of
+    the replacement (its size: the descriptor's, or 0)."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    px_a = a.path("inbox", f"{uniq}/x.tmp")
+    big = "NEW SECRET, LONGER".ljust(100)
+    p = subprocess.Popen(
+        ["setpriv", f"--reuid={B}", f"--regid={B}", "--clear-groups", "/usr/bin/python3", "-c",
+         "import errno, json, os, sys\n"
+         f"fd = os.open({py_b!r}, os.O_RDONLY)\n"
+         "print('open', flush=True)\n"
+         "sys.stdin.readline()\n"
+         "out = []\n"
+         "def t(f):\n"
+         "    try:\n"
+         "        out.append(f())\n"
+         "    except OSError as e:\n"
+         "        out.append(errno.errorcode[e.errno])\n"
+         "t(lambda: os.pread(fd, 256, 0).decode())\n"
+         "t(lambda: os.fstat(fd).st_size)\n"
+         "t(lambda: os.pread(os.open(f'/proc/self/fd/{fd}', os.O_RDONLY), 256, 0).decode())\n"
+         "print(json.dumps(out), flush=True)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "open"
+        assert as_user(A, f"open({px_a!r}, 'w').write({big!r})", f"os.chmod({px_a!r}, 0o600)",
+                       f"os.rename({px_a!r}, {py_a!r})", umask=0o077) == ["ok", "ok", "ok"]
+        assert as_user(A, f"os.unlink({py_b!r})") == ["ok"]
+        p.stdin.write("go\n")
+        p.stdin.flush()
+        got = json.loads(p.stdout.readline())
+    finally:
+        p.stdin.close()
+        p.wait(timeout=60)
+    assert got[0] in (OLD, "ESTALE"), got
+    assert got[1] in (len(OLD), 0), got  # never the replacement's size
+    assert got[2] in (OLD, "", "ESTALE", "EACCES"), got
+
+
+def test_reader_never_gets_a_truncating_writers_content_of_the_replacement(mount_factory, uniq):
+    """Review of the T2 fix (H2): B holds y.txt open on mount b (the old object). Mount a
+    replaces it with A's 0600 secret; A, on mount b, opens it with O_TRUNC (the replacement,
+    checked), writes, and unlinks it with that descriptor open. B's descriptor is not a
+    descriptor of that file: it must not read what A wrote."""
+    a, b, py_a, py_b = _setup(mount_factory, uniq)
+    px_a = a.path("inbox", f"{uniq}/x.tmp")
+    h = Holder(B, py_b)
+    try:
+        assert as_user(A, f"open({px_a!r}, 'w').write({NEW!r})", f"os.chmod({px_a!r}, 0o600)",
+                       f"os.rename({px_a!r}, {py_a!r})", umask=0o077) == ["ok", "ok", "ok"]
+        b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                     what="b shows the secret's attributes")
+        w = subprocess.run(
+            ["setpriv", f"--reuid={A}", f"--regid={A}", "--clear-groups", "/usr/bin/python3",
+             "-c", f"import os\nfd = os.open({py_b!r}, os.O_WRONLY | os.O_TRUNC)\n"
+             f"os.write(fd, b'SECRET 2')\nos.unlink({py_b!r})\nos.close(fd)\nprint('ok')"],
+            capture_output=True, text=True, timeout=60)
+        assert w.returncode == 0, w.stderr
+        got = [h.read() for _ in range(3)]
+        assert not any("SECRET" in r for r in got), got
+        assert all(r in (OLD, "ESTALE") for r in got), got
+    finally:
+        h.close()
+
+
+def test_reader_reads_this_mounts_committed_write_after_the_unlink(mount_factory, uniq):
+    """Review of the T2 fix (M2), one mount: R holds y.txt open; W opens it O_RDWR, writes and
+    fsyncs (a new object, this mount's); R reads it (the same file). W then unlinks y.txt with
+    its descriptor open: R still reads W's content, never ESTALE (it is that file)."""
+    m = mount_factory(config=FOREIGN, opts="allow_other")
+    open_to_others(m)
+    d = m.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o1777)
+    y = os.path.join(d, "y.txt")
+    assert as_user(A, f"open({y!r}, 'w').write({OLD!r})", f"os.chmod({y!r}, 0o644)") ==         ["ok", "ok"]
+    h = Holder(B, y)
+    w = subprocess.Popen(
+        ["setpriv", f"--reuid={A}", f"--regid={A}", "--clear-groups", "/usr/bin/python3", "-c",
+         f"import os, sys\nfd = os.open({y!r}, os.O_RDWR)\n"
+         "os.pwrite(fd, b'WRITTEN', 0)\nos.fsync(fd)\nprint('synced', flush=True)\n"
+         f"sys.stdin.readline()\nos.unlink({y!r})\nprint('unlinked', flush=True)\n"
+         "sys.stdin.readline()\nos.close(fd)\n"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    want = "WRITTEN" + OLD[7:]
+    try:
+        assert w.stdout.readline().strip() == "synced"
+        assert h.read() == want
+        w.stdin.write("unlink\n")
+        w.stdin.flush()
+        assert w.stdout.readline().strip() == "unlinked"
+        assert [h.read() for _ in range(2)] == [want, want]
+    finally:
+        w.stdin.close()
+        w.wait(timeout=60)
+        h.close()
