@@ -59,9 +59,10 @@ int may_open(const struct stat *st, int acc);
  * it checked only the directory? The kernel's own rules, on the file's
  * recorded owner and mode: the permissions of access mode acc (may_open;
  * the caller passes O_RDWR for an O_RDONLY|O_TRUNC open, whose truncation
- * needs write permission too), and, as the kernel's protected_regular for
- * an O_CREAT open of an existing file, in a sticky directory (inbox/ is
- * 1777) only its owner, the directory's owner or root. 0, -EACCES, or
+ * needs write permission too), and, always (the kernel only with its
+ * protected_regular sysctl, and not quite so), the sticky rule: in a
+ * sticky directory (inbox/ is 1777) only its owner, the directory's owner
+ * or root. 0, -EACCES, or
  * -errno of the directory's attributes. Nothing is checked without
  * default_permissions. */
 int may_replace(const char *rel, const struct stat *st, int acc);

@@ -1145,10 +1145,15 @@ static int spool_read(struct ofile *of, char *buf, size_t size, off_t off)
  * (another mount's publish may have put a file there that it may not
  * read: E1). With the kernel checking permissions, the listing's entry is
  * refreshed, the file's attributes looked at for the new object, and h
- * pinned to it. Caller holds h->lock. 0 (read it), -EACCES, or -errno. */
+ * pinned to it. An object this mount's open file of that name committed
+ * is that file: h is also its reader (h->copied: the file's identity, so
+ * an unlink here later hands h its spool, readers_attach). Caller holds
+ * h->lock. 0 (read it), -EACCES, or -errno. */
 static int reader_recheck(struct fhandle *h, const char *key)
 {
 	struct s3_object_info info = {0};
+	char same[80] = "";
+	struct ofile *of;
 	struct stat st;
 	int rc;
 
@@ -1158,9 +1163,18 @@ static int reader_recheck(struct fhandle *h, const char *key)
 	rc = inbox_getattr(key, &st);
 	if (rc == 0)
 		rc = may_open(&st, O_RDONLY);
+	if (rc == 0 && (of = ofile_find(key)) != NULL) {
+		pthread_mutex_lock(&of->lock);
+		if (of->committed[0] && !strcmp(of->committed, info.etag))
+			snprintf(same, sizeof(same), "%s", of->loaded);
+		pthread_mutex_unlock(&of->lock);
+		ofile_put(of);
+	}
 	if (rc == 0) {
 		pthread_mutex_lock(&cfs->lock);
 		snprintf(h->etag, sizeof(h->etag), "%s", info.etag);
+		if (same[0])
+			snprintf(h->copied, sizeof(h->copied), "%s", same);
 		pthread_mutex_unlock(&cfs->lock);
 	}
 	s3_object_info_free(&info);

@@ -118,21 +118,29 @@ static int held_open(struct ofile *of, const char *from)
 }
 
 /* Caller holds of->lock, of a spool just loaded (from key `from`, ETag
- * seen) for the read-only handles of `from` and hidden: they read it, but
- * those opened on another object (another mount replaced it) are stale
- * (readers_attach). With none left to read it, the spool is emptied: it
- * is another object's, kept only for its hidden name (the stale handles'
- * open files), and nothing may read it through that name. The hidden
- * name's attributes, moved from `from` by the caller, are read now for
- * the object loaded (*st; this mount's may be an older object's). 0 or
- * -errno (attrov_apply_fresh's). */
+ * seen) for the read-only handles of `from` and hidden. First the
+ * attributes its hidden name gets (moved from `from` by the caller) are
+ * read now for the object loaded (this mount's may be an older object's);
+ * failing, nothing is attached. Then the handles read it, but those opened
+ * on another object (another mount replaced it) are stale
+ * (readers_attach). With none left to read it, it fails (ESTALE) and is
+ * emptied: another object's, kept only for its hidden name (the stale
+ * handles' open files), nothing may read it through that name (a reopen
+ * by /proc/<pid>/fd). 0 or -errno (attrov_apply_fresh's). */
 static int spool_for_readers(struct ofile *of, const char *from,
-			     const char *seen, struct stat *st)
+			     const char *seen)
 {
-	if (readers_attach(from, of, seen, NULL) == 0 &&
-	    ftruncate(of->fd, 0) == 0)
-		of->size = of->stored_size = 0;
-	return attrov_apply_fresh(from, st, seen);
+	struct stat st = {0};
+	int rc = attrov_apply_fresh(from, &st, seen);
+
+	if (rc)
+		return rc;
+	if (readers_attach(from, of, seen[0] ? seen : NULL, NULL) == 0) {
+		of->failed = -ESTALE;
+		if (ftruncate(of->fd, 0) == 0)
+			of->size = of->stored_size = 0;
+	}
+	return 0;
 }
 
 static int hide_for_rename(const char *from, const char *to)
@@ -140,7 +148,6 @@ static int hide_for_rename(const char *from, const char *to)
 	char seen[80] = "";
 	const char *pin = NULL;
 	struct ofile *of;
-	struct stat st;
 	int rc = 0;
 
 	hidden_for_rename.name = strdup(from);
@@ -183,11 +190,10 @@ static int hide_for_rename(const char *from, const char *to)
 			goto fail;
 		rc = of->failed ? of->failed
 				: ofile_load_seen(of, from, NULL, seen);
-		pin = seen;
 		of->in_store = 0;
 		if (rc == 0) {
 			ofile_hide(of, to);
-			rc = spool_for_readers(of, from, seen, &st);
+			rc = spool_for_readers(of, from, seen);
 		}
 		if (rc) {
 			pthread_mutex_lock(&cfs->lock);
@@ -223,7 +229,6 @@ static int inbox_hide(const char *from, const char *to)
 	char seen[80] = "";
 	struct actor who;
 	struct ofile *of;
-	struct stat st;
 	int rc = 0, in_store;
 
 	if (caller_in_rename())
@@ -251,11 +256,13 @@ static int inbox_hide(const char *from, const char *to)
 		}
 		if (rc == 0) {
 			ofile_hide(of, to);
-			/* removed: the hide stands whatever this says */
-			if (spool_for_readers(of, from, seen, &st))
-				log_warn("inbox/%s: attributes of its open "
-					 "file not read again",
-					 from);
+			/* Removed: the hide stands. Without the attributes
+			 * of what it holds, nothing reads it (fails closed:
+			 * its readers get EIO). */
+			if (spool_for_readers(of, from, seen) != 0) {
+				of->failed = -EIO;
+				readers_attach(from, of, NULL, NULL);
+			}
 		} else {
 			pthread_mutex_lock(&cfs->lock);
 			of->unlinked = 1;

@@ -21,9 +21,10 @@ from test_rename_attrs import mode_owner
 class Holder:
     """A process of user uid holding one descriptor open on path (O_RDONLY): each `read()`
     reads the whole file again from offset 0 through that descriptor and returns its text,
-    or the errno name."""
+    or the errno name. uncached: each read first drops the file's clean pages
+    (POSIX_FADV_DONTNEED), so it reaches the daemon."""
 
-    def __init__(self, uid, path):
+    def __init__(self, uid, path, uncached=False):
         self.p = subprocess.Popen(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
              "/usr/bin/python3", "-c",
@@ -32,6 +33,8 @@ class Holder:
              "print(json.dumps('open'), flush=True)\n"
              "for line in sys.stdin:\n"
              "    try:\n"
+             + ("        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\n"
+                if uncached else "") +
              "        r = os.pread(fd, 1 << 16, 0).decode()\n"
              "    except OSError as e:\n"
              "        r = errno.errorcode[e.errno]\n"
