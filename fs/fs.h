@@ -304,10 +304,6 @@ void ofile_claims_stop(void);
  * Caller holds of->lock. On failure the ofile is marked failed (every
  * handle sharing it gets the error) and no longer found by name. */
 int ofile_load(struct ofile *of, const char *key, const char *etag);
-/* ofile_load, and seen (80 bytes; NULL: not wanted) gets the ETag of the
- * object loaded ("" if the store named none). */
-int ofile_load_seen(struct ofile *of, const char *key, const char *etag,
-		    char *seen);
 /* Caller holds of->lock: upload + log if dirty; -errno. leaving: writable
  * handles of of that go away with this commit (1 for the closing flush or
  * the release of a writable handle, else 0). When another upload replaced

@@ -21,11 +21,8 @@ int check_name(const char *rel);
 int readers_attach(const char *rel, struct ofile *of, const char *etag,
 		   const char *etag2);
 /* Stored objects renamed (from, or everything under from/): their readers
- * follow. For one object copied (not NULL): its readers pinned to src, the
- * ETag of the object copied, are pinned to etag, its copy's (a copy's ETag
- * may differ: a multipart object). */
-void readers_rename(const char *from, const char *to, const char *src,
-		    const char *etag);
+ * follow (readers_copied first says which are the copy's). */
+void readers_rename(const char *from, const char *to);
 /* Stored object rel (ETag src) was copied to its new name by this mount's
  * rename (the copy's ETag etag; NULL or "": nothing done): its readers
  * pinned to src are also the copy's readers (readers_attach), before

@@ -475,20 +475,12 @@ void ofile_drop_name(const char *rel)
 
 int ofile_load(struct ofile *of, const char *key, const char *etag)
 {
-	return ofile_load_seen(of, key, etag, NULL);
-}
-
-int ofile_load_seen(struct ofile *of, const char *key, const char *etag,
-		    char *seen)
-{
 	uint64_t size = 0;
 	int rc;
 
 	of->loaded[0] = '\0';
 	rc = s3_get_to_fd_seen(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
 			       etag, &size, of->loaded, sizeof(of->loaded));
-	if (seen)
-		snprintf(seen, 80, "%s", of->loaded);
 	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
 		rc = -errno;
 	if (rc) {

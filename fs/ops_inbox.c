@@ -549,10 +549,9 @@ int readers_attach(const char *rel, struct ofile *of, const char *etag,
 }
 
 /* Stored objects renamed (from, or everything under from/ for a
- * directory): their readers follow, the content being the same; for one
- * object copied, those pinned to src now to the copy (etag). */
-void readers_rename(const char *from, const char *to, const char *src,
-		    const char *etag)
+ * directory): their readers follow, the content being the same (the
+ * copy's ETag: readers_copied, called first). */
+void readers_rename(const char *from, const char *to)
 {
 	size_t fl = strlen(from);
 	struct fhandle *h;
@@ -565,12 +564,6 @@ void readers_rename(const char *from, const char *to, const char *src,
 			continue; /* not the store's object any more */
 		if (!strcmp(h->rel, from)) {
 			n = strdup(to);
-			/* h->etag stays (it needs h->lock, taken before
-			 * cfs.lock): its next read rechecks the copy. */
-			if (n && src && etag && src[0] && etag[0] &&
-			    (!strcmp(h->etag, src) || !strcmp(h->copied, src)))
-				snprintf(h->copied, sizeof(h->copied), "%s",
-					 etag);
 		} else if (!strncmp(h->rel, from, fl) && h->rel[fl] == '/' &&
 			   asprintf(&n, "%s%s", to, h->rel + fl) < 0) {
 			n = NULL;

@@ -118,7 +118,7 @@ static int held_open(struct ofile *of, const char *from)
 }
 
 /* Caller holds of->lock, of a spool just loaded (from key `from`, ETag
- * seen) for the read-only handles of `from` and hidden. First the
+ * of->loaded) for the read-only handles of `from` and hidden. First the
  * attributes its hidden name gets (moved from `from` by the caller) are
  * read now for the object loaded (this mount's may be an older object's);
  * failing, nothing is attached. Then the handles read it, but those opened
@@ -127,9 +127,9 @@ static int held_open(struct ofile *of, const char *from)
  * emptied: another object's, kept only for its hidden name (the stale
  * handles' open files), nothing may read it through that name (a reopen
  * by /proc/<pid>/fd). 0 or -errno (attrov_apply_fresh's). */
-static int spool_for_readers(struct ofile *of, const char *from,
-			     const char *seen)
+static int spool_for_readers(struct ofile *of, const char *from)
 {
+	const char *seen = of->loaded;
 	struct stat st = {0};
 	int rc = attrov_apply_fresh(from, &st, seen);
 
@@ -188,12 +188,11 @@ static int hide_for_rename(const char *from, const char *to)
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			goto fail;
-		rc = of->failed ? of->failed
-				: ofile_load_seen(of, from, NULL, seen);
+		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
 		if (rc == 0) {
 			ofile_hide(of, to);
-			rc = spool_for_readers(of, from, seen);
+			rc = spool_for_readers(of, from);
 		}
 		if (rc) {
 			pthread_mutex_lock(&cfs->lock);
@@ -226,7 +225,6 @@ fail:
  * the name is reserved), EIO, ENOMEM. */
 static int inbox_hide(const char *from, const char *to)
 {
-	char seen[80] = "";
 	struct actor who;
 	struct ofile *of;
 	int rc = 0, in_store;
@@ -247,8 +245,7 @@ static int inbox_hide(const char *from, const char *to)
 		of = ofile_create(to, 1, &rc);
 		if (!of)
 			return rc;
-		rc = of->failed ? of->failed
-				: ofile_load_seen(of, from, NULL, seen);
+		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
 		if (rc == 0) {
 			cfs_actor(&who);
@@ -259,7 +256,7 @@ static int inbox_hide(const char *from, const char *to)
 			/* Removed: the hide stands. Without the attributes
 			 * of what it holds, nothing reads it (fails closed:
 			 * its readers get EIO). */
-			if (spool_for_readers(of, from, seen) != 0) {
+			if (spool_for_readers(of, from) != 0) {
 				of->failed = -EIO;
 				readers_attach(from, of, NULL, NULL);
 			}
@@ -312,14 +309,15 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	of = ofile_create(to, 1, &rc);
 	if (!of)
 		return rc;
-	rc = of->failed ? of->failed : ofile_load_seen(of, from, NULL, seen);
+	rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 	of->in_store = 0;
 	if (rc == 0) {
 		/* The attributes that go with it to the temp name (the
 		 * caller's attrov_move) are those of the object loaded, read
 		 * now: this mount's may be an older object's (another mount
 		 * replaced it), looser than the content's. */
-		rc = attrov_apply_fresh(from, &st, seen);
+		rc = attrov_apply_fresh(from, &st, of->loaded);
+		snprintf(seen, sizeof(seen), "%s", of->loaded);
 	}
 	if (rc == 0) {
 		cfs_actor(&who);
@@ -431,7 +429,7 @@ static int rename_dir_locked(const char *from, const char *to)
 		/* Open files follow; their basenames, hence whether they
 		 * are local, do not change. */
 		ofile_rebase(from, to);
-		readers_rename(from, to, NULL, NULL);
+		readers_rename(from, to);
 		/* The files under from/ took theirs along; the rows of the
 		 * directories go now. */
 		attrov_drop(from, 1);
@@ -609,7 +607,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	rc = rename_copy_with_attrs(from, to, size, &who, etag, old, src);
 	if (rc)
 		return rc;
-	readers_rename(from, to, src, etag);
+	readers_copied(from, src, etag);
+	readers_rename(from, to);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
 	attrov_bind(to, etag, old[0] ? old : NULL);
 	attrov_copy_done(from, src);
@@ -646,7 +645,8 @@ static int rename_stored(const char *from, const char *to,
 				    old, src);
 	if (rc)
 		return rc;
-	readers_rename(from, to, src, etag);
+	readers_copied(from, src, etag);
+	readers_rename(from, to);
 	dcache_upsert(to, 0, (uint64_t)sf->st_size, sf->st_mtime, etag);
 	dcache_remove(from);
 	attrov_bind(to, etag, old[0] ? old : NULL);
