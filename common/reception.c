@@ -443,6 +443,68 @@ static int reception_undo_stop(void *arg)
 	return reception_stopping(arg);
 }
 
+int reception_undo_waits(struct reception *r, const char *key)
+{
+	struct undo *u;
+	int n = 0;
+
+	pthread_mutex_lock(&r->lock);
+	for (u = r->undos; u && !n; u = u->next)
+		n = !strcmp(u->key, key);
+	pthread_mutex_unlock(&r->lock);
+	return n;
+}
+
+int reception_landed(struct reception *r, const char *key,
+		     struct upload_result *res)
+{
+	const char *b = r->cfg->reception_bucket, *keys[1] = {key};
+	struct s3_object_info info = {0};
+	struct reception_live *rows = NULL;
+	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+	size_t n = 0, i;
+	int rc;
+
+	if (!res->sha256[0] || !res->xxh128[0])
+		return 0; /* nothing to prove it by: not this upload */
+	rc = s3_head(r->s3, b, key, &info);
+	if (rc == -ENOENT)
+		return 0;
+	if (rc)
+		goto out;
+	rc = 0;
+	if (!info.etag[0] || info.size != res->size)
+		goto out;
+	/* An object some row logged already is that row's upload (the same
+	 * bytes, when its ETag is their MD5): never logged twice. */
+	rc = db_reception_live_keys(r->db, b, keys, 1, &rows, &n);
+	if (rc)
+		goto out;
+	for (i = 0; i < n; i++)
+		if (rows[i].etag && !strcmp(rows[i].etag, info.etag))
+			goto out;
+	rc = objhash_compute(r->s3, b, key, info.etag, res->size, FOREIGN_CHUNK,
+			     reception_undo_stop, r, xxh, sha);
+	if (rc == -ESTALE) {
+		rc = 0; /* replaced or removed meanwhile */
+		goto out;
+	}
+	if (rc)
+		goto out;
+	if (strcmp(sha, res->sha256) || strcmp(xxh, res->xxh128))
+		goto out;
+	snprintf(res->etag, sizeof(res->etag), "%s", info.etag);
+	log_warn("%s/%s: its upload was answered with an error, but the "
+		 "object there is that upload (its bytes hashed again): "
+		 "stored",
+		 b, key);
+	rc = 1;
+out:
+	db_reception_live_free(rows, n);
+	s3_object_info_free(&info);
+	return rc;
+}
+
 static void reception_count_late(const struct undo *u)
 {
 	if (u->origin && !strcmp(u->origin, "rename"))

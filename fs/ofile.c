@@ -670,7 +670,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	struct actor who, binder;
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns(), t1;
-	int rc, tries, removed = 0, replaces;
+	int rc, tries, removed = 0, replaces, landed = 0;
 	struct attrov cur;
 	char *token = NULL, *pending = NULL;
 
@@ -743,6 +743,17 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);
 		if (rc) {
+			/* Answered with an error (or not at all) after the
+			 * write took effect (review G1): the object is this
+			 * upload when its bytes say so, and is recorded as
+			 * such; when that cannot be told, a publish's
+			 * pending row stays (shown for what may be its
+			 * object, never the defaults). */
+			landed = reception_landed(cfs->rcp, rel, &res);
+			if (landed == 1)
+				rc = 0;
+		}
+		if (rc) {
 			ofile_upload_error(of, rel, &who, rc);
 			break;
 		}
@@ -765,6 +776,13 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		}
 		rc = 0; /* the spool goes up again */
 	}
+	/* A row that failed after the object landed: its undo logs an
+	 * overwrite late (the pending row then settles onto it), or deletes
+	 * a new object; while it waits for the database, the object stays
+	 * and is shown with the publish's attributes, never the defaults. */
+	if (rc && !removed && landed >= 0 && pending &&
+	    reception_undo_waits(cfs->rcp, rel))
+		landed = -EINPROGRESS;
 	reception_busy_del(cfs->rcp, rel);
 	if (removed) {
 		/* Another mount removed the key after this file was opened
@@ -823,8 +841,12 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
-	if (rc || seen.superseded)
+	if ((rc && landed >= 0) || seen.superseded)
 		attrov_unpend(rel, pending); /* not what rel shows */
+	else if (rc)
+		log_warn("inbox/%s: the attributes of its publish are kept "
+			 "pending (its object may be there)",
+			 rel);
 	free(pending);
 	free(token);
 	hist_observe_since(HIST_UPLOAD, t0, rc != 0);

@@ -131,10 +131,18 @@ A, B = 2001, 2002  # numeric uids/gids without passwd entries
 FOREIGN = {"fs": {"foreign_uid": "3000", "foreign_gid": "3001"}}
 
 # Runs as the given user: each line of the script is one operation; prints one JSON list with
-# "ok", the errno name, or what the operation returned.
+# "ok", the errno name, or what the operation returned. A file object closed when dropped
+# (`open(p, 'wb').write(b)`) reports its close's error as "close:<errno name>" before the
+# operation's entry (-X dev: otherwise Python drops that error silently), since a failed close
+# is a failed write.
 _AS = r"""
 import errno, json, os, sys
 out = []
+def _unraisable(u):
+    e = u.exc_value
+    out.append("close:" + (errno.errorcode.get(e.errno, str(e.errno))
+                           if isinstance(e, OSError) else repr(e)))
+sys.unraisablehook = _unraisable
 os.umask(int(sys.argv[1], 8))
 for line in sys.argv[2:]:
     try:
@@ -151,7 +159,7 @@ def as_user(uid, *ops, umask=0o022):
     import json
     import subprocess
     p = subprocess.run(["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
-                        "/usr/bin/python3", "-c", _AS, f"{umask:o}", *ops],
+                        "/usr/bin/python3", "-X", "dev", "-c", _AS, f"{umask:o}", *ops],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
     return json.loads(p.stdout)

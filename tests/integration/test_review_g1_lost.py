@@ -1,0 +1,226 @@
+"""Hostile review G, G1 (doc/reviews/review-G.md): an upload whose request reached the store
+but whose answer was lost (a 5xx, a reset after the write took effect) is not "nothing of
+mine is at the key". Its object is there: the daemon must find out, by the object's own bytes
+(never by metadata another client could write), and then finish the file -- row, attributes,
+close or rename returning 0 -- instead of failing while the object stays, shown with the
+defaults (0644) and later logged as a foreign upload. An upload that did not land still fails
+and changes nothing. Two allow_other mounts, users A and B as in test_perms.py; every row of
+the key is counted."""
+import hashlib
+import os
+
+import pytest
+
+from checks import rows
+from faultproxy import INTERNAL
+from test_perms import A, B, FOREIGN, as_user, open_to_others, rd  # noqa: F401
+from test_rename_attrs import etag, mode_owner
+from test_review_e import pending_rows, proxied_pair  # noqa: F401
+
+
+def upload_to(key, action):
+    """A rule: the upload of key (a PUT without x-amz-copy-source, or the completion of its
+    multipart upload) gets action."""
+    def rule(meth, path, h):
+        p, _, q = path.partition("?")
+        if not p.endswith("/" + key):
+            return None
+        if meth == "PUT" and "uploadId=" not in q and \
+                not any(k.lower() == "x-amz-copy-source" for k in h.keys()):
+            return action
+        if meth == "POST" and "uploadId=" in q:
+            return action
+        return None
+    return rule
+
+
+LOST = ("after", (500, INTERNAL))       # the write took effect, its answer is an error
+REFUSED = ("status", 500, INTERNAL)     # the write never reached the store
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+
+
+def wait_mode(m, path, want, what):
+    m.wait_until(lambda: os.path.exists(path) and mode_owner(path) == want, timeout=30,
+                 what=what)
+
+
+@pytest.mark.parametrize("target", ["public", "none"])
+def test_a_publish_whose_answer_was_lost_is_stored_as_written(proxied_pair, target):
+    """G1 case 1: A saves a private file as editors do (x.tmp 0600 renamed over y.txt); every
+    PUT of y.txt reaches the store and is answered 500. The object is A's secret: the rename
+    must end as if answered (0, x.tmp gone, y.txt A's 0600 on both mounts, one live row of
+    A's upload with the hash of those bytes, no foreign row), never a failure that leaves the
+    secret shown 0644."""
+    a, b, px, d = proxied_pair
+    to = f"{d}/y.txt"
+    pt, py, pyb = a.path("inbox", f"{d}/x.tmp"), a.path("inbox", to), b.path("inbox", to)
+    if target == "public":
+        assert as_user(A, f"open({py!r}, 'wb').write(b'old public')",
+                       f"os.chmod({py!r}, 0o644)") == ["ok", "ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')",
+                   f"os.chmod({pt!r}, 0o600)", umask=0o077) == ["ok", "ok"]
+    px.rule = upload_to(to, LOST)
+    try:
+        r = as_user(A, f"os.rename({pt!r}, {py!r})")
+    finally:
+        px.rule = None
+    assert any(act == "after" for _, _, act in px.log), "the upload was not answered 500"
+    assert r == ["ok"], r
+    assert not os.path.exists(pt)
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=to)["Body"].read() == b"NEW SECRET"
+    assert mode_owner(py) == (0o600, A, A)
+    wait_mode(b, pyb, (0o600, A, A), "mount b shows y.txt as A's 0600 file")
+    for p in (py, pyb):
+        assert as_user(B, rd(p)) == ["EACCES"], mode_owner(p)
+    assert as_user(A, rd(py)) == ["NEW SECRET"]
+    rs = rows(a, to)
+    live = [x for x in rs if x["removed_at"] is None]
+    assert len(live) == 1, rs
+    assert live[0]["origin"] == "mount" and live[0]["sha256"] == sha(b"NEW SECRET"), rs
+    assert live[0]["etag"] == etag(a, to), rs
+    assert len(rs) == (2 if target == "public" else 1), rs
+    assert not [x for x in rs if x["origin"] == "foreign"], rs
+    assert pending_rows(a, to) == 0
+
+
+@pytest.mark.parametrize("target", ["public", "none"])
+def test_a_publish_that_never_reached_the_store_fails_and_changes_nothing(proxied_pair, target):
+    """The other side of G1: every PUT of y.txt is refused before it reaches the store. The
+    rename fails, x.tmp is intact, y.txt is what it was (B still reads the public file), no
+    row is added for y.txt and no pending row of the failed publish is left behind."""
+    a, b, px, d = proxied_pair
+    to = f"{d}/y.txt"
+    pt, py, pyb = a.path("inbox", f"{d}/x.tmp"), a.path("inbox", to), b.path("inbox", to)
+    if target == "public":
+        assert as_user(A, f"open({py!r}, 'wb').write(b'old public')",
+                       f"os.chmod({py!r}, 0o644)") == ["ok", "ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')",
+                   f"os.chmod({pt!r}, 0o600)", umask=0o077) == ["ok", "ok"]
+    before = rows(a, to)
+    px.rule = upload_to(to, REFUSED)
+    try:
+        r = as_user(A, f"os.rename({pt!r}, {py!r})")
+    finally:
+        px.rule = None
+    assert r != ["ok"], r
+    assert as_user(A, rd(pt)) == ["NEW SECRET"]
+    assert mode_owner(pt) == (0o600, A, A)
+    assert rows(a, to) == before
+    assert pending_rows(a, to) == 0
+    if target == "public":
+        for p in (py, pyb):
+            assert as_user(B, rd(p)) == ["old public"]
+    else:
+        assert not os.path.exists(py)
+
+
+@pytest.mark.parametrize("size", [10, 6 << 20], ids=["put", "multipart"])
+def test_a_write_whose_answer_was_lost_is_closed_with_its_row(stack, mount_factory, uniq, size):
+    """G1 for a plain write: every PUT (or CompleteMultipartUpload) of z.bin reaches the store
+    and is answered 500. close returns 0 with one live row of the mount's upload (hash of the
+    bytes written), the file is the writer's, and no foreign row is ever logged for it."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
+                                  "fs": {"part_size": "5M"}, **FOREIGN}, opts="allow_other")
+        open_to_others(m)
+        os.mkdir(m.path("inbox", uniq))
+        os.chmod(m.path("inbox", uniq), 0o1777)
+        key = f"{uniq}/z.bin"
+        p = m.path("inbox", key)
+        body = os.urandom(size)
+        src = f"/tmp/{uniq}-z.bin"
+        with open(src, "wb") as f:
+            f.write(body)
+        os.chmod(src, 0o644)
+        px.rule = upload_to(key, LOST)
+        try:
+            r = as_user(A, f"open({p!r}, 'wb').write(open({src!r}, 'rb').read())")
+        finally:
+            px.rule = None
+        os.unlink(src)
+        assert any(act == "after" for _, _, act in px.log), "the upload was not answered 500"
+        assert r == ["ok"], r  # (a failed close reads "close:EIO")
+        assert m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read() == body
+        assert mode_owner(p) == (0o644, A, A), m.log_tail(40)
+        rs = rows(m, key)
+        live = [x for x in rs if x["removed_at"] is None]
+        assert len(live) == 1 and live[0]["origin"] == "mount", rs
+        assert live[0]["sha256"] == sha(body) and live[0]["etag"] == etag(m, key), rs
+        # a restart scans the bucket for objects without rows: it must find nothing to log
+        m.restart()
+        assert os.path.getsize(p) == size
+        rs2 = rows(m, key)
+        assert not [x for x in rs2 if x["origin"] == "foreign"], rs2
+        assert len(rs2) == len(rs), rs2
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def key_lock_obj(bucket, key):
+    """The advisory lock object id the daemon takes for (bucket, key) (db_reception.c)."""
+    h = 2166136261
+    for c in bucket.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    h = (h * 16777619) & 0xFFFFFFFF
+    for c in key.encode():
+        h = ((h ^ c) * 16777619) & 0xFFFFFFFF
+    return h - (1 << 32) if h >= 1 << 31 else h
+
+
+def test_a_publish_whose_row_timed_out_keeps_its_attributes(stack, mount_factory, uniq):
+    """G1 case 2: the publish's object landed over A's public y.txt, but its row cannot be
+    written (the key lock is held by another session past the statement deadline) while the
+    database answers other statements. The rename fails; the overwrite cannot be undone and
+    is logged late once the lock is free. Its attributes must stay pending meanwhile and then
+    become y.txt's row: y.txt is A's 0600 secret on both mounts, never shown with the
+    defaults (0644, readable by B). One mount: another mount's foreign-upload logger would
+    log the object as foreign before this mount's undo logs it (doc/reviews/review-W.md W1,
+    open)."""
+    import threading
+    cfg = {"fs": {**FOREIGN["fs"], "claim_lease": "4"}}
+    a = mount_factory(config=cfg, opts="allow_other", name="a")
+    open_to_others(a)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o1777)
+    to = f"{uniq}/y.txt"
+    pt, py = a.path("inbox", f"{uniq}/x.tmp"), a.path("inbox", to)
+    assert as_user(A, f"open({py!r}, 'wb').write(b'old public')",
+                   f"os.chmod({py!r}, 0o644)") == ["ok", "ok"]
+    assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')",
+                   f"os.chmod({pt!r}, 0o600)", umask=0o077) == ["ok", "ok"]
+    conn = stack._connect()
+    cur = conn.cursor()
+    cur.execute("begin")
+    cur.execute("select pg_advisory_xact_lock(%s::integer, %s::integer)",
+                (1129665364, key_lock_obj(a.reception_bucket, to)))
+    out = []
+    th = threading.Thread(target=lambda: out.extend(as_user(A, f"os.rename({pt!r}, {py!r})")),
+                          daemon=True)
+    th.start()
+    try:
+        th.join(90)
+    finally:
+        conn.rollback()
+        conn.close()
+    assert not th.is_alive()
+    assert out != ["ok"], out
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=to)["Body"].read() == b"NEW SECRET"
+    seen = []
+    a.wait_until(lambda: seen.append((mode_owner(py), as_user(B, rd(py))[0])) or
+                 (len(rows(a, to)) == 2 and pending_rows(a, to) == 0), timeout=40,
+                 what="the overwrite logged late and its attributes settled")
+    assert all(s == ((0o600, A, A), "EACCES") for s in seen), seen
+    assert mode_owner(py) == (0o600, A, A)
+    assert as_user(B, rd(py)) == ["EACCES"]
+    rs = rows(a, to)
+    live = [x for x in rs if x["removed_at"] is None]
+    assert len(live) == 1 and live[0]["sha256"] == sha(b"NEW SECRET"), rs
+    assert live[0]["origin"] == "mount", rs
+    assert pending_rows(a, to) == 0
