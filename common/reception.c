@@ -443,19 +443,19 @@ static int reception_undo_stop(void *arg)
 	return reception_stopping(arg);
 }
 
-int reception_undo_waits(struct reception *r, const char *key)
+int reception_undo_waits(struct reception *r, const char *key, const char *etag)
 {
 	struct undo *u;
 	int n = 0;
 
 	pthread_mutex_lock(&r->lock);
 	for (u = r->undos; u && !n; u = u->next)
-		n = !strcmp(u->key, key);
+		n = !strcmp(u->key, key) && !strcmp(u->res.etag, etag);
 	pthread_mutex_unlock(&r->lock);
 	return n;
 }
 
-int reception_landed(struct reception *r, const char *key,
+int reception_landed(struct reception *r, const char *key, time_t since,
 		     struct upload_result *res)
 {
 	const char *b = r->cfg->reception_bucket, *keys[1] = {key};
@@ -465,15 +465,18 @@ int reception_landed(struct reception *r, const char *key,
 	size_t n = 0, i;
 	int rc;
 
-	if (!res->sha256[0] || !res->xxh128[0])
-		return 0; /* nothing to prove it by: not this upload */
+	/* Nothing to prove it by; or every empty object alike. */
+	if (!res->sha256[0] || !res->xxh128[0] || res->size == 0)
+		return 0;
 	rc = s3_head(r->s3, b, key, &info);
 	if (rc == -ENOENT)
 		return 0;
 	if (rc)
 		goto out;
 	rc = 0;
-	if (!info.etag[0] || info.size != res->size)
+	/* Stored before this upload began (a second of the store's clock
+	 * allowed): another client's, whatever its bytes. */
+	if (!info.etag[0] || info.size != res->size || info.mtime < since - 1)
 		goto out;
 	/* An object some row logged already is that row's upload (the same
 	 * bytes, when its ETag is their MD5): never logged twice. */

@@ -46,24 +46,32 @@ int reception_ready(struct reception *r);
  * key lock), or -errno (the database does not answer). */
 int reception_will_replace(struct reception *r, const char *key, int stored);
 
-/* After a reception_commit of key that failed: 1 when its undo waits for
- * the database (the upload's object stays until then, and may yet be
- * logged, late), 0 when nothing of key waits. */
-int reception_undo_waits(struct reception *r, const char *key);
+/* After a reception_commit of key's upload with ETag etag that failed: 1
+ * when its undo waits for the database (the upload's object stays until
+ * then, and may yet be logged, late), 0 when no undo of that upload
+ * waits (another upload's undo of the key is not this one's). */
+int reception_undo_waits(struct reception *r, const char *key,
+			 const char *etag);
 
 /* An upload of key by this process failed (an error answered, or no
  * answer), and may have taken effect all the same (a lost answer, a 5xx
  * after the write). Is the object under key now that upload? Only its
- * bytes can say: same size as res, the SHA-256 and XXH128 res holds
- * (computed by this process from what it sent) equal to the object's,
- * hashed again here If-Match its ETag; an object whose ETag a live row of
- * the key names is that row's, not this upload. Never the object's
- * metadata, which any client can write. The caller holds key busy (the
- * foreign-upload logger leaves it alone). 1: it is: res->etag is set to
- * the object's ETag, and the caller records it as if the upload had been
- * answered; 0: it is not (no object, another one, res has no hashes);
- * -errno: cannot tell (the store or the database does not answer). */
-int reception_landed(struct reception *r, const char *key,
+ * bytes can say: same size as res (not empty: every empty object is
+ * alike), the SHA-256 and XXH128 res holds (computed by this process from
+ * what it sent) equal to the object's, hashed again here If-Match its
+ * ETag; stored no earlier than since (the upload's first possible
+ * request, upload_begun; one second of the store's clock allowed); not an
+ * object whose ETag a live row of the key names (that row's). Never the
+ * object's metadata, which any client can write. Another client's upload
+ * of the same bytes after since, not logged yet, cannot be told from it
+ * (review-W W2). Not asked: a write that lands after this answer (a
+ * timed-out request the store still finishes; review-W W3). The caller
+ * holds key busy (this process's foreign-upload logger leaves it alone).
+ * 1: it is: res->etag is set to the object's ETag, and the caller records
+ * it as if the upload had been answered; 0: it is not (no object, another
+ * one, res has no hashes); -errno: cannot tell (the store or the database
+ * does not answer). */
+int reception_landed(struct reception *r, const char *key, time_t since,
 		     struct upload_result *res);
 
 /* What reception_commit found under the key, under the key lock, when it

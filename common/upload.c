@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "counters.h"
@@ -144,6 +145,8 @@ struct upload {
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
+	time_t begun; /* protected by lock: wall clock when the current
+			 version began (upload_new, or the last reset) */
 };
 
 static int upload_close_part(struct upload *u, uint64_t end);
@@ -707,6 +710,7 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 	u->fd = fd;
 	u->part_size = part_size < (5ULL << 20) ? (5ULL << 20) : part_size;
 	u->cur_part_size = u->part_size;
+	u->begun = time(NULL);
 	u->bucket = strdup(bucket);
 	u->key = strdup(key);
 	pthread_mutex_init(&u->lock, NULL);
@@ -751,6 +755,7 @@ static void upload_reset(struct upload *u, int broken)
 	u->broken = broken;
 	u->mpu = MPU_NONE;
 	u->held = 0;
+	u->begun = time(NULL);
 	pthread_mutex_unlock(&u->lock);
 	hash_reset(&u->h);
 	u->part_start = 0;
@@ -1199,6 +1204,16 @@ fail:
 	 * uploads from the spool. */
 	upload_reset(u, 1);
 	return rc;
+}
+
+time_t upload_begun(struct upload *u)
+{
+	time_t t;
+
+	pthread_mutex_lock(&u->lock);
+	t = u->begun;
+	pthread_mutex_unlock(&u->lock);
+	return t;
 }
 
 void upload_free(struct upload *u)

@@ -137,6 +137,11 @@ int upload_set_key(struct upload *u, const char *key);
 int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 		  size_t n_meta, struct upload_result *res);
 
+/* The wall-clock second the upload's current version began (its creation,
+ * or the end of the last upload_finish): no request of this version was
+ * sent before it. */
+time_t upload_begun(struct upload *u);
+
 /* Aborts any multipart upload in flight and frees u. */
 void upload_free(struct upload *u);
 

@@ -670,7 +670,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	struct actor who, binder;
 	struct ofile_meta m;
 	uint64_t t0 = ctr_now_ns(), t1;
-	int rc, tries, removed = 0, replaces, landed = 0;
+	int rc, tries, removed = 0, replaces, landed = 0, row_failed = 0;
 	struct attrov cur;
 	char *token = NULL, *pending = NULL;
 
@@ -739,6 +739,9 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * the spool, at most OFILE_REUPLOADS times; then the file fails with
 	 * EIO (never 0 without its object and row). */
 	for (tries = 0; rc == 0; tries++) {
+		time_t since = upload_begun(of->up);
+
+		row_failed = 0;
 		t1 = ctr_now_ns();
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);
@@ -749,7 +752,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			 * such; when that cannot be told, a publish's
 			 * pending row stays (shown for what may be its
 			 * object, never the defaults). */
-			landed = reception_landed(cfs->rcp, rel, &res);
+			landed = reception_landed(cfs->rcp, rel, since, &res);
 			if (landed == 1)
 				rc = 0;
 		}
@@ -761,6 +764,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
 				      ofile_mono_ms() - of->based_ms, &bind,
 				      &seen);
+		row_failed = rc != 0;
 		stage_observe_since(STG_RECEPTION_ROW, t1);
 		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */
 		removed = rc == -ENOENT;
@@ -780,8 +784,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * overwrite late (the pending row then settles onto it), or deletes
 	 * a new object; while it waits for the database, the object stays
 	 * and is shown with the publish's attributes, never the defaults. */
-	if (rc && !removed && landed >= 0 && pending &&
-	    reception_undo_waits(cfs->rcp, rel))
+	if (row_failed && !removed && landed >= 0 && pending &&
+	    reception_undo_waits(cfs->rcp, rel, res.etag))
 		landed = -EINPROGRESS;
 	reception_busy_del(cfs->rcp, rel);
 	if (removed) {

@@ -126,7 +126,9 @@ def test_a_write_whose_answer_was_lost_is_closed_with_its_row(stack, mount_facto
     px = FaultProxy(stack.endpoint)
     try:
         m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
-                                  "fs": {"part_size": "5M"}, **FOREIGN}, opts="allow_other")
+                                  "fs": {**FOREIGN["fs"], "part_size": "5M",
+                                         "foreign_grace_ms": "200", "scan_interval": "1"}},
+                          opts="allow_other")
         open_to_others(m)
         os.mkdir(m.path("inbox", uniq))
         os.chmod(m.path("inbox", uniq), 0o1777)
@@ -151,9 +153,14 @@ def test_a_write_whose_answer_was_lost_is_closed_with_its_row(stack, mount_facto
         live = [x for x in rs if x["removed_at"] is None]
         assert len(live) == 1 and live[0]["origin"] == "mount", rs
         assert live[0]["sha256"] == sha(body) and live[0]["etag"] == etag(m, key), rs
-        # a restart scans the bucket for objects without rows: it must find nothing to log
+        # a restart scans the bucket for objects without rows (then every second, grace
+        # 0.2 s): it must find nothing to log. A canary object put by boto3 is logged
+        # foreign by that scan, so the scan has run when it is.
         m.restart()
         assert os.path.getsize(p) == size
+        m.s3.put_object(Bucket=m.reception_bucket, Key=f"{uniq}/canary", Body=b"c")
+        m.wait_until(lambda: [x for x in rows(m, f"{uniq}/canary") if x["origin"] == "foreign"],
+                     timeout=30, what="the foreign-upload scan logged the canary")
         rs2 = rows(m, key)
         assert not [x for x in rs2 if x["origin"] == "foreign"], rs2
         assert len(rs2) == len(rs), rs2
@@ -224,3 +231,104 @@ def test_a_publish_whose_row_timed_out_keeps_its_attributes(stack, mount_factory
     assert len(live) == 1 and live[0]["sha256"] == sha(b"NEW SECRET"), rs
     assert live[0]["origin"] == "mount", rs
     assert pending_rows(a, to) == 0
+
+
+def test_a_refused_publish_drops_its_pending_row_whatever_else_waits(stack, mount_factory,
+                                                                     uniq):
+    """review-W finding 3: an undo of an earlier upload of y.txt waits for the database (its
+    row timed out on the key lock). A's publish over y.txt is then refused by the store (it
+    never landed): its pending attributes must go at once -- they are not that waiting
+    upload's, and settling them onto it would give root's bytes the publish's mode."""
+    import threading
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    conn = None
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}, **FOREIGN},
+                          opts="allow_other")
+        open_to_others(m)
+        os.mkdir(m.path("inbox", uniq))
+        os.chmod(m.path("inbox", uniq), 0o1777)
+        to = f"{uniq}/y.txt"
+        pt, py = m.path("inbox", f"{uniq}/x.tmp"), m.path("inbox", to)
+        assert as_user(A, f"open({py!r}, 'wb').write(b'first')", f"os.chmod({py!r}, 0o666)") \
+            == ["ok", "ok"]
+        assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')",
+                       f"os.chmod({pt!r}, 0o600)", umask=0o077) == ["ok", "ok"]
+        conn = stack._connect()
+        cur = conn.cursor()
+        cur.execute("begin")
+        cur.execute("select pg_advisory_xact_lock(%s::integer, %s::integer)",
+                    (1129665364, key_lock_obj(m.reception_bucket, to)))
+        err = []
+
+        def overwrite():
+            try:
+                with open(py, "wb") as f:
+                    f.write(b"root's second")
+            except OSError as e:
+                err.append(e.errno)
+        th = threading.Thread(target=overwrite, daemon=True)
+        th.start()
+        th.join(90)
+        assert not th.is_alive() and err, err      # its row timed out: its undo waits
+        px.rule = upload_to(to, REFUSED)
+        try:
+            r = as_user(A, f"os.rename({pt!r}, {py!r})")
+        finally:
+            px.rule = None
+        assert r != ["ok"], r
+        assert pending_rows(m, to) == 0
+        conn.rollback()
+        conn.close()
+        conn = None
+        m.wait_until(lambda: len([x for x in rows(m, to) if x["removed_at"] is None]) == 1
+                     and rows(m, to)[-1]["sha256"] == sha(b"root's second"), timeout=40,
+                     what="the overwrite logged late")
+        assert pending_rows(m, to) == 0
+        assert mode_owner(py)[0] != 0o600, mode_owner(py)   # never the publish's attributes
+        assert as_user(A, rd(pt)) == ["NEW SECRET"]
+    finally:
+        if conn is not None:
+            conn.rollback()
+            conn.close()
+        px.rule = None
+        px.release.set()
+        px.close()
+
+
+def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mount_factory,
+                                                                       uniq):
+    """review-W finding 4: another client stored the same bytes under z.bin (not logged yet),
+    then root writes z.bin and every PUT of it is refused (it never reached the store). The
+    object there has the upload's size and hashes, but it is not this upload: the close
+    fails, the other client's object stays as it was, and no row of the mount names it."""
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
+                                  "fs": {**FOREIGN["fs"], "foreign_grace_ms": "600000"}})
+        os.mkdir(m.path("inbox", uniq))
+        key = f"{uniq}/z.bin"
+        body = os.urandom(4096)
+        m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body)
+        before = etag(m, key)
+        import time
+        time.sleep(2.5)  # LastModified has whole seconds: the upload begins later
+        px.rule = upload_to(key, REFUSED)
+        err = None
+        try:
+            with open(m.path("inbox", key), "wb") as f:
+                f.write(body)
+        except OSError as e:
+            err = e.errno
+        finally:
+            px.rule = None
+        assert err is not None, "close returned 0 with nothing stored"
+        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+        assert got["ETag"].strip('"') == before and got["Body"].read() == body
+        assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
