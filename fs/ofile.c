@@ -755,6 +755,13 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			landed = reception_landed(cfs->rcp, rel, since, &res);
 			if (landed == 1)
 				rc = 0;
+			/* Not there, or not known: it may still land (a
+			 * request given up on); asked again later, its
+			 * pending row (if any) kept until then. */
+			else if (reception_upload_unknown(
+				     cfs->rcp, rel, &res, since, &who,
+				     !replaces, of->based_ms, pending) == 0)
+				landed = -EINPROGRESS;
 		}
 		if (rc) {
 			ofile_upload_error(of, rel, &who, rc);

@@ -332,3 +332,84 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
         px.rule = None
         px.release.set()
         px.close()
+
+
+@pytest.mark.parametrize("target", ["public", "none"])
+def test_a_publish_that_lands_after_its_timeout_is_undone(stack, mount_factory, uniq, target):
+    """review-W W3: the publish's PUT reaches the store only after the client gave up on it
+    (held 22 s by the proxy, past the client's 20 s stall timeout; no retry): when the daemon
+    asks at once, the
+    object is not there yet. It must ask again once a request could no longer land, and then
+    undo it as an upload whose row failed: over A's public y.txt, the overwrite is logged
+    late (A's upload, origin mount) and takes A's pending 0600 attributes; at a new name, the
+    object is deleted and its pending row dropped. B never reads the secret meanwhile (this
+    mount's foreign-upload scan runs every second with a 0.5 s grace)."""
+    import time
+    from faultproxy import FaultProxy
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
+                                  "fs": {**FOREIGN["fs"], "claim_lease": "4",
+                                         "foreign_grace_ms": "500", "scan_interval": "1"}},
+                          opts="allow_other")
+        open_to_others(m)
+        os.mkdir(m.path("inbox", uniq))
+        os.chmod(m.path("inbox", uniq), 0o1777)
+        to = f"{uniq}/y.txt"
+        pt, py = m.path("inbox", f"{uniq}/x.tmp"), m.path("inbox", to)
+        if target == "public":
+            assert as_user(A, f"open({py!r}, 'wb').write(b'old public')",
+                           f"os.chmod({py!r}, 0o644)") == ["ok", "ok"]
+        assert as_user(A, f"open({pt!r}, 'wb').write(b'NEW SECRET')",
+                       f"os.chmod({pt!r}, 0o600)", umask=0o077) == ["ok", "ok"]
+        # the first try refused; the retry held past the client's stall timeout (S3_STALL_S,
+        # 20 s), then forwarded
+        tries = []
+
+        def rule(meth, path, h):
+            if upload_to(to, "x")(meth, path, h) is None:
+                return None
+            tries.append(1)
+            return REFUSED if len(tries) == 1 else ("hold", 22)
+        px.rule = rule
+        try:
+            r = as_user(A, f"os.rename({pt!r}, {py!r})")
+        finally:
+            px.rule = None
+        assert any(act == "hold" for _, _, act in px.log)
+        assert r != ["ok"], r
+        failed_at = time.monotonic()
+        seen = []
+
+        def settled():
+            seen.append(as_user(B, rd(py))[0])
+            if pending_rows(m, to):
+                return False
+            if target == "public":
+                return len(rows(m, to)) == 2 and mode_owner(py) == (0o600, A, A)
+            # (the held PUT lands 2 s after the failure: gone only counts after the daemon's
+            # second look, 22 s after it)
+            return time.monotonic() > failed_at + 25 and not [
+                o for o in m.s3.list_objects_v2(Bucket=m.reception_bucket,
+                                                Prefix=to).get("Contents", [])]
+        end = time.monotonic() + 45  # the daemon asks again 22 s after the failure
+        while time.monotonic() < end and not settled():
+            time.sleep(0.3)
+        assert "NEW SECRET" not in seen, seen
+        assert settled(), (rows(m, to), pending_rows(m, to), seen)
+        assert "NEW SECRET" not in seen, seen
+        rs = rows(m, to)
+        if target == "public":
+            live = [x for x in rs if x["removed_at"] is None]
+            assert len(live) == 1 and live[0]["origin"] == "mount", rs
+            assert live[0]["sha256"] == sha(b"NEW SECRET"), rs
+            assert as_user(A, rd(py)) == ["NEW SECRET"]
+        else:
+            assert rs == [], rs
+            # (the mount learns of the deletion with its next listing, as of another client's)
+            m.wait_until(lambda: not os.path.exists(py), timeout=15, what="y.txt gone")
+        assert as_user(A, rd(pt)) == ["NEW SECRET"]    # the failed rename kept its source
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
