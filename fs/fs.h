@@ -63,7 +63,9 @@ struct ofile {
 				  truncating open checked; OFILE_NEW for a
 				  file created here; "" not known */
 	char committed[80];    /* protected by lock: the ETag of its last
-				  upload recorded here, or "" */
+				  upload recorded here, or of the copy a
+				  rename here made of it (ofile_copied), or
+				  "" */
 	int ready;	       /* protected by lock: the spool holds the file */
 	int writers;	       /* protected by lock: handles open for writing */
 	int failed;	       /* protected by lock: -errno of a failed load */

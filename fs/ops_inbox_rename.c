@@ -337,14 +337,33 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	return rc;
 }
 
-/* rename_dir, the open files under from/ locked by the caller. */
-static int rename_dir_locked(const char *from, const char *to)
+/* Caller holds of->lock. A rename here copied the object whose ETag is src
+ * to of's new name, answering etag. When src is the object of was loaded
+ * from or last committed (not another mount's replacement of it), the copy
+ * is of's stored file: it becomes its last commit. A copy's ETag may differ
+ * from its source's (MinIO's CopyObject of a multipart object, a multipart
+ * copy in other parts than the upload's); a reader refused its old ETag is
+ * rechecked onto the copy's (reader_recheck), and stays of's reader when
+ * the name leaves the store (readers_attach). */
+static void ofile_copied(struct ofile *of, const char *src, const char *etag)
+{
+	if (!src || !etag || !src[0] || !etag[0])
+		return;
+	if (strcmp(src, of->loaded) && strcmp(src, of->committed))
+		return;
+	snprintf(of->committed, sizeof(of->committed), "%s", etag);
+}
+
+/* rename_dir, the open files under from/ (open[n_open]) locked by the
+ * caller. */
+static int rename_dir_locked(const char *from, const char *to,
+			     struct ofile **open, size_t n_open)
 {
 	struct s3_list_result res = {0};
 	char *fp = NULL, *nk = NULL, *ok = NULL, etag[80] = "";
 	struct actor who;
 	struct stat st;
-	size_t fl, i;
+	size_t fl, i, j;
 	int rc;
 
 	if (asprintf(&fp, "%s/", from) < 0)
@@ -408,6 +427,16 @@ static int rename_dir_locked(const char *from, const char *to)
 			if (rc == 0) {
 				attrov_bind(nk, etag, e->etag);
 				readers_copied(ok, e->etag, etag);
+				for (j = 0; j < n_open; j++) {
+					int at;
+
+					pthread_mutex_lock(&cfs->lock);
+					at = !strcmp(open[j]->rel, ok);
+					pthread_mutex_unlock(&cfs->lock);
+					if (at)
+						ofile_copied(open[j], e->etag,
+							     etag);
+				}
 			}
 			attrov_undo_free(&undo);
 		}
@@ -493,7 +522,7 @@ static int rename_dir(const char *from, const char *to)
 	}
 	for (j = 0; j < n_open; j++)
 		pthread_mutex_lock(&open[j]->lock);
-	rc = rename_dir_locked(from, to);
+	rc = rename_dir_locked(from, to, open, n_open);
 	for (j = 0; j < n_open; j++) {
 		pthread_mutex_unlock(&open[j]->lock);
 		ofile_put(open[j]);
@@ -609,6 +638,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		return rc;
 	readers_copied(from, src, etag);
 	readers_rename(from, to);
+	ofile_copied(of, src, etag);
 	dcache_upsert(to, 0, size, of->mtime.tv_sec, etag);
 	attrov_bind(to, etag, old[0] ? old : NULL);
 	attrov_copy_done(from, src);
