@@ -6,13 +6,15 @@ close or rename returning 0 -- instead of failing while the object stays, shown 
 defaults (0644) and later logged as a foreign upload. An upload that did not land still fails
 and changes nothing. Two allow_other mounts, users A and B as in test_perms.py; every row of
 the key is counted."""
+import contextlib
 import hashlib
 import os
+import time
 
 import pytest
 
 from checks import rows
-from faultproxy import INTERNAL
+from faultproxy import INTERNAL, FaultProxy
 from test_perms import A, B, FOREIGN, as_user, open_to_others, rd  # noqa: F401
 from test_rename_attrs import etag, mode_owner
 from test_review_e import pending_rows, proxied_pair  # noqa: F401
@@ -40,6 +42,24 @@ REFUSED = ("status", 500, INTERNAL)     # the write never reached the store
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()
+
+
+@contextlib.contextmanager
+def proxied_mount(stack, mount_factory, uniq, s3=None, fs=None):
+    """(mount, proxy): an allow_other mount behind a FaultProxy (one retry; the foreign
+    owner of test_perms), with a sticky world-writable directory uniq of inbox/."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1", **(s3 or {})},
+                                  "fs": {**FOREIGN["fs"], **(fs or {})}}, opts="allow_other")
+        open_to_others(m)
+        os.mkdir(m.path("inbox", uniq))
+        os.chmod(m.path("inbox", uniq), 0o1777)
+        yield m, px
+    finally:
+        px.rule = None
+        px.release.set()
+        px.close()
 
 
 def wait_mode(m, path, want, what):
@@ -122,16 +142,9 @@ def test_a_write_whose_answer_was_lost_is_closed_with_its_row(stack, mount_facto
     """G1 for a plain write: every PUT (or CompleteMultipartUpload) of z.bin reaches the store
     and is answered 500. close returns 0 with one live row of the mount's upload (hash of the
     bytes written), the file is the writer's, and no foreign row is ever logged for it."""
-    from faultproxy import FaultProxy
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
-                                  "fs": {**FOREIGN["fs"], "part_size": "5M",
-                                         "foreign_grace_ms": "200", "scan_interval": "1"}},
-                          opts="allow_other")
-        open_to_others(m)
-        os.mkdir(m.path("inbox", uniq))
-        os.chmod(m.path("inbox", uniq), 0o1777)
+    with proxied_mount(stack, mount_factory, uniq,
+                       fs={"part_size": "5M", "foreign_grace_ms": "200",
+                           "scan_interval": "1"}) as (m, px):
         key = f"{uniq}/z.bin"
         p = m.path("inbox", key)
         body = os.urandom(size)
@@ -164,10 +177,6 @@ def test_a_write_whose_answer_was_lost_is_closed_with_its_row(stack, mount_facto
         rs2 = rows(m, key)
         assert not [x for x in rs2 if x["origin"] == "foreign"], rs2
         assert len(rs2) == len(rs), rs2
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
 
 
 def key_lock_obj(bucket, key):
@@ -240,15 +249,10 @@ def test_a_refused_publish_drops_its_pending_row_whatever_else_waits(stack, moun
     never landed): its pending attributes must go at once -- they are not that waiting
     upload's, and settling them onto it would give root's bytes the publish's mode."""
     import threading
-    from faultproxy import FaultProxy
-    px = FaultProxy(stack.endpoint)
     conn = None
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"}, **FOREIGN},
-                          opts="allow_other")
-        open_to_others(m)
-        os.mkdir(m.path("inbox", uniq))
-        os.chmod(m.path("inbox", uniq), 0o1777)
+    with proxied_mount(stack, mount_factory, uniq) as (m, px), \
+            contextlib.ExitStack() as cleanup:
+        cleanup.callback(lambda: conn is not None and (conn.rollback(), conn.close()))
         to = f"{uniq}/y.txt"
         pt, py = m.path("inbox", f"{uniq}/x.tmp"), m.path("inbox", to)
         assert as_user(A, f"open({py!r}, 'wb').write(b'first')", f"os.chmod({py!r}, 0o666)") \
@@ -288,13 +292,6 @@ def test_a_refused_publish_drops_its_pending_row_whatever_else_waits(stack, moun
         assert pending_rows(m, to) == 0
         assert mode_owner(py)[0] != 0o600, mode_owner(py)   # never the publish's attributes
         assert as_user(A, rd(pt)) == ["NEW SECRET"]
-    finally:
-        if conn is not None:
-            conn.rollback()
-            conn.close()
-        px.rule = None
-        px.release.set()
-        px.close()
 
 
 def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mount_factory,
@@ -303,17 +300,12 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
     then root writes z.bin and every PUT of it is refused (it never reached the store). The
     object there has the upload's size and hashes, but it is not this upload: the close
     fails, the other client's object stays as it was, and no row of the mount names it."""
-    from faultproxy import FaultProxy
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
-                                  "fs": {**FOREIGN["fs"], "foreign_grace_ms": "600000"}})
-        os.mkdir(m.path("inbox", uniq))
+    with proxied_mount(stack, mount_factory, uniq,
+                       fs={"foreign_grace_ms": "600000"}) as (m, px):
         key = f"{uniq}/z.bin"
         body = os.urandom(4096)
         m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body)
         before = etag(m, key)
-        import time
         time.sleep(2.5)  # LastModified has whole seconds: the upload begins later
         px.rule = upload_to(key, REFUSED)
         err = None
@@ -328,10 +320,6 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
         got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
         assert got["ETag"].strip('"') == before and got["Body"].read() == body
         assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
 
 
 @pytest.mark.parametrize("target", ["public", "none"])
@@ -344,17 +332,9 @@ def test_a_publish_that_lands_after_its_timeout_is_undone(stack, mount_factory, 
     late (A's upload, origin mount) and takes A's pending 0600 attributes; at a new name, the
     object is deleted and its pending row dropped. B never reads the secret meanwhile (this
     mount's foreign-upload scan runs every second with a 0.5 s grace)."""
-    import time
-    from faultproxy import FaultProxy
-    px = FaultProxy(stack.endpoint)
-    try:
-        m = mount_factory(config={"s3": {"endpoint": px.url, "max_retries": "1"},
-                                  "fs": {**FOREIGN["fs"], "claim_lease": "4",
-                                         "foreign_grace_ms": "500", "scan_interval": "1"}},
-                          opts="allow_other")
-        open_to_others(m)
-        os.mkdir(m.path("inbox", uniq))
-        os.chmod(m.path("inbox", uniq), 0o1777)
+    with proxied_mount(stack, mount_factory, uniq,
+                       fs={"claim_lease": "4", "foreign_grace_ms": "500",
+                           "scan_interval": "1"}) as (m, px):
         to = f"{uniq}/y.txt"
         pt, py = m.path("inbox", f"{uniq}/x.tmp"), m.path("inbox", to)
         if target == "public":
@@ -409,7 +389,3 @@ def test_a_publish_that_lands_after_its_timeout_is_undone(stack, mount_factory, 
             # (the mount learns of the deletion with its next listing, as of another client's)
             m.wait_until(lambda: not os.path.exists(py), timeout=15, what="y.txt gone")
         assert as_user(A, rd(pt)) == ["NEW SECRET"]    # the failed rename kept its source
-    finally:
-        px.rule = None
-        px.release.set()
-        px.close()
