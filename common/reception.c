@@ -497,9 +497,10 @@ int reception_landed(struct reception *r, const char *key, time_t since,
 	if (strcmp(sha, res->sha256) || strcmp(xxh, res->xxh128))
 		goto out;
 	snprintf(res->etag, sizeof(res->etag), "%s", info.etag);
-	log_warn("%s/%s: its upload failed (%s), but the object there is "
-		 "that upload (its bytes hashed again)",
-		 b, key, "answered with an error, or not at all");
+	log_warn("%s/%s: its upload was answered with an error, but the "
+		 "object there is that upload (its bytes hashed again): "
+		 "stored",
+		 b, key);
 	rc = 1;
 out:
 	db_reception_live_free(rows, n);
@@ -521,10 +522,8 @@ static int reception_commit_gone(void *arg);
  * holds (1 when called from the failed commit, 0 from the worker). 0 when
  * resolved (*committed: the upload has its row, so it stands), else -errno
  * (ask again later; -EBUSY while this process uploads the key again). */
-static void undo_unpend(struct reception *r, const struct undo *u);
-
-static int reception_undo_try_do(struct reception *r, struct undo *u, int own,
-				 int *committed)
+static int reception_undo_try(struct reception *r, struct undo *u, int own,
+			      int *committed)
 {
 	const char *b = r->cfg->reception_bucket;
 	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen, NULL};
@@ -549,22 +548,6 @@ static int reception_undo_try_do(struct reception *r, struct undo *u, int own,
 	int rc = 0, rowed = 0, other = 0, inserted = 0, removed = 0;
 
 	*committed = 0;
-	if (u->landing) {
-		rc = reception_landed(r, u->key, u->since, &u->res);
-		if (rc < 0)
-			return rc; /* asked again later */
-		if (rc == 0) {
-			log_info("%s/%s: the upload whose answer failed is not "
-				 "there: nothing to undo",
-				 b, u->key);
-			return 0;
-		}
-		/* It landed after all: undone as an upload whose row
-		 * failed (a new key's object deleted, an overwrite logged
-		 * late). */
-		u->landing = 0;
-		rc = 0;
-	}
 	if (u->based_mono >= 0) {
 		/* ago = 0 + (now - based_mono), measured under the key lock */
 		g.based_ms_ago = 0;
@@ -703,42 +686,12 @@ cancelled:
 	return 0;
 }
 
-/* Resolves u (reception_undo_try_do); when nothing of its upload stays at
- * the key (not landed, deleted, replaced, superseded), its publish's
- * pending attributes go with it. */
-static int reception_undo_try(struct reception *r, struct undo *u, int own,
-			      int *committed)
-{
-	int rc = reception_undo_try_do(r, u, own, committed);
-
-	if (rc == 0 && !*committed)
-		undo_unpend(r, u);
-	return rc;
-}
-
 static void undo_free(struct undo *u)
 {
 	if (!u)
 		return;
 	free(u->key);
-	free(u->pending);
 	free(u);
-}
-
-/* Nothing of u's upload stays at its key: a publish's pending attributes
- * describe nothing (logged if they cannot be dropped: they lapse). */
-static void undo_unpend(struct reception *r, const struct undo *u)
-{
-	int rc;
-
-	if (!u->pending)
-		return;
-	rc = db_attrs_unpend(r->db, r->cfg->reception_bucket, u->key,
-			     u->pending);
-	if (rc)
-		log_error("%s/%s: the pending attributes of a publish that "
-			  "failed not dropped (they lapse): %s",
-			  r->cfg->reception_bucket, u->key, strerror(-rc));
 }
 
 /* An upload's row failed with rc: resolve now if the database answers,
@@ -808,73 +761,6 @@ int reception_undo_start(struct reception *r, const char *key,
 	log_warn("%s/%s: resolved when the database answers again",
 		 r->cfg->reception_bucket, key);
 	return fail;
-}
-
-/* How long a request the client gave up on may still be served: its
- * timeout, or a stalled transfer's (S3_STALL_S), and a retry's pause. */
-static int64_t reception_landing_wait(const struct reception *r)
-{
-	int64_t t = r->cfg->request_timeout_ms;
-
-	if (t < S3_STALL_S * 1000LL)
-		t = S3_STALL_S * 1000LL;
-	return t + UNDO_RETRY_MS;
-}
-
-int reception_upload_unknown(struct reception *r, const char *key,
-			     const struct upload_result *res, time_t since,
-			     const struct actor *who, int created,
-			     int64_t based_mono, const char *pending)
-{
-	struct undo *u;
-	int err;
-
-	if (!res->sha256[0] || !res->xxh128[0] || res->size == 0)
-		return -EINVAL; /* it could never be told */
-	u = calloc(1, sizeof(*u));
-	if (u) {
-		u->key = strdup(key);
-		u->pending = pending ? strdup(pending) : NULL;
-	}
-	if (!u || !u->key || (pending && !u->pending)) {
-		undo_free(u);
-		return -ENOMEM;
-	}
-	u->res = *res;
-	u->res.etag[0] = '\0';
-	if (who)
-		u->who = *who;
-	u->created = created;
-	u->based_mono = based_mono;
-	u->origin = "mount";
-	u->landing = 1;
-	u->since = since;
-	pthread_mutex_lock(&r->lock);
-	{
-		struct busy_ent *b = busy_find(r, key);
-
-		u->gen = b ? b->commits : 0;
-	}
-	err = r->n_undos >= UNDO_MAX ? -ENOSPC
-				     : busy_add_locked(r, key, 1, u->gen);
-	if (err) {
-		pthread_mutex_unlock(&r->lock);
-		undo_free(u);
-		return err;
-	}
-	/* A request the client gave up on may still be served: asked once
-	 * its timeout is over. */
-	u->next_try_ms = ms_now(CLOCK_MONOTONIC) + reception_landing_wait(r);
-	u->next = r->undos;
-	r->undos = u;
-	r->n_undos++;
-	pthread_cond_broadcast(&r->cond);
-	pthread_mutex_unlock(&r->lock);
-	log_warn("%s/%s: whether its failed upload landed is asked again in "
-		 "%lld ms",
-		 r->cfg->reception_bucket, key,
-		 (long long)reception_landing_wait(r));
-	return 0;
 }
 
 /* Worker: tries every undo that is due once. */

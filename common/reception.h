@@ -46,22 +46,6 @@ int reception_ready(struct reception *r);
  * key lock), or -errno (the database does not answer). */
 int reception_will_replace(struct reception *r, const char *key, int stored);
 
-/* key's upload by this process (res: its size and hashes; since:
- * upload_begun) failed with its outcome unknown, and reception_landed
- * did not find it there now: a request the client gave up on may still be
- * served. The key stays busy, and once the requests' timeout is over the
- * worker asks again: landed, it is undone as an upload whose row failed
- * (created: the new key's object deleted if no row names it; else the
- * overwrite logged late, origin "mount", whose pending attributes then
- * settle onto it); not landed, nothing is done. pending (NULL: none): a
- * publish's pending attributes token, dropped when nothing of the upload
- * stays. 0 (queued), -EINVAL (res has nothing to tell it by), -ENOSPC
- * (too many undos), -ENOMEM. Strings are copied. */
-int reception_upload_unknown(struct reception *r, const char *key,
-			     const struct upload_result *res, time_t since,
-			     const struct actor *who, int created,
-			     int64_t based_mono, const char *pending);
-
 /* After a reception_commit of key's upload with ETag etag that failed: 1
  * when its undo waits for the database (the upload's object stays until
  * then, and may yet be logged, late), 0 when no undo of that upload

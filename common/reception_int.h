@@ -55,15 +55,6 @@ struct undo {
 	int64_t based_mono;
 	unsigned gen; /* the key's busy_ent commits when its row failed */
 	int unknown;  /* a commit of its row may have happened (read back) */
-	/* The upload itself failed with its outcome unknown (an error
-	 * answered, or none): first found out whether it landed
-	 * (reception_landed, after the requests' timeout), then undone as
-	 * a row that failed; res.etag is "" until then. */
-	int landing;
-	time_t since; /* landing: upload_begun of that upload */
-	/* A publish's pending attributes token (NULL: none), dropped when
-	 * nothing of the upload stays at the key. */
-	char *pending;
 	const char *origin; /* static: "mount", or "rename" (a copy) */
 	int tries;
 	int64_t next_try_ms; /* monotonic */

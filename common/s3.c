@@ -557,7 +557,7 @@ static void s3_setopts(const struct s3_client *c, CURL *h, struct s3_xfer *x,
 	curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT_MS, c->connect_timeout_ms);
 	if (x->large) {
 		curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, 1024L);
-		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, (long)S3_STALL_S);
+		curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, 20L);
 	} else if (x->slow) {
 		/* A copy or a completion of gigabytes: the server answers
 		 * when it is done (S3 sends spaces meanwhile). */

@@ -45,11 +45,6 @@ struct s3_kv {
 	char *value;
 };
 
-/* A transfer of a file's bytes (an upload from a descriptor, a download to
- * one) has no total timeout: it is given up when it moves less than 1 KiB/s
- * for this many seconds. */
-#define S3_STALL_S 20
-
 struct s3_object_info {
 	uint64_t size;
 	char etag[80]; /* quotes removed */

@@ -17,7 +17,6 @@
 #include "inval.h"
 #include "log.h"
 #include "names.h"
-#include "s3err.h"
 
 static int spool_open(void)
 {
@@ -747,29 +746,15 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);
 		if (rc) {
-			struct errmap_cause cause;
-			int answered;
-
 			/* Answered with an error (or not at all) after the
 			 * write took effect (review G1): the object is this
 			 * upload when its bytes say so, and is recorded as
 			 * such; when that cannot be told, a publish's
 			 * pending row stays (shown for what may be its
 			 * object, never the defaults). */
-			errmap_cause(&cause);
-			answered = cause.http_status && !cause.curl_code;
 			landed = reception_landed(cfs->rcp, rel, since, &res);
 			if (landed == 1)
 				rc = 0;
-			/* A request given up on (no answer) may still land:
-			 * asked again later (W3), its pending row (if any)
-			 * kept until then. An answered one is decided. */
-			else if (!answered &&
-				 reception_upload_unknown(
-				     cfs->rcp, rel, &res, since, &who,
-				     !replaces, of->based_ms, pending) == 0)
-				landed = -EINPROGRESS;
-			errmap_cause_restore(&cause); /* for the log */
 		}
 		if (rc) {
 			ofile_upload_error(of, rel, &who, rc);
