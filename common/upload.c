@@ -1028,9 +1028,11 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	pthread_mutex_lock(&u->lock);
 	mpu = u->mpu;
 	pthread_mutex_unlock(&u->lock);
-	if (mpu == MPU_NONE) /* no part closed: size <= one part */
+	if (mpu == MPU_NONE) { /* no part closed: size <= one part */
+		res->sent = 1;
 		return s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 				 res->sha256, all, n_all, res->etag);
+	}
 	if (!kv_same(u->mpu_meta, u->n_mpu_meta, meta, n_meta)) {
 		/* Created with another mode or owner (a chmod or chown
 		 * while it was written, or none given): the object must
@@ -1048,6 +1050,7 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	rc = upload_wait_parts(u);
 	if (rc)
 		goto from_spool;
+	res->sent = 1;
 	return upload_complete(u, res->etag);
 from_spool:
 	log_warn("streaming upload of %s/%s: %s; uploading it again from the "
@@ -1085,6 +1088,7 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	if (!all)
 		return -ENOMEM;
 	if (size <= u->part_size) {
+		res->sent = 1;
 		rc = s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
 			       res->sha256, all, n_meta + 2, res->etag);
 		goto out;
@@ -1106,8 +1110,10 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 				       size - off < part ? size - off : part);
 	if (!rc)
 		rc = upload_wait_parts(u);
-	if (!rc)
+	if (!rc) {
+		res->sent = 1;
 		rc = upload_complete(u, res->etag);
+	}
 out:
 	free(all);
 	return rc;

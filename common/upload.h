@@ -44,6 +44,10 @@ struct upload_result {
 	char xxh128[HASH_XXH128_HEX];
 	char sha256[HASH_SHA256_HEX];
 	char etag[80];
+	/* upload_finish: the request that makes the object (the PUT, or
+	 * the completion of its parts) was sent, so a failure may have
+	 * taken effect; 0: nothing of this version can be at the key. */
+	int sent;
 };
 
 /* Starts `workers` part uploaders and as many hashers. NULL on failure

@@ -745,13 +745,14 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		t1 = ctr_now_ns();
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);
-		if (rc) {
+		if (rc && res.sent) {
 			/* Answered with an error (or not at all) after the
 			 * write took effect (review G1): the object is this
 			 * upload when its bytes say so, and is recorded as
 			 * such; when that cannot be told, a publish's
 			 * pending row stays (shown for what may be its
-			 * object, never the defaults). */
+			 * object, never the defaults). Nothing sent:
+			 * nothing of it can be there. */
 			landed = reception_landed(cfs->rcp, rel, since, &res);
 			if (landed == 1)
 				rc = 0;
@@ -764,7 +765,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
 				      ofile_mono_ms() - of->based_ms, &bind,
 				      &seen);
-		row_failed = rc != 0;
+		/* (-ENODATA: its object was deleted, no undo started) */
+		row_failed = rc != 0 && rc != -ENODATA;
 		stage_observe_since(STG_RECEPTION_ROW, t1);
 		/* (never an upload's own ENOENT: NoSuchUpload, NoSuchBucket) */
 		removed = rc == -ENOENT;

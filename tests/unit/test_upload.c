@@ -321,6 +321,49 @@ static void test_failure_then_retry(void **state)
 	spool_close(&s);
 }
 
+/* upload_result.sent: set once the request that makes the object (the PUT
+ * or the completion) went out, and only then: a failure before it leaves
+ * nothing of the upload at the key (review-W: never claimed by its bytes). */
+static void test_sent(void **state)
+{
+	struct upload_result res;
+	struct upload *u;
+	struct spool s;
+	int fd;
+
+	(void)state;
+	spool_open(&s, "sent.bin");
+	spool_write(&s, 0, 1000, 12, 4096);
+	assert_int_equal(upload_finish(s.u, 1000, NULL, 0, &res), 0);
+	assert_int_equal(res.sent, 1);
+	/* Refused by the store (no such bucket): it went out. */
+	u = upload_new(pool, T.s3, "custodyfs-no-such-bucket", s.key, s.fd,
+		       PART);
+	assert_non_null(u);
+	upload_invalidate(u);
+	assert_int_not_equal(upload_finish(u, 1000, NULL, 0, &res), 0);
+	assert_int_equal(res.sent, 1);
+	upload_free(u);
+	/* A spool shorter than the size asked: nothing sent. */
+	u = upload_new(pool, T.s3, T.bucket, s.key, s.fd, PART);
+	assert_non_null(u);
+	upload_invalidate(u);
+	assert_int_not_equal(upload_finish(u, 5000, NULL, 0, &res), 0);
+	assert_int_equal(res.sent, 0);
+	upload_free(u);
+	/* A spool that cannot be read: nothing sent. */
+	fd = dup(s.fd);
+	assert_true(fd >= 0);
+	u = upload_new(pool, T.s3, T.bucket, s.key, fd, PART);
+	assert_non_null(u);
+	upload_invalidate(u);
+	close(fd);
+	assert_int_not_equal(upload_finish(u, 1000, NULL, 0, &res), 0);
+	assert_int_equal(res.sent, 0);
+	upload_free(u);
+	spool_close(&s);
+}
+
 /* A failed assertion leaves its spool file behind: remove them all. */
 static void spool_cleanup(void)
 {
@@ -346,6 +389,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_append_after_commit),
 	    cmocka_unit_test(test_set_key_mid_stream),
 	    cmocka_unit_test(test_failure_then_retry),
+	    cmocka_unit_test(test_sent),
 	};
 	int rc;
 
