@@ -281,6 +281,14 @@ void errmap_cause_clear(void)
 	s3err_cause_sql[0] = '\0';
 }
 
+void errmap_cause_restore(const struct errmap_cause *c)
+{
+	snprintf(s3err_cause_s3, sizeof(s3err_cause_s3), "%s", c->s3_code);
+	s3err_cause_http = c->http_status;
+	s3err_cause_curl = c->curl_code;
+	snprintf(s3err_cause_sql, sizeof(s3err_cause_sql), "%s", c->sqlstate);
+}
+
 void errmap_cause(struct errmap_cause *c)
 {
 	snprintf(c->s3_code, sizeof(c->s3_code), "%s", s3err_cause_s3);

@@ -52,5 +52,8 @@ struct errmap_cause {
 };
 void errmap_cause_clear(void);
 void errmap_cause(struct errmap_cause *c);
+/* The calling thread's cause becomes c (one saved by errmap_cause before
+ * other requests replaced it). */
+void errmap_cause_restore(const struct errmap_cause *c);
 
 #endif

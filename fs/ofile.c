@@ -17,6 +17,7 @@
 #include "inval.h"
 #include "log.h"
 #include "names.h"
+#include "s3err.h"
 
 static int spool_open(void)
 {
@@ -746,6 +747,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);
 		if (rc && res.sent) {
+			struct errmap_cause cause;
+
 			/* Answered with an error (or not at all) after the
 			 * write took effect (review G1): the object is this
 			 * upload when its bytes say so, and is recorded as
@@ -753,9 +756,13 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			 * pending row stays (shown for what may be its
 			 * object, never the defaults). Nothing sent:
 			 * nothing of it can be there. */
+			errmap_cause(&cause);
 			landed = reception_landed(cfs->rcp, rel, since, &res);
 			if (landed == 1)
 				rc = 0;
+			else /* its failure's cause for the log, not the
+				look's requests' */
+				errmap_cause_restore(&cause);
 		}
 		if (rc) {
 			ofile_upload_error(of, rel, &who, rc);
