@@ -576,3 +576,30 @@ def test_seed_date_column_under_a_non_utc_time_zone(mount_factory, uniq):
                        " table_name = 'reception_audit' and column_name = 'uploaded_at'") == "date"
     assert audit_rows(m, "reception_audit") == 2
     _ok(m)
+
+
+def test_verify_usage_and_help(mount_factory):
+    """`verify --help` says what the tool does, its options and exit statuses (0 on the
+    terminal, as the other tools); bad usage exits 2 before the database is touched; the man
+    page's section names the same options and the three exit statuses."""
+    import re
+    from pathlib import Path
+    m = mount_factory(start=False)
+    r = m.cli("verify", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: custodyfs verify"), r
+    opts = set(re.findall(r"(--[a-z][a-z-]+)", r.stdout))
+    assert opts == {"--anchor", "--json", "--help"}, opts
+    assert "Exit status" in r.stdout
+    for args in (["--bogus"], ["extra", "-o", "config=" + m.config], [],
+                 ["-o", "allow_other"]):
+        r = m.cli("verify", *args)
+        assert r.returncode == 2, (args, r.stdout, r.stderr)
+        assert "custodyfs verify" in r.stderr and not r.stdout.strip(), (args, r)
+    # refused before the database was even touched (verify never migrates)
+    assert m.sql_value("select to_regclass('reception_audit')") is None
+    man = (Path(__file__).resolve().parents[2] / "doc" / "custodyfs.1").read_text()
+    man = man.replace("\\-", "-")
+    start = man.index(".SS custodyfs verify ")
+    sec = man[start:start + 4 + re.search(r"^\.S[SH] ", man[start + 4:], re.M).start()]
+    assert {"--anchor", "--json"} <= set(re.findall(r"(--[a-z][a-z-]+)", sec)), sec
+    assert re.search(r"Exit status 0 .*\n?.*1 when .*\n?.*2 on bad usage", sec), sec
