@@ -579,9 +579,9 @@ def test_seed_date_column_under_a_non_utc_time_zone(mount_factory, uniq):
 
 
 def test_verify_usage_and_help(mount_factory):
-    """`verify --help` says what the tool does, its options and exit statuses (0 on the
-    terminal, as the other tools); bad usage exits 2 before the database is touched; the man
-    page's section names the same options and the three exit statuses."""
+    """`verify --help` says what the tool does, its options and exit statuses, and exits 0;
+    bad usage exits 2 before the database is touched; the man page's section names the same
+    options and the three exit statuses."""
     import re
     from pathlib import Path
     m = mount_factory(start=False)
