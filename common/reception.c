@@ -455,18 +455,20 @@ int reception_undo_waits(struct reception *r, const char *key, const char *etag)
 	return n;
 }
 
-int reception_landed(struct reception *r, const char *key, time_t since,
+int reception_landed(struct reception *r, const char *key,
 		     struct upload_result *res)
 {
 	const char *b = r->cfg->reception_bucket, *keys[1] = {key};
 	struct s3_object_info info = {0};
 	struct reception_live *rows = NULL;
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
+	const char *tag;
 	size_t n = 0, i;
 	int rc;
 
 	/* Nothing to prove it by; or every empty object alike. */
-	if (!res->sha256[0] || !res->xxh128[0] || res->size == 0)
+	if (!res->sha256[0] || !res->xxh128[0] || !res->tag[0] ||
+	    res->size == 0)
 		return 0;
 	rc = s3_head(r->s3, b, key, &info);
 	if (rc == -ENOENT)
@@ -474,9 +476,12 @@ int reception_landed(struct reception *r, const char *key, time_t since,
 	if (rc)
 		goto out;
 	rc = 0;
-	/* Stored before this upload began (a second of the store's clock
-	 * allowed): another client's, whatever its bytes. */
-	if (!info.etag[0] || info.size != res->size || info.mtime < since - 1)
+	/* Without this upload's tag: another client's, whatever its bytes
+	 * (or its time: a store's LastModified may be rounded up, Swift's
+	 * is). */
+	tag = s3_meta_get(&info, UPLOAD_TAG);
+	if (!info.etag[0] || info.size != res->size || !tag ||
+	    strcmp(tag, res->tag))
 		goto out;
 	/* An object some row logged already is that row's upload (the same
 	 * bytes, when its ETag is their MD5): never logged twice. */

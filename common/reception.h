@@ -55,23 +55,24 @@ int reception_undo_waits(struct reception *r, const char *key,
 
 /* An upload of key by this process failed (an error answered, or no
  * answer), and may have taken effect all the same (a lost answer, a 5xx
- * after the write). Is the object under key now that upload? Only its
- * bytes can say: same size as res (not empty: every empty object is
- * alike), the SHA-256 and XXH128 res holds (computed by this process from
- * what it sent) equal to the object's, hashed again here If-Match its
- * ETag; stored no earlier than since (the upload's first possible
- * request, upload_begun; one second of the store's clock allowed); not an
- * object whose ETag a live row of the key names (that row's). Never the
- * object's metadata, which any client can write. Another client's upload
- * of the same bytes after since, not logged yet, cannot be told from it
- * (review-W W2). Not asked: a write that lands after this answer (a
- * timed-out request the store still finishes; review-W W3). The caller
- * holds key busy (this process's foreign-upload logger leaves it alone).
+ * after the write). Is the object under key now that upload? It is when
+ * it carries the upload's UPLOAD_TAG (res->tag: drawn by this process,
+ * known to nobody before its object lands) and its bytes say so: same
+ * size as res (not empty: every empty object is alike), the SHA-256 and
+ * XXH128 res holds (computed by this process from what it sent) equal to
+ * the object's, hashed again here If-Match its ETag; not an object whose
+ * ETag a live row of the key names (that row's). The tag alone is not
+ * trusted for the bytes, nor any other metadata, which any client can
+ * write: another client's object of the same bytes (stored before or
+ * during this upload) has no such tag (review-W 4b, W2). Not asked: a
+ * write that lands after this answer (a timed-out request the store
+ * still finishes; review-W W3). The caller holds key busy (this
+ * process's foreign-upload logger leaves it alone).
  * 1: it is: res->etag is set to the object's ETag, and the caller records
  * it as if the upload had been answered; 0: it is not (no object, another
- * one, res has no hashes); -errno: cannot tell (the store or the database
- * does not answer). */
-int reception_landed(struct reception *r, const char *key, time_t since,
+ * one, res has no hashes or no tag); -errno: cannot tell (the store or
+ * the database does not answer). */
+int reception_landed(struct reception *r, const char *key,
 		     struct upload_result *res);
 
 /* What reception_commit found under the key, under the key lock, when it

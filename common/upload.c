@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -140,13 +141,17 @@ struct upload {
 	 * job reads it), freed by the caller once pending is 0. */
 	struct s3_kv *mpu_meta; /* what upload_id is created with */
 	size_t n_mpu_meta;
+	/* Set by the creation's job with upload_id: the UPLOAD_TAG it was
+	 * created with (the completed object's). */
+	char mpu_tag[UPLOAD_TAG_HEX];
 	/* The hash state: a hasher's while hstate is H_RUNNING, else the
 	 * caller thread's once it holds u (upload_hold). */
 	uint64_t part_start;
 	uint64_t cur_part_size;
 	struct hash_ctx h;
-	time_t begun; /* protected by lock: wall clock when the current
-			 version began (upload_new, or the last reset) */
+	char tag[UPLOAD_TAG_HEX]; /* protected by lock: UPLOAD_TAG of the
+				     current version (upload_new, or the
+				     last reset); "" when none was drawn */
 };
 
 static int upload_close_part(struct upload *u, uint64_t end);
@@ -198,6 +203,49 @@ static int kv_same(const struct s3_kv *have, size_t n_have,
 	return 1;
 }
 
+/* Caller holds u->lock (or owns u alone): draws the tag of a new version.
+ * Without randomness the tag is "" and sent nowhere: a failed upload's
+ * object is then never taken for it (the safe side). */
+static void upload_new_tag(struct upload *u)
+{
+	static const char hex[] = "0123456789abcdef";
+	unsigned char r[(UPLOAD_TAG_HEX - 1) / 2];
+	size_t i;
+
+	u->tag[0] = '\0';
+	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
+		log_warn("upload of %s/%s: no random tag (%s): a failed upload "
+			 "of it will not be recognised at the key",
+			 u->bucket ? u->bucket : "?", u->key ? u->key : "?",
+			 strerror(errno));
+		return;
+	}
+	for (i = 0; i < sizeof(r); i++) {
+		u->tag[2 * i] = hex[r[i] >> 4];
+		u->tag[2 * i + 1] = hex[r[i] & 15];
+	}
+	u->tag[2 * sizeof(r)] = '\0';
+}
+
+/* kv[0..n) plus UPLOAD_TAG: tag (when not "") in a new array; entries
+ * borrowed. *n_out is its length. NULL on OOM. */
+static struct s3_kv *kv_with_tag(const struct s3_kv *kv, size_t n,
+				 const char *tag, size_t *n_out)
+{
+	struct s3_kv *all = calloc(n + 1, sizeof(*all));
+
+	if (!all)
+		return NULL;
+	if (n)
+		memcpy(all, kv, n * sizeof(*all));
+	if (tag[0]) {
+		all[n].name = (char *)UPLOAD_TAG;
+		all[n++].value = (char *)tag;
+	}
+	*n_out = n;
+	return all;
+}
+
 /* Drops the record of what the multipart upload was created with. */
 static void upload_forget_mpu(struct upload *u)
 {
@@ -237,17 +285,25 @@ static void upload_run_create(struct part_job *j)
 {
 	struct upload *u = j->u;
 	struct part_job *held, *last = NULL, *next;
-	char *id = NULL;
+	char *id = NULL, tag[UPLOAD_TAG_HEX];
+	struct s3_kv *all = NULL;
+	size_t n_all = 0;
 	int rc, skip;
 
 	pthread_mutex_lock(&u->lock);
 	skip = u->error;
+	memcpy(tag, u->tag, sizeof(tag));
 	pthread_mutex_unlock(&u->lock);
+	if (!skip) {
+		all = kv_with_tag(u->mpu_meta, u->n_mpu_meta, tag, &n_all);
+		if (!all)
+			skip = ENOMEM;
+	}
 	/* After any failure the version goes up from the spool at finish:
 	 * nothing more is sent for this stream. */
 	rc = skip ? -skip
-		  : s3_mpu_create(u->s3, u->bucket, u->key, u->mpu_meta,
-				  u->n_mpu_meta, &id);
+		  : s3_mpu_create(u->s3, u->bucket, u->key, all, n_all, &id);
+	free(all);
 	pthread_mutex_lock(&u->lock);
 	held = u->waiting;
 	u->waiting = NULL;
@@ -263,6 +319,7 @@ static void upload_run_create(struct part_job *j)
 		}
 	} else {
 		u->upload_id = id;
+		memcpy(u->mpu_tag, tag, sizeof(u->mpu_tag));
 		u->mpu = MPU_READY;
 	}
 	pthread_mutex_unlock(&u->lock);
@@ -710,9 +767,9 @@ struct upload *upload_new(struct upload_pool *p, struct s3_client *s3,
 	u->fd = fd;
 	u->part_size = part_size < (5ULL << 20) ? (5ULL << 20) : part_size;
 	u->cur_part_size = u->part_size;
-	u->begun = time(NULL);
 	u->bucket = strdup(bucket);
 	u->key = strdup(key);
+	upload_new_tag(u);
 	pthread_mutex_init(&u->lock, NULL);
 	pthread_cond_init(&u->cond, NULL);
 	if (!u->bucket || !u->key || hash_init(&u->h)) {
@@ -755,7 +812,7 @@ static void upload_reset(struct upload *u, int broken)
 	u->broken = broken;
 	u->mpu = MPU_NONE;
 	u->held = 0;
-	u->begun = time(NULL);
+	upload_new_tag(u);
 	pthread_mutex_unlock(&u->lock);
 	hash_reset(&u->h);
 	u->part_start = 0;
@@ -957,20 +1014,30 @@ int upload_set_key(struct upload *u, const char *key)
 	return 0;
 }
 
-/* meta[] + xxh128 + sha256 in a new array (entries borrowed). */
-static struct s3_kv *upload_meta(const struct s3_kv *meta, size_t n,
-				 struct upload_result *res)
+/* meta[] + xxh128 + sha256 + UPLOAD_TAG (u's current one, copied into
+ * res->tag) in a new array (entries borrowed); *n_all its length. */
+static struct s3_kv *upload_meta(struct upload *u, const struct s3_kv *meta,
+				 size_t n, struct upload_result *res,
+				 size_t *n_all)
 {
-	struct s3_kv *all = calloc(n + 2, sizeof(*all));
+	struct s3_kv *all = calloc(n + 3, sizeof(*all));
 
 	if (!all)
 		return NULL;
 	if (n)
 		memcpy(all, meta, n * sizeof(*all));
 	all[n].name = (char *)"xxh128";
-	all[n].value = res->xxh128;
-	all[n + 1].name = (char *)"sha256";
-	all[n + 1].value = res->sha256;
+	all[n++].value = res->xxh128;
+	all[n].name = (char *)"sha256";
+	all[n++].value = res->sha256;
+	pthread_mutex_lock(&u->lock);
+	snprintf(res->tag, sizeof(res->tag), "%s", u->tag);
+	pthread_mutex_unlock(&u->lock);
+	if (res->tag[0]) {
+		all[n].name = (char *)UPLOAD_TAG;
+		all[n++].value = res->tag;
+	}
+	*n_all = n;
 	return all;
 }
 
@@ -1051,6 +1118,9 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 	if (rc)
 		goto from_spool;
 	res->sent = 1;
+	pthread_mutex_lock(&u->lock);
+	memcpy(res->tag, u->mpu_tag, sizeof(res->tag));
+	pthread_mutex_unlock(&u->lock);
 	return upload_complete(u, res->etag);
 from_spool:
 	log_warn("streaming upload of %s/%s: %s; uploading it again from the "
@@ -1067,6 +1137,7 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 {
 	unsigned long long got = 0;
 	struct s3_kv *all;
+	size_t n_all = 0;
 	uint64_t part, off;
 	char *id = NULL;
 	int rc;
@@ -1084,20 +1155,20 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 			  u->bucket, u->key, got, (unsigned long long)size);
 		return -EIO;
 	}
-	all = upload_meta(meta, n_meta, res);
+	all = upload_meta(u, meta, n_meta, res, &n_all);
 	if (!all)
 		return -ENOMEM;
 	if (size <= u->part_size) {
 		res->sent = 1;
 		rc = s3_put_fd(u->s3, u->bucket, u->key, u->fd, 0, size,
-			       res->sha256, all, n_meta + 2, res->etag);
+			       res->sha256, all, n_all, res->etag);
 		goto out;
 	}
 	part = u->part_size;
 	while (size / part >= UPLOAD_MAX_PARTS)
 		part *= 2;
 	/* Created here, the hashes known: the object carries them. */
-	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_meta + 2, &id);
+	rc = s3_mpu_create(u->s3, u->bucket, u->key, all, n_all, &id);
 	if (rc)
 		goto out;
 	upload_journal_note(u->pool, u->bucket, id, u->key);
@@ -1167,6 +1238,7 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 		  size_t n_meta, struct upload_result *res)
 {
 	struct s3_kv *all = NULL;
+	size_t n_all = 0;
 	int rc, broken;
 
 	memset(res, 0, sizeof(*res));
@@ -1189,9 +1261,9 @@ int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 
 		hash_final(&u->h, res->xxh128, res->sha256);
 		stage_observe_since(STG_HASH, t0);
-		all = upload_meta(meta, n_meta, res);
+		all = upload_meta(u, meta, n_meta, res, &n_all);
 		rc = all ? upload_finish_stream(u, size, meta, n_meta, all,
-						n_meta + 2, res)
+						n_all, res)
 			 : -ENOMEM;
 	}
 	free(all);
@@ -1210,16 +1282,6 @@ fail:
 	 * uploads from the spool. */
 	upload_reset(u, 1);
 	return rc;
-}
-
-time_t upload_begun(struct upload *u)
-{
-	time_t t;
-
-	pthread_mutex_lock(&u->lock);
-	t = u->begun;
-	pthread_mutex_unlock(&u->lock);
-	return t;
 }
 
 void upload_free(struct upload *u)

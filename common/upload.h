@@ -39,6 +39,14 @@
 struct upload_pool;
 struct upload;
 
+/* The user metadata (x-amz-meta-custodyfs-upload) every object an upload
+ * makes carries: 128 random bits in hex, drawn anew for each version of
+ * the file (upload_new, and after each upload_finish). Nobody but this
+ * process knows it before the object lands, so an object that carries it
+ * is that version's (or a copy another client made of it afterwards). */
+#define UPLOAD_TAG "custodyfs-upload"
+#define UPLOAD_TAG_HEX 33
+
 struct upload_result {
 	uint64_t size;
 	char xxh128[HASH_XXH128_HEX];
@@ -48,6 +56,10 @@ struct upload_result {
 	 * the completion of its parts) was sent, so a failure may have
 	 * taken effect; 0: nothing of this version can be at the key. */
 	int sent;
+	/* The UPLOAD_TAG value the object of that request carries ("" when
+	 * sent: none could be drawn): what tells this upload's object from
+	 * another client's of the same bytes (review-W 4b, W2). */
+	char tag[UPLOAD_TAG_HEX];
 };
 
 /* Starts `workers` part uploaders and as many hashers. NULL on failure
@@ -121,6 +133,7 @@ int upload_set_key(struct upload *u, const char *key);
  * the caller's thread what the hashers have not, waits for the part
  * uploads (running those no worker has started), then:
  *  - streamed, one part: a single PUT with meta[] plus "xxh128"/"sha256";
+ *    (every request that makes an object also carries UPLOAD_TAG);
  *  - streamed, multipart: CompleteMultipartUpload; the upload was created
  *    before the hashes were known, with upload_set_meta's meta[] (see
  *    there), so the object carries no hashes (res, i.e. the caller's
@@ -140,11 +153,6 @@ int upload_set_key(struct upload *u, const char *key);
  * The caller still owns meta[]. */
 int upload_finish(struct upload *u, uint64_t size, const struct s3_kv *meta,
 		  size_t n_meta, struct upload_result *res);
-
-/* The wall-clock second the upload's current version began (its creation,
- * or the end of the last upload_finish): no request of this version was
- * sent before it. */
-time_t upload_begun(struct upload *u);
 
 /* Aborts any multipart upload in flight and frees u. */
 void upload_free(struct upload *u);

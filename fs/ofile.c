@@ -740,8 +740,6 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * the spool, at most OFILE_REUPLOADS times; then the file fails with
 	 * EIO (never 0 without its object and row). */
 	for (tries = 0; rc == 0; tries++) {
-		time_t since = upload_begun(of->up);
-
 		row_failed = 0;
 		t1 = ctr_now_ns();
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
@@ -757,7 +755,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			 * object, never the defaults). Nothing sent:
 			 * nothing of it can be there. */
 			errmap_cause(&cause);
-			landed = reception_landed(cfs->rcp, rel, since, &res);
+			landed = reception_landed(cfs->rcp, rel, &res);
 			if (landed == 1)
 				rc = 0;
 			else /* its failure's cause for the log, not the

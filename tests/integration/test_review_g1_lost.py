@@ -299,14 +299,15 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
     """review-W finding 4: another client stored the same bytes under z.bin (not logged yet),
     then root writes z.bin and every PUT of it is refused (it never reached the store). The
     object there has the upload's size and hashes, but it is not this upload: the close
-    fails, the other client's object stays as it was, and no row of the mount names it."""
+    fails, the other client's object stays as it was, and no row of the mount names it. No
+    wait between the two: the object's time proves nothing (a store may round LastModified
+    up to the next second, Swift does), only the upload's own tag does."""
     with proxied_mount(stack, mount_factory, uniq,
                        fs={"foreign_grace_ms": "600000"}) as (m, px):
         key = f"{uniq}/z.bin"
         body = os.urandom(4096)
         m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body)
         before = etag(m, key)
-        time.sleep(2.5)  # LastModified has whole seconds: the upload begins later
         px.rule = upload_to(key, REFUSED)
         err = None
         try:
@@ -319,4 +320,67 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
         assert err is not None, "close returned 0 with nothing stored"
         got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
         assert got["ETag"].strip('"') == before and got["Body"].read() == body
+        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
         assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+
+
+@pytest.mark.parametrize("size", [4096, 6 << 20])
+def test_an_identical_upload_during_a_refused_one_is_not_taken_for_it(stack, mount_factory,
+                                                                      uniq, size):
+    """review-W W2: while root's upload of z.bin is on its way, another client stores the
+    same bytes there, and root's request is refused (it never reached the store). The object
+    is newer than root's upload began and has its bytes, yet it is not root's: the close
+    fails, the other client's object stays, no row of the mount names it. 6 MiB: a
+    multipart upload (its completion refused)."""
+    with proxied_mount(stack, mount_factory, uniq,
+                       fs={"foreign_grace_ms": "600000",
+                           "part_size": str(5 << 20)}) as (m, px):
+        key = f"{uniq}/z.bin"
+        body = os.urandom(size)
+        refuse = upload_to(key, REFUSED)
+        theirs = []
+
+        def rule(meth, path, h):
+            act = refuse(meth, path, h)
+            if act and not theirs:  # the other client wins the race
+                theirs.append(m.s3.put_object(Bucket=m.reception_bucket, Key=key,
+                                              Body=body)["ETag"].strip('"'))
+            return act
+        px.rule = rule
+        err = None
+        try:
+            with open(m.path("inbox", key), "wb") as f:
+                f.write(body)
+        except OSError as e:
+            err = e.errno
+        finally:
+            px.rule = None
+        assert theirs, "the upload was not refused"
+        assert err is not None, "close returned 0 with another client's object"
+        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+        assert got["ETag"].strip('"') == theirs[0] and got["Body"].read() == body
+        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
+        assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+
+
+def test_a_lost_answer_is_recognised_by_the_uploads_tag(stack, mount_factory, uniq):
+    """The other side of W2: root's PUT of z.bin lands and its answer is lost (500 after the
+    write). The object carries root's upload tag and root's bytes: the close returns 0 and
+    one live row of the mount logs it with the object's ETag."""
+    with proxied_mount(stack, mount_factory, uniq) as (m, px):
+        key = f"{uniq}/z.bin"
+        body = os.urandom(4096)
+        px.rule = upload_to(key, LOST)
+        try:
+            with open(m.path("inbox", key), "wb") as f:
+                f.write(body)
+        finally:
+            px.rule = None
+        assert any(act == "after" for _, _, act in px.log), "the upload was not answered 500"
+        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+        assert got["Body"].read() == body
+        tag = got["Metadata"].get("custodyfs-upload", "")
+        assert len(tag) == 32 and int(tag, 16) >= 0, got["Metadata"]
+        rs = rows(m, key)
+        assert len(rs) == 1 and rs[0]["origin"] == "mount", rs
+        assert rs[0]["etag"] == got["ETag"].strip('"') and rs[0]["sha256"] == sha(body), rs
