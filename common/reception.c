@@ -409,6 +409,12 @@ int reception_still_ours(void *arg)
 	if (rc)
 		return rc;
 	rc = strcmp(info.etag, so->etag) ? -ESTALE : 0;
+	if (rc == 0 && so->delete && so->tag && *so->tag) {
+		const char *t = s3_meta_get(&info, UPLOAD_TAG);
+
+		if (!t || strcmp(t, so->tag))
+			rc = -ESTALE;
+	}
 	s3_object_info_free(&info);
 	if (rc == 0 && so->delete)
 		rc = s3_delete(r->s3, r->cfg->reception_bucket, so->key);
@@ -531,7 +537,8 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			      int *committed)
 {
 	const char *b = r->cfg->reception_bucket;
-	struct still_ours so = {r, u->key, u->res.etag, 0, own, u->gen, NULL};
+	struct still_ours so = {r, u->key, u->res.etag, 0, u->res.tag, own, u->gen,
+				NULL};
 	struct db_record_guard g = {.expect_live = -1,
 				    .check = reception_still_ours,
 				    .arg = &so,
@@ -904,7 +911,7 @@ int reception_commit(struct reception *r, const char *key,
 	 * landed after ours and may have its row already) is logged as a
 	 * removed row, never as the live one. */
 	struct reception_seen found = {0};
-	struct still_ours so = {r, key, res->etag, 0, -1, 0, &found};
+	struct still_ours so = {r, key, res->etag, 0, res->tag, -1, 0, &found};
 	int64_t measured = ms_now(CLOCK_MONOTONIC); /* based_ms_ago's now */
 	int superseded = 0, removed = 0, had_live = 0;
 	struct db_record_guard g = {

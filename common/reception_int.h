@@ -97,6 +97,10 @@ struct still_ours {
 	const char *key;
 	const char *etag;
 	int delete; /* delete it when it is */
+	/* NULL or "", or the upload's UPLOAD_TAG: then deleted only when the
+	 * object carries it too (another client's object of the same bytes
+	 * has the same ETag, not the tag) */
+	const char *tag;
 	int own; /* undo: uploads of the key the caller holds (busy), else -1 */
 	unsigned gen; /* undo: the key's commit generation at its failure */
 	/* NULL, or: what the last HEAD found (a commit's guard) */

@@ -682,6 +682,49 @@ def test_undo_does_not_delete_a_later_same_content_write(stack, mount_factory, p
         px.close()
 
 
+def test_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, pgproxy):
+    """review-W finding 4b, the undo's side: write 1 of a new key lands but its row fails
+    (the database is cut as its PUT goes out), so its undo is to delete the object. Before
+    it runs, another client stores the same bytes at the key (the same ETag). That object is
+    not this upload's (it lacks the upload's x-amz-meta-custodyfs-upload tag): the undo
+    leaves it in place, and no live row of the mount names it."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(600000, {
+            "s3": {"endpoint": px.url},
+            "postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+        os.makedirs(os.path.join(m.inbox, "undo2"), exist_ok=True)
+        key = "undo2/f.bin"
+        data = os.urandom(8192)
+
+        def cut_at_put(method, path, headers):
+            if method == "PUT" and path.split("?")[0].endswith("/" + key):
+                pgproxy.cut()
+            return None
+        px.rule = cut_at_put
+        try:
+            with pytest.raises(OSError):
+                write(os.path.join(m.inbox, key), data)
+            px.rule = None
+            mine = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+            assert "custodyfs-upload" in mine["Metadata"], mine["Metadata"]
+            theirs = m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)["ETag"]
+            assert theirs == mine["ETag"]  # the same bytes: the same ETag
+        finally:
+            pgproxy.resume()
+        m.wait_until(lambda: "no longer the upload whose row failed" in m.daemon_log()
+                     or get_object(m, key) is None, timeout=60, what="the undo ran")
+        assert get_object(m, key) is not None, "the undo deleted another client's object"
+        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+        assert got["Body"].read() == data
+        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
+        assert not [x for x in rows(m, key)
+                    if x["origin"] == "mount" and x["removed_at"] is None]
+    finally:
+        px.rule = None
+        px.close()
+
+
 def test_foreign_hash_is_of_one_object_not_a_mix(stack, mount_factory):
     """A malicious uploader replaces the object (same size) while the observer hashes it in
     ranged GETs and puts the original back before the final HEAD. The row's sha256 must be of
