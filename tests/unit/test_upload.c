@@ -139,6 +139,11 @@ static void check_object(const struct spool *s, const struct upload_result *res,
 	} else {
 		assert_null(dash);
 	}
+	/* Whatever the route, the object carries the version's tag. */
+	assert_int_equal(strlen(res->tag), UPLOAD_TAG_HEX - 1);
+	assert_int_equal(strspn(res->tag, "0123456789abcdef"), UPLOAD_TAG_HEX - 1);
+	assert_non_null(s3_meta_get(&info, UPLOAD_TAG));
+	assert_string_equal(s3_meta_get(&info, UPLOAD_TAG), res->tag);
 	if (want_meta) {
 		assert_non_null(s3_meta_get(&info, "sha256"));
 		assert_string_equal(s3_meta_get(&info, "sha256"), sha);
@@ -364,6 +369,25 @@ static void test_sent(void **state)
 	spool_close(&s);
 }
 
+/* Each version of a file gets its own tag: a later upload of the same bytes
+ * is not the earlier one. */
+static void test_tag_per_version(void **state)
+{
+	struct upload_result r1, r2;
+	struct spool s;
+
+	(void)state;
+	spool_open(&s, "tags.bin");
+	spool_write(&s, 0, 5000, 7, 4096);
+	assert_int_equal(upload_finish(s.u, 5000, NULL, 0, &r1), 0);
+	check_object(&s, &r1, 0, 1);
+	assert_int_equal(upload_finish(s.u, 5000, NULL, 0, &r2), 0);
+	check_object(&s, &r2, 0, 1);
+	assert_string_equal(r1.etag, r2.etag);
+	assert_string_not_equal(r1.tag, r2.tag);
+	spool_close(&s);
+}
+
 /* A failed assertion leaves its spool file behind: remove them all. */
 static void spool_cleanup(void)
 {
@@ -390,6 +414,7 @@ int main(int argc, char **argv)
 	    cmocka_unit_test(test_set_key_mid_stream),
 	    cmocka_unit_test(test_failure_then_retry),
 	    cmocka_unit_test(test_sent),
+	    cmocka_unit_test(test_tag_per_version),
 	};
 	int rc;
 
