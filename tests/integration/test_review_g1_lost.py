@@ -294,6 +294,29 @@ def test_a_refused_publish_drops_its_pending_row_whatever_else_waits(stack, moun
         assert as_user(A, rd(pt)) == ["NEW SECRET"]
 
 
+def write_refused(m, px, key, body, rule):
+    """Writes body to inbox/key through the mount while px applies rule: the errno of the
+    failure, None when the close returned 0."""
+    px.rule = rule
+    try:
+        with open(m.path("inbox", key), "wb") as f:
+            f.write(body)
+    except OSError as e:
+        return e.errno
+    finally:
+        px.rule = None
+    return None
+
+
+def only_theirs(m, key, their_etag, body):
+    """key holds the other client's object as it stored it, and no row of the mount names
+    it."""
+    got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+    assert got["ETag"].strip('"') == their_etag and got["Body"].read() == body
+    assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
+    assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+
+
 def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mount_factory,
                                                                        uniq):
     """review-W finding 4: another client stored the same bytes under z.bin (not logged yet),
@@ -308,20 +331,9 @@ def test_an_identical_foreign_object_is_not_taken_for_a_refused_upload(stack, mo
         body = os.urandom(4096)
         m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=body)
         before = etag(m, key)
-        px.rule = upload_to(key, REFUSED)
-        err = None
-        try:
-            with open(m.path("inbox", key), "wb") as f:
-                f.write(body)
-        except OSError as e:
-            err = e.errno
-        finally:
-            px.rule = None
+        err = write_refused(m, px, key, body, upload_to(key, REFUSED))
         assert err is not None, "close returned 0 with nothing stored"
-        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
-        assert got["ETag"].strip('"') == before and got["Body"].read() == body
-        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
-        assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+        only_theirs(m, key, before, body)
 
 
 @pytest.mark.parametrize("size", [4096, 6 << 20])
@@ -346,21 +358,10 @@ def test_an_identical_upload_during_a_refused_one_is_not_taken_for_it(stack, mou
                 theirs.append(m.s3.put_object(Bucket=m.reception_bucket, Key=key,
                                               Body=body)["ETag"].strip('"'))
             return act
-        px.rule = rule
-        err = None
-        try:
-            with open(m.path("inbox", key), "wb") as f:
-                f.write(body)
-        except OSError as e:
-            err = e.errno
-        finally:
-            px.rule = None
+        err = write_refused(m, px, key, body, rule)
         assert theirs, "the upload was not refused"
         assert err is not None, "close returned 0 with another client's object"
-        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
-        assert got["ETag"].strip('"') == theirs[0] and got["Body"].read() == body
-        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
-        assert not [x for x in rows(m, key) if x["origin"] == "mount"], rows(m, key)
+        only_theirs(m, key, theirs[0], body)
 
 
 def test_a_lost_answer_is_recognised_by_the_uploads_tag(stack, mount_factory, uniq):
