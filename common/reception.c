@@ -369,7 +369,9 @@ int reception_will_replace(struct reception *r, const char *key, int stored)
 	return n > 0;
 }
 
-/* Under the key lock: is the object still the upload with that ETag? If so
+/* Under the key lock: is the object still the upload with that ETag (and,
+ * when so->tag is given, that tag: another client's object of the same
+ * bytes has the ETag, never the tag; review-W W2)? If so
  * and asked to, deletes it. For an undo (own >= 0), first: -ECANCELED when
  * this process committed a row for the key since the undo's upload failed,
  * -EBUSY while it uploads the key again (a newer upload of the same bytes
@@ -409,8 +411,8 @@ int reception_still_ours(void *arg)
 	if (rc)
 		return rc;
 	rc = strcmp(info.etag, so->etag) ? -ESTALE : 0;
-	if (rc == 0 && so->delete && so->tag && *so->tag) {
-		const char *t = s3_meta_get(&info, UPLOAD_TAG);
+	if (rc == 0 && so->tag && *so->tag) {
+		const char *t = s3_meta_get(&info, so->tag_name);
 
 		if (!t || strcmp(t, so->tag))
 			rc = -ESTALE;
@@ -537,8 +539,15 @@ static int reception_undo_try(struct reception *r, struct undo *u, int own,
 			      int *committed)
 {
 	const char *b = r->cfg->reception_bucket;
-	struct still_ours so = {r, u->key, u->res.etag, 0, u->res.tag, own, u->gen,
-				NULL};
+	struct still_ours so = {
+	    .r = r,
+	    .key = u->key,
+	    .etag = u->res.etag,
+	    .tag = u->res.tag,
+	    .tag_name = u->origin && !strcmp(u->origin, "rename") ? RENAME_TAG
+								  : UPLOAD_TAG,
+	    .own = own,
+	    .gen = u->gen};
 	struct db_record_guard g = {.expect_live = -1,
 				    .check = reception_still_ours,
 				    .arg = &so,
@@ -911,7 +920,13 @@ int reception_commit(struct reception *r, const char *key,
 	 * landed after ours and may have its row already) is logged as a
 	 * removed row, never as the live one. */
 	struct reception_seen found = {0};
-	struct still_ours so = {r, key, res->etag, 0, res->tag, -1, 0, &found};
+	struct still_ours so = {.r = r,
+				.key = key,
+				.etag = res->etag,
+				.tag = res->tag,
+				.tag_name = UPLOAD_TAG,
+				.own = -1,
+				.seen = &found};
 	int64_t measured = ms_now(CLOCK_MONOTONIC); /* based_ms_ago's now */
 	int superseded = 0, removed = 0, had_live = 0;
 	struct db_record_guard g = {

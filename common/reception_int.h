@@ -92,15 +92,21 @@ struct reception {
 	struct actor foreign; /* who a foreign upload is logged as */
 };
 
+/* The user metadata a copy of a rename carries: its token (review L2),
+ * unless the source's own metadata leaves no room for it (review N4). */
+#define RENAME_TAG "custodyfs-rename"
+
 struct still_ours {
 	struct reception *r;
 	const char *key;
 	const char *etag;
 	int delete; /* delete it when it is */
-	/* NULL or "", or the upload's UPLOAD_TAG: then deleted only when the
-	 * object carries it too (another client's object of the same bytes
+	/* NULL or "", or the value of the upload's tag_name (UPLOAD_TAG, or
+	 * a rename copy's RENAME_TAG): then the object is the upload only
+	 * when it carries it too (another client's object of the same bytes
 	 * has the same ETag, not the tag) */
 	const char *tag;
+	const char *tag_name;
 	int own; /* undo: uploads of the key the caller holds (busy), else -1 */
 	unsigned gen; /* undo: the key's commit generation at its failure */
 	/* NULL, or: what the last HEAD found (a commit's guard) */

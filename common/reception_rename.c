@@ -125,10 +125,6 @@ static void rename_token(char *buf, size_t n)
 		 atomic_fetch_add(&seq, 1), rnd);
 }
 
-/* The user metadata a copy of a rename carries: its token (review L2),
- * unless the source's own metadata leaves no room for it (review N4). */
-#define RENAME_TAG "custodyfs-rename"
-
 /* What a copy tagged with RENAME_TAG may carry at most, below every
  * store's limit of user metadata (review N4): 2 KiB of names and values
  * (AWS, MinIO: 2 KiB; Swift: 4096 bytes) counted as s3_meta_size does,
@@ -237,6 +233,9 @@ static int reception_rename_copy(struct reception *r, const char *from_key,
 		n_meta = source.n_meta;
 	}
 	q.keep_meta = !tagged;
+	/* What tells this copy from another client's of the same bytes
+	 * (its undo deletes only an object with it) */
+	snprintf(copy->tag, sizeof(copy->tag), "%s", tagged ? token : "");
 	q.hdrs = source.hdrs;
 	q.n_hdrs = source.n_hdrs;
 	q.src_bucket = b;

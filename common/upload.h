@@ -42,8 +42,10 @@ struct upload;
 /* The user metadata (x-amz-meta-custodyfs-upload) every object an upload
  * makes carries: 128 random bits in hex, drawn anew for each version of
  * the file (upload_new, and after each upload_finish). Nobody but this
- * process knows it before the object lands, so an object that carries it
- * is that version's (or a copy another client made of it afterwards). */
+ * process knows it before its request is sent (on Swift, a multipart
+ * upload's metadata is readable in its segments container until it
+ * completes), so an object that carries it is that version's, or a copy
+ * of it; its bytes are checked all the same. */
 #define UPLOAD_TAG "custodyfs-upload"
 #define UPLOAD_TAG_HEX 33
 
@@ -57,9 +59,10 @@ struct upload_result {
 	 * taken effect; 0: nothing of this version can be at the key. */
 	int sent;
 	/* The UPLOAD_TAG value the object of that request carries ("" when
-	 * sent: none could be drawn): what tells this upload's object from
-	 * another client's of the same bytes (review-W 4b, W2). */
-	char tag[UPLOAD_TAG_HEX];
+	 * none could be drawn): what tells this upload's object from another
+	 * client's of the same bytes (review-W 4b, W2). A rename's copy
+	 * (reception.h) puts its rename tag's value here instead. */
+	char tag[64];
 };
 
 /* Starts `workers` part uploaders and as many hashers. NULL on failure

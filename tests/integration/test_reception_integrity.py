@@ -725,6 +725,96 @@ def test_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, p
         px.close()
 
 
+def test_same_bytes_stored_before_the_row_are_not_this_upload(stack, mount_factory):
+    """review-W W2 on the success path: the mount's PUT of f is answered 200, and before its
+    row is written another client stores the same bytes there (the same ETag, without the
+    upload's tag). The row's guard must not take that object for the upload: the mount's row
+    is logged as superseded (removed), the close returns 0 (its upload did land), and the
+    other client's upload gets its own (foreign) row, live, naming the object there."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(1000, {"s3": {"endpoint": px.url}}))
+        os.makedirs(os.path.join(m.inbox, "cg"), exist_ok=True)
+        key = "cg/f.bin"
+        data = os.urandom(8192)
+        st = {"put": 0, "theirs": None}
+
+        def rule(method, path, headers):
+            if not path.split("?")[0].endswith("/" + key):
+                return None
+            if method == "PUT":
+                st["put"] += 1
+            elif method == "HEAD" and st["put"] and st["theirs"] is None:
+                st["theirs"] = m.s3.put_object(Bucket=m.reception_bucket, Key=key,
+                                               Body=data)["ETag"].strip('"')
+            return None
+        px.rule = rule
+        try:
+            write(os.path.join(m.inbox, key), data)  # close returns 0
+        finally:
+            px.rule = None
+        assert st["theirs"], "no HEAD after the PUT"
+        got = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
+
+        def foreign_live():
+            os.listdir(os.path.join(m.inbox, "cg"))  # a listing: the logger looks
+            return [x for x in rows(m, key) if x["origin"] == "foreign"
+                    and x["removed_at"] is None]
+        m.wait_until(foreign_live, timeout=60, interval=1, what="the other upload logged")
+        r = rows(m, key)
+        mine = [x for x in r if x["origin"] == "mount"]
+        assert len(mine) == 1 and mine[0]["removed_at"] is not None, r
+        live = [x for x in r if x["removed_at"] is None]
+        assert len(live) == 1 and live[0]["etag"] == st["theirs"], r
+        assert live[0]["sha256"] == m.sha256_bytes(data), r
+    finally:
+        px.rule = None
+        px.close()
+
+
+def test_rename_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, pgproxy):
+    """The rename's side of the undo (review-W 4b): rename(a, b) to a new b copies a to b and
+    its rows fail (the database is cut at the copy), so its undo is to delete the copy. Before
+    it runs, another client stores the same bytes at b (the same ETag, without the rename's
+    x-amz-meta-custodyfs-rename tag): the undo leaves that object in place."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config=grace(600000, {
+            "s3": {"endpoint": px.url},
+            "postgres": {"conninfo": conninfo_via(stack, pgproxy.port)}}))
+        os.makedirs(os.path.join(m.inbox, "ru"), exist_ok=True)
+        data = os.urandom(8192)
+        write(os.path.join(m.inbox, "ru/a.bin"), data)
+        key = "ru/b.bin"
+
+        def cut_at_copy(method, path, headers):
+            if method == "PUT" and path.split("?")[0].endswith("/" + key) and \
+                    any(k.lower() == "x-amz-copy-source" for k in headers.keys()):
+                pgproxy.cut()
+            return None
+        px.rule = cut_at_copy
+        try:
+            with pytest.raises(OSError):
+                os.rename(os.path.join(m.inbox, "ru/a.bin"), os.path.join(m.inbox, key))
+            px.rule = None
+            mine = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+            assert "custodyfs-rename" in mine["Metadata"], mine["Metadata"]
+            theirs = m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)["ETag"]
+            assert theirs == mine["ETag"]  # the same bytes: the same ETag
+        finally:
+            pgproxy.resume()
+        m.wait_until(lambda: "no longer the upload whose row failed" in m.daemon_log()
+                     or get_object(m, key) is None, timeout=90, what="the undo ran")
+        assert get_object(m, key) is not None, "the rename's undo deleted another client's object"
+        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+        assert got["Body"].read() == data and "custodyfs-rename" not in got["Metadata"]
+        assert read(os.path.join(m.inbox, "ru/a.bin")) == data  # the source stays
+    finally:
+        px.rule = None
+        px.close()
+
+
 def test_foreign_hash_is_of_one_object_not_a_mix(stack, mount_factory):
     """A malicious uploader replaces the object (same size) while the observer hashes it in
     ranged GETs and puts the original back before the final HEAD. The row's sha256 must be of
