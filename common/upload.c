@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,12 +213,15 @@ static void upload_new_tag(struct upload *u)
 	unsigned char r[(UPLOAD_TAG_HEX - 1) / 2];
 	size_t i;
 
+	static atomic_int warned;
+
 	u->tag[0] = '\0';
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		log_warn("upload of %s/%s: no random tag (%s): a failed upload "
-			 "of it will not be recognised at the key",
-			 u->bucket ? u->bucket : "?", u->key ? u->key : "?",
-			 strerror(errno));
+		if (!atomic_exchange(&warned, 1))
+			log_warn("uploads: no random tag (%s): an upload "
+				 "answered with an error will fail even if "
+				 "it landed",
+				 strerror(errno));
 		return;
 	}
 	for (i = 0; i < sizeof(r); i++) {
