@@ -437,6 +437,8 @@ rename_stage_put(struct reception *r, const char *to_key, const char *stage,
 
 	copy->etag[0] = '\0';
 	copy->size = staged->size;
+	/* The copy keeps the staged copy's metadata, its token too */
+	snprintf(copy->tag, sizeof(copy->tag), "%s", staged->tag);
 	rc = s3_head(r->s3, b, stage, &si);
 	if (rc)
 		return rc == -ENOENT ? -EBUSY : rc;

@@ -1123,7 +1123,7 @@ static int upload_finish_stream(struct upload *u, uint64_t size,
 		goto from_spool;
 	res->sent = 1;
 	pthread_mutex_lock(&u->lock);
-	memcpy(res->tag, u->mpu_tag, sizeof(res->tag));
+	snprintf(res->tag, sizeof(res->tag), "%s", u->mpu_tag);
 	pthread_mutex_unlock(&u->lock);
 	return upload_complete(u, res->etag);
 from_spool:

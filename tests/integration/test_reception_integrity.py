@@ -763,6 +763,7 @@ def test_same_bytes_stored_before_the_row_are_not_this_upload(stack, mount_facto
                     and x["removed_at"] is None]
         m.wait_until(foreign_live, timeout=60, interval=1, what="the other upload logged")
         r = rows(m, key)
+        assert len(r) == 2, r  # the upload's (removed) and the other client's
         mine = [x for x in r if x["origin"] == "mount"]
         assert len(mine) == 1 and mine[0]["removed_at"] is not None, r
         live = [x for x in r if x["removed_at"] is None]
@@ -773,11 +774,15 @@ def test_same_bytes_stored_before_the_row_are_not_this_upload(stack, mount_facto
         px.close()
 
 
-def test_rename_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, pgproxy):
-    """The rename's side of the undo (review-W 4b): rename(a, b) to a new b copies a to b and
-    its rows fail (the database is cut at the copy), so its undo is to delete the copy. Before
-    it runs, another client stores the same bytes at b (the same ETag, without the rename's
-    x-amz-meta-custodyfs-rename tag): the undo leaves that object in place."""
+@pytest.mark.parametrize("target", ["new", "existing"])
+def test_rename_undo_does_not_take_another_clients_same_bytes(stack, mount_factory, pgproxy,
+                                                              target):
+    """The rename's side of the undo (review-W 4b): rename(a, b) copies a to b and its rows
+    fail (the database is cut at the copy to b), so its undo is to delete the copy (a new b)
+    or to log it late (an existing b, overwritten from a staged copy). Before it runs, another
+    client stores the same bytes at b (the same ETag, without the rename's
+    x-amz-meta-custodyfs-rename tag). The undo neither deletes that object nor logs a row of
+    the rename for it; a stays as it was."""
     px = FaultProxy(stack.endpoint)
     try:
         m = mount_factory(config=grace(600000, {
@@ -787,6 +792,9 @@ def test_rename_undo_does_not_delete_another_clients_same_bytes(stack, mount_fac
         data = os.urandom(8192)
         write(os.path.join(m.inbox, "ru/a.bin"), data)
         key = "ru/b.bin"
+        if target == "existing":
+            write(os.path.join(m.inbox, key), os.urandom(100))
+        before = rows(m, key)
 
         def cut_at_copy(method, path, headers):
             if method == "PUT" and path.split("?")[0].endswith("/" + key) and \
@@ -804,11 +812,14 @@ def test_rename_undo_does_not_delete_another_clients_same_bytes(stack, mount_fac
             assert theirs == mine["ETag"]  # the same bytes: the same ETag
         finally:
             pgproxy.resume()
-        m.wait_until(lambda: "no longer the upload whose row failed" in m.daemon_log()
-                     or get_object(m, key) is None, timeout=90, what="the undo ran")
+        m.wait_until(lambda: "nothing to undo" in m.daemon_log()
+                     or get_object(m, key) is None
+                     or len(rows(m, key)) > len(before), timeout=90, what="the undo ran")
         assert get_object(m, key) is not None, "the rename's undo deleted another client's object"
         got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
         assert got["Body"].read() == data and "custodyfs-rename" not in got["Metadata"]
+        r = rows(m, key)
+        assert [x["id"] for x in r] == [x["id"] for x in before], r  # no row for the object
         assert read(os.path.join(m.inbox, "ru/a.bin")) == data  # the source stays
     finally:
         px.rule = None
