@@ -682,6 +682,38 @@ def test_undo_does_not_delete_a_later_same_content_write(stack, mount_factory, p
         px.close()
 
 
+def theirs_after_failed_rows(m, px, pgproxy, key, data, act, is_ours, tag):
+    """act() (a write or a rename onto key) fails because the database is cut as the request
+    that lands key's object (is_ours(method, path, headers)) goes out; that object carries
+    the x-amz-meta tag named tag. Then another client stores the same bytes at key (the same
+    ETag, without the tag) and the database answers again: the ETag they share."""
+    def cut(method, path, headers):
+        if path.split("?")[0].endswith("/" + key) and is_ours(method, path, headers):
+            pgproxy.cut()
+        return None
+    px.rule = cut
+    try:
+        with pytest.raises(OSError):
+            act()
+        px.rule = None
+        mine = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
+        assert tag in mine["Metadata"], mine["Metadata"]
+        theirs = m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)["ETag"]
+        assert theirs == mine["ETag"]  # the same bytes: the same ETag
+    finally:
+        px.rule = None
+        pgproxy.resume()
+
+
+def kept_as_theirs(m, key, data, tag, undone):
+    """Once the undo ran (undone()), key still holds the other client's object."""
+    m.wait_until(lambda: undone() or get_object(m, key) is None, timeout=90,
+                 what="the undo ran")
+    assert get_object(m, key) is not None, "the undo deleted another client's object"
+    got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
+    assert got["Body"].read() == data and tag not in got["Metadata"], got["Metadata"]
+
+
 def test_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, pgproxy):
     """review-W finding 4b, the undo's side: write 1 of a new key lands but its row fails
     (the database is cut as its PUT goes out), so its undo is to delete the object. Before
@@ -697,27 +729,11 @@ def test_undo_does_not_delete_another_clients_same_bytes(stack, mount_factory, p
         key = "undo2/f.bin"
         data = os.urandom(8192)
 
-        def cut_at_put(method, path, headers):
-            if method == "PUT" and path.split("?")[0].endswith("/" + key):
-                pgproxy.cut()
-            return None
-        px.rule = cut_at_put
-        try:
-            with pytest.raises(OSError):
-                write(os.path.join(m.inbox, key), data)
-            px.rule = None
-            mine = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
-            assert "custodyfs-upload" in mine["Metadata"], mine["Metadata"]
-            theirs = m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)["ETag"]
-            assert theirs == mine["ETag"]  # the same bytes: the same ETag
-        finally:
-            pgproxy.resume()
-        m.wait_until(lambda: "no longer the upload whose row failed" in m.daemon_log()
-                     or get_object(m, key) is None, timeout=60, what="the undo ran")
-        assert get_object(m, key) is not None, "the undo deleted another client's object"
-        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
-        assert got["Body"].read() == data
-        assert "custodyfs-upload" not in got["Metadata"], got["Metadata"]
+        theirs_after_failed_rows(m, px, pgproxy, key, data,
+                                 lambda: write(os.path.join(m.inbox, key), data),
+                                 lambda meth, path, h: meth == "PUT", "custodyfs-upload")
+        kept_as_theirs(m, key, data, "custodyfs-upload",
+                       lambda: "no longer the upload whose row failed" in m.daemon_log())
         assert not [x for x in rows(m, key)
                     if x["origin"] == "mount" and x["removed_at"] is None]
     finally:
@@ -796,28 +812,15 @@ def test_rename_undo_does_not_take_another_clients_same_bytes(stack, mount_facto
             write(os.path.join(m.inbox, key), os.urandom(100))
         before = rows(m, key)
 
-        def cut_at_copy(method, path, headers):
-            if method == "PUT" and path.split("?")[0].endswith("/" + key) and \
-                    any(k.lower() == "x-amz-copy-source" for k in headers.keys()):
-                pgproxy.cut()
-            return None
-        px.rule = cut_at_copy
-        try:
-            with pytest.raises(OSError):
-                os.rename(os.path.join(m.inbox, "ru/a.bin"), os.path.join(m.inbox, key))
-            px.rule = None
-            mine = m.s3.head_object(Bucket=m.reception_bucket, Key=key)
-            assert "custodyfs-rename" in mine["Metadata"], mine["Metadata"]
-            theirs = m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=data)["ETag"]
-            assert theirs == mine["ETag"]  # the same bytes: the same ETag
-        finally:
-            pgproxy.resume()
-        m.wait_until(lambda: "nothing to undo" in m.daemon_log()
-                     or get_object(m, key) is None
-                     or len(rows(m, key)) > len(before), timeout=90, what="the undo ran")
-        assert get_object(m, key) is not None, "the rename's undo deleted another client's object"
-        got = m.s3.get_object(Bucket=m.reception_bucket, Key=key)
-        assert got["Body"].read() == data and "custodyfs-rename" not in got["Metadata"]
+        theirs_after_failed_rows(
+            m, px, pgproxy, key, data,
+            lambda: os.rename(os.path.join(m.inbox, "ru/a.bin"), os.path.join(m.inbox, key)),
+            lambda meth, path, h: meth == "PUT" and any(
+                k.lower() == "x-amz-copy-source" for k in h.keys()),
+            "custodyfs-rename")
+        kept_as_theirs(m, key, data, "custodyfs-rename",
+                       lambda: "nothing to undo" in m.daemon_log()
+                       or len(rows(m, key)) > len(before))
         r = rows(m, key)
         assert [x["id"] for x in r] == [x["id"] for x in before], r  # no row for the object
         assert read(os.path.join(m.inbox, "ru/a.bin")) == data  # the source stays
