@@ -64,7 +64,7 @@ static int reception_log_foreign(struct reception *r, const char *key,
 	char xxh[HASH_XXH128_HEX], sha[HASH_SHA256_HEX];
 	struct s3_object_info before = {0}, after = {0};
 	struct reception_new rn = {0};
-	struct still_ours so = {r, key, NULL, 0, NULL, NULL, -1, 0, NULL};
+	struct still_ours so = {.r = r, .key = key, .own = -1};
 	struct db_record_guard g = {.expect_live = expect_live,
 				    .check = reception_foreign_check,
 				    .arg = &so,

@@ -210,10 +210,9 @@ static int kv_same(const struct s3_kv *have, size_t n_have,
 static void upload_new_tag(struct upload *u)
 {
 	static const char hex[] = "0123456789abcdef";
+	static atomic_int warned;
 	unsigned char r[(UPLOAD_TAG_HEX - 1) / 2];
 	size_t i;
-
-	static atomic_int warned;
 
 	u->tag[0] = '\0';
 	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
@@ -231,21 +230,22 @@ static void upload_new_tag(struct upload *u)
 	u->tag[2 * sizeof(r)] = '\0';
 }
 
-/* kv[0..n) plus UPLOAD_TAG: tag (when not "") in a new array; entries
- * borrowed. *n_out is its length. NULL on OOM. */
-static struct s3_kv *kv_with_tag(const struct s3_kv *kv, size_t n,
-				 const char *tag, size_t *n_out)
+/* kv[0..n) plus the entries of more[0..n_more) whose value is not "" in a
+ * new array; entries borrowed. *n_out is its length. NULL on OOM. */
+static struct s3_kv *kv_with(const struct s3_kv *kv, size_t n,
+			     const struct s3_kv *more, size_t n_more,
+			     size_t *n_out)
 {
-	struct s3_kv *all = calloc(n + 1, sizeof(*all));
+	struct s3_kv *all = calloc(n + n_more, sizeof(*all));
+	size_t i;
 
 	if (!all)
 		return NULL;
 	if (n)
 		memcpy(all, kv, n * sizeof(*all));
-	if (tag[0]) {
-		all[n].name = (char *)UPLOAD_TAG;
-		all[n++].value = (char *)tag;
-	}
+	for (i = 0; i < n_more; i++)
+		if (more[i].value[0])
+			all[n++] = more[i];
 	*n_out = n;
 	return all;
 }
@@ -299,7 +299,9 @@ static void upload_run_create(struct part_job *j)
 	memcpy(tag, u->tag, sizeof(tag));
 	pthread_mutex_unlock(&u->lock);
 	if (!skip) {
-		all = kv_with_tag(u->mpu_meta, u->n_mpu_meta, tag, &n_all);
+		struct s3_kv t = {(char *)UPLOAD_TAG, tag};
+
+		all = kv_with(u->mpu_meta, u->n_mpu_meta, &t, 1, &n_all);
 		if (!all)
 			skip = ENOMEM;
 	}
@@ -1019,30 +1021,20 @@ int upload_set_key(struct upload *u, const char *key)
 }
 
 /* meta[] + xxh128 + sha256 + UPLOAD_TAG (u's current one, copied into
- * res->tag) in a new array (entries borrowed); *n_all its length. */
+ * res->tag; left out when "") in a new array (entries borrowed); *n_all
+ * its length. */
 static struct s3_kv *upload_meta(struct upload *u, const struct s3_kv *meta,
 				 size_t n, struct upload_result *res,
 				 size_t *n_all)
 {
-	struct s3_kv *all = calloc(n + 3, sizeof(*all));
+	struct s3_kv more[3] = {{(char *)"xxh128", res->xxh128},
+				{(char *)"sha256", res->sha256},
+				{(char *)UPLOAD_TAG, res->tag}};
 
-	if (!all)
-		return NULL;
-	if (n)
-		memcpy(all, meta, n * sizeof(*all));
-	all[n].name = (char *)"xxh128";
-	all[n++].value = res->xxh128;
-	all[n].name = (char *)"sha256";
-	all[n++].value = res->sha256;
 	pthread_mutex_lock(&u->lock);
 	snprintf(res->tag, sizeof(res->tag), "%s", u->tag);
 	pthread_mutex_unlock(&u->lock);
-	if (res->tag[0]) {
-		all[n].name = (char *)UPLOAD_TAG;
-		all[n++].value = res->tag;
-	}
-	*n_all = n;
-	return all;
+	return kv_with(meta, n, more, 3, n_all);
 }
 
 static int upload_complete(struct upload *u, char *etag)
