@@ -18,13 +18,18 @@
 /* clang-format off */
 /* A row bound to another object than the one a change is made on ($14:
  * its ETag, '' when there is no stored object, NULL when not known or a
- * directory): stale, the change starts from the defaults. */
+ * directory): stale, the change starts from the defaults -- but only when
+ * the caller has seen in the store that the row's object ($15) is not the
+ * one at the key (review-T H-b: a caller's stale listing names an object
+ * the store no longer holds, while the row is the newer object's). */
 #define STALE "($14::text IS NOT NULL AND f.etag IS NOT NULL" \
 	" AND f.etag IS DISTINCT FROM nullif($14::text, ''))"
 /* $1 bucket, $2 key, $3 reset, $4..$7 set mode/owner/atime/mtime,
  * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by, $14 etag
- * of the object changed. A reset row is not bound (etag NULL) until its
- * upload is recorded (db_attrs_bind). */
+ * of the object changed, $15 the ETag of a row known stale (NULL: none).
+ * A reset row is not bound (etag NULL) until its upload is recorded
+ * (db_attrs_bind). A STALE row not bound to $15 is left as it is: no row
+ * returned (refused). */
 static const char db_sql_attrs_upsert[] =
 	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
 	" atime_ns, mtime_ns, ctime, updated_by, etag)"
@@ -53,8 +58,14 @@ static const char db_sql_attrs_upsert[] =
 	" claim_until = CASE WHEN $3::boolean THEN NULL"
 	"  ELSE f.claim_until END,"
 	" ctime = greatest(now(), f.ctime), updated_by = $13::text"
+	" WHERE $3::boolean OR NOT " STALE " OR f.etag = $15::text"
 	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
 	" etag";
+/* $1 bucket, $2 key: the etag of the row an upsert refused (its
+ * conflicting row, locked by the upsert until the transaction ends). */
+static const char db_sql_attrs_etag[] =
+	"SELECT etag FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text";
 
 /* The upsert's parameters ($3 is the op, $14 the row's etag now), then
  * who ($15..$18). */
@@ -189,7 +200,7 @@ void attrs_who_fill(const struct actor *who, struct who_params *w,
 }
 
 struct attrs_set_args {
-	const char *bucket, *key, *op, *etag;
+	const char *bucket, *key, *op, *etag, *stale;
 	const struct db_attrs *a;
 	const struct actor *who;
 	int64_t ctime_ns;
@@ -202,7 +213,7 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	const struct db_attrs *a = s->a;
 	char mode[16], uid[24], gid[24], at[24], mt[24];
 	struct who_params w;
-	const char *p[18];
+	const char *p[18], *u[15];
 	PGresult *res = NULL;
 	int rc;
 
@@ -228,9 +239,26 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	p[11] = mt;
 	p[12] = p[14]; /* updated_by */
 	p[13] = s->etag;
-	rc = pg_exec(x, db_sql_attrs_upsert, 14, p, &res);
+	memcpy(u, p, 14 * sizeof(*u));
+	u[14] = s->stale;
+	rc = pg_exec(x, db_sql_attrs_upsert, 15, u, &res);
 	if (rc)
 		goto out;
+	if (PQntuples(res) == 0) {
+		/* Refused: bound to another object than s->etag. */
+		PQclear(res);
+		res = NULL;
+		rc = pg_exec(x, db_sql_attrs_etag, 2, p, &res);
+		if (rc)
+			goto out;
+		rc = -ESTALE;
+		if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
+			s->bound = strdup(PQgetvalue(res, 0, 0));
+			if (!s->bound)
+				rc = -ENOMEM;
+		}
+		goto out;
+	}
 	if (PQntuples(res) != 1) {
 		rc = -EIO;
 		goto out;
@@ -254,13 +282,15 @@ out:
 }
 
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *etag, const char *op,
-		 const struct actor *who, int64_t *ctime_ns, char **bound)
+		 const struct db_attrs *a, const char *etag, const char *stale,
+		 const char *op, const struct actor *who, int64_t *ctime_ns,
+		 char **bound)
 {
 	struct attrs_set_args s = {.bucket = bucket,
 				   .key = key,
 				   .op = op,
 				   .etag = etag,
+				   .stale = stale,
 				   .a = a,
 				   .who = who};
 	int rc;
@@ -272,7 +302,7 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 	rc = db_run(d, "set file attributes", 1, 1, pg_attrs_set, &s);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = s.ctime_ns;
-	if (rc == 0 && bound)
+	if ((rc == 0 || rc == -ESTALE) && bound)
 		*bound = s.bound;
 	else
 		free(s.bound);

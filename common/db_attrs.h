@@ -41,17 +41,23 @@ struct db_attrs {
  * transaction: the row is created when absent; with DB_ATTR_RESET every
  * other field becomes NULL (a new file inherits nothing) and the row is
  * unbound. etag is the ETag of the object changed ("": none stored, NULL:
- * not known, or a directory): a row bound to another is stale and the
- * change starts from the defaults (every other field NULL), the row then
- * bound to etag; a new row is bound to etag. When op is not NULL
- * ("chmod", "chown", "utimens", "create", "mkdir", "kill_priv") the change is
- * also logged in file_attr_changes with who. *ctime_ns (may be NULL) gets the
- * row's new status-change time, *bound (may be NULL) its etag now
- * (malloc'd, the caller frees; NULL when unbound). 0 or -errno (nothing
- * changed; -EINPROGRESS: the connection was lost at COMMIT). */
+ * not known, or a directory); a new row is bound to etag. A row bound to
+ * another object is never taken on the caller's word (its view of the key
+ * may be older than the row, review-T H-b): it is refused, -ESTALE with
+ * its etag in *bound, unless it is bound to stale (NULL: none), an object
+ * the caller has seen the store no longer holds at key; then it is stale
+ * and the change starts from the defaults (every other field NULL), the
+ * row then bound to etag. When op is not NULL ("chmod", "chown",
+ * "utimens", "create", "mkdir", "kill_priv") the change is also logged in
+ * file_attr_changes with who. *ctime_ns (may be NULL) gets the row's new
+ * status-change time, *bound (may be NULL) its etag now (malloc'd, the
+ * caller frees; NULL when unbound). 0 or -errno (nothing changed;
+ * -ESTALE: refused as above; -EINPROGRESS: the connection was lost at
+ * COMMIT). */
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *etag, const char *op,
-		 const struct actor *who, int64_t *ctime_ns, char **bound);
+		 const struct db_attrs *a, const char *etag, const char *stale,
+		 const char *op, const struct actor *who, int64_t *ctime_ns,
+		 char **bound);
 
 /* The rows of the direct children of directory prefix dir ("" = the
  * bucket's root, else "a/b/": keys dir + a name without '/', and dir + a

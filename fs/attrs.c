@@ -355,6 +355,31 @@ static void cache_set(const char *rel, const struct attrov *in, unsigned what,
 		      int64_t ctime_ns);
 static void reload_entry_locked(const char *rel);
 
+/* A change named the object with ETag etag ("": none stored) at rel, and
+ * the database refused it: rel's row is bound to another object. Is the
+ * row stale, the store holding etag's object at rel now (HEAD: unlocked,
+ * before the change is made again)? 0 yes; -ESTALE no (the caller's view
+ * of rel is older than the store: review-T H-b), the listing's entry for
+ * rel then set to what the store holds; or the HEAD's errno (EIO,
+ * ENOMEM, ...). */
+static int store_holds(const char *rel, const char *etag)
+{
+	struct s3_object_info info = {0};
+	int rc;
+
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc == -ENOENT && !*etag)
+		return 0;
+	if (rc == -ENOENT) {
+		dcache_remove(rel);
+	} else if (rc == 0 && strcmp(info.etag, etag)) {
+		dcache_upsert(rel, 0, info.size, info.mtime, info.etag);
+		rc = -ESTALE;
+	}
+	s3_object_info_free(&info);
+	return rc == -ENOENT ? -ESTALE : rc;
+}
+
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag)
 {
@@ -392,8 +417,30 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 		etag = NULL;
 	}
 	cfs_actor(&who);
-	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, etag, op,
-			  &who, &ctime_ns, &bound);
+	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, etag,
+			  NULL, op, &who, &ctime_ns, &bound);
+	if (rc == -ESTALE && etag && bound) {
+		/* Bound to another object (bound): stale only if the store
+		 * holds etag's now; the store is asked only then. */
+		char *row = bound;
+
+		bound = NULL;
+		rc = store_holds(rel, etag);
+		if (rc == 0)
+			rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket,
+					  rel, &r, etag, row, op, &who,
+					  &ctime_ns, &bound);
+		free(row);
+	}
+	if (rc == -ESTALE) {
+		/* Not the caller's object (or the row changed again since
+		 * the HEAD): rel is shown as the database has it now. */
+		free(bound);
+		pthread_mutex_lock(&cfs->lock);
+		reload_entry_locked(rel);
+		pthread_mutex_unlock(&cfs->lock);
+		return rc;
+	}
 	if (rc)
 		return rc == -EINPROGRESS ? -EIO : rc;
 	cache_set(rel, in, what, &r, etag, bound, ctime_ns);

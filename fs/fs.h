@@ -389,10 +389,13 @@ struct timespec attrs_ns_ts(int64_t ns);
  * status-change time is the database's now(). st is the file's current stat
  * (for a partial chown; may be NULL without ATTROV_OWNER). etag is the ETag of
  * the object changed (NULL: not known, a directory, or a file open here): a row
- * bound to another object is stale, the change starts from the defaults
- * (db_attrs_set). A RESET row is unbound until its upload is recorded
- * (attrov_bind). 0 or -errno from the database (EIO when the outcome is
- * unknown; nothing recorded). */
+ * bound to another object is stale, and the change starts from the defaults
+ * (db_attrs_set), only when a HEAD (unlocked, sent only then) shows that the
+ * store holds etag's object at rel; otherwise -ESTALE (the caller's view is
+ * older than the store; rel's listing entry and attributes are read again
+ * before they are shown: review-T H-b). A RESET row is unbound until its
+ * upload is recorded (attrov_bind). 0 or -errno from the database or the
+ * store (EIO when the outcome is unknown; nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag);
 /* A new file's create: rel's row, with in's mode, uid and gid (times not
