@@ -3,9 +3,11 @@
  * object under the name, G2), or a name it believed absent (a create over
  * a file its lookup did not see). The kernel's rules, applied by the
  * daemon on the attributes read now; nothing is checked without
- * default_permissions. Also the setuid/setgid clearing of a write. */
+ * default_permissions. Also the setuid/setgid clearing of a write, and the
+ * object a change of attributes is made on (inbox_shown_etag). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -38,6 +40,26 @@ int privs_clear(const char *rel)
 		}
 	}
 	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
+const char *inbox_shown_etag(const char *rel, char *out)
+{
+	struct ofile *of = ofile_find(rel);
+	struct dentry e;
+	int open_here = 0;
+
+	out[0] = '\0';
+	if (of) {
+		pthread_mutex_lock(&cfs->lock);
+		open_here = !of->unlinked;
+		pthread_mutex_unlock(&cfs->lock);
+		ofile_put(of);
+	}
+	if (open_here || dcache_lookup(rel, &e) || e.is_dir || !e.etag[0])
+		return NULL;
+	snprintf(out, 80, "%s", e.etag);
+	attrov_bound_etag(rel, out);
+	return out;
 }
 
 int may_open(const struct stat *st, int acc)

@@ -145,26 +145,6 @@ int inbox_getattr(const char *rel, struct stat *st)
 	return attrov_apply(rel, st, e.is_dir ? NULL : e.etag);
 }
 
-const char *inbox_shown_etag(const char *rel, char *out)
-{
-	struct ofile *of = ofile_find(rel);
-	struct dentry e;
-	int open_here = 0;
-
-	out[0] = '\0';
-	if (of) {
-		pthread_mutex_lock(&cfs->lock);
-		open_here = !of->unlinked;
-		pthread_mutex_unlock(&cfs->lock);
-		ofile_put(of);
-	}
-	if (open_here || dcache_lookup(rel, &e) || e.is_dir || !e.etag[0])
-		return NULL;
-	snprintf(out, 80, "%s", e.etag);
-	attrov_bound_etag(rel, out);
-	return out;
-}
-
 struct list_ctx {
 	void *buf;
 	fuse_fill_dir_t filler;
