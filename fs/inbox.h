@@ -5,6 +5,12 @@
 #include "fs.h"
 
 int inbox_getattr(const char *rel, struct stat *st);
+/* inbox_getattr, and the ETag of the stored object *st shows (from the
+ * same lookup of the listing, as inbox_shown_etag) into etag (80 bytes,
+ * may be NULL): "" when not known (a directory, a file open here). A
+ * change of attributes checked against *st is made on that object, never
+ * on one a later lookup shows (review-T H-b). Errors as inbox_getattr. */
+int inbox_getattr_shown(const char *rel, struct stat *st, char *etag);
 /* May the caller remove or replace inbox/<rel> (attributes *st, read
  * now), a name its kernel may believe absent (a stale negative dentry or
  * listing) and so checked nothing against? In a sticky directory (inbox/

@@ -690,7 +690,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			return top_dir_setattr(path, in, what);
 		if (area != AREA_INBOX)
 			return 0;
-		rc = inbox_getattr(rel, &st);
+		/* The object checked is the one changed: one lookup. */
+		rc = inbox_getattr_shown(rel, &st, etag);
 		if (rc)
 			return rc;
 	}
@@ -700,8 +701,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (rc == 0 && what)
-		rc = attrov_set(rel, in, what, &st,
-				own ? NULL : inbox_shown_etag(rel, etag));
+		rc = attrov_set(rel, in, what, &st, etag[0] ? etag : NULL);
 	free(own);
 	return rc;
 }

@@ -104,10 +104,17 @@ static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
 /* Errors: ENOENT, EIO (store unreachable), ENOMEM. */
 int inbox_getattr(const char *rel, struct stat *st)
 {
+	return inbox_getattr_shown(rel, st, NULL);
+}
+
+int inbox_getattr_shown(const char *rel, struct stat *st, char *etag)
+{
 	struct ofile *of;
 	struct dentry e;
 	int rc;
 
+	if (etag)
+		etag[0] = '\0';
 	if (!*rel) {
 		/* A shared drop: anyone may create; only a file's owner (or
 		 * root) may rename or remove it (the kernel checks, with
@@ -142,7 +149,12 @@ int inbox_getattr(const char *rel, struct stat *st)
 	if (rc)
 		return rc;
 	dentry_stat(&e, st);
-	return attrov_apply(rel, st, e.is_dir ? NULL : e.etag);
+	rc = attrov_apply(rel, st, e.is_dir ? NULL : e.etag);
+	if (rc == 0 && etag && !e.is_dir && e.etag[0]) {
+		snprintf(etag, 80, "%s", e.etag);
+		attrov_bound_etag(rel, etag);
+	}
+	return rc;
 }
 
 struct list_ctx {
