@@ -65,7 +65,7 @@ def test_a_change_through_a_stale_listing_never_resets_another_objects_row(mount
     assert as_user(B, f"open({py_a!r}, 'w').write({BS!r})", umask=0o077) == ["ok"]
     assert mode_owner(py_a) == (0o600, B, B)
     (before,) = attrs_rows(a, key)
-    b_etag = before["etag"]
+    b_etag, b_times = before["etag"], (before["atime_ns"], before["mtime_ns"])
     assert b_etag and b_etag != old_etag
     time.sleep(3.5)  # mount b's listing and attributes are older than its cache_ttl (3 s)
 
@@ -75,11 +75,12 @@ def test_a_change_through_a_stale_listing_never_resets_another_objects_row(mount
     by_a = [c for c in changes(a, key) if c["changed_uid"] == A]
     view_a = fresh_view(a, py_a)
     res = {"A's " + op: "refused" if got in (["ESTALE"], ["EPERM"]) else got,
-           "rows": [(r["mode"], r["uid"], r["gid"], r["etag"]) for r in after],
+           "rows": [(r["mode"], r["uid"], r["gid"], r["etag"], (r["atime_ns"], r["mtime_ns"]))
+                    for r in after],
            "object": body, "A's changes logged": len(by_a), "a shows": view_a,
            "A reads on a": as_user(A, rd(py_a)), "B reads on a": as_user(B, rd(py_a))}
     assert res == {"A's " + op: "refused",
-                   "rows": [(0o600, B, B, b_etag)], "object": BS.encode(),
+                   "rows": [(0o600, B, B, b_etag, b_times)], "object": BS.encode(),
                    "A's changes logged": 0, "a shows": (0o600, B, B),
                    "A reads on a": ["EACCES"], "B reads on a": [BS]}, res
     # mount b sees the truth: B's file, which A may neither change nor read
@@ -92,7 +93,8 @@ def test_a_change_through_a_stale_listing_never_resets_another_objects_row(mount
         (0o600, A)
     assert as_user(A, rd(pz_a)) == [OLD] and as_user(B, rd(pz_a)) == ["EACCES"]
     (r,) = attrs_rows(a, key)
-    assert (r["mode"], r["uid"], r["gid"], r["etag"]) == (0o600, B, B, b_etag)
+    assert (r["mode"], r["uid"], r["gid"], r["etag"], (r["atime_ns"], r["mtime_ns"])) == \
+        (0o600, B, B, b_etag, b_times)
 
 
 def test_a_row_bound_to_an_object_no_longer_stored_is_reset_by_a_change(mount_factory, uniq):
