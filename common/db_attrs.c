@@ -24,23 +24,59 @@
  * the store no longer holds, while the row is the newer object's). */
 #define STALE "($14::text IS NOT NULL AND f.etag IS NOT NULL" \
 	" AND f.etag IS DISTINCT FROM nullif($14::text, ''))"
+/* Is the caller ($16: its uid, NULL when nothing is checked; $18 its
+ * groups) allowed the change of kind $17 on a file whose owner, group and
+ * mode are EU, EG, EM? The kernel's rules, applied by the database to the
+ * row as it is when the change is made (review-T-Hb: the kernel and the
+ * daemon check the caller's view of the name, which may be older than the
+ * row and name another object). chmod: the owner (anyone may only drop
+ * setuid/setgid: what a write does); chown: the owner, to its own uid and
+ * its file's group or one of its groups; times: the owner; touch (both
+ * times now): the owner or whoever may write. Root is allowed all. */
+#define MAY(eu, eg, em) "($16::bigint IS NULL OR $16::bigint = 0 OR" \
+	" CASE $17::text" \
+	" WHEN 'chmod' THEN $16::bigint = " eu " OR" \
+	"  (($8::integer | 3072) = ((" em ") | 3072)" \
+	"   AND ($8::integer & 3072 & ~(" em ")) = 0)" \
+	" WHEN 'chown' THEN $16::bigint = " eu " AND $9::bigint = " eu \
+	"  AND ($10::bigint = " eg " OR $10::bigint = ANY($18::bigint[]))" \
+	" WHEN 'times' THEN $16::bigint = " eu \
+	" WHEN 'touch' THEN $16::bigint = " eu " OR ((" em ") & CASE WHEN " \
+	eg " = ANY($18::bigint[]) THEN 16 ELSE 2 END) <> 0" \
+	" ELSE false END)"
+/* What a key shows without a row of its own ($19 uid, $20 gid, $21
+ * mode), and with its row: the row's, or the defaults when the row is
+ * STALE (bound to $15, which the caller has seen the store not to hold). */
+#define DEF_MAY MAY("$19::bigint", "$20::bigint", "$21::integer")
+#define ROW_MAY MAY("CASE WHEN " STALE " THEN $19::bigint" \
+	" ELSE coalesce(f.uid, $19::bigint) END", \
+	"CASE WHEN " STALE " THEN $20::bigint" \
+	" ELSE coalesce(f.gid, $20::bigint) END", \
+	"CASE WHEN " STALE " THEN $21::integer" \
+	" ELSE coalesce(f.mode, $21::integer) END")
 /* $1 bucket, $2 key, $3 reset, $4..$7 set mode/owner/atime/mtime,
  * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by, $14 etag
- * of the object changed, $15 the ETag of a row known stale (NULL: none).
+ * of the object changed, $15 the ETag of a row known stale (NULL: none),
+ * $16..$21 who may (MAY).
  * A reset row is not bound (etag NULL) until its upload is recorded
- * (db_attrs_bind). A STALE row not bound to $15 is left as it is: no row
- * returned (refused). */
+ * (db_attrs_bind). A STALE row not bound to $15 is left as it is, and so
+ * is a row the caller may not change: no row returned (refused). A new
+ * row is inserted only when the defaults allow the change; the third
+ * column says whether it was inserted without that (a row that existed
+ * when the statement began was removed before the insert: refused too). */
 static const char db_sql_attrs_upsert[] =
 	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
 	" atime_ns, mtime_ns, ctime, updated_by, etag)"
-	" VALUES ($1::text, $2::text,"
+	" SELECT $1::text, $2::text,"
 	" CASE WHEN $4::boolean THEN $8::integer END,"
 	" CASE WHEN $5::boolean THEN $9::bigint END,"
 	" CASE WHEN $5::boolean THEN $10::bigint END,"
 	" CASE WHEN $6::boolean THEN $11::bigint END,"
 	" CASE WHEN $7::boolean THEN $12::bigint END,"
 	" now(), $13::text,"
-	" CASE WHEN NOT $3::boolean THEN nullif($14::text, '') END)"
+	" CASE WHEN NOT $3::boolean THEN nullif($14::text, '') END"
+	" WHERE " DEF_MAY " OR EXISTS (SELECT 1 FROM file_attrs e"
+	"  WHERE e.bucket = $1::text AND e.object_key = $2::text)"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = CASE WHEN $4::boolean THEN $8::integer"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mode END,"
@@ -58,14 +94,19 @@ static const char db_sql_attrs_upsert[] =
 	" claim_until = CASE WHEN $3::boolean THEN NULL"
 	"  ELSE f.claim_until END,"
 	" ctime = greatest(now(), f.ctime), updated_by = $13::text"
-	" WHERE $3::boolean OR NOT " STALE " OR f.etag = $15::text"
+	" WHERE ($3::boolean OR NOT " STALE " OR f.etag = $15::text)"
+	" AND " ROW_MAY
 	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
-	" etag";
-/* $1 bucket, $2 key: the etag of the row an upsert refused (its
- * conflicting row, locked by the upsert until the transaction ends). */
+	" etag, (xmax::text = '0' AND NOT " DEF_MAY ")";
+/* $1 bucket, $2 key, $3 and $4 the upsert's $14 and $15: the etag of the
+ * row an upsert refused (its conflicting row, locked by the upsert until
+ * the transaction ends), and whether it was refused as STALE (else: the
+ * caller may not change it). */
 static const char db_sql_attrs_etag[] =
-	"SELECT etag FROM file_attrs WHERE bucket = $1::text"
-	" AND object_key = $2::text";
+	"SELECT etag, $3::text IS NOT NULL AND etag IS NOT NULL"
+	" AND etag IS DISTINCT FROM nullif($3::text, '')"
+	" AND etag IS DISTINCT FROM $4::text"
+	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
 
 /* The upsert's parameters ($3 is the op, $14 the row's etag now), then
  * who ($15..$18). */
@@ -202,18 +243,91 @@ void attrs_who_fill(const struct actor *who, struct who_params *w,
 struct attrs_set_args {
 	const char *bucket, *key, *op, *etag, *stale;
 	const struct db_attrs *a;
+	const struct db_attrs_may *may;
 	const struct actor *who;
 	int64_t ctime_ns;
 	char *bound; /* output: the row's etag now (malloc'd), or NULL */
 };
 
+static const char *const may_kinds[] = {
+    [DB_MAY_CHMOD] = "chmod",
+    [DB_MAY_CHOWN] = "chown",
+    [DB_MAY_TIMES] = "times",
+    [DB_MAY_TOUCH] = "touch",
+};
+
+/* The upsert's $16..$21 from may (NULL: nothing checked) into u[15..20],
+ * the strings in m (groups: "{g1,g2,...}", malloc'd into *groups, the
+ * caller frees). 0 or -ENOMEM. */
+struct may_params {
+	char uid[24], du[24], dg[24], dm[16];
+};
+
+static int may_fill(const struct db_attrs_may *may, struct may_params *m,
+		    char **groups, const char **u)
+{
+	size_t i, len = 3, at;
+
+	*groups = NULL;
+	memset(u, 0, 6 * sizeof(*u));
+	if (!may)
+		return 0;
+	len += may->ngroups * 22;
+	*groups = malloc(len);
+	if (!*groups)
+		return -ENOMEM;
+	at = (size_t)snprintf(*groups, len, "{");
+	for (i = 0; i < may->ngroups; i++)
+		at += (size_t)snprintf(*groups + at, len - at, "%s%" PRId64,
+				       i ? "," : "", may->groups[i]);
+	snprintf(*groups + at, len - at, "}");
+	snprintf(m->uid, sizeof(m->uid), "%" PRId64, may->uid);
+	snprintf(m->du, sizeof(m->du), "%" PRId64, may->def_uid);
+	snprintf(m->dg, sizeof(m->dg), "%" PRId64, may->def_gid);
+	snprintf(m->dm, sizeof(m->dm), "%u", (unsigned)(may->def_mode & 07777));
+	u[0] = m->uid;
+	u[1] = may_kinds[may->kind];
+	u[2] = *groups;
+	u[3] = m->du;
+	u[4] = m->dg;
+	u[5] = m->dm;
+	return 0;
+}
+
+/* The upsert refused: why (the row's etag into s->bound). -ESTALE (bound
+ * to another object), else the caller may not: -EPERM, -EACCES for a
+ * touch. */
+static int attrs_refused(struct pg_ctx *x, struct attrs_set_args *s)
+{
+	const char *p[4] = {s->bucket, s->key, s->etag, s->stale};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_etag, 4, p, &res);
+
+	if (rc)
+		goto out;
+	rc = s->may && s->may->kind == DB_MAY_TOUCH ? -EACCES : -EPERM;
+	if (PQntuples(res) != 1)
+		goto out;
+	if (!strcmp(PQgetvalue(res, 0, 1), "t"))
+		rc = -ESTALE;
+	if (!PQgetisnull(res, 0, 0)) {
+		s->bound = strdup(PQgetvalue(res, 0, 0));
+		if (!s->bound)
+			rc = -ENOMEM;
+	}
+out:
+	PQclear(res);
+	return rc;
+}
+
 static int pg_attrs_set(struct pg_ctx *x, void *arg)
 {
 	struct attrs_set_args *s = arg;
 	const struct db_attrs *a = s->a;
-	char mode[16], uid[24], gid[24], at[24], mt[24];
+	char mode[16], uid[24], gid[24], at[24], mt[24], *groups = NULL;
 	struct who_params w;
-	const char *p[18], *u[15];
+	struct may_params m;
+	const char *p[18], *u[21];
 	PGresult *res = NULL;
 	int rc;
 
@@ -241,26 +355,23 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	p[13] = s->etag;
 	memcpy(u, p, 14 * sizeof(*u));
 	u[14] = s->stale;
-	rc = pg_exec(x, db_sql_attrs_upsert, 15, u, &res);
+	rc = may_fill(s->may, &m, &groups, &u[15]);
+	if (rc)
+		goto out;
+	rc = pg_exec(x, db_sql_attrs_upsert, 21, u, &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) == 0) {
-		/* Refused: bound to another object than s->etag. */
-		PQclear(res);
-		res = NULL;
-		rc = pg_exec(x, db_sql_attrs_etag, 2, p, &res);
-		if (rc)
-			goto out;
-		rc = -ESTALE;
-		if (PQntuples(res) == 1 && !PQgetisnull(res, 0, 0)) {
-			s->bound = strdup(PQgetvalue(res, 0, 0));
-			if (!s->bound)
-				rc = -ENOMEM;
-		}
+		rc = attrs_refused(x, s);
 		goto out;
 	}
 	if (PQntuples(res) != 1) {
 		rc = -EIO;
+		goto out;
+	}
+	if (!strcmp(PQgetvalue(res, 0, 2), "t")) {
+		/* Inserted unchecked: the row it passed on went away. */
+		rc = s->may && s->may->kind == DB_MAY_TOUCH ? -EACCES : -EPERM;
 		goto out;
 	}
 	s->ctime_ns = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -277,20 +388,22 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	p[13] = s->bound;
 	rc = pg_exec(x, db_sql_attrs_log, 18, p, NULL);
 out:
+	free(groups);
 	PQclear(res);
 	return rc;
 }
 
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
 		 const struct db_attrs *a, const char *etag, const char *stale,
-		 const char *op, const struct actor *who, int64_t *ctime_ns,
-		 char **bound)
+		 const struct db_attrs_may *may, const char *op,
+		 const struct actor *who, int64_t *ctime_ns, char **bound)
 {
 	struct attrs_set_args s = {.bucket = bucket,
 				   .key = key,
 				   .op = op,
 				   .etag = etag,
 				   .stale = stale,
+				   .may = may,
 				   .a = a,
 				   .who = who};
 	int rc;

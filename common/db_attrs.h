@@ -37,6 +37,26 @@ struct db_attrs {
 	char *etag;	  /* output rows only: malloc'd (NULL: not bound) */
 };
 
+/* Who may make a change, checked by the database on the row as it is when
+ * the change is made: the kernel and the daemon check the caller's view of
+ * the name, which may be older than the row and describe another object
+ * (review-T-Hb). The kernel's rules: DB_MAY_CHMOD the owner (anyone may
+ * only drop setuid/setgid, as a write does); DB_MAY_CHOWN the owner, to
+ * its own uid and the file's group or one of its groups; DB_MAY_TIMES
+ * (explicit times) the owner; DB_MAY_TOUCH (both times now) the owner or
+ * whoever may write the file. Root (uid 0) may do all. The caller owns
+ * the struct and the groups array. */
+enum db_may { DB_MAY_CHMOD, DB_MAY_CHOWN, DB_MAY_TIMES, DB_MAY_TOUCH };
+struct db_attrs_may {
+	enum db_may kind;
+	int64_t uid;	       /* the caller */
+	const int64_t *groups; /* its groups, its gid among them */
+	size_t ngroups;
+	/* What a key shows without a row (or with a stale one). */
+	int64_t def_uid, def_gid;
+	uint32_t def_mode;
+};
+
 /* Sets the fields of *a named by a->what for (bucket, key), in one
  * transaction: the row is created when absent; with DB_ATTR_RESET every
  * other field becomes NULL (a new file inherits nothing) and the row is
@@ -47,17 +67,20 @@ struct db_attrs {
  * its etag in *bound, unless it is bound to stale (NULL: none), an object
  * the caller has seen the store no longer holds at key; then it is stale
  * and the change starts from the defaults (every other field NULL), the
- * row then bound to etag. When op is not NULL ("chmod", "chown",
- * "utimens", "create", "mkdir", "kill_priv") the change is also logged in
+ * row then bound to etag. may (NULL: nothing checked, the daemon's own
+ * change) is checked on the row as it is, or on may's defaults for a key
+ * without a row or with a stale one: refused with -EPERM (-EACCES for
+ * DB_MAY_TOUCH). When op is not NULL ("chmod", "chown", "utimens",
+ * "create", "mkdir", "kill_priv") the change is also logged in
  * file_attr_changes with who. *ctime_ns (may be NULL) gets the row's new
  * status-change time, *bound (may be NULL) its etag now (malloc'd, the
  * caller frees; NULL when unbound). 0 or -errno (nothing changed;
- * -ESTALE: refused as above; -EINPROGRESS: the connection was lost at
- * COMMIT). */
+ * -ESTALE, -EPERM, -EACCES: refused as above; -EINPROGRESS: the
+ * connection was lost at COMMIT). */
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
 		 const struct db_attrs *a, const char *etag, const char *stale,
-		 const char *op, const struct actor *who, int64_t *ctime_ns,
-		 char **bound);
+		 const struct db_attrs_may *may, const char *op,
+		 const struct actor *who, int64_t *ctime_ns, char **bound);
 
 /* The rows of the direct children of directory prefix dir ("" = the
  * bucket's root, else "a/b/": keys dir + a name without '/', and dir + a

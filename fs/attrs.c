@@ -380,10 +380,49 @@ static int store_holds(const char *rel, const char *etag)
 	return rc == -ENOENT ? -ESTALE : rc;
 }
 
+/* Who may make the change what (not a RESET: the daemon's own), as the
+ * database checks it (db_attrs_may): the caller of the current FUSE
+ * request, its groups into groups[ngroups max]; st (may be NULL: a
+ * file) tells a directory's defaults from a file's. NULL when nothing is
+ * checked (no request, or root). */
+static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
+					 struct db_attrs_may *may,
+					 int64_t *groups, size_t ngroups)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	gid_t list[256];
+	int n, i;
+
+	if ((what & ATTROV_RESET) || !ctx || ctx->uid == 0 || ngroups < 2)
+		return NULL;
+	memset(may, 0, sizeof(*may));
+	if (what & ATTROV_MODE)
+		may->kind = DB_MAY_CHMOD;
+	else if (what & ATTROV_OWNER)
+		may->kind = DB_MAY_CHOWN;
+	else
+		may->kind = what & ATTROV_NOW ? DB_MAY_TOUCH : DB_MAY_TIMES;
+	may->uid = ctx->uid;
+	groups[0] = ctx->gid;
+	may->ngroups = 1;
+	n = fuse_getgroups(256, list);
+	for (i = 0; i < n && i < 256 && may->ngroups < ngroups; i++)
+		groups[may->ngroups++] = list[i];
+	may->groups = groups;
+	may->def_uid = cfs->foreign_uid;
+	may->def_gid = cfs->foreign_gid;
+	may->def_mode =
+	    st && S_ISDIR(st->st_mode) ? cfs->cfg.dir_mode : cfs->cfg.file_mode;
+	return may;
+}
+
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag)
 {
 	struct db_attrs r = {0};
+	struct db_attrs_may may_buf;
+	const struct db_attrs_may *may;
+	int64_t groups[257];
 	struct actor who;
 	const char *op = NULL;
 	char *bound = NULL;
@@ -417,8 +456,9 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 		etag = NULL;
 	}
 	cfs_actor(&who);
+	may = may_of(what, st, &may_buf, groups, 257);
 	rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket, rel, &r, etag,
-			  NULL, op, &who, &ctime_ns, &bound);
+			  NULL, may, op, &who, &ctime_ns, &bound);
 	if (rc == -ESTALE && etag && bound) {
 		/* Bound to another object (bound): stale only if the store
 		 * holds etag's now; the store is asked only then. */
@@ -428,13 +468,15 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 		rc = store_holds(rel, etag);
 		if (rc == 0)
 			rc = db_attrs_set(cfs->db, cfs->cfg.reception_bucket,
-					  rel, &r, etag, row, op, &who,
+					  rel, &r, etag, row, may, op, &who,
 					  &ctime_ns, &bound);
 		free(row);
 	}
-	if (rc == -ESTALE) {
+	if (rc == -ESTALE || rc == -EPERM || rc == -EACCES) {
 		/* Not the caller's object (or the row changed again since
-		 * the HEAD): rel is shown as the database has it now. */
+		 * the HEAD), or one the caller may not change (its view of
+		 * rel was older than the row): rel is shown as the database
+		 * has it now. */
 		free(bound);
 		pthread_mutex_lock(&cfs->lock);
 		reload_entry_locked(rel);

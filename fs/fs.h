@@ -379,6 +379,9 @@ void ofile_free_all(void);
  * truncation by another than root, not a chmod anyone asked for (logged
  * 'kill_priv', the writer as who) */
 #define ATTROV_KILLPRIV 128
+/* with ATIME/MTIME: both set to now (no explicit time): whoever may write
+ * the file may, not only its owner */
+#define ATTROV_NOW 256
 /* ns since the epoch (as the database keeps times) as a timespec, tv_nsec
  * in [0, 1e9) also for a time before the epoch. */
 struct timespec attrs_ns_ts(int64_t ns);
@@ -393,9 +396,12 @@ struct timespec attrs_ns_ts(int64_t ns);
  * (db_attrs_set), only when a HEAD (unlocked, sent only then) shows that the
  * store holds etag's object at rel; otherwise -ESTALE (the caller's view is
  * older than the store; rel's listing entry and attributes are read again
- * before they are shown: review-T H-b). A RESET row is unbound until its
- * upload is recorded (attrov_bind). 0 or -errno from the database or the
- * store (EIO when the outcome is unknown; nothing recorded). */
+ * before they are shown: review-T H-b). The database checks that the caller
+ * of the current FUSE request may make the change on the row as it is
+ * (db_attrs_may; not for a RESET, nor for root): else -EPERM (-EACCES for a
+ * touch, ATTROV_NOW), and rel is read again. A RESET row is unbound until
+ * its upload is recorded (attrov_bind). 0 or -errno from the database or
+ * the store (EIO when the outcome is unknown; nothing recorded). */
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag);
 /* A new file's create: rel's row, with in's mode, uid and gid (times not

@@ -652,7 +652,9 @@ static int top_dir_setattr(const char *path, const struct attrov *in,
  * cp -p, rsync -a and file managers work; each is a status change (ctime).
  * On /, inbox/ and projects/ themselves see top_dir_setattr; below
  * projects/ they succeed and change nothing.
- * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, ESTALE, ENOMEM. */
+ * The database checks the change again on the row as it is (the caller's
+ * view may be older: db_attrs_set).
+ * Errors: ENOENT, ENAMETOOLONG, EROFS, EPERM, EACCES, ESTALE, EIO, ENOMEM. */
 static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			      struct attrov *in, unsigned what,
 			      int explicit_times)
@@ -698,6 +700,8 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 	rc = daemon_checks(&st, in, what, explicit_times);
 	if (rc == 0 && kernel_kill_priv(&st, in, what))
 		what |= ATTROV_KILLPRIV; /* logged as what it is */
+	if ((what & (ATTROV_ATIME | ATTROV_MTIME)) && !explicit_times)
+		what |= ATTROV_NOW;
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to
 	 * -1:-1): no status change either. */
 	if (rc == 0 && what)

@@ -772,8 +772,8 @@ static void test_injection(struct db *d, PGconn *raw)
 	ok(db_reception_record(d, &r, "it's \"replaced\"", NULL, &ins) == 0 &&
 	       ins == 1,
 	   "backslash-quote key recorded");
-	ok(db_reception_rename(d, BUCKET, evil2, "ren/'\"\\%_", "e", 1,
-			       NULL) == 0,
+	ok(db_reception_rename(d, BUCKET, evil2, "ren/'\"\\%_", "e", 1, NULL) ==
+	       0,
 	   "and renamed to a key full of metacharacters");
 	p[0] = evil2;
 	ok(sql_is_p(raw,
@@ -1502,6 +1502,7 @@ int main(void)
 	test_record_guarded(d, raw_a);
 	test_unrowed_do(d, raw_a);
 	test_rename_guard(d, raw_a);
+	test_attrs_may(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);

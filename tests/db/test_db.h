@@ -28,6 +28,9 @@ void test_unrowed_do(struct db *d, PGconn *raw);
 void test_rename_guard(struct db *d, PGconn *raw);
 void test_key_indexes(const char *conninfo, PGconn *raw);
 
+/* test_db_attrs.c */
+void test_attrs_may(struct db *d, PGconn *raw);
+
 /* test_db_pool.c */
 void test_pool_wait(const char *conninfo);
 void test_pool_bulk(const char *conninfo);

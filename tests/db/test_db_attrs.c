@@ -1,0 +1,214 @@
+/* test_db_attrs.c - db_attrs_set's check of who may change a row, made by
+ * the database on the row as it is (review-T-Hb): the caller's view of a
+ * name may be older than the row and describe another object (another
+ * user's file with the same ETag, a listing or attributes cached before
+ * the name was replaced); the kernel and the daemon check that view, the
+ * database checks the row. Every case reads the row back with raw SQL. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "db_attrs.h"
+#include "test_db.h"
+
+#define BKT "attrs-may"
+#define ALICE 2001
+#define BOB 2002
+#define GRP 3000
+#define FOREIGN 0
+
+static int set(struct db *d, const char *key, unsigned what, uint32_t mode,
+	       int64_t uid, int64_t gid, const char *etag, const char *stale,
+	       const struct db_attrs_may *may, char **bound)
+{
+	struct db_attrs a = {.what = what,
+			     .mode = mode,
+			     .uid = uid,
+			     .gid = gid,
+			     .atime_ns = 1000000000,
+			     .mtime_ns = 1000000000};
+	struct actor who = {.uid = may ? (uid_t)may->uid : 0};
+
+	snprintf(who.user, sizeof(who.user), "u%u", (unsigned)who.uid);
+	snprintf(who.host, sizeof(who.host), "test");
+	return db_attrs_set(d, BKT, key, &a, etag, stale, may,
+			    what & DB_ATTR_RESET ? "create" : "chmod", &who,
+			    NULL, bound);
+}
+
+/* key's row as "mode|uid|gid|mtime|etag" (NULL fields empty). */
+static int row_is(PGconn *raw, const char *key, const char *want)
+{
+	const char *p[2] = {BKT, key};
+	char *v = sql_val_p(raw,
+			    "SELECT concat_ws('|', coalesce(mode::text, ''),"
+			    " coalesce(uid::text, ''), coalesce(gid::text, ''),"
+			    " coalesce(mtime_ns::text, ''), coalesce(etag, ''))"
+			    " FROM file_attrs WHERE bucket = $1 AND"
+			    " object_key = $2",
+			    2, p);
+	int same = v && want && !strcmp(v, want);
+
+	if (!same)
+		diag("row of %s: %s, want %s", key, v ? v : "(none)",
+		     want ? want : "(none)");
+	same |= !v && !want;
+	free(v);
+	return same;
+}
+
+/* The file_attr_changes rows of key, counted. */
+static long changes_of(PGconn *raw, const char *key)
+{
+	char sql[256];
+
+	snprintf(sql, sizeof(sql),
+		 "SELECT count(*) FROM file_attr_changes WHERE bucket = '%s'"
+		 " AND object_key = '%s'",
+		 BKT, key);
+	return sql_long(raw, sql);
+}
+
+void test_attrs_may(struct db *d, PGconn *raw)
+{
+	int64_t alice_groups[] = {ALICE}, bob_groups[] = {BOB, GRP};
+	struct db_attrs_may alice = {.kind = DB_MAY_CHMOD,
+				     .uid = ALICE,
+				     .groups = alice_groups,
+				     .ngroups = 1,
+				     .def_uid = FOREIGN,
+				     .def_gid = FOREIGN,
+				     .def_mode = 0644};
+	struct db_attrs_may bob = alice;
+	char *bound = NULL;
+	long before;
+
+	bob.uid = BOB;
+	bob.groups = bob_groups;
+	bob.ngroups = 2;
+
+	/* Bob's 0600 file, bound to his object "e-same": Alice's old file
+	 * had the same bytes, so her stale view names the same ETag. */
+	ok(set(d, "k1", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME, 0600, BOB,
+	       BOB, "e-same", NULL, NULL, NULL) == 0 &&
+	       set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &bob,
+		   NULL) == 0,
+	   "Bob's k1 (set up unchecked), his change of its time allowed");
+	ok(row_is(raw, "k1", "384|2002|2002|1000000000|e-same"),
+	   "k1: Bob's 0600, bound to e-same");
+	before = changes_of(raw, "k1");
+	ok(set(d, "k1", DB_ATTR_MODE, 0666, 0, 0, "e-same", NULL, &alice,
+	       NULL) == -EPERM,
+	   "Alice's chmod of Bob's row, naming its own ETag: EPERM");
+	alice.kind = DB_MAY_CHOWN;
+	ok(set(d, "k1", DB_ATTR_OWNER, 0, ALICE, ALICE, "e-same", NULL, &alice,
+	       NULL) == -EPERM,
+	   "Alice's chown to herself: EPERM");
+	alice.kind = DB_MAY_TIMES;
+	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &alice, NULL) ==
+	       -EPERM,
+	   "Alice's explicit utime: EPERM");
+	alice.kind = DB_MAY_TOUCH;
+	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &alice, NULL) ==
+	       -EACCES,
+	   "Alice's touch (both times now) of a 0600 file: EACCES");
+	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, NULL, NULL, &alice, NULL) ==
+	       -EACCES,
+	   "... also naming no ETag (an unbound view)");
+	ok(row_is(raw, "k1", "384|2002|2002|1000000000|e-same") &&
+	       changes_of(raw, "k1") == before,
+	   "k1 unchanged and nothing logged");
+
+	/* What the rules allow. */
+	alice.kind = DB_MAY_CHMOD;
+	ok(set(d, "k1", DB_ATTR_MODE, 0600, 0, 0, "e-same", NULL, &alice,
+	       NULL) == 0,
+	   "anyone may drop setuid/setgid only (here: a no-op chmod)");
+	bob.kind = DB_MAY_CHMOD;
+	ok(set(d, "k1", DB_ATTR_MODE, 06660, 0, 0, "e-same", NULL, &bob,
+	       NULL) == 0,
+	   "the owner's chmod 6660");
+	ok(set(d, "k1", DB_ATTR_MODE, 0660, 0, 0, "e-same", NULL, &alice,
+	       NULL) == 0,
+	   "Alice drops setuid/setgid (a write's kill_priv)");
+	ok(set(d, "k1", DB_ATTR_MODE, 0666, 0, 0, "e-same", NULL, &alice,
+	       NULL) == -EPERM &&
+	       row_is(raw, "k1", "432|2002|2002|1000000000|e-same"),
+	   "but not add a bit: EPERM, k1 0660");
+	bob.kind = DB_MAY_CHOWN;
+	ok(set(d, "k1", DB_ATTR_OWNER, 0, BOB, GRP, "e-same", NULL, &bob,
+	       NULL) == 0 &&
+	       row_is(raw, "k1", "432|2002|3000|1000000000|e-same"),
+	   "the owner gives k1 to one of his groups");
+	ok(set(d, "k1", DB_ATTR_OWNER, 0, BOB, ALICE, "e-same", NULL, &bob,
+	       NULL) == -EPERM,
+	   "not to a group he is not in");
+	ok(set(d, "k1", DB_ATTR_OWNER, 0, ALICE, GRP, "e-same", NULL, &bob,
+	       NULL) == -EPERM,
+	   "nor to another user");
+	alice.kind = DB_MAY_TOUCH;
+	alice_groups[0] = GRP;
+	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &alice, NULL) ==
+	       0,
+	   "a touch by a member of the file's group, which may write");
+	alice_groups[0] = ALICE;
+	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &alice, NULL) ==
+	       -EACCES,
+	   "and not by another (0660)");
+	ok(set(d, "k1", DB_ATTR_OWNER, 0, ALICE, ALICE, "e-same", NULL, NULL,
+	       NULL) == 0 &&
+	       row_is(raw, "k1", "432|2001|2001|1000000000|e-same"),
+	   "root (nothing checked) gives k1 to Alice");
+
+	/* Stale rows: bound to another object than the one named. */
+	ok(set(d, "k2", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME, 0600, BOB,
+	       BOB, "e-bob", NULL, NULL, NULL) == 0,
+	   "Bob's k2 bound to e-bob");
+	alice.kind = DB_MAY_CHMOD;
+	ok(set(d, "k2", DB_ATTR_MODE, 0644, 0, 0, "e-alice-old", NULL, &alice,
+	       &bound) == -ESTALE &&
+	       bound && !strcmp(bound, "e-bob"),
+	   "Alice names her old object: ESTALE, the row's ETag returned");
+	free(bound);
+	bound = NULL;
+	ok(set(d, "k2", DB_ATTR_MODE, 0640, 0, 0, "e-alice-old", "e-bob",
+	       &alice, NULL) == -EPERM &&
+	       row_is(raw, "k2", "384|2002|2002|1000000000|e-bob"),
+	   "confirmed stale: the defaults (the foreign owner's) decide: "
+	   "EPERM, Bob's row unchanged");
+	alice.def_uid = ALICE;
+	ok(set(d, "k2", DB_ATTR_MODE, 0640, 0, 0, "e-new", "e-bob", &alice,
+	       NULL) == 0 &&
+	       row_is(raw, "k2", "416||||e-new"),
+	   "the foreign owner's change of a confirmed stale row resets it");
+	alice.def_uid = FOREIGN;
+
+	/* Between a refusal and the change made again on a row the store
+	 * showed stale, Bob's create reset the row: unbound, his. */
+	ok(set(d, "k4", DB_ATTR_MODE | DB_ATTR_OWNER, 0600, BOB, BOB, "e-gone",
+	       NULL, NULL, NULL) == 0 &&
+	       set(d, "k4", DB_ATTR_RESET | DB_ATTR_MODE | DB_ATTR_OWNER, 0600,
+		   BOB, BOB, NULL, NULL, NULL, NULL) == 0,
+	   "k4: Bob's new file, its row reset (unbound)");
+	alice.kind = DB_MAY_CHMOD;
+	alice.def_uid = ALICE;
+	ok(set(d, "k4", DB_ATTR_MODE, 0640, 0, 0, "e-alice", "e-gone", &alice,
+	       NULL) == -EPERM &&
+	       row_is(raw, "k4", "384|2002|2002||"),
+	   "Alice's change made again after the store's answer: EPERM on "
+	   "Bob's unbound row, even as the foreign owner");
+	alice.def_uid = FOREIGN;
+
+	/* A key without a row: the defaults decide. */
+	ok(set(d, "k3", DB_ATTR_MODE, 0600, 0, 0, "e-foreign", NULL, &alice,
+	       NULL) == -EPERM &&
+	       row_is(raw, "k3", NULL),
+	   "Alice's chmod of a foreign object: EPERM, no row made");
+	alice.def_mode = 0666;
+	alice.kind = DB_MAY_TOUCH;
+	ok(set(d, "k3", DB_ATTR_MTIME, 0, 0, 0, "e-foreign", NULL, &alice,
+	       NULL) == 0 &&
+	       row_is(raw, "k3", "|||1000000000|e-foreign"),
+	   "a touch of a foreign object others may write (0666): its row");
+}
