@@ -38,8 +38,10 @@
 	" WHEN 'chmod' THEN $16::bigint = " eu " OR" \
 	"  (($8::integer | 3072) = ((" em ") | 3072)" \
 	"   AND ($8::integer & 3072 & ~(" em ")) = 0)" \
-	" WHEN 'chown' THEN $16::bigint = " eu " AND $9::bigint = " eu \
-	"  AND ($10::bigint = " eg " OR $10::bigint = ANY($18::bigint[]))" \
+	" WHEN 'chown' THEN $16::bigint = " eu \
+	"  AND coalesce($9::bigint, " eu ") = " eu \
+	"  AND (coalesce($10::bigint, " eg ") = " eg \
+	"   OR $10::bigint = ANY($18::bigint[]))" \
 	" WHEN 'times' THEN $16::bigint = " eu \
 	" WHEN 'touch' THEN $16::bigint = " eu " OR ((" em ") & CASE WHEN " \
 	eg " = ANY($18::bigint[]) THEN 16 ELSE 2 END) <> 0" \
@@ -48,11 +50,11 @@
  * mode), and with its row: the row's, or the defaults when the row is
  * STALE (bound to $15, which the caller has seen the store not to hold). */
 #define DEF_MAY MAY("$19::bigint", "$20::bigint", "$21::integer")
-#define ROW_MAY MAY("CASE WHEN " STALE " THEN $19::bigint" \
-	" ELSE coalesce(f.uid, $19::bigint) END", \
-	"CASE WHEN " STALE " THEN $20::bigint" \
-	" ELSE coalesce(f.gid, $20::bigint) END", \
-	"CASE WHEN " STALE " THEN $21::integer" \
+#define ROW_UID "CASE WHEN " STALE " THEN $19::bigint" \
+	" ELSE coalesce(f.uid, $19::bigint) END"
+#define ROW_GID "CASE WHEN " STALE " THEN $20::bigint" \
+	" ELSE coalesce(f.gid, $20::bigint) END"
+#define ROW_MAY MAY(ROW_UID, ROW_GID, "CASE WHEN " STALE " THEN $21::integer" \
 	" ELSE coalesce(f.mode, $21::integer) END")
 /* $1 bucket, $2 key, $3 reset, $4..$7 set mode/owner/atime/mtime,
  * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by, $14 etag
@@ -69,8 +71,8 @@ static const char db_sql_attrs_upsert[] =
 	" atime_ns, mtime_ns, ctime, updated_by, etag)"
 	" SELECT $1::text, $2::text,"
 	" CASE WHEN $4::boolean THEN $8::integer END,"
-	" CASE WHEN $5::boolean THEN $9::bigint END,"
-	" CASE WHEN $5::boolean THEN $10::bigint END,"
+	" CASE WHEN $5::boolean THEN coalesce($9::bigint, $19::bigint) END,"
+	" CASE WHEN $5::boolean THEN coalesce($10::bigint, $20::bigint) END,"
 	" CASE WHEN $6::boolean THEN $11::bigint END,"
 	" CASE WHEN $7::boolean THEN $12::bigint END,"
 	" now(), $13::text,"
@@ -80,9 +82,9 @@ static const char db_sql_attrs_upsert[] =
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = CASE WHEN $4::boolean THEN $8::integer"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mode END,"
-	" uid = CASE WHEN $5::boolean THEN $9::bigint"
+	" uid = CASE WHEN $5::boolean THEN coalesce($9::bigint, " ROW_UID ")"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.uid END,"
-	" gid = CASE WHEN $5::boolean THEN $10::bigint"
+	" gid = CASE WHEN $5::boolean THEN coalesce($10::bigint, " ROW_GID ")"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.gid END,"
 	" atime_ns = CASE WHEN $6::boolean THEN $11::bigint"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.atime_ns END,"
@@ -97,7 +99,7 @@ static const char db_sql_attrs_upsert[] =
 	" WHERE ($3::boolean OR NOT " STALE " OR f.etag = $15::text)"
 	" AND " ROW_MAY
 	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
-	" etag, (xmax::text = '0' AND NOT " DEF_MAY ")";
+	" etag, (xmax::text = '0' AND NOT " DEF_MAY "), uid, gid";
 /* $1 bucket, $2 key, $3 and $4 the upsert's $14 and $15: the etag of the
  * row an upsert refused (its conflicting row, locked by the upsert until
  * the transaction ends), and whether it was refused as STALE (else: the
@@ -244,6 +246,7 @@ struct attrs_set_args {
 	const char *bucket, *key, *op, *etag, *stale;
 	const struct db_attrs *a;
 	const struct db_attrs_may *may;
+	int64_t uid_now, gid_now; /* output: the owner after DB_ATTR_OWNER */
 	const struct actor *who;
 	int64_t ctime_ns;
 	char *bound; /* output: the row's etag now (malloc'd), or NULL */
@@ -347,8 +350,8 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 	p[5] = a->what & DB_ATTR_ATIME ? "t" : "f";
 	p[6] = a->what & DB_ATTR_MTIME ? "t" : "f";
 	p[7] = mode;
-	p[8] = uid;
-	p[9] = gid;
+	p[8] = a->uid < 0 ? NULL : uid; /* kept (with may's defaults) */
+	p[9] = a->gid < 0 ? NULL : gid;
 	p[10] = at;
 	p[11] = mt;
 	p[12] = p[14]; /* updated_by */
@@ -375,6 +378,16 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 		goto out;
 	}
 	s->ctime_ns = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+	if ((a->what & DB_ATTR_OWNER) && !PQgetisnull(res, 0, 3) &&
+	    !PQgetisnull(res, 0, 4)) {
+		/* The owner the row has now (a kept field filled in). */
+		s->uid_now = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		s->gid_now = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+		snprintf(uid, sizeof(uid), "%" PRId64, s->uid_now);
+		snprintf(gid, sizeof(gid), "%" PRId64, s->gid_now);
+		p[8] = uid;
+		p[9] = gid;
+	}
 	if (!PQgetisnull(res, 0, 1)) {
 		s->bound = strdup(PQgetvalue(res, 0, 1));
 		if (!s->bound) {
@@ -394,7 +407,7 @@ out:
 }
 
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *etag, const char *stale,
+		 struct db_attrs *a, const char *etag, const char *stale,
 		 const struct db_attrs_may *may, const char *op,
 		 const struct actor *who, int64_t *ctime_ns, char **bound)
 {
@@ -415,6 +428,10 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 	rc = db_run(d, "set file attributes", 1, 1, pg_attrs_set, &s);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = s.ctime_ns;
+	if (rc == 0 && (a->what & DB_ATTR_OWNER)) {
+		a->uid = s.uid_now;
+		a->gid = s.gid_now;
+	}
 	if ((rc == 0 || rc == -ESTALE) && bound)
 		*bound = s.bound;
 	else

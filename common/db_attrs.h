@@ -67,7 +67,10 @@ struct db_attrs_may {
  * its etag in *bound, unless it is bound to stale (NULL: none), an object
  * the caller has seen the store no longer holds at key; then it is stale
  * and the change starts from the defaults (every other field NULL), the
- * row then bound to etag. may (NULL: nothing checked, the daemon's own
+ * row then bound to etag. With DB_ATTR_OWNER, a->uid or a->gid < 0 keeps
+ * the row's (what the key shows: may's defaults when it has none, so may
+ * must be given) and both are set, on success, to the row's owner now. may
+ * (NULL: nothing checked, the daemon's own
  * change) is checked on the row as it is, or on may's defaults for a key
  * without a row or with a stale one: refused with -EPERM (-EACCES for
  * DB_MAY_TOUCH). When op is not NULL ("chmod", "chown", "utimens",
@@ -78,7 +81,7 @@ struct db_attrs_may {
  * -ESTALE, -EPERM, -EACCES: refused as above; -EINPROGRESS: the
  * connection was lost at COMMIT). */
 int db_attrs_set(struct db *d, const char *bucket, const char *key,
-		 const struct db_attrs *a, const char *etag, const char *stale,
+		 struct db_attrs *a, const char *etag, const char *stale,
 		 const struct db_attrs_may *may, const char *op,
 		 const struct actor *who, int64_t *ctime_ns, char **bound);
 

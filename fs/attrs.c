@@ -382,9 +382,9 @@ static int store_holds(const char *rel, const char *etag)
 
 /* Who may make the change what (not a RESET: the daemon's own), as the
  * database checks it (db_attrs_may): the caller of the current FUSE
- * request, its groups into groups[ngroups max]; st (may be NULL: a
- * file) tells a directory's defaults from a file's. NULL when nothing is
- * checked (no request, or root). */
+ * request (root: allowed all), its groups into groups[ngroups max]; st
+ * (may be NULL: a file) tells a directory's defaults from a file's. NULL
+ * when nothing is checked (no request). */
 static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 					 struct db_attrs_may *may,
 					 int64_t *groups, size_t ngroups)
@@ -393,7 +393,7 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 	gid_t list[256];
 	int n, i;
 
-	if ((what & ATTROV_RESET) || !ctx || ctx->uid == 0 || ngroups < 2)
+	if ((what & ATTROV_RESET) || !ctx || ngroups < 2)
 		return NULL;
 	memset(may, 0, sizeof(*may));
 	if (what & ATTROV_MODE)
@@ -436,8 +436,10 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	}
 	if (what & ATTROV_OWNER) {
 		r.what |= DB_ATTR_OWNER;
-		r.uid = in->uid == (uid_t)-1 ? st->st_uid : in->uid;
-		r.gid = in->gid == (gid_t)-1 ? st->st_gid : in->gid;
+		/* -1: the row's, as the database has it (the caller's view,
+		 * st, may be of another object: review-T-Hb) */
+		r.uid = in->uid == (uid_t)-1 ? -1 : (int64_t)in->uid;
+		r.gid = in->gid == (gid_t)-1 ? -1 : (int64_t)in->gid;
 		op = "chown";
 	}
 	if (what & ATTROV_ATIME) {

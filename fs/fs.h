@@ -370,7 +370,7 @@ void ofile_free_all(void);
  * (db_attrs.h) with a per-directory cache refreshed every cache_ttl_ms.
  * Callers hold no lock. */
 #define ATTROV_MODE 1
-#define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep st's */
+#define ATTROV_OWNER 2 /* uid/gid (uid_t)-1 / (gid_t)-1: keep the row's */
 #define ATTROV_ATIME 4
 #define ATTROV_MTIME 8
 #define ATTROV_RESET 32 /* a new file: rel's earlier attributes go first */
@@ -389,8 +389,9 @@ struct timespec attrs_ns_ts(int64_t ns);
  * database first (with the caller of the current FUSE request as who;
  * logged in file_attr_changes: 'create'/'mkdir' for a RESET, 'kill_priv'
  * for a KILLPRIV, else chmod/chown/utimens), then in the cache; the
- * status-change time is the database's now(). st is the file's current stat
- * (for a partial chown; may be NULL without ATTROV_OWNER). etag is the ETag of
+ * status-change time is the database's now(). st is the file's stat as the
+ * caller saw it (a directory's or a file's defaults; may be NULL for a
+ * file). etag is the ETag of
  * the object changed (NULL: not known, a directory, or a file open here): a row
  * bound to another object is stale, and the change starts from the defaults
  * (db_attrs_set), only when a HEAD (unlocked, sent only then) shows that the

@@ -160,6 +160,21 @@ void test_attrs_may(struct db *d, PGconn *raw)
 	       NULL) == 0 &&
 	       row_is(raw, "k1", "432|2001|2001|1000000000|e-same"),
 	   "root (nothing checked) gives k1 to Alice");
+	{
+		struct db_attrs_may root = bob;
+		struct db_attrs kg = {.what = DB_ATTR_OWNER, .uid = -1,
+				      .gid = GRP};
+		struct actor who = {.uid = 0};
+
+		root.uid = 0;
+		root.kind = DB_MAY_CHOWN;
+		ok(db_attrs_set(d, BKT, "k1", &kg, "e-same", NULL, &root,
+				"chown", &who, NULL, NULL) == 0 &&
+		       kg.uid == ALICE && kg.gid == GRP &&
+		       row_is(raw, "k1", "432|2001|3000|1000000000|e-same"),
+		   "root's chgrp (uid -1) keeps the row's owner, whatever "
+		   "the caller's view says; the owner returned");
+	}
 
 	/* Stale rows: bound to another object than the one named. */
 	ok(set(d, "k2", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME, 0600, BOB,

@@ -150,3 +150,27 @@ def test_changes_of_a_file_whose_row_is_its_own_ask_no_head(stack, mount_factory
         if m is not None:
             m.unmount(check=False)
         px.close()
+
+
+def test_roots_chgrp_through_a_stale_view_keeps_the_rows_owner(mount_factory, uniq):
+    """Root's chgrp (chown -1:G) of y.txt on mount b, whose view still shows A's old file with
+    the same bytes as B's new one (the same ETag, so the change is made on B's row): the row's
+    owner stays B. The uid the caller's view showed (A) was written to the row before, giving
+    A B's file."""
+    a, b = two_mounts(mount_factory)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o1777)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                 what="b shows A's 0600 y.txt")
+    assert as_user(A, f"os.rename({py_a!r}, {a.path('inbox', uniq + '/z.txt')!r})") == ["ok"]
+    assert as_user(B, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
+    time.sleep(3.5)  # mount b's listing and attributes are older than its cache_ttl (3 s)
+    os.chown(py_b, -1, 4242)
+    rows = [(r["mode"], r["uid"], r["gid"]) for r in attrs_rows(a, key)]
+    assert rows == [(0o600, B, 4242)], rows
+    assert [(c["op"], c["uid"], c["gid"]) for c in changes(a, key) if c["op"] == "chown"] == \
+        [("chown", B, 4242)]
+    assert as_user(A, rd(py_a)) == ["EACCES"]
