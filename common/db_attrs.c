@@ -29,23 +29,29 @@
  * mode are EU, EG, EM? The kernel's rules, applied by the database to the
  * row as it is when the change is made (review-T-Hb: the kernel and the
  * daemon check the caller's view of the name, which may be older than the
- * row and name another object). chmod: the owner (anyone may only drop
- * setuid/setgid: what a write does); chown: the owner, to its own uid and
- * its file's group or one of its groups; times: the owner; touch (both
- * times now): the owner or whoever may write. Root is allowed all. */
+ * row and name another object). chmod: the owner; kill (a write's clearing
+ * of setuid/setgid): the owner or whoever may write; chown: the owner, to
+ * its own uid and its file's group or one of its groups; times: the owner;
+ * touch (both times now): the owner or whoever may write. Root is allowed
+ * all. */
+#define MAY_WRITE(eg, em) "((" em ") & CASE WHEN " eg \
+	" = ANY($18::bigint[]) THEN 16 ELSE 2 END) <> 0"
 #define MAY(eu, eg, em) "($16::bigint IS NULL OR $16::bigint = 0 OR" \
 	" CASE $17::text" \
-	" WHEN 'chmod' THEN $16::bigint = " eu " OR" \
-	"  (($8::integer | 3072) = ((" em ") | 3072)" \
-	"   AND ($8::integer & 3072 & ~(" em ")) = 0)" \
+	" WHEN 'chmod' THEN $16::bigint = " eu \
+	" WHEN 'kill' THEN $16::bigint = " eu " OR " MAY_WRITE(eg, em) \
 	" WHEN 'chown' THEN $16::bigint = " eu \
 	"  AND coalesce($9::bigint, " eu ") = " eu \
 	"  AND (coalesce($10::bigint, " eg ") = " eg \
 	"   OR $10::bigint = ANY($18::bigint[]))" \
 	" WHEN 'times' THEN $16::bigint = " eu \
-	" WHEN 'touch' THEN $16::bigint = " eu " OR ((" em ") & CASE WHEN " \
-	eg " = ANY($18::bigint[]) THEN 16 ELSE 2 END) <> 0" \
+	" WHEN 'touch' THEN $16::bigint = " eu " OR " MAY_WRITE(eg, em) \
 	" ELSE false END)"
+/* A kill's mode: m without setuid, and without setgid when group-executable
+ * (the kernel's rule), cleared from the mode the row has, not the caller's
+ * view of it. */
+#define KILLED(m) "((" m ") & ~(2048 | CASE WHEN ((" m ") & 1032) = 1032" \
+	" THEN 1024 ELSE 0 END))"
 /* What a key shows without a row of its own ($19 uid, $20 gid, $21
  * mode), and with its row: the row's, or the defaults when the row is
  * STALE (bound to $15, which the caller has seen the store not to hold). */
@@ -54,8 +60,9 @@
 	" ELSE coalesce(f.uid, $19::bigint) END"
 #define ROW_GID "CASE WHEN " STALE " THEN $20::bigint" \
 	" ELSE coalesce(f.gid, $20::bigint) END"
-#define ROW_MAY MAY(ROW_UID, ROW_GID, "CASE WHEN " STALE " THEN $21::integer" \
-	" ELSE coalesce(f.mode, $21::integer) END")
+#define ROW_MODE "CASE WHEN " STALE " THEN $21::integer" \
+	" ELSE coalesce(f.mode, $21::integer) END"
+#define ROW_MAY MAY(ROW_UID, ROW_GID, ROW_MODE)
 /* $1 bucket, $2 key, $3 reset, $4..$7 set mode/owner/atime/mtime,
  * $8 mode, $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by, $14 etag
  * of the object changed, $15 the ETag of a row known stale (NULL: none),
@@ -70,7 +77,8 @@ static const char db_sql_attrs_upsert[] =
 	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
 	" atime_ns, mtime_ns, ctime, updated_by, etag)"
 	" SELECT $1::text, $2::text,"
-	" CASE WHEN $4::boolean THEN $8::integer END,"
+	" CASE WHEN $4::boolean THEN CASE WHEN $17::text = 'kill'"
+	"  THEN " KILLED("$21::integer") " ELSE $8::integer END END,"
 	" CASE WHEN $5::boolean THEN coalesce($9::bigint, $19::bigint) END,"
 	" CASE WHEN $5::boolean THEN coalesce($10::bigint, $20::bigint) END,"
 	" CASE WHEN $6::boolean THEN $11::bigint END,"
@@ -80,7 +88,8 @@ static const char db_sql_attrs_upsert[] =
 	" WHERE " DEF_MAY " OR EXISTS (SELECT 1 FROM file_attrs e"
 	"  WHERE e.bucket = $1::text AND e.object_key = $2::text)"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
-	" mode = CASE WHEN $4::boolean THEN $8::integer"
+	" mode = CASE WHEN $4::boolean THEN CASE WHEN $17::text = 'kill'"
+	"  THEN " KILLED(ROW_MODE) " ELSE $8::integer END"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mode END,"
 	" uid = CASE WHEN $5::boolean THEN coalesce($9::bigint, " ROW_UID ")"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.uid END,"
@@ -99,7 +108,7 @@ static const char db_sql_attrs_upsert[] =
 	" WHERE ($3::boolean OR NOT " STALE " OR f.etag = $15::text)"
 	" AND " ROW_MAY
 	" RETURNING (extract(epoch FROM ctime) * 1000000)::bigint * 1000,"
-	" etag, (xmax::text = '0' AND NOT " DEF_MAY "), uid, gid";
+	" etag, (xmax::text = '0' AND NOT " DEF_MAY "), uid, gid, mode";
 /* $1 bucket, $2 key, $3 and $4 the upsert's $14 and $15: the etag of the
  * row an upsert refused (its conflicting row, locked by the upsert until
  * the transaction ends), and whether it was refused as STALE (else: the
@@ -247,15 +256,15 @@ struct attrs_set_args {
 	const struct db_attrs *a;
 	const struct db_attrs_may *may;
 	int64_t uid_now, gid_now; /* output: the owner after DB_ATTR_OWNER */
+	uint32_t mode_now;	  /* output: the mode after DB_ATTR_MODE */
 	const struct actor *who;
 	int64_t ctime_ns;
 	char *bound; /* output: the row's etag now (malloc'd), or NULL */
 };
 
 static const char *const may_kinds[] = {
-    [DB_MAY_CHMOD] = "chmod",
-    [DB_MAY_CHOWN] = "chown",
-    [DB_MAY_TIMES] = "times",
+    [DB_MAY_CHMOD] = "chmod", [DB_MAY_KILL] = "kill",
+    [DB_MAY_CHOWN] = "chown", [DB_MAY_TIMES] = "times",
     [DB_MAY_TOUCH] = "touch",
 };
 
@@ -388,6 +397,12 @@ static int pg_attrs_set(struct pg_ctx *x, void *arg)
 		p[8] = uid;
 		p[9] = gid;
 	}
+	if ((a->what & DB_ATTR_MODE) && !PQgetisnull(res, 0, 5)) {
+		/* The mode the row has now (a kill's, from the row's). */
+		s->mode_now =
+		    (uint32_t)strtoul(PQgetvalue(res, 0, 5), NULL, 10);
+		snprintf(mode, sizeof(mode), "%u", (unsigned)s->mode_now);
+	}
 	if (!PQgetisnull(res, 0, 1)) {
 		s->bound = strdup(PQgetvalue(res, 0, 1));
 		if (!s->bound) {
@@ -428,6 +443,8 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 	rc = db_run(d, "set file attributes", 1, 1, pg_attrs_set, &s);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = s.ctime_ns;
+	if (rc == 0 && (a->what & DB_ATTR_MODE))
+		a->mode = s.mode_now;
 	if (rc == 0 && (a->what & DB_ATTR_OWNER)) {
 		a->uid = s.uid_now;
 		a->gid = s.gid_now;

@@ -40,13 +40,20 @@ struct db_attrs {
 /* Who may make a change, checked by the database on the row as it is when
  * the change is made: the kernel and the daemon check the caller's view of
  * the name, which may be older than the row and describe another object
- * (review-T-Hb). The kernel's rules: DB_MAY_CHMOD the owner (anyone may
- * only drop setuid/setgid, as a write does); DB_MAY_CHOWN the owner, to
- * its own uid and the file's group or one of its groups; DB_MAY_TIMES
+ * (review-T-Hb). The kernel's rules: DB_MAY_CHMOD the owner; DB_MAY_KILL
+ * (a write's clearing of setuid/setgid, its mode computed from the row's,
+ * never the caller's) the owner or whoever may write; DB_MAY_CHOWN the owner,
+ * to its own uid and the file's group or one of its groups; DB_MAY_TIMES
  * (explicit times) the owner; DB_MAY_TOUCH (both times now) the owner or
  * whoever may write the file. Root (uid 0) may do all. The caller owns
  * the struct and the groups array. */
-enum db_may { DB_MAY_CHMOD, DB_MAY_CHOWN, DB_MAY_TIMES, DB_MAY_TOUCH };
+enum db_may {
+	DB_MAY_CHMOD,
+	DB_MAY_KILL,
+	DB_MAY_CHOWN,
+	DB_MAY_TIMES,
+	DB_MAY_TOUCH
+};
 struct db_attrs_may {
 	enum db_may kind;
 	int64_t uid;	       /* the caller */
@@ -69,7 +76,8 @@ struct db_attrs_may {
  * and the change starts from the defaults (every other field NULL), the
  * row then bound to etag. With DB_ATTR_OWNER, a->uid or a->gid < 0 keeps
  * the row's (what the key shows: may's defaults when it has none, so may
- * must be given) and both are set, on success, to the row's owner now. may
+ * must be given) and both are set, on success, to the row's owner now;
+ * with DB_ATTR_MODE, a->mode to the row's mode now. may
  * (NULL: nothing checked, the daemon's own
  * change) is checked on the row as it is, or on may's defaults for a key
  * without a row or with a stale one: refused with -EPERM (-EACCES for

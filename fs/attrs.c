@@ -16,6 +16,8 @@
  * loader per directory, marked by dirsnap.loading; others use the previous
  * snapshot, or wait for the first one). */
 #include <errno.h>
+#include <grp.h>
+#include <pwd.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -397,7 +399,7 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 		return NULL;
 	memset(may, 0, sizeof(*may));
 	if (what & ATTROV_MODE)
-		may->kind = DB_MAY_CHMOD;
+		may->kind = what & ATTROV_KILLPRIV ? DB_MAY_KILL : DB_MAY_CHMOD;
 	else if (what & ATTROV_OWNER)
 		may->kind = DB_MAY_CHOWN;
 	else
@@ -406,6 +408,20 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 	groups[0] = ctx->gid;
 	may->ngroups = 1;
 	n = fuse_getgroups(256, list);
+	if (n < 0) {
+		/* Not readable (/proc): the groups the user database gives,
+		 * as the kernel's check had them (else a member's change the
+		 * kernel allowed would be refused). */
+		struct passwd pw, *res = NULL;
+		char buf[1024];
+		int cnt = 256;
+
+		n = 0;
+		if (getpwuid_r(ctx->uid, &pw, buf, sizeof(buf), &res) == 0 &&
+		    res &&
+		    getgrouplist(res->pw_name, ctx->gid, list, &cnt) >= 0)
+			n = cnt;
+	}
 	for (i = 0; i < n && i < 256 && may->ngroups < ngroups; i++)
 		groups[may->ngroups++] = list[i];
 	may->groups = groups;

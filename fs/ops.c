@@ -750,6 +750,10 @@ static int cfs_utimens(const char *path, const struct timespec tv[2],
 			explicit_times |= tv[1].tv_nsec != UTIME_NOW;
 		}
 	}
+	/* One time now, the other omitted, is not explicit here, though the
+	 * kernel's utimensat takes it so (owner only, checked there with
+	 * default_permissions): a truncation's mtime update by a writer
+	 * (open O_TRUNC, ftruncate) comes in the same form. */
 	return cfs_setattr_common(path, fi, &in, what, explicit_times);
 }
 

@@ -123,23 +123,38 @@ void test_attrs_may(struct db *d, PGconn *raw)
 	/* What the rules allow. */
 	alice.kind = DB_MAY_CHMOD;
 	ok(set(d, "k1", DB_ATTR_MODE, 0600, 0, 0, "e-same", NULL, &alice,
-	       NULL) == 0,
-	   "anyone may drop setuid/setgid only (here: a no-op chmod)");
+	       NULL) == -EPERM,
+	   "a chmod by another, even one that changes nothing: EPERM");
 	bob.kind = DB_MAY_CHMOD;
-	ok(set(d, "k1", DB_ATTR_MODE, 06660, 0, 0, "e-same", NULL, &bob,
+	ok(set(d, "k1", DB_ATTR_MODE, 06770, 0, 0, "e-same", NULL, &bob,
 	       NULL) == 0,
-	   "the owner's chmod 6660");
-	ok(set(d, "k1", DB_ATTR_MODE, 0660, 0, 0, "e-same", NULL, &alice,
-	       NULL) == 0,
-	   "Alice drops setuid/setgid (a write's kill_priv)");
+	   "the owner's chmod 6770");
+	before = changes_of(raw, "k1");
+	alice.kind = DB_MAY_KILL;
+	ok(set(d, "k1", DB_ATTR_MODE, 0777, 0, 0, "e-same", NULL, &alice,
+	       NULL) == -EPERM &&
+	       row_is(raw, "k1", "3576|2002|2002|1000000000|e-same") &&
+	       changes_of(raw, "k1") == before,
+	   "a write's set-id clearing by one who may not write: EPERM, "
+	   "nothing logged");
+	alice_groups[0] = BOB;
+	ok(set(d, "k1", DB_ATTR_MODE, 0777, 0, 0, "e-same", NULL, &alice,
+	       NULL) == 0 &&
+	       row_is(raw, "k1", "504|2002|2002|1000000000|e-same") &&
+	       changes_of(raw, "k1") == before + 1,
+	   "by a member of the file's group (g+w): setuid and setgid "
+	   "(group-executable) cleared from the row's mode, not the "
+	   "caller's view (0777): 0770, logged");
+	alice_groups[0] = ALICE;
+	alice.kind = DB_MAY_CHMOD;
 	ok(set(d, "k1", DB_ATTR_MODE, 0666, 0, 0, "e-same", NULL, &alice,
 	       NULL) == -EPERM &&
-	       row_is(raw, "k1", "432|2002|2002|1000000000|e-same"),
-	   "but not add a bit: EPERM, k1 0660");
+	       row_is(raw, "k1", "504|2002|2002|1000000000|e-same"),
+	   "another's chmod: EPERM, k1 0770");
 	bob.kind = DB_MAY_CHOWN;
 	ok(set(d, "k1", DB_ATTR_OWNER, 0, BOB, GRP, "e-same", NULL, &bob,
 	       NULL) == 0 &&
-	       row_is(raw, "k1", "432|2002|3000|1000000000|e-same"),
+	       row_is(raw, "k1", "504|2002|3000|1000000000|e-same"),
 	   "the owner gives k1 to one of his groups");
 	ok(set(d, "k1", DB_ATTR_OWNER, 0, BOB, ALICE, "e-same", NULL, &bob,
 	       NULL) == -EPERM,
@@ -155,15 +170,15 @@ void test_attrs_may(struct db *d, PGconn *raw)
 	alice_groups[0] = ALICE;
 	ok(set(d, "k1", DB_ATTR_MTIME, 0, 0, 0, "e-same", NULL, &alice, NULL) ==
 	       -EACCES,
-	   "and not by another (0660)");
+	   "and not by another (0770)");
 	ok(set(d, "k1", DB_ATTR_OWNER, 0, ALICE, ALICE, "e-same", NULL, NULL,
 	       NULL) == 0 &&
-	       row_is(raw, "k1", "432|2001|2001|1000000000|e-same"),
+	       row_is(raw, "k1", "504|2001|2001|1000000000|e-same"),
 	   "root (nothing checked) gives k1 to Alice");
 	{
 		struct db_attrs_may root = bob;
-		struct db_attrs kg = {.what = DB_ATTR_OWNER, .uid = -1,
-				      .gid = GRP};
+		struct db_attrs kg = {
+		    .what = DB_ATTR_OWNER, .uid = -1, .gid = GRP};
 		struct actor who = {.uid = 0};
 
 		root.uid = 0;
@@ -171,7 +186,7 @@ void test_attrs_may(struct db *d, PGconn *raw)
 		ok(db_attrs_set(d, BKT, "k1", &kg, "e-same", NULL, &root,
 				"chown", &who, NULL, NULL) == 0 &&
 		       kg.uid == ALICE && kg.gid == GRP &&
-		       row_is(raw, "k1", "432|2001|3000|1000000000|e-same"),
+		       row_is(raw, "k1", "504|2001|3000|1000000000|e-same"),
 		   "root's chgrp (uid -1) keeps the row's owner, whatever "
 		   "the caller's view says; the owner returned");
 	}

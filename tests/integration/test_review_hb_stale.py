@@ -174,3 +174,28 @@ def test_roots_chgrp_through_a_stale_view_keeps_the_rows_owner(mount_factory, un
     assert [(c["op"], c["uid"], c["gid"]) for c in changes(a, key) if c["op"] == "chown"] == \
         [("chown", B, 4242)]
     assert as_user(A, rd(py_a)) == ["EACCES"]
+
+
+def test_a_no_op_chmod_through_a_stale_view_never_touches_anothers_setuid_file(mount_factory,
+                                                                              uniq):
+    """B's 04700 y.txt holds the bytes A's old y.txt had (the same ETag); mount b still shows
+    A's file. A's `chmod 0700` there only drops a set-id bit of B's file: a write's clearing
+    of set-id bits is for one who may write, and a chmod is the owner's. Refused (EPERM); B's
+    row keeps its mode and nothing is logged as A's. (Hostile read of w/hb2, L1: the rule
+    'anyone may drop set-id bits' let A clear B's setuid bit, logged as her chmod.)"""
+    a, b = two_mounts(mount_factory)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o1777)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                 what="b shows A's 0600 y.txt")
+    assert as_user(A, f"os.rename({py_a!r}, {a.path('inbox', uniq + '/z.txt')!r})") == ["ok"]
+    assert as_user(B, f"open({py_a!r}, 'w').write({OLD!r})", f"os.chmod({py_a!r}, 0o4700)",
+                   umask=0o077) == ["ok", "ok"]
+    time.sleep(3.5)  # mount b's listing and attributes are older than its cache_ttl (3 s)
+    got = as_user(A, f"os.chmod({py_b!r}, 0o700)")
+    rows = [(r["mode"], r["uid"]) for r in attrs_rows(a, key)]
+    by_a = [c for c in changes(a, key) if c["changed_uid"] == A]
+    assert (got, rows, by_a) == (["EPERM"], [(0o4700, B)], []), (got, rows, by_a)
