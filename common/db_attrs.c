@@ -30,7 +30,9 @@
  * row as it is when the change is made (review-T-Hb: the kernel and the
  * daemon check the caller's view of the name, which may be older than the
  * row and name another object). chmod: the owner; kill (a write's clearing
- * of setuid/setgid): the owner or whoever may write; chown: the owner, to
+ * of setuid/setgid): the owner or whoever may write; kill_open (the same
+ * through a descriptor open for writing, whose permission was checked at
+ * open): anyone, as the kernel does; chown: the owner, to
  * its own uid and its file's group or one of its groups; times: the owner;
  * touch (both times now): the owner or whoever may write. Root is allowed
  * all. */
@@ -40,6 +42,7 @@
 	" CASE $17::text" \
 	" WHEN 'chmod' THEN $16::bigint = " eu \
 	" WHEN 'kill' THEN $16::bigint = " eu " OR " MAY_WRITE(eg, em) \
+	" WHEN 'kill_open' THEN true" \
 	" WHEN 'chown' THEN $16::bigint = " eu \
 	"  AND coalesce($9::bigint, " eu ") = " eu \
 	"  AND (coalesce($10::bigint, " eg ") = " eg \
@@ -77,7 +80,7 @@ static const char db_sql_attrs_upsert[] =
 	"INSERT INTO file_attrs AS f (bucket, object_key, mode, uid, gid,"
 	" atime_ns, mtime_ns, ctime, updated_by, etag)"
 	" SELECT $1::text, $2::text,"
-	" CASE WHEN $4::boolean THEN CASE WHEN $17::text = 'kill'"
+	" CASE WHEN $4::boolean THEN CASE WHEN $17::text LIKE 'kill%'"
 	"  THEN " KILLED("$21::integer") " ELSE $8::integer END END,"
 	" CASE WHEN $5::boolean THEN coalesce($9::bigint, $19::bigint) END,"
 	" CASE WHEN $5::boolean THEN coalesce($10::bigint, $20::bigint) END,"
@@ -88,7 +91,7 @@ static const char db_sql_attrs_upsert[] =
 	" WHERE " DEF_MAY " OR EXISTS (SELECT 1 FROM file_attrs e"
 	"  WHERE e.bucket = $1::text AND e.object_key = $2::text)"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
-	" mode = CASE WHEN $4::boolean THEN CASE WHEN $17::text = 'kill'"
+	" mode = CASE WHEN $4::boolean THEN CASE WHEN $17::text LIKE 'kill%'"
 	"  THEN " KILLED(ROW_MODE) " ELSE $8::integer END"
 	"  WHEN $3::boolean OR " STALE " THEN NULL ELSE f.mode END,"
 	" uid = CASE WHEN $5::boolean THEN coalesce($9::bigint, " ROW_UID ")"
@@ -263,9 +266,9 @@ struct attrs_set_args {
 };
 
 static const char *const may_kinds[] = {
-    [DB_MAY_CHMOD] = "chmod", [DB_MAY_KILL] = "kill",
-    [DB_MAY_CHOWN] = "chown", [DB_MAY_TIMES] = "times",
-    [DB_MAY_TOUCH] = "touch",
+    [DB_MAY_CHMOD] = "chmod",	      [DB_MAY_KILL] = "kill",
+    [DB_MAY_KILL_OPEN] = "kill_open", [DB_MAY_CHOWN] = "chown",
+    [DB_MAY_TIMES] = "times",	      [DB_MAY_TOUCH] = "touch",
 };
 
 /* The upsert's $16..$21 from may (NULL: nothing checked) into u[15..20],
@@ -440,6 +443,9 @@ int db_attrs_set(struct db *d, const char *bucket, const char *key,
 		*bound = NULL;
 	if (!d || !bucket || !key || !a)
 		return -EINVAL;
+	s.uid_now = a->uid;
+	s.gid_now = a->gid;
+	s.mode_now = a->mode;
 	rc = db_run(d, "set file attributes", 1, 1, pg_attrs_set, &s);
 	if (rc == 0 && ctime_ns)
 		*ctime_ns = s.ctime_ns;

@@ -42,14 +42,16 @@ struct db_attrs {
  * the name, which may be older than the row and describe another object
  * (review-T-Hb). The kernel's rules: DB_MAY_CHMOD the owner; DB_MAY_KILL
  * (a write's clearing of setuid/setgid, its mode computed from the row's,
- * never the caller's) the owner or whoever may write; DB_MAY_CHOWN the owner,
- * to its own uid and the file's group or one of its groups; DB_MAY_TIMES
- * (explicit times) the owner; DB_MAY_TOUCH (both times now) the owner or
- * whoever may write the file. Root (uid 0) may do all. The caller owns
- * the struct and the groups array. */
+ * never the caller's) the owner or whoever may write; DB_MAY_KILL_OPEN (the
+ * same through a descriptor open for writing, checked at its open) anyone;
+ * DB_MAY_CHOWN the owner, to its own uid and the file's group or one of its
+ * groups; DB_MAY_TIMES (explicit times) the owner; DB_MAY_TOUCH (both times
+ * now) the owner or whoever may write the file. Root (uid 0) may do all. The
+ * caller owns the struct and the groups array. */
 enum db_may {
 	DB_MAY_CHMOD,
 	DB_MAY_KILL,
+	DB_MAY_KILL_OPEN,
 	DB_MAY_CHOWN,
 	DB_MAY_TIMES,
 	DB_MAY_TOUCH

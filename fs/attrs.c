@@ -399,7 +399,9 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 		return NULL;
 	memset(may, 0, sizeof(*may));
 	if (what & ATTROV_MODE)
-		may->kind = what & ATTROV_KILLPRIV ? DB_MAY_KILL : DB_MAY_CHMOD;
+		may->kind = !(what & ATTROV_KILLPRIV) ? DB_MAY_CHMOD
+			    : what & ATTROV_OPENW     ? DB_MAY_KILL_OPEN
+						      : DB_MAY_KILL;
 	else if (what & ATTROV_OWNER)
 		may->kind = DB_MAY_CHOWN;
 	else

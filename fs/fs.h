@@ -382,6 +382,9 @@ void ofile_free_all(void);
 /* with ATIME/MTIME: both set to now (no explicit time): whoever may write
  * the file may, not only its owner */
 #define ATTROV_NOW 256
+/* with KILLPRIV: by a writer through a descriptor open for writing (the
+ * kernel's rule: whatever the mode says now) */
+#define ATTROV_OPENW 512
 /* ns since the epoch (as the database keeps times) as a timespec, tv_nsec
  * in [0, 1e9) also for a time before the epoch. */
 struct timespec attrs_ns_ts(int64_t ns);

@@ -42,9 +42,12 @@ int description_held_elsewhere(struct fhandle *h, struct ofile *of);
 /* A write or truncation by a caller without root clears setuid, and
  * setgid when group execute is set (the kernel's rule,
  * should_remove_suid), and records the new mode as that caller's
- * 'kill_priv' (not a chmod: nobody asked for one). 0 or -errno (EIO: the
- * database; nothing changed). */
-int privs_clear(const char *rel);
+ * 'kill_priv' (not a chmod: nobody asked for one). by_writer: through a
+ * descriptor open for writing (allowed whatever the mode says now, as the
+ * kernel does); else the caller must be the owner or may write (the
+ * database checks it on the row). 0 or -errno (EIO: the database; nothing
+ * changed). */
+int privs_clear(const char *rel, int by_writer);
 /* May the caller of this request open a file of attributes *st with
  * access mode acc (O_RDONLY, O_WRONLY, O_RDWR)? The kernel's rule on the
  * owner, group and other bits; root may. 0 or -EACCES; nothing is checked

@@ -15,7 +15,7 @@
 #include "inbox.h"
 #include "inbox_int.h"
 
-int privs_clear(const char *rel)
+int privs_clear(const char *rel, int by_writer)
 {
 	struct fuse_context *ctx = fuse_get_context();
 	struct attrov in = {0};
@@ -35,7 +35,9 @@ int privs_clear(const char *rel)
 			kill |= S_ISGID;
 		if (kill) {
 			in.mode = st.st_mode & 07777 & ~kill;
-			rc = attrov_set(rel, &in, ATTROV_MODE | ATTROV_KILLPRIV,
+			rc = attrov_set(rel, &in,
+					ATTROV_MODE | ATTROV_KILLPRIV |
+					    (by_writer ? ATTROV_OPENW : 0),
 					&st, NULL);
 		}
 	}

@@ -555,6 +555,45 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 	return -EPERM;
 }
 
+/* Is rel open for writing on this mount (a handle whose write may make the
+ * kernel clear the file's setuid/setgid bits)? */
+static int open_for_writing(const char *rel)
+{
+	struct ofile *of = ofile_find(rel);
+	int w = 0;
+
+	if (!of)
+		return 0;
+	pthread_mutex_lock(&of->lock);
+	w = of->writers > 0;
+	pthread_mutex_unlock(&of->lock);
+	ofile_put(of);
+	return w;
+}
+
+/* Is this mode change the kernel's clearing of setuid/setgid for a write
+ * or truncation through its page cache (file_remove_privs: sent as a
+ * chmod with the writer's credentials) rather than a chmod? Told apart
+ * when the caller is neither root nor the owner (who could not chmod the
+ * file; the owner's own kill stays a chmod, indistinguishable) and the
+ * change drops exactly the bits the kernel's rule drops (setuid; setgid
+ * with group execute) and nothing else. */
+static int kernel_kill_priv(const struct stat *st, const struct attrov *in,
+			    unsigned what)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	mode_t old = st->st_mode & 07777, kill = 0;
+
+	if (what != ATTROV_MODE || !ctx || ctx->uid == 0 ||
+	    ctx->uid == st->st_uid)
+		return 0;
+	if (old & S_ISUID)
+		kill |= S_ISUID;
+	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+		kill |= S_ISGID;
+	return kill && (in->mode & 07777) == (old & ~kill);
+}
+
 /* Without default_permissions (-o no_default_permissions, [fs]
  * default_permissions = false) the kernel checks nothing, yet a chmod or
  * chown is recorded in the shared database and honoured by every mount
@@ -587,9 +626,9 @@ static int daemon_checks(const struct stat *st, const struct attrov *in,
 		return 0;
 	/* The kernel's clearing of setuid/setgid when another user writes
 	 * (file_remove_privs) comes as a chmod by the writer: let through
-	 * a mode change that only drops those bits. */
-	if (what == ATTROV_MODE && (old & (S_ISUID | S_ISGID)) &&
-	    (in->mode & 07777) == (old & ~(mode_t)(S_ISUID | S_ISGID)))
+	 * a mode change that drops exactly the bits its rule drops (the
+	 * database checks it again as a kill). */
+	if (kernel_kill_priv(st, in, what))
 		return 0;
 	if (ctx->uid != st->st_uid)
 		return -EPERM;
@@ -601,29 +640,6 @@ static int daemon_checks(const struct stat *st, const struct attrov *in,
 	    !cfs_caller_in_group(ctx, in->gid))
 		return -EPERM;
 	return 0;
-}
-
-/* Is this mode change the kernel's clearing of setuid/setgid for a write
- * or truncation through its page cache (file_remove_privs: sent as a
- * chmod with the writer's credentials) rather than a chmod? Told apart
- * when the caller is neither root nor the owner (who could not chmod the
- * file; the owner's own kill stays a chmod, indistinguishable) and the
- * change drops exactly the bits the kernel's rule drops (setuid; setgid
- * with group execute) and nothing else. */
-static int kernel_kill_priv(const struct stat *st, const struct attrov *in,
-			    unsigned what)
-{
-	struct fuse_context *ctx = fuse_get_context();
-	mode_t old = st->st_mode & 07777, kill = 0;
-
-	if (what != ATTROV_MODE || !ctx || ctx->uid == 0 ||
-	    ctx->uid == st->st_uid)
-		return 0;
-	if (old & S_ISUID)
-		kill |= S_ISUID;
-	if ((old & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-		kill |= S_ISGID;
-	return kill && (in->mode & 07777) == (old & ~kill);
 }
 
 /* The mount's root, inbox/ and projects/ keep the modes and owner the
@@ -698,8 +714,14 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			return rc;
 	}
 	rc = daemon_checks(&st, in, what, explicit_times);
-	if (rc == 0 && kernel_kill_priv(&st, in, what))
+	if (rc == 0 && kernel_kill_priv(&st, in, what)) {
 		what |= ATTROV_KILLPRIV; /* logged as what it is */
+		/* A write through a descriptor open for writing here (its
+		 * permission checked at open, as POSIX has it): the kernel
+		 * clears the bits whatever the mode says now. */
+		if ((h && h->writable) || open_for_writing(rel))
+			what |= ATTROV_OPENW;
+	}
 	if ((what & (ATTROV_ATIME | ATTROV_MTIME)) && !explicit_times)
 		what |= ATTROV_NOW;
 	/* Nothing to change (utimens with both times UTIME_OMIT, chown to

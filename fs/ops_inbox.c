@@ -872,7 +872,7 @@ retry:
 		if (rc == 0)
 			rc = may_replace(rel, &st, need);
 		if (rc == 0 && trunc)
-			rc = privs_clear(rel);
+			rc = privs_clear(rel, 0);
 		if (rc) {
 			ofile_put(of);
 			return rc;
@@ -890,7 +890,7 @@ retry:
 			if (rc == 0)
 				rc = may_replace(rel, &st, need);
 			if (rc == 0 && trunc)
-				rc = privs_clear(rel);
+				rc = privs_clear(rel, 0);
 			if (rc)
 				return rc;
 			stored = 1;
@@ -1011,7 +1011,7 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 		/* A truncating open (FUSE_CAP_ATOMIC_O_TRUNC): the kernel
 		 * sends no setattr, so the bits it would clear are cleared
 		 * here, first. */
-		rc = trunc ? privs_clear(rel) : 0;
+		rc = trunc ? privs_clear(rel, 0) : 0;
 		if (rc) {
 			ofile_put(of);
 			return rc;
@@ -1030,7 +1030,7 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 		if (rc)
 			return rc;
 		if (trunc) {
-			rc = privs_clear(rel);
+			rc = privs_clear(rel, 0);
 			if (rc)
 				return rc;
 		}
@@ -1285,7 +1285,7 @@ static int kill_privs(struct fhandle *h)
 	    ((st.st_mode & S_ISUID) ||
 	     (st.st_mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))) {
 		pthread_mutex_lock(&kill_lock);
-		rc = privs_clear(rel);
+		rc = privs_clear(rel, 1);
 		pthread_mutex_unlock(&kill_lock);
 	}
 	free(rel);

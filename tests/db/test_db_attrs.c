@@ -191,6 +191,62 @@ void test_attrs_may(struct db *d, PGconn *raw)
 		   "the caller's view says; the owner returned");
 	}
 
+	/* A write's clearing, by the owner: the kernel's rule on the row's
+	 * mode, whatever mode the caller sends. */
+	{
+		static const unsigned from[] = {06755, 06745, 04700, 02775,
+						02765, 07777, 0644};
+		static const unsigned want[] = {0755,  02745, 0700, 0775,
+						02765, 01777, 0644};
+		struct db_attrs x;
+		struct actor who = {.uid = BOB};
+		char k[16];
+		size_t i;
+
+		bob.kind = DB_MAY_KILL;
+		for (i = 0; i < sizeof(from) / sizeof(*from); i++) {
+			snprintf(k, sizeof(k), "kill%zu", i);
+			set(d, k, DB_ATTR_MODE | DB_ATTR_OWNER, from[i], BOB,
+			    BOB, "e-k", NULL, NULL, NULL);
+			memset(&x, 0, sizeof(x));
+			x.what = DB_ATTR_MODE;
+			x.mode = 01;
+			ok(db_attrs_set(d, BKT, k, &x, "e-k", NULL, &bob,
+					"kill_priv", &who, NULL, NULL) == 0 &&
+			       x.mode == want[i],
+			   "a kill of %04o leaves %04o (got %04o)", from[i],
+			   want[i], x.mode);
+		}
+		/* Through a descriptor open for writing (its permission
+		 * checked at open): allowed to one who may not write now. */
+		alice.kind = DB_MAY_KILL;
+		set(d, "kill9", DB_ATTR_MODE | DB_ATTR_OWNER, 04644, BOB, BOB,
+		    "e-k", NULL, NULL, NULL);
+		x.what = DB_ATTR_MODE;
+		x.mode = 0644;
+		ok(db_attrs_set(d, BKT, "kill9", &x, "e-k", NULL, &alice,
+				"kill_priv", &who, NULL, NULL) == -EPERM,
+		   "a kill by one who may not write: EPERM");
+		alice.kind = DB_MAY_KILL_OPEN;
+		ok(db_attrs_set(d, BKT, "kill9", &x, "e-k", NULL, &alice,
+				"kill_priv", &who, NULL, NULL) == 0 &&
+		       row_is(raw, "kill9", "420|2002|2002||e-k"),
+		   "by a writer through its open descriptor: cleared");
+		/* A partial chown without may on a row with no owner: what
+		 * was not returned stays as given. */
+		set(d, "kill10", DB_ATTR_MODE, 0640, 0, 0, "e-k", NULL, NULL,
+		    NULL);
+		memset(&x, 0, sizeof(x));
+		x.what = DB_ATTR_OWNER;
+		x.uid = -1;
+		x.gid = GRP;
+		ok(db_attrs_set(d, BKT, "kill10", &x, "e-k", NULL, NULL,
+				"chown", &who, NULL, NULL) == 0 &&
+		       x.uid == -1 && x.gid == GRP,
+		   "a partial chown unchecked: no owner made up (%lld:%lld)",
+		   (long long)x.uid, (long long)x.gid);
+	}
+
 	/* Stale rows: bound to another object than the one named. */
 	ok(set(d, "k2", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME, 0600, BOB,
 	       BOB, "e-bob", NULL, NULL, NULL) == 0,
