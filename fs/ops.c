@@ -555,22 +555,6 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 	return -EPERM;
 }
 
-/* Is rel open for writing on this mount (a handle whose write may make the
- * kernel clear the file's setuid/setgid bits)? */
-static int open_for_writing(const char *rel)
-{
-	struct ofile *of = ofile_find(rel);
-	int w = 0;
-
-	if (!of)
-		return 0;
-	pthread_mutex_lock(&of->lock);
-	w = of->writers > 0;
-	pthread_mutex_unlock(&of->lock);
-	ofile_put(of);
-	return w;
-}
-
 /* Is this mode change the kernel's clearing of setuid/setgid for a write
  * or truncation through its page cache (file_remove_privs: sent as a
  * chmod with the writer's credentials) rather than a chmod? Told apart
@@ -718,8 +702,13 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		what |= ATTROV_KILLPRIV; /* logged as what it is */
 		/* A write through a descriptor open for writing here (its
 		 * permission checked at open, as POSIX has it): the kernel
-		 * clears the bits whatever the mode says now. */
-		if ((h && h->writable) || open_for_writing(rel))
+		 * clears the bits whatever the mode says now. The kernel's
+		 * chmod carries no handle: one the caller itself opened for
+		 * writing on this name (another user's does not count). */
+		struct fuse_context *ctx = fuse_get_context();
+
+		if ((h && h->writable) ||
+		    (ctx && inbox_open_for_writing(rel, ctx->uid)))
 			what |= ATTROV_OPENW;
 	}
 	if ((what & (ATTROV_ATIME | ATTROV_MTIME)) && !explicit_times)

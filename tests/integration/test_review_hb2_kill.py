@@ -5,7 +5,6 @@ setuid/setgid is checked as its own kind: through a descriptor open for writing 
 whatever the mode says now (POSIX checks write permission at open; the kernel's clearing is
 forced), and its mode is computed from the row's. Without default_permissions, the daemon lets
 through exactly the bits the kernel's rule clears (setgid stays without group execute)."""
-import errno
 import json
 import os
 import subprocess
@@ -13,7 +12,7 @@ import time
 
 import pytest
 
-from test_perms import A, B, FOREIGN, as_user, attrs_row, open_to_others
+from test_perms import A, B, FOREIGN, as_user, attrs_row, open_to_others, two_mounts
 from test_rename_attrs import mode_owner
 
 # B opens the file for writing, waits for a line on stdin, then writes or truncates
@@ -83,3 +82,87 @@ def test_without_default_permissions_a_write_clears_only_what_the_kernel_clears(
     got = as_user(B, f"open({f!r}, 'r+b').write(b'x')")
     res = (got, oct(attrs_row(m, key)["mode"]))
     assert res == (["ok"], "0o2767"), res
+
+
+# A holds the file open for writing until a line comes on stdin
+HOLDER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY)
+print("open", flush=True)
+sys.stdin.readline()
+os.close(fd)
+"""
+
+
+class Holder:
+    """uid holds path open for writing while the with block runs."""
+
+    def __init__(self, uid, path):
+        self.p = subprocess.Popen(["setpriv", f"--reuid={uid}", f"--regid={uid}",
+                                   "--clear-groups", "/usr/bin/python3", "-c", HOLDER, path],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+    def __enter__(self):
+        assert self.p.stdout.readline().strip() == "open"
+        return self
+
+    def __exit__(self, *exc):
+        try:
+            self.p.stdin.write("x\n")
+            self.p.stdin.flush()
+            self.p.wait(timeout=60)
+        finally:
+            self.p.kill()
+
+
+def kills_and_chmods(m, key):
+    return [(c["op"], c["changed_uid"], c["mode"]) for c in
+            m.sql_dicts("select * from file_attr_changes where bucket = %s and"
+                        " object_key = %s and op in ('kill_priv', 'chmod') order by id",
+                        (m.reception_bucket, key))]
+
+
+def test_another_users_writer_lets_nobody_else_clear_set_id_bits(mount_factory, uniq):
+    """Without default_permissions, B's chmod 0755 of A's 04755 file has the shape of the
+    kernel's clearing; A holding the file open for writing must not make it B's (third hostile
+    read of w/hb2, Medium: any user's writable handle made a kill 'kill_open'; B cleared the
+    bit, logged as a kill_priv although nobody wrote)."""
+    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
+    open_to_others(m)
+    key = f"{uniq}.sh"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o4755)") == \
+        ["ok", "ok"]
+    with Holder(A, f):
+        got = as_user(B, f"os.chmod({f!r}, 0o755)")
+    res = (got, oct(attrs_row(m, key)["mode"]), kills_and_chmods(m, key))
+    assert res == (["EPERM"], "0o4755", [("chmod", A, 0o4755)]), res
+
+
+@pytest.mark.parametrize("setid", [False, True], ids=["plain", "setuid"])
+def test_a_truncate_by_path_of_a_file_open_here_is_checked_by_the_daemon(mount_factory, uniq,
+                                                                         setid):
+    """A's 0666 (or 04666) file is open for writing by A on mount a; A makes it 0644 on mount
+    b. Past a's cache_ttl, a stat on a is answered from its old snapshot (the kernel caches
+    s|0666 for its attr_timeout, 1 s) while the snapshot is read again; B's truncate(2) by path
+    on a then passes the kernel and must be refused by the daemon, which checked a path
+    truncation only for a file not open here (third hostile read of w/hb2, finding 2). A's
+    writer grants B no kill either."""
+    a, b = two_mounts(mount_factory)
+    key = f"{uniq}.sh"
+    fa, fb = a.path("inbox", key), b.path("inbox", key)
+    s = 0o4000 if setid else 0
+    assert as_user(A, f"open({fa!r}, 'w').write('#!secret')", f"os.chmod({fa!r}, {s | 0o666})") \
+        == ["ok", "ok"]
+    with Holder(A, fa):
+        os.stat(fa)
+        assert as_user(A, f"os.chmod({fb!r}, {s | 0o644})") == ["ok"]
+        time.sleep(3.5)  # past a's cache_ttl (3 s)
+        os.stat(fa)  # served from the old snapshot, which is read again meanwhile
+        time.sleep(0.4)
+        got = as_user(B, f"os.truncate({fa!r}, 0)")
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    by_b = [k for k in kills_and_chmods(a, key) if k[1] == B]
+    res = ("refused" if got in (["EACCES"], ["EPERM"]) else got,
+           oct(attrs_row(a, key)["mode"]), body, by_b)
+    assert res == ("refused", oct(s | 0o644), b"#!secret", []), res
