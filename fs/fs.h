@@ -128,7 +128,6 @@ struct fhandle {
 			 commits; counted in of->pending */
 	int writable; /* opened for writing: counted in of->writers */
 	pid_t opener; /* the thread that opened it (FUSE context), or 0 */
-	uid_t uid;    /* the user that opened it (FUSE context), or 0 */
 	uint64_t opened_ns; /* ctr_now_ns() at its create or open: the
 			       HIST_FILE_OPEN of a writable one */
 	int deferred;	    /* protected by of->lock: a flush left the commit to

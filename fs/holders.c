@@ -95,6 +95,23 @@ static int pid_holds(int pid, const char *path)
 	return found;
 }
 
+int pid_writes(int pid, const char *rel)
+{
+	const char *mnt = cfs->mountpoint;
+	char *path = NULL;
+	int found;
+
+	if (!mnt || pid <= 0)
+		return 0;
+	if (!strcmp(mnt, "/"))
+		mnt = "";
+	if (asprintf(&path, "%s/inbox/%s", mnt, rel) < 0)
+		return 0;
+	found = pid_holds(pid, path);
+	free(path);
+	return found;
+}
+
 /* The thread group (process) of thread pid, or 0. */
 static int tgid_of(int pid)
 {

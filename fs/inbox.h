@@ -11,10 +11,6 @@ int inbox_getattr(const char *rel, struct stat *st);
  * change of attributes checked against *st is made on that object, never
  * on one a later lookup shows (review-T H-b). Errors as inbox_getattr. */
 int inbox_getattr_shown(const char *rel, struct stat *st, char *etag);
-/* Does uid hold a handle open for writing on inbox/<rel> on this mount (a
- * descriptor through which a write may make the kernel clear the file's
- * set-id bits)? Another user's handle does not count. Takes cfs->lock. */
-int inbox_open_for_writing(const char *rel, uid_t uid);
 /* May the caller remove or replace inbox/<rel> (attributes *st, read
  * now), a name its kernel may believe absent (a stale negative dentry or
  * listing) and so checked nothing against? In a sticky directory (inbox/

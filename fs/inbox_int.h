@@ -36,6 +36,10 @@ int readers_of(const char *rel);
  * so the last close commits? 0 when it cannot be told. Caller holds
  * of->lock. */
 int description_held_elsewhere(struct fhandle *h, struct ofile *of);
+/* Does process (or thread) pid hold a descriptor open for writing on
+ * inbox/<rel> of this mount (read from /proc/<pid>/fd, readlink only)? 0
+ * when it cannot be told. Takes no lock. */
+int pid_writes(int pid, const char *rel);
 
 /* inbox_perm.c: the caller's permissions that the kernel could not check
  * (attributes newer than those it cached, a name it believed absent). */

@@ -19,6 +19,7 @@
 #include "fs.h"
 #include "fuseinit.h"
 #include "inbox.h"
+#include "inbox_int.h"
 #include "inval.h"
 #include "log.h"
 #include "names.h"
@@ -703,12 +704,12 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		/* A write through a descriptor open for writing here (its
 		 * permission checked at open, as POSIX has it): the kernel
 		 * clears the bits whatever the mode says now. The kernel's
-		 * chmod carries no handle: one the caller itself opened for
-		 * writing on this name (another user's does not count). */
+		 * chmod carries no handle: a descriptor the calling process
+		 * holds open for writing on this name (whoever opened it; a
+		 * handle of another process does not count). */
 		struct fuse_context *ctx = fuse_get_context();
 
-		if ((h && h->writable) ||
-		    (ctx && inbox_open_for_writing(rel, ctx->uid)))
+		if ((h && h->writable) || (ctx && pid_writes(ctx->pid, rel)))
 			what |= ATTROV_OPENW;
 	}
 	if ((what & (ATTROV_ATIME | ATTROV_MTIME)) && !explicit_times)

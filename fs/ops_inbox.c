@@ -406,7 +406,6 @@ static struct fhandle *fh_new(struct ofile *of)
 	h->of = of;
 	h->area = AREA_INBOX;
 	h->opener = ctx ? ctx->pid : 0;
-	h->uid = ctx ? ctx->uid : 0;
 	h->opened_ns = ctr_now_ns();
 	pthread_mutex_init(&h->lock, NULL);
 	pthread_mutex_lock(&cfs->lock);
@@ -437,19 +436,6 @@ static void fh_settle(struct fhandle *h)
 		h->pending = 0;
 		h->of->pending--;
 	}
-}
-
-int inbox_open_for_writing(const char *rel, uid_t uid)
-{
-	struct fhandle *h;
-	int w = 0;
-
-	pthread_mutex_lock(&cfs->lock);
-	for (h = all_handles; h && !w; h = h->anext)
-		w = h->of && h->writable && h->uid == uid && h->of->rel &&
-		    !h->of->unlinked && !strcmp(h->of->rel, rel);
-	pthread_mutex_unlock(&cfs->lock);
-	return w;
 }
 
 void fh_free(struct fhandle *h)

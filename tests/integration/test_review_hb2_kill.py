@@ -166,3 +166,40 @@ def test_a_truncate_by_path_of_a_file_open_here_is_checked_by_the_daemon(mount_f
     res = ("refused" if got in (["EACCES"], ["EPERM"]) else got,
            oct(attrs_row(a, key)["mode"]), body, by_b)
     assert res == ("refused", oct(s | 0o644), b"#!secret", []), res
+
+
+# root opens the file for writing, then becomes uid (a descriptor kept across setuid(), as one
+# passed over a socket or inherited by `sudo -u`), and writes
+DROP = r"""
+import errno, json, os, sys
+p, uid = sys.argv[1], int(sys.argv[2])
+fd = os.open(p, os.O_RDWR)
+os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
+out = []
+for step in (lambda: os.write(fd, b"B"), lambda: os.close(fd)):
+    try:
+        step()
+        out.append("ok")
+    except OSError as e:
+        out.append(errno.errorcode[e.errno])
+print(json.dumps(out), flush=True)
+"""
+
+
+@pytest.mark.parametrize("opts", ["allow_other", "allow_other,no_default_permissions"],
+                         ids=["default_permissions", "no_default_permissions"])
+def test_a_descriptor_kept_by_another_uid_still_writes(mount_factory, uniq, opts):
+    """A's 04755 file, opened for writing by root which then becomes B: B's write through that
+    descriptor succeeds and clears setuid, as on a local filesystem (POSIX checks at open). The
+    descriptor is the calling process's, whoever opened it (fourth hostile read of w/hb2: a
+    check of the opener's uid refused it, EPERM)."""
+    m = mount_factory(config=FOREIGN, opts=opts)
+    open_to_others(m)
+    key = f"{uniq}.sh"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o4755)") == \
+        ["ok", "ok"]
+    p = subprocess.run(["/usr/bin/python3", "-c", DROP, f, str(B)], capture_output=True,
+                       text=True, timeout=60)
+    res = (json.loads(p.stdout), oct(attrs_row(m, key)["mode"]))
+    assert res == (["ok", "ok"], "0o755"), res
