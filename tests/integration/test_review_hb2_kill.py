@@ -15,23 +15,47 @@ import pytest
 from test_perms import A, B, FOREIGN, as_user, attrs_row, open_to_others, two_mounts
 from test_rename_attrs import mode_owner
 
+# Runs the steps given (lambdas of fd), each "ok" or its errno's name, printed as JSON
+STEPS = r"""
+def steps(*fns):
+    out = []
+    for fn in fns:
+        try:
+            fn()
+            out.append("ok")
+        except OSError as e:
+            out.append(errno.errorcode[e.errno])
+    print(json.dumps(out), flush=True)
+"""
+
 # B opens the file for writing, waits for a line on stdin, then writes or truncates
-WRITER = r"""
-import errno, json, os, sys
+WRITER = "import errno, json, os, sys\n" + STEPS + r"""
 p, how = sys.argv[1], sys.argv[2]
 fd = os.open(p, os.O_WRONLY)
 print("open", flush=True)
 sys.stdin.readline()
-out = []
-for step in (lambda: os.write(fd, b"B") if how == "write" else os.ftruncate(fd, 0),
-             lambda: os.close(fd)):
-    try:
-        step()
-        out.append("ok")
-    except OSError as e:
-        out.append(errno.errorcode[e.errno])
-print(json.dumps(out), flush=True)
+steps(lambda: os.write(fd, b"B") if how == "write" else os.ftruncate(fd, 0),
+      lambda: os.close(fd))
 """
+
+
+def as_file(mount_factory, uniq, mode, opts="allow_other", name=".sh"):
+    """A mount (opts) open to others, and A's file inbox/<uniq><name> ('#!') with mode.
+    Returns the mount, the key and the path."""
+    m = mount_factory(config=FOREIGN, opts=opts)
+    open_to_others(m)
+    key = f"{uniq}{name}"
+    f = m.path("inbox", key)
+    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, {mode})") == \
+        ["ok", "ok"]
+    return m, key, f
+
+
+def kills_and_chmods(m, key, ops=("kill_priv", "chmod")):
+    return [(c["op"], c["changed_uid"], c["mode"]) for c in
+            m.sql_dicts("select * from file_attr_changes where bucket = %s and"
+                        " object_key = %s and op = any(%s) order by id",
+                        (m.reception_bucket, key, list(ops)))]
 
 
 @pytest.mark.parametrize("how", ["write", "ftruncate"])
@@ -40,12 +64,7 @@ def test_a_writer_opened_before_the_owner_took_write_away_still_writes(mount_fac
     """A's 04666 file; B opens it for writing; A makes it 04644; B's write (or ftruncate)
     through that descriptor succeeds and clears setuid (0644), as on a local filesystem.
     On a8eb30f: EPERM on every write, the row stays 04644."""
-    m = mount_factory(config=FOREIGN, opts="allow_other")
-    open_to_others(m)
-    key = f"{uniq}.txt"
-    f = m.path("inbox", key)
-    assert as_user(A, f"open({f!r}, 'w').write('A')", f"os.chmod({f!r}, 0o4666)") == \
-        ["ok", "ok"]
+    m, key, f = as_file(mount_factory, uniq, 0o4666, name=".txt")
     p = subprocess.Popen(["setpriv", f"--reuid={B}", f"--regid={B}", "--clear-groups",
                           "/usr/bin/python3", "-c", WRITER, f, how],
                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
@@ -60,10 +79,7 @@ def test_a_writer_opened_before_the_owner_took_write_away_still_writes(mount_fac
         p.wait(timeout=60)
     res = (got, oct(attrs_row(m, key)["mode"]), oct(mode_owner(f)[0]))
     assert res == (["ok", "ok"], "0o644", "0o644"), res
-    kills = [(c["op"], c["changed_uid"], c["mode"]) for c in
-             m.sql_dicts("select * from file_attr_changes where bucket = %s and"
-                         " object_key = %s and op = 'kill_priv' order by id",
-                         (m.reception_bucket, key))]
+    kills = kills_and_chmods(m, key, ("kill_priv",))
     assert kills == [("kill_priv", B, 0o644)], kills
 
 
@@ -73,12 +89,7 @@ def test_without_default_permissions_a_write_clears_only_what_the_kernel_clears(
     default_permissions: the kernel clears setuid only (02767), and the daemon lets exactly
     that through. Before: the daemon let through only a change dropping both bits, and B's
     write failed (EPERM at close)."""
-    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
-    open_to_others(m)
-    key = f"{uniq}.sh"
-    f = m.path("inbox", key)
-    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o6767)") == \
-        ["ok", "ok"]
+    m, key, f = as_file(mount_factory, uniq, 0o6767, "allow_other,no_default_permissions")
     got = as_user(B, f"open({f!r}, 'r+b').write(b'x')")
     res = (got, oct(attrs_row(m, key)["mode"]))
     assert res == (["ok"], "0o2767"), res
@@ -115,24 +126,13 @@ class Holder:
             self.p.kill()
 
 
-def kills_and_chmods(m, key):
-    return [(c["op"], c["changed_uid"], c["mode"]) for c in
-            m.sql_dicts("select * from file_attr_changes where bucket = %s and"
-                        " object_key = %s and op in ('kill_priv', 'chmod') order by id",
-                        (m.reception_bucket, key))]
-
 
 def test_another_users_writer_lets_nobody_else_clear_set_id_bits(mount_factory, uniq):
     """Without default_permissions, B's chmod 0755 of A's 04755 file has the shape of the
     kernel's clearing; A holding the file open for writing must not make it B's (third hostile
     read of w/hb2, Medium: any user's writable handle made a kill 'kill_open'; B cleared the
     bit, logged as a kill_priv although nobody wrote)."""
-    m = mount_factory(config=FOREIGN, opts="allow_other,no_default_permissions")
-    open_to_others(m)
-    key = f"{uniq}.sh"
-    f = m.path("inbox", key)
-    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o4755)") == \
-        ["ok", "ok"]
+    m, key, f = as_file(mount_factory, uniq, 0o4755, "allow_other,no_default_permissions")
     with Holder(A, f):
         got = as_user(B, f"os.chmod({f!r}, 0o755)")
     res = (got, oct(attrs_row(m, key)["mode"]), kills_and_chmods(m, key))
@@ -170,19 +170,11 @@ def test_a_truncate_by_path_of_a_file_open_here_is_checked_by_the_daemon(mount_f
 
 # root opens the file for writing, then becomes uid (a descriptor kept across setuid(), as one
 # passed over a socket or inherited by `sudo -u`), and writes
-DROP = r"""
-import errno, json, os, sys
+DROP = "import errno, json, os, sys\n" + STEPS + r"""
 p, uid = sys.argv[1], int(sys.argv[2])
 fd = os.open(p, os.O_RDWR)
 os.setgroups([]); os.setresgid(uid, uid, uid); os.setresuid(uid, uid, uid)
-out = []
-for step in (lambda: os.write(fd, b"B"), lambda: os.close(fd)):
-    try:
-        step()
-        out.append("ok")
-    except OSError as e:
-        out.append(errno.errorcode[e.errno])
-print(json.dumps(out), flush=True)
+steps(lambda: os.write(fd, b"B"), lambda: os.close(fd))
 """
 
 
@@ -193,12 +185,7 @@ def test_a_descriptor_kept_by_another_uid_still_writes(mount_factory, uniq, opts
     descriptor succeeds and clears setuid, as on a local filesystem (POSIX checks at open). The
     descriptor is the calling process's, whoever opened it (fourth hostile read of w/hb2: a
     check of the opener's uid refused it, EPERM)."""
-    m = mount_factory(config=FOREIGN, opts=opts)
-    open_to_others(m)
-    key = f"{uniq}.sh"
-    f = m.path("inbox", key)
-    assert as_user(A, f"open({f!r}, 'w').write('#!')", f"os.chmod({f!r}, 0o4755)") == \
-        ["ok", "ok"]
+    m, key, f = as_file(mount_factory, uniq, 0o4755, opts)
     p = subprocess.run(["/usr/bin/python3", "-c", DROP, f, str(B)], capture_output=True,
                        text=True, timeout=60)
     res = (json.loads(p.stdout), oct(attrs_row(m, key)["mode"]))

@@ -152,11 +152,11 @@ def test_changes_of_a_file_whose_row_is_its_own_ask_no_head(stack, mount_factory
         px.close()
 
 
-def test_roots_chgrp_through_a_stale_view_keeps_the_rows_owner(mount_factory, uniq):
-    """Root's chgrp (chown -1:G) of y.txt on mount b, whose view still shows A's old file with
-    the same bytes as B's new one (the same ETag, so the change is made on B's row): the row's
-    owner stays B. The uid the caller's view showed (A) was written to the row before, giving
-    A B's file."""
+def bs_file_under_as_old_name(mount_factory, uniq, *b_steps):
+    """Two mounts; A's 0600 y.txt seen on mount b; on mount a, A renames it to z.txt and B
+    writes his own 0600 y.txt with the same bytes (the same ETag), then runs b_steps (Python
+    statements, py_a his file's path); past b's cache_ttl, b's view of y.txt is A's old file.
+    Returns a, b, the key, y.txt's paths on a and b."""
     a, b = two_mounts(mount_factory)
     os.mkdir(a.path("inbox", uniq))
     os.chmod(a.path("inbox", uniq), 0o1777)
@@ -166,8 +166,19 @@ def test_roots_chgrp_through_a_stale_view_keeps_the_rows_owner(mount_factory, un
     b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
                  what="b shows A's 0600 y.txt")
     assert as_user(A, f"os.rename({py_a!r}, {a.path('inbox', uniq + '/z.txt')!r})") == ["ok"]
-    assert as_user(B, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
+    steps = [f"open({py_a!r}, 'w').write({OLD!r})"] + [st.format(py_a=repr(py_a))
+                                                         for st in b_steps]
+    assert as_user(B, *steps, umask=0o077) == ["ok"] * len(steps)
     time.sleep(3.5)  # mount b's listing and attributes are older than its cache_ttl (3 s)
+    return a, b, key, py_a, py_b
+
+
+def test_roots_chgrp_through_a_stale_view_keeps_the_rows_owner(mount_factory, uniq):
+    """Root's chgrp (chown -1:G) of y.txt on mount b, whose view still shows A's old file with
+    the same bytes as B's new one (the same ETag, so the change is made on B's row): the row's
+    owner stays B. The uid the caller's view showed (A) was written to the row before, giving
+    A B's file."""
+    a, b, key, py_a, py_b = bs_file_under_as_old_name(mount_factory, uniq)
     os.chown(py_b, -1, 4242)
     rows = [(r["mode"], r["uid"], r["gid"]) for r in attrs_rows(a, key)]
     assert rows == [(0o600, B, 4242)], rows
@@ -183,18 +194,8 @@ def test_a_no_op_chmod_through_a_stale_view_never_touches_anothers_setuid_file(m
     of set-id bits is for one who may write, and a chmod is the owner's. Refused (EPERM); B's
     row keeps its mode and nothing is logged as A's. (Hostile read of w/hb2, L1: the rule
     'anyone may drop set-id bits' let A clear B's setuid bit, logged as her chmod.)"""
-    a, b = two_mounts(mount_factory)
-    os.mkdir(a.path("inbox", uniq))
-    os.chmod(a.path("inbox", uniq), 0o1777)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
-                 what="b shows A's 0600 y.txt")
-    assert as_user(A, f"os.rename({py_a!r}, {a.path('inbox', uniq + '/z.txt')!r})") == ["ok"]
-    assert as_user(B, f"open({py_a!r}, 'w').write({OLD!r})", f"os.chmod({py_a!r}, 0o4700)",
-                   umask=0o077) == ["ok", "ok"]
-    time.sleep(3.5)  # mount b's listing and attributes are older than its cache_ttl (3 s)
+    a, b, key, py_a, py_b = bs_file_under_as_old_name(mount_factory, uniq,
+                                                            "os.chmod({py_a}, 0o4700)")
     got = as_user(A, f"os.chmod({py_b!r}, 0o700)")
     rows = [(r["mode"], r["uid"]) for r in attrs_rows(a, key)]
     by_a = [c for c in changes(a, key) if c["changed_uid"] == A]
