@@ -88,6 +88,19 @@ struct ofile {
 				  cfs.lock: its mode, owner and times as they
 				  are now (with claim), the row its content
 				  gets if the claim was taken meanwhile */
+	/* The owner and mode of the object its spool holds, as its first
+	 * opener was checked against them (a new file: its creator's); fixed
+	 * while it is open here (a change of the name's row may be another
+	 * object's: it narrows what an opener may do through the row check,
+	 * never widens it for this spool). The name's row
+	 * may describe another object since (another mount renamed one
+	 * over it, maybe with the same bytes): an open of the name while it
+	 * is open here must be allowed by these and by the name's
+	 * attributes now (ofile_may_open; review-T T4, review-t4c F2). */
+	int held_set;	       /* protected by cfs.lock: the three below are */
+	uid_t held_uid;	       /* protected by cfs.lock */
+	gid_t held_gid;	       /* protected by cfs.lock */
+	mode_t held_mode;      /* protected by cfs.lock: permission bits */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
@@ -330,6 +343,9 @@ int ofile_publish(struct ofile *of, const char *to, int replaces);
  * claim keeps them, for its bind (attrov_bind_claim) if the claim is
  * taken meanwhile. */
 void ofile_note_attrs(const char *rel, const struct db_attrs *r);
+/* Remembers *st's owner and mode as those of the object of's spool holds
+ * (of->held_*), unless an earlier opener set them. Takes cfs.lock. */
+void ofile_hold_attrs(struct ofile *of, const struct stat *st);
 /* Caller holds of->lock. A file whose commit is left to a handle still
  * open (of->pending), or that is local, takes the name `to` with no store
  * access: its writer's close uploads and logs it there, once (replaces: an

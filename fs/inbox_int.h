@@ -58,6 +58,20 @@ int privs_clear(const char *rel, int by_writer);
  * without default_permissions (the daemon checks what the kernel could not
  * see: attributes newer than those it cached). */
 int may_open(const struct stat *st, int acc);
+/* May the caller open, with access mode acc, the spool of of, a file open
+ * here (its first opener's, or creator's, owner and mode: of->held_*)?
+ * may_open's rules; 0 when none were remembered. Caller holds no lock or
+ * of->lock (takes cfs.lock). 0 or -EACCES. */
+int ofile_may_hold(struct ofile *of, int acc);
+/* May the caller open rel, open here as of, with access mode acc? Both
+ * the name's attributes now (its row read from the database: the kernel
+ * and this mount's snapshot have older ones) and those of the object of's spool
+ * holds (ofile_may_hold): the row may be another object's since (another mount
+ * renamed a file over the name, maybe with the same bytes, so the same ETag:
+ * review-T T4, review-t4c F2), and the spool is the old object; a writer's
+ * bytes replace whatever the key holds at its commit (review-t4c F1). Caller
+ * holds no lock. 0, -EACCES, or getattr's -errno. */
+int ofile_may_open(struct ofile *of, const char *rel, int acc);
 /* May the caller open the existing file rel (attributes *st) with access
  * mode acc by a create the kernel sent believing the name absent, so that
  * it checked only the directory? The kernel's own rules, on the file's

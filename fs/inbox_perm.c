@@ -84,6 +84,39 @@ int may_open(const struct stat *st, int acc)
 	return (bits & want) == want ? 0 : -EACCES;
 }
 
+int ofile_may_hold(struct ofile *of, int acc)
+{
+	struct stat held = {0};
+	int set;
+
+	pthread_mutex_lock(&cfs->lock);
+	set = of->held_set;
+	held.st_uid = of->held_uid;
+	held.st_gid = of->held_gid;
+	held.st_mode = S_IFREG | of->held_mode;
+	pthread_mutex_unlock(&cfs->lock);
+	return set ? may_open(&held, acc) : 0;
+}
+
+int ofile_may_open(struct ofile *of, const char *rel, int acc)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct stat now;
+	int rc;
+
+	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
+		return 0;
+	/* the name's row read now, not this mount's snapshot of it: a
+	 * writer's bytes go over whatever object the key holds */
+	pthread_mutex_lock(&of->lock);
+	ofile_stat(of, &now);
+	pthread_mutex_unlock(&of->lock);
+	rc = attrov_apply_fresh(rel, &now, NULL);
+	if (rc == 0)
+		rc = may_open(&now, acc);
+	return rc ? rc : ofile_may_hold(of, acc);
+}
+
 int may_replace(const char *rel, const struct stat *st, int acc)
 {
 	int rc = may_open(st, acc);

@@ -942,6 +942,18 @@ out:
 	return rc;
 }
 
+void ofile_hold_attrs(struct ofile *of, const struct stat *st)
+{
+	pthread_mutex_lock(&cfs->lock);
+	if (!of->held_set) {
+		of->held_uid = st->st_uid;
+		of->held_gid = st->st_gid;
+		of->held_mode = st->st_mode & 07777;
+		of->held_set = 1;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 {
 	struct ofile *of;
@@ -954,11 +966,15 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 	if (of && (r->what & DB_ATTR_MODE)) {
 		of->creator.mode = (mode_t)(r->mode & 07777);
 		of->creator.has_mode = 1;
+		/* its own claim's row: its object's */
+		of->held_mode = of->creator.mode;
 	}
 	if (of && (r->what & DB_ATTR_OWNER)) {
 		of->creator.uid = (uid_t)r->uid;
 		of->creator.gid = (gid_t)r->gid;
 		of->creator.has_owner = 1;
+		of->held_uid = of->creator.uid;
+		of->held_gid = of->creator.gid;
 	}
 	if (of && (r->what & DB_ATTR_ATIME)) {
 		of->creator.atime = attrs_ns_ts(r->atime_ns);

@@ -871,6 +871,8 @@ retry:
 		rc = inbox_getattr(rel, &st);
 		if (rc == 0)
 			rc = may_replace(rel, &st, need);
+		if (rc == 0)
+			rc = ofile_may_hold(of, need); /* T4 */
 		if (rc == 0 && trunc)
 			rc = privs_clear(rel, 0);
 		if (rc) {
@@ -932,7 +934,22 @@ retry:
 			free(token);
 			return rc;
 		}
-		rc = of->failed;
+		/* another opener's (a race lost): checked on its object
+		 * too; else it holds the object checked above, or the new
+		 * file's attributes */
+		rc = ofile_may_hold(of, need);
+		if (rc == 0 && stored) {
+			ofile_hold_attrs(of, &st);
+		} else if (rc == 0) {
+			struct stat cst = {0};
+
+			cst.st_mode = S_IFREG | in.mode;
+			cst.st_uid = in.uid;
+			cst.st_gid = in.gid;
+			ofile_hold_attrs(of, &cst);
+		}
+		if (rc == 0)
+			rc = of->failed;
 		if (rc == 0 && !stored && !of->ready) {
 			of->creator = in;
 			pthread_mutex_lock(&cfs->lock);
@@ -1008,10 +1025,13 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 
 	of = ofile_find(rel);
 	if (of) {
-		/* A truncating open (FUSE_CAP_ATOMIC_O_TRUNC): the kernel
-		 * sends no setattr, so the bits it would clear are cleared
-		 * here, first. */
-		rc = trunc ? privs_clear(rel, 0) : 0;
+		/* Checked on the name's row now and on the object the open
+		 * file holds (T4). Then, for a truncating open
+		 * (FUSE_CAP_ATOMIC_O_TRUNC): the kernel sends no setattr, so
+		 * the bits it would clear are cleared here. */
+		rc = ofile_may_open(of, rel, acc);
+		if (rc == 0 && trunc)
+			rc = privs_clear(rel, 0);
 		if (rc) {
 			ofile_put(of);
 			return rc;
@@ -1058,6 +1078,15 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 		of = ofile_create(rel, is_temp(rel), &rc);
 		if (!of)
 			return rc;
+		/* another opener's (a race lost): checked on its object
+		 * too; else this one is the object checked above */
+		rc = ofile_may_hold(of, acc);
+		if (rc) {
+			pthread_mutex_unlock(&of->lock);
+			ofile_put(of);
+			return rc;
+		}
+		ofile_hold_attrs(of, &st);
 	}
 	/* A second opener waited on of->lock for the first one's download:
 	 * a failed download fails every handle. */
@@ -1448,9 +1477,7 @@ static int truncate_path(const char *rel, off_t size)
 	if (of) {
 		/* Open here: the caller is checked all the same (the kernel
 		 * checked attributes it cached, maybe older than the row). */
-		rc = inbox_getattr(rel, &st);
-		if (rc == 0)
-			rc = may_open(&st, O_WRONLY);
+		rc = ofile_may_open(of, rel, O_WRONLY);
 		if (rc) {
 			ofile_put(of);
 			return rc;
@@ -1469,7 +1496,11 @@ static int truncate_path(const char *rel, off_t size)
 		of = ofile_create(rel, 0, &rc);
 		if (!of)
 			return rc;
-		rc = of->failed;
+		rc = ofile_may_hold(of, O_WRONLY);
+		if (rc == 0)
+			ofile_hold_attrs(of, &st);
+		if (rc == 0)
+			rc = of->failed;
 		if (rc == 0 && !of->ready) {
 			if (size == 0) {
 				of->in_store = 1;

@@ -19,20 +19,25 @@ from test_rename_attrs import mode_owner
 
 
 class Holder:
-    """A process of user uid holding one descriptor open on path (O_RDONLY): each `read()`
-    reads the whole file again from offset 0 through that descriptor and returns its text,
-    or the errno name. uncached: each read first drops the file's clean pages
+    """A process of user uid holding one descriptor open on path (open flags flags, O_RDONLY
+    by default): each `read()` reads the whole file again from offset 0 through that
+    descriptor and returns its text, or the errno name; `write(text)` writes text at offset 0
+    ("ok" or the errno name). uncached: each read first drops the file's clean pages
     (POSIX_FADV_DONTNEED), so it reaches the daemon."""
 
-    def __init__(self, uid, path, uncached=False):
+    def __init__(self, uid, path, uncached=False, flags=os.O_RDONLY):
         self.p = subprocess.Popen(
             ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
              "/usr/bin/python3", "-c",
              "import errno, json, os, sys\n"
-             f"fd = os.open({path!r}, os.O_RDONLY)\n"
+             f"fd = os.open({path!r}, {flags})\n"
              "print(json.dumps('open'), flush=True)\n"
              "for line in sys.stdin:\n"
              "    try:\n"
+             "        if line.startswith('w'):\n"
+             "            os.pwrite(fd, json.loads(line[1:]).encode(), 0)\n"
+             "            print(json.dumps('ok'), flush=True)\n"
+             "            continue\n"
              + ("        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\n"
                 if uncached else "") +
              "        r = os.pread(fd, 1 << 16, 0).decode()\n"
@@ -50,6 +55,11 @@ class Holder:
 
     def read(self):
         self.p.stdin.write("r\n")
+        self.p.stdin.flush()
+        return self.answer()
+
+    def write(self, text):
+        self.p.stdin.write("w" + json.dumps(text) + "\n")
         self.p.stdin.flush()
         return self.answer()
 
