@@ -1190,12 +1190,24 @@ int s3_get_to_fd_seen(struct s3_client *c, const char *bucket, const char *key,
 		      int fd, const char *etag, uint64_t *size, char *seen,
 		      size_t seenlen)
 {
+	return s3_get_to_fd_tagged(c, bucket, key, fd, etag, size, seen,
+				   seenlen, NULL, NULL, 0);
+}
+
+int s3_get_to_fd_tagged(struct s3_client *c, const char *bucket,
+			const char *key, int fd, const char *etag,
+			uint64_t *size, char *seen, size_t seenlen,
+			const char *meta, char *tag, size_t taglen)
+{
+	char hdr[128];
 	struct s3_xfer x;
 	int rc;
 
 	*size = 0;
 	if (seen && seenlen)
 		seen[0] = '\0';
+	if (tag && taglen)
+		tag[0] = '\0';
 	s3_xfer_init(&x, "GET", bucket, key);
 	rc = s3_check(bucket, key, 1);
 	if (!rc && fd < 0)
@@ -1213,6 +1225,11 @@ int s3_get_to_fd_seen(struct s3_client *c, const char *bucket, const char *key,
 		*size = x.at.out_pos;
 	if (!rc && seen && seenlen && !s3_hdr_get(&x, "etag", seen, seenlen))
 		seen[0] = '\0';
+	if (!rc && meta && tag && taglen &&
+	    (snprintf(hdr, sizeof(hdr), "x-amz-meta-%s", meta) >=
+		 (int)sizeof(hdr) ||
+	     !s3_hdr_get(&x, hdr, tag, taglen)))
+		tag[0] = '\0';
 fail:
 	s3_xfer_free(&x);
 	return rc;

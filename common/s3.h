@@ -156,6 +156,13 @@ int s3_get_to_fd_if(struct s3_client *c, const char *bucket, const char *key,
 int s3_get_to_fd_seen(struct s3_client *c, const char *bucket, const char *key,
 		      int fd, const char *etag, uint64_t *size, char *seen,
 		      size_t seenlen);
+/* s3_get_to_fd_seen, and tag (taglen bytes; NULL: not wanted) gets the
+ * value of the user metadata x-amz-meta-<meta> the answer carries (""
+ * when it carries none, or the GET failed). */
+int s3_get_to_fd_tagged(struct s3_client *c, const char *bucket,
+			const char *key, int fd, const char *etag,
+			uint64_t *size, char *seen, size_t seenlen,
+			const char *meta, char *tag, size_t taglen);
 
 /* DELETE. Deleting a missing key succeeds (S3 semantics). */
 int s3_delete(struct s3_client *c, const char *bucket, const char *key);

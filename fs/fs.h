@@ -62,6 +62,13 @@ struct ofile {
 				  filled from (ofile_load) or that a
 				  truncating open checked; OFILE_NEW for a
 				  file created here; "" not known */
+	char base_tag[64];     /* protected by lock: the UPLOAD_TAG of the
+				  object its content is based on (the one
+				  loaded, or its own last upload), "" not
+				  known: its commit replaces an object that
+				  carries another only if its writer may
+				  (ofile_writer_may_replace; review-t4c F2,
+				  T10) */
 	char committed[80];    /* protected by lock: the ETag of its last
 				  upload recorded here, or of the copy a
 				  rename here made of it (ofile_copied), or
@@ -343,6 +350,14 @@ int ofile_publish(struct ofile *of, const char *to, int replaces);
  * claim keeps them, for its bind (attrov_bind_claim) if the claim is
  * taken meanwhile. */
 void ofile_note_attrs(const char *rel, const struct db_attrs *r);
+/* Caller holds of->lock. Its commit would replace the object at rel
+ * (ETag etag) that is not the one its content is based on (another
+ * mount's since it was opened): may its writer (of->writer) replace it,
+ * as an open for writing with O_TRUNC would be checked: write permission
+ * on that object's row read now (or the defaults of one without)? Root may; nothing is checked without default_permissions.
+ * 0, -EACCES, or -errno of the database. */
+int ofile_writer_may_replace(struct ofile *of, const char *rel,
+			     const char *etag);
 /* Remembers *st's owner and mode as those of the object of's spool holds
  * (of->held_*), unless an earlier opener set them. Takes cfs.lock. */
 void ofile_hold_attrs(struct ofile *of, const struct stat *st);

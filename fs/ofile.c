@@ -480,8 +480,11 @@ int ofile_load(struct ofile *of, const char *key, const char *etag)
 	int rc;
 
 	of->loaded[0] = '\0';
-	rc = s3_get_to_fd_seen(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
-			       etag, &size, of->loaded, sizeof(of->loaded));
+	of->base_tag[0] = '\0';
+	rc = s3_get_to_fd_tagged(cfs->s3, cfs->cfg.reception_bucket, key,
+				 of->fd, etag, &size, of->loaded,
+				 sizeof(of->loaded), UPLOAD_TAG, of->base_tag,
+				 sizeof(of->base_tag));
 	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
 		rc = -errno;
 	if (rc) {
@@ -566,6 +569,7 @@ void ofile_stream_meta(struct ofile *of)
 static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 {
 	struct s3_object_info info;
+	const char *tag;
 	int rc;
 
 	/* A new file's row is unbound since its create: nothing to do, and
@@ -580,7 +584,25 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 		return attrov_prepare(rel, 1, NULL);
 	if (rc)
 		return rc;
-	rc = attrov_prepare(rel, 1, info.etag);
+	tag = s3_meta_get(&info, UPLOAD_TAG);
+	if (of->base_tag[0] && (!tag || strcmp(tag, of->base_tag))) {
+		/* Not the object this content is based on: another mount's,
+		 * put at the name since (maybe with the same bytes, so the
+		 * same ETag). Its row is not this file's to inherit, nor its
+		 * bytes this writer's to replace unless allowed. */
+		rc = ofile_writer_may_replace(of, rel, info.etag);
+		if (rc)
+			log_error("inbox/%s: not stored: the object there now "
+				  "(ETag %s) is not the one this file was "
+				  "opened on, and its writer (uid %lu) may "
+				  "not replace it: %s",
+				  rel, info.etag,
+				  (unsigned long)(of->has_writer ? of->writer
+								 : 0),
+				  strerror(-rc));
+	}
+	if (rc == 0)
+		rc = attrov_prepare(rel, 1, info.etag);
 	s3_object_info_free(&info);
 	return rc;
 }
@@ -630,6 +652,7 @@ static void ofile_superseded(struct ofile *of, const char *rel,
 	of->dirty = 0;
 	of->in_store = !seen->gone;
 	of->stored_size = seen->gone ? 0 : seen->size;
+	of->base_tag[0] = '\0'; /* the store's object, not known */
 	pthread_mutex_lock(&cfs->lock);
 	of->attrs_unbound = 0;
 	pthread_mutex_unlock(&cfs->lock);
@@ -820,6 +843,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->in_store = 1;
 		of->stored_size = res.size;
 		snprintf(of->committed, sizeof(of->committed), "%s", res.etag);
+		snprintf(of->base_tag, sizeof(of->base_tag), "%s", res.tag);
 		pthread_mutex_lock(&cfs->lock);
 		cur = of->creator;     /* as it is now: chmod since included */
 		of->attrs_unbound = 0; /* bound: the claim ends */

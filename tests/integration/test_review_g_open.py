@@ -22,7 +22,7 @@ class Holder:
     """A process of user uid holding one descriptor open on path (open flags flags, O_RDONLY
     by default): each `read()` reads the whole file again from offset 0 through that
     descriptor and returns its text, or the errno name; `write(text)` writes text at offset 0
-    ("ok" or the errno name). uncached: each read first drops the file's clean pages
+    ("ok" or the errno name); `fsync()`, `close_now()` likewise. uncached: each read first drops the file's clean pages
     (POSIX_FADV_DONTNEED), so it reaches the daemon."""
 
     def __init__(self, uid, path, uncached=False, flags=os.O_RDONLY):
@@ -38,13 +38,23 @@ class Holder:
              "            os.pwrite(fd, json.loads(line[1:]).encode(), 0)\n"
              "            print(json.dumps('ok'), flush=True)\n"
              "            continue\n"
+             "        if line.startswith('s'):\n"
+             "            os.fsync(fd)\n"
+             "            print(json.dumps('ok'), flush=True)\n"
+             "            continue\n"
+             "        if line.startswith('c'):\n"
+             "            fd, old = -1, fd\n"
+             "            os.close(old)\n"
+             "            print(json.dumps('ok'), flush=True)\n"
+             "            continue\n"
              + ("        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)\n"
                 if uncached else "") +
              "        r = os.pread(fd, 1 << 16, 0).decode()\n"
              "    except OSError as e:\n"
              "        r = errno.errorcode[e.errno]\n"
              "    print(json.dumps(r), flush=True)\n"
-             "os.close(fd)\n"],
+             "if fd >= 0:\n"
+             "    os.close(fd)\n"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.answer() == "open"
 
@@ -60,6 +70,18 @@ class Holder:
 
     def write(self, text):
         self.p.stdin.write("w" + json.dumps(text) + "\n")
+        self.p.stdin.flush()
+        return self.answer()
+
+    def fsync(self):
+        """fsync(2) of the descriptor: "ok" or the errno name."""
+        self.p.stdin.write("s\n")
+        self.p.stdin.flush()
+        return self.answer()
+
+    def close_now(self):
+        """close(2) of the descriptor: "ok" or the errno name (the process stays)."""
+        self.p.stdin.write("c\n")
         self.p.stdin.flush()
         return self.answer()
 

@@ -79,8 +79,18 @@ def test_same_content_object_is_not_taken_for_the_open_files(mount_factory, uniq
         assert all(g == "EACCES" for g in got), got
         # the name is B's now: A may read her open file's draft on b or be refused
         assert as_user(A, rd(py_b))[0] in ("A DRAFT SECRET", "EACCES")
+        # A's draft is not stored over B's file (she may not write it), loudly: B's object
+        # and row stay as they are, and B never reads the draft on a
+        assert w.fsync() == "EACCES"
+        assert w.close_now() == "EACCES"
     finally:
         w.close()
+    time.sleep(1)
+    assert as_user(B, rd(py_a)) == [""]
+    assert {k: attrs_row(a, f"{uniq}/y.txt")[k] for k in ("mode", "uid")} == \
+        {"mode": 0o600, "uid": B}
+    assert as_user(A, rd(pz_a)) == [""]
+    assert a.s3.get_object(Bucket=a.reception_bucket, Key=f"{uniq}/y.txt")["Body"].read() == b""
 
 
 def _world_writable_then_bs(mount_factory, uniq):
