@@ -163,3 +163,46 @@ def test_name_open_here_still_opens_for_whom_both_allow(mount_factory, uniq):
         w.close()
     a.wait_until(lambda: as_user(B, rd(py_a)) == ["again"], timeout=30,
                  what="a reads what A wrote on b once it is closed")
+
+
+def test_commit_over_another_object_the_writer_may_write(mount_factory, uniq):
+    """What the commit's check must let through (last writer wins, as before): A's file held
+    open on mount b while another object is put at the name on mount a. (1) A's own newer
+    version: A's write on b is stored over it. (2) B's 0666 file at the name (A may write
+    it): stored over it, B's row (owner, mode) kept, as a write into B's file."""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
+    pz_a = a.path("inbox", f"{uniq}/z.txt")
+    assert as_user(A, f"open({py_a!r}, 'w').write('v1')", umask=0o077) == ["ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
+                 what="b shows A's y.txt")
+    w = Holder(A, py_b, flags=os.O_RDWR)
+    try:
+        assert as_user(A, f"open({py_a!r}, 'w').write('v2 from a')") == ["ok"]
+        time.sleep(3.5)
+        assert w.write("v3") == "ok"
+        assert w.fsync() == "ok"
+    finally:
+        w.close()
+    # the whole open file (its spool: v1, written over) replaces the newer version
+    a.wait_until(lambda: as_user(A, rd(py_a)) == ["v3"], timeout=30,
+                 what="a reads A's write on b over her newer version")
+
+    assert as_user(A, f"os.chmod({py_a!r}, 0o666)") == ["ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (0o666, A, A), timeout=30,
+                 what="b shows A's 0666 y.txt")
+    w = Holder(A, py_b, flags=os.O_RDWR)
+    try:
+        assert as_user(A, f"os.rename({py_a!r}, {pz_a!r})") == ["ok"]
+        assert as_user(B, f"open({py_a!r}, 'w').write('B SHARED')", f"os.chmod({py_a!r}, 0o666)",
+                       umask=0o022) == ["ok", "ok"]
+        time.sleep(3.5)
+        assert w.write("A!") == "ok"
+        assert w.fsync() == "ok"
+    finally:
+        w.close()
+    a.wait_until(lambda: as_user(B, rd(py_a)) == ["A!"], timeout=30,
+                 what="a reads A's write into B's shared file")
+    assert {k: attrs_row(a, f"{uniq}/y.txt")[k] for k in ("mode", "uid")} == \
+        {"mode": 0o666, "uid": B}
