@@ -96,10 +96,12 @@ struct ofile {
 				  are now (with claim), the row its content
 				  gets if the claim was taken meanwhile */
 	/* The owner and mode of the object its spool holds, as its first
-	 * opener was checked against them (a new file: its creator's); fixed
-	 * while it is open here (a change of the name's row may be another
-	 * object's: it narrows what an opener may do through the row check,
-	 * never widens it for this spool). The name's row
+	 * opener was checked against them (a new file: its creator's); then
+	 * changed only by a chmod/chown made through this mount by their
+	 * owner or root (ofile_note_attrs): a change of the name's row by
+	 * another user may be another object's, and narrows what an opener
+	 * may do through the row check, never widens it for this spool. The
+	 * name's row
 	 * may describe another object since (another mount renamed one
 	 * over it, maybe with the same bytes): an open of the name while it
 	 * is open here must be allowed by these and by the name's
@@ -354,8 +356,9 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r);
  * (ETag etag) that is not the one its content is based on (another
  * mount's since it was opened): may its writer (of->writer) replace it,
  * as an open for writing with O_TRUNC would be checked: write permission
- * on that object's row read now (or the defaults of one without)? Root may; nothing is checked without default_permissions.
- * 0, -EACCES, or -errno of the database. */
+ * on that object's row read now (or the defaults of one without)? Root may;
+ * nothing is checked without default_permissions. 0, -EACCES, or -errno of the
+ * database. */
 int ofile_writer_may_replace(struct ofile *of, const char *rel,
 			     const char *etag);
 /* Remembers *st's owner and mode as those of the object of's spool holds

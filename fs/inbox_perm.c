@@ -114,6 +114,14 @@ int ofile_may_open(struct ofile *of, const char *rel, int acc)
 	ofile_stat(of, &now);
 	pthread_mutex_unlock(&of->lock);
 	rc = attrov_apply_fresh(rel, &now, NULL);
+	if (rc == -EIO) {
+		/* the database unreachable: the row as this mount has it,
+		 * as for any other open */
+		pthread_mutex_lock(&of->lock);
+		ofile_stat(of, &now);
+		pthread_mutex_unlock(&of->lock);
+		rc = attrov_apply(rel, &now, NULL);
+	}
 	if (rc == 0)
 		rc = may_open(&now, acc);
 	return rc ? rc : ofile_may_hold(of, acc);

@@ -481,10 +481,10 @@ int ofile_load(struct ofile *of, const char *key, const char *etag)
 
 	of->loaded[0] = '\0';
 	of->base_tag[0] = '\0';
-	rc = s3_get_to_fd_tagged(cfs->s3, cfs->cfg.reception_bucket, key,
-				 of->fd, etag, &size, of->loaded,
-				 sizeof(of->loaded), UPLOAD_TAG, of->base_tag,
-				 sizeof(of->base_tag));
+	rc =
+	    s3_get_to_fd_tagged(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
+				etag, &size, of->loaded, sizeof(of->loaded),
+				UPLOAD_TAG, of->base_tag, sizeof(of->base_tag));
 	if (rc == 0 && ftruncate(of->fd, (off_t)size) != 0)
 		rc = -errno;
 	if (rc) {
@@ -592,14 +592,14 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 		 * bytes this writer's to replace unless allowed. */
 		rc = ofile_writer_may_replace(of, rel, info.etag);
 		if (rc)
-			log_error("inbox/%s: not stored: the object there now "
-				  "(ETag %s) is not the one this file was "
-				  "opened on, and its writer (uid %lu) may "
-				  "not replace it: %s",
-				  rel, info.etag,
-				  (unsigned long)(of->has_writer ? of->writer
-								 : 0),
-				  strerror(-rc));
+			log_error(
+			    "inbox/%s: not stored: the object there now "
+			    "(ETag %s) is not the one this file was "
+			    "opened on, and its writer (uid %lu) may "
+			    "not replace it: %s",
+			    rel, info.etag,
+			    (unsigned long)(of->has_writer ? of->writer : 0),
+			    strerror(-rc));
 	}
 	if (rc == 0)
 		rc = attrov_prepare(rel, 1, info.etag);
@@ -980,9 +980,27 @@ void ofile_hold_attrs(struct ofile *of, const struct stat *st)
 
 void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 {
+	struct fuse_context *ctx = fuse_get_context();
+	uid_t by = ctx ? ctx->uid : (uid_t)-1; /* no request: nobody */
 	struct ofile *of;
 
 	pthread_mutex_lock(&cfs->lock);
+	/* A change made through this mount by the owner of the file open
+	 * here under rel, or by root, is that file's: the database made it
+	 * on the row at rel, which they may change (another user's row
+	 * there, another object's, changes nothing of this file). */
+	for (of = cfs->ofiles; of; of = of->next) {
+		if (of->unlinked || of->hidden || !of->held_set ||
+		    strcmp(of->rel, rel) || by == (uid_t)-1 ||
+		    (by != 0 && by != of->held_uid))
+			continue;
+		if (r->what & DB_ATTR_MODE)
+			of->held_mode = (mode_t)(r->mode & 07777);
+		if (r->what & DB_ATTR_OWNER) {
+			of->held_uid = (uid_t)r->uid;
+			of->held_gid = (gid_t)r->gid;
+		}
+	}
 	for (of = cfs->ofiles; of; of = of->next)
 		if (!of->unlinked && !of->hidden && of->attrs_unbound &&
 		    !strcmp(of->rel, rel))

@@ -8,7 +8,10 @@ users A and B as in test_perms.py, C a third."""
 import os
 import time
 
-from test_perms import A, B, as_user, attrs_row, rd, two_mounts
+import pytest
+
+from checks import get_object, rows
+from test_perms import A, B, as_user, attrs_row, rd, shared, two_mounts  # noqa: F401
 from test_rename_attrs import mode_owner
 from test_review_g_open import Holder
 
@@ -206,3 +209,116 @@ def test_commit_over_another_object_the_writer_may_write(mount_factory, uniq):
                  what="a reads A's write into B's shared file")
     assert {k: attrs_row(a, f"{uniq}/y.txt")[k] for k in ("mode", "uid")} == \
         {"mode": 0o666, "uid": B}
+
+
+@pytest.mark.parametrize("how", ["chmod", "chown"])
+def test_owner_widens_a_file_held_open_and_others_may_open_it(shared, uniq, how):
+    """One mount. A's 0600 x.txt (stored) is held open O_RDWR by A (a writer keeping its
+    descriptor). A chmods it 0644 (or root chowns it to B). The row, the kernel and the
+    daemon's getattr say B may read it; so does POSIX. B's open must not be refused for the
+    mode the file had when its writer opened it (on a6886da held_* was never updated once
+    committed)."""
+    m = shared
+    _dir(m, uniq)
+    p = m.path("inbox", f"{uniq}/x.txt")
+    assert as_user(A, f"open({p!r}, 'w').write('A TEXT')", umask=0o077) == ["ok"]
+    assert mode_owner(p) == (0o600, A, A)
+    w = Holder(A, p, flags=os.O_RDWR)
+    try:
+        if how == "chmod":
+            assert as_user(A, f"os.chmod({p!r}, 0o644)") == ["ok"]
+            assert mode_owner(p) == (0o644, A, A)
+        else:
+            os.chown(p, B, B)
+            assert mode_owner(p) == (0o600, B, B)
+        got = as_user(B, rd(p))
+        assert got == ["A TEXT"], got
+    finally:
+        w.close()
+
+
+@pytest.mark.parametrize("same_bytes", [True, False])
+def test_stale_descriptors_commit_never_makes_bs_row_own_as_content(mount_factory, uniq,
+                                                                    same_bytes):
+    """T10 (review of w/held, High, also on 350135f). A's 0644 y.txt is held open O_RDWR by A on mount b and A writes a
+    draft (not committed). On mount a A renames y.txt to z.txt and B creates his own 0600
+    y.txt (same_bytes: empty, as A's was; else "B SECRET"). A closes her descriptor on b:
+    its commit went over B's object and B's row (0600, B) was bound to A's draft. Now A's
+    close fails (EACCES: she may not write B's object) and B's object and row stay."""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
+    pz_a = a.path("inbox", f"{uniq}/z.txt")
+    first = "" if same_bytes else "A FIRST"
+    assert as_user(A, f"open({py_a!r}, 'w').write({first!r})", umask=0o022) == ["ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (0o644, A, A), timeout=30,
+                 what="b shows A's 0644 y.txt")
+    w = Holder(A, py_b, flags=os.O_RDWR)
+    try:
+        assert w.write("A DRAFT") == "ok"
+        assert as_user(A, f"os.rename({py_a!r}, {pz_a!r})") == ["ok"]
+        bs = "" if same_bytes else "B SECRET"
+        assert as_user(B, f"open({py_a!r}, 'w').write({bs!r})", umask=0o077) == ["ok"]
+        assert mode_owner(py_a) == (0o600, B, B)
+        time.sleep(3.5)
+        assert w.close_now() == "EACCES"
+    finally:
+        w.close()
+    time.sleep(1)
+    key = f"{uniq}/y.txt"
+    row, obj = attrs_row(a, key), get_object(a, key)
+    got_b, got_a = as_user(B, rd(py_a)), as_user(A, rd(py_a))
+    audit = [(r["uploaded_by"] if "uploaded_by" in r else None, r["removed_at"] is None)
+             for r in rows(a, key)]
+    print("\nobject", obj, "row", {k: row[k] for k in ("mode", "uid", "etag")} if row else None,
+          "B reads", got_b, "A reads", got_a, "audit", audit)
+    # A's bytes never sit at the key as B's 0600 file
+    assert not (obj == b"A DRAFT" and row and row["uid"] == B), (obj, row, got_b, got_a)
+
+
+def test_reopen_of_a_file_open_here_with_the_database_down(shared, uniq):
+    """One mount. A's 0644 x.txt held open O_RDWR by A; the database stops. Opening x.txt
+    again (A herself, B for reading) reads the row from the database first: with the
+    database down it falls back to the mount's snapshot, as a file not open here does (it
+    failed EIO on a6886da)."""
+    m = shared
+    _dir(m, uniq)
+    p, q = m.path("inbox", f"{uniq}/x.txt"), m.path("inbox", f"{uniq}/q.txt")
+    assert as_user(A, f"open({p!r}, 'w').write('A TEXT')", f"open({q!r}, 'w').write('Q')") \
+        == ["ok", "ok"]
+    w = Holder(A, p, flags=os.O_RDWR)
+    try:
+        assert as_user(B, rd(p), rd(q)) == ["A TEXT", "Q"]
+        m.stop_pg()
+        try:
+            got = as_user(A, rd(p)) + as_user(B, rd(p)) + as_user(B, rd(q))
+        finally:
+            m.start_pg()
+        m.wait_until(lambda: m.alive(), timeout=20, what="mount answers again")
+        assert got == ["A TEXT", "A TEXT", "Q"], got
+    finally:
+        w.close()
+
+
+def test_new_file_created_restrictive_then_chmodded_while_open(shared, uniq):
+    """What must keep working (passes): A creates x.txt here and holds it open O_RDWR (not
+    yet stored: its row is its claim), chmods it 0600 then 0644: B reads it (works: an
+    unbound file's held_* follow its chmods). A chmods it 0600, a second descriptor of A
+    writes and closes (stored and bound, w still open), A chmods it 0644: B must read it
+    again (failed on a6886da: held_* was fixed once bound)."""
+    m = shared
+    _dir(m, uniq)
+    p = m.path("inbox", f"{uniq}/x.txt")
+    w = Holder(A, p, flags=os.O_RDWR | os.O_CREAT)
+    try:
+        assert w.write("A NEW") == "ok"
+        assert as_user(A, f"os.chmod({p!r}, 0o600)", f"os.chmod({p!r}, 0o644)") == ["ok", "ok"]
+        first = as_user(B, rd(p))
+        assert as_user(A, f"os.chmod({p!r}, 0o600)") == ["ok"]
+        # a second descriptor of A writes and closes: stored and bound, w still open
+        assert as_user(A, f"open({p!r}, 'r+').write('A NEW')") == ["ok"]
+        assert as_user(A, f"os.chmod({p!r}, 0o644)") == ["ok"]
+        second = as_user(B, rd(p))
+        assert (first, second) == (["A NEW"], ["A NEW"]), (first, second)
+    finally:
+        w.close()
