@@ -58,6 +58,9 @@ int privs_clear(const char *rel, int by_writer);
  * without default_permissions (the daemon checks what the kernel could not
  * see: attributes newer than those it cached). */
 int may_open(const struct stat *st, int acc);
+/* *st as a stored file without a row shows: the foreign owner and group,
+ * file_mode; nothing else set. */
+void inbox_default_stat(struct stat *st);
 /* May the caller open, with access mode acc, the spool of of, a file open
  * here (its first opener's, or creator's, owner and mode: of->held_*)?
  * may_open's rules; 0 when none were remembered. Caller holds no lock or

@@ -86,6 +86,15 @@ int may_open(const struct stat *st, int acc)
 	return (bits & want) == want ? 0 : -EACCES;
 }
 
+void inbox_default_stat(struct stat *st)
+{
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
+	st->st_nlink = 1;
+	st->st_uid = cfs->foreign_uid;
+	st->st_gid = cfs->foreign_gid;
+}
+
 int ofile_may_hold(struct ofile *of, int acc)
 {
 	struct stat held = {0};
@@ -165,10 +174,7 @@ int ofile_writer_may_replace(struct ofile *of, const char *rel,
 	if (uid == 0)
 		return 0;
 	/* that object's row now, or the defaults of a file without one */
-	memset(&st, 0, sizeof(st));
-	st.st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
-	st.st_uid = cfs->foreign_uid;
-	st.st_gid = cfs->foreign_gid;
+	inbox_default_stat(&st);
 	rc = attrov_apply_fresh(rel, &st, etag);
 	return rc ? rc : uid_may_write(uid, &st);
 }

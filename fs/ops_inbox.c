@@ -872,7 +872,7 @@ retry:
 		if (rc == 0)
 			rc = may_replace(rel, &st, need);
 		if (rc == 0)
-			rc = ofile_may_hold(of, need); /* T4 */
+			rc = ofile_may_open(of, rel, need); /* T4 */
 		if (rc == 0 && trunc)
 			rc = privs_clear(rel, 0);
 		if (rc) {

@@ -130,11 +130,14 @@ static int held_open(struct ofile *of, const char *from)
 static int spool_for_readers(struct ofile *of, const char *from)
 {
 	const char *seen = of->loaded;
-	struct stat st = {0};
-	int rc = attrov_apply_fresh(from, &st, seen);
+	struct stat st;
+	int rc;
 
+	inbox_default_stat(&st);
+	rc = attrov_apply_fresh(from, &st, seen);
 	if (rc)
 		return rc;
+	ofile_hold_attrs(of, &st); /* an open of the hidden name: T4 */
 	if (readers_attach(from, of, seen[0] ? seen : NULL, NULL) == 0) {
 		of->failed = -ESTALE;
 		if (ftruncate(of->fd, 0) == 0)
@@ -302,9 +305,10 @@ static int rename_stored_to_temp(const char *from, const char *to)
 	char seen[80] = "";
 	struct actor who;
 	struct ofile *of;
-	struct stat st = {0};
+	struct stat st;
 	int rc;
 
+	inbox_default_stat(&st);
 	ofile_drop_name(to);
 	of = ofile_create(to, 1, &rc);
 	if (!of)
@@ -319,6 +323,8 @@ static int rename_stored_to_temp(const char *from, const char *to)
 		rc = attrov_apply_fresh(from, &st, of->loaded);
 		snprintf(seen, sizeof(seen), "%s", of->loaded);
 	}
+	if (rc == 0)
+		ofile_hold_attrs(of, &st); /* an open of the temp name: T4 */
 	if (rc == 0) {
 		cfs_actor(&who);
 		rc = reception_remove(cfs->rcp, from, &who);
