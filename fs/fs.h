@@ -42,6 +42,9 @@ struct attrov {
 	    has_ctime : 1;
 };
 
+#define OFILE_WRITER_IDS 4
+#define OFILE_WRITER_GROUPS 64
+
 /* A file of inbox/ open for writing, or a local temporary file, or an open
  * file that was unlinked (hidden).
  *
@@ -55,24 +58,37 @@ struct ofile {
 	int refs;     /* protected by cfs.lock: open handles */
 	int unlinked; /* protected by cfs.lock: no longer found by name */
 	int hidden;   /* protected by cfs.lock: unlinked while open */
-	pthread_mutex_t lock;  /* serialises data operations on this file */
-	int fd;		       /* protected by lock: the spool (O_TMPFILE) */
-	char loaded[80];       /* protected by lock: which stored file this
-				  is: the ETag of the object its spool was
-				  filled from (ofile_load) or that a
-				  truncating open checked; OFILE_NEW for a
-				  file created here; "" not known */
-	char base_tag[64];     /* protected by lock: the UPLOAD_TAG of the
-				  object its content is based on (the one
-				  loaded, or its own last upload), "" not
-				  known: its commit replaces an object that
-				  carries another only if its writer may
-				  (ofile_writer_may_replace; review-t4c F2,
-				  T10) */
-	char committed[80];    /* protected by lock: the ETag of its last
-				  upload recorded here, or of the copy a
-				  rename here made of it (ofile_copied), or
-				  "" */
+	pthread_mutex_t lock; /* serialises data operations on this file */
+	int fd;		      /* protected by lock: the spool (O_TMPFILE) */
+	char loaded[80];      /* protected by lock: which stored file this
+				 is: the ETag of the object its spool was
+				 filled from (ofile_load) or that a
+				 truncating open checked; OFILE_NEW for a
+				 file created here; "" not known */
+	char base_tag[64];    /* protected by lock: the UPLOAD_TAG of the
+				 object its content is based on (the one
+				 loaded, or its own last upload), "" not
+				 known: its commit replaces an object that
+				 carries another only if its writer may
+				 (ofile_writer_may_replace; review-t4c F2,
+				 T10) */
+	/* Each user (not root) that opened it for writing or truncated it
+	 * by path, with the groups of that request: whose bytes it may
+	 * hold, so whose rights its commit over another object needs (a
+	 * write request's uid is no writer's: the kernel sends a shared
+	 * mapping's writeback as root). */
+	struct ofile_writer_id {
+		uid_t uid;
+		int ngroups;
+		gid_t groups[OFILE_WRITER_GROUPS];
+	} wids[OFILE_WRITER_IDS]; /* protected by lock */
+	int nwids;		  /* protected by lock */
+	int wids_over;		  /* protected by lock: more users than
+				     OFILE_WRITER_IDS */
+	char committed[80];	  /* protected by lock: the ETag of its last
+				     upload recorded here, or of the copy a
+				     rename here made of it (ofile_copied), or
+				     "" */
 	int ready;	       /* protected by lock: the spool holds the file */
 	int writers;	       /* protected by lock: handles open for writing */
 	int failed;	       /* protected by lock: -errno of a failed load */
@@ -353,14 +369,26 @@ int ofile_publish(struct ofile *of, const char *to, int replaces);
  * taken meanwhile. */
 void ofile_note_attrs(const char *rel, const struct db_attrs *r);
 /* Caller holds of->lock. Its commit would replace the object at rel
- * (ETag etag) that is not the one its content is based on (another
- * mount's since it was opened): may its writer (of->writer) replace it,
- * as an open for writing with O_TRUNC would be checked: write permission
- * on that object's row read now (or the defaults of one without)? Root may;
- * nothing is checked without default_permissions. 0, -EACCES, or -errno of the
+ * that is not the one its content is based on (another mount's, or
+ * another client's, since it was opened): may each of its writers
+ * (of->wids) write it, as an open for writing with O_TRUNC would be
+ * checked: write permission on the row at rel read now (whatever object
+ * it was bound to: a foreign upload over the owner's file leaves her row;
+ * the defaults where there is none)? Only root writers: yes; nothing is
+ * checked without default_permissions. 0, -EACCES, or -errno of the
  * database. */
-int ofile_writer_may_replace(struct ofile *of, const char *rel,
-			     const char *etag);
+int ofile_writer_may_replace(struct ofile *of, const char *rel);
+/* Caller holds of->lock. The caller of this request (not root) opens of
+ * for writing, or truncates it by path: recorded in of->wids with its
+ * groups. */
+void ofile_note_writer(struct ofile *of);
+/* Caller holds of->lock; of was truncated by an open or a truncate(2)
+ * that checked the object of ETag etag at rel (from the listing), never
+ * loaded: the object there now (HEAD) must be that one, and its UPLOAD_TAG
+ * becomes of->base_tag. 0; else of fails (of->failed, unlinked, as a
+ * failed load): -EAGAIN when another object (or none) is there now (the
+ * listing is refreshed; the caller checks again), or the HEAD's -errno. */
+int ofile_base_head(struct ofile *of, const char *rel, const char *etag);
 /* Remembers *st's owner and mode as those of the object of's spool holds
  * (of->held_*), unless an earlier opener set them. Takes cfs.lock. */
 void ofile_hold_attrs(struct ofile *of, const struct stat *st);

@@ -7,8 +7,6 @@
  * object a change of attributes is made on (inbox_shown_etag). */
 #include <errno.h>
 #include <fcntl.h>
-#include <grp.h>
-#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -136,47 +134,37 @@ int ofile_may_open(struct ofile *of, const char *rel, int acc)
 	return rc ? rc : ofile_may_hold(of, acc);
 }
 
-/* May uid (in the groups the user database gives it) write a file of
- * attributes *st? may_open's rule for a uid without a request. */
-static int uid_may_write(uid_t uid, const struct stat *st)
+/* May w write a file of attributes *st? may_open's rule. */
+static int writer_may_write(const struct ofile_writer_id *w,
+			    const struct stat *st)
 {
-	struct passwd pw, *res = NULL;
-	gid_t list[256];
-	char buf[2048];
-	int cnt = 256, i, in_group = 0;
+	int i, in_group = 0;
 	mode_t bits;
 
-	if (uid == st->st_uid)
+	if (w->uid == st->st_uid)
 		return (st->st_mode & S_IWUSR) ? 0 : -EACCES;
-	if (getpwuid_r(uid, &pw, buf, sizeof(buf), &res) == 0 && res) {
-		in_group = res->pw_gid == st->st_gid;
-		if (getgrouplist(res->pw_name, res->pw_gid, list, &cnt) < 0)
-			cnt = 0;
-		for (i = 0; !in_group && i < cnt && i < 256; i++)
-			in_group = list[i] == st->st_gid;
-	}
+	for (i = 0; !in_group && i < w->ngroups; i++)
+		in_group = w->groups[i] == st->st_gid;
 	bits = in_group ? (st->st_mode >> 3) & 7 : st->st_mode & 7;
 	return (bits & 2) ? 0 : -EACCES;
 }
 
-int ofile_writer_may_replace(struct ofile *of, const char *rel,
-			     const char *etag)
+int ofile_writer_may_replace(struct ofile *of, const char *rel)
 {
 	struct stat st;
-	uid_t uid;
-	int rc;
+	int rc, i;
 
 	if (!cfs->perm_checks)
 		return 0;
-	if (!of->has_writer)
+	if (of->wids_over)
 		return -EACCES;
-	uid = of->writer;
-	if (uid == 0)
-		return 0;
-	/* that object's row now, or the defaults of a file without one */
+	if (!of->nwids)
+		return 0; /* root's alone */
 	inbox_default_stat(&st);
-	rc = attrov_apply_fresh(rel, &st, etag);
-	return rc ? rc : uid_may_write(uid, &st);
+	rc = attrov_apply_fresh(rel, &st, NULL);
+	for (i = 0; rc == 0 && i < of->nwids; i++)
+		rc = writer_may_write(&of->wids[i], &st);
+	return rc;
 }
 
 int may_replace(const char *rel, const struct stat *st, int acc)

@@ -590,16 +590,13 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 		 * put at the name since (maybe with the same bytes, so the
 		 * same ETag). Its row is not this file's to inherit, nor its
 		 * bytes this writer's to replace unless allowed. */
-		rc = ofile_writer_may_replace(of, rel, info.etag);
+		rc = ofile_writer_may_replace(of, rel);
 		if (rc)
-			log_error(
-			    "inbox/%s: not stored: the object there now "
-			    "(ETag %s) is not the one this file was "
-			    "opened on, and its writer (uid %lu) may "
-			    "not replace it: %s",
-			    rel, info.etag,
-			    (unsigned long)(of->has_writer ? of->writer : 0),
-			    strerror(-rc));
+			log_error("inbox/%s: not stored: the object there now "
+				  "(ETag %s) is not the one this file was "
+				  "opened on, and a writer of this file may "
+				  "not replace it: %s",
+				  rel, info.etag, strerror(-rc));
 	}
 	if (rc == 0)
 		rc = attrov_prepare(rel, 1, info.etag);
@@ -652,7 +649,8 @@ static void ofile_superseded(struct ofile *of, const char *rel,
 	of->dirty = 0;
 	of->in_store = !seen->gone;
 	of->stored_size = seen->gone ? 0 : seen->size;
-	of->base_tag[0] = '\0'; /* the store's object, not known */
+	/* base_tag stays: a later commit of this file is checked against
+	 * the object that won here (review-held2 F5) */
 	pthread_mutex_lock(&cfs->lock);
 	of->attrs_unbound = 0;
 	pthread_mutex_unlock(&cfs->lock);
@@ -1141,6 +1139,75 @@ int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
 }
 
 /* Caller holds of->lock. */
+void ofile_note_writer(struct ofile *of)
+{
+	struct fuse_context *ctx = fuse_get_context();
+	struct ofile_writer_id *w;
+	gid_t list[OFILE_WRITER_GROUPS];
+	int i, n;
+
+	if (!ctx || ctx->uid == 0)
+		return;
+	for (i = 0; i < of->nwids; i++)
+		if (of->wids[i].uid == ctx->uid)
+			return;
+	if (of->nwids == OFILE_WRITER_IDS) {
+		of->wids_over = 1;
+		return;
+	}
+	w = &of->wids[of->nwids++];
+	w->uid = ctx->uid;
+	w->groups[0] = ctx->gid;
+	w->ngroups = 1;
+	n = fuse_getgroups(OFILE_WRITER_GROUPS, list);
+	for (i = 0; i < n && i < OFILE_WRITER_GROUPS &&
+		    w->ngroups < OFILE_WRITER_GROUPS;
+	     i++)
+		w->groups[w->ngroups++] = list[i];
+}
+
+int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
+{
+	struct s3_object_info info;
+	const char *tag;
+	char *path;
+	int rc;
+
+	of->base_tag[0] = '\0';
+	if (!etag[0])
+		return 0; /* no object checked: not known, as before */
+	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+	if (rc && rc != -ENOENT)
+		goto fail;
+	if (rc == 0 && !strcmp(info.etag, etag)) {
+		tag = s3_meta_get(&info, UPLOAD_TAG);
+		snprintf(of->base_tag, sizeof(of->base_tag), "%s",
+			 tag ? tag : "");
+		s3_object_info_free(&info);
+		return 0;
+	}
+	/* replaced (or removed) since its check: the listing takes it */
+	if (rc == 0) {
+		dcache_upsert(rel, 0, info.size, info.mtime, info.etag);
+		s3_object_info_free(&info);
+	} else {
+		dcache_remove(rel);
+	}
+	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
+		inval_path(path);
+		free(path);
+	}
+	rc = -EAGAIN;
+fail:
+	/* Every handle sharing it fails so; a new try starts over with a
+	 * new ofile (as ofile_load's failure). */
+	of->failed = rc;
+	pthread_mutex_lock(&cfs->lock);
+	of->unlinked = 1;
+	pthread_mutex_unlock(&cfs->lock);
+	return rc;
+}
+
 void ofile_set_writer(struct ofile *of)
 {
 	struct fuse_context *ctx = fuse_get_context();

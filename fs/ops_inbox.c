@@ -973,7 +973,9 @@ retry:
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
 			snprintf(of->loaded, sizeof(of->loaded), "%s", seen);
-			rc = ofile_truncate(of, 0);
+			rc = ofile_base_head(of, rel, seen);
+			if (rc == 0)
+				rc = ofile_truncate(of, 0);
 		} else if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;
@@ -994,6 +996,8 @@ retry:
 			fh_pend(h);
 		h->writable = (fi->flags & O_ACCMODE) != O_RDONLY;
 		of->writers += h->writable;
+		if (h->writable || trunc)
+			ofile_note_writer(of);
 	}
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
@@ -1097,7 +1101,9 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 			of->stored_size = (uint64_t)st.st_size;
 			/* the file it is: the object checked */
 			snprintf(of->loaded, sizeof(of->loaded), "%s", etag);
-			rc = ofile_truncate(of, 0);
+			rc = ofile_base_head(of, rel, etag);
+			if (rc == 0)
+				rc = ofile_truncate(of, 0);
 		} else {
 			rc = load_checked(of, rel, etag);
 		}
@@ -1112,6 +1118,8 @@ static int inbox_open_try(const char *rel, struct fuse_file_info *fi)
 			fh_pend(h);
 		h->writable = wr;
 		of->writers += wr;
+		if (wr)
+			ofile_note_writer(of);
 	}
 	pthread_mutex_unlock(&of->lock);
 	if (!h) {
@@ -1507,7 +1515,9 @@ static int truncate_path(const char *rel, off_t size)
 				of->stored_size = (uint64_t)st.st_size;
 				snprintf(of->loaded, sizeof(of->loaded), "%s",
 					 etag);
-				of->ready = 1;
+				rc = ofile_base_head(of, rel, etag);
+				if (rc == 0)
+					of->ready = 1;
 			} else {
 				rc = load_checked(of, rel, etag);
 			}
@@ -1519,8 +1529,10 @@ static int truncate_path(const char *rel, off_t size)
 		}
 	}
 	rc = ofile_truncate(of, (uint64_t)size);
-	if (rc == 0)
+	if (rc == 0) {
 		ofile_set_writer(of);
+		ofile_note_writer(of);
+	}
 	/* Not through an open handle: durable now, like any other change. */
 	if (rc == 0 && !of->local)
 		rc = ofile_commit(of, 0);
