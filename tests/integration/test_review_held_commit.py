@@ -10,12 +10,13 @@ import time
 
 from test_perms import A, B, as_user, attrs_row, rd, two_mounts
 from test_rename_attrs import mode_owner
-from test_review_t4_held import _dir
+from test_review_g_open import Holder
+from test_review_t4_held import _dir, as_file_on_two
 
 OLD = "OLD SECRET".ljust(64)
 
 
-class GHolder:
+class GHolder(Holder):
     """Like test_review_g_open.Holder, with the process's groups (setpriv --groups) and an
     mmap write ("m"): each op answers "ok" or the errno name."""
 
@@ -55,31 +56,10 @@ class GHolder:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert self.answer() == "open"
 
-    def answer(self):
-        line = self.p.stdout.readline()
-        assert line, "holder died"
-        return json.loads(line)
-
     def op(self, c, arg=""):
         self.p.stdin.write(c + json.dumps(arg) + "\n")
         self.p.stdin.flush()
         return self.answer()
-
-    def close(self):
-        self.p.stdin.close()
-        assert self.p.wait(timeout=60) == 0
-
-
-def _as_then_bs(mount_factory, uniq, content, mode=0o600):
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
-    pz_a = a.path("inbox", f"{uniq}/z.txt")
-    assert as_user(A, f"open({py_a!r}, 'w').write({content!r})",
-                   f"os.chmod({py_a!r}, {mode:#o})") == ["ok", "ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (mode, A, A), timeout=30,
-                 what="b shows A's y.txt")
-    return a, b, py_a, py_b, pz_a
 
 
 def _bs_file(a, py_a, pz_a, body="B SECRET"):
@@ -93,7 +73,7 @@ def test_truncating_open_draft_is_not_stored_over_bs_object(mount_factory, uniq)
     b is a truncating open (O_WRONLY|O_TRUNC: `>`, cp, most savers). On 75f04d0 that open set
     of->loaded, never of->base_tag: the commit checked nothing, and A's draft replaced B's
     newer 0600 object and took B's row (B read it, as his). Now fsync and close: EACCES."""
-    a, b, py_a, py_b, pz_a = _as_then_bs(mount_factory, uniq, OLD)
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, OLD, 0o600)
     w = GHolder(A, py_b, os.O_WRONLY | os.O_TRUNC)
     try:
         assert w.op("w", "A DRAFT SECRET") == "ok"
@@ -113,7 +93,7 @@ def test_mmap_draft_is_not_stored_over_bs_object(mount_factory, uniq):
     """F3: the same through a shared writable mmap (O_RDWR, loaded: base_tag known). The
     kernel's writepage WRITE carries no caller's credentials (uid 0): on 75f04d0 root was the
     writer, allowed anything. The writers are those who opened it for writing."""
-    a, b, py_a, py_b, pz_a = _as_then_bs(mount_factory, uniq, OLD)
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, OLD, 0o600)
     w = GHolder(A, py_b, os.O_RDWR)
     try:
         _bs_file(a, py_a, pz_a, "B SECRET".ljust(64))
@@ -135,7 +115,7 @@ def test_group_writer_may_store_over_a_group_writable_object(mount_factory, uniq
     open on b; on a she renames it away and B's new y.txt is made group 2001, 0660: A may
     write it. Her write on b is stored: the writer's groups are those of her open request
     (75f04d0 read them from the user database only)."""
-    a, b, py_a, py_b, pz_a = _as_then_bs(mount_factory, uniq, "v1")
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, "v1", 0o600)
     w = GHolder(A, py_b, os.O_RDWR)
     try:
         _bs_file(a, py_a, pz_a)

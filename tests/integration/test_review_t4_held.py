@@ -25,17 +25,26 @@ def _dir(a, uniq):
     os.chmod(a.path("inbox", uniq), 0o1777)
 
 
+def as_file_on_two(mount_factory, uniq, content, mode):
+    """Two mounts a, b; A's y.txt (content, mode) made on a in a 1777 directory, shown on b.
+    Returns a, b and the paths of y.txt on a and b and of z.txt on a."""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
+    pz_a = a.path("inbox", f"{uniq}/z.txt")
+    assert as_user(A, f"open({py_a!r}, 'w').write({content!r})",
+                   f"os.chmod({py_a!r}, {mode:#o})") == ["ok", "ok"]
+    b.wait_until(lambda: mode_owner(py_b) == (mode, A, A), timeout=30,
+                 what="b shows A's y.txt")
+    return a, b, py_a, py_b, pz_a
+
+
 def test_open_of_a_name_open_here_checks_the_open_files_object(mount_factory, uniq):
     """A's 0600 y.txt ("OLD SECRET") is held open O_RDWR by A on mount b; on mount a A
     renames a 0644 "public" over it. B opens y.txt on b: he reads the public replacement or
     gets EACCES, never the old secret the open file holds; A still may."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
+    a, b, py_a, py_b, _ = as_file_on_two(mount_factory, uniq, OLD, 0o600)
     px_a = a.path("inbox", f"{uniq}/x.tmp")
-    assert as_user(A, f"open({py_a!r}, 'w').write({OLD!r})", umask=0o077) == ["ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
-                 what="b shows A's 0600 y.txt")
     assert as_user(B, rd(py_b)) == ["EACCES"]
     w = Holder(A, py_b, flags=os.O_RDWR)
     try:
@@ -60,13 +69,7 @@ def test_same_content_object_is_not_taken_for_the_open_files(mount_factory, uniq
     empty 0600 y.txt is opened O_RDWR by A on mount b and A writes a draft into it (not
     committed: the descriptor stays open); on mount a A renames y.txt away and B creates his
     own empty 0600 y.txt. B never reads A's draft on mount b (it leaked 5 of 5 before)."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
-    pz_a = a.path("inbox", f"{uniq}/z.txt")
-    assert as_user(A, f"open({py_a!r}, 'w').close()", umask=0o077) == ["ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
-                 what="b shows A's empty 0600 y.txt")
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, "", 0o600)
     w = Holder(A, py_b, flags=os.O_RDWR)
     try:
         assert w.write("A DRAFT SECRET") == "ok"
@@ -100,14 +103,7 @@ def _world_writable_then_bs(mount_factory, uniq):
     """review-t4c F1: A's 0666 y.txt held open O_RDWR by A on mount b; on mount a A renames
     it to z.txt and B writes his own 0600 y.txt ("B SECRET"). Mount b's caches are then older
     than the TTL. C may write A's old object, not B's."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
-    pz_a = a.path("inbox", f"{uniq}/z.txt")
-    assert as_user(A, f"open({py_a!r}, 'w').write({WORLD!r})", f"os.chmod({py_a!r}, 0o666)") \
-        == ["ok", "ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o666, A, A), timeout=30,
-                 what="b shows A's 0666 y.txt")
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, WORLD, 0o666)
     w = Holder(A, py_b, flags=os.O_RDWR)
     assert as_user(A, f"os.rename({py_a!r}, {pz_a!r})") == ["ok"]
     assert as_user(B, f"open({py_a!r}, 'w').write('B SECRET')", f"os.chmod({py_a!r}, 0o600)",
@@ -150,12 +146,7 @@ def test_name_open_here_still_opens_for_whom_both_allow(mount_factory, uniq):
     """What the check must not refuse: A's 0644 y.txt held open O_RDWR by A on mount b with a
     draft written; B reads it on b (the open file's content, as on one machine), A opens it
     again for writing and her second write is read back; C may not write it."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
-    assert as_user(A, f"open({py_a!r}, 'w').write('first')", umask=0o022) == ["ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o644, A, A), timeout=30,
-                 what="b shows A's 0644 y.txt")
+    a, b, py_a, py_b, _ = as_file_on_two(mount_factory, uniq, "first", 0o644)
     w = Holder(A, py_b, flags=os.O_RDWR)
     try:
         assert w.write("DRAFT") == "ok"
@@ -173,13 +164,7 @@ def test_commit_over_another_object_the_writer_may_write(mount_factory, uniq):
     open on mount b while another object is put at the name on mount a. (1) A's own newer
     version: A's write on b is stored over it. (2) B's 0666 file at the name (A may write
     it): stored over it, B's row (owner, mode) kept, as a write into B's file."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    py_a, py_b = a.path("inbox", f"{uniq}/y.txt"), b.path("inbox", f"{uniq}/y.txt")
-    pz_a = a.path("inbox", f"{uniq}/z.txt")
-    assert as_user(A, f"open({py_a!r}, 'w').write('v1')", umask=0o077) == ["ok"]
-    b.wait_until(lambda: mode_owner(py_b) == (0o600, A, A), timeout=30,
-                 what="b shows A's y.txt")
+    a, b, py_a, py_b, pz_a = as_file_on_two(mount_factory, uniq, "v1", 0o600)
     w = Holder(A, py_b, flags=os.O_RDWR)
     try:
         assert as_user(A, f"open({py_a!r}, 'w').write('v2 from a')") == ["ok"]
