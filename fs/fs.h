@@ -67,11 +67,13 @@ struct ofile {
 				 file created here; "" not known */
 	char base_tag[64];    /* protected by lock: the UPLOAD_TAG of the
 				 object its content is based on (the one
-				 loaded, or its own last upload), "" not
-				 known: its commit replaces an object that
-				 carries another only if its writer may
-				 (ofile_writer_may_replace; review-t4c F2,
-				 T10) */
+				 loaded or truncated, or its own last
+				 upload), "" when it carries none */
+	int base_known;	      /* protected by lock: base_tag (and loaded
+				 or committed) name that object: its
+				 commit replaces another only if its
+				 writers may (ofile_writer_may_replace;
+				 review-t4c F2, T10) */
 	/* Each user (not root) that opened it for writing or truncated it
 	 * by path, with the groups of that request: whose bytes it may
 	 * hold, so whose rights its commit over another object needs (a
@@ -386,8 +388,9 @@ void ofile_note_writer(struct ofile *of);
  * that checked the object of ETag etag at rel (from the listing), never
  * loaded: the object there now (HEAD) must be that one, and its UPLOAD_TAG
  * becomes of->base_tag. 0; else of fails (of->failed, unlinked, as a
- * failed load): -EAGAIN when another object (or none) is there now (the
- * listing is refreshed; the caller checks again), or the HEAD's -errno. */
+ * failed load): -EAGAIN when another object is there now (the listing is
+ * refreshed; the caller checks again), -ESTALE when none is (the kernel
+ * looks the name up again, and creates it), or the HEAD's -errno. */
 int ofile_base_head(struct ofile *of, const char *rel, const char *etag);
 /* Remembers *st's owner and mode as those of the object of's spool holds
  * (of->held_*), unless an earlier opener set them. Takes cfs.lock. */

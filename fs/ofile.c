@@ -481,6 +481,7 @@ int ofile_load(struct ofile *of, const char *key, const char *etag)
 
 	of->loaded[0] = '\0';
 	of->base_tag[0] = '\0';
+	of->base_known = 0;
 	rc =
 	    s3_get_to_fd_tagged(cfs->s3, cfs->cfg.reception_bucket, key, of->fd,
 				etag, &size, of->loaded, sizeof(of->loaded),
@@ -501,6 +502,7 @@ int ofile_load(struct ofile *of, const char *key, const char *etag)
 	of->stored_size = size;
 	of->dirty = 0;
 	of->ready = 1;
+	of->base_known = of->loaded[0] != '\0';
 	if (of->up)
 		upload_invalidate(of->up);
 	return 0;
@@ -585,7 +587,13 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 	if (rc)
 		return rc;
 	tag = s3_meta_get(&info, UPLOAD_TAG);
-	if (of->base_tag[0] && (!tag || strcmp(tag, of->base_tag))) {
+	if (!tag)
+		tag = "";
+	/* Another object than its base: another tag (or one where the base
+	 * had none), or, both untagged (an SDK's uploads), another ETag. */
+	if (of->base_known && (strcmp(tag, of->base_tag) ||
+			       (!*tag && strcmp(info.etag, of->loaded) &&
+				strcmp(info.etag, of->committed)))) {
 		/* Not the object this content is based on: another mount's,
 		 * put at the name since (maybe with the same bytes, so the
 		 * same ETag). Its row is not this file's to inherit, nor its
@@ -731,6 +739,8 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * object replaced (one replaced by another route meanwhile is not
 	 * this file's: its row goes), bound to the new one once recorded. */
 	rc = pub ? 0 : ofile_prepare_attrs(of, rel);
+	if (rc)
+		ofile_upload_error(of, rel, &who, rc); /* nothing stored */
 	if (rc == 0)
 		rc = upload_set_key(of->up, rel);
 	/* That bind (a new file's claim, R7; or the row unbound above) or a
@@ -842,6 +852,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->stored_size = res.size;
 		snprintf(of->committed, sizeof(of->committed), "%s", res.etag);
 		snprintf(of->base_tag, sizeof(of->base_tag), "%s", res.tag);
+		of->base_known = 1;
 		pthread_mutex_lock(&cfs->lock);
 		cur = of->creator;     /* as it is now: chmod since included */
 		of->attrs_unbound = 0; /* bound: the claim ends */
@@ -1174,6 +1185,7 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
 	int rc;
 
 	of->base_tag[0] = '\0';
+	of->base_known = 0;
 	if (!etag[0])
 		return 0; /* no object checked: not known, as before */
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
@@ -1183,6 +1195,7 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
 		tag = s3_meta_get(&info, UPLOAD_TAG);
 		snprintf(of->base_tag, sizeof(of->base_tag), "%s",
 			 tag ? tag : "");
+		of->base_known = 1;
 		s3_object_info_free(&info);
 		return 0;
 	}
@@ -1197,7 +1210,9 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
 		inval_path(path);
 		free(path);
 	}
-	rc = -EAGAIN;
+	/* gone: ESTALE, so that the kernel looks the name up again (and
+	 * sends a create); another one: checked again here */
+	rc = rc == -ENOENT ? -ESTALE : -EAGAIN;
 fail:
 	/* Every handle sharing it fails so; a new try starts over with a
 	 * new ofile (as ofile_load's failure). */

@@ -850,7 +850,8 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	struct fhandle *h;
 	struct ofile *of;
 	struct stat st;
-	char *token = NULL, seen[80] = "";
+	char *token = NULL, seen[80] = "", seen_tag[64] = "";
+	const char *tag;
 	int rc = 0, local = is_temp(rel), again = 0, retries = 2, tries = 0;
 
 	rc = check_name(rel);
@@ -888,6 +889,9 @@ retry:
 			}
 			rc = stored_stat(rel, &info, &st);
 			snprintf(seen, sizeof(seen), "%s", info.etag);
+			tag = s3_meta_get(&info, UPLOAD_TAG);
+			snprintf(seen_tag, sizeof(seen_tag), "%s",
+				 tag ? tag : "");
 			s3_object_info_free(&info);
 			if (rc == 0)
 				rc = may_replace(rel, &st, need);
@@ -973,9 +977,11 @@ retry:
 			of->in_store = 1;
 			of->stored_size = (uint64_t)st.st_size;
 			snprintf(of->loaded, sizeof(of->loaded), "%s", seen);
-			rc = ofile_base_head(of, rel, seen);
-			if (rc == 0)
-				rc = ofile_truncate(of, 0);
+			/* the object checked, as its HEAD above found it */
+			snprintf(of->base_tag, sizeof(of->base_tag), "%s",
+				 seen_tag);
+			of->base_known = 1;
+			rc = ofile_truncate(of, 0);
 		} else if (rc == 0 && !of->ready) {
 			of->dirty = 1; /* even empty, it is uploaded at close */
 			of->ready = 1;

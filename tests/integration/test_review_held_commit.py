@@ -8,7 +8,8 @@ import os
 import subprocess
 import time
 
-from test_perms import A, B, as_user, attrs_row, rd, two_mounts
+from test_metrics import parse
+from test_perms import A, B, LONG_TTL, as_user, attrs_row, rd, two_mounts
 from test_rename_attrs import mode_owner
 from test_review_g_open import Holder
 from test_review_t4_held import _dir, as_file_on_two
@@ -211,3 +212,120 @@ def test_owner_read_only_file_committed_twice_in_parts(mount_factory, uniq):
     finally:
         w.close()
     assert got == ["ok"] * 6, got
+
+
+def _mv(m, src, dst):
+    """rename(2), retried while the foreign upload is not logged yet (EBUSY)."""
+    def go():
+        try:
+            os.rename(src, dst)
+            return True
+        except OSError as e:
+            if e.errno != 16:
+                raise
+            return False
+    m.wait_until(go, timeout=60, interval=1, what="the foreign upload logged, renamed")
+
+
+def test_foreign_object_truncating_open_draft_is_not_stored_over_bs_object(mount_factory,
+                                                                           uniq):
+    """Third read, R1 (High): the object A truncates on b carries no UPLOAD_TAG (an SDK
+    upload, or any object stored before UPLOAD_TAG): on a71aae3 the commit then checked
+    nothing. On a the name becomes B's 0600 file; A's draft must not replace it. (An object
+    known and untagged: another one is one with a tag, or another ETag.)"""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    a.s3.put_object(Bucket=a.reception_bucket, Key=key, Body=b"FOREIGN".ljust(64))
+    a.wait_until(lambda: os.path.exists(py_a), timeout=30, what="a lists it")
+    os.chmod(py_a, 0o666)
+    b.wait_until(lambda: os.path.exists(py_b) and mode_owner(py_b)[0] == 0o666, timeout=40,
+                 what="b shows it 0666")
+    w = GHolder(A, py_b, os.O_WRONLY | os.O_TRUNC)
+    try:
+        assert w.op("w", "A DRAFT SECRET") == "ok"
+        _mv(a, py_a, a.path("inbox", f"{uniq}/z.txt"))
+        assert as_user(B, f"open({py_a!r}, 'w').write('B SECRET')", umask=0o077) == ["ok"]
+        assert mode_owner(py_a) == (0o600, B, B)
+        time.sleep(3.5)
+        got = [w.op("s"), w.op("c")]
+    finally:
+        w.close()
+    time.sleep(1)
+    res = {"fsync": got, "B reads": as_user(B, rd(py_a))}
+    assert res == {"fsync": ["EACCES", "EACCES"], "B reads": ["B SECRET"]}, res
+
+
+def test_foreign_object_rdwr_draft_is_not_stored_over_bs_object(mount_factory, uniq):
+    """R1 (load path): the same with an O_RDWR open that loads the tag-less object."""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    a.s3.put_object(Bucket=a.reception_bucket, Key=key, Body=b"FOREIGN".ljust(64))
+    a.wait_until(lambda: os.path.exists(py_a), timeout=30, what="a lists it")
+    os.chmod(py_a, 0o666)
+    b.wait_until(lambda: os.path.exists(py_b) and mode_owner(py_b)[0] == 0o666, timeout=40,
+                 what="b shows it 0666")
+    w = GHolder(A, py_b, os.O_RDWR)
+    try:
+        _mv(a, py_a, a.path("inbox", f"{uniq}/z.txt"))
+        assert as_user(B, f"open({py_a!r}, 'w').write('B SECRET'.ljust(64))",
+                       umask=0o077) == ["ok"]
+        time.sleep(3.5)
+        assert w.op("w", "A DRAFT") == "ok"
+        got = [w.op("s"), w.op("c")]
+    finally:
+        w.close()
+    time.sleep(1)
+    res = {"fsync": got, "B reads": as_user(B, rd(py_a))}
+    assert res == {"fsync": ["EACCES", "EACCES"], "B reads": ["B SECRET".ljust(64)]}, res
+
+
+def test_truncating_open_of_a_file_removed_on_another_mount_recreates_it(mount_factory, uniq):
+    """Third read, R2: `echo x > y` (O_CREAT|O_TRUNC) on b, whose listing (TTL 30 s) and
+    kernel still show y, removed on a. The kernel sends OPEN (not CREATE); the truncating
+    open's HEAD finds nothing: ESTALE, the kernel looks the name up again and creates it (on
+    a71aae3: ENOENT; on 350135f the truncating open committed a new object)."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    _dir(a, uniq)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
+    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
+    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
+    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    got = as_user(A, f"open({py_b!r}, 'w').write('v2')")
+    time.sleep(1)
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()
+    assert (got, body) == (["ok"], b"v2"), (got, body)
+
+
+def _heads(path):
+    fams, _ = parse(path)
+    fam = fams["custodyfs_s3_request_duration_seconds"]
+    return {s.labels["op"]: s.value for s in fam.samples if s.name.endswith("_count")}
+
+
+def test_count_requests_of_cp_over_an_existing_file(mount_factory, uniq, tmp_path):
+    """Third read, R3: S3 requests of `cp` over an existing file, and of a new file, one
+    mount. The truncating open of a stored file not open here HEADs the object it checked,
+    for the tag its commit is checked against (the listing carries no metadata): one HEAD
+    more than a new file, and no other request."""
+    path = str(tmp_path / "m.prom")
+    m = mount_factory({"fs": {"metrics_file": path, "metrics_interval": "1"}})
+    m.wait_until(lambda: os.path.exists(path), timeout=30, what="metrics")
+    src = tmp_path / "src.bin"
+    src.write_bytes(os.urandom(1000))
+    dst = m.path("inbox", f"{uniq}.bin")
+    out = {}
+    for what in ("new", "over1", "over2"):
+        time.sleep(2.5)
+        before = _heads(path)
+        subprocess.run(["cp", str(src), dst], check=True, timeout=60)
+        time.sleep(2.5)
+        after = _heads(path)
+        out[what] = {k: after[k] - before.get(k, 0) for k in after if after[k] != before.get(k, 0)}
+    # 350135f: {'head': 2, 'list': 1, 'put': 1} for each
+    assert out["over1"] == out["over2"] == dict(out["new"], head=out["new"]["head"] + 1), out
