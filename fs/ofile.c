@@ -1069,6 +1069,10 @@ int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
 	if (replaces) {
 		of->in_store = 1;
 		of->stored_size = to_size;
+		/* It replaces `to`'s object, as the rename (checked: the
+		 * sticky rule) said: its commit goes over whatever is there
+		 * then, as before the base check (review-held4 F1). */
+		of->base_known = 0;
 	}
 	/* Its content is based on `to` from now on: a removal of `to`
 	 * before this rename (by any mount) is not one of this file. */

@@ -808,17 +808,28 @@ static int entry_refresh(const char *key, struct s3_object_info *info)
 /* Caller holds of->lock, of not ready: load it with the object of ETag etag
  * ("": whatever is there), the one whose attributes were checked for the
  * caller. -EAGAIN when it was replaced since (the listing is refreshed,
- * and every handle sharing of fails so: try again with a new ofile), or
- * ofile_load's -errno. */
+ * and every handle sharing of fails so: try again with a new ofile),
+ * -ESTALE when it was removed (the listing forgets it: the kernel looks
+ * the name up again), or ofile_load's -errno. */
 static int load_checked(struct ofile *of, const char *rel, const char *etag)
 {
 	struct s3_object_info info = {0};
 	int rc = ofile_load(of, rel, etag[0] ? etag : NULL);
+	char *path;
 
 	if (rc == -EEXIST) {
 		if (entry_refresh(rel, &info) == 0)
 			s3_object_info_free(&info);
 		of->failed = rc = -EAGAIN;
+	} else if (rc == -ENOENT) {
+		/* Removed since its check (another mount): the kernel looks
+		 * the name up again, and an O_CREAT open creates it. */
+		dcache_remove(rel);
+		if (asprintf(&path, "/inbox/%s", rel) >= 0) {
+			inval_path(path);
+			free(path);
+		}
+		of->failed = rc = -ESTALE;
 	}
 	return rc;
 }
