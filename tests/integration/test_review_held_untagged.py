@@ -10,8 +10,9 @@ import time
 
 import pytest
 
-from test_perms import A, B, FOREIGN, as_user, rd
+from test_perms import A, B, FOREIGN, LONG_TTL, as_user, rd, two_mounts
 from test_review_held_commit import GHolder, _mv
+from test_review_t4_held import _dir
 
 MB = 1 << 20
 
@@ -70,11 +71,11 @@ def test_untagged_same_object_commit_after_chmod_is_stored(mount_factory, uniq, 
 def test_open_file_renamed_via_temp_over_another_is_stored_by_its_owner(mount_factory, uniq,
                                                                         target, closed_first):
     """ofile_rename_uncommitted(replaces): the object the close replaces is y's (the rename
-    over it, allowed by the directory), but the base (tag/loaded/committed, base_known) stays
-    x's: the close's HEAD finds 'another object' and checks the writers against the row
-    (moved from x.tmp: A's 0444): the owner of a 0444 file, whose descriptor writes, is
-    refused (EACCES) although she renamed it there herself. Same file without the two
-    renames: stored (test_owner_read_only_file_committed_twice_in_parts)."""
+    over it, allowed by the directory). On 7921663 the base stayed x's: the close's HEAD found
+    'another object' and checked the writers against the row (moved from x.tmp: A's 0444):
+    the owner of a 0444 file, whose descriptor writes, was refused (EACCES) although she
+    renamed it there herself, and her bytes were stored nowhere. Now the rename makes the
+    base unknown: stored."""
     m = mount_factory(config=FOREIGN, opts="allow_other")
     os.mkdir(m.path("inbox", uniq))
     os.chmod(m.path("inbox", uniq), 0o777)
@@ -105,8 +106,6 @@ def test_truncate_of_a_file_removed_on_another_mount_is_enoent(mount_factory, un
     """ESTALE from ofile_base_head (the object gone): truncate(2) and a truncating open
     without O_CREAT retry once with LOOKUP_REVAL, find nothing: ENOENT, never ESTALE; and
     nothing is stored."""
-    from test_perms import LONG_TTL, two_mounts
-    from test_review_t4_held import _dir
     a, b = two_mounts(mount_factory, LONG_TTL)
     _dir(a, uniq)
     key = f"{uniq}/y.txt"
@@ -130,10 +129,8 @@ def test_appending_create_of_a_file_removed_on_another_mount_recreates_it(mount_
                                                                         uniq, mode):
     """R2's sibling: `echo v2 >> y` (O_WRONLY|O_CREAT|O_APPEND) or O_RDWR|O_CREAT on b, whose
     listing still shows y, removed on a. The kernel sends OPEN; the load's GET finds nothing:
-    ed4de89 gives ESTALE only to a truncating open (ofile_base_head), the loading one fails
-    with ENOENT although O_CREAT was asked."""
-    from test_perms import LONG_TTL, two_mounts
-    from test_review_t4_held import _dir
+    on ed4de89 only a truncating open gave ESTALE, the loading one failed with ENOENT although
+    O_CREAT was asked. Now ESTALE: the kernel looks the name up again and creates it."""
     a, b = two_mounts(mount_factory, LONG_TTL)
     _dir(a, uniq)
     key = f"{uniq}/y.txt"
