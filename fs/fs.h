@@ -397,9 +397,10 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag);
 void ofile_hold_attrs(struct ofile *of, const struct stat *st);
 /* Caller holds of->lock. A file whose commit is left to a handle still
  * open (of->pending), or that is local, takes the name `to` with no store
- * access: its writer's close uploads and logs it there, once (replaces: an
+ * write: its writer's close uploads and logs it there, once (replaces: an
  * object of to_size bytes exists under `to`, which that commit will
- * overwrite). A final `to` gives a local file an upload; a local file
+ * overwrite; a HEAD of it makes it the base that commit is checked
+ * against). A final `to` gives a local file an upload; a local file
  * under a final name without a pending writer must go through
  * ofile_publish instead. The caller has dealt with the object stored under
  * the current name, if any (renamed or removed). A local file already
