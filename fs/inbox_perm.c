@@ -64,10 +64,24 @@ const char *inbox_shown_etag(const char *rel, char *out)
 	return out;
 }
 
+/* The kernel's rule on *st's mode for want (r 4, w 2, x 1) by its owner
+ * (owner), a member of its group (in_group) or anyone else. 0 or
+ * -EACCES. */
+static int mode_permits(const struct stat *st, int owner, int in_group,
+			mode_t want)
+{
+	mode_t bits = owner	 ? (st->st_mode >> 6) & 7
+		      : in_group ? (st->st_mode >> 3) & 7
+				 : st->st_mode & 7;
+
+	return (bits & want) == want ? 0 : -EACCES;
+}
+
 int may_open(const struct stat *st, int acc)
 {
 	struct fuse_context *ctx = fuse_get_context();
-	mode_t want = 0, bits;
+	mode_t want = 0;
+	int owner;
 
 	if (!cfs->perm_checks || !ctx || ctx->uid == 0)
 		return 0;
@@ -75,13 +89,9 @@ int may_open(const struct stat *st, int acc)
 		want |= 4;
 	if (acc != O_RDONLY)
 		want |= 2;
-	if (ctx->uid == st->st_uid)
-		bits = (st->st_mode >> 6) & 7;
-	else if (cfs_caller_in_group(ctx, st->st_gid))
-		bits = (st->st_mode >> 3) & 7;
-	else
-		bits = st->st_mode & 7;
-	return (bits & want) == want ? 0 : -EACCES;
+	owner = ctx->uid == st->st_uid;
+	return mode_permits(
+	    st, owner, !owner && cfs_caller_in_group(ctx, st->st_gid), want);
 }
 
 void inbox_default_stat(struct stat *st)
@@ -121,14 +131,9 @@ int ofile_may_open(struct ofile *of, const char *rel, int acc)
 	ofile_stat(of, &now);
 	pthread_mutex_unlock(&of->lock);
 	rc = attrov_apply_fresh(rel, &now, NULL);
-	if (rc == -EIO) {
-		/* the database unreachable: the row as this mount has it,
-		 * as for any other open */
-		pthread_mutex_lock(&of->lock);
-		ofile_stat(of, &now);
-		pthread_mutex_unlock(&of->lock);
+	if (rc == -EIO) /* (now untouched) the database unreachable: the row
+			   as this mount has it, as for any other open */
 		rc = attrov_apply(rel, &now, NULL);
-	}
 	if (rc == 0)
 		rc = may_open(&now, acc);
 	return rc ? rc : ofile_may_hold(of, acc);
@@ -139,14 +144,10 @@ static int writer_may_write(const struct ofile_writer_id *w,
 			    const struct stat *st)
 {
 	int i, in_group = 0;
-	mode_t bits;
 
-	if (w->uid == st->st_uid)
-		return (st->st_mode & S_IWUSR) ? 0 : -EACCES;
 	for (i = 0; !in_group && i < w->ngroups; i++)
 		in_group = w->groups[i] == st->st_gid;
-	bits = in_group ? (st->st_mode >> 3) & 7 : st->st_mode & 7;
-	return (bits & 2) ? 0 : -EACCES;
+	return mode_permits(st, w->uid == st->st_uid, in_group, 2);
 }
 
 int ofile_writer_may_replace(struct ofile *of, const char *rel)

@@ -38,16 +38,12 @@ int check_name(const char *rel)
  * read: an object nobody created here cannot claim an owner. */
 static void dentry_stat(const struct dentry *e, struct stat *st)
 {
-	memset(st, 0, sizeof(*st));
-	st->st_uid = cfs->foreign_uid;
-	st->st_gid = cfs->foreign_gid;
+	inbox_default_stat(st);
 	if (e->is_dir) {
 		st->st_mode = S_IFDIR | (cfs->cfg.dir_mode & 07777);
 		st->st_nlink = 2;
 		st->st_mtime = cfs->started;
 	} else {
-		st->st_mode = S_IFREG | (cfs->cfg.file_mode & 07777);
-		st->st_nlink = 1;
 		st->st_size = (off_t)e->size;
 		st->st_blocks = (blkcnt_t)((e->size + 511) / 512);
 		st->st_mtime = e->mtime;
