@@ -9,10 +9,11 @@ import subprocess
 import time
 
 from test_metrics import parse
-from test_perms import A, B, LONG_TTL, as_user, attrs_row, rd, two_mounts
+from test_perms import A, B, as_user, attrs_row, rd, two_mounts
 from test_rename_attrs import mode_owner
 from test_review_g_open import Holder
-from test_review_t4_held import _dir, as_file_on_two
+from test_review_t4_held import (_dir, as_file_on_two, foreign_0666_on_two,
+                                  removed_on_a_listed_on_b)
 
 OLD = "OLD SECRET".ljust(64)
 
@@ -233,15 +234,7 @@ def test_foreign_object_truncating_open_draft_is_not_stored_over_bs_object(mount
     upload, or any object stored before UPLOAD_TAG): on a71aae3 the commit then checked
     nothing. On a the name becomes B's 0600 file; A's draft must not replace it. (An object
     known and untagged: another one is one with a tag, or another ETag.)"""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    a.s3.put_object(Bucket=a.reception_bucket, Key=key, Body=b"FOREIGN".ljust(64))
-    a.wait_until(lambda: os.path.exists(py_a), timeout=30, what="a lists it")
-    os.chmod(py_a, 0o666)
-    b.wait_until(lambda: os.path.exists(py_b) and mode_owner(py_b)[0] == 0o666, timeout=40,
-                 what="b shows it 0666")
+    a, b, key, py_a, py_b = foreign_0666_on_two(mount_factory, uniq)
     w = GHolder(A, py_b, os.O_WRONLY | os.O_TRUNC)
     try:
         assert w.op("w", "A DRAFT SECRET") == "ok"
@@ -259,15 +252,7 @@ def test_foreign_object_truncating_open_draft_is_not_stored_over_bs_object(mount
 
 def test_foreign_object_rdwr_draft_is_not_stored_over_bs_object(mount_factory, uniq):
     """R1 (load path): the same with an O_RDWR open that loads the tag-less object."""
-    a, b = two_mounts(mount_factory)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    a.s3.put_object(Bucket=a.reception_bucket, Key=key, Body=b"FOREIGN".ljust(64))
-    a.wait_until(lambda: os.path.exists(py_a), timeout=30, what="a lists it")
-    os.chmod(py_a, 0o666)
-    b.wait_until(lambda: os.path.exists(py_b) and mode_owner(py_b)[0] == 0o666, timeout=40,
-                 what="b shows it 0666")
+    a, b, key, py_a, py_b = foreign_0666_on_two(mount_factory, uniq)
     w = GHolder(A, py_b, os.O_RDWR)
     try:
         _mv(a, py_a, a.path("inbox", f"{uniq}/z.txt"))
@@ -288,14 +273,7 @@ def test_truncating_open_of_a_file_removed_on_another_mount_recreates_it(mount_f
     kernel still show y, removed on a. The kernel sends OPEN (not CREATE); the truncating
     open's HEAD finds nothing: ESTALE, the kernel looks the name up again and creates it (on
     a71aae3: ENOENT; on 350135f the truncating open committed a new object)."""
-    a, b = two_mounts(mount_factory, LONG_TTL)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
-    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
-    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
-    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    a, key, py_a, py_b = removed_on_a_listed_on_b(mount_factory, uniq)
     got = as_user(A, f"open({py_b!r}, 'w').write('v2')")
     time.sleep(1)
     body = a.s3.get_object(Bucket=a.reception_bucket, Key=key)["Body"].read()

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from test_perms import A, B, LONG_TTL, as_user, rd, two_mounts
+from test_perms import A, B, LONG_TTL, as_user, two_mounts
 from test_review_held_commit import GHolder
 
 
@@ -156,15 +156,8 @@ def test_writing_open_without_creat_of_a_file_removed_on_another_mount_is_enoent
         mount_factory, uniq, flags):
     """load_checked's ESTALE: the kernel looks again once (LOOKUP_REVAL), the listing forgot
     the name: ENOENT, never ESTALE; nothing stored."""
-    from test_review_t4_held import _dir
-    a, b = two_mounts(mount_factory, LONG_TTL)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
-    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
-    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
-    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    from test_review_t4_held import removed_on_a_listed_on_b
+    a, key, py_a, py_b = removed_on_a_listed_on_b(mount_factory, uniq)
     got = as_user(A, f"os.close(os.open({py_b!r}, os.{flags.replace('|', ' | os.')}))",
                   f"os.path.exists({py_b!r})")
     time.sleep(1)

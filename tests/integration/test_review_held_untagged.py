@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from test_perms import A, B, FOREIGN, LONG_TTL, as_user, rd, two_mounts
+from test_perms import A, B, FOREIGN, as_user, rd
 from test_review_held_commit import GHolder, _mv
-from test_review_t4_held import _dir
+from test_review_t4_held import removed_on_a_listed_on_b
 
 MB = 1 << 20
 
@@ -106,14 +106,7 @@ def test_truncate_of_a_file_removed_on_another_mount_is_enoent(mount_factory, un
     """ESTALE from ofile_base_head (the object gone): truncate(2) and a truncating open
     without O_CREAT retry once with LOOKUP_REVAL, find nothing: ENOENT, never ESTALE; and
     nothing is stored."""
-    a, b = two_mounts(mount_factory, LONG_TTL)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
-    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
-    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
-    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    a, key, py_a, py_b = removed_on_a_listed_on_b(mount_factory, uniq)
     expr = {"truncate0": f"os.truncate({py_b!r}, 0)",
             "truncate_grow": f"os.truncate({py_b!r}, 10)",
             "trunc_open_no_creat": f"os.close(os.open({py_b!r}, os.O_WRONLY | os.O_TRUNC))"}[op]
@@ -131,14 +124,7 @@ def test_appending_create_of_a_file_removed_on_another_mount_recreates_it(mount_
     listing still shows y, removed on a. The kernel sends OPEN; the load's GET finds nothing:
     on ed4de89 only a truncating open gave ESTALE, the loading one failed with ENOENT although
     O_CREAT was asked. Now ESTALE: the kernel looks the name up again and creates it."""
-    a, b = two_mounts(mount_factory, LONG_TTL)
-    _dir(a, uniq)
-    key = f"{uniq}/y.txt"
-    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
-    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
-    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
-    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
-    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    a, key, py_a, py_b = removed_on_a_listed_on_b(mount_factory, uniq)
     expr = (f"open({py_b!r}, 'a').write('v2')" if mode == "a" else
             f"os.close(os.open({py_b!r}, os.O_RDWR | os.O_CREAT, 0o644))")
     got = as_user(A, expr)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from checks import get_object, rows
-from test_perms import A, B, as_user, attrs_row, rd, shared, two_mounts  # noqa: F401
+from test_perms import A, B, LONG_TTL, as_user, attrs_row, rd, shared, two_mounts  # noqa: F401
 from test_rename_attrs import mode_owner
 from test_review_g_open import Holder
 
@@ -37,6 +37,35 @@ def as_file_on_two(mount_factory, uniq, content, mode):
     b.wait_until(lambda: mode_owner(py_b) == (mode, A, A), timeout=30,
                  what="b shows A's y.txt")
     return a, b, py_a, py_b, pz_a
+
+
+def removed_on_a_listed_on_b(mount_factory, uniq):
+    """Two mounts (b's listing kept 30 s); A's y.txt ("v1") made on a, listed and looked up on
+    b, then removed on a. Returns a, the key and the paths of y.txt on a and b."""
+    a, b = two_mounts(mount_factory, LONG_TTL)
+    _dir(a, uniq)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    assert as_user(A, f"open({py_a!r}, 'w').write('v1')") == ["ok"]
+    b.wait_until(lambda: os.path.exists(py_b), timeout=40, what="b lists it")
+    assert as_user(A, f"os.stat({py_b!r}).st_size") == ["ok"]
+    assert as_user(A, f"os.unlink({py_a!r})") == ["ok"]
+    return a, key, py_a, py_b
+
+
+def foreign_0666_on_two(mount_factory, uniq):
+    """Two mounts; a foreign (SDK, untagged) y.txt put in the bucket, made 0666 on a and shown
+    so on b. Returns a, b, the key and the paths of y.txt on a and b."""
+    a, b = two_mounts(mount_factory)
+    _dir(a, uniq)
+    key = f"{uniq}/y.txt"
+    py_a, py_b = a.path("inbox", key), b.path("inbox", key)
+    a.s3.put_object(Bucket=a.reception_bucket, Key=key, Body=b"FOREIGN".ljust(64))
+    a.wait_until(lambda: os.path.exists(py_a), timeout=30, what="a lists it")
+    os.chmod(py_a, 0o666)
+    b.wait_until(lambda: os.path.exists(py_b) and mode_owner(py_b)[0] == 0o666, timeout=40,
+                 what="b shows it 0666")
+    return a, b, key, py_a, py_b
 
 
 def test_open_of_a_name_open_here_checks_the_open_files_object(mount_factory, uniq):
