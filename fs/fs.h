@@ -27,6 +27,13 @@
 enum cfs_area { AREA_NONE, AREA_ROOT, AREA_INBOX, AREA_PROJECTS, AREA_AUDIT };
 
 /* Attributes set with chmod/chown/utimens, kept for the view (attrs.c). */
+/* A stored object as a check saw it (its HEAD): its ETag and the value of
+ * its UPLOAD_TAG ("" when it carries none). etag "": nothing seen. */
+struct seen_obj {
+	char etag[80];
+	char tag[64];
+};
+
 struct attrov {
 	char *rel;
 	mode_t mode;
@@ -399,14 +406,16 @@ void ofile_hold_attrs(struct ofile *of, const struct stat *st);
  * open (of->pending), or that is local, takes the name `to` with no store
  * write: its writer's close uploads and logs it there, once (replaces: an
  * object of to_size bytes exists under `to`, which that commit will
- * overwrite; a HEAD of it makes it the base that commit is checked
- * against). A final `to` gives a local file an upload; a local file
+ * overwrite; *base, the object the rename's check saw there, becomes the
+ * base that commit is checked against; base NULL or its etag "": none
+ * known, so any object there at the commit is another's and checked).
+ * A final `to` gives a local file an upload; a local file
  * under a final name without a pending writer must go through
  * ofile_publish instead. The caller has dealt with the object stored under
  * the current name, if any (renamed or removed). A local file already
  * named `to` is dropped. 0 or -ENOMEM (nothing changed). */
 int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
-			     uint64_t to_size);
+			     uint64_t to_size, const struct seen_obj *base);
 /* Caller holds of->lock. The file stops being uploaded (an upload in
  * flight is aborted): it becomes local. */
 void ofile_make_local(struct ofile *of);

@@ -1038,29 +1038,9 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-/* Caller holds of->lock. The object at `to` now (HEAD) becomes the base
- * of's commit is checked against (as a truncating open's); the store
- * unreachable, or nothing there: no base known. */
-static void ofile_base_to(struct ofile *of, const char *to)
-{
-	struct s3_object_info info;
-	const char *tag;
-
-	of->base_known = 0;
-	of->base_tag[0] = '\0';
-	if (s3_head(cfs->s3, cfs->cfg.reception_bucket, to, &info) != 0)
-		return;
-	tag = s3_meta_get(&info, UPLOAD_TAG);
-	snprintf(of->loaded, sizeof(of->loaded), "%s", info.etag);
-	of->committed[0] = '\0';
-	snprintf(of->base_tag, sizeof(of->base_tag), "%s", tag ? tag : "");
-	of->base_known = 1;
-	s3_object_info_free(&info);
-}
-
 /* Caller holds of->lock. */
 int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
-			     uint64_t to_size)
+			     uint64_t to_size, const struct seen_obj *base)
 {
 	int to_local = cfg_is_temp_name(&cfs->cfg, names_basename(to));
 	struct upload *up = NULL;
@@ -1089,11 +1069,18 @@ int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
 	if (replaces) {
 		of->in_store = 1;
 		of->stored_size = to_size;
-		/* It replaces `to`'s object, as the rename allowed: that
-		 * object (HEAD) is its base now, so that another put there
-		 * later (another mount's) is checked at its commit
-		 * (review-held4 F1, review-held5 N1). Not known: none. */
-		ofile_base_to(of, to);
+		/* It replaces `to`'s object, as the rename allowed: the
+		 * object the rename checked is its base now, so that
+		 * another put there later (another mount's) is checked at
+		 * its commit (review-held4 F1, review-held5 N1). None seen:
+		 * a base no object has, so that whatever is there at the
+		 * commit is checked (fails closed: review-held6 P1). */
+		of->committed[0] = '\0';
+		of->base_known = 1;
+		snprintf(of->loaded, sizeof(of->loaded), "%s",
+			 base && base->etag[0] ? base->etag : OFILE_NEW);
+		snprintf(of->base_tag, sizeof(of->base_tag), "%s",
+			 base && base->etag[0] ? base->tag : "");
 	}
 	/* Its content is based on `to` from now on: a removal of `to`
 	 * before this rename (by any mount) is not one of this file. */

@@ -538,6 +538,69 @@ static int rename_dir(const char *from, const char *to)
 	return rc;
 }
 
+/* Caller holds of->lock. An open file whose writer's close stores it
+ * (of->pending) under a free final name `to` (taken: not free), and that
+ * holds no claim on its name (it was stored before, and a temp name made it
+ * local), claims `to` as a create would (inbox_claim_name), so that another
+ * mount's create there is refused or checked against it before that close
+ * (review-held5 N3). sf: its attributes, the claim's. *token: the claim
+ * taken (NULL: none needed). 0 or -errno: EBUSY (another mount's new file
+ * is being written there), EACCES (not replaced: sticky), ESTALE (a file
+ * was stored there meanwhile: the kernel looks again), EISDIR, EIO,
+ * ENOMEM. */
+static int rename_claim(struct ofile *of, const char *to, int taken,
+			const struct stat *sf, char **token)
+{
+	struct attrov in = {0};
+	int again = 0, rc;
+
+	*token = NULL;
+	if (taken || is_temp(to) || of->failed || of->pending <= 0 ||
+	    of->attrs_unbound || (!of->local && of->in_store))
+		return 0;
+	in.mode = sf->st_mode & 07777;
+	in.uid = sf->st_uid;
+	in.gid = sf->st_gid;
+	*token = attrov_claim_token();
+	if (!*token)
+		return -ENOMEM;
+	rc = inbox_claim_name(to, &in, 0, 0, *token, &again);
+	if (rc) {
+		free(*token);
+		*token = NULL;
+		return again ? -ESTALE : rc;
+	}
+	return 0;
+}
+
+/* Caller holds of->lock. After the rename (rc: its outcome) of an open
+ * file that claimed `to` (rename_claim; token is freed or handed on):
+ * renamed, the claim is the file's row (its create's, as for a new file:
+ * bound to its object by its commit) and from's row goes; failed, the
+ * claim goes. */
+static void rename_claim_done(struct ofile *of, const char *from,
+			      const char *to, int rc, char *token,
+			      const struct stat *sf, int *attrs_moved)
+{
+	if (rc) {
+		attrov_unclaim(to, token);
+		free(token);
+		return;
+	}
+	attrov_drop(from, 0);
+	pthread_mutex_lock(&cfs->lock);
+	memset(&of->creator, 0, sizeof(of->creator));
+	of->creator.mode = sf->st_mode & 07777;
+	of->creator.uid = sf->st_uid;
+	of->creator.gid = sf->st_gid;
+	of->creator.has_mode = of->creator.has_owner = 1;
+	of->attrs_unbound = 1; /* its claim, renewed */
+	free(of->claim);
+	of->claim = token;
+	pthread_mutex_unlock(&cfs->lock);
+	*attrs_moved = 1;
+}
+
 /* The store step of a stored file's rename (rename_open, rename_stored)
  * with its attributes: from's are copied to `to` first (attrov_copy_rename:
  * pending there while a target keeps its own until the copy's rows are
@@ -581,7 +644,8 @@ static int rename_copy_with_attrs(const char *from, const char *to,
  * the commit obligation is never lost. to_exists/to_size: `to` names a
  * stored object of that size, which the file replaces. */
 static int rename_open(struct ofile *of, const char *from, const char *to,
-		       int to_exists, uint64_t to_size, int *attrs_moved)
+		       int to_exists, uint64_t to_size,
+		       const struct seen_obj *to_seen, int *attrs_moved)
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
@@ -601,7 +665,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		}
 		/* Its readers (opened before this open file) take its
 		 * content if it was loaded from their object. */
-		rc = ofile_rename_uncommitted(of, to, 0, 0);
+		rc = ofile_rename_uncommitted(of, to, 0, 0, NULL);
 		if (rc == 0)
 			readers_attach(from, of,
 				       of->loaded[0] ? of->loaded : NULL,
@@ -615,7 +679,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		 * itself, before its upload binds them. */
 		if (pending)
 			return ofile_rename_uncommitted(of, to, to_exists,
-							to_size);
+							to_size, to_seen);
 		rc = ofile_publish(of, to, to_exists);
 		*attrs_moved = rc == 0;
 		return rc;
@@ -649,7 +713,7 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	attrov_bind(to, etag, old[0] ? old : NULL);
 	attrov_copy_done(from, src);
 	*attrs_moved = 1;
-	rc = ofile_rename_uncommitted(of, to, 0, 0);
+	rc = ofile_rename_uncommitted(of, to, 0, 0, NULL);
 	if (rc)
 		log_error("%s: renamed in the store, not in memory: %s", to,
 			  strerror(-rc));
@@ -695,9 +759,11 @@ static int rename_stored(const char *from, const char *to,
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
 static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
+	struct seen_obj to_seen = {0};
 	struct stat sf, st;
 	struct ofile *of;
-	int rc, to_exists, claimed = 0, attrs_moved = 0;
+	char shown[80], *token = NULL;
+	int rc, to_exists, listed, claimed = 0, attrs_moved = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -714,10 +780,23 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	if (!strcmp(from, to))
 		return 0;
 	to_exists = inbox_getattr(to, &st) == 0;
-	if (!to_exists && !is_temp(to)) {
+	/* A stored file this mount lists (not open here) may be gone, or be
+	 * another object, since the listing (another mount's, a foreign
+	 * upload): the rename checks, and replaces, the object there now
+	 * (review-held5 N2, review-held6 P1). */
+	listed = to_exists && !S_ISDIR(st.st_mode) && !is_temp(to) &&
+		 inbox_shown_etag(to, shown) != NULL;
+	if ((!to_exists || listed) && !is_temp(to)) {
 		/* This mount's listing may predate it (another mount's
 		 * file, a foreign upload): the store says. */
-		rc = inbox_stored_attrs(to, &st);
+		rc = inbox_stored_attrs(to, &st, &to_seen);
+		if (rc == 0 && listed && strcmp(shown, to_seen.etag))
+			dcache_upsert(to, 0, (uint64_t)st.st_size,
+				      st.st_mtime, to_seen.etag);
+		if (rc == -ENOENT && listed) {
+			dcache_remove(to);
+			to_exists = 0;
+		}
 		if (rc == -ENOENT) {
 			rc = inbox_dir_stored_now(to);
 			if (rc == 1)
@@ -794,9 +873,15 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	of = ofile_find(from);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		rc = rename_open(of, from, to, to_exists && !is_temp(to),
-				 to_exists ? (uint64_t)st.st_size : 0,
-				 &attrs_moved);
+		rc = rename_claim(of, to, to_exists || claimed, &sf, &token);
+		if (rc == 0)
+			rc = rename_open(of, from, to, to_exists && !is_temp(to),
+					 to_exists ? (uint64_t)st.st_size : 0,
+					 to_exists ? &to_seen : NULL,
+					 &attrs_moved);
+		if (token)
+			rename_claim_done(of, from, to, rc, token, &sf,
+					  &attrs_moved);
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (rc)

@@ -28,8 +28,6 @@ def _sticky_dir(m, uniq, owner):
         os.chmod(d, 0o1777)
 
 
-@pytest.mark.xfail(strict=True, reason="review-held5 N2 (Medium, older than w/held): a rename's "
-                   "sticky check reads this mount's listing and row, not the target now. Open.")
 @pytest.mark.parametrize("how", ["open_via_temp", "open_new", "closed"])
 def test_rename_over_a_stale_view_in_a_sticky_dir_does_not_replace_anothers_file(
         mount_factory, uniq, how):
@@ -112,9 +110,7 @@ def test_open_file_renamed_over_own_file_does_not_overwrite_dir_owners_later_fil
 
 
 @pytest.mark.parametrize("how", [
-    pytest.param("via_temp", marks=pytest.mark.xfail(
-        strict=True, reason="review-held5 N3 (Medium, older than w/held): a temp-named open file "
-        "renamed to a free name takes no claim on it. Open.")),
+    "via_temp",
     "new_open", "control_create"])
 def test_open_file_renamed_via_temp_to_a_free_name_then_created_by_another(mount_factory,
                                                                           uniq, how):
