@@ -1,5 +1,7 @@
-"""Sixth hostile read of w/held (b7a2b6f: ofile_base_to, the HEAD of a rename's target as an
-open file's base). Reviewer's tests, not committed."""
+"""Sixth hostile read of w/held (b7a2b6f; the reviewer's tests): an open file renamed over
+another file or through a temp name, its base and its commit. P1: a rename over a stale view
+of a file removed on another mount (fixed: the rename HEADs its target; a temp-named open file
+claims a free name). Controls: editor saves with the descriptor open, second renames."""
 import os
 import time
 
