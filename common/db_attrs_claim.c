@@ -74,6 +74,24 @@ static const char db_sql_attrs_claim[] =
 	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM c)"
 	" SELECT (extract(epoch FROM ctime) * 1000000)::bigint * 1000 FROM c";
+/* Who ($1..$4), $5 bucket, $6 key: the name's row goes unless it is a live
+ * claim (logged 'drop'). */
+static const char db_sql_attrs_drop_unclaimed[] =
+	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
+	" AND object_key = $6::text AND NOT " LIVE " RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+/* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 claimer, $9 lease
+ * (seconds): from's row moves to `to`, unbound, as that claimer's claim
+ * there, logged ('move', from_key from); its attributes returned. */
+static const char db_sql_attrs_move_claim[] =
+	"WITH m AS (UPDATE file_attrs SET object_key = $7::text, etag = NULL,"
+	" claimed_by = $8::text,"
+	" claim_until = now() + $9::integer * interval '1 second'"
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *),"
+	" l AS (" LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM m)"
+	" SELECT mode, uid, gid, atime_ns, mtime_ns FROM m";
 /* $1 bucket, $2 key: the row a claim did not take. */
 static const char db_sql_attrs_claim_held[] =
 	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
@@ -477,4 +495,95 @@ int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
 	if (!n)
 		return 0;
 	return db_run(d, "renew new files' claims", 1, 1, pg_attrs_renew, &r);
+}
+
+struct attrs_move_claim_args {
+	struct attrs_claim_args c; /* to's claim when from has no row */
+	const char *from;
+	struct db_attrs *out;
+};
+
+/* A column of row 0 of res as an int64 (0 when NULL): *has set when not. */
+static int64_t col_i64(PGresult *res, int col, int *has)
+{
+	*has = !PQgetisnull(res, 0, col);
+	return *has ? strtoll(PQgetvalue(res, 0, col), NULL, 10) : 0;
+}
+
+static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_claim_args *m = arg;
+	struct db_attrs *o = m->out;
+	char lease[16];
+	struct who_params w;
+	const char *p[10];
+	PGresult *res = NULL;
+	int rc, has, has2;
+
+	memset(o, 0, sizeof(*o));
+	snprintf(lease, sizeof(lease), "%d", m->c.lease_s);
+	attrs_who_fill(m->c.who, &w, p);
+	p[4] = m->c.bucket;
+	p[5] = m->c.key;
+	rc = pg_exec(x, db_sql_attrs_drop_unclaimed, 6, p, NULL);
+	if (rc)
+		return rc;
+	p[5] = m->from;
+	p[6] = m->c.key;
+	p[7] = m->c.claimer;
+	p[8] = lease;
+	/* a live claim left at `to` (another's): the unique key refuses the
+	 * move (EEXIST) */
+	rc = pg_exec(x, db_sql_attrs_move_claim, 9, p, &res);
+	if (rc == 0 && PQntuples(res) == 1) {
+		o->mode = (uint32_t)col_i64(res, 0, &has);
+		o->what |= has ? DB_ATTR_MODE : 0;
+		o->uid = col_i64(res, 1, &has);
+		o->gid = col_i64(res, 2, &has2);
+		o->what |= has && has2 ? DB_ATTR_OWNER : 0;
+		o->atime_ns = col_i64(res, 3, &has);
+		o->what |= has ? DB_ATTR_ATIME : 0;
+		o->mtime_ns = col_i64(res, 4, &has);
+		o->what |= has ? DB_ATTR_MTIME : 0;
+		PQclear(res);
+		return 0;
+	}
+	PQclear(res);
+	if (rc)
+		return rc;
+	/* from has no row (the defaults): `to` is claimed with them */
+	rc = pg_attrs_claim(x, &m->c);
+	if (rc == 0) {
+		o->what = DB_ATTR_MODE | DB_ATTR_OWNER;
+		o->mode = m->c.a->mode & 07777;
+		o->uid = m->c.a->uid;
+		o->gid = m->c.a->gid;
+	}
+	return rc;
+}
+
+int db_attrs_move_claim(struct db *d, const char *bucket, const char *from,
+			const char *to, const struct db_attrs *a,
+			const char *claimer, int lease_s,
+			const struct actor *who, struct db_attrs *out)
+{
+	struct db_claim held = {0};
+	struct attrs_move_claim_args m = {.c = {.bucket = bucket,
+						.key = to,
+						.claimer = claimer,
+						.a = a,
+						.who = who,
+						.lease_s = lease_s,
+						.take = 1,
+						.held = &held},
+					  .from = from,
+					  .out = out};
+	int rc;
+
+	if (!d || !bucket || !from || !to || !a || !claimer || !out)
+		return -EINVAL;
+	rc = db_run(d, "move a file's attributes as a claim", 1, 0,
+		    pg_attrs_move_claim, &m);
+	db_claim_free(&held);
+	return rc;
 }

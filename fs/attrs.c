@@ -614,6 +614,40 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 	return 0;
 }
 
+int attrov_move_claim(const char *from, const char *to, const struct attrov *in,
+		      const char *token, struct attrov *out)
+{
+	struct db_attrs r = {0}, row = {0};
+	struct actor who;
+	int rc;
+
+	r.what = DB_ATTR_MODE | DB_ATTR_OWNER;
+	r.mode = in->mode & 07777;
+	r.uid = in->uid;
+	r.gid = in->gid;
+	cfs_actor(&who);
+	rc = db_attrs_move_claim(cfs->db, cfs->cfg.reception_bucket, from, to,
+				 &r, token, cfs->cfg.claim_lease_s, &who, &row);
+	/* read again when next shown: moved and unbound, or as it is */
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(from);
+	reload_entry_locked(to);
+	pthread_mutex_unlock(&cfs->lock);
+	if (rc)
+		return rc == -EINPROGRESS ? -EIO : rc;
+	memset(out, 0, sizeof(*out));
+	out->mode = row.mode & 07777;
+	out->has_mode = (row.what & DB_ATTR_MODE) != 0;
+	out->uid = (uid_t)row.uid;
+	out->gid = (gid_t)row.gid;
+	out->has_owner = (row.what & DB_ATTR_OWNER) != 0;
+	out->atime = attrs_ns_ts(row.atime_ns);
+	out->has_atime = (row.what & DB_ATTR_ATIME) != 0;
+	out->mtime = attrs_ns_ts(row.mtime_ns);
+	out->has_mtime = (row.what & DB_ATTR_MTIME) != 0;
+	return 0;
+}
+
 void attrov_unclaim(const char *rel, const char *token)
 {
 	struct actor who;

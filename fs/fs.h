@@ -27,11 +27,12 @@
 enum cfs_area { AREA_NONE, AREA_ROOT, AREA_INBOX, AREA_PROJECTS, AREA_AUDIT };
 
 /* Attributes set with chmod/chown/utimens, kept for the view (attrs.c). */
-/* A stored object as a check saw it (its HEAD): its ETag and the value of
- * its UPLOAD_TAG ("" when it carries none). etag "": nothing seen. */
+/* A stored object as a check saw it (its HEAD): its ETag, the value of its
+ * UPLOAD_TAG ("" when it carries none), its time. etag "": nothing seen. */
 struct seen_obj {
 	char etag[80];
 	char tag[64];
+	time_t mtime; /* its LastModified */
 };
 
 struct attrov {
@@ -496,6 +497,15 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 /* A new token for a claim of this mount (cfs->claimer "#" n, n unique in
  * the process), malloc'd (NULL: ENOMEM); claim_mine: holder is one. */
 char *attrov_claim_token(void);
+/* An open file renamed to a free name `to` claims it with its own row
+ * (db_attrs_move_claim: from's row moves there, logged 'move', as this
+ * mount's claim under token, unbound; with no row at from, in's mode and
+ * owner). *out gets the row's attributes (has_*: those it sets), for the
+ * file's bind. 0, -EEXIST (another create's live claim is there), or
+ * -errno (EIO). */
+int attrov_move_claim(const char *from, const char *to,
+		      const struct attrov *in, const char *token,
+		      struct attrov *out);
 int attrov_claim_mine(const char *holder);
 /* The last handle of a new file that never reached the store closed:
  * rel's row goes while it is still unbound and that file's claim (token:

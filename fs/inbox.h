@@ -33,25 +33,6 @@ int inbox_dir_stored_now(const char *rel);
  * open here)? 1 and *st its recorded mode and owner (a regular file), 0
  * no, or -errno (EIO: the database). */
 int inbox_claimed_attrs(const char *rel, struct stat *st);
-/* A new file rel (nothing stored under that name, nor open here): its row
- * (in's mode and owner) claims the name in the database, under token (this
- * create's own: claimed_by), where of creates racing on it from every mount
- * exactly one wins (attrov_claim). Another mount's live claim (a file being
- * written there) is the file: O_EXCL fails on it (EEXIST); a plain create,
- * once may_replace allows it (sticky inbox/: its owner or root; else
- * EACCES), fails with EBUSY and changes nothing (that file is not shared
- * with this mount, which knows nothing of its content: its claim, mode and
- * owner stay its own), except under a temp name (local: such a file is
- * never shared between mounts), which it takes over. A claim of this mount's
- * that nothing open here holds (its drop failed, or is running) or that lapsed
- * (a dead mount's) does not exist. Another row (a stored object's, a
- * directory's, one left behind) is taken only when the store has nothing under
- * the name now: a directory there is EISDIR for a plain create (EEXIST with
- * O_EXCL); an object that landed since the caller's HEAD sets *again (a
- * plain create opens it as a stored file).
- * 0 (claimed) or -errno: EEXIST, EBUSY, EISDIR, EACCES, EIO, ENOMEM. */
-int inbox_claim_name(const char *rel, const struct attrov *in, int excl,
-		     int local, const char *token, int *again);
 int inbox_readdir(const char *rel, void *buf, fuse_fill_dir_t filler);
 int inbox_mkdir(const char *rel, mode_t mode);
 int inbox_rmdir(const char *rel);

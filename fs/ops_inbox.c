@@ -641,8 +641,7 @@ static int stored_stat(const char *rel, const struct s3_object_info *info,
 	return attrov_apply_fresh(rel, st, info->etag);
 }
 
-int inbox_stored_attrs(const char *rel, struct stat *st,
-		       struct seen_obj *seen)
+int inbox_stored_attrs(const char *rel, struct stat *st, struct seen_obj *seen)
 {
 	struct s3_object_info info;
 	const char *tag;
@@ -655,6 +654,7 @@ int inbox_stored_attrs(const char *rel, struct stat *st,
 		tag = s3_meta_get(&info, UPLOAD_TAG);
 		snprintf(seen->etag, sizeof(seen->etag), "%s", info.etag);
 		snprintf(seen->tag, sizeof(seen->tag), "%s", tag ? tag : "");
+		seen->mtime = info.mtime;
 	}
 	s3_object_info_free(&info);
 	return rc;
@@ -695,9 +695,25 @@ int inbox_claimed_attrs(const char *rel, struct stat *st)
 	return rc;
 }
 
-/* The claim of a new file's name (inbox.h). */
-int inbox_claim_name(const char *rel, const struct attrov *in, int excl,
-		     int local, const char *token, int *again)
+/* A new file rel (nothing stored under that name, nor open here): its row
+ * (in's mode and owner) claims the name in the database, under token (this
+ * create's own: claimed_by), where of creates racing on it from every mount
+ * exactly one wins (attrov_claim). Another mount's live claim (a file being
+ * written there) is the file: O_EXCL fails on it (EEXIST); a plain create,
+ * once may_replace allows it (sticky inbox/: its owner or root; else
+ * EACCES), fails with EBUSY and changes nothing (that file is not shared
+ * with this mount, which knows nothing of its content: its claim, mode and
+ * owner stay its own), except under a temp name (local: such a file is
+ * never shared between mounts), which it takes over. A claim of this mount's
+ * that nothing open here holds (its drop failed, or is running) or that lapsed
+ * (a dead mount's) does not exist. Another row (a stored object's, a
+ * directory's, one left behind) is taken only when the store has nothing under
+ * the name now: a directory there is EISDIR for a plain create (EEXIST with
+ * O_EXCL); an object that landed since the caller's HEAD sets *again (a
+ * plain create opens it as a stored file).
+ * 0 (claimed) or -errno: EEXIST, EBUSY, EISDIR, EACCES, EIO, ENOMEM. */
+static int claim_name(const char *rel, const struct attrov *in, int excl,
+		      int local, const char *token, int *again)
 {
 	struct db_claim held = {0};
 	struct stat st;
@@ -920,8 +936,7 @@ retry:
 			token = attrov_claim_token();
 			if (!token)
 				return -ENOMEM;
-			rc = inbox_claim_name(rel, &in, excl, local, token,
-					      &again);
+			rc = claim_name(rel, &in, excl, local, token, &again);
 			if (rc) {
 				free(token);
 				token = NULL;

@@ -17,6 +17,7 @@
 #include "fs.h"
 #include "inbox.h"
 #include "inbox_int.h"
+#include "inval.h"
 #include "log.h"
 #include "names.h"
 
@@ -541,18 +542,19 @@ static int rename_dir(const char *from, const char *to)
 /* Caller holds of->lock. An open file whose writer's close stores it
  * (of->pending) under a free final name `to` (taken: not free), and that
  * holds no claim on its name (it was stored before, and a temp name made it
- * local), claims `to` as a create would (inbox_claim_name), so that another
- * mount's create there is refused or checked against it before that close
- * (review-held5 N3). sf: its attributes, the claim's. *token: the claim
- * taken (NULL: none needed). 0 or -errno: EBUSY (another mount's new file
- * is being written there), EACCES (not replaced: sticky), ESTALE (a file
- * was stored there meanwhile: the kernel looks again), EISDIR, EIO,
- * ENOMEM. */
-static int rename_claim(struct ofile *of, const char *to, int taken,
-			const struct stat *sf, char **token)
+ * local), claims `to` with its own row before it takes the name: from's
+ * row moves there (logged as a move) as this mount's claim, as a create's
+ * (attrov_move_claim), so that another mount's create there is refused or
+ * checked against it until that close (review-held5 N3). sf: its
+ * attributes (the claim's when from has no row). *token: the claim taken
+ * (NULL: none needed), *cl its row's attributes. 0 or -errno: EBUSY
+ * (another mount's create claimed `to` meanwhile), EIO, ENOMEM. */
+static int rename_claim(struct ofile *of, const char *from, const char *to,
+			int taken, const struct stat *sf, char **token,
+			struct attrov *cl)
 {
 	struct attrov in = {0};
-	int again = 0, rc;
+	int rc;
 
 	*token = NULL;
 	if (taken || is_temp(to) || of->failed || of->pending <= 0 ||
@@ -564,36 +566,31 @@ static int rename_claim(struct ofile *of, const char *to, int taken,
 	*token = attrov_claim_token();
 	if (!*token)
 		return -ENOMEM;
-	rc = inbox_claim_name(to, &in, 0, 0, *token, &again);
+	rc = attrov_move_claim(from, to, &in, *token, cl);
 	if (rc) {
 		free(*token);
 		*token = NULL;
-		return again ? -ESTALE : rc;
+		return rc == -EEXIST ? -EBUSY : rc;
 	}
 	return 0;
 }
 
 /* Caller holds of->lock. After the rename (rc: its outcome) of an open
  * file that claimed `to` (rename_claim; token is freed or handed on):
- * renamed, the claim is the file's row (its create's, as for a new file:
- * bound to its object by its commit) and from's row goes; failed, the
- * claim goes. */
+ * renamed, the claim is the file's row, bound to its object by its commit
+ * as a new file's; failed, the row goes back to `from` (the claim on it
+ * lapses). */
 static void rename_claim_done(struct ofile *of, const char *from,
 			      const char *to, int rc, char *token,
-			      const struct stat *sf, int *attrs_moved)
+			      const struct attrov *cl, int *attrs_moved)
 {
 	if (rc) {
-		attrov_unclaim(to, token);
+		attrov_move(to, from, 0, NULL, NULL);
 		free(token);
 		return;
 	}
-	attrov_drop(from, 0);
 	pthread_mutex_lock(&cfs->lock);
-	memset(&of->creator, 0, sizeof(of->creator));
-	of->creator.mode = sf->st_mode & 07777;
-	of->creator.uid = sf->st_uid;
-	of->creator.gid = sf->st_gid;
-	of->creator.has_mode = of->creator.has_owner = 1;
+	of->creator = *cl;
 	of->attrs_unbound = 1; /* its claim, renewed */
 	free(of->claim);
 	of->claim = token;
@@ -754,16 +751,29 @@ static int rename_stored(const char *from, const char *to,
 	return 0;
 }
 
+/* The kernel forgets what it cached of inbox/<rel> (this mount's listing
+ * of it changed; off the handler: inval.h). */
+static void listing_changed(const char *rel)
+{
+	char *path;
+
+	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
+		inval_path(path);
+		free(path);
+	}
+}
+
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR, EBUSY
  * (another upload replaced the source during the rename: not renamed),
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
 static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
 	struct seen_obj to_seen = {0};
-	struct stat sf, st;
+	struct attrov cl = {0};
+	struct stat sf, st, now;
 	struct ofile *of;
 	char shown[80], *token = NULL;
-	int rc, to_exists, listed, claimed = 0, attrs_moved = 0;
+	int rc, to_exists, listed, claimed = 0, attrs_moved = 0, unread = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -789,13 +799,25 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	if ((!to_exists || listed) && !is_temp(to)) {
 		/* This mount's listing may predate it (another mount's
 		 * file, a foreign upload): the store says. */
-		rc = inbox_stored_attrs(to, &st, &to_seen);
-		if (rc == 0 && listed && strcmp(shown, to_seen.etag))
+		rc = inbox_stored_attrs(to, &now, &to_seen);
+		if (rc == 0)
+			st = now;
+		if (rc == 0 && listed && strcmp(shown, to_seen.etag)) {
 			dcache_upsert(to, 0, (uint64_t)st.st_size,
-				      st.st_mtime, to_seen.etag);
+				      to_seen.mtime, to_seen.etag);
+			listing_changed(to);
+		}
 		if (rc == -ENOENT && listed) {
 			dcache_remove(to);
+			listing_changed(to);
 			to_exists = 0;
+		}
+		if (rc && rc != -ENOENT && listed) {
+			/* The store did not answer: this mount's listing, but
+			 * only for an open file whose writer's close stores it
+			 * (that commit checks what is there: no base seen). */
+			unread = rc;
+			rc = 0;
 		}
 		if (rc == -ENOENT) {
 			rc = inbox_dir_stored_now(to);
@@ -873,19 +895,27 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	of = ofile_find(from);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		rc = rename_claim(of, to, to_exists || claimed, &sf, &token);
+		rc =
+		    unread && !(of->pending > 0 && (of->local || !of->in_store))
+			? unread
+			: 0;
 		if (rc == 0)
-			rc = rename_open(of, from, to, to_exists && !is_temp(to),
-					 to_exists ? (uint64_t)st.st_size : 0,
-					 to_exists ? &to_seen : NULL,
-					 &attrs_moved);
+			rc = rename_claim(of, from, to, to_exists || claimed,
+					  &sf, &token, &cl);
+		if (rc == 0)
+			rc = rename_open(
+			    of, from, to, to_exists && !is_temp(to),
+			    to_exists ? (uint64_t)st.st_size : 0,
+			    to_exists ? &to_seen : NULL, &attrs_moved);
 		if (token)
-			rename_claim_done(of, from, to, rc, token, &sf,
+			rename_claim_done(of, from, to, rc, token, &cl,
 					  &attrs_moved);
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (rc)
 			return rc;
+	} else if (unread) {
+		return unread;
 	} else if (is_temp(to)) {
 		rc = rename_stored_to_temp(from, to);
 		if (rc)

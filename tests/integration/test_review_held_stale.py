@@ -143,9 +143,13 @@ def test_open_file_replacing_an_untagged_object_then_renamed_is_stored(mount_fac
     p = {n: m.path("inbox", f"{uniq}/{n}") for n in ("x.txt", "x.tmp", "y.txt", "z.txt")}
     _put(m, f"{uniq}/y.txt", multipart)
     m.wait_until(lambda: os.path.exists(p["y.txt"]), timeout=30, what="listed")
-    # older than foreign_grace_ms (1 s here): until then an SDK upload is not logged, so not
-    # moved (EBUSY, by design: README, foreign_grace_ms)
-    time.sleep(2)
+    # an SDK upload is moved only once logged (EBUSY before: README, foreign_grace_ms), which
+    # a listing does once it is older than the grace (1 s here)
+    def logged():
+        os.listdir(d)
+        return m.sql("SELECT count(*) FROM reception_audit WHERE object_key = %s"
+                     " AND removed_at IS NULL", (f"{uniq}/y.txt",))[0][0] == 1
+    m.wait_until(logged, timeout=60, what="y logged")
     w = GHolder(A, p["x.txt"], os.O_RDWR | os.O_CREAT)
     try:
         got = [w.op("w", "A DRAFT")]
