@@ -298,3 +298,83 @@ void test_attrs_may(struct db *d, PGconn *raw)
 	       row_is(raw, "k3", "|||1000000000|e-foreign"),
 	   "a touch of a foreign object others may write (0666): its row");
 }
+
+/* The last file_attr_changes row of key as "op|from_key|mtime" . */
+static int last_change_is(PGconn *raw, const char *key, const char *want)
+{
+	const char *p[2] = {BKT, key};
+	char *v = sql_val_p(raw,
+			    "SELECT concat_ws('|', op, coalesce(from_key, ''),"
+			    " coalesce(mtime_ns::text, ''))"
+			    " FROM file_attr_changes WHERE bucket = $1 AND"
+			    " object_key = $2 ORDER BY id DESC LIMIT 1",
+			    2, p);
+	int same = v && !strcmp(v, want);
+
+	if (!same)
+		diag("last change of %s: %s, want %s", key, v ? v : "(none)",
+		     want);
+	free(v);
+	return same;
+}
+
+/* db_attrs_move_claim (review-held5 N3, review-stale F1/F2): an open file
+ * renamed to a free name claims it with its own row, moved and logged as a
+ * move; a live claim of another create there refuses it, unchanged. */
+void test_attrs_move_claim(struct db *d, PGconn *raw)
+{
+	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			      .mode = 0640,
+			      .uid = ALICE,
+			      .gid = ALICE};
+	struct db_attrs out;
+	struct db_claim held = {0};
+	struct actor who = {.uid = ALICE};
+	long before;
+
+	snprintf(who.user, sizeof(who.user), "alice");
+	snprintf(who.host, sizeof(who.host), "test");
+	ok(set(d, "mc/x.tmp", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME,
+	       0600, ALICE, ALICE, "e-x", NULL, NULL, NULL) == 0,
+	   "Alice's x.tmp row, bound, with a time");
+	/* a stale row (a removed object's) at the target goes */
+	ok(set(d, "mc/y", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, BOB, BOB, "e-old",
+	       NULL, NULL, NULL) == 0,
+	   "a stale row at y");
+	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/y", &in, "m1#1", 60,
+			       &who, &out) == 0,
+	   "x.tmp's row moves to y as m1#1's claim");
+	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
+	       row_is(raw, "mc/x.tmp", NULL),
+	   "y: x.tmp's mode, owner and time, unbound; x.tmp: no row");
+	ok(out.what == (DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME) &&
+	       out.mode == 0600 && out.uid == ALICE &&
+	       out.mtime_ns == 1000000000,
+	   "the row's attributes returned (no atime: not set)");
+	ok(last_change_is(raw, "mc/y", "move|mc/x.tmp|1000000000"),
+	   "logged as a move from x.tmp");
+	ok(sql_long(raw, "SELECT count(*) FROM file_attrs WHERE bucket = '" BKT
+			 "' AND object_key = 'mc/y' AND claimed_by = 'm1#1'"
+			 " AND claim_until > now()") == 1,
+	   "a live claim of m1#1");
+	/* another create's live claim at the target refuses it */
+	ok(db_attrs_claim(d, BKT, "mc/z", &in, "m2#1", 60, 1, NULL, &who, NULL,
+			  &held) == 0,
+	   "m2's create claims z");
+	db_claim_free(&held);
+	before = changes_of(raw, "mc/z");
+	ok(db_attrs_move_claim(d, BKT, "mc/y", "mc/z", &in, "m1#2", 60, &who,
+			       &out) == -EEXIST,
+	   "y's row over m2's live claim at z: EEXIST");
+	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
+	       row_is(raw, "mc/z", "416|2001|2001||") &&
+	       changes_of(raw, "mc/z") == before,
+	   "... nothing changed, nothing logged");
+	/* a source with no row claims with the given mode and owner */
+	ok(db_attrs_move_claim(d, BKT, "mc/none", "mc/w", &in, "m1#3", 60, &who,
+			       &out) == 0 &&
+	       row_is(raw, "mc/w", "416|2001|2001||") &&
+	       out.what == (DB_ATTR_MODE | DB_ATTR_OWNER) && out.mode == 0640,
+	   "no row at the source: w claimed with 0640, Alice's");
+	ok(last_change_is(raw, "mc/w", "create||"), "... logged as a create");
+}
