@@ -343,18 +343,22 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   int take, const char *from, const struct actor *who,
 		   int64_t *ctime_ns, struct db_claim *held);
 /* An open file renamed to a free name `to` that its writer will store
- * there: in one transaction, to's row goes unless it is a live claim
- * (logged 'drop'), and from's row moves to `to` (logged 'move', from_key
- * from) as claimer's claim there for lease_s seconds, unbound (as
- * db_attrs_claim's, renewed and bound the same way); from without a row,
- * `to` is claimed with *a's mode and owner (logged 'create'). *out (the
- * caller's) gets the row's attributes (what: those set). 0, -EEXIST (a
- * live claim of another create is at `to`: nothing changed), or -errno
- * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
+ * there claims it, in one transaction. A row at `to` that is a live claim
+ * (another create's file), or any row when take is not set, is not taken:
+ * -EEXIST, *held that row (found 0: none; free it with db_claim_free). Else
+ * it goes (logged 'drop'), and from's row, if it is no live claim and is
+ * bound to own1 or own2 (the file's own objects: not a row another mount's
+ * create took since), moves to `to` (logged 'move', from_key from, its
+ * times kept) as claimer's claim for lease_s seconds, unbound (renewed and
+ * bound as db_attrs_claim's); otherwise `to` is claimed with *a's mode and
+ * owner (logged 'create'). *out (the caller's) gets the claim's attributes
+ * (what: those set). 0, -EEXIST, or -errno (nothing changed;
+ * -EINPROGRESS: the connection was lost at COMMIT). */
 int db_attrs_move_claim(struct db *d, const char *bucket, const char *from,
-			const char *to, const struct db_attrs *a,
-			const char *claimer, int lease_s,
-			const struct actor *who, struct db_attrs *out);
+			const char *to, const char *own1, const char *own2,
+			const struct db_attrs *a, const char *claimer,
+			int lease_s, int take, const struct actor *who,
+			struct db_attrs *out, struct db_claim *held);
 void db_claim_free(struct db_claim *held);
 /* key's row as db_attrs_claim reports it when not taken (*held: found 0
  * when there is none), read now. 0 or -errno. */

@@ -82,13 +82,17 @@ static const char db_sql_attrs_drop_unclaimed[] =
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 claimer, $9 lease
- * (seconds): from's row moves to `to`, unbound, as that claimer's claim
- * there, logged ('move', from_key from); its attributes returned. */
+ * (seconds), $10 and $11 the ETags of the file's own objects (NULL: none):
+ * from's row, when it is no live claim and is bound to one of them (the
+ * file's own, not a row another mount's create took since), moves to `to`,
+ * unbound, as that claimer's claim there, logged ('move', from_key from);
+ * its attributes returned. */
 static const char db_sql_attrs_move_claim[] =
-	"WITH m AS (UPDATE file_attrs SET object_key = $7::text, etag = NULL,"
-	" claimed_by = $8::text,"
+	"WITH m AS (UPDATE file_attrs f SET object_key = $7::text,"
+	" etag = NULL, claimed_by = $8::text,"
 	" claim_until = now() + $9::integer * interval '1 second'"
-	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *),"
+	" WHERE bucket = $5::text AND object_key = $6::text AND NOT " LIVE
+	" AND etag IN ($10::text, $11::text) RETURNING *),"
 	" l AS (" LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM m)"
 	" SELECT mode, uid, gid, atime_ns, mtime_ns FROM m";
@@ -96,6 +100,11 @@ static const char db_sql_attrs_move_claim[] =
 static const char db_sql_attrs_claim_held[] =
 	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
 	" FROM file_attrs f WHERE bucket = $1::text AND object_key = $2::text";
+/* The same, locked until the transaction ends. */
+static const char db_sql_attrs_claim_lock[] =
+	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
+	" FROM file_attrs f WHERE bucket = $1::text AND object_key = $2::text"
+	" FOR UPDATE";
 /* Who ($1..$4), $5 bucket, $6 key, $7 claimer: the row goes while it is
  * that claimer's and unbound (logged 'drop'). */
 static const char db_sql_attrs_unclaim[] =
@@ -498,8 +507,8 @@ int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
 }
 
 struct attrs_move_claim_args {
-	struct attrs_claim_args c; /* to's claim when from has no row */
-	const char *from;
+	struct attrs_claim_args c; /* to's claim when from's row is not moved */
+	const char *from, *own1, *own2;
 	struct db_attrs *out;
 };
 
@@ -510,48 +519,80 @@ static int64_t col_i64(PGresult *res, int col, int *has)
 	return *has ? strtoll(PQgetvalue(res, 0, col), NULL, 10) : 0;
 }
 
+static void move_claim_out(PGresult *res, struct db_attrs *o)
+{
+	int has, has2;
+
+	o->mode = (uint32_t)col_i64(res, 0, &has);
+	o->what |= has ? DB_ATTR_MODE : 0;
+	o->uid = col_i64(res, 1, &has);
+	o->gid = col_i64(res, 2, &has2);
+	o->what |= has && has2 ? DB_ATTR_OWNER : 0;
+	o->atime_ns = col_i64(res, 3, &has);
+	o->what |= has ? DB_ATTR_ATIME : 0;
+	o->mtime_ns = col_i64(res, 4, &has);
+	o->what |= has ? DB_ATTR_MTIME : 0;
+}
+
 static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_claim_args *m = arg;
+	struct db_claim *h = m->c.held;
 	struct db_attrs *o = m->out;
 	char lease[16];
 	struct who_params w;
-	const char *p[10];
+	const char *p[12];
 	PGresult *res = NULL;
-	int rc, has, has2;
+	int rc;
 
 	memset(o, 0, sizeof(*o));
+	free(h->holder);
+	free(h->etag);
+	memset(h, 0, sizeof(*h));
+	/* to's row, locked: a live claim is another create's file (never
+	 * taken); another row only when the caller found nothing stored
+	 * there after seeing it (take: an object lands before its row) */
+	rc = pg_exec(x, db_sql_attrs_claim_lock, 2,
+		     (const char *[]){m->c.bucket, m->c.key}, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 1) {
+		if (claim_parse(res, h)) {
+			rc = -ENOMEM;
+			goto out;
+		}
+		if (h->live || !m->c.take) {
+			rc = -EEXIST;
+			goto out;
+		}
+	}
+	PQclear(res);
+	res = NULL;
 	snprintf(lease, sizeof(lease), "%d", m->c.lease_s);
 	attrs_who_fill(m->c.who, &w, p);
 	p[4] = m->c.bucket;
 	p[5] = m->c.key;
 	rc = pg_exec(x, db_sql_attrs_drop_unclaimed, 6, p, NULL);
 	if (rc)
-		return rc;
+		goto out;
 	p[5] = m->from;
 	p[6] = m->c.key;
 	p[7] = m->c.claimer;
 	p[8] = lease;
-	/* a live claim left at `to` (another's): the unique key refuses the
-	 * move (EEXIST) */
-	rc = pg_exec(x, db_sql_attrs_move_claim, 9, p, &res);
-	if (rc == 0 && PQntuples(res) == 1) {
-		o->mode = (uint32_t)col_i64(res, 0, &has);
-		o->what |= has ? DB_ATTR_MODE : 0;
-		o->uid = col_i64(res, 1, &has);
-		o->gid = col_i64(res, 2, &has2);
-		o->what |= has && has2 ? DB_ATTR_OWNER : 0;
-		o->atime_ns = col_i64(res, 3, &has);
-		o->what |= has ? DB_ATTR_ATIME : 0;
-		o->mtime_ns = col_i64(res, 4, &has);
-		o->what |= has ? DB_ATTR_MTIME : 0;
-		PQclear(res);
-		return 0;
+	p[9] = m->own1 && *m->own1 ? m->own1 : NULL;
+	p[10] = m->own2 && *m->own2 ? m->own2 : NULL;
+	rc = pg_exec(x, db_sql_attrs_move_claim, 11, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 1) {
+		move_claim_out(res, o);
+		goto out;
 	}
 	PQclear(res);
-	if (rc)
-		return rc;
-	/* from has no row (the defaults): `to` is claimed with them */
+	res = NULL;
+	/* from's row is not the file's own (none, or another create's):
+	 * `to` is claimed with the file's mode and owner */
+	m->c.take = 0;
 	rc = pg_attrs_claim(x, &m->c);
 	if (rc == 0) {
 		o->what = DB_ATTR_MODE | DB_ATTR_OWNER;
@@ -559,31 +600,37 @@ static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
 		o->uid = m->c.a->uid;
 		o->gid = m->c.a->gid;
 	}
+out:
+	PQclear(res);
 	return rc;
 }
 
 int db_attrs_move_claim(struct db *d, const char *bucket, const char *from,
-			const char *to, const struct db_attrs *a,
-			const char *claimer, int lease_s,
-			const struct actor *who, struct db_attrs *out)
+			const char *to, const char *own1, const char *own2,
+			const struct db_attrs *a, const char *claimer,
+			int lease_s, int take, const struct actor *who,
+			struct db_attrs *out, struct db_claim *held)
 {
-	struct db_claim held = {0};
 	struct attrs_move_claim_args m = {.c = {.bucket = bucket,
 						.key = to,
 						.claimer = claimer,
 						.a = a,
 						.who = who,
 						.lease_s = lease_s,
-						.take = 1,
-						.held = &held},
+						.take = take,
+						.held = held},
 					  .from = from,
+					  .own1 = own1,
+					  .own2 = own2,
 					  .out = out};
 	int rc;
 
+	memset(held, 0, sizeof(*held));
 	if (!d || !bucket || !from || !to || !a || !claimer || !out)
 		return -EINVAL;
 	rc = db_run(d, "move a file's attributes as a claim", 1, 0,
 		    pg_attrs_move_claim, &m);
-	db_claim_free(&held);
+	if (rc != -EEXIST)
+		db_claim_free(held);
 	return rc;
 }

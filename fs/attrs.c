@@ -614,8 +614,10 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 	return 0;
 }
 
-int attrov_move_claim(const char *from, const char *to, const struct attrov *in,
-		      const char *token, struct attrov *out)
+int attrov_move_claim(const char *from, const char *to, const char *own1,
+		      const char *own2, const struct attrov *in, int take,
+		      const char *token, struct attrov *out,
+		      struct db_claim *held)
 {
 	struct db_attrs r = {0}, row = {0};
 	struct actor who;
@@ -627,7 +629,8 @@ int attrov_move_claim(const char *from, const char *to, const struct attrov *in,
 	r.gid = in->gid;
 	cfs_actor(&who);
 	rc = db_attrs_move_claim(cfs->db, cfs->cfg.reception_bucket, from, to,
-				 &r, token, cfs->cfg.claim_lease_s, &who, &row);
+				 own1, own2, &r, token, cfs->cfg.claim_lease_s,
+				 take, &who, &row, held);
 	/* read again when next shown: moved and unbound, or as it is */
 	pthread_mutex_lock(&cfs->lock);
 	reload_entry_locked(from);

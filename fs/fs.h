@@ -498,14 +498,17 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
  * the process), malloc'd (NULL: ENOMEM); claim_mine: holder is one. */
 char *attrov_claim_token(void);
 /* An open file renamed to a free name `to` claims it with its own row
- * (db_attrs_move_claim: from's row moves there, logged 'move', as this
- * mount's claim under token, unbound; with no row at from, in's mode and
- * owner). *out gets the row's attributes (has_*: those it sets), for the
- * file's bind. 0, -EEXIST (another create's live claim is there), or
- * -errno (EIO). */
-int attrov_move_claim(const char *from, const char *to,
-		      const struct attrov *in, const char *token,
-		      struct attrov *out);
+ * (db_attrs_move_claim: from's row, if bound to own1 or own2, the file's
+ * objects, moves there, logged 'move', as this mount's claim under token,
+ * unbound; else in's mode and owner). A row at `to` is taken only with
+ * take (the caller found nothing stored there after seeing it). *out gets
+ * the claim's attributes (has_*: those it sets), for the file's bind. 0,
+ * -EEXIST (*held: the row not taken; the caller frees it), or -errno
+ * (EIO). */
+int attrov_move_claim(const char *from, const char *to, const char *own1,
+		      const char *own2, const struct attrov *in, int take,
+		      const char *token, struct attrov *out,
+		      struct db_claim *held);
 int attrov_claim_mine(const char *holder);
 /* The last handle of a new file that never reached the store closed:
  * rel's row goes while it is still unbound and that file's claim (token:

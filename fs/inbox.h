@@ -28,6 +28,9 @@ int inbox_stored_attrs(const char *rel, struct stat *st,
  * under rel/), whatever this mount's listing says? Found, it is put into
  * the listing cache. 1 yes, 0 no, or -errno. */
 int inbox_dir_stored_now(const char *rel);
+/* What the store holds at inbox/<rel> now, whatever this mount's listing
+ * says: 1 an object, 2 a directory, 0 nothing, or -errno. */
+int inbox_stored_kind_now(const char *rel);
 /* Is inbox/<rel> another create's new file, not stored yet, that only its
  * live claim in the database shows (another mount's, or this mount's still
  * open here)? 1 and *st its recorded mode and owner (a regular file), 0

@@ -229,9 +229,8 @@ static int name_stored_now(const char *rel)
 	return inbox_dir_stored_now(rel);
 }
 
-/* As name_stored_now, telling what: 1 an object, 2 a directory, 0
- * nothing, or -errno. */
-static int stored_kind_now(const char *rel)
+/* inbox.h. */
+int inbox_stored_kind_now(const char *rel)
 {
 	struct s3_object_info info;
 	int rc;
@@ -749,7 +748,7 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 			from = held.holder;
 			held.holder = NULL;
 		} else {
-			rc = stored_kind_now(rel);
+			rc = inbox_stored_kind_now(rel);
 			if (rc) {
 				if (rc == 1 && !excl)
 					*again = 1;

@@ -542,37 +542,63 @@ static int rename_dir(const char *from, const char *to)
 /* Caller holds of->lock. An open file whose writer's close stores it
  * (of->pending) under a free final name `to` (taken: not free), and that
  * holds no claim on its name (it was stored before, and a temp name made it
- * local), claims `to` with its own row before it takes the name: from's
- * row moves there (logged as a move) as this mount's claim, as a create's
- * (attrov_move_claim), so that another mount's create there is refused or
- * checked against it until that close (review-held5 N3). sf: its
- * attributes (the claim's when from has no row). *token: the claim taken
- * (NULL: none needed), *cl its row's attributes. 0 or -errno: EBUSY
- * (another mount's create claimed `to` meanwhile), EIO, ENOMEM. */
+ * local), claims `to` before it takes the name, as a create would
+ * (review-held5 N3): its own row at `from` (bound to its object) moves
+ * there, logged as a move, as this mount's claim (attrov_move_claim);
+ * without one, the claim has the owner and mode of what it holds. Another
+ * mount's create there is then refused or checked against it until that
+ * close. A row at `to` that is no live claim is taken only once the store
+ * has nothing there (an object lands before its row: review-stale2 R2).
+ * sf: its attributes (when nothing is held). *token: the claim taken
+ * (NULL: none needed), *cl its attributes. 0 or -errno: EBUSY (another
+ * mount's create claimed `to`), ESTALE (a file was stored there: the
+ * kernel looks again), EISDIR, EIO, ENOMEM. */
 static int rename_claim(struct ofile *of, const char *from, const char *to,
 			int taken, const struct stat *sf, char **token,
 			struct attrov *cl)
 {
+	struct db_claim held = {0};
 	struct attrov in = {0};
-	int rc;
+	int rc = 0, take = 0, tries;
 
 	*token = NULL;
 	if (taken || is_temp(to) || of->failed || of->pending <= 0 ||
 	    of->attrs_unbound || (!of->local && of->in_store))
 		return 0;
-	in.mode = sf->st_mode & 07777;
-	in.uid = sf->st_uid;
-	in.gid = sf->st_gid;
+	pthread_mutex_lock(&cfs->lock);
+	in.mode = of->held_set ? of->held_mode : sf->st_mode & 07777;
+	in.uid = of->held_set ? of->held_uid : sf->st_uid;
+	in.gid = of->held_set ? of->held_gid : sf->st_gid;
+	pthread_mutex_unlock(&cfs->lock);
 	*token = attrov_claim_token();
 	if (!*token)
 		return -ENOMEM;
-	rc = attrov_move_claim(from, to, &in, *token, cl);
+	for (tries = 0; tries < 4; tries++) {
+		rc = attrov_move_claim(from, to, of->loaded, of->committed, &in,
+				       take, *token, cl, &held);
+		if (rc != -EEXIST)
+			break;
+		if (held.found && held.live) {
+			rc = -EBUSY; /* another mount's new file there */
+			break;
+		}
+		if (held.found) {
+			rc = inbox_stored_kind_now(to);
+			if (rc > 0)
+				rc = rc == 2 ? -EISDIR : -ESTALE;
+			if (rc)
+				break;
+			take = 1; /* nothing there: a stale row */
+		}
+		db_claim_free(&held);
+		rc = -EBUSY;
+	}
+	db_claim_free(&held);
 	if (rc) {
 		free(*token);
 		*token = NULL;
-		return rc == -EEXIST ? -EBUSY : rc;
 	}
-	return 0;
+	return rc;
 }
 
 /* Caller holds of->lock. After the rename (rc: its outcome) of an open
@@ -773,7 +799,7 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	struct stat sf, st, now;
 	struct ofile *of;
 	char shown[80], *token = NULL;
-	int rc, to_exists, listed, claimed = 0, attrs_moved = 0, unread = 0;
+	int rc, to_exists, listed, claimed = 0, attrs_moved = 0;
 
 	if (flags & RENAME_EXCHANGE)
 		return -EINVAL;
@@ -811,13 +837,6 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 			dcache_remove(to);
 			listing_changed(to);
 			to_exists = 0;
-		}
-		if (rc && rc != -ENOENT && listed) {
-			/* The store did not answer: this mount's listing, but
-			 * only for an open file whose writer's close stores it
-			 * (that commit checks what is there: no base seen). */
-			unread = rc;
-			rc = 0;
 		}
 		if (rc == -ENOENT) {
 			rc = inbox_dir_stored_now(to);
@@ -895,13 +914,8 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	of = ofile_find(from);
 	if (of) {
 		pthread_mutex_lock(&of->lock);
-		rc =
-		    unread && !(of->pending > 0 && (of->local || !of->in_store))
-			? unread
-			: 0;
-		if (rc == 0)
-			rc = rename_claim(of, from, to, to_exists || claimed,
-					  &sf, &token, &cl);
+		rc = rename_claim(of, from, to, to_exists || claimed, &sf,
+				  &token, &cl);
 		if (rc == 0)
 			rc = rename_open(
 			    of, from, to, to_exists && !is_temp(to),
@@ -914,8 +928,6 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		ofile_put(of);
 		if (rc)
 			return rc;
-	} else if (unread) {
-		return unread;
 	} else if (is_temp(to)) {
 		rc = rename_stored_to_temp(from, to);
 		if (rc)

@@ -318,9 +318,11 @@ static int last_change_is(PGconn *raw, const char *key, const char *want)
 	return same;
 }
 
-/* db_attrs_move_claim (review-held5 N3, review-stale F1/F2): an open file
- * renamed to a free name claims it with its own row, moved and logged as a
- * move; a live claim of another create there refuses it, unchanged. */
+/* db_attrs_move_claim (review-held5 N3, review-stale F1/F2, review-stale2
+ * R1/R2): an open file renamed to a free name claims it with its own row,
+ * moved and logged as a move; a row at the target is taken only when the
+ * caller says so (it found nothing stored there), a live claim never; a
+ * source row not bound to the file's objects is not moved. */
 void test_attrs_move_claim(struct db *d, PGconn *raw)
 {
 	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
@@ -336,14 +338,25 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	snprintf(who.host, sizeof(who.host), "test");
 	ok(set(d, "mc/x.tmp", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME,
 	       0600, ALICE, ALICE, "e-x", NULL, NULL, NULL) == 0,
-	   "Alice's x.tmp row, bound, with a time");
-	/* a stale row (a removed object's) at the target goes */
+	   "Alice's x.tmp row, bound to e-x, with a time");
 	ok(set(d, "mc/y", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, BOB, BOB, "e-old",
 	       NULL, NULL, NULL) == 0,
-	   "a stale row at y");
-	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/y", &in, "m1#1", 60,
-			       &who, &out) == 0,
-	   "x.tmp's row moves to y as m1#1's claim");
+	   "a row at y, bound (an object stored there, or a stale row)");
+	before = changes_of(raw, "mc/y");
+	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/y", "e-x", NULL, &in,
+			       "m1#1", 60, 0, &who, &out, &held) == -EEXIST &&
+	       held.found && !held.live && held.etag &&
+	       !strcmp(held.etag, "e-old"),
+	   "not taken without take: EEXIST, the row there returned");
+	db_claim_free(&held);
+	ok(row_is(raw, "mc/y", "420|2002|2002||e-old") &&
+	       row_is(raw, "mc/x.tmp", "384|2001|2001|1000000000|e-x") &&
+	       changes_of(raw, "mc/y") == before,
+	   "... nothing changed, nothing logged");
+	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/y", "e-other", "e-x",
+			       &in, "m1#1", 60, 1, &who, &out, &held) == 0,
+	   "with take: x.tmp's row (bound to one of the file's ETags) moves "
+	   "to y as m1#1's claim");
 	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
 	       row_is(raw, "mc/x.tmp", NULL),
 	   "y: x.tmp's mode, owner and time, unbound; x.tmp: no row");
@@ -357,24 +370,37 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 			 "' AND object_key = 'mc/y' AND claimed_by = 'm1#1'"
 			 " AND claim_until > now()") == 1,
 	   "a live claim of m1#1");
-	/* another create's live claim at the target refuses it */
+	/* another create's live claim at the target: never taken */
 	ok(db_attrs_claim(d, BKT, "mc/z", &in, "m2#1", 60, 1, NULL, &who, NULL,
 			  &held) == 0,
 	   "m2's create claims z");
 	db_claim_free(&held);
 	before = changes_of(raw, "mc/z");
-	ok(db_attrs_move_claim(d, BKT, "mc/y", "mc/z", &in, "m1#2", 60, &who,
-			       &out) == -EEXIST,
-	   "y's row over m2's live claim at z: EEXIST");
+	ok(db_attrs_move_claim(d, BKT, "mc/y", "mc/z", NULL, NULL, &in, "m1#2",
+			       60, 1, &who, &out, &held) == -EEXIST &&
+	       held.found && held.live,
+	   "over m2's live claim at z, even with take: EEXIST, live");
+	db_claim_free(&held);
 	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
 	       row_is(raw, "mc/z", "416|2001|2001||") &&
 	       changes_of(raw, "mc/z") == before,
 	   "... nothing changed, nothing logged");
-	/* a source with no row claims with the given mode and owner */
-	ok(db_attrs_move_claim(d, BKT, "mc/none", "mc/w", &in, "m1#3", 60, &who,
-			       &out) == 0 &&
+	/* a source row that is not the file's (another create's since) */
+	ok(set(d, "mc/s.tmp", DB_ATTR_MODE | DB_ATTR_OWNER, 0755, BOB, BOB,
+	       "e-bob", NULL, NULL, NULL) == 0,
+	   "Bob's row at s.tmp");
+	ok(db_attrs_move_claim(d, BKT, "mc/s.tmp", "mc/v", "e-x", NULL, &in,
+			       "m1#3", 60, 0, &who, &out, &held) == 0 &&
+	       row_is(raw, "mc/v", "416|2001|2001||") &&
+	       row_is(raw, "mc/s.tmp", "493|2002|2002||e-bob") &&
+	       out.mode == 0640 && out.uid == ALICE,
+	   "a source row bound to another object stays; v claimed with "
+	   "Alice's 0640");
+	ok(last_change_is(raw, "mc/v", "create||"), "... logged as a create");
+	/* a source with no row */
+	ok(db_attrs_move_claim(d, BKT, "mc/none", "mc/w", "e-x", NULL, &in,
+			       "m1#4", 60, 0, &who, &out, &held) == 0 &&
 	       row_is(raw, "mc/w", "416|2001|2001||") &&
-	       out.what == (DB_ATTR_MODE | DB_ATTR_OWNER) && out.mode == 0640,
+	       out.what == (DB_ATTR_MODE | DB_ATTR_OWNER),
 	   "no row at the source: w claimed with 0640, Alice's");
-	ok(last_change_is(raw, "mc/w", "create||"), "... logged as a create");
 }
