@@ -790,7 +790,8 @@ static void listing_changed(const char *rel)
 }
 
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR, EBUSY
- * (another upload replaced the source during the rename: not renamed),
+ * (another upload replaced the source during the rename: not renamed; or
+ * another mount's new file is being written at `to`), ESTALE,
  * ENOTEMPTY, ENAMETOOLONG, EIO. */
 static int rename_entry(const char *from, const char *to, unsigned int flags)
 {
@@ -903,6 +904,11 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 	}
 	if (to_exists && S_ISDIR(st.st_mode))
 		return -EISDIR;
+	/* Another mount's new file being written there: its content is not
+	 * this mount's to replace, as for a create there (review-stale3 S1:
+	 * its claim dropped, the last close took the other file's row). */
+	if (claimed)
+		return -EBUSY;
 	/* Its attributes follow (copied first by rename_stored, moved after
 	 * by the other paths): with the database down a file would be renamed
 	 * without them and show the defaults (0600 -> 0644), so nothing moves
@@ -916,6 +922,8 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		pthread_mutex_lock(&of->lock);
 		rc = rename_claim(of, from, to, to_exists || claimed, &sf,
 				  &token, &cl);
+		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
+			rc = -EEXIST; /* claimed meanwhile: it exists */
 		if (rc == 0)
 			rc = rename_open(
 			    of, from, to, to_exists && !is_temp(to),
