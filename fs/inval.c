@@ -244,6 +244,16 @@ void inval_path(const char *path)
 		log_debug("kernel cache of %s left to time out", path);
 }
 
+void inval_inbox(const char *rel)
+{
+	char *path;
+
+	if (asprintf(&path, "/inbox/%s", rel) < 0)
+		return;
+	inval_path(path);
+	free(path);
+}
+
 /* Is a before b (CLOCK_MONOTONIC)? */
 static int ts_before(const struct timespec *a, const struct timespec *b)
 {

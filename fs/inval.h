@@ -21,6 +21,8 @@ int inval_start(struct fuse *f, const char *mountpoint);
  * memory or no worker drop the request (logged at debug level): the
  * kernel then keeps what it cached until its attribute timeout. */
 void inval_path(const char *path);
+/* inval_path of inbox/<rel> (rel: a key of the reception bucket). */
+void inval_inbox(const char *rel);
 
 /* inval_path, then waits until the worker has notified the kernel, at most
  * wait_ms: for a handler whose caller's next stat must see the new

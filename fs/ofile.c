@@ -652,8 +652,6 @@ static void ofile_upload_error(const struct ofile *of, const char *rel,
 static void ofile_superseded(struct ofile *of, const char *rel,
 			     const struct reception_seen *seen, int leaving)
 {
-	char *path = NULL;
-
 	of->dirty = 0;
 	of->in_store = !seen->gone;
 	of->stored_size = seen->gone ? 0 : seen->size;
@@ -677,10 +675,7 @@ static void ofile_superseded(struct ofile *of, const char *rel,
 		log_warn("%s: the direct write into projects/%s was replaced "
 			 "in reception before its row; not promoted",
 			 rel, of->direct_to);
-	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
-		inval_path(path);
-		free(path);
-	}
+	inval_inbox(rel);
 }
 
 /* Caller holds of->lock: uploads the spool under rel and logs it. leaving:
@@ -1193,7 +1188,6 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
 {
 	struct s3_object_info info;
 	const char *tag;
-	char *path;
 	int rc;
 
 	of->base_tag[0] = '\0';
@@ -1218,10 +1212,7 @@ int ofile_base_head(struct ofile *of, const char *rel, const char *etag)
 	} else {
 		dcache_remove(rel);
 	}
-	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
-		inval_path(path);
-		free(path);
-	}
+	inval_inbox(rel);
 	/* gone: ESTALE, so that the kernel looks the name up again (and
 	 * sends a create); another one: checked again here */
 	rc = rc == -ENOENT ? -ESTALE : -EAGAIN;

@@ -793,17 +793,13 @@ static int open_stat(const char *rel, struct stat *st, char *etag)
  * filled (the caller frees it). 0 or -errno. */
 static int entry_refresh(const char *key, struct s3_object_info *info)
 {
-	char *path;
 	int rc;
 
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, key, info);
 	if (rc)
 		return rc;
 	dcache_upsert(key, 0, info->size, info->mtime, info->etag);
-	if (asprintf(&path, "/inbox/%s", key) >= 0) {
-		inval_path(path);
-		free(path);
-	}
+	inval_inbox(key);
 	return 0;
 }
 
@@ -817,7 +813,6 @@ static int load_checked(struct ofile *of, const char *rel, const char *etag)
 {
 	struct s3_object_info info = {0};
 	int rc = ofile_load(of, rel, etag[0] ? etag : NULL);
-	char *path;
 
 	if (rc == -EEXIST) {
 		if (entry_refresh(rel, &info) == 0)
@@ -827,10 +822,7 @@ static int load_checked(struct ofile *of, const char *rel, const char *etag)
 		/* Removed since its check (another mount): the kernel looks
 		 * the name up again, and an O_CREAT open creates it. */
 		dcache_remove(rel);
-		if (asprintf(&path, "/inbox/%s", rel) >= 0) {
-			inval_path(path);
-			free(path);
-		}
+		inval_inbox(rel);
 		of->failed = rc = -ESTALE;
 	}
 	return rc;

@@ -777,18 +777,6 @@ static int rename_stored(const char *from, const char *to,
 	return 0;
 }
 
-/* The kernel forgets what it cached of inbox/<rel> (this mount's listing
- * of it changed; off the handler: inval.h). */
-static void listing_changed(const char *rel)
-{
-	char *path;
-
-	if (asprintf(&path, "/inbox/%s", rel) >= 0) {
-		inval_path(path);
-		free(path);
-	}
-}
-
 /* Errors: ENOENT, EEXIST (RENAME_NOREPLACE), EINVAL, EISDIR, ENOTDIR, EBUSY
  * (another upload replaced the source during the rename: not renamed; or
  * another mount's new file is being written at `to`), ESTALE,
@@ -832,11 +820,11 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 		if (rc == 0 && listed && strcmp(shown, to_seen.etag)) {
 			dcache_upsert(to, 0, (uint64_t)st.st_size,
 				      to_seen.mtime, to_seen.etag);
-			listing_changed(to);
+			inval_inbox(to);
 		}
 		if (rc == -ENOENT && listed) {
 			dcache_remove(to);
-			listing_changed(to);
+			inval_inbox(to);
 			to_exists = 0;
 		}
 		if (rc == -ENOENT) {
