@@ -11,6 +11,10 @@ from test_perms import A, B, LONG_TTL, as_user, two_mounts
 from test_review_held_commit import GHolder
 
 
+def _mvs(user, *pairs):
+    return as_user(user, *(f"os.rename({f!r}, {t!r})" for f, t in pairs))
+
+
 def _store_body(m, key):
     try:
         return m.s3.get_object(Bucket=m.reception_bucket, Key=key)["Body"].read()

@@ -9,12 +9,8 @@ import pytest
 
 from test_perms import A, B, FOREIGN, LONG_TTL, as_user, two_mounts
 from test_review_held_commit import GHolder
-from test_review_held_rename import _sticky_dir, _store_body
+from test_review_held_rename import _mvs, _sticky_dir, _store_body
 from test_review_held_untagged import _put
-
-
-def _mvs(user, *pairs):
-    return as_user(user, *(f"os.rename({f!r}, {t!r})" for f, t in pairs))
 
 
 @pytest.mark.parametrize("y_kind", ["own", "own0444", "others0777", "untagged_put",

@@ -11,11 +11,7 @@ import pytest
 
 from test_perms import A, B, FOREIGN, attrs_row, changes, as_user
 from test_review_held_commit import GHolder
-from test_review_held_rename import _store_body
-
-
-def _mvs(user, *pairs):
-    return as_user(user, *(f"os.rename({f!r}, {t!r})" for f, t in pairs))
+from test_review_held_rename import _mvs, _store_body
 
 
 def _dir(m, uniq):
@@ -23,6 +19,25 @@ def _dir(m, uniq):
     os.mkdir(d)
     os.chmod(d, 0o777)
     return d
+
+
+def save_open_draft_via_temp(m, uniq, to):
+    """A 0777 directory; A's stored x.txt (0640) held open O_RDWR, 'A DRAFT' written, renamed
+    x.txt -> x.tmp -> `to` (a name in that directory) and closed. Returns each step's result
+    and x.txt's path."""
+    _dir(m, uniq)
+    px, pt, py = (m.path("inbox", f"{uniq}/{n}") for n in ("x.txt", "x.tmp", to))
+    assert as_user(A, f"open({px!r}, 'w').write('x old')", f"os.chmod({px!r}, 0o640)") == \
+        ["ok", "ok"]
+    w = GHolder(A, px, os.O_RDWR)
+    try:
+        got = [w.op("w", "A DRAFT")]
+        got += _mvs(A, (px, pt), (pt, py))
+        got.append(w.op("c"))
+    finally:
+        w.close()
+    time.sleep(1)
+    return got, px
 
 
 MT = 1_500_000_000_123_456_789
@@ -67,18 +82,7 @@ def test_rename_of_an_open_file_to_a_free_name_is_logged_as_a_move(mount_factory
     from_key x.tmp), as before c05bcb2; not a 'drop' of x.tmp's attributes and a 'create'
     of y.txt (nobody created y.txt; x.tmp's attributes were not dropped)."""
     m = mount_factory(config=FOREIGN, opts="allow_other")
-    _dir(m, uniq)
-    px, pt, py = (m.path("inbox", f"{uniq}/{n}") for n in ("x.txt", "x.tmp", "y.txt"))
-    assert as_user(A, f"open({px!r}, 'w').write('x old')", f"os.chmod({px!r}, 0o640)") == \
-        ["ok", "ok"]
-    w = GHolder(A, px, os.O_RDWR)
-    try:
-        got = [w.op("w", "A DRAFT")]
-        got += _mvs(A, (px, pt), (pt, py))
-        got.append(w.op("c"))
-    finally:
-        w.close()
-    time.sleep(1)
+    got, _ = save_open_draft_via_temp(m, uniq, "y.txt")
     log = {n: [(c["op"], c["from_key"]) for c in changes(m, f"{uniq}/{n}", every=True)]
            for n in ("x.tmp", "y.txt")}
     assert (got, log) == (["ok"] * len(got), {

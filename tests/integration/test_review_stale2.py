@@ -13,11 +13,8 @@ import pytest
 
 from test_perms import A, B, FOREIGN, LONG_TTL, attrs_row, changes, as_user, open_to_others
 from test_review_held_commit import GHolder
-from test_review_held_rename import _store_body, _sticky_dir
-
-
-def _mvs(user, *pairs):
-    return as_user(user, *(f"os.rename({f!r}, {t!r})" for f, t in pairs))
+from test_review_stale import save_open_draft_via_temp
+from test_review_held_rename import _mvs, _sticky_dir, _store_body
 
 
 def test_renamed_file_does_not_take_another_mounts_temp_file_row(mount_factory, uniq):
@@ -158,20 +155,7 @@ def test_audit_rows_of_the_claimed_rename(mount_factory, uniq):
     between builds."""
     from checks import rows
     m = mount_factory(config=FOREIGN, opts="allow_other")
-    d = m.path("inbox", uniq)
-    os.mkdir(d)
-    os.chmod(d, 0o777)
-    px, pt, py = (m.path("inbox", f"{uniq}/{n}") for n in ("x.txt", "x.tmp", "y.txt"))
-    assert as_user(A, f"open({px!r}, 'w').write('x old')", f"os.chmod({px!r}, 0o640)") == \
-        ["ok", "ok"]
-    w = GHolder(A, px, os.O_RDWR)
-    try:
-        got = [w.op("w", "A DRAFT")]
-        got += _mvs(A, (px, pt), (pt, py))
-        got.append(w.op("c"))
-    finally:
-        w.close()
-    time.sleep(1)
+    got, _ = save_open_draft_via_temp(m, uniq, "y.txt")
     out = {}
     for n in ("x.txt", "x.tmp", "y.txt"):
         k = f"{uniq}/{n}"

@@ -14,14 +14,11 @@ import pytest
 from checks import rows
 from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
 from test_review_held_commit import GHolder
-from test_review_held_rename import _sticky_dir, _store_body
+from test_review_stale import save_open_draft_via_temp
+from test_review_held_rename import _mvs, _sticky_dir, _store_body
 from test_review_held_untagged import _put
 
 MB = 1 << 20
-
-
-def _mvs(user, *pairs):
-    return as_user(user, *(f"os.rename({f!r}, {t!r})" for f, t in pairs))
 
 
 def _dump(m, uniq, names, tag):
@@ -233,20 +230,7 @@ def test_rename_back_to_the_original_name_keeps_rows_and_counts(mount_factory, u
     x.txt keeps A/0640, one 'move' pair in file_attr_changes, x.tmp keeps no row, and
     reception_audit has the old version removed and one live row of the new content."""
     m = mount_factory(config=FOREIGN, opts="allow_other")
-    d = m.path("inbox", uniq)
-    os.mkdir(d)
-    os.chmod(d, 0o777)
-    px, pt = (m.path("inbox", f"{uniq}/{n}") for n in ("x.txt", "x.tmp"))
-    assert as_user(A, f"open({px!r}, 'w').write('x old')", f"os.chmod({px!r}, 0o640)") == \
-        ["ok", "ok"]
-    w = GHolder(A, px, os.O_RDWR)
-    try:
-        got = [w.op("w", "A DRAFT")]
-        got += _mvs(A, (px, pt), (pt, px))
-        got.append(w.op("c"))
-    finally:
-        w.close()
-    time.sleep(1)
+    got, px = save_open_draft_via_temp(m, uniq, "x.txt")
     dump = _dump(m, uniq, ("x.txt", "x.tmp"), "back")
     st = os.stat(px)
     print(json.dumps(dump, default=str, indent=1))
