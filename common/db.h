@@ -40,6 +40,13 @@ void actor_format(const struct actor *a, char *out, size_t len);
 struct db *db_open(const char *conninfo, int pool_size, char *err,
 		   size_t err_len);
 void db_close(struct db *d);
+/* Names this process's claims on file names (file_attrs.claimed_by is
+ * claimer + "#" + a number for each): a live claim of any other claimer is
+ * never dropped or moved by this process's renames and removals (it marks
+ * where another mount's new file will land). Called once, before any other
+ * use of d; claimer is copied. 0 or -ENOMEM. Without it, every live claim
+ * is another's. */
+int db_set_claimer(struct db *d, const char *claimer);
 
 /* Applies the versioned migrations (schema_migrations table), idempotent,
  * under pg_advisory_lock so several mounts starting at once serialise.

@@ -168,13 +168,15 @@ static const char db_sql_attrs_get[] =
 	"SELECT " ROW_COLS
 	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
 
-/* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0";
- * each row removed is logged ('drop'). */
+/* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0",
+ * $10 this process's claimer: each row removed is logged ('drop'); another
+ * mount's live claim stays (review-stale4 K1, K2). */
 static const char db_sql_attrs_drop[] =
-	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
 	" AND (object_key = $6::text OR ($7::boolean"
 	" AND object_key COLLATE \"C\" >= $8::text"
-	" AND object_key COLLATE \"C\" < $9::text)) RETURNING *) "
+	" AND object_key COLLATE \"C\" < $9::text))"
+	" AND NOT " OTHERS_LIVE("$10") " RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
@@ -224,19 +226,29 @@ static const char db_sql_attrs_live_is[] =
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 tree, $9 from + "/",
  * $10 from + "0", $11 the ETag of to's object after the move (NULL:
  * unchanged), taken by from's row when unbound or bound to $12 (the
- * object moved). Each row moved is logged ('move', from_key). */
+ * object moved), $13 this process's claimer. Each row moved is logged
+ * ('move', from_key); another mount's live claim stays where it is. */
 static const char db_sql_attrs_move[] =
-	"WITH m AS (UPDATE file_attrs SET object_key = CASE"
+	"WITH m AS (UPDATE file_attrs f SET object_key = CASE"
 	" WHEN object_key = $6::text THEN $7::text"
 	" ELSE $7::text || substr(object_key, length($6::text) + 1) END,"
 	" etag = CASE WHEN object_key = $6::text AND $11::text IS NOT NULL"
 	" AND (etag IS NULL OR etag = $12::text) THEN $11::text ELSE etag END"
 	" WHERE bucket = $5::text AND (object_key = $6::text OR ($8::boolean"
 	" AND object_key COLLATE \"C\" >= $9::text"
-	" AND object_key COLLATE \"C\" < $10::text)) RETURNING *) "
+	" AND object_key COLLATE \"C\" < $10::text))"
+	" AND NOT " OTHERS_LIVE("$13") " RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text ||"
 	" substr(object_key, length($7::text) + 1), " LOG_WHO " FROM m";
+/* $1 bucket, $2 to, $3 from, $4 this process's claimer: is `to` held by
+ * another mount's live claim (a row db_sql_attrs_drop left) while from
+ * has a row that would move there? */
+static const char db_sql_attrs_move_blocked[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text AND EXISTS (SELECT 1 FROM file_attrs f"
+	" WHERE bucket = $1::text AND object_key = $3::text"
+	" AND NOT " OTHERS_LIVE("$4") ")";
 /* clang-format on */
 
 void attrs_who_fill(const struct actor *who, struct who_params *w,
@@ -620,7 +632,7 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, const struct actor *who)
 {
 	struct who_params w;
-	const char *p[9];
+	const char *p[10];
 	char *lo, *hi;
 	int rc = attrs_subtree(key, &lo, &hi);
 
@@ -632,7 +644,8 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 	p[6] = tree ? "t" : "f";
 	p[7] = lo;
 	p[8] = hi;
-	rc = pg_exec(x, db_sql_attrs_drop, 9, p, NULL);
+	p[9] = x->d->claimer;
+	rc = pg_exec(x, db_sql_attrs_drop, 10, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;
@@ -642,13 +655,28 @@ static int pg_attrs_move(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
 	struct who_params w;
-	const char *p[12];
+	const char *p[13];
+	PGresult *res = NULL;
 	char *lo, *hi;
 	int rc;
 
 	rc = pg_attrs_drop_one(x, m->bucket, m->to, m->tree, m->who);
 	if (rc)
 		return rc;
+	if (!m->tree) {
+		/* Another mount's new file is claimed at `to` (drop_one left
+		 * it): from's row cannot take its place. */
+		p[0] = m->bucket;
+		p[1] = m->to;
+		p[2] = m->from;
+		p[3] = x->d->claimer;
+		rc = pg_exec(x, db_sql_attrs_move_blocked, 4, p, &res);
+		if (rc == 0 && PQntuples(res) > 0)
+			rc = -EBUSY;
+		PQclear(res);
+		if (rc)
+			return rc;
+	}
 	rc = attrs_subtree(m->from, &lo, &hi);
 	if (rc)
 		return rc;
@@ -661,7 +689,8 @@ static int pg_attrs_move(struct pg_ctx *x, void *arg)
 	p[9] = hi;
 	p[10] = m->etag && *m->etag ? m->etag : NULL;
 	p[11] = m->old && *m->old ? m->old : NULL;
-	rc = pg_exec(x, db_sql_attrs_move, 12, p, NULL);
+	p[12] = x->d->claimer;
+	rc = pg_exec(x, db_sql_attrs_move, 13, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;

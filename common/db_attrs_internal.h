@@ -18,6 +18,15 @@
 	" changed_uid, changed_user, changed_host) "
 #define LOG_WHO "$1::text, $2::bigint, $3::text, $4::text"
 
+/* Is row f a live claim (unbound, its lease running) of another process
+ * than this one (c: the parameter holding db->claimer, NULL: none)? Such
+ * a row marks where another mount's new file will land: this process's
+ * drops and moves leave it alone (db_set_claimer). */
+#define OTHERS_LIVE(c) "(f.etag IS NULL AND f.claim_until IS NOT NULL" \
+	" AND f.claim_until > now() AND (" c "::text IS NULL" \
+	" OR left(coalesce(f.claimed_by, ''), length(" c "::text) + 1)" \
+	" IS DISTINCT FROM " c "::text || '#'))"
+
 #define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
 	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
 /* clang-format on */

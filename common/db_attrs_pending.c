@@ -95,9 +95,10 @@ static const char db_sql_attrs_copy_del[] =
  * a crash while the copy is in flight, or a copy that never lands, leaves
  * the target with its own attributes; two renames over one target each
  * have their own. Never listed, never read as any key's committed row. */
-/* $1 bucket, $2 to: does to have a row (locked)? */
+/* $1 bucket, $2 to, $3 this process's claimer: does to have a row
+ * (locked), and is it another mount's live claim? */
 static const char db_sql_attrs_copy_has[] =
-	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	"SELECT " OTHERS_LIVE("$3") " FROM file_attrs f WHERE bucket = $1::text"
 	" AND object_key = $2::text FOR UPDATE";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds): from's row
  * (all NULL when it has none) becomes that rename's pending row of to. */
@@ -331,9 +332,16 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	if (c->keep) {
 		p[0] = m->bucket;
 		p[1] = m->to;
-		rc = pg_exec(x, db_sql_attrs_copy_has, 2, p, &res);
+		p[2] = x->d->claimer;
+		rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res);
 		if (rc)
 			goto out;
+		if (PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't') {
+			/* Another mount's new file is being written there:
+			 * not this rename's to replace (review-stale4 K2). */
+			rc = -EBUSY;
+			goto out;
+		}
 		if (PQntuples(res) == 1) {
 			/* A target with its own row: it keeps it until the
 			 * copy's rows are recorded (pg_attrs_renamed). */

@@ -740,6 +740,19 @@ fail:
 	return NULL;
 }
 
+int db_set_claimer(struct db *d, const char *claimer)
+{
+	char *c = claimer ? strdup(claimer) : NULL;
+
+	if (!d || (claimer && !c)) {
+		free(c);
+		return d ? -ENOMEM : -EINVAL;
+	}
+	free(d->claimer);
+	d->claimer = c;
+	return 0;
+}
+
 void db_close(struct db *d)
 {
 	int i;
@@ -755,6 +768,7 @@ void db_close(struct db *d)
 	free(d->secret[1]);
 	free(d->secret[2]);
 	free(d->conninfo);
+	free(d->claimer);
 	free(d->busy);
 	free(d->conns);
 	free(d);

@@ -363,6 +363,11 @@ static int cfs_start_workers(void)
 	clock_gettime(CLOCK_REALTIME, &now);
 	snprintf(cfs->claimer, sizeof(cfs->claimer), "%s:%ld:%lld.%09ld",
 		 cfs->host, (long)getpid(), (long long)now.tv_sec, now.tv_nsec);
+	/* Before any request: other mounts' live claims are then never
+	 * dropped or moved by this one's renames and removals. */
+	rc = db_set_claimer(cfs->db, cfs->claimer);
+	if (rc)
+		return rc;
 	/* This mount's new files keep their claims while open. */
 	rc = ofile_claims_start();
 	if (rc)

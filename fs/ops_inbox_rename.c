@@ -194,7 +194,15 @@ static int hide_for_rename(const char *from, const char *to)
 			goto fail;
 		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
-		if (rc == 0) {
+		if (rc == -ENOENT) {
+			/* Gone from the store (removed on another mount): the
+			 * rename goes on over a free name, and the readers,
+			 * opened on an object that is no more, are stale. */
+			ofile_hide(of, to);
+			of->failed = -ESTALE;
+			readers_attach(from, of, "-", NULL);
+			rc = 0;
+		} else if (rc == 0) {
 			ofile_hide(of, to);
 			rc = spool_for_readers(of, from);
 		}

@@ -1,0 +1,71 @@
+"""Fourth hostile read of w/stale (8e057f1, doc/reviews/review-held.md, tenth read): rows of
+another mount's new file (its live claim) must survive every path of a rename on this mount.
+K1: a rename over a target held open here (libfuse hides it first) must not move another
+mount's live claim away from the name (the EBUSY rule of review-stale3 S1 applies)."""
+import os
+import stat
+import time
+
+import pytest
+
+from checks import rows
+from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
+from test_review_held_commit import GHolder
+from test_review_held_rename import _mvs
+
+
+def _two(mount_factory, uniq, mode=0o777):
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, mode)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    return a, b, pa, pb
+
+
+@pytest.mark.parametrize("held", ["writer", "reader"])
+def test_rename_over_a_name_open_here_keeps_another_mounts_new_file(mount_factory, uniq, held):
+    """A's y.txt (0644) is listed on b and held open there by A (for writing: an open file
+    here; or for reading). On a, A removes it and
+    B makes a new y.txt (0600, 'B SECRET' written, still open: a live claim, nothing stored).
+    On b, A renames x.txt over y.txt: libfuse hides the open y.txt first. The rename must fail
+    (EBUSY, as over any other mount's new file), B's claim must stay at y.txt, and after B's
+    close y.txt must be B's file (B's content, owner B, 0600), with nothing of A's x.txt lost."""
+    a, b, pa, pb = _two(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')",
+                   f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok", "ok"]
+    b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                 timeout=40, what="b lists y and x")
+    reader = GHolder(A, pb("y.txt"), os.O_RDWR if held == "writer" else os.O_RDONLY)
+    wb = None
+    try:
+        assert as_user(A, f"os.unlink({pa('y.txt')!r})") == ["ok"]
+        wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        assert as_user(B, f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok"]
+        assert wb.op("w", "B SECRET") == "ok"
+        claim = attrs_row(a, ky)
+        assert claim and claim["uid"] == B and claim["etag"] is None, claim
+        got = _mvs(A, (pb("x.txt"), pb("y.txt")))
+        after = attrs_row(a, ky)
+        closed = wb.op("c")
+    finally:
+        if wb:
+            wb.close()
+        reader.close()
+    time.sleep(1)
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    st = os.stat(pa("y.txt"))
+    row = attrs_row(a, ky)
+    x_there = os.path.exists(pb("x.txt"))
+    assert (got, after and after["uid"], closed, body, row and row["uid"], st.st_uid,
+            stat.S_IMODE(st.st_mode), x_there) == \
+        (["EBUSY"], B, "ok", b"B SECRET", B, B, 0o600, True), \
+        [(c["op"], c["from_key"], c["uid"]) for c in changes(a, ky, every=True)]
+    # y.txt's reception rows: A's first (removed), then B's; none of A's x.txt content.
+    assert [(r["size_bytes"], r["removed_at"] is None) for r in rows(a, ky)] == \
+        [(5, False), (8, True)]
