@@ -87,6 +87,14 @@ static const char db_sql_attrs_publish_ins[] =
 static const char db_sql_attrs_copy_del[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text RETURNING " ROW_COLS;
+/* The same for a rename's copy, $3 this process's claimer: another
+ * mount's live claim made since db_sql_attrs_copy_has looked stays, and
+ * the copy's insert then fails (unique_violation): the transaction is run
+ * again and refuses (review-stale4 K2). */
+static const char db_sql_attrs_copy_del_spare[] =
+	"DELETE FROM file_attrs f WHERE bucket = $1::text"
+	" AND object_key = $2::text AND NOT " OTHERS_LIVE("$3")
+	" RETURNING " ROW_COLS;
 /* The attributes a rename in flight gives its copy at a key that has a
  * row of its own (a target renamed over) are that rename's pending row
  * (file_attrs_pending, migration 12: keyed by the rename's token, naming
@@ -329,19 +337,19 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	/* A retried transaction starts again from nothing kept. */
 	db_attrs_free_row(&c->replaced);
 	c->had = c->pending = 0;
+	p[0] = m->bucket;
+	p[1] = m->to;
+	p[2] = x->d->claimer;
+	rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res);
+	if (rc)
+		goto out;
+	if (PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't') {
+		/* Another mount's new file is being written there: not this
+		 * rename's to replace (review-stale4 K2). */
+		rc = -EBUSY;
+		goto out;
+	}
 	if (c->keep) {
-		p[0] = m->bucket;
-		p[1] = m->to;
-		p[2] = x->d->claimer;
-		rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res);
-		if (rc)
-			goto out;
-		if (PQntuples(res) == 1 && PQgetvalue(res, 0, 0)[0] == 't') {
-			/* Another mount's new file is being written there:
-			 * not this rename's to replace (review-stale4 K2). */
-			rc = -EBUSY;
-			goto out;
-		}
 		if (PQntuples(res) == 1) {
 			/* A target with its own row: it keeps it until the
 			 * copy's rows are recorded (pg_attrs_renamed). */
@@ -351,15 +359,14 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 				c->pending = 1;
 			goto out;
 		}
-		PQclear(res);
-		res = NULL;
 	}
-	p[0] = m->bucket;
-	p[1] = m->to;
+	PQclear(res);
+	res = NULL;
 	rc = pg_exec(x, db_sql_attrs_unpend, 2, p, NULL);
 	if (rc)
 		goto out;
-	rc = pg_exec(x, db_sql_attrs_copy_del, 2, p, &res);
+	p[2] = x->d->claimer;
+	rc = pg_exec(x, db_sql_attrs_copy_del_spare, 3, p, &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) == 1) {

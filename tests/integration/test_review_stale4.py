@@ -4,8 +4,10 @@ K1: a rename over a target held open here (libfuse hides it first) must not move
 mount's live claim away from the name (the EBUSY rule of review-stale3 S1 applies)."""
 import os
 import stat
+import threading
 import time
 
+import psycopg2
 import pytest
 
 from checks import rows
@@ -69,3 +71,55 @@ def test_rename_over_a_name_open_here_keeps_another_mounts_new_file(mount_factor
     # y.txt's reception rows: A's first (removed), then B's; none of A's x.txt content.
     assert [(r["size_bytes"], r["removed_at"] is None) for r in rows(a, ky)] == \
         [(5, False), (8, True)]
+
+
+def _waiting_on_locks(m):
+    return m.sql_value("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+                       " and query like '%%file_attrs%%'")
+
+
+def test_claim_made_after_the_renames_check_is_never_dropped_by_its_copy(stack, mount_factory,
+                                                                        uniq):
+    """K2: B's create of y.txt on a claims the name just after A's rename of her closed x.txt
+    to y.txt on b has looked for a claim there (the test holds file_attrs locked so that B's
+    claim and the rename's copy of the attributes queue in that order). The rename must not
+    drop B's claim: it fails (EBUSY) and changes nothing, and B's file is B's after its close."""
+    a, b, pa, pb = _two(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')",
+                   f"os.chmod({pa('x.txt')!r}, 0o644)") == ["ok", "ok"]
+    b.wait_until(lambda: os.path.exists(pb("x.txt")), timeout=40, what="b lists x")
+    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                            dbname="custody", connect_timeout=10)
+    made, moved = [], []
+    wb = None
+    try:
+        with lock.cursor() as cur:
+            cur.execute("LOCK TABLE file_attrs IN SHARE ROW EXCLUSIVE MODE")
+        t1 = threading.Thread(target=lambda: made.append(
+            GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)), daemon=True)
+        t1.start()
+        a.wait_until(lambda: _waiting_on_locks(a) >= 1, timeout=30, what="B's claim waiting")
+        t2 = threading.Thread(target=lambda: moved.extend(_mvs(A, (pb("x.txt"), pb("y.txt")))),
+                              daemon=True)
+        t2.start()
+        a.wait_until(lambda: _waiting_on_locks(a) >= 2, timeout=30, what="the rename waiting")
+        lock.rollback()
+        t1.join(30)
+        t2.join(60)
+        assert made, "B's create did not return"
+        wb = made[0]
+        assert wb.op("w", "B SECRET") == "ok"
+        after = attrs_row(a, ky)
+        closed = wb.op("c")
+    finally:
+        lock.close()
+        if wb:
+            wb.close()
+    time.sleep(1)
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    row = attrs_row(a, ky)
+    assert (moved, after and after["uid"], closed, body, row and row["uid"],
+            os.path.exists(pb("x.txt"))) == (["EBUSY"], B, "ok", b"B SECRET", B, True), \
+        [(c["op"], c["from_key"], c["uid"]) for c in changes(a, ky, every=True)]
+    assert [(r["size_bytes"], r["removed_at"] is None) for r in rows(a, ky)] == [(8, True)]
