@@ -169,14 +169,15 @@ static const char db_sql_attrs_get[] =
 	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
 
 /* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0",
- * $10 this process's claimer: each row removed is logged ('drop'); another
- * mount's live claim stays (review-stale4 K1, K2). */
+ * $10 this process's claimer, $11 spare: each row removed is logged
+ * ('drop'); with spare, another mount's live claim stays (review-stale4
+ * K1, K2). */
 static const char db_sql_attrs_drop[] =
 	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
 	" AND (object_key = $6::text OR ($7::boolean"
 	" AND object_key COLLATE \"C\" >= $8::text"
 	" AND object_key COLLATE \"C\" < $9::text))"
-	" AND NOT " OTHERS_LIVE("$10") " RETURNING *) "
+	" AND NOT ($11::boolean AND " OTHERS_LIVE("$10") ") RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
@@ -629,10 +630,10 @@ int attrs_subtree(const char *key, char **lo, char **hi)
 }
 
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
-		      int tree, const struct actor *who)
+		      int tree, int spare, const struct actor *who)
 {
 	struct who_params w;
-	const char *p[10];
+	const char *p[11];
 	char *lo, *hi;
 	int rc = attrs_subtree(key, &lo, &hi);
 
@@ -645,7 +646,8 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 	p[7] = lo;
 	p[8] = hi;
 	p[9] = x->d->claimer;
-	rc = pg_exec(x, db_sql_attrs_drop, 10, p, NULL);
+	p[10] = spare ? "t" : "f";
+	rc = pg_exec(x, db_sql_attrs_drop, 11, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;
@@ -660,7 +662,7 @@ static int pg_attrs_move(struct pg_ctx *x, void *arg)
 	char *lo, *hi;
 	int rc;
 
-	rc = pg_attrs_drop_one(x, m->bucket, m->to, m->tree, m->who);
+	rc = pg_attrs_drop_one(x, m->bucket, m->to, m->tree, 1, m->who);
 	if (rc)
 		return rc;
 	if (!m->tree) {
@@ -724,7 +726,7 @@ struct attrs_drop_args {
 static int pg_attrs_drop(struct pg_ctx *x, void *arg)
 {
 	struct attrs_drop_args *a = arg;
-	int rc = pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->who);
+	int rc = pg_attrs_drop_one(x, a->bucket, a->key, a->tree, 0, a->who);
 
 	/* A pending row a crashed rename left goes with the name. */
 	return rc ? rc : pg_attrs_unpend_key(x, a->bucket, a->key);

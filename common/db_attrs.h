@@ -122,9 +122,11 @@ int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
  * (and those under to + "/" go first). etag (NULL or "": unchanged) is
  * the ETag of to's object after the move (a copy may change it), taken by
  * from's row when it is unbound or bound to old (the object moved; NULL:
- * not known, only an unbound row is bound then). One
- * transaction; each row moved or dropped is logged ('move', 'drop') with
- * who. 0 or -errno. */
+ * not known, only an unbound row is bound then). Another mount's live
+ * claim (db_set_claimer) is neither moved nor dropped: one at `to` while
+ * from has a row to move there fails the move (-EBUSY, nothing changed).
+ * One transaction; each row moved or dropped is logged ('move', 'drop')
+ * with who. 0 or -errno. */
 int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree, const char *etag, const char *old,
 		  const struct actor *who);
@@ -136,7 +138,9 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
  * between the steps never leaves an object without its attributes. One
  * transaction. replaced/had (both or neither may be NULL): to's own row as
  * it was (*had 1; free with db_attrs_free_row) for db_attrs_restore when
- * the object does not move after all. 0 or -errno (nothing changed). */
+ * the object does not move after all. 0 or -errno (nothing changed):
+ * -EBUSY when to's row is another mount's live claim (db_set_claimer: its
+ * new file lands there), never replaced. */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
 		  struct db_attrs *replaced, int *had);

@@ -54,9 +54,11 @@ int attrs_row_parse(PGresult *res, int i, struct db_attrs *r);
 int attrs_subtree(const char *key, char **lo, char **hi);
 
 /* In x's transaction: key's row goes (with tree, those under key/ too),
- * each logged ('drop') with who. 0 or -errno. */
+ * each logged ('drop') with who; with spare set, another mount's live
+ * claim stays (a rename's target: another mount's new file lands there).
+ * An unlink ends any claim on its name (spare 0). 0 or -errno. */
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
-		      int tree, const struct actor *who);
+		      int tree, int spare, const struct actor *who);
 /* In a transaction, under key's reception key lock (taken here): is etag
  * the live object of key (its live reception row's)? 1, 0, or -errno. */
 int pg_attrs_live_is(struct pg_ctx *x, const char *bucket, const char *key,

@@ -544,7 +544,7 @@ static int pg_attrs_restore(struct pg_ctx *x, void *arg)
 	char mode[16], uid[24], gid[24], at[24], mt[24], ct[24];
 	struct who_params w;
 	const char *p[13];
-	int rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, a->who);
+	int rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, 0, a->who);
 
 	if (rc || !r)
 		return rc;

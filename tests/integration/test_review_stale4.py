@@ -73,47 +73,59 @@ def test_rename_over_a_name_open_here_keeps_another_mounts_new_file(mount_factor
         [(5, False), (8, True)]
 
 
-def _waiting_on_locks(m):
+def _waiting(m, like):
     return m.sql_value("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
-                       " and query like '%%file_attrs%%'")
+                       " and query like %s", (like,))
+
+
+def _locked(stack, table, mode):
+    c = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
+                         dbname="custody", connect_timeout=10)
+    with c.cursor() as cur:
+        cur.execute(f"LOCK TABLE {table} IN {mode} MODE")
+    return c
 
 
 def test_claim_made_after_the_renames_check_is_never_dropped_by_its_copy(stack, mount_factory,
                                                                         uniq):
     """K2: B's create of y.txt on a claims the name just after A's rename of her closed x.txt
-    to y.txt on b has looked for a claim there (the test holds file_attrs locked so that B's
-    claim and the rename's copy of the attributes queue in that order). The rename must not
-    drop B's claim: it fails (EBUSY) and changes nothing, and B's file is B's after its close."""
+    to y.txt on b has looked for a claim there. The test orders them with two table locks:
+    file_attrs held (B's claim waits), file_attrs_pending held (the rename's copy of the
+    attributes waits after its look at y.txt); then B's claim is let go and made, then the
+    rename. The rename must not drop B's claim: it fails (EBUSY) and changes nothing, and B's
+    file is B's after its close."""
     a, b, pa, pb = _two(mount_factory, uniq)
     ky = f"{uniq}/y.txt"
     assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')",
                    f"os.chmod({pa('x.txt')!r}, 0o644)") == ["ok", "ok"]
     b.wait_until(lambda: os.path.exists(pb("x.txt")), timeout=40, what="b lists x")
-    lock = psycopg2.connect(host="127.0.0.1", port=stack.pg_port, user="custody",
-                            dbname="custody", connect_timeout=10)
+    attrs = _locked(stack, "file_attrs", "SHARE ROW EXCLUSIVE")
+    pend = _locked(stack, "file_attrs_pending", "EXCLUSIVE")
     made, moved = [], []
     wb = None
     try:
-        with lock.cursor() as cur:
-            cur.execute("LOCK TABLE file_attrs IN SHARE ROW EXCLUSIVE MODE")
         t1 = threading.Thread(target=lambda: made.append(
             GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)), daemon=True)
         t1.start()
-        a.wait_until(lambda: _waiting_on_locks(a) >= 1, timeout=30, what="B's claim waiting")
+        a.wait_until(lambda: _waiting(a, "%INSERT INTO file_attrs AS f%") >= 1, timeout=30,
+                     what="B's claim waiting")
         t2 = threading.Thread(target=lambda: moved.extend(_mvs(A, (pb("x.txt"), pb("y.txt")))),
                               daemon=True)
         t2.start()
-        a.wait_until(lambda: _waiting_on_locks(a) >= 2, timeout=30, what="the rename waiting")
-        lock.rollback()
+        a.wait_until(lambda: _waiting(a, "%file_attrs_pending%") >= 1, timeout=30,
+                     what="the rename's copy waiting")
+        attrs.rollback()
         t1.join(30)
-        t2.join(60)
         assert made, "B's create did not return"
         wb = made[0]
+        pend.rollback()
+        t2.join(60)
         assert wb.op("w", "B SECRET") == "ok"
         after = attrs_row(a, ky)
         closed = wb.op("c")
     finally:
-        lock.close()
+        attrs.close()
+        pend.close()
         if wb:
             wb.close()
     time.sleep(1)
