@@ -653,9 +653,8 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 	return rc;
 }
 
-static int pg_attrs_move(struct pg_ctx *x, void *arg)
+int pg_attrs_move_run(struct pg_ctx *x, const struct attrs_move_args *m)
 {
-	struct attrs_move_args *m = arg;
 	struct who_params w;
 	const char *p[13];
 	PGresult *res = NULL;
@@ -696,6 +695,11 @@ static int pg_attrs_move(struct pg_ctx *x, void *arg)
 	free(lo);
 	free(hi);
 	return rc;
+}
+
+static int pg_attrs_move(struct pg_ctx *x, void *arg)
+{
+	return pg_attrs_move_run(x, arg);
 }
 
 int db_attrs_move(struct db *d, const char *bucket, const char *from,

@@ -131,6 +131,14 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree, const char *etag, const char *old,
 		  const struct actor *who);
 
+/* A rename that hid its target (from: the hidden name) failed: from's
+ * row goes back to `to`, unless `to` has a row again (a newer file's,
+ * stored or claimed there since, or the copy that landed): that one stays
+ * and from's, an older object's, goes (logged 'drop'). One transaction.
+ * 0 or -errno. */
+int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
+		       const char *to, const struct actor *who);
+
 /* One key of a rename, before its object moves: to's row becomes a copy of
  * from's (with its claim, if any; to's own goes; none when from has
  * none), from's stays until the
@@ -182,7 +190,9 @@ int db_attrs_copy_done(struct db *d, const char *bucket, const char *from,
 /* Undoes db_attrs_copy onto key (its object never moved there): key's row
  * goes (logged 'drop'), and row (NULL: none), the one the copy replaced,
  * is put back as it was (logged 'move' from key itself), in one
- * transaction. 0 or -errno (nothing changed). */
+ * transaction. A newer file's row there since (another mount's live claim,
+ * or one bound to the object live at key now) stays, and nothing is put
+ * back: review-stale4 K3. 0 or -errno (nothing changed). */
 int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 		     const struct db_attrs *row, const struct actor *who);
 

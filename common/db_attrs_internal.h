@@ -59,6 +59,8 @@ int attrs_subtree(const char *key, char **lo, char **hi);
  * An unlink ends any claim on its name (spare 0). 0 or -errno. */
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, int spare, const struct actor *who);
+/* In x's transaction: db_attrs_move's work. 0 or -errno. */
+int pg_attrs_move_run(struct pg_ctx *x, const struct attrs_move_args *m);
 /* In a transaction, under key's reception key lock (taken here): is etag
  * the live object of key (its live reception row's)? 1, 0, or -errno. */
 int pg_attrs_live_is(struct pg_ctx *x, const char *bucket, const char *key,

@@ -108,6 +108,10 @@ static const char db_sql_attrs_copy_del_spare[] =
 static const char db_sql_attrs_copy_has[] =
 	"SELECT " OTHERS_LIVE("$3") " FROM file_attrs f WHERE bucket = $1::text"
 	" AND object_key = $2::text FOR UPDATE";
+/* The same, with the row's ETag. */
+static const char db_sql_attrs_copy_has_etag[] =
+	"SELECT " OTHERS_LIVE("$3") ", etag FROM file_attrs f"
+	" WHERE bucket = $1::text AND object_key = $2::text FOR UPDATE";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds): from's row
  * (all NULL when it has none) becomes that rename's pending row of to. */
 static const char db_sql_attrs_pend[] =
@@ -537,6 +541,34 @@ struct attrs_restore_args {
 	const struct actor *who;
 };
 
+/* In x's transaction: is key's row (locked) a newer file's than a rename's
+ * copy that never landed there: another mount's live claim, or bound to
+ * the object live at key now (stored there since, by another mount)? 1, 0
+ * or -errno. */
+static int pg_attrs_newer_at(struct pg_ctx *x, const char *bucket,
+			     const char *key)
+{
+	const char *p[3] = {bucket, key, x->d->claimer};
+	PGresult *res = NULL;
+	char etag[80] = "";
+	int rc, live = 0;
+
+	/* The key's lock first, as a store's rows take it (then the row). */
+	rc = pg_lock_key(x, bucket, key);
+	if (rc == 0)
+		rc = pg_exec(x, db_sql_attrs_copy_has_etag, 3, p, &res);
+	if (rc == 0 && PQntuples(res) == 1) {
+		live = PQgetvalue(res, 0, 0)[0] == 't';
+		if (!PQgetisnull(res, 0, 1))
+			snprintf(etag, sizeof(etag), "%s",
+				 PQgetvalue(res, 0, 1));
+	}
+	PQclear(res);
+	if (rc || live)
+		return rc ? rc : 1;
+	return etag[0] ? pg_attrs_live_is(x, bucket, key, etag) : 0;
+}
+
 static int pg_attrs_restore(struct pg_ctx *x, void *arg)
 {
 	struct attrs_restore_args *a = arg;
@@ -544,8 +576,13 @@ static int pg_attrs_restore(struct pg_ctx *x, void *arg)
 	char mode[16], uid[24], gid[24], at[24], mt[24], ct[24];
 	struct who_params w;
 	const char *p[13];
-	int rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, 0, a->who);
+	int rc = pg_attrs_newer_at(x, a->bucket, a->key);
 
+	/* Stored or claimed there since (review-stale4 K3): that file's
+	 * row stays, and the one the copy replaced is older. */
+	if (rc)
+		return rc < 0 ? rc : 0;
+	rc = pg_attrs_drop_one(x, a->bucket, a->key, 0, 0, a->who);
 	if (rc || !r)
 		return rc;
 	snprintf(mode, sizeof(mode), "%u", (unsigned)(r->mode & 07777));
@@ -577,6 +614,41 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 		return -EINVAL;
 	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
 }
+/* $1 bucket, $2 key: does key have a row (locked)? */
+static const char db_sql_attrs_has[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text FOR UPDATE";
+
+static int pg_attrs_move_back(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	const char *p[2] = {m->bucket, m->to};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_has, 2, p, &res), newer;
+
+	newer = rc == 0 && PQntuples(res) == 1;
+	PQclear(res);
+	if (rc)
+		return rc;
+	if (newer) /* a newer file's: from's row is an older object's */
+		return pg_attrs_drop_one(x, m->bucket, m->from, 0, 0, m->who);
+	return pg_attrs_move_run(x, m);
+}
+
+int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
+		       const char *to, const struct actor *who)
+{
+	struct attrs_move_args m = {
+	    .bucket = bucket, .from = from, .to = to, .who = who};
+
+	if (!d || !bucket || !from || !to)
+		return -EINVAL;
+	if (!strcmp(from, to))
+		return 0;
+	return db_run(d, "move file attributes back", 1, 1, pg_attrs_move_back,
+		      &m);
+}
+
 struct attrs_publish_args {
 	const char *bucket, *from, *to, *etag;
 	const char *claimer;	  /* the publisher's claim token, or NULL */

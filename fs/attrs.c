@@ -1025,6 +1025,24 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+void attrov_move_back(const char *hidden, const char *name)
+{
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_move_back(cfs->db, cfs->cfg.reception_bucket, hidden,
+				name, &who);
+	if (rc)
+		log_error("attributes of inbox/%s not given back to inbox/%s "
+			  "after a failed rename: %s",
+			  hidden, name, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(hidden);
+	reload_entry_locked(name);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 static int copy_attrs(const char *from, const char *to,
 		      struct attrov_undo *undo, int keep)
 {

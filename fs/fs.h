@@ -546,6 +546,11 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * database's state. */
 void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		 const char *old);
+/* A rename that hid its target failed: the attributes the hidden name took
+ * go back to name, unless name has a row again (a newer file's, or the
+ * copy that landed), which stays (db_attrs_move_back). A database failure
+ * is logged; the cache shows the database's state. */
+void attrov_move_back(const char *hidden, const char *name);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {

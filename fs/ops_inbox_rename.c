@@ -93,8 +93,8 @@ static void pending_finish(int ok)
 		ofile_put(of);
 	}
 	if (!ok)
-		attrov_move(hidden_for_rename.hidden, hidden_for_rename.name, 0,
-			    NULL, NULL);
+		attrov_move_back(hidden_for_rename.hidden,
+				 hidden_for_rename.name);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));

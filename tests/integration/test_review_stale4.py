@@ -11,6 +11,7 @@ import psycopg2
 import pytest
 
 from checks import rows
+from faultproxy import INTERNAL, FaultProxy
 from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
 from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
@@ -135,3 +136,61 @@ def test_claim_made_after_the_renames_check_is_never_dropped_by_its_copy(stack, 
             os.path.exists(pb("x.txt"))) == (["EBUSY"], B, "ok", b"B SECRET", B, True), \
         [(c["op"], c["from_key"], c["uid"]) for c in changes(a, ky, every=True)]
     assert [(r["size_bytes"], r["removed_at"] is None) for r in rows(a, ky)] == [(8, True)]
+
+
+def test_failed_rename_over_a_hidden_target_keeps_the_row_of_a_file_stored_meanwhile(
+        stack, mount_factory, uniq):
+    """K3: on b (through a proxy), A renames her closed x.txt over y.txt, which a reader holds
+    open there (libfuse hides y first: its row moves to the hidden name). The rename's copy is
+    held at the proxy; meanwhile, on a, B removes y.txt and stores his own (0600, 'B SECRET').
+    The copy then fails (500). The failed rename must leave B's y.txt with B's row (owner B,
+    0600): not A's old row put back, not the defaults; and A's x.txt stays."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        ky = f"{uniq}/y.txt"
+        assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')",
+                       f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok", "ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                     timeout=40, what="b lists y and x")
+        reader = GHolder(A, pb("y.txt"), os.O_RDONLY)
+        moved = []
+        try:
+            px.rule = lambda method, path, headers: \
+                ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
+            t = threading.Thread(target=lambda: moved.extend(
+                _mvs(A, (pb("x.txt"), pb("y.txt")))), daemon=True)
+            t.start()
+            b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
+                         timeout=30, what="the rename's copy held")
+            assert as_user(B, f"os.unlink({pa('y.txt')!r})",
+                           f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                           f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok", "ok"]
+            b_row = attrs_row(a, ky)
+            px.rule = lambda method, path, headers: \
+                ("status", 500, INTERNAL) if method == "PUT" and \
+                "x-amz-copy-source" in headers else None
+            px.release.set()
+            t.join(120)
+        finally:
+            reader.close()
+        time.sleep(1)
+        row = attrs_row(a, ky)
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        st = os.stat(pa("y.txt"))
+        assert (moved != ["ok"], b_row and (b_row["uid"], b_row["mode"]),
+                row and (row["uid"], row["mode"]), body, st.st_uid, stat.S_IMODE(st.st_mode),
+                os.path.exists(pb("x.txt"))) == \
+            (True, (B, 0o600), (B, 0o600), b"B SECRET", B, 0o600, True), \
+            (moved, [(c["op"], c["from_key"], c["uid"], c["mode"])
+                     for c in changes(a, ky, every=True)])
+    finally:
+        px.close()
