@@ -359,7 +359,10 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 /* An open file renamed to a free name `to` that its writer will store
  * there claims it, in one transaction. A row at `to` that is a live claim
  * (another create's file), or any row when take is not set, is not taken:
- * -EEXIST, *held that row (found 0: none; free it with db_claim_free). Else
+ * -EEXIST, *held that row (found 0: none; free it with db_claim_free).
+ * With take, *held is read first (then freed): the row an earlier call
+ * gave back, the only one taken (the caller found nothing stored there
+ * after seeing it); another there now is -EEXIST as well. Else
  * it goes (logged 'drop'), and from's row, if it is no live claim and is
  * bound to own1 or own2 (the file's own objects: not a row another mount's
  * create took since), moves to `to` (logged 'move', from_key from, its

@@ -509,8 +509,15 @@ int db_attrs_renew(struct db *d, const char *bucket, const char *claimer,
 struct attrs_move_claim_args {
 	struct attrs_claim_args c; /* to's claim when from's row is not moved */
 	const char *from, *own1, *own2;
+	const char *seen_etag, *seen_holder; /* with take: the row seen */
 	struct db_attrs *out;
 };
+
+/* Both NULL, or equal strings. */
+static int same_str(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && !strcmp(a, b));
+}
 
 /* A column of row 0 of res as an int64 (0 when NULL): *has set when not. */
 static int64_t col_i64(PGresult *res, int col, int *has)
@@ -561,7 +568,11 @@ static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
 			rc = -ENOMEM;
 			goto out;
 		}
-		if (h->live || !m->c.take) {
+		/* take: only the row the caller saw (review-stale4 K4), not
+		 * one made there since */
+		if (h->live || !m->c.take ||
+		    !same_str(h->etag, m->seen_etag) ||
+		    !same_str(h->holder, m->seen_holder)) {
 			rc = -EEXIST;
 			goto out;
 		}
@@ -623,13 +634,25 @@ int db_attrs_move_claim(struct db *d, const char *bucket, const char *from,
 					  .own1 = own1,
 					  .own2 = own2,
 					  .out = out};
+	struct db_claim seen = {0};
 	int rc;
 
-	memset(held, 0, sizeof(*held));
-	if (!d || !bucket || !from || !to || !a || !claimer || !out)
+	if (held && take) {
+		seen = *held; /* ours now: freed below */
+		m.seen_etag = seen.etag;
+		m.seen_holder = seen.holder;
+	} else if (held) {
+		db_claim_free(held);
+	}
+	if (held)
+		memset(held, 0, sizeof(*held));
+	if (!d || !bucket || !from || !to || !a || !claimer || !out) {
+		db_claim_free(&seen);
 		return -EINVAL;
+	}
 	rc = db_run(d, "move a file's attributes as a claim", 1, 0,
 		    pg_attrs_move_claim, &m);
+	db_claim_free(&seen);
 	if (rc != -EEXIST)
 		db_claim_free(held);
 	return rc;

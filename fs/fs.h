@@ -501,7 +501,9 @@ char *attrov_claim_token(void);
  * (db_attrs_move_claim: from's row, if bound to own1 or own2, the file's
  * objects, moves there, logged 'move', as this mount's claim under token,
  * unbound; else in's mode and owner). A row at `to` is taken only with
- * take (the caller found nothing stored there after seeing it). *out gets
+ * take (the caller found nothing stored there after seeing it), and only
+ * the one seen: *held, as an earlier call gave it back (read, then freed).
+ * *out gets
  * the claim's attributes (has_*: those it sets), for the file's bind. 0,
  * -EEXIST (*held: the row not taken; the caller frees it), or -errno
  * (EIO). */

@@ -590,15 +590,17 @@ static int rename_claim(struct ofile *of, const char *from, const char *to,
 			rc = -EBUSY; /* another mount's new file there */
 			break;
 		}
+		take = 0;
 		if (held.found) {
 			rc = inbox_stored_kind_now(to);
 			if (rc > 0)
 				rc = rc == 2 ? -EISDIR : -ESTALE;
 			if (rc)
 				break;
-			take = 1; /* nothing there: a stale row */
+			/* nothing there: a stale row, taken next round if it is
+			 * still the one seen (held, read by the next call) */
+			take = 1;
 		}
-		db_claim_free(&held);
 		rc = -EBUSY;
 	}
 	db_claim_free(&held);

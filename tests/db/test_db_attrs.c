@@ -330,7 +330,7 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 			      .uid = ALICE,
 			      .gid = ALICE};
 	struct db_attrs out;
-	struct db_claim held = {0};
+	struct db_claim held = {0}, held2 = {0};
 	struct actor who = {.uid = ALICE};
 	long before;
 
@@ -348,15 +348,35 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	       held.found && !held.live && held.etag &&
 	       !strcmp(held.etag, "e-old"),
 	   "not taken without take: EEXIST, the row there returned");
-	db_claim_free(&held);
 	ok(row_is(raw, "mc/y", "420|2002|2002||e-old") &&
 	       row_is(raw, "mc/x.tmp", "384|2001|2001|1000000000|e-x") &&
 	       changes_of(raw, "mc/y") == before,
 	   "... nothing changed, nothing logged");
+	/* K4: take takes only the row seen (held), never one made since */
+	ok(set(d, "mc/k", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, BOB, BOB, "e-1",
+	       NULL, NULL, NULL) == 0 &&
+	       db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/k", "e-x", NULL,
+				   &in, "m1#9", 60, 0, &who, &out,
+				   &held2) == -EEXIST &&
+	       held2.etag && !strcmp(held2.etag, "e-1"),
+	   "k: a row bound to e-1 seen");
+	ok(sql_ok(raw, "UPDATE file_attrs SET mode = 384, etag = 'e-2'"
+		       " WHERE bucket = '" BKT "' AND object_key = 'mc/k'"),
+	   "... then another object's row there (e-2)");
+	before = changes_of(raw, "mc/k");
+	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/k", "e-x", NULL, &in,
+			       "m1#9", 60, 1, &who, &out, &held2) == -EEXIST &&
+	       held2.etag && !strcmp(held2.etag, "e-2"),
+	   "with take of the e-1 row seen: EEXIST, the e-2 row returned");
+	db_claim_free(&held2);
+	ok(row_is(raw, "mc/k", "384|2002|2002||e-2") &&
+	       row_is(raw, "mc/x.tmp", "384|2001|2001|1000000000|e-x") &&
+	       changes_of(raw, "mc/k") == before,
+	   "... nothing changed, nothing logged");
 	ok(db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/y", "e-other", "e-x",
 			       &in, "m1#1", 60, 1, &who, &out, &held) == 0,
-	   "with take: x.tmp's row (bound to one of the file's ETags) moves "
-	   "to y as m1#1's claim");
+	   "with take of the row seen: x.tmp's row (bound to one of the "
+	   "file's ETags) moves to y as m1#1's claim");
 	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
 	       row_is(raw, "mc/x.tmp", NULL),
 	   "y: x.tmp's mode, owner and time, unbound; x.tmp: no row");
