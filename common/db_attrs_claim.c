@@ -570,8 +570,7 @@ static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
 		}
 		/* take: only the row the caller saw (review-stale4 K4), not
 		 * one made there since */
-		if (h->live || !m->c.take ||
-		    !same_str(h->etag, m->seen_etag) ||
+		if (h->live || !m->c.take || !same_str(h->etag, m->seen_etag) ||
 		    !same_str(h->holder, m->seen_holder)) {
 			rc = -EEXIST;
 			goto out;

@@ -44,8 +44,8 @@ struct db {
 				libpq message logged */
 	const char *kw[10];  /* PQconnectdbParams keywords ... */
 	const char *val[10]; /* ... and values, NULL-terminated */
-	char *claimer; /* set before use (db_set_claimer): this process's
-			  claim tokens are claimer + "#n"; NULL: none */
+	char *claimer;	     /* set before use (db_set_claimer): this process's
+				claim tokens are claimer + "#n"; NULL: none */
 };
 
 /* One operation on one connection. */

@@ -355,8 +355,8 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	/* K4: take takes only the row seen (held), never one made since */
 	ok(set(d, "mc/k", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, BOB, BOB, "e-1",
 	       NULL, NULL, NULL) == 0 &&
-	       db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/k", "e-x", NULL,
-				   &in, "m1#9", 60, 0, &who, &out,
+	       db_attrs_move_claim(d, BKT, "mc/x.tmp", "mc/k", "e-x", NULL, &in,
+				   "m1#9", 60, 0, &who, &out,
 				   &held2) == -EEXIST &&
 	       held2.etag && !strcmp(held2.etag, "e-1"),
 	   "k: a row bound to e-1 seen");
