@@ -194,3 +194,50 @@ def test_failed_rename_over_a_hidden_target_keeps_the_row_of_a_file_stored_meanw
                      for c in changes(a, ky, every=True)])
     finally:
         px.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review-stale4 K10 (Medium, older): a closed file's rename "
+                   "writes the target's row before its copy lands; another mount's O_EXCL create "
+                   "in between takes that row as stale and succeeds, and one of the two files "
+                   "is replaced without an error. Open.")
+def test_create_during_a_renames_copy_loses_neither_file(stack, mount_factory, uniq):
+    """K10: on b (through a proxy), A renames her closed x.txt to the free name y.txt; its copy
+    is held at the proxy. Meanwhile, on a, B creates y.txt with O_EXCL, writes and closes. Then
+    the copy goes through. Either B's create or A's rename must fail; if both succeed, one of
+    the two files is lost without a word."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
+        b.wait_until(lambda: os.path.exists(pb("x.txt")), timeout=40, what="b lists x")
+        moved = []
+        px.rule = lambda method, path, headers: \
+            ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
+        t = threading.Thread(target=lambda: moved.extend(_mvs(A, (pb("x.txt"), pb("y.txt")))),
+                             daemon=True)
+        t.start()
+        b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
+                     timeout=30, what="the rename's copy held")
+        made = as_user(B, "(lambda f: (os.write(f, b'B FILE'), os.close(f)))(os.open(%r, "
+                       "os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))" % pa("y.txt"))
+        px.rule = None
+        px.release.set()
+        t.join(120)
+        time.sleep(1)
+        keys = [o["Key"] for o in a.s3.list_objects_v2(
+            Bucket=a.reception_bucket, Prefix=f"{uniq}/").get("Contents", [])]
+        bodies = {k: a.s3.get_object(Bucket=a.reception_bucket, Key=k)["Body"].read()
+                  for k in keys if not k.endswith("/")}
+        both_ok = moved == ["ok"] and made == [[6, None]]  # B's write and close returned
+        assert not both_ok or sorted(bodies.values()) == [b"A NEW", b"B FILE"], \
+            (moved, made, bodies)
+    finally:
+        px.close()
