@@ -1,0 +1,103 @@
+"""Fifth hostile read (of w/k, fcafef1: review-stale4 K1-K4 fixes). Each test fails on w/k.
+
+K3's fix (pg_attrs_newer_at) keeps a row at a failed rename's target when it is "another
+mount's live claim, or bound to the object live at key now". Both conditions also hold for the
+failed rename's own copy of from's row: an identical object (same ETag: every empty file, any
+equal content), or a from row that is another mount's claim (copied with its claim)."""
+import os
+import stat
+import time
+
+from faultproxy import INTERNAL, FaultProxy
+from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
+from test_review_held_commit import GHolder
+from test_review_held_rename import _mvs
+
+COPY_500 = staticmethod(lambda method, path, headers: ("status", 500, INTERNAL)
+                        if method == "PUT" and "x-amz-copy-source" in headers else None)
+
+
+def _proxied(stack, mount_factory, uniq):
+    """a direct, b through a proxy (the rename's copy fails there at will)."""
+    px = FaultProxy(stack.endpoint)
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                      reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    return px, a, b, pa, pb
+
+
+def test_failed_rename_of_an_identical_file_over_a_hidden_target_keeps_the_targets_row(
+        stack, mount_factory, uniq):
+    """L1 (regression of K3's fix): B's empty y.txt (0600) is held open by a reader on b; A
+    renames her empty x.txt (0644) over it on b, and the server-side copy fails (500). Nothing
+    moved: y.txt must keep B's row (owner B, 0600). On w/k the copy of x's row at y.txt is
+    bound to the ETag of an empty object, which is y's live object too, so restore keeps it as
+    'a newer file's row', and the move-back then drops B's row: B's file is A's, 0644."""
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
+    try:
+        ky = f"{uniq}/y.txt"
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').close()",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').close()",
+                       f"os.chmod({pa('x.txt')!r}, 0o644)") == ["ok", "ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                     timeout=40, what="b lists y and x")
+        before = attrs_row(a, ky)
+        reader = GHolder(B, pb("y.txt"), os.O_RDONLY)
+        try:
+            px.rule = COPY_500.__func__
+            moved = _mvs(A, (pb("x.txt"), pb("y.txt")))
+            px.rule = None
+        finally:
+            reader.close()
+        time.sleep(1)
+        row = attrs_row(a, ky)
+        st = os.stat(pa("y.txt"))
+        assert (moved != ["ok"], (before["uid"], before["mode"]),
+                row and (row["uid"], row["mode"]), st.st_uid, stat.S_IMODE(st.st_mode),
+                os.path.exists(pa("x.txt"))) == \
+            (True, (B, 0o600), (B, 0o600), B, 0o600, True), \
+            (moved, [(c["op"], c["from_key"], c["uid"], c["mode"])
+                     for c in changes(a, ky, every=True)])
+    finally:
+        px.close()
+
+
+def test_failed_rename_of_a_name_another_mount_claims_leaves_no_claim_at_the_target(
+        mount_factory, uniq):
+    """L2 (regression of K3's fix): x.txt (A's) is listed on b; on a, A removes it and B makes
+    a new x.txt (open: B's live claim). On b, A renames x.txt (stale listing) to the free
+    y.txt: the copy of x's row (B's claim, copied with it) reaches y.txt, the server-side copy
+    fails (x is gone). Nothing moved: y.txt must have no row. On w/k restore keeps the copy, a
+    live claim of B's: a phantom 'new file of another mount' at y.txt (creates and renames
+    there refused on other mounts for the lease: A's create of y.txt on b fails)."""
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    ky = f"{uniq}/y.txt"
+    assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A OLD')") == ["ok"]
+    b.wait_until(lambda: os.path.exists(pb("x.txt")), timeout=40, what="b lists x")
+    os.stat(pb("x.txt"))
+    assert as_user(A, f"os.unlink({pa('x.txt')!r})") == ["ok"]
+    wb = GHolder(B, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert as_user(B, f"os.chmod({pa('x.txt')!r}, 0o600)") == ["ok"]
+        moved = _mvs(A, (pb("x.txt"), pb("y.txt")))
+        row = attrs_row(a, ky)
+        made = as_user(A, f"open({pb('y.txt')!r}, 'x').close()")
+    finally:
+        wb.close()
+    assert (moved != ["ok"], row and (row["uid"], row["etag"], row["claimed_by"]), made) == \
+        (True, None, ["ok"]), \
+        (moved, [(c["op"], c["from_key"], c["uid"], c["mode"]) for c in changes(a, ky, every=True)])
