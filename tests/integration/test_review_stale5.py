@@ -5,6 +5,7 @@ mount's live claim, or bound to the object live at key now". Both conditions als
 failed rename's own copy of from's row: an identical object (same ETag: every empty file, any
 equal content), or a from row that is another mount's claim (copied with its claim)."""
 import os
+import threading
 import stat
 import time
 
@@ -101,3 +102,58 @@ def test_failed_rename_of_a_name_another_mount_claims_leaves_no_claim_at_the_tar
     assert (moved != ["ok"], row and (row["uid"], row["etag"], row["claimed_by"]), made) == \
         (True, None, ["ok"]), \
         (moved, [(c["op"], c["from_key"], c["uid"], c["mode"]) for c in changes(a, ky, every=True)])
+
+
+C = 2003
+
+
+def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
+        stack, mount_factory, uniq):
+    """L3 (older: hide_for_rename moves the target's row before the outcome; not closed by
+    K1-K4): B's y.txt ('B SECRET', 0600) is held open by B (reading) on b. A renames her x.txt
+    over it on b; the rename's copy is slow (held at the proxy). Meanwhile, on a third mount c,
+    y.txt (still B's object, in the store) must still be B's 0600 file, closed to C. On w/k its
+    row sits at b's hidden name for the whole rename: c shows the defaults (0644) and C reads
+    B's secret."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                     timeout=40, what="b lists y and x")
+        reader = GHolder(B, pb("y.txt"), os.O_RDONLY)
+        moved = []
+        try:
+            px.rule = lambda method, path, headers: \
+                ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
+            t = threading.Thread(target=lambda: moved.extend(
+                _mvs(A, (pb("x.txt"), pb("y.txt")))), daemon=True)
+            t.start()
+            b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
+                         timeout=30, what="the rename's copy held")
+            c = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="c")
+            open_to_others(c)
+            pc = c.path("inbox", f"{uniq}/y.txt")
+            st = os.stat(pc)
+            seen = (st.st_uid, stat.S_IMODE(st.st_mode))
+            read = as_user(C, f"open({pc!r}).read()")
+            px.rule = lambda method, path, headers: \
+                ("status", 500, INTERNAL) if method == "PUT" and \
+                "x-amz-copy-source" in headers else None
+            px.release.set()
+            t.join(120)
+        finally:
+            reader.close()
+        assert (seen, read) == ((B, 0o600), ["EACCES"]), moved
+    finally:
+        px.close()
