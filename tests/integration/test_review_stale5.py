@@ -157,3 +157,69 @@ def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
         assert (seen, read) == ((B, 0o600), ["EACCES"]), moved
     finally:
         px.close()
+
+
+def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_meanwhile(
+        stack, mount_factory, uniq):
+    """L4 (K2 on the open-file path, not closed): A's new x.txt (0600, 'A NEW') is open for
+    writing on b; y.txt (A's, stored) is listed there. A renames x.txt over y.txt on b; the
+    store's answer about y.txt (it exists) is late, and meanwhile, on a, A removes y.txt and B
+    makes a new y.txt (open: B's live claim, 0600). The rename must not go on past B's claim
+    (EBUSY, as for a closed file, K2), or if it does, A's row must go with her file. On w/k it
+    succeeds locally, its attributes' move fails (EBUSY, only logged): A's row stays at the
+    old name x.txt, and the name y.txt holds two open new files of two users."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        kx, ky = f"{uniq}/x.txt", f"{uniq}/y.txt"
+        assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')") == ["ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
+        wa = GHolder(A, pb("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        wb = None
+        moved = []
+        try:
+            assert as_user(A, f"os.chmod({pb('x.txt')!r}, 0o600)") == ["ok"]
+            assert wa.op("w", "A NEW") == "ok"
+            late = {"on": True}
+
+            def rule(method, path, headers):
+                if method == "HEAD" and path.split("?")[0].endswith("/y.txt") and late["on"]:
+                    late["on"] = False
+                    return ("late", 60)
+                return None
+            px.rule = rule
+            t = threading.Thread(target=lambda: moved.extend(
+                _mvs(A, (pb("x.txt"), pb("y.txt")))), daemon=True)
+            t.start()
+            b.wait_until(lambda: any(m_ == "HEAD" and act == "late" for m_, _, act in px.log),
+                         timeout=30, what="the rename's HEAD of y held")
+            assert as_user(A, f"os.unlink({pa('y.txt')!r})") == ["ok"]
+            wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+            assert as_user(B, f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok"]
+            px.release.set()
+            t.join(60)
+            rx, ry = attrs_row(a, kx), attrs_row(a, ky)
+            mid = (moved, rx and (rx["uid"], rx["claimed_by"] is not None),
+                   ry and (ry["uid"], ry["claimed_by"] is not None))
+            assert wb.op("w", "B SECRET") == "ok"
+            closed = (wa.op("c"), wb.op("c"))
+        finally:
+            px.rule = None
+            wa.close()
+            if wb:
+                wb.close()
+        time.sleep(1)
+        row = attrs_row(a, ky)
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        final = (closed, body, row and (row["uid"], row["mode"]), attrs_row(a, kx) is not None)
+        assert mid[0] == ["EBUSY"] or (mid[1] is None and mid[2] == (A, True)), (mid, final)
+    finally:
+        px.close()
