@@ -223,3 +223,61 @@ def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_mean
         assert mid[0] == ["EBUSY"] or (mid[1] is None and mid[2] == (A, True)), (mid, final)
     finally:
         px.close()
+
+
+def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
+        stack, mount_factory, uniq):
+    """L5 (older, L3's window made permanent): as L3, b's daemon is killed while the rename's
+    copy is in flight, then mounted again. y.txt (B's object, never replaced) must keep B's row
+    (0600). On w/k B's row stays at b's hidden name (nothing puts it back, at a restart
+    either), and y.txt has the copy of A's x.txt row, written before the copy (no pending row:
+    the hide left y.txt without a row of its own): B's secret is A's, 0644, for good, and C
+    reads it."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(a.path("inbox", uniq))
+        os.chmod(a.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        ky = f"{uniq}/y.txt"
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                     timeout=40, what="b lists y and x")
+        reader = GHolder(B, pb("y.txt"), os.O_RDONLY)
+        try:
+            px.rule = lambda method, path, headers: \
+                ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
+            t = threading.Thread(target=lambda: _mvs(A, (pb("x.txt"), pb("y.txt"))),
+                                 daemon=True)
+            t.start()
+            b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
+                         timeout=30, what="the rename's copy held")
+            b.crash()
+        finally:
+            try:
+                reader.close()
+            except Exception:  # noqa: BLE001
+                pass
+        px.rule = None
+        px.release.set()
+        b.mount()
+        time.sleep(2)
+        c = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="c")
+        open_to_others(c)
+        pc = c.path("inbox", f"{uniq}/y.txt")
+        row = attrs_row(a, ky)
+        hidden = a.sql_value("select count(*) from file_attrs where bucket = %s and"
+                             " object_key like %s", (a.reception_bucket, f"{uniq}/.fuse_hidden%"))
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        read = as_user(C, f"open({pc!r}).read()")
+        assert (body, row and (row["uid"], row["mode"]), hidden, read) == \
+            (b"B SECRET", (B, 0o600), 0, ["EACCES"]), (row, hidden, read)
+    finally:
+        px.close()
