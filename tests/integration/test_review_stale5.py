@@ -281,3 +281,44 @@ def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
             (b"B SECRET", (B, 0o600), 0, ["EACCES"]), (row, hidden, read)
     finally:
         px.close()
+
+
+def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
+        mount_factory, uniq):
+    """L6 (tree drops with claims under them, not closed: spare is 0 for rmdir): on a, B is
+    writing a new d2/f (0600, 'B SECRET', open: B's live claim); d2 looks empty on b. On b, A
+    renames her directory d1 (with d1/f, 'A FILE') over d2. The rename must be refused
+    (ENOTEMPTY or EBUSY: d2 holds another mount's new file), or else nothing of either file
+    is lost and each keeps its owner. On w/k the rmdir of d2 drops B's claim (logged 'drop'),
+    A's f lands at d2/f, and one close silently replaces the other's file."""
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    kf = f"{uniq}/d2/f"
+    assert as_user(A, f"os.mkdir({pa('d1')!r})", f"os.mkdir({pa('d2')!r})",
+                   f"os.chmod({pa('d2')!r}, 0o777)",
+                   f"open({pa('d1/f')!r}, 'w').write('A FILE')") == ["ok"] * 4
+    b.wait_until(lambda: os.path.exists(pb("d1/f")) and os.path.isdir(pb("d2")), timeout=40,
+                 what="b lists d1/f and d2")
+    wb = GHolder(B, pa("d2/f"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert as_user(B, f"os.chmod({pa('d2/f')!r}, 0o600)") == ["ok"]
+        assert wb.op("w", "B SECRET") == "ok"
+        moved = _mvs(A, (pb("d1"), pb("d2")))
+        closed = wb.op("c")
+    finally:
+        wb.close()
+    time.sleep(1)
+    try:
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=kf)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        body = type(e).__name__
+    row = attrs_row(a, kf)
+    got = (moved, closed, body, row and (row["uid"], row["mode"]))
+    assert got[0] in (["ENOTEMPTY"], ["EBUSY"]) and got[1:] == ("ok", b"B SECRET", (B, 0o600)), \
+        (got, [(c["op"], c["from_key"], c["uid"]) for c in changes(a, kf, every=True)])
