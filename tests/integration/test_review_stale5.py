@@ -322,3 +322,42 @@ def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
     got = (moved, closed, body, row and (row["uid"], row["mode"]))
     assert got[0] in (["ENOTEMPTY"], ["EBUSY"]) and got[1:] == ("ok", b"B SECRET", (B, 0o600)), \
         (got, [(c["op"], c["from_key"], c["uid"]) for c in changes(a, kf, every=True)])
+
+
+def test_stale_unlink_never_ends_another_mounts_claim(mount_factory, uniq):
+    """L7 (spare=0 for an unlink): A's y.txt is listed on b; on a, A removes it and B makes a
+    new y.txt (open, 'B SECRET', 0600: B's live claim). On b, A's unlink of y.txt (b's listing
+    is stale: the object is gone) removes nothing, yet on w/k it drops B's claim; then A's
+    exclusive create of y.txt on b succeeds beside B's, and the later close silently replaces
+    the other's file. Expected: B's claim stays, A's create is refused (EEXIST or EBUSY)."""
+    a, b, pa, pb = _two_plain(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')") == ["ok"]
+    b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
+    assert as_user(A, f"os.unlink({pa('y.txt')!r})") == ["ok"]
+    wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert as_user(B, f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok"]
+        assert wb.op("w", "B SECRET") == "ok"
+        gone = as_user(A, f"os.unlink({pb('y.txt')!r})")
+        row = attrs_row(a, ky)
+        made = as_user(A, f"open({pb('y.txt')!r}, 'x').write('A NEW')")
+        closed = wb.op("c")
+    finally:
+        wb.close()
+    time.sleep(1)
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    assert (row and row["uid"], made[0] in ("EEXIST", "EBUSY"), closed, body) == \
+        (B, True, "ok", b"B SECRET"), \
+        (gone, made, [(c["op"], c["uid"]) for c in changes(a, ky, every=True)])
+
+
+def _two_plain(mount_factory, uniq):
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    return a, b, (lambda n: a.path("inbox", f"{uniq}/{n}")), \
+        (lambda n: b.path("inbox", f"{uniq}/{n}"))
