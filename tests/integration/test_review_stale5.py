@@ -14,8 +14,10 @@ from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_other
 from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
 
-COPY_500 = staticmethod(lambda method, path, headers: ("status", 500, INTERNAL)
-                        if method == "PUT" and "x-amz-copy-source" in headers else None)
+def copy_500(method, path, headers):
+    """FaultProxy rule: every server-side copy fails (500)."""
+    return ("status", 500, INTERNAL) if method == "PUT" and "x-amz-copy-source" in headers \
+        else None
 
 
 def _proxied(stack, mount_factory, uniq):
@@ -52,7 +54,7 @@ def test_failed_rename_of_an_identical_file_over_a_hidden_target_keeps_the_targe
         before = attrs_row(a, ky)
         reader = GHolder(B, pb("y.txt"), os.O_RDONLY)
         try:
-            px.rule = COPY_500.__func__
+            px.rule = copy_500
             moved = _mvs(A, (pb("x.txt"), pb("y.txt")))
             px.rule = None
         finally:
