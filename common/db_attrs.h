@@ -146,12 +146,14 @@ int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
  * between the steps never leaves an object without its attributes. One
  * transaction. replaced/had (both or neither may be NULL): to's own row as
  * it was (*had 1; free with db_attrs_free_row) for db_attrs_restore when
- * the object does not move after all. 0 or -errno (nothing changed):
+ * the object does not move after all. *copied (may be NULL): the ctime (ns)
+ * of the copy made at to (0: none), which names it to db_attrs_restore.
+ * 0 or -errno (nothing changed):
  * -EBUSY when to's row is another mount's live claim (db_set_claimer: its
  * new file lands there), never replaced. */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
-		  struct db_attrs *replaced, int *had);
+		  struct db_attrs *replaced, int *had, int64_t *copied);
 /* db_attrs_copy for a rename through the store's copy (reception_rename):
  * when to has a row (a target renamed over), that row stays and from's
  * becomes to's pending row instead (*pending 1), that rename's own (token:
@@ -163,7 +165,7 @@ int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 			 const char *to, const char *token, int lease_s,
 			 const struct actor *who, struct db_attrs *replaced,
-			 int *had, int *pending);
+			 int *had, int *pending, int64_t *copied);
 
 /* Undoes a db_attrs_copy_rename that made a pending row (its object never
  * moved to `to`): that rename's (token) goes, to's own row and another
@@ -190,11 +192,13 @@ int db_attrs_copy_done(struct db *d, const char *bucket, const char *from,
 /* Undoes db_attrs_copy onto key (its object never moved there): key's row
  * goes (logged 'drop'), and row (NULL: none), the one the copy replaced,
  * is put back as it was (logged 'move' from key itself), in one
- * transaction. A newer file's row there since (another mount's live claim,
- * or one bound to the object live at key now) stays, and nothing is put
- * back: review-stale4 K3. 0 or -errno (nothing changed). */
+ * transaction. copied: the copy's ctime (db_attrs_copy's *copied; 0: it
+ * made none). Any other row there is a newer file's (stored or claimed
+ * there since: review-stale4 K3): it stays, and nothing is put back. 0 or
+ * -errno (nothing changed). */
 int db_attrs_restore(struct db *d, const char *bucket, const char *key,
-		     const struct db_attrs *row, const struct actor *who);
+		     const struct db_attrs *row, int64_t copied,
+		     const struct actor *who);
 
 /* Removal: key's row goes (with tree, those under key + "/" too), each
  * logged ('drop') with who, and key's pending row (db_attrs_copy) a

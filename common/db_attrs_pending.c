@@ -108,10 +108,12 @@ static const char db_sql_attrs_copy_del_spare[] =
 static const char db_sql_attrs_copy_has[] =
 	"SELECT " OTHERS_LIVE("$3") " FROM file_attrs f WHERE bucket = $1::text"
 	" AND object_key = $2::text FOR UPDATE";
-/* The same, with the row's ETag. */
-static const char db_sql_attrs_copy_has_etag[] =
-	"SELECT " OTHERS_LIVE("$3") ", etag FROM file_attrs f"
-	" WHERE bucket = $1::text AND object_key = $2::text FOR UPDATE";
+/* $1 bucket, $2 key, $3 the ctime (ns) of the row a rename's copy made
+ * there (0: none): key's row, locked, when it is another (newer) one. */
+static const char db_sql_attrs_newer_at[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text AND (extract(epoch FROM ctime) * 1000000)"
+	"::bigint * 1000 IS DISTINCT FROM nullif($3::bigint, 0) FOR UPDATE";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds): from's row
  * (all NULL when it has none) becomes that rename's pending row of to. */
 static const char db_sql_attrs_pend[] =
@@ -253,9 +255,10 @@ static const char db_sql_attrs_copy_ins[] =
 	" claim_until)"
 	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
 	" updated_by, etag, claimed_by, claim_until FROM file_attrs"
-	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *) "
-	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
-	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+	" WHERE bucket = $5::text AND object_key = $6::text RETURNING *),"
+	" l AS (" LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c)"
+	" SELECT (extract(epoch FROM ctime) * 1000000)::bigint * 1000 FROM c";
 /* Who ($1..$4), $5 bucket, $6 key, $7 mode, $8 uid, $9 gid, $10 atime_ns,
  * $11 mtime_ns, $12 ctime (ns since the epoch), $13 etag (NULL for a
  * column not set): a row a copy replaced, put back under its own key
@@ -325,6 +328,7 @@ struct attrs_copy_args {
 	struct db_attrs replaced; /* output: to's row deleted */
 	int had;		  /* output: there was one */
 	int pending;		  /* output: from's row went to to's pending */
+	int64_t copied;		  /* output: the copy's ctime (ns; 0: none) */
 };
 
 static int pg_attrs_copy(struct pg_ctx *x, void *arg)
@@ -341,6 +345,7 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	/* A retried transaction starts again from nothing kept. */
 	db_attrs_free_row(&c->replaced);
 	c->had = c->pending = 0;
+	c->copied = 0;
 	p[0] = m->bucket;
 	p[1] = m->to;
 	p[2] = x->d->claimer;
@@ -383,17 +388,24 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	p[4] = m->bucket;
 	p[5] = m->from;
 	p[6] = m->to;
-	rc = pg_exec(x, db_sql_attrs_copy_ins, 7, p, NULL);
+	PQclear(res);
+	res = NULL;
+	rc = pg_exec(x, db_sql_attrs_copy_ins, 7, p, &res);
+	if (rc == 0 && PQntuples(res) == 1)
+		c->copied = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
 out:
 	PQclear(res);
 	return rc;
 }
 
 static int attrs_copy(struct db *d, struct attrs_copy_args *c,
-		      struct db_attrs *replaced, int *had, int *pending)
+		      struct db_attrs *replaced, int *had, int *pending,
+		      int64_t *copied)
 {
 	int rc;
 
+	if (copied)
+		*copied = 0;
 	if (replaced)
 		memset(replaced, 0, sizeof(*replaced));
 	if (had)
@@ -413,23 +425,25 @@ static int attrs_copy(struct db *d, struct attrs_copy_args *c,
 	}
 	if (rc == 0 && pending)
 		*pending = c->pending;
+	if (rc == 0 && copied)
+		*copied = c->copied;
 	return rc;
 }
 
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
-		  struct db_attrs *replaced, int *had)
+		  struct db_attrs *replaced, int *had, int64_t *copied)
 {
 	struct attrs_copy_args c = {
 	    .m = {.bucket = bucket, .from = from, .to = to, .who = who}};
 
-	return attrs_copy(d, &c, replaced, had, NULL);
+	return attrs_copy(d, &c, replaced, had, NULL, copied);
 }
 
 int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 			 const char *to, const char *token, int lease_s,
 			 const struct actor *who, struct db_attrs *replaced,
-			 int *had, int *pending)
+			 int *had, int *pending, int64_t *copied)
 {
 	struct attrs_copy_args c = {
 	    .m = {.bucket = bucket, .from = from, .to = to, .who = who},
@@ -439,7 +453,7 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 
 	if (!token)
 		return -EINVAL;
-	return attrs_copy(d, &c, replaced, had, pending);
+	return attrs_copy(d, &c, replaced, had, pending, copied);
 }
 
 int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
@@ -538,35 +552,31 @@ int db_attrs_copy_done(struct db *d, const char *bucket, const char *from,
 struct attrs_restore_args {
 	const char *bucket, *key;
 	const struct db_attrs *row;
+	int64_t copied;
 	const struct actor *who;
 };
 
-/* In x's transaction: is key's row (locked) a newer file's than a rename's
- * copy that never landed there: another mount's live claim, or bound to
- * the object live at key now (stored there since, by another mount)? 1, 0
- * or -errno. */
+/* In x's transaction, under key's reception key lock: has key a row
+ * (locked) that is not the copy a rename made there (copied: its ctime in
+ * ns, 0: it made none), i.e. a newer file's, stored or claimed there since
+ * (review-stale4 K3)? An ETag cannot tell (review-k L1: equal contents). 1,
+ * 0 or -errno. */
 static int pg_attrs_newer_at(struct pg_ctx *x, const char *bucket,
-			     const char *key)
+			     const char *key, int64_t copied)
 {
-	const char *p[3] = {bucket, key, x->d->claimer};
+	char ct[24];
+	const char *p[3] = {bucket, key, ct};
 	PGresult *res = NULL;
-	char etag[80] = "";
-	int rc, live = 0;
+	int rc;
 
-	/* The key's lock first, as a store's rows take it (then the row). */
+	snprintf(ct, sizeof(ct), "%" PRId64, copied);
 	rc = pg_lock_key(x, bucket, key);
 	if (rc == 0)
-		rc = pg_exec(x, db_sql_attrs_copy_has_etag, 3, p, &res);
-	if (rc == 0 && PQntuples(res) == 1) {
-		live = PQgetvalue(res, 0, 0)[0] == 't';
-		if (!PQgetisnull(res, 0, 1))
-			snprintf(etag, sizeof(etag), "%s",
-				 PQgetvalue(res, 0, 1));
-	}
+		rc = pg_exec(x, db_sql_attrs_newer_at, 3, p, &res);
+	if (rc == 0)
+		rc = PQntuples(res) == 1;
 	PQclear(res);
-	if (rc || live)
-		return rc ? rc : 1;
-	return etag[0] ? pg_attrs_live_is(x, bucket, key, etag) : 0;
+	return rc;
 }
 
 static int pg_attrs_restore(struct pg_ctx *x, void *arg)
@@ -576,7 +586,7 @@ static int pg_attrs_restore(struct pg_ctx *x, void *arg)
 	char mode[16], uid[24], gid[24], at[24], mt[24], ct[24];
 	struct who_params w;
 	const char *p[13];
-	int rc = pg_attrs_newer_at(x, a->bucket, a->key);
+	int rc = pg_attrs_newer_at(x, a->bucket, a->key, a->copied);
 
 	/* Stored or claimed there since (review-stale4 K3): that file's
 	 * row stays, and the one the copy replaced is older. */
@@ -605,10 +615,14 @@ static int pg_attrs_restore(struct pg_ctx *x, void *arg)
 }
 
 int db_attrs_restore(struct db *d, const char *bucket, const char *key,
-		     const struct db_attrs *row, const struct actor *who)
+		     const struct db_attrs *row, int64_t copied,
+		     const struct actor *who)
 {
-	struct attrs_restore_args a = {
-	    .bucket = bucket, .key = key, .row = row, .who = who};
+	struct attrs_restore_args a = {.bucket = bucket,
+				       .key = key,
+				       .row = row,
+				       .copied = copied,
+				       .who = who};
 
 	if (!d || !bucket || !key)
 		return -EINVAL;

@@ -1060,7 +1060,8 @@ static int copy_attrs(const char *from, const char *to,
 		rc = db_attrs_copy_rename(
 		    cfs->db, cfs->cfg.reception_bucket, from, to, token,
 		    cfs->cfg.claim_lease_s, &who, undo ? &undo->row : NULL,
-		    undo ? &undo->had : NULL, undo ? &undo->pending : NULL);
+		    undo ? &undo->had : NULL, undo ? &undo->pending : NULL,
+		    undo ? &undo->copied : NULL);
 		if (rc == 0 && undo) {
 			free(undo->token);
 			undo->token = token;
@@ -1070,7 +1071,8 @@ static int copy_attrs(const char *from, const char *to,
 	} else
 		rc = db_attrs_copy(cfs->db, cfs->cfg.reception_bucket, from, to,
 				   &who, undo ? &undo->row : NULL,
-				   undo ? &undo->had : NULL);
+				   undo ? &undo->had : NULL,
+				   undo ? &undo->copied : NULL);
 	if (rc) {
 		log_error("attributes of inbox/%s not copied to inbox/%s: %s",
 			  from, to, strerror(-rc));
@@ -1119,6 +1121,7 @@ void attrov_undo_free(struct attrov_undo *undo)
 	free(undo->token);
 	undo->token = NULL;
 	undo->had = undo->pending = 0;
+	undo->copied = 0;
 }
 
 void attrov_undo_copy(const char *to, struct attrov_undo *undo)
@@ -1132,7 +1135,8 @@ void attrov_undo_copy(const char *to, struct attrov_undo *undo)
 				     undo->token);
 	else
 		rc = db_attrs_restore(cfs->db, cfs->cfg.reception_bucket, to,
-				      undo->had ? &undo->row : NULL, &who);
+				      undo->had ? &undo->row : NULL,
+				      undo->copied, &who);
 	if (rc)
 		log_error("attributes copied to inbox/%s for a rename that "
 			  "failed not put back (they stay bound to the "

@@ -558,8 +558,9 @@ void attrov_move_back(const char *hidden, const char *name);
 struct attrov_undo {
 	struct db_attrs row; /* the target's own row, when had */
 	int had;
-	int pending; /* the target kept its row; from's is pending there */
-	char *token; /* the rename's (its pending row's), malloc'd or NULL */
+	int pending;	/* the target kept its row; from's is pending there */
+	char *token;	/* the rename's (its pending row's), malloc'd or NULL */
+	int64_t copied; /* the copy's ctime (ns; 0: none made) */
 };
 /* A rename, per key, before the store moves it: to's attributes become a
  * copy of from's (from's stay until attrov_drop after the move), so a
