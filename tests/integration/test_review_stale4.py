@@ -74,6 +74,34 @@ def test_rename_over_a_name_open_here_keeps_another_mounts_new_file(mount_factor
         [(5, False), (8, True)]
 
 
+def _proxied(stack, mount_factory, uniq):
+    """a direct, b through a proxy (the rename's copy fails there at will)."""
+    px = FaultProxy(stack.endpoint)
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
+                      reset=False, opts="allow_other", name="b")
+    for m in (a, b):
+        open_to_others(m)
+    os.mkdir(a.path("inbox", uniq))
+    os.chmod(a.path("inbox", uniq), 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    return px, a, b, pa, pb
+
+
+def _rename_with_copy_held(px, b, frm, to):
+    """A renames frm to `to` on b (through px) in a thread, its server-side copy held (hung)
+    at the proxy; returns once it is held: (thread, the list that gets the outcome)."""
+    moved = []
+    px.rule = lambda method, path, headers: \
+        ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
+    t = threading.Thread(target=lambda: moved.extend(_mvs(A, (frm, to))), daemon=True)
+    t.start()
+    b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
+                 timeout=30, what="the rename's copy held")
+    return t, moved
+
+
 def _waiting(m, like):
     return m.sql_value("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
                        " and query like %s", (like,))
@@ -145,32 +173,16 @@ def test_failed_rename_over_a_hidden_target_keeps_the_row_of_a_file_stored_meanw
     held at the proxy; meanwhile, on a, B removes y.txt and stores his own (0600, 'B SECRET').
     The copy then fails (500). The failed rename must leave B's y.txt with B's row (owner B,
     0600): not A's old row put back, not the defaults; and A's x.txt stays."""
-    px = FaultProxy(stack.endpoint)
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
     try:
-        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                          reset=False, opts="allow_other", name="b")
-        for m in (a, b):
-            open_to_others(m)
-        os.mkdir(a.path("inbox", uniq))
-        os.chmod(a.path("inbox", uniq), 0o777)
-        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
         ky = f"{uniq}/y.txt"
         assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')",
                        f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok", "ok"]
         b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
                      timeout=40, what="b lists y and x")
         reader = GHolder(A, pb("y.txt"), os.O_RDONLY)
-        moved = []
         try:
-            px.rule = lambda method, path, headers: \
-                ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
-            t = threading.Thread(target=lambda: moved.extend(
-                _mvs(A, (pb("x.txt"), pb("y.txt")))), daemon=True)
-            t.start()
-            b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
-                         timeout=30, what="the rename's copy held")
+            t, moved = _rename_with_copy_held(px, b, pb("x.txt"), pb("y.txt"))
             assert as_user(B, f"os.unlink({pa('y.txt')!r})",
                            f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
                            f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok", "ok"]

@@ -11,30 +11,16 @@ import time
 
 import pytest
 
-from faultproxy import INTERNAL, FaultProxy
+from faultproxy import INTERNAL
 from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
 from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
+from test_review_stale4 import _proxied, _rename_with_copy_held
 
 def copy_500(method, path, headers):
     """FaultProxy rule: every server-side copy fails (500)."""
     return ("status", 500, INTERNAL) if method == "PUT" and "x-amz-copy-source" in headers \
         else None
-
-
-def _proxied(stack, mount_factory, uniq):
-    """a direct, b through a proxy (the rename's copy fails there at will)."""
-    px = FaultProxy(stack.endpoint)
-    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-    b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                      reset=False, opts="allow_other", name="b")
-    for m in (a, b):
-        open_to_others(m)
-    os.mkdir(a.path("inbox", uniq))
-    os.chmod(a.path("inbox", uniq), 0o777)
-    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
-    return px, a, b, pa, pb
 
 
 def test_failed_rename_of_an_identical_file_over_a_hidden_target_keeps_the_targets_row(
@@ -120,32 +106,16 @@ def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
     y.txt (still B's object, in the store) must still be B's 0600 file, closed to C. On w/k its
     row sits at b's hidden name for the whole rename: c shows the defaults (0644) and C reads
     B's secret."""
-    px = FaultProxy(stack.endpoint)
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
     try:
-        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                          reset=False, opts="allow_other", name="b")
-        for m in (a, b):
-            open_to_others(m)
-        os.mkdir(a.path("inbox", uniq))
-        os.chmod(a.path("inbox", uniq), 0o777)
-        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
         assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
                        f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
         assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
         b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
                      timeout=40, what="b lists y and x")
         reader = GHolder(B, pb("y.txt"), os.O_RDONLY)
-        moved = []
         try:
-            px.rule = lambda method, path, headers: \
-                ("hang",) if method == "PUT" and "x-amz-copy-source" in headers else None
-            t = threading.Thread(target=lambda: moved.extend(
-                _mvs(A, (pb("x.txt"), pb("y.txt")))), daemon=True)
-            t.start()
-            b.wait_until(lambda: any(m_ == "PUT" and act == "hang" for m_, _, act in px.log),
-                         timeout=30, what="the rename's copy held")
+            t, moved = _rename_with_copy_held(px, b, pb("x.txt"), pb("y.txt"))
             c = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="c")
             open_to_others(c)
             pc = c.path("inbox", f"{uniq}/y.txt")
@@ -174,17 +144,8 @@ def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_mean
     (EBUSY, as for a closed file, K2), or if it does, A's row must go with her file. On w/k it
     succeeds locally, its attributes' move fails (EBUSY, only logged): A's row stays at the
     old name x.txt, and the name y.txt holds two open new files of two users."""
-    px = FaultProxy(stack.endpoint)
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
     try:
-        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                          reset=False, opts="allow_other", name="b")
-        for m in (a, b):
-            open_to_others(m)
-        os.mkdir(a.path("inbox", uniq))
-        os.chmod(a.path("inbox", uniq), 0o777)
-        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
         kx, ky = f"{uniq}/x.txt", f"{uniq}/y.txt"
         assert as_user(A, f"open({pa('y.txt')!r}, 'w').write('A OLD')") == ["ok"]
         b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
@@ -240,17 +201,8 @@ def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
     either), and y.txt has the copy of A's x.txt row, written before the copy (no pending row:
     the hide left y.txt without a row of its own): B's secret is A's, 0644, for good, and C
     reads it."""
-    px = FaultProxy(stack.endpoint)
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
     try:
-        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-        b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                          reset=False, opts="allow_other", name="b")
-        for m in (a, b):
-            open_to_others(m)
-        os.mkdir(a.path("inbox", uniq))
-        os.chmod(a.path("inbox", uniq), 0o777)
-        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
         ky = f"{uniq}/y.txt"
         assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
                        f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
