@@ -628,19 +628,12 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 		return -EINVAL;
 	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
 }
-/* clang-format off */
-/* $1 bucket, $2 key: does key have a row (locked)? */
-static const char db_sql_attrs_has[] =
-	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
-	" AND object_key = $2::text FOR UPDATE";
-/* clang-format on */
-
 static int pg_attrs_move_back(struct pg_ctx *x, void *arg)
 {
 	struct attrs_move_args *m = arg;
-	const char *p[2] = {m->bucket, m->to};
+	const char *p[3] = {m->bucket, m->to, x->d->claimer};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_has, 2, p, &res), newer;
+	int rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res), newer;
 
 	newer = rc == 0 && PQntuples(res) == 1;
 	PQclear(res);
