@@ -99,9 +99,8 @@ static int inval_entry_notify(const char *dir, const char *name)
 		/* Our own node ids: no stat through the mount. */
 		rc = ll_path_ino(dir, &dino);
 		if (rc == 0)
-			rc = fuse_lowlevel_notify_inval_entry(inval.se, dino,
-							      name,
-							      strlen(name));
+			rc = fuse_lowlevel_notify_inval_entry(
+			    inval.se, dino, name, strlen(name));
 		return rc;
 	}
 	if (!inval.mountpoint)
@@ -114,8 +113,7 @@ static int inval_entry_notify(const char *dir, const char *name)
 		rc = -ENOTDIR;
 	if (rc == 0)
 		rc = fuse_lowlevel_notify_inval_entry(
-		    inval.se, (fuse_ino_t)st.st_ino, name,
-		    strlen(name));
+		    inval.se, (fuse_ino_t)st.st_ino, name, strlen(name));
 	return rc;
 }
 
@@ -175,8 +173,7 @@ static void *inval_main(void *arg)
 	return NULL;
 }
 
-int inval_start(struct fuse *f, struct fuse_session *se,
-		const char *mountpoint)
+int inval_start(struct fuse *f, struct fuse_session *se, const char *mountpoint)
 {
 	int rc;
 

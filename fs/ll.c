@@ -39,8 +39,8 @@
 struct node {
 	fuse_ino_t id;
 	uint64_t gen;
-	uint64_t nlookup; /* the kernel's references */
-	int refctr;	  /* nlookup > 0 counts 1, each child 1, a "." 1 */
+	uint64_t nlookup;    /* the kernel's references */
+	int refctr;	     /* nlookup > 0 counts 1, each child 1, a "." 1 */
 	struct node *parent; /* NULL: removed (or the root) */
 	char *name;	     /* NULL: removed */
 	int open_count;	     /* open handles */
@@ -61,14 +61,14 @@ struct ll_dh {
 
 static struct {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	/* a path lock was released */
-	struct node **ids;	/* protected by lock: by id */
-	struct node **names;	/* protected by lock: by (parent, name) */
-	size_t size;		/* protected by lock: buckets of each */
-	size_t count;		/* protected by lock: nodes */
-	fuse_ino_t ctr;		/* protected by lock: the last id given */
-	uint64_t gen;		/* protected by lock */
-	unsigned hidectr;	/* protected by lock */
+	pthread_cond_t cond;	 /* a path lock was released */
+	struct node **ids;	 /* protected by lock: by id */
+	struct node **names;	 /* protected by lock: by (parent, name) */
+	size_t size;		 /* protected by lock: buckets of each */
+	size_t count;		 /* protected by lock: nodes */
+	fuse_ino_t ctr;		 /* protected by lock: the last id given */
+	uint64_t gen;		 /* protected by lock */
+	unsigned hidectr;	 /* protected by lock */
 	struct fuse_config conf; /* set by init, read-only after */
 	atomic_int active;
 } nt = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
@@ -263,8 +263,7 @@ static fuse_ino_t next_id(void)
 		nt.ctr = (nt.ctr + 1) & 0xffffffff;
 		if (!nt.ctr)
 			nt.gen++;
-	} while (nt.ctr == 0 || nt.ctr == FUSE_UNKNOWN_INO ||
-		 get_node(nt.ctr));
+	} while (nt.ctr == 0 || nt.ctr == FUSE_UNKNOWN_INO || get_node(nt.ctr));
 	return nt.ctr;
 }
 
@@ -426,8 +425,8 @@ static void unlock_path(fuse_ino_t id, struct node *wnode, struct node *end)
 
 /* Caller holds nt.lock. The path of id (and name below it, if not NULL),
  * its nodes locked for reading when need_lock (and name's node, if
- * wnodep, for writing). 0, -EAGAIN (locked: wait on nt.cond and try again), -ESTALE (a node on
- * the way has no name: removed), -ENOMEM. */
+ * wnodep, for writing). 0, -EAGAIN (locked: wait on nt.cond and try again),
+ * -ESTALE (a node on the way has no name: removed), -ENOMEM. */
 static int try_get_path(fuse_ino_t id, const char *name, char **path,
 			struct node **wnodep, int need_lock)
 {
@@ -705,8 +704,8 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 
 		pthread_mutex_lock(&nt.lock);
 		p = get_node(parent);
-		if (!p || (name[1] == '.' && !p->parent &&
-			   parent != FUSE_ROOT_ID)) {
+		if (!p ||
+		    (name[1] == '.' && !p->parent && parent != FUSE_ROOT_ID)) {
 			pthread_mutex_unlock(&nt.lock);
 			reply_entry(req, &e, -ESTALE);
 			return;
@@ -1074,13 +1073,13 @@ static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
 
 	memset(&e, 0, sizeof(e));
 	ll_enter(req);
-	err = get_path2(ino, NULL, newparent, newname, &oldpath, &newpath,
-			NULL, NULL);
+	err = get_path2(ino, NULL, newparent, newname, &oldpath, &newpath, NULL,
+			NULL);
 	if (!err) {
 		err = cfs_ops.link(oldpath, newpath);
 		if (!err)
-			err = lookup_path(newparent, newname, newpath, &e,
-					  NULL);
+			err =
+			    lookup_path(newparent, newname, newpath, &e, NULL);
 		free_path2(ino, newparent, NULL, NULL, oldpath, newpath);
 	}
 	reply_entry(req, &e, err);
@@ -1219,8 +1218,7 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	}
 }
 
-static void ll_flush(fuse_req_t req, fuse_ino_t ino,
-		     struct fuse_file_info *fi)
+static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 {
 	char *path = NULL;
 	int err;
@@ -1395,9 +1393,9 @@ static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
 			struct fuse_entry_param e = {.ino = 0};
 
 			e.attr = dh->sts[pos];
-			one = fuse_add_direntry_plus(req, buf + len, size - len,
-						     dh->names[pos], &e,
-						     pos + 1);
+			one =
+			    fuse_add_direntry_plus(req, buf + len, size - len,
+						   dh->names[pos], &e, pos + 1);
 		} else {
 			one = fuse_add_direntry(req, buf + len, size - len,
 						dh->names[pos], &dh->sts[pos],
