@@ -15,7 +15,8 @@
  *
  * Handlers of cfs_ops are called through the table (their timing wrappers
  * stay). Each request's caller (fuse_req_ctx) is this thread's context
- * while it runs: cfs_context(). */
+ * while it runs: cfs_context(). Directories, statfs and extended
+ * attributes: ll_dir.c. */
 #include "ll.h"
 
 #include <errno.h>
@@ -26,9 +27,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include "ll_int.h"
 #include "log.h"
 
 #define TREELOCK_WRITE -1
@@ -47,16 +48,6 @@ struct node {
 	int hidden;	     /* renamed to a hidden name while open */
 	int treelock; /* > 0 readers, TREELOCK_WRITE, or a writer waits */
 	struct node *id_next, *name_next;
-};
-
-/* A directory handle: its entries, read at offset 0. */
-struct ll_dh {
-	pthread_mutex_t lock;
-	char **names;	  /* protected by lock */
-	struct stat *sts; /* protected by lock */
-	size_t n, cap;	  /* protected by lock */
-	int filled;	  /* protected by lock */
-	int error;	  /* protected by lock */
 };
 
 static struct {
@@ -78,7 +69,7 @@ static struct {
 static __thread fuse_req_t cur_req;
 static __thread struct fuse_context cur_ctx;
 
-static void ll_enter(fuse_req_t req)
+void ll_enter(fuse_req_t req)
 {
 	const struct fuse_ctx *c = fuse_req_ctx(req);
 
@@ -91,7 +82,7 @@ static void ll_enter(fuse_req_t req)
 	cur_req = req;
 }
 
-static void ll_leave(void)
+void ll_leave(void)
 {
 	cur_req = NULL;
 }
@@ -497,14 +488,14 @@ static int get_path_common(fuse_ino_t id, const char *name, char **path,
 	return rc;
 }
 
-static int get_path(fuse_ino_t id, char **path)
+int ll_get_path(fuse_ino_t id, char **path)
 {
 	return get_path_common(id, NULL, path, NULL);
 }
 
 /* A removed node has no path: 0 with *path NULL (handlers then act on
  * the file handle). */
-static int get_path_nullok(fuse_ino_t id, char **path)
+int ll_get_path_nullok(fuse_ino_t id, char **path)
 {
 	int rc = get_path_common(id, NULL, path, NULL);
 
@@ -559,7 +550,7 @@ static void free_path_wrlock(fuse_ino_t id, struct node *wnode, char *path)
 	free(path);
 }
 
-static void free_path(fuse_ino_t id, char *path)
+void ll_free_path(fuse_ino_t id, char *path)
 {
 	free_path_wrlock(id, NULL, path);
 }
@@ -613,7 +604,7 @@ size_t ll_node_count(void)
 
 /* ---- replies ---- */
 
-static void reply_err(fuse_req_t req, int err)
+void ll_reply_err(fuse_req_t req, int err)
 {
 	ll_leave();
 	fuse_reply_err(req, -err);
@@ -727,7 +718,7 @@ static void ll_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 			e.entry_timeout = nt.conf.negative_timeout;
 			err = 0;
 		}
-		free_path(parent, path);
+		ll_free_path(parent, path);
 	}
 	if (dot) {
 		pthread_mutex_lock(&nt.lock);
@@ -769,13 +760,13 @@ static void ll_getattr(fuse_req_t req, fuse_ino_t ino,
 
 	memset(&st, 0, sizeof(st));
 	ll_enter(req);
-	err = fi ? get_path_nullok(ino, &path) : get_path(ino, &path);
+	err = fi ? ll_get_path_nullok(ino, &path) : ll_get_path(ino, &path);
 	if (!err) {
 		err = cfs_ops.getattr(path, &st, fi);
-		free_path(ino, path);
+		ll_free_path(ino, path);
 	}
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 		return;
 	}
 	pthread_mutex_lock(&nt.lock);
@@ -800,9 +791,9 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 
 	memset(&st, 0, sizeof(st));
 	ll_enter(req);
-	err = fi ? get_path_nullok(ino, &path) : get_path(ino, &path);
+	err = fi ? ll_get_path_nullok(ino, &path) : ll_get_path(ino, &path);
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 		return;
 	}
 	if (valid & FUSE_SET_ATTR_MODE)
@@ -832,9 +823,9 @@ static void ll_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr,
 	}
 	if (!err)
 		err = cfs_ops.getattr(path, &st, fi);
-	free_path(ino, path);
+	ll_free_path(ino, path);
 	if (err)
-		reply_err(req, err);
+		ll_reply_err(req, err);
 	else
 		reply_attr(req, ino, &st);
 }
@@ -846,13 +837,13 @@ static void ll_readlink(fuse_req_t req, fuse_ino_t ino)
 	int err;
 
 	ll_enter(req);
-	err = get_path(ino, &path);
+	err = ll_get_path(ino, &path);
 	if (!err) {
 		err = cfs_ops.readlink(path, link, sizeof(link));
-		free_path(ino, path);
+		ll_free_path(ino, path);
 	}
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 		return;
 	}
 	link[PATH_MAX] = '\0';
@@ -888,7 +879,7 @@ static void ll_mknod(fuse_req_t req, fuse_ino_t parent, const char *name,
 			if (!err)
 				err = lookup_path(parent, name, path, &e, NULL);
 		}
-		free_path(parent, path);
+		ll_free_path(parent, path);
 	}
 	reply_entry(req, &e, err);
 }
@@ -907,7 +898,7 @@ static void ll_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name,
 		err = cfs_ops.mkdir(path, mode);
 		if (!err)
 			err = lookup_path(parent, name, path, &e, NULL);
-		free_path(parent, path);
+		ll_free_path(parent, path);
 	}
 	reply_entry(req, &e, err);
 }
@@ -997,7 +988,7 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 		}
 		free_path_wrlock(parent, wnode, path);
 	}
-	reply_err(req, err);
+	ll_reply_err(req, err);
 }
 
 static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -1014,7 +1005,7 @@ static void ll_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
 			remove_node(parent, name);
 		free_path_wrlock(parent, wnode, path);
 	}
-	reply_err(req, err);
+	ll_reply_err(req, err);
 }
 
 static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
@@ -1031,7 +1022,7 @@ static void ll_symlink(fuse_req_t req, const char *link, fuse_ino_t parent,
 		err = cfs_ops.symlink(link, path);
 		if (!err)
 			err = lookup_path(parent, name, path, &e, NULL);
-		free_path(parent, path);
+		ll_free_path(parent, path);
 	}
 	reply_entry(req, &e, err);
 }
@@ -1061,7 +1052,7 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 		}
 		free_path2(olddir, newdir, w1, w2, oldpath, newpath);
 	}
-	reply_err(req, err);
+	ll_reply_err(req, err);
 }
 
 static void ll_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent,
@@ -1116,7 +1107,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 	ll_enter(req);
 	err = get_path_name(parent, name, &path);
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 		return;
 	}
 	err = cfs_ops.create(path, mode, fi);
@@ -1131,7 +1122,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 		}
 	}
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 	} else {
 		struct node *n;
 
@@ -1147,7 +1138,7 @@ static void ll_create(fuse_req_t req, fuse_ino_t parent, const char *name,
 			forget_node(e.ino, 1);
 		}
 	}
-	free_path(parent, path);
+	ll_free_path(parent, path);
 }
 
 static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -1156,11 +1147,11 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int err;
 
 	ll_enter(req);
-	err = get_path(ino, &path);
+	err = ll_get_path(ino, &path);
 	if (!err)
 		err = cfs_ops.open(path, fi);
 	if (err) {
-		reply_err(req, err);
+		ll_reply_err(req, err);
 	} else {
 		struct node *n;
 
@@ -1173,7 +1164,7 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 		if (fuse_reply_open(req, fi) == -ENOENT)
 			do_release(ino, path, fi);
 	}
-	free_path(ino, path);
+	ll_free_path(ino, path);
 }
 
 static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
@@ -1183,17 +1174,17 @@ static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 	int res;
 
 	ll_enter(req);
-	res = get_path_nullok(ino, &path);
+	res = ll_get_path_nullok(ino, &path);
 	if (res == 0) {
 		buf = malloc(size ? size : 1);
 		res = buf ? cfs_ops.read(path, buf, size, off, fi) : -ENOMEM;
-		free_path(ino, path);
+		ll_free_path(ino, path);
 	}
 	if (res >= 0) {
 		ll_leave();
 		fuse_reply_buf(req, buf, (size_t)res);
 	} else {
-		reply_err(req, res);
+		ll_reply_err(req, res);
 	}
 	free(buf);
 }
@@ -1205,16 +1196,16 @@ static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
 	int res;
 
 	ll_enter(req);
-	res = get_path_nullok(ino, &path);
+	res = ll_get_path_nullok(ino, &path);
 	if (res == 0) {
 		res = cfs_ops.write(path, buf, size, off, fi);
-		free_path(ino, path);
+		ll_free_path(ino, path);
 	}
 	if (res >= 0) {
 		ll_leave();
 		fuse_reply_write(req, (size_t)res);
 	} else {
-		reply_err(req, res);
+		ll_reply_err(req, res);
 	}
 }
 
@@ -1224,10 +1215,10 @@ static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	int err;
 
 	ll_enter(req);
-	get_path_nullok(ino, &path);
+	ll_get_path_nullok(ino, &path);
 	err = cfs_ops.flush(path, fi);
-	free_path(ino, path);
-	reply_err(req, err);
+	ll_free_path(ino, path);
+	ll_reply_err(req, err);
 }
 
 static void ll_release(fuse_req_t req, fuse_ino_t ino,
@@ -1237,15 +1228,15 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino,
 	int err = 0;
 
 	ll_enter(req);
-	get_path_nullok(ino, &path);
+	ll_get_path_nullok(ino, &path);
 	if (fi->flush) {
 		err = cfs_ops.flush(path, fi);
 		if (err == -ENOSYS)
 			err = 0;
 	}
 	do_release(ino, path, fi);
-	free_path(ino, path);
-	reply_err(req, err);
+	ll_free_path(ino, path);
+	ll_reply_err(req, err);
 }
 
 static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
@@ -1255,281 +1246,12 @@ static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
 	int err;
 
 	ll_enter(req);
-	err = get_path_nullok(ino, &path);
+	err = ll_get_path_nullok(ino, &path);
 	if (!err) {
 		err = cfs_ops.fsync(path, datasync, fi);
-		free_path(ino, path);
+		ll_free_path(ino, path);
 	}
-	reply_err(req, err);
-}
-
-/* ---- directories: read whole at offset 0, served from the handle ---- */
-
-static int dh_fill(void *buf, const char *name, const struct stat *st,
-		   off_t off, enum fuse_fill_dir_flags flags)
-{
-	struct ll_dh *dh = buf;
-
-	(void)off; /* every handler gives 0: entries are numbered here */
-	if ((flags & ~FUSE_FILL_DIR_PLUS) != 0) {
-		dh->error = -EIO;
-		return 1;
-	}
-	if (dh->n == dh->cap) {
-		size_t cap = dh->cap ? dh->cap * 2 : 64;
-		char **names = realloc(dh->names, cap * sizeof(*names));
-		struct stat *sts;
-
-		if (!names) {
-			dh->error = -ENOMEM;
-			return 1;
-		}
-		dh->names = names;
-		sts = realloc(dh->sts, cap * sizeof(*sts));
-		if (!sts) {
-			dh->error = -ENOMEM;
-			return 1;
-		}
-		dh->sts = sts;
-		dh->cap = cap;
-	}
-	dh->names[dh->n] = strdup(name);
-	if (!dh->names[dh->n]) {
-		dh->error = -ENOMEM;
-		return 1;
-	}
-	memset(&dh->sts[dh->n], 0, sizeof(dh->sts[dh->n]));
-	if (st)
-		dh->sts[dh->n].st_mode = st->st_mode;
-	dh->sts[dh->n].st_ino = FUSE_UNKNOWN_INO; /* use_ino 0 */
-	dh->n++;
-	dh->filled = 1;
-	return 0;
-}
-
-static void dh_clear(struct ll_dh *dh)
-{
-	size_t i;
-
-	for (i = 0; i < dh->n; i++)
-		free(dh->names[i]);
-	dh->n = 0;
-	dh->filled = 0;
-	dh->error = 0;
-}
-
-static void ll_opendir(fuse_req_t req, fuse_ino_t ino,
-		       struct fuse_file_info *fi)
-{
-	struct ll_dh *dh = calloc(1, sizeof(*dh));
-	char *path;
-	int err;
-
-	ll_enter(req);
-	if (!dh) {
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	pthread_mutex_init(&dh->lock, NULL);
-	fi->fh = (uintptr_t)dh;
-	/* No opendir handler: only the path is checked. */
-	err = get_path(ino, &path);
-	if (!err)
-		free_path(ino, path);
-	if (err) {
-		reply_err(req, err);
-	} else {
-		ll_leave();
-		if (fuse_reply_open(req, fi) != -ENOENT)
-			return;
-	}
-	pthread_mutex_destroy(&dh->lock);
-	free(dh);
-}
-
-static void readdir_common(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *llfi, int plus)
-{
-	struct ll_dh *dh = (struct ll_dh *)(uintptr_t)llfi->fh;
-	struct fuse_file_info fi;
-	char *buf, *path;
-	size_t len = 0;
-	off_t pos;
-	int err = 0;
-
-	ll_enter(req);
-	memset(&fi, 0, sizeof(fi)); /* no opendir handler: no fh */
-	pthread_mutex_lock(&dh->lock);
-	if (!off)
-		dh->filled = 0; /* rewinddir reads it again */
-	if (!dh->filled) {
-		err = get_path_nullok(ino, &path);
-		if (!err) {
-			dh_clear(dh);
-			err = cfs_ops.readdir(path, dh, dh_fill, off, &fi,
-					      plus ? FUSE_READDIR_PLUS : 0);
-			if (!err)
-				err = dh->error;
-			if (err)
-				dh->filled = 0;
-			free_path(ino, path);
-		}
-	}
-	if (err) {
-		pthread_mutex_unlock(&dh->lock);
-		reply_err(req, err);
-		return;
-	}
-	buf = malloc(size ? size : 1);
-	if (!buf) {
-		pthread_mutex_unlock(&dh->lock);
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	for (pos = off; dh->filled && pos >= 0 && (size_t)pos < dh->n; pos++) {
-		size_t one;
-
-		if (plus) {
-			struct fuse_entry_param e = {.ino = 0};
-
-			e.attr = dh->sts[pos];
-			one =
-			    fuse_add_direntry_plus(req, buf + len, size - len,
-						   dh->names[pos], &e, pos + 1);
-		} else {
-			one = fuse_add_direntry(req, buf + len, size - len,
-						dh->names[pos], &dh->sts[pos],
-						pos + 1);
-		}
-		if (len + one > size)
-			break;
-		len += one;
-	}
-	pthread_mutex_unlock(&dh->lock);
-	ll_leave();
-	fuse_reply_buf(req, buf, len);
-	free(buf);
-}
-
-static void ll_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		       struct fuse_file_info *fi)
-{
-	readdir_common(req, ino, size, off, fi, 0);
-}
-
-static void ll_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size,
-			   off_t off, struct fuse_file_info *fi)
-{
-	readdir_common(req, ino, size, off, fi, 1);
-}
-
-static void ll_releasedir(fuse_req_t req, fuse_ino_t ino,
-			  struct fuse_file_info *fi)
-{
-	struct ll_dh *dh = (struct ll_dh *)(uintptr_t)fi->fh;
-
-	(void)ino;
-	pthread_mutex_lock(&dh->lock);
-	dh_clear(dh);
-	pthread_mutex_unlock(&dh->lock);
-	pthread_mutex_destroy(&dh->lock);
-	free(dh->names);
-	free(dh->sts);
-	free(dh);
-	fuse_reply_err(req, 0);
-}
-
-static void ll_statfs(fuse_req_t req, fuse_ino_t ino)
-{
-	struct statvfs sv;
-	char *path = NULL;
-	int err = 0;
-
-	memset(&sv, 0, sizeof(sv));
-	ll_enter(req);
-	if (ino)
-		err = get_path(ino, &path);
-	if (!err) {
-		err = cfs_ops.statfs(path ? path : "/", &sv);
-		free_path(ino, path);
-	}
-	if (err) {
-		reply_err(req, err);
-		return;
-	}
-	ll_leave();
-	fuse_reply_statfs(req, &sv);
-}
-
-static void ll_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			const char *value, size_t size, int flags)
-{
-	char *path;
-	int err;
-
-	ll_enter(req);
-	err = get_path(ino, &path);
-	if (!err) {
-		err = cfs_ops.setxattr(path, name, value, size, flags);
-		free_path(ino, path);
-	}
-	reply_err(req, err);
-}
-
-/* getxattr (name) or listxattr (name NULL): the value, or its size when
- * size is 0 (libfuse's replies). */
-static void xattr_common(fuse_req_t req, fuse_ino_t ino, const char *name,
-			 size_t size)
-{
-	char *path, *value = NULL;
-	int res;
-
-	ll_enter(req);
-	if (size && !(value = malloc(size))) {
-		reply_err(req, -ENOMEM);
-		return;
-	}
-	res = get_path(ino, &path);
-	if (!res) {
-		res = name ? cfs_ops.getxattr(path, name, value, size)
-			   : cfs_ops.listxattr(path, value, size);
-		free_path(ino, path);
-	}
-	if (size && res > 0) {
-		ll_leave();
-		fuse_reply_buf(req, value, (size_t)res);
-	} else if (!size && res >= 0) {
-		ll_leave();
-		fuse_reply_xattr(req, (size_t)res);
-	} else {
-		reply_err(req, res);
-	}
-	free(value);
-}
-
-static void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name,
-			size_t size)
-{
-	xattr_common(req, ino, name, size);
-}
-
-static void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
-{
-	xattr_common(req, ino, NULL, size);
-}
-
-static void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
-{
-	char *path;
-	int err;
-
-	ll_enter(req);
-	err = get_path(ino, &path);
-	if (!err) {
-		err = cfs_ops.removexattr(path, name);
-		free_path(ino, path);
-	}
-	reply_err(req, err);
+	ll_reply_err(req, err);
 }
 
 const struct fuse_lowlevel_ops cfs_ll_ops = {
