@@ -527,6 +527,7 @@ static int get_path2(fuse_ino_t id1, const char *name1, fuse_ino_t id2,
 			rc = try_get_path(id2, name2, path2, wnode2, 1);
 			if (rc) {
 				unlock_path(id1, wnode1 ? *wnode1 : NULL, NULL);
+				pthread_cond_broadcast(&nt.cond);
 				free(*path1);
 				*path1 = NULL;
 			}
