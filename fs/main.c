@@ -549,8 +549,10 @@ int main(int argc, char *argv[])
 			goto out_setup;
 		se = fuse_session_new(&args, &cfs_ll_ops, sizeof(cfs_ll_ops),
 				      cfs);
-		if (!se)
+		if (!se) {
+			ll_free_all();
 			goto out_setup;
+		}
 		if (fuse_session_mount(se, fo.mountpoint) != 0)
 			goto out_fuse;
 	} else {
