@@ -589,10 +589,12 @@ int main(int argc, char *argv[])
 			 "a file replaced in the store meanwhile shows its new "
 			 "attributes once the kernel's cache times out");
 	log_info("mounted %s (reception bucket %s, storage bucket %s, FUSE "
-		 "connection %ld%s)",
+		 "connection %ld)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
-		 cfs->cfg.storage_bucket, conn_id,
-		 opts.lowlevel ? ", low-level API" : "");
+		 cfs->cfg.storage_bucket, conn_id);
+	if (opts.lowlevel)
+		log_info("served through libfuse's low-level API (-o lowlevel, "
+			 "experimental)");
 	/* READY=1 for systemd once the store answers too (notify.c). */
 	if (notify_start() != 0)
 		log_warn("cannot start the readiness thread: systemd is not "
