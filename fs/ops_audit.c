@@ -279,7 +279,7 @@ static char *au_stats_text(size_t *len, int *err)
 			ctr_get((enum ctr)i));
 	fprintf(f, "mount.started %lld\n", (long long)cfs->started);
 	if (ll_active()) /* -o lowlevel: the nodes the kernel holds (ll.h) */
-		fprintf(f, "mount.ll_nodes %zu\n", ll_node_count());
+		fprintf(f, "ll.nodes %zu\n", ll_node_count());
 	fprintf(f, "all.available %d\n", rc ? 0 : 1);
 	if (!rc)
 		fprintf(f,

@@ -19,7 +19,7 @@ FORGET_WAIT_S = 60  # forgets are sent by the kernel asynchronously: polled, nev
 def ll_nodes(m):
     for line in read(os.path.join(m.mnt, "audit", "stats")).decode().splitlines():
         key, _, val = line.partition(" ")
-        if key == "mount.ll_nodes":
+        if key == "ll.nodes":
             return int(val)
     return None
 
@@ -57,7 +57,7 @@ def test_every_node_is_forgotten_when_the_kernel_drops_it(mount_factory, uniq):
     for n in os.listdir(d):
         os.unlink(os.path.join(d, n))
     os.rmdir(d)
-    assert ll_nodes(m) is not None, "audit/stats has no mount.ll_nodes with -o lowlevel"
+    assert ll_nodes(m) is not None, "audit/stats has no ll.nodes with -o lowlevel"
 
     deadline = time.monotonic() + FORGET_WAIT_S
     while True:
