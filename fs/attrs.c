@@ -391,7 +391,7 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 					 struct db_attrs_may *may,
 					 int64_t *groups, size_t ngroups)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	gid_t list[256];
 	int n, i;
 
@@ -409,7 +409,7 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 	may->uid = ctx->uid;
 	groups[0] = ctx->gid;
 	may->ngroups = 1;
-	n = fuse_getgroups(256, list);
+	n = cfs_getgroups(256, list);
 	if (n < 0) {
 		/* Not readable (/proc): the groups the user database gives,
 		 * as the kernel's check had them (else a member's change the

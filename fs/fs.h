@@ -254,6 +254,15 @@ void cfs_actor(struct actor *a);
  * supplementary one)? */
 int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid);
 
+/* The caller of the request this thread serves (uid, gid, pid, umask), or
+ * NULL outside a request: libfuse's fuse_get_context() with the high-level
+ * API, the low-level request's fuse_req_ctx() with -o lowlevel (ll.c). */
+struct fuse_context *cfs_context(void);
+
+/* The supplementary groups of that caller, as fuse_getgroups(): their
+ * number (up to size in list), or -errno (-EINVAL outside a request). */
+int cfs_getgroups(int size, gid_t list[]);
+
 /* Has the mount been asked to stop more than [fs] stop_timeout seconds
  * ago (counted from the first call that saw the stop)? Work in flight is
  * finished; what has not started by then is not started (directory

@@ -184,7 +184,7 @@ static int anyone_holds(const char *path)
  * nobody left to commit. */
 int description_held_elsewhere(struct fhandle *h, struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	int pid = ctx ? (int)ctx->pid : 0, same, found;
 	char *path;
 

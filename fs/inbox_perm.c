@@ -17,7 +17,7 @@
 
 int privs_clear(const char *rel, int by_writer)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	struct attrov in = {0};
 	struct stat st;
 	mode_t kill = 0;
@@ -79,7 +79,7 @@ static int mode_permits(const struct stat *st, int owner, int in_group,
 
 int may_open(const struct stat *st, int acc)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	mode_t want = 0;
 	int owner;
 
@@ -119,7 +119,7 @@ int ofile_may_hold(struct ofile *of, int acc)
 
 int ofile_may_open(struct ofile *of, const char *rel, int acc)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	struct stat now;
 	int rc;
 
@@ -180,7 +180,7 @@ int may_replace(const char *rel, const struct stat *st, int acc)
 
 int inbox_may_remove(const char *rel, const struct stat *st)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	const char *slash = strrchr(rel, '/');
 	struct stat dir;
 	char *parent;

@@ -26,6 +26,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "ll.h"
 #include "log.h"
 
 #define INVAL_MAX 256 /* paths waiting; more are dropped */
@@ -61,7 +62,8 @@ static struct {
 	uint64_t queued; /* protected by lock: seq of the last queued */
 	uint64_t done;	 /* protected by lock: seq of the last notified */
 	pthread_t thread;
-	struct fuse *fuse;
+	struct fuse *fuse;	 /* NULL with the low-level API */
+	struct fuse_session *se; /* the session of either */
 	char *mountpoint; /* set by inval_start, read by the worker; kept */
 } inval = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
 
@@ -90,8 +92,17 @@ static int inval_entry_notify(const char *dir, const char *name)
 {
 	struct stat st;
 	char *full;
+	fuse_ino_t dino;
 	int rc;
 
+	if (ll_active()) {
+		/* Our own node ids: no stat through the mount. */
+		rc = ll_path_ino(dir, &dino);
+		if (rc == 0)
+			rc = fuse_lowlevel_notify_inval_entry(
+			    inval.se, dino, name, strlen(name));
+		return rc;
+	}
 	if (!inval.mountpoint)
 		return -ENOENT;
 	if (asprintf(&full, "%s%s", inval.mountpoint, dir) < 0)
@@ -102,8 +113,22 @@ static int inval_entry_notify(const char *dir, const char *name)
 		rc = -ENOTDIR;
 	if (rc == 0)
 		rc = fuse_lowlevel_notify_inval_entry(
-		    fuse_get_session(inval.fuse), (fuse_ino_t)st.st_ino, name,
-		    strlen(name));
+		    inval.se, (fuse_ino_t)st.st_ino, name, strlen(name));
+	return rc;
+}
+
+/* The kernel forgets the attributes and pages of fuse path: 0 or -errno
+ * (-ENOENT: no node for it). */
+static int inval_inode_notify(const char *path)
+{
+	fuse_ino_t ino;
+	int rc;
+
+	if (!ll_active())
+		return fuse_invalidate_path(inval.fuse, path);
+	rc = ll_path_ino(path, &ino);
+	if (rc == 0)
+		rc = fuse_lowlevel_notify_inval_inode(inval.se, ino, 0, 0);
 	return rc;
 }
 
@@ -130,7 +155,7 @@ static void *inval_main(void *arg)
 		if (q->name)
 			rc = inval_entry_notify(q->path, q->name);
 		else
-			rc = fuse_invalidate_path(inval.fuse, q->path);
+			rc = inval_inode_notify(q->path);
 		if (rc && rc != -ENOENT)
 			log_debug("kernel cache of %s%s%s not invalidated: %s",
 				  q->path, q->name ? " entry " : "",
@@ -148,12 +173,13 @@ static void *inval_main(void *arg)
 	return NULL;
 }
 
-int inval_start(struct fuse *f, const char *mountpoint)
+int inval_start(struct fuse *f, struct fuse_session *se, const char *mountpoint)
 {
 	int rc;
 
 	pthread_mutex_lock(&inval.lock);
 	inval.fuse = f;
+	inval.se = se;
 	free(inval.mountpoint);
 	inval.mountpoint = mountpoint ? strdup(mountpoint) : NULL;
 	inval.stop = 0;

@@ -9,12 +9,15 @@
 #define CUSTODYFS_INVAL_H
 
 struct fuse;
+struct fuse_session;
 
-/* Starts the worker for f (which must outlive inval_stop), mounted on
- * mountpoint (absolute; copied). Called once, before the FUSE loop. 0 or
- * -errno (the thread cannot start: nothing is invalidated then, the
- * kernel's caches time out by themselves). */
-int inval_start(struct fuse *f, const char *mountpoint);
+/* Starts the worker for f and its session se (which must outlive
+ * inval_stop; f NULL with the low-level API, ll.h: nodes are then found in
+ * ll.c's table), mounted on mountpoint (absolute; copied). Called once,
+ * before the FUSE loop. 0 or -errno (the thread cannot start: nothing is
+ * invalidated then, the kernel's caches time out by themselves). */
+int inval_start(struct fuse *f, struct fuse_session *se,
+		const char *mountpoint);
 
 /* Queues fuse path (e.g. "/inbox/a/b.txt") for invalidation. Any thread,
  * any lock held: never waits on the kernel. Copies path. A full queue, no

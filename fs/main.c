@@ -24,6 +24,7 @@
 #include "fuseinit.h"
 #include "inbox.h"
 #include "inval.h"
+#include "ll.h"
 #include "log.h"
 #include "monitor.h"
 #include "notify.h"
@@ -40,6 +41,7 @@ struct cfs_opts {
 	int n_nonopt;
 	int no_default_permissions; /* -o no_default_permissions */
 	char *loglevel;		    /* -o loglevel=, over [fs] log_level */
+	int lowlevel;		    /* -o lowlevel: libfuse's low-level API */
 };
 
 #define CFS_OPT(t, p, v)                                                       \
@@ -57,6 +59,7 @@ static const struct fuse_opt cfs_opt_spec[] = {
     CFS_OPT("--help", show_help, 1),
     CFS_OPT("-h", show_help, 1),
     CFS_OPT("no_default_permissions", no_default_permissions, 1),
+    CFS_OPT("lowlevel", lowlevel, 1),
     /* fstab-only options, meaningless to FUSE: dropped (mount(8) and
      * mount.fuse3 drop most of them first; mount.fuse3 run by hand or by
      * another tool passes them on). x-* options: cfs_opt_proc. */
@@ -128,6 +131,10 @@ static void usage(const char *prog)
 	       "by another\n"
 	       "                   than root (the owner may change the "
 	       "group to its own)\n"
+	       "  -o lowlevel      experimental: serve the mount through "
+	       "libfuse's low-level\n"
+	       "                   API (node ids of the daemon's own); "
+	       "behaves as without it\n"
 	       "  -V, --version    print the version\n"
 	       "  -h, --help       this text\n"
 	       "\n"
@@ -480,6 +487,7 @@ int main(int argc, char *argv[])
 	struct fuse_loop_config *lc = NULL;
 	struct cfs_opts opts = {0};
 	struct fuse *fuse = NULL;
+	struct fuse_session *se = NULL;
 	static struct cfs state;
 	int rc = 1, abandoned = 0, inval_stuck = 0;
 	long conn_id = -1;
@@ -540,11 +548,26 @@ int main(int argc, char *argv[])
 	if (cfs->perm_checks &&
 	    fuse_opt_add_arg(&args, "-odefault_permissions") == -1)
 		goto out_setup;
-	fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
-	if (!fuse)
-		goto out_setup;
-	if (fuse_mount(fuse, fo.mountpoint) != 0)
-		goto out_fuse;
+	if (opts.lowlevel) {
+		/* The low-level API over the same handlers (ll.h). */
+		if (ll_setup() != 0)
+			goto out_setup;
+		se = fuse_session_new(&args, &cfs_ll_ops, sizeof(cfs_ll_ops),
+				      cfs);
+		if (!se) {
+			ll_free_all();
+			goto out_setup;
+		}
+		if (fuse_session_mount(se, fo.mountpoint) != 0)
+			goto out_fuse;
+	} else {
+		fuse = fuse_new(&args, &cfs_ops, sizeof(cfs_ops), cfs);
+		if (!fuse)
+			goto out_setup;
+		se = fuse_get_session(fuse);
+		if (fuse_mount(fuse, fo.mountpoint) != 0)
+			goto out_fuse;
+	}
 	/* The kernel's connection, for a stop stuck in it (fuseinit.h): by
 	 * the device number of this mount's root, now, never by path. */
 	conn_id = fuseinit_conn_id(cfs->mountpoint);
@@ -552,7 +575,7 @@ int main(int argc, char *argv[])
 		log_warn("cannot tell the FUSE connection of %s: a stop stuck "
 			 "in the kernel cannot abort it",
 			 cfs->mountpoint);
-	if (fuseinit_install(fuse_get_session(fuse)) != 0)
+	if (fuseinit_install(se) != 0)
 		log_warn(
 		    "cannot wrap the FUSE device I/O: lookups and listings "
 		    "of one directory stay serialized");
@@ -562,11 +585,11 @@ int main(int argc, char *argv[])
 		log_error("cannot start worker threads");
 		goto out_unmount;
 	}
-	if (fuse_set_signal_handlers(fuse_get_session(fuse)) != 0)
+	if (fuse_set_signal_handlers(se) != 0)
 		goto out_unmount;
-	cfs->se = fuse_get_session(fuse);
+	cfs->se = se;
 	/* Handlers never notify the kernel themselves (inval.h). */
-	if (inval_start(fuse, cfs->mountpoint) != 0)
+	if (inval_start(fuse, se, cfs->mountpoint) != 0)
 		log_warn("cannot start the kernel cache invalidation thread: "
 			 "a file replaced in the store meanwhile shows its new "
 			 "attributes once the kernel's cache times out");
@@ -574,6 +597,9 @@ int main(int argc, char *argv[])
 		 "connection %ld)",
 		 fo.mountpoint, cfs->cfg.reception_bucket,
 		 cfs->cfg.storage_bucket, conn_id);
+	if (opts.lowlevel)
+		log_info("served through libfuse's low-level API (-o lowlevel, "
+			 "experimental)");
 	/* READY=1 for systemd once the store answers too (notify.c). */
 	if (notify_start() != 0)
 		log_warn("cannot start the readiness thread: systemd is not "
@@ -583,7 +609,7 @@ int main(int argc, char *argv[])
 		log_warn("cannot start the metrics thread: no metrics file "
 			 "and no STATUS= counters");
 	if (fo.singlethread) {
-		rc = fuse_loop(fuse);
+		rc = fuse ? fuse_loop(fuse) : fuse_session_loop(se);
 	} else {
 		lc = fuse_loop_cfg_create();
 		if (!lc)
@@ -592,7 +618,8 @@ int main(int argc, char *argv[])
 		fuse_loop_cfg_set_max_threads(lc,
 					      (unsigned)cfs->cfg.max_threads);
 		fuse_loop_cfg_set_idle_threads(lc, 4);
-		rc = fuse_loop_mt(fuse, lc);
+		rc = fuse ? fuse_loop_mt(fuse, lc)
+			  : fuse_session_loop_mt(se, lc);
 		fuse_loop_cfg_destroy(lc);
 	}
 	/* libfuse returns the number of the signal that ended the loop:
@@ -606,7 +633,7 @@ int main(int argc, char *argv[])
 out_signals:
 	cfs->se = NULL; /* no request runs any more */
 	notify_stopping();
-	fuse_remove_signal_handlers(fuse_get_session(fuse));
+	fuse_remove_signal_handlers(se);
 	/* Before the unmount: a notification still waiting on the kernel
 	 * then uses the session, which is never destroyed under it. */
 	inval_stuck = inval_stop(INVAL_STOP_WAIT_MS);
@@ -631,10 +658,20 @@ out_signals:
 			inval_abandon();
 	}
 out_unmount:
-	fuse_unmount(fuse);
+	if (fuse)
+		fuse_unmount(fuse);
+	else
+		fuse_session_unmount(se);
 out_fuse:
-	if (!inval_stuck)
+	if (!inval_stuck && fuse) {
 		fuse_destroy(fuse);
+	} else if (!inval_stuck) {
+		/* As fuse_destroy: hidden names unlinked, then the session
+		 * (its destroy handler), then the nodes. */
+		ll_unmounted();
+		fuse_session_destroy(se);
+		ll_free_all();
+	}
 out_setup:
 	abandoned = cfs_teardown() || inval_stuck;
 	free(cfs->mountpoint);

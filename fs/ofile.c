@@ -984,7 +984,7 @@ void ofile_hold_attrs(struct ofile *of, const struct stat *st)
 
 void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	uid_t by = ctx ? ctx->uid : (uid_t)-1; /* no request: nobody */
 	struct ofile *of;
 
@@ -1159,7 +1159,7 @@ int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
 /* Caller holds of->lock. */
 void ofile_note_writer(struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	struct ofile_writer_id *w;
 	gid_t list[OFILE_WRITER_GROUPS];
 	int i, n;
@@ -1177,7 +1177,7 @@ void ofile_note_writer(struct ofile *of)
 	w->uid = ctx->uid;
 	w->groups[0] = ctx->gid;
 	w->ngroups = 1;
-	n = fuse_getgroups(OFILE_WRITER_GROUPS, list);
+	n = cfs_getgroups(OFILE_WRITER_GROUPS, list);
 	for (i = 0; i < n && i < OFILE_WRITER_GROUPS &&
 		    w->ngroups < OFILE_WRITER_GROUPS;
 	     i++)
@@ -1228,7 +1228,7 @@ fail:
 
 void ofile_set_writer(struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 
 	if (!ctx)
 		return;

@@ -84,7 +84,7 @@ int cfs_caller_in_group(const struct fuse_context *ctx, gid_t gid)
 
 	if (ctx->gid == gid)
 		return 1;
-	n = fuse_getgroups(256, list);
+	n = cfs_getgroups(256, list);
 	for (i = 0; i < n && i < 256; i++)
 		if (list[i] == gid)
 			return 1;
@@ -99,7 +99,7 @@ static time_t actor_when;	    /* protected by actor_lock */
 
 void cfs_actor(struct actor *a)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 
 	cfs_actor_uid(a, ctx ? ctx->uid : getuid());
 }
@@ -566,7 +566,7 @@ static int cfs_rename(const char *from, const char *to, unsigned int flags)
 static int kernel_kill_priv(const struct stat *st, const struct attrov *in,
 			    unsigned what)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	mode_t old = st->st_mode & 07777, kill = 0;
 
 	if (what != ATTROV_MODE || !ctx || ctx->uid == 0 ||
@@ -591,7 +591,7 @@ static int kernel_kill_priv(const struct stat *st, const struct attrov *in,
 static int daemon_checks(const struct stat *st, const struct attrov *in,
 			 unsigned what, int explicit_times)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 
 	mode_t old = st->st_mode & 07777, bit;
 
@@ -707,7 +707,7 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 		 * chmod carries no handle: a descriptor the calling process
 		 * holds open for writing on this name (whoever opened it; a
 		 * handle of another process does not count). */
-		struct fuse_context *ctx = fuse_get_context();
+		struct fuse_context *ctx = cfs_context();
 
 		if ((h && h->writable) || (ctx && pid_writes(ctx->pid, rel)))
 			what |= ATTROV_OPENW;

@@ -30,6 +30,7 @@
 #include "db_export.h"
 #include "db_projects.h"
 #include "inval.h"
+#include "ll.h"
 #include "log.h"
 
 #define AUDIT_BY_PROJECT "by-project"
@@ -277,6 +278,8 @@ static char *au_stats_text(size_t *len, int *err)
 		fprintf(f, "mount.%s %" PRIu64 "\n", ctr_name((enum ctr)i),
 			ctr_get((enum ctr)i));
 	fprintf(f, "mount.started %lld\n", (long long)cfs->started);
+	if (ll_active()) /* -o lowlevel: the nodes the kernel holds (ll.h) */
+		fprintf(f, "ll.nodes %zu\n", ll_node_count());
 	fprintf(f, "all.available %d\n", rc ? 0 : 1);
 	if (!rc)
 		fprintf(f,

@@ -274,7 +274,7 @@ int direct_settle(struct fhandle *h, int rc)
  * the mount's. 0 or -EPERM. */
 static int direct_may_remove(const char *rel, const struct stat *st)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 
 	if (!ctx || ctx->uid == 0 || ctx->uid == st->st_uid ||
 	    ctx->uid == cfs->uid)

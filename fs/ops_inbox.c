@@ -64,7 +64,7 @@ static void dentry_stat(const struct dentry *e, struct stat *st)
 static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
 			 int is_dir)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	const char *slash = strrchr(rel, '/');
 	struct stat pst;
 	char *parent;
@@ -392,7 +392,7 @@ static struct fhandle *all_handles;
 
 static struct fhandle *fh_new(struct ofile *of)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	struct fhandle *h = calloc(1, sizeof(*h));
 
 	if (!h)
@@ -1312,7 +1312,7 @@ static pthread_mutex_t kill_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int kill_privs(struct fhandle *h)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	struct ofile *of = h->of;
 	struct stat st;
 	char *rel = NULL;

@@ -28,7 +28,7 @@
  * system call), so the caller keeps the unlink behaviour. */
 static int caller_in_rename(void)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	char path[64], line[64], *end;
 	long nr;
 	FILE *f;

@@ -271,13 +271,13 @@ static void pj_registry_changed(void)
  * (primary or supplementary group of the calling thread). 0 or -EACCES. */
 static int pj_may_administer(const char *what, const char *prefix)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 	gid_t groups[256];
 	int n, i;
 
 	if (!pj_group_set || !ctx || ctx->uid == 0 || ctx->gid == pj_group)
 		return 0;
-	n = fuse_getgroups((int)(sizeof(groups) / sizeof(groups[0])), groups);
+	n = cfs_getgroups((int)(sizeof(groups) / sizeof(groups[0])), groups);
 	for (i = 0; i < n && i < (int)(sizeof(groups) / sizeof(groups[0])); i++)
 		if (groups[i] == pj_group)
 			return 0;

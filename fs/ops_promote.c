@@ -94,7 +94,7 @@ struct promoter {
 
 static void promoter_get(struct promoter *w)
 {
-	struct fuse_context *ctx = fuse_get_context();
+	struct fuse_context *ctx = cfs_context();
 
 	memset(w, 0, sizeof(*w));
 	w->check = cfs->perm_checks && ctx && ctx->uid != 0;
@@ -102,7 +102,7 @@ static void promoter_get(struct promoter *w)
 		return;
 	w->uid = ctx->uid;
 	w->gid = ctx->gid;
-	w->n = fuse_getgroups(256, w->groups);
+	w->n = cfs_getgroups(256, w->groups);
 	if (w->n < 0 || w->n > 256)
 		w->n = 0;
 }

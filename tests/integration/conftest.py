@@ -76,6 +76,7 @@ left down is restarted silently, so no test needs a finally: for that. Teardown 
 Environment
   CUSTODYFS_S3_BACKEND   s3rver | swift             (default s3rver)
   CUSTODYFS_BIN          daemon binary              (default build/fs/custodyfs)
+  CUSTODYFS_LOWLEVEL     1: mount with -o lowlevel  (libfuse's low-level API, fs/ll.c)
   CUSTODYFS_KEEP_TMP=1   keep the session temp dir (logs, data) after the run (it is kept
                          anyway when a test failed)
   CUSTODYFS_TEST_TMP     parent of the session temp dir (default /tmp; must be reachable
@@ -117,6 +118,8 @@ SERVERS = REPO / "tests" / "servers"
 sys.path.insert(0, str(SERVERS))
 import free_port as _free_port_script  # noqa: E402  (tests/servers/free_port.py)
 BIN = os.environ.get("CUSTODYFS_BIN") or str(REPO / "build" / "fs" / "custodyfs")
+# CUSTODYFS_LOWLEVEL=1: every mount adds -o lowlevel (libfuse's low-level API, fs/ll.c)
+LOWLEVEL = os.environ.get("CUSTODYFS_LOWLEVEL") == "1"
 BACKEND = os.environ.get("CUSTODYFS_S3_BACKEND", "s3rver")
 KEEP_TMP = os.environ.get("CUSTODYFS_KEEP_TMP") == "1"
 MOUNT_TIMEOUT = float(os.environ.get("CUSTODYFS_MOUNT_TIMEOUT", "30"))
@@ -619,6 +622,8 @@ class Mount:
         if _mountinfo_has(self.mnt):  # a leftover (crash): clear it
             run(["fusermount3", "-uz", self.mnt], timeout=15, check=False)
         o = f"config={self.config}" + (f",{self.opts}" if self.opts else "")
+        if LOWLEVEL:  # the daemon on libfuse's low-level API (fs/ll.c)
+            o += ",lowlevel"
         argv = [*self.wrapper, BIN, "-f", "-o", o, self.mnt]
         self._log_note("mount " + " ".join(argv))
         self.expected_death = False

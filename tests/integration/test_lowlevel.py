@@ -1,0 +1,82 @@
+"""-o lowlevel (fs/ll.c, doc/reviews/design-lowlevel.md step 1): the daemon on libfuse's
+low-level API keeps a node table of its own. What the rest of the suite cannot see:
+
+- every node the kernel looked up is forgotten once the kernel lets go of it: after a
+  workload (files written, read, renamed over while open, unlinked while open, a directory
+  made and removed) and the kernel's dentry and inode caches dropped, the table holds only
+  the root and the two nodes that reading audit/stats itself looks up (audit, stats);
+- the mount says it runs on the low-level API, and the default mount does not.
+
+The behaviour of every operation is the rest of the suite's, run with CUSTODYFS_LOWLEVEL=1."""
+import os
+import time
+
+from checks import read, write
+
+FORGET_WAIT_S = 60  # forgets are sent by the kernel asynchronously: polled, never timed
+
+
+def ll_nodes(m):
+    for line in read(os.path.join(m.mnt, "audit", "stats")).decode().splitlines():
+        key, _, val = line.partition(" ")
+        if key == "ll.nodes":
+            return int(val)
+    return None
+
+
+def drop_kernel_caches():
+    os.sync()
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("2\n")  # dentries and inodes: the kernel sends FORGET for ours
+
+
+def test_every_node_is_forgotten_when_the_kernel_drops_it(mount_factory, uniq):
+    m = mount_factory(opts="lowlevel")
+    d = os.path.join(m.inbox, f"ll-{uniq}")
+    os.mkdir(d)
+    for i in range(20):
+        write(os.path.join(d, f"f{i}.txt"), b"x" * (i + 1))
+    for i in range(20):
+        assert read(os.path.join(d, f"f{i}.txt")) == b"x" * (i + 1)
+    assert sorted(os.listdir(d)) == sorted(f"f{i}.txt" for i in range(20))
+    # an open file renamed over, and one unlinked, while open (hidden names)
+    over = os.path.join(d, "f1.txt")
+    fd = os.open(over, os.O_RDONLY)
+    try:
+        os.rename(os.path.join(d, "f2.txt"), over)
+        assert os.pread(fd, 100, 0) == b"x" * 2
+    finally:
+        os.close(fd)
+    fd = os.open(os.path.join(d, "f3.txt"), os.O_RDWR)
+    try:
+        os.unlink(os.path.join(d, "f3.txt"))
+        assert os.fstat(fd).st_nlink == 0
+        assert not [n for n in os.listdir(d) if n.startswith(".fuse_hidden")]
+    finally:
+        os.close(fd)
+    for n in os.listdir(d):
+        os.unlink(os.path.join(d, n))
+    os.rmdir(d)
+    assert ll_nodes(m) is not None, "audit/stats has no ll.nodes with -o lowlevel"
+
+    deadline = time.monotonic() + FORGET_WAIT_S
+    while True:
+        drop_kernel_caches()
+        n = ll_nodes(m)
+        if n == 3:  # the root, audit, stats
+            break
+        assert time.monotonic() < deadline, f"{n} nodes left after the kernel dropped its caches"
+        time.sleep(0.5)
+    m.unmount()
+    log = open(m.log_path, encoding="utf-8", errors="replace").read()
+    assert "low-level API" in log
+    assert "not known" not in log, "a FORGET for a node the table did not hold"
+
+
+def test_default_mount_is_the_high_level_api(mount_factory):
+    if os.environ.get("CUSTODYFS_LOWLEVEL") == "1":
+        return  # every mount is low-level in this run
+    m = mount_factory()
+    assert ll_nodes(m) is None
+    m.unmount()
+    assert "low-level API" not in open(m.log_path, encoding="utf-8", errors="replace").read()
