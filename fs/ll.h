@@ -37,7 +37,7 @@ size_t ll_node_count(void);
 /* Called by main() once the session is unmounted, before
  * fuse_session_destroy: unlinks the hidden names of files still open (as
  * libfuse's fuse_destroy), then logs the nodes the kernel did not forget
- * (a warning when told to expect none: CUSTODYFS_LL_EXPECT_FORGOTTEN=1). */
+ * (at info level: the kernel sends no FORGET at unmount). */
 void ll_unmounted(void);
 
 /* Frees the node table, after fuse_session_destroy. */
