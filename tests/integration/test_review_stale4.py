@@ -17,9 +17,11 @@ from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
 
 
-def _two(mount_factory, uniq, mode=0o777):
+def _two(mount_factory, uniq, mode=0o777, b_config=FOREIGN):
+    """Mounts a and b (b with b_config) on one stack, both allow_other, and inbox/uniq with
+    mode; returns (a, b, pa, pb), pa/pb giving a name's path under it on each."""
     a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    b = mount_factory(config=b_config, reset=False, opts="allow_other", name="b")
     for m in (a, b):
         open_to_others(m)
     d = a.path("inbox", uniq)
@@ -74,18 +76,17 @@ def test_rename_over_a_name_open_here_keeps_another_mounts_new_file(mount_factor
         [(5, False), (8, True)]
 
 
+def copy_500(method, path, headers):
+    """FaultProxy rule: every server-side copy fails (500)."""
+    return ("status", 500, INTERNAL) if method == "PUT" and "x-amz-copy-source" in headers \
+        else None
+
+
 def _proxied(stack, mount_factory, uniq):
     """a direct, b through a proxy (the rename's copy fails there at will)."""
     px = FaultProxy(stack.endpoint)
-    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-    b = mount_factory(config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]},
-                      reset=False, opts="allow_other", name="b")
-    for m in (a, b):
-        open_to_others(m)
-    os.mkdir(a.path("inbox", uniq))
-    os.chmod(a.path("inbox", uniq), 0o777)
-    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    a, b, pa, pb = _two(mount_factory, uniq,
+                        b_config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]})
     return px, a, b, pa, pb
 
 
@@ -187,9 +188,7 @@ def test_failed_rename_over_a_hidden_target_keeps_the_row_of_a_file_stored_meanw
                            f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
                            f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok", "ok"]
             b_row = attrs_row(a, ky)
-            px.rule = lambda method, path, headers: \
-                ("status", 500, INTERNAL) if method == "PUT" and \
-                "x-amz-copy-source" in headers else None
+            px.rule = copy_500
             px.release.set()
             t.join(120)
         finally:

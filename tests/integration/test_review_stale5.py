@@ -11,17 +11,10 @@ import time
 
 import pytest
 
-from faultproxy import INTERNAL
 from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
 from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
-from test_review_stale4 import _proxied, _rename_with_copy_held
-
-def copy_500(method, path, headers):
-    """FaultProxy rule: every server-side copy fails (500)."""
-    return ("status", 500, INTERNAL) if method == "PUT" and "x-amz-copy-source" in headers \
-        else None
-
+from test_review_stale4 import _proxied, _rename_with_copy_held, _two, copy_500
 
 def test_failed_rename_of_an_identical_file_over_a_hidden_target_keeps_the_targets_row(
         stack, mount_factory, uniq):
@@ -68,14 +61,7 @@ def test_failed_rename_of_a_name_another_mount_claims_leaves_no_claim_at_the_tar
     fails (x is gone). Nothing moved: y.txt must have no row. On w/k restore keeps the copy, a
     live claim of B's: a phantom 'new file of another mount' at y.txt (creates and renames
     there refused on other mounts for the lease: A's create of y.txt on b fails)."""
-    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
-    for m in (a, b):
-        open_to_others(m)
-    os.mkdir(a.path("inbox", uniq))
-    os.chmod(a.path("inbox", uniq), 0o777)
-    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    a, b, pa, pb = _two(mount_factory, uniq)
     ky = f"{uniq}/y.txt"
     assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A OLD')") == ["ok"]
     b.wait_until(lambda: os.path.exists(pb("x.txt")), timeout=40, what="b lists x")
@@ -122,9 +108,7 @@ def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
             st = os.stat(pc)
             seen = (st.st_uid, stat.S_IMODE(st.st_mode))
             read = as_user(C, f"open({pc!r}).read()")
-            px.rule = lambda method, path, headers: \
-                ("status", 500, INTERNAL) if method == "PUT" and \
-                "x-amz-copy-source" in headers else None
+            px.rule = copy_500
             px.release.set()
             t.join(120)
         finally:
@@ -251,14 +235,7 @@ def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
     (ENOTEMPTY or EBUSY: d2 holds another mount's new file), or else nothing of either file
     is lost and each keeps its owner. On w/k the rmdir of d2 drops B's claim (logged 'drop'),
     A's f lands at d2/f, and one close silently replaces the other's file."""
-    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
-    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
-    for m in (a, b):
-        open_to_others(m)
-    os.mkdir(a.path("inbox", uniq))
-    os.chmod(a.path("inbox", uniq), 0o777)
-    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
-    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    a, b, pa, pb = _two(mount_factory, uniq)
     kf = f"{uniq}/d2/f"
     assert as_user(A, f"os.mkdir({pa('d1')!r})", f"os.mkdir({pa('d2')!r})",
                    f"os.chmod({pa('d2')!r}, 0o777)",
