@@ -139,6 +139,14 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
 		       const char *to, const struct actor *who);
 
+/* A file open on this mount is hidden (hidden: its ".fuse_hidden..." name)
+ * while a rename replaces key: key's row, unless another mount's live
+ * claim, is copied to hidden without a claim (logged 'create', from_key
+ * key), and key keeps its own: every mount shows key's object with it
+ * until the rename's copy replaces it (review-k L3, L5). 0 or -errno. */
+int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
+			 const char *hidden, const struct actor *who);
+
 /* One key of a rename, before its object moves: to's row becomes a copy of
  * from's (with its claim, if any; to's own goes; none when from has
  * none), from's stays until the

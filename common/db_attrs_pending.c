@@ -456,6 +456,54 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 	return attrs_copy(d, &c, replaced, had, pending, copied);
 }
 
+/* clang-format off */
+/* Who ($1..$4), $5 bucket, $6 key, $7 its hidden name, $8 this process's
+ * claimer: key's row, unless it is another mount's live claim, is copied
+ * to the hidden name without its claim (logged 'create', from_key key). */
+static const char db_sql_attrs_copy_hidden[] =
+	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, etag, NULL, NULL FROM file_attrs f"
+	" WHERE bucket = $5::text AND object_key = $6::text"
+	" AND NOT " OTHERS_LIVE("$8")
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* clang-format on */
+
+static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	struct who_params w;
+	const char *p[8];
+
+	attrs_who_fill(m->who, &w, p);
+	p[4] = m->bucket;
+	p[5] = m->from;
+	p[6] = m->to;
+	p[7] = x->d->claimer;
+	return pg_exec(x, db_sql_attrs_copy_hidden, 8, p, NULL);
+}
+
+int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
+			 const char *hidden, const struct actor *who)
+{
+	struct attrs_move_args m = {
+	    .bucket = bucket, .from = key, .to = hidden, .who = who};
+
+	if (!d || !bucket || !key || !hidden)
+		return -EINVAL;
+	return db_run(d, "copy file attributes to a hidden name", 1, 1,
+		      pg_attrs_copy_hidden, &m);
+}
+
 int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
 {
 	const char *p[2] = {bucket, to};

@@ -1025,6 +1025,23 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
+void attrov_copy_hidden(const char *name, const char *hidden)
+{
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_copy_hidden(cfs->db, cfs->cfg.reception_bucket, name,
+				  hidden, &who);
+	if (rc)
+		log_error("attributes of inbox/%s not copied to its hidden name "
+			  "%s: %s",
+			  name, hidden, strerror(-rc));
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(hidden);
+	pthread_mutex_unlock(&cfs->lock);
+}
+
 void attrov_move_back(const char *hidden, const char *name)
 {
 	struct actor who;

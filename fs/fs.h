@@ -557,6 +557,10 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * database's state. */
 void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		 const char *old);
+/* A rename hides name (open here) as hidden: name's attributes are copied
+ * there (db_attrs_copy_hidden); name keeps its own until the rename
+ * replaces them. A database failure is logged. */
+void attrov_copy_hidden(const char *name, const char *hidden);
 /* A rename that hid its target failed: the attributes the hidden name took
  * go back to name, unless name has a row again (a newer file's, or the
  * copy that landed), which stays (db_attrs_move_back). A database failure

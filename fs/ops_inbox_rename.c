@@ -92,9 +92,8 @@ static void pending_finish(int ok)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 	}
-	if (!ok)
-		attrov_move_back(hidden_for_rename.hidden,
-				 hidden_for_rename.name);
+	if (!ok) /* the name kept its row: the hidden copy goes */
+		attrov_drop(hidden_for_rename.hidden, 0);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -219,7 +218,10 @@ static int hide_for_rename(const char *from, const char *to)
 	}
 	if (!hidden_for_rename.of)
 		ofile_put(of);
-	attrov_move(from, to, 0, NULL, NULL);
+	/* The name keeps its row until the rename's outcome (review-k L3:
+	 * other mounts show the target with it meanwhile; L5: a crash
+	 * leaves it there); the hidden name gets a copy. */
+	attrov_copy_hidden(from, to);
 	return 0;
 fail:
 	free(hidden_for_rename.name);
