@@ -131,14 +131,6 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree, const char *etag, const char *old,
 		  const struct actor *who);
 
-/* A rename that hid its target (from: the hidden name) failed: from's
- * row goes back to `to`, unless `to` has a row again (a newer file's,
- * stored or claimed there since, or the copy that landed): that one stays
- * and from's, an older object's, goes (logged 'drop'). One transaction.
- * 0 or -errno. */
-int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
-		       const char *to, const struct actor *who);
-
 /* A file open on this mount is hidden (hidden: its ".fuse_hidden..." name)
  * while a rename replaces key: key's row, unless another mount's live
  * claim, is copied to hidden without a claim (logged 'create', from_key
@@ -146,6 +138,24 @@ int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
  * until the rename's copy replaces it (review-k L3, L5). 0 or -errno. */
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 			 const char *hidden, const struct actor *who);
+
+/* The rows db_attrs_copy_hidden made are tagged with the claimer of the
+ * process that made them (db_set_claimer, "host:pid:start" + "!hidden"),
+ * and go with that process's hidden files. One that died (a crash) left
+ * them: *owners (malloc'd, NULL-terminated; free with db_attrs_strv_free)
+ * gets the tags of host's processes with rows left in bucket, for the
+ * caller to tell the dead ones. 0 or -errno (*owners NULL). */
+int db_attrs_hidden_owners(struct db *d, const char *bucket, const char *host,
+			   char ***owners);
+
+/* Drops every row in bucket tagged `owner` (one of db_attrs_hidden_owners'
+ * answers: a dead process's hidden rows), each logged 'drop' with who.
+ * -EINVAL for anything that is not such a tag. 0 or -errno. */
+int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *owner,
+			 const struct actor *who);
+
+/* Frees a NULL-terminated array of strings and its strings (NULL: nothing). */
+void db_attrs_strv_free(char **v);
 
 /* One key of a rename, before its object moves: to's row becomes a copy of
  * from's (with its claim, if any; to's own goes; none when from has

@@ -459,21 +459,24 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 /* clang-format off */
 /* Who ($1..$4), $5 bucket, $6 key, $7 its hidden name, $8 this process's
  * claimer: key's row, unless it is another mount's live claim, is copied
- * to the hidden name without its claim (logged 'create', from_key key). */
+ * to the hidden name without its claim, tagged with the claimer and
+ * HIDDEN_TAG instead (never a claim: no claim_until), so that what a crash
+ * leaves there is found (db_attrs_hidden_owners); logged 'create',
+ * from_key key. */
 static const char db_sql_attrs_copy_hidden[] =
 	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
 	" claim_until)"
 	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
-	" updated_by, etag, NULL, NULL FROM file_attrs f"
+	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM file_attrs f"
 	" WHERE bucket = $5::text AND object_key = $6::text"
 	" AND NOT " OTHERS_LIVE("$8")
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
-	" etag = excluded.etag, claimed_by = NULL, claim_until = NULL"
-	" RETURNING *) "
+	" etag = excluded.etag, claimed_by = excluded.claimed_by,"
+	" claim_until = NULL RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
 /* clang-format on */
@@ -502,6 +505,115 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 		return -EINVAL;
 	return db_run(d, "copy file attributes to a hidden name", 1, 1,
 		      pg_attrs_copy_hidden, &m);
+}
+
+/* clang-format off */
+/* $1 bucket, $2 host: the claimers (tagged) that left hidden rows. */
+static const char db_sql_attrs_hidden_owners[] =
+	"SELECT DISTINCT claimed_by FROM file_attrs WHERE bucket = $1::text"
+	" AND claim_until IS NULL AND right(claimed_by, length('" HIDDEN_TAG
+	"')) = '" HIDDEN_TAG "'"
+	" AND left(claimed_by, length($2::text) + 1) = $2::text || ':'"
+	" ORDER BY claimed_by";
+/* Who ($1..$4), $5 bucket, $6 a tagged claimer: its hidden rows go. */
+static const char db_sql_attrs_drop_hidden[] =
+	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
+	" AND claim_until IS NULL AND claimed_by = $6::text RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+/* clang-format on */
+
+struct hidden_owners_args {
+	const char *bucket, *host;
+	char **owners; /* output (malloc'd, NULL-terminated) */
+};
+
+static int pg_attrs_hidden_owners(struct pg_ctx *x, void *arg)
+{
+	struct hidden_owners_args *h = arg;
+	const char *p[2] = {h->bucket, h->host};
+	PGresult *res = NULL;
+	int i, n, rc;
+
+	rc = pg_exec(x, db_sql_attrs_hidden_owners, 2, p, &res);
+	if (rc)
+		return rc;
+	n = PQntuples(res);
+	h->owners = calloc((size_t)n + 1, sizeof(*h->owners));
+	if (!h->owners) {
+		PQclear(res);
+		return -ENOMEM;
+	}
+	for (i = 0; i < n; i++) {
+		h->owners[i] = strdup(PQgetvalue(res, i, 0));
+		if (!h->owners[i]) {
+			PQclear(res);
+			db_attrs_strv_free(h->owners);
+			h->owners = NULL;
+			return -ENOMEM;
+		}
+	}
+	PQclear(res);
+	return 0;
+}
+
+int db_attrs_hidden_owners(struct db *d, const char *bucket, const char *host,
+			   char ***owners)
+{
+	struct hidden_owners_args h = {.bucket = bucket, .host = host};
+	int rc;
+
+	if (!d || !bucket || !host || !owners)
+		return -EINVAL;
+	*owners = NULL;
+	rc = db_run(d, "hidden file attributes' owners", 0, 0,
+		    pg_attrs_hidden_owners, &h);
+	if (rc == 0)
+		*owners = h.owners;
+	else
+		db_attrs_strv_free(h.owners);
+	return rc;
+}
+
+struct drop_hidden_args {
+	const char *bucket, *owner;
+	const struct actor *who;
+};
+
+static int pg_attrs_drop_hidden(struct pg_ctx *x, void *arg)
+{
+	struct drop_hidden_args *h = arg;
+	struct who_params w;
+	const char *p[6];
+
+	attrs_who_fill(h->who, &w, p);
+	p[4] = h->bucket;
+	p[5] = h->owner;
+	return pg_exec(x, db_sql_attrs_drop_hidden, 6, p, NULL);
+}
+
+int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *owner,
+			 const struct actor *who)
+{
+	struct drop_hidden_args h = {
+	    .bucket = bucket, .owner = owner, .who = who};
+	size_t ol = owner ? strlen(owner) : 0, tl = strlen(HIDDEN_TAG);
+
+	if (!d || !bucket || ol <= tl || strcmp(owner + ol - tl, HIDDEN_TAG))
+		return -EINVAL;
+	return db_run(d, "drop hidden file attributes", 1, 0,
+		      pg_attrs_drop_hidden, &h);
+}
+
+void db_attrs_strv_free(char **v)
+{
+	size_t i;
+
+	if (!v)
+		return;
+	for (i = 0; v[i]; i++)
+		free(v[i]);
+	free(v);
 }
 
 int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
@@ -675,35 +787,6 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
-}
-static int pg_attrs_move_back(struct pg_ctx *x, void *arg)
-{
-	struct attrs_move_args *m = arg;
-	const char *p[3] = {m->bucket, m->to, x->d->claimer};
-	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res), newer;
-
-	newer = rc == 0 && PQntuples(res) == 1;
-	PQclear(res);
-	if (rc)
-		return rc;
-	if (newer) /* a newer file's: from's row is an older object's */
-		return pg_attrs_drop_one(x, m->bucket, m->from, 0, 0, m->who);
-	return pg_attrs_move_run(x, m);
-}
-
-int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
-		       const char *to, const struct actor *who)
-{
-	struct attrs_move_args m = {
-	    .bucket = bucket, .from = from, .to = to, .who = who};
-
-	if (!d || !bucket || !from || !to)
-		return -EINVAL;
-	if (!strcmp(from, to))
-		return 0;
-	return db_run(d, "move file attributes back", 1, 1, pg_attrs_move_back,
-		      &m);
 }
 
 struct attrs_publish_args {

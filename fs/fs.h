@@ -561,11 +561,10 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
  * there (db_attrs_copy_hidden); name keeps its own until the rename
  * replaces them. A database failure is logged. */
 void attrov_copy_hidden(const char *name, const char *hidden);
-/* A rename that hid its target failed: the attributes the hidden name took
- * go back to name, unless name has a row again (a newer file's, or the
- * copy that landed), which stays (db_attrs_move_back). A database failure
- * is logged; the cache shows the database's state. */
-void attrov_move_back(const char *hidden, const char *name);
+/* At start, after db_set_claimer: drops the rows attrov_copy_hidden's of
+ * this host's processes that died left (db_attrs_hidden_owners), each
+ * logged. Failures are logged. */
+void attrov_sweep_hidden(void);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {

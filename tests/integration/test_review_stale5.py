@@ -83,7 +83,6 @@ def test_failed_rename_of_a_name_another_mount_claims_leaves_no_claim_at_the_tar
 C = 2003
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L3 (High, older): while a rename over a target held open here runs, the target's row sits at the hidden name and other mounts show the stored target with the defaults. Open: the hide should copy, not move, the row.")
 def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
         stack, mount_factory, uniq):
     """L3 (older: hide_for_rename moves the target's row before the outcome; not closed by
@@ -176,7 +175,6 @@ def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_mean
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L5 (High, older): a crash during a rename over a target held open here leaves the target's row at the hidden name for good, and the target with the source's row. Open: as L3.")
 def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
         stack, mount_factory, uniq):
     """L5 (older, L3's window made permanent): as L3, b's daemon is killed while the rename's
