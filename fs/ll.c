@@ -956,19 +956,54 @@ static char *hidden_name(fuse_ino_t dir, const char *oldname, char *newname,
 	return newpath;
 }
 
-static int hide_node(const char *oldpath, fuse_ino_t dir, const char *oldname)
+/* An open file's name goes to a hidden name (fuse.c's hide_node): the
+ * daemon's rename, then the node's. hidden (may be NULL): the hidden name
+ * (malloc'd path; the caller frees it) when both were renamed. 0 or
+ * -errno. */
+static int hide_node(const char *oldpath, fuse_ino_t dir, const char *oldname,
+		     char *newname, size_t size, char **hidden)
 {
-	char newname[64], *newpath;
+	char *newpath;
 	int err = -EBUSY;
 
-	newpath = hidden_name(dir, oldname, newname, sizeof(newname));
+	newpath = hidden_name(dir, oldname, newname, size);
 	if (newpath) {
 		err = cfs_ops.rename(oldpath, newpath, 0);
 		if (!err)
 			err = rename_node(dir, oldname, dir, newname, 1);
+		if (!err && hidden) {
+			*hidden = newpath;
+			newpath = NULL;
+		}
 		free(newpath);
 	}
 	return err;
+}
+
+/* A rename that hid its open target (hide_node: hname, at hpath) failed.
+ * The daemon leaves a failed rename's target as it was (inbox_rename): a
+ * writer's open file gets its name back, read-only handles keep reading
+ * the copy made for them under the hidden name, which goes with their
+ * last handle. Unless the name is gone while the hidden one stays, the
+ * node goes back to `name`, no longer hidden, so that fstat and the path
+ * operations of its handles see the file the name still has, and its last
+ * release unlinks nothing (review-ll M2). */
+static void unhide_node(fuse_ino_t dir, const char *name, const char *path,
+			const char *hname, const char *hpath)
+{
+	struct stat st;
+	struct node *n;
+
+	if (cfs_ops.getattr(hpath, &st, NULL) == 0 &&
+	    cfs_ops.getattr(path, &st, NULL) != 0)
+		return; /* only the hidden name holds it: stays hidden */
+	if (rename_node(dir, hname, dir, name, 0) != 0)
+		return;
+	pthread_mutex_lock(&nt.lock);
+	n = lookup_node(dir, name);
+	if (n)
+		n->hidden = 0;
+	pthread_mutex_unlock(&nt.lock);
 }
 
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -981,7 +1016,10 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	err = get_path_wrlock(parent, name, &path, &wnode);
 	if (!err) {
 		if (is_open(parent, name)) {
-			err = hide_node(path, parent, name);
+			char hname[64];
+
+			err = hide_node(path, parent, name, hname,
+					sizeof(hname), NULL);
 		} else {
 			err = cfs_ops.unlink(path);
 			if (!err)
@@ -1033,7 +1071,7 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 		      unsigned int flags)
 {
 	struct node *w1 = NULL, *w2 = NULL;
-	char *oldpath = NULL, *newpath = NULL;
+	char *oldpath = NULL, *newpath = NULL, *hpath = NULL, hname[64];
 	int err;
 
 	ll_enter(req);
@@ -1041,7 +1079,8 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 			&w1, &w2);
 	if (!err) {
 		if (!(flags & RENAME_EXCHANGE) && is_open(newdir, newname))
-			err = hide_node(newpath, newdir, newname);
+			err = hide_node(newpath, newdir, newname, hname,
+					sizeof(hname), &hpath);
 		if (!err) {
 			err = cfs_ops.rename(oldpath, newpath, flags);
 			if (!err && (flags & RENAME_EXCHANGE))
@@ -1050,7 +1089,11 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 			else if (!err)
 				err = rename_node(olddir, oldname, newdir,
 						  newname, 0);
+			else if (hpath)
+				unhide_node(newdir, newname, newpath, hname,
+					    hpath);
 		}
+		free(hpath);
 		free_path2(olddir, newdir, w1, w2, oldpath, newpath);
 	}
 	ll_reply_err(req, err);

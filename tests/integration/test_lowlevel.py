@@ -8,10 +8,14 @@ low-level API keeps a node table of its own. What the rest of the suite cannot s
 - the mount says it runs on the low-level API, and the default mount does not.
 
 The behaviour of every operation is the rest of the suite's, run with CUSTODYFS_LOWLEVEL=1."""
+import errno
 import os
 import time
 
+import pytest
+
 from checks import read, write
+from faultproxy import INTERNAL, FaultProxy
 
 FORGET_WAIT_S = 60  # forgets are sent by the kernel asynchronously: polled, never timed
 
@@ -80,3 +84,43 @@ def test_default_mount_is_the_high_level_api(mount_factory):
     assert ll_nodes(m) is None
     m.unmount()
     assert "low-level API" not in open(m.log_path, encoding="utf-8", errors="replace").read()
+
+
+@pytest.mark.parametrize("held", ["reader", "writer"])
+def test_failed_rename_over_an_open_file_gives_the_node_its_name_back(stack, mount_factory,
+                                                                      uniq, held):
+    """review-ll M2: a rename over a file held open hides it first (.fuse_hidden…); when the
+    rename then fails (here the server-side copy answers 500), the daemon gives the file its
+    name back, and so must the node table: the open handle still has a link, the name still
+    opens and reads the file's bytes, a writer's later write and close land at the name, and
+    nothing hidden is left behind after the close."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}}, opts="lowlevel")
+        d = os.path.join(m.inbox, f"ll-{uniq}")
+        os.mkdir(d)
+        x, y = os.path.join(d, "x.txt"), os.path.join(d, "y.txt")
+        write(x, b"X NEW")
+        write(y, b"Y OLD")
+        fd = os.open(y, os.O_RDONLY if held == "reader" else os.O_RDWR)
+        try:
+            px.rule = lambda method, path, headers: \
+                ("status", 500, INTERNAL) \
+                if method == "PUT" and "x-amz-copy-source" in headers else None
+            try:
+                os.rename(x, y)
+                renamed = "ok"
+            except OSError as e:
+                renamed = errno.errorcode[e.errno]
+            px.rule = None
+            got = (renamed != "ok", os.fstat(fd).st_nlink, os.pread(fd, 100, 0), read(y),
+                   read(x))
+            if held == "writer":
+                os.pwrite(fd, b"Y NEW", 0)
+        finally:
+            os.close(fd)
+        assert got == (True, 1, b"Y OLD", b"Y OLD", b"X NEW"), got
+        assert read(y) == (b"Y OLD" if held == "reader" else b"Y NEW")
+        assert sorted(os.listdir(d)) == ["x.txt", "y.txt"]
+    finally:
+        px.close()
