@@ -10,6 +10,7 @@ low-level API keeps a node table of its own. What the rest of the suite cannot s
 The behaviour of every operation is the rest of the suite's, run with CUSTODYFS_LOWLEVEL=1."""
 import errno
 import os
+import threading
 import time
 
 import pytest
@@ -124,3 +125,46 @@ def test_failed_rename_over_an_open_file_gives_the_node_its_name_back(stack, mou
         assert sorted(os.listdir(d)) == ["x.txt", "y.txt"]
     finally:
         px.close()
+
+
+def test_directory_rename_is_not_starved_by_readers_below_it(mount_factory, uniq):
+    """review-ll M1: a rename of a directory waits for the requests holding paths below it,
+    then must get its turn: readers that come after it wait behind it (libfuse's lock queue).
+    Four threads open, read and close a file in the directory in a loop (each bounded to
+    LOOPS rounds) while the directory is renamed: the rename must return while they still run,
+    counted in rounds (never timed)."""
+    loops = 4000
+    m = mount_factory(opts="lowlevel")
+    d, e = os.path.join(m.inbox, f"ll-{uniq}"), os.path.join(m.inbox, f"ll-{uniq}-moved")
+    os.mkdir(d)
+    write(os.path.join(d, "f.txt"), b"F" * 100)
+    done, stop, started = [0] * 4, threading.Event(), threading.Barrier(5)
+
+    def loader(i):
+        started.wait()
+        for _ in range(loops):
+            if stop.is_set():
+                return
+            try:
+                with open(os.path.join(d, "f.txt"), "rb") as f:
+                    f.read()
+            except OSError:
+                pass  # renamed away: the loop goes on until stopped
+            done[i] += 1
+
+    ts = [threading.Thread(target=loader, args=(i,), daemon=True) for i in range(4)]
+    for t in ts:
+        t.start()
+    started.wait()
+    for _ in range(6000):  # until each has done some full open/read/close rounds
+        if min(done) >= 10:
+            break
+        time.sleep(0.01)
+    at_start = list(done)
+    os.rename(d, e)
+    at_end = list(done)
+    stop.set()
+    for t in ts:
+        t.join(timeout=120)
+    assert all(n < loops for n in at_end), (at_start, at_end)
+    assert os.listdir(e) == ["f.txt"]
