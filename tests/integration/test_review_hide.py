@@ -1,0 +1,190 @@
+"""Hostile read of w/hide (c115bed: the hide of a rename's open target copies its row, tagged
+claimer + "!hidden"; a mount at start drops the tagged rows of "this host's processes that
+died", attrov_sweep_hidden). Each test fails on w/hide.
+
+The sweep tells a live process from a dead one by the hostname and pid in the tag, checked
+with kill(pid, 0) and /proc/<pid>/comm in the sweeping process's own view. Neither names a
+process: a mount in another pid namespace (a container sharing the host's name: host network,
+hostNetwork pods), or on another machine with the same hostname, sees nothing at that pid and
+drops a live mount's rows (logged as drops it made)."""
+import os
+import re
+import socket
+import time
+
+import pytest
+
+from test_perms import A, B, FOREIGN, as_user, changes, open_to_others
+from test_review_held_commit import GHolder
+from test_review_held_rename import _mvs
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _one(mount_factory, uniq):
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    return a, (lambda n: a.path("inbox", f"{uniq}/{n}"))  # noqa
+
+
+def _hidden(m, uniq):
+    return m.sql_dicts("select object_key, uid, mode, claimed_by, claim_until from file_attrs"
+                       " where bucket = %s and object_key like %s order by object_key",
+                       (m.reception_bucket, f"{uniq}/.fuse\\_hidden%"))
+
+
+def _hide_on_a(mount_factory, uniq):
+    """B's y.txt (0600) is held open for reading by B on a; A renames her x.txt over it on a
+    (succeeds). a's hidden name keeps the copy of B's row, tagged with a's claimer, while B's
+    handle is open. Returns (a, pa, reader, the hidden row)."""
+    a, pa = _one(mount_factory, uniq)
+    assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                   f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+    assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
+    reader = GHolder(B, pa("y.txt"), os.O_RDONLY)
+    assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+    rows = _hidden(a, uniq)
+    assert len(rows) == 1 and rows[0]["claimed_by"].endswith("!hidden") and \
+        (rows[0]["uid"], rows[0]["mode"]) == (B, 0o600), rows
+    return a, pa, reader, rows[0]
+
+
+def test_a_mount_in_another_pid_namespace_never_drops_a_live_mounts_hidden_rows(
+        mount_factory, uniq):
+    """H1: a (pid P, this host's name) holds B's hidden y.txt open (its row copied, tagged
+    host:P:...!hidden). b starts on the same host in its own pid namespace (as a container
+    with the host's network and name would): its sweep sees no process P (kill: ESRCH) and
+    drops a's live row, logged as b's 'drop' (by root: nobody did it); B's open file on a
+    then shows the defaults (foreign owner 3000, 0644) instead of B's 0600. Expected: a's row
+    stays while a lives and B's handle is open; nothing logged."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    try:
+        before = len(changes(a, row["object_key"], every=True))
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b",
+                          wrapper=["unshare", "--pid", "--fork", "--kill-child"])
+        b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
+                     what="b lists the directory")
+        time.sleep(3)  # past a's attribute cache
+        after = _hidden(a, uniq)
+        seen = _fd_stat(reader, a)
+        logged = [(c["op"], c["changed_by"]) for c in
+                  changes(a, row["object_key"], every=True)][before:]
+        assert (a.proc.poll(), [r["object_key"] for r in after], logged, seen) == \
+            (None, [row["object_key"]], [], (B, 0o600)), (row, after, logged)
+    finally:
+        reader.close()
+
+
+def _fd_stat(h, m):
+    """(uid, mode) of the file h holds open on m, through /proc/<pid>/fd (the kernel asks the
+    mount for the node's attributes: its hidden name's)."""
+    for fd in os.listdir(f"/proc/{h.p.pid}/fd"):
+        p = f"/proc/{h.p.pid}/fd/{fd}"
+        if os.readlink(p).startswith(m.mnt):
+            st = os.stat(p)
+            return st.st_uid, st.st_mode & 0o7777
+    return None
+
+
+def _unused_pid():
+    pid = 4194000
+    while os.path.exists(f"/proc/{pid}"):
+        pid -= 1
+    return pid
+
+
+@pytest.mark.parametrize("who", ["same_name_other_machine", "host_with_colon"])
+def test_the_sweep_never_drops_the_rows_of_a_process_it_cannot_see(mount_factory, uniq, who):
+    """H2: tags the sweep reads as this host's dead processes although they may be another
+    machine's live ones. same_name_other_machine: a tag with this host's name and a pid not
+    in use here (another machine with the same hostname: cloned VMs, "localhost", containers
+    on host networking; its process is alive there). host_with_colon: a tag of host "<this
+    host>:1" (':' is allowed by sethostname), which the sweep's prefix match takes for this
+    host's, parsing pid 1 (alive, not custodyfs: "dead"). Expected: neither row dropped."""
+    a, pa = _one(mount_factory, uniq)
+    host = socket.gethostname()
+    tag = (f"{host}:{_unused_pid()}:1700000000.000000001!hidden"
+           if who == "same_name_other_machine" else
+           f"{host}:1:4242:1700000000.000000001!hidden")
+    key = f"{uniq}/.fuse_hidden0000abcd00000001"
+    a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag,"
+          " claimed_by) values (%s, %s, 384, %s, %s, now(), 'elsewhere', 'e-x', %s)",
+          (a.reception_bucket, key, B, B, tag))
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
+                 what="b lists the directory")
+    left = a.sql_value("select count(*) from file_attrs where bucket = %s and object_key = %s",
+                       (a.reception_bucket, key))
+    logged = [(c["op"], c["changed_by"]) for c in changes(a, key, every=True)]
+    assert (left, logged) == (1, []), (tag, logged)
+
+
+def test_the_sweep_drops_a_dead_process_rows_whose_pid_a_live_mount_took(mount_factory, uniq):
+    """H3 (leak): a's earlier life (same pid, an earlier start time in its tag: the claimer is
+    host:pid:start) crashed and left a hidden row; the pid is in use again by a live custodyfs
+    (a itself here, as after a pid wrap). The sweep ignores the start time: comm matches, the
+    row is judged alive and is never dropped, by any mount, while that pid lives. Expected:
+    a tag whose start differs from the live process's is dead; a restart of b drops it."""
+    a, pa = _one(mount_factory, uniq)
+    host = socket.gethostname()
+    tag = f"{host}:{a.proc.pid}:1600000000.000000001!hidden"
+    key = f"{uniq}/.fuse_hidden0000abcd00000002"
+    a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag,"
+          " claimed_by) values (%s, %s, 384, %s, %s, now(), 'earlier', 'e-x', %s)",
+          (a.reception_bucket, key, B, B, tag))
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
+                 what="b lists the directory")
+    left = a.sql_value("select count(*) from file_attrs where bucket = %s and object_key = %s",
+                       (a.reception_bucket, key))
+    assert left == 0, tag
+
+
+def _owners_sql():
+    """db_sql_attrs_hidden_owners as common/db_attrs_pending.c has it (its string literals
+    concatenated, HIDDEN_TAG expanded), so that this test follows the product's statement."""
+    src = open(os.path.join(REPO, "common", "db_attrs_pending.c")).read()
+    body = src.split("db_sql_attrs_hidden_owners[] =", 1)[1].split(";", 1)[0]
+    out = []
+    for s, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|\b([A-Z_]+)\b', body):
+        out.append(s if not ident else {"HIDDEN_TAG": "!hidden"}[ident])
+    return "".join(out)
+
+
+def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
+    """H4 (cost at every mount start): db_attrs_hidden_owners filters on right(claimed_by)
+    and left(claimed_by) with no index that serves it: the statement each mount runs at start
+    reads every row of the reception bucket (here 30,000 files and one tagged row; a real
+    inbox has millions, read on each start, before the mount is served). Expected: the rows
+    read (returned + removed by a filter, at any node) stay far below the bucket's size.
+    EXPLAIN ANALYZE counts rows, not time."""
+    a, pa = _one(mount_factory, uniq)
+    host = socket.gethostname()
+    a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag)"
+          " select %s, %s || '/f' || g, 420, 2001, 2001, now(), 'bulk', 'e' || g"
+          " from generate_series(1, 30000) g", (a.reception_bucket, uniq))
+    a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag,"
+          " claimed_by) values (%s, %s, 384, 2002, 2002, now(), 'x', 'e-h', %s)",
+          (a.reception_bucket, f"{uniq}/.fuse_hidden0000000100000001",
+           f"{host}:{_unused_pid()}:1.0!hidden"))
+    a.sql("analyze file_attrs")
+    sql = _owners_sql()
+    c = a.stack._connect("custody", "custody")
+    try:
+        with c.cursor() as cur:
+            cur.execute(f"prepare hidden_owners(text, text) as {sql}")
+            cur.execute("explain (analyze, costs off, timing off, summary off, format json)"
+                        " execute hidden_owners(%s, %s)", (a.reception_bucket, host))
+            plan = cur.fetchone()[0]
+    finally:
+        c.close()
+
+    def read(n):
+        here = n.get("Actual Rows", 0) + n.get("Rows Removed by Filter", 0) \
+            if "Scan" in n.get("Node Type", "") else 0
+        return max([here] + [read(k) for k in n.get("Plans", [])])
+    most = read(plan[0]["Plan"])
+    assert most < 1000, (most, sql, plan)
