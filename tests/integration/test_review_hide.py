@@ -188,3 +188,50 @@ def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
         return max([here] + [read(k) for k in n.get("Plans", [])])
     most = read(plan[0]["Plan"])
     assert most < 1000, (most, sql, plan)
+
+
+C = 2003
+
+
+@pytest.mark.parametrize("target_open", [True, False])
+def test_crash_after_an_open_new_files_rename_over_an_open_target_keeps_the_targets_row(
+        mount_factory, uniq, target_open):
+    """H5 (L5 on the open-source path, not closed by the copy): B's y.txt ('B SECRET', 0600)
+    is held open for reading by B on a; A's new x.txt is open for writing on a ('A NEW'
+    written, not closed: its close uploads it). A renames x.txt over y.txt (ok): the final
+    attrov_move drops y's row at once (the hide's copy keeps nothing at y) and puts A's claim
+    there, while the store still has B's object until A's close. a crashes before that close,
+    and is mounted again. y.txt is B's object, never replaced: it must keep B's row (0600),
+    and C must not read it through a fresh mount. On w/hide y's row is A's claim (0644) and
+    after the restart: C reads B's secret. target_open False: the same without the hide
+    (older than w/hide: the open-file rename's claim move, not the hide)."""
+    a, pa = _one(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                   f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+    reader = GHolder(B, pa("y.txt"), os.O_RDONLY) if target_open else None
+    writer = GHolder(A, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert writer.op("w", "A NEW") == "ok"
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        during = a.sql_dicts("select uid, mode, etag, claimed_by from file_attrs"
+                             " where bucket = %s and object_key = %s", (a.reception_bucket, ky))
+        a.crash()
+    finally:
+        for h in (reader, writer):
+            try:
+                if h is None:
+                    continue
+                h.close()
+            except Exception:  # noqa: BLE001
+                pass
+    a.mount()
+    c = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="c")
+    open_to_others(c)
+    pc = c.path("inbox", ky)
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    st = os.stat(pc)
+    read = as_user(C, f"open({pc!r}).read()")
+    assert (body, (st.st_uid, st.st_mode & 0o7777), read) == \
+        (b"B SECRET", (B, 0o600), ["EACCES"]), (during, [
+            (x["op"], x["from_key"], x["uid"], x["mode"]) for x in changes(a, ky, every=True)])
