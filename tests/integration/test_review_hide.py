@@ -235,3 +235,40 @@ def test_crash_after_an_open_new_files_rename_over_an_open_target_keeps_the_targ
     assert (body, (st.st_uid, st.st_mode & 0o7777), read) == \
         (b"B SECRET", (B, 0o600), ["EACCES"]), (during, [
             (x["op"], x["from_key"], x["uid"], x["mode"]) for x in changes(a, ky, every=True)])
+
+
+def test_two_mounts_hiding_in_one_directory_keep_each_their_hidden_row(mount_factory, uniq):
+    """H6 (review-held "Kept", but not rare): hidden names are ".fuse_hidden" + node id +
+    a per-process counter from 1, so two fresh mounts' first hides in one directory get the
+    same name whenever they looked names up in the same order. a: B's y.txt (0600) held open
+    by B, A renames x.txt over it. b: C's z.txt (0640) held open by C, A renames w.txt over
+    it. b's copy overwrites a's hidden row (ON CONFLICT DO UPDATE, a 'create' logged, a's
+    row's drop never logged); C's close on b drops the one row: B's open file on a then shows
+    the defaults. Expected: B's file keeps (B, 0600) through its handle on a."""
+    a, pa = _one(mount_factory, uniq)
+    assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                   f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+    assert as_user(C, f"open({pa('z.txt')!r}, 'w').write('C FILE')",
+                   f"os.chmod({pa('z.txt')!r}, 0o640)") == ["ok", "ok"]
+    assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A X')",
+                   f"open({pa('w.txt')!r}, 'w').write('A W')") == ["ok", "ok"]
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    open_to_others(b)
+    pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+    rb = GHolder(C, pb("z.txt"), os.O_RDONLY)
+    ra = GHolder(B, pa("y.txt"), os.O_RDONLY)
+    try:
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        names_a = [r["object_key"] for r in _hidden(a, uniq)]
+        assert _mvs(A, (pb("w.txt"), pb("z.txt"))) == ["ok"]
+        names = [(r["object_key"], r["uid"], r["claimed_by"]) for r in _hidden(a, uniq)]
+        rb.close()
+        time.sleep(3)  # past a's attribute cache
+        seen = _fd_stat(ra, a)
+    finally:
+        for h in (ra, rb):
+            try:
+                h.close()
+            except Exception:  # noqa: BLE001
+                pass
+    assert seen == (B, 0o600), (names_a, names)
