@@ -272,3 +272,78 @@ def test_two_mounts_hiding_in_one_directory_keep_each_their_hidden_row(mount_fac
             except Exception:  # noqa: BLE001
                 pass
     assert seen == (B, 0o600), (names_a, names)
+
+
+class _FHolder:
+    """uid's process holds path open (flags); each line sent runs one op on its fd: 'm<mode
+    in octal>' fchmod, 's' fstat ((uid, mode) or the errno name), 'c' close."""
+
+    def __init__(self, uid, path, flags):
+        import subprocess
+        self.p = subprocess.Popen(
+            ["setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups",
+             "/usr/bin/python3", "-c",
+             "import errno, json, os, sys\n"
+             f"fd = os.open({path!r}, {flags})\n"
+             "print(json.dumps('open'), flush=True)\n"
+             "for line in sys.stdin:\n"
+             "    try:\n"
+             "        if line[0] == 'm':\n"
+             "            os.fchmod(fd, int(line[1:], 8)); r = 'ok'\n"
+             "        elif line[0] == 's':\n"
+             "            st = os.fstat(fd); r = [st.st_uid, st.st_mode & 0o7777]\n"
+             "        elif line[0] == 'c':\n"
+             "            os.close(fd); fd = -1; r = 'ok'\n"
+             "    except OSError as e:\n"
+             "        r = errno.errorcode[e.errno]\n"
+             "    print(json.dumps(r), flush=True)\n"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.op(None) == "open"
+
+    def op(self, line):
+        import json
+        if line is not None:
+            self.p.stdin.write(line + "\n")
+            self.p.stdin.flush()
+        return json.loads(self.p.stdout.readline())
+
+    def close(self):
+        try:
+            self.p.stdin.close()
+        finally:
+            self.p.wait(timeout=30)
+
+
+def test_fchmod_through_a_handle_whose_rename_over_it_failed_changes_its_file(
+        stack, mount_factory, uniq):
+    """H7 (older: the failed rename's un-hide, not the copy): B holds y.txt (0600) open for
+    writing on b; A's rename of x.txt over it fails (the server-side copy: 500), so y.txt is
+    still B's file and B's handle still its. libfuse left the handle's node under the hidden
+    name; the product gave the open file its name back (ofile_unhide) and dropped the hidden
+    copy, so a path operation on the hidden name finds nothing: B's fchmod(fd, 0640) fails
+    (ENOENT) and fstat answers from nowhere. Expected: fchmod ok and y.txt's row 0640."""
+    from test_review_stale4 import _proxied, copy_500
+    from test_perms import attrs_row
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
+    try:
+        ky = f"{uniq}/y.txt"
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')") == ["ok"]
+        b.wait_until(lambda: os.path.exists(pb("y.txt")) and os.path.exists(pb("x.txt")),
+                     timeout=40, what="b lists y and x")
+        h = _FHolder(B, pb("y.txt"), os.O_RDWR)
+        try:
+            px.rule = copy_500
+            moved = _mvs(A, (pb("x.txt"), pb("y.txt")))
+            px.rule = None
+            chmod = h.op("m640")
+            fst = h.op("s")
+        finally:
+            h.close()
+        time.sleep(1)
+        row = attrs_row(a, ky)
+        assert (moved != ["ok"], chmod, fst, row and (row["uid"], row["mode"])) == \
+            (True, "ok", [B, 0o640], (B, 0o640)), (moved, _hidden(a, uniq))
+    finally:
+        px.close()
