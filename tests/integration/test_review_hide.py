@@ -103,23 +103,39 @@ def test_the_sweep_never_drops_the_rows_of_a_process_it_cannot_see(mount_factory
     in use here (another machine with the same hostname: cloned VMs, "localhost", containers
     on host networking; its process is alive there). host_with_colon: a tag of host "<this
     host>:1" (':' is allowed by sethostname), which the sweep's prefix match takes for this
-    host's, parsing pid 1 (alive, not custodyfs: "dead"). Expected: neither row dropped."""
+    host's, parsing pid 1 (alive, not custodyfs: "dead"). Expected: neither row dropped.
+    That process, alive elsewhere, holds its liveness lock (a session advisory lock on the
+    shared database, keyed by its claimer: taken here on a connection of the test's); once it
+    lets go (the process is gone), the next mount's sweep drops the row, logged."""
     a, pa = _one(mount_factory, uniq)
     host = socket.gethostname()
-    tag = (f"{host}:{_unused_pid()}:1700000000.000000001!hidden"
-           if who == "same_name_other_machine" else
-           f"{host}:1:4242:1700000000.000000001!hidden")
+    claimer = (f"{host}:{_unused_pid()}:1700000000.000000001"
+               if who == "same_name_other_machine" else
+               f"{host}:1:4242:1700000000.000000001")
+    tag = claimer + "!hidden"
     key = f"{uniq}/.fuse_hidden0000abcd00000001"
     a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag,"
           " claimed_by) values (%s, %s, 384, %s, %s, now(), 'elsewhere', 'e-x', %s)",
           (a.reception_bucket, key, B, B, tag))
-    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
-    b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
-                 what="b lists the directory")
+    elsewhere = a.stack._connect("custody", "custody")
+    try:
+        elsewhere.autocommit = True
+        with elsewhere.cursor() as cur:
+            cur.execute("select pg_advisory_lock(hashtextextended(%s, 7310303))", (claimer,))
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
+                     what="b lists the directory")
+        left = a.sql_value("select count(*) from file_attrs where bucket = %s and"
+                           " object_key = %s", (a.reception_bucket, key))
+        logged = [(c["op"], c["changed_by"]) for c in changes(a, key, every=True)]
+        assert (left, logged) == (1, []), (tag, logged)
+    finally:
+        elsewhere.close()
+    b.unmount()
+    b.mount()
     left = a.sql_value("select count(*) from file_attrs where bucket = %s and object_key = %s",
                        (a.reception_bucket, key))
-    logged = [(c["op"], c["changed_by"]) for c in changes(a, key, every=True)]
-    assert (left, logged) == (1, []), (tag, logged)
+    assert (left, [c["op"] for c in changes(a, key, every=True)]) == (0, ["drop"]), tag
 
 
 def test_the_sweep_drops_a_dead_process_rows_whose_pid_a_live_mount_took(mount_factory, uniq):
@@ -144,19 +160,26 @@ def test_the_sweep_drops_a_dead_process_rows_whose_pid_a_live_mount_took(mount_f
 
 
 def _owners_sql():
-    """db_sql_attrs_hidden_owners as common/db_attrs_pending.c has it (its string literals
-    concatenated, HIDDEN_TAG expanded), so that this test follows the product's statement."""
+    """The scan of db_sql_attrs_sweep_hidden (its CTE t: the tags in the bucket) as
+    common/db_attrs_pending.c has it (its string literals concatenated up to the next macro,
+    HIDDEN_TAG expanded; the bucket as $1), so that this test follows the product's
+    statement."""
     src = open(os.path.join(REPO, "common", "db_attrs_pending.c")).read()
-    body = src.split("db_sql_attrs_hidden_owners[] =", 1)[1].split(";", 1)[0]
+    body = src.split("db_sql_attrs_sweep_hidden[] =", 1)[1].split(";", 1)[0]
     out = []
     for s, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|\b([A-Z_]+)\b', body):
+        if ident == "LIVE_KEY":
+            break
         out.append(s if not ident else {"HIDDEN_TAG": "!hidden"}[ident])
-    return "".join(out)
+    text = "".join(out)
+    scan = re.search(r"WITH t AS MATERIALIZED \((.*)\),\s*gone AS", text, re.S)
+    assert scan, text
+    return scan.group(1).replace("$5", "$1")
 
 
 def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
-    """H4 (cost at every mount start): db_attrs_hidden_owners filters on right(claimed_by)
-    and left(claimed_by) with no index that serves it: the statement each mount runs at start
+    """H4 (cost at every mount start): the sweep's scan for tags (db_attrs_hidden_owners on
+    w/hide: right(claimed_by) and left(claimed_by)) had no index that serves it: the statement each mount runs at start
     reads every row of the reception bucket (here 30,000 files and one tagged row; a real
     inbox has millions, read on each start, before the mount is served). Expected: the rows
     read (returned + removed by a filter, at any node) stay far below the bucket's size.
@@ -175,9 +198,9 @@ def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
     c = a.stack._connect("custody", "custody")
     try:
         with c.cursor() as cur:
-            cur.execute(f"prepare hidden_owners(text, text) as {sql}")
+            cur.execute(f"prepare hidden_owners(text) as {sql}")
             cur.execute("explain (analyze, costs off, timing off, summary off, format json)"
-                        " execute hidden_owners(%s, %s)", (a.reception_bucket, host))
+                        " execute hidden_owners(%s)", (a.reception_bucket,))
             plan = cur.fetchone()[0]
     finally:
         c.close()
@@ -193,6 +216,7 @@ def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
 C = 2003
 
 
+@pytest.mark.xfail(strict=True, reason="review-hide H5 (High, older: main has it): a crash after an open new file's rename over a stored target, before its close, leaves the target's object with the new file's row (moved there by the rename). Open.")
 @pytest.mark.parametrize("target_open", [True, False])
 def test_crash_after_an_open_new_files_rename_over_an_open_target_keeps_the_targets_row(
         mount_factory, uniq, target_open):
@@ -237,6 +261,7 @@ def test_crash_after_an_open_new_files_rename_over_an_open_target_keeps_the_targ
             (x["op"], x["from_key"], x["uid"], x["mode"]) for x in changes(a, ky, every=True)])
 
 
+@pytest.mark.xfail(strict=True, reason="review-hide H6 (Medium, older): hidden names are per process (node id + counter), so two mounts' first hides in one directory share a name and the second's copy overwrites the first's row. Open.")
 def test_two_mounts_hiding_in_one_directory_keep_each_their_hidden_row(mount_factory, uniq):
     """H6 (review-held "Kept", but not rare): hidden names are ".fuse_hidden" + node id +
     a per-process counter from 1, so two fresh mounts' first hides in one directory get the
@@ -314,6 +339,7 @@ class _FHolder:
             self.p.wait(timeout=30)
 
 
+@pytest.mark.xfail(strict=True, reason="review-hide H7 (Medium, older: libfuse's high-level mode keeps the node under its hidden name after a failed rename; -o lowlevel gives it back, review-ll M2): fchmod and fstat through the handle get ENOENT. Open in the default mode.")
 def test_fchmod_through_a_handle_whose_rename_over_it_failed_changes_its_file(
         stack, mount_factory, uniq):
     """H7 (older: the failed rename's un-hide, not the copy): B holds y.txt (0600) open for
