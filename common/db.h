@@ -44,9 +44,19 @@ void db_close(struct db *d);
  * claimer + "#" + a number for each): a live claim of any other claimer is
  * never dropped or moved by this process's renames and removals (it marks
  * where another mount's new file will land). Called once, before any other
- * use of d; claimer is copied. 0 or -ENOMEM. Without it, every live claim
- * is another's. */
+ * use of d; claimer is copied. A claimer is also held as a session
+ * advisory lock on a connection of its own (its liveness lock) while d
+ * lives: other processes tell a gone process's leftovers by it
+ * (db_attrs_sweep_hidden). 0, -ENOMEM, or -errno (not connected: the lock
+ * is not held; d has the claimer all the same). Without it, every live
+ * claim is another's. NULL: no claimer, the lock let go. */
 int db_set_claimer(struct db *d, const char *claimer);
+
+/* The liveness lock of d's claimer (db_set_claimer) is held: checked with
+ * a round trip on its connection, taken again on a new one when it was
+ * lost (a database restart ends the session). 0, -EINVAL (no claimer), or
+ * -errno (not held). */
+int db_live_ensure(struct db *d);
 
 /* Applies the versioned migrations (schema_migrations table), idempotent,
  * under pg_advisory_lock so several mounts starting at once serialise.

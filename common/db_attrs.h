@@ -135,27 +135,20 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
  * while a rename replaces key: key's row, unless another mount's live
  * claim, is copied to hidden without a claim (logged 'create', from_key
  * key), and key keeps its own: every mount shows key's object with it
- * until the rename's copy replaces it (review-k L3, L5). 0 or -errno. */
+ * until the rename's copy replaces it (review-k L3, L5). The copy is tagged
+ * with this process's claimer (db_attrs_sweep_hidden); its liveness lock
+ * is checked first (db_live_ensure). 0 or -errno. */
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 			 const char *hidden, const struct actor *who);
 
 /* The rows db_attrs_copy_hidden made are tagged with the claimer of the
- * process that made them (db_set_claimer, "host:pid:start" + "!hidden"),
- * and go with that process's hidden files. One that died (a crash) left
- * them: *owners (malloc'd, NULL-terminated; free with db_attrs_strv_free)
- * gets the tags of host's processes with rows left in bucket, for the
- * caller to tell the dead ones. 0 or -errno (*owners NULL). */
-int db_attrs_hidden_owners(struct db *d, const char *bucket, const char *host,
-			   char ***owners);
-
-/* Drops every row in bucket tagged `owner` (one of db_attrs_hidden_owners'
- * answers: a dead process's hidden rows), each logged 'drop' with who.
- * -EINVAL for anything that is not such a tag. 0 or -errno. */
-int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *owner,
-			 const struct actor *who);
-
-/* Frees a NULL-terminated array of strings and its strings (NULL: nothing). */
-void db_attrs_strv_free(char **v);
+ * process that made them (db_set_claimer) + "!hidden", and go with that
+ * process's hidden files. Those of every process that is gone, on any
+ * host (its liveness lock, db_set_claimer, is free: a crash, a lost
+ * session), go now, each logged 'drop' with who; *dropped (may be NULL):
+ * how many. A live process's never go. 0 or -errno. */
+int db_attrs_sweep_hidden(struct db *d, const char *bucket,
+			  const struct actor *who, long *dropped);
 
 /* One key of a rename, before its object moves: to's row becomes a copy of
  * from's (with its claim, if any; to's own goes; none when from has

@@ -461,7 +461,7 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
  * claimer: key's row, unless it is another mount's live claim, is copied
  * to the hidden name without its claim, tagged with the claimer and
  * HIDDEN_TAG instead (never a claim: no claim_until), so that what a crash
- * leaves there is found (db_attrs_hidden_owners); logged 'create',
+ * leaves there is found (db_attrs_sweep_hidden); logged 'create',
  * from_key key. */
 static const char db_sql_attrs_copy_hidden[] =
 	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
@@ -501,119 +501,75 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 	struct attrs_move_args m = {
 	    .bucket = bucket, .from = key, .to = hidden, .who = who};
 
+	int rc;
+
 	if (!d || !bucket || !key || !hidden)
 		return -EINVAL;
+	/* A tag names a process that holds its liveness lock, or none. */
+	rc = db_live_ensure(d);
+	if (rc)
+		return rc;
 	return db_run(d, "copy file attributes to a hidden name", 1, 1,
 		      pg_attrs_copy_hidden, &m);
 }
 
 /* clang-format off */
-/* $1 bucket, $2 host: the claimers (tagged) that left hidden rows. */
-static const char db_sql_attrs_hidden_owners[] =
-	"SELECT DISTINCT claimed_by FROM file_attrs WHERE bucket = $1::text"
-	" AND claim_until IS NULL AND right(claimed_by, length('" HIDDEN_TAG
-	"')) = '" HIDDEN_TAG "'"
-	" AND left(claimed_by, length($2::text) + 1) = $2::text || ':'"
-	" ORDER BY claimed_by";
-/* Who ($1..$4), $5 bucket, $6 a tagged claimer: its hidden rows go. */
-static const char db_sql_attrs_drop_hidden[] =
-	"WITH d AS (DELETE FROM file_attrs WHERE bucket = $5::text"
-	" AND claim_until IS NULL AND claimed_by = $6::text RETURNING *) "
+/* Who ($1..$4), $5 bucket: the hidden rows (db_attrs_copy_hidden's tags)
+ * of every process whose liveness lock (db_set_claimer) is free, that is
+ * of every process that is gone, go (logged 'drop'). The lock is tried
+ * once per tag, in a CTE of its own (never for another row's claimed_by);
+ * a process cannot come back under its claimer (its start time is in it). */
+static const char db_sql_attrs_sweep_hidden[] =
+	"WITH t AS MATERIALIZED (SELECT DISTINCT claimed_by FROM file_attrs"
+	" WHERE bucket = $5::text AND claim_until IS NULL"
+	" AND claimed_by IS NOT NULL"
+	" AND right(claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'),"
+	" gone AS MATERIALIZED (SELECT claimed_by FROM t"
+	" WHERE pg_try_advisory_xact_lock(" LIVE_KEY("left(claimed_by,"
+	" length(claimed_by) - length('" HIDDEN_TAG "'))") ")),"
+	" d AS (DELETE FROM file_attrs f USING gone WHERE f.bucket = $5::text"
+	" AND f.claim_until IS NULL AND f.claimed_by = gone.claimed_by"
+	" RETURNING f.*) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* clang-format on */
 
-struct hidden_owners_args {
-	const char *bucket, *host;
-	char **owners; /* output (malloc'd, NULL-terminated) */
-};
-
-static int pg_attrs_hidden_owners(struct pg_ctx *x, void *arg)
-{
-	struct hidden_owners_args *h = arg;
-	const char *p[2] = {h->bucket, h->host};
-	PGresult *res = NULL;
-	int i, n, rc;
-
-	rc = pg_exec(x, db_sql_attrs_hidden_owners, 2, p, &res);
-	if (rc)
-		return rc;
-	n = PQntuples(res);
-	h->owners = calloc((size_t)n + 1, sizeof(*h->owners));
-	if (!h->owners) {
-		PQclear(res);
-		return -ENOMEM;
-	}
-	for (i = 0; i < n; i++) {
-		h->owners[i] = strdup(PQgetvalue(res, i, 0));
-		if (!h->owners[i]) {
-			PQclear(res);
-			db_attrs_strv_free(h->owners);
-			h->owners = NULL;
-			return -ENOMEM;
-		}
-	}
-	PQclear(res);
-	return 0;
-}
-
-int db_attrs_hidden_owners(struct db *d, const char *bucket, const char *host,
-			   char ***owners)
-{
-	struct hidden_owners_args h = {.bucket = bucket, .host = host};
-	int rc;
-
-	if (!d || !bucket || !host || !owners)
-		return -EINVAL;
-	*owners = NULL;
-	rc = db_run(d, "hidden file attributes' owners", 0, 0,
-		    pg_attrs_hidden_owners, &h);
-	if (rc == 0)
-		*owners = h.owners;
-	else
-		db_attrs_strv_free(h.owners);
-	return rc;
-}
-
-struct drop_hidden_args {
-	const char *bucket, *owner;
+struct sweep_hidden_args {
+	const char *bucket;
 	const struct actor *who;
+	long dropped; /* output */
 };
 
-static int pg_attrs_drop_hidden(struct pg_ctx *x, void *arg)
+static int pg_attrs_sweep_hidden(struct pg_ctx *x, void *arg)
 {
-	struct drop_hidden_args *h = arg;
+	struct sweep_hidden_args *h = arg;
 	struct who_params w;
-	const char *p[6];
+	const char *p[5];
+	PGresult *res = NULL;
+	int rc;
 
 	attrs_who_fill(h->who, &w, p);
 	p[4] = h->bucket;
-	p[5] = h->owner;
-	return pg_exec(x, db_sql_attrs_drop_hidden, 6, p, NULL);
+	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 5, p, &res);
+	if (rc == 0)
+		h->dropped = atol(PQcmdTuples(res));
+	PQclear(res);
+	return rc;
 }
 
-int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *owner,
-			 const struct actor *who)
+int db_attrs_sweep_hidden(struct db *d, const char *bucket,
+			  const struct actor *who, long *dropped)
 {
-	struct drop_hidden_args h = {
-	    .bucket = bucket, .owner = owner, .who = who};
-	size_t ol = owner ? strlen(owner) : 0, tl = strlen(HIDDEN_TAG);
+	struct sweep_hidden_args h = {.bucket = bucket, .who = who};
+	int rc;
 
-	if (!d || !bucket || ol <= tl || strcmp(owner + ol - tl, HIDDEN_TAG))
+	if (!d || !bucket)
 		return -EINVAL;
-	return db_run(d, "drop hidden file attributes", 1, 0,
-		      pg_attrs_drop_hidden, &h);
-}
-
-void db_attrs_strv_free(char **v)
-{
-	size_t i;
-
-	if (!v)
-		return;
-	for (i = 0; v[i]; i++)
-		free(v[i]);
-	free(v);
+	rc = db_run(d, "drop hidden file attributes of gone processes", 1, 0,
+		    pg_attrs_sweep_hidden, &h);
+	if (rc == 0 && dropped)
+		*dropped = h.dropped;
+	return rc;
 }
 
 int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)

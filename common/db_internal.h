@@ -46,7 +46,14 @@ struct db {
 	const char *val[10]; /* ... and values, NULL-terminated */
 	char *claimer;	     /* set before use (db_set_claimer): this process's
 				claim tokens are claimer + "#n"; NULL: none */
+	pthread_mutex_t live_lock;
+	PGconn *live; /* protected by live_lock: a connection of its own
+			 holding claimer's liveness lock, or NULL */
 };
+
+/* The session advisory lock a process holds while it lives (db_set_claimer,
+ * db_live_ensure), keyed by its claimer (an SQL text expression). */
+#define LIVE_KEY(c) "hashtextextended(" c ", 7310303)"
 
 /* One operation on one connection. */
 struct pg_ctx {

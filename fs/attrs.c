@@ -18,11 +18,11 @@
 #include <errno.h>
 #include <grp.h>
 #include <pwd.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_attrs.h"
 #include "fs.h"
@@ -1044,71 +1044,23 @@ void attrov_copy_hidden(const char *name, const char *hidden)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-/* Is the process named by a hidden rows' tag ("host:pid:start!hidden",
- * this host's) alive? A pid in use by another program (its name is not
- * ours) is not. */
-static int tag_alive(const char *tag)
-{
-	const char *p = tag + strlen(cfs->host) + 1;
-	char path[64], comm[64] = "", self[64] = "";
-	char *end;
-	long pid;
-	FILE *f;
-
-	pid = strtol(p, &end, 10);
-	if (end == p || *end != ':' || pid <= 0)
-		return 1; /* not ours to judge */
-	if (pid == (long)getpid())
-		return 0; /* an earlier process's, that had our pid */
-	if (kill((pid_t)pid, 0) != 0 && errno == ESRCH)
-		return 0;
-	snprintf(path, sizeof(path), "/proc/%ld/comm", pid);
-	f = fopen(path, "re");
-	if (!f)
-		return 1;
-	if (!fgets(comm, sizeof(comm), f))
-		comm[0] = '\0';
-	fclose(f);
-	f = fopen("/proc/self/comm", "re");
-	if (!f)
-		return 1;
-	if (!fgets(self, sizeof(self), f))
-		self[0] = '\0';
-	fclose(f);
-	return !strcmp(comm, self);
-}
-
 void attrov_sweep_hidden(void)
 {
 	struct actor who;
-	char **tags = NULL;
-	size_t i;
+	long dropped = 0;
 	int rc;
 
-	rc = db_attrs_hidden_owners(cfs->db, cfs->cfg.reception_bucket,
-				    cfs->host, &tags);
-	if (rc) {
-		log_warn("attributes left at hidden names by processes that "
-			 "died: not looked for (%s)",
-			 strerror(-rc));
-		return;
-	}
 	cfs_actor_uid(&who, getuid());
-	for (i = 0; tags[i]; i++) {
-		if (tag_alive(tags[i]))
-			continue;
-		rc = db_attrs_drop_hidden(cfs->db, cfs->cfg.reception_bucket,
-					  tags[i], &who);
-		if (rc)
-			log_warn("attributes at hidden names left by %s: not "
-				 "dropped (%s)",
-				 tags[i], strerror(-rc));
-		else
-			log_info("attributes at hidden names left by %s "
-				 "(a process that died): dropped",
-				 tags[i]);
-	}
-	db_attrs_strv_free(tags);
+	rc = db_attrs_sweep_hidden(cfs->db, cfs->cfg.reception_bucket, &who,
+				   &dropped);
+	if (rc)
+		log_warn("attributes left at hidden names by processes that "
+			 "are gone: not dropped (%s)",
+			 strerror(-rc));
+	else if (dropped)
+		log_info("attributes left at hidden names by processes that "
+			 "are gone: %ld dropped",
+			 dropped);
 }
 
 static int copy_attrs(const char *from, const char *to,

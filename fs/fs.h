@@ -562,8 +562,8 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
  * replaces them. A database failure is logged. */
 void attrov_copy_hidden(const char *name, const char *hidden);
 /* At start, after db_set_claimer: drops the rows attrov_copy_hidden's of
- * this host's processes that died left (db_attrs_hidden_owners), each
- * logged. Failures are logged. */
+ * processes that are gone left (db_attrs_sweep_hidden), each logged.
+ * Failures are logged. */
 void attrov_sweep_hidden(void);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
