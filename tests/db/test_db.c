@@ -1504,6 +1504,7 @@ int main(void)
 	test_rename_guard(d, raw_a);
 	test_attrs_may(d, raw_a);
 	test_attrs_move_claim(d, raw_a);
+	test_attrs_spare(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);
