@@ -226,7 +226,6 @@ def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L6 (Medium, older): rmdir of a directory that looks empty here drops another mount's claim under it. Open.")
 def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         mount_factory, uniq):
     """L6 (tree drops with claims under them, not closed: spare is 0 for rmdir): on a, B is
