@@ -1592,13 +1592,17 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 	return rc == -EAGAIN ? -ESTALE : rc;
 }
 
-/* Errors: ENOENT, EISDIR, EIO. */
+/* Errors: ENOENT, EISDIR, EIO. An unlink that removes nothing in the store
+ * (a new file never stored, or a name listed here whose object is gone
+ * already) never ends another mount's live claim on the name, nor its
+ * upload: that mount's new file lands there (review-k L7); one of a stored
+ * object ends it. */
 int inbox_unlink(const char *rel)
 {
 	struct actor who;
 	struct ofile *of;
 	struct stat st;
-	int rc, in_store = 1;
+	int rc, in_store = 1, spared = 0;
 
 	of = ofile_find(rel);
 	if (ofile_is_hidden_name(rel)) {
@@ -1624,7 +1628,7 @@ int inbox_unlink(const char *rel)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (!in_store) {
-			attrov_drop(rel, 0);
+			attrov_drop_spare(rel, 0);
 			return 0;
 		}
 	} else {
@@ -1635,10 +1639,13 @@ int inbox_unlink(const char *rel)
 			return -EISDIR;
 	}
 	cfs_actor(&who);
-	rc = reception_remove(cfs->rcp, rel, &who);
+	rc = reception_remove_spare(cfs->rcp, rel, &who, &spared);
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
-		attrov_drop(rel, 0);
+		if (spared)
+			attrov_drop_spare(rel, 0);
+		else
+			attrov_drop(rel, 0);
 	}
 	return rc;
 }

@@ -260,7 +260,6 @@ def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         (got, [(c["op"], c["from_key"], c["uid"]) for c in changes(a, kf, every=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L7 (Medium, older): an unlink through a stale listing removes nothing yet ends another mount's claim. Open.")
 def test_stale_unlink_never_ends_another_mounts_claim(mount_factory, uniq):
     """L7 (spare=0 for an unlink): A's y.txt is listed on b; on a, A removes it and B makes a
     new y.txt (open, 'B SECRET', 0600: B's live claim). On b, A's unlink of y.txt (b's listing
