@@ -372,6 +372,18 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     const char *key, const char *reason,
 				     db_locked_fn fn, void *arg, int *fn_ran,
 				     struct db_closed *closed);
+/* db_reception_mark_removed_locked for an unlink (review-k L7): when,
+ * under the key lock, the key has no live row and its file_attrs row is
+ * another mount's live claim (db_set_claimer: that mount's new file is
+ * being written there; the removal, through a stale listing, is of an
+ * object gone already), nothing is done (fn not called, no row marked,
+ * no removal noted: that file's commit is not refused) and *spared is
+ * set to 1; otherwise *spared is 0 and it is
+ * db_reception_mark_removed_locked. Same returns. */
+int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
+			      const char *reason, db_locked_fn fn, void *arg,
+			      int *fn_ran, struct db_closed *closed,
+			      int *spared);
 
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes

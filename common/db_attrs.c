@@ -723,14 +723,15 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 
 struct attrs_drop_args {
 	const char *bucket, *key, *etag, *old;
-	int tree, force;
+	int tree, force, spare;
 	const struct actor *who;
 };
 
 static int pg_attrs_drop(struct pg_ctx *x, void *arg)
 {
 	struct attrs_drop_args *a = arg;
-	int rc = pg_attrs_drop_one(x, a->bucket, a->key, a->tree, 0, a->who);
+	int rc =
+	    pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->spare, a->who);
 
 	/* A pending row a crashed rename left goes with the name. */
 	return rc ? rc : pg_attrs_unpend_key(x, a->bucket, a->key);
@@ -745,6 +746,18 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "drop file attributes", 1, 1, pg_attrs_drop, &a);
+}
+
+int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
+			int tree, const struct actor *who)
+{
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .tree = tree, .spare = 1, .who = who};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "drop file attributes (sparing claims)", 1, 1,
+		      pg_attrs_drop, &a);
 }
 
 static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)

@@ -216,6 +216,18 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
  * crashed rename left. 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 		  const struct actor *who);
+/* db_attrs_drop for a removal that removed nothing in the store (an unlink
+ * through a stale listing: the object was gone already) or of a directory
+ * (rmdir): another mount's live claim (db_set_claimer) stays, at key and
+ * under key + "/" (its new file lands there: review-k L6, L7); every other
+ * row goes as db_attrs_drop says. 0 or -errno. */
+int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
+			int tree, const struct actor *who);
+/* Is a key under dir + "/" another mount's live claim (db_set_claimer:
+ * another mount's new file being written there, which no listing of the
+ * store shows)? Read now. 1, 0, or -errno (the database cannot be read). */
+int db_attrs_others_claim_under(struct db *d, const char *bucket,
+				const char *dir);
 
 /* Content that arrived by another route (ETag etag) is at key: key's row
  * goes unless it is bound to that object, so the new content gets the

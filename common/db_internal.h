@@ -125,6 +125,11 @@ int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *src,
 		     const struct actor *who);
 
+/* In x's transaction: is key's row another process's live claim
+ * (OTHERS_LIVE, db_attrs_internal.h: another mount's new file being
+ * written there)? 1, 0, or -errno. */
+int pg_attrs_others_live(struct pg_ctx *x, const char *bucket, const char *key);
+
 struct db_attrs_binding;
 
 /* In x's transaction, which has just recorded the upload etag as key's

@@ -307,17 +307,33 @@ struct db_removed_locked_args {
 	void *arg;
 	int called; /* fn ran (and returned fn_rc) */
 	int fn_rc;
+	int spare;  /* db_reception_remove_spare */
+	int spared; /* nothing done: another mount's new file is there */
 };
 
 static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 {
 	struct db_removed_locked_args *a = arg;
 	const char *p[3] = {a->rm.bucket, a->rm.key, a->rm.reason};
+	PGresult *res = NULL;
 	int rc;
 
 	rc = pg_lock_key(x, a->rm.bucket, a->rm.key);
 	if (rc)
 		return rc;
+	a->spared = 0;
+	if (a->spare) {
+		rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+		if (rc == 0 && PQntuples(res) == 0)
+			rc = pg_attrs_others_live(x, a->rm.bucket, a->rm.key);
+		PQclear(res);
+		if (rc < 0)
+			return rc;
+		if (rc > 0) {
+			a->spared = 1;
+			return 0;
+		}
+	}
 	a->called = 1;
 	a->fn_rc = a->fn(a->arg);
 	if (a->fn_rc)
@@ -354,6 +370,37 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 		    pg_reception_mark_removed_locked, &a);
 	if (fn_ran)
 		*fn_ran = a.called;
+	return rc;
+}
+
+int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
+			      const char *reason, db_locked_fn fn, void *arg,
+			      int *fn_ran, struct db_closed *closed,
+			      int *spared)
+{
+	struct db_closed local;
+	struct db_removed_locked_args a = {
+	    .rm = {.bucket = bucket,
+		   .key = key,
+		   .reason = reason,
+		   .closed = closed ? closed : &local},
+	    .fn = fn,
+	    .arg = arg,
+	    .spare = 1,
+	};
+	int rc;
+
+	memset(a.rm.closed, 0, sizeof(*a.rm.closed));
+	if (fn_ran)
+		*fn_ran = 0;
+	if (!d || !bucket || !key || !reason || !fn || !spared)
+		return -EINVAL;
+	*spared = 0;
+	rc = db_run(d, "reception remove (sparing claims)", 1, 0,
+		    pg_reception_mark_removed_locked, &a);
+	if (fn_ran)
+		*fn_ran = a.called;
+	*spared = rc == 0 && a.spared;
 	return rc;
 }
 

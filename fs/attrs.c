@@ -1188,13 +1188,19 @@ void attrov_renamed(const char *from, const char *to, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-void attrov_drop(const char *rel, int tree)
+/* attrov_drop, with spare: attrov_drop_spare. */
+static void drop_attrs(const char *rel, int tree, int spare)
 {
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree, &who);
+	if (spare)
+		rc = db_attrs_drop_spare(cfs->db, cfs->cfg.reception_bucket,
+					 rel, tree, &who);
+	else
+		rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel,
+				   tree, &who);
 	if (rc)
 		log_error("attributes of removed inbox/%s not dropped (they "
 			  "stay bound to the removed object): %s",
@@ -1207,6 +1213,16 @@ void attrov_drop(const char *rel, int tree)
 	if (tree)
 		forget_tree_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_drop(const char *rel, int tree)
+{
+	drop_attrs(rel, tree, 0);
+}
+
+void attrov_drop_spare(const char *rel, int tree)
+{
+	drop_attrs(rel, tree, 1);
 }
 
 int attrov_prepare(const char *rel, int check, const char *replaced)

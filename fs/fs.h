@@ -611,6 +611,11 @@ void attrov_copy_done(const char *from, const char *etag);
  * shows the database's state (a row left stays bound to the removed
  * object, so it applies to no later one). */
 void attrov_drop(const char *rel, int tree);
+/* attrov_drop for a removal that removed nothing in the store (an unlink
+ * through a stale listing), or of a directory: another mount's live claim
+ * (its new file, being written there) stays (db_attrs_drop_spare: review-k
+ * L6, L7). A failure is logged, as attrov_drop's. */
+void attrov_drop_spare(const char *rel, int tree);
 /* Before this mount uploads rel: with check (an object is there, the
  * upload replaces it), replaced is the ETag of that object now (NULL: none
  * any more) and a row bound to another object goes; the row left is

@@ -515,3 +515,101 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),
 	   "no claimer any more (th:2's lock let go): its row goes too");
 }
+
+static int count_calls(void *arg)
+{
+	++*(int *)arg;
+	return 0;
+}
+
+/* review-k L6, L7: a removal that removed nothing in the store, or a
+ * directory's, spares another mount's live claim (its new file lands
+ * there); rmdir sees such a claim under the directory (no listing does).
+ * d has no claimer here: every live claim is another's. */
+void test_attrs_spare(struct db *d, PGconn *raw)
+{
+	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			      .mode = 0600,
+			      .uid = BOB,
+			      .gid = BOB};
+	struct reception_new r = {.source_bucket = BKT,
+				  .object_key = "sp/s",
+				  .size = 1,
+				  .etag = "e-s",
+				  .origin = "mount"};
+	struct db_claim held = {0};
+	struct actor who = {.uid = ALICE};
+	int64_t id = 0;
+	int ins = 0, calls = 0, spared = -1;
+
+	snprintf(who.user, sizeof(who.user), "alice");
+	snprintf(who.host, sizeof(who.host), "test");
+	ok(db_attrs_claim(d, BKT, "sp/dx/h", &in, "m2:1#1", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/dx/h");
+	db_claim_free(&held);
+	ok(set(d, "sp/d/g", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, ALICE, ALICE,
+	       "e-g", NULL, NULL, NULL) == 0,
+	   "a bound row at sp/d/g");
+	ok(db_attrs_others_claim_under(d, BKT, "sp/d") == 0,
+	   "under sp/d: no claim (sp/dx/h is not under it, nor a bound row)");
+	ok(db_attrs_claim(d, BKT, "sp/d/e/f", &in, "m2:1#2", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/d/e/f");
+	db_claim_free(&held);
+	ok(db_attrs_others_claim_under(d, BKT, "sp/d") == 1 &&
+	       db_attrs_others_claim_under(d, BKT, "sp") == 1 &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d/e/f") == 0,
+	   "under sp/d and sp: m2's claim; under the claimed key itself: none");
+	ok(db_set_claimer(d, "m2:1") == 0 &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d") == 0 &&
+	       db_set_claimer(d, NULL) == 0,
+	   "for m2 itself, its own claim is not another's");
+	ok(db_attrs_drop_spare(d, BKT, "sp/d", 1, &who) == 0 &&
+	       row_is(raw, "sp/d/g", NULL) &&
+	       row_is(raw, "sp/d/e/f", "384|2002|2002||"),
+	   "drop_spare of the tree: the bound row goes, m2's claim stays");
+	ok(sql_ok(raw, "UPDATE file_attrs SET claim_until = now() -"
+		       " interval '1 second' WHERE bucket = '" BKT
+		       "' AND object_key = 'sp/d/e/f'") &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d") == 0 &&
+	       db_attrs_drop_spare(d, BKT, "sp/d", 1, &who) == 0 &&
+	       row_is(raw, "sp/d/e/f", NULL),
+	   "a lapsed claim: not counted, and dropped");
+	ok(db_attrs_drop(d, BKT, "sp/dx", 1, &who) == 0 &&
+	       row_is(raw, "sp/dx/h", NULL),
+	   "db_attrs_drop ends a live claim (an unlink of a stored object)");
+
+	/* db_reception_remove_spare */
+	ok(db_attrs_claim(d, BKT, "sp/y", &in, "m2:1#3", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/y (no object, no live row)");
+	db_claim_free(&held);
+	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 1 && calls == 0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/y'") == 0,
+	   "remove_spare at m2's claim, no live row: nothing done, spared");
+	ok(db_reception_remove_spare(d, BKT, "sp/n", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/n'") == 1,
+	   "remove_spare with no claim: fn called, the removal noted");
+	db_reception_record(d, &r, NULL, &id, &ins);
+	ok(ins && db_attrs_claim(d, BKT, "sp/s", &in, "m2:1#4", 60, 1, NULL,
+				 &who, NULL, &held) == 0,
+	   "sp/s: a live row, and m2's claim");
+	db_claim_free(&held);
+	calls = 0;
+	ok(db_reception_remove_spare(d, BKT, "sp/s", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
+			     " source_bucket = '" BKT "' AND object_key ="
+			     " 'sp/s' AND removed_at IS NULL") == 0,
+	   "remove_spare of a recorded object: removed (claim or not)");
+}

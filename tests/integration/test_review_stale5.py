@@ -224,7 +224,6 @@ def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L6 (Medium, older): rmdir of a directory that looks empty here drops another mount's claim under it. Open.")
 def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         mount_factory, uniq):
     """L6 (tree drops with claims under them, not closed: spare is 0 for rmdir): on a, B is
@@ -259,7 +258,6 @@ def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         (got, [(c["op"], c["from_key"], c["uid"]) for c in changes(a, kf, every=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L7 (Medium, older): an unlink through a stale listing removes nothing yet ends another mount's claim. Open.")
 def test_stale_unlink_never_ends_another_mounts_claim(mount_factory, uniq):
     """L7 (spare=0 for an unlink): A's y.txt is listed on b; on a, A removes it and B makes a
     new y.txt (open, 'B SECRET', 0600: B's live claim). On b, A's unlink of y.txt (b's listing
