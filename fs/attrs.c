@@ -995,8 +995,8 @@ static void entry_bind_locked(struct attrov *a, const char *etag)
 		a->has_mode = a->has_owner = a->has_atime = a->has_mtime = 0;
 }
 
-void attrov_move(const char *from, const char *to, int tree, const char *etag,
-		 const char *old)
+int attrov_move(const char *from, const char *to, int tree, const char *etag,
+		const char *old)
 {
 	struct attrov *a;
 	struct actor who;
@@ -1024,6 +1024,7 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		forget_tree_locked(to);
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 void attrov_copy_hidden(const char *name, const char *hidden)

@@ -552,11 +552,15 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * With tree set (a directory), those of everything under from/ follow to
  * to/ as well. etag (NULL: unchanged) is to's object's ETag after the
  * move, taken by from's row when unbound or bound to old (the ETag of the
- * object moved, NULL when not known). Logged ('move', 'drop'). A database
- * failure is logged (the rename stands) and the cache shows the
- * database's state. */
-void attrov_move(const char *from, const char *to, int tree, const char *etag,
-		 const char *old);
+ * object moved, NULL when not known). Logged ('move', 'drop'). One
+ * transaction (db_attrs_move): another mount's live claim at `to` while
+ * from has a row fails it, nothing moved (EBUSY). A failure is logged
+ * and the cache shows the database's state; a caller that moves its
+ * file only after this fails its rename then (rename_open), the others
+ * let theirs stand. 0 or -errno: EBUSY, EIO (also: the connection was
+ * lost at COMMIT, the outcome unknown), ENOMEM, EINVAL. */
+int attrov_move(const char *from, const char *to, int tree, const char *etag,
+		const char *old);
 /* A rename hides name (open here) as hidden: name's attributes are copied
  * there (db_attrs_copy_hidden); name keeps its own until the rename
  * replaces them. A database failure is logged. */

@@ -667,6 +667,39 @@ static int rename_copy_with_attrs(const char *from, const char *to,
 	return rc;
 }
 
+/* Caller holds of->lock. rename_open of a file never stored (or local)
+ * whose writer's close commits it under `to` (the rest as for
+ * rename_open). Its row (a new file's claim) moves first, checked in the
+ * move's transaction, and only then the file: another mount's live claim
+ * at `to`, made after rename_entry looked (its new file is written there:
+ * review-k L4), fails the rename (EBUSY) with nothing moved, the file
+ * under `from` with its row (EEXIST with RENAME_NOREPLACE in flags).
+ * *attrs_moved: set on entry when its row is at `to` already
+ * (rename_claim's claim), set here when moved. 0 or -errno: EBUSY,
+ * EEXIST, EIO, ENOMEM. */
+static int rename_pending(struct ofile *of, const char *from, const char *to,
+			  int to_exists, uint64_t to_size,
+			  const struct seen_obj *to_seen, unsigned int flags,
+			  int *attrs_moved)
+{
+	int moved = 0, rc;
+
+	if (!*attrs_moved) {
+		rc = attrov_move(from, to, 0, NULL, NULL);
+		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
+			rc = -EEXIST; /* claimed meanwhile: it exists */
+		if (rc)
+			return rc;
+		moved = 1;
+	}
+	rc = ofile_rename_uncommitted(of, to, to_exists, to_size, to_seen);
+	if (rc && moved) /* nothing changed: the row goes back */
+		attrov_move(to, from, 0, NULL, NULL);
+	else if (rc == 0)
+		*attrs_moved = 1;
+	return rc;
+}
+
 /* An open (or local) file is renamed. Caller holds of->lock.
  *
  * Only writers commit (SPEC §2): a file changed through a handle that is
@@ -677,10 +710,13 @@ static int rename_copy_with_attrs(const char *from, const char *to,
  * file, only readers or unchanged writable handles open), what must be
  * stored is stored now, under `to`, and on failure the file keeps `from`:
  * the commit obligation is never lost. to_exists/to_size: `to` names a
- * stored object of that size, which the file replaces. */
+ * stored object of that size, which the file replaces. flags: rename's.
+ * *attrs_moved: as for rename_pending; set when from's row was moved to
+ * `to` here (else the caller moves it after). */
 static int rename_open(struct ofile *of, const char *from, const char *to,
 		       int to_exists, uint64_t to_size,
-		       const struct seen_obj *to_seen, int *attrs_moved)
+		       const struct seen_obj *to_seen, unsigned int flags,
+		       int *attrs_moved)
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
@@ -713,8 +749,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		 * to move in the store. ofile_publish moves its attributes
 		 * itself, before its upload binds them. */
 		if (pending)
-			return ofile_rename_uncommitted(of, to, to_exists,
-							to_size, to_seen);
+			return rename_pending(of, from, to, to_exists, to_size,
+					      to_seen, flags, attrs_moved);
 		rc = ofile_publish(of, to, to_exists);
 		*attrs_moved = rc == 0;
 		return rc;
@@ -924,11 +960,13 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 				  &token, &cl);
 		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
 			rc = -EEXIST; /* claimed meanwhile: it exists */
+		/* its row is at `to` already: rename_claim's claim */
+		attrs_moved = token != NULL;
 		if (rc == 0)
 			rc = rename_open(
 			    of, from, to, to_exists && !is_temp(to),
 			    to_exists ? (uint64_t)st.st_size : 0,
-			    to_exists ? &to_seen : NULL, &attrs_moved);
+			    to_exists ? &to_seen : NULL, flags, &attrs_moved);
 		if (token)
 			rename_claim_done(of, from, to, rc, token, &cl,
 					  &attrs_moved);

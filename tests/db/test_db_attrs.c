@@ -423,6 +423,27 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	       row_is(raw, "mc/w", "416|2001|2001||") &&
 	       out.what == (DB_ATTR_MODE | DB_ATTR_OWNER),
 	   "no row at the source: w claimed with 0640, Alice's");
+	/* review-k L4: a rename's move of m1's claim (y) over m2's live
+	 * claim (z) fails, nothing changed, in its transaction (an open new
+	 * file's rename moves its row first and stops there); to a free
+	 * name the claim moves, still m1's and live */
+	ok(db_set_claimer(d, "m1") == 0, "this process is m1");
+	before = changes_of(raw, "mc/z");
+	ok(db_attrs_move(d, BKT, "mc/y", "mc/z", 0, NULL, NULL, &who) == -EBUSY,
+	   "y's row moved over m2's live claim at z: EBUSY");
+	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
+	       row_is(raw, "mc/z", "416|2001|2001||") &&
+	       changes_of(raw, "mc/z") == before,
+	   "... nothing changed, nothing logged");
+	ok(db_attrs_move(d, BKT, "mc/y", "mc/u", 0, NULL, NULL, &who) == 0 &&
+	       row_is(raw, "mc/y", NULL) &&
+	       row_is(raw, "mc/u", "384|2001|2001|1000000000|") &&
+	       sql_long(raw,
+			"SELECT count(*) FROM file_attrs WHERE bucket = '" BKT
+			"' AND object_key = 'mc/u' AND claimed_by = 'm1#1'"
+			" AND claim_until > now()") == 1,
+	   "to a free name u: moved, still m1#1's live claim");
+	ok(db_set_claimer(d, NULL) == 0, "no claimer again");
 }
 
 /* db_attrs_copy_hidden, db_attrs_sweep_hidden, db_set_claimer's liveness

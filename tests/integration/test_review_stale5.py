@@ -117,7 +117,6 @@ def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L4 (Medium): an open file's rename over a stored target goes on after another mount claimed the name meanwhile (the attributes' EBUSY is only logged). Open.")
 def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_meanwhile(
         stack, mount_factory, uniq):
     """L4 (K2 on the open-file path, not closed): A's new x.txt (0600, 'A NEW') is open for
@@ -169,8 +168,18 @@ def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_mean
         time.sleep(1)
         row = attrs_row(a, ky)
         body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
-        final = (closed, body, row and (row["uid"], row["mode"]), attrs_row(a, kx) is not None)
+        rx = attrs_row(a, kx)
+        try:
+            bx = a.s3.get_object(Bucket=a.reception_bucket, Key=kx)["Body"].read()
+        except a.s3.exceptions.NoSuchKey:
+            bx = None
+        final = (closed, body, row and (row["uid"], row["mode"]), bx,
+                 rx and (rx["uid"], rx["mode"]))
         assert mid[0] == ["EBUSY"] or (mid[1] is None and mid[2] == (A, True)), (mid, final)
+        # Refused (EBUSY), nothing moved: each file kept its name and its row, and each close
+        # stored its own.
+        assert (mid, final) == ((["EBUSY"], (A, True), (B, True)),
+                                (("ok", "ok"), b"B SECRET", (B, 0o600), b"A NEW", (A, 0o600)))
     finally:
         px.close()
 
