@@ -1,0 +1,186 @@
+"""Hostile read of w/s31 (9bb75e2): w/l67 (rmdir/unlink spare another mount's claims), w/l4
+(an open new file's rename moves its row first) and the liveness lock (a session advisory lock
+per process, db_set_claimer/db_live_ensure; the start sweep drops the '!hidden' rows whose lock
+is free). Each test fails on 9bb75e2 for the reason its docstring gives."""
+import os
+import threading
+import time
+
+import pytest
+
+from test_perms import A, B, FOREIGN, as_user, attrs_row, changes, open_to_others
+from test_review_held_commit import GHolder
+from test_review_held_rename import _mvs
+from test_review_hide import _fd_stat, _hidden, _hide_on_a
+from test_review_stale4 import _two
+
+LOCK_PID = ("select l.pid from pg_locks l, (select hashtextextended(%s, 7310303) k) h"
+            " where l.locktype = 'advisory' and l.objsubid = 1 and l.granted"
+            " and l.classid::bigint = ((h.k >> 32) & 4294967295)"
+            " and l.objid::bigint = (h.k & 4294967295)")
+
+
+def _claimer(row):
+    assert row["claimed_by"].endswith("!hidden"), row
+    return row["claimed_by"][:-len("!hidden")]
+
+
+def _drop_live_session(m, claimer):
+    """Ends the backend that holds claimer's liveness lock, as a database restart, an
+    idle_session_timeout or a firewall's idle-connection reaper would (the liveness
+    connection is idle for the process's whole life). Returns once the lock is free."""
+    pids = [r["pid"] for r in m.sql_dicts(LOCK_PID, (claimer,))]
+    assert len(pids) == 1, pids
+    m.sql("select pg_terminate_backend(%s)", (pids[0],))
+    m.wait_until(lambda: not m.sql_dicts(LOCK_PID, (claimer,)), timeout=20,
+                 what="the liveness lock is free")
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R1 (Medium): a lost liveness session is not taken again until the next hide; another mount's start sweep drops a live process's hidden row")
+def test_a_live_process_whose_liveness_session_ended_keeps_its_hidden_rows(mount_factory, uniq):
+    """R1 (new, Medium): a's liveness lock lives on one idle connection; when that session ends
+    (a database restart or failover, idle_session_timeout, a NAT/firewall reaping the idle
+    connection) nothing takes it again until a's next hide (db_live_ensure runs only in
+    db_attrs_copy_hidden). Meanwhile any mount's start sweep takes a, alive and holding B's
+    hidden file open, for gone: it drops a's hidden row (logged 'drop' by the sweeping mount's
+    root, which nobody did), and B's open file on a shows the defaults (3000, 0644) instead of
+    (B, 0600). Expected: a's row stays while a lives and B's handle is open."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    try:
+        _drop_live_session(a, _claimer(row))
+        before = len(changes(a, row["object_key"], every=True))
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
+                     what="b lists the directory")
+        time.sleep(3)  # past a's attribute cache
+        after = _hidden(a, uniq)
+        seen = _fd_stat(reader, a)
+        logged = [(c["op"], c["changed_by"]) for c in
+                  changes(a, row["object_key"], every=True)][before:]
+        assert (a.proc.poll(), [r["object_key"] for r in after], logged, seen) == \
+            (None, [row["object_key"]], [], (B, 0o600)), (row, after, logged)
+    finally:
+        reader.close()
+
+
+WAITER = ("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
+          " and wait_event = 'advisory' and query like 'SELECT pg_advisory_lock(hashtextextended%%'")
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R2 (Medium): live_take waits on pg_advisory_lock without bound inside a FUSE request, holding live_lock")
+def test_a_hide_never_waits_on_the_liveness_lock_held_elsewhere(mount_factory, uniq):
+    """R2 (new, Medium): when the liveness connection broke, db_live_ensure takes the lock
+    again with the blocking pg_advisory_lock, holding d->live_lock, inside a FUSE request (the
+    hide of a rename's open target). If the key is still held elsewhere (the server has not
+    noticed the old connection's death yet: a half-open TCP connection stays until keepalive,
+    2 h by default; or a colliding hash), the rename waits without bound, and with it every
+    later hide of the process (d->live_lock). Here a session of the test holds the key after
+    a's liveness session ended: a's next rename over an open target hangs in
+    'SELECT pg_advisory_lock(...)' until the test lets go. Expected: a try-lock (or a bounded
+    wait) that fails the check; the rename is never held by the lock."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    claimer = _claimer(row)
+    holder = None
+    reader2 = None
+    out = {}
+    try:
+        assert as_user(B, f"open({pa('z.txt')!r}, 'w').write('B TWO')") == ["ok"]
+        assert as_user(A, f"open({pa('w.txt')!r}, 'w').write('A TWO')") == ["ok"]
+        reader2 = GHolder(B, pa("z.txt"), os.O_RDONLY)
+        _drop_live_session(a, claimer)
+        holder = a.stack._connect("custody", "custody")
+        holder.autocommit = True
+        with holder.cursor() as cur:
+            cur.execute("select pg_advisory_lock(hashtextextended(%s, 7310303))", (claimer,))
+        t = threading.Thread(target=lambda: out.setdefault(
+            "mv", _mvs(A, (pa("w.txt"), pa("z.txt")))))
+        t.start()
+        waited = 0
+        for _ in range(150):
+            waited = max(waited, a.sql_value(WAITER))
+            if waited or not t.is_alive():
+                break
+            time.sleep(0.1)
+        holder.close()
+        holder = None
+        t.join(60)
+        assert (waited, out.get("mv")) == (0, ["ok"]), (waited, out)
+    finally:
+        if holder:
+            holder.close()
+        if reader2:
+            reader2.close()
+        reader.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R3 (Medium): rename_dir_locked attrov_drop(from, 1) drops another mount's claim under the source; two O_EXCL creates both succeed")
+def test_directory_rename_never_drops_another_mounts_claim_under_the_source(
+        mount_factory, uniq):
+    """R3 (older, reported in review-held as "rename_dir_locked's attrov_drop(from, 1)";
+    untested until now; Medium): on a, B is writing a new d1/g (0600, 'B SECRET', open: B's
+    live claim; no listing shows it). On b, A renames d1 to d3: after the objects moved,
+    attrov_drop(d1, 1) drops every row under d1/, B's claim with them (logged as A's 'drop').
+    B's file still lands at d1/g at its close (a's open file is not under d3), but its claim
+    is gone: A's exclusive create of d1/g on b succeeds beside B's, and the later close
+    silently replaces the other's file (two O_EXCL creates of one name both said ok).
+    Expected: the rename is refused (EBUSY/ENOTEMPTY), or B's claim stays and A's create is
+    refused (EEXIST/EBUSY), B's file stored with its owner."""
+    a, b, pa, pb = _two(mount_factory, uniq)
+    kg = f"{uniq}/d1/g"
+    assert as_user(A, f"os.mkdir({pa('d1')!r})", f"os.chmod({pa('d1')!r}, 0o777)",
+                   f"open({pa('d1/f')!r}, 'w').write('A FILE')") == ["ok"] * 3
+    b.wait_until(lambda: os.path.exists(pb("d1/f")), timeout=40, what="b lists d1/f")
+    wb = GHolder(B, pa("d1/g"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert as_user(B, f"os.chmod({pa('d1/g')!r}, 0o600)") == ["ok"]
+        assert wb.op("w", "B SECRET") == "ok"
+        moved = _mvs(A, (pb("d1"), pb("d3")))
+        row = attrs_row(a, kg)
+        made = as_user(A, f"os.makedirs({pb('d1')!r}, exist_ok=True)",
+                       f"open({pb('d1/g')!r}, 'x').write('A NEW')")
+        closed = wb.op("c")
+    finally:
+        wb.close()
+    time.sleep(1)
+    try:
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=kg)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        body = type(e).__name__
+    refused = moved[0] in ("EBUSY", "ENOTEMPTY")
+    kept = bool(row) and row["uid"] == B and made[-1] in ("EEXIST", "EBUSY")
+    assert (refused or kept, closed, body) == (True, "ok", b"B SECRET"), \
+        (moved, row, made, [(c["op"], c["uid"], c["changed_by"]) for c in
+                            changes(a, kg, every=True)])
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R4 (Medium): an unlink spared for another mount's claim says ok while an object with no live row (another route) stays")
+def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
+    """R4 (new with cb61fb6, Medium): db_reception_remove_spare does nothing when the key has
+    no live reception row and another mount holds a live claim there, on the belief that "the
+    object is gone already". An object with no live row is not a gone one: one that arrived
+    by another route (no row until foreign_grace_ms has passed, 40 s+ by default), or another
+    mount's upload whose PUT landed before its commit. Here: B is writing a new y.txt on a
+    (claim); an object arrives at y.txt by another route; A sees it on b and unlinks it: 'ok',
+    yet the object stays (nothing deleted, nothing marked, no event). B then gives up its new
+    file (unlinks it on a: never stored, nothing deleted either): both unlinks said ok and
+    y.txt is still there, with the content A removed. Expected: an unlink that says ok leaves
+    no object at the name (or it fails)."""
+    a, b, pa, pb = _two(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert wb.op("w", "B NEW") == "ok"
+        a.s3.put_object(Bucket=a.reception_bucket, Key=ky, Body=b"OTHER ROUTE")
+        b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b sees y.txt")
+        gone = as_user(A, f"os.unlink({pb('y.txt')!r})")
+        after_a = as_user(A, f"os.stat({pb('y.txt')!r}).st_size")
+        assert as_user(B, f"os.unlink({pa('y.txt')!r})") == ["ok"]
+    finally:
+        wb.close()
+    time.sleep(1)
+    try:
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    except Exception as e:  # noqa: BLE001
+        body = type(e).__name__
+    assert gone != ["ok"] or (after_a, body) == (["ENOENT"], "NoSuchKey"), \
+        (gone, after_a, body)
