@@ -325,3 +325,36 @@ def test_open_new_files_rename_whose_move_commit_is_lost_leaves_each_row_with_it
                                   changes(a, ky, every=True)])
     finally:
         px.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R6 (Low): an rmdir on another mount drops a live process's hidden row (attrov_drop_spare spares claims, not tags)")
+def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
+    """R6 (older class, Low; the spare of 9f1861c stops at claims): a keeps B's hidden y.txt
+    open after A's rename over it (its row copied to the hidden name, tagged, alive: a holds
+    its liveness lock). On b the directory holds only y.txt (a's hidden file is no object and
+    no claim); A unlinks y.txt and removes the directory there: the rmdir's
+    attrov_drop_spare(dir, 1) drops every row under it that is no live claim, a's tagged
+    hidden row too (logged as A's 'drop'), and B's open file on a shows the defaults
+    (3000, 0644) instead of (B, 0600). Expected: the rmdir refuses (a live process's file is
+    under it: ENOTEMPTY, as for a claim) or leaves the tagged row."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    try:
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        open_to_others(b)
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
+        done = as_user(A, f"os.unlink({pb('y.txt')!r})")
+        try:
+            os.rmdir(b.path("inbox", uniq))  # its owner (root, who made it)
+            done.append("ok")
+        except OSError as e:
+            import errno
+            done.append(errno.errorcode[e.errno])
+        time.sleep(3)  # past a's attribute cache
+        after = _hidden(a, uniq)
+        seen = _fd_stat(reader, a)
+        logged = [(c["op"], c["changed_by"]) for c in changes(a, row["object_key"], every=True)]
+        assert done[1] == "ENOTEMPTY" or ([r["object_key"] for r in after], seen) == \
+            ([row["object_key"]], (B, 0o600)), (done, after, logged, seen)
+    finally:
+        reader.close()
