@@ -204,10 +204,12 @@ class PgCut:
     and the connection cut before the answer: libpq sees the connection lost at COMMIT (the
     product's -EINPROGRESS: outcome unknown) although the transaction committed."""
 
-    def __init__(self, port, marker):
+    def __init__(self, port, marker, hold=0.0):
         import socket
         self.marker = marker
         self.enabled = False
+        self.hold = hold  # after the cut, new connections wait that long at most
+        self.release = threading.Event()
         self.cut = threading.Event()
         self.ls = socket.socket()
         self.ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -224,10 +226,16 @@ class PgCut:
                 c, _ = self.ls.accept()
             except OSError:
                 return
-            s = socket.create_connection(("127.0.0.1", self.up))
-            st = {"armed": False, "dead": False}
-            threading.Thread(target=self._c2s, args=(c, s, st), daemon=True).start()
-            threading.Thread(target=self._s2c, args=(c, s, st), daemon=True).start()
+            threading.Thread(target=self._open, args=(c,), daemon=True).start()
+
+    def _open(self, c):
+        import socket
+        if self.cut.is_set() and self.hold:
+            self.release.wait(self.hold)
+        s = socket.create_connection(("127.0.0.1", self.up))
+        st = {"armed": False, "dead": False}
+        threading.Thread(target=self._c2s, args=(c, s, st), daemon=True).start()
+        threading.Thread(target=self._s2c, args=(c, s, st), daemon=True).start()
 
     def _c2s(self, c, s, st):
         try:
@@ -361,3 +369,56 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
             ([row["object_key"]], (B, 0o600)), (done, after, logged, seen)
     finally:
         reader.close()
+
+
+@pytest.mark.xfail(strict=True, reason="review-31 R7 (Low): an unlink whose COMMIT answer was lost is spared on its second pass: the object it deleted gets no removed event, the log says nothing was removed")
+def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factory, uniq):
+    """R7 (new with cb61fb6, Low): reception_remove_spare's second pass after a lost COMMIT
+    answer (-EINPROGRESS) spares as well. The first pass deleted y.txt and committed its
+    marks; before the second pass (here: while b reconnects) B makes a new y.txt on a (its
+    claim). The second pass then finds no live row and another mount's live claim: spared, it
+    logs "nothing removed (its object is gone ...)" and no 'removed' event, although this
+    unlink deleted the object. Expected: one 'removed' event for y.txt in b's log."""
+    from test_logging import events
+    px = PgCut(int(stack.conninfo.split("port=")[1].split()[0]),
+               b"WITH c AS (UPDATE reception_audit SET removed_at = now()", hold=4.0)
+    try:
+        conn = stack.conninfo.replace(f"port={px.up}", f"port={px.port}") + " sslmode=disable"
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"postgres": {"conninfo": conn, "pool_size": "1"},
+                                  "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(b.path("inbox", uniq))
+        os.chmod(b.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        ky = f"{uniq}/y.txt"
+        assert as_user(A, f"open({pb('y.txt')!r}, 'w').write('A OLD')") == ["ok"]
+        out = {}
+        px.enabled = True
+        t = threading.Thread(target=lambda: out.setdefault(
+            "rm", as_user(A, f"os.unlink({pb('y.txt')!r})")))
+        t.start()
+        assert px.cut.wait(30), "the removal's COMMIT was never cut"
+        wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        px.release.set()
+        t.join(60)
+        try:
+            assert wb.op("w", "B NEW") == "ok"
+            closed = wb.op("c")
+        finally:
+            wb.close()
+        time.sleep(1)
+        removed = [e for _, e in events(b) if e["event"] == "removed" and e.get("key") == ky]
+        nothing = [ln for ln in b.daemon_log().splitlines()
+                   if "y.txt: nothing removed" in ln]
+        marked = a.sql_dicts("select removal_reason from reception_audit where source_bucket = %s"
+                             " and object_key = %s and removed_at is not null",
+                             (a.reception_bucket, ky))
+        assert len(marked) == 1, marked  # the first pass did delete and mark A's y.txt
+        assert (out.get("rm"), len(removed), nothing) == (["ok"], 1, []), \
+            (out, removed, nothing, closed, marked)
+    finally:
+        px.close()
