@@ -109,6 +109,11 @@ void db_attrs_free_row(struct db_attrs *row);
  * row. 0 or -errno (the database cannot be read). */
 int db_attrs_get(struct db *d, const char *bucket, const char *key,
 		 struct db_attrs *row, int *found);
+/* Has key a row, read once no transaction holds it (FOR UPDATE: one in
+ * flight, a COMMIT whose answer was lost among them, is waited for)?
+ * *found 1 or 0. 0 or -errno. */
+int db_attrs_settled(struct db *d, const char *bucket, const char *key,
+		     int *found);
 /* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
  * attributes a rename in flight, or one a crash cut short, gives its copy
  * at key, for the object with ETag etag (NULL: any): one bound to etag

@@ -744,8 +744,11 @@ fail:
 	return NULL;
 }
 
+/* Tried, never waited for: held elsewhere (a session of this process's the
+ * server has not seen die yet, or a colliding key), it is not taken, and no
+ * request waits for it (review-31 R2). */
 static const char db_sql_live_lock[] =
-    "SELECT pg_advisory_lock(" LIVE_KEY("$1::text") ")";
+    "SELECT pg_try_advisory_lock(" LIVE_KEY("$1::text") ")";
 
 /* Caller holds d->live_lock. d->live: a new connection holding the
  * liveness lock of d->claimer. 0 or -errno. */
@@ -772,6 +775,10 @@ static int live_take(struct db *d)
 		pg_conn_error(d, c, err, sizeof(err));
 		log_error("database: liveness lock not taken: %s", err);
 		rc = -EIO;
+	} else if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+		log_error("database: liveness lock held by another session: "
+			  "not taken (tried again later)");
+		rc = -EBUSY;
 	}
 	PQclear(res);
 	if (rc)

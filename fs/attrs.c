@@ -1024,7 +1024,14 @@ int attrov_move(const char *from, const char *to, int tree, const char *etag,
 		forget_tree_locked(to);
 	}
 	pthread_mutex_unlock(&cfs->lock);
-	return rc == -EINPROGRESS ? -EIO : rc;
+	return rc;
+}
+
+void attrov_forget(const char *rel)
+{
+	pthread_mutex_lock(&cfs->lock);
+	reload_entry_locked(rel);
+	pthread_mutex_unlock(&cfs->lock);
 }
 
 void attrov_copy_hidden(const char *name, const char *hidden)

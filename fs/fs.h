@@ -557,10 +557,12 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * from has a row fails it, nothing moved (EBUSY). A failure is logged
  * and the cache shows the database's state; a caller that moves its
  * file only after this fails its rename then (rename_open), the others
- * let theirs stand. 0 or -errno: EBUSY, EIO (also: the connection was
- * lost at COMMIT, the outcome unknown), ENOMEM, EINVAL. */
+ * let theirs stand. 0 or -errno: EBUSY, EIO, EINPROGRESS (the connection
+ * was lost at COMMIT: the outcome unknown), ENOMEM, EINVAL. */
 int attrov_move(const char *from, const char *to, int tree, const char *etag,
 		const char *old);
+/* The cache forgets what it holds of rel: read again from the database. */
+void attrov_forget(const char *rel);
 /* A rename hides name (open here) as hidden: name's attributes are copied
  * there (db_attrs_copy_hidden); name keeps its own until the rename
  * replaces them. A database failure is logged. */

@@ -667,6 +667,28 @@ static int rename_copy_with_attrs(const char *from, const char *to,
 	return rc;
 }
 
+/* The row move of rename_pending lost its connection at COMMIT: did it
+ * commit? from had the row (the file's claim) and a committed move took it
+ * away; the read waits for the move's transaction if the server still
+ * holds it (review-31 R5: an EIO after a move that committed left the
+ * file at from and its row over to's). 0 (it moved) or -EIO (it did not,
+ * or the database cannot tell now: nothing is renamed). */
+static int move_settled(const char *from)
+{
+	int found = 1, rc;
+
+	rc = db_attrs_settled(cfs->db, cfs->cfg.reception_bucket, from, &found);
+	if (rc || found) {
+		log_error("rename of inbox/%s: its attributes' move %s", from,
+			  rc ? "may have committed (the database cannot tell "
+			       "now): refused"
+			     : "did not commit: refused");
+		return -EIO;
+	}
+	attrov_forget(from);
+	return 0;
+}
+
 /* Caller holds of->lock. rename_open of a file never stored (or local)
  * whose writer's close commits it under `to` (the rest as for
  * rename_open). Its row (a new file's claim) moves first, checked in the
@@ -686,6 +708,8 @@ static int rename_pending(struct ofile *of, const char *from, const char *to,
 
 	if (!*attrs_moved) {
 		rc = attrov_move(from, to, 0, NULL, NULL);
+		if (rc == -EINPROGRESS)
+			rc = move_settled(from);
 		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
 			rc = -EEXIST; /* claimed meanwhile: it exists */
 		if (rc)

@@ -67,7 +67,6 @@ WAITER = ("select count(*) from pg_stat_activity where wait_event_type = 'Lock'"
           " and wait_event = 'advisory' and query like 'SELECT pg_advisory_lock(hashtextextended%%'")
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R2 (Medium): live_take waits on the blocking pg_advisory_lock (up to statement_timeout, 30 s, per hide) inside a FUSE request, holding live_lock")
 def test_a_hide_never_waits_on_the_liveness_lock_held_elsewhere(mount_factory, uniq):
     """R2 (new, Medium): when the liveness connection broke, db_live_ensure takes the lock
     again with the blocking pg_advisory_lock, holding d->live_lock, inside a FUSE request (the
@@ -276,7 +275,6 @@ class PgCut:
         self.ls.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R5 (High): rename_pending treats a lost COMMIT of its row move as a failure: EIO, the file stays, its row replaced the target's (B SECRET shown 0644 as A's)")
 def test_open_new_files_rename_whose_move_commit_is_lost_leaves_each_row_with_its_file(
         stack, mount_factory, uniq):
     """R5 (new with 39d3412, Medium): rename_pending moves an open new file's row first
