@@ -477,8 +477,10 @@ static int rename_dir_locked(const char *from, const char *to,
 		ofile_rebase(from, to);
 		readers_rename(from, to);
 		/* The files under from/ took theirs along; the rows of the
-		 * directories go now. */
-		attrov_drop(from, 1);
+		 * directories go now. Another mount's new file under from/
+		 * keeps its claim (review-31 R3): it lands at its name there
+		 * at its close, and nobody else may create that name first. */
+		attrov_drop_spare(from, 1);
 		attrov_forget_tree(from);
 		attrov_forget_tree(to);
 		dcache_remove(from);

@@ -114,7 +114,6 @@ def test_a_hide_never_waits_on_the_liveness_lock_held_elsewhere(mount_factory, u
         reader.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R3 (Medium): rename_dir_locked attrov_drop(from, 1) drops another mount's claim under the source; two O_EXCL creates both succeed")
 def test_directory_rename_never_drops_another_mounts_claim_under_the_source(
         mount_factory, uniq):
     """R3 (older, reported in review-held as "rename_dir_locked's attrov_drop(from, 1)";
