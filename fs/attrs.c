@@ -1027,13 +1027,6 @@ int attrov_move(const char *from, const char *to, int tree, const char *etag,
 	return rc;
 }
 
-void attrov_forget(const char *rel)
-{
-	pthread_mutex_lock(&cfs->lock);
-	reload_entry_locked(rel);
-	pthread_mutex_unlock(&cfs->lock);
-}
-
 void attrov_copy_hidden(const char *name, const char *hidden)
 {
 	struct actor who;

@@ -561,8 +561,6 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * was lost at COMMIT: the outcome unknown), ENOMEM, EINVAL. */
 int attrov_move(const char *from, const char *to, int tree, const char *etag,
 		const char *old);
-/* The cache forgets what it holds of rel: read again from the database. */
-void attrov_forget(const char *rel);
 /* A rename hides name (open here) as hidden: name's attributes are copied
  * there (db_attrs_copy_hidden); name keeps its own until the rename
  * replaces them. A database failure is logged. */

@@ -357,7 +357,10 @@ static void remove_node(fuse_ino_t dir, const char *name)
 	pthread_mutex_unlock(&nt.lock);
 }
 
-/* 0, -EBUSY (hide: the hidden name was taken meanwhile), -ENOMEM. */
+/* The node at oldname takes newname, hidden or not as hide says (only a
+ * hidden name is renamed back unhidden: the daemon refuses renames from
+ * hidden names). 0, -EBUSY (hide: the hidden name was taken meanwhile),
+ * -ENOMEM. */
 static int rename_node(fuse_ino_t olddir, const char *oldname,
 		       fuse_ino_t newdir, const char *newname, int hide)
 {
@@ -385,8 +388,8 @@ static int rename_node(fuse_ino_t olddir, const char *oldname,
 		unhash_name(nn);
 	unhash_name(n);
 	rc = hash_name(n, newdir, newname);
-	if (rc == 0 && hide)
-		n->hidden = 1;
+	if (rc == 0) /* a hidden node only moves back to its name, unhidden */
+		n->hidden = hide;
 	for (i = 0; i < 2; i++)
 		if (dirs[i])
 			unref_node(dirs[i]);
@@ -1149,18 +1152,11 @@ static void unhide_node(fuse_ino_t dir, const char *name, const char *path,
 			const char *hname, const char *hpath)
 {
 	struct stat st;
-	struct node *n;
 
 	if (cfs_ops.getattr(hpath, &st, NULL) == 0 &&
 	    cfs_ops.getattr(path, &st, NULL) != 0)
 		return; /* only the hidden name holds it: stays hidden */
-	if (rename_node(dir, hname, dir, name, 0) != 0)
-		return;
-	pthread_mutex_lock(&nt.lock);
-	n = lookup_node(dir, name);
-	if (n)
-		n->hidden = 0;
-	pthread_mutex_unlock(&nt.lock);
+	rename_node(dir, hname, dir, name, 0);
 }
 
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)

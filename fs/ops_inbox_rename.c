@@ -687,8 +687,7 @@ static int move_settled(const char *from)
 			     : "did not commit: refused");
 		return -EIO;
 	}
-	attrov_forget(from);
-	return 0;
+	return 0; /* attrov_move reloaded both names from the database */
 }
 
 /* Caller holds of->lock. rename_open of a file never stored (or local)
