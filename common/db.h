@@ -44,9 +44,19 @@ void db_close(struct db *d);
  * claimer + "#" + a number for each): a live claim of any other claimer is
  * never dropped or moved by this process's renames and removals (it marks
  * where another mount's new file will land). Called once, before any other
- * use of d; claimer is copied. 0 or -ENOMEM. Without it, every live claim
- * is another's. */
+ * use of d; claimer is copied. A claimer is also held as a session
+ * advisory lock on a connection of its own (its liveness lock) while d
+ * lives: other processes tell a gone process's leftovers by it
+ * (db_attrs_sweep_hidden). 0, -ENOMEM, or -errno (not connected: the lock
+ * is not held; d has the claimer all the same). Without it, every live
+ * claim is another's. NULL: no claimer, the lock let go. */
 int db_set_claimer(struct db *d, const char *claimer);
+
+/* The liveness lock of d's claimer (db_set_claimer) is held: checked with
+ * a round trip on its connection, taken again on a new one when it was
+ * lost (a database restart ends the session). 0, -EINVAL (no claimer), or
+ * -errno (not held). */
+int db_live_ensure(struct db *d);
 
 /* Applies the versioned migrations (schema_migrations table), idempotent,
  * under pg_advisory_lock so several mounts starting at once serialise.
@@ -362,6 +372,18 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     const char *key, const char *reason,
 				     db_locked_fn fn, void *arg, int *fn_ran,
 				     struct db_closed *closed);
+/* db_reception_mark_removed_locked for an unlink (review-k L7): when,
+ * under the key lock, the key has no live row and its file_attrs row is
+ * another mount's live claim (db_set_claimer: that mount's new file is
+ * being written there; the removal, through a stale listing, is of an
+ * object gone already), nothing is done (fn not called, no row marked,
+ * no removal noted: that file's commit is not refused) and *spared is
+ * set to 1; otherwise *spared is 0 and it is
+ * db_reception_mark_removed_locked. Same returns. */
+int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
+			      const char *reason, db_locked_fn fn, void *arg,
+			      int *fn_ran, struct db_closed *closed,
+			      int *spared);
 
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes

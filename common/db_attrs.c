@@ -595,6 +595,45 @@ int db_attrs_get(struct db *d, const char *bucket, const char *key,
 	return 0;
 }
 
+/* clang-format off */
+/* $1 bucket, $2 key: its row, once no transaction holds it. */
+static const char db_sql_attrs_settled[] =
+	"SELECT 1 FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text FOR UPDATE";
+/* clang-format on */
+
+struct attrs_settled_args {
+	const char *bucket, *key;
+	int found; /* output */
+};
+
+static int pg_attrs_settled(struct pg_ctx *x, void *arg)
+{
+	struct attrs_settled_args *a = arg;
+	const char *p[2] = {a->bucket, a->key};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_settled, 2, p, &res);
+
+	if (rc == 0)
+		a->found = PQntuples(res) > 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_settled(struct db *d, const char *bucket, const char *key,
+		     int *found)
+{
+	struct attrs_settled_args a = {.bucket = bucket, .key = key};
+	int rc;
+
+	if (!d || !bucket || !key || !found)
+		return -EINVAL;
+	rc = db_run(d, "settle file attributes", 1, 0, pg_attrs_settled, &a);
+	if (rc == 0)
+		*found = a.found;
+	return rc;
+}
+
 void db_attrs_free_row(struct db_attrs *row)
 {
 	free(row->key);
@@ -723,14 +762,15 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 
 struct attrs_drop_args {
 	const char *bucket, *key, *etag, *old;
-	int tree, force;
+	int tree, force, spare;
 	const struct actor *who;
 };
 
 static int pg_attrs_drop(struct pg_ctx *x, void *arg)
 {
 	struct attrs_drop_args *a = arg;
-	int rc = pg_attrs_drop_one(x, a->bucket, a->key, a->tree, 0, a->who);
+	int rc =
+	    pg_attrs_drop_one(x, a->bucket, a->key, a->tree, a->spare, a->who);
 
 	/* A pending row a crashed rename left goes with the name. */
 	return rc ? rc : pg_attrs_unpend_key(x, a->bucket, a->key);
@@ -745,6 +785,18 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "drop file attributes", 1, 1, pg_attrs_drop, &a);
+}
+
+int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
+			int tree, const struct actor *who)
+{
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .tree = tree, .spare = 1, .who = who};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "drop file attributes (sparing claims)", 1, 1,
+		      pg_attrs_drop, &a);
 }
 
 static int pg_attrs_drop_replaced(struct pg_ctx *x, void *arg)

@@ -109,6 +109,11 @@ void db_attrs_free_row(struct db_attrs *row);
  * row. 0 or -errno (the database cannot be read). */
 int db_attrs_get(struct db *d, const char *bucket, const char *key,
 		 struct db_attrs *row, int *found);
+/* Has key a row, read once no transaction holds it (FOR UPDATE: one in
+ * flight, a COMMIT whose answer was lost among them, is waited for)?
+ * *found 1 or 0. 0 or -errno. */
+int db_attrs_settled(struct db *d, const char *bucket, const char *key,
+		     int *found);
 /* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
  * attributes a rename in flight, or one a crash cut short, gives its copy
  * at key, for the object with ETag etag (NULL: any): one bound to etag
@@ -131,13 +136,24 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
 		  const char *to, int tree, const char *etag, const char *old,
 		  const struct actor *who);
 
-/* A rename that hid its target (from: the hidden name) failed: from's
- * row goes back to `to`, unless `to` has a row again (a newer file's,
- * stored or claimed there since, or the copy that landed): that one stays
- * and from's, an older object's, goes (logged 'drop'). One transaction.
- * 0 or -errno. */
-int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
-		       const char *to, const struct actor *who);
+/* A file open on this mount is hidden (hidden: its ".fuse_hidden..." name)
+ * while a rename replaces key: key's row, unless another mount's live
+ * claim, is copied to hidden without a claim (logged 'create', from_key
+ * key), and key keeps its own: every mount shows key's object with it
+ * until the rename's copy replaces it (review-k L3, L5). The copy is tagged
+ * with this process's claimer (db_attrs_sweep_hidden); its liveness lock
+ * is checked first (db_live_ensure). 0 or -errno. */
+int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
+			 const char *hidden, const struct actor *who);
+
+/* The rows db_attrs_copy_hidden made are tagged with the claimer of the
+ * process that made them (db_set_claimer) + "!hidden", and go with that
+ * process's hidden files. Those of every process that is gone, on any
+ * host (its liveness lock, db_set_claimer, is free: a crash, a lost
+ * session), go now, each logged 'drop' with who; *dropped (may be NULL):
+ * how many. A live process's never go. 0 or -errno. */
+int db_attrs_sweep_hidden(struct db *d, const char *bucket,
+			  const struct actor *who, long *dropped);
 
 /* One key of a rename, before its object moves: to's row becomes a copy of
  * from's (with its claim, if any; to's own goes; none when from has
@@ -205,6 +221,18 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
  * crashed rename left. 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 		  const struct actor *who);
+/* db_attrs_drop for a removal that removed nothing in the store (an unlink
+ * through a stale listing: the object was gone already) or of a directory
+ * (rmdir): another mount's live claim (db_set_claimer) stays, at key and
+ * under key + "/" (its new file lands there: review-k L6, L7); every other
+ * row goes as db_attrs_drop says. 0 or -errno. */
+int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
+			int tree, const struct actor *who);
+/* Is a key under dir + "/" another mount's live claim (db_set_claimer:
+ * another mount's new file being written there, which no listing of the
+ * store shows)? Read now. 1, 0, or -errno (the database cannot be read). */
+int db_attrs_others_claim_under(struct db *d, const char *bucket,
+				const char *dir);
 
 /* Content that arrived by another route (ETag etag) is at key: key's row
  * goes unless it is bound to that object, so the new content gets the

@@ -105,6 +105,17 @@ static const char db_sql_attrs_claim_lock[] =
 	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
 	" FROM file_attrs f WHERE bucket = $1::text AND object_key = $2::text"
 	" FOR UPDATE";
+/* $1 bucket, $2 dir + "/", $3 dir + "0", $4 this process's claimer: is a
+ * key under dir/ another process's live claim? */
+static const char db_sql_attrs_others_under[] =
+	"SELECT EXISTS (SELECT 1 FROM file_attrs f WHERE bucket = $1::text"
+	" AND object_key COLLATE \"C\" >= $2::text"
+	" AND object_key COLLATE \"C\" < $3::text AND " OTHERS_LIVE("$4") ")";
+/* $1 bucket, $2 key, $3 this process's claimer: is key's row another
+ * process's live claim? */
+static const char db_sql_attrs_others_live[] =
+	"SELECT EXISTS (SELECT 1 FROM file_attrs f WHERE bucket = $1::text"
+	" AND object_key = $2::text AND " OTHERS_LIVE("$3") ")";
 /* Who ($1..$4), $5 bucket, $6 key, $7 claimer: the row goes while it is
  * that claimer's and unbound (logged 'drop'). */
 static const char db_sql_attrs_unclaim[] =
@@ -399,6 +410,58 @@ int db_attrs_claim_get(struct db *d, const char *bucket, const char *key,
 	if (rc)
 		db_claim_free(held);
 	return rc;
+}
+
+struct attrs_others_under_args {
+	const char *bucket, *lo, *hi;
+	int found;
+};
+
+static int pg_attrs_others_under(struct pg_ctx *x, void *arg)
+{
+	struct attrs_others_under_args *o = arg;
+	const char *p[4] = {o->bucket, o->lo, o->hi, x->d->claimer};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_others_under, 4, p, &res);
+
+	if (rc == 0)
+		o->found =
+		    PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return rc;
+}
+
+int pg_attrs_others_live(struct pg_ctx *x, const char *bucket, const char *key)
+{
+	const char *p[3] = {bucket, key, x->d->claimer};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_others_live, 3, p, &res);
+
+	if (rc == 0)
+		rc = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_others_claim_under(struct db *d, const char *bucket,
+				const char *dir)
+{
+	struct attrs_others_under_args o = {.bucket = bucket};
+	char *lo, *hi;
+	int rc;
+
+	if (!d || !bucket || !dir)
+		return -EINVAL;
+	rc = attrs_subtree(dir, &lo, &hi);
+	if (rc)
+		return rc;
+	o.lo = lo;
+	o.hi = hi;
+	rc = db_run(d, "read the claims under a directory", 0, 0,
+		    pg_attrs_others_under, &o);
+	free(lo);
+	free(hi);
+	return rc ? rc : o.found;
 }
 
 void db_claim_free(struct db_claim *held)

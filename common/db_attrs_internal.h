@@ -22,6 +22,10 @@
  * than this one (c: the parameter holding db->claimer, NULL: none)? Such
  * a row marks where another mount's new file will land: this process's
  * drops and moves leave it alone (db_set_claimer). */
+/* The suffix of claimed_by on a hidden name's row (db_attrs_copy_hidden):
+ * never a claim ('#' + a number is), the claimer names its process. */
+#define HIDDEN_TAG "!hidden"
+
 #define OTHERS_LIVE(c) "(f.etag IS NULL AND f.claim_until IS NOT NULL" \
 	" AND f.claim_until > now() AND (" c "::text IS NULL" \
 	" OR left(coalesce(f.claimed_by, ''), length(" c "::text) + 1)" \

@@ -456,6 +456,122 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
 	return attrs_copy(d, &c, replaced, had, pending, copied);
 }
 
+/* clang-format off */
+/* Who ($1..$4), $5 bucket, $6 key, $7 its hidden name, $8 this process's
+ * claimer: key's row, unless it is another mount's live claim, is copied
+ * to the hidden name without its claim, tagged with the claimer and
+ * HIDDEN_TAG instead (never a claim: no claim_until), so that what a crash
+ * leaves there is found (db_attrs_sweep_hidden); logged 'create',
+ * from_key key. */
+static const char db_sql_attrs_copy_hidden[] =
+	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
+	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until)"
+	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
+	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM file_attrs f"
+	" WHERE bucket = $5::text AND object_key = $6::text"
+	" AND NOT " OTHERS_LIVE("$8")
+	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
+	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
+	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
+	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
+	" etag = excluded.etag, claimed_by = excluded.claimed_by,"
+	" claim_until = NULL RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+/* clang-format on */
+
+static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
+{
+	struct attrs_move_args *m = arg;
+	struct who_params w;
+	const char *p[8];
+
+	attrs_who_fill(m->who, &w, p);
+	p[4] = m->bucket;
+	p[5] = m->from;
+	p[6] = m->to;
+	p[7] = x->d->claimer;
+	return pg_exec(x, db_sql_attrs_copy_hidden, 8, p, NULL);
+}
+
+int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
+			 const char *hidden, const struct actor *who)
+{
+	struct attrs_move_args m = {
+	    .bucket = bucket, .from = key, .to = hidden, .who = who};
+
+	int rc;
+
+	if (!d || !bucket || !key || !hidden)
+		return -EINVAL;
+	/* A tag names a process that holds its liveness lock, or none. */
+	rc = db_live_ensure(d);
+	if (rc)
+		return rc;
+	return db_run(d, "copy file attributes to a hidden name", 1, 1,
+		      pg_attrs_copy_hidden, &m);
+}
+
+/* clang-format off */
+/* Who ($1..$4), $5 bucket: the hidden rows (db_attrs_copy_hidden's tags)
+ * of every process whose liveness lock (db_set_claimer) is free, that is
+ * of every process that is gone, go (logged 'drop'). The lock is tried
+ * once per tag, in a CTE of its own (never for another row's claimed_by);
+ * a process cannot come back under its claimer (its start time is in it). */
+static const char db_sql_attrs_sweep_hidden[] =
+	"WITH t AS MATERIALIZED (SELECT DISTINCT claimed_by FROM file_attrs"
+	" WHERE bucket = $5::text AND claim_until IS NULL"
+	" AND claimed_by IS NOT NULL"
+	" AND right(claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'),"
+	" gone AS MATERIALIZED (SELECT claimed_by FROM t"
+	" WHERE pg_try_advisory_xact_lock(" LIVE_KEY("left(claimed_by,"
+	" length(claimed_by) - length('" HIDDEN_TAG "'))") ")),"
+	" d AS (DELETE FROM file_attrs f USING gone WHERE f.bucket = $5::text"
+	" AND f.claim_until IS NULL AND f.claimed_by = gone.claimed_by"
+	" RETURNING f.*) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+/* clang-format on */
+
+struct sweep_hidden_args {
+	const char *bucket;
+	const struct actor *who;
+	long dropped; /* output */
+};
+
+static int pg_attrs_sweep_hidden(struct pg_ctx *x, void *arg)
+{
+	struct sweep_hidden_args *h = arg;
+	struct who_params w;
+	const char *p[5];
+	PGresult *res = NULL;
+	int rc;
+
+	attrs_who_fill(h->who, &w, p);
+	p[4] = h->bucket;
+	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 5, p, &res);
+	if (rc == 0)
+		h->dropped = atol(PQcmdTuples(res));
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_sweep_hidden(struct db *d, const char *bucket,
+			  const struct actor *who, long *dropped)
+{
+	struct sweep_hidden_args h = {.bucket = bucket, .who = who};
+	int rc;
+
+	if (!d || !bucket)
+		return -EINVAL;
+	rc = db_run(d, "drop hidden file attributes of gone processes", 1, 0,
+		    pg_attrs_sweep_hidden, &h);
+	if (rc == 0 && dropped)
+		*dropped = h.dropped;
+	return rc;
+}
+
 int pg_attrs_unpend_key(struct pg_ctx *x, const char *bucket, const char *to)
 {
 	const char *p[2] = {bucket, to};
@@ -627,35 +743,6 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "restore file attributes", 1, 1, pg_attrs_restore, &a);
-}
-static int pg_attrs_move_back(struct pg_ctx *x, void *arg)
-{
-	struct attrs_move_args *m = arg;
-	const char *p[3] = {m->bucket, m->to, x->d->claimer};
-	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res), newer;
-
-	newer = rc == 0 && PQntuples(res) == 1;
-	PQclear(res);
-	if (rc)
-		return rc;
-	if (newer) /* a newer file's: from's row is an older object's */
-		return pg_attrs_drop_one(x, m->bucket, m->from, 0, 0, m->who);
-	return pg_attrs_move_run(x, m);
-}
-
-int db_attrs_move_back(struct db *d, const char *bucket, const char *from,
-		       const char *to, const struct actor *who)
-{
-	struct attrs_move_args m = {
-	    .bucket = bucket, .from = from, .to = to, .who = who};
-
-	if (!d || !bucket || !from || !to)
-		return -EINVAL;
-	if (!strcmp(from, to))
-		return 0;
-	return db_run(d, "move file attributes back", 1, 1, pg_attrs_move_back,
-		      &m);
 }
 
 struct attrs_publish_args {

@@ -46,7 +46,14 @@ struct db {
 	const char *val[10]; /* ... and values, NULL-terminated */
 	char *claimer;	     /* set before use (db_set_claimer): this process's
 				claim tokens are claimer + "#n"; NULL: none */
+	pthread_mutex_t live_lock;
+	PGconn *live; /* protected by live_lock: a connection of its own
+			 holding claimer's liveness lock, or NULL */
 };
+
+/* The session advisory lock a process holds while it lives (db_set_claimer,
+ * db_live_ensure), keyed by its claimer (an SQL text expression). */
+#define LIVE_KEY(c) "hashtextextended(" c ", 7310303)"
 
 /* One operation on one connection. */
 struct pg_ctx {
@@ -117,6 +124,11 @@ int db_run(struct db *d, const char *what, int txn, int retry_unique,
 int pg_attrs_renamed(struct pg_ctx *x, const char *bucket, const char *from,
 		     const char *to, const char *etag, const char *src,
 		     const struct actor *who);
+
+/* In x's transaction: is key's row another process's live claim
+ * (OTHERS_LIVE, db_attrs_internal.h: another mount's new file being
+ * written there)? 1, 0, or -errno. */
+int pg_attrs_others_live(struct pg_ctx *x, const char *bucket, const char *key);
 
 struct db_attrs_binding;
 

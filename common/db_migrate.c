@@ -1068,6 +1068,16 @@ static const char *const db_migration_13[] = {
 	NULL,
 };
 
+/* The hidden names' rows a gone process left (db_attrs_sweep_hidden),
+ * found at every mount's start without reading the whole table: a tag has
+ * claimed_by without claim_until (a claim has both, a bound row neither). */
+static const char *const db_migration_14[] = {
+	"CREATE INDEX IF NOT EXISTS file_attrs_tagged ON file_attrs"
+	" (bucket, claimed_by) WHERE claim_until IS NULL"
+	" AND claimed_by IS NOT NULL",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -1102,6 +1112,9 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_12},
 	{13, "the stored object's ETag with its promotion's journal entry",
 	 db_migration_13},
+	{14, "an index of the rows a hidden name's copy left (a process's "
+	     "tag)",
+	 db_migration_14},
 };
 /* clang-format on */
 

@@ -682,6 +682,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	pthread_condattr_destroy(&ca);
 	if (rc)
 		goto fail_cond;
+	if (pthread_mutex_init(&d->live_lock, NULL))
+		goto fail_live;
 
 	/* Defaults first: keywords in the conninfo (expanded from dbname,
 	 * which comes last) override them. */
@@ -720,6 +722,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	return d;
 
 fail_connect:
+	pthread_mutex_destroy(&d->live_lock);
+fail_live:
 	pthread_cond_destroy(&d->cond);
 fail_cond:
 	pthread_mutex_destroy(&d->lock);
@@ -740,17 +744,94 @@ fail:
 	return NULL;
 }
 
+/* Tried, never waited for: held elsewhere (a session of this process's the
+ * server has not seen die yet, or a colliding key), it is not taken, and no
+ * request waits for it (review-31 R2). */
+static const char db_sql_live_lock[] =
+    "SELECT pg_try_advisory_lock(" LIVE_KEY("$1::text") ")";
+
+/* Caller holds d->live_lock. d->live: a new connection holding the
+ * liveness lock of d->claimer. 0 or -errno. */
+static int live_take(struct db *d)
+{
+	const char *p[1] = {d->claimer};
+	char err[512];
+	PGresult *res;
+	PGconn *c;
+	int rc = 0;
+
+	if (d->live)
+		PQfinish(d->live);
+	d->live = NULL;
+	c = pg_connect(d, err, sizeof(err));
+	if (!c) {
+		log_error("database: no connection for this process's liveness "
+			  "lock: %s",
+			  err);
+		return -EIO;
+	}
+	res = PQexecParams(c, db_sql_live_lock, 1, NULL, p, NULL, NULL, 0);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		pg_conn_error(d, c, err, sizeof(err));
+		log_error("database: liveness lock not taken: %s", err);
+		rc = -EIO;
+	} else if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+		log_error("database: liveness lock held by another session: "
+			  "not taken (tried again later)");
+		rc = -EBUSY;
+	}
+	PQclear(res);
+	if (rc)
+		PQfinish(c);
+	else
+		d->live = c;
+	return rc;
+}
+
 int db_set_claimer(struct db *d, const char *claimer)
 {
 	char *c = claimer ? strdup(claimer) : NULL;
+	int rc = 0;
 
 	if (!d || (claimer && !c)) {
 		free(c);
 		return d ? -ENOMEM : -EINVAL;
 	}
+	pthread_mutex_lock(&d->live_lock);
 	free(d->claimer);
 	d->claimer = c;
-	return 0;
+	if (d->live)
+		PQfinish(d->live); /* the old claimer's lock goes with it */
+	d->live = NULL;
+	if (c)
+		rc = live_take(d);
+	pthread_mutex_unlock(&d->live_lock);
+	return rc;
+}
+
+int db_live_ensure(struct db *d)
+{
+	PGresult *res;
+	int rc = 0;
+
+	if (!d)
+		return -EINVAL;
+	pthread_mutex_lock(&d->live_lock);
+	if (!d->claimer) {
+		rc = -EINVAL;
+	} else if (!d->live) {
+		rc = live_take(d);
+	} else {
+		res = PQexec(d->live, "SELECT 1");
+		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+			log_warn("database: this process's liveness lock was "
+				 "lost (its connection broke): taken again");
+			rc = live_take(d);
+		}
+		PQclear(res);
+	}
+	pthread_mutex_unlock(&d->live_lock);
+	return rc;
 }
 
 void db_close(struct db *d)
@@ -762,6 +843,9 @@ void db_close(struct db *d)
 	for (i = 0; i < d->size; i++)
 		if (d->conns[i])
 			PQfinish(d->conns[i]);
+	if (d->live)
+		PQfinish(d->live);
+	pthread_mutex_destroy(&d->live_lock);
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);
 	free(d->secret[0]);
@@ -786,4 +870,3 @@ int db_ping(struct db *d)
 		return -EIO;
 	return db_run(d, "ping", 0, 0, pg_ping, NULL) ? -EIO : 0;
 }
-

@@ -307,17 +307,33 @@ struct db_removed_locked_args {
 	void *arg;
 	int called; /* fn ran (and returned fn_rc) */
 	int fn_rc;
+	int spare;  /* db_reception_remove_spare */
+	int spared; /* nothing done: another mount's new file is there */
 };
 
 static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 {
 	struct db_removed_locked_args *a = arg;
 	const char *p[3] = {a->rm.bucket, a->rm.key, a->rm.reason};
+	PGresult *res = NULL;
 	int rc;
 
 	rc = pg_lock_key(x, a->rm.bucket, a->rm.key);
 	if (rc)
 		return rc;
+	a->spared = 0;
+	if (a->spare) {
+		rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+		if (rc == 0 && PQntuples(res) == 0)
+			rc = pg_attrs_others_live(x, a->rm.bucket, a->rm.key);
+		PQclear(res);
+		if (rc < 0)
+			return rc;
+		if (rc > 0) {
+			a->spared = 1;
+			return 0;
+		}
+	}
 	a->called = 1;
 	a->fn_rc = a->fn(a->arg);
 	if (a->fn_rc)
@@ -328,10 +344,14 @@ static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 	return pg_reception_mark_removed(x, &a->rm);
 }
 
-int db_reception_mark_removed_locked(struct db *d, const char *bucket,
-				     const char *key, const char *reason,
-				     db_locked_fn fn, void *arg, int *fn_ran,
-				     struct db_closed *closed)
+/* The locked removal of both entry points: with spared (not NULL), a key
+ * with no live row and another mount's live claim is spared (*spared 1).
+ * what names the operation (a string literal). */
+static int mark_removed_locked(struct db *d, const char *what,
+			       const char *bucket, const char *key,
+			       const char *reason, db_locked_fn fn, void *arg,
+			       int *fn_ran, struct db_closed *closed,
+			       int *spared)
 {
 	struct db_closed local;
 	struct db_removed_locked_args a = {
@@ -341,20 +361,44 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 		   .closed = closed ? closed : &local},
 	    .fn = fn,
 	    .arg = arg,
+	    .spare = spared != NULL,
 	};
 	int rc;
 
 	memset(a.rm.closed, 0, sizeof(*a.rm.closed));
-
 	if (fn_ran)
 		*fn_ran = 0;
 	if (!d || !bucket || !key || !reason || !fn)
 		return -EINVAL;
-	rc = db_run(d, "reception mark removed (locked)", 1, 0,
-		    pg_reception_mark_removed_locked, &a);
+	if (spared)
+		*spared = 0;
+	rc = db_run(d, what, 1, 0, pg_reception_mark_removed_locked, &a);
 	if (fn_ran)
 		*fn_ran = a.called;
+	if (spared)
+		*spared = rc == 0 && a.spared;
 	return rc;
+}
+
+int db_reception_mark_removed_locked(struct db *d, const char *bucket,
+				     const char *key, const char *reason,
+				     db_locked_fn fn, void *arg, int *fn_ran,
+				     struct db_closed *closed)
+{
+	return mark_removed_locked(d, "reception mark removed (locked)", bucket,
+				   key, reason, fn, arg, fn_ran, closed, NULL);
+}
+
+int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
+			      const char *reason, db_locked_fn fn, void *arg,
+			      int *fn_ran, struct db_closed *closed,
+			      int *spared)
+{
+	if (!spared)
+		return -EINVAL;
+	return mark_removed_locked(d, "reception remove (sparing claims)",
+				   bucket, key, reason, fn, arg, fn_ran, closed,
+				   spared);
 }
 
 struct db_remove_id_args {

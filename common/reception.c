@@ -1062,6 +1062,26 @@ static int reception_gone_locked(void *arg)
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who)
 {
+	return reception_remove_spare(r, key, who, NULL);
+}
+
+/* db_reception_mark_removed_locked, or with spared its sparing variant. */
+static int remove_locked(struct reception *r, const char *key,
+			 const char *reason, db_locked_fn fn, void *arg,
+			 int *fn_ran, struct db_closed *closed, int *spared)
+{
+	if (spared)
+		return db_reception_remove_spare(
+		    r->db, r->cfg->reception_bucket, key, reason, fn, arg,
+		    fn_ran, closed, spared);
+	return db_reception_mark_removed_locked(r->db, r->cfg->reception_bucket,
+						key, reason, fn, arg, fn_ran,
+						closed);
+}
+
+int reception_remove_spare(struct reception *r, const char *key,
+			   const struct actor *who, int *spared)
+{
 	struct remove_obj ro = {r, key};
 	struct db_closed closed = {0};
 	struct upload_result res = {0};
@@ -1074,15 +1094,13 @@ int reception_remove(struct reception *r, const char *key,
 	 * stay live with its object deleted). Nothing is deleted when the
 	 * database cannot be reached: the row must follow the object. */
 	reception_reason(reason, sizeof(reason), "deleted", who);
-	rc = db_reception_mark_removed_locked(
-	    r->db, r->cfg->reception_bucket, key, reason,
-	    reception_delete_locked, &ro, &deleted, &closed);
+	rc = remove_locked(r, key, reason, reception_delete_locked, &ro,
+			   &deleted, &closed, spared);
 	if (rc == -EINPROGRESS) {
 		/* The COMMIT's answer was lost: mark the rows again while the
 		 * object is still gone. */
-		rc = db_reception_mark_removed_locked(
-		    r->db, r->cfg->reception_bucket, key, reason,
-		    reception_gone_locked, &ro, NULL, &closed);
+		rc = remove_locked(r, key, reason, reception_gone_locked, &ro,
+				   NULL, &closed, spared);
 		if (rc == -ESTALE) /* removed; a newer upload is there now */
 			rc = 0;
 		if (rc == -EINPROGRESS)
@@ -1092,6 +1110,12 @@ int reception_remove(struct reception *r, const char *key,
 		log_error("%s/%s may be deleted but its row was not marked "
 			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
+	if (!rc && spared && *spared) {
+		log_info("%s/%s: nothing removed (its object is gone; another "
+			 "mount's new file is being written there)",
+			 r->cfg->reception_bucket, key);
+		return 0;
+	}
 	if (!rc && closed.n > 0 && closed.size >= 0)
 		res.size = (uint64_t)closed.size;
 	reception_event_why(r, "removed", "remove", rc, key,

@@ -145,6 +145,14 @@ void reception_busy_del(struct reception *r, const char *key);
  * deleted without the database). */
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who);
+/* reception_remove for an unlink: with spared (NULL: reception_remove),
+ * when the key has no live row and another mount's live claim is on it
+ * (its new file is being written there: the object this removal meant is
+ * gone already, as through a stale listing), nothing is deleted, marked
+ * or noted, and *spared is set to 1 (review-k L7: that file's commit must
+ * not be refused as removed); else *spared is 0. Same returns. */
+int reception_remove_spare(struct reception *r, const char *key,
+			   const struct actor *who, int *spared);
 
 /* Server-side rename inside the reception bucket: copy, log (old row gets
  * removed_at "renamed to ...", new row for to_key), delete the source.

@@ -22,6 +22,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_attrs.h"
 #include "fs.h"
@@ -994,8 +995,8 @@ static void entry_bind_locked(struct attrov *a, const char *etag)
 		a->has_mode = a->has_owner = a->has_atime = a->has_mtime = 0;
 }
 
-void attrov_move(const char *from, const char *to, int tree, const char *etag,
-		 const char *old)
+int attrov_move(const char *from, const char *to, int tree, const char *etag,
+		const char *old)
 {
 	struct attrov *a;
 	struct actor who;
@@ -1023,24 +1024,44 @@ void attrov_move(const char *from, const char *to, int tree, const char *etag,
 		forget_tree_locked(to);
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	return rc;
 }
 
-void attrov_move_back(const char *hidden, const char *name)
+void attrov_copy_hidden(const char *name, const char *hidden)
 {
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_move_back(cfs->db, cfs->cfg.reception_bucket, hidden,
-				name, &who);
+	rc = db_attrs_copy_hidden(cfs->db, cfs->cfg.reception_bucket, name,
+				  hidden, &who);
 	if (rc)
-		log_error("attributes of inbox/%s not given back to inbox/%s "
-			  "after a failed rename: %s",
-			  hidden, name, strerror(-rc));
+		log_error(
+		    "attributes of inbox/%s not copied to its hidden name "
+		    "%s: %s",
+		    name, hidden, strerror(-rc));
 	pthread_mutex_lock(&cfs->lock);
 	reload_entry_locked(hidden);
-	reload_entry_locked(name);
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_sweep_hidden(void)
+{
+	struct actor who;
+	long dropped = 0;
+	int rc;
+
+	cfs_actor_uid(&who, getuid());
+	rc = db_attrs_sweep_hidden(cfs->db, cfs->cfg.reception_bucket, &who,
+				   &dropped);
+	if (rc)
+		log_warn("attributes left at hidden names by processes that "
+			 "are gone: not dropped (%s)",
+			 strerror(-rc));
+	else if (dropped)
+		log_info("attributes left at hidden names by processes that "
+			 "are gone: %ld dropped",
+			 dropped);
 }
 
 static int copy_attrs(const char *from, const char *to,
@@ -1168,13 +1189,19 @@ void attrov_renamed(const char *from, const char *to, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-void attrov_drop(const char *rel, int tree)
+/* attrov_drop, with spare: attrov_drop_spare. */
+static void drop_attrs(const char *rel, int tree, int spare)
 {
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel, tree, &who);
+	if (spare)
+		rc = db_attrs_drop_spare(cfs->db, cfs->cfg.reception_bucket,
+					 rel, tree, &who);
+	else
+		rc = db_attrs_drop(cfs->db, cfs->cfg.reception_bucket, rel,
+				   tree, &who);
 	if (rc)
 		log_error("attributes of removed inbox/%s not dropped (they "
 			  "stay bound to the removed object): %s",
@@ -1187,6 +1214,16 @@ void attrov_drop(const char *rel, int tree)
 	if (tree)
 		forget_tree_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+void attrov_drop(const char *rel, int tree)
+{
+	drop_attrs(rel, tree, 0);
+}
+
+void attrov_drop_spare(const char *rel, int tree)
+{
+	drop_attrs(rel, tree, 1);
 }
 
 int attrov_prepare(const char *rel, int check, const char *replaced)

@@ -552,16 +552,23 @@ int attrov_apply_fresh(const char *rel, struct stat *st, const char *etag);
  * With tree set (a directory), those of everything under from/ follow to
  * to/ as well. etag (NULL: unchanged) is to's object's ETag after the
  * move, taken by from's row when unbound or bound to old (the ETag of the
- * object moved, NULL when not known). Logged ('move', 'drop'). A database
- * failure is logged (the rename stands) and the cache shows the
- * database's state. */
-void attrov_move(const char *from, const char *to, int tree, const char *etag,
-		 const char *old);
-/* A rename that hid its target failed: the attributes the hidden name took
- * go back to name, unless name has a row again (a newer file's, or the
- * copy that landed), which stays (db_attrs_move_back). A database failure
- * is logged; the cache shows the database's state. */
-void attrov_move_back(const char *hidden, const char *name);
+ * object moved, NULL when not known). Logged ('move', 'drop'). One
+ * transaction (db_attrs_move): another mount's live claim at `to` while
+ * from has a row fails it, nothing moved (EBUSY). A failure is logged
+ * and the cache shows the database's state; a caller that moves its
+ * file only after this fails its rename then (rename_open), the others
+ * let theirs stand. 0 or -errno: EBUSY, EIO, EINPROGRESS (the connection
+ * was lost at COMMIT: the outcome unknown), ENOMEM, EINVAL. */
+int attrov_move(const char *from, const char *to, int tree, const char *etag,
+		const char *old);
+/* A rename hides name (open here) as hidden: name's attributes are copied
+ * there (db_attrs_copy_hidden); name keeps its own until the rename
+ * replaces them. A database failure is logged. */
+void attrov_copy_hidden(const char *name, const char *hidden);
+/* At start, after db_set_claimer: drops the rows attrov_copy_hidden's of
+ * processes that are gone left (db_attrs_sweep_hidden), each logged.
+ * Failures are logged. */
+void attrov_sweep_hidden(void);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {
@@ -608,6 +615,11 @@ void attrov_copy_done(const char *from, const char *etag);
  * shows the database's state (a row left stays bound to the removed
  * object, so it applies to no later one). */
 void attrov_drop(const char *rel, int tree);
+/* attrov_drop for a removal that removed nothing in the store (an unlink
+ * through a stale listing), or of a directory: another mount's live claim
+ * (its new file, being written there) stays (db_attrs_drop_spare: review-k
+ * L6, L7). A failure is logged, as attrov_drop's. */
+void attrov_drop_spare(const char *rel, int tree);
 /* Before this mount uploads rel: with check (an object is there, the
  * upload replaces it), replaced is the ETag of that object now (NULL: none
  * any more) and a row bound to another object goes; the row left is

@@ -50,9 +50,26 @@ struct node {
 	struct node *id_next, *name_next;
 };
 
+/* A request waiting for path locks (or, with no path wanted, a forget
+ * waiting for a node's locks to go), queued in arrival order. Each
+ * release of a lock hands the locks on to the waiters in that order
+ * (wake_up_queued), in the releaser's critical section: a writer queued
+ * behind readers is not overtaken by readers that come later, and only
+ * the waiter whose locks came is woken (libfuse's lock queue). */
+struct lockq {
+	struct lockq *next;
+	pthread_cond_t cond;
+	fuse_ino_t id1, id2;
+	const char *name1, *name2;
+	char **path1, **path2; /* NULL: a forget's wait */
+	struct node **wnode1, **wnode2;
+	int err;
+	int done, first_locked, second_locked;
+};
+
 static struct {
 	pthread_mutex_t lock;
-	pthread_cond_t cond;	 /* a path lock was released */
+	struct lockq *lockq;	 /* protected by lock: waiters, in order */
 	struct node **ids;	 /* protected by lock: by id */
 	struct node **names;	 /* protected by lock: by (parent, name) */
 	size_t size;		 /* protected by lock: buckets of each */
@@ -62,7 +79,7 @@ static struct {
 	unsigned hidectr;	 /* protected by lock */
 	struct fuse_config conf; /* set by init, read-only after */
 	atomic_int active;
-} nt = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+} nt = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
 /* ---- the caller of the request this thread serves ---- */
 
@@ -296,6 +313,9 @@ out:
 	return n;
 }
 
+static void queue_path(struct lockq *q);
+static void dequeue_path(struct lockq *q);
+
 static void forget_node(fuse_ino_t id, uint64_t nlookup)
 {
 	struct node *n;
@@ -306,8 +326,15 @@ static void forget_node(fuse_ino_t id, uint64_t nlookup)
 	n = get_node(id);
 	/* A path of it may still be locked (an open or create whose reply
 	 * the kernel refused): freed once it is let go. */
-	while (n && n->nlookup == nlookup && n->treelock)
-		pthread_cond_wait(&nt.cond, &nt.lock);
+	if (n && n->nlookup == nlookup && n->treelock) {
+		struct lockq q = {.id1 = id};
+
+		queue_path(&q);
+		do
+			pthread_cond_wait(&q.cond, &nt.lock);
+		while (n->nlookup == nlookup && n->treelock);
+		dequeue_path(&q);
+	}
 	if (!n || n->nlookup < nlookup) {
 		log_error("low-level: forget of %llu by %llu: not known",
 			  (unsigned long long)id, (unsigned long long)nlookup);
@@ -330,7 +357,10 @@ static void remove_node(fuse_ino_t dir, const char *name)
 	pthread_mutex_unlock(&nt.lock);
 }
 
-/* 0, -EBUSY (hide: the hidden name was taken meanwhile), -ENOMEM. */
+/* The node at oldname takes newname, hidden or not as hide says (only a
+ * hidden name is renamed back unhidden: the daemon refuses renames from
+ * hidden names). 0, -EBUSY (hide: the hidden name was taken meanwhile),
+ * -ENOMEM. */
 static int rename_node(fuse_ino_t olddir, const char *oldname,
 		       fuse_ino_t newdir, const char *newname, int hide)
 {
@@ -358,8 +388,8 @@ static int rename_node(fuse_ino_t olddir, const char *oldname,
 		unhash_name(nn);
 	unhash_name(n);
 	rc = hash_name(n, newdir, newname);
-	if (rc == 0 && hide)
-		n->hidden = 1;
+	if (rc == 0) /* a hidden node only moves back to its name, unhidden */
+		n->hidden = hide;
 	for (i = 0; i < 2; i++)
 		if (dirs[i])
 			unref_node(dirs[i]);
@@ -416,7 +446,7 @@ static void unlock_path(fuse_ino_t id, struct node *wnode, struct node *end)
 
 /* Caller holds nt.lock. The path of id (and name below it, if not NULL),
  * its nodes locked for reading when need_lock (and name's node, if
- * wnodep, for writing). 0, -EAGAIN (locked: wait on nt.cond and try again),
+ * wnodep, for writing). 0, -EAGAIN (locked: wait in line, wait_path),
  * -ESTALE (a node on the way has no name: removed), -ENOMEM. */
 static int try_get_path(fuse_ino_t id, const char *name, char **path,
 			struct node **wnodep, int need_lock)
@@ -475,6 +505,113 @@ static int try_get_path(fuse_ino_t id, const char *name, char **path,
 	return 0;
 }
 
+/* Caller holds nt.lock. Lets go of what q holds so far. */
+static void queue_element_unlock(struct lockq *q)
+{
+	if (q->first_locked) {
+		unlock_path(q->id1, q->wnode1 ? *q->wnode1 : NULL, NULL);
+		free(*q->path1);
+		*q->path1 = NULL;
+		q->first_locked = 0;
+	}
+	if (q->second_locked) {
+		unlock_path(q->id2, q->wnode2 ? *q->wnode2 : NULL, NULL);
+		free(*q->path2);
+		*q->path2 = NULL;
+		q->second_locked = 0;
+	}
+}
+
+/* Caller holds nt.lock. Tries q's locks for it; wakes it when they are
+ * all its (or an error ends its wait). Only the first in line may hold
+ * some of them while waiting for the rest (two waiters each holding one
+ * of the other's would wait for ever). */
+static void queue_element_wakeup(struct lockq *q)
+{
+	int first = q == nt.lockq, rc = 0;
+
+	if (!q->path1) { /* a forget: waits for the node to be let go */
+		struct node *n = get_node(q->id1);
+
+		if (!n || n->treelock == 0)
+			pthread_cond_signal(&q->cond);
+		return;
+	}
+	if (!q->first_locked) {
+		rc = try_get_path(q->id1, q->name1, q->path1, q->wnode1, 1);
+		if (rc == 0)
+			q->first_locked = 1;
+		else if (rc != -EAGAIN)
+			goto fail;
+	}
+	if (!q->second_locked && q->path2) {
+		rc = try_get_path(q->id2, q->name2, q->path2, q->wnode2, 1);
+		if (rc == 0)
+			q->second_locked = 1;
+		else if (rc != -EAGAIN)
+			goto fail;
+	}
+	if (q->first_locked && (q->second_locked || !q->path2)) {
+		rc = 0;
+		goto done;
+	}
+	if (!first)
+		queue_element_unlock(q);
+	return; /* still waits */
+fail:
+	queue_element_unlock(q);
+done:
+	q->err = rc;
+	q->done = 1;
+	pthread_cond_signal(&q->cond);
+}
+
+/* Caller holds nt.lock: after locks were let go, in the queue's order. */
+static void wake_up_queued(void)
+{
+	struct lockq *q;
+
+	for (q = nt.lockq; q; q = q->next)
+		if (!q->done)
+			queue_element_wakeup(q);
+}
+
+/* Caller holds nt.lock. q (its fields for the locks set) joins the line. */
+static void queue_path(struct lockq *q)
+{
+	struct lockq **p;
+
+	q->done = q->first_locked = q->second_locked = 0;
+	q->next = NULL;
+	pthread_cond_init(&q->cond, NULL);
+	for (p = &nt.lockq; *p; p = &(*p)->next)
+		;
+	*p = q;
+}
+
+/* Caller holds nt.lock. q leaves the line. */
+static void dequeue_path(struct lockq *q)
+{
+	struct lockq **p;
+
+	for (p = &nt.lockq; *p != q; p = &(*p)->next)
+		;
+	*p = q->next;
+	pthread_cond_destroy(&q->cond);
+}
+
+/* Caller holds nt.lock. Waits in line for q's locks: 0 (q's paths set and
+ * locked) or the -errno that ended the wait. */
+static int wait_path(struct lockq *q)
+{
+	queue_path(q);
+	do
+		pthread_cond_wait(&q->cond, &nt.lock);
+	while (!q->done);
+	dequeue_path(q);
+	return q->err;
+}
+
 /* try_get_path, waiting for the locks. */
 static int get_path_common(fuse_ino_t id, const char *name, char **path,
 			   struct node **wnodep)
@@ -482,8 +619,13 @@ static int get_path_common(fuse_ino_t id, const char *name, char **path,
 	int rc;
 
 	pthread_mutex_lock(&nt.lock);
-	while ((rc = try_get_path(id, name, path, wnodep, 1)) == -EAGAIN)
-		pthread_cond_wait(&nt.cond, &nt.lock);
+	rc = try_get_path(id, name, path, wnodep, 1);
+	if (rc == -EAGAIN) {
+		struct lockq q = {
+		    .id1 = id, .name1 = name, .path1 = path, .wnode1 = wnodep};
+
+		rc = wait_path(&q);
+	}
 	pthread_mutex_unlock(&nt.lock);
 	return rc;
 }
@@ -513,6 +655,25 @@ static int get_path_wrlock(fuse_ino_t id, const char *name, char **path,
 	return get_path_common(id, name, path, wnode);
 }
 
+/* Caller holds nt.lock. Both paths of a rename or link, or neither:
+ * try_get_path's answers. */
+static int try_get_path2(fuse_ino_t id1, const char *name1, fuse_ino_t id2,
+			 const char *name2, char **path1, char **path2,
+			 struct node **wnode1, struct node **wnode2)
+{
+	int rc = try_get_path(id1, name1, path1, wnode1, 1);
+
+	if (rc == 0) {
+		rc = try_get_path(id2, name2, path2, wnode2, 1);
+		if (rc) {
+			unlock_path(id1, wnode1 ? *wnode1 : NULL, NULL);
+			free(*path1);
+			*path1 = NULL;
+		}
+	}
+	return rc;
+}
+
 /* Both paths of a rename or link, locked together. */
 static int get_path2(fuse_ino_t id1, const char *name1, fuse_ino_t id2,
 		     const char *name2, char **path1, char **path2,
@@ -521,20 +682,19 @@ static int get_path2(fuse_ino_t id1, const char *name1, fuse_ino_t id2,
 	int rc;
 
 	pthread_mutex_lock(&nt.lock);
-	for (;;) {
-		rc = try_get_path(id1, name1, path1, wnode1, 1);
-		if (rc == 0) {
-			rc = try_get_path(id2, name2, path2, wnode2, 1);
-			if (rc) {
-				unlock_path(id1, wnode1 ? *wnode1 : NULL, NULL);
-				pthread_cond_broadcast(&nt.cond);
-				free(*path1);
-				*path1 = NULL;
-			}
-		}
-		if (rc != -EAGAIN)
-			break;
-		pthread_cond_wait(&nt.cond, &nt.lock);
+	rc =
+	    try_get_path2(id1, name1, id2, name2, path1, path2, wnode1, wnode2);
+	if (rc == -EAGAIN) {
+		struct lockq q = {.id1 = id1,
+				  .name1 = name1,
+				  .path1 = path1,
+				  .wnode1 = wnode1,
+				  .id2 = id2,
+				  .name2 = name2,
+				  .path2 = path2,
+				  .wnode2 = wnode2};
+
+		rc = wait_path(&q);
 	}
 	pthread_mutex_unlock(&nt.lock);
 	return rc;
@@ -546,7 +706,7 @@ static void free_path_wrlock(fuse_ino_t id, struct node *wnode, char *path)
 		return;
 	pthread_mutex_lock(&nt.lock);
 	unlock_path(id, wnode, NULL);
-	pthread_cond_broadcast(&nt.cond);
+	wake_up_queued();
 	pthread_mutex_unlock(&nt.lock);
 	free(path);
 }
@@ -562,7 +722,7 @@ static void free_path2(fuse_ino_t id1, fuse_ino_t id2, struct node *w1,
 	pthread_mutex_lock(&nt.lock);
 	unlock_path(id1, w1, NULL);
 	unlock_path(id2, w2, NULL);
-	pthread_cond_broadcast(&nt.cond);
+	wake_up_queued();
 	pthread_mutex_unlock(&nt.lock);
 	free(p1);
 	free(p2);
@@ -956,19 +1116,47 @@ static char *hidden_name(fuse_ino_t dir, const char *oldname, char *newname,
 	return newpath;
 }
 
-static int hide_node(const char *oldpath, fuse_ino_t dir, const char *oldname)
+/* An open file's name goes to a hidden name (fuse.c's hide_node): the
+ * daemon's rename, then the node's. hidden (may be NULL): the hidden name
+ * (malloc'd path; the caller frees it) when both were renamed. 0 or
+ * -errno. */
+static int hide_node(const char *oldpath, fuse_ino_t dir, const char *oldname,
+		     char *newname, size_t size, char **hidden)
 {
-	char newname[64], *newpath;
+	char *newpath;
 	int err = -EBUSY;
 
-	newpath = hidden_name(dir, oldname, newname, sizeof(newname));
+	newpath = hidden_name(dir, oldname, newname, size);
 	if (newpath) {
 		err = cfs_ops.rename(oldpath, newpath, 0);
 		if (!err)
 			err = rename_node(dir, oldname, dir, newname, 1);
+		if (!err && hidden) {
+			*hidden = newpath;
+			newpath = NULL;
+		}
 		free(newpath);
 	}
 	return err;
+}
+
+/* A rename that hid its open target (hide_node: hname, at hpath) failed.
+ * The daemon leaves a failed rename's target as it was (inbox_rename): a
+ * writer's open file gets its name back, read-only handles keep reading
+ * the copy made for them under the hidden name, which goes with their
+ * last handle. Unless the name is gone while the hidden one stays, the
+ * node goes back to `name`, no longer hidden, so that fstat and the path
+ * operations of its handles see the file the name still has, and its last
+ * release unlinks nothing (review-ll M2). */
+static void unhide_node(fuse_ino_t dir, const char *name, const char *path,
+			const char *hname, const char *hpath)
+{
+	struct stat st;
+
+	if (cfs_ops.getattr(hpath, &st, NULL) == 0 &&
+	    cfs_ops.getattr(path, &st, NULL) != 0)
+		return; /* only the hidden name holds it: stays hidden */
+	rename_node(dir, hname, dir, name, 0);
 }
 
 static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
@@ -981,7 +1169,10 @@ static void ll_unlink(fuse_req_t req, fuse_ino_t parent, const char *name)
 	err = get_path_wrlock(parent, name, &path, &wnode);
 	if (!err) {
 		if (is_open(parent, name)) {
-			err = hide_node(path, parent, name);
+			char hname[64];
+
+			err = hide_node(path, parent, name, hname,
+					sizeof(hname), NULL);
 		} else {
 			err = cfs_ops.unlink(path);
 			if (!err)
@@ -1033,7 +1224,7 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 		      unsigned int flags)
 {
 	struct node *w1 = NULL, *w2 = NULL;
-	char *oldpath = NULL, *newpath = NULL;
+	char *oldpath = NULL, *newpath = NULL, *hpath = NULL, hname[64];
 	int err;
 
 	ll_enter(req);
@@ -1041,7 +1232,8 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 			&w1, &w2);
 	if (!err) {
 		if (!(flags & RENAME_EXCHANGE) && is_open(newdir, newname))
-			err = hide_node(newpath, newdir, newname);
+			err = hide_node(newpath, newdir, newname, hname,
+					sizeof(hname), &hpath);
 		if (!err) {
 			err = cfs_ops.rename(oldpath, newpath, flags);
 			if (!err && (flags & RENAME_EXCHANGE))
@@ -1050,7 +1242,11 @@ static void ll_rename(fuse_req_t req, fuse_ino_t olddir, const char *oldname,
 			else if (!err)
 				err = rename_node(olddir, oldname, newdir,
 						  newname, 0);
+			else if (hpath)
+				unhide_node(newdir, newname, newpath, hname,
+					    hpath);
 		}
+		free(hpath);
 		free_path2(olddir, newdir, w1, w2, oldpath, newpath);
 	}
 	ll_reply_err(req, err);
@@ -1168,60 +1364,6 @@ static void ll_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
 	ll_free_path(ino, path);
 }
 
-static void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-		    struct fuse_file_info *fi)
-{
-	char *path, *buf = NULL;
-	int res;
-
-	ll_enter(req);
-	res = ll_get_path_nullok(ino, &path);
-	if (res == 0) {
-		buf = malloc(size ? size : 1);
-		res = buf ? cfs_ops.read(path, buf, size, off, fi) : -ENOMEM;
-		ll_free_path(ino, path);
-	}
-	if (res >= 0) {
-		ll_leave();
-		fuse_reply_buf(req, buf, (size_t)res);
-	} else {
-		ll_reply_err(req, res);
-	}
-	free(buf);
-}
-
-static void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf,
-		     size_t size, off_t off, struct fuse_file_info *fi)
-{
-	char *path;
-	int res;
-
-	ll_enter(req);
-	res = ll_get_path_nullok(ino, &path);
-	if (res == 0) {
-		res = cfs_ops.write(path, buf, size, off, fi);
-		ll_free_path(ino, path);
-	}
-	if (res >= 0) {
-		ll_leave();
-		fuse_reply_write(req, (size_t)res);
-	} else {
-		ll_reply_err(req, res);
-	}
-}
-
-static void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
-{
-	char *path = NULL;
-	int err;
-
-	ll_enter(req);
-	ll_get_path_nullok(ino, &path);
-	err = cfs_ops.flush(path, fi);
-	ll_free_path(ino, path);
-	ll_reply_err(req, err);
-}
-
 static void ll_release(fuse_req_t req, fuse_ino_t ino,
 		       struct fuse_file_info *fi)
 {
@@ -1237,21 +1379,6 @@ static void ll_release(fuse_req_t req, fuse_ino_t ino,
 	}
 	do_release(ino, path, fi);
 	ll_free_path(ino, path);
-	ll_reply_err(req, err);
-}
-
-static void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
-		     struct fuse_file_info *fi)
-{
-	char *path;
-	int err;
-
-	ll_enter(req);
-	err = ll_get_path_nullok(ino, &path);
-	if (!err) {
-		err = cfs_ops.fsync(path, datasync, fi);
-		ll_free_path(ino, path);
-	}
 	ll_reply_err(req, err);
 }
 

@@ -35,4 +35,13 @@ void ll_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size);
 void ll_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size);
 void ll_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name);
 
+/* ll_io.c: the operations of the same names of cfs_ll_ops. */
+void ll_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+	     struct fuse_file_info *fi);
+void ll_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size,
+	      off_t off, struct fuse_file_info *fi);
+void ll_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
+void ll_fsync(fuse_req_t req, fuse_ino_t ino, int datasync,
+	      struct fuse_file_info *fi);
+
 #endif

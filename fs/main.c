@@ -375,6 +375,8 @@ static int cfs_start_workers(void)
 	rc = db_set_claimer(cfs->db, cfs->claimer);
 	if (rc)
 		return rc;
+	/* What the hidden names of this host's dead processes kept. */
+	attrov_sweep_hidden();
 	/* This mount's new files keep their claims while open. */
 	rc = ofile_claims_start();
 	if (rc)

@@ -382,6 +382,14 @@ static void *claims_main(void *arg)
 		for (i = 0; i < n; i++)
 			free(keys[i]);
 		free(keys);
+		/* A lost liveness session is taken again here too, not only
+		 * at the next hide (review-31 R1: meanwhile other mounts
+		 * take this one for gone). */
+		rc = db_live_ensure(cfs->db);
+		if (rc && rc != -EINVAL)
+			log_warn("liveness lock not held (tried again in %ld "
+				 "ms): %s",
+				 period_ms, strerror(-rc));
 		pthread_mutex_lock(&cfs->lock);
 	}
 	pthread_mutex_unlock(&cfs->lock);

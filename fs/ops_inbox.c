@@ -366,6 +366,13 @@ int inbox_rmdir(const char *rel)
 	pthread_mutex_unlock(&cfs->lock);
 	if (busy)
 		return -ENOTEMPTY;
+	/* Another mount's new file under it (open there, not stored yet): no
+	 * listing shows it, only its claim does; it is not empty (review-k
+	 * L6: a rename over it would let that file replace what moved in). */
+	rc = db_attrs_others_claim_under(cfs->db, cfs->cfg.reception_bucket,
+					 rel);
+	if (rc)
+		return rc > 0 ? -ENOTEMPTY : rc == -EINPROGRESS ? -EIO : rc;
 	if (asprintf(&prefix, "%s/", rel) < 0)
 		return -ENOMEM;
 	rc = s3_list_page(cfs->s3, cfs->cfg.reception_bucket, prefix, NULL,
@@ -377,7 +384,8 @@ int inbox_rmdir(const char *rel)
 		rc = s3_delete(cfs->s3, cfs->cfg.reception_bucket, prefix);
 	if (rc == 0) {
 		dcache_remove(rel);
-		attrov_drop(rel, 1);
+		/* a claim made under it since the check stays its file's */
+		attrov_drop_spare(rel, 1);
 	}
 	s3xml_list_free(&res);
 	free(prefix);
@@ -1584,13 +1592,17 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 	return rc == -EAGAIN ? -ESTALE : rc;
 }
 
-/* Errors: ENOENT, EISDIR, EIO. */
+/* Errors: ENOENT, EISDIR, EIO. An unlink that removes nothing in the store
+ * (a new file never stored, or a name listed here whose object is gone
+ * already) never ends another mount's live claim on the name, nor its
+ * upload: that mount's new file lands there (review-k L7); one of a stored
+ * object ends it. */
 int inbox_unlink(const char *rel)
 {
 	struct actor who;
 	struct ofile *of;
 	struct stat st;
-	int rc, in_store = 1;
+	int rc, in_store = 1, spared = 0;
 
 	of = ofile_find(rel);
 	if (ofile_is_hidden_name(rel)) {
@@ -1616,7 +1628,7 @@ int inbox_unlink(const char *rel)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 		if (!in_store) {
-			attrov_drop(rel, 0);
+			attrov_drop_spare(rel, 0);
 			return 0;
 		}
 	} else {
@@ -1627,10 +1639,13 @@ int inbox_unlink(const char *rel)
 			return -EISDIR;
 	}
 	cfs_actor(&who);
-	rc = reception_remove(cfs->rcp, rel, &who);
+	rc = reception_remove_spare(cfs->rcp, rel, &who, &spared);
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
-		attrov_drop(rel, 0);
+		if (spared)
+			attrov_drop_spare(rel, 0);
+		else
+			attrov_drop(rel, 0);
 	}
 	return rc;
 }

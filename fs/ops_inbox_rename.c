@@ -92,9 +92,8 @@ static void pending_finish(int ok)
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 	}
-	if (!ok)
-		attrov_move_back(hidden_for_rename.hidden,
-				 hidden_for_rename.name);
+	if (!ok) /* the name kept its row: the hidden copy goes */
+		attrov_drop(hidden_for_rename.hidden, 0);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -219,7 +218,10 @@ static int hide_for_rename(const char *from, const char *to)
 	}
 	if (!hidden_for_rename.of)
 		ofile_put(of);
-	attrov_move(from, to, 0, NULL, NULL);
+	/* The name keeps its row until the rename's outcome (review-k L3:
+	 * other mounts show the target with it meanwhile; L5: a crash
+	 * leaves it there); the hidden name gets a copy. */
+	attrov_copy_hidden(from, to);
 	return 0;
 fail:
 	free(hidden_for_rename.name);
@@ -475,8 +477,10 @@ static int rename_dir_locked(const char *from, const char *to,
 		ofile_rebase(from, to);
 		readers_rename(from, to);
 		/* The files under from/ took theirs along; the rows of the
-		 * directories go now. */
-		attrov_drop(from, 1);
+		 * directories go now. Another mount's new file under from/
+		 * keeps its claim (review-31 R3): it lands at its name there
+		 * at its close, and nobody else may create that name first. */
+		attrov_drop_spare(from, 1);
 		attrov_forget_tree(from);
 		attrov_forget_tree(to);
 		dcache_remove(from);
@@ -665,6 +669,62 @@ static int rename_copy_with_attrs(const char *from, const char *to,
 	return rc;
 }
 
+/* The row move of rename_pending lost its connection at COMMIT: did it
+ * commit? from had the row (the file's claim) and a committed move took it
+ * away; the read waits for the move's transaction if the server still
+ * holds it (review-31 R5: an EIO after a move that committed left the
+ * file at from and its row over to's). 0 (it moved) or -EIO (it did not,
+ * or the database cannot tell now: nothing is renamed). */
+static int move_settled(const char *from)
+{
+	int found = 1, rc;
+
+	rc = db_attrs_settled(cfs->db, cfs->cfg.reception_bucket, from, &found);
+	if (rc || found) {
+		log_error("rename of inbox/%s: its attributes' move %s", from,
+			  rc ? "may have committed (the database cannot tell "
+			       "now): refused"
+			     : "did not commit: refused");
+		return -EIO;
+	}
+	return 0; /* attrov_move reloaded both names from the database */
+}
+
+/* Caller holds of->lock. rename_open of a file never stored (or local)
+ * whose writer's close commits it under `to` (the rest as for
+ * rename_open). Its row (a new file's claim) moves first, checked in the
+ * move's transaction, and only then the file: another mount's live claim
+ * at `to`, made after rename_entry looked (its new file is written there:
+ * review-k L4), fails the rename (EBUSY) with nothing moved, the file
+ * under `from` with its row (EEXIST with RENAME_NOREPLACE in flags).
+ * *attrs_moved: set on entry when its row is at `to` already
+ * (rename_claim's claim), set here when moved. 0 or -errno: EBUSY,
+ * EEXIST, EIO, ENOMEM. */
+static int rename_pending(struct ofile *of, const char *from, const char *to,
+			  int to_exists, uint64_t to_size,
+			  const struct seen_obj *to_seen, unsigned int flags,
+			  int *attrs_moved)
+{
+	int moved = 0, rc;
+
+	if (!*attrs_moved) {
+		rc = attrov_move(from, to, 0, NULL, NULL);
+		if (rc == -EINPROGRESS)
+			rc = move_settled(from);
+		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
+			rc = -EEXIST; /* claimed meanwhile: it exists */
+		if (rc)
+			return rc;
+		moved = 1;
+	}
+	rc = ofile_rename_uncommitted(of, to, to_exists, to_size, to_seen);
+	if (rc && moved) /* nothing changed: the row goes back */
+		attrov_move(to, from, 0, NULL, NULL);
+	else if (rc == 0)
+		*attrs_moved = 1;
+	return rc;
+}
+
 /* An open (or local) file is renamed. Caller holds of->lock.
  *
  * Only writers commit (SPEC §2): a file changed through a handle that is
@@ -675,10 +735,13 @@ static int rename_copy_with_attrs(const char *from, const char *to,
  * file, only readers or unchanged writable handles open), what must be
  * stored is stored now, under `to`, and on failure the file keeps `from`:
  * the commit obligation is never lost. to_exists/to_size: `to` names a
- * stored object of that size, which the file replaces. */
+ * stored object of that size, which the file replaces. flags: rename's.
+ * *attrs_moved: as for rename_pending; set when from's row was moved to
+ * `to` here (else the caller moves it after). */
 static int rename_open(struct ofile *of, const char *from, const char *to,
 		       int to_exists, uint64_t to_size,
-		       const struct seen_obj *to_seen, int *attrs_moved)
+		       const struct seen_obj *to_seen, unsigned int flags,
+		       int *attrs_moved)
 {
 	int pending = of->pending > 0, rc;
 	uint64_t size = of->size;
@@ -711,8 +774,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 		 * to move in the store. ofile_publish moves its attributes
 		 * itself, before its upload binds them. */
 		if (pending)
-			return ofile_rename_uncommitted(of, to, to_exists,
-							to_size, to_seen);
+			return rename_pending(of, from, to, to_exists, to_size,
+					      to_seen, flags, attrs_moved);
 		rc = ofile_publish(of, to, to_exists);
 		*attrs_moved = rc == 0;
 		return rc;
@@ -922,11 +985,13 @@ static int rename_entry(const char *from, const char *to, unsigned int flags)
 				  &token, &cl);
 		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
 			rc = -EEXIST; /* claimed meanwhile: it exists */
+		/* its row is at `to` already: rename_claim's claim */
+		attrs_moved = token != NULL;
 		if (rc == 0)
 			rc = rename_open(
 			    of, from, to, to_exists && !is_temp(to),
 			    to_exists ? (uint64_t)st.st_size : 0,
-			    to_exists ? &to_seen : NULL, &attrs_moved);
+			    to_exists ? &to_seen : NULL, flags, &attrs_moved);
 		if (token)
 			rename_claim_done(of, from, to, rc, token, &cl,
 					  &attrs_moved);

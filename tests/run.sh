@@ -26,6 +26,11 @@
 #       CUSTODYFS_TSAN=1             add the ThreadSanitizer pass (default 0, whatever CI says)
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
 #       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 3600)
+#       CUSTODYFS_SWIFT_ALL=1        the Swift pass of a whole-suite run runs the hostile reviews'
+#                                    regression files too (default: only their tests marked
+#                                    both_backends, those that depend on what the store does;
+#                                    the rest run on s3rver, plain and under ASan. See
+#                                    CUSTODYFS_DESELECT_REGRESSIONS in tests/integration/conftest.py)
 #       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
 #                                    side (default 1: each has its own servers and ports)
 #       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
@@ -242,9 +247,12 @@ pytest_run() {
   local tmp=$OUT/it-$label
   mkdir -p "$tmp"
   chmod 755 "$tmp"
+  local deselect=0
+  [ "$backend" = swift ] && [ "${#PYTEST_PATHS[@]}" -gt 0 ] && [ "${CUSTODYFS_SWIFT_ALL:-0}" != 1 ] &&
+    deselect=1
   CUSTODYFS_TEST_TMP=$tmp CUSTODYFS_S3_BACKEND=$backend CUSTODYFS_BIN=$bin \
-    CUSTODYFS_BUILD=$(dirname "$(dirname "$bin")") \
-    timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${PYTEST_PATHS[@]}" -q \
+    CUSTODYFS_BUILD=$(dirname "$(dirname "$bin")") CUSTODYFS_DESELECT_REGRESSIONS=$deselect \
+    timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${PYTEST_PATHS[@]}" -q --durations=25 \
     --junitxml="$xml" -o junit_suite_name="integration-$label" "${PYTEST_ARGS[@]}" </dev/null
   rc=$?
   reap "$tmp"

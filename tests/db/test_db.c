@@ -360,8 +360,8 @@ static int has_contract_columns(PGconn *c)
 }
 
 /* The migrations db_migrate applies (common/db_migrate.c): one place. */
-#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13"
-#define DB_NVERSIONS "13"
+#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13,14"
+#define DB_NVERSIONS "14"
 
 static int count_triggers(PGconn *c)
 {
@@ -1504,6 +1504,8 @@ int main(void)
 	test_rename_guard(d, raw_a);
 	test_attrs_may(d, raw_a);
 	test_attrs_move_claim(d, raw_a);
+	test_attrs_hidden(d, raw_a);
+	test_attrs_spare(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);

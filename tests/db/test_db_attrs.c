@@ -423,4 +423,214 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	       row_is(raw, "mc/w", "416|2001|2001||") &&
 	       out.what == (DB_ATTR_MODE | DB_ATTR_OWNER),
 	   "no row at the source: w claimed with 0640, Alice's");
+	/* review-k L4: a rename's move of m1's claim (y) over m2's live
+	 * claim (z) fails, nothing changed, in its transaction (an open new
+	 * file's rename moves its row first and stops there); to a free
+	 * name the claim moves, still m1's and live */
+	ok(db_set_claimer(d, "m1") == 0, "this process is m1");
+	before = changes_of(raw, "mc/z");
+	ok(db_attrs_move(d, BKT, "mc/y", "mc/z", 0, NULL, NULL, &who) == -EBUSY,
+	   "y's row moved over m2's live claim at z: EBUSY");
+	ok(row_is(raw, "mc/y", "384|2001|2001|1000000000|") &&
+	       row_is(raw, "mc/z", "416|2001|2001||") &&
+	       changes_of(raw, "mc/z") == before,
+	   "... nothing changed, nothing logged");
+	ok(db_attrs_move(d, BKT, "mc/y", "mc/u", 0, NULL, NULL, &who) == 0 &&
+	       row_is(raw, "mc/y", NULL) &&
+	       row_is(raw, "mc/u", "384|2001|2001|1000000000|") &&
+	       sql_long(raw,
+			"SELECT count(*) FROM file_attrs WHERE bucket = '" BKT
+			"' AND object_key = 'mc/u' AND claimed_by = 'm1#1'"
+			" AND claim_until > now()") == 1,
+	   "to a free name u: moved, still m1#1's live claim");
+	ok(db_set_claimer(d, NULL) == 0, "no claimer again");
+}
+
+/* db_attrs_copy_hidden, db_attrs_sweep_hidden, db_set_claimer's liveness
+ * lock (review-k L3, L5; review-hide H1-H3): the hide of a rename's open
+ * target copies its row to the hidden name, tagged with the process's
+ * claimer and never a claim; the name keeps its own; another mount's live
+ * claim is never copied; the sweep drops the tagged rows of processes whose
+ * liveness lock is free (gone), whatever their host, and never those of a
+ * process holding it (this one, or another's on another connection). */
+void test_attrs_hidden(struct db *d, PGconn *raw)
+{
+	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			      .mode = 0640,
+			      .uid = ALICE,
+			      .gid = ALICE};
+	struct db_claim held = {0};
+	struct actor who = {.uid = BOB};
+	long before, dropped = -1;
+
+	snprintf(who.user, sizeof(who.user), "bob");
+	snprintf(who.host, sizeof(who.host), "test");
+	ok(set(d, "hd/y", DB_ATTR_MODE | DB_ATTR_OWNER | DB_ATTR_MTIME, 0600,
+	       BOB, BOB, "e-y", NULL, NULL, NULL) == 0,
+	   "Bob's y, 0600, bound to e-y");
+	ok(db_set_claimer(d, "th:999999:1.5") == 0,
+	   "claimer th:999999:1.5 (its liveness lock taken)");
+	ok(sql_long(raw,
+		    "SELECT count(*) FROM pg_locks WHERE locktype ="
+		    " 'advisory' AND granted AND objid = (hashtextextended("
+		    "'th:999999:1.5', 7310303) & 4294967295)::oid") == 1,
+	   "... held by a session");
+	ok(db_attrs_copy_hidden(d, BKT, "hd/y", "hd/.fuse_hidden01", &who) == 0,
+	   "y's row copied to .fuse_hidden01");
+	ok(row_is(raw, "hd/y", "384|2002|2002|1000000000|e-y") &&
+	       row_is(raw, "hd/.fuse_hidden01", "384|2002|2002|1000000000|e-y"),
+	   "... y keeps its row; the hidden name has the same");
+	ok(sql_is(raw,
+		  "SELECT claimed_by || '|' || coalesce(claim_until::text, '')"
+		  " FROM file_attrs WHERE bucket = '" BKT "'"
+		  " AND object_key = 'hd/.fuse_hidden01'",
+		  "th:999999:1.5!hidden|"),
+	   "... tagged th:999999:1.5!hidden, no claim_until");
+	ok(last_change_is(raw, "hd/.fuse_hidden01", "create|hd/y|1000000000"),
+	   "... logged as a create from y");
+	ok(db_set_claimer(d, "th:2:1.0") == 0 &&
+	       db_attrs_copy_hidden(d, BKT, "hd/y", "hd/.fuse_hidden02",
+				    &who) == 0,
+	   "a copy by th:2:1.0 (th:999999:1.5's lock let go with it)");
+	/* another host's live process: its lock held on another session */
+	ok(sql_ok(raw, "SELECT pg_advisory_lock(hashtextextended("
+		       "'other:3:1.0', 7310303))") &&
+	       sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
+			   " uid, gid, ctime, updated_by, etag, claimed_by)"
+			   " VALUES ('" BKT "', 'hd/.fuse_hidden03', 384, 2002,"
+			   " 2002, now(), 'o', 'e-y', 'other:3:1.0!hidden')"),
+	   "other:3:1.0 (alive: its lock held) has a hidden row");
+	/* another mount's live claim is never copied */
+	ok(db_attrs_claim(d, BKT, "hd/z", &in, "m2#1", 60, 1, NULL, &who, NULL,
+			  &held) == 0,
+	   "m2's create claims z");
+	db_claim_free(&held);
+	ok(db_attrs_copy_hidden(d, BKT, "hd/z", "hd/.fuse_hidden04", &who) ==
+		   0 &&
+	       row_is(raw, "hd/.fuse_hidden04", NULL) &&
+	       changes_of(raw, "hd/.fuse_hidden04") == 0,
+	   "z's live claim (m2's): nothing copied, nothing logged");
+	before = changes_of(raw, "hd/y");
+	ok(db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 && dropped == 1,
+	   "the sweep drops one row (%ld)", dropped);
+	ok(row_is(raw, "hd/.fuse_hidden01", NULL) &&
+	       row_is(raw, "hd/.fuse_hidden02",
+		      "384|2002|2002|1000000000|e-y") &&
+	       row_is(raw, "hd/.fuse_hidden03", "384|2002|2002||e-y") &&
+	       row_is(raw, "hd/y", "384|2002|2002|1000000000|e-y") &&
+	       row_is(raw, "hd/z", "416|2001|2001||") &&
+	       changes_of(raw, "hd/y") == before,
+	   "... th:999999's (gone); this process's, other:3's (alive), y and "
+	   "z's claim stay");
+	ok(last_change_is(raw, "hd/.fuse_hidden01", "drop||1000000000"),
+	   "... logged as a drop");
+	ok(sql_ok(raw, "SELECT pg_advisory_unlock(hashtextextended("
+		       "'other:3:1.0', 7310303))") &&
+	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
+	       dropped == 1 && row_is(raw, "hd/.fuse_hidden03", NULL) &&
+	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
+	   "other:3 gone: its row goes at the next sweep, this process's "
+	   "stays");
+	ok(db_set_claimer(d, NULL) == 0 &&
+	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
+	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),
+	   "no claimer any more (th:2's lock let go): its row goes too");
+}
+
+static int count_calls(void *arg)
+{
+	++*(int *)arg;
+	return 0;
+}
+
+/* review-k L6, L7: a removal that removed nothing in the store, or a
+ * directory's, spares another mount's live claim (its new file lands
+ * there); rmdir sees such a claim under the directory (no listing does).
+ * d has no claimer here: every live claim is another's. */
+void test_attrs_spare(struct db *d, PGconn *raw)
+{
+	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			      .mode = 0600,
+			      .uid = BOB,
+			      .gid = BOB};
+	struct reception_new r = {.source_bucket = BKT,
+				  .object_key = "sp/s",
+				  .size = 1,
+				  .etag = "e-s",
+				  .origin = "mount"};
+	struct db_claim held = {0};
+	struct actor who = {.uid = ALICE};
+	int64_t id = 0;
+	int ins = 0, calls = 0, spared = -1;
+
+	snprintf(who.user, sizeof(who.user), "alice");
+	snprintf(who.host, sizeof(who.host), "test");
+	ok(db_attrs_claim(d, BKT, "sp/dx/h", &in, "m2:1#1", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/dx/h");
+	db_claim_free(&held);
+	ok(set(d, "sp/d/g", DB_ATTR_MODE | DB_ATTR_OWNER, 0644, ALICE, ALICE,
+	       "e-g", NULL, NULL, NULL) == 0,
+	   "a bound row at sp/d/g");
+	ok(db_attrs_others_claim_under(d, BKT, "sp/d") == 0,
+	   "under sp/d: no claim (sp/dx/h is not under it, nor a bound row)");
+	ok(db_attrs_claim(d, BKT, "sp/d/e/f", &in, "m2:1#2", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/d/e/f");
+	db_claim_free(&held);
+	ok(db_attrs_others_claim_under(d, BKT, "sp/d") == 1 &&
+	       db_attrs_others_claim_under(d, BKT, "sp") == 1 &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d/e/f") == 0,
+	   "under sp/d and sp: m2's claim; under the claimed key itself: none");
+	ok(db_set_claimer(d, "m2:1") == 0 &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d") == 0 &&
+	       db_set_claimer(d, NULL) == 0,
+	   "for m2 itself, its own claim is not another's");
+	ok(db_attrs_drop_spare(d, BKT, "sp/d", 1, &who) == 0 &&
+	       row_is(raw, "sp/d/g", NULL) &&
+	       row_is(raw, "sp/d/e/f", "384|2002|2002||"),
+	   "drop_spare of the tree: the bound row goes, m2's claim stays");
+	ok(sql_ok(raw, "UPDATE file_attrs SET claim_until = now() -"
+		       " interval '1 second' WHERE bucket = '" BKT
+		       "' AND object_key = 'sp/d/e/f'") &&
+	       db_attrs_others_claim_under(d, BKT, "sp/d") == 0 &&
+	       db_attrs_drop_spare(d, BKT, "sp/d", 1, &who) == 0 &&
+	       row_is(raw, "sp/d/e/f", NULL),
+	   "a lapsed claim: not counted, and dropped");
+	ok(db_attrs_drop(d, BKT, "sp/dx", 1, &who) == 0 &&
+	       row_is(raw, "sp/dx/h", NULL),
+	   "db_attrs_drop ends a live claim (an unlink of a stored object)");
+
+	/* db_reception_remove_spare */
+	ok(db_attrs_claim(d, BKT, "sp/y", &in, "m2:1#3", 60, 1, NULL, &who,
+			  NULL, &held) == 0,
+	   "m2 claims sp/y (no object, no live row)");
+	db_claim_free(&held);
+	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 1 && calls == 0 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/y'") == 0,
+	   "remove_spare at m2's claim, no live row: nothing done, spared");
+	ok(db_reception_remove_spare(d, BKT, "sp/n", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/n'") == 1,
+	   "remove_spare with no claim: fn called, the removal noted");
+	db_reception_record(d, &r, NULL, &id, &ins);
+	ok(ins && db_attrs_claim(d, BKT, "sp/s", &in, "m2:1#4", 60, 1, NULL,
+				 &who, NULL, &held) == 0,
+	   "sp/s: a live row, and m2's claim");
+	db_claim_free(&held);
+	calls = 0;
+	ok(db_reception_remove_spare(d, BKT, "sp/s", "deleted", count_calls,
+				     &calls, NULL, NULL, &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
+			     " source_bucket = '" BKT "' AND object_key ="
+			     " 'sp/s' AND removed_at IS NULL") == 0,
+	   "remove_spare of a recorded object: removed (claim or not)");
 }

@@ -8,10 +8,15 @@ low-level API keeps a node table of its own. What the rest of the suite cannot s
 - the mount says it runs on the low-level API, and the default mount does not.
 
 The behaviour of every operation is the rest of the suite's, run with CUSTODYFS_LOWLEVEL=1."""
+import errno
 import os
+import threading
 import time
 
+import pytest
+
 from checks import read, write
+from faultproxy import INTERNAL, FaultProxy
 
 FORGET_WAIT_S = 60  # forgets are sent by the kernel asynchronously: polled, never timed
 
@@ -80,3 +85,86 @@ def test_default_mount_is_the_high_level_api(mount_factory):
     assert ll_nodes(m) is None
     m.unmount()
     assert "low-level API" not in open(m.log_path, encoding="utf-8", errors="replace").read()
+
+
+@pytest.mark.parametrize("held", ["reader", "writer"])
+def test_failed_rename_over_an_open_file_gives_the_node_its_name_back(stack, mount_factory,
+                                                                      uniq, held):
+    """review-ll M2: a rename over a file held open hides it first (.fuse_hidden…); when the
+    rename then fails (here the server-side copy answers 500), the daemon gives the file its
+    name back, and so must the node table: the open handle still has a link, the name still
+    opens and reads the file's bytes, a writer's later write and close land at the name, and
+    nothing hidden is left behind after the close."""
+    px = FaultProxy(stack.endpoint)
+    try:
+        m = mount_factory(config={"s3": {"endpoint": px.url}}, opts="lowlevel")
+        d = os.path.join(m.inbox, f"ll-{uniq}")
+        os.mkdir(d)
+        x, y = os.path.join(d, "x.txt"), os.path.join(d, "y.txt")
+        write(x, b"X NEW")
+        write(y, b"Y OLD")
+        fd = os.open(y, os.O_RDONLY if held == "reader" else os.O_RDWR)
+        try:
+            px.rule = lambda method, path, headers: \
+                ("status", 500, INTERNAL) \
+                if method == "PUT" and "x-amz-copy-source" in headers else None
+            try:
+                os.rename(x, y)
+                renamed = "ok"
+            except OSError as e:
+                renamed = errno.errorcode[e.errno]
+            px.rule = None
+            got = (renamed != "ok", os.fstat(fd).st_nlink, os.pread(fd, 100, 0), read(y),
+                   read(x))
+            if held == "writer":
+                os.pwrite(fd, b"Y NEW", 0)
+        finally:
+            os.close(fd)
+        assert got == (True, 1, b"Y OLD", b"Y OLD", b"X NEW"), got
+        assert read(y) == (b"Y OLD" if held == "reader" else b"Y NEW")
+        assert sorted(os.listdir(d)) == ["x.txt", "y.txt"]
+    finally:
+        px.close()
+
+
+def test_directory_rename_is_not_starved_by_readers_below_it(mount_factory, uniq):
+    """review-ll M1: a rename of a directory waits for the requests holding paths below it,
+    then must get its turn: readers that come after it wait behind it (libfuse's lock queue).
+    Four threads open, read and close a file in the directory in a loop (each bounded to
+    LOOPS rounds) while the directory is renamed: the rename must return while they still run,
+    counted in rounds (never timed)."""
+    loops = 4000
+    m = mount_factory(opts="lowlevel")
+    d, e = os.path.join(m.inbox, f"ll-{uniq}"), os.path.join(m.inbox, f"ll-{uniq}-moved")
+    os.mkdir(d)
+    write(os.path.join(d, "f.txt"), b"F" * 100)
+    done, stop, started = [0] * 4, threading.Event(), threading.Barrier(5)
+
+    def loader(i):
+        started.wait()
+        for _ in range(loops):
+            if stop.is_set():
+                return
+            try:
+                with open(os.path.join(d, "f.txt"), "rb") as f:
+                    f.read()
+            except OSError:
+                pass  # renamed away: the loop goes on until stopped
+            done[i] += 1
+
+    ts = [threading.Thread(target=loader, args=(i,), daemon=True) for i in range(4)]
+    for t in ts:
+        t.start()
+    started.wait()
+    for _ in range(6000):  # until each has done some full open/read/close rounds
+        if min(done) >= 10:
+            break
+        time.sleep(0.01)
+    at_start = list(done)
+    os.rename(d, e)
+    at_end = list(done)
+    stop.set()
+    for t in ts:
+        t.join(timeout=120)
+    assert all(n < loops for n in at_end), (at_start, at_end)
+    assert os.listdir(e) == ["f.txt"]

@@ -77,6 +77,7 @@ def test_a_renames_copy_is_never_taken_for_the_leftover_of_an_earlier_rename(sta
         px.close()
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 def test_the_same_bytes_uploaded_again_after_a_rename_are_logged_not_deleted(mount_factory,
                                                                              uniq):
     """F2 (narrowed): A.txt, uploaded through mount m1 some seconds ago and logged, is renamed
@@ -197,6 +198,7 @@ def aba_rename(m, stack, px, src_key, dest_path_end, dest_path, on_ready=None):
     return out, x, y
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_etag(stack,
                                                                                    mount_factory,
                                                                                    uniq):
@@ -249,6 +251,7 @@ def test_a_multipart_source_swapped_during_its_promotion_is_never_vouched_by_eta
         px.close()
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 def test_a_multipart_source_swapped_during_an_inbox_rename_is_never_vouched_by_etag(
         stack, mount_factory, uniq):
     """F3, inbox rename: the same A-B-A swap during the copy of inbox/a to inbox/b. On 9b5842e

@@ -17,6 +17,9 @@ from checks import write
 from faultproxy import INTERNAL, SLOWDOWN, FaultProxy
 from races import errname
 
+# the staged copy, versioning, UploadPartCopy and metadata limits: what the store does
+pytestmark = pytest.mark.both_backends
+
 
 def sha(b):
     return hashlib.sha256(b).hexdigest()

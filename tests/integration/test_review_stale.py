@@ -199,6 +199,7 @@ def test_claim_taken_at_rename_goes_when_the_close_fails(stack, mount_factory, u
                    "file's rename copies over its target unconditionally; another user's file put "
                    "there between the check and the copy is replaced. Open (needs a conditional "
                    "copy, which S3 stores here do not offer).")
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 def test_target_replaced_by_another_user_between_the_check_and_the_copy(stack, mount_factory,
                                                                          uniq):
     """Root's 1777 directory. A renames her closed x.txt over her y.txt on mount a: the

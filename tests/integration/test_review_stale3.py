@@ -46,6 +46,7 @@ def _list_etag(m, key):
     return [o["ETag"].strip('"') for o in r.get("Contents", []) if o["Key"] == key]
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 @pytest.mark.parametrize("kind", ["put", "mpu", "renamed", "sdk_put", "sdk_mpu", "trunc"])
 def test_claimed_rename_moves_the_files_own_row_whatever_etag_form(mount_factory, uniq, kind):
     """x.txt stored (A, 0640, mtime 2017) in one of several ways (the row bound to the PUT's,

@@ -83,7 +83,6 @@ def test_failed_rename_of_a_name_another_mount_claims_leaves_no_claim_at_the_tar
 C = 2003
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L3 (High, older): while a rename over a target held open here runs, the target's row sits at the hidden name and other mounts show the stored target with the defaults. Open: the hide should copy, not move, the row.")
 def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
         stack, mount_factory, uniq):
     """L3 (older: hide_for_rename moves the target's row before the outcome; not closed by
@@ -118,7 +117,6 @@ def test_target_hidden_for_a_rename_never_shows_the_defaults_on_another_mount(
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L4 (Medium): an open file's rename over a stored target goes on after another mount claimed the name meanwhile (the attributes' EBUSY is only logged). Open.")
 def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_meanwhile(
         stack, mount_factory, uniq):
     """L4 (K2 on the open-file path, not closed): A's new x.txt (0600, 'A NEW') is open for
@@ -170,13 +168,22 @@ def test_open_files_rename_never_strands_its_row_when_the_target_is_claimed_mean
         time.sleep(1)
         row = attrs_row(a, ky)
         body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
-        final = (closed, body, row and (row["uid"], row["mode"]), attrs_row(a, kx) is not None)
+        rx = attrs_row(a, kx)
+        try:
+            bx = a.s3.get_object(Bucket=a.reception_bucket, Key=kx)["Body"].read()
+        except a.s3.exceptions.NoSuchKey:
+            bx = None
+        final = (closed, body, row and (row["uid"], row["mode"]), bx,
+                 rx and (rx["uid"], rx["mode"]))
         assert mid[0] == ["EBUSY"] or (mid[1] is None and mid[2] == (A, True)), (mid, final)
+        # Refused (EBUSY), nothing moved: each file kept its name and its row, and each close
+        # stored its own.
+        assert (mid, final) == ((["EBUSY"], (A, True), (B, True)),
+                                (("ok", "ok"), b"B SECRET", (B, 0o600), b"A NEW", (A, 0o600)))
     finally:
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L5 (High, older): a crash during a rename over a target held open here leaves the target's row at the hidden name for good, and the target with the source's row. Open: as L3.")
 def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
         stack, mount_factory, uniq):
     """L5 (older, L3's window made permanent): as L3, b's daemon is killed while the rename's
@@ -226,7 +233,6 @@ def test_crash_during_a_rename_over_an_open_target_keeps_the_targets_row(
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L6 (Medium, older): rmdir of a directory that looks empty here drops another mount's claim under it. Open.")
 def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         mount_factory, uniq):
     """L6 (tree drops with claims under them, not closed: spare is 0 for rmdir): on a, B is
@@ -261,7 +267,6 @@ def test_directory_rename_over_a_dir_with_another_mounts_new_file_loses_nothing(
         (got, [(c["op"], c["from_key"], c["uid"]) for c in changes(a, kf, every=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="review-k L7 (Medium, older): an unlink through a stale listing removes nothing yet ends another mount's claim. Open.")
 def test_stale_unlink_never_ends_another_mounts_claim(mount_factory, uniq):
     """L7 (spare=0 for an unlink): A's y.txt is listed on b; on a, A removes it and B makes a
     new y.txt (open, 'B SECRET', 0600: B's live claim). On b, A's unlink of y.txt (b's listing

@@ -192,6 +192,7 @@ def test_reader_never_gets_the_replacement_through_an_open_file_here(mount_facto
         h.close()
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 @pytest.mark.parametrize("what", ["file", "directory"])
 def test_reader_of_a_multipart_file_keeps_content_through_rename_and_unlink(mount_factory, uniq,
                                                                            what):
@@ -333,6 +334,7 @@ def test_reader_reads_this_mounts_committed_writes_after_the_unlink(mount_factor
         h.close()
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 @pytest.mark.parametrize("what", ["file", "directory"])
 @pytest.mark.parametrize("copy", ["CopyObject", "other_parts"])
 def test_rechecked_reader_of_a_renamed_open_multipart_file_keeps_it_after_the_unlink(

@@ -59,6 +59,7 @@ def test_rm_after_open_wins_even_when_its_delete_is_slow(stack, mount_factory, h
 
 
 
+@pytest.mark.both_backends  # depends on what the store does (copies, parts, ETags)
 def test_rename_never_gives_the_copy_hashes_of_other_bytes(stack, mount_factory):
     """revA F8. Mount A renames f to g (f stored, not open on A); its CopyObject is held at
     A's proxy. Meanwhile mount B rewrites f with other bytes of the same size: B's PUT lands
