@@ -6,6 +6,7 @@ The S3 endpoint sits behind tests/integration/faultproxy.py, which sees (and her
 holds) every request, so LIST requests are counted at the store side, not by the daemon."""
 import os
 import threading
+import traceback
 import time
 import urllib.parse
 
@@ -252,12 +253,14 @@ def test_parallel_lookups_and_listings_among_changes_in_one_directory(mount_fact
     stop = threading.Event()
     errors = []
 
-    def guard(fn):
+    def guard(fn, kind):
         def run():
             try:
                 fn()
-            except Exception as e:  # reported below, with the thread's work
-                errors.append(repr(e))
+            except Exception as e:  # reported below: which thread, which call, which name
+                tb = traceback.extract_tb(e.__traceback__)[-1]
+                errors.append(f"{kind}: {e!r} (filename {getattr(e, 'filename', None)!r}, "
+                              f"at line {tb.lineno}: {tb.line}, t={time.monotonic():.3f})")
                 stop.set()
         return run
 
@@ -295,18 +298,20 @@ def test_parallel_lookups_and_listings_among_changes_in_one_directory(mount_fact
             os.mkdir(sub)
             os.rmdir(sub)
 
-    threads = [threading.Thread(target=guard(lister)) for _ in range(4)]
-    threads += [threading.Thread(target=guard(lambda t=t: looker(t))) for t in range(4)]
+    threads = [threading.Thread(target=guard(lister, "lister")) for _ in range(4)]
+    threads += [threading.Thread(target=guard(lambda t=t: looker(t), f"looker {t}"))
+                for t in range(4)]
     for t in threads:
         t.start()
     try:
-        guard(changer)()
+        guard(changer, "changer")()
     finally:
         stop.set()
         for t in threads:
             t.join(60)
     assert not any(t.is_alive() for t in threads), "a lookup or listing did not finish"
-    assert errors == []
+    assert errors == [], (errors, [ln for ln in m.daemon_log().splitlines()
+                                   if "error" in ln.lower() or "warn" in ln.lower()][-20:])
     final = {**stable, **kept}
     assert set(os.listdir(d)) == set(final)
     # The directory's own marker (mkdir) stays; no sub{k}/ marker does.
