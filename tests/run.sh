@@ -26,6 +26,9 @@
 #       CUSTODYFS_TSAN=1             add the ThreadSanitizer pass (default 0, whatever CI says)
 #       CUSTODYFS_BACKENDS           integration backends (default "s3rver swift")
 #       CUSTODYFS_PYTEST_TIMEOUT     bound for one pytest run in seconds (default 3600)
+#       CUSTODYFS_ASAN_SHARDS=N      the sanitizer pass of a whole-suite run as N passes side by side,
+#                                    each with its own servers and a share of the test files
+#                                    (default 2: it is the slowest pass, and mostly waits)
 #       CUSTODYFS_SWIFT_ALL=1        the Swift pass of a whole-suite run runs the hostile reviews'
 #                                    regression files too (default: only their tests marked
 #                                    both_backends, those that depend on what the store does;
@@ -239,9 +242,29 @@ reap() {
   done
 }
 
-# pytest_run LABEL BACKEND BIN
+# shard_files K N: the test files of shard K (0..N-1) of N, one per line: the integration test
+# files dealt greedily by size (a proxy for their run time), largest first, to the lightest shard
+shard_files() {
+  "$PY" - "$1" "$2" tests/integration/test_*.py <<'EOF'
+import os, sys
+k, n, files = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3:]
+load, mine = [0] * n, []
+for f in sorted(files, key=lambda f: (-os.path.getsize(f), f)):
+    i = load.index(min(load))
+    load[i] += os.path.getsize(f)
+    if i == k:
+        mine.append(f)
+print("\n".join(sorted(mine)))
+EOF
+}
+
+# pytest_run LABEL BACKEND BIN [K/N]: with K/N (a whole-suite run only), shard K of N
 pytest_run() {
-  local label=$1 backend=$2 bin=$3 xml=$OUT/junit-$1.xml counts rc t
+  local label=$1 backend=$2 bin=$3 shard=${4:-} xml=$OUT/junit-$1.xml counts rc t
+  local paths=("${PYTEST_PATHS[@]}")
+  if [ -n "$shard" ] && [ "${#paths[@]}" -gt 0 ]; then
+    mapfile -t paths < <(shard_files "${shard%/*}" "${shard#*/}")
+  fi
   say "integration tests: $label (CUSTODYFS_S3_BACKEND=$backend, CUSTODYFS_BIN=$bin)"
   t=$(date +%s)
   local tmp=$OUT/it-$label
@@ -252,7 +275,7 @@ pytest_run() {
     deselect=1
   CUSTODYFS_TEST_TMP=$tmp CUSTODYFS_S3_BACKEND=$backend CUSTODYFS_BIN=$bin \
     CUSTODYFS_BUILD=$(dirname "$(dirname "$bin")") CUSTODYFS_DESELECT_REGRESSIONS=$deselect \
-    timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${PYTEST_PATHS[@]}" -q --durations=25 \
+    timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${paths[@]}" -q --durations=25 \
     --junitxml="$xml" -o junit_suite_name="integration-$label" "${PYTEST_ARGS[@]}" </dev/null
   rc=$?
   reap "$tmp"
@@ -321,7 +344,14 @@ if [ "$SANITIZE" = 1 ]; then
     meson_tests build-asan asan
     stop_c_servers
   fi
-  PASSES+=("s3rver+asan s3rver $ROOT/build-asan/fs/custodyfs")
+  ASAN_SHARDS=${CUSTODYFS_ASAN_SHARDS:-2}
+  if [ "${#PYTEST_PATHS[@]}" -gt 0 ] && [ "$ASAN_SHARDS" -gt 1 ]; then
+    for ((k = 0; k < ASAN_SHARDS; k++)); do
+      PASSES+=("s3rver+asan$((k + 1)) s3rver $ROOT/build-asan/fs/custodyfs $k/$ASAN_SHARDS")
+    done
+  else
+    PASSES+=("s3rver+asan s3rver $ROOT/build-asan/fs/custodyfs")
+  fi
 fi
 if [ "$TSAN" = 1 ]; then
   # integration only: libfuse3, libpq and libcurl are not instrumented (tests/tsan.supp)
@@ -333,7 +363,7 @@ fi
 # finding under the sanitizer passes: the harness reports it per test)
 pass_env() {
   case $1 in
-    *+asan) echo "UBSAN_OPTIONS=print_stacktrace=1:print_summary=1" ;;
+    *+asan*) echo "UBSAN_OPTIONS=print_stacktrace=1:print_summary=1" ;;
     *+tsan) echo "TSAN_OPTIONS=${TSAN_OPTIONS:-suppressions=$ROOT/tests/tsan.supp:halt_on_error=0:report_signal_unsafe=0:second_deadlock_stack=1}" ;;
     *) echo "UBSAN_OPTIONS=${UBSAN_OPTIONS:-}" ;;
   esac
@@ -346,10 +376,10 @@ if [ "$IT_PARALLEL" = 1 ] && [ "${#PASSES[@]}" -gt 1 ]; then
   say "integration passes in parallel: ${PASSES[*]%% *}"
   pids=()
   for ps in "${PASSES[@]}"; do
-    read -r label backend bin <<<"$ps"
+    read -r label backend bin shard <<<"$ps"
     (
       export "$(pass_env "$label")"
-      RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin"
+      RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin" "$shard"
     ) >"$OUT/log-$label" 2>&1 &
     pids+=($!)
   done
@@ -366,8 +396,8 @@ if [ "$IT_PARALLEL" = 1 ] && [ "${#PASSES[@]}" -gt 1 ]; then
   done
 else
   for ps in "${PASSES[@]}"; do
-    read -r label backend bin <<<"$ps"
-    (export "$(pass_env "$label")"; RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin")
+    read -r label backend bin shard <<<"$ps"
+    (export "$(pass_env "$label")"; RECORD_TO=$OUT/record-$label pytest_run "$label" "$backend" "$bin" "$shard")
     IFS='|' read -r n p f sk note <"$OUT/record-$label" || { n="integration $label"; p=0; f=1; sk=0; note="the pass left no counts"; }
     record "$n" "$p" "$f" "$sk" "$note"
   done
