@@ -323,6 +323,53 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *to, const char *token, int lease_s,
 			  const char *claimer, const struct db_attrs *attrs,
 			  const struct actor *who);
+/* An open new file (its claim at `from`: claimer, NULL: none) is renamed
+ * over `to`, which holds another object, and its writer's close uploads it
+ * there (review-hide H5): until that upload is recorded, to's row stays
+ * to's object's, whatever happens (a crash, a failure). In one
+ * transaction: another mount's live claim at `to` (db_set_claimer) fails
+ * it (-EBUSY, nothing changed); else from's row while it is that claim
+ * (else *attrs: the file's own) becomes the pending row (token; held
+ * lease_s seconds, db_attrs_defer_renew) of `to`, unbound, as
+ * db_attrs_pend_publish's, and from's claim goes (not logged: the
+ * publish's 'move' from `from` records the rename), so that `from` is
+ * free at once. The close commits it as a publish from `from`
+ * (db_attrs_publish, pending: token). Nothing is shown for it elsewhere
+ * while to's row describes to's object (db_attrs_get_pending is read only
+ * for an object no committed row describes). 0 or -errno. */
+int db_attrs_defer(struct db *d, const char *bucket, const char *from,
+		   const char *to, const char *token, int lease_s,
+		   const char *claimer, const struct db_attrs *attrs,
+		   const struct actor *who);
+/* A change (a->what: DB_ATTR_MODE, DB_ATTR_OWNER, DB_ATTR_ATIME,
+ * DB_ATTR_MTIME; the values the file has after it, uid and gid >= 0)
+ * made to the open file of a deferred publish (db_attrs_defer) at key:
+ * its pending row (token) takes it, and it is logged (op, NULL: not) at
+ * key with who, on no object (etag NULL), in one transaction. The caller
+ * checked who may (the file's attributes are its own until the close). 0
+ * or -errno. */
+int db_attrs_defer_set(struct db *d, const char *bucket, const char *key,
+		       const char *token, const struct db_attrs *a,
+		       const char *op, const struct actor *who);
+/* The pending rows of these deferred publishes (tokens[0..n-1]) hold
+ * lease_s seconds from now (their files are still open). 0 or -errno. */
+int db_attrs_defer_renew(struct db *d, const char *bucket,
+			 const char *const *tokens, size_t n, int lease_s);
+/* The open file of a deferred publish is renamed from key to `to`: its
+ * pending row (token) follows. 0 or -errno. */
+int db_attrs_defer_move(struct db *d, const char *bucket, const char *key,
+			const char *to, const char *token);
+/* A deferred publish ends without an upload (its rename failed, or the
+ * file got a temp name): its pending row at key (token) becomes the claim
+ * (claimer, lease_s seconds, unbound) of its file at `to`, to's own row
+ * going, in one transaction; logged ('move', from_key: the name it was
+ * published from) when log is set. Another mount's live claim at `to`:
+ * -EBUSY, nothing changed. No pending row (it lapsed and went): 0,
+ * nothing done. 0 or -errno. */
+int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
+			const char *token, const char *to, const char *claimer,
+			int lease_s, int log, const struct actor *who);
+
 /* A publish whose rows never moved (a crash after its upload's reception
  * row committed): while etag is key's live object (read under the
  * reception key lock) and a mount's upload of it was recorded after a
@@ -356,6 +403,10 @@ struct db_attrs_binding {
 	const char *claimer;
 	const char *from;
 	const char *pending; /* with from: its pending row's token (or NULL) */
+	/* with from: the file's own attributes, which to's row takes in the
+	 * row's transaction when from's row is not its own (a publish
+	 * deferred to its close, db_attrs_defer); NULL: left to the caller */
+	const struct db_attrs *attrs;
 	const struct actor *who;
 	int done;
 };

@@ -507,9 +507,7 @@ struct attrs_renew_args {
 	int lease_s;
 };
 
-/* keys as a PostgreSQL array literal: each element quoted, '"' and '\'
- * escaped. NULL: ENOMEM. */
-static char *text_array(const char *const *keys, size_t n)
+char *attrs_text_array(const char *const *keys, size_t n)
 {
 	size_t len = 3, i;
 	const char *k;
@@ -541,7 +539,7 @@ static char *text_array(const char *const *keys, size_t n)
 static int pg_attrs_renew(struct pg_ctx *x, void *arg)
 {
 	struct attrs_renew_args *r = arg;
-	char lease[16], *arr = text_array(r->keys, r->n);
+	char lease[16], *arr = attrs_text_array(r->keys, r->n);
 	const char *p[4] = {r->bucket, r->claimer, lease, arr};
 	int rc;
 

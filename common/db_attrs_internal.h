@@ -57,6 +57,17 @@ int attrs_row_parse(PGresult *res, int i, struct db_attrs *r);
  * key/. 0 or -ENOMEM. */
 int attrs_subtree(const char *key, char **lo, char **hi);
 
+/* keys as a PostgreSQL array literal: each element quoted, '"' and '\'
+ * escaped (malloc'd). NULL: ENOMEM. */
+char *attrs_text_array(const char *const *keys, size_t n);
+
+/* In x's transaction: db_attrs_pend_publish's work (its pending row's
+ * lease_s already at least 1). 0 or -errno. */
+int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
+		      const char *to, const char *token, int lease_s,
+		      const char *claimer, const struct db_attrs *a,
+		      const struct actor *who);
+
 /* In x's transaction: key's row goes (with tree, those under key/ too),
  * each logged ('drop') with who; with spare set, another mount's live
  * claim stays (a rename's target: another mount's new file lands there).

@@ -848,7 +848,7 @@ static int pg_attrs_publish_rows(struct attrs_publish_args *a, struct pg_ctx *x)
 	if (a->live && !mine) {
 		/* The row under from is another file's now (E3): never
 		 * moved; to gets the publisher's own attributes. */
-		if (!a->a || a->in_row) {
+		if (!a->a) {
 			a->skipped = 1;
 			return 0;
 		}
@@ -917,6 +917,7 @@ int pg_attrs_binding(struct pg_ctx *x, const char *bucket, const char *key,
 					.etag = etag,
 					.claimer = b->claimer,
 					.pending = b->pending,
+					.a = b->attrs,
 					.who = b->who,
 					.in_row = 1};
 	PGresult *res = NULL;
@@ -958,19 +959,19 @@ struct attrs_pend_publish_args {
 	const struct actor *who;
 };
 
-static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
+int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
+		      const char *to, const char *token, int lease_s,
+		      const char *claimer, const struct db_attrs *r,
+		      const struct actor *who)
 {
-	struct attrs_pend_publish_args *g = arg;
-	const struct db_attrs *r = g->a;
 	char lease[16], mode[16], uid[24], gid[24], at[24], mt[24];
-	const char *p[11] = {g->bucket, g->from, g->to,
-			     g->token,	lease,	 g->claimer};
+	const char *p[11] = {bucket, from, to, token, lease, claimer};
 	struct who_params w;
 	const char *wp[4];
 	PGresult *res = NULL;
 	int rc;
 
-	snprintf(lease, sizeof(lease), "%d", g->lease_s);
+	snprintf(lease, sizeof(lease), "%d", lease_s);
 	rc = pg_exec(x, db_sql_attrs_pend_pub_row, 6, p, &res);
 	if (rc || PQntuples(res) == 1 || !r)
 		goto out;
@@ -980,7 +981,7 @@ static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
 	snprintf(gid, sizeof(gid), "%" PRId64, r->gid);
 	snprintf(at, sizeof(at), "%" PRId64, r->atime_ns);
 	snprintf(mt, sizeof(mt), "%" PRId64, r->mtime_ns);
-	attrs_who_fill(g->who, &w, wp);
+	attrs_who_fill(who, &w, wp);
 	p[5] = mode;
 	p[6] = uid;
 	p[7] = gid;
@@ -991,6 +992,14 @@ static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
 out:
 	PQclear(res);
 	return rc;
+}
+
+static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
+{
+	struct attrs_pend_publish_args *g = arg;
+
+	return pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
+				 g->lease_s, g->claimer, g->a, g->who);
 }
 
 int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,

@@ -132,10 +132,19 @@ struct ofile {
 	 * over it, maybe with the same bytes): an open of the name while it
 	 * is open here must be allowed by these and by the name's
 	 * attributes now (ofile_may_open; review-T T4, review-t4c F2). */
-	int held_set;	       /* protected by cfs.lock: the three below are */
-	uid_t held_uid;	       /* protected by cfs.lock */
-	gid_t held_gid;	       /* protected by cfs.lock */
-	mode_t held_mode;      /* protected by cfs.lock: permission bits */
+	int held_set;	  /* protected by cfs.lock: the three below are */
+	uid_t held_uid;	  /* protected by cfs.lock */
+	gid_t held_gid;	  /* protected by cfs.lock */
+	mode_t held_mode; /* protected by cfs.lock: permission bits */
+	/* A publish deferred to its writer's close (rename_pending over a
+	 * stored object, review-hide H5): its attributes are its pending
+	 * row at rel (db_attrs_defer) and creator, never rel's row, which
+	 * describes rel's object until the upload is recorded there. */
+	char *pub_from;	       /* protected by lock and cfs.lock (set under
+				  both, read under either): the name its row was
+				  published from, or NULL: none deferred */
+	char *pub_pending;     /* protected as pub_from: its pending row's
+				  token (with pub_from) */
 	int pending;	       /* protected by lock: handles whose close will
 				  commit what they changed (fhandle.pending) */
 	struct upload *up;     /* protected by lock; NULL while local */
@@ -387,6 +396,17 @@ int ofile_publish(struct ofile *of, const char *to, int replaces);
  * claim keeps them, for its bind (attrov_bind_claim) if the claim is
  * taken meanwhile. */
 void ofile_note_attrs(const char *rel, const struct db_attrs *r);
+/* The token of the pending row of the deferred publish (fs.h, pub_from)
+ * of the open file at rel (malloc'd), and *cur its attributes now; NULL
+ * when none. */
+char *ofile_deferred(const char *rel, struct attrov *cur);
+/* Caller holds of->lock. of has a deferred publish: *st (ofile_stat's)
+ * gets its own attributes (creator), never rel's row's. 1 when applied,
+ * else 0. */
+int ofile_deferred_stat(struct ofile *of, struct stat *st);
+/* Caller holds of->lock. Ends of's deferred publish in memory (its
+ * pending row is the caller's). */
+void ofile_defer_clear(struct ofile *of);
 /* Caller holds of->lock. Its commit would replace the object at rel
  * that is not the one its content is based on (another mount's, or
  * another client's, since it was opened): may each of its writers
@@ -662,6 +682,26 @@ int attrov_publish(const char *from, const char *to, const char *etag,
 int attrov_pend_publish(const char *from, const char *to, const char *token,
 			const struct attrov *cur, char **pending);
 void attrov_unpend(const char *to, const char *pending);
+/* rename_pending of an open new file (its claim token; cur its
+ * attributes) from `from` over `to`, which holds a stored object: its
+ * attributes become to's pending row (pending: its token, the caller's),
+ * to's own row stays, and from's claim goes (db_attrs_defer). 0 or -errno
+ * (EBUSY: another mount's live claim at `to`; EINPROGRESS: the answer to
+ * its COMMIT was lost; EIO). */
+int attrov_defer(const char *from, const char *to, const char *token,
+		 const struct attrov *cur, const char *pending);
+/* The open file of a deferred publish (pending) moved from key to `to`
+ * (db_attrs_defer_move). Failures are logged (the row lapses; the close
+ * publishes from memory). */
+void attrov_defer_move(const char *key, const char *to, const char *pending);
+/* A deferred publish ends without its upload: its pending row at key
+ * becomes the claim (token) of its file at `to` (db_attrs_defer_undo;
+ * logged when log is set). 0 or -errno. */
+int attrov_defer_undo(const char *key, const char *pending, const char *to,
+		      const char *token, int log);
+/* cur's mode, owner and times as a row (what: the times set). */
+void attrov_row_of(const struct attrov *cur, struct db_attrs *r);
+
 /* rel's row was bound to etag, by its reception row's transaction
  * (db_attrs_binding done) or by one of the three above: what is cached of
  * rel follows, as after attrov_bind (old; claim 0, from NULL),

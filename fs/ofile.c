@@ -63,6 +63,8 @@ static void ofile_free(struct ofile *of)
 	pthread_mutex_destroy(&of->lock);
 	free(of->direct_to);
 	free(of->claim);
+	free(of->pub_from);
+	free(of->pub_pending);
 	free(of->rel);
 	free(of);
 }
@@ -340,6 +342,35 @@ static char **claimed_names_locked(size_t *n)
 	return keys;
 }
 
+/* Caller holds cfs->lock. The pending rows' tokens of this mount's
+ * deferred publishes (their files open, H5) (malloc'd array of malloc'd
+ * strings), *n of them; NULL on ENOMEM or none (*n 0). */
+static char **deferred_tokens_locked(size_t *n)
+{
+	struct ofile *of;
+	size_t cap = 0, i = 0;
+	char **tokens;
+
+	*n = 0;
+	for (of = cfs->ofiles; of; of = of->next)
+		cap += of->pub_pending != NULL;
+	if (!cap)
+		return NULL;
+	tokens = calloc(cap, sizeof(*tokens));
+	if (!tokens)
+		return NULL;
+	for (of = cfs->ofiles; of && i < cap; of = of->next) {
+		if (!of->pub_pending)
+			continue;
+		tokens[i] = strdup(of->pub_pending);
+		if (!tokens[i])
+			break;
+		i++;
+	}
+	*n = i;
+	return tokens;
+}
+
 /* Caller holds cfs->lock. Waits period_ms or until the stop: 1 when
  * stopping. */
 static int renewer_wait_locked(long period_ms)
@@ -363,15 +394,31 @@ static int renewer_wait_locked(long period_ms)
 static void *claims_main(void *arg)
 {
 	long period_ms = (long)cfs->cfg.claim_lease_s * 1000 / 4;
-	size_t n, i;
-	char **keys;
+	size_t n, i, nt;
+	char **keys, **tokens;
 	int rc;
 
 	(void)arg;
 	pthread_mutex_lock(&cfs->lock);
 	while (!renewer_wait_locked(period_ms)) {
 		keys = claimed_names_locked(&n);
+		tokens = deferred_tokens_locked(&nt);
 		pthread_mutex_unlock(&cfs->lock);
+		/* The pending rows of deferred publishes hold while their
+		 * files are open (a lapsed one may be cleared by a later
+		 * rename over the name; the close then publishes from
+		 * memory). */
+		rc = db_attrs_defer_renew(cfs->db, cfs->cfg.reception_bucket,
+					  (const char *const *)tokens, nt,
+					  cfs->cfg.claim_lease_s);
+		if (rc)
+			log_error("pending attributes of %zu open renamed "
+				  "files not renewed (tried again in %ld "
+				  "ms): %s",
+				  nt, period_ms, strerror(-rc));
+		for (i = 0; i < nt; i++)
+			free(tokens[i]);
+		free(tokens);
 		rc = db_attrs_renew(cfs->db, cfs->cfg.reception_bucket,
 				    cfs->claimer, (const char *const *)keys, n,
 				    cfs->cfg.claim_lease_s);
@@ -543,7 +590,7 @@ static int ofile_meta(struct ofile *of, const char *rel, struct ofile_meta *m)
 	int rc;
 
 	ofile_stat(of, &st);
-	rc = attrov_apply(rel, &st, NULL);
+	rc = ofile_deferred_stat(of, &st) ? 0 : attrov_apply(rel, &st, NULL);
 	if (rc)
 		return rc;
 	snprintf(m->mtime, sizeof(m->mtime), "%lld",
@@ -575,8 +622,11 @@ void ofile_stream_meta(struct ofile *of)
 }
 
 /* Caller holds of->lock: rel's attributes unbound before its upload
- * (attrov_prepare); over a stored object, the one there now (HEAD). */
-static int ofile_prepare_attrs(struct ofile *of, const char *rel)
+ * (attrov_prepare); over a stored object, the one there now (HEAD). With
+ * check_only (a deferred publish: rel's row stays until the upload is
+ * recorded) only the object there is checked, nothing prepared. */
+static int ofile_prepare_attrs(struct ofile *of, const char *rel,
+			       int check_only)
 {
 	struct s3_object_info info;
 	const char *tag;
@@ -588,10 +638,10 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 	if (!of->in_store && of->attrs_unbound)
 		return 0;
 	if (!of->in_store)
-		return attrov_prepare(rel, 0, NULL);
+		return check_only ? 0 : attrov_prepare(rel, 0, NULL);
 	rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
 	if (rc == -ENOENT)
-		return attrov_prepare(rel, 1, NULL);
+		return check_only ? 0 : attrov_prepare(rel, 1, NULL);
 	if (rc)
 		return rc;
 	tag = s3_meta_get(&info, UPLOAD_TAG);
@@ -614,7 +664,7 @@ static int ofile_prepare_attrs(struct ofile *of, const char *rel)
 				  "not replace it: %s",
 				  rel, info.etag, strerror(-rc));
 	}
-	if (rc == 0)
+	if (rc == 0 && !check_only)
 		rc = attrov_prepare(rel, 1, info.etag);
 	s3_object_info_free(&info);
 	return rc;
@@ -690,7 +740,11 @@ static void ofile_superseded(struct ofile *of, const char *rel,
  * writable handles of of that go away with this commit (a closing one).
  * pub (NULL: none): a publish from that name (ofile_publish), whose row
  * describes the upload and follows it to rel once it is recorded; rel's
- * own row is left as it is until then. Errors as upload_finish /
+ * own row is left as it is until then. A deferred publish of of
+ * (pub_from: rename_pending, H5) is committed as such, its pending row
+ * recorded at the rename; it ends when the upload is recorded (or
+ * removed, or superseded), and stays after a failure. Errors as
+ * upload_finish /
  * reception_commit, and EIO when the object was deleted by another client
  * before its row every time (OFILE_REUPLOADS). */
 static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
@@ -705,11 +759,25 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	uint64_t t0 = ctr_now_ns(), t1;
 	int rc, tries, removed = 0, replaces, landed = 0, row_failed = 0;
 	struct attrov cur;
-	char *token = NULL, *pending = NULL;
+	struct db_attrs own;
+	char *token = NULL, *pending = NULL, *deferred = NULL;
 
+	pthread_mutex_lock(&cfs->lock);
+	if (!pub && of->pub_from) {
+		deferred = strdup(of->pub_from);
+		pending = strdup(of->pub_pending);
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (!pub && of->pub_from && (!deferred || !pending)) {
+		free(deferred);
+		free(pending);
+		return -ENOMEM;
+	}
+	if (deferred)
+		pub = deferred;
 	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
-		return rc;
+		goto out;
 	/* received_by: who changed the file, not who happens to commit it
 	 * (an fsync through another descriptor, a child's close). */
 	if (of->has_writer)
@@ -728,7 +796,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	if (rc) {
 		ofile_upload_error(of, rel, &who, rc);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
-		return rc;
+		goto out;
 	}
 	/* From the upload to its row, the key is ours: the foreign-upload
 	 * logger must not log the object it sees meanwhile. */
@@ -736,12 +804,12 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	if (rc) {
 		ofile_upload_error(of, rel, &who, rc);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
-		return rc;
+		goto out;
 	}
 	/* Its attributes describe what this upload stores: unbound from the
 	 * object replaced (one replaced by another route meanwhile is not
 	 * this file's: its row goes), bound to the new one once recorded. */
-	rc = pub ? 0 : ofile_prepare_attrs(of, rel);
+	rc = pub && !deferred ? 0 : ofile_prepare_attrs(of, rel, pub != NULL);
 	if (rc)
 		ofile_upload_error(of, rel, &who, rc); /* nothing stored */
 	if (rc == 0)
@@ -761,13 +829,26 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	cur = of->creator;
 	pthread_mutex_unlock(&cfs->lock);
 	/* A publish's attributes are recorded before its object lands at
-	 * rel (E1): pending there, shown for it until its rows commit. */
-	if (rc == 0 && pub)
+	 * rel (E1): pending there, shown for it until its rows commit (a
+	 * deferred one's since its rename). */
+	if (rc == 0 && pub && !deferred)
 		rc = attrov_pend_publish(pub, rel, token, &cur, &pending);
+	/* A deferred publish's claim at pub went at its rename: no row
+	 * there is its own (its pending token matches none). */
+	if (deferred && !token)
+		token = strdup(pending);
+	if (deferred && !token)
+		rc = -ENOMEM;
 	cfs_actor(&binder);
 	bind.claimer = token;
 	bind.from = pub;
 	bind.pending = pending;
+	/* A deferred publish's claim at pub went at its rename: to's row
+	 * takes its own attributes in the row's transaction. */
+	if (deferred) {
+		attrov_row_of(&cur, &own);
+		bind.attrs = &own;
+	}
 	bind.who = &binder;
 	/* An object deleted by another client before its row (the commit
 	 * finds none under the key lock: -ENODATA) is uploaded again from
@@ -840,10 +921,11 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		of->in_store = 0;
 		dcache_remove(rel);
 		attrov_unpend(rel, pending);
-		free(pending);
+		if (deferred)
+			ofile_defer_clear(of);
 		free(token);
 		hist_observe_since(HIST_UPLOAD, t0, 1);
-		return rc;
+		goto out;
 	}
 	if (rc == 0 && seen.superseded) {
 		of->based_ms = now;
@@ -888,15 +970,21 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	} else if (!of->in_store) {
 		dcache_remove(rel);
 	}
-	if ((rc && landed >= 0) || seen.superseded)
+	if (deferred && rc == 0)
+		ofile_defer_clear(of); /* published (or superseded) */
+	if (deferred && rc && !seen.superseded)
+		; /* kept: the file is still to be published at rel */
+	else if ((rc && landed >= 0) || seen.superseded)
 		attrov_unpend(rel, pending); /* not what rel shows */
 	else if (rc)
 		log_warn("inbox/%s: the attributes of its publish are kept "
 			 "pending (its object may be there)",
 			 rel);
-	free(pending);
 	free(token);
 	hist_observe_since(HIST_UPLOAD, t0, rc != 0);
+out:
+	free(pending);
+	free(deferred);
 	return rc;
 }
 
@@ -1039,6 +1127,59 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 		of->creator.has_mtime = 1;
 	}
 	pthread_mutex_unlock(&cfs->lock);
+}
+
+char *ofile_deferred(const char *rel, struct attrov *cur)
+{
+	struct ofile *of;
+	char *token = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (!of->unlinked && !of->hidden && of->pub_pending &&
+		    !strcmp(of->rel, rel))
+			break;
+	if (of) {
+		token = strdup(of->pub_pending);
+		*cur = of->creator;
+		cur->rel = cur->etag = cur->miss = cur->alias = NULL;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return token;
+}
+
+int ofile_deferred_stat(struct ofile *of, struct stat *st)
+{
+	int own;
+
+	pthread_mutex_lock(&cfs->lock);
+	own = of->pub_from != NULL;
+	if (own) {
+		/* a new file's mode and owner are always its creator's */
+		st->st_mode =
+		    (st->st_mode & S_IFMT) | (of->creator.mode & 07777);
+		st->st_uid = of->creator.uid;
+		st->st_gid = of->creator.gid;
+		if (of->creator.has_mtime)
+			st->st_mtim = of->creator.mtime;
+		if (of->creator.has_atime)
+			st->st_atim = of->creator.atime;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return own;
+}
+
+void ofile_defer_clear(struct ofile *of)
+{
+	char *from, *pending;
+
+	pthread_mutex_lock(&cfs->lock);
+	from = of->pub_from;
+	pending = of->pub_pending;
+	of->pub_from = of->pub_pending = NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	free(from);
+	free(pending);
 }
 
 /* Caller holds of->lock. */

@@ -208,9 +208,15 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 		st->st_gid = cfs->foreign_gid;
 		st->st_mtime = st->st_ctime = st->st_atime = cfs->started;
 	} else {
+		int own;
+
 		pthread_mutex_lock(&of->lock);
 		ofile_stat(of, st);
+		/* a deferred publish: its own, not its name's row's */
+		own = ofile_deferred_stat(of, st);
 		pthread_mutex_unlock(&of->lock);
+		if (own)
+			return 0;
 	}
 	rel = fh_rel(h);
 	if (!rel)

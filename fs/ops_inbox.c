@@ -133,11 +133,15 @@ int inbox_getattr_shown(const char *rel, struct stat *st, char *etag)
 		gone = of->unlinked;
 		pthread_mutex_unlock(&cfs->lock);
 		if (!gone) {
+			int own;
+
 			pthread_mutex_lock(&of->lock);
 			ofile_stat(of, st);
+			/* a deferred publish: its own, not rel's row's */
+			own = ofile_deferred_stat(of, st);
 			pthread_mutex_unlock(&of->lock);
 			ofile_put(of);
-			return attrov_apply(rel, st, NULL);
+			return own ? 0 : attrov_apply(rel, st, NULL);
 		}
 		ofile_put(of);
 	}

@@ -241,7 +241,7 @@ static int inbox_hide(const char *from, const char *to)
 {
 	struct actor who;
 	struct ofile *of;
-	int rc = 0, in_store;
+	int rc = 0, in_store, deferred = 0;
 
 	if (caller_in_rename())
 		return hide_for_rename(from, to);
@@ -284,6 +284,7 @@ static int inbox_hide(const char *from, const char *to)
 		pthread_mutex_lock(&of->lock);
 		rc = of->failed;
 		in_store = of->in_store && !of->local;
+		deferred = of->pub_from != NULL;
 		/* Its content is the object it was loaded from (and this
 		 * mount's writes): readers opened on another are stale. */
 		if (rc == 0 && in_store) {
@@ -301,11 +302,17 @@ static int inbox_hide(const char *from, const char *to)
 		}
 		pthread_mutex_unlock(&of->lock);
 	}
-	ofile_put(of);
-	if (rc == 0) {
+	/* A file of a deferred publish (rename_defer): from's row is its
+	 * removed object's, not this file's (which keeps its own in
+	 * memory); it goes, and its pending row with it. */
+	if (rc == 0 && deferred) {
+		dcache_remove(from);
+		attrov_drop(from, 0);
+	} else if (rc == 0) {
 		dcache_remove(from);
 		attrov_move(from, to, 0, NULL, NULL);
 	}
+	ofile_put(of);
 	return rc;
 }
 
@@ -690,13 +697,72 @@ static int move_settled(const char *from)
 	return 0; /* attrov_move reloaded both names from the database */
 }
 
+/* Caller holds of->lock. rename_pending's row step for a new file (its
+ * claim) renamed over a stored object at `to` (review-hide H5): its
+ * attributes become to's pending row and its claim at `from` goes, in one
+ * transaction (attrov_defer), to's row staying to's object's until the
+ * file's close records its upload there (ofile_commit_key publishes it
+ * then). of->pub_from and of->pub_pending are set here (before of takes
+ * the name: from then on this mount shows and changes the file's own
+ * attributes there). 0 or -errno (EBUSY: another mount's new file at
+ * `to`; EIO; ENOMEM). */
+static int rename_defer(struct ofile *of, const char *from, const char *to)
+{
+	char *token, *pending = attrov_claim_token(), *pfrom = strdup(from);
+	struct attrov cur;
+	int rc;
+
+	pthread_mutex_lock(&cfs->lock);
+	token = of->claim ? strdup(of->claim) : NULL;
+	cur = of->creator;
+	pthread_mutex_unlock(&cfs->lock);
+	if (!token || !pending || !pfrom) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	rc = attrov_defer(from, to, token, &cur, pending);
+	if (rc == -EINPROGRESS)
+		rc = move_settled(from); /* committed: its claim went */
+	if (rc)
+		goto out;
+	pthread_mutex_lock(&cfs->lock);
+	of->pub_from = pfrom;
+	of->pub_pending = pending;
+	pthread_mutex_unlock(&cfs->lock);
+	pfrom = pending = NULL;
+out:
+	free(token);
+	free(pending);
+	free(pfrom);
+	return rc;
+}
+
+/* Caller holds of->lock. rename_defer undone (the rename failed after
+ * it): the file's attributes are its claim at `from` again. */
+static void rename_defer_undo(struct ofile *of, const char *from,
+			      const char *to)
+{
+	char *token;
+
+	pthread_mutex_lock(&cfs->lock);
+	token = of->claim ? strdup(of->claim) : NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	if (token && of->pub_pending)
+		attrov_defer_undo(to, of->pub_pending, from, token, 0);
+	free(token);
+	ofile_defer_clear(of);
+}
+
 /* Caller holds of->lock. rename_open of a file never stored (or local)
  * whose writer's close commits it under `to` (the rest as for
  * rename_open). Its row (a new file's claim) moves first, checked in the
  * move's transaction, and only then the file: another mount's live claim
  * at `to`, made after rename_entry looked (its new file is written there:
  * review-k L4), fails the rename (EBUSY) with nothing moved, the file
- * under `from` with its row (EEXIST with RENAME_NOREPLACE in flags).
+ * under `from` with its row (EEXIST with RENAME_NOREPLACE in flags). Over
+ * a stored object (to_exists) a new file's claim is not moved there: its
+ * publish is deferred to its close (rename_defer, H5), to's row staying
+ * its object's until then, whatever happens before (a crash).
  * *attrs_moved: set on entry when its row is at `to` already
  * (rename_claim's claim), set here when moved. 0 or -errno: EBUSY,
  * EEXIST, EIO, ENOMEM. */
@@ -705,12 +771,20 @@ static int rename_pending(struct ofile *of, const char *from, const char *to,
 			  const struct seen_obj *to_seen, unsigned int flags,
 			  int *attrs_moved)
 {
-	int moved = 0, rc;
+	int moved = 0, defer = 0, rc;
 
 	if (!*attrs_moved) {
-		rc = attrov_move(from, to, 0, NULL, NULL);
-		if (rc == -EINPROGRESS)
-			rc = move_settled(from);
+		pthread_mutex_lock(&cfs->lock);
+		defer = to_exists && of->attrs_unbound && of->claim &&
+			!of->pub_from;
+		pthread_mutex_unlock(&cfs->lock);
+		if (defer) {
+			rc = rename_defer(of, from, to);
+		} else {
+			rc = attrov_move(from, to, 0, NULL, NULL);
+			if (rc == -EINPROGRESS)
+				rc = move_settled(from);
+		}
 		if (rc == -EBUSY && (flags & RENAME_NOREPLACE))
 			rc = -EEXIST; /* claimed meanwhile: it exists */
 		if (rc)
@@ -718,11 +792,34 @@ static int rename_pending(struct ofile *of, const char *from, const char *to,
 		moved = 1;
 	}
 	rc = ofile_rename_uncommitted(of, to, to_exists, to_size, to_seen);
-	if (rc && moved) /* nothing changed: the row goes back */
+	if (rc && moved && defer) /* nothing changed: the row goes back */
+		rename_defer_undo(of, from, to);
+	else if (rc && moved)
 		attrov_move(to, from, 0, NULL, NULL);
 	else if (rc == 0)
 		*attrs_moved = 1;
 	return rc;
+}
+
+/* Caller holds of->lock. A file of a deferred publish (rename_defer)
+ * at `from` got the temp name `to` (its stored object, the one the publish
+ * was to replace, removed from `from`): it is never published; its
+ * attributes are its claim at `to` (logged 'move'), and from's row (the
+ * removed object's) goes. *attrs_moved set. */
+static void rename_defer_end(struct ofile *of, const char *from, const char *to,
+			     int *attrs_moved)
+{
+	char *token;
+
+	pthread_mutex_lock(&cfs->lock);
+	token = of->claim ? strdup(of->claim) : NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	if (token)
+		attrov_defer_undo(from, of->pub_pending, to, token, 1);
+	free(token);
+	ofile_defer_clear(of);
+	attrov_drop(from, 0);
+	*attrs_moved = 1;
 }
 
 /* An open (or local) file is renamed. Caller holds of->lock.
@@ -766,6 +863,8 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 			readers_attach(from, of,
 				       of->loaded[0] ? of->loaded : NULL,
 				       of->committed);
+		if (rc == 0 && of->pub_from)
+			rename_defer_end(of, from, to, attrs_moved);
 		return rc;
 	}
 	if (of->local || !of->in_store) {
@@ -809,6 +908,10 @@ static int rename_open(struct ofile *of, const char *from, const char *to,
 	attrov_bind(to, etag, old[0] ? old : NULL);
 	attrov_copy_done(from, src);
 	*attrs_moved = 1;
+	/* A deferred publish (the stored object is the one it replaces):
+	 * its pending row follows it (its close publishes at `to`). */
+	if (of->pub_pending)
+		attrov_defer_move(from, to, of->pub_pending);
 	rc = ofile_rename_uncommitted(of, to, 0, 0, NULL);
 	if (rc)
 		log_error("%s: renamed in the store, not in memory: %s", to,

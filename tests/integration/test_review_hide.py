@@ -216,7 +216,6 @@ def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):
 C = 2003
 
 
-@pytest.mark.xfail(strict=True, reason="review-hide H5 (High, older: main has it): a crash after an open new file's rename over a stored target, before its close, leaves the target's object with the new file's row (moved there by the rename). Open.")
 @pytest.mark.parametrize("target_open", [True, False])
 def test_crash_after_an_open_new_files_rename_over_an_open_target_keeps_the_targets_row(
         mount_factory, uniq, target_open):

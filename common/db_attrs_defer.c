@@ -1,0 +1,323 @@
+/* db_attrs_defer.c - the publish of an open new file renamed over a stored
+ * target, deferred to its writer's close (review-hide H5); see db_attrs.h
+ * (db_attrs_defer and its kin). */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libpq-fe.h>
+
+#include "db_attrs.h"
+#include "db_attrs_internal.h"
+#include "db_internal.h"
+
+/* clang-format off */
+/* $1 bucket, $2 to, $3 this process's claimer: to's row (locked), and is
+ * it another mount's live claim? */
+static const char db_sql_defer_has[] =
+	"SELECT " OTHERS_LIVE("$3") " FROM file_attrs f WHERE bucket = $1::text"
+	" AND object_key = $2::text FOR UPDATE";
+/* $1 bucket, $2 from, $3 the file's claim token: its claim's row goes
+ * (the name is free; the rows it stood for are to's pending row now). */
+static const char db_sql_defer_unclaim[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text AND etag IS NULL AND claimed_by = $3::text";
+/* $1 bucket, $2 key, $3 token, $4..$7 set mode/owner/atime/mtime, $8 mode,
+ * $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by: that deferred
+ * publish's pending row (still unbound) takes the change. */
+static const char db_sql_defer_set[] =
+	"UPDATE file_attrs_pending SET"
+	" mode = CASE WHEN $4::boolean THEN $8::integer ELSE mode END,"
+	" uid = CASE WHEN $5::boolean THEN $9::bigint ELSE uid END,"
+	" gid = CASE WHEN $5::boolean THEN $10::bigint ELSE gid END,"
+	" atime_ns = CASE WHEN $6::boolean THEN $11::bigint ELSE atime_ns END,"
+	" mtime_ns = CASE WHEN $7::boolean THEN $12::bigint ELSE mtime_ns END,"
+	" updated_by = $13::text"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND token = $3::text AND etag IS NULL";
+/* Who ($1..$4), $5 bucket, $6 key, $7 op, $8..$11 as $4..$7 above,
+ * $12 mode, $13 uid, $14 gid, $15 atime_ns, $16 mtime_ns: the change
+ * logged, on no object yet (etag NULL: the open file's). */
+static const char db_sql_defer_log[] =
+	"INSERT INTO file_attr_changes (bucket, object_key, op, mode, uid,"
+	" gid, atime_ns, mtime_ns, etag, changed_by, changed_uid,"
+	" changed_user, changed_host)"
+	" VALUES ($5::text, $6::text, $7::text,"
+	" CASE WHEN $8::boolean THEN $12::integer END,"
+	" CASE WHEN $9::boolean THEN $13::bigint END,"
+	" CASE WHEN $9::boolean THEN $14::bigint END,"
+	" CASE WHEN $10::boolean THEN $15::bigint END,"
+	" CASE WHEN $11::boolean THEN $16::bigint END,"
+	" NULL, $1::text, $2::bigint, $3::text, $4::text)";
+/* $1 bucket, $2 tokens (array), $3 lease (seconds): those deferred
+ * publishes' pending rows hold that long from now. */
+static const char db_sql_defer_renew[] =
+	"UPDATE file_attrs_pending SET"
+	" pending_until = now() + $3::integer * interval '1 second'"
+	" WHERE bucket = $1::text AND token = ANY($2::text[]) AND etag IS NULL";
+/* $1 bucket, $2 key, $3 to, $4 token: the pending row follows its open
+ * file to `to` (another deferred publish of it there is replaced). */
+static const char db_sql_defer_move_del[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND object_key = $3::text AND token = $4::text"
+	" AND $2::text IS NOT NULL";
+static const char db_sql_defer_move[] =
+	"UPDATE file_attrs_pending SET object_key = $3::text"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND token = $4::text";
+/* $1 bucket, $2 key, $3 token: that pending row goes, its columns
+ * returned (mode, uid, gid, atime_ns, mtime_ns, updated_by, from_key). */
+static const char db_sql_defer_take[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND object_key = $2::text AND token = $3::text AND etag IS NULL"
+	" RETURNING mode, uid, gid, atime_ns, mtime_ns, updated_by, from_key";
+/* $1 bucket, $2 to: to's row goes (not another mount's live claim:
+ * checked first, db_sql_defer_has). */
+static const char db_sql_defer_clear[] =
+	"DELETE FROM file_attrs WHERE bucket = $1::text"
+	" AND object_key = $2::text";
+/* Who ($1..$4), $5 bucket, $6 to, $7 mode, $8 uid, $9 gid, $10 atime_ns,
+ * $11 mtime_ns, $12 updated_by, $13 claim token, $14 lease (seconds),
+ * $15 from_key to log (NULL: not logged): the claim of the open file at
+ * `to`, unbound. */
+static const char db_sql_defer_claim[] =
+	"WITH c AS (INSERT INTO file_attrs (bucket, object_key, mode, uid, gid,"
+	" atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
+	" claim_until) VALUES ($5::text, $6::text, $7::integer, $8::bigint,"
+	" $9::bigint, $10::bigint, $11::bigint, now(), $12::text, NULL,"
+	" $13::text, now() + $14::integer * interval '1 second')"
+	" RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, $15::text, " LOG_WHO " FROM c"
+	" WHERE $15::text IS NOT NULL";
+/* clang-format on */
+
+struct defer_args {
+	const char *bucket, *from, *to, *token, *claimer;
+	int lease_s;
+	const struct db_attrs *a;
+	const char *op;
+	int log;
+	const struct actor *who;
+};
+
+/* In x's transaction: is to's row another mount's live claim? 1, 0 or
+ * -errno. The row (if any) is locked until the transaction ends. */
+static int defer_others_claim(struct pg_ctx *x, const char *bucket,
+			      const char *to)
+{
+	const char *p[3] = {bucket, to, x->d->claimer};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_defer_has, 3, p, &res);
+
+	if (rc == 0)
+		rc = PQntuples(res) == 1 && !strcmp(PQgetvalue(res, 0, 0), "t");
+	PQclear(res);
+	return rc;
+}
+
+static int pg_defer(struct pg_ctx *x, void *arg)
+{
+	struct defer_args *g = arg;
+	const char *p[3] = {g->bucket, g->from, g->claimer};
+	int rc = defer_others_claim(x, g->bucket, g->to);
+
+	if (rc)
+		return rc < 0 ? rc : -EBUSY;
+	rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
+			       g->lease_s, g->claimer, g->a, g->who);
+	if (rc == 0 && g->claimer)
+		rc = pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
+	return rc;
+}
+
+int db_attrs_defer(struct db *d, const char *bucket, const char *from,
+		   const char *to, const char *token, int lease_s,
+		   const char *claimer, const struct db_attrs *attrs,
+		   const struct actor *who)
+{
+	struct defer_args g = {.bucket = bucket,
+			       .from = from,
+			       .to = to,
+			       .token = token,
+			       .claimer = claimer,
+			       .lease_s = lease_s > 0 ? lease_s : 1,
+			       .a = attrs,
+			       .who = who};
+
+	if (!d || !bucket || !from || !to || !token || !strcmp(from, to))
+		return -EINVAL;
+	return db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
+}
+
+static int pg_defer_set(struct pg_ctx *x, void *arg)
+{
+	struct defer_args *g = arg;
+	const struct db_attrs *a = g->a;
+	char mode[16], uid[24], gid[24], at[24], mt[24];
+	const char *p[13], *l[16];
+	struct who_params w;
+	int rc;
+
+	snprintf(mode, sizeof(mode), "%u", (unsigned)(a->mode & 07777));
+	snprintf(uid, sizeof(uid), "%" PRId64, a->uid);
+	snprintf(gid, sizeof(gid), "%" PRId64, a->gid);
+	snprintf(at, sizeof(at), "%" PRId64, a->atime_ns);
+	snprintf(mt, sizeof(mt), "%" PRId64, a->mtime_ns);
+	attrs_who_fill(g->who, &w, l);
+	p[0] = g->bucket;
+	p[1] = g->to;
+	p[2] = g->token;
+	p[3] = a->what & DB_ATTR_MODE ? "t" : "f";
+	p[4] = a->what & DB_ATTR_OWNER ? "t" : "f";
+	p[5] = a->what & DB_ATTR_ATIME ? "t" : "f";
+	p[6] = a->what & DB_ATTR_MTIME ? "t" : "f";
+	p[7] = mode;
+	p[8] = uid;
+	p[9] = gid;
+	p[10] = at;
+	p[11] = mt;
+	p[12] = l[0];
+	rc = pg_exec(x, db_sql_defer_set, 13, p, NULL);
+	if (rc || !g->op)
+		return rc;
+	l[4] = g->bucket;
+	l[5] = g->to;
+	l[6] = g->op;
+	memcpy(&l[7], &p[3], 9 * sizeof(*l));
+	return pg_exec(x, db_sql_defer_log, 16, l, NULL);
+}
+
+int db_attrs_defer_set(struct db *d, const char *bucket, const char *key,
+		       const char *token, const struct db_attrs *a,
+		       const char *op, const struct actor *who)
+{
+	struct defer_args g = {.bucket = bucket,
+			       .to = key,
+			       .token = token,
+			       .a = a,
+			       .op = op,
+			       .who = who};
+
+	if (!d || !bucket || !key || !token || !a || a->uid < 0 || a->gid < 0)
+		return -EINVAL;
+	return db_run(d, "change a deferred publish's attributes", 1, 1,
+		      pg_defer_set, &g);
+}
+
+struct defer_renew_args {
+	const char *bucket;
+	const char *const *tokens;
+	size_t n;
+	int lease_s;
+};
+
+static int pg_defer_renew(struct pg_ctx *x, void *arg)
+{
+	struct defer_renew_args *r = arg;
+	char lease[16], *arr = attrs_text_array(r->tokens, r->n);
+	const char *p[3] = {r->bucket, arr, lease};
+	int rc;
+
+	if (!arr)
+		return -ENOMEM;
+	snprintf(lease, sizeof(lease), "%d", r->lease_s);
+	rc = pg_exec(x, db_sql_defer_renew, 3, p, NULL);
+	free(arr);
+	return rc;
+}
+
+int db_attrs_defer_renew(struct db *d, const char *bucket,
+			 const char *const *tokens, size_t n, int lease_s)
+{
+	struct defer_renew_args r = {
+	    .bucket = bucket, .tokens = tokens, .n = n, .lease_s = lease_s};
+
+	if (!d || !bucket || (n && !tokens))
+		return -EINVAL;
+	if (!n)
+		return 0;
+	return db_run(d, "renew deferred publishes", 1, 1, pg_defer_renew, &r);
+}
+
+static int pg_defer_move(struct pg_ctx *x, void *arg)
+{
+	struct defer_args *g = arg;
+	const char *p[4] = {g->bucket, g->from, g->to, g->token};
+	int rc = pg_exec(x, db_sql_defer_move_del, 4, p, NULL);
+
+	return rc ? rc : pg_exec(x, db_sql_defer_move, 4, p, NULL);
+}
+
+int db_attrs_defer_move(struct db *d, const char *bucket, const char *key,
+			const char *to, const char *token)
+{
+	struct defer_args g = {
+	    .bucket = bucket, .from = key, .to = to, .token = token};
+
+	if (!d || !bucket || !key || !to || !token)
+		return -EINVAL;
+	if (!strcmp(key, to))
+		return 0;
+	return db_run(d, "move a deferred publish", 1, 1, pg_defer_move, &g);
+}
+
+static int pg_defer_undo(struct pg_ctx *x, void *arg)
+{
+	struct defer_args *g = arg;
+	const char *p[3] = {g->bucket, g->from, g->token};
+	const char *c[15];
+	char lease[16];
+	struct who_params w;
+	PGresult *res = NULL;
+	int rc, i;
+
+	rc = pg_exec(x, db_sql_defer_take, 3, p, &res);
+	if (rc || PQntuples(res) != 1)
+		goto out; /* none (it lapsed and went): nothing to put back */
+	rc = defer_others_claim(x, g->bucket, g->to);
+	if (rc) {
+		rc = rc < 0 ? rc : -EBUSY;
+		goto out;
+	}
+	p[1] = g->to;
+	rc = pg_exec(x, db_sql_defer_clear, 2, p, NULL);
+	if (rc)
+		goto out;
+	attrs_who_fill(g->who, &w, c);
+	c[4] = g->bucket;
+	c[5] = g->to;
+	for (i = 0; i < 6; i++)
+		c[6 + i] =
+		    PQgetisnull(res, 0, i) ? NULL : PQgetvalue(res, 0, i);
+	c[12] = g->claimer;
+	snprintf(lease, sizeof(lease), "%d", g->lease_s);
+	c[13] = lease;
+	c[14] = !g->log			 ? NULL
+		: PQgetisnull(res, 0, 6) ? g->from
+					 : PQgetvalue(res, 0, 6);
+	rc = pg_exec(x, db_sql_defer_claim, 15, c, NULL);
+out:
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
+			const char *token, const char *to, const char *claimer,
+			int lease_s, int log, const struct actor *who)
+{
+	struct defer_args g = {.bucket = bucket,
+			       .from = key,
+			       .to = to,
+			       .token = token,
+			       .claimer = claimer,
+			       .lease_s = lease_s > 0 ? lease_s : 1,
+			       .log = log,
+			       .who = who};
+
+	if (!d || !bucket || !key || !token || !to || !claimer)
+		return -EINVAL;
+	return db_run(d, "undo a deferred publish", 1, 1, pg_defer_undo, &g);
+}
