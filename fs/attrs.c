@@ -435,47 +435,6 @@ static const struct db_attrs_may *may_of(unsigned what, const struct stat *st,
 	return may;
 }
 
-/* attrov_set on the open file of a deferred publish at rel (pending: its
- * pending row's token, cur: its attributes now): the change is that file's
- * (its pending row's and creator's, logged at rel on no object), never
- * rel's row's, which describes rel's stored object until the file's
- * upload is recorded there (H5). Who may make it was checked on the file's
- * own attributes (the kernel's, daemon_checks), which only this mount
- * changes. A kill clears the bits from the file's mode as it is. 0 or
- * -errno. */
-static int set_deferred(const char *rel, const char *pending,
-			const struct attrov *cur, struct db_attrs *r,
-			unsigned what, const char *op, const struct actor *who)
-{
-	mode_t m = cur->mode & 07777; /* a new file's: always set */
-	int rc;
-
-	if (what & ATTROV_RESET)
-		return -EINVAL; /* never a new file's row there */
-	if (what & ATTROV_KILLPRIV) {
-		m &= ~(mode_t)S_ISUID;
-		if ((m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
-			m &= ~(mode_t)S_ISGID;
-		r->mode = m & 07777;
-	}
-	if (r->what & DB_ATTR_OWNER) {
-		if (r->uid < 0)
-			r->uid = (int64_t)cur->uid;
-		if (r->gid < 0)
-			r->gid = (int64_t)cur->gid;
-	}
-	rc = db_attrs_defer_set(cfs->db, cfs->cfg.reception_bucket, rel,
-				pending, r, op, who);
-	if (rc) {
-		log_error("inbox/%s: the change of its open file's attributes "
-			  "not recorded: %s",
-			  rel, strerror(-rc));
-		return rc == -EINPROGRESS ? -EIO : rc;
-	}
-	ofile_note_attrs(rel, r);
-	return 0;
-}
-
 int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 	       const struct stat *st, const char *etag)
 {
@@ -519,9 +478,11 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
 		etag = NULL;
 	}
 	cfs_actor(&who);
-	pending = ofile_deferred(rel, &cur);
+	/* the open file of a deferred publish at rel: its own (H5) */
+	pending = what & ATTROV_RESET ? NULL : ofile_deferred(rel, &cur);
 	if (pending) {
-		rc = set_deferred(rel, pending, &cur, &r, what, op, &who);
+		rc =
+		    attrov_set_deferred(rel, pending, &cur, &r, what, op, &who);
 		free(pending);
 		return rc;
 	}
@@ -1472,59 +1433,11 @@ int attrov_publish(const char *from, const char *to, const char *etag,
 	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
-int attrov_defer(const char *from, const char *to, const char *token,
-		 const struct attrov *cur, const char *pending)
+void attrov_reload(const char *rel)
 {
-	struct db_attrs r;
-	struct actor who;
-	int rc;
-
-	row_of(cur, &r);
-	cfs_actor(&who);
-	rc = db_attrs_defer(cfs->db, cfs->cfg.reception_bucket, from, to,
-			    pending, cfs->cfg.claim_lease_s, token, &r, &who);
 	pthread_mutex_lock(&cfs->lock);
-	reload_entry_locked(from);
+	reload_entry_locked(rel);
 	pthread_mutex_unlock(&cfs->lock);
-	if (rc && rc != -EBUSY)
-		log_error("inbox/%s: the attributes of its rename over "
-			  "inbox/%s not recorded%s: %s",
-			  from, to,
-			  rc == -EINPROGRESS ? " (or their answer lost)" : "",
-			  strerror(-rc));
-	return rc;
-}
-
-void attrov_defer_move(const char *key, const char *to, const char *pending)
-{
-	int rc = db_attrs_defer_move(cfs->db, cfs->cfg.reception_bucket, key,
-				     to, pending);
-
-	if (rc)
-		log_error("inbox/%s: the pending attributes of its open file "
-			  "not moved to inbox/%s (they lapse; its close "
-			  "records them): %s",
-			  key, to, strerror(-rc));
-}
-
-int attrov_defer_undo(const char *key, const char *pending, const char *to,
-		      const char *token, int log)
-{
-	struct actor who;
-	int rc;
-
-	cfs_actor(&who);
-	rc = db_attrs_defer_undo(cfs->db, cfs->cfg.reception_bucket, key,
-				 pending, to, token, cfs->cfg.claim_lease_s,
-				 log, &who);
-	if (rc)
-		log_error("inbox/%s: the pending attributes of its open file "
-			  "not made its claim at inbox/%s: %s",
-			  key, to, strerror(-rc));
-	pthread_mutex_lock(&cfs->lock);
-	reload_entry_locked(to);
-	pthread_mutex_unlock(&cfs->lock);
-	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 void attrov_forget_tree(const char *rel)

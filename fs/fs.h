@@ -701,6 +701,21 @@ int attrov_defer_undo(const char *key, const char *pending, const char *to,
 		      const char *token, int log);
 /* cur's mode, owner and times as a row (what: the times set). */
 void attrov_row_of(const struct attrov *cur, struct db_attrs *r);
+/* rel's cached entry is read again from the database before it is shown
+ * next. */
+void attrov_reload(const char *rel);
+/* attrov_set (its r, op, who made) on the open file of a deferred publish
+ * at rel (pending: its pending row's token, cur: its attributes now): the
+ * change is that file's (its pending row's, db_attrs_defer_set, and its
+ * creator's, ofile_note_attrs; logged at rel on no object), never rel's
+ * row's, which describes rel's stored object until the file's upload is
+ * recorded there (H5). Who may make it was checked on the file's own
+ * attributes (the kernel's check, daemon_checks), which only this mount
+ * changes; a kill clears the bits from the file's mode as it is. 0 or
+ * -errno (EINVAL for a reset; EIO). */
+int attrov_set_deferred(const char *rel, const char *pending,
+			const struct attrov *cur, struct db_attrs *r,
+			unsigned what, const char *op, const struct actor *who);
 
 /* rel's row was bound to etag, by its reception row's transaction
  * (db_attrs_binding done) or by one of the three above: what is cached of

@@ -1,0 +1,99 @@
+/* attrs_defer.c - the attributes of an open new file renamed over a stored
+ * object while its writer is open (review-hide H5): its publish is
+ * deferred to its close (db_attrs_defer), its attributes meanwhile its
+ * own (creator) and the pending row they are recorded in at the name, the
+ * name's row its stored object's until the upload is recorded there. See
+ * fs.h (attrov_defer and its kin). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "db_attrs.h"
+#include "fs.h"
+#include "log.h"
+
+/* fs.h. */
+int attrov_set_deferred(const char *rel, const char *pending,
+			const struct attrov *cur, struct db_attrs *r,
+			unsigned what, const char *op, const struct actor *who)
+{
+	mode_t m = cur->mode & 07777; /* a new file's: always set */
+	int rc;
+
+	if (what & ATTROV_RESET)
+		return -EINVAL; /* never a new file's row there */
+	if (what & ATTROV_KILLPRIV) {
+		m &= ~(mode_t)S_ISUID;
+		if ((m & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP))
+			m &= ~(mode_t)S_ISGID;
+		r->mode = m & 07777;
+	}
+	if (r->what & DB_ATTR_OWNER) {
+		if (r->uid < 0)
+			r->uid = (int64_t)cur->uid;
+		if (r->gid < 0)
+			r->gid = (int64_t)cur->gid;
+	}
+	rc = db_attrs_defer_set(cfs->db, cfs->cfg.reception_bucket, rel,
+				pending, r, op, who);
+	if (rc) {
+		log_error("inbox/%s: the change of its open file's attributes "
+			  "not recorded: %s",
+			  rel, strerror(-rc));
+		return rc == -EINPROGRESS ? -EIO : rc;
+	}
+	ofile_note_attrs(rel, r);
+	return 0;
+}
+
+int attrov_defer(const char *from, const char *to, const char *token,
+		 const struct attrov *cur, const char *pending)
+{
+	struct db_attrs r;
+	struct actor who;
+	int rc;
+
+	attrov_row_of(cur, &r);
+	cfs_actor(&who);
+	rc = db_attrs_defer(cfs->db, cfs->cfg.reception_bucket, from, to,
+			    pending, cfs->cfg.claim_lease_s, token, &r, &who);
+	attrov_reload(from);
+	if (rc && rc != -EBUSY)
+		log_error("inbox/%s: the attributes of its rename over "
+			  "inbox/%s not recorded%s: %s",
+			  from, to,
+			  rc == -EINPROGRESS ? " (or their answer lost)" : "",
+			  strerror(-rc));
+	return rc;
+}
+
+void attrov_defer_move(const char *key, const char *to, const char *pending)
+{
+	int rc = db_attrs_defer_move(cfs->db, cfs->cfg.reception_bucket, key,
+				     to, pending);
+
+	if (rc)
+		log_error("inbox/%s: the pending attributes of its open file "
+			  "not moved to inbox/%s (they lapse; its close "
+			  "records them): %s",
+			  key, to, strerror(-rc));
+}
+
+int attrov_defer_undo(const char *key, const char *pending, const char *to,
+		      const char *token, int log)
+{
+	struct actor who;
+	int rc;
+
+	cfs_actor(&who);
+	rc = db_attrs_defer_undo(cfs->db, cfs->cfg.reception_bucket, key,
+				 pending, to, token, cfs->cfg.claim_lease_s,
+				 log, &who);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of its open file "
+			  "not made its claim at inbox/%s: %s",
+			  key, to, strerror(-rc));
+	attrov_reload(to);
+	return rc == -EINPROGRESS ? -EIO : rc;
+}
