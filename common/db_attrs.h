@@ -118,7 +118,9 @@ int db_attrs_settled(struct db *d, const char *bucket, const char *key,
  * attributes a rename in flight, or one a crash cut short, gives its copy
  * at key, for the object with ETag etag (NULL: any): one bound to etag
  * (a rename's copy of that object), else the newest unbound one (an
- * upload in flight). */
+ * upload in flight) made before etag's object was recorded at key (a
+ * live reception row older than the pending row: the object that upload
+ * is to replace, never described by it). */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
 			 const char *etag, struct db_attrs *row, int *found);
 

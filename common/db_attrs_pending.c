@@ -204,11 +204,18 @@ static const char db_sql_attrs_settle[] =
 	" FROM c";
 /* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
  * pending row that describes it, a rename's copy of that object (etag),
- * else the newest of an upload in flight (unbound). */
+ * else the newest of an upload in flight (unbound), never one recorded
+ * after that object was (its live reception row older than the pending
+ * row: the object the upload is to replace, e.g. the target of an open
+ * file's rename whose publish is deferred to its close, H5). */
 static const char db_sql_attrs_get_pending[] =
-	"SELECT " ROW_COLS " FROM file_attrs_pending"
+	"SELECT " ROW_COLS " FROM file_attrs_pending p"
 	" WHERE bucket = $1::text AND object_key = $2::text"
 	" AND (etag IS NULL OR etag = $3::text)"
+	" AND (p.etag IS NOT NULL OR $3::text IS NULL OR NOT EXISTS"
+	" (SELECT 1 FROM reception_audit r WHERE r.source_bucket = $1::text"
+	" AND r.object_key = $2::text AND r.etag = $3::text"
+	" AND r.removed_at IS NULL AND r.uploaded_at < p.ctime))"
 	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
  * ETag of the object copied (NULL: not known): to's pending row replaces

@@ -407,6 +407,10 @@ int ofile_deferred_stat(struct ofile *of, struct stat *st);
 /* Caller holds of->lock. Ends of's deferred publish in memory (its
  * pending row is the caller's). */
 void ofile_defer_clear(struct ofile *of);
+/* Caller holds of->lock. of's deferred publish will never be committed
+ * (its file hidden for good): its pending row at key goes (key NULL: it
+ * went already); of keeps showing its own attributes (pub_from). */
+void ofile_defer_drop(struct ofile *of, const char *key);
 /* Caller holds of->lock. Its commit would replace the object at rel
  * that is not the one its content is based on (another mount's, or
  * another client's, since it was opened): may each of its writers

@@ -162,6 +162,7 @@ static void ofile_unlist(struct ofile *of)
 void ofile_put(struct ofile *of)
 {
 	int drop = 0, unclaim = 0;
+	char *unpend = NULL;
 
 	pthread_mutex_lock(&cfs->lock);
 	/* A local file outlives its handles (until renamed or unlinked);
@@ -173,10 +174,17 @@ void ofile_put(struct ofile *of)
 		 * (its close failed, or it never wrote) goes. */
 		unclaim = of->attrs_unbound && !of->in_store && !of->local &&
 			  !of->unlinked && !of->hidden;
+		/* A deferred publish never committed (its close failed):
+		 * its pending row goes with it, the name keeps its row. */
+		if (of->pub_pending && !of->unlinked && !of->hidden)
+			unpend = strdup(of->rel);
 	}
 	pthread_mutex_unlock(&cfs->lock);
 	if (unclaim) /* its own claim only: never a newer create's */
 		attrov_unclaim(of->rel, of->claim);
+	if (unpend)
+		attrov_unpend(unpend, of->pub_pending);
+	free(unpend);
 	if (drop)
 		ofile_free(of);
 }
@@ -1129,59 +1137,6 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-char *ofile_deferred(const char *rel, struct attrov *cur)
-{
-	struct ofile *of;
-	char *token = NULL;
-
-	pthread_mutex_lock(&cfs->lock);
-	for (of = cfs->ofiles; of; of = of->next)
-		if (!of->unlinked && !of->hidden && of->pub_pending &&
-		    !strcmp(of->rel, rel))
-			break;
-	if (of) {
-		token = strdup(of->pub_pending);
-		*cur = of->creator;
-		cur->rel = cur->etag = cur->miss = cur->alias = NULL;
-	}
-	pthread_mutex_unlock(&cfs->lock);
-	return token;
-}
-
-int ofile_deferred_stat(struct ofile *of, struct stat *st)
-{
-	int own;
-
-	pthread_mutex_lock(&cfs->lock);
-	own = of->pub_from != NULL;
-	if (own) {
-		/* a new file's mode and owner are always its creator's */
-		st->st_mode =
-		    (st->st_mode & S_IFMT) | (of->creator.mode & 07777);
-		st->st_uid = of->creator.uid;
-		st->st_gid = of->creator.gid;
-		if (of->creator.has_mtime)
-			st->st_mtim = of->creator.mtime;
-		if (of->creator.has_atime)
-			st->st_atim = of->creator.atime;
-	}
-	pthread_mutex_unlock(&cfs->lock);
-	return own;
-}
-
-void ofile_defer_clear(struct ofile *of)
-{
-	char *from, *pending;
-
-	pthread_mutex_lock(&cfs->lock);
-	from = of->pub_from;
-	pending = of->pub_pending;
-	of->pub_from = of->pub_pending = NULL;
-	pthread_mutex_unlock(&cfs->lock);
-	free(from);
-	free(pending);
-}
-
 /* Caller holds of->lock. */
 int ofile_rename_uncommitted(struct ofile *of, const char *to, int replaces,
 			     uint64_t to_size, const struct seen_obj *base)
@@ -1427,9 +1382,16 @@ void ofile_stat(struct ofile *of, struct stat *st)
 	st->st_gid = cfs->foreign_gid;
 }
 
+/* A deferred publish's pending row to move (ofile_rebase). */
+struct defer_moved {
+	struct defer_moved *next;
+	char *key, *to, *pending;
+};
+
 void ofile_rebase(const char *from_arg, const char *to)
 {
 	char *from = strdup(from_arg); /* from_arg may be an of->rel */
+	struct defer_moved *moved = NULL, *m;
 	size_t fl;
 	struct ofile *of;
 
@@ -1448,11 +1410,31 @@ void ofile_rebase(const char *from_arg, const char *to)
 		else if (!strncmp(of->rel, from, fl) && of->rel[fl] == '/' &&
 			 asprintf(&n, "%s%s", to, of->rel + fl) < 0)
 			n = NULL;
+		/* a deferred publish's pending row follows (H5) */
+		m = n && of->pub_pending && !of->hidden ? calloc(1, sizeof(*m))
+							: NULL;
+		if (m) {
+			m->key = of->rel;
+			m->to = strdup(n);
+			m->pending = strdup(of->pub_pending);
+			m->next = moved;
+			moved = m;
+		}
 		if (n) {
-			free(of->rel);
+			if (!m)
+				free(of->rel);
 			of->rel = n; /* the upload follows at commit */
 		}
 	}
 	pthread_mutex_unlock(&cfs->lock);
+	while ((m = moved) != NULL) {
+		moved = m->next;
+		if (m->to && m->pending)
+			attrov_defer_move(m->key, m->to, m->pending);
+		free(m->key);
+		free(m->to);
+		free(m->pending);
+		free(m);
+	}
 	free(from);
 }

@@ -85,10 +85,13 @@ static void pending_finish(int ok)
 	if (of) {
 		pthread_mutex_lock(&of->lock);
 		if (ok || ofile_unhide(of, hidden_for_rename.hidden,
-				       hidden_for_rename.name))
+				       hidden_for_rename.name)) {
 			/* Never uploaded again (a streaming upload in
-			 * flight is aborted), never listed. */
+			 * flight is aborted), never listed; nor published
+			 * (a deferred publish's pending row goes). */
 			ofile_make_local(of);
+			ofile_defer_drop(of, hidden_for_rename.name);
+		}
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 	}
@@ -308,6 +311,9 @@ static int inbox_hide(const char *from, const char *to)
 	if (rc == 0 && deferred) {
 		dcache_remove(from);
 		attrov_drop(from, 0);
+		pthread_mutex_lock(&of->lock);
+		ofile_defer_drop(of, NULL); /* dropped with from's rows */
+		pthread_mutex_unlock(&of->lock);
 	} else if (rc == 0) {
 		dcache_remove(from);
 		attrov_move(from, to, 0, NULL, NULL);

@@ -1506,6 +1506,7 @@ int main(void)
 	test_attrs_move_claim(d, raw_a);
 	test_attrs_hidden(d, raw_a);
 	test_attrs_spare(d, raw_a);
+	test_attrs_defer(d, raw_a);
 	test_mark_removed_and_triggers(d, raw_a);
 	test_mark_removed_locked(d, raw_a);
 	test_race(ci_a, d, raw_a);

@@ -33,6 +33,8 @@ void test_attrs_may(struct db *d, PGconn *raw);
 void test_attrs_move_claim(struct db *d, PGconn *raw);
 void test_attrs_hidden(struct db *d, PGconn *raw);
 void test_attrs_spare(struct db *d, PGconn *raw);
+/* test_db_attrs_defer.c */
+void test_attrs_defer(struct db *d, PGconn *raw);
 
 /* test_db_pool.c */
 void test_pool_wait(const char *conninfo);

@@ -7,6 +7,7 @@ its object's (what other mounts show), and the name it came from is free."""
 import json
 import os
 import subprocess
+import time
 
 from test_perms import A, B, FOREIGN, as_user, changes, open_to_others
 from test_review_held_rename import _mvs
@@ -226,3 +227,67 @@ def test_a_crash_leaves_the_target_with_its_row_and_the_name_free(mount_factory,
     assert as_user(C, f"open({pa('x.txt')!r}, 'x').write('C X')") == ["ok"]
     st = os.stat(pa("x.txt"))
     assert st.st_uid == C
+
+
+def test_a_target_without_a_row_never_shows_the_files_pending_row(mount_factory, uniq):
+    """y.txt is a foreign upload (no row: the configured owner), recorded. A renames her open
+    x.txt over it: until her close, another mount shows y.txt's object as before (not as A's:
+    the file's pending row describes the upload to come, not the object there); after it,
+    y.txt is A's, bound to her object."""
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    ky = f"{uniq}/y.txt"
+    a.s3.put_object(Bucket=a.reception_bucket, Key=ky, Body=b"FOREIGN")
+    a.wait_until(lambda: a.sql_dicts(
+        "select 1 from reception_audit where source_bucket = %s and object_key = %s"
+        " and removed_at is null", (a.reception_bucket, ky)), timeout=60,
+        what="the foreign upload's reception row")
+    before = os.stat(pa("y.txt"))
+    assert before.st_uid == 3000
+    w = FHolder(A, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        c = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="c")
+        open_to_others(c)
+        st = os.stat(c.path("inbox", ky))
+        assert (st.st_uid, st.st_mode & 0o7777) == (3000, before.st_mode & 0o7777)
+        assert w.op("c") == "ok"
+    finally:
+        w.close()
+    new = a.s3.head_object(Bucket=a.reception_bucket, Key=ky)["ETag"].strip('"')
+    assert _row(a, ky) == {"uid": A, "mode": 0o644, "etag": new, "claimed_by": None}
+
+
+def test_the_pending_row_is_renewed_while_the_writer_is_open(mount_factory, uniq):
+    """claim_lease 4 s: the file's pending row at y.txt still holds after 3 leases with A's
+    writer open (the claims thread renews it, as it renews a new file's claim), and her close
+    then publishes it."""
+    cfg = {"fs": {**FOREIGN["fs"], "claim_lease": "4"}}
+    a = mount_factory(config=cfg, opts="allow_other", name="a")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    os.mkdir(d)
+    os.chmod(d, 0o777)
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    ky = f"{uniq}/y.txt"
+    assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                   f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+    w = FHolder(A, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        time.sleep(12)
+        live = a.sql_dicts("select pending_until > now() as live from file_attrs_pending"
+                           " where bucket = %s and object_key = %s", (a.reception_bucket, ky))
+        assert live == [{"live": True}]
+        assert w.op("c") == "ok"
+    finally:
+        w.close()
+    new = a.s3.head_object(Bucket=a.reception_bucket, Key=ky)["ETag"].strip('"')
+    assert _row(a, ky) == {"uid": A, "mode": 0o644, "etag": new, "claimed_by": None}
+    assert _pending(a, ky) == []

@@ -1,10 +1,11 @@
-/* attrs_defer.c - the attributes of an open new file renamed over a stored
- * object while its writer is open (review-hide H5): its publish is
- * deferred to its close (db_attrs_defer), its attributes meanwhile its
- * own (creator) and the pending row they are recorded in at the name, the
- * name's row its stored object's until the upload is recorded there. See
- * fs.h (attrov_defer and its kin). */
+/* ofile_defer.c - an open new file renamed over a stored object while its
+ * writer is open (review-hide H5): its publish is deferred to its close
+ * (db_attrs_defer), its attributes meanwhile its own (creator) and the
+ * pending row they are recorded in at the name, the name's row its stored
+ * object's until the upload is recorded there. See fs.h (attrov_defer,
+ * ofile_deferred and their kin; struct ofile's pub_from). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -96,4 +97,70 @@ int attrov_defer_undo(const char *key, const char *pending, const char *to,
 			  key, to, strerror(-rc));
 	attrov_reload(to);
 	return rc == -EINPROGRESS ? -EIO : rc;
+}
+
+char *ofile_deferred(const char *rel, struct attrov *cur)
+{
+	struct ofile *of;
+	char *token = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (!of->unlinked && !of->hidden && of->pub_pending &&
+		    !strcmp(of->rel, rel))
+			break;
+	if (of) {
+		token = strdup(of->pub_pending);
+		*cur = of->creator;
+		cur->rel = cur->etag = cur->miss = cur->alias = NULL;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return token;
+}
+
+int ofile_deferred_stat(struct ofile *of, struct stat *st)
+{
+	int own;
+
+	pthread_mutex_lock(&cfs->lock);
+	own = of->pub_from != NULL;
+	if (own) {
+		/* a new file's mode and owner are always its creator's */
+		st->st_mode =
+		    (st->st_mode & S_IFMT) | (of->creator.mode & 07777);
+		st->st_uid = of->creator.uid;
+		st->st_gid = of->creator.gid;
+		if (of->creator.has_mtime)
+			st->st_mtim = of->creator.mtime;
+		if (of->creator.has_atime)
+			st->st_atim = of->creator.atime;
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	return own;
+}
+
+void ofile_defer_drop(struct ofile *of, const char *key)
+{
+	char *pending;
+
+	pthread_mutex_lock(&cfs->lock);
+	pending = of->pub_pending;
+	of->pub_pending = NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	if (key && pending)
+		attrov_unpend(key, pending);
+	free(pending);
+}
+
+void ofile_defer_clear(struct ofile *of)
+{
+	char *from, *pending;
+
+	pthread_mutex_lock(&cfs->lock);
+	from = of->pub_from;
+	pending = of->pub_pending;
+	of->pub_from = of->pub_pending = NULL;
+	pthread_mutex_unlock(&cfs->lock);
+	free(from);
+	free(pending);
 }
