@@ -242,10 +242,10 @@ def test_a_target_without_a_row_never_shows_the_files_pending_row(mount_factory,
     pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
     ky = f"{uniq}/y.txt"
     a.s3.put_object(Bucket=a.reception_bucket, Key=ky, Body=b"FOREIGN")
-    a.wait_until(lambda: a.sql_dicts(
+    a.wait_until(lambda: "y.txt" in os.listdir(d) and a.sql_dicts(
         "select 1 from reception_audit where source_bucket = %s and object_key = %s"
         " and removed_at is null", (a.reception_bucket, ky)), timeout=60,
-        what="the foreign upload's reception row")
+        what="the foreign upload listed and its reception row")
     before = os.stat(pa("y.txt"))
     assert before.st_uid == 3000
     w = FHolder(A, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
