@@ -389,7 +389,8 @@ int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
  * there as key's live row (under the reception key lock, so etag is key's
  * live object: D8's check holds by construction): with from, the publish
  * (db_attrs_publish's statements, logged with who; claimer the
- * publisher's token; not when from's row is not its own); else with claimer,
+ * publisher's token; when from's row is not its own, only with attrs: to's
+ * row becomes them); else with claimer,
  * the bind of a new file's claim while it is still that claimer's
  * (db_attrs_bind_claim's first statement; its take path, which logs first
  * and holds no lock meanwhile, is not run there); else db_attrs_bind's

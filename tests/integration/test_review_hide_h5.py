@@ -291,3 +291,25 @@ def test_the_pending_row_is_renewed_while_the_writer_is_open(mount_factory, uniq
     new = a.s3.head_object(Bucket=a.reception_bucket, Key=ky)["ETag"].strip('"')
     assert _row(a, ky) == {"uid": A, "mode": 0o644, "etag": new, "claimed_by": None}
     assert _pending(a, ky) == []
+
+
+def test_a_close_that_fails_leaves_the_target_its_row_and_no_pending_row(
+        mount_factory, uniq):
+    """After the rename, B overwrites y.txt on another mount (his, 0600: A may not replace
+    it). A's close fails (her writer may not replace B's newer object): y.txt keeps B's
+    newer object and its row, and the file's pending row goes with the file."""
+    a, pa, w, _ = _setup(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    try:
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        open_to_others(b)
+        assert as_user(B, f"open({b.path('inbox', ky)!r}, 'w').write('B NEWER')") == ["ok"]
+        closed = w.op("c")
+    finally:
+        w.close()
+    etag = a.s3.head_object(Bucket=a.reception_bucket, Key=ky)["ETag"].strip('"')
+    body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+    assert (closed != "ok", body) == (True, b"B NEWER"), closed
+    assert _row(a, ky) == {"uid": B, "mode": 0o600, "etag": etag, "claimed_by": None}
+    assert _pending(a, ky) == []
