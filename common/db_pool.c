@@ -750,6 +750,19 @@ fail:
 static const char db_sql_live_lock[] =
     "SELECT pg_try_advisory_lock(" LIVE_KEY("$1::text") ")";
 
+/* Ends a liveness connection (NULL: none). Its lock is let go first, so
+ * it is free when this returns: closing the session alone frees it only
+ * once the server's backend has gone, which may be after a sweep that
+ * runs next (best effort: on an error the session's end frees it). */
+static void live_end(PGconn *c)
+{
+	if (!c)
+		return;
+	if (PQstatus(c) == CONNECTION_OK)
+		PQclear(PQexec(c, "SELECT pg_advisory_unlock_all()"));
+	PQfinish(c);
+}
+
 /* Caller holds d->live_lock. d->live: a new connection holding the
  * liveness lock of d->claimer. 0 or -errno. */
 static int live_take(struct db *d)
@@ -760,7 +773,7 @@ static int live_take(struct db *d)
 	PGconn *c;
 	int rc = 0;
 
-	if (d->live)
+	if (d->live) /* found broken (db_live_ensure): nothing to ask it */
 		PQfinish(d->live);
 	d->live = NULL;
 	c = pg_connect(d, err, sizeof(err));
@@ -800,8 +813,7 @@ int db_set_claimer(struct db *d, const char *claimer)
 	pthread_mutex_lock(&d->live_lock);
 	free(d->claimer);
 	d->claimer = c;
-	if (d->live)
-		PQfinish(d->live); /* the old claimer's lock goes with it */
+	live_end(d->live); /* the old claimer's lock goes with it */
 	d->live = NULL;
 	if (c)
 		rc = live_take(d);
