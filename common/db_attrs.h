@@ -116,11 +116,14 @@ int db_attrs_settled(struct db *d, const char *bucket, const char *key,
 		     int *found);
 /* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
  * attributes a rename in flight, or one a crash cut short, gives its copy
- * at key, for the object with ETag etag (NULL: any): one bound to etag
- * (a rename's copy of that object), else the newest unbound one (an
- * upload in flight) made before etag's object was recorded at key (a
- * live reception row older than the pending row: the object that upload
- * is to replace, never described by it). */
+ * at key, for the object with ETag etag (NULL: any live one): one bound
+ * to etag (a rename's copy of that object), else the newest unbound one
+ * (a publish's, or a deferred one's) while etag's object may be its
+ * upload: its lease running and etag not recorded at key before it (an
+ * upload in flight), or etag the first object recorded at key since it,
+ * still live (its rows' move cut short, maybe by a crash). Never for an
+ * object recorded before it (the one its upload is to replace), nor once
+ * it lapsed for a later one (review-h5 N7). */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
 			 const char *etag, struct db_attrs *row, int *found);
 
@@ -220,7 +223,9 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 
 /* Removal: key's row goes (with tree, those under key + "/" too), each
  * logged ('drop') with who, and key's pending row (db_attrs_copy) a
- * crashed rename left. 0 or -errno. */
+ * crashed rename left; never a live unbound one (an open file's deferred
+ * publish, db_attrs_defer, or a publish's upload in flight: it goes with
+ * its file, which lands at key, review-h5 N1). 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 		  const struct actor *who);
 /* db_attrs_drop for a removal that removed nothing in the store (an unlink
@@ -325,17 +330,20 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *to, const char *token, int lease_s,
 			  const char *claimer, const struct db_attrs *attrs,
 			  const struct actor *who);
-/* An open new file (its claim at `from`: claimer, NULL: none) is renamed
+/* An open file (a new file's claim at `from`: claimer; NULL: a file
+ * stored before, its row at `from` its own, review-h5 N6) is renamed
  * over `to`, which holds another object, and its writer's close uploads it
  * there (review-hide H5): until that upload is recorded, to's row stays
  * to's object's, whatever happens (a crash, a failure). In one
- * transaction: another mount's live claim at `to` (db_set_claimer) fails
- * it (-EBUSY, nothing changed); else from's row while it is that claim
- * (else *attrs: the file's own) becomes the pending row (token; held
- * lease_s seconds, db_attrs_defer_renew) of `to`, unbound, as
- * db_attrs_pend_publish's, and from's claim goes (not logged: the
- * publish's 'move' from `from` records the rename), so that `from` is
- * free at once. The close commits it as a publish from `from`
+ * transaction, under to's name lock (db_attrs_claim): another mount's
+ * live claim at `to` (db_set_claimer) fails it (-EBUSY, nothing changed);
+ * else from's row while it is that claim (else, and always without a
+ * claimer, *attrs: the file's own; required then) becomes the pending row
+ * (token; held lease_s seconds, db_attrs_defer_renew) of `to`, unbound,
+ * as db_attrs_pend_publish's, and from's claim goes (not logged: the
+ * publish's 'move' from `from` records the rename; without a claimer
+ * from's row, unless another mount's live claim, goes logged 'drop'), so
+ * that `from` is free at once. The close commits it as a publish from `from`
  * (db_attrs_publish, pending: token). Nothing is shown for it elsewhere
  * while to's row describes to's object (db_attrs_get_pending is read only
  * for an object no committed row describes). 0 or -errno. */
@@ -363,8 +371,9 @@ int db_attrs_defer_move(struct db *d, const char *bucket, const char *key,
 			const char *to, const char *token);
 /* A deferred publish ends without an upload (its rename failed, or the
  * file got a temp name): its pending row at key (token) becomes the claim
- * (claimer, lease_s seconds, unbound) of its file at `to`, to's own row
- * going, in one transaction; logged ('move', from_key: the name it was
+ * (claimer, lease_s seconds, unbound; NULL: a file stored before, an
+ * unbound row with no claim) of its file at `to`, to's own row going, in
+ * one transaction; logged ('move', from_key: the name it was
  * published from) when log is set. Another mount's live claim at `to`:
  * -EBUSY, nothing changed. No pending row (it lapsed and went): 0,
  * nothing done. 0 or -errno. */
@@ -383,6 +392,17 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
 			    const char *etag, const struct actor *who,
 			    int *settled);
+
+/* The pending rows of bucket's publishes (db_attrs_pend_publish,
+ * db_attrs_defer, which take their process's liveness lock first,
+ * db_set_claimer) whose upload can never be recorded any more go: those
+ * of a process that is gone (a crash), and those whose lease is over with
+ * another object, or a removed one, the first recorded at their key since
+ * them (review-h5 N7); never one whose upload may have been recorded (the
+ * first object since it still live: db_attrs_settle_pending's).
+ * A lapsed one is never shown meanwhile (db_attrs_get_pending). Not logged (a
+ * pending row is no key's attributes). The number dropped, or -errno. */
+long db_attrs_sweep_pending(struct db *d, const char *bucket);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded
@@ -433,8 +453,14 @@ struct db_claim {
  * unbound) is inserted as claimer's claim for lease_s seconds, and logged
  * ('create') with who, when key has no row; an existing row is taken over
  * (reset as DB_ATTR_RESET does) only when it is no live claim and take is
- * set, or when it is from's live claim (from NULL: none). One statement:
- * of creates racing on a name, exactly one takes it. 0 (*ctime_ns, may be
+ * set, or when it is from's live claim (from NULL: none). A live unbound
+ * pending row at key (an open file's deferred publish, db_attrs_defer,
+ * renewed while it is open; or a publish's upload in flight) takes the
+ * name as a live claim does: -EEXIST, *held live, its holder that row's
+ * token (review-h5 N1); checked under a lock of the name db_attrs_defer
+ * takes too, so of a create and a deferral racing on key exactly one
+ * wins. One statement: of creates racing on a name, exactly one takes
+ * it. 0 (*ctime_ns, may be
  * NULL, the row's status-change time), -EEXIST: not taken, *held the row
  * there (free with db_claim_free; found 0: it went meanwhile), or -errno
  * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
@@ -444,7 +470,8 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   int64_t *ctime_ns, struct db_claim *held);
 /* An open file renamed to a free name `to` that its writer will store
  * there claims it, in one transaction. A row at `to` that is a live claim
- * (another create's file), or any row when take is not set, is not taken:
+ * (another create's file; or a live pending row there, as db_attrs_claim
+ * says), or any row when take is not set, is not taken:
  * -EEXIST, *held that row (found 0: none; free it with db_claim_free).
  * With take, *held is read first (then freed): the row an earlier call
  * gave back, the only one taken (the caller found nothing stored there

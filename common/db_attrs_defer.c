@@ -24,6 +24,15 @@ static const char db_sql_defer_has[] =
 static const char db_sql_defer_unclaim[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text AND etag IS NULL AND claimed_by = $3::text";
+/* Who ($1..$4), $5 bucket, $6 from, $7 this process's claimer: a file
+ * with no claim (stored before, review-h5 N6): from's row, its own unless
+ * another mount's live claim, goes (logged 'drop': the publish's 'move'
+ * from `from` at its close records where its attributes went). */
+static const char db_sql_defer_unrow[] =
+	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
+	" AND object_key = $6::text AND NOT " OTHERS_LIVE("$7") " RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* $1 bucket, $2 key, $3 token, $4..$7 set mode/owner/atime/mtime, $8 mode,
  * $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by: that deferred
  * publish's pending row (still unbound) takes the change. */
@@ -87,7 +96,8 @@ static const char db_sql_defer_claim[] =
 	" atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
 	" claim_until) VALUES ($5::text, $6::text, $7::integer, $8::bigint,"
 	" $9::bigint, $10::bigint, $11::bigint, now(), $12::text, NULL,"
-	" $13::text, now() + $14::integer * interval '1 second')"
+	" $13::text, CASE WHEN $13::text IS NOT NULL"
+	" THEN now() + $14::integer * interval '1 second' END)"
 	" RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $15::text, " LOG_WHO " FROM c"
@@ -122,14 +132,33 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 {
 	struct defer_args *g = arg;
 	const char *p[3] = {g->bucket, g->from, g->claimer};
-	int rc = defer_others_claim(x, g->bucket, g->to);
+	int rc = pg_attrs_lock_name(x, g->bucket, g->to);
 
+	/* under to's name lock: a create's claim there (pg_attrs_claim)
+	 * either committed first and is seen here, or sees this pending row
+	 * (review-h5 N1) */
+	if (rc == 0)
+		rc = defer_others_claim(x, g->bucket, g->to);
 	if (rc)
 		return rc < 0 ? rc : -EBUSY;
+	/* Without a claim (a file stored before: review-h5 N6) its own
+	 * attributes (*a) are recorded, never a row found at from (its token
+	 * matches no claim). */
 	rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
-			       g->lease_s, g->claimer, g->a, g->who);
+			       g->lease_s, g->claimer ? g->claimer : g->token,
+			       g->a, g->who);
 	if (rc == 0 && g->claimer)
 		rc = pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
+	else if (rc == 0) {
+		struct who_params w;
+		const char *d[7];
+
+		attrs_who_fill(g->who, &w, d);
+		d[4] = g->bucket;
+		d[5] = g->from;
+		d[6] = x->d->claimer;
+		rc = pg_exec(x, db_sql_defer_unrow, 7, d, NULL);
+	}
 	return rc;
 }
 
@@ -146,9 +175,16 @@ int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 			       .lease_s = lease_s > 0 ? lease_s : 1,
 			       .a = attrs,
 			       .who = who};
+	int rc;
 
-	if (!d || !bucket || !from || !to || !token || !strcmp(from, to))
+	if (!d || !bucket || !from || !to || !token || !strcmp(from, to) ||
+	    (!claimer && !attrs))
 		return -EINVAL;
+	/* Its token names a process that holds its liveness lock
+	 * (db_attrs_sweep_pending). */
+	rc = db_live_ensure(d);
+	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
+		return rc;
 	return db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
 }
 
@@ -317,7 +353,7 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 			       .log = log,
 			       .who = who};
 
-	if (!d || !bucket || !key || !token || !to || !claimer)
+	if (!d || !bucket || !key || !token || !to)
 		return -EINVAL;
 	return db_run(d, "undo a deferred publish", 1, 1, pg_defer_undo, &g);
 }

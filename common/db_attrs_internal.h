@@ -31,6 +31,14 @@
 	" OR left(coalesce(f.claimed_by, ''), length(" c "::text) + 1)" \
 	" IS DISTINCT FROM " c "::text || '#'))"
 
+/* A pending row (file_attrs_pending, alias p) of an open file still being
+ * written: unbound and its lease running (a deferred publish's, renewed
+ * while its file is open, db_attrs_defer; or a publish's upload in
+ * flight). It stands for a file that lands at its key: a create there
+ * fails as on a live claim (review-h5 N1), and it goes only with its file
+ * (its publish, unpend), never with the name. */
+#define PEND_LIVE "(p.etag IS NULL AND p.pending_until > now())"
+
 #define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
 	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
 /* clang-format on */
@@ -74,6 +82,18 @@ int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
  * An unlink ends any claim on its name (spare 0). 0 or -errno. */
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, int spare, const struct actor *who);
+/* In x's transaction: the name key of bucket is locked until the
+ * transaction ends (an advisory lock of its own, never the reception key
+ * lock): a create's claim and a deferred publish of key take it first, so
+ * that of the two racing on key exactly one sees the other (review-h5
+ * N1). 0 or -errno. */
+int pg_attrs_lock_name(struct pg_ctx *x, const char *bucket, const char *key);
+/* In x's transaction, under key's name lock (taken here): is there a live
+ * pending row (PEND_LIVE) at key, another file's that lands there? 1 (*h
+ * filled as db_attrs_claim's *held: a live claim, its holder the pending
+ * row's token; h may be NULL), 0, or -errno. */
+int pg_attrs_pend_held(struct pg_ctx *x, const char *bucket, const char *key,
+		       struct db_claim *h);
 /* In x's transaction: db_attrs_move's work. 0 or -errno. */
 int pg_attrs_move_run(struct pg_ctx *x, const struct attrs_move_args *m);
 /* In a transaction, under key's reception key lock (taken here): is etag

@@ -593,6 +593,10 @@ void attrov_copy_hidden(const char *name, const char *hidden);
  * processes that are gone left (db_attrs_sweep_hidden), each logged.
  * Failures are logged. */
 void attrov_sweep_hidden(void);
+/* At start: the pending rows of publishes whose upload can never be
+ * recorded any more (a crash cut them short before it) go
+ * (db_attrs_sweep_pending). Failures are logged. */
+void attrov_sweep_pending(void);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {
@@ -686,14 +690,21 @@ int attrov_publish(const char *from, const char *to, const char *etag,
 int attrov_pend_publish(const char *from, const char *to, const char *token,
 			const struct attrov *cur, char **pending);
 void attrov_unpend(const char *to, const char *pending);
-/* rename_pending of an open new file (its claim token; cur its
- * attributes) from `from` over `to`, which holds a stored object: its
- * attributes become to's pending row (pending: its token, the caller's),
- * to's own row stays, and from's claim goes (db_attrs_defer). 0 or -errno
+/* rename_pending of an open file (a new file's claim token, NULL for a
+ * file stored before: review-h5 N6; cur its attributes) from `from` over
+ * `to`, which holds a stored object: its attributes become to's pending
+ * row (pending: its token, the caller's), to's own row stays, and from's
+ * claim (or its own row there) goes (db_attrs_defer). 0 or -errno
  * (EBUSY: another mount's live claim at `to`; EINPROGRESS: the answer to
  * its COMMIT was lost; EIO). */
 int attrov_defer(const char *from, const char *to, const char *token,
 		 const struct attrov *cur, const char *pending);
+/* rel's attributes as its row in the database sets them now, the
+ * defaults (the configured file mode and owner) for what it does not
+ * (*cur: mode and owner always set, times when the row sets them; no
+ * strings): the own attributes of an open file stored before whose
+ * publish is deferred (review-h5 N6). 0 or -errno (EIO). */
+int attrov_own(const char *rel, struct attrov *cur);
 /* The open file of a deferred publish (pending) moved from key to `to`
  * (db_attrs_defer_move). Failures are logged (the row lapses; the close
  * publishes from memory). */

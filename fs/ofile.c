@@ -1109,8 +1109,11 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 			of->held_gid = (gid_t)r->gid;
 		}
 	}
+	/* a new file's, or a deferred publish's (its own attributes until
+	 * its close: review-h5 N6, a file stored before among them) */
 	for (of = cfs->ofiles; of; of = of->next)
-		if (!of->unlinked && !of->hidden && of->attrs_unbound &&
+		if (!of->unlinked && !of->hidden &&
+		    (of->attrs_unbound || of->pub_from) &&
 		    !strcmp(of->rel, rel))
 			break;
 	if (of && (r->what & DB_ATTR_MODE)) {

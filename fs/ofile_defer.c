@@ -48,6 +48,41 @@ int attrov_set_deferred(const char *rel, const char *pending,
 	return 0;
 }
 
+int attrov_own(const char *rel, struct attrov *cur)
+{
+	struct db_attrs row = {0};
+	int found = 0, rc;
+
+	rc =
+	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
+	if (rc) {
+		log_error("inbox/%s: its attributes not read: %s", rel,
+			  strerror(-rc));
+		return rc == -EINPROGRESS ? -EIO : rc;
+	}
+	memset(cur, 0, sizeof(*cur));
+	cur->mode = found && (row.what & DB_ATTR_MODE) ? (mode_t)row.mode
+						       : cfs->cfg.file_mode;
+	cur->uid = found && (row.what & DB_ATTR_OWNER) ? (uid_t)row.uid
+						       : cfs->foreign_uid;
+	cur->gid = found && (row.what & DB_ATTR_OWNER) ? (gid_t)row.gid
+						       : cfs->foreign_gid;
+	cur->mode &= 07777;
+	cur->has_mode = cur->has_owner = 1;
+	if (found && (row.what & DB_ATTR_ATIME)) {
+		cur->atime.tv_sec = row.atime_ns / 1000000000;
+		cur->atime.tv_nsec = row.atime_ns % 1000000000;
+		cur->has_atime = 1;
+	}
+	if (found && (row.what & DB_ATTR_MTIME)) {
+		cur->mtime.tv_sec = row.mtime_ns / 1000000000;
+		cur->mtime.tv_nsec = row.mtime_ns % 1000000000;
+		cur->has_mtime = 1;
+	}
+	db_attrs_free_row(&row);
+	return 0;
+}
+
 int attrov_defer(const char *from, const char *to, const char *token,
 		 const struct attrov *cur, const char *pending)
 {
@@ -163,4 +198,18 @@ void ofile_defer_clear(struct ofile *of)
 	pthread_mutex_unlock(&cfs->lock);
 	free(from);
 	free(pending);
+}
+
+void attrov_sweep_pending(void)
+{
+	long rc = db_attrs_sweep_pending(cfs->db, cfs->cfg.reception_bucket);
+
+	if (rc < 0)
+		log_warn("pending attributes of publishes a crash cut short: "
+			 "not dropped (%s)",
+			 strerror((int)-rc));
+	else if (rc)
+		log_info("pending attributes of publishes a crash cut short: "
+			 "%ld dropped",
+			 rc);
 }

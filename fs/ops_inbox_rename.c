@@ -312,7 +312,9 @@ static int inbox_hide(const char *from, const char *to)
 		dcache_remove(from);
 		attrov_drop(from, 0);
 		pthread_mutex_lock(&of->lock);
-		ofile_defer_drop(of, NULL); /* dropped with from's rows */
+		/* its own pending row: a live one outlives the name's
+		 * drop (db_attrs_drop, review-h5 N1) */
+		ofile_defer_drop(of, from);
 		pthread_mutex_unlock(&of->lock);
 	} else if (rc == 0) {
 		dcache_remove(from);
@@ -714,26 +716,35 @@ static int move_settled(const char *from)
  * `to`; EIO; ENOMEM). */
 static int rename_defer(struct ofile *of, const char *from, const char *to)
 {
-	char *token, *pending = attrov_claim_token(), *pfrom = strdup(from);
+	char *token = NULL, *pending = attrov_claim_token();
+	char *pfrom = strdup(from);
 	struct attrov cur;
-	int rc;
+	int rc, claimed;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
+	claimed = of->attrs_unbound && of->claim;
+	if (claimed)
+		token = strdup(of->claim);
 	cur = of->creator;
 	pthread_mutex_unlock(&cfs->lock);
-	if (!token || !pending || !pfrom) {
+	if ((claimed && !token) || !pending || !pfrom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = attrov_defer(from, to, token, &cur, pending);
+	/* A file stored before (no claim: review-h5 N6): its attributes are
+	 * its row's at from now (the defaults where it sets none). */
+	rc = claimed ? 0 : attrov_own(from, &cur);
+	if (rc == 0)
+		rc = attrov_defer(from, to, token, &cur, pending);
 	if (rc == -EINPROGRESS)
-		rc = move_settled(from); /* committed: its claim went */
+		rc = move_settled(from); /* committed: its row went */
 	if (rc)
 		goto out;
 	pthread_mutex_lock(&cfs->lock);
 	of->pub_from = pfrom;
 	of->pub_pending = pending;
+	if (!claimed)
+		of->creator = cur; /* what it shows and publishes now */
 	pthread_mutex_unlock(&cfs->lock);
 	pfrom = pending = NULL;
 out:
@@ -751,9 +762,9 @@ static void rename_defer_undo(struct ofile *of, const char *from,
 	char *token;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 	pthread_mutex_unlock(&cfs->lock);
-	if (token && of->pub_pending)
+	if (of->pub_pending) /* no claim: its row there, unclaimed */
 		attrov_defer_undo(to, of->pub_pending, from, token, 0);
 	free(token);
 	ofile_defer_clear(of);
@@ -780,9 +791,11 @@ static int rename_pending(struct ofile *of, const char *from, const char *to,
 	int moved = 0, defer = 0, rc;
 
 	if (!*attrs_moved) {
+		/* Every file whose row at `from` is its own (a new file's
+		 * claim, or a stored file's row that followed it to a temp
+		 * name: review-h5 N6) over a stored object. */
 		pthread_mutex_lock(&cfs->lock);
-		defer = to_exists && of->attrs_unbound && of->claim &&
-			!of->pub_from;
+		defer = to_exists && !of->pub_from;
 		pthread_mutex_unlock(&cfs->lock);
 		if (defer) {
 			rc = rename_defer(of, from, to);
@@ -818,10 +831,10 @@ static void rename_defer_end(struct ofile *of, const char *from, const char *to,
 	char *token;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 	pthread_mutex_unlock(&cfs->lock);
-	if (token)
-		attrov_defer_undo(from, of->pub_pending, to, token, 1);
+	/* no claim (a file stored before): its row there, unclaimed */
+	attrov_defer_undo(from, of->pub_pending, to, token, 1);
 	free(token);
 	ofile_defer_clear(of);
 	attrov_drop(from, 0);

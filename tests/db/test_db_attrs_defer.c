@@ -157,5 +157,61 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 			       0, &who) == 0 &&
 	       row_is(raw, "df/x", NULL),
 	   "no pending row left: nothing done");
+
+	/* review-h5 N1: the name of a deferred publish is taken while its
+	 * file is open, as by a live claim. */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/m', 384, 2002, 2002, now(), 'b', 'e-m')") &&
+	       db_attrs_claim(d, BKT, "df/n", &in, "me:1:1.0#2", 60, 1, NULL,
+			      &who, NULL, &held) == 0,
+	   "Bob's m (0600); Alice's new n claimed (me:1:1.0#2)");
+	db_claim_free(&held);
+	ok(db_attrs_defer(d, BKT, "df/n", "df/m", "tok2", 60, "me:1:1.0#2", &in,
+			  &who) == 0,
+	   "n over m: deferred (tok2)");
+	ok(db_attrs_drop(d, BKT, "df/m", 0, &who) == 0 &&
+	       row_is(raw, "df/m", NULL) &&
+	       pending_is(raw, "df/m", "tok2|df/n|420|2001|"),
+	   "Bob's unlink of m: his row goes, the open file's pending row "
+	   "stays");
+	ok(db_attrs_claim(d, BKT, "df/m", &in, "other:2:1.0#2", 60, 1, NULL,
+			  &who, NULL, &held) == -EEXIST &&
+	       held.found && held.live && held.holder &&
+	       !strcmp(held.holder, "tok2") && row_is(raw, "df/m", NULL),
+	   "another mount's create of m: EEXIST (the open file's), no row");
+	db_claim_free(&held);
+	ok(sql_ok(raw, "UPDATE file_attrs_pending SET pending_until = now()"
+		       " - interval '1 second' WHERE bucket = '" BKT "'"
+		       " AND token = 'tok2'") &&
+	       db_attrs_claim(d, BKT, "df/m", &in, "other:2:1.0#2", 60, 1, NULL,
+			      &who, NULL, &held) == 0,
+	   "its lease over (a crash): the create takes m");
+	db_claim_free(&held);
+
+	/* review-h5 N6: a file stored before (no claim) defers as well. */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/s', 416, 2001, 2001, now(), 'a', 'e-s'), ('" BKT
+		       "', 'df/v', 384, 2002, 2002, now(), 'b', 'e-v')"),
+	   "Alice's s (0640, bound to e-s), Bob's v (0600)");
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, NULL,
+			  &who) == -EINVAL,
+	   "no claim and no attributes: EINVAL");
+	chmod.mode = 0640;
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, &chmod,
+			  &who) == 0,
+	   "s (no claim) over v: deferred (tok3)");
+	ok(row_is(raw, "df/v", "384|2002|2002|e-v|") &&
+	       pending_is(raw, "df/v", "tok3|df/s|416|2001|") &&
+	       row_is(raw, "df/s", NULL) &&
+	       log_is(raw, "df/s", "drop||416|2001|e-s") &&
+	       log_is(raw, "df/v", ""),
+	   "... v keeps Bob's row; s's attributes pending; its row dropped");
+	ok(db_attrs_defer_undo(d, BKT, "df/v", "tok3", "df/s", NULL, 60, 0,
+			       &who) == 0 &&
+	       pending_is(raw, "df/v", "") &&
+	       row_is(raw, "df/s", "416|2001|2001||"),
+	   "undone: its row at s again, unbound, no claim");
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

@@ -32,7 +32,6 @@ def _body(m, key):
         return repr(type(e).__name__)
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N1 (Medium): db_attrs_defer deletes the open file's claim and leaves none at the target (common/db_attrs_defer.c:132), so once the target's object goes (its owner's unlink on another mount) another mount's O_EXCL create there succeeds beside the open new file; its close then fails EACCES and its bytes are lost")
 def test_another_mounts_exclusive_create_at_the_name_of_the_open_renamed_file_fails(
         mount_factory, uniq):
     """A renames her open new x.txt over B's y.txt (her writer still open on a); B removes
@@ -54,7 +53,7 @@ def test_another_mounts_exclusive_create_at_the_name_of_the_open_renamed_file_fa
     assert created == ["EEXIST"], (created, closed, _body(a, ky), _row(a, ky))
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N2 (Medium): db_attrs_get_pending hides the deferred pending row only for objects recorded before it (common/db_attrs_pending.c:215); a foreign object that replaces the target while the writer is open is shown with the renamed file's owner and mode")
+@pytest.mark.xfail(strict=True, reason="review-h5 N2 (Medium): db_attrs_get_pending hides the deferred pending row only for objects recorded before it (common/db_attrs_pending.c); a foreign object that replaces the target while the writer is open is shown with the renamed file's owner and mode (origin cannot tell it from the file's own upload, which another mount's logger may record first: review-e E1)")
 def test_an_object_arriving_at_the_name_is_never_shown_with_the_files_pending_row(
         mount_factory, uniq):
     """A renames her open new x.txt over B's y.txt; then a foreign upload replaces y.txt in
@@ -129,7 +128,6 @@ def test_a_crash_logs_the_claim_it_leaves_gone(mount_factory, uniq):
     assert ops[-1] != "create", ops
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N5 (Low): ofile_may_open checks the target's row (B's 0600, fs/inbox_perm.c:133), not the deferred file's own attributes: the writer gets EACCES reopening the file shown as hers")
 def test_the_writer_may_open_her_renamed_file_again(mount_factory, uniq):
     """After the rename (her writer still open), a shows y.txt as A's (0644): A may open it
     again and read what she wrote (the daemon's own open check reads y.txt's row, B's 0600,
@@ -147,7 +145,6 @@ def test_the_writer_may_open_her_renamed_file_again(mount_factory, uniq):
 
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N6 (High): rename_pending defers only a file with an unbound claim (fs/ops_inbox_rename.c:784); a stored file open for writing renamed through a temp name over a stored target moves its row over the target's at once (attrov_move), so a crash before its close leaves B's 0600 object readable by all (H5 by another route)")
 def test_a_stored_file_renamed_through_a_temp_name_over_a_stored_target_leaves_it_its_row(
         mount_factory, uniq):
     """H5 by another route: A's own stored a.txt, open for writing ('A NEW' written), is
@@ -181,7 +178,6 @@ def test_a_stored_file_renamed_through_a_temp_name_over_a_stored_target_leaves_i
 
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N7 (Medium): a crash leaves the deferred pending row at the target for good (nothing expires a lapsed one; the claims thread renewed it only while the file was open), and db_attrs_get_pending shows it for any object recorded after it (common/db_attrs_pending.c:215): a later foreign object at y.txt is shown as A's, 0644")
 def test_after_a_crash_a_later_object_at_the_name_is_never_shown_as_the_files(
         mount_factory, uniq):
     """A renames her open new x.txt over B's y.txt; the mount crashes before her close (her
@@ -204,3 +200,38 @@ def test_after_a_crash_a_later_object_at_the_name_is_never_shown_as_the_files(
                  what="a shows the foreign object")
     st = os.stat(pa("y.txt"))
     assert st.st_uid == 3000, (st.st_uid, _pending(a, ky), _row(a, ky))
+
+
+def test_a_stored_file_renamed_through_a_temp_name_over_a_stored_target_publishes_at_its_close(
+        mount_factory, uniq):
+    """N6's fix, the close: A's stored a.txt (0640 by her chmod), open for writing, renamed
+    to a.txt.tmp and then over B's y.txt keeps y's row B's until her close; meanwhile a shows
+    y.txt as hers (0640), and its chmod 0600 is hers. Her close stores 'A NEW' at y.txt and
+    y's row becomes hers (0600), bound to the new object, logged once at y ('move' from
+    a.txt.tmp); no pending row stays, a.txt.tmp has no row."""
+    a, pa, w0, b_etag = _setup(mount_factory, uniq)
+    w0.close()
+    ky, kt = f"{uniq}/y.txt", f"{uniq}/a.txt.tmp"
+    assert as_user(A, f"open({pa('a.txt')!r}, 'w').write('A OLD')",
+                   f"os.chmod({pa('a.txt')!r}, 0o640)") == ["ok", "ok"]
+    w = FHolder(A, pa("a.txt"), os.O_WRONLY)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        assert _mvs(A, (pa("a.txt"), pa("a.txt.tmp")), (pa("a.txt.tmp"), pa("y.txt"))) == \
+            ["ok", "ok"]
+        start = _last_id(a)
+        mid = _row(a, ky)
+        st = os.stat(pa("y.txt"))
+        shown = (st.st_uid, st.st_mode & 0o7777)
+        chmod = w.op("f", "600")
+        closed = w.op("c")
+    finally:
+        w.close()
+    etag = _etag(a, ky)
+    assert (mid, shown, chmod, closed) == (
+        {"uid": B, "mode": 0o600, "etag": b_etag, "claimed_by": None}, (A, 0o640), "ok", "ok")
+    assert _body(a, ky) == b"A NEW"
+    assert _row(a, ky) == {"uid": A, "mode": 0o600, "etag": etag, "claimed_by": None}
+    assert (_pending(a, ky), _row(a, kt)) == ([], None)
+    assert [(op, f, uid, mode, e) for op, f, uid, mode, e, _ in _log(a, ky, start)
+            if op != "chmod"] == [("move", kt, A, 0o600, etag)]
