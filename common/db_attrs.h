@@ -171,7 +171,9 @@ int db_attrs_sweep_hidden(struct db *d, const char *bucket,
  * of the copy made at to (0: none), which names it to db_attrs_restore.
  * 0 or -errno (nothing changed):
  * -EBUSY when to's row is another mount's live claim (db_set_claimer: its
- * new file lands there), never replaced. */
+ * new file lands there), never replaced, and when to has a live unbound
+ * pending row (an open file's deferred publish, db_attrs_defer, or a
+ * publish's upload in flight: that file lands there; review n17 X1). */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
 		  struct db_attrs *replaced, int *had, int64_t *copied);
@@ -331,26 +333,32 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *claimer, const struct db_attrs *attrs,
 			  const struct actor *who);
 /* An open file (a new file's claim at `from`: claimer; NULL: a file
- * stored before, its row at `from` its own, review-h5 N6) is renamed
- * over `to`, which holds another object, and its writer's close uploads it
- * there (review-hide H5): until that upload is recorded, to's row stays
- * to's object's, whatever happens (a crash, a failure). In one
- * transaction, under to's name lock (db_attrs_claim): another mount's
- * live claim at `to` (db_set_claimer) fails it (-EBUSY, nothing changed);
- * else from's row while it is that claim (else, and always without a
- * claimer, *attrs: the file's own; required then) becomes the pending row
- * (token; held lease_s seconds, db_attrs_defer_renew) of `to`, unbound,
- * as db_attrs_pend_publish's, and from's claim goes (not logged: the
- * publish's 'move' from `from` records the rename; without a claimer
- * from's row, unless another mount's live claim, goes logged 'drop'), so
- * that `from` is free at once. The close commits it as a publish from `from`
- * (db_attrs_publish, pending: token). Nothing is shown for it elsewhere
- * while to's row describes to's object (db_attrs_get_pending is read only
- * for an object no committed row describes). 0 or -errno. */
+ * stored before, review-h5 N6) is renamed over `to`, which holds another
+ * object, and its writer's close uploads it there (review-hide H5): until
+ * that upload is recorded, to's row stays to's object's, whatever happens
+ * (a crash, a failure). In one transaction, under to's name lock
+ * (db_attrs_claim): another mount's live claim at `to` (db_set_claimer)
+ * fails it (-EBUSY, nothing changed); else from's row while it is that
+ * claim (else *attrs: the file's own) becomes the pending row (token;
+ * held lease_s seconds, db_attrs_defer_renew) of `to`, unbound, as
+ * db_attrs_pend_publish's, and from's claim goes (not logged: the
+ * publish's 'move' from `from` records the rename), so that `from` is
+ * free at once. Without a claimer *attrs (required) is the file's own
+ * mode and owner, as it holds them, and its times where it sets none are
+ * its own row's at from: one bound to own1 or own2 (the ETags of the
+ * objects it was loaded from or stored, NULL: none); that row alone goes,
+ * logged 'drop'. Any other row at from (another file's: another mount's
+ * claim of the name since, review n17 X2) is neither read nor touched.
+ * *got (may be NULL; without a claimer): the attributes recorded. The close
+ * commits it as a publish from `from` (db_attrs_publish, pending: token).
+ * Nothing is shown for it elsewhere while to's row describes to's object
+ * (db_attrs_get_pending is read only for an object no committed row
+ * describes). 0 or -errno. */
 int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 		   const char *to, const char *token, int lease_s,
-		   const char *claimer, const struct db_attrs *attrs,
-		   const struct actor *who);
+		   const char *claimer, const char *own1, const char *own2,
+		   const struct db_attrs *attrs, const struct actor *who,
+		   struct db_attrs *got);
 /* A change (a->what: DB_ATTR_MODE, DB_ATTR_OWNER, DB_ATTR_ATIME,
  * DB_ATTR_MTIME; the values the file has after it, uid and gid >= 0)
  * made to the open file of a deferred publish (db_attrs_defer) at key:

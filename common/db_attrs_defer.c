@@ -24,13 +24,22 @@ static const char db_sql_defer_has[] =
 static const char db_sql_defer_unclaim[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text AND etag IS NULL AND claimed_by = $3::text";
-/* Who ($1..$4), $5 bucket, $6 from, $7 this process's claimer: a file
- * with no claim (stored before, review-h5 N6): from's row, its own unless
- * another mount's live claim, goes (logged 'drop': the publish's 'move'
- * from `from` at its close records where its attributes went). */
+/* $1 bucket, $2 from, $3 and $4 the ETags of a file's own objects (NULL:
+ * none): from's row while it is that file's (bound to one of them: no
+ * claim, no other file's row), locked. */
+static const char db_sql_defer_own[] =
+	"SELECT mode, uid, gid, atime_ns, mtime_ns FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND etag IN ($3::text, $4::text) FOR UPDATE";
+/* Who ($1..$4), $5 bucket, $6 from, $7 and $8 as $3 and $4 above: a file
+ * with no claim (stored before, review-h5 N6): its own row at from goes
+ * (logged 'drop': the publish's 'move' from `from` at its close records
+ * where its attributes went); another file's there stays (review n17
+ * X2). */
 static const char db_sql_defer_unrow[] =
 	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
-	" AND object_key = $6::text AND NOT " OTHERS_LIVE("$7") " RETURNING *) "
+	" AND object_key = $6::text AND etag IN ($7::text, $8::text)"
+	" RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* $1 bucket, $2 key, $3 token, $4..$7 set mode/owner/atime/mtime, $8 mode,
@@ -106,8 +115,10 @@ static const char db_sql_defer_claim[] =
 
 struct defer_args {
 	const char *bucket, *from, *to, *token, *claimer;
+	const char *own1, *own2; /* db_attrs_defer without a claimer */
 	int lease_s;
 	const struct db_attrs *a;
+	struct db_attrs rec; /* db_attrs_defer: what it recorded (output) */
 	const char *op;
 	int log;
 	const struct actor *who;
@@ -128,12 +139,44 @@ static int defer_others_claim(struct pg_ctx *x, const char *bucket,
 	return rc;
 }
 
+/* In x's transaction: *r, a file's own attributes as it holds them (no
+ * claim: review-h5 N6), takes the times it sets none of from its own row
+ * at from (db_sql_defer_own), if there is one. 0 or -errno. */
+static int defer_own_times(struct pg_ctx *x, const struct defer_args *g,
+			   struct db_attrs *r)
+{
+	const char *p[4] = {g->bucket, g->from, g->own1, g->own2};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_defer_own, 4, p, &res);
+
+	if (rc || PQntuples(res) != 1)
+		goto out;
+	if (!(r->what & DB_ATTR_ATIME) && !PQgetisnull(res, 0, 3)) {
+		r->atime_ns = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		r->what |= DB_ATTR_ATIME;
+	}
+	if (!(r->what & DB_ATTR_MTIME) && !PQgetisnull(res, 0, 4)) {
+		r->mtime_ns = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+		r->what |= DB_ATTR_MTIME;
+	}
+out:
+	PQclear(res);
+	return rc;
+}
+
 static int pg_defer(struct pg_ctx *x, void *arg)
 {
 	struct defer_args *g = arg;
 	const char *p[3] = {g->bucket, g->from, g->claimer};
+	struct who_params w;
+	const char *d[8];
 	int rc = pg_attrs_lock_name(x, g->bucket, g->to);
 
+	/* A retried transaction starts again from the caller's. */
+	if (g->a)
+		g->rec = *g->a;
+	g->rec.key = NULL;
+	g->rec.etag = NULL;
 	/* under to's name lock: a create's claim there (pg_attrs_claim)
 	 * either committed first and is seen here, or sees this pending row
 	 * (review-h5 N1) */
@@ -142,41 +185,48 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 	if (rc)
 		return rc < 0 ? rc : -EBUSY;
 	/* Without a claim (a file stored before: review-h5 N6) its own
-	 * attributes (*a) are recorded, never a row found at from (its token
-	 * matches no claim). */
-	rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
-			       g->lease_s, g->claimer ? g->claimer : g->token,
-			       g->a, g->who);
-	if (rc == 0 && g->claimer)
-		rc = pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
-	else if (rc == 0) {
-		struct who_params w;
-		const char *d[7];
-
-		attrs_who_fill(g->who, &w, d);
-		d[4] = g->bucket;
-		d[5] = g->from;
-		d[6] = x->d->claimer;
-		rc = pg_exec(x, db_sql_defer_unrow, 7, d, NULL);
-	}
-	return rc;
+	 * attributes are recorded, never those of a row found at from (its
+	 * token matches no claim; the row there may be another file's:
+	 * review n17 X2), but for its own row's times. */
+	if (!g->claimer)
+		rc = defer_own_times(x, g, &g->rec);
+	if (rc == 0)
+		rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
+				       g->lease_s,
+				       g->claimer ? g->claimer : g->token,
+				       g->a ? &g->rec : NULL, g->who);
+	if (rc)
+		return rc;
+	if (g->claimer)
+		return pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
+	attrs_who_fill(g->who, &w, d);
+	d[4] = g->bucket;
+	d[5] = g->from;
+	d[6] = g->own1;
+	d[7] = g->own2;
+	return pg_exec(x, db_sql_defer_unrow, 8, d, NULL);
 }
 
 int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 		   const char *to, const char *token, int lease_s,
-		   const char *claimer, const struct db_attrs *attrs,
-		   const struct actor *who)
+		   const char *claimer, const char *own1, const char *own2,
+		   const struct db_attrs *attrs, const struct actor *who,
+		   struct db_attrs *got)
 {
 	struct defer_args g = {.bucket = bucket,
 			       .from = from,
 			       .to = to,
 			       .token = token,
 			       .claimer = claimer,
+			       .own1 = own1,
+			       .own2 = own2,
 			       .lease_s = lease_s > 0 ? lease_s : 1,
 			       .a = attrs,
 			       .who = who};
 	int rc;
 
+	if (got)
+		memset(got, 0, sizeof(*got));
 	if (!d || !bucket || !from || !to || !token || !strcmp(from, to) ||
 	    (!claimer && !attrs))
 		return -EINVAL;
@@ -185,7 +235,10 @@ int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 	rc = db_live_ensure(d);
 	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
 		return rc;
-	return db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
+	rc = db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
+	if (rc == 0 && got && attrs)
+		*got = g.rec; /* no strings */
+	return rc;
 }
 
 static int pg_defer_set(struct pg_ctx *x, void *arg)

@@ -402,6 +402,15 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	p[0] = m->bucket;
 	p[1] = m->to;
 	p[2] = x->d->claimer;
+	/* An open file that lands at `to` at its close (its publish deferred,
+	 * db_attrs_defer, or a publish's upload in flight): not this copy's
+	 * to replace, as a live claim there (review n17 X1); checked under
+	 * to's name lock, which a deferral takes too. */
+	rc = pg_attrs_pend_held(x, m->bucket, m->to, NULL);
+	if (rc) {
+		rc = rc < 0 ? rc : -EBUSY;
+		goto out;
+	}
 	rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res);
 	if (rc)
 		goto out;

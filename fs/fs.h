@@ -691,20 +691,24 @@ int attrov_pend_publish(const char *from, const char *to, const char *token,
 			const struct attrov *cur, char **pending);
 void attrov_unpend(const char *to, const char *pending);
 /* rename_pending of an open file (a new file's claim token, NULL for a
- * file stored before: review-h5 N6; cur its attributes) from `from` over
- * `to`, which holds a stored object: its attributes become to's pending
- * row (pending: its token, the caller's), to's own row stays, and from's
- * claim (or its own row there) goes (db_attrs_defer). 0 or -errno
- * (EBUSY: another mount's live claim at `to`; EINPROGRESS: the answer to
- * its COMMIT was lost; EIO). */
+ * file stored before: review-h5 N6; *cur its attributes as it holds them)
+ * from `from` over `to`, which holds a stored object: its attributes
+ * become to's pending row (pending: its token, the caller's), to's own row
+ * stays, and from's claim goes (db_attrs_defer). Without a claim, its own
+ * row at from (bound to own1 or own2, its own objects' ETags: its loaded
+ * and committed ones) goes instead and gives *cur the times *cur has not;
+ * another file's row there (another mount's claim of the name since: review
+ * n17 X2) is neither read nor touched. 0 or -errno (EBUSY: another mount's
+ * live claim at `to`; EINPROGRESS: the answer to its COMMIT was lost;
+ * EIO). */
 int attrov_defer(const char *from, const char *to, const char *token,
-		 const struct attrov *cur, const char *pending);
-/* rel's attributes as its row in the database sets them now, the
- * defaults (the configured file mode and owner) for what it does not
- * (*cur: mode and owner always set, times when the row sets them; no
- * strings): the own attributes of an open file stored before whose
- * publish is deferred (review-h5 N6). 0 or -errno (EIO). */
-int attrov_own(const char *rel, struct attrov *cur);
+		 const char *own1, const char *own2, struct attrov *cur,
+		 const char *pending);
+/* Caller holds cfs.lock. The own mode and owner of of, a file stored
+ * before (no claim), as it holds them (held_*: its first opener's check,
+ * its own changes since, ofile_note_attrs), the defaults (the configured
+ * file mode and owner) when it holds none; no times (*cur). */
+void ofile_own_attrs(const struct ofile *of, struct attrov *cur);
 /* The open file of a deferred publish (pending) moved from key to `to`
  * (db_attrs_defer_move). Failures are logged (the row lapses; the close
  * publishes from memory). */

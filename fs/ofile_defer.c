@@ -48,52 +48,29 @@ int attrov_set_deferred(const char *rel, const char *pending,
 	return 0;
 }
 
-int attrov_own(const char *rel, struct attrov *cur)
+void ofile_own_attrs(const struct ofile *of, struct attrov *cur)
 {
-	struct db_attrs row = {0};
-	int found = 0, rc;
-
-	rc =
-	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
-	if (rc) {
-		log_error("inbox/%s: its attributes not read: %s", rel,
-			  strerror(-rc));
-		return rc == -EINPROGRESS ? -EIO : rc;
-	}
 	memset(cur, 0, sizeof(*cur));
-	cur->mode = found && (row.what & DB_ATTR_MODE) ? (mode_t)row.mode
-						       : cfs->cfg.file_mode;
-	cur->uid = found && (row.what & DB_ATTR_OWNER) ? (uid_t)row.uid
-						       : cfs->foreign_uid;
-	cur->gid = found && (row.what & DB_ATTR_OWNER) ? (gid_t)row.gid
-						       : cfs->foreign_gid;
+	cur->mode = of->held_set ? of->held_mode : cfs->cfg.file_mode;
+	cur->uid = of->held_set ? of->held_uid : cfs->foreign_uid;
+	cur->gid = of->held_set ? of->held_gid : cfs->foreign_gid;
 	cur->mode &= 07777;
 	cur->has_mode = cur->has_owner = 1;
-	if (found && (row.what & DB_ATTR_ATIME)) {
-		cur->atime.tv_sec = row.atime_ns / 1000000000;
-		cur->atime.tv_nsec = row.atime_ns % 1000000000;
-		cur->has_atime = 1;
-	}
-	if (found && (row.what & DB_ATTR_MTIME)) {
-		cur->mtime.tv_sec = row.mtime_ns / 1000000000;
-		cur->mtime.tv_nsec = row.mtime_ns % 1000000000;
-		cur->has_mtime = 1;
-	}
-	db_attrs_free_row(&row);
-	return 0;
 }
 
 int attrov_defer(const char *from, const char *to, const char *token,
-		 const struct attrov *cur, const char *pending)
+		 const char *own1, const char *own2, struct attrov *cur,
+		 const char *pending)
 {
-	struct db_attrs r;
+	struct db_attrs r, got;
 	struct actor who;
 	int rc;
 
 	attrov_row_of(cur, &r);
 	cfs_actor(&who);
 	rc = db_attrs_defer(cfs->db, cfs->cfg.reception_bucket, from, to,
-			    pending, cfs->cfg.claim_lease_s, token, &r, &who);
+			    pending, cfs->cfg.claim_lease_s, token, own1, own2,
+			    &r, &who, &got);
 	attrov_reload(from);
 	if (rc && rc != -EBUSY)
 		log_error("inbox/%s: the attributes of its rename over "
@@ -101,6 +78,17 @@ int attrov_defer(const char *from, const char *to, const char *token,
 			  from, to,
 			  rc == -EINPROGRESS ? " (or their answer lost)" : "",
 			  strerror(-rc));
+	/* without a claim: its own row's times, where it held none */
+	if (rc == 0 && !token && !cur->has_atime &&
+	    (got.what & DB_ATTR_ATIME)) {
+		cur->atime = attrs_ns_ts(got.atime_ns);
+		cur->has_atime = 1;
+	}
+	if (rc == 0 && !token && !cur->has_mtime &&
+	    (got.what & DB_ATTR_MTIME)) {
+		cur->mtime = attrs_ns_ts(got.mtime_ns);
+		cur->has_mtime = 1;
+	}
 	return rc;
 }
 

@@ -723,19 +723,24 @@ static int rename_defer(struct ofile *of, const char *from, const char *to)
 
 	pthread_mutex_lock(&cfs->lock);
 	claimed = of->attrs_unbound && of->claim;
-	if (claimed)
+	if (claimed) {
 		token = strdup(of->claim);
-	cur = of->creator;
+		cur = of->creator;
+	} else {
+		/* A file stored before (no claim: review-h5 N6): its own
+		 * attributes as it holds them, never those of the row at
+		 * from now, which may be another file's (another mount's
+		 * claim of the name since: review n17 X2). */
+		ofile_own_attrs(of, &cur);
+	}
 	pthread_mutex_unlock(&cfs->lock);
 	if ((claimed && !token) || !pending || !pfrom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	/* A file stored before (no claim: review-h5 N6): its attributes are
-	 * its row's at from now (the defaults where it sets none). */
-	rc = claimed ? 0 : attrov_own(from, &cur);
-	if (rc == 0)
-		rc = attrov_defer(from, to, token, &cur, pending);
+	/* its own row at from: bound to one of its own objects */
+	rc = attrov_defer(from, to, token, *of->loaded ? of->loaded : NULL,
+			  *of->committed ? of->committed : NULL, &cur, pending);
 	if (rc == -EINPROGRESS)
 		rc = move_settled(from); /* committed: its row went */
 	if (rc)

@@ -75,6 +75,81 @@ static int log_is(PGconn *raw, const char *key, const char *want)
 	return same;
 }
 
+/* review n17: a stored file's deferral records its own attributes, never
+ * another file's row at its name (X2); a stored rename over the name of a
+ * deferred publish fails as over a live claim (X1). */
+static void test_attrs_defer_n17(struct db *d, PGconn *raw,
+				 const struct actor *who)
+{
+	struct db_attrs own = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0600,
+			       .uid = ALICE,
+			       .gid = ALICE};
+	struct db_attrs cin = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0644,
+			       .uid = 2003,
+			       .gid = 2003};
+	struct db_attrs got = {0};
+	struct db_claim held = {0};
+	int had = 0, pending = 0;
+
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+		       " VALUES ('" BKT "', 'df/t1', 384, 2001, 2001, 5, 7,"
+		       " now(), 'a', 'e-t1'), ('" BKT "', 'df/u', 384, 2002,"
+		       " 2002, NULL, NULL, now(), 'b', 'e-u'), ('" BKT
+		       "', 'df/t3', 420, 2003, 2003, NULL, NULL, now(), 'c',"
+		       " 'e-c3'), ('" BKT "', 'df/u3', 384, 2002, 2002, NULL,"
+		       " NULL, now(), 'b', 'e-u3')") &&
+	       db_attrs_claim(d, BKT, "df/t2", &cin, "other:2:1.0#7", 60, 1,
+			      NULL, who, NULL, &held) == 0,
+	   "n17: Alice's t1 (0600, e-t1, times 5/7), Bob's u and u3; C's "
+	   "claim of t2 (other mount), C's stored t3 (e-c3)");
+	db_claim_free(&held);
+	ok(db_attrs_defer(d, BKT, "df/t1", "df/u", "tok5", 60, NULL, "e-t1",
+			  NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u", "tok5|df/t1|384|2001|") &&
+	       row_is(raw, "df/t1", NULL) &&
+	       log_is(raw, "df/t1", "drop||384|2001|e-t1") &&
+	       got.mode == 0600 && got.uid == ALICE &&
+	       (got.what & DB_ATTR_ATIME) && got.atime_ns == 5 &&
+	       (got.what & DB_ATTR_MTIME) && got.mtime_ns == 7,
+	   "n17: its own row at t1: its times recorded, the row dropped");
+	ok(db_attrs_copy_rename(d, BKT, "df/u3", "df/u", "tok6", 60, who, NULL,
+				&had, &pending, NULL) == -EBUSY &&
+	       db_attrs_copy(d, BKT, "df/u3", "df/u", who, NULL, NULL, NULL) ==
+		   -EBUSY &&
+	       row_is(raw, "df/u", "384|2002|2002|e-u|") &&
+	       row_is(raw, "df/u3", "384|2002|2002|e-u3|") &&
+	       pending_is(raw, "df/u", "tok5|df/t1|384|2001|") &&
+	       log_is(raw, "df/u", "") && log_is(raw, "df/u3", ""),
+	   "n17 X1: a stored rename over u (a live deferred publish): EBUSY, "
+	   "nothing changed");
+	ok(db_attrs_defer(d, BKT, "df/t2", "df/u3", "tok7", 60, NULL, "e-t2",
+			  NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u3", "tok7|df/t2|384|2001|") &&
+	       row_is(raw, "df/t2", "420|2003|2003||other:2:1.0#7") &&
+	       log_is(raw, "df/t2", "create||420|2003|") &&
+	       !(got.what & (DB_ATTR_ATIME | DB_ATTR_MTIME)),
+	   "n17 X2: C's claim at t2: its own attributes pending, C's claim "
+	   "untouched, nothing logged at t2");
+	ok(db_attrs_defer_undo(d, BKT, "df/u3", "tok7", "df/t2", NULL, 60, 0,
+			       who) == -EBUSY &&
+	       pending_is(raw, "df/u3", "tok7|df/t2|384|2001|"),
+	   "n17: its undo over C's claim at t2: EBUSY, pending kept");
+	ok(db_attrs_unpend(d, BKT, "df/u3", "tok7") == 0 &&
+	       db_attrs_defer(d, BKT, "df/t3", "df/u3", "tok8", 60, NULL,
+			      "e-t3", NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u3", "tok8|df/t3|384|2001|") &&
+	       row_is(raw, "df/t3", "420|2003|2003|e-c3|") &&
+	       log_is(raw, "df/t3", ""),
+	   "n17 X2: C's stored object's row at t3: untouched, not logged");
+	ok(db_attrs_unpend(d, BKT, "df/u3", "tok8") == 0 &&
+	       db_attrs_unpend(d, BKT, "df/u", "tok5") == 0 &&
+	       pending_is(raw, "df/u3", "") && pending_is(raw, "df/u", ""),
+	   "n17: pending rows unpended");
+}
+
 void test_attrs_defer(struct db *d, PGconn *raw)
 {
 	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
@@ -103,16 +178,16 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	   "another mount's new w, claimed (other:2:1.0#1)");
 	db_claim_free(&held);
 
-	ok(db_attrs_defer(d, BKT, "df/x", "df/w", "tok0", 60, "me:1:1.0#1", &in,
-			  &who) == -EBUSY,
+	ok(db_attrs_defer(d, BKT, "df/x", "df/w", "tok0", 60, "me:1:1.0#1",
+			  NULL, NULL, &in, &who, NULL) == -EBUSY,
 	   "x over w (another mount's live claim): EBUSY");
 	ok(row_is(raw, "df/x", "420|2001|2001||me:1:1.0#1") &&
 	       pending_is(raw, "df/w", "") &&
 	       row_is(raw, "df/w", "420|2001|2001||other:2:1.0#1"),
 	   "... nothing changed");
 
-	ok(db_attrs_defer(d, BKT, "df/x", "df/y", "tok1", 60, "me:1:1.0#1", &in,
-			  &who) == 0,
+	ok(db_attrs_defer(d, BKT, "df/x", "df/y", "tok1", 60, "me:1:1.0#1",
+			  NULL, NULL, &in, &who, NULL) == 0,
 	   "x over y (Bob's object): deferred");
 	ok(row_is(raw, "df/y", "384|2002|2002|e-y|") &&
 	       pending_is(raw, "df/y", "tok1|df/x|420|2001|") &&
@@ -167,8 +242,8 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 			      &who, NULL, &held) == 0,
 	   "Bob's m (0600); Alice's new n claimed (me:1:1.0#2)");
 	db_claim_free(&held);
-	ok(db_attrs_defer(d, BKT, "df/n", "df/m", "tok2", 60, "me:1:1.0#2", &in,
-			  &who) == 0,
+	ok(db_attrs_defer(d, BKT, "df/n", "df/m", "tok2", 60, "me:1:1.0#2",
+			  NULL, NULL, &in, &who, NULL) == 0,
 	   "n over m: deferred (tok2)");
 	ok(db_attrs_drop(d, BKT, "df/m", 0, &who) == 0 &&
 	       row_is(raw, "df/m", NULL) &&
@@ -195,13 +270,13 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 		       "', 'df/s', 416, 2001, 2001, now(), 'a', 'e-s'), ('" BKT
 		       "', 'df/v', 384, 2002, 2002, now(), 'b', 'e-v')"),
 	   "Alice's s (0640, bound to e-s), Bob's v (0600)");
-	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, NULL,
-			  &who) == -EINVAL,
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, "e-s", NULL,
+			  NULL, &who, NULL) == -EINVAL,
 	   "no claim and no attributes: EINVAL");
 	chmod.mode = 0640;
-	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, &chmod,
-			  &who) == 0,
-	   "s (no claim) over v: deferred (tok3)");
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, "e-s", NULL,
+			  &chmod, &who, NULL) == 0,
+	   "s (no claim, its own object e-s) over v: deferred (tok3)");
 	ok(row_is(raw, "df/v", "384|2002|2002|e-v|") &&
 	       pending_is(raw, "df/v", "tok3|df/s|416|2001|") &&
 	       row_is(raw, "df/s", NULL) &&
@@ -213,5 +288,7 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	       pending_is(raw, "df/v", "") &&
 	       row_is(raw, "df/s", "416|2001|2001||"),
 	   "undone: its row at s again, unbound, no claim");
+
+	test_attrs_defer_n17(d, raw, &who);
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

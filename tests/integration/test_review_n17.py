@@ -9,15 +9,12 @@ mount's claim of that name).
 Helpers: those of test_review_hide_h5.py and test_review_h5.py."""
 import os
 
-import pytest
-
 from test_perms import A, B, as_user
 from test_review_h5 import C, _body, _etag, _other
 from test_review_held_rename import _mvs
 from test_review_hide_h5 import FHolder, _last_id, _log, _pending, _row, _setup
 
 
-@pytest.mark.xfail(strict=True, reason="review n17 X1 (Medium): pg_attrs_copy (db_attrs_copy_rename) does not check a live deferred pending row at `to`: another mount's stored rename over the deferred file's name succeeds, then A's close fails EACCES and her bytes are stored nowhere")
 def test_a_stored_rename_over_the_name_of_a_deferred_publish_fails_ebusy(mount_factory, uniq):
     """A renames her open new x.txt over B's y.txt (her publish deferred: y's pending row,
     her writer still open). On mount c, B renames his stored z.txt over y.txt: like over a
@@ -48,16 +45,15 @@ def test_a_stored_rename_over_the_name_of_a_deferred_publish_fails_ebusy(mount_f
     assert _log(a, kx, start) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review n17 X2 (High): rename_defer takes a stored file's own attributes from the row at `from` now (attrov_own, fs/ofile_defer.c), another mount's claim of the temp name: after A's close y.txt's row is C's (2003, 0644) and C reads A's 0600 bytes")
 def test_a_stored_file_through_a_temp_name_keeps_its_own_attributes_over_another_claim(
         mount_factory, uniq):
     """A's stored a.txt (0600, 'A OLD'), open for writing ('A NEW' written), goes to a temp
     name a.txt.tmp (its object leaves the store, its row follows, unclaimed). On mount c, C
     creates a.txt.tmp and holds it open (his claim takes that row: uid C, 0644). A renames
     a.txt.tmp over B's y.txt, still open, and closes: y.txt must be hers (A, 0600) bound to
-    her object, C may not read it; C's claim at a.txt.tmp is left alone (his, live, 0644),
-    and his file stores there at his close. Logged after C's create: at y one 'move' from
-    a.txt.tmp (A, 0600), at a.txt.tmp nothing but C's own close."""
+    her object, C may not read it; C's claim at a.txt.tmp is left alone (his, 0644; a temp
+    name's file is never stored, so it stays his after his close too). Logged after C's
+    create: at y one 'move' from a.txt.tmp (A, 0600), nothing at a.txt.tmp."""
     a, pa, w0, b_etag = _setup(mount_factory, uniq)
     w0.close()
     ky, kt = f"{uniq}/y.txt", f"{uniq}/a.txt.tmp"
@@ -90,10 +86,50 @@ def test_a_stored_file_through_a_temp_name_keeps_its_own_attributes_over_another
                      ["EACCES"], b"A NEW"), (final, mid)
     assert mid[0] == c_row and after == c_row, (mid, after, c_row)
     assert (mid[1]["uid"], mid[1]["mode"], mid[1]["etag"]) == (B, 0o600, b_etag)
-    assert _body(a, kt) == b"C TMP"
-    t_etag = _etag(a, kt)
-    assert _row(a, kt) == {"uid": C, "mode": 0o644, "etag": t_etag, "claimed_by": None}
+    # a temp name's file is local (never stored): C's claim stays his until it lapses
+    assert _body(a, kt) == "'NoSuchKey'"
+    assert (_row(a, kt)["uid"], _row(a, kt)["mode"], _row(a, kt)["etag"]) == (C, 0o644, None)
     assert (_pending(a, ky), _pending(a, kt)) == ([], [])
     assert [(op, f, uid, mode, e) for op, f, uid, mode, e, _ in _log(a, ky, start)] == \
         [("move", kt, A, 0o600, etag)]
     assert [(op, f, uid, mode) for op, f, uid, mode, e, _ in _log(a, kt, start)] == []
+
+
+def test_a_stored_file_through_a_temp_name_drops_only_its_own_row_there(mount_factory, uniq):
+    """X2's fix, the file's own row: A's stored a.txt (0600), open for writing, goes to
+    a.txt.tmp (its row follows, bound to its old object) and over B's y.txt. Its row at
+    a.txt.tmp is its own (bound to the object it was loaded from): it goes at the rename,
+    logged once ('drop', A, 0600) after its 'move' there from a.txt, and the close logs one
+    'move' at y (A, 0600); every row logged for a.txt.tmp, y.txt and a.txt since the first
+    rename is counted."""
+    a, pa, w0, b_etag = _setup(mount_factory, uniq)
+    w0.close()
+    ka, ky, kt = f"{uniq}/a.txt", f"{uniq}/y.txt", f"{uniq}/a.txt.tmp"
+    assert as_user(A, f"open({pa('a.txt')!r}, 'w').write('A OLD')",
+                   f"os.chmod({pa('a.txt')!r}, 0o600)") == ["ok", "ok"]
+    old = _etag(a, ka)
+    w = FHolder(A, pa("a.txt"), os.O_WRONLY)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        start = _last_id(a)
+        assert _mvs(A, (pa("a.txt"), pa("a.txt.tmp"))) == ["ok"]
+        at_tmp = _row(a, kt)
+        mid = _last_id(a)
+        assert _mvs(A, (pa("a.txt.tmp"), pa("y.txt"))) == ["ok"]
+        gone = _row(a, kt)
+        closed = w.op("c")
+    finally:
+        w.close()
+    etag = _etag(a, ky)
+    assert (at_tmp, gone, closed) == (
+        {"uid": A, "mode": 0o600, "etag": old, "claimed_by": None}, None, "ok")
+    assert _row(a, ky) == {"uid": A, "mode": 0o600, "etag": etag, "claimed_by": None}
+    assert (_body(a, ky), as_user(C, f"open({pa('y.txt')!r}).read()")) == \
+        (b"A NEW", ["EACCES"])
+    assert [(op, f, uid, mode, e) for op, f, uid, mode, e, _ in _log(a, kt, start)] == \
+        [("move", ka, A, 0o600, old), ("drop", None, A, 0o600, old)]
+    assert [c[0] for c in _log(a, kt, mid)] == ["drop"]
+    assert _log(a, ka, start) == []
+    assert [(op, f, uid, mode, e) for op, f, uid, mode, e, _ in _log(a, ky, start)] == \
+        [("move", kt, A, 0o600, etag)]
+    assert (_pending(a, ky), _row(a, kt)) == ([], None)
