@@ -1646,6 +1646,8 @@ int inbox_unlink(const char *rel)
 		/* libfuse removes a hidden file when its last handle closes:
 		 * it never was in the store. */
 		if (!of) {
+			/* a failed rename's: the file has its name again */
+			ofile_node_forget(rel);
 			attrov_drop(rel, 0); /* gone with its last handle */
 			return 0;
 		}

@@ -354,7 +354,6 @@ class _FHolder:
             self.p.wait(timeout=30)
 
 
-@pytest.mark.xfail(not os.environ.get("CUSTODYFS_LOWLEVEL"), strict=True, reason="review-hide H7 (Medium, older: libfuse's high-level mode keeps the node under its hidden name after a failed rename; -o lowlevel gives it back, review-ll M2): fchmod and fstat through the handle get ENOENT. Open in the default mode.")
 def test_fchmod_through_a_handle_whose_rename_over_it_failed_changes_its_file(
         stack, mount_factory, uniq):
     """H7 (older: the failed rename's un-hide, not the copy): B holds y.txt (0600) open for
