@@ -147,7 +147,9 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
  * key), and key keeps its own: every mount shows key's object with it
  * until the rename's copy replaces it (review-k L3, L5). The copy is tagged
  * with this process's claimer (db_attrs_sweep_hidden); its liveness lock
- * is checked first (db_live_ensure). 0 or -errno. */
+ * is checked first (db_live_ensure). A row another process's hide tagged
+ * at hidden is never replaced (review-hide H6). 0, -EEXIST (that: nothing
+ * copied) or -errno. */
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 			 const char *hidden, const struct actor *who);
 

@@ -524,23 +524,32 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
  * to the hidden name without its claim, tagged with the claimer and
  * HIDDEN_TAG instead (never a claim: no claim_until), so that what a crash
  * leaves there is found (db_attrs_sweep_hidden); logged 'create',
- * from_key key. */
+ * from_key key. A row at the hidden name that another process's hide
+ * tagged is never replaced (review-hide H6: two processes may count the
+ * same hidden name): nothing copied. One row: how many rows were copied,
+ * and whether key has a row to copy. */
 static const char db_sql_attrs_copy_hidden[] =
-	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
+	"WITH s AS (SELECT * FROM file_attrs f"
+	" WHERE bucket = $5::text AND object_key = $6::text"
+	" AND NOT " OTHERS_LIVE("$8") "),"
+	" c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
 	" claim_until)"
 	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
-	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM file_attrs f"
-	" WHERE bucket = $5::text AND object_key = $6::text"
-	" AND NOT " OTHERS_LIVE("$8")
+	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM s"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
 	" etag = excluded.etag, claimed_by = excluded.claimed_by,"
-	" claim_until = NULL RETURNING *) "
-	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
-	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+	" claim_until = NULL"
+	" WHERE t.claimed_by IS NULL OR t.claimed_by = excluded.claimed_by"
+	" OR right(t.claimed_by, length('" HIDDEN_TAG "'))"
+	" <> '" HIDDEN_TAG "'"
+	" RETURNING *),"
+	" l AS (" LOG_COLS "SELECT bucket, object_key, 'create', mode, uid,"
+	" gid, atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c)"
+	" SELECT (SELECT count(*) FROM c), EXISTS (SELECT 1 FROM s)";
 /* clang-format on */
 
 static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
@@ -548,13 +557,21 @@ static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
 	struct attrs_move_args *m = arg;
 	struct who_params w;
 	const char *p[8];
+	PGresult *res = NULL;
+	int rc;
 
 	attrs_who_fill(m->who, &w, p);
 	p[4] = m->bucket;
 	p[5] = m->from;
 	p[6] = m->to;
 	p[7] = x->d->claimer;
-	return pg_exec(x, db_sql_attrs_copy_hidden, 8, p, NULL);
+	rc = pg_exec(x, db_sql_attrs_copy_hidden, 8, p, &res);
+	if (rc == 0 && PQntuples(res) == 1 &&
+	    !strcmp(PQgetvalue(res, 0, 0), "0") &&
+	    !strcmp(PQgetvalue(res, 0, 1), "t"))
+		rc = -EEXIST; /* another process's hide holds the name */
+	PQclear(res);
+	return rc;
 }
 
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,

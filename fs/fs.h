@@ -66,6 +66,10 @@ struct ofile {
 	int refs;     /* protected by cfs.lock: open handles */
 	int unlinked; /* protected by cfs.lock: no longer found by name */
 	int hidden;   /* protected by cfs.lock: unlinked while open */
+	char *node_name;      /* protected by cfs.lock: the name libfuse's node
+				 for it still has when that is not rel (the
+				 hidden name a failed rename over it left: the
+				 high-level API, review-hide H7), else NULL */
 	pthread_mutex_t lock; /* serialises data operations on this file */
 	int fd;		      /* protected by lock: the spool (O_TMPFILE) */
 	char loaded[80];      /* protected by lock: which stored file this
@@ -467,6 +471,17 @@ void ofile_hide(struct ofile *of, const char *to);
  * rel again. -EEXIST (another file took rel), -ENOENT (unlinked or
  * renamed since), -ENOMEM: of stays hidden. */
 int ofile_unhide(struct ofile *of, const char *hidden, const char *rel);
+/* After ofile_unhide (high-level API only: ll.c renames its node back),
+ * libfuse's node for of keeps the hidden name `node` until it unlinks it at
+ * the last close (review-hide H7): path operations on that name are of's.
+ * Without memory nothing is noted (they find nothing, as before). */
+void ofile_set_node(struct ofile *of, const char *node);
+/* The name (malloc'd) of the open file whose libfuse node has the name
+ * `node` (ofile_set_node) and that still has a name, else NULL. */
+char *ofile_node_rel(const char *node);
+/* libfuse unlinked the hidden name `node` (its node's last close): no
+ * open file is reached through it any more. */
+void ofile_node_forget(const char *node);
 /* rel is replaced by a rename: a local file under that name is dropped.
  * (An open final-named file was hidden by libfuse before.) */
 void ofile_drop_name(const char *rel);

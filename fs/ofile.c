@@ -65,6 +65,7 @@ static void ofile_free(struct ofile *of)
 	free(of->claim);
 	free(of->pub_from);
 	free(of->pub_pending);
+	free(of->node_name);
 	free(of->rel);
 	free(of);
 }
@@ -1261,6 +1262,50 @@ int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
 	free(old);
 	free(n);
 	return rc;
+}
+
+/* fs.h. */
+void ofile_set_node(struct ofile *of, const char *node)
+{
+	char *n = strdup(node), *old;
+
+	pthread_mutex_lock(&cfs->lock);
+	old = of->node_name;
+	of->node_name = n;
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+}
+
+char *ofile_node_rel(const char *node)
+{
+	struct ofile *of;
+	char *rel = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (of->node_name && !of->unlinked && !of->hidden &&
+		    !strcmp(of->node_name, node)) {
+			rel = strdup(of->rel);
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	return rel;
+}
+
+void ofile_node_forget(const char *node)
+{
+	struct ofile *of;
+	char *old = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (of->node_name && !strcmp(of->node_name, node)) {
+			old = of->node_name;
+			of->node_name = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
 }
 
 /* Caller holds of->lock. */

@@ -18,6 +18,7 @@
 #include "inbox.h"
 #include "inbox_int.h"
 #include "inval.h"
+#include "ll.h"
 #include "log.h"
 #include "names.h"
 
@@ -91,6 +92,9 @@ static void pending_finish(int ok)
 			 * (a deferred publish's pending row goes). */
 			ofile_make_local(of);
 			ofile_defer_drop(of, hidden_for_rename.name);
+		} else if (!ll_active()) {
+			/* libfuse's node stays at the hidden name */
+			ofile_set_node(of, hidden_for_rename.hidden);
 		}
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);

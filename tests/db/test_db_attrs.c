@@ -500,6 +500,18 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 			   " VALUES ('" BKT "', 'hd/.fuse_hidden03', 384, 2002,"
 			   " 2002, now(), 'o', 'e-y', 'other:3:1.0!hidden')"),
 	   "other:3:1.0 (alive: its lock held) has a hidden row");
+	/* review-hide H6: two processes count the same hidden name */
+	before = changes_of(raw, "hd/.fuse_hidden03");
+	ok(db_attrs_copy_hidden(d, BKT, "hd/y", "hd/.fuse_hidden03", &who) ==
+		   -EEXIST &&
+	       row_is(raw, "hd/.fuse_hidden03", "384|2002|2002||e-y") &&
+	       sql_is(raw,
+		      "SELECT claimed_by FROM file_attrs WHERE bucket = '" BKT
+		      "' AND object_key = 'hd/.fuse_hidden03'",
+		      "other:3:1.0!hidden") &&
+	       changes_of(raw, "hd/.fuse_hidden03") == before,
+	   "a copy onto other:3's hidden row: EEXIST, its row kept as it "
+	   "was, nothing logged");
 	/* another mount's live claim is never copied */
 	ok(db_attrs_claim(d, BKT, "hd/z", &in, "m2#1", 60, 1, NULL, &who, NULL,
 			  &held) == 0,
