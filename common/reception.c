@@ -1072,8 +1072,8 @@ static int remove_locked(struct reception *r, const char *key,
 {
 	if (spared)
 		return db_reception_remove_spare(
-		    r->db, r->cfg->reception_bucket, key, reason, fn, arg,
-		    fn_ran, closed, spared);
+		    r->db, r->cfg->reception_bucket, key, reason, fn,
+		    reception_gone_locked, arg, fn_ran, closed, spared);
 	return db_reception_mark_removed_locked(r->db, r->cfg->reception_bucket,
 						key, reason, fn, arg, fn_ran,
 						closed);
@@ -1111,10 +1111,12 @@ int reception_remove_spare(struct reception *r, const char *key,
 			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
 	if (!rc && spared && *spared) {
-		log_info("%s/%s: nothing removed (its object is gone; another "
+		/* No object there (a HEAD under the key lock), no live row: the
+		 * unlink removed nothing, and says so (review-31 R4). */
+		log_info("%s/%s: nothing removed (no object there; another "
 			 "mount's new file is being written there)",
 			 r->cfg->reception_bucket, key);
-		return 0;
+		return -ENOENT;
 	}
 	if (!rc && closed.n > 0 && closed.size >= 0)
 		res.size = (uint64_t)closed.size;

@@ -543,6 +543,19 @@ static int count_calls(void *arg)
 	return 0;
 }
 
+/* db_reception_remove_spare's absent: no object (0), or one (-ESTALE). */
+static int no_object(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static int an_object(void *arg)
+{
+	(void)arg;
+	return -ESTALE;
+}
+
 /* review-k L6, L7: a removal that removed nothing in the store, or a
  * directory's, spares another mount's live claim (its new file lands
  * there); rmdir sees such a claim under the directory (no listing does).
@@ -607,14 +620,27 @@ void test_attrs_spare(struct db *d, PGconn *raw)
 	   "m2 claims sp/y (no object, no live row)");
 	db_claim_free(&held);
 	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     no_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 1 && calls == 0 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
 			     " source_bucket = '" BKT
 			     "' AND object_key = 'sp/y'") == 0,
-	   "remove_spare at m2's claim, no live row: nothing done, spared");
+	   "remove_spare at m2's claim, no live row, no object: nothing done, "
+	   "spared");
+	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/y'") == 1,
+	   "remove_spare at m2's claim, no live row, an object there "
+	   "(review-31 R4): fn called, the removal noted");
+	calls = 0;
 	ok(db_reception_remove_spare(d, BKT, "sp/n", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 0 && calls == 1 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
 			     " source_bucket = '" BKT
@@ -627,7 +653,8 @@ void test_attrs_spare(struct db *d, PGconn *raw)
 	db_claim_free(&held);
 	calls = 0;
 	ok(db_reception_remove_spare(d, BKT, "sp/s", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 0 && calls == 1 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
 			     " source_bucket = '" BKT "' AND object_key ="

@@ -153,7 +153,6 @@ def test_directory_rename_never_drops_another_mounts_claim_under_the_source(
                             changes(a, kg, every=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R4 (Medium): an unlink spared for another mount's claim says ok while an object with no live row (another route) stays")
 def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
     """R4 (new with cb61fb6, Medium): db_reception_remove_spare does nothing when the key has
     no live reception row and another mount holds a live claim there, on the belief that "the
@@ -164,7 +163,9 @@ def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
     yet the object stays (nothing deleted, nothing marked, no event). B then gives up its new
     file (unlinks it on a: never stored, nothing deleted either): both unlinks said ok and
     y.txt is still there, with the content A removed. Expected: an unlink that says ok leaves
-    no object at the name (or it fails)."""
+    no object at the name (or it fails). Fixed: the spare asks a HEAD under the key lock; an
+    object there is removed as by any unlink (one 'removed' event on b)."""
+    from test_logging import events
     # the product's default grace is 40 s+; the harness's 1 s could let the object be logged
     # (a live row: then it is deleted) before the unlink
     slow = {"fs": {**FOREIGN["fs"], "foreign_grace_ms": "600000"}}
@@ -194,6 +195,16 @@ def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
         body = type(e).__name__
     assert gone != ["ok"] or (after_a, body) == (["ENOENT"], "NoSuchKey"), \
         (gone, after_a, body)
+    # every row for the key: the other route's object was never logged (its grace is 10 min),
+    # B's new file never stored; b logged one removal of y.txt, and no attributes row is left
+    rows = a.sql_dicts("select removed_at, removal_reason from reception_audit"
+                       " where source_bucket = %s and object_key = %s",
+                       (a.reception_bucket, ky))
+    removed = [e for _, e in events(b) if e["event"] == "removed" and e.get("key") == ky]
+    attrs = a.sql_dicts("select object_key from file_attrs where bucket = %s and object_key = %s",
+                        (a.reception_bucket, ky))
+    assert (gone, rows, len(removed), attrs) == (["ok"], [], 1, []), \
+        (gone, rows, removed, attrs)
 
 
 class PgCut:
