@@ -153,7 +153,9 @@ int reception_remove(struct reception *r, const char *key,
  * 1 (review-k L7: that file's commit must not be refused as removed) and
  * -ENOENT is returned (nothing was there). An object there with no live
  * row yet (review-31 R4) is removed as by reception_remove. Else *spared
- * is 0. Same returns. */
+ * is 0. After a lost COMMIT answer, the pass that checks the rows again
+ * may be spared for a new file begun since: the object this call deleted
+ * is still logged removed and 0 returned (review-31 R7). Same returns. */
 int reception_remove_spare(struct reception *r, const char *key,
 			   const struct actor *who, int *spared);
 

@@ -382,14 +382,15 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
         reader.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R7 (Low): an unlink whose COMMIT answer was lost is spared on its second pass: the object it deleted gets no removed event, the log says nothing was removed")
 def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factory, uniq):
     """R7 (new with cb61fb6, Low): reception_remove_spare's second pass after a lost COMMIT
     answer (-EINPROGRESS) spares as well. The first pass deleted y.txt and committed its
     marks; before the second pass (here: while b reconnects) B makes a new y.txt on a (its
     claim). The second pass then finds no live row and another mount's live claim: spared, it
     logs "nothing removed (its object is gone ...)" and no 'removed' event, although this
-    unlink deleted the object. Expected: one 'removed' event for y.txt in b's log."""
+    unlink deleted the object. Expected: one 'removed' event for y.txt in b's log. Fixed: the
+    second pass knows the first deleted the object; spared, it keeps B's claim (B's file
+    began after the removal and lands) and logs the removal all the same."""
     from test_logging import events
     px = PgCut(int(stack.conninfo.split("port=")[1].split()[0]),
                b"WITH c AS (UPDATE reception_audit SET removed_at = now()", hold=4.0)
@@ -432,5 +433,15 @@ def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factor
         assert len(marked) == 1, marked  # the first pass did delete and mark A's y.txt
         assert (out.get("rm"), len(removed), nothing) == (["ok"], 1, []), \
             (out, removed, nothing, closed, marked)
+        # every row for the key: A's, removed by A's unlink; B's, live (its file began after
+        # the removal: neither refused as removed nor stripped of its claim's attributes)
+        rows = a.sql_dicts("select removed_at is null as live, removal_reason from"
+                           " reception_audit where source_bucket = %s and object_key = %s"
+                           " order by id", (a.reception_bucket, ky))
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        attrs = attrs_row(a, ky)
+        assert (closed, [r["live"] for r in rows], body, attrs and attrs["uid"]) == \
+            ("ok", [False, True], b"B NEW", B), (closed, rows, body, attrs)
+        assert rows[0]["removal_reason"].startswith("deleted by"), rows
     finally:
         px.close()
