@@ -531,6 +531,26 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
 	   "other:3 gone: its row goes at the next sweep, this process's "
 	   "stays");
+	/* review-31 R6: a tree drop sparing claims spares a live tag too */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
+		       " uid, gid, ctime, updated_by, etag, claimed_by) VALUES"
+		       " ('" BKT "', 'hs/.fuse_hidden05', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'th:2:1.0!hidden'),"
+		       " ('" BKT "', 'hs/.fuse_hidden06', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'dead:4:1.0!hidden'),"
+		       " ('" BKT "', 'hs/x', 384, 2002, 2002, now(), 'o',"
+		       " 'e-x', NULL)"),
+	   "hs/: a hidden row of this process (alive), one of a gone one, x");
+	ok(db_attrs_drop_spare(d, BKT, "hs", 1, &who) == 0 &&
+	       row_is(raw, "hs/.fuse_hidden05", "384|2002|2002||e-y") &&
+	       row_is(raw, "hs/.fuse_hidden06", NULL) &&
+	       row_is(raw, "hs/x", NULL) &&
+	       changes_of(raw, "hs/.fuse_hidden05") == 0,
+	   "drop_spare of the tree: the live process's hidden row stays "
+	   "(not logged), the gone one's and x go");
+	ok(db_attrs_drop(d, BKT, "hs", 1, &who) == 0 &&
+	       row_is(raw, "hs/.fuse_hidden05", NULL),
+	   "... db_attrs_drop (no spare) drops it");
 	ok(db_set_claimer(d, NULL) == 0 &&
 	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),

@@ -349,7 +349,6 @@ def test_open_new_files_rename_whose_move_commit_is_lost_leaves_each_row_with_it
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R6 (Low): an rmdir on another mount drops a live process's hidden row (attrov_drop_spare spares claims, not tags)")
 def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
     """R6 (older class, Low; the spare of 9f1861c stops at claims): a keeps B's hidden y.txt
     open after A's rename over it (its row copied to the hidden name, tagged, alive: a holds
@@ -358,7 +357,9 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
     attrov_drop_spare(dir, 1) drops every row under it that is no live claim, a's tagged
     hidden row too (logged as A's 'drop'), and B's open file on a shows the defaults
     (3000, 0644) instead of (B, 0600). Expected: the rmdir refuses (a live process's file is
-    under it: ENOTEMPTY, as for a claim) or leaves the tagged row."""
+    under it: ENOTEMPTY, as for a claim) or leaves the tagged row. Fixed: a tree drop that
+    spares claims also spares a tagged row whose process holds its liveness lock (pg_locks);
+    the rmdir succeeds and the row stays, never logged dropped."""
     a, pa, reader, row = _hide_on_a(mount_factory, uniq)
     try:
         b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
@@ -378,6 +379,10 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
         logged = [(c["op"], c["changed_by"]) for c in changes(a, row["object_key"], every=True)]
         assert done[1] == "ENOTEMPTY" or ([r["object_key"] for r in after], seen) == \
             ([row["object_key"]], (B, 0o600)), (done, after, logged, seen)
+        # every row and change for the hidden key: the one tagged row, B's, never dropped
+        assert (done, [(r["uid"], r["mode"] & 0o777, r["claimed_by"]) for r in after],
+                [op for op, _ in logged if op == "drop"]) == \
+            (["ok", "ok"], [(B, 0o600, row["claimed_by"])], []), (done, after, logged)
     finally:
         reader.close()
 
