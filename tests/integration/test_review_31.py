@@ -387,6 +387,41 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
         reader.close()
 
 
+def test_directory_rename_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
+    """R6's class through the directory rename of R3 (the review's note names both): as in
+    the rmdir test, a keeps B's hidden file open under the directory; on b, where the
+    directory holds only y.txt, A unlinks y.txt and root renames the directory. a's hidden
+    file stays at its name under the old path (its process's node), so its tagged row must
+    stay there: neither moved with the directory nor dropped. Expected: the rename refuses
+    (ENOTEMPTY/EBUSY) or the row stays at its key, (B, 0600), and B's fd on a shows that.
+    Before R6's fix (0825654's parent) it failed: the rename's attrov_drop_spare(from, 1)
+    dropped the row (logged as root's 'drop'), fd stat (3000, 0644)."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    try:
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        open_to_others(b)
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
+        done = as_user(A, f"os.unlink({pb('y.txt')!r})")
+        try:
+            os.rename(b.path("inbox", uniq), b.path("inbox", uniq + "-moved"))
+            done.append("ok")
+        except OSError as e:
+            import errno
+            done.append(errno.errorcode[e.errno])
+        time.sleep(3)  # past a's attribute cache
+        after = _hidden(a, uniq)
+        moved = _hidden(a, uniq + "-moved")
+        seen = _fd_stat(reader, a)
+        logged = [(c["op"], c["changed_by"]) for c in changes(a, row["object_key"], every=True)]
+        assert done[1] in ("ENOTEMPTY", "EBUSY") or \
+            ([(r["object_key"], r["uid"], r["mode"] & 0o777) for r in after], moved, seen) == \
+            ([(row["object_key"], B, 0o600)], [], (B, 0o600)), (done, after, moved, logged, seen)
+        assert [op for op, _ in logged if op == "drop"] == [], logged
+    finally:
+        reader.close()
+
+
 def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factory, uniq):
     """R7 (new with cb61fb6, Low): reception_remove_spare's second pass after a lost COMMIT
     answer (-EINPROGRESS) spares as well. The first pass deleted y.txt and committed its
