@@ -171,13 +171,14 @@ static const char db_sql_attrs_get[] =
 /* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0",
  * $10 this process's claimer, $11 spare: each row removed is logged
  * ('drop'); with spare, another mount's live claim stays (review-stale4
- * K1, K2). */
+ * K1, K2), and so does a live process's hidden row (review-31 R6). */
 static const char db_sql_attrs_drop[] =
 	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
 	" AND (object_key = $6::text OR ($7::boolean"
 	" AND object_key COLLATE \"C\" >= $8::text"
 	" AND object_key COLLATE \"C\" < $9::text))"
-	" AND NOT ($11::boolean AND " OTHERS_LIVE("$10") ") RETURNING *) "
+	" AND NOT ($11::boolean AND (" OTHERS_LIVE("$10") " OR " LIVE_TAG
+	")) RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 

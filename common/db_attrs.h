@@ -235,8 +235,10 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 /* db_attrs_drop for a removal that removed nothing in the store (an unlink
  * through a stale listing: the object was gone already) or of a directory
  * (rmdir): another mount's live claim (db_set_claimer) stays, at key and
- * under key + "/" (its new file lands there: review-k L6, L7); every other
- * row goes as db_attrs_drop says. 0 or -errno. */
+ * under key + "/" (its new file lands there: review-k L6, L7), and so does
+ * a hidden name's row whose process holds its liveness lock (its open
+ * file still shows it: review-31 R6); every other row goes as
+ * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);
 /* Is a key under dir + "/" another mount's live claim (db_set_claimer:

@@ -1631,9 +1631,9 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 
 /* Errors: ENOENT, EISDIR, EIO. An unlink that removes nothing in the store
  * (a new file never stored, or a name listed here whose object is gone
- * already) never ends another mount's live claim on the name, nor its
- * upload: that mount's new file lands there (review-k L7); one of a stored
- * object ends it. */
+ * already: then ENOENT) never ends another mount's live claim on the name,
+ * nor its upload: that mount's new file lands there (review-k L7); one of
+ * an object in the store (logged or not yet, review-31 R4) ends it. */
 int inbox_unlink(const char *rel)
 {
 	struct actor who;
