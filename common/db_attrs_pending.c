@@ -214,17 +214,27 @@ static const char db_sql_attrs_settle[] =
 	" AND r.object_key = $2::text AND r.uploaded_at >= p.ctime" \
 	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.etag = " e \
 	" AND f.removed_at IS NULL)"
+/* Object e ($1 bucket, $2 key) was never recorded at key, and nothing
+ * was since pending row p was made: it may be p's upload whose reception
+ * row is still to come (a publish whose row write timed out is logged
+ * late: review-G G1), whatever p's lease says. */
+#define PEND_UNLOGGED(e) "(" e " IS NOT NULL AND NOT EXISTS (SELECT 1" \
+	" FROM reception_audit r WHERE r.source_bucket = $1::text" \
+	" AND r.object_key = $2::text AND (r.etag = " e \
+	" OR r.uploaded_at >= p.ctime)))"
 /* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
  * pending row that describes it, a rename's copy of that object (etag),
  * else the newest unbound one (a publish's or a deferred publish's, H5)
  * while it may be the upload of that object: its lease running and that
- * object not recorded at key before it (an upload in flight), or that
+ * object not recorded at key before it (an upload in flight), that
  * object the first recorded at key since it (PEND_UPLOAD: its upload,
- * its rows' move cut short, maybe by a crash). Never for an object
- * recorded before it (the one its upload is to replace, e.g. the target
- * of an open file's rename, H5), nor once it lapsed for a later one not
- * the first recorded since it (review-h5 N7; a crash before the upload:
- * db_sql_attrs_sweep_pending drops it). With $3 NULL: a live one only. */
+ * its rows' move cut short, maybe by a crash), or that object never
+ * recorded and nothing since it (PEND_UNLOGGED: its upload, its row still
+ * to be logged). Never for an object recorded before it (the one its
+ * upload is to replace, e.g. the target of an open file's rename, H5),
+ * nor once it lapsed for a later one recorded but not the first since it
+ * (review-h5 N7; a crash before the upload: db_sql_attrs_sweep_pending
+ * drops it). With $3 NULL: a live one only. */
 static const char db_sql_attrs_get_pending[] =
 	"SELECT " ROW_COLS " FROM file_attrs_pending p"
 	" WHERE bucket = $1::text AND object_key = $2::text"
@@ -234,7 +244,7 @@ static const char db_sql_attrs_get_pending[] =
 	" WHERE r.source_bucket = $1::text AND r.object_key = $2::text"
 	" AND r.etag = $3::text AND r.removed_at IS NULL"
 	" AND r.uploaded_at < p.ctime))"
-	" OR " PEND_UPLOAD("$3::text") ")"
+	" OR " PEND_UPLOAD("$3::text") " OR " PEND_UNLOGGED("$3::text") ")"
 	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
 /* $1 bucket: the unbound pending rows whose upload can never be recorded
  * any more go: those of a process that is gone (its liveness lock,
