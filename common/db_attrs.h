@@ -393,6 +393,35 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 			const char *token, const char *to, const char *claimer,
 			int lease_s, int log, const struct actor *who);
 
+/* Who may remove a file at a key (an unlink's permission, judged as the
+ * daemon knows the directory: db_attrs_defer_unlink). */
+struct db_unlink_perm {
+	int any;	 /* any file: root, or no permission checks */
+	int sticky;	 /* the key's directory is sticky (S_ISVTX) */
+	int64_t dir_uid; /* the directory's owner */
+	int64_t def_uid; /* the owner of a file whose row sets none */
+};
+/* An unlink of key by who (review-h5 N1, POSIX): key is also the name of
+ * any open file whose publish is deferred there (its live pending row,
+ * db_attrs_defer; or a publish's upload in flight), so that file is
+ * unlinked too when who may remove it: perm->any, who->uid 0, a directory
+ * not sticky, who its owner (perm->dir_uid), or who the file's owner (the
+ * pending row's uid, perm->def_uid where it sets none). In one
+ * transaction, under key's name lock (db_attrs_defer takes it too): those
+ * pending rows go, each logged ('drop', no ETag) with who (*dropped, may
+ * be NULL); those of files who may not remove stay (*kept: the live
+ * pending rows left at key, may be NULL; a create there still fails).
+ * Their files' closes then store nothing (db_attrs_defer_has). 0 or
+ * -errno. */
+int db_attrs_defer_unlink(struct db *d, const char *bucket, const char *key,
+			  const struct db_unlink_perm *perm,
+			  const struct actor *who, int *dropped, int *kept);
+/* Is the pending row of a deferred publish (token, unbound, at any key)
+ * still there? 1, 0 (it went: its file was unlinked on another mount,
+ * db_attrs_defer_unlink, or it lapsed and was cleared), or -errno. Read
+ * before the close's upload: a file whose row went stores nothing. */
+int db_attrs_defer_has(struct db *d, const char *bucket, const char *token);
+
 /* A publish whose rows never moved (a crash after its upload's reception
  * row committed): while etag is key's live object (read under the
  * reception key lock) and a mount's upload of it was recorded after a
@@ -459,6 +488,8 @@ struct db_claim {
 	int64_t uid, gid;
 	char *holder; /* claimed_by (malloc'd), or NULL */
 	char *etag;   /* the object it is bound to (malloc'd), or NULL */
+	int pending;  /* a live pending row (an open file that lands at the
+			 key at its close, db_attrs_defer), not a claim */
 };
 
 /* A new file at key: its row (mode, uid, gid of *a; times not set;

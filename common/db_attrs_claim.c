@@ -314,6 +314,8 @@ int pg_attrs_pend_held(struct pg_ctx *x, const char *bucket, const char *key,
 		rc = pg_exec(x, db_sql_attrs_pend_held, 2, p, &res);
 	if (rc == 0 && PQntuples(res) == 1)
 		rc = !h ? 1 : claim_parse(res, h) ? -ENOMEM : 1;
+	if (rc == 1 && h)
+		h->pending = 1; /* a file that lands here, no claim */
 	PQclear(res);
 	return rc;
 }

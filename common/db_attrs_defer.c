@@ -111,6 +111,27 @@ static const char db_sql_defer_claim[] =
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $15::text, " LOG_WHO " FROM c"
 	" WHERE $15::text IS NOT NULL";
+/* Who ($1..$4; $2 the unlinker's uid), $5 bucket, $6 key, $7 who may
+ * remove any file (root, or no permission checks), $8 key's directory is
+ * sticky, $9 its owner's uid, $10 the owner of a file whose row sets none:
+ * the live pending rows at key (open files that land there, review-h5 N1)
+ * that who may remove go, each logged ('drop', on no object). */
+static const char db_sql_defer_unlink[] =
+	"WITH d AS (DELETE FROM file_attrs_pending p WHERE bucket = $5::text"
+	" AND object_key = $6::text AND " PEND_LIVE " AND ($7::boolean"
+	" OR $2::bigint = 0 OR NOT $8::boolean OR $2::bigint = $9::bigint"
+	" OR $2::bigint = coalesce(p.uid, $10::bigint)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, NULL, NULL, " LOG_WHO " FROM d";
+/* $1 bucket, $2 key: the live pending rows left at key. */
+static const char db_sql_defer_unlink_kept[] =
+	"SELECT count(*) FROM file_attrs_pending p WHERE bucket = $1::text"
+	" AND object_key = $2::text AND " PEND_LIVE;
+/* $1 bucket, $2 token: is that deferred publish's pending row there (at
+ * any key: a failed db_attrs_defer_move leaves it where it was)? */
+static const char db_sql_defer_has_row[] =
+	"SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND token = $2::text AND etag IS NULL LIMIT 1";
 /* clang-format on */
 
 struct defer_args {
@@ -409,4 +430,99 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 	if (!d || !bucket || !key || !token || !to)
 		return -EINVAL;
 	return db_run(d, "undo a deferred publish", 1, 1, pg_defer_undo, &g);
+}
+
+struct defer_unlink_args {
+	const char *bucket, *key;
+	const struct db_unlink_perm *perm;
+	const struct actor *who;
+	int dropped, kept; /* output */
+};
+
+static int pg_defer_unlink(struct pg_ctx *x, void *arg)
+{
+	struct defer_unlink_args *u = arg;
+	const struct db_unlink_perm *pm = u->perm;
+	char dir_uid[24], def_uid[24];
+	const char *p[10];
+	struct who_params w;
+	PGresult *res = NULL;
+	int rc;
+
+	/* under key's name lock: a deferral there (pg_defer) either
+	 * committed first and is judged here, or comes after this unlink */
+	rc = pg_attrs_lock_name(x, u->bucket, u->key);
+	if (rc)
+		return rc;
+	attrs_who_fill(u->who, &w, p);
+	snprintf(dir_uid, sizeof(dir_uid), "%" PRId64, pm->dir_uid);
+	snprintf(def_uid, sizeof(def_uid), "%" PRId64, pm->def_uid);
+	p[4] = u->bucket;
+	p[5] = u->key;
+	p[6] = pm->any ? "true" : "false";
+	p[7] = pm->sticky ? "true" : "false";
+	p[8] = dir_uid;
+	p[9] = def_uid;
+	rc = pg_exec(x, db_sql_defer_unlink, 10, p, &res);
+	if (rc == 0)
+		u->dropped = (int)strtol(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	res = NULL;
+	if (rc == 0)
+		rc = pg_exec(x, db_sql_defer_unlink_kept, 2, p + 4, &res);
+	if (rc == 0)
+		u->kept = PQntuples(res) == 1
+			      ? (int)strtol(PQgetvalue(res, 0, 0), NULL, 10)
+			      : 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_defer_unlink(struct db *d, const char *bucket, const char *key,
+			  const struct db_unlink_perm *perm,
+			  const struct actor *who, int *dropped, int *kept)
+{
+	struct defer_unlink_args u = {
+	    .bucket = bucket, .key = key, .perm = perm, .who = who};
+	int rc;
+
+	if (!d || !bucket || !key || !perm || !who)
+		return -EINVAL;
+	rc = db_run(d, "drop an unlinked open file's pending attributes", 1, 1,
+		    pg_defer_unlink, &u);
+	if (rc == 0 && dropped)
+		*dropped = u.dropped;
+	if (rc == 0 && kept)
+		*kept = u.kept;
+	return rc;
+}
+
+struct defer_has_args {
+	const char *bucket, *token;
+	int has; /* output */
+};
+
+static int pg_defer_has_row(struct pg_ctx *x, void *arg)
+{
+	struct defer_has_args *h = arg;
+	const char *p[2] = {h->bucket, h->token};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_defer_has_row, 2, p, &res);
+
+	if (rc == 0)
+		h->has = PQntuples(res) > 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_defer_has(struct db *d, const char *bucket, const char *token)
+{
+	struct defer_has_args h = {.bucket = bucket, .token = token};
+	int rc;
+
+	if (!d || !bucket || !token)
+		return -EINVAL;
+	rc = db_run(d, "look up a deferred publish's pending attributes", 0, 0,
+		    pg_defer_has_row, &h);
+	return rc ? rc : h.has;
 }

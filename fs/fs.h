@@ -612,6 +612,17 @@ void attrov_sweep_hidden(void);
  * recorded any more (a crash cut them short before it) go
  * (db_attrs_sweep_pending). Failures are logged. */
 void attrov_sweep_pending(void);
+/* After the unlink of rel (its stored object removed) by who: the open
+ * files whose publish is deferred to rel (their live pending rows, on any
+ * mount) are unlinked too when who may remove them, judged on each one's
+ * owner and rel's directory as this mount knows it (db_attrs_defer_unlink,
+ * review-h5 N1); their closes store nothing (attrov_defer_has). Those who
+ * may not remove stay (a create at rel still fails). Failures are
+ * logged. */
+void attrov_unlink_pending(const char *rel, const struct actor *who);
+/* Is a deferred publish's pending row (token pending) still there? 1, 0
+ * (its file was unlinked: its close stores nothing), or -errno (EIO). */
+int attrov_defer_has(const char *pending);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {

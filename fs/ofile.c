@@ -760,6 +760,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			    const char *pub)
 {
 	int64_t now = ofile_mono_ms(); /* before the upload's end */
+	int64_t based; /* since when a removal of rel wins over this file */
 	struct reception_seen seen = {0};
 	struct db_attrs_binding bind = {0};
 	struct upload_result res;
@@ -784,6 +785,32 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	}
 	if (deferred)
 		pub = deferred;
+	/* A deferred publish whose pending row went: its file was unlinked
+	 * on another mount (db_attrs_defer_unlink, review-h5 N1). Read
+	 * before any upload, it stores nothing (never over what is at rel
+	 * now) and fails ENOENT, as a file whose key another mount removed
+	 * (below): the writer learns that her bytes are not stored. */
+	based = deferred ? ofile_mono_ms() : of->based_ms;
+	rc = deferred ? attrov_defer_has(pending) : 1;
+	if (rc == 0) {
+		log_info("inbox/%s: unlinked on another mount while open "
+			 "(its deferred publish's row went): not stored",
+			 rel);
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		of->dirty = 0;
+		of->in_store = 0;
+		dcache_remove(rel);
+		ofile_defer_clear(of);
+		rc = -ENOENT;
+		goto out;
+	}
+	/* Still there: a removal of rel since its rename did not remove
+	 * this file (who made it may not: db_attrs_defer_unlink kept its
+	 * row); one after this read wins at the commit (based). */
+	if (rc < 0)
+		goto out;
 	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
 		goto out;
@@ -892,8 +919,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		}
 		t1 = ctr_now_ns();
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
-				      ofile_mono_ms() - of->based_ms, &bind,
-				      &seen);
+				      ofile_mono_ms() - based, &bind, &seen);
 		/* (-ENODATA: its object was deleted, no undo started) */
 		row_failed = rc != 0 && rc != -ENODATA;
 		stage_observe_since(STG_RECEPTION_ROW, t1);

@@ -12,6 +12,7 @@
 
 #include "db_attrs.h"
 #include "fs.h"
+#include "inbox.h"
 #include "log.h"
 
 /* fs.h. */
@@ -200,4 +201,56 @@ void attrov_sweep_pending(void)
 		log_info("pending attributes of publishes a crash cut short: "
 			 "%ld dropped",
 			 rc);
+}
+
+void attrov_unlink_pending(const char *rel, const struct actor *who)
+{
+	const char *slash = strrchr(rel, '/');
+	struct db_unlink_perm perm = {0};
+	struct stat dir;
+	char *parent;
+	int rc, dropped = 0, kept = 0;
+
+	perm.def_uid = cfs->foreign_uid;
+	perm.any = !cfs->perm_checks || who->uid == 0;
+	if (!perm.any) {
+		/* the directory as this mount knows it (the kernel's check
+		 * of the unlink used the same) */
+		parent =
+		    slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
+		rc = parent ? inbox_getattr(parent, &dir) : -ENOMEM;
+		free(parent);
+		if (rc) {
+			/* judged strictly: only the file's owner */
+			dir.st_mode = S_IFDIR | S_ISVTX;
+			dir.st_uid = (uid_t)-1;
+		}
+		perm.sticky = (dir.st_mode & S_ISVTX) != 0;
+		perm.dir_uid =
+		    dir.st_uid == (uid_t)-1 ? -1 : (int64_t)dir.st_uid;
+	}
+	rc = db_attrs_defer_unlink(cfs->db, cfs->cfg.reception_bucket, rel,
+				   &perm, who, &dropped, &kept);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of an open file "
+			  "there not dropped with its unlink (it lands there "
+			  "at its close): %s",
+			  rel, strerror(-rc));
+	else if (dropped || kept)
+		log_info("inbox/%s: unlinked with %d open file(s) whose "
+			 "publish was deferred there (%d kept: %s may not "
+			 "remove them)",
+			 rel, dropped, kept, who->user);
+}
+
+int attrov_defer_has(const char *pending)
+{
+	int rc =
+	    db_attrs_defer_has(cfs->db, cfs->cfg.reception_bucket, pending);
+
+	if (rc < 0)
+		log_error("a deferred publish's pending attributes (%s) not "
+			  "read: %s",
+			  pending, strerror(-rc));
+	return rc == -EINPROGRESS ? -EIO : rc;
 }

@@ -774,6 +774,12 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 		if (!held.found)
 			continue; /* gone meanwhile: try again */
 		mine = held.live && attrov_claim_mine(held.holder);
+		if (held.live && !mine && held.pending) {
+			/* an open file lands here at its close (its publish
+			 * deferred): never opened as a file here */
+			rc = excl ? -EEXIST : -EBUSY;
+			break;
+		}
 		if (held.live && !mine && excl)
 			break; /* another mount's new file */
 		if (held.live && !mine) {
@@ -1686,5 +1692,10 @@ int inbox_unlink(const char *rel)
 		else
 			attrov_drop(rel, 0);
 	}
+	/* rel is also the name of an open file whose publish is deferred
+	 * there (another mount's, review-h5 N1): unlinked with it when who
+	 * may remove it */
+	if (rc == 0 && !spared)
+		attrov_unlink_pending(rel, &who);
 	return rc;
 }

@@ -150,6 +150,97 @@ static void test_attrs_defer_n17(struct db *d, PGconn *raw,
 	   "n17: pending rows unpended");
 }
 
+/* An unlink by whom (uid) of key, judged with perm: *dropped, *kept. */
+static int unlink_as(struct db *d, const char *key, uid_t uid,
+		     const struct db_unlink_perm *pm, int *dropped, int *kept)
+{
+	struct actor w = {.uid = uid};
+
+	snprintf(w.user, sizeof(w.user), "u%u", (unsigned)uid);
+	snprintf(w.host, sizeof(w.host), "test");
+	return db_attrs_defer_unlink(d, BKT, key, pm, &w, dropped, kept);
+}
+
+/* review-h5 N1 (POSIX): an unlink of a deferred publish's name unlinks
+ * the open file too when who may remove it (its owner, root, a directory
+ * not sticky, or the sticky directory's owner); else its row stays. */
+static void test_attrs_defer_unlink(struct db *d, PGconn *raw,
+				    const struct actor *who)
+{
+	struct db_attrs own = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0600,
+			       .uid = ALICE,
+			       .gid = ALICE};
+	struct db_unlink_perm sticky = {
+	    .sticky = 1, .dir_uid = BOB, .def_uid = 3000};
+	struct db_unlink_perm open = {.dir_uid = BOB, .def_uid = 3000};
+	struct db_claim held = {0};
+	struct db_attrs cin = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0644,
+			       .uid = 2003,
+			       .gid = 2003};
+	int dropped = -1, kept = -1, i;
+	char key[16], tok[16], want[64];
+	/* who unlinks, in which directory, and is Alice's file unlinked */
+	static const struct {
+		uid_t uid;
+		int sticky, drops;
+		const char *what;
+	} cases[] = {
+	    {2003, 1, 0, "Carol, sticky Bob's dir: kept"},
+	    {2003, 0, 1, "Carol, a directory not sticky: dropped"},
+	    {BOB, 1, 1, "Bob, the sticky directory's owner: dropped"},
+	    {ALICE, 1, 1, "Alice, its owner: dropped"},
+	    {0, 1, 1, "root: dropped"},
+	};
+
+	for (i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); i++) {
+		snprintf(key, sizeof(key), "df/w%d", i);
+		snprintf(tok, sizeof(tok), "tokU%d", i);
+		snprintf(want, sizeof(want), "%s|df/v1|384|2001|", tok);
+		ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key,"
+			       " mode, uid, gid, ctime, updated_by, etag)"
+			       " VALUES ('" BKT "', 'df/v1', 384, 2001, 2001,"
+			       " now(), 'a', 'e-v1')") &&
+		       db_attrs_defer(d, BKT, "df/v1", key, tok, 60, NULL,
+				      "e-v1", NULL, &own, who, NULL) == 0,
+		   "unlink %d: Alice's v1 deferred to %s", i, key);
+		ok(unlink_as(d, key, cases[i].uid,
+			     cases[i].sticky ? &sticky : &open, &dropped,
+			     &kept) == 0 &&
+		       dropped == cases[i].drops && kept == !cases[i].drops &&
+		       pending_is(raw, key, cases[i].drops ? "" : want) &&
+		       log_is(raw, key,
+			      cases[i].drops ? "drop||384|2001|" : "") &&
+		       db_attrs_defer_has(d, BKT, tok) == !cases[i].drops,
+		   "unlink %d: %s", i, cases[i].what);
+		if (cases[i].drops)
+			continue;
+		ok(db_attrs_claim(d, BKT, key, &cin, "other:2:1.0#9", 60, 1,
+				  NULL, who, NULL, &held) == -EEXIST &&
+		       held.pending && held.live,
+		   "unlink %d: a create at %s still fails (pending)", i, key);
+		db_claim_free(&held);
+		ok(db_attrs_unpend(d, BKT, key, tok) == 0 &&
+		       pending_is(raw, key, ""),
+		   "unlink %d: unpended", i);
+	}
+	ok(sql_ok(raw,
+		  "INSERT INTO file_attrs_pending (bucket, object_key,"
+		  " token, mode, uid, gid, ctime, updated_by,"
+		  " pending_until) VALUES ('" BKT "', 'df/wl', 'tokL', 384,"
+		  " 2001, 2001, now(), 'a', now() - interval '1 second')") &&
+	       unlink_as(d, "df/wl", BOB, &sticky, &dropped, &kept) == 0 &&
+	       dropped == 0 && kept == 0 &&
+	       pending_is(raw, "df/wl", "tokL||384|2001|") &&
+	       log_is(raw, "df/wl", "") &&
+	       db_attrs_defer_has(d, BKT, "tokL") == 1,
+	   "a lapsed pending row: no open file's, not the unlink's");
+	ok(sql_ok(raw, "DELETE FROM file_attrs_pending WHERE bucket = '" BKT
+		       "' AND object_key = 'df/wl'"),
+	   "cleaned up");
+}
+
 void test_attrs_defer(struct db *d, PGconn *raw)
 {
 	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
@@ -290,5 +381,6 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	   "undone: its row at s again, unbound, no claim");
 
 	test_attrs_defer_n17(d, raw, &who);
+	test_attrs_defer_unlink(d, raw, &who);
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

@@ -32,25 +32,107 @@ def _body(m, key):
         return repr(type(e).__name__)
 
 
-def test_another_mounts_exclusive_create_at_the_name_of_the_open_renamed_file_fails(
+def _bodies(m, prefix):
+    """Every object under prefix in the reception and storage buckets: {(bucket, key): body}."""
+    out = {}
+    for b in (m.reception_bucket, m.storage_bucket):
+        for o in m.s3.list_objects_v2(Bucket=b, Prefix=prefix).get("Contents", []):
+            if not o["Key"].endswith("/"):  # a directory's marker
+                out[(b, o["Key"])] = m.s3.get_object(Bucket=b, Key=o["Key"])["Body"].read()
+    return out
+
+
+def _receptions(m, key):
+    return m.sql_dicts("select etag, origin, removed_at is not null as removed"
+                       " from reception_audit where source_bucket = %s and object_key = %s"
+                       " order by id", (m.reception_bucket, key))
+
+
+def test_another_mounts_unlink_of_the_renamed_name_unlinks_the_open_file(
         mount_factory, uniq):
-    """A renames her open new x.txt over B's y.txt (her writer still open on a); B removes
-    his stored y.txt on mount c. y.txt is still the name A's new file is written under (her
-    close stores it there): like any new file open on another mount (review-k L4, review-31
-    R3), an O_EXCL create of y.txt on c must fail with EEXIST, not succeed beside it (two
-    new files at one name, the one that closes last silently replacing the other)."""
-    a, pa, w, _ = _setup(mount_factory, uniq)
-    ky = f"{uniq}/y.txt"
+    """A renames her open new x.txt over B's y.txt (her writer still open on a, a 0777
+    directory). y.txt IS her file now (POSIX): B's unlink of y.txt on mount c (allowed: the
+    directory is not sticky) removes his stored object and A's file with it (its live pending
+    row goes in the unlink's transaction, logged 'drop' by B). So C's O_EXCL create of y.txt
+    on c succeeds and C's file is stored there with C's row; A's close then stores nothing
+    (ENOENT: the row of her deferred publish went, read before any upload) and her bytes are
+    nowhere. Was review-h5 N1 (C's create succeeded and A's close then failed EACCES), then
+    w/n16's fix (A's live pending row refused C's create, EEXIST, and outlived B's unlink:
+    B's create in his own directory was refused, test_review_held_rename)."""
+    a, pa, w, b_etag = _setup(mount_factory, uniq)
+    kx, ky = f"{uniq}/x.txt", f"{uniq}/y.txt"
     try:
+        start = _last_id(a)
         assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
         c = _other(mount_factory)
         pcy = c.path("inbox", ky)
         assert as_user(B, f"os.unlink({pcy!r})") == ["ok"]
+        assert _pending(a, ky) == []
         created = as_user(C, f"open({pcy!r}, 'x').write('C Y')")
         closed = w.op("c")
     finally:
         w.close()
-    assert created == ["EEXIST"], (created, closed, _body(a, ky), _row(a, ky))
+    assert (created, closed) == (["ok"], "ENOENT"), (created, closed, _body(a, ky), _row(a, ky))
+    c_etag = _etag(a, ky)
+    assert _bodies(a, f"{uniq}/") == {(a.reception_bucket, ky): b"C Y"}
+    assert _row(a, ky) == {"uid": C, "mode": 0o644, "etag": c_etag, "claimed_by": None}
+    assert _row(a, kx) is None and _pending(a, ky) == [] and _pending(a, kx) == []
+    assert _log(a, ky, start) == [
+        ("drop", None, B, 0o600, b_etag, B),   # B's unlink: his object's row
+        ("drop", None, A, 0o644, None, B),     # ... and A's open file, by B
+        ("create", None, C, 0o644, None, C),   # C's create (his claim)
+    ], _log(a, ky, start)
+    assert _log(a, kx, start) == []
+    assert [(r["etag"], r["removed"]) for r in _receptions(a, ky)] == \
+        [(b_etag, True), (c_etag, False)]
+    assert _receptions(a, kx) == []
+
+
+def test_an_unlink_by_who_may_not_remove_the_open_file_leaves_it(mount_factory, uniq):
+    """A's sticky (1777) directory; C's y.txt (0644) in it. On mount a A holds a new x.txt
+    open and renames it over C's y.txt (allowed: her directory). On mount c, C unlinks y.txt:
+    the kernel allows it (c shows C's object, C's own), and his object goes; but y.txt is A's
+    open file now, which C may not remove (sticky: not its owner, not the directory's, not
+    root): its pending row stays. A create of y.txt on c then fails (O_EXCL: EEXIST, else
+    EBUSY: A's file lands there), and A's close stores her file at y.txt with her row."""
+    a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+    open_to_others(a)
+    d = a.path("inbox", uniq)
+    assert as_user(A, f"os.mkdir({d!r})", f"os.chmod({d!r}, 0o1777)") == ["ok", "ok"]
+    kx, ky = f"{uniq}/x.txt", f"{uniq}/y.txt"
+    pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+    assert as_user(C, f"open({pa('y.txt')!r}, 'w').write('C OLD')",
+                   f"os.chmod({pa('y.txt')!r}, 0o644)") == ["ok", "ok"]
+    c_etag = _etag(a, ky)
+    c = _other(mount_factory)
+    pcy = c.path("inbox", ky)
+    c.wait_until(lambda: os.path.exists(pcy), timeout=40, what="c lists y")
+    w = FHolder(A, pa("x.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        start = _last_id(a)
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        got = as_user(C, f"os.stat({pcy!r}).st_uid", f"os.unlink({pcy!r})")
+        kept = [(p["uid"], p["mode"], p["etag"], p["from_key"]) for p in _pending(a, ky)]
+        got += as_user(C, f"open({pcy!r}, 'x').write('C NEW')",
+                       f"open({pcy!r}, 'w').write('C NEW')")
+        closed = w.op("c")
+    finally:
+        w.close()
+    assert got == ["ok", "ok", "EEXIST", "EBUSY"], got
+    assert kept == [(A, 0o644, None, kx)]
+    assert closed == "ok"
+    a_etag = _etag(a, ky)
+    assert _bodies(a, f"{uniq}/") == {(a.reception_bucket, ky): b"A NEW"}
+    assert _row(a, ky) == {"uid": A, "mode": 0o644, "etag": a_etag, "claimed_by": None}
+    assert _pending(a, ky) == [] and _row(a, kx) is None
+    assert _log(a, ky, start) == [
+        ("drop", None, C, 0o644, c_etag, C),   # C's unlink: his object's row only
+        ("move", kx, A, 0o644, a_etag, A),     # A's close: her file's row, from x.txt
+    ], _log(a, ky, start)
+    assert [(r["etag"], r["removed"]) for r in _receptions(a, ky)] == \
+        [(c_etag, True), (a_etag, False)]
+    assert _receptions(a, kx) == []
 
 
 @pytest.mark.xfail(strict=True, reason="review-h5 N2 (Medium): db_attrs_get_pending hides the deferred pending row only for objects recorded before it (common/db_attrs_pending.c); a foreign object that replaces the target while the writer is open is shown with the renamed file's owner and mode (origin cannot tell it from the file's own upload, which another mount's logger may record first: review-e E1)")
