@@ -105,3 +105,48 @@ def test_the_last_close_after_a_failed_rename_keeps_another_mounts_hidden_row(
     assert moved_b != ["ok"] and left_b == [], (moved_b, left_b)
     assert (after, logged, fd) == \
         ([(hk, B, 0o600, rows[0]["claimed_by"])], [], (B, 0o600)), rows
+
+
+@pytest.mark.xfail(strict=True, reason="review-34 Z3 (Medium): X2's fix tells a file's own row "
+                   "at from by ETag only (etag IN (loaded, committed)); another file with the "
+                   "same content (same MD5 ETag) renamed to the temp name on another mount is "
+                   "taken for its own: A's deferral drops C's row there, logged as A's 'drop'")
+def test_a_deferral_never_drops_another_files_row_with_the_same_content(mount_factory, uniq):
+    """X2 again, the other file's row bound to an object: A's stored a.txt ('A OLD', 0600),
+    open for writing ('A NEW' written), goes to a.txt.tmp on a (its row follows, bound to
+    its old object's ETag E). On mount c, C renames his own stored c.txt, also 'A OLD' (so
+    also ETag E: a single-part MD5), to a.txt.tmp: the row there is now C's (C, 0644, E).
+    A renames a.txt.tmp over B's y.txt on a: db_attrs_defer's 'own row' is any row at from
+    bound to E, so it takes C's row's times and drops C's row (logged 'drop' by A). Expected:
+    C's row at a.txt.tmp untouched, nothing logged there after C's rename; y.txt's row after
+    A's close is hers (A, 0600)."""
+    from test_perms import A
+    from test_review_h5 import _body, _etag, _other
+    from test_review_held_rename import _mvs
+    from test_review_hide_h5 import FHolder, _last_id, _log, _row, _setup
+    a, pa, w0, b_etag = _setup(mount_factory, uniq)
+    w0.close()
+    ka, ky, kt, kc = (f"{uniq}/{n}" for n in ("a.txt", "y.txt", "a.txt.tmp", "c.txt"))
+    assert as_user(A, f"open({pa('a.txt')!r}, 'w').write('A OLD')",
+                   f"os.chmod({pa('a.txt')!r}, 0o600)") == ["ok", "ok"]
+    old = _etag(a, ka)
+    w = FHolder(A, pa("a.txt"), os.O_WRONLY)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        assert _mvs(A, (pa("a.txt"), pa("a.txt.tmp"))) == ["ok"]
+        c = _other(mount_factory)
+        assert as_user(C, f"open({c.path('inbox', kc)!r}, 'w').write('A OLD')") == ["ok"]
+        moved_c = _mvs(C, (c.path("inbox", kc), c.path("inbox", kt)))
+        c_row = _row(a, kt)
+        start = _last_id(a)
+        moved = _mvs(A, (pa("a.txt.tmp"), pa("y.txt")))
+        mid = _row(a, kt)
+        closed = w.op("c")
+    finally:
+        w.close()
+    assert (moved_c, c_row and (c_row["uid"], c_row["mode"], c_row["etag"])) == \
+        (["ok"], (C, 0o644, old)), (moved_c, c_row)
+    assert (moved, closed) == (["ok"], "ok")
+    after = (mid, _log(a, kt, start), _row(a, ky))
+    assert after == (c_row, [], {"uid": A, "mode": 0o600, "etag": _etag(a, ky),
+                                 "claimed_by": None}), (after, _body(a, kt))
