@@ -119,7 +119,8 @@ def test_a_deferral_never_drops_another_files_row_with_the_same_content(mount_fa
     A renames a.txt.tmp over B's y.txt on a: db_attrs_defer's 'own row' is any row at from
     bound to E, so it takes C's row's times and drops C's row (logged 'drop' by A). Expected:
     C's row at a.txt.tmp untouched, nothing logged there after C's rename; y.txt's row after
-    A's close is hers (A, 0600)."""
+    A's close is hers (A, 0600); C's file (local on c: a temp name is never stored) still
+    shows (C, 0644) on c."""
     from test_perms import A
     from test_review_h5 import _body, _etag, _other
     from test_review_held_rename import _mvs
@@ -147,6 +148,12 @@ def test_a_deferral_never_drops_another_files_row_with_the_same_content(mount_fa
     assert (moved_c, c_row and (c_row["uid"], c_row["mode"], c_row["etag"])) == \
         (["ok"], (C, 0o644, old)), (moved_c, c_row)
     assert (moved, closed) == (["ok"], "ok")
-    after = (mid, _log(a, kt, start), _row(a, ky))
+    time.sleep(3)  # past c's attribute cache
+    try:
+        st = os.stat(c.path("inbox", kt))
+        on_c = (st.st_uid, st.st_mode & 0o7777)
+    except OSError as e:
+        on_c = e.errno
+    after = (mid, _log(a, kt, start), _row(a, ky), on_c)
     assert after == (c_row, [], {"uid": A, "mode": 0o600, "etag": _etag(a, ky),
-                                 "claimed_by": None}), (after, _body(a, kt))
+                                 "claimed_by": None}, (C, 0o644)), (after, _body(a, kt))
