@@ -157,3 +157,46 @@ def test_a_deferral_never_drops_another_files_row_with_the_same_content(mount_fa
     after = (mid, _log(a, kt, start), _row(a, ky), on_c)
     assert after == (c_row, [], {"uid": A, "mode": 0o600, "etag": _etag(a, ky),
                                  "claimed_by": None}, (C, 0o644)), (after, _body(a, kt))
+
+
+def test_a_second_rename_over_a_file_whose_first_rename_failed_is_not_undone_by_its_writer(
+        stack, mount_factory, uniq):
+    """b (through a proxy): B holds y.txt (0600) open for writing; A's rename of x.txt over it
+    fails (copy 500): y.txt is B's file again, libfuse's node for B's handle stays at the
+    hidden name. A then renames w.txt ('A W') over y.txt on b: it succeeds. POSIX: B's
+    handle now refers to a file no longer named y.txt; B's write and close through it must
+    not change y.txt. Expected: after B writes 'B LATE' and closes, y.txt is 'A W' with A's
+    row (A, 0644). Read for review 34 (H7's consequence: libfuse no longer knows the file
+    at y.txt is open) and not reproduced: a plain test."""
+    from test_perms import A, attrs_row
+    from test_review_h5 import _body
+    from test_review_held_commit import GHolder
+    from test_review_held_rename import _mvs
+    from test_review_stale4 import _proxied, copy_500
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    try:
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A X')",
+                       f"open({pa('w.txt')!r}, 'w').write('A W')") == ["ok", "ok"]
+        b.wait_until(lambda: all(os.path.exists(pb(n)) for n in ("y.txt", "x.txt", "w.txt")),
+                     timeout=40, what="b lists y, x and w")
+        h = GHolder(B, pb("y.txt"), os.O_RDWR)
+        try:
+            px.rule = copy_500
+            first = _mvs(A, (pb("x.txt"), pb("y.txt")))
+            px.rule = None
+            second = _mvs(A, (pb("w.txt"), pb("y.txt")))
+            mid = _body(a, ky)
+            wrote = h.op("w", "B LATE")
+            closed = h.op("c")
+        finally:
+            h.close()
+        time.sleep(2)
+        row = attrs_row(a, ky)
+        final = (_body(a, ky), row and (row["uid"], row["mode"]))
+    finally:
+        px.close()
+    assert first != ["ok"] and second == ["ok"] and mid == b"A W", (first, second, mid)
+    assert final == (b"A W", (A, 0o644)), (final, wrote, closed)
