@@ -200,3 +200,42 @@ def test_a_second_rename_over_a_file_whose_first_rename_failed_is_not_undone_by_
         px.close()
     assert first != ["ok"] and second == ["ok"] and mid == b"A W", (first, second, mid)
     assert final == (b"A W", (A, 0o644)), (final, wrote, closed)
+
+
+@pytest.mark.xfail(strict=True, reason="review-34 Z5 (High, new in c2e329d): a stored file's "
+                   "deferred publish records the mode it held at open (ofile_own_attrs), not "
+                   "the row's: its owner's chmod 0600 on another mount meanwhile is undone, "
+                   "and the file is published 0644 (readable by others)")
+def test_a_deferral_keeps_the_owners_chmod_made_on_another_mount(mount_factory, uniq):
+    """A's stored a.txt ('A OLD', 0644) is open for writing on a ('A NEW' written). On mount
+    c, A chmods a.txt to 0600 (its row says so; a holds 0644 from its open). A renames a.txt
+    to a.txt.tmp and over B's y.txt on a, then closes: before c2e329d the deferral read the
+    row at from (0600); now it records what a's open file held (0644). Expected: y.txt ends
+    (A, 0600), C may not read it."""
+    from test_perms import A
+    from test_review_h5 import _etag, _other
+    from test_review_held_rename import _mvs
+    from test_review_hide_h5 import FHolder, _row, _setup
+    a, pa, w0, b_etag = _setup(mount_factory, uniq)
+    w0.close()
+    ka, ky, kt = (f"{uniq}/{n}" for n in ("a.txt", "y.txt", "a.txt.tmp"))
+    assert as_user(A, f"open({pa('a.txt')!r}, 'w').write('A OLD')") == ["ok"]
+    w = FHolder(A, pa("a.txt"), os.O_WRONLY)
+    try:
+        assert w.op("w", "A NEW") == "ok"
+        c = _other(mount_factory)
+        pc = c.path("inbox", ka)
+        c.wait_until(lambda: os.path.exists(pc), timeout=40, what="c lists a.txt")
+        assert as_user(A, f"os.chmod({pc!r}, 0o600)") == ["ok"]
+        chmodded = _row(a, ka)
+        assert _mvs(A, (pa("a.txt"), pa("a.txt.tmp"))) == ["ok"]
+        at_tmp = _row(a, kt)
+        moved = _mvs(A, (pa("a.txt.tmp"), pa("y.txt")))
+        closed = w.op("c")
+    finally:
+        w.close()
+    assert (chmodded["uid"], chmodded["mode"]) == (A, 0o600), chmodded
+    assert (moved, closed) == (["ok"], "ok"), (moved, closed)
+    final = (_row(a, ky), as_user(C, f"open({pa('y.txt')!r}).read()"))
+    assert final == ({"uid": A, "mode": 0o600, "etag": _etag(a, ky), "claimed_by": None},
+                     ["EACCES"]), (final, at_tmp)
