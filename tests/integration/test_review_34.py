@@ -239,3 +239,66 @@ def test_a_deferral_keeps_the_owners_chmod_made_on_another_mount(mount_factory, 
     final = (_row(a, ky), as_user(C, f"open({pa('y.txt')!r}).read()"))
     assert final == ({"uid": A, "mode": 0o600, "etag": _etag(a, ky), "claimed_by": None},
                      ["EACCES"]), (final, at_tmp)
+
+
+@pytest.mark.xfail(strict=True, reason="review-34 Z6 (Medium): an unlink whose COMMIT answer "
+                   "was lost, when a newer file was stored at the name meanwhile (second pass: "
+                   "-ESTALE taken as 'removed', not spared), then drops the row there "
+                   "(attrov_drop, no spare): the newer file's attributes, logged as a 'drop' "
+                   "by the unlinker")
+def test_unlink_whose_commit_answer_is_lost_keeps_a_newer_files_row(stack, mount_factory, uniq):
+    """As test_review_31's R7 test, but B's new y.txt on a is written and closed (stored, its
+    row B's, 0600) while b reconnects. b's second pass finds B's live row (no spare), its
+    HEAD finds B's object (-ESTALE: 'removed; a newer upload is there now', 0) and
+    inbox_unlink then drops the row at y.txt without sparing anything. Expected: y.txt is
+    B's file with B's row (B, 0600); after B's create nothing is logged at y.txt but B's
+    own changes (no 'drop')."""
+    from test_perms import A, attrs_row
+    from test_review_31 import PgCut
+    from test_review_held_commit import GHolder
+    from test_review_hide_h5 import _last_id, _log
+    import threading
+    px = PgCut(int(stack.conninfo.split("port=")[1].split()[0]),
+               b"WITH c AS (UPDATE reception_audit SET removed_at = now()", hold=6.0)
+    try:
+        conn = stack.conninfo.replace(f"port={px.up}", f"port={px.port}") + " sslmode=disable"
+        a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
+        b = mount_factory(config={"postgres": {"conninfo": conn, "pool_size": "1"},
+                                  "fs": FOREIGN["fs"]},
+                          reset=False, opts="allow_other", name="b")
+        for m in (a, b):
+            open_to_others(m)
+        os.mkdir(b.path("inbox", uniq))
+        os.chmod(b.path("inbox", uniq), 0o777)
+        pa = lambda n: a.path("inbox", f"{uniq}/{n}")  # noqa
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        ky = f"{uniq}/y.txt"
+        assert as_user(A, f"open({pb('y.txt')!r}, 'w').write('A OLD')") == ["ok"]
+        out = {}
+        px.enabled = True
+        t = threading.Thread(target=lambda: out.setdefault(
+            "rm", as_user(A, f"os.unlink({pb('y.txt')!r})")))
+        t.start()
+        assert px.cut.wait(30), "the removal's COMMIT was never cut"
+        start = _last_id(a)
+        wb = GHolder(B, pa("y.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        try:
+            wrote = wb.op("w", "B NEW")
+            closed = wb.op("c")
+        finally:
+            wb.close()
+        mode = as_user(B, f"os.chmod({pa('y.txt')!r}, 0o600)")
+        before_release = attrs_row(a, ky)
+        px.release.set()
+        t.join(60)
+        time.sleep(1)
+        attrs = attrs_row(a, ky)
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        logged = [(op, uid, m_, who) for op, _, uid, m_, _, who in _log(a, ky, start)]
+    finally:
+        px.close()
+    assert (wrote, closed, mode, before_release and before_release["uid"]) == \
+        ("ok", "ok", ["ok"], B), (wrote, closed, mode, before_release)
+    assert (out.get("rm"), body, attrs and (attrs["uid"], attrs["mode"])) == \
+        (["ok"], b"B NEW", (B, 0o600)), (out, body, attrs, logged)
+    assert "drop" not in [x[0] for x in logged], logged
