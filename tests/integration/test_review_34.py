@@ -302,3 +302,68 @@ def test_unlink_whose_commit_answer_is_lost_keeps_a_newer_files_row(stack, mount
     assert (out.get("rm"), body, attrs and (attrs["uid"], attrs["mode"])) == \
         (["ok"], b"B NEW", (B, 0o600)), (out, body, attrs, logged)
     assert "drop" not in [x[0] for x in logged], logged
+
+
+@pytest.mark.xfail(strict=True, reason="review-34 Z7 (Medium): H6's check (getattr) and copy "
+                   "are not one step: when another mount copies its row to the same hidden name "
+                   "in between, the copy fails EEXIST but the hide goes on, its hidden file "
+                   "shows the other's row (reloaded) and its last close drops that row")
+def test_a_hide_that_loses_the_hidden_name_race_keeps_its_own_attributes(
+        stack, mount_factory, uniq):
+    """a and b (b through a proxy), fresh, the same lookups: B's y.txt (0600) is node 4 on a,
+    C's z.txt (0640) node 4 on b; their first hides ask for the same hidden name H. C reads
+    z.txt on b and A renames w.txt over it there: b's libfuse asks getattr(H) (free) and
+    renames z.txt to H; b's hide loads z.txt for its reader (the GET held at the proxy).
+    Meanwhile B reads y.txt on a and A renames x.txt over it: a takes H too (no row yet) and
+    copies B's row there. b's GET goes on: its copy fails EEXIST (H6), logged, yet the hide
+    stands with a's row reloaded as its own. Expected: C's handle on b shows (C, 0640); after
+    C's close a's row at H is still there and B's handle on a shows (B, 0600)."""
+    from test_perms import A
+    from test_review_held_commit import GHolder
+    from test_review_held_rename import _mvs
+    from test_review_stale4 import _proxied
+    import threading
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
+    ra = rb = None
+    try:
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(C, f"open({pa('z.txt')!r}, 'w').write('C FILE')",
+                       f"os.chmod({pa('z.txt')!r}, 0o640)") == ["ok", "ok"]
+        assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A X')",
+                       f"open({pa('w.txt')!r}, 'w').write('A W')") == ["ok", "ok"]
+        b.wait_until(lambda: os.path.exists(pb("z.txt")) and os.path.exists(pb("w.txt")),
+                     timeout=40, what="b lists z and w")
+        rb = GHolder(C, pb("z.txt"), os.O_RDONLY)
+        ra = GHolder(B, pa("y.txt"), os.O_RDONLY)
+        px.rule = lambda method, path, headers: \
+            ("hold", 600) if method == "GET" and path.split("?")[0].endswith("/z.txt") else None
+        out = {}
+        t = threading.Thread(target=lambda: out.setdefault(
+            "mv", _mvs(A, (pb("w.txt"), pb("z.txt")))), daemon=True)
+        t.start()
+        b.wait_until(lambda: any(m_ == "GET" and act == "hold" for m_, _, act in px.log),
+                     timeout=30, what="b's hide's GET held")
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        a_rows = _hidden(a, uniq)
+        px.release.set()
+        t.join(60)
+        px.rule = None
+        rows = [(r["object_key"], r["uid"], r["mode"], r["claimed_by"]) for r in _hidden(a, uniq)]
+        time.sleep(3)  # past the attribute caches
+        on_b = _fd_stat(rb, b)
+        rb.close()
+        rb = None
+        time.sleep(2)
+        left = [(r["object_key"], r["uid"], r["mode"]) for r in _hidden(a, uniq)]
+        on_a = _fd_stat(ra, a)
+    finally:
+        for h in (ra, rb):
+            if h is not None:
+                h.close()
+        px.close()
+    logs = [ln for ln in b.daemon_log().splitlines() if "not copied to its hidden name" in ln]
+    # the race happened: both hides asked for the same name, b's copy refused
+    assert out.get("mv") == ["ok"] and len(a_rows) == 1 and len(logs) == 1, (out, a_rows, logs)
+    assert (on_b, left, on_a) == ((C, 0o640), [(a_rows[0]["object_key"], B, 0o600)],
+                                  (B, 0o600)), (rows, logs)
