@@ -367,3 +367,37 @@ def test_a_hide_that_loses_the_hidden_name_race_keeps_its_own_attributes(
     assert out.get("mv") == ["ok"] and len(a_rows) == 1 and len(logs) == 1, (out, a_rows, logs)
     assert (on_b, left, on_a) == ((C, 0o640), [(a_rows[0]["object_key"], B, 0o600)],
                                   (B, 0o600)), (rows, logs)
+
+
+def test_a_second_open_files_rename_over_a_deferred_publishs_name(mount_factory, uniq):
+    """X1's sibling, an open new file instead of a stored one: A renames her open new x.txt
+    over B's y.txt on a (her publish deferred). On mount c, C renames his open new v.txt over
+    y.txt too. Either that fails EBUSY (as X1's stored rename does) and y.txt ends A's, or it
+    succeeds and, being the later rename, y.txt ends C's after both closes (C's first, then
+    A's): A's close may not store her bytes over the file renamed there after hers. Read for
+    review 34 and not reproduced: a plain test."""
+    from test_perms import A
+    from test_review_h5 import _body, _other
+    from test_review_held_rename import _mvs
+    from test_review_hide_h5 import FHolder, _row, _setup
+    a, pa, w, b_etag = _setup(mount_factory, uniq)
+    ky = f"{uniq}/y.txt"
+    wc = None
+    try:
+        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
+        c = _other(mount_factory)
+        pc = lambda n: c.path("inbox", f"{uniq}/{n}")  # noqa
+        wc = FHolder(C, pc("v.txt"), os.O_WRONLY | os.O_CREAT | os.O_EXCL)
+        assert wc.op("w", "C NEW") == "ok"
+        moved = _mvs(C, (pc("v.txt"), pc("y.txt")))
+        c_closed = wc.op("c")
+        a_closed = w.op("c")
+    finally:
+        w.close()
+        if wc:
+            wc.close()
+    time.sleep(1)
+    row = _row(a, ky)
+    final = (moved, _body(a, ky), row and row["uid"])
+    assert final in ((["EBUSY"], b"A NEW", A), (["ok"], b"C NEW", C)), \
+        (final, c_closed, a_closed, row)
