@@ -50,6 +50,9 @@ def test_a_user_of_another_mount_cannot_unlink_a_live_hidden_row(mount_factory, 
         (True, [(h, B, 0o600, row["claimed_by"])], [], (B, 0o600)), (seen_b, gone)
 
 
+@pytest.mark.skipif(os.environ.get("CUSTODYFS_LOWLEVEL") == "1",
+                    reason="H7's node left at the hidden name is the high-level API's (ll.c "
+                    "renames its node back)")
 @pytest.mark.xfail(strict=True, reason="review-34 Z2 (Medium): the hidden name a failed "
                    "rename left libfuse's node at (H7) is unlinked at the node's last close "
                    "with attrov_drop(hidden, 0): another mount's live hide that took the same "
