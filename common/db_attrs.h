@@ -241,6 +241,13 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
  * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);
+/* db_attrs_drop of key, a hidden name of this process's (its file's last
+ * close, or its hide undone): a row another process's hide tagged there
+ * stays, live or not (that process took the name since: review-34 Z2,
+ * Z7); this process's own tag, an untagged row (an unlink's hide moved
+ * it) or a claim go as db_attrs_drop says. 0 or -errno. */
+int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *key,
+			 const struct actor *who);
 /* Is a key under dir + "/" another mount's live claim (db_set_claimer:
  * another mount's new file being written there, which no listing of the
  * store shows)? Read now. 1, 0, or -errno (the database cannot be read). */

@@ -93,8 +93,9 @@ int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
 		      const struct actor *who);
 
 /* In x's transaction: key's row goes (with tree, those under key/ too),
- * each logged ('drop') with who; with spare set, another mount's live
- * claim stays (a rename's target: another mount's new file lands there).
+ * each logged ('drop') with who; with spare 1, another mount's live
+ * claim stays (a rename's target: another mount's new file lands there);
+ * with spare 2 (db_attrs_drop_hidden), another process's hidden tag.
  * An unlink ends any claim on its name (spare 0). 0 or -errno. */
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, int spare, const struct actor *who);

@@ -674,6 +674,17 @@ void attrov_drop(const char *rel, int tree);
  * (its new file, being written there) stays (db_attrs_drop_spare: review-k
  * L6, L7). A failure is logged, as attrov_drop's. */
 void attrov_drop_spare(const char *rel, int tree);
+/* rel is a hidden name of this process's whose row goes (its file's last
+ * close, or a failed rename's hide undone): db_attrs_drop_hidden (a row
+ * another process's hide tagged there stays). */
+void attrov_drop_hidden(const char *rel);
+/* The hidden names this process's hides took (review-34 Z1, Z2): only one
+ * of those is unlinked here (libfuse does at its node's last close).
+ * hidden_note records name (drop: its row is to go then; 0: it went
+ * already, a failed rename's copy); hidden_forget takes it out: 1 (and
+ * *drop) when it was this process's, else 0. */
+void hidden_note(const char *name, int drop);
+int hidden_forget(const char *name, int *drop);
 /* Before this mount uploads rel: with check (an object is there, the
  * upload replaces it), replaced is the ETag of that object now (NULL: none
  * any more) and a row bound to another object goes; the row left is

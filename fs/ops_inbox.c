@@ -1650,18 +1650,26 @@ int inbox_unlink(const char *rel)
 	of = ofile_find(rel);
 	if (ofile_is_hidden_name(rel)) {
 		/* libfuse removes a hidden file when its last handle closes:
-		 * it never was in the store. */
-		if (!of) {
-			/* a failed rename's: the file has its name again */
-			ofile_node_forget(rel);
-			attrov_drop(rel, 0); /* gone with its last handle */
-			return 0;
+		 * it never was in the store. Only a hidden name this
+		 * process's hide took: another's (shown as taken, H6) is
+		 * that process's to remove (review-34 Z1). */
+		int drop = 0;
+
+		if (!hidden_forget(rel, &drop)) {
+			if (of)
+				ofile_put(of);
+			return -EBUSY;
 		}
-		pthread_mutex_lock(&cfs->lock);
-		of->unlinked = 1;
-		pthread_mutex_unlock(&cfs->lock);
-		ofile_put(of);
-		attrov_drop(rel, 0);
+		/* a failed rename's: the file has its name again */
+		ofile_node_forget(rel);
+		if (of) {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+			ofile_put(of);
+		}
+		if (drop) /* gone with its last handle */
+			attrov_drop_hidden(rel);
 		return 0;
 	}
 	if (of) {

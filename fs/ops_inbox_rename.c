@@ -73,6 +73,61 @@ struct hide_pending {
 };
 static __thread struct hide_pending hidden_for_rename;
 
+/* fs.h (hidden_note, hidden_forget). */
+struct hidden_name {
+	char *name;
+	int drop;
+	struct hidden_name *next;
+};
+static struct hidden_name *hidden_names; /* protected by cfs->lock */
+
+void hidden_note(const char *name, int drop)
+{
+	struct hidden_name *h, *n = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = hidden_names; h; h = h->next)
+		if (!strcmp(h->name, name))
+			break;
+	if (h) {
+		h->drop = drop;
+	} else {
+		n = calloc(1, sizeof(*n));
+		if (n)
+			n->name = strdup(name);
+		if (n && n->name) {
+			n->drop = drop;
+			n->next = hidden_names;
+			hidden_names = n;
+			n = NULL;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (n) /* no memory: its last close's unlink is refused, its row
+		  is left for the sweep */
+		free(n);
+}
+
+int hidden_forget(const char *name, int *drop)
+{
+	struct hidden_name **pp, *h = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (pp = &hidden_names; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->name, name)) {
+			h = *pp;
+			*pp = h->next;
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	if (!h)
+		return 0;
+	*drop = h->drop;
+	free(h->name);
+	free(h);
+	return 1;
+}
+
 /* The rename that hid hidden_for_rename.name has succeeded (ok: the target's
  * object and row were replaced by it) or failed, or never came (the target is
  * left as it was: its open file gets its name back, so a writer's later
@@ -80,6 +135,7 @@ static __thread struct hide_pending hidden_for_rename;
 static void pending_finish(int ok)
 {
 	struct ofile *of = hidden_for_rename.of;
+	int node_back = 0, drop;
 
 	if (!hidden_for_rename.name)
 		return;
@@ -95,12 +151,23 @@ static void pending_finish(int ok)
 		} else if (!ll_active()) {
 			/* libfuse's node stays at the hidden name */
 			ofile_set_node(of, hidden_for_rename.hidden);
+		} else {
+			node_back = 1; /* ll.c renames its node back */
 		}
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 	}
-	if (!ok) /* the name kept its row: the hidden copy goes */
-		attrov_drop(hidden_for_rename.hidden, 0);
+	if (!ok) {
+		/* The name kept its row: the hidden copy goes now (never
+		 * another process's, review-34 Z7), and nothing at the
+		 * hidden name is this hide's any more (Z2: another process
+		 * may take it before libfuse unlinks it). */
+		attrov_drop_hidden(hidden_for_rename.hidden);
+		if (node_back) /* no unlink of it comes */
+			hidden_forget(hidden_for_rename.hidden, &drop);
+		else
+			hidden_note(hidden_for_rename.hidden, 0);
+	}
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -229,6 +296,7 @@ static int hide_for_rename(const char *from, const char *to)
 	 * other mounts show the target with it meanwhile; L5: a crash
 	 * leaves it there); the hidden name gets a copy. */
 	attrov_copy_hidden(from, to);
+	hidden_note(to, 1);
 	return 0;
 fail:
 	free(hidden_for_rename.name);
@@ -324,6 +392,8 @@ static int inbox_hide(const char *from, const char *to)
 		dcache_remove(from);
 		attrov_move(from, to, 0, NULL, NULL);
 	}
+	if (rc == 0)
+		hidden_note(to, 1);
 	ofile_put(of);
 	return rc;
 }

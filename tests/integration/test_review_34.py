@@ -18,10 +18,6 @@ def _b(mount_factory, uniq):
     return b
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z1 (High): since H6 another mount's hidden "
-                   "name shows as a file to every user of b (hidden_taken); unlinking it on b "
-                   "drops a's live tagged row (attrov_drop(hidden, 0)), logged as C's 'drop'; "
-                   "B's open file on a then shows the defaults")
 def test_a_user_of_another_mount_cannot_unlink_a_live_hidden_row(mount_factory, uniq):
     """a: B's y.txt (0600) held open by B, A renames x.txt over it: a's hidden name H keeps
     B's row, tagged with a's claimer. On b, user C (no right to B's file, write access to the
@@ -53,10 +49,6 @@ def test_a_user_of_another_mount_cannot_unlink_a_live_hidden_row(mount_factory, 
 @pytest.mark.skipif(os.environ.get("CUSTODYFS_LOWLEVEL") == "1",
                     reason="H7's node left at the hidden name is the high-level API's (ll.c "
                     "renames its node back)")
-@pytest.mark.xfail(strict=True, reason="review-34 Z2 (Medium): the hidden name a failed "
-                   "rename left libfuse's node at (H7) is unlinked at the node's last close "
-                   "with attrov_drop(hidden, 0): another mount's live hide that took the same "
-                   "name meanwhile loses its tagged row (H6 guards the copy, not the drop)")
 def test_the_last_close_after_a_failed_rename_keeps_another_mounts_hidden_row(
         stack, mount_factory, uniq):
     """b (through a proxy): B holds y.txt (0600) open for writing; A's rename of x.txt over
@@ -307,10 +299,11 @@ def test_unlink_whose_commit_answer_is_lost_keeps_a_newer_files_row(stack, mount
     assert "drop" not in [x[0] for x in logged], logged
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z7 (Medium): H6's check (getattr) and copy "
-                   "are not one step: when another mount copies its row to the same hidden name "
-                   "in between, the copy fails EEXIST but the hide goes on, its hidden file "
-                   "shows the other's row (reloaded) and its last close drops that row")
+@pytest.mark.xfail(strict=True, reason="review-34 Z7 (Medium, partly fixed): H6's check "
+                   "(getattr) and copy are not one step: when another mount copies its row to "
+                   "the same hidden name in between, the copy fails EEXIST but the hide goes on "
+                   "and its hidden file shows the other's row (its last close no longer drops "
+                   "that row: db_attrs_drop_hidden)")
 def test_a_hide_that_loses_the_hidden_name_race_keeps_its_own_attributes(
         stack, mount_factory, uniq):
     """a and b (b through a proxy), fresh, the same lookups: B's y.txt (0600) is node 4 on a,
