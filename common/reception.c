@@ -1107,8 +1107,13 @@ int reception_remove_spare(struct reception *r, const char *key,
 		 * claim stays, and the removal is logged all the same. */
 		rc = remove_locked(r, key, reason, reception_gone_locked, &ro,
 				   NULL, &closed, spared);
-		if (rc == -ESTALE) /* removed; a newer upload is there now */
+		if (rc == -ESTALE) { /* removed; a newer upload is there now */
+			/* The row at the name is that newer file's: the caller
+			 * must not drop it (review-34 Z6). */
+			if (spared)
+				*spared = RECEPTION_NEWER;
 			rc = 0;
+		}
 	}
 	if (rc == -EINPROGRESS)
 		rc = -EIO;

@@ -155,7 +155,11 @@ int reception_remove(struct reception *r, const char *key,
  * row yet (review-31 R4) is removed as by reception_remove. Else *spared
  * is 0. After a lost COMMIT answer, the pass that checks the rows again
  * may be spared for a new file begun since: the object this call deleted
- * is still logged removed and 0 returned (review-31 R7). Same returns. */
+ * is still logged removed and 0 returned (review-31 R7); when it finds a
+ * newer object stored there instead, *spared is RECEPTION_NEWER and 0 is
+ * returned: the name's attribute row is that file's, not to be dropped
+ * (review-34 Z6). Same returns. */
+#define RECEPTION_NEWER 2
 int reception_remove_spare(struct reception *r, const char *key,
 			   const struct actor *who, int *spared);
 

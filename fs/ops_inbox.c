@@ -1693,6 +1693,13 @@ int inbox_unlink(const char *rel)
 	}
 	cfs_actor(&who);
 	rc = reception_remove_spare(cfs->rcp, rel, &who, &spared);
+	if (rc == 0 && spared == RECEPTION_NEWER) {
+		/* a newer file stored at the name meanwhile (review-34 Z6):
+		 * its row stays, shown fresh */
+		dcache_remove(rel);
+		attrov_reload(rel);
+		return 0;
+	}
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
 		if (spared)

@@ -236,16 +236,11 @@ def test_a_deferral_keeps_the_owners_chmod_made_on_another_mount(mount_factory, 
                      ["EACCES"]), (final, at_tmp)
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z6 (Medium): an unlink whose COMMIT answer "
-                   "was lost, when a newer file was stored at the name meanwhile (second pass: "
-                   "-ESTALE taken as 'removed', not spared), then drops the row there "
-                   "(attrov_drop, no spare): the newer file's attributes, logged as a 'drop' "
-                   "by the unlinker")
 def test_unlink_whose_commit_answer_is_lost_keeps_a_newer_files_row(stack, mount_factory, uniq):
     """As test_review_31's R7 test, but B's new y.txt on a is written and closed (stored, its
     row B's, 0600) while b reconnects. b's second pass finds B's live row (no spare), its
-    HEAD finds B's object (-ESTALE: 'removed; a newer upload is there now', 0) and
-    inbox_unlink then drops the row at y.txt without sparing anything. Expected: y.txt is
+    HEAD finds B's object (-ESTALE: 'removed; a newer upload is there now', 0); before the
+    fix inbox_unlink then dropped the row at y.txt (Z6). Expected: y.txt is
     B's file with B's row (B, 0600); after B's create nothing is logged at y.txt but B's
     own changes (no 'drop')."""
     from test_perms import A, attrs_row
