@@ -355,11 +355,15 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
  * db_attrs_pend_publish's, and from's claim goes (not logged: the
  * publish's 'move' from `from` records the rename), so that `from` is
  * free at once. Without a claimer *attrs (required) is the file's own
- * mode and owner, as it holds them, and its times where it sets none are
- * its own row's at from: one bound to own1 or own2 (the ETags of the
- * objects it was loaded from or stored, NULL: none); that row alone goes,
- * logged 'drop'. Any other row at from (another file's: another mount's
- * claim of the name since, review n17 X2) is neither read nor touched.
+ * mode and owner, as it holds them, used when it has no own row at from:
+ * a row bound to own1 or own2 (the ETags of the objects it was loaded
+ * from or stored, NULL: none) whose owner is attrs->uid (or unset). Its
+ * own row's current mode and owner win (they hold every mount's changes
+ * since its open: review-34 Z5), its times where *attrs sets none; that
+ * row alone goes, logged 'drop'. Any other row at from (another file's:
+ * another mount's claim of the name since, review n17 X2, or another
+ * owner's file with the same content, review-34 Z3) is neither read nor
+ * touched.
  * *got (may be NULL; without a claimer): the attributes recorded. The close
  * commits it as a publish from `from` (db_attrs_publish, pending: token).
  * Nothing is shown for it elsewhere while to's row describes to's object

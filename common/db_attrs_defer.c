@@ -25,21 +25,23 @@ static const char db_sql_defer_unclaim[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text AND etag IS NULL AND claimed_by = $3::text";
 /* $1 bucket, $2 from, $3 and $4 the ETags of a file's own objects (NULL:
- * none): from's row while it is that file's (bound to one of them: no
- * claim, no other file's row), locked. */
+ * none), $5 the owner it holds: from's row while it is that file's (bound
+ * to one of them: no claim; and its owner's: another file with the same
+ * content, so the same ETag, is not taken for it, review-34 Z3), locked. */
 static const char db_sql_defer_own[] =
 	"SELECT mode, uid, gid, atime_ns, mtime_ns FROM file_attrs"
 	" WHERE bucket = $1::text AND object_key = $2::text"
-	" AND etag IN ($3::text, $4::text) FOR UPDATE";
-/* Who ($1..$4), $5 bucket, $6 from, $7 and $8 as $3 and $4 above: a file
- * with no claim (stored before, review-h5 N6): its own row at from goes
+	" AND etag IN ($3::text, $4::text)"
+	" AND (uid IS NULL OR uid = $5::bigint) FOR UPDATE";
+/* Who ($1..$4), $5 bucket, $6 from, $7..$9 as $3..$5 above: a file with
+ * no claim (stored before, review-h5 N6): its own row at from goes
  * (logged 'drop': the publish's 'move' from `from` at its close records
  * where its attributes went); another file's there stays (review n17
- * X2). */
+ * X2, review-34 Z3). */
 static const char db_sql_defer_unrow[] =
 	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
 	" AND object_key = $6::text AND etag IN ($7::text, $8::text)"
-	" RETURNING *) "
+	" AND (uid IS NULL OR uid = $9::bigint) RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* $1 bucket, $2 key, $3 token, $4..$7 set mode/owner/atime/mtime, $8 mode,
@@ -161,17 +163,27 @@ static int defer_others_claim(struct pg_ctx *x, const char *bucket,
 }
 
 /* In x's transaction: *r, a file's own attributes as it holds them (no
- * claim: review-h5 N6), takes the times it sets none of from its own row
- * at from (db_sql_defer_own), if there is one. 0 or -errno. */
-static int defer_own_times(struct pg_ctx *x, const struct defer_args *g,
-			   struct db_attrs *r)
+ * claim: review-h5 N6), takes from its own row at from
+ * (db_sql_defer_own), if there is one, its current mode and owner (the
+ * row has every mount's changes since the file's open: an owner's chmod
+ * on another mount is kept, review-34 Z5) and the times it sets none of.
+ * 0 or -errno. */
+static int defer_own_row(struct pg_ctx *x, const struct defer_args *g,
+			 const char *owner, struct db_attrs *r)
 {
-	const char *p[4] = {g->bucket, g->from, g->own1, g->own2};
+	const char *p[5] = {g->bucket, g->from, g->own1, g->own2, owner};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_defer_own, 4, p, &res);
+	int rc = pg_exec(x, db_sql_defer_own, 5, p, &res);
 
 	if (rc || PQntuples(res) != 1)
 		goto out;
+	if (!PQgetisnull(res, 0, 0))
+		r->mode =
+		    (unsigned)strtoul(PQgetvalue(res, 0, 0), NULL, 10) & 07777;
+	if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
+		r->uid = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		r->gid = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
 	if (!(r->what & DB_ATTR_ATIME) && !PQgetisnull(res, 0, 3)) {
 		r->atime_ns = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
 		r->what |= DB_ATTR_ATIME;
@@ -190,12 +202,15 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 	struct defer_args *g = arg;
 	const char *p[3] = {g->bucket, g->from, g->claimer};
 	struct who_params w;
-	const char *d[8];
+	const char *d[9];
+	char owner[24] = "";
 	int rc = pg_attrs_lock_name(x, g->bucket, g->to);
 
 	/* A retried transaction starts again from the caller's. */
-	if (g->a)
+	if (g->a) {
 		g->rec = *g->a;
+		snprintf(owner, sizeof(owner), "%" PRId64, g->a->uid);
+	}
 	g->rec.key = NULL;
 	g->rec.etag = NULL;
 	/* under to's name lock: a create's claim there (pg_attrs_claim)
@@ -205,12 +220,14 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 		rc = defer_others_claim(x, g->bucket, g->to);
 	if (rc)
 		return rc < 0 ? rc : -EBUSY;
-	/* Without a claim (a file stored before: review-h5 N6) its own
-	 * attributes are recorded, never those of a row found at from (its
-	 * token matches no claim; the row there may be another file's:
-	 * review n17 X2), but for its own row's times. */
+	/* Without a claim (a file stored before: review-h5 N6) its own row
+	 * at from is recorded as it is now (review-34 Z5), else the
+	 * attributes it holds; never another file's row found at from (its
+	 * token matches no claim; the row there may be another mount's
+	 * claim: review n17 X2, or another file's with the same content:
+	 * review-34 Z3). */
 	if (!g->claimer)
-		rc = defer_own_times(x, g, &g->rec);
+		rc = defer_own_row(x, g, owner, &g->rec);
 	if (rc == 0)
 		rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
 				       g->lease_s,
@@ -225,7 +242,8 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 	d[5] = g->from;
 	d[6] = g->own1;
 	d[7] = g->own2;
-	return pg_exec(x, db_sql_defer_unrow, 8, d, NULL);
+	d[8] = owner;
+	return pg_exec(x, db_sql_defer_unrow, 9, d, NULL);
 }
 
 int db_attrs_defer(struct db *d, const char *bucket, const char *from,

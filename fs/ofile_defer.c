@@ -79,7 +79,13 @@ int attrov_defer(const char *from, const char *to, const char *token,
 			  from, to,
 			  rc == -EINPROGRESS ? " (or their answer lost)" : "",
 			  strerror(-rc));
-	/* without a claim: its own row's times, where it held none */
+	/* without a claim: its own row's mode and owner (as every mount
+	 * left them: review-34 Z5), and its times where it held none */
+	if (rc == 0 && !token) {
+		cur->mode = got.mode & 07777;
+		cur->uid = (uid_t)got.uid;
+		cur->gid = (gid_t)got.gid;
+	}
 	if (rc == 0 && !token && !cur->has_atime &&
 	    (got.what & DB_ATTR_ATIME)) {
 		cur->atime = attrs_ns_ts(got.atime_ns);

@@ -802,9 +802,10 @@ static int rename_defer(struct ofile *of, const char *from, const char *to)
 		cur = of->creator;
 	} else {
 		/* A file stored before (no claim: review-h5 N6): its own
-		 * attributes as it holds them, never those of the row at
-		 * from now, which may be another file's (another mount's
-		 * claim of the name since: review n17 X2). */
+		 * attributes as it holds them, where its own row at from
+		 * is gone (db_attrs_defer takes that row's, as every mount
+		 * left them: review-34 Z5); never those of another file's
+		 * row there (review n17 X2, review-34 Z3). */
 		ofile_own_attrs(of, &cur);
 	}
 	pthread_mutex_unlock(&cfs->lock);

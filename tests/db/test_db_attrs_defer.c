@@ -150,6 +150,46 @@ static void test_attrs_defer_n17(struct db *d, PGconn *raw,
 	   "n17: pending rows unpended");
 }
 
+/* review-34: a stored file's deferral records its own row at from as it
+ * is now (another mount's chmod kept: Z5), and another owner's row there
+ * bound to the same ETag (the same content) is not its own (Z3). */
+static void test_attrs_defer_z34(struct db *d, PGconn *raw,
+				 const struct actor *who)
+{
+	struct db_attrs held = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+				.mode = 0644,
+				.uid = ALICE,
+				.gid = ALICE};
+	struct db_attrs got = {0};
+
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/z1', 384, 2001, 2001, now(), 'c', 'e-z'), ('" BKT
+		       "', 'df/z2', 420, 2003, 2003, now(), 'c', 'e-z'), ('" BKT
+		       "', 'df/zu', 384, 2002, 2002, now(), 'b', 'e-zu')"),
+	   "z34: Alice's z1 (chmodded 0600 elsewhere, e-z), C's z2 (0644, "
+	   "also e-z), Bob's zu");
+	ok(db_attrs_defer(d, BKT, "df/z1", "df/zu", "tokz5", 60, NULL, "e-z",
+			  NULL, &held, who, &got) == 0 &&
+	       pending_is(raw, "df/zu", "tokz5|df/z1|384|2001|") &&
+	       row_is(raw, "df/z1", NULL) &&
+	       log_is(raw, "df/z1", "drop||384|2001|e-z") && got.mode == 0600 &&
+	       got.uid == ALICE,
+	   "z34 Z5: held 0644, her row at z1 0600: 0600 recorded, row dropped");
+	held.mode = 0600;
+	ok(db_attrs_unpend(d, BKT, "df/zu", "tokz5") == 0 &&
+	       db_attrs_defer(d, BKT, "df/z2", "df/zu", "tokz3", 60, NULL,
+			      "e-z", NULL, &held, who, &got) == 0 &&
+	       pending_is(raw, "df/zu", "tokz3|df/z2|384|2001|") &&
+	       row_is(raw, "df/z2", "420|2003|2003|e-z|") &&
+	       log_is(raw, "df/z2", "") && got.mode == 0600 && got.uid == ALICE,
+	   "z34 Z3: C's row at z2 with her ETag: untouched, not logged; her "
+	   "own attributes pending");
+	ok(db_attrs_unpend(d, BKT, "df/zu", "tokz3") == 0 &&
+	       pending_is(raw, "df/zu", ""),
+	   "z34: pending rows unpended");
+}
+
 /* An unlink by whom (uid) of key, judged with perm: *dropped, *kept. */
 static int unlink_as(struct db *d, const char *key, uid_t uid,
 		     const struct db_unlink_perm *pm, int *dropped, int *kept)
@@ -381,6 +421,7 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	   "undone: its row at s again, unbound, no claim");
 
 	test_attrs_defer_n17(d, raw, &who);
+	test_attrs_defer_z34(d, raw, &who);
 	test_attrs_defer_unlink(d, raw, &who);
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

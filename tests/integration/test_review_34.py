@@ -102,10 +102,6 @@ def test_the_last_close_after_a_failed_rename_keeps_another_mounts_hidden_row(
         ([(hk, B, 0o600, rows[0]["claimed_by"])], [], (B, 0o600)), rows
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z3 (Medium): X2's fix tells a file's own row "
-                   "at from by ETag only (etag IN (loaded, committed)); another file with the "
-                   "same content (same MD5 ETag) renamed to the temp name on another mount is "
-                   "taken for its own: A's deferral drops C's row there, logged as A's 'drop'")
 def test_a_deferral_never_drops_another_files_row_with_the_same_content(mount_factory, uniq):
     """X2 again, the other file's row bound to an object: A's stored a.txt ('A OLD', 0600),
     open for writing ('A NEW' written), goes to a.txt.tmp on a (its row follows, bound to
@@ -197,10 +193,6 @@ def test_a_second_rename_over_a_file_whose_first_rename_failed_is_not_undone_by_
     assert final == (b"A W", (A, 0o644)), (final, wrote, closed)
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z5 (High, new in c2e329d): a stored file's "
-                   "deferred publish records the mode it held at open (ofile_own_attrs), not "
-                   "the row's: its owner's chmod 0600 on another mount meanwhile is undone, "
-                   "and the file is published 0644 (readable by others)")
 def test_a_deferral_keeps_the_owners_chmod_made_on_another_mount(mount_factory, uniq):
     """A's stored a.txt ('A OLD', 0644) is open for writing on a ('A NEW' written). On mount
     c, A chmods a.txt to 0600 (its row says so; a holds 0644 from its open). A renames a.txt
