@@ -373,17 +373,21 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     db_locked_fn fn, void *arg, int *fn_ran,
 				     struct db_closed *closed);
 /* db_reception_mark_removed_locked for an unlink (review-k L7): when,
- * under the key lock, the key has no live row and its file_attrs row is
+ * under the key lock, the key has no live row, its file_attrs row is
  * another mount's live claim (db_set_claimer: that mount's new file is
- * being written there; the removal, through a stale listing, is of an
- * object gone already), nothing is done (fn not called, no row marked,
- * no removal noted: that file's commit is not refused) and *spared is
- * set to 1; otherwise *spared is 0 and it is
- * db_reception_mark_removed_locked. Same returns. */
+ * being written there) and absent(arg) returns 0 (no object at the key:
+ * the removal, through a stale listing, is of an object gone already),
+ * nothing is done (fn not called, no row marked, no removal noted: that
+ * file's commit is not refused) and *spared is set to 1. absent returns
+ * -ESTALE when an object is there (one with no live row yet, review-31
+ * R4: it came by another route, or is another upload's before its
+ * commit): it is removed as db_reception_mark_removed_locked does, and
+ * *spared is 0, as it is when the key has a live row or no such claim.
+ * absent's other errors are returned (nothing written). Same returns. */
 int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
-			      const char *reason, db_locked_fn fn, void *arg,
-			      int *fn_ran, struct db_closed *closed,
-			      int *spared);
+			      const char *reason, db_locked_fn fn,
+			      db_locked_fn absent, void *arg, int *fn_ran,
+			      struct db_closed *closed, int *spared);
 
 /* The removal of reception row id of (bucket, key) together with its
  * object: in one transaction holding the key lock (the one a mount takes

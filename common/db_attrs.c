@@ -169,15 +169,22 @@ static const char db_sql_attrs_get[] =
 	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text";
 
 /* Who ($1..$4), $5 bucket, $6 key, $7 tree, $8 key + "/", $9 key + "0",
- * $10 this process's claimer, $11 spare: each row removed is logged
- * ('drop'); with spare, another mount's live claim stays (review-stale4
- * K1, K2). */
+ * $10 this process's claimer, $11 spare, $12 own_hidden: each row removed
+ * is logged ('drop'); with spare, another mount's live claim stays
+ * (review-stale4 K1, K2), and so does a live process's hidden row
+ * (review-31 R6); with own_hidden, a row another process's hide tagged
+ * stays, live or not (review-34 Z2, Z7: the name may be that process's
+ * now). */
 static const char db_sql_attrs_drop[] =
 	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
 	" AND (object_key = $6::text OR ($7::boolean"
 	" AND object_key COLLATE \"C\" >= $8::text"
 	" AND object_key COLLATE \"C\" < $9::text))"
-	" AND NOT ($11::boolean AND " OTHERS_LIVE("$10") ") RETURNING *) "
+	" AND NOT ($11::boolean AND (" OTHERS_LIVE("$10") " OR " LIVE_TAG "))"
+	" AND NOT ($12::boolean AND f.claimed_by IS NOT NULL"
+	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'"
+	" AND f.claimed_by IS DISTINCT FROM $10::text || '" HIDDEN_TAG "')"
+	" RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 
@@ -672,7 +679,7 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, int spare, const struct actor *who)
 {
 	struct who_params w;
-	const char *p[11];
+	const char *p[12];
 	char *lo, *hi;
 	int rc = attrs_subtree(key, &lo, &hi);
 
@@ -685,8 +692,9 @@ int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 	p[7] = lo;
 	p[8] = hi;
 	p[9] = x->d->claimer;
-	p[10] = spare ? "t" : "f";
-	rc = pg_exec(x, db_sql_attrs_drop, 11, p, NULL);
+	p[10] = spare == 1 ? "t" : "f";
+	p[11] = spare == 2 ? "t" : "f";
+	rc = pg_exec(x, db_sql_attrs_drop, 12, p, NULL);
 	free(lo);
 	free(hi);
 	return rc;
@@ -785,6 +793,18 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	return db_run(d, "drop file attributes", 1, 1, pg_attrs_drop, &a);
+}
+
+int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *key,
+			 const struct actor *who)
+{
+	struct attrs_drop_args a = {
+	    .bucket = bucket, .key = key, .spare = 2, .who = who};
+
+	if (!d || !bucket || !key)
+		return -EINVAL;
+	return db_run(d, "drop a hidden name's file attributes", 1, 1,
+		      pg_attrs_drop, &a);
 }
 
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,

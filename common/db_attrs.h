@@ -116,11 +116,14 @@ int db_attrs_settled(struct db *d, const char *bucket, const char *key,
 		     int *found);
 /* As db_attrs_get, a pending row of key (db_attrs_copy_rename): the
  * attributes a rename in flight, or one a crash cut short, gives its copy
- * at key, for the object with ETag etag (NULL: any): one bound to etag
- * (a rename's copy of that object), else the newest unbound one (an
- * upload in flight) made before etag's object was recorded at key (a
- * live reception row older than the pending row: the object that upload
- * is to replace, never described by it). */
+ * at key, for the object with ETag etag (NULL: any live one): one bound
+ * to etag (a rename's copy of that object), else the newest unbound one
+ * (a publish's, or a deferred one's) while etag's object may be its
+ * upload: its lease running and etag not recorded at key before it (an
+ * upload in flight), or etag the first object recorded at key since it,
+ * still live (its rows' move cut short, maybe by a crash). Never for an
+ * object recorded before it (the one its upload is to replace), nor once
+ * it lapsed for a later one (review-h5 N7). */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
 			 const char *etag, struct db_attrs *row, int *found);
 
@@ -144,7 +147,9 @@ int db_attrs_move(struct db *d, const char *bucket, const char *from,
  * key), and key keeps its own: every mount shows key's object with it
  * until the rename's copy replaces it (review-k L3, L5). The copy is tagged
  * with this process's claimer (db_attrs_sweep_hidden); its liveness lock
- * is checked first (db_live_ensure). 0 or -errno. */
+ * is checked first (db_live_ensure). A row another process's hide tagged
+ * at hidden is never replaced (review-hide H6). 0, -EEXIST (that: nothing
+ * copied) or -errno. */
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 			 const char *hidden, const struct actor *who);
 
@@ -168,7 +173,9 @@ int db_attrs_sweep_hidden(struct db *d, const char *bucket,
  * of the copy made at to (0: none), which names it to db_attrs_restore.
  * 0 or -errno (nothing changed):
  * -EBUSY when to's row is another mount's live claim (db_set_claimer: its
- * new file lands there), never replaced. */
+ * new file lands there), never replaced, and when to has a live unbound
+ * pending row (an open file's deferred publish, db_attrs_defer, or a
+ * publish's upload in flight: that file lands there; review n17 X1). */
 int db_attrs_copy(struct db *d, const char *bucket, const char *from,
 		  const char *to, const struct actor *who,
 		  struct db_attrs *replaced, int *had, int64_t *copied);
@@ -220,16 +227,27 @@ int db_attrs_restore(struct db *d, const char *bucket, const char *key,
 
 /* Removal: key's row goes (with tree, those under key + "/" too), each
  * logged ('drop') with who, and key's pending row (db_attrs_copy) a
- * crashed rename left. 0 or -errno. */
+ * crashed rename left; never a live unbound one (an open file's deferred
+ * publish, db_attrs_defer, or a publish's upload in flight: it goes with
+ * its file, which lands at key, review-h5 N1). 0 or -errno. */
 int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
 		  const struct actor *who);
 /* db_attrs_drop for a removal that removed nothing in the store (an unlink
  * through a stale listing: the object was gone already) or of a directory
  * (rmdir): another mount's live claim (db_set_claimer) stays, at key and
- * under key + "/" (its new file lands there: review-k L6, L7); every other
- * row goes as db_attrs_drop says. 0 or -errno. */
+ * under key + "/" (its new file lands there: review-k L6, L7), and so does
+ * a hidden name's row whose process holds its liveness lock (its open
+ * file still shows it: review-31 R6); every other row goes as
+ * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);
+/* db_attrs_drop of key, a hidden name of this process's (its file's last
+ * close, or its hide undone): a row another process's hide tagged there
+ * stays, live or not (that process took the name since: review-34 Z2,
+ * Z7); this process's own tag, an untagged row (an unlink's hide moved
+ * it) or a claim go as db_attrs_drop says. 0 or -errno. */
+int db_attrs_drop_hidden(struct db *d, const char *bucket, const char *key,
+			 const struct actor *who);
 /* Is a key under dir + "/" another mount's live claim (db_set_claimer:
  * another mount's new file being written there, which no listing of the
  * store shows)? Read now. 1, 0, or -errno (the database cannot be read). */
@@ -325,24 +343,37 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *to, const char *token, int lease_s,
 			  const char *claimer, const struct db_attrs *attrs,
 			  const struct actor *who);
-/* An open new file (its claim at `from`: claimer, NULL: none) is renamed
- * over `to`, which holds another object, and its writer's close uploads it
- * there (review-hide H5): until that upload is recorded, to's row stays
- * to's object's, whatever happens (a crash, a failure). In one
- * transaction: another mount's live claim at `to` (db_set_claimer) fails
- * it (-EBUSY, nothing changed); else from's row while it is that claim
- * (else *attrs: the file's own) becomes the pending row (token; held
- * lease_s seconds, db_attrs_defer_renew) of `to`, unbound, as
+/* An open file (a new file's claim at `from`: claimer; NULL: a file
+ * stored before, review-h5 N6) is renamed over `to`, which holds another
+ * object, and its writer's close uploads it there (review-hide H5): until
+ * that upload is recorded, to's row stays to's object's, whatever happens
+ * (a crash, a failure). In one transaction, under to's name lock
+ * (db_attrs_claim): another mount's live claim at `to` (db_set_claimer)
+ * fails it (-EBUSY, nothing changed); else from's row while it is that
+ * claim (else *attrs: the file's own) becomes the pending row (token;
+ * held lease_s seconds, db_attrs_defer_renew) of `to`, unbound, as
  * db_attrs_pend_publish's, and from's claim goes (not logged: the
  * publish's 'move' from `from` records the rename), so that `from` is
- * free at once. The close commits it as a publish from `from`
- * (db_attrs_publish, pending: token). Nothing is shown for it elsewhere
- * while to's row describes to's object (db_attrs_get_pending is read only
- * for an object no committed row describes). 0 or -errno. */
+ * free at once. Without a claimer *attrs (required) is the file's own
+ * mode and owner, as it holds them, used when it has no own row at from:
+ * a row bound to own1 or own2 (the ETags of the objects it was loaded
+ * from or stored, NULL: none) whose owner is attrs->uid (or unset). Its
+ * own row's current mode and owner win (they hold every mount's changes
+ * since its open: review-34 Z5), its times where *attrs sets none; that
+ * row alone goes, logged 'drop'. Any other row at from (another file's:
+ * another mount's claim of the name since, review n17 X2, or another
+ * owner's file with the same content, review-34 Z3) is neither read nor
+ * touched.
+ * *got (may be NULL; without a claimer): the attributes recorded. The close
+ * commits it as a publish from `from` (db_attrs_publish, pending: token).
+ * Nothing is shown for it elsewhere while to's row describes to's object
+ * (db_attrs_get_pending is read only for an object no committed row
+ * describes). 0 or -errno. */
 int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 		   const char *to, const char *token, int lease_s,
-		   const char *claimer, const struct db_attrs *attrs,
-		   const struct actor *who);
+		   const char *claimer, const char *own1, const char *own2,
+		   const struct db_attrs *attrs, const struct actor *who,
+		   struct db_attrs *got);
 /* A change (a->what: DB_ATTR_MODE, DB_ATTR_OWNER, DB_ATTR_ATIME,
  * DB_ATTR_MTIME; the values the file has after it, uid and gid >= 0)
  * made to the open file of a deferred publish (db_attrs_defer) at key:
@@ -363,14 +394,44 @@ int db_attrs_defer_move(struct db *d, const char *bucket, const char *key,
 			const char *to, const char *token);
 /* A deferred publish ends without an upload (its rename failed, or the
  * file got a temp name): its pending row at key (token) becomes the claim
- * (claimer, lease_s seconds, unbound) of its file at `to`, to's own row
- * going, in one transaction; logged ('move', from_key: the name it was
+ * (claimer, lease_s seconds, unbound; NULL: a file stored before, an
+ * unbound row with no claim) of its file at `to`, to's own row going, in
+ * one transaction; logged ('move', from_key: the name it was
  * published from) when log is set. Another mount's live claim at `to`:
  * -EBUSY, nothing changed. No pending row (it lapsed and went): 0,
  * nothing done. 0 or -errno. */
 int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 			const char *token, const char *to, const char *claimer,
 			int lease_s, int log, const struct actor *who);
+
+/* Who may remove a file at a key (an unlink's permission, judged as the
+ * daemon knows the directory: db_attrs_defer_unlink). */
+struct db_unlink_perm {
+	int any;	 /* any file: root, or no permission checks */
+	int sticky;	 /* the key's directory is sticky (S_ISVTX) */
+	int64_t dir_uid; /* the directory's owner */
+	int64_t def_uid; /* the owner of a file whose row sets none */
+};
+/* An unlink of key by who (review-h5 N1, POSIX): key is also the name of
+ * any open file whose publish is deferred there (its live pending row,
+ * db_attrs_defer; or a publish's upload in flight), so that file is
+ * unlinked too when who may remove it: perm->any, who->uid 0, a directory
+ * not sticky, who its owner (perm->dir_uid), or who the file's owner (the
+ * pending row's uid, perm->def_uid where it sets none). In one
+ * transaction, under key's name lock (db_attrs_defer takes it too): those
+ * pending rows go, each logged ('drop', no ETag) with who (*dropped, may
+ * be NULL); those of files who may not remove stay (*kept: the live
+ * pending rows left at key, may be NULL; a create there still fails).
+ * Their files' closes then store nothing (db_attrs_defer_has). 0 or
+ * -errno. */
+int db_attrs_defer_unlink(struct db *d, const char *bucket, const char *key,
+			  const struct db_unlink_perm *perm,
+			  const struct actor *who, int *dropped, int *kept);
+/* Is the pending row of a deferred publish (token, unbound, at any key)
+ * still there? 1, 0 (it went: its file was unlinked on another mount,
+ * db_attrs_defer_unlink, or it lapsed and was cleared), or -errno. Read
+ * before the close's upload: a file whose row went stores nothing. */
+int db_attrs_defer_has(struct db *d, const char *bucket, const char *token);
 
 /* A publish whose rows never moved (a crash after its upload's reception
  * row committed): while etag is key's live object (read under the
@@ -383,6 +444,17 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
 			    const char *etag, const struct actor *who,
 			    int *settled);
+
+/* The pending rows of bucket's publishes (db_attrs_pend_publish,
+ * db_attrs_defer, which take their process's liveness lock first,
+ * db_set_claimer) whose upload can never be recorded any more go: those
+ * of a process that is gone (a crash), and those whose lease is over with
+ * another object, or a removed one, the first recorded at their key since
+ * them (review-h5 N7); never one whose upload may have been recorded (the
+ * first object since it still live: db_attrs_settle_pending's).
+ * A lapsed one is never shown meanwhile (db_attrs_get_pending). Not logged (a
+ * pending row is no key's attributes). The number dropped, or -errno. */
+long db_attrs_sweep_pending(struct db *d, const char *bucket);
 
 /* The binding of a mount's upload's attributes row, run in the transaction
  * of its reception row (db_record_guard.bind) once that row is recorded
@@ -427,14 +499,22 @@ struct db_claim {
 	int64_t uid, gid;
 	char *holder; /* claimed_by (malloc'd), or NULL */
 	char *etag;   /* the object it is bound to (malloc'd), or NULL */
+	int pending;  /* a live pending row (an open file that lands at the
+			 key at its close, db_attrs_defer), not a claim */
 };
 
 /* A new file at key: its row (mode, uid, gid of *a; times not set;
  * unbound) is inserted as claimer's claim for lease_s seconds, and logged
  * ('create') with who, when key has no row; an existing row is taken over
  * (reset as DB_ATTR_RESET does) only when it is no live claim and take is
- * set, or when it is from's live claim (from NULL: none). One statement:
- * of creates racing on a name, exactly one takes it. 0 (*ctime_ns, may be
+ * set, or when it is from's live claim (from NULL: none). A live unbound
+ * pending row at key (an open file's deferred publish, db_attrs_defer,
+ * renewed while it is open; or a publish's upload in flight) takes the
+ * name as a live claim does: -EEXIST, *held live, its holder that row's
+ * token (review-h5 N1); checked under a lock of the name db_attrs_defer
+ * takes too, so of a create and a deferral racing on key exactly one
+ * wins. One statement: of creates racing on a name, exactly one takes
+ * it. 0 (*ctime_ns, may be
  * NULL, the row's status-change time), -EEXIST: not taken, *held the row
  * there (free with db_claim_free; found 0: it went meanwhile), or -errno
  * (nothing changed; -EINPROGRESS: the connection was lost at COMMIT). */
@@ -444,7 +524,8 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   int64_t *ctime_ns, struct db_claim *held);
 /* An open file renamed to a free name `to` that its writer will store
  * there claims it, in one transaction. A row at `to` that is a live claim
- * (another create's file), or any row when take is not set, is not taken:
+ * (another create's file; or a live pending row there, as db_attrs_claim
+ * says), or any row when take is not set, is not taken:
  * -EEXIST, *held that row (found 0: none; free it with db_claim_free).
  * With take, *held is read first (then freed): the row an earlier call
  * gave back, the only one taken (the caller found nothing stored there

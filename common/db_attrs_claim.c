@@ -96,6 +96,16 @@ static const char db_sql_attrs_move_claim[] =
 	" l AS (" LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM m)"
 	" SELECT mode, uid, gid, atime_ns, mtime_ns FROM m";
+/* $1 bucket, $2 key: key's name lock (pg_attrs_lock_name). */
+static const char db_sql_attrs_lock_name[] =
+	"SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/'"
+	" || $2::text, 7310304))";
+/* $1 bucket, $2 key: the newest live pending row of an open file at key,
+ * as db_sql_attrs_claim_held's columns (a live claim: its token). */
+static const char db_sql_attrs_pend_held[] =
+	"SELECT mode, uid, gid, etag, token, true FROM file_attrs_pending p"
+	" WHERE bucket = $1::text AND object_key = $2::text AND " PEND_LIVE
+	" ORDER BY ctime DESC LIMIT 1";
 /* $1 bucket, $2 key: the row a claim did not take. */
 static const char db_sql_attrs_claim_held[] =
 	"SELECT mode, uid, gid, etag, claimed_by, " LIVE
@@ -286,6 +296,30 @@ static int claim_parse(PGresult *res, struct db_claim *h)
 	return 0;
 }
 
+int pg_attrs_lock_name(struct pg_ctx *x, const char *bucket, const char *key)
+{
+	const char *p[2] = {bucket, key};
+
+	return pg_exec(x, db_sql_attrs_lock_name, 2, p, NULL);
+}
+
+int pg_attrs_pend_held(struct pg_ctx *x, const char *bucket, const char *key,
+		       struct db_claim *h)
+{
+	const char *p[2] = {bucket, key};
+	PGresult *res = NULL;
+	int rc = pg_attrs_lock_name(x, bucket, key);
+
+	if (rc == 0)
+		rc = pg_exec(x, db_sql_attrs_pend_held, 2, p, &res);
+	if (rc == 0 && PQntuples(res) == 1)
+		rc = !h ? 1 : claim_parse(res, h) ? -ENOMEM : 1;
+	if (rc == 1 && h)
+		h->pending = 1; /* a file that lands here, no claim */
+	PQclear(res);
+	return rc;
+}
+
 static int pg_attrs_claim(struct pg_ctx *x, void *arg)
 {
 	struct attrs_claim_args *c = arg;
@@ -313,6 +347,12 @@ static int pg_attrs_claim(struct pg_ctx *x, void *arg)
 	rc = pg_exec(x, "SET LOCAL synchronous_commit = off", 0, NULL, NULL);
 	if (rc)
 		return rc;
+	/* An open file that lands at key at its close (its publish deferred,
+	 * db_attrs_defer): the name is taken as by a live claim (review-h5
+	 * N1), checked under the name lock its deferral takes too. */
+	rc = pg_attrs_pend_held(x, c->bucket, c->key, h);
+	if (rc)
+		return rc < 0 ? rc : -EEXIST;
 	snprintf(mode, sizeof(mode), "%u", (unsigned)(c->a->mode & 07777));
 	snprintf(uid, sizeof(uid), "%" PRId64, c->a->uid);
 	snprintf(gid, sizeof(gid), "%" PRId64, c->a->gid);
@@ -617,6 +657,12 @@ static int pg_attrs_move_claim(struct pg_ctx *x, void *arg)
 	free(h->holder);
 	free(h->etag);
 	memset(h, 0, sizeof(*h));
+	/* an open file that lands at `to` at its close (pg_attrs_claim) */
+	rc = pg_attrs_pend_held(x, m->c.bucket, m->c.key, h);
+	if (rc) {
+		rc = rc < 0 ? rc : -EEXIST;
+		goto out;
+	}
 	/* to's row, locked: a live claim is another create's file (never
 	 * taken); another row only when the caller found nothing stored
 	 * there after seeing it (take: an object lands before its row) */

@@ -24,6 +24,26 @@ static const char db_sql_defer_has[] =
 static const char db_sql_defer_unclaim[] =
 	"DELETE FROM file_attrs WHERE bucket = $1::text"
 	" AND object_key = $2::text AND etag IS NULL AND claimed_by = $3::text";
+/* $1 bucket, $2 from, $3 and $4 the ETags of a file's own objects (NULL:
+ * none), $5 the owner it holds: from's row while it is that file's (bound
+ * to one of them: no claim; and its owner's: another file with the same
+ * content, so the same ETag, is not taken for it, review-34 Z3), locked. */
+static const char db_sql_defer_own[] =
+	"SELECT mode, uid, gid, atime_ns, mtime_ns FROM file_attrs"
+	" WHERE bucket = $1::text AND object_key = $2::text"
+	" AND etag IN ($3::text, $4::text)"
+	" AND (uid IS NULL OR uid = $5::bigint) FOR UPDATE";
+/* Who ($1..$4), $5 bucket, $6 from, $7..$9 as $3..$5 above: a file with
+ * no claim (stored before, review-h5 N6): its own row at from goes
+ * (logged 'drop': the publish's 'move' from `from` at its close records
+ * where its attributes went); another file's there stays (review n17
+ * X2, review-34 Z3). */
+static const char db_sql_defer_unrow[] =
+	"WITH d AS (DELETE FROM file_attrs f WHERE bucket = $5::text"
+	" AND object_key = $6::text AND etag IN ($7::text, $8::text)"
+	" AND (uid IS NULL OR uid = $9::bigint) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
 /* $1 bucket, $2 key, $3 token, $4..$7 set mode/owner/atime/mtime, $8 mode,
  * $9 uid, $10 gid, $11 atime_ns, $12 mtime_ns, $13 by: that deferred
  * publish's pending row (still unbound) takes the change. */
@@ -87,17 +107,41 @@ static const char db_sql_defer_claim[] =
 	" atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
 	" claim_until) VALUES ($5::text, $6::text, $7::integer, $8::bigint,"
 	" $9::bigint, $10::bigint, $11::bigint, now(), $12::text, NULL,"
-	" $13::text, now() + $14::integer * interval '1 second')"
+	" $13::text, CASE WHEN $13::text IS NOT NULL"
+	" THEN now() + $14::integer * interval '1 second' END)"
 	" RETURNING *) "
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, $15::text, " LOG_WHO " FROM c"
 	" WHERE $15::text IS NOT NULL";
+/* Who ($1..$4; $2 the unlinker's uid), $5 bucket, $6 key, $7 who may
+ * remove any file (root, or no permission checks), $8 key's directory is
+ * sticky, $9 its owner's uid, $10 the owner of a file whose row sets none:
+ * the live pending rows at key (open files that land there, review-h5 N1)
+ * that who may remove go, each logged ('drop', on no object). */
+static const char db_sql_defer_unlink[] =
+	"WITH d AS (DELETE FROM file_attrs_pending p WHERE bucket = $5::text"
+	" AND object_key = $6::text AND " PEND_LIVE " AND ($7::boolean"
+	" OR $2::bigint = 0 OR NOT $8::boolean OR $2::bigint = $9::bigint"
+	" OR $2::bigint = coalesce(p.uid, $10::bigint)) RETURNING *) "
+	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, NULL, NULL, " LOG_WHO " FROM d";
+/* $1 bucket, $2 key: the live pending rows left at key. */
+static const char db_sql_defer_unlink_kept[] =
+	"SELECT count(*) FROM file_attrs_pending p WHERE bucket = $1::text"
+	" AND object_key = $2::text AND " PEND_LIVE;
+/* $1 bucket, $2 token: is that deferred publish's pending row there (at
+ * any key: a failed db_attrs_defer_move leaves it where it was)? */
+static const char db_sql_defer_has_row[] =
+	"SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND token = $2::text AND etag IS NULL LIMIT 1";
 /* clang-format on */
 
 struct defer_args {
 	const char *bucket, *from, *to, *token, *claimer;
+	const char *own1, *own2; /* db_attrs_defer without a claimer */
 	int lease_s;
 	const struct db_attrs *a;
+	struct db_attrs rec; /* db_attrs_defer: what it recorded (output) */
 	const char *op;
 	int log;
 	const struct actor *who;
@@ -118,38 +162,122 @@ static int defer_others_claim(struct pg_ctx *x, const char *bucket,
 	return rc;
 }
 
+/* In x's transaction: *r, a file's own attributes as it holds them (no
+ * claim: review-h5 N6), takes from its own row at from
+ * (db_sql_defer_own), if there is one, its current mode and owner (the
+ * row has every mount's changes since the file's open: an owner's chmod
+ * on another mount is kept, review-34 Z5) and the times it sets none of.
+ * 0 or -errno. */
+static int defer_own_row(struct pg_ctx *x, const struct defer_args *g,
+			 const char *owner, struct db_attrs *r)
+{
+	const char *p[5] = {g->bucket, g->from, g->own1, g->own2, owner};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_defer_own, 5, p, &res);
+
+	if (rc || PQntuples(res) != 1)
+		goto out;
+	if (!PQgetisnull(res, 0, 0))
+		r->mode =
+		    (unsigned)strtoul(PQgetvalue(res, 0, 0), NULL, 10) & 07777;
+	if (!PQgetisnull(res, 0, 1) && !PQgetisnull(res, 0, 2)) {
+		r->uid = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+		r->gid = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+	}
+	if (!(r->what & DB_ATTR_ATIME) && !PQgetisnull(res, 0, 3)) {
+		r->atime_ns = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+		r->what |= DB_ATTR_ATIME;
+	}
+	if (!(r->what & DB_ATTR_MTIME) && !PQgetisnull(res, 0, 4)) {
+		r->mtime_ns = strtoll(PQgetvalue(res, 0, 4), NULL, 10);
+		r->what |= DB_ATTR_MTIME;
+	}
+out:
+	PQclear(res);
+	return rc;
+}
+
 static int pg_defer(struct pg_ctx *x, void *arg)
 {
 	struct defer_args *g = arg;
 	const char *p[3] = {g->bucket, g->from, g->claimer};
-	int rc = defer_others_claim(x, g->bucket, g->to);
+	struct who_params w;
+	const char *d[9];
+	char owner[24] = "";
+	int rc = pg_attrs_lock_name(x, g->bucket, g->to);
 
+	/* A retried transaction starts again from the caller's. */
+	if (g->a) {
+		g->rec = *g->a;
+		snprintf(owner, sizeof(owner), "%" PRId64, g->a->uid);
+	}
+	g->rec.key = NULL;
+	g->rec.etag = NULL;
+	/* under to's name lock: a create's claim there (pg_attrs_claim)
+	 * either committed first and is seen here, or sees this pending row
+	 * (review-h5 N1) */
+	if (rc == 0)
+		rc = defer_others_claim(x, g->bucket, g->to);
 	if (rc)
 		return rc < 0 ? rc : -EBUSY;
-	rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
-			       g->lease_s, g->claimer, g->a, g->who);
-	if (rc == 0 && g->claimer)
-		rc = pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
-	return rc;
+	/* Without a claim (a file stored before: review-h5 N6) its own row
+	 * at from is recorded as it is now (review-34 Z5), else the
+	 * attributes it holds; never another file's row found at from (its
+	 * token matches no claim; the row there may be another mount's
+	 * claim: review n17 X2, or another file's with the same content:
+	 * review-34 Z3). */
+	if (!g->claimer)
+		rc = defer_own_row(x, g, owner, &g->rec);
+	if (rc == 0)
+		rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
+				       g->lease_s,
+				       g->claimer ? g->claimer : g->token,
+				       g->a ? &g->rec : NULL, g->who);
+	if (rc)
+		return rc;
+	if (g->claimer)
+		return pg_exec(x, db_sql_defer_unclaim, 3, p, NULL);
+	attrs_who_fill(g->who, &w, d);
+	d[4] = g->bucket;
+	d[5] = g->from;
+	d[6] = g->own1;
+	d[7] = g->own2;
+	d[8] = owner;
+	return pg_exec(x, db_sql_defer_unrow, 9, d, NULL);
 }
 
 int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 		   const char *to, const char *token, int lease_s,
-		   const char *claimer, const struct db_attrs *attrs,
-		   const struct actor *who)
+		   const char *claimer, const char *own1, const char *own2,
+		   const struct db_attrs *attrs, const struct actor *who,
+		   struct db_attrs *got)
 {
 	struct defer_args g = {.bucket = bucket,
 			       .from = from,
 			       .to = to,
 			       .token = token,
 			       .claimer = claimer,
+			       .own1 = own1,
+			       .own2 = own2,
 			       .lease_s = lease_s > 0 ? lease_s : 1,
 			       .a = attrs,
 			       .who = who};
+	int rc;
 
-	if (!d || !bucket || !from || !to || !token || !strcmp(from, to))
+	if (got)
+		memset(got, 0, sizeof(*got));
+	if (!d || !bucket || !from || !to || !token || !strcmp(from, to) ||
+	    (!claimer && !attrs))
 		return -EINVAL;
-	return db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
+	/* Its token names a process that holds its liveness lock
+	 * (db_attrs_sweep_pending). */
+	rc = db_live_ensure(d);
+	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
+		return rc;
+	rc = db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
+	if (rc == 0 && got && attrs)
+		*got = g.rec; /* no strings */
+	return rc;
 }
 
 static int pg_defer_set(struct pg_ctx *x, void *arg)
@@ -317,7 +445,102 @@ int db_attrs_defer_undo(struct db *d, const char *bucket, const char *key,
 			       .log = log,
 			       .who = who};
 
-	if (!d || !bucket || !key || !token || !to || !claimer)
+	if (!d || !bucket || !key || !token || !to)
 		return -EINVAL;
 	return db_run(d, "undo a deferred publish", 1, 1, pg_defer_undo, &g);
+}
+
+struct defer_unlink_args {
+	const char *bucket, *key;
+	const struct db_unlink_perm *perm;
+	const struct actor *who;
+	int dropped, kept; /* output */
+};
+
+static int pg_defer_unlink(struct pg_ctx *x, void *arg)
+{
+	struct defer_unlink_args *u = arg;
+	const struct db_unlink_perm *pm = u->perm;
+	char dir_uid[24], def_uid[24];
+	const char *p[10];
+	struct who_params w;
+	PGresult *res = NULL;
+	int rc;
+
+	/* under key's name lock: a deferral there (pg_defer) either
+	 * committed first and is judged here, or comes after this unlink */
+	rc = pg_attrs_lock_name(x, u->bucket, u->key);
+	if (rc)
+		return rc;
+	attrs_who_fill(u->who, &w, p);
+	snprintf(dir_uid, sizeof(dir_uid), "%" PRId64, pm->dir_uid);
+	snprintf(def_uid, sizeof(def_uid), "%" PRId64, pm->def_uid);
+	p[4] = u->bucket;
+	p[5] = u->key;
+	p[6] = pm->any ? "true" : "false";
+	p[7] = pm->sticky ? "true" : "false";
+	p[8] = dir_uid;
+	p[9] = def_uid;
+	rc = pg_exec(x, db_sql_defer_unlink, 10, p, &res);
+	if (rc == 0)
+		u->dropped = (int)strtol(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	res = NULL;
+	if (rc == 0)
+		rc = pg_exec(x, db_sql_defer_unlink_kept, 2, p + 4, &res);
+	if (rc == 0)
+		u->kept = PQntuples(res) == 1
+			      ? (int)strtol(PQgetvalue(res, 0, 0), NULL, 10)
+			      : 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_defer_unlink(struct db *d, const char *bucket, const char *key,
+			  const struct db_unlink_perm *perm,
+			  const struct actor *who, int *dropped, int *kept)
+{
+	struct defer_unlink_args u = {
+	    .bucket = bucket, .key = key, .perm = perm, .who = who};
+	int rc;
+
+	if (!d || !bucket || !key || !perm || !who)
+		return -EINVAL;
+	rc = db_run(d, "drop an unlinked open file's pending attributes", 1, 1,
+		    pg_defer_unlink, &u);
+	if (rc == 0 && dropped)
+		*dropped = u.dropped;
+	if (rc == 0 && kept)
+		*kept = u.kept;
+	return rc;
+}
+
+struct defer_has_args {
+	const char *bucket, *token;
+	int has; /* output */
+};
+
+static int pg_defer_has_row(struct pg_ctx *x, void *arg)
+{
+	struct defer_has_args *h = arg;
+	const char *p[2] = {h->bucket, h->token};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_defer_has_row, 2, p, &res);
+
+	if (rc == 0)
+		h->has = PQntuples(res) > 0;
+	PQclear(res);
+	return rc;
+}
+
+int db_attrs_defer_has(struct db *d, const char *bucket, const char *token)
+{
+	struct defer_has_args h = {.bucket = bucket, .token = token};
+	int rc;
+
+	if (!d || !bucket || !token)
+		return -EINVAL;
+	rc = db_run(d, "look up a deferred publish's pending attributes", 0, 0,
+		    pg_defer_has_row, &h);
+	return rc ? rc : h.has;
 }

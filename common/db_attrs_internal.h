@@ -31,6 +31,30 @@
 	" OR left(coalesce(f.claimed_by, ''), length(" c "::text) + 1)" \
 	" IS DISTINCT FROM " c "::text || '#'))"
 
+/* Is row f a hidden name's row (db_attrs_copy_hidden's tag) whose process
+ * is alive, holding its liveness lock (db_set_claimer)? Read in pg_locks,
+ * never taken nor waited for. Such a row goes with its file (its last
+ * close), or with the process (db_attrs_sweep_hidden): a tree drop that
+ * spares claims spares it too (review-31 R6). LIVE_KEY: db_internal.h. */
+#define LIVE_TAG "(f.claim_until IS NULL AND f.claimed_by IS NOT NULL" \
+	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'" \
+	" AND EXISTS (SELECT 1 FROM pg_locks l, (SELECT " \
+	LIVE_KEY("left(f.claimed_by, length(f.claimed_by)" \
+	" - length('" HIDDEN_TAG "'))") " AS k) h" \
+	" WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1" \
+	" AND l.database = (SELECT oid FROM pg_database" \
+	" WHERE datname = current_database())" \
+	" AND l.classid::bigint = ((h.k >> 32) & 4294967295)" \
+	" AND l.objid::bigint = (h.k & 4294967295)))"
+
+/* A pending row (file_attrs_pending, alias p) of an open file still being
+ * written: unbound and its lease running (a deferred publish's, renewed
+ * while its file is open, db_attrs_defer; or a publish's upload in
+ * flight). It stands for a file that lands at its key: a create there
+ * fails as on a live claim (review-h5 N1), and it goes only with its file
+ * (its publish, unpend), never with the name. */
+#define PEND_LIVE "(p.etag IS NULL AND p.pending_until > now())"
+
 #define ROW_COLS "object_key, mode, uid, gid, atime_ns, mtime_ns," \
 	" (extract(epoch FROM ctime) * 1000000)::bigint * 1000, etag"
 /* clang-format on */
@@ -69,11 +93,24 @@ int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
 		      const struct actor *who);
 
 /* In x's transaction: key's row goes (with tree, those under key/ too),
- * each logged ('drop') with who; with spare set, another mount's live
- * claim stays (a rename's target: another mount's new file lands there).
+ * each logged ('drop') with who; with spare 1, another mount's live
+ * claim stays (a rename's target: another mount's new file lands there);
+ * with spare 2 (db_attrs_drop_hidden), another process's hidden tag.
  * An unlink ends any claim on its name (spare 0). 0 or -errno. */
 int pg_attrs_drop_one(struct pg_ctx *x, const char *bucket, const char *key,
 		      int tree, int spare, const struct actor *who);
+/* In x's transaction: the name key of bucket is locked until the
+ * transaction ends (an advisory lock of its own, never the reception key
+ * lock): a create's claim and a deferred publish of key take it first, so
+ * that of the two racing on key exactly one sees the other (review-h5
+ * N1). 0 or -errno. */
+int pg_attrs_lock_name(struct pg_ctx *x, const char *bucket, const char *key);
+/* In x's transaction, under key's name lock (taken here): is there a live
+ * pending row (PEND_LIVE) at key, another file's that lands there? 1 (*h
+ * filled as db_attrs_claim's *held: a live claim, its holder the pending
+ * row's token; h may be NULL), 0, or -errno. */
+int pg_attrs_pend_held(struct pg_ctx *x, const char *bucket, const char *key,
+		       struct db_claim *h);
 /* In x's transaction: db_attrs_move's work. 0 or -errno. */
 int pg_attrs_move_run(struct pg_ctx *x, const struct attrs_move_args *m);
 /* In a transaction, under key's reception key lock (taken here): is etag

@@ -131,10 +131,12 @@ static const char db_sql_attrs_pend[] =
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
 	" etag = excluded.etag, pending_until = excluded.pending_until";
-/* $1 bucket, $2 to: every pending row of to goes (the name went). */
+/* $1 bucket, $2 to: every pending row of to goes (the name went), but a
+ * live one of a file still open (PEND_LIVE: it goes with its file, which
+ * lands at `to` at its close, review-h5 N1). */
 static const char db_sql_attrs_unpend[] =
-	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
-	" AND object_key = $2::text";
+	"DELETE FROM file_attrs_pending p WHERE bucket = $1::text"
+	" AND object_key = $2::text AND NOT " PEND_LIVE;
 /* $1 bucket, $2 to, $3 token: that rename's pending row of to goes (its
  * copy never landed); another rename's stays. */
 static const char db_sql_attrs_unpend_mine[] =
@@ -202,21 +204,75 @@ static const char db_sql_attrs_settle[] =
 	LOG_COLS "SELECT bucket, object_key, 'move', mode, uid, gid,"
 	" atime_ns, mtime_ns, etag, (SELECT from_key FROM o), " LOG_WHO
 	" FROM c";
+/* The first object recorded at key ($1 bucket, $2 key) since pending row
+ * p was made, as "its upload": still key's live object, ETag e (any
+ * origin: another mount's logger may record an upload in flight before
+ * its own row, review-e E1). A crash between that upload's reception row and its rows' move
+ * leaves p lapsed with it (db_attrs_settle_pending). */
+#define PEND_UPLOAD(e) "EXISTS (SELECT 1 FROM (SELECT r.etag, r.origin," \
+	" r.removed_at FROM reception_audit r WHERE r.source_bucket = $1::text" \
+	" AND r.object_key = $2::text AND r.uploaded_at >= p.ctime" \
+	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.etag = " e \
+	" AND f.removed_at IS NULL)"
+/* Object e ($1 bucket, $2 key) was never recorded at key, and nothing
+ * was since pending row p was made: it may be p's upload whose reception
+ * row is still to come (a publish whose row write timed out is logged
+ * late: review-G G1), whatever p's lease says. */
+#define PEND_UNLOGGED(e) "(" e " IS NOT NULL AND NOT EXISTS (SELECT 1" \
+	" FROM reception_audit r WHERE r.source_bucket = $1::text" \
+	" AND r.object_key = $2::text AND (r.etag = " e \
+	" OR r.uploaded_at >= p.ctime)))"
 /* $1 bucket, $2 key, $3 the ETag of the object shown (NULL: any): the
  * pending row that describes it, a rename's copy of that object (etag),
- * else the newest of an upload in flight (unbound), never one recorded
- * after that object was (its live reception row older than the pending
- * row: the object the upload is to replace, e.g. the target of an open
- * file's rename whose publish is deferred to its close, H5). */
+ * else the newest unbound one (a publish's or a deferred publish's, H5)
+ * while it may be the upload of that object: its lease running and that
+ * object not recorded at key before it (an upload in flight), that
+ * object the first recorded at key since it (PEND_UPLOAD: its upload,
+ * its rows' move cut short, maybe by a crash), or that object never
+ * recorded and nothing since it (PEND_UNLOGGED: its upload, its row still
+ * to be logged). Never for an object recorded before it (the one its
+ * upload is to replace, e.g. the target of an open file's rename, H5),
+ * nor once it lapsed for a later one recorded but not the first since it
+ * (review-h5 N7; a crash before the upload: db_sql_attrs_sweep_pending
+ * drops it). With $3 NULL: a live one only. */
 static const char db_sql_attrs_get_pending[] =
 	"SELECT " ROW_COLS " FROM file_attrs_pending p"
 	" WHERE bucket = $1::text AND object_key = $2::text"
 	" AND (etag IS NULL OR etag = $3::text)"
-	" AND (p.etag IS NOT NULL OR $3::text IS NULL OR NOT EXISTS"
-	" (SELECT 1 FROM reception_audit r WHERE r.source_bucket = $1::text"
-	" AND r.object_key = $2::text AND r.etag = $3::text"
-	" AND r.removed_at IS NULL AND r.uploaded_at < p.ctime))"
+	" AND (p.etag IS NOT NULL OR ($3::text IS NULL AND " PEND_LIVE ")"
+	" OR (" PEND_LIVE " AND NOT EXISTS (SELECT 1 FROM reception_audit r"
+	" WHERE r.source_bucket = $1::text AND r.object_key = $2::text"
+	" AND r.etag = $3::text AND r.removed_at IS NULL"
+	" AND r.uploaded_at < p.ctime))"
+	" OR " PEND_UPLOAD("$3::text") " OR " PEND_UNLOGGED("$3::text") ")"
 	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
+/* $1 bucket: the unbound pending rows whose upload can never be recorded
+ * any more go: those of a process that is gone (its liveness lock,
+ * db_set_claimer, is free: the claimer its token names, taken by
+ * db_attrs_defer and db_attrs_pend_publish; tried once per claimer, in a
+ * CTE of its own), and those whose lease is over with another object, or
+ * a removed one, the first recorded at their key since them; never one
+ * whose upload may have been recorded (the first object since it still
+ * live: db_attrs_settle_pending's). A crash before the upload (review-h5
+ * N7): such a row is never shown (db_sql_attrs_get_pending once it
+ * lapsed) and goes here. */
+#define TOKEN_CLAIMER(t) "regexp_replace(" t ", '#[0-9]+$', '')"
+static const char db_sql_attrs_sweep_pending[] =
+	"WITH t AS MATERIALIZED (SELECT DISTINCT " TOKEN_CLAIMER("token")
+	" AS c FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND etag IS NULL AND token ~ '#[0-9]+$'),"
+	" gone AS MATERIALIZED (SELECT c FROM t"
+	" WHERE pg_try_advisory_xact_lock(" LIVE_KEY("c") "))"
+	" DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
+	" AND p.etag IS NULL"
+	" AND (" TOKEN_CLAIMER("p.token") " IN (SELECT c FROM gone)"
+	" OR (p.pending_until <= now() AND EXISTS (SELECT 1"
+	" FROM reception_audit r WHERE r.source_bucket = $1::text"
+	" AND r.object_key = p.object_key AND r.uploaded_at >= p.ctime)))"
+	" AND NOT EXISTS (SELECT 1 FROM (SELECT r.etag, r.origin,"
+	" r.removed_at FROM reception_audit r WHERE r.source_bucket = $1::text"
+	" AND r.object_key = p.object_key AND r.uploaded_at >= p.ctime"
+	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.removed_at IS NULL)";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
  * ETag of the object copied (NULL: not known): to's pending row replaces
  * to's own (logged 'move' from from), bound to the copy when it was
@@ -356,6 +412,15 @@ static int pg_attrs_copy(struct pg_ctx *x, void *arg)
 	p[0] = m->bucket;
 	p[1] = m->to;
 	p[2] = x->d->claimer;
+	/* An open file that lands at `to` at its close (its publish deferred,
+	 * db_attrs_defer, or a publish's upload in flight): not this copy's
+	 * to replace, as a live claim there (review n17 X1); checked under
+	 * to's name lock, which a deferral takes too. */
+	rc = pg_attrs_pend_held(x, m->bucket, m->to, NULL);
+	if (rc) {
+		rc = rc < 0 ? rc : -EBUSY;
+		goto out;
+	}
 	rc = pg_exec(x, db_sql_attrs_copy_has, 3, p, &res);
 	if (rc)
 		goto out;
@@ -469,23 +534,32 @@ int db_attrs_copy_rename(struct db *d, const char *bucket, const char *from,
  * to the hidden name without its claim, tagged with the claimer and
  * HIDDEN_TAG instead (never a claim: no claim_until), so that what a crash
  * leaves there is found (db_attrs_sweep_hidden); logged 'create',
- * from_key key. */
+ * from_key key. A row at the hidden name that another process's hide
+ * tagged is never replaced (review-hide H6: two processes may count the
+ * same hidden name): nothing copied. One row: how many rows were copied,
+ * and whether key has a row to copy. */
 static const char db_sql_attrs_copy_hidden[] =
-	"WITH c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
+	"WITH s AS (SELECT * FROM file_attrs f"
+	" WHERE bucket = $5::text AND object_key = $6::text"
+	" AND NOT " OTHERS_LIVE("$8") "),"
+	" c AS (INSERT INTO file_attrs AS t (bucket, object_key, mode, uid,"
 	" gid, atime_ns, mtime_ns, ctime, updated_by, etag, claimed_by,"
 	" claim_until)"
 	" SELECT bucket, $7::text, mode, uid, gid, atime_ns, mtime_ns, now(),"
-	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM file_attrs f"
-	" WHERE bucket = $5::text AND object_key = $6::text"
-	" AND NOT " OTHERS_LIVE("$8")
+	" updated_by, etag, $8::text || '" HIDDEN_TAG "', NULL FROM s"
 	" ON CONFLICT (bucket, object_key) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" ctime = excluded.ctime, updated_by = excluded.updated_by,"
 	" etag = excluded.etag, claimed_by = excluded.claimed_by,"
-	" claim_until = NULL RETURNING *) "
-	LOG_COLS "SELECT bucket, object_key, 'create', mode, uid, gid,"
-	" atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c";
+	" claim_until = NULL"
+	" WHERE t.claimed_by IS NULL OR t.claimed_by = excluded.claimed_by"
+	" OR right(t.claimed_by, length('" HIDDEN_TAG "'))"
+	" <> '" HIDDEN_TAG "'"
+	" RETURNING *),"
+	" l AS (" LOG_COLS "SELECT bucket, object_key, 'create', mode, uid,"
+	" gid, atime_ns, mtime_ns, etag, $6::text, " LOG_WHO " FROM c)"
+	" SELECT (SELECT count(*) FROM c), EXISTS (SELECT 1 FROM s)";
 /* clang-format on */
 
 static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
@@ -493,13 +567,21 @@ static int pg_attrs_copy_hidden(struct pg_ctx *x, void *arg)
 	struct attrs_move_args *m = arg;
 	struct who_params w;
 	const char *p[8];
+	PGresult *res = NULL;
+	int rc;
 
 	attrs_who_fill(m->who, &w, p);
 	p[4] = m->bucket;
 	p[5] = m->from;
 	p[6] = m->to;
 	p[7] = x->d->claimer;
-	return pg_exec(x, db_sql_attrs_copy_hidden, 8, p, NULL);
+	rc = pg_exec(x, db_sql_attrs_copy_hidden, 8, p, &res);
+	if (rc == 0 && PQntuples(res) == 1 &&
+	    !strcmp(PQgetvalue(res, 0, 0), "0") &&
+	    !strcmp(PQgetvalue(res, 0, 1), "t"))
+		rc = -EEXIST; /* another process's hide holds the name */
+	PQclear(res);
+	return rc;
 }
 
 int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
@@ -514,7 +596,7 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 		return -EINVAL;
 	/* A tag names a process that holds its liveness lock, or none. */
 	rc = db_live_ensure(d);
-	if (rc)
+	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
 		return rc;
 	return db_run(d, "copy file attributes to a hidden name", 1, 1,
 		      pg_attrs_copy_hidden, &m);
@@ -1024,10 +1106,47 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 					    .a = attrs,
 					    .who = who};
 
+	int rc;
+
 	if (!d || !bucket || !from || !to || !token)
 		return -EINVAL;
+	/* Its token names a process that holds its liveness lock
+	 * (db_attrs_sweep_pending). */
+	rc = db_live_ensure(d);
+	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
+		return rc;
 	return db_run(d, "record a publish's pending file attributes", 1, 1,
 		      pg_attrs_pend_publish, &g);
+}
+
+struct sweep_pending_args {
+	const char *bucket;
+	long dropped; /* output */
+};
+
+static int pg_attrs_sweep_pending(struct pg_ctx *x, void *arg)
+{
+	struct sweep_pending_args *s = arg;
+	const char *p[1] = {s->bucket};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 1, p, &res);
+
+	if (rc == 0)
+		s->dropped = strtol(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+long db_attrs_sweep_pending(struct db *d, const char *bucket)
+{
+	struct sweep_pending_args s = {.bucket = bucket};
+	int rc;
+
+	if (!d || !bucket)
+		return -EINVAL;
+	rc = db_run(d, "drop lapsed pending file attributes", 1, 0,
+		    pg_attrs_sweep_pending, &s);
+	return rc ? rc : s.dropped;
 }
 
 struct attrs_settle_args {

@@ -304,10 +304,10 @@ int db_reception_mark_removed(struct db *d, const char *bucket, const char *key,
 struct db_removed_locked_args {
 	struct db_removed_args rm;
 	db_locked_fn fn;
+	db_locked_fn absent; /* db_reception_remove_spare: NULL no spare */
 	void *arg;
 	int called; /* fn ran (and returned fn_rc) */
 	int fn_rc;
-	int spare;  /* db_reception_remove_spare */
 	int spared; /* nothing done: another mount's new file is there */
 };
 
@@ -322,16 +322,24 @@ static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 	if (rc)
 		return rc;
 	a->spared = 0;
-	if (a->spare) {
+	if (a->absent) {
 		rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
 		if (rc == 0 && PQntuples(res) == 0)
 			rc = pg_attrs_others_live(x, a->rm.bucket, a->rm.key);
 		PQclear(res);
 		if (rc < 0)
 			return rc;
+		/* No live row is no proof that no object is there (review-31
+		 * R4: one that came by another route, or another upload's
+		 * PUT before its commit): spared only when there is none. */
 		if (rc > 0) {
-			a->spared = 1;
-			return 0;
+			rc = a->absent(a->arg);
+			if (rc == 0) {
+				a->spared = 1;
+				return 0;
+			}
+			if (rc != -ESTALE)
+				return rc;
 		}
 	}
 	a->called = 1;
@@ -344,14 +352,15 @@ static int pg_reception_mark_removed_locked(struct pg_ctx *x, void *arg)
 	return pg_reception_mark_removed(x, &a->rm);
 }
 
-/* The locked removal of both entry points: with spared (not NULL), a key
- * with no live row and another mount's live claim is spared (*spared 1).
- * what names the operation (a string literal). */
+/* The locked removal of both entry points: with absent (not NULL), a key
+ * with no live row, another mount's live claim and no object (absent
+ * returns 0) is spared (*spared 1). what names the operation (a string
+ * literal). */
 static int mark_removed_locked(struct db *d, const char *what,
 			       const char *bucket, const char *key,
-			       const char *reason, db_locked_fn fn, void *arg,
-			       int *fn_ran, struct db_closed *closed,
-			       int *spared)
+			       const char *reason, db_locked_fn fn,
+			       db_locked_fn absent, void *arg, int *fn_ran,
+			       struct db_closed *closed, int *spared)
 {
 	struct db_closed local;
 	struct db_removed_locked_args a = {
@@ -360,8 +369,8 @@ static int mark_removed_locked(struct db *d, const char *what,
 		   .reason = reason,
 		   .closed = closed ? closed : &local},
 	    .fn = fn,
+	    .absent = absent,
 	    .arg = arg,
-	    .spare = spared != NULL,
 	};
 	int rc;
 
@@ -386,19 +395,20 @@ int db_reception_mark_removed_locked(struct db *d, const char *bucket,
 				     struct db_closed *closed)
 {
 	return mark_removed_locked(d, "reception mark removed (locked)", bucket,
-				   key, reason, fn, arg, fn_ran, closed, NULL);
+				   key, reason, fn, NULL, arg, fn_ran, closed,
+				   NULL);
 }
 
 int db_reception_remove_spare(struct db *d, const char *bucket, const char *key,
-			      const char *reason, db_locked_fn fn, void *arg,
-			      int *fn_ran, struct db_closed *closed,
-			      int *spared)
+			      const char *reason, db_locked_fn fn,
+			      db_locked_fn absent, void *arg, int *fn_ran,
+			      struct db_closed *closed, int *spared)
 {
-	if (!spared)
+	if (!spared || !absent)
 		return -EINVAL;
 	return mark_removed_locked(d, "reception remove (sparing claims)",
-				   bucket, key, reason, fn, arg, fn_ran, closed,
-				   spared);
+				   bucket, key, reason, fn, absent, arg, fn_ran,
+				   closed, spared);
 }
 
 struct db_remove_id_args {

@@ -1072,8 +1072,8 @@ static int remove_locked(struct reception *r, const char *key,
 {
 	if (spared)
 		return db_reception_remove_spare(
-		    r->db, r->cfg->reception_bucket, key, reason, fn, arg,
-		    fn_ran, closed, spared);
+		    r->db, r->cfg->reception_bucket, key, reason, fn,
+		    reception_gone_locked, arg, fn_ran, closed, spared);
 	return db_reception_mark_removed_locked(r->db, r->cfg->reception_bucket,
 						key, reason, fn, arg, fn_ran,
 						closed);
@@ -1096,25 +1096,38 @@ int reception_remove_spare(struct reception *r, const char *key,
 	reception_reason(reason, sizeof(reason), "deleted", who);
 	rc = remove_locked(r, key, reason, reception_delete_locked, &ro,
 			   &deleted, &closed, spared);
-	if (rc == -EINPROGRESS) {
-		/* The COMMIT's answer was lost: mark the rows again while the
-		 * object is still gone. */
+	if (rc == -EINPROGRESS && !deleted) /* spared: it wrote nothing */
+		rc = remove_locked(r, key, reason, reception_delete_locked, &ro,
+				   &deleted, &closed, spared);
+	if (rc == -EINPROGRESS && deleted) {
+		/* The COMMIT's answer was lost after the object was deleted:
+		 * mark the rows again while it is still gone. This unlink did
+		 * remove it (review-31 R7): when this pass is spared (no live
+		 * row left, another mount's new file begun since), that file's
+		 * claim stays, and the removal is logged all the same. */
 		rc = remove_locked(r, key, reason, reception_gone_locked, &ro,
 				   NULL, &closed, spared);
-		if (rc == -ESTALE) /* removed; a newer upload is there now */
+		if (rc == -ESTALE) { /* removed; a newer upload is there now */
+			/* The row at the name is that newer file's: the caller
+			 * must not drop it (review-34 Z6). */
+			if (spared)
+				*spared = RECEPTION_NEWER;
 			rc = 0;
-		if (rc == -EINPROGRESS)
-			rc = -EIO;
+		}
 	}
+	if (rc == -EINPROGRESS)
+		rc = -EIO;
 	if (rc && deleted)
 		log_error("%s/%s may be deleted but its row was not marked "
 			  "removed: %s",
 			  r->cfg->reception_bucket, key, strerror(-rc));
-	if (!rc && spared && *spared) {
-		log_info("%s/%s: nothing removed (its object is gone; another "
+	if (!rc && spared && *spared && !deleted) {
+		/* No object there (a HEAD under the key lock), no live row: the
+		 * unlink removed nothing, and says so (review-31 R4). */
+		log_info("%s/%s: nothing removed (no object there; another "
 			 "mount's new file is being written there)",
 			 r->cfg->reception_bucket, key);
-		return 0;
+		return -ENOENT;
 	}
 	if (!rc && closed.n > 0 && closed.size >= 0)
 		res.size = (uint64_t)closed.size;

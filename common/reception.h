@@ -146,11 +146,20 @@ void reception_busy_del(struct reception *r, const char *key);
 int reception_remove(struct reception *r, const char *key,
 		     const struct actor *who);
 /* reception_remove for an unlink: with spared (NULL: reception_remove),
- * when the key has no live row and another mount's live claim is on it
- * (its new file is being written there: the object this removal meant is
- * gone already, as through a stale listing), nothing is deleted, marked
- * or noted, and *spared is set to 1 (review-k L7: that file's commit must
- * not be refused as removed); else *spared is 0. Same returns. */
+ * when the key has no live row, another mount's live claim is on it (its
+ * new file is being written there) and a HEAD under the key lock finds no
+ * object (the object this removal meant is gone already, as through a
+ * stale listing), nothing is deleted, marked or noted, *spared is set to
+ * 1 (review-k L7: that file's commit must not be refused as removed) and
+ * -ENOENT is returned (nothing was there). An object there with no live
+ * row yet (review-31 R4) is removed as by reception_remove. Else *spared
+ * is 0. After a lost COMMIT answer, the pass that checks the rows again
+ * may be spared for a new file begun since: the object this call deleted
+ * is still logged removed and 0 returned (review-31 R7); when it finds a
+ * newer object stored there instead, *spared is RECEPTION_NEWER and 0 is
+ * returned: the name's attribute row is that file's, not to be dropped
+ * (review-34 Z6). Same returns. */
+#define RECEPTION_NEWER 2
 int reception_remove_spare(struct reception *r, const char *key,
 			   const struct actor *who, int *spared);
 

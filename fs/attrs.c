@@ -1198,14 +1198,17 @@ void attrov_renamed(const char *from, const char *to, const char *etag,
 	pthread_mutex_unlock(&cfs->lock);
 }
 
-/* attrov_drop, with spare: attrov_drop_spare. */
+/* attrov_drop, with spare 1: attrov_drop_spare, 2: attrov_drop_hidden. */
 static void drop_attrs(const char *rel, int tree, int spare)
 {
 	struct actor who;
 	int rc;
 
 	cfs_actor(&who);
-	if (spare)
+	if (spare == 2)
+		rc = db_attrs_drop_hidden(cfs->db, cfs->cfg.reception_bucket,
+					  rel, &who);
+	else if (spare)
 		rc = db_attrs_drop_spare(cfs->db, cfs->cfg.reception_bucket,
 					 rel, tree, &who);
 	else
@@ -1233,6 +1236,11 @@ void attrov_drop(const char *rel, int tree)
 void attrov_drop_spare(const char *rel, int tree)
 {
 	drop_attrs(rel, tree, 1);
+}
+
+void attrov_drop_hidden(const char *rel)
+{
+	drop_attrs(rel, 0, 2);
 }
 
 int attrov_prepare(const char *rel, int check, const char *replaced)

@@ -66,6 +66,10 @@ struct ofile {
 	int refs;     /* protected by cfs.lock: open handles */
 	int unlinked; /* protected by cfs.lock: no longer found by name */
 	int hidden;   /* protected by cfs.lock: unlinked while open */
+	char *node_name;      /* protected by cfs.lock: the name libfuse's node
+				 for it still has when that is not rel (the
+				 hidden name a failed rename over it left: the
+				 high-level API, review-hide H7), else NULL */
 	pthread_mutex_t lock; /* serialises data operations on this file */
 	int fd;		      /* protected by lock: the spool (O_TMPFILE) */
 	char loaded[80];      /* protected by lock: which stored file this
@@ -467,6 +471,17 @@ void ofile_hide(struct ofile *of, const char *to);
  * rel again. -EEXIST (another file took rel), -ENOENT (unlinked or
  * renamed since), -ENOMEM: of stays hidden. */
 int ofile_unhide(struct ofile *of, const char *hidden, const char *rel);
+/* After ofile_unhide (high-level API only: ll.c renames its node back),
+ * libfuse's node for of keeps the hidden name `node` until it unlinks it at
+ * the last close (review-hide H7): path operations on that name are of's.
+ * Without memory nothing is noted (they find nothing, as before). */
+void ofile_set_node(struct ofile *of, const char *node);
+/* The name (malloc'd) of the open file whose libfuse node has the name
+ * `node` (ofile_set_node) and that still has a name, else NULL. */
+char *ofile_node_rel(const char *node);
+/* libfuse unlinked the hidden name `node` (its node's last close): no
+ * open file is reached through it any more. */
+void ofile_node_forget(const char *node);
 /* rel is replaced by a rename: a local file under that name is dropped.
  * (An open final-named file was hidden by libfuse before.) */
 void ofile_drop_name(const char *rel);
@@ -593,6 +608,21 @@ void attrov_copy_hidden(const char *name, const char *hidden);
  * processes that are gone left (db_attrs_sweep_hidden), each logged.
  * Failures are logged. */
 void attrov_sweep_hidden(void);
+/* At start: the pending rows of publishes whose upload can never be
+ * recorded any more (a crash cut them short before it) go
+ * (db_attrs_sweep_pending). Failures are logged. */
+void attrov_sweep_pending(void);
+/* After the unlink of rel (its stored object removed) by who: the open
+ * files whose publish is deferred to rel (their live pending rows, on any
+ * mount) are unlinked too when who may remove them, judged on each one's
+ * owner and rel's directory as this mount knows it (db_attrs_defer_unlink,
+ * review-h5 N1); their closes store nothing (attrov_defer_has). Those who
+ * may not remove stay (a create at rel still fails). Failures are
+ * logged. */
+void attrov_unlink_pending(const char *rel, const struct actor *who);
+/* Is a deferred publish's pending row (token pending) still there? 1, 0
+ * (its file was unlinked: its close stores nothing), or -errno (EIO). */
+int attrov_defer_has(const char *pending);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {
@@ -644,6 +674,17 @@ void attrov_drop(const char *rel, int tree);
  * (its new file, being written there) stays (db_attrs_drop_spare: review-k
  * L6, L7). A failure is logged, as attrov_drop's. */
 void attrov_drop_spare(const char *rel, int tree);
+/* rel is a hidden name of this process's whose row goes (its file's last
+ * close, or a failed rename's hide undone): db_attrs_drop_hidden (a row
+ * another process's hide tagged there stays). */
+void attrov_drop_hidden(const char *rel);
+/* The hidden names this process's hides took (review-34 Z1, Z2): only one
+ * of those is unlinked here (libfuse does at its node's last close).
+ * hidden_note records name (drop: its row is to go then; 0: it went
+ * already, a failed rename's copy); hidden_forget takes it out: 1 (and
+ * *drop) when it was this process's, else 0. */
+void hidden_note(const char *name, int drop);
+int hidden_forget(const char *name, int *drop);
 /* Before this mount uploads rel: with check (an object is there, the
  * upload replaces it), replaced is the ETag of that object now (NULL: none
  * any more) and a row bound to another object goes; the row left is
@@ -686,14 +727,25 @@ int attrov_publish(const char *from, const char *to, const char *etag,
 int attrov_pend_publish(const char *from, const char *to, const char *token,
 			const struct attrov *cur, char **pending);
 void attrov_unpend(const char *to, const char *pending);
-/* rename_pending of an open new file (its claim token; cur its
- * attributes) from `from` over `to`, which holds a stored object: its
- * attributes become to's pending row (pending: its token, the caller's),
- * to's own row stays, and from's claim goes (db_attrs_defer). 0 or -errno
- * (EBUSY: another mount's live claim at `to`; EINPROGRESS: the answer to
- * its COMMIT was lost; EIO). */
+/* rename_pending of an open file (a new file's claim token, NULL for a
+ * file stored before: review-h5 N6; *cur its attributes as it holds them)
+ * from `from` over `to`, which holds a stored object: its attributes
+ * become to's pending row (pending: its token, the caller's), to's own row
+ * stays, and from's claim goes (db_attrs_defer). Without a claim, its own
+ * row at from (bound to own1 or own2, its own objects' ETags: its loaded
+ * and committed ones) goes instead and gives *cur the times *cur has not;
+ * another file's row there (another mount's claim of the name since: review
+ * n17 X2) is neither read nor touched. 0 or -errno (EBUSY: another mount's
+ * live claim at `to`; EINPROGRESS: the answer to its COMMIT was lost;
+ * EIO). */
 int attrov_defer(const char *from, const char *to, const char *token,
-		 const struct attrov *cur, const char *pending);
+		 const char *own1, const char *own2, struct attrov *cur,
+		 const char *pending);
+/* Caller holds cfs.lock. The own mode and owner of of, a file stored
+ * before (no claim), as it holds them (held_*: its first opener's check,
+ * its own changes since, ofile_note_attrs), the defaults (the configured
+ * file mode and owner) when it holds none; no times (*cur). */
+void ofile_own_attrs(const struct ofile *of, struct attrov *cur);
 /* The open file of a deferred publish (pending) moved from key to `to`
  * (db_attrs_defer_move). Failures are logged (the row lapses; the close
  * publishes from memory). */

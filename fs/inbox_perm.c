@@ -130,7 +130,13 @@ int ofile_may_open(struct ofile *of, const char *rel, int acc)
 	pthread_mutex_lock(&of->lock);
 	ofile_stat(of, &now);
 	pthread_mutex_unlock(&of->lock);
-	rc = attrov_apply_fresh(rel, &now, NULL);
+	/* A deferred publish's file (review-h5 N5): its own attributes until
+	 * its close, never rel's row (rel's stored object's, which its
+	 * close replaces: its rename was allowed to). */
+	if (ofile_deferred_stat(of, &now))
+		rc = 0;
+	else
+		rc = attrov_apply_fresh(rel, &now, NULL);
 	if (rc == -EIO) /* (now untouched) the database unreachable: the row
 			   as this mount has it, as for any other open */
 		rc = attrov_apply(rel, &now, NULL);

@@ -377,6 +377,7 @@ static int cfs_start_workers(void)
 		return rc;
 	/* What the hidden names of this host's dead processes kept. */
 	attrov_sweep_hidden();
+	attrov_sweep_pending();
 	/* This mount's new files keep their claims while open. */
 	rc = ofile_claims_start();
 	if (rc)

@@ -65,6 +65,7 @@ static void ofile_free(struct ofile *of)
 	free(of->claim);
 	free(of->pub_from);
 	free(of->pub_pending);
+	free(of->node_name);
 	free(of->rel);
 	free(of);
 }
@@ -759,6 +760,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 			    const char *pub)
 {
 	int64_t now = ofile_mono_ms(); /* before the upload's end */
+	int64_t based; /* since when a removal of rel wins over this file */
 	struct reception_seen seen = {0};
 	struct db_attrs_binding bind = {0};
 	struct upload_result res;
@@ -783,6 +785,32 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	}
 	if (deferred)
 		pub = deferred;
+	/* A deferred publish whose pending row went: its file was unlinked
+	 * on another mount (db_attrs_defer_unlink, review-h5 N1). Read
+	 * before any upload, it stores nothing (never over what is at rel
+	 * now) and fails ENOENT, as a file whose key another mount removed
+	 * (below): the writer learns that her bytes are not stored. */
+	based = deferred ? ofile_mono_ms() : of->based_ms;
+	rc = deferred ? attrov_defer_has(pending) : 1;
+	if (rc == 0) {
+		log_info("inbox/%s: unlinked on another mount while open "
+			 "(its deferred publish's row went): not stored",
+			 rel);
+		pthread_mutex_lock(&cfs->lock);
+		of->unlinked = 1;
+		pthread_mutex_unlock(&cfs->lock);
+		of->dirty = 0;
+		of->in_store = 0;
+		dcache_remove(rel);
+		ofile_defer_clear(of);
+		rc = -ENOENT;
+		goto out;
+	}
+	/* Still there: a removal of rel since its rename did not remove
+	 * this file (who made it may not: db_attrs_defer_unlink kept its
+	 * row); one after this read wins at the commit (based). */
+	if (rc < 0)
+		goto out;
 	rc = ofile_meta(of, pub ? pub : rel, &m);
 	if (rc)
 		goto out;
@@ -891,8 +919,7 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 		}
 		t1 = ctr_now_ns();
 		rc = reception_commit(cfs->rcp, rel, &res, &who, !replaces,
-				      ofile_mono_ms() - of->based_ms, &bind,
-				      &seen);
+				      ofile_mono_ms() - based, &bind, &seen);
 		/* (-ENODATA: its object was deleted, no undo started) */
 		row_failed = rc != 0 && rc != -ENODATA;
 		stage_observe_since(STG_RECEPTION_ROW, t1);
@@ -1109,8 +1136,11 @@ void ofile_note_attrs(const char *rel, const struct db_attrs *r)
 			of->held_gid = (gid_t)r->gid;
 		}
 	}
+	/* a new file's, or a deferred publish's (its own attributes until
+	 * its close: review-h5 N6, a file stored before among them) */
 	for (of = cfs->ofiles; of; of = of->next)
-		if (!of->unlinked && !of->hidden && of->attrs_unbound &&
+		if (!of->unlinked && !of->hidden &&
+		    (of->attrs_unbound || of->pub_from) &&
 		    !strcmp(of->rel, rel))
 			break;
 	if (of && (r->what & DB_ATTR_MODE)) {
@@ -1258,6 +1288,50 @@ int ofile_unhide(struct ofile *of, const char *hidden, const char *rel)
 	free(old);
 	free(n);
 	return rc;
+}
+
+/* fs.h. */
+void ofile_set_node(struct ofile *of, const char *node)
+{
+	char *n = strdup(node), *old;
+
+	pthread_mutex_lock(&cfs->lock);
+	old = of->node_name;
+	of->node_name = n;
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
+}
+
+char *ofile_node_rel(const char *node)
+{
+	struct ofile *of;
+	char *rel = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (of->node_name && !of->unlinked && !of->hidden &&
+		    !strcmp(of->node_name, node)) {
+			rel = strdup(of->rel);
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	return rel;
+}
+
+void ofile_node_forget(const char *node)
+{
+	struct ofile *of;
+	char *old = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (of = cfs->ofiles; of; of = of->next)
+		if (of->node_name && !strcmp(of->node_name, node)) {
+			old = of->node_name;
+			of->node_name = NULL;
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	free(old);
 }
 
 /* Caller holds of->lock. */

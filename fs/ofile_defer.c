@@ -12,6 +12,7 @@
 
 #include "db_attrs.h"
 #include "fs.h"
+#include "inbox.h"
 #include "log.h"
 
 /* fs.h. */
@@ -48,17 +49,29 @@ int attrov_set_deferred(const char *rel, const char *pending,
 	return 0;
 }
 
-int attrov_defer(const char *from, const char *to, const char *token,
-		 const struct attrov *cur, const char *pending)
+void ofile_own_attrs(const struct ofile *of, struct attrov *cur)
 {
-	struct db_attrs r;
+	memset(cur, 0, sizeof(*cur));
+	cur->mode = of->held_set ? of->held_mode : cfs->cfg.file_mode;
+	cur->uid = of->held_set ? of->held_uid : cfs->foreign_uid;
+	cur->gid = of->held_set ? of->held_gid : cfs->foreign_gid;
+	cur->mode &= 07777;
+	cur->has_mode = cur->has_owner = 1;
+}
+
+int attrov_defer(const char *from, const char *to, const char *token,
+		 const char *own1, const char *own2, struct attrov *cur,
+		 const char *pending)
+{
+	struct db_attrs r, got;
 	struct actor who;
 	int rc;
 
 	attrov_row_of(cur, &r);
 	cfs_actor(&who);
 	rc = db_attrs_defer(cfs->db, cfs->cfg.reception_bucket, from, to,
-			    pending, cfs->cfg.claim_lease_s, token, &r, &who);
+			    pending, cfs->cfg.claim_lease_s, token, own1, own2,
+			    &r, &who, &got);
 	attrov_reload(from);
 	if (rc && rc != -EBUSY)
 		log_error("inbox/%s: the attributes of its rename over "
@@ -66,6 +79,23 @@ int attrov_defer(const char *from, const char *to, const char *token,
 			  from, to,
 			  rc == -EINPROGRESS ? " (or their answer lost)" : "",
 			  strerror(-rc));
+	/* without a claim: its own row's mode and owner (as every mount
+	 * left them: review-34 Z5), and its times where it held none */
+	if (rc == 0 && !token) {
+		cur->mode = got.mode & 07777;
+		cur->uid = (uid_t)got.uid;
+		cur->gid = (gid_t)got.gid;
+	}
+	if (rc == 0 && !token && !cur->has_atime &&
+	    (got.what & DB_ATTR_ATIME)) {
+		cur->atime = attrs_ns_ts(got.atime_ns);
+		cur->has_atime = 1;
+	}
+	if (rc == 0 && !token && !cur->has_mtime &&
+	    (got.what & DB_ATTR_MTIME)) {
+		cur->mtime = attrs_ns_ts(got.mtime_ns);
+		cur->has_mtime = 1;
+	}
 	return rc;
 }
 
@@ -163,4 +193,70 @@ void ofile_defer_clear(struct ofile *of)
 	pthread_mutex_unlock(&cfs->lock);
 	free(from);
 	free(pending);
+}
+
+void attrov_sweep_pending(void)
+{
+	long rc = db_attrs_sweep_pending(cfs->db, cfs->cfg.reception_bucket);
+
+	if (rc < 0)
+		log_warn("pending attributes of publishes a crash cut short: "
+			 "not dropped (%s)",
+			 strerror((int)-rc));
+	else if (rc)
+		log_info("pending attributes of publishes a crash cut short: "
+			 "%ld dropped",
+			 rc);
+}
+
+void attrov_unlink_pending(const char *rel, const struct actor *who)
+{
+	const char *slash = strrchr(rel, '/');
+	struct db_unlink_perm perm = {0};
+	struct stat dir;
+	char *parent;
+	int rc, dropped = 0, kept = 0;
+
+	perm.def_uid = cfs->foreign_uid;
+	perm.any = !cfs->perm_checks || who->uid == 0;
+	if (!perm.any) {
+		/* the directory as this mount knows it (the kernel's check
+		 * of the unlink used the same) */
+		parent =
+		    slash ? strndup(rel, (size_t)(slash - rel)) : strdup("");
+		rc = parent ? inbox_getattr(parent, &dir) : -ENOMEM;
+		free(parent);
+		if (rc) {
+			/* judged strictly: only the file's owner */
+			dir.st_mode = S_IFDIR | S_ISVTX;
+			dir.st_uid = (uid_t)-1;
+		}
+		perm.sticky = (dir.st_mode & S_ISVTX) != 0;
+		perm.dir_uid =
+		    dir.st_uid == (uid_t)-1 ? -1 : (int64_t)dir.st_uid;
+	}
+	rc = db_attrs_defer_unlink(cfs->db, cfs->cfg.reception_bucket, rel,
+				   &perm, who, &dropped, &kept);
+	if (rc)
+		log_error("inbox/%s: the pending attributes of an open file "
+			  "there not dropped with its unlink (it lands there "
+			  "at its close): %s",
+			  rel, strerror(-rc));
+	else if (dropped || kept)
+		log_info("inbox/%s: unlinked with %d open file(s) whose "
+			 "publish was deferred there (%d kept: %s may not "
+			 "remove them)",
+			 rel, dropped, kept, who->user);
+}
+
+int attrov_defer_has(const char *pending)
+{
+	int rc =
+	    db_attrs_defer_has(cfs->db, cfs->cfg.reception_bucket, pending);
+
+	if (rc < 0)
+		log_error("a deferred publish's pending attributes (%s) not "
+			  "read: %s",
+			  pending, strerror(-rc));
+	return rc == -EINPROGRESS ? -EIO : rc;
 }

@@ -175,6 +175,16 @@ static struct fhandle *fh_of(struct fuse_file_info *fi)
 	return fi ? (struct fhandle *)(uintptr_t)fi->fh : NULL;
 }
 
+/* An inbox/ path that is the hidden name a failed rename over an open file
+ * left libfuse's node at (review-hide H7, ofile_set_node): the file's name
+ * now (malloc'd), else NULL. */
+static char *node_rel(enum cfs_area area, const char *rel)
+{
+	if (area != AREA_INBOX || !ofile_is_hidden_name(rel))
+		return NULL;
+	return ofile_node_rel(rel);
+}
+
 /* The errno for a change in an area that takes none. */
 static int readonly_errno(enum cfs_area area)
 {
@@ -251,8 +261,13 @@ static int cfs_getattr(const char *path, struct stat *st,
 	case AREA_ROOT:
 		dir_stat(st, 0755);
 		return 0;
-	case AREA_INBOX:
-		return inbox_getattr(rel, st);
+	case AREA_INBOX: {
+		char *now = node_rel(area, rel);
+
+		rc = inbox_getattr(now ? now : rel, st);
+		free(now);
+		return rc;
+	}
 	case AREA_PROJECTS:
 		/* The name's type changed under an inode the kernel holds
 		 * (a content duplicate made a symlink, inval.h): once, so
@@ -495,8 +510,13 @@ static int cfs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	}
 	if (!path)
 		return fi ? inbox_truncate(NULL, size, fh_of(fi)) : -ESTALE;
-	if (area == AREA_INBOX && *rel)
-		return inbox_truncate(rel, size, fh_of(fi));
+	if (area == AREA_INBOX && *rel) {
+		char *now = node_rel(area, rel);
+
+		rc = inbox_truncate(now ? now : rel, size, fh_of(fi));
+		free(now);
+		return rc;
+	}
 	if (area == AREA_PROJECTS)
 		return projects_change(rel);
 	return readonly_errno(area);
@@ -699,6 +719,9 @@ static int cfs_setattr_common(const char *path, struct fuse_file_info *fi,
 			return top_dir_setattr(path, in, what);
 		if (area != AREA_INBOX)
 			return 0;
+		own = node_rel(area, rel);
+		if (own)
+			rel = own;
 		/* The object checked is the one changed: one lookup. */
 		rc = inbox_getattr_shown(rel, &st, etag);
 		if (rc)

@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "counters.h"
+#include "db_attrs.h"
 #include "fs.h"
 #include "inbox.h"
 #include "inbox_int.h"
@@ -97,6 +98,38 @@ static int creator_attrs(const char *rel, struct attrov *in, mode_t mode,
 	return 0;
 }
 
+/* A hidden name no file of this process has (review-hide H6): libfuse
+ * (and ll.c) take a name for a hide only when getattr says ENOENT, and
+ * another process's hidden name in the same directory is the same string
+ * whenever both counted the same (node id + a counter per process): it
+ * shows as taken while the row its hide copied is there, so the hide
+ * takes the next name instead of the other's row. 0 (taken: st a
+ * placeholder), -ENOENT (free) or -EIO (the database cannot tell: the
+ * hide fails rather than risk another's row). */
+static int hidden_taken(const char *rel, struct stat *st)
+{
+	struct db_attrs row = {0};
+	int found = 0, rc;
+
+	rc =
+	    db_attrs_get(cfs->db, cfs->cfg.reception_bucket, rel, &row, &found);
+	if (rc) {
+		log_error("inbox/%s: whether another process's hide holds the "
+			  "name cannot be read: %s",
+			  rel, strerror(-rc));
+		return -EIO;
+	}
+	db_attrs_free_row(&row);
+	if (!found)
+		return -ENOENT;
+	memset(st, 0, sizeof(*st));
+	st->st_mode = S_IFREG;
+	st->st_nlink = 1;
+	st->st_uid = cfs->uid;
+	st->st_gid = cfs->gid;
+	return 0;
+}
+
 /* Errors: ENOENT, EIO (store unreachable), ENOMEM. */
 int inbox_getattr(const char *rel, struct stat *st)
 {
@@ -125,7 +158,7 @@ int inbox_getattr_shown(const char *rel, struct stat *st, char *etag)
 	}
 	of = ofile_find(rel);
 	if (!of && ofile_is_hidden_name(rel))
-		return -ENOENT; /* never looked up in the store */
+		return hidden_taken(rel, st); /* never in the store */
 	if (of) {
 		int gone;
 
@@ -741,6 +774,12 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 		if (!held.found)
 			continue; /* gone meanwhile: try again */
 		mine = held.live && attrov_claim_mine(held.holder);
+		if (held.live && !mine && held.pending) {
+			/* an open file lands here at its close (its publish
+			 * deferred): never opened as a file here */
+			rc = excl ? -EEXIST : -EBUSY;
+			break;
+		}
 		if (held.live && !mine && excl)
 			break; /* another mount's new file */
 		if (held.live && !mine) {
@@ -1598,9 +1637,9 @@ int inbox_truncate(const char *rel, off_t size, struct fhandle *h)
 
 /* Errors: ENOENT, EISDIR, EIO. An unlink that removes nothing in the store
  * (a new file never stored, or a name listed here whose object is gone
- * already) never ends another mount's live claim on the name, nor its
- * upload: that mount's new file lands there (review-k L7); one of a stored
- * object ends it. */
+ * already: then ENOENT) never ends another mount's live claim on the name,
+ * nor its upload: that mount's new file lands there (review-k L7); one of
+ * an object in the store (logged or not yet, review-31 R4) ends it. */
 int inbox_unlink(const char *rel)
 {
 	struct actor who;
@@ -1611,16 +1650,26 @@ int inbox_unlink(const char *rel)
 	of = ofile_find(rel);
 	if (ofile_is_hidden_name(rel)) {
 		/* libfuse removes a hidden file when its last handle closes:
-		 * it never was in the store. */
-		if (!of) {
-			attrov_drop(rel, 0); /* gone with its last handle */
-			return 0;
+		 * it never was in the store. Only a hidden name this
+		 * process's hide took: another's (shown as taken, H6) is
+		 * that process's to remove (review-34 Z1). */
+		int drop = 0;
+
+		if (!hidden_forget(rel, &drop)) {
+			if (of)
+				ofile_put(of);
+			return -EBUSY;
 		}
-		pthread_mutex_lock(&cfs->lock);
-		of->unlinked = 1;
-		pthread_mutex_unlock(&cfs->lock);
-		ofile_put(of);
-		attrov_drop(rel, 0);
+		/* a failed rename's: the file has its name again */
+		ofile_node_forget(rel);
+		if (of) {
+			pthread_mutex_lock(&cfs->lock);
+			of->unlinked = 1;
+			pthread_mutex_unlock(&cfs->lock);
+			ofile_put(of);
+		}
+		if (drop) /* gone with its last handle */
+			attrov_drop_hidden(rel);
 		return 0;
 	}
 	if (of) {
@@ -1644,6 +1693,13 @@ int inbox_unlink(const char *rel)
 	}
 	cfs_actor(&who);
 	rc = reception_remove_spare(cfs->rcp, rel, &who, &spared);
+	if (rc == 0 && spared == RECEPTION_NEWER) {
+		/* a newer file stored at the name meanwhile (review-34 Z6):
+		 * its row stays, shown fresh */
+		dcache_remove(rel);
+		attrov_reload(rel);
+		return 0;
+	}
 	if (rc == 0 || rc == -ENOENT) {
 		dcache_remove(rel);
 		if (spared)
@@ -1651,5 +1707,10 @@ int inbox_unlink(const char *rel)
 		else
 			attrov_drop(rel, 0);
 	}
+	/* rel is also the name of an open file whose publish is deferred
+	 * there (another mount's, review-h5 N1): unlinked with it when who
+	 * may remove it */
+	if (rc == 0 && !spared)
+		attrov_unlink_pending(rel, &who);
 	return rc;
 }

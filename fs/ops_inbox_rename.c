@@ -18,6 +18,7 @@
 #include "inbox.h"
 #include "inbox_int.h"
 #include "inval.h"
+#include "ll.h"
 #include "log.h"
 #include "names.h"
 
@@ -72,6 +73,61 @@ struct hide_pending {
 };
 static __thread struct hide_pending hidden_for_rename;
 
+/* fs.h (hidden_note, hidden_forget). */
+struct hidden_name {
+	char *name;
+	int drop;
+	struct hidden_name *next;
+};
+static struct hidden_name *hidden_names; /* protected by cfs->lock */
+
+void hidden_note(const char *name, int drop)
+{
+	struct hidden_name *h, *n = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (h = hidden_names; h; h = h->next)
+		if (!strcmp(h->name, name))
+			break;
+	if (h) {
+		h->drop = drop;
+	} else {
+		n = calloc(1, sizeof(*n));
+		if (n)
+			n->name = strdup(name);
+		if (n && n->name) {
+			n->drop = drop;
+			n->next = hidden_names;
+			hidden_names = n;
+			n = NULL;
+		}
+	}
+	pthread_mutex_unlock(&cfs->lock);
+	if (n) /* no memory: its last close's unlink is refused, its row
+		  is left for the sweep */
+		free(n);
+}
+
+int hidden_forget(const char *name, int *drop)
+{
+	struct hidden_name **pp, *h = NULL;
+
+	pthread_mutex_lock(&cfs->lock);
+	for (pp = &hidden_names; *pp; pp = &(*pp)->next)
+		if (!strcmp((*pp)->name, name)) {
+			h = *pp;
+			*pp = h->next;
+			break;
+		}
+	pthread_mutex_unlock(&cfs->lock);
+	if (!h)
+		return 0;
+	*drop = h->drop;
+	free(h->name);
+	free(h);
+	return 1;
+}
+
 /* The rename that hid hidden_for_rename.name has succeeded (ok: the target's
  * object and row were replaced by it) or failed, or never came (the target is
  * left as it was: its open file gets its name back, so a writer's later
@@ -79,6 +135,7 @@ static __thread struct hide_pending hidden_for_rename;
 static void pending_finish(int ok)
 {
 	struct ofile *of = hidden_for_rename.of;
+	int node_back = 0, drop;
 
 	if (!hidden_for_rename.name)
 		return;
@@ -91,12 +148,26 @@ static void pending_finish(int ok)
 			 * (a deferred publish's pending row goes). */
 			ofile_make_local(of);
 			ofile_defer_drop(of, hidden_for_rename.name);
+		} else if (!ll_active()) {
+			/* libfuse's node stays at the hidden name */
+			ofile_set_node(of, hidden_for_rename.hidden);
+		} else {
+			node_back = 1; /* ll.c renames its node back */
 		}
 		pthread_mutex_unlock(&of->lock);
 		ofile_put(of);
 	}
-	if (!ok) /* the name kept its row: the hidden copy goes */
-		attrov_drop(hidden_for_rename.hidden, 0);
+	if (!ok) {
+		/* The name kept its row: the hidden copy goes now (never
+		 * another process's, review-34 Z7), and nothing at the
+		 * hidden name is this hide's any more (Z2: another process
+		 * may take it before libfuse unlinks it). */
+		attrov_drop_hidden(hidden_for_rename.hidden);
+		if (node_back) /* no unlink of it comes */
+			hidden_forget(hidden_for_rename.hidden, &drop);
+		else
+			hidden_note(hidden_for_rename.hidden, 0);
+	}
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -225,6 +296,7 @@ static int hide_for_rename(const char *from, const char *to)
 	 * other mounts show the target with it meanwhile; L5: a crash
 	 * leaves it there); the hidden name gets a copy. */
 	attrov_copy_hidden(from, to);
+	hidden_note(to, 1);
 	return 0;
 fail:
 	free(hidden_for_rename.name);
@@ -312,12 +384,16 @@ static int inbox_hide(const char *from, const char *to)
 		dcache_remove(from);
 		attrov_drop(from, 0);
 		pthread_mutex_lock(&of->lock);
-		ofile_defer_drop(of, NULL); /* dropped with from's rows */
+		/* its own pending row: a live one outlives the name's
+		 * drop (db_attrs_drop, review-h5 N1) */
+		ofile_defer_drop(of, from);
 		pthread_mutex_unlock(&of->lock);
 	} else if (rc == 0) {
 		dcache_remove(from);
 		attrov_move(from, to, 0, NULL, NULL);
 	}
+	if (rc == 0)
+		hidden_note(to, 1);
 	ofile_put(of);
 	return rc;
 }
@@ -714,26 +790,41 @@ static int move_settled(const char *from)
  * `to`; EIO; ENOMEM). */
 static int rename_defer(struct ofile *of, const char *from, const char *to)
 {
-	char *token, *pending = attrov_claim_token(), *pfrom = strdup(from);
+	char *token = NULL, *pending = attrov_claim_token();
+	char *pfrom = strdup(from);
 	struct attrov cur;
-	int rc;
+	int rc, claimed;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
-	cur = of->creator;
+	claimed = of->attrs_unbound && of->claim;
+	if (claimed) {
+		token = strdup(of->claim);
+		cur = of->creator;
+	} else {
+		/* A file stored before (no claim: review-h5 N6): its own
+		 * attributes as it holds them, where its own row at from
+		 * is gone (db_attrs_defer takes that row's, as every mount
+		 * left them: review-34 Z5); never those of another file's
+		 * row there (review n17 X2, review-34 Z3). */
+		ofile_own_attrs(of, &cur);
+	}
 	pthread_mutex_unlock(&cfs->lock);
-	if (!token || !pending || !pfrom) {
+	if ((claimed && !token) || !pending || !pfrom) {
 		rc = -ENOMEM;
 		goto out;
 	}
-	rc = attrov_defer(from, to, token, &cur, pending);
+	/* its own row at from: bound to one of its own objects */
+	rc = attrov_defer(from, to, token, *of->loaded ? of->loaded : NULL,
+			  *of->committed ? of->committed : NULL, &cur, pending);
 	if (rc == -EINPROGRESS)
-		rc = move_settled(from); /* committed: its claim went */
+		rc = move_settled(from); /* committed: its row went */
 	if (rc)
 		goto out;
 	pthread_mutex_lock(&cfs->lock);
 	of->pub_from = pfrom;
 	of->pub_pending = pending;
+	if (!claimed)
+		of->creator = cur; /* what it shows and publishes now */
 	pthread_mutex_unlock(&cfs->lock);
 	pfrom = pending = NULL;
 out:
@@ -751,9 +842,9 @@ static void rename_defer_undo(struct ofile *of, const char *from,
 	char *token;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 	pthread_mutex_unlock(&cfs->lock);
-	if (token && of->pub_pending)
+	if (of->pub_pending) /* no claim: its row there, unclaimed */
 		attrov_defer_undo(to, of->pub_pending, from, token, 0);
 	free(token);
 	ofile_defer_clear(of);
@@ -780,9 +871,11 @@ static int rename_pending(struct ofile *of, const char *from, const char *to,
 	int moved = 0, defer = 0, rc;
 
 	if (!*attrs_moved) {
+		/* Every file whose row at `from` is its own (a new file's
+		 * claim, or a stored file's row that followed it to a temp
+		 * name: review-h5 N6) over a stored object. */
 		pthread_mutex_lock(&cfs->lock);
-		defer = to_exists && of->attrs_unbound && of->claim &&
-			!of->pub_from;
+		defer = to_exists && !of->pub_from;
 		pthread_mutex_unlock(&cfs->lock);
 		if (defer) {
 			rc = rename_defer(of, from, to);
@@ -818,10 +911,10 @@ static void rename_defer_end(struct ofile *of, const char *from, const char *to,
 	char *token;
 
 	pthread_mutex_lock(&cfs->lock);
-	token = of->claim ? strdup(of->claim) : NULL;
+	token = of->attrs_unbound && of->claim ? strdup(of->claim) : NULL;
 	pthread_mutex_unlock(&cfs->lock);
-	if (token)
-		attrov_defer_undo(from, of->pub_pending, to, token, 1);
+	/* no claim (a file stored before): its row there, unclaimed */
+	attrov_defer_undo(from, of->pub_pending, to, token, 1);
 	free(token);
 	ofile_defer_clear(of);
 	attrov_drop(from, 0);

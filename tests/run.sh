@@ -33,7 +33,10 @@
 #                                    regression files too (default: only their tests marked
 #                                    both_backends, those that depend on what the store does;
 #                                    the rest run on s3rver, plain and under ASan. See
-#                                    CUSTODYFS_DESELECT_REGRESSIONS in tests/integration/conftest.py)
+#                                    CUSTODYFS_DESELECT_REGRESSIONS in tests/integration/conftest.py;
+#                                    tests marked store_independent, the database alone, too)
+#       (the sanitizer passes of a whole-suite run leave out the tests marked volume, scale tests
+#       that the plain passes run: CUSTODYFS_DESELECT_VOLUME in tests/integration/conftest.py)
 #       CUSTODYFS_IT_PARALLEL=0|1    run the integration passes one after another, or side by
 #                                    side (default 1: each has its own servers and ports)
 #       CUSTODYFS_KEEP_TMP=1         keep the integration temp dirs (logs, data)
@@ -273,8 +276,12 @@ pytest_run() {
   local deselect=0
   [ "$backend" = swift ] && [ "${#PYTEST_PATHS[@]}" -gt 0 ] && [ "${CUSTODYFS_SWIFT_ALL:-0}" != 1 ] &&
     deselect=1
+  # the sanitizer passes of a whole-suite run leave the scale tests to the plain passes
+  local volume=0
+  [[ $label == *+asan* || $label == *+tsan* ]] && [ "${#PYTEST_PATHS[@]}" -gt 0 ] && volume=1
   CUSTODYFS_TEST_TMP=$tmp CUSTODYFS_S3_BACKEND=$backend CUSTODYFS_BIN=$bin \
     CUSTODYFS_BUILD=$(dirname "$(dirname "$bin")") CUSTODYFS_DESELECT_REGRESSIONS=$deselect \
+    CUSTODYFS_DESELECT_VOLUME=$volume \
     timeout -k 30 "$PYTEST_TIMEOUT" "$PY" -m pytest "${paths[@]}" -q --durations=25 \
     --junitxml="$xml" -o junit_suite_name="integration-$label" "${PYTEST_ARGS[@]}" </dev/null
   rc=$?

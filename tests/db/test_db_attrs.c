@@ -500,6 +500,18 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 			   " VALUES ('" BKT "', 'hd/.fuse_hidden03', 384, 2002,"
 			   " 2002, now(), 'o', 'e-y', 'other:3:1.0!hidden')"),
 	   "other:3:1.0 (alive: its lock held) has a hidden row");
+	/* review-hide H6: two processes count the same hidden name */
+	before = changes_of(raw, "hd/.fuse_hidden03");
+	ok(db_attrs_copy_hidden(d, BKT, "hd/y", "hd/.fuse_hidden03", &who) ==
+		   -EEXIST &&
+	       row_is(raw, "hd/.fuse_hidden03", "384|2002|2002||e-y") &&
+	       sql_is(raw,
+		      "SELECT claimed_by FROM file_attrs WHERE bucket = '" BKT
+		      "' AND object_key = 'hd/.fuse_hidden03'",
+		      "other:3:1.0!hidden") &&
+	       changes_of(raw, "hd/.fuse_hidden03") == before,
+	   "a copy onto other:3's hidden row: EEXIST, its row kept as it "
+	   "was, nothing logged");
 	/* another mount's live claim is never copied */
 	ok(db_attrs_claim(d, BKT, "hd/z", &in, "m2#1", 60, 1, NULL, &who, NULL,
 			  &held) == 0,
@@ -531,6 +543,26 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
 	   "other:3 gone: its row goes at the next sweep, this process's "
 	   "stays");
+	/* review-31 R6: a tree drop sparing claims spares a live tag too */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
+		       " uid, gid, ctime, updated_by, etag, claimed_by) VALUES"
+		       " ('" BKT "', 'hs/.fuse_hidden05', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'th:2:1.0!hidden'),"
+		       " ('" BKT "', 'hs/.fuse_hidden06', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'dead:4:1.0!hidden'),"
+		       " ('" BKT "', 'hs/x', 384, 2002, 2002, now(), 'o',"
+		       " 'e-x', NULL)"),
+	   "hs/: a hidden row of this process (alive), one of a gone one, x");
+	ok(db_attrs_drop_spare(d, BKT, "hs", 1, &who) == 0 &&
+	       row_is(raw, "hs/.fuse_hidden05", "384|2002|2002||e-y") &&
+	       row_is(raw, "hs/.fuse_hidden06", NULL) &&
+	       row_is(raw, "hs/x", NULL) &&
+	       changes_of(raw, "hs/.fuse_hidden05") == 0,
+	   "drop_spare of the tree: the live process's hidden row stays "
+	   "(not logged), the gone one's and x go");
+	ok(db_attrs_drop(d, BKT, "hs", 1, &who) == 0 &&
+	       row_is(raw, "hs/.fuse_hidden05", NULL),
+	   "... db_attrs_drop (no spare) drops it");
 	ok(db_set_claimer(d, NULL) == 0 &&
 	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),
@@ -541,6 +573,19 @@ static int count_calls(void *arg)
 {
 	++*(int *)arg;
 	return 0;
+}
+
+/* db_reception_remove_spare's absent: no object (0), or one (-ESTALE). */
+static int no_object(void *arg)
+{
+	(void)arg;
+	return 0;
+}
+
+static int an_object(void *arg)
+{
+	(void)arg;
+	return -ESTALE;
 }
 
 /* review-k L6, L7: a removal that removed nothing in the store, or a
@@ -607,14 +652,27 @@ void test_attrs_spare(struct db *d, PGconn *raw)
 	   "m2 claims sp/y (no object, no live row)");
 	db_claim_free(&held);
 	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     no_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 1 && calls == 0 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
 			     " source_bucket = '" BKT
 			     "' AND object_key = 'sp/y'") == 0,
-	   "remove_spare at m2's claim, no live row: nothing done, spared");
+	   "remove_spare at m2's claim, no live row, no object: nothing done, "
+	   "spared");
+	ok(db_reception_remove_spare(d, BKT, "sp/y", "deleted", count_calls,
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
+	       spared == 0 && calls == 1 &&
+	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
+			     " source_bucket = '" BKT
+			     "' AND object_key = 'sp/y'") == 1,
+	   "remove_spare at m2's claim, no live row, an object there "
+	   "(review-31 R4): fn called, the removal noted");
+	calls = 0;
 	ok(db_reception_remove_spare(d, BKT, "sp/n", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 0 && calls == 1 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_removals WHERE"
 			     " source_bucket = '" BKT
@@ -627,7 +685,8 @@ void test_attrs_spare(struct db *d, PGconn *raw)
 	db_claim_free(&held);
 	calls = 0;
 	ok(db_reception_remove_spare(d, BKT, "sp/s", "deleted", count_calls,
-				     &calls, NULL, NULL, &spared) == 0 &&
+				     an_object, &calls, NULL, NULL,
+				     &spared) == 0 &&
 	       spared == 0 && calls == 1 &&
 	       sql_long(raw, "SELECT count(*) FROM reception_audit WHERE"
 			     " source_bucket = '" BKT "' AND object_key ="

@@ -75,6 +75,212 @@ static int log_is(PGconn *raw, const char *key, const char *want)
 	return same;
 }
 
+/* review n17: a stored file's deferral records its own attributes, never
+ * another file's row at its name (X2); a stored rename over the name of a
+ * deferred publish fails as over a live claim (X1). */
+static void test_attrs_defer_n17(struct db *d, PGconn *raw,
+				 const struct actor *who)
+{
+	struct db_attrs own = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0600,
+			       .uid = ALICE,
+			       .gid = ALICE};
+	struct db_attrs cin = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0644,
+			       .uid = 2003,
+			       .gid = 2003};
+	struct db_attrs got = {0};
+	struct db_claim held = {0};
+	int had = 0, pending = 0;
+
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, atime_ns, mtime_ns, ctime, updated_by, etag)"
+		       " VALUES ('" BKT "', 'df/t1', 384, 2001, 2001, 5, 7,"
+		       " now(), 'a', 'e-t1'), ('" BKT "', 'df/u', 384, 2002,"
+		       " 2002, NULL, NULL, now(), 'b', 'e-u'), ('" BKT
+		       "', 'df/t3', 420, 2003, 2003, NULL, NULL, now(), 'c',"
+		       " 'e-c3'), ('" BKT "', 'df/u3', 384, 2002, 2002, NULL,"
+		       " NULL, now(), 'b', 'e-u3')") &&
+	       db_attrs_claim(d, BKT, "df/t2", &cin, "other:2:1.0#7", 60, 1,
+			      NULL, who, NULL, &held) == 0,
+	   "n17: Alice's t1 (0600, e-t1, times 5/7), Bob's u and u3; C's "
+	   "claim of t2 (other mount), C's stored t3 (e-c3)");
+	db_claim_free(&held);
+	ok(db_attrs_defer(d, BKT, "df/t1", "df/u", "tok5", 60, NULL, "e-t1",
+			  NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u", "tok5|df/t1|384|2001|") &&
+	       row_is(raw, "df/t1", NULL) &&
+	       log_is(raw, "df/t1", "drop||384|2001|e-t1") &&
+	       got.mode == 0600 && got.uid == ALICE &&
+	       (got.what & DB_ATTR_ATIME) && got.atime_ns == 5 &&
+	       (got.what & DB_ATTR_MTIME) && got.mtime_ns == 7,
+	   "n17: its own row at t1: its times recorded, the row dropped");
+	ok(db_attrs_copy_rename(d, BKT, "df/u3", "df/u", "tok6", 60, who, NULL,
+				&had, &pending, NULL) == -EBUSY &&
+	       db_attrs_copy(d, BKT, "df/u3", "df/u", who, NULL, NULL, NULL) ==
+		   -EBUSY &&
+	       row_is(raw, "df/u", "384|2002|2002|e-u|") &&
+	       row_is(raw, "df/u3", "384|2002|2002|e-u3|") &&
+	       pending_is(raw, "df/u", "tok5|df/t1|384|2001|") &&
+	       log_is(raw, "df/u", "") && log_is(raw, "df/u3", ""),
+	   "n17 X1: a stored rename over u (a live deferred publish): EBUSY, "
+	   "nothing changed");
+	ok(db_attrs_defer(d, BKT, "df/t2", "df/u3", "tok7", 60, NULL, "e-t2",
+			  NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u3", "tok7|df/t2|384|2001|") &&
+	       row_is(raw, "df/t2", "420|2003|2003||other:2:1.0#7") &&
+	       log_is(raw, "df/t2", "create||420|2003|") &&
+	       !(got.what & (DB_ATTR_ATIME | DB_ATTR_MTIME)),
+	   "n17 X2: C's claim at t2: its own attributes pending, C's claim "
+	   "untouched, nothing logged at t2");
+	ok(db_attrs_defer_undo(d, BKT, "df/u3", "tok7", "df/t2", NULL, 60, 0,
+			       who) == -EBUSY &&
+	       pending_is(raw, "df/u3", "tok7|df/t2|384|2001|"),
+	   "n17: its undo over C's claim at t2: EBUSY, pending kept");
+	ok(db_attrs_unpend(d, BKT, "df/u3", "tok7") == 0 &&
+	       db_attrs_defer(d, BKT, "df/t3", "df/u3", "tok8", 60, NULL,
+			      "e-t3", NULL, &own, who, &got) == 0 &&
+	       pending_is(raw, "df/u3", "tok8|df/t3|384|2001|") &&
+	       row_is(raw, "df/t3", "420|2003|2003|e-c3|") &&
+	       log_is(raw, "df/t3", ""),
+	   "n17 X2: C's stored object's row at t3: untouched, not logged");
+	ok(db_attrs_unpend(d, BKT, "df/u3", "tok8") == 0 &&
+	       db_attrs_unpend(d, BKT, "df/u", "tok5") == 0 &&
+	       pending_is(raw, "df/u3", "") && pending_is(raw, "df/u", ""),
+	   "n17: pending rows unpended");
+}
+
+/* review-34: a stored file's deferral records its own row at from as it
+ * is now (another mount's chmod kept: Z5), and another owner's row there
+ * bound to the same ETag (the same content) is not its own (Z3). */
+static void test_attrs_defer_z34(struct db *d, PGconn *raw,
+				 const struct actor *who)
+{
+	struct db_attrs held = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+				.mode = 0644,
+				.uid = ALICE,
+				.gid = ALICE};
+	struct db_attrs got = {0};
+
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/z1', 384, 2001, 2001, now(), 'c', 'e-z'), ('" BKT
+		       "', 'df/z2', 420, 2003, 2003, now(), 'c', 'e-z'), ('" BKT
+		       "', 'df/zu', 384, 2002, 2002, now(), 'b', 'e-zu')"),
+	   "z34: Alice's z1 (chmodded 0600 elsewhere, e-z), C's z2 (0644, "
+	   "also e-z), Bob's zu");
+	ok(db_attrs_defer(d, BKT, "df/z1", "df/zu", "tokz5", 60, NULL, "e-z",
+			  NULL, &held, who, &got) == 0 &&
+	       pending_is(raw, "df/zu", "tokz5|df/z1|384|2001|") &&
+	       row_is(raw, "df/z1", NULL) &&
+	       log_is(raw, "df/z1", "drop||384|2001|e-z") && got.mode == 0600 &&
+	       got.uid == ALICE,
+	   "z34 Z5: held 0644, her row at z1 0600: 0600 recorded, row dropped");
+	held.mode = 0600;
+	ok(db_attrs_unpend(d, BKT, "df/zu", "tokz5") == 0 &&
+	       db_attrs_defer(d, BKT, "df/z2", "df/zu", "tokz3", 60, NULL,
+			      "e-z", NULL, &held, who, &got) == 0 &&
+	       pending_is(raw, "df/zu", "tokz3|df/z2|384|2001|") &&
+	       row_is(raw, "df/z2", "420|2003|2003|e-z|") &&
+	       log_is(raw, "df/z2", "") && got.mode == 0600 && got.uid == ALICE,
+	   "z34 Z3: C's row at z2 with her ETag: untouched, not logged; her "
+	   "own attributes pending");
+	ok(db_attrs_unpend(d, BKT, "df/zu", "tokz3") == 0 &&
+	       pending_is(raw, "df/zu", ""),
+	   "z34: pending rows unpended");
+}
+
+/* An unlink by whom (uid) of key, judged with perm: *dropped, *kept. */
+static int unlink_as(struct db *d, const char *key, uid_t uid,
+		     const struct db_unlink_perm *pm, int *dropped, int *kept)
+{
+	struct actor w = {.uid = uid};
+
+	snprintf(w.user, sizeof(w.user), "u%u", (unsigned)uid);
+	snprintf(w.host, sizeof(w.host), "test");
+	return db_attrs_defer_unlink(d, BKT, key, pm, &w, dropped, kept);
+}
+
+/* review-h5 N1 (POSIX): an unlink of a deferred publish's name unlinks
+ * the open file too when who may remove it (its owner, root, a directory
+ * not sticky, or the sticky directory's owner); else its row stays. */
+static void test_attrs_defer_unlink(struct db *d, PGconn *raw,
+				    const struct actor *who)
+{
+	struct db_attrs own = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0600,
+			       .uid = ALICE,
+			       .gid = ALICE};
+	struct db_unlink_perm sticky = {
+	    .sticky = 1, .dir_uid = BOB, .def_uid = 3000};
+	struct db_unlink_perm open = {.dir_uid = BOB, .def_uid = 3000};
+	struct db_claim held = {0};
+	struct db_attrs cin = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			       .mode = 0644,
+			       .uid = 2003,
+			       .gid = 2003};
+	int dropped = -1, kept = -1, i;
+	char key[16], tok[16], want[64];
+	/* who unlinks, in which directory, and is Alice's file unlinked */
+	static const struct {
+		uid_t uid;
+		int sticky, drops;
+		const char *what;
+	} cases[] = {
+	    {2003, 1, 0, "Carol, sticky Bob's dir: kept"},
+	    {2003, 0, 1, "Carol, a directory not sticky: dropped"},
+	    {BOB, 1, 1, "Bob, the sticky directory's owner: dropped"},
+	    {ALICE, 1, 1, "Alice, its owner: dropped"},
+	    {0, 1, 1, "root: dropped"},
+	};
+
+	for (i = 0; i < (int)(sizeof(cases) / sizeof(cases[0])); i++) {
+		snprintf(key, sizeof(key), "df/w%d", i);
+		snprintf(tok, sizeof(tok), "tokU%d", i);
+		snprintf(want, sizeof(want), "%s|df/v1|384|2001|", tok);
+		ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key,"
+			       " mode, uid, gid, ctime, updated_by, etag)"
+			       " VALUES ('" BKT "', 'df/v1', 384, 2001, 2001,"
+			       " now(), 'a', 'e-v1')") &&
+		       db_attrs_defer(d, BKT, "df/v1", key, tok, 60, NULL,
+				      "e-v1", NULL, &own, who, NULL) == 0,
+		   "unlink %d: Alice's v1 deferred to %s", i, key);
+		ok(unlink_as(d, key, cases[i].uid,
+			     cases[i].sticky ? &sticky : &open, &dropped,
+			     &kept) == 0 &&
+		       dropped == cases[i].drops && kept == !cases[i].drops &&
+		       pending_is(raw, key, cases[i].drops ? "" : want) &&
+		       log_is(raw, key,
+			      cases[i].drops ? "drop||384|2001|" : "") &&
+		       db_attrs_defer_has(d, BKT, tok) == !cases[i].drops,
+		   "unlink %d: %s", i, cases[i].what);
+		if (cases[i].drops)
+			continue;
+		ok(db_attrs_claim(d, BKT, key, &cin, "other:2:1.0#9", 60, 1,
+				  NULL, who, NULL, &held) == -EEXIST &&
+		       held.pending && held.live,
+		   "unlink %d: a create at %s still fails (pending)", i, key);
+		db_claim_free(&held);
+		ok(db_attrs_unpend(d, BKT, key, tok) == 0 &&
+		       pending_is(raw, key, ""),
+		   "unlink %d: unpended", i);
+	}
+	ok(sql_ok(raw,
+		  "INSERT INTO file_attrs_pending (bucket, object_key,"
+		  " token, mode, uid, gid, ctime, updated_by,"
+		  " pending_until) VALUES ('" BKT "', 'df/wl', 'tokL', 384,"
+		  " 2001, 2001, now(), 'a', now() - interval '1 second')") &&
+	       unlink_as(d, "df/wl", BOB, &sticky, &dropped, &kept) == 0 &&
+	       dropped == 0 && kept == 0 &&
+	       pending_is(raw, "df/wl", "tokL||384|2001|") &&
+	       log_is(raw, "df/wl", "") &&
+	       db_attrs_defer_has(d, BKT, "tokL") == 1,
+	   "a lapsed pending row: no open file's, not the unlink's");
+	ok(sql_ok(raw, "DELETE FROM file_attrs_pending WHERE bucket = '" BKT
+		       "' AND object_key = 'df/wl'"),
+	   "cleaned up");
+}
+
 void test_attrs_defer(struct db *d, PGconn *raw)
 {
 	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
@@ -103,16 +309,16 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	   "another mount's new w, claimed (other:2:1.0#1)");
 	db_claim_free(&held);
 
-	ok(db_attrs_defer(d, BKT, "df/x", "df/w", "tok0", 60, "me:1:1.0#1", &in,
-			  &who) == -EBUSY,
+	ok(db_attrs_defer(d, BKT, "df/x", "df/w", "tok0", 60, "me:1:1.0#1",
+			  NULL, NULL, &in, &who, NULL) == -EBUSY,
 	   "x over w (another mount's live claim): EBUSY");
 	ok(row_is(raw, "df/x", "420|2001|2001||me:1:1.0#1") &&
 	       pending_is(raw, "df/w", "") &&
 	       row_is(raw, "df/w", "420|2001|2001||other:2:1.0#1"),
 	   "... nothing changed");
 
-	ok(db_attrs_defer(d, BKT, "df/x", "df/y", "tok1", 60, "me:1:1.0#1", &in,
-			  &who) == 0,
+	ok(db_attrs_defer(d, BKT, "df/x", "df/y", "tok1", 60, "me:1:1.0#1",
+			  NULL, NULL, &in, &who, NULL) == 0,
 	   "x over y (Bob's object): deferred");
 	ok(row_is(raw, "df/y", "384|2002|2002|e-y|") &&
 	       pending_is(raw, "df/y", "tok1|df/x|420|2001|") &&
@@ -157,5 +363,65 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 			       0, &who) == 0 &&
 	       row_is(raw, "df/x", NULL),
 	   "no pending row left: nothing done");
+
+	/* review-h5 N1: the name of a deferred publish is taken while its
+	 * file is open, as by a live claim. */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/m', 384, 2002, 2002, now(), 'b', 'e-m')") &&
+	       db_attrs_claim(d, BKT, "df/n", &in, "me:1:1.0#2", 60, 1, NULL,
+			      &who, NULL, &held) == 0,
+	   "Bob's m (0600); Alice's new n claimed (me:1:1.0#2)");
+	db_claim_free(&held);
+	ok(db_attrs_defer(d, BKT, "df/n", "df/m", "tok2", 60, "me:1:1.0#2",
+			  NULL, NULL, &in, &who, NULL) == 0,
+	   "n over m: deferred (tok2)");
+	ok(db_attrs_drop(d, BKT, "df/m", 0, &who) == 0 &&
+	       row_is(raw, "df/m", NULL) &&
+	       pending_is(raw, "df/m", "tok2|df/n|420|2001|"),
+	   "Bob's unlink of m: his row goes, the open file's pending row "
+	   "stays");
+	ok(db_attrs_claim(d, BKT, "df/m", &in, "other:2:1.0#2", 60, 1, NULL,
+			  &who, NULL, &held) == -EEXIST &&
+	       held.found && held.live && held.holder &&
+	       !strcmp(held.holder, "tok2") && row_is(raw, "df/m", NULL),
+	   "another mount's create of m: EEXIST (the open file's), no row");
+	db_claim_free(&held);
+	ok(sql_ok(raw, "UPDATE file_attrs_pending SET pending_until = now()"
+		       " - interval '1 second' WHERE bucket = '" BKT "'"
+		       " AND token = 'tok2'") &&
+	       db_attrs_claim(d, BKT, "df/m", &in, "other:2:1.0#2", 60, 1, NULL,
+			      &who, NULL, &held) == 0,
+	   "its lease over (a crash): the create takes m");
+	db_claim_free(&held);
+
+	/* review-h5 N6: a file stored before (no claim) defers as well. */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/s', 416, 2001, 2001, now(), 'a', 'e-s'), ('" BKT
+		       "', 'df/v', 384, 2002, 2002, now(), 'b', 'e-v')"),
+	   "Alice's s (0640, bound to e-s), Bob's v (0600)");
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, "e-s", NULL,
+			  NULL, &who, NULL) == -EINVAL,
+	   "no claim and no attributes: EINVAL");
+	chmod.mode = 0640;
+	ok(db_attrs_defer(d, BKT, "df/s", "df/v", "tok3", 60, NULL, "e-s", NULL,
+			  &chmod, &who, NULL) == 0,
+	   "s (no claim, its own object e-s) over v: deferred (tok3)");
+	ok(row_is(raw, "df/v", "384|2002|2002|e-v|") &&
+	       pending_is(raw, "df/v", "tok3|df/s|416|2001|") &&
+	       row_is(raw, "df/s", NULL) &&
+	       log_is(raw, "df/s", "drop||416|2001|e-s") &&
+	       log_is(raw, "df/v", ""),
+	   "... v keeps Bob's row; s's attributes pending; its row dropped");
+	ok(db_attrs_defer_undo(d, BKT, "df/v", "tok3", "df/s", NULL, 60, 0,
+			       &who) == 0 &&
+	       pending_is(raw, "df/v", "") &&
+	       row_is(raw, "df/s", "416|2001|2001||"),
+	   "undone: its row at s again, unbound, no claim");
+
+	test_attrs_defer_n17(d, raw, &who);
+	test_attrs_defer_z34(d, raw, &who);
+	test_attrs_defer_unlink(d, raw, &who);
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

@@ -457,6 +457,7 @@ def test_reception_error_is_counted(mount_factory, uniq):
 
 # ---- size: a 300,000-row table through the mount with bounded memory -------------------------
 
+@pytest.mark.volume
 def test_300k_rows_bounded_rss(mount_factory, uniq):
     # Under ASan (a CI build) freed memory is held in a quarantine (256 MiB by default) that
     # would be measured instead of the daemon: kept small. A plain build ignores the variable.

@@ -13,6 +13,7 @@ import pytest
 BUILD = os.environ.get("CUSTODYFS_BUILD", "build")
 
 
+@pytest.mark.store_independent
 def test_db_layer_tap(stack):
     exe = os.path.join(BUILD, "tests", "test_db")
     if not os.path.exists(exe):

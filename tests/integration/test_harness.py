@@ -58,9 +58,30 @@ def test_pg_select_1(stack):
 
 def test_reset_gives_a_clean_store(stack):
     stack.sql("create table leftover (x int)")
+    stack.sql("create sequence leftover_seq")
+    stack.sql("create function leftover_fn() returns int language sql as 'select 1'")
     stack.s3.put_object(Bucket=stack.storage_bucket, Key="left/over", Body=b"x")
-    stack.reset()
+    held = stack._connect()  # a session left open (a daemon's that has not gone yet)
+    try:
+        with held.cursor() as cur:
+            cur.execute("select pg_advisory_lock(42)")
+        stack.reset()
+    finally:
+        try:
+            held.close()
+        except Exception:
+            pass
     assert stack.sql_value("select count(*) from pg_tables where tablename = 'leftover'") == 0
+    assert stack.sql_value("select count(*) from pg_class c join pg_namespace n"
+                           " on n.oid = c.relnamespace where n.nspname = 'public'") == 0
+    assert stack.sql_value("select count(*) from pg_proc p join pg_namespace n"
+                           " on n.oid = p.pronamespace where n.nspname = 'public'") == 0
+    assert stack.sql_value("select count(*) from pg_locks where locktype = 'advisory'") == 0
+    # the public schema as a new database has it (template1's), and custody may create there
+    shape = "select nspowner::regrole::text, nspacl::text from pg_namespace where nspname = 'public'"
+    assert stack.sql(shape) == stack.sql(shape, user="postgres", dbname="template1")
+    stack.sql("create table probe_after_reset (x int)")
+    stack.sql("drop table probe_after_reset")
     for b in (stack.reception_bucket, stack.storage_bucket):
         assert "Contents" not in stack.s3.list_objects_v2(Bucket=b)
 

@@ -814,6 +814,7 @@ def test_changes_to_a_file_known_only_from_the_bucket(mount, d, uniq):
     assert len(o) == 1 and o[0]["removed_at"] is not None, o
 
 
+@pytest.mark.volume
 def test_many_foreign_objects_listed(mount, uniq):
     """More than one ListObjects page (1000 keys)."""
     import concurrent.futures as cf

@@ -29,6 +29,7 @@ def _keys(m, bucket, prefix):
     return out
 
 
+@pytest.mark.volume
 def test_directory_of_more_than_1000_files_lists_and_promotes(mount, uniq):
     m = mount
     p = project(m, uniq)

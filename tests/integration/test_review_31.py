@@ -153,7 +153,6 @@ def test_directory_rename_never_drops_another_mounts_claim_under_the_source(
                             changes(a, kg, every=True)])
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R4 (Medium): an unlink spared for another mount's claim says ok while an object with no live row (another route) stays")
 def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
     """R4 (new with cb61fb6, Medium): db_reception_remove_spare does nothing when the key has
     no live reception row and another mount holds a live claim there, on the belief that "the
@@ -164,7 +163,9 @@ def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
     yet the object stays (nothing deleted, nothing marked, no event). B then gives up its new
     file (unlinks it on a: never stored, nothing deleted either): both unlinks said ok and
     y.txt is still there, with the content A removed. Expected: an unlink that says ok leaves
-    no object at the name (or it fails)."""
+    no object at the name (or it fails). Fixed: the spare asks a HEAD under the key lock; an
+    object there is removed as by any unlink (one 'removed' event on b)."""
+    from test_logging import events
     # the product's default grace is 40 s+; the harness's 1 s could let the object be logged
     # (a live row: then it is deleted) before the unlink
     slow = {"fs": {**FOREIGN["fs"], "foreign_grace_ms": "600000"}}
@@ -194,6 +195,16 @@ def test_unlink_that_reports_ok_removes_the_object_there(mount_factory, uniq):
         body = type(e).__name__
     assert gone != ["ok"] or (after_a, body) == (["ENOENT"], "NoSuchKey"), \
         (gone, after_a, body)
+    # every row for the key: the other route's object was never logged (its grace is 10 min),
+    # B's new file never stored; b logged one removal of y.txt, and no attributes row is left
+    rows = a.sql_dicts("select removed_at, removal_reason from reception_audit"
+                       " where source_bucket = %s and object_key = %s",
+                       (a.reception_bucket, ky))
+    removed = [e for _, e in events(b) if e["event"] == "removed" and e.get("key") == ky]
+    attrs = a.sql_dicts("select object_key from file_attrs where bucket = %s and object_key = %s",
+                        (a.reception_bucket, ky))
+    assert (gone, rows, len(removed), attrs) == (["ok"], [], 1, []), \
+        (gone, rows, removed, attrs)
 
 
 class PgCut:
@@ -338,7 +349,6 @@ def test_open_new_files_rename_whose_move_commit_is_lost_leaves_each_row_with_it
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R6 (Low): an rmdir on another mount drops a live process's hidden row (attrov_drop_spare spares claims, not tags)")
 def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
     """R6 (older class, Low; the spare of 9f1861c stops at claims): a keeps B's hidden y.txt
     open after A's rename over it (its row copied to the hidden name, tagged, alive: a holds
@@ -347,7 +357,9 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
     attrov_drop_spare(dir, 1) drops every row under it that is no live claim, a's tagged
     hidden row too (logged as A's 'drop'), and B's open file on a shows the defaults
     (3000, 0644) instead of (B, 0600). Expected: the rmdir refuses (a live process's file is
-    under it: ENOTEMPTY, as for a claim) or leaves the tagged row."""
+    under it: ENOTEMPTY, as for a claim) or leaves the tagged row. Fixed: a tree drop that
+    spares claims also spares a tagged row whose process holds its liveness lock (pg_locks);
+    the rmdir succeeds and the row stays, never logged dropped."""
     a, pa, reader, row = _hide_on_a(mount_factory, uniq)
     try:
         b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
@@ -367,18 +379,58 @@ def test_rmdir_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
         logged = [(c["op"], c["changed_by"]) for c in changes(a, row["object_key"], every=True)]
         assert done[1] == "ENOTEMPTY" or ([r["object_key"] for r in after], seen) == \
             ([row["object_key"]], (B, 0o600)), (done, after, logged, seen)
+        # every row and change for the hidden key: the one tagged row, B's, never dropped
+        assert (done, [(r["uid"], r["mode"] & 0o777, r["claimed_by"]) for r in after],
+                [op for op, _ in logged if op == "drop"]) == \
+            (["ok", "ok"], [(B, 0o600, row["claimed_by"])], []), (done, after, logged)
     finally:
         reader.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-31 R7 (Low): an unlink whose COMMIT answer was lost is spared on its second pass: the object it deleted gets no removed event, the log says nothing was removed")
+def test_directory_rename_on_another_mount_keeps_a_live_hidden_row(mount_factory, uniq):
+    """R6's class through the directory rename of R3 (the review's note names both): as in
+    the rmdir test, a keeps B's hidden file open under the directory; on b, where the
+    directory holds only y.txt, A unlinks y.txt and root renames the directory. a's hidden
+    file stays at its name under the old path (its process's node), so its tagged row must
+    stay there: neither moved with the directory nor dropped. Expected: the rename refuses
+    (ENOTEMPTY/EBUSY) or the row stays at its key, (B, 0600), and B's fd on a shows that.
+    Before R6's fix (0825654's parent) it failed: the rename's attrov_drop_spare(from, 1)
+    dropped the row (logged as root's 'drop'), fd stat (3000, 0644)."""
+    a, pa, reader, row = _hide_on_a(mount_factory, uniq)
+    try:
+        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        open_to_others(b)
+        pb = lambda n: b.path("inbox", f"{uniq}/{n}")  # noqa
+        b.wait_until(lambda: os.path.exists(pb("y.txt")), timeout=40, what="b lists y")
+        done = as_user(A, f"os.unlink({pb('y.txt')!r})")
+        try:
+            os.rename(b.path("inbox", uniq), b.path("inbox", uniq + "-moved"))
+            done.append("ok")
+        except OSError as e:
+            import errno
+            done.append(errno.errorcode[e.errno])
+        time.sleep(3)  # past a's attribute cache
+        after = _hidden(a, uniq)
+        moved = _hidden(a, uniq + "-moved")
+        seen = _fd_stat(reader, a)
+        logged = [(c["op"], c["changed_by"]) for c in changes(a, row["object_key"], every=True)]
+        assert done[1] in ("ENOTEMPTY", "EBUSY") or \
+            ([(r["object_key"], r["uid"], r["mode"] & 0o777) for r in after], moved, seen) == \
+            ([(row["object_key"], B, 0o600)], [], (B, 0o600)), (done, after, moved, logged, seen)
+        assert [op for op, _ in logged if op == "drop"] == [], logged
+    finally:
+        reader.close()
+
+
 def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factory, uniq):
     """R7 (new with cb61fb6, Low): reception_remove_spare's second pass after a lost COMMIT
     answer (-EINPROGRESS) spares as well. The first pass deleted y.txt and committed its
     marks; before the second pass (here: while b reconnects) B makes a new y.txt on a (its
     claim). The second pass then finds no live row and another mount's live claim: spared, it
     logs "nothing removed (its object is gone ...)" and no 'removed' event, although this
-    unlink deleted the object. Expected: one 'removed' event for y.txt in b's log."""
+    unlink deleted the object. Expected: one 'removed' event for y.txt in b's log. Fixed: the
+    second pass knows the first deleted the object; spared, it keeps B's claim (B's file
+    began after the removal and lands) and logs the removal all the same."""
     from test_logging import events
     px = PgCut(int(stack.conninfo.split("port=")[1].split()[0]),
                b"WITH c AS (UPDATE reception_audit SET removed_at = now()", hold=4.0)
@@ -421,5 +473,15 @@ def test_unlink_whose_commit_answer_is_lost_logs_its_removal(stack, mount_factor
         assert len(marked) == 1, marked  # the first pass did delete and mark A's y.txt
         assert (out.get("rm"), len(removed), nothing) == (["ok"], 1, []), \
             (out, removed, nothing, closed, marked)
+        # every row for the key: A's, removed by A's unlink; B's, live (its file began after
+        # the removal: neither refused as removed nor stripped of its claim's attributes)
+        rows = a.sql_dicts("select removed_at is null as live, removal_reason from"
+                           " reception_audit where source_bucket = %s and object_key = %s"
+                           " order by id", (a.reception_bucket, ky))
+        body = a.s3.get_object(Bucket=a.reception_bucket, Key=ky)["Body"].read()
+        attrs = attrs_row(a, ky)
+        assert (closed, [r["live"] for r in rows], body, attrs and attrs["uid"]) == \
+            ("ok", [False, True], b"B NEW", B), (closed, rows, body, attrs)
+        assert rows[0]["removal_reason"].startswith("deleted by"), rows
     finally:
         px.close()
