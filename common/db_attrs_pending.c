@@ -145,20 +145,23 @@ static const char db_sql_attrs_unpend_mine[] =
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 the
  * publisher's claim token (NULL: none): from's row, while it is the
  * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
- * `to`, unbound (the upload's ETag is not known yet). */
+ * `to`, unbound (the upload's ETag is not known yet), its upload in flight
+ * (upload_state, migration 15: an unlink of `to` marks it, never drops
+ * it, review n19 Y2). */
 static const char db_sql_attrs_pend_pub_row[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until)"
+	" etag, pending_until, upload_state)"
 	" SELECT $1::text, $3::text, $4::text, $2::text, mode, uid, gid,"
 	" atime_ns, mtime_ns, now(), updated_by, NULL,"
-	" now() + $5::integer * interval '1 second' FROM file_attrs"
+	" now() + $5::integer * interval '1 second', 'upload' FROM file_attrs"
 	" WHERE bucket = $1::text AND object_key = $2::text"
 	" AND ($6::text IS NULL OR (etag IS NULL AND claimed_by = $6::text))"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
-	" pending_until = excluded.pending_until RETURNING 1";
+	" pending_until = excluded.pending_until,"
+	" upload_state = excluded.upload_state RETURNING 1";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 mode,
  * $7 uid, $8 gid, $9 atime_ns, $10 mtime_ns (NULL: not set), $11 by: the
  * publisher's own attributes (from's row is another file's) as the
@@ -166,14 +169,15 @@ static const char db_sql_attrs_pend_pub_row[] =
 static const char db_sql_attrs_pend_pub_vals[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until)"
+	" etag, pending_until, upload_state)"
 	" VALUES ($1::text, $3::text, $4::text, $2::text, $6::integer,"
 	" $7::bigint, $8::bigint, $9::bigint, $10::bigint, now(), $11::text,"
-	" NULL, now() + $5::integer * interval '1 second')"
+	" NULL, now() + $5::integer * interval '1 second', 'upload')"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
-	" pending_until = excluded.pending_until";
+	" pending_until = excluded.pending_until,"
+	" upload_state = excluded.upload_state";
 /* Who ($1..$4), $5 bucket, $6 key, $7 etag (key's live object, checked
  * under the key lock): a publish's pending row (unbound) whose lease is
  * over (no upload of it in flight) and that is older than the live

@@ -47,7 +47,7 @@ def _a_with_bs_file(stack, mount_factory, uniq, px_ctx):
     return a, px, pa, c, b_etag
 
 
-def _race(a, px, c, ky, act):
+def _race(a, px, c, ky, act, create=True):
     """act() in a thread (A's close or rename, its upload of ky held at px); meanwhile on c B
     unlinks y.txt, C creates it (O_EXCL) and stores 'C Y'; then the upload goes. (what B and C
     got, what act returned)."""
@@ -58,7 +58,8 @@ def _race(a, px, c, ky, act):
         a.wait_until(lambda: _held(px, ky), timeout=60, what="A's upload held")
         pcy = c.path("inbox", ky)
         got = as_user(B, f"os.unlink({pcy!r})")
-        got += as_user(C, f"open({pcy!r}, 'x').write('C Y')")
+        if create:
+            got += as_user(C, f"open({pcy!r}, 'x').write('C Y')")
     finally:
         px.rule = None
         px.release.set()
@@ -67,10 +68,9 @@ def _race(a, px, c, ky, act):
     return got, out[0]
 
 
-@pytest.mark.xfail(strict=True, reason="review n19 Y1 (High): the deferred close's read of its pending row (db_attrs_defer_has) and its upload are not atomic: an unlink after the read drops the row, a create stores y.txt, and A's upload then replaces that object (C's create ok, A's close ok, 'A NEW' at y.txt)")
 def test_a_deferred_close_never_replaces_an_object_stored_after_its_unlink(
         stack, mount_factory, uniq):
-    """Y1 (High): A's open x.txt renamed over B's y.txt (deferred). A's close reads her pending
+    """Y1 (High, fixed): A's open x.txt renamed over B's y.txt (deferred). A's close reads her pending
     row (there) and uploads; her PUT is held. B unlinks y.txt on c (his object goes, A's row is
     dropped: he may remove her file), C creates y.txt on c and stores 'C Y' (his row, live).
     Then A's PUT lands over C's object, and her commit finds a live row (C's) so the "removed
@@ -106,10 +106,9 @@ def test_a_deferred_close_never_replaces_an_object_stored_after_its_unlink(
         assert _row(a, ky)["uid"] == C
 
 
-@pytest.mark.xfail(strict=True, reason="review n19 Y2 (High): a publish's pending row (db_attrs_pend_publish) is dropped by an unlink while its upload is in flight and nothing reads it: a create stores y.txt and A's upload replaces it (rename ok, 'A SECRET' at y.txt with A's row 0600; C's object lost)")
 def test_a_publish_never_replaces_an_object_stored_after_its_unlink(
         stack, mount_factory, uniq):
-    """Y2 (High): A's y.tmp (a temp name: local, never uploaded), 'A SECRET', 0600, closed;
+    """Y2 (High, fixed): A's y.tmp (a temp name: local, never uploaded), 'A SECRET', 0600, closed;
     A renames it over B's y.txt: the rename publishes it (ofile_publish: pending row at y.txt
     with A's attributes, then the upload, held). B unlinks y.txt on c (his object goes and A's
     pending row is dropped: he may remove her file), C creates y.txt on c and stores 'C Y'.
@@ -134,4 +133,26 @@ def test_a_publish_never_replaces_an_object_stored_after_its_unlink(
                        f"oct(os.stat({pa('y.tmp')!r}).st_mode & 0o777)") == ["A SECRET", "0o600"]
         assert _pending(a, kt) == []
         assert [e[0] for e in _log(a, ky, start)] == ["drop", "drop"], _log(a, ky, start)
+        assert all(r["removed"] for r in _receptions(a, ky)), _receptions(a, ky)
+
+
+def test_a_publish_whose_target_is_unlinked_meanwhile_keeps_its_file(
+        stack, mount_factory, uniq):
+    """Y3 (High, fixed): as Y2 without C's create. B's unlink of y.txt on c during A's
+    publish's upload: A's rename fails ENOENT (the removal won, as before), and her file must
+    stay y.tmp (a failed rename changes nothing). It was marked unlinked with y.txt's commit
+    (ofile_commit_key's removed path), so y.tmp vanished: 'A SECRET' lost."""
+    with proxied_mount(stack, mount_factory, FOREIGN, opts="allow_other", name="a") as ctx:
+        a, px, pa, c, b_etag = _a_with_bs_file(stack, mount_factory, uniq, ctx)
+        kt, ky = f"{uniq}/y.tmp", f"{uniq}/y.txt"
+        assert as_user(A, f"open({pa('y.tmp')!r}, 'x').write('A SECRET')",
+                       f"os.chmod({pa('y.tmp')!r}, 0o600)") == ["ok", "ok"]
+        _hold_put(px, ky)
+        got, renamed = _race(a, px, c, ky, lambda: _mvs(A, (pa("y.tmp"), pa("y.txt"))),
+                             create=False)
+        state = (got, renamed, _bodies(a, f"{uniq}/"), _row(a, ky), _pending(a, ky))
+        assert state == (["ok"], ["ENOENT"], {}, None, []), state
+        assert as_user(A, f"open({pa('y.tmp')!r}).read()",
+                       f"oct(os.stat({pa('y.tmp')!r}).st_mode & 0o777)") == ["A SECRET", "0o600"]
+        assert _pending(a, kt) == []
         assert all(r["removed"] for r in _receptions(a, ky)), _receptions(a, ky)
