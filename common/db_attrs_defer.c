@@ -237,7 +237,7 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 		rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
 				       g->lease_s,
 				       g->claimer ? g->claimer : g->token,
-				       g->a ? &g->rec : NULL, g->who);
+				       g->a ? &g->rec : NULL, g->who, 0);
 	if (rc)
 		return rc;
 	if (g->claimer)
