@@ -338,7 +338,9 @@ int db_attrs_publish(struct db *d, const char *bucket, const char *from,
  * before its rows moved), it is shown with these (db_attrs_get_pending),
  * never with to's old row or the defaults. db_attrs_publish (pending:
  * token) drops it with the rows it commits; db_attrs_unpend after a failed
- * upload. 0 or -errno. */
+ * upload. Its upload is in flight (upload_state 'upload'): an unlink of
+ * `to` marks it, never drops it (db_attrs_defer_unlink, review n19 Y2).
+ * 0 or -errno. */
 int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 			  const char *to, const char *token, int lease_s,
 			  const char *claimer, const struct db_attrs *attrs,
@@ -422,14 +424,22 @@ struct db_unlink_perm {
  * pending rows go, each logged ('drop', no ETag) with who (*dropped, may
  * be NULL); those of files who may not remove stay (*kept: the live
  * pending rows left at key, may be NULL; a create there still fails).
- * Their files' closes then store nothing (db_attrs_defer_has). 0 or
- * -errno. */
+ * Their files' closes then store nothing (db_attrs_defer_has). A row whose
+ * upload is in flight (upload_state 'upload': a deferred publish's close
+ * past db_attrs_defer_has, a publish's db_attrs_pend_publish; review n19)
+ * is not dropped but marked 'unlinked' (logged the same, counted in
+ * *dropped): it holds the name until that upload's record refuses it
+ * (db_reception_record_guarded: its object deleted while it is still that
+ * upload, logged removed, the close or rename ENOENT), so no other file
+ * is stored there meanwhile for that upload to replace. 0 or -errno. */
 int db_attrs_defer_unlink(struct db *d, const char *bucket, const char *key,
 			  const struct db_unlink_perm *perm,
 			  const struct actor *who, int *dropped, int *kept);
 /* Is the pending row of a deferred publish (token, unbound, at any key)
- * still there? 1, 0 (it went: its file was unlinked on another mount,
- * db_attrs_defer_unlink, or it lapsed and was cleared), or -errno. Read
+ * still there? 1 (its upload is in flight from now on: an unlink marks it,
+ * never drops it, review n19 Y1), 0 (it went: its file was unlinked on
+ * another mount, db_attrs_defer_unlink, or it lapsed and was cleared; one
+ * marked unlinked during an earlier upload goes now), or -errno. Read
  * before the close's upload: a file whose row went stores nothing. */
 int db_attrs_defer_has(struct db *d, const char *bucket, const char *token);
 

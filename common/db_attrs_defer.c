@@ -117,23 +117,45 @@ static const char db_sql_defer_claim[] =
  * remove any file (root, or no permission checks), $8 key's directory is
  * sticky, $9 its owner's uid, $10 the owner of a file whose row sets none:
  * the live pending rows at key (open files that land there, review-h5 N1)
- * that who may remove go, each logged ('drop', on no object). */
+ * that who may remove go, each logged ('drop', on no object); those whose
+ * upload is in flight (upload_state 'upload', review n19 Y1, Y2) stay,
+ * marked 'unlinked' (logged 'drop' the same): they hold the name until
+ * that upload's record refuses it. */
+#define DEFER_UNLINK_MAY                                                       \
+	" bucket = $5::text AND object_key = $6::text AND " PEND_LIVE          \
+	" AND ($7::boolean OR $2::bigint = 0 OR NOT $8::boolean"               \
+	" OR $2::bigint = $9::bigint OR $2::bigint = coalesce(p.uid,"          \
+	" $10::bigint))"
+#define DEFER_UNLINK_LOGGED                                                    \
+	" bucket, object_key, 'drop', mode, uid, gid, atime_ns, mtime_ns,"     \
+	" NULL, NULL, " LOG_WHO
 static const char db_sql_defer_unlink[] =
-	"WITH d AS (DELETE FROM file_attrs_pending p WHERE bucket = $5::text"
-	" AND object_key = $6::text AND " PEND_LIVE " AND ($7::boolean"
-	" OR $2::bigint = 0 OR NOT $8::boolean OR $2::bigint = $9::bigint"
-	" OR $2::bigint = coalesce(p.uid, $10::bigint)) RETURNING *) "
-	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
-	" atime_ns, mtime_ns, NULL, NULL, " LOG_WHO " FROM d";
-/* $1 bucket, $2 key: the live pending rows left at key. */
+	"WITH d AS (DELETE FROM file_attrs_pending p WHERE" DEFER_UNLINK_MAY
+	" AND p.upload_state IS NULL RETURNING *),"
+	" m AS (UPDATE file_attrs_pending p SET upload_state = 'unlinked'"
+	" WHERE" DEFER_UNLINK_MAY " AND p.upload_state = 'upload'"
+	" RETURNING p.*) "
+	LOG_COLS "SELECT" DEFER_UNLINK_LOGGED " FROM d"
+	" UNION ALL SELECT" DEFER_UNLINK_LOGGED " FROM m";
+/* $1 bucket, $2 key: the live pending rows left at key (not those
+ * unlinked while their upload is in flight). */
 static const char db_sql_defer_unlink_kept[] =
 	"SELECT count(*) FROM file_attrs_pending p WHERE bucket = $1::text"
-	" AND object_key = $2::text AND " PEND_LIVE;
-/* $1 bucket, $2 token: is that deferred publish's pending row there (at
- * any key: a failed db_attrs_defer_move leaves it where it was)? */
+	" AND object_key = $2::text AND " PEND_LIVE
+	" AND p.upload_state IS DISTINCT FROM 'unlinked'";
+/* $1 bucket, $2 token: that deferred publish's pending row (at any key: a
+ * failed db_attrs_defer_move leaves it where it was), unless its file was
+ * unlinked, now has its upload in flight (review n19 Y1: an unlink from
+ * now on marks it, never drops it). */
 static const char db_sql_defer_has_row[] =
-	"SELECT 1 FROM file_attrs_pending WHERE bucket = $1::text"
-	" AND token = $2::text AND etag IS NULL LIMIT 1";
+	"UPDATE file_attrs_pending SET upload_state = 'upload'"
+	" WHERE bucket = $1::text AND token = $2::text AND etag IS NULL"
+	" AND upload_state IS DISTINCT FROM 'unlinked' RETURNING 1";
+/* $1 bucket, $2 token: that deferred publish's row, unlinked during an
+ * earlier upload of its close (logged then), goes with this close. */
+static const char db_sql_defer_has_gone[] =
+	"DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+	" AND token = $2::text AND etag IS NULL AND upload_state = 'unlinked'";
 /* clang-format on */
 
 struct defer_args {
@@ -232,7 +254,7 @@ static int pg_defer(struct pg_ctx *x, void *arg)
 		rc = pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
 				       g->lease_s,
 				       g->claimer ? g->claimer : g->token,
-				       g->a ? &g->rec : NULL, g->who);
+				       g->a ? &g->rec : NULL, g->who, 0);
 	if (rc)
 		return rc;
 	if (g->claimer)
@@ -530,6 +552,8 @@ static int pg_defer_has_row(struct pg_ctx *x, void *arg)
 	if (rc == 0)
 		h->has = PQntuples(res) > 0;
 	PQclear(res);
+	if (rc == 0 && !h->has)
+		rc = pg_exec(x, db_sql_defer_has_gone, 2, p, NULL);
 	return rc;
 }
 
@@ -540,7 +564,7 @@ int db_attrs_defer_has(struct db *d, const char *bucket, const char *token)
 
 	if (!d || !bucket || !token)
 		return -EINVAL;
-	rc = db_run(d, "look up a deferred publish's pending attributes", 0, 0,
+	rc = db_run(d, "start a deferred publish's upload", 1, 1,
 		    pg_defer_has_row, &h);
 	return rc ? rc : h.has;
 }

@@ -86,11 +86,13 @@ int attrs_subtree(const char *key, char **lo, char **hi);
 char *attrs_text_array(const char *const *keys, size_t n);
 
 /* In x's transaction: db_attrs_pend_publish's work (its pending row's
- * lease_s already at least 1). 0 or -errno. */
+ * lease_s already at least 1); upload: its upload is in flight
+ * (upload_state 'upload', review n19; 0: a deferral, its file still open
+ * for writing). 0 or -errno. */
 int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
 		      const char *to, const char *token, int lease_s,
 		      const char *claimer, const struct db_attrs *a,
-		      const struct actor *who);
+		      const struct actor *who, int upload);
 
 /* In x's transaction: key's row goes (with tree, those under key/ too),
  * each logged ('drop') with who; with spare 1, another mount's live

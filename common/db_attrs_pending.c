@@ -145,35 +145,39 @@ static const char db_sql_attrs_unpend_mine[] =
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 the
  * publisher's claim token (NULL: none): from's row, while it is the
  * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
- * `to`, unbound (the upload's ETag is not known yet). */
+ * `to`, unbound (the upload's ETag is not known yet); $7 its upload_state
+ * (migration 15): 'upload', its upload in flight (an unlink of `to` marks
+ * it, never drops it, review n19 Y2), or NULL (a deferral). */
 static const char db_sql_attrs_pend_pub_row[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until)"
+	" etag, pending_until, upload_state)"
 	" SELECT $1::text, $3::text, $4::text, $2::text, mode, uid, gid,"
 	" atime_ns, mtime_ns, now(), updated_by, NULL,"
-	" now() + $5::integer * interval '1 second' FROM file_attrs"
+	" now() + $5::integer * interval '1 second', $7::text FROM file_attrs"
 	" WHERE bucket = $1::text AND object_key = $2::text"
 	" AND ($6::text IS NULL OR (etag IS NULL AND claimed_by = $6::text))"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
-	" pending_until = excluded.pending_until RETURNING 1";
+	" pending_until = excluded.pending_until,"
+	" upload_state = excluded.upload_state RETURNING 1";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 mode,
  * $7 uid, $8 gid, $9 atime_ns, $10 mtime_ns (NULL: not set), $11 by: the
  * publisher's own attributes (from's row is another file's) as the
- * pending row (token) of its upload to `to`. */
+ * pending row (token) of its upload to `to`; $12 its upload_state. */
 static const char db_sql_attrs_pend_pub_vals[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until)"
+	" etag, pending_until, upload_state)"
 	" VALUES ($1::text, $3::text, $4::text, $2::text, $6::integer,"
 	" $7::bigint, $8::bigint, $9::bigint, $10::bigint, now(), $11::text,"
-	" NULL, now() + $5::integer * interval '1 second')"
+	" NULL, now() + $5::integer * interval '1 second', $12::text)"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
-	" pending_until = excluded.pending_until";
+	" pending_until = excluded.pending_until,"
+	" upload_state = excluded.upload_state";
 /* Who ($1..$4), $5 bucket, $6 key, $7 etag (key's live object, checked
  * under the key lock): a publish's pending row (unbound) whose lease is
  * over (no upload of it in flight) and that is older than the live
@@ -1051,17 +1055,18 @@ struct attrs_pend_publish_args {
 int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
 		      const char *to, const char *token, int lease_s,
 		      const char *claimer, const struct db_attrs *r,
-		      const struct actor *who)
+		      const struct actor *who, int upload)
 {
 	char lease[16], mode[16], uid[24], gid[24], at[24], mt[24];
-	const char *p[11] = {bucket, from, to, token, lease, claimer};
+	const char *state = upload ? "upload" : NULL;
+	const char *p[12] = {bucket, from, to, token, lease, claimer, state};
 	struct who_params w;
 	const char *wp[4];
 	PGresult *res = NULL;
 	int rc;
 
 	snprintf(lease, sizeof(lease), "%d", lease_s);
-	rc = pg_exec(x, db_sql_attrs_pend_pub_row, 6, p, &res);
+	rc = pg_exec(x, db_sql_attrs_pend_pub_row, 7, p, &res);
 	if (rc || PQntuples(res) == 1 || !r)
 		goto out;
 	/* from's row is not the publisher's: its own attributes. */
@@ -1077,7 +1082,8 @@ int pg_attrs_pend_pub(struct pg_ctx *x, const char *bucket, const char *from,
 	p[8] = r->what & DB_ATTR_ATIME ? at : NULL;
 	p[9] = r->what & DB_ATTR_MTIME ? mt : NULL;
 	p[10] = wp[0];
-	rc = pg_exec(x, db_sql_attrs_pend_pub_vals, 11, p, NULL);
+	p[11] = state;
+	rc = pg_exec(x, db_sql_attrs_pend_pub_vals, 12, p, NULL);
 out:
 	PQclear(res);
 	return rc;
@@ -1088,7 +1094,7 @@ static int pg_attrs_pend_publish(struct pg_ctx *x, void *arg)
 	struct attrs_pend_publish_args *g = arg;
 
 	return pg_attrs_pend_pub(x, g->bucket, g->from, g->to, g->token,
-				 g->lease_s, g->claimer, g->a, g->who);
+				 g->lease_s, g->claimer, g->a, g->who, 1);
 }
 
 int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,

@@ -1078,6 +1078,19 @@ static const char *const db_migration_14[] = {
 	NULL,
 };
 
+/* Version 15 (review n19 Y1, Y2): where a pending row's upload is.
+ * NULL: its file is still open for writing (an unlink by who may remove
+ * it drops the row); 'upload': its upload is in flight (a deferred
+ * publish's close, db_attrs_defer_has; a publish, db_attrs_pend_publish):
+ * an unlink marks it 'unlinked' instead, and the row holds the name
+ * (a create there fails) until that upload's record refuses it
+ * (db_reception_record_guarded: the object removed, logged removed). */
+static const char *const db_migration_15[] = {
+	"ALTER TABLE file_attrs_pending ADD COLUMN IF NOT EXISTS upload_state"
+	" text CHECK (upload_state IN ('upload', 'unlinked'))",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -1115,6 +1128,8 @@ static const struct db_migration db_migrations[] = {
 	{14, "an index of the rows a hidden name's copy left (a process's "
 	     "tag)",
 	 db_migration_14},
+	{15, "a pending row's upload in flight, and its unlink while it is",
+	 db_migration_15},
 };
 /* clang-format on */
 

@@ -999,6 +999,28 @@ static int pg_key_removed_since(struct pg_ctx *x, const struct reception_new *r,
 	return rc;
 }
 
+/* $1 bucket, $2 token: a publish's pending row unlinked while its upload
+ * was in flight (db_attrs_defer_unlink marked it, review n19) goes. */
+static const char db_sql_pend_unlinked[] =
+    "DELETE FROM file_attrs_pending WHERE bucket = $1::text"
+    " AND token = $2::text AND etag IS NULL AND upload_state = 'unlinked'"
+    " RETURNING 1";
+
+/* In x's transaction: *unlinked = 1 when the pending row token (of the
+ * upload being recorded) was unlinked while that upload was in flight; it
+ * goes then. 0 or -errno. */
+static int pg_pend_unlinked(struct pg_ctx *x, const char *bucket,
+			    const char *token, int *unlinked)
+{
+	const char *p[2] = {bucket, token};
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_pend_unlinked, 2, p, &res);
+
+	*unlinked = rc == 0 && PQntuples(res) > 0;
+	PQclear(res);
+	return rc;
+}
+
 static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 {
 	struct db_guarded_args *a = arg;
@@ -1042,6 +1064,30 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 		*a->g->superseded_out = 0;
 	if (a->g && a->g->removed_out)
 		*a->g->removed_out = 0;
+	/* A publish's upload (its pending row bind->pending) whose file was
+	 * unlinked while it was in flight (review n19 Y1, Y2: its row, marked,
+	 * held the name meanwhile, so no other file was stored there since):
+	 * refused as a removal after it began, whatever the key's live rows
+	 * (its object deleted while it is still this upload, logged removed;
+	 * its row goes). */
+	if (a->g && a->g->bind && a->g->bind->pending && a->g->removed_reason) {
+		int unlinked = 0;
+
+		rc = pg_pend_unlinked(x, r->source_bucket, a->g->bind->pending,
+				      &unlinked);
+		if (rc || !unlinked)
+			goto pended;
+		rc = a->g->gone ? a->g->gone(a->g->arg) : 0;
+		if (rc == 0)
+			rc = pg_reception_insert_removed(x, &a->rec,
+							 a->g->removed_reason);
+		if (rc == 0 && a->g->removed_out)
+			*a->g->removed_out = 1;
+		goto out;
+	}
+pended:
+	if (rc)
+		goto out;
 	/* Only while the key has no live row: the removal closed them all,
 	 * so a live row now was written after it (the key was created again)
 	 * and the removal is no longer the key's state; r is then guarded by

@@ -808,7 +808,10 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	}
 	/* Still there: a removal of rel since its rename did not remove
 	 * this file (who made it may not: db_attrs_defer_unlink kept its
-	 * row); one after this read wins at the commit (based). */
+	 * row); one after this read wins at the commit (based), and one by
+	 * who may remove it only marks its row, which keeps the name until
+	 * the commit refuses this upload (review n19 Y1: no other file is
+	 * stored at rel meanwhile for it to replace). */
 	if (rc < 0)
 		goto out;
 	rc = ofile_meta(of, pub ? pub : rel, &m);
@@ -948,9 +951,13 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	if (removed) {
 		/* Another mount removed the key after this file was opened
 		 * (or last stored): the removal won; like a local unlink,
-		 * the name is free and this content is not stored. */
+		 * the name is free and this content is not stored. A
+		 * publish's rename (pub, not deferred) fails instead: the
+		 * file stays under its name (ofile_publish, review n19 Y2:
+		 * it was unlinked with it before). */
 		pthread_mutex_lock(&cfs->lock);
-		of->unlinked = 1;
+		if (!pub || deferred)
+			of->unlinked = 1;
 		pthread_mutex_unlock(&cfs->lock);
 		of->dirty = 0;
 		of->in_store = 0;

@@ -360,8 +360,8 @@ static int has_contract_columns(PGconn *c)
 }
 
 /* The migrations db_migrate applies (common/db_migrate.c): one place. */
-#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13,14"
-#define DB_NVERSIONS "14"
+#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15"
+#define DB_NVERSIONS "15"
 
 static int count_triggers(PGconn *c)
 {

@@ -279,6 +279,31 @@ static void test_attrs_defer_unlink(struct db *d, PGconn *raw,
 	ok(sql_ok(raw, "DELETE FROM file_attrs_pending WHERE bucket = '" BKT
 		       "' AND object_key = 'df/wl'"),
 	   "cleaned up");
+	/* review n19 Y1: once its close's upload is in flight
+	 * (db_attrs_defer_has), an unlink marks its row, never drops it: it
+	 * holds the name until that close (its record refuses the upload),
+	 * whose next read finds it gone. */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key,"
+		       " mode, uid, gid, ctime, updated_by, etag)"
+		       " VALUES ('" BKT "', 'df/v1', 384, 2001, 2001,"
+		       " now(), 'a', 'e-v1')") &&
+	       db_attrs_defer(d, BKT, "df/v1", "df/wu", "tokF", 60, NULL,
+			      "e-v1", NULL, &own, who, NULL) == 0 &&
+	       db_attrs_defer_has(d, BKT, "tokF") == 1,
+	   "in flight: Alice's v1 deferred to df/wu, its close uploading");
+	ok(unlink_as(d, "df/wu", 2003, &open, &dropped, &kept) == 0 &&
+	       dropped == 1 && kept == 0 &&
+	       pending_is(raw, "df/wu", "tokF|df/v1|384|2001|") &&
+	       log_is(raw, "df/wu", "drop||384|2001|"),
+	   "in flight: unlinked, its row marked (logged 'drop'), not gone");
+	ok(db_attrs_claim(d, BKT, "df/wu", &cin, "other:2:1.0#9", 60, 1, NULL,
+			  who, NULL, &held) == -EEXIST &&
+	       held.pending && held.live,
+	   "in flight: a create at df/wu fails until its close");
+	db_claim_free(&held);
+	ok(db_attrs_defer_has(d, BKT, "tokF") == 0 &&
+	       pending_is(raw, "df/wu", ""),
+	   "in flight: its close's next read finds it gone, the row goes");
 }
 
 void test_attrs_defer(struct db *d, PGconn *raw)
