@@ -6,6 +6,23 @@
 
 #include "fs.h"
 
+/* A new handle of inbox/ on of (NULL: a read-only handle on a stored
+ * object), owned by the caller until fh_free; on the list fh_free_all
+ * walks. NULL when out of memory. (fhandle.c) */
+struct fhandle *fh_new(struct ofile *of);
+/* Caller holds h->of->lock. The file was changed through h: h's close
+ * (or fsync) commits it. */
+void fh_pend(struct fhandle *h);
+/* Caller holds h->of->lock. h's commit obligation is met (committed, or
+ * its close reported the failure). */
+void fh_settle(struct fhandle *h);
+/* A new read-only handle h (h->of == NULL, h->rel set) joins the readers
+ * an unlink or rename hands content to; fh_free takes it off. */
+void readers_add(struct fhandle *h);
+/* Caller holds no lock. HEADs key in the reception bucket, puts what it
+ * found in the listing and drops the kernel's cached attributes of it.
+ * 0, or the HEAD's -errno (info untouched then). */
+int entry_refresh(const char *key, struct s3_object_info *info);
 /* Is rel's basename a temp name (kept local, never uploaded)? */
 int is_temp(const char *rel);
 /* Checks a name for the store: 0, -EINVAL or -ENAMETOOLONG (logged). */
