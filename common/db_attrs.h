@@ -123,9 +123,26 @@ int db_attrs_settled(struct db *d, const char *bucket, const char *key,
  * upload in flight), or etag the first object recorded at key since it,
  * still live (its rows' move cut short, maybe by a crash). Never for an
  * object recorded before it (the one its upload is to replace), nor once
- * it lapsed for a later one (review-h5 N7). */
+ * it lapsed for a later one (review-h5 N7). tag: the UPLOAD_TAG (upload.h)
+ * etag's object carries ("": none; NULL: not read). An unbound row tied to
+ * its uploads' tags (a publish's, a deferred one's: db_attrs_pend_tag)
+ * describes only an object that carries one of them (review-h5 N2: never
+ * another object that arrives at key, by any route, nor any while its
+ * file is still open for writing). With tag NULL, when only such a row
+ * may apply: *found 0 and *need_tag 1 (may be NULL): read the object's
+ * tag and ask again. */
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
-			 const char *etag, struct db_attrs *row, int *found);
+			 const char *etag, const char *tag,
+			 struct db_attrs *row, int *found, int *need_tag);
+/* The pending row of a publish (db_attrs_pend_publish, db_attrs_defer:
+ * token; unbound, at any key) is tied to one more of its uploads, the one
+ * whose requests carry the UPLOAD_TAG tag (non-empty): called before that
+ * upload's request is sent, so an object with it is shown with the row's
+ * attributes from the moment it lands (db_attrs_get_pending). The tags
+ * of earlier attempts stay (one answered with an error may have landed).
+ * No row (it went): nothing done. One transaction. 0 or -errno. */
+int db_attrs_pend_tag(struct db *d, const char *bucket, const char *token,
+		      const char *tag);
 
 /* Rename: the row of from becomes to's (to's own row goes first); with
  * tree set, the rows of every key under from + "/" move under to + "/"
@@ -449,11 +466,13 @@ int db_attrs_defer_has(struct db *d, const char *bucket, const char *token);
  * pending row of a publish (db_attrs_pend_publish) whose lease is over,
  * that row becomes key's, bound to etag (logged 'move' with who), so the
  * object ends with its writer's attributes, never the defaults; the
- * other stale ones go. *settled (may be NULL): 1 when a row was written.
+ * other stale ones go. A row tied to its uploads' tags only when tag (the
+ * UPLOAD_TAG etag's object carries; NULL or "": none known) is one of
+ * them (review-h5 N2). *settled (may be NULL): 1 when a row was written.
  * One transaction. 0 or -errno. */
 int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
-			    const char *etag, const struct actor *who,
-			    int *settled);
+			    const char *etag, const char *tag,
+			    const struct actor *who, int *settled);
 
 /* The pending rows of bucket's publishes (db_attrs_pend_publish,
  * db_attrs_defer, which take their process's liveness lock first,

@@ -145,23 +145,26 @@ static const char db_sql_attrs_unpend_mine[] =
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 the
  * publisher's claim token (NULL: none): from's row, while it is the
  * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
- * `to`, unbound (the upload's ETag is not known yet); $7 its upload_state
+ * `to`, unbound (the upload's ETag is not known yet), tied to the tags of
+ * its uploads (none yet: db_attrs_pend_tag, migration 17); $7 its upload_state
  * (migration 15): 'upload', its upload in flight (an unlink of `to` marks
  * it, never drops it, review n19 Y2), or NULL (a deferral). */
 static const char db_sql_attrs_pend_pub_row[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until, upload_state)"
+	" etag, pending_until, upload_state, upload_tags)"
 	" SELECT $1::text, $3::text, $4::text, $2::text, mode, uid, gid,"
 	" atime_ns, mtime_ns, now(), updated_by, NULL,"
-	" now() + $5::integer * interval '1 second', $7::text FROM file_attrs"
-	" WHERE bucket = $1::text AND object_key = $2::text"
+	" now() + $5::integer * interval '1 second', $7::text, '{}'::text[]"
+	" FROM file_attrs WHERE bucket = $1::text AND object_key = $2::text"
 	" AND ($6::text IS NULL OR (etag IS NULL AND claimed_by = $6::text))"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" pending_until = excluded.pending_until,"
-	" upload_state = excluded.upload_state RETURNING 1";
+	" upload_state = excluded.upload_state,"
+	" upload_tags = coalesce(p.upload_tags, excluded.upload_tags)"
+	" RETURNING 1";
 /* $1 bucket, $2 from, $3 to, $4 token, $5 lease (seconds), $6 mode,
  * $7 uid, $8 gid, $9 atime_ns, $10 mtime_ns (NULL: not set), $11 by: the
  * publisher's own attributes (from's row is another file's) as the
@@ -169,18 +172,23 @@ static const char db_sql_attrs_pend_pub_row[] =
 static const char db_sql_attrs_pend_pub_vals[] =
 	"INSERT INTO file_attrs_pending AS p (bucket, object_key, token,"
 	" from_key, mode, uid, gid, atime_ns, mtime_ns, ctime, updated_by,"
-	" etag, pending_until, upload_state)"
+	" etag, pending_until, upload_state, upload_tags)"
 	" VALUES ($1::text, $3::text, $4::text, $2::text, $6::integer,"
 	" $7::bigint, $8::bigint, $9::bigint, $10::bigint, now(), $11::text,"
-	" NULL, now() + $5::integer * interval '1 second', $12::text)"
+	" NULL, now() + $5::integer * interval '1 second', $12::text,"
+	" '{}'::text[])"
 	" ON CONFLICT (bucket, object_key, token) DO UPDATE SET"
 	" mode = excluded.mode, uid = excluded.uid, gid = excluded.gid,"
 	" atime_ns = excluded.atime_ns, mtime_ns = excluded.mtime_ns,"
 	" pending_until = excluded.pending_until,"
-	" upload_state = excluded.upload_state";
+	" upload_state = excluded.upload_state,"
+	" upload_tags = coalesce(p.upload_tags, excluded.upload_tags)";
 /* Who ($1..$4), $5 bucket, $6 key, $7 etag (key's live object, checked
- * under the key lock): a publish's pending row (unbound) whose lease is
- * over (no upload of it in flight) and that is older than the live
+ * under the key lock), $8 the UPLOAD_TAG that object carries (NULL: none
+ * or not known; a row tied to its uploads' tags settles only onto an
+ * object with one of them, review-h5 N2): a publish's pending row
+ * (unbound) whose lease is over (no upload of it in flight) and that is
+ * older than the live
  * reception row of a mount's upload of etag (the upload it was recorded
  * for; a crash cut its rows' move short) becomes key's row, bound to etag
  * (logged 'move' from its source), unless that row is bound to etag
@@ -188,6 +196,7 @@ static const char db_sql_attrs_pend_pub_vals[] =
 static const char db_sql_attrs_settle[] =
 	"WITH p AS (DELETE FROM file_attrs_pending WHERE bucket = $5::text"
 	" AND object_key = $6::text AND etag IS NULL"
+	" AND (upload_tags IS NULL OR $8::text = ANY(upload_tags))"
 	" AND pending_until <= now() AND ctime <= (SELECT max(uploaded_at)"
 	" FROM reception_audit WHERE source_bucket = $5::text"
 	" AND object_key = $6::text AND etag = $7::text"
@@ -238,18 +247,38 @@ static const char db_sql_attrs_settle[] =
  * upload is to replace, e.g. the target of an open file's rename, H5),
  * nor once it lapsed for a later one recorded but not the first since it
  * (review-h5 N7; a crash before the upload: db_sql_attrs_sweep_pending
- * drops it). With $3 NULL: a live one only. */
+ * drops it). With $3 NULL: a live one only. $4 the UPLOAD_TAG that
+ * object carries ("": none; NULL: not read): an unbound row tied to its
+ * uploads' tags (upload_tags, migration 17: a publish's, a deferred
+ * one's) describes only an object that carries one of them, never
+ * another that arrives at key meanwhile, by any route (review-h5 N2),
+ * and none while no upload of it was sent (its file still open for
+ * writing); with $4 NULL, one that may apply is returned last, its last
+ * column true: the caller reads the object's tag and asks again. */
+#define PEND_TIED "(p.etag IS NULL AND p.upload_tags IS NOT NULL)"
 static const char db_sql_attrs_get_pending[] =
-	"SELECT " ROW_COLS " FROM file_attrs_pending p"
+	"SELECT " ROW_COLS ", " PEND_TIED " AND $4::text IS NULL"
+	" FROM file_attrs_pending p"
 	" WHERE bucket = $1::text AND object_key = $2::text"
 	" AND (etag IS NULL OR etag = $3::text)"
+	" AND (NOT " PEND_TIED " OR (cardinality(p.upload_tags) > 0"
+	" AND ($4::text IS NULL OR $4::text = ANY(p.upload_tags))))"
 	" AND (p.etag IS NOT NULL OR ($3::text IS NULL AND " PEND_LIVE ")"
 	" OR (" PEND_LIVE " AND NOT EXISTS (SELECT 1 FROM reception_audit r"
 	" WHERE r.source_bucket = $1::text AND r.object_key = $2::text"
 	" AND r.etag = $3::text AND r.removed_at IS NULL"
 	" AND r.uploaded_at < p.ctime))"
 	" OR " PEND_UPLOAD("$3::text") " OR " PEND_UNLOGGED("$3::text") ")"
-	" ORDER BY etag IS NULL, ctime DESC LIMIT 1";
+	" ORDER BY " PEND_TIED " AND $4::text IS NULL, etag IS NULL,"
+	" ctime DESC LIMIT 1";
+/* $1 bucket, $2 token, $3 a tag: that publish's pending row (unbound, at
+ * any key) is tied to one more upload, the one that sends that tag. */
+static const char db_sql_attrs_pend_tag[] =
+	"UPDATE file_attrs_pending SET upload_tags ="
+	" CASE WHEN $3::text = ANY(coalesce(upload_tags, '{}'::text[]))"
+	" THEN upload_tags"
+	" ELSE array_append(coalesce(upload_tags, '{}'::text[]), $3::text) END"
+	" WHERE bucket = $1::text AND token = $2::text AND etag IS NULL";
 /* $1 bucket: the unbound pending rows whose upload can never be recorded
  * any more go: those of a process that is gone (its liveness lock,
  * db_set_claimer, is free: the claimer its token names, taken by
@@ -342,38 +371,49 @@ static const char db_sql_attrs_restore[] =
 /* clang-format on */
 
 struct attrs_get_pending_args {
-	const char *bucket, *key, *etag;
+	const char *bucket, *key, *etag, *tag;
 	struct db_attrs row; /* output */
 	int found;	     /* output */
+	int need_tag;	     /* output */
 };
 
 static int pg_attrs_get_pending(struct pg_ctx *x, void *arg)
 {
 	struct attrs_get_pending_args *g = arg;
-	const char *p[3] = {g->bucket, g->key, g->etag};
+	const char *p[4] = {g->bucket, g->key, g->etag, g->tag};
 	PGresult *res = NULL;
 	int rc;
 
 	db_attrs_free_row(&g->row);
 	g->found = 0;
-	rc = pg_exec(x, db_sql_attrs_get_pending, 3, p, &res);
+	g->need_tag = 0;
+	rc = pg_exec(x, db_sql_attrs_get_pending, 4, p, &res);
 	if (rc == 0 && PQntuples(res) == 1) {
-		rc = attrs_row_parse(res, 0, &g->row);
-		g->found = rc == 0;
+		if (!strcmp(PQgetvalue(res, 0, 8), "t"))
+			g->need_tag = 1;
+		else {
+			rc = attrs_row_parse(res, 0, &g->row);
+			g->found = rc == 0;
+		}
 	}
 	PQclear(res);
 	return rc;
 }
 
 int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
-			 const char *etag, struct db_attrs *row, int *found)
+			 const char *etag, const char *tag,
+			 struct db_attrs *row, int *found, int *need_tag)
 {
-	struct attrs_get_pending_args g = {
-	    .bucket = bucket, .key = key, .etag = etag && *etag ? etag : NULL};
+	struct attrs_get_pending_args g = {.bucket = bucket,
+					   .key = key,
+					   .etag = etag && *etag ? etag : NULL,
+					   .tag = tag};
 	int rc;
 
 	memset(row, 0, sizeof(*row));
 	*found = 0;
+	if (need_tag)
+		*need_tag = 0;
 	if (!d || !bucket || !key)
 		return -EINVAL;
 	rc = db_run(d, "read pending file attributes", 0, 0,
@@ -384,7 +424,33 @@ int db_attrs_get_pending(struct db *d, const char *bucket, const char *key,
 	} else {
 		db_attrs_free_row(&g.row);
 	}
+	if (rc == 0 && need_tag)
+		*need_tag = g.need_tag;
 	return rc;
+}
+
+struct attrs_pend_tag_args {
+	const char *bucket, *token, *tag;
+};
+
+static int pg_attrs_pend_tag(struct pg_ctx *x, void *arg)
+{
+	struct attrs_pend_tag_args *t = arg;
+	const char *p[3] = {t->bucket, t->token, t->tag};
+
+	return pg_exec(x, db_sql_attrs_pend_tag, 3, p, NULL);
+}
+
+int db_attrs_pend_tag(struct db *d, const char *bucket, const char *token,
+		      const char *tag)
+{
+	struct attrs_pend_tag_args t = {
+	    .bucket = bucket, .token = token, .tag = tag};
+
+	if (!d || !bucket || !token || !tag || !*tag)
+		return -EINVAL;
+	return db_run(d, "tie a publish's pending attributes to its upload", 1,
+		      1, pg_attrs_pend_tag, &t);
 }
 
 struct attrs_copy_args {
@@ -1156,7 +1222,7 @@ long db_attrs_sweep_pending(struct db *d, const char *bucket)
 }
 
 struct attrs_settle_args {
-	const char *bucket, *key, *etag;
+	const char *bucket, *key, *etag, *tag;
 	const struct actor *who;
 	int settled; /* output */
 };
@@ -1165,7 +1231,7 @@ static int pg_attrs_settle(struct pg_ctx *x, void *arg)
 {
 	struct attrs_settle_args *a = arg;
 	struct who_params w;
-	const char *p[7];
+	const char *p[8];
 	PGresult *res = NULL;
 	int rc;
 
@@ -1177,7 +1243,8 @@ static int pg_attrs_settle(struct pg_ctx *x, void *arg)
 	p[4] = a->bucket;
 	p[5] = a->key;
 	p[6] = a->etag;
-	rc = pg_exec(x, db_sql_attrs_settle, 7, p, &res);
+	p[7] = a->tag && *a->tag ? a->tag : NULL;
+	rc = pg_exec(x, db_sql_attrs_settle, 8, p, &res);
 	if (rc == 0)
 		a->settled = strtol(PQcmdTuples(res), NULL, 10) > 0;
 	PQclear(res);
@@ -1185,11 +1252,11 @@ static int pg_attrs_settle(struct pg_ctx *x, void *arg)
 }
 
 int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
-			    const char *etag, const struct actor *who,
-			    int *settled)
+			    const char *etag, const char *tag,
+			    const struct actor *who, int *settled)
 {
 	struct attrs_settle_args a = {
-	    .bucket = bucket, .key = key, .etag = etag, .who = who};
+	    .bucket = bucket, .key = key, .etag = etag, .tag = tag, .who = who};
 	int rc;
 
 	if (settled)

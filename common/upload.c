@@ -987,6 +987,13 @@ void upload_restart(struct upload *u)
 	upload_reset(u, 0);
 }
 
+void upload_tag(struct upload *u, char *out, size_t n)
+{
+	pthread_mutex_lock(&u->lock);
+	snprintf(out, n, "%s", u->tag);
+	pthread_mutex_unlock(&u->lock);
+}
+
 int upload_set_key(struct upload *u, const char *key)
 {
 	uint64_t appended;
@@ -1135,12 +1142,20 @@ static int upload_finish_spool(struct upload *u, uint64_t size,
 	struct s3_kv *all;
 	size_t n_all = 0;
 	uint64_t part, off;
-	char *id = NULL;
+	char *id = NULL, tag[UPLOAD_TAG_HEX];
 	int rc;
 
 	uint64_t t0;
 
+	/* The same version: its tag stays (upload_tag told it the caller,
+	 * e.g. for a publish's pending row, db_attrs_pend_tag). */
+	pthread_mutex_lock(&u->lock);
+	memcpy(tag, u->tag, sizeof(tag));
+	pthread_mutex_unlock(&u->lock);
 	upload_reset(u, 1);
+	pthread_mutex_lock(&u->lock);
+	memcpy(u->tag, tag, sizeof(tag));
+	pthread_mutex_unlock(&u->lock);
 	t0 = ctr_now_ns();
 	rc = hash_fd(u->fd, res->xxh128, res->sha256, &got);
 	stage_observe_since(STG_HASH, t0);

@@ -127,6 +127,13 @@ void upload_invalidate(struct upload *u);
  * (a multipart upload in flight is aborted). */
 void upload_restart(struct upload *u);
 
+/* The UPLOAD_TAG value (UPLOAD_TAG_HEX bytes with its NUL; "" when none
+ * was drawn) the next upload_finish's object will carry, into out (n
+ * bytes): the current version's, kept until that finish ends (also when
+ * it uploads the spool again); a new one is drawn after it, and by
+ * upload_restart. */
+void upload_tag(struct upload *u, char *out, size_t n);
+
 /* Rebinds the upload to another key (rename before close). Invalidates a
  * multipart upload already started for the old key. */
 int upload_set_key(struct upload *u, const char *key);

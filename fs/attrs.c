@@ -741,17 +741,19 @@ static void apply_bound_locked(struct attrov *a, struct stat *st,
  * upload, it becomes rel's row (db_attrs_settle_pending: a crash cut the
  * publish short, E1). Failures are logged; the pending row is shown
  * meanwhile. */
-static void settle_pending(const char *rel, const char *etag, const char *head)
+static void settle_pending(const char *rel, const char *etag, const char *head,
+			   const char *tag)
 {
 	struct actor who;
 	int rc, done = 0;
 
 	cfs_actor(&who);
-	rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket, rel,
-				     etag, &who, &done);
+	rc = db_attrs_settle_pending(
+	    cfs->db, cfs->cfg.reception_bucket, rel, etag,
+	    head && !strcmp(head, etag) ? tag : NULL, &who, &done);
 	if (rc == 0 && !done && head && strcmp(head, etag))
 		rc = db_attrs_settle_pending(cfs->db, cfs->cfg.reception_bucket,
-					     rel, head, &who, &done);
+					     rel, head, tag, &who, &done);
 	if (rc)
 		log_error("inbox/%s: the pending attributes of its publish "
 			  "not made its row (shown meanwhile): %s",
@@ -762,12 +764,28 @@ static void settle_pending(const char *rel, const char *etag, const char *head)
 			 rel);
 }
 
+/* The UPLOAD_TAG of the object with ETag e as read by HEAD (hrc its
+ * answer; 1: not asked): "" when it has none, or when HEAD showed
+ * another object (e is not the one HEAD sees); NULL when not known. */
+static const char *tag_of(const struct s3_object_info *info, int hrc,
+			  const char *e)
+{
+	const char *t;
+
+	if (hrc == 1 || (hrc && hrc != -ENOENT))
+		return NULL;
+	if (hrc || strcmp(info->etag, e))
+		return "";
+	t = s3_meta_get(info, UPLOAD_TAG);
+	return t ? t : "";
+}
+
 static int key_read(const char *rel, const char *etag, struct attrov **out)
 {
 	struct s3_object_info info = {0};
 	struct db_attrs row = {0}, pend = {0};
 	const char *head = NULL;
-	int rc, found = 0, pfound = 0;
+	int rc, found = 0, pfound = 0, need = 0, hrc = 1;
 
 	*out = NULL;
 	rc =
@@ -776,17 +794,36 @@ static int key_read(const char *rel, const char *etag, struct attrov **out)
 		return rc;
 	if (found && binds(row.etag, etag))
 		goto done;
-	if (found && etag &&
-	    s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info) == 0)
-		head = info.etag;
+	if (found && etag) {
+		hrc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+		if (hrc == 0)
+			head = info.etag;
+	}
 	if (found && head && binds(row.etag, head))
 		goto done;
+	/* A publish's pending row describes only the object its upload made
+	 * (its tag, review-h5 N2): read by HEAD when such a row may apply. */
 	rc = etag ? db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket,
-					 rel, etag, &pend, &pfound)
+					 rel, etag, tag_of(&info, hrc, etag),
+					 &pend, &pfound, &need)
 		  : 0;
+	if (rc == 0 && need && hrc == 1) {
+		hrc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+		if (hrc == 0)
+			head = info.etag;
+		if (hrc == 0 && !strcmp(head, etag))
+			rc = db_attrs_get_pending(
+			    cfs->db, cfs->cfg.reception_bucket, rel, etag,
+			    tag_of(&info, hrc, etag), &pend, &pfound, &need);
+	}
+	/* Its tag unknown (the store did not answer): fail closed, never
+	 * the object's own attributes for what may be that upload. */
+	if (rc == 0 && need && hrc && hrc != -ENOENT)
+		rc = hrc == 1 ? -EIO : hrc;
 	if (rc == 0 && !pfound && etag && head && strcmp(head, etag))
 		rc = db_attrs_get_pending(cfs->db, cfs->cfg.reception_bucket,
-					  rel, head, &pend, &pfound);
+					  rel, head, tag_of(&info, hrc, head),
+					  &pend, &pfound, NULL);
 	if (rc == 0 && pfound &&
 	    (!pend.etag || !strcmp(pend.etag, etag) ||
 	     (head && !strcmp(pend.etag, head)))) {
@@ -799,7 +836,8 @@ static int key_read(const char *rel, const char *etag, struct attrov **out)
 		memset(&pend, 0, sizeof(pend));
 		found = 1;
 		if (!row.etag)
-			settle_pending(rel, etag, head);
+			settle_pending(rel, etag, head,
+				       tag_of(&info, hrc, head ? head : etag));
 	}
 	db_attrs_free_row(&pend);
 	rc = 0;

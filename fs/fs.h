@@ -623,6 +623,12 @@ void attrov_unlink_pending(const char *rel, const struct actor *who);
 /* Is a deferred publish's pending row (token pending) still there? 1, 0
  * (its file was unlinked: its close stores nothing), or -errno (EIO). */
 int attrov_defer_has(const char *pending);
+/* The pending row of a publish (token pending; a deferred one's too) is
+ * tied to up's next upload (its UPLOAD_TAG, upload_tag): called before
+ * each upload_finish, so that row describes the object that upload makes
+ * and no other (review-h5 N2, db_attrs_pend_tag). 0 or -errno (EIO):
+ * nothing is to be uploaded then. */
+int attrov_pend_tag(const char *pending, struct upload *up);
 /* What attrov_copy (attrov_copy_rename) did at its target, to undo
  * (attrov_undo_copy) if the object does not move there after all. */
 struct attrov_undo {

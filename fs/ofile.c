@@ -895,6 +895,15 @@ static int ofile_commit_key(struct ofile *of, const char *rel, int leaving,
 	 * EIO (never 0 without its object and row). */
 	for (tries = 0; rc == 0; tries++) {
 		row_failed = 0;
+		/* Its pending row describes this upload's object only (its
+		 * tag), no other that arrives at rel (review-h5 N2). */
+		if (pending) {
+			rc = attrov_pend_tag(pending, of->up);
+			if (rc) {
+				ofile_upload_error(of, rel, &who, rc);
+				break;
+			}
+		}
 		t1 = ctr_now_ns();
 		rc = upload_finish(of->up, of->size, m.kv, 4, &res);
 		stage_observe_since(STG_UPLOAD_FINISH, t1);

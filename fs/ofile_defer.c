@@ -14,6 +14,7 @@
 #include "fs.h"
 #include "inbox.h"
 #include "log.h"
+#include "upload.h"
 
 /* fs.h. */
 int attrov_set_deferred(const char *rel, const char *pending,
@@ -247,6 +248,23 @@ void attrov_unlink_pending(const char *rel, const struct actor *who)
 			 "publish was deferred there (%d kept: %s may not "
 			 "remove them)",
 			 rel, dropped, kept, who->user);
+}
+
+int attrov_pend_tag(const char *pending, struct upload *up)
+{
+	char tag[UPLOAD_TAG_HEX];
+	int rc;
+
+	upload_tag(up, tag, sizeof(tag));
+	if (!tag[0])
+		return 0; /* none drawn: shown for no object (upload.c warns) */
+	rc =
+	    db_attrs_pend_tag(cfs->db, cfs->cfg.reception_bucket, pending, tag);
+	if (rc)
+		log_error("a publish's pending attributes (%s) not tied to "
+			  "its upload: %s",
+			  pending, strerror(-rc));
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 int attrov_defer_has(const char *pending)

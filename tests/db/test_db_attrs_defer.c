@@ -306,6 +306,79 @@ static void test_attrs_defer_unlink(struct db *d, PGconn *raw,
 	   "in flight: its close's next read finds it gone, the row goes");
 }
 
+/* review-h5 N2: a deferred publish's pending row describes only the
+ * object its upload makes (its tag, db_attrs_pend_tag), never another
+ * object that arrives at its key, and none while its file is open. */
+static void test_attrs_defer_tag(struct db *d, PGconn *raw,
+				 const struct actor *who)
+{
+	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
+			      .mode = 0640,
+			      .uid = ALICE,
+			      .gid = ALICE};
+	struct db_attrs row = {0};
+	struct db_claim held = {0};
+	int found = -1, need = -1;
+
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode, uid,"
+		       " gid, ctime, updated_by, etag) VALUES ('" BKT
+		       "', 'df/g', 384, 2002, 2002, now(), 'b', 'e-g')") &&
+	       db_attrs_claim(d, BKT, "df/f", &in, "me:1:1.0#9", 60, 1, NULL,
+			      who, NULL, &held) == 0,
+	   "tag: Bob's g (0600); Alice's new f (0640) claimed");
+	db_claim_free(&held);
+	ok(db_attrs_defer(d, BKT, "df/f", "df/g", "tok9", 60, "me:1:1.0#9",
+			  NULL, NULL, &in, who, NULL) == 0 &&
+	       sql_long(raw, "SELECT cardinality(upload_tags) FROM"
+			     " file_attrs_pending WHERE bucket = '" BKT "'"
+			     " AND token = 'tok9'") == 0,
+	   "tag: f over g deferred (tok9), tied to no upload yet");
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-new", NULL, &row, &found,
+				&need) == 0 &&
+	       !found && !need,
+	   "tag: its file open, an object arriving at g is not its (no HEAD "
+	   "asked for)");
+	ok(db_attrs_defer_has(d, BKT, "tok9") == 1 &&
+	       db_attrs_pend_tag(d, BKT, "tok9", "T1") == 0 &&
+	       db_attrs_pend_tag(d, BKT, "tok9", "T2") == 0 &&
+	       db_attrs_pend_tag(d, BKT, "tok9", "T2") == 0 &&
+	       sql_long(raw, "SELECT count(*) FROM file_attrs_pending"
+			     " WHERE bucket = '" BKT "' AND token = 'tok9'"
+			     " AND upload_tags = '{T1,T2}'") == 1,
+	   "tag: its close's uploads tie it to T1 then T2 (each once)");
+	ok(db_attrs_pend_tag(d, BKT, "tok9", "") == -EINVAL,
+	   "tag: an empty tag: EINVAL");
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-new", NULL, &row, &found,
+				&need) == 0 &&
+	       !found && need,
+	   "tag: the object's tag not read: asked for");
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-new", "T9", &row, &found,
+				&need) == 0 &&
+	       !found && !need &&
+	       db_attrs_get_pending(d, BKT, "df/g", "e-new", "", &row, &found,
+				    &need) == 0 &&
+	       !found && !need,
+	   "tag: an object with another tag, or none: not its");
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-new", "T1", &row, &found,
+				&need) == 0 &&
+	       found && row.mode == 0640 && row.uid == ALICE && !row.etag,
+	   "tag: the object of its first upload (T1): its attributes");
+	db_attrs_free_row(&row);
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-new", "T2", &row, &found,
+				&need) == 0 &&
+	       found && row.mode == 0640,
+	   "tag: ... and of its second (T2)");
+	db_attrs_free_row(&row);
+	ok(db_attrs_get_pending(d, BKT, "df/g", "e-g", "T1", &row, &found,
+				NULL) == 0 &&
+	       found,
+	   "tag: (an ETag never recorded, a live row: its tag decides)");
+	db_attrs_free_row(&row);
+	ok(sql_ok(raw, "DELETE FROM file_attrs_pending WHERE bucket = '" BKT
+		       "' AND token = 'tok9'"),
+	   "tag: cleaned up");
+}
+
 void test_attrs_defer(struct db *d, PGconn *raw)
 {
 	struct db_attrs in = {.what = DB_ATTR_MODE | DB_ATTR_OWNER,
@@ -448,5 +521,6 @@ void test_attrs_defer(struct db *d, PGconn *raw)
 	test_attrs_defer_n17(d, raw, &who);
 	test_attrs_defer_z34(d, raw, &who);
 	test_attrs_defer_unlink(d, raw, &who);
+	test_attrs_defer_tag(d, raw, &who);
 	ok(db_set_claimer(d, NULL) == 0, "no claimer");
 }

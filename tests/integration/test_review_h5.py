@@ -135,14 +135,14 @@ def test_an_unlink_by_who_may_not_remove_the_open_file_leaves_it(mount_factory, 
     assert _receptions(a, kx) == []
 
 
-@pytest.mark.xfail(strict=True, reason="review-h5 N2 (Medium): db_attrs_get_pending hides the deferred pending row only for objects recorded before it (common/db_attrs_pending.c); a foreign object that replaces the target while the writer is open is shown with the renamed file's owner and mode (origin cannot tell it from the file's own upload, which another mount's logger may record first: review-e E1)")
 def test_an_object_arriving_at_the_name_is_never_shown_with_the_files_pending_row(
         mount_factory, uniq):
     """A renames her open new x.txt over B's y.txt; then a foreign upload replaces y.txt in
     the store (recorded). Until A's close, c must show that object as any foreign object (the
     configured owner, as z.txt, uploaded the same way), never with A's attributes: her file's
-    pending row describes the upload she has not made, not an object that arrived after it
-    (db_attrs_get_pending's filter only hides it for objects recorded before the rename)."""
+    pending row describes the upload she has not made, not an object that arrived after it.
+    Was review-h5 N2 (db_attrs_get_pending hid it only for objects recorded before the
+    rename); now the pending row is tied to its upload's tag (migration 17, upload_tags)."""
     a, pa, w, _ = _setup(mount_factory, uniq)
     ky, kz = f"{uniq}/y.txt", f"{uniq}/z.txt"
     try:
