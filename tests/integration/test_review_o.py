@@ -17,8 +17,6 @@ import os
 import stat
 import threading
 
-import pytest
-
 import checks
 from checks import read
 
@@ -36,7 +34,6 @@ def dup_rows(m, prefix):
         " where project_prefix = %s order by dest_key", (prefix,))]
 
 
-@pytest.mark.xfail(strict=True, reason="review-O A1: ESTALE once per name, the second observer gets EIO")
 def test_duplicate_content_rename_two_observers(mount, uniq):
     """A1 (review's test): two threads lstat the new name right as the rename returns; both
     must see the symlink, never EIO (nor ESTALE, a regular file or anything else). 12 rounds,
@@ -80,7 +77,6 @@ def test_duplicate_content_rename_two_observers(mount, uniq):
         + sorted((f"{uniq}/{n}", "duplicate_content", f"{uniq}/f") for n in names))
 
 
-@pytest.mark.xfail(strict=True, reason="review-O A3: open as the first access goes to the old inode: ENOENT")
 def test_duplicate_content_rename_then_open_at_once(mount, uniq):
     """A3, plain loop: the first access right after the rename is an open (cat): it must
     read the stored bytes through the new symlink, never ENOENT. Then readlink works (the
@@ -132,7 +128,6 @@ def _try(fn):
         return ("err", errno.errorcode.get(e.errno, e.errno))
 
 
-@pytest.mark.xfail(strict=True, reason="review-O A1/A3: open not hooked, ESTALE once per name")
 def test_duplicate_content_rename_two_threads_open_at_once(mount, uniq):
     """A1 with A3: two threads open the new name right as the rename returns; both read the
     stored bytes (one ESTALE per thread, each retried)."""
@@ -153,7 +148,6 @@ def test_duplicate_content_rename_two_threads_open_at_once(mount, uniq):
     assert out == [[("ok", True), ("ok", True)]] * len(out)
 
 
-@pytest.mark.xfail(strict=True, reason="review-O A3: xattrs as the first access go to the old inode")
 def test_duplicate_content_rename_then_xattrs_at_once(mount, uniq):
     """A3: listxattr and getxattr (they follow the link) as the first accesses right after
     the rename see the stored file's attributes, not the old inode's error."""
