@@ -31,6 +31,7 @@
 
 #define INVAL_MAX 256 /* paths waiting; more are dropped */
 #define STALE_MAX 64  /* paths marked by inval_type_changed at once */
+#define STALE_TIDS 16 /* callers answered ESTALE per mark (then reused) */
 
 struct inval_req {
 	char *path;   /* the inode's, or the entry's directory */
@@ -43,6 +44,10 @@ struct inval_req {
 struct stale_mark {
 	char *path;	       /* NULL: a free slot */
 	struct timespec until; /* CLOCK_MONOTONIC */
+	/* Callers (thread ids) answered ESTALE since the mark: their retry
+	 * is served. A ring: the oldest is forgotten when full. */
+	pid_t tids[STALE_TIDS];
+	unsigned ntids; /* answered so far (tids[ntids % STALE_TIDS] next) */
 };
 
 static struct {
@@ -317,7 +322,8 @@ static int stale_mark(const char *path)
 		if (m->path && ts_before(&m->until, &now))
 			stale_free_locked(i); /* expired */
 		if (m->path && strcmp(m->path, path) == 0) {
-			m->until = until; /* marked again: one answer */
+			m->until = until; /* marked again: answered anew */
+			m->ntids = 0;
 			pthread_mutex_unlock(&stale.lock);
 			return 0;
 		}
@@ -326,6 +332,7 @@ static int stale_mark(const char *path)
 	}
 	if (slot >= 0 && (stale.marks[slot].path = strdup(path))) {
 		stale.marks[slot].until = until;
+		stale.marks[slot].ntids = 0;
 		atomic_fetch_add(&stale.n, 1);
 		pthread_mutex_unlock(&stale.lock);
 		return 0;
@@ -368,7 +375,7 @@ void inval_entry(const char *path)
 		log_debug("kernel entry of %s left to time out", path);
 }
 
-int inval_stale_take(const char *path)
+int inval_stale_take(const char *path, pid_t caller)
 {
 	struct timespec now;
 	int i, hit = 0;
@@ -379,12 +386,24 @@ int inval_stale_take(const char *path)
 	pthread_mutex_lock(&stale.lock);
 	for (i = 0; i < STALE_MAX; i++) {
 		struct stale_mark *m = &stale.marks[i];
+		unsigned k, known;
 
-		if (!m->path || strcmp(m->path, path) != 0)
+		if (!m->path)
 			continue;
-		hit = !ts_before(&m->until, &now);
-		stale_free_locked(i); /* taken, or expired */
-		break;
+		if (ts_before(&m->until, &now)) {
+			stale_free_locked(i); /* expired: n drops back to 0 */
+			continue;
+		}
+		if (strcmp(m->path, path) != 0)
+			continue;
+		known = m->ntids < STALE_TIDS ? m->ntids : STALE_TIDS;
+		for (k = 0; k < known && m->tids[k] != caller; k++)
+			;
+		if (k == known) { /* the caller's first request since */
+			m->tids[m->ntids % STALE_TIDS] = caller;
+			m->ntids++;
+			hit = 1;
+		}
 	}
 	pthread_mutex_unlock(&stale.lock);
 	return hit;

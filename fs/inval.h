@@ -8,6 +8,8 @@
 #ifndef CUSTODYFS_INVAL_H
 #define CUSTODYFS_INVAL_H
 
+#include <sys/types.h>
+
 struct fuse;
 struct fuse_session;
 
@@ -46,10 +48,14 @@ int inval_path_wait(const char *path, int wait_ms);
  *   mount: use_ino is off, ops.c). The notification waits for the
  *   directory's lock, held by the rename until it has returned: never
  *   from a handler, and the caller never waits for it;
- * - until then a stat may already have found the old inode: the next
- *   getattr of path, within INVAL_STALE_MS, answers ESTALE once
- *   (inval_stale_take), and the kernel's path walk retries once with a
- *   forced lookup (LOOKUP_REVAL), which replaces the inode.
+ * - until then a stat or open may already have found the old inode:
+ *   within INVAL_STALE_MS, the first getattr or open of path by each
+ *   calling thread answers ESTALE (inval_stale_take), and the kernel's
+ *   path walk retries once with a forced lookup (LOOKUP_REVAL), by the
+ *   same thread, served: it replaces the inode. Per thread, as two
+ *   observers may both hold the old inode (review-O A1). A readlink as
+ *   the first access is answered by the kernel from the old inode
+ *   without asking (EINVAL): not helped (README, known limits).
  * A full table or no memory drop the request (logged at debug level): the
  * old EIO once, as before. */
 void inval_type_changed(const char *path);
@@ -69,11 +75,14 @@ void inval_entry(const char *path);
  * kernel handles (a new inode). */
 #define INVAL_STALE_MS 2000
 
-/* For the getattr of fuse path without a file handle: 1 when
- * inval_type_changed marked path within INVAL_STALE_MS and this is the
- * first getattr since (the mark is dropped: answer -ESTALE), else 0.
- * Cheap when nothing is marked (one atomic load). */
-int inval_stale_take(const char *path);
+/* For a getattr of fuse path without a file handle, or an open of it (not
+ * O_PATH), by thread caller (the request's pid: the caller's thread id):
+ * 1 when inval_type_changed marked path within INVAL_STALE_MS and caller
+ * was not answered so since (answer -ESTALE: caller's retry is then
+ * served), else 0. The mark stays for its whole window, for each thread
+ * (up to 16 remembered at once; beyond that the oldest may be answered
+ * ESTALE again). Cheap when nothing is marked (one atomic load). */
+int inval_stale_take(const char *path, pid_t caller);
 
 /* Stops the worker, once the FUSE loop has ended and before the session
  * is unmounted: queued paths are dropped, and a notification in flight is

@@ -236,8 +236,21 @@ static int fh_getattr(struct fhandle *h, struct stat *st)
 	return rc;
 }
 
-/* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle; or, once, a
- * name whose type changed under the kernel: inval_stale_take), EIO. */
+/* 1 when fuse path's type changed under an inode the kernel may hold (a
+ * content duplicate made a symlink, inval.h) and this request's caller
+ * is to be answered ESTALE (once per thread, inval_stale_take): its path
+ * walk then retries with a forced lookup, which replaces the inode,
+ * instead of the kernel refusing the new type with EIO (getattr) or the
+ * old inode's request failing (open, xattrs: review-O A1, A3). */
+static int type_changed_stale(const char *path)
+{
+	struct fuse_context *ctx = cfs_context();
+
+	return inval_stale_take(path, ctx ? ctx->pid : 0);
+}
+
+/* Errors: ENOENT, ENAMETOOLONG, ESTALE (no path, no handle; or, once per
+ * thread, a name whose type changed under the kernel), EIO. */
 static int cfs_getattr(const char *path, struct stat *st,
 		       struct fuse_file_info *fi)
 {
@@ -269,12 +282,7 @@ static int cfs_getattr(const char *path, struct stat *st,
 		return rc;
 	}
 	case AREA_PROJECTS:
-		/* The name's type changed under an inode the kernel holds
-		 * (a content duplicate made a symlink, inval.h): once, so
-		 * that the kernel looks the name up again (ESTALE: its path
-		 * walk retries with a forced lookup) instead of refusing the
-		 * new type with EIO. */
-		if (!h && inval_stale_take(path))
+		if (!h && type_changed_stale(path))
 			return -ESTALE;
 		rc = projects_getattr(rel, st);
 		if (rc == -ENOENT && *rel) {
@@ -398,6 +406,9 @@ static int cfs_open(const char *path, struct fuse_file_info *fi)
 	if (area == AREA_INBOX && *rel)
 		return inbox_open(rel, fi);
 	if (area == AREA_PROJECTS && *rel) {
+		/* opened through the old inode of a name now a symlink */
+		if (!(fi->flags & O_PATH) && type_changed_stale(path))
+			return -ESTALE;
 		/* a file being written into the project: as in inbox/ */
 		char *key = direct_open_key(rel);
 		struct stat st;
@@ -863,9 +874,11 @@ static int cfs_getxattr(const char *path, const char *name, char *value,
 
 	if (rc)
 		return rc;
-	if (cfs_area_of(path, &rel) == AREA_PROJECTS)
-		return projects_getxattr(rel, name, value, size);
-	return -ENODATA;
+	if (cfs_area_of(path, &rel) != AREA_PROJECTS)
+		return -ENODATA;
+	if (*rel && type_changed_stale(path))
+		return -ESTALE; /* the old inode (path_getxattr retries) */
+	return projects_getxattr(rel, name, value, size);
 }
 
 static int cfs_listxattr(const char *path, char *list, size_t size)
@@ -875,9 +888,11 @@ static int cfs_listxattr(const char *path, char *list, size_t size)
 
 	if (rc)
 		return rc;
-	if (cfs_area_of(path, &rel) == AREA_PROJECTS)
-		return projects_listxattr(rel, list, size);
-	return 0;
+	if (cfs_area_of(path, &rel) != AREA_PROJECTS)
+		return 0;
+	if (*rel && type_changed_stale(path))
+		return -ESTALE; /* the old inode (path_listxattr retries) */
+	return projects_listxattr(rel, list, size);
 }
 
 /* Errors: ENOTSUP, EROFS (audit/), plus those of projects_setxattr. */
