@@ -58,6 +58,17 @@ int db_set_claimer(struct db *d, const char *claimer);
  * -errno (not held). */
 int db_live_ensure(struct db *d);
 
+/* Starts a thread that, every DB_LIVE_WATCH_MS (1 s), notices without a
+ * round trip that the liveness lock's session ended and takes the lock
+ * again on a new connection (try-lock: never waits; logged once while it
+ * fails). Other processes' sweeps (db_attrs_sweep_hidden,
+ * db_attrs_sweep_pending) take a process for gone only when its lock was
+ * free at two reads DB_LIVE_GRACE_MS (5 s) apart, so a live process that
+ * lost its session keeps its rows (review-31 R1). File system requests
+ * never take the lock nor wait on it (review-31 R2). Stopped by db_close.
+ * Call after any fork. 0 or -errno. */
+int db_live_watch(struct db *d);
+
 /* Applies the versioned migrations (schema_migrations table), idempotent,
  * under pg_advisory_lock so several mounts starting at once serialise.
  * Adopts the seed's tables: creates what is missing, adds missing columns,

@@ -291,11 +291,9 @@ int db_attrs_defer(struct db *d, const char *bucket, const char *from,
 	if (!d || !bucket || !from || !to || !token || !strcmp(from, to) ||
 	    (!claimer && !attrs))
 		return -EINVAL;
-	/* Its token names a process that holds its liveness lock
-	 * (db_attrs_sweep_pending). */
-	rc = db_live_ensure(d);
-	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
-		return rc;
+	/* Its token names this process (db_attrs_sweep_pending), which
+	 * holds its liveness lock or takes it again (db_live_watch): never
+	 * here (review-31 R2). */
 	rc = db_run(d, "defer an open file's publish", 1, 1, pg_defer, &g);
 	if (rc == 0 && got && attrs)
 		*got = g.rec; /* no strings */

@@ -35,17 +35,11 @@
  * is alive, holding its liveness lock (db_set_claimer)? Read in pg_locks,
  * never taken nor waited for. Such a row goes with its file (its last
  * close), or with the process (db_attrs_sweep_hidden): a tree drop that
- * spares claims spares it too (review-31 R6). LIVE_KEY: db_internal.h. */
+ * spares claims spares it too (review-31 R6). LIVE_HELD: db_internal.h. */
 #define LIVE_TAG "(f.claim_until IS NULL AND f.claimed_by IS NOT NULL" \
 	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'" \
-	" AND EXISTS (SELECT 1 FROM pg_locks l, (SELECT " \
-	LIVE_KEY("left(f.claimed_by, length(f.claimed_by)" \
-	" - length('" HIDDEN_TAG "'))") " AS k) h" \
-	" WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1" \
-	" AND l.database = (SELECT oid FROM pg_database" \
-	" WHERE datname = current_database())" \
-	" AND l.classid::bigint = ((h.k >> 32) & 4294967295)" \
-	" AND l.objid::bigint = (h.k & 4294967295)))"
+	" AND " LIVE_HELD("left(f.claimed_by, length(f.claimed_by)" \
+	" - length('" HIDDEN_TAG "'))") ")"
 
 /* A pending row (file_attrs_pending, alias p) of an open file still being
  * written: unbound and its lease running (a deferred publish's, renewed

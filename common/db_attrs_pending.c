@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libpq-fe.h>
 
@@ -290,12 +291,19 @@ static const char db_sql_attrs_pend_tag[] =
  * N7): such a row is never shown (db_sql_attrs_get_pending once it
  * lapsed) and goes here. */
 #define TOKEN_CLAIMER(t) "regexp_replace(" t ", '#[0-9]+$', '')"
+/* $1 bucket: the claimers of its unbound pending rows whose liveness lock
+ * is free now (read, never taken). */
+static const char db_sql_attrs_pending_free[] =
+	"SELECT DISTINCT " TOKEN_CLAIMER("p.token") " FROM file_attrs_pending p"
+	" WHERE p.bucket = $1::text AND p.etag IS NULL AND p.token ~ '#[0-9]+$'"
+	" AND NOT " LIVE_HELD(TOKEN_CLAIMER("p.token"));
 static const char db_sql_attrs_sweep_pending[] =
 	"WITH t AS MATERIALIZED (SELECT DISTINCT " TOKEN_CLAIMER("token")
 	" AS c FROM file_attrs_pending WHERE bucket = $1::text"
 	" AND etag IS NULL AND token ~ '#[0-9]+$'),"
-	" gone AS MATERIALIZED (SELECT c FROM t"
-	" WHERE pg_try_advisory_xact_lock(" LIVE_KEY("c") "))"
+	" gone AS MATERIALIZED (SELECT c FROM t WHERE CASE WHEN"
+	" c = ANY ($2::text[]) THEN pg_try_advisory_xact_lock(" LIVE_KEY("c")
+	") ELSE false END)"
 	" DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
 	" AND p.etag IS NULL"
 	" AND (" TOKEN_CLAIMER("p.token") " IN (SELECT c FROM gone)"
@@ -660,32 +668,43 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 	struct attrs_move_args m = {
 	    .bucket = bucket, .from = key, .to = hidden, .who = who};
 
-	int rc;
-
 	if (!d || !bucket || !key || !hidden)
 		return -EINVAL;
-	/* A tag names a process that holds its liveness lock, or none. */
-	rc = db_live_ensure(d);
-	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
-		return rc;
+	/* A tag names this process, which holds its liveness lock or takes
+	 * it again within DB_LIVE_WATCH_MS (db_live_watch): never here, so
+	 * that no request waits on it (review-31 R2). */
 	return db_run(d, "copy file attributes to a hidden name", 1, 1,
 		      pg_attrs_copy_hidden, &m);
 }
 
 /* clang-format off */
-/* Who ($1..$4), $5 bucket: the hidden rows (db_attrs_copy_hidden's tags)
- * of every process whose liveness lock (db_set_claimer) is free, that is
- * of every process that is gone, go (logged 'drop'). The lock is tried
- * once per tag, in a CTE of its own (never for another row's claimed_by);
- * a process cannot come back under its claimer (its start time is in it). */
+/* $1 bucket: the claimers of its hidden rows (db_attrs_copy_hidden's tags)
+ * whose liveness lock is free now (read, never taken). */
+static const char db_sql_attrs_hidden_free[] =
+	"SELECT DISTINCT left(f.claimed_by, length(f.claimed_by)"
+	" - length('" HIDDEN_TAG "')) FROM file_attrs f"
+	" WHERE f.bucket = $1::text AND f.claim_until IS NULL"
+	" AND f.claimed_by IS NOT NULL"
+	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'"
+	" AND NOT " LIVE_HELD("left(f.claimed_by, length(f.claimed_by)"
+	" - length('" HIDDEN_TAG "'))");
+/* Who ($1..$4), $5 bucket, $6 the claimers whose lock was free a grace
+ * ago (db_sql_attrs_hidden_free): the hidden rows of every one of them
+ * whose liveness lock (db_set_claimer) is still free, that is of every
+ * process that is gone, go (logged 'drop'). The lock is tried once per
+ * tag, in a CTE of its own (never for another row's claimed_by, nor for a
+ * claimer not in $6); a process cannot come back under its claimer (its
+ * start time is in it). */
 static const char db_sql_attrs_sweep_hidden[] =
 	"WITH t AS MATERIALIZED (SELECT DISTINCT claimed_by FROM file_attrs"
 	" WHERE bucket = $5::text AND claim_until IS NULL"
 	" AND claimed_by IS NOT NULL"
 	" AND right(claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'),"
-	" gone AS MATERIALIZED (SELECT claimed_by FROM t"
-	" WHERE pg_try_advisory_xact_lock(" LIVE_KEY("left(claimed_by,"
-	" length(claimed_by) - length('" HIDDEN_TAG "'))") ")),"
+	" gone AS MATERIALIZED (SELECT claimed_by FROM t WHERE CASE WHEN"
+	" left(claimed_by, length(claimed_by) - length('" HIDDEN_TAG "'))"
+	" = ANY ($6::text[]) THEN pg_try_advisory_xact_lock("
+	LIVE_KEY("left(claimed_by, length(claimed_by) - length('" HIDDEN_TAG
+	"'))") ") ELSE false END),"
 	" d AS (DELETE FROM file_attrs f USING gone WHERE f.bucket = $5::text"
 	" AND f.claim_until IS NULL AND f.claimed_by = gone.claimed_by"
 	" RETURNING f.*) "
@@ -696,20 +715,95 @@ static const char db_sql_attrs_sweep_hidden[] =
 struct sweep_hidden_args {
 	const char *bucket;
 	const struct actor *who;
-	long dropped; /* output */
+	const char *free; /* live_free_claimers' */
+	long dropped;	  /* output */
 };
+
+struct live_free_args {
+	const char *sql, *bucket;
+	char *arr; /* output: a text[] literal, malloc'd */
+	int n;	   /* output: how many in it */
+};
+
+static int pg_live_free(struct pg_ctx *x, void *arg)
+{
+	struct live_free_args *f = arg;
+	const char *p[1] = {f->bucket};
+	PGresult *res = NULL;
+	size_t len = 3, at = 0;
+	int rc = pg_exec(x, f->sql, 1, p, &res);
+	int i, n;
+
+	if (rc)
+		goto out;
+	n = PQntuples(res);
+	for (i = 0; i < n; i++)
+		len += 2 * (size_t)PQgetlength(res, i, 0) + 3;
+	free(f->arr);
+	f->arr = malloc(len);
+	if (!f->arr) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	f->arr[at++] = '{';
+	for (i = 0; i < n; i++) {
+		const char *v = PQgetvalue(res, i, 0);
+
+		if (i)
+			f->arr[at++] = ',';
+		f->arr[at++] = '"';
+		for (; *v; v++) {
+			if (*v == '"' || *v == '\\')
+				f->arr[at++] = '\\';
+			f->arr[at++] = *v;
+		}
+		f->arr[at++] = '"';
+	}
+	f->arr[at++] = '}';
+	f->arr[at] = '\0';
+	f->n = n;
+out:
+	PQclear(res);
+	return rc;
+}
+
+/* The claimers sql ($1 bucket) reads whose liveness lock is free now, in
+ * *arr (a text[] literal, the caller frees it), and, when there is any,
+ * waits DB_LIVE_GRACE_MS: a live one among them (its session ended) takes
+ * its lock again meanwhile (db_live_watch), so a lock still free after it
+ * is a gone process's (review-31 R1). 0 or -errno. */
+static int live_free_claimers(struct db *d, const char *what, const char *sql,
+			      const char *bucket, char **arr)
+{
+	struct live_free_args f = {.sql = sql, .bucket = bucket};
+	struct timespec t = {.tv_sec = DB_LIVE_GRACE_MS / 1000,
+			     .tv_nsec =
+				 (long)(DB_LIVE_GRACE_MS % 1000) * 1000000};
+	int rc = db_run(d, what, 0, 0, pg_live_free, &f);
+
+	if (rc) {
+		free(f.arr);
+		return rc;
+	}
+	if (f.n > 0)
+		while (nanosleep(&t, &t) && errno == EINTR)
+			;
+	*arr = f.arr;
+	return 0;
+}
 
 static int pg_attrs_sweep_hidden(struct pg_ctx *x, void *arg)
 {
 	struct sweep_hidden_args *h = arg;
 	struct who_params w;
-	const char *p[5];
+	const char *p[6];
 	PGresult *res = NULL;
 	int rc;
 
 	attrs_who_fill(h->who, &w, p);
 	p[4] = h->bucket;
-	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 5, p, &res);
+	p[5] = h->free;
+	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 6, p, &res);
 	if (rc == 0)
 		h->dropped = atol(PQcmdTuples(res));
 	PQclear(res);
@@ -720,12 +814,20 @@ int db_attrs_sweep_hidden(struct db *d, const char *bucket,
 			  const struct actor *who, long *dropped)
 {
 	struct sweep_hidden_args h = {.bucket = bucket, .who = who};
+	char *free_claimers = NULL;
 	int rc;
 
 	if (!d || !bucket)
 		return -EINVAL;
+	rc = live_free_claimers(d, "read the hidden rows' free liveness locks",
+				db_sql_attrs_hidden_free, bucket,
+				&free_claimers);
+	if (rc)
+		return rc;
+	h.free = free_claimers;
 	rc = db_run(d, "drop hidden file attributes of gone processes", 1, 0,
 		    pg_attrs_sweep_hidden, &h);
+	free(free_claimers);
 	if (rc == 0 && dropped)
 		*dropped = h.dropped;
 	return rc;
@@ -1178,30 +1280,27 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 					    .a = attrs,
 					    .who = who};
 
-	int rc;
-
 	if (!d || !bucket || !from || !to || !token)
 		return -EINVAL;
-	/* Its token names a process that holds its liveness lock
-	 * (db_attrs_sweep_pending). */
-	rc = db_live_ensure(d);
-	if (rc && rc != -EINVAL) /* EINVAL: no claimer set, none to keep */
-		return rc;
+	/* Its token names this process (db_attrs_sweep_pending), which
+	 * holds its liveness lock or takes it again (db_live_watch): never
+	 * here (review-31 R2). */
 	return db_run(d, "record a publish's pending file attributes", 1, 1,
 		      pg_attrs_pend_publish, &g);
 }
 
 struct sweep_pending_args {
 	const char *bucket;
-	long dropped; /* output */
+	const char *free; /* live_free_claimers' */
+	long dropped;	  /* output */
 };
 
 static int pg_attrs_sweep_pending(struct pg_ctx *x, void *arg)
 {
 	struct sweep_pending_args *s = arg;
-	const char *p[1] = {s->bucket};
+	const char *p[2] = {s->bucket, s->free};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 1, p, &res);
+	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 2, p, &res);
 
 	if (rc == 0)
 		s->dropped = strtol(PQcmdTuples(res), NULL, 10);
@@ -1212,12 +1311,20 @@ static int pg_attrs_sweep_pending(struct pg_ctx *x, void *arg)
 long db_attrs_sweep_pending(struct db *d, const char *bucket)
 {
 	struct sweep_pending_args s = {.bucket = bucket};
+	char *free_claimers = NULL;
 	int rc;
 
 	if (!d || !bucket)
 		return -EINVAL;
+	rc = live_free_claimers(d, "read the pending rows' free liveness locks",
+				db_sql_attrs_pending_free, bucket,
+				&free_claimers);
+	if (rc)
+		return rc;
+	s.free = free_claimers;
 	rc = db_run(d, "drop lapsed pending file attributes", 1, 0,
 		    pg_attrs_sweep_pending, &s);
+	free(free_claimers);
 	return rc ? rc : s.dropped;
 }
 

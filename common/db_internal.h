@@ -49,11 +49,37 @@ struct db {
 	pthread_mutex_t live_lock;
 	PGconn *live; /* protected by live_lock: a connection of its own
 			 holding claimer's liveness lock, or NULL */
+	pthread_cond_t live_cond; /* live_stop set (monotonic clock) */
+	pthread_t live_thread;	  /* db_live_watch's */
+	int live_watching;	  /* live_thread runs */
+	int live_stop;		  /* protected by live_lock: it ends */
+	int live_failing;	  /* protected by live_lock: the last take
+				     failed (logged once, not each period) */
 };
 
 /* The session advisory lock a process holds while it lives (db_set_claimer,
  * db_live_ensure), keyed by its claimer (an SQL text expression). */
 #define LIVE_KEY(c) "hashtextextended(" c ", 7310303)"
+
+/* A live process whose liveness session ended (a database restart,
+ * idle_session_timeout, a dropped connection) takes its lock again within
+ * DB_LIVE_WATCH_MS (db_live_watch) plus a connection's setup; a sweep
+ * takes a process for gone only when its lock was free at two reads at
+ * least DB_LIVE_GRACE_MS apart (review-31 R1). */
+#define DB_LIVE_WATCH_MS 1000
+#define DB_LIVE_GRACE_MS 5000
+
+/* Is the liveness lock of claimer c (an SQL text expression) held, by
+ * any session? Read in pg_locks: never taken nor waited for. */
+#define LIVE_HELD(c)                                                           \
+	"EXISTS (SELECT 1 FROM pg_locks l, (SELECT " LIVE_KEY(                 \
+	    c) " AS k) h"                                                      \
+	       " WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid "  \
+	       "= 1"                                                           \
+	       " AND l.database = (SELECT oid FROM pg_database"                \
+	       " WHERE datname = current_database())"                          \
+	       " AND l.classid::bigint = ((h.k >> 32) & 4294967295)"           \
+	       " AND l.objid::bigint = (h.k & 4294967295))"
 
 /* One operation on one connection. */
 struct pg_ctx {

@@ -684,6 +684,14 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 		goto fail_cond;
 	if (pthread_mutex_init(&d->live_lock, NULL))
 		goto fail_live;
+	if (pthread_condattr_init(&ca))
+		goto fail_live_cond;
+	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	if (!rc)
+		rc = pthread_cond_init(&d->live_cond, &ca);
+	pthread_condattr_destroy(&ca);
+	if (rc)
+		goto fail_live_cond;
 
 	/* Defaults first: keywords in the conninfo (expanded from dbname,
 	 * which comes last) override them. */
@@ -722,6 +730,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	return d;
 
 fail_connect:
+	pthread_cond_destroy(&d->live_cond);
+fail_live_cond:
 	pthread_mutex_destroy(&d->live_lock);
 fail_live:
 	pthread_cond_destroy(&d->cond);
@@ -778,27 +788,108 @@ static int live_take(struct db *d)
 	d->live = NULL;
 	c = pg_connect(d, err, sizeof(err));
 	if (!c) {
-		log_error("database: no connection for this process's liveness "
-			  "lock: %s",
-			  err);
+		if (!d->live_failing)
+			log_error("database: no connection for this process's "
+				  "liveness lock (tried again every %d ms): %s",
+				  DB_LIVE_WATCH_MS, err);
+		d->live_failing = 1;
 		return -EIO;
 	}
 	res = PQexecParams(c, db_sql_live_lock, 1, NULL, p, NULL, NULL, 0);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
 		pg_conn_error(d, c, err, sizeof(err));
-		log_error("database: liveness lock not taken: %s", err);
+		if (!d->live_failing)
+			log_error("database: liveness lock not taken (tried "
+				  "again every %d ms): %s",
+				  DB_LIVE_WATCH_MS, err);
 		rc = -EIO;
 	} else if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
-		log_error("database: liveness lock held by another session: "
-			  "not taken (tried again later)");
+		if (!d->live_failing)
+			log_error("database: liveness lock held by another "
+				  "session: not taken (tried again every %d "
+				  "ms)",
+				  DB_LIVE_WATCH_MS);
 		rc = -EBUSY;
 	}
 	PQclear(res);
-	if (rc)
+	if (rc) {
 		PQfinish(c);
-	else
-		d->live = c;
-	return rc;
+		d->live_failing = 1;
+		return rc;
+	}
+	if (d->live_failing)
+		log_info("database: this process's liveness lock is held "
+			 "again");
+	d->live_failing = 0;
+	d->live = c;
+	return 0;
+}
+
+/* Caller holds d->live_lock: has d->live's session ended? Read without a
+ * round trip (never blocks): what the server sent meanwhile (a FATAL
+ * message and the end of the stream when it ended the session) is read,
+ * and the connection is then bad. A silently dropped connection shows as
+ * one once the client's keepalives give up (about a minute); meanwhile its
+ * server backend, and so the lock, may live on too. */
+static int live_ended(PGconn *c)
+{
+	PGresult *res;
+
+	if (PQstatus(c) != CONNECTION_OK || !PQconsumeInput(c))
+		return 1;
+	while (!PQisBusy(c) && (res = PQgetResult(c)))
+		PQclear(res);
+	return PQstatus(c) != CONNECTION_OK;
+}
+
+/* db_live_watch's thread: every DB_LIVE_WATCH_MS, a lost liveness lock is
+ * taken again (try-lock: never waits), so other processes' sweeps, which
+ * wait DB_LIVE_GRACE_MS for it, never take this live one for gone. */
+static void *live_watch_main(void *arg)
+{
+	struct db *d = arg;
+	struct timespec until;
+
+	pthread_mutex_lock(&d->live_lock);
+	while (!d->live_stop) {
+		clock_gettime(CLOCK_MONOTONIC, &until);
+		until.tv_sec += DB_LIVE_WATCH_MS / 1000;
+		until.tv_nsec += (long)(DB_LIVE_WATCH_MS % 1000) * 1000000;
+		if (until.tv_nsec >= 1000000000) {
+			until.tv_sec++;
+			until.tv_nsec -= 1000000000;
+		}
+		while (!d->live_stop &&
+		       pthread_cond_timedwait(&d->live_cond, &d->live_lock,
+					      &until) != ETIMEDOUT)
+			;
+		if (d->live_stop || !d->claimer)
+			continue;
+		if (d->live && !live_ended(d->live))
+			continue;
+		if (d->live && !d->live_failing)
+			log_warn("database: this process's liveness lock was "
+				 "lost (its session ended): taking it again");
+		live_take(d);
+	}
+	pthread_mutex_unlock(&d->live_lock);
+	return NULL;
+}
+
+int db_live_watch(struct db *d)
+{
+	int rc;
+
+	if (!d)
+		return -EINVAL;
+	if (d->live_watching)
+		return 0;
+	d->live_stop = 0;
+	rc = pthread_create(&d->live_thread, NULL, live_watch_main, d);
+	if (rc)
+		return -rc;
+	d->live_watching = 1;
+	return 0;
 }
 
 int db_set_claimer(struct db *d, const char *claimer)
@@ -855,8 +946,16 @@ void db_close(struct db *d)
 	for (i = 0; i < d->size; i++)
 		if (d->conns[i])
 			PQfinish(d->conns[i]);
+	if (d->live_watching) {
+		pthread_mutex_lock(&d->live_lock);
+		d->live_stop = 1;
+		pthread_cond_broadcast(&d->live_cond);
+		pthread_mutex_unlock(&d->live_lock);
+		pthread_join(d->live_thread, NULL);
+	}
 	if (d->live)
 		PQfinish(d->live);
+	pthread_cond_destroy(&d->live_cond);
 	pthread_mutex_destroy(&d->live_lock);
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);

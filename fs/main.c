@@ -375,6 +375,12 @@ static int cfs_start_workers(void)
 	rc = db_set_claimer(cfs->db, cfs->claimer);
 	if (rc)
 		return rc;
+	/* Its liveness lock, lost with its session, is taken again within a
+	 * second, inside the grace other mounts' sweeps give it (review-31
+	 * R1). */
+	rc = db_live_watch(cfs->db);
+	if (rc)
+		return rc;
 	/* What the hidden names of this host's dead processes kept. */
 	attrov_sweep_hidden();
 	attrov_sweep_pending();

@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "db_attrs.h"
 #include "test_db.h"
@@ -446,6 +447,12 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	ok(db_set_claimer(d, NULL) == 0, "no claimer again");
 }
 
+/* Is claimer c's liveness lock held (a query's text; c a literal)? */
+#define LOCK_HELD(c)                                                           \
+	"SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND"        \
+	" granted AND objsubid = 1 AND objid = (hashtextextended('" c "',"     \
+	" 7310303) & 4294967295)::oid"
+
 /* db_attrs_copy_hidden, db_attrs_sweep_hidden, db_set_claimer's liveness
  * lock (review-k L3, L5; review-hide H1-H3): the hide of a rename's open
  * target copies its row to the hidden name, tagged with the process's
@@ -462,6 +469,7 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	struct db_claim held = {0};
 	struct actor who = {.uid = BOB};
 	long before, dropped = -1;
+	int freed = 0;
 
 	snprintf(who.user, sizeof(who.user), "bob");
 	snprintf(who.host, sizeof(who.host), "test");
@@ -543,6 +551,27 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
 	   "other:3 gone: its row goes at the next sweep, this process's "
 	   "stays");
+	/* review-31 R1: a live process whose liveness session ended (its
+	 * lock free for a moment) keeps its rows: it takes the lock again
+	 * within DB_LIVE_WATCH_MS, inside the sweep's DB_LIVE_GRACE_MS */
+	ok(db_live_watch(d) == 0, "the liveness watch runs");
+	ok(sql_ok(raw, "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
+		       " WHERE l.locktype = 'advisory' AND l.granted AND"
+		       " l.objsubid = 1 AND l.objid = (hashtextextended("
+		       "'th:2:1.0', 7310303) & 4294967295)::oid"),
+	   "th:2's liveness session ends (as a database restart would)");
+	for (int i = 0; i < 50 && !freed; i++) {
+		freed = sql_long(raw, LOCK_HELD("th:2:1.0")) == 0;
+		if (!freed)
+			usleep(20000);
+	}
+	ok(freed && db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
+	       dropped == 0 &&
+	       row_is(raw, "hd/.fuse_hidden02",
+		      "384|2002|2002|1000000000|e-y") &&
+	       sql_long(raw, LOCK_HELD("th:2:1.0")) == 1,
+	   "... a sweep right after it keeps its row: the lock is taken "
+	   "again meanwhile");
 	/* review-31 R6: a tree drop sparing claims spares a live tag too */
 	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
 		       " uid, gid, ctime, updated_by, etag, claimed_by) VALUES"
