@@ -147,7 +147,7 @@ static const char db_sql_attrs_unpend_mine[] =
  * publisher's claim token (NULL: none): from's row, while it is the
  * publisher's (PUB_MINE), becomes the pending row (token) of its upload to
  * `to`, unbound (the upload's ETag is not known yet), tied to the tags of
- * its uploads (none yet: db_attrs_pend_tag, migration 17); $7 its upload_state
+ * its uploads (none yet: db_attrs_pend_tag, migration 16); $7 its upload_state
  * (migration 15): 'upload', its upload in flight (an unlink of `to` marks
  * it, never drops it, review n19 Y2), or NULL (a deferral). */
 static const char db_sql_attrs_pend_pub_row[] =
@@ -250,7 +250,7 @@ static const char db_sql_attrs_settle[] =
  * (review-h5 N7; a crash before the upload: db_sql_attrs_sweep_pending
  * drops it). With $3 NULL: a live one only. $4 the UPLOAD_TAG that
  * object carries ("": none; NULL: not read): an unbound row tied to its
- * uploads' tags (upload_tags, migration 17: a publish's, a deferred
+ * uploads' tags (upload_tags, migration 16: a publish's, a deferred
  * one's) describes only an object that carries one of them, never
  * another that arrives at key meanwhile, by any route (review-h5 N2),
  * and none while no upload of it was sent (its file still open for

@@ -1091,7 +1091,7 @@ static const char *const db_migration_15[] = {
 	NULL,
 };
 
-/* Version 17 (review-h5 N2, N7): the tie between a publish's pending row
+/* Version 16 (review-h5 N2, N7): the tie between a publish's pending row
  * and its upload. NULL: a row not tied (a rename's copy, known by its
  * ETag; a row from before this version); an array: the UPLOAD_TAG values
  * (upload.h) of that publish's uploads, one per attempt, each recorded
@@ -1099,7 +1099,7 @@ static const char *const db_migration_15[] = {
  * (a deferred publish whose file is still open for writing). Such a row
  * describes only an object that carries one of them
  * (db_attrs_get_pending), never another that arrives at its key. */
-static const char *const db_migration_17[] = {
+static const char *const db_migration_16[] = {
 	"ALTER TABLE file_attrs_pending ADD COLUMN IF NOT EXISTS upload_tags"
 	" text[]",
 	NULL,
@@ -1144,8 +1144,8 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_14},
 	{15, "a pending row's upload in flight, and its unlink while it is",
 	 db_migration_15},
-	{17, "a publish's pending row tied to its uploads' tags",
-	 db_migration_17},
+	{16, "a publish's pending row tied to its uploads' tags",
+	 db_migration_16},
 };
 /* clang-format on */
 

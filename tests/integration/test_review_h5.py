@@ -142,7 +142,7 @@ def test_an_object_arriving_at_the_name_is_never_shown_with_the_files_pending_ro
     configured owner, as z.txt, uploaded the same way), never with A's attributes: her file's
     pending row describes the upload she has not made, not an object that arrived after it.
     Was review-h5 N2 (db_attrs_get_pending hid it only for objects recorded before the
-    rename); now the pending row is tied to its upload's tag (migration 17, upload_tags)."""
+    rename); now the pending row is tied to its upload's tag (migration 16, upload_tags)."""
     a, pa, w, _ = _setup(mount_factory, uniq)
     ky, kz = f"{uniq}/y.txt", f"{uniq}/z.txt"
     try:
