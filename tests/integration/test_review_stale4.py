@@ -123,7 +123,8 @@ def test_claim_made_after_the_renames_check_is_never_dropped_by_its_copy(stack, 
     file_attrs held (B's claim waits), file_attrs_pending held (the rename's copy of the
     attributes waits after its look at y.txt); then B's claim is let go and made, then the
     rename. The rename must not drop B's claim: it fails (EBUSY) and changes nothing, and B's
-    file is B's after its close."""
+    file is B's after its close. (Since review n17 X1 the rename's look is made under the
+    key lock B's claim holds: then it waits for that claim before its look.)"""
     a, b, pa, pb = _two(mount_factory, uniq)
     ky = f"{uniq}/y.txt"
     assert as_user(A, f"open({pa('x.txt')!r}, 'w').write('A NEW')",
@@ -142,8 +143,12 @@ def test_claim_made_after_the_renames_check_is_never_dropped_by_its_copy(stack, 
         t2 = threading.Thread(target=lambda: moved.extend(_mvs(A, (pb("x.txt"), pb("y.txt")))),
                               daemon=True)
         t2.start()
-        a.wait_until(lambda: _waiting(a, "%file_attrs_pending%") >= 1, timeout=30,
-                     what="the rename's copy waiting")
+        # The rename waits either at its copy (file_attrs_pending) or, since its look at
+        # y.txt is made under y.txt's key lock (review n17 X1, c2e329d), for that lock, which
+        # B's waiting claim holds: either way B's claim is made before the copy.
+        a.wait_until(lambda: _waiting(a, "%file_attrs_pending%") >= 1
+                     or _waiting(a, "%") >= 2, timeout=30,
+                     what="the rename waiting (its copy, or y.txt's key lock)")
         attrs.rollback()
         t1.join(30)
         assert made, "B's create did not return"
