@@ -31,7 +31,10 @@
 
 #define INVAL_MAX 256 /* paths waiting; more are dropped */
 #define STALE_MAX 64  /* paths marked by inval_type_changed at once */
-#define STALE_TIDS 16 /* callers answered ESTALE per mark (then reused) */
+/* Callers answered ESTALE per mark: past that many in its window, others
+ * are served (an ESTALE to a caller already answered one fails its call:
+ * the kernel retries once; review-35 F3). */
+#define STALE_TIDS 256
 
 struct inval_req {
 	char *path;   /* the inode's, or the entry's directory */
@@ -45,9 +48,13 @@ struct stale_mark {
 	char *path;	       /* NULL: a free slot */
 	struct timespec until; /* CLOCK_MONOTONIC */
 	/* Callers (thread ids) answered ESTALE since the mark: their retry
-	 * is served. A ring: the oldest is forgotten when full. */
-	pid_t tids[STALE_TIDS];
-	unsigned ntids; /* answered so far (tids[ntids % STALE_TIDS] next) */
+	 * is served. Never forgotten within the window: when full, no
+	 * caller is answered ESTALE any more. A caller whose tid the
+	 * daemon cannot see (0: another pid namespace) is one caller: one
+	 * ESTALE for all of them (review-35 F2, the one-shot of old). */
+	pid_t *tids;	/* ntids of them, grown to at most STALE_TIDS */
+	unsigned ntids; /* answered so far */
+	unsigned cap;	/* tids' room */
 };
 
 static struct {
@@ -297,6 +304,9 @@ static void stale_free_locked(int i)
 {
 	free(stale.marks[i].path);
 	stale.marks[i].path = NULL;
+	free(stale.marks[i].tids);
+	stale.marks[i].tids = NULL;
+	stale.marks[i].ntids = stale.marks[i].cap = 0;
 	atomic_fetch_sub(&stale.n, 1);
 }
 
@@ -332,7 +342,8 @@ static int stale_mark(const char *path)
 	}
 	if (slot >= 0 && (stale.marks[slot].path = strdup(path))) {
 		stale.marks[slot].until = until;
-		stale.marks[slot].ntids = 0;
+		stale.marks[slot].ntids = stale.marks[slot].cap = 0;
+		stale.marks[slot].tids = NULL;
 		atomic_fetch_add(&stale.n, 1);
 		pthread_mutex_unlock(&stale.lock);
 		return 0;
@@ -396,14 +407,22 @@ int inval_stale_take(const char *path, pid_t caller)
 		}
 		if (strcmp(m->path, path) != 0)
 			continue;
-		known = m->ntids < STALE_TIDS ? m->ntids : STALE_TIDS;
+		known = m->ntids;
 		for (k = 0; k < known && m->tids[k] != caller; k++)
 			;
-		if (k == known) { /* the caller's first request since */
-			m->tids[m->ntids % STALE_TIDS] = caller;
-			m->ntids++;
-			hit = 1;
+		if (k < known || known >= STALE_TIDS)
+			continue; /* its retry, or too many: served */
+		if (known == m->cap) {
+			unsigned cap = m->cap ? m->cap * 2 : 8;
+			pid_t *t = realloc(m->tids, cap * sizeof(*t));
+
+			if (!t)
+				continue; /* served: never a second ESTALE */
+			m->tids = t;
+			m->cap = cap;
 		}
+		m->tids[m->ntids++] = caller; /* its first request since */
+		hit = 1;
 	}
 	pthread_mutex_unlock(&stale.lock);
 	return hit;

@@ -80,8 +80,9 @@ void inval_entry(const char *path);
  * 1 when inval_type_changed marked path within INVAL_STALE_MS and caller
  * was not answered so since (answer -ESTALE: caller's retry is then
  * served), else 0. The mark stays for its whole window, for each thread
- * (up to 16 remembered at once; beyond that the oldest may be answered
- * ESTALE again). Cheap when nothing is marked (one atomic load). */
+ * (up to 256 threads per mark, never answered twice: past that, served;
+ * caller 0, a thread of another pid namespace, is one caller for all of
+ * them). Cheap when nothing is marked (one atomic load). */
 int inval_stale_take(const char *path, pid_t caller);
 
 /* Stops the worker, once the FUSE loop has ended and before the session
