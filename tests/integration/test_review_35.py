@@ -20,7 +20,6 @@ import os
 import stat
 import threading
 
-import pytest
 
 import checks
 
