@@ -86,8 +86,9 @@ Environment
                          (test_review_*.py, test_*_review*.py) except their tests marked
                          ``both_backends`` (those that depend on what the store does: copies,
                          multipart ETags, versioning, metadata). tests/run.sh sets it for the
-                         Swift pass of a whole-suite run: those files run on s3rver twice
-                         (plain and under ASan), and the Swift pass stays within its bound.
+                         Swift pass of a whole-suite run, and for the plain s3rver pass when
+                         the sanitizer passes run: those files run on s3rver under ASan, and
+                         the plain passes stay within their bound.
                          Tests marked ``store_independent`` (the database alone) are left
                          out of that pass too.
   CUSTODYFS_DESELECT_VOLUME=1  leave out the tests marked ``volume`` (scale: thousands of files
