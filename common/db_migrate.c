@@ -1297,13 +1297,13 @@ int db_migrate(struct db *d)
 
 int db_schema_version(struct db *d, int *version, int *latest)
 {
+	struct schema_state st;
 	int rc;
 
 	if (!d || !version || !latest)
 		return -EINVAL;
-	*latest = db_migrations[DB_NMIGRATIONS - 1].version;
-	rc = db_run(d, "schema version", 0, 0, pg_schema_version, version);
-	if (rc)
-		*version = 0;
+	*latest = st.latest = db_migrations[DB_NMIGRATIONS - 1].version;
+	rc = db_run(d, "schema version", 0, 0, pg_schema_version, &st);
+	*version = rc ? 0 : st.version;
 	return rc;
 }
