@@ -622,6 +622,9 @@ static int cfg_handler(void *user, int line, const char *section,
 		} else if (!strcmp(name, "claim_lease")) {
 			rc = cfg_parse_long(value, 2, 86400, &n);
 			c->claim_lease_s = (int)n;
+		} else if (!strcmp(name, "live_grace")) {
+			rc = cfg_parse_long(value, 2, 86400, &n);
+			c->live_grace_s = (int)n;
 		} else if (!strcmp(name, "foreign_grace_ms")) {
 			rc = cfg_parse_long(value, 0, 86400000, &n);
 			c->foreign_grace_ms = n;
@@ -809,6 +812,7 @@ static int cfg_defaults(struct cfg *c)
 	c->scan_interval_s = 60;
 	c->chain_anchor_interval_s = 600;
 	c->claim_lease_s = 900;
+	c->live_grace_s = 30;
 	c->foreign_grace_ms = -1;
 	c->foreign_uid = -1;
 	c->foreign_gid = -1;

@@ -55,6 +55,9 @@ struct cfg {
 	int claim_lease_s; /* a new file's claim on its name lapses this long
 			      after its mount last renewed it (it renews it
 			      while the file is open), default 900 */
+	int live_grace_s; /* other mounts take this process for gone this long
+			     after its last heartbeat, while its liveness
+			     lock is free, default 30 */
 	long foreign_grace_ms; /* wait before logging an upload by another route;
 				* -1 (default): derived from the timeouts */
 	/* Owner of what no mount created (objects that arrived by other

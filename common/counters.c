@@ -113,6 +113,10 @@ static const char *const stage_names[STG_N] = {
     [STG_UPLOAD_FINISH] = "upload_finish",
     [STG_RECEPTION_ROW] = "reception_row",
     [STG_SQL_COMMIT] = "sql_commit",
+    [STG_ROW_CHECK] = "row_check",
+    [STG_CREATE_CHECK] = "create_check",
+    [STG_SQL_STATEMENT] = "sql_statement",
+    [STG_SQL_PREPARE] = "sql_prepare",
 };
 
 static const char *const fop_names[FOP_N] = {

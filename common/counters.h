@@ -86,6 +86,16 @@ enum stage {
 			      the check of the object under the key lock
 			      included, retries included */
 	STG_SQL_COMMIT,	   /* COMMIT of any transaction */
+	STG_ROW_CHECK,	   /* inside a commit's reception row: the HEAD that
+			      checks, under the key lock, that the object is
+			      still this upload */
+	STG_CREATE_CHECK,  /* a create's HEAD: is the name stored already
+			      (O_EXCL, an object the kernel's lookup missed) */
+	STG_SQL_STATEMENT, /* one statement's round trip (pg_exec: BEGIN
+			      pipelined with it, COMMIT included; a first
+			      use's prepare counted apart) */
+	STG_SQL_PREPARE,   /* preparing a statement on a connection (once
+			      per connection and statement text) */
 	STG_N
 };
 

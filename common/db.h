@@ -52,22 +52,42 @@ void db_close(struct db *d);
  * claim is another's. NULL: no claimer, the lock let go. */
 int db_set_claimer(struct db *d, const char *claimer);
 
-/* The liveness lock of d's claimer (db_set_claimer) is held: checked with
- * a round trip on its connection, taken again on a new one when it was
- * lost (a database restart ends the session). 0, -EINVAL (no claimer), or
- * -errno (not held). */
+/* The liveness lock of d's claimer (db_set_claimer) is held, as far as
+ * the client knows: checked without a round trip (what the server sent,
+ * as db_live_watch does), taken again on a new connection when its
+ * session ended. Never blocks on the old connection; a new one's round
+ * trips are bounded (review-36 R4). 0, -EINVAL (no claimer), or -errno
+ * (not held). */
 int db_live_ensure(struct db *d);
 
-/* Starts a thread that, every DB_LIVE_WATCH_MS (1 s), notices without a
- * round trip that the liveness lock's session ended and takes the lock
- * again on a new connection (try-lock: never waits; logged once while it
- * fails). Other processes' sweeps (db_attrs_sweep_hidden,
- * db_attrs_sweep_pending) take a process for gone only when its lock was
- * free at two reads DB_LIVE_GRACE_MS (5 s) apart, so a live process that
- * lost its session keeps its rows (review-31 R1). File system requests
- * never take the lock nor wait on it (review-31 R2). Stopped by db_close.
- * Call after any fork. 0 or -errno. */
-int db_live_watch(struct db *d);
+/* Starts two threads: one, every DB_LIVE_WATCH_MS (1 s), writes this
+ * process's heartbeat through the pool (live_heartbeat: seen_at by the
+ * server's clock, and grace_s; a failing streak logged once); the other
+ * notices without a round trip that the liveness lock's session ended and
+ * takes the lock again on a new connection (try-lock: never waits; logged
+ * once while it fails). Other processes (their sweeps,
+ * db_attrs_sweep_hidden, db_attrs_sweep_pending, and tree drops) take a
+ * process for gone only when its lock is free and its heartbeat is
+ * missing or more than its grace old, so a live process that lost its
+ * session, or cannot take its lock again, keeps its rows (review-31 R1,
+ * review-36 R1-R3). File system requests never take the lock nor wait on
+ * it (review-31 R2). Stopped by db_close, which deletes the heartbeat.
+ * grace_s <= 0: DB_LIVE_GRACE_S (30). Call after any fork. 0 or
+ * -errno. */
+int db_live_watch(struct db *d, int grace_s);
+
+/* For how long (ms) this process's heartbeats (db_live_watch) have been
+ * written without a failure: 0 when the last one failed or none was
+ * written yet. A sweep of other processes' rows is sound only after this
+ * has reached the grace: after a database outage longer than the grace,
+ * every heartbeat is stale, and a live process needs a moment to write
+ * its own again (review-37 F3). Any thread; no round trip. */
+long db_live_steady_ms(struct db *d);
+
+/* The heartbeats of processes that are gone (their liveness lock free,
+ * their heartbeat past its grace) go, after the sweeps dropped their rows
+ * (a missing heartbeat is as gone). How many went, or -errno. */
+long db_live_beats_sweep(struct db *d);
 
 /* Applies the versioned migrations (schema_migrations table), idempotent,
  * under pg_advisory_lock so several mounts starting at once serialise.

@@ -173,9 +173,12 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 /* The rows db_attrs_copy_hidden made are tagged with the claimer of the
  * process that made them (db_set_claimer) + "!hidden", and go with that
  * process's hidden files. Those of every process that is gone, on any
- * host (its liveness lock, db_set_claimer, is free: a crash, a lost
- * session), go now, each logged 'drop' with who; *dropped (may be NULL):
- * how many. A live process's never go. 0 or -errno. */
+ * host (its liveness lock, db_set_claimer, is free and its heartbeat,
+ * db_live_watch, missing or older than its grace: a crash), go now, each
+ * logged 'drop' as the system's (changed_by "custodyfs sweep of" the
+ * claimer, no uid nor user, who's host: review-36 R7); *dropped (may be
+ * NULL): how many. A live process's never go, also while its liveness
+ * session is lost (review-36 R1, R2). Never waits. 0 or -errno. */
 int db_attrs_sweep_hidden(struct db *d, const char *bucket,
 			  const struct actor *who, long *dropped);
 
@@ -253,8 +256,9 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
  * through a stale listing: the object was gone already) or of a directory
  * (rmdir): another mount's live claim (db_set_claimer) stays, at key and
  * under key + "/" (its new file lands there: review-k L6, L7), and so does
- * a hidden name's row whose process holds its liveness lock (its open
- * file still shows it: review-31 R6); every other row goes as
+ * a hidden name's row whose process is not gone (its liveness lock held,
+ * or its heartbeat within its grace: its open file still shows it,
+ * review-31 R6, review-36 R3); every other row goes as
  * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);
@@ -477,7 +481,8 @@ int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
 /* The pending rows of bucket's publishes (db_attrs_pend_publish,
  * db_attrs_defer, which take their process's liveness lock first,
  * db_set_claimer) whose upload can never be recorded any more go: those
- * of a process that is gone (a crash), and those whose lease is over with
+ * of a process that is gone (a crash: its liveness lock free, its
+ * heartbeat stale, LIVE_GONE), and those whose lease is over with
  * another object, or a removed one, the first recorded at their key since
  * them (review-h5 N7); never one whose upload may have been recorded (the
  * first object since it still live: db_attrs_settle_pending's).
@@ -551,6 +556,16 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   const struct db_attrs *a, const char *claimer, int lease_s,
 		   int take, const char *from, const struct actor *who,
 		   int64_t *ctime_ns, struct db_claim *held);
+/* db_attrs_claim with a gate (NULL: none): once the name is taken, in its
+ * transaction, before the COMMIT, gate(gate_arg) runs (again if the
+ * transaction is run again); a nonzero return rolls the claim back
+ * (nothing of it committed nor logged) and is returned. */
+int db_attrs_claim_gated(struct db *d, const char *bucket, const char *key,
+			 const struct db_attrs *a, const char *claimer,
+			 int lease_s, int take, const char *from,
+			 const struct actor *who, int64_t *ctime_ns,
+			 struct db_claim *held, int (*gate)(void *),
+			 void *gate_arg);
 /* An open file renamed to a free name `to` that its writer will store
  * there claims it, in one transaction. A row at `to` that is a live claim
  * (another create's file; or a live pending row there, as db_attrs_claim

@@ -269,6 +269,8 @@ struct attrs_claim_args {
 	int lease_s, take;
 	int64_t ctime_ns;
 	struct db_claim *held; /* output when not taken */
+	int (*gate)(void *);   /* before the COMMIT of a claim (NULL: none) */
+	void *gate_arg;
 };
 
 /* Row 0 of res (db_sql_attrs_claim_held's columns) into *h (zeroed by
@@ -372,6 +374,8 @@ static int pg_attrs_claim(struct pg_ctx *x, void *arg)
 		goto out;
 	if (PQntuples(res) == 1) {
 		c->ctime_ns = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+		if (c->gate) /* its nonzero return rolls the claim back */
+			rc = c->gate(c->gate_arg);
 		goto out;
 	}
 	PQclear(res);
@@ -394,6 +398,17 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 		   int take, const char *from, const struct actor *who,
 		   int64_t *ctime_ns, struct db_claim *held)
 {
+	return db_attrs_claim_gated(d, bucket, key, a, claimer, lease_s, take,
+				    from, who, ctime_ns, held, NULL, NULL);
+}
+
+int db_attrs_claim_gated(struct db *d, const char *bucket, const char *key,
+			 const struct db_attrs *a, const char *claimer,
+			 int lease_s, int take, const char *from,
+			 const struct actor *who, int64_t *ctime_ns,
+			 struct db_claim *held, int (*gate)(void *),
+			 void *gate_arg)
+{
 	struct attrs_claim_args c = {.bucket = bucket,
 				     .key = key,
 				     .claimer = claimer,
@@ -402,7 +417,9 @@ int db_attrs_claim(struct db *d, const char *bucket, const char *key,
 				     .who = who,
 				     .lease_s = lease_s,
 				     .take = take,
-				     .held = held};
+				     .held = held,
+				     .gate = gate,
+				     .gate_arg = gate_arg};
 	int rc;
 
 	memset(held, 0, sizeof(*held));

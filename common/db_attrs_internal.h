@@ -32,13 +32,15 @@
 	" IS DISTINCT FROM " c "::text || '#'))"
 
 /* Is row f a hidden name's row (db_attrs_copy_hidden's tag) whose process
- * is alive, holding its liveness lock (db_set_claimer)? Read in pg_locks,
- * never taken nor waited for. Such a row goes with its file (its last
- * close), or with the process (db_attrs_sweep_hidden): a tree drop that
- * spares claims spares it too (review-31 R6). LIVE_HELD: db_internal.h. */
+ * is not gone (LIVE_GONE, db_internal.h: its liveness lock held, or its
+ * heartbeat within its grace)? Read, never taken nor waited for. Such a
+ * row goes with its file (its last close), or with the process
+ * (db_attrs_sweep_hidden): a tree drop that spares claims spares it too
+ * (review-31 R6), also while its process takes its lock again (review-36
+ * R3). */
 #define LIVE_TAG "(f.claim_until IS NULL AND f.claimed_by IS NOT NULL" \
 	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'" \
-	" AND " LIVE_HELD("left(f.claimed_by, length(f.claimed_by)" \
+	" AND NOT " LIVE_GONE("left(f.claimed_by, length(f.claimed_by)" \
 	" - length('" HIDDEN_TAG "'))") ")"
 
 /* A pending row (file_attrs_pending, alias p) of an open file still being

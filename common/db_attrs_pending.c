@@ -280,30 +280,32 @@ static const char db_sql_attrs_pend_tag[] =
 	" THEN upload_tags"
 	" ELSE array_append(coalesce(upload_tags, '{}'::text[]), $3::text) END"
 	" WHERE bucket = $1::text AND token = $2::text AND etag IS NULL";
-/* $1 bucket: the unbound pending rows whose upload can never be recorded
- * any more go: those of a process that is gone (its liveness lock,
- * db_set_claimer, is free: the claimer its token names, taken by
- * db_attrs_defer and db_attrs_pend_publish; tried once per claimer, in a
- * CTE of its own), and those whose lease is over with another object, or
+/* $1 bucket, $2 the claimers found gone (db_sql_attrs_pending_free): the
+ * unbound pending rows whose upload can never be recorded any more go:
+ * those of a process that is gone (the claimer its token names, taken by
+ * db_attrs_defer and db_attrs_pend_publish: still in $2, its heartbeat
+ * still stale and its liveness lock, db_set_claimer, free: tried once per
+ * claimer, in a CTE of its own), and those whose lease is over with another object, or
  * a removed one, the first recorded at their key since them; never one
  * whose upload may have been recorded (the first object since it still
  * live: db_attrs_settle_pending's). A crash before the upload (review-h5
  * N7): such a row is never shown (db_sql_attrs_get_pending once it
  * lapsed) and goes here. */
 #define TOKEN_CLAIMER(t) "regexp_replace(" t ", '#[0-9]+$', '')"
-/* $1 bucket: the claimers of its unbound pending rows whose liveness lock
- * is free now (read, never taken). */
+/* $1 bucket: the claimers of its unbound pending rows that are gone now
+ * (LIVE_GONE: the liveness lock free, the heartbeat stale; read, never
+ * taken). */
 static const char db_sql_attrs_pending_free[] =
 	"SELECT DISTINCT " TOKEN_CLAIMER("p.token") " FROM file_attrs_pending p"
 	" WHERE p.bucket = $1::text AND p.etag IS NULL AND p.token ~ '#[0-9]+$'"
-	" AND NOT " LIVE_HELD(TOKEN_CLAIMER("p.token"));
+	" AND " LIVE_GONE(TOKEN_CLAIMER("p.token"));
 static const char db_sql_attrs_sweep_pending[] =
 	"WITH t AS MATERIALIZED (SELECT DISTINCT " TOKEN_CLAIMER("token")
 	" AS c FROM file_attrs_pending WHERE bucket = $1::text"
 	" AND etag IS NULL AND token ~ '#[0-9]+$'),"
 	" gone AS MATERIALIZED (SELECT c FROM t WHERE CASE WHEN"
-	" c = ANY ($2::text[]) THEN pg_try_advisory_xact_lock(" LIVE_KEY("c")
-	") ELSE false END)"
+	" c = ANY ($2::text[]) AND NOT " LIVE_BEAT_FRESH("c")
+	" THEN pg_try_advisory_xact_lock(" LIVE_KEY("c") ") ELSE false END)"
 	" DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
 	" AND p.etag IS NULL"
 	" AND (" TOKEN_CLAIMER("p.token") " IN (SELECT c FROM gone)"
@@ -679,37 +681,41 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 
 /* clang-format off */
 /* $1 bucket: the claimers of its hidden rows (db_attrs_copy_hidden's tags)
- * whose liveness lock is free now (read, never taken). */
+ * that are gone now (LIVE_GONE: the liveness lock free, the heartbeat
+ * stale; read, never taken). */
 static const char db_sql_attrs_hidden_free[] =
 	"SELECT DISTINCT left(f.claimed_by, length(f.claimed_by)"
 	" - length('" HIDDEN_TAG "')) FROM file_attrs f"
 	" WHERE f.bucket = $1::text AND f.claim_until IS NULL"
 	" AND f.claimed_by IS NOT NULL"
 	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'"
-	" AND NOT " LIVE_HELD("left(f.claimed_by, length(f.claimed_by)"
+	" AND " LIVE_GONE("left(f.claimed_by, length(f.claimed_by)"
 	" - length('" HIDDEN_TAG "'))");
-/* Who ($1..$4), $5 bucket, $6 the claimers whose lock was free a grace
- * ago (db_sql_attrs_hidden_free): the hidden rows of every one of them
- * whose liveness lock (db_set_claimer) is still free, that is of every
- * process that is gone, go (logged 'drop'). The lock is tried once per
- * tag, in a CTE of its own (never for another row's claimed_by, nor for a
- * claimer not in $6); a process cannot come back under its claimer (its
- * start time is in it). */
+/* $1 the sweeping host, $2 bucket, $3 the claimers found gone
+ * (db_sql_attrs_hidden_free): the hidden rows of every one of them that
+ * is still gone (its heartbeat still stale, its liveness lock free:
+ * tried once per tag, in a CTE of its own, never for another row's
+ * claimed_by, nor for a claimer not in $3) go. A process cannot come back
+ * under its claimer (its start time is in it). Each drop is logged as the
+ * system's, not a user's (review-36 R7): changed_by "custodyfs sweep of"
+ * the gone claimer, no uid nor user, the host that swept. */
+#define SWEEP_CLAIMER "left(claimed_by, length(claimed_by) - length('" \
+	HIDDEN_TAG "'))"
 static const char db_sql_attrs_sweep_hidden[] =
 	"WITH t AS MATERIALIZED (SELECT DISTINCT claimed_by FROM file_attrs"
-	" WHERE bucket = $5::text AND claim_until IS NULL"
+	" WHERE bucket = $2::text AND claim_until IS NULL"
 	" AND claimed_by IS NOT NULL"
 	" AND right(claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'),"
-	" gone AS MATERIALIZED (SELECT claimed_by FROM t WHERE CASE WHEN"
-	" left(claimed_by, length(claimed_by) - length('" HIDDEN_TAG "'))"
-	" = ANY ($6::text[]) THEN pg_try_advisory_xact_lock("
-	LIVE_KEY("left(claimed_by, length(claimed_by) - length('" HIDDEN_TAG
-	"'))") ") ELSE false END),"
-	" d AS (DELETE FROM file_attrs f USING gone WHERE f.bucket = $5::text"
+	" gone AS MATERIALIZED (SELECT claimed_by FROM t WHERE CASE WHEN "
+	SWEEP_CLAIMER " = ANY ($3::text[]) AND NOT "
+	LIVE_BEAT_FRESH(SWEEP_CLAIMER) " THEN pg_try_advisory_xact_lock("
+	LIVE_KEY(SWEEP_CLAIMER) ") ELSE false END),"
+	" d AS (DELETE FROM file_attrs f USING gone WHERE f.bucket = $2::text"
 	" AND f.claim_until IS NULL AND f.claimed_by = gone.claimed_by"
 	" RETURNING f.*) "
 	LOG_COLS "SELECT bucket, object_key, 'drop', mode, uid, gid,"
-	" atime_ns, mtime_ns, etag, NULL, " LOG_WHO " FROM d";
+	" atime_ns, mtime_ns, etag, NULL, 'custodyfs sweep of ' || "
+	SWEEP_CLAIMER ", NULL, NULL, $1::text FROM d";
 /* clang-format on */
 
 struct sweep_hidden_args {
@@ -767,43 +773,35 @@ out:
 	return rc;
 }
 
-/* The claimers sql ($1 bucket) reads whose liveness lock is free now, in
- * *arr (a text[] literal, the caller frees it), and, when there is any,
- * waits DB_LIVE_GRACE_MS: a live one among them (its session ended) takes
- * its lock again meanwhile (db_live_watch), so a lock still free after it
- * is a gone process's (review-31 R1). 0 or -errno. */
+/* The claimers sql ($1 bucket) reads as gone now (LIVE_GONE), in *arr (a
+ * text[] literal, the caller frees it), and how many in *n. No wait: a
+ * live process's heartbeat is fresh, and a crashed one's rows go at a
+ * later sweep once it is stale (the mount sweeps periodically). 0 or
+ * -errno. */
 static int live_free_claimers(struct db *d, const char *what, const char *sql,
-			      const char *bucket, char **arr)
+			      const char *bucket, char **arr, int *n)
 {
 	struct live_free_args f = {.sql = sql, .bucket = bucket};
-	struct timespec t = {.tv_sec = DB_LIVE_GRACE_MS / 1000,
-			     .tv_nsec =
-				 (long)(DB_LIVE_GRACE_MS % 1000) * 1000000};
 	int rc = db_run(d, what, 0, 0, pg_live_free, &f);
 
 	if (rc) {
 		free(f.arr);
 		return rc;
 	}
-	if (f.n > 0)
-		while (nanosleep(&t, &t) && errno == EINTR)
-			;
 	*arr = f.arr;
+	*n = f.n;
 	return 0;
 }
 
 static int pg_attrs_sweep_hidden(struct pg_ctx *x, void *arg)
 {
 	struct sweep_hidden_args *h = arg;
-	struct who_params w;
-	const char *p[6];
+	const char *p[3] = {h->who && h->who->host[0] ? h->who->host : NULL,
+			    h->bucket, h->free};
 	PGresult *res = NULL;
 	int rc;
 
-	attrs_who_fill(h->who, &w, p);
-	p[4] = h->bucket;
-	p[5] = h->free;
-	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 6, p, &res);
+	rc = pg_exec(x, db_sql_attrs_sweep_hidden, 3, p, &res);
 	if (rc == 0)
 		h->dropped = atol(PQcmdTuples(res));
 	PQclear(res);
@@ -815,18 +813,21 @@ int db_attrs_sweep_hidden(struct db *d, const char *bucket,
 {
 	struct sweep_hidden_args h = {.bucket = bucket, .who = who};
 	char *free_claimers = NULL;
-	int rc;
+	int rc, n = 0;
 
+	if (dropped)
+		*dropped = 0;
 	if (!d || !bucket)
 		return -EINVAL;
-	rc = live_free_claimers(d, "read the hidden rows' free liveness locks",
+	rc = live_free_claimers(d, "read the hidden rows' gone processes",
 				db_sql_attrs_hidden_free, bucket,
-				&free_claimers);
+				&free_claimers, &n);
 	if (rc)
 		return rc;
 	h.free = free_claimers;
-	rc = db_run(d, "drop hidden file attributes of gone processes", 1, 0,
-		    pg_attrs_sweep_hidden, &h);
+	if (n > 0)
+		rc = db_run(d, "drop hidden file attributes of gone processes",
+			    1, 0, pg_attrs_sweep_hidden, &h);
 	free(free_claimers);
 	if (rc == 0 && dropped)
 		*dropped = h.dropped;
@@ -1312,13 +1313,13 @@ long db_attrs_sweep_pending(struct db *d, const char *bucket)
 {
 	struct sweep_pending_args s = {.bucket = bucket};
 	char *free_claimers = NULL;
-	int rc;
+	int rc, n = 0;
 
 	if (!d || !bucket)
 		return -EINVAL;
-	rc = live_free_claimers(d, "read the pending rows' free liveness locks",
+	rc = live_free_claimers(d, "read the pending rows' gone processes",
 				db_sql_attrs_pending_free, bucket,
-				&free_claimers);
+				&free_claimers, &n);
 	if (rc)
 		return rc;
 	s.free = free_claimers;

@@ -1105,6 +1105,22 @@ static const char *const db_migration_16[] = {
 	NULL,
 };
 
+/* Version 17 (review-36 R1-R3): each process's heartbeat, written by its
+ * liveness watch through the pool every second (db_live_watch): seen_at by
+ * the server's clock, and the grace the process asks for. A process is
+ * gone only when its liveness lock is free and its heartbeat is missing
+ * or older than its grace (LIVE_GONE); a clean stop deletes its row, and
+ * a sweep the rows of gone processes. host and pid say whose it is. */
+static const char *const db_migration_17[] = {
+	"CREATE TABLE IF NOT EXISTS live_heartbeat ("
+	" claimer text PRIMARY KEY,"
+	" seen_at timestamptz NOT NULL,"
+	" grace interval NOT NULL,"
+	" host text,"
+	" pid bigint)",
+	NULL,
+};
+
 struct db_migration {
 	int version;
 	const char *description;
@@ -1146,6 +1162,9 @@ static const struct db_migration db_migrations[] = {
 	 db_migration_15},
 	{16, "a publish's pending row tied to its uploads' tags",
 	 db_migration_16},
+	{17, "each process's heartbeat: a free liveness lock alone is not "
+	     "death",
+	 db_migration_17},
 };
 /* clang-format on */
 

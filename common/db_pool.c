@@ -20,7 +20,6 @@
 
 #define DB_STATEMENT_TIMEOUT "30s"
 #define DB_CONNECT_TIMEOUT "5"
-#define DB_POOL_MAX 64
 #define DB_MAX_RETRIES 5 /* transient failures of one operation */
 
 void actor_format(const struct actor *a, char *out, size_t len)
@@ -206,24 +205,32 @@ fail_setup:
 	return NULL;
 }
 
+/* A pooled operation's log line: at debug level for a quiet one (the
+ * heartbeat, every second: its caller logs a failing streak once). */
+#define PG_LOG(x, lvl, ...)                                                    \
+	log_msg((x)->quiet ? LOG_LVL_DEBUG : (lvl), __VA_ARGS__)
+
 /* PQreset and redo the session settings. 0 or -EIO. */
 static int pg_reset(struct pg_ctx *x)
 {
 	char err[512];
 
-	log_warn("database: connection lost during %s, reconnecting", x->what);
+	PG_LOG(x, LOG_LVL_WARN,
+	       "database: connection lost during %s, reconnecting", x->what);
 	PQreset(x->conn);
+	pg_stmts_forget(x->d, x->slot); /* a new session */
 	if (PQstatus(x->conn) != CONNECTION_OK) {
 		pg_conn_error(x->d, x->conn, err, sizeof(err));
-		log_error("database: reconnect failed: %s", err);
+		PG_LOG(x, LOG_LVL_ERROR, "database: reconnect failed: %s", err);
 		return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
 	}
 	if (pg_session_setup(x->conn, err, sizeof(err))) {
-		log_error("database: session setup after reconnect failed: %s",
-			  err);
+		PG_LOG(x, LOG_LVL_ERROR,
+		       "database: session setup after reconnect failed: %s",
+		       err);
 		return -EIO;
 	}
-	log_info("database: reconnected");
+	PG_LOG(x, LOG_LVL_INFO, "database: reconnected");
 	return 0;
 }
 
@@ -275,9 +282,10 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 		 * have taken the signal of a slot given back). */
 		if (expired) {
 			pthread_mutex_unlock(&d->lock);
-			log_error("database: %s: no connection of the pool of "
-				  "%d came free within %d ms",
-				  x->what, d->size, wait_ms);
+			PG_LOG(x, LOG_LVL_ERROR,
+			       "database: %s: no connection of the pool of "
+			       "%d came free within %d ms",
+			       x->what, d->size, wait_ms);
 			return -errmap_db_pool_wait();
 		}
 		expired = pthread_cond_timedwait(&d->cond, &d->lock, &until) ==
@@ -288,10 +296,11 @@ static int pg_take(struct db *d, struct pg_ctx *x)
 	pthread_mutex_unlock(&d->lock);
 
 	x->slot = fresh;
+	pg_stmts_forget(d, fresh); /* a new session */
 	x->conn = pg_connect(d, err, sizeof(err));
 	if (x->conn)
 		return 0;
-	log_error("database: cannot connect: %s", err);
+	PG_LOG(x, LOG_LVL_ERROR, "database: cannot connect: %s", err);
 	pthread_mutex_lock(&d->lock);
 	d->busy[fresh] = 0;
 	d->bulk_busy -= x->bulk;
@@ -308,6 +317,7 @@ static void pg_give(struct db *d, struct pg_ctx *x)
 		 * reuse it; the slot reconnects when next taken. */
 		PQfinish(x->conn);
 		x->conn = NULL;
+		pg_stmts_forget(d, x->slot);
 	}
 	pthread_mutex_lock(&d->lock);
 	d->conns[x->slot] = x->conn;
@@ -325,7 +335,7 @@ static int pg_state_is_lost(const char *state)
 	       !strcmp(state, "57P02") || !strcmp(state, "57P03");
 }
 
-static int64_t pg_now_ms(void)
+int64_t pg_now_ms(void)
 {
 	struct timespec ts;
 
@@ -333,10 +343,7 @@ static int64_t pg_now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Waits (poll) until PQgetResult would not block, within deadline (when
- * x->timeout_ms is set). 0, or -1 (the connection is marked lost when the
- * deadline passed). */
-static int pg_wait(struct pg_ctx *x, int64_t deadline)
+int pg_wait(struct pg_ctx *x, int64_t deadline)
 {
 	while (PQisBusy(x->conn)) {
 		struct pollfd pfd = {.fd = PQsocket(x->conn), .events = POLLIN};
@@ -344,9 +351,10 @@ static int pg_wait(struct pg_ctx *x, int64_t deadline)
 		int n;
 
 		if (x->timeout_ms && left <= 0) {
-			log_error("database: %s: no answer in %d ms; dropping "
-				  "the connection",
-				  x->what, x->timeout_ms);
+			PG_LOG(x, LOG_LVL_ERROR,
+			       "database: %s: no answer in %d ms; dropping "
+			       "the connection",
+			       x->what, x->timeout_ms);
 			x->lost = 1;
 			x->timed_out = 1;
 			return -1;
@@ -360,11 +368,40 @@ static int pg_wait(struct pg_ctx *x, int64_t deadline)
 	return 0;
 }
 
+PGresult *pg_last_result(struct pg_ctx *x, int64_t deadline)
+{
+	PGresult *last = NULL, *r;
+
+	for (;;) {
+		if (pg_wait(x, deadline)) {
+			PQclear(last);
+			return NULL;
+		}
+		r = PQgetResult(x->conn);
+		if (!r)
+			break;
+		PQclear(last);
+		last = r;
+	}
+	return last;
+}
+
+int pg_send(struct pg_ctx *x, const char *name, const char *sql, int nparams,
+	    const char *const *params)
+{
+	if (name[0])
+		return PQsendQueryPrepared(x->conn, name, nparams, params, NULL,
+					   NULL, 0);
+	return PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL,
+				 NULL, 0);
+}
+
 /* BEGIN and sql in one round trip (libpq pipeline mode), with pg_wait's
  * deadline: NULL when sending failed, the connection broke, or the
  * deadline passed (the connection is marked lost: reset, not reused).
  * Returns BEGIN's result when it failed, else sql's last result. */
-static PGresult *pg_exec_begin(struct pg_ctx *x, const char *sql, int nparams,
+static PGresult *pg_exec_begin(struct pg_ctx *x, const char *name,
+			       const char *sql, int nparams,
 			       const char *const *params)
 {
 	int64_t deadline = pg_now_ms() + x->timeout_ms;
@@ -375,8 +412,7 @@ static PGresult *pg_exec_begin(struct pg_ctx *x, const char *sql, int nparams,
 		return NULL;
 	if (!PQsendQueryParams(x->conn, "BEGIN", 0, NULL, NULL, NULL, NULL,
 			       0) ||
-	    !PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL, NULL,
-			       0) ||
+	    !pg_send(x, name, sql, nparams, params) ||
 	    !PQpipelineSync(x->conn)) {
 		x->lost = 1; /* mid-pipeline: reset, not reused */
 		return NULL;
@@ -415,38 +451,36 @@ static PGresult *pg_exec_begin(struct pg_ctx *x, const char *sql, int nparams,
 	return last;
 }
 
-/* PQexecParams with a deadline: NULL when sending failed, the connection
- * broke, or the deadline passed (then the connection is marked lost: it is
- * mid-statement and gets reset, not reused). Returns the last result. A
- * transaction's BEGIN still due (x->begin_due) goes with sql. */
+/* PQexecParams (or PQexecPrepared: pg_stmt_name) with a deadline: NULL
+ * when sending failed, the connection broke, or the deadline passed (then
+ * the connection is marked lost: it is mid-statement and gets reset, not
+ * reused). Returns the last result. A transaction's BEGIN still due
+ * (x->begin_due) goes with sql. *named: sql ran by name. */
 static PGresult *pg_exec_timed(struct pg_ctx *x, const char *sql, int nparams,
-			       const char *const *params)
+			       const char *const *params, int *named)
 {
-	int64_t deadline = pg_now_ms() + x->timeout_ms;
-	PGresult *last = NULL, *r;
+	int64_t deadline;
+	PGresult *last = NULL;
+	char name[32];
 
+	/* before the pipeline, and before any BEGIN still due */
+	*named = pg_stmt_name(x, sql, nparams, name, sizeof(name), &last);
+	if (*named < 0)
+		return last;
+	deadline = pg_now_ms() + x->timeout_ms;
 	if (x->begin_due) {
 		x->begin_due = 0;
-		return pg_exec_begin(x, sql, nparams, params);
+		return pg_exec_begin(x, name, sql, nparams, params);
 	}
+	if (!x->timeout_ms && name[0])
+		return PQexecPrepared(x->conn, name, nparams, params, NULL,
+				      NULL, 0);
 	if (!x->timeout_ms)
 		return PQexecParams(x->conn, sql, nparams, NULL, params, NULL,
 				    NULL, 0);
-	if (!PQsendQueryParams(x->conn, sql, nparams, NULL, params, NULL, NULL,
-			       0))
+	if (!pg_send(x, name, sql, nparams, params))
 		return NULL;
-	for (;;) {
-		if (pg_wait(x, deadline)) {
-			PQclear(last);
-			return NULL;
-		}
-		r = PQgetResult(x->conn);
-		if (!r)
-			break;
-		PQclear(last);
-		last = r;
-	}
-	return last;
+	return pg_last_result(x, deadline);
 }
 
 /* Runs one statement. On success returns 0 and, when out is not NULL, the
@@ -457,6 +491,18 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 	    const char *const *params, PGresult **out)
 {
 	PGresult *res;
+	uint64_t t0 = ctr_now_ns();
+	int named = 0;
+
+	if (out)
+		*out = NULL;
+	res = pg_exec_timed(x, sql, nparams, params, &named);
+	stage_observe_since(STG_SQL_STATEMENT, t0);
+	return pg_result_check(x, res, named, out);
+}
+
+int pg_result_check(struct pg_ctx *x, PGresult *res, int named, PGresult **out)
+{
 	ExecStatusType st;
 	const char *state = NULL;
 	char msg[1024];
@@ -464,7 +510,6 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 
 	if (out)
 		*out = NULL;
-	res = pg_exec_timed(x, sql, nparams, params);
 	st = res ? PQresultStatus(res) : PGRES_FATAL_ERROR;
 	if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) {
 		if (out)
@@ -487,21 +532,26 @@ int pg_exec(struct pg_ctx *x, const char *sql, int nparams,
 	    (state && pg_state_is_lost(state))) {
 		x->lost = 1;
 		err = errmap_sqlstate(NULL);
-		log_warn("database: %s: connection failure (%s): %s", x->what,
-			 state ? state : "no SQLSTATE", msg);
+		PG_LOG(x, LOG_LVL_WARN,
+		       "database: %s: connection failure (%s): %s", x->what,
+		       state ? state : "no SQLSTATE", msg);
+	} else if (named > 0 && pg_stmt_stale(x, state, msg)) {
+		x->retry = 1; /* its transaction again, prepared anew */
+		err = EIO;
 	} else if (state &&
 		   (!strcmp(state, "40001") || !strcmp(state, "40P01") ||
 		    (x->retry_unique && !strcmp(state, "23505")))) {
 		x->retry = 1;
 		err = errmap_sqlstate(state);
-		log_info("database: %s: transient failure (%s): %s", x->what,
-			 state, msg);
+		PG_LOG(x, LOG_LVL_INFO,
+		       "database: %s: transient failure (%s): %s", x->what,
+		       state, msg);
 	} else {
 		err = errmap_sqlstate(state);
 		if (!err)
 			err = EIO;
-		log_error("database: %s failed (%s): %s", x->what,
-			  state ? state : "no SQLSTATE", msg);
+		PG_LOG(x, LOG_LVL_ERROR, "database: %s failed (%s): %s",
+		       x->what, state ? state : "no SQLSTATE", msg);
 	}
 	PQclear(res);
 	return -err;
@@ -539,13 +589,15 @@ static void pg_rollback(struct pg_ctx *x)
  * the reconnect and retry policy; bulk: counted in the bulk share
  * (db_run_bulk). Returns fn's result or the failure. */
 static int db_run_ctx(struct db *d, const char *what, int txn, int retry_unique,
-		      int timeout_ms, int bulk, db_op_fn fn, void *arg)
+		      int timeout_ms, int bulk, int quiet, db_op_fn fn,
+		      void *arg)
 {
 	struct pg_ctx x = {.d = d,
 			   .what = what,
 			   .retry_unique = retry_unique,
 			   .timeout_ms = timeout_ms,
-			   .bulk = bulk};
+			   .bulk = bulk,
+			   .quiet = quiet};
 	int rc, attempt = 0, resets = 0, open;
 	uint64_t t0 = ctr_now_ns(), t1;
 
@@ -615,13 +667,14 @@ static int db_run_ctx(struct db *d, const char *what, int txn, int retry_unique,
 int db_run_timed(struct db *d, const char *what, int txn, int retry_unique,
 		 int timeout_ms, db_op_fn fn, void *arg)
 {
-	return db_run_ctx(d, what, txn, retry_unique, timeout_ms, 0, fn, arg);
+	return db_run_ctx(d, what, txn, retry_unique, timeout_ms, 0, 0, fn,
+			  arg);
 }
 
 int db_run_bulk(struct db *d, const char *what, int txn, int timeout_ms,
 		db_op_fn fn, void *arg)
 {
-	return db_run_ctx(d, what, txn, 0, timeout_ms, 1, fn, arg);
+	return db_run_ctx(d, what, txn, 0, timeout_ms, 1, 0, fn, arg);
 }
 
 int db_run(struct db *d, const char *what, int txn, int retry_unique,
@@ -629,6 +682,37 @@ int db_run(struct db *d, const char *what, int txn, int retry_unique,
 {
 	return db_run_timed(d, what, txn, retry_unique, DB_STATEMENT_TIMEOUT_MS,
 			    fn, arg);
+}
+
+/* d->live_kw/live_val: d->kw/val (n of them) and, after the conninfo so
+ * that they win over it, fast checks for a silently dead peer (review-36
+ * R4): an idle liveness connection is probed after 5 s and dropped after 3
+ * unanswered probes 2 s apart, and data unacknowledged for 10 s (libpq 12+:
+ * tcp_user_timeout) ends it too, so the watch sees the end within seconds,
+ * not the minutes of the pool's keepalives or TCP's retransmissions.
+ * Ignored on a Unix socket. */
+static void live_conninfo(struct db *d, int n)
+{
+	int i;
+
+	for (i = 0; i < n; i++) {
+		d->live_kw[i] = d->kw[i];
+		d->live_val[i] = d->val[i];
+	}
+	d->live_kw[n] = "keepalives";
+	d->live_val[n++] = "1";
+	d->live_kw[n] = "keepalives_idle";
+	d->live_val[n++] = "5";
+	d->live_kw[n] = "keepalives_interval";
+	d->live_val[n++] = "2";
+	d->live_kw[n] = "keepalives_count";
+	d->live_val[n++] = "3";
+	if (PQlibVersion() >= 120000) {
+		d->live_kw[n] = "tcp_user_timeout";
+		d->live_val[n++] = "10000";
+	}
+	d->live_kw[n] = NULL;
+	d->live_val[n] = NULL;
 }
 
 struct db *db_open(const char *conninfo, int pool_size, char *err,
@@ -684,6 +768,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 		goto fail_cond;
 	if (pthread_mutex_init(&d->live_lock, NULL))
 		goto fail_live;
+	if (pthread_mutex_init(&d->beat_lock, NULL))
+		goto fail_beat;
 	if (pthread_condattr_init(&ca))
 		goto fail_live_cond;
 	rc = pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -692,6 +778,7 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	pthread_condattr_destroy(&ca);
 	if (rc)
 		goto fail_live_cond;
+	d->live_grace_s = DB_LIVE_GRACE_S;
 
 	/* Defaults first: keywords in the conninfo (expanded from dbname,
 	 * which comes last) override them. */
@@ -716,6 +803,7 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 	d->val[n++] = "UTF8";
 	d->kw[n] = NULL;
 	d->val[n] = NULL;
+	live_conninfo(d, n);
 
 	d->conns[0] = pg_connect(d, why, sizeof(why));
 	if (!d->conns[0]) {
@@ -732,6 +820,8 @@ struct db *db_open(const char *conninfo, int pool_size, char *err,
 fail_connect:
 	pthread_cond_destroy(&d->live_cond);
 fail_live_cond:
+	pthread_mutex_destroy(&d->beat_lock);
+fail_beat:
 	pthread_mutex_destroy(&d->live_lock);
 fail_live:
 	pthread_cond_destroy(&d->cond);
@@ -760,16 +850,105 @@ fail:
 static const char db_sql_live_lock[] =
     "SELECT pg_try_advisory_lock(" LIVE_KEY("$1::text") ")";
 
+/* PQexecParams on the liveness connection c, bounded on the client by
+ * DB_LIVE_ANSWER_MS (review-36 R4: its callers hold live_lock). The last
+ * result, or NULL when sending failed, the connection broke, or no answer
+ * came in time (then c is mid-statement: the caller finishes it). */
+static PGresult *live_exec(PGconn *c, const char *sql, int nparams,
+			   const char *const *params)
+{
+	int64_t deadline = pg_now_ms() + DB_LIVE_ANSWER_MS;
+	PGresult *last = NULL, *r;
+
+	if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0))
+		return NULL;
+	for (;;) {
+		while (PQisBusy(c)) {
+			struct pollfd pfd = {.fd = PQsocket(c),
+					     .events = POLLIN};
+			int64_t left = deadline - pg_now_ms();
+			int k;
+
+			if (left <= 0)
+				goto fail;
+			k = poll(&pfd, 1, (int)left);
+			if (k < 0 && errno != EINTR)
+				goto fail;
+			if (k > 0 && !PQconsumeInput(c))
+				goto fail;
+		}
+		r = PQgetResult(c);
+		if (!r)
+			return last;
+		PQclear(last);
+		last = r;
+	}
+
+fail:
+	PQclear(last);
+	return NULL;
+}
+
+/* A new liveness connection (d->live_kw), its session set up with bounded
+ * round trips, or NULL with the reason in err. */
+static PGconn *live_connect(struct db *d, char *err, size_t err_len)
+{
+	static const char setup[] =
+	    "SELECT pg_catalog.set_config('statement_timeout', $1::text, "
+	    "false)";
+	static const char setup14[] =
+	    "SELECT pg_catalog.set_config('statement_timeout', $1::text, "
+	    "false), pg_catalog.set_config('idle_session_timeout', '0', "
+	    "false)";
+	const char *p[1] = {DB_STATEMENT_TIMEOUT};
+	PGresult *res;
+	PGconn *c;
+
+	c = PQconnectdbParams(d->live_kw, d->live_val, 1);
+	if (!c) {
+		snprintf(err, err_len, "out of memory");
+		return NULL;
+	}
+	if (PQstatus(c) != CONNECTION_OK) {
+		pg_conn_error(d, c, err, err_len);
+		PQfinish(c);
+		return NULL;
+	}
+	PQsetNoticeReceiver(c, pg_notice, NULL);
+	/* The session is idle for the process's life: idle_session_timeout
+	 * (PostgreSQL 14+; set on the role, the database or in the
+	 * conninfo's options) would end it, and free the lock, every period
+	 * (review-36 R5). */
+	res =
+	    live_exec(c, PQserverVersion(c) >= 140000 ? setup14 : setup, 1, p);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+		if (res)
+			pg_conn_error(d, c, err, err_len);
+		else
+			snprintf(err, err_len,
+				 "session setup: no answer within %d ms",
+				 DB_LIVE_ANSWER_MS);
+		PQclear(res);
+		PQfinish(c);
+		return NULL;
+	}
+	PQclear(res);
+	return c;
+}
+
 /* Ends a liveness connection (NULL: none). Its lock is let go first, so
  * it is free when this returns: closing the session alone frees it only
  * once the server's backend has gone, which may be after a sweep that
- * runs next (best effort: on an error the session's end frees it). */
+ * runs next (best effort, bounded: on an error or no answer the session's
+ * end frees it). */
 static void live_end(PGconn *c)
 {
 	if (!c)
 		return;
-	if (PQstatus(c) == CONNECTION_OK)
-		PQclear(PQexec(c, "SELECT pg_advisory_unlock_all()"));
+	if (PQstatus(c) == CONNECTION_OK &&
+	    PQtransactionStatus(c) == PQTRANS_IDLE)
+		PQclear(
+		    live_exec(c, "SELECT pg_advisory_unlock_all()", 0, NULL));
 	PQfinish(c);
 }
 
@@ -783,10 +962,10 @@ static int live_take(struct db *d)
 	PGconn *c;
 	int rc = 0;
 
-	if (d->live) /* found broken (db_live_ensure): nothing to ask it */
+	if (d->live) /* found ended (live_ended): nothing to ask it */
 		PQfinish(d->live);
 	d->live = NULL;
-	c = pg_connect(d, err, sizeof(err));
+	c = live_connect(d, err, sizeof(err));
 	if (!c) {
 		if (!d->live_failing)
 			log_error("database: no connection for this process's "
@@ -795,9 +974,13 @@ static int live_take(struct db *d)
 		d->live_failing = 1;
 		return -EIO;
 	}
-	res = PQexecParams(c, db_sql_live_lock, 1, NULL, p, NULL, NULL, 0);
+	res = live_exec(c, db_sql_live_lock, 1, p);
 	if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-		pg_conn_error(d, c, err, sizeof(err));
+		if (res)
+			pg_conn_error(d, c, err, sizeof(err));
+		else
+			snprintf(err, sizeof(err), "no answer within %d ms",
+				 DB_LIVE_ANSWER_MS);
 		if (!d->live_failing)
 			log_error("database: liveness lock not taken (tried "
 				  "again every %d ms): %s",
@@ -842,9 +1025,128 @@ static int live_ended(PGconn *c)
 	return PQstatus(c) != CONNECTION_OK;
 }
 
-/* db_live_watch's thread: every DB_LIVE_WATCH_MS, a lost liveness lock is
- * taken again (try-lock: never waits), so other processes' sweeps, which
- * wait DB_LIVE_GRACE_MS for it, never take this live one for gone. */
+/* clang-format off */
+/* $1 claimer, $2 its grace in seconds, $3 host, $4 pid: its heartbeat, by
+ * the server's clock. */
+static const char db_sql_live_beat[] =
+	"INSERT INTO live_heartbeat AS h (claimer, seen_at, grace, host, pid)"
+	" VALUES ($1::text, clock_timestamp(),"
+	" make_interval(secs => $2::integer), $3::text, $4::bigint)"
+	" ON CONFLICT (claimer) DO UPDATE SET seen_at = excluded.seen_at,"
+	" grace = excluded.grace, host = excluded.host, pid = excluded.pid";
+/* $1 claimer: its heartbeat goes (a clean stop, a claimer replaced). */
+static const char db_sql_live_unbeat[] =
+	"DELETE FROM live_heartbeat WHERE claimer = $1::text";
+/* The heartbeats of gone processes (their liveness lock free, their
+ * heartbeat past its grace) go: a missing one is as gone (LIVE_GONE). */
+static const char db_sql_live_beats_gone[] =
+	"DELETE FROM live_heartbeat h WHERE " LIVE_GONE("h.claimer");
+/* clang-format on */
+
+struct live_beat_args {
+	const char *claimer;
+	int grace_s;
+	int gone; /* 1: delete the heartbeat */
+};
+
+static int pg_live_beat(struct pg_ctx *x, void *arg)
+{
+	struct live_beat_args *b = arg;
+	char grace[16], host[256], pid[24];
+	const char *p[4] = {b->claimer, grace, host, pid};
+
+	if (b->gone)
+		return pg_exec(x, db_sql_live_unbeat, 1, p, NULL);
+	snprintf(grace, sizeof(grace), "%d", b->grace_s);
+	if (gethostname(host, sizeof(host)))
+		host[0] = '\0';
+	host[sizeof(host) - 1] = '\0';
+	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+	return pg_exec(x, db_sql_live_beat, 4, p, NULL);
+}
+
+/* CLOCK_MONOTONIC now, in ms (never 0 on a running system). */
+static int64_t live_mono_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/* Caller holds d->beat_lock: writes (gone 0) or deletes (gone 1) claimer's
+ * heartbeat through the pool, bounded by DB_LIVE_ANSWER_MS (never on the
+ * liveness connection: its loss is what the heartbeat outlives, review-36
+ * R1, R2). A failing streak is logged once. 0 or -errno. */
+static int live_beat(struct db *d, const char *claimer, int gone)
+{
+	struct live_beat_args b = {
+	    .claimer = claimer, .grace_s = d->live_grace_s, .gone = gone};
+	int rc = db_run_ctx(
+	    d, gone ? "liveness heartbeat end" : "liveness heartbeat", 0, 0,
+	    DB_LIVE_ANSWER_MS, 0, 1, pg_live_beat, &b);
+
+	if (gone) {
+		if (rc)
+			log_warn("database: heartbeat of %s not deleted (%s): "
+				 "it lapses %d s after its last write",
+				 claimer, strerror(-rc), d->live_grace_s);
+		return rc;
+	}
+	if (rc && !d->beat_failing)
+		log_error("database: this process's heartbeat not written "
+			  "(tried again every %d ms): %s; other mounts take "
+			  "it for gone %d s after the last one while its "
+			  "liveness lock is free",
+			  DB_LIVE_WATCH_MS, strerror(-rc), d->live_grace_s);
+	else if (!rc && d->beat_failing)
+		log_info("database: this process's heartbeat is written "
+			 "again");
+	d->beat_failing = rc != 0;
+	if (rc)
+		atomic_store(&d->beat_since_ms, 0);
+	else if (atomic_load(&d->beat_since_ms) == 0)
+		atomic_store(&d->beat_since_ms, live_mono_ms());
+	return rc;
+}
+
+/* The heartbeat's thread: every DB_LIVE_WATCH_MS, the current claimer's
+ * heartbeat (none: nothing). Apart from the watch, and never under
+ * live_lock: a re-take of the lock that waits for a connection (up to
+ * connect_timeout per address, then two bounded round trips) must not
+ * hold up the heartbeat past its grace (review-37 F1). d->claimer is
+ * changed only with beat_lock held (db_set_claimer), which this holds. */
+static void *live_beat_main(void *arg)
+{
+	struct db *d = arg;
+	struct timespec nap = {0, 50 * 1000000L};
+	int waited;
+
+	while (!atomic_load(&d->beat_stop)) {
+		pthread_mutex_lock(&d->beat_lock);
+		if (d->claimer && !atomic_load(&d->beat_stop))
+			live_beat(d, d->claimer, 0);
+		pthread_mutex_unlock(&d->beat_lock);
+		for (waited = 0;
+		     waited < DB_LIVE_WATCH_MS && !atomic_load(&d->beat_stop);
+		     waited += 50)
+			nanosleep(&nap, NULL);
+	}
+	return NULL;
+}
+
+long db_live_steady_ms(struct db *d)
+{
+	int64_t since = d ? atomic_load(&d->beat_since_ms) : 0;
+
+	return since ? (long)(live_mono_ms() - since) : 0;
+}
+
+/* db_live_watch's thread: every DB_LIVE_WATCH_MS, the process's heartbeat
+ * is written (through the pool), and a lost liveness lock is taken again
+ * (try-lock: never waits). Other processes take this one for gone only
+ * when both the lock is free and the heartbeat is older than its grace
+ * (LIVE_GONE). */
 static void *live_watch_main(void *arg)
 {
 	struct db *d = arg;
@@ -852,6 +1154,13 @@ static void *live_watch_main(void *arg)
 
 	pthread_mutex_lock(&d->live_lock);
 	while (!d->live_stop) {
+		if (d->claimer && (!d->live || live_ended(d->live))) {
+			if (d->live && !d->live_failing)
+				log_warn("database: this process's liveness "
+					 "lock was lost (its session ended): "
+					 "taking it again");
+			live_take(d);
+		}
 		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_sec += DB_LIVE_WATCH_MS / 1000;
 		until.tv_nsec += (long)(DB_LIVE_WATCH_MS % 1000) * 1000000;
@@ -863,20 +1172,12 @@ static void *live_watch_main(void *arg)
 		       pthread_cond_timedwait(&d->live_cond, &d->live_lock,
 					      &until) != ETIMEDOUT)
 			;
-		if (d->live_stop || !d->claimer)
-			continue;
-		if (d->live && !live_ended(d->live))
-			continue;
-		if (d->live && !d->live_failing)
-			log_warn("database: this process's liveness lock was "
-				 "lost (its session ended): taking it again");
-		live_take(d);
 	}
 	pthread_mutex_unlock(&d->live_lock);
 	return NULL;
 }
 
-int db_live_watch(struct db *d)
+int db_live_watch(struct db *d, int grace_s)
 {
 	int rc;
 
@@ -884,10 +1185,20 @@ int db_live_watch(struct db *d)
 		return -EINVAL;
 	if (d->live_watching)
 		return 0;
+	d->live_grace_s = grace_s > 0 ? grace_s : DB_LIVE_GRACE_S;
 	d->live_stop = 0;
-	rc = pthread_create(&d->live_thread, NULL, live_watch_main, d);
+	atomic_store(&d->beat_stop, 0);
+	rc = pthread_create(&d->beat_thread, NULL, live_beat_main, d);
 	if (rc)
 		return -rc;
+	d->beat_running = 1;
+	rc = pthread_create(&d->live_thread, NULL, live_watch_main, d);
+	if (rc) {
+		atomic_store(&d->beat_stop, 1);
+		pthread_join(d->beat_thread, NULL);
+		d->beat_running = 0;
+		return -rc;
+	}
 	d->live_watching = 1;
 	return 0;
 }
@@ -895,26 +1206,56 @@ int db_live_watch(struct db *d)
 int db_set_claimer(struct db *d, const char *claimer)
 {
 	char *c = claimer ? strdup(claimer) : NULL;
+	char *old;
 	int rc = 0;
 
 	if (!d || (claimer && !c)) {
 		free(c);
 		return d ? -ENOMEM : -EINVAL;
 	}
+	/* No heartbeat of the old claimer is written after its row goes. */
+	pthread_mutex_lock(&d->beat_lock);
 	pthread_mutex_lock(&d->live_lock);
-	free(d->claimer);
+	old = d->claimer;
 	d->claimer = c;
 	live_end(d->live); /* the old claimer's lock goes with it */
 	d->live = NULL;
 	if (c)
 		rc = live_take(d);
 	pthread_mutex_unlock(&d->live_lock);
+	if (old && (!c || strcmp(old, c)))
+		live_beat(d, old, 1); /* best effort: a stale one is gone too */
+	pthread_mutex_unlock(&d->beat_lock);
+	free(old);
 	return rc;
+}
+
+static int pg_live_beats_sweep(struct pg_ctx *x, void *arg)
+{
+	long *n = arg;
+	PGresult *res = NULL;
+	int rc = pg_exec(x, db_sql_live_beats_gone, 0, NULL, &res);
+
+	if (rc == 0)
+		*n = strtol(PQcmdTuples(res), NULL, 10);
+	PQclear(res);
+	return rc;
+}
+
+long db_live_beats_sweep(struct db *d)
+{
+	long n = 0;
+	int rc;
+
+	if (!d)
+		return -EINVAL;
+	rc = db_run(d, "drop the heartbeats of gone processes", 0, 0,
+		    pg_live_beats_sweep, &n);
+	return rc ? rc : n;
 }
 
 int db_live_ensure(struct db *d)
 {
-	PGresult *res;
 	int rc = 0;
 
 	if (!d)
@@ -922,16 +1263,11 @@ int db_live_ensure(struct db *d)
 	pthread_mutex_lock(&d->live_lock);
 	if (!d->claimer) {
 		rc = -EINVAL;
-	} else if (!d->live) {
-		rc = live_take(d);
-	} else {
-		res = PQexec(d->live, "SELECT 1");
-		if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+	} else if (!d->live || live_ended(d->live)) {
+		if (d->live)
 			log_warn("database: this process's liveness lock was "
-				 "lost (its connection broke): taken again");
-			rc = live_take(d);
-		}
-		PQclear(res);
+				 "lost (its session ended): taking it again");
+		rc = live_take(d);
 	}
 	pthread_mutex_unlock(&d->live_lock);
 	return rc;
@@ -943,9 +1279,7 @@ void db_close(struct db *d)
 
 	if (!d)
 		return;
-	for (i = 0; i < d->size; i++)
-		if (d->conns[i])
-			PQfinish(d->conns[i]);
+	/* The watch first: its heartbeat goes through the pool. */
 	if (d->live_watching) {
 		pthread_mutex_lock(&d->live_lock);
 		d->live_stop = 1;
@@ -953,9 +1287,23 @@ void db_close(struct db *d)
 		pthread_mutex_unlock(&d->live_lock);
 		pthread_join(d->live_thread, NULL);
 	}
+	if (d->beat_running) {
+		atomic_store(&d->beat_stop, 1);
+		pthread_join(d->beat_thread, NULL);
+		d->beat_running = 0;
+	}
+	/* A clean stop: this process's heartbeat goes (best effort: else it
+	 * lapses after its grace), then its liveness lock. */
+	if (d->claimer && d->live_watching)
+		live_beat(d, d->claimer, 1);
+	for (i = 0; i < d->size; i++)
+		if (d->conns[i])
+			PQfinish(d->conns[i]);
+	pg_stmts_free(d);
 	if (d->live)
 		PQfinish(d->live);
 	pthread_cond_destroy(&d->live_cond);
+	pthread_mutex_destroy(&d->beat_lock);
 	pthread_mutex_destroy(&d->live_lock);
 	pthread_cond_destroy(&d->cond);
 	pthread_mutex_destroy(&d->lock);

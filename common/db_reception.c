@@ -20,9 +20,6 @@
 #include "sbuf.h"
 
 /* clang-format off */
-static const char db_sql_key_lock[] =
-	"SELECT pg_advisory_xact_lock($1::integer, $2::integer)";
-
 /* $1 bucket, $2 key: the live rows, newest first, locked. */
 static const char db_sql_live_for_update[] =
 	"SELECT id, etag, size_bytes, xxh128, sha256 FROM reception_audit"
@@ -82,30 +79,6 @@ static const char db_sql_removed_since[] =
 	" AND removed_at > clock_timestamp() - $3::bigint"
 	" * interval '1 millisecond')";
 /* clang-format on */
-
-/* The advisory lock object id of (bucket, key), as a decimal string. */
-static void pg_key_lock_obj(const char *bucket, const char *key, char obj[16])
-{
-	uint32_t h = 2166136261u; /* FNV-1a over bucket NUL key */
-	const unsigned char *s;
-
-	for (s = (const unsigned char *)bucket; *s; s++)
-		h = (h ^ *s) * 16777619u;
-	h *= 16777619u;
-	for (s = (const unsigned char *)key; *s; s++)
-		h = (h ^ *s) * 16777619u;
-	snprintf(obj, 16, "%" PRId32, (int32_t)h);
-}
-
-int pg_lock_key(struct pg_ctx *x, const char *bucket, const char *key)
-{
-	const char *p[2] = {DB_KEY_LOCK_CLASS, NULL};
-	char obj[16];
-
-	pg_key_lock_obj(bucket, key, obj);
-	p[1] = obj;
-	return pg_exec(x, db_sql_key_lock, 2, p, NULL);
-}
 
 static const char *db_basename(const char *key)
 {
@@ -1006,6 +979,21 @@ static const char db_sql_pend_unlinked[] =
     " AND token = $2::text AND etag IS NULL AND upload_state = 'unlinked'"
     " RETURNING 1";
 
+/* Caller's transaction, a->g set: the guarded upload is refused as a
+ * removal (its object goes through a->g->gone, its row is logged removed
+ * with a->g->removed_reason, *removed_out says so). 0 or -errno. */
+static int pg_guarded_refuse(struct pg_ctx *x, struct db_guarded_args *a)
+{
+	int rc = a->g->gone ? a->g->gone(a->g->arg) : 0;
+
+	if (rc == 0)
+		rc = pg_reception_insert_removed(x, &a->rec,
+						 a->g->removed_reason);
+	if (rc == 0 && a->g->removed_out)
+		*a->g->removed_out = 1;
+	return rc;
+}
+
 /* In x's transaction: *unlinked = 1 when the pending row token (of the
  * upload being recorded) was unlinked while that upload was in flight; it
  * goes then. 0 or -errno. */
@@ -1033,10 +1021,9 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 	a->rec.id = 0;
 	a->rec.inserted = 0;
 	a->bound = 0;
-	rc = pg_lock_key(x, r->source_bucket, r->object_key);
-	if (rc)
-		goto out;
-	rc = pg_exec(x, db_sql_live_for_update, 2, p, &res);
+	/* the live rows read once the key lock is held: one round trip */
+	rc = pg_lock_key_then(x, r->source_bucket, r->object_key,
+			      db_sql_live_for_update, 2, p, &res);
 	if (rc)
 		goto out;
 	n = PQntuples(res);
@@ -1077,12 +1064,7 @@ static int pg_reception_record_guarded(struct pg_ctx *x, void *arg)
 				      &unlinked);
 		if (rc || !unlinked)
 			goto pended;
-		rc = a->g->gone ? a->g->gone(a->g->arg) : 0;
-		if (rc == 0)
-			rc = pg_reception_insert_removed(x, &a->rec,
-							 a->g->removed_reason);
-		if (rc == 0 && a->g->removed_out)
-			*a->g->removed_out = 1;
+		rc = pg_guarded_refuse(x, a);
 		goto out;
 	}
 pended:
@@ -1102,12 +1084,7 @@ pended:
 		rc = pg_key_removed_since(x, r, ago, &removed);
 		if (rc || !removed)
 			goto checked;
-		rc = a->g->gone ? a->g->gone(a->g->arg) : 0;
-		if (rc == 0)
-			rc = pg_reception_insert_removed(x, &a->rec,
-							 a->g->removed_reason);
-		if (rc == 0 && a->g->removed_out)
-			*a->g->removed_out = 1;
+		rc = pg_guarded_refuse(x, a);
 		goto out;
 	}
 checked:
@@ -1184,10 +1161,8 @@ static int pg_reception_unrowed_do(struct pg_ctx *x, void *arg)
 	int rc;
 
 	a->rowed = a->other = 0;
-	rc = pg_lock_key(x, a->bucket, a->key);
-	if (rc)
-		goto out;
-	rc = pg_exec(x, db_sql_etag_rowed, 3, p, &res);
+	rc = pg_lock_key_then(x, a->bucket, a->key, db_sql_etag_rowed, 3, p,
+			      &res);
 	if (rc)
 		goto out;
 	if (PQntuples(res) != 1) {

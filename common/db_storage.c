@@ -213,6 +213,9 @@ static const char db_sql_takeover[] =
 	" AND ($3::bigint IS NULL OR id = $3::bigint)"
 	" RETURNING " DB_JOURNAL_COLS;
 
+static const char db_sql_owner_session[] =
+	"SELECT pg_catalog.set_config('idle_session_timeout', '0', false)";
+
 static const char db_sql_owner_unlock[] =
 	"SELECT pg_advisory_unlock($1::integer, $2::integer)";
 /* clang-format on */
@@ -925,6 +928,7 @@ static int pg_owner_exec(struct db_owner *o, const char *what, const char *sql,
 {
 	struct pg_ctx x = {.d = o->d,
 			   .conn = o->conn,
+			   .slot = -1, /* not the pool's: nothing prepared */
 			   .what = what,
 			   .timeout_ms = DB_STATEMENT_TIMEOUT_MS};
 
@@ -961,6 +965,17 @@ static int pg_owner_connect(struct db_owner *o)
 		log_error("database: promotion owner: cannot connect: %s", why);
 		rc = -EIO;
 		goto fail;
+	}
+	/* The session is idle between promotions: idle_session_timeout
+	 * (PostgreSQL 14+; the role's, the database's or the conninfo's)
+	 * would end it and free the owner lock, and another process's
+	 * recovery would take this live process's entries over (its steps
+	 * then refused by their fence: the promotions in flight fail). */
+	if (PQserverVersion(o->conn) >= 140000) {
+		rc = pg_owner_exec(o, "promotion owner session",
+				   db_sql_owner_session, 0, NULL, NULL);
+		if (rc)
+			goto fail;
 	}
 	v[0] = DB_OWNER_CLASS;
 	if (o->id) {

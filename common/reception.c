@@ -431,8 +431,10 @@ int reception_still_ours(void *arg)
 static int reception_commit_check(void *arg)
 {
 	struct still_ours *so = arg;
+	uint64_t t0 = ctr_now_ns();
 	int rc = reception_still_ours(so);
 
+	stage_observe_since(STG_ROW_CHECK, t0);
 	if (rc == -ENOENT)
 		return -ENODATA;
 	if (rc && rc != -ESTALE && rc != -ENOENT) {

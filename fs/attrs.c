@@ -595,7 +595,8 @@ int attrov_claim_mine(const char *holder)
 }
 
 int attrov_claim(const char *rel, const struct attrov *in, int take,
-		 const char *from, const char *token, struct db_claim *held)
+		 const char *from, const char *token, struct db_claim *held,
+		 int (*gate)(void *), void *gate_arg)
 {
 	struct db_attrs r = {0};
 	struct actor who;
@@ -607,9 +608,9 @@ int attrov_claim(const char *rel, const struct attrov *in, int take,
 	r.uid = in->uid;
 	r.gid = in->gid;
 	cfs_actor(&who);
-	rc = db_attrs_claim(cfs->db, cfs->cfg.reception_bucket, rel, &r, token,
-			    cfs->cfg.claim_lease_s, take, from, &who, &ctime_ns,
-			    held);
+	rc = db_attrs_claim_gated(cfs->db, cfs->cfg.reception_bucket, rel, &r,
+				  token, cfs->cfg.claim_lease_s, take, from,
+				  &who, &ctime_ns, held, gate, gate_arg);
 	if (rc == -EEXIST) {
 		/* Not ours: what this mount cached of it is reloaded. */
 		pthread_mutex_lock(&cfs->lock);
@@ -1074,7 +1075,7 @@ int attrov_move(const char *from, const char *to, int tree, const char *etag,
 	return rc;
 }
 
-void attrov_copy_hidden(const char *name, const char *hidden)
+int attrov_copy_hidden(const char *name, const char *hidden)
 {
 	struct actor who;
 	int rc;
@@ -1087,9 +1088,15 @@ void attrov_copy_hidden(const char *name, const char *hidden)
 		    "attributes of inbox/%s not copied to its hidden name "
 		    "%s: %s",
 		    name, hidden, strerror(-rc));
+	if (rc && rc != -EEXIST) /* the outcome may be unknown: a copy
+				    that was made goes (only this one's) */
+		attrov_drop_hidden(hidden);
 	pthread_mutex_lock(&cfs->lock);
 	reload_entry_locked(hidden);
 	pthread_mutex_unlock(&cfs->lock);
+	if (rc == -EEXIST) /* another process's hide took the name first */
+		return -EBUSY;
+	return rc == -EINPROGRESS ? -EIO : rc;
 }
 
 void attrov_sweep_hidden(void)

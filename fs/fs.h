@@ -539,9 +539,11 @@ int attrov_set(const char *rel, const struct attrov *in, unsigned what,
  * claim of that claimer too. 0, -EEXIST (not taken: *held is the row
  * there, the caller frees it with db_claim_free; found 0: gone meanwhile,
  * try again), or -errno from the database (EIO when the outcome is
- * unknown). */
+ * unknown). gate (NULL: none) runs before the claim's COMMIT
+ * (db_attrs_claim_gated): its nonzero return is returned, nothing claimed. */
 int attrov_claim(const char *rel, const struct attrov *in, int take,
-		 const char *from, const char *token, struct db_claim *held);
+		 const char *from, const char *token, struct db_claim *held,
+		 int (*gate)(void *), void *gate_arg);
 /* A new token for a claim of this mount (cfs->claimer "#" n, n unique in
  * the process), malloc'd (NULL: ENOMEM); claim_mine: holder is one. */
 char *attrov_claim_token(void);
@@ -602,15 +604,21 @@ int attrov_move(const char *from, const char *to, int tree, const char *etag,
 		const char *old);
 /* A rename hides name (open here) as hidden: name's attributes are copied
  * there (db_attrs_copy_hidden); name keeps its own until the rename
- * replaces them. A database failure is logged. */
-void attrov_copy_hidden(const char *name, const char *hidden);
-/* At start, after db_set_claimer: drops the rows attrov_copy_hidden's of
- * processes that are gone left (db_attrs_sweep_hidden), each logged.
- * Failures are logged. */
+ * replaces them. Called before the hide changes anything: a failure
+ * (logged) fails the hide, and leaves no copy of this process's there
+ * (review-34 Z7). 0, -EBUSY (another process's hide holds the hidden name:
+ * it lost the race between libfuse's getattr of the name and this copy;
+ * that process's row stays, never shown for this file) or -errno (EIO,
+ * ENOMEM, EINVAL). */
+int attrov_copy_hidden(const char *name, const char *hidden);
+/* At start and then periodically (main.c's sweep thread), after
+ * db_set_claimer: drops the rows attrov_copy_hidden's of processes that
+ * are gone left (db_attrs_sweep_hidden: lock free, heartbeat stale), each
+ * logged as the sweep's. Failures are logged. */
 void attrov_sweep_hidden(void);
-/* At start: the pending rows of publishes whose upload can never be
- * recorded any more (a crash cut them short before it) go
- * (db_attrs_sweep_pending). Failures are logged. */
+/* At start and then periodically: the pending rows of publishes whose
+ * upload can never be recorded any more (a crash cut them short before
+ * it) go (db_attrs_sweep_pending). Failures are logged. */
 void attrov_sweep_pending(void);
 /* After the unlink of rel (its stored object removed) by who: the open
  * files whose publish is deferred to rel (their live pending rows, on any

@@ -1,10 +1,12 @@
 /* inval.c - kernel cache invalidation off the FUSE handlers; see inval.h.
  *
- * A bounded FIFO of paths and one thread that hands each to
- * fuse_invalidate_path (the inode's attributes and pages), or, for an
- * entry, to fuse_lowlevel_notify_inval_entry (the high-level API has no
+ Two bounded FIFOs of paths, each with its thread: one hands each path to
+ * fuse_invalidate_path (the inode's attributes and pages), the other each
+ * entry to fuse_lowlevel_notify_inval_entry (the high-level API has no
  * entry invalidation: the directory's node id is its st_ino through the
- * mount). The queue is small and dropping is safe: the kernel's attribute
+ * mount). Apart, so an entry notification waiting for a directory's lock
+ * never delays an inode's (review-O A2). The queues are small and
+ * dropping is safe: the kernel's attribute
  * and entry caches time out by themselves (attr_timeout, entry_timeout),
  * an invalidation only makes the new state show at once.
  *
@@ -37,9 +39,11 @@
 #define STALE_TIDS 256
 
 struct inval_req {
-	char *path;   /* the inode's, or the entry's directory */
-	char *name;   /* NULL: the inode of path; else an entry of path */
-	uint64_t seq; /* order of queueing, from 1 */
+	char *path;	 /* the inode's, or the entry's directory */
+	char *name;	 /* NULL: the inode of path; else an entry of path */
+	fuse_ino_t dino; /* an entry's directory's node id when known at
+			    queueing (low-level API), else 0: path's */
+	uint64_t seq;	 /* order of queueing, from 1 */
 	struct inval_req *next;
 };
 
@@ -63,7 +67,15 @@ static struct {
 	atomic_int n; /* slots in use; written under lock, read without */
 } stale = {.lock = PTHREAD_MUTEX_INITIALIZER};
 
-static struct {
+/* A FIFO of requests and the thread that serves it. Two of them: inode
+ * invalidations (waited for by inval_path_wait's callers) and entry
+ * invalidations (never waited for), so an entry notification blocked on a
+ * directory's lock (a long rename into it, a slow readdir) never holds up
+ * an inode one, whose waiters would time out and whose node could be
+ * renamed meanwhile (review-O A2). */
+struct inval_q {
+	const char
+	    *what; /* for the log: "invalidation", "entry invalidation" */
 	pthread_mutex_t lock;
 	pthread_cond_t cond;
 	struct inval_req *head, *tail; /* protected by lock */
@@ -74,24 +86,36 @@ static struct {
 	uint64_t queued; /* protected by lock: seq of the last queued */
 	uint64_t done;	 /* protected by lock: seq of the last notified */
 	pthread_t thread;
+};
+
+static struct inval_q iq = {.what = "kernel cache invalidation",
+			    .lock = PTHREAD_MUTEX_INITIALIZER,
+			    .cond = PTHREAD_COND_INITIALIZER};
+static struct inval_q eq = {.what = "kernel entry invalidation",
+			    .lock = PTHREAD_MUTEX_INITIALIZER,
+			    .cond = PTHREAD_COND_INITIALIZER};
+
+/* Set by inval_start before the workers start, read by them; kept. */
+static struct {
 	struct fuse *fuse;	 /* NULL with the low-level API */
 	struct fuse_session *se; /* the session of either */
-	char *mountpoint; /* set by inval_start, read by the worker; kept */
-} inval = {.lock = PTHREAD_MUTEX_INITIALIZER, .cond = PTHREAD_COND_INITIALIZER};
+	char *mountpoint;
+	dev_t dev; /* the mount's device number, 0: unknown */
+} inval;
 
-/* Caller holds inval.lock. Frees every queued request. */
-static void inval_drop_all_locked(void)
+/* Caller holds q->lock. Frees every queued request. */
+static void inval_drop_all_locked(struct inval_q *q)
 {
-	struct inval_req *q;
+	struct inval_req *r;
 
-	while ((q = inval.head)) {
-		inval.head = q->next;
-		free(q->path);
-		free(q->name);
-		free(q);
+	while ((r = q->head)) {
+		q->head = r->next;
+		free(r->path);
+		free(r->name);
+		free(r);
 	}
-	inval.tail = NULL;
-	inval.n = 0;
+	q->tail = NULL;
+	q->n = 0;
 }
 
 /* The kernel forgets its entry name in directory dir (a fuse path): the
@@ -100,13 +124,17 @@ static void inval_drop_all_locked(void)
  * ask the daemon (a GETATTR, served by the loop); the notification waits
  * for the directory's lock (a rename into it holds it until it has
  * returned). 0 or -errno (-ENOENT: nothing cached). */
-static int inval_entry_notify(const char *dir, const char *name)
+static int inval_entry_notify(const char *dir, fuse_ino_t known,
+			      const char *name)
 {
 	struct stat st;
 	char *full;
 	fuse_ino_t dino;
 	int rc;
 
+	if (known) /* found when queued */
+		return fuse_lowlevel_notify_inval_entry(inval.se, known, name,
+							strlen(name));
 	if (ll_active()) {
 		/* Our own node ids: no stat through the mount. */
 		rc = ll_path_ino(dir, &dino);
@@ -123,6 +151,11 @@ static int inval_entry_notify(const char *dir, const char *name)
 	free(full);
 	if (rc == 0 && !S_ISDIR(st.st_mode))
 		rc = -ENOTDIR;
+	/* Another filesystem at that path (a mount over a directory of
+	 * ours, this one moved away): its inode number is no node id of
+	 * ours (review-O A6). */
+	if (rc == 0 && inval.dev && st.st_dev != inval.dev)
+		rc = -EXDEV;
 	if (rc == 0)
 		rc = fuse_lowlevel_notify_inval_entry(
 		    inval.se, (fuse_ino_t)st.st_ino, name, strlen(name));
@@ -144,94 +177,113 @@ static int inval_inode_notify(const char *path)
 	return rc;
 }
 
+/* The worker of queue arg (struct inval_q *). */
 static void *inval_main(void *arg)
 {
-	(void)arg;
-	pthread_mutex_lock(&inval.lock);
+	struct inval_q *q = arg;
+
+	pthread_mutex_lock(&q->lock);
 	for (;;) {
-		struct inval_req *q;
+		struct inval_req *r;
 		int rc;
 
-		while (!inval.stop && !inval.head)
-			pthread_cond_wait(&inval.cond, &inval.lock);
-		if (inval.stop)
+		while (!q->stop && !q->head)
+			pthread_cond_wait(&q->cond, &q->lock);
+		if (q->stop)
 			break;
-		q = inval.head;
-		inval.head = q->next;
-		if (!inval.head)
-			inval.tail = NULL;
-		inval.n--;
-		pthread_mutex_unlock(&inval.lock);
+		r = q->head;
+		q->head = r->next;
+		if (!q->head)
+			q->tail = NULL;
+		q->n--;
+		pthread_mutex_unlock(&q->lock);
 		/* -ENOENT: the kernel never looked the path up, or forgot
 		 * it; nothing cached. */
-		if (q->name)
-			rc = inval_entry_notify(q->path, q->name);
+		if (r->name)
+			rc = inval_entry_notify(r->path, r->dino, r->name);
 		else
-			rc = inval_inode_notify(q->path);
+			rc = inval_inode_notify(r->path);
 		if (rc && rc != -ENOENT)
 			log_debug("kernel cache of %s%s%s not invalidated: %s",
-				  q->path, q->name ? " entry " : "",
-				  q->name ? q->name : "", strerror(-rc));
-		pthread_mutex_lock(&inval.lock);
-		inval.done = q->seq;
-		pthread_cond_broadcast(&inval.cond); /* inval_path_wait */
-		free(q->path);
-		free(q->name);
-		free(q);
+				  r->path, r->name ? " entry " : "",
+				  r->name ? r->name : "", strerror(-rc));
+		pthread_mutex_lock(&q->lock);
+		q->done = r->seq;
+		pthread_cond_broadcast(&q->cond); /* inval_path_wait */
+		free(r->path);
+		free(r->name);
+		free(r);
 	}
-	inval.running = 0;
-	pthread_cond_broadcast(&inval.cond);
-	pthread_mutex_unlock(&inval.lock);
+	q->running = 0;
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
 	return NULL;
 }
 
-int inval_start(struct fuse *f, struct fuse_session *se, const char *mountpoint)
+/* Starts q's worker: 0 or -errno. */
+static int inval_q_start(struct inval_q *q)
 {
 	int rc;
 
-	pthread_mutex_lock(&inval.lock);
+	pthread_mutex_lock(&q->lock);
+	q->stop = 0;
+	q->running = 1;
+	rc = pthread_create(&q->thread, NULL, inval_main, q);
+	if (rc)
+		q->running = 0;
+	q->joinable = !rc;
+	pthread_mutex_unlock(&q->lock);
+	return -rc;
+}
+
+int inval_start(struct fuse *f, struct fuse_session *se, const char *mountpoint,
+		dev_t dev)
+{
+	int rc;
+
+	inval.dev = dev;
 	inval.fuse = f;
 	inval.se = se;
 	free(inval.mountpoint);
 	inval.mountpoint = mountpoint ? strdup(mountpoint) : NULL;
-	inval.stop = 0;
-	inval.running = 1;
-	rc = pthread_create(&inval.thread, NULL, inval_main, NULL);
-	if (rc)
-		inval.running = 0;
-	inval.joinable = !rc;
-	pthread_mutex_unlock(&inval.lock);
-	return -rc;
+	rc = inval_q_start(&iq);
+	if (rc == 0 && inval_q_start(&eq) != 0)
+		/* Entries are left to time out (entry_timeout): the inode
+		 * worker still serves. */
+		log_warn("kernel entry invalidation thread not started");
+	return rc;
 }
 
-/* Caller holds inval.lock. Queues path (name NULL: its inode; else its
+/* Caller holds q->lock. Queues path (name NULL: its inode; else its
  * entry name): its seq, or 0 (dropped). */
-static uint64_t inval_queue_locked(const char *path, const char *name)
+static uint64_t inval_queue_locked(struct inval_q *q, const char *path,
+				   const char *name, fuse_ino_t dino)
 {
-	struct inval_req *q;
+	struct inval_req *r;
 
-	if (!inval.running || inval.stop || inval.n >= INVAL_MAX)
+	if (!q->running || q->stop || q->n >= INVAL_MAX)
 		return 0;
-	q = calloc(1, sizeof(*q));
-	if (!q)
+	r = calloc(1, sizeof(*r));
+	if (!r)
 		return 0;
-	q->path = strdup(path);
-	q->name = name ? strdup(name) : NULL;
-	if (!q->path || (name && !q->name)) {
-		free(q->path);
-		free(q->name);
-		free(q);
+	r->path = strdup(path);
+	r->name = name ? strdup(name) : NULL;
+	if (!r->path || (name && !r->name)) {
+		free(r->path);
+		free(r->name);
+		free(r);
 		return 0;
 	}
-	q->seq = ++inval.queued;
-	if (inval.tail)
-		inval.tail->next = q;
+	r->dino = dino;
+	r->seq = ++q->queued;
+	if (q->tail)
+		q->tail->next = r;
 	else
-		inval.head = q;
-	inval.tail = q;
-	inval.n++;
-	pthread_cond_broadcast(&inval.cond);
-	return q->seq;
+		q->head = r;
+	q->tail = r;
+	q->n++;
+	pthread_cond_broadcast(&q->cond);
+	return r->seq;
 }
 
 /* The absolute CLOCK_REALTIME time wait_ms from now. */
@@ -253,15 +305,15 @@ int inval_path_wait(const char *path, int wait_ms)
 	int rc = 0;
 
 	inval_deadline(&until, wait_ms);
-	pthread_mutex_lock(&inval.lock);
-	seq = inval_queue_locked(path, NULL);
-	while (seq && !inval.stop && inval.done < seq && rc == 0)
-		rc = pthread_cond_timedwait(&inval.cond, &inval.lock, &until);
-	if (seq && inval.done >= seq) {
-		pthread_mutex_unlock(&inval.lock);
+	pthread_mutex_lock(&iq.lock);
+	seq = inval_queue_locked(&iq, path, NULL, 0);
+	while (seq && !iq.stop && iq.done < seq && rc == 0)
+		rc = pthread_cond_timedwait(&iq.cond, &iq.lock, &until);
+	if (seq && iq.done >= seq) {
+		pthread_mutex_unlock(&iq.lock);
 		return 0;
 	}
-	pthread_mutex_unlock(&inval.lock);
+	pthread_mutex_unlock(&iq.lock);
 	if (!seq)
 		log_debug("kernel cache of %s left to time out", path);
 	else
@@ -275,9 +327,9 @@ void inval_path(const char *path)
 {
 	uint64_t seq;
 
-	pthread_mutex_lock(&inval.lock);
-	seq = inval_queue_locked(path, NULL);
-	pthread_mutex_unlock(&inval.lock);
+	pthread_mutex_lock(&iq.lock);
+	seq = inval_queue_locked(&iq, path, NULL, 0);
+	pthread_mutex_unlock(&iq.lock);
 	if (!seq)
 		log_debug("kernel cache of %s left to time out", path);
 }
@@ -366,24 +418,56 @@ void inval_type_changed(const char *path)
 	inval_entry(path);
 }
 
-void inval_entry(const char *path)
+/* The directory part of fuse path ("/" for "/x"), or NULL (no name after
+ * the last '/', or no memory). Caller frees. */
+static char *inval_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
-	char *dir;
-	uint64_t seq = 0;
 
 	if (!slash || !slash[1])
-		return;
-	dir =
-	    slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+		return NULL;
+	return slash == path ? strdup("/")
+			     : strndup(path, (size_t)(slash - path));
+}
+
+/* Queues path's entry in its directory (dino: that directory's node id
+ * if known, else 0). */
+static void inval_entry_queue(const char *path, fuse_ino_t dino)
+{
+	char *dir = inval_dir_of(path);
+	uint64_t seq = 0;
+
 	if (dir) {
-		pthread_mutex_lock(&inval.lock);
-		seq = inval_queue_locked(dir, slash + 1);
-		pthread_mutex_unlock(&inval.lock);
+		pthread_mutex_lock(&eq.lock);
+		seq =
+		    inval_queue_locked(&eq, dir, strrchr(path, '/') + 1, dino);
+		pthread_mutex_unlock(&eq.lock);
 		free(dir);
 	}
 	if (!seq)
 		log_debug("kernel entry of %s left to time out", path);
+}
+
+void inval_entry(const char *path)
+{
+	inval_entry_queue(path, 0);
+}
+
+void inval_entry_moved(const char *path, const char *before)
+{
+	fuse_ino_t dino = 0;
+
+	if (ll_active()) {
+		char *dir = inval_dir_of(before);
+
+		/* The node table renames the directory's node only once
+		 * the rename's handler has returned: its node id, the
+		 * same before and after, is found by the old path now. */
+		if (!dir || ll_path_ino(dir, &dino) != 0)
+			dino = 0;
+		free(dir);
+	}
+	inval_entry_queue(path, dino);
 }
 
 int inval_stale_take(const char *path, pid_t caller)
@@ -428,46 +512,71 @@ int inval_stale_take(const char *path, pid_t caller)
 	return hit;
 }
 
-int inval_stop(int wait_ms)
+/* Tells q's worker to stop and drops its queue, without waiting. */
+static void inval_q_tell_stop(struct inval_q *q)
 {
-	struct timespec until;
+	pthread_mutex_lock(&q->lock);
+	q->stop = 1;
+	inval_drop_all_locked(q);
+	pthread_cond_broadcast(&q->cond);
+	pthread_mutex_unlock(&q->lock);
+}
+
+/* Waits for q's worker to end until the absolute time until, and joins
+ * it: 1 when it is still inside the kernel, else 0. */
+static int inval_q_join(struct inval_q *q, const struct timespec *until)
+{
 	int left, join;
 
-	pthread_mutex_lock(&inval.lock);
-	inval.stop = 1;
-	inval_drop_all_locked();
-	pthread_cond_broadcast(&inval.cond);
-	inval_deadline(&until, wait_ms);
-	while (inval.running &&
-	       pthread_cond_timedwait(&inval.cond, &inval.lock, &until) == 0)
+	pthread_mutex_lock(&q->lock);
+	while (q->running &&
+	       pthread_cond_timedwait(&q->cond, &q->lock, until) == 0)
 		;
-	left = inval.running;
-	join = !left && inval.joinable;
+	left = q->running;
+	join = !left && q->joinable;
 	if (join)
-		inval.joinable = 0;
-	pthread_mutex_unlock(&inval.lock);
+		q->joinable = 0;
+	pthread_mutex_unlock(&q->lock);
 	if (left) {
-		log_warn("kernel cache invalidation still waiting on the "
-			 "kernel at unmount");
+		log_warn("%s still waiting on the kernel at unmount", q->what);
 		return 1;
 	}
 	if (join)
-		pthread_join(inval.thread, NULL);
+		pthread_join(q->thread, NULL);
 	return 0;
+}
+
+int inval_stop(int wait_ms)
+{
+	struct timespec until;
+	int left;
+
+	inval_q_tell_stop(&iq);
+	inval_q_tell_stop(&eq);
+	inval_deadline(&until, wait_ms); /* one bound for both */
+	left = inval_q_join(&iq, &until);
+	left |= inval_q_join(&eq, &until);
+	return left;
+}
+
+/* inval_abandon for q. */
+static void inval_q_abandon(struct inval_q *q)
+{
+	int detach;
+
+	pthread_mutex_lock(&q->lock);
+	detach = q->running && q->joinable;
+	if (detach)
+		q->joinable = 0;
+	pthread_mutex_unlock(&q->lock);
+	if (detach) {
+		log_warn("%s thread left behind in the kernel", q->what);
+		pthread_detach(q->thread);
+	}
 }
 
 void inval_abandon(void)
 {
-	int detach;
-
-	pthread_mutex_lock(&inval.lock);
-	detach = inval.running && inval.joinable;
-	if (detach)
-		inval.joinable = 0;
-	pthread_mutex_unlock(&inval.lock);
-	if (detach) {
-		log_warn("kernel cache invalidation thread left behind in the "
-			 "kernel");
-		pthread_detach(inval.thread);
-	}
+	inval_q_abandon(&iq);
+	inval_q_abandon(&eq);
 }

@@ -4,7 +4,9 @@
  * A FUSE handler must never notify the kernel itself: the notification may
  * wait for locks the kernel holds for the very request being served (an
  * inode's pages, its directory), a deadlock. Handlers queue the path here
- * instead and return; the worker notifies. */
+ * instead and return; a worker notifies: one for inodes, another for
+ * entries, so an entry's wait for its directory's lock never delays an
+ * inode's notification (nor inval_path_wait). */
 #ifndef CUSTODYFS_INVAL_H
 #define CUSTODYFS_INVAL_H
 
@@ -13,13 +15,16 @@
 struct fuse;
 struct fuse_session;
 
-/* Starts the worker for f and its session se (which must outlive
+/* Starts the workers for f and its session se (which must outlive
  * inval_stop; f NULL with the low-level API, ll.h: nodes are then found in
- * ll.c's table), mounted on mountpoint (absolute; copied). Called once,
- * before the FUSE loop. 0 or -errno (the thread cannot start: nothing is
- * invalidated then, the kernel's caches time out by themselves). */
-int inval_start(struct fuse *f, struct fuse_session *se,
-		const char *mountpoint);
+ * ll.c's table), mounted on mountpoint (absolute; copied), whose device
+ * number is dev (0: unknown; else a path that leads to another device is
+ * not this mount's, and its entry is left to time out). Called once,
+ * before the FUSE loop. 0 or -errno (the inode thread cannot start: nothing
+ * is invalidated then, the kernel's caches time out by themselves; an
+ * entry thread that cannot start is logged, and entries time out). */
+int inval_start(struct fuse *f, struct fuse_session *se, const char *mountpoint,
+		dev_t dev);
 
 /* Queues fuse path (e.g. "/inbox/a/b.txt") for invalidation. Any thread,
  * any lock held: never waits on the kernel. Copies path. A full queue, no
@@ -43,7 +48,7 @@ int inval_path_wait(const char *path, int wait_ms);
  * kernel keeps the renamed inode for the new name until its entry times
  * out, and refuses the first answer of the other type for it with EIO
  * (the inode is marked bad). Two things, any thread, any lock held:
- * - the worker invalidates the kernel's entry of the name in its
+ * - the entry worker invalidates the kernel's entry of the name in its
  *   directory (it finds the directory's node id with a stat through the
  *   mount: use_ino is off, ops.c). The notification waits for the
  *   directory's lock, held by the rename until it has returned: never
@@ -69,6 +74,14 @@ void inval_type_changed(const char *path);
 void inval_stale_mark(const char *path);
 void inval_entry(const char *path);
 
+/* inval_entry of fuse path, a name under a directory that the rename
+ * being served moves (before: the same name's path before it, e.g.
+ * "/inbox/d/g" for "/projects/p/d/g"): the worker drops that one entry,
+ * not the whole directory (an invalidated directory in use makes its
+ * users' getcwd() fail, review-O A5). Any thread, any lock held; never
+ * waits. */
+void inval_entry_moved(const char *path, const char *before);
+
 /* How long inval_type_changed keeps path for inval_stale_take: twice the
  * kernel's entry timeout (cfs_init), counted from the end of the rename,
  * after which the old entry is asked about again by a lookup, which the
@@ -85,16 +98,17 @@ void inval_entry(const char *path);
  * them). Cheap when nothing is marked (one atomic load). */
 int inval_stale_take(const char *path, pid_t caller);
 
-/* Stops the worker, once the FUSE loop has ended and before the session
+/* Stops both workers, once the FUSE loop has ended and before the session
  * is unmounted: queued paths are dropped, and a notification in flight is
- * waited for at most wait_ms. Returns 1 when the worker is still inside
+ * waited for at most wait_ms. Returns 1 when a worker is still inside
  * the kernel then (e.g. dropping a page that a READ the ended loop will
  * never answer holds locked: fuseinit_abort_conn ends that; call again),
  * else 0 (joined). */
 int inval_stop(int wait_ms);
 
-/* After inval_stop returned 1 for good: the worker is detached and left
- * behind; it uses f's session, so f must not be destroyed. */
+/* After inval_stop returned 1 for good: the workers still inside the
+ * kernel are detached and left behind; they use f's session, so f must
+ * not be destroyed. */
 void inval_abandon(void);
 
 #endif

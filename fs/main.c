@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -295,12 +296,16 @@ int cfs_stop_due(void)
 	return since >= (int64_t)cfs->cfg.stop_timeout_s * 1000;
 }
 
-/* The sweep of multipart uploads that dead processes left open (their
- * journals in the spool directory). It runs on a thread of its own once
- * the mount is up: a store that does not answer must not hold up requests
- * nor a stop. It uses only the S3 client and cfg.spool_dir; cfs_teardown
- * stops and joins it, or leaves it behind (then the S3 client and the
- * config are not freed). */
+/* The sweeps of what processes that are gone left: multipart uploads
+ * open (their journals in the spool directory), once, and their rows
+ * (hidden names' and pending attributes, and their heartbeats), at once
+ * and then every cfs_live_sweep_ms until the stop: a process is gone only
+ * once its heartbeat is stale (db_live_watch), which a crash just before
+ * this start is not (review-36). It runs on a thread of its own once the
+ * mount is up: a store or a database that does not answer must not hold
+ * up requests nor a stop. cfs_teardown stops and joins it, or leaves it
+ * behind (then the S3 client, the config and the database are not
+ * freed). */
 static struct {
 	pthread_t thread;
 	int started;	 /* set before the loop, read at teardown */
@@ -308,12 +313,44 @@ static struct {
 	atomic_int done; /* set by the thread as it ends */
 } sweeper;
 
+/* The period of the rows' sweep: a third of the grace, 1 s to 10 s, so
+ * that a crashed process's rows go within about grace + period. */
+static long cfs_live_sweep_ms(void)
+{
+	long ms = (long)cfs->cfg.live_grace_s * 1000 / 3;
+
+	return ms < 1000 ? 1000 : ms > 10000 ? 10000 : ms;
+}
+
+/* What gone processes left in the database (each sweep logs itself). */
+static void cfs_sweep_gone(void)
+{
+	/* Not before this process's own heartbeats have been written for a
+	 * grace without a failure: at start, and after a database outage
+	 * (every heartbeat is then stale, and live processes write theirs
+	 * again within a second or so: review-37 F3). */
+	if (db_live_steady_ms(cfs->db) < (long)cfs->cfg.live_grace_s * 1000) {
+		log_debug("sweep of gone processes' rows: waiting for this "
+			  "process's heartbeats to be steady for %d s",
+			  cfs->cfg.live_grace_s);
+		return;
+	}
+	attrov_sweep_hidden();
+	attrov_sweep_pending();
+	if (db_live_beats_sweep(cfs->db) < 0)
+		log_debug("heartbeats of processes that are gone: not "
+			  "dropped (the next sweep tries again)");
+}
+
 static void *cfs_sweep_main(void *arg)
 {
+	struct timespec nap = {0, 50 * 1000000L};
 	size_t swept = 0;
+	long waited;
 	int rc;
 
 	(void)arg;
+	cfs_sweep_gone();
 	rc = upload_journal_sweep(cfs->s3, cfs->cfg.spool_dir, &sweeper.stop,
 				  &swept);
 	if (swept)
@@ -328,6 +365,14 @@ static void *cfs_sweep_main(void *arg)
 		log_warn("multipart uploads left by processes that died: %s "
 			 "(the next mount or custodyfs recover tries again)",
 			 strerror(-rc));
+	while (!atomic_load(&sweeper.stop)) {
+		for (waited = 0; waited < cfs_live_sweep_ms() &&
+				 !atomic_load(&sweeper.stop);
+		     waited += 50)
+			nanosleep(&nap, NULL);
+		if (!atomic_load(&sweeper.stop))
+			cfs_sweep_gone();
+	}
 	atomic_store(&sweeper.done, 1);
 	return NULL;
 }
@@ -349,10 +394,9 @@ static int cfs_sweep_stop(int wait_ms)
 	}
 	sweeper.started = 0;
 	if (!atomic_load(&sweeper.done)) {
-		log_warn("the sweep of multipart uploads left by processes "
-			 "that died is still waiting for the store: left "
-			 "behind (the next mount or custodyfs recover goes "
-			 "on)");
+		log_warn("the sweep of what processes that died left is still "
+			 "waiting for the store or the database: left behind "
+			 "(the next mount or custodyfs recover goes on)");
 		pthread_detach(sweeper.thread);
 		return 1;
 	}
@@ -376,14 +420,13 @@ static int cfs_start_workers(void)
 	if (rc)
 		return rc;
 	/* Its liveness lock, lost with its session, is taken again within a
-	 * second, inside the grace other mounts' sweeps give it (review-31
-	 * R1). */
-	rc = db_live_watch(cfs->db);
+	 * second, and its heartbeat is written every second: other mounts
+	 * take it for gone only when both lapsed (review-31 R1, review-36).
+	 * What dead processes left goes in the background (cfs_sweep_main),
+	 * never while this start waits. */
+	rc = db_live_watch(cfs->db, cfs->cfg.live_grace_s);
 	if (rc)
 		return rc;
-	/* What the hidden names of this host's dead processes kept. */
-	attrov_sweep_hidden();
-	attrov_sweep_pending();
 	/* This mount's new files keep their claims while open. */
 	rc = ofile_claims_start();
 	if (rc)
@@ -456,11 +499,12 @@ static int cfs_start_workers(void)
  * then left allocated, and the caller must leave with _exit(). */
 static int cfs_teardown(void)
 {
-	int stragglers;
+	int stragglers, sweep_left;
 
 	atomic_store(&sweeper.stop, 1); /* first: it ends meanwhile */
 	stragglers = dcache_shutdown(CFS_SHUTDOWN_WAIT_MS);
-	stragglers |= cfs_sweep_stop(CFS_SHUTDOWN_WAIT_MS);
+	sweep_left = cfs_sweep_stop(CFS_SHUTDOWN_WAIT_MS);
+	stragglers |= sweep_left;
 
 	chain_anchorer_stop(cfs->anchorer);
 	cfs->anchorer = NULL;
@@ -478,7 +522,8 @@ static int cfs_teardown(void)
 	dcache_free_all();
 	projects_free_all();
 	attrov_free_all();
-	db_close(cfs->db);
+	if (!sweep_left) /* else the sweep may still use it */
+		db_close(cfs->db);
 	cfs->db = NULL;
 	notify_join(); /* the readiness probe uses the S3 client */
 	if (stragglers)
@@ -590,15 +635,21 @@ int main(int argc, char *argv[])
 		    "of one directory stay serialized");
 	if (fuse_daemonize(fo.foreground) != 0)
 		goto out_unmount;
-	if (cfs_start_workers() != 0) {
-		log_error("cannot start worker threads");
-		goto out_unmount;
-	}
+	/* Before the workers: a stop while they start (with the mount in
+	 * place) must end the session, to be unmounted cleanly once the loop
+	 * sees it, not kill the daemon and leave a dead mount (review-36
+	 * R6). */
 	if (fuse_set_signal_handlers(se) != 0)
 		goto out_unmount;
+	if (cfs_start_workers() != 0) {
+		log_error("cannot start worker threads");
+		fuse_remove_signal_handlers(se);
+		goto out_unmount;
+	}
 	cfs->se = se;
 	/* Handlers never notify the kernel themselves (inval.h). */
-	if (inval_start(fuse, se, cfs->mountpoint) != 0)
+	if (inval_start(fuse, se, cfs->mountpoint,
+			conn_id >= 0 ? makedev(0, (unsigned)conn_id) : 0) != 0)
 		log_warn("cannot start the kernel cache invalidation thread: "
 			 "a file replaced in the store meanwhile shows its new "
 			 "attributes once the kernel's cache times out");

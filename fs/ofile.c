@@ -438,14 +438,10 @@ static void *claims_main(void *arg)
 		for (i = 0; i < n; i++)
 			free(keys[i]);
 		free(keys);
-		/* A lost liveness session is taken again here too, not only
-		 * at the next hide (review-31 R1: meanwhile other mounts
-		 * take this one for gone). */
-		rc = db_live_ensure(cfs->db);
-		if (rc && rc != -EINVAL)
-			log_warn("liveness lock not held (tried again in %ld "
-				 "ms): %s",
-				 period_ms, strerror(-rc));
+		/* The liveness lock is not this thread's (db_live_watch
+		 * takes it back): a round trip on its connection here could
+		 * stop every renewal for as long as a dead peer takes to be
+		 * noticed (review-36 R4). */
 		pthread_mutex_lock(&cfs->lock);
 	}
 	pthread_mutex_unlock(&cfs->lock);

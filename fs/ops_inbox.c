@@ -4,6 +4,8 @@
  * already routed by area. Each handler returns 0 or -errno. */
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +19,7 @@
 #include "inval.h"
 #include "log.h"
 #include "names.h"
+#include "s3err.h"
 
 int is_temp(const char *rel)
 {
@@ -526,10 +529,14 @@ int inbox_claimed_attrs(const char *rel, struct stat *st)
  * directory's, one left behind) is taken only when the store has nothing under
  * the name now: a directory there is EISDIR for a plain create (EEXIST with
  * O_EXCL); an object that landed since the caller's HEAD sets *again (a
- * plain create opens it as a stored file).
- * 0 (claimed) or -errno: EEXIST, EBUSY, EISDIR, EACCES, EIO, ENOMEM. */
+ * plain create opens it as a stored file). gate (NULL: none) runs before a
+ * claim's COMMIT (attrov_claim): its nonzero return undoes the claim and is
+ * returned.
+ * 0 (claimed) or -errno: EEXIST, EBUSY, EISDIR, EACCES, EIO, ENOMEM, or
+ * the gate's. */
 static int claim_name(const char *rel, const struct attrov *in, int excl,
-		      int local, const char *token, int *again)
+		      int local, const char *token, int *again,
+		      int (*gate)(void *), void *gate_arg)
 {
 	struct db_claim held = {0};
 	struct stat st;
@@ -538,7 +545,8 @@ static int claim_name(const char *rel, const struct attrov *in, int excl,
 
 	*again = 0;
 	for (tries = 0; tries < 4; tries++) {
-		rc = attrov_claim(rel, in, take, from, token, &held);
+		rc = attrov_claim(rel, in, take, from, token, &held, gate,
+				  gate_arg);
 		free(from);
 		from = NULL;
 		if (rc != -EEXIST)
@@ -651,6 +659,91 @@ static int load_checked(struct ofile *of, const char *rel, const char *etag)
 	return rc;
 }
 
+/* A create's HEAD of a name, run on a thread of its own while the create
+ * claims the name (the claim a new name needs, whose transaction waits for
+ * the HEAD before its COMMIT and is rolled back when the name turns out to
+ * be stored): the two round trips, to the store and to the database,
+ * overlap (issue 10). */
+struct create_head {
+	pthread_t thread;
+	int started; /* on its own thread (else it ran in the caller's) */
+	int joined;
+	const char *rel;
+	uint64_t t0;
+	int rc;
+	struct s3_object_info info; /* rc 0: the caller's to free */
+	struct errmap_cause cause;  /* the failure's, for the caller */
+};
+
+static void *create_head_main(void *arg)
+{
+	struct create_head *h = arg;
+
+	errmap_cause_clear();
+	h->rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, h->rel, &h->info);
+	errmap_cause(&h->cause);
+	stage_observe_since(STG_CREATE_CHECK, h->t0);
+	return NULL;
+}
+
+/* Creates whose claim's transaction waits for their HEAD now: each holds
+ * a pooled database connection meanwhile, so at most half the pool do (a
+ * slow store must not hold every connection); the others HEAD first, then
+ * claim, as before the overlap. */
+static atomic_int create_heads_waited;
+
+/* Starts the HEAD of rel (kept by pointer: create_head_join before rel
+ * goes). Returns 1 when it runs on its own thread and the caller may claim
+ * meanwhile (create_head_join then ends that); 0 when it ran now, in the
+ * caller's thread (half the pool waits on HEADs already, or no thread). */
+static int create_head_start(struct create_head *h, const char *rel)
+{
+	int most = cfs->cfg.db_pool_size / 2;
+
+	memset(h, 0, sizeof(*h));
+	h->rel = rel;
+	h->t0 = ctr_now_ns();
+	if (atomic_fetch_add(&create_heads_waited, 1) < most)
+		h->started =
+		    pthread_create(&h->thread, NULL, create_head_main, h) == 0;
+	if (!h->started) {
+		atomic_fetch_sub(&create_heads_waited, 1);
+		create_head_main(h);
+	}
+	return h->started;
+}
+
+/* Waits for the HEAD (once; then its answer again): s3_head's result. */
+static int create_head_wait(struct create_head *h)
+{
+	if (h->started && !h->joined)
+		pthread_join(h->thread, NULL);
+	h->joined = 1;
+	return h->rc;
+}
+
+/* claim_name's gate, in the claim's transaction before its COMMIT: the
+ * HEAD answers first, and a name that is stored (or that the store cannot
+ * tell) rolls the claim back: nothing of it committed nor logged. */
+static int create_head_gate(void *arg)
+{
+	return create_head_wait(arg) == -ENOENT ? 0 : -ECANCELED;
+}
+
+/* Waits for the HEAD: s3_head's result (0: *info holds the object's, to
+ * free), its failure's cause made the caller's. */
+static int create_head_join(struct create_head *h, struct s3_object_info *info)
+{
+	create_head_wait(h);
+	if (h->started)
+		atomic_fetch_sub(&create_heads_waited, 1);
+	if (h->rc == 0)
+		*info = h->info;
+	else if (h->rc != -ENOENT)
+		errmap_cause_restore(&h->cause);
+	return h->rc;
+}
+
 /* The kernel creates only after a lookup found no such name, but that
  * answer may be stale (negative dentry, a listing younger than the TTL):
  * an object that arrived since by another route or another mount is in
@@ -681,6 +774,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 	char *token = NULL, seen[80] = "", seen_tag[64] = "";
 	const char *tag;
 	int rc = 0, local = is_temp(rel), again = 0, retries = 2, tries = 0;
+	int spec, spec_rc = 0; /* the claim made during the HEAD, its rc */
 
 	rc = check_name(rel);
 	if (rc)
@@ -689,6 +783,7 @@ int inbox_create(const char *rel, mode_t mode, struct fuse_file_info *fi)
 		return -EINVAL; /* reserved for open files being unlinked */
 retry:
 	stored = 0;
+	spec = 0;
 	seen[0] = '\0';
 	of = ofile_find(rel);
 	if (of && excl) {
@@ -709,7 +804,33 @@ retry:
 			return rc;
 		}
 	} else if (excl || !local) {
-		rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, rel, &info);
+		struct create_head ch;
+
+		/* The name's claim, which a new name needs, while the HEAD
+		 * says whether it is one: the claim's transaction waits for
+		 * the HEAD before its COMMIT (create_head_gate), and a
+		 * stored name's claim is rolled back, never committed nor
+		 * logged (its failure does not count: a stored name is
+		 * opened as it is, as without the claim). An object that
+		 * landed since is the claim's to find (claim_name). */
+		spec = create_head_start(&ch, rel);
+		spec_rc = spec ? creator_attrs(rel, &in, mode, 0) : -EAGAIN;
+		if (spec && spec_rc == 0) {
+			token = attrov_claim_token();
+			spec_rc = token ? 0 : -ENOMEM;
+		}
+		if (spec && spec_rc == 0)
+			spec_rc = claim_name(rel, &in, excl, local, token,
+					     &again, create_head_gate, &ch);
+		rc = create_head_join(&ch, &info);
+		if (rc != -ENOENT) {	  /* stored, or not known: no claim */
+			if (spec_rc == 0) /* never: the gate refused it */
+				attrov_unclaim(rel, token);
+			free(token);
+			token = NULL;
+			spec = 0;
+			again = 0;
+		}
 		if (rc == 0) {
 			if (excl) {
 				s3_object_info_free(&info);
@@ -743,21 +864,24 @@ retry:
 		/* A new file: its mode and owner (the creator), and none of
 		 * an earlier file's attributes under that name. A stored
 		 * one keeps its own. */
-		if (!stored) {
+		if (!stored && !spec) {
 			rc = creator_attrs(rel, &in, mode, 0);
 			if (rc)
 				return rc;
 			token = attrov_claim_token();
 			if (!token)
 				return -ENOMEM;
-			rc = claim_name(rel, &in, excl, local, token, &again);
-			if (rc) {
-				free(token);
-				token = NULL;
-				if (again && retries-- > 0)
-					goto retry; /* stored meanwhile */
-				return rc;
-			}
+			rc = claim_name(rel, &in, excl, local, token, &again,
+					NULL, NULL);
+		} else if (!stored) {
+			rc = spec_rc; /* the claim made during the HEAD */
+		}
+		if (!stored && rc) {
+			free(token);
+			token = NULL;
+			if (again && retries-- > 0)
+				goto retry; /* stored meanwhile */
+			return rc;
 		}
 		of = ofile_create(rel, local, &rc);
 		if (!of) {

@@ -175,7 +175,8 @@ static void pending_finish(int ok)
 
 /* inbox_hide for a rename over `from` (see hidden_for_rename): the open file
  * moves to the hidden name locally (its readers keep their content), and the
- * store is left alone. Errors: EINVAL, EIO, ENOMEM. */
+ * store is left alone. Errors: EINVAL, EBUSY (another process's hide took
+ * the hidden name: attrov_copy_hidden), EIO, ENOMEM. */
 /* Is `from` held open: its open file has a handle beyond the reference
  * the caller just took (of may be NULL), or read-only handles read it from
  * the store? A hidden name is only for open files. */
@@ -225,7 +226,7 @@ static int hide_for_rename(const char *from, const char *to)
 	char seen[80] = "";
 	const char *pin = NULL;
 	struct ofile *of;
-	int rc = 0;
+	int rc = 0, copied = 0;
 
 	hidden_for_rename.name = strdup(from);
 	hidden_for_rename.hidden = strdup(to);
@@ -234,12 +235,27 @@ static int hide_for_rename(const char *from, const char *to)
 		goto fail;
 	}
 	of = ofile_find(from);
-	if (of) {
-		if (!held_open(of, from)) {
+	if (of ? !held_open(of, from) : !readers_of(from)) {
+		if (of)
 			ofile_put(of);
-			rc = -EINVAL; /* not open: the name is reserved */
-			goto fail;
-		}
+		rc = -EINVAL; /* not open: the name is reserved */
+		goto fail;
+	}
+	/* The name keeps its row until the rename's outcome (review-k L3:
+	 * other mounts show the target with it meanwhile; L5: a crash
+	 * leaves it there); the hidden name gets a copy, first, before
+	 * anything is changed: libfuse's getattr found the name free, but
+	 * another process's hide may have copied its row there since
+	 * (review-34 Z7). Then this hide fails (EBUSY, so does the rename)
+	 * and nothing changed: its file never shows the other's row. */
+	rc = attrov_copy_hidden(from, to);
+	if (rc) {
+		if (of)
+			ofile_put(of);
+		goto fail;
+	}
+	copied = 1;
+	if (of) {
 		pthread_mutex_lock(&of->lock);
 		rc = of->failed;
 		if (rc == 0)
@@ -255,10 +271,6 @@ static int hide_for_rename(const char *from, const char *to)
 		}
 		hidden_for_rename.of = of; /* keeps the reference */
 	} else {
-		if (!readers_of(from)) {
-			rc = -EINVAL;
-			goto fail;
-		}
 		/* Only read-only handles: they keep the content they opened
 		 * (the same as the store's if the rename fails), when it is
 		 * the object at the key now (else they are stale). */
@@ -292,13 +304,11 @@ static int hide_for_rename(const char *from, const char *to)
 	}
 	if (!hidden_for_rename.of)
 		ofile_put(of);
-	/* The name keeps its row until the rename's outcome (review-k L3:
-	 * other mounts show the target with it meanwhile; L5: a crash
-	 * leaves it there); the hidden name gets a copy. */
-	attrov_copy_hidden(from, to);
 	hidden_note(to, 1);
 	return 0;
 fail:
+	if (copied) /* the hide failed: its copy goes (only its own) */
+		attrov_drop_hidden(to);
 	free(hidden_for_rename.name);
 	free(hidden_for_rename.hidden);
 	memset(&hidden_for_rename, 0, sizeof(hidden_for_rename));
@@ -311,29 +321,48 @@ fail:
  * `from` for the store (object deleted, row marked removed), while the
  * open file lives on locally under `to` with the content its handles
  * opened. For a rename, see hide_for_rename. Errors: EINVAL (not open:
- * the name is reserved), EIO, ENOMEM. */
+ * the name is reserved), EBUSY (a rename's: hide_for_rename), EIO,
+ * ENOMEM. */
 static int inbox_hide(const char *from, const char *to)
 {
 	struct actor who;
 	struct ofile *of;
-	int rc = 0, in_store, deferred = 0;
+	int rc = 0, in_store, deferred = 0, copied = 0;
 
 	if (caller_in_rename())
 		return hide_for_rename(from, to);
 	of = ofile_find(from);
-	if (of && !held_open(of, from)) {
-		ofile_put(of);
+	if (of ? !held_open(of, from) : !readers_of(from)) {
+		if (of)
+			ofile_put(of);
 		return -EINVAL; /* not open: the name is reserved */
 	}
+	if (of) {
+		pthread_mutex_lock(&of->lock);
+		deferred = of->pub_from != NULL;
+		pthread_mutex_unlock(&of->lock);
+	}
+	if (!deferred) {
+		/* The hidden name gets a copy of from's row first, as for
+		 * a rename (hide_for_rename): taken by another process's
+		 * hide since libfuse's getattr, the unlink fails (EBUSY)
+		 * with nothing changed (review-34 Z7). from's row goes
+		 * once the object is removed. */
+		rc = attrov_copy_hidden(from, to);
+		if (rc) {
+			if (of)
+				ofile_put(of);
+			return rc;
+		}
+		copied = 1;
+	}
 	if (!of) {
-		if (!readers_of(from))
-			return -EINVAL;
 		/* Only read-only handles: keep the content they opened,
 		 * when it is the object at the key now (else they are
 		 * stale: another mount replaced it). */
 		of = ofile_create(to, 1, &rc);
 		if (!of)
-			return rc;
+			goto out;
 		rc = of->failed ? of->failed : ofile_load(of, from, NULL);
 		of->in_store = 0;
 		if (rc == 0) {
@@ -390,11 +419,18 @@ static int inbox_hide(const char *from, const char *to)
 		pthread_mutex_unlock(&of->lock);
 	} else if (rc == 0) {
 		dcache_remove(from);
-		attrov_move(from, to, 0, NULL, NULL);
+		/* its copy is at the hidden name; another mount's live
+		 * claim stays, as it did from the row's move */
+		attrov_drop_spare(from, 0);
 	}
 	if (rc == 0)
 		hidden_note(to, 1);
 	ofile_put(of);
+out:
+	/* failed, or a deferred publish's file now (its own row is in
+	 * memory): the copy goes (only this hide's) */
+	if (copied && (rc || deferred))
+		attrov_drop_hidden(to);
 	return rc;
 }
 

@@ -185,18 +185,28 @@ static void promote_file_done(void *arg, const char *src_key, const char *dest,
 /* How long a rename waits for the worker to drop the attributes the
  * kernel cached (forget_inode_attrs, promote_dups_changed). */
 #define FORGET_WAIT_MS 200
+/* The most content duplicates of a directory promotion whose entries are
+ * dropped one by one (promote_dups_changed). */
+#define DUPS_ENTRY_MAX 32
 
 /* After a directory promotion (promoted: it succeeded, the kernel moves
  * the directory with the entries it knows under it): each content
  * duplicate noted is marked for its first getattr (inval_stale_mark) and
  * the attributes the kernel cached for its inode are dropped, so that its
  * next stat asks (inval.c's worker takes them in order: the last one
- * waited for, as forget_inode_attrs does); then the kernel drops its
- * entry of the directory, with the entries under it (inval_entry, not
- * waited for: it waits for this rename). Frees the list. Called once
+ * waited for, as forget_inode_attrs does), and the kernel drops its entry
+ * of it (inval_entry_moved; beyond DUPS_ENTRY_MAX, the directory's entry
+ * instead, with those under it; not waited for: it waits for this
+ * rename). Frees the list. Called once
  * promote_dir has returned (no worker left): the list needs no lock. */
 static void promote_dups_changed(struct promote_veto *v, int promoted)
 {
+	/* Each duplicate's own entry dropped, not the directory's: an
+	 * invalidated directory makes getcwd() fail for the processes
+	 * inside it and detaches mounts under it (review-O A5). Past
+	 * DUPS_ENTRY_MAX (or one not noted), the directory's, once: the
+	 * queue and the mark table are small (review-O A7). */
+	int per_dup = !v->dups_lost && v->n_dups <= DUPS_ENTRY_MAX;
 	char *path;
 	size_t i;
 
@@ -204,6 +214,8 @@ static void promote_dups_changed(struct promote_veto *v, int promoted)
 		if (promoted &&
 		    asprintf(&path, "/projects/%s", v->dups[i]) >= 0) {
 			inval_stale_mark(path);
+			if (per_dup)
+				inval_entry_moved(path, v->dup_src[i]);
 			free(path);
 		}
 		if (promoted && i + 1 < v->n_dups)
@@ -213,7 +225,7 @@ static void promote_dups_changed(struct promote_veto *v, int promoted)
 		free(v->dups[i]);
 		free(v->dup_src[i]);
 	}
-	if (promoted && (v->n_dups || v->dups_lost) &&
+	if (promoted && !per_dup && (v->n_dups || v->dups_lost) &&
 	    asprintf(&path, "/projects/%s", v->to) >= 0) {
 		inval_entry(path);
 		free(path);

@@ -230,15 +230,19 @@ def cmd_table(args):
                 d(f"custodyfs_fuse_request_duration_seconds_sum{{op={op}}}"), 2)
     row("commit (close): upload + reception row",
         d("custodyfs_upload_duration_seconds_count"), d("custodyfs_upload_duration_seconds_sum"))
-    for st, title in (("upload_finish", "upload: hash left + PUT"),
-                      ("reception_row", "reception row: BEGIN..COMMIT, HEAD check")):
+    def stage(st, title, indent=0):
         row(title, d(f"custodyfs_stage_duration_seconds_count{{stage={st}}}"),
-            d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"), 2)
+            d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"), indent)
+    stage("upload_finish", "upload: hash left + PUT", 2)
+    stage("reception_row", "reception row: BEGIN..COMMIT, HEAD check", 2)
+    stage("row_check", "HEAD: still this upload (key lock held)", 4)
+    stage("create_check", "create: HEAD, is the name stored", 0)
     for st, title in (("spool_write", "spool write (in fuse write)"),
                       ("hash", "hashing (any thread)"),
+                      ("sql_statement", "SQL statements (round trips, all)"),
+                      ("sql_prepare", "SQL prepares (first use per connection)"),
                       ("sql_commit", "SQL COMMIT (all transactions)")):
-        row(title, d(f"custodyfs_stage_duration_seconds_count{{stage={st}}}"),
-            d(f"custodyfs_stage_duration_seconds_sum{{stage={st}}}"))
+        stage(st, title)
     row("SQL operations (all: pool wait, retries incl.)",
         d("custodyfs_sql_duration_seconds_count"), d("custodyfs_sql_duration_seconds_sum"))
     whats = sorted({k.split("what=", 1)[1][:-1] for k in a

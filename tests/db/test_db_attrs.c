@@ -453,6 +453,9 @@ void test_attrs_move_claim(struct db *d, PGconn *raw)
 	" granted AND objsubid = 1 AND objid = (hashtextextended('" c "',"     \
 	" 7310303) & 4294967295)::oid"
 
+/* Does claimer c have a heartbeat (db_live_watch)? 1 or 0. */
+#define BEAT_OF(c) "SELECT count(*) FROM live_heartbeat WHERE claimer = '" c "'"
+
 /* db_attrs_copy_hidden, db_attrs_sweep_hidden, db_set_claimer's liveness
  * lock (review-k L3, L5; review-hide H1-H3): the hide of a rename's open
  * target copies its row to the hidden name, tagged with the process's
@@ -551,10 +554,15 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
 	   "other:3 gone: its row goes at the next sweep, this process's "
 	   "stays");
-	/* review-31 R1: a live process whose liveness session ended (its
-	 * lock free for a moment) keeps its rows: it takes the lock again
-	 * within DB_LIVE_WATCH_MS, inside the sweep's DB_LIVE_GRACE_MS */
-	ok(db_live_watch(d) == 0, "the liveness watch runs");
+	/* review-31 R1, review-36 R1/R2: a live process whose liveness
+	 * session ended (its lock free for a while) keeps its rows: its
+	 * heartbeat (written by the watch through the pool) is fresh, and it
+	 * takes the lock again within DB_LIVE_WATCH_MS */
+	ok(db_live_watch(d, 0) == 0, "the liveness watch runs");
+	for (int i = 0; i < 100 && sql_long(raw, BEAT_OF("th:2:1.0")) != 1; i++)
+		usleep(20000);
+	ok(sql_long(raw, BEAT_OF("th:2:1.0")) == 1,
+	   "... and writes th:2's heartbeat (grace 30 s)");
 	ok(sql_ok(raw, "SELECT pg_terminate_backend(l.pid) FROM pg_locks l"
 		       " WHERE l.locktype = 'advisory' AND l.granted AND"
 		       " l.objsubid = 1 AND l.objid = (hashtextextended("
@@ -567,11 +575,50 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	}
 	ok(freed && db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 0 &&
-	       row_is(raw, "hd/.fuse_hidden02",
-		      "384|2002|2002|1000000000|e-y") &&
-	       sql_long(raw, LOCK_HELD("th:2:1.0")) == 1,
-	   "... a sweep right after it keeps its row: the lock is taken "
-	   "again meanwhile");
+	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
+	   "... a sweep while its lock is free keeps its row: its heartbeat "
+	   "is fresh");
+	for (int i = 0; i < 250 && sql_long(raw, LOCK_HELD("th:2:1.0")) != 1;
+	     i++)
+		usleep(20000);
+	ok(sql_long(raw, LOCK_HELD("th:2:1.0")) == 1,
+	   "... and the watch takes the lock again");
+	/* a gone process: lock free, heartbeat past its grace */
+	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
+		       " uid, gid, ctime, updated_by, etag, claimed_by) VALUES"
+		       " ('" BKT "', 'hd/.fuse_hidden07', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'stale:5:1.0!hidden'),"
+		       " ('" BKT "', 'hd/.fuse_hidden08', 384, 2002, 2002,"
+		       " now(), 'o', 'e-y', 'fresh:6:1.0!hidden')") &&
+	       sql_ok(raw, "INSERT INTO live_heartbeat (claimer, seen_at,"
+			   " grace) VALUES ('stale:5:1.0', clock_timestamp() -"
+			   " interval '31 s', interval '30 s'), ('fresh:6:1.0',"
+			   " clock_timestamp() - interval '20 s',"
+			   " interval '30 s')"),
+	   "stale:5 (heartbeat 31 s old) and fresh:6 (20 s) have hidden "
+	   "rows, their locks free");
+	ok(db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 && dropped == 1 &&
+	       row_is(raw, "hd/.fuse_hidden07", NULL) &&
+	       row_is(raw, "hd/.fuse_hidden08", "384|2002|2002||e-y"),
+	   "the sweep drops stale:5's row only (%ld)", dropped);
+	ok(sql_is(raw,
+		  "SELECT changed_by || '|' || coalesce(changed_uid::text, '-')"
+		  " || '|' || coalesce(changed_user, '-') || '|' ||"
+		  " changed_host FROM file_attr_changes WHERE bucket = '" BKT
+		  "' AND object_key = 'hd/.fuse_hidden07' ORDER BY id DESC"
+		  " LIMIT 1",
+		  "custodyfs sweep of stale:5:1.0|-|-|test"),
+	   "... logged as the sweep's, not a user's (review-36 R7)");
+	ok(db_live_beats_sweep(d) >= 1 &&
+	       sql_long(raw, BEAT_OF("stale:5:1.0")) == 0 &&
+	       sql_long(raw, BEAT_OF("fresh:6:1.0")) == 1 &&
+	       sql_long(raw, BEAT_OF("th:2:1.0")) == 1,
+	   "db_live_beats_sweep drops stale:5's heartbeat only");
+	ok(sql_ok(raw, "DELETE FROM file_attrs WHERE bucket = '" BKT "' AND"
+		       " object_key = 'hd/.fuse_hidden08'") &&
+	       sql_ok(raw, "DELETE FROM live_heartbeat WHERE claimer ="
+			   " 'fresh:6:1.0'"),
+	   "fresh:6's row and heartbeat removed");
 	/* review-31 R6: a tree drop sparing claims spares a live tag too */
 	ok(sql_ok(raw, "INSERT INTO file_attrs (bucket, object_key, mode,"
 		       " uid, gid, ctime, updated_by, etag, claimed_by) VALUES"
@@ -593,9 +640,11 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hs/.fuse_hidden05", NULL),
 	   "... db_attrs_drop (no spare) drops it");
 	ok(db_set_claimer(d, NULL) == 0 &&
+	       sql_long(raw, BEAT_OF("th:2:1.0")) == 0 &&
 	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),
-	   "no claimer any more (th:2's lock let go): its row goes too");
+	   "no claimer any more (th:2's lock and heartbeat let go): its row "
+	   "goes too");
 }
 
 static int count_calls(void *arg)

@@ -261,3 +261,28 @@ def test_o_excl_create_over_another_mounts_directory_unseen_in_the_listing(mount
     assert (r["uid"], r["gid"], r["mode"]) == (A, A, 0o755), r
     assert [c["op"] for c in changes(a, d, every=True)] == ["mkdir"]
     assert rows(a, d) == []
+
+
+def test_create_over_a_foreign_upload_unseen_claims_and_logs_nothing(mount_factory, uniq):
+    """issue 10: a create's HEAD runs while its claim's transaction is under way, which waits
+    for the HEAD before its COMMIT. An object uploaded by another route after the listing (the
+    kernel's lookup said "no such name") is found by that HEAD: O_EXCL fails with EEXIST, a
+    plain create opens the object as it is, and the claim is rolled back: no row in file_attrs,
+    no 'create' (nor 'drop') in file_attr_changes, no reception row from the mount, the object
+    untouched."""
+    m = mount_factory(config=LONG_TTL)
+    key = f"{uniq}.bin"
+    f = m.path("inbox", key)
+    assert key not in os.listdir(m.inbox)  # the listing: fresh, without the key (TTL 30 s)
+    m.s3.put_object(Bucket=m.reception_bucket, Key=key, Body=b"from the console")
+    try:
+        os.close(os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+        raise AssertionError("O_EXCL create over a stored object succeeded")
+    except FileExistsError:
+        pass
+    os.close(os.open(f, os.O_WRONLY | os.O_CREAT, 0o644))  # opened as it is, nothing written
+    assert body(m, key) == b"from the console"
+    assert attrs_row(m, key) is None
+    assert changes(m, key, every=True) == []
+    for r in rows(m, key):  # the foreign upload may have been logged meanwhile: not as ours
+        assert r["origin"] == "foreign" and r["removed_at"] is None, r

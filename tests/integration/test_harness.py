@@ -150,3 +150,13 @@ def test_heal_restarts_servers_that_died(stack):
     assert {stack.reception_bucket, stack.storage_bucket} <= {
         b["Name"] for b in stack.s3.list_buckets()["Buckets"]}
     assert stack.heal() == []
+
+
+def test_free_ports_are_below_the_ephemeral_range():
+    """Servers are given ports the kernel never hands to an outgoing connection: a server
+    restarted on its port (heal, stop_s3/start_s3) must find it free, and a long-lived client
+    connection whose local port is P made Swift's bind of P fail for 30 s (CI, stop 36)."""
+    import free_port
+    low = free_port.ephemeral_low()
+    got = [free_port.find((10, 11, 12, 20)) for _ in range(20)]
+    assert all(p is not None and free_port.PORT_FLOOR <= p and p + 20 < low for p in got), got

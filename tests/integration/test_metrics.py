@@ -198,12 +198,23 @@ def test_metrics_file_matches_what_was_done(mount_factory, uniq, tmp_path):
         assert count == len(data) and total > 0
         stage = {st: summary(fams, "custodyfs_stage_duration_seconds", stage=st)
                  for st in ("spool_write", "hash", "upload_finish", "reception_row",
-                            "sql_commit")}
+                            "sql_commit", "row_check", "create_check", "sql_statement",
+                            "sql_prepare")}
         assert stage["spool_write"][0] == fuse["write"], stage
         assert stage["upload_finish"][0] == len(data) and stage["upload_finish"][1] > 0, stage
         assert stage["reception_row"][0] == len(data) and stage["reception_row"][1] > 0, stage
         assert stage["hash"][0] >= len(data), stage
         assert stage["sql_commit"][0] >= len(rrows) + len(srows), stage
+        # each commit's row checks its object once under the key lock (a HEAD), each cp's
+        # create asks the store once whether the name is there; every COMMIT is a statement
+        # too, and each row's transaction runs several (lock, live rows, record)
+        assert stage["row_check"][0] == len(data) and stage["row_check"][1] > 0, stage
+        assert stage["create_check"][0] == len(data) and stage["create_check"][1] > 0, stage
+        assert stage["sql_statement"][0] >= stage["sql_commit"][0] + 3 * len(data), stage
+        assert stage["sql_statement"][1] > 0, stage
+        # statements with parameters are prepared once per pooled connection, then run by
+        # name: fewer prepares than statements (the same few texts on a few connections)
+        assert 0 < stage["sql_prepare"][0] < stage["sql_statement"][0], stage
         whats = {s.labels["what"]: s.value for s in fams["custodyfs_sql_operation_duration_"
                                                          "seconds"].samples
                  if s.name.endswith("_count")}

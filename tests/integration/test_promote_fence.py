@@ -279,3 +279,35 @@ def test_entry_left_by_a_failed_source_delete_is_finished_without_another_rename
                  timeout=60, what="the entry finished by the mount itself")
     check_stored(m, p + "/sw.bin", data, "sw.bin", ["copied"])
     assert len(checks.rows(m, "sw.bin")) == 1
+
+
+OWNER_HOLDERS = ("select pid from pg_locks where locktype = 'advisory' and classid = 1129665367"
+                 " and objsubid = 2 and granted")
+
+
+def test_idle_session_timeout_never_ends_the_promotion_owner_session(stack, mount_factory,
+                                                                     uniq):
+    """Review-36 R5, seen in passing: the promotion owner's session lock lives in a session
+    that is idle between promotions; idle_session_timeout (a role's or database's setting, or
+    the conninfo's options: 1.5 s here) ended it, freeing the owner lock, so another process's
+    recovery could take this live process's entries over and its steps were refused. Expected:
+    the owner lock held by one session all along, no 'is lost' warning, and a promotion after
+    the idle period stored once."""
+    opts = " options='-c idle_session_timeout=1500'"
+    m = mount_factory(config={"postgres": {"conninfo": stack.conninfo + opts}})
+    samples = []  # the owner locks' holders, every 0.2 s for 6 s
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 6:
+        samples.append(frozenset(r["pid"] for r in m.sql_dicts(OWNER_HOLDERS)))
+        time.sleep(0.2)
+    pids = set().union(*samples)
+    unheld = sum(1 for x in samples if len(x) != 1)
+    p = project(m, uniq)
+    data = os.urandom(3000)
+    drop(m, "idle.bin", data)
+    promote(m, "idle.bin", p)
+    with open(m.log_path, "rb") as f:
+        log = f.read().decode("utf-8", "replace")
+    assert (m.alive(), len(pids), unheld, log.count("is lost"),
+            log.count("journal owner")) == (True, 1, 0, 0, 1), (pids, unheld, len(samples))
+    check_stored(m, p + "/idle.bin", data, "idle.bin", ["copied"])

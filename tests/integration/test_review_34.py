@@ -286,28 +286,26 @@ def test_unlink_whose_commit_answer_is_lost_keeps_a_newer_files_row(stack, mount
     assert "drop" not in [x[0] for x in logged], logged
 
 
-@pytest.mark.xfail(strict=True, reason="review-34 Z7 (Medium, partly fixed): H6's check "
-                   "(getattr) and copy are not one step: when another mount copies its row to "
-                   "the same hidden name in between, the copy fails EEXIST but the hide goes on "
-                   "and its hidden file shows the other's row (its last close no longer drops "
-                   "that row: db_attrs_drop_hidden)")
 def test_a_hide_that_loses_the_hidden_name_race_keeps_its_own_attributes(
         stack, mount_factory, uniq):
-    """a and b (b through a proxy), fresh, the same lookups: B's y.txt (0600) is node 4 on a,
-    C's z.txt (0640) node 4 on b; their first hides ask for the same hidden name H. C reads
-    z.txt on b and A renames w.txt over it there: b's libfuse asks getattr(H) (free) and
-    renames z.txt to H; b's hide loads z.txt for its reader (the GET held at the proxy).
-    Meanwhile B reads y.txt on a and A renames x.txt over it: a takes H too (no row yet) and
-    copies B's row there. b's GET goes on: its copy fails EEXIST (H6), logged, yet the hide
-    stands with a's row reloaded as its own. Expected: C's handle on b shows (C, 0640); after
-    C's close a's row at H is still there and B's handle on a shows (B, 0600)."""
+    """a and b, fresh, the same lookups: B's y.txt (0600) is node 4 on a, C's z.txt (0640)
+    node 4 on b; their first hides ask for the same hidden name H. B reads y.txt on a, C
+    reads z.txt on b; A renames x.txt over y.txt on a and w.txt over z.txt on b. file_attrs
+    is held (a SHARE table lock: reads go on, writes wait) until both hides' copies to H wait
+    on it: libfuse's getattr(H) found H free on both. Then one copy takes H, the other finds
+    the winner's row there (H6: EEXIST, logged once). Expected (either winner): the loser's
+    rename fails EBUSY and changes nothing (its target keeps its name, row and content), the
+    winner's stands; each open handle shows its own file's attributes, never the other's;
+    the winner's row at H stays through the loser's close and goes only with the winner's
+    last close. Before the fix (Z7) the loser's hide went on and its handle showed the
+    winner's row."""
     from test_perms import A
     from test_review_held_commit import GHolder
     from test_review_held_rename import _mvs
-    from test_review_stale4 import _proxied
+    from test_review_stale4 import _locked, _proxied, _waiting
     import threading
     px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
-    ra = rb = None
+    ra = rb = lock = None
     try:
         assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
                        f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
@@ -319,37 +317,132 @@ def test_a_hide_that_loses_the_hidden_name_race_keeps_its_own_attributes(
                      timeout=40, what="b lists z and w")
         rb = GHolder(C, pb("z.txt"), os.O_RDONLY)
         ra = GHolder(B, pa("y.txt"), os.O_RDONLY)
-        px.rule = lambda method, path, headers: \
-            ("hold", 600) if method == "GET" and path.split("?")[0].endswith("/z.txt") else None
+        lock = _locked(stack, "file_attrs", "SHARE")
         out = {}
-        t = threading.Thread(target=lambda: out.setdefault(
-            "mv", _mvs(A, (pb("w.txt"), pb("z.txt")))), daemon=True)
-        t.start()
-        b.wait_until(lambda: any(m_ == "GET" and act == "hold" for m_, _, act in px.log),
-                     timeout=30, what="b's hide's GET held")
-        assert _mvs(A, (pa("x.txt"), pa("y.txt"))) == ["ok"]
-        a_rows = _hidden(a, uniq)
-        px.release.set()
-        t.join(60)
-        px.rule = None
-        rows = [(r["object_key"], r["uid"], r["mode"], r["claimed_by"]) for r in _hidden(a, uniq)]
+        ts = [threading.Thread(target=lambda k=k, f=f, t=t: out.setdefault(k, _mvs(A, (f, t))),
+                               daemon=True)
+              for k, f, t in (("a", pa("x.txt"), pa("y.txt")), ("b", pb("w.txt"), pb("z.txt")))]
+        for t in ts:
+            t.start()
+        like = "%|| '!hidden', NULL FROM s%"
+        a.wait_until(lambda: _waiting(a, like) == 2, timeout=60,
+                     what="both hides' copies to the hidden name wait")
+        lock.commit()
+        lock.close()
+        lock = None
+        for t in ts:
+            t.join(60)
+        rows = [(r["object_key"], r["uid"], r["mode"]) for r in _hidden(a, uniq)]
         time.sleep(3)  # past the attribute caches
-        on_b = _fd_stat(rb, b)
-        rb.close()
-        rb = None
+        on_a, on_b = _fd_stat(ra, a), _fd_stat(rb, b)
+        won = [k for k in ("a", "b") if out.get(k) == ["ok"]]
+        # the loser closes first: the winner's row stays
+        loser, winner = (rb, ra) if won == ["a"] else (ra, rb)
+        loser.close()
         time.sleep(2)
-        left = [(r["object_key"], r["uid"], r["mode"]) for r in _hidden(a, uniq)]
-        on_a = _fd_stat(ra, a)
+        kept = [(r["object_key"], r["uid"], r["mode"]) for r in _hidden(a, uniq)]
+        winner.close()
+        ra = rb = None
+        time.sleep(2)
+        left = _hidden(a, uniq)
+        names = {n: os.path.exists(m(n)) for m, n in ((pb, "w.txt"), (pa, "x.txt"),
+                                                      (pa, "y.txt"), (pb, "z.txt"))}
+        z_row = a.sql_dicts("select uid, mode from file_attrs where bucket = %s"
+                            " and object_key = %s", (a.reception_bucket, f"{uniq}/z.txt"))
+        y_row = a.sql_dicts("select uid, mode from file_attrs where bucket = %s"
+                            " and object_key = %s", (a.reception_bucket, f"{uniq}/y.txt"))
     finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
         for h in (ra, rb):
             if h is not None:
                 h.close()
         px.close()
-    logs = [ln for ln in b.daemon_log().splitlines() if "not copied to its hidden name" in ln]
-    # the race happened: both hides asked for the same name, b's copy refused
-    assert out.get("mv") == ["ok"] and len(a_rows) == 1 and len(logs) == 1, (out, a_rows, logs)
-    assert (on_b, left, on_a) == ((C, 0o640), [(a_rows[0]["object_key"], B, 0o600)],
-                                  (B, 0o600)), (rows, logs)
+    logs = [ln for m in (a, b) for ln in m.daemon_log().splitlines()
+            if "not copied to its hidden name" in ln]
+    # the race happened: one copy refused (H6's EEXIST)
+    assert len(won) == 1 and len(logs) == 1, (out, logs, rows, on_a, on_b)
+    lost = "b" if won == ["a"] else "a"
+    assert out[lost] == ["EBUSY"], out
+    # each handle shows its own file, never the other's row
+    assert (on_a, on_b) == ((B, 0o600), (C, 0o640)), (out, rows, logs)
+    h = rows[0][0] if rows else None
+    own = (B, 0o600) if won == ["a"] else (C, 0o640)
+    assert (rows, kept, left) == ([(h, *own)], [(h, *own)], []), (out, rows, kept, left)
+    # the loser's target kept its name and row; the winner's was replaced
+    if won == ["a"]:
+        assert (names, [(r["uid"], r["mode"]) for r in z_row]) == \
+            ({"w.txt": True, "x.txt": False, "y.txt": True, "z.txt": True},
+             [(C, 0o640)]), (names, z_row)
+    else:
+        assert (names, [(r["uid"], r["mode"]) for r in y_row]) == \
+            ({"w.txt": False, "x.txt": True, "y.txt": True, "z.txt": True},
+             [(B, 0o600)]), (names, y_row)
+
+
+def test_unlink_hides_that_race_for_one_hidden_name_keep_their_own_attributes(
+        stack, mount_factory, uniq):
+    """Z7's race with unlinks instead of renames: a and b fresh, the same lookups (B's y.txt
+    (0600) node 4 on a, C's z.txt (0640) node 4 on b), each held open for reading by its
+    owner, who unlinks it on its mount. file_attrs is held (SHARE) until both hides wait on
+    it (libfuse's getattr found the same hidden name H free on both). Expected (either
+    winner): no handle shows the other's row; the loser's unlink fails (EBUSY, nothing
+    changed); the winner's row alone is at the hidden name, and nothing is left there after
+    both closes."""
+    from test_review_held_commit import GHolder
+    from test_review_stale4 import _locked, _proxied, _waiting
+    import threading
+    px, a, b, pa, pb = _proxied(stack, mount_factory, uniq)
+    ra = rb = lock = None
+    try:
+        assert as_user(B, f"open({pa('y.txt')!r}, 'w').write('B SECRET')",
+                       f"os.chmod({pa('y.txt')!r}, 0o600)") == ["ok", "ok"]
+        assert as_user(C, f"open({pa('z.txt')!r}, 'w').write('C FILE')",
+                       f"os.chmod({pa('z.txt')!r}, 0o640)") == ["ok", "ok"]
+        b.wait_until(lambda: os.path.exists(pb("z.txt")), timeout=40, what="b lists z")
+        rb = GHolder(C, pb("z.txt"), os.O_RDONLY)
+        ra = GHolder(B, pa("y.txt"), os.O_RDONLY)
+        lock = _locked(stack, "file_attrs", "SHARE")
+        out = {}
+        ts = [threading.Thread(target=lambda k=k, u=u, f=f: out.setdefault(
+                  k, as_user(u, f"os.unlink({f!r})")), daemon=True)
+              for k, u, f in (("a", B, pa("y.txt")), ("b", C, pb("z.txt")))]
+        for t in ts:
+            t.start()
+        # the hides' first writes at the hidden name (or, before the fix, the drop there
+        # that begins the row's move)
+        a.wait_until(lambda: _waiting(a, "%|| '!hidden', NULL FROM s%")
+                     + _waiting(a, "WITH d AS (DELETE FROM file_attrs f WHERE%") == 2,
+                     timeout=60, what="both hides wait on file_attrs")
+        lock.commit()
+        lock.close()
+        lock = None
+        for t in ts:
+            t.join(60)
+        rows = [(r["object_key"], r["uid"], r["mode"]) for r in _hidden(a, uniq)]
+        time.sleep(3)  # past the attribute caches
+        on_a, on_b = _fd_stat(ra, a), _fd_stat(rb, b)
+        ra.close()
+        rb.close()
+        ra = rb = None
+        time.sleep(2)
+        left = _hidden(a, uniq)
+    finally:
+        if lock is not None:
+            lock.rollback()
+            lock.close()
+        for h in (ra, rb):
+            if h is not None:
+                h.close()
+        px.close()
+    logs = [ln for m in (a, b) for ln in m.daemon_log().splitlines()
+            if "not copied to its hidden name" in ln or "did not follow" in ln]
+    assert (on_a, on_b) == ((B, 0o600), (C, 0o640)), (out, rows, logs)
+    # the race happened (one copy refused: EEXIST), the loser's unlink failed
+    assert sorted(out.values()) == [["EBUSY"], ["ok"]] and len(logs) == 1, (out, rows, logs)
+    own = (B, 0o600) if out["a"] == ["ok"] else (C, 0o640)
+    assert (rows, left) == ([(rows[0][0], *own)], []), (out, rows, left)
 
 
 def test_a_second_open_files_rename_over_a_deferred_publishs_name(mount_factory, uniq):

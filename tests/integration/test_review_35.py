@@ -15,13 +15,11 @@ on the old inode gets the symlink's attributes, the kernel's EIO) is back for th
 F3 (the ring of 16): more than 16 threads on the old inode at once: a thread's id is
 overwritten by later ones before its retry (LOOKUP_REVAL) arrives, the retry is answered
 ESTALE again, and the kernel, which retries once, returns ESTALE to the caller."""
-import errno
 import os
-import stat
-import threading
 
 
 import checks
+from test_review_o import rename_watched
 
 
 
@@ -57,26 +55,5 @@ def test_duplicate_content_many_observers(mount, uniq):
     for i in range(200):
         if bad:
             break  # one is enough (the race depends on load)
-        src = os.path.join(m.inbox, f"{uniq}-g{i}")
-        checks.write(src, body)
-        os.stat(src)
-        dst = os.path.join(proj, f"g{i}")
-        bar = threading.Barrier(49)
-
-        def look(i=i, dst=dst, bar=bar):
-            bar.wait()
-            try:
-                st = os.lstat(dst)
-                if not stat.S_ISLNK(st.st_mode):
-                    bad.append((i, oct(st.st_mode)))
-            except OSError as e:
-                bad.append((i, errno.errorcode.get(e.errno, e.errno)))
-
-        ts = [threading.Thread(target=look) for _ in range(48)]
-        for t in ts:
-            t.start()
-        os.rename(src, dst)
-        bar.wait()
-        for t in ts:
-            t.join(30)
+        rename_watched(m, proj, uniq, body, i, 48, bad)
     assert bad == []

@@ -18,6 +18,10 @@ from test_perms import A, B, FOREIGN, as_user, changes, open_to_others
 from test_review_held_commit import GHolder
 from test_review_held_rename import _mvs
 
+# A short heartbeat grace: this mount sweeps gone processes' rows 2 s after its start
+# (it waits for its own heartbeats to be steady for its grace: review-37 F3).
+SHORT_GRACE = {**FOREIGN, "fs": dict(FOREIGN.get("fs", {}), live_grace="2")}
+
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -122,9 +126,10 @@ def test_the_sweep_never_drops_the_rows_of_a_process_it_cannot_see(mount_factory
         elsewhere.autocommit = True
         with elsewhere.cursor() as cur:
             cur.execute("select pg_advisory_lock(hashtextextended(%s, 7310303))", (claimer,))
-        b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+        b = mount_factory(config=SHORT_GRACE, reset=False, opts="allow_other", name="b")
         b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
                      what="b lists the directory")
+        time.sleep(4)  # past b's grace: its periodic sweeps run (and must keep the row)
         left = a.sql_value("select count(*) from file_attrs where bucket = %s and"
                            " object_key = %s", (a.reception_bucket, key))
         logged = [(c["op"], c["changed_by"]) for c in changes(a, key, every=True)]
@@ -133,9 +138,13 @@ def test_the_sweep_never_drops_the_rows_of_a_process_it_cannot_see(mount_factory
         elsewhere.close()
     b.unmount()
     b.mount()
-    left = a.sql_value("select count(*) from file_attrs where bucket = %s and object_key = %s",
-                       (a.reception_bucket, key))
-    assert (left, [c["op"] for c in changes(a, key, every=True)]) == (0, ["drop"]), tag
+
+    def left():
+        return a.sql_value("select count(*) from file_attrs where bucket = %s and"
+                           " object_key = %s", (a.reception_bucket, key))
+    # b sweeps once its own heartbeats are steady for its grace (2 s here; review-37 F3)
+    b.wait_until(lambda: left() == 0, timeout=40, what="b's sweep drops the gone row")
+    assert (left(), [c["op"] for c in changes(a, key, every=True)]) == (0, ["drop"]), tag
 
 
 def test_the_sweep_drops_a_dead_process_rows_whose_pid_a_live_mount_took(mount_factory, uniq):
@@ -151,12 +160,14 @@ def test_the_sweep_drops_a_dead_process_rows_whose_pid_a_live_mount_took(mount_f
     a.sql("insert into file_attrs (bucket, object_key, mode, uid, gid, ctime, updated_by, etag,"
           " claimed_by) values (%s, %s, 384, %s, %s, now(), 'earlier', 'e-x', %s)",
           (a.reception_bucket, key, B, B, tag))
-    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
-    b.wait_until(lambda: os.path.isdir(b.path("inbox", uniq)), timeout=40,
-                 what="b lists the directory")
-    left = a.sql_value("select count(*) from file_attrs where bucket = %s and object_key = %s",
-                       (a.reception_bucket, key))
-    assert left == 0, tag
+    b = mount_factory(config=SHORT_GRACE, reset=False, opts="allow_other", name="b")
+
+    def left():
+        return a.sql_value("select count(*) from file_attrs where bucket = %s and"
+                           " object_key = %s", (a.reception_bucket, key))
+    # b sweeps once its own heartbeats are steady for its grace (2 s; review-37 F3)
+    b.wait_until(lambda: left() == 0, timeout=40, what="b's sweep drops the earlier life's row")
+    assert left() == 0, tag
 
 
 def _owners_sql():
@@ -168,13 +179,13 @@ def _owners_sql():
     body = src.split("db_sql_attrs_sweep_hidden[] =", 1)[1].split(";", 1)[0]
     out = []
     for s, ident in re.findall(r'"((?:[^"\\]|\\.)*)"|\b([A-Z_]+)\b', body):
-        if ident == "LIVE_KEY":
+        if ident in ("LIVE_KEY", "SWEEP_CLAIMER"):
             break
         out.append(s if not ident else {"HIDDEN_TAG": "!hidden"}[ident])
     text = "".join(out)
     scan = re.search(r"WITH t AS MATERIALIZED \((.*)\),\s*gone AS", text, re.S)
     assert scan, text
-    return scan.group(1).replace("$5", "$1")
+    return scan.group(1).replace("$2", "$1")  # the bucket
 
 
 def test_the_start_sweep_reads_only_the_tagged_rows(mount_factory, uniq):

@@ -28,6 +28,34 @@ def stored_f(m, proj, body):
     os.rename(src, os.path.join(proj, "f"))
 
 
+def rename_watched(m, proj, uniq, body, i, observers, bad):
+    """inbox/<uniq>-g<i> (body, a duplicate) renamed to proj/g<i> while `observers` threads,
+    released with the rename, lstat the new name: each (i, what it saw) that is not a symlink
+    is appended to bad."""
+    src = os.path.join(m.inbox, f"{uniq}-g{i}")
+    checks.write(src, body)
+    os.stat(src)  # as mv does: the kernel knows the inode it renames
+    dst = os.path.join(proj, f"g{i}")
+    bar = threading.Barrier(observers + 1)
+
+    def look():
+        bar.wait()
+        try:
+            st = os.lstat(dst)
+            if not stat.S_ISLNK(st.st_mode):
+                bad.append((i, oct(st.st_mode)))
+        except OSError as e:
+            bad.append((i, errno.errorcode.get(e.errno, e.errno)))
+
+    ts = [threading.Thread(target=look) for _ in range(observers)]
+    for t in ts:
+        t.start()
+    os.rename(src, dst)
+    bar.wait()
+    for t in ts:
+        t.join(30)
+
+
 def dup_rows(m, prefix):
     return [tuple(r) for r in m.sql(
         "select dest_key, outcome, duplicate_of from storage_audit"
@@ -46,28 +74,7 @@ def test_duplicate_content_rename_two_observers(mount, uniq):
     bad = []
     names = []
     for i in range(12):
-        src = os.path.join(m.inbox, f"{uniq}-g{i}")
-        checks.write(src, body)
-        os.stat(src)  # as mv does: the kernel knows the inode it renames
-        dst = os.path.join(proj, f"g{i}")
-        bar = threading.Barrier(3)
-
-        def look(i=i, dst=dst, bar=bar):
-            bar.wait()
-            try:
-                st = os.lstat(dst)
-                if not stat.S_ISLNK(st.st_mode):
-                    bad.append((i, oct(st.st_mode)))
-            except OSError as e:
-                bad.append((i, errno.errorcode.get(e.errno, e.errno)))
-
-        ts = [threading.Thread(target=look) for _ in range(2)]
-        for t in ts:
-            t.start()
-        os.rename(src, dst)
-        bar.wait()
-        for t in ts:
-            t.join(30)
+        rename_watched(m, proj, uniq, body, i, 2, bad)
         names.append(f"g{i}")
     assert bad == []
     for n in names:
@@ -174,3 +181,48 @@ def test_duplicate_content_rename_readlink_first_is_the_known_limit(mount, uniq)
     for r in out:
         assert r[0] in (("ok", "f"), ("err", "EINVAL")), out
         assert r[1:] == [("ok", True), ("ok", "f"), ("ok", True)], out
+
+
+CWD_PROBE = r"""
+import os, stat, sys
+d, dst, dup = sys.argv[1:4]
+os.chdir(d)
+os.rename(d, dst)
+try:
+    cwd = os.getcwd()
+except OSError as e:
+    cwd = "error " + str(e.errno)
+st = os.lstat(os.path.join(dst, dup))
+print(cwd + "|" + ("link" if stat.S_ISLNK(st.st_mode) else oct(st.st_mode)))
+"""
+
+
+def test_directory_promotion_with_a_duplicate_keeps_getcwd_inside_it(mount, uniq):
+    """A5: a directory promotion with a content duplicate in it dropped the kernel's entry of
+    the whole moved directory (d_invalidate): a process whose cwd is inside it got ENOENT from
+    getcwd() (pwd -P, git, Python) until something looked the directory up again. Expected:
+    the process that ran the mv from inside still knows where it is, and the duplicate is a
+    symlink at once. 5 rounds, each a new directory."""
+    import subprocess
+    import sys
+    m = mount
+    proj = os.path.join(m.projects, uniq)
+    os.mkdir(proj)
+    body = os.urandom(5000)
+    stored_f(m, proj, body)
+    seen = []
+    for i in range(5):
+        d = os.path.join(m.inbox, f"{uniq}-d{i}")
+        os.mkdir(d)
+        checks.write(os.path.join(d, "dup"), body)
+        checks.write(os.path.join(d, "new"), os.urandom(100 + i))
+        for n in ("dup", "new"):
+            os.stat(os.path.join(d, n))  # the kernel knows the entries under it
+        dst = os.path.join(proj, f"d{i}")
+        out = subprocess.run([sys.executable, "-c", CWD_PROBE, d, dst, "dup"],
+                             capture_output=True, text=True, timeout=60, cwd="/")
+        seen.append((out.returncode, out.stdout.strip(), out.stderr.strip()[-200:]))
+    assert seen == [(0, f"{proj}/d{i}|link", "") for i in range(5)]
+    rows = dup_rows(m, uniq)
+    assert sorted(k for k, o, _ in rows if o == "duplicate_content") == \
+        [f"{uniq}/d{i}/dup" for i in range(5)]

@@ -82,11 +82,12 @@ def copy_500(method, path, headers):
         else None
 
 
-def _proxied(stack, mount_factory, uniq):
-    """a direct, b through a proxy (the rename's copy fails there at will)."""
+def _proxied(stack, mount_factory, uniq, **fs):
+    """a direct, b through a proxy (the rename's copy fails there at will); fs: more of b's
+    [fs] options."""
     px = FaultProxy(stack.endpoint)
     a, b, pa, pb = _two(mount_factory, uniq,
-                        b_config={"s3": {"endpoint": px.url}, "fs": FOREIGN["fs"]})
+                        b_config={"s3": {"endpoint": px.url}, "fs": dict(FOREIGN["fs"], **fs)})
     return px, a, b, pa, pb
 
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Runs the repository's s3rver (node_modules/s3rver, pinned in package.json) with three fixes.
+// Runs the repository's s3rver (node_modules/s3rver, pinned in package.json) with four fixes.
 // 1. s3rver stores an object as the file "<last key component>._S3rver_object" (and
 // "._S3rver_metadata.json"), so a key component of more than ~232 bytes overflows NAME_MAX
 // (255) and crashes the whole server with ENAMETOOLONG. Real S3 takes any component up to the
@@ -120,6 +120,123 @@ FilesystemStore.prototype.listObjects = async function listObjects(bucket, optio
     if (metadataArr[i] !== undefined) objects.push(new S3Object(bucket, key, null, metadataArr[i]));
   });
   return { objects, commonPrefixes, isTruncated };
+};
+
+// 4. Atomic objects. Stock s3rver writes an object's content, its "object.md5" and its
+// "metadata.json" in place, one after the other, and answers the PUT before the content is
+// flushed; a HEAD that finds no md5 file computes one from the content as it is and WRITES it.
+// A HEAD (a lookup) during a PUT of a new key could so store the md5 of a partial file after
+// the PUT's own: the object kept a wrong ETag for good, and a mount's check after its PUT took
+// its own upload for another's (CI, stop 36: a 'superseded' row and then a 'foreign' one for
+// one write). Here the content goes to a temporary file in the same directory (not listed:
+// it lacks the object suffix), md5 and metadata are written to temporary files and renamed,
+// and the content is renamed into place last: a reader sees the whole old object or the whole
+// new one, with its own md5 (for an overwrite, the new md5/metadata may show with the old
+// content for the instant between the renames). A missing md5 is computed, never written.
+const fsp = require('fs').promises;
+const fsn = require('fs');
+
+const tmpName = file => `${file}.${process.pid}.${crypto.randomBytes(6).toString('hex')}.tmp`;
+
+async function writeAtomic(file, data) {
+  const tmp = tmpName(file);
+  await fsp.writeFile(tmp, data);
+  await fsp.rename(tmp, file);
+}
+
+function md5OfFile(file) {
+  return new Promise((resolve, reject) => {
+    const h = crypto.createHash('md5');
+    fsn.createReadStream(file)
+      .on('error', reject)
+      .on('data', c => h.update(c))
+      .on('end', () => resolve(h.digest('hex')));
+  });
+}
+
+const keptMetadata = metadata => {
+  const json = {};
+  for (const [k, v] of Object.entries(metadata || {})) {
+    if (S3Object.ALLOWED_METADATA.includes(k) || k.startsWith('x-amz-meta-')) json[k] = v;
+  }
+  return json;
+};
+
+FilesystemStore.prototype.getMetadata = async function getMetadata(bucket, key) {
+  const objectPath = this.getResourcePath(bucket, key, 'object');
+  const stat = await fsp.stat(objectPath); // throws ENOENT: no such object
+  const [storedMetadata, md5] = await Promise.all([
+    fsp.readFile(this.getResourcePath(bucket, key, 'metadata.json')).then(JSON.parse)
+      .catch(err => { if (err.code === 'ENOENT') return undefined; throw err; }),
+    fsp.readFile(`${objectPath}.md5`).then(b => b.toString())
+      .catch(err => { if (err.code === 'ENOENT') return md5OfFile(objectPath); throw err; }),
+  ]);
+  return {
+    ...storedMetadata,
+    etag: JSON.stringify(md5),
+    'last-modified': stat.mtime.toUTCString(),
+    'content-length': stat.size,
+  };
+};
+
+FilesystemStore.prototype.putMetadata = async function putMetadata(bucket, key, metadata, md5) {
+  if (md5) await writeAtomic(this.getResourcePath(bucket, key, 'object.md5'), md5);
+  await writeAtomic(this.getResourcePath(bucket, key, 'metadata.json'),
+    JSON.stringify(keptMetadata(metadata), null, 2));
+};
+
+FilesystemStore.prototype.putObject = async function putObject(object) {
+  const objectPath = this.getResourcePath(object.bucket, object.key, 'object');
+  await fsp.mkdir(path.dirname(objectPath), { recursive: true });
+  const tmp = tmpName(objectPath);
+  let size = 0;
+  const h = crypto.createHash('md5');
+  try {
+    await new Promise((resolve, reject) => {
+      const ws = fsn.createWriteStream(tmp).on('error', reject).on('close', resolve);
+      if (Buffer.isBuffer(object.content)) {
+        h.update(object.content);
+        size = object.content.length;
+        ws.end(object.content);
+      } else {
+        object.content.on('error', err => { ws.destroy(); reject(err); });
+        object.content.on('data', c => { h.update(c); size += c.length; });
+        object.content.pipe(ws);
+      }
+    });
+    const md5 = h.digest('hex');
+    await this.putMetadata(object.bucket, object.key, object.metadata, md5);
+    await fsp.rename(tmp, objectPath);
+    return { size, md5 };
+  } catch (err) {
+    await fsp.unlink(tmp).catch(() => {});
+    throw err;
+  }
+};
+
+FilesystemStore.prototype.copyObject = async function copyObject(srcBucket, srcKey, destBucket,
+  destKey, replacementMetadata) {
+  const srcPath = this.getResourcePath(srcBucket, srcKey, 'object');
+  const destPath = this.getResourcePath(destBucket, destKey, 'object');
+  if (srcPath !== destPath) {
+    await fsp.mkdir(path.dirname(destPath), { recursive: true });
+    const tmp = tmpName(destPath);
+    try {
+      await fsp.copyFile(srcPath, tmp);
+      const md5 = await md5OfFile(tmp);
+      const meta = replacementMetadata ||
+        await fsp.readFile(this.getResourcePath(srcBucket, srcKey, 'metadata.json'))
+          .then(JSON.parse).catch(err => { if (err.code === 'ENOENT') return {}; throw err; });
+      await this.putMetadata(destBucket, destKey, meta, md5);
+      await fsp.rename(tmp, destPath);
+    } catch (err) {
+      await fsp.unlink(tmp).catch(() => {});
+      throw err;
+    }
+  } else if (replacementMetadata) {
+    await this.putMetadata(destBucket, destKey, replacementMetadata);
+  }
+  return this.getMetadata(destBucket, destKey);
 };
 
 require(path.join(s3rverDir, 'bin', 's3rver.js'));

@@ -47,7 +47,8 @@ static const char full[] =
 	"[fs]\n"
 	"spool_dir = /tmp/spool\n"
 	"dedup = path\n"
-	"part_size = 8M\n";
+	"part_size = 8M\n"
+	"live_grace = 7\n";
 
 static int setup(void **state)
 {
@@ -80,6 +81,7 @@ static void test_full(void **state)
 	assert_int_equal(c.dedup, CFG_DEDUP_PATH);
 	assert_int_equal(c.part_size, 8ULL << 20);
 	assert_string_equal(c.spool_dir, "/tmp/spool");
+	assert_int_equal(c.live_grace_s, 7);
 	cfg_free(&c);
 }
 
@@ -123,6 +125,7 @@ static void test_defaults_and_env(void **state)
 	assert_string_equal(c.region, "us-east-1");
 	assert_int_equal(c.path_style, 1);
 	assert_int_equal(c.dedup, CFG_DEDUP_CONTENT);
+	assert_int_equal(c.live_grace_s, 30);
 	assert_true(cfg_is_temp_name(&c, ".goutputstream-ABC123"));
 	assert_true(cfg_is_temp_name(&c, "video.mp4.part"));
 	assert_true(cfg_is_temp_name(&c, "x.crdownload"));
@@ -176,6 +179,7 @@ static void test_bad_values(void **state)
 	    {"[s3]\nendpoint = http://x\npath_style = maybe\n", "path_style"},
 		{"[fs]\ndedup = sometimes\n", "dedup"},
 		{"[fs]\npart_size = 1M\n", "part_size"},
+		{"[fs]\nlive_grace = 1\n", "live_grace"},
 		{"[s3]\nendpoint = http://x\nreception_bucket = same\n"
 		 "storage_bucket = same\n[postgres]\nconninfo = x\n",
 		 "differ"},
