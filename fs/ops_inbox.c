@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "counters.h"
@@ -668,6 +669,9 @@ struct create_head {
 	pthread_t thread;
 	int started; /* on its own thread (else it ran in the caller's) */
 	int joined;
+	pthread_mutex_t mu;
+	pthread_cond_t cv; /* done set: on CLOCK_MONOTONIC */
+	int done;	   /* protected by mu: the HEAD has answered */
 	const char *rel;
 	uint64_t t0;
 	int rc;
@@ -683,8 +687,21 @@ static void *create_head_main(void *arg)
 	h->rc = s3_head(cfs->s3, cfs->cfg.reception_bucket, h->rel, &h->info);
 	errmap_cause(&h->cause);
 	stage_observe_since(STG_CREATE_CHECK, h->t0);
+	pthread_mutex_lock(&h->mu);
+	h->done = 1;
+	pthread_cond_broadcast(&h->cv);
+	pthread_mutex_unlock(&h->mu);
 	return NULL;
 }
+
+/* How long a claim's transaction waits for its HEAD (create_head_gate):
+ * the name's lock and a pooled connection are held meanwhile, idle in
+ * transaction on the server. A store slower than that (a retried 503, a
+ * hung route) must hold neither: other mounts' creates, renames and
+ * unlinks of the name queue on that lock, and a server's
+ * idle_in_transaction_session_timeout may end the session (review-38 F1,
+ * F2). Past it the claim is rolled back and made again after the HEAD. */
+#define CREATE_HEAD_GATE_MS 250
 
 /* Creates whose claim's transaction waits for their HEAD now: each holds
  * a pooled database connection meanwhile, so at most half the pool do (a
@@ -700,9 +717,16 @@ static int create_head_start(struct create_head *h, const char *rel)
 {
 	int most = cfs->cfg.db_pool_size / 2;
 
+	pthread_condattr_t ca;
+
 	memset(h, 0, sizeof(*h));
 	h->rel = rel;
 	h->t0 = ctr_now_ns();
+	pthread_mutex_init(&h->mu, NULL);
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(&h->cv, &ca);
+	pthread_condattr_destroy(&ca);
 	if (atomic_fetch_add(&create_heads_waited, 1) < most)
 		h->started =
 		    pthread_create(&h->thread, NULL, create_head_main, h) == 0;
@@ -724,10 +748,28 @@ static int create_head_wait(struct create_head *h)
 
 /* claim_name's gate, in the claim's transaction before its COMMIT: the
  * HEAD answers first, and a name that is stored (or that the store cannot
- * tell) rolls the claim back: nothing of it committed nor logged. */
+ * tell) rolls the claim back: nothing of it committed nor logged
+ * (-ECANCELED). A HEAD that has not answered within CREATE_HEAD_GATE_MS
+ * rolls it back too (-EAGAIN): the caller claims again once it has. */
 static int create_head_gate(void *arg)
 {
-	return create_head_wait(arg) == -ENOENT ? 0 : -ECANCELED;
+	struct create_head *h = arg;
+	struct timespec until;
+	int done;
+
+	clock_gettime(CLOCK_MONOTONIC, &until);
+	until.tv_nsec += (long)CREATE_HEAD_GATE_MS * 1000000L;
+	until.tv_sec += until.tv_nsec / 1000000000L;
+	until.tv_nsec %= 1000000000L;
+	pthread_mutex_lock(&h->mu);
+	while (!h->done &&
+	       pthread_cond_timedwait(&h->cv, &h->mu, &until) != ETIMEDOUT)
+		;
+	done = h->done;
+	pthread_mutex_unlock(&h->mu);
+	if (!done)
+		return -EAGAIN;
+	return create_head_wait(h) == -ENOENT ? 0 : -ECANCELED;
 }
 
 /* Waits for the HEAD: s3_head's result (0: *info holds the object's, to
@@ -737,6 +779,8 @@ static int create_head_join(struct create_head *h, struct s3_object_info *info)
 	create_head_wait(h);
 	if (h->started)
 		atomic_fetch_sub(&create_heads_waited, 1);
+	pthread_cond_destroy(&h->cv);
+	pthread_mutex_destroy(&h->mu);
 	if (h->rc == 0)
 		*info = h->info;
 	else if (h->rc != -ENOENT)
@@ -823,6 +867,14 @@ retry:
 			spec_rc = claim_name(rel, &in, excl, local, token,
 					     &again, create_head_gate, &ch);
 		rc = create_head_join(&ch, &info);
+		if (rc == -ENOENT && spec && spec_rc == -EAGAIN) {
+			/* a slow HEAD: the claim was rolled back, and is made
+			 * now that the name is known to be new */
+			free(token);
+			token = NULL;
+			spec = 0;
+			again = 0;
+		}
 		if (rc != -ENOENT) {	  /* stored, or not known: no claim */
 			if (spec_rc == 0) /* never: the gate refused it */
 				attrov_unclaim(rel, token);

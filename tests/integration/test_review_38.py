@@ -2,8 +2,9 @@
 db_stmt.c (prepared statements per pooled connection), the create's HEAD overlapped with the
 claim's transaction (fs/ops_inbox.c create_head_*, claim_name's gate, db_attrs_claim.c),
 db_keylock.c's pipeline, db_pool.c's pg_last_result, and the heartbeat thread's teardown.
-Each finding of doc/reviews/review-38.md has a strict xfail here while it is open; the other
-tests pin down what was checked and found sound (they pass on eda2f23)."""
+Each finding of doc/reviews/review-38.md was a strict xfail here while it was open (F1 and F2
+are fixed: the claim waits for its HEAD 250 ms at most); the other tests pin down what was
+checked and found sound (they pass on eda2f23)."""
 import os
 import threading
 import time
@@ -52,9 +53,6 @@ def _head_of(key):
     return match
 
 
-@pytest.mark.xfail(strict=True, reason="review-38 F1: a create's claim transaction holds the "
-                   "name lock while its HEAD runs: a store slow for one mount makes another "
-                   "mount's create of the name wait 20 s and fail with EIO")
 def test_a_slow_head_on_one_mount_never_holds_another_mounts_create_of_the_name(
         stack, mount_factory, uniq):
     """F1 (Medium). inbox_create now claims the name while its HEAD runs (create_head_start)
@@ -203,9 +201,6 @@ def test_a_migration_that_changes_a_result_type_is_retried_on_fresh_names(
     assert "a prepared statement is stale (0A000)" in log, log[-3000:]
 
 
-@pytest.mark.xfail(strict=True, reason="review-38 F2: the claim's transaction is idle in "
-                   "transaction for the whole HEAD: a server's idle_in_transaction_session_"
-                   "timeout shorter than the HEAD ends it, and the create fails with EIO")
 def test_a_slow_head_never_costs_the_create_its_claim(stack, mount_factory, uniq):
     """F2 (Low-Medium). The claim's transaction now stays open, idle, for the whole HEAD (the
     gate waits before the COMMIT). A server that ends sessions idle in a transaction
