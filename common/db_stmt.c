@@ -15,10 +15,13 @@
  * the session may still hold. */
 #include <errno.h>
 #include <inttypes.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 #include <xxhash.h>
@@ -74,9 +77,27 @@ void pg_stmts_free(struct db *d)
 	}
 }
 
+/* This process's part of every statement name: behind a pooler that
+ * shares server sessions between clients (transaction mode), another
+ * process's statement of the same index is then an unknown name (26000:
+ * prepared again), never another text run with our values (review-38
+ * R1). */
+static uint32_t pg_stmt_tag;
+static pthread_once_t pg_stmt_tag_once = PTHREAD_ONCE_INIT;
+
+static void pg_stmt_tag_init(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	pg_stmt_tag =
+	    (uint32_t)XXH3_64bits_withSeed(&ts, sizeof(ts), (uint64_t)getpid());
+}
+
 static void pg_stmt_format(char *name, size_t len, unsigned gen, int i)
 {
-	snprintf(name, len, "cfs_%u_%d", gen, i);
+	pthread_once(&pg_stmt_tag_once, pg_stmt_tag_init);
+	snprintf(name, len, "cfs_%08x_%u_%d", pg_stmt_tag, gen, i);
 }
 
 /* PQprepare bounded by x's statement deadline: NULL when sending failed,

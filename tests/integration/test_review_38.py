@@ -261,3 +261,31 @@ def test_prepared_names_survive_a_server_restart(stack, mount_factory, uniq):
         log = f.read().decode("utf-8", "replace")
     assert (got, rows) == (["ok"] * 16, [1] * 16), (got, rows)
     assert "26000" not in log, log[-3000:]
+
+
+def test_two_processes_never_share_a_prepared_statements_name(stack, mount_factory, uniq):
+    """R1 (fixed at stop 37). Statement names were `cfs_<gen>_<index>`, the same in every
+    process: behind a pooler that shares server sessions between clients (PgBouncer in
+    transaction mode), one process's name could run another process's text with its values.
+    Each name now carries a tag of its process. Seen in the server's own log (log_statement
+    'all' for the mounts' role while two mounts write): the names two mounts execute have
+    different tags, one per process."""
+    import re
+    log = os.path.join(stack.pg_dir, "pg", "postgres.log")
+    start = os.path.getsize(log)
+    stack.sql("alter role custody set log_statement = 'all'", user="postgres")
+    try:
+        a = mount_factory()
+        b = mount_factory(reset=False)
+        for m, tag in ((a, "a"), (b, "b")):
+            for i in range(3):
+                assert _write(m.path("inbox", f"{uniq}-{tag}{i}.txt"), tag.encode()) == "ok"
+    finally:
+        stack.sql("alter role custody reset log_statement", user="postgres")
+    with open(log, "rb") as f:
+        f.seek(start)
+        text = f.read().decode("utf-8", "replace")
+    names = set(re.findall(r"execute (cfs_\w+):", text))
+    tags = {re.match(r"cfs_([0-9a-f]{8})_\d+_\d+$", n).group(1) if
+            re.match(r"cfs_([0-9a-f]{8})_\d+_\d+$", n) else None for n in names}
+    assert names and None not in tags and len(tags) == 2, sorted(names)[:20]
