@@ -258,7 +258,8 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
  * under key + "/" (its new file lands there: review-k L6, L7), and so does
  * a hidden name's row whose process is not gone (its liveness lock held,
  * or its heartbeat within its grace: its open file still shows it,
- * review-31 R6, review-36 R3); every other row goes as
+ * review-31 R6, review-36 R3; or no heartbeat row at all, a daemon of
+ * before migration 17, review-37 F2); every other row goes as
  * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);

@@ -1109,8 +1109,8 @@ static const char *const db_migration_16[] = {
  * liveness watch through the pool every second (db_live_watch): seen_at by
  * the server's clock, and the grace the process asks for. A process is
  * gone only when its liveness lock is free and its heartbeat is missing
- * or older than its grace (LIVE_GONE); a clean stop deletes its row, and
- * a sweep the rows of gone processes. host and pid say whose it is. */
+ * or older than its grace (LIVE_GONE); a clean stop ends its row (stale),
+ * and a sweep deletes the rows of gone processes. host and pid say whose it is. */
 static const char *const db_migration_17[] = {
 	"CREATE TABLE IF NOT EXISTS live_heartbeat ("
 	" claimer text PRIMARY KEY,"

@@ -173,10 +173,6 @@ def test_the_periodic_sweep_logs_a_database_outage_once(stack, mount_factory, un
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-37 F2: a process that writes no heartbeat (a "
-                   "daemon of before migration 17, mixed versions) is gone the moment its "
-                   "lock is free: the new periodic sweep drops its live hidden row with no "
-                   "grace at all (the old sweeps gave 5 s)")
 def test_a_daemon_that_writes_no_heartbeat_keeps_its_rows_through_a_short_lock_gap(
         stack, mount_factory, uniq):
     """F2 (Medium, during a rolling upgrade). Migration 17 is applied by the first new daemon;
@@ -191,7 +187,9 @@ def test_a_daemon_that_writes_no_heartbeat_keeps_its_rows_through_a_short_lock_g
     daemon has none). The session ends and is back 3 s later (inside be10e37's grace), while
     b sweeps every second. Expected: the row stays (a claimer with no heartbeat at all gets the
     old rule: a free lock read twice a grace apart, or the sweeps keep off claimers that never
-    wrote one while the schema has older writers)."""
+    wrote one while the schema has older writers). Fixed: a claimer with no heartbeat row is
+    gone for a sweep only once its lock was free at each of the sweeps' reads for 30 s
+    (DB_LIVE_NOBEAT_MS, common/db_live_gone.c), and never for a tree drop (LIVE_TAG)."""
     a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
     pa, reader, row = _hide_on(a, uniq)
     claimer = _claimer(row)
