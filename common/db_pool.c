@@ -987,11 +987,20 @@ static int live_take(struct db *d)
 				  DB_LIVE_WATCH_MS, err);
 		rc = -EIO;
 	} else if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+		/* Most likely another mount's sweep, whose transaction
+		 * try-locks the key of a claimer it found gone and holds it
+		 * until its commit (the key is free again at the next try),
+		 * or this process's old session the server has not seen end
+		 * yet: no error of this process's (review-37 F8). A start's
+		 * caller (db_set_claimer) gets -EBUSY and says so. */
 		if (!d->live_failing)
-			log_error("database: liveness lock held by another "
-				  "session: not taken (tried again every %d "
-				  "ms)",
-				  DB_LIVE_WATCH_MS);
+			log_info("database: liveness lock held by another "
+				 "session (another mount's sweep, which takes "
+				 "this process for gone until its commit, or "
+				 "this process's old session not yet ended on "
+				 "the server): not taken (tried again every "
+				 "%d ms)",
+				 DB_LIVE_WATCH_MS);
 		rc = -EBUSY;
 	}
 	PQclear(res);
