@@ -14,7 +14,7 @@ import pytest
 from test_perms import A, B, FOREIGN, as_user, changes
 from test_review_hide import _fd_stat, _hidden
 from test_review_31 import _claimer
-from test_review_36 import PgLive, _end, _hide_on, _lock_pids
+from test_review_36 import PgLive, _crash_with_rows, _end, _hide_on, _lock_pids, _pending_of
 
 
 class PgStall(PgLive):
@@ -261,3 +261,26 @@ def test_a_database_outage_longer_than_the_grace_keeps_the_live_processs_rows(
     finally:
         reader.close()
     assert (a.alive(), b.alive(), seen[-1][1]) == (True, True, [row["object_key"]]), seen
+
+
+@pytest.mark.xfail(strict=True, reason="review-37 F7: a sweep drops a gone process's pending "
+                   "rows with no record at all")
+def test_a_sweeps_drop_of_a_pending_row_is_logged(mount_factory, uniq):
+    """F7 (Low, evidence). A sweep drops a gone process's pending rows (the attributes of its
+    publishes in flight) in the same transaction as its hidden rows; the hidden drop is logged
+    ('drop', 'custodyfs sweep of <claimer>'), the pending drop nowhere, so after a false death
+    the file lands with default attributes and nothing shows why. a (live_grace 2 s) leaves a
+    pending row at v.txt (A's open w.txt renamed over it) and is SIGKILLed; b's sweep drops
+    it. Expected: one file_attr_changes row for v.txt, op 'pending drop', by the sweep of a's
+    claimer, no uid nor user, the sweeping host."""
+    a, claimer, row, kv = _crash_with_rows(mount_factory, uniq)
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    b.wait_until(lambda: not _pending_of(b, kv, claimer), timeout=60, interval=0.5,
+                 what="the crashed a's pending row dropped")
+    logged = b.sql_dicts("select op, changed_by, changed_uid, changed_user, changed_host"
+                         " from file_attr_changes where bucket = %s and object_key = %s"
+                         " and changed_by like 'custodyfs sweep of %%' order by id",
+                         (b.reception_bucket, kv))
+    assert [tuple(r.values()) for r in logged] == [
+        ("pending drop", f"custodyfs sweep of {claimer}", None, None, os.uname().nodename)], \
+        logged
