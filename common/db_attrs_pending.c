@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -290,7 +291,10 @@ static const char db_sql_attrs_pend_tag[] =
  * whose upload may have been recorded (the first object since it still
  * live: db_attrs_settle_pending's). A crash before the upload (review-h5
  * N7): such a row is never shown (db_sql_attrs_get_pending once it
- * lapsed) and goes here. */
+ * lapsed) and goes here. $3 the sweeping host: each row dropped is logged
+ * as op 'pending drop' (its from_key the rename's source), changed_by
+ * "custodyfs sweep of" its token's claimer, no uid nor user, so that a
+ * wrong drop leaves evidence (review-37 F7). */
 #define TOKEN_CLAIMER(t) "regexp_replace(" t ", '#[0-9]+$', '')"
 /* $1 bucket: the claimers of its unbound pending rows that are gone now
  * (LIVE_GONE: the liveness lock free, the heartbeat stale; read, never
@@ -306,8 +310,8 @@ static const char db_sql_attrs_sweep_pending[] =
 	" AND etag IS NULL AND token ~ '#[0-9]+$'),"
 	" gone AS MATERIALIZED (SELECT c FROM t WHERE CASE WHEN"
 	" c = ANY ($2::text[]) AND NOT " LIVE_BEAT_FRESH("c")
-	" THEN pg_try_advisory_xact_lock(" LIVE_KEY("c") ") ELSE false END)"
-	" DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
+	" THEN pg_try_advisory_xact_lock(" LIVE_KEY("c") ") ELSE false END),"
+	" d AS (DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
 	" AND p.etag IS NULL"
 	" AND (" TOKEN_CLAIMER("p.token") " IN (SELECT c FROM gone)"
 	" OR (p.pending_until <= now() AND EXISTS (SELECT 1"
@@ -316,7 +320,11 @@ static const char db_sql_attrs_sweep_pending[] =
 	" AND NOT EXISTS (SELECT 1 FROM (SELECT r.etag, r.origin,"
 	" r.removed_at FROM reception_audit r WHERE r.source_bucket = $1::text"
 	" AND r.object_key = p.object_key AND r.uploaded_at >= p.ctime"
-	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.removed_at IS NULL)";
+	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.removed_at IS NULL)"
+	" RETURNING p.*) "
+	LOG_COLS "SELECT bucket, object_key, 'pending drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, from_key, 'custodyfs sweep of ' || "
+	TOKEN_CLAIMER("token") ", NULL, NULL, $3::text FROM d";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
  * ETag of the object copied (NULL: not known): to's pending row replaces
  * to's own (logged 'move' from from), bound to the copy when it was
@@ -1329,15 +1337,16 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 struct sweep_pending_args {
 	const char *bucket;
 	const char *free; /* live_free_claimers' */
+	char host[256];	  /* the sweeping host, for the log */
 	long dropped;	  /* output */
 };
 
 static int pg_attrs_sweep_pending(struct pg_ctx *x, void *arg)
 {
 	struct sweep_pending_args *s = arg;
-	const char *p[2] = {s->bucket, s->free};
+	const char *p[3] = {s->bucket, s->free, s->host[0] ? s->host : NULL};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 2, p, &res);
+	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 3, p, &res);
 
 	if (rc == 0)
 		s->dropped = strtol(PQcmdTuples(res), NULL, 10);
@@ -1359,6 +1368,9 @@ long db_attrs_sweep_pending(struct db *d, const char *bucket)
 	if (rc)
 		return rc;
 	s.free = free_claimers;
+	if (gethostname(s.host, sizeof(s.host)))
+		s.host[0] = '\0';
+	s.host[sizeof(s.host) - 1] = '\0';
 	rc = db_run(d, "drop lapsed pending file attributes", 1, 0,
 		    pg_attrs_sweep_pending, &s);
 	free(free_claimers);

@@ -263,8 +263,6 @@ def test_a_database_outage_longer_than_the_grace_keeps_the_live_processs_rows(
     assert (a.alive(), b.alive(), seen[-1][1]) == (True, True, [row["object_key"]]), seen
 
 
-@pytest.mark.xfail(strict=True, reason="review-37 F7: a sweep drops a gone process's pending "
-                   "rows with no record at all")
 def test_a_sweeps_drop_of_a_pending_row_is_logged(mount_factory, uniq):
     """F7 (Low, evidence). A sweep drops a gone process's pending rows (the attributes of its
     publishes in flight) in the same transaction as its hidden rows; the hidden drop is logged
@@ -272,7 +270,8 @@ def test_a_sweeps_drop_of_a_pending_row_is_logged(mount_factory, uniq):
     the file lands with default attributes and nothing shows why. a (live_grace 2 s) leaves a
     pending row at v.txt (A's open w.txt renamed over it) and is SIGKILLed; b's sweep drops
     it. Expected: one file_attr_changes row for v.txt, op 'pending drop', by the sweep of a's
-    claimer, no uid nor user, the sweeping host."""
+    claimer, no uid nor user, the sweeping host. Fixed: db_sql_attrs_sweep_pending logs each
+    row it drops (migration 18 adds the op)."""
     a, claimer, row, kv = _crash_with_rows(mount_factory, uniq)
     b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
     b.wait_until(lambda: not _pending_of(b, kv, claimer), timeout=60, interval=0.5,
