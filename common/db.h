@@ -68,12 +68,14 @@ int db_live_ensure(struct db *d);
  * once while it fails). Other processes (their sweeps,
  * db_attrs_sweep_hidden, db_attrs_sweep_pending, and tree drops) take a
  * process for gone only when its lock is free and its heartbeat is
- * missing or more than its grace old, so a live process that lost its
- * session, or cannot take its lock again, keeps its rows (review-31 R1,
- * review-36 R1-R3). File system requests never take the lock nor wait on
- * it (review-31 R2). Stopped by db_close, which deletes the heartbeat.
- * grace_s <= 0: DB_LIVE_GRACE_S (30). Call after any fork. 0 or
- * -errno. */
+ * more than its grace old (a claimer with no heartbeat row at all, a
+ * daemon of before migration 17: once its lock was seen free for
+ * DB_LIVE_NOBEAT_MS, 30 s, by the sweeps; never by tree drops), so a live
+ * process that lost its session, or cannot take its lock again, keeps its rows
+ * (review-31 R1, review-36 R1-R3). File system requests never take the lock nor
+ * wait on it (review-31 R2). Stopped by db_close, which ends the heartbeat
+ * (stale from then on). grace_s <= 0: DB_LIVE_GRACE_S (30). Call after any
+ * fork. 0 or -errno. */
 int db_live_watch(struct db *d, int grace_s);
 
 /* For how long (ms) this process's heartbeats (db_live_watch) have been

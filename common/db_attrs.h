@@ -258,7 +258,8 @@ int db_attrs_drop(struct db *d, const char *bucket, const char *key, int tree,
  * under key + "/" (its new file lands there: review-k L6, L7), and so does
  * a hidden name's row whose process is not gone (its liveness lock held,
  * or its heartbeat within its grace: its open file still shows it,
- * review-31 R6, review-36 R3); every other row goes as
+ * review-31 R6, review-36 R3; or no heartbeat row at all, a daemon of
+ * before migration 17, review-37 F2); every other row goes as
  * db_attrs_drop says. 0 or -errno. */
 int db_attrs_drop_spare(struct db *d, const char *bucket, const char *key,
 			int tree, const struct actor *who);
@@ -486,8 +487,10 @@ int db_attrs_settle_pending(struct db *d, const char *bucket, const char *key,
  * another object, or a removed one, the first recorded at their key since
  * them (review-h5 N7); never one whose upload may have been recorded (the
  * first object since it still live: db_attrs_settle_pending's).
- * A lapsed one is never shown meanwhile (db_attrs_get_pending). Not logged (a
- * pending row is no key's attributes). The number dropped, or -errno. */
+ * A lapsed one is never shown meanwhile (db_attrs_get_pending). Each one
+ * dropped is logged as op 'pending drop' (not a 'drop': a pending row is
+ * no key's attributes), by "custodyfs sweep of" its claimer, the sweeping
+ * host (review-37 F7). The number dropped, or -errno. */
 long db_attrs_sweep_pending(struct db *d, const char *bucket);
 
 /* The binding of a mount's upload's attributes row, run in the transaction

@@ -32,15 +32,18 @@
 	" IS DISTINCT FROM " c "::text || '#'))"
 
 /* Is row f a hidden name's row (db_attrs_copy_hidden's tag) whose process
- * is not gone (LIVE_GONE, db_internal.h: its liveness lock held, or its
- * heartbeat within its grace)? Read, never taken nor waited for. Such a
- * row goes with its file (its last close), or with the process
- * (db_attrs_sweep_hidden): a tree drop that spares claims spares it too
- * (review-31 R6), also while its process takes its lock again (review-36
- * R3). */
+ * is not gone (LIVE_GONE_BEAT, db_internal.h: its liveness lock held, or
+ * its heartbeat within its grace, or no heartbeat row at all)? Read, never
+ * taken nor waited for. Such a row goes with its file (its last close), or
+ * with the process (db_attrs_sweep_hidden): a tree drop that spares claims
+ * spares it too (review-31 R6), also while its process takes its lock
+ * again (review-36 R3). A tree drop cannot wait to read a lock twice, so
+ * the row of a claimer that writes no heartbeat (a daemon of before
+ * migration 17) is spared whatever its lock: the sweep drops it once that
+ * lock stayed free for DB_LIVE_NOBEAT_MS (review-37 F2). */
 #define LIVE_TAG "(f.claim_until IS NULL AND f.claimed_by IS NOT NULL" \
 	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'" \
-	" AND NOT " LIVE_GONE("left(f.claimed_by, length(f.claimed_by)" \
+	" AND NOT " LIVE_GONE_BEAT("left(f.claimed_by, length(f.claimed_by)" \
 	" - length('" HIDDEN_TAG "'))") ")"
 
 /* A pending row (file_attrs_pending, alias p) of an open file still being

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <libpq-fe.h>
 
@@ -290,13 +291,17 @@ static const char db_sql_attrs_pend_tag[] =
  * whose upload may have been recorded (the first object since it still
  * live: db_attrs_settle_pending's). A crash before the upload (review-h5
  * N7): such a row is never shown (db_sql_attrs_get_pending once it
- * lapsed) and goes here. */
+ * lapsed) and goes here. $3 the sweeping host: each row dropped is logged
+ * as op 'pending drop' (its from_key the rename's source), changed_by
+ * "custodyfs sweep of" its token's claimer, no uid nor user, so that a
+ * wrong drop leaves evidence (review-37 F7). */
 #define TOKEN_CLAIMER(t) "regexp_replace(" t ", '#[0-9]+$', '')"
 /* $1 bucket: the claimers of its unbound pending rows that are gone now
  * (LIVE_GONE: the liveness lock free, the heartbeat stale; read, never
- * taken). */
+ * taken), and whether each has a heartbeat row (live_free_claimers). */
 static const char db_sql_attrs_pending_free[] =
-	"SELECT DISTINCT " TOKEN_CLAIMER("p.token") " FROM file_attrs_pending p"
+	"SELECT DISTINCT " TOKEN_CLAIMER("p.token") ", "
+	LIVE_BEAT_ROW(TOKEN_CLAIMER("p.token")) " FROM file_attrs_pending p"
 	" WHERE p.bucket = $1::text AND p.etag IS NULL AND p.token ~ '#[0-9]+$'"
 	" AND " LIVE_GONE(TOKEN_CLAIMER("p.token"));
 static const char db_sql_attrs_sweep_pending[] =
@@ -305,8 +310,8 @@ static const char db_sql_attrs_sweep_pending[] =
 	" AND etag IS NULL AND token ~ '#[0-9]+$'),"
 	" gone AS MATERIALIZED (SELECT c FROM t WHERE CASE WHEN"
 	" c = ANY ($2::text[]) AND NOT " LIVE_BEAT_FRESH("c")
-	" THEN pg_try_advisory_xact_lock(" LIVE_KEY("c") ") ELSE false END)"
-	" DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
+	" THEN pg_try_advisory_xact_lock(" LIVE_KEY("c") ") ELSE false END),"
+	" d AS (DELETE FROM file_attrs_pending p WHERE p.bucket = $1::text"
 	" AND p.etag IS NULL"
 	" AND (" TOKEN_CLAIMER("p.token") " IN (SELECT c FROM gone)"
 	" OR (p.pending_until <= now() AND EXISTS (SELECT 1"
@@ -315,7 +320,11 @@ static const char db_sql_attrs_sweep_pending[] =
 	" AND NOT EXISTS (SELECT 1 FROM (SELECT r.etag, r.origin,"
 	" r.removed_at FROM reception_audit r WHERE r.source_bucket = $1::text"
 	" AND r.object_key = p.object_key AND r.uploaded_at >= p.ctime"
-	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.removed_at IS NULL)";
+	" ORDER BY r.uploaded_at, r.id LIMIT 1) f WHERE f.removed_at IS NULL)"
+	" RETURNING p.*) "
+	LOG_COLS "SELECT bucket, object_key, 'pending drop', mode, uid, gid,"
+	" atime_ns, mtime_ns, etag, from_key, 'custodyfs sweep of ' || "
+	TOKEN_CLAIMER("token") ", NULL, NULL, $3::text FROM d";
 /* Who ($1..$4), $5 bucket, $6 from, $7 to, $8 the copy's ETag, $9 the
  * ETag of the object copied (NULL: not known): to's pending row replaces
  * to's own (logged 'move' from from), bound to the copy when it was
@@ -682,15 +691,17 @@ int db_attrs_copy_hidden(struct db *d, const char *bucket, const char *key,
 /* clang-format off */
 /* $1 bucket: the claimers of its hidden rows (db_attrs_copy_hidden's tags)
  * that are gone now (LIVE_GONE: the liveness lock free, the heartbeat
- * stale; read, never taken). */
+ * stale; read, never taken), and whether each has a heartbeat row
+ * (live_free_claimers). */
+#define HIDDEN_CLAIMER "left(f.claimed_by, length(f.claimed_by)" \
+	" - length('" HIDDEN_TAG "'))"
 static const char db_sql_attrs_hidden_free[] =
-	"SELECT DISTINCT left(f.claimed_by, length(f.claimed_by)"
-	" - length('" HIDDEN_TAG "')) FROM file_attrs f"
+	"SELECT DISTINCT " HIDDEN_CLAIMER ", " LIVE_BEAT_ROW(HIDDEN_CLAIMER)
+	" FROM file_attrs f"
 	" WHERE f.bucket = $1::text AND f.claim_until IS NULL"
 	" AND f.claimed_by IS NOT NULL"
 	" AND right(f.claimed_by, length('" HIDDEN_TAG "')) = '" HIDDEN_TAG "'"
-	" AND " LIVE_GONE("left(f.claimed_by, length(f.claimed_by)"
-	" - length('" HIDDEN_TAG "'))");
+	" AND " LIVE_GONE(HIDDEN_CLAIMER);
 /* $1 the sweeping host, $2 bucket, $3 the claimers found gone
  * (db_sql_attrs_hidden_free): the hidden rows of every one of them that
  * is still gone (its heartbeat still stale, its liveness lock free:
@@ -727,8 +738,9 @@ struct sweep_hidden_args {
 
 struct live_free_args {
 	const char *sql, *bucket;
-	char *arr; /* output: a text[] literal, malloc'd */
-	int n;	   /* output: how many in it */
+	const char *scope; /* live_nobeat_gone's */
+	char *arr;	   /* output: a text[] literal, malloc'd */
+	int n;		   /* output: how many in it */
 };
 
 static int pg_live_free(struct pg_ctx *x, void *arg)
@@ -740,9 +752,28 @@ static int pg_live_free(struct pg_ctx *x, void *arg)
 	int rc = pg_exec(x, f->sql, 1, p, &res);
 	int i, n;
 
+	unsigned char *gone = NULL;
+	int k = 0;
+
 	if (rc)
 		goto out;
 	n = PQntuples(res);
+	gone = calloc(n ? (size_t)n : 1, 1);
+	if (!gone) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	/* With a stale heartbeat row: gone now. With none at all (a daemon
+	 * of before migration 17): once its lock was seen free for
+	 * DB_LIVE_NOBEAT_MS (review-37 F2). */
+	pthread_mutex_lock(&x->d->lock);
+	live_nobeat_begin(x->d, f->scope);
+	for (i = 0; i < n; i++)
+		gone[i] =
+		    PQgetvalue(res, i, 1)[0] == 't' ||
+		    live_nobeat_gone(x->d, f->scope, PQgetvalue(res, i, 0));
+	live_nobeat_end(x->d, f->scope);
+	pthread_mutex_unlock(&x->d->lock);
 	for (i = 0; i < n; i++)
 		len += 2 * (size_t)PQgetlength(res, i, 0) + 3;
 	free(f->arr);
@@ -755,7 +786,9 @@ static int pg_live_free(struct pg_ctx *x, void *arg)
 	for (i = 0; i < n; i++) {
 		const char *v = PQgetvalue(res, i, 0);
 
-		if (i)
+		if (!gone[i])
+			continue;
+		if (k++)
 			f->arr[at++] = ',';
 		f->arr[at++] = '"';
 		for (; *v; v++) {
@@ -767,23 +800,34 @@ static int pg_live_free(struct pg_ctx *x, void *arg)
 	}
 	f->arr[at++] = '}';
 	f->arr[at] = '\0';
-	f->n = n;
+	f->n = k;
 out:
+	free(gone);
 	PQclear(res);
 	return rc;
 }
 
-/* The claimers sql ($1 bucket) reads as gone now (LIVE_GONE), in *arr (a
- * text[] literal, the caller frees it), and how many in *n. No wait: a
- * live process's heartbeat is fresh, and a crashed one's rows go at a
- * later sweep once it is stale (the mount sweeps periodically). 0 or
- * -errno. */
+/* The claimers sql ($1 bucket) reads as gone now (LIVE_GONE; its second
+ * column: has it a heartbeat row), in *arr (a text[] literal, the caller
+ * frees it), and how many in *n. No wait: a live process's heartbeat is
+ * fresh, and a crashed one's rows go at a later sweep once it is stale
+ * (the mount sweeps periodically). A claimer with no heartbeat row is in
+ * *arr only once this process's reads of kind's rows of bucket found its
+ * lock free for DB_LIVE_NOBEAT_MS (live_nobeat_gone). 0 or -errno. */
 static int live_free_claimers(struct db *d, const char *what, const char *sql,
-			      const char *bucket, char **arr, int *n)
+			      const char *kind, const char *bucket, char **arr,
+			      int *n)
 {
 	struct live_free_args f = {.sql = sql, .bucket = bucket};
-	int rc = db_run(d, what, 0, 0, pg_live_free, &f);
+	char *scope = malloc(strlen(kind) + strlen(bucket) + 2);
+	int rc;
 
+	if (!scope)
+		return -ENOMEM;
+	sprintf(scope, "%s %s", kind, bucket);
+	f.scope = scope;
+	rc = db_run(d, what, 0, 0, pg_live_free, &f);
+	free(scope);
 	if (rc) {
 		free(f.arr);
 		return rc;
@@ -820,7 +864,7 @@ int db_attrs_sweep_hidden(struct db *d, const char *bucket,
 	if (!d || !bucket)
 		return -EINVAL;
 	rc = live_free_claimers(d, "read the hidden rows' gone processes",
-				db_sql_attrs_hidden_free, bucket,
+				db_sql_attrs_hidden_free, "hidden", bucket,
 				&free_claimers, &n);
 	if (rc)
 		return rc;
@@ -1293,15 +1337,16 @@ int db_attrs_pend_publish(struct db *d, const char *bucket, const char *from,
 struct sweep_pending_args {
 	const char *bucket;
 	const char *free; /* live_free_claimers' */
+	char host[256];	  /* the sweeping host, for the log */
 	long dropped;	  /* output */
 };
 
 static int pg_attrs_sweep_pending(struct pg_ctx *x, void *arg)
 {
 	struct sweep_pending_args *s = arg;
-	const char *p[2] = {s->bucket, s->free};
+	const char *p[3] = {s->bucket, s->free, s->host[0] ? s->host : NULL};
 	PGresult *res = NULL;
-	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 2, p, &res);
+	int rc = pg_exec(x, db_sql_attrs_sweep_pending, 3, p, &res);
 
 	if (rc == 0)
 		s->dropped = strtol(PQcmdTuples(res), NULL, 10);
@@ -1318,11 +1363,14 @@ long db_attrs_sweep_pending(struct db *d, const char *bucket)
 	if (!d || !bucket)
 		return -EINVAL;
 	rc = live_free_claimers(d, "read the pending rows' gone processes",
-				db_sql_attrs_pending_free, bucket,
+				db_sql_attrs_pending_free, "pending", bucket,
 				&free_claimers, &n);
 	if (rc)
 		return rc;
 	s.free = free_claimers;
+	if (gethostname(s.host, sizeof(s.host)))
+		s.host[0] = '\0';
+	s.host[sizeof(s.host) - 1] = '\0';
 	rc = db_run(d, "drop lapsed pending file attributes", 1, 0,
 		    pg_attrs_sweep_pending, &s);
 	free(free_claimers);

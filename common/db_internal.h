@@ -82,6 +82,11 @@ struct db {
 	_Atomic int64_t beat_since_ms;
 	struct pg_stmts *stmts[DB_POOL_MAX]; /* per slot, used by the slot's
 						holder only (db_stmt.c) */
+	/* protected by lock: claimers with no heartbeat row whose liveness
+	 * lock this process's sweeps saw free, and since when
+	 * (live_nobeat_gone, db_live_gone.c; review-37 F2) */
+	struct live_nobeat *nobeat;
+	int nobeat_n;
 };
 
 /* The session advisory lock a process holds while it lives (db_set_claimer,
@@ -120,12 +125,39 @@ struct db {
 	"EXISTS (SELECT 1 FROM live_heartbeat hb WHERE hb.claimer = " c        \
 	" AND hb.seen_at + hb.grace > clock_timestamp())"
 
+/* Has claimer c (an SQL text expression) a heartbeat row at all? A
+ * daemon of before migration 17 never writes one (review-37 F2). */
+#define LIVE_BEAT_ROW(c)                                                       \
+	"EXISTS (SELECT 1 FROM live_heartbeat hb WHERE hb.claimer = " c ")"
+
 /* Is claimer c's process gone? Its liveness lock is free AND its
  * heartbeat is missing or older than its grace: a free lock alone is not
  * proof of death (a session lost silently, a re-take that keeps failing:
  * review-36 R1, R2), and a process that beats through the pool keeps
- * itself alive meanwhile. Read, never taken nor waited for. */
+ * itself alive meanwhile. Read, never taken nor waited for. A claimer
+ * with no heartbeat row at all (a daemon of before migration 17 during a
+ * rolling upgrade) is only a candidate: the sweeps take it for gone once
+ * its lock was seen free for DB_LIVE_NOBEAT_MS (live_nobeat_gone), and
+ * tree drops never (LIVE_TAG: review-37 F2). */
 #define LIVE_GONE(c) "(NOT " LIVE_HELD(c) " AND NOT " LIVE_BEAT_FRESH(c) ")"
+
+/* Is claimer c's process gone at once, with no wait? Its liveness lock is
+ * free and it has a heartbeat row older than its grace; a claimer with no
+ * heartbeat row (a daemon of before migration 17) is never gone here
+ * (review-37 F2). Read, never taken nor waited for. */
+#define LIVE_GONE_BEAT(c)                                                      \
+	"(NOT " LIVE_HELD(c) " AND " LIVE_BEAT_ROW(                            \
+	    c) " AND NOT " LIVE_BEAT_FRESH(c) ")"
+
+/* A claimer with no heartbeat row (a daemon of before migration 17, which
+ * holds its liveness lock and writes none) counts as gone for a sweep
+ * only once the sweeps of one process have seen its lock free, every time
+ * they read it, for this long (ms): the old rule's two reads of a free
+ * lock a grace apart, the grace raised from 5 s to 30 s (review-37 F2).
+ * At most DB_LIVE_NOBEAT_MAX of them are followed at a time; the others
+ * wait for room (kept meanwhile). */
+#define DB_LIVE_NOBEAT_MS 30000
+#define DB_LIVE_NOBEAT_MAX 256
 
 /* One operation on one connection. */
 struct pg_ctx {
@@ -156,6 +188,19 @@ typedef int (*db_op_fn)(struct pg_ctx *x, void *arg);
 
 /* A CLOCK_MONOTONIC reading in milliseconds. */
 int64_t pg_now_ms(void);
+
+/* A sweep's read (scope: what it read, e.g. a bucket's hidden rows) found
+ * claimer's liveness lock free and no heartbeat row of it: 1 when this
+ * process's reads of scope have found it so for DB_LIVE_NOBEAT_MS (gone),
+ * else 0 (kept; followed from now on). Call live_nobeat_begin(d, scope)
+ * before the read's claimers and live_nobeat_end(d, scope) after them,
+ * all under d->lock: claimers of scope not seen in between (their lock
+ * held again, a heartbeat written, their rows gone) are forgotten. */
+void live_nobeat_begin(struct db *d, const char *scope);
+int live_nobeat_gone(struct db *d, const char *scope, const char *claimer);
+void live_nobeat_end(struct db *d, const char *scope);
+/* Frees the table (db_close). */
+void live_nobeat_free(struct db *d);
 
 /* Waits (poll) until PQgetResult on x's connection would not block, within
  * deadline (pg_now_ms(); only when x->timeout_ms is set). 0, or -1 (the

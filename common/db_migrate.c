@@ -1109,8 +1109,9 @@ static const char *const db_migration_16[] = {
  * liveness watch through the pool every second (db_live_watch): seen_at by
  * the server's clock, and the grace the process asks for. A process is
  * gone only when its liveness lock is free and its heartbeat is missing
- * or older than its grace (LIVE_GONE); a clean stop deletes its row, and
- * a sweep the rows of gone processes. host and pid say whose it is. */
+ * or older than its grace (LIVE_GONE); a clean stop ends its row (stale),
+ * and a sweep deletes the rows of gone processes. host and pid say whose
+ * it is. */
 static const char *const db_migration_17[] = {
 	"CREATE TABLE IF NOT EXISTS live_heartbeat ("
 	" claimer text PRIMARY KEY,"
@@ -1118,6 +1119,22 @@ static const char *const db_migration_17[] = {
 	" grace interval NOT NULL,"
 	" host text,"
 	" pid bigint)",
+	NULL,
+};
+
+/* Version 18 (review-37 F7): a sweep's drop of a gone process's pending row
+ * (db_attrs_sweep_pending) is logged, as op 'pending drop': a pending row
+ * is no key's attributes, so not a 'drop'. NOT VALID, then validated: the
+ * log is not locked against writes while its rows are checked. */
+static const char *const db_migration_18[] = {
+	"ALTER TABLE file_attr_changes DROP CONSTRAINT IF EXISTS"
+	" file_attr_changes_op_check",
+	"ALTER TABLE file_attr_changes ADD CONSTRAINT"
+	" file_attr_changes_op_check CHECK (op IN ('chmod', 'chown',"
+	" 'utimens', 'create', 'mkdir', 'move', 'drop', 'kill_priv',"
+	" 'pending drop')) NOT VALID",
+	"ALTER TABLE file_attr_changes VALIDATE CONSTRAINT"
+	" file_attr_changes_op_check",
 	NULL,
 };
 
@@ -1165,6 +1182,8 @@ static const struct db_migration db_migrations[] = {
 	{17, "each process's heartbeat: a free liveness lock alone is not "
 	     "death",
 	 db_migration_17},
+	{18, "a sweep's drop of a gone process's pending row is logged",
+	 db_migration_18},
 };
 /* clang-format on */
 

@@ -987,11 +987,20 @@ static int live_take(struct db *d)
 				  DB_LIVE_WATCH_MS, err);
 		rc = -EIO;
 	} else if (PQntuples(res) != 1 || PQgetvalue(res, 0, 0)[0] != 't') {
+		/* Most likely another mount's sweep, whose transaction
+		 * try-locks the key of a claimer it found gone and holds it
+		 * until its commit (the key is free again at the next try),
+		 * or this process's old session the server has not seen end
+		 * yet: no error of this process's (review-37 F8). A start's
+		 * caller (db_set_claimer) gets -EBUSY and says so. */
 		if (!d->live_failing)
-			log_error("database: liveness lock held by another "
-				  "session: not taken (tried again every %d "
-				  "ms)",
-				  DB_LIVE_WATCH_MS);
+			log_info("database: liveness lock held by another "
+				 "session (another mount's sweep, which takes "
+				 "this process for gone until its commit, or "
+				 "this process's old session not yet ended on "
+				 "the server): not taken (tried again every "
+				 "%d ms)",
+				 DB_LIVE_WATCH_MS);
 		rc = -EBUSY;
 	}
 	PQclear(res);
@@ -1034,11 +1043,18 @@ static const char db_sql_live_beat[] =
 	" make_interval(secs => $2::integer), $3::text, $4::bigint)"
 	" ON CONFLICT (claimer) DO UPDATE SET seen_at = excluded.seen_at,"
 	" grace = excluded.grace, host = excluded.host, pid = excluded.pid";
-/* $1 claimer: its heartbeat goes (a clean stop, a claimer replaced). */
+/* $1 claimer: its heartbeat ends (a clean stop, a claimer replaced):
+ * stale from now on (written if it had none), not deleted, so that its
+ * rows' sweeps take it for gone once its lock is free, as a crash's, and
+ * not as a claimer with no heartbeat row (a daemon of before migration
+ * 17: DB_LIVE_NOBEAT_MS, review-37 F2). db_live_beats_sweep deletes it
+ * then. */
 static const char db_sql_live_unbeat[] =
-	"DELETE FROM live_heartbeat WHERE claimer = $1::text";
+	"INSERT INTO live_heartbeat AS h (claimer, seen_at, grace)"
+	" VALUES ($1::text, '-infinity', interval '0 s')"
+	" ON CONFLICT (claimer) DO UPDATE SET seen_at = '-infinity'";
 /* The heartbeats of gone processes (their liveness lock free, their
- * heartbeat past its grace) go: a missing one is as gone (LIVE_GONE). */
+ * heartbeat past its grace, or ended) go (LIVE_GONE). */
 static const char db_sql_live_beats_gone[] =
 	"DELETE FROM live_heartbeat h WHERE " LIVE_GONE("h.claimer");
 /* clang-format on */
@@ -1074,7 +1090,7 @@ static int64_t live_mono_ms(void)
 	return (int64_t)t.tv_sec * 1000 + t.tv_nsec / 1000000;
 }
 
-/* Caller holds d->beat_lock: writes (gone 0) or deletes (gone 1) claimer's
+/* Caller holds d->beat_lock: writes (gone 0) or ends (gone 1) claimer's
  * heartbeat through the pool, bounded by DB_LIVE_ANSWER_MS (never on the
  * liveness connection: its loss is what the heartbeat outlives, review-36
  * R1, R2). A failing streak is logged once. 0 or -errno. */
@@ -1088,7 +1104,7 @@ static int live_beat(struct db *d, const char *claimer, int gone)
 
 	if (gone) {
 		if (rc)
-			log_warn("database: heartbeat of %s not deleted (%s): "
+			log_warn("database: heartbeat of %s not ended (%s): "
 				 "it lapses %d s after its last write",
 				 claimer, strerror(-rc), d->live_grace_s);
 		return rc;
@@ -1292,7 +1308,7 @@ void db_close(struct db *d)
 		pthread_join(d->beat_thread, NULL);
 		d->beat_running = 0;
 	}
-	/* A clean stop: this process's heartbeat goes (best effort: else it
+	/* A clean stop: this process's heartbeat ends (best effort: else it
 	 * lapses after its grace), then its liveness lock. */
 	if (d->claimer && d->live_watching)
 		live_beat(d, d->claimer, 1);
@@ -1302,6 +1318,7 @@ void db_close(struct db *d)
 	pg_stmts_free(d);
 	if (d->live)
 		PQfinish(d->live);
+	live_nobeat_free(d);
 	pthread_cond_destroy(&d->live_cond);
 	pthread_mutex_destroy(&d->beat_lock);
 	pthread_mutex_destroy(&d->live_lock);

@@ -335,8 +335,15 @@ static void cfs_sweep_gone(void)
 			  cfs->cfg.live_grace_s);
 		return;
 	}
+	/* A stop meanwhile ends it between steps (review-37 F6). */
+	if (atomic_load(&sweeper.stop))
+		return;
 	attrov_sweep_hidden();
+	if (atomic_load(&sweeper.stop))
+		return;
 	attrov_sweep_pending();
+	if (atomic_load(&sweeper.stop))
+		return;
 	if (db_live_beats_sweep(cfs->db) < 0)
 		log_debug("heartbeats of processes that are gone: not "
 			  "dropped (the next sweep tries again)");
@@ -522,9 +529,13 @@ static int cfs_teardown(void)
 	dcache_free_all();
 	projects_free_all();
 	attrov_free_all();
-	if (!sweep_left) /* else the sweep may still use it */
+	/* A sweep left behind may still read cfs->db: then it stays as it
+	 * is, neither closed nor cleared (the process _exits, review-37
+	 * F6). */
+	if (!sweep_left) {
 		db_close(cfs->db);
-	cfs->db = NULL;
+		cfs->db = NULL;
+	}
 	notify_join(); /* the readiness probe uses the S3 client */
 	if (stragglers)
 		return 1;

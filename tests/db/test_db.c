@@ -361,8 +361,8 @@ static int has_contract_columns(PGconn *c)
 
 /* The migrations db_migrate applies (common/db_migrate.c): one place
  * (16 is another branch's). */
-#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17"
-#define DB_NVERSIONS "17"
+#define DB_VERSIONS "1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18"
+#define DB_NVERSIONS "18"
 
 static int count_triggers(PGconn *c)
 {

@@ -547,13 +547,26 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	   "z's claim stay");
 	ok(last_change_is(raw, "hd/.fuse_hidden01", "drop||1000000000"),
 	   "... logged as a drop");
+	/* review-37 F2: other:3 writes no heartbeat (a daemon of before
+	 * migration 17): a free lock alone is not its death yet */
 	ok(sql_ok(raw, "SELECT pg_advisory_unlock(hashtextextended("
 		       "'other:3:1.0', 7310303))") &&
 	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
+	       dropped == 0 &&
+	       row_is(raw, "hd/.fuse_hidden03", "384|2002|2002||e-y"),
+	   "other:3's lock free, no heartbeat row: the sweep keeps its row "
+	   "(gone only once seen free for DB_LIVE_NOBEAT_MS)");
+	ok(db_attrs_drop_spare(d, BKT, "hd/.fuse_hidden03", 0, &who) == 0 &&
+	       row_is(raw, "hd/.fuse_hidden03", "384|2002|2002||e-y"),
+	   "... a drop sparing live tags spares it too");
+	ok(sql_ok(raw, "INSERT INTO live_heartbeat (claimer, seen_at, grace)"
+		       " VALUES ('other:3:1.0', clock_timestamp() -"
+		       " interval '31 s', interval '30 s')") &&
+	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden03", NULL) &&
 	       row_is(raw, "hd/.fuse_hidden02", "384|2002|2002|1000000000|e-y"),
-	   "other:3 gone: its row goes at the next sweep, this process's "
-	   "stays");
+	   "other:3 gone (its heartbeat 31 s old): its row goes at the next "
+	   "sweep, this process's stays");
 	/* review-31 R1, review-36 R1/R2: a live process whose liveness
 	 * session ended (its lock free for a while) keeps its rows: its
 	 * heartbeat (written by the watch through the pool) is fresh, and it
@@ -627,7 +640,10 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 		       " ('" BKT "', 'hs/.fuse_hidden06', 384, 2002, 2002,"
 		       " now(), 'o', 'e-y', 'dead:4:1.0!hidden'),"
 		       " ('" BKT "', 'hs/x', 384, 2002, 2002, now(), 'o',"
-		       " 'e-x', NULL)"),
+		       " 'e-x', NULL)") &&
+	       sql_ok(raw, "INSERT INTO live_heartbeat (claimer, seen_at,"
+			   " grace) VALUES ('dead:4:1.0', clock_timestamp() -"
+			   " interval '31 s', interval '30 s')"),
 	   "hs/: a hidden row of this process (alive), one of a gone one, x");
 	ok(db_attrs_drop_spare(d, BKT, "hs", 1, &who) == 0 &&
 	       row_is(raw, "hs/.fuse_hidden05", "384|2002|2002||e-y") &&
@@ -640,11 +656,12 @@ void test_attrs_hidden(struct db *d, PGconn *raw)
 	       row_is(raw, "hs/.fuse_hidden05", NULL),
 	   "... db_attrs_drop (no spare) drops it");
 	ok(db_set_claimer(d, NULL) == 0 &&
-	       sql_long(raw, BEAT_OF("th:2:1.0")) == 0 &&
+	       sql_long(raw, BEAT_OF("th:2:1.0") " AND seen_at ="
+						 " '-infinity'") == 1 &&
 	       db_attrs_sweep_hidden(d, BKT, &who, &dropped) == 0 &&
 	       dropped == 1 && row_is(raw, "hd/.fuse_hidden02", NULL),
-	   "no claimer any more (th:2's lock and heartbeat let go): its row "
-	   "goes too");
+	   "no claimer any more (th:2's lock let go, its heartbeat ended): "
+	   "its row goes too");
 }
 
 static int count_calls(void *arg)

@@ -14,7 +14,7 @@ import pytest
 from test_perms import A, B, FOREIGN, as_user, changes
 from test_review_hide import _fd_stat, _hidden
 from test_review_31 import _claimer
-from test_review_36 import PgLive, _end, _hide_on, _lock_pids
+from test_review_36 import PgLive, _crash_with_rows, _end, _hide_on, _lock_pids, _pending_of
 
 
 class PgStall(PgLive):
@@ -173,10 +173,6 @@ def test_the_periodic_sweep_logs_a_database_outage_once(stack, mount_factory, un
         px.close()
 
 
-@pytest.mark.xfail(strict=True, reason="review-37 F2: a process that writes no heartbeat (a "
-                   "daemon of before migration 17, mixed versions) is gone the moment its "
-                   "lock is free: the new periodic sweep drops its live hidden row with no "
-                   "grace at all (the old sweeps gave 5 s)")
 def test_a_daemon_that_writes_no_heartbeat_keeps_its_rows_through_a_short_lock_gap(
         stack, mount_factory, uniq):
     """F2 (Medium, during a rolling upgrade). Migration 17 is applied by the first new daemon;
@@ -191,7 +187,9 @@ def test_a_daemon_that_writes_no_heartbeat_keeps_its_rows_through_a_short_lock_g
     daemon has none). The session ends and is back 3 s later (inside be10e37's grace), while
     b sweeps every second. Expected: the row stays (a claimer with no heartbeat at all gets the
     old rule: a free lock read twice a grace apart, or the sweeps keep off claimers that never
-    wrote one while the schema has older writers)."""
+    wrote one while the schema has older writers). Fixed: a claimer with no heartbeat row is
+    gone for a sweep only once its lock was free at each of the sweeps' reads for 30 s
+    (DB_LIVE_NOBEAT_MS, common/db_live_gone.c), and never for a tree drop (LIVE_TAG)."""
     a = mount_factory(config=FOREIGN, opts="allow_other", name="a")
     pa, reader, row = _hide_on(a, uniq)
     claimer = _claimer(row)
@@ -263,3 +261,25 @@ def test_a_database_outage_longer_than_the_grace_keeps_the_live_processs_rows(
     finally:
         reader.close()
     assert (a.alive(), b.alive(), seen[-1][1]) == (True, True, [row["object_key"]]), seen
+
+
+def test_a_sweeps_drop_of_a_pending_row_is_logged(mount_factory, uniq):
+    """F7 (Low, evidence). A sweep drops a gone process's pending rows (the attributes of its
+    publishes in flight) in the same transaction as its hidden rows; the hidden drop is logged
+    ('drop', 'custodyfs sweep of <claimer>'), the pending drop nowhere, so after a false death
+    the file lands with default attributes and nothing shows why. a (live_grace 2 s) leaves a
+    pending row at v.txt (A's open w.txt renamed over it) and is SIGKILLed; b's sweep drops
+    it. Expected: one file_attr_changes row for v.txt, op 'pending drop', by the sweep of a's
+    claimer, no uid nor user, the sweeping host. Fixed: db_sql_attrs_sweep_pending logs each
+    row it drops (migration 18 adds the op)."""
+    a, claimer, row, kv = _crash_with_rows(mount_factory, uniq)
+    b = mount_factory(config=FOREIGN, reset=False, opts="allow_other", name="b")
+    b.wait_until(lambda: not _pending_of(b, kv, claimer), timeout=60, interval=0.5,
+                 what="the crashed a's pending row dropped")
+    logged = b.sql_dicts("select op, changed_by, changed_uid, changed_user, changed_host"
+                         " from file_attr_changes where bucket = %s and object_key = %s"
+                         " and changed_by like 'custodyfs sweep of %%' order by id",
+                         (b.reception_bucket, kv))
+    assert [tuple(r.values()) for r in logged] == [
+        ("pending drop", f"custodyfs sweep of {claimer}", None, None, os.uname().nodename)], \
+        logged
