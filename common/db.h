@@ -61,10 +61,11 @@ int db_set_claimer(struct db *d, const char *claimer);
 int db_live_ensure(struct db *d);
 
 /* Starts two threads: one, every DB_LIVE_WATCH_MS (1 s), writes this
- * process's heartbeat through the pool (live_heartbeat: seen_at by the
- * server's clock, and grace_s; a failing streak logged once); the other
- * notices without a round trip that the liveness lock's session ended and
- * takes the lock again on a new connection (try-lock: never waits; logged
+ * process's heartbeat on a connection of its own, never a pool slot, each
+ * write within DB_LIVE_ANSWER_MS (5 s) connect included (live_heartbeat:
+ * seen_at by the server's clock, and grace_s; a failing streak logged once);
+ * the other notices without a round trip that the liveness lock's session ended
+ * and takes the lock again on a new connection (try-lock: never waits; logged
  * once while it fails). Other processes (their sweeps,
  * db_attrs_sweep_hidden, db_attrs_sweep_pending, and tree drops) take a
  * process for gone only when its lock is free and its heartbeat is

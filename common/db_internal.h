@@ -73,9 +73,11 @@ struct db {
 	int live_grace_s;	   /* db_live_watch's: the heartbeat's grace */
 	int beat_failing;	   /* protected by beat_lock: the last
 				      heartbeat failed (logged once) */
-	pthread_t beat_thread;	   /* the heartbeat's (db_live_watch) */
-	int beat_running;	   /* beat_thread runs */
-	atomic_int beat_stop;	   /* set by db_close */
+	PGconn *beat_conn;     /* protected by beat_lock: the heartbeat's own
+				  connection (live_beat), or NULL */
+	pthread_t beat_thread; /* the heartbeat's (db_live_watch) */
+	int beat_running;      /* beat_thread runs */
+	atomic_int beat_stop;  /* set by db_close */
 	/* CLOCK_MONOTONIC ms of the first of this process's heartbeats
 	 * written since the last failure (0: the last one failed, or none
 	 * yet): db_live_steady_ms. */
@@ -95,7 +97,7 @@ struct db {
 
 /* Every DB_LIVE_WATCH_MS the watch (db_live_watch) takes a lost liveness
  * lock again and writes the process's heartbeat (live_heartbeat.seen_at,
- * through the pool, by the server's clock). */
+ * on a connection of its own, by the server's clock). */
 #define DB_LIVE_WATCH_MS 1000
 
 /* The default grace of a heartbeat (db_live_watch), in seconds. */
@@ -133,7 +135,7 @@ struct db {
 /* Is claimer c's process gone? Its liveness lock is free AND its
  * heartbeat is missing or older than its grace: a free lock alone is not
  * proof of death (a session lost silently, a re-take that keeps failing:
- * review-36 R1, R2), and a process that beats through the pool keeps
+ * review-36 R1, R2), and a process that beats on its own connection keeps
  * itself alive meanwhile. Read, never taken nor waited for. A claimer
  * with no heartbeat row at all (a daemon of before migration 17 during a
  * rolling upgrade) is only a candidate: the sweeps take it for gone once

@@ -1059,26 +1059,85 @@ static const char db_sql_live_beats_gone[] =
 	"DELETE FROM live_heartbeat h WHERE " LIVE_GONE("h.claimer");
 /* clang-format on */
 
-struct live_beat_args {
-	const char *claimer;
-	int grace_s;
-	int gone; /* 1: delete the heartbeat */
-};
-
-static int pg_live_beat(struct pg_ctx *x, void *arg)
+/* A new connection for the heartbeat, with the liveness connection's
+ * keywords (d->live_kw: fast dead-peer checks), made without blocking past
+ * deadline (pg_now_ms()): PQconnectPoll ignores connect_timeout, and all
+ * the conninfo's host addresses are tried within this one deadline. Only
+ * a host name's lookup, which libpq makes synchronously, is not bounded
+ * by it (hostaddr avoids it). NULL on a failure or at the deadline. */
+static PGconn *beat_connect(struct db *d, int64_t deadline)
 {
-	struct live_beat_args *b = arg;
-	char grace[16], host[256], pid[24];
-	const char *p[4] = {b->claimer, grace, host, pid};
+	PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+	PGconn *c = PQconnectStartParams(d->live_kw, d->live_val, 1);
 
-	if (b->gone)
-		return pg_exec(x, db_sql_live_unbeat, 1, p, NULL);
-	snprintf(grace, sizeof(grace), "%d", b->grace_s);
-	if (gethostname(host, sizeof(host)))
-		host[0] = '\0';
-	host[sizeof(host) - 1] = '\0';
-	snprintf(pid, sizeof(pid), "%ld", (long)getpid());
-	return pg_exec(x, db_sql_live_beat, 4, p, NULL);
+	if (!c || PQstatus(c) == CONNECTION_BAD)
+		goto fail;
+	while (st != PGRES_POLLING_OK) {
+		struct pollfd pfd = {
+		    .fd = PQsocket(c),
+		    .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+		int64_t left = deadline - pg_now_ms();
+		int n;
+
+		if (st == PGRES_POLLING_FAILED || pfd.fd < 0 || left <= 0)
+			goto fail;
+		n = poll(&pfd, 1, (int)left);
+		if (n < 0 && errno != EINTR)
+			goto fail;
+		if (n > 0)
+			st = PQconnectPoll(c);
+	}
+	PQsetNoticeReceiver(c, pg_notice, NULL);
+	return c;
+
+fail:
+	PQfinish(c);
+	return NULL;
+}
+
+/* Caller holds d->beat_lock: runs sql (n parameters p, no result rows) on
+ * the heartbeat's own connection (d->beat_conn, made first when there is
+ * none or it broke), all of it, connect included, within deadline. Never
+ * a pool slot (a saturated pool must not hold up the heartbeat, review-37
+ * F4) nor the liveness connection (its loss is what the heartbeat
+ * outlives, review-36 R1, R2); never tried again within the call. A
+ * connection that failed or passed the deadline is dropped: the next call
+ * makes a new one. 0 or -errno. */
+static int beat_exec(struct db *d, const char *sql, int n, const char *const *p,
+		     int64_t deadline)
+{
+	struct pg_ctx x = {.d = d,
+			   .slot = -1,
+			   .what = "liveness heartbeat",
+			   .timeout_ms = DB_LIVE_ANSWER_MS,
+			   .quiet = 1};
+	PGresult *res;
+	int rc;
+
+	if (d->beat_conn && PQstatus(d->beat_conn) != CONNECTION_OK) {
+		PQfinish(d->beat_conn);
+		d->beat_conn = NULL;
+	}
+	if (!d->beat_conn)
+		d->beat_conn = beat_connect(d, deadline);
+	if (!d->beat_conn)
+		return -errmap_sqlstate(NULL); /* EIO, cause "lost" */
+	x.conn = d->beat_conn;
+	if (!PQsendQueryParams(x.conn, sql, n, NULL, p, NULL, NULL, 0))
+		goto lost;
+	res = pg_last_result(&x, deadline);
+	if (!res)
+		goto lost;
+	rc = PQresultStatus(res) == PGRES_COMMAND_OK
+		 ? 0
+		 : -errmap_sqlstate(PQresultErrorField(res, PG_DIAG_SQLSTATE));
+	PQclear(res);
+	return rc;
+
+lost:
+	PQfinish(d->beat_conn);
+	d->beat_conn = NULL;
+	return -errmap_sqlstate(NULL);
 }
 
 /* CLOCK_MONOTONIC now, in ms (never 0 on a running system). */
@@ -1091,16 +1150,32 @@ static int64_t live_mono_ms(void)
 }
 
 /* Caller holds d->beat_lock: writes (gone 0) or ends (gone 1) claimer's
- * heartbeat through the pool, bounded by DB_LIVE_ANSWER_MS (never on the
- * liveness connection: its loss is what the heartbeat outlives, review-36
- * R1, R2). A failing streak is logged once. 0 or -errno. */
+ * heartbeat on its own connection (beat_exec), the whole of it (a new
+ * connection to any of the host addresses, then the statement) within
+ * DB_LIVE_ANSWER_MS whatever connect_timeout says, and never waiting for
+ * a pool slot (review-37 F4). With the nap between two beats, a live
+ * process's heartbeats are thus at most DB_LIVE_ANSWER_MS +
+ * DB_LIVE_WATCH_MS apart while the server answers (6 s, below the
+ * smallest live_grace but for 2 to 5 s). A failing streak is logged
+ * once. 0 or -errno. */
 static int live_beat(struct db *d, const char *claimer, int gone)
 {
-	struct live_beat_args b = {
-	    .claimer = claimer, .grace_s = d->live_grace_s, .gone = gone};
-	int rc = db_run_ctx(
-	    d, gone ? "liveness heartbeat end" : "liveness heartbeat", 0, 0,
-	    DB_LIVE_ANSWER_MS, 0, 1, pg_live_beat, &b);
+	char grace[16], host[256], pid[24];
+	const char *p[4] = {claimer, grace, host, pid};
+	int rc;
+
+	if (gone) {
+		rc = beat_exec(d, db_sql_live_unbeat, 1, p,
+			       pg_now_ms() + DB_LIVE_ANSWER_MS);
+	} else {
+		snprintf(grace, sizeof(grace), "%d", d->live_grace_s);
+		if (gethostname(host, sizeof(host)))
+			host[0] = '\0';
+		host[sizeof(host) - 1] = '\0';
+		snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+		rc = beat_exec(d, db_sql_live_beat, 4, p,
+			       pg_now_ms() + DB_LIVE_ANSWER_MS);
+	}
 
 	if (gone) {
 		if (rc)
@@ -1159,10 +1234,10 @@ long db_live_steady_ms(struct db *d)
 }
 
 /* db_live_watch's thread: every DB_LIVE_WATCH_MS, the process's heartbeat
- * is written (through the pool), and a lost liveness lock is taken again
- * (try-lock: never waits). Other processes take this one for gone only
- * when both the lock is free and the heartbeat is older than its grace
- * (LIVE_GONE). */
+ * is written (live_beat_main, on its own connection), and a lost liveness lock
+ * is taken again (try-lock: never waits). Other processes take this one for
+ * gone only when both the lock is free and the heartbeat is older than its
+ * grace (LIVE_GONE). */
 static void *live_watch_main(void *arg)
 {
 	struct db *d = arg;
@@ -1295,7 +1370,7 @@ void db_close(struct db *d)
 
 	if (!d)
 		return;
-	/* The watch first: its heartbeat goes through the pool. */
+	/* The watch and the heartbeat first. */
 	if (d->live_watching) {
 		pthread_mutex_lock(&d->live_lock);
 		d->live_stop = 1;
@@ -1318,6 +1393,8 @@ void db_close(struct db *d)
 	pg_stmts_free(d);
 	if (d->live)
 		PQfinish(d->live);
+	if (d->beat_conn)
+		PQfinish(d->beat_conn);
 	live_nobeat_free(d);
 	pthread_cond_destroy(&d->live_cond);
 	pthread_mutex_destroy(&d->beat_lock);

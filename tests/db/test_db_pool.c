@@ -5,6 +5,7 @@
  * the audit exports never hold the pool's last two connections (E10a). */
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <time.h>
 #include <unistd.h>
@@ -17,6 +18,7 @@
 struct holder {
 	struct db *d;
 	int rc;
+	atomic_int done; /* its operation returned */
 };
 
 /* Called under the key lock, the pool's only connection held. */
@@ -33,6 +35,7 @@ static void *holder_main(void *arg)
 
 	h->rc =
 	    db_reception_newest_do(h->d, "pool", "held", 0, hold_fn, h, NULL);
+	atomic_store(&h->done, 1);
 	return NULL;
 }
 
@@ -44,14 +47,31 @@ static double mono_s(void)
 	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* The heartbeat's write time (epoch ms by the server's clock), or -1. */
+#define BEAT_MS                                                                \
+	"SELECT coalesce((SELECT (extract(epoch FROM seen_at) * 1000)::bigint" \
+	" FROM live_heartbeat WHERE claimer = 'pool:1:1.0'), -1)"
+
 void test_pool_wait(const char *conninfo)
 {
 	struct holder h = {0};
+	PGconn *raw = PQconnectdb(conninfo);
 	pthread_t th;
 	double t0, dt;
-	int rc;
+	long beat = -1;
+	int rc, i, beat_moved = 0, held = 0;
 
 	h.d = open_or_die(conninfo, 1);
+	/* review-37 F4: its heartbeat, on a connection of its own, goes on
+	 * while the pool's only connection is held */
+	ok(db_set_claimer(h.d, "pool:1:1.0") == 0 && db_live_watch(h.d, 0) == 0,
+	   "a claimer and its liveness watch on a pool of one");
+	for (i = 0; i < 100 && beat < 0; i++) {
+		beat = sql_long(raw, BEAT_MS);
+		if (beat < 0)
+			usleep(50000);
+	}
+	ok(beat >= 0, "... its heartbeat is written");
 	if (pthread_create(&th, NULL, holder_main, &h)) {
 		ok(0, "holder thread");
 		db_close(h.d);
@@ -65,10 +85,21 @@ void test_pool_wait(const char *conninfo)
 	   "a waiter for a pooled connection gives up with -EIO after the "
 	   "statement bound (rc %d after %.1fs; the holder keeps it %ds)",
 	   rc, dt, HOLD_S);
+	beat = sql_long(raw, BEAT_MS);
+	for (i = 0; i < 100 && !beat_moved; i++) {
+		usleep(50000);
+		held = !atomic_load(&h.done);
+		beat_moved = held && sql_long(raw, BEAT_MS) > beat;
+	}
+	ok(beat_moved,
+	   "the heartbeat is written again while the pool's only connection "
+	   "is still held (review-37 F4; held %d)",
+	   held);
 	pthread_join(th, NULL);
 	ok(h.rc == 0, "the holder's operation ends well (rc %d)", h.rc);
 	ok(db_ping(h.d) == 0, "the connection serves again once it is back");
 	db_close(h.d);
+	PQfinish(raw);
 }
 
 #define BULK_POOL 4
